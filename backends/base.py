@@ -1,0 +1,146 @@
+"""The Backend and CompiledModel contracts every backend implements.
+
+Data flows one way: the compiler hands a backend an optimized ``onnx_ir.Model`` and a
+``Target``; the backend returns a ``CompiledModel`` that runs feeds. Backends never run
+passes and never import each other.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from kiln.compiler.target import Target
+
+#: Precisions a user may ask for. A backend refuses what it cannot honour.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+Dim = int | str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here, and why not when it cannot."""
+
+    ok: bool
+    reason: str = ""
+    version: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of a model input or output.
+
+    ``shape`` holds an int for a fixed dim, a string for a symbolic dim (shared symbols must
+    agree across inputs) and None for a dim nothing is known about.
+    """
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...] | None
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else ", ".join(
+            "?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": np.dtype(self.dtype).name,
+                "shape": None if self.shape is None else list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TensorSpec:
+        shape = data.get("shape")
+        return cls(data["name"], np.dtype(data["dtype"]),
+                   None if shape is None else tuple(shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """What the user asked for, independent of any one backend.
+
+    precision: one of PRECISIONS; always explicit, so no backend picks one silently.
+    threads:   intra-op threads; None lets the backend use every core.
+    device:    backend device string (OpenVINO "CPU"/"GPU"/"AUTO", TensorRT "cuda:0").
+    extra:     backend-specific settings, passed through unchanged.
+    """
+
+    precision: str = "fp32"
+    threads: int | None = None
+    device: str = "CPU"
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"precision": self.precision, "threads": self.threads, "device": self.device,
+                "extra": dict(self.extra)}
+
+
+class CompiledModel(abc.ABC):
+    """A model compiled by one backend, ready to run.
+
+    ``run`` receives feeds that kiln already checked against ``inputs`` (names, dtypes, ranks
+    and fixed dims), so a backend only validates what depends on the data itself.
+    """
+
+    #: Name of the backend that produced this model.
+    backend: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference; returns every graph output by name. Thread-safe."""
+
+    def save(self, folder: Path) -> list[str]:
+        """Write backend blobs into ``folder``; returns the file names written.
+
+        The default writes nothing: the artifact's ``model.onnx`` is enough to rebuild.
+        """
+        return []
+
+
+class Backend(abc.ABC):
+    """A way of running an IR model on some device."""
+
+    #: Registry name: "onnxruntime", "openvino", "native", "tensorrt".
+    name: str
+
+    @abc.abstractmethod
+    def is_available(self) -> Availability:
+        """Whether this backend can run here, with version and reason. Never raises."""
+
+    @abc.abstractmethod
+    def supports(self, node: ir.Node) -> bool:
+        """Whether this backend can run ``node`` (op, dtype, attributes). A pure query."""
+
+    def refusal(self, node: ir.Node) -> str | None:
+        """Why ``supports(node)`` is False (None when it is True)."""
+        return None if self.supports(node) else f"{node.domain or 'ai.onnx'}::{node.op_type}"
+
+    def supported_precisions(self) -> Sequence[str]:
+        """Precisions this backend honours exactly."""
+        return ("fp32",)
+
+    @abc.abstractmethod
+    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+        """Compile ``model`` for ``target``. Raises a KilnError subclass on failure."""
+
+    def load(self, folder: Path, model: ir.Model, target: Target,
+             options: CompileOptions) -> CompiledModel:
+        """Load a model saved by ``CompiledModel.save``; the default recompiles ``model``."""
+        return self.compile(model, target, options)

@@ -1,0 +1,33 @@
+// Run-time CPU feature detection; the ISA is chosen once, from CPUID.
+#pragma once
+#include <string>
+
+namespace kiln {
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512_vnni = false;
+  bool avx512_bf16 = false;
+  bool amx_tile = false;
+  bool os_saves_avx = false;     // XCR0 has YMM state
+  bool os_saves_avx512 = false;  // XCR0 has opmask + ZMM state
+};
+
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+
+const CpuFeatures& cpu_features();
+// Best ISA this CPU and OS can run.
+Isa best_isa();
+// ISA in use: best_isa() unless capped with set_isa_cap (tests force slower paths).
+Isa active_isa();
+// Cap the ISA (never raises it above what the CPU can do); returns the ISA now active.
+Isa set_isa_cap(Isa cap);
+const char* isa_name(Isa isa);
+
+}  // namespace kiln

@@ -1,0 +1,65 @@
+// Single-precision GEMM: the contract between the executor and the GEMM microkernels.
+//
+//   C[M,N] = op(A)[M,K] * op(B)[K,N]  (+ bias)  (+ residual)  -> activation
+//
+// Row-major throughout. lda/ldb/ldc are row strides in elements. The epilogue is applied
+// once per output element after the full K reduction, in this order: bias, residual,
+// activation.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+namespace kiln {
+
+class ThreadPool;
+
+enum class Activation : int {
+  none = 0,
+  relu,
+  leaky_relu,   // alpha = negative slope
+  clip,         // alpha = min, beta = max
+  sigmoid,
+  silu,         // x * sigmoid(x)
+  hard_sigmoid, // max(0, min(1, alpha * x + beta))
+  hard_swish,   // x * max(0, min(1, x / 6 + 0.5))
+  gelu_erf,
+  gelu_tanh,
+  tanh,
+};
+
+enum class BiasKind : int { none = 0, per_row, per_col, full };
+
+struct Epilogue {
+  BiasKind bias_kind = BiasKind::none;
+  const float* bias = nullptr;      // per_row: M values; per_col: N values; full: M x N (ldc)
+  const float* residual = nullptr;  // M x N added after bias, row stride ldc; may alias C? no
+  Activation act = Activation::none;
+  float alpha = 0.0f;
+  float beta = 0.0f;
+};
+
+// Applies `act` in place to n values (used by the epilogue and by standalone ops).
+void apply_activation(Activation act, float alpha, float beta, float* x, size_t n);
+
+// C = op(A) * op(B) + epilogue. pool may be null (single thread).
+void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K,
+           const float* A, size_t lda, const float* B, size_t ldb,
+           float* C, size_t ldc, const Epilogue& ep, ThreadPool* pool);
+
+// B packed once (constant weights), in whatever panel layout the active ISA's kernel wants.
+class PackedB {
+ public:
+  virtual ~PackedB() = default;
+  virtual size_t K() const = 0;
+  virtual size_t N() const = 0;
+  virtual size_t bytes() const = 0;
+};
+
+// Packs op(B)[K,N] for sgemm_packed.
+std::unique_ptr<PackedB> pack_b(bool trans_b, size_t K, size_t N, const float* B, size_t ldb);
+
+// C = op(A) * packed + epilogue.
+void sgemm_packed(bool trans_a, size_t M, const float* A, size_t lda, const PackedB& B,
+                  float* C, size_t ldc, const Epilogue& ep, ThreadPool* pool);
+
+}  // namespace kiln

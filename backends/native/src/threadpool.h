@@ -1,0 +1,44 @@
+// A small fork-join thread pool: parallel_for splits [0, n) across the workers and the
+// calling thread, then waits. Workers sleep on a condition variable between calls (no
+// spinning), so a pool never steals the second core from another engine between runs.
+#pragma once
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace kiln {
+
+class ThreadPool {
+ public:
+  // threads: total threads including the caller; 0 means every hardware thread.
+  explicit ThreadPool(size_t threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  size_t size() const { return workers_.size() + 1; }
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, n); chunks are at least `grain`.
+  // Safe to call from several threads: calls are serialized.
+  void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
+
+ private:
+  void worker_loop(size_t index);
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const std::function<void(size_t, size_t)>* task_ = nullptr;
+  size_t task_n_ = 0;
+  size_t task_chunk_ = 0;
+  size_t generation_ = 0;
+  size_t pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace kiln

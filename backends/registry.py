@@ -1,0 +1,85 @@
+"""Backends found by name. Adding a backend = one module + one line in ``_BACKENDS``.
+
+Backend modules are imported lazily so ``import kiln`` stays fast and works without the
+heavy SDKs (OpenVINO, TensorRT) installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from kiln.errors import BackendUnavailableError, KilnError
+
+if TYPE_CHECKING:
+    from kiln.backends.base import Availability, Backend
+    from kiln.compiler.target import Target
+
+# name -> "module:class"
+_BACKENDS = {
+    "onnxruntime": "kiln.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "kiln.backends.openvino:OpenVinoBackend",
+    "native": "kiln.backends.native.backend:NativeBackend",
+    "tensorrt": "kiln.backends.tensorrt:TensorRtBackend",
+}
+
+_instances: dict[str, Backend] = {}
+
+
+def backend_names() -> list[str]:
+    """Every registered backend name, available here or not."""
+    return list(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under ``name`` (it may still be unavailable here)."""
+    if name not in _BACKENDS:
+        raise KilnError(f"unknown backend '{name}'; known backends: {', '.join(_BACKENDS)}")
+    if name not in _instances:
+        module_name, class_name = _BACKENDS[name].split(":")
+        module = importlib.import_module(module_name)
+        _instances[name] = getattr(module, class_name)()
+    return _instances[name]
+
+
+def availability(name: str) -> Availability:
+    """``get_backend(name).is_available()``, never raising."""
+    from kiln.backends.base import Availability
+
+    try:
+        return get_backend(name).is_available()
+    except Exception as exc:  # an import-time failure is an unavailable backend
+        return Availability(False, f"{type(exc).__name__}: {exc}")
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here, in registry order."""
+    return [name for name in _BACKENDS if availability(name).ok]
+
+
+def require(name: str) -> Backend:
+    """The backend ``name``, or BackendUnavailableError saying why it cannot run here."""
+    status = availability(name)
+    if not status.ok:
+        raise BackendUnavailableError(f"backend '{name}' is unavailable: {status.reason}")
+    return get_backend(name)
+
+
+# Preference order for backend="auto", per device kind.
+_AUTO_ORDER = {"gpu": ("tensorrt", "onnxruntime"), "cpu": ("openvino", "onnxruntime")}
+
+
+def choose_auto(target: Target) -> tuple[str, str]:
+    """Pick a backend for ``target``; returns (name, why) so the choice can be recorded."""
+    skipped = []
+    for name in _AUTO_ORDER.get(target.kind, _AUTO_ORDER["cpu"]):
+        status = availability(name)
+        if status.ok:
+            why = f"auto: first available for {target.kind} in {list(_AUTO_ORDER[target.kind])}"
+            if skipped:
+                why += f" (skipped {'; '.join(skipped)})"
+            return name, why
+        skipped.append(f"{name}: {status.reason}")
+    raise BackendUnavailableError(
+        "no backend can run here: " + "; ".join(skipped)
+        + ". Install onnxruntime (`pip install onnxruntime`).")

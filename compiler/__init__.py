@@ -1,0 +1,1 @@
+"""kiln.compiler: frontend, targets, pass pipelines and partitioning. Imports no backend."""

@@ -1,0 +1,1 @@
+"""kiln.runtime: sessions, artifacts and the benchmark engine."""
