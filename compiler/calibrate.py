@@ -159,10 +159,19 @@ def parse_calibration(spec: str | Path, model: ir.Model, seed: int = 0) -> list[
 
 def float_tensors(model: ir.Model) -> list[str]:
     """Names of every float32 value computed by a node or fed as a graph input."""
+    proto = ir.serde.serialize_model(model)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - inference is best effort; declared types still count
+        pass
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}
     names = [v.name for v in model.graph.inputs if v.dtype == ir.DataType.FLOAT]
     for node in model.graph:
         for v in node.outputs:
-            if v.name and (v.dtype in (ir.DataType.FLOAT, None)):
+            known = v.dtype if v.dtype is not None else (
+                ir.DataType(types[v.name]) if types.get(v.name) else None)
+            if v.name and known == ir.DataType.FLOAT:
                 names.append(v.name)
     return list(dict.fromkeys(names))
 
