@@ -119,6 +119,7 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
                    activation: str | None = None,
                    eval_samples: Sequence[calibrate.Sample] | None = None,
                    labels: Sequence[np.ndarray] | None = None,
+                   classifier: bool | None = None,
                    max_accuracy_drop: float | None = None,
                    measure: speed_gate.Measure | None = None, gate_per_layer: bool = False,
                    gate_margin: float = 0.03) -> QuantizationResult:
@@ -132,8 +133,10 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
     activation:        "uint8" / "int8"; default from the target (VNNI -> uint8).
     eval_samples:      samples for the accuracy report (default: the calibration samples);
                        ``labels`` (one array per sample) add labelled top-1 accuracy.
-    max_accuracy_drop: budget as a fraction (0.01 = one point); layers are kept in fp32,
-                       most sensitive first, until it holds (static only).
+    classifier:        whether [N, C] outputs are class scores (None: guess from the shape).
+    max_accuracy_drop: budget as a fraction: labelled top-1 points (0.01 = one point), or
+                       top-1 disagreement, or 1 - worst cosine for non-classifiers; layers
+                       are kept in fp32, most sensitive first, until it holds.
     measure:           times a ModelProto on the target backend; enables the speed gate.
     """
     if mode not in MODES:
@@ -167,16 +170,22 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
                                 method if mode == "static" else None, len(samples), layers,
                                 dict(probe.stats.skipped))
     reference = accuracy.onnxruntime_runner(fp32) if evals else None
+    expected = [dict(reference(s)) for s in evals] if reference is not None else []
 
-    def evaluate(m: ir.Model) -> accuracy.AccuracyReport:
-        assert reference is not None
-        return accuracy.evaluate(reference, accuracy.onnxruntime_runner(m), evals, labels)
+    def evaluate(m: ir.Model, optimize: bool = True) -> accuracy.AccuracyReport:
+        run = accuracy.onnxruntime_runner(m, optimize)
+        return accuracy.compare(expected, [dict(run(s)) for s in evals], labels, classifier)
+
+    def evaluate_fast(m: ir.Model) -> accuracy.AccuracyReport:
+        # Q/DQ simulated op by op: no fusion time per candidate, same rounding
+        return evaluate(m, optimize=False)
 
     excluded: frozenset[str] = frozenset()
-    if max_accuracy_drop is not None and mode == "static":
+    if max_accuracy_drop is not None:
         if not evals:
             raise InputError("--max-accuracy-drop needs calibration or evaluation samples")
-        result = sensitivity.keep_sensitive_in_fp32(layers, build, evaluate, max_accuracy_drop)
+        result = sensitivity.keep_sensitive_in_fp32(layers, build, evaluate_fast,
+                                                    max_accuracy_drop)
         report.sensitivity = result
         excluded |= frozenset(result.kept_fp32)
     if measure is not None:
