@@ -21,3 +21,7 @@ __all__ = [
     "UnsupportedError",
     "__version__",
 ]
+
+from kiln.runtime.session import Session  # noqa: E402
+
+__all__ += ["Session"]

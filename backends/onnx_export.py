@@ -1,0 +1,38 @@
+"""Serialize an IR model to ONNX bytes for backends that consume ONNX (onnxruntime, OpenVINO,
+TensorRT), and read its signature."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from kiln.backends.base import TensorSpec
+
+
+def to_onnx_bytes(model: ir.Model) -> bytes:
+    """The model as serialized ONNX, weights inline."""
+    return ir.serde.serialize_model(model).SerializeToString()
+
+
+def _dims(value: ir.Value) -> tuple[int | str | None, ...] | None:
+    if value.shape is None:
+        return None
+    dims: list[int | str | None] = []
+    for dim in value.shape:
+        if isinstance(dim, int):
+            dims.append(dim)
+        else:
+            dims.append(dim.value if isinstance(dim.value, str) and dim.value else None)
+    return tuple(dims)
+
+
+def value_spec(value: ir.Value) -> TensorSpec:
+    dtype = value.dtype.numpy() if value.dtype is not None else np.dtype("float32")
+    return TensorSpec(value.name or "", np.dtype(dtype), _dims(value))
+
+
+def signature(model: ir.Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of the graph; initializers are not inputs."""
+    inputs = [value_spec(v) for v in model.graph.inputs
+              if v.name not in model.graph.initializers]
+    outputs = [value_spec(v) for v in model.graph.outputs]
+    return inputs, outputs
