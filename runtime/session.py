@@ -115,8 +115,9 @@ class Session:
         return dict(zip(names, self.run(names, feeds)))
 
     def __repr__(self) -> str:
+        inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
-                f"precision={self.options.precision!r}, inputs={[i.describe() for i in self.inputs]})")
+                f"precision={self.options.precision!r}, inputs={inputs})")
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,
