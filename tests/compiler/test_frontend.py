@@ -7,11 +7,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import kiln
 from kiln.compiler.frontend import import_model
-from tests.conftest import make_conv_model
 
 
-def test_path_bytes_and_proto_give_the_same_graph(tmp_path):
-    proto = make_conv_model()
+def test_path_bytes_and_proto_give_the_same_graph(tmp_path, conv_model):
+    proto = conv_model
     path = tmp_path / "m.onnx"
     onnx.save(proto, path)
     models = [import_model(path), import_model(proto.SerializeToString()), import_model(proto)]
