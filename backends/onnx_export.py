@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.backends.base import TensorSpec
 
 
