@@ -10,8 +10,10 @@ namespace {
 
 constexpr size_t MR = 6, NR = 16;
 
+// acc: M rows of NR floats (the accumulators, spilled once after the K loop so that the
+// loop itself never takes their address and they stay in registers).
 template <int M>
-inline void store_tile(const __m256 (&c0)[M], const __m256 (&c1)[M], const GemmTile& t) {
+inline void store_tile(const float* acc, const GemmTile& t) {
   using namespace avx2;
   const bool full = t.n == NR;
   const __m256i m0 = tail_mask(t.n), m1 = tail_mask(t.n > 8 ? t.n - 8 : 0);
@@ -26,7 +28,7 @@ inline void store_tile(const __m256 (&c0)[M], const __m256 (&c1)[M], const GemmT
   }
   for (int r = 0; r < M; ++r) {
     float* c = t.c + r * t.ldc;
-    __m256 v0 = c0[r], v1 = c1[r];
+    __m256 v0 = _mm256_load_ps(acc + r * NR), v1 = _mm256_load_ps(acc + r * NR + 8);
     if (t.accumulate) {
       v0 = _mm256_add_ps(v0, load(c, m0));
       v1 = _mm256_add_ps(v1, load(c + 8, m1));
@@ -87,7 +89,13 @@ void tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     a += MR;
     b += NR;
   }
-  store_tile<M>(c0, c1, t);
+  alignas(64) float acc[M * NR];
+#pragma GCC unroll 6
+  for (int r = 0; r < M; ++r) {
+    _mm256_store_ps(acc + r * NR, c0[r]);
+    _mm256_store_ps(acc + r * NR + 8, c1[r]);
+  }
+  store_tile<M>(acc, t);
 }
 
 using tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);

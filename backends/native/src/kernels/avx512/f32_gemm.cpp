@@ -11,8 +11,10 @@ namespace {
 
 constexpr size_t MR = 14, NR = 32;
 
+// acc: M rows of NR floats (the accumulators, spilled once after the K loop so that the
+// loop itself never takes their address and they stay in registers).
 template <int M>
-inline void store_tile(const __m512 (&c0)[M], const __m512 (&c1)[M], const GemmTile& t) {
+inline void store_tile(const float* acc, const GemmTile& t) {
   using namespace avx512;
   const __mmask16 m0 = tail_mask(t.n), m1 = t.n > 16 ? tail_mask(t.n - 16) : __mmask16(0);
   const Epilogue& ep = *t.ep;
@@ -23,7 +25,7 @@ inline void store_tile(const __m512 (&c0)[M], const __m512 (&c1)[M], const GemmT
   }
   for (int r = 0; r < M; ++r) {
     float* c = t.c + r * t.ldc;
-    __m512 v0 = c0[r], v1 = c1[r];
+    __m512 v0 = _mm512_load_ps(acc + r * NR), v1 = _mm512_load_ps(acc + r * NR + 16);
     if (t.accumulate) {
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, c));
       v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, c + 16));
@@ -84,7 +86,13 @@ void tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     a += MR;
     b += NR;
   }
-  store_tile<M>(c0, c1, t);
+  alignas(64) float acc[M * NR];
+#pragma GCC unroll 14
+  for (int r = 0; r < M; ++r) {
+    _mm512_store_ps(acc + r * NR, c0[r]);
+    _mm512_store_ps(acc + r * NR + 16, c1[r]);
+  }
+  store_tile<M>(acc, t);
 }
 
 using tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
