@@ -28,9 +28,11 @@ class Case:
     groups: int = 1
 
     def __str__(self) -> str:
-        return (f"{self.n}x{self.c}x{self.h}x{self.w}-k{self.k}-{self.kh}x{self.kw}"
-                f"-s{self.strides[0]}{self.strides[1]}-p{''.join(map(str, self.pads))}"
-                f"-d{self.dilations[0]}{self.dilations[1]}-g{self.groups}")
+        return (
+            f"{self.n}x{self.c}x{self.h}x{self.w}-k{self.k}-{self.kh}x{self.kw}"
+            f"-s{self.strides[0]}{self.strides[1]}-p{''.join(map(str, self.pads))}"
+            f"-d{self.dilations[0]}{self.dilations[1]}-g{self.groups}"
+        )
 
 
 def conv_ref(x, w, bias, residual, case: Case, act: str) -> np.ndarray:
@@ -44,13 +46,17 @@ def conv_ref(x, w, bias, residual, case: Case, act: str) -> np.ndarray:
     cg, kg = case.c // case.groups, case.k // case.groups
     y = np.zeros((case.n, case.k, oh, ow))
     for g in range(case.groups):
-        xs = xp[:, g * cg:(g + 1) * cg]
-        wg = w[g * kg:(g + 1) * kg].astype(np.float64)
+        xs = xp[:, g * cg : (g + 1) * cg]
+        wg = w[g * kg : (g + 1) * kg].astype(np.float64)
         for ky in range(case.kh):
             for kx in range(case.kw):
-                patch = xs[:, :, ky * dh:ky * dh + (oh - 1) * sh + 1:sh,
-                           kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
-                y[:, g * kg:(g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch, wg[:, :, ky, kx])
+                patch = xs[
+                    :,
+                    :,
+                    ky * dh : ky * dh + (oh - 1) * sh + 1 : sh,
+                    kx * dw : kx * dw + (ow - 1) * sw + 1 : sw,
+                ]
+                y[:, g * kg : (g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch, wg[:, :, ky, kx])
     if bias is not None:
         y += bias[None, :, None, None]
     if residual is not None:
@@ -67,22 +73,22 @@ def conv_ref(x, w, bias, residual, case: Case, act: str) -> np.ndarray:
 
 
 CASES = [
-    Case(1, 8, 9, 11, 16, 1, 1),                                  # pointwise -> gemm_1x1
-    Case(2, 5, 7, 6, 3, 1, 1),                                    # pointwise, odd sizes, batch
-    Case(1, 8, 9, 11, 12, 1, 1, strides=(2, 2)),                  # strided 1x1 -> im2col
+    Case(1, 8, 9, 11, 16, 1, 1),  # pointwise -> gemm_1x1
+    Case(2, 5, 7, 6, 3, 1, 1),  # pointwise, odd sizes, batch
+    Case(1, 8, 9, 11, 12, 1, 1, strides=(2, 2)),  # strided 1x1 -> im2col
     Case(1, 3, 10, 12, 8, 3, 3, pads=(1, 1, 1, 1)),
     Case(2, 4, 9, 7, 5, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
     Case(1, 3, 23, 23, 8, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3)),  # a ResNet stem, small
     Case(1, 4, 12, 13, 6, 5, 5, pads=(2, 2, 2, 2), dilations=(2, 2)),
-    Case(1, 4, 8, 9, 6, 3, 2, pads=(0, 1, 2, 0)),                 # asymmetric pads, 3x2 kernel
-    Case(1, 6, 8, 8, 9, 3, 3, pads=(1, 1, 1, 1), groups=3),       # grouped
-    Case(1, 1, 5, 5, 1, 5, 5),                                    # kernel == input
+    Case(1, 4, 8, 9, 6, 3, 2, pads=(0, 1, 2, 0)),  # asymmetric pads, 3x2 kernel
+    Case(1, 6, 8, 8, 9, 3, 3, pads=(1, 1, 1, 1), groups=3),  # grouped
+    Case(1, 1, 5, 5, 1, 5, 5),  # kernel == input
     Case(1, 16, 13, 13, 16, 3, 3, pads=(1, 1, 1, 1), groups=16),  # depthwise
     Case(2, 8, 17, 33, 8, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1), groups=8),
     Case(1, 5, 11, 19, 5, 5, 5, pads=(2, 2, 2, 2), groups=5),
     Case(1, 4, 15, 16, 4, 3, 3, pads=(2, 2, 2, 2), dilations=(2, 2), groups=4),
     Case(1, 4, 14, 15, 4, 3, 3, strides=(3, 3), pads=(1, 0, 1, 0), groups=4),
-    Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),     # wide rows, several vectors
+    Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
 ]
 
 
@@ -113,10 +119,18 @@ def test_conv_every_algorithm(isa: str, case: Case) -> None:
     want = conv_ref(x, w, bias, None, case, "relu")
     for algo in algorithms_for(case):
         for threads in (1, 2):
-            y, used = K.conv2d(x, w, bias=bias, strides=list(case.strides),
-                               pads=list(case.pads), dilations=list(case.dilations),
-                               groups=case.groups, activation="relu", algorithm=algo,
-                               threads=threads)
+            y, used = K.conv2d(
+                x,
+                w,
+                bias=bias,
+                strides=list(case.strides),
+                pads=list(case.pads),
+                dilations=list(case.dilations),
+                groups=case.groups,
+                activation="relu",
+                algorithm=algo,
+                threads=threads,
+            )
             assert algo == "auto" or used == algo
             tol = tolerance(case)
             np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=f"{algo} {threads}")
@@ -125,8 +139,14 @@ def test_conv_every_algorithm(isa: str, case: Case) -> None:
 def test_auto_picks_the_specialised_algorithm() -> None:
     def used(case: Case) -> str:
         x, w, _, _ = make_inputs(case, 2)
-        return K.conv2d(x, w, strides=list(case.strides), pads=list(case.pads),
-                        dilations=list(case.dilations), groups=case.groups)[1]
+        return K.conv2d(
+            x,
+            w,
+            strides=list(case.strides),
+            pads=list(case.pads),
+            dilations=list(case.dilations),
+            groups=case.groups,
+        )[1]
 
     assert used(CASES[0]) == "gemm_1x1"
     assert used(CASES[3]) == "im2col"
@@ -142,10 +162,20 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
     want = conv_ref(x, w, bias, residual, case, act)
     alpha, beta = (0.0, 6.0) if act == "clip" else (0.0, 0.0)
     for algo in algorithms_for(case):
-        y, _ = K.conv2d(x, w, bias=bias, residual=residual, strides=list(case.strides),
-                        pads=list(case.pads), dilations=list(case.dilations),
-                        groups=case.groups, activation=act, alpha=alpha, beta=beta,
-                        algorithm=algo)
+        y, _ = K.conv2d(
+            x,
+            w,
+            bias=bias,
+            residual=residual,
+            strides=list(case.strides),
+            pads=list(case.pads),
+            dilations=list(case.dilations),
+            groups=case.groups,
+            activation=act,
+            alpha=alpha,
+            beta=beta,
+            algorithm=algo,
+        )
         tol = tolerance(case)
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
 

@@ -12,8 +12,17 @@ native = pytest.importorskip("kiln.backends.native._native")
 K = native.kernels
 
 ACTIVATIONS = [
-    "none", "relu", "leaky_relu", "clip", "sigmoid", "silu", "hard_sigmoid", "hard_swish",
-    "gelu_erf", "gelu_tanh", "tanh",
+    "none",
+    "relu",
+    "leaky_relu",
+    "clip",
+    "sigmoid",
+    "silu",
+    "hard_sigmoid",
+    "hard_swish",
+    "gelu_erf",
+    "gelu_tanh",
+    "tanh",
 ]
 ALPHA_BETA = {"leaky_relu": (0.1, 0.0), "clip": (-0.5, 0.75), "hard_sigmoid": (0.2, 0.5)}
 
@@ -76,8 +85,18 @@ def make(shape, rng):
 
 
 EDGE_SHAPES = [
-    (1, 1, 1), (1, 37, 5), (13, 1, 7), (5, 7, 1), (14, 32, 64), (15, 33, 65), (6, 16, 8),
-    (7, 17, 9), (29, 70, 300), (3, 100, 17), (100, 3, 17), (28, 64, 1030),
+    (1, 1, 1),
+    (1, 37, 5),
+    (13, 1, 7),
+    (5, 7, 1),
+    (14, 32, 64),
+    (15, 33, 65),
+    (6, 16, 8),
+    (7, 17, 9),
+    (29, 70, 300),
+    (3, 100, 17),
+    (100, 3, 17),
+    (28, 64, 1030),
 ]
 
 
@@ -110,13 +129,26 @@ def test_gemm_fused_epilogue(isa: str, act: str, bias_kind: str, with_residual: 
     m, n, k = 17, 35, 19
     rng = np.random.default_rng(11)
     a, b = make((m, k), rng), make((k, n), rng)
-    bias = {"none": None, "per_row": make((m,), rng), "per_col": make((n,), rng),
-            "full": make((m, n), rng)}[bias_kind]
+    bias = {
+        "none": None,
+        "per_row": make((m,), rng),
+        "per_col": make((n,), rng),
+        "full": make((m, n), rng),
+    }[bias_kind]
     residual = make((m, n), rng) if with_residual else None
     alpha, beta = ALPHA_BETA.get(act, (0.0, 0.0))
     for mode in ("fast", "packed_b", "packed_a", "reference"):
-        got = K.gemm(a, b, bias=bias, bias_kind=bias_kind, residual=residual, activation=act,
-                     alpha=alpha, beta=beta, mode=mode)
+        got = K.gemm(
+            a,
+            b,
+            bias=bias,
+            bias_kind=bias_kind,
+            residual=residual,
+            activation=act,
+            alpha=alpha,
+            beta=beta,
+            mode=mode,
+        )
         check(got, gemm_ref(a, b, False, False, bias, bias_kind, residual, act), k)
 
 
@@ -131,8 +163,16 @@ def test_gemm_many_blocks_and_threads(isa: str) -> None:
         K.set_gemm_blocking(24, 20, 40)
         for threads in (1, 2):
             for mode in ("fast", "packed_b", "packed_a"):
-                got = K.gemm(a, b, bias=bias, bias_kind="per_col", residual=residual,
-                             activation="silu", mode=mode, threads=threads)
+                got = K.gemm(
+                    a,
+                    b,
+                    bias=bias,
+                    bias_kind="per_col",
+                    residual=residual,
+                    activation="silu",
+                    mode=mode,
+                    threads=threads,
+                )
                 check(got, want, k)
     finally:
         K.set_gemm_blocking(0, 0, 0)
@@ -167,11 +207,13 @@ def test_gemm_rejects_bad_operands() -> None:
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_vectorized_activation_accuracy(isa: str, act: str) -> None:
-    x = np.concatenate([
-        np.linspace(-12, 12, 4001, dtype=np.float32),
-        np.linspace(-0.7, 0.7, 999, dtype=np.float32),  # around the tanh branch point
-        np.array([-90, -60, -30, 0, 30, 60, 90], np.float32),
-    ])
+    x = np.concatenate(
+        [
+            np.linspace(-12, 12, 4001, dtype=np.float32),
+            np.linspace(-0.7, 0.7, 999, dtype=np.float32),  # around the tanh branch point
+            np.array([-90, -60, -30, 0, 30, 60, 90], np.float32),
+        ]
+    )
     a, b = ALPHA_BETA.get(act, (0.0, 0.0))
     got = K.activation(x, act, a, b).astype(np.float64)
     want = activation_ref(act, x)
