@@ -243,6 +243,9 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_gemm_blocking", &kiln::set_gemm_blocking_override, "kc"_a, "mc"_a, "nc"_a,
         "Override KC/MC/NC (0 = derive from the caches).");
 
+  m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
+        "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
+
   m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats) {
     const kiln::f32_fma_probe_fn probe = kiln::select_f32_fma_probe(parse_isa_name(isa));
     if (!probe || int(parse_isa_name(isa)) > int(kiln::best_isa()))

@@ -3,6 +3,7 @@
 #include "kernels/conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,8 @@
 namespace kiln {
 
 namespace {
+
+std::atomic<size_t> g_conv_min_block{0};
 
 [[noreturn]] void bad(const std::string& what) {
   throw std::invalid_argument("conv2d: " + what);
@@ -31,6 +34,8 @@ bool is_pointwise(const Conv2dParams& p) {
 }
 
 }  // namespace
+
+void set_conv_min_column_block(size_t columns) { g_conv_min_block = columns; }
 
 size_t Conv2dParams::out_h() const {
   return (H + pad_top + pad_bottom - ((kh - 1) * dilation_h + 1)) / stride_h + 1;
@@ -154,62 +159,133 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool)
 
 namespace {
 
-// Writes the patch matrix of one (n, group) input, rows (c, ky, kx) x columns (oy, ox),
-// directly into B panels of width nr (kernels/gemm_driver.h).
-void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, float* dst,
-                   ThreadPool* pool) {
-  const size_t OH = p.out_h(), OW = p.out_w(), cols = OH * OW;
-  const size_t rows = Cg * p.kh * p.kw;
-  const size_t panel = rows * nr;
-  const size_t last = (cols - 1) / nr;
-  if (cols % nr) std::memset(dst + last * panel, 0, panel * sizeof(float));
-  auto run = [&](size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; ++r) {
-      const size_t c = r / (p.kh * p.kw), ky = (r / p.kw) % p.kh, kx = r % p.kw;
-      float* base = dst + r * nr;
-      size_t pn = 0, lane = 0;
-      const float* plane = x + c * p.H * p.W;
-      const long x0 = long(kx * p.dilation_w) - long(p.pad_left);
-      for (size_t oy = 0; oy < OH; ++oy) {
-        const long iy = long(oy * p.stride_h + ky * p.dilation_h) - long(p.pad_top);
-        const bool row_in = iy >= 0 && iy < long(p.H);
-        const float* src = plane + (row_in ? iy : 0) * p.W;
-        for (size_t ox = 0; ox < OW; ++ox) {
-          const long ix = x0 + long(ox * p.stride_w);
-          base[pn * panel + lane] = (row_in && ix >= 0 && ix < long(p.W)) ? src[ix] : 0.0f;
-          if (++lane == nr) {
-            lane = 0;
-            ++pn;
-          }
-        }
+// Appends `count` values to one row of B panels (width nr, panel stride `panel` floats),
+// splitting the run at panel edges; src == nullptr writes zeros, else src[i * step].
+struct PanelRowWriter {
+  float* row;  // the row's start in panel 0
+  size_t nr, panel;
+  size_t pn = 0, lane = 0;
+
+  void put(const float* src, size_t step, size_t count) {
+    while (count) {
+      const size_t take = std::min(count, nr - lane);
+      float* d = row + pn * panel + lane;
+      if (!src) {
+        std::memset(d, 0, take * sizeof(float));
+      } else if (step == 1) {
+        std::memcpy(d, src, take * sizeof(float));
+        src += take;
+      } else {
+        for (size_t i = 0; i < take; ++i) d[i] = src[i * step];
+        src += take * step;
+      }
+      count -= take;
+      lane += take;
+      if (lane == nr) {
+        lane = 0;
+        ++pn;
       }
     }
-  };
-  if (pool && rows * cols >= (1 << 15)) pool->parallel_for(rows, 1, run); else run(0, rows);
+  }
+};
+
+// Writes columns [j0, j1) (j0 a multiple of nr) of the patch matrix of one (n, group) input,
+// rows (c, ky, kx) x columns (oy, ox), straight into B panels of width nr
+// (kernels/gemm_driver.h); dst holds the panels of that column range only.
+void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, size_t j0,
+                   size_t j1, float* dst) {
+  const size_t OW = p.out_w(), cols = j1 - j0;
+  const size_t rows = Cg * p.kh * p.kw;
+  const size_t panel = rows * nr;
+  if (cols % nr) std::memset(dst + (cols - 1) / nr * panel, 0, panel * sizeof(float));
+  const size_t sw = p.stride_w;
+  const size_t oy0 = j0 / OW, oy1 = (j1 - 1) / OW;
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t c = r / (p.kh * p.kw), ky = (r / p.kw) % p.kh, kx = r % p.kw;
+    PanelRowWriter out{dst + r * nr, nr, panel};
+    const float* plane = x + c * p.H * p.W;
+    // Valid output columns: 0 <= ox * sw + x0 < W, with x0 = kx * dw - pad_left.
+    const long x0 = long(kx * p.dilation_w) - long(p.pad_left);
+    const size_t ox_lo = x0 >= 0 ? 0 : std::min<size_t>(OW, (size_t(-x0) + sw - 1) / sw);
+    const long span = long(p.W) - x0;  // ox * sw < span
+    const size_t ox_hi = span <= 0 ? 0 : std::min<size_t>(OW, (size_t(span) + sw - 1) / sw);
+    for (size_t oy = oy0; oy <= oy1; ++oy) {
+      // This row's output columns inside [j0, j1).
+      const size_t a = oy == oy0 ? j0 - oy * OW : 0;
+      const size_t b = oy == oy1 ? j1 - oy * OW : OW;
+      const long iy = long(oy * p.stride_h + ky * p.dilation_h) - long(p.pad_top);
+      const size_t lo = std::clamp(ox_lo, a, b), hi = std::clamp(ox_hi, lo, b);
+      if (iy < 0 || iy >= long(p.H) || hi == lo) {
+        out.put(nullptr, 0, b - a);
+        continue;
+      }
+      const float* src = plane + iy * p.W;
+      out.put(nullptr, 0, lo - a);
+      out.put(src + long(lo * sw) + x0, sw, hi - lo);
+      out.put(nullptr, 0, b - hi);
+    }
+  }
 }
 
 }  // namespace
 
-void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPool* pool) const {
   const size_t OH = p_.out_h(), OW = p_.out_w(), cols = OH * OW;
   const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
   const size_t kdim = Cg * p_.kh * p_.kw;
   const GemmKernel& kern = gemm_kernel(active_isa());
-  float* bp = gemm_scratch(kScratchConv, round_up(cols, kern.nr) * kdim);
-  for (size_t n = 0; n < p_.N; ++n)
-    for (size_t g = 0; g < p_.groups; ++g) {
-      const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
-      float* yg = y + (n * p_.K + g * Kg) * cols;
-      if (algo_ == ConvAlgo::gemm_1x1)
-        pack_b_panels(kern.nr, false, Cg, cols, xg, cols, bp, pool);
-      else
-        im2col_panels(p_, xg, Cg, kern.nr, bp, pool);
-      Epilogue eg = ep;
-      if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
-      if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols;
-      const auto& packed = static_cast<const PackedAPanels&>(*packed_[g]);
-      gemm_packed_core(kern, Kg, cols, kdim, packed.panels_for(kern), bp, yg, cols, eg, pool);
-    }
+  const size_t y_len = p_.N * p_.K * cols;
+  Epilogue ep = ep_in;
+  if (ep.residual && ep.residual < y + y_len && y < ep.residual + y_len) {
+    // y is written block by block (and over several K blocks): read an aliased residual
+    // from a copy.
+    float* copy = gemm_scratch(kScratchResidual, y_len);
+    std::memcpy(copy, ep.residual, y_len * sizeof(float));
+    ep.residual = copy;
+  }
+  // Column blocks whose B panels (kdim x nb) fit in half of L2, built right before use.
+  // Each extra block re-reads the weights (Kg x kdim) while blocking saves a round trip of
+  // the patch matrix (kdim x cols) through L3: worth it while nb > Kg / 2.
+  size_t nb = cache_sizes().l2 / 2 / (kdim * sizeof(float)) / kern.nr * kern.nr;
+  nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
+  nb = std::min(round_up(nb, kern.nr), round_up(cols, kern.nr));
+  const size_t blocks = (cols + nb - 1) / nb;
+  const size_t threads = pool ? pool->size() : 1;
+  const bool across_blocks = threads > 1 && blocks >= 2 * threads;
+  std::vector<const float*> a_panels(p_.groups);
+  for (size_t g = 0; g < p_.groups; ++g)
+    a_panels[g] = static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern);
+  if (p_.groups > 1 && a_panels[0] != a_panels[1] &&
+      static_cast<const PackedAPanels&>(*packed_[0]).mr() != kern.mr) {
+    // panels_for converted into one shared scratch: only valid one group at a time.
+    a_panels.clear();
+  }
+  auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
+    const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
+    const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
+    float* bp = gemm_scratch(kScratchConv, round_up(j1 - j0, kern.nr) * kdim);
+    if (algo_ == ConvAlgo::gemm_1x1)
+      pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
+    else
+      im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp);
+    Epilogue eg = ep;
+    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
+    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
+    const float* ap = a_panels.empty()
+        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, y + (n * p_.K + g * Kg) * cols + j0, cols,
+                     eg, inner);
+  };
+  const size_t per_image = p_.groups * blocks;
+  if (across_blocks && !a_panels.empty()) {
+    pool->parallel_for(p_.N * per_image, 1, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t)
+        block(t / per_image, (t / blocks) % p_.groups, t % blocks, nullptr);
+    });
+  } else {
+    for (size_t t = 0; t < p_.N * per_image; ++t)
+      block(t / per_image, (t / blocks) % p_.groups, t % blocks, pool);
+  }
 }
 
 // ---------------------------------------------------------------- depthwise

@@ -47,6 +47,9 @@ GemmBlocking gemm_blocking(const GemmKernel& k);
 // Overrides the blocking (0 = derive from the caches); for tuning and tests.
 void set_gemm_blocking_override(size_t kc, size_t mc, size_t nc);
 
+// Tuning hook: the smallest column block of the conv GEMM paths (0 = one GEMM micro-panel).
+void set_conv_min_column_block(size_t columns);
+
 inline size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, size_t lda,
