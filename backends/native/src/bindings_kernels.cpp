@@ -246,6 +246,19 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
         "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
 
+  m.def("bench_parallel_for", [](size_t threads, size_t iters) {
+    kiln::ThreadPool* pool = pool_for(threads);
+    if (!pool) throw std::invalid_argument("bench_parallel_for: needs threads >= 2");
+    std::vector<size_t> hits(threads, 0);
+    nb::gil_scoped_release release;
+    const double t0 = now();
+    for (size_t i = 0; i < iters; ++i)
+      pool->parallel_for(threads, 1, [&](size_t b, size_t e) {
+        for (size_t j = b; j < e; ++j) ++hits[j];
+      });
+    return (now() - t0) / double(iters);
+  }, "threads"_a, "iters"_a = 10000, "Seconds per (nearly empty) parallel_for call.");
+
   m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats) {
     const kiln::f32_fma_probe_fn probe = kiln::select_f32_fma_probe(parse_isa_name(isa));
     if (!probe || int(parse_isa_name(isa)) > int(kiln::best_isa()))
