@@ -51,6 +51,7 @@ from kiln.backends.base import Availability, Backend, CompiledModel, CompileOpti
 from kiln.backends.native import support
 from kiln.backends.native.fallback import OrtSegment
 from kiln.backends.native.plan import (
+    contiguous,
     LoweredPlan,
     Lowering,
     check_declared_dims,
@@ -107,7 +108,7 @@ class NativeSegment:
         plan.set_threads(threads)
         plan.set_limit_bytes(limit)
         for vid, arr in lowered.constants.items():
-            plan.add_constant(vid, np.ascontiguousarray(arr))
+            plan.add_constant(vid, contiguous(arr))
         for node in lowered.nodes:
             try:
                 plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
@@ -152,7 +153,7 @@ class NativeCompiledModel(CompiledModel):
             if arr.dtype != spec.dtype:
                 raise InputError(f"input '{spec.name}' has element type {arr.dtype}, "
                                  f"expected {spec.describe()}")
-            env[spec.name] = np.ascontiguousarray(arr)
+            env[spec.name] = contiguous(arr)
         for name, arr in self._constants.items():
             env.setdefault(name, arr)
         for segment in self.segments:
@@ -289,7 +290,7 @@ class NativeBackend(Backend):
                         if v.name in known_consts:
                             seg_consts[v.name] = known_consts[v.name]
                         elif v.const_value is not None and producer_run.get(v.name, -1) != k:
-                            seg_consts[v.name] = np.ascontiguousarray(v.const_value.numpy())
+                            seg_consts[v.name] = contiguous(v.const_value.numpy())
                 seg_inputs = [v for v in seg_inputs if v.name not in seg_consts]
                 segments.append(OrtSegment(run_nodes, seg_inputs, seg_outputs, seg_consts,
                                            opsets, model.ir_version, options.threads))
@@ -304,7 +305,7 @@ class NativeBackend(Backend):
             if v.name in known_consts:
                 out_consts[v.name] = known_consts[v.name]
             elif v.const_value is not None:
-                out_consts[v.name] = np.ascontiguousarray(v.const_value.numpy())
+                out_consts[v.name] = contiguous(v.const_value.numpy())
         report = {
             "segments": report_segments,
             "native_nodes": sum(1 for _, r in refusals if r is None),
@@ -338,7 +339,7 @@ class _Evaluator:
         plan.set_limit_bytes(self.limit)
         for i, arr in enumerate(inputs):
             if arr is not None:
-                plan.add_constant(i, np.ascontiguousarray(arr))
+                plan.add_constant(i, contiguous(arr))
         in_ids = [-1 if arr is None else i for i, arr in enumerate(inputs)]
         out_ids = [n_in + k for k in range(n_out)]
         where = f" (compile-time evaluation of node '{node.name}')"

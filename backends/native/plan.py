@@ -26,6 +26,11 @@ from kiln.errors import ModelError, ResourceError
 ALIGN = 64
 
 
+def contiguous(arr: object) -> np.ndarray:
+    """A C-contiguous array that keeps 0-d arrays 0-d (np.ascontiguousarray would not)."""
+    return np.asarray(arr, order="C")
+
+
 @dataclasses.dataclass
 class PlanNode:
     """One kernel call: what the C++ executor's ``Plan.add_node`` receives."""
@@ -82,7 +87,7 @@ def attribute_value(node: ir.Node, attr: ir.Attr) -> Any:
     if kind == ir.AttributeType.FLOATS:
         return [float(v) for v in value]
     if kind == ir.AttributeType.TENSOR:
-        return np.ascontiguousarray(value.numpy())
+        return contiguous(value.numpy())
     raise ModelError(f"node '{node.name}' ({node.op_type}): attribute '{attr.name}' of kind "
                      f"{kind.name} is not supported by the native backend")
 
@@ -91,7 +96,7 @@ def constant_node_value(node: ir.Node) -> np.ndarray | None:
     """The value of an ONNX ``Constant`` node, or None when it holds something else."""
     for key, attr in node.attributes.items():
         if key == "value":
-            return np.ascontiguousarray(attr.value.numpy())
+            return contiguous(attr.value.numpy())
         if key == "value_float":
             return np.array(attr.value, dtype=np.float32)
         if key == "value_floats":
@@ -211,7 +216,7 @@ class Lowering:
             if value.name in const_by_name:
                 return const_by_name[value.name]
             if value.const_value is not None:
-                arr = np.ascontiguousarray(value.const_value.numpy())
+                arr = contiguous(value.const_value.numpy())
                 const_by_name[value.name] = arr
                 return arr
             return None
