@@ -1,0 +1,141 @@
+"""kiln.Session: compile (or load) a model for one backend and run it, onnxruntime-style.
+
+    sess = kiln.Session("model.onnx", backend="openvino", precision="fp32", threads=2)
+    [probs] = sess.run(None, {"data": x})
+    out = sess(data=x)            # dict of every output
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiln.backends import registry
+from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
+from kiln.compiler.frontend import ModelSource, import_model
+from kiln.compiler.target import Target
+from kiln.errors import InputError, KilnError
+from kiln.runtime.feeds import check_feeds
+
+
+class Session:
+    """One model compiled for one backend, ready to run.
+
+    model:     path to an .onnx file, ONNX bytes, an onnx.ModelProto, or an onnx_ir.Model.
+    backend:   "auto" (chosen by target and availability; ``backend_reason`` says why) or a
+               registry name: "onnxruntime", "openvino", "native", "tensorrt".
+    target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
+    precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
+    threads:   intra-op threads (None = every core).
+    options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
+               ``fallback=None`` for strict native runs).
+    """
+
+    def __init__(self, model: ModelSource | Any, backend: str = "auto",
+                 target: str | Target = "auto", precision: str = "fp32",
+                 threads: int | None = None, **options: Any):
+        if precision not in PRECISIONS:
+            raise KilnError(f"unknown precision '{precision}'; choose one of "
+                            f"{', '.join(PRECISIONS)}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
+        self.target = Target.parse(target) if not isinstance(target, Target) else target
+        if backend == "auto":
+            self.backend_name, self.backend_reason = registry.choose_auto(self.target)
+        else:
+            self.backend_name, self.backend_reason = backend, "requested"
+        self._backend = registry.require(self.backend_name)
+        device = str(options.pop("device", "CPU"))
+        self.options = CompileOptions(precision=precision, threads=threads, device=device,
+                                      extra=options)
+        started = time.perf_counter()
+        self.model = self._import(model)
+        self.import_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        self._compiled: CompiledModel = self._backend.compile(self.model, self.target,
+                                                              self.options)
+        self.compile_seconds = time.perf_counter() - started
+
+    @staticmethod
+    def _import(model: Any):
+        import onnx_ir as ir
+
+        if isinstance(model, ir.Model):
+            return model
+        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
+            raise KilnError(f"{model}: .kiln artifacts are loaded with kiln.load(path)")
+        return import_model(model)
+
+    @property
+    def backend(self) -> str:
+        return self.backend_name
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._compiled.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._compiled.outputs)
+
+    def get_inputs(self) -> list[TensorSpec]:
+        """onnxruntime spelling of ``inputs``."""
+        return self.inputs
+
+    def get_outputs(self) -> list[TensorSpec]:
+        """onnxruntime spelling of ``outputs``."""
+        return self.outputs
+
+    def run(self, output_names: Sequence[str] | None,
+            feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; returns the outputs named (all when None), in that order.
+
+        Feeds are checked against ``inputs`` first; a mismatch raises kiln.InputError naming
+        the input and what was expected.
+        """
+        checked = check_feeds(self._compiled.inputs, feeds)
+        names = [o.name for o in self._compiled.outputs] if output_names is None \
+            else list(output_names)
+        known = {o.name for o in self._compiled.outputs}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InputError(f"unknown output name(s) {unknown}; the model's outputs are "
+                             f"{sorted(known)}")
+        results = self._compiled.run(checked)
+        return [results[n] for n in names]
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Run with keyword feeds; returns every output by name."""
+        names = [o.name for o in self._compiled.outputs]
+        return dict(zip(names, self.run(names, feeds)))
+
+    def __repr__(self) -> str:
+        inputs = [i.describe() for i in self.inputs]
+        return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
+                f"precision={self.options.precision!r}, inputs={inputs})")
+
+
+def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,
+                 dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs matching ``specs``; symbolic dims take ``dims`` or 1."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = [d if isinstance(d, int) else (dims or {}).get(str(d), 1)
+                 for d in (spec.shape or ())]
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise InputError(f"cannot make random data for input '{spec.name}' of dtype "
+                             f"{dtype.name}; pass it explicitly")
+    return feeds
