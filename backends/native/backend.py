@@ -47,17 +47,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions, TensorSpec
 from kiln.backends.native import support
 from kiln.backends.native.fallback import OrtSegment
 from kiln.backends.native.plan import (
-    contiguous,
     LoweredPlan,
     Lowering,
     check_declared_dims,
+    contiguous,
     inferred_sizes,
 )
-
+from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
     InputError,
     KilnError,
@@ -76,15 +77,6 @@ def _native() -> Any:
     from kiln.backends.native import _native as ext
 
     return ext
-
-
-def _spec(value: ir.Value) -> TensorSpec:
-    dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype("float32")
-    shape = None
-    if value.shape is not None:
-        shape = tuple(d if isinstance(d, int) else (str(d.value) if d.value else None)
-                      for d in value.shape)
-    return TensorSpec(value.name, dtype, shape)
 
 
 def _translate(exc: Exception, where: str) -> KilnError:
@@ -316,8 +308,8 @@ class NativeBackend(Backend):
             "dynamic_values": dynamic,
             "threads": threads,
         }
-        return NativeCompiledModel([_spec(v) for v in real_inputs],
-                                   [_spec(v) for v in graph.outputs], segments, out_consts,
+        return NativeCompiledModel([value_spec(v) for v in real_inputs],
+                                   [value_spec(v) for v in graph.outputs], segments, out_consts,
                                    report)
 
 

@@ -35,7 +35,7 @@ kiln::Isa parse_isa(const std::string& name) {
   throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2 or avx512)");
 }
 
-using AnyArray = nb::ndarray<nb::c_contig, nb::device::cpu>;
+using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 using OutArray = nb::ndarray<nb::numpy>;
 
 kiln::DType dtype_of(const nb::dlpack::dtype& dt) {
