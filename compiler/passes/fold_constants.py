@@ -15,6 +15,7 @@ from collections import Counter
 
 import onnx_ir as ir
 from kiln.compiler.report import op_histogram
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
@@ -44,7 +45,10 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             shape_inference=True, input_size_limit=self.input_size_limit,
             output_size_limit=self.output_size_limit, should_fold=_policy)
         result = folder(model)
+        # folded results come back as Constant nodes; make them initializers like the rest
+        lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         after = op_histogram(model)
         self.fired = Counter({f"fold {op}": n - after.get(op, 0)
-                              for op, n in before.items() if n > after.get(op, 0)})
-        return ir.passes.PassResult(model, modified=bool(result.modified))
+                              for op, n in before.items()
+                              if n > after.get(op, 0) and op != "Constant"})
+        return ir.passes.PassResult(model, modified=result.modified or lifted.modified)

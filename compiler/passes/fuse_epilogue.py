@@ -126,9 +126,9 @@ class _FuseEpilogue(Rule):
 
     def check(self, match: Match) -> str | None:
         lin = match.root
-        if lin.outputs[0].dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16,
-                                        ir.DataType.BFLOAT16):
-            return "output is not floating point"
+        dtype = lin.outputs[0].dtype or lin.inputs[0].dtype
+        if dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+            return f"element type {dtype} is not float, float16 or bfloat16"
         residual = match["residual"]
         if residual is not None:
             add, other = residual
