@@ -41,15 +41,12 @@ Step = tuple[str, ir.passes.PassBase]
 
 _common = osr.common
 
-# x -> x rewrites that only delete work
+# x -> x rewrites that only delete work. onnxscript's add_0/mul_by_1 rules are left out on
+# purpose: they compare with a tolerance, so they delete a LayerNorm's "+ 1e-12" epsilon.
 _NO_OP_RULES = [
     _common.no_op_cast_rule,
     _common.no_op_expand_rule,
     _common.no_op_transpose_rule,
-    _common.mul_by_1_rule,
-    _common.div_by_1_rule,
-    _common.add_0_rule,
-    _common.sub_0_rule,
     _common.dropout_inference_rule,
     _common.dropout_zero_rule,
 ]
@@ -96,8 +93,8 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
         ("matmul-add-to-gemm", OnnxscriptRulesPass(_GEMM_RULES)),
         ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
         ("fuse-batchnorm-again", FuseBatchNormPass()),
-        ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
         *transformer_steps(caps),
+        ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
     ]
     if epilogue:
         steps.append(("fuse-epilogue", RulePass(epilogue)))

@@ -86,7 +86,10 @@ class RulePass(ir.passes.InPlacePass):
 
 
 class OnnxscriptRulesPass(ir.passes.InPlacePass):
-    """Apply onnxscript rewrite rules one at a time, counting the firings of each."""
+    """Apply onnxscript rewrite rules, counting firings per rule name.
+
+    Rules sharing a name (the commuted variants of one rule) are applied together.
+    """
 
     def __init__(self, rules: Sequence[RewriteRule], max_rounds: int = 4) -> None:
         super().__init__()
@@ -97,12 +100,16 @@ class OnnxscriptRulesPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
+        groups: dict[str, list[RewriteRule]] = {}
+        for rule in self.rules:
+            groups.setdefault(rule.name or type(rule).__name__, []).append(rule)
+        sets = {name: RewriteRuleSet(rules) for name, rules in groups.items()}
         for _ in range(self.max_rounds):
             round_count = 0
-            for rule in self.rules:
-                count = RewriteRuleSet([rule]).apply_to_model(model)
+            for name, rule_set in sets.items():
+                count = rule_set.apply_to_model(model)
                 if count:
-                    self.fired[rule.name or type(rule).__name__] += count
+                    self.fired[name] += count
                     round_count += count
             if not round_count:
                 break
