@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from kiln.backends import registry
-from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.base import PRECISIONS, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
+from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
+from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
 from kiln.errors import InputError, KilnError
 from kiln.runtime.feeds import check_feeds
@@ -26,25 +28,35 @@ from kiln.runtime.feeds import check_feeds
 class Session:
     """One model compiled for one backend, ready to run.
 
-    model:     path to an .onnx file, ONNX bytes, an onnx.ModelProto, or an onnx_ir.Model.
+    model:     path to an .onnx file or a .kiln artifact, ONNX bytes, an onnx.ModelProto, or an
+               onnx_ir.Model. An artifact is verified and runs its stored optimized graph
+               (and backend blobs when they fit this backend version and target).
     backend:   "auto" (chosen by target and availability; ``backend_reason`` says why) or a
                registry name: "onnxruntime", "openvino", "native", "tensorrt".
     target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
     precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
     threads:   intra-op threads (None = every core).
+    opt_level: 0 (import only), 1 (cleanup), 2 (default: + fusions), 3 (+ target choices).
     options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
                ``fallback=None`` for strict native runs).
     """
 
     def __init__(self, model: ModelSource | Any, backend: str = "auto",
                  target: str | Target = "auto", precision: str = "fp32",
-                 threads: int | None = None, **options: Any):
+                 threads: int | None = None, opt_level: int | None = None, **options: Any):
         if precision not in PRECISIONS:
             raise KilnError(f"unknown precision '{precision}'; choose one of "
                             f"{', '.join(PRECISIONS)}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
         self.target = Target.parse(target) if not isinstance(target, Target) else target
+        self.artifact = None
+        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
+            from kiln.runtime.artifact import load_artifact
+
+            self.artifact = load_artifact(model)
+            if backend == "auto":
+                backend = self.artifact.backend
         if backend == "auto":
             self.backend_name, self.backend_reason = registry.choose_auto(self.target)
         else:
@@ -53,12 +65,27 @@ class Session:
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
+        self.report: CompileReport | None = None
+        self.rebuild_reason: str | None = None
         started = time.perf_counter()
-        self.model = self._import(model)
-        self.import_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        self._compiled: CompiledModel = self._backend.compile(self.model, self.target,
-                                                              self.options)
+        if self.artifact is not None:
+            from kiln.runtime.artifact import restore
+
+            self.model = self.artifact.model()
+            self.opt_level = self.artifact.manifest["pipeline"].get("level")
+            self.import_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            self._compiled, self.rebuild_reason = restore(
+                self.artifact, self._backend, self.target, self.options)
+        else:
+            self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
+            self.model = self._import(model)
+            self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
+            self.import_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            self.model, self.report = optimize(self.model, self.opt_level, self.target,
+                                               self._backend.caps())
+            self._compiled = self._backend.compile(self.model, self.target, self.options)
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
@@ -67,9 +94,26 @@ class Session:
 
         if isinstance(model, ir.Model):
             return model
-        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
-            raise KilnError(f"{model}: .kiln artifacts are loaded with kiln.load(path)")
         return import_model(model)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
+        import tempfile
+
+        from kiln.runtime.artifact import save_artifact
+
+        status = self._backend.is_available()
+        with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
+            written = self._compiled.save(Path(blobs))
+            return save_artifact(
+                path, self.model, backend=self.backend_name, backend_version=status.version,
+                target=str(self.target),
+                source_sha256=getattr(self, "source_sha256", "") or "",
+                pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
+                options=self.options.to_json(),
+                inputs=[i.to_json() for i in self.inputs],
+                outputs=[o.to_json() for o in self.outputs],
+                blob_dir=blobs if written else None)
 
     @property
     def backend(self) -> str:
