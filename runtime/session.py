@@ -28,7 +28,12 @@ class Session:
 
     model:     path to an .onnx file, ONNX bytes, an onnx.ModelProto, or an onnx_ir.Model.
     backend:   "auto" (chosen by target and availability; ``backend_reason`` says why) or a
-               registry name: "onnxruntime", "openvino", "native", "tensorrt".
+               registry name: "onnxruntime", "openvino", "native", "tensorrt"; or a list of
+               names in priority order, e.g. ["native", "onnxruntime"]: the graph is split
+               into per-backend partitions (``placement`` describes them). With a list,
+               ``fallback`` (default "onnxruntime") takes what the list refuses;
+               ``fallback=None`` is strict mode and raises kiln.UnsupportedError naming
+               every node no listed backend runs.
     target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
     precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
     threads:   intra-op threads (None = every core).
@@ -36,7 +41,7 @@ class Session:
                ``fallback=None`` for strict native runs).
     """
 
-    def __init__(self, model: ModelSource | Any, backend: str = "auto",
+    def __init__(self, model: ModelSource | Any, backend: str | Sequence[str] = "auto",
                  target: str | Target = "auto", precision: str = "fp32",
                  threads: int | None = None, **options: Any):
         if precision not in PRECISIONS:
@@ -45,11 +50,23 @@ class Session:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
         self.target = Target.parse(target) if not isinstance(target, Target) else target
-        if backend == "auto":
+        # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        partitioned = isinstance(backend, (list, tuple))
+        self.placement: dict[str, Any] | None = None
+        if partitioned:
+            backends = [str(b) for b in backend]
+            fallback = options.pop("fallback", "onnxruntime")
+            min_nodes = int(options.pop("min_partition_nodes", 3))
+            self.backend_name = "+".join(backends)
+            self.backend_reason = "requested: partitioned in this priority order" + (
+                " (strict: fallback=None)" if fallback is None else f", fallback {fallback}")
+        # ------------------------------------------------------------------------------------
+        elif backend == "auto":
             self.backend_name, self.backend_reason = registry.choose_auto(self.target)
         else:
             self.backend_name, self.backend_reason = backend, "requested"
-        self._backend = registry.require(self.backend_name)
+        if not partitioned:
+            self._backend = registry.require(self.backend_name)
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
@@ -57,8 +74,15 @@ class Session:
         self.model = self._import(model)
         self.import_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        self._compiled: CompiledModel = self._backend.compile(self.model, self.target,
-                                                              self.options)
+        if partitioned:
+            from kiln.runtime.executor import compile_partitioned
+
+            pieces = compile_partitioned(self.model, backends, self.target, self.options,
+                                         fallback, min_nodes)
+            self.placement = pieces.placement
+            self._compiled: CompiledModel = pieces
+        else:
+            self._compiled = self._backend.compile(self.model, self.target, self.options)
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
