@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from kiln.backends import registry
 from kiln.backends.base import CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature
 from kiln.compiler.partition import Extractor, Partition, PartitionPlan
+from kiln.errors import KilnError
 from kiln.runtime.placement import (
     MIN_PARTITION_NODES,
     placement_to_json,
@@ -32,10 +34,9 @@ from kiln.runtime.placement import (
     resolve_backends,
 )
 
-from kiln.errors import KilnError
-
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx_ir as ir
+
 from kiln.backends import registry
 from kiln.backends.base import Backend
 from kiln.compiler.partition import Capability, PartitionPlan, plan_partitions
-
 from kiln.errors import BackendUnavailableError, KilnError
 
 #: Version of the JSON layout below; bump it when a field changes meaning.

@@ -6,6 +6,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+
 from kiln.compiler.partition import (
     Capability,
     Extractor,
@@ -13,9 +16,6 @@ from kiln.compiler.partition import (
     node_labels,
     plan_partitions,
 )
-from onnx import TensorProto, numpy_helper
-from onnx import helper as oh
-
 from kiln.errors import UnsupportedError
 
 

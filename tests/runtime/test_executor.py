@@ -7,11 +7,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-from kiln.backends import registry
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
 import kiln
+from kiln.backends import registry
 from kiln.errors import BackendUnavailableError, UnsupportedError
 
 
@@ -138,7 +138,6 @@ def test_strict_mode_refuses_an_unavailable_backend_and_fallback_skips_it():
 
 def test_light_resnet50_split_matches_onnxruntime():
     from kiln.runtime.session import random_feeds
-
     from kiln.zoo import light_model
 
     path = light_model("resnet50")

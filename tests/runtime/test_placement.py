@@ -7,7 +7,11 @@ import json
 import numpy as np
 import onnx_ir as ir
 import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+
 from kiln.backends import registry
+from kiln.cli import main
 from kiln.compiler.frontend import import_model
 from kiln.runtime.placement import (
     SCHEMA,
@@ -18,10 +22,6 @@ from kiln.runtime.placement import (
     plan_for,
     refusal_kind,
 )
-from onnx import TensorProto
-from onnx import helper as oh
-
-from kiln.cli import main
 from kiln.zoo import LIGHT_MODELS, light_model
 
 
