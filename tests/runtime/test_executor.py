@@ -97,8 +97,10 @@ def test_nms_model_runs_on_native_plus_onnxruntime_like_onnxruntime_alone():
     placement = session.placement
     assert [p["backend"] for p in placement["partitions"]] == ["native", "onnxruntime",
                                                                  "native"]
-    assert placement["nodes_per_backend"] == {"native": 9, "onnxruntime": 5}
-    assert {b["name"] for b in placement["boundaries"]} == {"boxes", "scores", "kept"}
+    assert placement["partitions"][1]["nodes"] == ["nms"]
+    assert placement["nodes_per_backend"] == {"native": 13, "onnxruntime": 1}
+    assert {b["name"] for b in placement["boundaries"]} == {"boxes", "scores", "selected",
+                                                            "boxes_flat"}
     assert session.backend == "native+onnxruntime"
     json.dumps(placement)
 
@@ -118,11 +120,11 @@ def test_strict_mode_names_the_node_native_cannot_run():
         kiln.Session(loop_model(), backend=["native"], fallback=None)
     text = str(err.value)
     assert "strict mode" in text and "'loop' (ai.onnx::Loop)" in text
-    assert "native: Loop is not implemented" in text
+    assert "native: no native kernel for ai.onnx::Loop" in text
     with pytest.raises(UnsupportedError) as err:
         kiln.Session(nms_model(), backend=["native"], fallback=None)
-    for node in ("nms", "box_index", "flatten_index", "flatten_boxes", "gather_boxes"):
-        assert f"'{node}'" in str(err.value)
+    assert "1 node(s) cannot run on native" in str(err.value)
+    assert "'nms' (ai.onnx::NonMaxSuppression)" in str(err.value)
 
 
 def test_strict_mode_refuses_an_unavailable_backend_and_fallback_skips_it():
@@ -136,7 +138,7 @@ def test_strict_mode_refuses_an_unavailable_backend_and_fallback_skips_it():
     assert skipped == [{"backend": "tensorrt", "reason": status.reason}]
 
 
-def test_light_resnet50_split_matches_onnxruntime():
+def test_light_resnet50_with_load_time_constants_matches_onnxruntime():
     from kiln.runtime.session import random_feeds
     from kiln.zoo import light_model
 
@@ -150,8 +152,7 @@ def test_light_resnet50_split_matches_onnxruntime():
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
     placement = session.placement
     assert placement["constant_partition_count"] >= 1  # ConstantOfShape weights, run once
-    assert placement["partition_count"] > 10
-    assert placement["boundary_bytes_per_inference"] > 0
+    assert placement["complete"] and placement["partition_count"] >= 1
 
 
 def test_saving_writes_each_piece_and_the_placement(tmp_path):

@@ -26,14 +26,17 @@ from kiln.zoo import LIGHT_MODELS, light_model
 
 
 def _small() -> ir.Model:
+    """Relu -> Det -> Add: Det is an op the native engine does not run."""
     nodes = [oh.make_node("Relu", ["x"], ["a"], name="relu"),
-             oh.make_node("Sigmoid", ["a"], ["b"], name="sigmoid"),
+             oh.make_node("Det", ["a"], ["b"], name="det"),
              oh.make_node("Add", ["b", "b"], ["y"], name="add")]
     graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                 ["n", 8])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
+                                                                 ["n", 4, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
     proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
-    return import_model(proto)
+    model = import_model(proto)
+    assert registry.get_backend("native").refusal(model.graph.node(1)) is not None
+    return model
 
 
 def test_report_lists_what_each_backend_runs_and_why_not():
@@ -43,11 +46,11 @@ def test_report_lists_what_each_backend_runs_and_why_not():
     native = report["backends"]["native"]
     assert native["nodes"] == ["relu", "add"] and native["runs"] == 2 and native["of"] == 3
     [refused] = native["refused"]
-    assert refused["node"] == "sigmoid" and refused["op"] == "Sigmoid"
-    assert "Sigmoid" in refused["reason"] and refused["kind"] == "op"
+    assert refused["node"] == "det" and refused["op"] == "Det"
+    assert "Det" in refused["reason"] and refused["kind"] == "op"
     assert native["plan"]["partition_count"] == 3
-    # x -> relu | a (2*8*4 bytes) -> sigmoid | b -> add, with n bound to 2.
-    assert native["plan"]["boundary_bytes_per_inference"] == 2 * (2 * 8 * 4)
+    # relu | a: float32[2, 4, 4] | det | b: float32[2] | add, with n bound to 2.
+    assert native["plan"]["boundary_bytes_per_inference"] == 2 * 4 * 4 * 4 + 2 * 4
     assert report["plan"]["boundary_tensor_count"] == 2
     assert report["dims"] == {"n": 2} and report["assumed_dims"] == []
     json.dumps(report)
@@ -63,7 +66,7 @@ def test_strict_report_marks_unplaced_nodes_without_raising():
     report = placement_report(_small(), ["native"], None)
     plan = report["plan"]
     assert not plan["complete"]
-    assert [u["node"] for u in plan["unplaced"]] == ["sigmoid"]
+    assert [u["node"] for u in plan["unplaced"]] == ["det"]
     assert "native" in plan["unplaced"][0]["reasons"]
 
 
@@ -76,7 +79,7 @@ def test_capability_prefers_a_per_model_query():
 
         def capability(self, model):
             self.calls += 1
-            return {n: (None if n.op_type == "Sigmoid" else "refused by query")
+            return {n: (None if n.op_type == "Det" else "refused by query")
                     for n in model.graph if n.op_type != "Add"}
 
         def refusal(self, node):
