@@ -32,7 +32,12 @@ class Session:
                onnx_ir.Model. An artifact is verified and runs its stored optimized graph
                (and backend blobs when they fit this backend version and target).
     backend:   "auto" (chosen by target and availability; ``backend_reason`` says why) or a
-               registry name: "onnxruntime", "openvino", "native", "tensorrt".
+               registry name: "onnxruntime", "openvino", "native", "tensorrt"; or a list of
+               names in priority order, e.g. ["native", "onnxruntime"]: the graph is split
+               into per-backend partitions (``placement`` describes them). With a list,
+               ``fallback`` (default "onnxruntime") takes what the list refuses;
+               ``fallback=None`` is strict mode and raises kiln.UnsupportedError naming
+               every node no listed backend runs.
     target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
     precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
     threads:   intra-op threads (None = every core).
@@ -41,7 +46,7 @@ class Session:
                ``fallback=None`` for strict native runs).
     """
 
-    def __init__(self, model: ModelSource | Any, backend: str = "auto",
+    def __init__(self, model: ModelSource | Any, backend: str | Sequence[str] = "auto",
                  target: str | Target = "auto", precision: str = "fp32",
                  threads: int | None = None, opt_level: int | None = None, **options: Any):
         if precision not in PRECISIONS:
@@ -57,11 +62,23 @@ class Session:
             self.artifact = load_artifact(model)
             if backend == "auto":
                 backend = self.artifact.backend
-        if backend == "auto":
+        # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        partitioned = isinstance(backend, (list, tuple))
+        self.placement: dict[str, Any] | None = None
+        if partitioned:
+            backends = [str(b) for b in backend]
+            fallback = options.pop("fallback", "onnxruntime")
+            min_nodes = int(options.pop("min_partition_nodes", 3))
+            self.backend_name = "+".join(backends)
+            self.backend_reason = "requested: partitioned in this priority order" + (
+                " (strict: fallback=None)" if fallback is None else f", fallback {fallback}")
+        # ------------------------------------------------------------------------------------
+        elif backend == "auto":
             self.backend_name, self.backend_reason = registry.choose_auto(self.target)
         else:
             self.backend_name, self.backend_reason = backend, "requested"
-        self._backend = registry.require(self.backend_name)
+        if not partitioned:
+            self._backend = registry.require(self.backend_name)
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
@@ -71,6 +88,9 @@ class Session:
         if self.artifact is not None:
             from kiln.runtime.artifact import restore
 
+            if partitioned:
+                raise KilnError("a .kiln artifact runs on the backend it was built for; "
+                                "pass one backend name, not a list")
             self.model = self.artifact.model()
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
@@ -83,9 +103,17 @@ class Session:
             self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            self.model, self.report = optimize(self.model, self.opt_level, self.target,
-                                               self._backend.caps())
-            self._compiled = self._backend.compile(self.model, self.target, self.options)
+            caps = _joint_caps(backends) if partitioned else self._backend.caps()
+            self.model, self.report = optimize(self.model, self.opt_level, self.target, caps)
+            if partitioned:
+                from kiln.runtime.executor import compile_partitioned
+
+                pieces = compile_partitioned(self.model, backends, self.target, self.options,
+                                             fallback, min_nodes)
+                self.placement = pieces.placement
+                self._compiled: CompiledModel = pieces
+            else:
+                self._compiled = self._backend.compile(self.model, self.target, self.options)
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
@@ -162,6 +190,18 @@ class Session:
         inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
                 f"precision={self.options.precision!r}, inputs={inputs})")
+
+
+def _joint_caps(names: Sequence[str]):
+    """Caps for a partitioned graph: kiln ops any listed backend runs (the partitioner then
+    places them there), the lowest opset any of them imports."""
+    import dataclasses
+
+    caps = [registry.get_backend(n).caps() for n in names]
+    return dataclasses.replace(
+        caps[0], name="+".join(names),
+        kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
+        max_opset=min(c.max_opset for c in caps))
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,
