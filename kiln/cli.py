@@ -132,57 +132,185 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         console.print(f"saved {len(outputs)} output(s) to {folder}")
 
 
+def _parse_scenarios(text: str) -> list[str]:
+    from kiln.runtime.scenarios import SCENARIOS
+
+    return list(SCENARIOS) if text.strip() == "all" else _split(text)
+
+
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--backends", "-b", default="all", show_default=True,
               help="Comma-separated backend names, or 'all'.")
 @click.option("--precision", "-p", default="fp32", show_default=True,
-              help="Comma-separated precisions.")
-@click.option("--threads", type=int, default=None)
+              help="Comma-separated precisions (fp32, fp16, bf16, int8).")
+@click.option("--scenario", "-s", default="single-stream", show_default=True,
+              help="single-stream, multi-stream, server, offline (comma-separated) or 'all'.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads per engine.")
+@click.option("--workers", type=int, default=None,
+              help="Concurrent requests for multi-stream/server/offline [default: CPU count].")
 @click.option("--warmup", type=int, default=3, show_default=True)
-@click.option("--iterations", "-n", type=int, default=20, show_default=True)
+@click.option("--iterations", "-n", type=int, default=20, show_default=True,
+              help="Timed queries per engine (single/multi-stream).")
+@click.option("--block", type=int, default=5, show_default=True,
+              help="Timed queries per engine per interleaved round.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--samples-per-query", type=int, default=8, show_default=True,
+              help="multi-stream: samples per query.")
+@click.option("--latency-bound", type=float, default=15.0, show_default=True,
+              help="server: p99 latency bound in ms.")
+@click.option("--probe-seconds", type=float, default=1.0, show_default=True,
+              help="server: length of each fixed-rate probe.")
+@click.option("--max-probes", type=int, default=8, show_default=True,
+              help="server: probes per engine in the QPS search.")
+@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
+              help="offline: batch size when the batch dim is symbolic.")
+@click.option("--baseline", default="onnxruntime/fp32", show_default=True,
+              help="BACKEND[/PRECISION] the ratios are relative to.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Write the report as JSON here.")
-def bench(model: str | None, backends: str, precision: str, threads: int | None, warmup: int,
-          iterations: int, seed: int, json_out: str | None) -> None:
-    """Benchmark MODEL (the bundled light ResNet-50 when omitted) on several backends."""
+              help="Write the report as JSON (docs/bench_schema.json) here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as markdown here.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write latency/throughput plots (PNG) here.")
+@click.option("--profile", "profile", is_flag=True,
+              help="Also profile per node on each backend that can (top ops + chrome trace).")
+@click.option("--profile-out", type=click.Path(dir_okay=False), default="kiln_profile.json",
+              show_default=True, help="Chrome-trace JSON written by --profile.")
+@click.option("--top", type=int, default=10, show_default=True,
+              help="--profile: ops shown per backend.")
+def bench(model: str | None, backends: str, precision: str, scenario: str,
+          threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
+          seed: int, inputs_path: str | None, samples_per_query: int, latency_bound: float,
+          probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
+          baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
+          profile: bool, profile_out: str, top: int) -> None:
+    """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
+    backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
     from kiln.runtime.bench import BenchConfig, run_bench
 
+    if "/" not in baseline:
+        baseline += "/fp32"
     config = BenchConfig(backends=_resolve_backends(backends), precisions=_split(precision),
-                         threads=threads, warmup=warmup, iterations=iterations, seed=seed)
+                         scenarios=_parse_scenarios(scenario), threads=threads, warmup=warmup,
+                         iterations=iterations, block=block, seed=seed, workers=workers,
+                         multi_stream_samples=samples_per_query,
+                         latency_bound_ms=latency_bound, server_probe_seconds=probe_seconds,
+                         server_max_probes=max_probes, offline_samples=offline_samples,
+                         offline_batch=offline_batch, baseline=baseline)
+    config.check()
     path = _model_arg(model)
-    with console.status("benchmarking") as status:
-        report = run_bench(path, config, progress=lambda msg: status.update(msg))
+    with Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),
+                  console=err_console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=max(total, 1))
+            bars.update(tasks[phase], completed=done, total=max(total, 1))
+
+        report = run_bench(path, config, progress=progress, inputs_path=inputs_path)
     _print_bench(report, Path(path).name)
+    if profile:
+        from kiln.runtime.profile import profile_backends
+
+        live = sorted({(r["backend"], r["precision"]) for r in report["results"]
+                       if r["status"] == "ok"})
+        prof = profile_backends(path, live, threads=threads, seed=seed,
+                                inputs_path=inputs_path, trace_out=profile_out)
+        report["profile"] = prof
+        _print_profile(prof, top)
+        console.print(f"wrote chrome trace {profile_out} (open in chrome://tracing or Perfetto)")
+    _write_reports(report, json_out, md_out, plot_out)
+
+
+def _write_reports(report: dict, json_out: str | None, md_out: str | None,
+                   plot_out: str | None) -> None:
+    from kiln.runtime.bench_report import plot, to_markdown
+
     if json_out:
-        Path(json_out).write_text(json.dumps(report, indent=2))
+        Path(json_out).write_text(json.dumps(report, indent=1))
         console.print(f"wrote {json_out}")
+    if md_out:
+        Path(md_out).write_text(to_markdown(report))
+        console.print(f"wrote {md_out}")
+    if plot_out:
+        plot(report, plot_out)
+        console.print(f"wrote {plot_out}")
 
 
 def _print_bench(report: dict, title: str) -> None:
-    rows = report["results"]
-    ok = [r for r in rows if r["status"] == "ok"]
-    best = min((r["latency_ms"]["p50"] for r in ok), default=None)
-    table = Table(title=f"kiln bench: {title} (threads={report['config']['threads'] or 'all'})")
-    for col in ("backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "vs best",
-                "max |diff| vs ort"):
-        table.add_column(col, no_wrap=True)
+    from kiln.runtime.bench_report import ranking, scenario_rows, speedup
+
+    cfg = report["config"]
     notes = []
-    for r in rows:
-        if r["status"] == "ok":
-            lat = r["latency_ms"]
-            mark = "[bold green]" if lat["p50"] == best else ""
-            table.add_row(r["backend"], r["precision"], "ok", f"{mark}{lat['p50']:.3f}",
-                          f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['p50'] / best:.2f}x",
-                          "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}")
-        else:
-            table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]", "-", "-", "-",
-                          "-", "-")
-            notes.append(f"{r['backend']} ({r['precision']}): {r['status']}: {r['reason']}")
-    console.print(table)
-    for note in notes:
-        console.print(escape(note), soft_wrap=True)
+    for scenario, rows in scenario_rows(report).items():
+        best, base = ranking(report, scenario)
+        table = Table(title=escape(f"kiln bench: {title} [{scenario}] (threads="
+                                   f"{cfg['threads'] or 'all'}, baseline {cfg['baseline']})"))
+        throughput_first = scenario in ("server", "offline")
+        cols = ["backend", "prec", "status"]
+        cols += ["QPS", "p50 ms", "p99 ms"] if throughput_first else \
+            ["p50 ms", "p90 ms", "p99 ms", "QPS"]
+        cols += ["vs base", "compile s", "RSS MB", "max|diff|", "cosine", "top-1"]
+        for col in cols:
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            if r["status"] != "ok":
+                table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]",
+                              *["-"] * (len(cols) - 3))
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['status']}: "
+                             f"{r['reason']}")
+                continue
+            lat = r["latency_ms"] or {}
+
+            def f(v, spec=".3f"):
+                return "-" if v is None else format(v, spec)
+
+            qps = f(r["throughput_qps"], ".1f")
+            cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
+                [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
+            if r is best:
+                cells[0] = f"[bold green]{cells[0]} *[/]"
+            ratio = speedup(r, base)
+            cells += [f"{ratio:.2f}x" if ratio else "-", f(r["compile_s"], ".2f"),
+                      f(r["peak_rss_mb"], ".0f"), f(r["max_abs_diff"], ".1e"),
+                      f(r["cosine"], ".5f"), f(r["top1_agreement"], ".2f")]
+            table.add_row(r["backend"], r["precision"], "ok", *cells)
+            if r["reason"]:
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['reason']}")
+        console.print(table)
+    console.print("* fastest; 'vs base' = speed relative to the baseline (>1 is faster)")
+    seen = set()
+    for note in notes + list(report.get("notes", [])):
+        key = note.split("]: ", 1)[-1]
+        if key in seen:
+            continue
+        seen.add(key)
+        console.print(escape(note), soft_wrap=True, highlight=False)
+
+
+def _print_profile(prof: dict, top: int) -> None:
+    for entry in prof["backends"]:
+        name = f"{entry['backend']}/{entry['precision']}"
+        if entry["status"] != "ok":
+            console.print(escape(f"profile {name}: {entry['status']}: {entry['reason']}"),
+                          soft_wrap=True)
+            continue
+        table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
+                      f"({entry['runs']} runs, {entry['source']})")
+        for col in ("node", "op", "mean us", "share"):
+            table.add_column(col, no_wrap=True)
+        total = sum(n["mean_us"] for n in entry["nodes"]) or 1.0
+        for node in entry["nodes"][:top]:
+            table.add_row(escape(node["name"][:48]), escape(node["op"]),
+                          f"{node['mean_us']:.1f}", f"{100 * node['mean_us'] / total:.1f}%")
+        console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
