@@ -313,6 +313,86 @@ def _print_profile(prof: dict, top: int) -> None:
         console.print(table)
 
 
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="onnxruntime,openvino", show_default=True,
+              help="Two backends A,B (one backend when --against is given compares the two "
+                   "models on it).")
+@click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
+              help="Run this second model on side B instead of MODEL (e.g. an edited copy).")
+@click.option("--precision", "-p", default="fp32", show_default=True,
+              help="Precision of both sides, or A,B.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--no-bisect", is_flag=True, help="Do not look for the first divergent node.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+def compare(model: str | None, backends: str, against: str | None, precision: str,
+            rtol: float, atol: float, threads: int | None, seed: int, inputs_path: str | None,
+            no_bisect: bool, json_out: str | None) -> None:
+    """Compare MODEL's outputs on two backends (or MODEL against --against MODEL2) on the same
+    inputs; on a mismatch, name the first node whose output diverges. Exits 1 on a mismatch."""
+    from kiln.runtime.bench import _finite, load_inputs
+    from kiln.runtime.compare import Side, first_divergence_summary
+    from kiln.runtime.compare import compare as run_compare
+
+    names = _resolve_backends(backends) if backends != "all" else None
+    if names is None or not 1 <= len(names) <= 2:
+        raise KilnError("--backends takes one or two backend names, e.g. onnxruntime,openvino")
+    if len(names) == 1 and against is None:
+        raise KilnError("comparing one backend with itself needs --against MODEL2")
+    names = names * 2 if len(names) == 1 else names
+    precs = _split(precision)
+    precs = precs * 2 if len(precs) == 1 else precs
+    path = _model_arg(model)
+    side_a = Side(path, names[0], precs[0], f"{Path(path).name} on {names[0]}/{precs[0]}")
+    other = against or path
+    side_b = Side(other, names[1], precs[1], f"{Path(other).name} on {names[1]}/{precs[1]}")
+    feeds = None
+    if inputs_path:
+        from kiln.runtime.session import Session
+
+        feeds = load_inputs(inputs_path, Session(path, backend=names[0]).inputs)
+    with console.status("comparing"):
+        result = run_compare(side_a, side_b, feeds, rtol=rtol, atol=atol, seed=seed,
+                             threads=threads, bisect=not no_bisect)
+    table = Table(title=escape(f"A = {side_a.describe()}   B = {side_b.describe()}   "
+                               f"(rtol={rtol:g}, atol={atol:g})"))
+    for col in ("output", "match", "max abs", "max rel", "beyond tol"):
+        table.add_column(col, no_wrap=True)
+    for name, c in result.outputs.items():
+        table.add_row(escape(name), "[green]yes[/]" if c.ok else "[red]no[/]",
+                      f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}")
+    console.print(table)
+    bis = result.bisect
+    if bis is not None:
+        console.print(escape(f"bisect: compared {bis.nodes_compared} node outputs "
+                             f"({bis.nodes_unmatched} unmatched); "
+                             + first_divergence_summary(result)), soft_wrap=True)
+        if bis.first is not None:
+            console.print(escape(f"isolation: {bis.isolation_note}"), soft_wrap=True)
+            tail = [d for d in bis.diverged[1:6]]
+            if tail:
+                console.print("then: " + escape(", ".join(f"{d.node} ({d.op_type})"
+                                                           for d in tail)) + (" ..." if len(
+                                  bis.diverged) > 6 else ""), soft_wrap=True)
+        for init in bis.differing_initializers[:10]:
+            console.print(escape(f"initializer '{init['name']}' differs between the models "
+                                 f"(max abs {init['max_abs']})"), soft_wrap=True)
+    if json_out:
+        Path(json_out).write_text(json.dumps(_finite(result.to_json()), indent=1))
+        console.print(f"wrote {json_out}")
+    if not result.ok:
+        bad = [n for n, c in result.outputs.items() if not c.ok]
+        raise KilnError(f"{side_a.describe()} and {side_b.describe()} differ beyond tolerance "
+                        f"on {len(bad)} output(s) {bad}"
+                        + (f"; {first_divergence_summary(result)}" if bis else ""))
+    console.print("[green]all outputs match[/]")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
