@@ -167,9 +167,10 @@ def _class_scores(value: np.ndarray) -> np.ndarray | None:
     size-1 axes past the first it is [N, C] (or [C]) with C >= 2."""
     if value.ndim == 0:
         return None
-    dims = [value.shape[0]] + [d for d in value.shape[1:] if d != 1]
-    if len(dims) == 1:
-        dims = [1, dims[0]]
+    if value.ndim == 1:
+        dims = [1, value.shape[0]]
+    else:
+        dims = [value.shape[0]] + [d for d in value.shape[1:] if d != 1]
     if len(dims) != 2 or dims[1] < 2:
         return None
     return value.reshape(dims)
