@@ -132,6 +132,16 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         console.print(f"saved {len(outputs)} output(s) to {folder}")
 
 
+def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for pair in pairs:
+        name, sep, size = pair.partition("=")
+        if not sep or not name or not size.isdigit() or int(size) < 1:
+            raise InputError(f"--dim expects NAME=SIZE with SIZE >= 1, got '{pair}'")
+        dims[name] = int(size)
+    return dims
+
+
 def _parse_scenarios(text: str) -> list[str]:
     from kiln.runtime.scenarios import SCENARIOS
 
@@ -157,6 +167,8 @@ def _parse_scenarios(text: str) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
               help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE for a symbolic input dim of random inputs (repeatable).")
 @click.option("--samples-per-query", type=int, default=8, show_default=True,
               help="multi-stream: samples per query.")
 @click.option("--latency-bound", type=float, default=15.0, show_default=True,
@@ -184,7 +196,8 @@ def _parse_scenarios(text: str) -> list[str]:
               help="--profile: ops shown per backend.")
 def bench(model: str | None, backends: str, precision: str, scenario: str,
           threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
-          seed: int, inputs_path: str | None, samples_per_query: int, latency_bound: float,
+          seed: int, inputs_path: str | None, dims: tuple[str, ...], samples_per_query: int,
+          latency_bound: float,
           probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
           baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
           profile: bool, profile_out: str, top: int) -> None:
@@ -202,7 +215,7 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
                          multi_stream_samples=samples_per_query,
                          latency_bound_ms=latency_bound, server_probe_seconds=probe_seconds,
                          server_max_probes=max_probes, offline_samples=offline_samples,
-                         offline_batch=offline_batch, baseline=baseline)
+                         offline_batch=offline_batch, baseline=baseline, dims=_parse_dims(dims))
     config.check()
     path = _model_arg(model)
     with Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),

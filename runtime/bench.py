@@ -95,6 +95,7 @@ class BenchConfig:
     offline_batch: int = 8
     offline_rounds: int = 3
     baseline: str = "onnxruntime/fp32"
+    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)  # symbolic dim sizes
     session_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
@@ -119,6 +120,7 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["session_options"] = {k: repr(v) for k, v in self.session_options.items()}
+        data["dims"] = dict(self.dims)
         data["workers"] = self.worker_count()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
@@ -366,7 +368,7 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         elif feeds is None:
             from kiln.runtime.session import random_feeds
 
-            feeds = random_feeds(specs, seed=config.seed)
+            feeds = random_feeds(specs, seed=config.seed, dims=config.dims)
             source = f"random(seed={config.seed})"
         else:
             source = "given"

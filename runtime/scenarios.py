@@ -303,15 +303,17 @@ def server(engines: Sequence[Workload], *, latency_bound_ms: float = 15.0,
             if qps is None:
                 del active[engine.key]
                 continue
-            count = int(min(max_queries, max(min_queries, qps * probe_seconds)))
+            # at least min_queries (p99 needs them) unless that would take over 4 probes' time
+            count = int(min(max_queries, max(20, qps * probe_seconds,
+                                             min(min_queries, 4 * qps * probe_seconds))))
             try:
                 search.record(server_probe(engine, qps, count, latency_bound_ms, rng, workers))
             except Exception as exc:
                 results[engine.key].error = describe_error(exc)
                 del active[engine.key]
-        progress("server", step + 1, max_probes)
         if not active:
             break
+        progress("server", step + 1, max_probes)
     progress("server", max_probes, max_probes)
     for key, search in searches.items():
         res = results[key]
