@@ -232,9 +232,8 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
     if profile:
         from kiln.runtime.profile import profile_backends
 
-        live = sorted({(r["backend"], r["precision"]) for r in report["results"]
-                       if r["status"] == "ok"})
-        prof = profile_backends(path, live, threads=threads, seed=seed,
+        pairs = list(dict.fromkeys((r["backend"], r["precision"]) for r in report["results"]))
+        prof = profile_backends(path, pairs, threads=threads, seed=seed, dims=config.dims,
                                 inputs_path=inputs_path, trace_out=profile_out)
         report["profile"] = prof
         _print_profile(prof, top)
@@ -305,6 +304,8 @@ def _print_bench(report: dict, title: str) -> None:
         if key in seen:
             continue
         seen.add(key)
+        if len(note) > 400:
+            note = note[:400] + " ... (the full message is in --json)"
         console.print(escape(note), soft_wrap=True, highlight=False)
 
 
@@ -312,7 +313,9 @@ def _print_profile(prof: dict, top: int) -> None:
     for entry in prof["backends"]:
         name = f"{entry['backend']}/{entry['precision']}"
         if entry["status"] != "ok":
-            console.print(escape(f"profile {name}: {entry['status']}: {entry['reason']}"),
+            reason = entry["reason"] if len(entry["reason"]) <= 400 else \
+                entry["reason"][:400] + " ..."
+            console.print(escape(f"profile {name}: {entry['status']}: {reason}"),
                           soft_wrap=True)
             continue
         table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
