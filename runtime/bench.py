@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kiln.backends import registry
+from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
 from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
-
-from kiln.errors import InputError, KilnError
 
 #: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
 SCHEMA_VERSION = "1.1"
@@ -456,9 +456,8 @@ def _fill(row: BenchRow, res: scenarios.ScenarioResult) -> None:
 
 def _report(model: Any, config: BenchConfig, rows: list[BenchRow],
             input_info: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
-    from kiln.compiler.target import Target
-
     from kiln import __version__
+    from kiln.compiler.target import Target
 
     versions = {}
     for name in dict.fromkeys(config.backends):

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
 from kiln.compiler.target import Target
-from kiln.runtime.feeds import check_feeds
-
 from kiln.errors import InputError, KilnError
+from kiln.runtime.feeds import check_feeds
 
 
 class Session:

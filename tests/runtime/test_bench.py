@@ -10,12 +10,12 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+
+from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
 from kiln.runtime.bench import BenchConfig, drift, load_inputs, run_bench
 from kiln.runtime.bench_report import plot, to_markdown
 from kiln.runtime.session import Session
-
-from kiln.errors import InputError, KilnError
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "bench_schema.json").read_text())
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from kiln.runtime.compare import Side, closeness, compare, expose_intermediates
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.errors import KilnError
+from kiln.runtime.compare import Side, closeness, compare, expose_intermediates
 
 
 def make_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -95,6 +95,7 @@ def test_backends_agree_on_the_original():
 
 def test_expose_intermediates_adds_used_values_only():
     import onnx_ir as ir
+
     from kiln.compiler.frontend import import_model
 
     model = import_model(make_cnn())

@@ -21,7 +21,8 @@ def test_good_feeds_run(sess):
 @pytest.mark.parametrize("mutate, pattern", [
     (lambda f: f.pop("b"), r"missing input\(s\) \['b'\]"),
     (lambda f: f.update(c=np.ones(1, np.float32)), r"unknown input\(s\) \['c'\]"),
-    (lambda f: f.update(a=np.ones((2, 4), np.float64)), "input 'a' has dtype float64, expected float32"),
+    (lambda f: f.update(a=np.ones((2, 4), np.float64)),
+     "input 'a' has dtype float64, expected float32"),
     (lambda f: f.update(a=np.ones((2, 4, 1), np.float32)), "input 'a' has rank 3"),
     (lambda f: f.update(a=np.ones((2, 5), np.float32), b=np.ones((2, 5), np.float32)),
      "input 'a' has size 5 at axis 1, expected 4"),

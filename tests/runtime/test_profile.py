@@ -6,8 +6,9 @@ import json
 
 import jsonschema
 import onnx
-from kiln.runtime.profile import by_op, profile_backends
 from onnx import TensorProto, helper
+
+from kiln.runtime.profile import by_op, profile_backends
 
 
 def test_profiles_side_by_side(tmp_path, conv_model):
