@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
+from kiln.compiler.validate import Limits, kiln_limits, validate_proto
 
 from kiln.errors import ModelError
 
@@ -27,13 +28,18 @@ ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 
 def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
-                 check: bool = True, infer_shapes: bool = True) -> ir.Model:
+                 check: bool = True, infer_shapes: bool = True,
+                 limits: list[Limits] | None = None) -> ir.Model:
     """Load ``source`` into the IR, checked and shape-inferred.
+
+    ``kiln.compiler.validate`` checks the model first (versions against kiln's limits plus
+    ``limits``, e.g. the chosen backend's; structure; dims; nesting depth).
 
     The returned model's ``meta`` holds ``kiln.source_sha256`` (of the serialized source) and
     ``kiln.source_name`` for reports and artifact manifests.
     """
     proto, name, digest = load_proto(source)
+    validate_proto(proto, name, [kiln_limits(), *(limits or [])])
     if not initializers_as_inputs:
         _drop_initializer_inputs(proto)
     if check:

@@ -18,6 +18,7 @@ from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
 from kiln.compiler.target import Target
+from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
 
 from kiln.errors import InputError, KilnError
@@ -50,26 +51,34 @@ class Session:
         else:
             self.backend_name, self.backend_reason = backend, "requested"
         self._backend = registry.require(self.backend_name)
+        # Resource guards (runtime/guards.py): max_memory, timeout, max_loop_iterations.
+        self.guards = guards_module.Guards.from_options(options)
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
         started = time.perf_counter()
-        self.model = self._import(model)
+        self.model = self._import(model, self.backend_name)
+        self._checks = guards_module.check_model(self.model, self.guards, self.backend_name)
         self.import_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        self._compiled: CompiledModel = self._backend.compile(self.model, self.target,
-                                                              self.options)
+        self._compiled: CompiledModel = guards_module.call_with_timeout(
+            lambda: self._backend.compile(self.model, self.target, self.options),
+            self.guards.timeout, f"compiling for {self.backend_name}")
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
-    def _import(model: Any):
+    def _import(model: Any, backend: str):
         import onnx_ir as ir
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
 
+        limits = [lim for lim in [backend_limits(backend)] if lim is not None]
         if isinstance(model, ir.Model):
+            validate_proto(ir.serde.serialize_model(model), "<onnx_ir.Model>",
+                           [kiln_limits(), *limits])
             return model
         if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
             raise KilnError(f"{model}: .kiln artifacts are loaded with kiln.load(path)")
-        return import_model(model)
+        return import_model(model, limits=limits)
 
     @property
     def backend(self) -> str:
@@ -106,7 +115,9 @@ class Session:
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are "
                              f"{sorted(known)}")
-        results = self._compiled.run(checked)
+        self._checks.run(checked)  # feeds reaching Gather/Range/Loop/... (runtime/guards.py)
+        results = guards_module.call_with_timeout(lambda: self._compiled.run(checked),
+                                                  self.guards.timeout, "run")
         return [results[n] for n in names]
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
