@@ -106,6 +106,8 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     _check_versions(proto, name, limits)
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
+    walker.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                       default=0)
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
     for function in proto.functions:
         walker.function(function)
@@ -168,6 +170,7 @@ class _Walker:
         self.limits = limits
         self.max_depth = min(limit.max_subgraph_depth for limit in limits)
         self.control_flow = 0
+        self.opset = 0  # the model's default-domain opset
 
     def fail(self, where: str, message: str) -> ModelError:
         return ModelError(f"{self.name}: {where}: {message}")
@@ -383,9 +386,10 @@ class _Walker:
             if body is None:
                 raise self.fail(where, "Scan has no body")
             # Scan-8 has a leading sequence_lens input the body does not see.
-            if len(body.input) not in (len(node.input), len(node.input) - 1):
+            extra = 1 if self.opset == 8 else 0
+            if len(body.input) != len(node.input) - extra:
                 raise self.fail(where, f"Scan body has {len(body.input)} inputs but the node "
-                                f"has {len(node.input)}")
+                                f"has {len(node.input) - extra}")
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")

@@ -357,11 +357,11 @@ class _Estimator:
                         per_iteration += math.prod(shape) * _itemsize(value)
                 self.guards.bytes_ok(per_iteration * count, f"the scan outputs of {label} "
                                      f"({count} iterations)")
-        elif body is not None:
+        elif body is not None and trip is None:
             cond_const = self.const(cond)
             stays_true = cond is None or (cond_const is not None and bool(
                 np.asarray(cond_const).reshape(-1)[0]))
-            body_cond = body.outputs[0] if body.outputs else None
+            body_cond = _through_identity(body.outputs[0] if body.outputs else None)
             forever = body_cond is not None and (
                 body_cond is (body.inputs[1] if len(body.inputs) > 1 else None)
                 or (body_cond.const_value is not None
@@ -387,6 +387,15 @@ class _Estimator:
             self.node(node, depth)
 
 
+def _through_identity(value: ir.Value | None) -> ir.Value | None:
+    for _ in range(16):
+        producer = value.producer() if value is not None else None
+        if producer is None or producer.op_type != "Identity" or not producer.inputs:
+            return value
+        value = producer.inputs[0]
+    return value
+
+
 def _constant_true(value: ir.Value) -> bool:
     producer = value.producer()
     if producer is None or producer.op_type != "Constant":
@@ -401,7 +410,12 @@ def _constant_true(value: ir.Value) -> bool:
 def range_length(start: Any, limit: Any, delta: Any, label: str,
                  error: type[Exception]) -> int:
     """Elements Range(start, limit, delta) yields: max(ceil((limit - start) / delta), 0)."""
-    s, lim, d = (float(np.asarray(v).reshape(-1)[0]) for v in (start, limit, delta))
+    items = [np.asarray(v).reshape(-1)[0] for v in (start, limit, delta)]
+    if all(isinstance(x, (int, np.integer)) for x in items):
+        s, lim, d = (int(x) for x in items)  # exact: no float rounding of large counts
+        if d != 0:
+            return max(-((s - lim) // d), 0)
+    s, lim, d = (float(x) for x in items)
     if d == 0:
         raise error(f"{label} has delta 0: its length ceil((limit - start) / delta) is "
                     "undefined")
@@ -417,7 +431,7 @@ def check_model(model: ir.Model, guards: Guards, backend: str) -> RuntimeChecks:
         tensor = value.const_value
         if tensor is not None:
             total += tensor.nbytes
-    guards.bytes_ok(total, "the model's initializers together")
+    guards.bytes_ok(total, "the model's initializers (together)")
     estimator = _Estimator(guards, backend)
     for value in model.graph.inputs:
         shape = _static_shape(value)
