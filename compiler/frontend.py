@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 from pathlib import Path
 
 import onnx
@@ -129,43 +130,58 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None:
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:
             raise ModelError(f"{where}: no location given")
-        if os.path.isabs(location) or location.startswith(("/", "\\")):
-            raise ModelError(f"{where}: absolute paths are refused; external data must live "
-                             "inside the model's folder")
-        candidate = folder / location
-        if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents
-                                          if str(p).startswith(str(folder))):
-            raise ModelError(f"{where}: symbolic links are refused")
-        resolved = candidate.resolve()
-        if resolved != folder and folder not in resolved.parents:
-            raise ModelError(f"{where}: resolves outside the model's folder {folder}")
+        if "\x00" in location:
+            raise ModelError(f"{where}: the location contains a NUL byte")
         try:
-            stat = resolved.lstat()
-        except OSError as exc:
-            raise ModelError(f"{where}: cannot read: {exc.strerror}") from exc
-        import stat as stat_module
-
-        if not stat_module.S_ISREG(stat.st_mode):
-            raise ModelError(f"{where}: not a regular file")
-        if stat.st_nlink > 1:
-            raise ModelError(f"{where}: the file has {stat.st_nlink} hard links; kiln refuses "
-                             "hard-linked external data since a link may point outside the "
-                             "model's folder (copy the file instead)")
-        offset = _non_negative_int(info.get("offset", "0"), where, "offset")
-        length = info.get("length")
-        size = stat.st_size
-        if offset > size:
-            raise ModelError(f"{where}: offset {offset} is past the end of the file "
-                             f"({size} bytes)")
-        nbytes = size - offset if length is None else _non_negative_int(length, where, "length")
-        if offset + nbytes > size:
-            raise ModelError(f"{where}: offset {offset} + length {nbytes} is past the end of "
-                             f"the file ({size} bytes)")
-        with open(resolved, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(nbytes)
+            tensor.raw_data = _read_confined(folder, location, info, where)
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise ModelError(f"{where}: cannot read: {exc.strerror or exc}") from exc
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _read_confined(folder: Path, location: str, info: dict[str, str], where: str) -> bytes:
+    """The bytes ``info`` declares from ``folder/location``, refusing every escape."""
+    if os.path.isabs(location) or location.startswith(("/", "\\")):
+        raise ModelError(f"{where}: absolute paths are refused; external data must live "
+                         "inside the model's folder")
+    candidate = folder / location
+    if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents
+                                      if str(p).startswith(str(folder))):
+        raise ModelError(f"{where}: symbolic links are refused")
+    resolved = candidate.resolve()
+    if resolved != folder and folder not in resolved.parents:
+        raise ModelError(f"{where}: resolves outside the model's folder {folder}")
+    try:
+        stat = resolved.lstat()
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read: {exc.strerror}") from exc
+    if not stat_module.S_ISREG(stat.st_mode):
+        raise ModelError(f"{where}: not a regular file")
+    if stat.st_nlink > 1:
+        raise ModelError(f"{where}: the file has {stat.st_nlink} hard links; kiln refuses "
+                         "hard-linked external data since a link may point outside the "
+                         "model's folder (copy the file instead)")
+    offset = _non_negative_int(info.get("offset", "0"), where, "offset")
+    length = info.get("length")
+    size = stat.st_size
+    if offset > size:
+        raise ModelError(f"{where}: offset {offset} is past the end of the file "
+                         f"({size} bytes)")
+    nbytes = size - offset if length is None else _non_negative_int(length, where, "length")
+    if offset + nbytes > size:
+        raise ModelError(f"{where}: offset {offset} + length {nbytes} is past the end of "
+                         f"the file ({size} bytes)")
+    # Open without following links and without blocking (a FIFO swapped in after the
+    # checks), then make sure it is still the very file that was checked.
+    fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if (opened.st_ino, opened.st_dev) != (stat.st_ino, stat.st_dev) or \
+                opened.st_nlink != 1 or not stat_module.S_ISREG(opened.st_mode):
+            raise ModelError(f"{where}: the file changed while kiln was checking it")
+        handle.seek(offset)
+        return handle.read(nbytes)
 
 
 def _non_negative_int(text: str, where: str, what: str) -> int:
