@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 #: Precisions a user may ask for. A backend refuses what it cannot honour.

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.backends.base import TensorSpec
 
 
-def to_onnx_bytes(model: ir.Model) -> bytes:
-    """The model as serialized ONNX, weights inline."""
-    return ir.serde.serialize_model(model).SerializeToString()
+def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None) -> bytes:
+    """The model as serialized ONNX, weights inline.
+
+    ``max_ir_version`` lowers the declared IR version for an engine that refuses newer ones
+    (exporters stamp the newest IR their onnx package knows, engines lag behind); the graph
+    itself is unchanged, so this is only done when the engine reads the opsets used.
+    """
+    proto = ir.serde.serialize_model(model)
+    if max_ir_version is not None and proto.ir_version > max_ir_version:
+        proto.ir_version = max_ir_version
+    return proto.SerializeToString()
 
 
 def _dims(value: ir.Value) -> tuple[int | str | None, ...] | None:

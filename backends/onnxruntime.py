@@ -6,17 +6,19 @@ what it is given; it only refuses precisions that would need a flag it does not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature, to_onnx_bytes
-
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -62,6 +64,31 @@ class OnnxRuntimeCompiled(CompiledModel):
         return dict(zip(self._output_names, results))
 
 
+@functools.cache
+def max_ir_version() -> int:
+    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    for version in range(onnx.IR_VERSION, 3, -1):
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                  ir_version=version)
+        try:
+            ort.InferenceSession(probe.SerializeToString(), so,
+                                 providers=["CPUExecutionProvider"])
+            return version
+        except Exception:  # onnxruntime refuses the IR version: try the next one down
+            continue
+    return 3
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -99,6 +126,6 @@ class OnnxRuntimeBackend(Backend):
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"onnxruntime has no {options.precision} CPU kernels; use one "
                                    f"of {', '.join(self.supported_precisions())}")
-        return OnnxRuntimeCompiled(to_onnx_bytes(model), model, options)
+        return OnnxRuntimeCompiled(to_onnx_bytes(model, max_ir_version()), model, options)
 
 

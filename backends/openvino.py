@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature, to_onnx_bytes
-
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 # kiln precision -> OpenVINO INFERENCE_PRECISION_HINT. int8 comes from Q/DQ in the graph; the

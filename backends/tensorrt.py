@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
 from kiln.compiler.target import detect_cuda_sm
-
 from kiln.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 

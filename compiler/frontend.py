@@ -21,8 +21,8 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
-from kiln.compiler.validate import Limits, kiln_limits, validate_proto
 
+from kiln.compiler.validate import Limits, kiln_limits, validate_proto
 from kiln.errors import ModelError
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto

@@ -41,7 +41,8 @@ class Limits:
     """What one consumer of models (kiln itself, or one backend) supports.
 
     who:                 named in error messages ("kiln", "onnxruntime").
-    ir_versions:         inclusive (min, max) of ModelProto.ir_version.
+    ir_versions:         inclusive (min, max) of ModelProto.ir_version; None: no limit of its own
+                         (backends fed ONNX get the IR version lowered by onnx_export).
     opsets:              domain -> inclusive (min, max) opset version; an imported domain missing
                          here is unsupported by this consumer. "" is the default ONNX domain.
     max_dim:             largest single declared dim.
@@ -50,7 +51,7 @@ class Limits:
     """
 
     who: str
-    ir_versions: tuple[int, int]
+    ir_versions: tuple[int, int] | None
     opsets: Mapping[str, tuple[int, int]]
     max_dim: int = 2**40
     max_subgraph_depth: int = 16
@@ -63,6 +64,7 @@ def kiln_limits() -> Limits:
     top = onnx.defs.onnx_opset_version()
     opsets: dict[str, tuple[int, int]] = {"": (1, top), "ai.onnx": (1, top)}
     opsets.update({domain: (1, version) for domain, version in _known_domains()})
+    opsets["com.microsoft"] = (1, 1)  # onnxruntime's contrib ops, which its backend runs
     return Limits("kiln", (3, onnx.IR_VERSION), opsets)
 
 
@@ -76,17 +78,18 @@ def _known_domains() -> list[tuple[str, int]]:
 
 
 # What the wrapped runtimes accept, as tried here (onnxruntime 1.31, OpenVINO 2026.4):
-# - onnxruntime refuses IR > 13 and ai.onnx > 26 itself, with a long C++ trace; kiln says it
-#   first. com.microsoft is its contrib domain.
-# - OpenVINO accepts IR 99 and opset 9999 silently; its ONNX frontend compiles opset-24 ops
+# - onnxruntime refuses ai.onnx > 26 itself, with a long C++ trace; kiln says it first.
+#   com.microsoft is its contrib domain. (IR > 13 it refuses too, but onnx_export lowers the
+#   declared IR version for it, so no IR limit here.)
+# - OpenVINO accepts opset 9999 silently; its ONNX frontend compiles opset-24 ops
 #   (Swish) but not opset-26 ones (CumProd), so kiln stops it at 25. It truncates dims and trip
 #   counts to 32 bits, and its compile time grows ~1.5x per level of nested If past 12 levels
 #   (0.18 s at 12, 0.6 s at 15) and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
 _BACKEND_LIMITS: dict[str, Limits] = {
-    "onnxruntime": Limits("onnxruntime", (3, 13),
+    "onnxruntime": Limits("onnxruntime", None,
                           {"": (7, 26), "ai.onnx": (7, 26), "ai.onnx.ml": (1, 5),
                            "com.microsoft": (1, 1)}),
-    "openvino": Limits("openvino", (3, 13), {"": (1, 25), "ai.onnx": (1, 25)},
+    "openvino": Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
                        max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255),
 }
 
@@ -118,6 +121,8 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         raise ModelError(f"{name}: the model has no IR version (ir_version={proto.ir_version}); "
                          "it is not a valid ONNX model")
     for limit in limits:
+        if limit.ir_versions is None:
+            continue
         low, high = limit.ir_versions
         if not low <= proto.ir_version <= high:
             raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "

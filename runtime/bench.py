@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kiln.backends import registry
-from kiln.runtime.session import Session, random_feeds
 
+from kiln.backends import registry
 from kiln.errors import KilnError
+from kiln.runtime.session import Session, random_feeds
 
 SCHEMA_VERSION = "1.0"
 REFERENCE_BACKEND = "onnxruntime"
@@ -162,9 +162,8 @@ def _reference_outputs(model: Any, engines: list[tuple[BenchRow, Session]],
 
 
 def _report(model: Any, config: BenchConfig, rows: list[BenchRow]) -> dict[str, Any]:
-    from kiln.compiler.target import Target
-
     from kiln import __version__
+    from kiln.compiler.target import Target
 
     return {
         "schema_version": SCHEMA_VERSION,

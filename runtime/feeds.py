@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from kiln.backends.base import TensorSpec
 
+from kiln.backends.base import TensorSpec
 from kiln.errors import InputError
 
 

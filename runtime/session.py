@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
 from kiln.compiler.target import Target
+from kiln.errors import InputError, KilnError
 from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
-
-from kiln.errors import InputError, KilnError
 
 
 class Session:
@@ -69,6 +69,7 @@ class Session:
     @staticmethod
     def _import(model: Any, backend: str):
         import onnx_ir as ir
+
         from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
 
         limits = [lim for lim in [backend_limits(backend)] if lim is not None]

@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature
-
 from kiln.errors import BackendUnavailableError, UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.target import Target
 
 

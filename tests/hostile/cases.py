@@ -182,12 +182,12 @@ def opset_beyond_backend(folder):
                  ir=12)
 
 
-@case("version", "UnsupportedError", r"IR version 14 is not supported by "
-      r"(onnxruntime|openvino), which reads IR versions 3 to 13",
-      backends=("onnxruntime", "openvino"))
-def ir_beyond_backend(folder):
-    m = relu_model()
-    m.ir_version = 14
+@case("version", "UnsupportedError", r"domain 'com.microsoft' is not supported by openvino",
+      backends=("openvino",))
+def contrib_domain_on_openvino(folder):
+    m = model([h.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")], [vi("x", [2])],
+              [vi("y", [2])])
+    m.opset_import.append(h.make_opsetid("com.microsoft", 1))
     return m
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from kiln.backends import registry
 from onnx import helper as h
 
 import kiln
+from kiln.backends import registry
 
 from .cases import CPU_BACKENDS
 

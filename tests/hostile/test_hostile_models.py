@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from kiln.backends import registry
 
 from . import cases
