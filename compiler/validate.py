@@ -87,7 +87,7 @@ def _known_domains() -> list[tuple[str, int]]:
 #   (0.18 s at 12, 0.6 s at 15) and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
 _BACKEND_LIMITS: dict[str, Limits] = {
     "onnxruntime": Limits("onnxruntime", None,
-                          {"": (7, 26), "ai.onnx": (7, 26), "ai.onnx.ml": (1, 5),
+                          {"": (1, 26), "ai.onnx": (1, 26), "ai.onnx.ml": (1, 5),
                            "com.microsoft": (1, 1)}),
     "openvino": Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
                        max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255),
