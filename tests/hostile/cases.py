@@ -582,6 +582,15 @@ def loop_trip_count_feed_huge(folder):
     return m, {"M": np.array(2**40, np.int64), "x": np.zeros(1, np.float32)}
 
 
+@case("resource", "ResourceError", r"run did not finish within the timeout of 0.3 s",
+      risky=True, reaches_backend=True)
+def run_exceeds_timeout(folder):
+    """A Loop long enough to outlast the timeout, short enough to end on its own."""
+    m = model(counting_loop("M", ""), [vi("x", [1])], [vi("y", [1])],
+              inits=(const("M", 20_000_000), const("one", [1.0], np.float32)))
+    return m, {"x": np.zeros(1, np.float32)}, {"timeout": 0.3, "max_loop_iterations": 2**25}
+
+
 def expected(c: Case, backend: str) -> tuple[str, str]:
     """(error class, message regex) ``c`` must raise on ``backend``.
 
