@@ -216,6 +216,9 @@ def _check(proto: onnx.ModelProto, name: str) -> None:
         raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
     except ValueError as exc:  # e.g. > 2 GiB protos
         raise ModelError(f"{name}: cannot check the model: {exc}") from exc
+    except Exception as exc:  # the C++ checker's other failures (e.g. non-UTF-8 messages)
+        raise ModelError(f"{name}: the ONNX checker failed on the model: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
@@ -225,3 +228,6 @@ def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{name}: shape inference failed: {first}") from exc
+    except Exception as exc:  # found by fuzz/fuzz_frontend.py: UnicodeDecodeError and others
+        raise ModelError(f"{name}: shape inference failed: {type(exc).__name__}: "
+                         f"{exc}") from exc

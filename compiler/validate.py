@@ -196,8 +196,10 @@ class _Walker:
                 raise self.fail(where, f"the element count of dims {list(dims)} overflows int64")
         return product
 
-    def value_info(self, info: onnx.ValueInfoProto, where: str) -> None:
+    def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
         kind = info.type.WhichOneof("value")
+        if kind is None and not typed:  # value_info may name a value without typing it
+            return
         if kind == "tensor_type":
             tensor = info.type.tensor_type
             if tensor.elem_type not in _DTYPES:
@@ -206,6 +208,10 @@ class _Walker:
             if tensor.HasField("shape"):
                 fixed = [d.dim_value for d in tensor.shape.dim if d.HasField("dim_value")]
                 self.dims(fixed, f"{where} value '{info.name}'")
+        elif kind in ("opaque_type", None):
+            raise self.fail(where, f"value '{info.name}' has "
+                            f"{'an opaque' if kind else 'no'} type; kiln runs tensors, "
+                            "sequences, maps and optionals only")
         elif kind == "sequence_type" and info.type.sequence_type.elem_type.HasField(
                 "tensor_type"):
             elem = info.type.sequence_type.elem_type.tensor_type
@@ -294,7 +300,7 @@ class _Walker:
             self.tensor(tensor, f"{where} initializer")
             defined.setdefault(tensor.name, "an initializer")
         for info in graph.value_info:
-            self.value_info(info, f"{where} value_info")
+            self.value_info(info, f"{where} value_info", typed=False)
         producers = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
         for index, node in enumerate(graph.node):
             label = f"node {index} ({node.op_type}{' ' + repr(node.name) if node.name else ''})"

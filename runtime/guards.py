@@ -189,8 +189,15 @@ class _Estimator:
             return None
         if array.dtype.kind in "iub":
             array = array.astype(object)
+        elif array.dtype.kind != "f":  # complex, strings: never a size
+            return None
         self.consts[value] = array
         return array
+
+    def ints(self, value: ir.Value | None) -> np.ndarray | None:
+        """The constant integer tensor ``value`` holds (exact Python ints), or None."""
+        array = self.const(value)
+        return array if array is not None and array.dtype == object else None
 
     def evaluate(self, node: ir.Node) -> None:
         """Fold integer shape arithmetic we can, exactly (no int64 wrap-around)."""
@@ -275,12 +282,12 @@ class _Estimator:
         label = _label(node)
         inputs = list(node.inputs) + [None] * 4
         if op == "ConstantOfShape":
-            shape = self.const(inputs[0])
+            shape = self.ints(inputs[0])
             if shape is not None:
                 n = self.count(shape, node, "a tensor")
                 self.guards.bytes_ok(n * size, f"{label} (shape {list(map(int, shape))})")
         elif op == "Expand":
-            shape, data = self.const(inputs[1]), _static_shape(inputs[0])
+            shape, data = self.ints(inputs[1]), _static_shape(inputs[0])
             if shape is not None:
                 dims = [int(d) for d in shape]
                 if data is not None:
@@ -291,7 +298,7 @@ class _Estimator:
                 n = self.count(dims, node, "an expanded tensor")
                 self.guards.bytes_ok(n * size, f"{label} (expanded to {dims})")
         elif op == "Tile":
-            repeats, data = self.const(inputs[1]), _static_shape(inputs[0])
+            repeats, data = self.ints(inputs[1]), _static_shape(inputs[0])
             if repeats is not None:
                 reps = [int(r) for r in repeats]
                 if any(r < 0 for r in reps):
@@ -310,7 +317,7 @@ class _Estimator:
                 self.guards.bytes_ok(n * size, f"{label} ({n} elements)")
         elif op == "Resize":
             data = _static_shape(inputs[0])
-            scales, sizes = self.const(inputs[2]), self.const(inputs[3])
+            scales, sizes = self.const(inputs[2]), self.ints(inputs[3])
             if sizes is not None and np.asarray(sizes).size:
                 n = self.count(sizes, node, "a resized tensor")
                 self.guards.bytes_ok(n * size, f"{label} (sizes {list(map(int, sizes))})")
@@ -343,7 +350,7 @@ class _Estimator:
     def loop(self, node: ir.Node, label: str) -> None:
         inputs = list(node.inputs) + [None, None]
         trip, cond = inputs[0], inputs[1]
-        trips = self.const(trip)
+        trips = self.ints(trip)
         body = node.attributes["body"].value if "body" in node.attributes else None
         if trips is not None:
             count = int(np.asarray(trips).reshape(-1)[0])

@@ -591,6 +591,36 @@ def run_exceeds_timeout(folder):
     return m, {"x": np.zeros(1, np.float32)}, {"timeout": 0.3, "max_loop_iterations": 2**25}
 
 
+# -- regressions found by fuzz/fuzz_frontend.py ------------------------------------------
+NON_UTF8 = bytes([0x0A, 0x06, 0x08, 0x80, 0x80, 0x80, 0x80, 0x10])
+
+
+def opaque_input_proto() -> onnx.ModelProto:
+    """Input 'x' of an opaque type whose name is not UTF-8 (Python's protobuf will not set
+    such a string, so the bytes are patched into the serialized model and parsed back)."""
+    m = relu_model((4,))
+    m.graph.input[0].type.Clear()
+    m.graph.input[0].type.opaque_type.name = "@" * len(NON_UTF8)
+    data = m.SerializeToString().replace(b"@" * len(NON_UTF8), NON_UTF8)
+    parsed = onnx.ModelProto()
+    parsed.ParseFromString(data)
+    return parsed
+
+
+@case("fuzz", "ModelError", r"value 'x' has an opaque type; kiln runs tensors")
+def fuzz_opaque_input_non_utf8(folder):
+    """onnx shape inference raised UnicodeDecodeError (not a kiln error) on this input."""
+    return opaque_input_proto()
+
+
+@case("fuzz", "UnsupportedError", r"(?i)complex64", reaches_backend=True)
+def fuzz_expand_complex_shape(folder):
+    """The checker lets a complex64 Expand shape through; the guards' size estimate warned
+    and cast it to int. Now the estimate skips it and the backend names the type."""
+    return model([h.make_node("Expand", ["x", "s"], ["y"])], [vi("x", [1])], [vi("y", ["a", "b"])],
+                 inits=(const("s", [2 + 1j, 3], np.complex64),)), {"x": np.ones(1, np.float32)}
+
+
 def expected(c: Case, backend: str) -> tuple[str, str]:
     """(error class, message regex) ``c`` must raise on ``backend``.
 
