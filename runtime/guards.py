@@ -32,7 +32,7 @@ import dataclasses
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -431,8 +431,15 @@ def range_length(start: Any, limit: Any, delta: Any, label: str,
     return max(math.ceil((lim - s) / d), 0)
 
 
-def check_model(model: ir.Model, guards: Guards, backend: str) -> RuntimeChecks:
-    """Refuse statically what would exceed ``guards``; returns the checks feeds need."""
+def check_model(model: ir.Model, guards: Guards,
+                backend: str | Sequence[str]) -> RuntimeChecks:
+    """Refuse statically what would exceed ``guards``; returns the checks feeds need.
+
+    ``backend`` names the backend(s) the model will run on: OpenVINO's 32-bit counts apply
+    when it is among them.
+    """
+    names = [backend] if isinstance(backend, str) else list(backend)
+    backend = "openvino" if "openvino" in names else (names[0] if names else "")
     total = 0
     for value in model.graph.initializers.values():
         tensor = value.const_value
