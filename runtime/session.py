@@ -22,6 +22,7 @@ from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
 from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
 from kiln.errors import InputError, KilnError
+from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
 
 
@@ -79,6 +80,11 @@ class Session:
             self.backend_name, self.backend_reason = backend, "requested"
         if not partitioned:
             self._backend = registry.require(self.backend_name)
+        # --- resource guards (runtime/guards.py): max_memory, timeout, max_loop_iterations -
+        self.guards = guards_module.Guards.from_options(options)
+        guarded = list(backends) + ([fallback] if fallback else []) if partitioned \
+            else [self.backend_name]
+        # ------------------------------------------------------------------------------------
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
@@ -91,7 +97,8 @@ class Session:
             if partitioned:
                 raise KilnError("a .kiln artifact runs on the backend it was built for; "
                                 "pass one backend name, not a list")
-            self.model = self.artifact.model()
+            self.model = self._import(self.artifact.model(), guarded)
+            self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
@@ -99,7 +106,9 @@ class Session:
                 self.artifact, self._backend, self.target, self.options)
         else:
             self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
-            self.model = self._import(model)
+            self.model = self._import(model, guarded)
+            # Before the optimizer, whose constant folding would build what the guards refuse.
+            self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
@@ -108,21 +117,31 @@ class Session:
             if partitioned:
                 from kiln.runtime.executor import compile_partitioned
 
-                pieces = compile_partitioned(self.model, backends, self.target, self.options,
-                                             fallback, min_nodes)
+                pieces = guards_module.call_with_timeout(
+                    lambda: compile_partitioned(self.model, backends, self.target, self.options,
+                                                fallback, min_nodes),
+                    self.guards.timeout, f"compiling for {self.backend_name}")
                 self.placement = pieces.placement
                 self._compiled: CompiledModel = pieces
             else:
-                self._compiled = self._backend.compile(self.model, self.target, self.options)
+                self._compiled = guards_module.call_with_timeout(
+                    lambda: self._backend.compile(self.model, self.target, self.options),
+                    self.guards.timeout, f"compiling for {self.backend_name}")
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
-    def _import(model: Any):
+    def _import(model: Any, backends: Sequence[str]):
+        """Import (or, for an IR model, validate) against kiln's and ``backends``' limits."""
         import onnx_ir as ir
 
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
         if isinstance(model, ir.Model):
+            validate_proto(ir.serde.serialize_model(model), "<onnx_ir.Model>",
+                           [kiln_limits(), *limits])
             return model
-        return import_model(model)
+        return import_model(model, limits=limits)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
@@ -178,7 +197,9 @@ class Session:
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are "
                              f"{sorted(known)}")
-        results = self._compiled.run(checked)
+        self._checks.run(checked)  # feeds reaching Gather/Range/Loop/... (runtime/guards.py)
+        results = guards_module.call_with_timeout(lambda: self._compiled.run(checked),
+                                                  self.guards.timeout, "run")
         return [results[n] for n in names]
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
