@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_ir as ir
+
 from kiln.compiler import accuracy, calibrate, sensitivity, speed_gate
 from kiln.compiler.passes import quantize
-
 from kiln.errors import InputError, ModelError
 
 MODES = ("static", "dynamic")

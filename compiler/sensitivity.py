@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Sequence
 
 import onnx_ir as ir
+
 from kiln.compiler.accuracy import AccuracyReport
 
 #: build(excluded node names) -> quantized model with those nodes left in fp32

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import onnx
 import onnx_ir as ir
+
 from kiln.compiler.passes.quantize import constant_array
 
 Measure = Callable[[onnx.ModelProto], float]

@@ -1,1 +1,1 @@
-"""Graph rewrites: one module per family."""
+"""kiln's graph passes: one module per family or rule. Every pass is an onnx_ir pass."""

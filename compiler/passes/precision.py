@@ -34,10 +34,10 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
+
 from kiln.compiler.accuracy import AccuracyReport
 from kiln.compiler.calibrate import Range
 from kiln.compiler.passes.quantize import _Builder, constant_array, is_excluded, opset_version
-
 from kiln.errors import InputError
 
 LOW_TYPES = {"fp16": ir.DataType.FLOAT16, "bf16": ir.DataType.BFLOAT16}
@@ -337,8 +337,8 @@ def convert_precision(model: ir.Model, target: object, precision: str,
     a ModelError. bf16 raises UnsupportedError unless the target has avx512_bf16 or AMX.
     """
     import onnxruntime as ort
-    from kiln.compiler.accuracy import evaluate, onnxruntime_runner
 
+    from kiln.compiler.accuracy import evaluate, onnxruntime_runner
     from kiln.errors import ModelError, UnsupportedError
 
     if precision not in LOW_TYPES:

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from kiln.compiler.calibrate import Range
 
+from kiln.compiler.calibrate import Range
 from kiln.errors import InputError
 
 #: Ops whose inputs (and weights) are quantized: the int8 compute.
