@@ -4,9 +4,9 @@ The digits set ships inside scikit-learn (no download). Training takes a few sec
 CPU. The model and the held-out split land in a cache folder (``~/.cache/kiln/models`` by
 default), never in git:
 
-    python benchmarks/prepare_digits_cnn.py [--out DIR] [--size 8] [--epochs 40]
+    python benchmarks/prepare_digits_cnn.py [--out DIR] [--epochs 15]
 
-``--size`` upsamples the 8x8 images (bilinear) so a larger input can be timed with the same
+``upsample`` resizes the 8x8 images (bilinear) so a larger input can be timed with the same
 trained weights (the network ends in a global average pool, so any size works).
 """
 
@@ -46,7 +46,7 @@ def build_net():  # -> torch.nn.Module
     )
 
 
-def train(epochs: int = 40, seed: int = 0):  # -> (net, x_test, y_test)
+def train(epochs: int = 15, seed: int = 0):  # -> (net, x_test, y_test)
     import torch
 
     torch.manual_seed(seed)
@@ -78,7 +78,7 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
     return t.numpy().astype(np.float32)
 
 
-def export(out: Path = CACHE, epochs: int = 40, sizes: tuple[int, ...] = (8,)) -> Path:
+def export(out: Path = CACHE, epochs: int = 15, sizes: tuple[int, ...] = (8,)) -> Path:
     """Train, then write ``digits_cnn.onnx`` (dynamic batch and spatial size) and
     ``digits_test.npz`` (held-out x, y at 8x8) into ``out``; returns the model path."""
     import torch
@@ -102,7 +102,7 @@ def export(out: Path = CACHE, epochs: int = 40, sizes: tuple[int, ...] = (8,)) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=CACHE)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=15)
     args = ap.parse_args()
     export(args.out, args.epochs)
 

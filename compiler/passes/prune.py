@@ -31,8 +31,8 @@ from collections.abc import Collection
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-from kiln.compiler.passes.quantize import _Builder, constant_array, is_excluded
 
+from kiln.compiler.passes.quantize import _Builder, constant_array, is_excluded
 from kiln.errors import InputError
 
 PRUNABLE = frozenset({"Conv", "Gemm", "MatMul"})
