@@ -53,3 +53,9 @@ def test_nonfinite_values_are_counted():
 def test_mismatched_lists_are_refused():
     with pytest.raises(ValueError):
         accuracy.compare([], [])
+
+
+def test_zero_rows():
+    a = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+    b = np.array([[0.0, 0.0], [0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(accuracy.row_cosines(a, b), [1.0, 0.0])
