@@ -107,6 +107,15 @@ def digits(size: int = 8) -> tuple[ir.Model, np.ndarray, np.ndarray]:
     return ir.load(str(path)), prep.upsample(x, size), y
 
 
+def finetune_digits(model: ir.Model, epochs: int = 8) -> ir.Model:
+    """Fine-tune a (pruned) digits CNN on its training split (see prepare_digits_cnn)."""
+    try:
+        from benchmarks import prepare_digits_cnn as prep
+    except ImportError:
+        import prepare_digits_cnn as prep  # type: ignore[no-redef]
+    return prep.finetune(ir.serde.deserialize_model(ir.serde.serialize_model(model)), epochs)
+
+
 # ------------------------------------------------------------------------------------------
 # MiniLM-L6
 
