@@ -203,8 +203,8 @@ def markdown(results: dict) -> str:
         lines += [f"| int8 {m} | {v['top1'] * 100:.2f}% |" for m, v in d["int8"].items()]
         p = d["channels_0.3"]
         lines += [f"| channels:0.3 (no fine-tuning) | {p['top1'] * 100:.2f}% |",
-                  f"| channels:0.3 + 8 epochs fine-tuning | {p['top1_finetuned'] * 100:.2f}% |",
-                  "",
+                  f"| channels:0.3 + 8 epochs fine-tuning | "
+                  f"{p.get('top1_finetuned', float('nan')) * 100:.2f}% |", "",
                   f"channels:0.3 MACs {p['macs_before']:,} -> {p['macs_after']:,}, params "
                   f"{p['params_before']:,} -> {p['params_after']:,}.", "",
                   "| 64x64 batch 8 | fp32 ms | int8 ms | speed-up |", "|---|---|---|---|"]
