@@ -96,11 +96,13 @@ def count_macs(model: ir.Model, dims: dict[str, int] | None = None) -> int:
 
 
 def count_params(model: ir.Model) -> int:
-    """Float parameters held in initializers."""
+    """Float parameters in initializers, counted once per node that reads them (so weights
+    that deduplication merged, like the light zoo's constant-filled ones, count as written)."""
     total = 0
     for v in model.graph.initializers.values():
         if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point():
-            total += int(np.prod(v.const_value.shape.numpy()))
+            readers = max(1, len({node for node, _ in v.uses()}))
+            total += int(np.prod(v.const_value.shape.numpy())) * readers
     return total
 
 
