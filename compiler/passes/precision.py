@@ -359,6 +359,10 @@ def convert_precision(model: ir.Model, target: object, precision: str,
     if store_weights is None:
         store_weights = precision == "bf16"
     source = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    if precision == "bf16" and opset_version(source) < 13:
+        from kiln.compiler.quantization import ensure_opset
+
+        source = ensure_opset(source, 13)  # Cast and most ops admit bfloat16 from opset 13
     common.ShapeInferencePass()(source)
     if ranges is None and samples and precision == "fp16":
         from kiln.compiler.calibrate import collect_ranges

@@ -103,3 +103,12 @@ def test_schema_allows():
                                 ir.Value(name="b", type=ir.TensorType(ir.DataType.FLOAT))])
     conv.outputs[0].dtype = ir.DataType.FLOAT
     assert not precision.schema_allows(conv, 13, ir.DataType.BFLOAT16)
+
+
+def test_bf16_moves_old_opsets_up():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": [2, 3]}, {"w": rand(4, 3)}, opset=9)
+    result = precision.convert_precision(model, Target.parse("cpu:avx512_bf16"), "bf16",
+                                         [{"x": rand(2, 4, seed=1)}])
+    assert result.model.opset_imports[""] >= 13
+    assert result.report.stats.stored_weights == 1
