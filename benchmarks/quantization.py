@@ -1,6 +1,6 @@
 """Reduced precision and pruning on real models: accuracy, validity and measured speed.
 
-    python benchmarks/quantization.py [--only digits,minilm,resnet50,precision] [--threads 1]
+    python benchmarks/quantization.py [--only digits,minilm,gate,resnet50,precision] [--threads 1]
 
 Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Sections:
 
@@ -11,6 +11,8 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
   smoothed into the weights, a = 0.8) and dynamic, each with the sensitivity pass keeping
   layers in fp32 until the worst cosine on 16 other sentences is >= 0.995: cosine of the
   sentence embeddings to fp32 over all 64 sentences in ``models.SENTENCES``, latency vs fp32;
+- gate: the speed gate's per-region decisions for MiniLM dynamic int8 and the digits CNN
+  static int8, on each backend;
 - resnet50: the onnx package's light ResNet-50 after kiln's O2 pipeline: ``channels:0.3``
   MACs/params and latency on onnxruntime and OpenVINO, and int8 latency;
 - precision: fp16 and bf16 of every light model and MiniLM: checker, onnxruntime, NaN/Inf,
@@ -135,6 +137,32 @@ def minilm(threads: int) -> dict:
     return out
 
 
+def gate(threads: int) -> dict:
+    """The speed gate deciding per backend: MiniLM dynamic int8, digits CNN static int8."""
+    target = Target.detect()
+    out: dict = {}
+    minilm_model = models.minilm()
+    one = models.minilm_tokenize(models.SENTENCES[:1])
+    digits_model, x, _ = models.digits()
+    big = {"image": models.digits(64)[1][:8]}
+    calib = [{"image": x[i:i + 1]} for i in range(32)]
+    cases = [("minilm_dynamic", minilm_model, one, None, "dynamic"),
+             ("digits_static", digits_model, big, calib, "static")]
+    for name, model, feeds, cal, mode in cases:
+        for backend in BACKENDS:
+            measure = quantize_gate.measure_on(backend, feeds, threads, min_time=0.2, repeats=3)
+            q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure)
+            g = q.report.gate
+            out[f"{name}/{backend}"] = {
+                "decisions": [{"region": d.region, "nodes": len(d.nodes),
+                               "int8_ms": round(d.quantized_s * 1e3, 3),
+                               "fp32_ms": round(d.fp32_s * 1e3, 3), "kept_int8": d.kept}
+                              for d in g.decisions],
+                "fp32_ms": round(g.fp32_s * 1e3, 3), "final_ms": round(g.final_s * 1e3, 3)}
+            log(f"gate {name} {backend}: " + " | ".join(g.lines()))
+    return out
+
+
 def resnet50(threads: int) -> dict:
     target = Target.detect()
     model = frontend.import_model(str(models.LIGHT_DIR / "light_resnet50.onnx"))
@@ -241,6 +269,17 @@ def markdown(results: dict) -> str:
         lines += [f"| int8 | {b} | {r['fp32_ms']} | {r['reduced_ms']} | x{r['speedup']} |"
                   for b, r in r50["int8"]["speed"].items()]
         lines.append("")
+    g = results.get("gate")
+    if g:
+        lines += ["## Speed gate decisions", "",
+                  "| model / backend | region | int8 ms | fp32 ms | kept | model fp32 -> final |",
+                  "|---|---|---|---|---|---|"]
+        for key, e in g.items():
+            for d in e["decisions"]:
+                lines.append(f"| {key} | {d['region']} ({d['nodes']}) | {d['int8_ms']} | "
+                             f"{d['fp32_ms']} | {'int8' if d['kept_int8'] else 'fp32'} | "
+                             f"{e['fp32_ms']} -> {e['final_ms']} ms |")
+        lines.append("")
     p = results.get("precision")
     if p:
         lines += ["## fp16 / bf16 conversion", "",
@@ -260,7 +299,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="digits,minilm,resnet50,precision")
+    ap.add_argument("--only", default="digits,minilm,gate,resnet50,precision")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -270,6 +309,7 @@ def main() -> None:
     results.update({"machine": str(Target.detect()), "threads": args.threads,
                     "load": round(os.getloadavg()[0], 2)})
     steps = {"digits": lambda: digits(args.threads), "minilm": lambda: minilm(args.threads),
+             "gate": lambda: gate(args.threads),
              "resnet50": lambda: resnet50(args.threads), "precision": precision_all}
     for part in parts:
         results[part] = steps[part]()
