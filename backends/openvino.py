@@ -130,15 +130,15 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
     for op in ov_model.get_ordered_ops():
         for output in op.outputs():
             for name in output.get_names():
-                node = producers.get(name)
-                if node is None:
+                source = producers.get(name)
+                if source is None:
                     continue
                 if op.get_friendly_name() in supported:
-                    verdicts.setdefault(node, None)
+                    verdicts.setdefault(source, None)
                 else:
-                    verdicts[node] = (f"{device} does not run {op.get_type_name()} "
-                                      f"(from {node.op_type}) according to "
-                                      "OpenVINO query_model")
+                    verdicts[source] = (f"{device} does not run {op.get_type_name()} "
+                                        f"(from {source.op_type}) according to "
+                                        "OpenVINO query_model")
     return verdicts
 
 

@@ -684,10 +684,10 @@ class TensorRtBackend(Backend):
             return TensorRtCompiled((folder / ENGINE_FILE).read_bytes(), cache, key, model,
                                     profile)
         reason = reason or "the engine file is missing"
-        cache = None
+        reuse: bytes | None = None
         if timing_cache_usable(saved, key["tensorrt_version"]) \
                 and (folder / TIMING_CACHE_FILE).is_file():
-            cache = (folder / TIMING_CACHE_FILE).read_bytes()
-        engine, cache_out = build_engine(onnx_bytes, profile, cache, options)
+            reuse = (folder / TIMING_CACHE_FILE).read_bytes()
+        engine, cache_out = build_engine(onnx_bytes, profile, reuse, options)
         return TensorRtCompiled(engine, cache_out, key, model, profile,
                                 rebuild_reason=f"rebuilt: {reason}")

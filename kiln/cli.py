@@ -217,21 +217,21 @@ def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str
 
 def _print_placement(report: dict) -> None:
     model = report["model"]
-    table = Table(title=f"kiln inspect: {model['name']} ({model['node_count']} nodes)")
-    for col in ("backend", "status", "runs", "refused (top ops)", "partitions", "boundaries",
-                "bytes/inference"):
-        table.add_column(col)
+    table = Table(title=f"kiln inspect: {Path(str(model['name'])).name} "
+                        f"({model['node_count']} nodes)")
+    for col in ("backend", "status", "runs", "partitions", "boundaries", "bytes/inference"):
+        table.add_column(col, no_wrap=True)
     for name, entry in report["backends"].items():
-        top = sorted(entry["refused_by_op"].items(), key=lambda kv: -kv[1]["count"])[:4]
         plan = entry["plan"]
         size = plan["boundary_bytes_per_inference"]
         table.add_row(name, "available" if entry["available"] else "[red]unavailable[/]",
-                      f"{entry['runs']}/{entry['of']}",
-                      escape(", ".join(f"{op} x{v['count']}" for op, v in top) or "-"),
-                      str(plan["partition_count"]), str(plan["boundary_tensor_count"]),
-                      "?" if size is None else f"{size:,}")
+                      f"{entry['runs']}/{entry['of']}", str(plan["partition_count"]),
+                      str(plan["boundary_tensor_count"]), "?" if size is None else f"{size:,}")
     console.print(table)
     for name, entry in report["backends"].items():
+        if not entry["available"]:
+            console.print(escape(f"{name} is unavailable: {entry['reason']}"), soft_wrap=True,
+                          highlight=False)
         for op, info in entry["refused_by_op"].items():
             console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
                                  f"{info['reason']}"), soft_wrap=True, highlight=False)
@@ -239,7 +239,8 @@ def _print_placement(report: dict) -> None:
     console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
                          f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
                          f"{plan['boundary_bytes_per_inference']} bytes per inference, "
-                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True)
+                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True,
+                  highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
