@@ -119,7 +119,8 @@ def compile_partitioned(model: ir.Model, backends: Sequence[str], target: Target
     node with each backend's reason).
     """
     names, skipped = resolve_backends(backends, fallback)
-    plan = plan_for(model, names, min_partition_nodes=min_partition_nodes)
+    plan = plan_for(model, names, min_partition_nodes=min_partition_nodes,
+                    device=options.device)
     plan.require_complete(strict=fallback is None)
     extractor = Extractor(model, plan)
     constants: dict[str, np.ndarray] = {}

@@ -28,7 +28,7 @@ SCHEMA = "kiln.placement/1"
 MIN_PARTITION_NODES = 3
 
 
-def capability_of(backend: Backend, model: ir.Model) -> Capability:
+def capability_of(backend: Backend, model: ir.Model, device: str | None = None) -> Capability:
     """The partitioner's view of ``backend`` for ``model``.
 
     A backend with a ``capability(model)`` method (per-node verdicts computed once for the
@@ -38,7 +38,8 @@ def capability_of(backend: Backend, model: ir.Model) -> Capability:
     per_model = getattr(backend, "capability", None)
     if not callable(per_model):
         return Capability(backend.name, backend.refusal)
-    verdicts: Mapping[ir.Node, str | None] = per_model(model)
+    verdicts: Mapping[ir.Node, str | None] = (
+        per_model(model) if device is None else per_model(model, device=device))
 
     def refusal(node: ir.Node) -> str | None:
         if node in verdicts:
@@ -75,9 +76,11 @@ def resolve_backends(names: Sequence[str], fallback: str | None) -> tuple[list[s
 
 
 def plan_for(model: ir.Model, names: Sequence[str], *,
-             min_partition_nodes: int = MIN_PARTITION_NODES) -> PartitionPlan:
-    """The partition plan for ``model`` over the backends ``names`` (in priority order)."""
-    caps = [capability_of(registry.get_backend(n), model) for n in names]
+             min_partition_nodes: int = MIN_PARTITION_NODES,
+             device: str | None = None) -> PartitionPlan:
+    """The partition plan for ``model`` over the backends ``names`` (in priority order);
+    ``device`` is the device string backends with a per-model query ask about."""
+    caps = [capability_of(registry.get_backend(n), model, device) for n in names]
     return plan_partitions(model, caps, min_partition_nodes=min_partition_nodes)
 
 

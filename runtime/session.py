@@ -51,6 +51,8 @@ class Session:
             raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
         self.target = Target.parse(target) if not isinstance(target, Target) else target
         # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        if isinstance(backend, str) and "," in backend:  # "native,onnxruntime" from the CLI
+            backend = [b.strip() for b in backend.split(",") if b.strip()]
         partitioned = isinstance(backend, (list, tuple))
         self.placement: dict[str, Any] | None = None
         if partitioned:

@@ -161,3 +161,11 @@ def test_saving_writes_each_piece_and_the_placement(tmp_path):
     assert "placement.json" in written
     saved = json.loads((tmp_path / "placement.json").read_text())
     assert saved == session.placement
+
+
+def test_a_comma_separated_backend_string_is_a_priority_list():
+    x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
+    session = kiln.Session(loop_model(), backend="native,onnxruntime", fallback=None)
+    assert session.backend == "native+onnxruntime"
+    want = kiln.Session(loop_model(), backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_array_equal(session(x=x)["y"], want)
