@@ -86,7 +86,9 @@ class PartitionedModel(CompiledModel):
                     env.pop(name, None)
         results = {}
         for spec in self.outputs:
-            if spec.name in env:
+            if spec.name in feeds:  # an input passed straight through: never alias it
+                results[spec.name] = np.array(feeds[spec.name], copy=True)
+            elif spec.name in env:
                 results[spec.name] = env[spec.name]
             elif spec.name in self._constants:
                 results[spec.name] = self._constants[spec.name].copy()

@@ -169,3 +169,29 @@ def test_a_comma_separated_backend_string_is_a_priority_list():
     assert session.backend == "native+onnxruntime"
     want = kiln.Session(loop_model(), backend="onnxruntime")(x=x)["y"]
     np.testing.assert_array_equal(session(x=x)["y"], want)
+
+
+def test_outputs_that_are_inputs_weights_or_load_time_constants():
+    """Graph outputs no partition computes at run time still come back, as copies."""
+    shape = numpy_helper.from_array(np.array([2, 2], np.int64), "shape")
+    weight = numpy_helper.from_array(np.full((2, 2), 3.0, np.float32), "weight")
+    nodes = [oh.make_node("ConstantOfShape", ["shape"], ["filled"], name="fill",
+                          value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             oh.make_node("Relu", ["x"], ["r"], name="relu"),
+             oh.make_node("Det", ["r"], ["d"], name="det"),
+             oh.make_node("Add", ["d", "d"], ["y"], name="add")]
+    graph = oh.make_graph(nodes, "edges", [_vi("x", [2, 2])],
+                          [_vi("y", []), _vi("x", [2, 2]), _vi("weight", [2, 2]),
+                           _vi("filled", [2, 2])], initializer=[shape, weight])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    x = np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)
+    want = kiln.Session(model, backend="onnxruntime")(x=x)
+    session = kiln.Session(model, backend=["native"], min_partition_nodes=1)
+    got = session(x=x)
+    for name in ("y", "x", "weight", "filled"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+    assert session.placement["constant_partition_count"] == 1
+    got["weight"][0, 0] = -1  # a copy: the next run is unaffected
+    np.testing.assert_array_equal(session(x=x)["weight"], want["weight"])
+    x_out = session(x=x)["x"]
+    assert not np.shares_memory(x_out, x)
