@@ -195,3 +195,14 @@ def test_outputs_that_are_inputs_weights_or_load_time_constants():
     np.testing.assert_array_equal(session(x=x)["weight"], want["weight"])
     x_out = session(x=x)["x"]
     assert not np.shares_memory(x_out, x)
+
+
+def test_native_and_openvino_pieces_in_strict_mode_match_onnxruntime():
+    model, feeds = nms_model(), nms_feeds(seed=5)
+    want = kiln.Session(model, backend="onnxruntime")(**feeds)
+    session = kiln.Session(model, backend=["native", "openvino"], fallback=None)
+    got = session(**feeds)
+    assert [p["backend"] for p in session.placement["partitions"]] == ["native", "openvino",
+                                                                         "native"]
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
