@@ -188,7 +188,8 @@ def test_outputs_that_are_inputs_weights_or_load_time_constants():
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
     x = np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)
     want = kiln.Session(model, backend="onnxruntime")(x=x)
-    session = kiln.Session(model, backend=["native"], min_partition_nodes=1)
+    # opt_level=0: no constant folding, so the partitioner's load-time constants are used.
+    session = kiln.Session(model, backend=["native"], min_partition_nodes=1, opt_level=0)
     got = session(x=x)
     for name in ("y", "x", "weight", "filled"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
@@ -208,3 +209,24 @@ def test_native_and_openvino_pieces_in_strict_mode_match_onnxruntime():
                                                                          "native"]
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_artifacts_carry_the_placement_and_partitioned_ones_reload(tmp_path):
+    from kiln.runtime.artifact import load_artifact
+
+    model, feeds = nms_model(), nms_feeds(seed=7)
+    session = kiln.Session(model, backend=["native", "onnxruntime"])
+    want = session(**feeds)
+    path = session.save(tmp_path / "nms.kiln")
+    manifest = load_artifact(path).manifest
+    assert manifest["placement"] == session.placement
+    assert manifest["backend"]["name"] == "native+onnxruntime"
+    loaded = kiln.Session(path)
+    assert loaded.placement["backends"] == ["native", "onnxruntime"]
+    assert "recompiled piece by piece" in loaded.rebuild_reason
+    got = loaded(**feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    single = kiln.Session(model, backend="onnxruntime").save(tmp_path / "ort.kiln")
+    placement = load_artifact(single).manifest["placement"]
+    assert placement["backends"] == ["onnxruntime"] and placement["partition_count"] == 1
