@@ -417,22 +417,21 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
               help="Backend that takes what the list refuses; 'none' for strict mode.")
 @click.option("--dim", "dims", multiple=True, help="NAME=SIZE for a symbolic dim (repeatable).")
 @click.option("--min-partition-nodes", type=int, default=3, show_default=True)
+@click.option("--opt-level", "-O", type=int, default=2, show_default=True,
+              help="Optimize first, as a Session would (-1: place the imported graph as is).")
+@click.option("--target", "-t", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
 def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
-                min_partition_nodes: int, as_json: bool) -> None:
+                min_partition_nodes: int, opt_level: int, target: str, as_json: bool) -> None:
     """Placement report: which backend runs which node of MODEL, and what the split costs."""
     from kiln.compiler.frontend import import_model
+    from kiln.compiler.target import Target
     from kiln.runtime.placement import placement_report
 
-    bound = {}
-    for pair in dims:
-        name, sep, size = pair.partition("=")
-        if not sep or not size.isdigit():
-            raise InputError(f"--dim expects NAME=SIZE, got '{pair}'")
-        bound[name] = int(size)
     report = placement_report(import_model(_model_arg(model)), _resolve_backends(backends),
-                              None if fallback.lower() == "none" else fallback, bound,
-                              min_partition_nodes)
+                              None if fallback.lower() == "none" else fallback,
+                              _parse_dims(dims), min_partition_nodes,
+                              None if opt_level < 0 else opt_level, Target.parse(target))
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
