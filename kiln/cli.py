@@ -417,22 +417,21 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
               help="Backend that takes what the list refuses; 'none' for strict mode.")
 @click.option("--dim", "dims", multiple=True, help="NAME=SIZE for a symbolic dim (repeatable).")
 @click.option("--min-partition-nodes", type=int, default=3, show_default=True)
+@click.option("--opt-level", "-O", type=int, default=2, show_default=True,
+              help="Optimize first, as a Session would (-1: place the imported graph as is).")
+@click.option("--target", "-t", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
 def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
-                min_partition_nodes: int, as_json: bool) -> None:
+                min_partition_nodes: int, opt_level: int, target: str, as_json: bool) -> None:
     """Placement report: which backend runs which node of MODEL, and what the split costs."""
     from kiln.compiler.frontend import import_model
+    from kiln.compiler.target import Target
     from kiln.runtime.placement import placement_report
 
-    bound = {}
-    for pair in dims:
-        name, sep, size = pair.partition("=")
-        if not sep or not size.isdigit():
-            raise InputError(f"--dim expects NAME=SIZE, got '{pair}'")
-        bound[name] = int(size)
     report = placement_report(import_model(_model_arg(model)), _resolve_backends(backends),
-                              None if fallback.lower() == "none" else fallback, bound,
-                              min_partition_nodes)
+                              None if fallback.lower() == "none" else fallback,
+                              _parse_dims(dims), min_partition_nodes,
+                              None if opt_level < 0 else opt_level, Target.parse(target))
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
@@ -441,21 +440,21 @@ def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str
 
 def _print_placement(report: dict) -> None:
     model = report["model"]
-    table = Table(title=f"kiln inspect: {model['name']} ({model['node_count']} nodes)")
-    for col in ("backend", "status", "runs", "refused (top ops)", "partitions", "boundaries",
-                "bytes/inference"):
-        table.add_column(col)
+    table = Table(title=f"kiln inspect: {Path(str(model['name'])).name} "
+                        f"({model['node_count']} nodes)")
+    for col in ("backend", "status", "runs", "partitions", "boundaries", "bytes/inference"):
+        table.add_column(col, no_wrap=True)
     for name, entry in report["backends"].items():
-        top = sorted(entry["refused_by_op"].items(), key=lambda kv: -kv[1]["count"])[:4]
         plan = entry["plan"]
         size = plan["boundary_bytes_per_inference"]
         table.add_row(name, "available" if entry["available"] else "[red]unavailable[/]",
-                      f"{entry['runs']}/{entry['of']}",
-                      escape(", ".join(f"{op} x{v['count']}" for op, v in top) or "-"),
-                      str(plan["partition_count"]), str(plan["boundary_tensor_count"]),
-                      "?" if size is None else f"{size:,}")
+                      f"{entry['runs']}/{entry['of']}", str(plan["partition_count"]),
+                      str(plan["boundary_tensor_count"]), "?" if size is None else f"{size:,}")
     console.print(table)
     for name, entry in report["backends"].items():
+        if not entry["available"]:
+            console.print(escape(f"{name} is unavailable: {entry['reason']}"), soft_wrap=True,
+                          highlight=False)
         for op, info in entry["refused_by_op"].items():
             console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
                                  f"{info['reason']}"), soft_wrap=True, highlight=False)
@@ -463,7 +462,8 @@ def _print_placement(report: dict) -> None:
     console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
                          f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
                          f"{plan['boundary_bytes_per_inference']} bytes per inference, "
-                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True)
+                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True,
+                  highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,15 @@ class Session:
             self.artifact = load_artifact(model)
             if backend == "auto":
                 backend = self.artifact.backend
+                built = self.artifact.manifest.get("placement") or {}
+                if "+" in backend and built.get("backends"):  # a partitioned artifact
+                    backend = list(built["backends"])
+                    options.setdefault("fallback", None)
+                    options.setdefault("min_partition_nodes",
+                                       built.get("min_partition_nodes", 3))
         # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        if isinstance(backend, str) and "," in backend:  # "native,onnxruntime" from the CLI
+            backend = [b.strip() for b in backend.split(",") if b.strip()]
         partitioned = isinstance(backend, (list, tuple))
         self.placement: dict[str, Any] | None = None
         if partitioned:
@@ -94,16 +102,22 @@ class Session:
         if self.artifact is not None:
             from kiln.runtime.artifact import restore
 
-            if partitioned:
-                raise KilnError("a .kiln artifact runs on the backend it was built for; "
-                                "pass one backend name, not a list")
             self.model = self._import(self.artifact.model(), guarded)
             self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            self._compiled, self.rebuild_reason = restore(
-                self.artifact, self._backend, self.target, self.options)
+            if partitioned:  # pieces are recompiled from the stored optimized graph
+                from kiln.runtime.executor import compile_partitioned
+
+                pieces = compile_partitioned(self.model, backends, self.target, self.options,
+                                             fallback, min_nodes)
+                self.placement, self._compiled = pieces.placement, pieces
+                self.rebuild_reason = (f"{self.artifact.path.name}: partitioned artifacts are "
+                                       "recompiled piece by piece from model.onnx")
+            else:
+                self._compiled, self.rebuild_reason = restore(
+                    self.artifact, self._backend, self.target, self.options)
         else:
             self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
             self.model = self._import(model, guarded)
@@ -148,12 +162,20 @@ class Session:
         import tempfile
 
         from kiln.runtime.artifact import save_artifact
+        from kiln.runtime.placement import placement_to_json, plan_for
 
-        status = self._backend.is_available()
+        if self.placement is not None:  # partitioned: every piece's backend version
+            version = ", ".join(f"{b} {registry.availability(b).version}"
+                                for b in self.placement["backends"])
+            placement = self.placement
+        else:
+            version = self._backend.is_available().version
+            placement = placement_to_json(plan_for(self.model, [self.backend_name]))
         with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
             written = self._compiled.save(Path(blobs))
             return save_artifact(
-                path, self.model, backend=self.backend_name, backend_version=status.version,
+                path, self.model, backend=self.backend_name, backend_version=version,
+                placement=placement,
                 target=str(self.target),
                 source_sha256=getattr(self, "source_sha256", "") or "",
                 pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
