@@ -24,6 +24,7 @@ from kiln.compiler.target import Target
 from kiln.errors import InputError, KilnError
 from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
+from kiln.runtime.placement import joint_caps
 
 
 class Session:
@@ -126,7 +127,7 @@ class Session:
             self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            caps = _joint_caps(backends) if partitioned else self._backend.caps()
+            caps = joint_caps(backends) if partitioned else self._backend.caps()
             self.model, self.report = optimize(self.model, self.opt_level, self.target, caps)
             if partitioned:
                 from kiln.runtime.executor import compile_partitioned
@@ -233,18 +234,6 @@ class Session:
         inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
                 f"precision={self.options.precision!r}, inputs={inputs})")
-
-
-def _joint_caps(names: Sequence[str]):
-    """Caps for a partitioned graph: kiln ops any listed backend runs (the partitioner then
-    places them there), the lowest opset any of them imports."""
-    import dataclasses
-
-    caps = [registry.get_backend(n).caps() for n in names]
-    return dataclasses.replace(
-        caps[0], name="+".join(names),
-        kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
-        max_opset=min(c.max_opset for c in caps))
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,
