@@ -189,8 +189,74 @@ std::pair<Out, std::string> conv2d(T4 x, T4 w, std::optional<Vec> bias,
   return {y, kiln::conv_algo_name(conv.algorithm())};
 }
 
+// Constant weights packed once, multiplied many times (what the executor does).
+struct PackedBHandle {
+  std::unique_ptr<kiln::PackedB> packed;
+  PackedBHandle(Mat b, bool trans_b)
+      : packed(kiln::pack_b(trans_b, trans_b ? b.shape(1) : b.shape(0),
+                            trans_b ? b.shape(0) : b.shape(1), b.data(), b.shape(1))) {}
+  Out matmul(Mat a, bool trans_a, std::optional<Vec> bias, const std::string& act,
+             size_t threads) const {
+    const size_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    if (K != packed->K()) throw std::invalid_argument("matmul: inner dimensions differ");
+    kiln::Epilogue ep;
+    if (bias) {
+      if (bias->shape(0) != packed->N()) throw std::invalid_argument("matmul: bias needs N");
+      ep.bias_kind = kiln::BiasKind::per_col;
+      ep.bias = bias->data();
+    }
+    ep.act = parse_activation(act);
+    Out c = new_array({M, packed->N()});
+    float* cd = c.data();
+    nb::gil_scoped_release release;
+    kiln::sgemm_packed(trans_a, M, a.data(), a.shape(1), *packed, cd, packed->N(), ep,
+                       pool_for(threads));
+    return c;
+  }
+};
+
+// A convolution with its weights packed once.
+struct Conv2dHandle {
+  std::unique_ptr<kiln::Conv2d> conv;
+  Conv2dHandle(T4 w, std::vector<size_t> x_shape, std::vector<size_t> strides,
+               std::vector<size_t> pads, std::vector<size_t> dilations, size_t groups,
+               const std::string& algorithm) {
+    if (x_shape.size() != 4) throw std::invalid_argument("conv2d: x_shape must be N, C, H, W");
+    const kiln::Conv2dParams p = conv_params(
+        x_shape, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, strides, pads, dilations,
+        groups);
+    conv = std::make_unique<kiln::Conv2d>(p, w.data(), parse_algo(algorithm));
+  }
+  Out run(T4 x, std::optional<Vec> bias, std::optional<T4> residual, const std::string& act,
+          size_t threads) const {
+    const kiln::Conv2dParams& p = conv->params();
+    if (x.shape(0) != p.N || x.shape(1) != p.C || x.shape(2) != p.H || x.shape(3) != p.W)
+      throw std::invalid_argument("conv2d: x does not have the shape the conv was built for");
+    const size_t OH = p.out_h(), OW = p.out_w();
+    kiln::Epilogue ep;
+    if (bias) {
+      if (bias->shape(0) != p.K) throw std::invalid_argument("conv2d: bias needs K values");
+      ep.bias_kind = kiln::BiasKind::per_row;
+      ep.bias = bias->data();
+    }
+    if (residual) {
+      if (residual->shape(0) != p.N || residual->shape(1) != p.K ||
+          residual->shape(2) != OH || residual->shape(3) != OW)
+        throw std::invalid_argument("conv2d: residual must have the output shape");
+      ep.residual = residual->data();
+    }
+    ep.act = parse_activation(act);
+    Out y = new_array({p.N, p.K, OH, OW});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    conv->run(x.data(), yd, ep, pool_for(threads));
+    return y;
+  }
+};
+
 }  // namespace
 
+namespace kiln { extern int g_tune_variant; }
 void bind_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("kernels", "f32 kernel entry points for tests and "
                                                   "micro-benchmarks");
@@ -222,6 +288,26 @@ void bind_kernels(nb::module_& parent) {
         "dilations"_a = std::vector<size_t>{1, 1}, "groups"_a = 1, "activation"_a = "none",
         "alpha"_a = 0.0f, "beta"_a = 0.0f, "algorithm"_a = "auto", "threads"_a = 1,
         "NCHW conv; returns (y, algorithm used).");
+
+  nb::class_<PackedBHandle>(m, "PackedB", "B packed once for the active ISA's kernel.")
+      .def(nb::init<Mat, bool>(), "b"_a, "trans_b"_a = false)
+      .def("matmul", &PackedBHandle::matmul, "a"_a, "trans_a"_a = false,
+           "bias"_a = nb::none(), "activation"_a = "none", "threads"_a = 1,
+           "op(a) @ B (+ per-column bias) -> activation.")
+      .def_prop_ro("nbytes", [](const PackedBHandle& h) { return h.packed->bytes(); });
+
+  nb::class_<Conv2dHandle>(m, "Conv2d", "A conv2d with its weights packed once.")
+      .def(nb::init<T4, std::vector<size_t>, std::vector<size_t>, std::vector<size_t>,
+                    std::vector<size_t>, size_t, const std::string&>(),
+           "w"_a, "x_shape"_a, "strides"_a = std::vector<size_t>{1, 1},
+           "pads"_a = std::vector<size_t>{0, 0, 0, 0},
+           "dilations"_a = std::vector<size_t>{1, 1}, "groups"_a = 1, "algorithm"_a = "auto")
+      .def("run", &Conv2dHandle::run, "x"_a, "bias"_a = nb::none(), "residual"_a = nb::none(),
+           "activation"_a = "none", "threads"_a = 1)
+      .def_prop_ro("algorithm", [](const Conv2dHandle& h) {
+        return std::string(kiln::conv_algo_name(h.conv->algorithm()));
+      })
+      .def_prop_ro("nbytes", [](const Conv2dHandle& h) { return h.conv->packed_bytes(); });
 
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
   m.def("cache_sizes", [] {
@@ -259,6 +345,7 @@ void bind_kernels(nb::module_& parent) {
     return (now() - t0) / double(iters);
   }, "threads"_a, "iters"_a = 10000, "Seconds per (nearly empty) parallel_for call.");
 
+  m.def("tune_variant", [](int v) { kiln::g_tune_variant = v; });
   m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats) {
     const kiln::f32_fma_probe_fn probe = kiln::select_f32_fma_probe(parse_isa_name(isa));
     if (!probe || int(parse_isa_name(isa)) > int(kiln::best_isa()))

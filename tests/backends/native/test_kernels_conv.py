@@ -180,6 +180,42 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11]], ids=str)
+def test_packed_conv_survives_isa_change(case: Case) -> None:
+    """Weights packed under one ISA give right answers when dispatch is capped later."""
+    x, w, bias, _ = make_inputs(case, 5)
+    want = conv_ref(x, w, bias, None, case, "relu")
+    order = ["generic", "avx2", "avx512"]
+    isas = order[: order.index(native.best_isa()) + 1]
+    try:
+        for packed_under in isas:
+            native.set_isa_cap(packed_under)
+            conv = K.Conv2d(
+                w,
+                list(x.shape),
+                list(case.strides),
+                list(case.pads),
+                list(case.dilations),
+                case.groups,
+            )
+            for run_under in isas:
+                native.set_isa_cap(run_under)
+                for threads in (1, 2):
+                    y = conv.run(x, bias=bias, activation="relu", threads=threads)
+                    tol = tolerance(case)
+                    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    finally:
+        native.set_isa_cap("avx512")
+
+
+def test_packed_conv_rejects_other_input_shapes() -> None:
+    case = CASES[3]
+    x, w, _, _ = make_inputs(case, 6)
+    conv = K.Conv2d(w, list(x.shape), pads=list(case.pads))
+    with pytest.raises(ValueError, match="shape the conv was built for"):
+        conv.run(np.zeros((1, 3, 10, 13), np.float32))
+
+
 def test_conv_many_gemm_blocks(isa: str) -> None:
     """Small blocking forces several K blocks and tasks through the conv GEMM path."""
     case = Case(1, 20, 12, 12, 30, 3, 3, pads=(1, 1, 1, 1))

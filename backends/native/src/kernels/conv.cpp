@@ -252,14 +252,12 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   const size_t blocks = (cols + nb - 1) / nb;
   const size_t threads = pool ? pool->size() : 1;
   const bool across_blocks = threads > 1 && blocks >= 2 * threads;
-  std::vector<const float*> a_panels(p_.groups);
-  for (size_t g = 0; g < p_.groups; ++g)
-    a_panels[g] = static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern);
-  if (p_.groups > 1 && a_panels[0] != a_panels[1] &&
-      static_cast<const PackedAPanels&>(*packed_[0]).mr() != kern.mr) {
-    // panels_for converted into one shared scratch: only valid one group at a time.
-    a_panels.clear();
-  }
+  // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
+  // after construction) they are converted block by block into scratch instead.
+  std::vector<const float*> a_panels;
+  if (static_cast<const PackedAPanels&>(*packed_[0]).mr() == kern.mr)
+    for (size_t g = 0; g < p_.groups; ++g)
+      a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
