@@ -73,7 +73,7 @@ kiln::BiasKind parse_bias_kind(const std::string& name) {
 }
 
 kiln::ConvAlgo parse_algo(const std::string& name) {
-  for (int a = 0; a <= int(kiln::ConvAlgo::depthwise); ++a)
+  for (int a = 0; a <= int(kiln::ConvAlgo::winograd); ++a)
     if (name == kiln::conv_algo_name(kiln::ConvAlgo(a))) return kiln::ConvAlgo(a);
   throw std::invalid_argument("unknown conv algorithm '" + name + "'");
 }
@@ -329,6 +329,8 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_gemm_blocking", &kiln::set_gemm_blocking_override, "kc"_a, "mc"_a, "nc"_a,
         "Override KC/MC/NC (0 = derive from the caches).");
 
+  m.def("set_winograd_enabled", &kiln::set_winograd_enabled, "enabled"_a,
+        "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
         "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
 

@@ -89,6 +89,8 @@ CASES = [
     Case(1, 4, 15, 16, 4, 3, 3, pads=(2, 2, 2, 2), dilations=(2, 2), groups=4),
     Case(1, 4, 14, 15, 4, 3, 3, strides=(3, 3), pads=(1, 0, 1, 0), groups=4),
     Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
+    Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
+    Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
 ]
 
 
@@ -98,6 +100,8 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("gemm_1x1")
     if case.groups > 1 and case.groups == case.c == case.k:
         algos.append("depthwise")
+    if (case.kh, case.kw, case.strides, case.dilations, case.groups) == (3, 3, (1, 1), (1, 1), 1):
+        algos.append("winograd")
     return algos
 
 
@@ -151,6 +155,13 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(CASES[0]) == "gemm_1x1"
     assert used(CASES[3]) == "im2col"
     assert used(CASES[10]) == "depthwise"
+    wide = Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
+    assert used(wide) == "winograd"
+    try:
+        K.set_winograd_enabled(False)
+        assert used(wide) == "im2col"
+    finally:
+        K.set_winograd_enabled(True)
 
 
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
@@ -240,6 +251,7 @@ def test_conv_many_gemm_blocks(isa: str) -> None:
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "depthwise"}, "needs groups == C == K"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "gemm_1x1"}, "needs a 1x1 kernel"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd9"}, "unknown conv algorithm"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd", "strides": [2, 2]}, "3x3 kernel"),
     ],
 )
 def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:

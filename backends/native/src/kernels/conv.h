@@ -9,6 +9,8 @@
 //   gemm_1x1   1x1, stride 1, no padding: y[n,g] = W[g] * x[n,g] directly
 //   im2col     any shape: the patch matrix is written straight into GEMM panels
 //   depthwise  groups == C == K: a per-plane SIMD kernel (kernels/dwconv_ukernel.h)
+//   winograd   3x3, stride 1, no dilation, one group: F(4x4, 3x3), 36 GEMMs per tile block
+//              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
@@ -38,7 +40,7 @@ struct Conv2dParams {
   void validate() const;
 };
 
-enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise };
+enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
 const char* conv_algo_name(ConvAlgo algo);
 
 class Conv2d {
@@ -62,12 +64,18 @@ class Conv2d {
  private:
   void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;
   std::vector<float> weights_;                 // reference / depthwise
-  std::vector<std::unique_ptr<PackedA>> packed_;  // one per group (GEMM algorithms)
+  // GEMM algorithms: one per group; winograd: one per transform point (36).
+  std::vector<std::unique_ptr<PackedA>> packed_;
 };
+
+// Whether ConvAlgo::automatic may pick Winograd (on by default). Its results differ from the
+// direct sum by ~1e-5 relative (vs ~1e-6 for im2col); turn it off for bit-closer numerics.
+void set_winograd_enabled(bool enabled);
 
 // Plain loops with the same contract as Conv2d::run: the oracle.
 void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,

@@ -11,6 +11,7 @@ namespace kiln {
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
+#define KILN_WINO_UKERNEL(input, output, isa_, tiles)
 #define KILN_MATCH(name, isa_) \
   if (isa == Isa::isa_) return name;
 
@@ -52,6 +53,17 @@ f32_fma_probe_fn select_f32_fma_probe(Isa isa) {
 #undef KILN_FMA_PROBE
 #define KILN_FMA_PROBE(name, isa_)
   return nullptr;
+}
+
+WinogradKernels select_f32_wino43(Isa isa) {
+#undef KILN_WINO_UKERNEL
+#define KILN_WINO_UKERNEL(input, output, isa_, tiles) \
+  if (isa == Isa::isa_) return {input, output, tiles};
+#include "kernels/ukernels.inc"
+#undef KILN_WINO_UKERNEL
+#define KILN_WINO_UKERNEL(input, output, isa_, tiles)
+  return {kiln_f32_wino43_input_ukernel__generic_x16, kiln_f32_wino43_output_ukernel__generic_x16,
+          16};
 }
 
 f32_vunary_fn select_f32_vrelu() {

@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
+#include "kernels/winograd_ukernel.h"
 
 namespace kiln {
 
@@ -24,17 +25,27 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
 #define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
+#define KILN_WINO_UKERNEL(input, output, isa, tiles)  \
+  void input(const float* d, float* v, size_t vs); \
+  void output(const float* m, size_t ms, float* y);
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_FMA_PROBE
+#undef KILN_WINO_UKERNEL
 
 // Picks the fastest variant of a kernel family for the active ISA.
 f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
 f32_vact_fn select_f32_vact(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
+struct WinogradKernels {
+  wino_input_fn input;
+  wino_output_fn output;
+  size_t tiles;  // T: tiles per transform call, equal to the ISA's SGEMM nr
+};
+WinogradKernels select_f32_wino43(Isa isa);
 // nullptr when this build has no probe for the ISA.
 f32_fma_probe_fn select_f32_fma_probe(Isa isa);
 

@@ -1,0 +1,15 @@
+// Winograd F(4x4, 3x3) transforms over 16 tiles, vectorized by the compiler for this ISA.
+#include "kernels/ukernels.h"
+#include "kernels/winograd_ukernel.h"
+
+namespace kiln {
+
+void kiln_f32_wino43_input_ukernel__avx2_x16(const float* d, float* v, size_t vs) {
+  wino43::input<16>(d, v, vs);
+}
+
+void kiln_f32_wino43_output_ukernel__avx2_x16(const float* m, size_t ms, float* y) {
+  wino43::output<16>(m, ms, y);
+}
+
+}  // namespace kiln
