@@ -256,7 +256,6 @@ struct Conv2dHandle {
 
 }  // namespace
 
-namespace kiln { extern int g_tune_variant; }
 void bind_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("kernels", "f32 kernel entry points for tests and "
                                                   "micro-benchmarks");
@@ -347,7 +346,6 @@ void bind_kernels(nb::module_& parent) {
     return (now() - t0) / double(iters);
   }, "threads"_a, "iters"_a = 10000, "Seconds per (nearly empty) parallel_for call.");
 
-  m.def("tune_variant", [](int v) { kiln::g_tune_variant = v; });
   m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats) {
     const kiln::f32_fma_probe_fn probe = kiln::select_f32_fma_probe(parse_isa_name(isa));
     if (!probe || int(parse_isa_name(isa)) > int(kiln::best_isa()))
