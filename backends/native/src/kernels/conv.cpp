@@ -419,11 +419,16 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       }
       if (nt < T)
         for (size_t e = 0; e < 36; ++e) std::memset(d + e * T + nt, 0, (T - nt) * sizeof(float));
+      // Runs of tiles adjacent in one tile row: gathered with one strided copy each.
+      size_t runs[33], nruns = 0;
+      for (size_t t = 0; t < nt; ++t)
+        if (t == 0 || tx[t] == 0) runs[nruns++] = t;
+      runs[nruns] = nt;
       for (size_t c = 0; c < C; ++c) {
-        for (size_t t = 0; t < nt; ++t) {
+        for (size_t q = 0; q < nruns; ++q) {
+          const size_t t = runs[q];
           const float* src = xp + ((tn[t] * C + c) * HP + 4 * ty[t]) * WP + 4 * tx[t];
-          for (size_t r = 0; r < 6; ++r)
-            for (size_t s = 0; s < 6; ++s) d[(r * 6 + s) * T + t] = src[r * WP + s];
+          wk.gather(src, WP, runs[q + 1] - t, d + t);
         }
         wk.input(d, bp + c * T, C * T);
       }
@@ -434,16 +439,24 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       for (size_t k = 0; k < K; ++k) {
         wk.output(mo + k * T, K * T, yt);
         const float bk = bias ? bias[k] : 0.0f;
-        for (size_t t = 0; t < nt; ++t) {
-          float* plane = y + (tn[t] * K + k) * OH * OW;
-          const float* res = ep.residual ? ep.residual + (tn[t] * K + k) * OH * OW : nullptr;
-          const size_t ih = std::min<size_t>(4, OH - 4 * ty[t]);
-          const size_t iw = std::min<size_t>(4, OW - 4 * tx[t]);
-          for (size_t i = 0; i < ih; ++i)
-            for (size_t j = 0; j < iw; ++j) {
-              const size_t pos = (4 * ty[t] + i) * OW + 4 * tx[t] + j;
-              plane[pos] = yt[(i * 4 + j) * T + t] + bk + (res ? res[pos] : 0.0f);
-            }
+        for (size_t q = 0; q < nruns; ++q) {
+          const size_t t = runs[q], n = runs[q + 1] - t;
+          const size_t oy = 4 * ty[t], ox = 4 * tx[t];
+          const size_t plane = (tn[t] * K + k) * OH * OW;
+          const float* res = ep.residual ? ep.residual + plane + oy * OW + ox : nullptr;
+          const size_t rows = std::min<size_t>(4, OH - oy);
+          // The run's last tile may stick out of the right edge: whole tiles go through the
+          // vector scatter, a partial one element by element.
+          const size_t whole = std::min(n, (OW - ox) / 4);
+          if (whole) wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW);
+          for (size_t u = t + whole; u < t + n; ++u) {
+            const size_t ux = 4 * tx[u], cols = std::min<size_t>(4, OW - ux);
+            for (size_t i = 0; i < rows; ++i)
+              for (size_t j = 0; j < cols; ++j) {
+                const size_t pos = plane + (oy + i) * OW + ux + j;
+                y[pos] = yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
+              }
+          }
         }
       }
     }

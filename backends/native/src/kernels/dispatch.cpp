@@ -11,7 +11,7 @@ namespace kiln {
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
-#define KILN_WINO_UKERNEL(input, output, isa_, tiles)
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_MATCH(name, isa_) \
   if (isa == Isa::isa_) return name;
 
@@ -57,13 +57,14 @@ f32_fma_probe_fn select_f32_fma_probe(Isa isa) {
 
 WinogradKernels select_f32_wino43(Isa isa) {
 #undef KILN_WINO_UKERNEL
-#define KILN_WINO_UKERNEL(input, output, isa_, tiles) \
-  if (isa == Isa::isa_) return {input, output, tiles};
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                            \
+  if (isa == Isa::isa_)                                                                   \
+    return {kiln_f32_wino43_input##suffix, kiln_f32_wino43_output##suffix,                \
+            kiln_f32_wino43_gather##suffix, kiln_f32_wino43_scatter##suffix, tiles};
 #include "kernels/ukernels.inc"
 #undef KILN_WINO_UKERNEL
-#define KILN_WINO_UKERNEL(input, output, isa_, tiles)
-  return {kiln_f32_wino43_input_ukernel__generic_x16, kiln_f32_wino43_output_ukernel__generic_x16,
-          16};
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)
+  return select_f32_wino43(Isa::generic);
 }
 
 f32_vunary_fn select_f32_vrelu() {

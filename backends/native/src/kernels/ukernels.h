@@ -25,9 +25,12 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
 #define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
-#define KILN_WINO_UKERNEL(input, output, isa, tiles)  \
-  void input(const float* d, float* v, size_t vs); \
-  void output(const float* m, size_t ms, float* y);
+#define KILN_WINO_UKERNEL(suffix, isa, tiles)                                         \
+  void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs);              \
+  void kiln_f32_wino43_output##suffix(const float* m, size_t ms, float* y);             \
+  void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
+  void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
+                                       const float* res, float* dst, size_t ds);
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
@@ -43,6 +46,8 @@ dwconv_plane_fn select_f32_dwconv(Isa isa);
 struct WinogradKernels {
   wino_input_fn input;
   wino_output_fn output;
+  wino_gather_fn gather;
+  wino_scatter_fn scatter;
   size_t tiles;  // T: tiles per transform call, equal to the ISA's SGEMM nr
 };
 WinogradKernels select_f32_wino43(Isa isa);

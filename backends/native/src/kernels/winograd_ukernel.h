@@ -16,6 +16,13 @@ namespace kiln {
 
 using wino_input_fn = void (*)(const float* d, float* v, size_t vs);
 using wino_output_fn = void (*)(const float* m, size_t ms, float* y);
+// Gathers the 6x6 patches of n (<= T) tiles adjacent in one tile row into lanes [0, n) of d:
+// d[(r * 6 + s) * T + t] = src[r * rs + 4 * t + s].
+using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d);
+// Stores rows i < rows of n whole tiles (4 columns each) adjacent in one tile row:
+// dst[i * ds + 4 * t + j] = y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]).
+using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
+                                 const float* res, float* dst, size_t ds);
 
 // The transforms as loops over T tiles; each ISA's file instantiates them under its own
 // compiler flags so the loops vectorize to that ISA.
@@ -64,6 +71,34 @@ void output(const float* m, size_t ms, float* y) {
   alignas(64) float tmp[24 * T];
   for (size_t s = 0; s < 6; ++s) at<T>(m + s * ms, 6 * ms, tmp + s * T, 6 * T);
   for (size_t i = 0; i < 4; ++i) at<T>(tmp + i * 6 * T, T, y + i * 4 * T, T);
+}
+
+template <size_t T>
+void gather(const float* src, size_t rs, size_t n, float* d) {
+  for (size_t r = 0; r < 6; ++r) {
+    const float* row = src + r * rs;
+    for (size_t s = 0; s < 6; ++s) {
+      float* out = d + (r * 6 + s) * T;
+      for (size_t t = 0; t < n; ++t) out[t] = row[4 * t + s];
+    }
+  }
+}
+
+template <size_t T>
+void scatter(const float* y, size_t n, size_t rows, float bias, const float* res, float* dst,
+             size_t ds) {
+  for (size_t i = 0; i < rows; ++i) {
+    float* out = dst + i * ds;
+    const float* r = res ? res + i * ds : nullptr;
+    for (size_t j = 0; j < 4; ++j) {
+      const float* in = y + (i * 4 + j) * T;
+      if (r) {
+        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias + r[4 * t + j];
+      } else {
+        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias;
+      }
+    }
+  }
 }
 
 }  // namespace wino43

@@ -12,4 +12,14 @@ void kiln_f32_wino43_output_ukernel__avx2_x16(const float* m, size_t ms, float* 
   wino43::output<16>(m, ms, y);
 }
 
+void kiln_f32_wino43_gather_ukernel__avx2_x16(const float* src, size_t rs, size_t n, float* d) {
+  wino43::gather<16>(src, rs, n, d);
+}
+
+void kiln_f32_wino43_scatter_ukernel__avx2_x16(const float* y, size_t n, size_t rows,
+                                               float bias, const float* res, float* dst,
+                                               size_t ds) {
+  wino43::scatter<16>(y, n, rows, bias, res, dst, ds);
+}
+
 }  // namespace kiln
