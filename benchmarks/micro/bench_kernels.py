@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kiln.backends.native import _native  # noqa: E402
 from shapes import (
     DEPTHWISE_CONVS,
     GEMM_SHAPES,
@@ -31,6 +30,8 @@ from shapes import (
     WINOGRAD_CANDIDATES,
     ConvShape,
 )  # noqa: E402
+
+from kiln.backends.native import _native  # noqa: E402
 
 K = _native.kernels
 ORDER = ["generic", "avx2", "avx512"]

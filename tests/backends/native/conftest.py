@@ -1,12 +1,20 @@
-"""Shared fixtures for the native kernel tests: every ISA path this machine can run."""
+"""Shared fixtures for the native tests: every ISA path this machine can run, and the
+small-model helpers in native_cases.py (importlib mode keeps test folders off sys.path, so
+this folder is put there for them)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-native = pytest.importorskip("kiln.backends.native._native")
+from kiln.backends.native import _native as native
+
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 _ORDER = ["generic", "avx2", "avx512"]
 

@@ -1,0 +1,496 @@
+"""The ``kiln`` command line. A user error prints one line and exits non-zero; ``--debug``
+shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kiln import __version__
+from kiln.errors import InputError, KilnError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _resolve_backends(text: str) -> list[str]:
+    from kiln.backends import registry
+
+    if text in ("all", ""):
+        return registry.backend_names()
+    names = _split(text)
+    for name in names:
+        registry.get_backend(name)  # raises a KilnError naming the known backends
+    return names
+
+
+def _model_arg(model: str | None) -> str:
+    from kiln.zoo import light_model
+
+    return str(light_model()) if model is None else model
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kiln")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """kiln: compile ONNX models for your hardware, run them, and compare backends."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def targets(as_json: bool) -> None:
+    """Show the detected hardware and every backend's status."""
+    from kiln.backends import registry
+    from kiln.compiler.target import Target
+
+    target = Target.detect()
+    rows = []
+    for name in registry.backend_names():
+        status = registry.availability(name)
+        rows.append({"backend": name, "available": status.ok, "version": status.version,
+                     "reason": status.reason})
+    if as_json:
+        click.echo(json.dumps({"target": target.describe(), "backends": rows}, indent=2))
+        return
+    hw = Table(title="Detected hardware", show_header=False)
+    for key, value in target.describe().items():
+        hw.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    console.print(hw)
+    table = Table(title="Backends")
+    for col in ("backend", "status", "version", "detail"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["backend"], "[green]available[/]" if row["available"]
+                      else "[red]unavailable[/]", escape(row["version"] or "-"),
+                      escape(row["reason"]))
+    console.print(table)
+
+
+def _load_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--input expects NAME=FILE.npy, got '{pair}'")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--input {name}: cannot read '{path}' as .npy: {exc}") from exc
+    return feeds
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--backend", "-b", default="auto", show_default=True)
+@click.option("--target", "-t", default="auto", show_default=True)
+@click.option("--precision", "-p", default="fp32", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--input", "-i", "inputs", multiple=True, help="NAME=FILE.npy (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for random inputs when none are given.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
+              help="Save each output as NAME.npy here.")
+def run(model: str | None, backend: str, target: str, precision: str, threads: int | None,
+        inputs: tuple[str, ...], seed: int, output_dir: str | None) -> None:
+    """Run MODEL once (the bundled light ResNet-50 when omitted) and summarize its outputs."""
+    from kiln.runtime.session import Session, random_feeds
+
+    session = Session(_model_arg(model), backend=backend, target=target, precision=precision,
+                      threads=threads)
+    feeds = _load_inputs(inputs) if inputs else random_feeds(session.inputs, seed=seed)
+    outputs = session(**feeds)
+    table = Table(title=f"{Path(_model_arg(model)).name} on {session.backend}")
+    for col in ("output", "dtype", "shape", "min", "max", "mean"):
+        table.add_column(col)
+    for name, value in outputs.items():
+        numeric = value.size and value.dtype.kind in "fiub"
+        stats = (f"{value.min():.6g}", f"{value.max():.6g}", f"{value.mean():.6g}") \
+            if numeric else ("-", "-", "-")
+        table.add_row(name, value.dtype.name, str(list(value.shape)), *stats)
+    console.print(table)
+    if output_dir:
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, value in outputs.items():
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            np.save(folder / f"{safe}.npy", value, allow_pickle=False)
+        console.print(f"saved {len(outputs)} output(s) to {folder}")
+
+
+def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for pair in pairs:
+        name, sep, size = pair.partition("=")
+        if not sep or not name or not size.isdigit() or int(size) < 1:
+            raise InputError(f"--dim expects NAME=SIZE with SIZE >= 1, got '{pair}'")
+        dims[name] = int(size)
+    return dims
+
+
+def _parse_scenarios(text: str) -> list[str]:
+    from kiln.runtime.scenarios import SCENARIOS
+
+    return list(SCENARIOS) if text.strip() == "all" else _split(text)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="all", show_default=True,
+              help="Comma-separated backend names, or 'all'.")
+@click.option("--precision", "-p", default="fp32", show_default=True,
+              help="Comma-separated precisions (fp32, fp16, bf16, int8).")
+@click.option("--scenario", "-s", default="single-stream", show_default=True,
+              help="single-stream, multi-stream, server, offline (comma-separated) or 'all'.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads per engine.")
+@click.option("--workers", type=int, default=None,
+              help="Concurrent requests for multi-stream/server/offline [default: CPU count].")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--iterations", "-n", type=int, default=20, show_default=True,
+              help="Timed queries per engine (single/multi-stream).")
+@click.option("--block", type=int, default=5, show_default=True,
+              help="Timed queries per engine per interleaved round.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE for a symbolic input dim of random inputs (repeatable).")
+@click.option("--samples-per-query", type=int, default=8, show_default=True,
+              help="multi-stream: samples per query.")
+@click.option("--latency-bound", type=float, default=15.0, show_default=True,
+              help="server: p99 latency bound in ms.")
+@click.option("--probe-seconds", type=float, default=1.0, show_default=True,
+              help="server: length of each fixed-rate probe.")
+@click.option("--max-probes", type=int, default=8, show_default=True,
+              help="server: probes per engine in the QPS search.")
+@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
+              help="offline: batch size when the batch dim is symbolic.")
+@click.option("--baseline", default="onnxruntime/fp32", show_default=True,
+              help="BACKEND[/PRECISION] the ratios are relative to.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as JSON (docs/bench_schema.json) here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as markdown here.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write latency/throughput plots (PNG) here.")
+@click.option("--profile", "profile", is_flag=True,
+              help="Also profile per node on each backend that can (top ops + chrome trace).")
+@click.option("--profile-out", type=click.Path(dir_okay=False), default="kiln_profile.json",
+              show_default=True, help="Chrome-trace JSON written by --profile.")
+@click.option("--top", type=int, default=10, show_default=True,
+              help="--profile: ops shown per backend.")
+def bench(model: str | None, backends: str, precision: str, scenario: str,
+          threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
+          seed: int, inputs_path: str | None, dims: tuple[str, ...], samples_per_query: int,
+          latency_bound: float,
+          probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
+          baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
+          profile: bool, profile_out: str, top: int) -> None:
+    """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
+    backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from kiln.runtime.bench import BenchConfig, run_bench
+
+    if "/" not in baseline:
+        baseline += "/fp32"
+    config = BenchConfig(backends=_resolve_backends(backends), precisions=_split(precision),
+                         scenarios=_parse_scenarios(scenario), threads=threads, warmup=warmup,
+                         iterations=iterations, block=block, seed=seed, workers=workers,
+                         multi_stream_samples=samples_per_query,
+                         latency_bound_ms=latency_bound, server_probe_seconds=probe_seconds,
+                         server_max_probes=max_probes, offline_samples=offline_samples,
+                         offline_batch=offline_batch, baseline=baseline, dims=_parse_dims(dims))
+    config.check()
+    path = _model_arg(model)
+    with Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),
+                  console=err_console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=max(total, 1))
+            bars.update(tasks[phase], completed=done, total=max(total, 1))
+
+        report = run_bench(path, config, progress=progress, inputs_path=inputs_path)
+    _print_bench(report, Path(path).name)
+    if profile:
+        from kiln.runtime.profile import profile_backends
+
+        pairs = list(dict.fromkeys((r["backend"], r["precision"]) for r in report["results"]))
+        prof = profile_backends(path, pairs, threads=threads, seed=seed, dims=config.dims,
+                                inputs_path=inputs_path, trace_out=profile_out)
+        report["profile"] = prof
+        _print_profile(prof, top)
+        console.print(f"wrote chrome trace {profile_out} (open in chrome://tracing or Perfetto)")
+    _write_reports(report, json_out, md_out, plot_out)
+
+
+def _write_reports(report: dict, json_out: str | None, md_out: str | None,
+                   plot_out: str | None) -> None:
+    from kiln.runtime.bench_report import plot, to_markdown
+
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=1))
+        console.print(f"wrote {json_out}")
+    if md_out:
+        Path(md_out).write_text(to_markdown(report))
+        console.print(f"wrote {md_out}")
+    if plot_out:
+        plot(report, plot_out)
+        console.print(f"wrote {plot_out}")
+
+
+def _print_bench(report: dict, title: str) -> None:
+    from kiln.runtime.bench_report import ranking, scenario_rows, speedup
+
+    cfg = report["config"]
+    notes = []
+    for scenario, rows in scenario_rows(report).items():
+        best, base = ranking(report, scenario)
+        table = Table(title=escape(f"kiln bench: {title} [{scenario}] (threads="
+                                   f"{cfg['threads'] or 'all'}, baseline {cfg['baseline']})"))
+        throughput_first = scenario in ("server", "offline")
+        cols = ["backend", "prec", "status"]
+        cols += ["QPS", "p50 ms", "p99 ms"] if throughput_first else \
+            ["p50 ms", "p90 ms", "p99 ms", "QPS"]
+        cols += ["vs base", "compile s", "RSS MB", "max|diff|", "cosine", "top-1"]
+        for col in cols:
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            if r["status"] != "ok":
+                table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]",
+                              *["-"] * (len(cols) - 3))
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['status']}: "
+                             f"{r['reason']}")
+                continue
+            lat = r["latency_ms"] or {}
+
+            def f(v, spec=".3f"):
+                return "-" if v is None else format(v, spec)
+
+            qps = f(r["throughput_qps"], ".1f")
+            cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
+                [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
+            if r is best:
+                cells[0] = f"[bold green]{cells[0]} *[/]"
+            ratio = speedup(r, base)
+            cells += [f"{ratio:.2f}x" if ratio else "-", f(r["compile_s"], ".2f"),
+                      f(r["peak_rss_mb"], ".0f"), f(r["max_abs_diff"], ".1e"),
+                      f(r["cosine"], ".5f"), f(r["top1_agreement"], ".2f")]
+            table.add_row(r["backend"], r["precision"], "ok", *cells)
+            if r["reason"]:
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['reason']}")
+        console.print(table)
+    console.print("* fastest; 'vs base' = speed relative to the baseline (>1 is faster)")
+    seen = set()
+    for note in notes + list(report.get("notes", [])):
+        key = note.split("]: ", 1)[-1]
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(note) > 400:
+            note = note[:400] + " ... (the full message is in --json)"
+        console.print(escape(note), soft_wrap=True, highlight=False)
+
+
+def _print_profile(prof: dict, top: int) -> None:
+    for entry in prof["backends"]:
+        name = f"{entry['backend']}/{entry['precision']}"
+        if entry["status"] != "ok":
+            reason = entry["reason"] if len(entry["reason"]) <= 400 else \
+                entry["reason"][:400] + " ..."
+            console.print(escape(f"profile {name}: {entry['status']}: {reason}"),
+                          soft_wrap=True)
+            continue
+        table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
+                      f"({entry['runs']} runs, {entry['source']})")
+        for col in ("node", "op", "mean us", "share"):
+            table.add_column(col, no_wrap=True)
+        total = sum(n["mean_us"] for n in entry["nodes"]) or 1.0
+        for node in entry["nodes"][:top]:
+            table.add_row(escape(node["name"][:48]), escape(node["op"]),
+                          f"{node['mean_us']:.1f}", f"{100 * node['mean_us'] / total:.1f}%")
+        console.print(table)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="onnxruntime,openvino", show_default=True,
+              help="Two backends A,B (one backend when --against is given compares the two "
+                   "models on it).")
+@click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
+              help="Run this second model on side B instead of MODEL (e.g. an edited copy).")
+@click.option("--precision", "-p", default="fp32", show_default=True,
+              help="Precision of both sides, or A,B.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--no-bisect", is_flag=True, help="Do not look for the first divergent node.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+def compare(model: str | None, backends: str, against: str | None, precision: str,
+            rtol: float, atol: float, threads: int | None, seed: int, inputs_path: str | None,
+            no_bisect: bool, json_out: str | None) -> None:
+    """Compare MODEL's outputs on two backends (or MODEL against --against MODEL2) on the same
+    inputs; on a mismatch, name the first node whose output diverges. Exits 1 on a mismatch."""
+    from kiln.runtime.bench import _finite, load_inputs
+    from kiln.runtime.compare import Side, first_divergence_summary
+    from kiln.runtime.compare import compare as run_compare
+
+    names = _resolve_backends(backends) if backends != "all" else None
+    if names is None or not 1 <= len(names) <= 2:
+        raise KilnError("--backends takes one or two backend names, e.g. onnxruntime,openvino")
+    if len(names) == 1 and against is None:
+        raise KilnError("comparing one backend with itself needs --against MODEL2")
+    names = names * 2 if len(names) == 1 else names
+    precs = _split(precision)
+    precs = precs * 2 if len(precs) == 1 else precs
+    path = _model_arg(model)
+    side_a = Side(path, names[0], precs[0], f"{Path(path).name} on {names[0]}/{precs[0]}")
+    other = against or path
+    side_b = Side(other, names[1], precs[1], f"{Path(other).name} on {names[1]}/{precs[1]}")
+    feeds = None
+    if inputs_path:
+        from kiln.runtime.session import Session
+
+        feeds = load_inputs(inputs_path, Session(path, backend=names[0]).inputs)
+    with console.status("comparing"):
+        result = run_compare(side_a, side_b, feeds, rtol=rtol, atol=atol, seed=seed,
+                             threads=threads, bisect=not no_bisect)
+    table = Table(title=escape(f"A = {side_a.describe()}   B = {side_b.describe()}   "
+                               f"(rtol={rtol:g}, atol={atol:g})"))
+    for col in ("output", "match", "max abs", "max rel", "beyond tol"):
+        table.add_column(col, no_wrap=True)
+    for name, c in result.outputs.items():
+        table.add_row(escape(name), "[green]yes[/]" if c.ok else "[red]no[/]",
+                      f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}")
+    console.print(table)
+    bis = result.bisect
+    if bis is not None:
+        console.print(escape(f"bisect: compared {bis.nodes_compared} node outputs "
+                             f"({bis.nodes_unmatched} unmatched); "
+                             + first_divergence_summary(result)), soft_wrap=True)
+        if bis.first is not None:
+            console.print(escape(f"isolation: {bis.isolation_note}"), soft_wrap=True)
+            tail = [d for d in bis.diverged[1:6]]
+            if tail:
+                console.print("then: " + escape(", ".join(f"{d.node} ({d.op_type})"
+                                                           for d in tail)) + (" ..." if len(
+                                  bis.diverged) > 6 else ""), soft_wrap=True)
+        for init in bis.differing_initializers[:10]:
+            console.print(escape(f"initializer '{init['name']}' differs between the models "
+                                 f"(max abs {init['max_abs']})"), soft_wrap=True)
+    if json_out:
+        Path(json_out).write_text(json.dumps(_finite(result.to_json()), indent=1))
+        console.print(f"wrote {json_out}")
+    if not result.ok:
+        bad = [n for n, c in result.outputs.items() if not c.ok]
+        raise KilnError(f"{side_a.describe()} and {side_b.describe()} differ beyond tolerance "
+                        f"on {len(bad)} output(s) {bad}"
+                        + (f"; {first_divergence_summary(result)}" if bis else ""))
+    console.print("[green]all outputs match[/]")
+
+
+@cli.command("inspect")
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="native,openvino,tensorrt", show_default=True,
+              help="Comma-separated backend names in priority order, or 'all'.")
+@click.option("--fallback", default="onnxruntime", show_default=True,
+              help="Backend that takes what the list refuses; 'none' for strict mode.")
+@click.option("--dim", "dims", multiple=True, help="NAME=SIZE for a symbolic dim (repeatable).")
+@click.option("--min-partition-nodes", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
+def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
+                min_partition_nodes: int, as_json: bool) -> None:
+    """Placement report: which backend runs which node of MODEL, and what the split costs."""
+    from kiln.compiler.frontend import import_model
+    from kiln.runtime.placement import placement_report
+
+    bound = {}
+    for pair in dims:
+        name, sep, size = pair.partition("=")
+        if not sep or not size.isdigit():
+            raise InputError(f"--dim expects NAME=SIZE, got '{pair}'")
+        bound[name] = int(size)
+    report = placement_report(import_model(_model_arg(model)), _resolve_backends(backends),
+                              None if fallback.lower() == "none" else fallback, bound,
+                              min_partition_nodes)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    _print_placement(report)
+
+
+def _print_placement(report: dict) -> None:
+    model = report["model"]
+    table = Table(title=f"kiln inspect: {model['name']} ({model['node_count']} nodes)")
+    for col in ("backend", "status", "runs", "refused (top ops)", "partitions", "boundaries",
+                "bytes/inference"):
+        table.add_column(col)
+    for name, entry in report["backends"].items():
+        top = sorted(entry["refused_by_op"].items(), key=lambda kv: -kv[1]["count"])[:4]
+        plan = entry["plan"]
+        size = plan["boundary_bytes_per_inference"]
+        table.add_row(name, "available" if entry["available"] else "[red]unavailable[/]",
+                      f"{entry['runs']}/{entry['of']}",
+                      escape(", ".join(f"{op} x{v['count']}" for op, v in top) or "-"),
+                      str(plan["partition_count"]), str(plan["boundary_tensor_count"]),
+                      "?" if size is None else f"{size:,}")
+    console.print(table)
+    for name, entry in report["backends"].items():
+        for op, info in entry["refused_by_op"].items():
+            console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
+                                 f"{info['reason']}"), soft_wrap=True, highlight=False)
+    plan = report["plan"]
+    console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
+                         f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
+                         f"{plan['boundary_bytes_per_inference']} bytes per inference, "
+                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="kiln", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KilnError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True,
+                          highlight=False)
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                          "(rerun with --debug for the traceback)", soft_wrap=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
