@@ -202,7 +202,7 @@ def main() -> None:
         "## 3x3 stride-1 layers: im2col vs Winograd F(4x4, 3x3) (one thread)",
         "",
         "Effective GFLOP/s (direct-convolution flops / time), best round. `auto` picks "
-        "Winograd for C >= 32 with >= 32 tiles or weights within L2 (kernels/conv.cpp).",
+        "Winograd for C, K >= 16 with >= 16 tiles or weights within L2 (kernels/conv.cpp).",
         "",
         "| layer | ISA | im2col | winograd | speed-up | auto picks |",
         "|---|---|---:|---:|---:|---|",

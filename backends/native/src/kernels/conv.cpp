@@ -35,15 +35,15 @@ bool is_winograd_shape(const Conv2dParams& p) {
 
 std::atomic<bool> g_winograd_enabled{true};
 
-// Measured on Zen 5 (benchmarks/micro): F(4,3) wins 1.5-2.5x on 3x3 layers with enough
-// input channels and either many tiles (the 36 weight matrices, 4x the 3x3 weights, are
-// re-read per block of tiles) or weights that stay in L2; it loses on 7x7 maps with 512
-// channels (weight streaming) and on C < 32 (the transforms dominate).
+// Measured on Zen 5 (benchmarks/results/micro_gemm.md): F(4,3) wins 1.2-2.7x over im2col on
+// 3x3 layers with >= 16 tiles of 4x4 outputs (ResNet l1-l3, DenseNet, Inception, SqueezeNet),
+// and loses 0.4-0.8x on 7x7 maps with 512 channels, where its 36 weight matrices (4x the 3x3
+// weights) are streamed for only 4 tiles.
 bool winograd_wins(const Conv2dParams& p) {
-  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 32 || p.K < 16) return false;
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
-  return tiles >= 32 || u_bytes <= cache_sizes().l2;
+  return tiles >= 16 || u_bytes <= cache_sizes().l2;
 }
 
 bool is_pointwise(const Conv2dParams& p) {
