@@ -269,6 +269,27 @@ struct Conv2dHandle {
   }
 };
 
+// Constant weights, input shapes known at run time (what a conv op of the executor sees).
+struct Conv2dCacheHandle {
+  std::vector<float> w;
+  std::vector<size_t> w_shape;
+  kiln::Conv2dCache cache;
+  explicit Conv2dCacheHandle(T4 weights)
+      : w(weights.data(), weights.data() + weights.size()),
+        w_shape{weights.shape(0), weights.shape(1), weights.shape(2), weights.shape(3)} {}
+  Out run(T4 x, std::vector<size_t> strides, std::vector<size_t> pads, size_t groups) {
+    const kiln::Conv2dParams p =
+        conv_params({x.shape(0), x.shape(1), x.shape(2), x.shape(3)}, w_shape, strides, pads,
+                    {1, 1}, groups);
+    const kiln::Conv2d& conv = cache.get(p, w.data());
+    Out y = new_array({p.N, p.K, p.out_h(), p.out_w()});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    conv.run(x.data(), yd, kiln::Epilogue(), nullptr);
+    return y;
+  }
+};
+
 }  // namespace
 
 void bind_kernels(nb::module_& parent) {
@@ -322,6 +343,12 @@ void bind_kernels(nb::module_& parent) {
         return std::string(kiln::conv_algo_name(h.conv->algorithm()));
       })
       .def_prop_ro("nbytes", [](const Conv2dHandle& h) { return h.conv->packed_bytes(); });
+
+  nb::class_<Conv2dCacheHandle>(m, "Conv2dCache", "Conv2d per input shape, weights fixed.")
+      .def(nb::init<T4>(), "w"_a)
+      .def("run", &Conv2dCacheHandle::run, "x"_a, "strides"_a = std::vector<size_t>{1, 1},
+           "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "groups"_a = 1)
+      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); });
 
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
   m.def("cache_sizes", [] {

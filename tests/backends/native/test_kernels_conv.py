@@ -259,3 +259,16 @@ def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:
     w = np.zeros(w_shape, np.float32)
     with pytest.raises(ValueError, match=message):
         K.conv2d(x, w, **kwargs)
+
+
+def test_conv_cache_builds_once_per_input_shape() -> None:
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((6, 4, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    for h, wd in [(9, 9), (12, 7), (9, 9), (12, 7), (5, 6)]:
+        x = rng.standard_normal((1, 4, h, wd), dtype=np.float32)
+        case = Case(1, 4, h, wd, 6, 3, 3, pads=(1, 1, 1, 1))
+        y = cache.run(x, pads=[1, 1, 1, 1])
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
+    assert cache.size == 3

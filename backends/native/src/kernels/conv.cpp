@@ -88,6 +88,26 @@ void Conv2dParams::validate() const {
         dims(ph, pw));
 }
 
+bool Conv2dParams::operator==(const Conv2dParams& o) const {
+  return N == o.N && C == o.C && H == o.H && W == o.W && K == o.K && kh == o.kh && kw == o.kw &&
+         stride_h == o.stride_h && stride_w == o.stride_w && pad_top == o.pad_top &&
+         pad_left == o.pad_left && pad_bottom == o.pad_bottom && pad_right == o.pad_right &&
+         dilation_h == o.dilation_h && dilation_w == o.dilation_w && groups == o.groups;
+}
+
+const Conv2d& Conv2dCache::get(const Conv2dParams& p, const float* weights, ConvAlgo algo) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& c : convs_)
+    if (c->params() == p) return *c;
+  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo));
+  return *convs_.back();
+}
+
+size_t Conv2dCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return convs_.size();
+}
+
 const char* conv_algo_name(ConvAlgo algo) {
   switch (algo) {
     case ConvAlgo::automatic: return "auto";

@@ -15,6 +15,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -38,6 +39,8 @@ struct Conv2dParams {
   // Throws std::invalid_argument naming the first inconsistent parameter (zero sizes,
   // channels not divisible by groups, dilated kernel larger than the padded input).
   void validate() const;
+
+  bool operator==(const Conv2dParams& o) const;
 };
 
 enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
@@ -71,6 +74,20 @@ class Conv2d {
   std::vector<float> weights_;                 // reference / depthwise
   // GEMM algorithms: one per group; winograd: one per transform point (36).
   std::vector<std::unique_ptr<PackedA>> packed_;
+};
+
+// For an executor kernel whose weights are constant but whose input shape is known only at
+// run time: one Conv2d per input shape seen, built (weights packed) on first use and reused
+// after. Thread safe. The weights must stay at the same address with the same values.
+class Conv2dCache {
+ public:
+  const Conv2d& get(const Conv2dParams& p, const float* weights,
+                    ConvAlgo algo = ConvAlgo::automatic);
+  size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<Conv2d>> convs_;
 };
 
 // Whether ConvAlgo::automatic may pick Winograd (on by default). Its results differ from the
