@@ -21,6 +21,7 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_driver.h"
+#include "kernels/pool.h"
 #include "kernels/ukernels.h"
 #include "threadpool.h"
 
@@ -349,6 +350,34 @@ void bind_kernels(nb::module_& parent) {
       .def("run", &Conv2dCacheHandle::run, "x"_a, "strides"_a = std::vector<size_t>{1, 1},
            "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "groups"_a = 1)
       .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); });
+
+  m.def("pool2d", [](T4 x, const std::string& kind, std::vector<size_t> kernel,
+                     std::vector<size_t> strides, std::vector<size_t> pads,
+                     std::vector<size_t> dilations, bool ceil_mode, bool count_include_pad,
+                     bool reference, size_t threads) {
+    if (kind != "max" && kind != "avg") throw std::invalid_argument("pool2d: kind max or avg");
+    if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
+      throw std::invalid_argument("pool2d: kernel (2), strides (2), pads (4), dilations (2)");
+    kiln::Pool2dParams p;
+    p.N = x.shape(0); p.C = x.shape(1); p.H = x.shape(2); p.W = x.shape(3);
+    p.kh = kernel[0]; p.kw = kernel[1]; p.stride_h = strides[0]; p.stride_w = strides[1];
+    p.pad_top = pads[0]; p.pad_left = pads[1]; p.pad_bottom = pads[2]; p.pad_right = pads[3];
+    p.dilation_h = dilations[0]; p.dilation_w = dilations[1];
+    p.count_include_pad = count_include_pad;
+    if (p.kh && p.kw && p.stride_h && p.stride_w && p.dilation_h && p.dilation_w)
+      p.set_output(ceil_mode);
+    p.validate();
+    const kiln::PoolKind k = kind == "max" ? kiln::PoolKind::max : kiln::PoolKind::avg;
+    Out y = new_array({p.N, p.C, p.out_h, p.out_w});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    if (reference) kiln::pool2d_reference(k, p, x.data(), yd);
+    else kiln::pool2d(k, p, x.data(), yd, pool_for(threads));
+    return y;
+  }, "x"_a, "kind"_a, "kernel"_a, "strides"_a = std::vector<size_t>{1, 1},
+     "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "dilations"_a = std::vector<size_t>{1, 1},
+     "ceil_mode"_a = false, "count_include_pad"_a = false, "reference"_a = false,
+     "threads"_a = 1, "NCHW max / avg pooling.");
 
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
   m.def("cache_sizes", [] {

@@ -10,6 +10,7 @@ namespace kiln {
 #define KILN_SELECT_vact(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_MATCH(name, isa_) \
@@ -44,6 +45,15 @@ dwconv_plane_fn select_f32_dwconv(Isa isa) {
 #undef KILN_DWCONV_UKERNEL
 #define KILN_DWCONV_UKERNEL(name, isa_)
   return kiln_f32_dwconv_ukernel__generic;
+}
+
+pool_plane_fn select_f32_pool(Isa isa) {
+#undef KILN_POOL_UKERNEL
+#define KILN_POOL_UKERNEL(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_POOL_UKERNEL
+#define KILN_POOL_UKERNEL(name, isa_)
+  return kiln_f32_pool_ukernel__generic;
 }
 
 f32_fma_probe_fn select_f32_fma_probe(Isa isa) {

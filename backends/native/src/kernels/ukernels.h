@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
+#include "kernels/pool_ukernel.h"
 #include "kernels/winograd_ukernel.h"
 
 namespace kiln {
@@ -24,6 +25,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
 #define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
+#define KILN_POOL_UKERNEL(name, isa) void name(const PoolPlane& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
 #define KILN_WINO_UKERNEL(suffix, isa, tiles)                                         \
   void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs);              \
@@ -35,6 +37,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
 
@@ -43,6 +46,7 @@ f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
 f32_vact_fn select_f32_vact(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
+pool_plane_fn select_f32_pool(Isa isa);
 struct WinogradKernels {
   wino_input_fn input;
   wino_output_fn output;
