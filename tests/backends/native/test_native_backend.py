@@ -20,8 +20,17 @@ from kiln.backends.native.backend import NativeBackend
 
 rng = np.random.default_rng(7)
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-LIGHT_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
-                "shufflenet", "squeezenet", "vgg19", "zfnet512"]
+LIGHT_MODELS = [
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+]
 
 
 def f32(*shape: int) -> np.ndarray:
@@ -52,34 +61,51 @@ def _node_in(model: onnx.ModelProto, op: str) -> ir.Node:
 def test_supports_is_exact_about_types_and_attributes():
     backend = NativeBackend()
     x = {"x": f32(1, 2, 4, 4)}
-    ok = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"],
-                    initializers={"w": f32(3, 2, 3, 3)})
+    ok = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"], initializers={"w": f32(3, 2, 3, 3)}
+    )
     assert backend.supports(_node_in(ok, "Conv"))
-    cubic = make_model([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")], x,
-                       ["y"], initializers={"s": np.array([1, 1, 2, 2], np.float32)})
+    cubic = make_model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")],
+        x,
+        ["y"],
+        initializers={"s": np.array([1, 1, 2, 2], np.float32)},
+    )
     node = _node_in(cubic, "Resize")
     assert not backend.supports(node)
     assert "mode='cubic'" in backend.refusal(node)
-    conv64 = make_model([helper.make_node("Conv", ["x", "w"], ["y"])],
-                        {"x": f32(1, 2, 4, 4).astype(np.float64)}, ["y"],
-                        initializers={"w": f32(3, 2, 3, 3).astype(np.float64)})
+    conv64 = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        {"x": f32(1, 2, 4, 4).astype(np.float64)},
+        ["y"],
+        initializers={"w": f32(3, 2, 3, 3).astype(np.float64)},
+    )
     assert "DOUBLE" in backend.refusal(_node_in(conv64, "Conv"))
-    cumsum = make_model([helper.make_node("CumSum", ["x", "a"], ["y"])], x, ["y"],
-                        initializers={"a": np.array(1, np.int64)})
+    cumsum = make_model(
+        [helper.make_node("CumSum", ["x", "a"], ["y"])],
+        x,
+        ["y"],
+        initializers={"a": np.array(1, np.int64)},
+    )
     assert "no native kernel" in backend.refusal(_node_in(cumsum, "CumSum"))
 
 
 def _mixed_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Relu -> CumSum (no native kernel) -> Mul -> Det (no native kernel) -> Add."""
     feeds = {"x": f32(3, 3)}
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-             helper.make_node("CumSum", ["r", "axis"], ["c"], name="cumsum"),
-             helper.make_node("Mul", ["c", "x"], ["m"], name="mul"),
-             helper.make_node("Det", ["m"], ["d"], name="det"),
-             helper.make_node("Add", ["d", "one"], ["y"], name="add")]
-    model = make_model(nodes, feeds, ["y", "m"],
-                       initializers={"axis": np.array(0, np.int64),
-                                     "one": np.array(1.0, np.float32)})
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("CumSum", ["r", "axis"], ["c"], name="cumsum"),
+        helper.make_node("Mul", ["c", "x"], ["m"], name="mul"),
+        helper.make_node("Det", ["m"], ["d"], name="det"),
+        helper.make_node("Add", ["d", "one"], ["y"], name="add"),
+    ]
+    model = make_model(
+        nodes,
+        feeds,
+        ["y", "m"],
+        initializers={"axis": np.array(0, np.int64), "one": np.array(1.0, np.float32)},
+    )
     return model, feeds
 
 
@@ -116,15 +142,19 @@ def test_memory_plan_reuses_the_arena():
     one = 8 * 16 * 16 * 4
     assert report["intermediate_bytes"] == 11 * one
     assert report["arena_bytes"] <= 2 * one < report["intermediate_bytes"]
-    np.testing.assert_allclose(compiled.run(feeds)[prev], run_ort(model, feeds)[0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        compiled.run(feeds)[prev], run_ort(model, feeds)[0], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_constant_subgraphs_are_folded_once():
     feeds = {"x": f32(2, 3)}
-    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["w"],
-                              value=helper.make_tensor("v", 1, [1], [0.5])),
-             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["w"], value=helper.make_tensor("v", 1, [1], [0.5])
+        ),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
     model = make_model(nodes, feeds, ["y"], initializers={"shape": np.array([3, 4], np.int64)})
     compiled = compile_native(model)
     assert compiled.report["folded_nodes"] == 1
@@ -134,16 +164,26 @@ def test_constant_subgraphs_are_folded_once():
 
 def test_concurrent_runs_are_bit_identical_to_serial():
     feeds_list = [{"x": f32(1, 3, 32, 32)} for _ in range(16)]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-             helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
-    model = make_model(nodes, feeds_list[0], ["y"],
-                       initializers={"w1": f32(16, 3, 3, 3), "b1": f32(16),
-                                     "w2": f32(32, 16, 3, 3), "wf": f32(10, 32)})
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1),
+    ]
+    model = make_model(
+        nodes,
+        feeds_list[0],
+        ["y"],
+        initializers={
+            "w1": f32(16, 3, 3, 3),
+            "b1": f32(16),
+            "w2": f32(32, 16, 3, 3),
+            "wf": f32(10, 32),
+        },
+    )
     compiled = compile_native(model, threads=2)
     serial = [compiled.run(f)["y"] for f in feeds_list]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -155,8 +195,9 @@ def test_concurrent_runs_are_bit_identical_to_serial():
 
 def test_inputs_exclude_initializers_and_outputs_are_owned_arrays():
     feeds = {"x": f32(2, 3)}
-    model = make_model([helper.make_node("Add", ["x", "b"], ["y"])], feeds, ["y"],
-                       initializers={"b": f32(3)})
+    model = make_model(
+        [helper.make_node("Add", ["x", "b"], ["y"])], feeds, ["y"], initializers={"b": f32(3)}
+    )
     compiled = compile_native(model)
     assert [s.name for s in compiled.inputs] == ["x"]
     out = compiled.run(feeds)["y"]
@@ -166,6 +207,7 @@ def test_inputs_exclude_initializers_and_outputs_are_owned_arrays():
 
 
 # ---- the light model zoo ----------------------------------------------------------------
+
 
 def randomized_light_model(name: str) -> onnx.ModelProto:
     """The light model with its ConstantOfShape weights replaced by seeded random ones.
@@ -195,7 +237,8 @@ def randomized_light_model(name: str) -> onnx.ModelProto:
             else:
                 arr = gen.standard_normal(shape) * 0.1
             graph.initializer.append(
-                onnx.numpy_helper.from_array(arr.astype(np.float32), n.output[0]))
+                onnx.numpy_helper.from_array(arr.astype(np.float32), n.output[0])
+            )
             continue
         keep.append(n)
     del graph.node[:]
@@ -223,8 +266,13 @@ def test_light_model_matches_onnxruntime(name):
 @pytest.mark.slow
 def test_light_model_as_shipped_matches_onnxruntime():
     path = os.path.join(LIGHT, "light_squeezenet.onnx")
-    compiled = NativeBackend().compile(ir.load(path), None,
-                                       CompileOptions(extra={"fallback": None}))
+    compiled = NativeBackend().compile(
+        ir.load(path), None, CompileOptions(extra={"fallback": None})
+    )
     feeds = {"data_0": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    np.testing.assert_allclose(compiled.run(feeds)["softmaxout_1"],
-                               run_ort(onnx.load(path), feeds)[0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        compiled.run(feeds)["softmaxout_1"],
+        run_ort(onnx.load(path), feeds)[0],
+        rtol=1e-3,
+        atol=1e-4,
+    )
