@@ -149,6 +149,10 @@ def _pow(node: ir.Node) -> str | None:
     return None
 
 
+def _reduction(node: ir.Node) -> str | None:
+    return _one_of("reduction", ("none", "add", "mul", "max", "min"), "none")(node)
+
+
 def _gelu(node: ir.Node) -> str | None:
     return _one_of("approximate", ("none", "tanh"), "none")(node)
 
@@ -226,6 +230,25 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
     ("", "SpaceToDepth"): Rule(ANY, check=_depth_to_space),
     ("", "Constant"): Rule(ANY, free_outputs=(0,)),
+    # bitwise and index-driven
+    **{("", op): Rule(INTS) for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor",
+                                       "BitwiseNot")},
+    ("", "BitShift"): Rule(frozenset({DT.UINT8, DT.UINT16, DT.UINT32, DT.UINT64}),
+                           check=_one_of("direction", ("LEFT", "RIGHT"), "")),
+    ("", "GatherND"): Rule(ANY, index_inputs=(1,)),
+    ("", "ScatterND"): Rule(NUMERIC_BOOL, index_inputs=(1,), check=_reduction),
+    ("", "ScatterElements"): Rule(NUMERIC_BOOL, index_inputs=(1,), check=_reduction),
+    ("", "NonZero"): Rule(ANY, free_outputs=(0,)),
+    ("", "Compress"): Rule(ANY, free_inputs=(1,)),
+    ("", "OneHot"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32}),
+                         free_inputs=(1, 2), free_outputs=(0,)),
+    ("", "Trilu"): Rule(ANY, index_inputs=(1,)),
+    ("", "EyeLike"): Rule(ANY, free_outputs=(0,)),
+    ("", "CumSum"): Rule(NUMERIC, index_inputs=(1,)),
+    ("", "RMSNormalization"): Rule(FLOAT),
+    ("", "LpNormalization"): Rule(FLOAT, check=lambda n: None if _attr(n, "p", 2) in (1, 2)
+                                  else "p must be 1 or 2"),
+    ("", "MeanVarianceNormalization"): Rule(FLOAT),
 }
 
 

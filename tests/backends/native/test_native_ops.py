@@ -265,6 +265,38 @@ case("SpaceToDepth", node("SpaceToDepth", ["x"], blocksize=2), {"x": f32(1, 2, 4
 case("Constant", [node("Constant", [], ["c"], value=helper.make_tensor("c", 1, [2], [1, 2])),
                   node("Add", ["x", "c"])], {"x": f32(3, 2)})
 
+# ---- bitwise and index-driven -----------------------------------------------------------
+u8 = np.array([[1, 2, 250], [7, 128, 0]], np.uint8)
+case("BitShift_left", node("BitShift", ["a", "b"], direction="LEFT"),
+     {"a": u8, "b": np.array([1, 2, 9], np.uint8)})
+case("BitShift_right", node("BitShift", ["a", "b"], direction="RIGHT"),
+     {"a": u8.astype(np.uint32), "b": np.array([1], np.uint32)})
+case("BitwiseAnd", node("BitwiseAnd", ["a", "b"]), {"a": i64(12, 7, -1), "b": i64(10)}, opset=18)
+case("BitwiseNot", node("BitwiseNot", ["a"]), {"a": u8}, opset=18)
+case("GatherND", node("GatherND", ["x", "i"]), {"x": f32(3, 4, 2)},
+     {"i": np.array([[0, 1], [2, -1]], np.int64)})
+case("GatherND_batch", node("GatherND", ["x", "i"], batch_dims=1), {"x": f32(2, 3, 4)},
+     {"i": np.array([[[1], [2]], [[0], [1]]], np.int64)})
+case("ScatterND_add", node("ScatterND", ["x", "i", "u"], reduction="add"), {"x": f32(4, 3)},
+     {"i": np.array([[1], [3], [1]], np.int64), "u": f32(3, 3)}, opset=18)
+case("ScatterElements", node("ScatterElements", ["x", "i", "u"], axis=1), {"x": f32(3, 4)},
+     {"i": np.array([[1, 0], [3, 2], [0, -1]], np.int64), "u": f32(3, 2)})
+case("NonZero", node("NonZero", ["x"]), {"x": np.array([[1, 0, 2], [0, 0, 3]], np.float32)})
+case("Compress", node("Compress", ["x", "c"], axis=1), {"x": f32(2, 4)},
+     {"c": np.array([True, False, True], bool)})
+case("OneHot", node("OneHot", ["i", "d", "v"], axis=1), {"i": i64(0, 3, -1, 7)},
+     {"d": np.array(5, np.int64), "v": np.array([0, 2], np.float32)})
+case("Trilu_lower", node("Trilu", ["x", "k"], upper=0), {"x": f32(2, 4, 5)}, {"k": i64(1)})
+case("Trilu_upper", node("Trilu", ["x"]), {"x": f32(4, 3)})
+case("EyeLike", node("EyeLike", ["x"], k=1, dtype=1), {"x": i64(1, 2, 3, 4).reshape(2, 2)})
+case("CumSum", node("CumSum", ["x", "a"], exclusive=1, reverse=1), {"x": f32(3, 4)},
+     {"a": np.array(1, np.int64)})
+case("RMSNormalization", node("RMSNormalization", ["x", "s"], axis=-1), {"x": f32(2, 3, 8)},
+     {"s": f32(8)}, opset=23)
+case("LpNormalization", node("LpNormalization", ["x"], axis=1, p=1), {"x": f32(3, 4)})
+case("MeanVarianceNormalization", node("MeanVarianceNormalization", ["x"]),
+     {"x": f32(2, 3, 4, 4)})
+
 
 @pytest.mark.parametrize("name,nodes,feeds,inits,opset,outputs", CASES,
                          ids=[c[0] for c in CASES])
