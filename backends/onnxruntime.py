@@ -19,6 +19,7 @@ from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -64,10 +65,7 @@ class OnnxRuntimeCompiled(CompiledModel):
         return dict(zip(self._output_names, results))
 
 
-@functools.cache
-def max_ir_version() -> int:
-    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
-    import onnx
+def _loads(ir_version: int, opset: int) -> bool:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -75,18 +73,32 @@ def max_ir_version() -> int:
         [helper.make_node("Identity", ["x"], ["y"])], "probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              ir_version=ir_version)
     so = ort.SessionOptions()
     so.log_severity_level = 4
-    for version in range(onnx.IR_VERSION, 3, -1):
-        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                                  ir_version=version)
-        try:
-            ort.InferenceSession(probe.SerializeToString(), so,
-                                 providers=["CPUExecutionProvider"])
-            return version
-        except Exception:  # onnxruntime refuses the IR version: try the next one down
-            continue
-    return 3
+    try:
+        ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # onnxruntime refuses this IR version or opset
+        return False
+
+
+@functools.cache
+def max_ir_version() -> int:
+    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
+    import onnx
+
+    return next((v for v in range(onnx.IR_VERSION, 3, -1) if _loads(v, 13)), 3)
+
+
+@functools.cache
+def max_opset() -> int:
+    """Newest released default-domain opset this onnxruntime loads (probed once)."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    return next((o for o in range(newest, 6, -1) if _loads(max_ir_version(), o)), 7)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -119,6 +131,11 @@ class OnnxRuntimeBackend(Backend):
     def supported_precisions(self) -> tuple[str, ...]:
         return ("fp32", "fp16", "int8")
 
+    def caps(self) -> BackendCaps:
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, max_opset=max_opset())
+
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         status = self.is_available()
         if not status.ok:
@@ -126,6 +143,7 @@ class OnnxRuntimeBackend(Backend):
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"onnxruntime has no {options.precision} CPU kernels; use one "
                                    f"of {', '.join(self.supported_precisions())}")
-        return OnnxRuntimeCompiled(to_onnx_bytes(model, max_ir_version()), model, options)
+        model_bytes = to_onnx_bytes(model, max_ir_version(), max_opset())
+        return OnnxRuntimeCompiled(model_bytes, model, options)
 
 

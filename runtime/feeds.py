@@ -35,7 +35,7 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dic
         if not isinstance(value, np.ndarray):
             raise InputError(f"input '{name}' must be a numpy.ndarray, not "
                              f"{type(value).__name__} (expected {spec.describe()})")
-        if value.dtype.newbyteorder("=") != np.dtype(spec.dtype) or value.dtype.kind == "O":
+        if value.dtype.newbyteorder("=") != np.dtype(spec.dtype):
             raise InputError(f"input '{name}' has dtype {value.dtype.name}, expected "
                              f"{np.dtype(spec.dtype).name} ({spec.describe()})")
         if spec.shape is not None:
@@ -53,7 +53,7 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dic
                         raise InputError(
                             f"input '{name}' axis {axis} is dim '{want}' = {got}, but input "
                             f"'{bound[1]}' already bound '{want}' = {bound[0]}")
-        if not value.dtype.isnative:
+        if value.dtype.kind != "O" and not value.dtype.isnative:
             value = value.astype(value.dtype.newbyteorder("="))
         checked[name] = np.ascontiguousarray(value)
     return checked

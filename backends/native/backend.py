@@ -68,6 +68,7 @@ from kiln.errors import (
 )
 
 if TYPE_CHECKING:
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
 
 DEFAULT_LIMIT = 16 << 30
@@ -172,6 +173,11 @@ class NativeBackend(Backend):
 
     def refusal(self, node: ir.Node) -> str | None:
         return support.refusal(node)
+
+    def caps(self) -> BackendCaps:
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
 
     def supported_precisions(self) -> Sequence[str]:
         return ("fp32",)

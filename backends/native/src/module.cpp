@@ -16,6 +16,10 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+// --- kernel test/benchmark bindings (bindings_kernels.cpp) ---
+void bind_kernels(nb::module_& m);
+// --- end kernel bindings ---
+
 namespace {
 
 using F32Array = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
@@ -138,6 +142,7 @@ kiln::Attr to_attr(const std::string& key, nb::handle v) {
 
 NB_MODULE(_native, m) {
   m.doc() = "kiln native kernels and executor";
+  bind_kernels(m);  // kernel test/benchmark bindings: the submodule _native.kernels
 
   m.def("best_isa", [] { return std::string(kiln::isa_name(kiln::best_isa())); },
         "Best ISA this CPU and OS support.");

@@ -1,0 +1,46 @@
+"""What a backend tells the compiler about itself, as plain data.
+
+The compiler never imports a backend (data flows one way). A backend describes what it can
+run with a ``BackendCaps`` value and hands it to ``optimize``; pipelines read it to decide,
+for example, whether fused kiln-domain ops stay fused or are expanded back to standard ONNX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+#: Ops in the "kiln" domain that passes may emit. Backends that do not list one of them get it
+#: expanded back into standard ONNX by ``ExpandKilnOpsPass``.
+KILN_DOMAIN = "kiln"
+KILN_OPS = frozenset({"FusedConv", "FusedGemm", "Attention"})
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendCaps:
+    """Capabilities of the backend a model is compiled for.
+
+    name:               backend name, recorded in reports and artifacts.
+    kiln_ops:           kiln-domain ops the backend executes natively (subset of KILN_OPS).
+    standard_attention: the backend runs the standard ONNX ``Attention`` op (opset 23).
+    max_opset:          highest default-domain opset the backend imports.
+    blocked_layouts:    channel-blocked layouts the backend can consume (O3), e.g. "NCHW16c".
+    """
+
+    name: str = "onnx"
+    kiln_ops: frozenset[str] = frozenset()
+    standard_attention: bool = False
+    max_opset: int = 21
+    blocked_layouts: frozenset[str] = frozenset()
+
+    def runs(self, op_type: str) -> bool:
+        """Whether the backend runs the kiln-domain op ``op_type``."""
+        return op_type in self.kiln_ops
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "kiln_ops": sorted(self.kiln_ops),
+                "standard_attention": self.standard_attention, "max_opset": self.max_opset,
+                "blocked_layouts": sorted(self.blocked_layouts)}
+
+
+#: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).
+STANDARD_ONNX = BackendCaps()

@@ -1,0 +1,55 @@
+"""Constant folding, including ConstantOfShape and Shape-derived subgraphs.
+
+Every node whose inputs are all constants is evaluated once at compile time and replaced by
+an initializer holding its result. onnxscript's folder does the evaluation (and turns
+``Shape`` of a statically shaped value into a constant, so shape arithmetic collapses);
+kiln changes its policy in one way: ``ConstantOfShape`` with a constant shape *is* folded
+(onnxscript keeps it by default to keep files small), because exporters such as the one that
+wrote the onnx "light" models build whole weight tensors with it, and a backend can only fuse
+a Conv whose weights are a real initializer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
+from onnxscript.optimizer import _constant_folding
+
+from kiln.compiler.report import op_histogram
+
+#: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
+MAX_FOLDED_ELEMENTS = 1 << 26
+
+
+def _policy(node: ir.Node) -> bool | None:
+    if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        return True
+    return None  # onnxscript's default rules
+
+
+class FoldConstantsPass(ir.passes.InPlacePass):
+    """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
+
+    def __init__(self, input_size_limit: int = MAX_FOLDED_ELEMENTS,
+                 output_size_limit: int = MAX_FOLDED_ELEMENTS) -> None:
+        super().__init__()
+        self.input_size_limit = input_size_limit
+        self.output_size_limit = output_size_limit
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = op_histogram(model)
+        folder = _constant_folding.FoldConstantsPass(
+            shape_inference=True, input_size_limit=self.input_size_limit,
+            output_size_limit=self.output_size_limit, should_fold=_policy)
+        result = folder(model)
+        # folded results come back as Constant nodes; make them initializers like the rest
+        lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        after = op_histogram(model)
+        self.fired = Counter({f"fold {op}": n - after.get(op, 0)
+                              for op, n in before.items()
+                              if n > after.get(op, 0) and op != "Constant"})
+        return ir.passes.PassResult(model, modified=result.modified or lifted.modified)

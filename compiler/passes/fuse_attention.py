@@ -1,0 +1,160 @@
+"""Fuse scaled-dot-product attention into one node.
+
+The subgraph exporters write for every head group (Q, K, V of shape [B, H, S, d], ``Kt`` the
+key already transposed to [B, H, d, S], ``mask`` additive and broadcastable to
+[B, H, Sq, Skv]):
+
+    scores = MatMul(Q, Kt) * c          (or / c, or no scaling)
+    probs  = Softmax(scores + mask, axis=-1)
+    out    = MatMul(probs, V)
+
+is ``softmax(c * Q K^T + mask) V``, which is ONNX ``Attention`` (opset 23) with
+``K = Transpose(Kt, [0, 1, 3, 2])`` and ``scale = c`` (1/c for a Div, 1.0 with no scaling;
+always written, because the op's default is 1/sqrt(d)). Backends without opset-23 Attention
+but with kiln's get the same node in the "kiln" domain, with the same inputs, attribute and
+meaning; ``expand_attention`` writes it back as the primitive subgraph for everyone else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
+from kiln.compiler.passes.rule import Match, Rule
+
+
+def _rank(value: ir.Value) -> int | None:
+    if value.shape is not None:
+        return len(value.shape)
+    producer = value.producer()
+    if producer is not None and is_onnx(producer, "Transpose"):
+        perm = attr(producer, "perm")
+        return len(perm) if perm is not None else None
+    return None
+
+
+def _scalar(value: ir.Value | None) -> float | None:
+    array = const(value)
+    return None if array is None or array.size != 1 else float(array.reshape(-1)[0])
+
+
+class FuseAttention(Rule):
+    """softmax(c * Q Kt + mask) V -> Attention(Q, Transpose(Kt), V, mask, scale=c)."""
+
+    name = "FuseAttention"
+
+    def __init__(self, standard: bool) -> None:
+        self.standard = standard  # ONNX Attention-23 when True, kiln::Attention otherwise
+
+    def match(self, node: ir.Node) -> Match | None:
+        if not is_onnx(node, "MatMul") or node.inputs[0] is None:
+            return None
+        softmax = node.inputs[0].producer()
+        if softmax is None or not is_onnx(softmax, "Softmax"):
+            return None
+        nodes = [softmax, node]
+        cur = softmax.inputs[0].producer()
+        mask = None
+        if cur is not None and is_onnx(cur, "Add"):
+            for i in (0, 1):
+                scores = self._scores(cur.inputs[i])
+                if scores is not None:
+                    mask = cur.inputs[1 - i]
+                    nodes.insert(0, cur)
+                    break
+            else:
+                return None
+        else:
+            scores = self._scores(softmax.inputs[0])
+            if scores is None:
+                return None
+        qk, scale_node = scores
+        nodes[:0] = [qk] + ([scale_node] if scale_node is not None else [])
+        return Match(node, nodes, {"softmax": softmax, "qk": qk, "scale_node": scale_node,
+                                   "mask": mask, "v": node.inputs[1]})
+
+    @staticmethod
+    def _scores(value: ir.Value | None) -> tuple[ir.Node, ir.Node | None] | None:
+        """(MatMul(Q, Kt), the Mul/Div applying the scale or None) producing ``value``."""
+        producer = value.producer() if value is not None else None
+        if producer is None:
+            return None
+        if is_onnx(producer, "Mul", "Div"):
+            inner = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+            if inner is not None and is_onnx(inner, "MatMul"):
+                return inner, producer
+            return None
+        if is_onnx(producer, "MatMul"):
+            return producer, None
+        return None
+
+    def check(self, match: Match) -> str | None:
+        softmax: ir.Node = match["softmax"]
+        qk: ir.Node = match["qk"]
+        if opset(softmax.graph) < 13:
+            return "Softmax before opset 13 flattens its input"
+        q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
+        ranks = [_rank(x) for x in (q, kt, v)]
+        if ranks != [4, 4, 4]:
+            return f"Q, K^T, V ranks {ranks} are not all 4"
+        if int(attr(softmax, "axis", -1)) not in (-1, 3):
+            return "Softmax is not over the last axis"
+        for node in match.nodes[:-1]:
+            if sole_consumer(node.outputs[0]) is None:
+                return f"{node.op_type} output is used outside the attention"
+        scale_node: ir.Node | None = match["scale_node"]
+        scale = 1.0
+        if scale_node is not None:
+            c = _scalar(scale_node.inputs[1])
+            if c is None or c == 0.0:
+                return f"the {scale_node.op_type} scale is not a nonzero constant scalar"
+            scale = 1.0 / c if scale_node.op_type == "Div" else c
+        mask = match["mask"]
+        if mask is not None and mask.dtype not in (None, ir.DataType.FLOAT, ir.DataType.BOOL):
+            return f"mask element type {mask.dtype} is not float or bool"
+        if mask is not None and mask.shape is not None and len(mask.shape) > 4:
+            return "mask rank above 4"
+        match.values["scale"] = scale
+        return None
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        qk: ir.Node = match["qk"]
+        key = ir.node("Transpose", [qk.inputs[1]], attributes={"perm": [0, 1, 3, 2]})
+        inputs = [qk.inputs[0], key.outputs[0], match["v"]]
+        if match["mask"] is not None:
+            inputs.append(match["mask"])
+        attention = ir.node("Attention", inputs, attributes={"scale": float(match["scale"])},
+                            domain="" if self.standard else KILN_DOMAIN, name=match.root.name)
+        ir.convenience.replace_nodes_and_values(
+            graph, match.root, match.nodes, [key, attention], [match.root.outputs[0]],
+            [attention.outputs[0]])
+        if not self.standard:
+            graph.opset_imports.setdefault(KILN_DOMAIN, 1)
+
+
+def expand_attention(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
+    """The primitive ONNX subgraph equal to a kiln::Attention node."""
+    if "scale" not in node.attributes:
+        raise ValueError(f"kiln::Attention {node.name} has no scale attribute")
+    q, k, v = node.inputs[:3]
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    dtype = q.dtype.numpy() if q.dtype is not None else np.float32
+    scale = new_initializer(graph, np.array(float(attr(node, "scale")), dtype), "attn_scale")
+    kt = ir.node("Transpose", [k], attributes={"perm": [0, 1, 3, 2]})
+    qk = ir.node("MatMul", [q, kt.outputs[0]])
+    scaled = ir.node("Mul", [qk.outputs[0], scale])
+    nodes = [kt, qk, scaled]
+    logits = scaled.outputs[0]
+    if mask is not None:
+        if mask.dtype == ir.DataType.BOOL:  # True = attend: -inf where False
+            neg = new_initializer(graph, np.array(-np.inf, dtype), "attn_neg")
+            zero = new_initializer(graph, np.array(0, dtype), "attn_zero")
+            nodes.append(ir.node("Where", [mask, zero, neg]))
+            mask = nodes[-1].outputs[0]
+        nodes.append(ir.node("Add", [logits, mask]))
+        logits = nodes[-1].outputs[0]
+    nodes.append(ir.node("Softmax", [logits], attributes={"axis": -1}))
+    nodes.append(ir.node("MatMul", [nodes[-1].outputs[0], v], name=node.name))
+    return nodes, nodes[-1].outputs[0]

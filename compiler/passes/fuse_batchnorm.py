@@ -1,0 +1,44 @@
+"""Fold BatchNormalization into the Conv, ConvTranspose or Gemm that feeds it.
+
+Inference BatchNormalization is a per-channel affine map. With ``s = gamma / sqrt(var + eps)``
+(one entry per output channel c):
+
+    BN(y)_c = gamma_c * (y_c - mean_c) / sqrt(var_c + eps) + beta_c
+            = s_c * y_c + (beta_c - s_c * mean_c)
+
+and the producer is linear in its weights, ``y_c = sum(W_c * x) + B_c``, so
+
+    BN(y)_c = sum((s_c * W_c) * x) + s_c * (B_c - mean_c) + beta_c
+
+i.e. ``W' = W * s`` along the output-channel axis (axis 0 for Conv, axis 1 per group for
+ConvTranspose, the N axis of Gemm's B) and ``B' = s * (B - mean) + beta`` (B = 0 when absent;
+Gemm's ``beta`` attribute is folded into B first). The rules are onnxscript's; their ``check``
+refuses (and says why) when a parameter is not a constant initializer, is a graph input or is
+shared with a node outside the match.
+"""
+
+from __future__ import annotations
+
+from onnxscript.rewriter.rules.common import (
+    fuse_batchnorm_into_conv_rule,
+    fuse_batchnorm_into_conv_transpose_rule,
+    fuse_batchnorm_into_gemm_rule,
+)
+
+from kiln.compiler.passes.rule import OnnxscriptRulesPass
+
+# BatchNormalization(Conv(x, W, B))          -> Conv(x, W * s, s * (B - mean) + beta)
+# BatchNormalization(ConvTranspose(x, W, B)) -> ConvTranspose(x, W * s, ...)
+# BatchNormalization(Gemm(a, W, C))          -> Gemm(a, W * s, ...)
+FUSE_BATCHNORM_RULES = [
+    fuse_batchnorm_into_conv_rule,
+    fuse_batchnorm_into_conv_transpose_rule,
+    fuse_batchnorm_into_gemm_rule,
+]
+
+
+class FuseBatchNormPass(OnnxscriptRulesPass):
+    """Fold every foldable BatchNormalization into its producer."""
+
+    def __init__(self) -> None:
+        super().__init__(FUSE_BATCHNORM_RULES)

@@ -1,0 +1,202 @@
+"""Fuse Conv/Gemm + bias + residual Add + activation into one kiln-domain node.
+
+    y = act(L(x, W) + b + r)
+
+where L is Conv or Gemm (its bias input already carries b), ``r`` is an optional residual
+tensor of exactly y's shape and ``act`` one of ACTIVATIONS. The result is
+``kiln::FusedConv(X, W, [B], [residual])`` with every Conv attribute, or
+``kiln::FusedGemm(A, B, [C], [residual])`` with transA/transB/alpha/beta, plus ``activation``
+(a string, "" for none) and the float parameters the activation needs: ``alpha``/``beta`` on
+FusedConv, ``activation_alpha``/``activation_beta`` on FusedGemm (whose ``alpha``/``beta``
+are Gemm's own):
+
+    Relu          max(y, 0)
+    LeakyRelu     y if y >= 0 else alpha * y
+    Clip          min(max(y, alpha), beta)
+    Sigmoid       1 / (1 + exp(-y))
+    SiLU          y * sigmoid(y)
+    HardSigmoid   max(0, min(1, alpha * y + beta))
+    HardSwish     y * max(0, min(1, y / 6 + 1 / 2))
+    Gelu          0.5 * y * (1 + erf(y / sqrt(2)))
+    GeluTanh      0.5 * y * (1 + tanh(sqrt(2 / pi) * (y + 0.044715 * y^3)))
+    Tanh          tanh(y)
+
+Only backends that run these ops keep them; ``ExpandKilnOpsPass`` writes them back as
+standard ONNX for the others, so the two passes are exact inverses up to node names.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.compiler.passes._util import attr, const, is_onnx, sole_consumer, static_shape
+from kiln.compiler.passes.rule import Match, Rule
+
+ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid", "HardSwish",
+               "Gelu", "GeluTanh", "Tanh")
+
+_FLOAT_MAX = 3.4028234663852886e38
+
+
+def _activation(node: ir.Node, y: ir.Value) -> tuple[str, float, float, list[ir.Node]] | None:
+    """Recognize ``node`` (reading y) as an activation: (name, alpha, beta, nodes covered)."""
+    if node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is not y:
+        return None
+    op = node.op_type
+    if op == "Relu":
+        return "Relu", 0.0, 0.0, [node]
+    if op == "Tanh":
+        return "Tanh", 0.0, 0.0, [node]
+    if op == "Sigmoid":
+        return "Sigmoid", 0.0, 0.0, [node]
+    if op == "HardSwish":
+        return "HardSwish", 0.0, 0.0, [node]
+    if op == "LeakyRelu":
+        return "LeakyRelu", float(attr(node, "alpha", 0.01)), 0.0, [node]
+    if op == "HardSigmoid":
+        return "HardSigmoid", float(attr(node, "alpha", 0.2)), float(attr(node, "beta", 0.5)), [
+            node]
+    if op == "Gelu":
+        name = "GeluTanh" if attr(node, "approximate", "none") == "tanh" else "Gelu"
+        return name, 0.0, 0.0, [node]
+    if op == "Clip":
+        if "min" in node.attributes or "max" in node.attributes:  # opset < 11
+            lo, hi = float(attr(node, "min", -_FLOAT_MAX)), float(attr(node, "max", _FLOAT_MAX))
+        else:
+            bounds = []
+            for i, default in ((1, -_FLOAT_MAX), (2, _FLOAT_MAX)):
+                v = node.inputs[i] if len(node.inputs) > i else None
+                if v is None:
+                    bounds.append(default)
+                    continue
+                k = const(v)
+                if k is None or k.size != 1:
+                    return None
+                bounds.append(float(k.reshape(())))
+            lo, hi = bounds
+        return "Clip", lo, hi, [node]
+    return None
+
+
+class _FuseEpilogue(Rule):
+    """Shared matching of ``L -> [Add residual] -> [activation]`` chains."""
+
+    linear_op: str
+    fused_op: str
+
+    def match(self, node: ir.Node) -> Match | None:
+        if not is_onnx(node, self.linear_op) or len(node.outputs) != 1:
+            return None
+        y = node.outputs[0]
+        nodes = [node]
+        residual = None
+        nxt = sole_consumer(y)
+        if nxt is not None and is_onnx(nxt, "Add") and len(nxt.inputs) == 2 \
+                and nxt.inputs[0] is not nxt.inputs[1]:
+            other = nxt.inputs[1] if nxt.inputs[0] is y else nxt.inputs[0]
+            residual = (nxt, other)
+        act = None
+        tail = y
+        if residual is not None:
+            tail = residual[0].outputs[0]
+        act = self._find_activation(tail)
+        if residual is None and act is None:
+            return None
+        if residual is not None:
+            nodes.append(residual[0])
+        if act is not None:
+            nodes.extend(act[3])
+        return Match(node, nodes, {"residual": residual, "act": act})
+
+    @staticmethod
+    def _find_activation(y: ir.Value) -> tuple[str, float, float, list[ir.Node]] | None:
+        if y.is_graph_output():
+            return None
+        users = y.consumers()
+        if len(users) == 1:
+            return _activation(users[0], y)
+        if len(users) == 2:  # SiLU: Mul(y, Sigmoid(y))
+            sig = next((u for u in users if is_onnx(u, "Sigmoid")), None)
+            mul = next((u for u in users if is_onnx(u, "Mul")), None)
+            if sig is None or mul is None or sole_consumer(sig.outputs[0]) is not mul:
+                return None
+            if set(mul.inputs) == {y, sig.outputs[0]}:
+                return "SiLU", 0.0, 0.0, [sig, mul]
+        return None
+
+    def check(self, match: Match) -> str | None:
+        lin = match.root
+        dtype = lin.outputs[0].dtype or lin.inputs[0].dtype
+        if dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+            return f"element type {dtype} is not float, float16 or bfloat16"
+        residual = match["residual"]
+        if residual is not None:
+            add, other = residual
+            y_shape, r_shape = static_shape(lin.outputs[0]), static_shape(other)
+            if y_shape is None or r_shape is None:
+                return "residual shape is not static"
+            if y_shape != r_shape:
+                return f"residual {list(r_shape)} is not the output shape {list(y_shape)}"
+            if other.producer() is not None and self._depends_on(other, lin):
+                return "residual depends on the fused output"
+        return None
+
+    @staticmethod
+    def _depends_on(value: ir.Value, node: ir.Node) -> bool:
+        """Whether ``value`` is computed from ``node``'s output (a cycle if fused)."""
+        seen: set[int] = set()
+        stack = [value.producer()]
+        while stack:
+            cur = stack.pop()
+            if cur is None or id(cur) in seen:
+                continue
+            if cur is node:
+                return True
+            seen.add(id(cur))
+            stack.extend(v.producer() for v in cur.inputs if v is not None)
+        return False
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        lin = match.root
+        residual = match["residual"]
+        act = match["act"]
+        inputs = list(lin.inputs)
+        while len(inputs) < 3:
+            inputs.append(None)
+        if residual is not None:
+            inputs.append(residual[1])
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        attributes = {k: v for k, v in lin.attributes.items()}
+        name, alpha, beta = ("", 0.0, 0.0) if act is None else act[:3]
+        # FusedGemm keeps Gemm's own alpha/beta; the activation's are activation_alpha/_beta
+        extra = {"activation": name}
+        if self.fused_op == "FusedConv":
+            extra.update(alpha=alpha, beta=beta)
+        else:
+            extra.update(activation_alpha=alpha, activation_beta=beta)
+        attributes.update({k: ir.convenience.convert_attribute(k, v) for k, v in extra.items()})
+        fused = ir.node(self.fused_op, inputs, attributes=attributes, domain=KILN_DOMAIN,
+                        name=lin.name)
+        last = match.nodes[-1]
+        ir.convenience.replace_nodes_and_values(
+            graph, last, match.nodes, [fused], [last.outputs[0]], [fused.outputs[0]])
+        graph.opset_imports.setdefault(KILN_DOMAIN, 1)
+
+
+class FuseConvEpilogue(_FuseEpilogue):
+    """Conv [+ residual Add] [+ activation] -> kiln::FusedConv."""
+
+    name = "FuseConvEpilogue"
+    linear_op = "Conv"
+    fused_op = "FusedConv"
+
+
+class FuseGemmEpilogue(_FuseEpilogue):
+    """Gemm [+ residual Add] [+ activation] -> kiln::FusedGemm."""
+
+    name = "FuseGemmEpilogue"
+    linear_op = "Gemm"
+    fused_op = "FusedGemm"
+

@@ -1,0 +1,28 @@
+"""Fuse the decomposed layer normalization of exported transformers into LayerNormalization.
+
+Over the last axis, with mean ``m = ReduceMean(x)`` and ``d = x - m``:
+
+    LayerNorm(x) = d / sqrt(ReduceMean(d * d) + eps) * scale + bias
+
+which is ONNX ``LayerNormalization(x, scale, bias, axis=-1, epsilon=eps)`` (opset 17). The
+rules are onnxscript's (``Pow(d, 2)`` or ``d * d``, ``Div`` or ``Mul(Reciprocal)``), and a
+second rule absorbs the trailing ``+ bias``. ``check`` refuses a non-float input or an
+epsilon that is not a constant scalar.
+"""
+
+from __future__ import annotations
+
+from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
+
+from kiln.compiler.passes.rule import OnnxscriptRulesPass
+
+# ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization(x, scale)
+# LayerNormalization(x, scale) + bias            -> LayerNormalization(x, scale, bias)
+FUSE_LAYER_NORM_RULES = list(layer_normalization_rules)
+
+
+class FuseLayerNormPass(OnnxscriptRulesPass):
+    """Fuse every matching layer-norm subgraph (needs opset >= 17)."""
+
+    def __init__(self) -> None:
+        super().__init__(FUSE_LAYER_NORM_RULES)

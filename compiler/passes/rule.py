@@ -1,0 +1,116 @@
+"""Rewrites as data: a rule is ``match`` (the pattern), ``check`` (why not) and ``rewrite``.
+
+``RulePass`` runs kiln's own rules; ``OnnxscriptRulesPass`` runs rules written with
+onnxscript's rewriter. Both count how often each rule fired, and ``RulePass`` also counts the
+reasons ``check`` gave for every rejection, so a report can say why a fusion did not happen.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import onnx_ir as ir
+from onnxscript.rewriter import RewriteRule, RewriteRuleSet
+
+
+@dataclasses.dataclass
+class Match:
+    """What a pattern bound: the root node, the nodes it covers and named pieces."""
+
+    root: ir.Node
+    nodes: list[ir.Node]
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+class Rule(abc.ABC):
+    """One rewrite. Subclasses give a ``name`` and the three steps."""
+
+    name: str = "rule"
+
+    @abc.abstractmethod
+    def match(self, node: ir.Node) -> Match | None:
+        """The pattern rooted at ``node``, or None when the node does not start one."""
+
+    def check(self, match: Match) -> str | None:
+        """Why the match must not be rewritten (None accepts it)."""
+        return None
+
+    @abc.abstractmethod
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        """Replace ``match.nodes`` in ``graph``."""
+
+
+class RulePass(ir.passes.InPlacePass):
+    """Apply kiln rules over the main graph until none fires (at most ``max_rounds``)."""
+
+    def __init__(self, rules: Sequence[Rule], max_rounds: int = 8) -> None:
+        super().__init__()
+        self.rules = list(rules)
+        self.max_rounds = max_rounds
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.fired = Counter()
+        self.rejected = Counter()
+        graph = model.graph
+        for _ in range(self.max_rounds):
+            changed = False
+            dead: set[int] = set()
+            for node in list(graph):
+                if id(node) in dead or node.graph is not graph:
+                    continue
+                for rule in self.rules:
+                    found = rule.match(node)
+                    if found is None:
+                        continue
+                    why = rule.check(found)
+                    if why is not None:
+                        self.rejected[f"{rule.name}: {why}"] += 1
+                        continue
+                    dead.update(id(n) for n in found.nodes)
+                    rule.rewrite(graph, found)
+                    self.fired[rule.name] += 1
+                    changed = True
+                    break
+            if not changed:
+                break
+        return ir.passes.PassResult(model, modified=bool(self.fired))
+
+
+class OnnxscriptRulesPass(ir.passes.InPlacePass):
+    """Apply onnxscript rewrite rules, counting firings per rule name.
+
+    Rules sharing a name (the commuted variants of one rule) are applied together.
+    """
+
+    def __init__(self, rules: Sequence[RewriteRule], max_rounds: int = 4) -> None:
+        super().__init__()
+        self.rules = list(rules)
+        self.max_rounds = max_rounds
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.fired = Counter()
+        groups: dict[str, list[RewriteRule]] = {}
+        for rule in self.rules:
+            groups.setdefault(rule.name or type(rule).__name__, []).append(rule)
+        sets = {name: RewriteRuleSet(rules) for name, rules in groups.items()}
+        for _ in range(self.max_rounds):
+            round_count = 0
+            for name, rule_set in sets.items():
+                count = rule_set.apply_to_model(model)
+                if count:
+                    self.fired[name] += count
+                    round_count += count
+            if not round_count:
+                break
+        return ir.passes.PassResult(model, modified=bool(self.fired))

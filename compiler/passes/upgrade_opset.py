@@ -1,0 +1,66 @@
+"""Raise the default-domain opset so fused standard ops exist (LayerNormalization needs 17,
+Gelu 20, Attention 23). onnxscript's version converter does the work, falling back to onnx's
+C++ converter for the adapters it lacks (e.g. ReduceMean's axes attribute becoming an input).
+
+The pass only runs on graphs that hold what the transformer fusions look for, so a CNN's
+opset is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import onnx_ir as ir
+from onnxscript import version_converter
+
+from kiln.compiler.passes._util import opset
+
+
+def looks_like_transformer(model: ir.Model) -> bool:
+    """A ReduceMean, an Erf, or a Softmax fed by a MatMul of two computed tensors."""
+    for node in model.graph:
+        if node.op_type in ("ReduceMean", "Erf"):
+            return True
+        if node.op_type == "Softmax":
+            if _fed_by_activation_matmul(node):
+                return True
+    return False
+
+
+def _fed_by_activation_matmul(node: ir.Node, depth: int = 3) -> bool:
+    cur = node.inputs[0].producer() if node.inputs else None
+    for _ in range(depth):
+        if cur is None:
+            return False
+        if cur.op_type == "MatMul":
+            return all(v is not None and v.const_value is None for v in cur.inputs)
+        cur = cur.inputs[0].producer() if cur.inputs and cur.inputs[0] is not None else None
+    return False
+
+
+class UpgradeOpsetPass(ir.passes.InPlacePass):
+    """Convert the model to default-domain opset ``version`` when ``applies(model)``."""
+
+    def __init__(self, version: int,
+                 applies: Callable[[ir.Model], bool] = looks_like_transformer) -> None:
+        super().__init__()
+        self.version = version
+        self.applies = applies
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.fired = Counter()
+        self.rejected = Counter()
+        current = opset(model.graph)
+        if current >= self.version:
+            return ir.passes.PassResult(model, modified=False)
+        if not self.applies(model):
+            self.rejected["no transformer pattern to fuse"] += 1
+            return ir.passes.PassResult(model, modified=False)
+        logging.getLogger("onnxscript").setLevel(logging.ERROR)
+        version_converter.convert_version(model, self.version, fallback=True)
+        self.fired[f"opset {current} -> {self.version}"] += 1
+        return ir.passes.PassResult(model, modified=True)

@@ -1,0 +1,157 @@
+"""Pass pipelines per optimization level, read top to bottom, and ``optimize`` to run one.
+
+    O0  import only: the model as the frontend produced it.
+    O1  cleanup: constant folding (ConstantOfShape and Shape arithmetic included), identity and
+        no-op removal, CSE, initializer dedup, dead-code removal.
+    O2  the default: O1 + fusions (BatchNorm folding, affine folding, chain collapsing,
+        MatMul+Add -> Gemm, transformer patterns, Conv/Gemm epilogues), then whatever the
+        backend cannot run expanded back to standard ONNX.
+    O3  O2 + choices made for the target (layout and precision hints for the native backend).
+
+What a pipeline may emit depends on the backend's ``BackendCaps`` and on the ``Target``; the
+compiler never imports a backend.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+from onnx_ir.passes import common
+from onnxscript.rewriter import rules as osr
+
+from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
+from kiln.compiler.passes.cleanup import ConstantInitializersPass
+from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
+from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
+from kiln.compiler.passes.fold_constants import FoldConstantsPass
+from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
+from kiln.compiler.passes.normalize import NORMALIZE_RULES
+from kiln.compiler.passes.rule import OnnxscriptRulesPass, RulePass
+from kiln.compiler.report import CompileReport, PassRecord, count_nodes, op_histogram
+
+if TYPE_CHECKING:
+    from kiln.compiler.target import Target
+
+LEVELS = (0, 1, 2, 3)
+DEFAULT_LEVEL = 2
+
+Step = tuple[str, ir.passes.PassBase]
+
+_common = osr.common
+
+# x -> x rewrites that only delete work. onnxscript's add_0/mul_by_1 rules are left out on
+# purpose: they compare with a tolerance, so they delete a LayerNorm's "+ 1e-12" epsilon.
+_NO_OP_RULES = [
+    _common.no_op_cast_rule,
+    _common.no_op_expand_rule,
+    _common.no_op_transpose_rule,
+    _common.dropout_inference_rule,
+    _common.dropout_zero_rule,
+]
+
+# chains of layout ops collapsed into one (or none)
+_CHAIN_RULES = [
+    _common.transpose_transpose_rule,     # Transpose(Transpose(x, p), q) -> Transpose(x, p∘q)
+    _common.reshape_reshape_rule,         # Reshape(Reshape(x, s), t)     -> Reshape(x, t)
+    _common.unsqueeze_unsqueeze_rule,     # Unsqueeze(Unsqueeze(x))       -> Unsqueeze(x)
+    _common.cast_cast_rule,               # Cast(Cast(x))                 -> Cast(x) when exact
+    _common.squeeze_reshape_1d_rule,      # Reshape(Squeeze(x)) of 1-D    -> x
+    _common.flatten_to_reshape_rule,      # Flatten of known shape        -> Reshape
+]
+
+# Add(MatMul(a, b), c) -> Gemm(a, b, c) when a and b are 2-D
+_GEMM_RULES = [
+    _common.matmul_add_to_gemm_rule,
+    _common.transpose_a_matmul_add_to_gemm_rule,
+    _common.transpose_b_matmul_add_to_gemm_rule,
+    _common.transpose_ab_matmul_add_to_gemm_rule,
+]
+
+
+def _o1() -> list[Step]:
+    return [
+        ("constant-initializers", ConstantInitializersPass()),
+        ("normalize", RulePass(NORMALIZE_RULES)),
+        ("fold-constants", FoldConstantsPass()),
+        ("eliminate-identity", common.IdentityEliminationPass()),
+        ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES)),
+        ("cse", common.CommonSubexpressionEliminationPass()),
+        ("remove-unused", common.RemoveUnusedNodesPass()),
+        ("infer-shapes", common.ShapeInferencePass(strict_mode=False)),
+    ]
+
+
+def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
+    from kiln.compiler.passes.fuse_transformer import transformer_steps
+
+    epilogue = [rule for rule, op in ((FuseConvEpilogue(), "FusedConv"),
+                                      (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
+    steps: list[Step] = [
+        ("fuse-batchnorm", FuseBatchNormPass()),
+        ("matmul-add-to-gemm", OnnxscriptRulesPass(_GEMM_RULES)),
+        ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
+        ("fuse-batchnorm-again", FuseBatchNormPass()),
+        *transformer_steps(caps),
+        ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
+    ]
+    if epilogue:
+        steps.append(("fuse-epilogue", RulePass(epilogue)))
+    return steps
+
+
+def _finish(caps: BackendCaps) -> list[Step]:
+    return [
+        ("expand-kiln-ops", ExpandKilnOpsPass(keep=caps.kiln_ops)),
+        ("remove-unused-final", common.RemoveUnusedNodesPass()),
+        # after the fusions: they refuse weights shared with other nodes
+        ("dedup-initializers", common.DeduplicateHashedInitializersPass()),
+        ("sort", common.TopologicalSortPass()),
+    ]
+
+
+def _target_choices(target: Target | None, caps: BackendCaps) -> list[Step]:
+    from kiln.compiler.passes.target_hints import TargetHintsPass
+
+    return [("target-hints", TargetHintsPass(target, caps))]
+
+
+def build_pipeline(level: int, target: Target | None = None,
+                   caps: BackendCaps = STANDARD_ONNX) -> list[Step]:
+    """The named passes of optimization ``level`` for ``target`` and ``caps``, in order."""
+    if level not in LEVELS:
+        raise ValueError(f"optimization level must be one of {LEVELS}, got {level}")
+    if level == 0:
+        return []
+    steps = _o1()
+    if level >= 2:
+        steps += _fusions(target, caps)
+    steps += _finish(caps)
+    if level >= 3:
+        steps += _target_choices(target, caps)
+    return steps
+
+
+def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None = None,
+             caps: BackendCaps = STANDARD_ONNX) -> tuple[ir.Model, CompileReport]:
+    """Run the level's pipeline on ``model`` in place; returns it with the compile report."""
+    steps = build_pipeline(level, target, caps)
+    report = CompileReport(level=level, target=str(target) if target is not None else "any",
+                           backend=caps.name, pipeline=[name for name, _ in steps])
+    report.nodes_before = count_nodes(model)
+    report.ops_before = dict(op_histogram(model))
+    for name, step in steps:
+        before = count_nodes(model)
+        start = time.perf_counter()
+        result = step(model)
+        seconds = time.perf_counter() - start
+        model = result.model
+        report.passes.append(PassRecord(
+            name=name, seconds=seconds, nodes_before=before, nodes_after=count_nodes(model),
+            modified=bool(result.modified), fired=dict(getattr(step, "fired", {})),
+            rejected=dict(getattr(step, "rejected", {}))))
+    report.nodes_after = count_nodes(model)
+    report.ops_after = dict(op_histogram(model))
+    return model, report

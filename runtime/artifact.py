@@ -1,0 +1,325 @@
+"""The .kiln artifact: one zip file holding a manifest, the optimized model and backend blobs.
+
+Layout (every member stored, never pickled):
+
+    manifest.json   format + version, kiln version, source model sha256, pipeline and options,
+                    target, backend name + version, input/output signature, placement, and the
+                    sha256 and size of every other member
+    model.onnx      the optimized graph (standard or kiln-domain ONNX, viewable in Netron)
+    blobs/...       what the backend's ``CompiledModel.save(folder)`` wrote
+
+The zip comment carries the manifest's own sha256, so a change anywhere — manifest, model or
+blob — is caught (zip CRCs catch accidental damage as well). ``load_artifact`` refuses hostile
+member names (``..``, absolute paths, duplicates) before reading anything, and every failure
+is a ``kiln.ArtifactError`` that says what is wrong. Writes are atomic: a temporary file in the
+destination folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import posixpath
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln._version import __version__
+from kiln.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+FORMAT = "kiln-artifact"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+BLOBS = "blobs/"
+_COMMENT_PREFIX = b"kiln-manifest-sha256:"
+#: No artifact member may claim more than this (a guard against zip bombs): 16 GiB.
+MAX_MEMBER_BYTES = 16 << 30
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class Artifact:
+    """A loaded, verified artifact. ``blob_dir`` holds the extracted blobs (or is None)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    model_bytes: bytes
+    blob_dir: Path | None
+
+    @property
+    def backend(self) -> str:
+        return str(self.manifest["backend"]["name"])
+
+    @property
+    def backend_version(self) -> str | None:
+        return self.manifest["backend"].get("version")
+
+    @property
+    def target(self) -> str:
+        return str(self.manifest["target"])
+
+    def model(self) -> ir.Model:
+        """The optimized graph, parsed."""
+        import onnx
+        import onnx_ir as ir
+
+        return ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+
+    def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
+        """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
+        return blob_miss(self.manifest, backend, backend_version, target)
+
+
+def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | None,
+              target: str) -> str | None:
+    """Explain why an artifact's blobs cannot be reused, or None when they can."""
+    built = manifest.get("backend", {})
+    if built.get("name") != backend:
+        return f"blobs were built by backend '{built.get('name')}', not '{backend}'"
+    if built.get("version") != backend_version:
+        return (f"blobs were built by {backend} {built.get('version')}, "
+                f"this machine has {backend} {backend_version}")
+    if manifest.get("target") != target:
+        return f"blobs were built for target '{manifest.get('target')}', not '{target}'"
+    return None
+
+
+def _check_name(name: str) -> None:
+    """Refuse member names that could escape the extraction folder."""
+    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
+        raise ArtifactError(f"artifact member name {name!r} is absolute or malformed; refused")
+    if len(name) > 1 and name[1] == ":":
+        raise ArtifactError(f"artifact member name {name!r} has a drive letter; refused")
+    parts = name.split("/")
+    if any(part in ("..", ".") for part in parts) or posixpath.normpath(name) != name.rstrip("/"):
+        raise ArtifactError(f"artifact member name {name!r} contains '..' or '.'; refused")
+
+
+def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path]) -> None:
+    """Write the zip atomically: members, then the manifest, then the comment."""
+    members: dict[str, dict[str, Any]] = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, content in files.items():
+                _check_name(name)
+                if isinstance(content, Path):
+                    zf.write(content, name)
+                    members[name] = {"sha256": sha256_file(content),
+                                     "size": content.stat().st_size}
+                else:
+                    zf.writestr(name, content)
+                    members[name] = {"sha256": sha256_bytes(content), "size": len(content)}
+            manifest = {**manifest, "members": members}
+            manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            zf.writestr(MANIFEST, manifest_bytes)
+            zf.comment = _COMMENT_PREFIX + sha256_bytes(manifest_bytes).encode()
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def save_artifact(
+    path: str | os.PathLike[str],
+    model: ir.Model | bytes,
+    *,
+    backend: str,
+    backend_version: str | None,
+    target: str,
+    source_sha256: str,
+    pipeline: Sequence[str] = (),
+    level: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    inputs: Sequence[Mapping[str, Any]] = (),
+    outputs: Sequence[Mapping[str, Any]] = (),
+    placement: Any = None,
+    blob_dir: str | os.PathLike[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a .kiln artifact; returns its path.
+
+    ``model`` is the optimized graph (an onnx_ir model or serialized ONNX bytes); ``inputs``
+    and ``outputs`` are signature entries (``TensorSpec.to_json()``); ``blob_dir`` is a folder
+    a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file.
+    """
+    if not isinstance(model, bytes):
+        import onnx_ir as ir
+
+        model = ir.to_proto(model).SerializeToString()
+    files: dict[str, bytes | Path] = {MODEL: model}
+    if blob_dir is not None:
+        root = Path(blob_dir)
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            files[BLOBS + file.relative_to(root).as_posix()] = file
+    manifest = {
+        "format": FORMAT,
+        "format_version": {"major": FORMAT_MAJOR, "minor": FORMAT_MINOR},
+        "kiln_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"sha256": source_sha256},
+        "pipeline": {"level": level, "passes": list(pipeline), "options": dict(options or {})},
+        "target": target,
+        "backend": {"name": backend, "version": backend_version},
+        "inputs": [dict(i) for i in inputs],
+        "outputs": [dict(o) for o in outputs],
+        "placement": placement,
+        **dict(extra or {}),
+    }
+    out = Path(path)
+    _pack(out, manifest, files)
+    return out
+
+
+def _open(path: Path) -> zipfile.ZipFile:
+    if not path.is_file():
+        raise ArtifactError(f"artifact {path} does not exist or is not a file")
+    try:
+        return zipfile.ZipFile(path, "r")
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ArtifactError(
+            f"{path} is not a kiln artifact: not a readable zip file ({exc}); "
+            "it may be truncated or a different kind of file") from exc
+
+
+def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ArtifactError(f"{path}: member {info.filename} claims {info.file_size} bytes")
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise ArtifactError(
+            f"{path}: member {info.filename} is damaged ({exc}); the file was modified or "
+            "truncated — recompile it with `kiln compile`") from exc
+
+
+def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: manifest.json is not a kiln artifact manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, dict) or not isinstance(version.get("major"), int):
+        raise ArtifactError(f"{path}: manifest has no format_version.major")
+    major, minor = version["major"], version.get("minor", 0)
+    if major != FORMAT_MAJOR:
+        newer = "newer" if major > FORMAT_MAJOR else "older"
+        raise ArtifactError(
+            f"{path}: artifact format {major}.{minor} is {newer} than the {FORMAT_MAJOR}.x "
+            f"this kiln {__version__} reads; recompile the model with this kiln")
+    for key in ("members", "backend", "target"):
+        if key not in manifest:
+            raise ArtifactError(f"{path}: manifest lacks '{key}'")
+    return manifest
+
+
+def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[str] | None = None,
+                  ) -> Artifact:
+    """Open and verify a .kiln artifact.
+
+    Checks, in order: zip readable; member names safe and unique; manifest hash (zip comment);
+    format major version; every member listed in the manifest with matching size and sha256,
+    and nothing unlisted. Blobs are extracted to ``extract_to`` (a new temporary folder when
+    None). Raises ``kiln.ArtifactError`` saying which check failed.
+    """
+    path = Path(path)
+    with _open(path) as zf:
+        infos = zf.infolist()
+        seen: set[str] = set()
+        for info in infos:
+            _check_name(info.filename)
+            if info.filename in seen:
+                raise ArtifactError(f"{path}: member {info.filename!r} appears twice; refused")
+            seen.add(info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ArtifactError(f"{path}: member {info.filename!r} is a symlink; refused")
+        by_name = {info.filename: info for info in infos}
+        if MANIFEST not in by_name:
+            raise ArtifactError(f"{path} is not a kiln artifact: it has no {MANIFEST}")
+        manifest_bytes = _read(zf, by_name[MANIFEST], path)
+        comment = zf.comment
+        if not comment.startswith(_COMMENT_PREFIX):
+            raise ArtifactError(f"{path}: the manifest checksum is missing; not written by kiln")
+        if comment[len(_COMMENT_PREFIX):].decode(errors="replace") != sha256_bytes(
+                manifest_bytes):
+            raise ArtifactError(f"{path}: manifest.json does not match its checksum; the "
+                                "artifact was modified")
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: manifest.json is not valid JSON ({exc})") from exc
+        manifest = _check_manifest(manifest, path)
+        members = manifest["members"]
+        listed = set(members)
+        present = set(by_name) - {MANIFEST}
+        if listed != present:
+            missing, unknown = sorted(listed - present), sorted(present - listed)
+            raise ArtifactError(f"{path}: members do not match the manifest "
+                                f"(missing {missing}, not listed {unknown})")
+        if MODEL not in members:
+            raise ArtifactError(f"{path}: the artifact holds no {MODEL}")
+        contents: dict[str, bytes] = {}
+        for name in sorted(listed):
+            data = _read(zf, by_name[name], path)
+            entry = members[name]
+            if len(data) != entry.get("size") or sha256_bytes(data) != entry.get("sha256"):
+                raise ArtifactError(f"{path}: member {name} does not match its sha256 in the "
+                                    "manifest; the artifact was modified")
+            contents[name] = data
+    blob_dir = None
+    blobs = {n[len(BLOBS):]: d for n, d in contents.items() if n.startswith(BLOBS)}
+    if blobs:
+        blob_dir = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
+        root = blob_dir.resolve()
+        for rel, data in blobs.items():
+            dest = (root / rel).resolve()
+            if root not in dest.parents:
+                raise ArtifactError(f"{path}: blob {rel!r} would leave the blob folder; refused")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+    return Artifact(path=path, manifest=manifest, model_bytes=contents[MODEL], blob_dir=blob_dir)
+
+
+def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
+            log: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+    """A CompiledModel for ``artifact`` on ``backend``: from its blobs when they fit, else
+    rebuilt from model.onnx. Returns (compiled model, why the blobs were not used or None).
+
+    ``backend`` is a ``kiln.backends.base.Backend``; ``target`` a ``Target``. The reason is
+    also passed to ``log`` so a user sees why a load took as long as a compile.
+    """
+    status = backend.is_available()
+    miss = artifact.blob_miss(backend.name, getattr(status, "version", None), str(target))
+    model = artifact.model()
+    if miss is None:
+        folder = artifact.blob_dir or Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
+        return backend.load(folder, model, target, options), None
+    message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
+    if log is not None:
+        log(message)
+    return backend.compile(model, target, options), message

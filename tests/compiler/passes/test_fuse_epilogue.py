@@ -1,0 +1,135 @@
+"""Conv/Gemm + bias + residual + activation -> kiln::FusedConv / kiln::FusedGemm, and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
+from kiln.compiler.capabilities import BackendCaps
+from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
+from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
+from kiln.compiler.passes.rule import RulePass
+from kiln.compiler.pipeline import optimize
+
+# (ONNX activation nodes reading "y" and writing "out", expected kiln name, alpha, beta, opset)
+ACTIVATIONS = [
+    ([helper.make_node("Relu", ["y"], ["out"])], "Relu", 0.0, 0.0, 17),
+    ([helper.make_node("LeakyRelu", ["y"], ["out"], alpha=0.2)], "LeakyRelu", 0.2, 0.0, 17),
+    ([helper.make_node("Clip", ["y", "lo", "hi"], ["out"])], "Clip", -0.5, 0.75, 17),
+    ([helper.make_node("Clip", ["y"], ["out"], min=-0.5, max=0.75)], "Clip", -0.5, 0.75, 9),
+    ([helper.make_node("Sigmoid", ["y"], ["out"])], "Sigmoid", 0.0, 0.0, 17),
+    ([helper.make_node("Sigmoid", ["y"], ["s"]), helper.make_node("Mul", ["y", "s"], ["out"])],
+     "SiLU", 0.0, 0.0, 17),
+    ([helper.make_node("HardSigmoid", ["y"], ["out"], alpha=0.3, beta=0.4)], "HardSigmoid",
+     0.3, 0.4, 17),
+    ([helper.make_node("HardSwish", ["y"], ["out"])], "HardSwish", 0.0, 0.0, 17),
+    ([helper.make_node("Gelu", ["y"], ["out"])], "Gelu", 0.0, 0.0, 20),
+    ([helper.make_node("Gelu", ["y"], ["out"], approximate="tanh")], "GeluTanh", 0.0, 0.0, 20),
+    ([helper.make_node("Tanh", ["y"], ["out"])], "Tanh", 0.0, 0.0, 17),
+]
+
+KILN = BackendCaps("native", kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
+
+
+def _fuse(model: ir.Model) -> ir.Model:
+    ir.passes.common.ShapeInferencePass()(model)
+    RulePass([FuseConvEpilogue(), FuseGemmEpilogue()])(model)
+    return model
+
+
+def _conv_model(act_nodes, residual: bool, opset: int) -> ir.Model:
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=2)]
+    if residual:
+        nodes.append(helper.make_node("Add", ["r", "c"], ["y"]))
+    else:
+        nodes[0].output[0] = "y"
+    nodes += act_nodes
+    inits = {"w": rand(8, 2, 3, 3), "b": rand(8)}
+    if any("lo" in n.input for n in act_nodes):
+        inits.update(lo=np.array(-0.5, np.float32), hi=np.array(0.75, np.float32))
+    inputs = {"x": [1, 4, 6, 6]}
+    if residual:
+        inputs["r"] = [1, 8, 6, 6]
+    return make_model(nodes, inputs, {"out": [1, 8, 6, 6]}, inits, opset=opset)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize(("act_nodes", "name", "alpha", "beta", "opset"), ACTIVATIONS,
+                         ids=[f"{a[1]}-opset{a[4]}" for a in ACTIVATIONS])
+def test_conv_epilogue_fuses_and_expands_to_the_same_numbers(act_nodes, name, alpha, beta,
+                                                             opset, residual):
+    model = _conv_model(act_nodes, residual, opset)
+    feeds = {"x": rand(1, 4, 6, 6, seed=1)}
+    if residual:
+        feeds["r"] = rand(1, 8, 6, 6, seed=2)
+    want = run_ort(model, feeds)
+
+    _fuse(model)
+    assert ops(model) == ["kiln::FusedConv"]
+    fused = next(iter(model.graph))
+    assert fused.attributes["activation"].value == name
+    assert fused.attributes["alpha"].value == pytest.approx(alpha)
+    assert fused.attributes["beta"].value == pytest.approx(beta)
+    assert fused.attributes["group"].value == 2
+    assert len(fused.inputs) == (4 if residual else 3)
+    assert fused.outputs[0].name == "out"
+
+    ExpandKilnOpsPass()(model)
+    assert not any(n.domain == "kiln" for n in model.graph)
+    assert_close(want, run_ort(model, feeds))
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_epilogue_keeps_gemm_alpha_beta(trans_b):
+    w = rand(16, 8) if trans_b else rand(8, 16)
+    nodes = [helper.make_node("Gemm", ["a", "w", "c"], ["g"], alpha=0.5, beta=2.0,
+                              transB=trans_b),
+             helper.make_node("Add", ["g", "r"], ["y"]),
+             helper.make_node("LeakyRelu", ["y"], ["out"], alpha=0.1)]
+    model = make_model(nodes, {"a": [4, 8], "r": [4, 16]}, {"out": [4, 16]},
+                       {"w": w, "c": rand(16)})
+    feeds = {"a": rand(4, 8, seed=3), "r": rand(4, 16, seed=4)}
+    want = run_ort(model, feeds)
+    _fuse(model)
+    assert ops(model) == ["kiln::FusedGemm"]
+    fused = next(iter(model.graph))
+    assert fused.attributes["alpha"].value == pytest.approx(0.5)
+    assert fused.attributes["beta"].value == pytest.approx(2.0)
+    assert fused.attributes["activation_alpha"].value == pytest.approx(0.1)
+    ExpandKilnOpsPass()(model)
+    assert_close(want, run_ort(model, feeds))
+
+
+def test_residual_of_another_shape_is_rejected_with_a_reason():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Add", ["c", "r"], ["y"]),
+             helper.make_node("Relu", ["y"], ["out"])]
+    model = make_model(nodes, {"x": [1, 3, 4, 4], "r": [1, 1, 4, 4]}, {"out": [1, 4, 4, 4]},
+                       {"w": rand(4, 3, 1, 1)})
+    ir.passes.common.ShapeInferencePass()(model)
+    step = RulePass([FuseConvEpilogue()])
+    step(model)
+    assert "kiln::FusedConv" not in ops(model)
+    assert any("residual [1, 1, 4, 4] is not the output shape" in why for why in step.rejected)
+
+
+def test_conv_output_used_twice_only_fuses_what_is_private():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Relu", ["c"], ["out"]),
+             helper.make_node("Sigmoid", ["c"], ["out2"])]
+    model = make_model(nodes, {"x": [1, 3, 4, 4]}, {"out": [1, 4, 4, 4], "out2": [1, 4, 4, 4]},
+                       {"w": rand(4, 3, 1, 1)})
+    _fuse(model)
+    assert "kiln::FusedConv" not in ops(model)
+
+
+def test_pipeline_keeps_fused_ops_only_for_backends_that_run_them():
+    model = _conv_model([helper.make_node("Relu", ["y"], ["out"])], True, 17)
+    fused, report = optimize(model, 2, None, KILN)
+    assert ops(fused) == ["kiln::FusedConv"]
+    assert report.fired()["FuseConvEpilogue"] == 1
+    plain, _ = optimize(_conv_model([helper.make_node("Relu", ["y"], ["out"])], True, 17), 2)
+    assert ops(plain) == ["Conv", "Add", "Relu"]

@@ -1,0 +1,111 @@
+"""Pipelines per level, the compile report, and the light model zoo at O2."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from compiler_cases import load_light, make_model, ops, rand, run_ort
+from onnx import helper
+
+from kiln.compiler.capabilities import BackendCaps
+from kiln.compiler.pipeline import LEVELS, build_pipeline, optimize
+
+LIGHT = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
+         "shufflenet", "squeezenet", "vgg19", "zfnet512")
+
+
+def _feeds(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {v.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in v.shape])
+            .astype(np.float32) for v in model.graph.inputs}
+
+
+def test_levels_are_flat_named_lists_that_grow():
+    names = {level: [name for name, _ in build_pipeline(level)] for level in LEVELS}
+    assert names[0] == []
+    assert "fold-constants" in names[1] and "fuse-batchnorm" not in names[1]
+    assert set(names[1]) <= set(names[2]) and "fuse-batchnorm" in names[2]
+    assert set(names[2]) <= set(names[3])
+    kiln = [n for n, _ in build_pipeline(2, None, BackendCaps(kiln_ops=frozenset({"FusedConv"})))]
+    assert "fuse-epilogue" in kiln and "fuse-epilogue" not in names[2]
+    with pytest.raises(ValueError, match="optimization level"):
+        build_pipeline(7)
+
+
+def test_o0_changes_nothing_and_report_counts_nodes():
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    out, report = optimize(model, 0)
+    assert ops(out) == ["Identity"] and report.passes == []
+    assert report.nodes_before == report.nodes_after == 1
+
+
+def test_report_records_time_nodes_and_rules_per_pass():
+    model = load_light("resnet50")
+    _, report = optimize(model, 2)
+    by_name = {p.name: p for p in report.passes}
+    assert by_name["fold-constants"].fired["fold ConstantOfShape"] == 239
+    assert by_name["fuse-batchnorm"].fired["FuseBatchNormIntoConv"] == 53
+    assert by_name["normalize"].fired["Sum->Add"] == 16
+    assert all(p.seconds >= 0 for p in report.passes)
+    assert by_name["fuse-batchnorm"].nodes_before - by_name["fuse-batchnorm"].nodes_after == 53
+    data = report.to_json()
+    assert data["nodes_before"] == 415 and data["passes"][0]["name"] == report.pipeline[0]
+    assert "fuse-batchnorm" in report.summary()
+
+
+@pytest.mark.parametrize("random_weights", [False, True])
+def test_resnet50_o2_has_no_batchnorm_or_constant_of_shape_and_same_outputs(random_weights):
+    model = load_light("resnet50", random_weights)
+    raw = ir.to_proto(model)
+    original_nodes = len(onnx.load(
+        __import__("light_models").light_model_path("resnet50")).graph.node)
+    out, report = optimize(model, 2, None, BackendCaps("onnxruntime"))
+    hist = report.ops_after
+    assert "BatchNormalization" not in hist and "ConstantOfShape" not in hist
+    assert report.nodes_after <= original_nodes // 2
+    feeds = _feeds(out)
+    for want, got in zip(run_ort(raw, feeds), run_ort(out, feeds)):
+        scale = max(1.0, float(np.abs(want).max())) if random_weights else 1.0
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_resnet50_for_a_kiln_backend_keeps_fused_convs():
+    caps = BackendCaps("native", kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
+    out, report = optimize(load_light("resnet50"), 2, None, caps)
+    assert report.ops_after["kiln::FusedConv"] == 49  # every Conv followed by Relu/Add+Relu
+    assert report.ops_after.get("Relu", 0) == 0 and report.ops_after.get("Add", 0) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("name", LIGHT)
+def test_light_model_o2_matches_raw(name, backend):
+    from check_light_models import RUNNERS
+    from light_models import logits, randomized
+
+    proto = logits(randomized(onnx.load(__import__("light_models").light_model_path(name))))
+    model = ir.from_proto(proto)
+    from kiln.compiler.passes.cleanup import ConstantInitializersPass
+
+    ConstantInitializersPass()(model)
+    raw = ir.to_proto(model)
+    out, _ = optimize(model, 2, None, BackendCaps(backend))
+    feeds = _feeds(out, seed=3)
+    run = RUNNERS[backend]
+    for want, got in zip(run(raw, feeds), run(ir.to_proto(out), feeds)):
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_o1_folds_but_does_not_fuse():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    inits = {"w": rand(2, 1, 1, 1), "g": rand(2), "b": rand(2), "m": rand(2),
+             "v": rand(2, positive=True)}
+    model = make_model(nodes, {"x": [1, 1, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
+    out, _ = optimize(model, 1)
+    assert ops(out) == ["Conv", "BatchNormalization"]
+    feeds = {"x": rand(1, 1, 2, 2)}
+    assert run_ort(out, feeds)[0].shape == (1, 2, 2, 2)

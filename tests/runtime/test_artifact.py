@@ -1,0 +1,221 @@
+"""The .kiln artifact: round trip, tamper and truncation detection, hostile names, versions."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kiln.errors import ArtifactError
+from kiln.runtime import artifact as art
+
+
+def _model() -> ir.Model:
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return ir.from_proto(proto)
+
+
+SIG_IN = [{"name": "x", "dtype": "float32", "shape": [2, 3]}]
+SIG_OUT = [{"name": "y", "dtype": "float32", "shape": [2, 4]}]
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    blobs = tmp_path / "blobs_src"
+    (blobs / "sub").mkdir(parents=True)
+    (blobs / "plan.bin").write_bytes(bytes(range(256)) * 8)
+    (blobs / "sub" / "weights.bin").write_bytes(b"\x01\x02" * 1000)
+    return art.save_artifact(
+        tmp_path / "m.kiln", _model(), backend="native", backend_version="0.1.0",
+        target="cpu:avx2,fma", source_sha256="ab" * 32, pipeline=["fold-constants"], level=2,
+        options={"precision": "fp32"}, inputs=SIG_IN, outputs=SIG_OUT,
+        placement={"native": 1}, blob_dir=blobs)
+
+
+def test_round_trip(saved: Path, tmp_path: Path):
+    loaded = art.load_artifact(saved, extract_to=tmp_path / "out")
+    m = loaded.manifest
+    assert m["format_version"] == {"major": art.FORMAT_MAJOR, "minor": art.FORMAT_MINOR}
+    assert m["backend"] == {"name": "native", "version": "0.1.0"}
+    assert m["target"] == "cpu:avx2,fma" and m["source"]["sha256"] == "ab" * 32
+    assert m["pipeline"] == {"level": 2, "passes": ["fold-constants"],
+                             "options": {"precision": "fp32"}}
+    assert m["inputs"] == SIG_IN and m["outputs"] == SIG_OUT and m["placement"] == {"native": 1}
+    assert set(m["members"]) == {"model.onnx", "blobs/plan.bin", "blobs/sub/weights.bin"}
+    assert (tmp_path / "out" / "plan.bin").read_bytes() == bytes(range(256)) * 8
+    assert (tmp_path / "out" / "sub" / "weights.bin").read_bytes() == b"\x01\x02" * 1000
+    x = np.ones((2, 3), np.float32)
+    want = ort.InferenceSession(ir.to_proto(_model()).SerializeToString()).run(None, {"x": x})
+    got = ort.InferenceSession(ir.to_proto(loaded.model()).SerializeToString()).run(
+        None, {"x": x})
+    np.testing.assert_array_equal(want[0], got[0])
+    assert not list(saved.parent.glob(".m.kiln.*"))  # no temporary file left behind
+
+
+def _data_span(path: Path, name: str) -> tuple[int, int]:
+    """Byte offset and length of a stored member's data inside the zip file."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    raw = path.read_bytes()
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:
+                                                   info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len, info.compress_size
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "model.onnx", "blobs/plan.bin",
+                                    "blobs/sub/weights.bin"])
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_one_flipped_byte_in_any_member_is_refused(saved: Path, member: str, where: float):
+    start, length = _data_span(saved, member)
+    raw = bytearray(saved.read_bytes())
+    raw[start + int(where * (length - 1))] ^= 0x01
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError):
+        art.load_artifact(saved)
+
+
+def test_flipped_byte_in_manifest_checksum_is_refused(saved: Path):
+    raw = bytearray(saved.read_bytes())
+    raw[-3] ^= 0x01  # inside the zip comment (the manifest's sha256)
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="checksum"):
+        art.load_artifact(saved)
+
+
+def test_a_consistent_rezip_with_edited_member_is_refused(saved: Path, tmp_path: Path):
+    # CRCs recomputed by the zip writer; only kiln's sha256 can tell
+    with zipfile.ZipFile(saved) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist()}
+        comment = zf.comment
+    files["blobs/plan.bin"] = b"evil" + files["blobs/plan.bin"][4:]
+    forged = tmp_path / "forged.kiln"
+    with zipfile.ZipFile(forged, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.comment = comment
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        art.load_artifact(forged)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 100, 0.5, 0.99])
+def test_truncated_file_is_refused(saved: Path, keep):
+    raw = saved.read_bytes()
+    cut = int(keep * len(raw)) if isinstance(keep, float) else keep
+    saved.write_bytes(raw[:cut])
+    with pytest.raises(ArtifactError):
+        art.load_artifact(saved)
+
+
+@pytest.mark.parametrize("major", [art.FORMAT_MAJOR + 1, 0])
+def test_wrong_major_version_is_refused(tmp_path: Path, major: int):
+    manifest = {"format": art.FORMAT, "format_version": {"major": major, "minor": 0},
+                "backend": {"name": "onnxruntime", "version": "1"}, "target": "cpu"}
+    path = tmp_path / "v.kiln"
+    art._pack(path, manifest, {"model.onnx": ir.to_proto(_model()).SerializeToString()})
+    with pytest.raises(ArtifactError, match=f"format {major}.0 is"):
+        art.load_artifact(path)
+
+
+def test_newer_minor_version_loads(tmp_path: Path):
+    manifest = {"format": art.FORMAT,
+                "format_version": {"major": art.FORMAT_MAJOR, "minor": art.FORMAT_MINOR + 3},
+                "backend": {"name": "onnxruntime", "version": "1"}, "target": "cpu"}
+    path = tmp_path / "v.kiln"
+    art._pack(path, manifest, {"model.onnx": ir.to_proto(_model()).SerializeToString()})
+    assert art.load_artifact(path).blob_dir is None
+
+
+def test_foreign_files_are_refused(tmp_path: Path):
+    text = tmp_path / "notes.kiln"
+    text.write_text("hello")
+    with pytest.raises(ArtifactError, match="not a readable zip"):
+        art.load_artifact(text)
+    other = tmp_path / "other.kiln"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("model.onnx", b"x")
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        art.load_artifact(other)
+    onnx_file = tmp_path / "m.onnx"
+    onnx.save(ir.to_proto(_model()), onnx_file)
+    with pytest.raises(ArtifactError):
+        art.load_artifact(onnx_file)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        art.load_artifact(tmp_path / "missing.kiln")
+
+
+@pytest.mark.parametrize("name", ["../evil.bin", "/etc/evil", "blobs/../../evil", "C:/evil",
+                                  "blobs\\..\\evil", "blobs/./x", "blobs//x"])
+def test_hostile_member_names_are_refused(saved: Path, tmp_path: Path, name: str):
+    with zipfile.ZipFile(saved) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist()}
+        comment = zf.comment
+    hostile = tmp_path / "hostile.kiln"
+    with zipfile.ZipFile(hostile, "w") as zf:
+        for n, data in files.items():
+            zf.writestr(n, data)
+        zf.writestr(zipfile.ZipInfo(name), b"evil")
+        zf.comment = comment
+    out = tmp_path / "extract"
+    with pytest.raises(ArtifactError, match="refused"):
+        art.load_artifact(hostile, extract_to=out)
+    assert not (tmp_path / "evil.bin").exists() and not out.exists()
+
+
+def test_duplicate_members_are_refused(saved: Path, tmp_path: Path):
+    with zipfile.ZipFile(saved) as zf:
+        files = [(i.filename, zf.read(i)) for i in zf.infolist()]
+        comment = zf.comment
+    dup = tmp_path / "dup.kiln"
+    with pytest.warns(UserWarning), zipfile.ZipFile(dup, "w") as zf:
+        for n, data in files + [("blobs/plan.bin", b"second")]:
+            zf.writestr(n, data)
+        zf.comment = comment
+    with pytest.raises(ArtifactError, match="appears twice"):
+        art.load_artifact(dup)
+
+
+def test_failed_write_leaves_the_old_artifact_intact(saved: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    before = saved.read_bytes()
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(art, "sha256_bytes", boom)
+    with pytest.raises(OSError, match="disk full"):
+        art.save_artifact(saved, _model(), backend="onnxruntime", backend_version="1",
+                          target="cpu", source_sha256="00")
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_blob_miss_explains_itself(saved: Path):
+    loaded = art.load_artifact(saved)
+    assert loaded.blob_miss("native", "0.1.0", "cpu:avx2,fma") is None
+    assert "built by native 0.1.0, this machine has native 0.2.0" in loaded.blob_miss(
+        "native", "0.2.0", "cpu:avx2,fma")
+    assert "built for target 'cpu:avx2,fma', not 'cpu:avx512f'" in loaded.blob_miss(
+        "native", "0.1.0", "cpu:avx512f")
+    assert "backend 'native', not 'openvino'" in loaded.blob_miss("openvino", "0.1.0",
+                                                                   "cpu:avx2,fma")
+
+
+def test_manifest_is_plain_json(saved: Path):
+    with zipfile.ZipFile(saved) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+    assert manifest["kiln_version"]
