@@ -182,6 +182,13 @@ class NativeBackend(Backend):
     def supported_precisions(self) -> Sequence[str]:
         return ("fp32",)
 
+    def caps(self) -> BackendCaps:
+        """The fused kiln ops run natively (their contracts are in this module's docstring)."""
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}),
+                           max_opset=23)
+
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
         if options.precision != "fp32":

@@ -170,7 +170,8 @@ def randomized_light_model(name: str) -> onnx.ModelProto:
     """The light model with its ConstantOfShape weights replaced by seeded random ones.
 
     The zoo's weights are constant fills, which make many outputs uniform; random weights
-    (scaled by fan-in, positive variances for BatchNormalization) exercise every kernel.
+    (1/sqrt(fan-in) scale so activations stay O(1) through residual sums, positive
+    variances for BatchNormalization) exercise every kernel.
     The input of the final Softmax is added as an output so the logits are compared too.
     """
     model = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
@@ -190,7 +191,7 @@ def randomized_light_model(name: str) -> onnx.ModelProto:
                 arr = gen.uniform(0.5, 1.5, shape)
             elif role[0] in ("Conv", "Gemm") and role[1] == 1 and len(shape) >= 2:
                 fan_in = int(np.prod(shape[1:])) if role[0] == "Conv" else min(shape)
-                arr = gen.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+                arr = gen.standard_normal(shape) * np.sqrt(1.0 / fan_in)
             else:
                 arr = gen.standard_normal(shape) * 0.1
             graph.initializer.append(
@@ -201,7 +202,10 @@ def randomized_light_model(name: str) -> onnx.ModelProto:
     graph.node.extend(keep)
     softmax = [n for n in keep if n.op_type == "Softmax"]
     if softmax:
-        graph.output.append(helper.make_empty_tensor_value_info(softmax[-1].input[0]))
+        # Softmax keeps the shape: the logits have the rank of the model's output.
+        rank = len(graph.output[0].type.tensor_type.shape.dim)
+        graph.output.append(helper.make_tensor_value_info(
+            softmax[-1].input[0], onnx.TensorProto.FLOAT, [f"d{i}" for i in range(rank)]))
     return model
 
 
@@ -227,3 +231,18 @@ def test_light_model_as_shipped_matches_onnxruntime():
     feeds = {"data_0": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
     np.testing.assert_allclose(compiled.run(feeds)["softmaxout_1"],
                                run_ort(onnx.load(path), feeds)[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_model_through_session_with_fusions(name):
+    """The O2 pipeline's kiln::FusedConv/FusedGemm run natively and still match."""
+    model = randomized_light_model(name)
+    session = kiln.Session(model, backend="native", fallback=None, threads=2)
+    assert any(n.domain == "kiln" for n in session.model.graph)
+    data = session.inputs[0]
+    feeds = {data.name: rng.standard_normal(data.shape).astype(np.float32)}
+    got = session.run(None, feeds)
+    want = run_ort(model, feeds)
+    for out, ref in zip(got, want):
+        np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
