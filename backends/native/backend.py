@@ -174,11 +174,6 @@ class NativeBackend(Backend):
     def refusal(self, node: ir.Node) -> str | None:
         return support.refusal(node)
 
-    def caps(self) -> BackendCaps:
-        from kiln.compiler.capabilities import BackendCaps
-
-        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
-
     def supported_precisions(self) -> Sequence[str]:
         return ("fp32",)
 
