@@ -16,7 +16,8 @@ def _c(v: float) -> np.ndarray:
 
 
 ERF_DIV = ([helper.make_node("Div", ["x", "k"], ["s"]), helper.make_node("Erf", ["s"], ["e"]),
-            helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", ["x", "p"], ["m"]),
+            helper.make_node("Add", ["e", "one"], ["p"]),
+            helper.make_node("Mul", ["x", "p"], ["m"]),
             helper.make_node("Mul", ["m", "half"], ["y"])], {"k": _c(math.sqrt(2))})
 ERF_MUL_HALF_FIRST = ([helper.make_node("Mul", ["k", "x"], ["s"]),
                        helper.make_node("Erf", ["s"], ["e"]),
