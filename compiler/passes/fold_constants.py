@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx_ir as ir
-from kiln.compiler.report import op_histogram
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
+
+from kiln.compiler.report import op_histogram
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
 MAX_FOLDED_ELEMENTS = 1 << 26

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.compiler.passes._util import const, is_onnx, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule, RulePass
 

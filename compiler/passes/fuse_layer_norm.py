@@ -12,8 +12,9 @@ epsilon that is not a constant scalar.
 
 from __future__ import annotations
 
-from kiln.compiler.passes.rule import OnnxscriptRulesPass
 from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
+
+from kiln.compiler.passes.rule import OnnxscriptRulesPass
 
 # ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization(x, scale)
 # LayerNormalization(x, scale) + bias            -> LayerNormalization(x, scale, bias)

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 
 import onnx_ir as ir
-from kiln.compiler.passes._util import opset
 from onnxscript import version_converter
+
+from kiln.compiler.passes._util import opset
 
 
 def looks_like_transformer(model: ir.Model) -> bool:

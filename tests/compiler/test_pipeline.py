@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from conftest import load_light, make_model, ops, rand, run_ort
+from compiler_cases import load_light, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.pipeline import LEVELS, build_pipeline, optimize
-from onnx import helper
 
 LIGHT = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
          "shufflenet", "squeezenet", "vgg19", "zfnet512")

@@ -12,10 +12,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from kiln.runtime import artifact as art
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.errors import ArtifactError
+from kiln.runtime import artifact as art
 
 
 def _model() -> ir.Model:

@@ -1,7 +1,11 @@
 #include "cpu.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
 
 #if KILN_HAS_X86
 #include <cpuid.h>
@@ -50,6 +54,60 @@ Isa detect_best() {
   return Isa::generic;
 }
 
+// Reads /sys/devices/system/cpu/cpu0/cache/index<i>/{level,type,size}; 0 when absent.
+size_t sysfs_cache(int want_level, bool want_data) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    auto read = [&](const char* leaf, char* buf, size_t len) {
+      FILE* f = std::fopen((dir + leaf).c_str(), "r");
+      if (!f) return false;
+      const bool ok = std::fgets(buf, static_cast<int>(len), f) != nullptr;
+      std::fclose(f);
+      return ok;
+    };
+    char level[16], type[32], size[32];
+    if (!read("level", level, sizeof level) || !read("type", type, sizeof type) ||
+        !read("size", size, sizeof size))
+      continue;
+    if (std::atoi(level) != want_level) continue;
+    const bool is_instr = std::strncmp(type, "Instruction", 11) == 0;
+    if (want_data == is_instr) continue;
+    char* end = nullptr;
+    size_t bytes = std::strtoul(size, &end, 10);
+    if (end && (*end == 'K' || *end == 'k')) bytes *= 1024;
+    if (end && (*end == 'M' || *end == 'm')) bytes *= 1024 * 1024;
+    return bytes;
+  }
+  return 0;
+}
+
+CacheSizes detect_caches() {
+  CacheSizes c;
+  if (size_t v = sysfs_cache(1, true)) c.l1d = v;
+  if (size_t v = sysfs_cache(2, true)) c.l2 = v;
+  if (size_t v = sysfs_cache(3, true)) c.l3 = v;
+#if KILN_HAS_X86
+  if (sysfs_cache(1, true) == 0) {
+    // CPUID deterministic cache parameters: leaf 4 (Intel) or 0x8000001D (AMD).
+    unsigned a, b, cc, d;
+    const unsigned leaf = __get_cpuid_max(0x80000000u, nullptr) >= 0x8000001Du ? 0x8000001Du : 4u;
+    for (unsigned i = 0; i < 8; ++i) {
+      __cpuid_count(leaf, i, a, b, cc, d);
+      const unsigned type = a & 0x1f;
+      if (type == 0) break;
+      if (type == 2) continue;  // instruction cache
+      const size_t bytes = size_t((b >> 22) + 1) * (((b >> 12) & 0x3ff) + 1) *
+                           ((b & 0xfff) + 1) * (size_t(cc) + 1);
+      const unsigned level = (a >> 5) & 7;
+      if (level == 1) c.l1d = bytes;
+      if (level == 2) c.l2 = bytes;
+      if (level == 3) c.l3 = bytes;
+    }
+  }
+#endif
+  return c;
+}
+
 std::atomic<int> g_cap{static_cast<int>(Isa::avx512)};
 
 }  // namespace
@@ -73,6 +131,11 @@ Isa active_isa() {
 Isa set_isa_cap(Isa cap) {
   g_cap.store(static_cast<int>(cap), std::memory_order_relaxed);
   return active_isa();
+}
+
+const CacheSizes& cache_sizes() {
+  static const CacheSizes sizes = detect_caches();
+  return sizes;
 }
 
 const char* isa_name(Isa isa) {

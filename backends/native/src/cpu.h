@@ -1,5 +1,6 @@
 // Run-time CPU feature detection; the ISA is chosen once, from CPUID.
 #pragma once
+#include <cstddef>
 #include <string>
 
 namespace kiln {
@@ -29,5 +30,14 @@ Isa active_isa();
 // Cap the ISA (never raises it above what the CPU can do); returns the ISA now active.
 Isa set_isa_cap(Isa cap);
 const char* isa_name(Isa isa);
+
+// Per-core data cache sizes in bytes, read once from sysfs (Linux) or CPUID, with
+// conservative defaults when neither answers. They size the GEMM cache blocking.
+struct CacheSizes {
+  size_t l1d = 32 * 1024;
+  size_t l2 = 1024 * 1024;
+  size_t l3 = 8 * 1024 * 1024;
+};
+const CacheSizes& cache_sizes();
 
 }  // namespace kiln

@@ -2,16 +2,23 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cpu.h"
+#include "executor.h"
 #include "kernels/ukernels.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
+
+// --- kernel test/benchmark bindings (bindings_kernels.cpp) ---
+void bind_kernels(nb::module_& m);
+// --- end kernel bindings ---
 
 namespace {
 
@@ -32,10 +39,102 @@ kiln::Isa parse_isa(const std::string& name) {
   throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2 or avx512)");
 }
 
+using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+using OutArray = nb::ndarray<nb::numpy>;
+
+kiln::DType dtype_of(const nb::dlpack::dtype& dt) {
+  using C = nb::dlpack::dtype_code;
+  const auto code = static_cast<C>(dt.code);
+  if (dt.lanes != 1) throw std::invalid_argument("vector element types are not supported");
+  if (code == C::Float && dt.bits == 32) return kiln::DType::f32;
+  if (code == C::Float && dt.bits == 64) return kiln::DType::f64;
+  if (code == C::Float && dt.bits == 16) return kiln::DType::f16;
+  if (code == C::Int && dt.bits == 64) return kiln::DType::i64;
+  if (code == C::Int && dt.bits == 32) return kiln::DType::i32;
+  if (code == C::Int && dt.bits == 8) return kiln::DType::i8;
+  if (code == C::UInt && dt.bits == 8) return kiln::DType::u8;
+  if (code == C::Bool && dt.bits == 8) return kiln::DType::boolean;
+  throw std::invalid_argument("element type not supported by the native backend");
+}
+
+nb::dlpack::dtype dlpack_of(kiln::DType t) {
+  using C = nb::dlpack::dtype_code;
+  nb::dlpack::dtype dt;
+  dt.lanes = 1;
+  switch (t) {
+    case kiln::DType::f32: dt.code = uint8_t(C::Float); dt.bits = 32; break;
+    case kiln::DType::f64: dt.code = uint8_t(C::Float); dt.bits = 64; break;
+    case kiln::DType::f16: dt.code = uint8_t(C::Float); dt.bits = 16; break;
+    case kiln::DType::i64: dt.code = uint8_t(C::Int); dt.bits = 64; break;
+    case kiln::DType::i32: dt.code = uint8_t(C::Int); dt.bits = 32; break;
+    case kiln::DType::i8: dt.code = uint8_t(C::Int); dt.bits = 8; break;
+    case kiln::DType::u8: dt.code = uint8_t(C::UInt); dt.bits = 8; break;
+    case kiln::DType::boolean: dt.code = uint8_t(C::Bool); dt.bits = 8; break;
+    default: throw std::invalid_argument("undefined element type");
+  }
+  return dt;
+}
+
+// A tensor viewing a numpy array's memory (no copy); the caller keeps the array alive.
+kiln::Tensor borrow(const AnyArray& a) {
+  kiln::Tensor t;
+  t.dtype = dtype_of(a.dtype());
+  for (size_t i = 0; i < a.ndim(); ++i) t.shape.push_back(static_cast<int64_t>(a.shape(i)));
+  t.data = const_cast<void*>(a.data());
+  return t;
+}
+
+kiln::Tensor copy_of(const AnyArray& a) {
+  kiln::Tensor view = borrow(a);
+  kiln::Tensor t = kiln::make_heap_tensor(view.dtype, view.shape);
+  if (view.nbytes()) std::memcpy(t.data, view.data, view.nbytes());
+  return t;
+}
+
+// Hands a tensor's buffer to numpy without a copy; the capsule keeps it alive.
+OutArray to_numpy(const kiln::Tensor& t) {
+  auto* keep = new std::shared_ptr<void>(t.owner);
+  nb::capsule owner(keep, [](void* p) noexcept { delete static_cast<std::shared_ptr<void>*>(p); });
+  std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+  return OutArray(t.data, shape.size(), shape.data(), owner, nullptr, dlpack_of(t.dtype));
+}
+
+kiln::Attr to_attr(const std::string& key, nb::handle v) {
+  kiln::Attr a;
+  if (nb::isinstance<nb::bool_>(v) || nb::isinstance<nb::int_>(v)) {
+    a.kind = kiln::Attr::Kind::i;
+    a.i = nb::cast<int64_t>(v);
+  } else if (nb::isinstance<nb::float_>(v)) {
+    a.kind = kiln::Attr::Kind::f;
+    a.f = nb::cast<double>(v);
+  } else if (nb::isinstance<nb::str>(v)) {
+    a.kind = kiln::Attr::Kind::s;
+    a.s = nb::cast<std::string>(v);
+  } else if (nb::isinstance<nb::list>(v) || nb::isinstance<nb::tuple>(v)) {
+    bool any_float = false;
+    for (nb::handle item : v) any_float = any_float || nb::isinstance<nb::float_>(item);
+    if (any_float) {
+      a.kind = kiln::Attr::Kind::floats;
+      for (nb::handle item : v) a.floats.push_back(nb::cast<double>(item));
+    } else {
+      a.kind = kiln::Attr::Kind::ints;
+      for (nb::handle item : v) a.ints.push_back(nb::cast<int64_t>(item));
+    }
+  } else {
+    AnyArray arr;
+    if (!nb::try_cast(v, arr))
+      throw std::invalid_argument("attribute '" + key + "' has an unsupported Python type");
+    a.kind = kiln::Attr::Kind::tensor;
+    a.t = copy_of(arr);
+  }
+  return a;
+}
+
 }  // namespace
 
 NB_MODULE(_native, m) {
   m.doc() = "kiln native kernels and executor";
+  bind_kernels(m);  // kernel test/benchmark bindings: the submodule _native.kernels
 
   m.def("best_isa", [] { return std::string(kiln::isa_name(kiln::best_isa())); },
         "Best ISA this CPU and OS support.");
@@ -58,6 +157,56 @@ NB_MODULE(_native, m) {
     d["amx"] = f.amx_tile;
     return d;
   }, "CPU features as CPUID and XCR0 report them.");
+
+  nb::exception<kiln::NodeError>(m, "NodeError", PyExc_RuntimeError);
+  nb::exception<kiln::LimitError>(m, "LimitError", PyExc_MemoryError);
+
+  m.def("registered_ops", &kiln::registered_ops,
+        "Every (domain::op) the executor has a kernel for.");
+
+  nb::class_<kiln::Plan>(m, "Plan", "A lowered model: kernels, constants and a memory plan.")
+      .def(nb::init<int>(), "n_values"_a)
+      .def("set_threads", &kiln::Plan::set_threads, "threads"_a)
+      .def("set_limit_bytes", &kiln::Plan::set_limit_bytes, "bytes"_a)
+      .def("add_constant", [](kiln::Plan& p, int id, AnyArray value) {
+        p.add_constant(id, copy_of(value));
+      }, "id"_a, "value"_a, "Copies a constant (weights) into the plan once.")
+      .def("add_node", [](kiln::Plan& p, const std::string& name, const std::string& domain,
+                          const std::string& op, int opset, std::vector<int> inputs,
+                          std::vector<int> outputs, nb::dict attrs) {
+        kiln::NodeDesc node;
+        node.name = name;
+        node.domain = domain;
+        node.op = op;
+        node.opset = opset;
+        node.inputs = std::move(inputs);
+        node.outputs = std::move(outputs);
+        for (auto [k, v] : attrs) {
+          std::string key = nb::cast<std::string>(k);
+          node.attrs[key] = to_attr(key, v);
+        }
+        p.add_node(std::move(node));
+      }, "name"_a, "domain"_a, "op"_a, "opset"_a, "inputs"_a, "outputs"_a, "attrs"_a,
+         "Appends a node; its kernel is built (and constant weights packed) now.")
+      .def("set_memory", &kiln::Plan::set_memory, "offsets"_a, "planned_bytes"_a,
+           "arena_bytes"_a, "frees"_a)
+      .def("set_io", &kiln::Plan::set_io, "inputs"_a, "outputs"_a)
+      .def_prop_ro("n_nodes", &kiln::Plan::n_nodes)
+      .def_prop_ro("arena_bytes", &kiln::Plan::arena_bytes)
+      .def_prop_ro("threads", &kiln::Plan::threads)
+      .def("run", [](const kiln::Plan& p, std::vector<AnyArray> feeds) {
+        std::vector<kiln::Tensor> inputs;
+        inputs.reserve(feeds.size());
+        for (const AnyArray& a : feeds) inputs.push_back(borrow(a));
+        std::vector<kiln::Tensor> outputs;
+        {
+          nb::gil_scoped_release release;
+          outputs = p.run(inputs);
+        }
+        nb::list result;
+        for (const kiln::Tensor& t : outputs) result.append(to_numpy(t));
+        return result;
+      }, "feeds"_a, "Runs the plan on C-contiguous arrays (borrowed, not copied).");
 
   m.def("relu", [](F32Array x) {
     auto y = new_like(x);

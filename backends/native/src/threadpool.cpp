@@ -2,7 +2,19 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KILN_PAUSE() _mm_pause()
+#else
+#define KILN_PAUSE() std::this_thread::yield()
+#endif
+
 namespace kiln {
+
+namespace {
+// Spin iterations (a pause each, tens of cycles) before blocking: on the order of 20-50 us.
+constexpr int kSpin = 2000;
+}  // namespace
 
 ThreadPool::ThreadPool(size_t threads) {
   if (threads == 0) threads = std::max<size_t>(1, std::thread::hardware_concurrency());
@@ -21,21 +33,25 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(size_t index) {
   size_t seen = 0;
   for (;;) {
+    for (int i = 0; i < kSpin && generation_.load(std::memory_order_acquire) == seen &&
+                    !stop_.load(std::memory_order_relaxed);
+         ++i)
+      KILN_PAUSE();
     const std::function<void(size_t, size_t)>* task;
     size_t begin, end;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
       if (stop_) return;
-      seen = generation_;
+      seen = generation_.load();
       task = task_;
       begin = std::min(task_n_, index * task_chunk_);
       end = std::min(task_n_, begin + task_chunk_);
     }
     if (begin < end) (*task)(begin, end);
-    {
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }
@@ -56,13 +72,16 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     task_ = &fn;
     task_n_ = n;
     task_chunk_ = chunk;
-    pending_ = workers_.size();
-    ++generation_;
+    pending_.store(workers_.size(), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   fn(0, std::min(n, chunk));
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  for (int i = 0; i < kSpin && pending_.load(std::memory_order_acquire) != 0; ++i) KILN_PAUSE();
+  if (pending_.load(std::memory_order_acquire) != 0) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_.load() == 0; });
+  }
   task_ = nullptr;
 }
 

@@ -1,7 +1,9 @@
 // A small fork-join thread pool: parallel_for splits [0, n) across the workers and the
-// calling thread, then waits. Workers sleep on a condition variable between calls (no
-// spinning), so a pool never steals the second core from another engine between runs.
+// calling thread, then waits. Between calls the workers spin for a few microseconds (a
+// network's next layer usually follows at once), then sleep on a condition variable, so a
+// pool never holds the second core away from another engine between runs.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -22,7 +24,8 @@ class ThreadPool {
   size_t size() const { return workers_.size() + 1; }
 
   // Calls fn(begin, end) on disjoint chunks covering [0, n); chunks are at least `grain`.
-  // Safe to call from several threads: calls are serialized.
+  // Safe to call from several threads: calls are serialized. Must not be called from
+  // inside fn (no nesting).
   void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
  private:
@@ -36,9 +39,9 @@ class ThreadPool {
   const std::function<void(size_t, size_t)>* task_ = nullptr;
   size_t task_n_ = 0;
   size_t task_chunk_ = 0;
-  size_t generation_ = 0;
-  size_t pending_ = 0;
-  bool stop_ = false;
+  std::atomic<size_t> generation_{0};
+  std::atomic<size_t> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace kiln

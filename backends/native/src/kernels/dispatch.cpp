@@ -1,26 +1,76 @@
+// Run-time kernel selection, generated from ukernels.inc: each selector includes the list
+// with only its own family's macro expanding to a match.
 #include "kernels/ukernels.h"
 
 namespace kiln {
 
-f32_vunary_fn select_f32_vrelu() {
-#if KILN_HAS_X86
-  switch (active_isa()) {
-    case Isa::avx512: return kiln_f32_vrelu_ukernel__avx512_x32;
-    case Isa::avx2: return kiln_f32_vrelu_ukernel__avx2_x16;
-    default: break;
+#define KILN_UKERNEL(kind, name, isa_) KILN_SELECT_##kind(name, isa_)
+#define KILN_SELECT_vunary(name, isa_)
+#define KILN_SELECT_vbinary(name, isa_)
+#define KILN_SELECT_vact(name, isa_)
+#define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
+#define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_FMA_PROBE(name, isa_)
+#define KILN_MATCH(name, isa_) \
+  if (isa == Isa::isa_) return name;
+
+const GemmKernel& gemm_kernel(Isa isa) {
+#undef KILN_GEMM_UKERNEL
+#define KILN_GEMM_UKERNEL(name, isa_, mr, nr)                      \
+  if (isa == Isa::isa_) {                                          \
+    static const GemmKernel k{Isa::isa_, mr, nr, name, #name};     \
+    return k;                                                      \
   }
-#endif
+#include "kernels/ukernels.inc"
+#undef KILN_GEMM_UKERNEL
+#define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
+  return gemm_kernel(Isa::generic);
+}
+
+f32_vact_fn select_f32_vact(Isa isa) {
+#undef KILN_SELECT_vact
+#define KILN_SELECT_vact(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vact
+#define KILN_SELECT_vact(name, isa_)
+  return kiln_f32_vact_ukernel__generic;
+}
+
+dwconv_plane_fn select_f32_dwconv(Isa isa) {
+#undef KILN_DWCONV_UKERNEL
+#define KILN_DWCONV_UKERNEL(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_DWCONV_UKERNEL
+#define KILN_DWCONV_UKERNEL(name, isa_)
+  return kiln_f32_dwconv_ukernel__generic;
+}
+
+f32_fma_probe_fn select_f32_fma_probe(Isa isa) {
+#undef KILN_FMA_PROBE
+#define KILN_FMA_PROBE(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_FMA_PROBE
+#define KILN_FMA_PROBE(name, isa_)
+  return nullptr;
+}
+
+f32_vunary_fn select_f32_vrelu() {
+  const Isa isa = active_isa();
+#undef KILN_SELECT_vunary
+#define KILN_SELECT_vunary(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vunary
+#define KILN_SELECT_vunary(name, isa_)
   return kiln_f32_vrelu_ukernel__generic;
 }
 
 f32_vbinary_fn select_f32_vadd() {
-#if KILN_HAS_X86
-  switch (active_isa()) {
-    case Isa::avx512: return kiln_f32_vadd_ukernel__avx512_x32;
-    case Isa::avx2: return kiln_f32_vadd_ukernel__avx2_x16;
-    default: break;
-  }
-#endif
+  const Isa isa = active_isa();
+#undef KILN_SELECT_vbinary
+#define KILN_SELECT_vbinary(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vbinary
+#define KILN_SELECT_vbinary(name, isa_)
   return kiln_f32_vadd_ukernel__generic;
 }
 

@@ -1,18 +1,23 @@
-// Reference SGEMM: plain C++, always built. The blocked SIMD kernels replace it per ISA and
-// are tested against it.
+// SGEMM: the plain reference (the oracle) and the blocked driver over the per-ISA
+// microkernels. Both operands are packed into panels (kernels/gemm_driver.h), then threads
+// take (M block x N block) tasks from a shared counter; each task walks K blocks, N panels,
+// M panels and calls the microkernel, which fuses the epilogue into its last store.
 #include "kernels/gemm.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <vector>
 
+#include "kernels/gemm_driver.h"
+#include "kernels/ukernels.h"
 #include "threadpool.h"
 
 namespace kiln {
 
-namespace {
-
-inline float activate(Activation act, float alpha, float beta, float x) {
+float activation_reference(Activation act, float alpha, float beta, float x) {
   switch (act) {
     case Activation::none: return x;
     case Activation::relu: return x > 0.0f ? x : 0.0f;
@@ -28,52 +33,26 @@ inline float activate(Activation act, float alpha, float beta, float x) {
       float y = x / 6.0f + 0.5f;
       return x * (y < 0.0f ? 0.0f : (y > 1.0f ? 1.0f : y));
     }
-    case Activation::gelu_erf: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    // 1 + erf(v) == erfc(-v) and (1 + tanh(u)) / 2 == sigmoid(2u), without the cancellation
+    // for negative x.
+    case Activation::gelu_erf: return 0.5f * x * std::erfc(-x * 0.70710678118654752f);
     case Activation::gelu_tanh:
-      return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+      return x / (1.0f + std::exp(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
     case Activation::tanh: return std::tanh(x);
   }
   return x;
 }
 
-class PackedBReference final : public PackedB {
- public:
-  PackedBReference(size_t k, size_t n) : k_(k), n_(n), data_(k * n) {}
-  size_t K() const override { return k_; }
-  size_t N() const override { return n_; }
-  size_t bytes() const override { return data_.size() * sizeof(float); }
-  float* data() { return data_.data(); }
-  const float* data() const { return data_.data(); }
-
- private:
-  size_t k_, n_;
-  std::vector<float> data_;
-};
-
-void apply_epilogue_row(const Epilogue& ep, size_t i, size_t N, float* c, size_t ldc) {
-  for (size_t j = 0; j < N; ++j) {
-    float v = c[j];
-    switch (ep.bias_kind) {
-      case BiasKind::per_row: v += ep.bias[i]; break;
-      case BiasKind::per_col: v += ep.bias[j]; break;
-      case BiasKind::full: v += ep.bias[i * ldc + j]; break;
-      case BiasKind::none: break;
-    }
-    if (ep.residual) v += ep.residual[i * ldc + j];
-    c[j] = activate(ep.act, ep.alpha, ep.beta, v);
-  }
-}
-
-}  // namespace
-
 void apply_activation(Activation act, float alpha, float beta, float* x, size_t n) {
-  if (act == Activation::none) return;
-  for (size_t i = 0; i < n; ++i) x[i] = activate(act, alpha, beta, x[i]);
+  if (act == Activation::none || n == 0) return;
+  select_f32_vact(active_isa())(n, x, act, alpha, beta);
 }
 
-void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, const float* A, size_t lda,
-           const float* B, size_t ldb, float* C, size_t ldc, const Epilogue& ep,
-           ThreadPool* pool) {
+// ---------------------------------------------------------------- reference
+
+void sgemm_reference(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, const float* A,
+                     size_t lda, const float* B, size_t ldb, float* C, size_t ldc,
+                     const Epilogue& ep, ThreadPool* pool) {
   auto rows = [&](size_t i0, size_t i1) {
     std::vector<float> acc(N);
     for (size_t i = i0; i < i1; ++i) {
@@ -87,25 +66,261 @@ void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, const float
           for (size_t j = 0; j < N; ++j) acc[j] += a * b[j];
         }
       }
+      // Values first (the residual may alias C), then the store.
+      for (size_t j = 0; j < N; ++j) acc[j] = epilogue_value(ep, ldc, i, j, acc[j]);
       std::memcpy(C + i * ldc, acc.data(), N * sizeof(float));
-      apply_epilogue_row(ep, i, N, C + i * ldc, ldc);
     }
   };
   if (pool) pool->parallel_for(M, 1, rows); else rows(0, M);
 }
 
+// ---------------------------------------------------------------- scratch and blocking
+
+void AlignedBuffer::resize(size_t n) {
+  if (n <= size_) return;
+  const size_t bytes = round_up(std::max<size_t>(n, 16) * sizeof(float), 64);
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  ptr_.reset(static_cast<float*>(p));
+  size_ = n;
+}
+
+float* gemm_scratch(ScratchSlot slot, size_t n) {
+  thread_local AlignedBuffer slots[kScratchCount];
+  slots[slot].resize(n);
+  return slots[slot].data();
+}
+
+namespace {
+std::atomic<size_t> g_kc{0}, g_mc{0}, g_nc{0};
+}
+
+void set_gemm_blocking_override(size_t kc, size_t mc, size_t nc) {
+  g_kc = kc;
+  g_mc = mc;
+  g_nc = nc;
+}
+
+GemmBlocking gemm_blocking(const GemmKernel& k) {
+  const CacheSizes& cs = cache_sizes();
+  // Measured on Zen 5 (48 KiB L1d, 1 MiB L2): long K blocks win over an L1-resident B
+  // micro-panel, because each K block costs a load + store of the C tile, and the
+  // microkernel's two B loads per step stream well from L2. So the B micro-panel
+  // (kc x nr) takes ~1/8 of L2 and the A block (mc x kc) ~1/2 of L2.
+  size_t kc = std::clamp<size_t>(cs.l2 / 8 / (k.nr * sizeof(float)) / 8 * 8, 128, 1024);
+  size_t mc = std::clamp<size_t>(cs.l2 / 2 / (kc * sizeof(float)), k.mr, 4096) / k.mr * k.mr;
+  size_t nc = round_up(4096, k.nr);
+  if (size_t v = g_kc.load()) kc = v;
+  if (size_t v = g_mc.load()) mc = round_up(v, k.mr);
+  if (size_t v = g_nc.load()) nc = round_up(v, k.nr);
+  return {kc, mc, nc};
+}
+
+// ---------------------------------------------------------------- packing
+
+void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, size_t lda,
+                   float* dst, ThreadPool* pool) {
+  const size_t panels = (M + mr - 1) / mr;
+  auto run = [&](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      float* d = dst + p * K * mr;
+      const size_t i0 = p * mr, rows = std::min(mr, M - i0);
+      if (rows < mr) std::memset(d, 0, K * mr * sizeof(float));
+      if (!trans_a) {
+        // 16 k at a time: the reads stay within `rows` cache lines, the writes are sequential.
+        const float* s = A + i0 * lda;
+        for (size_t k0 = 0; k0 < K; k0 += 16) {
+          const size_t k1 = std::min(K, k0 + 16);
+          for (size_t k = k0; k < k1; ++k)
+            for (size_t r = 0; r < rows; ++r) d[k * mr + r] = s[r * lda + k];
+        }
+      } else {
+        for (size_t k = 0; k < K; ++k)
+          std::memcpy(d + k * mr, A + k * lda + i0, rows * sizeof(float));
+      }
+    }
+  };
+  if (pool && M * K >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
+}
+
+void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
+                   float* dst, ThreadPool* pool) {
+  const size_t panels = (N + nr - 1) / nr;
+  auto run = [&](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      float* d = dst + p * K * nr;
+      const size_t j0 = p * nr, cols = std::min(nr, N - j0);
+      if (cols < nr) std::memset(d, 0, K * nr * sizeof(float));
+      if (!trans_b) {
+        for (size_t k = 0; k < K; ++k)
+          std::memcpy(d + k * nr, B + k * ldb + j0, cols * sizeof(float));
+      } else {
+        const float* s = B + j0 * ldb;
+        for (size_t k0 = 0; k0 < K; k0 += 16) {
+          const size_t k1 = std::min(K, k0 + 16);
+          for (size_t k = k0; k < k1; ++k)
+            for (size_t j = 0; j < cols; ++j) d[k * nr + j] = s[j * ldb + k];
+        }
+      }
+    }
+  };
+  if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
+}
+
+// ---------------------------------------------------------------- the tile loop
+
+namespace {
+
+bool overlaps(const float* a, size_t a_len, const float* b, size_t b_len) {
+  return a < b + b_len && b < a + a_len;
+}
+
+}  // namespace
+
+void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
+                      const float* Bp, float* C, size_t ldc, const Epilogue& ep_in,
+                      ThreadPool* pool) {
+  if (M == 0 || N == 0) return;
+  Epilogue ep = ep_in;
+  const size_t c_len = (M - 1) * ldc + N;
+  if (ep.residual && overlaps(ep.residual, c_len, C, c_len)) {
+    // C is overwritten block by block, so an aliased residual is read from a copy.
+    float* copy = gemm_scratch(kScratchResidual, c_len);
+    std::memcpy(copy, ep.residual, c_len * sizeof(float));
+    ep.residual = copy;
+  }
+  if (K == 0) {
+    for (size_t i = 0; i < M; ++i)
+      for (size_t j = 0; j < N; ++j) C[i * ldc + j] = epilogue_value(ep, ldc, i, j, 0.0f);
+    return;
+  }
+  GemmBlocking blk = gemm_blocking(kern);
+  // Equal K blocks (K = 1100 runs as 2 x 552, not 1024 + 76).
+  const size_t kblocks = (K + blk.kc - 1) / blk.kc;
+  blk.kc = round_up((K + kblocks - 1) / kblocks, 8);
+  const size_t mr = kern.mr, nr = kern.nr;
+  size_t mc = std::min(blk.mc, round_up(M, mr));
+  size_t nc = std::min(blk.nc, round_up(N, nr));
+  const size_t threads = pool ? pool->size() : 1;
+  if (threads > 1) {
+    // Enough tasks to balance the threads: split N first (keeps A blocks whole), then M.
+    auto tasks = [&] { return ((M + mc - 1) / mc) * ((N + nc - 1) / nc); };
+    while (tasks() < 4 * threads) {
+      if (nc >= 8 * nr) nc = round_up(nc / 2, nr);
+      else if (mc >= 2 * mr) mc = round_up(mc / 2, mr);
+      else break;
+    }
+  }
+  const size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
+  const size_t ntasks = mblocks * nblocks;
+
+  auto run_task = [&](size_t t) {
+    const size_t i0 = (t % mblocks) * mc, i1 = std::min(M, i0 + mc);
+    const size_t j0 = (t / mblocks) * nc, j1 = std::min(N, j0 + nc);
+    for (size_t pc = 0; pc < K; pc += blk.kc) {
+      const size_t kc = std::min(blk.kc, K - pc);
+      for (size_t j = j0; j < j1; j += nr) {
+        const float* bp = Bp + (j / nr) * K * nr + pc * nr;
+        for (size_t i = i0; i < i1; i += mr) {
+          const float* ap = Ap + (i / mr) * K * mr + pc * mr;
+          const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
+                              pc > 0, pc + kc == K, &ep};
+          kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
+        }
+      }
+    }
+  };
+  if (threads <= 1 || ntasks == 1) {
+    for (size_t t = 0; t < ntasks; ++t) run_task(t);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  pool->parallel_for(threads, 1, [&](size_t, size_t) {
+    for (size_t t = next.fetch_add(1); t < ntasks; t = next.fetch_add(1)) run_task(t);
+  });
+}
+
+// ---------------------------------------------------------------- packed operands
+
+namespace {
+
+// Converts panels of width `from` into panels of width `to` (same logical matrix).
+void repanel(const float* src, size_t from, float* dst, size_t to, size_t rows, size_t K) {
+  const size_t dst_panels = (rows + to - 1) / to;
+  std::memset(dst, 0, dst_panels * to * K * sizeof(float));
+  for (size_t r = 0; r < rows; ++r) {
+    const float* s = src + (r / from) * K * from + r % from;
+    float* d = dst + (r / to) * K * to + r % to;
+    for (size_t k = 0; k < K; ++k) d[k * to] = s[k * from];
+  }
+}
+
+}  // namespace
+
+const float* PackedAPanels::panels_for(const GemmKernel& k) const {
+  if (k.mr == mr_) return data_.data();
+  float* dst = gemm_scratch(kScratchA, round_up(m_, k.mr) * k_);
+  repanel(data_.data(), mr_, dst, k.mr, m_, k_);
+  return dst;
+}
+
+const float* PackedBPanels::panels_for(const GemmKernel& k) const {
+  if (k.nr == nr_) return data_.data();
+  float* dst = gemm_scratch(kScratchB, round_up(n_, k.nr) * k_);
+  repanel(data_.data(), nr_, dst, k.nr, n_, k_);
+  return dst;
+}
+
+// ---------------------------------------------------------------- public entry points
+
+void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, const float* A, size_t lda,
+           const float* B, size_t ldb, float* C, size_t ldc, const Epilogue& ep,
+           ThreadPool* pool) {
+  if (M == 0 || N == 0) return;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  float* ap = gemm_scratch(kScratchA, round_up(M, kern.mr) * K);
+  float* bp = gemm_scratch(kScratchB, round_up(N, kern.nr) * K);
+  pack_a_panels(kern.mr, trans_a, M, K, A, lda, ap, pool);
+  pack_b_panels(kern.nr, trans_b, K, N, B, ldb, bp, pool);
+  gemm_packed_core(kern, M, N, K, ap, bp, C, ldc, ep, pool);
+}
+
 std::unique_ptr<PackedB> pack_b(bool trans_b, size_t K, size_t N, const float* B, size_t ldb) {
-  auto packed = std::make_unique<PackedBReference>(K, N);
-  float* dst = packed->data();
-  for (size_t k = 0; k < K; ++k)
-    for (size_t j = 0; j < N; ++j) dst[k * N + j] = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  auto packed = std::make_unique<PackedBPanels>(kern.nr, K, N);
+  pack_b_panels(kern.nr, trans_b, K, N, B, ldb, packed->data(), nullptr);
   return packed;
 }
 
 void sgemm_packed(bool trans_a, size_t M, const float* A, size_t lda, const PackedB& B, float* C,
                   size_t ldc, const Epilogue& ep, ThreadPool* pool) {
-  const auto& ref = static_cast<const PackedBReference&>(B);
-  sgemm(trans_a, false, M, ref.N(), ref.K(), A, lda, ref.data(), ref.N(), C, ldc, ep, pool);
+  if (M == 0 || B.N() == 0) return;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  const auto& packed = static_cast<const PackedBPanels&>(B);
+  const float* bp = packed.panels_for(kern);
+  float* ap = gemm_scratch(kScratchA, round_up(M, kern.mr) * B.K());
+  pack_a_panels(kern.mr, trans_a, M, B.K(), A, lda, ap, pool);
+  gemm_packed_core(kern, M, B.N(), B.K(), ap, bp, C, ldc, ep, pool);
 }
+
+std::unique_ptr<PackedA> pack_a(bool trans_a, size_t M, size_t K, const float* A, size_t lda) {
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  auto packed = std::make_unique<PackedAPanels>(kern.mr, M, K);
+  pack_a_panels(kern.mr, trans_a, M, K, A, lda, packed->data(), nullptr);
+  return packed;
+}
+
+void sgemm_packed_a(const PackedA& A, bool trans_b, size_t N, const float* B, size_t ldb,
+                    float* C, size_t ldc, const Epilogue& ep, ThreadPool* pool) {
+  if (A.M() == 0 || N == 0) return;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  const auto& packed = static_cast<const PackedAPanels&>(A);
+  const float* ap = packed.panels_for(kern);
+  float* bp = gemm_scratch(kScratchB, round_up(N, kern.nr) * A.K());
+  pack_b_panels(kern.nr, trans_b, A.K(), N, B, ldb, bp, pool);
+  gemm_packed_core(kern, A.M(), N, A.K(), ap, bp, C, ldc, ep, pool);
+}
+
+const char* sgemm_kernel_name() { return gemm_kernel(active_isa()).name; }
 
 }  // namespace kiln

@@ -4,20 +4,38 @@
 #include <cstddef>
 
 #include "cpu.h"
+#include "kernels/dwconv_ukernel.h"
+#include "kernels/gemm_ukernel.h"
 
 namespace kiln {
 
 using f32_vunary_fn = void (*)(size_t n, const float* x, float* y);
 using f32_vbinary_fn = void (*)(size_t n, const float* a, const float* b, float* y);
+// In place: x[i] = act(x[i]).
+using f32_vact_fn = void (*)(size_t n, float* x, Activation act, float alpha, float beta);
+// Runs `iters` rounds of independent FMA chains; returns the flop count done.
+using f32_fma_probe_fn = double (*)(size_t iters);
 
-#define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
 #define KILN_ARGS_vunary const float* x, float* y
 #define KILN_ARGS_vbinary const float* a, const float* b, float* y
+#define KILN_ARGS_vact float* x, Activation act, float alpha, float beta
+#define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
+#define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
+  void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
+#define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
+#define KILN_FMA_PROBE(name, isa) double name(size_t iters);
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL
+#undef KILN_GEMM_UKERNEL
+#undef KILN_DWCONV_UKERNEL
+#undef KILN_FMA_PROBE
 
 // Picks the fastest variant of a kernel family for the active ISA.
 f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
+f32_vact_fn select_f32_vact(Isa isa);
+dwconv_plane_fn select_f32_dwconv(Isa isa);
+// nullptr when this build has no probe for the ISA.
+f32_fma_probe_fn select_f32_fma_probe(Isa isa);
 
 }  // namespace kiln

@@ -1,0 +1,354 @@
+"""kiln's own C++ engine behind the Backend contract.
+
+``compile`` lowers the IR once (``plan.py``): value ids, resolved attributes, constants
+(constant subgraphs evaluated here, once), a liveness-based arena plan. The plan goes to
+the ``_native`` extension in one piece; ``run`` then executes every node in C++ with the
+GIL released, on a thread pool of ``options.threads`` threads. One compiled model may be
+run from several Python threads at once (each run takes its own arena).
+
+Nodes the native kernels do not cover (``supports`` is exact: op, element types,
+attributes) run on onnxruntime when ``options.extra["fallback"] == "onnxruntime"`` (the
+default): the graph is cut into consecutive native and onnxruntime segments executed in
+order. With ``fallback=None`` compile raises ``UnsupportedError`` listing every such node.
+
+Options read from ``options.extra``: ``fallback`` ("onnxruntime" | None),
+``max_tensor_bytes`` (largest tensor a kernel may allocate, default 16 GiB),
+``fold_constants`` (evaluate constant subgraphs at compile time, default True).
+
+Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
+
+``kiln::FusedConv(X, W, [B], [residual]) -> Y``
+    Conv's inputs and attributes (auto_pad, dilations, group, kernel_shape, pads, strides),
+    float32. ``residual`` (optional 4th input) has Y's shape and is added after the bias.
+    Then ``activation`` (string attribute) is applied: one of "" (none), "Relu",
+    "LeakyRelu" (alpha = slope, default 0.01), "Clip" (alpha = min, beta = max, defaults
+    -inf/+inf), "Sigmoid", "SiLU" (x * sigmoid(x)), "HardSigmoid" (alpha 0.2, beta 0.5:
+    max(0, min(1, alpha x + beta))), "HardSwish" (x * max(0, min(1, x/6 + 1/2))), "Gelu"
+    (erf form), "GeluTanh" (tanh approximation), "Tanh". Activation parameters are the float
+    attributes ``alpha`` / ``beta`` (``activation_alpha`` / ``activation_beta`` are
+    accepted too).
+    Y = act(conv(X, W) + B + residual).
+
+``kiln::FusedGemm(A, B, [C], [residual]) -> Y``
+    Gemm's inputs and attributes (transA, transB, alpha, beta), float32:
+    Y = act(alpha * op(A) op(B) + beta * C + residual). C broadcasts to [M, N] like Gemm's;
+    ``residual`` has Y's shape. A may have rank > 2 when transA = 0 (MatMul semantics: the
+    leading dims of A are kept, B is 2-D), so a MatMul + Add (+ activation) chain fuses too.
+    ``activation`` takes the values listed for FusedConv; its parameters are the float
+    attributes ``activation_alpha`` / ``activation_beta`` (``alpha``/``beta`` are Gemm's).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx_ir as ir
+
+from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.native import support
+from kiln.backends.native.fallback import OrtSegment
+from kiln.backends.native.plan import (
+    LoweredPlan,
+    Lowering,
+    check_declared_dims,
+    contiguous,
+    inferred_sizes,
+)
+from kiln.backends.onnx_export import value_spec
+from kiln.errors import (
+    InputError,
+    KilnError,
+    ModelError,
+    ResourceError,
+    UnsupportedError,
+)
+
+if TYPE_CHECKING:
+    from kiln.compiler.capabilities import BackendCaps
+    from kiln.compiler.target import Target
+
+DEFAULT_LIMIT = 16 << 30
+
+
+def _native() -> Any:
+    from kiln.backends.native import _native as ext
+
+    return ext
+
+
+def _translate(exc: Exception, where: str) -> KilnError:
+    ext = _native()
+    if isinstance(exc, ext.LimitError):
+        return ResourceError(f"native backend{where}: {exc}")
+    if isinstance(exc, ext.NodeError):
+        return InputError(f"native backend{where}: {exc}")
+    return KilnError(f"native backend{where}: {type(exc).__name__}: {exc}")
+
+
+class NativeSegment:
+    """A run of nodes lowered to one C++ plan."""
+
+    def __init__(self, lowered: LoweredPlan, threads: int, limit: int) -> None:
+        ext = _native()
+        self.lowered = lowered
+        self.input_names = [lowered.value_names[i] for i in lowered.inputs]
+        self.output_names = [lowered.value_names[i] for i in lowered.outputs]
+        plan = ext.Plan(len(lowered.value_names))
+        plan.set_threads(threads)
+        plan.set_limit_bytes(limit)
+        for vid, arr in lowered.constants.items():
+            plan.add_constant(vid, contiguous(arr))
+        for node in lowered.nodes:
+            try:
+                plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
+                              node.outputs, node.attrs)
+            except ext.NodeError as exc:
+                raise ModelError(f"native backend: {exc}") from exc
+        mem = lowered.memory
+        plan.set_memory(mem.offsets, mem.planned_bytes, mem.arena_bytes, mem.frees)
+        plan.set_io(lowered.inputs, lowered.outputs)
+        self.plan = plan
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        feeds = [env[name] for name in self.input_names]
+        try:
+            results = self.plan.run(feeds)
+        except Exception as exc:  # C++ exceptions arrive as NodeError / LimitError
+            raise _translate(exc, "") from exc
+        for name, arr in zip(self.output_names, results):
+            env[name] = arr
+
+
+class NativeCompiledModel(CompiledModel):
+    """Segments run in order over a dict of named arrays."""
+
+    backend = "native"
+
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 segments: list[NativeSegment | OrtSegment], constants: dict[str, np.ndarray],
+                 report: dict[str, Any]) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.segments = segments
+        self._constants = constants
+        self.report = report
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise InputError(f"missing input '{spec.name}' (expected {spec.describe()})")
+            arr = np.asarray(feeds[spec.name])
+            if arr.dtype != spec.dtype:
+                raise InputError(f"input '{spec.name}' has element type {arr.dtype}, "
+                                 f"expected {spec.describe()}")
+            env[spec.name] = contiguous(arr)
+        for name, arr in self._constants.items():
+            env.setdefault(name, arr)
+        for segment in self.segments:
+            segment.run(env)
+        return {spec.name: env[spec.name] for spec in self.outputs}
+
+
+class NativeBackend(Backend):
+    """kiln's C++ executor; plain C++ kernels for every op, SIMD where the CPU has it."""
+
+    name = "native"
+
+    def is_available(self) -> Availability:
+        try:
+            ext = _native()
+            from kiln import __version__
+        except Exception as exc:  # never raises
+            return Availability(False, f"the _native extension does not import: {exc}. "
+                                "Rebuild with `pip install --no-build-isolation -e .`")
+        return Availability(True, f"isa={ext.isa()}", f"{__version__} ({ext.isa()})")
+
+    def supports(self, node: ir.Node) -> bool:
+        return support.refusal(node) is None
+
+    def refusal(self, node: ir.Node) -> str | None:
+        return support.refusal(node)
+
+    def caps(self) -> BackendCaps:
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
+
+    def supported_precisions(self) -> Sequence[str]:
+        return ("fp32",)
+
+    def compile(self, model: ir.Model, target: Target | None,
+                options: CompileOptions) -> CompiledModel:
+        if options.precision != "fp32":
+            raise UnsupportedError(f"native backend runs fp32 only, not {options.precision}")
+        extra = dict(options.extra)
+        fallback = extra.get("fallback", "onnxruntime")
+        if fallback not in (None, "onnxruntime"):
+            raise KilnError(f"fallback={fallback!r}: expected 'onnxruntime' or None")
+        limit = int(extra.get("max_tensor_bytes", DEFAULT_LIMIT))
+        threads = options.threads or os.cpu_count() or 1
+        graph = model.graph
+        opsets = {("" if k == "ai.onnx" else k): v for k, v in graph.opset_imports.items()}
+
+        initializers = {name: v for name, v in graph.initializers.items()}
+        real_inputs = [v for v in graph.inputs
+                       if v.name not in initializers and v.const_value is None]
+        check_declared_dims(real_inputs, limit)
+        nodes = list(graph)
+
+        # Every node the native kernels cannot run, with the reason.
+        refusals = [(n, support.refusal(n)) for n in nodes]
+        unsupported = [(n, r) for n, r in refusals if r is not None]
+        if unsupported and fallback is None:
+            listing = "; ".join(f"'{n.name or '<unnamed>'}' ({n.domain or 'ai.onnx'}::"
+                                f"{n.op_type}): {r}" for n, r in unsupported)
+            raise UnsupportedError(f"native backend cannot run {len(unsupported)} node(s) "
+                                   f"and fallback is off: {listing}")
+
+        # Consecutive runs of nodes on one engine.
+        runs: list[tuple[bool, list[ir.Node]]] = []
+        for node, reason in refusals:
+            native = reason is None
+            if runs and runs[-1][0] == native:
+                runs[-1][1].append(node)
+            else:
+                runs.append((native, [node]))
+
+        graph_outputs = {v.name for v in graph.outputs}
+        producer_run: dict[str, int] = {}
+        for k, (_, run_nodes) in enumerate(runs):
+            for n in run_nodes:
+                for o in n.outputs:
+                    if o is not None and o.name:
+                        producer_run[o.name] = k
+        consumers: dict[str, set[int]] = {}
+        for k, (_, run_nodes) in enumerate(runs):
+            for n in run_nodes:
+                for v in n.inputs:
+                    if v is not None and v.name:
+                        consumers.setdefault(v.name, set()).add(k)
+
+        lowering = Lowering(opsets, limit, inferred_sizes(model))
+        evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
+        known_consts: dict[str, np.ndarray] = {}
+        segments: list[NativeSegment | OrtSegment] = []
+        report_segments = []
+        arena = intermediates = folded = dynamic = 0
+        for k, (native, run_nodes) in enumerate(runs):
+            seg_inputs: list[ir.Value] = []
+            seen = set()
+            for n in run_nodes:
+                for v in n.inputs:
+                    if v is None or not v.name or v.name in seen:
+                        continue
+                    if producer_run.get(v.name, -1) == k:
+                        continue
+                    if v.name in initializers or v.const_value is not None:
+                        continue
+                    if v.name in known_consts:
+                        continue
+                    seen.add(v.name)
+                    seg_inputs.append(v)
+            seg_outputs: list[ir.Value] = []
+            for n in run_nodes:
+                for o in n.outputs:
+                    if o is None or not o.name:
+                        continue
+                    later = any(c > k for c in consumers.get(o.name, ()))
+                    if later or o.name in graph_outputs:
+                        seg_outputs.append(o)
+            if native:
+                try:
+                    lowered = lowering.lower(run_nodes, seg_inputs, seg_outputs, known_consts,
+                                             evaluator)
+                except KilnError:
+                    raise
+                segment = NativeSegment(lowered, threads, limit)
+                mem = lowered.memory
+                arena += mem.arena_bytes
+                intermediates += mem.intermediate_bytes
+                folded += lowered.folded
+                dynamic += mem.dynamic_values
+                # Outputs that became constants are known to later segments.
+                for vid, arr in lowered.constants.items():
+                    known_consts.setdefault(lowered.value_names[vid], arr)
+                segments.append(segment)
+                report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
+            else:
+                seg_consts = {}
+                for n in run_nodes:
+                    for v in n.inputs:
+                        if v is None or not v.name:
+                            continue
+                        if v.name in known_consts:
+                            seg_consts[v.name] = known_consts[v.name]
+                        elif v.const_value is not None and producer_run.get(v.name, -1) != k:
+                            seg_consts[v.name] = contiguous(v.const_value.numpy())
+                seg_inputs = [v for v in seg_inputs if v.name not in seg_consts]
+                segments.append(OrtSegment(run_nodes, seg_inputs, seg_outputs, seg_consts,
+                                           opsets, model.ir_version, options.threads))
+                report_segments.append({"engine": "onnxruntime", "nodes": len(run_nodes),
+                                        "ops": sorted({n.op_type for n in run_nodes})})
+
+        # Graph outputs that are plain constants (never computed by a node).
+        out_consts: dict[str, np.ndarray] = {}
+        for v in graph.outputs:
+            if v.name in producer_run:
+                continue
+            if v.name in known_consts:
+                out_consts[v.name] = known_consts[v.name]
+            elif v.const_value is not None:
+                out_consts[v.name] = contiguous(v.const_value.numpy())
+        report = {
+            "segments": report_segments,
+            "native_nodes": sum(1 for _, r in refusals if r is None),
+            "fallback_nodes": len(unsupported),
+            "folded_nodes": folded,
+            "arena_bytes": arena,
+            "intermediate_bytes": intermediates,
+            "dynamic_values": dynamic,
+            "threads": threads,
+        }
+        return NativeCompiledModel([value_spec(v) for v in real_inputs],
+                                   [value_spec(v) for v in graph.outputs], segments, out_consts,
+                                   report)
+
+
+class _Evaluator:
+    """Runs one node on constant inputs with the native kernels (compile-time folding)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+
+    def __call__(self, node: ir.Node, attrs: dict[str, Any],
+                 inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray] | None:
+        if support.refusal(node) is not None:
+            return None
+        ext = _native()
+        n_in = len(inputs)
+        n_out = len(node.outputs)
+        plan = ext.Plan(n_in + n_out)
+        plan.set_limit_bytes(self.limit)
+        for i, arr in enumerate(inputs):
+            if arr is not None:
+                plan.add_constant(i, contiguous(arr))
+        in_ids = [-1 if arr is None else i for i, arr in enumerate(inputs)]
+        out_ids = [n_in + k for k in range(n_out)]
+        where = f" (compile-time evaluation of node '{node.name}')"
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        try:
+            plan.add_node(node.name or "", domain, node.op_type, opset, in_ids, out_ids, attrs)
+            plan.set_memory([-1] * (n_in + n_out), [0] * (n_in + n_out), 0, [[]])
+            plan.set_io([], out_ids)
+            return list(plan.run([]))
+        except (ext.NodeError, ext.LimitError) as exc:
+            err = _translate(exc, where)
+            if isinstance(err, ResourceError):
+                raise err from exc
+            raise ModelError(str(err)) from exc

@@ -1,0 +1,387 @@
+#include "executor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "threadpool.h"
+
+namespace kiln {
+
+// ---- tensors ----------------------------------------------------------------------------
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::u8: return 1;
+    case DType::i8: return 1;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+    case DType::boolean: return 1;
+    case DType::f16: return 2;
+    case DType::f64: return 8;
+    case DType::undefined: return 0;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::u8: return "uint8";
+    case DType::i8: return "int8";
+    case DType::i32: return "int32";
+    case DType::i64: return "int64";
+    case DType::boolean: return "bool";
+    case DType::f16: return "float16";
+    case DType::f64: return "float64";
+    case DType::undefined: return "undefined";
+  }
+  return "undefined";
+}
+
+bool dtype_known(int code) {
+  switch (code) {
+    case 1: case 2: case 3: case 6: case 7: case 9: case 10: case 11: return true;
+    default: return false;
+  }
+}
+
+std::string shape_str(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(s[i]);
+  }
+  return out + "]";
+}
+
+size_t checked_numel(const Shape& s, size_t limit, const std::string& what) {
+  size_t n = 1;
+  for (int64_t d : s) {
+    if (d < 0) throw NodeError(what + ": negative dimension in shape " + shape_str(s));
+    if (d == 0) return 0;
+  }
+  for (int64_t d : s) {
+    if (static_cast<uint64_t>(d) > limit || n > limit / static_cast<size_t>(d))
+      throw LimitError(what + ": shape " + shape_str(s) + " exceeds the limit of " +
+                       std::to_string(limit) + " elements");
+    n *= static_cast<size_t>(d);
+  }
+  return n;
+}
+
+std::vector<size_t> strides_of(const Shape& s) {
+  std::vector<size_t> st(s.size());
+  size_t acc = 1;
+  for (size_t i = s.size(); i-- > 0;) {
+    st[i] = acc;
+    acc *= static_cast<size_t>(s[i]);
+  }
+  return st;
+}
+
+Tensor make_heap_tensor(DType dtype, const Shape& shape) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = shape;
+  size_t bytes = std::max<size_t>(t.nbytes(), 1);
+  // 64-byte aligned so SIMD kernels can use aligned loads on fresh buffers.
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw LimitError("out of memory allocating " + std::to_string(bytes) + " bytes");
+  t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  t.data = p;
+  return t;
+}
+
+// ---- nodes and attributes ---------------------------------------------------------------
+
+void NodeDesc::fail(const std::string& msg) const {
+  std::string where = name.empty() ? "<unnamed>" : name;
+  throw NodeError("node '" + where + "' (" + (domain.empty() ? "" : domain + "::") + op +
+                  "): " + msg);
+}
+
+int64_t NodeDesc::attr_i(const std::string& key, int64_t dflt) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return dflt;
+  if (it->second.kind != Attr::Kind::i) fail("attribute '" + key + "' must be an int");
+  return it->second.i;
+}
+
+float NodeDesc::attr_f(const std::string& key, float dflt) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return dflt;
+  if (it->second.kind == Attr::Kind::i) return static_cast<float>(it->second.i);
+  if (it->second.kind != Attr::Kind::f) fail("attribute '" + key + "' must be a float");
+  return static_cast<float>(it->second.f);
+}
+
+std::string NodeDesc::attr_s(const std::string& key, const std::string& dflt) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return dflt;
+  if (it->second.kind != Attr::Kind::s) fail("attribute '" + key + "' must be a string");
+  return it->second.s;
+}
+
+std::vector<int64_t> NodeDesc::attr_ints(const std::string& key,
+                                         const std::vector<int64_t>& dflt) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return dflt;
+  if (it->second.kind == Attr::Kind::i) return {it->second.i};
+  if (it->second.kind != Attr::Kind::ints) fail("attribute '" + key + "' must be ints");
+  return it->second.ints;
+}
+
+std::vector<float> NodeDesc::attr_floats(const std::string& key,
+                                         const std::vector<float>& dflt) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return dflt;
+  if (it->second.kind != Attr::Kind::floats) fail("attribute '" + key + "' must be floats");
+  return std::vector<float>(it->second.floats.begin(), it->second.floats.end());
+}
+
+const Tensor* NodeDesc::attr_tensor(const std::string& key) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return nullptr;
+  if (it->second.kind != Attr::Kind::tensor) fail("attribute '" + key + "' must be a tensor");
+  return &it->second.t;
+}
+
+// ---- registry ---------------------------------------------------------------------------
+
+namespace {
+std::map<std::string, KernelFactory>& registry() {
+  static std::map<std::string, KernelFactory> r;
+  return r;
+}
+std::string key_of(const std::string& domain, const std::string& op) {
+  return (domain == "ai.onnx" ? std::string() : domain) + "::" + op;
+}
+}  // namespace
+
+bool register_op(const std::string& domain, const std::string& op, KernelFactory factory) {
+  registry()[key_of(domain, op)] = std::move(factory);
+  return true;
+}
+
+bool op_registered(const std::string& domain, const std::string& op) {
+  return registry().count(key_of(domain, op)) != 0;
+}
+
+std::vector<std::string> registered_ops() {
+  std::vector<std::string> out;
+  for (auto& kv : registry()) out.push_back(kv.first);
+  return out;
+}
+
+KernelFactory simple_kernel(std::function<void(OpContext&)> fn) {
+  return [fn](const NodeDesc&, const BuildContext&) {
+    return std::unique_ptr<Kernel>(new FnKernel(fn));
+  };
+}
+
+const Tensor* BuildContext::constant(const NodeDesc& node, size_t i) const {
+  if (i >= node.inputs.size() || node.inputs[i] < 0) return nullptr;
+  return consts_[node.inputs[i]];
+}
+
+// ---- run-time context -------------------------------------------------------------------
+
+const Tensor* OpContext::input(size_t i) const {
+  if (i >= node.inputs.size() || node.inputs[i] < 0) return nullptr;
+  const Tensor& t = state_.values[node.inputs[i]];
+  if (t.dtype == DType::undefined) node.fail("input " + std::to_string(i) + " was not computed");
+  return &t;
+}
+
+const Tensor& OpContext::in(size_t i) const {
+  const Tensor* t = input(i);
+  if (!t) node.fail("required input " + std::to_string(i) + " is missing");
+  return *t;
+}
+
+Tensor& OpContext::output(size_t i, DType dtype, const Shape& shape) {
+  if (i >= node.outputs.size() || node.outputs[i] < 0) {
+    // The graph does not use this output: give the kernel a scratch slot anyway.
+    static thread_local Tensor scratch;
+    scratch = make_heap_tensor(dtype, shape);
+    return scratch;
+  }
+  return state_.allocate(node.outputs[i], dtype, shape, node);
+}
+
+Tensor& RunState::allocate(int id, DType dtype, const Shape& shape, const NodeDesc& node) {
+  const size_t esize = dtype_size(dtype);
+  if (esize == 0) node.fail("cannot allocate an output of undefined type");
+  size_t n;
+  try {
+    n = checked_numel(shape, plan.limit_bytes_ / esize, "output");
+  } catch (const NodeError& e) {
+    node.fail(e.what());
+  } catch (const LimitError& e) {
+    std::string where = node.name.empty() ? "<unnamed>" : node.name;
+    throw LimitError("node '" + where + "' (" + node.op + "): " + e.what());
+  }
+  Tensor& t = values[id];
+  const size_t bytes = n * esize;
+  if (!plan.is_output_[id] && plan.offsets_[id] >= 0 && arena &&
+      bytes <= static_cast<size_t>(plan.planned_bytes_[id])) {
+    t.dtype = dtype;
+    t.shape = shape;
+    t.owner.reset();
+    t.data = arena + plan.offsets_[id];
+  } else {
+    t = make_heap_tensor(dtype, shape);
+  }
+  return t;
+}
+
+// ---- plan -------------------------------------------------------------------------------
+
+Plan::Plan(int n_values) : n_values_(n_values) {
+  if (n_values < 0) throw std::invalid_argument("negative value count");
+  constants_.resize(n_values);
+  const_ptrs_.assign(n_values, nullptr);
+  offsets_.assign(n_values, -1);
+  planned_bytes_.assign(n_values, 0);
+  is_output_.assign(n_values, false);
+  pool_ = std::make_unique<ThreadPool>(1);
+}
+
+Plan::~Plan() = default;
+
+void Plan::set_threads(size_t threads) { pool_ = std::make_unique<ThreadPool>(threads); }
+
+size_t Plan::threads() const { return pool_->size(); }
+
+void Plan::add_constant(int id, Tensor t) {
+  if (id < 0 || id >= n_values_) throw std::invalid_argument("constant id out of range");
+  constants_[id] = std::move(t);
+  const_ptrs_[id] = &constants_[id];
+}
+
+void Plan::add_node(NodeDesc node) {
+  for (int v : node.inputs)
+    if (v >= n_values_ || v < -1) node.fail("input value id out of range");
+  for (int v : node.outputs)
+    if (v >= n_values_ || v < -1) node.fail("output value id out of range");
+  auto it = registry().find(key_of(node.domain, node.op));
+  if (it == registry().end()) node.fail("operator not implemented by the native backend");
+  BuildContext bc(const_ptrs_);
+  kernels_.push_back(it->second(node, bc));
+  nodes_.push_back(std::move(node));
+}
+
+void Plan::set_memory(std::vector<int64_t> offsets, std::vector<int64_t> planned_bytes,
+                      size_t arena_bytes, std::vector<std::vector<int>> frees) {
+  if (offsets.size() != static_cast<size_t>(n_values_) ||
+      planned_bytes.size() != static_cast<size_t>(n_values_))
+    throw std::invalid_argument("memory plan size does not match the value count");
+  for (int i = 0; i < n_values_; ++i) {
+    if (offsets[i] < 0) continue;
+    if (planned_bytes[i] < 0 ||
+        static_cast<size_t>(offsets[i]) + static_cast<size_t>(planned_bytes[i]) > arena_bytes)
+      throw std::invalid_argument("memory plan places a value outside the arena");
+  }
+  for (auto& f : frees)
+    for (int v : f)
+      if (v < 0 || v >= n_values_) throw std::invalid_argument("free list id out of range");
+  offsets_ = std::move(offsets);
+  planned_bytes_ = std::move(planned_bytes);
+  arena_bytes_ = arena_bytes;
+  frees_ = std::move(frees);
+}
+
+void Plan::set_io(std::vector<int> inputs, std::vector<int> outputs) {
+  for (int v : inputs)
+    if (v < 0 || v >= n_values_) throw std::invalid_argument("input id out of range");
+  for (int v : outputs)
+    if (v < 0 || v >= n_values_) throw std::invalid_argument("output id out of range");
+  inputs_ = std::move(inputs);
+  outputs_ = std::move(outputs);
+  is_output_.assign(n_values_, false);
+  for (int v : outputs_) is_output_[v] = true;
+}
+
+std::unique_ptr<uint8_t[]> Plan::take_arena() const {
+  if (arena_bytes_ == 0) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(arena_mutex_);
+    if (!free_arenas_.empty()) {
+      auto a = std::move(free_arenas_.back());
+      free_arenas_.pop_back();
+      return a;
+    }
+  }
+  return std::unique_ptr<uint8_t[]>(new uint8_t[arena_bytes_ + 64]);
+}
+
+void Plan::give_arena(std::unique_ptr<uint8_t[]> arena) const {
+  if (!arena) return;
+  std::lock_guard<std::mutex> lock(arena_mutex_);
+  if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(arena));
+}
+
+std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
+  if (inputs.size() != inputs_.size())
+    throw NodeError("expected " + std::to_string(inputs_.size()) + " inputs, got " +
+                    std::to_string(inputs.size()));
+  std::unique_ptr<uint8_t[]> arena_owner = take_arena();
+  // Align the arena base to 64 bytes; planned offsets are multiples of 64.
+  uint8_t* base = arena_owner.get();
+  if (base) {
+    uintptr_t p = reinterpret_cast<uintptr_t>(base);
+    base += (64 - p % 64) % 64;
+  }
+  struct ArenaReturn {
+    const Plan& plan;
+    std::unique_ptr<uint8_t[]>& arena;
+    ~ArenaReturn() { plan.give_arena(std::move(arena)); }
+  } arena_return{*this, arena_owner};
+
+  RunState state(*this, base);
+  for (int id = 0; id < n_values_; ++id)
+    if (const_ptrs_[id]) {
+      state.values[id] = *const_ptrs_[id];
+    }
+  for (size_t i = 0; i < inputs.size(); ++i) state.values[inputs_[i]] = inputs[i];
+
+  for (size_t k = 0; k < nodes_.size(); ++k) {
+    OpContext ctx(nodes_[k], state, pool_.get());
+    kernels_[k]->run(ctx);
+    for (int out : nodes_[k].outputs)
+      if (out >= 0 && state.values[out].dtype == DType::undefined)
+        nodes_[k].fail("kernel produced no value for an output");
+    if (k < frees_.size())
+      for (int v : frees_[k]) {
+        if (is_output_[v]) continue;
+        state.values[v] = Tensor();
+      }
+  }
+  std::vector<Tensor> result;
+  result.reserve(outputs_.size());
+  for (int v : outputs_) {
+    Tensor t = state.values[v];
+    if (t.dtype == DType::undefined) throw NodeError("graph output was never computed");
+    if (!t.owner || t.owner.use_count() < 0) {
+      // Borrowed memory (a constant, an input or the arena): copy into a fresh buffer.
+      Tensor copy = make_heap_tensor(t.dtype, t.shape);
+      if (t.nbytes()) std::memcpy(copy.data, t.data, t.nbytes());
+      t = copy;
+    } else {
+      bool is_const = const_ptrs_[v] != nullptr;
+      bool is_input = std::find(inputs_.begin(), inputs_.end(), v) != inputs_.end();
+      if (is_const || is_input) {
+        Tensor copy = make_heap_tensor(t.dtype, t.shape);
+        if (t.nbytes()) std::memcpy(copy.data, t.data, t.nbytes());
+        t = copy;
+      }
+    }
+    result.push_back(t);
+  }
+  return result;
+}
+
+}  // namespace kiln

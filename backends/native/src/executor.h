@@ -1,0 +1,186 @@
+// The graph executor: a flat plan of kernel calls, built once, run many times.
+//
+// Python lowers the IR to a plan (value ids, nodes with resolved attributes, constants and a
+// memory plan) and hands it over once. `Plan::run` then executes every node in C++: inputs
+// are borrowed from numpy, intermediates live in one arena whose offsets Python planned
+// from liveness (values without a static size, or larger than planned, get heap buffers),
+// and graph outputs are fresh heap buffers handed back to numpy without a copy.
+//
+// Concurrency: a Plan is immutable after `finalize`; each run takes its own arena from a
+// small free list, so several threads may run one Plan at once.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tensor.h"
+
+namespace kiln {
+
+class ThreadPool;
+
+struct Attr {
+  enum class Kind { i, f, s, ints, floats, tensor } kind = Kind::i;
+  int64_t i = 0;
+  double f = 0.0;
+  std::string s;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  Tensor t;
+};
+
+struct NodeDesc {
+  std::string name;
+  std::string domain;  // "" for ai.onnx, "kiln" for kiln's fused ops
+  std::string op;
+  int opset = 0;
+  std::vector<int> inputs;   // value ids; -1 for an omitted optional input
+  std::vector<int> outputs;  // value ids; -1 for an omitted optional output
+  std::map<std::string, Attr> attrs;
+
+  [[noreturn]] void fail(const std::string& msg) const;
+  bool has(const std::string& key) const { return attrs.count(key) != 0; }
+  int64_t attr_i(const std::string& key, int64_t dflt) const;
+  float attr_f(const std::string& key, float dflt) const;
+  std::string attr_s(const std::string& key, const std::string& dflt) const;
+  std::vector<int64_t> attr_ints(const std::string& key,
+                                 const std::vector<int64_t>& dflt = {}) const;
+  std::vector<float> attr_floats(const std::string& key,
+                                 const std::vector<float>& dflt = {}) const;
+  const Tensor* attr_tensor(const std::string& key) const;
+};
+
+class RunState;
+
+// What a kernel sees while it runs: its inputs, a way to allocate outputs, the pool.
+class OpContext {
+ public:
+  OpContext(const NodeDesc& node, RunState& state, ThreadPool* pool)
+      : node(node), pool(pool), state_(state) {}
+  const NodeDesc& node;
+  ThreadPool* pool;
+
+  size_t n_inputs() const { return node.inputs.size(); }
+  // nullptr when the optional input is absent.
+  const Tensor* input(size_t i) const;
+  // Input i, which must be present.
+  const Tensor& in(size_t i) const;
+  // Allocates output i with `shape`; dims are checked against the memory limit.
+  Tensor& output(size_t i, DType dtype, const Shape& shape);
+  bool wants_output(size_t i) const {
+    return i < node.outputs.size() && node.outputs[i] >= 0;
+  }
+  [[noreturn]] void fail(const std::string& msg) const { node.fail(msg); }
+
+ private:
+  RunState& state_;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void run(OpContext& ctx) const = 0;
+};
+
+// A kernel that is one function (attributes captured when it was built).
+class FnKernel final : public Kernel {
+ public:
+  explicit FnKernel(std::function<void(OpContext&)> fn) : fn_(std::move(fn)) {}
+  void run(OpContext& ctx) const override { fn_(ctx); }
+
+ private:
+  std::function<void(OpContext&)> fn_;
+};
+
+// What a kernel factory may look at: the node, and which inputs are plan constants.
+class BuildContext {
+ public:
+  explicit BuildContext(const std::vector<const Tensor*>& consts) : consts_(consts) {}
+  // The constant value of input i, or nullptr when it is computed at run time.
+  const Tensor* constant(const NodeDesc& node, size_t i) const;
+
+ private:
+  const std::vector<const Tensor*>& consts_;
+};
+
+using KernelFactory =
+    std::function<std::unique_ptr<Kernel>(const NodeDesc&, const BuildContext&)>;
+
+// Registers a kernel factory for (domain, op). Ops register themselves at load time.
+bool register_op(const std::string& domain, const std::string& op, KernelFactory factory);
+bool op_registered(const std::string& domain, const std::string& op);
+std::vector<std::string> registered_ops();
+
+#define KILN_CONCAT_(a, b) a##b
+#define KILN_CONCAT(a, b) KILN_CONCAT_(a, b)
+#define KILN_REGISTER_OP(domain, op, factory) \
+  static const bool KILN_CONCAT(kiln_registered_, __LINE__) = \
+      ::kiln::register_op(domain, op, factory)
+
+// Wraps a plain function of the OpContext (no build-time state) as a factory.
+KernelFactory simple_kernel(std::function<void(OpContext&)> fn);
+
+class Plan {
+ public:
+  explicit Plan(int n_values);
+  ~Plan();
+
+  void set_threads(size_t threads);
+  void set_limit_bytes(size_t bytes) { limit_bytes_ = bytes; }
+  void add_constant(int id, Tensor t);
+  // Builds the node's kernel now, so bad attributes fail at compile time.
+  void add_node(NodeDesc node);
+  // Memory plan: arena offset of each value (-1: heap), arena size, and for every node the
+  // values whose last use it is.
+  void set_memory(std::vector<int64_t> offsets, std::vector<int64_t> planned_bytes,
+                  size_t arena_bytes, std::vector<std::vector<int>> frees);
+  void set_io(std::vector<int> inputs, std::vector<int> outputs);
+
+  // Runs the plan. `inputs` borrow caller memory; the returned tensors own theirs.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+
+  size_t n_nodes() const { return nodes_.size(); }
+  size_t arena_bytes() const { return arena_bytes_; }
+  size_t threads() const;
+  size_t limit_bytes() const { return limit_bytes_; }
+
+ private:
+  friend class RunState;
+  std::unique_ptr<uint8_t[]> take_arena() const;
+  void give_arena(std::unique_ptr<uint8_t[]> arena) const;
+
+  int n_values_;
+  std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
+  std::vector<const Tensor*> const_ptrs_;
+  std::vector<NodeDesc> nodes_;
+  std::vector<std::unique_ptr<Kernel>> kernels_;
+  std::vector<int64_t> offsets_;
+  std::vector<int64_t> planned_bytes_;
+  std::vector<std::vector<int>> frees_;
+  std::vector<int> inputs_, outputs_;
+  std::vector<bool> is_output_;
+  size_t arena_bytes_ = 0;
+  size_t limit_bytes_ = size_t(16) << 30;
+  std::unique_ptr<ThreadPool> pool_;
+  mutable std::mutex arena_mutex_;
+  mutable std::vector<std::unique_ptr<uint8_t[]>> free_arenas_;
+};
+
+// Per-run state: the value table and this run's arena.
+class RunState {
+ public:
+  RunState(const Plan& plan, uint8_t* arena) : plan(plan), arena(arena) {
+    values.resize(plan.n_values_);
+  }
+  const Plan& plan;
+  uint8_t* arena;
+  std::vector<Tensor> values;
+  Tensor& allocate(int id, DType dtype, const Shape& shape, const NodeDesc& node);
+};
+
+}  // namespace kiln

@@ -1,0 +1,320 @@
+// Convolution drivers: parameter checks, algorithm choice, im2col into GEMM panels, the
+// depthwise plane loop and the reference loops.
+#include "kernels/conv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/gemm_driver.h"
+#include "kernels/ukernels.h"
+#include "threadpool.h"
+
+namespace kiln {
+
+namespace {
+
+std::atomic<size_t> g_conv_min_block{0};
+
+[[noreturn]] void bad(const std::string& what) {
+  throw std::invalid_argument("conv2d: " + what);
+}
+
+std::string dims(size_t a, size_t b) { return std::to_string(a) + "x" + std::to_string(b); }
+
+bool is_depthwise(const Conv2dParams& p) {
+  return p.groups > 1 && p.groups == p.C && p.K == p.C;
+}
+
+bool is_pointwise(const Conv2dParams& p) {
+  return p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+         p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
+}
+
+}  // namespace
+
+void set_conv_min_column_block(size_t columns) { g_conv_min_block = columns; }
+
+size_t Conv2dParams::out_h() const {
+  return (H + pad_top + pad_bottom - ((kh - 1) * dilation_h + 1)) / stride_h + 1;
+}
+
+size_t Conv2dParams::out_w() const {
+  return (W + pad_left + pad_right - ((kw - 1) * dilation_w + 1)) / stride_w + 1;
+}
+
+void Conv2dParams::validate() const {
+  if (N == 0 || C == 0 || H == 0 || W == 0)
+    bad("input shape N x C x H x W must be non-zero, got " + std::to_string(N) + "x" +
+        std::to_string(C) + "x" + dims(H, W));
+  if (K == 0) bad("output channels K must be non-zero");
+  if (kh == 0 || kw == 0) bad("kernel size must be non-zero, got " + dims(kh, kw));
+  if (stride_h == 0 || stride_w == 0) bad("strides must be >= 1, got " + dims(stride_h, stride_w));
+  if (dilation_h == 0 || dilation_w == 0)
+    bad("dilations must be >= 1, got " + dims(dilation_h, dilation_w));
+  if (groups == 0) bad("groups must be >= 1");
+  if (C % groups != 0)
+    bad("input channels " + std::to_string(C) + " are not divisible by groups " +
+        std::to_string(groups));
+  if (K % groups != 0)
+    bad("output channels " + std::to_string(K) + " are not divisible by groups " +
+        std::to_string(groups));
+  const size_t ekh = (kh - 1) * dilation_h + 1, ekw = (kw - 1) * dilation_w + 1;
+  const size_t ph = H + pad_top + pad_bottom, pw = W + pad_left + pad_right;
+  if (ekh > ph || ekw > pw)
+    bad("kernel " + dims(ekh, ekw) + " (after dilation) is larger than the padded input " +
+        dims(ph, pw));
+}
+
+const char* conv_algo_name(ConvAlgo algo) {
+  switch (algo) {
+    case ConvAlgo::automatic: return "auto";
+    case ConvAlgo::reference: return "reference";
+    case ConvAlgo::gemm_1x1: return "gemm_1x1";
+    case ConvAlgo::im2col: return "im2col";
+    case ConvAlgo::depthwise: return "depthwise";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------- reference
+
+void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,
+                      const Epilogue& ep) {
+  p.validate();
+  const size_t OH = p.out_h(), OW = p.out_w();
+  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
+  std::vector<float> out(p.N * p.K * OH * OW);
+  for (size_t n = 0; n < p.N; ++n)
+    for (size_t k = 0; k < p.K; ++k) {
+      const size_t g = k / Kg;
+      for (size_t oy = 0; oy < OH; ++oy)
+        for (size_t ox = 0; ox < OW; ++ox) {
+          float acc = 0.0f;
+          for (size_t c = 0; c < Cg; ++c)
+            for (size_t ky = 0; ky < p.kh; ++ky) {
+              const long iy = long(oy * p.stride_h + ky * p.dilation_h) - long(p.pad_top);
+              if (iy < 0 || iy >= long(p.H)) continue;
+              for (size_t kx = 0; kx < p.kw; ++kx) {
+                const long ix = long(ox * p.stride_w + kx * p.dilation_w) - long(p.pad_left);
+                if (ix < 0 || ix >= long(p.W)) continue;
+                acc += w[((k * Cg + c) * p.kh + ky) * p.kw + kx] *
+                       x[((n * p.C + g * Cg + c) * p.H + iy) * p.W + ix];
+              }
+            }
+          const size_t o = ((n * p.K + k) * OH + oy) * OW + ox;
+          if (ep.bias_kind == BiasKind::per_row) acc += ep.bias[k];
+          if (ep.residual) acc += ep.residual[o];
+          out[o] = activation_reference(ep.act, ep.alpha, ep.beta, acc);
+        }
+    }
+  std::memcpy(y, out.data(), out.size() * sizeof(float));
+}
+
+// ---------------------------------------------------------------- construction
+
+Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(p), algo_(algo) {
+  p.validate();
+  if (algo_ == ConvAlgo::automatic) {
+    algo_ = is_depthwise(p) ? ConvAlgo::depthwise
+            : is_pointwise(p) ? ConvAlgo::gemm_1x1
+                              : ConvAlgo::im2col;
+  }
+  if (algo_ == ConvAlgo::depthwise && !is_depthwise(p))
+    bad("the depthwise algorithm needs groups == C == K, got groups " + std::to_string(p.groups) +
+        ", C " + std::to_string(p.C) + ", K " + std::to_string(p.K));
+  if (algo_ == ConvAlgo::gemm_1x1 && !is_pointwise(p))
+    bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
+  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
+  const size_t kdim = Cg * p.kh * p.kw;
+  if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
+    weights_.assign(weights, weights + p.K * kdim);
+  } else {
+    for (size_t g = 0; g < p.groups; ++g)
+      packed_.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));
+  }
+}
+
+Conv2d::~Conv2d() = default;
+
+size_t Conv2d::packed_bytes() const {
+  size_t bytes = weights_.size() * sizeof(float);
+  for (const auto& a : packed_) bytes += a->bytes();
+  return bytes;
+}
+
+void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+  if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
+    bad("the bias must be per output channel (BiasKind::per_row)");
+  switch (algo_) {
+    case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
+    case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool);
+    default: return run_gemm(x, y, ep, pool);
+  }
+}
+
+// ---------------------------------------------------------------- im2col / 1x1 via GEMM
+
+namespace {
+
+// Appends `count` values to one row of B panels (width nr, panel stride `panel` floats),
+// splitting the run at panel edges; src == nullptr writes zeros, else src[i * step].
+struct PanelRowWriter {
+  float* row;  // the row's start in panel 0
+  size_t nr, panel;
+  size_t pn = 0, lane = 0;
+
+  void put(const float* src, size_t step, size_t count) {
+    while (count) {
+      const size_t take = std::min(count, nr - lane);
+      float* d = row + pn * panel + lane;
+      if (!src) {
+        std::memset(d, 0, take * sizeof(float));
+      } else if (step == 1) {
+        std::memcpy(d, src, take * sizeof(float));
+        src += take;
+      } else {
+        for (size_t i = 0; i < take; ++i) d[i] = src[i * step];
+        src += take * step;
+      }
+      count -= take;
+      lane += take;
+      if (lane == nr) {
+        lane = 0;
+        ++pn;
+      }
+    }
+  }
+};
+
+// Writes columns [j0, j1) (j0 a multiple of nr) of the patch matrix of one (n, group) input,
+// rows (c, ky, kx) x columns (oy, ox), straight into B panels of width nr
+// (kernels/gemm_driver.h); dst holds the panels of that column range only.
+void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, size_t j0,
+                   size_t j1, float* dst) {
+  const size_t OW = p.out_w(), cols = j1 - j0;
+  const size_t rows = Cg * p.kh * p.kw;
+  const size_t panel = rows * nr;
+  if (cols % nr) std::memset(dst + (cols - 1) / nr * panel, 0, panel * sizeof(float));
+  const size_t sw = p.stride_w;
+  const size_t oy0 = j0 / OW, oy1 = (j1 - 1) / OW;
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t c = r / (p.kh * p.kw), ky = (r / p.kw) % p.kh, kx = r % p.kw;
+    PanelRowWriter out{dst + r * nr, nr, panel};
+    const float* plane = x + c * p.H * p.W;
+    // Valid output columns: 0 <= ox * sw + x0 < W, with x0 = kx * dw - pad_left.
+    const long x0 = long(kx * p.dilation_w) - long(p.pad_left);
+    const size_t ox_lo = x0 >= 0 ? 0 : std::min<size_t>(OW, (size_t(-x0) + sw - 1) / sw);
+    const long span = long(p.W) - x0;  // ox * sw < span
+    const size_t ox_hi = span <= 0 ? 0 : std::min<size_t>(OW, (size_t(span) + sw - 1) / sw);
+    for (size_t oy = oy0; oy <= oy1; ++oy) {
+      // This row's output columns inside [j0, j1).
+      const size_t a = oy == oy0 ? j0 - oy * OW : 0;
+      const size_t b = oy == oy1 ? j1 - oy * OW : OW;
+      const long iy = long(oy * p.stride_h + ky * p.dilation_h) - long(p.pad_top);
+      const size_t lo = std::clamp(ox_lo, a, b), hi = std::clamp(ox_hi, lo, b);
+      if (iy < 0 || iy >= long(p.H) || hi == lo) {
+        out.put(nullptr, 0, b - a);
+        continue;
+      }
+      const float* src = plane + iy * p.W;
+      out.put(nullptr, 0, lo - a);
+      out.put(src + long(lo * sw) + x0, sw, hi - lo);
+      out.put(nullptr, 0, b - hi);
+    }
+  }
+}
+
+}  // namespace
+
+void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPool* pool) const {
+  const size_t OH = p_.out_h(), OW = p_.out_w(), cols = OH * OW;
+  const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
+  const size_t kdim = Cg * p_.kh * p_.kw;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  const size_t y_len = p_.N * p_.K * cols;
+  Epilogue ep = ep_in;
+  if (ep.residual && ep.residual < y + y_len && y < ep.residual + y_len) {
+    // y is written block by block (and over several K blocks): read an aliased residual
+    // from a copy.
+    float* copy = gemm_scratch(kScratchResidual, y_len);
+    std::memcpy(copy, ep.residual, y_len * sizeof(float));
+    ep.residual = copy;
+  }
+  // Column blocks whose B panels (kdim x nb) fit in half of L2, built right before use.
+  // Each extra block re-reads the weights (Kg x kdim) while blocking saves a round trip of
+  // the patch matrix (kdim x cols) through L3: worth it while nb > Kg / 2.
+  size_t nb = cache_sizes().l2 / 2 / (kdim * sizeof(float)) / kern.nr * kern.nr;
+  nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
+  nb = std::min(round_up(nb, kern.nr), round_up(cols, kern.nr));
+  const size_t blocks = (cols + nb - 1) / nb;
+  const size_t threads = pool ? pool->size() : 1;
+  const bool across_blocks = threads > 1 && blocks >= 2 * threads;
+  std::vector<const float*> a_panels(p_.groups);
+  for (size_t g = 0; g < p_.groups; ++g)
+    a_panels[g] = static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern);
+  if (p_.groups > 1 && a_panels[0] != a_panels[1] &&
+      static_cast<const PackedAPanels&>(*packed_[0]).mr() != kern.mr) {
+    // panels_for converted into one shared scratch: only valid one group at a time.
+    a_panels.clear();
+  }
+  auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
+    const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
+    const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
+    float* bp = gemm_scratch(kScratchConv, round_up(j1 - j0, kern.nr) * kdim);
+    if (algo_ == ConvAlgo::gemm_1x1)
+      pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
+    else
+      im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp);
+    Epilogue eg = ep;
+    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
+    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
+    const float* ap = a_panels.empty()
+        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, y + (n * p_.K + g * Kg) * cols + j0, cols,
+                     eg, inner);
+  };
+  const size_t per_image = p_.groups * blocks;
+  if (across_blocks && !a_panels.empty()) {
+    pool->parallel_for(p_.N * per_image, 1, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t)
+        block(t / per_image, (t / blocks) % p_.groups, t % blocks, nullptr);
+    });
+  } else {
+    for (size_t t = 0; t < p_.N * per_image; ++t)
+      block(t / per_image, (t / blocks) % p_.groups, t % blocks, pool);
+  }
+}
+
+// ---------------------------------------------------------------- depthwise
+
+void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+  const size_t OH = p_.out_h(), OW = p_.out_w();
+  const size_t HP = p_.H + p_.pad_top + p_.pad_bottom;
+  const size_t WP = p_.W + p_.pad_left + p_.pad_right;
+  const dwconv_plane_fn kernel = select_f32_dwconv(active_isa());
+  const size_t taps = p_.kh * p_.kw;
+  auto run = [&](size_t i0, size_t i1) {
+    float* padded = gemm_scratch(kScratchConv, HP * WP + kDwConvSlack);
+    std::memset(padded, 0, (HP * WP + kDwConvSlack) * sizeof(float));
+    for (size_t i = i0; i < i1; ++i) {
+      const size_t c = i % p_.C;
+      const float* src = x + i * p_.H * p_.W;
+      for (size_t r = 0; r < p_.H; ++r)
+        std::memcpy(padded + (r + p_.pad_top) * WP + p_.pad_left, src + r * p_.W,
+                    p_.W * sizeof(float));
+      DwConvPlane plane{padded, WP, weights_.data() + c * taps, y + i * OH * OW,
+                        ep.residual ? ep.residual + i * OH * OW : nullptr,
+                        ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f,
+                        OH, OW, p_.kh, p_.kw, p_.stride_h, p_.stride_w,
+                        p_.dilation_h, p_.dilation_w, ep.act, ep.alpha, ep.beta};
+      kernel(plane);
+    }
+  };
+  const size_t planes = p_.N * p_.C;
+  if (pool) pool->parallel_for(planes, 1, run); else run(0, planes);
+}
+
+}  // namespace kiln

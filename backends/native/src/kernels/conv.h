@@ -1,0 +1,76 @@
+// Single-precision 2-D convolution, NCHW, with the GEMM epilogue fused.
+//
+//   y[n, k, oy, ox] = act(bias[k] + residual[n, k, oy, ox]
+//                         + sum_{c in group(k), ky, kx} w[k, c, ky, kx] * x[n, c, iy, ix])
+//   iy = oy * stride_h - pad_top + ky * dilation_h   (zero outside the input), same for ix.
+//
+// Weights are packed once when a Conv2d is built; `run` is then called per inference.
+// Algorithms, chosen per layer by shape unless forced:
+//   gemm_1x1   1x1, stride 1, no padding: y[n,g] = W[g] * x[n,g] directly
+//   im2col     any shape: the patch matrix is written straight into GEMM panels
+//   depthwise  groups == C == K: a per-plane SIMD kernel (kernels/dwconv_ukernel.h)
+//   reference  plain loops (the oracle)
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "kernels/gemm.h"
+
+namespace kiln {
+
+class ThreadPool;
+
+struct Conv2dParams {
+  size_t N = 1, C = 0, H = 0, W = 0;  // input: N x C x H x W
+  size_t K = 0;                       // output channels
+  size_t kh = 1, kw = 1;
+  size_t stride_h = 1, stride_w = 1;
+  size_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  size_t dilation_h = 1, dilation_w = 1;
+  size_t groups = 1;
+
+  // Output height / width; call validate() first.
+  size_t out_h() const;
+  size_t out_w() const;
+  // Throws std::invalid_argument naming the first inconsistent parameter (zero sizes,
+  // channels not divisible by groups, dilated kernel larger than the padded input).
+  void validate() const;
+};
+
+enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise };
+const char* conv_algo_name(ConvAlgo algo);
+
+class Conv2d {
+ public:
+  // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards).
+  // Throws std::invalid_argument for bad params or an algorithm that cannot run them.
+  Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic);
+  ~Conv2d();
+  Conv2d(const Conv2d&) = delete;
+  Conv2d& operator=(const Conv2d&) = delete;
+
+  // x: N x C x H x W, y: N x K x out_h x out_w. The epilogue's bias must be none or per_row
+  // (K values, one per output channel); residual, if set, is N x K x out_h x out_w and may
+  // alias y. pool may be null.
+  void run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+
+  ConvAlgo algorithm() const { return algo_; }
+  const Conv2dParams& params() const { return p_; }
+  size_t packed_bytes() const;
+
+ private:
+  void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+
+  Conv2dParams p_;
+  ConvAlgo algo_;
+  std::vector<float> weights_;                 // reference / depthwise
+  std::vector<std::unique_ptr<PackedA>> packed_;  // one per group (GEMM algorithms)
+};
+
+// Plain loops with the same contract as Conv2d::run: the oracle.
+void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,
+                      const Epilogue& ep);
+
+}  // namespace kiln

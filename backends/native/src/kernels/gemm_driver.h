@@ -1,0 +1,98 @@
+// The blocked SGEMM driver shared by gemm.cpp and conv.cpp: packed panel layouts, the
+// cache blocking, per-thread scratch and the tile loop over a thread pool.
+//
+// Panel layouts (both zero padded to whole panels):
+//   A: ceil(M/mr) panels of K x mr floats; element (i, k) at (i/mr)*K*mr + k*mr + i%mr.
+//   B: ceil(N/nr) panels of K x nr floats; element (k, j) at (j/nr)*K*nr + k*nr + j%nr.
+// A whole-K panel serves every K block: block pc of panel p starts at p*K*r + pc*r.
+#pragma once
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+
+#include "kernels/gemm_ukernel.h"
+
+namespace kiln {
+
+class ThreadPool;
+
+// 64-byte aligned float storage.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t n) { resize(n); }
+  void resize(size_t n);  // grow only; contents are not kept
+  float* data() { return ptr_.get(); }
+  const float* data() const { return ptr_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> ptr_;
+  size_t size_ = 0;
+};
+
+// Per-thread scratch slots (grow only, reused across calls).
+enum ScratchSlot : int { kScratchA = 0, kScratchB, kScratchConv, kScratchResidual, kScratchCount };
+float* gemm_scratch(ScratchSlot slot, size_t n);
+
+struct GemmBlocking {
+  size_t kc;  // K block: a kc x nr B micro-panel stays in L1
+  size_t mc;  // M block: an mc x kc A block stays in L2
+  size_t nc;  // N block: the unit of work handed to a thread
+};
+GemmBlocking gemm_blocking(const GemmKernel& k);
+// Overrides the blocking (0 = derive from the caches); for tuning and tests.
+void set_gemm_blocking_override(size_t kc, size_t mc, size_t nc);
+
+// Tuning hook: the smallest column block of the conv GEMM paths (0 = one GEMM micro-panel).
+void set_conv_min_column_block(size_t columns);
+
+inline size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, size_t lda,
+                   float* dst, ThreadPool* pool);
+void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
+                   float* dst, ThreadPool* pool);
+
+// C = Ap * Bp + epilogue, both operands in the panel layouts of `k`.
+void gemm_packed_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* Ap,
+                      const float* Bp, float* C, size_t ldc, const Epilogue& ep,
+                      ThreadPool* pool);
+
+class PackedAPanels final : public PackedA {
+ public:
+  PackedAPanels(size_t mr, size_t m, size_t k) : mr_(mr), m_(m), k_(k),
+      data_(round_up(m, mr) * k) {}
+  size_t M() const override { return m_; }
+  size_t K() const override { return k_; }
+  size_t bytes() const override { return data_.size() * sizeof(float); }
+  size_t mr() const { return mr_; }
+  float* data() { return data_.data(); }
+  // Panels for kernel k: these, or a converted copy in scratch when k.mr differs.
+  const float* panels_for(const GemmKernel& k) const;
+
+ private:
+  size_t mr_, m_, k_;
+  AlignedBuffer data_;
+};
+
+class PackedBPanels final : public PackedB {
+ public:
+  PackedBPanels(size_t nr, size_t k, size_t n) : nr_(nr), k_(k), n_(n),
+      data_(round_up(n, nr) * k) {}
+  size_t K() const override { return k_; }
+  size_t N() const override { return n_; }
+  size_t bytes() const override { return data_.size() * sizeof(float); }
+  size_t nr() const { return nr_; }
+  float* data() { return data_.data(); }
+  const float* panels_for(const GemmKernel& k) const;
+
+ private:
+  size_t nr_, k_, n_;
+  AlignedBuffer data_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,154 @@
+// Cast and CastLike between float32/64, float16, int8/32/64, uint8 and bool.
+#include <cmath>
+#include <cstring>
+
+#include "ops/common.h"
+
+namespace kiln::ops {
+namespace {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400u)) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3ffu;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return sign | (absx > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (absx >= 0x477ff000u) return sign | 0x7c00u;  // overflows to infinity
+  if (absx < 0x38800000u) {                        // subnormal or zero in half
+    float a;
+    std::memcpy(&a, &absx, 4);
+    const float scaled = a * 16777216.0f;  // 2^24: units of the smallest subnormal
+    return sign | static_cast<uint16_t>(std::nearbyint(scaled));
+  }
+  // Normal: round to nearest even on the 13 dropped mantissa bits.
+  uint32_t mant = absx + 0xc8000fffu + ((absx >> 13) & 1u);
+  return sign | static_cast<uint16_t>(mant >> 13);
+}
+
+double load(const Tensor& t, size_t i) {
+  switch (t.dtype) {
+    case DType::f32: return t.ptr<float>()[i];
+    case DType::f64: return t.ptr<double>()[i];
+    case DType::f16: return half_to_float(t.ptr<uint16_t>()[i]);
+    case DType::i64: return static_cast<double>(t.ptr<int64_t>()[i]);
+    case DType::i32: return t.ptr<int32_t>()[i];
+    case DType::i8: return t.ptr<int8_t>()[i];
+    case DType::u8: return t.ptr<uint8_t>()[i];
+    case DType::boolean: return t.ptr<uint8_t>()[i] ? 1.0 : 0.0;
+    default: return 0.0;
+  }
+}
+
+bool is_int(DType t) {
+  return t == DType::i64 || t == DType::i32 || t == DType::i8 || t == DType::u8 ||
+         t == DType::boolean;
+}
+
+int64_t load_int(const Tensor& t, size_t i) {
+  switch (t.dtype) {
+    case DType::i64: return t.ptr<int64_t>()[i];
+    case DType::i32: return t.ptr<int32_t>()[i];
+    case DType::i8: return t.ptr<int8_t>()[i];
+    case DType::u8: return t.ptr<uint8_t>()[i];
+    case DType::boolean: return t.ptr<uint8_t>()[i] ? 1 : 0;
+    default: return 0;
+  }
+}
+
+template <typename T>
+T float_to_int(double v) {
+  if (std::isnan(v)) return 0;
+  const double lo = static_cast<double>(std::numeric_limits<T>::lowest());
+  const double hi = static_cast<double>(std::numeric_limits<T>::max());
+  if (v <= lo) return std::numeric_limits<T>::lowest();
+  if (v >= hi) return std::numeric_limits<T>::max();
+  return static_cast<T>(v);
+}
+
+void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
+  const size_t n = x.numel();
+  if (x.dtype == y.dtype) {
+    if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
+    return;
+  }
+  const bool int_src = is_int(x.dtype);
+  for (size_t i = 0; i < n; ++i) {
+    switch (y.dtype) {
+      case DType::f32: y.ptr<float>()[i] = static_cast<float>(load(x, i)); break;
+      case DType::f64: y.ptr<double>()[i] = load(x, i); break;
+      case DType::f16: y.ptr<uint16_t>()[i] = float_to_half(static_cast<float>(load(x, i)));
+        break;
+      case DType::boolean: y.ptr<uint8_t>()[i] = int_src ? load_int(x, i) != 0 : load(x, i) != 0;
+        break;
+      case DType::i64:
+        y.ptr<int64_t>()[i] = int_src ? load_int(x, i) : float_to_int<int64_t>(load(x, i));
+        break;
+      case DType::i32:
+        y.ptr<int32_t>()[i] = int_src ? static_cast<int32_t>(load_int(x, i))
+                                      : float_to_int<int32_t>(load(x, i));
+        break;
+      case DType::i8:
+        y.ptr<int8_t>()[i] = int_src ? static_cast<int8_t>(load_int(x, i))
+                                     : float_to_int<int8_t>(load(x, i));
+        break;
+      case DType::u8:
+        y.ptr<uint8_t>()[i] = int_src ? static_cast<uint8_t>(load_int(x, i))
+                                      : float_to_int<uint8_t>(load(x, i));
+        break;
+      default: c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
+    }
+  }
+}
+
+KernelFactory cast() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t to = node.attr_i("to", 0);
+    if (!dtype_known(static_cast<int>(to)))
+      node.fail("cast target type " + std::to_string(to) + " is not supported");
+    const DType dst = static_cast<DType>(to);
+    return std::unique_ptr<Kernel>(new FnKernel([dst](OpContext& c) {
+      const Tensor& x = c.in(0);
+      Tensor& y = c.output(0, dst, x.shape);
+      cast_into(x, y, c);
+    }));
+  };
+}
+
+void cast_like(OpContext& c) {
+  const Tensor& x = c.in(0);
+  Tensor& y = c.output(0, c.in(1).dtype, x.shape);
+  cast_into(x, y, c);
+}
+
+KILN_REGISTER_OP("", "Cast", cast());
+KILN_REGISTER_OP("", "CastLike", simple_kernel(cast_like));
+
+}  // namespace
+}  // namespace kiln::ops

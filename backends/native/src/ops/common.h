@@ -1,0 +1,139 @@
+// Helpers shared by the operator files: dtype dispatch, axes, broadcasting, int inputs.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "executor.h"
+#include "threadpool.h"
+
+namespace kiln::ops {
+
+// Calls fn.template operator()<T>() for the C++ type of `dt` among the listed families.
+template <typename Fn>
+void dispatch_numeric(DType dt, const NodeDesc& node, Fn&& fn) {
+  switch (dt) {
+    case DType::f32: fn(float{}); return;
+    case DType::f64: fn(double{}); return;
+    case DType::i64: fn(int64_t{}); return;
+    case DType::i32: fn(int32_t{}); return;
+    case DType::i8: fn(int8_t{}); return;
+    case DType::u8: fn(uint8_t{}); return;
+    default: node.fail(std::string("unsupported element type ") + dtype_name(dt));
+  }
+}
+
+template <typename Fn>
+void dispatch_float(DType dt, const NodeDesc& node, Fn&& fn) {
+  switch (dt) {
+    case DType::f32: fn(float{}); return;
+    case DType::f64: fn(double{}); return;
+    default: node.fail(std::string("unsupported element type ") + dtype_name(dt) +
+                       " (expected float32 or float64)");
+  }
+}
+
+// Any dtype, by element size only (for data movement ops).
+template <typename Fn>
+void dispatch_bytes(DType dt, const NodeDesc& node, Fn&& fn) {
+  switch (dtype_size(dt)) {
+    case 1: fn(uint8_t{}); return;
+    case 2: fn(uint16_t{}); return;
+    case 4: fn(uint32_t{}); return;
+    case 8: fn(uint64_t{}); return;
+    default: node.fail("unsupported element type");
+  }
+}
+
+// Normalizes a possibly negative axis into [0, rank); fails naming the node.
+inline size_t norm_axis(int64_t axis, size_t rank, const NodeDesc& node,
+                        const char* what = "axis") {
+  int64_t r = static_cast<int64_t>(rank);
+  if (axis < -r || axis >= r)
+    node.fail(std::string(what) + " " + std::to_string(axis) + " is out of range for rank " +
+              std::to_string(rank));
+  return static_cast<size_t>(axis < 0 ? axis + r : axis);
+}
+
+// Reads an int32/int64 tensor as int64 values.
+inline std::vector<int64_t> read_ints(const Tensor& t, const NodeDesc& node, const char* what) {
+  std::vector<int64_t> out(t.numel());
+  if (t.dtype == DType::i64) {
+    if (!out.empty()) std::memcpy(out.data(), t.data, out.size() * 8);
+  } else if (t.dtype == DType::i32) {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = t.ptr<int32_t>()[i];
+  } else {
+    node.fail(std::string(what) + " must be int64 or int32, got " + dtype_name(t.dtype));
+  }
+  return out;
+}
+
+// Numpy broadcast of two shapes; fails naming the node when they are incompatible.
+inline Shape broadcast_shapes(const Shape& a, const Shape& b, const NodeDesc& node) {
+  size_t r = std::max(a.size(), b.size());
+  Shape out(r);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
+    int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
+    if (da == db || db == 1) out[i] = da;
+    else if (da == 1) out[i] = db;
+    else node.fail("shapes " + shape_str(a) + " and " + shape_str(b) + " do not broadcast");
+  }
+  return out;
+}
+
+// Strides (in elements) of `in` broadcast to `out` (0 on broadcast dims), aligned right.
+inline std::vector<size_t> broadcast_strides(const Shape& in, const Shape& out) {
+  std::vector<size_t> st(out.size(), 0);
+  std::vector<size_t> own = strides_of(in);
+  size_t off = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) st[off + i] = in[i] == 1 ? 0 : own[i];
+  return st;
+}
+
+// Visits every output index of `shape` in row-major order, tracking up to 3 input offsets.
+// fn(out_index, off0, off1, off2) is called once per element of the innermost run.
+template <size_t N, typename Fn>
+void for_each_broadcast(const Shape& shape, const std::vector<size_t> (&strides)[N], Fn&& fn) {
+  const size_t rank = shape.size();
+  size_t total = 1;
+  for (int64_t d : shape) total *= static_cast<size_t>(d);
+  if (total == 0) return;
+  if (rank == 0) {
+    size_t offs[N] = {};
+    size_t st0[N] = {};
+    fn(size_t(0), offs, size_t(1), st0);
+    return;
+  }
+  std::vector<size_t> idx(rank, 0);
+  size_t offs[N] = {};
+  const size_t inner = static_cast<size_t>(shape[rank - 1]);
+  size_t inner_st[N];
+  for (size_t k = 0; k < N; ++k) inner_st[k] = strides[k][rank - 1];
+  for (size_t o = 0; o < total; o += inner) {
+    // fn handles one innermost row: offsets of its first element + per-input inner stride.
+    size_t row_offs[N];
+    for (size_t k = 0; k < N; ++k) row_offs[k] = offs[k];
+    fn(o, row_offs, inner, inner_st);
+    for (size_t d = rank - 1; d-- > 0;) {
+      ++idx[d];
+      for (size_t k = 0; k < N; ++k) offs[k] += strides[k][d];
+      if (idx[d] < static_cast<size_t>(shape[d])) break;
+      for (size_t k = 0; k < N; ++k) offs[k] -= strides[k][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+// Splits [0, n) across the pool, or runs inline when there is no pool or little work.
+template <typename Fn>
+void parallel(ThreadPool* pool, size_t n, size_t grain, Fn&& fn) {
+  if (!pool || pool->size() <= 1 || n <= grain) {
+    if (n) fn(size_t(0), n);
+    return;
+  }
+  pool->parallel_for(n, grain, fn);
+}
+
+}  // namespace kiln::ops

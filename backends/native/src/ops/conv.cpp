@@ -1,0 +1,435 @@
+// Conv, kiln::FusedConv and ConvTranspose: im2col / col2im around kiln::sgemm, with a
+// direct path for depthwise 2-D convolution. Any spatial rank >= 1.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm.h"
+#include "ops/activation.h"
+#include "ops/common.h"
+
+namespace kiln::ops {
+namespace {
+
+struct ConvAttrs {
+  std::string auto_pad;
+  std::vector<int64_t> pads, strides, dilations, kernel_shape, output_padding, output_shape;
+  int64_t group = 1;
+};
+
+ConvAttrs read_attrs(const NodeDesc& node, bool transpose) {
+  ConvAttrs a;
+  a.auto_pad = node.attr_s("auto_pad", "NOTSET");
+  if (a.auto_pad != "NOTSET" && a.auto_pad != "SAME_UPPER" && a.auto_pad != "SAME_LOWER" &&
+      a.auto_pad != "VALID")
+    node.fail("auto_pad '" + a.auto_pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+  a.pads = node.attr_ints("pads");
+  a.strides = node.attr_ints("strides");
+  a.dilations = node.attr_ints("dilations");
+  a.kernel_shape = node.attr_ints("kernel_shape");
+  a.group = node.attr_i("group", 1);
+  if (a.group < 1) node.fail("group must be >= 1");
+  for (int64_t v : a.pads) if (v < 0) node.fail("pads must be >= 0");
+  for (int64_t v : a.strides) if (v < 1) node.fail("strides must be >= 1");
+  for (int64_t v : a.dilations) if (v < 1) node.fail("dilations must be >= 1");
+  if (transpose) {
+    a.output_padding = node.attr_ints("output_padding");
+    a.output_shape = node.attr_ints("output_shape");
+  }
+  return a;
+}
+
+struct Geom {
+  size_t N = 0, C = 0, M = 0, G = 1, Cg = 0, Mg = 0, nd = 0;
+  std::vector<int64_t> in, k, out, stride, dil, pb, pe;
+  size_t kprod = 1, in_prod = 1, out_prod = 1;
+};
+
+void common_geom(const ConvAttrs& a, const Tensor& x, const Tensor& w, OpContext& c, Geom& g) {
+  if (x.rank() < 3) c.fail("X must have rank >= 3 (N, C, spatial...), got " + shape_str(x.shape));
+  if (w.rank() != x.rank())
+    c.fail("W rank " + std::to_string(w.rank()) + " differs from X rank " +
+           std::to_string(x.rank()));
+  g.nd = x.rank() - 2;
+  g.N = x.shape[0];
+  g.C = x.shape[1];
+  g.G = static_cast<size_t>(a.group);
+  g.in.assign(x.shape.begin() + 2, x.shape.end());
+  g.k.assign(w.shape.begin() + 2, w.shape.end());
+  if (!a.kernel_shape.empty() && a.kernel_shape != g.k)
+    c.fail("kernel_shape " + shape_str(a.kernel_shape) + " does not match W " +
+           shape_str(w.shape));
+  auto per_dim = [&](const std::vector<int64_t>& v, const char* what) {
+    if (v.empty()) return std::vector<int64_t>(g.nd, 1);
+    if (v.size() != g.nd) c.fail(std::string(what) + " must have one value per spatial dim");
+    return v;
+  };
+  g.stride = per_dim(a.strides, "strides");
+  g.dil = per_dim(a.dilations, "dilations");
+  if (!a.pads.empty() && a.pads.size() != 2 * g.nd)
+    c.fail("pads must have 2 values per spatial dim");
+  for (int64_t d : g.k) if (d < 1) c.fail("kernel dims must be >= 1");
+}
+
+Geom conv_geom(const ConvAttrs& a, const Tensor& x, const Tensor& w, OpContext& c) {
+  Geom g;
+  common_geom(a, x, w, c, g);
+  g.M = w.shape[0];
+  if (g.C % g.G || g.M % g.G)
+    c.fail("channels (" + std::to_string(g.C) + " in, " + std::to_string(g.M) +
+           " out) are not divisible by group " + std::to_string(g.G));
+  g.Cg = g.C / g.G;
+  g.Mg = g.M / g.G;
+  if (static_cast<size_t>(w.shape[1]) != g.Cg)
+    c.fail("W " + shape_str(w.shape) + " expects " + std::to_string(w.shape[1] * g.G) +
+           " input channels, X " + shape_str(x.shape) + " has " + std::to_string(g.C));
+  g.pb.assign(g.nd, 0);
+  g.pe.assign(g.nd, 0);
+  g.out.resize(g.nd);
+  for (size_t d = 0; d < g.nd; ++d) {
+    const int64_t span = (g.k[d] - 1) * g.dil[d] + 1;
+    if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
+      int64_t out = (g.in[d] + g.stride[d] - 1) / g.stride[d];
+      int64_t total = std::max<int64_t>(0, (out - 1) * g.stride[d] + span - g.in[d]);
+      int64_t small = total / 2;
+      g.pb[d] = a.auto_pad == "SAME_UPPER" ? small : total - small;
+      g.pe[d] = total - g.pb[d];
+    } else if (a.auto_pad == "NOTSET" && !a.pads.empty()) {
+      g.pb[d] = a.pads[d];
+      g.pe[d] = a.pads[d + g.nd];
+    }
+    const int64_t padded = g.in[d] + g.pb[d] + g.pe[d];
+    if (padded < span)
+      c.fail("kernel " + shape_str(g.k) + " (dilated extent " + std::to_string(span) +
+             ") is larger than the padded input " + shape_str(x.shape) + " on spatial dim " +
+             std::to_string(d));
+    g.out[d] = (padded - span) / g.stride[d] + 1;
+  }
+  for (size_t d = 0; d < g.nd; ++d) {
+    g.kprod *= g.k[d];
+    g.in_prod *= g.in[d];
+    g.out_prod *= g.out[d];
+  }
+  return g;
+}
+
+// Rows [r0, r1) of the im2col matrix for columns [j0, j1) of one image group.
+void im2col(const Geom& g, const float* x, size_t r0, size_t r1, size_t j0, size_t j1,
+            float* col) {
+  const size_t ncol = j1 - j0;
+  if (g.nd == 2) {
+    const int64_t H = g.in[0], W = g.in[1], KH = g.k[0], KW = g.k[1], OW = g.out[1];
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t ch = r / g.kprod;
+      const int64_t kh = (r / KW) % KH, kw = r % KW;
+      const float* xc = x + ch * g.in_prod;
+      float* dst = col + r * ncol;
+      int64_t oh = j0 / OW, ow = j0 % OW;
+      const int64_t oh_off = kh * g.dil[0] - g.pb[0];
+      const int64_t ow_off = kw * g.dil[1] - g.pb[1];
+      for (size_t j = 0; j < ncol; ++j) {
+        const int64_t ih = oh * g.stride[0] + oh_off;
+        const int64_t iw = ow * g.stride[1] + ow_off;
+        dst[j] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xc[ih * W + iw] : 0.0f;
+        if (++ow == OW) {
+          ow = 0;
+          ++oh;
+        }
+      }
+    }
+    return;
+  }
+  std::vector<int64_t> kidx(g.nd), oidx(g.nd);
+  for (size_t r = r0; r < r1; ++r) {
+    const size_t ch = r / g.kprod;
+    size_t rem = r % g.kprod;
+    for (size_t d = g.nd; d-- > 0;) {
+      kidx[d] = rem % g.k[d];
+      rem /= g.k[d];
+    }
+    const float* xc = x + ch * g.in_prod;
+    float* dst = col + r * ncol;
+    size_t jrem = j0;
+    for (size_t d = g.nd; d-- > 0;) {
+      oidx[d] = jrem % g.out[d];
+      jrem /= g.out[d];
+    }
+    for (size_t j = 0; j < ncol; ++j) {
+      int64_t off = 0;
+      bool inside = true;
+      for (size_t d = 0; d < g.nd; ++d) {
+        int64_t i = oidx[d] * g.stride[d] - g.pb[d] + kidx[d] * g.dil[d];
+        if (i < 0 || i >= g.in[d]) {
+          inside = false;
+          break;
+        }
+        off = off * g.in[d] + i;
+      }
+      dst[j] = inside ? xc[off] : 0.0f;
+      for (size_t d = g.nd; d-- > 0;) {
+        if (++oidx[d] < g.out[d]) break;
+        oidx[d] = 0;
+      }
+    }
+  }
+}
+
+// Depthwise 2-D (one filter per channel): direct loops, parallel over images x channels.
+void depthwise2d(const Geom& g, const float* x, const float* w, const float* bias,
+                 const float* residual, const FusedActivation& fa, float* y, ThreadPool* pool) {
+  const int64_t H = g.in[0], W = g.in[1], KH = g.k[0], KW = g.k[1];
+  const int64_t OH = g.out[0], OW = g.out[1];
+  parallel(pool, g.N * g.C, 1, [&](size_t b, size_t e) {
+    for (size_t nc = b; nc < e; ++nc) {
+      const size_t ch = nc % g.C;
+      const float* xc = x + nc * g.in_prod;
+      const float* wc = w + ch * g.kprod;
+      float* yc = y + nc * g.out_prod;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          float acc = bias ? bias[ch] : 0.0f;
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * g.stride[0] - g.pb[0] + kh * g.dil[0];
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = ow * g.stride[1] - g.pb[1] + kw * g.dil[1];
+              if (iw < 0 || iw >= W) continue;
+              acc += xc[ih * W + iw] * wc[kh * KW + kw];
+            }
+          }
+          yc[oh * OW + ow] = acc;
+        }
+      }
+      if (residual) {
+        const float* rc = residual + nc * g.out_prod;
+        for (size_t i = 0; i < g.out_prod; ++i) yc[i] += rc[i];
+      }
+      apply_activation(fa.act, fa.alpha, fa.beta, yc, g.out_prod);
+    }
+  });
+}
+
+class ConvKernel final : public Kernel {
+ public:
+  ConvKernel(const NodeDesc& node, bool fused) : attrs_(read_attrs(node, false)), fused_(fused) {
+    if (fused) {
+      act_ = parse_activation(node, node.has("activation_alpha") ? "activation_" : "");
+    }
+  }
+
+  void run(OpContext& c) const override {
+    const Tensor& x = c.in(0);
+    const Tensor& w = c.in(1);
+    if (x.dtype != DType::f32 || w.dtype != DType::f32) c.fail("X and W must be float32");
+    const Geom g = conv_geom(attrs_, x, w, c);
+    const Tensor* b = c.input(2);
+    if (b) {
+      if (b->dtype != DType::f32) c.fail("B must be float32");
+      if (b->numel() != g.M || b->rank() != 1)
+        c.fail("B " + shape_str(b->shape) + " must have shape [" + std::to_string(g.M) + "]");
+    }
+    Shape oshape = {static_cast<int64_t>(g.N), static_cast<int64_t>(g.M)};
+    oshape.insert(oshape.end(), g.out.begin(), g.out.end());
+    const Tensor* res = fused_ ? c.input(3) : nullptr;
+    if (res) {
+      if (res->dtype != DType::f32) c.fail("residual must be float32");
+      if (res->shape != oshape)
+        c.fail("residual " + shape_str(res->shape) + " must have the output shape " +
+               shape_str(oshape));
+    }
+    Tensor& y = c.output(0, DType::f32, oshape);
+    if (y.numel() == 0) return;
+    const float* px = x.ptr<float>();
+    const float* pw = w.ptr<float>();
+    const float* pb = b ? b->ptr<float>() : nullptr;
+    const float* pr = res ? res->ptr<float>() : nullptr;
+    float* py = y.ptr<float>();
+
+    if (g.nd == 2 && g.G == g.C && g.M == g.C && g.Cg == 1) {
+      depthwise2d(g, px, pw, pb, pr, act_, py, c.pool);
+      return;
+    }
+    const size_t K = g.Cg * g.kprod;
+    bool pointwise = g.kprod == 1;
+    for (size_t d = 0; d < g.nd; ++d)
+      pointwise = pointwise && g.stride[d] == 1 && g.pb[d] == 0 && g.pe[d] == 0;
+    const size_t tile = pointwise ? g.out_prod
+                                  : std::max<size_t>(64, std::min(g.out_prod, (size_t(1) << 21) / std::max<size_t>(K, 1)));
+    std::vector<float> col(pointwise ? 0 : K * std::min(tile, g.out_prod));
+    for (size_t n = 0; n < g.N; ++n) {
+      for (size_t gi = 0; gi < g.G; ++gi) {
+        const float* xg = px + (n * g.C + gi * g.Cg) * g.in_prod;
+        const float* wg = pw + gi * g.Mg * K;
+        const size_t ybase = (n * g.M + gi * g.Mg) * g.out_prod;
+        for (size_t j0 = 0; j0 < g.out_prod; j0 += tile) {
+          const size_t j1 = std::min(g.out_prod, j0 + tile);
+          Epilogue ep;
+          if (pb) {
+            ep.bias_kind = BiasKind::per_row;
+            ep.bias = pb + gi * g.Mg;
+          }
+          ep.residual = pr ? pr + ybase + j0 : nullptr;
+          ep.act = act_.act;
+          ep.alpha = act_.alpha;
+          ep.beta = act_.beta;
+          const float* bmat;
+          size_t ldb;
+          if (pointwise) {
+            bmat = xg;
+            ldb = g.in_prod;
+          } else {
+            const size_t ncol = j1 - j0;
+            parallel(c.pool, K, 16, [&](size_t r0, size_t r1) {
+              im2col(g, xg, r0, r1, j0, j1, col.data());
+            });
+            bmat = col.data();
+            ldb = ncol;
+          }
+          sgemm(false, false, g.Mg, j1 - j0, K, wg, K, bmat, ldb, py + ybase + j0, g.out_prod,
+                ep, c.pool);
+        }
+      }
+    }
+  }
+
+ private:
+  ConvAttrs attrs_;
+  bool fused_;
+  FusedActivation act_;
+};
+
+class ConvTransposeKernel final : public Kernel {
+ public:
+  explicit ConvTransposeKernel(const NodeDesc& node) : attrs_(read_attrs(node, true)) {}
+
+  void run(OpContext& c) const override {
+    const Tensor& x = c.in(0);
+    const Tensor& w = c.in(1);
+    if (x.dtype != DType::f32 || w.dtype != DType::f32) c.fail("X and W must be float32");
+    Geom g;
+    common_geom(attrs_, x, w, c, g);
+    if (static_cast<size_t>(w.shape[0]) != g.C)
+      c.fail("W " + shape_str(w.shape) + " expects " + std::to_string(w.shape[0]) +
+             " input channels, X has " + std::to_string(g.C));
+    if (g.C % g.G) c.fail("input channels are not divisible by group");
+    g.Cg = g.C / g.G;
+    g.Mg = w.shape[1];
+    g.M = g.Mg * g.G;
+    std::vector<int64_t> opad = attrs_.output_padding;
+    if (opad.empty()) opad.assign(g.nd, 0);
+    if (opad.size() != g.nd) c.fail("output_padding must have one value per spatial dim");
+    g.pb.assign(g.nd, 0);
+    g.pe.assign(g.nd, 0);
+    g.out.resize(g.nd);
+    const auto& oshape_attr = attrs_.output_shape;
+    const bool same = attrs_.auto_pad == "SAME_UPPER" || attrs_.auto_pad == "SAME_LOWER";
+    if (!oshape_attr.empty() && oshape_attr.size() != g.nd && oshape_attr.size() != g.nd + 2)
+      c.fail("output_shape must list the spatial dims");
+    for (size_t d = 0; d < g.nd; ++d) {
+      const int64_t span = (g.k[d] - 1) * g.dil[d] + 1;
+      const int64_t full = g.stride[d] * (g.in[d] - 1) + opad[d] + span;
+      if (!oshape_attr.empty() || same) {
+        int64_t target = !oshape_attr.empty()
+                             ? oshape_attr[oshape_attr.size() - g.nd + d]
+                             : g.in[d] * g.stride[d];
+        int64_t total = full - target;
+        if (total < 0) total = 0;
+        if (attrs_.auto_pad == "SAME_UPPER") {
+          g.pb[d] = total / 2;
+          g.pe[d] = total - total / 2;
+        } else {
+          g.pb[d] = total - total / 2;
+          g.pe[d] = total / 2;
+        }
+        g.out[d] = target;
+      } else {
+        if (!attrs_.pads.empty() && attrs_.auto_pad == "NOTSET") {
+          g.pb[d] = attrs_.pads[d];
+          g.pe[d] = attrs_.pads[d + g.nd];
+        }
+        g.out[d] = full - g.pb[d] - g.pe[d];
+      }
+      if (g.out[d] < 1) c.fail("output spatial dim " + std::to_string(d) + " would be empty");
+    }
+    for (size_t d = 0; d < g.nd; ++d) {
+      g.kprod *= g.k[d];
+      g.in_prod *= g.in[d];
+      g.out_prod *= g.out[d];
+    }
+    const Tensor* b = c.input(2);
+    if (b && (b->dtype != DType::f32 || b->numel() != g.M))
+      c.fail("B must be float32 with " + std::to_string(g.M) + " values");
+    Shape oshape = {static_cast<int64_t>(g.N), static_cast<int64_t>(g.M)};
+    oshape.insert(oshape.end(), g.out.begin(), g.out.end());
+    Tensor& y = c.output(0, DType::f32, oshape);
+    float* py = y.ptr<float>();
+    std::fill(py, py + y.numel(), 0.0f);
+    const size_t rows = g.Mg * g.kprod;
+    std::vector<float> col(rows * g.in_prod);
+    std::vector<int64_t> kidx(g.nd), iidx(g.nd);
+    for (size_t n = 0; n < g.N; ++n) {
+      for (size_t gi = 0; gi < g.G; ++gi) {
+        const float* xg = x.ptr<float>() + (n * g.C + gi * g.Cg) * g.in_prod;
+        const float* wg = w.ptr<float>() + gi * g.Cg * rows;
+        sgemm(true, false, rows, g.in_prod, g.Cg, wg, rows, xg, g.in_prod, col.data(),
+              g.in_prod, Epilogue(), c.pool);
+        float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
+        for (size_t r = 0; r < rows; ++r) {
+          const size_t m = r / g.kprod;
+          size_t rem = r % g.kprod;
+          for (size_t d = g.nd; d-- > 0;) {
+            kidx[d] = rem % g.k[d];
+            rem /= g.k[d];
+          }
+          std::fill(iidx.begin(), iidx.end(), 0);
+          const float* src = col.data() + r * g.in_prod;
+          float* ym = yg + m * g.out_prod;
+          for (size_t i = 0; i < g.in_prod; ++i) {
+            int64_t off = 0;
+            bool inside = true;
+            for (size_t d = 0; d < g.nd; ++d) {
+              int64_t o = iidx[d] * g.stride[d] - g.pb[d] + kidx[d] * g.dil[d];
+              if (o < 0 || o >= g.out[d]) {
+                inside = false;
+                break;
+              }
+              off = off * g.out[d] + o;
+            }
+            if (inside) ym[off] += src[i];
+            for (size_t d = g.nd; d-- > 0;) {
+              if (++iidx[d] < g.in[d]) break;
+              iidx[d] = 0;
+            }
+          }
+        }
+      }
+    }
+    if (b) {
+      for (size_t n = 0; n < g.N; ++n)
+        for (size_t m = 0; m < g.M; ++m) {
+          float* ym = py + (n * g.M + m) * g.out_prod;
+          const float bv = b->ptr<float>()[m];
+          for (size_t i = 0; i < g.out_prod; ++i) ym[i] += bv;
+        }
+    }
+  }
+
+ private:
+  ConvAttrs attrs_;
+};
+
+KernelFactory conv_factory(bool fused) {
+  return [fused](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<ConvKernel>(node, fused);
+  };
+}
+
+KILN_REGISTER_OP("", "Conv", conv_factory(false));
+KILN_REGISTER_OP("kiln", "FusedConv", conv_factory(true));
+KILN_REGISTER_OP("", "ConvTranspose",
+                 [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+                   return std::make_unique<ConvTransposeKernel>(node);
+                 });
+
+}  // namespace
+}  // namespace kiln::ops

@@ -1,0 +1,252 @@
+// Normalizations and softmax: BatchNormalization (inference), LayerNormalization,
+// InstanceNormalization, LRN, Softmax, LogSoftmax, Hardmax.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/common.h"
+
+namespace kiln::ops {
+namespace {
+
+void require_f32(const Tensor& t, OpContext& c, const char* what) {
+  if (t.dtype != DType::f32) c.fail(std::string(what) + " must be float32, got " +
+                                    dtype_name(t.dtype));
+}
+
+KernelFactory batch_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const float eps = node.attr_f("epsilon", 1e-5f);
+    if (node.attr_i("training_mode", 0) != 0) node.fail("training_mode=1 is not supported");
+    if (node.outputs.size() > 1)
+      for (size_t i = 1; i < node.outputs.size(); ++i)
+        if (node.outputs[i] >= 0) node.fail("training outputs are not supported");
+    return std::unique_ptr<Kernel>(new FnKernel([eps](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      if (x.rank() < 2) c.fail("X must have rank >= 2, got " + shape_str(x.shape));
+      const size_t N = x.shape[0], C = x.shape[1];
+      const size_t inner = C ? x.numel() / std::max<size_t>(N * C, 1) : 0;
+      const char* names[] = {"scale", "B", "mean", "var"};
+      const float* p[4];
+      for (int i = 0; i < 4; ++i) {
+        const Tensor& t = c.in(i + 1);
+        require_f32(t, c, names[i]);
+        if (t.numel() != C || t.rank() != 1)
+          c.fail(std::string(names[i]) + " " + shape_str(t.shape) + " must have shape [" +
+                 std::to_string(C) + "]");
+        p[i] = t.ptr<float>();
+      }
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      const float* px = x.ptr<float>();
+      float* py = y.ptr<float>();
+      parallel(c.pool, N * C, 8, [&](size_t b, size_t e) {
+        for (size_t nc = b; nc < e; ++nc) {
+          const size_t ch = nc % C;
+          const float s = p[0][ch] / std::sqrt(p[3][ch] + eps);
+          const float t = p[1][ch] - p[2][ch] * s;
+          const float* xr = px + nc * inner;
+          float* yr = py + nc * inner;
+          for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] * s + t;
+        }
+      });
+    }));
+  };
+}
+
+KernelFactory layer_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t axis = node.attr_i("axis", -1);
+    const float eps = node.attr_f("epsilon", 1e-5f);
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      const size_t ax = norm_axis(axis, x.rank(), c.node);
+      size_t outer = 1, inner = 1;
+      for (size_t d = 0; d < x.rank(); ++d) (d < ax ? outer : inner) *= x.shape[d];
+      Shape norm_shape(x.shape.begin() + ax, x.shape.end());
+      const Tensor& scale = c.in(1);
+      const Tensor* bias = c.input(2);
+      require_f32(scale, c, "Scale");
+      auto check = [&](const Tensor& t, const char* what) {
+        if (t.numel() != inner)
+          c.fail(std::string(what) + " " + shape_str(t.shape) + " must broadcast over " +
+                 shape_str(norm_shape) + " exactly");
+      };
+      check(scale, "Scale");
+      if (bias) {
+        require_f32(*bias, c, "B");
+        check(*bias, "B");
+      }
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      Shape stat_shape = x.shape;
+      for (size_t d = ax; d < stat_shape.size(); ++d) stat_shape[d] = 1;
+      float* pmean = c.wants_output(1) ? c.output(1, DType::f32, stat_shape).ptr<float>()
+                                       : nullptr;
+      float* pinv = c.wants_output(2) ? c.output(2, DType::f32, stat_shape).ptr<float>()
+                                      : nullptr;
+      const float* px = x.ptr<float>();
+      const float* ps = scale.ptr<float>();
+      const float* pb = bias ? bias->ptr<float>() : nullptr;
+      float* py = y.ptr<float>();
+      parallel(c.pool, outer, 4, [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) {
+          const float* xr = px + r * inner;
+          float* yr = py + r * inner;
+          double mean = 0.0;
+          for (size_t i = 0; i < inner; ++i) mean += xr[i];
+          mean /= static_cast<double>(inner ? inner : 1);
+          double var = 0.0;
+          for (size_t i = 0; i < inner; ++i) {
+            double d = xr[i] - mean;
+            var += d * d;
+          }
+          var /= static_cast<double>(inner ? inner : 1);
+          const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+          const float m = static_cast<float>(mean);
+          for (size_t i = 0; i < inner; ++i)
+            yr[i] = (xr[i] - m) * inv * ps[i] + (pb ? pb[i] : 0.0f);
+          if (pmean) pmean[r] = m;
+          if (pinv) pinv[r] = inv;
+        }
+      });
+    }));
+  };
+}
+
+KernelFactory instance_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const float eps = node.attr_f("epsilon", 1e-5f);
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      if (x.rank() < 3) c.fail("X must have rank >= 3");
+      const size_t N = x.shape[0], C = x.shape[1];
+      const size_t inner = N * C ? x.numel() / (N * C) : 0;
+      const Tensor& s = c.in(1);
+      const Tensor& b = c.in(2);
+      require_f32(s, c, "scale");
+      require_f32(b, c, "B");
+      if (s.numel() != C || b.numel() != C) c.fail("scale and B must have C values");
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      for (size_t nc = 0; nc < N * C; ++nc) {
+        const float* xr = x.ptr<float>() + nc * inner;
+        float* yr = y.ptr<float>() + nc * inner;
+        double mean = 0, var = 0;
+        for (size_t i = 0; i < inner; ++i) mean += xr[i];
+        mean /= std::max<size_t>(inner, 1);
+        for (size_t i = 0; i < inner; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= std::max<size_t>(inner, 1);
+        const double inv = 1.0 / std::sqrt(var + eps);
+        const size_t ch = nc % C;
+        for (size_t i = 0; i < inner; ++i)
+          yr[i] = static_cast<float>((xr[i] - mean) * inv * s.ptr<float>()[ch] +
+                                     b.ptr<float>()[ch]);
+      }
+    }));
+  };
+}
+
+KernelFactory lrn() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const float alpha = node.attr_f("alpha", 1e-4f);
+    const float beta = node.attr_f("beta", 0.75f);
+    const float bias = node.attr_f("bias", 1.0f);
+    const int64_t size = node.attr_i("size", 0);
+    if (size < 1) node.fail("size must be >= 1");
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      if (x.rank() < 3) c.fail("X must have rank >= 3");
+      const int64_t N = x.shape[0], C = x.shape[1];
+      const size_t inner = N * C ? x.numel() / (N * C) : 0;
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      const int64_t lo = (size - 1) / 2, hi = size - 1 - lo;
+      const float* px = x.ptr<float>();
+      float* py = y.ptr<float>();
+      parallel(c.pool, static_cast<size_t>(N * C), 4, [&](size_t b, size_t e) {
+        for (size_t nc = b; nc < e; ++nc) {
+          const int64_t n = nc / C, ch = nc % C;
+          const int64_t c0 = std::max<int64_t>(0, ch - lo), c1 = std::min<int64_t>(C - 1, ch + hi);
+          for (size_t i = 0; i < inner; ++i) {
+            float sq = 0.0f;
+            for (int64_t k = c0; k <= c1; ++k) {
+              const float v = px[(n * C + k) * inner + i];
+              sq += v * v;
+            }
+            py[nc * inner + i] =
+                px[nc * inner + i] / std::pow(bias + alpha / size * sq, beta);
+          }
+        }
+      });
+    }));
+  };
+}
+
+enum class SoftKind { softmax, log_softmax, hardmax };
+
+KernelFactory softmax(SoftKind kind) {
+  return [kind](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const bool legacy = node.opset > 0 && node.opset < 13;
+    const int64_t axis = node.attr_i("axis", legacy ? 1 : -1);
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "input");
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      if (x.rank() == 0) c.fail("input must have rank >= 1");
+      const size_t ax = norm_axis(axis, x.rank(), c.node);
+      // Legacy: coerce to 2-D at axis and normalize each row. New: along one axis.
+      size_t outer = 1, len = 1, inner = 1;
+      for (size_t d = 0; d < x.rank(); ++d) {
+        if (d < ax) outer *= x.shape[d];
+        else if (legacy || d == ax) len *= x.shape[d];
+        else inner *= x.shape[d];
+      }
+      const float* px = x.ptr<float>();
+      float* py = y.ptr<float>();
+      parallel(c.pool, outer * inner, 8, [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) {
+          const size_t o = r / inner, i = r % inner;
+          const float* xr = px + o * len * inner + i;
+          float* yr = py + o * len * inner + i;
+          float m = -std::numeric_limits<float>::infinity();
+          size_t arg = 0;
+          for (size_t j = 0; j < len; ++j)
+            if (xr[j * inner] > m) {
+              m = xr[j * inner];
+              arg = j;
+            }
+          if (kind == SoftKind::hardmax) {
+            for (size_t j = 0; j < len; ++j) yr[j * inner] = j == arg ? 1.0f : 0.0f;
+            continue;
+          }
+          double s = 0.0;
+          for (size_t j = 0; j < len; ++j) {
+            const float ev = std::exp(xr[j * inner] - m);
+            if (kind == SoftKind::softmax) yr[j * inner] = ev;
+            s += ev;
+          }
+          if (kind == SoftKind::softmax) {
+            const float inv = static_cast<float>(1.0 / s);
+            for (size_t j = 0; j < len; ++j) yr[j * inner] *= inv;
+          } else {
+            const float ls = static_cast<float>(std::log(s));
+            for (size_t j = 0; j < len; ++j) yr[j * inner] = xr[j * inner] - m - ls;
+          }
+        }
+      });
+    }));
+  };
+}
+
+KILN_REGISTER_OP("", "BatchNormalization", batch_norm());
+KILN_REGISTER_OP("", "LayerNormalization", layer_norm());
+KILN_REGISTER_OP("", "InstanceNormalization", instance_norm());
+KILN_REGISTER_OP("", "LRN", lrn());
+KILN_REGISTER_OP("", "Softmax", softmax(SoftKind::softmax));
+KILN_REGISTER_OP("", "LogSoftmax", softmax(SoftKind::log_softmax));
+KILN_REGISTER_OP("", "Hardmax", softmax(SoftKind::hardmax));
+
+}  // namespace
+}  // namespace kiln::ops

@@ -1,0 +1,76 @@
+// Tensors, element types and the errors the executor raises.
+//
+// A Tensor is a typed view: shape + pointer. Who owns the bytes (the arena, a heap buffer,
+// a constant of the plan, a numpy array handed in by Python) is recorded in `owner` only
+// when the tensor keeps them alive itself.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+// Values match ONNX TensorProto.DataType so Python and C++ share one numbering.
+enum class DType : int {
+  undefined = 0,
+  f32 = 1,
+  u8 = 2,
+  i8 = 3,
+  i32 = 6,
+  i64 = 7,
+  boolean = 9,
+  f16 = 10,
+  f64 = 11,
+};
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+bool dtype_known(int code);
+
+using Shape = std::vector<int64_t>;
+
+// A problem with a node or its data: shape mismatch, bad attribute, index out of range.
+// The message starts with the node name so the user knows where.
+class NodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A tensor that would exceed the memory kiln is allowed to use.
+class LimitError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string shape_str(const Shape& s);
+
+// Element count of `s`, refusing negative dims and products beyond `limit` elements.
+size_t checked_numel(const Shape& s, size_t limit, const std::string& what);
+
+struct Tensor {
+  DType dtype = DType::undefined;
+  Shape shape;
+  void* data = nullptr;
+  std::shared_ptr<void> owner;  // set when this tensor owns (or shares) its bytes
+
+  size_t numel() const {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    return n;
+  }
+  size_t nbytes() const { return numel() * dtype_size(dtype); }
+  size_t rank() const { return shape.size(); }
+  template <typename T> T* ptr() { return static_cast<T*>(data); }
+  template <typename T> const T* ptr() const { return static_cast<const T*>(data); }
+};
+
+// Row-major strides (in elements) of a shape.
+std::vector<size_t> strides_of(const Shape& s);
+
+// A heap tensor owning fresh (uninitialized) bytes.
+Tensor make_heap_tensor(DType dtype, const Shape& shape);
+
+}  // namespace kiln

@@ -1,0 +1,274 @@
+"""What the native backend really runs: (domain, op) -> element types and attribute checks.
+
+The table mirrors the C++ kernels under ``src/ops``: a node is claimed only when its op has
+a kernel, every input and output has an element type that kernel handles, and its
+attributes are ones the kernel implements. ``refusal`` says which of these failed.
+Element types that are not known yet (no shape inference) are accepted; the kernel then
+checks them at run time and raises a kiln error naming the node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import onnx_ir as ir
+
+DT = ir.DataType
+FLOAT = frozenset({DT.FLOAT})
+FLOATS = frozenset({DT.FLOAT, DT.DOUBLE})
+INTS = frozenset({DT.INT64, DT.INT32, DT.INT8, DT.UINT8})
+NUMERIC = FLOATS | INTS
+NUMERIC_BOOL = NUMERIC | {DT.BOOL}
+ANY = NUMERIC_BOOL | {DT.FLOAT16}
+INDEX = frozenset({DT.INT64, DT.INT32})
+
+ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid", "HardSwish",
+               "Gelu", "GeluTanh", "Tanh")
+
+Check = Callable[[ir.Node], "str | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """types: element types allowed for the data input (input 0 unless `data` says); every
+    other input and output must have the same type, except `index_inputs` (int64/int32) and
+    the `free_inputs` / `free_outputs` the kernel types itself. check: attribute test
+    returning the reason for a refusal.
+    """
+
+    types: frozenset
+    data: int = 0
+    index_inputs: tuple[int, ...] = ()
+    free_inputs: tuple[int, ...] = ()   # inputs whose type is not constrained here
+    free_outputs: tuple[int, ...] = ()
+    check: Check | None = None
+
+
+def _attr(node: ir.Node, key: str, default: object = None) -> object:
+    attr = node.attributes.get(key)
+    return default if attr is None else attr.value
+
+
+def _one_of(key: str, allowed: tuple[str, ...], default: str) -> Check:
+    def check(node: ir.Node) -> str | None:
+        value = _attr(node, key, default)
+        return None if value in allowed else f"{key}={value!r} (native implements {allowed})"
+    return check
+
+
+def _all(*checks: Check) -> Check:
+    def check(node: ir.Node) -> str | None:
+        for c in checks:
+            reason = c(node)
+            if reason:
+                return reason
+        return None
+    return check
+
+
+def _activation(node: ir.Node) -> str | None:
+    act = _attr(node, "activation", "")
+    return None if act in ACTIVATIONS else f"activation={act!r} is not one of {ACTIVATIONS}"
+
+
+def _batchnorm(node: ir.Node) -> str | None:
+    if _attr(node, "training_mode", 0):
+        return "training_mode=1"
+    if any(o is not None and o.uses() for o in node.outputs[1:]):
+        return "training-mode outputs (running mean/var) are used"
+    return None
+
+
+def _resize(node: ir.Node) -> str | None:
+    reason = _all(
+        _one_of("mode", ("nearest", "linear", "bilinear"), "nearest"),
+        _one_of("coordinate_transformation_mode",
+                ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                 "tf_half_pixel_for_nn"), "half_pixel"),
+        _one_of("nearest_mode", ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"),
+                "round_prefer_floor"),
+        _one_of("keep_aspect_ratio_policy", ("stretch",), "stretch"),
+    )(node)
+    if reason:
+        return reason
+    if _attr(node, "antialias", 0):
+        return "antialias=1"
+    if _attr(node, "exclude_outside", 0):
+        return "exclude_outside=1"
+    if "axes" in node.attributes:
+        return "the axes attribute"
+    return None
+
+
+def _cast(node: ir.Node) -> str | None:
+    to = _attr(node, "to")
+    try:
+        target = DT(int(to))
+    except (TypeError, ValueError):
+        return f"to={to!r}"
+    if target not in ANY:
+        return f"cast to {target.name}"
+    if _attr(node, "round_mode", "up") != "up":
+        return "round_mode"
+    return None
+
+
+def _constant_of_shape(node: ir.Node) -> str | None:
+    value = _attr(node, "value")
+    if value is not None and value.dtype not in ANY:
+        return f"value of type {value.dtype.name}"
+    return None
+
+
+def _dropout(node: ir.Node) -> str | None:
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        v = node.inputs[2]
+        if v.const_value is None or bool(v.const_value.numpy().reshape(-1)[0]):
+            return "training_mode input that is not a constant false"
+    return None
+
+
+def _pad(node: ir.Node) -> str | None:
+    return _one_of("mode", ("constant", "reflect", "edge", "wrap"), "constant")(node)
+
+
+def _depth_to_space(node: ir.Node) -> str | None:
+    return _one_of("mode", ("DCR", "CRD"), "DCR")(node)
+
+
+def _auto_pad(node: ir.Node) -> str | None:
+    return _one_of("auto_pad", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), "NOTSET")(node)
+
+
+def _gelu(node: ir.Node) -> str | None:
+    return _one_of("approximate", ("none", "tanh"), "none")(node)
+
+
+def _conv_fused(node: ir.Node) -> str | None:
+    return _auto_pad(node) or _activation(node)
+
+
+_U = Rule(FLOATS)                      # float unary math
+_N = Rule(NUMERIC)                     # numeric, same type everywhere
+_MOVE = Rule(ANY, index_inputs=(1, 2, 3, 4))
+
+RULES: dict[tuple[str, str], Rule] = {
+    # elementwise math
+    **{("", op): _U for op in (
+        "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan",
+        "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softplus",
+        "Softsign", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Relu",
+        "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mean")},
+    ("", "Gelu"): Rule(FLOATS, check=_gelu),
+    **{("", op): _N for op in ("Neg", "Abs", "Sign", "Add", "Sub", "Mul", "Div", "Mod",
+                               "Sum", "Min", "Max")},
+    ("", "Clip"): Rule(NUMERIC),
+    ("", "Pow"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32}),
+                      free_inputs=(1,)),
+    **{("", op): Rule(NUMERIC_BOOL, free_outputs=(0,)) for op in (
+        "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")},
+    **{("", op): Rule(frozenset({DT.BOOL})) for op in ("And", "Or", "Xor", "Not")},
+    ("", "Where"): Rule(ANY, data=1, free_inputs=(0,)),
+    ("", "IsNaN"): Rule(FLOATS, free_outputs=(0,)),
+    ("", "IsInf"): Rule(FLOATS, free_outputs=(0,)),
+    # linear algebra and convolution
+    ("", "Conv"): Rule(FLOAT, check=_auto_pad),
+    ("", "ConvTranspose"): Rule(FLOAT, check=_auto_pad),
+    ("", "Gemm"): Rule(FLOAT),
+    ("", "MatMul"): Rule(FLOAT),
+    ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
+    ("kiln", "FusedGemm"): Rule(FLOAT, check=_activation),
+    # normalization, pooling
+    ("", "BatchNormalization"): Rule(FLOAT, check=_batchnorm),
+    ("", "LayerNormalization"): Rule(FLOAT),
+    ("", "InstanceNormalization"): Rule(FLOAT),
+    ("", "LRN"): Rule(FLOAT),
+    ("", "Softmax"): Rule(FLOAT),
+    ("", "LogSoftmax"): Rule(FLOAT),
+    ("", "Hardmax"): Rule(FLOAT),
+    ("", "MaxPool"): Rule(FLOAT, free_outputs=(1,), check=_auto_pad),
+    ("", "AveragePool"): Rule(FLOAT, check=_auto_pad),
+    ("", "LpPool"): Rule(FLOAT, check=_auto_pad),
+    ("", "GlobalAveragePool"): Rule(FLOAT),
+    ("", "GlobalMaxPool"): Rule(FLOAT),
+    ("", "Resize"): Rule(FLOAT, free_inputs=(1, 2, 3), check=_resize),
+    ("", "Upsample"): Rule(FLOAT, free_inputs=(1,), check=_resize),
+    # reductions
+    **{("", op): Rule(NUMERIC, index_inputs=(1,)) for op in (
+        "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+        "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")},
+    ("", "ArgMax"): Rule(NUMERIC, free_outputs=(0,)),
+    ("", "ArgMin"): Rule(NUMERIC, free_outputs=(0,)),
+    ("", "TopK"): Rule(NUMERIC, index_inputs=(1,), free_outputs=(1,)),
+    # shape and data movement
+    **{("", op): _MOVE for op in (
+        "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Slice",
+        "Gather", "GatherElements", "Expand", "Tile")},
+    ("", "Concat"): Rule(ANY),
+    ("", "Split"): Rule(ANY, index_inputs=(1,)),
+    ("", "Dropout"): Rule(ANY, free_inputs=(1, 2), free_outputs=(1,), check=_dropout),
+    ("", "Pad"): Rule(NUMERIC_BOOL, index_inputs=(1, 3), check=_pad),
+    ("", "Shape"): Rule(ANY, free_outputs=(0,)),
+    ("", "Size"): Rule(ANY, free_outputs=(0,)),
+    ("", "ConstantOfShape"): Rule(INDEX, free_outputs=(0,), check=_constant_of_shape),
+    ("", "Range"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32})),
+    ("", "Cast"): Rule(ANY, free_outputs=(0,), check=_cast),
+    ("", "CastLike"): Rule(ANY, free_inputs=(1,), free_outputs=(0,)),
+    ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
+    ("", "SpaceToDepth"): Rule(ANY),
+    ("", "Constant"): Rule(ANY, free_outputs=(0,)),
+}
+
+
+def _dtype(value: ir.Value | None) -> ir.DataType | None:
+    return None if value is None else value.dtype
+
+
+def _name(data: ir.DataType | None, rule: Rule) -> str:
+    return data.name if data is not None else "/".join(sorted(t.name for t in rule.types))
+
+
+def refusal(node: ir.Node) -> str | None:
+    """Why the native backend cannot run ``node``; None when it can."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    rule = RULES.get((domain, node.op_type))
+    if rule is None:
+        return f"no native kernel for {domain or 'ai.onnx'}::{node.op_type}"
+    for key, attr in node.attributes.items():
+        if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS,
+                         ir.AttributeType.SPARSE_TENSOR, ir.AttributeType.SPARSE_TENSORS,
+                         ir.AttributeType.TYPE_PROTO, ir.AttributeType.TYPE_PROTOS):
+            return f"attribute '{key}' of kind {attr.type.name}"
+        if attr.type == ir.AttributeType.TENSOR and attr.value.dtype not in ANY:
+            return f"tensor attribute '{key}' of type {attr.value.dtype.name}"
+    if domain == "" and node.op_type == "Constant":
+        if not any(k in node.attributes for k in ("value", "value_float", "value_floats",
+                                                   "value_int", "value_ints")):
+            return "Constant holding strings or sparse data"
+        return None
+    data = _dtype(node.inputs[rule.data]) if len(node.inputs) > rule.data else None
+    if data is not None and data not in rule.types:
+        return f"element type {data.name} (native runs {sorted(t.name for t in rule.types)})"
+    for i, value in enumerate(node.inputs):
+        dt = _dtype(value)
+        if dt is None or i in rule.free_inputs or i == rule.data:
+            continue
+        if i in rule.index_inputs:
+            if dt not in INDEX:
+                return f"input {i} has element type {dt.name}, expected int64 or int32"
+        elif dt not in rule.types or (data is not None and dt != data):
+            return f"input {i} has element type {dt.name}, expected {_name(data, rule)}"
+    for i, value in enumerate(node.outputs):
+        dt = _dtype(value)
+        if dt is None:
+            continue
+        if dt not in ANY:
+            return f"output {i} of element type {dt.name}"
+        if i in rule.free_outputs:
+            continue
+        if dt not in rule.types or (data is not None and dt != data):
+            return f"output {i} has element type {dt.name}, expected {_name(data, rule)}"
+    if rule.check is not None:
+        return rule.check(node)
+    return None

@@ -1,0 +1,149 @@
+"""onnxruntime (CPU execution provider): the reference every other backend is checked against.
+
+Precision lives in the graph (Q/DQ and Cast nodes the compiler placed), so this backend runs
+what it is given; it only refuses precisions that would need a flag it does not have.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
+from kiln.backends.onnx_export import signature, to_onnx_bytes
+from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from kiln.compiler.capabilities import BackendCaps
+    from kiln.compiler.target import Target
+
+_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
+class OnnxRuntimeCompiled(CompiledModel):
+    backend = "onnxruntime"
+
+    def __init__(self, model_bytes: bytes, model: ir.Model, options: CompileOptions):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if options.threads:
+            so.intra_op_num_threads = int(options.threads)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # errors only; warnings go to kiln's own reports
+        # Pool threads that spin after a run steal the core from whatever runs next; kiln
+        # interleaves engines, so spinning stays off unless asked for.
+        spin = "1" if options.extra.get("allow_spinning") else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        level = options.extra.get("ort_graph_optimization_level", "all")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        if options.extra.get("profile"):
+            so.enable_profiling = True
+        try:
+            self.session = ort.InferenceSession(model_bytes, so,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UnsupportedError(f"onnxruntime cannot load the model: {exc}") from exc
+        self.inputs, self.outputs = signature(model)
+        self._output_names = [o.name for o in self.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self.session.run(self._output_names, dict(feeds))
+        except Exception as exc:
+            raise KilnError(f"onnxruntime failed to run the model: {exc}") from exc
+        return dict(zip(self._output_names, results))
+
+
+def _loads(ir_version: int, opset: int) -> bool:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              ir_version=ir_version)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # onnxruntime refuses this IR version or opset
+        return False
+
+
+@functools.cache
+def max_ir_version() -> int:
+    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
+    import onnx
+
+    return next((v for v in range(onnx.IR_VERSION, 3, -1) if _loads(v, 13)), 3)
+
+
+@functools.cache
+def max_opset() -> int:
+    """Newest released default-domain opset this onnxruntime loads (probed once)."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    return next((o for o in range(newest, 6, -1) if _loads(max_ir_version(), o)), 7)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def is_available(self) -> Availability:
+        try:
+            import onnxruntime as ort
+        except Exception as exc:
+            return Availability(False, f"onnxruntime is not installed ({exc}); "
+                                "pip install onnxruntime")
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return Availability(False, "onnxruntime has no CPUExecutionProvider",
+                                ort.__version__)
+        return Availability(True, "CPUExecutionProvider", ort.__version__)
+
+    def supports(self, node: ir.Node) -> bool:
+        return self.refusal(node) is None
+
+    def refusal(self, node: ir.Node) -> str | None:
+        import onnx
+
+        if node.domain not in _STANDARD_DOMAINS:
+            return f"domain '{node.domain}' is not an onnxruntime domain"
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain != "com.microsoft" and not onnx.defs.has(node.op_type, domain):
+            return f"no ONNX schema for {node.op_type}"
+        return None
+
+    def supported_precisions(self) -> tuple[str, ...]:
+        return ("fp32", "fp16", "int8")
+
+    def caps(self) -> BackendCaps:
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, max_opset=max_opset())
+
+    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+        status = self.is_available()
+        if not status.ok:
+            raise BackendUnavailableError(f"onnxruntime is unavailable: {status.reason}")
+        if options.precision not in self.supported_precisions():
+            raise UnsupportedError(f"onnxruntime has no {options.precision} CPU kernels; use one "
+                                   f"of {', '.join(self.supported_precisions())}")
+        model_bytes = to_onnx_bytes(model, max_ir_version(), max_opset())
+        return OnnxRuntimeCompiled(model_bytes, model, options)
+
+

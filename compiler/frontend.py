@@ -1,0 +1,205 @@
+"""ONNX in, IR out: the only place kiln reads a user's model.
+
+``import_model`` accepts a path, raw bytes or an ``onnx.ModelProto`` and returns an
+``onnx_ir.Model`` that passed the ONNX checker and has inferred shapes. What it guarantees:
+
+- old-IR models that list their initializers as graph inputs (the onnx model zoo does) get
+  those initializers treated as constants, unless ``initializers_as_inputs=True`` keeps them
+  overridable inputs;
+- external data is read only from regular files inside the model's own folder, and only the
+  bytes the tensor declares;
+- every failure is a ``kiln.ModelError`` naming what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from kiln.errors import ModelError
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+
+
+def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
+                 check: bool = True, infer_shapes: bool = True) -> ir.Model:
+    """Load ``source`` into the IR, checked and shape-inferred.
+
+    The returned model's ``meta`` holds ``kiln.source_sha256`` (of the serialized source) and
+    ``kiln.source_name`` for reports and artifact manifests.
+    """
+    proto, name, digest = load_proto(source)
+    if not initializers_as_inputs:
+        _drop_initializer_inputs(proto)
+    if check:
+        _check(proto, name)
+    if infer_shapes:
+        proto = _infer_shapes(proto, name)
+    try:
+        model = ir.from_proto(proto)
+    except Exception as exc:
+        raise ModelError(f"{name}: cannot convert to the IR: {exc}") from exc
+    model.meta["kiln.source_sha256"] = digest
+    model.meta["kiln.source_name"] = name
+    return model
+
+
+def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
+    """Parse ``source`` into a ModelProto with external data resolved safely.
+
+    Returns (proto, display name, sha256 of the serialized model).
+    """
+    if isinstance(source, onnx.ModelProto):
+        data = source.SerializeToString()
+        return _parse(data, "<ModelProto>"), "<ModelProto>", _sha256(data)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        proto = _parse(data, "<bytes>")
+        if _has_external_data(proto):
+            raise ModelError("<bytes>: the model refers to external data files, which need a "
+                             "folder: load it from its path instead")
+        return proto, "<bytes>", _sha256(data)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelError(f"cannot load a model from a {type(source).__name__}: pass a path, "
+                         "bytes or an onnx.ModelProto")
+    path = Path(source)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a regular file")
+    data = path.read_bytes()
+    proto = _parse(data, str(path))
+    if _has_external_data(proto):
+        load_external_data(proto, path.parent.resolve(), str(path))
+    return proto, str(path), _sha256(data)
+
+
+def _parse(data: bytes, name: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelError(f"{name}: the file is empty, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as exc:
+        raise ModelError(f"{name}: not a valid ONNX protobuf (truncated or corrupt): "
+                         f"{exc}") from exc
+    if not proto.HasField("graph"):
+        raise ModelError(f"{name}: the protobuf has no graph (truncated, or not an ONNX model)")
+    return proto
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _all_tensors(proto: onnx.ModelProto):
+    """Every TensorProto in the model, subgraphs included."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(proto)
+
+
+def _has_external_data(proto: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto))
+
+
+def load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None:
+    """Read every external tensor's bytes into the proto, confined to ``folder``.
+
+    Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
+    files that are not regular, files with other hard links (they may alias a file outside),
+    and offset/length past the end of the file.
+    """
+    for tensor in _all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        where = f"{name}: tensor '{tensor.name}' external data '{location}'"
+        if not location:
+            raise ModelError(f"{where}: no location given")
+        if os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise ModelError(f"{where}: absolute paths are refused; external data must live "
+                             "inside the model's folder")
+        candidate = folder / location
+        if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents
+                                          if str(p).startswith(str(folder))):
+            raise ModelError(f"{where}: symbolic links are refused")
+        resolved = candidate.resolve()
+        if resolved != folder and folder not in resolved.parents:
+            raise ModelError(f"{where}: resolves outside the model's folder {folder}")
+        try:
+            stat = resolved.lstat()
+        except OSError as exc:
+            raise ModelError(f"{where}: cannot read: {exc.strerror}") from exc
+        import stat as stat_module
+
+        if not stat_module.S_ISREG(stat.st_mode):
+            raise ModelError(f"{where}: not a regular file")
+        if stat.st_nlink > 1:
+            raise ModelError(f"{where}: the file has {stat.st_nlink} hard links; kiln refuses "
+                             "hard-linked external data since a link may point outside the "
+                             "model's folder (copy the file instead)")
+        offset = _non_negative_int(info.get("offset", "0"), where, "offset")
+        length = info.get("length")
+        size = stat.st_size
+        if offset > size:
+            raise ModelError(f"{where}: offset {offset} is past the end of the file "
+                             f"({size} bytes)")
+        nbytes = size - offset if length is None else _non_negative_int(length, where, "length")
+        if offset + nbytes > size:
+            raise ModelError(f"{where}: offset {offset} + length {nbytes} is past the end of "
+                             f"the file ({size} bytes)")
+        with open(resolved, "rb") as handle:
+            handle.seek(offset)
+            tensor.raw_data = handle.read(nbytes)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _non_negative_int(text: str, where: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ModelError(f"{where}: {what} '{text}' is not an integer") from exc
+    if value < 0:
+        raise ModelError(f"{where}: {what} {value} is negative")
+    return value
+
+
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
+    """Old IR lists initializers as graph inputs too; make them plain constants."""
+    initializer_names = {t.name for t in proto.graph.initializer}
+    if not initializer_names:
+        return
+    keep = [v for v in proto.graph.input if v.name not in initializer_names]
+    if len(keep) != len(proto.graph.input):
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        # IR < 4 requires every initializer to be an input; moving on needs IR 4.
+        if proto.ir_version < 4:
+            proto.ir_version = 4
+
+
+def _check(proto: onnx.ModelProto, name: str) -> None:
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
+    except ValueError as exc:  # e.g. > 2 GiB protos
+        raise ModelError(f"{name}: cannot check the model: {exc}") from exc
+
+
+def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
+                                                 data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{name}: shape inference failed: {first}") from exc

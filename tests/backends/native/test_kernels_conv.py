@@ -1,0 +1,213 @@
+"""The f32 conv2d kernels (1x1 GEMM, im2col, depthwise, reference) on every ISA path,
+against a float64 numpy convolution."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+native = pytest.importorskip("kiln.backends.native._native")
+K = native.kernels
+
+
+@dataclass(frozen=True)
+class Case:
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilations: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __str__(self) -> str:
+        return (
+            f"{self.n}x{self.c}x{self.h}x{self.w}-k{self.k}-{self.kh}x{self.kw}"
+            f"-s{self.strides[0]}{self.strides[1]}-p{''.join(map(str, self.pads))}"
+            f"-d{self.dilations[0]}{self.dilations[1]}-g{self.groups}"
+        )
+
+
+def conv_ref(x, w, bias, residual, case: Case, act: str) -> np.ndarray:
+    """Direct NCHW convolution in float64 from the definition."""
+    pt, pl, pb, pr = case.pads
+    sh, sw = case.strides
+    dh, dw = case.dilations
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (case.h + pt + pb - (case.kh - 1) * dh - 1) // sh + 1
+    ow = (case.w + pl + pr - (case.kw - 1) * dw - 1) // sw + 1
+    cg, kg = case.c // case.groups, case.k // case.groups
+    y = np.zeros((case.n, case.k, oh, ow))
+    for g in range(case.groups):
+        xs = xp[:, g * cg : (g + 1) * cg]
+        wg = w[g * kg : (g + 1) * kg].astype(np.float64)
+        for ky in range(case.kh):
+            for kx in range(case.kw):
+                patch = xs[
+                    :,
+                    :,
+                    ky * dh : ky * dh + (oh - 1) * sh + 1 : sh,
+                    kx * dw : kx * dw + (ow - 1) * sw + 1 : sw,
+                ]
+                y[:, g * kg : (g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch, wg[:, :, ky, kx])
+    if bias is not None:
+        y += bias[None, :, None, None]
+    if residual is not None:
+        y += residual
+    if act == "relu":
+        y = np.maximum(y, 0)
+    elif act == "clip":
+        y = np.clip(y, 0.0, 6.0)
+    elif act == "silu":
+        y = y / (1 + np.exp(-y))
+    elif act == "hard_swish":
+        y = y * np.clip(y / 6 + 0.5, 0, 1)
+    return y
+
+
+CASES = [
+    Case(1, 8, 9, 11, 16, 1, 1),  # pointwise -> gemm_1x1
+    Case(2, 5, 7, 6, 3, 1, 1),  # pointwise, odd sizes, batch
+    Case(1, 8, 9, 11, 12, 1, 1, strides=(2, 2)),  # strided 1x1 -> im2col
+    Case(1, 3, 10, 12, 8, 3, 3, pads=(1, 1, 1, 1)),
+    Case(2, 4, 9, 7, 5, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
+    Case(1, 3, 23, 23, 8, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3)),  # a ResNet stem, small
+    Case(1, 4, 12, 13, 6, 5, 5, pads=(2, 2, 2, 2), dilations=(2, 2)),
+    Case(1, 4, 8, 9, 6, 3, 2, pads=(0, 1, 2, 0)),  # asymmetric pads, 3x2 kernel
+    Case(1, 6, 8, 8, 9, 3, 3, pads=(1, 1, 1, 1), groups=3),  # grouped
+    Case(1, 1, 5, 5, 1, 5, 5),  # kernel == input
+    Case(1, 16, 13, 13, 16, 3, 3, pads=(1, 1, 1, 1), groups=16),  # depthwise
+    Case(2, 8, 17, 33, 8, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1), groups=8),
+    Case(1, 5, 11, 19, 5, 5, 5, pads=(2, 2, 2, 2), groups=5),
+    Case(1, 4, 15, 16, 4, 3, 3, pads=(2, 2, 2, 2), dilations=(2, 2), groups=4),
+    Case(1, 4, 14, 15, 4, 3, 3, strides=(3, 3), pads=(1, 0, 1, 0), groups=4),
+    Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
+]
+
+
+def algorithms_for(case: Case) -> list[str]:
+    algos = ["auto", "im2col", "reference"]
+    if case.kh == case.kw == 1 and case.strides == (1, 1) and case.pads == (0, 0, 0, 0):
+        algos.append("gemm_1x1")
+    if case.groups > 1 and case.groups == case.c == case.k:
+        algos.append("depthwise")
+    return algos
+
+
+def make_inputs(case: Case, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case.n, case.c, case.h, case.w), dtype=np.float32)
+    w = rng.standard_normal((case.k, case.c // case.groups, case.kh, case.kw), dtype=np.float32)
+    bias = rng.standard_normal(case.k, dtype=np.float32)
+    return x, w, bias, rng
+
+
+def tolerance(case: Case) -> float:
+    return 2e-5 * max(1.0, math.sqrt(case.c // case.groups * case.kh * case.kw)) * 4
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_conv_every_algorithm(isa: str, case: Case) -> None:
+    x, w, bias, rng = make_inputs(case, 1)
+    want = conv_ref(x, w, bias, None, case, "relu")
+    for algo in algorithms_for(case):
+        for threads in (1, 2):
+            y, used = K.conv2d(
+                x,
+                w,
+                bias=bias,
+                strides=list(case.strides),
+                pads=list(case.pads),
+                dilations=list(case.dilations),
+                groups=case.groups,
+                activation="relu",
+                algorithm=algo,
+                threads=threads,
+            )
+            assert algo == "auto" or used == algo
+            tol = tolerance(case)
+            np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=f"{algo} {threads}")
+
+
+def test_auto_picks_the_specialised_algorithm() -> None:
+    def used(case: Case) -> str:
+        x, w, _, _ = make_inputs(case, 2)
+        return K.conv2d(
+            x,
+            w,
+            strides=list(case.strides),
+            pads=list(case.pads),
+            dilations=list(case.dilations),
+            groups=case.groups,
+        )[1]
+
+    assert used(CASES[0]) == "gemm_1x1"
+    assert used(CASES[3]) == "im2col"
+    assert used(CASES[10]) == "depthwise"
+
+
+@pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11]], ids=str)
+def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:
+    x, w, bias, rng = make_inputs(case, 3)
+    y0 = conv_ref(x, w, None, None, case, "none")
+    residual = rng.standard_normal(y0.shape, dtype=np.float32)
+    want = conv_ref(x, w, bias, residual, case, act)
+    alpha, beta = (0.0, 6.0) if act == "clip" else (0.0, 0.0)
+    for algo in algorithms_for(case):
+        y, _ = K.conv2d(
+            x,
+            w,
+            bias=bias,
+            residual=residual,
+            strides=list(case.strides),
+            pads=list(case.pads),
+            dilations=list(case.dilations),
+            groups=case.groups,
+            activation=act,
+            alpha=alpha,
+            beta=beta,
+            algorithm=algo,
+        )
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
+
+
+def test_conv_many_gemm_blocks(isa: str) -> None:
+    """Small blocking forces several K blocks and tasks through the conv GEMM path."""
+    case = Case(1, 20, 12, 12, 30, 3, 3, pads=(1, 1, 1, 1))
+    x, w, bias, _ = make_inputs(case, 4)
+    want = conv_ref(x, w, bias, None, case, "relu")
+    try:
+        K.set_gemm_blocking(40, 14, 32)
+        y, _ = K.conv2d(x, w, bias=bias, pads=[1, 1, 1, 1], activation="relu", threads=2)
+    finally:
+        K.set_gemm_blocking(0, 0, 0)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs", "message"),
+    [
+        ((1, 6, 8, 8), (4, 3, 3, 3), {"groups": 4}, "not divisible by groups"),
+        ((1, 6, 8, 8), (5, 2, 3, 3), {"groups": 3}, "output channels 5 are not divisible"),
+        ((1, 3, 4, 4), (2, 3, 7, 7), {}, "larger than the padded input"),
+        ((1, 3, 4, 4), (2, 3, 3, 3), {"dilations": [3, 3]}, "larger than the padded input"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"strides": [0, 1]}, "strides must be >= 1"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "depthwise"}, "needs groups == C == K"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "gemm_1x1"}, "needs a 1x1 kernel"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd9"}, "unknown conv algorithm"),
+    ],
+)
+def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:
+    x = np.zeros(x_shape, np.float32)
+    w = np.zeros(w_shape, np.float32)
+    with pytest.raises(ValueError, match=message):
+        K.conv2d(x, w, **kwargs)

@@ -1,0 +1,227 @@
+"""The f32 SGEMM kernels and activations on every ISA path, against numpy (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+native = pytest.importorskip("kiln.backends.native._native")
+
+K = native.kernels
+
+ACTIVATIONS = [
+    "none",
+    "relu",
+    "leaky_relu",
+    "clip",
+    "sigmoid",
+    "silu",
+    "hard_sigmoid",
+    "hard_swish",
+    "gelu_erf",
+    "gelu_tanh",
+    "tanh",
+]
+ALPHA_BETA = {"leaky_relu": (0.1, 0.0), "clip": (-0.5, 0.75), "hard_sigmoid": (0.2, 0.5)}
+
+_erf = np.vectorize(math.erf)
+
+
+def activation_ref(name: str, x: np.ndarray) -> np.ndarray:
+    """Each activation in float64, written from its definition."""
+    x = x.astype(np.float64)
+    a, b = ALPHA_BETA.get(name, (0.0, 0.0))
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    if name == "none":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "leaky_relu":
+        return np.where(x >= 0, x, a * x)
+    if name == "clip":
+        return np.clip(x, a, b)
+    if name == "sigmoid":
+        return sig(x)
+    if name == "silu":
+        return x * sig(x)
+    if name == "hard_sigmoid":
+        return np.clip(a * x + b, 0, 1)
+    if name == "hard_swish":
+        return x * np.clip(x / 6 + 0.5, 0, 1)
+    if name == "gelu_erf":
+        return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    if name == "tanh":
+        return np.tanh(x)
+    raise AssertionError(name)
+
+
+def gemm_ref(a, b, trans_a, trans_b, bias, bias_kind, residual, act):
+    op_a = a.T if trans_a else a
+    op_b = b.T if trans_b else b
+    c = op_a.astype(np.float64) @ op_b.astype(np.float64)
+    if bias_kind == "per_row":
+        c += bias[:, None]
+    elif bias_kind == "per_col":
+        c += bias[None, :]
+    elif bias_kind == "full":
+        c += bias.reshape(c.shape)
+    if residual is not None:
+        c += residual
+    return activation_ref(act, c)
+
+
+def check(got: np.ndarray, want: np.ndarray, k: int) -> None:
+    # float32 accumulation over k terms of unit-variance products.
+    tol = 1e-5 * max(1.0, math.sqrt(k)) * 4
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def make(shape, rng):
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+EDGE_SHAPES = [
+    (1, 1, 1),
+    (1, 37, 5),
+    (13, 1, 7),
+    (5, 7, 1),
+    (14, 32, 64),
+    (15, 33, 65),
+    (6, 16, 8),
+    (7, 17, 9),
+    (29, 70, 300),
+    (3, 100, 17),
+    (100, 3, 17),
+    (28, 64, 1030),
+]
+
+
+@pytest.mark.parametrize("mode", ["fast", "packed_b", "packed_a", "reference"])
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_edge_shapes(isa: str, mode: str, shape: tuple[int, int, int]) -> None:
+    m, n, k = shape
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a, b = make((m, k), rng), make((k, n), rng)
+    got = K.gemm(a, b, mode=mode)
+    check(got, gemm_ref(a, b, False, False, None, "none", None, "none"), k)
+
+
+@pytest.mark.parametrize("mode", ["fast", "packed_b", "packed_a"])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm_transposes(isa: str, mode: str, trans_a: bool, trans_b: bool) -> None:
+    m, n, k = 23, 45, 37
+    rng = np.random.default_rng(7)
+    a = make((k, m) if trans_a else (m, k), rng)
+    b = make((n, k) if trans_b else (k, n), rng)
+    got = K.gemm(a, b, trans_a=trans_a, trans_b=trans_b, mode=mode)
+    check(got, gemm_ref(a, b, trans_a, trans_b, None, "none", None, "none"), k)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("bias_kind", ["none", "per_row", "per_col", "full"])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_gemm_fused_epilogue(isa: str, act: str, bias_kind: str, with_residual: bool) -> None:
+    m, n, k = 17, 35, 19
+    rng = np.random.default_rng(11)
+    a, b = make((m, k), rng), make((k, n), rng)
+    bias = {
+        "none": None,
+        "per_row": make((m,), rng),
+        "per_col": make((n,), rng),
+        "full": make((m, n), rng),
+    }[bias_kind]
+    residual = make((m, n), rng) if with_residual else None
+    alpha, beta = ALPHA_BETA.get(act, (0.0, 0.0))
+    for mode in ("fast", "packed_b", "packed_a", "reference"):
+        got = K.gemm(
+            a,
+            b,
+            bias=bias,
+            bias_kind=bias_kind,
+            residual=residual,
+            activation=act,
+            alpha=alpha,
+            beta=beta,
+            mode=mode,
+        )
+        check(got, gemm_ref(a, b, False, False, bias, bias_kind, residual, act), k)
+
+
+def test_gemm_many_blocks_and_threads(isa: str) -> None:
+    """Small KC/MC/NC force K accumulation across blocks and many tasks over two threads."""
+    rng = np.random.default_rng(3)
+    m, n, k = 61, 150, 203
+    a, b = make((m, k), rng), make((k, n), rng)
+    bias, residual = make((n,), rng), make((m, n), rng)
+    want = gemm_ref(a, b, False, False, bias, "per_col", residual, "silu")
+    try:
+        K.set_gemm_blocking(24, 20, 40)
+        for threads in (1, 2):
+            for mode in ("fast", "packed_b", "packed_a"):
+                got = K.gemm(
+                    a,
+                    b,
+                    bias=bias,
+                    bias_kind="per_col",
+                    residual=residual,
+                    activation="silu",
+                    mode=mode,
+                    threads=threads,
+                )
+                check(got, want, k)
+    finally:
+        K.set_gemm_blocking(0, 0, 0)
+
+
+def test_gemm_k_zero_gives_epilogue_of_zero(isa: str) -> None:
+    a = np.zeros((3, 0), np.float32)
+    b = np.zeros((0, 4), np.float32)
+    bias = np.arange(4, dtype=np.float32) - 1.5
+    got = K.gemm(a, b, bias=bias, bias_kind="per_col", activation="relu")
+    np.testing.assert_array_equal(got, np.maximum(np.tile(bias, (3, 1)), 0))
+
+
+def test_packed_b_survives_isa_change() -> None:
+    """Panels packed for one ISA still give right answers when dispatch is capped later."""
+    rng = np.random.default_rng(5)
+    a, b = make((9, 40), rng), make((40, 50), rng)
+    want = gemm_ref(a, b, False, False, None, "none", None, "none")
+    for isa in ("generic", "avx2", "avx512"):
+        native.set_isa_cap(isa)
+        check(K.gemm(a, b, mode="packed_b"), want, 40)
+    native.set_isa_cap("avx512")
+
+
+def test_gemm_rejects_bad_operands() -> None:
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        K.gemm(a, np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError, match="bias needs 3"):
+        K.gemm(a, np.ones((4, 2), np.float32), bias=np.ones(2, np.float32), bias_kind="per_row")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_vectorized_activation_accuracy(isa: str, act: str) -> None:
+    x = np.concatenate(
+        [
+            np.linspace(-12, 12, 4001, dtype=np.float32),
+            np.linspace(-0.7, 0.7, 999, dtype=np.float32),  # around the tanh branch point
+            np.array([-90, -60, -30, 0, 30, 60, 90], np.float32),
+        ]
+    )
+    a, b = ALPHA_BETA.get(act, (0.0, 0.0))
+    got = K.activation(x, act, a, b).astype(np.float64)
+    want = activation_ref(act, x)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    # And the scalar oracle itself agrees with the float64 definition.
+    scalar = K.activation(x, act, a, b, reference=True).astype(np.float64)
+    np.testing.assert_allclose(scalar, want, rtol=2e-6, atol=1e-7)
+
+
+def test_dispatch_follows_the_isa_cap(isa: str) -> None:
+    assert K.gemm_kernel_name().startswith(f"kiln_f32_gemm_ukernel__{isa}_")

@@ -1,0 +1,230 @@
+"""The native backend as a whole: availability, exact supports(), fallback and strict mode,
+the memory plan, concurrency, and the light model zoo against onnxruntime."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from native_cases import compile_native, make_model, run_ort
+from onnx import helper
+
+import kiln
+from kiln.backends.base import CompileOptions
+from kiln.backends.native import _native
+from kiln.backends.native.backend import NativeBackend
+
+rng = np.random.default_rng(7)
+LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+LIGHT_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
+                "shufflenet", "squeezenet", "vgg19", "zfnet512"]
+
+
+def f32(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_is_available_reports_version_and_isa():
+    status = NativeBackend().is_available()
+    assert status.ok
+    assert _native.isa() in status.version
+
+
+def test_every_supported_op_has_a_kernel():
+    from kiln.backends.native.support import RULES
+
+    registered = set(_native.registered_ops())
+    for domain, op in RULES:
+        if (domain, op) == ("", "Constant"):
+            continue  # folded into plan constants while lowering
+        assert f"{domain}::{op}" in registered, f"{domain}::{op} claimed without a kernel"
+
+
+def _node_in(model: onnx.ModelProto, op: str) -> ir.Node:
+    graph = ir.from_proto(model).graph
+    return next(n for n in graph if n.op_type == op)
+
+
+def test_supports_is_exact_about_types_and_attributes():
+    backend = NativeBackend()
+    x = {"x": f32(1, 2, 4, 4)}
+    ok = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"],
+                    initializers={"w": f32(3, 2, 3, 3)})
+    assert backend.supports(_node_in(ok, "Conv"))
+    cubic = make_model([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")], x,
+                       ["y"], initializers={"s": np.array([1, 1, 2, 2], np.float32)})
+    node = _node_in(cubic, "Resize")
+    assert not backend.supports(node)
+    assert "mode='cubic'" in backend.refusal(node)
+    conv64 = make_model([helper.make_node("Conv", ["x", "w"], ["y"])],
+                        {"x": f32(1, 2, 4, 4).astype(np.float64)}, ["y"],
+                        initializers={"w": f32(3, 2, 3, 3).astype(np.float64)})
+    assert "DOUBLE" in backend.refusal(_node_in(conv64, "Conv"))
+    cumsum = make_model([helper.make_node("CumSum", ["x", "a"], ["y"])], x, ["y"],
+                        initializers={"a": np.array(1, np.int64)})
+    assert "no native kernel" in backend.refusal(_node_in(cumsum, "CumSum"))
+
+
+def _mixed_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Relu -> CumSum (no native kernel) -> Mul -> Det (no native kernel) -> Add."""
+    feeds = {"x": f32(3, 3)}
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("CumSum", ["r", "axis"], ["c"], name="cumsum"),
+             helper.make_node("Mul", ["c", "x"], ["m"], name="mul"),
+             helper.make_node("Det", ["m"], ["d"], name="det"),
+             helper.make_node("Add", ["d", "one"], ["y"], name="add")]
+    model = make_model(nodes, feeds, ["y", "m"],
+                       initializers={"axis": np.array(0, np.int64),
+                                     "one": np.array(1.0, np.float32)})
+    return model, feeds
+
+
+def test_fallback_runs_unsupported_nodes_on_onnxruntime():
+    model, feeds = _mixed_model()
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
+    engines = [s["engine"] for s in compiled.report["segments"]]
+    assert engines == ["native", "onnxruntime", "native", "onnxruntime", "native"]
+    got = compiled.run(feeds)
+    want = run_ort(model, feeds)
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["m"], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_strict_mode_lists_every_unsupported_node():
+    model, _ = _mixed_model()
+    with pytest.raises(kiln.UnsupportedError) as info:
+        compile_native(model)
+    message = str(info.value)
+    assert "2 node(s)" in message
+    assert "'cumsum' (ai.onnx::CumSum)" in message and "'det' (ai.onnx::Det)" in message
+
+
+def test_memory_plan_reuses_the_arena():
+    feeds = {"x": f32(1, 8, 16, 16)}
+    nodes, prev = [], "x"
+    for k in range(6):
+        nodes.append(helper.make_node("Conv", [prev, "w"], [f"c{k}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"]))
+        prev = f"r{k}"
+    model = make_model(nodes, feeds, [prev], initializers={"w": f32(8, 8, 3, 3) * 0.2})
+    compiled = compile_native(model)
+    report = compiled.report
+    one = 8 * 16 * 16 * 4
+    assert report["intermediate_bytes"] == 11 * one
+    assert report["arena_bytes"] <= 2 * one < report["intermediate_bytes"]
+    np.testing.assert_allclose(compiled.run(feeds)[prev], run_ort(model, feeds)[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_constant_subgraphs_are_folded_once():
+    feeds = {"x": f32(2, 3)}
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["w"],
+                              value=helper.make_tensor("v", 1, [1], [0.5])),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = make_model(nodes, feeds, ["y"], initializers={"shape": np.array([3, 4], np.int64)})
+    compiled = compile_native(model)
+    assert compiled.report["folded_nodes"] == 1
+    assert compiled.report["segments"] == [{"engine": "native", "nodes": 1}]
+    np.testing.assert_allclose(compiled.run(feeds)["y"], run_ort(model, feeds)[0], rtol=1e-5)
+
+
+def test_concurrent_runs_are_bit_identical_to_serial():
+    feeds_list = [{"x": f32(1, 3, 32, 32)} for _ in range(16)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
+    model = make_model(nodes, feeds_list[0], ["y"],
+                       initializers={"w1": f32(16, 3, 3, 3), "b1": f32(16),
+                                     "w2": f32(32, 16, 3, 3), "wf": f32(10, 32)})
+    compiled = compile_native(model, threads=2)
+    serial = [compiled.run(f)["y"] for f in feeds_list]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            parallel = list(pool.map(lambda f: compiled.run(f)["y"], feeds_list))
+            for a, b in zip(serial, parallel):
+                assert np.array_equal(a, b)
+
+
+def test_inputs_exclude_initializers_and_outputs_are_owned_arrays():
+    feeds = {"x": f32(2, 3)}
+    model = make_model([helper.make_node("Add", ["x", "b"], ["y"])], feeds, ["y"],
+                       initializers={"b": f32(3)})
+    compiled = compile_native(model)
+    assert [s.name for s in compiled.inputs] == ["x"]
+    out = compiled.run(feeds)["y"]
+    assert out.flags.owndata or out.base is not None
+    out[...] = 0  # writable, and no longer tied to the executor's buffers
+    assert not np.array_equal(compiled.run(feeds)["y"], out)
+
+
+# ---- the light model zoo ----------------------------------------------------------------
+
+def randomized_light_model(name: str) -> onnx.ModelProto:
+    """The light model with its ConstantOfShape weights replaced by seeded random ones.
+
+    The zoo's weights are constant fills, which make many outputs uniform; random weights
+    (scaled by fan-in, positive variances for BatchNormalization) exercise every kernel.
+    The input of the final Softmax is added as an output so the logits are compared too.
+    """
+    model = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
+    graph = model.graph
+    gen = np.random.default_rng(sum(map(ord, name)))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for n in graph.node:
+        for k, v in enumerate(n.input):
+            uses.setdefault(v, []).append((n.op_type, k))
+    keep = []
+    for n in graph.node:
+        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
+            shape = [int(d) for d in inits[n.input[0]]]
+            role = uses.get(n.output[0], [("", -1)])[0]
+            if role[0] == "BatchNormalization" and role[1] in (1, 4):
+                arr = gen.uniform(0.5, 1.5, shape)
+            elif role[0] in ("Conv", "Gemm") and role[1] == 1 and len(shape) >= 2:
+                fan_in = int(np.prod(shape[1:])) if role[0] == "Conv" else min(shape)
+                arr = gen.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            else:
+                arr = gen.standard_normal(shape) * 0.1
+            graph.initializer.append(
+                onnx.numpy_helper.from_array(arr.astype(np.float32), n.output[0]))
+            continue
+        keep.append(n)
+    del graph.node[:]
+    graph.node.extend(keep)
+    softmax = [n for n in keep if n.op_type == "Softmax"]
+    if softmax:
+        graph.output.append(helper.make_empty_tensor_value_info(softmax[-1].input[0]))
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_model_matches_onnxruntime(name):
+    model = randomized_light_model(name)
+    compiled = compile_native(model, threads=2)
+    assert compiled.report["fallback_nodes"] == 0
+    data = compiled.inputs[0]
+    feeds = {data.name: rng.standard_normal(data.shape).astype(np.float32)}
+    got = compiled.run(feeds)
+    want = run_ort(model, feeds)
+    for spec, ref in zip(compiled.outputs, want):
+        np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4, err_msg=spec.name)
+
+
+@pytest.mark.slow
+def test_light_model_as_shipped_matches_onnxruntime():
+    path = os.path.join(LIGHT, "light_squeezenet.onnx")
+    compiled = NativeBackend().compile(ir.load(path), None,
+                                       CompileOptions(extra={"fallback": None}))
+    feeds = {"data_0": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    np.testing.assert_allclose(compiled.run(feeds)["softmaxout_1"],
+                               run_ort(onnx.load(path), feeds)[0], rtol=1e-3, atol=1e-4)

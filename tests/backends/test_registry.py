@@ -1,0 +1,41 @@
+import pytest
+
+import kiln
+from kiln.backends import registry
+
+
+def test_all_four_backends_are_registered():
+    assert registry.backend_names() == ["onnxruntime", "openvino", "native", "tensorrt"]
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "native", "tensorrt"])
+def test_availability_never_raises_and_explains(name):
+    status = registry.availability(name)
+    assert isinstance(status.ok, bool)
+    assert status.reason
+
+
+def test_cpu_backends_are_available_here():
+    assert {"onnxruntime", "openvino", "native"} <= set(registry.available_backends())
+
+
+def test_tensorrt_reports_why_it_cannot_run_without_a_gpu():
+    from kiln.compiler.target import detect_cuda_sm
+
+    if detect_cuda_sm() is not None:
+        pytest.skip("a CUDA device is present")
+    status = registry.availability("tensorrt")
+    assert not status.ok
+    assert "tensorrt" in status.reason or "CUDA" in status.reason
+
+
+def test_unknown_backend_is_a_kiln_error():
+    with pytest.raises(kiln.KilnError, match="known backends"):
+        registry.get_backend("nope")
+
+
+def test_auto_prefers_openvino_on_cpu():
+    from kiln.compiler.target import Target
+
+    name, why = registry.choose_auto(Target.parse("cpu"))
+    assert name == "openvino" and "auto" in why

@@ -1,0 +1,106 @@
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kiln
+from kiln.compiler.frontend import import_model
+
+
+def test_path_bytes_and_proto_give_the_same_graph(tmp_path, conv_model):
+    proto = conv_model
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    models = [import_model(path), import_model(proto.SerializeToString()), import_model(proto)]
+    assert {len(m.graph) for m in models} == {5}
+    assert len({m.meta["kiln.source_sha256"] for m in models}) == 1
+
+
+def test_old_ir_initializer_inputs_become_constants(squeezenet_path):
+    model = import_model(squeezenet_path)
+    assert [v.name for v in model.graph.inputs] == ["data_0"]
+    kept = import_model(squeezenet_path, initializers_as_inputs=True)
+    assert len(kept.graph.inputs) == 53
+
+
+def test_missing_path_is_a_model_error(tmp_path):
+    with pytest.raises(kiln.ModelError, match="no such file"):
+        import_model(tmp_path / "absent.onnx")
+
+
+def test_truncated_file_is_a_model_error(tmp_path, squeezenet_path):
+    data = squeezenet_path.read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(kiln.ModelError, match="cut.onnx"):
+        import_model(path)
+
+
+def test_empty_file_is_a_model_error(tmp_path):
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(kiln.ModelError, match="empty"):
+        import_model(path)
+
+
+def test_checker_rejection_names_the_model():
+    graph = helper.make_graph([helper.make_node("Relu", ["missing"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(kiln.ModelError, match="checker"):
+        import_model(model)
+
+
+def _external_model(folder, location: str, offset: int = 0, length: int | None = None):
+    tensor = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": str(offset)}
+    if length is not None:
+        entries["length"] = str(length)
+    for key, value in entries.items():
+        tensor.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=[tensor])
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_external_data_inside_the_folder_loads(tmp_path):
+    (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    model = import_model(_external_model(tmp_path, "w.bin", length=16))
+    out = kiln.Session(model, backend="onnxruntime").run(None, {"x": np.ones(4, np.float32)})
+    np.testing.assert_array_equal(out[0], [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])
+def test_external_data_outside_the_folder_is_refused(tmp_path, location):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(kiln.ModelError, match="outside|absolute"):
+        import_model(_external_model(folder, location))
+
+
+def test_external_data_symlink_and_hardlink_refused(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"\0" * 16)
+    os.symlink(outside, folder / "link.bin")
+    with pytest.raises(kiln.ModelError, match="symbolic"):
+        import_model(_external_model(folder, "link.bin"))
+    os.link(outside, folder / "hard.bin")
+    with pytest.raises(kiln.ModelError, match="hard link"):
+        import_model(_external_model(folder, "hard.bin"))
+
+
+def test_external_data_past_end_of_file_refused(tmp_path):
+    (tmp_path / "w.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(kiln.ModelError, match="past the end"):
+        import_model(_external_model(tmp_path, "w.bin", offset=8, length=16))
