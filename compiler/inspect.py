@@ -17,10 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
 from kiln.compiler.passes._util import attr
 from kiln.compiler.report import count_nodes, op_histogram
-from onnx_ir.passes.common import ShapeInferencePass
 
 if TYPE_CHECKING:
     from kiln.compiler.target import Target

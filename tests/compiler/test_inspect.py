@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_light, make_model, rand
-from kiln.compiler.inspect import inspect_model
+from compiler_cases import load_light, make_model, rand
 from onnx import helper
+
+from kiln.compiler.inspect import inspect_model
 
 
 def test_macs_of_conv_gemm_matmul_by_hand():

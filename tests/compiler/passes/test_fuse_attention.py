@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.fuse_attention import FuseAttention
 from kiln.compiler.passes.rule import RulePass
-from onnx import helper
 
 B, H, S, D = 2, 3, 5, 4
 

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_model, ops, rand, run_ort
-from kiln.compiler.passes.fuse_gelu import FuseGeluPass
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
 from onnx import helper
+
+from kiln.compiler.passes.fuse_gelu import FuseGeluPass
 
 
 def _c(v: float) -> np.ndarray:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.pipeline import optimize
-from onnx import helper
 
 
 def test_opset14_layer_norm_is_upgraded_and_fused():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from conftest import run_ort
+from compiler_cases import run_ort
+
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.fuse_transformer import transformer_opset, transformer_steps
