@@ -185,6 +185,116 @@ def _print_bench(report: dict, title: str) -> None:
         console.print(escape(note), soft_wrap=True)
 
 
+@cli.command("compile")
+@click.argument("model")
+@click.option("--backend", "-b", default="auto", show_default=True)
+@click.option("--target", "-t", default="auto", show_default=True,
+              help="'auto', or e.g. cpu:avx2,fma to compile for another machine.")
+@click.option("--precision", "-p", default="fp32", show_default=True)
+@click.option("--opt-level", "-O", "opt_level", type=click.IntRange(0, 3), default=2,
+              show_default=True)
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the .kiln artifact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level: int,
+                output: str, as_json: bool) -> None:
+    """Optimize MODEL for a backend and target and write a .kiln artifact."""
+    from kiln.runtime.session import Session
+
+    if not output.endswith(".kiln"):
+        raise KilnError(f"--output must end in .kiln, got '{output}'")
+    session = Session(model, backend=backend, target=target, precision=precision,
+                      opt_level=opt_level)
+    path = session.save(output)
+    report = session.report
+    if as_json:
+        click.echo(json.dumps({"artifact": str(path), "backend": session.backend,
+                               "target": str(session.target),
+                               "compile_seconds": session.compile_seconds,
+                               "report": report.to_json() if report else None}, indent=2))
+        return
+    if report is not None:
+        _print_passes(report.to_json())
+    console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
+                  f"{session.backend} on {escape(str(session.target))}")
+
+
+def _parse_shapes(pairs: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for pair in pairs:
+        name, sep, dims = pair.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise InputError(f"--shape expects NAME=D0,D1,..., got '{pair}'")
+    return shapes
+
+
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--opt-level", "-O", "opt_level", type=click.IntRange(0, 3), default=None,
+              help="Also compile at this level and show what each pass changed.")
+@click.option("--backend", "-b", default=None,
+              help="Compile for this backend's capabilities (default: plain ONNX).")
+@click.option("--shape", "shapes", multiple=True,
+              help="NAME=D0,D1,... pins an input's symbolic dims (for MACs).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def inspect_cmd(model: str, opt_level: int | None, backend: str | None,
+                shapes: tuple[str, ...], as_json: bool) -> None:
+    """Inputs, outputs, op histogram, parameters and MACs of MODEL (and what passes did)."""
+    from kiln.compiler.capabilities import STANDARD_ONNX
+    from kiln.compiler.frontend import import_model
+    from kiln.compiler.inspect import inspect_model
+
+    caps = STANDARD_ONNX
+    if backend is not None:
+        from kiln.backends import registry
+
+        caps = registry.get_backend(backend).caps()
+    data = inspect_model(import_model(model), opt_level, None, caps,
+                         input_shapes=_parse_shapes(shapes))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_summary(Path(model).name, data["model"])
+    if "optimized" in data:
+        _print_summary(f"{Path(model).name} at O{opt_level}", data["optimized"])
+        _print_passes(data["report"])
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    io = Table(title=title)
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for v in summary[kind]:
+            io.add_row(kind[:-1], escape(v["name"]), v["dtype"], str(v["shape"]))
+    console.print(io)
+    macs = summary["macs"]
+    uncounted = f" ({macs['uncounted_nodes']} nodes with unknown shapes not counted)" \
+        if macs["uncounted_nodes"] else ""
+    console.print(f"{summary['nodes']} nodes, {summary['parameters']:,} parameters "
+                  f"({summary['parameter_bytes'] / 1e6:.1f} MB), "
+                  f"{macs['total'] / 1e9:.3f} GMACs{uncounted}")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary["ops"].items()),
+                  soft_wrap=True, highlight=False)
+
+
+def _print_passes(report: dict) -> None:
+    table = Table(title=f"O{report['level']} for {report['backend']}: "
+                        f"{report['nodes_before']} -> {report['nodes_after']} nodes "
+                        f"in {report['seconds']:.2f} s")
+    for col in ("pass", "ms", "nodes", "rules fired"):
+        table.add_column(col)
+    for p in report["passes"]:
+        fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
+        table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
+                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired))
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

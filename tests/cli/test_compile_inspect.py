@@ -1,0 +1,66 @@
+"""`kiln compile` and `kiln inspect` run as a user runs them."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import onnx
+import pytest
+
+
+def kiln_cli(*args):
+    return subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_compile_writes_an_artifact_that_runs(tmp_path, conv_model):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_model, src)
+    out = tmp_path / "m.kiln"
+    done = kiln_cli("compile", str(src), "-b", "onnxruntime", "-t", "cpu:avx2,fma", "-O", "2",
+                    "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["target"] == "cpu:avx2,fma" and report["report"]["level"] == 2
+    with zipfile.ZipFile(out) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["backend"]["name"] == "onnxruntime" and manifest["target"] == "cpu:avx2,fma"
+    assert manifest["pipeline"]["level"] == 2
+    ran = kiln_cli("run", str(out), "-o", str(tmp_path / "outs"))
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "outs" / "y.npy").exists()
+
+
+def test_compile_refuses_a_wrong_suffix(tmp_path, conv_model):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_model, src)
+    done = kiln_cli("compile", str(src), "-o", str(tmp_path / "m.zip"))
+    assert done.returncode == 1 and "must end in .kiln" in done.stderr
+
+
+def test_inspect_json_with_opt_level(tmp_path, conv_model):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_model, src)
+    done = kiln_cli("inspect", str(src), "-O", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["model"]["ops"]["Conv"] == 1
+    assert data["model"]["macs"]["total"] == 8 * 8 * 8 * 27 + 8 * 4
+    assert data["report"]["passes"][0]["name"] == "constant-initializers"
+
+
+def test_inspect_table_and_bad_shape(tmp_path, conv_model):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_model, src)
+    done = kiln_cli("inspect", str(src))
+    assert done.returncode == 0 and "GMACs" in done.stdout
+    bad = kiln_cli("inspect", str(src), "--shape", "x=1,a")
+    assert bad.returncode == 1 and "--shape expects NAME=D0,D1" in bad.stderr
+
+
+@pytest.mark.parametrize("args", [("inspect", "missing.onnx"), ("compile", "missing.onnx",
+                                                                  "-o", "x.kiln")])
+def test_missing_model_is_one_line(args):
+    done = kiln_cli(*args)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
