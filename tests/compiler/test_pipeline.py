@@ -109,3 +109,10 @@ def test_o1_folds_but_does_not_fuse():
     assert ops(out) == ["Conv", "BatchNormalization"]
     feeds = {"x": rand(1, 1, 2, 2)}
     assert run_ort(out, feeds)[0].shape == (1, 2, 2, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT)
+def test_light_model_o2_folds_every_constant_of_shape(name):
+    _, report = optimize(load_light(name), 2, None, BackendCaps("onnxruntime"))
+    assert "ConstantOfShape" not in report.ops_after  # VGG-19's fc6 alone is 103 Mi elements
