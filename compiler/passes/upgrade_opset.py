@@ -60,7 +60,12 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
         if not self.applies(model):
             self.rejected["no transformer pattern to fuse"] += 1
             return ir.passes.PassResult(model, modified=False)
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
-        version_converter.convert_version(model, self.version, fallback=True)
+        log = logging.getLogger("onnxscript")
+        level = log.level
+        log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
+        try:
+            version_converter.convert_version(model, self.version, fallback=True)
+        finally:
+            log.setLevel(level)
         self.fired[f"opset {current} -> {self.version}"] += 1
         return ir.passes.PassResult(model, modified=True)
