@@ -24,6 +24,8 @@ from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 
+ATTENTION_OPSET = 23
+
 
 def _rank(value: ir.Value) -> int | None:
     if value.shape is not None:
@@ -93,8 +95,11 @@ class FuseAttention(Rule):
     def check(self, match: Match) -> str | None:
         softmax: ir.Node = match["softmax"]
         qk: ir.Node = match["qk"]
-        if opset(softmax.graph) < 13:
+        version = opset(softmax.graph)
+        if version < 13:
             return "Softmax before opset 13 flattens its input"
+        if self.standard and version < ATTENTION_OPSET:
+            return f"the model imports opset {version}; Attention needs {ATTENTION_OPSET}"
         q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
         ranks = [_rank(x) for x in (q, kt, v)]
         if ranks != [4, 4, 4]:

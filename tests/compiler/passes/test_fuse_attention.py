@@ -87,3 +87,10 @@ def test_query_broadcast_mask_is_expanded_for_standard_attention():
     RulePass([FuseAttention(standard=True)])(model)
     assert "Attention" in ops(model) and "Expand" in ops(model)
     assert_close(want, run_ort(model, feeds))
+
+
+def test_no_standard_attention_below_opset_23():
+    model = _sdpa("Div", False, opset=20)
+    step = RulePass([FuseAttention(standard=True)])
+    assert not step(model).modified
+    assert any("opset 20; Attention needs 23" in why for why in step.rejected)

@@ -82,3 +82,12 @@ def test_intermediate_used_elsewhere_is_rejected():
     step(model)
     assert "Gelu" not in ops(model)
     assert any("used outside the GELU" in why for why in step.rejected)
+
+
+def test_no_gelu_below_opset_20():
+    nodes, consts = ERF_DIV
+    model = make_model(nodes, {"x": [4]}, {"y": [4]},
+                       {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=14)
+    step = FuseGeluPass()
+    assert not step(model).modified
+    assert any("opset 14; Gelu needs 20" in why for why in step.rejected)

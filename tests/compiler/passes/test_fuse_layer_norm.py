@@ -41,3 +41,14 @@ def test_cnn_opset_is_left_alone():
     assert out.opset_imports[""] == 9
     upgrade = next(p for p in report.passes if p.name == "upgrade-opset")
     assert upgrade.rejected == {"no transformer pattern to fuse": 1}
+
+
+def test_no_layer_norm_below_opset_17():
+    from kiln.compiler.passes.fuse_layer_norm import FuseLayerNormPass
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
+             helper.make_node("Sub", ["x", "mu"], ["y"])]
+    model = make_model(nodes, {"x": [2, 8]}, {"y": [2, 8]}, {}, opset=14)
+    step = FuseLayerNormPass()
+    assert not step(model).modified
+    assert step.rejected == {"the model imports opset 14; LayerNormalization needs 17": 1}
