@@ -423,19 +423,54 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
 @click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
 def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
                 min_partition_nodes: int, opt_level: int, target: str, as_json: bool) -> None:
-    """Placement report: which backend runs which node of MODEL, and what the split costs."""
+    """What MODEL is (inputs/outputs, ops, parameters, MACs), what each pass changed, and
+    which backend runs which node and what the split costs."""
     from kiln.compiler.frontend import import_model
     from kiln.compiler.target import Target
     from kiln.runtime.placement import placement_report
 
-    report = placement_report(import_model(_model_arg(model)), _resolve_backends(backends),
+    imported = import_model(_model_arg(model))
+    names = _resolve_backends(backends)
+    sizes = _parse_dims(dims)
+    parsed_target = Target.parse(target)
+    summary = _graph_summary(imported, names, sizes, opt_level, parsed_target)
+    report = placement_report(imported, names,
                               None if fallback.lower() == "none" else fallback,
-                              _parse_dims(dims), min_partition_nodes,
-                              None if opt_level < 0 else opt_level, Target.parse(target))
+                              sizes, min_partition_nodes,
+                              None if opt_level < 0 else opt_level, parsed_target)
+    report["summary"] = summary
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
+    title = Path(_model_arg(model)).name
+    _print_summary(title, summary["imported"])
+    if "optimized" in summary:
+        _print_summary(f"{title} at O{opt_level}", summary["optimized"])
+        _print_passes(summary["compile"])
     _print_placement(report)
+
+
+def _graph_summary(model, backends: list[str], sizes: dict[str, int], opt_level: int,
+                   target) -> dict:
+    """``kiln.compiler.inspect`` data for the model as imported and as optimized for the
+    backend list (symbolic input dims bound from --dim so MACs can be counted)."""
+    from kiln.compiler.inspect import inspect_model
+    from kiln.runtime.placement import joint_caps
+
+    shapes = {}
+    for value in model.graph.inputs:
+        if value.shape is None:
+            continue
+        dims = [d if isinstance(d, int) else sizes.get(str(d.value)) for d in value.shape]
+        if all(isinstance(d, int) for d in dims) and dims != list(value.shape):
+            shapes[value.name] = dims
+    data = inspect_model(model, None if opt_level < 0 else opt_level, target,
+                         joint_caps(backends), input_shapes=shapes)
+    out = {"imported": data["model"]}
+    if "optimized" in data:
+        out["optimized"] = data["optimized"]
+        out["compile"] = data["report"]
+    return out
 
 
 def _print_placement(report: dict) -> None:
@@ -498,51 +533,6 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
         _print_passes(report.to_json())
     console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
                   f"{session.backend} on {escape(str(session.target))}")
-
-
-def _parse_shapes(pairs: tuple[str, ...]) -> dict[str, list[int]]:
-    shapes = {}
-    for pair in pairs:
-        name, sep, dims = pair.partition("=")
-        try:
-            shapes[name] = [int(d) for d in dims.split(",")]
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise InputError(f"--shape expects NAME=D0,D1,..., got '{pair}'")
-    return shapes
-
-
-@cli.command("inspect")
-@click.argument("model")
-@click.option("--opt-level", "-O", "opt_level", type=click.IntRange(0, 3), default=None,
-              help="Also compile at this level and show what each pass changed.")
-@click.option("--backend", "-b", default=None,
-              help="Compile for this backend's capabilities (default: plain ONNX).")
-@click.option("--shape", "shapes", multiple=True,
-              help="NAME=D0,D1,... pins an input's symbolic dims (for MACs).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def inspect_cmd(model: str, opt_level: int | None, backend: str | None,
-                shapes: tuple[str, ...], as_json: bool) -> None:
-    """Inputs, outputs, op histogram, parameters and MACs of MODEL (and what passes did)."""
-    from kiln.compiler.capabilities import STANDARD_ONNX
-    from kiln.compiler.frontend import import_model
-    from kiln.compiler.inspect import inspect_model
-
-    caps = STANDARD_ONNX
-    if backend is not None:
-        from kiln.backends import registry
-
-        caps = registry.get_backend(backend).caps()
-    data = inspect_model(import_model(model), opt_level, None, caps,
-                         input_shapes=_parse_shapes(shapes))
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    _print_summary(Path(model).name, data["model"])
-    if "optimized" in data:
-        _print_summary(f"{Path(model).name} at O{opt_level}", data["optimized"])
-        _print_passes(data["report"])
 
 
 def _print_summary(title: str, summary: dict) -> None:
