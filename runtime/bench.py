@@ -150,10 +150,10 @@ def drift(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) ->
         dots += float(a.ravel() @ b.ravel())
         ref_sq += float(a.ravel() @ a.ravel())
         got_sq += float(b.ravel() @ b.ravel())
-        scores = _class_scores(a)
-        if scores is not None and np.asarray(ref).dtype.kind == "f":
+        scores, got_scores = _class_scores(a), _class_scores(b)
+        if scores is not None and got_scores is not None and np.asarray(ref).dtype.kind == "f":
             # tie-aware: the engine agrees when its top class is one of the reference's top
-            top_got = _class_scores(b).argmax(axis=-1)
+            top_got = got_scores.argmax(axis=-1)
             picked = np.take_along_axis(scores, top_got[:, None], axis=-1)[:, 0]
             agree += int((picked == scores.max(axis=-1)).sum())
             total += top_got.size
