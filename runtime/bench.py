@@ -374,9 +374,10 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
     """
     config.check()
     say = progress or (lambda _phase, _done, _total: None)
-    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    backends = list(dict.fromkeys(config.backends))
+    pairs = [(b, p) for b in backends for p in dict.fromkeys(config.precisions)]
     if is_artifact(model):  # an artifact's precision is baked into its graph
-        pairs = [(b, "artifact") for b in config.backends]
+        pairs = [(b, "artifact") for b in backends]
     engines: list[_Engine] = []
     for i, (backend, precision) in enumerate(pairs):
         say("compile", i, len(pairs))
@@ -412,6 +413,9 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         reference, note = _reference(model, live, feeds, config)
         if note:
             notes.append(note)
+        elif is_artifact(model):
+            notes.append("drift is measured against the artifact's own optimized graph run by "
+                         f"{REFERENCE_BACKEND}, not against the model it was compiled from")
         for i, engine in enumerate(live):
             say("warm-up", i, len(live))
             try:
