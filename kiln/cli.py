@@ -177,7 +177,8 @@ def _parse_scenarios(text: str) -> list[str]:
               help="server: length of each fixed-rate probe.")
 @click.option("--max-probes", type=int, default=8, show_default=True,
               help="server: probes per engine in the QPS search.")
-@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--offline-samples", type=int, default=64, show_default=True,
+              help="offline: samples per round (3 interleaved rounds).")
 @click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
               help="offline: batch size when the batch dim is symbolic.")
 @click.option("--baseline", default="onnxruntime/fp32", show_default=True,
