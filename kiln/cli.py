@@ -177,7 +177,8 @@ def _parse_scenarios(text: str) -> list[str]:
               help="server: length of each fixed-rate probe.")
 @click.option("--max-probes", type=int, default=8, show_default=True,
               help="server: probes per engine in the QPS search.")
-@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--offline-samples", type=int, default=64, show_default=True,
+              help="offline: samples per round (3 interleaved rounds).")
 @click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
               help="offline: batch size when the batch dim is symbolic.")
 @click.option("--baseline", default="onnxruntime/fp32", show_default=True,
@@ -256,6 +257,10 @@ def _write_reports(report: dict, json_out: str | None, md_out: str | None,
         console.print(f"wrote {plot_out}")
 
 
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _print_bench(report: dict, title: str) -> None:
     from kiln.runtime.bench_report import ranking, scenario_rows, speedup
 
@@ -280,10 +285,7 @@ def _print_bench(report: dict, title: str) -> None:
                              f"{r['reason']}")
                 continue
             lat = r["latency_ms"] or {}
-
-            def f(v, spec=".3f"):
-                return "-" if v is None else format(v, spec)
-
+            f = _fmt
             qps = f(r["throughput_qps"], ".1f")
             cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
                 [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
