@@ -283,10 +283,13 @@ class _Walker:
                                 f"{what}); every value must have one producer")
             defined[value] = what
 
+        types: dict[str, int] = {}  # element types known before inference: inputs, weights
         for info in graph.input:
+            if info.type.HasField("tensor_type"):
+                types[info.name] = info.type.tensor_type.elem_type
             if not info.name:
                 raise self.fail(where, "a graph input has no name")
-            self.value_info(info, f"{where} input")
+            self.value_info(info, f"{where} input", typed=depth == 0)
             if info.name in defined:
                 raise self.fail(where, f"graph input '{info.name}' is listed twice")
             defined[info.name] = "a graph input"
@@ -299,6 +302,7 @@ class _Walker:
             initializer_names.add(tensor.name)
             self.tensor(tensor, f"{where} initializer")
             defined.setdefault(tensor.name, "an initializer")
+            types[tensor.name] = tensor.data_type
         for info in graph.value_info:
             self.value_info(info, f"{where} value_info", typed=False)
         producers = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
@@ -313,6 +317,7 @@ class _Walker:
                 raise self.fail(where, f"{label} reads '{input_name}', which is not a graph "
                                 "input, an initializer, nor the output of any node (a missing "
                                 "initializer or input?)")
+            self.input_types(node, types, f"{where} {label}")
             visible = outer | frozenset(defined)
             self.subgraphs(node, visible, depth, f"{where} {label}")
             for output_name in node.output:
@@ -325,9 +330,37 @@ class _Walker:
             if info.name in seen:
                 raise self.fail(where, f"output name '{info.name}' is listed twice")
             seen.add(info.name)
-            self.value_info(info, f"{where} output")
+            self.value_info(info, f"{where} output", typed=depth == 0)
             if info.name not in defined and info.name not in outer:
                 raise self.fail(where, f"graph output '{info.name}' is never produced")
+
+    def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
+        """Inputs whose element type is known up front must fit the op's type constraints."""
+        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
+            return
+        known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
+        if not known:
+            return
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+        except onnx.defs.SchemaError:
+            return  # the checker names unknown ops
+        formals = list(schema.inputs)
+        if not formals:
+            return
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        for index, elem_type in known:
+            formal = formals[min(index, len(formals) - 1)]
+            if index >= len(formals) and not _variadic(formal):
+                continue
+            permitted = allowed.get(formal.type_str, {formal.type_str})
+            name = onnx.TensorProto.DataType.Name(elem_type).lower() \
+                if elem_type in _DTYPES else str(elem_type)
+            if permitted and f"tensor({name})" not in permitted:
+                shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
+                raise self.fail(where, f"input {index} ('{node.input[index]}', "
+                                f"{formal.name}) is {name}, but {node.op_type}-{self.opset} "
+                                f"takes {shown or sorted(permitted)}")
 
     def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
                       producers: Mapping[str, int], where: str) -> None:
@@ -404,6 +437,10 @@ class _Walker:
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")
+
+
+def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
+    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
 
 
 def _itemsize(data_type: int) -> int:
