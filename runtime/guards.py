@@ -417,7 +417,11 @@ def _constant_true(value: ir.Value) -> bool:
 def range_length(start: Any, limit: Any, delta: Any, label: str,
                  error: type[Exception]) -> int:
     """Elements Range(start, limit, delta) yields: max(ceil((limit - start) / delta), 0)."""
-    items = [np.asarray(v).reshape(-1)[0] for v in (start, limit, delta)]
+    arrays = [np.asarray(v).reshape(-1) for v in (start, limit, delta)]
+    if any(a.size != 1 for a in arrays):
+        raise error(f"{label}: start, limit and delta must each hold one value, not "
+                    f"{[int(a.size) for a in arrays]}")
+    items = [a[0] for a in arrays]
     if all(isinstance(x, (int, np.integer)) for x in items):
         s, lim, d = (int(x) for x in items)  # exact: no float rounding of large counts
         if d != 0:

@@ -624,6 +624,14 @@ def fuzz_expand_complex_shape(folder):
                  inits=(const("s", [2 + 1j, 3], np.complex64),)), {"x": np.ones(1, np.float32)}
 
 
+@case("fuzz", "ModelError", r"Range.*start, limit and delta must each hold one value, not "
+      r"\[0, 1, 1\]")
+def fuzz_range_empty_start(folder):
+    """The guards' Range estimate indexed the empty start tensor (IndexError)."""
+    return model([h.make_node("Range", ["a", "b", "d"], ["y"])], [], [vi("y", ["n"], TP.INT64)],
+                 inits=(const("a", np.zeros(0)), const("b", 10**15), const("d", 1)))
+
+
 def expected(c: Case, backend: str) -> tuple[str, str]:
     """(error class, message regex) ``c`` must raise on ``backend``: the same on every backend,
     since kiln refuses before the backend runs (native runs what it lacks on its fallback)."""
