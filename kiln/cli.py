@@ -132,57 +132,281 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         console.print(f"saved {len(outputs)} output(s) to {folder}")
 
 
+def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for pair in pairs:
+        name, sep, size = pair.partition("=")
+        if not sep or not name or not size.isdigit() or int(size) < 1:
+            raise InputError(f"--dim expects NAME=SIZE with SIZE >= 1, got '{pair}'")
+        dims[name] = int(size)
+    return dims
+
+
+def _parse_scenarios(text: str) -> list[str]:
+    from kiln.runtime.scenarios import SCENARIOS
+
+    return list(SCENARIOS) if text.strip() == "all" else _split(text)
+
+
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--backends", "-b", default="all", show_default=True,
               help="Comma-separated backend names, or 'all'.")
 @click.option("--precision", "-p", default="fp32", show_default=True,
-              help="Comma-separated precisions.")
-@click.option("--threads", type=int, default=None)
+              help="Comma-separated precisions (fp32, fp16, bf16, int8).")
+@click.option("--scenario", "-s", default="single-stream", show_default=True,
+              help="single-stream, multi-stream, server, offline (comma-separated) or 'all'.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads per engine.")
+@click.option("--workers", type=int, default=None,
+              help="Concurrent requests for multi-stream/server/offline [default: CPU count].")
 @click.option("--warmup", type=int, default=3, show_default=True)
-@click.option("--iterations", "-n", type=int, default=20, show_default=True)
+@click.option("--iterations", "-n", type=int, default=20, show_default=True,
+              help="Timed queries per engine (single/multi-stream).")
+@click.option("--block", type=int, default=5, show_default=True,
+              help="Timed queries per engine per interleaved round.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE for a symbolic input dim of random inputs (repeatable).")
+@click.option("--samples-per-query", type=int, default=8, show_default=True,
+              help="multi-stream: samples per query.")
+@click.option("--latency-bound", type=float, default=15.0, show_default=True,
+              help="server: p99 latency bound in ms.")
+@click.option("--probe-seconds", type=float, default=1.0, show_default=True,
+              help="server: length of each fixed-rate probe.")
+@click.option("--max-probes", type=int, default=8, show_default=True,
+              help="server: probes per engine in the QPS search.")
+@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
+              help="offline: batch size when the batch dim is symbolic.")
+@click.option("--baseline", default="onnxruntime/fp32", show_default=True,
+              help="BACKEND[/PRECISION] the ratios are relative to.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Write the report as JSON here.")
-def bench(model: str | None, backends: str, precision: str, threads: int | None, warmup: int,
-          iterations: int, seed: int, json_out: str | None) -> None:
-    """Benchmark MODEL (the bundled light ResNet-50 when omitted) on several backends."""
+              help="Write the report as JSON (docs/bench_schema.json) here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as markdown here.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write latency/throughput plots (PNG) here.")
+@click.option("--profile", "profile", is_flag=True,
+              help="Also profile per node on each backend that can (top ops + chrome trace).")
+@click.option("--profile-out", type=click.Path(dir_okay=False), default="kiln_profile.json",
+              show_default=True, help="Chrome-trace JSON written by --profile.")
+@click.option("--top", type=int, default=10, show_default=True,
+              help="--profile: ops shown per backend.")
+def bench(model: str | None, backends: str, precision: str, scenario: str,
+          threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
+          seed: int, inputs_path: str | None, dims: tuple[str, ...], samples_per_query: int,
+          latency_bound: float,
+          probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
+          baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
+          profile: bool, profile_out: str, top: int) -> None:
+    """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
+    backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
     from kiln.runtime.bench import BenchConfig, run_bench
 
+    if "/" not in baseline:
+        baseline += "/fp32"
     config = BenchConfig(backends=_resolve_backends(backends), precisions=_split(precision),
-                         threads=threads, warmup=warmup, iterations=iterations, seed=seed)
+                         scenarios=_parse_scenarios(scenario), threads=threads, warmup=warmup,
+                         iterations=iterations, block=block, seed=seed, workers=workers,
+                         multi_stream_samples=samples_per_query,
+                         latency_bound_ms=latency_bound, server_probe_seconds=probe_seconds,
+                         server_max_probes=max_probes, offline_samples=offline_samples,
+                         offline_batch=offline_batch, baseline=baseline, dims=_parse_dims(dims))
+    config.check()
     path = _model_arg(model)
-    with console.status("benchmarking") as status:
-        report = run_bench(path, config, progress=lambda msg: status.update(msg))
+    with Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),
+                  console=err_console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=max(total, 1))
+            bars.update(tasks[phase], completed=done, total=max(total, 1))
+
+        report = run_bench(path, config, progress=progress, inputs_path=inputs_path)
     _print_bench(report, Path(path).name)
+    if profile:
+        from kiln.runtime.profile import profile_backends
+
+        pairs = list(dict.fromkeys((r["backend"], r["precision"]) for r in report["results"]))
+        prof = profile_backends(path, pairs, threads=threads, seed=seed, dims=config.dims,
+                                inputs_path=inputs_path, trace_out=profile_out)
+        report["profile"] = prof
+        _print_profile(prof, top)
+        console.print(f"wrote chrome trace {profile_out} (open in chrome://tracing or Perfetto)")
+    _write_reports(report, json_out, md_out, plot_out)
+
+
+def _write_reports(report: dict, json_out: str | None, md_out: str | None,
+                   plot_out: str | None) -> None:
+    from kiln.runtime.bench_report import plot, to_markdown
+
     if json_out:
-        Path(json_out).write_text(json.dumps(report, indent=2))
+        Path(json_out).write_text(json.dumps(report, indent=1))
         console.print(f"wrote {json_out}")
+    if md_out:
+        Path(md_out).write_text(to_markdown(report))
+        console.print(f"wrote {md_out}")
+    if plot_out:
+        plot(report, plot_out)
+        console.print(f"wrote {plot_out}")
 
 
 def _print_bench(report: dict, title: str) -> None:
-    rows = report["results"]
-    ok = [r for r in rows if r["status"] == "ok"]
-    best = min((r["latency_ms"]["p50"] for r in ok), default=None)
-    table = Table(title=f"kiln bench: {title} (threads={report['config']['threads'] or 'all'})")
-    for col in ("backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "vs best",
-                "max |diff| vs ort"):
-        table.add_column(col, no_wrap=True)
+    from kiln.runtime.bench_report import ranking, scenario_rows, speedup
+
+    cfg = report["config"]
     notes = []
-    for r in rows:
-        if r["status"] == "ok":
-            lat = r["latency_ms"]
-            mark = "[bold green]" if lat["p50"] == best else ""
-            table.add_row(r["backend"], r["precision"], "ok", f"{mark}{lat['p50']:.3f}",
-                          f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['p50'] / best:.2f}x",
-                          "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}")
-        else:
-            table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]", "-", "-", "-",
-                          "-", "-")
-            notes.append(f"{r['backend']} ({r['precision']}): {r['status']}: {r['reason']}")
+    for scenario, rows in scenario_rows(report).items():
+        best, base = ranking(report, scenario)
+        table = Table(title=escape(f"kiln bench: {title} [{scenario}] (threads="
+                                   f"{cfg['threads'] or 'all'}, baseline {cfg['baseline']})"))
+        throughput_first = scenario in ("server", "offline")
+        cols = ["backend", "prec", "status"]
+        cols += ["QPS", "p50 ms", "p99 ms"] if throughput_first else \
+            ["p50 ms", "p90 ms", "p99 ms", "QPS"]
+        cols += ["vs base", "compile s", "RSS MB", "max|diff|", "cosine", "top-1"]
+        for col in cols:
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            if r["status"] != "ok":
+                table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]",
+                              *["-"] * (len(cols) - 3))
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['status']}: "
+                             f"{r['reason']}")
+                continue
+            lat = r["latency_ms"] or {}
+
+            def f(v, spec=".3f"):
+                return "-" if v is None else format(v, spec)
+
+            qps = f(r["throughput_qps"], ".1f")
+            cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
+                [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
+            if r is best:
+                cells[0] = f"[bold green]{cells[0]} *[/]"
+            ratio = speedup(r, base)
+            cells += [f"{ratio:.2f}x" if ratio else "-", f(r["compile_s"], ".2f"),
+                      f(r["peak_rss_mb"], ".0f"), f(r["max_abs_diff"], ".1e"),
+                      f(r["cosine"], ".5f"), f(r["top1_agreement"], ".2f")]
+            table.add_row(r["backend"], r["precision"], "ok", *cells)
+            if r["reason"]:
+                notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['reason']}")
+        console.print(table)
+    console.print("* fastest; 'vs base' = speed relative to the baseline (>1 is faster)")
+    seen = set()
+    for note in notes + list(report.get("notes", [])):
+        key = note.split("]: ", 1)[-1]
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(note) > 400:
+            note = note[:400] + " ... (the full message is in --json)"
+        console.print(escape(note), soft_wrap=True, highlight=False)
+
+
+def _print_profile(prof: dict, top: int) -> None:
+    for entry in prof["backends"]:
+        name = f"{entry['backend']}/{entry['precision']}"
+        if entry["status"] != "ok":
+            reason = entry["reason"] if len(entry["reason"]) <= 400 else \
+                entry["reason"][:400] + " ..."
+            console.print(escape(f"profile {name}: {entry['status']}: {reason}"),
+                          soft_wrap=True)
+            continue
+        table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
+                      f"({entry['runs']} runs, {entry['source']})")
+        for col in ("node", "op", "mean us", "share"):
+            table.add_column(col, no_wrap=True)
+        total = sum(n["mean_us"] for n in entry["nodes"]) or 1.0
+        for node in entry["nodes"][:top]:
+            table.add_row(escape(node["name"][:48]), escape(node["op"]),
+                          f"{node['mean_us']:.1f}", f"{100 * node['mean_us'] / total:.1f}%")
+        console.print(table)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="onnxruntime,openvino", show_default=True,
+              help="Two backends A,B (one backend when --against is given compares the two "
+                   "models on it).")
+@click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
+              help="Run this second model on side B instead of MODEL (e.g. an edited copy).")
+@click.option("--precision", "-p", default="fp32", show_default=True,
+              help="Precision of both sides, or A,B.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--no-bisect", is_flag=True, help="Do not look for the first divergent node.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+def compare(model: str | None, backends: str, against: str | None, precision: str,
+            rtol: float, atol: float, threads: int | None, seed: int, inputs_path: str | None,
+            no_bisect: bool, json_out: str | None) -> None:
+    """Compare MODEL's outputs on two backends (or MODEL against --against MODEL2) on the same
+    inputs; on a mismatch, name the first node whose output diverges. Exits 1 on a mismatch."""
+    from kiln.runtime.bench import _finite, load_inputs
+    from kiln.runtime.compare import Side, first_divergence_summary
+    from kiln.runtime.compare import compare as run_compare
+
+    names = _resolve_backends(backends) if backends != "all" else None
+    if names is None or not 1 <= len(names) <= 2:
+        raise KilnError("--backends takes one or two backend names, e.g. onnxruntime,openvino")
+    if len(names) == 1 and against is None:
+        raise KilnError("comparing one backend with itself needs --against MODEL2")
+    names = names * 2 if len(names) == 1 else names
+    precs = _split(precision)
+    precs = precs * 2 if len(precs) == 1 else precs
+    path = _model_arg(model)
+    side_a = Side(path, names[0], precs[0], f"{Path(path).name} on {names[0]}/{precs[0]}")
+    other = against or path
+    side_b = Side(other, names[1], precs[1], f"{Path(other).name} on {names[1]}/{precs[1]}")
+    feeds = None
+    if inputs_path:
+        from kiln.runtime.session import Session
+
+        feeds = load_inputs(inputs_path, Session(path, backend=names[0]).inputs)
+    with console.status("comparing"):
+        result = run_compare(side_a, side_b, feeds, rtol=rtol, atol=atol, seed=seed,
+                             threads=threads, bisect=not no_bisect)
+    table = Table(title=escape(f"A = {side_a.describe()}   B = {side_b.describe()}   "
+                               f"(rtol={rtol:g}, atol={atol:g})"))
+    for col in ("output", "match", "max abs", "max rel", "beyond tol"):
+        table.add_column(col, no_wrap=True)
+    for name, c in result.outputs.items():
+        table.add_row(escape(name), "[green]yes[/]" if c.ok else "[red]no[/]",
+                      f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}")
     console.print(table)
-    for note in notes:
-        console.print(escape(note), soft_wrap=True)
+    bis = result.bisect
+    if bis is not None:
+        console.print(escape(f"bisect: compared {bis.nodes_compared} node outputs "
+                             f"({bis.nodes_unmatched} unmatched); "
+                             + first_divergence_summary(result)), soft_wrap=True)
+        if bis.first is not None:
+            console.print(escape(f"isolation: {bis.isolation_note}"), soft_wrap=True)
+            tail = [d for d in bis.diverged[1:6]]
+            if tail:
+                console.print("then: " + escape(", ".join(f"{d.node} ({d.op_type})"
+                                                           for d in tail)) + (" ..." if len(
+                                  bis.diverged) > 6 else ""), soft_wrap=True)
+        for init in bis.differing_initializers[:10]:
+            console.print(escape(f"initializer '{init['name']}' differs between the models "
+                                 f"(max abs {init['max_abs']})"), soft_wrap=True)
+    if json_out:
+        Path(json_out).write_text(json.dumps(_finite(result.to_json()), indent=1))
+        console.print(f"wrote {json_out}")
+    if not result.ok:
+        bad = [n for n, c in result.outputs.items() if not c.ok]
+        raise KilnError(f"{side_a.describe()} and {side_b.describe()} differ beyond tolerance "
+                        f"on {len(bad)} output(s) {bad}"
+                        + (f"; {first_divergence_summary(result)}" if bis else ""))
+    console.print("[green]all outputs match[/]")
 
 
 @cli.command("inspect")

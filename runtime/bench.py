@@ -1,177 +1,520 @@
-"""The benchmark engine: every backend compiled from the same model, fed the same inputs, timed
-in interleaved blocks so machine noise hits all alike, and checked against onnxruntime fp32.
+"""The benchmark engine: every (backend, precision) pair compiled from the same model, fed the
+same inputs, run through the same MLPerf-style scenarios (``kiln.runtime.scenarios``), and
+checked against onnxruntime fp32.
 
-Method (the same for every backend):
-- compile each (backend, precision) pair; record compile time; a backend that cannot run here
-  gets a row with status "unavailable" and the reason, a failure a row with status "error";
-- warm-up runs per engine;
-- ``rounds`` rounds; in each, every engine runs one untimed call (so the previous engine's
-  pool threads have settled) and then ``block`` timed calls; engines take turns each round;
-- latency percentiles over all timed calls; drift = outputs vs the onnxruntime fp32 reference.
+Method (the same for every engine):
+- compile each pair; record load time (reading the model or artifact), compile time, peak RSS
+  and the RSS the engine kept. A backend that cannot run here gets rows with status
+  "unavailable" and the reason, a failure rows with status "error" and the message; the run
+  goes on with the others;
+- one checked run on the bench feeds (drift vs the reference: max abs, max rel, cosine, top-1
+  agreement for classifier-shaped outputs), then ``warmup - 1`` more warm-up runs;
+- each requested scenario, engines interleaved round by round.
+
+The report is a JSON-able dict whose layout ``docs/bench_schema.json`` documents;
+``SCHEMA_VERSION`` changes whenever that layout does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
+import os
+import platform
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kiln.backends import registry
-from kiln.errors import KilnError
-from kiln.runtime.session import Session, random_feeds
+from kiln.errors import InputError, KilnError
+from kiln.runtime import scenarios
+from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
 
-SCHEMA_VERSION = "1.0"
+#: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
+SCHEMA_VERSION = "1.1"
 REFERENCE_BACKEND = "onnxruntime"
+__all__ = ["SCENARIOS", "BenchConfig", "BenchRow", "drift", "load_inputs", "percentiles",
+           "run_bench"]
 
 
 @dataclasses.dataclass
 class BenchRow:
+    """One (backend, precision, scenario) result. Latencies in ms, throughput in samples/s."""
+
     backend: str
     precision: str
     status: str  # "ok" | "unavailable" | "error"
     reason: str = ""
     scenario: str = "single-stream"
     threads: int | None = None
+    load_s: float | None = None
     compile_s: float | None = None
+    peak_rss_mb: float | None = None
+    rss_growth_mb: float | None = None
+    artifact_bytes: int | None = None
     latency_ms: dict[str, float] | None = None
     throughput_qps: float | None = None
     samples: int = 0
     max_abs_diff: float | None = None
     max_rel_diff: float | None = None
     cosine: float | None = None
+    top1_agreement: float | None = None
+    detail: dict[str, Any] = dataclasses.field(default_factory=dict)
     latencies_ms: list[float] = dataclasses.field(default_factory=list, repr=False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, with_samples: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.pop("latencies_ms")
+        if not with_samples:
+            data.pop("latencies_ms")
         return data
 
 
 @dataclasses.dataclass
 class BenchConfig:
+    """What to run and how. See ``kiln bench --help`` for the meaning of each knob."""
+
     backends: Sequence[str]
     precisions: Sequence[str] = ("fp32",)
+    scenarios: Sequence[str] = ("single-stream",)
     threads: int | None = None
     warmup: int = 3
     iterations: int = 20
     block: int = 5
     seed: int = 0
+    workers: int | None = None            # concurrent requests (multi-stream/server/offline)
+    multi_stream_samples: int = 8
+    latency_bound_ms: float = 15.0
+    server_probe_seconds: float = 1.0
+    server_max_probes: int = 8
+    offline_samples: int = 64
+    offline_batch: int = 8
+    offline_rounds: int = 3
+    baseline: str = "onnxruntime/fp32"
+    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)  # symbolic dim sizes
     session_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    def check(self) -> None:
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise KilnError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}"
+                            " or 'all'")
+        for name in ("warmup", "iterations", "block", "multi_stream_samples", "offline_samples",
+                     "offline_batch", "offline_rounds", "server_max_probes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+                raise KilnError(f"{name.replace('_', '-')} must be a positive integer, "
+                                f"not {value!r}")
+        if not self.latency_bound_ms > 0 or not self.server_probe_seconds > 0:
+            raise KilnError("latency bound and server probe seconds must be positive")
+        if self.workers is not None and self.workers < 1:
+            raise KilnError(f"workers must be a positive integer, not {self.workers}")
 
-def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
-    data = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(data, 50)), "p90": float(np.percentile(data, 90)),
-            "p99": float(np.percentile(data, 99)), "mean": float(data.mean()),
-            "min": float(data.min())}
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["session_options"] = {k: repr(v) for k, v in self.session_options.items()}
+        data["dims"] = dict(self.dims)
+        data["workers"] = self.worker_count()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
-def drift(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Max abs / max rel difference and cosine similarity over all outputs."""
+def drift(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Max abs / max rel difference, cosine similarity over all float outputs, and top-1
+    agreement over the classifier-shaped ones (None when there are none)."""
     max_abs = max_rel = 0.0
     dots = ref_sq = got_sq = 0.0
+    agree = total = 0
     for name, ref in reference.items():
-        a = np.asarray(ref, dtype=np.float64).ravel()
-        b = np.asarray(got[name], dtype=np.float64).ravel()
+        if name not in got:
+            raise KilnError(f"output '{name}' is missing from the engine's results")
+        a = np.asarray(ref, dtype=np.float64)
+        b = np.asarray(got[name], dtype=np.float64)
+        if a.shape != b.shape:
+            raise KilnError(f"output '{name}' has shape {list(b.shape)}, the reference "
+                            f"{list(a.shape)}")
         if a.size == 0:
             continue
-        diff = np.abs(a - b)
+        diff = np.abs(a - b).ravel()
+        one_nan = np.isnan(a.ravel()) != np.isnan(b.ravel())
+        diff[np.isnan(diff)] = 0.0  # NaN on both sides agrees
+        diff[one_nan] = math.inf    # NaN on one side only is infinitely far off
         max_abs = max(max_abs, float(diff.max()))
-        max_rel = max(max_rel, float((diff / np.maximum(np.abs(a), 1e-12)).max()))
-        dots += float(a @ b)
-        ref_sq += float(a @ a)
-        got_sq += float(b @ b)
-    cosine = dots / math.sqrt(ref_sq * got_sq) if ref_sq > 0 and got_sq > 0 else 1.0
-    return {"max_abs_diff": max_abs, "max_rel_diff": max_rel, "cosine": cosine}
+        max_rel = max(max_rel, float((diff / np.maximum(np.abs(a.ravel()), 1e-12)).max()))
+        dots += float(a.ravel() @ b.ravel())
+        ref_sq += float(a.ravel() @ a.ravel())
+        got_sq += float(b.ravel() @ b.ravel())
+        scores = _class_scores(a)
+        if scores is not None and np.asarray(ref).dtype.kind == "f":
+            # tie-aware: the engine agrees when its top class is one of the reference's top
+            top_got = _class_scores(b).argmax(axis=-1)
+            picked = np.take_along_axis(scores, top_got[:, None], axis=-1)[:, 0]
+            agree += int((picked == scores.max(axis=-1)).sum())
+            total += top_got.size
+    both = ref_sq > 0 and got_sq > 0
+    cosine = dots / math.sqrt(ref_sq * got_sq) if both else (1.0 if ref_sq == got_sq else 0.0)
+    return {"max_abs_diff": max_abs, "max_rel_diff": max_rel,
+            "cosine": cosine if math.isfinite(cosine) else None,
+            "top1_agreement": agree / total if total else None}
+
+
+def _class_scores(value: np.ndarray) -> np.ndarray | None:
+    """``value`` as [rows, classes] when it looks like classifier scores: after dropping
+    size-1 axes past the first it is [N, C] (or [C]) with C >= 2."""
+    if value.ndim == 0:
+        return None
+    if value.ndim == 1:
+        dims = [1, value.shape[0]]
+    else:
+        dims = [value.shape[0]] + [d for d in value.shape[1:] if d != 1]
+    if len(dims) != 2 or dims[1] < 2:
+        return None
+    return value.reshape(dims)
+
+
+def load_inputs(path: str | os.PathLike, specs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Feeds from a ``.npz`` (one array per input name) or a ``.npy`` (one-input models)."""
+    path = Path(path)
+    names = [s.name for s in specs]
+    if not path.is_file():
+        raise InputError(f"--inputs {path}: no such file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                feeds = {k: data[k] for k in data.files}
+        elif path.suffix == ".npy":
+            if len(names) != 1:
+                raise InputError(f"--inputs {path}: a .npy holds one array, but the model has "
+                                 f"{len(names)} inputs {names}; use a .npz keyed by name")
+            feeds = {names[0]: np.load(path, allow_pickle=False)}
+        else:
+            raise InputError(f"--inputs {path}: expected a .npz or .npy file")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--inputs {path}: cannot read it: {exc}") from exc
+    from kiln.runtime.feeds import check_feeds
+
+    return check_feeds(specs, feeds)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def _rss_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False when it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    peak = _rss_mb("VmHWM")
+    if peak is not None:
+        return peak
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- engines ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Engine:
+    backend: str
+    precision: str
+    session: Any = None
+    load_s: float | None = None
+    compile_s: float | None = None
+    peak_rss_mb: float | None = None
+    rss_growth_mb: float | None = None
+    artifact_bytes: int | None = None
+    drift: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "ok"
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+    def row(self, scenario: str, threads: int | None) -> BenchRow:
+        return BenchRow(self.backend, self.precision, self.status, self.reason, scenario,
+                        threads, self.load_s, self.compile_s, self.peak_rss_mb,
+                        self.rss_growth_mb, self.artifact_bytes, **self.drift)
+
+
+def is_artifact(model: Any) -> bool:
+    return isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln"
+
+
+def _artifact_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Engine:
+    """Import (or load) and compile one engine, measuring time and memory."""
+    engine = _Engine(backend, precision)
+    _reset_peak_rss()
+    before = _rss_mb("VmRSS")
+    started = time.perf_counter()
+    if is_artifact(model):
+        import kiln
+
+        loader = getattr(kiln, "load", None)
+        if loader is None:
+            raise KilnError("this build of kiln cannot load .kiln artifacts (kiln.load is "
+                            "missing)")
+        session = loader(model)
+        engine.load_s = time.perf_counter() - started
+        engine.artifact_bytes = _artifact_size(Path(model))
+        engine.backend = getattr(session, "backend", backend)
+        engine.precision = getattr(getattr(session, "options", None), "precision", precision)
+    else:
+        from kiln.runtime.session import Session
+
+        session = Session(model, backend=backend, precision=precision, threads=config.threads,
+                          **dict(config.session_options))
+        engine.load_s = session.import_seconds
+        engine.compile_s = session.compile_seconds
+    engine.session = session
+    engine.peak_rss_mb = _peak_rss_mb()
+    after = _rss_mb("VmRSS")
+    if before is not None and after is not None:
+        engine.rss_growth_mb = after - before
+    return engine
+
+
+def _batchable(specs: Sequence[Any]) -> bool:
+    return bool(specs) and all(s.shape and not isinstance(s.shape[0], int) for s in specs)
+
+
+def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.ndarray],
+               config: BenchConfig) -> tuple[dict[str, np.ndarray] | None, str]:
+    """Outputs of onnxruntime fp32 on ``feeds``, and a note when there are none."""
+    for engine in engines:
+        if engine.backend == REFERENCE_BACKEND and engine.precision == "fp32":
+            return engine.session(**feeds), ""
+    if not registry.availability(REFERENCE_BACKEND).ok:
+        return None, f"no drift: {REFERENCE_BACKEND} is unavailable"
+    from kiln.runtime.session import Session
+
+    source = model
+    if is_artifact(model):
+        source = getattr(engines[0].session, "model", None)
+        if source is None:
+            return None, "no drift: the artifact exposes no model for the reference"
+    try:
+        return Session(source, backend=REFERENCE_BACKEND, threads=config.threads)(**feeds), ""
+    except KilnError as exc:
+        return None, f"no drift: the reference failed: {exc}"
+
+
+ProgressFn = Callable[[str, int, int], None]
 
 
 def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Benchmark ``model`` on every (backend, precision) of ``config``; returns the report."""
-    say = progress or (lambda _msg: None)
-    rows: list[BenchRow] = []
-    engines: list[tuple[BenchRow, Session]] = []
-    for backend in config.backends:
-        for precision in config.precisions:
-            row = BenchRow(backend, precision, "ok", threads=config.threads)
-            rows.append(row)
-            status = registry.availability(backend)
-            if not status.ok:
-                row.status, row.reason = "unavailable", status.reason
-                continue
-            say(f"compiling for {backend} ({precision})")
-            try:
-                started = time.perf_counter()
-                session = Session(model, backend=backend, precision=precision,
-                                  threads=config.threads, **dict(config.session_options))
-                row.compile_s = time.perf_counter() - started
-            except KilnError as exc:
-                row.status, row.reason = "error", str(exc)
-                continue
-            engines.append((row, session))
-    if not engines:
-        return _report(model, config, rows)
+              progress: ProgressFn | None = None, inputs_path: str | None = None
+              ) -> dict[str, Any]:
+    """Benchmark ``model`` (path, bytes, ModelProto, IR model or .kiln artifact path) on every
+    (backend, precision) of ``config`` in every scenario; returns the report dict.
 
-    specs = engines[0][1].inputs
-    if feeds is None:
-        feeds = random_feeds(specs, seed=config.seed)
-    reference = _reference_outputs(model, engines, feeds, config)
-
-    live = []
-    for row, session in engines:
+    ``feeds`` (or ``inputs_path``, a .npz/.npy) are the inputs every engine gets; seeded random
+    ones (``config.seed``) when neither is given. ``progress(phase, done, total)`` is called
+    as work advances.
+    """
+    config.check()
+    say = progress or (lambda _phase, _done, _total: None)
+    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    if is_artifact(model):
+        pairs = pairs[:1]
+    engines: list[_Engine] = []
+    for i, (backend, precision) in enumerate(pairs):
+        say("compile", i, len(pairs))
+        status = registry.availability(backend) if not is_artifact(model) else None
+        if status is not None and not status.ok:
+            engines.append(_Engine(backend, precision, status="unavailable",
+                                   reason=status.reason))
+            continue
         try:
-            out = session(**feeds)
-            for _ in range(max(0, config.warmup - 1)):
-                session.run(None, feeds)
-            if reference is not None:
-                for key, value in drift(reference, out).items():
-                    setattr(row, key, value)
-            live.append((row, session))
-        except KilnError as exc:
-            row.status, row.reason = "error", str(exc)
+            engines.append(_open(model, backend, precision, config))
+        except Exception as exc:
+            engines.append(_Engine(backend, precision, status="error",
+                                   reason=describe_error(exc)))
+    say("compile", len(pairs), len(pairs))
+    live = [e for e in engines if e.status == "ok"]
+    notes: list[str] = []
+    input_info: list[dict[str, Any]] = []
+    batchable = False
+    if live:
+        specs = live[0].session.inputs
+        if feeds is None and inputs_path is not None:
+            feeds = load_inputs(inputs_path, specs)
+            source = str(inputs_path)
+        elif feeds is None:
+            from kiln.runtime.session import random_feeds
 
-    rounds = max(1, math.ceil(config.iterations / max(1, config.block)))
-    for r in range(rounds):
-        say(f"round {r + 1}/{rounds}")
-        for row, session in live:
-            session.run(None, feeds)  # untimed: lets the previous engine's threads settle
-            for _ in range(config.block):
-                started = time.perf_counter()
-                session.run(None, feeds)
-                row.latencies_ms.append((time.perf_counter() - started) * 1e3)
-    for row, _ in live:
-        row.samples = len(row.latencies_ms)
-        row.latency_ms = percentiles(row.latencies_ms)
-        row.throughput_qps = 1e3 / row.latency_ms["mean"]
-    return _report(model, config, rows)
+            feeds = random_feeds(specs, seed=config.seed, dims=config.dims)
+            source = f"random(seed={config.seed})"
+        else:
+            source = "given"
+        input_info = [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape),
+                       "source": source} for k, v in feeds.items()]
+        reference, note = _reference(model, live, feeds, config)
+        if note:
+            notes.append(note)
+        for i, engine in enumerate(live):
+            say("warm-up", i, len(live))
+            try:
+                out = engine.session(**feeds)
+                for _ in range(max(0, config.warmup - 1)):
+                    engine.session.run(None, feeds)
+                if reference is not None:
+                    engine.drift = drift(reference, out)
+                    if not math.isfinite(engine.drift["max_abs_diff"]):
+                        engine.reason = "outputs hold NaN/Inf where the reference does not"
+            except Exception as exc:
+                engine.status, engine.reason = "error", describe_error(exc)
+        say("warm-up", len(live), len(live))
+        live = [e for e in live if e.status == "ok"]
+        batchable = _batchable(specs)
+    rows: list[BenchRow] = []
+    by_scenario: dict[str, dict[str, scenarios.ScenarioResult]] = {}
+    workloads = [Workload(e.key, _runner(e.session), feeds or {}, batchable) for e in live]
+    estimates: dict[str, float] = {}
+    for scenario in config.scenarios:
+        if not workloads:
+            break
+        results = _run_scenario(scenario, workloads, config, estimates, say)
+        by_scenario[scenario] = results
+        if scenario == "single-stream":
+            estimates = {k: float(np.median(r.latencies_ms)) for k, r in results.items()
+                         if r.latencies_ms}
+    for engine in engines:
+        for scenario in config.scenarios:
+            row = engine.row(scenario, config.threads)
+            res = by_scenario.get(scenario, {}).get(engine.key)
+            if res is not None:
+                _fill(row, res)
+            rows.append(row)
+    return _report(model, config, rows, input_info, notes)
 
 
-def _reference_outputs(model: Any, engines: list[tuple[BenchRow, Session]],
-                       feeds: Mapping[str, np.ndarray],
-                       config: BenchConfig) -> dict[str, np.ndarray] | None:
-    for row, session in engines:
-        if row.backend == REFERENCE_BACKEND and row.precision == "fp32":
-            return session(**feeds)
-    if not registry.availability(REFERENCE_BACKEND).ok:
-        return None
-    return Session(model, backend=REFERENCE_BACKEND, threads=config.threads)(**feeds)
+def _runner(session: Any) -> Callable[[Mapping[str, np.ndarray]], Any]:
+    def run(feeds: Mapping[str, np.ndarray]) -> Any:
+        return session.run(None, feeds)
+    return run
 
 
-def _report(model: Any, config: BenchConfig, rows: list[BenchRow]) -> dict[str, Any]:
+def _run_scenario(scenario: str, workloads: list[Workload], config: BenchConfig,
+                  estimates: Mapping[str, float], say: ProgressFn
+                  ) -> dict[str, scenarios.ScenarioResult]:
+    workers = config.worker_count()
+    if scenario == "single-stream":
+        return scenarios.single_stream(workloads, iterations=config.iterations,
+                                       block=config.block, progress=say)
+    if scenario == "multi-stream":
+        return scenarios.multi_stream(workloads, samples_per_query=config.multi_stream_samples,
+                                      iterations=config.iterations, block=config.block,
+                                      workers=workers, progress=say)
+    if scenario == "server":
+        return scenarios.server(workloads, latency_bound_ms=config.latency_bound_ms,
+                                estimate_ms=estimates, probe_seconds=config.server_probe_seconds,
+                                max_probes=config.server_max_probes, workers=workers,
+                                seed=config.seed, progress=say)
+    return scenarios.offline(workloads, samples=config.offline_samples,
+                             batch_size=config.offline_batch, workers=workers,
+                             rounds=config.offline_rounds, progress=say)
+
+
+def _fill(row: BenchRow, res: scenarios.ScenarioResult) -> None:
+    row.detail = res.detail
+    if res.error:
+        row.status, row.reason = "error", res.error
+        return
+    row.latencies_ms = [round(x, 4) for x in res.latencies_ms]
+    row.samples = res.samples
+    row.throughput_qps = res.throughput_qps
+    row.reason = res.note
+    if res.latencies_ms:
+        row.latency_ms = percentiles(res.latencies_ms)
+
+
+def _report(model: Any, config: BenchConfig, rows: list[BenchRow],
+            input_info: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
     from kiln import __version__
     from kiln.compiler.target import Target
 
+    versions = {}
+    for name in dict.fromkeys(config.backends):
+        status = registry.availability(name)
+        versions[name] = status.version
+    model_info: dict[str, Any] = {"name": type(model).__name__, "path": None,
+                                  "artifact": is_artifact(model)}
+    if isinstance(model, (str, os.PathLike)):
+        model_info.update(name=Path(model).name, path=str(model))
+        if Path(model).exists():
+            model_info["bytes"] = _artifact_size(Path(model))
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
     return {
         "schema_version": SCHEMA_VERSION,
         "kiln_version": __version__,
-        "model": str(model) if isinstance(model, str) else type(model).__name__,
-        "target": str(Target.detect()),
-        "config": {"threads": config.threads, "warmup": config.warmup,
-                   "iterations": config.iterations, "block": config.block, "seed": config.seed,
-                   "precisions": list(config.precisions), "backends": list(config.backends)},
-        "results": [row.to_json() for row in rows],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_info,
+        "machine": {"target": str(Target.detect()), "cpu_count": os.cpu_count(),
+                    "load_average": load, "python": platform.python_version(),
+                    "platform": platform.platform(), "backend_versions": versions},
+        "config": config.to_json(),
+        "reference": {"backend": REFERENCE_BACKEND, "precision": "fp32"},
+        "inputs": input_info,
+        "notes": notes,
+        "results": [_finite(row.to_json()) for row in rows],
     }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def baseline_row(report: Mapping[str, Any], scenario: str) -> Mapping[str, Any] | None:
+    """The ok row of ``config.baseline`` ("backend/precision") in ``scenario``, if any."""
+    backend, _, precision = str(report["config"].get("baseline", "")).partition("/")
+    for row in report["results"]:
+        if (row["scenario"] == scenario and row["status"] == "ok" and row["backend"] == backend
+                and row["precision"] == (precision or "fp32")):
+            return row
+    return None
+
+
+def score(row: Mapping[str, Any]) -> float | None:
+    """Higher is better: 1/p50 for latency scenarios, throughput for server and offline."""
+    if row["status"] != "ok":
+        return None
+    if row["scenario"] in ("server", "offline"):
+        return row.get("throughput_qps") or None
+    lat = row.get("latency_ms")
+    return 1e3 / lat["p50"] if lat and lat["p50"] > 0 else None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.backends import registry
-from kiln.backends.base import PRECISIONS, CompileOptions, TensorSpec
+from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
 from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
 from kiln.compiler.report import CompileReport
