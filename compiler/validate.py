@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
+from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.errors import ModelError, UnsupportedError
 
 INT64_MAX = 2**63 - 1
@@ -65,6 +66,7 @@ def kiln_limits() -> Limits:
     opsets: dict[str, tuple[int, int]] = {"": (1, top), "ai.onnx": (1, top)}
     opsets.update({domain: (1, version) for domain, version in _known_domains()})
     opsets["com.microsoft"] = (1, 1)  # onnxruntime's contrib ops, which its backend runs
+    opsets[KILN_DOMAIN] = (1, 1)  # kiln's own fused ops (optimized graphs, artifacts)
     return Limits("kiln", (3, onnx.IR_VERSION), opsets)
 
 

@@ -97,7 +97,7 @@ class Session:
             if partitioned:
                 raise KilnError("a .kiln artifact runs on the backend it was built for; "
                                 "pass one backend name, not a list")
-            self.model = self._import(self.artifact.model(), guarded)
+            self.model = self._artifact_model(self.artifact, guarded)
             self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
@@ -142,6 +142,19 @@ class Session:
                            [kiln_limits(), *limits])
             return model
         return import_model(model, limits=limits)
+
+    @staticmethod
+    def _artifact_model(artifact: Any, backends: Sequence[str]):
+        """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+        import onnx_ir as ir
+
+        from kiln.compiler.frontend import load_proto
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
+        validate_proto(proto, f"{artifact.path.name}:model.onnx", [kiln_limits(), *limits])
+        return ir.from_proto(proto)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
