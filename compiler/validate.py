@@ -108,6 +108,7 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
     """
     limits = list(limits) if limits else [kiln_limits()]
+    _check_text(proto, name)
     _check_versions(proto, name, limits)
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
@@ -116,6 +117,27 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
     for function in proto.functions:
         walker.function(function)
+
+
+def _check_text(proto: onnx.ModelProto, name: str) -> None:
+    """Every string field must be UTF-8: Python's protobuf hands invalid ones back as bytes,
+    which no later code expects (found by fuzz/fuzz_frontend.py). Iterative walk."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list = [proto]
+    while stack:
+        message = stack.pop()
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if hasattr(value, "ListFields"):
+                    stack.append(value)
+                else:
+                    stack.extend(value)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                values = [value] if isinstance(value, (str, bytes)) else value
+                if any(isinstance(v, bytes) for v in values):
+                    raise ModelError(f"{name}: a {message.DESCRIPTOR.name}.{field.name} is not "
+                                     "valid UTF-8 text; the model is corrupt")
 
 
 def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits]) -> None:

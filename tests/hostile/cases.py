@@ -632,6 +632,14 @@ def fuzz_range_empty_start(folder):
                  inits=(const("a", np.zeros(0)), const("b", 10**15), const("d", 1)))
 
 
+@case("fuzz", "ModelError", r"a NodeProto.op_type is not valid UTF-8 text")
+def fuzz_op_type_not_utf8(folder):
+    """Python's protobuf returned the op_type as bytes, which onnx.defs.get_schema refused
+    with a TypeError. Built by patching the serialized model, as protobuf will not set it."""
+    m = model([h.make_node("@@", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])])
+    return m.SerializeToString().replace(b"@@", b"I\x9a")
+
+
 def expected(c: Case, backend: str) -> tuple[str, str]:
     """(error class, message regex) ``c`` must raise on ``backend``: the same on every backend,
     since kiln refuses before the backend runs (native runs what it lacks on its fallback)."""
