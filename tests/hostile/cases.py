@@ -608,10 +608,18 @@ def opaque_input_proto() -> onnx.ModelProto:
     return parsed
 
 
-@case("fuzz", "ModelError", r"value 'x' has an opaque type; kiln runs tensors")
+@case("fuzz", "ModelError", r"a Opaque.name is not valid UTF-8 text")
 def fuzz_opaque_input_non_utf8(folder):
     """onnx shape inference raised UnicodeDecodeError (not a kiln error) on this input."""
     return opaque_input_proto()
+
+
+@case("structure", "ModelError", r"value 'x' has an opaque type; kiln runs tensors")
+def opaque_input_type(folder):
+    m = relu_model((4,))
+    m.graph.input[0].type.Clear()
+    m.graph.input[0].type.opaque_type.name = "handle"
+    return m
 
 
 @case("fuzz", "ModelError", r"node 0 \(Expand\): input 1 \('s', shape\) is complex64, but "
