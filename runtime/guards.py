@@ -543,6 +543,21 @@ class RuntimeChecks:
             if feed is not None:
                 self.items.append(_Check("trips", label, feed))
 
+    def admit(self, feeds: Mapping[str, object]) -> None:
+        """Before any copy is made: feeds whose logical size exceeds max_memory (a broadcast
+        or zero-stride view costs nothing until made contiguous) and, for OpenVINO, dims it
+        would cut to 32 bits."""
+        if not isinstance(feeds, Mapping):
+            return  # check_feeds names the problem
+        for name, value in feeds.items():
+            if not isinstance(value, np.ndarray):
+                continue
+            self.guards.bytes_ok(value.size * value.itemsize,
+                                 f"input '{name}' (shape {list(value.shape)}, made contiguous)")
+            if self.backend == "openvino" and any(d > INT32_MAX for d in value.shape):
+                raise InputError(f"input '{name}' has shape {list(value.shape)}: OpenVINO "
+                                 f"keeps dims in 32 bits (at most {INT32_MAX})")
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Raise InputError/ResourceError for feeds that would break the ops they reach."""
         for check in self.items:

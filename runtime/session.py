@@ -202,6 +202,7 @@ class Session:
         Feeds are checked against ``inputs`` first; a mismatch raises kiln.InputError naming
         the input and what was expected.
         """
+        self._checks.admit(feeds)  # sizes before check_feeds copies (runtime/guards.py)
         checked = check_feeds(self._compiled.inputs, feeds)
         names = [o.name for o in self._compiled.outputs] if output_names is None \
             else list(output_names)

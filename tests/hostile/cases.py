@@ -520,6 +520,22 @@ def feeds_not_a_mapping(folder):
     return relu_model(), [x24()]
 
 
+@case("feeds", "ResourceError", r"input 'x' \(shape \[131072, 131072\], made contiguous\) "
+      r"needs 64 GiB", risky=True)
+def feed_broadcast_view_huge(folder):
+    """A zero-stride view costs nothing until kiln makes it contiguous: 64 GiB."""
+    m = model([h.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", "M"])], [vi("y", ["N", "M"])])
+    return m, {"x": np.broadcast_to(np.float32(1), (2**17, 2**17))}
+
+
+@case("feeds", "InputError", r"input 'x' has shape \[2147483649\]: OpenVINO keeps dims in "
+      r"32 bits", risky=True, backends=("openvino",))
+def feed_dim_beyond_int32_openvino(folder):
+    m = model([h.make_node("Identity", ["x"], ["y"])], [vi("x", ["N"], TP.UINT8)],
+              [vi("y", ["N"], TP.UINT8)])
+    return m, {"x": np.broadcast_to(np.uint8(1), (2**31 + 1,))}
+
+
 # -- run-time bounds (the feed reaches an index- or size-sensitive op) -------------------
 def gather_model(op: str = "Gather", **attrs: Any) -> onnx.ModelProto:
     data = const("data", np.arange(15, dtype=np.float32).reshape(5, 3), np.float32)
