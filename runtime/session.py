@@ -103,7 +103,7 @@ class Session:
         if self.artifact is not None:
             from kiln.runtime.artifact import restore
 
-            self.model = self._import(self.artifact.model(), guarded)
+            self.model = self._artifact_model(self.artifact, guarded)
             self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
@@ -157,6 +157,19 @@ class Session:
                            [kiln_limits(), *limits])
             return model
         return import_model(model, limits=limits)
+
+    @staticmethod
+    def _artifact_model(artifact: Any, backends: Sequence[str]):
+        """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+        import onnx_ir as ir
+
+        from kiln.compiler.frontend import load_proto
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
+        validate_proto(proto, f"{artifact.path.name}:model.onnx", [kiln_limits(), *limits])
+        return ir.from_proto(proto)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
@@ -212,6 +225,7 @@ class Session:
         Feeds are checked against ``inputs`` first; a mismatch raises kiln.InputError naming
         the input and what was expected.
         """
+        self._checks.admit(feeds)  # sizes before check_feeds copies (runtime/guards.py)
         checked = check_feeds(self._compiled.inputs, feeds)
         names = [o.name for o in self._compiled.outputs] if output_names is None \
             else list(output_names)
