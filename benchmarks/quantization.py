@@ -296,15 +296,17 @@ def markdown(results: dict) -> str:
     p = results.get("precision")
     if p:
         lines += ["## fp16 / bf16 conversion", "",
-                  "| model | type | checker | NaN/Inf | cos min | max abs | low nodes | fp32 nodes "
-                  "| weights stored low |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | type | checker | NaN/Inf | output | cos min | max abs | max rel "
+                  "| low nodes | fp32 nodes | weights stored low |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, per in p.items():
             for prec, e in per.items():
                 if "error" in e:
-                    lines.append(f"| {name} | {prec} | FAILED: {e['error'][:80]} |||||||")
+                    lines.append(f"| {name} | {prec} | FAILED: {e['error'][:80]} |||||||||")
                     continue
                 lines.append(f"| {name} | {prec} | {e['checker']} | {e['nonfinite']} | "
-                             f"{e['cosine_min']:.6f} | {e['max_abs_error']:.3g} | "
+                             f"{e.get('output', '')} | {e['cosine_min']:.6f} | "
+                             f"{e['max_abs_error']:.3g} | {e['max_rel_error']:.3g} | "
                              f"{e['nodes_low']} | {e['nodes_fp32']} | {e['weights_stored_low']} |")
         lines.append("")
     return "\n".join(lines)
