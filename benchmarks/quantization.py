@@ -53,9 +53,20 @@ def log(msg: str) -> None:
 
 def paired_latency(a: ir.Model, b: ir.Model, feeds: dict, backend: str, threads: int,
                    rounds: int = 5, min_time: float = 0.3) -> dict:
-    """Median ms of a and b on ``backend``, interleaved."""
-    ra = quantize_gate.runner_for(backend, ir.serde.serialize_model(a), feeds, threads)
-    rb = quantize_gate.runner_for(backend, ir.serde.serialize_model(b), feeds, threads)
+    """Median ms of a and b on ``backend``, interleaved. onnxruntime and OpenVINO are driven
+    directly; "native" goes through kiln's own backend."""
+    if backend == "native":
+        from kiln.backends import registry
+        from kiln.backends.base import CompileOptions
+
+        native = registry.require("native")
+        opts = CompileOptions(threads=threads)
+        ca = native.compile(a, Target.detect(), opts)
+        cb = native.compile(b, Target.detect(), opts)
+        ra, rb = (lambda: ca.run(feeds)), (lambda: cb.run(feeds))
+    else:
+        ra = quantize_gate.runner_for(backend, ir.serde.serialize_model(a), feeds, threads)
+        rb = quantize_gate.runner_for(backend, ir.serde.serialize_model(b), feeds, threads)
     ta, tb = [], []
     for _ in range(rounds):
         ta.append(quantize_gate.time_runner(ra, min_time, 1))
@@ -175,7 +186,7 @@ def resnet50(threads: int) -> dict:
         "params_before": rep.params_before, "params_after": rep.params_after,
         "output_cosine": rep.accuracy.outputs[0].cosine_min, "speed": {}}}
     log("resnet50 " + "; ".join(rep.lines()))
-    for backend in BACKENDS:
+    for backend in BACKENDS + ("native",):
         r = paired_latency(model, pruned, feeds, backend, threads, rounds=3)
         out["channels_0.3"]["speed"][backend] = r
         log(f"resnet50 channels:0.3 {backend}: {r}")
