@@ -305,6 +305,7 @@ class PrecisionReport:
     checker: str
     accuracy: AccuracyReport | None
     runtime_fp32: list[str]
+    data_note: str = ""
 
     def lines(self) -> list[str]:
         s = self.stats
@@ -315,6 +316,8 @@ class PrecisionReport:
         for why in s.fp32_nodes.values():
             reasons[why] = reasons.get(why, 0) + 1
         out += [f"  fp32 x{n}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+        if self.data_note:
+            out.append(f"  {self.data_note}")
         if self.accuracy is not None:
             out += ["  " + line for line in self.accuracy.lines()]
         return out
