@@ -157,12 +157,16 @@ def gate(threads: int) -> dict:
     digits_model, x, _ = models.digits()
     big = {"image": models.digits(64)[1][:8]}
     calib = [{"image": x[i:i + 1]} for i in range(32)]
-    cases = [("minilm_dynamic", minilm_model, one, None, "dynamic"),
-             ("digits_static", digits_model, big, calib, "static")]
-    for name, model, feeds, cal, mode in cases:
+    sentences = [models.minilm_tokenize(models.SENTENCES[i:i + 1]) for i in range(16)]
+    cases = [("minilm_dynamic", minilm_model, one, None, "dynamic", None),
+             ("minilm_static", minilm_model, one, sentences, "static", 0.8),
+             ("digits_static", digits_model, big, calib, "static", None)]
+    for name, model, feeds, cal, mode, smooth in cases:
         for backend in BACKENDS:
             measure = quantize_gate.measure_on(backend, feeds, threads, min_time=0.2, repeats=3)
-            q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure)
+            q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure,
+                                            method="minmax" if smooth else "percentile",
+                                            smooth=smooth)
             g = q.report.gate
             out[f"{name}/{backend}"] = {
                 "decisions": [{"region": d.region, "nodes": len(d.nodes),
