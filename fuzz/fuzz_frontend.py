@@ -152,7 +152,8 @@ def write_seeds(corpus: Path) -> None:
 
 def main() -> None:
     folders = [Path(a) for a in sys.argv[1:] if not a.startswith("-")]
-    if folders and (not folders[0].exists() or not any(folders[0].iterdir())):
+    if folders and not folders[0].is_file() and (
+            not folders[0].exists() or not any(folders[0].iterdir())):
         write_seeds(folders[0])
     import os
 

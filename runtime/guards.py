@@ -417,7 +417,11 @@ def _constant_true(value: ir.Value) -> bool:
 def range_length(start: Any, limit: Any, delta: Any, label: str,
                  error: type[Exception]) -> int:
     """Elements Range(start, limit, delta) yields: max(ceil((limit - start) / delta), 0)."""
-    items = [np.asarray(v).reshape(-1)[0] for v in (start, limit, delta)]
+    arrays = [np.asarray(v).reshape(-1) for v in (start, limit, delta)]
+    if any(a.size != 1 for a in arrays):
+        raise error(f"{label}: start, limit and delta must each hold one value, not "
+                    f"{[int(a.size) for a in arrays]}")
+    items = [a[0] for a in arrays]
     if all(isinstance(x, (int, np.integer)) for x in items):
         s, lim, d = (int(x) for x in items)  # exact: no float rounding of large counts
         if d != 0:
@@ -538,6 +542,21 @@ class RuntimeChecks:
             feed = _feed_source(ins[0], inputs)
             if feed is not None:
                 self.items.append(_Check("trips", label, feed))
+
+    def admit(self, feeds: Mapping[str, object]) -> None:
+        """Before any copy is made: feeds whose logical size exceeds max_memory (a broadcast
+        or zero-stride view costs nothing until made contiguous) and, for OpenVINO, dims it
+        would cut to 32 bits."""
+        if not isinstance(feeds, Mapping):
+            return  # check_feeds names the problem
+        for name, value in feeds.items():
+            if not isinstance(value, np.ndarray):
+                continue
+            self.guards.bytes_ok(value.size * value.itemsize,
+                                 f"input '{name}' (shape {list(value.shape)}, made contiguous)")
+            if self.backend == "openvino" and any(d > INT32_MAX for d in value.shape):
+                raise InputError(f"input '{name}' has shape {list(value.shape)}: OpenVINO "
+                                 f"keeps dims in 32 bits (at most {INT32_MAX})")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Raise InputError/ResourceError for feeds that would break the ops they reach."""

@@ -564,6 +564,38 @@ case(
     {"x": f32(3, 2)},
 )
 
+# ---- bitwise and index-driven -----------------------------------------------------------
+u8 = np.array([[1, 2, 250], [7, 128, 0]], np.uint8)
+case("BitShift_left", node("BitShift", ["a", "b"], direction="LEFT"),
+     {"a": u8, "b": np.array([1, 2, 9], np.uint8)})
+case("BitShift_right", node("BitShift", ["a", "b"], direction="RIGHT"),
+     {"a": u8.astype(np.uint32), "b": np.array([1], np.uint32)})
+case("BitwiseAnd", node("BitwiseAnd", ["a", "b"]), {"a": i64(12, 7, -1), "b": i64(10)}, opset=18)
+case("BitwiseNot", node("BitwiseNot", ["a"]), {"a": u8}, opset=18)
+case("GatherND", node("GatherND", ["x", "i"]), {"x": f32(3, 4, 2)},
+     {"i": np.array([[0, 1], [2, -1]], np.int64)})
+case("GatherND_batch", node("GatherND", ["x", "i"], batch_dims=1), {"x": f32(2, 3, 4)},
+     {"i": np.array([[[1], [2]], [[0], [1]]], np.int64)})
+case("ScatterND_add", node("ScatterND", ["x", "i", "u"], reduction="add"), {"x": f32(4, 3)},
+     {"i": np.array([[1], [3], [1]], np.int64), "u": f32(3, 3)}, opset=18)
+case("ScatterElements", node("ScatterElements", ["x", "i", "u"], axis=1), {"x": f32(3, 4)},
+     {"i": np.array([[1, 0], [3, 2], [0, -1]], np.int64), "u": f32(3, 2)})
+case("NonZero", node("NonZero", ["x"]), {"x": np.array([[1, 0, 2], [0, 0, 3]], np.float32)})
+case("Compress", node("Compress", ["x", "c"], axis=1), {"x": f32(2, 4)},
+     {"c": np.array([True, False, True], bool)})
+case("OneHot", node("OneHot", ["i", "d", "v"], axis=1), {"i": i64(0, 3, -1, 7)},
+     {"d": np.array(5, np.int64), "v": np.array([0, 2], np.float32)})
+case("Trilu_lower", node("Trilu", ["x", "k"], upper=0), {"x": f32(2, 4, 5)}, {"k": i64(1)})
+case("Trilu_upper", node("Trilu", ["x"]), {"x": f32(4, 3)})
+case("EyeLike", node("EyeLike", ["x"], k=1, dtype=1), {"x": i64(1, 2, 3, 4).reshape(2, 2)})
+case("CumSum", node("CumSum", ["x", "a"], exclusive=1, reverse=1), {"x": f32(3, 4)},
+     {"a": np.array(1, np.int64)})
+case("RMSNormalization", node("RMSNormalization", ["x", "s"], axis=-1), {"x": f32(2, 3, 8)},
+     {"s": f32(8)}, opset=23)
+case("LpNormalization", node("LpNormalization", ["x"], axis=1, p=1), {"x": f32(3, 4)})
+case("MeanVarianceNormalization", node("MeanVarianceNormalization", ["x"]),
+     {"x": f32(2, 3, 4, 4)})
+
 
 @pytest.mark.parametrize("name,nodes,feeds,inits,opset,outputs", CASES, ids=[c[0] for c in CASES])
 def test_op_matches_onnxruntime(name, nodes, feeds, inits, opset, outputs):
@@ -593,3 +625,75 @@ def test_threads_do_not_change_results():
         initializers={"w": f32(8, 16, 3, 3), "b": f32(8)},
     )
     check_against_ort(model, feeds, threads=2)
+
+
+# ---- kiln fused ops against their standard-ONNX expansion --------------------------------
+ACTIVATIONS = {
+    "": [], "Relu": [node("Relu", ["s"])], "LeakyRelu": [node("LeakyRelu", ["s"], alpha=0.3)],
+    "Clip": [node("Clip", ["s", "lo", "hi"])], "Sigmoid": [node("Sigmoid", ["s"])],
+    "SiLU": [node("Sigmoid", ["s"], ["sg"]), node("Mul", ["s", "sg"])],
+    "HardSigmoid": [node("HardSigmoid", ["s"], alpha=0.3, beta=0.4)],
+    "HardSwish": [node("HardSwish", ["s"])], "Gelu": [node("Gelu", ["s"])],
+    "GeluTanh": [node("Gelu", ["s"], approximate="tanh")], "Tanh": [node("Tanh", ["s"])],
+}
+ACT_PARAMS = {"LeakyRelu": (0.3, None), "Clip": (-0.5, 0.6), "HardSigmoid": (0.3, 0.4)}
+BOUNDS = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.6, np.float32)}
+
+
+def _expanded(core: list, act: str) -> list:
+    tail = ACTIVATIONS[act]
+    if not tail:
+        return core + [node("Identity", ["s"])]
+    return core + tail
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_conv_matches_its_expansion(act, residual):
+    from native_cases import compile_native, run_ort
+
+    feeds = {"x": f32(2, 4, 7, 7)}
+    inits = {"w": f32(6, 2, 3, 3), "b": f32(6)}
+    if residual:
+        feeds["r"] = f32(2, 6, 4, 4)
+    attrs = dict(group=2, strides=[2, 2], pads=[1, 1, 1, 1], activation=act)
+    alpha, beta = ACT_PARAMS.get(act, (None, None))
+    if alpha is not None:
+        attrs["alpha"] = alpha
+    if beta is not None:
+        attrs["beta"] = beta
+    fused = node("FusedConv", ["x", "w", "b"] + (["r"] if residual else []), domain="kiln",
+                 **attrs)
+    model = make_model([fused], feeds, ["y"], initializers=inits,
+                       extra_opsets={"kiln": 1}, opset=20)
+    core = [node("Conv", ["x", "w", "b"], ["c"], group=2, strides=[2, 2], pads=[1, 1, 1, 1])]
+    core.append(node("Add", ["c", "r"], ["s"]) if residual else node("Identity", ["c"], ["s"]))
+    ref = make_model(_expanded(core, act), feeds, ["y"], initializers={**inits, **BOUNDS},
+                     opset=20)
+    got = compile_native(model).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["", "Relu", "Clip", "GeluTanh", "HardSigmoid"])
+@pytest.mark.parametrize("shape", [(5, 8), (2, 3, 8)])
+def test_fused_gemm_matches_its_expansion(act, shape):
+    from native_cases import compile_native, run_ort
+
+    feeds = {"a": f32(*shape), "r": f32(*shape[:-1], 6)}
+    inits = {"b": f32(6, 8), "c": f32(6)}
+    attrs = dict(transB=1, alpha=0.5, beta=2.0, activation=act)
+    alpha, beta = ACT_PARAMS.get(act, (None, None))
+    if alpha is not None:
+        attrs["activation_alpha"] = alpha
+    if beta is not None:
+        attrs["activation_beta"] = beta
+    model = make_model([node("FusedGemm", ["a", "b", "c", "r"], domain="kiln", **attrs)], feeds,
+                       ["y"], initializers=inits, extra_opsets={"kiln": 1}, opset=20)
+    core = [node("Transpose", ["b"], ["bt"]), node("MatMul", ["a", "bt"], ["m"]),
+            node("Mul", ["m", "half"], ["ms"]), node("Mul", ["c", "two"], ["cs"]),
+            node("Add", ["ms", "cs"], ["mc"]), node("Add", ["mc", "r"], ["s"])]
+    consts = {"half": np.array(0.5, np.float32), "two": np.array(2.0, np.float32)}
+    ref = make_model(_expanded(core, act), feeds, ["y"],
+                     initializers={**inits, **BOUNDS, **consts}, opset=20)
+    got = compile_native(model).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
