@@ -6,9 +6,10 @@ pytorch-converted, pytorch-operator and simple data folders, each checked with i
 rtol/atol the way onnx's BackendTest does (same element type, allclose).
 
 A case whose model the native backend refuses (``UnsupportedError`` at prepare: an op,
-element type or attribute it does not implement) is skipped with the refusal as reason;
-every case it accepts must match. The default run covers a fast subset of common
-operators; ``-m slow`` runs every case.
+element type or attribute it does not implement), or that kiln's importer refuses
+(``ModelError``, e.g. untyped values in control-flow subgraphs), is skipped with the refusal
+as reason; every case that reaches the backend must match. The default run covers a fast
+subset of common operators; ``-m slow`` runs every case.
 
 ``python tests/conformance/test_native_conformance.py [backend ...]`` counts the passing
 cases per backend on the same case list (default: native and onnxruntime).
@@ -116,6 +117,8 @@ def run_case(case: Case, backend: str, **options: object) -> None:
         rep = kiln.backend.prepare(model, "CPU", backend=backend, **options)
     except kiln.UnsupportedError as exc:
         raise Refused(str(exc)) from exc
+    except kiln.ModelError as exc:  # kiln's importer refused the model before any backend
+        raise Refused(f"kiln's importer: {exc}") from exc
     for inputs, expected in data_sets:
         outputs = rep.run(list(inputs))
         assert len(outputs) == len(expected), f"{len(outputs)} outputs, {len(expected)} expected"
