@@ -82,12 +82,16 @@ class Artifact:
     def target(self) -> str:
         return str(self.manifest["target"])
 
+    _parsed: ir.Model | None = dataclasses.field(default=None, repr=False, compare=False)
+
     def model(self) -> ir.Model:
-        """The optimized graph, parsed."""
+        """The optimized graph, parsed once (every call returns the same object)."""
         import onnx
         import onnx_ir as ir
 
-        return ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+        if self._parsed is None:
+            self._parsed = ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+        return self._parsed
 
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
