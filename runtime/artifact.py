@@ -95,7 +95,10 @@ class Artifact:
 
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
-        return blob_miss(self.manifest, backend, backend_version, target)
+        miss = blob_miss(self.manifest, backend, backend_version, target)
+        if miss is not None and self.blob_dir is None:  # nothing prebuilt: say what differs
+            miss = miss.replace("blobs were", "the artifact was", 1)
+        return miss
 
 
 def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | None,
