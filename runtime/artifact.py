@@ -177,11 +177,13 @@ def save_artifact(
     and ``outputs`` are signature entries (``TensorSpec.to_json()``); ``blob_dir`` is a folder
     a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file.
     """
-    if not isinstance(model, bytes):
+    if isinstance(model, bytes):
+        model_bytes = model
+    else:
         import onnx_ir as ir
 
-        model = ir.to_proto(model).SerializeToString()
-    files: dict[str, bytes | Path] = {MODEL: model}
+        model_bytes = ir.to_proto(model).SerializeToString()
+    files: dict[str, bytes | Path] = {MODEL: model_bytes}
     if blob_dir is not None:
         root = Path(blob_dir)
         for file in sorted(p for p in root.rglob("*") if p.is_file()):
