@@ -73,6 +73,23 @@ class ReduceResult:
                 out += part.lines()
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"report": self.lines()}
+        if self.prune is not None:
+            data["prune"] = {"spec": self.prune.spec, "macs_before": self.prune.macs_before,
+                             "macs_after": self.prune.macs_after,
+                             "params_before": self.prune.params_before,
+                             "params_after": self.prune.params_after,
+                             "sparsity": self.prune.sparsity}
+        if self.quantization is not None:
+            data["quantization"] = self.quantization.to_json()
+        if self.precision is not None:
+            data["precision"] = {"precision": self.precision.precision,
+                                 "checker": self.precision.checker,
+                                 "low_nodes": len(self.precision.stats.low_nodes),
+                                 "fp32_nodes": self.precision.stats.fp32_nodes}
+        return data
+
 
 def prune_model(model: ir.Model, spec: str, samples: Sequence[calibrate.Sample] = (),
                 labels: Sequence[np.ndarray] | None = None, exclude: Collection[str] = (),
