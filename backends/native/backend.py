@@ -174,13 +174,15 @@ class NativeBackend(Backend):
     def refusal(self, node: ir.Node) -> str | None:
         return support.refusal(node)
 
-    def caps(self) -> BackendCaps:
-        from kiln.compiler.capabilities import BackendCaps
-
-        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}))
-
     def supported_precisions(self) -> Sequence[str]:
         return ("fp32",)
+
+    def caps(self) -> BackendCaps:
+        """The fused kiln ops run natively (their contracts are in this module's docstring)."""
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}),
+                           max_opset=23)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

@@ -34,6 +34,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common
 
 from kiln.compiler.accuracy import AccuracyReport
 from kiln.compiler.calibrate import Range
@@ -89,6 +90,13 @@ class PrecisionStats:
     casts: int = 0
     weights: int = 0
     stored_weights: int = 0
+
+
+def _drop_unused(graph: ir.Graph) -> None:
+    for name in list(graph.initializers):
+        value = graph.initializers[name]
+        if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
+            graph.initializers.pop(name)
 
 
 def _float_values(node: ir.Node) -> list[ir.Value]:
@@ -150,6 +158,8 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         opset = opset_version(model)
+        if any(v.dtype is None for n in graph for v in n.outputs):
+            common.ShapeInferencePass()(model)  # the rules need every value's type
         b = _Builder(graph)
         low_nodes = set()
         for node in graph:
@@ -159,9 +169,12 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 self.stats.low_nodes.append(node.name)
             elif why != "no float tensors":
                 self.stats.fp32_nodes[node.name] = why
-        if not low_nodes:
-            return ir.passes.PassResult(model, modified=False)
         np_low = np.float16 if self.low == ir.DataType.FLOAT16 else None
+        if not low_nodes:
+            if self.store_weights:
+                self._store_weights(graph, b, low_nodes, np_low)
+                _drop_unused(graph)
+            return ir.passes.PassResult(model, modified=self.stats.stored_weights > 0)
         converted: dict[str, ir.Value] = {}   # weights in the low type, by original name
         cast_down: dict[str, ir.Value] = {}   # fp32 activation -> low copy
         cast_up: dict[str, ir.Value] = {}     # low activation -> fp32 copy
@@ -234,10 +247,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 graph.outputs[idx] = up
         if self.store_weights:
             self._store_weights(graph, b, low_nodes, np_low)
-        for name in list(graph.initializers):
-            value = graph.initializers[name]
-            if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
-                graph.initializers.pop(name)
+        _drop_unused(graph)
         return ir.passes.PassResult(model, modified=True)
 
     def _store_weights(self, graph: ir.Graph, b: _Builder, low_nodes: set[ir.Node],
@@ -349,8 +359,10 @@ def convert_precision(model: ir.Model, target: object, precision: str,
     if store_weights is None:
         store_weights = precision == "bf16"
     source = ir.serde.deserialize_model(ir.serde.serialize_model(model))
-    import onnx_ir.passes.common as common
+    if precision == "bf16" and opset_version(source) < 13:
+        from kiln.compiler.quantization import ensure_opset
 
+        source = ensure_opset(source, 13)  # Cast and most ops admit bfloat16 from opset 13
     common.ShapeInferencePass()(source)
     if ranges is None and samples and precision == "fp16":
         from kiln.compiler.calibrate import collect_ranges

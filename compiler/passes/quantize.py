@@ -69,7 +69,7 @@ def scheme_for(target: Any) -> QuantScheme:
     has = getattr(target, "has", None)
     if has is None:
         return QuantScheme("uint8")
-    if has("avx512_vnni") or has("avx_vnni") or has("vnni") or has("avx2"):
+    if any(has(f) for f in ("avx512_vnni", "amx", "avx2", "avx512f")):
         return QuantScheme("uint8")
     return QuantScheme("int8")
 
