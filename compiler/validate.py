@@ -260,7 +260,7 @@ class _Walker:
                 raise self.fail(where, f"holds {len(tensor.raw_data)} bytes of data but dims "
                                 f"{list(tensor.dims)} need {want} (truncated or corrupt)")
             return
-        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))
+        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))  # type: ignore[call-overload]
         if tensor.data_type in _PACKED:
             have, want = len(tensor.int32_data), -(-count // _PACKED[tensor.data_type])
         else:
