@@ -207,7 +207,7 @@ class _Walker:
     # -- types and dims -------------------------------------------------------------------
     def dims(self, dims: Iterable[int], where: str) -> int:
         """Check declared fixed dims; returns their product."""
-        product = 1
+        product = nonzero = 1
         for axis, dim in enumerate(dims):
             if dim < 0:
                 raise self.fail(where, f"dim {dim} at axis {axis} is negative")
@@ -216,8 +216,10 @@ class _Walker:
                     raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
                                     f"allows at most {limit.max_dim}")
             product *= dim
-            if product > INT64_MAX:
-                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64")
+            nonzero *= max(dim, 1)  # numpy refuses these even when a 0 dim makes them empty
+            if nonzero * 16 > INT64_MAX:  # 16: the widest element (complex128), in bytes
+                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64"
+                                f"{' (ignoring its 0 dims)' if product == 0 else ''}")
         return product
 
     def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
