@@ -106,8 +106,14 @@ class Guards:
                                 "this is intended")
 
 
-def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str) -> T:
-    """``fn()``, or ResourceError if it has not returned after ``timeout`` seconds."""
+def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str,
+                      cancel: Callable[[int], None] | None = None) -> T:
+    """``fn()``, or ResourceError if it has not returned after ``timeout`` seconds.
+
+    ``cancel(thread_id)``, when given (a CompiledModel's ``cancel``), stops the work on the
+    worker thread; then the worker is given a few seconds to unwind, so no abandoned native
+    run outlives the caller (one still running at interpreter exit can touch freed globals).
+    """
     if timeout is None:
         return fn()
     box: dict[str, Any] = {}
@@ -122,8 +128,18 @@ def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str) -> 
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise ResourceError(f"{what} did not finish within the timeout of {timeout:g} s; the "
-                            "model may loop without end (raise timeout if it is just slow)")
+        stopped = False
+        if cancel is not None and worker.ident is not None:
+            try:
+                cancel(worker.ident)
+            except Exception:  # cancelling is best effort; the timeout error stands
+                pass
+            worker.join(10.0)
+            stopped = not worker.is_alive()
+        raise ResourceError(f"{what} did not finish within the timeout of {timeout:g} s "
+                            f"({'cancelled' if stopped else 'left running in the background'})"
+                            "; the model may loop without end (raise timeout if it is just "
+                            "slow)")
     if "error" in box:
         raise box["error"]
     return box["value"]
