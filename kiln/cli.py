@@ -574,12 +574,13 @@ def _print_passes(report: dict) -> None:
     table = Table(title=f"O{report['level']} for {report['backend']}: "
                         f"{report['nodes_before']} -> {report['nodes_after']} nodes "
                         f"in {report['seconds']:.2f} s")
-    for col in ("pass", "ms", "nodes", "rules fired"):
+    for col in ("pass", "ms", "nodes", "rules fired", "ops changed"):
         table.add_column(col)
     for p in report["passes"]:
         fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
+        delta = ", ".join(f"{op} {n:+d}" for op, n in p.get("ops_delta", {}).items())
         table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
-                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired))
+                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired), escape(delta))
     console.print(table)
 
 

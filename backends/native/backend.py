@@ -137,6 +137,11 @@ class NativeCompiledModel(CompiledModel):
         self._constants = constants
         self.report = report
 
+    def signature_arena_bytes(self) -> list[int]:
+        """Arena bytes planned at run time per input signature (models with symbolic dims)."""
+        return [b for s in self.segments if isinstance(s, NativeSegment)
+                for b in s.plan.signature_arena_bytes()]
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
         for spec in self.inputs:
