@@ -122,6 +122,18 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
                         verdicts[node] = (f"OpenVINO's ONNX frontend has no converter for "
                                           f"{node.op_type}")
         return verdicts
+    head, _, listed = device.partition(":")
+    if head in ("AUTO", "MULTI", "BATCH"):  # these pick a real device per model: ask each
+        candidates = [d for d in listed.split(",") if d] or list(core.available_devices)
+        per_device = [_query_verdicts(model, d) for d in candidates]
+        for node in model.graph:
+            reasons = [v[node] for v in per_device if node in v]
+            if len(reasons) == len(per_device) and all(r is not None for r in reasons):
+                verdicts[node] = f"no {head} candidate runs it: " + "; ".join(
+                    str(r) for r in reasons)
+            elif reasons:
+                verdicts[node] = None
+        return verdicts
     try:
         supported = core.query_model(ov_model, device)
     except Exception as exc:
@@ -130,15 +142,15 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
     for op in ov_model.get_ordered_ops():
         for output in op.outputs():
             for name in output.get_names():
-                node = producers.get(name)
-                if node is None:
+                source = producers.get(name)
+                if source is None:
                     continue
                 if op.get_friendly_name() in supported:
-                    verdicts.setdefault(node, None)
+                    verdicts.setdefault(source, None)
                 else:
-                    verdicts[node] = (f"{device} does not run {op.get_type_name()} "
-                                      f"(from {node.op_type}) according to "
-                                      "OpenVINO query_model")
+                    verdicts[source] = (f"{device} does not run {op.get_type_name()} "
+                                        f"(from {source.op_type}) according to "
+                                        "OpenVINO query_model")
     return verdicts
 
 

@@ -543,8 +543,15 @@ class TensorRtCompiled(CompiledModel):
         mode = trt.TensorIOMode.INPUT
         self._input_names = [n for n in names if self._engine.get_tensor_mode(n) == mode]
         self._output_names = [n for n in names if self._engine.get_tensor_mode(n) != mode]
-        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))
-                        for n in names}
+        self._dtypes = {}
+        for n in names:
+            dtype = self._engine.get_tensor_dtype(n)
+            try:
+                self._dtypes[n] = np.dtype(trt.nptype(dtype))
+            except TypeError as exc:  # bf16 / fp8 have no numpy type
+                raise UnsupportedError(f"engine tensor '{n}' is {dtype}, which numpy cannot "
+                                       "hold; keep graph inputs and outputs at fp32/fp16 "
+                                       "(Cast inside the graph)") from exc
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = _cudart()
@@ -684,10 +691,10 @@ class TensorRtBackend(Backend):
             return TensorRtCompiled((folder / ENGINE_FILE).read_bytes(), cache, key, model,
                                     profile)
         reason = reason or "the engine file is missing"
-        cache = None
+        reuse: bytes | None = None
         if timing_cache_usable(saved, key["tensorrt_version"]) \
                 and (folder / TIMING_CACHE_FILE).is_file():
-            cache = (folder / TIMING_CACHE_FILE).read_bytes()
-        engine, cache_out = build_engine(onnx_bytes, profile, cache, options)
+            reuse = (folder / TIMING_CACHE_FILE).read_bytes()
+        engine, cache_out = build_engine(onnx_bytes, profile, reuse, options)
         return TensorRtCompiled(engine, cache_out, key, model, profile,
                                 rebuild_reason=f"rebuilt: {reason}")

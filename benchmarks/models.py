@@ -93,7 +93,10 @@ def image_feeds(model: ir.Model, count: int, seed: int) -> list[dict[str, np.nda
 
 def digits(size: int = 8) -> tuple[ir.Model, np.ndarray, np.ndarray]:
     """(model, x_test [N,1,size,size], y_test); trains and exports on first use."""
-    from benchmarks import prepare_digits_cnn as prep
+    try:
+        from benchmarks import prepare_digits_cnn as prep
+    except ImportError:  # benchmarks/ itself on sys.path (how the tests import it)
+        import prepare_digits_cnn as prep  # type: ignore[no-redef]
 
     path = CACHE / "digits_cnn.onnx"
     data = CACHE / "digits_test.npz"
@@ -102,6 +105,15 @@ def digits(size: int = 8) -> tuple[ir.Model, np.ndarray, np.ndarray]:
     with np.load(data) as z:
         x, y = z["x"], z["y"]
     return ir.load(str(path)), prep.upsample(x, size), y
+
+
+def finetune_digits(model: ir.Model, epochs: int = 8) -> ir.Model:
+    """Fine-tune a (pruned) digits CNN on its training split (see prepare_digits_cnn)."""
+    try:
+        from benchmarks import prepare_digits_cnn as prep
+    except ImportError:
+        import prepare_digits_cnn as prep  # type: ignore[no-redef]
+    return prep.finetune(ir.serde.deserialize_model(ir.serde.serialize_model(model)), epochs)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Train a small CNN on scikit-learn's bundled 8x8 digits and export it to ONNX.
 
-The digits set ships inside scikit-learn (no download). Training takes a few seconds on a
-CPU. The model and the held-out split land in a cache folder (``~/.cache/kiln/models`` by
+The digits set ships inside scikit-learn (no download). Training (15 epochs) takes seconds on an
+idle CPU. The model and the held-out split land in a cache folder (``~/.cache/kiln/models`` by
 default), never in git:
 
-    python benchmarks/prepare_digits_cnn.py [--out DIR] [--size 8] [--epochs 40]
+    python benchmarks/prepare_digits_cnn.py [--out DIR] [--epochs 15]
 
-``--size`` upsamples the 8x8 images (bilinear) so a larger input can be timed with the same
+``upsample`` resizes the 8x8 images (bilinear) so a larger input can be timed with the same
 trained weights (the network ends in a global average pool, so any size works).
 """
 
@@ -46,7 +46,7 @@ def build_net():  # -> torch.nn.Module
     )
 
 
-def train(epochs: int = 40, seed: int = 0):  # -> (net, x_test, y_test)
+def train(epochs: int = 15, seed: int = 0):  # -> (net, x_test, y_test)
     import torch
 
     torch.manual_seed(seed)
@@ -78,7 +78,7 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
     return t.numpy().astype(np.float32)
 
 
-def export(out: Path = CACHE, epochs: int = 40, sizes: tuple[int, ...] = (8,)) -> Path:
+def export(out: Path = CACHE, epochs: int = 15, sizes: tuple[int, ...] = (8,)) -> Path:
     """Train, then write ``digits_cnn.onnx`` (dynamic batch and spatial size) and
     ``digits_test.npz`` (held-out x, y at 8x8) into ``out``; returns the model path."""
     import torch
@@ -99,10 +99,68 @@ def export(out: Path = CACHE, epochs: int = 40, sizes: tuple[int, ...] = (8,)) -
     return path
 
 
+def finetune(model, epochs: int = 8, seed: int = 0):  # (onnx_ir.Model) -> onnx_ir.Model
+    """Fine-tune a (pruned) digits CNN on the training split and return it as ONNX IR.
+
+    The graph must be the plain chain the exporter writes (Conv, Relu, MaxPool,
+    GlobalAveragePool, Flatten, Gemm with transB=1); weights are copied in, trained, copied
+    back into the same initializers.
+    """
+    import onnx_ir as ir
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(seed)
+    layers, params = [], []
+    for node in model.graph:
+        op = node.op_type
+        if op == "Conv":
+            w = node.inputs[1].const_value.numpy()
+            pads = node.attributes["pads"].as_ints() if "pads" in node.attributes else [0] * 4
+            conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2:], padding=tuple(pads[:2]))
+            conv.weight.data = torch.from_numpy(w.copy())
+            conv.bias.data = torch.from_numpy(node.inputs[2].const_value.numpy().copy())
+            layers.append(conv)
+            params.append((node, conv))
+        elif op == "Relu":
+            layers.append(nn.ReLU())
+        elif op == "MaxPool":
+            layers.append(nn.MaxPool2d(tuple(node.attributes["kernel_shape"].as_ints())))
+        elif op == "GlobalAveragePool":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        elif op == "Flatten":
+            layers.append(nn.Flatten())
+        elif op == "Gemm":
+            w = node.inputs[1].const_value.numpy()
+            fc = nn.Linear(w.shape[1], w.shape[0])
+            fc.weight.data = torch.from_numpy(w.copy())
+            fc.bias.data = torch.from_numpy(node.inputs[2].const_value.numpy().copy())
+            layers.append(fc)
+            params.append((node, fc))
+        else:
+            raise ValueError(f"finetune handles the exported chain only, not {op}")
+    net = nn.Sequential(*layers)
+    x_tr, y_tr, _, _ = digits_split(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+    for node, module in params:
+        for index, tensor in ((1, module.weight), (2, module.bias)):
+            value = node.inputs[index]
+            value.const_value = ir.tensor(tensor.detach().numpy().copy(), name=value.name)
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=CACHE)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=15)
     args = ap.parse_args()
     export(args.out, args.epochs)
 

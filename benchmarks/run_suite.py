@@ -154,7 +154,12 @@ def results_table(reports: list[dict[str, Any]], skipped: Mapping[str, str]) -> 
             server = rows.get("server", {})
             bound = server.get("detail", {}).get("latency_bound_ms")
             qps = server.get("throughput_qps")
-            server_cell = "-" if qps is None else f"{qps:.1f} (<= {bound:g} ms)"
+            if qps is None:
+                server_cell = "-"
+            elif qps > 0:
+                server_cell = f"{qps:.1f} (<= {bound:g} ms)"
+            else:
+                server_cell = f"none: p99 > {bound:g} ms at every rate tried"
             off = rows.get("offline", {}).get("throughput_qps")
             lines.append(
                 f"| {report['model']['name']} | {label} | ok | {_cell(ss.get('p50'), '.2f')} / "

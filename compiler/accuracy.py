@@ -1,7 +1,7 @@
 """Accuracy report: how far a reduced-precision or pruned model drifts from its fp32 original.
 
-Per output, over a list of samples: cosine similarity of the flattened outputs (mean and
-worst sample), max absolute error, max relative error ``|a - b| / max(|a|, eps)`` with
+Per output, over a list of samples: cosine similarity per batch item (mean and worst), max
+absolute error, max relative error ``|a - b| / max(|a|, eps)`` with
 ``eps = 1e-3 * max|a|`` (so near-zero reference values do not dominate), and, for
 classifier-shaped outputs (``[N, C]`` with C >= 2), top-1 and top-5 agreement with fp32 and,
 when labels are given, top-1 accuracy of both models.
@@ -46,7 +46,8 @@ class AccuracyReport:
 
     def drop(self) -> float:
         """Accuracy lost, in [0, 1]: the labelled top-1 drop when labels were given, else the
-        top-1 disagreement for classifiers, else 1 - mean cosine; the worst output counts."""
+        top-1 disagreement for classifiers, else 1 - the worst sample's cosine; the worst
+        output counts."""
         worst = 0.0
         for o in self.outputs:
             if o.reference_top1 is not None and o.candidate_top1 is not None:
@@ -54,7 +55,7 @@ class AccuracyReport:
             elif o.top1_agreement is not None:
                 d = 1.0 - o.top1_agreement
             else:
-                d = 1.0 - o.cosine_mean
+                d = 1.0 - o.cosine_min
             worst = max(worst, d)
         return worst
 
@@ -73,7 +74,7 @@ class AccuracyReport:
                 text += f", top-5 agree {o.top5_agreement * 100:.2f}%"
             if o.reference_top1 is not None:
                 text += (f", top-1 acc fp32 {o.reference_top1 * 100:.2f}% -> "
-                         f"{o.candidate_top1 * 100:.2f}%")
+                         f"{(o.candidate_top1 or 0.0) * 100:.2f}%")
             if o.nonfinite:
                 text += f", {o.nonfinite} NaN/Inf values"
             out.append(text)
@@ -96,8 +97,10 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.reshape(a.shape[0], -1).astype(np.float64)
     b = b.reshape(b.shape[0], -1).astype(np.float64)
     num = np.sum(a * b, axis=1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = np.where(na * nb > 0, num / np.maximum(na * nb, 1e-300), 0.0)
+    return np.where(both_zero, 1.0, cos)
 
 
 def _classifier(x: np.ndarray) -> bool:
@@ -106,8 +109,10 @@ def _classifier(x: np.ndarray) -> bool:
 
 def compare(reference: Sequence[Mapping[str, np.ndarray]],
             candidate: Sequence[Mapping[str, np.ndarray]],
-            labels: Sequence[np.ndarray] | None = None) -> AccuracyReport:
-    """Compare lists of output dicts (one per sample, same keys)."""
+            labels: Sequence[np.ndarray] | None = None,
+            classifier: bool | None = None) -> AccuracyReport:
+    """Compare lists of output dicts (one per sample, same keys). ``classifier`` says whether
+    [N, C] outputs are class scores (None: assume so for every [N, C >= 2] output)."""
     if len(reference) != len(candidate) or not reference:
         raise ValueError("compare needs the same, non-zero number of reference and candidate "
                          "results")
@@ -115,7 +120,9 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]],
     for name in reference[0]:
         refs = [np.asarray(r[name]) for r in reference]
         cands = [np.asarray(c[name]) for c in candidate]
-        cos = [cosine(r, c) for r, c in zip(refs, cands)]
+        # one cosine per batch item (a sentence, an image), or per sample for scalars
+        cos = [float(x) for r, c in zip(refs, cands)
+               for x in (row_cosines(r, c) if r.ndim >= 2 else [cosine(r, c)])]
         nonfinite = int(sum(np.size(c) - np.isfinite(c).sum() for c in cands
                             if np.issubdtype(c.dtype, np.floating)))
         abs_err = max(float(np.max(np.abs(r.astype(np.float64) - c))) if r.size else 0.0
@@ -128,7 +135,7 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]],
                        if r.size else 0.0)
         acc = OutputAccuracy(name, float(np.mean(cos)), float(np.min(cos)), abs_err, max(rel),
                              nonfinite)
-        if all(_classifier(r) for r in refs):
+        if classifier is not False and all(_classifier(r) for r in refs):
             r_all = np.concatenate(refs)
             c_all = np.concatenate(cands)
             ref_top1 = r_all.argmax(1)
@@ -146,11 +153,12 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]],
 
 
 def evaluate(reference: Runner, candidate: Runner, samples: Sequence[Feeds],
-             labels: Sequence[np.ndarray] | None = None) -> AccuracyReport:
+             labels: Sequence[np.ndarray] | None = None,
+             classifier: bool | None = None) -> AccuracyReport:
     """Run both models on every sample and compare their outputs."""
     refs = [dict(reference(s)) for s in samples]
     cands = [dict(candidate(s)) for s in samples]
-    return compare(refs, cands, labels)
+    return compare(refs, cands, labels, classifier)
 
 
 def onnxruntime_runner(model: Any, optimize: bool = True) -> Runner:

@@ -366,7 +366,8 @@ def _group(graph: ir.Graph, assignment: Mapping[ir.Node, str],
 
 def _neighbours(partitions: Sequence[Partition], graph: ir.Graph) -> dict[int, dict[int, int]]:
     """partition index -> {adjacent partition index: number of data edges}."""
-    owner = {node: p.index for p in partitions for node in p.nodes}
+    owner: dict[ir.Node | None, int] = {
+        node: p.index for p in partitions for node in p.nodes}
     adjacent: dict[int, dict[int, int]] = {p.index: {} for p in partitions}
     for part in partitions:
         for node in part.nodes:
@@ -407,7 +408,8 @@ def _merge_small(partitions: Sequence[Partition], graph: ir.Graph,
 
 def _finish(partitions: list[Partition], graph: ir.Graph) -> list[BoundaryTensor]:
     """Fill each partition's inputs/outputs and list the boundary tensors."""
-    owner = {node: p.index for p in partitions for node in p.nodes}
+    owner: dict[ir.Node | None, int] = {
+        node: p.index for p in partitions for node in p.nodes}
     graph_outputs = {v.name for v in graph.outputs}
     consumers: dict[str, set[int]] = {}
     values: dict[str, ir.Value] = {}

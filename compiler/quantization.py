@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from kiln.compiler import accuracy, calibrate, sensitivity, speed_gate
 from kiln.compiler.passes import quantize
+from kiln.compiler.passes import smooth as smooth_pass
 from kiln.errors import InputError, ModelError
 
 MODES = ("static", "dynamic")
@@ -41,12 +42,15 @@ class QuantizationReport:
     accuracy: accuracy.AccuracyReport | None = None
     sensitivity: sensitivity.SensitivityResult | None = None
     gate: speed_gate.GateResult | None = None
+    smoothed: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         head = f"int8 {self.mode} ({self.scheme} activations x int8 weights"
         if self.method:
             head += f", {self.method} calibration on {self.samples} sample(s)"
         out = [head + f"): {len(self.quantized)} layer(s) quantized"]
+        if self.smoothed:
+            out.append(f"  {len(self.smoothed)} MatMul(s) smoothed (outliers moved into weights)")
         for name, why in list(self.skipped.items())[:20]:
             out.append(f"  fp32 {name}: {why}")
         if self.sensitivity is not None:
@@ -119,9 +123,11 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
                    activation: str | None = None,
                    eval_samples: Sequence[calibrate.Sample] | None = None,
                    labels: Sequence[np.ndarray] | None = None,
+                   classifier: bool | None = None,
                    max_accuracy_drop: float | None = None,
                    measure: speed_gate.Measure | None = None, gate_per_layer: bool = False,
-                   gate_margin: float = 0.03) -> QuantizationResult:
+                   gate_margin: float = 0.03, smooth: float | None = None
+                   ) -> QuantizationResult:
     """Quantize ``model`` (not modified) to int8 for ``target``.
 
     calibration:       samples (dicts of input arrays), a folder, or "random:N" (static only;
@@ -132,9 +138,13 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
     activation:        "uint8" / "int8"; default from the target (VNNI -> uint8).
     eval_samples:      samples for the accuracy report (default: the calibration samples);
                        ``labels`` (one array per sample) add labelled top-1 accuracy.
-    max_accuracy_drop: budget as a fraction (0.01 = one point); layers are kept in fp32,
-                       most sensitive first, until it holds (static only).
+    classifier:        whether [N, C] outputs are class scores (None: guess from the shape).
+    max_accuracy_drop: budget as a fraction: labelled top-1 points (0.01 = one point), or
+                       top-1 disagreement, or 1 - worst cosine for non-classifiers; layers
+                       are kept in fp32, most sensitive first, until it holds.
     measure:           times a ModelProto on the target backend; enables the speed gate.
+    smooth:            static only: migrate activation outliers of MatMuls into their weights
+                       with this strength (0.5 is typical for transformers; None: off).
     """
     if mode not in MODES:
         raise InputError(f"unknown quantization mode {mode!r}; choose one of {MODES}")
@@ -145,11 +155,25 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
         else []
     evals = list(eval_samples) if eval_samples is not None else samples
 
+    base = fp32
+    smoothed: list[str] = []
+    if mode == "static" and smooth is not None:
+        groups = smooth_pass.smoothable(fp32, exclude)
+        tap = calibrate.TensorTap(fp32, list(groups))
+        seen: dict[str, list[np.ndarray]] = {name: [] for name in groups}
+        for feed in samples:
+            for name, value in tap.run(feed).items():
+                seen[name].append(value)
+        absmax = {n: smooth_pass.channel_absmax(v) for n, v in seen.items() if v}
+        base = copy_model(fp32)
+        step = smooth_pass.SmoothActivationsPass(absmax, smooth, exclude)
+        step(base)
+        smoothed = step.smoothed
     if mode == "static":
-        ranges = calibrate.collect_ranges(fp32, samples, method=method, percentile=percentile)
+        ranges = calibrate.collect_ranges(base, samples, method=method, percentile=percentile)
 
         def build(excluded: frozenset[str]) -> ir.Model:
-            m = copy_model(fp32)
+            m = copy_model(base)
             quantize.QuantizeStaticPass(ranges, scheme, ops, set(exclude) | excluded)(m)
             return m
     else:
@@ -158,25 +182,31 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
             quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, set(exclude) | excluded)(m)
             return m
 
-    probe_model = copy_model(fp32)
+    probe_model = copy_model(base)
     probe = (quantize.QuantizeStaticPass(ranges, scheme, ops, exclude) if mode == "static"
              else quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, exclude))
     probe(probe_model)
     layers = list(probe.stats.nodes)
     report = QuantizationReport(mode, scheme.activation if mode == "static" else "uint8",
                                 method if mode == "static" else None, len(samples), layers,
-                                dict(probe.stats.skipped))
+                                dict(probe.stats.skipped), smoothed=smoothed)
     reference = accuracy.onnxruntime_runner(fp32) if evals else None
+    expected = [dict(reference(s)) for s in evals] if reference is not None else []
 
-    def evaluate(m: ir.Model) -> accuracy.AccuracyReport:
-        assert reference is not None
-        return accuracy.evaluate(reference, accuracy.onnxruntime_runner(m), evals, labels)
+    def evaluate(m: ir.Model, optimize: bool = True) -> accuracy.AccuracyReport:
+        run = accuracy.onnxruntime_runner(m, optimize)
+        return accuracy.compare(expected, [dict(run(s)) for s in evals], labels, classifier)
+
+    def evaluate_fast(m: ir.Model) -> accuracy.AccuracyReport:
+        # Q/DQ simulated op by op: no fusion time per candidate, same rounding
+        return evaluate(m, optimize=False)
 
     excluded: frozenset[str] = frozenset()
-    if max_accuracy_drop is not None and mode == "static":
+    if max_accuracy_drop is not None:
         if not evals:
             raise InputError("--max-accuracy-drop needs calibration or evaluation samples")
-        result = sensitivity.keep_sensitive_in_fp32(layers, build, evaluate, max_accuracy_drop)
+        result = sensitivity.keep_sensitive_in_fp32(layers, build, evaluate_fast,
+                                                    max_accuracy_drop)
         report.sensitivity = result
         excluded |= frozenset(result.kept_fp32)
     if measure is not None:

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
+from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.errors import ModelError, UnsupportedError
 
 INT64_MAX = 2**63 - 1
@@ -65,6 +66,7 @@ def kiln_limits() -> Limits:
     opsets: dict[str, tuple[int, int]] = {"": (1, top), "ai.onnx": (1, top)}
     opsets.update({domain: (1, version) for domain, version in _known_domains()})
     opsets["com.microsoft"] = (1, 1)  # onnxruntime's contrib ops, which its backend runs
+    opsets[KILN_DOMAIN] = (1, 1)  # kiln's own fused ops (optimized graphs, artifacts)
     return Limits("kiln", (3, onnx.IR_VERSION), opsets)
 
 
@@ -106,6 +108,7 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
     """
     limits = list(limits) if limits else [kiln_limits()]
+    _check_text(proto, name)
     _check_versions(proto, name, limits)
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
@@ -114,6 +117,27 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
     for function in proto.functions:
         walker.function(function)
+
+
+def _check_text(proto: onnx.ModelProto, name: str) -> None:
+    """Every string field must be UTF-8: Python's protobuf hands invalid ones back as bytes,
+    which no later code expects (found by fuzz/fuzz_frontend.py). Iterative walk."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list = [proto]
+    while stack:
+        message = stack.pop()
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if hasattr(value, "ListFields"):
+                    stack.append(value)
+                else:
+                    stack.extend(value)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                values = [value] if isinstance(value, (str, bytes)) else value
+                if any(isinstance(v, bytes) for v in values):
+                    raise ModelError(f"{name}: a {message.DESCRIPTOR.name}.{field.name} is not "
+                                     "valid UTF-8 text; the model is corrupt")
 
 
 def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits]) -> None:
@@ -183,7 +207,7 @@ class _Walker:
     # -- types and dims -------------------------------------------------------------------
     def dims(self, dims: Iterable[int], where: str) -> int:
         """Check declared fixed dims; returns their product."""
-        product = 1
+        product = nonzero = 1
         for axis, dim in enumerate(dims):
             if dim < 0:
                 raise self.fail(where, f"dim {dim} at axis {axis} is negative")
@@ -192,8 +216,10 @@ class _Walker:
                     raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
                                     f"allows at most {limit.max_dim}")
             product *= dim
-            if product > INT64_MAX:
-                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64")
+            nonzero *= max(dim, 1)  # numpy refuses these even when a 0 dim makes them empty
+            if nonzero * 16 > INT64_MAX:  # 16: the widest element (complex128), in bytes
+                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64"
+                                f"{' (ignoring its 0 dims)' if product == 0 else ''}")
         return product
 
     def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
@@ -236,7 +262,7 @@ class _Walker:
                 raise self.fail(where, f"holds {len(tensor.raw_data)} bytes of data but dims "
                                 f"{list(tensor.dims)} need {want} (truncated or corrupt)")
             return
-        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))
+        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))  # type: ignore[call-overload]
         if tensor.data_type in _PACKED:
             have, want = len(tensor.int32_data), -(-count // _PACKED[tensor.data_type])
         else:
@@ -283,10 +309,13 @@ class _Walker:
                                 f"{what}); every value must have one producer")
             defined[value] = what
 
+        types: dict[str, int] = {}  # element types known before inference: inputs, weights
         for info in graph.input:
+            if info.type.HasField("tensor_type"):
+                types[info.name] = info.type.tensor_type.elem_type
             if not info.name:
                 raise self.fail(where, "a graph input has no name")
-            self.value_info(info, f"{where} input")
+            self.value_info(info, f"{where} input", typed=depth == 0)
             if info.name in defined:
                 raise self.fail(where, f"graph input '{info.name}' is listed twice")
             defined[info.name] = "a graph input"
@@ -299,6 +328,7 @@ class _Walker:
             initializer_names.add(tensor.name)
             self.tensor(tensor, f"{where} initializer")
             defined.setdefault(tensor.name, "an initializer")
+            types[tensor.name] = tensor.data_type
         for info in graph.value_info:
             self.value_info(info, f"{where} value_info", typed=False)
         producers = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
@@ -313,6 +343,7 @@ class _Walker:
                 raise self.fail(where, f"{label} reads '{input_name}', which is not a graph "
                                 "input, an initializer, nor the output of any node (a missing "
                                 "initializer or input?)")
+            self.input_types(node, types, f"{where} {label}")
             visible = outer | frozenset(defined)
             self.subgraphs(node, visible, depth, f"{where} {label}")
             for output_name in node.output:
@@ -325,9 +356,37 @@ class _Walker:
             if info.name in seen:
                 raise self.fail(where, f"output name '{info.name}' is listed twice")
             seen.add(info.name)
-            self.value_info(info, f"{where} output")
+            self.value_info(info, f"{where} output", typed=depth == 0)
             if info.name not in defined and info.name not in outer:
                 raise self.fail(where, f"graph output '{info.name}' is never produced")
+
+    def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
+        """Inputs whose element type is known up front must fit the op's type constraints."""
+        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
+            return
+        known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
+        if not known:
+            return
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+        except onnx.defs.SchemaError:
+            return  # the checker names unknown ops
+        formals = list(schema.inputs)
+        if not formals:
+            return
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        for index, elem_type in known:
+            formal = formals[min(index, len(formals) - 1)]
+            if index >= len(formals) and not _variadic(formal):
+                continue
+            permitted = allowed.get(formal.type_str, {formal.type_str})
+            name = onnx.TensorProto.DataType.Name(elem_type).lower() \
+                if elem_type in _DTYPES else str(elem_type)
+            if permitted and f"tensor({name})" not in permitted:
+                shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
+                raise self.fail(where, f"input {index} ('{node.input[index]}', "
+                                f"{formal.name}) is {name}, but {node.op_type}-{self.opset} "
+                                f"takes {shown or sorted(permitted)}")
 
     def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
                       producers: Mapping[str, int], where: str) -> None:
@@ -404,6 +463,10 @@ class _Walker:
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")
+
+
+def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
+    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
 
 
 def _itemsize(data_type: int) -> int:

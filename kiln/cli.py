@@ -15,6 +15,7 @@ from rich.table import Table
 
 from kiln import __version__
 from kiln.errors import InputError, KilnError
+from kiln.reduce_options import open_reduced, reduce_options, wants_reduction
 
 console = Console()
 err_console = Console(stderr=True)
@@ -177,7 +178,8 @@ def _parse_scenarios(text: str) -> list[str]:
               help="server: length of each fixed-rate probe.")
 @click.option("--max-probes", type=int, default=8, show_default=True,
               help="server: probes per engine in the QPS search.")
-@click.option("--offline-samples", type=int, default=64, show_default=True)
+@click.option("--offline-samples", type=int, default=64, show_default=True,
+              help="offline: samples per round (3 interleaved rounds).")
 @click.option("--batch", "offline_batch", type=int, default=8, show_default=True,
               help="offline: batch size when the batch dim is symbolic.")
 @click.option("--baseline", default="onnxruntime/fp32", show_default=True,
@@ -256,6 +258,10 @@ def _write_reports(report: dict, json_out: str | None, md_out: str | None,
         console.print(f"wrote {plot_out}")
 
 
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _print_bench(report: dict, title: str) -> None:
     from kiln.runtime.bench_report import ranking, scenario_rows, speedup
 
@@ -280,10 +286,7 @@ def _print_bench(report: dict, title: str) -> None:
                              f"{r['reason']}")
                 continue
             lat = r["latency_ms"] or {}
-
-            def f(v, spec=".3f"):
-                return "-" if v is None else format(v, spec)
-
+            f = _fmt
             qps = f(r["throughput_qps"], ".1f")
             cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
                 [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
@@ -417,45 +420,79 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
               help="Backend that takes what the list refuses; 'none' for strict mode.")
 @click.option("--dim", "dims", multiple=True, help="NAME=SIZE for a symbolic dim (repeatable).")
 @click.option("--min-partition-nodes", type=int, default=3, show_default=True)
+@click.option("--opt-level", "-O", type=int, default=2, show_default=True,
+              help="Optimize first, as a Session would (-1: place the imported graph as is).")
+@click.option("--target", "-t", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
 def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
-                min_partition_nodes: int, as_json: bool) -> None:
-    """Placement report: which backend runs which node of MODEL, and what the split costs."""
+                min_partition_nodes: int, opt_level: int, target: str, as_json: bool) -> None:
+    """What MODEL is (inputs/outputs, ops, parameters, MACs), what each pass changed, and
+    which backend runs which node and what the split costs."""
     from kiln.compiler.frontend import import_model
+    from kiln.compiler.target import Target
     from kiln.runtime.placement import placement_report
 
-    bound = {}
-    for pair in dims:
-        name, sep, size = pair.partition("=")
-        if not sep or not size.isdigit():
-            raise InputError(f"--dim expects NAME=SIZE, got '{pair}'")
-        bound[name] = int(size)
-    report = placement_report(import_model(_model_arg(model)), _resolve_backends(backends),
-                              None if fallback.lower() == "none" else fallback, bound,
-                              min_partition_nodes)
+    imported = import_model(_model_arg(model))
+    names = _resolve_backends(backends)
+    sizes = _parse_dims(dims)
+    parsed_target = Target.parse(target)
+    summary = _graph_summary(imported, names, sizes, opt_level, parsed_target)
+    report = placement_report(imported, names,
+                              None if fallback.lower() == "none" else fallback,
+                              sizes, min_partition_nodes,
+                              None if opt_level < 0 else opt_level, parsed_target)
+    report["summary"] = summary
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
+    title = Path(_model_arg(model)).name
+    _print_summary(title, summary["imported"])
+    if "optimized" in summary:
+        _print_summary(f"{title} at O{opt_level}", summary["optimized"])
+        _print_passes(summary["compile"])
     _print_placement(report)
+
+
+def _graph_summary(model, backends: list[str], sizes: dict[str, int], opt_level: int,
+                   target) -> dict:
+    """``kiln.compiler.inspect`` data for the model as imported and as optimized for the
+    backend list (symbolic input dims bound from --dim so MACs can be counted)."""
+    from kiln.compiler.inspect import inspect_model
+    from kiln.runtime.placement import joint_caps
+
+    shapes = {}
+    for value in model.graph.inputs:
+        if value.shape is None:
+            continue
+        dims = [d if isinstance(d, int) else sizes.get(str(d.value)) for d in value.shape]
+        if all(isinstance(d, int) for d in dims) and dims != list(value.shape):
+            shapes[value.name] = dims
+    data = inspect_model(model, None if opt_level < 0 else opt_level, target,
+                         joint_caps(backends), input_shapes=shapes)
+    out = {"imported": data["model"]}
+    if "optimized" in data:
+        out["optimized"] = data["optimized"]
+        out["compile"] = data["report"]
+    return out
 
 
 def _print_placement(report: dict) -> None:
     model = report["model"]
-    table = Table(title=f"kiln inspect: {model['name']} ({model['node_count']} nodes)")
-    for col in ("backend", "status", "runs", "refused (top ops)", "partitions", "boundaries",
-                "bytes/inference"):
-        table.add_column(col)
+    table = Table(title=f"kiln inspect: {Path(str(model['name'])).name} "
+                        f"({model['node_count']} nodes)")
+    for col in ("backend", "status", "runs", "partitions", "boundaries", "bytes/inference"):
+        table.add_column(col, no_wrap=True)
     for name, entry in report["backends"].items():
-        top = sorted(entry["refused_by_op"].items(), key=lambda kv: -kv[1]["count"])[:4]
         plan = entry["plan"]
         size = plan["boundary_bytes_per_inference"]
         table.add_row(name, "available" if entry["available"] else "[red]unavailable[/]",
-                      f"{entry['runs']}/{entry['of']}",
-                      escape(", ".join(f"{op} x{v['count']}" for op, v in top) or "-"),
-                      str(plan["partition_count"]), str(plan["boundary_tensor_count"]),
-                      "?" if size is None else f"{size:,}")
+                      f"{entry['runs']}/{entry['of']}", str(plan["partition_count"]),
+                      str(plan["boundary_tensor_count"]), "?" if size is None else f"{size:,}")
     console.print(table)
     for name, entry in report["backends"].items():
+        if not entry["available"]:
+            console.print(escape(f"{name} is unavailable: {entry['reason']}"), soft_wrap=True,
+                          highlight=False)
         for op, info in entry["refused_by_op"].items():
             console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
                                  f"{info['reason']}"), soft_wrap=True, highlight=False)
@@ -463,7 +500,88 @@ def _print_placement(report: dict) -> None:
     console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
                          f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
                          f"{plan['boundary_bytes_per_inference']} bytes per inference, "
-                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True)
+                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True,
+                  highlight=False)
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("--backend", "-b", default="auto", show_default=True)
+@click.option("--target", "-t", default="auto", show_default=True,
+              help="'auto', or e.g. cpu:avx2,fma to compile for another machine.")
+@click.option("--precision", "-p", default="fp32", show_default=True)
+@click.option("--opt-level", "-O", "opt_level", type=click.IntRange(0, 3), default=2,
+              show_default=True)
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the .kiln artifact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+@reduce_options
+def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level: int,
+                output: str, as_json: bool, **reduce: object) -> None:
+    """Optimize MODEL for a backend and target and write a .kiln artifact.
+
+    int8 / fp16 / bf16 and --prune go through kiln's own quantization, precision and
+    pruning passes, with an accuracy report against the fp32 model."""
+    from kiln.runtime.session import Session
+
+    if not output.endswith(".kiln"):
+        raise KilnError(f"--output must end in .kiln, got '{output}'")
+    reduced = None
+    if wants_reduction(precision, reduce):
+        session, reduced = open_reduced(model, backend, target, precision, reduce,
+                                        opt_level=opt_level)
+    else:
+        session = Session(model, backend=backend, target=target, precision=precision,
+                          opt_level=opt_level)
+    path = session.save(output)
+    report = session.report
+    if as_json:
+        click.echo(json.dumps({"artifact": str(path), "backend": session.backend,
+                               "target": str(session.target),
+                               "compile_seconds": session.compile_seconds,
+                               "report": report.to_json() if report else None,
+                               "reduction": reduced.to_json() if reduced else None},
+                              indent=2, default=float))
+        return
+    if reduced is not None:
+        for line in reduced.lines():
+            console.print(escape(line), soft_wrap=True, highlight=False)
+    elif report is not None:
+        _print_passes(report.to_json())
+    console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
+                  f"{session.backend} on {escape(str(session.target))}")
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    io = Table(title=title)
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for v in summary[kind]:
+            io.add_row(kind[:-1], escape(v["name"]), v["dtype"], str(v["shape"]))
+    console.print(io)
+    macs = summary["macs"]
+    uncounted = f" ({macs['uncounted_nodes']} nodes with unknown shapes not counted)" \
+        if macs["uncounted_nodes"] else ""
+    console.print(f"{summary['nodes']} nodes, {summary['parameters']:,} parameters "
+                  f"({summary['parameter_bytes'] / 1e6:.1f} MB), "
+                  f"{macs['total'] / 1e9:.3f} GMACs{uncounted}")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary["ops"].items()),
+                  soft_wrap=True, highlight=False)
+
+
+def _print_passes(report: dict) -> None:
+    table = Table(title=f"O{report['level']} for {report['backend']}: "
+                        f"{report['nodes_before']} -> {report['nodes_after']} nodes "
+                        f"in {report['seconds']:.2f} s")
+    for col in ("pass", "ms", "nodes", "rules fired", "ops changed"):
+        table.add_column(col)
+    for p in report["passes"]:
+        fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
+        delta = ", ".join(f"{op} {n:+d}" for op, n in p.get("ops_delta", {}).items())
+        table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
+                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired), escape(delta))
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

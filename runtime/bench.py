@@ -150,10 +150,10 @@ def drift(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) ->
         dots += float(a.ravel() @ b.ravel())
         ref_sq += float(a.ravel() @ a.ravel())
         got_sq += float(b.ravel() @ b.ravel())
-        scores = _class_scores(a)
-        if scores is not None and np.asarray(ref).dtype.kind == "f":
+        scores, got_scores = _class_scores(a), _class_scores(b)
+        if scores is not None and got_scores is not None and np.asarray(ref).dtype.kind == "f":
             # tie-aware: the engine agrees when its top class is one of the reference's top
-            top_got = _class_scores(b).argmax(axis=-1)
+            top_got = got_scores.argmax(axis=-1)
             picked = np.take_along_axis(scores, top_got[:, None], axis=-1)[:, 0]
             agree += int((picked == scores.max(axis=-1)).sum())
             total += top_got.size
@@ -273,17 +273,11 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     before = _rss_mb("VmRSS")
     started = time.perf_counter()
     if is_artifact(model):
-        import kiln
-
-        loader = getattr(kiln, "load", None)
-        if loader is None:
-            raise KilnError("this build of kiln cannot load .kiln artifacts (kiln.load is "
-                            "missing)")
-        session = loader(model)
+        session = ArtifactSession(model, backend, config.threads)
         engine.load_s = time.perf_counter() - started
+        engine.reason = session.rebuilt or ""
         engine.artifact_bytes = _artifact_size(Path(model))
-        engine.backend = getattr(session, "backend", backend)
-        engine.precision = getattr(getattr(session, "options", None), "precision", precision)
+        engine.precision = session.options.precision
     else:
         from kiln.runtime.session import Session
 
@@ -297,6 +291,47 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     if before is not None and after is not None:
         engine.rss_growth_mb = after - before
     return engine
+
+
+class ArtifactSession:
+    """A .kiln artifact restored on one backend, run like a Session (feeds checked first).
+
+    The artifact's own backend reuses its blobs when they fit this machine; any other backend
+    (or a stale blob) rebuilds from the artifact's optimized model.onnx, and ``rebuilt`` says
+    why.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: str | None = None,
+                 threads: int | None = None):
+        from kiln.backends.base import CompileOptions
+        from kiln.compiler.target import Target
+        from kiln.runtime.artifact import load_artifact, restore
+
+        artifact = load_artifact(path)
+        self.backend = backend or artifact.backend
+        options = dict(artifact.manifest.get("pipeline", {}).get("options", {}))
+        precision = str(options.get("precision", "fp32"))
+        self.options = CompileOptions(precision=precision, threads=threads)
+        self.model = artifact.model()
+        self._compiled, self.rebuilt = restore(artifact, registry.require(self.backend),
+                                               Target.detect(), self.options)
+
+    @property
+    def inputs(self) -> list[Any]:
+        return list(self._compiled.inputs)
+
+    def run(self, output_names: Sequence[str] | None,
+            feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        from kiln.runtime.feeds import check_feeds
+
+        results = self._compiled.run(check_feeds(self._compiled.inputs, feeds))
+        names = [o.name for o in self._compiled.outputs] if output_names is None \
+            else list(output_names)
+        return [results[n] for n in names]
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._compiled.outputs]
+        return dict(zip(names, self.run(names, feeds)))
 
 
 def _batchable(specs: Sequence[Any]) -> bool:
@@ -339,14 +374,15 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
     """
     config.check()
     say = progress or (lambda _phase, _done, _total: None)
-    pairs = [(b, p) for b in config.backends for p in config.precisions]
-    if is_artifact(model):
-        pairs = pairs[:1]
+    backends = list(dict.fromkeys(config.backends))
+    pairs = [(b, p) for b in backends for p in dict.fromkeys(config.precisions)]
+    if is_artifact(model):  # an artifact's precision is baked into its graph
+        pairs = [(b, "artifact") for b in backends]
     engines: list[_Engine] = []
     for i, (backend, precision) in enumerate(pairs):
         say("compile", i, len(pairs))
-        status = registry.availability(backend) if not is_artifact(model) else None
-        if status is not None and not status.ok:
+        status = registry.availability(backend)
+        if not status.ok:
             engines.append(_Engine(backend, precision, status="unavailable",
                                    reason=status.reason))
             continue
@@ -377,6 +413,9 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         reference, note = _reference(model, live, feeds, config)
         if note:
             notes.append(note)
+        elif is_artifact(model):
+            notes.append("drift is measured against the artifact's own optimized graph run by "
+                         f"{REFERENCE_BACKEND}, not against the model it was compiled from")
         for i, engine in enumerate(live):
             say("warm-up", i, len(live))
             try:
@@ -449,7 +488,7 @@ def _fill(row: BenchRow, res: scenarios.ScenarioResult) -> None:
     row.latencies_ms = [round(x, 4) for x in res.latencies_ms]
     row.samples = res.samples
     row.throughput_qps = res.throughput_qps
-    row.reason = res.note
+    row.reason = "; ".join(text for text in (row.reason, res.note) if text)
     if res.latencies_ms:
         row.latency_ms = percentiles(res.latencies_ms)
 

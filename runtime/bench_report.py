@@ -136,9 +136,15 @@ def plot(reports: Sequence[Mapping[str, Any]] | Mapping[str, Any], path: str | P
             if scenario in ("server", "offline"):
                 values = [x.get("throughput_qps") or 0.0 for x in ok]
                 bars = ax.bar(labels, values, color="tab:blue")
-                ax.bar_label(bars, fmt="%.1f", fontsize=7)
-                ax.set_ylabel("max QPS under bound" if scenario == "server"
-                              else "samples / s")
+                ax.bar_label(bars, labels=[f"{v:.1f}" if v else "bound\nnot met"
+                                           for v in values], fontsize=7)
+                if scenario == "server":
+                    bound = ok[0].get("detail", {}).get("latency_bound_ms")
+                    ax.set_title(f"{name}: server (p99 <= {bound:g} ms)", fontsize=9)
+                    ax.set_ylabel("max QPS within the bound")
+                else:
+                    ax.set_ylabel("samples / s")
+                ax.set_ylim(0, max(values + [1.0]) * 1.15)
             else:
                 data = [x.get("latencies_ms") or [0.0] for x in ok]
                 ax.boxplot(data, showfliers=True)

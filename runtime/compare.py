@@ -48,9 +48,9 @@ def closeness(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> Closene
         return Closeness(False, float("inf"), float("inf"), max(a.size, b.size),
                          max(a.size, b.size))
     if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
-        bad = int(np.count_nonzero(a != b))
-        diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.
-        return Closeness(bad == 0, diff, 0.0 if bad == 0 else float("inf"), bad, a.size)
+        wrong = int(np.count_nonzero(a != b))
+        gap = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.
+        return Closeness(wrong == 0, gap, 0.0 if wrong == 0 else float("inf"), wrong, a.size)
     x = a.astype(np.float64)
     y = b.astype(np.float64)
     both_nan = np.isnan(x) & np.isnan(y)
@@ -220,7 +220,7 @@ def bisect_models(model_a: ir.Model, model_b: ir.Model, a: Side, b: Side,
             check = closeness(vals_a[value.name], vals_b[value.name], rtol, atol)
             if not check.ok:
                 diverged.append(NodeDiff(index, node_label(node, index), node.op_type,
-                                         value.name, check))
+                                         str(value.name), check))
     result = Bisect(diverged[0] if diverged else None, compared, unmatched, diverged,
                     differing_initializers=_differing_initializers(model_a, model_b))
     if result.first is not None:
@@ -252,7 +252,9 @@ def _single_node_model(model: ir.Model, index: int,
     proto = ir.serde.serialize_model(model)
     node = proto.graph.node[index]
     inits = {t.name: t for t in proto.graph.initializer}
-    graph_inputs, initializers, feeds = [], [], {}
+    graph_inputs: list[onnx.ValueInfoProto] = []
+    initializers: list[onnx.TensorProto] = []
+    feeds: dict[str, np.ndarray] = {}
     for name in node.input:
         if not name or name in feeds or any(t.name == name for t in initializers):
             continue

@@ -86,7 +86,9 @@ class PartitionedModel(CompiledModel):
                     env.pop(name, None)
         results = {}
         for spec in self.outputs:
-            if spec.name in env:
+            if spec.name in feeds:  # an input passed straight through: never alias it
+                results[spec.name] = np.array(feeds[spec.name], copy=True)
+            elif spec.name in env:
                 results[spec.name] = env[spec.name]
             elif spec.name in self._constants:
                 results[spec.name] = self._constants[spec.name].copy()
@@ -119,7 +121,8 @@ def compile_partitioned(model: ir.Model, backends: Sequence[str], target: Target
     node with each backend's reason).
     """
     names, skipped = resolve_backends(backends, fallback)
-    plan = plan_for(model, names, min_partition_nodes=min_partition_nodes)
+    plan = plan_for(model, names, min_partition_nodes=min_partition_nodes,
+                    device=options.device)
     plan.require_complete(strict=fallback is None)
     extractor = Extractor(model, plan)
     constants: dict[str, np.ndarray] = {}

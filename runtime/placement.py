@@ -28,7 +28,7 @@ SCHEMA = "kiln.placement/1"
 MIN_PARTITION_NODES = 3
 
 
-def capability_of(backend: Backend, model: ir.Model) -> Capability:
+def capability_of(backend: Backend, model: ir.Model, device: str | None = None) -> Capability:
     """The partitioner's view of ``backend`` for ``model``.
 
     A backend with a ``capability(model)`` method (per-node verdicts computed once for the
@@ -38,7 +38,8 @@ def capability_of(backend: Backend, model: ir.Model) -> Capability:
     per_model = getattr(backend, "capability", None)
     if not callable(per_model):
         return Capability(backend.name, backend.refusal)
-    verdicts: Mapping[ir.Node, str | None] = per_model(model)
+    verdicts: Mapping[ir.Node, str | None] = (
+        per_model(model) if device is None else per_model(model, device=device))
 
     def refusal(node: ir.Node) -> str | None:
         if node in verdicts:
@@ -75,9 +76,11 @@ def resolve_backends(names: Sequence[str], fallback: str | None) -> tuple[list[s
 
 
 def plan_for(model: ir.Model, names: Sequence[str], *,
-             min_partition_nodes: int = MIN_PARTITION_NODES) -> PartitionPlan:
-    """The partition plan for ``model`` over the backends ``names`` (in priority order)."""
-    caps = [capability_of(registry.get_backend(n), model) for n in names]
+             min_partition_nodes: int = MIN_PARTITION_NODES,
+             device: str | None = None) -> PartitionPlan:
+    """The partition plan for ``model`` over the backends ``names`` (in priority order);
+    ``device`` is the device string backends with a per-model query ask about."""
+    caps = [capability_of(registry.get_backend(n), model, device) for n in names]
     return plan_partitions(model, caps, min_partition_nodes=min_partition_nodes)
 
 
@@ -170,20 +173,49 @@ def _coverage(plan: PartitionPlan, name: str) -> dict[str, Any]:
             "nodes": runs, "refused": refused, "refused_by_op": dict(sorted(by_op.items()))}
 
 
+def joint_caps(names: Sequence[str]) -> Any:
+    """Compiler caps for a graph split over ``names``: kiln ops any of them runs (the
+    partitioner then places those there) and the lowest opset any of them imports."""
+    import dataclasses
+
+    caps = [registry.get_backend(n).caps() for n in names]
+    return dataclasses.replace(
+        caps[0], name="+".join(names),
+        kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
+        max_opset=min(c.max_opset for c in caps))
+
+
 def placement_report(model: ir.Model, backends: Sequence[str], fallback: str | None =
                      "onnxruntime", dims: Mapping[str, int] | None = None,
-                     min_partition_nodes: int = MIN_PARTITION_NODES) -> dict[str, Any]:
+                     min_partition_nodes: int = MIN_PARTITION_NODES,
+                     opt_level: int | None = None, target: Any = None) -> dict[str, Any]:
     """The full placement report for ``model`` (see docs/placement_schema.md).
 
     Per backend: availability, the nodes it would run, why it refuses each other node, and
     the plan it would give paired with ``fallback``. Then the plan for the whole priority
     list. Unavailable backends are still asked (capability is a pure query) and marked.
+
+    With ``opt_level`` each graph is first optimized (for ``target``) the way
+    ``kiln.Session(model, backend=[...], opt_level=...)`` would for that backend list: per
+    backend for its own entry, for the whole list for ``plan``. Without it the imported graph
+    is placed as is. ``model`` itself is never modified.
     """
     names = [str(n) for n in backends]
     for name in names + ([fallback] if fallback else []):
         registry.get_backend(name)  # unknown names raise a KilnError naming the known ones
+
+    def prepared(for_backends: Sequence[str]) -> ir.Model:
+        if opt_level is None:
+            return model
+        from kiln.compiler.pipeline import optimize
+
+        copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+        copy.meta.update(model.meta)
+        return optimize(copy, opt_level, target, joint_caps(for_backends))[0]
+
+    combined = prepared(names)
     given = dict(dims or {})
-    dims = bind_symbols(model, given)
+    dims = bind_symbols(combined, given)
     ops = collections.Counter(_op(n) for n in model.graph)
     report: dict[str, Any] = {
         "schema": SCHEMA,
@@ -194,23 +226,26 @@ def placement_report(model: ir.Model, backends: Sequence[str], fallback: str | N
                              if not v.is_initializer()],
                   "outputs": [_value_json(v) for v in model.graph.outputs]},
         "fallback": fallback,
+        "opt_level": opt_level,
         "dims": dims,
         "assumed_dims": sorted(set(dims) - set(given)),
         "backends": {},
     }
-    alone = plan_for(model, names, min_partition_nodes=min_partition_nodes)
     for name in names:
+        graph = prepared([name])
         status = registry.availability(name)
         entry: dict[str, Any] = {"available": status.ok, "version": status.version,
-                                 "reason": status.reason}
-        entry.update(_coverage(alone, name))
+                                 "reason": status.reason,
+                                 "node_count": len(list(graph.graph))}
+        entry.update(_coverage(plan_for(graph, [name], min_partition_nodes=min_partition_nodes),
+                               name))
         order = [name] + ([fallback] if fallback and fallback != name else [])
-        paired = plan_for(model, order, min_partition_nodes=min_partition_nodes)
-        entry["plan"] = _plan_brief(paired, dims)
+        paired = plan_for(graph, order, min_partition_nodes=min_partition_nodes)
+        entry["plan"] = _plan_brief(paired, bind_symbols(graph, given))
         report["backends"][name] = entry
     order = names + ([fallback] if fallback and fallback not in names else [])
     report["plan"] = placement_to_json(
-        plan_for(model, order, min_partition_nodes=min_partition_nodes), dims)
+        plan_for(combined, order, min_partition_nodes=min_partition_nodes), dims)
     return report
 
 

@@ -95,3 +95,27 @@ def measure_on(backend: str, feeds: Feeds, threads: int | None = None,
         return time_runner(runner_for(backend, proto, feeds, threads), min_time, repeats)
 
     return measure
+
+
+def measure_with_backend(name: str, feeds: Feeds, target: object, threads: int | None = None,
+                         precision: str = "fp32", min_time: float = 0.2,
+                         repeats: int = 3) -> Callable[[onnx.ModelProto], float]:
+    """``measure`` through kiln's own backend ``name`` (onnxruntime, openvino, native...).
+
+    Each candidate is compiled by the backend exactly as a Session would, then timed. Q/DQ
+    models are compiled with precision "fp32": the int8 is in the graph itself.
+    """
+    import onnx_ir as ir
+
+    from kiln.backends import registry
+    from kiln.backends.base import CompileOptions
+
+    backend = registry.require(name)
+    options = CompileOptions(precision=precision, threads=threads)
+    data = dict(feeds)
+
+    def measure(proto: onnx.ModelProto) -> float:
+        compiled = backend.compile(ir.serde.deserialize_model(proto), target, options)
+        return time_runner(lambda: compiled.run(data), min_time, repeats)
+
+    return measure

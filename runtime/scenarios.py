@@ -255,6 +255,7 @@ class _Search:
         if self.best is None and self.worst is None:
             return self.start_qps
         if self.worst is None:
+            assert self.best is not None
             return self.best.target_qps * 2
         if self.best is None:
             qps = self.worst.target_qps / 4
@@ -378,7 +379,7 @@ def offline(engines: Sequence[Workload], *, samples: int = 64, batch_size: int =
                     sizes = [batch_size] * full + ([rest] if rest else [])
                     jobs = [engine.batch_feeds(n) for n in sizes]
                 else:
-                    jobs = [engine.feeds] * samples
+                    jobs = [dict(engine.feeds)] * samples
                 try:
                     engine.run(jobs[0])  # untimed: settles the previous engine's threads
                     started = time.perf_counter()

@@ -24,6 +24,7 @@ from kiln.compiler.target import Target
 from kiln.errors import InputError, KilnError
 from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
+from kiln.runtime.placement import joint_caps
 
 
 class Session:
@@ -63,7 +64,15 @@ class Session:
             self.artifact = load_artifact(model)
             if backend == "auto":
                 backend = self.artifact.backend
+                built = self.artifact.manifest.get("placement") or {}
+                if "+" in backend and built.get("backends"):  # a partitioned artifact
+                    backend = list(built["backends"])
+                    options.setdefault("fallback", None)
+                    options.setdefault("min_partition_nodes",
+                                       built.get("min_partition_nodes", 3))
         # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        if isinstance(backend, str) and "," in backend:  # "native,onnxruntime" from the CLI
+            backend = [b.strip() for b in backend.split(",") if b.strip()]
         partitioned = isinstance(backend, (list, tuple))
         self.placement: dict[str, Any] | None = None
         if partitioned:
@@ -94,16 +103,22 @@ class Session:
         if self.artifact is not None:
             from kiln.runtime.artifact import restore
 
-            if partitioned:
-                raise KilnError("a .kiln artifact runs on the backend it was built for; "
-                                "pass one backend name, not a list")
-            self.model = self._import(self.artifact.model(), guarded)
+            self.model = self._artifact_model(self.artifact, guarded)
             self._checks = guards_module.check_model(self.model, self.guards, guarded)
             self.opt_level = self.artifact.manifest["pipeline"].get("level")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            self._compiled, self.rebuild_reason = restore(
-                self.artifact, self._backend, self.target, self.options)
+            if partitioned:  # pieces are recompiled from the stored optimized graph
+                from kiln.runtime.executor import compile_partitioned
+
+                pieces = compile_partitioned(self.model, backends, self.target, self.options,
+                                             fallback, min_nodes)
+                self.placement, self._compiled = pieces.placement, pieces
+                self.rebuild_reason = (f"{self.artifact.path.name}: partitioned artifacts are "
+                                       "recompiled piece by piece from model.onnx")
+            else:
+                self._compiled, self.rebuild_reason = restore(
+                    self.artifact, self._backend, self.target, self.options)
         else:
             self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
             self.model = self._import(model, guarded)
@@ -112,7 +127,7 @@ class Session:
             self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            caps = _joint_caps(backends) if partitioned else self._backend.caps()
+            caps = joint_caps(backends) if partitioned else self._backend.caps()
             self.model, self.report = optimize(self.model, self.opt_level, self.target, caps)
             if partitioned:
                 from kiln.runtime.executor import compile_partitioned
@@ -143,17 +158,38 @@ class Session:
             return model
         return import_model(model, limits=limits)
 
+    @staticmethod
+    def _artifact_model(artifact: Any, backends: Sequence[str]):
+        """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+        import onnx_ir as ir
+
+        from kiln.compiler.frontend import load_proto
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
+        validate_proto(proto, f"{artifact.path.name}:model.onnx", [kiln_limits(), *limits])
+        return ir.from_proto(proto)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
         import tempfile
 
         from kiln.runtime.artifact import save_artifact
+        from kiln.runtime.placement import placement_to_json, plan_for
 
-        status = self._backend.is_available()
+        if self.placement is not None:  # partitioned: every piece's backend version
+            version = ", ".join(f"{b} {registry.availability(b).version}"
+                                for b in self.placement["backends"])
+            placement = self.placement
+        else:
+            version = self._backend.is_available().version
+            placement = placement_to_json(plan_for(self.model, [self.backend_name]))
         with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
             written = self._compiled.save(Path(blobs))
             return save_artifact(
-                path, self.model, backend=self.backend_name, backend_version=status.version,
+                path, self.model, backend=self.backend_name, backend_version=version,
+                placement=placement,
                 target=str(self.target),
                 source_sha256=getattr(self, "source_sha256", "") or "",
                 pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
@@ -189,6 +225,7 @@ class Session:
         Feeds are checked against ``inputs`` first; a mismatch raises kiln.InputError naming
         the input and what was expected.
         """
+        self._checks.admit(feeds)  # sizes before check_feeds copies (runtime/guards.py)
         checked = check_feeds(self._compiled.inputs, feeds)
         names = [o.name for o in self._compiled.outputs] if output_names is None \
             else list(output_names)
@@ -199,7 +236,8 @@ class Session:
                              f"{sorted(known)}")
         self._checks.run(checked)  # feeds reaching Gather/Range/Loop/... (runtime/guards.py)
         results = guards_module.call_with_timeout(lambda: self._compiled.run(checked),
-                                                  self.guards.timeout, "run")
+                                                  self.guards.timeout, "run",
+                                                  getattr(self._compiled, "cancel", None))
         return [results[n] for n in names]
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
@@ -211,18 +249,6 @@ class Session:
         inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
                 f"precision={self.options.precision!r}, inputs={inputs})")
-
-
-def _joint_caps(names: Sequence[str]):
-    """Caps for a partitioned graph: kiln ops any listed backend runs (the partitioner then
-    places them there), the lowest opset any of them imports."""
-    import dataclasses
-
-    caps = [registry.get_backend(n).caps() for n in names]
-    return dataclasses.replace(
-        caps[0], name="+".join(names),
-        kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
-        max_opset=min(c.max_opset for c in caps))
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,

@@ -24,6 +24,8 @@ from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 
+ATTENTION_OPSET = 23
+
 
 def _rank(value: ir.Value) -> int | None:
     if value.shape is not None:
@@ -52,7 +54,7 @@ class FuseAttention(Rule):
         if not is_onnx(node, "MatMul") or node.inputs[0] is None:
             return None
         softmax = node.inputs[0].producer()
-        if softmax is None or not is_onnx(softmax, "Softmax"):
+        if softmax is None or not is_onnx(softmax, "Softmax") or softmax.inputs[0] is None:
             return None
         nodes = [softmax, node]
         cur = softmax.inputs[0].producer()
@@ -93,9 +95,14 @@ class FuseAttention(Rule):
     def check(self, match: Match) -> str | None:
         softmax: ir.Node = match["softmax"]
         qk: ir.Node = match["qk"]
-        if opset(softmax.graph) < 13:
+        version = opset(softmax.graph)
+        if version < 13:
             return "Softmax before opset 13 flattens its input"
+        if self.standard and version < ATTENTION_OPSET:
+            return f"the model imports opset {version}; Attention needs {ATTENTION_OPSET}"
         q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
+        if q is None or kt is None or v is None:
+            return "an attention operand is missing"
         ranks = [_rank(x) for x in (q, kt, v)]
         if ranks != [4, 4, 4]:
             return f"Q, K^T, V ranks {ranks} are not all 4"
@@ -116,19 +123,43 @@ class FuseAttention(Rule):
             return f"mask element type {mask.dtype} is not float or bool"
         if mask is not None and mask.shape is not None and len(mask.shape) > 4:
             return "mask rank above 4"
+        # ONNX lets the mask broadcast over the query axis; onnxruntime's kernel does not, so
+        # a mask not known to span it is expanded to the query length first
+        match.values["expand_mask"] = (mask is not None and self.standard
+                                       and not self._spans_queries(mask, q))
         match.values["scale"] = scale
         return None
+
+    @staticmethod
+    def _spans_queries(mask: ir.Value, q: ir.Value) -> bool:
+        if mask.shape is None or q.shape is None or len(mask.shape) < 2:
+            return False
+        m, n = mask.shape[-2], q.shape[-2]
+        if isinstance(m, int) or isinstance(n, int):
+            return m == n
+        return m.value is not None and m.value == n.value
 
     def rewrite(self, graph: ir.Graph, match: Match) -> None:
         qk: ir.Node = match["qk"]
         key = ir.node("Transpose", [qk.inputs[1]], attributes={"perm": [0, 1, 3, 2]})
-        inputs = [qk.inputs[0], key.outputs[0], match["v"]]
-        if match["mask"] is not None:
-            inputs.append(match["mask"])
+        q = qk.inputs[0]
+        inputs = [q, key.outputs[0], match["v"]]
+        new_nodes = [key]
+        mask = match["mask"]
+        if mask is not None and match.values.get("expand_mask"):
+            ones = new_initializer(graph, np.array([1, 1], np.int64), "attn_ones")
+            one = new_initializer(graph, np.array([1], np.int64), "attn_one")
+            seq = ir.node("Shape", [q], attributes={"start": -2, "end": -1})
+            target = ir.node("Concat", [ones, seq.outputs[0], one], attributes={"axis": 0})
+            expand = ir.node("Expand", [mask, target.outputs[0]])
+            new_nodes += [seq, target, expand]
+            mask = expand.outputs[0]
+        if mask is not None:
+            inputs.append(mask)
         attention = ir.node("Attention", inputs, attributes={"scale": float(match["scale"])},
                             domain="" if self.standard else KILN_DOMAIN, name=match.root.name)
         ir.convenience.replace_nodes_and_values(
-            graph, match.root, match.nodes, [key, attention], [match.root.outputs[0]],
+            graph, match.root, match.nodes, [*new_nodes, attention], [match.root.outputs[0]],
             [attention.outputs[0]])
         if not self.standard:
             graph.opset_imports.setdefault(KILN_DOMAIN, 1)
@@ -139,6 +170,8 @@ def expand_attention(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.
     if "scale" not in node.attributes:
         raise ValueError(f"kiln::Attention {node.name} has no scale attribute")
     q, k, v = node.inputs[:3]
+    if q is None or k is None or v is None:
+        raise ValueError(f"kiln::Attention {node.name} lacks Q, K or V")
     mask = node.inputs[3] if len(node.inputs) > 3 else None
     dtype = q.dtype.numpy() if q.dtype is not None else np.float32
     scale = new_initializer(graph, np.array(float(attr(node, "scale")), dtype), "attn_scale")

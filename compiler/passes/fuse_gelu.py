@@ -17,9 +17,10 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from kiln.compiler.passes._util import const, is_onnx, sole_consumer
+from kiln.compiler.passes._util import const, is_onnx, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule, RulePass
 
+GELU_OPSET = 20
 _SQRT2 = math.sqrt(2.0)
 _TANH_K = math.sqrt(2.0 / math.pi)
 
@@ -35,10 +36,11 @@ def _split(node: ir.Node) -> tuple[ir.Value, float] | None:
         return None
     for i in (0, 1):
         k = _scalar(node.inputs[i])
-        if k is not None and node.inputs[1 - i] is not None:
+        other = node.inputs[1 - i]
+        if k is not None and other is not None:
             if node.op_type in ("Div", "Sub", "Pow") and i == 0:
                 return None  # c / x, c - x, c ^ x are not what we look for
-            return node.inputs[1 - i], k
+            return other, k
     return None
 
 
@@ -89,6 +91,8 @@ class FuseGelu(Rule):
             return None
         for i in (0, 1):
             x, cubic = poly.inputs[i], poly.inputs[1 - i]
+            if x is None:
+                continue
             scaled = cubic.producer() if cubic is not None else None
             if scaled is None or not is_onnx(scaled, "Mul") or _split(scaled) is None:
                 continue
@@ -137,6 +141,9 @@ class FuseGelu(Rule):
                                         ("outer factor", _scalar(half), 0.5)]
 
     def check(self, match: Match) -> str | None:
+        version = opset(match.root.graph)
+        if version < GELU_OPSET:
+            return f"the model imports opset {version}; Gelu needs {GELU_OPSET}"
         for what, got, want in match["consts"]:
             if got is None:
                 return f"{what} is not a constant scalar"

@@ -34,6 +34,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common
 
 from kiln.compiler.accuracy import AccuracyReport
 from kiln.compiler.calibrate import Range
@@ -91,6 +92,13 @@ class PrecisionStats:
     stored_weights: int = 0
 
 
+def _drop_unused(graph: ir.Graph) -> None:
+    for name in list(graph.initializers):
+        value = graph.initializers[name]
+        if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
+            graph.initializers.pop(name)
+
+
 def _float_values(node: ir.Node) -> list[ir.Value]:
     return [v for v in list(node.inputs) + list(node.outputs)
             if v is not None and v.dtype == ir.DataType.FLOAT]
@@ -138,7 +146,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
             return "mixes other float types"
         if self.range_limit is not None:
             for v in node.outputs:
-                rng = self.ranges.get(v.name)
+                rng = self.ranges.get(str(v.name))
                 if rng is not None and rng.amax > self.range_limit:
                     return f"calibrated |x| beyond {self.range_limit:g}"
         if not schema_allows(node, opset, self.low):
@@ -150,18 +158,23 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         opset = opset_version(model)
+        if any(v.dtype is None for n in graph for v in n.outputs):
+            common.ShapeInferencePass()(model)  # the rules need every value's type
         b = _Builder(graph)
         low_nodes = set()
         for node in graph:
             why = self._why_fp32(node, opset)
             if why is None:
                 low_nodes.add(node)
-                self.stats.low_nodes.append(node.name)
+                self.stats.low_nodes.append(str(node.name))
             elif why != "no float tensors":
-                self.stats.fp32_nodes[node.name] = why
-        if not low_nodes:
-            return ir.passes.PassResult(model, modified=False)
+                self.stats.fp32_nodes[str(node.name)] = why
         np_low = np.float16 if self.low == ir.DataType.FLOAT16 else None
+        if not low_nodes:
+            if self.store_weights:
+                self._store_weights(graph, b, low_nodes, np_low)
+                _drop_unused(graph)
+            return ir.passes.PassResult(model, modified=self.stats.stored_weights > 0)
         converted: dict[str, ir.Value] = {}   # weights in the low type, by original name
         cast_down: dict[str, ir.Value] = {}   # fp32 activation -> low copy
         cast_up: dict[str, ir.Value] = {}     # low activation -> fp32 copy
@@ -177,9 +190,9 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 value = ir.Value(name=name, const_value=data, type=ir.TensorType(self.low),
                                  shape=ir.Shape(array.shape))
                 graph.register_initializer(value)
-                converted[v.name] = value
+                converted[str(v.name)] = value
                 self.stats.weights += 1
-            return converted[v.name]
+            return converted[str(v.name)]
 
         def cast(v: ir.Value, to: ir.DataType, cache: dict[str, ir.Value],
                  before: ir.Node | None) -> ir.Value:
@@ -194,10 +207,10 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                     graph.insert_before(before, node)
                 else:
                     graph.insert_before(graph.node(0), node)
-                cache[v.name] = node.outputs[0]
+                cache[str(v.name)] = node.outputs[0]
                 inserted.add(node)
                 self.stats.casts += 1
-            return cache[v.name]
+            return cache[str(v.name)]
 
         for node in list(graph):
             if node not in low_nodes:
@@ -208,8 +221,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 array = constant_array(v)
                 if array is not None and (v.producer() is None or v.is_initializer()):
                     node.replace_input_with(i, low_weight(v, array))
-                elif array is not None and v.producer() is not None \
-                        and v.producer().op_type == "Constant":
+                elif array is not None and getattr(v.producer(), "op_type", "") == "Constant":
                     node.replace_input_with(i, low_weight(v, array))
                 elif v.producer() in low_nodes:
                     continue  # already low once its producer is rewritten
@@ -234,10 +246,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 graph.outputs[idx] = up
         if self.store_weights:
             self._store_weights(graph, b, low_nodes, np_low)
-        for name in list(graph.initializers):
-            value = graph.initializers[name]
-            if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
-                graph.initializers.pop(name)
+        _drop_unused(graph)
         return ir.passes.PassResult(model, modified=True)
 
     def _store_weights(self, graph: ir.Graph, b: _Builder, low_nodes: set[ir.Node],
@@ -283,7 +292,8 @@ def _function_ops(model: ir.Model, low_nodes: list[str]) -> list[str]:
             schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
         except onnx.defs.SchemaError:
             continue
-        if schema.has_function or schema.has_context_dependent_function:
+        if getattr(schema, "has_function", False) or \
+                getattr(schema, "has_context_dependent_function", False):
             out.append(node.op_type)
     return out
 
@@ -295,6 +305,7 @@ class PrecisionReport:
     checker: str
     accuracy: AccuracyReport | None
     runtime_fp32: list[str]
+    data_note: str = ""
 
     def lines(self) -> list[str]:
         s = self.stats
@@ -305,6 +316,8 @@ class PrecisionReport:
         for why in s.fp32_nodes.values():
             reasons[why] = reasons.get(why, 0) + 1
         out += [f"  fp32 x{n}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+        if self.data_note:
+            out.append(f"  {self.data_note}")
         if self.accuracy is not None:
             out += ["  " + line for line in self.accuracy.lines()]
         return out
@@ -321,7 +334,7 @@ def target_allows(target: object, precision: str) -> bool:
     if precision != "bf16":
         return True
     has = getattr(target, "has", None)
-    return bool(has) and any(has(f) for f in ("avx512_bf16", "amx_bf16", "amx"))
+    return has is not None and any(has(f) for f in ("avx512_bf16", "amx_bf16", "amx"))
 
 
 def convert_precision(model: ir.Model, target: object, precision: str,
@@ -349,8 +362,10 @@ def convert_precision(model: ir.Model, target: object, precision: str,
     if store_weights is None:
         store_weights = precision == "bf16"
     source = ir.serde.deserialize_model(ir.serde.serialize_model(model))
-    import onnx_ir.passes.common as common
+    if precision == "bf16" and opset_version(source) < 13:
+        from kiln.compiler.quantization import ensure_opset
 
+        source = ensure_opset(source, 13)  # Cast and most ops admit bfloat16 from opset 13
     common.ShapeInferencePass()(source)
     if ranges is None and samples and precision == "fp16":
         from kiln.compiler.calibrate import collect_ranges
@@ -389,7 +404,7 @@ def convert_precision(model: ir.Model, target: object, precision: str,
         raise ModelError(f"gave up making the {precision} model load in onnxruntime")
     for node in candidate.graph:
         if node.op_type in runtime_fp32 and node.op_type not in keep_fp32:
-            conv.stats.fp32_nodes[node.name] = \
+            conv.stats.fp32_nodes[str(node.name)] = \
                 f"onnxruntime has no {precision} kernel for {node.op_type}"
     try:
         onnx.checker.check_model(proto, full_check=True)

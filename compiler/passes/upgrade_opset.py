@@ -30,7 +30,7 @@ def looks_like_transformer(model: ir.Model) -> bool:
 
 
 def _fed_by_activation_matmul(node: ir.Node, depth: int = 3) -> bool:
-    cur = node.inputs[0].producer() if node.inputs else None
+    cur = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
     for _ in range(depth):
         if cur is None:
             return False
@@ -60,7 +60,25 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
         if not self.applies(model):
             self.rejected["no transformer pattern to fuse"] += 1
             return ir.passes.PassResult(model, modified=False)
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
-        version_converter.convert_version(model, self.version, fallback=True)
+        log = logging.getLogger("onnxscript")
+        level = log.level
+        log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
+        # convert a copy, so a converter failure leaves the model as it was (and unfused)
+        work = ir.from_proto(ir.to_proto(model))
+        try:
+            version_converter.convert_version(work, self.version, fallback=True)
+        except Exception as exc:  # the converters raise many types; the fusion is optional
+            self.rejected[f"opset {current} -> {self.version} failed: {exc}"[:200]] += 1
+            return ir.passes.PassResult(model, modified=False)
+        finally:
+            log.setLevel(level)
+        if opset(work.graph) != self.version:
+            self.rejected[f"opset {current} -> {self.version}: converter left {opset(work.graph)}"
+                          ] += 1
+            return ir.passes.PassResult(model, modified=False)
+        model.graph = work.graph
+        model.ir_version = work.ir_version
+        model.functions.clear()
+        model.functions.update(work.functions)
         self.fired[f"opset {current} -> {self.version}"] += 1
         return ir.passes.PassResult(model, modified=True)

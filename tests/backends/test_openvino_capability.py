@@ -82,3 +82,12 @@ def test_auto_device_runs_and_a_missing_device_is_named():
         pytest.skip("GPU and NPU are both present")
     with pytest.raises(kiln.BackendUnavailableError, match=f"{missing} is not present"):
         kiln.Session(model, backend="openvino", device=missing)
+
+
+def test_auto_capability_asks_each_candidate_device():
+    backend = OpenVinoBackend()
+    model = _custom_op_model()
+    for device in ("AUTO", "AUTO:CPU", "HETERO:CPU"):
+        verdicts = backend.capability(model, device=device)
+        assert verdicts.get(model.graph.node(0)) is None, device
+        assert "no converter for Foo" in verdicts[model.graph.node(1)], device

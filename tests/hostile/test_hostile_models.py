@@ -53,13 +53,15 @@ def test_refused(case, backend, tmp_path):
 
 @pytest.fixture(scope="module")
 def isolated_results():
-    """One child process per backend runs every risky case (restarted after a crash)."""
-    results = {}
-    for backend in cases.CPU_BACKENDS:
-        if registry.availability(backend).ok:
-            names = [c.name for c in RISKY if backend in c.backends]
-            results[backend] = run_isolated(backend, names)
-    return results
+    """One child process per backend runs every risky case (restarted after a crash); the
+    three children run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backends = [b for b in cases.CPU_BACKENDS if registry.availability(b).ok]
+    with ThreadPoolExecutor(len(backends) or 1) as pool:
+        futures = {b: pool.submit(run_isolated, b, [c.name for c in RISKY if b in c.backends])
+                   for b in backends}
+        return {b: future.result() for b, future in futures.items()}
 
 
 @pytest.mark.parametrize(("case", "backend"), _params(RISKY))

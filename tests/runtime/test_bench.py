@@ -45,9 +45,9 @@ def test_every_pair_and_scenario_gets_a_row(conv_model):
         assert rows["openvino", scenario]["max_abs_diff"] < 1e-4
         assert rows["openvino", scenario]["cosine"] > 0.9999
         assert rows["openvino", scenario]["top1_agreement"] == 1.0  # [1, 4] scores
-        # native runs Relu/Add only so far: an honest error naming what it cannot run
-        assert rows["native", scenario]["status"] == "error"
-        assert "Conv" in rows["native", scenario]["reason"]
+        native = rows["native", scenario]
+        assert native["status"] == "ok", native["reason"]
+        assert native["max_abs_diff"] < 1e-4 and native["latency_ms"]["p50"] > 0
         assert rows["tensorrt", scenario]["status"] in ("unavailable", "ok")
         assert rows["tensorrt", scenario]["reason"]
     server = rows["onnxruntime", "server"]["detail"]
@@ -172,3 +172,26 @@ def test_markdown_and_plot(tmp_path, conv_model):
     assert "tensorrt/fp32 unavailable" in md or "tensorrt | fp32 | ok" in md
     png = plot(report, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_artifact_rows_report_size_and_load_time(tmp_path, conv_model):
+    from kiln.backends import registry
+    from kiln.compiler.frontend import import_model
+    from kiln.runtime.artifact import save_artifact
+
+    model = import_model(conv_model)
+    path = save_artifact(tmp_path / "m.kiln", model, backend="onnxruntime",
+                         backend_version=registry.availability("onnxruntime").version,
+                         target="cpu", source_sha256=model.meta["kiln.source_sha256"],
+                         options={"precision": "fp32"})
+    config = BenchConfig(backends=["onnxruntime", "openvino"], **FAST)
+    report = run_bench(str(path), config)
+    _validate(report)
+    assert report["model"]["artifact"] is True
+    ort, ov = report["results"]
+    for row in (ort, ov):
+        assert row["status"] == "ok", row["reason"]
+        assert row["artifact_bytes"] == path.stat().st_size and row["load_s"] > 0
+        assert row["compile_s"] is None and row["precision"] == "fp32"
+    assert ort["max_abs_diff"] == 0 and ov["max_abs_diff"] < 1e-4
+    assert "rebuilding" in ov["reason"]  # blobs were built by onnxruntime, not openvino

@@ -163,3 +163,70 @@ def test_saving_writes_each_piece_and_the_placement(tmp_path):
     assert "placement.json" in written
     saved = json.loads((tmp_path / "placement.json").read_text())
     assert saved == session.placement
+
+
+def test_a_comma_separated_backend_string_is_a_priority_list():
+    x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
+    session = kiln.Session(loop_model(), backend="native,onnxruntime", fallback=None)
+    assert session.backend == "native+onnxruntime"
+    want = kiln.Session(loop_model(), backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_array_equal(session(x=x)["y"], want)
+
+
+def test_outputs_that_are_inputs_weights_or_load_time_constants():
+    """Graph outputs no partition computes at run time still come back, as copies."""
+    shape = numpy_helper.from_array(np.array([2, 2], np.int64), "shape")
+    weight = numpy_helper.from_array(np.full((2, 2), 3.0, np.float32), "weight")
+    nodes = [oh.make_node("ConstantOfShape", ["shape"], ["filled"], name="fill",
+                          value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             oh.make_node("Relu", ["x"], ["r"], name="relu"),
+             oh.make_node("Det", ["r"], ["d"], name="det"),
+             oh.make_node("Add", ["d", "d"], ["y"], name="add")]
+    graph = oh.make_graph(nodes, "edges", [_vi("x", [2, 2])],
+                          [_vi("y", []), _vi("x", [2, 2]), _vi("weight", [2, 2]),
+                           _vi("filled", [2, 2])], initializer=[shape, weight])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    x = np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)
+    want = kiln.Session(model, backend="onnxruntime")(x=x)
+    # opt_level=0: no constant folding, so the partitioner's load-time constants are used.
+    session = kiln.Session(model, backend=["native"], min_partition_nodes=1, opt_level=0)
+    got = session(x=x)
+    for name in ("y", "x", "weight", "filled"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+    assert session.placement["constant_partition_count"] == 1
+    got["weight"][0, 0] = -1  # a copy: the next run is unaffected
+    np.testing.assert_array_equal(session(x=x)["weight"], want["weight"])
+    x_out = session(x=x)["x"]
+    assert not np.shares_memory(x_out, x)
+
+
+def test_native_and_openvino_pieces_in_strict_mode_match_onnxruntime():
+    model, feeds = nms_model(), nms_feeds(seed=5)
+    want = kiln.Session(model, backend="onnxruntime")(**feeds)
+    session = kiln.Session(model, backend=["native", "openvino"], fallback=None)
+    got = session(**feeds)
+    assert [p["backend"] for p in session.placement["partitions"]] == ["native", "openvino",
+                                                                         "native"]
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_artifacts_carry_the_placement_and_partitioned_ones_reload(tmp_path):
+    from kiln.runtime.artifact import load_artifact
+
+    model, feeds = nms_model(), nms_feeds(seed=7)
+    session = kiln.Session(model, backend=["native", "onnxruntime"])
+    want = session(**feeds)
+    path = session.save(tmp_path / "nms.kiln")
+    manifest = load_artifact(path).manifest
+    assert manifest["placement"] == session.placement
+    assert manifest["backend"]["name"] == "native+onnxruntime"
+    loaded = kiln.Session(path)
+    assert loaded.placement["backends"] == ["native", "onnxruntime"]
+    assert "recompiled piece by piece" in loaded.rebuild_reason
+    got = loaded(**feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    single = kiln.Session(model, backend="onnxruntime").save(tmp_path / "ort.kiln")
+    placement = load_artifact(single).manifest["placement"]
+    assert placement["backends"] == ["onnxruntime"] and placement["partition_count"] == 1

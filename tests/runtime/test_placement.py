@@ -141,3 +141,21 @@ def test_cli_inspect_prints_json(capsys):
 def test_cli_inspect_rejects_unknown_backends(capsys):
     assert main(["inspect", str(light_model("squeezenet")), "--backends", "nope"]) == 1
     assert "unknown backend 'nope'" in capsys.readouterr().err
+
+
+def test_report_on_optimized_graphs_matches_what_a_session_places():
+    import kiln
+    from kiln.compiler.target import Target
+
+    path = light_model("squeezenet")
+    model = import_model(path)
+    before = len(list(model.graph))
+    report = placement_report(model, ["native", "openvino"], "onnxruntime", opt_level=2,
+                              target=Target.detect())
+    assert len(list(model.graph)) == before  # the caller's model is left alone
+    assert report["opt_level"] == 2
+    for entry in report["backends"].values():
+        assert entry["runs"] + entry["refuses"] == entry["node_count"]
+    session = kiln.Session(path, backend=["native", "openvino"])
+    assert session.placement["nodes_per_backend"] == report["plan"]["nodes_per_backend"]
+    assert session.placement["partition_count"] == report["plan"]["partition_count"]
