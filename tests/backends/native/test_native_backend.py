@@ -302,3 +302,34 @@ def test_minilm_matches_onnxruntime():
         want = run_ort(onnx.load(MINILM), feeds)
         for spec, ref in zip(compiled.outputs, want):
             np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
+
+
+def test_fallback_passes_values_that_subgraphs_capture():
+    """An If (no native kernel) whose branches read an initializer and a native result."""
+    feeds = {"x": f32(2, 3), "c": np.array(True)}
+    then_graph = helper.make_graph(
+        [helper.make_node("Add", ["r", "bias"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [2, 3])])
+    else_graph = helper.make_graph(
+        [helper.make_node("Mul", ["r", "bias"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [2, 3])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("If", ["c"], ["i"], then_branch=then_graph,
+                              else_branch=else_graph),
+             helper.make_node("Neg", ["i"], ["y"])]
+    model = make_model(nodes, feeds, ["y"], initializers={"bias": f32(3)})
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
+    assert [s["engine"] for s in compiled.report["segments"]] == \
+        ["native", "onnxruntime", "native"]
+    for cond in (True, False):
+        f = {"x": feeds["x"], "c": np.array(cond)}
+        np.testing.assert_allclose(compiled.run(f)["y"], run_ort(model, f)[0], rtol=1e-6)
+
+
+def test_nodes_neither_engine_runs_are_unsupported():
+    feeds = {"x": f32(1)}
+    model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds, ["y"],
+                       initializers={"s": np.array([2 + 1j, 3], np.complex64)})
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
+    with pytest.raises(kiln.UnsupportedError, match="'grow'.*COMPLEX64"):
+        compiled.run(feeds)
