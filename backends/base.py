@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
 
 #: Precisions a user may ask for. A backend refuses what it cannot honour.
@@ -135,6 +136,15 @@ class Backend(abc.ABC):
     def supported_precisions(self) -> Sequence[str]:
         """Precisions this backend honours exactly."""
         return ("fp32",)
+
+    def caps(self) -> BackendCaps:
+        """What the compiler may emit for this backend (kiln ops it runs, opset, layouts).
+
+        The default: plain ONNX only, so every kiln-domain fusion is expanded back.
+        """
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name)
 
     @abc.abstractmethod
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:

@@ -19,6 +19,7 @@ from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -129,6 +130,11 @@ class OnnxRuntimeBackend(Backend):
 
     def supported_precisions(self) -> tuple[str, ...]:
         return ("fp32", "fp16", "int8")
+
+    def caps(self) -> BackendCaps:
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, max_opset=max_opset())
 
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         status = self.is_available()

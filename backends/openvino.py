@@ -55,8 +55,111 @@ class OpenVinoCompiled(CompiledModel):
                 for i, name in enumerate(self._output_names)}
 
 
+#: OpenVINO virtual devices that take a list of real ones ("AUTO:GPU,CPU", "HETERO:GPU,CPU").
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def device_problem(device: str, available: list[str]) -> str | None:
+    """Why OpenVINO ``device`` cannot be used with ``available`` devices (None if it can).
+
+    Real devices ("CPU", "GPU", "GPU.1", "NPU") must be present; virtual ones ("AUTO",
+    "HETERO:GPU,CPU") are passed through, and the devices they list must be present.
+    """
+    head, _, rest = device.partition(":")
+    known = set(available) | {d.split(".")[0] for d in available}
+    if head in _VIRTUAL_DEVICES:
+        wanted = [d.strip() for d in rest.split(",") if d.strip()]
+    else:
+        wanted = [device]
+    missing = [d for d in wanted if d not in known]
+    if missing:
+        return (f"OpenVINO device {', '.join(missing)} is not present here; available: "
+                f"{', '.join(available) or 'none'} (virtual devices: "
+                f"{', '.join(_VIRTUAL_DEVICES)})")
+    return None
+
+
+def _static_refusal(node: ir.Node) -> str | None:
+    import onnx
+
+    if node.domain not in ("", "ai.onnx"):
+        return f"domain '{node.domain}' is not read by OpenVINO's ONNX frontend"
+    if not onnx.defs.has(node.op_type):
+        return f"no ONNX schema for {node.op_type}"
+    return None
+
+
+def _producers(model: ir.Model) -> dict[str, ir.Node]:
+    return {value.name: node for node in model.graph for value in node.outputs if value.name}
+
+
+def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
+    """ONNX node -> None (OpenVINO runs it on ``device``) or why not, from OpenVINO itself."""
+    import openvino as ov
+
+    core = ov.Core()
+    data = to_onnx_bytes(model)
+    producers = _producers(model)
+    verdicts: dict[ir.Node, str | None] = {}
+    try:
+        ov_model = core.read_model(io.BytesIO(data))
+    except Exception:
+        ov_model = None
+    if ov_model is None:  # some op has no converter: find which, keep the rest static
+        frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
+        try:
+            partial = frontend.convert_partially(frontend.load(io.BytesIO(data)))
+        except Exception as exc:
+            reason = f"OpenVINO's ONNX frontend cannot read the model: {exc}".splitlines()[0]
+            return {node: reason for node in model.graph}
+        for op in partial.get_ordered_ops():
+            if not any(t in op.get_type_name() for t in ("FrameworkNode", "NotSupported")):
+                continue
+            for output in op.outputs():
+                for name in output.get_names():
+                    if name in producers:
+                        node = producers[name]
+                        verdicts[node] = (f"OpenVINO's ONNX frontend has no converter for "
+                                          f"{node.op_type}")
+        return verdicts
+    head, _, listed = device.partition(":")
+    if head in ("AUTO", "MULTI", "BATCH"):  # these pick a real device per model: ask each
+        candidates = [d for d in listed.split(",") if d] or list(core.available_devices)
+        per_device = [_query_verdicts(model, d) for d in candidates]
+        for node in model.graph:
+            reasons = [v[node] for v in per_device if node in v]
+            if len(reasons) == len(per_device) and all(r is not None for r in reasons):
+                verdicts[node] = f"no {head} candidate runs it: " + "; ".join(
+                    str(r) for r in reasons)
+            elif reasons:
+                verdicts[node] = None
+        return verdicts
+    try:
+        supported = core.query_model(ov_model, device)
+    except Exception as exc:
+        reason = f"OpenVINO query_model on {device} failed: {exc}".splitlines()[0]
+        return {node: reason for node in model.graph}
+    for op in ov_model.get_ordered_ops():
+        for output in op.outputs():
+            for name in output.get_names():
+                source = producers.get(name)
+                if source is None:
+                    continue
+                if op.get_friendly_name() in supported:
+                    verdicts.setdefault(source, None)
+                else:
+                    verdicts[source] = (f"{device} does not run {op.get_type_name()} "
+                                        f"(from {source.op_type}) according to "
+                                        "OpenVINO query_model")
+    return verdicts
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
+
+    def __init__(self) -> None:
+        # id(graph) -> (graph, verdicts, device): query_model results, newest last.
+        self._verdicts: dict[int, tuple[ir.Graph, dict[ir.Node, str | None], str]] = {}
 
     def is_available(self) -> Availability:
         try:
@@ -76,13 +179,31 @@ class OpenVinoBackend(Backend):
         return self.refusal(node) is None
 
     def refusal(self, node: ir.Node) -> str | None:
-        import onnx
+        """The verdict of OpenVINO's own ``query_model`` when ``capability`` ran for this
+        node's graph, otherwise the static rule (standard ONNX domain with a schema)."""
+        cached = self._verdicts.get(id(node.graph)) if node.graph is not None else None
+        if cached is not None and cached[0] is node.graph and node in cached[1]:
+            return cached[1][node]
+        return _static_refusal(node)
 
-        if node.domain not in ("", "ai.onnx"):
-            return f"domain '{node.domain}' is not read by OpenVINO's ONNX frontend"
-        if not onnx.defs.has(node.op_type):
-            return f"no ONNX schema for {node.op_type}"
-        return None
+    def capability(self, model: ir.Model, device: str = "CPU") -> dict[ir.Node, str | None]:
+        """Per-node verdicts from OpenVINO itself, computed once per model and cached.
+
+        The model is read by OpenVINO's ONNX frontend and ``Core.query_model(model, device)``
+        says which operations the device runs; an ONNX node is supported when every
+        OpenVINO operation producing one of its outputs is. When the frontend cannot read the
+        whole model, ``convert_partially`` marks the ONNX nodes it cannot convert; the rest
+        keep the static rule. Nodes OpenVINO folds away get no verdict here (static rule).
+        """
+        key = id(model.graph)
+        cached = self._verdicts.get(key)
+        if cached is not None and cached[0] is model.graph and cached[2] == device:
+            return cached[1]
+        verdicts = _query_verdicts(model, device)
+        if len(self._verdicts) >= 8:
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[key] = (model.graph, verdicts, device)
+        return verdicts
 
     def supported_precisions(self) -> tuple[str, ...]:
         return tuple(_PRECISION_HINT)
@@ -97,6 +218,9 @@ class OpenVinoBackend(Backend):
 
         core = ov.Core()
         device = options.device or "CPU"
+        missing = device_problem(device, core.available_devices)
+        if missing:
+            raise BackendUnavailableError(missing)
         try:
             ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:

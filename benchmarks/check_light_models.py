@@ -21,10 +21,11 @@ import onnx
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from light_models import LIGHT_MODELS, light_model_path, logits, randomized  # noqa: E402
+
 from kiln.compiler.capabilities import BackendCaps  # noqa: E402
 from kiln.compiler.passes.cleanup import ConstantInitializersPass  # noqa: E402
 from kiln.compiler.pipeline import optimize  # noqa: E402
-from light_models import LIGHT_MODELS, light_model_path, logits, randomized  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from kiln.compiler.validate import Limits, kiln_limits, validate_proto
 from kiln.errors import ModelError
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 
 def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
-                 check: bool = True, infer_shapes: bool = True) -> ir.Model:
+                 check: bool = True, infer_shapes: bool = True,
+                 limits: list[Limits] | None = None) -> ir.Model:
     """Load ``source`` into the IR, checked and shape-inferred.
+
+    ``kiln.compiler.validate`` checks the model first (versions against kiln's limits plus
+    ``limits``, e.g. the chosen backend's; structure; dims; nesting depth).
 
     The returned model's ``meta`` holds ``kiln.source_sha256`` (of the serialized source) and
     ``kiln.source_name`` for reports and artifact manifests.
     """
     proto, name, digest = load_proto(source)
+    validate_proto(proto, name, [kiln_limits(), *(limits or [])])
     if not initializers_as_inputs:
         _drop_initializer_inputs(proto)
     if check:
@@ -123,43 +130,58 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None:
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:
             raise ModelError(f"{where}: no location given")
-        if os.path.isabs(location) or location.startswith(("/", "\\")):
-            raise ModelError(f"{where}: absolute paths are refused; external data must live "
-                             "inside the model's folder")
-        candidate = folder / location
-        if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents
-                                          if str(p).startswith(str(folder))):
-            raise ModelError(f"{where}: symbolic links are refused")
-        resolved = candidate.resolve()
-        if resolved != folder and folder not in resolved.parents:
-            raise ModelError(f"{where}: resolves outside the model's folder {folder}")
+        if "\x00" in location:
+            raise ModelError(f"{where}: the location contains a NUL byte")
         try:
-            stat = resolved.lstat()
-        except OSError as exc:
-            raise ModelError(f"{where}: cannot read: {exc.strerror}") from exc
-        import stat as stat_module
-
-        if not stat_module.S_ISREG(stat.st_mode):
-            raise ModelError(f"{where}: not a regular file")
-        if stat.st_nlink > 1:
-            raise ModelError(f"{where}: the file has {stat.st_nlink} hard links; kiln refuses "
-                             "hard-linked external data since a link may point outside the "
-                             "model's folder (copy the file instead)")
-        offset = _non_negative_int(info.get("offset", "0"), where, "offset")
-        length = info.get("length")
-        size = stat.st_size
-        if offset > size:
-            raise ModelError(f"{where}: offset {offset} is past the end of the file "
-                             f"({size} bytes)")
-        nbytes = size - offset if length is None else _non_negative_int(length, where, "length")
-        if offset + nbytes > size:
-            raise ModelError(f"{where}: offset {offset} + length {nbytes} is past the end of "
-                             f"the file ({size} bytes)")
-        with open(resolved, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(nbytes)
+            tensor.raw_data = _read_confined(folder, location, info, where)
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise ModelError(f"{where}: cannot read: {exc.strerror or exc}") from exc
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _read_confined(folder: Path, location: str, info: dict[str, str], where: str) -> bytes:
+    """The bytes ``info`` declares from ``folder/location``, refusing every escape."""
+    if os.path.isabs(location) or location.startswith(("/", "\\")):
+        raise ModelError(f"{where}: absolute paths are refused; external data must live "
+                         "inside the model's folder")
+    candidate = folder / location
+    if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents
+                                      if str(p).startswith(str(folder))):
+        raise ModelError(f"{where}: symbolic links are refused")
+    resolved = candidate.resolve()
+    if resolved != folder and folder not in resolved.parents:
+        raise ModelError(f"{where}: resolves outside the model's folder {folder}")
+    try:
+        stat = resolved.lstat()
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read: {exc.strerror}") from exc
+    if not stat_module.S_ISREG(stat.st_mode):
+        raise ModelError(f"{where}: not a regular file")
+    if stat.st_nlink > 1:
+        raise ModelError(f"{where}: the file has {stat.st_nlink} hard links; kiln refuses "
+                         "hard-linked external data since a link may point outside the "
+                         "model's folder (copy the file instead)")
+    offset = _non_negative_int(info.get("offset", "0"), where, "offset")
+    length = info.get("length")
+    size = stat.st_size
+    if offset > size:
+        raise ModelError(f"{where}: offset {offset} is past the end of the file "
+                         f"({size} bytes)")
+    nbytes = size - offset if length is None else _non_negative_int(length, where, "length")
+    if offset + nbytes > size:
+        raise ModelError(f"{where}: offset {offset} + length {nbytes} is past the end of "
+                         f"the file ({size} bytes)")
+    # Open without following links and without blocking (a FIFO swapped in after the
+    # checks), then make sure it is still the very file that was checked.
+    fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if (opened.st_ino, opened.st_dev) != (stat.st_ino, stat.st_dev) or \
+                opened.st_nlink != 1 or not stat_module.S_ISREG(opened.st_mode):
+            raise ModelError(f"{where}: the file changed while kiln was checking it")
+        handle.seek(offset)
+        return handle.read(nbytes)
 
 
 def _non_negative_int(text: str, where: str, what: str) -> int:
@@ -194,6 +216,9 @@ def _check(proto: onnx.ModelProto, name: str) -> None:
         raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
     except ValueError as exc:  # e.g. > 2 GiB protos
         raise ModelError(f"{name}: cannot check the model: {exc}") from exc
+    except Exception as exc:  # the C++ checker's other failures (e.g. non-UTF-8 messages)
+        raise ModelError(f"{name}: the ONNX checker failed on the model: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
@@ -203,3 +228,6 @@ def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{name}: shape inference failed: {first}") from exc
+    except Exception as exc:  # found by fuzz/fuzz_frontend.py: UnicodeDecodeError and others
+        raise ModelError(f"{name}: shape inference failed: {type(exc).__name__}: "
+                         f"{exc}") from exc

@@ -18,6 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
+from onnx_ir.passes import common
+from onnxscript.rewriter import rules as osr
+
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
 from kiln.compiler.passes.cleanup import ConstantInitializersPass
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -28,8 +31,6 @@ from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogu
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import CompileReport, PassRecord, count_nodes, op_histogram
-from onnx_ir.passes import common
-from onnxscript.rewriter import rules as osr
 
 if TYPE_CHECKING:
     from kiln.compiler.target import Target

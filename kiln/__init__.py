@@ -50,4 +50,10 @@ __all__ = [
 
 from kiln.runtime.session import Session
 
-__all__ += ["Session"]
+
+def load(path, **options) -> Session:
+    """Load a .kiln artifact (hashes and versions verified) as a ready Session."""
+    return Session(path, **options)
+
+
+__all__ += ["Session", "load"]

@@ -411,6 +411,163 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
     console.print("[green]all outputs match[/]")
 
 
+@cli.command("inspect")
+@click.argument("model", required=False)
+@click.option("--backends", "-b", default="native,openvino,tensorrt", show_default=True,
+              help="Comma-separated backend names in priority order, or 'all'.")
+@click.option("--fallback", default="onnxruntime", show_default=True,
+              help="Backend that takes what the list refuses; 'none' for strict mode.")
+@click.option("--dim", "dims", multiple=True, help="NAME=SIZE for a symbolic dim (repeatable).")
+@click.option("--min-partition-nodes", type=int, default=3, show_default=True)
+@click.option("--opt-level", "-O", type=int, default=2, show_default=True,
+              help="Optimize first, as a Session would (-1: place the imported graph as is).")
+@click.option("--target", "-t", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the placement report as JSON.")
+def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str, ...],
+                min_partition_nodes: int, opt_level: int, target: str, as_json: bool) -> None:
+    """What MODEL is (inputs/outputs, ops, parameters, MACs), what each pass changed, and
+    which backend runs which node and what the split costs."""
+    from kiln.compiler.frontend import import_model
+    from kiln.compiler.target import Target
+    from kiln.runtime.placement import placement_report
+
+    imported = import_model(_model_arg(model))
+    names = _resolve_backends(backends)
+    sizes = _parse_dims(dims)
+    parsed_target = Target.parse(target)
+    summary = _graph_summary(imported, names, sizes, opt_level, parsed_target)
+    report = placement_report(imported, names,
+                              None if fallback.lower() == "none" else fallback,
+                              sizes, min_partition_nodes,
+                              None if opt_level < 0 else opt_level, parsed_target)
+    report["summary"] = summary
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    title = Path(_model_arg(model)).name
+    _print_summary(title, summary["imported"])
+    if "optimized" in summary:
+        _print_summary(f"{title} at O{opt_level}", summary["optimized"])
+        _print_passes(summary["compile"])
+    _print_placement(report)
+
+
+def _graph_summary(model, backends: list[str], sizes: dict[str, int], opt_level: int,
+                   target) -> dict:
+    """``kiln.compiler.inspect`` data for the model as imported and as optimized for the
+    backend list (symbolic input dims bound from --dim so MACs can be counted)."""
+    from kiln.compiler.inspect import inspect_model
+    from kiln.runtime.placement import joint_caps
+
+    shapes = {}
+    for value in model.graph.inputs:
+        if value.shape is None:
+            continue
+        dims = [d if isinstance(d, int) else sizes.get(str(d.value)) for d in value.shape]
+        if all(isinstance(d, int) for d in dims) and dims != list(value.shape):
+            shapes[value.name] = dims
+    data = inspect_model(model, None if opt_level < 0 else opt_level, target,
+                         joint_caps(backends), input_shapes=shapes)
+    out = {"imported": data["model"]}
+    if "optimized" in data:
+        out["optimized"] = data["optimized"]
+        out["compile"] = data["report"]
+    return out
+
+
+def _print_placement(report: dict) -> None:
+    model = report["model"]
+    table = Table(title=f"kiln inspect: {Path(str(model['name'])).name} "
+                        f"({model['node_count']} nodes)")
+    for col in ("backend", "status", "runs", "partitions", "boundaries", "bytes/inference"):
+        table.add_column(col, no_wrap=True)
+    for name, entry in report["backends"].items():
+        plan = entry["plan"]
+        size = plan["boundary_bytes_per_inference"]
+        table.add_row(name, "available" if entry["available"] else "[red]unavailable[/]",
+                      f"{entry['runs']}/{entry['of']}", str(plan["partition_count"]),
+                      str(plan["boundary_tensor_count"]), "?" if size is None else f"{size:,}")
+    console.print(table)
+    for name, entry in report["backends"].items():
+        if not entry["available"]:
+            console.print(escape(f"{name} is unavailable: {entry['reason']}"), soft_wrap=True,
+                          highlight=False)
+        for op, info in entry["refused_by_op"].items():
+            console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
+                                 f"{info['reason']}"), soft_wrap=True, highlight=False)
+    plan = report["plan"]
+    console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
+                         f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
+                         f"{plan['boundary_bytes_per_inference']} bytes per inference, "
+                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True,
+                  highlight=False)
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("--backend", "-b", default="auto", show_default=True)
+@click.option("--target", "-t", default="auto", show_default=True,
+              help="'auto', or e.g. cpu:avx2,fma to compile for another machine.")
+@click.option("--precision", "-p", default="fp32", show_default=True)
+@click.option("--opt-level", "-O", "opt_level", type=click.IntRange(0, 3), default=2,
+              show_default=True)
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the .kiln artifact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level: int,
+                output: str, as_json: bool) -> None:
+    """Optimize MODEL for a backend and target and write a .kiln artifact."""
+    from kiln.runtime.session import Session
+
+    if not output.endswith(".kiln"):
+        raise KilnError(f"--output must end in .kiln, got '{output}'")
+    session = Session(model, backend=backend, target=target, precision=precision,
+                      opt_level=opt_level)
+    path = session.save(output)
+    report = session.report
+    if as_json:
+        click.echo(json.dumps({"artifact": str(path), "backend": session.backend,
+                               "target": str(session.target),
+                               "compile_seconds": session.compile_seconds,
+                               "report": report.to_json() if report else None}, indent=2))
+        return
+    if report is not None:
+        _print_passes(report.to_json())
+    console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
+                  f"{session.backend} on {escape(str(session.target))}")
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    io = Table(title=title)
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for v in summary[kind]:
+            io.add_row(kind[:-1], escape(v["name"]), v["dtype"], str(v["shape"]))
+    console.print(io)
+    macs = summary["macs"]
+    uncounted = f" ({macs['uncounted_nodes']} nodes with unknown shapes not counted)" \
+        if macs["uncounted_nodes"] else ""
+    console.print(f"{summary['nodes']} nodes, {summary['parameters']:,} parameters "
+                  f"({summary['parameter_bytes'] / 1e6:.1f} MB), "
+                  f"{macs['total'] / 1e9:.3f} GMACs{uncounted}")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary["ops"].items()),
+                  soft_wrap=True, highlight=False)
+
+
+def _print_passes(report: dict) -> None:
+    table = Table(title=f"O{report['level']} for {report['backend']}: "
+                        f"{report['nodes_before']} -> {report['nodes_after']} nodes "
+                        f"in {report['seconds']:.2f} s")
+    for col in ("pass", "ms", "nodes", "rules fired"):
+        table.add_column(col)
+    for p in report["passes"]:
+        fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
+        table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
+                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired))
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

@@ -18,58 +18,185 @@ import numpy as np
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.frontend import ModelSource, import_model
+from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
+from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
 from kiln.errors import InputError, KilnError
+from kiln.runtime import guards as guards_module
 from kiln.runtime.feeds import check_feeds
+from kiln.runtime.placement import joint_caps
 
 
 class Session:
     """One model compiled for one backend, ready to run.
 
-    model:     path to an .onnx file, ONNX bytes, an onnx.ModelProto, or an onnx_ir.Model.
+    model:     path to an .onnx file or a .kiln artifact, ONNX bytes, an onnx.ModelProto, or an
+               onnx_ir.Model. An artifact is verified and runs its stored optimized graph
+               (and backend blobs when they fit this backend version and target).
     backend:   "auto" (chosen by target and availability; ``backend_reason`` says why) or a
-               registry name: "onnxruntime", "openvino", "native", "tensorrt".
+               registry name: "onnxruntime", "openvino", "native", "tensorrt"; or a list of
+               names in priority order, e.g. ["native", "onnxruntime"]: the graph is split
+               into per-backend partitions (``placement`` describes them). With a list,
+               ``fallback`` (default "onnxruntime") takes what the list refuses;
+               ``fallback=None`` is strict mode and raises kiln.UnsupportedError naming
+               every node no listed backend runs.
     target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
     precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
     threads:   intra-op threads (None = every core).
+    opt_level: 0 (import only), 1 (cleanup), 2 (default: + fusions), 3 (+ target choices).
     options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
                ``fallback=None`` for strict native runs).
     """
 
-    def __init__(self, model: ModelSource | Any, backend: str = "auto",
+    def __init__(self, model: ModelSource | Any, backend: str | Sequence[str] = "auto",
                  target: str | Target = "auto", precision: str = "fp32",
-                 threads: int | None = None, **options: Any):
+                 threads: int | None = None, opt_level: int | None = None, **options: Any):
         if precision not in PRECISIONS:
             raise KilnError(f"unknown precision '{precision}'; choose one of "
                             f"{', '.join(PRECISIONS)}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
         self.target = Target.parse(target) if not isinstance(target, Target) else target
-        if backend == "auto":
+        self.artifact = None
+        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
+            from kiln.runtime.artifact import load_artifact
+
+            self.artifact = load_artifact(model)
+            if backend == "auto":
+                backend = self.artifact.backend
+                built = self.artifact.manifest.get("placement") or {}
+                if "+" in backend and built.get("backends"):  # a partitioned artifact
+                    backend = list(built["backends"])
+                    options.setdefault("fallback", None)
+                    options.setdefault("min_partition_nodes",
+                                       built.get("min_partition_nodes", 3))
+        # --- heterogeneous partitioning (kiln.runtime.executor): backend=[...] ---------------
+        if isinstance(backend, str) and "," in backend:  # "native,onnxruntime" from the CLI
+            backend = [b.strip() for b in backend.split(",") if b.strip()]
+        partitioned = isinstance(backend, (list, tuple))
+        self.placement: dict[str, Any] | None = None
+        if partitioned:
+            backends = [str(b) for b in backend]
+            fallback = options.pop("fallback", "onnxruntime")
+            min_nodes = int(options.pop("min_partition_nodes", 3))
+            self.backend_name = "+".join(backends)
+            self.backend_reason = "requested: partitioned in this priority order" + (
+                " (strict: fallback=None)" if fallback is None else f", fallback {fallback}")
+        # ------------------------------------------------------------------------------------
+        elif backend == "auto":
             self.backend_name, self.backend_reason = registry.choose_auto(self.target)
         else:
             self.backend_name, self.backend_reason = backend, "requested"
-        self._backend = registry.require(self.backend_name)
+        if not partitioned:
+            self._backend = registry.require(self.backend_name)
+        # --- resource guards (runtime/guards.py): max_memory, timeout, max_loop_iterations -
+        self.guards = guards_module.Guards.from_options(options)
+        guarded = list(backends) + ([fallback] if fallback else []) if partitioned \
+            else [self.backend_name]
+        # ------------------------------------------------------------------------------------
         device = str(options.pop("device", "CPU"))
         self.options = CompileOptions(precision=precision, threads=threads, device=device,
                                       extra=options)
+        self.report: CompileReport | None = None
+        self.rebuild_reason: str | None = None
         started = time.perf_counter()
-        self.model = self._import(model)
-        self.import_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        self._compiled: CompiledModel = self._backend.compile(self.model, self.target,
-                                                              self.options)
+        if self.artifact is not None:
+            from kiln.runtime.artifact import restore
+
+            self.model = self._artifact_model(self.artifact, guarded)
+            self._checks = guards_module.check_model(self.model, self.guards, guarded)
+            self.opt_level = self.artifact.manifest["pipeline"].get("level")
+            self.import_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            if partitioned:  # pieces are recompiled from the stored optimized graph
+                from kiln.runtime.executor import compile_partitioned
+
+                pieces = compile_partitioned(self.model, backends, self.target, self.options,
+                                             fallback, min_nodes)
+                self.placement, self._compiled = pieces.placement, pieces
+                self.rebuild_reason = (f"{self.artifact.path.name}: partitioned artifacts are "
+                                       "recompiled piece by piece from model.onnx")
+            else:
+                self._compiled, self.rebuild_reason = restore(
+                    self.artifact, self._backend, self.target, self.options)
+        else:
+            self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
+            self.model = self._import(model, guarded)
+            # Before the optimizer, whose constant folding would build what the guards refuse.
+            self._checks = guards_module.check_model(self.model, self.guards, guarded)
+            self.source_sha256 = self.model.meta.get("kiln.source_sha256", "")
+            self.import_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            caps = joint_caps(backends) if partitioned else self._backend.caps()
+            self.model, self.report = optimize(self.model, self.opt_level, self.target, caps)
+            if partitioned:
+                from kiln.runtime.executor import compile_partitioned
+
+                pieces = guards_module.call_with_timeout(
+                    lambda: compile_partitioned(self.model, backends, self.target, self.options,
+                                                fallback, min_nodes),
+                    self.guards.timeout, f"compiling for {self.backend_name}")
+                self.placement = pieces.placement
+                self._compiled: CompiledModel = pieces
+            else:
+                self._compiled = guards_module.call_with_timeout(
+                    lambda: self._backend.compile(self.model, self.target, self.options),
+                    self.guards.timeout, f"compiling for {self.backend_name}")
         self.compile_seconds = time.perf_counter() - started
 
     @staticmethod
-    def _import(model: Any):
+    def _import(model: Any, backends: Sequence[str]):
+        """Import (or, for an IR model, validate) against kiln's and ``backends``' limits."""
         import onnx_ir as ir
 
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
         if isinstance(model, ir.Model):
+            validate_proto(ir.serde.serialize_model(model), "<onnx_ir.Model>",
+                           [kiln_limits(), *limits])
             return model
-        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln":
-            raise KilnError(f"{model}: .kiln artifacts are loaded with kiln.load(path)")
-        return import_model(model)
+        return import_model(model, limits=limits)
+
+    @staticmethod
+    def _artifact_model(artifact: Any, backends: Sequence[str]):
+        """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+        import onnx_ir as ir
+
+        from kiln.compiler.frontend import load_proto
+        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+
+        proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
+        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
+        validate_proto(proto, f"{artifact.path.name}:model.onnx", [kiln_limits(), *limits])
+        return ir.from_proto(proto)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this compiled model as a .kiln artifact (optimized graph + backend blobs)."""
+        import tempfile
+
+        from kiln.runtime.artifact import save_artifact
+        from kiln.runtime.placement import placement_to_json, plan_for
+
+        if self.placement is not None:  # partitioned: every piece's backend version
+            version = ", ".join(f"{b} {registry.availability(b).version}"
+                                for b in self.placement["backends"])
+            placement = self.placement
+        else:
+            version = self._backend.is_available().version
+            placement = placement_to_json(plan_for(self.model, [self.backend_name]))
+        with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
+            written = self._compiled.save(Path(blobs))
+            return save_artifact(
+                path, self.model, backend=self.backend_name, backend_version=version,
+                placement=placement,
+                target=str(self.target),
+                source_sha256=getattr(self, "source_sha256", "") or "",
+                pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
+                options=self.options.to_json(),
+                inputs=[i.to_json() for i in self.inputs],
+                outputs=[o.to_json() for o in self.outputs],
+                blob_dir=blobs if written else None)
 
     @property
     def backend(self) -> str:
@@ -98,6 +225,7 @@ class Session:
         Feeds are checked against ``inputs`` first; a mismatch raises kiln.InputError naming
         the input and what was expected.
         """
+        self._checks.admit(feeds)  # sizes before check_feeds copies (runtime/guards.py)
         checked = check_feeds(self._compiled.inputs, feeds)
         names = [o.name for o in self._compiled.outputs] if output_names is None \
             else list(output_names)
@@ -106,7 +234,9 @@ class Session:
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are "
                              f"{sorted(known)}")
-        results = self._compiled.run(checked)
+        self._checks.run(checked)  # feeds reaching Gather/Range/Loop/... (runtime/guards.py)
+        results = guards_module.call_with_timeout(lambda: self._compiled.run(checked),
+                                                  self.guards.timeout, "run")
         return [results[n] for n in names]
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:

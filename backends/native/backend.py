@@ -68,6 +68,7 @@ from kiln.errors import (
 )
 
 if TYPE_CHECKING:
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
 
 DEFAULT_LIMIT = 16 << 30
@@ -175,6 +176,13 @@ class NativeBackend(Backend):
 
     def supported_precisions(self) -> Sequence[str]:
         return ("fp32",)
+
+    def caps(self) -> BackendCaps:
+        """The fused kiln ops run natively (their contracts are in this module's docstring)."""
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}),
+                           max_opset=23)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

@@ -17,7 +17,8 @@ import onnx_ir as ir
 DT = ir.DataType
 FLOAT = frozenset({DT.FLOAT})
 FLOATS = frozenset({DT.FLOAT, DT.DOUBLE})
-INTS = frozenset({DT.INT64, DT.INT32, DT.INT8, DT.UINT8})
+INTS = frozenset({DT.INT64, DT.INT32, DT.INT16, DT.INT8, DT.UINT64, DT.UINT32, DT.UINT16,
+                  DT.UINT8})
 NUMERIC = FLOATS | INTS
 NUMERIC_BOOL = NUMERIC | {DT.BOOL}
 ANY = NUMERIC_BOOL | {DT.FLOAT16}
@@ -141,6 +142,17 @@ def _auto_pad(node: ir.Node) -> str | None:
     return _one_of("auto_pad", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), "NOTSET")(node)
 
 
+def _pow(node: ir.Node) -> str | None:
+    exponent = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    if exponent is not None and exponent not in (DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32):
+        return f"exponent of element type {exponent.name}"
+    return None
+
+
+def _reduction(node: ir.Node) -> str | None:
+    return _one_of("reduction", ("none", "add", "mul", "max", "min"), "none")(node)
+
+
 def _gelu(node: ir.Node) -> str | None:
     return _one_of("approximate", ("none", "tanh"), "none")(node)
 
@@ -165,7 +177,7 @@ RULES: dict[tuple[str, str], Rule] = {
                                "Sum", "Min", "Max")},
     ("", "Clip"): Rule(NUMERIC),
     ("", "Pow"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32}),
-                      free_inputs=(1,)),
+                      free_inputs=(1,), check=_pow),
     **{("", op): Rule(NUMERIC_BOOL, free_outputs=(0,)) for op in (
         "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")},
     **{("", op): Rule(frozenset({DT.BOOL})) for op in ("And", "Or", "Xor", "Not")},
@@ -216,8 +228,27 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "Cast"): Rule(ANY, free_outputs=(0,), check=_cast),
     ("", "CastLike"): Rule(ANY, free_inputs=(1,), free_outputs=(0,)),
     ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
-    ("", "SpaceToDepth"): Rule(ANY),
+    ("", "SpaceToDepth"): Rule(ANY, check=_depth_to_space),
     ("", "Constant"): Rule(ANY, free_outputs=(0,)),
+    # bitwise and index-driven
+    **{("", op): Rule(INTS) for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor",
+                                       "BitwiseNot")},
+    ("", "BitShift"): Rule(frozenset({DT.UINT8, DT.UINT16, DT.UINT32, DT.UINT64}),
+                           check=_one_of("direction", ("LEFT", "RIGHT"), "")),
+    ("", "GatherND"): Rule(ANY, index_inputs=(1,)),
+    ("", "ScatterND"): Rule(NUMERIC_BOOL, index_inputs=(1,), check=_reduction),
+    ("", "ScatterElements"): Rule(NUMERIC_BOOL, index_inputs=(1,), check=_reduction),
+    ("", "NonZero"): Rule(ANY, free_outputs=(0,)),
+    ("", "Compress"): Rule(ANY, free_inputs=(1,)),
+    ("", "OneHot"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32}),
+                         free_inputs=(1, 2), free_outputs=(0,)),
+    ("", "Trilu"): Rule(ANY, index_inputs=(1,)),
+    ("", "EyeLike"): Rule(ANY, free_outputs=(0,)),
+    ("", "CumSum"): Rule(NUMERIC, index_inputs=(1,)),
+    ("", "RMSNormalization"): Rule(FLOAT),
+    ("", "LpNormalization"): Rule(FLOAT, check=lambda n: None if _attr(n, "p", 2) in (1, 2)
+                                  else "p must be 1 or 2"),
+    ("", "MeanVarianceNormalization"): Rule(FLOAT),
 }
 
 

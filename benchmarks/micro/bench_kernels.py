@@ -23,8 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from shapes import (
+    DEPTHWISE_CONVS,
+    GEMM_SHAPES,
+    RESNET50_CONVS,
+    WINOGRAD_CANDIDATES,
+    ConvShape,
+)  # noqa: E402
+
 from kiln.backends.native import _native  # noqa: E402
-from shapes import DEPTHWISE_CONVS, GEMM_SHAPES, RESNET50_CONVS, ConvShape  # noqa: E402
 
 K = _native.kernels
 ORDER = ["generic", "avx2", "avx512"]
@@ -44,12 +51,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def clock_for(threads: int) -> str:
+    """One thread: its own CPU time (drops the time other processes held the core).
+    Several threads: wall time."""
+    return "thread_cpu" if threads == 1 else "wall"
+
+
 def gemm_gflops(m: int, n: int, k: int, packed: bool, threads: int, seconds: float) -> float:
-    times = K.bench_gemm(m, n, k, threads, packed, 1, seconds)
+    times = K.bench_gemm(m, n, k, threads, packed, 1, seconds, clock_for(threads))
     return 2.0 * m * n * k / min(times) * 1e-9
 
 
-def conv_gflops(s: ConvShape, threads: int, seconds: float) -> tuple[float, str]:
+def conv_gflops(
+    s: ConvShape, threads: int, seconds: float, algorithm: str = "auto"
+) -> tuple[float, str]:
     times, algo = K.bench_conv2d(
         [s.n, s.c, s.h, s.w],
         [s.k, s.c // s.groups, s.kh, s.kw],
@@ -57,10 +72,11 @@ def conv_gflops(s: ConvShape, threads: int, seconds: float) -> tuple[float, str]
         [s.pad] * 4,
         [1, 1],
         s.groups,
-        "auto",
+        algorithm,
         threads,
         1,
         seconds,
+        clock_for(threads),
     )
     return s.flops / min(times) * 1e-9, algo
 
@@ -90,6 +106,7 @@ def main() -> None:
     gemm: dict[tuple, list[float]] = {}
     conv: dict[tuple, list[float]] = {}
     algos: dict[str, str] = {}
+    wino: dict[tuple, list[float]] = {}
     gemm_cases = [
         (name, m, n, k, packed) for name, m, n, k in GEMM_SHAPES for packed in (True, False)
     ]
@@ -98,7 +115,7 @@ def main() -> None:
         for isa in isas:
             _native.set_isa_cap(isa)
             if isa in peaks:
-                peaks[isa].append(K.fma_peak(isa, 10_000_000, 3))
+                peaks[isa].append(K.fma_peak(isa, 10_000_000, 3, "thread_cpu"))
             for name, m, n, k, packed in gemm_cases:
                 if isa == "generic" and (m * n * k > 1024**3 or not packed):
                     continue
@@ -113,6 +130,10 @@ def main() -> None:
                 g, algo = conv_gflops(s, 1, args.seconds / 2)
                 conv.setdefault((isa, s.name), []).append(g)
                 algos[s.name] = algo
+            for s in WINOGRAD_CANDIDATES:
+                for algo in ("im2col", "winograd"):
+                    g, _ = conv_gflops(s, 1, args.seconds / 2, algo)
+                    wino.setdefault((isa, s.name, algo), []).append(g)
     _native.set_isa_cap("avx512")
     load_after = os.getloadavg()
 
@@ -125,9 +146,12 @@ def main() -> None:
         f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}.",
         "",
         "**The machine was shared with other builds and test runs while this ran** (load "
-        f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on 2 cores), so each "
-        f"figure is the best of {args.rounds} interleaved rounds, with the median round "
-        "beside it; the median shows how much the load cost.",
+        f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on 2 cores). So: "
+        "one-thread figures are timed with the thread's own CPU time "
+        "(`CLOCK_THREAD_CPUTIME_ID`), which leaves out the time other processes held the "
+        "core but not their cache and memory traffic; two-thread figures are wall time and "
+        f"suffer the load fully. Each figure is the best of {args.rounds} interleaved rounds, "
+        "with the median round beside it.",
         "",
         "## Peak FMA throughput, one core",
         "",
@@ -173,6 +197,22 @@ def main() -> None:
                 f"| {s.name} | {algos[s.name]} | {m}x{n}x{k} | {isa} | {b:.1f} "
                 f"| {med:.1f} | {100 * b / peak[isa]:.0f}% |"
             )
+    lines += [
+        "",
+        "## 3x3 stride-1 layers: im2col vs Winograd F(4x4, 3x3) (one thread)",
+        "",
+        "Effective GFLOP/s (direct-convolution flops / time), best round. `auto` picks "
+        "Winograd for C, K >= 16 with >= 16 tiles or weights within L2 (kernels/conv.cpp).",
+        "",
+        "| layer | ISA | im2col | winograd | speed-up | auto picks |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for s in WINOGRAD_CANDIDATES:
+        for isa in simd:
+            a = max(wino[(isa, s.name, "im2col")])
+            w = max(wino[(isa, s.name, "winograd")])
+            picked = conv_gflops(s, 1, 0.01)[1]
+            lines.append(f"| {s.name} | {isa} | {a:.1f} | {w:.1f} | {w / a:.2f}x | {picked} |")
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

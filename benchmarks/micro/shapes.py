@@ -72,3 +72,16 @@ DEPTHWISE_CONVS: list[ConvShape] = [
     ConvShape("dw 3x3/2 240@28", 1, 240, 28, 28, 240, 3, 3, 2, 1, 240),
     ConvShape("dw 3x3 512@14", 1, 512, 14, 14, 512, 3, 3, 1, 1, 512),
 ]
+
+# 3x3 stride-1 layers of the light models, where Winograd F(4,3) competes with im2col.
+WINOGRAD_CANDIDATES: list[ConvShape] = [
+    ConvShape("resnet l1 3x3 64@56", 1, 64, 56, 56, 64, 3, 3, 1, 1),
+    ConvShape("resnet l2 3x3 128@28", 1, 128, 28, 28, 128, 3, 3, 1, 1),
+    ConvShape("resnet l3 3x3 256@14", 1, 256, 14, 14, 256, 3, 3, 1, 1),
+    ConvShape("resnet l4 3x3 512@7", 1, 512, 7, 7, 512, 3, 3, 1, 1),
+    ConvShape("densenet 3x3 128>32@56", 1, 128, 56, 56, 32, 3, 3, 1, 1),
+    ConvShape("densenet 3x3 128>32@14", 1, 128, 14, 14, 32, 3, 3, 1, 1),
+    ConvShape("squeezenet 3x3 16>64@55", 1, 16, 55, 55, 64, 3, 3, 1, 1),
+    ConvShape("squeezenet 3x3 64>256@13", 1, 64, 13, 13, 256, 3, 3, 1, 1),
+    ConvShape("inception 3x3 96>128@28", 1, 96, 28, 28, 128, 3, 3, 1, 1),
+]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, new_initializer, opset
 

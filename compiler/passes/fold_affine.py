@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 

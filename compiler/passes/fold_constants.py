@@ -14,16 +14,28 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx_ir as ir
-from kiln.compiler.report import op_histogram
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
+from kiln.compiler.report import op_histogram
+
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
 MAX_FOLDED_ELEMENTS = 1 << 26
+#: ConstantOfShape builds weights the backend has to hold anyway (VGG-19's fc6 alone is
+#: 103 Mi elements), so it may go up to 256 Mi elements (1 GiB of fp32).
+MAX_CONSTANT_OF_SHAPE_ELEMENTS = 1 << 28
+
+
+def _is_constant_of_shape(node: ir.Node) -> bool:
+    return node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx")
+
+
+def _only_constant_of_shape(node: ir.Node) -> bool:
+    return _is_constant_of_shape(node)
 
 
 def _policy(node: ir.Node) -> bool | None:
-    if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+    if _is_constant_of_shape(node):
         return True
     return None  # onnxscript's default rules
 
@@ -41,6 +53,10 @@ class FoldConstantsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
+        weights = _constant_folding.FoldConstantsPass(
+            shape_inference=False, input_size_limit=self.input_size_limit,
+            output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,
+            should_fold=_only_constant_of_shape)(model)
         folder = _constant_folding.FoldConstantsPass(
             shape_inference=True, input_size_limit=self.input_size_limit,
             output_size_limit=self.output_size_limit, should_fold=_policy)
@@ -51,4 +67,5 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         self.fired = Counter({f"fold {op}": n - after.get(op, 0)
                               for op, n in before.items()
                               if n > after.get(op, 0) and op != "Constant"})
-        return ir.passes.PassResult(model, modified=result.modified or lifted.modified)
+        modified = weights.modified or result.modified or lifted.modified
+        return ir.passes.PassResult(model, modified=modified)

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
+
+ATTENTION_OPSET = 23
 
 
 def _rank(value: ir.Value) -> int | None:
@@ -92,8 +95,11 @@ class FuseAttention(Rule):
     def check(self, match: Match) -> str | None:
         softmax: ir.Node = match["softmax"]
         qk: ir.Node = match["qk"]
-        if opset(softmax.graph) < 13:
+        version = opset(softmax.graph)
+        if version < 13:
             return "Softmax before opset 13 flattens its input"
+        if self.standard and version < ATTENTION_OPSET:
+            return f"the model imports opset {version}; Attention needs {ATTENTION_OPSET}"
         q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
         ranks = [_rank(x) for x in (q, kt, v)]
         if ranks != [4, 4, 4]:
@@ -115,19 +121,43 @@ class FuseAttention(Rule):
             return f"mask element type {mask.dtype} is not float or bool"
         if mask is not None and mask.shape is not None and len(mask.shape) > 4:
             return "mask rank above 4"
+        # ONNX lets the mask broadcast over the query axis; onnxruntime's kernel does not, so
+        # a mask not known to span it is expanded to the query length first
+        match.values["expand_mask"] = (mask is not None and self.standard
+                                       and not self._spans_queries(mask, q))
         match.values["scale"] = scale
         return None
+
+    @staticmethod
+    def _spans_queries(mask: ir.Value, q: ir.Value) -> bool:
+        if mask.shape is None or q.shape is None or len(mask.shape) < 2:
+            return False
+        m, n = mask.shape[-2], q.shape[-2]
+        if isinstance(m, int) or isinstance(n, int):
+            return m == n
+        return m.value is not None and m.value == n.value
 
     def rewrite(self, graph: ir.Graph, match: Match) -> None:
         qk: ir.Node = match["qk"]
         key = ir.node("Transpose", [qk.inputs[1]], attributes={"perm": [0, 1, 3, 2]})
-        inputs = [qk.inputs[0], key.outputs[0], match["v"]]
-        if match["mask"] is not None:
-            inputs.append(match["mask"])
+        q = qk.inputs[0]
+        inputs = [q, key.outputs[0], match["v"]]
+        new_nodes = [key]
+        mask = match["mask"]
+        if mask is not None and match.values.get("expand_mask"):
+            ones = new_initializer(graph, np.array([1, 1], np.int64), "attn_ones")
+            one = new_initializer(graph, np.array([1], np.int64), "attn_one")
+            seq = ir.node("Shape", [q], attributes={"start": -2, "end": -1})
+            target = ir.node("Concat", [ones, seq.outputs[0], one], attributes={"axis": 0})
+            expand = ir.node("Expand", [mask, target.outputs[0]])
+            new_nodes += [seq, target, expand]
+            mask = expand.outputs[0]
+        if mask is not None:
+            inputs.append(mask)
         attention = ir.node("Attention", inputs, attributes={"scale": float(match["scale"])},
                             domain="" if self.standard else KILN_DOMAIN, name=match.root.name)
         ir.convenience.replace_nodes_and_values(
-            graph, match.root, match.nodes, [key, attention], [match.root.outputs[0]],
+            graph, match.root, match.nodes, [*new_nodes, attention], [match.root.outputs[0]],
             [attention.outputs[0]])
         if not self.standard:
             graph.opset_imports.setdefault(KILN_DOMAIN, 1)

@@ -19,12 +19,13 @@ shared with a node outside the match.
 
 from __future__ import annotations
 
-from kiln.compiler.passes.rule import OnnxscriptRulesPass
 from onnxscript.rewriter.rules.common import (
     fuse_batchnorm_into_conv_rule,
     fuse_batchnorm_into_conv_transpose_rule,
     fuse_batchnorm_into_gemm_rule,
 )
+
+from kiln.compiler.passes.rule import OnnxscriptRulesPass
 
 # BatchNormalization(Conv(x, W, B))          -> Conv(x, W * s, s * (B - mean) + beta)
 # BatchNormalization(ConvTranspose(x, W, B)) -> ConvTranspose(x, W * s, ...)

@@ -28,6 +28,7 @@ standard ONNX for the others, so the two passes are exact inverses up to node na
 from __future__ import annotations
 
 import onnx_ir as ir
+
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, sole_consumer, static_shape
 from kiln.compiler.passes.rule import Match, Rule

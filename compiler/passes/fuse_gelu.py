@@ -16,9 +16,11 @@ import math
 
 import numpy as np
 import onnx_ir as ir
-from kiln.compiler.passes._util import const, is_onnx, sole_consumer
+
+from kiln.compiler.passes._util import const, is_onnx, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule, RulePass
 
+GELU_OPSET = 20
 _SQRT2 = math.sqrt(2.0)
 _TANH_K = math.sqrt(2.0 / math.pi)
 
@@ -136,6 +138,9 @@ class FuseGelu(Rule):
                                         ("outer factor", _scalar(half), 0.5)]
 
     def check(self, match: Match) -> str | None:
+        version = opset(match.root.graph)
+        if version < GELU_OPSET:
+            return f"the model imports opset {version}; Gelu needs {GELU_OPSET}"
         for what, got, want in match["consts"]:
             if got is None:
                 return f"{what} is not a constant scalar"

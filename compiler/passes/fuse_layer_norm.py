@@ -12,16 +12,33 @@ epsilon that is not a constant scalar.
 
 from __future__ import annotations
 
-from kiln.compiler.passes.rule import OnnxscriptRulesPass
+from collections import Counter
+
+import onnx_ir as ir
 from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
+
+from kiln.compiler.passes._util import opset
+from kiln.compiler.passes.rule import OnnxscriptRulesPass
 
 # ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization(x, scale)
 # LayerNormalization(x, scale) + bias            -> LayerNormalization(x, scale, bias)
 FUSE_LAYER_NORM_RULES = list(layer_normalization_rules)
 
 
+LAYER_NORM_OPSET = 17
+
+
 class FuseLayerNormPass(OnnxscriptRulesPass):
-    """Fuse every matching layer-norm subgraph (needs opset >= 17)."""
+    """Fuse every matching layer-norm subgraph (the model must import opset >= 17)."""
 
     def __init__(self) -> None:
         super().__init__(FUSE_LAYER_NORM_RULES)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        version = opset(model.graph)
+        if version < LAYER_NORM_OPSET:
+            self.fired = Counter()
+            self.rejected = Counter(
+                {f"the model imports opset {version}; LayerNormalization needs 17": 1})
+            return ir.passes.PassResult(model, modified=False)
+        return super().call(model)

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kiln.compiler.passes.fuse_attention import FuseAttention
-from kiln.compiler.passes.fuse_gelu import FuseGeluPass
-from kiln.compiler.passes.fuse_layer_norm import FuseLayerNormPass
-from kiln.compiler.passes.rule import RulePass
-from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
 from onnx_ir.passes.common import (
     AddDefaultAttributesPass,
     IdentityEliminationPass,
     LiftConstantsToInitializersPass,
 )
 
+from kiln.compiler.passes.fuse_attention import ATTENTION_OPSET, FuseAttention
+from kiln.compiler.passes.fuse_gelu import GELU_OPSET, FuseGeluPass
+from kiln.compiler.passes.fuse_layer_norm import LAYER_NORM_OPSET, FuseLayerNormPass
+from kiln.compiler.passes.rule import RulePass
+from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
+
 if TYPE_CHECKING:
     import onnx_ir as ir
+
     from kiln.compiler.capabilities import BackendCaps
 
-LAYER_NORM_OPSET = 17
-GELU_OPSET = 20
-ATTENTION_OPSET = 23
 
 
 def transformer_opset(caps: BackendCaps) -> int:

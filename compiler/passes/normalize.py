@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import onnx_ir as ir
+
 from kiln.compiler.passes._util import is_onnx
 from kiln.compiler.passes.rule import Match, Rule
 

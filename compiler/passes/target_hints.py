@@ -15,6 +15,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
+
 from kiln.compiler.capabilities import BackendCaps
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 
 import onnx_ir as ir
-from kiln.compiler.passes._util import opset
 from onnxscript import version_converter
+
+from kiln.compiler.passes._util import opset
 
 
 def looks_like_transformer(model: ir.Model) -> bool:
@@ -59,7 +60,25 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
         if not self.applies(model):
             self.rejected["no transformer pattern to fuse"] += 1
             return ir.passes.PassResult(model, modified=False)
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
-        version_converter.convert_version(model, self.version, fallback=True)
+        log = logging.getLogger("onnxscript")
+        level = log.level
+        log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
+        # convert a copy, so a converter failure leaves the model as it was (and unfused)
+        work = ir.from_proto(ir.to_proto(model))
+        try:
+            version_converter.convert_version(work, self.version, fallback=True)
+        except Exception as exc:  # the converters raise many types; the fusion is optional
+            self.rejected[f"opset {current} -> {self.version} failed: {exc}"[:200]] += 1
+            return ir.passes.PassResult(model, modified=False)
+        finally:
+            log.setLevel(level)
+        if opset(work.graph) != self.version:
+            self.rejected[f"opset {current} -> {self.version}: converter left {opset(work.graph)}"
+                          ] += 1
+            return ir.passes.PassResult(model, modified=False)
+        model.graph = work.graph
+        model.ir_version = work.ir_version
+        model.functions.clear()
+        model.functions.update(work.functions)
         self.fired[f"opset {current} -> {self.version}"] += 1
         return ir.passes.PassResult(model, modified=True)

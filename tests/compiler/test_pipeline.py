@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from conftest import load_light, make_model, ops, rand, run_ort
+from compiler_cases import load_light, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.pipeline import LEVELS, build_pipeline, optimize
-from onnx import helper
 
 LIGHT = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
          "shufflenet", "squeezenet", "vgg19", "zfnet512")
@@ -108,3 +109,40 @@ def test_o1_folds_but_does_not_fuse():
     assert ops(out) == ["Conv", "BatchNormalization"]
     feeds = {"x": rand(1, 1, 2, 2)}
     assert run_ort(out, feeds)[0].shape == (1, 2, 2, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT)
+def test_light_model_o2_folds_every_constant_of_shape(name):
+    _, report = optimize(load_light(name), 2, None, BackendCaps("onnxruntime"))
+    assert "ConstantOfShape" not in report.ops_after  # VGG-19's fc6 alone is 103 Mi elements
+
+
+@pytest.mark.parametrize(("a_shape", "fused"), [([4, 8], True), ([2, 4, 8], False)])
+def test_matmul_add_becomes_gemm_only_in_2d(a_shape, fused):
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    model = make_model(nodes, {"a": a_shape}, {"y": [*a_shape[:-1], 5]},
+                       {"w": rand(8, 5), "b": rand(5, seed=1)})
+    feeds = {"a": rand(*a_shape, seed=2)}
+    want = run_ort(model, feeds)
+    out, _ = optimize(model, 2)
+    assert ops(out) == (["Gemm"] if fused else ["MatMul", "Add"])
+    np.testing.assert_allclose(run_ort(out, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_transpose_and_reshape_chains_collapse():
+    nodes = [helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 1, 3]),
+             helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 1, 3, 2]),
+             helper.make_node("Reshape", ["t2", "s1"], ["r1"]),
+             helper.make_node("Reshape", ["r1", "s2"], ["r2"]),
+             helper.make_node("Relu", ["r2"], ["y"])]
+    inits = {"s1": np.array([2, 60], np.int64), "s2": np.array([4, 30], np.int64)}
+    model = make_model(nodes, {"x": [2, 3, 4, 5]}, {"y": [4, 30]}, inits)
+    feeds = {"x": rand(2, 3, 4, 5)}
+    want = run_ort(model, feeds)
+    out, report = optimize(model, 2)
+    assert ops(out) == ["Transpose", "Reshape", "Relu"]
+    chains = next(p for p in report.passes if p.name == "collapse-chains")
+    assert chains.fired == {"TransposeTranspose": 1, "ReshapeReshape": 1}
+    np.testing.assert_allclose(run_ort(out, feeds)[0], want[0])

@@ -12,10 +12,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from kiln.runtime import artifact as art
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.errors import ArtifactError
+from kiln.runtime import artifact as art
 
 
 def _model() -> ir.Model:
@@ -219,3 +219,34 @@ def test_manifest_is_plain_json(saved: Path):
         manifest = json.loads(zf.read("manifest.json"))
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
     assert manifest["kiln_version"]
+
+
+@pytest.mark.parametrize("version_matches", [True, False])
+def test_restore_rebuilds_with_a_reason_when_blobs_do_not_fit(tmp_path: Path,
+                                                               version_matches: bool):
+    from kiln.backends.base import CompileOptions
+    from kiln.backends.registry import get_backend
+    from kiln.compiler.target import Target
+
+    backend = get_backend("onnxruntime")
+    if not backend.is_available():
+        pytest.skip("onnxruntime backend unavailable")
+    real = backend.is_available().version
+    target = Target.parse("cpu:avx2,fma")
+    path = art.save_artifact(
+        tmp_path / "r.kiln", _model(), backend="onnxruntime",
+        backend_version=real if version_matches else "0.0.1", target=str(target),
+        source_sha256="00", inputs=SIG_IN, outputs=SIG_OUT)
+    messages: list[str] = []
+    compiled, why = art.restore(art.load_artifact(path), backend, target, CompileOptions(),
+                                log=messages.append)
+    if version_matches:
+        assert why is None and messages == []
+    else:
+        assert why == messages[0]
+        assert f"blobs were built by onnxruntime 0.0.1, this machine has onnxruntime {real}" \
+            in why and "rebuilding from model.onnx" in why
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(compiled.run({"x": x})["y"], x @ (np.arange(12).reshape(3, 4)
+                                                                / 10).astype(np.float32),
+                               rtol=1e-6)

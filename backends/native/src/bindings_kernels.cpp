@@ -8,6 +8,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_driver.h"
+#include "kernels/pool.h"
 #include "kernels/ukernels.h"
 #include "threadpool.h"
 
@@ -73,7 +75,7 @@ kiln::BiasKind parse_bias_kind(const std::string& name) {
 }
 
 kiln::ConvAlgo parse_algo(const std::string& name) {
-  for (int a = 0; a <= int(kiln::ConvAlgo::depthwise); ++a)
+  for (int a = 0; a <= int(kiln::ConvAlgo::winograd); ++a)
     if (name == kiln::conv_algo_name(kiln::ConvAlgo(a))) return kiln::ConvAlgo(a);
   throw std::invalid_argument("unknown conv algorithm '" + name + "'");
 }
@@ -88,6 +90,20 @@ kiln::Isa parse_isa_name(const std::string& name) {
 double now() {
   using clock = std::chrono::steady_clock;
   return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// CPU time of the calling thread: on a shared machine, single-thread figures measured with it
+// leave out the time the thread sat descheduled (cache and memory contention remain).
+double thread_cpu_now() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double (*clock_for(const std::string& name))() {
+  if (name == "wall") return now;
+  if (name == "thread_cpu") return thread_cpu_now;
+  throw std::invalid_argument("unknown clock '" + name + "' (expected wall or thread_cpu)");
 }
 
 Out gemm(Mat a, Mat b, bool trans_a, bool trans_b, std::optional<Any> bias,
@@ -189,6 +205,92 @@ std::pair<Out, std::string> conv2d(T4 x, T4 w, std::optional<Vec> bias,
   return {y, kiln::conv_algo_name(conv.algorithm())};
 }
 
+// Constant weights packed once, multiplied many times (what the executor does).
+struct PackedBHandle {
+  std::unique_ptr<kiln::PackedB> packed;
+  PackedBHandle(Mat b, bool trans_b)
+      : packed(kiln::pack_b(trans_b, trans_b ? b.shape(1) : b.shape(0),
+                            trans_b ? b.shape(0) : b.shape(1), b.data(), b.shape(1))) {}
+  Out matmul(Mat a, bool trans_a, std::optional<Vec> bias, const std::string& act,
+             size_t threads) const {
+    const size_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    if (K != packed->K()) throw std::invalid_argument("matmul: inner dimensions differ");
+    kiln::Epilogue ep;
+    if (bias) {
+      if (bias->shape(0) != packed->N()) throw std::invalid_argument("matmul: bias needs N");
+      ep.bias_kind = kiln::BiasKind::per_col;
+      ep.bias = bias->data();
+    }
+    ep.act = parse_activation(act);
+    Out c = new_array({M, packed->N()});
+    float* cd = c.data();
+    nb::gil_scoped_release release;
+    kiln::sgemm_packed(trans_a, M, a.data(), a.shape(1), *packed, cd, packed->N(), ep,
+                       pool_for(threads));
+    return c;
+  }
+};
+
+// A convolution with its weights packed once.
+struct Conv2dHandle {
+  std::unique_ptr<kiln::Conv2d> conv;
+  Conv2dHandle(T4 w, std::vector<size_t> x_shape, std::vector<size_t> strides,
+               std::vector<size_t> pads, std::vector<size_t> dilations, size_t groups,
+               const std::string& algorithm) {
+    if (x_shape.size() != 4) throw std::invalid_argument("conv2d: x_shape must be N, C, H, W");
+    const kiln::Conv2dParams p = conv_params(
+        x_shape, {w.shape(0), w.shape(1), w.shape(2), w.shape(3)}, strides, pads, dilations,
+        groups);
+    conv = std::make_unique<kiln::Conv2d>(p, w.data(), parse_algo(algorithm));
+  }
+  Out run(T4 x, std::optional<Vec> bias, std::optional<T4> residual, const std::string& act,
+          size_t threads) const {
+    const kiln::Conv2dParams& p = conv->params();
+    if (x.shape(0) != p.N || x.shape(1) != p.C || x.shape(2) != p.H || x.shape(3) != p.W)
+      throw std::invalid_argument("conv2d: x does not have the shape the conv was built for");
+    const size_t OH = p.out_h(), OW = p.out_w();
+    kiln::Epilogue ep;
+    if (bias) {
+      if (bias->shape(0) != p.K) throw std::invalid_argument("conv2d: bias needs K values");
+      ep.bias_kind = kiln::BiasKind::per_row;
+      ep.bias = bias->data();
+    }
+    if (residual) {
+      if (residual->shape(0) != p.N || residual->shape(1) != p.K ||
+          residual->shape(2) != OH || residual->shape(3) != OW)
+        throw std::invalid_argument("conv2d: residual must have the output shape");
+      ep.residual = residual->data();
+    }
+    ep.act = parse_activation(act);
+    Out y = new_array({p.N, p.K, OH, OW});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    conv->run(x.data(), yd, ep, pool_for(threads));
+    return y;
+  }
+};
+
+// Constant weights, input shapes known at run time (what a conv op of the executor sees).
+struct Conv2dCacheHandle {
+  std::vector<float> w;
+  std::vector<size_t> w_shape;
+  kiln::Conv2dCache cache;
+  explicit Conv2dCacheHandle(T4 weights)
+      : w(weights.data(), weights.data() + weights.size()),
+        w_shape{weights.shape(0), weights.shape(1), weights.shape(2), weights.shape(3)} {}
+  Out run(T4 x, std::vector<size_t> strides, std::vector<size_t> pads, size_t groups) {
+    const kiln::Conv2dParams p =
+        conv_params({x.shape(0), x.shape(1), x.shape(2), x.shape(3)}, w_shape, strides, pads,
+                    {1, 1}, groups);
+    const kiln::Conv2d& conv = cache.get(p, w.data());
+    Out y = new_array({p.N, p.K, p.out_h(), p.out_w()});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    conv.run(x.data(), yd, kiln::Epilogue(), nullptr);
+    return y;
+  }
+};
+
 }  // namespace
 
 void bind_kernels(nb::module_& parent) {
@@ -223,6 +325,60 @@ void bind_kernels(nb::module_& parent) {
         "alpha"_a = 0.0f, "beta"_a = 0.0f, "algorithm"_a = "auto", "threads"_a = 1,
         "NCHW conv; returns (y, algorithm used).");
 
+  nb::class_<PackedBHandle>(m, "PackedB", "B packed once for the active ISA's kernel.")
+      .def(nb::init<Mat, bool>(), "b"_a, "trans_b"_a = false)
+      .def("matmul", &PackedBHandle::matmul, "a"_a, "trans_a"_a = false,
+           "bias"_a = nb::none(), "activation"_a = "none", "threads"_a = 1,
+           "op(a) @ B (+ per-column bias) -> activation.")
+      .def_prop_ro("nbytes", [](const PackedBHandle& h) { return h.packed->bytes(); });
+
+  nb::class_<Conv2dHandle>(m, "Conv2d", "A conv2d with its weights packed once.")
+      .def(nb::init<T4, std::vector<size_t>, std::vector<size_t>, std::vector<size_t>,
+                    std::vector<size_t>, size_t, const std::string&>(),
+           "w"_a, "x_shape"_a, "strides"_a = std::vector<size_t>{1, 1},
+           "pads"_a = std::vector<size_t>{0, 0, 0, 0},
+           "dilations"_a = std::vector<size_t>{1, 1}, "groups"_a = 1, "algorithm"_a = "auto")
+      .def("run", &Conv2dHandle::run, "x"_a, "bias"_a = nb::none(), "residual"_a = nb::none(),
+           "activation"_a = "none", "threads"_a = 1)
+      .def_prop_ro("algorithm", [](const Conv2dHandle& h) {
+        return std::string(kiln::conv_algo_name(h.conv->algorithm()));
+      })
+      .def_prop_ro("nbytes", [](const Conv2dHandle& h) { return h.conv->packed_bytes(); });
+
+  nb::class_<Conv2dCacheHandle>(m, "Conv2dCache", "Conv2d per input shape, weights fixed.")
+      .def(nb::init<T4>(), "w"_a)
+      .def("run", &Conv2dCacheHandle::run, "x"_a, "strides"_a = std::vector<size_t>{1, 1},
+           "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "groups"_a = 1)
+      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); });
+
+  m.def("pool2d", [](T4 x, const std::string& kind, std::vector<size_t> kernel,
+                     std::vector<size_t> strides, std::vector<size_t> pads,
+                     std::vector<size_t> dilations, bool ceil_mode, bool count_include_pad,
+                     bool reference, size_t threads) {
+    if (kind != "max" && kind != "avg") throw std::invalid_argument("pool2d: kind max or avg");
+    if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
+      throw std::invalid_argument("pool2d: kernel (2), strides (2), pads (4), dilations (2)");
+    kiln::Pool2dParams p;
+    p.N = x.shape(0); p.C = x.shape(1); p.H = x.shape(2); p.W = x.shape(3);
+    p.kh = kernel[0]; p.kw = kernel[1]; p.stride_h = strides[0]; p.stride_w = strides[1];
+    p.pad_top = pads[0]; p.pad_left = pads[1]; p.pad_bottom = pads[2]; p.pad_right = pads[3];
+    p.dilation_h = dilations[0]; p.dilation_w = dilations[1];
+    p.count_include_pad = count_include_pad;
+    if (p.kh && p.kw && p.stride_h && p.stride_w && p.dilation_h && p.dilation_w)
+      p.set_output(ceil_mode);
+    p.validate();
+    const kiln::PoolKind k = kind == "max" ? kiln::PoolKind::max : kiln::PoolKind::avg;
+    Out y = new_array({p.N, p.C, p.out_h, p.out_w});
+    float* yd = y.data();
+    nb::gil_scoped_release release;
+    if (reference) kiln::pool2d_reference(k, p, x.data(), yd);
+    else kiln::pool2d(k, p, x.data(), yd, pool_for(threads));
+    return y;
+  }, "x"_a, "kind"_a, "kernel"_a, "strides"_a = std::vector<size_t>{1, 1},
+     "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "dilations"_a = std::vector<size_t>{1, 1},
+     "ceil_mode"_a = false, "count_include_pad"_a = false, "reference"_a = false,
+     "threads"_a = 1, "NCHW max / avg pooling.");
+
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
   m.def("cache_sizes", [] {
     const kiln::CacheSizes& c = kiln::cache_sizes();
@@ -243,6 +399,8 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_gemm_blocking", &kiln::set_gemm_blocking_override, "kc"_a, "mc"_a, "nc"_a,
         "Override KC/MC/NC (0 = derive from the caches).");
 
+  m.def("set_winograd_enabled", &kiln::set_winograd_enabled, "enabled"_a,
+        "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
         "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
 
@@ -259,24 +417,27 @@ void bind_kernels(nb::module_& parent) {
     return (now() - t0) / double(iters);
   }, "threads"_a, "iters"_a = 10000, "Seconds per (nearly empty) parallel_for call.");
 
-  m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats) {
+  m.def("fma_peak", [](const std::string& isa, size_t iters, size_t repeats,
+                       const std::string& clock) {
+    double (*tick)() = clock_for(clock);
     const kiln::f32_fma_probe_fn probe = kiln::select_f32_fma_probe(parse_isa_name(isa));
     if (!probe || int(parse_isa_name(isa)) > int(kiln::best_isa()))
       throw std::invalid_argument("fma_peak: this CPU cannot run the " + isa + " probe");
     nb::gil_scoped_release release;
     double best = 0;
     for (size_t r = 0; r < repeats; ++r) {
-      const double t0 = now();
+      const double t0 = tick();
       const double flops = probe(iters);
-      const double dt = now() - t0;
+      const double dt = tick() - t0;
       best = std::max(best, flops / dt * 1e-9);
     }
     return best;
-  }, "isa"_a, "iters"_a = 20000000, "repeats"_a = 5,
+  }, "isa"_a, "iters"_a = 20000000, "repeats"_a = 5, "clock"_a = "wall",
      "Best single-core GFLOP/s of independent FMA chains for an ISA.");
 
   m.def("bench_gemm", [](size_t M, size_t N, size_t K, size_t threads, bool packed,
-                         size_t repeats, double min_seconds) {
+                         size_t repeats, double min_seconds, const std::string& clock) {
+    double (*tick)() = clock_for(clock);
     std::vector<float> a(M * K), b(K * N), c(M * N);
     for (size_t i = 0; i < a.size(); ++i) a[i] = float(i % 13) * 0.01f - 0.06f;
     for (size_t i = 0; i < b.size(); ++i) b[i] = float(i % 7) * 0.02f - 0.06f;
@@ -292,24 +453,26 @@ void bind_kernels(nb::module_& parent) {
     once();
     for (size_t r = 0; r < repeats; ++r) {
       size_t n = 0;
-      const double t0 = now();
+      const double t0 = tick();
       double dt = 0;
       do {
         once();
         ++n;
-        dt = now() - t0;
+        dt = tick() - t0;
       } while (dt < min_seconds);
       seconds.push_back(dt / double(n));
     }
     return seconds;
   }, "M"_a, "N"_a, "K"_a, "threads"_a = 1, "packed"_a = true, "repeats"_a = 5,
-     "min_seconds"_a = 0.2, "Seconds per SGEMM call, one entry per repeat.");
+     "min_seconds"_a = 0.2, "clock"_a = "wall",
+     "Seconds per SGEMM call, one entry per repeat (clock: wall or thread_cpu).");
 
   m.def("bench_conv2d", [](std::vector<size_t> xs, std::vector<size_t> ws,
                            std::vector<size_t> strides, std::vector<size_t> pads,
                            std::vector<size_t> dilations, size_t groups,
                            const std::string& algorithm, size_t threads, size_t repeats,
-                           double min_seconds) {
+                           double min_seconds, const std::string& clock) {
+    double (*tick)() = clock_for(clock);
     const kiln::Conv2dParams p = conv_params(xs, ws, strides, pads, dilations, groups);
     std::vector<float> x(p.N * p.C * p.H * p.W), w(p.K * ws[1] * p.kh * p.kw);
     std::vector<float> y(p.N * p.K * p.out_h() * p.out_w());
@@ -323,17 +486,18 @@ void bind_kernels(nb::module_& parent) {
     conv.run(x.data(), y.data(), ep, pool);
     for (size_t r = 0; r < repeats; ++r) {
       size_t n = 0;
-      const double t0 = now();
+      const double t0 = tick();
       double dt = 0;
       do {
         conv.run(x.data(), y.data(), ep, pool);
         ++n;
-        dt = now() - t0;
+        dt = tick() - t0;
       } while (dt < min_seconds);
       seconds.push_back(dt / double(n));
     }
     return std::make_pair(seconds, std::string(kiln::conv_algo_name(conv.algorithm())));
   }, "x_shape"_a, "w_shape"_a, "strides"_a, "pads"_a, "dilations"_a, "groups"_a,
      "algorithm"_a = "auto", "threads"_a = 1, "repeats"_a = 5, "min_seconds"_a = 0.2,
+     "clock"_a = "wall",
      "Seconds per conv call, one entry per repeat; and the algorithm used.");
 }

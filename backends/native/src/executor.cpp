@@ -20,6 +20,10 @@ size_t dtype_size(DType t) {
     case DType::boolean: return 1;
     case DType::f16: return 2;
     case DType::f64: return 8;
+    case DType::u16: return 2;
+    case DType::i16: return 2;
+    case DType::u32: return 4;
+    case DType::u64: return 8;
     case DType::undefined: return 0;
   }
   return 0;
@@ -35,6 +39,10 @@ const char* dtype_name(DType t) {
     case DType::boolean: return "bool";
     case DType::f16: return "float16";
     case DType::f64: return "float64";
+    case DType::u16: return "uint16";
+    case DType::i16: return "int16";
+    case DType::u32: return "uint32";
+    case DType::u64: return "uint64";
     case DType::undefined: return "undefined";
   }
   return "undefined";
@@ -42,7 +50,8 @@ const char* dtype_name(DType t) {
 
 bool dtype_known(int code) {
   switch (code) {
-    case 1: case 2: case 3: case 6: case 7: case 9: case 10: case 11: return true;
+    case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 9: case 10: case 11:
+    case 12: case 13: return true;
     default: return false;
   }
 }

@@ -53,6 +53,10 @@ kiln::DType dtype_of(const nb::dlpack::dtype& dt) {
   if (code == C::Int && dt.bits == 32) return kiln::DType::i32;
   if (code == C::Int && dt.bits == 8) return kiln::DType::i8;
   if (code == C::UInt && dt.bits == 8) return kiln::DType::u8;
+  if (code == C::UInt && dt.bits == 16) return kiln::DType::u16;
+  if (code == C::UInt && dt.bits == 32) return kiln::DType::u32;
+  if (code == C::UInt && dt.bits == 64) return kiln::DType::u64;
+  if (code == C::Int && dt.bits == 16) return kiln::DType::i16;
   if (code == C::Bool && dt.bits == 8) return kiln::DType::boolean;
   throw std::invalid_argument("element type not supported by the native backend");
 }
@@ -69,6 +73,10 @@ nb::dlpack::dtype dlpack_of(kiln::DType t) {
     case kiln::DType::i32: dt.code = uint8_t(C::Int); dt.bits = 32; break;
     case kiln::DType::i8: dt.code = uint8_t(C::Int); dt.bits = 8; break;
     case kiln::DType::u8: dt.code = uint8_t(C::UInt); dt.bits = 8; break;
+    case kiln::DType::u16: dt.code = uint8_t(C::UInt); dt.bits = 16; break;
+    case kiln::DType::u32: dt.code = uint8_t(C::UInt); dt.bits = 32; break;
+    case kiln::DType::u64: dt.code = uint8_t(C::UInt); dt.bits = 64; break;
+    case kiln::DType::i16: dt.code = uint8_t(C::Int); dt.bits = 16; break;
     case kiln::DType::boolean: dt.code = uint8_t(C::Bool); dt.bits = 8; break;
     default: throw std::invalid_argument("undefined element type");
   }

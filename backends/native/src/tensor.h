@@ -19,11 +19,15 @@ enum class DType : int {
   f32 = 1,
   u8 = 2,
   i8 = 3,
+  u16 = 4,
+  i16 = 5,
   i32 = 6,
   i64 = 7,
   boolean = 9,
   f16 = 10,
   f64 = 11,
+  u32 = 12,
+  u64 = 13,
 };
 
 size_t dtype_size(DType t);

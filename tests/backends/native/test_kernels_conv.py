@@ -89,6 +89,8 @@ CASES = [
     Case(1, 4, 15, 16, 4, 3, 3, pads=(2, 2, 2, 2), dilations=(2, 2), groups=4),
     Case(1, 4, 14, 15, 4, 3, 3, strides=(3, 3), pads=(1, 0, 1, 0), groups=4),
     Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
+    Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
+    Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
 ]
 
 
@@ -98,6 +100,8 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("gemm_1x1")
     if case.groups > 1 and case.groups == case.c == case.k:
         algos.append("depthwise")
+    if (case.kh, case.kw, case.strides, case.dilations, case.groups) == (3, 3, (1, 1), (1, 1), 1):
+        algos.append("winograd")
     return algos
 
 
@@ -151,6 +155,13 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(CASES[0]) == "gemm_1x1"
     assert used(CASES[3]) == "im2col"
     assert used(CASES[10]) == "depthwise"
+    wide = Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
+    assert used(wide) == "winograd"
+    try:
+        K.set_winograd_enabled(False)
+        assert used(wide) == "im2col"
+    finally:
+        K.set_winograd_enabled(True)
 
 
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
@@ -180,6 +191,42 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11]], ids=str)
+def test_packed_conv_survives_isa_change(case: Case) -> None:
+    """Weights packed under one ISA give right answers when dispatch is capped later."""
+    x, w, bias, _ = make_inputs(case, 5)
+    want = conv_ref(x, w, bias, None, case, "relu")
+    order = ["generic", "avx2", "avx512"]
+    isas = order[: order.index(native.best_isa()) + 1]
+    try:
+        for packed_under in isas:
+            native.set_isa_cap(packed_under)
+            conv = K.Conv2d(
+                w,
+                list(x.shape),
+                list(case.strides),
+                list(case.pads),
+                list(case.dilations),
+                case.groups,
+            )
+            for run_under in isas:
+                native.set_isa_cap(run_under)
+                for threads in (1, 2):
+                    y = conv.run(x, bias=bias, activation="relu", threads=threads)
+                    tol = tolerance(case)
+                    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    finally:
+        native.set_isa_cap("avx512")
+
+
+def test_packed_conv_rejects_other_input_shapes() -> None:
+    case = CASES[3]
+    x, w, _, _ = make_inputs(case, 6)
+    conv = K.Conv2d(w, list(x.shape), pads=list(case.pads))
+    with pytest.raises(ValueError, match="shape the conv was built for"):
+        conv.run(np.zeros((1, 3, 10, 13), np.float32))
+
+
 def test_conv_many_gemm_blocks(isa: str) -> None:
     """Small blocking forces several K blocks and tasks through the conv GEMM path."""
     case = Case(1, 20, 12, 12, 30, 3, 3, pads=(1, 1, 1, 1))
@@ -204,6 +251,7 @@ def test_conv_many_gemm_blocks(isa: str) -> None:
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "depthwise"}, "needs groups == C == K"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "gemm_1x1"}, "needs a 1x1 kernel"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd9"}, "unknown conv algorithm"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd", "strides": [2, 2]}, "3x3 kernel"),
     ],
 )
 def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:
@@ -211,3 +259,16 @@ def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:
     w = np.zeros(w_shape, np.float32)
     with pytest.raises(ValueError, match=message):
         K.conv2d(x, w, **kwargs)
+
+
+def test_conv_cache_builds_once_per_input_shape() -> None:
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((6, 4, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    for h, wd in [(9, 9), (12, 7), (9, 9), (12, 7), (5, 6)]:
+        x = rng.standard_normal((1, 4, h, wd), dtype=np.float32)
+        case = Case(1, 4, h, wd, 6, 3, 3, pads=(1, 1, 1, 1))
+        y = cache.run(x, pads=[1, 1, 1, 1])
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
+    assert cache.size == 3

@@ -31,29 +31,39 @@ def test_gather_out_of_range_indices_names_the_node():
     model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="emb")], feeds, ["y"])
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.InputError, "'emb'", "Gather", "index 4 is out of range")
-    _expect(compiled, {"x": feeds["x"], "i": np.array([-5], np.int64)}, kiln.InputError,
-            "index -5")
+    _expect(compiled, {"x": feeds["x"], "i": np.array([-5], np.int64)}, kiln.InputError, "index -5")
     good = compiled.run({"x": feeds["x"], "i": np.array([3, -1], np.int64)})["y"]
     np.testing.assert_array_equal(good, feeds["x"][[3, -1]])
 
 
 def test_reshape_to_wrong_element_count_names_the_node():
     feeds = {"x": f32(2, 3), "s": np.array([4, 2], np.int64)}
-    model = make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="flat")], feeds,
-                       ["y"])
+    model = make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="flat")], feeds, ["y"])
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.KilnError, "'flat'", "cannot reshape [2, 3]", "[4, 2]")
-    _expect(compiled, {"x": feeds["x"], "s": np.array([-1, -1], np.int64)}, kiln.KilnError,
-            "more than one -1")
-    _expect(compiled, {"x": feeds["x"], "s": np.array([-3, 2], np.int64)}, kiln.KilnError,
-            "invalid dim -3")
+    _expect(
+        compiled,
+        {"x": feeds["x"], "s": np.array([-1, -1], np.int64)},
+        kiln.KilnError,
+        "more than one -1",
+    )
+    _expect(
+        compiled,
+        {"x": feeds["x"], "s": np.array([-3, 2], np.int64)},
+        kiln.KilnError,
+        "invalid dim -3",
+    )
     assert compiled.run({"x": feeds["x"], "s": np.array([3, -1], np.int64)})["y"].shape == (3, 2)
 
 
 def test_conv_kernel_larger_than_padded_input_names_the_node():
     feeds = {"x": f32(1, 2, 3, 3)}
-    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="big", pads=[1, 0, 1, 0])],
-                       feeds, ["y"], initializers={"w": f32(4, 2, 5, 5)})
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="big", pads=[1, 0, 1, 0])],
+        feeds,
+        ["y"],
+        initializers={"w": f32(4, 2, 5, 5)},
+    )
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.KilnError, "'big'", "larger than the padded input")
 
@@ -66,8 +76,9 @@ def test_conv_channel_mismatch_names_the_node():
 
 def test_concat_mismatched_dims_names_the_node():
     feeds = {"a": f32(2, 3), "b": f32(4, 5)}
-    model = make_model([helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=0)],
-                       feeds, ["y"])
+    model = make_model(
+        [helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=0)], feeds, ["y"]
+    )
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.KilnError, "'cat'", "does not match input 0", "axis 1")
     ok = compiled.run({"a": feeds["a"], "b": f32(1, 3)})["y"]
@@ -101,12 +112,12 @@ def test_huge_declared_dim_is_refused_at_compile():
 
 def test_huge_or_negative_runtime_shapes_name_the_node():
     feeds = {"s": np.array([1 << 40, 1 << 30], np.int64)}
-    model = make_model([helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill")], feeds,
-                       ["y"])
+    model = make_model(
+        [helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill")], feeds, ["y"]
+    )
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.ResourceError, "'fill'", "exceeds the limit")
-    _expect(compiled, {"s": np.array([2, -1], np.int64)}, kiln.KilnError, "'fill'",
-            "negative dim")
+    _expect(compiled, {"s": np.array([2, -1], np.int64)}, kiln.KilnError, "'fill'", "negative dim")
     assert compiled.run({"s": np.array([2, 2], np.int64)})["y"].shape == (2, 2)
 
 
@@ -114,32 +125,53 @@ def test_expand_tile_and_range_cannot_allocate_unbounded_memory():
     feeds = {"x": f32(1, 1), "s": np.array([1 << 31, 1 << 31], np.int64)}
     model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds, ["y"])
     _expect(compile_native(model), feeds, kiln.ResourceError, "'grow'")
-    rfeeds = {"a": np.array(0, np.int64), "b": np.array(1 << 62, np.int64),
-              "c": np.array(1, np.int64)}
-    model = make_model([helper.make_node("Range", ["a", "b", "c"], ["y"], name="r")], rfeeds,
-                       ["y"])
+    rfeeds = {
+        "a": np.array(0, np.int64),
+        "b": np.array(1 << 62, np.int64),
+        "c": np.array(1, np.int64),
+    }
+    model = make_model([helper.make_node("Range", ["a", "b", "c"], ["y"], name="r")], rfeeds, ["y"])
     _expect(compile_native(model), rfeeds, kiln.ResourceError, "'r'")
-    _expect(compile_native(model), {**rfeeds, "c": np.array(0, np.int64)}, kiln.KilnError,
-            "delta must not be 0")
+    _expect(
+        compile_native(model),
+        {**rfeeds, "c": np.array(0, np.int64)},
+        kiln.KilnError,
+        "delta must not be 0",
+    )
 
 
 def test_limit_is_configurable():
     feeds = {"x": f32(4, 4)}
-    model = make_model([helper.make_node("Tile", ["x", "r"], ["y"], name="rep")], feeds, ["y"],
-                       initializers={"r": np.array([8, 8], np.int64)})
+    model = make_model(
+        [helper.make_node("Tile", ["x", "r"], ["y"], name="rep")],
+        feeds,
+        ["y"],
+        initializers={"r": np.array([8, 8], np.int64)},
+    )
     compiled = compile_native(model, max_tensor_bytes=1024, fold_constants=False)
     _expect(compiled, feeds, kiln.ResourceError, "'rep'", "exceeds the limit")
 
 
 def test_slice_step_zero_and_bad_axes_name_the_node():
-    feeds = {"x": f32(4, 4), "st": np.array([0], np.int64), "e": np.array([3], np.int64),
-             "ax": np.array([0], np.int64), "step": np.array([0], np.int64)}
-    model = make_model([helper.make_node("Slice", ["x", "st", "e", "ax", "step"], ["y"],
-                                         name="cut")], feeds, ["y"])
+    feeds = {
+        "x": f32(4, 4),
+        "st": np.array([0], np.int64),
+        "e": np.array([3], np.int64),
+        "ax": np.array([0], np.int64),
+        "step": np.array([0], np.int64),
+    }
+    model = make_model(
+        [helper.make_node("Slice", ["x", "st", "e", "ax", "step"], ["y"], name="cut")], feeds, ["y"]
+    )
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.KilnError, "'cut'", "steps must not be 0")
-    _expect(compiled, {**feeds, "step": np.array([1], np.int64), "ax": np.array([5], np.int64)},
-            kiln.KilnError, "'cut'", "out of range")
+    _expect(
+        compiled,
+        {**feeds, "step": np.array([1], np.int64), "ax": np.array([5], np.int64)},
+        kiln.KilnError,
+        "'cut'",
+        "out of range",
+    )
 
 
 def test_integer_division_by_zero_names_the_node():
@@ -150,8 +182,12 @@ def test_integer_division_by_zero_names_the_node():
 
 def test_bad_attribute_is_refused_at_compile():
     feeds = {"x": f32(1, 2, 5, 5)}
-    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="neg", strides=[0, 1])],
-                       feeds, ["y"], initializers={"w": f32(2, 2, 3, 3)})
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="neg", strides=[0, 1])],
+        feeds,
+        ["y"],
+        initializers={"w": f32(2, 2, 3, 3)},
+    )
     with pytest.raises(kiln.ModelError, match="'neg'.*strides must be >= 1"):
         compile_native(model)
 

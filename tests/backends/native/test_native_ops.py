@@ -22,8 +22,9 @@ def i64(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def node(op: str, inputs: list[str], outputs: list[str] | None = None, domain: str = "",
-         **attrs: object):
+def node(
+    op: str, inputs: list[str], outputs: list[str] | None = None, domain: str = "", **attrs: object
+):
     return helper.make_node(op, inputs, outputs or ["y"], domain=domain, **attrs)
 
 
@@ -32,13 +33,37 @@ CASES: list[tuple] = []
 
 
 def case(name: str, nodes, feeds, inits=None, opset: int = 17, outputs=("y",)) -> None:
-    CASES.append((name, nodes if isinstance(nodes, list) else [nodes], feeds, inits or {},
-                  opset, list(outputs)))
+    CASES.append(
+        (
+            name,
+            nodes if isinstance(nodes, list) else [nodes],
+            feeds,
+            inits or {},
+            opset,
+            list(outputs),
+        )
+    )
 
 
 # ---- elementwise ------------------------------------------------------------------------
-for op in ("Relu", "Sigmoid", "Tanh", "Exp", "Erf", "Neg", "Abs", "Floor", "Ceil", "Softsign",
-           "Softplus", "HardSwish", "Sin", "Cos", "Sign", "Round"):
+for op in (
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Erf",
+    "Neg",
+    "Abs",
+    "Floor",
+    "Ceil",
+    "Softsign",
+    "Softplus",
+    "HardSwish",
+    "Sin",
+    "Cos",
+    "Sign",
+    "Round",
+):
     case(op, node(op, ["x"]), {"x": f32(2, 3, 4)})
 for op in ("Sqrt", "Log", "Reciprocal"):
     case(op, node(op, ["x"]), {"x": pos(3, 5)})
@@ -48,8 +73,12 @@ case("Elu", node("Elu", ["x"], alpha=0.7), {"x": f32(4, 5)})
 case("Selu", node("Selu", ["x"]), {"x": f32(4, 5)})
 case("Gelu", node("Gelu", ["x"]), {"x": f32(4, 5)}, opset=20)
 case("Gelu_tanh", node("Gelu", ["x"], approximate="tanh"), {"x": f32(4, 5)}, opset=20)
-case("Clip_inputs", node("Clip", ["x", "lo", "hi"]), {"x": f32(3, 4)},
-     {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)})
+case(
+    "Clip_inputs",
+    node("Clip", ["x", "lo", "hi"]),
+    {"x": f32(3, 4)},
+    {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)},
+)
 case("Clip_attrs", node("Clip", ["x"], min=-0.2, max=0.3), {"x": f32(3, 4)}, opset=6)
 case("Clip_int", node("Clip", ["x", "lo"]), {"x": i64(-5, 0, 5)}, {"lo": np.array(-1, np.int64)})
 for op in ("Add", "Sub", "Mul", "Div", "Min", "Max", "Pow"):
@@ -58,8 +87,11 @@ for op in ("Add", "Sub", "Mul", "Div", "Min", "Max", "Pow"):
 case("Add_scalar_left", node("Add", ["a", "b"]), {"a": f32(1), "b": f32(2, 3)})
 case("Add_int64", node("Add", ["a", "b"]), {"a": i64(1, 2, 3), "b": i64(4)})
 case("Div_int64", node("Div", ["a", "b"]), {"a": i64(7, -7, 9), "b": i64(2, 2, -4)})
-case("Mul_int32", node("Mul", ["a", "b"]),
-     {"a": np.array([[1, 2], [3, 4]], np.int32), "b": np.array([5, -1], np.int32)})
+case(
+    "Mul_int32",
+    node("Mul", ["a", "b"]),
+    {"a": np.array([[1, 2], [3, 4]], np.int32), "b": np.array([5, -1], np.int32)},
+)
 case("Mod_fmod", node("Mod", ["a", "b"], fmod=1), {"a": f32(4, 4), "b": pos(4, 4)})
 case("Mod_int", node("Mod", ["a", "b"]), {"a": i64(7, -7, 9, -9), "b": i64(3, 3, -4, -4)})
 case("Pow_int_exp", node("Pow", ["a", "b"]), {"a": pos(3, 4), "b": i64(2)})
@@ -69,138 +101,342 @@ case("Mean3", node("Mean", ["a", "b", "c"]), {"a": f32(2, 3), "b": f32(3), "c": 
 case("Max3", node("Max", ["a", "b", "c"]), {"a": f32(2, 3), "b": f32(3), "c": f32(2, 1)})
 case("Min1", node("Min", ["a"]), {"a": f32(2, 3)})
 for op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
-    case(f"{op}_f32", node(op, ["a", "b"]),
-         {"a": np.round(f32(3, 4)), "b": np.round(f32(4))})
+    case(f"{op}_f32", node(op, ["a", "b"]), {"a": np.round(f32(3, 4)), "b": np.round(f32(4))})
 case("Equal_int64", node("Equal", ["a", "b"]), {"a": i64(1, 2, 3), "b": i64(1, 5, 3)})
-case("Logic", [node("Less", ["a", "b"], ["l"]), node("Greater", ["a", "b"], ["g"]),
-               node("Not", ["l"], ["n"]), node("And", ["n", "g"], ["y"])],
-     {"a": np.round(f32(3, 4)), "b": np.round(f32(3, 4))})
-case("OrXor", [node("Less", ["a", "b"], ["l"]), node("Greater", ["a", "b"], ["g"]),
-               node("Or", ["l", "g"], ["o"]), node("Xor", ["o", "l"], ["y"])],
-     {"a": np.round(f32(3, 4)), "b": np.round(f32(3, 4))})
-case("Where", [node("Greater", ["a", "b"], ["c"]), node("Where", ["c", "a", "b"])],
-     {"a": f32(2, 3, 4), "b": f32(3, 1)})
-case("Where_int64", [node("Less", ["a", "b"], ["c"]), node("Where", ["c", "a", "b"])],
-     {"a": i64(1, 5, 3), "b": i64(2)})
+case(
+    "Logic",
+    [
+        node("Less", ["a", "b"], ["l"]),
+        node("Greater", ["a", "b"], ["g"]),
+        node("Not", ["l"], ["n"]),
+        node("And", ["n", "g"], ["y"]),
+    ],
+    {"a": np.round(f32(3, 4)), "b": np.round(f32(3, 4))},
+)
+case(
+    "OrXor",
+    [
+        node("Less", ["a", "b"], ["l"]),
+        node("Greater", ["a", "b"], ["g"]),
+        node("Or", ["l", "g"], ["o"]),
+        node("Xor", ["o", "l"], ["y"]),
+    ],
+    {"a": np.round(f32(3, 4)), "b": np.round(f32(3, 4))},
+)
+case(
+    "Where",
+    [node("Greater", ["a", "b"], ["c"]), node("Where", ["c", "a", "b"])],
+    {"a": f32(2, 3, 4), "b": f32(3, 1)},
+)
+case(
+    "Where_int64",
+    [node("Less", ["a", "b"], ["c"]), node("Where", ["c", "a", "b"])],
+    {"a": i64(1, 5, 3), "b": i64(2)},
+)
 case("IsNaN", node("IsNaN", ["x"]), {"x": np.array([1, np.nan, 3], np.float32)})
 
 # ---- linear algebra, convolution --------------------------------------------------------
-case("Gemm", node("Gemm", ["a", "b", "c"], alpha=0.5, beta=2.0), {"a": f32(4, 5)},
-     {"b": f32(5, 6), "c": f32(6)})
-case("Gemm_trans", node("Gemm", ["a", "b", "c"], transA=1, transB=1), {"a": f32(5, 4)},
-     {"b": f32(6, 5), "c": f32(4, 1)})
-case("Gemm_full_bias", node("Gemm", ["a", "b", "c"]), {"a": f32(3, 5), "b": f32(5, 2),
-                                                        "c": f32(3, 2)})
-case("Gemm_scalar_bias", node("Gemm", ["a", "b", "c"]), {"a": f32(3, 5), "b": f32(5, 2)},
-     {"c": f32(1)})
+case(
+    "Gemm",
+    node("Gemm", ["a", "b", "c"], alpha=0.5, beta=2.0),
+    {"a": f32(4, 5)},
+    {"b": f32(5, 6), "c": f32(6)},
+)
+case(
+    "Gemm_trans",
+    node("Gemm", ["a", "b", "c"], transA=1, transB=1),
+    {"a": f32(5, 4)},
+    {"b": f32(6, 5), "c": f32(4, 1)},
+)
+case(
+    "Gemm_full_bias",
+    node("Gemm", ["a", "b", "c"]),
+    {"a": f32(3, 5), "b": f32(5, 2), "c": f32(3, 2)},
+)
+case(
+    "Gemm_scalar_bias",
+    node("Gemm", ["a", "b", "c"]),
+    {"a": f32(3, 5), "b": f32(5, 2)},
+    {"c": f32(1)},
+)
 case("MatMul_2d", node("MatMul", ["a", "b"]), {"a": f32(7, 9)}, {"b": f32(9, 3)})
 case("MatMul_batched", node("MatMul", ["a", "b"]), {"a": f32(2, 3, 4, 5), "b": f32(2, 3, 5, 6)})
 case("MatMul_broadcast", node("MatMul", ["a", "b"]), {"a": f32(2, 1, 4, 5), "b": f32(3, 5, 6)})
 case("MatMul_vec", node("MatMul", ["a", "b"]), {"a": f32(5), "b": f32(2, 5, 3)})
 case("MatMul_matvec", node("MatMul", ["a", "b"]), {"a": f32(2, 4, 5), "b": f32(5)})
 case("MatMul_const_3d", node("MatMul", ["a", "b"]), {"a": f32(2, 3, 8)}, {"b": f32(8, 4)})
-case("Conv_basic", node("Conv", ["x", "w", "b"], pads=[1, 1, 1, 1]), {"x": f32(2, 3, 7, 6)},
-     {"w": f32(4, 3, 3, 3), "b": f32(4)})
-case("Conv_stride_dil", node("Conv", ["x", "w"], strides=[2, 1], dilations=[2, 2],
-                             pads=[1, 2, 0, 1]), {"x": f32(1, 2, 9, 8)}, {"w": f32(3, 2, 3, 2)})
-case("Conv_groups", node("Conv", ["x", "w", "b"], group=2, pads=[1, 1, 1, 1]),
-     {"x": f32(1, 4, 6, 6)}, {"w": f32(6, 2, 3, 3), "b": f32(6)})
-case("Conv_depthwise", node("Conv", ["x", "w", "b"], group=5, strides=[2, 2],
-                            pads=[1, 1, 1, 1]), {"x": f32(2, 5, 7, 7)},
-     {"w": f32(5, 1, 3, 3), "b": f32(5)})
-case("Conv_same_upper", node("Conv", ["x", "w"], auto_pad="SAME_UPPER", strides=[2, 2]),
-     {"x": f32(1, 3, 7, 8)}, {"w": f32(2, 3, 4, 4)})
-case("Conv_same_lower", node("Conv", ["x", "w"], auto_pad="SAME_LOWER"),
-     {"x": f32(1, 3, 5, 5)}, {"w": f32(2, 3, 2, 2)})
-case("Conv_valid", node("Conv", ["x", "w"], auto_pad="VALID"), {"x": f32(1, 3, 5, 5)},
-     {"w": f32(2, 3, 3, 3)})
-case("Conv_1x1", node("Conv", ["x", "w", "b"]), {"x": f32(2, 8, 5, 5)},
-     {"w": f32(4, 8, 1, 1), "b": f32(4)})
-case("Conv_1d", node("Conv", ["x", "w"], pads=[2, 1], strides=[2]), {"x": f32(2, 3, 11)},
-     {"w": f32(4, 3, 3)})
-case("Conv_3d", node("Conv", ["x", "w"], pads=[1, 0, 1, 1, 0, 1]), {"x": f32(1, 2, 4, 5, 4)},
-     {"w": f32(3, 2, 3, 2, 3)})
-case("Conv_big_tile", node("Conv", ["x", "w"], pads=[1, 1, 1, 1]), {"x": f32(1, 64, 40, 40)},
-     {"w": f32(8, 64, 3, 3)})
-case("ConvTranspose", node("ConvTranspose", ["x", "w", "b"], strides=[2, 2], pads=[1, 0, 1, 0]),
-     {"x": f32(2, 3, 4, 5)}, {"w": f32(3, 2, 3, 3), "b": f32(2)})
-case("ConvTranspose_group_outpad", node("ConvTranspose", ["x", "w"], strides=[2, 2], group=2,
-                                        output_padding=[1, 1], dilations=[1, 2]),
-     {"x": f32(1, 4, 3, 3)}, {"w": f32(4, 3, 3, 3)})
-case("ConvTranspose_output_shape", node("ConvTranspose", ["x", "w"], strides=[3, 2],
-                                        output_shape=[10, 8]),
-     {"x": f32(1, 1, 3, 3)}, {"w": f32(1, 2, 3, 3)})
-case("ConvTranspose_1d", node("ConvTranspose", ["x", "w"], strides=[2]), {"x": f32(1, 2, 5)},
-     {"w": f32(2, 3, 4)})
+case(
+    "Conv_basic",
+    node("Conv", ["x", "w", "b"], pads=[1, 1, 1, 1]),
+    {"x": f32(2, 3, 7, 6)},
+    {"w": f32(4, 3, 3, 3), "b": f32(4)},
+)
+case(
+    "Conv_stride_dil",
+    node("Conv", ["x", "w"], strides=[2, 1], dilations=[2, 2], pads=[1, 2, 0, 1]),
+    {"x": f32(1, 2, 9, 8)},
+    {"w": f32(3, 2, 3, 2)},
+)
+case(
+    "Conv_groups",
+    node("Conv", ["x", "w", "b"], group=2, pads=[1, 1, 1, 1]),
+    {"x": f32(1, 4, 6, 6)},
+    {"w": f32(6, 2, 3, 3), "b": f32(6)},
+)
+case(
+    "Conv_depthwise",
+    node("Conv", ["x", "w", "b"], group=5, strides=[2, 2], pads=[1, 1, 1, 1]),
+    {"x": f32(2, 5, 7, 7)},
+    {"w": f32(5, 1, 3, 3), "b": f32(5)},
+)
+case(
+    "Conv_same_upper",
+    node("Conv", ["x", "w"], auto_pad="SAME_UPPER", strides=[2, 2]),
+    {"x": f32(1, 3, 7, 8)},
+    {"w": f32(2, 3, 4, 4)},
+)
+case(
+    "Conv_same_lower",
+    node("Conv", ["x", "w"], auto_pad="SAME_LOWER"),
+    {"x": f32(1, 3, 5, 5)},
+    {"w": f32(2, 3, 2, 2)},
+)
+case(
+    "Conv_valid",
+    node("Conv", ["x", "w"], auto_pad="VALID"),
+    {"x": f32(1, 3, 5, 5)},
+    {"w": f32(2, 3, 3, 3)},
+)
+case(
+    "Conv_1x1",
+    node("Conv", ["x", "w", "b"]),
+    {"x": f32(2, 8, 5, 5)},
+    {"w": f32(4, 8, 1, 1), "b": f32(4)},
+)
+case(
+    "Conv_1d",
+    node("Conv", ["x", "w"], pads=[2, 1], strides=[2]),
+    {"x": f32(2, 3, 11)},
+    {"w": f32(4, 3, 3)},
+)
+case(
+    "Conv_3d",
+    node("Conv", ["x", "w"], pads=[1, 0, 1, 1, 0, 1]),
+    {"x": f32(1, 2, 4, 5, 4)},
+    {"w": f32(3, 2, 3, 2, 3)},
+)
+case(
+    "Conv_big_tile",
+    node("Conv", ["x", "w"], pads=[1, 1, 1, 1]),
+    {"x": f32(1, 64, 40, 40)},
+    {"w": f32(8, 64, 3, 3)},
+)
+case(
+    "ConvTranspose",
+    node("ConvTranspose", ["x", "w", "b"], strides=[2, 2], pads=[1, 0, 1, 0]),
+    {"x": f32(2, 3, 4, 5)},
+    {"w": f32(3, 2, 3, 3), "b": f32(2)},
+)
+case(
+    "ConvTranspose_group_outpad",
+    node(
+        "ConvTranspose",
+        ["x", "w"],
+        strides=[2, 2],
+        group=2,
+        output_padding=[1, 1],
+        dilations=[1, 2],
+    ),
+    {"x": f32(1, 4, 3, 3)},
+    {"w": f32(4, 3, 3, 3)},
+)
+case(
+    "ConvTranspose_output_shape",
+    node("ConvTranspose", ["x", "w"], strides=[3, 2], output_shape=[10, 8]),
+    {"x": f32(1, 1, 3, 3)},
+    {"w": f32(1, 2, 3, 3)},
+)
+case(
+    "ConvTranspose_1d",
+    node("ConvTranspose", ["x", "w"], strides=[2]),
+    {"x": f32(1, 2, 5)},
+    {"w": f32(2, 3, 4)},
+)
 
 # ---- normalization, pooling, softmax ----------------------------------------------------
-case("BatchNormalization", node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3),
-     {"x": f32(2, 3, 4, 5)}, {"s": f32(3), "b": f32(3), "m": f32(3), "v": pos(3)})
-case("LayerNormalization", node("LayerNormalization", ["x", "s", "b"], axis=-1),
-     {"x": f32(2, 5, 16)}, {"s": f32(16), "b": f32(16)})
-case("LayerNormalization_axis1", node("LayerNormalization", ["x", "s"], axis=1, epsilon=1e-3),
-     {"x": f32(2, 3, 4)}, {"s": f32(3, 4)})
-case("InstanceNormalization", node("InstanceNormalization", ["x", "s", "b"]),
-     {"x": f32(2, 3, 4, 5)}, {"s": f32(3), "b": f32(3)})
+case(
+    "BatchNormalization",
+    node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3),
+    {"x": f32(2, 3, 4, 5)},
+    {"s": f32(3), "b": f32(3), "m": f32(3), "v": pos(3)},
+)
+case(
+    "LayerNormalization",
+    node("LayerNormalization", ["x", "s", "b"], axis=-1),
+    {"x": f32(2, 5, 16)},
+    {"s": f32(16), "b": f32(16)},
+)
+case(
+    "LayerNormalization_axis1",
+    node("LayerNormalization", ["x", "s"], axis=1, epsilon=1e-3),
+    {"x": f32(2, 3, 4)},
+    {"s": f32(3, 4)},
+)
+case(
+    "InstanceNormalization",
+    node("InstanceNormalization", ["x", "s", "b"]),
+    {"x": f32(2, 3, 4, 5)},
+    {"s": f32(3), "b": f32(3)},
+)
 case("LRN", node("LRN", ["x"], size=5, alpha=1e-3, beta=0.75, bias=2.0), {"x": f32(2, 7, 4, 4)})
 for axis in (-1, 1, 0):
     case(f"Softmax_{axis}", node("Softmax", ["x"], axis=axis), {"x": f32(3, 4, 5)})
     case(f"LogSoftmax_{axis}", node("LogSoftmax", ["x"], axis=axis), {"x": f32(3, 4, 5)})
 case("Softmax_legacy", node("Softmax", ["x"], axis=1), {"x": f32(3, 4, 5)}, opset=11)
 case("Hardmax", node("Hardmax", ["x"]), {"x": f32(3, 4, 5)})
-case("MaxPool", node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-     {"x": f32(2, 3, 9, 9)})
-case("MaxPool_ceil", node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
-     {"x": f32(1, 2, 8, 8)})
-case("MaxPool_indices", node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2]),
-     {"x": f32(1, 2, 4, 6)}, outputs=("y", "i"))
-case("MaxPool_same_strided", node("MaxPool", ["x"], kernel_shape=[2, 3], strides=[2, 1],
-                                  auto_pad="SAME_UPPER"), {"x": f32(1, 2, 7, 7)})
+case(
+    "MaxPool",
+    node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    {"x": f32(2, 3, 9, 9)},
+)
+case(
+    "MaxPool_ceil",
+    node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    {"x": f32(1, 2, 8, 8)},
+)
+case(
+    "MaxPool_indices",
+    node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2]),
+    {"x": f32(1, 2, 4, 6)},
+    outputs=("y", "i"),
+)
+case(
+    "MaxPool_same_strided",
+    node("MaxPool", ["x"], kernel_shape=[2, 3], strides=[2, 1], auto_pad="SAME_UPPER"),
+    {"x": f32(1, 2, 7, 7)},
+)
 case("MaxPool_1d", node("MaxPool", ["x"], kernel_shape=[3], strides=[2]), {"x": f32(1, 2, 9)})
-case("AveragePool", node("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-     {"x": f32(2, 3, 6, 6)})
-case("AveragePool_incl_pad", node("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                                  count_include_pad=1, strides=[2, 2]), {"x": f32(1, 3, 7, 7)})
-case("AveragePool_ceil", node("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2],
-                              ceil_mode=1), {"x": f32(1, 1, 5, 5)})
+case(
+    "AveragePool",
+    node("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    {"x": f32(2, 3, 6, 6)},
+)
+case(
+    "AveragePool_incl_pad",
+    node(
+        "AveragePool",
+        ["x"],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        count_include_pad=1,
+        strides=[2, 2],
+    ),
+    {"x": f32(1, 3, 7, 7)},
+)
+case(
+    "AveragePool_ceil",
+    node("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    {"x": f32(1, 1, 5, 5)},
+)
 case("GlobalAveragePool", node("GlobalAveragePool", ["x"]), {"x": f32(2, 3, 5, 4)})
 case("GlobalMaxPool", node("GlobalMaxPool", ["x"]), {"x": f32(2, 3, 5, 4)})
-case("Resize_nearest_scales", node("Resize", ["x", "", "s"]), {"x": f32(1, 2, 3, 4)},
-     {"s": np.array([1, 1, 2, 1.5], np.float32)}, opset=13)
-case("Resize_linear_sizes", node("Resize", ["x", "", "", "sz"], mode="linear"),
-     {"x": f32(1, 2, 4, 4)}, {"sz": i64(1, 2, 7, 9)}, opset=13)
-case("Resize_linear_align", node("Resize", ["x", "", "s"], mode="linear",
-                                 coordinate_transformation_mode="align_corners"),
-     {"x": f32(1, 1, 3, 3)}, {"s": np.array([1, 1, 2, 2], np.float32)}, opset=13)
-case("Resize_nearest_asym_floor", node("Resize", ["x", "", "s"], nearest_mode="floor",
-                                       coordinate_transformation_mode="asymmetric"),
-     {"x": f32(1, 1, 3, 5)}, {"s": np.array([1, 1, 3, 0.6], np.float32)}, opset=13)
-case("Resize_pytorch_half", node("Resize", ["x", "", "s"], mode="linear",
-                                 coordinate_transformation_mode="pytorch_half_pixel"),
-     {"x": f32(1, 2, 4, 4)}, {"s": np.array([1, 1, 0.5, 2], np.float32)}, opset=13)
+case(
+    "Resize_nearest_scales",
+    node("Resize", ["x", "", "s"]),
+    {"x": f32(1, 2, 3, 4)},
+    {"s": np.array([1, 1, 2, 1.5], np.float32)},
+    opset=13,
+)
+case(
+    "Resize_linear_sizes",
+    node("Resize", ["x", "", "", "sz"], mode="linear"),
+    {"x": f32(1, 2, 4, 4)},
+    {"sz": i64(1, 2, 7, 9)},
+    opset=13,
+)
+case(
+    "Resize_linear_align",
+    node("Resize", ["x", "", "s"], mode="linear", coordinate_transformation_mode="align_corners"),
+    {"x": f32(1, 1, 3, 3)},
+    {"s": np.array([1, 1, 2, 2], np.float32)},
+    opset=13,
+)
+case(
+    "Resize_nearest_asym_floor",
+    node(
+        "Resize", ["x", "", "s"], nearest_mode="floor", coordinate_transformation_mode="asymmetric"
+    ),
+    {"x": f32(1, 1, 3, 5)},
+    {"s": np.array([1, 1, 3, 0.6], np.float32)},
+    opset=13,
+)
+case(
+    "Resize_pytorch_half",
+    node(
+        "Resize", ["x", "", "s"], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"
+    ),
+    {"x": f32(1, 2, 4, 4)},
+    {"s": np.array([1, 1, 0.5, 2], np.float32)},
+    opset=13,
+)
 
 # ---- reductions -------------------------------------------------------------------------
-for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1",
-           "ReduceProd", "ReduceSumSquare", "ReduceLogSumExp"):
-    case(f"{op}_axes", node(op, ["x", "ax"], keepdims=1), {"x": f32(3, 4, 5)},
-         {"ax": i64(0, 2)}, opset=18)
+for op in (
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceL2",
+    "ReduceL1",
+    "ReduceProd",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+):
+    case(
+        f"{op}_axes",
+        node(op, ["x", "ax"], keepdims=1),
+        {"x": f32(3, 4, 5)},
+        {"ax": i64(0, 2)},
+        opset=18,
+    )
     case(f"{op}_all", node(op, ["x"], keepdims=0), {"x": f32(3, 4)}, opset=18)
 case("ReduceMean_attr", node("ReduceMean", ["x"], axes=[-1]), {"x": f32(2, 3, 8)}, opset=13)
-case("ReduceSum_int64", node("ReduceSum", ["x", "ax"], keepdims=0),
-     {"x": np.arange(12, dtype=np.int64).reshape(3, 4)}, {"ax": i64(1)}, opset=13)
+case(
+    "ReduceSum_int64",
+    node("ReduceSum", ["x", "ax"], keepdims=0),
+    {"x": np.arange(12, dtype=np.int64).reshape(3, 4)},
+    {"ax": i64(1)},
+    opset=13,
+)
 case("ArgMax", node("ArgMax", ["x"], axis=1, keepdims=0), {"x": f32(3, 4, 5)})
-case("ArgMax_last", node("ArgMax", ["x"], axis=-1, select_last_index=1),
-     {"x": np.array([[1, 3, 3], [2, 2, 1]], np.float32)})
+case(
+    "ArgMax_last",
+    node("ArgMax", ["x"], axis=-1, select_last_index=1),
+    {"x": np.array([[1, 3, 3], [2, 2, 1]], np.float32)},
+)
 case("ArgMin", node("ArgMin", ["x"], axis=0), {"x": f32(3, 4)})
-case("TopK", node("TopK", ["x", "k"], ["v", "i"], axis=1), {"x": f32(3, 6, 2)}, {"k": i64(3)},
-     outputs=("v", "i"))
-case("TopK_smallest", node("TopK", ["x", "k"], ["v", "i"], largest=0), {"x": f32(4, 7)},
-     {"k": i64(2)}, outputs=("v", "i"))
+case(
+    "TopK",
+    node("TopK", ["x", "k"], ["v", "i"], axis=1),
+    {"x": f32(3, 6, 2)},
+    {"k": i64(3)},
+    outputs=("v", "i"),
+)
+case(
+    "TopK_smallest",
+    node("TopK", ["x", "k"], ["v", "i"], largest=0),
+    {"x": f32(4, 7)},
+    {"k": i64(2)},
+    outputs=("v", "i"),
+)
 
 # ---- shape and data movement ------------------------------------------------------------
 case("Reshape", node("Reshape", ["x", "s"]), {"x": f32(2, 3, 4)}, {"s": i64(3, -1, 0)})
-case("Reshape_dynamic", [node("Shape", ["x"], ["s"]), node("Reshape", ["z", "s"])],
-     {"x": f32(2, 3), "z": f32(6)})
+case(
+    "Reshape_dynamic",
+    [node("Shape", ["x"], ["s"]), node("Reshape", ["z", "s"])],
+    {"x": f32(2, 3), "z": f32(6)},
+)
 case("Flatten", node("Flatten", ["x"], axis=2), {"x": f32(2, 3, 4, 5)})
 case("Flatten_0", node("Flatten", ["x"], axis=0), {"x": f32(2, 3)})
 case("Squeeze", node("Squeeze", ["x", "a"]), {"x": f32(1, 3, 1, 2)}, {"a": i64(0, -2)})
@@ -209,36 +445,79 @@ case("Unsqueeze", node("Unsqueeze", ["x", "a"]), {"x": f32(3, 2)}, {"a": i64(0, 
 case("Unsqueeze_attr", node("Unsqueeze", ["x"], axes=[1]), {"x": f32(3, 2)}, opset=11)
 case("Transpose", node("Transpose", ["x"], perm=[2, 0, 3, 1]), {"x": f32(2, 3, 4, 5)})
 case("Transpose_default", node("Transpose", ["x"]), {"x": f32(2, 3, 4)})
-case("Transpose_int64", node("Transpose", ["x"], perm=[1, 0]),
-     {"x": np.arange(6, dtype=np.int64).reshape(2, 3)})
-case("Concat", node("Concat", ["a", "b", "c"], axis=1), {"a": f32(2, 1, 3), "b": f32(2, 4, 3),
-                                                          "c": f32(2, 2, 3)})
+case(
+    "Transpose_int64",
+    node("Transpose", ["x"], perm=[1, 0]),
+    {"x": np.arange(6, dtype=np.int64).reshape(2, 3)},
+)
+case(
+    "Concat",
+    node("Concat", ["a", "b", "c"], axis=1),
+    {"a": f32(2, 1, 3), "b": f32(2, 4, 3), "c": f32(2, 2, 3)},
+)
 case("Concat_neg", node("Concat", ["a", "b"], axis=-1), {"a": i64(1, 2), "b": i64(3)})
-case("Split_sizes", node("Split", ["x", "s"], ["a", "b"], axis=1), {"x": f32(2, 5)},
-     {"s": i64(2, 3)}, outputs=("a", "b"))
-case("Split_equal", node("Split", ["x"], ["a", "b", "c"]), {"x": f32(6, 2)},
-     outputs=("a", "b", "c"))
-case("Split_num_outputs", node("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=3),
-     {"x": f32(7, 2)}, opset=18, outputs=("a", "b", "c"))
-case("Slice", node("Slice", ["x", "s", "e", "a", "st"]), {"x": f32(5, 6, 7)},
-     {"s": i64(1, -1), "e": i64(4, 0), "a": i64(0, 2), "st": i64(2, -2)})
-case("Slice_clamp", node("Slice", ["x", "s", "e"]), {"x": f32(4, 5)},
-     {"s": i64(-100, 2), "e": i64(100, 10**12)})
-case("Slice_legacy", node("Slice", ["x"], starts=[1], ends=[3], axes=[1]), {"x": f32(3, 5)},
-     opset=9)
-case("Gather", node("Gather", ["x", "i"], axis=1), {"x": f32(3, 5, 2)},
-     {"i": np.array([[0, 4], [-1, 2]], np.int64)})
+case(
+    "Split_sizes",
+    node("Split", ["x", "s"], ["a", "b"], axis=1),
+    {"x": f32(2, 5)},
+    {"s": i64(2, 3)},
+    outputs=("a", "b"),
+)
+case(
+    "Split_equal", node("Split", ["x"], ["a", "b", "c"]), {"x": f32(6, 2)}, outputs=("a", "b", "c")
+)
+case(
+    "Split_num_outputs",
+    node("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=3),
+    {"x": f32(7, 2)},
+    opset=18,
+    outputs=("a", "b", "c"),
+)
+case(
+    "Slice",
+    node("Slice", ["x", "s", "e", "a", "st"]),
+    {"x": f32(5, 6, 7)},
+    {"s": i64(1, -1), "e": i64(4, 0), "a": i64(0, 2), "st": i64(2, -2)},
+)
+case(
+    "Slice_clamp",
+    node("Slice", ["x", "s", "e"]),
+    {"x": f32(4, 5)},
+    {"s": i64(-100, 2), "e": i64(100, 10**12)},
+)
+case(
+    "Slice_legacy", node("Slice", ["x"], starts=[1], ends=[3], axes=[1]), {"x": f32(3, 5)}, opset=9
+)
+case(
+    "Gather",
+    node("Gather", ["x", "i"], axis=1),
+    {"x": f32(3, 5, 2)},
+    {"i": np.array([[0, 4], [-1, 2]], np.int64)},
+)
 case("Gather_scalar", node("Gather", ["x", "i"]), {"x": f32(6, 3)}, {"i": np.array(2, np.int64)})
-case("Gather_int32", node("Gather", ["x", "i"]), {"x": f32(6, 3)},
-     {"i": np.array([5, 0], np.int32)})
-case("GatherElements", node("GatherElements", ["x", "i"], axis=1), {"x": f32(3, 4)},
-     {"i": np.array([[0, 3], [1, 1], [2, -1]], np.int64)})
+case(
+    "Gather_int32", node("Gather", ["x", "i"]), {"x": f32(6, 3)}, {"i": np.array([5, 0], np.int32)}
+)
+case(
+    "GatherElements",
+    node("GatherElements", ["x", "i"], axis=1),
+    {"x": f32(3, 4)},
+    {"i": np.array([[0, 3], [1, 1], [2, -1]], np.int64)},
+)
 case("Expand", node("Expand", ["x", "s"]), {"x": f32(3, 1)}, {"s": i64(2, 1, 4)})
 case("Tile", node("Tile", ["x", "r"]), {"x": f32(2, 3)}, {"r": i64(2, 3)})
-case("Pad_constant", node("Pad", ["x", "p", "v"]), {"x": f32(2, 3)},
-     {"p": i64(1, 0, 2, 1), "v": np.array(1.5, np.float32)})
-case("Pad_reflect", node("Pad", ["x", "p"], mode="reflect"), {"x": f32(1, 3, 4)},
-     {"p": i64(0, 1, 2, 0, 1, 3)})
+case(
+    "Pad_constant",
+    node("Pad", ["x", "p", "v"]),
+    {"x": f32(2, 3)},
+    {"p": i64(1, 0, 2, 1), "v": np.array(1.5, np.float32)},
+)
+case(
+    "Pad_reflect",
+    node("Pad", ["x", "p"], mode="reflect"),
+    {"x": f32(1, 3, 4)},
+    {"p": i64(0, 1, 2, 0, 1, 3)},
+)
 case("Pad_edge", node("Pad", ["x", "p"], mode="edge"), {"x": f32(3, 4)}, {"p": i64(2, 1, 0, 2)})
 case("Pad_negative", node("Pad", ["x", "p"]), {"x": f32(4, 5)}, {"p": i64(-1, 1, 0, -2)})
 case("Cast_f32_i64", node("Cast", ["x"], to=7), {"x": f32(3, 4) * 10})
@@ -249,25 +528,76 @@ case("Cast_f32_f64", node("Cast", ["x"], to=11), {"x": f32(3)})
 case("Shape", node("Shape", ["x"]), {"x": f32(2, 3, 4)})
 case("Shape_slice", node("Shape", ["x"], start=1, end=-1), {"x": f32(2, 3, 4, 5)}, opset=15)
 case("Size", node("Size", ["x"]), {"x": f32(2, 3, 4)})
-case("ConstantOfShape", [node("Shape", ["x"], ["s"]),
-                         node("ConstantOfShape", ["s"],
-                              value=helper.make_tensor("v", 7, [1], [3]))], {"x": f32(2, 3)})
-case("Range_int", node("Range", ["a", "b", "c"]), {"a": np.array(1, np.int64)},
-     {"b": np.array(10, np.int64), "c": np.array(3, np.int64)})
-case("Range_float", node("Range", ["a", "b", "c"]), {"a": np.array(1, np.float32)},
-     {"b": np.array(-2, np.float32), "c": np.array(-0.7, np.float32)})
+case(
+    "ConstantOfShape",
+    [
+        node("Shape", ["x"], ["s"]),
+        node("ConstantOfShape", ["s"], value=helper.make_tensor("v", 7, [1], [3])),
+    ],
+    {"x": f32(2, 3)},
+)
+case(
+    "Range_int",
+    node("Range", ["a", "b", "c"]),
+    {"a": np.array(1, np.int64)},
+    {"b": np.array(10, np.int64), "c": np.array(3, np.int64)},
+)
+case(
+    "Range_float",
+    node("Range", ["a", "b", "c"]),
+    {"a": np.array(1, np.float32)},
+    {"b": np.array(-2, np.float32), "c": np.array(-0.7, np.float32)},
+)
 case("Identity", node("Identity", ["x"]), {"x": f32(3)})
 case("Dropout", node("Dropout", ["x"]), {"x": f32(3, 4)})
 case("DepthToSpace", node("DepthToSpace", ["x"], blocksize=2), {"x": f32(1, 8, 2, 3)})
-case("DepthToSpace_crd", node("DepthToSpace", ["x"], blocksize=2, mode="CRD"),
-     {"x": f32(1, 8, 2, 3)})
+case(
+    "DepthToSpace_crd", node("DepthToSpace", ["x"], blocksize=2, mode="CRD"), {"x": f32(1, 8, 2, 3)}
+)
 case("SpaceToDepth", node("SpaceToDepth", ["x"], blocksize=2), {"x": f32(1, 2, 4, 6)})
-case("Constant", [node("Constant", [], ["c"], value=helper.make_tensor("c", 1, [2], [1, 2])),
-                  node("Add", ["x", "c"])], {"x": f32(3, 2)})
+case(
+    "Constant",
+    [
+        node("Constant", [], ["c"], value=helper.make_tensor("c", 1, [2], [1, 2])),
+        node("Add", ["x", "c"]),
+    ],
+    {"x": f32(3, 2)},
+)
+
+# ---- bitwise and index-driven -----------------------------------------------------------
+u8 = np.array([[1, 2, 250], [7, 128, 0]], np.uint8)
+case("BitShift_left", node("BitShift", ["a", "b"], direction="LEFT"),
+     {"a": u8, "b": np.array([1, 2, 9], np.uint8)})
+case("BitShift_right", node("BitShift", ["a", "b"], direction="RIGHT"),
+     {"a": u8.astype(np.uint32), "b": np.array([1], np.uint32)})
+case("BitwiseAnd", node("BitwiseAnd", ["a", "b"]), {"a": i64(12, 7, -1), "b": i64(10)}, opset=18)
+case("BitwiseNot", node("BitwiseNot", ["a"]), {"a": u8}, opset=18)
+case("GatherND", node("GatherND", ["x", "i"]), {"x": f32(3, 4, 2)},
+     {"i": np.array([[0, 1], [2, -1]], np.int64)})
+case("GatherND_batch", node("GatherND", ["x", "i"], batch_dims=1), {"x": f32(2, 3, 4)},
+     {"i": np.array([[[1], [2]], [[0], [1]]], np.int64)})
+case("ScatterND_add", node("ScatterND", ["x", "i", "u"], reduction="add"), {"x": f32(4, 3)},
+     {"i": np.array([[1], [3], [1]], np.int64), "u": f32(3, 3)}, opset=18)
+case("ScatterElements", node("ScatterElements", ["x", "i", "u"], axis=1), {"x": f32(3, 4)},
+     {"i": np.array([[1, 0], [3, 2], [0, -1]], np.int64), "u": f32(3, 2)})
+case("NonZero", node("NonZero", ["x"]), {"x": np.array([[1, 0, 2], [0, 0, 3]], np.float32)})
+case("Compress", node("Compress", ["x", "c"], axis=1), {"x": f32(2, 4)},
+     {"c": np.array([True, False, True], bool)})
+case("OneHot", node("OneHot", ["i", "d", "v"], axis=1), {"i": i64(0, 3, -1, 7)},
+     {"d": np.array(5, np.int64), "v": np.array([0, 2], np.float32)})
+case("Trilu_lower", node("Trilu", ["x", "k"], upper=0), {"x": f32(2, 4, 5)}, {"k": i64(1)})
+case("Trilu_upper", node("Trilu", ["x"]), {"x": f32(4, 3)})
+case("EyeLike", node("EyeLike", ["x"], k=1, dtype=1), {"x": i64(1, 2, 3, 4).reshape(2, 2)})
+case("CumSum", node("CumSum", ["x", "a"], exclusive=1, reverse=1), {"x": f32(3, 4)},
+     {"a": np.array(1, np.int64)})
+case("RMSNormalization", node("RMSNormalization", ["x", "s"], axis=-1), {"x": f32(2, 3, 8)},
+     {"s": f32(8)}, opset=23)
+case("LpNormalization", node("LpNormalization", ["x"], axis=1, p=1), {"x": f32(3, 4)})
+case("MeanVarianceNormalization", node("MeanVarianceNormalization", ["x"]),
+     {"x": f32(2, 3, 4, 4)})
 
 
-@pytest.mark.parametrize("name,nodes,feeds,inits,opset,outputs", CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,nodes,feeds,inits,opset,outputs", CASES, ids=[c[0] for c in CASES])
 def test_op_matches_onnxruntime(name, nodes, feeds, inits, opset, outputs):
     model = make_model(nodes, feeds, outputs, opset=opset, initializers=inits)
     check_against_ort(model, feeds)
@@ -276,14 +606,94 @@ def test_op_matches_onnxruntime(name, nodes, feeds, inits, opset, outputs):
 def test_op_with_runtime_weights_matches():
     """Conv and Gemm with weights fed at run time (no packing) give the same answer."""
     feeds = {"x": f32(1, 3, 6, 6), "w": f32(4, 3, 3, 3), "a": f32(3, 5), "b": f32(5, 2)}
-    model = make_model([node("Conv", ["x", "w"], ["y"]), node("Gemm", ["a", "b"], ["z"])],
-                       feeds, ["y", "z"])
+    model = make_model(
+        [node("Conv", ["x", "w"], ["y"]), node("Gemm", ["a", "b"], ["z"])], feeds, ["y", "z"]
+    )
     check_against_ort(model, feeds)
 
 
 def test_threads_do_not_change_results():
     feeds = {"x": f32(2, 16, 12, 12)}
-    model = make_model([node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-                        node("Relu", ["c"], ["r"]), node("GlobalAveragePool", ["r"], ["y"])],
-                       feeds, ["y"], initializers={"w": f32(8, 16, 3, 3), "b": f32(8)})
+    model = make_model(
+        [
+            node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            node("Relu", ["c"], ["r"]),
+            node("GlobalAveragePool", ["r"], ["y"]),
+        ],
+        feeds,
+        ["y"],
+        initializers={"w": f32(8, 16, 3, 3), "b": f32(8)},
+    )
     check_against_ort(model, feeds, threads=2)
+
+
+# ---- kiln fused ops against their standard-ONNX expansion --------------------------------
+ACTIVATIONS = {
+    "": [], "Relu": [node("Relu", ["s"])], "LeakyRelu": [node("LeakyRelu", ["s"], alpha=0.3)],
+    "Clip": [node("Clip", ["s", "lo", "hi"])], "Sigmoid": [node("Sigmoid", ["s"])],
+    "SiLU": [node("Sigmoid", ["s"], ["sg"]), node("Mul", ["s", "sg"])],
+    "HardSigmoid": [node("HardSigmoid", ["s"], alpha=0.3, beta=0.4)],
+    "HardSwish": [node("HardSwish", ["s"])], "Gelu": [node("Gelu", ["s"])],
+    "GeluTanh": [node("Gelu", ["s"], approximate="tanh")], "Tanh": [node("Tanh", ["s"])],
+}
+ACT_PARAMS = {"LeakyRelu": (0.3, None), "Clip": (-0.5, 0.6), "HardSigmoid": (0.3, 0.4)}
+BOUNDS = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.6, np.float32)}
+
+
+def _expanded(core: list, act: str) -> list:
+    tail = ACTIVATIONS[act]
+    if not tail:
+        return core + [node("Identity", ["s"])]
+    return core + tail
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_conv_matches_its_expansion(act, residual):
+    from native_cases import compile_native, run_ort
+
+    feeds = {"x": f32(2, 4, 7, 7)}
+    inits = {"w": f32(6, 2, 3, 3), "b": f32(6)}
+    if residual:
+        feeds["r"] = f32(2, 6, 4, 4)
+    attrs = dict(group=2, strides=[2, 2], pads=[1, 1, 1, 1], activation=act)
+    alpha, beta = ACT_PARAMS.get(act, (None, None))
+    if alpha is not None:
+        attrs["alpha"] = alpha
+    if beta is not None:
+        attrs["beta"] = beta
+    fused = node("FusedConv", ["x", "w", "b"] + (["r"] if residual else []), domain="kiln",
+                 **attrs)
+    model = make_model([fused], feeds, ["y"], initializers=inits,
+                       extra_opsets={"kiln": 1}, opset=20)
+    core = [node("Conv", ["x", "w", "b"], ["c"], group=2, strides=[2, 2], pads=[1, 1, 1, 1])]
+    core.append(node("Add", ["c", "r"], ["s"]) if residual else node("Identity", ["c"], ["s"]))
+    ref = make_model(_expanded(core, act), feeds, ["y"], initializers={**inits, **BOUNDS},
+                     opset=20)
+    got = compile_native(model).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["", "Relu", "Clip", "GeluTanh", "HardSigmoid"])
+@pytest.mark.parametrize("shape", [(5, 8), (2, 3, 8)])
+def test_fused_gemm_matches_its_expansion(act, shape):
+    from native_cases import compile_native, run_ort
+
+    feeds = {"a": f32(*shape), "r": f32(*shape[:-1], 6)}
+    inits = {"b": f32(6, 8), "c": f32(6)}
+    attrs = dict(transB=1, alpha=0.5, beta=2.0, activation=act)
+    alpha, beta = ACT_PARAMS.get(act, (None, None))
+    if alpha is not None:
+        attrs["activation_alpha"] = alpha
+    if beta is not None:
+        attrs["activation_beta"] = beta
+    model = make_model([node("FusedGemm", ["a", "b", "c", "r"], domain="kiln", **attrs)], feeds,
+                       ["y"], initializers=inits, extra_opsets={"kiln": 1}, opset=20)
+    core = [node("Transpose", ["b"], ["bt"]), node("MatMul", ["a", "bt"], ["m"]),
+            node("Mul", ["m", "half"], ["ms"]), node("Mul", ["c", "two"], ["cs"]),
+            node("Add", ["ms", "cs"], ["mc"]), node("Add", ["mc", "r"], ["s"])]
+    consts = {"half": np.array(0.5, np.float32), "two": np.array(2.0, np.float32)}
+    ref = make_model(_expanded(core, act), feeds, ["y"],
+                     initializers={**inits, **BOUNDS, **consts}, opset=20)
+    got = compile_native(model).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)

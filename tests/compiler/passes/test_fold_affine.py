@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from conftest import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
 from kiln.compiler.passes.rule import RulePass
-from onnx import helper
 
 
 def _fold(model: ir.Model) -> RulePass:

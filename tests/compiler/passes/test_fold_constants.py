@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import assert_close, make_model, ops, rand, run_ort
-from kiln.compiler.passes.fold_constants import FoldConstantsPass
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
 from onnx import helper, numpy_helper
+
+from kiln.compiler.passes.fold_constants import FoldConstantsPass
 
 
 def test_constant_of_shape_weights_become_initializers():

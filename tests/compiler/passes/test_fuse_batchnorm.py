@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_close, make_model, ops, rand, run_ort
-from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
 from onnx import helper
+
+from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
 
 
 def _bn_inits(c: int) -> dict:

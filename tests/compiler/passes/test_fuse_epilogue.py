@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from conftest import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
 from kiln.compiler.passes.rule import RulePass
 from kiln.compiler.pipeline import optimize
-from onnx import helper
 
 # (ONNX activation nodes reading "y" and writing "out", expected kiln name, alpha, beta, opset)
 ACTIVATIONS = [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from onnx import helper
+
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import RulePass
-from onnx import helper
 
 
 def test_sum_of_two_becomes_add_and_dropout_identity():

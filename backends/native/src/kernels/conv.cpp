@@ -28,6 +28,24 @@ bool is_depthwise(const Conv2dParams& p) {
   return p.groups > 1 && p.groups == p.C && p.K == p.C;
 }
 
+bool is_winograd_shape(const Conv2dParams& p) {
+  return p.kh == 3 && p.kw == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+         p.dilation_w == 1 && p.groups == 1;
+}
+
+std::atomic<bool> g_winograd_enabled{true};
+
+// Measured on Zen 5 (benchmarks/results/micro_gemm.md): F(4,3) wins 1.2-2.7x over im2col on
+// 3x3 layers with >= 16 tiles of 4x4 outputs (ResNet l1-l3, DenseNet, Inception, SqueezeNet),
+// and loses 0.4-0.8x on 7x7 maps with 512 channels, where its 36 weight matrices (4x the 3x3
+// weights) are streamed for only 4 tiles.
+bool winograd_wins(const Conv2dParams& p) {
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
+  const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
+  const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
+  return tiles >= 16 || u_bytes <= cache_sizes().l2;
+}
+
 bool is_pointwise(const Conv2dParams& p) {
   return p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
@@ -36,6 +54,8 @@ bool is_pointwise(const Conv2dParams& p) {
 }  // namespace
 
 void set_conv_min_column_block(size_t columns) { g_conv_min_block = columns; }
+
+void set_winograd_enabled(bool enabled) { g_winograd_enabled = enabled; }
 
 size_t Conv2dParams::out_h() const {
   return (H + pad_top + pad_bottom - ((kh - 1) * dilation_h + 1)) / stride_h + 1;
@@ -68,6 +88,26 @@ void Conv2dParams::validate() const {
         dims(ph, pw));
 }
 
+bool Conv2dParams::operator==(const Conv2dParams& o) const {
+  return N == o.N && C == o.C && H == o.H && W == o.W && K == o.K && kh == o.kh && kw == o.kw &&
+         stride_h == o.stride_h && stride_w == o.stride_w && pad_top == o.pad_top &&
+         pad_left == o.pad_left && pad_bottom == o.pad_bottom && pad_right == o.pad_right &&
+         dilation_h == o.dilation_h && dilation_w == o.dilation_w && groups == o.groups;
+}
+
+const Conv2d& Conv2dCache::get(const Conv2dParams& p, const float* weights, ConvAlgo algo) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& c : convs_)
+    if (c->params() == p) return *c;
+  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo));
+  return *convs_.back();
+}
+
+size_t Conv2dCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return convs_.size();
+}
+
 const char* conv_algo_name(ConvAlgo algo) {
   switch (algo) {
     case ConvAlgo::automatic: return "auto";
@@ -75,6 +115,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::gemm_1x1: return "gemm_1x1";
     case ConvAlgo::im2col: return "im2col";
     case ConvAlgo::depthwise: return "depthwise";
+    case ConvAlgo::winograd: return "winograd";
   }
   return "?";
 }
@@ -120,15 +161,41 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
   if (algo_ == ConvAlgo::automatic) {
     algo_ = is_depthwise(p) ? ConvAlgo::depthwise
             : is_pointwise(p) ? ConvAlgo::gemm_1x1
-                              : ConvAlgo::im2col;
+            : winograd_wins(p) ? ConvAlgo::winograd
+                               : ConvAlgo::im2col;
   }
   if (algo_ == ConvAlgo::depthwise && !is_depthwise(p))
     bad("the depthwise algorithm needs groups == C == K, got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", K " + std::to_string(p.K));
   if (algo_ == ConvAlgo::gemm_1x1 && !is_pointwise(p))
     bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
+  if (algo_ == ConvAlgo::winograd && !is_winograd_shape(p))
+    bad("the winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and one group");
   const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
   const size_t kdim = Cg * p.kh * p.kw;
+  if (algo_ == ConvAlgo::winograd) {
+    // U[xi][k][c] = (G g[k][c] G^T)[xi], computed in double, one [K x C] matrix per xi.
+    static const double G[6][3] = {{0.25, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    std::vector<float> u(36 * p.K * p.C);
+    for (size_t k = 0; k < p.K; ++k)
+      for (size_t c = 0; c < p.C; ++c) {
+        const float* g = weights + (k * p.C + c) * 9;
+        double gt[6][3];  // G g
+        for (int i = 0; i < 6; ++i)
+          for (int j = 0; j < 3; ++j)
+            gt[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+        for (int i = 0; i < 6; ++i)
+          for (int j = 0; j < 6; ++j)
+            u[((i * 6 + j) * p.K + k) * p.C + c] =
+                float(gt[i][0] * G[j][0] + gt[i][1] * G[j][1] + gt[i][2] * G[j][2]);
+      }
+    for (size_t xi = 0; xi < 36; ++xi)
+      packed_.push_back(pack_a(false, p.K, p.C, u.data() + xi * p.K * p.C, p.C));
+    return;
+  }
   if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
     weights_.assign(weights, weights + p.K * kdim);
   } else {
@@ -151,6 +218,7 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool)
   switch (algo_) {
     case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool);
+    case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool);
   }
 }
@@ -252,14 +320,12 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   const size_t blocks = (cols + nb - 1) / nb;
   const size_t threads = pool ? pool->size() : 1;
   const bool across_blocks = threads > 1 && blocks >= 2 * threads;
-  std::vector<const float*> a_panels(p_.groups);
-  for (size_t g = 0; g < p_.groups; ++g)
-    a_panels[g] = static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern);
-  if (p_.groups > 1 && a_panels[0] != a_panels[1] &&
-      static_cast<const PackedAPanels&>(*packed_[0]).mr() != kern.mr) {
-    // panels_for converted into one shared scratch: only valid one group at a time.
-    a_panels.clear();
-  }
+  // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
+  // after construction) they are converted block by block into scratch instead.
+  std::vector<const float*> a_panels;
+  if (static_cast<const PackedAPanels&>(*packed_[0]).mr() == kern.mr)
+    for (size_t g = 0; g < p_.groups; ++g)
+      a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
@@ -315,6 +381,113 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
   };
   const size_t planes = p_.N * p_.C;
   if (pool) pool->parallel_for(planes, 1, run); else run(0, planes);
+}
+
+// ---------------------------------------------------------------- winograd F(4x4, 3x3)
+
+void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+  const size_t N = p_.N, C = p_.C, K = p_.K, OH = p_.out_h(), OW = p_.out_w();
+  const size_t th = (OH + 3) / 4, tw = (OW + 3) / 4, per_image = th * tw, tiles = N * per_image;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  const WinogradKernels wk = select_f32_wino43(active_isa());
+  const size_t T = wk.tiles;
+  if (T != kern.nr || T > 32) throw std::logic_error("winograd: transform width != GEMM nr");
+  // Zero-padded input covering every tile's 6x6 patch.
+  const size_t HP = 4 * th + 2, WP = 4 * tw + 2;
+  float* xp = gemm_scratch(kScratchPad, N * C * HP * WP);
+  auto pad = [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) {
+      float* dst = xp + i * HP * WP;
+      std::memset(dst, 0, HP * WP * sizeof(float));
+      const float* src = x + i * p_.H * p_.W;
+      const size_t rows = std::min(p_.H, HP - p_.pad_top), cols = std::min(p_.W, WP - p_.pad_left);
+      for (size_t r = 0; r < rows; ++r)
+        std::memcpy(dst + (r + p_.pad_top) * WP + p_.pad_left, src + r * p_.W,
+                    cols * sizeof(float));
+    }
+  };
+  if (pool) pool->parallel_for(N * C, 1, pad); else pad(0, N * C);
+  // Weight panels for the active kernel (converted once per call if packed for another).
+  std::vector<const float*> a_panels(36);
+  AlignedBuffer converted;
+  const size_t a_len = round_up(K, kern.mr) * C;
+  for (size_t xi = 0; xi < 36; ++xi) {
+    const auto& pa = static_cast<const PackedAPanels&>(*packed_[xi]);
+    a_panels[xi] = pa.panels_for(kern);
+    if (pa.mr() != kern.mr) {
+      if (converted.size() == 0) converted.resize(36 * a_len);
+      std::memcpy(converted.data() + xi * a_len, a_panels[xi], a_len * sizeof(float));
+      a_panels[xi] = converted.data() + xi * a_len;
+    }
+  }
+  const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias : nullptr;
+  const size_t blocks = (tiles + T - 1) / T;
+  auto run = [&](size_t b0, size_t b1) {
+    float* ws = gemm_scratch(kScratchConv, 36 * T + 36 * C * T + 36 * K * T + 16 * T);
+    float* d = ws;
+    float* bp = d + 36 * T;
+    float* mo = bp + 36 * C * T;
+    float* yt = mo + 36 * K * T;
+    size_t tn[32], ty[32], tx[32];
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t t0 = b * T, nt = std::min(T, tiles - t0);
+      for (size_t t = 0; t < nt; ++t) {
+        const size_t id = t0 + t;
+        tn[t] = id / per_image;
+        ty[t] = (id % per_image) / tw;
+        tx[t] = id % tw;
+      }
+      if (nt < T)
+        for (size_t e = 0; e < 36; ++e) std::memset(d + e * T + nt, 0, (T - nt) * sizeof(float));
+      // Runs of tiles adjacent in one tile row: gathered with one strided copy each.
+      size_t runs[33], nruns = 0;
+      for (size_t t = 0; t < nt; ++t)
+        if (t == 0 || tx[t] == 0) runs[nruns++] = t;
+      runs[nruns] = nt;
+      for (size_t c = 0; c < C; ++c) {
+        for (size_t q = 0; q < nruns; ++q) {
+          const size_t t = runs[q];
+          const float* src = xp + ((tn[t] * C + c) * HP + 4 * ty[t]) * WP + 4 * tx[t];
+          wk.gather(src, WP, runs[q + 1] - t, d + t);
+        }
+        wk.input(d, bp + c * T, C * T);
+      }
+      const Epilogue none;
+      for (size_t xi = 0; xi < 36; ++xi)
+        gemm_packed_core(kern, K, nt, C, a_panels[xi], bp + xi * C * T, mo + xi * K * T, T,
+                         none, nullptr);
+      for (size_t k = 0; k < K; ++k) {
+        wk.output(mo + k * T, K * T, yt);
+        const float bk = bias ? bias[k] : 0.0f;
+        for (size_t q = 0; q < nruns; ++q) {
+          const size_t t = runs[q], n = runs[q + 1] - t;
+          const size_t oy = 4 * ty[t], ox = 4 * tx[t];
+          const size_t plane = (tn[t] * K + k) * OH * OW;
+          const float* res = ep.residual ? ep.residual + plane + oy * OW + ox : nullptr;
+          const size_t rows = std::min<size_t>(4, OH - oy);
+          // The run's last tile may stick out of the right edge: whole tiles go through the
+          // vector scatter, a partial one element by element.
+          const size_t whole = std::min(n, (OW - ox) / 4);
+          if (whole) wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW);
+          for (size_t u = t + whole; u < t + n; ++u) {
+            const size_t ux = 4 * tx[u], cols = std::min<size_t>(4, OW - ux);
+            for (size_t i = 0; i < rows; ++i)
+              for (size_t j = 0; j < cols; ++j) {
+                const size_t pos = plane + (oy + i) * OW + ux + j;
+                y[pos] = yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
+              }
+          }
+        }
+      }
+    }
+  };
+  if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
+  if (ep.act != Activation::none) {
+    auto act = [&](size_t i0, size_t i1) {
+      apply_activation(ep.act, ep.alpha, ep.beta, y + i0 * OH * OW, (i1 - i0) * OH * OW);
+    };
+    if (pool) pool->parallel_for(N * K, 1, act); else act(0, N * K);
+  }
 }
 
 }  // namespace kiln

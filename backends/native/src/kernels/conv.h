@@ -9,10 +9,13 @@
 //   gemm_1x1   1x1, stride 1, no padding: y[n,g] = W[g] * x[n,g] directly
 //   im2col     any shape: the patch matrix is written straight into GEMM panels
 //   depthwise  groups == C == K: a per-plane SIMD kernel (kernels/dwconv_ukernel.h)
+//   winograd   3x3, stride 1, no dilation, one group: F(4x4, 3x3), 36 GEMMs per tile block
+//              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -36,9 +39,11 @@ struct Conv2dParams {
   // Throws std::invalid_argument naming the first inconsistent parameter (zero sizes,
   // channels not divisible by groups, dilated kernel larger than the padded input).
   void validate() const;
+
+  bool operator==(const Conv2dParams& o) const;
 };
 
-enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise };
+enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
 const char* conv_algo_name(ConvAlgo algo);
 
 class Conv2d {
@@ -62,12 +67,32 @@ class Conv2d {
  private:
   void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;
   std::vector<float> weights_;                 // reference / depthwise
-  std::vector<std::unique_ptr<PackedA>> packed_;  // one per group (GEMM algorithms)
+  // GEMM algorithms: one per group; winograd: one per transform point (36).
+  std::vector<std::unique_ptr<PackedA>> packed_;
 };
+
+// For an executor kernel whose weights are constant but whose input shape is known only at
+// run time: one Conv2d per input shape seen, built (weights packed) on first use and reused
+// after. Thread safe. The weights must stay at the same address with the same values.
+class Conv2dCache {
+ public:
+  const Conv2d& get(const Conv2dParams& p, const float* weights,
+                    ConvAlgo algo = ConvAlgo::automatic);
+  size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<Conv2d>> convs_;
+};
+
+// Whether ConvAlgo::automatic may pick Winograd (on by default). Its results differ from the
+// direct sum by ~1e-5 relative (vs ~1e-6 for im2col); turn it off for bit-closer numerics.
+void set_winograd_enabled(bool enabled);
 
 // Plain loops with the same contract as Conv2d::run: the oracle.
 void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,

@@ -10,7 +10,9 @@ namespace kiln {
 #define KILN_SELECT_vact(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_MATCH(name, isa_) \
   if (isa == Isa::isa_) return name;
 
@@ -45,6 +47,15 @@ dwconv_plane_fn select_f32_dwconv(Isa isa) {
   return kiln_f32_dwconv_ukernel__generic;
 }
 
+pool_plane_fn select_f32_pool(Isa isa) {
+#undef KILN_POOL_UKERNEL
+#define KILN_POOL_UKERNEL(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_POOL_UKERNEL
+#define KILN_POOL_UKERNEL(name, isa_)
+  return kiln_f32_pool_ukernel__generic;
+}
+
 f32_fma_probe_fn select_f32_fma_probe(Isa isa) {
 #undef KILN_FMA_PROBE
 #define KILN_FMA_PROBE(name, isa_) KILN_MATCH(name, isa_)
@@ -52,6 +63,18 @@ f32_fma_probe_fn select_f32_fma_probe(Isa isa) {
 #undef KILN_FMA_PROBE
 #define KILN_FMA_PROBE(name, isa_)
   return nullptr;
+}
+
+WinogradKernels select_f32_wino43(Isa isa) {
+#undef KILN_WINO_UKERNEL
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                            \
+  if (isa == Isa::isa_)                                                                   \
+    return {kiln_f32_wino43_input##suffix, kiln_f32_wino43_output##suffix,                \
+            kiln_f32_wino43_gather##suffix, kiln_f32_wino43_scatter##suffix, tiles};
+#include "kernels/ukernels.inc"
+#undef KILN_WINO_UKERNEL
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)
+  return select_f32_wino43(Isa::generic);
 }
 
 f32_vunary_fn select_f32_vrelu() {

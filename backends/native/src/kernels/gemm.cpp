@@ -212,6 +212,7 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
     }
   }
   const size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
+  const bool stream_a = M * K * sizeof(float) > cache_sizes().l2 / 2;
   const size_t ntasks = mblocks * nblocks;
 
   auto run_task = [&](size_t t) {
@@ -224,7 +225,7 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
         for (size_t i = i0; i < i1; i += mr) {
           const float* ap = Ap + (i / mr) * K * mr + pc * mr;
           const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
-                              pc > 0, pc + kc == K, &ep};
+                              pc > 0, pc + kc == K, &ep, stream_a};
           kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
         }
       }

@@ -35,7 +35,14 @@ class AlignedBuffer {
 };
 
 // Per-thread scratch slots (grow only, reused across calls).
-enum ScratchSlot : int { kScratchA = 0, kScratchB, kScratchConv, kScratchResidual, kScratchCount };
+enum ScratchSlot : int {
+  kScratchA = 0,
+  kScratchB,
+  kScratchConv,
+  kScratchResidual,
+  kScratchPad,
+  kScratchCount
+};
 float* gemm_scratch(ScratchSlot slot, size_t n);
 
 struct GemmBlocking {

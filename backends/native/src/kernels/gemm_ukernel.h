@@ -24,6 +24,7 @@ struct GemmTile {
   bool accumulate;
   bool last;
   const Epilogue* ep;
+  bool stream_a = false;  // hint: A is too large for L2 (kernels may prefetch it ahead)
 };
 
 using sgemm_ukernel_fn = void (*)(size_t m, size_t kc, const float* a, const float* b,

@@ -6,6 +6,8 @@
 #include "cpu.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
+#include "kernels/pool_ukernel.h"
+#include "kernels/winograd_ukernel.h"
 
 namespace kiln {
 
@@ -23,18 +25,36 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
 #define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
+#define KILN_POOL_UKERNEL(name, isa) void name(const PoolPlane& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
+#define KILN_WINO_UKERNEL(suffix, isa, tiles)                                         \
+  void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs);              \
+  void kiln_f32_wino43_output##suffix(const float* m, size_t ms, float* y);             \
+  void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
+  void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
+                                       const float* res, float* dst, size_t ds);
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
+#undef KILN_WINO_UKERNEL
 
 // Picks the fastest variant of a kernel family for the active ISA.
 f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
 f32_vact_fn select_f32_vact(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
+pool_plane_fn select_f32_pool(Isa isa);
+struct WinogradKernels {
+  wino_input_fn input;
+  wino_output_fn output;
+  wino_gather_fn gather;
+  wino_scatter_fn scatter;
+  size_t tiles;  // T: tiles per transform call, equal to the ISA's SGEMM nr
+};
+WinogradKernels select_f32_wino43(Isa isa);
 // nullptr when this build has no probe for the ISA.
 f32_fma_probe_fn select_f32_fma_probe(Isa isa);
 

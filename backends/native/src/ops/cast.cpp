@@ -61,6 +61,10 @@ double load(const Tensor& t, size_t i) {
     case DType::i32: return t.ptr<int32_t>()[i];
     case DType::i8: return t.ptr<int8_t>()[i];
     case DType::u8: return t.ptr<uint8_t>()[i];
+    case DType::i16: return t.ptr<int16_t>()[i];
+    case DType::u16: return t.ptr<uint16_t>()[i];
+    case DType::u32: return t.ptr<uint32_t>()[i];
+    case DType::u64: return static_cast<double>(t.ptr<uint64_t>()[i]);
     case DType::boolean: return t.ptr<uint8_t>()[i] ? 1.0 : 0.0;
     default: return 0.0;
   }
@@ -68,6 +72,7 @@ double load(const Tensor& t, size_t i) {
 
 bool is_int(DType t) {
   return t == DType::i64 || t == DType::i32 || t == DType::i8 || t == DType::u8 ||
+         t == DType::i16 || t == DType::u16 || t == DType::u32 || t == DType::u64 ||
          t == DType::boolean;
 }
 
@@ -77,6 +82,10 @@ int64_t load_int(const Tensor& t, size_t i) {
     case DType::i32: return t.ptr<int32_t>()[i];
     case DType::i8: return t.ptr<int8_t>()[i];
     case DType::u8: return t.ptr<uint8_t>()[i];
+    case DType::i16: return t.ptr<int16_t>()[i];
+    case DType::u16: return t.ptr<uint16_t>()[i];
+    case DType::u32: return t.ptr<uint32_t>()[i];
+    case DType::u64: return static_cast<int64_t>(t.ptr<uint64_t>()[i]);
     case DType::boolean: return t.ptr<uint8_t>()[i] ? 1 : 0;
     default: return 0;
   }
@@ -121,6 +130,22 @@ void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
       case DType::u8:
         y.ptr<uint8_t>()[i] = int_src ? static_cast<uint8_t>(load_int(x, i))
                                       : float_to_int<uint8_t>(load(x, i));
+        break;
+      case DType::i16:
+        y.ptr<int16_t>()[i] = int_src ? static_cast<int16_t>(load_int(x, i))
+                                      : float_to_int<int16_t>(load(x, i));
+        break;
+      case DType::u16:
+        y.ptr<uint16_t>()[i] = int_src ? static_cast<uint16_t>(load_int(x, i))
+                                       : float_to_int<uint16_t>(load(x, i));
+        break;
+      case DType::u32:
+        y.ptr<uint32_t>()[i] = int_src ? static_cast<uint32_t>(load_int(x, i))
+                                       : float_to_int<uint32_t>(load(x, i));
+        break;
+      case DType::u64:
+        y.ptr<uint64_t>()[i] = int_src ? static_cast<uint64_t>(load_int(x, i))
+                                       : float_to_int<uint64_t>(load(x, i));
         break;
       default: c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
     }

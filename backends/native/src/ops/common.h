@@ -20,6 +20,10 @@ void dispatch_numeric(DType dt, const NodeDesc& node, Fn&& fn) {
     case DType::i32: fn(int32_t{}); return;
     case DType::i8: fn(int8_t{}); return;
     case DType::u8: fn(uint8_t{}); return;
+    case DType::i16: fn(int16_t{}); return;
+    case DType::u16: fn(uint16_t{}); return;
+    case DType::u32: fn(uint32_t{}); return;
+    case DType::u64: fn(uint64_t{}); return;
     default: node.fail(std::string("unsupported element type ") + dtype_name(dt));
   }
 }

@@ -364,8 +364,14 @@ void run_pow(OpContext& c) {
 
 void run_prelu(OpContext& c) {
   const Tensor& x = c.in(0);
-  const Tensor& slope = c.in(1);
+  Tensor slope = c.in(1);
   same_type(x, slope, c);
+  // Opset < 7: a 1-D slope of C values applies per channel (axis 1).
+  if (c.node.opset > 0 && c.node.opset < 7 && slope.rank() == 1 && x.rank() >= 2 &&
+      slope.shape[0] == x.shape[1] && slope.shape[0] != 1) {
+    slope.shape.assign(x.rank() - 1, 1);
+    slope.shape[0] = x.shape[1];
+  }
   Shape shape = broadcast_shapes(x.shape, slope.shape, c.node);
   if (shape != x.shape) c.fail("slope " + shape_str(slope.shape) + " does not broadcast to X " +
                                shape_str(x.shape));
@@ -404,7 +410,8 @@ KernelFactory clip_op() {
         for (size_t i = 0, n = x.numel(); i < n; ++i) {
           T v = px[i];
           if constexpr (std::is_floating_point_v<T>) if (std::isnan(v)) { py[i] = v; continue; }
-          py[i] = v < lo ? lo : (v > hi ? hi : v);
+          const T t = v < lo ? lo : v;  // min > max yields max, as the spec says
+          py[i] = t > hi ? hi : t;
         }
       });
     }));

@@ -184,6 +184,109 @@ KernelFactory lrn() {
   };
 }
 
+// RMSNormalization: y = x / sqrt(mean(x^2 over axes >= axis) + eps) * scale.
+KernelFactory rms_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t axis = node.attr_i("axis", -1);
+    const float eps = node.attr_f("epsilon", 1e-5f);
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      const size_t ax = norm_axis(axis, x.rank(), c.node);
+      size_t outer = 1, inner = 1;
+      for (size_t d = 0; d < x.rank(); ++d) (d < ax ? outer : inner) *= x.shape[d];
+      const Tensor& scale = c.in(1);
+      require_f32(scale, c, "scale");
+      Shape norm_shape(x.shape.begin() + ax, x.shape.end());
+      const std::vector<size_t> st[1] = {broadcast_strides(scale.shape, norm_shape)};
+      if (broadcast_shapes(norm_shape, scale.shape, c.node) != norm_shape)
+        c.fail("scale " + shape_str(scale.shape) + " does not broadcast to " +
+               shape_str(norm_shape));
+      std::vector<float> sc(inner);
+      for_each_broadcast<1>(norm_shape, st, [&](size_t o, size_t* offs, size_t n, size_t* ist) {
+        for (size_t i = 0; i < n; ++i) sc[o + i] = scale.ptr<float>()[offs[0] + i * ist[0]];
+      });
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      for (size_t r = 0; r < outer; ++r) {
+        const float* xr = x.ptr<float>() + r * inner;
+        float* yr = y.ptr<float>() + r * inner;
+        double ss = 0.0;
+        for (size_t i = 0; i < inner; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+        const double inv = 1.0 / std::sqrt(ss / std::max<size_t>(inner, 1) + eps);
+        for (size_t i = 0; i < inner; ++i) yr[i] = static_cast<float>(xr[i] * inv) * sc[i];
+      }
+    }));
+  };
+}
+
+KernelFactory lp_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t axis = node.attr_i("axis", -1);
+    const int64_t p = node.attr_i("p", 2);
+    if (p != 1 && p != 2) node.fail("p must be 1 or 2");
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "input");
+      const size_t ax = norm_axis(axis, x.rank(), c.node);
+      size_t outer = 1, inner = 1;
+      for (size_t d = 0; d < x.rank(); ++d) {
+        if (d < ax) outer *= x.shape[d];
+        else if (d > ax) inner *= x.shape[d];
+      }
+      const size_t len = x.shape[ax];
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      for (size_t o = 0; o < outer; ++o)
+        for (size_t i = 0; i < inner; ++i) {
+          const float* xr = x.ptr<float>() + o * len * inner + i;
+          float* yr = y.ptr<float>() + o * len * inner + i;
+          double n = 0.0;
+          for (size_t j = 0; j < len; ++j)
+            n += p == 1 ? std::abs(xr[j * inner]) : static_cast<double>(xr[j * inner]) * xr[j * inner];
+          if (p == 2) n = std::sqrt(n);
+          for (size_t j = 0; j < len; ++j)
+            yr[j * inner] = n == 0.0 ? 0.0f : static_cast<float>(xr[j * inner] / n);
+        }
+    }));
+  };
+}
+
+KernelFactory mean_variance_norm() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const std::vector<int64_t> axes = node.attr_ints("axes", {0, 2, 3});
+    return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
+      const Tensor& x = c.in(0);
+      require_f32(x, c, "X");
+      std::vector<bool> red(x.rank(), false);
+      for (int64_t a : axes) red[norm_axis(a, x.rank(), c.node)] = true;
+      // Group elements by their index on the kept axes.
+      const std::vector<size_t> st = strides_of(x.shape);
+      size_t groups = 1;
+      for (size_t d = 0; d < x.rank(); ++d) if (!red[d]) groups *= x.shape[d];
+      std::vector<size_t> group_of(x.numel());
+      for (size_t i = 0; i < x.numel(); ++i) {
+        size_t g = 0;
+        for (size_t d = 0; d < x.rank(); ++d)
+          if (!red[d]) g = g * x.shape[d] + (i / st[d]) % x.shape[d];
+        group_of[i] = g;
+      }
+      std::vector<double> sum(groups, 0.0), sq(groups, 0.0), cnt(groups, 0.0);
+      const float* px = x.ptr<float>();
+      for (size_t i = 0; i < x.numel(); ++i) {
+        sum[group_of[i]] += px[i];
+        sq[group_of[i]] += static_cast<double>(px[i]) * px[i];
+        cnt[group_of[i]] += 1.0;
+      }
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      for (size_t i = 0; i < x.numel(); ++i) {
+        const size_t g = group_of[i];
+        const double mean = sum[g] / cnt[g];
+        const double var = std::max(0.0, sq[g] / cnt[g] - mean * mean);
+        y.ptr<float>()[i] = static_cast<float>((px[i] - mean) / (std::sqrt(var) + 1e-9));
+      }
+    }));
+  };
+}
+
 enum class SoftKind { softmax, log_softmax, hardmax };
 
 KernelFactory softmax(SoftKind kind) {
@@ -244,6 +347,9 @@ KILN_REGISTER_OP("", "BatchNormalization", batch_norm());
 KILN_REGISTER_OP("", "LayerNormalization", layer_norm());
 KILN_REGISTER_OP("", "InstanceNormalization", instance_norm());
 KILN_REGISTER_OP("", "LRN", lrn());
+KILN_REGISTER_OP("", "RMSNormalization", rms_norm());
+KILN_REGISTER_OP("", "LpNormalization", lp_norm());
+KILN_REGISTER_OP("", "MeanVarianceNormalization", mean_variance_norm());
 KILN_REGISTER_OP("", "Softmax", softmax(SoftKind::softmax));
 KILN_REGISTER_OP("", "LogSoftmax", softmax(SoftKind::log_softmax));
 KILN_REGISTER_OP("", "Hardmax", softmax(SoftKind::hardmax));

@@ -47,12 +47,12 @@ ResizeAttrs read_resize(const NodeDesc& node) {
   return a;
 }
 
-double to_original(Coord coord, double x, double scale, int64_t in_len, int64_t out_len) {
+double to_original(Coord coord, double x, double scale, int64_t in_len, double out_len) {
   switch (coord) {
     case Coord::half_pixel: return (x + 0.5) / scale - 0.5;
-    case Coord::pytorch_half_pixel: return out_len > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+    case Coord::pytorch_half_pixel: return out_len > 1.0 ? (x + 0.5) / scale - 0.5 : 0.0;
     case Coord::align_corners:
-      return out_len == 1 ? 0.0 : x * static_cast<double>(in_len - 1) / (out_len - 1);
+      return out_len == 1.0 ? 0.0 : x * static_cast<double>(in_len - 1) / (out_len - 1.0);
     case Coord::asymmetric: return x / scale;
     case Coord::tf_half_pixel: return (x + 0.5) / scale;
   }
@@ -83,6 +83,7 @@ class ResizeKernel final : public Kernel {
     if (x.dtype != DType::f32) c.fail("X must be float32");
     const size_t r = x.rank();
     std::vector<double> scales;
+    std::vector<double> out_len;  // x_len * scale before flooring, as the spec's formulas use
     Shape out(r);
     const Tensor* scales_t = nullptr;
     const Tensor* sizes_t = nullptr;
@@ -102,6 +103,7 @@ class ResizeKernel final : public Kernel {
       for (size_t d = 0; d < r; ++d) {
         if (sizes[d] < 0) c.fail("sizes must be >= 0");
         out[d] = sizes[d];
+        out_len.push_back(static_cast<double>(sizes[d]));
         scales.push_back(x.shape[d] ? static_cast<double>(sizes[d]) / x.shape[d] : 1.0);
       }
     } else {
@@ -116,6 +118,7 @@ class ResizeKernel final : public Kernel {
       for (size_t d = 0; d < r; ++d) {
         if (!(sv[d] > 0.0f) || sv[d] > 1e6f) c.fail("scales must be positive and finite");
         scales.push_back(sv[d]);
+        out_len.push_back(x.shape[d] * static_cast<double>(sv[d]));
         out[d] = static_cast<int64_t>(std::floor(x.shape[d] * static_cast<double>(sv[d])));
       }
     }
@@ -128,7 +131,7 @@ class ResizeKernel final : public Kernel {
     for (size_t d = 0; d < r; ++d) {
       const int64_t in_len = x.shape[d];
       for (int64_t o = 0; o < out[d]; ++o) {
-        double v = to_original(a_.coord, static_cast<double>(o), scales[d], in_len, out[d]);
+        double v = to_original(a_.coord, static_cast<double>(o), scales[d], in_len, out_len[d]);
         if (a_.linear) {
           v = std::min(std::max(v, 0.0), static_cast<double>(in_len - 1));
           const int64_t lo = static_cast<int64_t>(std::floor(v));

@@ -715,7 +715,8 @@ KernelFactory depth_space(bool to_space) {
       } else {
         if (H % bs || W % bs) c.fail("spatial dims not divisible by blocksize");
         tmp_shape = {N, C, H / bs, bs, W / bs, bs};
-        perm = {0, 3, 5, 1, 2, 4};
+        if (mode == "DCR") perm = {0, 3, 5, 1, 2, 4};
+        else perm = {0, 1, 3, 5, 2, 4};
         out = {N, C * bs * bs, H / bs, W / bs};
       }
       Tensor& y = c.output(0, x.dtype, out);

@@ -1,0 +1,106 @@
+// Winograd F(4x4, 3x3) tile transforms (Lavin & Gray), the contract between conv.cpp and
+// the per-ISA transform kernels. A block holds T tiles (T = the ISA's SGEMM nr), stored
+// tile-minor so every transform is a straight vector loop over the T tiles:
+//   input:  d[(r * 6 + s) * T + t], the 6x6 input patch of tile t;
+//           v[xi * vs + t] = (B^T d B)[xi] for xi = r * 6 + s (36 rows, stride vs).
+//   output: m[xi * ms + t], the 36 GEMM results of tile t (stride ms);
+//           y[(i * 4 + j) * T + t] = (A^T m A)[i][j], the 4x4 outputs.
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//          0 4 0 -5 0 1],  A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1],
+//   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+//   (weights: U = G g G^T, packed once in conv.cpp).
+#pragma once
+#include <cstddef>
+
+namespace kiln {
+
+using wino_input_fn = void (*)(const float* d, float* v, size_t vs);
+using wino_output_fn = void (*)(const float* m, size_t ms, float* y);
+// Gathers the 6x6 patches of n (<= T) tiles adjacent in one tile row into lanes [0, n) of d:
+// d[(r * 6 + s) * T + t] = src[r * rs + 4 * t + s].
+using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d);
+// Stores rows i < rows of n whole tiles (4 columns each) adjacent in one tile row:
+// dst[i * ds + 4 * t + j] = y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]).
+using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
+                                 const float* res, float* dst, size_t ds);
+
+// The transforms as loops over T tiles; each ISA's file instantiates them under its own
+// compiler flags so the loops vectorize to that ISA.
+namespace wino43 {
+
+// out[k] (k = 0..5) = (B^T in)[k], for 6 rows of T values spaced `is` / `os` apart.
+template <size_t T>
+inline void bt(const float* in, size_t is, float* out, size_t os) {
+  for (size_t t = 0; t < T; ++t) {
+    const float d0 = in[t], d1 = in[is + t], d2 = in[2 * is + t], d3 = in[3 * is + t],
+                d4 = in[4 * is + t], d5 = in[5 * is + t];
+    out[t] = 4.0f * d0 - 5.0f * d2 + d4;
+    out[os + t] = -4.0f * (d1 + d2) + d3 + d4;
+    out[2 * os + t] = 4.0f * (d1 - d2) - d3 + d4;
+    out[3 * os + t] = 2.0f * (d3 - d1) - d2 + d4;
+    out[4 * os + t] = 2.0f * (d1 - d3) - d2 + d4;
+    out[5 * os + t] = 4.0f * d1 - 5.0f * d3 + d5;
+  }
+}
+
+// out[k] (k = 0..3) = (A^T in)[k].
+template <size_t T>
+inline void at(const float* in, size_t is, float* out, size_t os) {
+  for (size_t t = 0; t < T; ++t) {
+    const float m0 = in[t], m1 = in[is + t], m2 = in[2 * is + t], m3 = in[3 * is + t],
+                m4 = in[4 * is + t], m5 = in[5 * is + t];
+    const float a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;
+    out[t] = m0 + a + c;
+    out[os + t] = b + 2.0f * e;
+    out[2 * os + t] = a + 4.0f * c;
+    out[3 * os + t] = b + 8.0f * e + m5;
+  }
+}
+
+template <size_t T>
+void input(const float* d, float* v, size_t vs) {
+  alignas(64) float tmp[36 * T];
+  // Columns: tmp[r][s] = sum_k B^T[r][k] d[k][s]  (d rows are 6 * T apart).
+  for (size_t s = 0; s < 6; ++s) bt<T>(d + s * T, 6 * T, tmp + s * T, 6 * T);
+  // Rows: v[r][s] = sum_k tmp[r][k] B^T[s][k].
+  for (size_t r = 0; r < 6; ++r) bt<T>(tmp + r * 6 * T, T, v + r * 6 * vs, vs);
+}
+
+template <size_t T>
+void output(const float* m, size_t ms, float* y) {
+  alignas(64) float tmp[24 * T];
+  for (size_t s = 0; s < 6; ++s) at<T>(m + s * ms, 6 * ms, tmp + s * T, 6 * T);
+  for (size_t i = 0; i < 4; ++i) at<T>(tmp + i * 6 * T, T, y + i * 4 * T, T);
+}
+
+template <size_t T>
+void gather(const float* src, size_t rs, size_t n, float* d) {
+  for (size_t r = 0; r < 6; ++r) {
+    const float* row = src + r * rs;
+    for (size_t s = 0; s < 6; ++s) {
+      float* out = d + (r * 6 + s) * T;
+      for (size_t t = 0; t < n; ++t) out[t] = row[4 * t + s];
+    }
+  }
+}
+
+template <size_t T>
+void scatter(const float* y, size_t n, size_t rows, float bias, const float* res, float* dst,
+             size_t ds) {
+  for (size_t i = 0; i < rows; ++i) {
+    float* out = dst + i * ds;
+    const float* r = res ? res + i * ds : nullptr;
+    for (size_t j = 0; j < 4; ++j) {
+      const float* in = y + (i * 4 + j) * T;
+      if (r) {
+        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias + r[4 * t + j];
+      } else {
+        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias;
+      }
+    }
+  }
+}
+
+}  // namespace wino43
+
+}  // namespace kiln

@@ -1,0 +1,147 @@
+"""The reduced-precision / pruning compile step, one call with the CLI's options.
+
+    result = reduce_model(model, Target.detect(), precision="int8",
+                          calibration="calib/", calibration_method="percentile",
+                          exclude=("Gemm",), max_accuracy_drop=0.01, prune="channels:0.3")
+    result.model      # onnx_ir.Model, pruned then converted (Q/DQ or fp16/bf16 + Casts)
+    result.lines()    # the compile report: MACs/params, per-layer decisions, accuracy, speed
+
+It maps one to one onto ``kiln compile MODEL --precision int8|fp16|bf16 --calibration
+DATA|random:N --calibration-method M --exclude NAMES --max-accuracy-drop X --prune SPEC``.
+Pruning runs first (on fp32 weights), then the precision change. Every reduced compile gets
+an accuracy report against the fp32 input model over the evaluation samples (``eval_samples``,
+else the calibration samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from kiln.compiler import accuracy, calibrate, quantization
+from kiln.compiler.passes import precision as precision_pass
+from kiln.compiler.passes import prune as prune_pass
+from kiln.errors import InputError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclasses.dataclass
+class PruneReport:
+    spec: str
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    sparsity: float
+    stats: prune_pass.PruneStats
+    accuracy: accuracy.AccuracyReport | None = None
+
+    def lines(self) -> list[str]:
+        def pct(a: int, b: int) -> str:
+            return f"{(1 - b / a) * 100:.1f}% fewer" if a else "n/a"
+
+        out = [f"prune {self.spec}: MACs {self.macs_before:,} -> {self.macs_after:,} "
+               f"({pct(self.macs_before, self.macs_after)}), params {self.params_before:,} -> "
+               f"{self.params_after:,} ({pct(self.params_before, self.params_after)}), "
+               f"weight sparsity {self.sparsity * 100:.1f}%"]
+        if self.stats.groups:
+            out.append(f"  channel groups: {self.stats.groups - self.stats.frozen_groups} pruned "
+                       f"of {self.stats.groups}; channels {self.stats.channels_before} -> "
+                       f"{self.stats.channels_after}")
+            out += [f"  frozen x{n}: {why}" for why, n in self.stats.frozen_reasons.items()]
+        if self.accuracy is not None:
+            out += ["  " + line for line in self.accuracy.lines()]
+        return out
+
+
+@dataclasses.dataclass
+class ReduceResult:
+    model: ir.Model
+    prune: PruneReport | None = None
+    quantization: quantization.QuantizationReport | None = None
+    precision: precision_pass.PrecisionReport | None = None
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for part in (self.prune, self.quantization, self.precision):
+            if part is not None:
+                out += part.lines()
+        return out
+
+
+def prune_model(model: ir.Model, spec: str, samples: Sequence[calibrate.Sample] = (),
+                labels: Sequence[np.ndarray] | None = None, exclude: Collection[str] = (),
+                dims: dict[str, int] | None = None,
+                classifier: bool | None = None) -> tuple[ir.Model, PruneReport]:
+    """Prune a copy of ``model`` by ``spec`` (``magnitude:S`` or ``channels:R``)."""
+    kind, amount = prune_pass.parse_prune(spec)
+    pruned = quantization.copy_model(model)
+    step: prune_pass.PruneMagnitudePass | prune_pass.PruneChannelsPass
+    if kind == "magnitude":
+        step = prune_pass.PruneMagnitudePass(amount, exclude)
+    else:
+        step = prune_pass.PruneChannelsPass(amount, exclude)
+    step(pruned)
+    report = PruneReport(spec, prune_pass.count_macs(model, dims),
+                         prune_pass.count_macs(pruned, dims), prune_pass.count_params(model),
+                         prune_pass.count_params(pruned), prune_pass.weight_sparsity(pruned),
+                         step.stats)
+    if samples:
+        report.accuracy = accuracy.evaluate(accuracy.onnxruntime_runner(model),
+                                            accuracy.onnxruntime_runner(pruned), samples,
+                                            labels, classifier)
+    return pruned, report
+
+
+def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32",
+                 calibration: Any = None, calibration_method: str = "percentile",
+                 percentile: float = calibrate.DEFAULT_PERCENTILE, quantization_mode: str = "auto",
+                 exclude: Collection[str] = (), max_accuracy_drop: float | None = None,
+                 prune: str | None = None, eval_samples: Sequence[calibrate.Sample] | None = None,
+                 labels: Sequence[np.ndarray] | None = None, classifier: bool | None = None,
+                 measure: Any = None) -> ReduceResult:
+    """Prune and/or lower the precision of a copy of ``model`` for ``target``.
+
+    precision:          fp32 (prune only), fp16, bf16 (needs avx512_bf16/AMX), int8.
+    calibration:        samples, a folder of .npz/.npy, or "random:N" (int8 static; optional
+                        for fp16, where it feeds the range analysis).
+    quantization_mode:  "static", "dynamic", or "auto" (static with calibration data,
+                        dynamic for models without Conv when there is none).
+    exclude:            node names / op types kept in fp32 (and left unpruned).
+    max_accuracy_drop:  int8 budget (fraction; see ``quantize_model``).
+    measure:            ``measure(model_proto) -> seconds`` on the target backend: speed gate.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    samples: list[calibrate.Sample] = []
+    if calibration is not None:
+        samples = (calibrate.parse_calibration(calibration, model)
+                   if isinstance(calibration, str) else [dict(s) for s in calibration])
+    evals = list(eval_samples) if eval_samples is not None else samples
+    result = ReduceResult(model)
+    current = model
+    if prune:
+        current, result.prune = prune_model(current, prune, evals, labels, exclude,
+                                            classifier=classifier)
+    if precision == "int8":
+        mode = quantization_mode
+        if mode == "auto":
+            has_conv = any(n.op_type == "Conv" for n in current.graph)
+            mode = "static" if samples or has_conv else "dynamic"
+        q = quantization.quantize_model(
+            current, target, samples or None, mode=mode, method=calibration_method,
+            percentile=percentile, exclude=exclude, eval_samples=evals or None,
+            labels=labels, classifier=classifier, max_accuracy_drop=max_accuracy_drop,
+            measure=measure)
+        current, result.quantization = q.model, q.report
+    elif precision in ("fp16", "bf16"):
+        p = precision_pass.convert_precision(current, target, precision, evals or None,
+                                             keep_fp32=exclude)
+        current, result.precision = p.model, p.report
+    result.model = current
+    return result

@@ -1,0 +1,508 @@
+"""Model validation: what kiln checks in a parsed ONNX model before any backend sees it.
+
+The backends kiln wraps trust their input more than kiln can: OpenVINO accepts opset 9999,
+duplicate output names and negative dims, reads uninitialized memory for a missing input, and
+its compile time grows geometrically with nested If. So the frontend runs ``validate_proto``
+on every model first, and refuses with a message naming the problem and where it is:
+
+- versions: the IR version and every imported opset must lie within what kiln supports and
+  what the chosen backend supports (``Limits``); the error says which and the supported range
+  (``UnsupportedError``; a malformed version such as 0 or a missing default opset is a
+  ``ModelError``);
+- structure (``ModelError``): empty graphs, undefined inputs (a missing initializer looks like
+  this), values defined twice, duplicate graph input/output/initializer names, cycles, nodes
+  out of topological order, nodes of domains the model does not import, and the same checks
+  inside If/Loop/Scan bodies (whose input/output counts must match the node);
+- declared dims (``ModelError``): negative, or larger than ``Limits.max_dim``, or whose product
+  overflows int64; initializers whose data does not hold as many elements as their dims say;
+- depth (``ModelError``): subgraphs nested deeper than ``Limits.max_subgraph_depth``. The walk
+  recurses only into subgraphs, after checking the depth, so no model can exhaust Python's stack.
+
+The checks look at names and declared types only; nothing here reads tensor contents beyond
+their length, so validation costs little even for large models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+
+import onnx
+
+from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.errors import ModelError, UnsupportedError
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one consumer of models (kiln itself, or one backend) supports.
+
+    who:                 named in error messages ("kiln", "onnxruntime").
+    ir_versions:         inclusive (min, max) of ModelProto.ir_version; None: no limit of its own
+                         (backends fed ONNX get the IR version lowered by onnx_export).
+    opsets:              domain -> inclusive (min, max) opset version; an imported domain missing
+                         here is unsupported by this consumer. "" is the default ONNX domain.
+    max_dim:             largest single declared dim.
+    max_subgraph_depth:  deepest nesting of If/Loop/Scan bodies.
+    max_control_flow:    most If/Loop/Scan nodes in the whole model (None = no limit).
+    """
+
+    who: str
+    ir_versions: tuple[int, int] | None
+    opsets: Mapping[str, tuple[int, int]]
+    max_dim: int = 2**40
+    max_subgraph_depth: int = 16
+    max_control_flow: int | None = None
+
+
+@functools.cache
+def kiln_limits() -> Limits:
+    """What kiln itself reads: everything the installed onnx package defines."""
+    top = onnx.defs.onnx_opset_version()
+    opsets: dict[str, tuple[int, int]] = {"": (1, top), "ai.onnx": (1, top)}
+    opsets.update({domain: (1, version) for domain, version in _known_domains()})
+    opsets["com.microsoft"] = (1, 1)  # onnxruntime's contrib ops, which its backend runs
+    opsets[KILN_DOMAIN] = (1, 1)  # kiln's own fused ops (optimized graphs, artifacts)
+    return Limits("kiln", (3, onnx.IR_VERSION), opsets)
+
+
+def _known_domains() -> list[tuple[str, int]]:
+    """(domain, highest opset) for every non-default domain the onnx package has schemas for."""
+    highest: dict[str, int] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain not in ("", "ai.onnx"):
+            highest[schema.domain] = max(highest.get(schema.domain, 1), schema.since_version)
+    return sorted(highest.items())
+
+
+# What the wrapped runtimes accept, as tried here (onnxruntime 1.31, OpenVINO 2026.4):
+# - onnxruntime refuses ai.onnx > 26 itself, with a long C++ trace; kiln says it first.
+#   com.microsoft is its contrib domain. (IR > 13 it refuses too, but onnx_export lowers the
+#   declared IR version for it, so no IR limit here.)
+# - OpenVINO accepts opset 9999 silently; its ONNX frontend compiles opset-24 ops
+#   (Swish) but not opset-26 ones (CumProd), so kiln stops it at 25. It truncates dims and trip
+#   counts to 32 bits, and its compile time grows ~1.5x per level of nested If past 12 levels
+#   (0.18 s at 12, 0.6 s at 15) and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
+_BACKEND_LIMITS: dict[str, Limits] = {
+    "onnxruntime": Limits("onnxruntime", None,
+                          {"": (1, 26), "ai.onnx": (1, 26), "ai.onnx.ml": (1, 5),
+                           "com.microsoft": (1, 1)}),
+    "openvino": Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
+                       max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255),
+}
+
+
+def backend_limits(backend: str) -> Limits | None:
+    """Limits of the wrapped runtime ``backend`` (None: only kiln's own limits apply)."""
+    return _BACKEND_LIMITS.get(backend)
+
+
+def validate_proto(proto: onnx.ModelProto, name: str,
+                   limits: Sequence[Limits] | None = None) -> None:
+    """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.
+
+    ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
+    """
+    limits = list(limits) if limits else [kiln_limits()]
+    _check_text(proto, name)
+    _check_versions(proto, name, limits)
+    imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
+    walker = _Walker(name, imported, limits)
+    walker.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                       default=0)
+    walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
+    for function in proto.functions:
+        walker.function(function)
+
+
+def _check_text(proto: onnx.ModelProto, name: str) -> None:
+    """Every string field must be UTF-8: Python's protobuf hands invalid ones back as bytes,
+    which no later code expects (found by fuzz/fuzz_frontend.py). Iterative walk."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list = [proto]
+    while stack:
+        message = stack.pop()
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if hasattr(value, "ListFields"):
+                    stack.append(value)
+                else:
+                    stack.extend(value)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                values = [value] if isinstance(value, (str, bytes)) else value
+                if any(isinstance(v, bytes) for v in values):
+                    raise ModelError(f"{name}: a {message.DESCRIPTOR.name}.{field.name} is not "
+                                     "valid UTF-8 text; the model is corrupt")
+
+
+def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits]) -> None:
+    if proto.ir_version <= 0:
+        raise ModelError(f"{name}: the model has no IR version (ir_version={proto.ir_version}); "
+                         "it is not a valid ONNX model")
+    for limit in limits:
+        if limit.ir_versions is None:
+            continue
+        low, high = limit.ir_versions
+        if not low <= proto.ir_version <= high:
+            raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "
+                                   f"{limit.who}, which reads IR versions {low} to {high}")
+    seen: set[str] = set()
+    for opset in proto.opset_import:
+        domain = "" if opset.domain == "ai.onnx" else opset.domain
+        shown = opset.domain or "ai.onnx"
+        if domain in seen:
+            raise ModelError(f"{name}: opset of domain '{shown}' is imported twice")
+        seen.add(domain)
+        if opset.version <= 0:
+            raise ModelError(f"{name}: domain '{shown}' is imported with opset {opset.version}; "
+                             "opset versions start at 1")
+        for limit in limits:
+            if domain not in limit.opsets:
+                known = ", ".join(f"{d or 'ai.onnx'}" for d in limit.opsets if d != "ai.onnx")
+                raise UnsupportedError(f"{name}: domain '{shown}' is not supported by "
+                                       f"{limit.who} (it reads: {known})")
+            low, high = limit.opsets[domain]
+            if not low <= opset.version <= high:
+                raise UnsupportedError(f"{name}: opset {opset.version} of domain '{shown}' is "
+                                       f"not supported by {limit.who}, which reads opsets "
+                                       f"{low} to {high}")
+    if not seen and proto.ir_version >= 3:
+        raise ModelError(f"{name}: the model imports no opset at all (opset_import is empty)")
+
+
+_DTYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+# Element counts of packed sub-byte types: two (or four) elements a byte.
+_PACKED = {getattr(onnx.TensorProto, n): d for n, d in
+           (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4), ("UINT2", 4))
+           if hasattr(onnx.TensorProto, n)}
+# Which repeated field holds a tensor's data when it has no raw_data, and values per element.
+_FIELDS = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
+}
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+class _Walker:
+    """One pass over a model's graphs; recursion only into subgraphs, depth-checked first."""
+
+    def __init__(self, name: str, imported: set[str], limits: Sequence[Limits]):
+        self.name = name
+        self.imported = imported
+        self.limits = limits
+        self.max_depth = min(limit.max_subgraph_depth for limit in limits)
+        self.control_flow = 0
+        self.opset = 0  # the model's default-domain opset
+
+    def fail(self, where: str, message: str) -> ModelError:
+        return ModelError(f"{self.name}: {where}: {message}")
+
+    # -- types and dims -------------------------------------------------------------------
+    def dims(self, dims: Iterable[int], where: str) -> int:
+        """Check declared fixed dims; returns their product."""
+        product = 1
+        for axis, dim in enumerate(dims):
+            if dim < 0:
+                raise self.fail(where, f"dim {dim} at axis {axis} is negative")
+            for limit in self.limits:
+                if dim > limit.max_dim:
+                    raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
+                                    f"allows at most {limit.max_dim}")
+            product *= dim
+            if product > INT64_MAX:
+                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64")
+        return product
+
+    def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
+        kind = info.type.WhichOneof("value")
+        if kind is None and not typed:  # value_info may name a value without typing it
+            return
+        if kind == "tensor_type":
+            tensor = info.type.tensor_type
+            if tensor.elem_type not in _DTYPES:
+                raise self.fail(where, f"value '{info.name}' has element type "
+                                f"{tensor.elem_type}, which is no ONNX data type")
+            if tensor.HasField("shape"):
+                fixed = [d.dim_value for d in tensor.shape.dim if d.HasField("dim_value")]
+                self.dims(fixed, f"{where} value '{info.name}'")
+        elif kind in ("opaque_type", None):
+            raise self.fail(where, f"value '{info.name}' has "
+                            f"{'an opaque' if kind else 'no'} type; kiln runs tensors, "
+                            "sequences, maps and optionals only")
+        elif kind == "sequence_type" and info.type.sequence_type.elem_type.HasField(
+                "tensor_type"):
+            elem = info.type.sequence_type.elem_type.tensor_type
+            if elem.elem_type not in _DTYPES:
+                raise self.fail(where, f"sequence '{info.name}' has element type "
+                                f"{elem.elem_type}, which is no ONNX data type")
+
+    def tensor(self, tensor: onnx.TensorProto, where: str) -> None:
+        where = f"{where} tensor '{tensor.name}'"
+        if tensor.data_type not in _DTYPES:
+            raise self.fail(where, f"element type {tensor.data_type} is no ONNX data type")
+        count = self.dims(tensor.dims, where)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise self.fail(where, "external data was not resolved (load the model from its "
+                            "path)")
+        if tensor.HasField("raw_data"):
+            if tensor.data_type == onnx.TensorProto.STRING:
+                raise self.fail(where, "string tensors cannot use raw_data")
+            per = _PACKED.get(tensor.data_type)
+            want = -(-count // per) if per else count * _itemsize(tensor.data_type)
+            if len(tensor.raw_data) != want:
+                raise self.fail(where, f"holds {len(tensor.raw_data)} bytes of data but dims "
+                                f"{list(tensor.dims)} need {want} (truncated or corrupt)")
+            return
+        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))
+        if tensor.data_type in _PACKED:
+            have, want = len(tensor.int32_data), -(-count // _PACKED[tensor.data_type])
+        else:
+            have, want = len(getattr(tensor, field)), count * per
+        if have != want:
+            raise self.fail(where, f"holds {have} values in {field} but dims "
+                            f"{list(tensor.dims)} need {want} (truncated or corrupt)")
+
+    # -- graphs ---------------------------------------------------------------------------
+    def function(self, function: onnx.FunctionProto) -> None:
+        where = f"function '{function.domain}::{function.name}'"
+        defined = set(function.input)
+        if len(defined) != len(function.input):
+            raise self.fail(where, "an input name is listed twice")
+        for index, node in enumerate(function.node):
+            self.node_domain(node, f"{where} node {index}", function_scope=True)
+            for input_name in node.input:
+                if input_name and input_name not in defined:
+                    raise self.fail(where, f"node {index} ({node.op_type}) reads '{input_name}', "
+                                    "which nothing defines before it")
+            defined.update(o for o in node.output if o)
+        missing = [o for o in function.output if o not in defined]
+        if missing:
+            raise self.fail(where, f"outputs {missing} are never produced")
+
+    def node_domain(self, node: onnx.NodeProto, where: str, function_scope: bool = False) -> None:
+        if not node.op_type:
+            raise self.fail(where, "a node has no op_type")
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if not function_scope and domain not in self.imported:
+            raise self.fail(where, f"{node.op_type} is in domain '{node.domain}', which the "
+                            "model does not import (add it to opset_import)")
+
+    def graph(self, graph: onnx.GraphProto, outer: frozenset[str], depth: int,
+              where: str) -> None:
+        if depth > self.max_depth:
+            raise self.fail(where, f"subgraphs are nested {depth} deep; kiln allows at most "
+                            f"{self.max_depth} (If/Loop/Scan bodies within bodies)")
+        defined: dict[str, str] = {}
+
+        def define(value: str, what: str) -> None:
+            if value in defined:
+                raise self.fail(where, f"'{value}' is defined twice (as {defined[value]} and as "
+                                f"{what}); every value must have one producer")
+            defined[value] = what
+
+        types: dict[str, int] = {}  # element types known before inference: inputs, weights
+        for info in graph.input:
+            if info.type.HasField("tensor_type"):
+                types[info.name] = info.type.tensor_type.elem_type
+            if not info.name:
+                raise self.fail(where, "a graph input has no name")
+            self.value_info(info, f"{where} input", typed=depth == 0)
+            if info.name in defined:
+                raise self.fail(where, f"graph input '{info.name}' is listed twice")
+            defined[info.name] = "a graph input"
+        initializer_names: set[str] = set()
+        for tensor in list(graph.initializer) + [s.values for s in graph.sparse_initializer]:
+            if not tensor.name:
+                raise self.fail(where, "an initializer has no name")
+            if tensor.name in initializer_names:
+                raise self.fail(where, f"initializer '{tensor.name}' is listed twice")
+            initializer_names.add(tensor.name)
+            self.tensor(tensor, f"{where} initializer")
+            defined.setdefault(tensor.name, "an initializer")
+            types[tensor.name] = tensor.data_type
+        for info in graph.value_info:
+            self.value_info(info, f"{where} value_info", typed=False)
+        producers = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
+        for index, node in enumerate(graph.node):
+            label = f"node {index} ({node.op_type}{' ' + repr(node.name) if node.name else ''})"
+            self.node_domain(node, f"{where} {label}")
+            for input_name in node.input:
+                if not input_name or input_name in defined or input_name in outer:
+                    continue
+                if input_name in producers:
+                    self.order_problem(graph, index, input_name, producers, where)
+                raise self.fail(where, f"{label} reads '{input_name}', which is not a graph "
+                                "input, an initializer, nor the output of any node (a missing "
+                                "initializer or input?)")
+            self.input_types(node, types, f"{where} {label}")
+            visible = outer | frozenset(defined)
+            self.subgraphs(node, visible, depth, f"{where} {label}")
+            for output_name in node.output:
+                if output_name:
+                    define(output_name, f"output of {label}")
+        if not graph.output:
+            raise self.fail(where, "the graph has no outputs (an empty graph computes nothing)")
+        seen: set[str] = set()
+        for info in graph.output:
+            if info.name in seen:
+                raise self.fail(where, f"output name '{info.name}' is listed twice")
+            seen.add(info.name)
+            self.value_info(info, f"{where} output", typed=depth == 0)
+            if info.name not in defined and info.name not in outer:
+                raise self.fail(where, f"graph output '{info.name}' is never produced")
+
+    def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
+        """Inputs whose element type is known up front must fit the op's type constraints."""
+        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
+            return
+        known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
+        if not known:
+            return
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+        except onnx.defs.SchemaError:
+            return  # the checker names unknown ops
+        formals = list(schema.inputs)
+        if not formals:
+            return
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        for index, elem_type in known:
+            formal = formals[min(index, len(formals) - 1)]
+            if index >= len(formals) and not _variadic(formal):
+                continue
+            permitted = allowed.get(formal.type_str, {formal.type_str})
+            name = onnx.TensorProto.DataType.Name(elem_type).lower() \
+                if elem_type in _DTYPES else str(elem_type)
+            if permitted and f"tensor({name})" not in permitted:
+                shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
+                raise self.fail(where, f"input {index} ('{node.input[index]}', "
+                                f"{formal.name}) is {name}, but {node.op_type}-{self.opset} "
+                                f"takes {shown or sorted(permitted)}")
+
+    def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
+                      producers: Mapping[str, int], where: str) -> None:
+        """A node reads a value a later node produces: a cycle, or just out of order."""
+        cycle = _find_cycle(graph, producers)
+        if cycle:
+            path = " -> ".join(f"{graph.node[i].op_type}#{i}" for i in cycle)
+            raise self.fail(where, f"the graph has a cycle: {path}")
+        node = graph.node[index]
+        raise self.fail(where, f"node {index} ({node.op_type}) reads '{name}' before node "
+                        f"{producers[name]} produces it: nodes must be in topological order")
+
+    def subgraphs(self, node: onnx.NodeProto, visible: frozenset[str], depth: int,
+                  where: str) -> None:
+        bodies = []
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                self.tensor(attribute.t, f"{where} attribute '{attribute.name}'")
+            if attribute.type == onnx.AttributeProto.GRAPH or attribute.HasField("g"):
+                bodies.append((attribute.name, attribute.g))
+            bodies.extend((attribute.name, g) for g in attribute.graphs)
+        if not bodies:
+            return
+        self.control_flow += 1
+        for limit in self.limits:
+            if limit.max_control_flow is not None and self.control_flow > limit.max_control_flow:
+                raise self.fail(where, f"the model has more than {limit.max_control_flow} "
+                                f"If/Loop/Scan nodes, the most {limit.who} compiles in bounded "
+                                "time")
+        self.arity(node, dict(bodies), where)
+        for attr_name, body in bodies:
+            self.graph(body, visible, depth + 1, f"{where} {attr_name}")
+
+    def arity(self, node: onnx.NodeProto, bodies: Mapping[str, onnx.GraphProto],
+              where: str) -> None:
+        """Body input/output counts must fit the node that runs them."""
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain != "" or node.op_type not in _CONTROL_FLOW:
+            return
+        outputs = len(node.output)
+        if node.op_type == "If":
+            for branch in ("then_branch", "else_branch"):
+                if branch not in bodies:
+                    raise self.fail(where, f"If has no {branch}")
+                got = len(bodies[branch].output)
+                if got != outputs:
+                    raise self.fail(where, f"{branch} has {got} outputs but the If node has "
+                                    f"{outputs}")
+        elif node.op_type == "Loop":
+            body = bodies.get("body")
+            if body is None:
+                raise self.fail(where, "Loop has no body")
+            carried = len(node.input) - 2
+            if carried < 0:
+                raise self.fail(where, "Loop needs inputs M and cond (either may be '')")
+            if len(body.input) != carried + 2:
+                raise self.fail(where, f"Loop body has {len(body.input)} inputs, expected "
+                                f"{carried + 2} (iteration, cond and {carried} carried values)")
+            if len(body.output) < carried + 1 or outputs < carried:
+                raise self.fail(where, f"Loop body has {len(body.output)} outputs and the node "
+                                f"{outputs}; expected cond + {carried} carried values first")
+            if len(body.output) - 1 != outputs:
+                raise self.fail(where, f"Loop body has {len(body.output)} outputs, expected "
+                                f"{outputs + 1} (cond and one per Loop output)")
+        elif node.op_type == "Scan":
+            body = bodies.get("body")
+            if body is None:
+                raise self.fail(where, "Scan has no body")
+            # Scan-8 has a leading sequence_lens input the body does not see.
+            extra = 1 if self.opset == 8 else 0
+            if len(body.input) != len(node.input) - extra:
+                raise self.fail(where, f"Scan body has {len(body.input)} inputs but the node "
+                                f"has {len(node.input) - extra}")
+            if len(body.output) != outputs:
+                raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
+                                f"has {outputs}")
+
+
+def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
+    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+
+
+def _itemsize(data_type: int) -> int:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except Exception:  # types numpy has no dtype for: fall back to onnx's storage size
+        return 1
+
+
+def _find_cycle(graph: onnx.GraphProto, producers: Mapping[str, int]) -> list[int]:
+    """Node indices along one cycle (first repeated), or [] if the graph is acyclic.
+
+    Iterative DFS (no recursion), following each node's inputs to their producers.
+    """
+    state = [0] * len(graph.node)  # 0 new, 1 on stack, 2 done
+    for start in range(len(graph.node)):
+        if state[start]:
+            continue
+        stack: list[tuple[int, Iterable[str]]] = [(start, iter(graph.node[start].input))]
+        path = [start]
+        state[start] = 1
+        while stack:
+            index, inputs = stack[-1]
+            advanced = False
+            for value in inputs:
+                nxt = producers.get(value)
+                if nxt is None:
+                    continue
+                if state[nxt] == 1:
+                    return path[path.index(nxt):] + [nxt]
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(graph.node[nxt].input)))
+                    path.append(nxt)
+                    advanced = True
+                    break
+            if not advanced:
+                state[index] = 2
+                stack.pop()
+                path.pop()
+    return []

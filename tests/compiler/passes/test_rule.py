@@ -1,0 +1,50 @@
+"""RulePass / OnnxscriptRulesPass: firing counts, rejection reasons, honest `modified`."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from compiler_cases import make_model, ops
+from onnx import helper
+from onnxscript.rewriter.rules.common import transpose_transpose_rule
+
+from kiln.compiler.passes.rule import Match, OnnxscriptRulesPass, Rule, RulePass
+
+
+class ReluToSigmoidUnlessNamedKeep(Rule):
+    name = "Relu->Sigmoid"
+
+    def match(self, node: ir.Node) -> Match | None:
+        return Match(node, [node]) if node.op_type == "Relu" else None
+
+    def check(self, match: Match) -> str | None:
+        return "named keep" if match.root.name == "keep" else None
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        node = match.root
+        new = ir.node("Sigmoid", list(node.inputs))
+        ir.convenience.replace_nodes_and_values(graph, node, [node], [new], [node.outputs[0]],
+                                                [new.outputs[0]])
+
+
+def test_rule_pass_counts_firings_and_reasons():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="one"),
+             helper.make_node("Relu", ["a"], ["b"], name="keep"),
+             helper.make_node("Relu", ["b"], ["y"], name="two")]
+    model = make_model(nodes, {"x": [2]}, {"y": [2]}, {})
+    step = RulePass([ReluToSigmoidUnlessNamedKeep()])
+    assert step(model).modified
+    assert ops(model) == ["Sigmoid", "Relu", "Sigmoid"]
+    assert step.fired == {"Relu->Sigmoid": 2}
+    assert step.rejected["Relu->Sigmoid: named keep"] >= 1
+    again = RulePass([ReluToSigmoidUnlessNamedKeep()])
+    assert not again(model).modified and not again.fired
+
+
+def test_onnxscript_rules_pass_counts_by_rule_name():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+             helper.make_node("Transpose", ["t"], ["y"], perm=[1, 0])]
+    model = make_model(nodes, {"x": [2, 3]}, {"y": [2, 3]}, {})
+    step = OnnxscriptRulesPass([transpose_transpose_rule])
+    assert step(model).modified
+    assert step.fired == {"TransposeTranspose": 1}
+    assert not OnnxscriptRulesPass([transpose_transpose_rule])(model).modified

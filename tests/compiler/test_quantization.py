@@ -1,0 +1,81 @@
+"""quantize_model end to end: modes, report, and the real digits CNN and MiniLM (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from compiler_cases import make_model, ops, rand
+from onnx import helper
+
+from kiln.compiler import accuracy, calibrate, quantization
+from kiln.compiler.target import Target
+from kiln.errors import InputError
+
+
+def cnn():
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf"], ["y"], name="fc")]
+    return make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 10]},
+                      {"w": rand(8, 3, 3, 3), "b": rand(8), "wf": rand(8, 10)}, opset=11)
+
+
+def test_static_with_random_calibration_warns_and_upgrades_opset():
+    with pytest.warns(calibrate.RandomCalibrationWarning):
+        result = quantization.quantize_model(cnn(), Target.parse("cpu:avx512_vnni"), "random:4")
+    assert "QuantizeLinear" in ops(result.model)
+    assert result.model.opset_imports[""] >= 13
+    assert sorted(result.report.quantized) == ["conv", "fc"]
+    assert result.report.scheme == "uint8"
+    assert result.report.accuracy.outputs[0].cosine_min > 0.99
+    assert result.report.lines()[0].startswith("int8 static")
+
+
+def test_static_needs_calibration():
+    with pytest.raises(InputError, match="calibration"):
+        quantization.quantize_model(cnn(), None, None)
+    with pytest.raises(InputError, match="mode"):
+        quantization.quantize_model(cnn(), None, "random:1", mode="weird")
+
+
+def test_dynamic_without_calibration():
+    result = quantization.quantize_model(cnn(), None, mode="dynamic")
+    assert result.report.quantized == ["fc"]
+    assert result.report.accuracy is None
+    assert "MatMulInteger" in ops(result.model)
+
+
+@pytest.mark.slow
+def test_digits_cnn_int8_within_one_point():
+    import models
+
+    model, x, y = models.digits()
+    calib = [{"image": x[i:i + 1]} for i in range(0, 64)]
+    evals = [{"image": x[i:i + 64]} for i in range(64, len(x), 64)]
+    labels = [y[i:i + 64] for i in range(64, len(x), 64)]
+    for method in calibrate.METHODS:
+        result = quantization.quantize_model(model, Target.detect(), calib, method=method,
+                                             eval_samples=evals, labels=labels)
+        out = result.report.accuracy.outputs[0]
+        assert out.reference_top1 - out.candidate_top1 <= 0.01, (method, out)
+
+
+@pytest.mark.slow
+def test_minilm_int8_embeddings_cosine():
+    import models
+
+    model = models.minilm()
+    sentences = models.SENTENCES
+    assert len(sentences) >= 50
+    calib = [models.minilm_tokenize(sentences[i:i + 1]) for i in range(16)]
+    evals = [models.minilm_tokenize(sentences)]
+    for mode in ("dynamic", "static"):
+        result = quantization.quantize_model(
+            model, Target.detect(), calib if mode == "static" else None, mode=mode,
+            method="minmax", eval_samples=[models.minilm_tokenize(sentences[16:32])],
+            classifier=False, max_accuracy_drop=0.005)
+        got = accuracy.onnxruntime_runner(result.model)(evals[0])["embedding"]
+        want = accuracy.onnxruntime_runner(model)(evals[0])["embedding"]
+        assert np.min(accuracy.row_cosines(want, got)) >= 0.99, mode

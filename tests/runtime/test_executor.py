@@ -1,0 +1,232 @@
+"""Heterogeneous execution: real native + onnxruntime pieces against onnxruntime alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+
+import kiln
+from kiln.backends import registry
+from kiln.errors import BackendUnavailableError, UnsupportedError
+
+
+def _vi(name, shape, dtype=TensorProto.FLOAT):
+    return oh.make_tensor_value_info(name, dtype, shape)
+
+
+def nms_model(n: int = 64) -> onnx.ModelProto:
+    """Relu/Add chains (native) around NonMaxSuppression + Gather (which native lacks)."""
+    nodes = [
+        oh.make_node("Relu", ["boxes_in"], ["b1"], name="clamp_boxes"),
+        oh.make_node("Add", ["b1", "b1"], ["b2"], name="scale_boxes"),
+        oh.make_node("Relu", ["b2"], ["boxes"], name="clamp_again"),
+        oh.make_node("Relu", ["scores_in"], ["s1"], name="clamp_scores"),
+        oh.make_node("Add", ["s1", "s1"], ["s2"], name="scale_scores"),
+        oh.make_node("Relu", ["s2"], ["scores"], name="clamp_scores2"),
+        oh.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "thr"],
+                     ["selected"], name="nms"),
+        oh.make_node("Gather", ["selected", "col2"], ["idx2d"], axis=1, name="box_index"),
+        oh.make_node("Squeeze", ["idx2d", "sq_axes"], ["idx"], name="flatten_index"),
+        oh.make_node("Reshape", ["boxes", "flat_shape"], ["boxes_flat"], name="flatten_boxes"),
+        oh.make_node("Gather", ["boxes_flat", "idx"], ["kept"], axis=0, name="gather_boxes"),
+        oh.make_node("Relu", ["kept"], ["k1"], name="clamp_kept0"),
+        oh.make_node("Relu", ["k1"], ["k2"], name="clamp_kept"),
+        oh.make_node("Add", ["k2", "k2"], ["kept_out"], name="double_kept"),
+    ]
+    inits = [numpy_helper.from_array(np.array([n], np.int64), "max_out"),
+             numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+             numpy_helper.from_array(np.array([0.2], np.float32), "thr"),
+             numpy_helper.from_array(np.array([2], np.int64), "col2"),
+             numpy_helper.from_array(np.array([1], np.int64), "sq_axes"),
+             numpy_helper.from_array(np.array([-1, 4], np.int64), "flat_shape")]
+    graph = oh.make_graph(nodes, "nms_demo",
+                          [_vi("boxes_in", [1, n, 4]), _vi("scores_in", [1, 1, n])],
+                          [_vi("kept_out", ["kept", 4]), _vi("scores", [1, 1, n])],
+                          initializer=inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def nms_feeds(n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 10, (1, n, 2)).astype(np.float32)
+    wh = rng.uniform(0.5, 3, (1, n, 2)).astype(np.float32)
+    return {"boxes_in": np.concatenate([xy, xy + wh], axis=2),
+            "scores_in": rng.uniform(-0.5, 1, (1, 1, n)).astype(np.float32)}
+
+
+def loop_model() -> onnx.ModelProto:
+    """Relu/Add, then a Loop whose body reads an outer value, then Relu/Add again."""
+    body = oh.make_graph(
+        [oh.make_node("Add", ["v_in", "r2"], ["v_out"]),
+         oh.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL),
+                 _vi("v_in", [3, 5])],
+        [_vi("cond_out", [], TensorProto.BOOL), _vi("v_out", [3, 5])])
+    nodes = [oh.make_node("Relu", ["x"], ["r1"], name="pre_relu"),
+             oh.make_node("Add", ["r1", "x"], ["r2"], name="pre_add"),
+             oh.make_node("Relu", ["r2"], ["r3"], name="pre_relu2"),
+             oh.make_node("Loop", ["trips", "keep_going", "r3"], ["looped"], name="loop",
+                          body=body),
+             oh.make_node("Relu", ["looped"], ["p1"], name="post_relu"),
+             oh.make_node("Add", ["p1", "x"], ["p2"], name="post_add"),
+             oh.make_node("Relu", ["p2"], ["y"], name="post_relu2")]
+    inits = [numpy_helper.from_array(np.array(4, np.int64), "trips"),
+             numpy_helper.from_array(np.array(True), "keep_going")]
+    graph = oh.make_graph(nodes, "loop_demo", [_vi("x", [3, 5])], [_vi("y", [3, 5])],
+                          initializer=inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_nms_model_runs_on_native_plus_onnxruntime_like_onnxruntime_alone():
+    model, feeds = nms_model(), nms_feeds()
+    want = kiln.Session(model, backend="onnxruntime")(**feeds)
+    session = kiln.Session(model, backend=["native", "onnxruntime"])
+    got = session(**feeds)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    placement = session.placement
+    assert [p["backend"] for p in placement["partitions"]] == ["native", "onnxruntime",
+                                                                 "native"]
+    assert placement["partitions"][1]["nodes"] == ["nms"]
+    assert placement["nodes_per_backend"] == {"native": 13, "onnxruntime": 1}
+    assert {b["name"] for b in placement["boundaries"]} == {"boxes", "scores", "selected",
+                                                            "boxes_flat"}
+    assert session.backend == "native+onnxruntime"
+    json.dumps(placement)
+
+
+def test_loop_model_runs_on_native_plus_onnxruntime_like_onnxruntime_alone():
+    model = loop_model()
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    want = kiln.Session(model, backend="onnxruntime")(x=x)["y"]
+    session = kiln.Session(model, backend=["native"])  # fallback defaults to onnxruntime
+    np.testing.assert_array_equal(session(x=x)["y"], want)
+    assert [p["backend"] for p in session.placement["partitions"]] == [
+        "native", "onnxruntime", "native"]
+
+
+def test_strict_mode_names_the_node_native_cannot_run():
+    with pytest.raises(UnsupportedError) as err:
+        kiln.Session(loop_model(), backend=["native"], fallback=None)
+    text = str(err.value)
+    assert "strict mode" in text and "'loop' (ai.onnx::Loop)" in text
+    assert "native: no native kernel for ai.onnx::Loop" in text
+    with pytest.raises(UnsupportedError) as err:
+        kiln.Session(nms_model(), backend=["native"], fallback=None)
+    assert "1 node(s) cannot run on native" in str(err.value)
+    assert "'nms' (ai.onnx::NonMaxSuppression)" in str(err.value)
+
+
+def test_strict_mode_refuses_an_unavailable_backend_and_fallback_skips_it():
+    status = registry.availability("tensorrt")
+    if status.ok:
+        pytest.skip("tensorrt is available here; this checks the unavailable path")
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        kiln.Session(loop_model(), backend=["tensorrt"], fallback=None)
+    session = kiln.Session(loop_model(), backend=["tensorrt", "native"])
+    skipped = session.placement["skipped_backends"]
+    assert skipped == [{"backend": "tensorrt", "reason": status.reason}]
+
+
+def test_light_resnet50_with_load_time_constants_matches_onnxruntime():
+    from kiln.runtime.session import random_feeds
+    from kiln.zoo import light_model
+
+    path = light_model("resnet50")
+    reference = kiln.Session(path, backend="onnxruntime")
+    feeds = random_feeds(reference.inputs, seed=3)
+    want = reference(**feeds)
+    # opt_level=0 keeps the ConstantOfShape weights, which the executor runs once at load
+    session = kiln.Session(path, backend=["native", "onnxruntime"], min_partition_nodes=1,
+                           opt_level=0)
+    got = session(**feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+    placement = session.placement
+    assert placement["constant_partition_count"] >= 1  # ConstantOfShape weights, run once
+    assert placement["complete"] and placement["partition_count"] >= 1
+
+
+def test_saving_writes_each_piece_and_the_placement(tmp_path):
+    session = kiln.Session(loop_model(), backend=["native", "onnxruntime"])
+    written = session._compiled.save(tmp_path)
+    assert "placement.json" in written
+    saved = json.loads((tmp_path / "placement.json").read_text())
+    assert saved == session.placement
+
+
+def test_a_comma_separated_backend_string_is_a_priority_list():
+    x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
+    session = kiln.Session(loop_model(), backend="native,onnxruntime", fallback=None)
+    assert session.backend == "native+onnxruntime"
+    want = kiln.Session(loop_model(), backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_array_equal(session(x=x)["y"], want)
+
+
+def test_outputs_that_are_inputs_weights_or_load_time_constants():
+    """Graph outputs no partition computes at run time still come back, as copies."""
+    shape = numpy_helper.from_array(np.array([2, 2], np.int64), "shape")
+    weight = numpy_helper.from_array(np.full((2, 2), 3.0, np.float32), "weight")
+    nodes = [oh.make_node("ConstantOfShape", ["shape"], ["filled"], name="fill",
+                          value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             oh.make_node("Relu", ["x"], ["r"], name="relu"),
+             oh.make_node("Det", ["r"], ["d"], name="det"),
+             oh.make_node("Add", ["d", "d"], ["y"], name="add")]
+    graph = oh.make_graph(nodes, "edges", [_vi("x", [2, 2])],
+                          [_vi("y", []), _vi("x", [2, 2]), _vi("weight", [2, 2]),
+                           _vi("filled", [2, 2])], initializer=[shape, weight])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    x = np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)
+    want = kiln.Session(model, backend="onnxruntime")(x=x)
+    # opt_level=0: no constant folding, so the partitioner's load-time constants are used.
+    session = kiln.Session(model, backend=["native"], min_partition_nodes=1, opt_level=0)
+    got = session(x=x)
+    for name in ("y", "x", "weight", "filled"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+    assert session.placement["constant_partition_count"] == 1
+    got["weight"][0, 0] = -1  # a copy: the next run is unaffected
+    np.testing.assert_array_equal(session(x=x)["weight"], want["weight"])
+    x_out = session(x=x)["x"]
+    assert not np.shares_memory(x_out, x)
+
+
+def test_native_and_openvino_pieces_in_strict_mode_match_onnxruntime():
+    model, feeds = nms_model(), nms_feeds(seed=5)
+    want = kiln.Session(model, backend="onnxruntime")(**feeds)
+    session = kiln.Session(model, backend=["native", "openvino"], fallback=None)
+    got = session(**feeds)
+    assert [p["backend"] for p in session.placement["partitions"]] == ["native", "openvino",
+                                                                         "native"]
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_artifacts_carry_the_placement_and_partitioned_ones_reload(tmp_path):
+    from kiln.runtime.artifact import load_artifact
+
+    model, feeds = nms_model(), nms_feeds(seed=7)
+    session = kiln.Session(model, backend=["native", "onnxruntime"])
+    want = session(**feeds)
+    path = session.save(tmp_path / "nms.kiln")
+    manifest = load_artifact(path).manifest
+    assert manifest["placement"] == session.placement
+    assert manifest["backend"]["name"] == "native+onnxruntime"
+    loaded = kiln.Session(path)
+    assert loaded.placement["backends"] == ["native", "onnxruntime"]
+    assert "recompiled piece by piece" in loaded.rebuild_reason
+    got = loaded(**feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    single = kiln.Session(model, backend="onnxruntime").save(tmp_path / "ort.kiln")
+    placement = load_artifact(single).manifest["placement"]
+    assert placement["backends"] == ["onnxruntime"] and placement["partition_count"] == 1
