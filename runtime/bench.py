@@ -265,6 +265,15 @@ def _artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
+def _private(model: Any) -> Any:
+    """Session optimizes an IR model it is given in place: each engine gets its own copy."""
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    return model
+
+
 def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Engine:
     """Import (or load) and compile one engine, measuring time and memory."""
     engine = _Engine(backend, precision)
@@ -281,8 +290,8 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
         engine.artifact_bytes = _artifact_size(Path(model))
         engine.precision = session.options.precision
     else:
-        session = Session(model, backend=backend, precision=precision, threads=config.threads,
-                          **dict(config.session_options))
+        session = Session(_private(model), backend=backend, precision=precision,
+                          threads=config.threads, **dict(config.session_options))
     engine.load_s = session.import_seconds
     engine.compile_s = session.compile_seconds
     engine.session = session
@@ -313,7 +322,8 @@ def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.nd
         if source is None:
             return None, "no drift: the artifact exposes no model for the reference"
     try:
-        return Session(source, backend=REFERENCE_BACKEND, threads=config.threads)(**feeds), ""
+        return Session(_private(source), backend=REFERENCE_BACKEND,
+                       threads=config.threads)(**feeds), ""
     except KilnError as exc:
         return None, f"no drift: the reference failed: {exc}"
 
