@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import resource
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,72 +265,41 @@ def _artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
+def _private(model: Any) -> Any:
+    """Session optimizes an IR model it is given in place: each engine gets its own copy."""
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    return model
+
+
 def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Engine:
     """Import (or load) and compile one engine, measuring time and memory."""
     engine = _Engine(backend, precision)
     _reset_peak_rss()
     before = _rss_mb("VmRSS")
-    started = time.perf_counter()
+    from kiln.runtime.session import Session
+
     if is_artifact(model):
-        session = ArtifactSession(model, backend, config.threads)
-        engine.load_s = time.perf_counter() - started
-        engine.reason = session.rebuilt or ""
+        # an artifact's own backend reuses its blobs when they fit; others rebuild from its
+        # optimized graph, and rebuild_reason says why
+        session = Session(model, backend=backend, threads=config.threads,
+                          **dict(config.session_options))
+        engine.reason = session.rebuild_reason or ""
         engine.artifact_bytes = _artifact_size(Path(model))
         engine.precision = session.options.precision
     else:
-        from kiln.runtime.session import Session
-
-        session = Session(model, backend=backend, precision=precision, threads=config.threads,
-                          **dict(config.session_options))
-        engine.load_s = session.import_seconds
-        engine.compile_s = session.compile_seconds
+        session = Session(_private(model), backend=backend, precision=precision,
+                          threads=config.threads, **dict(config.session_options))
+    engine.load_s = session.import_seconds
+    engine.compile_s = session.compile_seconds
     engine.session = session
     engine.peak_rss_mb = _peak_rss_mb()
     after = _rss_mb("VmRSS")
     if before is not None and after is not None:
         engine.rss_growth_mb = after - before
     return engine
-
-
-class ArtifactSession:
-    """A .kiln artifact restored on one backend, run like a Session (feeds checked first).
-
-    The artifact's own backend reuses its blobs when they fit this machine; any other backend
-    (or a stale blob) rebuilds from the artifact's optimized model.onnx, and ``rebuilt`` says
-    why.
-    """
-
-    def __init__(self, path: str | os.PathLike, backend: str | None = None,
-                 threads: int | None = None):
-        from kiln.backends.base import CompileOptions
-        from kiln.compiler.target import Target
-        from kiln.runtime.artifact import load_artifact, restore
-
-        artifact = load_artifact(path)
-        self.backend = backend or artifact.backend
-        options = dict(artifact.manifest.get("pipeline", {}).get("options", {}))
-        precision = str(options.get("precision", "fp32"))
-        self.options = CompileOptions(precision=precision, threads=threads)
-        self.model = artifact.model()
-        self._compiled, self.rebuilt = restore(artifact, registry.require(self.backend),
-                                               Target.detect(), self.options)
-
-    @property
-    def inputs(self) -> list[Any]:
-        return list(self._compiled.inputs)
-
-    def run(self, output_names: Sequence[str] | None,
-            feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        from kiln.runtime.feeds import check_feeds
-
-        results = self._compiled.run(check_feeds(self._compiled.inputs, feeds))
-        names = [o.name for o in self._compiled.outputs] if output_names is None \
-            else list(output_names)
-        return [results[n] for n in names]
-
-    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._compiled.outputs]
-        return dict(zip(names, self.run(names, feeds)))
 
 
 def _batchable(specs: Sequence[Any]) -> bool:
@@ -354,7 +322,8 @@ def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.nd
         if source is None:
             return None, "no drift: the artifact exposes no model for the reference"
     try:
-        return Session(source, backend=REFERENCE_BACKEND, threads=config.threads)(**feeds), ""
+        return Session(_private(source), backend=REFERENCE_BACKEND,
+                       threads=config.threads)(**feeds), ""
     except KilnError as exc:
         return None, f"no drift: the reference failed: {exc}"
 

@@ -142,10 +142,16 @@ def _import(model: Any) -> ir.Model:
     return import_model(model)
 
 
+def _copy(model: ir.Model) -> ir.Model:
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
 def _session(model: ir.Model, side: Side, threads: int | None):
     from kiln.runtime.session import Session
 
-    return Session(model, backend=side.backend, precision=side.precision, threads=threads)
+    # Session optimizes the IR model it is given in place; bisect needs the graph as imported
+    return Session(_copy(model), backend=side.backend, precision=side.precision,
+                   threads=threads)
 
 
 def compare(a: Side, b: Side, feeds: Mapping[str, np.ndarray] | None = None, *,
@@ -180,7 +186,7 @@ def compare(a: Side, b: Side, feeds: Mapping[str, np.ndarray] | None = None, *,
 def expose_intermediates(model: ir.Model) -> tuple[ir.Model, list[str]]:
     """A copy of ``model`` whose graph also outputs every node output with a known dtype;
     returns (copy, names of the values added)."""
-    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    copy = _copy(model)
     graph = copy.graph
     present = {v.name for v in graph.outputs}
     added = []
@@ -267,7 +273,16 @@ def _single_node_model(model: ir.Model, index: int,
                 name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
         else:
             raise KilnError(f"no value for input '{name}' of node {node.name or node.op_type}")
-    outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
+    outputs = []
+    for name in node.output:
+        if not name:
+            continue
+        if name in values:  # typed from the value side A computed for it
+            array = np.asarray(values[name])
+            outputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+        else:
+            outputs.append(helper.make_empty_tensor_value_info(name))
     graph = helper.make_graph([node], "isolated", graph_inputs, outputs, initializer=initializers)
     single = helper.make_model(graph, opset_imports=list(proto.opset_import))
     single.ir_version = proto.ir_version

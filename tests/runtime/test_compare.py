@@ -78,11 +78,15 @@ def test_bisect_names_the_perturbed_node(initializer, node, op):
     assert result.bisect.differing_initializers[0]["name"] == initializer
 
 
-def test_bisect_across_backends_with_a_perturbed_copy():
+@pytest.mark.parametrize("backend", ["openvino", "native"])
+def test_bisect_across_backends_with_a_perturbed_copy(backend):
     original = make_cnn()
-    result = compare(Side(original, "onnxruntime"), Side(perturbed(original, "w3"), "openvino"),
+    result = compare(Side(original, "onnxruntime"), Side(perturbed(original, "w3"), backend),
                      rtol=1e-3, atol=1e-4)
     assert not result.ok and result.bisect.first.node == "conv3"
+    # every node output is matched across sides even where a backend would fuse (Conv+Relu)
+    assert result.bisect.nodes_unmatched == 0 and result.bisect.nodes_compared == 13
+    assert result.bisect.isolated_ok is False
 
 
 def test_backends_agree_on_the_original():
