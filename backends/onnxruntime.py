@@ -7,8 +7,9 @@ what it is given; it only refuses precisions that would need a flag it does not 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,13 +57,28 @@ class OnnxRuntimeCompiled(CompiledModel):
             raise UnsupportedError(f"onnxruntime cannot load the model: {exc}") from exc
         self.inputs, self.outputs = signature(model)
         self._output_names = [o.name for o in self.outputs]
+        self._active: dict[int, Any] = {}  # thread id -> its RunOptions in flight (for cancel)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        # --- cancellable runs (kiln.runtime.guards timeout): one RunOptions per calling thread
+        run_options = ort.RunOptions()
+        active = self._active
+        active[threading.get_ident()] = run_options
         try:
-            results = self.session.run(self._output_names, dict(feeds))
+            results = self.session.run(self._output_names, dict(feeds), run_options)
         except Exception as exc:
             raise KilnError(f"onnxruntime failed to run the model: {exc}") from exc
+        finally:
+            active.pop(threading.get_ident(), None)
         return dict(zip(self._output_names, results))
+
+    def cancel(self, thread_id: int) -> None:
+        """Stop the run in progress on thread ``thread_id`` (it then raises KilnError)."""
+        run_options = self._active.get(thread_id)
+        if run_options is not None:
+            run_options.terminate = True
 
 
 def _loads(ir_version: int, opset: int) -> bool:

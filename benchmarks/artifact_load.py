@@ -56,6 +56,13 @@ def main() -> int:
                                  "status": f"{type(exc).__name__}: {exc}"})
                     continue
                 first.save(artifact)
+                try:
+                    Session(str(artifact), backend=backend)
+                except Exception as exc:  # record why a saved artifact does not load
+                    rows.append({"model": model_name, "backend": backend,
+                                 "status": f"load failed: {type(exc).__name__}: {exc}"})
+                    print(f"{model_name:12s} {backend:11s} load failed: {exc}", flush=True)
+                    continue
                 compile_s, load_s, passes_s = [], [], []
                 for _ in range(args.repeat):
                     start = time.perf_counter()

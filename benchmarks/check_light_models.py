@@ -12,6 +12,7 @@ with INFERENCE_PRECISION_HINT f32 so both sides compute in fp32.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,10 @@ def main() -> int:
                         help="compare the final Softmax output instead of the logits")
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--models", default=",".join(LIGHT_MODELS))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     failures = 0
+    rows = []
     for name in args.models.split(","):
         proto = onnx.load(light_model_path(name))
         original_nodes = len(proto.graph.node)
@@ -93,10 +96,20 @@ def main() -> int:
             atol = ATOL * scale if args.random else ATOL
             ok = all(np.allclose(a, b, rtol=RTOL, atol=atol) for a, b in zip(want, got))
             failures += not ok
+            rows.append({"model": name, "backend": backend, "nodes_before": original_nodes,
+                         "nodes_after": report.nodes_after, "compile_s": seconds,
+                         "max_abs_diff": diff, "max_abs_output": scale, "ok": ok,
+                         "batch_norm_left": ops.get("BatchNormalization", 0),
+                         "constant_of_shape_left": ops.get("ConstantOfShape", 0)})
             print(f"{name:14s} {backend:11s} nodes {original_nodes:5d} -> {report.nodes_after:4d}"
                   f"  O{args.level} {seconds:6.2f} s  max|diff| {diff:.3g} (max|y| {scale:.3g})"
                   f"  {'OK' if ok else 'MISMATCH'}  BN={ops.get('BatchNormalization', 0)}"
                   f" CoS={ops.get('ConstantOfShape', 0)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"level": args.level, "random_weights": args.random,
+                                         "logits": not args.probabilities, "rtol": RTOL,
+                                         "atol": ATOL, "rows": rows}, indent=2))
     return 1 if failures else 0
 
 

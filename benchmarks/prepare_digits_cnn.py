@@ -1,7 +1,7 @@
 """Train a small CNN on scikit-learn's bundled 8x8 digits and export it to ONNX.
 
-The digits set ships inside scikit-learn (no download). Training takes a few seconds on a
-CPU. The model and the held-out split land in a cache folder (``~/.cache/kiln/models`` by
+The digits set ships inside scikit-learn (no download). Training (15 epochs) takes seconds on an
+idle CPU. The model and the held-out split land in a cache folder (``~/.cache/kiln/models`` by
 default), never in git:
 
     python benchmarks/prepare_digits_cnn.py [--out DIR] [--epochs 15]

@@ -1,6 +1,6 @@
 """Reduced precision and pruning on real models: accuracy, validity and measured speed.
 
-    python benchmarks/quantization.py [--only digits,minilm,resnet50,precision] [--threads 1]
+    python benchmarks/quantization.py [--only digits,minilm,gate,resnet50,precision] [--threads 1]
 
 Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Sections:
 
@@ -11,6 +11,8 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
   smoothed into the weights, a = 0.8) and dynamic, each with the sensitivity pass keeping
   layers in fp32 until the worst cosine on 16 other sentences is >= 0.995: cosine of the
   sentence embeddings to fp32 over all 64 sentences in ``models.SENTENCES``, latency vs fp32;
+- gate: the speed gate's per-region decisions for MiniLM dynamic int8 and the digits CNN
+  static int8, on each backend;
 - resnet50: the onnx package's light ResNet-50 after kiln's O2 pipeline: ``channels:0.3``
   MACs/params and latency on onnxruntime and OpenVINO, and int8 latency;
 - precision: fp16 and bf16 of every light model and MiniLM: checker, onnxruntime, NaN/Inf,
@@ -51,9 +53,20 @@ def log(msg: str) -> None:
 
 def paired_latency(a: ir.Model, b: ir.Model, feeds: dict, backend: str, threads: int,
                    rounds: int = 5, min_time: float = 0.3) -> dict:
-    """Median ms of a and b on ``backend``, interleaved."""
-    ra = quantize_gate.runner_for(backend, ir.serde.serialize_model(a), feeds, threads)
-    rb = quantize_gate.runner_for(backend, ir.serde.serialize_model(b), feeds, threads)
+    """Median ms of a and b on ``backend``, interleaved. onnxruntime and OpenVINO are driven
+    directly; "native" goes through kiln's own backend."""
+    if backend == "native":
+        from kiln.backends import registry
+        from kiln.backends.base import CompileOptions
+
+        native = registry.require("native")
+        opts = CompileOptions(threads=threads)
+        ca = native.compile(a, Target.detect(), opts)
+        cb = native.compile(b, Target.detect(), opts)
+        ra, rb = (lambda: ca.run(feeds)), (lambda: cb.run(feeds))
+    else:
+        ra = quantize_gate.runner_for(backend, ir.serde.serialize_model(a), feeds, threads)
+        rb = quantize_gate.runner_for(backend, ir.serde.serialize_model(b), feeds, threads)
     ta, tb = [], []
     for _ in range(rounds):
         ta.append(quantize_gate.time_runner(ra, min_time, 1))
@@ -135,6 +148,36 @@ def minilm(threads: int) -> dict:
     return out
 
 
+def gate(threads: int) -> dict:
+    """The speed gate deciding per backend: MiniLM dynamic int8, digits CNN static int8."""
+    target = Target.detect()
+    out: dict = {}
+    minilm_model = models.minilm()
+    one = models.minilm_tokenize(models.SENTENCES[:1])
+    digits_model, x, _ = models.digits()
+    big = {"image": models.digits(64)[1][:8]}
+    calib = [{"image": x[i:i + 1]} for i in range(32)]
+    sentences = [models.minilm_tokenize(models.SENTENCES[i:i + 1]) for i in range(16)]
+    cases = [("minilm_dynamic", minilm_model, one, None, "dynamic", None),
+             ("minilm_static", minilm_model, one, sentences, "static", 0.8),
+             ("digits_static", digits_model, big, calib, "static", None)]
+    for name, model, feeds, cal, mode, smooth in cases:
+        for backend in BACKENDS:
+            measure = quantize_gate.measure_on(backend, feeds, threads, min_time=0.2, repeats=3)
+            q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure,
+                                            method="minmax" if smooth else "percentile",
+                                            smooth=smooth)
+            g = q.report.gate
+            out[f"{name}/{backend}"] = {
+                "decisions": [{"region": d.region, "nodes": len(d.nodes),
+                               "int8_ms": round(d.quantized_s * 1e3, 3),
+                               "fp32_ms": round(d.fp32_s * 1e3, 3), "kept_int8": d.kept}
+                              for d in g.decisions],
+                "fp32_ms": round(g.fp32_s * 1e3, 3), "final_ms": round(g.final_s * 1e3, 3)}
+            log(f"gate {name} {backend}: " + " | ".join(g.lines()))
+    return out
+
+
 def resnet50(threads: int) -> dict:
     target = Target.detect()
     model = frontend.import_model(str(models.LIGHT_DIR / "light_resnet50.onnx"))
@@ -147,7 +190,7 @@ def resnet50(threads: int) -> dict:
         "params_before": rep.params_before, "params_after": rep.params_after,
         "output_cosine": rep.accuracy.outputs[0].cosine_min, "speed": {}}}
     log("resnet50 " + "; ".join(rep.lines()))
-    for backend in BACKENDS:
+    for backend in BACKENDS + ("native",):
         r = paired_latency(model, pruned, feeds, backend, threads, rounds=3)
         out["channels_0.3"]["speed"][backend] = r
         log(f"resnet50 channels:0.3 {backend}: {r}")
@@ -162,6 +205,17 @@ def resnet50(threads: int) -> dict:
     return out
 
 
+def expose_logits(model: ir.Model) -> ir.Model:
+    """Also output the input of a final Softmax: the light zoo's constant-filled weights make
+    its probabilities exactly uniform, which would hide any drift."""
+    for node in model.graph:
+        if node.op_type == "Softmax" and node.outputs[0].is_graph_output():
+            logits = node.inputs[0]
+            if logits is not None and not logits.is_graph_output():
+                model.graph.outputs.append(logits)
+    return model
+
+
 def precision_all() -> dict:
     target = Target.detect()
     out: dict = {}
@@ -173,6 +227,7 @@ def precision_all() -> dict:
         else:
             model = frontend.import_model(str(models.LIGHT_DIR / f"light_{name}.onnx"))
             model, _ = pipeline.optimize(model, 1, target)
+            model = expose_logits(model)
             samples = models.image_feeds(model, 2, 3)
         out[name] = {}
         for prec in ("fp16", "bf16"):
@@ -182,8 +237,9 @@ def precision_all() -> dict:
                 out[name][prec] = {"error": str(exc)[:300]}
                 log(f"{name} {prec}: FAILED {exc}")
                 continue
-            o = r.report.accuracy.outputs[0]
+            o = min(r.report.accuracy.outputs, key=lambda a: a.cosine_min)  # the worst
             out[name][prec] = {
+                "output": o.name,
                 "checker": r.report.checker, "onnxruntime": "loads and runs",
                 "nonfinite": o.nonfinite, "cosine_min": o.cosine_min,
                 "max_abs_error": o.max_abs_error, "max_rel_error": o.max_rel_error,
@@ -241,18 +297,31 @@ def markdown(results: dict) -> str:
         lines += [f"| int8 | {b} | {r['fp32_ms']} | {r['reduced_ms']} | x{r['speedup']} |"
                   for b, r in r50["int8"]["speed"].items()]
         lines.append("")
+    g = results.get("gate")
+    if g:
+        lines += ["## Speed gate decisions", "",
+                  "| model / backend | region | int8 ms | fp32 ms | kept | model fp32 -> final |",
+                  "|---|---|---|---|---|---|"]
+        for key, e in g.items():
+            for d in e["decisions"]:
+                lines.append(f"| {key} | {d['region']} ({d['nodes']}) | {d['int8_ms']} | "
+                             f"{d['fp32_ms']} | {'int8' if d['kept_int8'] else 'fp32'} | "
+                             f"{e['fp32_ms']} -> {e['final_ms']} ms |")
+        lines.append("")
     p = results.get("precision")
     if p:
         lines += ["## fp16 / bf16 conversion", "",
-                  "| model | type | checker | NaN/Inf | cos min | max abs | low nodes | fp32 nodes "
-                  "| weights stored low |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | type | checker | NaN/Inf | output | cos min | max abs | max rel "
+                  "| low nodes | fp32 nodes | weights stored low |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, per in p.items():
             for prec, e in per.items():
                 if "error" in e:
-                    lines.append(f"| {name} | {prec} | FAILED: {e['error'][:80]} |||||||")
+                    lines.append(f"| {name} | {prec} | FAILED: {e['error'][:80]} |||||||||")
                     continue
                 lines.append(f"| {name} | {prec} | {e['checker']} | {e['nonfinite']} | "
-                             f"{e['cosine_min']:.6f} | {e['max_abs_error']:.3g} | "
+                             f"{e.get('output', '')} | {e['cosine_min']:.6f} | "
+                             f"{e['max_abs_error']:.3g} | {e['max_rel_error']:.3g} | "
                              f"{e['nodes_low']} | {e['nodes_fp32']} | {e['weights_stored_low']} |")
         lines.append("")
     return "\n".join(lines)
@@ -260,7 +329,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="digits,minilm,resnet50,precision")
+    ap.add_argument("--only", default="digits,minilm,gate,resnet50,precision")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -270,6 +339,7 @@ def main() -> None:
     results.update({"machine": str(Target.detect()), "threads": args.threads,
                     "load": round(os.getloadavg()[0], 2)})
     steps = {"digits": lambda: digits(args.threads), "minilm": lambda: minilm(args.threads),
+             "gate": lambda: gate(args.threads),
              "resnet50": lambda: resnet50(args.threads), "precision": precision_all}
     for part in parts:
         results[part] = steps[part]()

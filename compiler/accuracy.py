@@ -74,7 +74,7 @@ class AccuracyReport:
                 text += f", top-5 agree {o.top5_agreement * 100:.2f}%"
             if o.reference_top1 is not None:
                 text += (f", top-1 acc fp32 {o.reference_top1 * 100:.2f}% -> "
-                         f"{o.candidate_top1 * 100:.2f}%")
+                         f"{(o.candidate_top1 or 0.0) * 100:.2f}%")
             if o.nonfinite:
                 text += f", {o.nonfinite} NaN/Inf values"
             out.append(text)

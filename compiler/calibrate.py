@@ -61,14 +61,14 @@ class Range:
 # calibration data
 
 
-def _input_specs(model: ir.Model) -> list[tuple[str, np.dtype, list[int | None]]]:
+def _input_specs(model: ir.Model) -> list[tuple[str, np.dtype, list[int | None] | None]]:
     specs = []
     for v in model.graph.inputs:
         if v.is_initializer():
             continue
         dtype = v.dtype.numpy() if v.dtype is not None else np.dtype(np.float32)
         dims = None if v.shape is None else [d if isinstance(d, int) else None for d in v.shape]
-        specs.append((v.name, dtype, dims))
+        specs.append((str(v.name), dtype, dims))
     return specs
 
 
@@ -94,9 +94,9 @@ def random_samples(model: ir.Model, count: int, seed: int = 0,
                 shape.append(d if isinstance(d, int) else dims.get(str(d), 1))
             dtype = v.dtype.numpy() if v.dtype is not None else np.dtype(np.float32)
             if np.issubdtype(dtype, np.floating):
-                feed[v.name] = rng.random(shape, dtype=np.float32).astype(dtype)
+                feed[str(v.name)] = rng.random(shape, dtype=np.float32).astype(dtype)
             else:
-                feed[v.name] = rng.integers(0, 2, shape).astype(dtype)
+                feed[str(v.name)] = rng.integers(0, 2, shape).astype(dtype)
         out.append(feed)
     return out
 
@@ -166,7 +166,7 @@ def float_tensors(model: ir.Model) -> list[str]:
         pass
     types = {v.name: v.type.tensor_type.elem_type for v in
              list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}
-    names = [v.name for v in model.graph.inputs if v.dtype == ir.DataType.FLOAT]
+    names = [str(v.name) for v in model.graph.inputs if v.dtype == ir.DataType.FLOAT]
     for node in model.graph:
         for v in node.outputs:
             known = v.dtype if v.dtype is not None else (

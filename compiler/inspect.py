@@ -61,19 +61,19 @@ def node_macs(node: ir.Node) -> int | None:
         a = _dims(node.inputs[0])
         if a is None or out is None:
             return None
-        k = a[0] if attr(node, "transA", 0) else a[1]
-        return math.prod(out) * k
+        inner = a[0] if attr(node, "transA", 0) else a[1]
+        return math.prod(out) * inner
     if op == "MatMul":
         a = _dims(node.inputs[0])
         if a is None or out is None:
             return None
         return math.prod(out) * a[-1]
     if op == "Attention":
-        q, k = _dims(node.inputs[0]), _dims(node.inputs[1])
-        if q is None or k is None or len(q) != 4 or len(k) != 4:
+        q, key = _dims(node.inputs[0]), _dims(node.inputs[1])
+        if q is None or key is None or len(q) != 4 or len(key) != 4:
             return None
         batch, heads, sq, d = q
-        return 2 * batch * heads * sq * k[2] * d  # Q K^T and P V
+        return 2 * batch * heads * sq * key[2] * d  # Q K^T and P V
     return None
 
 
@@ -83,14 +83,14 @@ def _parameters(model: ir.Model) -> tuple[int, int]:
         tensor = value.const_value
         if tensor is None:
             continue
-        n = math.prod(int(d) for d in tensor.shape)
+        n = math.prod(tensor.shape.numpy())
         count += n
         size += tensor.nbytes
     return count, size
 
 
 def _pin_inputs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> None:
-    by_name = {v.name: v for v in model.graph.inputs}
+    by_name = {str(v.name): v for v in model.graph.inputs}
     for name, dims in input_shapes.items():
         if name not in by_name:
             raise KeyError(f"model has no input '{name}'; inputs: {sorted(by_name)}")

@@ -16,6 +16,7 @@ else the calibration samples).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -72,6 +73,23 @@ class ReduceResult:
             if part is not None:
                 out += part.lines()
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"report": self.lines()}
+        if self.prune is not None:
+            data["prune"] = {"spec": self.prune.spec, "macs_before": self.prune.macs_before,
+                             "macs_after": self.prune.macs_after,
+                             "params_before": self.prune.params_before,
+                             "params_after": self.prune.params_after,
+                             "sparsity": self.prune.sparsity}
+        if self.quantization is not None:
+            data["quantization"] = self.quantization.to_json()
+        if self.precision is not None:
+            data["precision"] = {"precision": self.precision.precision,
+                                 "checker": self.precision.checker,
+                                 "low_nodes": len(self.precision.stats.low_nodes),
+                                 "fp32_nodes": self.precision.stats.fp32_nodes}
+        return data
 
 
 def prune_model(model: ir.Model, spec: str, samples: Sequence[calibrate.Sample] = (),
@@ -140,8 +158,17 @@ def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32"
             measure=measure)
         current, result.quantization = q.model, q.report
     elif precision in ("fp16", "bf16"):
-        p = precision_pass.convert_precision(current, target, precision, evals or None,
+        checks = evals
+        if not checks:
+            # the range analysis and the NaN/Inf + drift check need data; without any given,
+            # two random inputs still catch overflow (the report says which was used)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", calibrate.RandomCalibrationWarning)
+                checks = calibrate.random_samples(current, 2)
+        p = precision_pass.convert_precision(current, target, precision, checks,
                                              keep_fp32=exclude)
+        if not evals:
+            p.report.data_note = "range analysis and drift on 2 random inputs (no --calibration)"
         current, result.precision = p.model, p.report
     result.model = current
     return result

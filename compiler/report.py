@@ -14,6 +14,12 @@ def count_nodes(model: ir.Model) -> int:
     return sum(1 for _ in model.graph.all_nodes())
 
 
+def ops_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """Per op type, how its count changed (zero changes left out), sorted by op."""
+    return {op: after.get(op, 0) - before.get(op, 0) for op in sorted(set(before) | set(after))
+            if after.get(op, 0) != before.get(op, 0)}
+
+
 def op_histogram(model: ir.Model) -> Counter[str]:
     """How often each op occurs; kiln-domain and other non-ONNX ops carry their domain."""
     hist: Counter[str] = Counter()
@@ -34,6 +40,8 @@ class PassRecord:
     modified: bool
     fired: dict[str, int] = dataclasses.field(default_factory=dict)
     rejected: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: op type -> change in its count (only ops whose count changed)
+    ops_delta: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -77,8 +77,9 @@ def regions(model: ir.Model, layers: Collection[str], per_layer: bool = False
     out: dict[str, list[str]] = {}
     for node in model.graph:
         if node.name in layers:
-            key = node.name if per_layer else region_of(node)
-            out.setdefault(key, []).append(node.name)
+            name = str(node.name)
+            key = name if per_layer else region_of(node)
+            out.setdefault(key, []).append(name)
     return out
 
 

@@ -207,7 +207,7 @@ class _Walker:
     # -- types and dims -------------------------------------------------------------------
     def dims(self, dims: Iterable[int], where: str) -> int:
         """Check declared fixed dims; returns their product."""
-        product = 1
+        product = nonzero = 1
         for axis, dim in enumerate(dims):
             if dim < 0:
                 raise self.fail(where, f"dim {dim} at axis {axis} is negative")
@@ -216,8 +216,10 @@ class _Walker:
                     raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
                                     f"allows at most {limit.max_dim}")
             product *= dim
-            if product > INT64_MAX:
-                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64")
+            nonzero *= max(dim, 1)  # numpy refuses these even when a 0 dim makes them empty
+            if nonzero * 16 > INT64_MAX:  # 16: the widest element (complex128), in bytes
+                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64"
+                                f"{' (ignoring its 0 dims)' if product == 0 else ''}")
         return product
 
     def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
@@ -260,7 +262,7 @@ class _Walker:
                 raise self.fail(where, f"holds {len(tensor.raw_data)} bytes of data but dims "
                                 f"{list(tensor.dims)} need {want} (truncated or corrupt)")
             return
-        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))
+        field, per = _FIELDS.get(tensor.data_type, ("int32_data", 1))  # type: ignore[call-overload]
         if tensor.data_type in _PACKED:
             have, want = len(tensor.int32_data), -(-count // _PACKED[tensor.data_type])
         else:

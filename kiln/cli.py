@@ -15,6 +15,7 @@ from rich.table import Table
 
 from kiln import __version__
 from kiln.errors import InputError, KilnError
+from kiln.reduce_options import open_reduced, reduce_options, wants_reduction
 
 console = Console()
 err_console = Console(stderr=True)
@@ -514,24 +515,38 @@ def _print_placement(report: dict) -> None:
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True,
               help="Where to write the .kiln artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+@reduce_options
 def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level: int,
-                output: str, as_json: bool) -> None:
-    """Optimize MODEL for a backend and target and write a .kiln artifact."""
+                output: str, as_json: bool, **reduce: object) -> None:
+    """Optimize MODEL for a backend and target and write a .kiln artifact.
+
+    int8 / fp16 / bf16 and --prune go through kiln's own quantization, precision and
+    pruning passes, with an accuracy report against the fp32 model."""
     from kiln.runtime.session import Session
 
     if not output.endswith(".kiln"):
         raise KilnError(f"--output must end in .kiln, got '{output}'")
-    session = Session(model, backend=backend, target=target, precision=precision,
-                      opt_level=opt_level)
+    reduced = None
+    if wants_reduction(precision, reduce):
+        session, reduced = open_reduced(model, backend, target, precision, reduce,
+                                        opt_level=opt_level)
+    else:
+        session = Session(model, backend=backend, target=target, precision=precision,
+                          opt_level=opt_level)
     path = session.save(output)
     report = session.report
     if as_json:
         click.echo(json.dumps({"artifact": str(path), "backend": session.backend,
                                "target": str(session.target),
                                "compile_seconds": session.compile_seconds,
-                               "report": report.to_json() if report else None}, indent=2))
+                               "report": report.to_json() if report else None,
+                               "reduction": reduced.to_json() if reduced else None},
+                              indent=2, default=float))
         return
-    if report is not None:
+    if reduced is not None:
+        for line in reduced.lines():
+            console.print(escape(line), soft_wrap=True, highlight=False)
+    elif report is not None:
         _print_passes(report.to_json())
     console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
                   f"{session.backend} on {escape(str(session.target))}")
@@ -559,12 +574,13 @@ def _print_passes(report: dict) -> None:
     table = Table(title=f"O{report['level']} for {report['backend']}: "
                         f"{report['nodes_before']} -> {report['nodes_after']} nodes "
                         f"in {report['seconds']:.2f} s")
-    for col in ("pass", "ms", "nodes", "rules fired"):
+    for col in ("pass", "ms", "nodes", "rules fired", "ops changed"):
         table.add_column(col)
     for p in report["passes"]:
         fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
+        delta = ", ".join(f"{op} {n:+d}" for op, n in p.get("ops_delta", {}).items())
         table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
-                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired))
+                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired), escape(delta))
     console.print(table)
 
 

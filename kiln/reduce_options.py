@@ -18,6 +18,7 @@ faster ones), ``--eval DATA`` (a separate evaluation set for the accuracy report
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -68,14 +69,28 @@ def open_reduced(model: str, backend: str, target: str, precision: str,
                  options: dict[str, Any], threads: int | None = None,
                  opt_level: int = 2) -> tuple[Any, Any]:
     """(Session, ReduceResult) for the parsed command line options."""
-    from kiln.compiler.calibrate import load_samples
+    from kiln.compiler.calibrate import RandomCalibrationWarning, load_samples
     from kiln.compiler.frontend import import_model
-    from kiln.runtime.reduced import reduced_session
 
     if options.get("max_accuracy_drop") is not None and not 0 <= options["max_accuracy_drop"] < 1:
         raise InputError("--max-accuracy-drop is a fraction in [0, 1), e.g. 0.01 for one point")
     ir_model = import_model(model)
     evals = load_samples(options["eval_data"], ir_model) if options.get("eval_data") else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomCalibrationWarning)
+        opened = _open(ir_model, backend, target, precision, options, evals, threads, opt_level)
+    for w in caught:
+        if issubclass(w.category, RandomCalibrationWarning):
+            click.secho(f"warning: {w.message}", fg="yellow", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return opened
+
+
+def _open(ir_model: Any, backend: str, target: str, precision: str, options: dict[str, Any],
+          evals: Any, threads: int | None, opt_level: int) -> tuple[Any, Any]:
+    from kiln.runtime.reduced import reduced_session
+
     return reduced_session(
         ir_model, backend=backend, target=target, precision=precision,
         calibration=options.get("calibration"),

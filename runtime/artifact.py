@@ -82,16 +82,23 @@ class Artifact:
     def target(self) -> str:
         return str(self.manifest["target"])
 
+    _parsed: ir.Model | None = dataclasses.field(default=None, repr=False, compare=False)
+
     def model(self) -> ir.Model:
-        """The optimized graph, parsed."""
+        """The optimized graph, parsed once (every call returns the same object)."""
         import onnx
         import onnx_ir as ir
 
-        return ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+        if self._parsed is None:
+            self._parsed = ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+        return self._parsed
 
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
-        return blob_miss(self.manifest, backend, backend_version, target)
+        miss = blob_miss(self.manifest, backend, backend_version, target)
+        if miss is not None and self.blob_dir is None:  # nothing prebuilt: say what differs
+            miss = miss.replace("blobs were", "the artifact was", 1)
+        return miss
 
 
 def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | None,
@@ -170,11 +177,13 @@ def save_artifact(
     and ``outputs`` are signature entries (``TensorSpec.to_json()``); ``blob_dir`` is a folder
     a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file.
     """
-    if not isinstance(model, bytes):
+    if isinstance(model, bytes):
+        model_bytes = model
+    else:
         import onnx_ir as ir
 
-        model = ir.to_proto(model).SerializeToString()
-    files: dict[str, bytes | Path] = {MODEL: model}
+        model_bytes = ir.to_proto(model).SerializeToString()
+    files: dict[str, bytes | Path] = {MODEL: model_bytes}
     if blob_dir is not None:
         root = Path(blob_dir)
         for file in sorted(p for p in root.rglob("*") if p.is_file()):

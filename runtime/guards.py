@@ -106,8 +106,14 @@ class Guards:
                                 "this is intended")
 
 
-def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str) -> T:
-    """``fn()``, or ResourceError if it has not returned after ``timeout`` seconds."""
+def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str,
+                      cancel: Callable[[int], None] | None = None) -> T:
+    """``fn()``, or ResourceError if it has not returned after ``timeout`` seconds.
+
+    ``cancel(thread_id)``, when given (a CompiledModel's ``cancel``), stops the work on the
+    worker thread; then the worker is given a few seconds to unwind, so no abandoned native
+    run outlives the caller (one still running at interpreter exit can touch freed globals).
+    """
     if timeout is None:
         return fn()
     box: dict[str, Any] = {}
@@ -122,8 +128,18 @@ def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str) -> 
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise ResourceError(f"{what} did not finish within the timeout of {timeout:g} s; the "
-                            "model may loop without end (raise timeout if it is just slow)")
+        stopped = False
+        if cancel is not None and worker.ident is not None:
+            try:
+                cancel(worker.ident)
+            except Exception:  # cancelling is best effort; the timeout error stands
+                pass
+            worker.join(10.0)
+            stopped = not worker.is_alive()
+        raise ResourceError(f"{what} did not finish within the timeout of {timeout:g} s "
+                            f"({'cancelled' if stopped else 'left running in the background'})"
+                            "; the model may loop without end (raise timeout if it is just "
+                            "slow)")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -137,7 +153,7 @@ def _itemsize(value: ir.Value | None, default: int = 4) -> int:
     if value is None or value.dtype is None:
         return default
     try:
-        return max(1, value.dtype.itemsize)
+        return max(1, math.ceil(value.dtype.itemsize))
     except Exception:
         return default
 
@@ -205,7 +221,9 @@ class _Estimator:
         if node.domain not in ("", "ai.onnx") or not node.outputs:
             return
         out = node.outputs[0]
-        args = [self.const(v) for v in node.inputs]
+        raw = [self.const(v) for v in node.inputs]
+        args: list[np.ndarray] = [a for a in raw if a is not None]
+        exact = bool(args) and len(args) == len(raw) and all(a.dtype == object for a in args)
         result: np.ndarray | None = None
         if op == "Constant":
             attr = node.attributes.get("value")
@@ -222,8 +240,7 @@ class _Estimator:
                 end = node.attributes.get("end")
                 sl = slice(start.value if start else None, end.value if end else None)
                 result = np.array(shape[sl], dtype=object)
-        elif any(a is None for a in args) or not args or any(
-                a.dtype != object for a in args if a is not None):
+        elif not exact:
             return
         elif op in ("Identity", "Cast"):
             result = args[0]
@@ -335,11 +352,11 @@ class _Estimator:
         if depth == 0:  # feeds reach only the main graph's nodes directly
             self.checks.collect(node, self)
         for value in node.outputs:
-            shape = _static_shape(value)
-            if shape is not None:
-                n = math.prod(shape)
+            out_dims = _static_shape(value)
+            if out_dims is not None:
+                n = math.prod(out_dims)
                 self.guards.bytes_ok(n * _itemsize(value), f"output '{value.name}' of {label} "
-                                     f"(shape {shape})")
+                                     f"(shape {out_dims})")
         for attr in node.attributes.values():
             if attr.type == ir.AttributeType.GRAPH:
                 self.graph(attr.value, depth + 1)
@@ -354,7 +371,7 @@ class _Estimator:
         body = node.attributes["body"].value if "body" in node.attributes else None
         if trips is not None:
             count = int(np.asarray(trips).reshape(-1)[0])
-            self.trip_count_ok(count, label, ModelError)
+            self.trip_count_ok(count, label)
             if body is not None:
                 carried = len(node.inputs) - 2
                 per_iteration = 0
@@ -378,7 +395,7 @@ class _Estimator:
                 raise ResourceError(f"{label} never ends: it has no trip count and its "
                                     "condition stays true")
 
-    def trip_count_ok(self, count: int, label: str, error: type[Exception]) -> None:
+    def trip_count_ok(self, count: int, label: str) -> None:
         if count < 0:
             return  # a negative trip count runs zero iterations
         limit = self.guards.max_loop_iterations
@@ -423,9 +440,9 @@ def range_length(start: Any, limit: Any, delta: Any, label: str,
                     f"{[int(a.size) for a in arrays]}")
     items = [a[0] for a in arrays]
     if all(isinstance(x, (int, np.integer)) for x in items):
-        s, lim, d = (int(x) for x in items)  # exact: no float rounding of large counts
-        if d != 0:
-            return max(-((s - lim) // d), 0)
+        first, last, step = (int(x) for x in items)  # exact: no float rounding of large counts
+        if step != 0:
+            return max(-((first - last) // step), 0)
     s, lim, d = (float(x) for x in items)
     if d == 0:
         raise error(f"{label} has delta 0: its length ceil((limit - start) / delta) is "
@@ -469,9 +486,9 @@ def _feed_source(value: ir.Value | None, inputs: set[str]) -> str | None:
     for _ in range(8):
         if value is None:
             return None
-        if value.producer() is None:
-            return value.name if value.name in inputs and value.const_value is None else None
         producer = value.producer()
+        if producer is None:
+            return value.name if value.name in inputs and value.const_value is None else None
         if producer.op_type not in ("Identity", "Cast") or not producer.inputs:
             return None
         value = producer.inputs[0]
@@ -604,7 +621,7 @@ class RuntimeChecks:
         for value, feed in zip(values, check.others):
             if np.asarray(value).size != 1:
                 raise InputError(f"input '{feed}' of {check.label} must be a scalar")
-        n = range_length(*values, check.label, InputError)
+        n = range_length(values[0], values[1], values[2], check.label, InputError)
         self.guards.bytes_ok(n * check.size, f"{check.label} ({n} elements)")
 
     def _size(self, check: _Check, feeds: Mapping[str, np.ndarray]) -> None:

@@ -236,7 +236,8 @@ class Session:
                              f"{sorted(known)}")
         self._checks.run(checked)  # feeds reaching Gather/Range/Loop/... (runtime/guards.py)
         results = guards_module.call_with_timeout(lambda: self._compiled.run(checked),
-                                                  self.guards.timeout, "run")
+                                                  self.guards.timeout, "run",
+                                                  getattr(self._compiled, "cancel", None))
         return [results[n] for n in names]
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:

@@ -89,6 +89,35 @@ def _translate(exc: Exception, where: str) -> KilnError:
     return KilnError(f"native backend{where}: {type(exc).__name__}: {exc}")
 
 
+def captured_names(node: ir.Node) -> set[str]:
+    """Names an If/Loop/Scan body reads from enclosing scopes (implicit inputs of ``node``)."""
+    used: set[str] = set()
+    defined: set[str] = set()
+
+    def visit(graph: ir.Graph) -> None:
+        defined.update(v.name for v in graph.inputs)
+        defined.update(graph.initializers)
+        for inner in graph:
+            used.update(v.name for v in inner.inputs if v is not None and v.name)
+            defined.update(v.name for v in inner.outputs if v is not None and v.name)
+            for sub in _subgraphs(inner):
+                visit(sub)
+
+    for sub in _subgraphs(node):
+        visit(sub)
+    return used - defined
+
+
+def _subgraphs(node: ir.Node) -> list[ir.Graph]:
+    graphs: list[ir.Graph] = []
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            graphs.append(attr.value)
+        elif attr.type == ir.AttributeType.GRAPHS:
+            graphs.extend(attr.value)
+    return graphs
+
+
 class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
@@ -136,6 +165,11 @@ class NativeCompiledModel(CompiledModel):
         self.segments = segments
         self._constants = constants
         self.report = report
+
+    def signature_arena_bytes(self) -> list[int]:
+        """Arena bytes planned at run time per input signature (models with symbolic dims)."""
+        return [b for s in self.segments if isinstance(s, NativeSegment)
+                for b in s.plan.signature_arena_bytes()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
@@ -229,11 +263,23 @@ class NativeBackend(Backend):
                     if o is not None and o.name:
                         producer_run[o.name] = k
         consumers: dict[str, set[int]] = {}
+        values_by_name: dict[str, ir.Value] = {v.name: v for v in graph.inputs}
+        values_by_name.update(initializers)
+        implicit: dict[int, list[ir.Value]] = {}   # run -> outer values its subgraphs read
+        for _, run_nodes in runs:
+            for n in run_nodes:
+                for o in n.outputs:
+                    if o is not None and o.name:
+                        values_by_name[o.name] = o
         for k, (_, run_nodes) in enumerate(runs):
             for n in run_nodes:
                 for v in n.inputs:
                     if v is not None and v.name:
                         consumers.setdefault(v.name, set()).add(k)
+                for name in sorted(captured_names(n)):
+                    if name in values_by_name:
+                        consumers.setdefault(name, set()).add(k)
+                        implicit.setdefault(k, []).append(values_by_name[name])
 
         lowering = Lowering(opsets, limit, inferred_sizes(model))
         evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
@@ -244,8 +290,9 @@ class NativeBackend(Backend):
         for k, (native, run_nodes) in enumerate(runs):
             seg_inputs: list[ir.Value] = []
             seen = set()
-            for n in run_nodes:
-                for v in n.inputs:
+            for n in run_nodes + [None]:
+                reads = list(n.inputs) if n is not None else implicit.get(k, [])
+                for v in reads:
                     if v is None or not v.name or v.name in seen:
                         continue
                     if producer_run.get(v.name, -1) == k:
@@ -283,8 +330,9 @@ class NativeBackend(Backend):
                 report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
             else:
                 seg_consts = {}
-                for n in run_nodes:
-                    for v in n.inputs:
+                for n in run_nodes + [None]:
+                    reads = list(n.inputs) if n is not None else implicit.get(k, [])
+                    for v in reads:
                         if v is None or not v.name:
                             continue
                         if v.name in known_consts:
@@ -292,8 +340,9 @@ class NativeBackend(Backend):
                         elif v.const_value is not None and producer_run.get(v.name, -1) != k:
                             seg_consts[v.name] = contiguous(v.const_value.numpy())
                 seg_inputs = [v for v in seg_inputs if v.name not in seg_consts]
+                reasons = {n.name or f"<{n.op_type}>": support.refusal(n) or "" for n in run_nodes}
                 segments.append(OrtSegment(run_nodes, seg_inputs, seg_outputs, seg_consts,
-                                           opsets, model.ir_version, options.threads))
+                                           opsets, model.ir_version, options.threads, reasons))
                 report_segments.append({"engine": "onnxruntime", "nodes": len(run_nodes),
                                         "ops": sorted({n.op_type for n in run_nodes})})
 

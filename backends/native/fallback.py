@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from kiln.errors import InputError, ModelError
+from kiln.errors import InputError, UnsupportedError
 
 
 class OrtSegment:
@@ -23,7 +23,8 @@ class OrtSegment:
 
     def __init__(self, nodes: Sequence[ir.Node], inputs: Sequence[ir.Value],
                  outputs: Sequence[ir.Value], constants: Mapping[str, np.ndarray],
-                 opsets: Mapping[str, int], ir_version: int, threads: int | None) -> None:
+                 opsets: Mapping[str, int], ir_version: int, threads: int | None,
+                 native_reasons: Mapping[str, str] | None = None) -> None:
         self.nodes = list(nodes)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -31,6 +32,7 @@ class OrtSegment:
         self.opsets = dict(opsets)
         self.ir_version = ir_version
         self.threads = threads
+        self.native_reasons = dict(native_reasons or {})
         self._sessions: dict[tuple[str, ...], object] = {}
         self._lock = threading.Lock()
 
@@ -64,9 +66,13 @@ class OrtSegment:
             return ort.InferenceSession(model.SerializeToString(), options,
                                         providers=["CPUExecutionProvider"])
         except Exception as exc:
-            names = ", ".join(f"'{n.name}' ({n.op_type})" for n in self.nodes)
-            raise ModelError(f"onnxruntime cannot run the fallback nodes {names}: {exc}") \
-                from exc
+            # Neither engine can run these nodes: the native refusal and onnxruntime's reason.
+            names = "; ".join(f"'{name}': {reason}" for name, reason in
+                              self.native_reasons.items()) or ", ".join(
+                                  f"'{n.name}' ({n.op_type})" for n in self.nodes)
+            raise UnsupportedError(f"neither the native backend nor its onnxruntime fallback "
+                                   f"can run these nodes: native refuses {names}; "
+                                   f"onnxruntime: {exc}") from exc
 
     def run(self, env: dict[str, np.ndarray]) -> None:
         feeds = {v.name: env[v.name] for v in self.inputs}

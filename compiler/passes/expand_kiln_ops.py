@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -30,7 +31,7 @@ def expand_activation(graph: ir.Graph, x: ir.Value, name: str, alpha: float, bet
     """Append the standard-ONNX nodes computing ``name(x)`` to ``nodes``; returns the output."""
     version = opset(graph)
 
-    def op(op_type: str, *inputs: ir.Value | None, **attributes: object) -> ir.Value:
+    def op(op_type: str, *inputs: ir.Value | None, **attributes: Any) -> ir.Value:
         node = ir.node(op_type, list(inputs), attributes=attributes or None)
         nodes.append(node)
         return node.outputs[0]

@@ -54,7 +54,7 @@ class FuseAttention(Rule):
         if not is_onnx(node, "MatMul") or node.inputs[0] is None:
             return None
         softmax = node.inputs[0].producer()
-        if softmax is None or not is_onnx(softmax, "Softmax"):
+        if softmax is None or not is_onnx(softmax, "Softmax") or softmax.inputs[0] is None:
             return None
         nodes = [softmax, node]
         cur = softmax.inputs[0].producer()
@@ -101,6 +101,8 @@ class FuseAttention(Rule):
         if self.standard and version < ATTENTION_OPSET:
             return f"the model imports opset {version}; Attention needs {ATTENTION_OPSET}"
         q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
+        if q is None or kt is None or v is None:
+            return "an attention operand is missing"
         ranks = [_rank(x) for x in (q, kt, v)]
         if ranks != [4, 4, 4]:
             return f"Q, K^T, V ranks {ranks} are not all 4"
@@ -168,6 +170,8 @@ def expand_attention(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.
     if "scale" not in node.attributes:
         raise ValueError(f"kiln::Attention {node.name} has no scale attribute")
     q, k, v = node.inputs[:3]
+    if q is None or k is None or v is None:
+        raise ValueError(f"kiln::Attention {node.name} lacks Q, K or V")
     mask = node.inputs[3] if len(node.inputs) > 3 else None
     dtype = q.dtype.numpy() if q.dtype is not None else np.float32
     scale = new_initializer(graph, np.array(float(attr(node, "scale")), dtype), "attn_scale")

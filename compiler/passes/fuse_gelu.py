@@ -36,10 +36,11 @@ def _split(node: ir.Node) -> tuple[ir.Value, float] | None:
         return None
     for i in (0, 1):
         k = _scalar(node.inputs[i])
-        if k is not None and node.inputs[1 - i] is not None:
+        other = node.inputs[1 - i]
+        if k is not None and other is not None:
             if node.op_type in ("Div", "Sub", "Pow") and i == 0:
                 return None  # c / x, c - x, c ^ x are not what we look for
-            return node.inputs[1 - i], k
+            return other, k
     return None
 
 
@@ -90,6 +91,8 @@ class FuseGelu(Rule):
             return None
         for i in (0, 1):
             x, cubic = poly.inputs[i], poly.inputs[1 - i]
+            if x is None:
+                continue
             scaled = cubic.producer() if cubic is not None else None
             if scaled is None or not is_onnx(scaled, "Mul") or _split(scaled) is None:
                 continue

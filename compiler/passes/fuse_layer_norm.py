@@ -37,7 +37,7 @@ class FuseLayerNormPass(OnnxscriptRulesPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         version = opset(model.graph)
         if version < LAYER_NORM_OPSET:
-            self.fired = Counter()
+            self.fired = Counter[str]()
             self.rejected = Counter(
                 {f"the model imports opset {version}; LayerNormalization needs 17": 1})
             return ir.passes.PassResult(model, modified=False)

@@ -7,8 +7,10 @@ is fused.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
+import onnx_ir as ir
 from onnx_ir.passes.common import (
     AddDefaultAttributesPass,
     IdentityEliminationPass,
@@ -19,13 +21,38 @@ from kiln.compiler.passes.fuse_attention import ATTENTION_OPSET, FuseAttention
 from kiln.compiler.passes.fuse_gelu import GELU_OPSET, FuseGeluPass
 from kiln.compiler.passes.fuse_layer_norm import LAYER_NORM_OPSET, FuseLayerNormPass
 from kiln.compiler.passes.rule import RulePass
-from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
+from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass, looks_like_transformer
 
 if TYPE_CHECKING:
-    import onnx_ir as ir
-
     from kiln.compiler.capabilities import BackendCaps
 
+
+
+class TidyForTransformerRulesPass(ir.passes.InPlacePass):
+    """Give the transformer rules the graph shape they match on, on transformer graphs only.
+
+    The opset converter leaves Constant nodes and Identities behind, and exporters leave
+    attributes such as ReduceMean's ``keepdims`` implicit; the rules expect initializers and
+    explicit attributes. CNN graphs are left exactly as they are.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.fired = Counter()
+        if not looks_like_transformer(model):
+            return ir.passes.PassResult(model, modified=False)
+        steps = {"lift constants": LiftConstantsToInitializersPass(lift_all_constants=True,
+                                                                   size_limit=0),
+                 "remove identities": IdentityEliminationPass(),
+                 "explicit default attributes": AddDefaultAttributesPass()}
+        for name, step in steps.items():
+            if step(model).modified:
+                self.fired[name] += 1
+        return ir.passes.PassResult(model, modified=bool(self.fired))
 
 
 def transformer_opset(caps: BackendCaps) -> int:
@@ -41,11 +68,7 @@ def transformer_steps(caps: BackendCaps) -> list[tuple[str, ir.passes.PassBase]]
         return []
     steps: list[tuple[str, ir.passes.PassBase]] = [
         ("upgrade-opset", UpgradeOpsetPass(version)),
-        # the converter leaves Constant nodes, Identities and implicit defaults (keepdims)
-        ("lift-constants", LiftConstantsToInitializersPass(lift_all_constants=True,
-                                                          size_limit=0)),
-        ("eliminate-identity-again", IdentityEliminationPass()),
-        ("add-default-attributes", AddDefaultAttributesPass()),
+        ("tidy-for-transformer-rules", TidyForTransformerRulesPass()),
         ("fuse-layer-norm", FuseLayerNormPass()),
     ]
     if version >= GELU_OPSET:

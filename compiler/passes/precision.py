@@ -146,7 +146,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
             return "mixes other float types"
         if self.range_limit is not None:
             for v in node.outputs:
-                rng = self.ranges.get(v.name)
+                rng = self.ranges.get(str(v.name))
                 if rng is not None and rng.amax > self.range_limit:
                     return f"calibrated |x| beyond {self.range_limit:g}"
         if not schema_allows(node, opset, self.low):
@@ -166,9 +166,9 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
             why = self._why_fp32(node, opset)
             if why is None:
                 low_nodes.add(node)
-                self.stats.low_nodes.append(node.name)
+                self.stats.low_nodes.append(str(node.name))
             elif why != "no float tensors":
-                self.stats.fp32_nodes[node.name] = why
+                self.stats.fp32_nodes[str(node.name)] = why
         np_low = np.float16 if self.low == ir.DataType.FLOAT16 else None
         if not low_nodes:
             if self.store_weights:
@@ -190,9 +190,9 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 value = ir.Value(name=name, const_value=data, type=ir.TensorType(self.low),
                                  shape=ir.Shape(array.shape))
                 graph.register_initializer(value)
-                converted[v.name] = value
+                converted[str(v.name)] = value
                 self.stats.weights += 1
-            return converted[v.name]
+            return converted[str(v.name)]
 
         def cast(v: ir.Value, to: ir.DataType, cache: dict[str, ir.Value],
                  before: ir.Node | None) -> ir.Value:
@@ -207,10 +207,10 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                     graph.insert_before(before, node)
                 else:
                     graph.insert_before(graph.node(0), node)
-                cache[v.name] = node.outputs[0]
+                cache[str(v.name)] = node.outputs[0]
                 inserted.add(node)
                 self.stats.casts += 1
-            return cache[v.name]
+            return cache[str(v.name)]
 
         for node in list(graph):
             if node not in low_nodes:
@@ -221,8 +221,7 @@ class ConvertPrecisionPass(ir.passes.InPlacePass):
                 array = constant_array(v)
                 if array is not None and (v.producer() is None or v.is_initializer()):
                     node.replace_input_with(i, low_weight(v, array))
-                elif array is not None and v.producer() is not None \
-                        and v.producer().op_type == "Constant":
+                elif array is not None and getattr(v.producer(), "op_type", "") == "Constant":
                     node.replace_input_with(i, low_weight(v, array))
                 elif v.producer() in low_nodes:
                     continue  # already low once its producer is rewritten
@@ -293,7 +292,8 @@ def _function_ops(model: ir.Model, low_nodes: list[str]) -> list[str]:
             schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
         except onnx.defs.SchemaError:
             continue
-        if schema.has_function or schema.has_context_dependent_function:
+        if getattr(schema, "has_function", False) or \
+                getattr(schema, "has_context_dependent_function", False):
             out.append(node.op_type)
     return out
 
@@ -305,6 +305,7 @@ class PrecisionReport:
     checker: str
     accuracy: AccuracyReport | None
     runtime_fp32: list[str]
+    data_note: str = ""
 
     def lines(self) -> list[str]:
         s = self.stats
@@ -315,6 +316,8 @@ class PrecisionReport:
         for why in s.fp32_nodes.values():
             reasons[why] = reasons.get(why, 0) + 1
         out += [f"  fp32 x{n}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+        if self.data_note:
+            out.append(f"  {self.data_note}")
         if self.accuracy is not None:
             out += ["  " + line for line in self.accuracy.lines()]
         return out
@@ -331,7 +334,7 @@ def target_allows(target: object, precision: str) -> bool:
     if precision != "bf16":
         return True
     has = getattr(target, "has", None)
-    return bool(has) and any(has(f) for f in ("avx512_bf16", "amx_bf16", "amx"))
+    return has is not None and any(has(f) for f in ("avx512_bf16", "amx_bf16", "amx"))
 
 
 def convert_precision(model: ir.Model, target: object, precision: str,
@@ -401,7 +404,7 @@ def convert_precision(model: ir.Model, target: object, precision: str,
         raise ModelError(f"gave up making the {precision} model load in onnxruntime")
     for node in candidate.graph:
         if node.op_type in runtime_fp32 and node.op_type not in keep_fp32:
-            conv.stats.fp32_nodes[node.name] = \
+            conv.stats.fp32_nodes[str(node.name)] = \
                 f"onnxruntime has no {precision} kernel for {node.op_type}"
     try:
         onnx.checker.check_model(proto, full_check=True)

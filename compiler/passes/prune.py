@@ -248,6 +248,12 @@ def _out_channels(node: ir.Node) -> int | None:
     return None
 
 
+def _const(value: ir.Value | None) -> np.ndarray:
+    array = constant_array(value)
+    assert array is not None, "checked by the analysis"
+    return array
+
+
 def _is_scalar_constant(value: ir.Value | None) -> bool:
     a = constant_array(value)
     return a is not None and a.size == 1
@@ -279,7 +285,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         layouts: dict[str, Layout] = {}
         consumers: list[tuple[ir.Node, int, Layout]] = []  # (node, input index, layout)
         for node in graph:
-            ins = [layouts.get(v.name) if v is not None else None for v in node.inputs]
+            ins = [layouts.get(str(v.name)) if v is not None else None for v in node.inputs]
             op = node.op_type
             out_layout: Layout | None = None
             if op in ("Conv", "Gemm") and not node.domain:
@@ -330,7 +336,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
                     for lay in ins:
                         spaces.freeze(lay, "Concat off the channel axis or with a fixed input")
             elif op in ("Flatten", "Reshape") and ins[0] is not None:
-                shape = node.inputs[0].shape
+                shape = node.inputs[0].shape if node.inputs[0] is not None else None
                 dims = list(shape) if shape is not None else None
                 flat_ok = dims is not None and len(dims) == 4 and dims[2] == dims[3] == 1
                 if op == "Flatten":
@@ -348,12 +354,12 @@ class PruneChannelsPass(ir.passes.InPlacePass):
                 for lay in ins:
                     spaces.freeze(lay, f"read by {op}")
             if out_layout is not None and node.outputs:
-                layouts[node.outputs[0].name] = out_layout
+                layouts[str(node.outputs[0].name)] = out_layout
                 for extra in node.outputs[1:]:  # e.g. Dropout mask, BN running stats
                     if extra.uses():
                         spaces.freeze(out_layout, f"{op} secondary output in use")
         for v in graph.outputs:
-            spaces.freeze(layouts.get(v.name), "graph output")
+            spaces.freeze(layouts.get(str(v.name)), "graph output")
         return spaces, layouts, consumers
 
     # -- choice and rewrite ----------------------------------------------------------------------
@@ -415,27 +421,27 @@ class PruneChannelsPass(ir.passes.InPlacePass):
 
         for root, idx in keep.items():
             for producer in spaces.producers[root]:
-                self.kept[producer.name] = idx
+                self.kept[str(producer.name)] = idx
                 self._prune_outputs(graph, b, producer, idx)
                 self.stats.layers += 1
         for node in graph:
             if node.op_type == "BatchNormalization" and node.inputs[0] is not None:
-                lay = layouts.get(node.inputs[0].name)
-                idx = kept_index(lay) if lay else None
-                if idx is not None:
+                lay = layouts.get(str(node.inputs[0].name))
+                sel = kept_index(lay) if lay else None
+                if sel is not None:
                     for i in range(1, 5):
-                        _replace_constant(graph, b, node, i, constant_array(node.inputs[i])[idx])
+                        _replace_constant(graph, b, node, i, _const(node.inputs[i])[sel])
             if node.op_type == "Reshape" and node.inputs[0] is not None:
-                lay = layouts.get(node.inputs[0].name)
-                idx = kept_index(lay) if lay else None
+                lay = layouts.get(str(node.inputs[0].name))
+                sel = kept_index(lay) if lay else None
                 target = constant_array(node.inputs[1])
-                if idx is not None and target is not None and int(target[1]) != -1:
+                if sel is not None and target is not None and int(target[1]) != -1:
                     _replace_constant(graph, b, node, 1,
-                                      np.array([target[0], idx.size], dtype=target.dtype))
+                                      np.array([target[0], sel.size], dtype=target.dtype))
         for node, _index, lay in consumers:
-            idx = kept_index(lay)
-            if idx is not None:
-                self._prune_inputs(graph, b, node, idx)
+            sel = kept_index(lay)
+            if sel is not None:
+                self._prune_inputs(graph, b, node, sel)
         # shapes changed along the channel axis: forget them and infer again
         for node in graph:
             for v in node.outputs:

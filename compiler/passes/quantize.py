@@ -174,6 +174,15 @@ class _Builder:
         return node
 
 
+def sv_of(dq_output: ir.Value) -> np.ndarray:
+    """The scale array of the DequantizeLinear producing ``dq_output``."""
+    producer = dq_output.producer()
+    assert producer is not None and producer.inputs[1] is not None
+    scale = producer.inputs[1].const_value
+    assert scale is not None
+    return scale.numpy()
+
+
 def _float(value: ir.Value) -> bool:
     return value.dtype in (ir.DataType.FLOAT, None)
 
@@ -221,16 +230,16 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             if node.domain or node.op_type not in self.op_types:
                 continue
             if is_excluded(node, self.exclude):
-                self.stats.skipped[node.name] = "excluded"
+                self.stats.skipped[str(node.name)] = "excluded"
                 continue
             acts = [v for i, v in enumerate(node.inputs) if v is not None and _float(v)
                     and not self._is_param(node, i)]
             if not acts:
-                self.stats.skipped[node.name] = "no float activation input"
+                self.stats.skipped[str(node.name)] = "no float activation input"
                 continue
             missing = [v.name for v in acts if v.name not in self.ranges]
             if missing:
-                self.stats.skipped[node.name] = f"no calibrated range for {missing[0]}"
+                self.stats.skipped[str(node.name)] = f"no calibrated range for {missing[0]}"
                 continue
             chosen.add(node)
         # pass-through ops only pay off between quantized neighbours: prune to a fixpoint
@@ -268,7 +277,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             for i, v in enumerate(node.inputs):
                 if v is not None and _float(v) and not self._is_param(node, i):
                     if not self._fused_away(v, chosen):
-                        out.setdefault(v.name, v)
+                        out.setdefault(str(v.name), v)
             for v in node.outputs:
                 users = [u for u, _ in v.uses()]
                 if not _float(v) or v.name not in self.ranges or self._fused_away(v, chosen):
@@ -295,14 +304,14 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         act_scale: dict[str, np.float32] = {}
         for value in self._tensors(graph, chosen):
-            scale, zp = activation_params(self.ranges[value.name], self.scheme)
+            scale, zp = activation_params(self.ranges[str(value.name)], self.scheme)
             s = b.constant(f"{value.name}_scale", np.array(scale, dtype=np.float32))
             z = b.constant(f"{value.name}_zero_point", zp)
             q = b.node("QuantizeLinear", [value, s, z], f"{value.name}_q")
             dq = b.node("DequantizeLinear", [q.outputs[0], s, z], f"{value.name}_dq")
             dq.outputs[0].dtype = ir.DataType.FLOAT
             dq.outputs[0].shape = value.shape
-            act_scale[dq.outputs[0].name] = scale
+            act_scale[str(dq.outputs[0].name)] = scale
             q.outputs[0].dtype = ir.DataType.from_numpy(zp.dtype)
             q.outputs[0].shape = value.shape
             value.replace_all_uses_with(dq.outputs[0])
@@ -317,7 +326,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         for node in list(graph):
             if node not in chosen or node.op_type not in COMPUTE_OPS:
                 continue
-            self.stats.nodes.append(node.name)
+            self.stats.nodes.append(str(node.name))
             w_scale = None
             for i, v in enumerate(node.inputs):
                 if v is None or not self._is_param(node, i) or i == 2:
@@ -326,13 +335,13 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
                 if w is None or w.dtype != np.float32:
                     continue
                 axis = weight_axis(node, i, w.ndim)
-                key = (v.name, axis)
+                key = (str(v.name), axis)
                 if key not in weights:
                     wq, sc = quantize_weight(w, axis)
                     qv = b.constant(f"{v.name}_quantized", wq)
                     sv = b.constant(f"{v.name}_scale", sc)
                     zv = b.constant(f"{v.name}_zero_point", np.zeros_like(sc, dtype=np.int8))
-                    attrs = {} if axis is None else {"axis": axis}
+                    attrs: dict[str, Any] = {} if axis is None else {"axis": axis}
                     dq = b.node("DequantizeLinear", [qv, sv, zv], f"{v.name}_dq", **attrs)
                     dq.outputs[0].dtype = ir.DataType.FLOAT
                     dq.outputs[0].shape = ir.Shape(w.shape)
@@ -341,7 +350,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
                     self.stats.weights += 1
                 node.replace_input_with(i, weights[key])
                 if i == 1:
-                    w_scale = weights[key].producer().inputs[1].const_value.numpy()
+                    w_scale = sv_of(weights[key])
             self._quantize_bias(b, graph, node, w_scale, act_scale)
         # initializers only the quantized copies use now
         for name in list(graph.initializers):
@@ -357,9 +366,10 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         bias_v = node.inputs[2]
         bias = constant_array(bias_v)
         x = node.inputs[0]
-        if bias is None or bias.ndim != 1 or x is None or x.name not in act_scale:
+        if bias is None or bias.ndim != 1 or x is None or bias_v is None \
+                or str(x.name) not in act_scale:
             return
-        scale = (np.float32(act_scale[x.name]) * w_scale).astype(np.float32)
+        scale = (np.float32(act_scale[str(x.name)]) * w_scale).astype(np.float32)
         if scale.size not in (1, bias.size):
             return
         q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
@@ -416,26 +426,28 @@ class QuantizeDynamicPass(ir.passes.InPlacePass):
             if node.domain or node.op_type not in self.op_types:
                 continue
             if is_excluded(node, self.exclude):
-                self.stats.skipped[node.name] = "excluded"
+                self.stats.skipped[str(node.name)] = "excluded"
                 continue
             w = self._weight(node)
             if w is None:
-                self.stats.skipped[node.name] = "weight is not a constant 2-D float tensor"
+                self.stats.skipped[str(node.name)] = "weight is not a constant 2-D float tensor"
                 continue
             x = node.inputs[0]
+            assert x is not None  # _weight checked it
             wq, ws = quantize_weight(w, axis=1)
             qv = b.constant(f"{node.name}_weight_quantized", wq)
             zv = b.constant(f"{node.name}_weight_zero_point", np.zeros(ws.shape, np.int8))
             sv = b.constant(f"{node.name}_weight_scale", ws)
             new: list[ir.Node] = []
-            if x.name not in shared_x:
+            key_x = str(x.name)
+            if key_x not in shared_x:
                 dql = b.node("DynamicQuantizeLinear", [x], f"{x.name}_dynamic_q", outputs=3)
                 dql.outputs[0].dtype = ir.DataType.UINT8
                 dql.outputs[1].dtype = ir.DataType.FLOAT
                 dql.outputs[2].dtype = ir.DataType.UINT8
                 new.append(dql)
-                shared_x[x.name] = tuple(dql.outputs)  # type: ignore[assignment]
-            xq, xs, xz = shared_x[x.name]
+                shared_x[key_x] = (dql.outputs[0], dql.outputs[1], dql.outputs[2])
+            xq, xs, xz = shared_x[key_x]
             mmi = b.node("MatMulInteger", [xq, qv, xz, zv], f"{node.name}_matmul_integer")
             mmi.outputs[0].dtype = ir.DataType.INT32
             cast = b.node("Cast", [mmi.outputs[0]], f"{node.name}_cast",
@@ -462,7 +474,7 @@ class QuantizeDynamicPass(ir.passes.InPlacePass):
                 old.name = b.unique(f"{name}_fp32")
                 result.name = name
             graph.remove(node, safe=True)
-            self.stats.nodes.append(node.name)
+            self.stats.nodes.append(str(node.name))
             self.stats.weights += 1
             modified = True
         for name in list(graph.initializers):

@@ -38,7 +38,7 @@ def smoothable(model: ir.Model, exclude: Collection[str] = ()) -> dict[str, list
         x = node.inputs[0]
         if w is None or w.ndim != 2 or x is None or constant_array(x) is not None:
             continue
-        out.setdefault(x.name, []).append(node)
+        out.setdefault(str(x.name), []).append(node)
     return out
 
 
@@ -73,6 +73,7 @@ class SmoothActivationsPass(ir.passes.InPlacePass):
                  np.maximum(wmax, 1e-5) ** (1 - self.alpha)).astype(np.float32)
             s = np.clip(s, 1e-2, 1e2)
             x = nodes[0].inputs[0]
+            assert x is not None  # smoothable() checked it
             if not self._fold_into_layernorm(x, nodes, s):
                 inv = b.constant(f"{name}_smooth", (1.0 / s).astype(np.float32))
                 mul = b.node("Mul", [x, inv], f"{name}_smoothed")
@@ -87,9 +88,9 @@ class SmoothActivationsPass(ir.passes.InPlacePass):
                     n.replace_input_with(0, mul.outputs[0])
             for n, w in zip(nodes, weights):
                 scaled = (w * s[:, None]).astype(np.float32)
-                value = b.constant(f"{n.inputs[1].name}_smoothed", scaled)
+                value = b.constant(f"{getattr(n.inputs[1], 'name', n.name)}_smoothed", scaled)
                 n.replace_input_with(1, value)
-                self.smoothed.append(n.name)
+                self.smoothed.append(str(n.name))
             modified = True
         for init in list(graph.initializers):
             v = graph.initializers[init]
@@ -119,7 +120,7 @@ class SmoothActivationsPass(ir.passes.InPlacePass):
         for index in (1, 2):
             if len(producer.inputs) > index and producer.inputs[index] is not None:
                 p = constant_array(producer.inputs[index])
-                value = b.constant(f"{producer.inputs[index].name}_smoothed",
+                value = b.constant(f"{getattr(producer.inputs[index], 'name', '')}_smoothed",
                                    (p / s).astype(np.float32))
                 producer.replace_input_with(index, value)
         return True

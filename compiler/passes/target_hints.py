@@ -51,7 +51,8 @@ class TargetHintsPass(ir.passes.InPlacePass):
         for node in model.graph:
             if node.op_type not in ("Conv", "FusedConv") or layout is None:
                 continue
-            weight = node.inputs[1].const_value if len(node.inputs) > 1 else None
+            w_value = node.inputs[1] if len(node.inputs) > 1 else None
+            weight = w_value.const_value if w_value is not None else None
             channels = weight.shape[0] if weight is not None else None
             if not isinstance(channels, int) or channels % layout[1]:
                 self.rejected[f"{layout[0]}: output channels {channels} not a multiple of "

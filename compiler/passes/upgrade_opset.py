@@ -30,7 +30,7 @@ def looks_like_transformer(model: ir.Model) -> bool:
 
 
 def _fed_by_activation_matmul(node: ir.Node, depth: int = 3) -> bool:
-    cur = node.inputs[0].producer() if node.inputs else None
+    cur = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
     for _ in range(depth):
         if cur is None:
             return False

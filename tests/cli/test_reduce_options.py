@@ -8,6 +8,7 @@ import onnx
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from kiln.errors import InputError
 from kiln.reduce_options import open_reduced, reduce_options, split_exclude, wants_reduction
 
 
@@ -65,3 +66,30 @@ def test_no_reduction_and_helpers(tmp_path):
     assert result.output.strip() == "nothing to do"
     assert split_exclude(("a,b", "Conv")) == ["a", "b", "Conv"]
     assert wants_reduction("fp32", {"prune": "channels:0.3"})
+
+
+def test_kiln_compile_int8_writes_an_artifact(tmp_path):
+    from kiln.cli import cli
+    from kiln.runtime.session import Session
+
+    out = tmp_path / "m.kiln"
+    result = CliRunner().invoke(cli, ["compile", model_file(tmp_path), "-b", "onnxruntime",
+                                      "--precision", "int8", "--calibration", "random:3",
+                                      "--max-accuracy-drop", "0.05", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "int8 static" in result.output and "accuracy vs fp32" in result.output
+    session = Session(str(out))
+    (y,) = session.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    assert y.shape == (1, 4)
+    ops = {n.op_type for n in session.model.graph}
+    assert "QuantizeLinear" in ops
+
+
+def test_kiln_compile_int8_without_calibration_fails_cleanly(tmp_path):
+    from kiln.cli import cli
+
+    result = CliRunner().invoke(cli, ["compile", model_file(tmp_path), "--precision", "int8",
+                                      "-o", str(tmp_path / "m.kiln")])
+    assert result.exit_code != 0  # kiln.cli.main prints KilnErrors as one line
+    assert isinstance(result.exception, InputError)
+    assert "needs calibration data" in str(result.exception)

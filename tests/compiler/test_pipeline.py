@@ -50,6 +50,8 @@ def test_report_records_time_nodes_and_rules_per_pass():
     assert by_name["normalize"].fired["Sum->Add"] == 16
     assert all(p.seconds >= 0 for p in report.passes)
     assert by_name["fuse-batchnorm"].nodes_before - by_name["fuse-batchnorm"].nodes_after == 53
+    assert by_name["fuse-batchnorm"].ops_delta == {"BatchNormalization": -53}
+    assert by_name["normalize"].ops_delta == {"Add": 16, "Sum": -16}
     data = report.to_json()
     assert data["nodes_before"] == 415 and data["passes"][0]["name"] == report.pipeline[0]
     assert "fuse-batchnorm" in report.summary()

@@ -50,3 +50,13 @@ def test_fp32_prune_only_and_bad_precision():
     assert result.quantization is None and result.precision is None
     with pytest.raises(InputError, match="precision"):
         reduce.reduce_model(net(), None, precision="int4")
+
+
+def test_fp16_without_data_still_checks_ranges():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="big"),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    model = make_model(nodes, {"x": [2, 8]}, {"y": [2, 8]}, {"w": rand(8, 8) * 1e6})
+    result = reduce.reduce_model(model, None, precision="fp16")
+    assert "random inputs" in result.precision.data_note
+    assert result.precision.stats.fp32_nodes["big"].startswith("calibrated |x|")
+    assert result.precision.accuracy.outputs[0].nonfinite == 0

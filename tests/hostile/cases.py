@@ -664,6 +664,16 @@ def fuzz_op_type_not_utf8(folder):
     return m.SerializeToString().replace(b"@@", b"I\x9a")
 
 
+@case("fuzz", "ModelError", r"tensor 'data': the element count of dims .* overflows int64 "
+      r"\(ignoring its 0 dims\)")
+def fuzz_empty_initializer_huge_dims(folder):
+    """0 elements, but numpy refuses the shape (its non-zero dims overflow): the native plan
+    builder raised ValueError from numpy."""
+    data = onnx.TensorProto(name="data", data_type=F, dims=[0] + [2**31 - 1] * 3)
+    return model([h.make_node("GatherElements", ["data", "idx"], ["y"], axis=1)],
+                 [vi("idx", [2, 2], TP.INT64)], [vi("y", [2, 2])], inits=(data,))
+
+
 def expected(c: Case, backend: str) -> tuple[str, str]:
     """(error class, message regex) ``c`` must raise on ``backend``: the same on every backend,
     since kiln refuses before the backend runs (native runs what it lacks on its fallback)."""

@@ -1,4 +1,5 @@
-"""What the hostile suite found in the native engine that is not hostile at all."""
+"""What the hostile suite found in the native engine that is not hostile at all (now fixed:
+the fallback piece carries the outer-scope values a Loop body reads)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,7 @@ def loop_reading_outer_initializer():
                  [vi("y", [1])], inits=(const("M", 3), const("one", [1.0], np.float32)))
 
 
-NATIVE_BUG = pytest.mark.xfail(
-    strict=True, raises=kiln.ModelError,
-    reason="native's onnxruntime fallback piece for a Loop drops the outer-scope initializer "
-           "its body reads ('Nodes in a graph must be topologically sorted, however input "
-           "'one'...'); fix in the native partitioner, then drop this mark")
-
-
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino",
-                                     pytest.param("native", marks=NATIVE_BUG)])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
 def test_loop_body_reading_an_outer_initializer(backend):
     if not registry.availability(backend).ok:
         pytest.skip(f"{backend} unavailable")

@@ -244,8 +244,8 @@ def test_restore_rebuilds_with_a_reason_when_blobs_do_not_fit(tmp_path: Path,
         assert why is None and messages == []
     else:
         assert why == messages[0]
-        assert f"blobs were built by onnxruntime 0.0.1, this machine has onnxruntime {real}" \
-            in why and "rebuilding from model.onnx" in why
+        assert f"the artifact was built by onnxruntime 0.0.1, this machine has onnxruntime " \
+            f"{real}" in why and "rebuilding from model.onnx" in why
     x = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(compiled.run({"x": x})["y"], x @ (np.arange(12).reshape(3, 4)
                                                                 / 10).astype(np.float32),

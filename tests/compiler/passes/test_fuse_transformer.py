@@ -60,3 +60,16 @@ def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm, kiln_attenti
         ExpandKilnOpsPass()(model)
     got = run_ort(model, _feeds())
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_minilm_with_static_shapes_folds_the_shape_arithmetic(minilm):
+    model = ir.load(minilm)
+    for value in model.graph.inputs:
+        value.shape = ir.Shape([2, 16])
+    want = run_ort(ir.load(minilm), _feeds())
+    out, report = optimize(model, 2, None, BackendCaps("onnxruntime", standard_attention=True,
+                                                       max_opset=23))
+    assert report.nodes_before == 681 and report.nodes_after < 200
+    assert not {"Shape", "ConstantOfShape", "Unsqueeze", "Concat"} & set(report.ops_after)
+    np.testing.assert_allclose(run_ort(out, _feeds())[0], want[0], rtol=1e-4, atol=1e-4)

@@ -133,3 +133,29 @@ def test_parse_prune():
     for bad in ("channels", "channels:1.5", "rows:0.3", "magnitude:x"):
         with pytest.raises(InputError, match="--prune"):
             prune.parse_prune(bad)
+
+
+@pytest.mark.slow
+def test_light_resnet50_channels_on_every_cpu_backend():
+    from kiln.backends import registry
+    from kiln.backends.base import CompileOptions
+    from kiln.compiler import frontend, pipeline
+    from kiln.compiler.target import Target
+    from kiln.zoo import light_model
+
+    target = Target.detect()
+    model, _ = pipeline.optimize(frontend.import_model(str(light_model("resnet50"))), 2, target)
+    pruned = ir.from_proto(ir.to_proto(model))
+    prune.PruneChannelsPass(0.3)(pruned)
+    assert prune.count_macs(pruned) <= 0.75 * prune.count_macs(model)
+    x = {model.graph.inputs[0].name: rand(1, 3, 224, 224, seed=3, positive=True)}
+    want = run_ort(pruned, x)[0]
+    ran = []
+    for name in ("onnxruntime", "openvino", "native"):
+        if not registry.availability(name).ok:
+            continue
+        compiled = registry.require(name).compile(pruned, target, CompileOptions())
+        got = list(compiled.run(x).values())[0]
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+        ran.append(name)
+    assert {"onnxruntime", "openvino"} <= set(ran)

@@ -48,7 +48,9 @@ void apply_activation(Activation act, float alpha, float beta, float* x, size_t 
 // Scalar activation, the oracle of the vectorized ones.
 float activation_reference(Activation act, float alpha, float beta, float x);
 
-// C = op(A) * op(B) + epilogue. pool may be null (single thread).
+// C = op(A) * op(B) + epilogue. pool may be null (single thread). Both operands are packed
+// into panels inside every call (cost ~ M*K + K*N); for a constant operand pack it once with
+// pack_b / pack_a (or use Conv2d / Conv2dCache in conv.h for convolutions).
 void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K,
            const float* A, size_t lda, const float* B, size_t ldb,
            float* C, size_t ldc, const Epilogue& ep, ThreadPool* pool);

@@ -1,9 +1,15 @@
-// Conv, kiln::FusedConv and ConvTranspose: im2col / col2im around kiln::sgemm, with a
-// direct path for depthwise 2-D convolution. Any spatial rank >= 1.
+// Conv, kiln::FusedConv and ConvTranspose. 2-D convolutions with constant weights run on
+// kiln::Conv2d (weights packed once per input geometry, algorithm chosen by shape); every
+// other case uses im2col / col2im around kiln::sgemm, with a direct depthwise 2-D path.
+// Any spatial rank >= 1.
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <vector>
 
+#include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "ops/activation.h"
 #include "ops/common.h"
@@ -211,10 +217,13 @@ void depthwise2d(const Geom& g, const float* x, const float* w, const float* bia
 
 class ConvKernel final : public Kernel {
  public:
-  ConvKernel(const NodeDesc& node, bool fused) : attrs_(read_attrs(node, false)), fused_(fused) {
+  ConvKernel(const NodeDesc& node, const BuildContext& bc, bool fused)
+      : attrs_(read_attrs(node, false)), fused_(fused) {
     if (fused) {
       act_ = parse_activation(node, node.has("activation_alpha") ? "activation_" : "");
     }
+    if (const Tensor* w = bc.constant(node, 1))
+      if (w->dtype == DType::f32 && w->rank() == 4) weights_ = *w;
   }
 
   void run(OpContext& c) const override {
@@ -245,6 +254,20 @@ class ConvKernel final : public Kernel {
     const float* pr = res ? res->ptr<float>() : nullptr;
     float* py = y.ptr<float>();
 
+    if (g.nd == 2 && weights_.data == w.data) {
+      const std::shared_ptr<Conv2d> conv = packed_for(g, c);
+      Epilogue ep;
+      if (pb) {
+        ep.bias_kind = BiasKind::per_row;
+        ep.bias = pb;
+      }
+      ep.residual = pr;
+      ep.act = act_.act;
+      ep.alpha = act_.alpha;
+      ep.beta = act_.beta;
+      conv->run(px, py, ep, c.pool);
+      return;
+    }
     if (g.nd == 2 && g.G == g.C && g.M == g.C && g.Cg == 1) {
       depthwise2d(g, px, pw, pb, pr, act_, py, c.pool);
       return;
@@ -293,9 +316,49 @@ class ConvKernel final : public Kernel {
   }
 
  private:
+  using Key = std::tuple<size_t, size_t, size_t, int64_t, int64_t, int64_t, int64_t>;
+
+  // The packed convolution for this input geometry, built on first use (weights constant).
+  std::shared_ptr<Conv2d> packed_for(const Geom& g, OpContext& c) const {
+    const Key key{g.N, static_cast<size_t>(g.in[0]), static_cast<size_t>(g.in[1]), g.pb[0],
+                  g.pb[1], g.pe[0], g.pe[1]};
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = packed_.find(key);
+    if (it != packed_.end()) return it->second;
+    if (packed_.size() >= 8) packed_.clear();  // bound the cache across many input shapes
+    Conv2dParams p;
+    p.N = g.N;
+    p.C = g.C;
+    p.H = g.in[0];
+    p.W = g.in[1];
+    p.K = g.M;
+    p.kh = g.k[0];
+    p.kw = g.k[1];
+    p.stride_h = g.stride[0];
+    p.stride_w = g.stride[1];
+    p.pad_top = g.pb[0];
+    p.pad_left = g.pb[1];
+    p.pad_bottom = g.pe[0];
+    p.pad_right = g.pe[1];
+    p.dilation_h = g.dil[0];
+    p.dilation_w = g.dil[1];
+    p.groups = g.G;
+    std::shared_ptr<Conv2d> conv;
+    try {
+      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>());
+    } catch (const std::invalid_argument& e) {
+      c.fail(e.what());
+    }
+    packed_[key] = conv;
+    return conv;
+  }
+
   ConvAttrs attrs_;
   bool fused_;
   FusedActivation act_;
+  Tensor weights_;  // the constant W (shares the plan's buffer), or empty
+  mutable std::mutex mutex_;
+  mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
 };
 
 class ConvTransposeKernel final : public Kernel {
@@ -419,8 +482,8 @@ class ConvTransposeKernel final : public Kernel {
 };
 
 KernelFactory conv_factory(bool fused) {
-  return [fused](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
-    return std::make_unique<ConvKernel>(node, fused);
+  return [fused](const NodeDesc& node, const BuildContext& bc) -> std::unique_ptr<Kernel> {
+    return std::make_unique<ConvKernel>(node, bc, fused);
   };
 }
 

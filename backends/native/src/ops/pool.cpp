@@ -120,6 +120,10 @@ class PoolKernel final : public Kernel {
     const float* px = x.ptr<float>();
     float* py = y.ptr<float>();
     const size_t nd = g.nd;
+    if (nd == 2 && kind_ != PoolKind::lp) {
+      pool2d(g, px, py, pind, c.pool);
+      return;
+    }
     parallel(c.pool, g.NC, 1, [&](size_t b, size_t e) {
       std::vector<int64_t> oidx(nd), kidx(nd);
       for (size_t nc = b; nc < e; ++nc) {
@@ -188,6 +192,59 @@ class PoolKernel final : public Kernel {
   }
 
  private:
+  // 2-D max / average pooling: the same rules as the N-d loop, without index vectors.
+  void pool2d(const PoolGeom& g, const float* px, float* py, int64_t* pind,
+              ThreadPool* pool) const {
+    const int64_t H = g.in[0], W = g.in[1], OH = g.out[0], OW = g.out[1];
+    const int64_t KH = g.k[0], KW = g.k[1], SH = g.stride[0], SW = g.stride[1];
+    const int64_t DH = g.dil[0], DW = g.dil[1];
+    const bool is_max = kind_ == PoolKind::max;
+    parallel(pool, g.NC, 1, [&](size_t b, size_t e) {
+      for (size_t nc = b; nc < e; ++nc) {
+        const float* xc = px + nc * g.in_prod;
+        float* yc = py + nc * g.out_prod;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t h0 = oh * SH - g.pb[0];
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t w0 = ow * SW - g.pb[1];
+            float best = -std::numeric_limits<float>::infinity();
+            int64_t best_at = -1;
+            float sum = 0.0f;
+            int64_t count = 0, padded = 0;
+            for (int64_t kh = 0; kh < KH; ++kh) {
+              const int64_t ih = h0 + kh * DH;
+              const bool h_in = ih >= 0 && ih < H;
+              const bool h_pad = ih >= -g.pb[0] && ih < H + g.pe[0];
+              for (int64_t kw = 0; kw < KW; ++kw) {
+                const int64_t iw = w0 + kw * DW;
+                if (h_pad && iw >= -g.pb[1] && iw < W + g.pe[1]) ++padded;
+                if (!h_in || iw < 0 || iw >= W) continue;
+                const float v = xc[ih * W + iw];
+                ++count;
+                if (is_max) {
+                  if (v > best || best_at < 0) {
+                    best = v;
+                    best_at = a_.storage_order ? iw * H + ih : ih * W + iw;
+                  }
+                } else {
+                  sum += v;
+                }
+              }
+            }
+            const int64_t o = oh * OW + ow;
+            if (is_max) {
+              yc[o] = best;
+              if (pind) pind[nc * g.out_prod + o] = static_cast<int64_t>(nc * g.in_prod) + best_at;
+            } else {
+              const int64_t div = a_.count_include_pad ? padded : count;
+              yc[o] = div ? sum / static_cast<float>(div) : 0.0f;
+            }
+          }
+        }
+      }
+    });
+  }
+
   PoolAttrs a_;
   PoolKind kind_;
 };
