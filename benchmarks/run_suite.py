@@ -6,8 +6,9 @@
 For every model of the suite it runs ``kiln.runtime.bench.run_bench`` (every backend, every
 scenario, interleaved) and writes ``<out>/<model>.json`` (docs/bench_schema.json) and
 ``<out>/<model>.md``; then ``<out>/summary.md`` (all models), ``<out>/suite.png`` (latency
-distributions and throughput bars, one row per model) and the README's results table, which
-it rewrites between ``<!-- kiln-results:begin -->`` and ``<!-- kiln-results:end -->`` only.
+distributions and throughput bars, one row per model), ``<out>/README_table.md`` and the
+README's results table, which it rewrites between ``<!-- kiln-results:begin -->`` and
+``<!-- kiln-results:end -->`` only.
 A model whose file is missing is skipped with the command that prepares it; nothing is faked.
 """
 
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.md").write_text("# kiln benchmark suite\n\n" + "\n".join(summary))
     plot(reports, args.out / "suite.png")
     table = results_table(reports, skipped)
+    (args.out / "README_table.md").write_text(table + "\n")
     print(f"wrote {args.out}/summary.md, {args.out}/suite.png and "
           f"{len(reports)} report(s)")
     if not args.no_readme:
