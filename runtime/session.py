@@ -155,7 +155,8 @@ class Session:
         if isinstance(model, ir.Model):
             validate_proto(ir.serde.serialize_model(model), "<onnx_ir.Model>",
                            [kiln_limits(), *limits])
-            return model
+            # passes rewrite in place: work on a copy so the caller's model stays as given
+            return ir.from_proto(ir.to_proto(model))
         return import_model(model, limits=limits)
 
     @staticmethod

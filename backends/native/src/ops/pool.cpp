@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/pool.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -107,6 +108,17 @@ class PoolKernel final : public Kernel {
   PoolKernel(const NodeDesc& node, PoolKind kind) : a_(read_pool_attrs(node, kind)),
                                                      kind_(kind) {}
 
+  // The vector kernels need every pad smaller than the dilated window and every window to
+  // start inside the padded input (always so unless ceil_mode adds a window past the end).
+  static bool fits_vector_kernel(const PoolGeom& g) {
+    for (size_t d = 0; d < 2; ++d) {
+      const int64_t span = (g.k[d] - 1) * g.dil[d] + 1;
+      if (g.pb[d] >= span || g.pe[d] >= span) return false;
+      if ((g.out[d] - 1) * g.stride[d] >= g.in[d] + g.pb[d]) return false;
+    }
+    return true;
+  }
+
   void run(OpContext& c) const override {
     const Tensor& x = c.in(0);
     if (x.dtype != DType::f32) c.fail("X must be float32");
@@ -120,6 +132,19 @@ class PoolKernel final : public Kernel {
     const float* px = x.ptr<float>();
     float* py = y.ptr<float>();
     const size_t nd = g.nd;
+    if (nd == 2 && !pind && kind_ != PoolKind::lp && fits_vector_kernel(g)) {
+      // The vectorized 2-D kernels (kernels/pool.h), dispatched by ISA.
+      Pool2dParams p;
+      p.N = x.shape[0]; p.C = x.shape[1]; p.H = g.in[0]; p.W = g.in[1];
+      p.kh = g.k[0]; p.kw = g.k[1]; p.stride_h = g.stride[0]; p.stride_w = g.stride[1];
+      p.pad_top = g.pb[0]; p.pad_left = g.pb[1]; p.pad_bottom = g.pe[0]; p.pad_right = g.pe[1];
+      p.dilation_h = g.dil[0]; p.dilation_w = g.dil[1];
+      p.out_h = g.out[0]; p.out_w = g.out[1];
+      p.count_include_pad = a_.count_include_pad;
+      kiln::pool2d(kind_ == PoolKind::max ? kiln::PoolKind::max : kiln::PoolKind::avg, p, px,
+                   py, c.pool);
+      return;
+    }
     if (nd == 2 && kind_ != PoolKind::lp) {
       pool2d(g, px, py, pind, c.pool);
       return;
