@@ -140,6 +140,15 @@ def _check_text(proto: onnx.ModelProto, name: str) -> None:
                                      "valid UTF-8 text; the model is corrupt")
 
 
+def _restampable(proto: onnx.ModelProto, version: int) -> bool:
+    from kiln.compiler.opset_stamp import restamp_opset
+
+    probe = onnx.ModelProto()
+    probe.opset_import.extend(proto.opset_import)
+    probe.graph.node.extend(proto.graph.node)
+    return restamp_opset(probe, version)
+
+
 def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits]) -> None:
     if proto.ir_version <= 0:
         raise ModelError(f"{name}: the model has no IR version (ir_version={proto.ir_version}); "
@@ -167,6 +176,8 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
                 raise UnsupportedError(f"{name}: domain '{shown}' is not supported by "
                                        f"{limit.who} (it reads: {known})")
             low, high = limit.opsets[domain]
+            if domain == "" and opset.version > high and _restampable(proto, high):
+                continue  # the backend lowers the stamp; no node changes meaning
             if not low <= opset.version <= high:
                 raise UnsupportedError(f"{name}: opset {opset.version} of domain '{shown}' is "
                                        f"not supported by {limit.who}, which reads opsets "
