@@ -174,7 +174,7 @@ def node_domain_not_imported(folder):
                  [vi("y", [2])])
 
 
-@case("version", "UnsupportedError", r"opset 27 of domain 'ai.onnx' is not supported by "
+@case("version", "UnsupportedError", r"opset 28 of domain 'ai.onnx' is not supported by "
       r"(onnxruntime|openvino), which reads opsets \d+ to 2[56]",
       backends=("onnxruntime", "openvino"))
 def opset_beyond_backend(folder):
