@@ -2,7 +2,7 @@
 
     O0  import only: the model as the frontend produced it.
     O1  cleanup: constant folding (ConstantOfShape and Shape arithmetic included), identity and
-        no-op removal, CSE, initializer dedup, dead-code removal.
+        no-op removal, CSE, dead-code removal.
     O2  the default: O1 + fusions (BatchNorm folding, affine folding, chain collapsing,
         MatMul+Add -> Gemm, transformer patterns, Conv/Gemm epilogues), then whatever the
         backend cannot run expanded back to standard ONNX.
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from kiln.compiler.target import Target
 
 LEVELS = (0, 1, 2, 3)
-#: Largest initializer (in elements) merged with its identical twins.
-DEDUP_LIMIT = 4096
 DEFAULT_LEVEL = 2
 
 Step = tuple[str, ir.passes.PassBase]
@@ -114,10 +112,10 @@ def _finish(caps: BackendCaps) -> list[Step]:
     return [
         ("expand-kiln-ops", ExpandKilnOpsPass(keep=caps.kiln_ops)),
         ("remove-unused-final", common.RemoveUnusedNodesPass()),
-        # after the fusions (they refuse weights shared with other nodes), and only for small
-        # tensors: onnxruntime does not prepack a weight two Convs share, which cost ResNet-50
-        # (whose light weights are all equal) about 10 % of its speed
-        ("dedup-initializers", common.DeduplicateInitializersPass(size_limit=DEDUP_LIMIT)),
+        # No initializer dedup: a constant shared by two layers is one the engines will not
+        # fold into each layer. onnxruntime then skips prepacking a shared Conv weight (light
+        # ResNet-50 ran ~10 % slower) and OpenVINO leaves shared Conv biases unfused (light
+        # ShuffleNet 2.60 vs 2.39 ms, merged vs not).
         ("sort", common.TopologicalSortPass()),
     ]
 
