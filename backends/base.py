@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
+    from kiln.compiler.validate import Limits
 
 #: Precisions a user may ask for. A backend refuses what it cannot honour.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -136,6 +137,11 @@ class Backend(abc.ABC):
     def supported_precisions(self) -> Sequence[str]:
         """Precisions this backend honours exactly."""
         return ("fp32",)
+
+    def limits(self) -> Limits | None:
+        """IR/opset/dim limits the wrapped engine enforces, checked by kiln before the engine
+        sees a model (None: only kiln's own limits apply)."""
+        return None
 
     def caps(self) -> BackendCaps:
         """What the compiler may emit for this backend (kiln ops it runs, opset, layouts).

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
+    from kiln.compiler.validate import Limits
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
@@ -146,6 +147,16 @@ class OnnxRuntimeBackend(Backend):
 
     def supported_precisions(self) -> tuple[str, ...]:
         return ("fp32", "fp16", "int8")
+
+    def limits(self) -> Limits:
+        # The newest default-domain opset comes from the same probe the exporter restamps
+        # to; com.microsoft is onnxruntime's contrib domain. IR versions need no limit here:
+        # the exporter lowers the declared one.
+        from kiln.compiler.validate import Limits
+
+        top = max_opset()
+        return Limits("onnxruntime", None, {"": (1, top), "ai.onnx": (1, top),
+                                            "ai.onnx.ml": (1, 5), "com.microsoft": (1, 1)})
 
     def caps(self) -> BackendCaps:
         from kiln.compiler.capabilities import BackendCaps

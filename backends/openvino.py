@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from kiln.compiler.target import Target
+    from kiln.compiler.validate import Limits
 
 # kiln precision -> OpenVINO INFERENCE_PRECISION_HINT. int8 comes from Q/DQ in the graph; the
 # ops between them run at f32.
@@ -204,6 +205,16 @@ class OpenVinoBackend(Backend):
             self._verdicts.pop(next(iter(self._verdicts)))
         self._verdicts[key] = (model.graph, verdicts, device)
         return verdicts
+
+    def limits(self) -> Limits:
+        # As tried with OpenVINO 2026.4: it accepts opset 9999 silently and its ONNX frontend
+        # compiles opset-24 ops but not opset-26 ones, so kiln stops it at 25; it truncates
+        # dims and trip counts to 32 bits; compile time grows ~1.5x per level of nested If
+        # past 12 and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
+        from kiln.compiler.validate import INT32_MAX, Limits
+
+        return Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
+                      max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255)
 
     def supported_precisions(self) -> tuple[str, ...]:
         return tuple(_PRECISION_HINT)

@@ -14,6 +14,7 @@ from kiln.errors import BackendUnavailableError, KilnError
 if TYPE_CHECKING:
     from kiln.backends.base import Availability, Backend
     from kiln.compiler.target import Target
+    from kiln.compiler.validate import Limits
 
 # name -> "module:class"
 _BACKENDS = {
@@ -50,6 +51,11 @@ def availability(name: str) -> Availability:
         return get_backend(name).is_available()
     except Exception as exc:  # an import-time failure is an unavailable backend
         return Availability(False, f"{type(exc).__name__}: {exc}")
+
+
+def backend_limits(name: str) -> Limits | None:
+    """The limits backend ``name`` states for the models it is handed (None: none of its own)."""
+    return get_backend(name).limits() if name in _BACKENDS else None
 
 
 def available_backends() -> list[str]:

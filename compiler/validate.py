@@ -79,28 +79,6 @@ def _known_domains() -> list[tuple[str, int]]:
     return sorted(highest.items())
 
 
-# What the wrapped runtimes accept, as tried here (onnxruntime 1.31, OpenVINO 2026.4):
-# - onnxruntime refuses ai.onnx > 26 itself, with a long C++ trace; kiln says it first.
-#   com.microsoft is its contrib domain. (IR > 13 it refuses too, but onnx_export lowers the
-#   declared IR version for it, so no IR limit here.)
-# - OpenVINO accepts opset 9999 silently; its ONNX frontend compiles opset-24 ops
-#   (Swish) but not opset-26 ones (CumProd), so kiln stops it at 25. It truncates dims and trip
-#   counts to 32 bits, and its compile time grows ~1.5x per level of nested If past 12 levels
-#   (0.18 s at 12, 0.6 s at 15) and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
-_BACKEND_LIMITS: dict[str, Limits] = {
-    "onnxruntime": Limits("onnxruntime", None,
-                          {"": (1, 26), "ai.onnx": (1, 26), "ai.onnx.ml": (1, 5),
-                           "com.microsoft": (1, 1)}),
-    "openvino": Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
-                       max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255),
-}
-
-
-def backend_limits(backend: str) -> Limits | None:
-    """Limits of the wrapped runtime ``backend`` (None: only kiln's own limits apply)."""
-    return _BACKEND_LIMITS.get(backend)
-
-
 def validate_proto(proto: onnx.ModelProto, name: str,
                    limits: Sequence[Limits] | None = None) -> None:
     """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.

@@ -149,14 +149,14 @@ class Session:
         """Import (or, for an IR model, validate) against kiln's and ``backends``' limits."""
         import onnx_ir as ir
 
-        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+        from kiln.compiler.validate import kiln_limits, validate_proto
 
-        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
+        limits = _limits_of(backends)
         if isinstance(model, ir.Model):
-            validate_proto(ir.serde.serialize_model(model), "<onnx_ir.Model>",
-                           [kiln_limits(), *limits])
+            proto = ir.serde.serialize_model(model)
+            validate_proto(proto, "<onnx_ir.Model>", [kiln_limits(), *limits])
             # passes rewrite in place: work on a copy so the caller's model stays as given
-            return ir.from_proto(ir.to_proto(model))
+            return ir.from_proto(proto)
         return import_model(model, limits=limits)
 
     @staticmethod
@@ -165,11 +165,11 @@ class Session:
         import onnx_ir as ir
 
         from kiln.compiler.frontend import load_proto
-        from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+        from kiln.compiler.validate import kiln_limits, validate_proto
 
         proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
-        limits = [lim for lim in map(backend_limits, backends) if lim is not None]
-        validate_proto(proto, f"{artifact.path.name}:model.onnx", [kiln_limits(), *limits])
+        validate_proto(proto, f"{artifact.path.name}:model.onnx",
+                       [kiln_limits(), *_limits_of(backends)])
         return ir.from_proto(proto)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -250,6 +250,11 @@ class Session:
         inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
                 f"precision={self.options.precision!r}, inputs={inputs})")
+
+
+def _limits_of(backends: Sequence[str]) -> list:
+    """The limits every backend in ``backends`` states (kiln checks them before handing over)."""
+    return [lim for lim in map(registry.backend_limits, backends) if lim is not None]
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0,

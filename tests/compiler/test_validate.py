@@ -9,7 +9,8 @@ import warnings
 import onnx
 import pytest
 
-from kiln.compiler.validate import backend_limits, kiln_limits, validate_proto
+from kiln.backends.registry import backend_limits
+from kiln.compiler.validate import kiln_limits, validate_proto
 from kiln.errors import ModelError, UnsupportedError
 from kiln.zoo import light_model
 
