@@ -101,6 +101,15 @@ T float_to_int(double v) {
   return static_cast<T>(v);
 }
 
+// Integer targets: integers wrap as static_cast does, floats saturate (NaN -> 0).
+template <typename T>
+void cast_to_int(const Tensor& x, Tensor& y, bool int_src) {
+  T* out = y.ptr<T>();
+  const size_t n = x.numel();
+  for (size_t i = 0; i < n; ++i)
+    out[i] = int_src ? static_cast<T>(load_int(x, i)) : float_to_int<T>(load(x, i));
+}
+
 void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
   const size_t n = x.numel();
   if (x.dtype == y.dtype) {
@@ -108,47 +117,31 @@ void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
     return;
   }
   const bool int_src = is_int(x.dtype);
-  for (size_t i = 0; i < n; ++i) {
-    switch (y.dtype) {
-      case DType::f32: y.ptr<float>()[i] = static_cast<float>(load(x, i)); break;
-      case DType::f64: y.ptr<double>()[i] = load(x, i); break;
-      case DType::f16: y.ptr<uint16_t>()[i] = float_to_half(static_cast<float>(load(x, i)));
-        break;
-      case DType::boolean: y.ptr<uint8_t>()[i] = int_src ? load_int(x, i) != 0 : load(x, i) != 0;
-        break;
-      case DType::i64:
-        y.ptr<int64_t>()[i] = int_src ? load_int(x, i) : float_to_int<int64_t>(load(x, i));
-        break;
-      case DType::i32:
-        y.ptr<int32_t>()[i] = int_src ? static_cast<int32_t>(load_int(x, i))
-                                      : float_to_int<int32_t>(load(x, i));
-        break;
-      case DType::i8:
-        y.ptr<int8_t>()[i] = int_src ? static_cast<int8_t>(load_int(x, i))
-                                     : float_to_int<int8_t>(load(x, i));
-        break;
-      case DType::u8:
-        y.ptr<uint8_t>()[i] = int_src ? static_cast<uint8_t>(load_int(x, i))
-                                      : float_to_int<uint8_t>(load(x, i));
-        break;
-      case DType::i16:
-        y.ptr<int16_t>()[i] = int_src ? static_cast<int16_t>(load_int(x, i))
-                                      : float_to_int<int16_t>(load(x, i));
-        break;
-      case DType::u16:
-        y.ptr<uint16_t>()[i] = int_src ? static_cast<uint16_t>(load_int(x, i))
-                                       : float_to_int<uint16_t>(load(x, i));
-        break;
-      case DType::u32:
-        y.ptr<uint32_t>()[i] = int_src ? static_cast<uint32_t>(load_int(x, i))
-                                       : float_to_int<uint32_t>(load(x, i));
-        break;
-      case DType::u64:
-        y.ptr<uint64_t>()[i] = int_src ? static_cast<uint64_t>(load_int(x, i))
-                                       : float_to_int<uint64_t>(load(x, i));
-        break;
-      default: c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
-    }
+  // The target type is chosen once; each element is then loaded by the source type.
+  switch (y.dtype) {
+    case DType::f32:
+      for (size_t i = 0; i < n; ++i) y.ptr<float>()[i] = static_cast<float>(load(x, i));
+      break;
+    case DType::f64:
+      for (size_t i = 0; i < n; ++i) y.ptr<double>()[i] = load(x, i);
+      break;
+    case DType::f16:
+      for (size_t i = 0; i < n; ++i)
+        y.ptr<uint16_t>()[i] = float_to_half(static_cast<float>(load(x, i)));
+      break;
+    case DType::boolean:
+      for (size_t i = 0; i < n; ++i)
+        y.ptr<uint8_t>()[i] = int_src ? load_int(x, i) != 0 : load(x, i) != 0;
+      break;
+    case DType::i64: cast_to_int<int64_t>(x, y, int_src); break;
+    case DType::i32: cast_to_int<int32_t>(x, y, int_src); break;
+    case DType::i8: cast_to_int<int8_t>(x, y, int_src); break;
+    case DType::u8: cast_to_int<uint8_t>(x, y, int_src); break;
+    case DType::i16: cast_to_int<int16_t>(x, y, int_src); break;
+    case DType::u16: cast_to_int<uint16_t>(x, y, int_src); break;
+    case DType::u32: cast_to_int<uint32_t>(x, y, int_src); break;
+    case DType::u64: cast_to_int<uint64_t>(x, y, int_src); break;
+    default: c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
   }
 }
 
