@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,38 +28,68 @@ if TYPE_CHECKING:
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
+#: onnxruntime's own optimized graph (what its graph optimizers made of kiln's), in the
+#: artifact; its NCHWc layout nodes tie it to the CPU and onnxruntime version that wrote it.
+BLOB_FILE = "onnxruntime.onnx"
+#: protobuf's size limit: beyond it onnxruntime would need external data, so no blob is kept.
+_MAX_BLOB_BYTES = 2**31 - 1
+
+
+def _session_options(options: CompileOptions, level: str, optimized_path: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if options.threads:
+        so.intra_op_num_threads = int(options.threads)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only; warnings go to kiln's own reports
+    # Pool threads that spin after a run steal the core from whatever runs next; kiln
+    # interleaves engines, so spinning stays off unless asked for.
+    spin = "1" if options.extra.get("allow_spinning") else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if options.extra.get("profile"):
+        so.enable_profiling = True
+    if optimized_path is not None:
+        so.optimized_model_filepath = optimized_path
+    return so
+
+
+def _session(model: bytes | str, so):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UnsupportedError(f"onnxruntime cannot load the model: {exc}") from exc
+
+
 class OnnxRuntimeCompiled(CompiledModel):
     backend = "onnxruntime"
 
-    def __init__(self, model_bytes: bytes, model: ir.Model, options: CompileOptions):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        if options.threads:
-            so.intra_op_num_threads = int(options.threads)
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # errors only; warnings go to kiln's own reports
-        # Pool threads that spin after a run steal the core from whatever runs next; kiln
-        # interleaves engines, so spinning stays off unless asked for.
-        spin = "1" if options.extra.get("allow_spinning") else "0"
-        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        level = options.extra.get("ort_graph_optimization_level", "all")
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-        if options.extra.get("profile"):
-            so.enable_profiling = True
-        try:
-            self.session = ort.InferenceSession(model_bytes, so,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UnsupportedError(f"onnxruntime cannot load the model: {exc}") from exc
+    def __init__(self, session, model: ir.Model, options: CompileOptions):
+        self.session = session
+        self._model = model
+        self._options = options
         self.inputs, self.outputs = signature(model)
         self._output_names = [o.name for o in self.outputs]
         self._active: dict[int, Any] = {}  # thread id -> its RunOptions in flight (for cancel)
+
+    def save(self, folder: Path) -> list[str]:
+        """onnxruntime's optimized graph, written by a second session that optimizes the same
+        model; a load then skips onnxruntime's graph optimizers."""
+        data = to_onnx_bytes(self._model, max_ir_version(), max_opset())
+        if len(data) > _MAX_BLOB_BYTES:
+            return []
+        path = Path(folder) / BLOB_FILE
+        level = self._options.extra.get("ort_graph_optimization_level", "all")
+        _session(data, _session_options(self._options, level, str(path)))
+        return [BLOB_FILE] if path.is_file() else []
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import onnxruntime as ort
@@ -163,14 +194,28 @@ class OnnxRuntimeBackend(Backend):
 
         return BackendCaps(name=self.name, max_opset=max_opset())
 
-    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+    def _check(self, options: CompileOptions) -> None:
         status = self.is_available()
         if not status.ok:
             raise BackendUnavailableError(f"onnxruntime is unavailable: {status.reason}")
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"onnxruntime has no {options.precision} CPU kernels; use one "
                                    f"of {', '.join(self.supported_precisions())}")
+
+    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+        self._check(options)
         model_bytes = to_onnx_bytes(model, max_ir_version(), max_opset())
-        return OnnxRuntimeCompiled(model_bytes, model, options)
+        level = options.extra.get("ort_graph_optimization_level", "all")
+        return OnnxRuntimeCompiled(_session(model_bytes, _session_options(options, level)),
+                                   model, options)
 
-
+    def load(self, folder: Path, model: ir.Model, target: Target,
+             options: CompileOptions) -> CompiledModel:
+        """Open the optimized graph onnxruntime saved, with its optimizers off (they already
+        ran); compile ``model`` when there is none."""
+        blob = Path(folder) / BLOB_FILE
+        if not blob.is_file():
+            return self.compile(model, target, options)
+        self._check(options)
+        return OnnxRuntimeCompiled(_session(str(blob), _session_options(options, "disable")),
+                                   model, options)

@@ -9,19 +9,23 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature, to_onnx_bytes
-from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
+from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
     from kiln.compiler.target import Target
     from kiln.compiler.validate import Limits
+
+#: The compiled model as OpenVINO exports it (``CompiledModel.export_model``), in the artifact.
+BLOB_FILE = "openvino.blob"
 
 # kiln precision -> OpenVINO INFERENCE_PRECISION_HINT. int8 comes from Q/DQ in the graph; the
 # ops between them run at f32.
@@ -54,6 +58,14 @@ class OpenVinoCompiled(CompiledModel):
             raise KilnError(f"OpenVINO failed to run the model: {exc}") from exc
         return {name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, name in enumerate(self._output_names)}
+
+    def save(self, folder: Path) -> list[str]:
+        """OpenVINO's own export of the compiled model: a load imports it instead of reading
+        and compiling the ONNX again."""
+        stream = self.compiled.export_model()
+        data = stream.getvalue() if hasattr(stream, "getvalue") else bytes(stream)
+        (Path(folder) / BLOB_FILE).write_bytes(data)
+        return [BLOB_FILE]
 
 
 #: OpenVINO virtual devices that take a list of real ones ("AUTO:GPU,CPU", "HETERO:GPU,CPU").
@@ -219,7 +231,8 @@ class OpenVinoBackend(Backend):
     def supported_precisions(self) -> tuple[str, ...]:
         return tuple(_PRECISION_HINT)
 
-    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+    def _prepare(self, options: CompileOptions):
+        """(Core, device, config) for ``options``, or the kiln error that stops them."""
         status = self.is_available()
         if not status.ok:
             raise BackendUnavailableError(f"openvino is unavailable: {status.reason}")
@@ -232,19 +245,41 @@ class OpenVinoBackend(Backend):
         missing = device_problem(device, core.available_devices)
         if missing:
             raise BackendUnavailableError(missing)
-        try:
-            ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
-        except Exception as exc:
-            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}") from exc
         config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[options.precision],
                   "PERFORMANCE_HINT": str(options.extra.get("performance_hint", "LATENCY"))}
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(int(options.threads))
         if options.extra.get("profile"):
             config["PERF_COUNT"] = "YES"
+        return core, device, config
+
+    def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
+        core, device, config = self._prepare(options)
+        try:
+            ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
+        except Exception as exc:
+            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}") from exc
         try:
             compiled = core.compile_model(ov_model, device, config)
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot compile the model for {device}: "
                                    f"{exc}") from exc
+        return OpenVinoCompiled(compiled, model, config)
+
+    def load(self, folder: Path, model: ir.Model, target: Target,
+             options: CompileOptions) -> CompiledModel:
+        """Import the exported compiled model; compile ``model`` when there is none.
+
+        The artifact's checks (sha256 of the blob, backend version, target, precision and
+        device in its manifest) ran before this, so the blob is the one kiln wrote.
+        """
+        blob = Path(folder) / BLOB_FILE
+        if not blob.is_file():
+            return self.compile(model, target, options)
+        core, device, config = self._prepare(options)
+        try:
+            compiled = core.import_model(blob.read_bytes(), device, config)
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot import {BLOB_FILE}: {exc}; recompile the "
+                                "model with `kiln compile`") from exc
         return OpenVinoCompiled(compiled, model, config)

@@ -5,7 +5,9 @@
 "compile" is ``kiln.Session(model.onnx, backend=B)``: import, O2 passes and the backend's
 compile. "load" is ``kiln.Session(model.kiln)`` on the artifact the first compile saved:
 zip verification (sha256 of every member), parsing the optimized graph and the backend's
-load (its blobs, or a compile of the already-optimized graph when it writes none). The two
+load from its blob (onnxruntime: its own optimized graph, opened with its optimizers off;
+OpenVINO: ``import_model`` of the exported compiled model; native: the plan's value sizes,
+so shape inference is skipped; weights are packed again). The two
 are interleaved and medians reported; the machine is shared, so absolute figures are noisy.
 Writes benchmarks/results/artifact_load.json.
 """

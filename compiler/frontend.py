@@ -66,11 +66,7 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
         return _parse(data, "<ModelProto>"), "<ModelProto>", _sha256(data)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        proto = _parse(data, "<bytes>")
-        if _has_external_data(proto):
-            raise ModelError("<bytes>: the model refers to external data files, which need a "
-                             "folder: load it from its path instead")
-        return proto, "<bytes>", _sha256(data)
+        return parse_bytes(data, "<bytes>"), "<bytes>", _sha256(data)
     if not isinstance(source, (str, os.PathLike)):
         raise ModelError(f"cannot load a model from a {type(source).__name__}: pass a path, "
                          "bytes or an onnx.ModelProto")
@@ -84,6 +80,15 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
     if _has_external_data(proto):
         load_external_data(proto, path.parent.resolve(), str(path))
     return proto, str(path), _sha256(data)
+
+
+def parse_bytes(data: bytes, name: str) -> onnx.ModelProto:
+    """Parse a serialized model that must be self-contained (no external data files)."""
+    proto = _parse(data, name)
+    if _has_external_data(proto):
+        raise ModelError(f"{name}: the model refers to external data files, which need a "
+                         "folder: load it from its path instead")
+    return proto
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:

@@ -17,13 +17,18 @@ destination folder, then ``os.replace``.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import posixpath
+import shutil
 import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -48,7 +53,7 @@ _COMMENT_PREFIX = b"kiln-manifest-sha256:"
 MAX_MEMBER_BYTES = 16 << 30
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -69,6 +74,8 @@ class Artifact:
     manifest: dict[str, Any]
     model_bytes: bytes
     blob_dir: Path | None
+    #: True when ``blob_dir`` is a temporary folder this module made (``restore`` removes it)
+    owns_blob_dir: bool = False
 
     @property
     def backend(self) -> str:
@@ -292,43 +299,117 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                                 f"(missing {missing}, not listed {unknown})")
         if MODEL not in members:
             raise ArtifactError(f"{path}: the artifact holds no {MODEL}")
-        contents: dict[str, bytes] = {}
-        for name in sorted(listed):
-            data = _read(zf, by_name[name], path)
-            entry = members[name]
-            if len(data) != entry.get("size") or sha256_bytes(data) != entry.get("sha256"):
-                raise ArtifactError(f"{path}: member {name} does not match its sha256 in the "
-                                    "manifest; the artifact was modified")
-            contents[name] = data
-    blob_dir = None
-    blobs = {n[len(BLOBS):]: d for n, d in contents.items() if n.startswith(BLOBS)}
-    if blobs:
-        blob_dir = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
-        root = blob_dir.resolve()
-        for rel, data in blobs.items():
-            dest = (root / rel).resolve()
-            if root not in dest.parents:
-                raise ArtifactError(f"{path}: blob {rel!r} would leave the blob folder; refused")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-    return Artifact(path=path, manifest=manifest, model_bytes=contents[MODEL], blob_dir=blob_dir)
+        with open(path, "rb") as raw, _mapped(raw) as mapped:
+            views = {name: _member_view(zf, mapped, by_name[name], path)
+                     for name in sorted(listed)}
+            # sha256 releases the GIL on large buffers: hash the members side by side.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+                digests = dict(zip(views, pool.map(sha256_bytes, views.values())))
+            for name, data in views.items():
+                entry = members[name]
+                if len(data) != entry.get("size") or digests[name] != entry.get("sha256"):
+                    raise ArtifactError(f"{path}: member {name} does not match its sha256 in "
+                                        "the manifest; the artifact was modified")
+            model_bytes = bytes(views.pop(MODEL))
+            blobs = {n[len(BLOBS):]: d for n, d in views.items() if n.startswith(BLOBS)}
+            blob_dir = _extract(blobs, extract_to, path) if blobs else None
+            views.clear()
+            blobs.clear()
+    return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
+                    owns_blob_dir=blob_dir is not None and extract_to is None)
+
+
+@contextlib.contextmanager
+def _mapped(raw: Any):
+    """The whole file mapped read-only (an empty file maps to empty bytes)."""
+    size = os.fstat(raw.fileno()).st_size
+    if size == 0:
+        yield b""
+        return
+    mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield mapped
+    finally:
+        try:
+            mapped.close()
+        except BufferError:  # a view escaped; the map closes when it is collected
+            pass
+
+
+def _member_view(zf: zipfile.ZipFile, mapped: Any, info: zipfile.ZipInfo,
+                 path: Path) -> memoryview | bytes:
+    """A member's bytes: a view into the mapped file for stored members (kiln writes only
+    those; the sha256 check replaces zip's CRC), otherwise read through zipfile."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return _read(zf, info, path)
+    start = info.header_offset
+    header = bytes(mapped[start:start + 30])
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise ArtifactError(f"{path}: member {info.filename} has no local header; the file "
+                            "was modified or truncated")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    begin = start + 30 + name_len + extra_len
+    end = begin + info.compress_size
+    if info.compress_size != info.file_size or end > len(mapped):
+        raise ArtifactError(f"{path}: member {info.filename} runs past the end of the file; "
+                            "it was truncated")
+    return memoryview(mapped)[begin:end]
+
+
+def _extract(blobs: Mapping[str, Any], extract_to: str | os.PathLike[str] | None,
+             path: Path) -> Path:
+    """Write ``blobs`` (relative name -> bytes) under ``extract_to`` or a new temporary
+    folder, refusing any name that would leave it."""
+    blob_dir = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
+    root = blob_dir.resolve()
+    for rel, data in blobs.items():
+        dest = (root / rel).resolve()
+        if root not in dest.parents:
+            raise ArtifactError(f"{path}: blob {rel!r} would leave the blob folder; refused")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return blob_dir
 
 
 def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
-            log: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+            model: ir.Model | None = None, log: Callable[[str], None] | None = None,
+            ) -> tuple[Any, str | None]:
     """A CompiledModel for ``artifact`` on ``backend``: from its blobs when they fit, else
     rebuilt from model.onnx. Returns (compiled model, why the blobs were not used or None).
 
-    ``backend`` is a ``kiln.backends.base.Backend``; ``target`` a ``Target``. The reason is
-    also passed to ``log`` so a user sees why a load took as long as a compile.
+    ``backend`` is a ``kiln.backends.base.Backend``; ``target`` a ``Target``; ``options`` the
+    ``CompileOptions`` asked for now (blobs built at another precision or for another device
+    are not reused); ``model`` the artifact's graph when the caller already parsed it. The
+    reason is also passed to ``log`` so a user sees why a load took as long as a compile.
+    A blob folder this module extracted into a temporary folder is removed afterwards.
     """
     status = backend.is_available()
     miss = artifact.blob_miss(backend.name, getattr(status, "version", None), str(target))
-    model = artifact.model()
     if miss is None:
-        folder = artifact.blob_dir or Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
-        return backend.load(folder, model, target, options), None
-    message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
-    if log is not None:
-        log(message)
-    return backend.compile(model, target, options), message
+        miss = options_miss(artifact.manifest, options)
+    model = model if model is not None else artifact.model()
+    try:
+        if miss is None:
+            folder = artifact.blob_dir
+            if folder is None:
+                with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as empty:
+                    return backend.load(Path(empty), model, target, options), None
+            return backend.load(folder, model, target, options), None
+        message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
+        if log is not None:
+            log(message)
+        return backend.compile(model, target, options), message
+    finally:
+        if artifact.owns_blob_dir and artifact.blob_dir is not None:
+            shutil.rmtree(artifact.blob_dir, ignore_errors=True)
+            artifact.blob_dir = None
+
+
+def options_miss(manifest: Mapping[str, Any], options: Any) -> str | None:
+    """Why blobs compiled with the manifest's options cannot serve ``options`` (or None)."""
+    built = manifest.get("pipeline", {}).get("options") or {}
+    for field in ("precision", "device"):
+        was, now = built.get(field), getattr(options, field, None)
+        if was is not None and was != now:
+            return f"blobs were built for {field} '{was}', not '{now}'"
+    return None

@@ -41,7 +41,8 @@ class Session:
                ``fallback=None`` is strict mode and raises kiln.UnsupportedError naming
                every node no listed backend runs.
     target:    "auto" (this machine), a Target, or its string form ("cpu:avx2,fma").
-    precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently.
+    precision: "fp32" (default), "fp16", "bf16" or "int8"; never chosen silently (an
+               artifact runs at the precision it was compiled for unless told otherwise).
     threads:   intra-op threads (None = every core).
     opt_level: 0 (import only), 1 (cleanup), 2 (default: + fusions), 3 (+ target choices).
     options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
@@ -49,9 +50,9 @@ class Session:
     """
 
     def __init__(self, model: ModelSource | Any, backend: str | Sequence[str] = "auto",
-                 target: str | Target = "auto", precision: str = "fp32",
+                 target: str | Target = "auto", precision: str | None = None,
                  threads: int | None = None, opt_level: int | None = None, **options: Any):
-        if precision not in PRECISIONS:
+        if precision is not None and precision not in PRECISIONS:
             raise KilnError(f"unknown precision '{precision}'; choose one of "
                             f"{', '.join(PRECISIONS)}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -62,6 +63,10 @@ class Session:
             from kiln.runtime.artifact import load_artifact
 
             self.artifact = load_artifact(model)
+            # What the artifact was compiled with, unless asked otherwise (its blobs fit it).
+            built = self.artifact.manifest["pipeline"].get("options") or {}
+            precision = precision or built.get("precision")
+            options.setdefault("device", built.get("device") or "CPU")
             if backend == "auto":
                 backend = self.artifact.backend
                 built = self.artifact.manifest.get("placement") or {}
@@ -95,7 +100,8 @@ class Session:
             else [self.backend_name]
         # ------------------------------------------------------------------------------------
         device = str(options.pop("device", "CPU"))
-        self.options = CompileOptions(precision=precision, threads=threads, device=device,
+        self.options = CompileOptions(precision=precision or "fp32", threads=threads,
+                                      device=device,
                                       extra=options)
         self.report: CompileReport | None = None
         self.rebuild_reason: str | None = None
@@ -118,7 +124,7 @@ class Session:
                                        "recompiled piece by piece from model.onnx")
             else:
                 self._compiled, self.rebuild_reason = restore(
-                    self.artifact, self._backend, self.target, self.options)
+                    self.artifact, self._backend, self.target, self.options, self.model)
         else:
             self.opt_level = DEFAULT_LEVEL if opt_level is None else opt_level
             self.model = self._import(model, guarded)
@@ -164,12 +170,12 @@ class Session:
         """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
         import onnx_ir as ir
 
-        from kiln.compiler.frontend import load_proto
+        from kiln.compiler.frontend import parse_bytes
         from kiln.compiler.validate import kiln_limits, validate_proto
 
-        proto, _, _ = load_proto(artifact.model_bytes)  # ModelError if it does not parse
-        validate_proto(proto, f"{artifact.path.name}:model.onnx",
-                       [kiln_limits(), *_limits_of(backends)])
+        name = f"{artifact.path.name}:model.onnx"
+        proto = parse_bytes(artifact.model_bytes, name)  # ModelError if it does not parse
+        validate_proto(proto, name, [kiln_limits(), *_limits_of(backends)])
         return ir.from_proto(proto)
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -40,9 +40,11 @@ Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion p
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +62,7 @@ from kiln.backends.native.plan import (
 )
 from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
+    ArtifactError,
     InputError,
     KilnError,
     ModelError,
@@ -72,6 +75,8 @@ if TYPE_CHECKING:
     from kiln.compiler.target import Target
 
 DEFAULT_LIMIT = 16 << 30
+#: The native plan blob in an artifact (JSON, never pickle).
+PLAN_FILE = "native_plan.json"
 
 
 def _native() -> Any:
@@ -165,6 +170,14 @@ class NativeCompiledModel(CompiledModel):
         self.segments = segments
         self._constants = constants
         self.report = report
+        #: static byte size per value name (ONNX shape inference), kept for the plan blob
+        self.value_bytes: dict[str, int] = {}
+
+    def save(self, folder: Path) -> list[str]:
+        """The plan blob: the value sizes the arena was planned from. Weights are packed
+        again at load, from the artifact's model.onnx."""
+        (Path(folder) / PLAN_FILE).write_text(json.dumps({"value_bytes": self.value_bytes}))
+        return [PLAN_FILE]
 
     def signature_arena_bytes(self) -> list[int]:
         """Arena bytes planned at run time per input signature (models with symbolic dims)."""
@@ -220,6 +233,33 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
+        return self._build(model, options, inferred_sizes(model))
+
+    def load(self, folder: Path, model: ir.Model, target: Target | None,
+             options: CompileOptions) -> CompiledModel:
+        """Lower ``model`` with the value sizes saved in the plan blob, skipping ONNX shape
+        inference (the slowest step of a native compile); compile when there is no blob."""
+        blob = Path(folder) / PLAN_FILE
+        if not blob.is_file():
+            return self.compile(model, target, options)
+        try:
+            saved = json.loads(blob.read_text())
+            sizes = saved["value_bytes"]
+            # A size only lets a value use its arena slot (the executor checks the real
+            # size first), so a wrong one costs memory, never safety; absurd ones are refused.
+            limit = int(options.extra.get("max_tensor_bytes", DEFAULT_LIMIT))
+            ok = isinstance(sizes, dict) and all(
+                isinstance(k, str) and type(v) is int and 0 <= v <= limit
+                for k, v in sizes.items())
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ArtifactError(f"{PLAN_FILE} does not hold a native plan; recompile the model "
+                                "with `kiln compile`")
+        return self._build(model, options, sizes)
+
+    def _build(self, model: ir.Model, options: CompileOptions,
+               sizes: dict[str, int]) -> NativeCompiledModel:
         if options.precision != "fp32":
             raise UnsupportedError(f"native backend runs fp32 only, not {options.precision}")
         extra = dict(options.extra)
@@ -281,7 +321,7 @@ class NativeBackend(Backend):
                         consumers.setdefault(name, set()).add(k)
                         implicit.setdefault(k, []).append(values_by_name[name])
 
-        lowering = Lowering(opsets, limit, inferred_sizes(model))
+        lowering = Lowering(opsets, limit, sizes)
         evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
         segments: list[NativeSegment | OrtSegment] = []
@@ -365,9 +405,11 @@ class NativeBackend(Backend):
             "dynamic_values": dynamic,
             "threads": threads,
         }
-        return NativeCompiledModel([value_spec(v) for v in real_inputs],
-                                   [value_spec(v) for v in graph.outputs], segments, out_consts,
-                                   report)
+        compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
+                                       [value_spec(v) for v in graph.outputs], segments,
+                                       out_consts, report)
+        compiled.value_bytes = sizes
+        return compiled
 
 
 class _Evaluator:

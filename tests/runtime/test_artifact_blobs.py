@@ -1,0 +1,123 @@
+"""Backend blobs in the artifact: each CPU backend writes its own, a warm load uses it (no
+rebuild) and gives the compiled model's outputs; blobs that do not fit are rebuilt with a
+reason; a hostile native plan is refused; temporary blob folders do not outlive the load."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kiln.backends import registry
+from kiln.errors import ArtifactError
+from kiln.runtime import artifact as art
+from kiln.runtime.session import Session
+
+BLOBS = {"onnxruntime": "onnxruntime.onnx", "openvino": "openvino.blob",
+         "native": "native_plan.json"}
+
+
+def _conv_model() -> bytes:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])], [w, b])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto.SerializeToString()
+
+
+def _needs(backend: str) -> None:
+    status = registry.availability(backend)
+    if not status.ok:
+        pytest.skip(f"{backend} unavailable: {status.reason}")
+
+
+@pytest.fixture
+def x() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", sorted(BLOBS))
+def test_warm_load_uses_the_blob(backend: str, tmp_path: Path, x: np.ndarray):
+    _needs(backend)
+    cold = Session(_conv_model(), backend=backend)
+    path = cold.save(tmp_path / "m.kiln")
+    with zipfile.ZipFile(path) as zf:
+        assert f"blobs/{BLOBS[backend]}" in zf.namelist()
+    warm = Session(path)
+    assert warm.backend == backend and warm.rebuild_reason is None
+    np.testing.assert_allclose(warm(x=x)["y"], cold(x=x)["y"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_another_precision_rebuilds_and_says_why(backend: str, tmp_path: Path):
+    _needs(backend)
+    path = Session(_conv_model(), backend=backend).save(tmp_path / "m.kiln")
+    other = Session(path, precision="fp16" if backend == "openvino" else "int8")
+    assert other.rebuild_reason is not None
+    assert "blobs were built for precision 'fp32'" in other.rebuild_reason
+
+
+def test_an_artifact_runs_at_the_precision_it_was_compiled_for(tmp_path: Path):
+    _needs("openvino")
+    path = Session(_conv_model(), backend="openvino", precision="bf16").save(
+        tmp_path / "m.kiln")
+    warm = Session(path)
+    assert warm.options.precision == "bf16" and warm.rebuild_reason is None
+
+
+def test_temporary_blob_folders_are_removed(tmp_path: Path, monkeypatch):
+    _needs("native")
+    path = Session(_conv_model(), backend="native").save(tmp_path / "m.kiln")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    Session(path)
+    assert list(scratch.iterdir()) == []
+
+
+def _with_plan(path: Path, plan: bytes, out: Path) -> Path:
+    """A consistent re-pack of ``path`` whose native plan is ``plan`` (hashes recomputed)."""
+    loaded = art.load_artifact(path, extract_to=out.parent / "blobs")
+    (loaded.blob_dir / BLOBS["native"]).write_bytes(plan)
+    manifest = loaded.manifest
+    return art.save_artifact(out, loaded.model_bytes, backend="native",
+                             backend_version=manifest["backend"]["version"],
+                             target=manifest["target"], source_sha256="",
+                             options=manifest["pipeline"]["options"],
+                             inputs=manifest["inputs"], outputs=manifest["outputs"],
+                             blob_dir=loaded.blob_dir)
+
+
+@pytest.mark.parametrize("plan", [b"not json", b"[]", b'{"value_bytes": {"c": -1}}',
+                                  b'{"value_bytes": {"c": 1e300}}',
+                                  json.dumps({"value_bytes": {"c": 1 << 62}}).encode()])
+def test_hostile_native_plan_is_refused(plan: bytes, tmp_path: Path):
+    _needs("native")
+    path = Session(_conv_model(), backend="native").save(tmp_path / "m.kiln")
+    hostile = _with_plan(path, plan, tmp_path / "hostile" / "m.kiln")
+    with pytest.raises(ArtifactError, match="native_plan.json"):
+        Session(hostile)
+
+
+def test_lying_native_sizes_cost_memory_not_correctness(tmp_path: Path, x: np.ndarray):
+    _needs("native")
+    cold = Session(_conv_model(), backend="native")
+    path = cold.save(tmp_path / "m.kiln")
+    with zipfile.ZipFile(path) as zf:
+        truth = json.loads(zf.read(f"blobs/{BLOBS['native']}"))["value_bytes"]
+    assert truth, "the plan should hold the sizes of the model's values"
+    lies = {"value_bytes": {name: 4 for name in truth}}
+    lying = _with_plan(path, json.dumps(lies).encode(), tmp_path / "lying" / "m.kiln")
+    np.testing.assert_allclose(Session(lying)(x=x)["y"], cold(x=x)["y"], rtol=1e-6)
