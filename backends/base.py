@@ -156,7 +156,8 @@ class Backend(abc.ABC):
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         """Compile ``model`` for ``target``. Raises a KilnError subclass on failure."""
 
-    def load(self, folder: Path, model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
-        """Load a model saved by ``CompiledModel.save``; the default recompiles ``model``."""
+        """Load a model from the files ``CompiledModel.save`` wrote (name -> bytes, already
+        verified by the artifact); the default recompiles ``model``."""
         return self.compile(model, target, options)

@@ -209,13 +209,13 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeCompiled(_session(model_bytes, _session_options(options, level)),
                                    model, options)
 
-    def load(self, folder: Path, model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
         """Open the optimized graph onnxruntime saved, with its optimizers off (they already
         ran); compile ``model`` when there is none."""
-        blob = Path(folder) / BLOB_FILE
-        if not blob.is_file():
+        blob = blobs.get(BLOB_FILE)
+        if blob is None:
             return self.compile(model, target, options)
         self._check(options)
-        return OnnxRuntimeCompiled(_session(str(blob), _session_options(options, "disable")),
+        return OnnxRuntimeCompiled(_session(blob, _session_options(options, "disable")),
                                    model, options)

@@ -266,19 +266,19 @@ class OpenVinoBackend(Backend):
                                    f"{exc}") from exc
         return OpenVinoCompiled(compiled, model, config)
 
-    def load(self, folder: Path, model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
         """Import the exported compiled model; compile ``model`` when there is none.
 
         The artifact's checks (sha256 of the blob, backend version, target, precision and
         device in its manifest) ran before this, so the blob is the one kiln wrote.
         """
-        blob = Path(folder) / BLOB_FILE
-        if not blob.is_file():
+        blob = blobs.get(BLOB_FILE)
+        if blob is None:
             return self.compile(model, target, options)
         core, device, config = self._prepare(options)
         try:
-            compiled = core.import_model(blob.read_bytes(), device, config)
+            compiled = core.import_model(blob, device, config)
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot import {BLOB_FILE}: {exc}; recompile the "
                                 "model with `kiln compile`") from exc

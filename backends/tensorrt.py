@@ -673,28 +673,22 @@ class TensorRtBackend(Backend):
         engine, cache = build_engine(onnx_bytes, profile, None, options)
         return TensorRtCompiled(engine, cache, key, model, profile)
 
-    def load(self, folder: Path, model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
         """The saved engine when its key matches; otherwise a rebuild that says why."""
         onnx_bytes, profile, key = self._prepare(model, options)
-        folder = Path(folder)
         saved = None
-        if (folder / MANIFEST_FILE).is_file():
+        if MANIFEST_FILE in blobs:
             try:
-                saved = json.loads((folder / MANIFEST_FILE).read_text())
-            except (OSError, ValueError) as exc:
-                raise ArtifactError(f"{folder / MANIFEST_FILE}: unreadable: {exc}") from exc
+                saved = json.loads(blobs[MANIFEST_FILE])
+            except ValueError as exc:
+                raise ArtifactError(f"{MANIFEST_FILE}: unreadable: {exc}") from exc
         reason = stale_reason(saved, key)
-        if reason is None and (folder / ENGINE_FILE).is_file():
-            cache = (folder / TIMING_CACHE_FILE).read_bytes() \
-                if (folder / TIMING_CACHE_FILE).is_file() else b""
-            return TensorRtCompiled((folder / ENGINE_FILE).read_bytes(), cache, key, model,
-                                    profile)
+        cache = blobs.get(TIMING_CACHE_FILE)
+        if reason is None and ENGINE_FILE in blobs:
+            return TensorRtCompiled(blobs[ENGINE_FILE], cache or b"", key, model, profile)
         reason = reason or "the engine file is missing"
-        reuse: bytes | None = None
-        if timing_cache_usable(saved, key["tensorrt_version"]) \
-                and (folder / TIMING_CACHE_FILE).is_file():
-            reuse = (folder / TIMING_CACHE_FILE).read_bytes()
+        reuse = cache if timing_cache_usable(saved, key["tensorrt_version"]) else None
         engine, cache_out = build_engine(onnx_bytes, profile, reuse, options)
         return TensorRtCompiled(engine, cache_out, key, model, profile,
                                 rebuild_reason=f"rebuilt: {reason}")

@@ -26,7 +26,6 @@ import json
 import mmap
 import os
 import posixpath
-import shutil
 import stat
 import struct
 import tempfile
@@ -68,14 +67,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 @dataclasses.dataclass
 class Artifact:
-    """A loaded, verified artifact. ``blob_dir`` holds the extracted blobs (or is None)."""
+    """A loaded, verified artifact. ``blobs`` maps each blob's name (relative to ``blobs/``)
+    to its bytes; ``blob_dir`` is where they were also written when asked (else None)."""
 
     path: Path
     manifest: dict[str, Any]
     model_bytes: bytes
     blob_dir: Path | None
-    #: True when ``blob_dir`` is a temporary folder this module made (``restore`` removes it)
-    owns_blob_dir: bool = False
+    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def backend(self) -> str:
@@ -103,7 +102,7 @@ class Artifact:
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
         miss = blob_miss(self.manifest, backend, backend_version, target)
-        if miss is not None and self.blob_dir is None:  # nothing prebuilt: say what differs
+        if miss is not None and not self.blobs:  # nothing prebuilt: say what differs
             miss = miss.replace("blobs were", "the artifact was", 1)
         return miss
 
@@ -260,8 +259,8 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
 
     Checks, in order: zip readable; member names safe and unique; manifest hash (zip comment);
     format major version; every member listed in the manifest with matching size and sha256,
-    and nothing unlisted. Blobs are extracted to ``extract_to`` (a new temporary folder when
-    None). Raises ``kiln.ArtifactError`` saying which check failed.
+    and nothing unlisted. Blobs stay in memory (``Artifact.blobs``) and are also written under
+    ``extract_to`` when given. Raises ``kiln.ArtifactError`` saying which check failed.
     """
     path = Path(path)
     with _open(path) as zf:
@@ -311,12 +310,11 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                     raise ArtifactError(f"{path}: member {name} does not match its sha256 in "
                                         "the manifest; the artifact was modified")
             model_bytes = bytes(views.pop(MODEL))
-            blobs = {n[len(BLOBS):]: d for n, d in views.items() if n.startswith(BLOBS)}
-            blob_dir = _extract(blobs, extract_to, path) if blobs else None
+            blobs = {n[len(BLOBS):]: bytes(d) for n, d in views.items() if n.startswith(BLOBS)}
             views.clear()
-            blobs.clear()
+    blob_dir = _extract(blobs, extract_to, path) if blobs and extract_to else None
     return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
-                    owns_blob_dir=blob_dir is not None and extract_to is None)
+                    blobs=blobs)
 
 
 @contextlib.contextmanager
@@ -356,11 +354,10 @@ def _member_view(zf: zipfile.ZipFile, mapped: Any, info: zipfile.ZipInfo,
     return memoryview(mapped)[begin:end]
 
 
-def _extract(blobs: Mapping[str, Any], extract_to: str | os.PathLike[str] | None,
-             path: Path) -> Path:
-    """Write ``blobs`` (relative name -> bytes) under ``extract_to`` or a new temporary
-    folder, refusing any name that would leave it."""
-    blob_dir = Path(extract_to) if extract_to else Path(tempfile.mkdtemp(prefix="kiln-blobs-"))
+def _extract(blobs: Mapping[str, bytes], extract_to: str | os.PathLike[str], path: Path) -> Path:
+    """Write ``blobs`` (relative name -> bytes) under ``extract_to``, refusing any name that
+    would leave it."""
+    blob_dir = Path(extract_to)
     root = blob_dir.resolve()
     for rel, data in blobs.items():
         dest = (root / rel).resolve()
@@ -381,28 +378,18 @@ def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
     ``CompileOptions`` asked for now (blobs built at another precision or for another device
     are not reused); ``model`` the artifact's graph when the caller already parsed it. The
     reason is also passed to ``log`` so a user sees why a load took as long as a compile.
-    A blob folder this module extracted into a temporary folder is removed afterwards.
     """
     status = backend.is_available()
     miss = artifact.blob_miss(backend.name, getattr(status, "version", None), str(target))
     if miss is None:
         miss = options_miss(artifact.manifest, options)
     model = model if model is not None else artifact.model()
-    try:
-        if miss is None:
-            folder = artifact.blob_dir
-            if folder is None:
-                with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as empty:
-                    return backend.load(Path(empty), model, target, options), None
-            return backend.load(folder, model, target, options), None
-        message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
-        if log is not None:
-            log(message)
-        return backend.compile(model, target, options), message
-    finally:
-        if artifact.owns_blob_dir and artifact.blob_dir is not None:
-            shutil.rmtree(artifact.blob_dir, ignore_errors=True)
-            artifact.blob_dir = None
+    if miss is None:
+        return backend.load(artifact.blobs, model, target, options), None
+    message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
+    if log is not None:
+        log(message)
+    return backend.compile(model, target, options), message
 
 
 def options_miss(manifest: Mapping[str, Any], options: Any) -> str | None:

@@ -235,15 +235,15 @@ class NativeBackend(Backend):
                 options: CompileOptions) -> CompiledModel:
         return self._build(model, options, inferred_sizes(model))
 
-    def load(self, folder: Path, model: ir.Model, target: Target | None,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target | None,
              options: CompileOptions) -> CompiledModel:
         """Lower ``model`` with the value sizes saved in the plan blob, skipping ONNX shape
         inference (the slowest step of a native compile); compile when there is no blob."""
-        blob = Path(folder) / PLAN_FILE
-        if not blob.is_file():
+        blob = blobs.get(PLAN_FILE)
+        if blob is None:
             return self.compile(model, target, options)
         try:
-            saved = json.loads(blob.read_text())
+            saved = json.loads(blob)
             sizes = saved["value_bytes"]
             # A size only lets a value use its arena slot (the executor checks the real
             # size first), so a wrong one costs memory, never safety; absurd ones are refused.
@@ -251,7 +251,7 @@ class NativeBackend(Backend):
             ok = isinstance(sizes, dict) and all(
                 isinstance(k, str) and type(v) is int and 0 <= v <= limit
                 for k, v in sizes.items())
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
             raise ArtifactError(f"{PLAN_FILE} does not hold a native plan; recompile the model "

@@ -228,13 +228,16 @@ def test_engine_matches_onnxruntime_and_reloads_without_rebuilding(tmp_path, con
     compiled = session._compiled
     assert set(compiled.save(tmp_path)) == {"engine.plan", "timing.cache", "tensorrt.json"}
     backend = registry.get_backend("tensorrt")
-    loaded = backend.load(tmp_path, session.model, session.target, session.options)
+    def saved():
+        return {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    loaded = backend.load(saved(), session.model, session.target, session.options)
     assert loaded.rebuild_reason is None
     np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-3, atol=1e-4)
     manifest = json.loads((tmp_path / "tensorrt.json").read_text())
     manifest["tensorrt_version"] = "0.0.0"
     (tmp_path / "tensorrt.json").write_text(json.dumps(manifest))
-    rebuilt = backend.load(tmp_path, session.model, session.target, session.options)
+    rebuilt = backend.load(saved(), session.model, session.target, session.options)
     assert rebuilt.rebuild_reason.startswith("rebuilt: TensorRT version changed")
 
 

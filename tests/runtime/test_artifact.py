@@ -136,7 +136,7 @@ def test_newer_minor_version_loads(tmp_path: Path):
                 "backend": {"name": "onnxruntime", "version": "1"}, "target": "cpu"}
     path = tmp_path / "v.kiln"
     art._pack(path, manifest, {"model.onnx": ir.to_proto(_model()).SerializeToString()})
-    assert art.load_artifact(path).blob_dir is None
+    assert art.load_artifact(path).blobs == {}
 
 
 def test_foreign_files_are_refused(tmp_path: Path):

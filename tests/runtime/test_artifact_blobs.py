@@ -1,6 +1,6 @@
 """Backend blobs in the artifact: each CPU backend writes its own, a warm load uses it (no
 rebuild) and gives the compiled model's outputs; blobs that do not fit are rebuilt with a
-reason; a hostile native plan is refused; temporary blob folders do not outlive the load."""
+reason; a hostile native plan is refused; a load reads blobs from memory, writing no files."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_an_artifact_runs_at_the_precision_it_was_compiled_for(tmp_path: Path):
     assert warm.options.precision == "bf16" and warm.rebuild_reason is None
 
 
-def test_temporary_blob_folders_are_removed(tmp_path: Path, monkeypatch):
+def test_a_load_writes_no_files(tmp_path: Path, monkeypatch):
     _needs("native")
     path = Session(_conv_model(), backend="native").save(tmp_path / "m.kiln")
     scratch = tmp_path / "scratch"
@@ -91,6 +91,7 @@ def _with_plan(path: Path, plan: bytes, out: Path) -> Path:
     """A consistent re-pack of ``path`` whose native plan is ``plan`` (hashes recomputed)."""
     loaded = art.load_artifact(path, extract_to=out.parent / "blobs")
     (loaded.blob_dir / BLOBS["native"]).write_bytes(plan)
+    assert loaded.blobs[BLOBS["native"]] != plan
     manifest = loaded.manifest
     return art.save_artifact(out, loaded.model_bytes, backend="native",
                              backend_version=manifest["backend"]["version"],
