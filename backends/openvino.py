@@ -21,6 +21,7 @@ from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, Unsup
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from kiln.compiler.capabilities import BackendCaps
     from kiln.compiler.target import Target
     from kiln.compiler.validate import Limits
 
@@ -230,6 +231,13 @@ class OpenVinoBackend(Backend):
 
     def supported_precisions(self) -> tuple[str, ...]:
         return tuple(_PRECISION_HINT)
+
+    def caps(self) -> BackendCaps:
+        """Plain ONNX; dynamic int8 as int8 weights, whose activations the CPU plugin
+        quantizes at run time itself (it runs MatMulInteger without its int8 kernels)."""
+        from kiln.compiler.capabilities import BackendCaps
+
+        return BackendCaps(name=self.name, dynamic_int8="weights")
 
     def _prepare(self, options: CompileOptions):
         """(Core, device, config) for ``options``, or the kiln error that stops them."""

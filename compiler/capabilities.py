@@ -24,6 +24,9 @@ class BackendCaps:
     standard_attention: the backend runs the standard ONNX ``Attention`` op (opset 23).
     max_opset:          highest default-domain opset the backend imports.
     blocked_layouts:    channel-blocked layouts the backend can consume (O3), e.g. "NCHW16c".
+    dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
+                        MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
+                        activations quantized by the engine at run time).
     """
 
     name: str = "onnx"
@@ -31,6 +34,7 @@ class BackendCaps:
     standard_attention: bool = False
     max_opset: int = 21
     blocked_layouts: frozenset[str] = frozenset()
+    dynamic_int8: str = "integer"
 
     def runs(self, op_type: str) -> bool:
         """Whether the backend runs the kiln-domain op ``op_type``."""
@@ -39,7 +43,8 @@ class BackendCaps:
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "kiln_ops": sorted(self.kiln_ops),
                 "standard_attention": self.standard_attention, "max_opset": self.max_opset,
-                "blocked_layouts": sorted(self.blocked_layouts)}
+                "blocked_layouts": sorted(self.blocked_layouts),
+                "dynamic_int8": self.dynamic_int8}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

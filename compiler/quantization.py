@@ -126,8 +126,8 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
                    classifier: bool | None = None,
                    max_accuracy_drop: float | None = None,
                    measure: speed_gate.Measure | None = None, gate_per_layer: bool = False,
-                   gate_margin: float = 0.03, smooth: float | None = None
-                   ) -> QuantizationResult:
+                   gate_margin: float = 0.03, smooth: float | None = None,
+                   dynamic_form: str = "integer") -> QuantizationResult:
     """Quantize ``model`` (not modified) to int8 for ``target``.
 
     calibration:       samples (dicts of input arrays), a folder, or "random:N" (static only;
@@ -145,6 +145,8 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
     measure:           times a ModelProto on the target backend; enables the speed gate.
     smooth:            static only: migrate activation outliers of MatMuls into their weights
                        with this strength (0.5 is typical for transformers; None: off).
+    dynamic_form:      dynamic only: "integer" or "weights" (``quantize.DYNAMIC_FORMS``; the
+                       backend's ``BackendCaps.dynamic_int8`` says which it runs fast).
     """
     if mode not in MODES:
         raise InputError(f"unknown quantization mode {mode!r}; choose one of {MODES}")
@@ -179,12 +181,13 @@ def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None,
     else:
         def build(excluded: frozenset[str]) -> ir.Model:
             m = copy_model(fp32)
-            quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, set(exclude) | excluded)(m)
+            quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, set(exclude) | excluded,
+                                         dynamic_form)(m)
             return m
 
     probe_model = copy_model(base)
     probe = (quantize.QuantizeStaticPass(ranges, scheme, ops, exclude) if mode == "static"
-             else quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, exclude))
+             else quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, exclude, dynamic_form))
     probe(probe_model)
     layers = list(probe.stats.nodes)
     report = QuantizationReport(mode, scheme.activation if mode == "static" else "uint8",

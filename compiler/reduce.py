@@ -122,7 +122,7 @@ def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32"
                  exclude: Collection[str] = (), max_accuracy_drop: float | None = None,
                  prune: str | None = None, eval_samples: Sequence[calibrate.Sample] | None = None,
                  labels: Sequence[np.ndarray] | None = None, classifier: bool | None = None,
-                 measure: Any = None) -> ReduceResult:
+                 measure: Any = None, dynamic_form: str = "integer") -> ReduceResult:
     """Prune and/or lower the precision of a copy of ``model`` for ``target``.
 
     precision:          fp32 (prune only), fp16, bf16 (needs avx512_bf16/AMX), int8.
@@ -133,6 +133,7 @@ def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32"
     exclude:            node names / op types kept in fp32 (and left unpruned).
     max_accuracy_drop:  int8 budget (fraction; see ``quantize_model``).
     measure:            ``measure(model_proto) -> seconds`` on the target backend: speed gate.
+    dynamic_form:       how dynamic int8 is written for the backend (``BackendCaps.dynamic_int8``).
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -155,7 +156,7 @@ def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32"
             current, target, samples or None, mode=mode, method=calibration_method,
             percentile=percentile, exclude=exclude, eval_samples=evals or None,
             labels=labels, classifier=classifier, max_accuracy_drop=max_accuracy_drop,
-            measure=measure)
+            measure=measure, dynamic_form=dynamic_form)
         current, result.quantization = q.model, q.report
     elif precision in ("fp16", "bf16"):
         checks = evals

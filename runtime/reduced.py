@@ -66,7 +66,8 @@ def reduced_session(model: Any, backend: str = "auto", target: str | Target = "a
                           calibration_method=calibration_method,
                           quantization_mode=quantization_mode, exclude=exclude,
                           max_accuracy_drop=max_accuracy_drop, prune=prune,
-                          eval_samples=eval_samples, measure=measure)
+                          eval_samples=eval_samples, measure=measure,
+                          dynamic_form=registry.get_backend(name).caps().dynamic_int8)
     session = Session(result.model, backend=name, target=tgt,
                       precision=precision if precision != "fp32" else "fp32",
                       threads=threads, opt_level=0)

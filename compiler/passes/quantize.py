@@ -25,7 +25,14 @@ per-column int8; activations are quantized at run time:
     x -> DynamicQuantizeLinear -> (x_q u8, s_x, z_x)
     y  = Cast<float>(MatMulInteger(x_q, W_q, z_x, 0)) * (s_x * s_w)      [+ bias]
 
-which is the pattern onnxruntime fuses into one ``DynamicQuantizeMatMul`` kernel.
+which is the pattern onnxruntime fuses into one ``DynamicQuantizeMatMul`` kernel. Engines
+that quantize activations themselves at run time (OpenVINO's CPU plugin does, per group of 32
+values, for fully-connected layers with int8 weights) take the ``"weights"`` form instead:
+
+    y = MatMul(x, DequantizeLinear(W_q, s_w, axis=last))                   [+ bias]
+
+OpenVINO reads it as a compressed-weight fully-connected layer and runs it u8 x s8; an engine
+without that path folds the DequantizeLinear back into float weights (no gain, no harm).
 """
 
 from __future__ import annotations
@@ -384,15 +391,24 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         self.stats.biases += 1
 
 
+#: How dynamic int8 reaches the engine: "integer" (DynamicQuantizeLinear + MatMulInteger) or
+#: "weights" (int8 weights behind DequantizeLinear; the engine quantizes activations itself).
+DYNAMIC_FORMS = ("integer", "weights")
+
+
 class QuantizeDynamicPass(ir.passes.InPlacePass):
     """int8 weights for MatMul/Gemm with a constant 2-D weight; activations quantized at run
     time (see the module docstring). ``exclude`` lists node names or op types."""
 
     def __init__(self, op_types: Collection[str] = ("MatMul", "Gemm"),
-                 exclude: Collection[str] = ()) -> None:
+                 exclude: Collection[str] = (), form: str = "integer") -> None:
         super().__init__()
+        if form not in DYNAMIC_FORMS:
+            raise ValueError(f"unknown dynamic quantization form {form!r}; one of "
+                             f"{DYNAMIC_FORMS}")
         self.op_types = frozenset(op_types)
         self.exclude = frozenset(exclude)
+        self.form = form
         self.stats = QuantizeStats()
 
     def requires(self, model: ir.Model) -> None:
@@ -417,6 +433,23 @@ class QuantizeDynamicPass(ir.passes.InPlacePass):
                 w = w.T
         return np.ascontiguousarray(w)
 
+    @staticmethod
+    def _integer_matmul(b: _Builder, x: tuple[ir.Value, ir.Value, ir.Value], qv: ir.Value,
+                        zv: ir.Value, sv: ir.Value, node: ir.Node,
+                        new: list[ir.Node]) -> ir.Value:
+        """MatMulInteger on the run-time quantized x, rescaled to float; nodes go to ``new``."""
+        xq, xs, xz = x
+        mmi = b.node("MatMulInteger", [xq, qv, xz, zv], f"{node.name}_matmul_integer")
+        mmi.outputs[0].dtype = ir.DataType.INT32
+        cast = b.node("Cast", [mmi.outputs[0]], f"{node.name}_cast", to=ir.DataType.FLOAT)
+        cast.outputs[0].dtype = ir.DataType.FLOAT
+        scale = b.node("Mul", [xs, sv], f"{node.name}_scale")
+        scale.outputs[0].dtype = ir.DataType.FLOAT
+        out = b.node("Mul", [cast.outputs[0], scale.outputs[0]], f"{node.name}_rescaled")
+        out.outputs[0].dtype = ir.DataType.FLOAT
+        new += [mmi, cast, scale, out]
+        return out.outputs[0]
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         b = _Builder(graph)
@@ -440,25 +473,24 @@ class QuantizeDynamicPass(ir.passes.InPlacePass):
             sv = b.constant(f"{node.name}_weight_scale", ws)
             new: list[ir.Node] = []
             key_x = str(x.name)
-            if key_x not in shared_x:
+            if self.form == "weights":
+                dq = b.node("DequantizeLinear", [qv, sv, zv], f"{node.name}_weight_dq",
+                            axis=1)
+                dq.outputs[0].dtype = ir.DataType.FLOAT
+                dq.outputs[0].shape = ir.Shape(w.shape)
+                mm = b.node("MatMul", [x, dq.outputs[0]], f"{node.name}_int8_weights")
+                mm.outputs[0].dtype = ir.DataType.FLOAT
+                new += [dq, mm]
+                result = mm.outputs[0]
+            elif key_x not in shared_x:
                 dql = b.node("DynamicQuantizeLinear", [x], f"{x.name}_dynamic_q", outputs=3)
                 dql.outputs[0].dtype = ir.DataType.UINT8
                 dql.outputs[1].dtype = ir.DataType.FLOAT
                 dql.outputs[2].dtype = ir.DataType.UINT8
                 new.append(dql)
                 shared_x[key_x] = (dql.outputs[0], dql.outputs[1], dql.outputs[2])
-            xq, xs, xz = shared_x[key_x]
-            mmi = b.node("MatMulInteger", [xq, qv, xz, zv], f"{node.name}_matmul_integer")
-            mmi.outputs[0].dtype = ir.DataType.INT32
-            cast = b.node("Cast", [mmi.outputs[0]], f"{node.name}_cast",
-                          to=ir.DataType.FLOAT)
-            cast.outputs[0].dtype = ir.DataType.FLOAT
-            scale = b.node("Mul", [xs, sv], f"{node.name}_scale")
-            scale.outputs[0].dtype = ir.DataType.FLOAT
-            out = b.node("Mul", [cast.outputs[0], scale.outputs[0]], f"{node.name}_rescaled")
-            out.outputs[0].dtype = ir.DataType.FLOAT
-            new += [mmi, cast, scale, out]
-            result = out.outputs[0]
+            if self.form == "integer":
+                result = self._integer_matmul(b, shared_x[key_x], qv, zv, sv, node, new)
             if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
                 add = b.node("Add", [result, node.inputs[2]], f"{node.name}_bias")
                 add.outputs[0].dtype = ir.DataType.FLOAT

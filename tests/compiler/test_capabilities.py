@@ -9,3 +9,10 @@ def test_caps_defaults_and_json():
     assert caps.runs("FusedConv") and not caps.runs("FusedGemm")
     assert caps.to_json()["kiln_ops"] == ["FusedConv"]
     assert {"FusedConv", "FusedGemm", "Attention"} == KILN_OPS
+
+
+def test_openvino_takes_dynamic_int8_as_int8_weights():
+    from kiln.backends import registry
+
+    assert registry.get_backend("openvino").caps().dynamic_int8 == "weights"
+    assert registry.get_backend("onnxruntime").caps().dynamic_int8 == "integer"

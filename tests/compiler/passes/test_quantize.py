@@ -152,6 +152,43 @@ def test_dynamic_quantization():
     assert [o.name for o in q.graph.outputs] == ["y"]
 
 
+def test_dynamic_weights_form_keeps_float_matmuls_on_int8_weights():
+    model = _mlp()
+    q = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeDynamicPass(form="weights")
+    assert step(q).modified
+    assert sorted(step.stats.nodes) == ["gemm2", "mm1"]
+    assert "DynamicQuantizeLinear" not in ops(q) and "MatMulInteger" not in ops(q)
+    assert ops(q).count("DequantizeLinear") == 2 and ops(q).count("MatMul") == 2
+    for node in q.graph:
+        if node.op_type == "DequantizeLinear":
+            assert node.inputs[0].const_value.dtype == ir.DataType.INT8
+            assert node.attributes["axis"].as_int() == 1
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    x = {"x": rand(4, 32, seed=9)}
+    want, got = run_ort(model, x)[0], run_ort(q, x)[0]
+    assert accuracy.cosine(want, got) > 0.999
+    assert [o.name for o in q.graph.outputs] == ["y"]
+
+
+def test_dynamic_weights_form_runs_on_openvino():
+    ov = pytest.importorskip("openvino")
+    model = _mlp()
+    x = rand(4, 32, seed=9)
+    want = run_ort(model, {"x": x})[0]
+    quantize.QuantizeDynamicPass(form="weights")(model)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(ir.to_proto(model).SerializeToString(), b""),
+                                  "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # OpenVINO also quantizes the activations (per group of 32): compare with fp32 overall
+    assert accuracy.cosine(want, compiled({"x": x})[0]) > 0.995
+
+
+def test_unknown_dynamic_form_is_refused():
+    with pytest.raises(ValueError, match="dynamic quantization form"):
+        quantize.QuantizeDynamicPass(form="float")
+
+
 def test_dynamic_skips_activation_matmuls():
     nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")]
     model = make_model(nodes, {"a": [2, 3], "b": [3, 2]}, {"y": [2, 2]}, {})
