@@ -233,11 +233,13 @@ class OpenVinoBackend(Backend):
         return tuple(_PRECISION_HINT)
 
     def caps(self) -> BackendCaps:
-        """Plain ONNX; dynamic int8 as int8 weights, whose activations the CPU plugin
-        quantizes at run time itself (it runs MatMulInteger without its int8 kernels)."""
+        """Plain ONNX; fp16/bf16 applied by the inference precision hint; dynamic int8 as
+        int8 weights, whose activations the CPU plugin quantizes at run time itself (it runs
+        MatMulInteger without its int8 kernels)."""
         from kiln.compiler.capabilities import BackendCaps
 
-        return BackendCaps(name=self.name, dynamic_int8="weights")
+        return BackendCaps(name=self.name, precision_hints=frozenset({"fp16", "bf16"}),
+                           dynamic_int8="weights")
 
     def _prepare(self, options: CompileOptions):
         """(Core, device, config) for ``options``, or the kiln error that stops them."""

@@ -397,23 +397,6 @@ def timing_cache_usable(saved: Mapping[str, Any] | None, trt_version: str) -> bo
     return saved is not None and saved.get("tensorrt_version") == trt_version
 
 
-def precision_in_graph(model: ir.Model) -> set[str]:
-    """Reduced precisions the graph itself asks for (Cast targets and Q/DQ nodes)."""
-    import onnx_ir as ir
-
-    found = set()
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            found.add("int8")
-        elif node.op_type in ("Cast", "CastLike"):
-            for value in node.outputs:
-                if value.dtype == ir.DataType.FLOAT16:
-                    found.add("fp16")
-                elif value.dtype == ir.DataType.BFLOAT16:
-                    found.add("bf16")
-    return found
-
-
 # ---------------------------------------------------------------------------------------------
 # GPU side: build and run.
 
@@ -652,6 +635,8 @@ class TensorRtBackend(Backend):
         if not status.ok:
             raise BackendUnavailableError(f"tensorrt is unavailable: {status.reason}")
         wanted = options.precision
+        from kiln.compiler.reduce import precision_in_graph
+
         if wanted != "fp32" and wanted not in precision_in_graph(model):
             raise UnsupportedError(
                 f"precision {wanted} must be in the graph (Cast or Q/DQ nodes placed by kiln's "

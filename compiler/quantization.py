@@ -109,8 +109,9 @@ def default_op_types(model: ir.Model) -> frozenset[str]:
 
 def _samples(model: ir.Model, calibration: Any) -> list[calibrate.Sample]:
     if calibration is None:
-        raise InputError("static int8 needs calibration data: --calibration DIR (a folder of "
-                         ".npz/.npy samples) or random:N for a smoke test")
+        raise InputError("static int8 needs calibration data: a folder of .npz/.npy samples, "
+                         "a list of feeds, or random:N for a smoke test (kiln compile "
+                         "--calibration DATA; kiln.Session(..., calibration=DATA))")
     if isinstance(calibration, (str, Path)):
         return calibrate.parse_calibration(calibration, model)
     return [dict(s) for s in calibration]

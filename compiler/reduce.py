@@ -31,6 +31,26 @@ from kiln.errors import InputError
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
+#: Ops whose presence means the graph already runs (part of itself) in int8.
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                      "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"})
+
+
+def precision_in_graph(model: ir.Model) -> set[str]:
+    """Reduced precisions the graph itself asks for (Cast targets, Q/DQ and integer ops)."""
+    found = set()
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type in INT8_OPS:
+            found.add("int8")
+        elif node.op_type in ("Cast", "CastLike"):
+            for value in node.outputs:
+                if value.dtype == ir.DataType.FLOAT16:
+                    found.add("fp16")
+                elif value.dtype == ir.DataType.BFLOAT16:
+                    found.add("bf16")
+    return found
+
+
 @dataclasses.dataclass
 class PruneReport:
     spec: str

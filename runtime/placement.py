@@ -182,7 +182,8 @@ def joint_caps(names: Sequence[str]) -> Any:
     return dataclasses.replace(
         caps[0], name="+".join(names),
         kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
-        max_opset=min(c.max_opset for c in caps))
+        max_opset=min(c.max_opset for c in caps),
+        precision_hints=frozenset.intersection(*(c.precision_hints for c in caps)))
 
 
 def placement_report(model: ir.Model, backends: Sequence[str], fallback: str | None =

@@ -46,7 +46,15 @@ class Session:
     threads:   intra-op threads (None = every core).
     opt_level: 0 (import only), 1 (cleanup), 2 (default: + fusions), 3 (+ target choices).
     options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
-               ``fallback=None`` for strict native runs).
+               ``fallback=None`` for strict native runs), and the reduction options of
+               ``kiln compile`` (``REDUCE_OPTIONS``: ``calibration``, ``quantization_mode``,
+               ``exclude``, ``max_accuracy_drop``, ``prune``, ``speed_gate``, ...).
+
+    A precision the graph does not carry yet is made in it, never assumed: ``precision=
+    "int8"`` on a float model quantizes it (dynamic for models without Conv and without
+    ``calibration``, static otherwise), fp16/bf16 convert it, unless the backend applies
+    that precision itself (OpenVINO's hint). ``reduction`` then holds the report (accuracy,
+    what was quantized, speed-gate decisions); it is None when nothing was reduced.
     """
 
     def __init__(self, model: ModelSource | Any, backend: str | Sequence[str] = "auto",
@@ -100,10 +108,15 @@ class Session:
             else [self.backend_name]
         # ------------------------------------------------------------------------------------
         device = str(options.pop("device", "CPU"))
+        reduce_options = {k: options.pop(k) for k in REDUCE_OPTIONS if k in options}
+        if self.artifact is not None and reduce_options:
+            raise KilnError(f"{sorted(reduce_options)}: an artifact is already compiled; "
+                            "reduce the source model instead")
         self.options = CompileOptions(precision=precision or "fp32", threads=threads,
                                       device=device,
                                       extra=options)
         self.report: CompileReport | None = None
+        self.reduction: Any = None
         self.rebuild_reason: str | None = None
         started = time.perf_counter()
         if self.artifact is not None:
@@ -134,7 +147,17 @@ class Session:
             self.import_seconds = time.perf_counter() - started
             started = time.perf_counter()
             caps = joint_caps(backends) if partitioned else self._backend.caps()
-            self.model, self.report = optimize(self.model, self.opt_level, self.target, caps)
+            if _needs_reduction(self.model, self.options.precision, caps, reduce_options):
+                from kiln.compiler.capabilities import STANDARD_ONNX
+
+                # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
+                self.model, self.report = optimize(self.model, self.opt_level, self.target,
+                                                   STANDARD_ONNX)
+                self.model, self.reduction = self._reduce(caps, reduce_options, backends if
+                                                          partitioned else None)
+            else:
+                self.model, self.report = optimize(self.model, self.opt_level, self.target,
+                                                   caps)
             if partitioned:
                 from kiln.runtime.executor import compile_partitioned
 
@@ -149,6 +172,41 @@ class Session:
                     lambda: self._backend.compile(self.model, self.target, self.options),
                     self.guards.timeout, f"compiling for {self.backend_name}")
         self.compile_seconds = time.perf_counter() - started
+
+    def _reduce(self, caps: Any, reduce_options: dict[str, Any],
+                partitioned: Sequence[str] | None) -> tuple[Any, Any]:
+        """Prune and/or lower the precision of ``self.model`` (kiln.compiler.reduce)."""
+        from kiln.compiler.reduce import reduce_model
+
+        wanted = dict(reduce_options)
+        wanted.pop("convert_precision", None)
+        measure = None
+        if wanted.pop("speed_gate", False):
+            if partitioned is not None:
+                raise KilnError("speed_gate times one backend; pick one, not a list")
+            measure = self._gate_measure(wanted)
+        result = reduce_model(self.model, self.target, precision=self.options.precision,
+                              measure=measure, dynamic_form=caps.dynamic_int8, **wanted)
+        return result.model, result
+
+    def _gate_measure(self, wanted: Mapping[str, Any]) -> Any:
+        """The speed gate's timer: this backend, one real sample when there is one."""
+        import warnings
+
+        from kiln.compiler import calibrate
+        from kiln.runtime.quantize_gate import measure_with_backend
+
+        samples = wanted.get("eval_samples")
+        calibration = wanted.get("calibration")
+        if samples:
+            feeds = dict(samples[0])
+        elif calibration is not None and not isinstance(calibration, str):
+            feeds = dict(next(iter(calibration)))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", calibrate.RandomCalibrationWarning)
+                feeds = calibrate.random_samples(self.model, 1)[0]
+        return measure_with_backend(self.backend_name, feeds, self.target, self.options.threads)
 
     @staticmethod
     def _import(model: Any, backends: Sequence[str]):
@@ -256,6 +314,30 @@ class Session:
         inputs = [i.describe() for i in self.inputs]
         return (f"Session(backend={self.backend_name!r}, target='{self.target}', "
                 f"precision={self.options.precision!r}, inputs={inputs})")
+
+
+#: Session options that reduce the model (``kiln compile``'s options, see reduce_model).
+REDUCE_OPTIONS = ("calibration", "calibration_method", "percentile", "quantization_mode",
+                  "exclude", "max_accuracy_drop", "prune", "eval_samples", "labels",
+                  "classifier", "speed_gate", "convert_precision")
+
+
+def _needs_reduction(model: Any, precision: str, caps: Any,
+                     reduce_options: Mapping[str, Any]) -> bool:
+    """Whether the graph must change for ``precision`` (or a prune was asked for).
+
+    A precision the graph already carries (Q/DQ, fp16/bf16 Casts) is left alone; one the
+    backend applies by itself (``BackendCaps.precision_hints``) is too, unless
+    ``convert_precision=True`` asks for the graph conversion anyway.
+    """
+    from kiln.compiler.reduce import precision_in_graph
+
+    if reduce_options.get("prune"):
+        return True
+    if precision == "fp32" or precision in precision_in_graph(model):
+        return False
+    return precision not in caps.precision_hints or bool(
+        reduce_options.get("convert_precision"))
 
 
 def _limits_of(backends: Sequence[str]) -> list:

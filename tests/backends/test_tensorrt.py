@@ -19,13 +19,13 @@ from kiln.backends.tensorrt import (
     derive_profile,
     engine_key,
     opset_max,
-    precision_in_graph,
     stale_reason,
     timing_cache_usable,
     trt_refusal,
 )
 from kiln.cli import main
 from kiln.compiler.frontend import import_model
+from kiln.compiler.reduce import precision_in_graph
 from kiln.compiler.target import Target
 from kiln.zoo import light_model
 
