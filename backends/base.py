@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from kiln.errors import UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -92,6 +94,24 @@ class CompileOptions:
                 "extra": dict(self.extra)}
 
 
+class NoTimersError(UnsupportedError):
+    """The backend runs the model but cannot time its nodes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeTime:
+    """One node's time in one run, from the backend's own instrument.
+
+    ``start_us`` is the offset from the run's start when the instrument records it (None
+    when it reports durations only).
+    """
+
+    name: str
+    op: str
+    us: float
+    start_us: float | None = None
+
+
 class CompiledModel(abc.ABC):
     """A model compiled by one backend, ready to run.
 
@@ -107,6 +127,13 @@ class CompiledModel(abc.ABC):
     @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; returns every graph output by name. Thread-safe."""
+
+    def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
+        """Call ``run`` (one inference through the Session) ``runs`` times and return each
+        run's per-node times, measured by the backend itself; the model must have been
+        compiled with ``options.extra["profile"] = True``. Raises NoTimersError when the
+        backend has no such instrument."""
+        raise NoTimersError(f"the {self.backend} backend exposes no per-node timers")
 
     def save(self, folder: Path) -> list[str]:
         """Write backend blobs into ``folder``; returns the file names written.

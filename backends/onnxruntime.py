@@ -7,14 +7,22 @@ what it is given; it only refuses precisions that would need a flag it does not 
 from __future__ import annotations
 
 import functools
+import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
+from kiln.backends.base import (
+    Availability,
+    Backend,
+    CompiledModel,
+    CompileOptions,
+    NodeTime,
+    NoTimersError,
+)
 from kiln.backends.onnx_export import signature, to_onnx_bytes
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
@@ -105,6 +113,33 @@ class OnnxRuntimeCompiled(CompiledModel):
         finally:
             active.pop(threading.get_ident(), None)
         return dict(zip(self._output_names, results))
+
+    def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
+        """onnxruntime's profiler: ``<node>_kernel_time`` events, split by ``model_run``
+        window; the runs before these (warm-up) are left out. Ends this session's profile."""
+        if not self.session.get_session_options().enable_profiling:
+            raise NoTimersError("onnxruntime profiles only sessions compiled with "
+                                "profile=True")
+        for _ in range(runs):
+            run()
+        path = Path(self.session.end_profiling())
+        try:
+            events = json.loads(path.read_text())
+        finally:
+            path.unlink(missing_ok=True)
+        windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                         if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
+        per_run: list[list[NodeTime]] = [[] for _ in windows]
+        for e in events:
+            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+                continue
+            k = next((i for i, (lo, hi) in enumerate(windows) if lo <= e["ts"] <= hi), None)
+            if k is None:
+                continue
+            per_run[k].append(NodeTime(e["name"].removesuffix("_kernel_time"),
+                                       e.get("args", {}).get("op_name", "?"), float(e["dur"]),
+                                       float(e["ts"] - windows[k][0])))
+        return per_run
 
     def cancel(self, thread_id: int) -> None:
         """Stop the run in progress on thread ``thread_id`` (it then raises KilnError)."""

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions
+from kiln.backends.base import (
+    Availability,
+    Backend,
+    CompiledModel,
+    CompileOptions,
+    NodeTime,
+    NoTimersError,
+)
 from kiln.backends.onnx_export import signature, to_onnx_bytes
 from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, UnsupportedError
 
@@ -59,6 +66,21 @@ class OpenVinoCompiled(CompiledModel):
             raise KilnError(f"OpenVINO failed to run the model: {exc}") from exc
         return {name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, name in enumerate(self._output_names)}
+
+    def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
+        """The CPU plugin's performance counters (``PERF_COUNT=YES``, set for profile=True),
+        read after each run; layers OpenVINO fused away have no entry of their own."""
+        if self.config.get("PERF_COUNT") != "YES":
+            raise NoTimersError("OpenVINO counts per-layer time only for models compiled "
+                                "with profile=True")
+        per_run = []
+        for _ in range(runs):
+            run()
+            per_run.append([NodeTime(info.node_name, info.node_type,
+                                     info.real_time.total_seconds() * 1e6)
+                            for info in self._request().get_profiling_info()
+                            if "EXECUTED" in str(info.status)])
+        return per_run
 
     def save(self, folder: Path) -> list[str]:
         """OpenVINO's own export of the compiled model: a load imports it instead of reading

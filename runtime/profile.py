@@ -7,9 +7,11 @@ Each backend measures with its own instrument, so the figures are that backend's
 - OpenVINO: the CPU plugin's performance counters (``PERF_COUNT=YES`` for ``profile=True``),
   read with ``InferRequest.get_profiling_info()`` after each run; nodes OpenVINO fused away
   are absent (their time is in the node they were fused into); layer names are OpenVINO's;
-- native (or any backend): a compiled model that times its own nodes exposes
-  ``profile_nodes() -> list[dict(name=..., op=..., us=...)]`` for its last run; without it the
-  backend's entry says so.
+- native (or any backend): its ``CompiledModel.node_times``; a backend without per-node timers
+  raises NoTimersError and its entry says so.
+
+Each backend's ``CompiledModel.node_times`` reads its instrument; this module only lays the
+figures side by side.
 
 The trace is the Chrome trace-event format (``chrome://tracing``, Perfetto): one process per
 backend, one complete ("X") event per node per run, OpenVINO's laid end to end as it reports
@@ -26,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from kiln.errors import BackendUnavailableError, KilnError
+from kiln.backends.base import NoTimersError
+from kiln.errors import BackendUnavailableError
 
-
-class NoTimersError(KilnError):
-    """The backend runs the model but cannot time its nodes."""
+#: What each backend's figures come from (the ``source`` of a profile entry).
+_SOURCES = {"onnxruntime": "onnxruntime profiler", "openvino": "OpenVINO performance counters"}
 
 
 def _aggregate(samples: Sequence[tuple[str, str, float]], runs: int) -> list[dict[str, Any]]:
@@ -53,85 +55,26 @@ def by_op(nodes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"op": op, "mean_us": us} for op, us in sorted(ops.items(), key=lambda x: -x[1])]
 
 
-def _onnxruntime(session: Any, feeds: Mapping[str, np.ndarray], runs: int, pid: int
-                 ) -> tuple[list[tuple[str, str, float]], list[dict[str, Any]]]:
-    compiled = session._compiled
-    for _ in range(runs):
-        session.run(None, feeds)
-    path = compiled.session.end_profiling()
-    try:
-        events = json.loads(Path(path).read_text())
-    finally:
-        Path(path).unlink(missing_ok=True)
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                     if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
-    start = windows[0][0] if windows else 0
-    samples, trace = [], []
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-            continue
-        if windows and not any(lo <= e["ts"] <= hi for lo, hi in windows):
-            continue
-        name = e["name"].removesuffix("_kernel_time")
-        op = e.get("args", {}).get("op_name", "?")
-        samples.append((name, op, float(e["dur"])))
-        trace.append({"name": name, "cat": op, "ph": "X", "ts": e["ts"] - start,
-                      "dur": e["dur"], "pid": pid, "tid": 0, "args": {"op": op}})
-    return samples, trace
-
-
-def _openvino(session: Any, feeds: Mapping[str, np.ndarray], runs: int, pid: int
-              ) -> tuple[list[tuple[str, str, float]], list[dict[str, Any]]]:
-    compiled = session._compiled
-    samples, trace = [], []
-    clock = 0.0
-    for _ in range(runs):
-        session.run(None, feeds)
-        for info in compiled._request().get_profiling_info():
-            if "EXECUTED" not in str(info.status):
-                continue
-            us = info.real_time.total_seconds() * 1e6
-            op = f"{info.node_type}" + (f" ({info.exec_type})" if info.exec_type else "")
-            samples.append((info.node_name, info.node_type, us))
-            trace.append({"name": info.node_name, "cat": info.node_type, "ph": "X",
-                          "ts": clock, "dur": us, "pid": pid, "tid": 0,
-                          "args": {"op": op}})
-            clock += us
-        clock += 50.0  # a visible gap between runs
-    return samples, trace
-
-
-def _own_timers(session: Any, feeds: Mapping[str, np.ndarray], runs: int, pid: int
-                ) -> tuple[list[tuple[str, str, float]], list[dict[str, Any]]]:
-    compiled = session._compiled
-    samples, trace = [], []
-    clock = 0.0
-    for _ in range(runs):
-        session.run(None, feeds)
-        for node in compiled.profile_nodes():
-            us = float(node["us"])
-            samples.append((str(node["name"]), str(node["op"]), us))
-            trace.append({"name": str(node["name"]), "cat": str(node["op"]), "ph": "X",
-                          "ts": clock, "dur": us, "pid": pid, "tid": 0,
-                          "args": {"op": str(node["op"])}})
-            clock += us
-        clock += 50.0
-    return samples, trace
-
-
 def profile_session(session: Any, feeds: Mapping[str, np.ndarray], runs: int = 10,
                     pid: int = 0) -> tuple[str, list[tuple[str, str, float]],
                                            list[dict[str, Any]]]:
     """Run ``session`` (created with ``profile=True``) ``runs`` times; returns (source,
     samples, trace events). Raises NoTimersError when its backend has no per-node timers."""
-    compiled = session._compiled
-    if hasattr(compiled, "profile_nodes"):
-        return (f"{session.backend} timers",) + _own_timers(session, feeds, runs, pid)
-    if session.backend == "onnxruntime":
-        return ("onnxruntime profiler",) + _onnxruntime(session, feeds, runs, pid)
-    if session.backend == "openvino":
-        return ("OpenVINO performance counters",) + _openvino(session, feeds, runs, pid)
-    raise NoTimersError(f"the {session.backend} backend exposes no per-node timers yet")
+    per_run = session.node_times(feeds, runs)
+    samples, trace = [], []
+    clock = 0.0
+    for nodes in per_run:
+        for node in nodes:
+            start = clock + (node.start_us if node.start_us is not None else 0.0)
+            samples.append((node.name, node.op, node.us))
+            trace.append({"name": node.name, "cat": node.op, "ph": "X", "ts": start,
+                          "dur": node.us, "pid": pid, "tid": 0, "args": {"op": node.op}})
+            if node.start_us is None:  # durations only: lay the nodes end to end
+                clock += node.us
+        if nodes and nodes[-1].start_us is not None:
+            clock += max(n.start_us + n.us for n in nodes)
+        clock += 50.0  # a visible gap between runs
+    return _SOURCES.get(session.backend, f"{session.backend} timers"), samples, trace
 
 
 def profile_backends(model: Any, pairs: Sequence[tuple[str, str]], *, threads: int | None = None,

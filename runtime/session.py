@@ -305,6 +305,12 @@ class Session:
                                                   getattr(self._compiled, "cancel", None))
         return [results[n] for n in names]
 
+    def node_times(self, feeds: Mapping[str, np.ndarray], runs: int = 10) -> list[list[Any]]:
+        """Run ``runs`` times; each run's per-node times (``kiln.backends.base.NodeTime``) as
+        the backend measures them. Needs ``profile=True`` at construction; raises
+        ``NoTimersError`` on a backend without per-node timers."""
+        return self._compiled.node_times(lambda: self.run(None, feeds), runs)
+
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         """Run with keyword feeds; returns every output by name."""
         names = [o.name for o in self._compiled.outputs]
