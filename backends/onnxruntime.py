@@ -6,7 +6,6 @@ what it is given; it only refuses precisions that would need a flag it does not 
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from kiln.backends.base import (
     NoTimersError,
 )
 from kiln.backends.onnx_export import signature, to_onnx_bytes
+from kiln.compiler.reference import max_ir_version, max_opset
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -146,42 +146,6 @@ class OnnxRuntimeCompiled(CompiledModel):
         run_options = self._active.get(thread_id)
         if run_options is not None:
             run_options.terminate = True
-
-
-def _loads(ir_version: int, opset: int) -> bool:
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              ir_version=ir_version)
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    try:
-        ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return True
-    except Exception:  # onnxruntime refuses this IR version or opset
-        return False
-
-
-@functools.cache
-def max_ir_version() -> int:
-    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
-    import onnx
-
-    return next((v for v in range(onnx.IR_VERSION, 3, -1) if _loads(v, 13)), 3)
-
-
-@functools.cache
-def max_opset() -> int:
-    """Newest released default-domain opset this onnxruntime loads (probed once)."""
-    import onnx
-
-    newest = onnx.defs.onnx_opset_version()
-    return next((o for o in range(newest, 6, -1) if _loads(max_ir_version(), o)), 7)
 
 
 class OnnxRuntimeBackend(Backend):

@@ -163,16 +163,9 @@ def evaluate(reference: Runner, candidate: Runner, samples: Sequence[Feeds],
 
 def onnxruntime_runner(model: Any, optimize: bool = True) -> Runner:
     """A runner over an ``onnx_ir.Model`` or ``onnx.ModelProto`` on onnxruntime's CPU EP."""
-    import onnx_ir as ir
-    import onnxruntime as ort
+    from kiln.compiler.reference import reference_session
 
-    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(proto.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = reference_session(model, optimize)
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:

@@ -180,7 +180,7 @@ class TensorTap:
     """An onnxruntime session over ``model`` that also returns the named intermediate tensors."""
 
     def __init__(self, model: ir.Model, tensors: Sequence[str]) -> None:
-        import onnxruntime as ort
+        from kiln.compiler.reference import reference_session
 
         proto = ir.serde.serialize_model(model)
         present = {o.name for o in proto.graph.output}
@@ -193,12 +193,8 @@ class TensorTap:
             else:
                 proto.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(proto.SerializeToString(), opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = reference_session(proto, optimize=False)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot run the fp32 model for calibration: {exc}") \
                 from exc

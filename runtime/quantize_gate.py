@@ -24,14 +24,9 @@ BACKENDS = ("onnxruntime", "openvino")
 
 
 def onnxruntime_runner(proto: onnx.ModelProto, feeds: Feeds, threads: int | None) -> Runner:
-    import onnxruntime as ort
+    from kiln.compiler.reference import reference_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(proto.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = reference_session(proto, threads=threads)
     data = dict(feeds)
     return lambda: session.run(None, data)
 

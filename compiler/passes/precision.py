@@ -349,9 +349,8 @@ def convert_precision(model: ir.Model, target: object, precision: str,
     ``samples`` the outputs compared with fp32; NaN/Inf the fp32 model did not produce raise
     a ModelError. bf16 raises UnsupportedError unless the target has avx512_bf16 or AMX.
     """
-    import onnxruntime as ort
-
     from kiln.compiler.accuracy import evaluate, onnxruntime_runner
+    from kiln.compiler.reference import reference_session
     from kiln.errors import ModelError, UnsupportedError
 
     if precision not in LOW_TYPES:
@@ -378,13 +377,9 @@ def convert_precision(model: ir.Model, target: object, precision: str,
         conv = ConvertPrecisionPass(precision, keep, ranges, store_weights=store_weights)
         conv(candidate)
         proto = ir.serde.serialize_model(candidate)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        # the graph as written, before onnxruntime's own rewrites add nodes of their own
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            ort.InferenceSession(proto.SerializeToString(), opts,
-                                 providers=["CPUExecutionProvider"])
+            # the graph as written, before onnxruntime's own rewrites add nodes of their own
+            reference_session(proto, optimize=False)
             break
         except Exception as exc:  # onnxruntime's own exception types
             # kernels exist per op type: keep every node of that type in fp32 and retry

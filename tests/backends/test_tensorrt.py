@@ -243,7 +243,7 @@ def test_engine_matches_onnxruntime_and_reloads_without_rebuilding(tmp_path, con
 
 @needs_gpu
 def test_dynamic_batch_uses_the_profile():
-    from conftest import make_conv_model
+    from model_builders import make_conv_model
 
     model = make_conv_model(batch="N")
     x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from model_builders import make_conv_model
 
 from kiln.backends import registry
 from kiln.errors import ArtifactError
@@ -23,18 +23,7 @@ BLOBS = {"onnxruntime": "onnxruntime.onnx", "openvino": "openvino.blob",
 
 
 def _conv_model() -> bytes:
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])], [w, b])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    return proto.SerializeToString()
+    return make_conv_model().SerializeToString()
 
 
 def _needs(backend: str) -> None:
@@ -45,7 +34,7 @@ def _needs(backend: str) -> None:
 
 @pytest.fixture
 def x() -> np.ndarray:
-    return np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    return np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
 
 
 @pytest.mark.parametrize("backend", sorted(BLOBS))

@@ -1,0 +1,78 @@
+"""onnxruntime as the compiler's reference engine: calibration observers, accuracy reports,
+precision checks and the speed gate all open their sessions here.
+
+Exporters stamp the newest IR version their onnx package knows and engines lag behind, so a
+model is handed over with its declared IR version and default-domain opset lowered to what
+this onnxruntime loads (probed once; the graph itself is unchanged, see ``restamp_opset``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from kiln.compiler.opset_stamp import restamp_opset
+
+
+def _loads(ir_version: int, opset: int) -> bool:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              ir_version=ir_version)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # onnxruntime refuses this IR version or opset
+        return False
+
+
+@functools.cache
+def max_ir_version() -> int:
+    """Newest ONNX IR version this onnxruntime loads (it has no API to ask; probe once)."""
+    return next((v for v in range(onnx.IR_VERSION, 3, -1) if _loads(v, 13)), 3)
+
+
+@functools.cache
+def max_opset() -> int:
+    """Newest released default-domain opset this onnxruntime loads (probed once)."""
+    newest = onnx.defs.onnx_opset_version()
+    return next((o for o in range(newest, 6, -1) if _loads(max_ir_version(), o)), 7)
+
+
+def for_onnxruntime(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
+    """A ModelProto onnxruntime accepts: IR version and opset lowered where needed (a copy
+    when ``model`` is a ModelProto that needs changing)."""
+    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+    if proto.ir_version > max_ir_version() or any(
+            o.domain in ("", "ai.onnx") and o.version > max_opset() for o in proto.opset_import):
+        if not isinstance(model, ir.Model):
+            proto = onnx.ModelProto.FromString(proto.SerializeToString())
+        restamp_opset(proto, max_opset())
+        proto.ir_version = min(proto.ir_version, max_ir_version())
+    return proto
+
+
+def reference_session(model: ir.Model | onnx.ModelProto, optimize: bool = True,
+                      threads: int | None = None) -> Any:
+    """An onnxruntime CPU session over ``model``; onnxruntime's own errors propagate (each
+    caller says what it was trying to do)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not optimize:  # the graph as written, before onnxruntime's rewrites
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(for_onnxruntime(model).SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
