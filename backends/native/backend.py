@@ -43,14 +43,22 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
-from kiln.backends.base import Availability, Backend, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.base import (
+    Availability,
+    Backend,
+    CompiledModel,
+    CompileOptions,
+    NodeTime,
+    NoTimersError,
+    TensorSpec,
+)
 from kiln.backends.native import support
 from kiln.backends.native.fallback import OrtSegment
 from kiln.backends.native.plan import (
@@ -126,7 +134,8 @@ def _subgraphs(node: ir.Node) -> list[ir.Graph]:
 class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
-    def __init__(self, lowered: LoweredPlan, threads: int, limit: int) -> None:
+    def __init__(self, lowered: LoweredPlan, threads: int, limit: int,
+                 profile: bool = False) -> None:
         ext = _native()
         self.lowered = lowered
         self.input_names = [lowered.value_names[i] for i in lowered.inputs]
@@ -134,6 +143,7 @@ class NativeSegment:
         plan = ext.Plan(len(lowered.value_names))
         plan.set_threads(threads)
         plan.set_limit_bytes(limit)
+        plan.set_profiling(profile)
         for vid, arr in lowered.constants.items():
             plan.add_constant(vid, contiguous(arr))
         for node in lowered.nodes:
@@ -156,6 +166,11 @@ class NativeSegment:
         for name, arr in zip(self.output_names, results):
             env[name] = arr
 
+    def node_times(self) -> list[NodeTime]:
+        """The executor's per-node clock for its last run (profile=True at compile)."""
+        return [NodeTime(node.name or f"<{node.op}>", node.op, us)
+                for node, us in zip(self.lowered.nodes, self.plan.node_times())]
+
 
 class NativeCompiledModel(CompiledModel):
     """Segments run in order over a dict of named arrays."""
@@ -172,6 +187,25 @@ class NativeCompiledModel(CompiledModel):
         self.report = report
         #: static byte size per value name (ONNX shape inference), kept for the plan blob
         self.value_bytes: dict[str, int] = {}
+
+    def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
+        """The executor's own per-node clock (compile with profile=True); a segment that
+        fell back to onnxruntime is one entry, timed whole."""
+        if not self.report.get("profile"):
+            raise NoTimersError("the native executor times its nodes only for models compiled "
+                                "with profile=True")
+        per_run = []
+        for _ in range(runs):
+            run()
+            times: list[NodeTime] = []
+            for segment in self.segments:
+                if isinstance(segment, NativeSegment):
+                    times += segment.node_times()
+                else:
+                    times.append(NodeTime("onnxruntime fallback segment", "onnxruntime",
+                                          segment.last_us))
+            per_run.append(times)
+        return per_run
 
     def save(self, folder: Path) -> list[str]:
         """The plan blob: the value sizes the arena was planned from. Weights are packed
@@ -357,7 +391,7 @@ class NativeBackend(Backend):
                                              evaluator)
                 except KilnError:
                     raise
-                segment = NativeSegment(lowered, threads, limit)
+                segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")))
                 mem = lowered.memory
                 arena += mem.arena_bytes
                 intermediates += mem.intermediate_bytes
@@ -404,6 +438,7 @@ class NativeBackend(Backend):
             "intermediate_bytes": intermediates,
             "dynamic_values": dynamic,
             "threads": threads,
+            "profile": bool(extra.get("profile")),
         }
         compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
                                        [value_spec(v) for v in graph.outputs], segments,

@@ -1,6 +1,7 @@
 #include "executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <limits>
 
@@ -393,6 +394,11 @@ void Plan::give_arena(Arena arena) const {
   if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(arena));
 }
 
+std::vector<double> Plan::node_times() const {
+  std::lock_guard<std::mutex> lock(times_mutex_);
+  return last_times_;
+}
+
 std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   if (inputs.size() != inputs_.size())
     throw NodeError("expected " + std::to_string(inputs_.size()) + " inputs, got " +
@@ -435,9 +441,17 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     }
   for (size_t i = 0; i < inputs.size(); ++i) state.values[inputs_[i]] = inputs[i];
 
+  std::vector<double> times(profiling_ ? nodes_.size() : 0);
   for (size_t k = 0; k < nodes_.size(); ++k) {
     OpContext ctx(nodes_[k], state, pool_.get());
-    kernels_[k]->run(ctx);
+    if (profiling_) {
+      auto start = std::chrono::steady_clock::now();
+      kernels_[k]->run(ctx);
+      times[k] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
+                                                           start).count();
+    } else {
+      kernels_[k]->run(ctx);
+    }
     for (int out : nodes_[k].outputs)
       if (out >= 0 && state.values[out].dtype == DType::undefined)
         nodes_[k].fail("kernel produced no value for an output");
@@ -446,6 +460,10 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
         if (is_output_[v]) continue;
         state.values[v] = Tensor();
       }
+  }
+  if (profiling_) {
+    std::lock_guard<std::mutex> lock(times_mutex_);
+    last_times_ = std::move(times);
   }
   if (state.measured) {
     // First run with this signature: plan its layout from what every value needed.

@@ -162,6 +162,10 @@ class Plan {
   std::vector<size_t> signature_arena_bytes() const;
   size_t threads() const;
   size_t limit_bytes() const { return limit_bytes_; }
+  // Per-node wall time: off by default (a clock read per node); when on, each run records
+  // microseconds per node and node_times() returns those of the last run to finish.
+  void set_profiling(bool on) { profiling_ = on; }
+  std::vector<double> node_times() const;
 
  private:
   friend class RunState;
@@ -190,6 +194,9 @@ class Plan {
   std::unique_ptr<ThreadPool> pool_;
   mutable std::mutex arena_mutex_;
   mutable std::vector<Arena> free_arenas_;
+  bool profiling_ = false;
+  mutable std::mutex times_mutex_;
+  mutable std::vector<double> last_times_;
 };
 
 // Per-run state: the value table and this run's arena.

@@ -199,6 +199,9 @@ NB_MODULE(_native, m) {
       .def("set_memory", &kiln::Plan::set_memory, "offsets"_a, "planned_bytes"_a,
            "arena_bytes"_a, "frees"_a)
       .def("set_io", &kiln::Plan::set_io, "inputs"_a, "outputs"_a)
+      .def("set_profiling", &kiln::Plan::set_profiling, "on"_a)
+      .def("node_times", &kiln::Plan::node_times,
+           "Microseconds per node of the last profiled run (empty when profiling is off).")
       .def_prop_ro("n_nodes", &kiln::Plan::n_nodes)
       .def_prop_ro("arena_bytes", &kiln::Plan::arena_bytes)
       .def_prop_ro("threads", &kiln::Plan::threads)
