@@ -257,18 +257,15 @@ struct PanelRowWriter {
   }
 };
 
-// Writes columns [j0, j1) (j0 a multiple of nr) of the patch matrix of one (n, group) input,
-// rows (c, ky, kx) x columns (oy, ox), straight into B panels of width nr
-// (kernels/gemm_driver.h); dst holds the panels of that column range only.
-void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, size_t j0,
-                   size_t j1, float* dst) {
-  const size_t OW = p.out_w(), cols = j1 - j0;
-  const size_t rows = Cg * p.kh * p.kw;
+// Rows [r_begin, r_end) of the patch matrix into the B panels (see im2col_panels).
+void im2col_rows(const Conv2dParams& p, const float* x, size_t nr, size_t j0, size_t j1,
+                 float* dst, size_t r_begin, size_t r_end) {
+  const size_t OW = p.out_w();
+  const size_t rows = (p.C / p.groups) * p.kh * p.kw;
   const size_t panel = rows * nr;
-  if (cols % nr) std::memset(dst + (cols - 1) / nr * panel, 0, panel * sizeof(float));
   const size_t sw = p.stride_w;
   const size_t oy0 = j0 / OW, oy1 = (j1 - 1) / OW;
-  for (size_t r = 0; r < rows; ++r) {
+  for (size_t r = r_begin; r < r_end; ++r) {
     const size_t c = r / (p.kh * p.kw), ky = (r / p.kw) % p.kh, kx = r % p.kw;
     PanelRowWriter out{dst + r * nr, nr, panel};
     const float* plane = x + c * p.H * p.W;
@@ -292,6 +289,23 @@ void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, 
       out.put(src + long(lo * sw) + x0, sw, hi - lo);
       out.put(nullptr, 0, b - hi);
     }
+  }
+}
+
+// Writes columns [j0, j1) (j0 a multiple of nr) of the patch matrix of one (n, group) input,
+// rows (c, ky, kx) x columns (oy, ox), straight into B panels of width nr
+// (kernels/gemm_driver.h); dst holds the panels of that column range only.
+void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, size_t j0,
+                   size_t j1, float* dst, ThreadPool* pool) {
+  const size_t cols = j1 - j0, rows = Cg * p.kh * p.kw;
+  if (cols % nr) std::memset(dst + (cols - 1) / nr * rows * nr, 0, rows * nr * sizeof(float));
+  // Rows are independent: split them across the pool when the copy is worth it.
+  if (pool && rows * cols >= (1 << 15)) {
+    pool->parallel_for(rows, 8, [&](size_t r0, size_t r1) {
+      im2col_rows(p, x, nr, j0, j1, dst, r0, r1);
+    });
+  } else {
+    im2col_rows(p, x, nr, j0, j1, dst, 0, rows);
   }
 }
 
@@ -333,7 +347,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     if (algo_ == ConvAlgo::gemm_1x1)
       pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
     else
-      im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp);
+      im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp, inner);
     Epilogue eg = ep;
     if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
     if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
@@ -422,66 +436,103 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
   }
   const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias : nullptr;
   const size_t blocks = (tiles + T - 1) / T;
-  auto run = [&](size_t b0, size_t b1) {
-    float* ws = gemm_scratch(kScratchConv, 36 * T + 36 * C * T + 36 * K * T + 16 * T);
-    float* d = ws;
-    float* bp = d + 36 * T;
-    float* mo = bp + 36 * C * T;
-    float* yt = mo + 36 * K * T;
-    size_t tn[32], ty[32], tx[32];
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t t0 = b * T, nt = std::min(T, tiles - t0);
-      for (size_t t = 0; t < nt; ++t) {
-        const size_t id = t0 + t;
-        tn[t] = id / per_image;
-        ty[t] = (id % per_image) / tw;
-        tx[t] = id % tw;
+
+  // One block of T tiles goes through three stages: gather + input transform per input
+  // channel, 36 GEMMs (one per transform position xi), output transform + scatter per output
+  // channel. `bp` holds 36 x C x T transformed inputs, `mo` 36 x K x T GEMM outputs.
+  struct Block {
+    size_t t0, nt, nruns;
+    size_t tn[32], ty[32], tx[32], runs[33];
+  };
+  auto describe = [&](size_t b, Block& blk) {
+    blk.t0 = b * T;
+    blk.nt = std::min(T, tiles - blk.t0);
+    for (size_t t = 0; t < blk.nt; ++t) {
+      const size_t id = blk.t0 + t;
+      blk.tn[t] = id / per_image;
+      blk.ty[t] = (id % per_image) / tw;
+      blk.tx[t] = id % tw;
+    }
+    // Runs of tiles adjacent in one tile row: gathered with one strided copy each.
+    blk.nruns = 0;
+    for (size_t t = 0; t < blk.nt; ++t)
+      if (t == 0 || blk.tx[t] == 0) blk.runs[blk.nruns++] = t;
+    blk.runs[blk.nruns] = blk.nt;
+  };
+  auto transform_in = [&](const Block& blk, size_t c0, size_t c1, float* bp) {
+    alignas(64) float d[36 * 32];
+    if (blk.nt < T)
+      for (size_t e = 0; e < 36; ++e) std::memset(d + e * T + blk.nt, 0, (T - blk.nt) * sizeof(float));
+    for (size_t c = c0; c < c1; ++c) {
+      for (size_t q = 0; q < blk.nruns; ++q) {
+        const size_t t = blk.runs[q];
+        const float* src = xp + ((blk.tn[t] * C + c) * HP + 4 * blk.ty[t]) * WP + 4 * blk.tx[t];
+        wk.gather(src, WP, blk.runs[q + 1] - t, d + t);
       }
-      if (nt < T)
-        for (size_t e = 0; e < 36; ++e) std::memset(d + e * T + nt, 0, (T - nt) * sizeof(float));
-      // Runs of tiles adjacent in one tile row: gathered with one strided copy each.
-      size_t runs[33], nruns = 0;
-      for (size_t t = 0; t < nt; ++t)
-        if (t == 0 || tx[t] == 0) runs[nruns++] = t;
-      runs[nruns] = nt;
-      for (size_t c = 0; c < C; ++c) {
-        for (size_t q = 0; q < nruns; ++q) {
-          const size_t t = runs[q];
-          const float* src = xp + ((tn[t] * C + c) * HP + 4 * ty[t]) * WP + 4 * tx[t];
-          wk.gather(src, WP, runs[q + 1] - t, d + t);
-        }
-        wk.input(d, bp + c * T, C * T);
-      }
-      const Epilogue none;
-      for (size_t xi = 0; xi < 36; ++xi)
-        gemm_packed_core(kern, K, nt, C, a_panels[xi], bp + xi * C * T, mo + xi * K * T, T,
-                         none, nullptr);
-      for (size_t k = 0; k < K; ++k) {
-        wk.output(mo + k * T, K * T, yt);
-        const float bk = bias ? bias[k] : 0.0f;
-        for (size_t q = 0; q < nruns; ++q) {
-          const size_t t = runs[q], n = runs[q + 1] - t;
-          const size_t oy = 4 * ty[t], ox = 4 * tx[t];
-          const size_t plane = (tn[t] * K + k) * OH * OW;
-          const float* res = ep.residual ? ep.residual + plane + oy * OW + ox : nullptr;
-          const size_t rows = std::min<size_t>(4, OH - oy);
-          // The run's last tile may stick out of the right edge: whole tiles go through the
-          // vector scatter, a partial one element by element.
-          const size_t whole = std::min(n, (OW - ox) / 4);
-          if (whole) wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW);
-          for (size_t u = t + whole; u < t + n; ++u) {
-            const size_t ux = 4 * tx[u], cols = std::min<size_t>(4, OW - ux);
-            for (size_t i = 0; i < rows; ++i)
-              for (size_t j = 0; j < cols; ++j) {
-                const size_t pos = plane + (oy + i) * OW + ux + j;
-                y[pos] = yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
-              }
-          }
+      wk.input(d, bp + c * T, C * T);
+    }
+  };
+  auto multiply = [&](const Block& blk, size_t x0, size_t x1, const float* bp, float* mo) {
+    const Epilogue none;
+    for (size_t xi = x0; xi < x1; ++xi)
+      gemm_packed_core(kern, K, blk.nt, C, a_panels[xi], bp + xi * C * T, mo + xi * K * T, T,
+                       none, nullptr);
+  };
+  auto transform_out = [&](const Block& blk, size_t k0, size_t k1, const float* mo) {
+    alignas(64) float yt[16 * 32];
+    for (size_t k = k0; k < k1; ++k) {
+      wk.output(mo + k * T, K * T, yt);
+      const float bk = bias ? bias[k] : 0.0f;
+      for (size_t q = 0; q < blk.nruns; ++q) {
+        const size_t t = blk.runs[q], n = blk.runs[q + 1] - t;
+        const size_t oy = 4 * blk.ty[t], ox = 4 * blk.tx[t];
+        const size_t plane = (blk.tn[t] * K + k) * OH * OW;
+        const float* res = ep.residual ? ep.residual + plane + oy * OW + ox : nullptr;
+        const size_t rows = std::min<size_t>(4, OH - oy);
+        // The run's last tile may stick out of the right edge: whole tiles go through the
+        // vector scatter, a partial one element by element.
+        const size_t whole = std::min(n, (OW - ox) / 4);
+        if (whole) wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW);
+        for (size_t u = t + whole; u < t + n; ++u) {
+          const size_t ux = 4 * blk.tx[u], cols = std::min<size_t>(4, OW - ux);
+          for (size_t i = 0; i < rows; ++i)
+            for (size_t j = 0; j < cols; ++j) {
+              const size_t pos = plane + (oy + i) * OW + ux + j;
+              y[pos] = yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
+            }
         }
       }
     }
   };
-  if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
+  const size_t threads = pool ? pool->size() : 1;
+  if (threads > 1 && blocks < 8 * threads) {
+    // Few blocks (small maps): whole blocks per thread would leave threads idle or
+    // unbalanced, so every stage of each block is split across the threads instead.
+    float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
+    float* bp = ws;
+    float* mo = ws + 36 * C * T;
+    Block blk;
+    for (size_t b = 0; b < blocks; ++b) {
+      describe(b, blk);
+      pool->parallel_for(C, 1, [&](size_t c0, size_t c1) { transform_in(blk, c0, c1, bp); });
+      pool->parallel_for(36, 1, [&](size_t x0, size_t x1) { multiply(blk, x0, x1, bp, mo); });
+      pool->parallel_for(K, 1, [&](size_t k0, size_t k1) { transform_out(blk, k0, k1, mo); });
+    }
+  } else {
+    auto run = [&](size_t b0, size_t b1) {
+      float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
+      float* bp = ws;
+      float* mo = ws + 36 * C * T;
+      Block blk;
+      for (size_t b = b0; b < b1; ++b) {
+        describe(b, blk);
+        transform_in(blk, 0, C, bp);
+        multiply(blk, 0, 36, bp, mo);
+        transform_out(blk, 0, K, mo);
+      }
+    };
+    if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
+  }
   if (ep.act != Activation::none) {
     auto act = [&](size_t i0, size_t i1) {
       apply_activation(ep.act, ep.alpha, ep.beta, y + i0 * OH * OW, (i1 - i0) * OH * OW);
