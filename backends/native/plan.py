@@ -222,7 +222,10 @@ class Lowering:
             return None
 
         wanted = {v.name for v in wanted_outputs}
+        fused_relu = _relu_after_batch_norm(nodes, wanted)
         for node in nodes:
+            if node in fused_relu.values():
+                continue  # computed by the BatchNormalization it follows
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 val = constant_node_value(node)
                 if val is None:
@@ -243,13 +246,17 @@ class Lowering:
                             const_by_name[out.name] = arr
                     folded += 1
                     continue
+            outputs = [-1 if v is None or (not v.uses() and v.name not in wanted)
+                       and k > 0 else vid(v) for k, v in enumerate(node.outputs)]
+            relu = fused_relu.get(node)
+            if relu is not None:
+                attrs["kiln_activation"] = "Relu"
+                outputs[0] = vid(relu.outputs[0])
             plan_sources.append(node)
             plan_nodes.append(PlanNode(
                 name=node.name or "", domain="" if node.domain == "ai.onnx" else node.domain,
                 op=node.op_type, opset=node_opset(node, self.opsets),
-                inputs=[-1 if v is None else vid(v) for v in node.inputs],
-                outputs=[-1 if v is None or (not v.uses() and v.name not in wanted)
-                         and k > 0 else vid(v) for k, v in enumerate(node.outputs)],
+                inputs=[-1 if v is None else vid(v) for v in node.inputs], outputs=outputs,
                 attrs=attrs))
 
         # Constants: everything a kept node reads that is not computed inside the plan.
@@ -290,6 +297,28 @@ class Lowering:
         pinned = set(output_ids) | set(input_ids) | set(constants)
         memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned)
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
+
+
+def _relu_after_batch_norm(nodes: Sequence[ir.Node], wanted: set[str]) -> dict[ir.Node, ir.Node]:
+    """BatchNormalization -> Relu pairs the executor runs as one pass: the Relu is the only
+    reader of the normalized value, nobody else wants that value, and its input is computed
+    (not a constant that compile-time folding would evaluate)."""
+    present = set(nodes)
+    pairs: dict[ir.Node, ir.Node] = {}
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx") or node.op_type != "BatchNormalization":
+            continue
+        out = node.outputs[0]
+        x = node.inputs[0] if node.inputs else None
+        if (out is None or out.name in wanted or out.is_graph_output() or x is None
+                or x.const_value is not None or len(node.outputs) > 1 and any(
+                    o is not None and o.uses() for o in node.outputs[1:])):
+            continue
+        users = [u.node for u in out.uses()]
+        if len(users) == 1 and users[0] in present and users[0].op_type == "Relu" \
+                and users[0].domain in ("", "ai.onnx"):
+            pairs[node] = users[0]
+    return pairs
 
 
 def inferred_sizes(model: ir.Model) -> dict[str, int]:

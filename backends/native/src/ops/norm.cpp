@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "ops/common.h"
@@ -18,11 +19,15 @@ void require_f32(const Tensor& t, OpContext& c, const char* what) {
 KernelFactory batch_norm() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const float eps = node.attr_f("epsilon", 1e-5f);
+    // Set by the native lowering when a Relu was the only reader (one pass instead of two).
+    const std::string act = node.attr_s("kiln_activation", "");
+    if (!act.empty() && act != "Relu") node.fail("kiln_activation must be Relu, got " + act);
+    const bool relu = act == "Relu";
     if (node.attr_i("training_mode", 0) != 0) node.fail("training_mode=1 is not supported");
     if (node.outputs.size() > 1)
       for (size_t i = 1; i < node.outputs.size(); ++i)
         if (node.outputs[i] >= 0) node.fail("training outputs are not supported");
-    return std::unique_ptr<Kernel>(new FnKernel([eps](OpContext& c) {
+    return std::unique_ptr<Kernel>(new FnKernel([eps, relu](OpContext& c) {
       const Tensor& x = c.in(0);
       require_f32(x, c, "X");
       if (x.rank() < 2) c.fail("X must have rank >= 2, got " + shape_str(x.shape));
@@ -48,7 +53,10 @@ KernelFactory batch_norm() {
           const float t = p[1][ch] - p[2][ch] * s;
           const float* xr = px + nc * inner;
           float* yr = py + nc * inner;
-          for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] * s + t;
+          if (relu)
+            for (size_t i = 0; i < inner; ++i) yr[i] = std::max(xr[i] * s + t, 0.0f);
+          else
+            for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] * s + t;
         }
       });
     }));
@@ -165,18 +173,31 @@ KernelFactory lrn() {
       const int64_t lo = (size - 1) / 2, hi = size - 1 - lo;
       const float* px = x.ptr<float>();
       float* py = y.ptr<float>();
-      parallel(c.pool, static_cast<size_t>(N * C), 4, [&](size_t b, size_t e) {
+      const float a = alpha / static_cast<float>(size);
+      // One output plane at a time: the window's squares summed plane by plane (contiguous,
+      // vectorizable), then x * base^-beta; beta = 0.75 (AlexNet, GoogLeNet) and 0.5 avoid
+      // pow: base^-0.75 = r * sqrt(r) with r = 1 / sqrt(base).
+      parallel(c.pool, static_cast<size_t>(N * C), 1, [&](size_t b, size_t e) {
+        std::vector<float> sq(inner);
         for (size_t nc = b; nc < e; ++nc) {
           const int64_t n = nc / C, ch = nc % C;
           const int64_t c0 = std::max<int64_t>(0, ch - lo), c1 = std::min<int64_t>(C - 1, ch + hi);
-          for (size_t i = 0; i < inner; ++i) {
-            float sq = 0.0f;
-            for (int64_t k = c0; k <= c1; ++k) {
-              const float v = px[(n * C + k) * inner + i];
-              sq += v * v;
+          std::fill(sq.begin(), sq.end(), 0.0f);
+          for (int64_t k = c0; k <= c1; ++k) {
+            const float* xk = px + (n * C + k) * inner;
+            for (size_t i = 0; i < inner; ++i) sq[i] += xk[i] * xk[i];
+          }
+          const float* xr = px + nc * inner;
+          float* yr = py + nc * inner;
+          if (beta == 0.75f) {
+            for (size_t i = 0; i < inner; ++i) {
+              const float r = 1.0f / std::sqrt(bias + a * sq[i]);
+              yr[i] = xr[i] * (r * std::sqrt(r));
             }
-            py[nc * inner + i] =
-                px[nc * inner + i] / std::pow(bias + alpha / size * sq, beta);
+          } else if (beta == 0.5f) {
+            for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] / std::sqrt(bias + a * sq[i]);
+          } else {
+            for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] / std::pow(bias + a * sq[i], beta);
           }
         }
       });
