@@ -222,10 +222,13 @@ class Lowering:
             return None
 
         wanted = {v.name for v in wanted_outputs}
-        fused_relu = _relu_after_batch_norm(nodes, wanted)
+        prologues = _batch_norm_prologues(nodes, wanted, const_of)
+        absorbed = {n for pro in prologues.values() for n in (pro.batch_norm, pro.relu) if n}
+        fused_relu = _relu_after_batch_norm([n for n in nodes if n not in absorbed], wanted)
+        synthetic: dict[int, np.ndarray] = {}  # constants the lowering made (prologue params)
         for node in nodes:
-            if node in fused_relu.values():
-                continue  # computed by the BatchNormalization it follows
+            if node in fused_relu.values() or node in absorbed:
+                continue  # computed by the node it was folded into
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 val = constant_node_value(node)
                 if val is None:
@@ -252,14 +255,25 @@ class Lowering:
             if relu is not None:
                 attrs["kiln_activation"] = "Relu"
                 outputs[0] = vid(relu.outputs[0])
+            inputs = [-1 if v is None else vid(v) for v in node.inputs]
+            pro = prologues.get(node)
+            if pro is not None:
+                # The conv reads the BatchNormalization's input; scale/shift go in as 4 and 5.
+                attrs["kiln_prologue"] = "affine_relu" if pro.relu else "affine"
+                inputs = (inputs + [-1] * 4)[:4]
+                inputs[0] = vid(pro.batch_norm.inputs[0])
+                for suffix, arr in (("scale", pro.scale), ("shift", pro.shift)):
+                    key = vid(ir.Value(name=f"{pro.batch_norm.name}::prologue_{suffix}"))
+                    synthetic[key] = arr
+                    inputs.append(key)
             plan_sources.append(node)
             plan_nodes.append(PlanNode(
                 name=node.name or "", domain="" if node.domain == "ai.onnx" else node.domain,
-                op=node.op_type, opset=node_opset(node, self.opsets),
-                inputs=[-1 if v is None else vid(v) for v in node.inputs], outputs=outputs,
-                attrs=attrs))
+                op=node.op_type, opset=node_opset(node, self.opsets), inputs=inputs,
+                outputs=outputs, attrs=attrs))
 
         # Constants: everything a kept node reads that is not computed inside the plan.
+        constants.update(synthetic)
         produced = {o for n in plan_nodes for o in n.outputs if o >= 0}
         for node, pn in zip(plan_sources, plan_nodes):
             for value, i in zip(node.inputs, pn.inputs):
@@ -297,6 +311,84 @@ class Lowering:
         pinned = set(output_ids) | set(input_ids) | set(constants)
         memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned)
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
+
+
+@dataclasses.dataclass
+class _Prologue:
+    """An inference BatchNormalization (+ Relu) folded into the 1x1 conv that reads it."""
+
+    batch_norm: ir.Node
+    relu: ir.Node | None
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+def _sole_reader(value: ir.Value | None, wanted: set[str], present: set[ir.Node]
+                 ) -> ir.Node | None:
+    """The one node that reads ``value`` as its first input, when nothing else reads it."""
+    if value is None or value.name in wanted or value.is_graph_output():
+        return None
+    uses = list(value.uses())
+    if len(uses) != 1 or uses[0].idx != 0 or uses[0].node not in present:
+        return None
+    return uses[0].node
+
+
+def _pointwise_conv(node: ir.Node, const_of: Any) -> bool:
+    """A Conv / kiln FusedConv with a constant [K, C, 1, 1] weight, stride 1, no padding and
+    one group: the native 1x1 GEMM path, which applies a channel prologue while packing."""
+    if (node.domain, node.op_type) not in (("", "Conv"), ("ai.onnx", "Conv"),
+                                           ("kiln", "FusedConv")):
+        return False
+    w = const_of(node.inputs[1]) if len(node.inputs) > 1 else None
+    if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or w.dtype != np.float32:
+        return False
+    attrs = node.attributes
+
+    def ints(name: str) -> list[int]:
+        a = attrs.get(name)
+        return list(a.as_ints()) if a is not None else []
+
+    pad = attrs.get("auto_pad")
+    return (all(v == 1 for v in ints("strides")) and all(v == 0 for v in ints("pads"))
+            and (attrs.get("group") is None or attrs["group"].as_int() == 1)
+            and (pad is None or pad.as_string() in ("NOTSET", "VALID")))
+
+
+def _batch_norm_prologues(nodes: Sequence[ir.Node], wanted: set[str], const_of: Any
+                          ) -> dict[ir.Node, _Prologue]:
+    """Conv -> _Prologue for each BatchNormalization [-> Relu] -> 1x1 conv chain whose
+    normalized value nobody else reads (DenseNet's BN-ReLU-Conv layers): the conv then
+    reads the BatchNormalization's input once, normalizing while it packs it."""
+    present = set(nodes)
+    found: dict[ir.Node, _Prologue] = {}
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx") or node.op_type != "BatchNormalization":
+            continue
+        mode = node.attributes.get("training_mode")
+        if mode is not None and mode.as_int() != 0 or len(node.inputs) != 5:
+            continue
+        if node.inputs[0] is None or const_of(node.inputs[0]) is not None:
+            continue
+        params = [const_of(v) for v in node.inputs[1:]]
+        if any(p is None or p.ndim != 1 or p.dtype != np.float32 for p in params):
+            continue
+        if any(o is not None and o.uses() for o in node.outputs[1:]):
+            continue
+        reader = _sole_reader(node.outputs[0], wanted, present)
+        relu = None
+        if reader is not None and reader.op_type == "Relu" and reader.domain in ("", "ai.onnx"):
+            relu, reader = reader, _sole_reader(reader.outputs[0], wanted, present)
+        if reader is None or reader in found or not _pointwise_conv(reader, const_of):
+            continue
+        if const_of(reader.inputs[1]).shape[1] != params[0].shape[0]:
+            continue
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
+        scale = gamma / np.sqrt(var + eps)
+        found[reader] = _Prologue(node, relu, scale.astype(np.float32),
+                                  (beta - mean * scale).astype(np.float32))
+    return found
 
 
 def _relu_after_batch_norm(nodes: Sequence[ir.Node], wanted: set[str]) -> dict[ir.Node, ir.Node]:

@@ -212,14 +212,17 @@ size_t Conv2d::packed_bytes() const {
   return bytes;
 }
 
-void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                 const ChannelAffine* prologue) const {
+  if (prologue && !takes_prologue())
+    throw std::logic_error("conv: a channel prologue needs the 1x1 GEMM path and one group");
   if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
     bad("the bias must be per output channel (BiasKind::per_row)");
   switch (algo_) {
     case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
-    default: return run_gemm(x, y, ep, pool);
+    default: return run_gemm(x, y, ep, pool, prologue);
   }
 }
 
@@ -311,7 +314,8 @@ void im2col_panels(const Conv2dParams& p, const float* x, size_t Cg, size_t nr, 
 
 }  // namespace
 
-void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPool* pool) const {
+void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPool* pool,
+                      const ChannelAffine* prologue) const {
   const size_t OH = p_.out_h(), OW = p_.out_w(), cols = OH * OW;
   const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
   const size_t kdim = Cg * p_.kh * p_.kw;
@@ -344,7 +348,10 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
     float* bp = gemm_scratch(kScratchConv, round_up(j1 - j0, kern.nr) * kdim);
-    if (algo_ == ConvAlgo::gemm_1x1)
+    if (prologue)
+      pack_b_panels_affine(kern.nr, Cg, j1 - j0, xg + j0, cols, prologue->scale,
+                           prologue->shift, prologue->relu, bp, inner);
+    else if (algo_ == ConvAlgo::gemm_1x1)
       pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
     else
       im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp, inner);

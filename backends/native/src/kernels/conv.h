@@ -46,6 +46,14 @@ struct Conv2dParams {
 enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
 const char* conv_algo_name(ConvAlgo algo);
 
+// A per-input-channel affine (and optional Relu) applied to x before the convolution: an
+// inference BatchNormalization (+ Relu) that the executor folded into its consumer.
+struct ChannelAffine {
+  const float* scale = nullptr;  // C values
+  const float* shift = nullptr;  // C values
+  bool relu = false;
+};
+
 class Conv2d {
  public:
   // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards).
@@ -58,14 +66,18 @@ class Conv2d {
   // x: N x C x H x W, y: N x K x out_h x out_w. The epilogue's bias must be none or per_row
   // (K values, one per output channel); residual, if set, is N x K x out_h x out_w and may
   // alias y. pool may be null.
-  void run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+           const ChannelAffine* prologue = nullptr) const;
+  // Whether run() accepts a prologue (the 1x1 GEMM path applies it while packing).
+  bool takes_prologue() const { return algo_ == ConvAlgo::gemm_1x1 && p_.groups == 1; }
 
   ConvAlgo algorithm() const { return algo_; }
   const Conv2dParams& params() const { return p_; }
   size_t packed_bytes() const;
 
  private:
-  void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                const ChannelAffine* prologue) const;
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 

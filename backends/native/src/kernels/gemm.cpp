@@ -167,6 +167,29 @@ void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, 
   if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
 }
 
+void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t ldb,
+                          const float* scale, const float* shift, bool relu, float* dst,
+                          ThreadPool* pool) {
+  const size_t panels = (N + nr - 1) / nr;
+  auto run = [&](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      float* d = dst + p * K * nr;
+      const size_t j0 = p * nr, cols = std::min(nr, N - j0);
+      if (cols < nr) std::memset(d, 0, K * nr * sizeof(float));
+      for (size_t k = 0; k < K; ++k) {
+        const float s = scale[k], t = shift[k];
+        const float* src = B + k * ldb + j0;
+        float* out = d + k * nr;
+        if (relu)
+          for (size_t j = 0; j < cols; ++j) out[j] = std::max(src[j] * s + t, 0.0f);
+        else
+          for (size_t j = 0; j < cols; ++j) out[j] = src[j] * s + t;
+      }
+    }
+  };
+  if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
+}
+
 // ---------------------------------------------------------------- the tile loop
 
 namespace {

@@ -63,6 +63,11 @@ void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, 
                    float* dst, ThreadPool* pool);
 void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
                    float* dst, ThreadPool* pool);
+// pack_b_panels (not transposed) of max(0?, B[k][j] * scale[k] + shift[k]): a per-row affine
+// (an inference BatchNormalization) and optional Relu applied while packing.
+void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t ldb,
+                          const float* scale, const float* shift, bool relu, float* dst,
+                          ThreadPool* pool);
 
 // C = Ap * Bp + epilogue, both operands in the panel layouts of `k`.
 void gemm_packed_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* Ap,

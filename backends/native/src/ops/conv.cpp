@@ -215,6 +215,25 @@ void depthwise2d(const Geom& g, const float* x, const float* w, const float* bia
   });
 }
 
+// x with a per-channel affine (+ Relu) applied, in `buffer`; returns its data.
+const float* apply_prologue(const ChannelAffine& pro, const Tensor& x, const Geom& g,
+                            std::vector<float>& buffer, ThreadPool* pool) {
+  buffer.resize(x.numel());
+  const float* px = x.ptr<float>();
+  parallel(pool, g.N * g.C, 1, [&](size_t b, size_t e) {
+    for (size_t nc = b; nc < e; ++nc) {
+      const float s = pro.scale[nc % g.C], t = pro.shift[nc % g.C];
+      const float* src = px + nc * g.in_prod;
+      float* dst = buffer.data() + nc * g.in_prod;
+      for (size_t i = 0; i < g.in_prod; ++i) {
+        const float v = src[i] * s + t;
+        dst[i] = pro.relu ? std::max(v, 0.0f) : v;
+      }
+    }
+  });
+  return buffer.data();
+}
+
 class ConvKernel final : public Kernel {
  public:
   ConvKernel(const NodeDesc& node, const BuildContext& bc, bool fused)
@@ -222,6 +241,13 @@ class ConvKernel final : public Kernel {
     if (fused) {
       act_ = parse_activation(node, node.has("activation_alpha") ? "activation_" : "");
     }
+    // Set by the native lowering: an inference BatchNormalization (+ Relu) folded into this
+    // conv's input, its scale and shift passed as inputs 4 and 5.
+    const std::string prologue = node.attr_s("kiln_prologue", "");
+    if (!prologue.empty() && prologue != "affine" && prologue != "affine_relu")
+      node.fail("kiln_prologue must be affine or affine_relu, got " + prologue);
+    prologue_ = !prologue.empty();
+    prologue_relu_ = prologue == "affine_relu";
     if (const Tensor* w = bc.constant(node, 1))
       if (w->dtype == DType::f32 && w->rank() == 4) weights_ = *w;
   }
@@ -253,9 +279,22 @@ class ConvKernel final : public Kernel {
     const float* pb = b ? b->ptr<float>() : nullptr;
     const float* pr = res ? res->ptr<float>() : nullptr;
     float* py = y.ptr<float>();
+    ChannelAffine pro;
+    std::vector<float> x_affine;  // x with the prologue applied, when the conv cannot fuse it
+    if (prologue_) {
+      const Tensor& s = c.in(4);
+      const Tensor& t = c.in(5);
+      if (s.dtype != DType::f32 || t.dtype != DType::f32 || s.numel() != g.C ||
+          t.numel() != g.C)
+        c.fail("the folded BatchNormalization's scale and shift must be " +
+               std::to_string(g.C) + " float32 values");
+      pro = {s.ptr<float>(), t.ptr<float>(), prologue_relu_};
+    }
 
     if (g.nd == 2 && weights_.data == w.data) {
       const std::shared_ptr<Conv2d> conv = packed_for(g, c);
+      const bool fuse_prologue = prologue_ && conv->takes_prologue();
+      if (prologue_ && !fuse_prologue) px = apply_prologue(pro, x, g, x_affine, c.pool);
       Epilogue ep;
       if (pb) {
         ep.bias_kind = BiasKind::per_row;
@@ -265,9 +304,10 @@ class ConvKernel final : public Kernel {
       ep.act = act_.act;
       ep.alpha = act_.alpha;
       ep.beta = act_.beta;
-      conv->run(px, py, ep, c.pool);
+      conv->run(px, py, ep, c.pool, fuse_prologue ? &pro : nullptr);
       return;
     }
+    if (prologue_) px = apply_prologue(pro, x, g, x_affine, c.pool);
     if (g.nd == 2 && g.G == g.C && g.M == g.C && g.Cg == 1) {
       depthwise2d(g, px, pw, pb, pr, act_, py, c.pool);
       return;
@@ -356,6 +396,7 @@ class ConvKernel final : public Kernel {
   ConvAttrs attrs_;
   bool fused_;
   FusedActivation act_;
+  bool prologue_ = false, prologue_relu_ = false;
   Tensor weights_;  // the constant W (shares the plan's buffer), or empty
   mutable std::mutex mutex_;
   mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
