@@ -1,11 +1,15 @@
-// A small fork-join thread pool: parallel_for splits [0, n) across the workers and the
-// calling thread, then waits. Between calls the workers spin for a few microseconds (a
-// network's next layer usually follows at once), then sleep on a condition variable, so a
-// pool never holds the second core away from another engine between runs.
+// A small fork-join thread pool: parallel_for splits [0, n) into chunks that the calling
+// thread and the workers claim one at a time, then waits for the claimed ones. The caller
+// never waits for a worker that has not started: on a busy or virtualized machine a sleeping
+// worker can take tens of microseconds to wake, and the caller simply takes its chunks.
+// Between calls the workers spin for a few microseconds (a network's next layer usually
+// follows at once), then sleep on a condition variable, so a pool never holds the second
+// core away from another engine between runs.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -29,18 +33,23 @@ class ThreadPool {
   void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
  private:
-  void worker_loop(size_t index);
+  void worker_loop();
+  // Claims and runs chunks of call `generation` until none are left.
+  void run_chunks(uint32_t generation);
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one parallel_for at a time
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
+  // The current call, published under mutex_ before generation_ moves.
   const std::function<void(size_t, size_t)>* task_ = nullptr;
-  size_t task_n_ = 0;
-  size_t task_chunk_ = 0;
-  std::atomic<size_t> generation_{0};
-  std::atomic<size_t> pending_{0};
+  size_t task_n_ = 0, task_chunk_ = 0, task_chunks_ = 0;
+  std::atomic<uint32_t> generation_{0};
+  // (generation << 32) | next unclaimed chunk: a worker that wakes after its call ended sees
+  // another generation and claims nothing.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<size_t> finished_{0};  // chunks of the current call that have run
   std::atomic<bool> stop_{false};
 };
 
