@@ -13,7 +13,9 @@ order. With ``fallback=None`` compile raises ``UnsupportedError`` listing every 
 
 Options read from ``options.extra``: ``fallback`` ("onnxruntime" | None),
 ``max_tensor_bytes`` (largest tensor a kernel may allocate, default 16 GiB),
-``fold_constants`` (evaluate constant subgraphs at compile time, default True).
+``fold_constants`` (evaluate constant subgraphs at compile time, default True). The
+environment variable ``KILN_NATIVE_ISA`` (generic, avx2, avx512) caps kernel dispatch for the
+whole process, so every test can run on a slower ISA path than the CPU's best.
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
 
@@ -90,7 +92,16 @@ PLAN_FILE = "native_plan.json"
 def _native() -> Any:
     from kiln.backends.native import _native as ext
 
+    global _CAPPED
+    if not _CAPPED:
+        _CAPPED = True
+        cap = os.environ.get("KILN_NATIVE_ISA")
+        if cap:  # e.g. "avx2" to run the AVX2 kernels on an AVX-512 machine
+            ext.set_isa_cap(cap)
     return ext
+
+
+_CAPPED = False
 
 
 def _translate(exc: Exception, where: str) -> KilnError:

@@ -4,6 +4,7 @@ this folder is put there for them)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,10 @@ def runnable_isas() -> list[str]:
     return _ORDER[: _ORDER.index(best) + 1]
 
 
+if os.environ.get("KILN_NATIVE_ISA"):  # the whole run on one ISA path (kernels capped)
+    native.set_isa_cap(os.environ["KILN_NATIVE_ISA"])
+
+
 @pytest.fixture(params=_ORDER)
 def isa(request: pytest.FixtureRequest) -> Iterator[str]:
     """Caps kernel dispatch at one ISA for the test, then restores the best one."""
@@ -33,4 +38,4 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         pytest.skip(f"this CPU cannot run the {name} kernels")
     assert native.set_isa_cap(name) == name
     yield name
-    native.set_isa_cap("avx512")
+    native.set_isa_cap(os.environ.get("KILN_NATIVE_ISA", "avx512"))
