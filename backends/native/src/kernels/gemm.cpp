@@ -143,51 +143,58 @@ void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, 
   if (pool && M * K >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
 }
 
-void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
-                   float* dst, ThreadPool* pool) {
+namespace {
+
+// The panel loop shared by the B packers: copy_panel(d, j0, cols) fills one zeroed-when-
+// partial panel of width nr with columns [j0, j0 + cols).
+template <typename CopyPanel>
+void for_each_b_panel(size_t nr, size_t K, size_t N, float* dst, ThreadPool* pool,
+                      const CopyPanel& copy_panel) {
   const size_t panels = (N + nr - 1) / nr;
   auto run = [&](size_t p0, size_t p1) {
     for (size_t p = p0; p < p1; ++p) {
       float* d = dst + p * K * nr;
       const size_t j0 = p * nr, cols = std::min(nr, N - j0);
       if (cols < nr) std::memset(d, 0, K * nr * sizeof(float));
-      if (!trans_b) {
-        for (size_t k = 0; k < K; ++k)
-          std::memcpy(d + k * nr, B + k * ldb + j0, cols * sizeof(float));
-      } else {
-        const float* s = B + j0 * ldb;
-        for (size_t k0 = 0; k0 < K; k0 += 16) {
-          const size_t k1 = std::min(K, k0 + 16);
-          for (size_t k = k0; k < k1; ++k)
-            for (size_t j = 0; j < cols; ++j) d[k * nr + j] = s[j * ldb + k];
-        }
-      }
+      copy_panel(d, j0, cols);
     }
   };
   if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
 }
 
+}  // namespace
+
+void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
+                   float* dst, ThreadPool* pool) {
+  for_each_b_panel(nr, K, N, dst, pool, [&](float* d, size_t j0, size_t cols) {
+    if (!trans_b) {
+      for (size_t k = 0; k < K; ++k)
+        std::memcpy(d + k * nr, B + k * ldb + j0, cols * sizeof(float));
+      return;
+    }
+    const float* s = B + j0 * ldb;
+    for (size_t k0 = 0; k0 < K; k0 += 16) {
+      const size_t k1 = std::min(K, k0 + 16);
+      for (size_t k = k0; k < k1; ++k)
+        for (size_t j = 0; j < cols; ++j) d[k * nr + j] = s[j * ldb + k];
+    }
+  });
+}
+
 void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t ldb,
                           const float* scale, const float* shift, bool relu, float* dst,
                           ThreadPool* pool) {
-  const size_t panels = (N + nr - 1) / nr;
-  auto run = [&](size_t p0, size_t p1) {
-    for (size_t p = p0; p < p1; ++p) {
-      float* d = dst + p * K * nr;
-      const size_t j0 = p * nr, cols = std::min(nr, N - j0);
-      if (cols < nr) std::memset(d, 0, K * nr * sizeof(float));
-      for (size_t k = 0; k < K; ++k) {
-        const float s = scale[k], t = shift[k];
-        const float* src = B + k * ldb + j0;
-        float* out = d + k * nr;
-        if (relu)
-          for (size_t j = 0; j < cols; ++j) out[j] = std::max(src[j] * s + t, 0.0f);
-        else
-          for (size_t j = 0; j < cols; ++j) out[j] = src[j] * s + t;
-      }
+  for_each_b_panel(nr, K, N, dst, pool, [&](float* d, size_t j0, size_t cols) {
+    for (size_t k = 0; k < K; ++k) {
+      const float s = scale[k], t = shift[k];
+      const float* src = B + k * ldb + j0;
+      float* out = d + k * nr;
+      if (relu)
+        for (size_t j = 0; j < cols; ++j) out[j] = std::max(src[j] * s + t, 0.0f);
+      else
+        for (size_t j = 0; j < cols; ++j) out[j] = src[j] * s + t;
     }
-  };
-  if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
+  });
 }
 
 // ---------------------------------------------------------------- the tile loop
