@@ -128,10 +128,10 @@ def results_table(reports: list[dict[str, Any]], skipped: Mapping[str, str]) -> 
     cfg = reports[0]["config"] if reports else {}
     lines = [
         f"Measured {when} on `{machine.get('target', '?')}` ({machine.get('cpu_count')} cores, "
-        f"threads={cfg.get('threads')}, workers={cfg.get('workers')}), a machine shared with "
-        f"other jobs (1-min load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}"
-        "), so figures are noisy: engines were interleaved and medians/percentiles taken over "
-        "the same rounds. Regenerate with `python benchmarks/run_suite.py`.",
+        f"threads={cfg.get('threads')}, workers={cfg.get('workers')}; 1-min load average "
+        f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} while it ran, the suite's own "
+        "workers included). Engines were interleaved and medians/percentiles taken over the "
+        "same rounds. Regenerate with `python benchmarks/run_suite.py`.",
         "",
         "| model | backend | status | single-stream p50 / p99 ms | multi-stream p99 ms "
         "| server max QPS (p99 <= bound) | offline samples/s | max abs diff vs ort fp32 |",
