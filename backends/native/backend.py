@@ -267,7 +267,8 @@ class NativeBackend(Backend):
         return support.refusal(node)
 
     def supported_precisions(self) -> Sequence[str]:
-        return ("fp32",)
+        # int8 lives in the graph (Q/DQ, MatMulInteger); everything else runs at fp32
+        return ("fp32", "int8")
 
     def caps(self) -> BackendCaps:
         """The fused kiln ops run natively (their contracts are in this module's docstring)."""
@@ -305,8 +306,9 @@ class NativeBackend(Backend):
 
     def _build(self, model: ir.Model, options: CompileOptions,
                sizes: dict[str, int]) -> NativeCompiledModel:
-        if options.precision != "fp32":
-            raise UnsupportedError(f"native backend runs fp32 only, not {options.precision}")
+        if options.precision not in self.supported_precisions():
+            raise UnsupportedError(f"native backend runs fp32 and int8 graphs, not "
+                                   f"{options.precision}")
         extra = dict(options.extra)
         fallback = extra.get("fallback", "onnxruntime")
         if fallback not in (None, "onnxruntime"):

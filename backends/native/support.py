@@ -161,6 +161,26 @@ def _conv_fused(node: ir.Node) -> str | None:
     return _auto_pad(node) or _activation(node)
 
 
+def _unblocked(node: ir.Node) -> str | None:
+    return "blocked quantization (block_size)" if _attr(node, "block_size", 0) else None
+
+
+def _quantize(node: ir.Node) -> str | None:
+    out = _dtype(node.outputs[0]) if node.outputs else None
+    if out is not None and out not in (DT.UINT8, DT.INT8):
+        return f"QuantizeLinear to {out.name} (native quantizes to uint8 or int8)"
+    return _unblocked(node)
+
+
+def _matmul_integer(node: ir.Node) -> str | None:
+    b = node.inputs[1] if len(node.inputs) > 1 else None
+    if b is not None and b.shape is not None and len(b.shape) != 2:
+        return f"B of rank {len(b.shape)} (native MatMulInteger takes a 2-D B)"
+    if b is not None and b.dtype not in (None, DT.UINT8, DT.INT8):
+        return f"B of element type {b.dtype.name}"
+    return None
+
+
 _U = Rule(FLOATS)                      # float unary math
 _N = Rule(NUMERIC)                     # numeric, same type everywhere
 _MOVE = Rule(ANY, index_inputs=(1, 2, 3, 4))
@@ -190,6 +210,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "Gemm"): Rule(FLOAT),
     ("", "MatMul"): Rule(FLOAT),
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
+    # int8: Q/DQ, run-time quantization, the integer product
+    ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),
+                                 check=_quantize),
+    ("", "DequantizeLinear"): Rule(frozenset({DT.UINT8, DT.INT8, DT.INT32}), free_inputs=(1,),
+                                   free_outputs=(0,), check=_unblocked),
+    ("", "DynamicQuantizeLinear"): Rule(FLOAT, free_outputs=(0, 2)),
+    ("", "MatMulInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
+                                free_outputs=(0,), check=_matmul_integer),
     ("kiln", "FusedGemm"): Rule(FLOAT, check=_activation),
     # normalization, pooling
     ("", "BatchNormalization"): Rule(FLOAT, check=_batchnorm),

@@ -20,6 +20,7 @@
 #include "cpu.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/gemm_driver.h"
 #include "kernels/pool.h"
 #include "kernels/ukernels.h"
@@ -380,6 +381,8 @@ void bind_kernels(nb::module_& parent) {
      "threads"_a = 1, "NCHW max / avg pooling.");
 
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
+  m.def("int8_gemm_kernel_name", [] { return std::string(kiln::int8_gemm_kernel_name()); },
+        "The u8 x s8 GEMM kernel in use: avx512_vnni or generic.");
   m.def("cache_sizes", [] {
     const kiln::CacheSizes& c = kiln::cache_sizes();
     nb::dict d;

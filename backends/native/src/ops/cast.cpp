@@ -117,6 +117,14 @@ void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
     return;
   }
   const bool int_src = is_int(x.dtype);
+  if (x.dtype == DType::i32 && y.dtype == DType::f32) {  // int8 GEMM results: the hot pair
+    const int32_t* src = x.ptr<int32_t>();
+    float* dst = y.ptr<float>();
+    parallel(c.pool, n, 1 << 14, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) dst[i] = static_cast<float>(src[i]);
+    });
+    return;
+  }
   // The target type is chosen once; each element is then loaded by the source type.
   switch (y.dtype) {
     case DType::f32:

@@ -1,0 +1,285 @@
+// int8 inference ops: QuantizeLinear, DequantizeLinear (per tensor or per axis),
+// DynamicQuantizeLinear and MatMulInteger. MatMulInteger with a constant 2-D int8 B runs on
+// the u8 x s8 GEMM (AVX-512 VNNI where the CPU has it), B packed once at plan build time; any
+// other combination of types and shapes runs on plain loops with the same results.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/int8_gemm.h"
+#include "ops/common.h"
+
+namespace kiln::ops {
+namespace {
+
+bool is_int8(DType t) { return t == DType::u8 || t == DType::i8; }
+
+int32_t int_at(const Tensor& t, size_t i) {
+  switch (t.dtype) {
+    case DType::u8: return t.ptr<uint8_t>()[i];
+    case DType::i8: return t.ptr<int8_t>()[i];
+    case DType::i32: return t.ptr<int32_t>()[i];
+    default: return 0;
+  }
+}
+
+// Round half to even then saturate, as QuantizeLinear specifies.
+int32_t quantize_value(float x, float scale, int32_t zero, int32_t lo, int32_t hi) {
+  const float q = std::nearbyint(x / scale) + static_cast<float>(zero);
+  return static_cast<int32_t>(std::clamp(q, static_cast<float>(lo), static_cast<float>(hi)));
+}
+
+// Per-tensor (scale of one value) or per-axis (scale of x.shape[axis] values) parameters:
+// returns (outer, channels, inner) so that element (o, ch, i) uses parameter ch.
+struct Layout {
+  size_t outer = 1, channels = 1, inner = 1;
+};
+
+Layout param_layout(const Tensor& x, const Tensor& scale, const Tensor* zero, int64_t axis,
+                    OpContext& c) {
+  Layout l;
+  if (scale.dtype != DType::f32) c.fail("the scale must be float32, got " +
+                                        std::string(dtype_name(scale.dtype)));
+  if (zero && zero->numel() != scale.numel())
+    c.fail("zero point " + shape_str(zero->shape) + " and scale " + shape_str(scale.shape) +
+           " must have the same number of values");
+  if (scale.numel() == 1 && scale.rank() <= 1) {
+    l.inner = x.numel();
+    return l;
+  }
+  if (scale.rank() != 1) c.fail("the scale must be a scalar or 1-D, got " +
+                                shape_str(scale.shape) + " (blocked quantization is not "
+                                "supported)");
+  const size_t ax = norm_axis(axis, x.rank(), c.node);
+  if (static_cast<size_t>(x.shape[ax]) != scale.numel())
+    c.fail("the scale has " + std::to_string(scale.numel()) + " values but axis " +
+           std::to_string(ax) + " of " + shape_str(x.shape) + " has " +
+           std::to_string(x.shape[ax]));
+  for (size_t d = 0; d < x.rank(); ++d) {
+    if (d < ax) l.outer *= x.shape[d];
+    if (d > ax) l.inner *= x.shape[d];
+  }
+  l.channels = scale.numel();
+  return l;
+}
+
+KernelFactory quantize_linear() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t axis = node.attr_i("axis", 1);
+    if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
+    return std::unique_ptr<Kernel>(new FnKernel([axis](OpContext& c) {
+      const Tensor& x = c.in(0);
+      const Tensor& scale = c.in(1);
+      const Tensor* zero = c.input(2);
+      if (x.dtype != DType::f32) c.fail("x must be float32");
+      const DType out = zero ? zero->dtype : DType::u8;
+      if (!is_int8(out)) c.fail("the zero point must be uint8 or int8, got " +
+                                std::string(dtype_name(out)));
+      const Layout l = param_layout(x, scale, zero, axis, c);
+      const int32_t lo = out == DType::u8 ? 0 : -128, hi = out == DType::u8 ? 255 : 127;
+      Tensor& y = c.output(0, out, x.shape);
+      const float* px = x.ptr<float>();
+      const float* ps = scale.ptr<float>();
+      parallel(c.pool, l.outer * l.channels, 1, [&](size_t b, size_t e) {
+        for (size_t oc = b; oc < e; ++oc) {
+          const size_t ch = oc % l.channels;
+          const float s = ps[ch];
+          const int32_t z = zero ? int_at(*zero, ch) : 0;
+          const size_t base = oc * l.inner;
+          if (out == DType::u8) {
+            uint8_t* py = y.ptr<uint8_t>() + base;
+            for (size_t i = 0; i < l.inner; ++i)
+              py[i] = static_cast<uint8_t>(quantize_value(px[base + i], s, z, lo, hi));
+          } else {
+            int8_t* py = y.ptr<int8_t>() + base;
+            for (size_t i = 0; i < l.inner; ++i)
+              py[i] = static_cast<int8_t>(quantize_value(px[base + i], s, z, lo, hi));
+          }
+        }
+      });
+    }));
+  };
+}
+
+KernelFactory dequantize_linear() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t axis = node.attr_i("axis", 1);
+    if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
+    return std::unique_ptr<Kernel>(new FnKernel([axis](OpContext& c) {
+      const Tensor& x = c.in(0);
+      const Tensor& scale = c.in(1);
+      const Tensor* zero = c.input(2);
+      if (!is_int8(x.dtype) && x.dtype != DType::i32)
+        c.fail("x must be uint8, int8 or int32, got " + std::string(dtype_name(x.dtype)));
+      if (zero && zero->dtype != x.dtype)
+        c.fail("the zero point must have x's type " + std::string(dtype_name(x.dtype)));
+      const Layout l = param_layout(x, scale, zero, axis, c);
+      Tensor& y = c.output(0, DType::f32, x.shape);
+      const float* ps = scale.ptr<float>();
+      float* py = y.ptr<float>();
+      parallel(c.pool, l.outer * l.channels, 1, [&](size_t b, size_t e) {
+        for (size_t oc = b; oc < e; ++oc) {
+          const size_t ch = oc % l.channels;
+          const float s = ps[ch];
+          const int32_t z = zero ? int_at(*zero, ch) : 0;
+          const size_t base = oc * l.inner;
+          for (size_t i = 0; i < l.inner; ++i)
+            py[base + i] = static_cast<float>(int_at(x, base + i) - z) * s;
+        }
+      });
+    }));
+  };
+}
+
+// Round half to even for |v| < 2^22 without libm: adding and subtracting 1.5 * 2^23 leaves the
+// nearest integer under the default rounding mode (callers clamp first).
+inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+// y = saturate(round(x / s) + z) with s = (max(x, 0) - min(x, 0)) / 255, z = round(-min / s).
+void dynamic_quantize_linear(OpContext& c) {
+  const Tensor& x = c.in(0);
+  if (x.dtype != DType::f32) c.fail("x must be float32");
+  const float* px = x.ptr<float>();
+  const size_t n = x.numel();
+  // Range and NaN check in vectorizable passes, per chunk, then combined.
+  const size_t parts = c.pool ? 16 : 1;
+  std::vector<float> los(parts, 0.0f), his(parts, 0.0f);
+  std::vector<int> nans(parts, 0);
+  parallel(c.pool, parts, 1, [&](size_t b, size_t e) {
+    for (size_t p = b; p < e; ++p) {
+      const size_t i0 = n * p / parts, i1 = n * (p + 1) / parts;
+      float lo = 0.0f, hi = 0.0f;
+      int nan = 0;
+      for (size_t i = i0; i < i1; ++i) {
+        lo = px[i] < lo ? px[i] : lo;
+        hi = px[i] > hi ? px[i] : hi;
+        nan |= px[i] != px[i];
+      }
+      los[p] = lo;
+      his[p] = hi;
+      nans[p] = nan;
+    }
+  });
+  float lo = 0.0f, hi = 0.0f;
+  for (size_t p = 0; p < parts; ++p) {
+    if (nans[p]) c.fail("x holds NaN; it has no quantization range");
+    lo = std::min(lo, los[p]);
+    hi = std::max(hi, his[p]);
+  }
+  const float scale = (hi - lo) / 255.0f;
+  if (!std::isfinite(scale)) c.fail("x holds an infinite value; it has no quantization range");
+  const int32_t zero = scale == 0.0f
+      ? 0 : static_cast<int32_t>(std::clamp(std::nearbyint(-lo / scale), 0.0f, 255.0f));
+  Tensor& y = c.output(0, DType::u8, x.shape);
+  c.output(1, DType::f32, {}).ptr<float>()[0] = scale;
+  c.output(2, DType::u8, {}).ptr<uint8_t>()[0] = static_cast<uint8_t>(zero);
+  uint8_t* py = y.ptr<uint8_t>();
+  const float s = scale == 0.0f ? 1.0f : scale;
+  const float zf = static_cast<float>(zero);
+  parallel(c.pool, n, 1 << 14, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      // x / s lies in [lo / s, hi / s], at most 255 wide: far inside round_even's range
+      const float q = round_even(px[i] / s) + zf;
+      py[i] = static_cast<uint8_t>(q < 0.0f ? 0.0f : q > 255.0f ? 255.0f : q);
+    }
+  });
+}
+
+// MatMulInteger: Y (int32) = (A - a_zero) x (B - b_zero), numpy batch semantics for A; B 2-D
+// on the fast path. Zero points: A's a scalar, B's a scalar or one per column.
+class MatMulIntegerKernel final : public Kernel {
+ public:
+  MatMulIntegerKernel(const NodeDesc& node, const BuildContext& bc) {
+    const Tensor* b = bc.constant(node, 1);
+    if (b && b->dtype == DType::i8 && b->rank() == 2) {
+      packed_ = std::make_shared<PackedInt8B>(
+          pack_int8_b(b->ptr<int8_t>(), b->shape[0], b->shape[1], b->shape[1]));
+      packed_source_ = b->data;
+    }
+  }
+
+  void run(OpContext& c) const override {
+    const Tensor& a = c.in(0);
+    const Tensor& b = c.in(1);
+    if (!is_int8(a.dtype) || !is_int8(b.dtype))
+      c.fail("A and B must be uint8 or int8, got " + std::string(dtype_name(a.dtype)) +
+             " and " + std::string(dtype_name(b.dtype)));
+    if (a.rank() < 2 || b.rank() != 2)
+      c.fail("A must have rank >= 2 and B rank 2, got " + shape_str(a.shape) + " and " +
+             shape_str(b.shape) + " (native MatMulInteger)");
+    const size_t K = a.shape.back(), N = b.shape[1];
+    if (static_cast<size_t>(b.shape[0]) != K)
+      c.fail("inner dimensions differ: A " + shape_str(a.shape) + " and B " +
+             shape_str(b.shape));
+    size_t M = 1;
+    for (size_t d = 0; d + 1 < a.rank(); ++d) M *= a.shape[d];
+    const Tensor* az = c.input(2);
+    const Tensor* bz = c.input(3);
+    if (az && (az->numel() != 1 || az->dtype != a.dtype))
+      c.fail("a_zero_point must be one value of A's type (per-row zero points are not "
+             "supported)");
+    if (bz && ((bz->numel() != 1 && bz->numel() != N) || bz->dtype != b.dtype))
+      c.fail("b_zero_point must be one value or one per column of B's type, got " +
+             shape_str(bz->shape));
+    Shape oshape(a.shape.begin(), a.shape.end() - 1);
+    oshape.push_back(static_cast<int64_t>(N));
+    Tensor& y = c.output(0, DType::i32, oshape);
+    if (M == 0 || N == 0) return;
+    const int32_t za = az ? int_at(*az, 0) : 0;
+    auto zb = [&](size_t j) { return bz ? int_at(*bz, bz->numel() == 1 ? 0 : j) : 0; };
+    int32_t* py = y.ptr<int32_t>();
+    // The packed constant B (and the u8 A the VNNI product takes): the GEMM, then the
+    // zero-point corrections.
+    if (packed_ && a.dtype == DType::u8 && b.data == packed_source_ && packed_->K == K &&
+        packed_->N == N) {
+      gemm_u8s8s32(M, a.ptr<uint8_t>(), K, *packed_, py, N, c.pool);
+      // (a - za)(b - zb) = ab - za*colsum(b) - zb*rowsum(a) + K*za*zb
+      const uint8_t* pa = a.ptr<uint8_t>();
+      parallel(c.pool, M, 16, [&](size_t r0, size_t r1) {
+        for (size_t i = r0; i < r1; ++i) {
+          int32_t row_sum = 0;
+          if (bz)
+            for (size_t k = 0; k < K; ++k) row_sum += pa[i * K + k];
+          for (size_t j = 0; j < N; ++j) {
+            const int32_t z = zb(j);
+            py[i * N + j] += -za * packed_->col_sums[j] - z * row_sum +
+                             static_cast<int32_t>(K) * za * z;
+          }
+        }
+      });
+      return;
+    }
+    // Plain loops: any int8 type combination.
+    parallel(c.pool, M, 4, [&](size_t r0, size_t r1) {
+      for (size_t i = r0; i < r1; ++i)
+        for (size_t j = 0; j < N; ++j) {
+          int32_t acc = 0;
+          const int32_t z = zb(j);
+          for (size_t k = 0; k < K; ++k)
+            acc += (int_at(a, i * K + k) - za) * (int_at(b, k * N + j) - z);
+          py[i * N + j] = acc;
+        }
+    });
+  }
+
+ private:
+  std::shared_ptr<PackedInt8B> packed_;
+  const void* packed_source_ = nullptr;
+};
+
+KernelFactory matmul_integer() {
+  return [](const NodeDesc& node, const BuildContext& bc) -> std::unique_ptr<Kernel> {
+    return std::unique_ptr<Kernel>(new MatMulIntegerKernel(node, bc));
+  };
+}
+
+}  // namespace
+
+KILN_REGISTER_OP("", "QuantizeLinear", quantize_linear());
+KILN_REGISTER_OP("", "DequantizeLinear", dequantize_linear());
+KILN_REGISTER_OP("", "DynamicQuantizeLinear", simple_kernel(dynamic_quantize_linear));
+KILN_REGISTER_OP("", "MatMulInteger", matmul_integer());
+
+}  // namespace kiln::ops

@@ -1,0 +1,123 @@
+"""int8 ops on the native backend: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear
+and MatMulInteger equal to onnxruntime (the integer product exactly), on every ISA path this
+machine can run (the u8 x s8 GEMM has an AVX-512 VNNI kernel and a plain one); hostile
+parameters give kiln errors naming the node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from native_cases import compile_native, make_model, run_ort
+from onnx import helper
+
+import kiln
+from kiln.backends.native import _native as native
+
+RNG = np.random.default_rng(0)
+
+
+def _dynamic_matmul(x: np.ndarray, w: np.ndarray, wz: np.ndarray | None):
+    inits = {"w": w}
+    ins = ["xq", "w", "xz"]
+    if wz is not None:
+        inits["wz"] = wz
+        ins.append("wz")
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
+             helper.make_node("MatMulInteger", ins, ["y"], name="mmi")]
+    return make_model(nodes, {"x": x}, ["y", "xs", "xz"], initializers=inits)
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 3, 5), (5, 4, 31), (7, 33, 40), (6, 64, 32),
+                                           (13, 130, 97)])
+@pytest.mark.parametrize("zero", ["none", "zeros", "per_column"])
+def test_dynamic_quantized_matmul_equals_onnxruntime(isa: str, m: int, k: int, n: int,
+                                                     zero: str):
+    x = RNG.standard_normal((2, m, k)).astype(np.float32) * 3
+    w = RNG.integers(-127, 128, (k, n)).astype(np.int8)
+    wz = {"none": None, "zeros": np.zeros(n, np.int8),
+          "per_column": RNG.integers(-4, 5, n).astype(np.int8)}[zero]
+    model = _dynamic_matmul(x, w, wz)
+    got = compile_native(model, threads=2).run({"x": x})
+    want = run_ort(model, {"x": x})
+    np.testing.assert_array_equal(got["y"], want[0])  # integer products: exact
+    np.testing.assert_allclose(got["xs"], want[1], rtol=1e-7)
+    np.testing.assert_array_equal(got["xz"], want[2])
+
+
+@pytest.mark.parametrize(("a_type", "b_type"), [(np.int8, np.int8), (np.uint8, np.uint8),
+                                                (np.int8, np.uint8)])
+def test_other_integer_types_take_the_plain_path(a_type, b_type):
+    lo_a, hi_a = np.iinfo(a_type).min, np.iinfo(a_type).max
+    a = RNG.integers(lo_a, hi_a, (4, 9), endpoint=True).astype(a_type)
+    b = RNG.integers(np.iinfo(b_type).min, np.iinfo(b_type).max, (9, 6),
+                     endpoint=True).astype(b_type)
+    za = np.array(3, a_type)
+    model = make_model([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])],
+                       {"a": a, "b": b}, ["y"], initializers={"za": za})
+    np.testing.assert_array_equal(compile_native(model).run({"a": a, "b": b})["y"],
+                                  run_ort(model, {"a": a, "b": b})[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_dequantize_equal_onnxruntime(dtype, per_axis: bool):
+    x = RNG.standard_normal((2, 5, 7)).astype(np.float32) * 4
+    if per_axis:
+        scale = RNG.uniform(0.01, 0.1, 5).astype(np.float32)
+        zero = RNG.integers(0 if dtype == np.uint8 else -10, 10, 5).astype(dtype)
+    else:
+        scale = np.array(0.03, np.float32)
+        zero = np.array(7, dtype)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
+    model = make_model(nodes, {"x": x}, ["q", "y"], initializers={"s": scale, "z": zero})
+    got = compile_native(model).run({"x": x})
+    want = run_ort(model, {"x": x})
+    np.testing.assert_array_equal(got["q"], want[0])
+    np.testing.assert_allclose(got["y"], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_int8_gemm_kernel_follows_the_isa(isa: str):
+    vnni = native.cpu_features().get("avx512_vnni", False)
+    want = "avx512_vnni" if isa == "avx512" and vnni else "generic"
+    assert native.kernels.int8_gemm_kernel_name() == want
+
+
+def test_scale_of_the_wrong_length_is_a_kiln_error():
+    x = RNG.standard_normal((2, 5)).astype(np.float32)
+    model = make_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="ql",
+                                         axis=1)],
+                       {"x": x}, ["q"], initializers={"s": np.ones(3, np.float32),
+                                                     "z": np.zeros(3, np.uint8)})
+    with pytest.raises(kiln.KilnError, match="ql.*scale has 3 values"):
+        compile_native(model).run({"x": x})
+
+
+def test_zero_point_type_mismatch_is_refused():
+    a = RNG.integers(0, 255, (3, 4)).astype(np.uint8)
+    model = make_model([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"],
+                                         name="mmi")],
+                       {"a": a}, ["y"], initializers={"b": np.ones((4, 2), np.int8),
+                                                     "za": np.array(1, np.int8)})
+    with pytest.raises(kiln.KilnError, match="mmi"):
+        compile_native(model).run({"a": a})
+
+
+def test_nan_input_to_dynamic_quantization_is_a_kiln_error():
+    x = np.array([[1.0, np.nan, 2.0]], np.float32)
+    model = _dynamic_matmul(x, np.ones((3, 2), np.int8), None)
+    with pytest.raises(kiln.KilnError, match="dql.*NaN"):
+        compile_native(model).run({"x": x})
+
+
+def test_session_int8_runs_a_quantized_mlp_on_native():
+    w1 = RNG.standard_normal((64, 128)).astype(np.float32) / 8
+    x = RNG.standard_normal((8, 64)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["x", "w1"], ["y"])], {"x": x}, ["y"],
+                       initializers={"w1": w1})
+    fp32 = kiln.Session(model.SerializeToString(), backend="native")(x=x)["y"]
+    int8 = kiln.Session(model.SerializeToString(), backend="native", precision="int8",
+                        fallback=None)
+    assert "MatMulInteger" in [n.op_type for n in int8.model.graph]
+    got = int8(x=x)["y"]
+    assert np.dot(got.ravel(), fp32.ravel()) / np.linalg.norm(got) / np.linalg.norm(fp32) > 0.999
