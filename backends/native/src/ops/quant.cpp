@@ -65,10 +65,15 @@ Layout param_layout(const Tensor& x, const Tensor& scale, const Tensor* zero, in
   return l;
 }
 
+// The axis of QuantizeLinear / DequantizeLinear; blocked quantization is refused.
+int64_t quant_axis(const NodeDesc& node) {
+  if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
+  return node.attr_i("axis", 1);
+}
+
 KernelFactory quantize_linear() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
-    const int64_t axis = node.attr_i("axis", 1);
-    if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
+    const int64_t axis = quant_axis(node);
     return std::unique_ptr<Kernel>(new FnKernel([axis](OpContext& c) {
       const Tensor& x = c.in(0);
       const Tensor& scale = c.in(1);
@@ -105,8 +110,7 @@ KernelFactory quantize_linear() {
 
 KernelFactory dequantize_linear() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
-    const int64_t axis = node.attr_i("axis", 1);
-    if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
+    const int64_t axis = quant_axis(node);
     return std::unique_ptr<Kernel>(new FnKernel([axis](OpContext& c) {
       const Tensor& x = c.in(0);
       const Tensor& scale = c.in(1);
