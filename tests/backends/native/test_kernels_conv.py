@@ -91,6 +91,7 @@ CASES = [
     Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
+    Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread
 ]
 
 
