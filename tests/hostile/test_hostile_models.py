@@ -26,6 +26,9 @@ def _skip_unless_applies(case, backend):
     if backend not in case.backends:
         pytest.skip(f"{case.name} is within {backend}'s limits (hostile only for "
                     f"{', '.join(case.backends)})")
+    reason = case.moot(backend) if case.moot is not None else None
+    if reason:
+        pytest.skip(f"{case.name}: {reason}")
 
 
 def _assert_refused(case, backend, outcome, message):
