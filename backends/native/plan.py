@@ -334,14 +334,14 @@ def _sole_reader(value: ir.Value | None, wanted: set[str], present: set[ir.Node]
     return uses[0].node
 
 
-def _pointwise_conv(node: ir.Node, const_of: Any) -> bool:
-    """A Conv / kiln FusedConv with a constant [K, C, 1, 1] weight, stride 1, no padding and
-    one group: the native 1x1 GEMM path, which applies a channel prologue while packing."""
+def _pointwise_conv(node: ir.Node, const_of: Any, channels: int) -> bool:
+    """A Conv / kiln FusedConv with a constant [K, channels, 1, 1] weight, stride 1, no padding
+    and one group: the native 1x1 GEMM path, which applies a channel prologue while packing."""
     if (node.domain, node.op_type) not in (("", "Conv"), ("ai.onnx", "Conv"),
                                            ("kiln", "FusedConv")):
         return False
     w = const_of(node.inputs[1]) if len(node.inputs) > 1 else None
-    if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or w.dtype != np.float32:
+    if w is None or w.ndim != 4 or w.shape[1:] != (channels, 1, 1) or w.dtype != np.float32:
         return False
     attrs = node.attributes
 
@@ -379,9 +379,8 @@ def _batch_norm_prologues(nodes: Sequence[ir.Node], wanted: set[str], const_of: 
         relu = None
         if reader is not None and reader.op_type == "Relu" and reader.domain in ("", "ai.onnx"):
             relu, reader = reader, _sole_reader(reader.outputs[0], wanted, present)
-        if reader is None or reader in found or not _pointwise_conv(reader, const_of):
-            continue
-        if const_of(reader.inputs[1]).shape[1] != params[0].shape[0]:
+        if reader is None or reader in found or not _pointwise_conv(reader, const_of,
+                                                                    params[0].shape[0]):
             continue
         gamma, beta, mean, var = (p.astype(np.float64) for p in params)
         eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
