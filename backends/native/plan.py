@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from kiln.backends.native.int8_fusion import find_int8_ops
 from kiln.errors import ModelError, ResourceError
 
 ALIGN = 64
@@ -205,7 +206,7 @@ class Lowering:
         boundary = {v.name for v in boundary_inputs}
         input_ids = [vid(v) for v in boundary_inputs]
         plan_nodes: list[PlanNode] = []
-        plan_sources: list[ir.Node] = []
+        plan_sources: list[ir.Node | _FusedSource] = []
         folded = 0
 
         def const_of(value: ir.Value | None) -> np.ndarray | None:
@@ -224,6 +225,12 @@ class Lowering:
         wanted = {v.name for v in wanted_outputs}
         prologues = _batch_norm_prologues(nodes, wanted, const_of)
         absorbed = {n for pro in prologues.values() for n in (pro.batch_norm, pro.relu) if n}
+        for node in nodes:  # Constant nodes first: the int8 matcher reads their values
+            if node.domain in ("", "ai.onnx") and node.op_type == "Constant" \
+                    and (val := constant_node_value(node)) is not None:
+                const_by_name[node.outputs[0].name] = val
+        int8_ops, int8_absorbed = find_int8_ops(nodes, wanted, const_of)
+        absorbed |= int8_absorbed
         fused_relu = _relu_after_batch_norm([n for n in nodes if n not in absorbed], wanted)
         synthetic: dict[int, np.ndarray] = {}  # constants the lowering made (prologue params)
         for node in nodes:
@@ -237,6 +244,10 @@ class Lowering:
                 const_by_name[node.outputs[0].name] = val
                 continue
             attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()}
+            if node in int8_ops:
+                plan_sources.append(self._lower_int8(int8_ops[node], attrs, vid, synthetic,
+                                                     plan_nodes))
+                continue
             present = [v for v in node.inputs if v is not None]
             const_inputs = [const_of(v) for v in present]
             if (evaluate is not None and present and all(c is not None for c in const_inputs)
@@ -311,6 +322,44 @@ class Lowering:
         pinned = set(output_ids) | set(input_ids) | set(constants)
         memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned)
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
+
+
+    def _lower_int8(self, op: Any, attrs: dict[str, Any], vid: Any,
+                    synthetic: dict[int, np.ndarray], plan_nodes: list[PlanNode]) -> Any:
+        """Appends the kiln::QGemm / kiln::QConv node for ``op`` (an int8_fusion.Int8Op) and
+        returns what stands for its source node: its graph-value inputs and its output."""
+        node = op.anchor
+        inputs: list[int] = []
+        sources: list[ir.Value | None] = []
+        for k, item in enumerate(op.inputs):
+            if item is None:
+                inputs.append(-1)
+                sources.append(None)
+            elif isinstance(item, np.ndarray):
+                key = vid(ir.Value(name=f"{node.name}::int8_{k}"))
+                synthetic[key] = contiguous(item)
+                inputs.append(key)
+                sources.append(None)
+            else:
+                inputs.append(vid(item))
+                sources.append(item)
+        while inputs and inputs[-1] == -1:
+            inputs.pop()
+            sources.pop()
+        fused_attrs = (attrs if op.op == "QConv" else {}) | op.attrs
+        plan_nodes.append(PlanNode(name=node.name or "", domain="kiln", op=op.op, opset=1,
+                                   inputs=inputs, outputs=[vid(op.output)], attrs=fused_attrs))
+        return _FusedSource(sources, [op.output], node.name or "", f"kiln::{op.op}")
+
+
+@dataclasses.dataclass
+class _FusedSource:
+    """Stands for a fused node where the lowering reads a node's inputs and outputs."""
+
+    inputs: list[ir.Value | None]
+    outputs: list[ir.Value]
+    name: str
+    op_type: str
 
 
 @dataclasses.dataclass

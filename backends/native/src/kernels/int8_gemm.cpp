@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cpu.h"
+#include "kernels/int8_row_ukernel.h"
 #include "threadpool.h"
 
 namespace kiln {
@@ -39,6 +40,36 @@ void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t Kq, const uint8_t* a, c
     }
 }
 
+void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
+  int8_row_f32_impl(n, acc, p, y);
+}
+
+void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y) {
+  int8_row_u8_impl(n, acc, p, y);
+}
+
+KILN_INT8_CONVERT_DEFS(generic)
+
+const Int8ConvertKernels& select_int8_convert_kernels() {
+#if KILN_HAS_X86
+  static const Int8ConvertKernels avx512{kiln_quantize_u8__avx512, kiln_quantize_s8__avx512,
+                                         kiln_dequantize_u8__avx512, kiln_dequantize_s8__avx512};
+  if (active_isa() == Isa::avx512) return avx512;
+#endif
+  static const Int8ConvertKernels generic{kiln_quantize_u8__generic, kiln_quantize_s8__generic,
+                                          kiln_dequantize_u8__generic,
+                                          kiln_dequantize_s8__generic};
+  return generic;
+}
+
+Int8RowKernels select_int8_row_kernels() {
+#if KILN_HAS_X86
+  if (active_isa() == Isa::avx512)
+    return {kiln_int8_row_f32__avx512, kiln_int8_row_u8__avx512};
+#endif
+  return {kiln_int8_row_f32__generic, kiln_int8_row_u8__generic};
+}
+
 namespace {
 
 int8_ukernel_fn select_ukernel() {
@@ -55,28 +86,81 @@ const char* int8_gemm_kernel_name() {
   return select_ukernel() == kiln_u8s8_gemm_ukernel__generic ? "generic" : "avx512_vnni";
 }
 
-void gemm_u8s8s32(size_t M, const uint8_t* A, size_t lda, const PackedInt8B& B, int32_t* C,
-                  size_t ldc, ThreadPool* pool) {
+namespace {
+
+constexpr size_t kInt8Mb = kInt8Mr * 8;   // rows per task: A block stays in L1/L2
+constexpr size_t kInt8Nc = kInt8Nr * 4;   // columns per epilogue tile
+
+// Per-thread buffers that outlive a call (pool threads are long lived).
+template <typename T>
+T* scratch(std::vector<T>& buf, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+}  // namespace
+
+void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, ThreadPool* pool) {
   if (M == 0 || B.N == 0) return;
   const int8_ukernel_fn kernel = select_ukernel();
-  const size_t Kq = B.Kq, K = B.K;
-  const size_t mblocks = (M + kInt8Mr - 1) / kInt8Mr;
-  const size_t panels = (B.N + kInt8Nr - 1) / kInt8Nr;
-  // Rows of A copied with K padded to Kq (zeros add nothing), one M block at a time.
+  const size_t Kq = B.Kq, N = B.N;
+  const size_t mblocks = (M + kInt8Mb - 1) / kInt8Mb;
+  const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;
+  const size_t threads = pool ? pool->size() : 1;
+  // Enough row blocks: one task per block (A filled once). Few rows (a transformer's
+  // sequence): split the columns too, so every thread gets work.
+  const bool split_n = mblocks < 4 * threads && nchunks > 1;
+  const size_t tasks = split_n ? mblocks * nchunks : mblocks;
   auto run = [&](size_t t0, size_t t1) {
-    std::vector<uint8_t> a(kInt8Mr * Kq, 0);
-    for (size_t mb = t0; mb < t1; ++mb) {
-      const size_t i0 = mb * kInt8Mr, rows = std::min(kInt8Mr, M - i0);
-      for (size_t r = 0; r < rows; ++r) std::memcpy(&a[r * Kq], A + (i0 + r) * lda, K);
-      for (size_t p = 0; p < panels; ++p) {
-        const size_t j0 = p * kInt8Nr, cols = std::min(kInt8Nr, B.N - j0);
-        kernel(rows, Kq, a.data(), B.panels.data() + p * Kq * kInt8Nr, C + i0 * ldc + j0, ldc,
-               cols);
+    thread_local std::vector<uint8_t> abuf;
+    thread_local std::vector<int32_t> cbuf;
+    uint8_t* ascratch = scratch(abuf, kInt8Mb * Kq);
+    int32_t* acc = scratch(cbuf, kInt8Mb * kInt8Nc);
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t mb = split_n ? t / nchunks : t;
+      const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
+      const size_t i0 = mb * kInt8Mb, rows = std::min(kInt8Mb, M - i0);
+      const uint8_t* a = io.fill(i0, rows, ascratch);
+      for (size_t ch = c0; ch < c1; ++ch) {
+        const size_t j0 = ch * kInt8Nc, cols = std::min(kInt8Nc, N - j0);
+        for (size_t jp = 0; jp < cols; jp += kInt8Nr) {
+          const int8_t* panel = B.panels.data() + (j0 + jp) / kInt8Nr * Kq * kInt8Nr;
+          const size_t pc = std::min(kInt8Nr, cols - jp);
+          for (size_t r = 0; r < rows; r += kInt8Mr)
+            kernel(std::min(kInt8Mr, rows - r), Kq, a + r * Kq, panel, acc + r * kInt8Nc + jp,
+                   kInt8Nc, pc);
+        }
+        io.epilogue(i0, rows, j0, cols, acc, kInt8Nc);
       }
     }
   };
-  if (pool && M * B.N * K >= (1 << 18)) pool->parallel_for(mblocks, 1, run);
-  else run(0, mblocks);
+  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16)) pool->parallel_for(tasks, 1, run);
+  else run(0, tasks);
+}
+
+std::function<const uint8_t*(size_t, size_t, uint8_t*)> int8_rows_of(const uint8_t* A,
+                                                                      size_t K, size_t lda,
+                                                                      size_t Kq) {
+  return [=](size_t i0, size_t rows, uint8_t* dst) -> const uint8_t* {
+    if (K == Kq && lda == Kq) return A + i0 * lda;  // already in the kernel's layout
+    for (size_t r = 0; r < rows; ++r) {
+      std::memcpy(dst + r * Kq, A + (i0 + r) * lda, K);
+      std::memset(dst + r * Kq + K, 0, Kq - K);
+    }
+    return dst;
+  };
+}
+
+void gemm_u8s8s32(size_t M, const uint8_t* A, size_t lda, const PackedInt8B& B, int32_t* C,
+                  size_t ldc, ThreadPool* pool) {
+  Int8GemmIO io;
+  io.fill = int8_rows_of(A, B.K, lda, B.Kq);
+  io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                    size_t ldacc) {
+    for (size_t r = 0; r < rows; ++r)
+      std::memcpy(C + (i0 + r) * ldc + j0, acc + r * ldacc, cols * sizeof(int32_t));
+  };
+  gemm_u8s8_fused(M, B, io, pool);
 }
 
 }  // namespace kiln

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace kiln {
@@ -27,6 +28,52 @@ PackedInt8B pack_int8_b(const int8_t* B, size_t K, size_t N, size_t ldb);
 void gemm_u8s8s32(size_t M, const uint8_t* A, size_t lda, const PackedInt8B& B, int32_t* C,
                   size_t ldc, ThreadPool* pool);
 
+// The fused form: rows of A come from `fill`, products go to `epilogue` tile by tile, so no
+// M x N int32 matrix is ever written and the epilogue (zero points, scales, bias, activation,
+// requantization, layout) runs while the tile is still in cache.
+struct Int8GemmIO {
+  // Rows [i0, i0 + rows) of A with K zero padded to Kq: either written to `scratch` (rows x Kq)
+  // or found in place; returns where they are (row stride Kq either way).
+  std::function<const uint8_t*(size_t i0, size_t rows, uint8_t* scratch)> fill;
+  // Products of rows [i0, i0 + rows) and columns [j0, j0 + cols), row stride ldacc.
+  std::function<void(size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                     size_t ldacc)> epilogue;
+};
+void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, ThreadPool* pool);
+
+// Int8GemmIO::fill for a row-major u8 matrix A (K columns, row stride lda).
+std::function<const uint8_t*(size_t, size_t, uint8_t*)> int8_rows_of(const uint8_t* A,
+                                                                      size_t K, size_t lda,
+                                                                      size_t Kq);
+
+// The epilogue of one row of products: v = acc * mult[j] + offset[j] per column j, then
+//   f32: v, or max(v, 0) with relu;
+//   u8:  round_half_even(clamp(v, lo, hi)) + zero, with v already in output quantization units
+//        (lo = -zero, or 0 with relu; hi = 255 - zero).
+struct Int8RowParams {
+  const float* mult;
+  const float* offset;
+  bool relu;
+  float lo, hi, zero;
+};
+using int8_row_f32_fn = void (*)(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
+using int8_row_u8_fn = void (*)(size_t n, const int32_t* acc, const Int8RowParams& p,
+                                uint8_t* y);
+struct Int8RowKernels {
+  int8_row_f32_fn to_f32;
+  int8_row_u8_fn to_u8;
+};
+// Quantize / dequantize one run of values with one scale and zero point.
+struct Int8ConvertKernels {
+  void (*quantize_u8)(size_t n, const float* x, float scale, float zero, uint8_t* y);
+  void (*quantize_s8)(size_t n, const float* x, float scale, float zero, int8_t* y);
+  void (*dequantize_u8)(size_t n, const uint8_t* q, float scale, int32_t zero, float* y);
+  void (*dequantize_s8)(size_t n, const int8_t* q, float scale, int32_t zero, float* y);
+};
+// The variants for the active ISA (the loops are written once in int8_row_ukernel.h).
+Int8RowKernels select_int8_row_kernels();
+const Int8ConvertKernels& select_int8_convert_kernels();
+
 // The name of the kernel gemm_u8s8s32 uses now ("avx512_vnni" or "generic").
 const char* int8_gemm_kernel_name();
 
@@ -39,5 +86,17 @@ void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t Kq, const uint8_t* a, c
                                      int32_t* c, size_t ldc, size_t cols);
 void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t Kq, const uint8_t* a,
                                         const int8_t* b, int32_t* c, size_t ldc, size_t cols);
+#define KILN_INT8_CONVERT_DECL(isa)                                                        \
+  void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
+  void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
+  void kiln_dequantize_u8__##isa(size_t n, const uint8_t* q, float scale, int32_t zero,      \
+                                 float* y);                                                  \
+  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero, float* y);
+KILN_INT8_CONVERT_DECL(generic)
+KILN_INT8_CONVERT_DECL(avx512)
+void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
+void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
+void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
+void kiln_int8_row_u8__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
 
 }  // namespace kiln

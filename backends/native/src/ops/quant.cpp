@@ -25,12 +25,6 @@ int32_t int_at(const Tensor& t, size_t i) {
   }
 }
 
-// Round half to even then saturate, as QuantizeLinear specifies.
-int32_t quantize_value(float x, float scale, int32_t zero, int32_t lo, int32_t hi) {
-  const float q = std::nearbyint(x / scale) + static_cast<float>(zero);
-  return static_cast<int32_t>(std::clamp(q, static_cast<float>(lo), static_cast<float>(hi)));
-}
-
 // Per-tensor (scale of one value) or per-axis (scale of x.shape[axis] values) parameters:
 // returns (outer, channels, inner) so that element (o, ch, i) uses parameter ch.
 struct Layout {
@@ -71,6 +65,22 @@ int64_t quant_axis(const NodeDesc& node) {
   return node.attr_i("axis", 1);
 }
 
+// Calls fn(channel, first element, count) over runs of x that share one scale and zero point,
+// split across the pool (a per-tensor x is cut into pieces so both cores get some).
+template <typename Fn>
+void for_each_run(OpContext& c, const Layout& l, Fn&& fn) {
+  constexpr size_t kPiece = 1 << 14;
+  const size_t pieces = (l.inner + kPiece - 1) / kPiece;
+  if (l.inner == 0) return;
+  parallel(c.pool, l.outer * l.channels * pieces, 1, [&](size_t b, size_t e) {
+    for (size_t t = b; t < e; ++t) {
+      const size_t oc = t / pieces, piece = t % pieces;
+      const size_t first = oc * l.inner + piece * kPiece;
+      fn(oc % l.channels, first, std::min(kPiece, l.inner - piece * kPiece));
+    }
+  });
+}
+
 KernelFactory quantize_linear() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const int64_t axis = quant_axis(node);
@@ -83,26 +93,14 @@ KernelFactory quantize_linear() {
       if (!is_int8(out)) c.fail("the zero point must be uint8 or int8, got " +
                                 std::string(dtype_name(out)));
       const Layout l = param_layout(x, scale, zero, axis, c);
-      const int32_t lo = out == DType::u8 ? 0 : -128, hi = out == DType::u8 ? 255 : 127;
       Tensor& y = c.output(0, out, x.shape);
       const float* px = x.ptr<float>();
       const float* ps = scale.ptr<float>();
-      parallel(c.pool, l.outer * l.channels, 1, [&](size_t b, size_t e) {
-        for (size_t oc = b; oc < e; ++oc) {
-          const size_t ch = oc % l.channels;
-          const float s = ps[ch];
-          const int32_t z = zero ? int_at(*zero, ch) : 0;
-          const size_t base = oc * l.inner;
-          if (out == DType::u8) {
-            uint8_t* py = y.ptr<uint8_t>() + base;
-            for (size_t i = 0; i < l.inner; ++i)
-              py[i] = static_cast<uint8_t>(quantize_value(px[base + i], s, z, lo, hi));
-          } else {
-            int8_t* py = y.ptr<int8_t>() + base;
-            for (size_t i = 0; i < l.inner; ++i)
-              py[i] = static_cast<int8_t>(quantize_value(px[base + i], s, z, lo, hi));
-          }
-        }
+      const Int8ConvertKernels& k = select_int8_convert_kernels();
+      for_each_run(c, l, [&](size_t ch, size_t b, size_t n) {
+        const float z = static_cast<float>(zero ? int_at(*zero, ch) : 0);
+        if (out == DType::u8) k.quantize_u8(n, px + b, ps[ch], z, y.ptr<uint8_t>() + b);
+        else k.quantize_s8(n, px + b, ps[ch], z, y.ptr<int8_t>() + b);
       });
     }));
   };
@@ -123,23 +121,21 @@ KernelFactory dequantize_linear() {
       Tensor& y = c.output(0, DType::f32, x.shape);
       const float* ps = scale.ptr<float>();
       float* py = y.ptr<float>();
-      parallel(c.pool, l.outer * l.channels, 1, [&](size_t b, size_t e) {
-        for (size_t oc = b; oc < e; ++oc) {
-          const size_t ch = oc % l.channels;
-          const float s = ps[ch];
-          const int32_t z = zero ? int_at(*zero, ch) : 0;
-          const size_t base = oc * l.inner;
-          for (size_t i = 0; i < l.inner; ++i)
-            py[base + i] = static_cast<float>(int_at(x, base + i) - z) * s;
+      const Int8ConvertKernels& k = select_int8_convert_kernels();
+      for_each_run(c, l, [&](size_t ch, size_t b, size_t n) {
+        const int32_t z = zero ? int_at(*zero, ch) : 0;
+        if (x.dtype == DType::u8) {
+          k.dequantize_u8(n, x.ptr<uint8_t>() + b, ps[ch], z, py + b);
+        } else if (x.dtype == DType::i8) {
+          k.dequantize_s8(n, x.ptr<int8_t>() + b, ps[ch], z, py + b);
+        } else {
+          const int32_t* px = x.ptr<int32_t>() + b;
+          for (size_t i = 0; i < n; ++i) py[b + i] = static_cast<float>(px[i] - z) * ps[ch];
         }
       });
     }));
   };
 }
-
-// Round half to even for |v| < 2^22 without libm: adding and subtracting 1.5 * 2^23 leaves the
-// nearest integer under the default rounding mode (callers clamp first).
-inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
 
 // y = saturate(round(x / s) + z) with s = (max(x, 0) - min(x, 0)) / 255, z = round(-min / s).
 void dynamic_quantize_linear(OpContext& c) {
@@ -181,13 +177,9 @@ void dynamic_quantize_linear(OpContext& c) {
   c.output(2, DType::u8, {}).ptr<uint8_t>()[0] = static_cast<uint8_t>(zero);
   uint8_t* py = y.ptr<uint8_t>();
   const float s = scale == 0.0f ? 1.0f : scale;
-  const float zf = static_cast<float>(zero);
+  const Int8ConvertKernels& k = select_int8_convert_kernels();
   parallel(c.pool, n, 1 << 14, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) {
-      // x / s lies in [lo / s, hi / s], at most 255 wide: far inside round_even's range
-      const float q = round_even(px[i] / s) + zf;
-      py[i] = static_cast<uint8_t>(q < 0.0f ? 0.0f : q > 255.0f ? 255.0f : q);
-    }
+    k.quantize_u8(e - b, px + b, s, static_cast<float>(zero), py + b);
   });
 }
 

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/int8_gemm.h"
+#include "kernels/int8_row_ukernel.h"
 
 namespace kiln {
 
@@ -29,6 +30,16 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t Kq, const uint8_t* a
     _mm512_mask_storeu_epi32(c + r * ldc, m0, acc[r][0]);
     if (m1) _mm512_mask_storeu_epi32(c + r * ldc + 16, m1, acc[r][1]);
   }
+}
+
+KILN_INT8_CONVERT_DEFS(avx512)
+
+void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
+  int8_row_f32_impl(n, acc, p, y);
+}
+
+void kiln_int8_row_u8__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y) {
+  int8_row_u8_impl(n, acc, p, y);
 }
 
 }  // namespace kiln

@@ -1,0 +1,305 @@
+"""Quantized regions of a graph, lowered to the native integer kernels.
+
+kiln's quantizer writes int8 the way every engine reads it: static graphs as
+QuantizeLinear -> DequantizeLinear pairs around float MatMul / Gemm / Conv nodes whose weights
+come through DequantizeLinear, dynamic graphs as DynamicQuantizeLinear -> MatMulInteger ->
+Cast -> Mul(scale). Run as written, the native engine would dequantize and multiply in float,
+which is slower than the fp32 model. This module finds each such product and describes the one
+``kiln::QGemm`` / ``kiln::QConv`` node that computes it on the u8 x s8 GEMM, together with the
+nodes whose work that node takes over:
+
+- the bias Add (MatMul) or the dequantized int32 bias (Gemm, Conv),
+- a Relu reading the product,
+- a QuantizeLinear reading the result (the kernel then writes u8 directly, and the next
+  layer's DequantizeLinear disappears too when that layer is fused as well).
+
+Only symmetric weights (zero points all 0), scalar activation parameters, u8 activations and
+2-D, one-group convolutions match; anything else stays as written and runs on the ordinary
+ops, with the same results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+ConstOf = Callable[[ir.Value | None], np.ndarray | None]
+# An input of the fused node: a graph value, an array made here, or absent.
+FusedInput = ir.Value | np.ndarray | None
+
+
+@dataclasses.dataclass
+class Int8Op:
+    """One kiln::QGemm / kiln::QConv replacing ``anchor`` (and ``absorbed``); a QConv also
+    carries the anchor Conv's own attributes."""
+
+    anchor: ir.Node
+    op: str
+    inputs: list[FusedInput]
+    output: ir.Value
+    attrs: dict[str, Any]
+    absorbed: list[ir.Node]          # nodes only this op read from
+    shared: list[ir.Node]            # dequantizations other nodes may still need
+
+
+def _is_onnx(node: ir.Node | None, op_type: str) -> bool:
+    return node is not None and node.domain in ("", "ai.onnx") and node.op_type == op_type
+
+
+class _Matcher:
+    def __init__(self, nodes: Sequence[ir.Node], wanted: set[str], const_of: ConstOf) -> None:
+        self.present = set(nodes)
+        self.wanted = wanted
+        self.const_of = const_of
+
+    def producer(self, value: ir.Value | None, op_type: str) -> ir.Node | None:
+        node = value.producer() if value is not None else None
+        return node if node in self.present and _is_onnx(node, op_type) else None
+
+    def only_user(self, value: ir.Value, op_type: str) -> ir.Node | None:
+        """The one node reading ``value`` when it is ``op_type`` and nobody else wants it."""
+        if value.name in self.wanted or value.is_graph_output():
+            return None
+        users = {u.node for u in value.uses()}
+        if len(users) != 1 or len(list(value.uses())) != 1:
+            return None
+        node = users.pop()
+        return node if node in self.present and _is_onnx(node, op_type) else None
+
+    def scalar(self, value: ir.Value | None, dtype: type) -> np.ndarray | None:
+        arr = self.const_of(value)
+        if arr is None or arr.size != 1 or arr.dtype != dtype:
+            return None
+        return arr.reshape(())
+
+    def activation(self, value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray | None,
+                                                   ir.Node] | None:
+        """x_q, scale, zero point and the DequantizeLinear of a per-tensor u8 activation."""
+        dq = self.producer(value, "DequantizeLinear")
+        if dq is None or len(dq.inputs) < 2 or dq.inputs[0] is None:
+            return None
+        q = dq.inputs[0]
+        if self.const_of(q) is not None or q.dtype != ir.DataType.UINT8:
+            return None
+        scale = self.scalar(dq.inputs[1], np.float32)
+        zero = dq.inputs[2] if len(dq.inputs) > 2 else None
+        zero_arr = self.scalar(zero, np.uint8) if zero is not None else None
+        if scale is None or zero is not None and zero_arr is None:
+            return None
+        return q, scale, zero_arr, dq
+
+    def weights(self, value: ir.Value, rank: int, channel_axis: int
+                ) -> tuple[np.ndarray, np.ndarray, ir.Node] | None:
+        """Symmetric int8 weights behind a DequantizeLinear: (w, scale per channel or one, dq)."""
+        dq = self.producer(value, "DequantizeLinear")
+        if dq is None or len(dq.inputs) < 2:
+            return None
+        w = self.const_of(dq.inputs[0])
+        scale = self.const_of(dq.inputs[1])
+        zero = self.const_of(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+        if w is None or w.dtype != np.int8 or w.ndim != rank or scale is None \
+                or scale.dtype != np.float32:
+            return None
+        if len(dq.inputs) > 2 and dq.inputs[2] is not None and (zero is None or np.any(zero)):
+            return None
+        if scale.size != 1:
+            axis = dq.attributes["axis"].as_int() if "axis" in dq.attributes else 1
+            if scale.ndim != 1 or axis % rank != channel_axis \
+                    or scale.size != w.shape[channel_axis]:
+                return None
+        if "block_size" in dq.attributes and dq.attributes["block_size"].as_int() != 0:
+            return None
+        return w, scale.reshape(-1), dq
+
+    def bias(self, value: ir.Value | None, channels: int
+             ) -> tuple[np.ndarray | None, ir.Node | None] | None:
+        """A float bias of ``channels`` values, given directly or as dequantized int32."""
+        if value is None:
+            return None, None
+        arr = self.const_of(value)
+        if arr is not None:
+            return (arr.astype(np.float32).reshape(-1), None) \
+                if arr.dtype == np.float32 and arr.size == channels else None
+        dq = self.producer(value, "DequantizeLinear")
+        if dq is None or len(dq.inputs) < 2:
+            return None
+        q = self.const_of(dq.inputs[0])
+        scale = self.const_of(dq.inputs[1])
+        zero = self.const_of(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+        if q is None or scale is None or q.size != channels or scale.dtype != np.float32 \
+                or scale.size not in (1, channels) or q.dtype != np.int32:
+            return None
+        z = zero.astype(np.float64).reshape(-1) if zero is not None else 0.0
+        b = (q.astype(np.float64).reshape(-1) - z) * scale.astype(np.float64).reshape(-1)
+        return b.astype(np.float32), dq
+
+    def tail(self, out: ir.Value, channels: int, bias_add: bool
+             ) -> tuple[ir.Value, np.ndarray | None, bool, tuple | None, list[ir.Node]]:
+        """What follows the product and can run in its epilogue: a constant bias Add (MatMul
+        only), a Relu, a per-tensor u8 QuantizeLinear."""
+        absorbed: list[ir.Node] = []
+        bias = None
+        if bias_add and (add := self.only_user(out, "Add")) is not None:
+            other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+            arr = self.const_of(other)
+            # a 1-D bias never changes the product's rank; a longer one must be known not to
+            if arr is not None and arr.dtype == np.float32 and arr.size == channels and (
+                    arr.ndim == 1 or out.shape is not None and arr.ndim <= len(out.shape)):
+                bias, out = arr.reshape(-1), add.outputs[0]
+                absorbed.append(add)
+        relu = False
+        if (r := self.only_user(out, "Relu")) is not None:
+            relu, out = True, r.outputs[0]
+            absorbed.append(r)
+        quant = None
+        if (q := self.only_user(out, "QuantizeLinear")) is not None and len(q.inputs) == 3:
+            scale = self.scalar(q.inputs[1], np.float32)
+            zero = self.scalar(q.inputs[2], np.uint8)
+            if scale is not None and zero is not None and np.isfinite(scale) and scale > 0:
+                quant, out = (scale, zero), q.outputs[0]
+                absorbed.append(q)
+        return out, bias, relu, quant, absorbed
+
+    # -- anchors ------------------------------------------------------------------------------
+
+    def static(self, node: ir.Node) -> Int8Op | None:
+        """MatMul / Gemm / Conv reading dequantized u8 activations and int8 weights."""
+        if len(node.inputs) < 2 or node.inputs[0] is None or node.inputs[1] is None:
+            return None
+        act = self.activation(node.inputs[0])
+        if act is None:
+            return None
+        q, a_scale, a_zero, a_dq = act
+        bias_in = node.inputs[2] if len(node.inputs) > 2 else None
+        attrs: dict[str, Any] = {}
+        if _is_onnx(node, "MatMul"):
+            w = self.weights(node.inputs[1], 2, 1)
+            if w is None:
+                return None
+            weights, w_scale, w_dq = w
+            op, bias, bias_dq = "QGemm", None, None
+        elif _is_onnx(node, "Gemm"):
+            a = node.attributes
+            if any(a[k].as_float() != 1.0 for k in ("alpha", "beta") if k in a) \
+                    or ("transA" in a and a["transA"].as_int()):
+                return None
+            trans_b = "transB" in a and a["transB"].as_int() == 1
+            w = self.weights(node.inputs[1], 2, 0 if trans_b else 1)
+            if w is None:
+                return None
+            weights, w_scale, w_dq = w
+            if trans_b:
+                weights = np.ascontiguousarray(weights.T)
+            got = self.bias(bias_in, weights.shape[1])
+            if got is None:
+                return None
+            (bias, bias_dq), op = got, "QGemm"
+        elif _is_onnx(node, "Conv"):
+            a = node.attributes
+            if "group" in a and a["group"].as_int() != 1:
+                return None
+            w = self.weights(node.inputs[1], 4, 0)
+            if w is None:
+                return None
+            weights, w_scale, w_dq = w
+            got = self.bias(bias_in, weights.shape[0])
+            if got is None:
+                return None
+            (bias, bias_dq), op = got, "QConv"  # the Conv's attributes are kept
+        else:
+            return None
+        channels = weights.shape[0] if op == "QConv" else weights.shape[1]
+        out, tail_bias, relu, quant, absorbed = self.tail(node.outputs[0], channels,
+                                                          bias_add=op == "QGemm" and bias is None)
+        if tail_bias is not None:
+            bias = tail_bias
+        if relu:
+            attrs["activation"] = "Relu"
+        inputs: list[FusedInput] = [q, weights, a_scale, a_zero, w_scale, bias,
+                                    *(quant if quant else (None, None))]
+        shared = [a_dq, w_dq] + ([bias_dq] if bias_dq is not None else [])
+        return Int8Op(node, op, inputs, out, attrs, absorbed, shared)
+
+    def dynamic(self, node: ir.Node) -> Int8Op | None:
+        """MatMulInteger -> Cast(float) -> Mul(a_scale * w_scale) with a constant int8 B."""
+        ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+        q, b, a_zero, b_zero = ins[:4]
+        weights = self.const_of(b)
+        if q is None or self.const_of(q) is not None or q.dtype != ir.DataType.UINT8 \
+                or weights is None or weights.dtype != np.int8 or weights.ndim != 2:
+            return None
+        if b_zero is not None:
+            bz = self.const_of(b_zero)
+            if bz is None or np.any(bz):
+                return None
+        if a_zero is not None and a_zero.dtype not in (ir.DataType.UINT8, None):
+            return None
+        cast = self.only_user(node.outputs[0], "Cast")
+        if cast is None or cast.attributes["to"].as_int() != ir.DataType.FLOAT:
+            return None
+        mul = self.only_user(cast.outputs[0], "Mul")
+        if mul is None:
+            return None
+        scale_value = mul.inputs[1] if mul.inputs[0] is cast.outputs[0] else mul.inputs[0]
+        scale_mul = self.producer(scale_value, "Mul")
+        if scale_mul is None or scale_value.is_graph_output():
+            return None
+        n = weights.shape[1]
+        a_scale = w_scale = None
+        for x, y in ((scale_mul.inputs[0], scale_mul.inputs[1]),
+                     (scale_mul.inputs[1], scale_mul.inputs[0])):
+            arr = self.const_of(y)
+            if arr is not None and arr.dtype == np.float32 and arr.size in (1, n) \
+                    and self.const_of(x) is None and _scalar_value(x):
+                a_scale, w_scale = x, arr.reshape(-1)
+                break
+        if a_scale is None:
+            return None
+        out, bias, relu, quant, absorbed = self.tail(mul.outputs[0], n, bias_add=True)
+        attrs = {"activation": "Relu"} if relu else {}
+        inputs: list[FusedInput] = [q, weights, a_scale, a_zero, w_scale, bias,
+                                    *(quant if quant else (None, None))]
+        return Int8Op(node, "QGemm", inputs, out, attrs, [cast, mul] + absorbed, [scale_mul])
+
+
+def _scalar_value(value: ir.Value | None) -> bool:
+    """True when ``value`` is known to hold one element (DynamicQuantizeLinear's scale)."""
+    if value is None:
+        return False
+    producer = value.producer()
+    if _is_onnx(producer, "DynamicQuantizeLinear") and producer.outputs[1] is value:
+        return True
+    return value.shape is not None and all(d == 1 for d in value.shape)
+
+
+def find_int8_ops(nodes: Sequence[ir.Node], wanted: set[str], const_of: ConstOf
+                  ) -> tuple[dict[ir.Node, Int8Op], set[ir.Node]]:
+    """The fused integer ops by anchor node, and every node they make redundant."""
+    matcher = _Matcher(nodes, wanted, const_of)
+    ops: dict[ir.Node, Int8Op] = {}
+    taken: set[ir.Node] = set()
+    for node in nodes:
+        if node in taken:
+            continue
+        found = matcher.dynamic(node) if _is_onnx(node, "MatMulInteger") else \
+            matcher.static(node) if node.op_type in ("MatMul", "Gemm", "Conv") else None
+        if found is None or any(n in taken or n in ops for n in found.absorbed):
+            continue
+        ops[node] = found
+        taken.update(found.absorbed)
+    # A dequantization (or the scale product) is dead once every reader was fused away.
+    gone = set(ops) | taken
+    for op in ops.values():
+        for node in op.shared:
+            if node in gone:
+                continue
+            outs = [o for o in node.outputs if o is not None]
+            if all(o.name not in wanted and not o.is_graph_output()
+                   and all(u.node in gone for u in o.uses()) for o in outs):
+                taken.add(node)
+                gone.add(node)
+    return ops, taken

@@ -1,0 +1,81 @@
+// The int8 epilogue loops, written once and compiled per ISA (the including file's flags pick
+// the vector width). See Int8RowParams in int8_gemm.h.
+#pragma once
+#include "kernels/int8_gemm.h"
+
+namespace kiln {
+
+// Parameters are copied to locals and pointers marked restrict: a u8 store may alias
+// anything, and without this the compiler reloads p's fields per element and cannot vectorize.
+inline void int8_row_f32_impl(size_t n, const int32_t* __restrict acc, const Int8RowParams& p,
+                              float* __restrict y) {
+  const float* __restrict mult = p.mult;
+  const float* __restrict offset = p.offset;
+  if (p.relu) {
+    for (size_t j = 0; j < n; ++j) {
+      const float v = static_cast<float>(acc[j]) * mult[j] + offset[j];
+      y[j] = v > 0.0f ? v : 0.0f;
+    }
+  } else {
+    for (size_t j = 0; j < n; ++j) y[j] = static_cast<float>(acc[j]) * mult[j] + offset[j];
+  }
+}
+
+inline void int8_row_u8_impl(size_t n, const int32_t* __restrict acc, const Int8RowParams& p,
+                             uint8_t* __restrict y) {
+  const float* __restrict mult = p.mult;
+  const float* __restrict offset = p.offset;
+  const float lo = p.lo, hi = p.hi, zero = p.zero;
+  for (size_t j = 0; j < n; ++j) {
+    float v = static_cast<float>(acc[j]) * mult[j] + offset[j];
+    v = v < hi ? v : hi;
+    v = v > lo ? v : lo;  // NaN goes to lo
+    // half-to-even rounding by the float adder (|v| <= 255 here), then the zero point
+    v = (v + 12582912.0f) - 12582912.0f + zero;
+    y[j] = static_cast<uint8_t>(static_cast<int32_t>(v));
+  }
+}
+
+// QuantizeLinear on one run: saturate(round_half_even(x / scale) + zero) into [lo, hi]
+// (0..255 for u8, -128..127 for s8). Clamping first keeps |v| small enough for the float adder
+// to round; NaN saturates to hi.
+template <typename Q>
+inline void quantize_run_impl(size_t n, const float* __restrict x, float scale, float zero,
+                              Q* __restrict y) {
+  const float lo = (Q(-1) < Q(0) ? -128.0f : 0.0f) - zero;
+  const float hi = (Q(-1) < Q(0) ? 127.0f : 255.0f) - zero;
+  for (size_t i = 0; i < n; ++i) {
+    float v = x[i] / scale;
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    v = (v + 12582912.0f) - 12582912.0f + zero;
+    y[i] = static_cast<Q>(static_cast<int32_t>(v));
+  }
+}
+
+// DequantizeLinear on one run: (q - zero) * scale.
+template <typename Q>
+inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, int32_t zero,
+                                float* __restrict y) {
+  for (size_t i = 0; i < n; ++i)
+    y[i] = static_cast<float>(static_cast<int32_t>(q[i]) - zero) * scale;
+}
+
+// Defines the convert kernels of one ISA in the file compiled with its flags.
+#define KILN_INT8_CONVERT_DEFS(isa)                                                          \
+  void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
+    quantize_run_impl(n, x, scale, zero, y);                                                 \
+  }                                                                                          \
+  void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y) { \
+    quantize_run_impl(n, x, scale, zero, y);                                                 \
+  }                                                                                          \
+  void kiln_dequantize_u8__##isa(size_t n, const uint8_t* q, float scale, int32_t zero,      \
+                                 float* y) {                                                 \
+    dequantize_run_impl(n, q, scale, zero, y);                                               \
+  }                                                                                          \
+  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero,       \
+                                 float* y) {                                                 \
+    dequantize_run_impl(n, q, scale, zero, y);                                               \
+  }
+
+}  // namespace kiln
