@@ -224,6 +224,30 @@ class _Matcher:
         shared = [a_dq, w_dq] + ([bias_dq] if bias_dq is not None else [])
         return Int8Op(node, op, inputs, out, attrs, absorbed, shared)
 
+    def max_pool(self, node: ir.Node) -> Int8Op | None:
+        """DequantizeLinear -> 2-D MaxPool -> QuantizeLinear: the pool runs on the bytes."""
+        a = node.attributes
+        ints = {k: list(a[k].as_ints()) for k in ("kernel_shape", "dilations", "pads", "strides")
+                if k in a}
+        if len(ints.get("kernel_shape", [])) != 2 or any(d != 1 for d in ints.get("dilations", [])) \
+                or ("ceil_mode" in a and a["ceil_mode"].as_int()) \
+                or ("storage_order" in a and a["storage_order"].as_int()) \
+                or ("auto_pad" in a and a["auto_pad"].as_string() not in ("NOTSET", "")):
+            return None
+        pads = ints.get("pads", [0, 0, 0, 0])
+        if any(p >= k for p, k in zip(pads, ints["kernel_shape"] * 2)):
+            return None
+        if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+            return None
+        act = self.activation(node.inputs[0]) if node.inputs else None
+        if act is None:
+            return None
+        q, scale, zero, dq = act
+        out, _, relu, quant, absorbed = self.tail(node.outputs[0], 0, bias_add=False)
+        if relu or quant is None:
+            return None
+        return Int8Op(node, "QMaxPool", [q, scale, zero, *quant], out, {}, absorbed, [dq])
+
     def dynamic(self, node: ir.Node) -> Int8Op | None:
         """MatMulInteger -> Cast(float) -> Mul(a_scale * w_scale) with a constant int8 B."""
         ins = list(node.inputs) + [None] * (4 - len(node.inputs))
@@ -286,6 +310,7 @@ def find_int8_ops(nodes: Sequence[ir.Node], wanted: set[str], const_of: ConstOf
         if node in taken:
             continue
         found = matcher.dynamic(node) if _is_onnx(node, "MatMulInteger") else \
+            matcher.max_pool(node) if _is_onnx(node, "MaxPool") else \
             matcher.static(node) if node.op_type in ("MatMul", "Gemm", "Conv") else None
         if found is None or any(n in taken or n in ops for n in found.absorbed):
             continue
@@ -302,4 +327,31 @@ def find_int8_ops(nodes: Sequence[ir.Node], wanted: set[str], const_of: ConstOf
                    and all(u.node in gone for u in o.uses()) for o in outs):
                 taken.add(node)
                 gone.add(node)
+    _hand_over_nhwc(ops, taken, wanted)
     return ops, taken
+
+
+def _hand_over_nhwc(ops: dict[ir.Node, Int8Op], taken: set[ir.Node], wanted: set[str]) -> None:
+    """A QConv / QMaxPool whose u8 result only feeds other such ops (through dequantizations
+    fused away)
+    writes it in NHWC, the layout its GEMM produces and the next one reads: no transposition
+    in between. The value is internal to the plan, so nobody else sees the layout."""
+    spatial = ("QConv", "QMaxPool")
+    by_output = {op.output.name: op for op in ops.values() if op.op in spatial}
+    readers: dict[str, list[Int8Op]] = {}
+    for op in ops.values():
+        if op.op in spatial and isinstance(op.inputs[0], ir.Value):
+            readers.setdefault(op.inputs[0].name, []).append(op)
+    for name, producer in by_output.items():
+        value = producer.output
+        if value.name in wanted or value.is_graph_output() or name not in readers:
+            continue
+        dqs = [u.node for u in value.uses()]
+        if not dqs or any(d not in taken or not _is_onnx(d, "DequantizeLinear") for d in dqs):
+            continue
+        consumers = {u.node for d in dqs for o in d.outputs if o is not None for u in o.uses()}
+        if consumers != {op.anchor for op in readers[name]}:
+            continue
+        producer.attrs["kiln_layout_out"] = "NHWC"
+        for op in readers[name]:
+            op.attrs["kiln_layout_in"] = "NHWC"

@@ -346,7 +346,7 @@ class Lowering:
         while inputs and inputs[-1] == -1:
             inputs.pop()
             sources.pop()
-        fused_attrs = (attrs if op.op == "QConv" else {}) | op.attrs
+        fused_attrs = (attrs if op.op in ("QConv", "QMaxPool") else {}) | op.attrs
         plan_nodes.append(PlanNode(name=node.name or "", domain="kiln", op=op.op, opset=1,
                                    inputs=inputs, outputs=[vid(op.output)], attrs=fused_attrs))
         return _FusedSource(sources, [op.output], node.name or "", f"kiln::{op.op}")

@@ -163,13 +163,75 @@ class QGemmKernel final : public Kernel {
   std::shared_ptr<PackedInt8B> packed_;
 };
 
+// The layout attributes the lowering sets on a QConv / QMaxPool ("NCHW" unless said).
+bool layout_of(const NodeDesc& node, const char* key) {
+  const std::string v = node.attr_s(key, "NCHW");
+  if (v != "NCHW" && v != "NHWC") node.fail(std::string(key) + " must be NCHW or NHWC");
+  return v == "NHWC";
+}
+
+// Copies n bytes with fixed-size moves the compiler inlines (im2col copies are short: C or
+// KW * C bytes, and a libc call per copy cost more than the bytes).
+inline void copy_short(uint8_t* dst, const uint8_t* src, size_t n) {
+  for (; n >= 32; n -= 32, dst += 32, src += 32) __builtin_memcpy(dst, src, 32);
+  if (n >= 16) { __builtin_memcpy(dst, src, 16); n -= 16; dst += 16; src += 16; }
+  if (n >= 8) { __builtin_memcpy(dst, src, 8); n -= 8; dst += 8; src += 8; }
+  if (n >= 4) { __builtin_memcpy(dst, src, 4); n -= 4; dst += 4; src += 4; }
+  for (; n; --n) *dst++ = *src++;
+}
+
+// im2col rows of an NHWC u8 input, one per output pixel, in (kh, kw, c) order; K padded
+// with zeros to Kq, outside the image filled with the zero point (the real zero).
+struct Im2colRows {
+  const uint8_t* x;
+  size_t H, W, C, KH, KW, OW, P, Kq, row_bytes;
+  int64_t sh, sw, ph, pw, dh, dw;
+  uint8_t pad;
+
+  void fill(size_t i0, size_t rows, uint8_t* dst) const {
+    const int64_t Hi = static_cast<int64_t>(H), Wi = static_cast<int64_t>(W);
+    const size_t span = KW * C;
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t i = i0 + r, n = i / P, p = i % P;
+      const int64_t oh = static_cast<int64_t>(p / OW), ow = static_cast<int64_t>(p % OW);
+      const int64_t iw0 = ow * sw - pw;
+      // dw == 1 and inside: a kernel row is KW * C contiguous input bytes
+      const bool dense = dw == 1 && iw0 >= 0 && iw0 + static_cast<int64_t>(KW) <= Wi;
+      uint8_t* row = dst + r * Kq;
+      for (size_t kh = 0; kh < KH; ++kh) {
+        const int64_t ih = oh * sh - ph + static_cast<int64_t>(kh) * dh;
+        uint8_t* out = row + kh * span;
+        if (ih < 0 || ih >= Hi) {
+          std::memset(out, pad, span);
+          continue;
+        }
+        const uint8_t* line = x + (n * H + static_cast<size_t>(ih)) * W * C;
+        if (dense) {
+          copy_short(out, line + iw0 * C, span);
+          continue;
+        }
+        for (size_t kw = 0; kw < KW; ++kw) {
+          const int64_t iw = iw0 + static_cast<int64_t>(kw) * dw;
+          if (iw < 0 || iw >= Wi) std::memset(out + kw * C, pad, C);
+          else copy_short(out + kw * C, line + iw * C, C);
+        }
+      }
+      std::memset(row + row_bytes, 0, Kq - row_bytes);
+    }
+  }
+};
+
 // 2-D convolution, one group: X [N, C, H, W] (u8) * W [K, C, KH, KW] (s8) -> Y [N, K, OH, OW].
-// X is copied to NHWC once so every im2col row is KH * KW runs of C contiguous bytes; the GEMM
-// has one row per output pixel and the epilogue writes it back to NCHW.
+// The GEMM has one row per output pixel and reads its input in NHWC, so every im2col row is
+// KH runs of KW * C contiguous bytes. `kiln_layout_in` / `kiln_layout_out` = "NHWC" say the
+// lowering hands a u8 value from one QConv to the next in NHWC (shape [N, H, W, C]) and no
+// transposition happens between them; otherwise X is copied to NHWC here (C > 1) and the
+// epilogue writes NCHW.
 class QConvKernel final : public Kernel {
  public:
   QConvKernel(const NodeDesc& node, const BuildContext& bc)
-      : attrs_(read_attrs(node, false)), relu_(relu_of(node)) {
+      : attrs_(read_attrs(node, false)), relu_(relu_of(node)),
+        nhwc_in_(layout_of(node, "kiln_layout_in")), nhwc_out_(layout_of(node, "kiln_layout_out")) {
     if (attrs_.group != 1) node.fail("int8 convolution supports group 1 only");
     const Tensor* w = bc.constant(node, 1);
     check_constant_weights(node, w, 4);
@@ -186,62 +248,58 @@ class QConvKernel final : public Kernel {
   }
 
   void run(OpContext& c) const override {
-    const Tensor& x = c.in(0);
+    const Tensor& xin = c.in(0);
     const Tensor& w = c.in(1);
-    if (x.dtype != DType::u8) c.fail("X must be uint8, got " + std::string(dtype_name(x.dtype)));
-    if (x.rank() != 4) c.fail("int8 convolution is 2-D: X must be [N, C, H, W], got " +
-                              shape_str(x.shape));
+    if (xin.dtype != DType::u8)
+      c.fail("X must be uint8, got " + std::string(dtype_name(xin.dtype)));
+    if (xin.rank() != 4)
+      c.fail("int8 convolution is 2-D: X must have rank 4, got " + shape_str(xin.shape));
+    Tensor x = xin;  // the geometry reads NCHW dims
+    if (nhwc_in_) x.shape = {xin.shape[0], xin.shape[3], xin.shape[1], xin.shape[2]};
     const Geom g = conv_geom(attrs_, x, w, c);
     const PackedInt8B& pw = *packed_;
     const Requant rq(c, pw, relu_);
     const size_t C = g.C, H = g.in[0], W = g.in[1], KH = g.k[0], KW = g.k[1];
     const size_t OH = g.out[0], OW = g.out[1], P = OH * OW, Kout = g.M;
+    const int64_t n_ = x.shape[0], k_ = static_cast<int64_t>(Kout),
+                  oh_ = static_cast<int64_t>(OH), ow_ = static_cast<int64_t>(OW);
     Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32,
-                         {x.shape[0], static_cast<int64_t>(Kout), static_cast<int64_t>(OH),
-                          static_cast<int64_t>(OW)});
+                         nhwc_out_ ? Shape{n_, oh_, ow_, k_} : Shape{n_, k_, oh_, ow_});
     if (g.N * P == 0) return;
     const uint8_t pad = static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c));
 
-    std::vector<uint8_t> nhwc(g.N * H * W * C);
-    const uint8_t* px = x.ptr<uint8_t>();
-    parallel(c.pool, g.N * H, 4, [&](size_t b, size_t e) {
-      for (size_t nh = b; nh < e; ++nh) {
-        const size_t n = nh / H, h = nh % H;
-        uint8_t* dst = nhwc.data() + nh * W * C;
-        for (size_t ch = 0; ch < C; ++ch) {
-          const uint8_t* src = px + ((n * C + ch) * H + h) * W;
-          for (size_t wi = 0; wi < W; ++wi) dst[wi * C + ch] = src[wi];
+    // The input in NHWC: as given, the same bytes when C == 1, else transposed here.
+    std::vector<uint8_t> copied;
+    const uint8_t* nhwc = xin.ptr<uint8_t>();
+    if (!nhwc_in_ && C > 1) {
+      copied.resize(g.N * H * W * C);
+      const uint8_t* px = xin.ptr<uint8_t>();
+      parallel(c.pool, g.N * H, 4, [&](size_t b, size_t e) {
+        for (size_t nh = b; nh < e; ++nh) {
+          const size_t n = nh / H, h = nh % H;
+          uint8_t* dst = copied.data() + nh * W * C;
+          for (size_t ch = 0; ch < C; ++ch) {
+            const uint8_t* src = px + ((n * C + ch) * H + h) * W;
+            for (size_t wi = 0; wi < W; ++wi) dst[wi * C + ch] = src[wi];
+          }
         }
-      }
-    });
+      });
+      nhwc = copied.data();
+    }
 
     const size_t Kq = pw.Kq, row_bytes = KH * KW * C;
     const bool pointwise = KH == 1 && KW == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
                            g.pb[0] == 0 && g.pb[1] == 0 && g.pe[0] == 0 && g.pe[1] == 0;
     Int8GemmIO io;
     if (pointwise) {
-      io.fill = int8_rows_of(nhwc.data(), C, C, Kq);
+      io.fill = int8_rows_of(nhwc, C, C, Kq);
     } else {
-      io.fill = [&](size_t i0, size_t rows, uint8_t* dst) -> const uint8_t* {
-        for (size_t r = 0; r < rows; ++r) {
-          const size_t i = i0 + r, n = i / P, p = i % P;
-          const int64_t oh = static_cast<int64_t>(p / OW), ow = static_cast<int64_t>(p % OW);
-          uint8_t* row = dst + r * Kq;
-          for (size_t kh = 0; kh < KH; ++kh) {
-            const int64_t ih = oh * g.stride[0] - g.pb[0] + static_cast<int64_t>(kh) * g.dil[0];
-            for (size_t kw = 0; kw < KW; ++kw) {
-              const int64_t iw =
-                  ow * g.stride[1] - g.pb[1] + static_cast<int64_t>(kw) * g.dil[1];
-              uint8_t* out = row + (kh * KW + kw) * C;
-              if (ih < 0 || ih >= static_cast<int64_t>(H) || iw < 0 ||
-                  iw >= static_cast<int64_t>(W))
-                std::memset(out, pad, C);  // the zero point is the real zero
-              else
-                std::memcpy(out, nhwc.data() + ((n * H + ih) * W + iw) * C, C);
-            }
-          }
-          std::memset(row + row_bytes, 0, Kq - row_bytes);
-        }
+      // Everything by value: the byte stores may alias any captured reference, which made
+      // the compiler reload each one per copy.
+      const Im2colRows geo{nhwc, H, W, C, KH, KW, OW, P, Kq, row_bytes,
+                           g.stride[0], g.stride[1], g.pb[0], g.pb[1], g.dil[0], g.dil[1], pad};
+      io.fill = [geo](size_t i0, size_t rows, uint8_t* dst) -> const uint8_t* {
+        geo.fill(i0, rows, dst);
         return dst;
       };
     }
@@ -252,7 +310,12 @@ class QConvKernel final : public Kernel {
       Int8RowParams p = rp;
       p.mult += j0;
       p.offset += j0;
-      if (rq.to_u8) {
+      if (nhwc_out_) {  // rows are pixels: the NHWC output is the GEMM's own layout
+        for (size_t r = 0; r < rows; ++r) {
+          if (rq.to_u8) rows_out.to_u8(cols, acc + r * ld, p, y.ptr<uint8_t>() + (i0 + r) * Kout + j0);
+          else rows_out.to_f32(cols, acc + r * ld, p, y.ptr<float>() + (i0 + r) * Kout + j0);
+        }
+      } else if (rq.to_u8) {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
         for (size_t r = 0; r < rows; ++r) rows_out.to_u8(cols, acc + r * ld, p, &tile[r * ld]);
@@ -270,7 +333,91 @@ class QConvKernel final : public Kernel {
  private:
   ConvAttrs attrs_;
   bool relu_;
+  bool nhwc_in_, nhwc_out_;
   std::shared_ptr<PackedInt8B> packed_;
+};
+
+// kiln::QMaxPool: DequantizeLinear -> MaxPool -> QuantizeLinear on u8 values. Dequantizing
+// is increasing (scale > 0), so the max of the dequantized window is the dequantized max: the
+// pool runs on the bytes, then one 256-entry table requantizes. Inputs: 0 X (u8), 1 x_scale,
+// 2 x_zero, 3 y_scale, 4 y_zero. 2-D, no dilation, floor mode; windows padded with 0, the
+// smallest byte, which never wins over a real element. Layouts as in QConv.
+class QMaxPoolKernel final : public Kernel {
+ public:
+  explicit QMaxPoolKernel(const NodeDesc& node)
+      : nhwc_in_(layout_of(node, "kiln_layout_in")),
+        nhwc_out_(layout_of(node, "kiln_layout_out")),
+        kernel_(node.attr_ints("kernel_shape")),
+        strides_(node.attr_ints("strides", {1, 1})),
+        pads_(node.attr_ints("pads", {0, 0, 0, 0})) {
+    if (kernel_.size() != 2 || strides_.size() != 2 || pads_.size() != 4)
+      node.fail("int8 max pooling is 2-D: kernel_shape, strides and pads must have 2, 2 and 4 "
+                "values");
+    for (int64_t v : kernel_) if (v < 1) node.fail("kernel_shape must be >= 1");
+    for (int64_t v : strides_) if (v < 1) node.fail("strides must be >= 1");
+    for (size_t d = 0; d < 2; ++d)
+      if (pads_[d] < 0 || pads_[d + 2] < 0 || pads_[d] >= kernel_[d] || pads_[d + 2] >= kernel_[d])
+        node.fail("pads must be >= 0 and smaller than the kernel");
+  }
+
+  void run(OpContext& c) const override {
+    const Tensor& x = c.in(0);
+    if (x.dtype != DType::u8 || x.rank() != 4)
+      c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
+             shape_str(x.shape));
+    const size_t N = x.shape[0], C = nhwc_in_ ? x.shape[3] : x.shape[1];
+    const int64_t H = nhwc_in_ ? x.shape[1] : x.shape[2], W = nhwc_in_ ? x.shape[2] : x.shape[3];
+    const int64_t OH = (H + pads_[0] + pads_[2] - kernel_[0]) / strides_[0] + 1;
+    const int64_t OW = (W + pads_[1] + pads_[3] - kernel_[1]) / strides_[1] + 1;
+    if (H + pads_[0] + pads_[2] < kernel_[0] || W + pads_[1] + pads_[3] < kernel_[1])
+      c.fail("the kernel is larger than the padded input " + shape_str(x.shape));
+    const float xs = scalar_f32(c.in(1), "x_scale", c), ys = scalar_f32(c.in(3), "y_scale", c);
+    const int32_t xz = scalar_u8(optional_input(c, 2), "x_zero_point", c);
+    const float yz = static_cast<float>(scalar_u8(optional_input(c, 4), "y_zero_point", c));
+    if (!(ys > 0.0f) || !std::isfinite(ys)) c.fail("y_scale must be positive and finite");
+    float deq[256];
+    uint8_t table[256];
+    for (int v = 0; v < 256; ++v) deq[v] = static_cast<float>(v - xz) * xs;
+    select_int8_convert_kernels().quantize_u8(256, deq, ys, yz, table);
+    const Shape oshape = nhwc_out_ ? Shape{x.shape[0], OH, OW, static_cast<int64_t>(C)}
+                                   : Shape{x.shape[0], static_cast<int64_t>(C), OH, OW};
+    Tensor& y = c.output(0, DType::u8, oshape);
+    // element strides of (h, w, c) in each layout
+    const size_t ih_s = nhwc_in_ ? W * C : W, iw_s = nhwc_in_ ? C : 1,
+                 ic_s = nhwc_in_ ? 1 : H * W;
+    const size_t oh_s = nhwc_out_ ? OW * C : OW, ow_s = nhwc_out_ ? C : 1,
+                 oc_s = nhwc_out_ ? 1 : OH * OW;
+    const uint8_t* px = x.ptr<uint8_t>();
+    uint8_t* py = y.ptr<uint8_t>();
+    parallel(c.pool, N * OH, 1, [&](size_t b, size_t e) {
+      std::vector<uint8_t> best(C);
+      for (size_t t = b; t < e; ++t) {
+        const size_t n = t / OH;
+        const int64_t oh = static_cast<int64_t>(t % OH);
+        const uint8_t* xn = px + n * H * W * C;
+        uint8_t* yn = py + n * OH * OW * C;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          std::fill(best.begin(), best.end(), 0);
+          for (int64_t kh = 0; kh < kernel_[0]; ++kh) {
+            const int64_t ih = oh * strides_[0] - pads_[0] + kh;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kw = 0; kw < kernel_[1]; ++kw) {
+              const int64_t iw = ow * strides_[1] - pads_[1] + kw;
+              if (iw < 0 || iw >= W) continue;
+              const uint8_t* src = xn + ih * ih_s + iw * iw_s;
+              for (size_t ch = 0; ch < C; ++ch) best[ch] = std::max(best[ch], src[ch * ic_s]);
+            }
+          }
+          uint8_t* dst = yn + oh * oh_s + ow * ow_s;
+          for (size_t ch = 0; ch < C; ++ch) dst[ch * oc_s] = table[best[ch]];
+        }
+      }
+    });
+  }
+
+ private:
+  bool nhwc_in_, nhwc_out_;
+  std::vector<int64_t> kernel_, strides_, pads_;
 };
 
 template <typename K>
@@ -284,5 +431,9 @@ KernelFactory factory_of() {
 
 KILN_REGISTER_OP("kiln", "QGemm", factory_of<QGemmKernel>());
 KILN_REGISTER_OP("kiln", "QConv", factory_of<QConvKernel>());
+KILN_REGISTER_OP("kiln", "QMaxPool",
+                 [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+                   return std::unique_ptr<Kernel>(new QMaxPoolKernel(node));
+                 });
 
 }  // namespace kiln::ops
