@@ -83,12 +83,15 @@ class _Matcher:
         if dq is None or len(dq.inputs) < 2 or dq.inputs[0] is None:
             return None
         q = dq.inputs[0]
-        if self.const_of(q) is not None or q.dtype != ir.DataType.UINT8:
-            return None
         scale = self.scalar(dq.inputs[1], np.float32)
         zero = dq.inputs[2] if len(dq.inputs) > 2 else None
         zero_arr = self.scalar(zero, np.uint8) if zero is not None else None
-        if scale is None or zero is not None and zero_arr is None:
+        if scale is None or zero is not None and zero_arr is None \
+                or self.const_of(q) is not None:
+            return None
+        # x has its zero point's type (ONNX), so a u8 zero point makes x u8 when the graph
+        # does not say
+        if q.dtype != ir.DataType.UINT8 and not (q.dtype is None and zero_arr is not None):
             return None
         return q, scale, zero_arr, dq
 
@@ -253,8 +256,9 @@ class _Matcher:
         ins = list(node.inputs) + [None] * (4 - len(node.inputs))
         q, b, a_zero, b_zero = ins[:4]
         weights = self.const_of(b)
-        if q is None or self.const_of(q) is not None or q.dtype != ir.DataType.UINT8 \
-                or weights is None or weights.dtype != np.int8 or weights.ndim != 2:
+        u8 = q is not None and (q.dtype == ir.DataType.UINT8 or q.dtype is None and _is_onnx(
+            q.producer(), "DynamicQuantizeLinear"))
+        if not u8 or self.const_of(q) is not None or weights is None or weights.dtype != np.int8 or weights.ndim != 2:
             return None
         if b_zero is not None:
             bz = self.const_of(b_zero)

@@ -1,0 +1,191 @@
+"""Quantized graphs lowered to the native integer kernels (backends/native/int8_fusion.py):
+QDQ Conv / MatMul / Gemm / MaxPool and MatMulInteger chains become kiln::QConv, kiln::QGemm
+and kiln::QMaxPool. Each test checks both that the fusion happened (the plan's ops) and that
+the result equals onnxruntime running the graph as written; graphs the kernels cannot take
+stay as written; bad run-time shapes give kiln errors naming the node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from native_cases import compile_native, make_model, run_ort
+from onnx import helper
+
+import kiln
+
+RNG = np.random.default_rng(7)
+
+
+def _ops(compiled) -> list[str]:
+    return [n.op for seg in compiled.segments for n in seg.lowered.nodes]
+
+
+def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal up to float summation order: onnxruntime adds the dequantized products in float,
+    the integer kernels exactly in int32 and scale once."""
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=4e-6 * float(np.abs(want).max()))
+
+
+def _plan_nodes(compiled):
+    return [n for seg in compiled.segments for n in seg.lowered.nodes]
+
+
+def _qdq(name: str, scale: float, zero: int, inits: dict) -> list:
+    """QuantizeLinear -> DequantizeLinear of activation ``name`` (u8, per tensor)."""
+    inits[f"{name}_s"] = np.array(scale, np.float32)
+    inits[f"{name}_z"] = np.array(zero, np.uint8)
+    return [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"],
+                             [f"{name}_dq"])]
+
+
+def _weights(name: str, shape: tuple, axis: int, inits: dict, zero: int = 0) -> list:
+    """Symmetric per-channel int8 weights behind a DequantizeLinear."""
+    channels = shape[axis]
+    inits[f"{name}_w"] = RNG.integers(-127, 128, shape).astype(np.int8)
+    inits[f"{name}_ws"] = (RNG.random(channels) * 0.02 + 0.005).astype(np.float32)
+    inits[f"{name}_wz"] = np.full(channels, zero, np.int8)
+    return [helper.make_node("DequantizeLinear", [f"{name}_w", f"{name}_ws", f"{name}_wz"],
+                             [f"{name}_wdq"], axis=axis)]
+
+
+def _int32_bias(name: str, channels: int, x_scale: float, inits: dict) -> list:
+    """The QDQ convention onnxruntime's fused kernels assume: scale = x_scale * w_scale."""
+    inits[f"{name}_b"] = RNG.integers(-500, 500, channels).astype(np.int32)
+    inits[f"{name}_bs"] = (inits[f"{name}_ws"] * np.float32(x_scale)).astype(np.float32)
+    inits[f"{name}_bz"] = np.zeros(channels, np.int32)
+    return [helper.make_node("DequantizeLinear", [f"{name}_b", f"{name}_bs", f"{name}_bz"],
+                             [f"{name}_bdq"], axis=0)]
+
+
+def _conv_net(x: np.ndarray, c1: int = 8, c2: int = 16):
+    """image -> QDQ -> conv+relu -> QDQ -> conv+relu -> QDQ -> maxpool -> QDQ -> conv -> out:
+    every hand-over between integer ops is u8."""
+    inits: dict = {}
+    c = x.shape[1]
+    nodes = _qdq("x", 0.03, 128, inits)
+    nodes += _weights("c1", (c1, c, 3, 3), 0, inits) + _int32_bias("c1", c1, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "c1_wdq", "c1_bdq"], ["c1_y"], pads=[1] * 4,
+                               name="conv1"),
+              helper.make_node("Relu", ["c1_y"], ["r1"])]
+    nodes += _qdq("r1", 0.02, 0, inits)
+    nodes += _weights("c2", (c2, c1, 3, 3), 0, inits) + _int32_bias("c2", c2, 0.02, inits)
+    nodes += [helper.make_node("Conv", ["r1_dq", "c2_wdq", "c2_bdq"], ["c2_y"], pads=[1] * 4,
+                               strides=[1, 1], name="conv2"),
+              helper.make_node("Relu", ["c2_y"], ["r2"])]
+    nodes += _qdq("r2", 0.02, 0, inits)
+    nodes += [helper.make_node("MaxPool", ["r2_dq"], ["p"], kernel_shape=[2, 2],
+                               strides=[2, 2], name="pool")]
+    nodes += _qdq("p", 0.025, 0, inits)
+    nodes += _weights("c3", (4, c2, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["p_dq", "c3_wdq"], ["out"], strides=[2, 2],
+                               pads=[0, 1, 1, 0], name="conv3")]
+    return make_model(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
+
+
+def test_qdq_conv_net_runs_on_integer_kernels_and_equals_onnxruntime(isa: str):
+    x = RNG.standard_normal((2, 3, 19, 17)).astype(np.float32)
+    model = _conv_net(x)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv", "QMaxPool", "QConv"]
+    conv1, conv2, pool, conv3 = _plan_nodes(compiled)[1:]
+    # u8 handed over in NHWC between the integer ops; the float result leaves in NCHW
+    assert conv1.attrs.get("kiln_layout_out") == "NHWC"
+    assert conv2.attrs.get("kiln_layout_in") == "NHWC" == conv2.attrs.get("kiln_layout_out")
+    assert pool.attrs.get("kiln_layout_in") == "NHWC" == pool.attrs.get("kiln_layout_out")
+    assert conv3.attrs.get("kiln_layout_in") == "NHWC" and "kiln_layout_out" not in conv3.attrs
+    got = compiled.run({"x": x})["out"]
+    want = run_ort(model, {"x": x})[0]
+    assert got.shape == want.shape
+    _assert_close(got, want)
+
+
+def test_intermediate_graph_output_keeps_nchw():
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    model = _conv_net(x)
+    model.graph.output.append(helper.make_value_info("r1_q", helper.make_tensor_type_proto(
+        2, None)))  # uint8: the first conv's u8 result is wanted by the caller
+    compiled = compile_native(model)
+    conv1 = _plan_nodes(compiled)[1]
+    assert conv1.op == "QConv" and "kiln_layout_out" not in conv1.attrs
+    got = compiled.run({"x": x})
+    want = run_ort(model, {"x": x})
+    # u8 in the model's own layout; a value on a rounding tie may land one step away
+    diff = np.abs(got["r1_q"].astype(int) - want[1].astype(int))
+    assert diff.max() <= 1 and np.mean(diff) < 0.01
+
+
+def _matmul_model(x: np.ndarray, n: int, weight_zero: int = 0, act_dtype=np.uint8):
+    inits: dict = {}
+    k = x.shape[-1]
+    nodes = _qdq("x", 0.05, 128 if act_dtype == np.uint8 else 0, inits)
+    if act_dtype == np.int8:
+        inits["x_z"] = np.array(0, np.int8)
+    nodes += _weights("m", (k, n), 1, inits, zero=weight_zero)
+    inits["bias"] = RNG.standard_normal(n).astype(np.float32)
+    nodes += [helper.make_node("MatMul", ["x_dq", "m_wdq"], ["mm"], name="matmul"),
+              helper.make_node("Add", ["bias", "mm"], ["y"], name="bias_add")]
+    return make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+
+
+@pytest.mark.parametrize(("shape", "n"), [((1, 7, 48), 40), ((2, 64, 96), 130), ((5, 3), 33)])
+def test_qdq_matmul_with_bias_becomes_one_qgemm(isa: str, shape: tuple, n: int):
+    x = (RNG.standard_normal(shape) * 2).astype(np.float32)
+    model = _matmul_model(x, n)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QGemm"]
+    got = compiled.run({"x": x})["y"]
+    want = run_ort(model, {"x": x})[0]
+    _assert_close(got, want)
+
+
+def test_gemm_with_transposed_weights_and_int32_bias(isa: str):
+    x = RNG.standard_normal((6, 20)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.04, 120, inits) + _weights("g", (9, 20), 0, inits)
+    nodes += _int32_bias("g", 9, 0.04, inits)
+    nodes += [helper.make_node("Gemm", ["x_dq", "g_wdq", "g_bdq"], ["y"], transB=1,
+                               name="gemm")]
+    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model)
+    assert _ops(compiled) == ["QuantizeLinear", "QGemm"]
+    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(("weight_zero", "act_dtype"), [(3, np.uint8), (0, np.int8)])
+def test_what_the_kernels_cannot_take_stays_as_written(weight_zero: int, act_dtype):
+    x = RNG.standard_normal((4, 16)).astype(np.float32)
+    model = _matmul_model(x, 8, weight_zero=weight_zero, act_dtype=act_dtype)
+    compiled = compile_native(model)
+    assert "QGemm" not in _ops(compiled)
+    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+
+
+def test_dynamic_matmul_integer_chain_becomes_one_qgemm(isa: str):
+    x = RNG.standard_normal((1, 12, 32)).astype(np.float32)
+    w = RNG.integers(-127, 128, (32, 24)).astype(np.int8)
+    inits = {"w": w, "wz": np.zeros(24, np.int8),
+             "ws": (RNG.random(24) * 0.01 + 0.001).astype(np.float32),
+             "bias": RNG.standard_normal(24).astype(np.float32)}
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
+             helper.make_node("Cast", ["acc"], ["accf"], to=1),
+             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
+             helper.make_node("Add", ["mm", "bias"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["DynamicQuantizeLinear", "QGemm"]
+    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+
+
+def test_wrong_channel_count_at_run_time_names_the_node():
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    model = _conv_net(x)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "c"  # any channels accepted
+    compiled = compile_native(model)
+    assert "QConv" in _ops(compiled)
+    bad = RNG.standard_normal((1, 5, 8, 8)).astype(np.float32)
+    with pytest.raises(kiln.KilnError, match="conv1"):
+        compiled.run({"x": bad})
