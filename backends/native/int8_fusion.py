@@ -346,7 +346,11 @@ def _hand_over_nhwc(ops: dict[ir.Node, Int8Op], taken: set[ir.Node], wanted: set
     for op in ops.values():
         if op.op in spatial and isinstance(op.inputs[0], ir.Value):
             readers.setdefault(op.inputs[0].name, []).append(op)
+    # Producers in graph order, so a QMaxPool knows its own input's layout when it is asked
+    # to write NHWC (it pools NHWC bytes only into NHWC).
     for name, producer in by_output.items():
+        if producer.op == "QMaxPool" and producer.attrs.get("kiln_layout_in") != "NHWC":
+            continue
         value = producer.output
         if value.name in wanted or value.is_graph_output() or name not in readers:
             continue

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "cpu.h"
 #include "kernels/int8_row_ukernel.h"
@@ -28,14 +29,19 @@ PackedInt8B pack_int8_b(const int8_t* B, size_t K, size_t N, size_t ldb) {
   return p;
 }
 
-void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t Kq, const uint8_t* a, const int8_t* b,
-                                     int32_t* c, size_t ldc, size_t cols) {
+void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
+                                     const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                     size_t ldc, size_t cols) {
   for (size_t r = 0; r < rows; ++r)
     for (size_t j = 0; j < cols; ++j) {
       int32_t acc = 0;
-      for (size_t q = 0; q < Kq; q += 4)
-        for (size_t t = 0; t < 4; ++t)
-          acc += int32_t(a[r * Kq + q + t]) * int32_t(b[q * kInt8Nr + j * 4 + t]);
+      for (size_t s = 0; s < nseg; ++s) {
+        const uint8_t* ar = a[r * nseg + s];
+        const int8_t* bs = b + s * seg_len * kInt8Nr;
+        for (size_t q = 0; q < seg_len; q += 4)
+          for (size_t t = 0; t < 4; ++t)
+            acc += int32_t(ar[q + t]) * int32_t(bs[q * kInt8Nr + j * 4 + t]);
+      }
       c[r * ldc + j] = acc;
     }
 }
@@ -90,6 +96,7 @@ namespace {
 
 constexpr size_t kInt8Mb = kInt8Mr * 8;   // rows per task: A block stays in L1/L2
 constexpr size_t kInt8Nc = kInt8Nr * 4;   // columns per epilogue tile
+constexpr size_t kMaxSegments = 16;       // kernel rows a segmented A row may have
 
 // Per-thread buffers that outlive a call (pool threads are long lived).
 template <typename T>
@@ -102,6 +109,9 @@ T* scratch(std::vector<T>& buf, size_t n) {
 
 void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, ThreadPool* pool) {
   if (M == 0 || B.N == 0) return;
+  if (io.segment_rows && (io.segments == 0 || io.segments > kMaxSegments ||
+                          B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
+    throw std::invalid_argument("int8 GEMM: rows in segments need K = segments x a multiple of 4");
   const int8_ukernel_fn kernel = select_ukernel();
   const size_t Kq = B.Kq, N = B.N;
   const size_t mblocks = (M + kInt8Mb - 1) / kInt8Mb;
@@ -120,15 +130,25 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
       const size_t mb = split_n ? t / nchunks : t;
       const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
       const size_t i0 = mb * kInt8Mb, rows = std::min(kInt8Mb, M - i0);
-      const uint8_t* a = io.fill(i0, rows, ascratch);
+      // Row pointers: the segments the caller found in place, or the filled block's rows.
+      const uint8_t* ptrs[kInt8Mb * kMaxSegments];
+      size_t nseg = 1;
+      if (io.segment_rows) {
+        nseg = io.segments;
+        io.segment_rows(i0, rows, ptrs);
+      } else {
+        const uint8_t* a = io.fill(i0, rows, ascratch);
+        for (size_t r = 0; r < rows; ++r) ptrs[r] = a + r * Kq;
+      }
+      const size_t seg_len = Kq / nseg;
       for (size_t ch = c0; ch < c1; ++ch) {
         const size_t j0 = ch * kInt8Nc, cols = std::min(kInt8Nc, N - j0);
         for (size_t jp = 0; jp < cols; jp += kInt8Nr) {
           const int8_t* panel = B.panels.data() + (j0 + jp) / kInt8Nr * Kq * kInt8Nr;
           const size_t pc = std::min(kInt8Nr, cols - jp);
           for (size_t r = 0; r < rows; r += kInt8Mr)
-            kernel(std::min(kInt8Mr, rows - r), Kq, a + r * Kq, panel, acc + r * kInt8Nc + jp,
-                   kInt8Nc, pc);
+            kernel(std::min(kInt8Mr, rows - r), nseg, seg_len, ptrs + r * nseg, panel,
+                   acc + r * kInt8Nc + jp, kInt8Nc, pc);
         }
         io.epilogue(i0, rows, j0, cols, acc, kInt8Nc);
       }

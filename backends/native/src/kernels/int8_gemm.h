@@ -35,6 +35,11 @@ struct Int8GemmIO {
   // Rows [i0, i0 + rows) of A with K zero padded to Kq: either written to `scratch` (rows x Kq)
   // or found in place; returns where they are (row stride Kq either way).
   std::function<const uint8_t*(size_t i0, size_t rows, uint8_t* scratch)> fill;
+  // Instead of `fill`: each row of A as `segments` pieces of Kq / segments bytes found in place
+  // (a convolution's kernel rows in a padded NHWC input: no im2col copy). Writes rows x
+  // segments pointers, row by row.
+  size_t segments = 1;
+  std::function<void(size_t i0, size_t rows, const uint8_t** ptrs)> segment_rows;
   // Products of rows [i0, i0 + rows) and columns [j0, j0 + cols), row stride ldacc.
   std::function<void(size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                      size_t ldacc)> epilogue;
@@ -77,15 +82,19 @@ const Int8ConvertKernels& select_int8_convert_kernels();
 // The name of the kernel gemm_u8s8s32 uses now ("avx512_vnni" or "generic").
 const char* int8_gemm_kernel_name();
 
-// Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel):
-// a: rows x Kq u8 (row stride Kq, zero padded), b: one packed panel, c: rows x cols int32.
+// Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
+// is `nseg` segments of seg_len bytes (a multiple of 4), segment s at a[r * nseg + s]; b: one
+// packed panel (Kq = nseg * seg_len); c: rows x cols int32.
 constexpr size_t kInt8Mr = 6;
-using int8_ukernel_fn = void (*)(size_t rows, size_t Kq, const uint8_t* a, const int8_t* b,
-                                 int32_t* c, size_t ldc, size_t cols);
-void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t Kq, const uint8_t* a, const int8_t* b,
-                                     int32_t* c, size_t ldc, size_t cols);
-void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t Kq, const uint8_t* a,
-                                        const int8_t* b, int32_t* c, size_t ldc, size_t cols);
+using int8_ukernel_fn = void (*)(size_t rows, size_t nseg, size_t seg_len,
+                                 const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                 size_t ldc, size_t cols);
+void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
+                                     const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                     size_t ldc, size_t cols);
+void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
+                                        const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                        size_t ldc, size_t cols);
 #define KILN_INT8_CONVERT_DECL(isa)                                                        \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \

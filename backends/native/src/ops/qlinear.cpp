@@ -268,31 +268,59 @@ class QConvKernel final : public Kernel {
     if (g.N * P == 0) return;
     const uint8_t pad = static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c));
 
-    // The input in NHWC: as given, the same bytes when C == 1, else transposed here.
+    const size_t Kq = pw.Kq, row_bytes = KH * KW * C;
+    const bool pointwise = KH == 1 && KW == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
+                           g.pb[0] == 0 && g.pb[1] == 0 && g.pe[0] == 0 && g.pe[1] == 0;
+    // Kernel rows read in place from a zero-point-padded NHWC copy of X when each is a whole
+    // number of k quads; otherwise im2col rows are copied (e.g. C = 1, 3).
+    const bool in_place = !pointwise && g.dil[1] == 1 && (KW * C) % 4 == 0 && KH <= 16;
+    const size_t pt = in_place ? g.pb[0] : 0, pl = in_place ? g.pb[1] : 0;
+    const size_t Hp = H + pt + (in_place ? g.pe[0] : 0), Wp = W + pl + (in_place ? g.pe[1] : 0);
+
+    // X in NHWC (padded for in_place): as given when it already is, else copied here.
     std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
-    if (!nhwc_in_ && C > 1) {
-      copied.resize(g.N * H * W * C);
+    if (in_place || (!nhwc_in_ && C > 1)) {
+      copied.resize(g.N * Hp * Wp * C);
       const uint8_t* px = xin.ptr<uint8_t>();
-      parallel(c.pool, g.N * H, 4, [&](size_t b, size_t e) {
+      parallel(c.pool, g.N * Hp, 4, [&](size_t b, size_t e) {
         for (size_t nh = b; nh < e; ++nh) {
-          const size_t n = nh / H, h = nh % H;
-          uint8_t* dst = copied.data() + nh * W * C;
-          for (size_t ch = 0; ch < C; ++ch) {
-            const uint8_t* src = px + ((n * C + ch) * H + h) * W;
-            for (size_t wi = 0; wi < W; ++wi) dst[wi * C + ch] = src[wi];
+          const size_t n = nh / Hp, hp = nh % Hp;
+          uint8_t* dst = copied.data() + nh * Wp * C;
+          if (hp < pt || hp >= pt + H) {
+            std::memset(dst, pad, Wp * C);
+            continue;
+          }
+          const size_t h = hp - pt;
+          std::memset(dst, pad, pl * C);
+          std::memset(dst + (pl + W) * C, pad, (Wp - pl - W) * C);
+          dst += pl * C;
+          if (nhwc_in_) {
+            std::memcpy(dst, px + (n * H + h) * W * C, W * C);
+          } else {
+            for (size_t ch = 0; ch < C; ++ch) {
+              const uint8_t* src = px + ((n * C + ch) * H + h) * W;
+              for (size_t wi = 0; wi < W; ++wi) dst[wi * C + ch] = src[wi];
+            }
           }
         }
       });
       nhwc = copied.data();
     }
 
-    const size_t Kq = pw.Kq, row_bytes = KH * KW * C;
-    const bool pointwise = KH == 1 && KW == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
-                           g.pb[0] == 0 && g.pb[1] == 0 && g.pe[0] == 0 && g.pe[1] == 0;
     Int8GemmIO io;
     if (pointwise) {
       io.fill = int8_rows_of(nhwc, C, C, Kq);
+    } else if (in_place) {
+      io.segments = KH;
+      const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0];
+      io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
+        for (size_t r = 0; r < rows; ++r) {
+          const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
+          for (size_t kh = 0; kh < KH; ++kh)
+            ptrs[r * KH + kh] = nhwc + ((n * Hp + oh * sh + kh * dh) * Wp + ow * sw) * C;
+        }
+      };
     } else {
       // Everything by value: the byte stores may alias any captured reference, which made
       // the compiler reload each one per copy.
@@ -350,6 +378,7 @@ class QMaxPoolKernel final : public Kernel {
         kernel_(node.attr_ints("kernel_shape")),
         strides_(node.attr_ints("strides", {1, 1})),
         pads_(node.attr_ints("pads", {0, 0, 0, 0})) {
+    if (nhwc_out_ && !nhwc_in_) node.fail("an NHWC result needs an NHWC input");
     if (kernel_.size() != 2 || strides_.size() != 2 || pads_.size() != 4)
       node.fail("int8 max pooling is 2-D: kernel_shape, strides and pads must have 2, 2 and 4 "
                 "values");
@@ -382,13 +411,32 @@ class QMaxPoolKernel final : public Kernel {
     const Shape oshape = nhwc_out_ ? Shape{x.shape[0], OH, OW, static_cast<int64_t>(C)}
                                    : Shape{x.shape[0], static_cast<int64_t>(C), OH, OW};
     Tensor& y = c.output(0, DType::u8, oshape);
-    // element strides of (h, w, c) in each layout
-    const size_t ih_s = nhwc_in_ ? W * C : W, iw_s = nhwc_in_ ? C : 1,
-                 ic_s = nhwc_in_ ? 1 : H * W;
-    const size_t oh_s = nhwc_out_ ? OW * C : OW, ow_s = nhwc_out_ ? C : 1,
-                 oc_s = nhwc_out_ ? 1 : OH * OW;
     const uint8_t* px = x.ptr<uint8_t>();
     uint8_t* py = y.ptr<uint8_t>();
+    const int64_t KH = kernel_[0], KW = kernel_[1], SH = strides_[0], SW = strides_[1];
+    const int64_t PT = pads_[0], PL = pads_[1];
+    if (!nhwc_in_ && !nhwc_out_) {  // plane by plane
+      parallel(c.pool, N * C, 1, [&](size_t b, size_t e) {
+        for (size_t t = b; t < e; ++t) {
+          const uint8_t* plane = px + t * H * W;
+          uint8_t* out = py + t * OH * OW;
+          for (int64_t oh = 0; oh < OH; ++oh)
+            for (int64_t ow = 0; ow < OW; ++ow) {
+              uint8_t best = 0;
+              for (int64_t ih = std::max<int64_t>(oh * SH - PT, 0);
+                   ih < std::min<int64_t>(oh * SH - PT + KH, H); ++ih)
+                for (int64_t iw = std::max<int64_t>(ow * SW - PL, 0);
+                     iw < std::min<int64_t>(ow * SW - PL + KW, W); ++iw)
+                  best = std::max(best, plane[ih * W + iw]);
+              out[oh * OW + ow] = table[best];
+            }
+        }
+      });
+      return;
+    }
+    // NHWC input: each window position is C contiguous bytes, maxed as vectors
+    const size_t oh_s = nhwc_out_ ? OW * C : OW, ow_s = nhwc_out_ ? C : 1,
+                 oc_s = nhwc_out_ ? 1 : OH * OW;
     parallel(c.pool, N * OH, 1, [&](size_t b, size_t e) {
       std::vector<uint8_t> best(C);
       for (size_t t = b; t < e; ++t) {
@@ -397,19 +445,21 @@ class QMaxPoolKernel final : public Kernel {
         const uint8_t* xn = px + n * H * W * C;
         uint8_t* yn = py + n * OH * OW * C;
         for (int64_t ow = 0; ow < OW; ++ow) {
-          std::fill(best.begin(), best.end(), 0);
-          for (int64_t kh = 0; kh < kernel_[0]; ++kh) {
-            const int64_t ih = oh * strides_[0] - pads_[0] + kh;
-            if (ih < 0 || ih >= H) continue;
-            for (int64_t kw = 0; kw < kernel_[1]; ++kw) {
-              const int64_t iw = ow * strides_[1] - pads_[1] + kw;
-              if (iw < 0 || iw >= W) continue;
-              const uint8_t* src = xn + ih * ih_s + iw * iw_s;
-              for (size_t ch = 0; ch < C; ++ch) best[ch] = std::max(best[ch], src[ch * ic_s]);
+          uint8_t* __restrict acc = best.data();
+          std::memset(acc, 0, C);
+          for (int64_t ih = std::max<int64_t>(oh * SH - PT, 0);
+               ih < std::min<int64_t>(oh * SH - PT + KH, H); ++ih)
+            for (int64_t iw = std::max<int64_t>(ow * SW - PL, 0);
+                 iw < std::min<int64_t>(ow * SW - PL + KW, W); ++iw) {
+              const uint8_t* __restrict src = xn + (ih * W + iw) * C;
+              for (size_t ch = 0; ch < C; ++ch) acc[ch] = acc[ch] > src[ch] ? acc[ch] : src[ch];
             }
-          }
           uint8_t* dst = yn + oh * oh_s + ow * ow_s;
-          for (size_t ch = 0; ch < C; ++ch) dst[ch * oc_s] = table[best[ch]];
+          if (nhwc_out_) {
+            for (size_t ch = 0; ch < C; ++ch) dst[ch] = table[acc[ch]];
+          } else {
+            for (size_t ch = 0; ch < C; ++ch) dst[ch * oc_s] = table[acc[ch]];
+          }
         }
       }
     });

@@ -1,5 +1,6 @@
 // u8 x s8 -> s32 microkernel with AVX-512 VNNI (vpdpbusd): 6 rows x 32 columns, twelve int32
-// accumulators; each k quad is one broadcast of four A bytes per row and two B vectors.
+// accumulators; each k quad is one broadcast of four A bytes per row and two B vectors. Rows
+// come in segments (see int8_gemm.h), so a convolution reads its input in place.
 #include <immintrin.h>
 
 #include "kernels/int8_gemm.h"
@@ -7,20 +8,25 @@
 
 namespace kiln {
 
-void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t Kq, const uint8_t* a,
-                                        const int8_t* b, int32_t* c, size_t ldc, size_t cols) {
+void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
+                                        const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                        size_t ldc, size_t cols) {
   __m512i acc[kInt8Mr][2];
   for (size_t r = 0; r < kInt8Mr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (size_t q = 0; q < Kq; q += 4) {
-    const __m512i b0 = _mm512_loadu_si512(b + q * kInt8Nr);
-    const __m512i b1 = _mm512_loadu_si512(b + q * kInt8Nr + 64);
-    for (size_t r = 0; r < kInt8Mr; ++r) {
-      if (r >= rows) break;
-      int32_t quad;
-      __builtin_memcpy(&quad, a + r * Kq + q, 4);
-      const __m512i av = _mm512_set1_epi32(quad);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+  for (size_t s = 0; s < nseg; ++s, b += seg_len * kInt8Nr) {
+    const uint8_t* ar[kInt8Mr];
+    for (size_t r = 0; r < kInt8Mr; ++r) ar[r] = a[(r < rows ? r : 0) * nseg + s];
+    for (size_t q = 0; q < seg_len; q += 4) {
+      const __m512i b0 = _mm512_loadu_si512(b + q * kInt8Nr);
+      const __m512i b1 = _mm512_loadu_si512(b + q * kInt8Nr + 64);
+      for (size_t r = 0; r < kInt8Mr; ++r) {
+        if (r >= rows) break;
+        int32_t quad;
+        __builtin_memcpy(&quad, ar[r] + q, 4);
+        const __m512i av = _mm512_set1_epi32(quad);
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+      }
     }
   }
   const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
