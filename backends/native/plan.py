@@ -274,7 +274,7 @@ class Lowering:
                 inputs = (inputs + [-1] * 4)[:4]
                 inputs[0] = vid(pro.batch_norm.inputs[0])
                 for suffix, arr in (("scale", pro.scale), ("shift", pro.shift)):
-                    key = vid(ir.Value(name=f"{pro.batch_norm.name}::prologue_{suffix}"))
+                    key = vid(ir.Value(name=_synthetic_name(pro.batch_norm, f"prologue_{suffix}")))
                     synthetic[key] = arr
                     inputs.append(key)
             plan_sources.append(node)
@@ -336,7 +336,7 @@ class Lowering:
                 inputs.append(-1)
                 sources.append(None)
             elif isinstance(item, np.ndarray):
-                key = vid(ir.Value(name=f"{node.name}::int8_{k}"))
+                key = vid(ir.Value(name=_synthetic_name(node, f"int8_{k}")))
                 synthetic[key] = contiguous(item)
                 inputs.append(key)
                 sources.append(None)
@@ -350,6 +350,12 @@ class Lowering:
         plan_nodes.append(PlanNode(name=node.name or "", domain="kiln", op=op.op, opset=1,
                                    inputs=inputs, outputs=[vid(op.output)], attrs=fused_attrs))
         return _FusedSource(sources, [op.output], node.name or "", f"kiln::{op.op}")
+
+
+def _synthetic_name(node: ir.Node, what: str) -> str:
+    """A value name for a constant the lowering makes for ``node``: unique even when the
+    graph leaves its nodes unnamed (values are keyed by name)."""
+    return f"{node.name or '<unnamed>'}#{id(node)}::{what}"
 
 
 @dataclasses.dataclass

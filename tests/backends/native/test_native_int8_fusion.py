@@ -189,3 +189,14 @@ def test_wrong_channel_count_at_run_time_names_the_node():
     bad = RNG.standard_normal((1, 5, 8, 8)).astype(np.float32)
     with pytest.raises(kiln.KilnError, match="conv1"):
         compiled.run({"x": bad})
+
+
+def test_unnamed_nodes_keep_their_own_weights():
+    """Constants the lowering makes are keyed per node, not per (empty) node name."""
+    x = RNG.standard_normal((1, 3, 10, 10)).astype(np.float32)
+    model = _conv_net(x)
+    for node in model.graph.node:
+        node.name = ""
+    compiled = compile_native(model)
+    assert _ops(compiled).count("QConv") == 3
+    _assert_close(compiled.run({"x": x})["out"], run_ort(model, {"x": x})[0])

@@ -278,15 +278,18 @@ class QConvKernel final : public Kernel {
     const size_t Hp = H + pt + (in_place ? g.pe[0] : 0), Wp = W + pl + (in_place ? g.pe[1] : 0);
 
     // X in NHWC (padded for in_place): as given when it already is, else copied here.
-    std::vector<uint8_t> copied;
+    // Kept by the calling thread across runs: a fresh megabyte per run costs page faults,
+    // which the kernel serializes across threads.
+    thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
     if (in_place || (!nhwc_in_ && C > 1)) {
-      copied.resize(g.N * Hp * Wp * C);
+      if (copied.size() < g.N * Hp * Wp * C) copied.resize(g.N * Hp * Wp * C);
+      uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
       const uint8_t* px = xin.ptr<uint8_t>();
       parallel(c.pool, g.N * Hp, 4, [&](size_t b, size_t e) {
         for (size_t nh = b; nh < e; ++nh) {
           const size_t n = nh / Hp, hp = nh % Hp;
-          uint8_t* dst = copied.data() + nh * Wp * C;
+          uint8_t* dst = buf + nh * Wp * C;
           if (hp < pt || hp >= pt + H) {
             std::memset(dst, pad, Wp * C);
             continue;
@@ -305,7 +308,7 @@ class QConvKernel final : public Kernel {
           }
         }
       });
-      nhwc = copied.data();
+      nhwc = buf;
     }
 
     Int8GemmIO io;
