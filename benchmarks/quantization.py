@@ -19,7 +19,10 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
   drift.
 
 Latencies are medians of interleaved rounds (fp32 and the reduced model alternate), so a
-busy machine slows both alike; still, state the machine load next to any figure.
+busy machine slows both alike; still, state the machine load next to any figure. The
+onnxruntime and OpenVINO rows time the graphs as exported (those engines optimize them
+themselves); the native rows time what kiln's own path gives its engine, the O2 graph fp32
+against the O2 graph quantized with the same settings (``Session(precision="int8")``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx_ir as ir
@@ -39,6 +43,7 @@ import models  # noqa: E402
 
 from kiln.backends import registry  # noqa: E402
 from kiln.compiler import accuracy, calibrate, frontend, pipeline, quantization  # noqa: E402
+from kiln.compiler.capabilities import STANDARD_ONNX  # noqa: E402
 from kiln.compiler import reduce as reduce_mod  # noqa: E402
 from kiln.compiler.passes import precision  # noqa: E402
 from kiln.compiler.passes import quantize as quantize_pass  # noqa: E402
@@ -55,6 +60,21 @@ SPEED_BACKENDS = BACKENDS + ("native",)
 def dynamic_form(backend: str) -> str:
     """How dynamic int8 is written for ``backend`` (its BackendCaps.dynamic_int8)."""
     return registry.get_backend(backend).caps().dynamic_int8
+
+
+def clone(model: ir.Model) -> ir.Model:
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+def native_pair(model: ir.Model, quantize: Callable[[ir.Model], ir.Model]
+                ) -> tuple[ir.Model, ir.Model]:
+    """What kiln's Session hands its native engine: fp32 is the O2 graph for the engine's
+    capabilities (kiln fusions); int8 is the O2 graph in standard ONNX (quantizers read
+    standard ONNX), quantized by ``quantize`` -- Session(precision="int8") does the same."""
+    caps = registry.get_backend("native").caps()
+    fp32, _ = pipeline.optimize(clone(model), 2, Target.detect(), caps)
+    standard, _ = pipeline.optimize(clone(model), 2, Target.detect(), STANDARD_ONNX)
+    return fp32, quantize(standard)
 
 
 def log(msg: str) -> None:
@@ -118,8 +138,11 @@ def digits(threads: int) -> dict:
     log(f"digits channels:0.3 after 8 epochs of fine-tuning: top-1 {o.candidate_top1:.4f}")
     big = {"image": models.digits(64)[1][:8]}
     out["speed_64x64_batch8"] = {}
+    native = native_pair(model, lambda m: quantization.quantize_model(
+        m, target, calib, method="percentile").model)
     for backend in SPEED_BACKENDS:
-        r = paired_latency(model, best, big, backend, threads)
+        pair = native if backend == "native" else (model, best)
+        r = paired_latency(*pair, big, backend, threads)
         out["speed_64x64_batch8"][backend] = r
         log(f"digits 64x64 b8 int8 {backend}: {r}")
     return out
@@ -142,11 +165,14 @@ def minilm(threads: int) -> dict:
         if not backends:
             continue
         start = time.perf_counter()
-        q = quantization.quantize_model(model, target, calib if mode == "static" else None,
-                                        mode=mode, method="minmax", eval_samples=sens,
-                                        classifier=False, max_accuracy_drop=0.005,
-                                        smooth=0.8 if mode == "static" else None,
-                                        dynamic_form=form or "integer")
+
+        def quantize(source: ir.Model) -> quantization.QuantizationResult:
+            return quantization.quantize_model(
+                source, target, calib if mode == "static" else None, mode=mode,
+                method="minmax", eval_samples=sens, classifier=False, max_accuracy_drop=0.005,
+                smooth=0.8 if mode == "static" else None, dynamic_form=form or "integer")
+
+        q = quantize(model)
         got = accuracy.onnxruntime_runner(q.model)(every)["embedding"]
         cos = accuracy.row_cosines(want, got)
         entry = {"cosine_min": round(float(cos.min()), 5),
@@ -159,7 +185,14 @@ def minilm(threads: int) -> dict:
         log(f"minilm {label}: cos min {cos.min():.5f} mean {cos.mean():.5f}, "
             f"{entry['layers_int8']} int8 layers")
         for backend in backends:
-            entry["speed"][backend] = paired_latency(model, q.model, one, backend, threads)
+            if backend == "native":  # kiln's own path: O2, then the same quantization
+                pair = native_pair(model, lambda m: quantize(m).model)
+                cos_n = accuracy.row_cosines(want, accuracy.onnxruntime_runner(pair[1])(
+                    every)["embedding"])
+                entry["native_cosine_min"] = round(float(cos_n.min()), 5)
+            else:
+                pair = (model, q.model)
+            entry["speed"][backend] = paired_latency(*pair, one, backend, threads)
             log(f"minilm {label} {backend}: {entry['speed'][backend]}")
         out[label] = entry
     return out
@@ -215,8 +248,11 @@ def resnet50(threads: int) -> dict:
     with_warning = quantization.quantize_model(model, target, calib, eval_samples=[feeds])
     out["int8"] = {"speed": {}, "layers_int8": len(with_warning.report.quantized),
                    "note": "calibrated on random images: the light zoo has no real data"}
+    native = native_pair(model, lambda m: quantization.quantize_model(
+        m, target, calib, eval_samples=[feeds]).model)
     for backend in SPEED_BACKENDS:
-        r = paired_latency(model, with_warning.model, feeds, backend, threads, rounds=3)
+        pair = native if backend == "native" else (model, with_warning.model)
+        r = paired_latency(*pair, feeds, backend, threads, rounds=3)
         out["int8"]["speed"][backend] = r
         log(f"resnet50 int8 {backend}: {r}")
     return out

@@ -39,6 +39,7 @@ float activation_reference(Activation act, float alpha, float beta, float x) {
     case Activation::gelu_tanh:
       return x / (1.0f + std::exp(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
     case Activation::tanh: return std::tanh(x);
+    case Activation::exp: return std::exp(x);
   }
   return x;
 }

@@ -28,6 +28,7 @@ enum class Activation : int {
   gelu_erf,
   gelu_tanh,
   tanh,
+  exp,          // not an ONNX activation: Softmax's exponentials
 };
 
 enum class BiasKind : int { none = 0, per_row, per_col, full };

@@ -56,15 +56,29 @@ void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams
 
 KILN_INT8_CONVERT_DEFS(generic)
 
+bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {
+  float l = *lo, h = *hi;
+  bool nan = false;
+  for (size_t i = 0; i < n; ++i) {
+    l = x[i] < l ? x[i] : l;
+    h = x[i] > h ? x[i] : h;
+    nan |= x[i] != x[i];
+  }
+  *lo = l;
+  *hi = h;
+  return nan;
+}
+
 const Int8ConvertKernels& select_int8_convert_kernels() {
 #if KILN_HAS_X86
   static const Int8ConvertKernels avx512{kiln_quantize_u8__avx512, kiln_quantize_s8__avx512,
-                                         kiln_dequantize_u8__avx512, kiln_dequantize_s8__avx512};
+                                         kiln_dequantize_u8__avx512, kiln_dequantize_s8__avx512,
+                                         kiln_range_f32__avx512};
   if (active_isa() == Isa::avx512) return avx512;
 #endif
   static const Int8ConvertKernels generic{kiln_quantize_u8__generic, kiln_quantize_s8__generic,
                                           kiln_dequantize_u8__generic,
-                                          kiln_dequantize_s8__generic};
+                                          kiln_dequantize_s8__generic, kiln_range_f32__generic};
   return generic;
 }
 

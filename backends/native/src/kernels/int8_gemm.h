@@ -74,6 +74,8 @@ struct Int8ConvertKernels {
   void (*quantize_s8)(size_t n, const float* x, float scale, float zero, int8_t* y);
   void (*dequantize_u8)(size_t n, const uint8_t* q, float scale, int32_t zero, float* y);
   void (*dequantize_s8)(size_t n, const int8_t* q, float scale, int32_t zero, float* y);
+  // min and max of n values (folded into *lo / *hi); returns true when one of them is NaN.
+  bool (*range)(size_t n, const float* x, float* lo, float* hi);
 };
 // The variants for the active ISA (the loops are written once in int8_row_ukernel.h).
 Int8RowKernels select_int8_row_kernels();
@@ -100,7 +102,8 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
   void kiln_dequantize_u8__##isa(size_t n, const uint8_t* q, float scale, int32_t zero,      \
                                  float* y);                                                  \
-  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero, float* y);
+  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero, float* y); \
+  bool kiln_range_f32__##isa(size_t n, const float* x, float* lo, float* hi);
 KILN_INT8_CONVERT_DECL(generic)
 KILN_INT8_CONVERT_DECL(avx512)
 void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);

@@ -470,7 +470,10 @@ void run_isnan(OpContext& c) {
   Tensor& y = c.output(0, DType::boolean, x.shape);
   dispatch_float(x.dtype, c.node, [&](auto tag) {
     using T = decltype(tag);
-    for (size_t i = 0; i < x.numel(); ++i) y.ptr<uint8_t>()[i] = std::isnan(x.ptr<T>()[i]);
+    const T* __restrict px = x.ptr<T>();
+    uint8_t* __restrict py = y.ptr<uint8_t>();
+    const size_t n = x.numel();  // hoisted: a byte store may alias the shape
+    for (size_t i = 0; i < n; ++i) py[i] = px[i] != px[i];
   });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -341,6 +342,27 @@ KernelFactory softmax(SoftKind kind) {
               m = xr[j * inner];
               arg = j;
             }
+          if (kind == SoftKind::softmax && inner == 1 && m == m && std::isfinite(m)) {
+            // A contiguous row without NaN: the vectorized exponential (within ~1e-6).
+            int nan = 0;
+            for (size_t j = 0; j < len; ++j) {
+              yr[j] = xr[j] - m;
+              nan |= xr[j] != xr[j];
+            }
+            if (!nan) {
+              apply_activation(Activation::exp, 0.0f, 0.0f, yr, len);
+              float part[8] = {};  // independent partial sums
+              size_t j = 0;
+              for (; j + 8 <= len; j += 8)
+                for (size_t t = 0; t < 8; ++t) part[t] += yr[j + t];
+              double s = 0.0;
+              for (; j < len; ++j) s += yr[j];
+              for (float p : part) s += p;
+              const float inv = static_cast<float>(1.0 / s);
+              for (size_t t = 0; t < len; ++t) yr[t] *= inv;
+              continue;
+            }
+          }
           if (kind == SoftKind::hardmax) {
             for (size_t j = 0; j < len; ++j) yr[j * inner] = j == arg ? 1.0f : 0.0f;
             continue;

@@ -143,23 +143,16 @@ void dynamic_quantize_linear(OpContext& c) {
   if (x.dtype != DType::f32) c.fail("x must be float32");
   const float* px = x.ptr<float>();
   const size_t n = x.numel();
-  // Range and NaN check in vectorizable passes, per chunk, then combined.
-  const size_t parts = c.pool ? 16 : 1;
-  std::vector<float> los(parts, 0.0f), his(parts, 0.0f);
-  std::vector<int> nans(parts, 0);
+  // Range and NaN check per piece (vectorized), then combined.
+  const Int8ConvertKernels& k = select_int8_convert_kernels();
+  constexpr size_t kParts = 16;
+  const size_t parts = c.pool && n >= (1 << 15) ? kParts : 1;
+  float los[kParts] = {}, his[kParts] = {};
+  bool nans[kParts] = {};
   parallel(c.pool, parts, 1, [&](size_t b, size_t e) {
     for (size_t p = b; p < e; ++p) {
       const size_t i0 = n * p / parts, i1 = n * (p + 1) / parts;
-      float lo = 0.0f, hi = 0.0f;
-      int nan = 0;
-      for (size_t i = i0; i < i1; ++i) {
-        lo = px[i] < lo ? px[i] : lo;
-        hi = px[i] > hi ? px[i] : hi;
-        nan |= px[i] != px[i];
-      }
-      los[p] = lo;
-      his[p] = hi;
-      nans[p] = nan;
+      nans[p] = k.range(i1 - i0, px + i0, &los[p], &his[p]);
     }
   });
   float lo = 0.0f, hi = 0.0f;
@@ -177,7 +170,6 @@ void dynamic_quantize_linear(OpContext& c) {
   c.output(2, DType::u8, {}).ptr<uint8_t>()[0] = static_cast<uint8_t>(zero);
   uint8_t* py = y.ptr<uint8_t>();
   const float s = scale == 0.0f ? 1.0f : scale;
-  const Int8ConvertKernels& k = select_int8_convert_kernels();
   parallel(c.pool, n, 1 << 14, [&](size_t b, size_t e) {
     k.quantize_u8(e - b, px + b, s, static_cast<float>(zero), py + b);
   });

@@ -95,6 +95,7 @@ inline __m256 activate(__m256 x, Activation act, float alpha, float beta) {
     case Activation::gelu_erf: return gelu_erf(x);
     case Activation::gelu_tanh: return gelu_tanh(x);
     case Activation::tanh: return tanh(x);
+    case Activation::exp: return exp(x);
   }
   return x;
 }

@@ -40,6 +40,30 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
 
 KILN_INT8_CONVERT_DEFS(avx512)
 
+bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
+  __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
+  __mmask16 nan = 0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+    l0 = _mm512_min_ps(l0, a);
+    h0 = _mm512_max_ps(h0, a);
+    l1 = _mm512_min_ps(l1, b);
+    h1 = _mm512_max_ps(h1, b);
+    nan |= _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 a = _mm512_mask_loadu_ps(l0, m, x + i);  // lanes past n repeat lo
+    l0 = _mm512_min_ps(l0, a);
+    h0 = _mm512_max_ps(h0, _mm512_mask_loadu_ps(h0, m, x + i));
+    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+  }
+  *lo = _mm512_reduce_min_ps(_mm512_min_ps(l0, l1));
+  *hi = _mm512_reduce_max_ps(_mm512_max_ps(h0, h1));
+  return nan != 0;
+}
+
 void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
   int8_row_f32_impl(n, acc, p, y);
 }

@@ -102,6 +102,7 @@ inline __m512 activate(__m512 x, Activation act, float alpha, float beta) {
     case Activation::gelu_erf: return gelu_erf(x);
     case Activation::gelu_tanh: return gelu_tanh(x);
     case Activation::tanh: return tanh(x);
+    case Activation::exp: return exp(x);
   }
   return x;
 }
