@@ -119,5 +119,8 @@ def test_session_int8_runs_a_quantized_mlp_on_native():
     int8 = kiln.Session(model.SerializeToString(), backend="native", precision="int8",
                         fallback=None)
     assert "MatMulInteger" in [n.op_type for n in int8.model.graph]
+    # ... which the native lowering runs as one integer GEMM (backends/native/int8_fusion.py)
+    lowered = [n.op for seg in int8._compiled.segments for n in seg.lowered.nodes]
+    assert lowered == ["DynamicQuantizeLinear", "QGemm"]
     got = int8(x=x)["y"]
     assert np.dot(got.ravel(), fp32.ravel()) / np.linalg.norm(got) / np.linalg.norm(fp32) > 0.999

@@ -200,3 +200,25 @@ def test_unnamed_nodes_keep_their_own_weights():
     compiled = compile_native(model)
     assert _ops(compiled).count("QConv") == 3
     _assert_close(compiled.run({"x": x})["out"], run_ort(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 0, 0]])
+def test_max_pool_on_bytes_from_a_quantize_node(isa: str, pads: list):
+    """DQ -> MaxPool -> Q straight after a QuantizeLinear (NCHW bytes), read by a QConv and
+    wanted by the caller: the pool keeps NCHW and equals onnxruntime exactly."""
+    x = RNG.standard_normal((2, 6, 11, 9)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.02, 131, inits)
+    nodes += [helper.make_node("MaxPool", ["x_dq"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                               pads=pads, name="pool")]
+    nodes += _qdq("p", 0.03, 120, inits) + _weights("c", (4, 6, 1, 1), 0, inits)
+    nodes += [helper.make_node("Conv", ["p_dq", "c_wdq"], ["out"], name="conv")]
+    model = make_model(nodes, {"x": x}, ["out", "p_q"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QMaxPool", "QConv"]
+    pool = _plan_nodes(compiled)[1]
+    assert "kiln_layout_in" not in pool.attrs and "kiln_layout_out" not in pool.attrs
+    got = compiled.run({"x": x})
+    want = run_ort(model, {"x": x})
+    np.testing.assert_array_equal(got["p_q"], want[1])  # max and requantize: exact
+    _assert_close(got["out"], want[0])
