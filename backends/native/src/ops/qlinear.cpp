@@ -236,15 +236,19 @@ class QConvKernel final : public Kernel {
     const Tensor* w = bc.constant(node, 1);
     check_constant_weights(node, w, 4);
     const size_t K = w->shape[0], C = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+    // Channels padded so that a kernel row (KW * Cp bytes) is whole k quads: the GEMM then
+    // reads every convolution in place. The extra channels have zero weights.
+    cp_ = (KW * C) % 4 == 0 ? C : (C + 3) / 4 * 4;
+    const size_t Cp = cp_;
     // GEMM B [(kh, kw, c), k]: the im2col row order of an NHWC input
-    std::vector<int8_t> b(KH * KW * C * K);
+    std::vector<int8_t> b(KH * KW * Cp * K, 0);
     const int8_t* pw = w->ptr<int8_t>();
     for (size_t k = 0; k < K; ++k)
       for (size_t ch = 0; ch < C; ++ch)
         for (size_t kh = 0; kh < KH; ++kh)
           for (size_t kw = 0; kw < KW; ++kw)
-            b[((kh * KW + kw) * C + ch) * K + k] = pw[((k * C + ch) * KH + kh) * KW + kw];
-    packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), KH * KW * C, K, K));
+            b[((kh * KW + kw) * Cp + ch) * K + k] = pw[((k * C + ch) * KH + kh) * KW + kw];
+    packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), KH * KW * Cp, K, K));
   }
 
   void run(OpContext& c) const override {
@@ -268,42 +272,45 @@ class QConvKernel final : public Kernel {
     if (g.N * P == 0) return;
     const uint8_t pad = static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c));
 
-    const size_t Kq = pw.Kq, row_bytes = KH * KW * C;
+    const size_t Cp = cp_, Kq = pw.Kq, row_bytes = KH * KW * Cp;
     const bool pointwise = KH == 1 && KW == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
                            g.pb[0] == 0 && g.pb[1] == 0 && g.pe[0] == 0 && g.pe[1] == 0;
-    // Kernel rows read in place from a zero-point-padded NHWC copy of X when each is a whole
-    // number of k quads; otherwise im2col rows are copied (e.g. C = 1, 3).
-    const bool in_place = !pointwise && g.dil[1] == 1 && (KW * C) % 4 == 0 && KH <= 16;
+    // Kernel rows read in place from a zero-point-padded NHWC copy of X; im2col rows are
+    // copied only for a dilated width or very tall kernels.
+    const bool in_place = !pointwise && g.dil[1] == 1 && KH <= 16;
     const size_t pt = in_place ? g.pb[0] : 0, pl = in_place ? g.pb[1] : 0;
     const size_t Hp = H + pt + (in_place ? g.pe[0] : 0), Wp = W + pl + (in_place ? g.pe[1] : 0);
 
-    // X in NHWC (padded for in_place): as given when it already is, else copied here.
-    // Kept by the calling thread across runs: a fresh megabyte per run costs page faults,
-    // which the kernel serializes across threads.
+    // X as NHWC with Cp channels (padded for in_place): used as given when it already is,
+    // else copied here. Kept by the calling thread across runs: a fresh megabyte per run
+    // costs page faults, which the kernel serializes across threads.
     thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
-    if (in_place || (!nhwc_in_ && C > 1)) {
-      if (copied.size() < g.N * Hp * Wp * C) copied.resize(g.N * Hp * Wp * C);
+    const bool as_given = !in_place && Cp == C && (nhwc_in_ || C == 1);
+    if (!as_given) {
+      const size_t row = Wp * Cp;
+      if (copied.size() < g.N * Hp * row) copied.resize(g.N * Hp * row);
       uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
       const uint8_t* px = xin.ptr<uint8_t>();
       parallel(c.pool, g.N * Hp, 4, [&](size_t b, size_t e) {
         for (size_t nh = b; nh < e; ++nh) {
           const size_t n = nh / Hp, hp = nh % Hp;
-          uint8_t* dst = buf + nh * Wp * C;
-          if (hp < pt || hp >= pt + H) {
-            std::memset(dst, pad, Wp * C);
-            continue;
-          }
+          uint8_t* dst = buf + nh * row;
+          // the zero point everywhere first: the padding, and the extra channels (their
+          // weights are zero, any value would do)
+          std::memset(dst, pad, row);
+          if (hp < pt || hp >= pt + H) continue;
           const size_t h = hp - pt;
-          std::memset(dst, pad, pl * C);
-          std::memset(dst + (pl + W) * C, pad, (Wp - pl - W) * C);
-          dst += pl * C;
-          if (nhwc_in_) {
+          dst += pl * Cp;
+          if (nhwc_in_ && Cp == C) {
             std::memcpy(dst, px + (n * H + h) * W * C, W * C);
+          } else if (nhwc_in_) {
+            for (size_t wi = 0; wi < W; ++wi)
+              std::memcpy(dst + wi * Cp, px + ((n * H + h) * W + wi) * C, C);
           } else {
             for (size_t ch = 0; ch < C; ++ch) {
               const uint8_t* src = px + ((n * C + ch) * H + h) * W;
-              for (size_t wi = 0; wi < W; ++wi) dst[wi * C + ch] = src[wi];
+              for (size_t wi = 0; wi < W; ++wi) dst[wi * Cp + ch] = src[wi];
             }
           }
         }
@@ -313,7 +320,7 @@ class QConvKernel final : public Kernel {
 
     Int8GemmIO io;
     if (pointwise) {
-      io.fill = int8_rows_of(nhwc, C, C, Kq);
+      io.fill = int8_rows_of(nhwc, Cp, Cp, Kq);
     } else if (in_place) {
       io.segments = KH;
       const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0];
@@ -321,13 +328,13 @@ class QConvKernel final : public Kernel {
         for (size_t r = 0; r < rows; ++r) {
           const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
           for (size_t kh = 0; kh < KH; ++kh)
-            ptrs[r * KH + kh] = nhwc + ((n * Hp + oh * sh + kh * dh) * Wp + ow * sw) * C;
+            ptrs[r * KH + kh] = nhwc + ((n * Hp + oh * sh + kh * dh) * Wp + ow * sw) * Cp;
         }
       };
     } else {
       // Everything by value: the byte stores may alias any captured reference, which made
       // the compiler reload each one per copy.
-      const Im2colRows geo{nhwc, H, W, C, KH, KW, OW, P, Kq, row_bytes,
+      const Im2colRows geo{nhwc, H, W, Cp, KH, KW, OW, P, Kq, row_bytes,
                            g.stride[0], g.stride[1], g.pb[0], g.pb[1], g.dil[0], g.dil[1], pad};
       io.fill = [geo](size_t i0, size_t rows, uint8_t* dst) -> const uint8_t* {
         geo.fill(i0, rows, dst);
@@ -365,6 +372,7 @@ class QConvKernel final : public Kernel {
   ConvAttrs attrs_;
   bool relu_;
   bool nhwc_in_, nhwc_out_;
+  size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up when a kernel row needs it)
   std::shared_ptr<PackedInt8B> packed_;
 };
 
@@ -437,38 +445,51 @@ class QMaxPoolKernel final : public Kernel {
       });
       return;
     }
-    // NHWC input: each window position is C contiguous bytes, maxed as vectors
-    const size_t oh_s = nhwc_out_ ? OW * C : OW, ow_s = nhwc_out_ ? C : 1,
-                 oc_s = nhwc_out_ ? 1 : OH * OW;
+    const PoolGeometry geo{H, W, OH, OW, C, KH, KW, SH, SW, PT, PL};
     parallel(c.pool, N * OH, 1, [&](size_t b, size_t e) {
       std::vector<uint8_t> best(C);
       for (size_t t = b; t < e; ++t) {
         const size_t n = t / OH;
-        const int64_t oh = static_cast<int64_t>(t % OH);
-        const uint8_t* xn = px + n * H * W * C;
-        uint8_t* yn = py + n * OH * OW * C;
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          uint8_t* __restrict acc = best.data();
-          std::memset(acc, 0, C);
-          for (int64_t ih = std::max<int64_t>(oh * SH - PT, 0);
-               ih < std::min<int64_t>(oh * SH - PT + KH, H); ++ih)
-            for (int64_t iw = std::max<int64_t>(ow * SW - PL, 0);
-                 iw < std::min<int64_t>(ow * SW - PL + KW, W); ++iw) {
-              const uint8_t* __restrict src = xn + (ih * W + iw) * C;
-              for (size_t ch = 0; ch < C; ++ch) acc[ch] = acc[ch] > src[ch] ? acc[ch] : src[ch];
-            }
-          uint8_t* dst = yn + oh * oh_s + ow * ow_s;
-          if (nhwc_out_) {
-            for (size_t ch = 0; ch < C; ++ch) dst[ch] = table[acc[ch]];
-          } else {
-            for (size_t ch = 0; ch < C; ++ch) dst[ch * oc_s] = table[acc[ch]];
-          }
-        }
+        pool_nhwc_row(geo, px + n * H * W * C, static_cast<int64_t>(t % OH), table, best.data(),
+                      py + n * OH * OW * C, nhwc_out_);
       }
     });
   }
 
  private:
+  struct PoolGeometry {
+    int64_t H, W, OH, OW;
+    size_t C;
+    int64_t KH, KW, SH, SW, PT, PL;
+  };
+
+  // One output row of an NHWC image: each window position is C contiguous bytes, maxed as
+  // vectors. A free function with plain arguments, so no store can alias a bound and the
+  // channel loops vectorize.
+  static void pool_nhwc_row(const PoolGeometry g, const uint8_t* __restrict xn, int64_t oh,
+                            const uint8_t* __restrict table, uint8_t* __restrict best,
+                            uint8_t* __restrict yn, bool nhwc_out) {
+    const size_t C = g.C;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      std::memset(best, 0, C);
+      for (int64_t ih = std::max<int64_t>(oh * g.SH - g.PT, 0);
+           ih < std::min<int64_t>(oh * g.SH - g.PT + g.KH, g.H); ++ih)
+        for (int64_t iw = std::max<int64_t>(ow * g.SW - g.PL, 0);
+             iw < std::min<int64_t>(ow * g.SW - g.PL + g.KW, g.W); ++iw) {
+          const uint8_t* __restrict src = xn + (ih * g.W + iw) * C;
+          for (size_t ch = 0; ch < C; ++ch) best[ch] = best[ch] > src[ch] ? best[ch] : src[ch];
+        }
+      if (nhwc_out) {
+        uint8_t* __restrict dst = yn + (oh * g.OW + ow) * C;
+        for (size_t ch = 0; ch < C; ++ch) dst[ch] = table[best[ch]];
+      } else {  // NCHW: channel planes of OH x OW
+        const size_t plane = static_cast<size_t>(g.OH * g.OW);
+        uint8_t* dst = yn + oh * g.OW + ow;
+        for (size_t ch = 0; ch < C; ++ch) dst[ch * plane] = table[best[ch]];
+      }
+    }
+  }
+
   bool nhwc_in_, nhwc_out_;
   std::vector<int64_t> kernel_, strides_, pads_;
 };
