@@ -60,6 +60,14 @@ inline size_t norm_axis(int64_t axis, size_t rank, const NodeDesc& node,
   return static_cast<size_t>(axis < 0 ? axis + r : axis);
 }
 
+// The auto_pad attribute of Conv / pooling nodes, checked.
+inline std::string read_auto_pad(const NodeDesc& node) {
+  std::string pad = node.attr_s("auto_pad", "NOTSET");
+  if (pad != "NOTSET" && pad != "SAME_UPPER" && pad != "SAME_LOWER" && pad != "VALID")
+    node.fail("auto_pad '" + pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+  return pad;
+}
+
 // Reads an int32/int64 tensor as int64 values.
 inline std::vector<int64_t> read_ints(const Tensor& t, const NodeDesc& node, const char* what) {
   std::vector<int64_t> out(t.numel());

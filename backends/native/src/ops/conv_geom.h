@@ -16,10 +16,7 @@ struct ConvAttrs {
 
 inline ConvAttrs read_attrs(const NodeDesc& node, bool transpose) {
   ConvAttrs a;
-  a.auto_pad = node.attr_s("auto_pad", "NOTSET");
-  if (a.auto_pad != "NOTSET" && a.auto_pad != "SAME_UPPER" && a.auto_pad != "SAME_LOWER" &&
-      a.auto_pad != "VALID")
-    node.fail("auto_pad '" + a.auto_pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+  a.auto_pad = read_auto_pad(node);
   a.pads = node.attr_ints("pads");
   a.strides = node.attr_ints("strides");
   a.dilations = node.attr_ints("dilations");

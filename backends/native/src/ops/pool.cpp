@@ -24,10 +24,7 @@ struct PoolAttrs {
 
 PoolAttrs read_pool_attrs(const NodeDesc& node, PoolKind kind) {
   PoolAttrs a;
-  a.auto_pad = node.attr_s("auto_pad", "NOTSET");
-  if (a.auto_pad != "NOTSET" && a.auto_pad != "SAME_UPPER" && a.auto_pad != "SAME_LOWER" &&
-      a.auto_pad != "VALID")
-    node.fail("auto_pad '" + a.auto_pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+  a.auto_pad = read_auto_pad(node);
   a.kernel = node.attr_ints("kernel_shape");
   if (a.kernel.empty()) node.fail("kernel_shape is required");
   for (int64_t k : a.kernel) if (k < 1) node.fail("kernel_shape values must be >= 1");

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/int8_gemm.h"
@@ -86,6 +87,19 @@ struct Requant {
   }
 };
 
+// Rows of int8 products through the row kernel into a row-major output: dst is row i0's
+// column j0, stride elements apart; p is shifted to column j0 here.
+template <typename T>
+void store_rows(const Int8RowKernels& k, Int8RowParams p, size_t j0, const int32_t* acc,
+                size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
+  p.mult += j0;
+  p.offset += j0;
+  for (size_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, uint8_t>) k.to_u8(cols, acc + r * ld, p, dst + r * stride);
+    else k.to_f32(cols, acc + r * ld, p, dst + r * stride);
+  }
+}
+
 void check_constant_weights(const NodeDesc& node, const Tensor* w, size_t rank) {
   if (!w) node.fail("the int8 weights (input 1) must be a constant");
   if (w->dtype != DType::i8 || w->rank() != rank)
@@ -147,13 +161,10 @@ class QGemmKernel final : public Kernel {
     const Int8RowParams rp = rq.params();
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                       size_t ld) {
-      Int8RowParams p = rp;
-      p.mult += j0;
-      p.offset += j0;
-      for (size_t r = 0; r < rows; ++r) {
-        if (rq.to_u8) rows_out.to_u8(cols, acc + r * ld, p, y.ptr<uint8_t>() + (i0 + r) * N + j0);
-        else rows_out.to_f32(cols, acc + r * ld, p, y.ptr<float>() + (i0 + r) * N + j0);
-      }
+      if (rq.to_u8)
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * N + j0, N);
+      else
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * N + j0, N);
     };
     gemm_u8s8_fused(M, w, io, c.pool);
   }
@@ -345,23 +356,20 @@ class QConvKernel final : public Kernel {
     const Int8RowParams rp = rq.params();
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                       size_t ld) {
-      Int8RowParams p = rp;
-      p.mult += j0;
-      p.offset += j0;
-      if (nhwc_out_) {  // rows are pixels: the NHWC output is the GEMM's own layout
-        for (size_t r = 0; r < rows; ++r) {
-          if (rq.to_u8) rows_out.to_u8(cols, acc + r * ld, p, y.ptr<uint8_t>() + (i0 + r) * Kout + j0);
-          else rows_out.to_f32(cols, acc + r * ld, p, y.ptr<float>() + (i0 + r) * Kout + j0);
-        }
+      // NHWC: rows are pixels, the GEMM's own layout; NCHW: through a tile, then scattered
+      if (nhwc_out_ && rq.to_u8) {
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * Kout + j0, Kout);
+      } else if (nhwc_out_) {
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * Kout + j0, Kout);
       } else if (rq.to_u8) {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        for (size_t r = 0; r < rows; ++r) rows_out.to_u8(cols, acc + r * ld, p, &tile[r * ld]);
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
       } else {
         thread_local std::vector<float> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        for (size_t r = 0; r < rows; ++r) rows_out.to_f32(cols, acc + r * ld, p, &tile[r * ld]);
+        store_rows(rows_out, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
       }
     };
