@@ -74,7 +74,11 @@ const Int8ConvertKernels& select_int8_convert_kernels() {
   static const Int8ConvertKernels avx512{kiln_quantize_u8__avx512, kiln_quantize_s8__avx512,
                                          kiln_dequantize_u8__avx512, kiln_dequantize_s8__avx512,
                                          kiln_range_f32__avx512};
+  static const Int8ConvertKernels avx2{kiln_quantize_u8__avx2, kiln_quantize_s8__avx2,
+                                       kiln_dequantize_u8__avx2, kiln_dequantize_s8__avx2,
+                                       kiln_range_f32__avx2};
   if (active_isa() == Isa::avx512) return avx512;
+  if (active_isa() == Isa::avx2) return avx2;
 #endif
   static const Int8ConvertKernels generic{kiln_quantize_u8__generic, kiln_quantize_s8__generic,
                                           kiln_dequantize_u8__generic,
@@ -86,6 +90,7 @@ Int8RowKernels select_int8_row_kernels() {
 #if KILN_HAS_X86
   if (active_isa() == Isa::avx512)
     return {kiln_int8_row_f32__avx512, kiln_int8_row_u8__avx512};
+  if (active_isa() == Isa::avx2) return {kiln_int8_row_f32__avx2, kiln_int8_row_u8__avx2};
 #endif
   return {kiln_int8_row_f32__generic, kiln_int8_row_u8__generic};
 }
@@ -96,6 +101,8 @@ int8_ukernel_fn select_ukernel() {
 #if KILN_HAS_X86
   const CpuFeatures& f = cpu_features();
   if (active_isa() == Isa::avx512 && f.avx512_vnni) return kiln_u8s8_gemm_ukernel__avx512vnni;
+  // AVX-512 without VNNI runs the AVX2 kernel too (widened 16-bit products)
+  if (active_isa() != Isa::generic) return kiln_u8s8_gemm_ukernel__avx2;
 #endif
   return kiln_u8s8_gemm_ukernel__generic;
 }
@@ -103,7 +110,10 @@ int8_ukernel_fn select_ukernel() {
 }  // namespace
 
 const char* int8_gemm_kernel_name() {
-  return select_ukernel() == kiln_u8s8_gemm_ukernel__generic ? "generic" : "avx512_vnni";
+  const int8_ukernel_fn k = select_ukernel();
+  return k == kiln_u8s8_gemm_ukernel__generic ? "generic"
+         : k == kiln_u8s8_gemm_ukernel__avx2  ? "avx2"
+                                              : "avx512_vnni";
 }
 
 namespace {

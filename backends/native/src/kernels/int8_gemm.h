@@ -97,6 +97,9 @@ void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
 void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
                                         const uint8_t* const* a, const int8_t* b, int32_t* c,
                                         size_t ldc, size_t cols);
+void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
+                                  const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                  size_t ldc, size_t cols);
 #define KILN_INT8_CONVERT_DECL(isa)                                                        \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
@@ -105,9 +108,12 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
   void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero, float* y); \
   bool kiln_range_f32__##isa(size_t n, const float* x, float* lo, float* hi);
 KILN_INT8_CONVERT_DECL(generic)
+KILN_INT8_CONVERT_DECL(avx2)
 KILN_INT8_CONVERT_DECL(avx512)
 void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
 void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
+void kiln_int8_row_f32__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
+void kiln_int8_row_u8__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
 void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
 void kiln_int8_row_u8__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
 
