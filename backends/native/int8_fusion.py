@@ -246,6 +246,8 @@ class _Matcher:
         if act is None:
             return None
         q, scale, zero, dq = act
+        if not (np.isfinite(scale) and scale > 0):  # the max commutes with increasing maps only
+            return None
         out, _, relu, quant, absorbed = self.tail(node.outputs[0], 0, bias_add=False)
         if relu or quant is None:
             return None

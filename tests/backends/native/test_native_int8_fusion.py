@@ -222,3 +222,17 @@ def test_max_pool_on_bytes_from_a_quantize_node(isa: str, pads: list):
     want = run_ort(model, {"x": x})
     np.testing.assert_array_equal(got["p_q"], want[1])  # max and requantize: exact
     _assert_close(got["out"], want[0])
+
+
+def test_max_pool_with_a_negative_scale_is_not_pooled_on_bytes():
+    """Dequantizing with a negative scale reverses the order of the bytes: the pool must run
+    on the float values, as written."""
+    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", -0.02, 128, inits)
+    nodes += [helper.make_node("MaxPool", ["x_dq"], ["p"], kernel_shape=[2, 2], strides=[2, 2])]
+    nodes += _qdq("p", 0.02, 128, inits)
+    model = make_model(nodes, {"x": x}, ["p_q"], opset=21, initializers=inits)
+    compiled = compile_native(model)
+    assert "QMaxPool" not in _ops(compiled)
+    np.testing.assert_array_equal(compiled.run({"x": x})["p_q"], run_ort(model, {"x": x})[0])

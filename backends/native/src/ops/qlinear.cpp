@@ -423,6 +423,8 @@ class QMaxPoolKernel final : public Kernel {
     const int32_t xz = scalar_u8(optional_input(c, 2), "x_zero_point", c);
     const float yz = static_cast<float>(scalar_u8(optional_input(c, 4), "y_zero_point", c));
     if (!(ys > 0.0f) || !std::isfinite(ys)) c.fail("y_scale must be positive and finite");
+    // pooling the bytes is right only when dequantizing is increasing
+    if (!(xs > 0.0f) || !std::isfinite(xs)) c.fail("x_scale must be positive and finite");
     float deq[256];
     uint8_t table[256];
     for (int v = 0; v < 256; ++v) deq[v] = static_cast<float>(v - xz) * xs;
