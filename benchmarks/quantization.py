@@ -44,8 +44,8 @@ import models  # noqa: E402
 from kiln.backends import registry  # noqa: E402
 from kiln.backends.base import CompileOptions  # noqa: E402
 from kiln.compiler import accuracy, calibrate, frontend, pipeline, quantization  # noqa: E402
-from kiln.compiler.capabilities import STANDARD_ONNX  # noqa: E402
 from kiln.compiler import reduce as reduce_mod  # noqa: E402
+from kiln.compiler.capabilities import STANDARD_ONNX  # noqa: E402
 from kiln.compiler.passes import precision  # noqa: E402
 from kiln.compiler.passes import quantize as quantize_pass  # noqa: E402
 from kiln.compiler.target import Target  # noqa: E402
@@ -170,7 +170,8 @@ def minilm(threads: int) -> dict:
             continue
         start = time.perf_counter()
 
-        def quantize(source: ir.Model) -> quantization.QuantizationResult:
+        def quantize(source: ir.Model, mode: str = mode, form: str | None = form
+                     ) -> quantization.QuantizationResult:
             return quantization.quantize_model(
                 source, target, calib if mode == "static" else None, mode=mode,
                 method="minmax", eval_samples=sens, classifier=False, max_accuracy_drop=0.005,

@@ -13,6 +13,9 @@ nodes whose work that node takes over:
 - a QuantizeLinear reading the result (the kernel then writes u8 directly, and the next
   layer's DequantizeLinear disappears too when that layer is fused as well).
 
+DequantizeLinear -> MaxPool -> QuantizeLinear becomes ``kiln::QMaxPool`` (the pool runs on the
+bytes), and u8 values handed from one QConv / QMaxPool to the next stay in NHWC.
+
 Only symmetric weights (zero points all 0), scalar activation parameters, u8 activations and
 2-D, one-group convolutions match; anything else stays as written and runs on the ordinary
 ops, with the same results.
@@ -34,15 +37,15 @@ FusedInput = ir.Value | np.ndarray | None
 
 @dataclasses.dataclass
 class Int8Op:
-    """One kiln::QGemm / kiln::QConv replacing ``anchor`` (and ``absorbed``); a QConv also
-    carries the anchor Conv's own attributes."""
+    """One kiln::QGemm / QConv / QMaxPool replacing ``anchor`` (and ``absorbed``); QConv and
+    QMaxPool also carry the anchor's own attributes."""
 
     anchor: ir.Node
     op: str
     inputs: list[FusedInput]
     output: ir.Value
     attrs: dict[str, Any]
-    absorbed: list[ir.Node]          # nodes only this op read from
+    absorbed: list[ir.Node]          # nodes whose only reader chain ends in this op
     shared: list[ir.Node]            # dequantizations other nodes may still need
 
 
@@ -232,7 +235,8 @@ class _Matcher:
         a = node.attributes
         ints = {k: list(a[k].as_ints()) for k in ("kernel_shape", "dilations", "pads", "strides")
                 if k in a}
-        if len(ints.get("kernel_shape", [])) != 2 or any(d != 1 for d in ints.get("dilations", [])) \
+        if len(ints.get("kernel_shape", [])) != 2 \
+                or any(d != 1 for d in ints.get("dilations", [])) \
                 or ("ceil_mode" in a and a["ceil_mode"].as_int()) \
                 or ("storage_order" in a and a["storage_order"].as_int()) \
                 or ("auto_pad" in a and a["auto_pad"].as_string() not in ("NOTSET", "")):
@@ -260,7 +264,8 @@ class _Matcher:
         weights = self.const_of(b)
         u8 = q is not None and (q.dtype == ir.DataType.UINT8 or q.dtype is None and _is_onnx(
             q.producer(), "DynamicQuantizeLinear"))
-        if not u8 or self.const_of(q) is not None or weights is None or weights.dtype != np.int8 or weights.ndim != 2:
+        if not u8 or self.const_of(q) is not None or weights is None \
+                or weights.dtype != np.int8 or weights.ndim != 2:
             return None
         if b_zero is not None:
             bz = self.const_of(b_zero)
