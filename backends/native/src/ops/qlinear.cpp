@@ -6,6 +6,7 @@
 // written as float, or requantized to u8 when the graph quantizes the result again.
 // Inputs: 0 A (u8), 1 W (s8, constant), 2 a_scale, 3 a_zero (u8, optional), 4 w_scale,
 // 5 bias (f32, optional), 6 y_scale (optional), 7 y_zero (u8, optional).
+// Also kiln::QMaxPool, DequantizeLinear -> MaxPool -> QuantizeLinear on the bytes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
