@@ -98,27 +98,38 @@ class _Matcher:
             return None
         return q, scale, zero_arr, dq
 
-    def weights(self, value: ir.Value, rank: int, channel_axis: int
-                ) -> tuple[np.ndarray, np.ndarray, ir.Node] | None:
-        """Symmetric int8 weights behind a DequantizeLinear: (w, scale per channel or one, dq)."""
+    def constant_dq(self, value: ir.Value | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ir.Node] | None:
+        """(x, scale, zero point or None, node) of a DequantizeLinear producing ``value`` whose
+        inputs are all constants, with a float32 scale and no blocked quantization."""
         dq = self.producer(value, "DequantizeLinear")
         if dq is None or len(dq.inputs) < 2:
             return None
-        w = self.const_of(dq.inputs[0])
-        scale = self.const_of(dq.inputs[1])
-        zero = self.const_of(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
-        if w is None or w.dtype != np.int8 or w.ndim != rank or scale is None \
-                or scale.dtype != np.float32:
+        if "block_size" in dq.attributes and dq.attributes["block_size"].as_int() != 0:
             return None
-        if len(dq.inputs) > 2 and dq.inputs[2] is not None and (zero is None or np.any(zero)):
+        x = self.const_of(dq.inputs[0])
+        scale = self.const_of(dq.inputs[1])
+        zero_in = dq.inputs[2] if len(dq.inputs) > 2 else None
+        zero = self.const_of(zero_in) if zero_in is not None else None
+        if x is None or scale is None or scale.dtype != np.float32 \
+                or zero_in is not None and zero is None:
+            return None
+        return x, scale, zero, dq
+
+    def weights(self, value: ir.Value, rank: int, channel_axis: int
+                ) -> tuple[np.ndarray, np.ndarray, ir.Node] | None:
+        """Symmetric int8 weights behind a DequantizeLinear: (w, scale per channel or one, dq)."""
+        found = self.constant_dq(value)
+        if found is None:
+            return None
+        w, scale, zero, dq = found
+        if w.dtype != np.int8 or w.ndim != rank or zero is not None and np.any(zero):
             return None
         if scale.size != 1:
             axis = dq.attributes["axis"].as_int() if "axis" in dq.attributes else 1
             if scale.ndim != 1 or axis % rank != channel_axis \
                     or scale.size != w.shape[channel_axis]:
                 return None
-        if "block_size" in dq.attributes and dq.attributes["block_size"].as_int() != 0:
-            return None
         return w, scale.reshape(-1), dq
 
     def bias(self, value: ir.Value | None, channels: int
@@ -130,14 +141,12 @@ class _Matcher:
         if arr is not None:
             return (arr.astype(np.float32).reshape(-1), None) \
                 if arr.dtype == np.float32 and arr.size == channels else None
-        dq = self.producer(value, "DequantizeLinear")
-        if dq is None or len(dq.inputs) < 2:
+        found = self.constant_dq(value)
+        if found is None:
             return None
-        q = self.const_of(dq.inputs[0])
-        scale = self.const_of(dq.inputs[1])
-        zero = self.const_of(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
-        if q is None or scale is None or q.size != channels or scale.dtype != np.float32 \
-                or scale.size not in (1, channels) or q.dtype != np.int32:
+        q, scale, zero, dq = found
+        if q.dtype != np.int32 or q.size != channels or scale.size not in (1, channels) \
+                or zero is not None and zero.size not in (1, channels):
             return None
         z = zero.astype(np.float64).reshape(-1) if zero is not None else 0.0
         b = (q.astype(np.float64).reshape(-1) - z) * scale.astype(np.float64).reshape(-1)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from kiln.backends.native.int8_fusion import find_int8_ops
+from kiln.backends.native.int8_fusion import Int8Op, find_int8_ops
 from kiln.errors import ModelError, ResourceError
 
 ALIGN = 64
@@ -222,13 +222,16 @@ class Lowering:
                 return arr
             return None
 
+        for node in nodes:  # Constant nodes first: the fusions below read them
+            if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
+                val = constant_node_value(node)
+                if val is None:
+                    raise ModelError(f"node '{node.name}' (Constant): this kind of constant is "
+                                     "not supported by the native backend")
+                const_by_name[node.outputs[0].name] = val
         wanted = {v.name for v in wanted_outputs}
         prologues = _batch_norm_prologues(nodes, wanted, const_of)
         absorbed = {n for pro in prologues.values() for n in (pro.batch_norm, pro.relu) if n}
-        for node in nodes:  # Constant nodes first: the int8 matcher reads their values
-            if node.domain in ("", "ai.onnx") and node.op_type == "Constant" \
-                    and (val := constant_node_value(node)) is not None:
-                const_by_name[node.outputs[0].name] = val
         int8_ops, int8_absorbed = find_int8_ops(nodes, wanted, const_of)
         absorbed |= int8_absorbed
         fused_relu = _relu_after_batch_norm([n for n in nodes if n not in absorbed], wanted)
@@ -237,12 +240,7 @@ class Lowering:
             if node in fused_relu.values() or node in absorbed:
                 continue  # computed by the node it was folded into
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
-                val = constant_node_value(node)
-                if val is None:
-                    raise ModelError(f"node '{node.name}' (Constant): this kind of constant is "
-                                     "not supported by the native backend")
-                const_by_name[node.outputs[0].name] = val
-                continue
+                continue  # read above
             attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()}
             if node in int8_ops:
                 plan_sources.append(self._lower_int8(int8_ops[node], attrs, vid, synthetic,
@@ -324,10 +322,11 @@ class Lowering:
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
 
 
-    def _lower_int8(self, op: Any, attrs: dict[str, Any], vid: Any,
-                    synthetic: dict[int, np.ndarray], plan_nodes: list[PlanNode]) -> Any:
-        """Appends the kiln::QGemm / kiln::QConv node for ``op`` (an int8_fusion.Int8Op) and
-        returns what stands for its source node: its graph-value inputs and its output."""
+    def _lower_int8(self, op: Int8Op, attrs: dict[str, Any], vid: Any,
+                    synthetic: dict[int, np.ndarray], plan_nodes: list[PlanNode]
+                    ) -> _FusedSource:
+        """Appends the kiln::QGemm / QConv / QMaxPool node for ``op`` and returns what stands
+        for its source node: its graph-value inputs and its output."""
         node = op.anchor
         inputs: list[int] = []
         sources: list[ir.Value | None] = []

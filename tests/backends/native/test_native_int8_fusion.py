@@ -236,3 +236,23 @@ def test_max_pool_with_a_negative_scale_is_not_pooled_on_bytes():
     compiled = compile_native(model)
     assert "QMaxPool" not in _ops(compiled)
     np.testing.assert_array_equal(compiled.run({"x": x})["p_q"], run_ort(model, {"x": x})[0])
+
+
+def test_bias_with_a_computed_zero_point_stays_as_written():
+    """A bias DequantizeLinear whose zero point is not a constant cannot be folded. (onnxruntime's
+    own QDQ fusion drops that zero point, so the check is the graph's arithmetic in float64.)"""
+    x = RNG.standard_normal((3, 8)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.04, 128, inits) + _weights("g", (5, 8), 0, inits)
+    nodes += _int32_bias("g", 5, 0.04, inits)
+    nodes[-1].input[2] = "bz"  # the bias zero point comes from the caller
+    del inits["g_bz"]
+    nodes += [helper.make_node("Gemm", ["x_dq", "g_wdq", "g_bdq"], ["y"], transB=1)]
+    bz = np.array([7, 0, -3, 2, 1], np.int32)
+    model = make_model(nodes, {"x": x, "bz": bz}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model)
+    assert "QGemm" not in _ops(compiled)
+    xd = (np.clip(np.round(x / np.float32(0.04)) + 128, 0, 255) - 128) * np.float32(0.04)
+    w = inits["g_w"].astype(np.float64) * inits["g_ws"][:, None]
+    want = xd.astype(np.float64) @ w.T + (inits["g_b"] - bz) * inits["g_bs"].astype(np.float64)
+    _assert_close(compiled.run({"x": x, "bz": bz})["y"], want)
