@@ -46,15 +46,7 @@ void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
     }
 }
 
-void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
-  int8_row_f32_impl(n, acc, p, y);
-}
-
-void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y) {
-  int8_row_u8_impl(n, acc, p, y);
-}
-
-KILN_INT8_CONVERT_DEFS(generic)
+KILN_INT8_LOOPS_DEFS(generic)
 
 bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {
   float l = *lo, h = *hi;
@@ -69,30 +61,22 @@ bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {
   return nan;
 }
 
-const Int8ConvertKernels& select_int8_convert_kernels() {
+const Int8Loops& int8_loops() {
+#define KILN_INT8_LOOPS(isa, range)                                                    \
+  Int8Loops {                                                                          \
+    kiln_quantize_u8__##isa, kiln_quantize_s8__##isa, kiln_dequantize_u8__##isa,       \
+        kiln_dequantize_s8__##isa, range, kiln_int8_row_f32__##isa, kiln_int8_row_u8__##isa \
+  }
 #if KILN_HAS_X86
-  static const Int8ConvertKernels avx512{kiln_quantize_u8__avx512, kiln_quantize_s8__avx512,
-                                         kiln_dequantize_u8__avx512, kiln_dequantize_s8__avx512,
-                                         kiln_range_f32__avx512};
-  static const Int8ConvertKernels avx2{kiln_quantize_u8__avx2, kiln_quantize_s8__avx2,
-                                       kiln_dequantize_u8__avx2, kiln_dequantize_s8__avx2,
-                                       kiln_range_f32__avx2};
+  // AVX2's range stays scalar: min/max with NaN checks do not auto-vectorize.
+  static const Int8Loops avx512 = KILN_INT8_LOOPS(avx512, kiln_range_f32__avx512);
+  static const Int8Loops avx2 = KILN_INT8_LOOPS(avx2, kiln_range_f32__generic);
   if (active_isa() == Isa::avx512) return avx512;
   if (active_isa() == Isa::avx2) return avx2;
 #endif
-  static const Int8ConvertKernels generic{kiln_quantize_u8__generic, kiln_quantize_s8__generic,
-                                          kiln_dequantize_u8__generic,
-                                          kiln_dequantize_s8__generic, kiln_range_f32__generic};
+  static const Int8Loops generic = KILN_INT8_LOOPS(generic, kiln_range_f32__generic);
   return generic;
-}
-
-Int8RowKernels select_int8_row_kernels() {
-#if KILN_HAS_X86
-  if (active_isa() == Isa::avx512)
-    return {kiln_int8_row_f32__avx512, kiln_int8_row_u8__avx512};
-  if (active_isa() == Isa::avx2) return {kiln_int8_row_f32__avx2, kiln_int8_row_u8__avx2};
-#endif
-  return {kiln_int8_row_f32__generic, kiln_int8_row_u8__generic};
+#undef KILN_INT8_LOOPS
 }
 
 namespace {
@@ -193,18 +177,6 @@ std::function<const uint8_t*(size_t, size_t, uint8_t*)> int8_rows_of(const uint8
     }
     return dst;
   };
-}
-
-void gemm_u8s8s32(size_t M, const uint8_t* A, size_t lda, const PackedInt8B& B, int32_t* C,
-                  size_t ldc, ThreadPool* pool) {
-  Int8GemmIO io;
-  io.fill = int8_rows_of(A, B.K, lda, B.Kq);
-  io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
-                    size_t ldacc) {
-    for (size_t r = 0; r < rows; ++r)
-      std::memcpy(C + (i0 + r) * ldc + j0, acc + r * ldacc, cols * sizeof(int32_t));
-  };
-  gemm_u8s8_fused(M, B, io, pool);
 }
 
 }  // namespace kiln

@@ -23,12 +23,7 @@ struct PackedInt8B {
 // B: K x N row-major with row stride ldb.
 PackedInt8B pack_int8_b(const int8_t* B, size_t K, size_t N, size_t ldb);
 
-// C = A * B for u8 A (M x K, row stride lda) and packed s8 B; C is M x N int32, row stride
-// ldc. Dispatches to AVX-512 VNNI when the CPU has it and the ISA cap allows avx512.
-void gemm_u8s8s32(size_t M, const uint8_t* A, size_t lda, const PackedInt8B& B, int32_t* C,
-                  size_t ldc, ThreadPool* pool);
-
-// The fused form: rows of A come from `fill`, products go to `epilogue` tile by tile, so no
+// The GEMM: rows of A come from `fill`, products go to `epilogue` tile by tile, so no
 // M x N int32 matrix is ever written and the epilogue (zero points, scales, bias, activation,
 // requantization, layout) runs while the tile is still in cache.
 struct Int8GemmIO {
@@ -61,27 +56,23 @@ struct Int8RowParams {
   bool relu;
   float lo, hi, zero;
 };
-using int8_row_f32_fn = void (*)(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
-using int8_row_u8_fn = void (*)(size_t n, const int32_t* acc, const Int8RowParams& p,
-                                uint8_t* y);
-struct Int8RowKernels {
-  int8_row_f32_fn to_f32;
-  int8_row_u8_fn to_u8;
-};
-// Quantize / dequantize one run of values with one scale and zero point.
-struct Int8ConvertKernels {
+// The loops around the GEMM for the active ISA, one table per ISA (written once in
+// int8_row_ukernel.h, compiled with each ISA's flags).
+struct Int8Loops {
+  // QuantizeLinear / DequantizeLinear of one run with one scale and zero point
   void (*quantize_u8)(size_t n, const float* x, float scale, float zero, uint8_t* y);
   void (*quantize_s8)(size_t n, const float* x, float scale, float zero, int8_t* y);
   void (*dequantize_u8)(size_t n, const uint8_t* q, float scale, int32_t zero, float* y);
   void (*dequantize_s8)(size_t n, const int8_t* q, float scale, int32_t zero, float* y);
-  // min and max of n values (folded into *lo / *hi); returns true when one of them is NaN.
+  // min and max of n values (folded into *lo / *hi); returns true when one of them is NaN
   bool (*range)(size_t n, const float* x, float* lo, float* hi);
+  // the epilogue of one row of products (Int8RowParams)
+  void (*row_f32)(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
+  void (*row_u8)(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
 };
-// The variants for the active ISA (the loops are written once in int8_row_ukernel.h).
-Int8RowKernels select_int8_row_kernels();
-const Int8ConvertKernels& select_int8_convert_kernels();
+const Int8Loops& int8_loops();
 
-// The name of the kernel gemm_u8s8s32 uses now ("avx512_vnni" or "generic").
+// The u8 x s8 kernel in use now ("avx512_vnni", "avx2" or "generic").
 const char* int8_gemm_kernel_name();
 
 // Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
@@ -100,21 +91,21 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
 void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
                                   const uint8_t* const* a, const int8_t* b, int32_t* c,
                                   size_t ldc, size_t cols);
-#define KILN_INT8_CONVERT_DECL(isa)                                                        \
+#define KILN_INT8_LOOPS_DECL(isa)                                                         \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
   void kiln_dequantize_u8__##isa(size_t n, const uint8_t* q, float scale, int32_t zero,      \
                                  float* y);                                                  \
-  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero, float* y); \
-  bool kiln_range_f32__##isa(size_t n, const float* x, float* lo, float* hi);
-KILN_INT8_CONVERT_DECL(generic)
-KILN_INT8_CONVERT_DECL(avx2)
-KILN_INT8_CONVERT_DECL(avx512)
-void kiln_int8_row_f32__generic(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
-void kiln_int8_row_u8__generic(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
-void kiln_int8_row_f32__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
-void kiln_int8_row_u8__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
-void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
-void kiln_int8_row_u8__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
+  void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero,       \
+                                 float* y);                                                  \
+  void kiln_int8_row_f32__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,        \
+                                float* y);                                                   \
+  void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
+                               uint8_t* y);
+KILN_INT8_LOOPS_DECL(generic)
+KILN_INT8_LOOPS_DECL(avx2)
+KILN_INT8_LOOPS_DECL(avx512)
+bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi);
+bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi);
 
 }  // namespace kiln

@@ -61,8 +61,8 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
     y[i] = static_cast<float>(static_cast<int32_t>(q[i]) - zero) * scale;
 }
 
-// Defines the convert kernels of one ISA in the file compiled with its flags.
-#define KILN_INT8_CONVERT_DEFS(isa)                                                          \
+// Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags.
+#define KILN_INT8_LOOPS_DEFS(isa)                                                            \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
     quantize_run_impl(n, x, scale, zero, y);                                                 \
   }                                                                                          \
@@ -76,6 +76,14 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
   void kiln_dequantize_s8__##isa(size_t n, const int8_t* q, float scale, int32_t zero,       \
                                  float* y) {                                                 \
     dequantize_run_impl(n, q, scale, zero, y);                                               \
+  }                                                                                          \
+  void kiln_int8_row_f32__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,        \
+                                float* y) {                                                  \
+    int8_row_f32_impl(n, acc, p, y);                                                         \
+  }                                                                                          \
+  void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
+                               uint8_t* y) {                                                 \
+    int8_row_u8_impl(n, acc, p, y);                                                          \
   }
 
 }  // namespace kiln

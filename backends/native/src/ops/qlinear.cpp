@@ -91,13 +91,13 @@ struct Requant {
 // Rows of int8 products through the row kernel into a row-major output: dst is row i0's
 // column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
-void store_rows(const Int8RowKernels& k, Int8RowParams p, size_t j0, const int32_t* acc,
+void store_rows(const Int8Loops& k, Int8RowParams p, size_t j0, const int32_t* acc,
                 size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
   p.mult += j0;
   p.offset += j0;
   for (size_t r = 0; r < rows; ++r) {
-    if constexpr (std::is_same_v<T, uint8_t>) k.to_u8(cols, acc + r * ld, p, dst + r * stride);
-    else k.to_f32(cols, acc + r * ld, p, dst + r * stride);
+    if constexpr (std::is_same_v<T, uint8_t>) k.row_u8(cols, acc + r * ld, p, dst + r * stride);
+    else k.row_f32(cols, acc + r * ld, p, dst + r * stride);
   }
 }
 
@@ -158,14 +158,14 @@ class QGemmKernel final : public Kernel {
     Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32, oshape);
     Int8GemmIO io;
     io.fill = int8_rows_of(a.ptr<uint8_t>(), w.K, w.K, w.Kq);
-    const Int8RowKernels rows_out = select_int8_row_kernels();
+    const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                       size_t ld) {
       if (rq.to_u8)
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * N + j0, N);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * N + j0, N);
       else
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * N + j0, N);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * N + j0, N);
     };
     gemm_u8s8_fused(M, w, io, c.pool);
   }
@@ -353,24 +353,24 @@ class QConvKernel final : public Kernel {
         return dst;
       };
     }
-    const Int8RowKernels rows_out = select_int8_row_kernels();
+    const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                       size_t ld) {
       // NHWC: rows are pixels, the GEMM's own layout; NCHW: through a tile, then scattered
       if (nhwc_out_ && rq.to_u8) {
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * Kout + j0, Kout);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * Kout + j0, Kout);
       } else if (nhwc_out_) {
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * Kout + j0, Kout);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * Kout + j0, Kout);
       } else if (rq.to_u8) {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, tile.data(), ld);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
       } else {
         thread_local std::vector<float> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        store_rows(rows_out, rp, j0, acc, ld, rows, cols, tile.data(), ld);
+        store_rows(loops, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
       }
     };
@@ -429,7 +429,7 @@ class QMaxPoolKernel final : public Kernel {
     float deq[256];
     uint8_t table[256];
     for (int v = 0; v < 256; ++v) deq[v] = static_cast<float>(v - xz) * xs;
-    select_int8_convert_kernels().quantize_u8(256, deq, ys, yz, table);
+    int8_loops().quantize_u8(256, deq, ys, yz, table);
     const Shape oshape = nhwc_out_ ? Shape{x.shape[0], OH, OW, static_cast<int64_t>(C)}
                                    : Shape{x.shape[0], static_cast<int64_t>(C), OH, OW};
     Tensor& y = c.output(0, DType::u8, oshape);

@@ -96,7 +96,7 @@ KernelFactory quantize_linear() {
       Tensor& y = c.output(0, out, x.shape);
       const float* px = x.ptr<float>();
       const float* ps = scale.ptr<float>();
-      const Int8ConvertKernels& k = select_int8_convert_kernels();
+      const Int8Loops& k = int8_loops();
       for_each_run(c, l, [&](size_t ch, size_t b, size_t n) {
         const float z = static_cast<float>(zero ? int_at(*zero, ch) : 0);
         if (out == DType::u8) k.quantize_u8(n, px + b, ps[ch], z, y.ptr<uint8_t>() + b);
@@ -121,7 +121,7 @@ KernelFactory dequantize_linear() {
       Tensor& y = c.output(0, DType::f32, x.shape);
       const float* ps = scale.ptr<float>();
       float* py = y.ptr<float>();
-      const Int8ConvertKernels& k = select_int8_convert_kernels();
+      const Int8Loops& k = int8_loops();
       for_each_run(c, l, [&](size_t ch, size_t b, size_t n) {
         const int32_t z = zero ? int_at(*zero, ch) : 0;
         if (x.dtype == DType::u8) {
@@ -144,7 +144,7 @@ void dynamic_quantize_linear(OpContext& c) {
   const float* px = x.ptr<float>();
   const size_t n = x.numel();
   // Range and NaN check per piece (vectorized), then combined.
-  const Int8ConvertKernels& k = select_int8_convert_kernels();
+  const Int8Loops& k = int8_loops();
   constexpr size_t kParts = 16;
   const size_t parts = c.pool && n >= (1 << 15) ? kParts : 1;
   float los[kParts] = {}, his[kParts] = {};
@@ -222,21 +222,26 @@ class MatMulIntegerKernel final : public Kernel {
     // zero-point corrections.
     if (packed_ && a.dtype == DType::u8 && b.data == packed_source_ && packed_->K == K &&
         packed_->N == N) {
-      gemm_u8s8s32(M, a.ptr<uint8_t>(), K, *packed_, py, N, c.pool);
-      // (a - za)(b - zb) = ab - za*colsum(b) - zb*rowsum(a) + K*za*zb
+      // (a - za)(b - zb) = ab - za*colsum(b) - zb*rowsum(a) + K*za*zb, in the epilogue
       const uint8_t* pa = a.ptr<uint8_t>();
-      parallel(c.pool, M, 16, [&](size_t r0, size_t r1) {
-        for (size_t i = r0; i < r1; ++i) {
+      const PackedInt8B& pb = *packed_;
+      Int8GemmIO io;
+      io.fill = int8_rows_of(pa, K, K, pb.Kq);
+      io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                        size_t ld) {
+        for (size_t r = 0; r < rows; ++r) {
           int32_t row_sum = 0;
           if (bz)
-            for (size_t k = 0; k < K; ++k) row_sum += pa[i * K + k];
-          for (size_t j = 0; j < N; ++j) {
-            const int32_t z = zb(j);
-            py[i * N + j] += -za * packed_->col_sums[j] - z * row_sum +
-                             static_cast<int32_t>(K) * za * z;
+            for (size_t k = 0; k < K; ++k) row_sum += pa[(i0 + r) * K + k];
+          int32_t* out = py + (i0 + r) * N + j0;
+          for (size_t j = 0; j < cols; ++j) {
+            const int32_t z = zb(j0 + j);
+            out[j] = acc[r * ld + j] - za * pb.col_sums[j0 + j] - z * row_sum +
+                     static_cast<int32_t>(K) * za * z;
           }
         }
-      });
+      };
+      gemm_u8s8_fused(M, pb, io, c.pool);
       return;
     }
     // Plain loops: any int8 type combination.

@@ -62,27 +62,6 @@ void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
   }
 }
 
-KILN_INT8_CONVERT_DEFS(avx2)
-
-bool kiln_range_f32__avx2(size_t n, const float* x, float* lo, float* hi) {
-  float l = *lo, h = *hi;
-  bool nan = false;
-  for (size_t i = 0; i < n; ++i) {
-    l = x[i] < l ? x[i] : l;
-    h = x[i] > h ? x[i] : h;
-    nan |= x[i] != x[i];
-  }
-  *lo = l;
-  *hi = h;
-  return nan;
-}
-
-void kiln_int8_row_f32__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
-  int8_row_f32_impl(n, acc, p, y);
-}
-
-void kiln_int8_row_u8__avx2(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y) {
-  int8_row_u8_impl(n, acc, p, y);
-}
+KILN_INT8_LOOPS_DEFS(avx2)
 
 }  // namespace kiln

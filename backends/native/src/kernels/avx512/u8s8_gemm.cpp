@@ -38,7 +38,7 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
   }
 }
 
-KILN_INT8_CONVERT_DEFS(avx512)
+KILN_INT8_LOOPS_DEFS(avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
@@ -62,14 +62,6 @@ bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   *lo = _mm512_reduce_min_ps(_mm512_min_ps(l0, l1));
   *hi = _mm512_reduce_max_ps(_mm512_max_ps(h0, h1));
   return nan != 0;
-}
-
-void kiln_int8_row_f32__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, float* y) {
-  int8_row_f32_impl(n, acc, p, y);
-}
-
-void kiln_int8_row_u8__avx512(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y) {
-  int8_row_u8_impl(n, acc, p, y);
 }
 
 }  // namespace kiln
