@@ -256,3 +256,19 @@ def test_bias_with_a_computed_zero_point_stays_as_written():
     w = inits["g_w"].astype(np.float64) * inits["g_ws"][:, None]
     want = xd.astype(np.float64) @ w.T + (inits["g_b"] - bz) * inits["g_bs"].astype(np.float64)
     _assert_close(compiled.run({"x": x, "bz": bz})["y"], want)
+
+
+@pytest.mark.parametrize(("kernel", "attrs"), [
+    ((5, 5), {"dilations": [2, 2], "pads": [4, 3, 4, 3]}),   # 25 segments of Cp bytes
+    ((1, 1), {"strides": [2, 2]}),                           # strided pointwise
+    ((7, 3), {"pads": [3, 1, 3, 1], "strides": [1, 2]}),     # tall kernel, odd channels
+])
+def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, attrs: dict):
+    x = RNG.standard_normal((2, 6, 13, 12)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("c", (5, 6, *kernel), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "c_wdq"], ["y"], name="conv", **attrs)]
+    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv"]
+    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])

@@ -104,7 +104,6 @@ namespace {
 
 constexpr size_t kInt8Mb = kInt8Mr * 8;   // rows per task: A block stays in L1/L2
 constexpr size_t kInt8Nc = kInt8Nr * 4;   // columns per epilogue tile
-constexpr size_t kMaxSegments = 16;       // kernel rows a segmented A row may have
 
 // Per-thread buffers that outlive a call (pool threads are long lived).
 template <typename T>
@@ -117,8 +116,7 @@ T* scratch(std::vector<T>& buf, size_t n) {
 
 void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, ThreadPool* pool) {
   if (M == 0 || B.N == 0) return;
-  if (io.segment_rows && (io.segments == 0 || io.segments > kMaxSegments ||
-                          B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
+  if (io.segment_rows && (io.segments == 0 || B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
     throw std::invalid_argument("int8 GEMM: rows in segments need K = segments x a multiple of 4");
   const int8_ukernel_fn kernel = select_ukernel();
   const size_t Kq = B.Kq, N = B.N;
@@ -132,23 +130,23 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   auto run = [&](size_t t0, size_t t1) {
     thread_local std::vector<uint8_t> abuf;
     thread_local std::vector<int32_t> cbuf;
-    uint8_t* ascratch = scratch(abuf, kInt8Mb * Kq);
+    thread_local std::vector<const uint8_t*> pbuf;
+    uint8_t* ascratch = io.segment_rows ? nullptr : scratch(abuf, kInt8Mb * Kq);
     int32_t* acc = scratch(cbuf, kInt8Mb * kInt8Nc);
+    const size_t nseg = io.segment_rows ? io.segments : 1;
+    const uint8_t** ptrs = scratch(pbuf, kInt8Mb * nseg);
+    const size_t seg_len = Kq / nseg;
     for (size_t t = t0; t < t1; ++t) {
       const size_t mb = split_n ? t / nchunks : t;
       const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
       const size_t i0 = mb * kInt8Mb, rows = std::min(kInt8Mb, M - i0);
       // Row pointers: the segments the caller found in place, or the filled block's rows.
-      const uint8_t* ptrs[kInt8Mb * kMaxSegments];
-      size_t nseg = 1;
       if (io.segment_rows) {
-        nseg = io.segments;
         io.segment_rows(i0, rows, ptrs);
       } else {
         const uint8_t* a = io.fill(i0, rows, ascratch);
         for (size_t r = 0; r < rows; ++r) ptrs[r] = a + r * Kq;
       }
-      const size_t seg_len = Kq / nseg;
       for (size_t ch = c0; ch < c1; ++ch) {
         const size_t j0 = ch * kInt8Nc, cols = std::min(kInt8Nc, N - j0);
         for (size_t jp = 0; jp < cols; jp += kInt8Nr) {

@@ -182,63 +182,13 @@ bool layout_of(const NodeDesc& node, const char* key) {
   return v == "NHWC";
 }
 
-// Copies n bytes with fixed-size moves the compiler inlines (im2col copies are short: C or
-// KW * C bytes, and a libc call per copy cost more than the bytes).
-inline void copy_short(uint8_t* dst, const uint8_t* src, size_t n) {
-  for (; n >= 32; n -= 32, dst += 32, src += 32) __builtin_memcpy(dst, src, 32);
-  if (n >= 16) { __builtin_memcpy(dst, src, 16); n -= 16; dst += 16; src += 16; }
-  if (n >= 8) { __builtin_memcpy(dst, src, 8); n -= 8; dst += 8; src += 8; }
-  if (n >= 4) { __builtin_memcpy(dst, src, 4); n -= 4; dst += 4; src += 4; }
-  for (; n; --n) *dst++ = *src++;
-}
-
-// im2col rows of an NHWC u8 input, one per output pixel, in (kh, kw, c) order; K padded
-// with zeros to Kq, outside the image filled with the zero point (the real zero).
-struct Im2colRows {
-  const uint8_t* x;
-  size_t H, W, C, KH, KW, OW, P, Kq, row_bytes;
-  int64_t sh, sw, ph, pw, dh, dw;
-  uint8_t pad;
-
-  void fill(size_t i0, size_t rows, uint8_t* dst) const {
-    const int64_t Hi = static_cast<int64_t>(H), Wi = static_cast<int64_t>(W);
-    const size_t span = KW * C;
-    for (size_t r = 0; r < rows; ++r) {
-      const size_t i = i0 + r, n = i / P, p = i % P;
-      const int64_t oh = static_cast<int64_t>(p / OW), ow = static_cast<int64_t>(p % OW);
-      const int64_t iw0 = ow * sw - pw;
-      // dw == 1 and inside: a kernel row is KW * C contiguous input bytes
-      const bool dense = dw == 1 && iw0 >= 0 && iw0 + static_cast<int64_t>(KW) <= Wi;
-      uint8_t* row = dst + r * Kq;
-      for (size_t kh = 0; kh < KH; ++kh) {
-        const int64_t ih = oh * sh - ph + static_cast<int64_t>(kh) * dh;
-        uint8_t* out = row + kh * span;
-        if (ih < 0 || ih >= Hi) {
-          std::memset(out, pad, span);
-          continue;
-        }
-        const uint8_t* line = x + (n * H + static_cast<size_t>(ih)) * W * C;
-        if (dense) {
-          copy_short(out, line + iw0 * C, span);
-          continue;
-        }
-        for (size_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = iw0 + static_cast<int64_t>(kw) * dw;
-          if (iw < 0 || iw >= Wi) std::memset(out + kw * C, pad, C);
-          else copy_short(out + kw * C, line + iw * C, C);
-        }
-      }
-      std::memset(row + row_bytes, 0, Kq - row_bytes);
-    }
-  }
-};
-
 // 2-D convolution, one group: X [N, C, H, W] (u8) * W [K, C, KH, KW] (s8) -> Y [N, K, OH, OW].
-// The GEMM has one row per output pixel and reads its input in NHWC, so every im2col row is
-// KH runs of KW * C contiguous bytes. `kiln_layout_in` / `kiln_layout_out` = "NHWC" say the
-// lowering hands a u8 value from one QConv to the next in NHWC (shape [N, H, W, C]) and no
-// transposition happens between them; otherwise X is copied to NHWC here (C > 1) and the
-// epilogue writes NCHW.
+// The GEMM has one row per output pixel and reads it in place from a zero-point-padded NHWC
+// copy of X: each row is KH segments of KW * Cp contiguous bytes (KH * KW segments of Cp
+// bytes when the width is dilated), Cp being C rounded up so that a segment is whole k quads
+// (the extra channels have zero weights). `kiln_layout_in` / `kiln_layout_out` = "NHWC" say
+// the lowering hands a u8 value from one QConv to the next in NHWC (shape [N, H, W, C]), so
+// no transposition happens between them; otherwise the epilogue writes NCHW.
 class QConvKernel final : public Kernel {
  public:
   QConvKernel(const NodeDesc& node, const BuildContext& bc)
@@ -248,9 +198,9 @@ class QConvKernel final : public Kernel {
     const Tensor* w = bc.constant(node, 1);
     check_constant_weights(node, w, 4);
     const size_t K = w->shape[0], C = w->shape[1], KH = w->shape[2], KW = w->shape[3];
-    // Channels padded so that a kernel row (KW * Cp bytes) is whole k quads: the GEMM then
-    // reads every convolution in place. The extra channels have zero weights.
-    cp_ = (KW * C) % 4 == 0 ? C : (C + 3) / 4 * 4;
+    dilated_w_ = attrs_.dilations.size() == 2 && attrs_.dilations[1] != 1;
+    const size_t segment = dilated_w_ ? C : KW * C;  // contiguous input bytes per segment
+    cp_ = segment % 4 == 0 ? C : (C + 3) / 4 * 4;
     const size_t Cp = cp_;
     // GEMM B [(kh, kw, c), k]: the im2col row order of an NHWC input
     std::vector<int8_t> b(KH * KW * Cp * K, 0);
@@ -284,21 +234,15 @@ class QConvKernel final : public Kernel {
     if (g.N * P == 0) return;
     const uint8_t pad = static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c));
 
-    const size_t Cp = cp_, Kq = pw.Kq, row_bytes = KH * KW * Cp;
-    const bool pointwise = KH == 1 && KW == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
-                           g.pb[0] == 0 && g.pb[1] == 0 && g.pe[0] == 0 && g.pe[1] == 0;
-    // Kernel rows read in place from a zero-point-padded NHWC copy of X; im2col rows are
-    // copied only for a dilated width or very tall kernels.
-    const bool in_place = !pointwise && g.dil[1] == 1 && KH <= 16;
-    const size_t pt = in_place ? g.pb[0] : 0, pl = in_place ? g.pb[1] : 0;
-    const size_t Hp = H + pt + (in_place ? g.pe[0] : 0), Wp = W + pl + (in_place ? g.pe[1] : 0);
+    const size_t Cp = cp_, pt = g.pb[0], pl = g.pb[1];
+    const size_t Hp = H + pt + g.pe[0], Wp = W + pl + g.pe[1];
 
-    // X as NHWC with Cp channels (padded for in_place): used as given when it already is,
-    // else copied here. Kept by the calling thread across runs: a fresh megabyte per run
-    // costs page faults, which the kernel serializes across threads.
+    // X as NHWC with Cp channels and its padding: used as given when it already is, else
+    // copied here. Kept by the calling thread across runs: a fresh megabyte per run costs
+    // page faults, which the kernel serializes across threads.
     thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
-    const bool as_given = !in_place && Cp == C && (nhwc_in_ || C == 1);
+    const bool as_given = Hp == H && Wp == W && Cp == C && (nhwc_in_ || C == 1);
     if (!as_given) {
       const size_t row = Wp * Cp;
       if (copied.size() < g.N * Hp * row) copied.resize(g.N * Hp * row);
@@ -331,28 +275,18 @@ class QConvKernel final : public Kernel {
     }
 
     Int8GemmIO io;
-    if (pointwise) {
-      io.fill = int8_rows_of(nhwc, Cp, Cp, Kq);
-    } else if (in_place) {
-      io.segments = KH;
-      const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0];
-      io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
-        for (size_t r = 0; r < rows; ++r) {
-          const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
-          for (size_t kh = 0; kh < KH; ++kh)
-            ptrs[r * KH + kh] = nhwc + ((n * Hp + oh * sh + kh * dh) * Wp + ow * sw) * Cp;
-        }
-      };
-    } else {
-      // Everything by value: the byte stores may alias any captured reference, which made
-      // the compiler reload each one per copy.
-      const Im2colRows geo{nhwc, H, W, Cp, KH, KW, OW, P, Kq, row_bytes,
-                           g.stride[0], g.stride[1], g.pb[0], g.pb[1], g.dil[0], g.dil[1], pad};
-      io.fill = [geo](size_t i0, size_t rows, uint8_t* dst) -> const uint8_t* {
-        geo.fill(i0, rows, dst);
-        return dst;
-      };
-    }
+    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
+    io.segments = KH * per_row;
+    const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0], dw = g.dil[1];
+    io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
+        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
+        for (size_t kh = 0; kh < KH; ++kh)
+          for (size_t kw = 0; kw < per_row; ++kw)
+            *ptrs++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+      }
+    };
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
@@ -381,7 +315,8 @@ class QConvKernel final : public Kernel {
   ConvAttrs attrs_;
   bool relu_;
   bool nhwc_in_, nhwc_out_;
-  size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up when a kernel row needs it)
+  bool dilated_w_ = false;  // a dilated width splits kernel rows into KW segments
+  size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up to whole k quads)
   std::shared_ptr<PackedInt8B> packed_;
 };
 
