@@ -1,5 +1,6 @@
 // Helpers shared by the operator files: dtype dispatch, axes, broadcasting, int inputs.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -66,6 +67,24 @@ inline std::string read_auto_pad(const NodeDesc& node) {
   if (pad != "NOTSET" && pad != "SAME_UPPER" && pad != "SAME_LOWER" && pad != "VALID")
     node.fail("auto_pad '" + pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
   return pad;
+}
+
+// Padding before and after spatial dim d (of nd): SAME_UPPER / SAME_LOWER computed so the
+// output has ceil(in / stride) positions (the odd one at the end for UPPER), NOTSET read from
+// pads (begin d, end d + nd), VALID none. span is the dilated kernel extent.
+inline void spatial_pads(const std::string& auto_pad, const std::vector<int64_t>& pads, size_t d,
+                         size_t nd, int64_t in, int64_t stride, int64_t span, int64_t& begin,
+                         int64_t& end) {
+  begin = end = 0;
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    const int64_t out = (in + stride - 1) / stride;
+    const int64_t total = std::max<int64_t>(0, (out - 1) * stride + span - in);
+    begin = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    end = total - begin;
+  } else if (auto_pad == "NOTSET" && !pads.empty()) {
+    begin = pads[d];
+    end = pads[d + nd];
+  }
 }
 
 // Reads an int32/int64 tensor as int64 values.

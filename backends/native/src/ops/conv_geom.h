@@ -82,16 +82,7 @@ inline Geom conv_geom(const ConvAttrs& a, const Tensor& x, const Tensor& w, OpCo
   g.out.resize(g.nd);
   for (size_t d = 0; d < g.nd; ++d) {
     const int64_t span = (g.k[d] - 1) * g.dil[d] + 1;
-    if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
-      int64_t out = (g.in[d] + g.stride[d] - 1) / g.stride[d];
-      int64_t total = std::max<int64_t>(0, (out - 1) * g.stride[d] + span - g.in[d]);
-      int64_t small = total / 2;
-      g.pb[d] = a.auto_pad == "SAME_UPPER" ? small : total - small;
-      g.pe[d] = total - g.pb[d];
-    } else if (a.auto_pad == "NOTSET" && !a.pads.empty()) {
-      g.pb[d] = a.pads[d];
-      g.pe[d] = a.pads[d + g.nd];
-    }
+    spatial_pads(a.auto_pad, a.pads, d, g.nd, g.in[d], g.stride[d], span, g.pb[d], g.pe[d]);
     const int64_t padded = g.in[d] + g.pb[d] + g.pe[d];
     if (padded < span)
       c.fail("kernel " + shape_str(g.k) + " (dilated extent " + std::to_string(span) +

@@ -342,7 +342,7 @@ KernelFactory softmax(SoftKind kind) {
               m = xr[j * inner];
               arg = j;
             }
-          if (kind == SoftKind::softmax && inner == 1 && m == m && std::isfinite(m)) {
+          if (kind == SoftKind::softmax && inner == 1 && std::isfinite(m)) {
             // A contiguous row without NaN: the vectorized exponential (within ~1e-6).
             int nan = 0;
             for (size_t j = 0; j < len; ++j) {

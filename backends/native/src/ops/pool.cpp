@@ -71,16 +71,10 @@ PoolGeom pool_geom(const PoolAttrs& a, const Tensor& x, OpContext& c) {
   g.out.resize(g.nd);
   for (size_t d = 0; d < g.nd; ++d) {
     const int64_t span = (g.k[d] - 1) * g.dil[d] + 1;
+    spatial_pads(a.auto_pad, a.pads, d, g.nd, g.in[d], g.stride[d], span, g.pb[d], g.pe[d]);
     if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
-      g.out[d] = (g.in[d] + g.stride[d] - 1) / g.stride[d];
-      int64_t total = std::max<int64_t>(0, (g.out[d] - 1) * g.stride[d] + span - g.in[d]);
-      g.pb[d] = a.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-      g.pe[d] = total - g.pb[d];
+      g.out[d] = (g.in[d] + g.stride[d] - 1) / g.stride[d];  // no ceil_mode under SAME
       continue;
-    }
-    if (a.auto_pad == "NOTSET" && !a.pads.empty()) {
-      g.pb[d] = a.pads[d];
-      g.pe[d] = a.pads[d + g.nd];
     }
     const int64_t padded = g.in[d] + g.pb[d] + g.pe[d];
     if (padded < span)
