@@ -141,11 +141,13 @@ class OnnxRuntimeCompiled(CompiledModel):
                                        float(e["ts"] - windows[k][0])))
         return per_run
 
-    def cancel(self, thread_id: int) -> None:
+    def cancel(self, thread_id: int) -> bool:
         """Stop the run in progress on thread ``thread_id`` (it then raises KilnError)."""
         run_options = self._active.get(thread_id)
-        if run_options is not None:
-            run_options.terminate = True
+        if run_options is None:
+            return False
+        run_options.terminate = True
+        return True
 
 
 class OnnxRuntimeBackend(Backend):

@@ -8,7 +8,7 @@ from onnx import helper
 
 from kiln.compiler import calibrate, quantization, speed_gate
 from kiln.compiler.passes import quantize
-from kiln.runtime.quantize_gate import measure_on
+from kiln.runtime.quantize_gate import measure_with_backend
 
 
 def mixed():
@@ -44,8 +44,10 @@ def test_gate_decides_every_region_with_measured_numbers():
         return m
 
     groups = speed_gate.regions(model, ["conv", "depthwise", "fc"])
-    result = speed_gate.gate(model, build, groups, measure_on("onnxruntime", feeds, threads=1,
-                                                              min_time=0.02, repeats=1),
+    result = speed_gate.gate(model, build, groups, measure_with_backend("onnxruntime", feeds,
+                                                                        threads=1,
+                                                                        min_time=0.02,
+                                                                        repeats=1),
                              rounds=1)
     assert [d.region for d in result.decisions] == list(groups)
     for d in result.decisions:
