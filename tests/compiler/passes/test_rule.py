@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 from compiler_cases import make_model, ops
 from onnx import helper
@@ -48,3 +49,21 @@ def test_onnxscript_rules_pass_counts_by_rule_name():
     assert step(model).modified
     assert step.fired == {"TransposeTranspose": 1}
     assert not OnnxscriptRulesPass([transpose_transpose_rule])(model).modified
+
+
+def test_onnxscript_rules_pass_reports_why_a_rule_was_refused():
+    """A BatchNormalization after a Conv whose weight is a graph input (not an initializer)
+    matches the fusion's pattern but fails its condition: the report says so."""
+    from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+
+    bn = {name: np.full(4, value, np.float32)
+          for name, value in (("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0))}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                              ["y"])]
+    model = make_model(nodes, {"x": [1, 3, 5, 5], "w": [4, 3, 1, 1]}, {"y": [1, 4, 5, 5]}, bn)
+    step = FuseBatchNormPass()
+    assert not step(model).modified and not step.fired
+    assert sum(step.rejected.values()) == 1
+    (reason,) = step.rejected
+    assert reason.startswith("FuseBatchNormIntoConv: ") and "initializer" in reason.lower()
