@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from model_builders import model_from_value_infos as model
 from onnx import TensorProto as TP
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -30,14 +31,6 @@ def vi(name: str, shape: Any = None, dtype: int = F) -> onnx.ValueInfoProto:
 
 def const(name: str, value: Any, dtype: Any = np.int64) -> onnx.TensorProto:
     return nh.from_array(np.asarray(value, dtype=dtype), name)
-
-
-def model(nodes: list, inputs: list, outputs: list, inits: tuple = (), opset: int = 17,
-          ir: int = 10, **graph: Any) -> onnx.ModelProto:
-    g = h.make_graph(nodes, "hostile", inputs, outputs, initializer=list(inits), **graph)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
-    m.ir_version = ir
-    return m
 
 
 def relu_model(shape: Any = (2, 4)) -> onnx.ModelProto:
@@ -192,7 +185,7 @@ def opset_beyond_backend(folder):
     # Celu changed at opset 28, so the stamp cannot be lowered to what the backend reads
     # (a Relu at opset 27 would be restamped and run).
     return model([h.make_node("Celu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])], opset=28,
-                 ir=12)
+                 ir_version=12)
 
 
 @case("version", "UnsupportedError", r"domain 'com.microsoft' is not supported by openvino",

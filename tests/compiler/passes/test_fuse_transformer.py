@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from compiler_cases import run_ort
+from model_builders import run_reference
 
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -46,7 +46,7 @@ def _feeds() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("kiln_attention", [False, True])
 def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm, kiln_attention):
     raw = ir.load(minilm)
-    want = run_ort(raw, _feeds())
+    want = run_reference(raw, _feeds())
     caps = (BackendCaps("native", kiln_ops=frozenset({"Attention"}), max_opset=23)
             if kiln_attention else
             BackendCaps("onnxruntime", standard_attention=True, max_opset=23))
@@ -58,7 +58,7 @@ def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm, kiln_attenti
     assert "Softmax" not in hist and "Erf" not in hist and "ReduceMean" not in hist
     if kiln_attention:
         ExpandKilnOpsPass()(model)
-    got = run_ort(model, _feeds())
+    got = run_reference(model, _feeds())
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
 
 
@@ -67,9 +67,9 @@ def test_minilm_with_static_shapes_folds_the_shape_arithmetic(minilm):
     model = ir.load(minilm)
     for value in model.graph.inputs:
         value.shape = ir.Shape([2, 16])
-    want = run_ort(ir.load(minilm), _feeds())
+    want = run_reference(ir.load(minilm), _feeds())
     out, report = optimize(model, 2, None, BackendCaps("onnxruntime", standard_attention=True,
                                                        max_opset=23))
     assert report.nodes_before == 681 and report.nodes_after < 200
     assert not {"Shape", "ConstantOfShape", "Unsqueeze", "Concat"} & set(report.ops_after)
-    np.testing.assert_allclose(run_ort(out, _feeds())[0], want[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_reference(out, _feeds())[0], want[0], rtol=1e-4, atol=1e-4)
