@@ -15,6 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from kiln.compiler.opset_stamp import restamp_opset
+from kiln.errors import InputError
 
 
 def _loads(ir_version: int, opset: int) -> bool:
@@ -82,6 +83,9 @@ def onnxruntime_session(model: bytes | str, *, threads: int | None = None,
     """
     import onnxruntime as ort
 
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise InputError(f"unknown onnxruntime optimization level {optimization!r}; choose "
+                         f"one of {', '.join(OPTIMIZATION_LEVELS)}")
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = int(threads)
