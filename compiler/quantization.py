@@ -8,7 +8,7 @@
 
 ``measure(model_proto) -> seconds`` (optional) times a model on the target backend; the
 compiler never imports a backend, so the caller supplies it
-(``kiln.runtime.quantize_gate.measure_on``).
+(``kiln.runtime.quantize_gate.measure_with_backend``).
 """
 
 from __future__ import annotations
