@@ -6,6 +6,7 @@ what it is given; it only refuses precisions that would need a flag it does not 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -33,7 +34,21 @@ if TYPE_CHECKING:
     from kiln.compiler.target import Target
     from kiln.compiler.validate import Limits
 
-_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+_ONNX_DOMAINS = ("", "ai.onnx")
+
+
+@functools.cache
+def cpu_kernels() -> frozenset[tuple[str, str]]:
+    """(domain, op) of every kernel onnxruntime's CPU execution provider registers outside
+    the ONNX domain (ai.onnx.ml, com.microsoft contrib ops, com.microsoft.nchwc ...)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        return frozenset((d.domain, d.op_name) for d in ort_state.get_all_opkernel_def()
+                         if d.provider == "CPUExecutionProvider"
+                         and d.domain not in _ONNX_DOMAINS)
+    except Exception:  # onnxruntime absent or without the listing: no such kernels known
+        return frozenset()
 
 
 #: onnxruntime's own optimized graph (what its graph optimizers made of kiln's), in the
@@ -148,11 +163,15 @@ class OnnxRuntimeBackend(Backend):
     def refusal(self, node: ir.Node) -> str | None:
         import onnx
 
-        if node.domain not in _STANDARD_DOMAINS:
-            return f"domain '{node.domain}' is not an onnxruntime domain"
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        if domain != "com.microsoft" and not onnx.defs.has(node.op_type, domain):
-            return f"no ONNX schema for {node.op_type}"
+        if node.domain in _ONNX_DOMAINS:
+            if not onnx.defs.has(node.op_type, ""):
+                return f"no ONNX schema for {node.op_type}"
+            return None
+        if (node.domain, node.op_type) not in cpu_kernels():
+            if not any(domain == node.domain for domain, _ in cpu_kernels()):
+                return f"domain '{node.domain}' is not an onnxruntime domain"
+            return (f"onnxruntime's CPU execution provider has no kernel for "
+                    f"{node.domain}::{node.op_type}")
         return None
 
     def supported_precisions(self) -> tuple[str, ...]:
@@ -166,7 +185,8 @@ class OnnxRuntimeBackend(Backend):
 
         top = max_opset()
         return Limits("onnxruntime", None, {"": (1, top), "ai.onnx": (1, top),
-                                            "ai.onnx.ml": (1, 5), "com.microsoft": (1, 1)})
+                                            "ai.onnx.ml": (1, 5), "com.microsoft": (1, 1),
+                                            "com.microsoft.nchwc": (1, 1)})
 
     def caps(self) -> BackendCaps:
         from kiln.compiler.capabilities import BackendCaps

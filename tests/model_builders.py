@@ -145,7 +145,8 @@ def make_scalar_input_model() -> onnx.ModelProto:
 
 def make_contrib_model(seed: int = 0) -> onnx.ModelProto:
     """onnxruntime contrib ops between standard ones: com.microsoft FusedConv (Conv + Relu)
-    -> Sigmoid -> com.microsoft Inverse (of each 4x4 plane) -> Conv -> Relu -> Tanh."""
+    -> Sigmoid -> + 4 I -> com.microsoft Inverse (of each 4x4 plane, diagonally dominant)
+    -> Conv -> Relu -> Tanh."""
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
@@ -154,7 +155,8 @@ def make_contrib_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("FusedConv", ["x", "w", "b"], ["c0"], name="fused_conv",
                          domain="com.microsoft", activation="Relu", pads=[1, 1, 1, 1]),
         helper.make_node("Sigmoid", ["c0"], ["s0"], name="sigmoid"),
-        helper.make_node("Inverse", ["s0"], ["inv"], name="inverse", domain="com.microsoft"),
+        helper.make_node("Add", ["s0", "eye"], ["a0"], name="shift"),
+        helper.make_node("Inverse", ["a0"], ["inv"], name="inverse", domain="com.microsoft"),
         helper.make_node("Conv", ["inv", "w2"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
         helper.make_node("Tanh", ["r1"], ["y"], name="tanh"),
@@ -162,7 +164,7 @@ def make_contrib_model(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
-        initializer=[w, b, w2])
+        initializer=[w, b, w2, numpy_helper.from_array(np.eye(4, dtype=np.float32) * 4, "eye")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                    helper.make_opsetid("com.microsoft", 1)])
 
