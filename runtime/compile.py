@@ -226,12 +226,14 @@ def import_validated(model: Any, backends: Sequence[str]) -> ir.Model:
     ``backends``' limits."""
     import onnx_ir as ir
 
+    from kiln.compiler.frontend import normalize
     from kiln.compiler.validate import kiln_limits, validate_proto
 
     limits = limits_of(backends)
     if isinstance(model, ir.Model):
         proto = ir.serde.serialize_model(model)
         validate_proto(proto, "<onnx_ir.Model>", [kiln_limits(), *limits])
+        normalize(proto)  # -1 dims dynamic, unused imports dropped, as import_model does
         # passes rewrite in place: work on a copy so the caller's model stays as given
         return ir.from_proto(proto)
     return import_model(model, limits=limits)
