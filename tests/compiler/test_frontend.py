@@ -127,6 +127,14 @@ def test_minus_one_dim_is_a_dynamic_dim(backend):
                                    rtol=1e-4, atol=1e-4)
 
 
+def test_an_ir_model_with_minus_one_dims_runs_any_batch():
+    import onnx_ir as ir
+    from model_builders import make_dynamic_dim_model
+
+    session = kiln.Session(ir.from_proto(make_dynamic_dim_model()), backend="onnxruntime")
+    assert session(x=np.zeros((3, 3, 8, 8), np.float32))["y"].shape == (3, 4)
+
+
 def test_import_drops_minus_one_dims_and_unused_imports():
     from model_builders import make_dynamic_dim_model, make_unused_domains_model
 
