@@ -151,12 +151,12 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     arguments. ``reduce`` (or its fields as keyword arguments) prunes / lowers precision.
     A ``.kiln`` path is loaded (``load``) instead."""
     check_arguments(precision, threads)
-    target = Target.parse(target)
     if is_artifact_path(model):
         if reduce is not None or ReduceOptions.pop_from(options) is not None:
             raise KilnError("an artifact is already compiled; reduce the source model "
                             "instead")
         return load(model, backend, target, precision, threads, **options)
+    target = Target.parse(target)
     started = time.perf_counter()
     choice = choose_backends(backend, target, options)
     guards = guards_module.Guards.from_options(options)
@@ -314,10 +314,10 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     from kiln.runtime.artifact import load_artifact, restore
 
     check_arguments(precision, threads)
-    target = Target.parse(target)
     started = time.perf_counter()
     artifact = load_artifact(path)
     manifest = artifact.manifest
+    target = artifact_target(target, artifact.target)
     built = manifest["pipeline"].get("options") or {}
     precision = precision or built.get("precision")
     options.setdefault("device", built.get("device") or "CPU")
@@ -349,6 +349,24 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
                     rebuild_reason=why, source_sha256=manifest.get("source", {}).get(
                         "sha256", ""), artifact=artifact, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
+
+
+def artifact_target(requested: str | Target, built: str) -> Target:
+    """The target a loaded artifact runs for: the one asked for; for "auto", the one it was
+    compiled for when this machine has every feature that target names (an AVX2 artifact
+    runs as compiled on an AVX-512 machine), else this machine."""
+    if not (isinstance(requested, str) and requested.strip().lower() in ("", "auto")):
+        return Target.parse(requested)
+    here = Target.detect()
+    try:
+        compiled_for = Target.parse(built)
+    except KilnError:  # a target this kiln does not know: run for this machine
+        return here
+    if str(compiled_for) == str(here):
+        return here  # compiled for this machine: keep what detection knows (cores, caches)
+    if compiled_for.kind == here.kind == "cpu" and compiled_for.features <= here.features:
+        return compiled_for
+    return here
 
 
 def artifact_model(artifact: Artifact, backends: Sequence[str]) -> ir.Model:

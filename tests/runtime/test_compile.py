@@ -128,3 +128,22 @@ def test_needs_reduction_only_for_what_the_graph_lacks(tmp_path):
     assert not needs_reduction(model, "fp16", frozenset({"fp16"}), None)  # the engine's hint
     assert needs_reduction(model, "fp16", frozenset({"fp16"}),
                            ReduceOptions(convert_precision=True))
+
+
+def test_an_artifact_for_a_subset_of_this_cpu_loads_as_compiled(tmp_path):
+    """Compiled for cpu:avx2,fma, loaded on a machine that has both: its blobs are used and
+    it runs for the target it was compiled for; asked for another target, it is rebuilt."""
+    from kiln.compiler.target import Target
+
+    here = Target.detect()
+    if not {"avx2", "fma"} <= here.features:
+        pytest.skip("this CPU lacks AVX2/FMA")
+    path = kiln.compile(cnn_file(tmp_path), backend="onnxruntime",
+                        target="cpu:avx2,fma").save(tmp_path / "avx2.kiln")
+    loaded = kiln.Session(path)
+    assert str(loaded.target) == "cpu:avx2,fma" and loaded.rebuild_reason is None
+    assert compile_module.artifact_target("auto", "cpu:avx2,fma") == Target.parse("cpu:avx2,fma")
+    assert compile_module.artifact_target("auto", "gpu:sm90") == here
+    assert compile_module.artifact_target("cpu", "cpu:avx2,fma") == Target.parse("cpu")
+    rebuilt = kiln.Session(path, target="cpu")
+    assert "target" in rebuilt.rebuild_reason
