@@ -12,7 +12,7 @@ import dataclasses
 #: Ops in the "kiln" domain that passes may emit. Backends that do not list one of them get it
 #: expanded back into standard ONNX by ``ExpandKilnOpsPass``.
 KILN_DOMAIN = "kiln"
-KILN_OPS = frozenset({"FusedConv", "FusedGemm", "Attention"})
+KILN_OPS = frozenset({"FusedConv", "FusedGemm"})
 
 
 @dataclasses.dataclass(frozen=True)
