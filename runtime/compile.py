@@ -167,6 +167,7 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     graph = import_validated(model, choice.engines)
     # Before the optimizer, whose constant folding would build what the guards refuse.
     checks = guards_module.check_model(graph, guards, choice.engines)
+    source_sha256 = graph.meta.get("kiln.source_sha256", "") or ""
     imported = time.perf_counter()
     caps = choice.caps()
     reduction = None
@@ -183,8 +184,7 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     return Compiled(graph, engine, choice, target, compile_options, level, guards, checks,
                     placement=placement, report=report, reduction=reduction,
                     reduce_options=reduce,
-                    source_sha256=graph.meta.get("kiln.source_sha256", "") or "",
-                    import_seconds=imported - started,
+                    source_sha256=source_sha256, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
 
 

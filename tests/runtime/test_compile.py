@@ -3,6 +3,7 @@ gate included), and the manifest written from what compile decided."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -73,7 +74,8 @@ def test_the_manifest_records_what_compile_decided(tmp_path, monkeypatch):
     from kiln.runtime import placement
     from kiln.runtime.artifact import load_artifact
 
-    compiled = kiln.compile(cnn_file(tmp_path), backend="onnxruntime", precision="fp16",
+    source = cnn_file(tmp_path)
+    compiled = kiln.compile(source, backend="onnxruntime", precision="fp16",
                             reduce=ReduceOptions(prune="channels:0.25", exclude=["Gemm"]))
     assert compiled.choice.name == "onnxruntime" and compiled.choice.reason == "requested"
     assert compiled.reduction is not None and compiled.placement is None
@@ -88,6 +90,8 @@ def test_the_manifest_records_what_compile_decided(tmp_path, monkeypatch):
     assert manifest["reduce"]["prune"] == "channels:0.25"
     assert manifest["reduce"]["exclude"] == ["Gemm"]
     assert manifest["pipeline"]["options"]["precision"] == "fp16"
+    with open(source, "rb") as f:  # the source's hash, not the reduced graph's
+        assert manifest["source"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
 
 
 def test_choose_backends_reads_names_lists_and_auto():
