@@ -223,7 +223,27 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
                 for node in model.graph:  # converted and kept: OpenVINO runs what it read
                     if node not in refused and node not in verdicts:
                         verdicts[node] = None
+    if device.partition(".")[0] == "CPU":
+        _refuse_unranked_entries(model, verdicts)
     return verdicts
+
+
+def _refuse_unranked_entries(model: ir.Model, verdicts: dict[ir.Node, str | None]) -> None:
+    """Refuse nodes that would read a tensor of unknown rank from outside their OpenVINO
+    piece (a graph input, or the output of a node OpenVINO does not run): the piece would get
+    a Parameter of dynamic rank, which the CPU plugin does not compile ("CPU plug-in doesn't
+    support Parameter operation with dynamic rank"). In order, so refusals propagate."""
+    for node in model.graph:
+        if verdicts.get(node) is not None:
+            continue
+        for value in node.inputs:
+            if value is None or value.shape is not None or value.const_value is not None:
+                continue
+            producer = value.producer()
+            if producer is None or verdicts.get(producer) is not None:
+                verdicts[node] = (f"reads '{value.name}', whose rank is unknown, from outside "
+                                  "OpenVINO; its CPU plugin compiles only tensors of known rank")
+                break
 
 
 def _ask(data: bytes, device: str, op_types: dict[str, str], foreign: bool

@@ -35,6 +35,10 @@ def query_by_output(data: bytes, device: str, op_types: dict[str, str]
         except Exception as exc:
             return {}, f"OpenVINO's ONNX frontend cannot read the model: {exc}".splitlines()[0]
         for op in partial.get_ordered_ops():
+            plugin = _plugin_refusal(op, device)
+            if plugin is not None:
+                verdicts.update({name: plugin for output in op.outputs()
+                                 for name in output.get_names() if name in op_types})
             if not any(t in op.get_type_name() for t in ("FrameworkNode", "NotSupported")):
                 continue
             for output in op.outputs():
@@ -69,13 +73,28 @@ def query_by_output(data: bytes, device: str, op_types: dict[str, str]
             for name in output.get_names():
                 if name not in op_types:
                     continue
-                if op.get_friendly_name() in supported:
+                plugin = _plugin_refusal(op, device)
+                if plugin is not None:
+                    verdicts[name] = plugin
+                elif op.get_friendly_name() in supported:
                     verdicts.setdefault(name, None)
                 else:
                     verdicts[name] = (f"{device} does not run {op.get_type_name()} (from "
                                       f"{op_types[name].rpartition('::')[2]}) according to "
                                       "OpenVINO query_model")
     return verdicts, None
+
+
+def _plugin_refusal(op, device: str) -> str | None:
+    """What query_model accepts but the CPU plugin then refuses to compile (2026.4): any
+    operation with an output of unknown rank ("CPU plug-in doesn't support If operation with
+    dynamic rank")."""
+    if device.partition(".")[0] != "CPU" or op.get_type_name() in ("Parameter", "Result"):
+        return None
+    if any(output.get_partial_shape().rank.is_dynamic for output in op.outputs()):
+        return (f"OpenVINO's CPU plugin does not run {op.get_type_name()} with an output of "
+                "unknown rank")
+    return None
 
 
 def main() -> None:

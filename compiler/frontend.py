@@ -8,9 +8,9 @@
   overridable inputs;
 - external data is read only from regular files inside the model's own folder, and only the
   bytes the tensor declares;
-- a dim declared as ``-1`` (Paddle2ONNX and older exporters' "dynamic") becomes an unnamed
-  dim, as onnxruntime reads it, and opset imports of domains no node uses are dropped, so no
-  backend is handed either;
+- a dim declared as ``-1`` or named ``?`` (Paddle2ONNX and older exporters' "dynamic")
+  becomes an unnamed dim, as onnxruntime reads it, and opset imports of domains no node uses
+  are dropped, so no backend is handed either;
 - every failure is a ``kiln.ModelError`` naming what is wrong and where.
 """
 
@@ -68,17 +68,23 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     return model
 
 
+#: dim_param values exporters write for "unknown", not as a name shared by equal dims
+#: (Paddle2ONNX writes "?" on several axes of one input that take different sizes).
+UNKNOWN_DIM_NAMES = frozenset({"?"})
+
+
 def normalize(proto: onnx.ModelProto) -> None:
     """What a validated model declares in forms backends differ on, in the one form they share:
-    ``-1`` dims of graph inputs, outputs and value_info become unnamed (dynamic) dims, and
-    imports of domains no node uses are dropped. In place."""
+    ``-1`` dims and ``?`` dim names of graph inputs, outputs and value_info become unnamed
+    (dynamic) dims, and imports of domains no node uses are dropped. In place."""
     graphs = [proto.graph]
     while graphs:
         graph = graphs.pop()
         for info in (*graph.input, *graph.output, *graph.value_info):
             if info.type.HasField("tensor_type"):
                 for dim in info.type.tensor_type.shape.dim:
-                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM:
+                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM or \
+                            dim.HasField("dim_param") and dim.dim_param in UNKNOWN_DIM_NAMES:
                         dim.Clear()
         for node in graph.node:
             for attribute in node.attribute:

@@ -111,8 +111,8 @@ BACKENDS = ("onnxruntime", "openvino", "native")
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_minus_one_dim_is_a_dynamic_dim(backend):
-    """Paddle2ONNX writes dim_value -1 for a dynamic dim; onnxruntime reads it so, and kiln
-    takes any size there."""
+    """Paddle2ONNX writes dim_value -1, or the name '?' on several axes, for a dynamic dim;
+    onnxruntime reads both so, and kiln takes any size there."""
     import onnxruntime as ort
     from model_builders import make_dynamic_dim_model
 
@@ -121,8 +121,9 @@ def test_minus_one_dim_is_a_dynamic_dim(backend):
     assert session.inputs[0].shape[0] is None
     reference = ort.InferenceSession(model.SerializeToString(),
                                      providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    for batch, height, width in ((1, 8, 8), (3, 6, 10)):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, height, width)).astype(
+            np.float32)
         np.testing.assert_allclose(session(x=x)["y"], reference.run(None, {"x": x})[0],
                                    rtol=1e-4, atol=1e-4)
 
