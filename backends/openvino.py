@@ -116,6 +116,9 @@ def device_problem(device: str, available: list[str]) -> str | None:
 
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
+#: What to do when OpenVINO alone cannot take a model.
+_FALLBACK_HINT = ("\nbackend=['openvino'] runs the nodes OpenVINO takes on it and the rest on "
+                  "the fallback (onnxruntime).")
 #: Seconds the child process that asks OpenVINO about contrib nodes may take.
 _QUERY_TIMEOUT = 300.0
 
@@ -388,12 +391,13 @@ class OpenVinoBackend(Backend):
         try:
             ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:
-            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}") from exc
+            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}{_FALLBACK_HINT}") \
+                from exc
         try:
             compiled = core.compile_model(ov_model, device, config)
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot compile the model for {device}: "
-                                   f"{exc}") from exc
+                                   f"{exc}{_FALLBACK_HINT}") from exc
         return OpenVinoCompiled(compiled, model, config)
 
     def _refuse_foreign(self, model: ir.Model, device: str) -> None:
@@ -411,9 +415,8 @@ class OpenVinoBackend(Backend):
                                  f"({node.domain or 'ai.onnx'}::{node.op_type}): {reason}"
                                  for node, reason in refused)
             raise UnsupportedError(
-                f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}\n"
-                "Run it with backend=['openvino'] (these nodes then run on the fallback, "
-                "onnxruntime) or with backend='onnxruntime'.")
+                f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}"
+                f"{_FALLBACK_HINT}")
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:

@@ -133,3 +133,35 @@ def test_ops_of_unknown_rank_go_to_the_fallback():
         feeds = {"x": x, "c": np.array(c)}
         np.testing.assert_array_equal(session.run(None, feeds)[0],
                                       reference.run(None, feeds)[0])
+
+
+def test_unknown_rank_inside_a_body_goes_to_the_fallback():
+    """silero-vad (spox export): the rank-changing If sits in another If's branch whose own
+    outputs have known rank; the CPU plugin still refuses the outer If."""
+    import onnxruntime as ort
+
+    inner = _rank_changing_if()
+    column = oh.make_tensor("column", TensorProto.INT64, [2], [-1, 1])
+    branch = oh.make_graph(list(inner.graph.node)[:-1] + [
+        oh.make_node("Reshape", ["a", "column"], ["t"])], "then", [],
+        [oh.make_tensor_value_info("t", TensorProto.FLOAT, [None, 1])])
+    other = oh.make_graph([oh.make_node("Reshape", ["x", "column"], ["e"])], "else", [],
+                          [oh.make_tensor_value_info("e", TensorProto.FLOAT, [None, 1])])
+    graph = oh.make_graph(
+        [oh.make_node("If", ["k"], ["out"], name="outer", then_branch=branch,
+                      else_branch=other)], "g",
+        list(inner.graph.input) + [oh.make_tensor_value_info("k", TensorProto.BOOL, [])],
+        [oh.make_tensor_value_info("out", TensorProto.FLOAT, [None, 1])],
+        initializer=list(inner.graph.initializer) + [column])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    session = kiln.Session(model, backend=["openvino"])
+    assert session.placement["assignment"]["outer"] == "onnxruntime"
+    reference = ort.InferenceSession(model.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+    for k, c in ((True, True), (True, False), (False, True)):
+        feeds = {"x": np.array([[1, -2, 3], [-4, 5, -6]], np.float32), "c": np.array(c),
+                 "k": np.array(k)}
+        np.testing.assert_array_equal(session.run(None, feeds)[0],
+                                      reference.run(None, feeds)[0])
+    with pytest.raises(kiln.UnsupportedError, match=r"backend=\['openvino'\] runs the nodes"):
+        kiln.Session(model, backend="openvino")
