@@ -191,13 +191,13 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
     """ONNX node -> None (OpenVINO runs it on ``device``) or why not, from OpenVINO itself.
     When OpenVINO cannot answer (or crashed answering), the nodes outside the ONNX domain get
     that reason, or every node when there are none."""
+    import onnx
+
     producers = {value.name: node for node in model.graph for value in node.outputs
                  if value.name}
     op_types = {name: (f"{node.domain}::{node.op_type}" if node.domain not in
                        _STANDARD_DOMAINS else node.op_type)
                 for name, node in producers.items()}
-    import onnx
-
     data = to_onnx_bytes(model)
     foreign = {node for node in model.graph if _foreign(node)}
     by_output, failed = _ask(data, device, op_types, bool(foreign))
@@ -251,6 +251,8 @@ def _refuse_unranked_entries(model: ir.Model, verdicts: dict[ir.Node, str | None
 
 def _ask(data: bytes, device: str, op_types: dict[str, str], foreign: bool
          ) -> tuple[dict[str, str | None], str | None]:
+    """OpenVINO's answer about ``data``, asked in a child process when it holds nodes outside
+    the ONNX domain (``foreign``)."""
     from kiln.backends import openvino_query
 
     if foreign:
