@@ -262,7 +262,7 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
 
 def _check(proto: onnx.ModelProto, name: str) -> None:
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_checkable(proto))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
@@ -271,6 +271,22 @@ def _check(proto: onnx.ModelProto, name: str) -> None:
     except Exception as exc:  # the C++ checker's other failures (e.g. non-UTF-8 messages)
         raise ModelError(f"{name}: the ONNX checker failed on the model: "
                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy the checker reads as onnxruntime does: the checker wants a shape on
+    every graph output, but an output of unknown rank (no shape at all) is a valid model that
+    onnxruntime runs. The copy gives such outputs an empty shape only for the checker, which
+    does not compare declared shapes with inferred ones; the model itself keeps none."""
+    shapeless = [i for i, v in enumerate(proto.graph.output)
+                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    if not shapeless:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for index in shapeless:
+        copy.graph.output[index].type.tensor_type.shape.SetInParent()
+    return copy
 
 
 def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:

@@ -157,3 +157,17 @@ def test_other_negative_dims_are_refused():
     model.graph.initializer[0].dims[0] = -1  # a tensor's data has no dynamic dims
     with pytest.raises(kiln.ModelError, match="tensor 'w': dim -1 at axis 0 is negative"):
         import_model(model)
+
+
+def test_an_output_of_unknown_rank_is_not_refused():
+    """onnx's checker wants a shape on every graph output; onnxruntime runs a model whose
+    output declares none (unknown rank), and so does kiln."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)
+    imported = import_model(model)
+    assert imported.graph.outputs[0].shape == [2]  # shape inference fills it in
+    assert not model.graph.output[0].type.tensor_type.HasField("shape")  # source untouched
