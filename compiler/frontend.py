@@ -75,8 +75,17 @@ UNKNOWN_DIM_NAMES = frozenset({"?"})
 
 def normalize(proto: onnx.ModelProto) -> None:
     """What a validated model declares in forms backends differ on, in the one form they share:
-    ``-1`` dims and ``?`` dim names of graph inputs, outputs and value_info become unnamed
-    (dynamic) dims, and imports of domains no node uses are dropped. In place."""
+    calls of the model's own functions are inlined (OpenVINO and kiln's native engine do not
+    read local functions), ``-1`` dims and ``?`` dim names of graph inputs, outputs and
+    value_info become unnamed (dynamic) dims, and imports of domains no node uses are
+    dropped. In place."""
+    if proto.functions:
+        from onnx.inliner import inline_local_functions
+
+        try:
+            proto.CopyFrom(inline_local_functions(proto))
+        except Exception:  # onnx cannot inline them: onnxruntime still runs the calls
+            pass
     graphs = [proto.graph]
     while graphs:
         graph = graphs.pop()
@@ -91,7 +100,7 @@ def normalize(proto: onnx.ModelProto) -> None:
                 if attribute.HasField("g"):
                     graphs.append(attribute.g)
                 graphs.extend(attribute.graphs)
-    used = used_domains(proto)
+    used = used_domains(proto, calls=True)
     keep = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
     if len(keep) != len(proto.opset_import):
         del proto.opset_import[:]

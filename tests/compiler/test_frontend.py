@@ -171,3 +171,21 @@ def test_an_output_of_unknown_rank_is_not_refused():
     imported = import_model(model)
     assert imported.graph.outputs[0].shape == [2]  # shape inference fills it in
     assert not model.graph.output[0].type.tensor_type.HasField("shape")  # source untouched
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_local_function_runs_on_every_backend(backend):
+    """A call of a function the model defines: its domain asks no backend anything, and the
+    call is inlined for the backends that do not read local functions."""
+    function = helper.make_function(
+        "custom.fn", "DoubleRelu", ["a"], ["b"],
+        [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Add", ["r", "r"], ["b"])],
+        [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("DoubleRelu", ["x"], ["y"], domain="custom.fn")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 17),
+                                             helper.make_opsetid("custom.fn", 1)])
+    session = kiln.Session(model, backend=backend)
+    np.testing.assert_array_equal(session(x=np.array([1.5, -1], np.float32))["y"], [3, 0])
