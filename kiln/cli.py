@@ -127,13 +127,12 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         feeds = random_feeds(sized.specs(session.inputs), seed=seed)
         source = f"random, seed {seed}"
         for note in sized.notes:
-            console.print(escape(note), soft_wrap=True, highlight=False)
+            console.print(escape(note), highlight=False)
     outputs = session(**feeds)
     console.print(escape(f"{Path(_model_arg(model)).name} on {session.backend}"),
                   style="bold", highlight=False)
     for name, value in feeds.items():
-        console.print(escape(f"input {name}: {_typed(value)} ({source})"), soft_wrap=True,
-                      highlight=False)
+        console.print(escape(f"input {name}: {_typed(value)} ({source})"), highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("output", overflow="fold")
     table.add_column("type", overflow="fold")
@@ -223,13 +222,15 @@ def _parse_scenarios(text: str) -> list[str]:
               show_default=True, help="Chrome-trace JSON written by --profile.")
 @click.option("--top", type=int, default=10, show_default=True,
               help="--profile: ops shown per backend.")
+@click.option("--wide", is_flag=True,
+              help="Every column (p90, QPS, compile s, cosine, top-1) in the table.")
 def bench(model: str | None, backends: str, precision: str, scenario: str,
           threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
           seed: int, inputs_path: str | None, dims: tuple[str, ...], samples_per_query: int,
           latency_bound: float,
           probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
           baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
-          profile: bool, profile_out: str, top: int) -> None:
+          profile: bool, profile_out: str, top: int, wide: bool) -> None:
     """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
     backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -257,7 +258,7 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
             bars.update(tasks[phase], completed=done, total=max(total, 1))
 
         report = run_bench(path, config, progress=progress, inputs_path=inputs_path)
-    _print_bench(report, Path(path).name)
+    _print_bench(report, Path(path).name, wide)
     if profile:
         from kiln.runtime.profile import profile_backends
 
@@ -289,45 +290,70 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _print_bench(report: dict, title: str) -> None:
+#: Columns of the bench table: (header, scenarios it belongs to, shown without --wide).
+#: The default set fits a 100-column terminal; --json and --markdown hold everything.
+_BENCH_COLUMNS = (
+    ("QPS", "throughput", True), ("p50 ms", "all", True), ("p90 ms", "latency", False),
+    ("p99 ms", "all", True), ("QPS", "latency", False), ("vs base", "all", True),
+    ("max|diff|", "all", True), ("RSS MB", "all", True), ("compile s", "all", False),
+    ("cosine", "all", False), ("top-1", "all", False),
+)
+
+
+def _bench_cells(r: dict, throughput_first: bool, best: bool, ratio: float | None
+                 ) -> dict[str, str]:
+    lat = r["latency_ms"] or {}
+    f = _fmt
+    cells = {"QPS": f(r["throughput_qps"], ".1f"), "p50 ms": f(lat.get("p50")),
+             "p90 ms": f(lat.get("p90")), "p99 ms": f(lat.get("p99")),
+             "vs base": f"{ratio:.2f}x" if ratio else "-", "compile s": f(r["compile_s"], ".2f"),
+             "RSS MB": f(r["peak_rss_mb"], ".0f"), "max|diff|": f(r["max_abs_diff"], ".1e"),
+             "cosine": f(r["cosine"], ".5f"), "top-1": f(r["top1_agreement"], ".2f")}
+    if best:
+        lead = "QPS" if throughput_first else "p50 ms"
+        cells[lead] = f"[bold green]{cells[lead]} *[/]"
+    return cells
+
+
+def _print_bench(report: dict, title: str, wide: bool = False) -> None:
     from kiln.runtime.bench_report import ranking, scenario_rows, speedup
 
     cfg = report["config"]
     notes = []
     for scenario, rows in scenario_rows(report).items():
         best, base = ranking(report, scenario)
-        table = Table(title=escape(f"kiln bench: {title} [{scenario}] (threads="
-                                   f"{cfg['threads'] or 'all'}, baseline {cfg['baseline']})"))
         throughput_first = scenario in ("server", "offline")
-        cols = ["backend", "prec", "status"]
-        cols += ["QPS", "p50 ms", "p99 ms"] if throughput_first else \
-            ["p50 ms", "p90 ms", "p99 ms", "QPS"]
-        cols += ["vs base", "compile s", "RSS MB", "max|diff|", "cosine", "top-1"]
+        kind = "throughput" if throughput_first else "latency"
+        cols = [name for name, where, default in _BENCH_COLUMNS
+                if where in ("all", kind) and (wide or default)]
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
+                      title=escape(f"{title} [{scenario}] threads={cfg['threads'] or 'all'}"))
+        table.add_column("backend", no_wrap=True)
+        table.add_column("prec", no_wrap=True)
+        table.add_column("status", no_wrap=True)
         for col in cols:
-            table.add_column(col, no_wrap=True)
+            table.add_column(col, no_wrap=True, justify="right")
         for r in rows:
             if r["status"] != "ok":
                 table.add_row(r["backend"], r["precision"], f"[red]{r['status']}[/]",
-                              *["-"] * (len(cols) - 3))
+                              *["-"] * len(cols))
                 notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['status']}: "
                              f"{r['reason']}")
                 continue
-            lat = r["latency_ms"] or {}
-            f = _fmt
-            qps = f(r["throughput_qps"], ".1f")
-            cells = [qps, f(lat.get("p50")), f(lat.get("p99"))] if throughput_first else \
-                [f(lat.get("p50")), f(lat.get("p90")), f(lat.get("p99")), qps]
-            if r is best:
-                cells[0] = f"[bold green]{cells[0]} *[/]"
-            ratio = speedup(r, base)
-            cells += [f"{ratio:.2f}x" if ratio else "-", f(r["compile_s"], ".2f"),
-                      f(r["peak_rss_mb"], ".0f"), f(r["max_abs_diff"], ".1e"),
-                      f(r["cosine"], ".5f"), f(r["top1_agreement"], ".2f")]
-            table.add_row(r["backend"], r["precision"], "ok", *cells)
+            cells = _bench_cells(r, throughput_first, r is best, speedup(r, base))
+            table.add_row(r["backend"], r["precision"], "ok", *[cells[c] for c in cols])
             if r["reason"]:
                 notes.append(f"{r['backend']}/{r['precision']} [{scenario}]: {r['reason']}")
-        console.print(table)
-    console.print("* fastest; 'vs base' = speed relative to the baseline (>1 is faster)")
+        if wide:  # as wide as it needs: the terminal wraps rather than rich cutting cells
+            need = console.measure(table, options=console.options.update_width(1000)).maximum
+            Console(width=max(console.width, need)).print(table)
+        else:
+            console.print(table)
+    console.print(escape(f"* fastest; 'vs base' = speed relative to {cfg['baseline']} (>1 is "
+                         f"faster); max|diff| against {report['reference']['backend']} "
+                         f"{report['reference']['precision']}"
+                         + ("" if wide else "; more columns with --wide, all in --json")),
+                  highlight=False)
     seen = set()
     for note in notes + list(report.get("notes", [])):
         key = note.split("]: ", 1)[-1]
@@ -336,7 +362,7 @@ def _print_bench(report: dict, title: str) -> None:
         seen.add(key)
         if len(note) > 400:
             note = note[:400] + " ... (the full message is in --json)"
-        console.print(escape(note), soft_wrap=True, highlight=False)
+        console.print(escape(note), highlight=False)
 
 
 def _print_profile(prof: dict, top: int) -> None:
@@ -345,16 +371,17 @@ def _print_profile(prof: dict, top: int) -> None:
         if entry["status"] != "ok":
             reason = entry["reason"] if len(entry["reason"]) <= 400 else \
                 entry["reason"][:400] + " ..."
-            console.print(escape(f"profile {name}: {entry['status']}: {reason}"),
-                          soft_wrap=True)
+            console.print(escape(f"profile {name}: {entry['status']}: {reason}"))
             continue
         table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
                       f"({entry['runs']} runs, {entry['source']})")
-        for col in ("node", "op", "mean us", "share"):
-            table.add_column(col, no_wrap=True)
+        table.add_column("node", overflow="fold")
+        table.add_column("op", overflow="fold")
+        for col in ("mean us", "share"):
+            table.add_column(col, no_wrap=True, justify="right")
         total = sum(n["mean_us"] for n in entry["nodes"]) or 1.0
         for node in entry["nodes"][:top]:
-            table.add_row(escape(node["name"][:48]), escape(node["op"]),
+            table.add_row(escape(node["name"]), escape(node["op"]),
                           f"{node['mean_us']:.1f}", f"{100 * node['mean_us'] / total:.1f}%")
         console.print(table)
 
@@ -417,9 +444,9 @@ def compare(model: str | None, backends: str | None, against: str | None, precis
         result = run_compare(side_a, side_b, feeds, rtol=rtol, atol=atol, seed=seed,
                              threads=threads, bisect=not no_bisect, dims=_parse_dims(dims))
     for note in result.notes:
-        console.print(escape(note), soft_wrap=True, highlight=False)
-    console.print(escape(f"A = {result.a.describe()}"), highlight=False, soft_wrap=True)
-    console.print(escape(f"B = {result.b.describe()}"), highlight=False, soft_wrap=True)
+        console.print(escape(note), highlight=False)
+    console.print(escape(f"A = {result.a.describe()}"), highlight=False)
+    console.print(escape(f"B = {result.b.describe()}"), highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False,
                   title=f"|B - A| <= atol + rtol * |A| (rtol={rtol:g}, atol={atol:g})",
                   title_justify="left")
@@ -434,17 +461,17 @@ def compare(model: str | None, backends: str | None, against: str | None, precis
     if bis is not None:
         console.print(escape(f"bisect: compared {bis.nodes_compared} node outputs "
                              f"({bis.nodes_unmatched} unmatched); "
-                             + first_divergence_summary(result)), soft_wrap=True)
+                             + first_divergence_summary(result)))
         if bis.first is not None:
-            console.print(escape(f"isolation: {bis.isolation_note}"), soft_wrap=True)
+            console.print(escape(f"isolation: {bis.isolation_note}"))
             tail = [d for d in bis.diverged[1:6]]
             if tail:
                 console.print("then: " + escape(", ".join(f"{d.node} ({d.op_type})"
                                                            for d in tail)) + (" ..." if len(
-                                  bis.diverged) > 6 else ""), soft_wrap=True)
+                                  bis.diverged) > 6 else ""))
         for init in bis.differing_initializers[:10]:
             console.print(escape(f"initializer '{init['name']}' differs between the models "
-                                 f"(max abs {init['max_abs']})"), soft_wrap=True)
+                                 f"(max abs {init['max_abs']})"))
     if json_out:
         Path(json_out).write_text(json.dumps(_finite(result.to_json()), indent=1))
         console.print(f"wrote {json_out}")
@@ -522,10 +549,13 @@ def _graph_summary(model, backends: list[str], sizes: dict[str, int], opt_level:
 
 def _print_placement(report: dict) -> None:
     model = report["model"]
-    table = Table(title=f"kiln inspect: {Path(str(model['name'])).name} "
-                        f"({model['node_count']} nodes)")
-    for col in ("backend", "status", "runs", "partitions", "boundaries", "bytes/inference"):
-        table.add_column(col, no_wrap=True)
+    table = Table(title=escape(f"placement of {Path(str(model['name'])).name} "
+                               f"({model['node_count']} nodes)"),
+                  box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
+    table.add_column("backend", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for col in ("runs", "partitions", "boundaries", "bytes/inference"):
+        table.add_column(col, no_wrap=True, justify="right")
     for name, entry in report["backends"].items():
         plan = entry["plan"]
         size = plan["boundary_bytes_per_inference"]
@@ -535,16 +565,15 @@ def _print_placement(report: dict) -> None:
     console.print(table)
     for name, entry in report["backends"].items():
         if not entry["available"]:
-            console.print(escape(f"{name} is unavailable: {entry['reason']}"), soft_wrap=True,
-                          highlight=False)
+            console.print(escape(f"{name} is unavailable: {entry['reason']}"), highlight=False)
         for op, info in entry["refused_by_op"].items():
             console.print(escape(f"{name} refuses {op} x{info['count']} ({info['kind']}): "
-                                 f"{info['reason']}"), soft_wrap=True, highlight=False)
+                                 f"{info['reason']}"), highlight=False)
     plan = report["plan"]
     console.print(escape(f"plan {' > '.join(plan['backends'])}: {plan['partition_count']} "
                          f"partition(s), {plan['boundary_tensor_count']} boundary tensor(s), "
                          f"{plan['boundary_bytes_per_inference']} bytes per inference, "
-                         f"{len(plan['unplaced'])} unplaced node(s)"), soft_wrap=True,
+                         f"{len(plan['unplaced'])} unplaced node(s)"),
                   highlight=False)
 
 
@@ -593,9 +622,10 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
 
 
 def _print_summary(title: str, summary: dict) -> None:
-    io = Table(title=title)
-    for col in ("", "name", "dtype", "shape"):
-        io.add_column(col)
+    io = Table(title=escape(title), box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
+    io.add_column("", no_wrap=True)
+    for col in ("name", "dtype", "shape"):
+        io.add_column(col, overflow="fold")
     for kind in ("inputs", "outputs"):
         for v in summary[kind]:
             io.add_row(kind[:-1], escape(v["name"]), v["dtype"], str(v["shape"]))
@@ -606,21 +636,25 @@ def _print_summary(title: str, summary: dict) -> None:
     console.print(f"{summary['nodes']} nodes, {summary['parameters']:,} parameters "
                   f"({summary['parameter_bytes'] / 1e6:.1f} MB), "
                   f"{macs['total'] / 1e9:.3f} GMACs{uncounted}")
-    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary["ops"].items()),
-                  soft_wrap=True, highlight=False)
+    console.print("ops: " + escape(", ".join(f"{op} {n}" for op, n in summary["ops"].items())),
+                  highlight=False)
 
 
 def _print_passes(report: dict) -> None:
     table = Table(title=f"O{report['level']} for {report['backend']}: "
                         f"{report['nodes_before']} -> {report['nodes_after']} nodes "
                         f"in {report['seconds']:.2f} s")
-    for col in ("pass", "ms", "nodes", "rules fired", "ops changed"):
-        table.add_column(col)
+    table.box, table.show_edge, table.title_justify = box.SIMPLE_HEAD, False, "left"
+    table.add_column("pass", no_wrap=True)
+    table.add_column("ms", no_wrap=True, justify="right")
+    table.add_column("nodes", no_wrap=True, justify="right")
+    table.add_column("rules fired; ops changed", overflow="fold")
     for p in report["passes"]:
         fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
         delta = ", ".join(f"{op} {n:+d}" for op, n in p.get("ops_delta", {}).items())
         table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
-                      f"{p['nodes_before']} -> {p['nodes_after']}", escape(fired), escape(delta))
+                      f"{p['nodes_before']}>{p['nodes_after']}",
+                      escape("; ".join(part for part in (fired, delta) if part)))
     console.print(table)
 
 
