@@ -119,6 +119,7 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
 
     session = Session(_model_arg(model), backend=backend, target=target, precision=precision,
                       threads=threads)
+    sized = None
     if inputs:
         feeds = _load_inputs(inputs)
         source = "given"
@@ -128,7 +129,12 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         source = f"random, seed {seed}"
         for note in sized.notes:
             console.print(escape(note), highlight=False)
-    outputs = session(**feeds)
+    try:
+        outputs = session(**feeds)
+    except KilnError as exc:
+        if sized is None or not sized.sizes:
+            raise
+        raise InputError(sized.explain(str(exc))) from exc
     console.print(escape(f"{Path(_model_arg(model)).name} on {session.backend}"),
                   style="bold", highlight=False)
     for name, value in feeds.items():

@@ -364,6 +364,7 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
     batchable = False
     if live:
         specs = live[0].session.inputs
+        sized = None
         if feeds is None and inputs_path is not None:
             feeds = load_inputs(inputs_path, specs)
             source = str(inputs_path)
@@ -398,6 +399,8 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
                         engine.reason = "outputs hold NaN/Inf where the reference does not"
             except Exception as exc:
                 engine.status, engine.reason = "error", describe_error(exc)
+                if sized is not None:
+                    engine.reason = sized.explain(engine.reason)
         say("warm-up", len(live), len(live))
         live = [e for e in live if e.status == "ok"]
         batchable = _batchable(specs)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from kiln.errors import KilnError
+from kiln.errors import InputError, KilnError
 
 
 @dataclasses.dataclass
@@ -197,6 +197,7 @@ def compare(a: Side, b: Side, feeds: Mapping[str, np.ndarray] | None = None, *,
     if sorted(names_a) != sorted(names_b):
         raise KilnError(f"the two models take different inputs: {names_a} vs {names_b}")
     notes: list[str] = []
+    sized = None
     if feeds is None:
         from kiln.runtime.input_dims import resolve_input_dims
         from kiln.runtime.session import random_feeds
@@ -204,7 +205,12 @@ def compare(a: Side, b: Side, feeds: Mapping[str, np.ndarray] | None = None, *,
         sized = resolve_input_dims(sess_a.inputs, model_a, dims)
         notes = sized.notes
         feeds = random_feeds(sized.specs(sess_a.inputs), seed=seed)
-    out_a, out_b = sess_a(**feeds), sess_b(**feeds)
+    try:
+        out_a, out_b = sess_a(**feeds), sess_b(**feeds)
+    except KilnError as exc:
+        if sized is None or not sized.sizes:
+            raise
+        raise InputError(sized.explain(str(exc))) from exc
     missing = [n for n in out_a if n not in out_b]
     if missing:
         raise KilnError(f"side B has no output(s) {missing}; its outputs are {list(out_b)}")

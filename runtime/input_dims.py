@@ -30,8 +30,10 @@ import numpy as np
 from kiln.backends.base import TensorSpec
 from kiln.errors import InputError
 
-_BATCH_NAME = re.compile(r"(n|b|bs|batch|batch_?size|batches|unk(__\d+)?|-1|\?|none|dyn\w*)",
-                         re.IGNORECASE)
+#: Leading-dim names exporters give a batch: torch (``batch_size``, ``N``), tf2onnx
+#: (``unk__12``), Paddle2ONNX (``p2o.DynamicDimension.0``), hand-written (``-1``, ``?``).
+_BATCH_NAME = re.compile(r"(n|b|bs|batch|batch_?size|batches|unk(__\d+)?|-1|\?|none|"
+                         r"(p2o\.)?DynamicDimension\.0)", re.IGNORECASE)
 #: Ops whose first output has the shape of their first input.
 _SAME_SHAPE = frozenset({"Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp",
                          "Log", "Sqrt", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu",
@@ -47,6 +49,19 @@ class ResolvedDims:
 
     shapes: dict[str, tuple[int, ...]]
     notes: list[str]
+    sizes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``height=100 (given), N=1 (batch)``: every symbolic dim's size and where it came
+        from ("" when the inputs have none)."""
+        return ", ".join(f"{k}={size} ({why})" for k, (size, why) in self.sizes.items())
+
+    def explain(self, error: str) -> str:
+        """``error`` of a run on inputs sized here, with the sizes that were used."""
+        if not self.sizes:
+            return error
+        return (f"{error} [the random inputs had symbolic dims {self.summary()}; if the model "
+                "cannot take these sizes, set others with --dim NAME=SIZE]")
 
     def specs(self, specs: Sequence[TensorSpec]) -> list[TensorSpec]:
         """``specs`` with every dim concrete."""
@@ -81,6 +96,7 @@ def resolve_input_dims(specs: Sequence[TensorSpec], model: Any = None,
         _from_uses(specs, model, known)
     shapes: dict[str, tuple[int, ...]] = {}
     notes: list[str] = []
+    sizes: dict[str, tuple[int, str]] = {}
     missing: dict[str, list[str]] = {}
     used: set[str] = set()
     for spec in specs:
@@ -102,8 +118,8 @@ def resolve_input_dims(specs: Sequence[TensorSpec], model: Any = None,
                     notes.append(f"dim '{key}' of input '{spec.name}' = {size} ({why})")
                     known.setdefault(key, (size, why))
             elif is_batch_like(spec, axis):
-                size = 1
-                known[key] = (1, "batch")
+                size, why = 1, "batch"
+                known[key] = (size, why)
                 notes.append(f"batch dim '{key}' of input '{spec.name}' set to 1 "
                              f"(--dim {key}=SIZE for another)")
             else:
@@ -112,6 +128,7 @@ def resolve_input_dims(specs: Sequence[TensorSpec], model: Any = None,
                     missing[spec.name].append(key)
                 continue
             shape.append(size)
+            sizes.setdefault(key, (size, why))
         shapes[spec.name] = tuple(shape)
     unknown = sorted(set(given) - used - _all_keys(specs))
     if unknown:
@@ -123,9 +140,9 @@ def resolve_input_dims(specs: Sequence[TensorSpec], model: Any = None,
         parts = [f"input '{name}' has symbolic dim{'s' if len(keys) > 1 else ''} "
                  + ", ".join(f"'{k}'" for k in keys) for name, keys in missing.items()]
         flags = " ".join(f"--dim {k}=SIZE" for keys in missing.values() for k in keys)
-        raise InputError("; ".join(parts) + f" that the model gives no size; give each a "
-                         f"size with {flags}")
-    return ResolvedDims(shapes, list(dict.fromkeys(notes)))
+        raise InputError("; ".join(parts) + f" (no size in the model); give each a size "
+                         f"with {flags}")
+    return ResolvedDims(shapes, list(dict.fromkeys(notes)), sizes)
 
 
 def _all_keys(specs: Sequence[TensorSpec]) -> set[str]:
