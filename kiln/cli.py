@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kiln import __version__
 from kiln.errors import InputError, KilnError
@@ -139,17 +140,13 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
                   style="bold", highlight=False)
     for name, value in feeds.items():
         console.print(escape(f"input {name}: {_typed(value)} ({source})"), highlight=False)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("output", overflow="fold")
-    table.add_column("type", overflow="fold")
-    for col in ("min", "mean", "max"):
-        table.add_column(col, justify="right", no_wrap=True)
+    rows = []
     for name, value in outputs.items():
         numeric = value.size and value.dtype.kind in "fiub"
-        stats = (f"{value.min():.4g}", f"{value.mean():.4g}", f"{value.max():.4g}") \
-            if numeric else ("-", "-", "-")
-        table.add_row(escape(name), _typed(value), *stats)
-    console.print(table)
+        stats = [f"{value.min():.4g}", f"{value.mean():.4g}", f"{value.max():.4g}"] \
+            if numeric else ["-", "-", "-"]
+        rows.append([name, _typed(value), *stats])
+    _print_named_rows(["output", "type", "min", "mean", "max"], rows)
     if output_dir:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -157,6 +154,33 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
             np.save(folder / f"{safe}.npy", value, allow_pickle=False)
         console.print(f"saved {len(outputs)} output(s) to {folder}")
+
+
+def _print_named_rows(headers: list[str], rows: list[list[str]], title: str = "",
+                      left: int = 2) -> None:
+    """Rows whose first cell is a name (plain text; other cells may hold markup): a table
+    when every name fits the terminal on one line, else each name on its own line with its
+    cells below it, so a long name is never cut or folded mid-word. The first ``left``
+    columns are text, the rest numbers (right-aligned)."""
+    others = [max(len(Text.from_markup(r[i]).plain) for r in [headers, *rows])
+              for i in range(1, len(headers))]
+    longest = max((len(r[0]) for r in rows), default=0)
+    if max(longest, len(headers[0])) + sum(others) + 2 * len(headers) <= console.width:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title or None,
+                      title_justify="left")
+        for i, header in enumerate(headers):
+            table.add_column(header, justify="left" if i < left else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(escape(row[0]), *row[1:])
+        console.print(table)
+        return
+    if title:
+        console.print(title)
+    for row in rows:
+        console.print(escape(row[0]), style="bold", highlight=False)
+        console.print("    " + "   ".join(f"{h} {v}".strip()
+                                          for h, v in zip(headers[1:], row[1:])),
+                      highlight=False)
 
 
 def _typed(value: np.ndarray) -> str:
@@ -453,16 +477,11 @@ def compare(model: str | None, backends: str | None, against: str | None, precis
         console.print(escape(note), highlight=False)
     console.print(escape(f"A = {result.a.describe()}"), highlight=False)
     console.print(escape(f"B = {result.b.describe()}"), highlight=False)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False,
-                  title=f"|B - A| <= atol + rtol * |A| (rtol={rtol:g}, atol={atol:g})",
-                  title_justify="left")
-    table.add_column("output", overflow="fold")
-    for col in ("match", "max abs", "max rel", "beyond tol"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, c in result.outputs.items():
-        table.add_row(escape(name), "[green]yes[/]" if c.ok else "[red]no[/]",
-                      f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}")
-    console.print(table)
+    _print_named_rows(["output", "match", "max abs", "max rel", "beyond tol"],
+                      [[name, "[green]yes[/]" if c.ok else "[red]no[/]", f"{c.max_abs:.3g}",
+                        f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}"]
+                       for name, c in result.outputs.items()],
+                      title=f"|B - A| <= atol + rtol * |A| (rtol={rtol:g}, atol={atol:g})")
     bis = result.bisect
     if bis is not None:
         console.print(escape(f"bisect: compared {bis.nodes_compared} node outputs "
@@ -628,14 +647,10 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
 
 
 def _print_summary(title: str, summary: dict) -> None:
-    io = Table(title=escape(title), box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
-    io.add_column("", no_wrap=True)
-    for col in ("name", "dtype", "shape"):
-        io.add_column(col, overflow="fold")
-    for kind in ("inputs", "outputs"):
-        for v in summary[kind]:
-            io.add_row(kind[:-1], escape(v["name"]), v["dtype"], str(v["shape"]))
-    console.print(io)
+    _print_named_rows(["name", "", "dtype", "shape"],
+                      [[v["name"], kind[:-1], v["dtype"], escape(str(v["shape"]))]
+                       for kind in ("inputs", "outputs") for v in summary[kind]],
+                      title=escape(title), left=4)
     macs = summary["macs"]
     uncounted = f" ({macs['uncounted_nodes']} nodes with unknown shapes not counted)" \
         if macs["uncounted_nodes"] else ""

@@ -190,3 +190,27 @@ def make_nested_if_model(depth: int) -> onnx.ModelProto:
          helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info(f"o{depth}", TensorProto.FLOAT, [2])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def make_stride_detector(metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
+    """x[batch, 3, height, width] -> Conv stride 2 -> Resize x2 -> Concat with x: runs only
+    when height and width are even, and nothing in the graph says which sizes to use (a
+    detector's FPN in miniature). ``metadata`` goes to metadata_props."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="down", strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="act"),
+             helper.make_node("Resize", ["r", "", "scales"], ["u"], name="up", mode="nearest"),
+             helper.make_node("Concat", ["x", "u"], ["y"], name="merge", axis=1)]
+    graph = helper.make_graph(
+        nodes, "stride_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       ["batch", 7, "height", "width"])],
+        initializer=[w, scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from model_builders import make_stride_detector
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.backends.base import TensorSpec
@@ -29,16 +30,7 @@ def _specs(model: ir.Model) -> list[TensorSpec]:
 
 
 def _detector(metadata=None) -> ir.Model:
-    """Conv stride 2, Resize x2 back, Concat with the input: H/W must be even, nothing says
-    which size."""
-    w = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.float32), "w")
-    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-             helper.make_node("Resize", ["c", "", "scales"], ["r"], mode="nearest"),
-             helper.make_node("Concat", ["x", "r"], ["y"], axis=1)]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    return _model(nodes, [x], [y], [w, scales], metadata)
+    return ir.from_proto(make_stride_detector(metadata))
 
 
 def test_detector_hw_unresolved_names_every_dim_and_the_flag():
