@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from model_builders import make_stride_detector
 
 from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
@@ -206,3 +207,33 @@ def test_ir_model_input_is_left_as_given(conv_model):
                                           **FAST))
     assert all(r["status"] == "ok" for r in report["results"]), report["results"]
     assert [n.op_type for n in model.graph] == ops
+
+
+def test_native_artifact_drift_against_its_standard_graph(tmp_path, conv_model):
+    """Every backend loads a native .kiln (kiln ops written back where it does not run them)
+    and drift is measured against that graph on onnxruntime, even when onnxruntime is not
+    benchmarked."""
+    path = Session(conv_model, backend="native").save(tmp_path / "m.kiln")
+    for backends in (["native"], ["onnxruntime", "openvino", "native"]):
+        report = run_bench(str(path), BenchConfig(backends=backends, **FAST))
+        _validate(report)
+        assert not any(n.startswith("no drift") for n in report["notes"]), report["notes"]
+        for row in report["results"]:
+            assert row["status"] == "ok", row["reason"]
+            assert row["max_abs_diff"] is not None and row["max_abs_diff"] < 1e-4
+            assert row["cosine"] > 0.9999
+
+
+def test_symbolic_dims_are_sized_or_named():
+    detector = make_stride_detector().SerializeToString()
+    with pytest.raises(InputError, match="'height', 'width'.*--dim height=SIZE --dim width"):
+        run_bench(detector, BenchConfig(backends=["onnxruntime"], **FAST))
+    report = run_bench(detector, BenchConfig(backends=["onnxruntime", "native"],
+                                             dims={"height": 4, "width": 8}, **FAST))
+    assert report["inputs"][0]["shape"] == [1, 3, 4, 8]
+    assert "batch dim 'batch' of input 'x' set to 1 (--dim batch=SIZE for another)" \
+        in report["notes"]
+    odd = run_bench(detector, BenchConfig(backends=["native"], dims={"height": 3, "width": 3},
+                                          **FAST))
+    row = odd["results"][0]
+    assert row["status"] == "error" and "height=3 (given), width=3 (given)" in row["reason"]

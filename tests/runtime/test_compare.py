@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from model_builders import make_stride_detector
 from onnx import TensorProto, helper, numpy_helper
 
-from kiln.errors import KilnError
+from kiln.errors import InputError, KilnError
+from kiln.runtime.artifact import load_artifact
 from kiln.runtime.compare import Side, closeness, compare, expose_intermediates
+from kiln.runtime.session import Session
 
 
 def make_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -127,3 +130,29 @@ def test_bad_tolerance_and_mismatched_inputs():
     other.graph.node[0].input[0] = "image"
     with pytest.raises(KilnError, match="different inputs"):
         compare(Side(make_cnn(), "onnxruntime"), Side(other, "onnxruntime"))
+
+
+def test_native_artifact_against_its_graph_on_onnxruntime(tmp_path):
+    """A native .kiln stores kiln::FusedConv; side A rebuilds its graph for onnxruntime with
+    those ops written back as standard ONNX, side B runs it as compiled."""
+    path = Session(make_cnn(), backend="native").save(tmp_path / "cnn.kiln")
+    assert any(n.domain == "kiln" for n in
+               onnx.load_model_from_string(load_artifact(path).model_bytes).graph.node)
+    result = compare(Side(str(path), "onnxruntime"), Side(str(path), "auto"))
+    assert result.ok, result.to_json()
+    assert result.a.describe() == "cnn.kiln on onnxruntime/fp32"
+    assert result.b.describe() == "cnn.kiln on native/fp32"
+    assert result.outputs["y"].total == 5
+
+
+def test_random_feeds_size_symbolic_dims():
+    detector = make_stride_detector()
+    with pytest.raises(InputError, match="'height', 'width'.*--dim height=SIZE"):
+        compare(Side(detector, "onnxruntime"), Side(detector, "openvino"))
+    result = compare(Side(detector, "onnxruntime"), Side(detector, "openvino"),
+                     dims={"height": 6, "width": 4})
+    assert result.ok and result.notes == [
+        "batch dim 'batch' of input 'x' set to 1 (--dim batch=SIZE for another)"]
+    with pytest.raises(InputError, match=r"height=5 \(given\)"):
+        compare(Side(detector, "onnxruntime"), Side(detector, "openvino"),
+                dims={"height": 5, "width": 5})
