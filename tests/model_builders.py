@@ -214,3 +214,50 @@ def make_stride_detector(metadata: Mapping[str, str] | None = None) -> onnx.Mode
     for key, value in (metadata or {}).items():
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+def make_contrib_encoder_model(seed: int = 0) -> onnx.ModelProto:
+    """One BERT layer as onnxruntime's transformer optimizer writes it, in com.microsoft ops:
+    EmbedLayerNormalization -> Attention -> MatMul -> SkipLayerNormalization -> MatMul ->
+    FastGelu -> MatMul -> SkipLayerNormalization. Inputs ids, segs, mask (int32 [B, 8])."""
+    rng = np.random.default_rng(seed)
+    vocab, seq, hidden, ff = 30, 8, 16, 32
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32),
+                                       name)
+
+    def const(name: str, value: float) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.full(hidden, value, np.float32), name)
+
+    initializers = [weight("word", vocab, hidden), weight("pos", 16, hidden),
+                    weight("seg", 2, hidden), const("g1", 1), const("b1", 0),
+                    weight("qkv_w", hidden, 3 * hidden), weight("qkv_b", 3 * hidden),
+                    weight("o_w", hidden, hidden), weight("o_b", hidden), const("g2", 1),
+                    const("b2", 0), weight("f1_w", hidden, ff), weight("f1_b", ff),
+                    weight("f2_w", ff, hidden), weight("f2_b", hidden), const("g3", 1),
+                    const("b3", 0)]
+    ms = "com.microsoft"
+    nodes = [
+        helper.make_node("EmbedLayerNormalization",
+                         ["ids", "segs", "word", "pos", "seg", "g1", "b1", "mask"],
+                         ["emb", "mask_index"], domain=ms, name="embed", epsilon=1e-12),
+        helper.make_node("Attention", ["emb", "qkv_w", "qkv_b", "mask_index"], ["att"],
+                         domain=ms, name="attention", num_heads=2),
+        helper.make_node("MatMul", ["att", "o_w"], ["proj"], name="proj"),
+        helper.make_node("SkipLayerNormalization", ["proj", "emb", "g2", "b2", "o_b"], ["ln1"],
+                         domain=ms, name="skip_ln1", epsilon=1e-12),
+        helper.make_node("MatMul", ["ln1", "f1_w"], ["f1"], name="ff1"),
+        helper.make_node("FastGelu", ["f1", "f1_b"], ["gelu"], domain=ms, name="gelu"),
+        helper.make_node("MatMul", ["gelu", "f2_w"], ["f2"], name="ff2"),
+        helper.make_node("SkipLayerNormalization", ["f2", "ln1", "g3", "b3", "f2_b"], ["out"],
+                         domain=ms, name="skip_ln2", epsilon=1e-12),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, ["B", seq])
+              for n in ("ids", "segs", "mask")]
+    graph = helper.make_graph(
+        nodes, "encoder", inputs,
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", seq, hidden])],
+        initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(ms, 1)])

@@ -165,3 +165,21 @@ def test_unknown_rank_inside_a_body_goes_to_the_fallback():
                                       reference.run(None, feeds)[0])
     with pytest.raises(kiln.UnsupportedError, match=r"backend=\['openvino'\] runs the nodes"):
         kiln.Session(model, backend="openvino")
+
+
+def test_openvino_runs_an_encoder_written_in_contrib_ops():
+    """onnxruntime's fused transformer ops (EmbedLayerNormalization, Attention,
+    SkipLayerNormalization, FastGelu): OpenVINO's own query accepts every one, so the whole
+    layer runs there, matching onnxruntime."""
+    import onnxruntime as ort
+    from model_builders import make_contrib_encoder_model
+
+    model = make_contrib_encoder_model()
+    rng = np.random.default_rng(1)
+    feeds = {"ids": rng.integers(0, 30, (2, 8)).astype(np.int32),
+             "segs": np.zeros((2, 8), np.int32), "mask": np.ones((2, 8), np.int32)}
+    expected = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    session = kiln.Session(model, backend=["openvino"], fallback=None)
+    assert set(session.placement["assignment"].values()) == {"openvino"}
+    np.testing.assert_allclose(session.run(None, feeds)[0], expected, rtol=1e-4, atol=1e-5)
