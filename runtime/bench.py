@@ -1,6 +1,7 @@
 """The benchmark engine: every (backend, precision) pair compiled from the same model, fed the
 same inputs, run through the same MLPerf-style scenarios (``kiln.runtime.scenarios``), and
-checked against onnxruntime fp32.
+checked against onnxruntime fp32 (a .kiln artifact: against its stored graph at its own precision
+on onnxruntime, kiln-domain ops written back as standard ONNX).
 
 Method (the same for every engine):
 - compile each pair; record load time (reading the model or artifact), compile time, peak RSS
@@ -307,10 +308,12 @@ def _batchable(specs: Sequence[Any]) -> bool:
 
 
 def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.ndarray],
-               config: BenchConfig) -> tuple[dict[str, np.ndarray] | None, str]:
-    """Outputs of onnxruntime fp32 on ``feeds``, and a note when there are none."""
+               config: BenchConfig, precision: str = "fp32"
+               ) -> tuple[dict[str, np.ndarray] | None, str]:
+    """Outputs of onnxruntime at ``precision`` on ``feeds`` (an artifact: its own graph at
+    its own precision), and a note when there are none."""
     for engine in engines:
-        if engine.backend == REFERENCE_BACKEND and engine.precision == "fp32":
+        if engine.backend == REFERENCE_BACKEND and engine.precision == precision:
             return engine.session(**feeds), ""
     if not registry.availability(REFERENCE_BACKEND).ok:
         return None, f"no drift: {REFERENCE_BACKEND} is unavailable"
@@ -362,6 +365,10 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
     notes: list[str] = []
     input_info: list[dict[str, Any]] = []
     batchable = False
+    reference_precision = "fp32"
+    if live and is_artifact(model):  # its precision is the artifact's: compare like with like
+        reference_precision = live[0].session.options.precision
+        config = _artifact_baseline(config, engines)
     if live:
         specs = live[0].session.inputs
         sized = None
@@ -380,7 +387,7 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
             source = "given"
         input_info = [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape),
                        "source": source} for k, v in feeds.items()]
-        reference, note = _reference(model, live, feeds, config)
+        reference, note = _reference(model, live, feeds, config, reference_precision)
         if note:
             notes.append(note)
         elif is_artifact(model):
@@ -423,7 +430,17 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
             if res is not None:
                 _fill(row, res)
             rows.append(row)
-    return _report(model, config, rows, input_info, notes)
+    return _report(model, config, rows, input_info, notes, reference_precision)
+
+
+def _artifact_baseline(config: BenchConfig, engines: Sequence[_Engine]) -> BenchConfig:
+    """An artifact runs at the precision it was compiled for: a baseline backend named at
+    another precision ("onnxruntime/fp32" for an int8 artifact) means that backend's row."""
+    backend, _, precision = config.baseline.partition("/")
+    rows = [e for e in engines if e.backend == backend and e.status == "ok"]
+    if rows and not any(e.precision == precision for e in rows):
+        return dataclasses.replace(config, baseline=f"{backend}/{rows[0].precision}")
+    return config
 
 
 def _runner(session: Any) -> Callable[[Mapping[str, np.ndarray]], Any]:
@@ -467,7 +484,8 @@ def _fill(row: BenchRow, res: scenarios.ScenarioResult) -> None:
 
 
 def _report(model: Any, config: BenchConfig, rows: list[BenchRow],
-            input_info: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+            input_info: list[dict[str, Any]], notes: list[str],
+            reference_precision: str = "fp32") -> dict[str, Any]:
     from kiln import __version__
     from kiln.compiler.target import Target
 
@@ -494,7 +512,7 @@ def _report(model: Any, config: BenchConfig, rows: list[BenchRow],
                     "load_average": load, "python": platform.python_version(),
                     "platform": platform.platform(), "backend_versions": versions},
         "config": config.to_json(),
-        "reference": {"backend": REFERENCE_BACKEND, "precision": "fp32"},
+        "reference": {"backend": REFERENCE_BACKEND, "precision": reference_precision},
         "inputs": input_info,
         "notes": notes,
         "results": [_finite(row.to_json()) for row in rows],
