@@ -294,11 +294,25 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
 
         pairs = list(dict.fromkeys((r["backend"], r["precision"]) for r in report["results"]))
         prof = profile_backends(path, pairs, threads=threads, seed=seed, dims=config.dims,
-                                inputs_path=inputs_path, trace_out=profile_out)
+                                inputs_path=inputs_path, trace_out=profile_out,
+                                feeds=_bench_feeds(report, seed, inputs_path))
         report["profile"] = prof
         _print_profile(prof, top)
         console.print(f"wrote chrome trace {profile_out} (open in chrome://tracing or Perfetto)")
     _write_reports(report, json_out, md_out, plot_out)
+
+
+def _bench_feeds(report: dict, seed: int, inputs_path: str | None) -> dict | None:
+    """The random feeds the bench ran on, made again from the shapes it reports (symbolic
+    dims already sized), so a profile runs on the same inputs."""
+    from kiln.backends.base import TensorSpec
+    from kiln.runtime.session import random_feeds
+
+    if inputs_path or not report["inputs"]:
+        return None
+    specs = [TensorSpec(i["name"], np.dtype(i["dtype"]), tuple(i["shape"]))
+             for i in report["inputs"]]
+    return random_feeds(specs, seed=seed)
 
 
 def _write_reports(report: dict, json_out: str | None, md_out: str | None,
@@ -403,8 +417,9 @@ def _print_profile(prof: dict, top: int) -> None:
                 entry["reason"][:400] + " ..."
             console.print(escape(f"profile {name}: {entry['status']}: {reason}"))
             continue
-        table = Table(title=f"profile {name}: top {top} of {len(entry['nodes'])} nodes "
-                      f"({entry['runs']} runs, {entry['source']})")
+        table = Table(title=escape(f"profile {name}: top {top} of {len(entry['nodes'])} "
+                                   f"nodes ({entry['runs']} runs, {entry['source']})"),
+                      box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
         table.add_column("node", overflow="fold")
         table.add_column("op", overflow="fold")
         for col in ("mean us", "share"):
@@ -677,6 +692,52 @@ def _print_passes(report: dict) -> None:
                       f"{p['nodes_before']}>{p['nodes_after']}",
                       escape("; ".join(part for part in (fired, delta) if part)))
     console.print(table)
+
+
+@cli.command()
+@click.argument("repository", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--backend", "-b", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="Intra-op threads per instance.")
+@click.option("--instances", type=int, default=1, show_default=True,
+              help="Sessions (run in parallel) per model version.")
+@click.option("--max-batch", type=int, default=8, show_default=True)
+@click.option("--max-queue-delay-ms", type=float, default=2.0, show_default=True)
+@click.option("--max-queue", type=int, default=64, show_default=True,
+              help="Queued requests per model version before answering 503.")
+@click.option("--timeout-ms", type=float, default=None,
+              help="Queue deadline of a request (503 when it passes).")
+@click.option("--ray", "use_ray", is_flag=True, help="Serve on Ray Serve replicas.")
+@click.option("--replicas", type=int, default=1, show_default=True, help="With --ray.")
+@click.option("--autoscale", default=None, help="MIN,MAX replicas (with --ray).")
+@click.option("--ray-address", default=None, help="An existing Ray cluster (with --ray).")
+def serve(repository: str, host: str, port: int, backend: str, threads: int | None,
+          instances: int, max_batch: int, max_queue_delay_ms: float, max_queue: int,
+          timeout_ms: float | None, use_ray: bool, replicas: int, autoscale: str | None,
+          ray_address: str | None) -> None:
+    """Serve REPOSITORY (REPO/NAME/VERSION/model.onnx|model.kiln) over HTTP with the KServe
+    v2 protocol, dynamic batching and Prometheus /metrics; SIGTERM drains and exits."""
+    from kiln.runtime.serve.config import ServeConfig
+
+    config = ServeConfig(repository=repository, backend=backend, threads=threads,
+                         instances=instances, max_batch=max_batch,
+                         max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
+                         timeout_ms=timeout_ms)
+    config.check()
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        err_console.print(f"kiln serve: listening on http://{bound_host}:{bound_port}")
+
+    if use_ray:
+        from kiln.runtime.serve.ray_runner import serve_on_ray
+
+        serve_on_ray(config, host, port, replicas=replicas, autoscale=autoscale,
+                     address=ray_address, on_ready=ready)
+    else:
+        from kiln.runtime.serve.server import serve as serve_embedded
+
+        serve_embedded(config, host, port, on_ready=ready)
 
 
 def main(argv: list[str] | None = None) -> int:
