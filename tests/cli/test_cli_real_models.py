@@ -160,3 +160,14 @@ def test_80_columns_keep_long_names_whole(tmp_path, command):
     _fits(out.stdout, 80)
     for name in names:  # on a line of its own rather than cut or folded
         assert name in out.stdout.splitlines() or f" {name} " in out.stdout
+
+
+def test_profile_runs_on_the_sized_inputs(tmp_path, detector):
+    report = tmp_path / "r.json"
+    out = kiln_cli("bench", str(detector), "-b", "onnxruntime", *QUICK, "--dim", "height=6",
+                   "--dim", "width=4", "--profile", "--profile-out", str(tmp_path / "t.json"),
+                   "--json", str(report))
+    assert out.returncode == 0, out.stderr
+    entry = json.loads(report.read_text())["profile"]["backends"][0]
+    assert entry["status"] == "ok", entry["reason"]
+    assert "profile onnxruntime/fp32" in out.stdout
