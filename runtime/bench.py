@@ -348,6 +348,7 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
     if is_artifact(model):  # an artifact's precision is baked into its graph
         pairs = [(b, "artifact") for b in backends]
     engines: list[_Engine] = []
+    sized = None  # how random feeds size symbolic dims: known after the first engine opens
     for i, (backend, precision) in enumerate(pairs):
         say("compile", i, len(pairs))
         status = registry.availability(backend)
@@ -360,6 +361,13 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         except Exception as exc:
             engines.append(_Engine(backend, precision, status="error",
                                    reason=describe_error(exc)))
+            continue
+        if feeds is None and inputs_path is None and sized is None:
+            # a dim nobody sized stops the run now, not after every backend has compiled
+            from kiln.runtime.input_dims import resolve_input_dims
+
+            session = engines[-1].session
+            sized = resolve_input_dims(session.inputs, session.model, config.dims)
     say("compile", len(pairs), len(pairs))
     live = [e for e in engines if e.status == "ok"]
     notes: list[str] = []
@@ -371,15 +379,13 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         config = _artifact_baseline(config, engines)
     if live:
         specs = live[0].session.inputs
-        sized = None
         if feeds is None and inputs_path is not None:
             feeds = load_inputs(inputs_path, specs)
             source = str(inputs_path)
         elif feeds is None:
-            from kiln.runtime.input_dims import resolve_input_dims
             from kiln.runtime.session import random_feeds
 
-            sized = resolve_input_dims(specs, live[0].session.model, config.dims)
+            assert sized is not None  # set when the first live engine opened
             notes.extend(sized.notes)
             feeds = random_feeds(sized.specs(specs), seed=config.seed)
             source = f"random(seed={config.seed})"
