@@ -165,17 +165,16 @@ def _print_named_rows(headers: list[str], rows: list[list[str]], title: str = ""
     others = [max(len(Text.from_markup(r[i]).plain) for r in [headers, *rows])
               for i in range(1, len(headers))]
     longest = max((len(r[0]) for r in rows), default=0)
+    if title:
+        console.print(title, highlight=False)
     if max(longest, len(headers[0])) + sum(others) + 2 * len(headers) <= console.width:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title or None,
-                      title_justify="left")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
         for i, header in enumerate(headers):
             table.add_column(header, justify="left" if i < left else "right", no_wrap=True)
         for row in rows:
             table.add_row(escape(row[0]), *row[1:])
         console.print(table)
         return
-    if title:
-        console.print(title)
     for row in rows:
         console.print(escape(row[0]), style="bold", highlight=False)
         console.print("    " + "   ".join(f"{h} {v}".strip()
@@ -254,19 +253,34 @@ def _parse_scenarios(text: str) -> list[str]:
               help="--profile: ops shown per backend.")
 @click.option("--wide", is_flag=True,
               help="Every column (p90, QPS, compile s, cosine, top-1) in the table.")
+@click.option("--url", default=None,
+              help="Load a running kiln serve (loopback) instead of compiling MODEL.")
+@click.option("--model", "served_model", default=None, help="With --url: the served model.")
+@click.option("--qps", type=float, default=None,
+              help="With --url: one Poisson run at this rate instead of the max-QPS search.")
 def bench(model: str | None, backends: str, precision: str, scenario: str,
           threads: int | None, workers: int | None, warmup: int, iterations: int, block: int,
           seed: int, inputs_path: str | None, dims: tuple[str, ...], samples_per_query: int,
           latency_bound: float,
           probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
           baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
-          profile: bool, profile_out: str, top: int, wide: bool) -> None:
+          profile: bool, profile_out: str, top: int, wide: bool, url: str | None,
+          served_model: str | None, qps: float | None) -> None:
     """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
     backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from kiln.runtime.bench import BenchConfig, run_bench
 
+    if url is not None:
+        from kiln.runtime.serve.loadgen import bench_url
+
+        report = bench_url(url, served_model or model, scenario, qps=qps, workers=workers,
+                           iterations=iterations, latency_bound_ms=latency_bound,
+                           seconds=probe_seconds, max_probes=max_probes, seed=seed)
+        _print_bench(report, f"{report['model']['name']} @ {url}", wide)
+        _write_reports(report, json_out, md_out, plot_out)
+        return
     if "/" not in baseline:
         baseline += "/fp32"
     config = BenchConfig(backends=_resolve_backends(backends), precisions=_split(precision),
