@@ -267,10 +267,10 @@ def _reshape_count(node: Any, index: int, dims: list[Any]) -> tuple[int, int] | 
     leaves exactly one of ``dims`` unknown."""
     if node.op_type != "Reshape" or index != 0 or len(node.inputs) < 2:
         return None
-    target = _constant(node.inputs[1])
-    if target is None or (target < 0).any():
+    constant = _constant(node.inputs[1])
+    if constant is None or (constant < 0).any():
         return None
-    target = [int(t) for t in target.ravel()]
+    target = [int(t) for t in constant.ravel()]
     allow_zero = bool(_attr(node, "allowzero", 0))
     count = 1
     rest = list(dims)
