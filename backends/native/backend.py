@@ -62,6 +62,7 @@ from kiln.backends.base import (
     TensorSpec,
 )
 from kiln.backends.native import support
+from kiln.backends.native.expand import expand_functions
 from kiln.backends.native.fallback import OrtSegment
 from kiln.backends.native.plan import (
     LoweredPlan,
@@ -315,6 +316,8 @@ class NativeBackend(Backend):
             raise KilnError(f"fallback={fallback!r}: expected 'onnxruntime' or None")
         limit = int(extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         threads = options.threads or os.cpu_count() or 1
+        if any(support.refusal(n) is not None for n in model.graph):
+            model = expand_functions(model)
         graph = model.graph
         opsets = {("" if k == "ai.onnx" else k): v for k, v in graph.opset_imports.items()}
 
