@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from kiln.runtime.artifact import Artifact
 
 
+#: Backends that, asked for by name, split off what they refuse to the fallback.
+SPLIT_BY_DEFAULT = ("native",)
+
+
 @dataclasses.dataclass(frozen=True)
 class BackendChoice:
     """Which backend(s) compile the model, and why.
@@ -182,6 +186,8 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     engine, placement = guards_module.call_with_timeout(
         lambda: build(graph, choice, target, compile_options), guards.timeout,
         f"compiling for {choice.name}")
+    if placement is not None and choice.backends == (choice.name,):  # "native" was split
+        choice = dataclasses.replace(choice, name="+".join(placement["backends"]))
     return Compiled(graph, engine, choice, target, compile_options, level, guards, checks,
                     placement=placement, report=report, reduction=reduction,
                     reduce_options=reduce,
@@ -219,6 +225,14 @@ def choose_backends(backend: str | Sequence[str], target: Target,
     else:
         name, reason = str(backend), "requested"
     registry.require(name)
+    if name in SPLIT_BY_DEFAULT:
+        # What this backend refuses goes to the fallback through the one partitioner
+        # (kiln.runtime.executor); fallback=None keeps it whole and strict.
+        fallback = options.pop("fallback", "onnxruntime")
+        if fallback is not None:
+            min_nodes = int(options.pop("min_partition_nodes", 1))
+            return BackendChoice(name, f"{reason}, fallback {fallback} for what it refuses",
+                                 (name,), True, fallback, min_nodes)
     return BackendChoice(name, reason, (name,))
 
 
@@ -282,13 +296,21 @@ def gate_timer(graph: ir.Model, backend: str, target: Target, threads: int | Non
 def build(graph: ir.Model, choice: BackendChoice, target: Target,
           options: CompileOptions) -> tuple[CompiledModel, dict[str, Any] | None]:
     """Step 6: the backend's compiled model, and the placement when the graph was split."""
-    if not choice.partitioned:
+    if not choice.partitioned or runs_whole(graph, choice):
         return registry.get_backend(choice.name).compile(graph, target, options), None
     from kiln.runtime.executor import compile_partitioned
 
     pieces = compile_partitioned(graph, choice.backends, target, options, choice.fallback,
                                  choice.min_partition_nodes)
     return pieces, pieces.placement
+
+
+def runs_whole(graph: ir.Model, choice: BackendChoice) -> bool:
+    """A single backend with a fallback that refuses no node compiles the graph whole."""
+    if choice.backends != (choice.name,):
+        return False
+    backend = registry.get_backend(choice.name)
+    return all(backend.supports(node) for node in graph.graph)
 
 
 def whole_graph_placement(model: ir.Model, backend: str) -> dict[str, Any]:
@@ -330,6 +352,9 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
             options.setdefault("fallback", None)
             options.setdefault("min_partition_nodes", placed.get("min_partition_nodes", 3))
     choice = choose_backends(backend, target, options)
+    if choice.partitioned and choice.backends == (choice.name,) and "+" not in \
+            artifact.backend:  # stored whole: nothing left this backend when it was compiled
+        choice = dataclasses.replace(choice, partitioned=False, fallback=None)
     guards = guards_module.Guards.from_options(options)
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=str(options.pop("device", "CPU")), extra=options)

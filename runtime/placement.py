@@ -127,6 +127,12 @@ def placement_to_json(plan: PartitionPlan, dims: Mapping[str, int] | None = None
                    "bytes": b.nbytes(dims)} for b in plan.boundaries]
     unplaced = [{"node": label, "op": _op(nodes[label]),
                  "reasons": dict(plan.verdicts[label])} for label in plan.unplaced]
+    # Every node not on the first backend of the list, and why the backends before it refused
+    # it (a node moved only to join a partition is listed under "merges").
+    first = plan.backends[0] if plan.backends else None
+    off_first = [{"node": label, "op": _op(nodes[label]), "backend": backend,
+                  "reasons": {b: r for b, r in plan.verdicts[label].items() if r is not None}}
+                 for label, backend in plan.assignment.items() if backend != first]
     runtime = plan.runtime_partitions
     per_backend = collections.Counter(plan.assignment.values())
     return {
@@ -143,6 +149,7 @@ def placement_to_json(plan: PartitionPlan, dims: Mapping[str, int] | None = None
         "dims": dict(dims or {}),
         "complete": not plan.unplaced,
         "unplaced": unplaced,
+        "off_first_backend": off_first,
         "merges": [{"nodes": list(m.nodes), "from": m.moved_from, "to": m.moved_to,
                     "reason": m.reason} for m in plan.merges],
         "partitions": partitions,

@@ -6,16 +6,18 @@ the ``_native`` extension in one piece; ``run`` then executes every node in C++ 
 GIL released, on a thread pool of ``options.threads`` threads. One compiled model may be
 run from several Python threads at once (each run takes its own arena).
 
-Nodes the native kernels do not cover (``supports`` is exact: op, element types,
-attributes) run on onnxruntime when ``options.extra["fallback"] == "onnxruntime"`` (the
-default): the graph is cut into consecutive native and onnxruntime segments executed in
-order. With ``fallback=None`` compile raises ``UnsupportedError`` listing every such node.
+Function ops without a kernel (Attention, SoftmaxCrossEntropyLoss, ...) run as their
+ONNX-defined bodies (``expand.py``). A node the native kernels do not cover (``supports`` is
+exact: op, element types, attributes) makes compile raise ``UnsupportedError`` listing every
+such node: running it elsewhere is the partitioner's job (``kiln.Session(model,
+backend="native")`` splits the graph with onnxruntime as the fallback through
+``kiln.runtime.executor``; ``fallback=None`` there is strict mode).
 
-Options read from ``options.extra``: ``fallback`` ("onnxruntime" | None),
-``max_tensor_bytes`` (largest tensor a kernel may allocate, default 16 GiB),
-``fold_constants`` (evaluate constant subgraphs at compile time, default True). The
-environment variable ``KILN_NATIVE_ISA`` (generic, avx2, avx512) caps kernel dispatch for the
-whole process, so every test can run on a slower ISA path than the CPU's best.
+Options read from ``options.extra``: ``max_tensor_bytes`` (largest tensor a kernel may
+allocate, default 16 GiB), ``fold_constants`` (evaluate constant subgraphs at compile time,
+default True). The environment variable ``KILN_NATIVE_ISA`` (generic, avx2, avx512) caps
+kernel dispatch for the whole process, so every test can run on a slower ISA path than the
+CPU's best.
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
 
@@ -62,8 +64,7 @@ from kiln.backends.base import (
     TensorSpec,
 )
 from kiln.backends.native import support
-from kiln.backends.native.expand import expand_functions
-from kiln.backends.native.fallback import OrtSegment
+from kiln.backends.native.expand import body_refusal, expand_functions
 from kiln.backends.native.plan import (
     LoweredPlan,
     Lowering,
@@ -114,35 +115,6 @@ def _translate(exc: Exception, where: str) -> KilnError:
     return KilnError(f"native backend{where}: {type(exc).__name__}: {exc}")
 
 
-def captured_names(node: ir.Node) -> set[str]:
-    """Names an If/Loop/Scan body reads from enclosing scopes (implicit inputs of ``node``)."""
-    used: set[str] = set()
-    defined: set[str] = set()
-
-    def visit(graph: ir.Graph) -> None:
-        defined.update(v.name for v in graph.inputs)
-        defined.update(graph.initializers)
-        for inner in graph:
-            used.update(v.name for v in inner.inputs if v is not None and v.name)
-            defined.update(v.name for v in inner.outputs if v is not None and v.name)
-            for sub in _subgraphs(inner):
-                visit(sub)
-
-    for sub in _subgraphs(node):
-        visit(sub)
-    return used - defined
-
-
-def _subgraphs(node: ir.Node) -> list[ir.Graph]:
-    graphs: list[ir.Graph] = []
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            graphs.append(attr.value)
-        elif attr.type == ir.AttributeType.GRAPHS:
-            graphs.extend(attr.value)
-    return graphs
-
-
 class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
@@ -190,7 +162,7 @@ class NativeCompiledModel(CompiledModel):
     backend = "native"
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 segments: list[NativeSegment | OrtSegment], constants: dict[str, np.ndarray],
+                 segments: list[NativeSegment], constants: dict[str, np.ndarray],
                  report: dict[str, Any]) -> None:
         self.inputs = inputs
         self.outputs = outputs
@@ -201,8 +173,7 @@ class NativeCompiledModel(CompiledModel):
         self.value_bytes: dict[str, int] = {}
 
     def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
-        """The executor's own per-node clock (compile with profile=True); a segment that
-        fell back to onnxruntime is one entry, timed whole."""
+        """The executor's own per-node clock (compile with profile=True)."""
         if not self.report.get("profile"):
             raise NoTimersError("the native executor times its nodes only for models compiled "
                                 "with profile=True")
@@ -211,11 +182,7 @@ class NativeCompiledModel(CompiledModel):
             run()
             times: list[NodeTime] = []
             for segment in self.segments:
-                if isinstance(segment, NativeSegment):
-                    times += segment.node_times()
-                else:
-                    times.append(NodeTime("onnxruntime fallback segment", "onnxruntime",
-                                          segment.last_us))
+                times += segment.node_times()
             per_run.append(times)
         return per_run
 
@@ -227,8 +194,7 @@ class NativeCompiledModel(CompiledModel):
 
     def signature_arena_bytes(self) -> list[int]:
         """Arena bytes planned at run time per input signature (models with symbolic dims)."""
-        return [b for s in self.segments if isinstance(s, NativeSegment)
-                for b in s.plan.signature_arena_bytes()]
+        return [b for s in self.segments for b in s.plan.signature_arena_bytes()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
@@ -262,10 +228,14 @@ class NativeBackend(Backend):
         return Availability(True, f"isa={ext.isa()}", f"{__version__} ({ext.isa()})")
 
     def supports(self, node: ir.Node) -> bool:
-        return support.refusal(node) is None
+        return self.refusal(node) is None
 
     def refusal(self, node: ir.Node) -> str | None:
-        return support.refusal(node)
+        """Why native cannot run ``node``: no kernel, and no body of kernels it has."""
+        reason = support.refusal(node)
+        if reason is not None and body_refusal(node) is None:
+            return None  # a function op whose ONNX-defined body runs natively
+        return reason
 
     def supported_precisions(self) -> Sequence[str]:
         # int8 lives in the graph (Q/DQ, MatMulInteger); everything else runs at fp32
@@ -311,9 +281,6 @@ class NativeBackend(Backend):
             raise UnsupportedError(f"native backend runs fp32 and int8 graphs, not "
                                    f"{options.precision}")
         extra = dict(options.extra)
-        fallback = extra.get("fallback", "onnxruntime")
-        if fallback not in (None, "onnxruntime"):
-            raise KilnError(f"fallback={fallback!r}: expected 'onnxruntime' or None")
         limit = int(extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         threads = options.threads or os.cpu_count() or 1
         if any(support.refusal(n) is not None for n in model.graph):
@@ -327,119 +294,45 @@ class NativeBackend(Backend):
         check_declared_dims(real_inputs, limit)
         nodes = list(graph)
 
-        # Every node the native kernels cannot run, with the reason.
-        refusals = [(n, support.refusal(n)) for n in nodes]
-        unsupported = [(n, r) for n, r in refusals if r is not None]
-        if unsupported and fallback is None:
+        # Every node the native kernels cannot run, with the reason. What native refuses is
+        # placed elsewhere by kiln's partitioner (kiln.runtime.executor), never here.
+        unsupported = [(n, r) for n in nodes if (r := support.refusal(n)) is not None]
+        if unsupported:
             listing = "; ".join(f"'{n.name or '<unnamed>'}' ({n.domain or 'ai.onnx'}::"
                                 f"{n.op_type}): {r}" for n, r in unsupported)
-            raise UnsupportedError(f"native backend cannot run {len(unsupported)} node(s) "
-                                   f"and fallback is off: {listing}")
-
-        # Consecutive runs of nodes on one engine.
-        runs: list[tuple[bool, list[ir.Node]]] = []
-        for node, reason in refusals:
-            native = reason is None
-            if runs and runs[-1][0] == native:
-                runs[-1][1].append(node)
-            else:
-                runs.append((native, [node]))
+            raise UnsupportedError(f"native backend cannot run {len(unsupported)} node(s): "
+                                   f"{listing}")
 
         graph_outputs = {v.name for v in graph.outputs}
-        producer_run: dict[str, int] = {}
-        for k, (_, run_nodes) in enumerate(runs):
-            for n in run_nodes:
-                for o in n.outputs:
-                    if o is not None and o.name:
-                        producer_run[o.name] = k
-        consumers: dict[str, set[int]] = {}
-        values_by_name: dict[str, ir.Value] = {v.name: v for v in graph.inputs}
-        values_by_name.update(initializers)
-        implicit: dict[int, list[ir.Value]] = {}   # run -> outer values its subgraphs read
-        for _, run_nodes in runs:
-            for n in run_nodes:
-                for o in n.outputs:
-                    if o is not None and o.name:
-                        values_by_name[o.name] = o
-        for k, (_, run_nodes) in enumerate(runs):
-            for n in run_nodes:
-                for v in n.inputs:
-                    if v is not None and v.name:
-                        consumers.setdefault(v.name, set()).add(k)
-                for name in sorted(captured_names(n)):
-                    if name in values_by_name:
-                        consumers.setdefault(name, set()).add(k)
-                        implicit.setdefault(k, []).append(values_by_name[name])
+        produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
+        seg_inputs: list[ir.Value] = []
+        seen: set[str] = set()
+        for n in nodes:
+            for v in n.inputs:
+                if v is None or not v.name or v.name in seen or v.name in produced:
+                    continue
+                if v.name in initializers or v.const_value is not None:
+                    continue
+                seen.add(v.name)
+                seg_inputs.append(v)
+        seg_outputs = [o for n in nodes for o in n.outputs
+                       if o is not None and o.name in graph_outputs]
 
         lowering = Lowering(opsets, limit, sizes)
         evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
-        segments: list[NativeSegment | OrtSegment] = []
-        report_segments = []
-        arena = intermediates = folded = dynamic = 0
-        for k, (native, run_nodes) in enumerate(runs):
-            seg_inputs: list[ir.Value] = []
-            seen = set()
-            for n in run_nodes + [None]:
-                reads = list(n.inputs) if n is not None else implicit.get(k, [])
-                for v in reads:
-                    if v is None or not v.name or v.name in seen:
-                        continue
-                    if producer_run.get(v.name, -1) == k:
-                        continue
-                    if v.name in initializers or v.const_value is not None:
-                        continue
-                    if v.name in known_consts:
-                        continue
-                    seen.add(v.name)
-                    seg_inputs.append(v)
-            seg_outputs: list[ir.Value] = []
-            for n in run_nodes:
-                for o in n.outputs:
-                    if o is None or not o.name:
-                        continue
-                    later = any(c > k for c in consumers.get(o.name, ()))
-                    if later or o.name in graph_outputs:
-                        seg_outputs.append(o)
-            if native:
-                try:
-                    lowered = lowering.lower(run_nodes, seg_inputs, seg_outputs, known_consts,
-                                             evaluator)
-                except KilnError:
-                    raise
-                segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")))
-                mem = lowered.memory
-                arena += mem.arena_bytes
-                intermediates += mem.intermediate_bytes
-                folded += lowered.folded
-                dynamic += mem.dynamic_values
-                # Outputs that became constants are known to later segments.
-                for vid, arr in lowered.constants.items():
-                    known_consts.setdefault(lowered.value_names[vid], arr)
-                segments.append(segment)
-                report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
-            else:
-                seg_consts = {}
-                for n in run_nodes + [None]:
-                    reads = list(n.inputs) if n is not None else implicit.get(k, [])
-                    for v in reads:
-                        if v is None or not v.name:
-                            continue
-                        if v.name in known_consts:
-                            seg_consts[v.name] = known_consts[v.name]
-                        elif v.const_value is not None and producer_run.get(v.name, -1) != k:
-                            seg_consts[v.name] = contiguous(v.const_value.numpy())
-                seg_inputs = [v for v in seg_inputs if v.name not in seg_consts]
-                reasons = {n.name or f"<{n.op_type}>": support.refusal(n) or "" for n in run_nodes}
-                segments.append(OrtSegment(run_nodes, seg_inputs, seg_outputs, seg_consts,
-                                           opsets, model.ir_version, options.threads, reasons))
-                report_segments.append({"engine": "onnxruntime", "nodes": len(run_nodes),
-                                        "ops": sorted({n.op_type for n in run_nodes})})
+        lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
+        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")))
+        mem = lowered.memory
+        for vid, arr in lowered.constants.items():  # outputs that became constants
+            known_consts.setdefault(lowered.value_names[vid], arr)
+        segments = [segment]
+        report_segments = [{"engine": "native", "nodes": len(lowered.nodes)}]
 
         # Graph outputs that are plain constants (never computed by a node).
         out_consts: dict[str, np.ndarray] = {}
         for v in graph.outputs:
-            if v.name in producer_run:
+            if v.name in produced:
                 continue
             if v.name in known_consts:
                 out_consts[v.name] = known_consts[v.name]
@@ -447,12 +340,11 @@ class NativeBackend(Backend):
                 out_consts[v.name] = contiguous(v.const_value.numpy())
         report = {
             "segments": report_segments,
-            "native_nodes": sum(1 for _, r in refusals if r is None),
-            "fallback_nodes": len(unsupported),
-            "folded_nodes": folded,
-            "arena_bytes": arena,
-            "intermediate_bytes": intermediates,
-            "dynamic_values": dynamic,
+            "native_nodes": len(nodes),
+            "folded_nodes": lowered.folded,
+            "arena_bytes": mem.arena_bytes,
+            "intermediate_bytes": mem.intermediate_bytes,
+            "dynamic_values": mem.dynamic_values,
             "threads": threads,
             "profile": bool(extra.get("profile")),
         }

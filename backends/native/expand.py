@@ -142,3 +142,32 @@ def _copy_types(source: ir.Model, target: ir.Model) -> None:
                     v.dtype = old.dtype
                 if v.shape is None and old.shape is not None:
                     v.shape = old.shape
+
+
+def body_refusal(node: ir.Node) -> str | None:
+    """None when ``node`` is a function op whose expanded body native runs whole; else why
+    not. The node is expanded alone, in a model of its own, with its input types."""
+    graph = node.graph
+    opsets = dict(graph.opset_imports) if graph is not None else {}
+    inputs = [ir.Value(name=f"in{i}", type=v.type, shape=v.shape)
+              for i, v in enumerate(node.inputs) if v is not None]
+    if len(inputs) != sum(v is not None for v in node.inputs):
+        return "a function op with an omitted optional input"
+    outputs = [ir.Value(name=f"out{i}") for i in range(len(node.outputs))]
+    for new, old in zip(outputs, node.outputs):
+        new.type, new.shape = old.type, old.shape
+    copy = ir.Node(node.domain, node.op_type, inputs, attributes=list(node.attributes.values()),
+                   outputs=outputs, version=node.version, name=node.name)
+    single = ir.Model(ir.Graph(inputs, outputs, nodes=[copy], opset_imports=opsets),
+                      ir_version=10)
+    try:
+        expanded = expand_functions(single)
+    except Exception as exc:  # noqa: BLE001 - a body onnx cannot build is a refusal
+        return f"its function body does not build: {exc}"
+    if expanded is single:
+        return "no function body native can use"
+    for inner in expanded.graph:
+        reason = support.refusal(inner)
+        if reason is not None:
+            return f"its function body needs {inner.op_type}: {reason}"
+    return None

@@ -266,3 +266,90 @@ def test_artifacts_carry_the_placement_and_partitioned_ones_reload(tmp_path):
     single = kiln.Session(model, backend="onnxruntime").save(tmp_path / "ort.kiln")
     placement = load_artifact(single).manifest["placement"]
     assert placement["backends"] == ["onnxruntime"] and placement["partition_count"] == 1
+
+
+# --- backend="native" by name: what it refuses goes to the fallback through the partitioner
+
+
+def _mixed_native_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Relu -> Einsum (no native kernel) -> Mul -> Det (no native kernel) -> Add."""
+    nodes = [oh.make_node("Relu", ["x"], ["r"], name="relu"),
+             oh.make_node("Einsum", ["r"], ["c"], name="einsum", equation="ij->ji"),
+             oh.make_node("Mul", ["c", "x"], ["m"], name="mul"),
+             oh.make_node("Det", ["m"], ["d"], name="det"),
+             oh.make_node("Add", ["d", "one"], ["y"], name="add")]
+    graph = oh.make_graph(nodes, "mixed", [_vi("x", [3, 3])], [_vi("y", []), _vi("m", [3, 3])],
+                          initializer=[numpy_helper.from_array(np.array(1.0, np.float32),
+                                                               "one")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    x = np.random.default_rng(3).standard_normal((3, 3)).astype(np.float32)
+    return model, {"x": x}
+
+
+def test_native_by_name_splits_what_it_refuses_through_the_partitioner():
+    model, feeds = _mixed_native_model()
+    want = kiln.Session(model, backend="onnxruntime")(**feeds)
+    session = kiln.Session(model, backend="native")
+    assert session.backend_name == "native+onnxruntime"
+    placed = session.placement
+    assert [p["backend"] for p in placed["partitions"]] == [
+        "native", "onnxruntime", "native", "onnxruntime", "native"]
+    text = json.dumps(placed)  # the placement is where what left native says why
+    assert "no native kernel for ai.onnx::Einsum" in text
+    assert "no native kernel for ai.onnx::Det" in text
+    got = session(**feeds)
+    for name in ("y", "m"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_native_by_name_runs_whole_when_it_refuses_nothing():
+    model = nms_model()
+    kept = [n for n in model.graph.node if n.op_type in ("Relu", "Add")][:3]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    del model.graph.output[:]
+    model.graph.output.extend([_vi("boxes", [1, 64, 4])])
+    session = kiln.Session(model, backend="native")
+    assert session.backend_name == "native" and session.placement is None
+    assert type(session._compiled).__name__ == "NativeCompiledModel"
+
+
+def test_native_by_name_strict_mode_lists_every_refused_node():
+    model, _ = _mixed_native_model()
+    with pytest.raises(UnsupportedError) as err:
+        kiln.Session(model, backend="native", fallback=None)
+    text = str(err.value)
+    assert "'einsum' (ai.onnx::Einsum)" in text and "'det' (ai.onnx::Det)" in text
+
+
+def test_native_by_name_passes_values_that_subgraphs_capture():
+    """An If (no native kernel) whose branches read an initializer and a native result."""
+    then_graph = oh.make_graph([oh.make_node("Add", ["r", "bias"], ["t"])], "then", [],
+                               [_vi("t", [2, 3])])
+    else_graph = oh.make_graph([oh.make_node("Mul", ["r", "bias"], ["e"])], "else", [],
+                               [_vi("e", [2, 3])])
+    nodes = [oh.make_node("Relu", ["x"], ["r"]),
+             oh.make_node("If", ["c"], ["i"], then_branch=then_graph, else_branch=else_graph),
+             oh.make_node("Neg", ["i"], ["y"])]
+    bias = np.arange(3, dtype=np.float32)
+    graph = oh.make_graph(nodes, "if_capture", [_vi("x", [2, 3]), _vi("c", [], TensorProto.BOOL)],
+                          [_vi("y", [2, 3])],
+                          initializer=[numpy_helper.from_array(bias, "bias")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    session = kiln.Session(model, backend="native")
+    reference = kiln.Session(model, backend="onnxruntime")
+    x = np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "c": np.array(cond)}
+        np.testing.assert_allclose(session(**feeds)["y"], reference(**feeds)["y"], rtol=1e-6)
+
+
+def test_native_by_name_nodes_no_engine_runs_are_unsupported():
+    nodes = [oh.make_node("Expand", ["x", "s"], ["y"], name="grow")]
+    graph = oh.make_graph(nodes, "complex", [_vi("x", [1])], [_vi("y", None)],
+                          initializer=[numpy_helper.from_array(
+                              np.array([2 + 1j, 3], np.complex64), "s")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(kiln.KilnError, match="grow"):
+        session = kiln.Session(model, backend="native")
+        session(x=np.ones(1, np.float32))

@@ -1,5 +1,6 @@
-"""The native backend as a whole: availability, exact supports(), fallback and strict mode,
-the memory plan, concurrency, and the light model zoo against onnxruntime."""
+"""The native backend as a whole: availability, exact supports(), strict refusals (what
+native refuses is split off by kiln's partitioner: tests/runtime/test_executor.py), the
+memory plan, concurrency, and the light model zoo against onnxruntime."""
 
 from __future__ import annotations
 
@@ -81,17 +82,6 @@ def _mixed_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     model = model_from_arrays(nodes, feeds, ["y", "m"],
                               initializers={"one": np.array(1.0, np.float32)})
     return model, feeds
-
-
-def test_fallback_runs_unsupported_nodes_on_onnxruntime():
-    model, feeds = _mixed_model()
-    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
-    engines = [s["engine"] for s in compiled.report["segments"]]
-    assert engines == ["native", "onnxruntime", "native", "onnxruntime", "native"]
-    got = compiled.run(feeds)
-    want = run_reference(model, feeds)
-    np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got["m"], want[1], rtol=1e-5, atol=1e-5)
 
 
 def test_strict_mode_lists_every_unsupported_node():
@@ -304,35 +294,3 @@ def test_minilm_matches_onnxruntime():
         want = run_reference(onnx.load(MINILM), feeds)
         for spec, ref in zip(compiled.outputs, want):
             np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
-
-
-def test_fallback_passes_values_that_subgraphs_capture():
-    """An If (no native kernel) whose branches read an initializer and a native result."""
-    feeds = {"x": f32(2, 3), "c": np.array(True)}
-    then_graph = helper.make_graph(
-        [helper.make_node("Add", ["r", "bias"], ["t"])], "then", [],
-        [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [2, 3])])
-    else_graph = helper.make_graph(
-        [helper.make_node("Mul", ["r", "bias"], ["e"])], "else", [],
-        [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [2, 3])])
-    nodes = [helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("If", ["c"], ["i"], then_branch=then_graph,
-                              else_branch=else_graph),
-             helper.make_node("Neg", ["i"], ["y"])]
-    model = model_from_arrays(nodes, feeds, ["y"], initializers={"bias": f32(3)})
-    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
-    assert [s["engine"] for s in compiled.report["segments"]] == \
-        ["native", "onnxruntime", "native"]
-    for cond in (True, False):
-        f = {"x": feeds["x"], "c": np.array(cond)}
-        np.testing.assert_allclose(compiled.run(f)["y"], run_reference(model, f)[0], rtol=1e-6)
-
-
-def test_nodes_neither_engine_runs_are_unsupported():
-    feeds = {"x": f32(1)}
-    model = model_from_arrays([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds,
-                              ["y"],
-                              initializers={"s": np.array([2 + 1j, 3], np.complex64)})
-    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
-    with pytest.raises(kiln.UnsupportedError, match="'grow'.*COMPLEX64"):
-        compiled.run(feeds)
