@@ -241,7 +241,9 @@ class Lowering:
                 continue  # computed by the node it was folded into
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 continue  # read above
-            attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()}
+            # string lists (LSTM's activations) are checked by support.py, not read in C++
+            attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()
+                     if a.type != ir.AttributeType.STRINGS}
             if node in int8_ops:
                 plan_sources.append(self._lower_int8(int8_ops[node], attrs, vid, synthetic,
                                                      plan_nodes))

@@ -142,6 +142,14 @@ def _auto_pad(node: ir.Node) -> str | None:
     return _one_of("auto_pad", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), "NOTSET")(node)
 
 
+def _lstm(node: ir.Node) -> str | None:
+    acts = _attr(node, "activations")
+    directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
+    if acts is not None and list(acts) != ["Sigmoid", "Tanh", "Tanh"] * directions:
+        return f"activations={list(acts)} (native runs Sigmoid, Tanh, Tanh)"
+    return _one_of("direction", ("forward", "reverse", "bidirectional"), "forward")(node)
+
+
 def _pow(node: ir.Node) -> str | None:
     exponent = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
     if exponent is not None and exponent not in (DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32):
@@ -209,6 +217,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ConvTranspose"): Rule(FLOAT, check=_auto_pad),
     ("", "Gemm"): Rule(FLOAT),
     ("", "MatMul"): Rule(FLOAT),
+    ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_lstm),
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
     # int8: Q/DQ, run-time quantization, the integer product
     ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),

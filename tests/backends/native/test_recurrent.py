@@ -1,0 +1,98 @@
+"""The native LSTM (src/ops/recurrent.cpp) against onnx.reference, and hostile inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+import kiln
+import kiln.backend
+
+rng = np.random.default_rng(11)
+SEQ, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
+
+
+def _lstm_model(direction: str, layout: int = 0, peepholes: bool = False,
+                lens: bool = False, clip: float | None = None) -> tuple[onnx.ModelProto, list]:
+    dirs = 2 if direction == "bidirectional" else 1
+    x_shape = [BATCH, SEQ, INPUT] if layout else [SEQ, BATCH, INPUT]
+    state = [BATCH, dirs, HIDDEN] if layout else [dirs, BATCH, HIDDEN]
+    arrays = {
+        "X": rng.standard_normal(x_shape).astype(np.float32),
+        "W": (rng.standard_normal([dirs, 4 * HIDDEN, INPUT]) * 0.5).astype(np.float32),
+        "R": (rng.standard_normal([dirs, 4 * HIDDEN, HIDDEN]) * 0.5).astype(np.float32),
+        "B": rng.standard_normal([dirs, 8 * HIDDEN]).astype(np.float32),
+        "L": np.array([5, 2, 4], np.int32) if lens else None,
+        "H0": rng.standard_normal(state).astype(np.float32),
+        "C0": rng.standard_normal(state).astype(np.float32),
+        "P": rng.standard_normal([dirs, 3 * HIDDEN]).astype(np.float32) if peepholes else None,
+    }
+    names = [k if v is not None else "" for k, v in arrays.items()]
+    attrs = {"direction": direction, "hidden_size": HIDDEN, "layout": layout}
+    if clip is not None:
+        attrs["clip"] = clip
+    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], name="rnn", **attrs)
+    inputs = [helper.make_tensor_value_info(
+        k, TensorProto.INT32 if k == "L" else TensorProto.FLOAT, list(v.shape))
+        for k, v in arrays.items() if v is not None]
+    y_shape = [BATCH, SEQ, dirs, HIDDEN] if layout else [SEQ, dirs, BATCH, HIDDEN]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape),
+               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, state),
+               helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, state)]
+    model = helper.make_model(helper.make_graph([node], "lstm", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 14)])
+    return model, [v for v in arrays.values() if v is not None]
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("peepholes", [False, True])
+def test_lstm_matches_onnx_reference(direction: str, layout: int, peepholes: bool):
+    model, feeds = _lstm_model(direction, layout, peepholes)
+    names = [i.name for i in model.graph.input]
+    want = ReferenceEvaluator(model).run(None, dict(zip(names, feeds)))
+    got = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run(feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [None, 0.7])
+def test_lstm_sequence_lengths_and_clip_match_onnxruntime(clip: float | None):
+    import onnxruntime as ort
+
+    model, feeds = _lstm_model("bidirectional", peepholes=True, lens=True, clip=clip)
+    names = [i.name for i in model.graph.input]
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(
+        None, dict(zip(names, feeds)))
+    got = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run(feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_sequence_length_beyond_the_sequence_names_the_node():
+    model, feeds = _lstm_model("forward", lens=True)
+    feeds[4] = np.array([5, 9, 1], np.int32)
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.KilnError, match="rnn.*sequence_lens value 9"):
+        rep.run(feeds)
+
+
+def test_weights_of_the_wrong_shape_name_the_node():
+    model, feeds = _lstm_model("forward")
+    model.graph.input[1].type.tensor_type.shape.dim[2].dim_value = INPUT + 1
+    feeds[1] = np.zeros([1, 4 * HIDDEN, INPUT + 1], np.float32)
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.KilnError, match="rnn.*W has shape"):
+        rep.run(feeds)
+
+
+def test_other_activations_are_refused():
+    model, _ = _lstm_model("forward")
+    model.graph.node[0].attribute.append(
+        helper.make_attribute("activations", ["Relu", "Tanh", "Tanh"]))
+    with pytest.raises(kiln.UnsupportedError, match="activations"):
+        kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
