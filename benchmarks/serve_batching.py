@@ -1,0 +1,63 @@
+"""Dynamic batching on a MobileNetV2-shaped model: 16 concurrent clients (closed loop,
+binary tensors) against `kiln serve --max-batch 1` and `--max-batch 8`.
+
+    python benchmarks/serve_make_mobilenet.py /work/cache/serve_repo
+    python benchmarks/serve_batching.py /work/cache/serve_repo [MODEL] [SECONDS]
+
+MODEL defaults to mobilenet_v2 (224x224); serve_make_mobilenet.py REPO 96 makes
+mobilenet_v2_96. Writes benchmarks/results/serve_batching_MODEL.json. Client and server share
+the machine's cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from serve_common import kiln_serve
+
+from kiln.runtime.serve.loadgen import LoadConfig, run_load
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(repo: str, model: str = "mobilenet_v2", seconds: float = 15.0) -> dict:
+    figures = {}
+    for max_batch in (1, 8):
+        with kiln_serve(repo, "--max-batch", str(max_batch), "--max-queue-delay-ms", "5",
+                        "--max-queue", "64") as served:
+            # a short warm-up run, then the measured one
+            warm = LoadConfig(url=served.url, model=model, scenarios=("offline",),
+                              workers=16, seconds=2.0)
+            run_load(warm)
+            config = LoadConfig(url=served.url, model=model, scenarios=("offline",),
+                                workers=16, seconds=seconds)
+            report = run_load(config)
+            [row] = report["results"]
+            row.pop("latencies_ms", None)
+            figures[f"max_batch_{max_batch}"] = {
+                "throughput_qps": row["throughput_qps"], "latency_ms": row["latency_ms"],
+                **{k: row["detail"].get(k) for k in (
+                    "sent", "status_counts", "batch_size_histogram", "mean_batch_size",
+                    "queue_ms", "compute_ms", "server_request_ms")},
+                "server_rss_mb": served.rss_mb()}
+            print(f"max-batch {max_batch}: {row['throughput_qps']:.1f} req/s, batches "
+                  f"{row['detail'].get('batch_size_histogram')}", flush=True)
+    speedup = figures["max_batch_8"]["throughput_qps"] / figures["max_batch_1"]["throughput_qps"]
+    result = {"model": f"{model}: MobileNetV2-shaped (random weights), dynamic batch",
+              "clients": 16, "seconds": seconds, "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg(), "speedup_8_over_1": round(speedup, 3),
+              "note": "shared, noisy 2-core machine; the load generator runs on the same cores",
+              **figures}
+    out = RESULTS / f"serve_batching_{model}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"throughput max-batch 8 / max-batch 1 = {speedup:.2f}x  -> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "/work/cache/serve_repo",
+         sys.argv[2] if len(sys.argv) > 2 else "mobilenet_v2",
+         float(sys.argv[3]) if len(sys.argv) > 3 else 15.0)
