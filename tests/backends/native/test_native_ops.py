@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native_cases import check_against_ort, make_model
+from native_cases import check_against_ort, compile_native, make_model
 from onnx import helper
 
 rng = np.random.default_rng(1234)
@@ -697,3 +697,33 @@ def test_fused_gemm_matches_its_expansion(act, shape):
                      initializers={**inits, **BOUNDS, **consts}, opset=20)
     got = compile_native(model).run(feeds)["y"]
     np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- f32 broadcast arithmetic (the vbinop microkernel) on every ISA path ------------------
+BROADCASTS = {
+    "same": ((2, 3, 37), (2, 3, 37)),
+    "scalar": ((2, 8, 5, 7), ()),
+    "scalar-left": ((), (3, 41)),
+    "per-channel": ((2, 16, 9, 11), (16, 1, 1)),
+    "per-channel-left": ((1, 16, 1, 1), (1, 16, 13, 5)),
+    "row": ((4, 6, 35), (35,)),
+    "column": ((5, 33), (5, 1)),
+    "outer": ((7, 1), (1, 19)),
+    "general": ((3, 1, 5, 1), (1, 4, 1, 17)),
+    "nhwc-channel": ((1, 6, 6, 24), (1, 1, 1, 24)),
+    "large": ((1, 32, 64, 64), (1, 32, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("shapes", list(BROADCASTS.values()), ids=list(BROADCASTS))
+def test_f32_broadcast_arithmetic_on_every_isa(isa: str, op: str, shapes) -> None:
+    a = f32(*shapes[0]) if shapes[0] else np.array(1.5, np.float32)
+    b = pos(*shapes[1]) + 0.5 if shapes[1] else np.array(0.75, np.float32)
+    feeds = {"a": a, "b": b}
+    model = make_model([node(op, ["a", "b"])], feeds, ["y"])
+    want = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run(feeds)["y"]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

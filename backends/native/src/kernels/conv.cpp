@@ -401,7 +401,8 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
     }
   };
   const size_t planes = p_.N * p_.C;
-  if (pool) pool->parallel_for(planes, 1, run); else run(0, planes);
+  if (pool) pool->parallel_for(planes, 1, run, planes * (HP * WP + OH * OW * taps));
+  else run(0, planes);
 }
 
 // ---------------------------------------------------------------- winograd F(4x4, 3x3)
@@ -427,7 +428,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
                     cols * sizeof(float));
     }
   };
-  if (pool) pool->parallel_for(N * C, 1, pad); else pad(0, N * C);
+  if (pool) pool->parallel_for(N * C, 1, pad, N * C * HP * WP); else pad(0, N * C);
   // Weight panels for the active kernel (converted once per call if packed for another).
   std::vector<const float*> a_panels(36);
   AlignedBuffer converted;
