@@ -727,3 +727,58 @@ def test_f32_broadcast_arithmetic_on_every_isa(isa: str, op: str, shapes) -> Non
         got = compile_native(model, threads=threads).run(feeds)["y"]
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ---- Resize planes (N, C kept) and 2-D ConvTranspose scatter, 1 and 2 threads ------------
+# Resize is checked against the ONNX reference implementation: onnxruntime takes
+# align_corners' output length after flooring, the spec before (they differ when the scaled
+# length is not whole), and refuses linear resizing of the channel dim.
+COORDS = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
+
+
+def _check_resize_against_spec(model, feeds, threads: int) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = compile_native(model, threads=threads).run(feeds)["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (0.5, 0.75), (1.7, 3.0), (1.0, 2.5)],
+                         ids=["x2", "down", "odd", "w-only"])
+def test_resize_planes_match_the_spec(mode: str, coord: str, scales) -> None:
+    feeds = {"x": f32(2, 5, 9, 14)}
+    inits = {"s": np.array([1.0, 1.0, *scales], np.float32)}
+    extra = {"nearest_mode": "floor"} if coord == "asymmetric" and mode == "nearest" else {}
+    model = make_model([node("Resize", ["x", "", "s"], mode=mode,
+                             coordinate_transformation_mode=coord, **extra)],
+                       feeds, ["y"], initializers=inits)
+    for threads in (1, 2):
+        _check_resize_against_spec(model, feeds, threads)
+
+
+def test_resize_scaling_channels_takes_the_general_path() -> None:
+    feeds = {"x": f32(1, 3, 4, 4)}
+    inits = {"s": np.array([1.0, 2.0, 2.0, 1.5], np.float32)}
+    model = make_model([node("Resize", ["x", "", "s"], mode="linear")], feeds, ["y"],
+                       initializers=inits)
+    _check_resize_against_spec(model, feeds, 1)
+
+
+@pytest.mark.parametrize("attrs,w_shape", [
+    ({"strides": [2, 2]}, (6, 4, 2, 2)),                               # DB-head upsampling
+    ({"strides": [1, 1], "pads": [1, 1, 1, 1]}, (6, 4, 3, 3)),
+    ({"strides": [2, 3], "pads": [1, 0, 2, 1], "dilations": [2, 1]}, (6, 4, 3, 3)),
+    ({"strides": [2, 2], "output_padding": [1, 1], "group": 2}, (6, 2, 3, 3)),
+    ({"strides": [3, 3], "pads": [4, 4, 4, 4]}, (6, 4, 2, 2)),         # pads past the kernel
+], ids=["k2s2", "s1-pad", "dilated", "group-outpad", "big-pads"])
+def test_conv_transpose_2d_matches_onnxruntime(attrs, w_shape) -> None:
+    feeds = {"x": f32(2, 6, 7, 9)}
+    inits = {"w": f32(*w_shape), "b": f32(w_shape[1] * attrs.get("group", 1))}
+    model = make_model([node("ConvTranspose", ["x", "w", "b"], **attrs)], feeds, ["y"],
+                       initializers=inits)
+    for threads in (1, 2):
+        check_against_ort(model, feeds, threads=threads)

@@ -301,6 +301,43 @@ class ConvKernel final : public Kernel {
   mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
 };
 
+// col2im of a 2-D ConvTranspose: rows (m, ky, kx) x input pixels of `col` added into the
+// output planes of one group, each plane started at its bias. Output channels split across
+// the pool (each writes only its own plane); rows of a kernel tap are contiguous runs when
+// the stride is 1 and strided stores otherwise.
+void scatter_planes(const Geom& g, const float* col, const float* bias, float* yg,
+                    ThreadPool* pool) {
+  const int64_t H = g.in[0], W = g.in[1], OH = g.out[0], OW = g.out[1];
+  const int64_t kh = g.k[0], kw = g.k[1], sh = g.stride[0], sw = g.stride[1];
+  const size_t in_prod = g.in_prod, out_prod = g.out_prod;
+  parallel(pool, g.Mg, 1, [&](size_t m0, size_t m1) {
+    for (size_t m = m0; m < m1; ++m) {
+      float* ym = yg + m * out_prod;
+      std::fill(ym, ym + out_prod, bias ? bias[m] : 0.0f);
+      for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const float* src = col + ((m * kh + ky) * kw + kx) * in_prod;
+          const int64_t oy0 = ky * g.dil[0] - g.pb[0], ox0 = kx * g.dil[1] - g.pb[1];
+          // input columns whose output column ix * sw + ox0 lies in [0, OW)
+          const int64_t ix_lo = ox0 < 0 ? (-ox0 + sw - 1) / sw : 0;
+          const int64_t ix_hi = OW - 1 - ox0 < 0 ? 0 : std::min(W, (OW - 1 - ox0) / sw + 1);
+          for (int64_t iy = 0; iy < H; ++iy) {
+            const int64_t oy = iy * sh + oy0;
+            if (oy < 0 || oy >= OH) continue;
+            const float* srow = src + iy * W;
+            float* yrow = ym + oy * OW;
+            if (sw == 1) {
+              float* dst = yrow + (ix_lo + ox0);
+              for (int64_t ix = ix_lo; ix < ix_hi; ++ix) dst[ix - ix_lo] += srow[ix];
+            } else {
+              for (int64_t ix = ix_lo; ix < ix_hi; ++ix) yrow[ix * sw + ox0] += srow[ix];
+            }
+          }
+        }
+    }
+  }, g.Mg * (out_prod + g.kprod * in_prod));
+}
+
 class ConvTransposeKernel final : public Kernel {
  public:
   explicit ConvTransposeKernel(const NodeDesc& node) : attrs_(read_attrs(node, true)) {}
@@ -366,7 +403,8 @@ class ConvTransposeKernel final : public Kernel {
     oshape.insert(oshape.end(), g.out.begin(), g.out.end());
     Tensor& y = c.output(0, DType::f32, oshape);
     float* py = y.ptr<float>();
-    std::fill(py, py + y.numel(), 0.0f);
+    const bool planar = g.nd == 2;  // 2-D: scattered per output channel, bias included
+    if (!planar) std::fill(py, py + y.numel(), 0.0f);
     const size_t rows = g.Mg * g.kprod;
     std::vector<float> col(rows * g.in_prod);
     std::vector<int64_t> kidx(g.nd), iidx(g.nd);
@@ -377,6 +415,10 @@ class ConvTransposeKernel final : public Kernel {
         sgemm(true, false, rows, g.in_prod, g.Cg, wg, rows, xg, g.in_prod, col.data(),
               g.in_prod, Epilogue(), c.pool);
         float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
+        if (planar) {
+          scatter_planes(g, col.data(), b ? b->ptr<float>() + gi * g.Mg : nullptr, yg, c.pool);
+          continue;
+        }
         for (size_t r = 0; r < rows; ++r) {
           const size_t m = r / g.kprod;
           size_t rem = r % g.kprod;
@@ -407,7 +449,7 @@ class ConvTransposeKernel final : public Kernel {
         }
       }
     }
-    if (b) {
+    if (b && !planar) {
       for (size_t n = 0; n < g.N; ++n)
         for (size_t m = 0; m < g.M; ++m) {
           float* ym = py + (n * g.M + m) * g.out_prod;
