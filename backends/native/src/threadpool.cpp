@@ -14,6 +14,10 @@ namespace kiln {
 namespace {
 // Spin iterations (a pause each, tens of cycles) before blocking: on the order of 20-50 us.
 constexpr int kSpin = 2000;
+// Inside an Engaged run a worker spins this much longer before sleeping: long enough to span
+// the serial ops between two parallel ones, bounded so that a run with a long serial stretch
+// (or a machine with more runnable threads than cores) does not burn a core for nothing.
+constexpr int kEngagedSpin = 10 * kSpin;
 // After the pause spin, a caller waiting for a worker's chunk yields its core this many
 // times before blocking: a descheduled worker can then run on it.
 constexpr int kYields = 200;
@@ -41,6 +45,7 @@ ThreadPool::Engaged::Engaged(ThreadPool* pool) : pool_(pool && pool->size() > 1 
   {
     std::lock_guard<std::mutex> lock(pool_->mutex_);
     pool_->engaged_.fetch_add(1, std::memory_order_relaxed);
+    ++pool_->wake_ticket_;
   }
   pool_->wake_sleepers();
 }
@@ -96,13 +101,13 @@ void ThreadPool::worker_loop() {
         seen = g;
         break;
       }
-      if (engaged_.load(std::memory_order_relaxed) > 0) {
-        idle = 0;
-      } else if (++idle >= kSpin) {
+      const int limit = engaged_.load(std::memory_order_relaxed) > 0 ? kEngagedSpin : kSpin;
+      if (++idle >= limit) {
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        const uint64_t ticket = wake_ticket_;
         wake_.wait(lock, [&] {
-          return stop_ || generation_.load() != seen || engaged_.load() > 0;
+          return stop_ || generation_.load() != seen || wake_ticket_ != ticket;
         });
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
         idle = 0;

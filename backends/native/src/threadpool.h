@@ -5,9 +5,10 @@
 //
 // Waking is paid once per inference, not once per op: a run holds an `Engaged` scope, which
 // wakes sleeping workers as it opens (while the caller starts on the first ops) and keeps
-// them spinning between the run's parallel_for calls. Outside a scope, workers spin for a
-// few microseconds after a call, then sleep on a condition variable, so an idle pool never
-// holds a core away from another engine between requests.
+// them spinning between the run's parallel_for calls (up to a bound, so a long serial
+// stretch or an oversubscribed machine does not burn a core). Outside a scope, workers spin
+// for a few microseconds after a call, then sleep on a condition variable, so an idle pool
+// never holds a core away from another engine between requests.
 //
 // Small work is not split: parallel_for takes the call's total work (a cost estimate in
 // roughly flop-sized units) and gives each thread at least kMinChunkWork of it; work too
@@ -48,8 +49,8 @@ class ThreadPool {
   // Chunks parallel_for would use for n items, `grain` and `work` (1 = run on the caller).
   size_t chunks_for(size_t n, size_t grain, size_t work) const;
 
-  // Keeps the workers awake (spinning between calls) while it lives; nests and may be held
-  // by several threads at once.
+  // Wakes the workers and keeps them spinning between calls while it lives; nests and may
+  // be held by several threads at once.
   class Engaged {
    public:
     explicit Engaged(ThreadPool* pool);
@@ -82,6 +83,7 @@ class ThreadPool {
   std::atomic<size_t> finished_{0};  // chunks of the current call that have run
   std::atomic<int> engaged_{0};      // open Engaged scopes: workers spin instead of sleeping
   std::atomic<int> sleepers_{0};     // workers blocked on wake_ (changed under mutex_)
+  uint64_t wake_ticket_ = 0;         // moved (under mutex_) by each Engaged: wakes sleepers
   std::atomic<bool> stop_{false};
 };
 
