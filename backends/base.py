@@ -135,6 +135,11 @@ class CompiledModel(abc.ABC):
         backend has no such instrument."""
         raise NoTimersError(f"the {self.backend} backend exposes no per-node timers")
 
+    def cancel(self, thread_id: int) -> bool:
+        """Ask the run in progress on thread ``thread_id`` to stop (a Session timeout);
+        returns whether a stop was signalled. The default cannot stop a run: False."""
+        return False
+
     def save(self, folder: Path) -> list[str]:
         """Write backend blobs into ``folder``; returns the file names written.
 
@@ -160,6 +165,13 @@ class Backend(abc.ABC):
     def refusal(self, node: ir.Node) -> str | None:
         """Why ``supports(node)`` is False (None when it is True)."""
         return None if self.supports(node) else f"{node.domain or 'ai.onnx'}::{node.op_type}"
+
+    def capability(self, model: ir.Model, device: str = "CPU") -> Mapping[ir.Node, str | None]:
+        """Per-node verdicts computed once for the whole ``model`` on ``device`` (None: runs
+        it, else why not), for engines that can only answer per model (OpenVINO's
+        ``query_model``). Nodes without a verdict are asked ``refusal``; the default has
+        none. A pure query."""
+        return {}
 
     def supported_precisions(self) -> Sequence[str]:
         """Precisions this backend honours exactly."""

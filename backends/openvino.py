@@ -115,79 +115,151 @@ def device_problem(device: str, available: list[str]) -> str | None:
     return None
 
 
+_STANDARD_DOMAINS = ("", "ai.onnx")
+#: Seconds the child process that asks OpenVINO about contrib nodes may take.
+_QUERY_TIMEOUT = 300.0
+
+
 def _static_refusal(node: ir.Node) -> str | None:
     import onnx
 
-    if node.domain not in ("", "ai.onnx"):
-        return f"domain '{node.domain}' is not read by OpenVINO's ONNX frontend"
+    if node.domain not in _STANDARD_DOMAINS:
+        return (f"domain '{node.domain}' is not supported by openvino for {node.op_type} "
+                "(no verdict from OpenVINO's own query)")
     if not onnx.defs.has(node.op_type):
         return f"no ONNX schema for {node.op_type}"
     return None
 
 
-def _producers(model: ir.Model) -> dict[str, ir.Node]:
-    return {value.name: node for node in model.graph for value in node.outputs if value.name}
+def _foreign(node: ir.Node) -> bool:
+    """Whether ``node``, or a node in its bodies, is outside the ONNX domain."""
+    import onnx_ir as ir
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.domain not in _STANDARD_DOMAINS:
+            return True
+        for attr in current.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                stack.extend(attr.value)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for graph in attr.value:
+                    stack.extend(graph)
+    return False
+
+
+def _query_in_child(data: bytes, device: str, op_types: dict[str, str]
+                    ) -> tuple[dict[str, str | None], str | None]:
+    """``query_by_output`` in a child process. OpenVINO's ONNX frontend crashes the process
+    on some contrib nodes onnxruntime runs (com.microsoft Attention without its bias input
+    is a SIGSEGV in 2026.4), so a model with nodes outside the ONNX domain is first read
+    where a crash costs only the answer. The child runs the query module as a script and
+    imports nothing of kiln."""
+    import json
+    import subprocess
+    import sys
+
+    from kiln.backends import openvino_query
+
+    header = json.dumps({"device": device, "op_types": op_types}).encode()
+    try:
+        # run_path, not the file as a script: a script's folder (kiln/backends, which has
+        # an openvino.py) would come first on sys.path and shadow the openvino package.
+        script = ("import runpy, sys; del sys.path[0]; "
+                  f"runpy.run_path({openvino_query.__file__!r}, run_name='__main__')")
+        child = subprocess.run([sys.executable, "-c", script],
+                               input=header + b"\n" + data, capture_output=True,
+                               timeout=_QUERY_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return {}, f"OpenVINO did not read the model within {_QUERY_TIMEOUT:.0f} s"
+    if child.returncode < 0:
+        return {}, f"OpenVINO's ONNX frontend crashed reading the model (signal " \
+                   f"{-child.returncode})"
+    try:
+        answer = json.loads(child.stdout.decode().strip().splitlines()[-1])
+        return answer["verdicts"], answer["failed"]
+    except (ValueError, IndexError, KeyError):
+        last = (child.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        return {}, f"OpenVINO's query of the model failed (exit {child.returncode}): {last}"
 
 
 def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
-    """ONNX node -> None (OpenVINO runs it on ``device``) or why not, from OpenVINO itself."""
-    import openvino as ov
+    """ONNX node -> None (OpenVINO runs it on ``device``) or why not, from OpenVINO itself.
+    When OpenVINO cannot answer (or crashed answering), the nodes outside the ONNX domain get
+    that reason, or every node when there are none."""
+    producers = {value.name: node for node in model.graph for value in node.outputs
+                 if value.name}
+    op_types = {name: (f"{node.domain}::{node.op_type}" if node.domain not in
+                       _STANDARD_DOMAINS else node.op_type)
+                for name, node in producers.items()}
+    import onnx
 
-    core = ov.Core()
     data = to_onnx_bytes(model)
-    producers = _producers(model)
+    foreign = {node for node in model.graph if _foreign(node)}
+    by_output, failed = _ask(data, device, op_types, bool(foreign))
+    if failed is not None:  # blame the foreign nodes when there are any; ONNX ones keep
+        return {node: failed for node in (foreign or model.graph)}  # the static rule
     verdicts: dict[ir.Node, str | None] = {}
-    try:
-        ov_model = core.read_model(io.BytesIO(data))
-    except Exception:
-        ov_model = None
-    if ov_model is None:  # some op has no converter: find which, keep the rest static
-        frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
-        try:
-            partial = frontend.convert_partially(frontend.load(io.BytesIO(data)))
-        except Exception as exc:
-            reason = f"OpenVINO's ONNX frontend cannot read the model: {exc}".splitlines()[0]
-            return {node: reason for node in model.graph}
-        for op in partial.get_ordered_ops():
-            if not any(t in op.get_type_name() for t in ("FrameworkNode", "NotSupported")):
-                continue
-            for output in op.outputs():
-                for name in output.get_names():
-                    if name in producers:
-                        node = producers[name]
-                        verdicts[node] = (f"OpenVINO's ONNX frontend has no converter for "
-                                          f"{node.op_type}")
-        return verdicts
-    head, _, listed = device.partition(":")
-    if head in ("AUTO", "MULTI", "BATCH"):  # these pick a real device per model: ask each
-        candidates = [d for d in listed.split(",") if d] or list(core.available_devices)
-        per_device = [_query_verdicts(model, d) for d in candidates]
-        for node in model.graph:
-            reasons = [v[node] for v in per_device if node in v]
-            if len(reasons) == len(per_device) and all(r is not None for r in reasons):
-                verdicts[node] = f"no {head} candidate runs it: " + "; ".join(
-                    str(r) for r in reasons)
-            elif reasons:
-                verdicts[node] = None
-        return verdicts
-    try:
-        supported = core.query_model(ov_model, device)
-    except Exception as exc:
-        reason = f"OpenVINO query_model on {device} failed: {exc}".splitlines()[0]
-        return {node: reason for node in model.graph}
-    for op in ov_model.get_ordered_ops():
-        for output in op.outputs():
-            for name in output.get_names():
-                source = producers.get(name)
-                if source is None:
-                    continue
-                if op.get_friendly_name() in supported:
-                    verdicts.setdefault(source, None)
-                else:
-                    verdicts[source] = (f"{device} does not run {op.get_type_name()} "
-                                        f"(from {source.op_type}) according to "
-                                        "OpenVINO query_model")
+    for name, reason in by_output.items():
+        node = producers[name]
+        if reason is not None or node not in verdicts:
+            verdicts[node] = reason
+    refused = {node for node, reason in verdicts.items() if reason is not None}
+    if refused and all(reason is not None for reason in by_output.values()):
+        # Only a partial conversion answered, and it also marks nodes that fail just because
+        # an unconverted node feeds them. Ask again about the model without the nodes that
+        # have no converter (their outputs become inputs, as a partition cut makes them).
+        cut = _without(onnx.load_from_string(data), {
+            node.name for node in refused if node.domain not in _STANDARD_DOMAINS}, model)
+        if cut is not None:
+            again, failed = _ask(cut.SerializeToString(), device, op_types,
+                                 bool(foreign - refused))
+            if failed is None:
+                for name, reason in again.items():
+                    node = producers[name]
+                    if node not in refused or node.domain in _STANDARD_DOMAINS:
+                        verdicts[node] = reason
+                for node in model.graph:  # converted and kept: OpenVINO runs what it read
+                    if node not in refused and node not in verdicts:
+                        verdicts[node] = None
     return verdicts
+
+
+def _ask(data: bytes, device: str, op_types: dict[str, str], foreign: bool
+         ) -> tuple[dict[str, str | None], str | None]:
+    from kiln.backends import openvino_query
+
+    if foreign:
+        return _query_in_child(data, device, op_types)
+    return openvino_query.query_by_output(data, device, op_types)
+
+
+def _without(proto, names: set[str], model: ir.Model):
+    """``proto`` without the nodes named ``names``: what they produced becomes graph inputs
+    (typed from ``model``). None when a name is empty or a type is unknown."""
+    import onnx
+
+    if not names or "" in names:
+        return None
+    values = {v.name: v for node in model.graph for v in node.outputs if v.name}
+    keep = [n for n in proto.graph.node if n.name not in names]
+    cut_outputs = [o for n in proto.graph.node if n.name in names for o in n.output if o]
+    read = {i for n in keep for i in n.input} | {o.name for o in proto.graph.output}
+    inputs = []
+    for name in cut_outputs:
+        if name not in read:
+            continue
+        value = values.get(name)
+        if value is None or value.dtype is None:
+            return None
+        dims = None if value.shape is None else [
+            d if isinstance(d, int) else None for d in value.shape]
+        inputs.append(onnx.helper.make_tensor_value_info(name, int(value.dtype), dims))
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    proto.graph.input.extend(inputs)
+    return proto
 
 
 class OpenVinoBackend(Backend):
@@ -248,7 +320,12 @@ class OpenVinoBackend(Backend):
         # past 12 and ~2x per doubling of If nodes (1.5 s for 255, 8.7 s for 1023).
         from kiln.compiler.validate import INT32_MAX, Limits
 
-        return Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25)},
+        # Nodes of other domains are not refused here: OpenVINO reads some com.microsoft
+        # ops, and which nodes it runs its own query says (``capability``); the others go
+        # to the fallback, or are refused by name (``compile``).
+        return Limits("openvino", None, {"": (1, 25), "ai.onnx": (1, 25),
+                                         "com.microsoft": (1, 1), "com.microsoft.nchwc": (1, 1),
+                                         "ai.onnx.ml": (1, 5)},
                       max_dim=INT32_MAX, max_subgraph_depth=12, max_control_flow=255)
 
     def supported_precisions(self) -> tuple[str, ...]:
@@ -287,6 +364,7 @@ class OpenVinoBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         core, device, config = self._prepare(options)
+        self._refuse_foreign(model, device)
         try:
             ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:
@@ -297,6 +375,25 @@ class OpenVinoBackend(Backend):
             raise UnsupportedError(f"OpenVINO cannot compile the model for {device}: "
                                    f"{exc}") from exc
         return OpenVinoCompiled(compiled, model, config)
+
+    def _refuse_foreign(self, model: ir.Model, device: str) -> None:
+        """Raise UnsupportedError naming every node outside the ONNX domain that OpenVINO does
+        not run, before OpenVINO reads the model in this process (see ``_query_in_child``)."""
+        foreign = [node for node in model.graph if _foreign(node)]
+        if not foreign:
+            return
+        verdicts = self.capability(model, device)
+        refused = [(node, verdicts[node] if node in verdicts else _static_refusal(node))
+                   for node in foreign]
+        refused = [(node, reason) for node, reason in refused if reason is not None]
+        if refused:
+            listing = "\n".join(f"  node '{node.name or '<unnamed>'}' "
+                                 f"({node.domain or 'ai.onnx'}::{node.op_type}): {reason}"
+                                 for node, reason in refused)
+            raise UnsupportedError(
+                f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}\n"
+                "Run it with backend=['openvino'] (these nodes then run on the fallback, "
+                "onnxruntime) or with backend='onnxruntime'.")
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:

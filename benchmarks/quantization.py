@@ -84,17 +84,12 @@ def log(msg: str) -> None:
 
 def paired_latency(a: ir.Model, b: ir.Model, feeds: dict, backend: str, threads: int,
                    rounds: int = 5, min_time: float = 0.3) -> dict:
-    """Median ms of a and b on ``backend``, interleaved. onnxruntime and OpenVINO are driven
-    directly; "native" goes through kiln's own backend."""
-    if backend == "native":
-        native = registry.require("native")
-        opts = CompileOptions(threads=threads)
-        ca = native.compile(a, Target.detect(), opts)
-        cb = native.compile(b, Target.detect(), opts)
-        ra, rb = (lambda: ca.run(feeds)), (lambda: cb.run(feeds))
-    else:
-        ra = quantize_gate.runner_for(backend, ir.serde.serialize_model(a), feeds, threads)
-        rb = quantize_gate.runner_for(backend, ir.serde.serialize_model(b), feeds, threads)
+    """Median ms of a and b on ``backend`` (through kiln's own backend), interleaved."""
+    engine = registry.require(backend)
+    opts = CompileOptions(threads=threads)
+    ca = engine.compile(a, Target.detect(), opts)
+    cb = engine.compile(b, Target.detect(), opts)
+    ra, rb = (lambda: ca.run(feeds)), (lambda: cb.run(feeds))
     ta, tb = [], []
     for _ in range(rounds):
         ta.append(quantize_gate.time_runner(ra, min_time, 1))
@@ -224,9 +219,7 @@ def gate(threads: int) -> dict:
     for name, model, feeds, cal, mode, smooth in cases:
         for backend in SPEED_BACKENDS:
             measure = quantize_gate.measure_with_backend(
-                "native", feeds, target, threads, min_time=0.2, repeats=3) \
-                if backend == "native" else \
-                quantize_gate.measure_on(backend, feeds, threads, min_time=0.2, repeats=3)
+                backend, feeds, target, threads, min_time=0.2, repeats=3)
             q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure,
                                             method="minmax" if smooth else "percentile",
                                             smooth=smooth, dynamic_form=dynamic_form(backend))

@@ -12,7 +12,7 @@ import dataclasses
 #: Ops in the "kiln" domain that passes may emit. Backends that do not list one of them get it
 #: expanded back into standard ONNX by ``ExpandKilnOpsPass``.
 KILN_DOMAIN = "kiln"
-KILN_OPS = frozenset({"FusedConv", "FusedGemm", "Attention"})
+KILN_OPS = frozenset({"FusedConv", "FusedGemm"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,6 @@ class BackendCaps:
     kiln_ops:           kiln-domain ops the backend executes natively (subset of KILN_OPS).
     standard_attention: the backend runs the standard ONNX ``Attention`` op (opset 23).
     max_opset:          highest default-domain opset the backend imports.
-    blocked_layouts:    channel-blocked layouts the backend can consume (O3), e.g. "NCHW16c".
     precision_hints:    reduced precisions the engine applies by itself to a float graph
                         (OpenVINO's fp16/bf16 inference hint); others must be in the graph.
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
@@ -35,7 +34,6 @@ class BackendCaps:
     kiln_ops: frozenset[str] = frozenset()
     standard_attention: bool = False
     max_opset: int = 21
-    blocked_layouts: frozenset[str] = frozenset()
     precision_hints: frozenset[str] = frozenset()
     dynamic_int8: str = "integer"
 
@@ -46,7 +44,6 @@ class BackendCaps:
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "kiln_ops": sorted(self.kiln_ops),
                 "standard_attention": self.standard_attention, "max_opset": self.max_opset,
-                "blocked_layouts": sorted(self.blocked_layouts),
                 "precision_hints": sorted(self.precision_hints),
                 "dynamic_int8": self.dynamic_int8}
 

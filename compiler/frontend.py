@@ -8,6 +8,9 @@
   overridable inputs;
 - external data is read only from regular files inside the model's own folder, and only the
   bytes the tensor declares;
+- a dim declared as ``-1`` (Paddle2ONNX and older exporters' "dynamic") becomes an unnamed
+  dim, as onnxruntime reads it, and opset imports of domains no node uses are dropped, so no
+  backend is handed either;
 - every failure is a ``kiln.ModelError`` naming what is wrong and where.
 """
 
@@ -22,7 +25,15 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from kiln.compiler.validate import Limits, kiln_limits, validate_proto
+from kiln.compiler.contrib import complete_types
+from kiln.compiler.validate import (
+    DYNAMIC_DIM,
+    PROTOBUF_RECURSION_LIMIT,
+    Limits,
+    kiln_limits,
+    used_domains,
+    validate_proto,
+)
 from kiln.errors import ModelError
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
@@ -41,6 +52,7 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     """
     proto, name, digest = load_proto(source)
     validate_proto(proto, name, [kiln_limits(), *(limits or [])])
+    normalize(proto)
     if not initializers_as_inputs:
         _drop_initializer_inputs(proto)
     if check:
@@ -54,6 +66,30 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     model.meta["kiln.source_sha256"] = digest
     model.meta["kiln.source_name"] = name
     return model
+
+
+def normalize(proto: onnx.ModelProto) -> None:
+    """What a validated model declares in forms backends differ on, in the one form they share:
+    ``-1`` dims of graph inputs, outputs and value_info become unnamed (dynamic) dims, and
+    imports of domains no node uses are dropped. In place."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        for info in (*graph.input, *graph.output, *graph.value_info):
+            if info.type.HasField("tensor_type"):
+                for dim in info.type.tensor_type.shape.dim:
+                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM:
+                        dim.Clear()
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+    used = used_domains(proto)
+    keep = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
+    if len(keep) != len(proto.opset_import):
+        del proto.opset_import[:]
+        proto.opset_import.extend(keep)
 
 
 def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
@@ -98,6 +134,11 @@ def _parse(data: bytes, name: str) -> onnx.ModelProto:
     try:
         proto.ParseFromString(data)
     except DecodeError as exc:
+        if "depth" in str(exc).lower():  # upb: "Exceeded upb_DecodeOptions_MaxDepth"
+            raise ModelError(f"{name}: the model nests messages deeper than protobuf's limit "
+                             f"of {PROTOBUF_RECURSION_LIMIT} levels (If/Loop/Scan bodies "
+                             "within bodies, about 33 deep or more), so it cannot be "
+                             "parsed") from exc
         raise ModelError(f"{name}: not a valid ONNX protobuf (truncated or corrupt): "
                          f"{exc}") from exc
     if not proto.HasField("graph"):
@@ -227,12 +268,16 @@ def _check(proto: onnx.ModelProto, name: str) -> None:
 
 
 def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """onnx's shape inference, then types through contrib ops it does not know
+    (``kiln.compiler.contrib``)."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
-                                                 data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
+                                                     data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{name}: shape inference failed: {first}") from exc
     except Exception as exc:  # found by fuzz/fuzz_frontend.py: UnicodeDecodeError and others
         raise ModelError(f"{name}: shape inference failed: {type(exc).__name__}: "
                          f"{exc}") from exc
+    complete_types(inferred)
+    return inferred

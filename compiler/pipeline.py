@@ -6,7 +6,9 @@
     O2  the default: O1 + fusions (BatchNorm folding, affine folding, chain collapsing,
         MatMul+Add -> Gemm, transformer patterns, Conv/Gemm epilogues), then whatever the
         backend cannot run expanded back to standard ONNX.
-    O3  O2 + choices made for the target (layout and precision hints for the native backend).
+    O3  accepted, and today the same as O2: the layout and precision choices for a target are
+        made by the backends from the ``Target`` they are given (graph hints no backend read
+        were removed).
 
 What a pipeline may emit depends on the backend's ``BackendCaps`` and on the ``Target``; the
 compiler never imports a backend.
@@ -125,12 +127,6 @@ def _finish(caps: BackendCaps) -> list[Step]:
     ]
 
 
-def _target_choices(target: Target | None, caps: BackendCaps) -> list[Step]:
-    from kiln.compiler.passes.target_hints import TargetHintsPass
-
-    return [("target-hints", TargetHintsPass(target, caps))]
-
-
 def build_pipeline(level: int, target: Target | None = None,
                    caps: BackendCaps = STANDARD_ONNX) -> list[Step]:
     """The named passes of optimization ``level`` for ``target`` and ``caps``, in order."""
@@ -142,8 +138,6 @@ def build_pipeline(level: int, target: Target | None = None,
     if level >= 2:
         steps += _fusions(target, caps)
     steps += _finish(caps)
-    if level >= 3:
-        steps += _target_choices(target, caps)
     return steps
 
 

@@ -8,7 +8,7 @@
 
 ``measure(model_proto) -> seconds`` (optional) times a model on the target backend; the
 compiler never imports a backend, so the caller supplies it
-(``kiln.runtime.quantize_gate.measure_on``).
+(``kiln.runtime.quantize_gate.measure_with_backend``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import onnx_ir as ir
 from kiln.compiler import accuracy, calibrate, sensitivity, speed_gate
 from kiln.compiler.passes import quantize
 from kiln.compiler.passes import smooth as smooth_pass
+from kiln.compiler.target import Target
 from kiln.errors import InputError, ModelError
 
 MODES = ("static", "dynamic")
@@ -117,7 +118,7 @@ def _samples(model: ir.Model, calibration: Any) -> list[calibrate.Sample]:
     return [dict(s) for s in calibration]
 
 
-def quantize_model(model: ir.Model, target: Any = None, calibration: Any = None, *,
+def quantize_model(model: ir.Model, target: Target | None = None, calibration: Any = None, *,
                    mode: str = "static", method: str = "percentile",
                    percentile: float = calibrate.DEFAULT_PERCENTILE,
                    exclude: Collection[str] = (), op_types: Collection[str] | None = None,

@@ -26,6 +26,7 @@ import onnx_ir as ir
 from kiln.compiler import accuracy, calibrate, quantization
 from kiln.compiler.passes import precision as precision_pass
 from kiln.compiler.passes import prune as prune_pass
+from kiln.compiler.target import Target
 from kiln.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -49,6 +50,94 @@ def precision_in_graph(model: ir.Model) -> set[str]:
                 elif value.dtype == ir.DataType.BFLOAT16:
                     found.add("bf16")
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ReduceOptions:
+    """How ``kiln compile`` / ``kiln.compile`` prune and lower precision: one typed set of
+    options for the API, the CLI (``kiln/reduce_options.py``) and the artifact's manifest.
+
+    calibration:        samples, a folder of .npz/.npy, or "random:N" (see reduce_model).
+    calibration_method: minmax | percentile | entropy | mse; ``percentile`` its percentile.
+    quantization_mode:  auto | static | dynamic.
+    exclude:            node names / op types kept in fp32 (and left unpruned).
+    max_accuracy_drop:  the int8 accuracy budget, a fraction in [0, 1).
+    prune:              ``magnitude:S`` or ``channels:R``.
+    eval_samples, labels, classifier: the accuracy report's data (default: calibration).
+    speed_gate:         time int8 regions on the backend and keep only the faster ones.
+    convert_precision:  convert the graph even for a precision the backend applies itself
+                        (so the compile always has its reduction report).
+    """
+
+    calibration: Any = None
+    calibration_method: str = "percentile"
+    percentile: float = calibrate.DEFAULT_PERCENTILE
+    quantization_mode: str = "auto"
+    exclude: tuple[str, ...] = ()
+    max_accuracy_drop: float | None = None
+    prune: str | None = None
+    eval_samples: Sequence[calibrate.Sample] | None = None
+    labels: Sequence[np.ndarray] | None = None
+    classifier: bool | None = None
+    speed_gate: bool = False
+    convert_precision: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        drop = self.max_accuracy_drop
+        if drop is not None and not 0 <= drop < 1:
+            raise InputError("max_accuracy_drop is a fraction in [0, 1), e.g. 0.01 for one "
+                             "point")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def pop_from(cls, options: dict[str, Any]) -> ReduceOptions | None:
+        """The reduce options among ``options`` (keyword arguments), removed from it; None
+        when there are none."""
+        found = {k: options.pop(k) for k in cls.names() if k in options}
+        return cls(**found) if found else None
+
+    def asked(self, precision: str) -> bool:
+        """Whether a reduction is asked for: a precision below fp32, or a prune."""
+        return precision in ("int8", "fp16", "bf16") or bool(self.prune)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``reduce_model`` (everything but the runtime's own)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("speed_gate", "convert_precision")}
+
+    def to_json(self) -> dict[str, Any]:
+        """What the artifact's manifest records (sample data by count, not by value)."""
+        def data(value: Any) -> Any:
+            return value if value is None or isinstance(value, str) else \
+                f"{len(list(value))} sample(s)"
+
+        return {"calibration": data(self.calibration),
+                "calibration_method": self.calibration_method,
+                "quantization_mode": self.quantization_mode, "exclude": list(self.exclude),
+                "max_accuracy_drop": self.max_accuracy_drop, "prune": self.prune,
+                "eval_samples": data(self.eval_samples), "speed_gate": self.speed_gate}
+
+
+def needs_reduction(model: ir.Model, precision: str, precision_hints: Collection[str],
+                    options: ReduceOptions | None) -> bool:
+    """Whether the graph must change for ``precision`` (or a prune was asked for).
+
+    A precision the graph already carries (Q/DQ, fp16/bf16 Casts) is left alone; one the
+    backend applies by itself (``precision_hints``, from ``BackendCaps``) is too, unless
+    ``convert_precision`` asks for the graph conversion anyway.
+    """
+    options = options or ReduceOptions()
+    if not options.asked(precision):
+        return False
+    if options.prune:
+        return True
+    if precision in precision_in_graph(model):
+        return False
+    return precision not in precision_hints or options.convert_precision
 
 
 @dataclasses.dataclass
@@ -136,7 +225,7 @@ def prune_model(model: ir.Model, spec: str, samples: Sequence[calibrate.Sample] 
     return pruned, report
 
 
-def reduce_model(model: ir.Model, target: Any = None, *, precision: str = "fp32",
+def reduce_model(model: ir.Model, target: Target | None = None, *, precision: str = "fp32",
                  calibration: Any = None, calibration_method: str = "percentile",
                  percentile: float = calibrate.DEFAULT_PERCENTILE, quantization_mode: str = "auto",
                  exclude: Collection[str] = (), max_accuracy_drop: float | None = None,

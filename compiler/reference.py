@@ -15,6 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from kiln.compiler.opset_stamp import restamp_opset
+from kiln.errors import InputError
 
 
 def _loads(ir_version: int, opset: int) -> bool:
@@ -62,17 +63,50 @@ def for_onnxruntime(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def reference_session(model: ir.Model | onnx.ModelProto, optimize: bool = True,
-                      threads: int | None = None) -> Any:
-    """An onnxruntime CPU session over ``model``; onnxruntime's own errors propagate (each
-    caller says what it was trying to do)."""
+#: onnxruntime graph optimization levels by kiln's names.
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def onnxruntime_session(model: bytes | str, *, threads: int | None = None,
+                        optimization: str = "all", spinning: bool = False,
+                        profile: bool = False, optimized_path: str | None = None) -> Any:
+    """The one way kiln opens an onnxruntime CPU session (the onnxruntime backend and the
+    compiler's reference checks both come here). ``model`` is serialized ONNX (or a path)
+    onnxruntime accepts; its own errors propagate (each caller says what it was doing).
+
+    threads:        intra-op threads (None: every core); inter-op is always 1.
+    optimization:   one of OPTIMIZATION_LEVELS.
+    spinning:       let pool threads spin after a run. Off by default: spinning threads steal
+                    the core from whatever runs next, and kiln interleaves engines.
+    profile:        onnxruntime's profiler on (``end_profiling`` returns its trace).
+    optimized_path: where onnxruntime writes the graph its optimizers made.
+    """
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise InputError(f"unknown onnxruntime optimization level {optimization!r}; choose "
+                         f"one of {', '.join(OPTIMIZATION_LEVELS)}")
+    so = ort.SessionOptions()
     if threads:
-        opts.intra_op_num_threads = threads
-    if not optimize:  # the graph as written, before onnxruntime's rewrites
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(for_onnxruntime(model).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only; warnings go to kiln's own reports
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    so.enable_profiling = bool(profile)
+    if optimized_path is not None:
+        so.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def reference_session(model: ir.Model | onnx.ModelProto, optimize: bool = True,
+                      threads: int | None = None) -> Any:
+    """An onnxruntime CPU session over ``model`` for the compiler's reference checks;
+    ``optimize=False`` runs the graph as written, before onnxruntime's rewrites."""
+    return onnxruntime_session(for_onnxruntime(model).SerializeToString(), threads=threads,
+                               optimization="all" if optimize else "disable")

@@ -5,18 +5,25 @@ duplicate output names and negative dims, reads uninitialized memory for a missi
 its compile time grows geometrically with nested If. So the frontend runs ``validate_proto``
 on every model first, and refuses with a message naming the problem and where it is:
 
-- versions: the IR version and every imported opset must lie within what kiln supports and
-  what the chosen backend supports (``Limits``); the error says which and the supported range
-  (``UnsupportedError``; a malformed version such as 0 or a missing default opset is a
-  ``ModelError``);
+- versions: the IR version, and the opset of every domain a node uses, must lie within what
+  kiln supports and what the chosen backend supports (``Limits``); the error says which and
+  the supported range (``UnsupportedError``; a malformed version such as 0 or a missing
+  default opset is a ``ModelError``). A domain the model imports but no node uses (exporters
+  declare ``Paddle``, ``com.microsoft.nchwc``, ``ai.onnx.training`` ... out of habit) asks
+  nothing of anyone and is not checked against the limits;
 - structure (``ModelError``): empty graphs, undefined inputs (a missing initializer looks like
   this), values defined twice, duplicate graph input/output/initializer names, cycles, nodes
   out of topological order, nodes of domains the model does not import, and the same checks
   inside If/Loop/Scan bodies (whose input/output counts must match the node);
 - declared dims (``ModelError``): negative, or larger than ``Limits.max_dim``, or whose product
-  overflows int64; initializers whose data does not hold as many elements as their dims say;
-- depth (``ModelError``): subgraphs nested deeper than ``Limits.max_subgraph_depth``. The walk
-  recurses only into subgraphs, after checking the depth, so no model can exhaust Python's stack.
+  overflows int64; initializers whose data does not hold as many elements as their dims say.
+  The one exception is ``-1`` on a graph input, output or value_info: Paddle2ONNX and older
+  exporters write it for a dynamic dim, onnxruntime reads it so, and the frontend turns it
+  into an unnamed dim (``kiln.compiler.frontend.normalize``). Other negative dims are refused;
+- depth (``ModelError``): subgraphs nested deeper than ``Limits.max_subgraph_depth``. kiln's
+  own limit is the deepest nesting protobuf can parse at all (see ``MAX_SUBGRAPH_DEPTH``), so
+  only backends with a real cost of depth (OpenVINO) set a lower one. The walk recurses only
+  into subgraphs, after checking the depth, so no model can exhaust Python's stack.
 
 The checks look at names and declared types only; nothing here reads tensor contents beyond
 their length, so validation costs little even for large models.
@@ -35,6 +42,14 @@ from kiln.errors import ModelError, UnsupportedError
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
+#: protobuf's default recursion limit: messages nested deeper do not parse.
+PROTOBUF_RECURSION_LIMIT = 100
+#: The deepest If/Loop/Scan nesting a parsable model can hold: ModelProto and the top
+#: GraphProto take two levels, and each body three more (NodeProto, AttributeProto,
+#: GraphProto), so 30 nested Ifs take ~92 levels and 33 cannot parse.
+MAX_SUBGRAPH_DEPTH = (PROTOBUF_RECURSION_LIMIT - 2) // 3
+#: The dim value exporters write for "dynamic" (Paddle2ONNX, older PyTorch/TF converters).
+DYNAMIC_DIM = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +70,7 @@ class Limits:
     ir_versions: tuple[int, int] | None
     opsets: Mapping[str, tuple[int, int]]
     max_dim: int = 2**40
-    max_subgraph_depth: int = 16
+    max_subgraph_depth: int = MAX_SUBGRAPH_DEPTH
     max_control_flow: int | None = None
 
 
@@ -65,7 +80,10 @@ def kiln_limits() -> Limits:
     top = onnx.defs.onnx_opset_version()
     opsets: dict[str, tuple[int, int]] = {"": (1, top), "ai.onnx": (1, top)}
     opsets.update({domain: (1, version) for domain, version in _known_domains()})
-    opsets["com.microsoft"] = (1, 1)  # onnxruntime's contrib ops, which its backend runs
+    # onnxruntime's contrib ops and its NCHWc layout ops (in graphs onnxruntime optimized and
+    # saved), which its backend runs
+    opsets["com.microsoft"] = (1, 1)
+    opsets["com.microsoft.nchwc"] = (1, 1)
     opsets[KILN_DOMAIN] = (1, 1)  # kiln's own fused ops (optimized graphs, artifacts)
     return Limits("kiln", (3, onnx.IR_VERSION), opsets)
 
@@ -139,6 +157,7 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
             raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "
                                    f"{limit.who}, which reads IR versions {low} to {high}")
     seen: set[str] = set()
+    used = used_domains(proto)
     for opset in proto.opset_import:
         domain = "" if opset.domain == "ai.onnx" else opset.domain
         shown = opset.domain or "ai.onnx"
@@ -148,6 +167,8 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         if opset.version <= 0:
             raise ModelError(f"{name}: domain '{shown}' is imported with opset {opset.version}; "
                              "opset versions start at 1")
+        if domain != "" and domain not in used:
+            continue  # declared, never used: no consumer is asked to read it
         for limit in limits:
             if domain not in limit.opsets:
                 known = ", ".join(f"{d or 'ai.onnx'}" for d in limit.opsets if d != "ai.onnx")
@@ -163,6 +184,23 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
                                        f"{low} to {high}")
     if not seen and proto.ir_version >= 3:
         raise ModelError(f"{name}: the model imports no opset at all (opset_import is empty)")
+
+
+def used_domains(proto: onnx.ModelProto) -> set[str]:
+    """Domains some node uses ("" for ai.onnx), in the graph, its subgraphs and the model's
+    functions; a call of a function the model defines uses no domain of its own. Iterative."""
+    local = {(f.domain, f.name) for f in proto.functions}
+    used: set[str] = set()
+    stack: list[onnx.GraphProto | onnx.FunctionProto] = [proto.graph, *proto.functions]
+    while stack:
+        for node in stack.pop().node:
+            if (node.domain, node.op_type) not in local:
+                used.add("" if node.domain == "ai.onnx" else node.domain)
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    stack.append(attribute.g)
+                stack.extend(attribute.graphs)
+    return used
 
 
 _DTYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
@@ -195,12 +233,18 @@ class _Walker:
         return ModelError(f"{self.name}: {where}: {message}")
 
     # -- types and dims -------------------------------------------------------------------
-    def dims(self, dims: Iterable[int], where: str) -> int:
-        """Check declared fixed dims; returns their product."""
+    def dims(self, dims: Iterable[int], where: str, dynamic_ok: bool = False) -> int:
+        """Check declared fixed dims; returns their product (of the fixed ones).
+
+        ``dynamic_ok``: a value's type (not a tensor's data), where -1 means a dynamic dim.
+        """
         product = nonzero = 1
         for axis, dim in enumerate(dims):
+            if dim == DYNAMIC_DIM and dynamic_ok:
+                continue
             if dim < 0:
-                raise self.fail(where, f"dim {dim} at axis {axis} is negative")
+                raise self.fail(where, f"dim {dim} at axis {axis} is negative" + (
+                    f" (only {DYNAMIC_DIM} means a dynamic dim)" if dynamic_ok else ""))
             for limit in self.limits:
                 if dim > limit.max_dim:
                     raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
@@ -223,7 +267,7 @@ class _Walker:
                                 f"{tensor.elem_type}, which is no ONNX data type")
             if tensor.HasField("shape"):
                 fixed = [d.dim_value for d in tensor.shape.dim if d.HasField("dim_value")]
-                self.dims(fixed, f"{where} value '{info.name}'")
+                self.dims(fixed, f"{where} value '{info.name}'", dynamic_ok=True)
         elif kind in ("opaque_type", None):
             raise self.fail(where, f"value '{info.name}' has "
                             f"{'an opaque' if kind else 'no'} type; kiln runs tensors, "
@@ -289,8 +333,12 @@ class _Walker:
     def graph(self, graph: onnx.GraphProto, outer: frozenset[str], depth: int,
               where: str) -> None:
         if depth > self.max_depth:
+            strictest = min(self.limits, key=lambda limit: limit.max_subgraph_depth)
             raise self.fail(where, f"subgraphs are nested {depth} deep; kiln allows at most "
-                            f"{self.max_depth} (If/Loop/Scan bodies within bodies)")
+                            f"{self.max_depth} (If/Loop/Scan bodies within bodies) for "
+                            f"{strictest.who}" + ("" if strictest.max_subgraph_depth
+                                                  == MAX_SUBGRAPH_DEPTH else
+                                                  f" (kiln's own limit: {MAX_SUBGRAPH_DEPTH})"))
         defined: dict[str, str] = {}
 
         def define(value: str, what: str) -> None:

@@ -48,6 +48,8 @@ __all__ = [
     "__version__",
 ]
 
+from kiln.compiler.reduce import ReduceOptions
+from kiln.runtime.compile import Compiled, compile  # noqa: A004 - kiln.compile is the API
 from kiln.runtime.session import Session
 
 
@@ -56,4 +58,4 @@ def load(path, **options) -> Session:
     return Session(path, **options)
 
 
-__all__ += ["Session", "load"]
+__all__ += ["Compiled", "ReduceOptions", "Session", "compile", "load"]

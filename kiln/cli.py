@@ -15,7 +15,7 @@ from rich.table import Table
 
 from kiln import __version__
 from kiln.errors import InputError, KilnError
-from kiln.reduce_options import open_reduced, reduce_options, wants_reduction
+from kiln.reduce_options import compile_reduced, reduce_options
 
 console = Console()
 err_console = Console(stderr=True)
@@ -526,13 +526,9 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
 
     if not output.endswith(".kiln"):
         raise KilnError(f"--output must end in .kiln, got '{output}'")
-    reduced = None
-    if wants_reduction(precision, reduce):
-        session, reduced = open_reduced(model, backend, target, precision, reduce,
+    compiled, reduced = compile_reduced(model, backend, target, precision, reduce,
                                         opt_level=opt_level)
-    else:
-        session = Session(model, backend=backend, target=target, precision=precision,
-                          opt_level=opt_level)
+    session = Session(compiled)
     path = session.save(output)
     report = session.report
     if as_json:

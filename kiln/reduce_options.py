@@ -4,10 +4,9 @@
     ...
     @reduce_options
     def compile_cmd(model, backend, target, precision, ..., **reduce):
-        if wants_reduction(precision, reduce):
-            session, result = open_reduced(model, backend, target, precision, reduce, threads)
-            for line in result.lines():
-                console.print(line)
+        compiled, result = compile_reduced(model, backend, target, precision, reduce)
+        for line in (result.lines() if result else []):
+            console.print(line)
 
 Options: ``--calibration DATA|random:N``, ``--calibration-method minmax|percentile|entropy|mse``,
 ``--quantization auto|static|dynamic``, ``--exclude NAME_OR_OP`` (repeatable or comma
@@ -20,11 +19,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from kiln.compiler.reduce import ReduceOptions, ReduceResult
 from kiln.errors import InputError
+
+if TYPE_CHECKING:
+    from kiln.runtime.compile import Compiled
 
 _OPTIONS = [
     click.option("--calibration", default=None,
@@ -46,10 +49,6 @@ _OPTIONS = [
                  help="Folder of .npz/.npy samples for the accuracy report."),
 ]
 
-REDUCE_KEYS = ("calibration", "calibration_method", "quantization_mode", "exclude",
-               "max_accuracy_drop", "prune", "speed_gate", "eval_data")
-
-
 def reduce_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach the reduced-precision and pruning options to a click command."""
     for option in reversed(_OPTIONS):
@@ -61,42 +60,50 @@ def split_exclude(values: tuple[str, ...] | list[str]) -> list[str]:
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
-def wants_reduction(precision: str, options: dict[str, Any]) -> bool:
-    return precision in ("int8", "fp16", "bf16") or bool(options.get("prune"))
+def from_cli(values: dict[str, Any], model: Any = None) -> ReduceOptions:
+    """The typed ``ReduceOptions`` for the parsed command line ``values``; ``--eval`` samples
+    are read for ``model`` (an imported IR model). The graph is always converted, so the
+    compile has its report."""
+    from kiln.compiler.calibrate import load_samples
 
-
-def open_reduced(model: str, backend: str, target: str, precision: str,
-                 options: dict[str, Any], threads: int | None = None,
-                 opt_level: int = 2) -> tuple[Any, Any]:
-    """(Session, ReduceResult) for the parsed command line options."""
-    from kiln.compiler.calibrate import RandomCalibrationWarning, load_samples
-    from kiln.compiler.frontend import import_model
-
-    if options.get("max_accuracy_drop") is not None and not 0 <= options["max_accuracy_drop"] < 1:
+    drop = values.get("max_accuracy_drop")
+    if drop is not None and not 0 <= drop < 1:
         raise InputError("--max-accuracy-drop is a fraction in [0, 1), e.g. 0.01 for one point")
-    ir_model = import_model(model)
-    evals = load_samples(options["eval_data"], ir_model) if options.get("eval_data") else None
+    evals = load_samples(values["eval_data"], model) if values.get("eval_data") else None
+    return ReduceOptions(
+        calibration=values.get("calibration"),
+        calibration_method=values.get("calibration_method", "percentile"),
+        quantization_mode=values.get("quantization_mode", "auto"),
+        exclude=tuple(split_exclude(values.get("exclude", ()))),
+        max_accuracy_drop=drop, prune=values.get("prune"),
+        speed_gate=bool(values.get("speed_gate")), eval_samples=evals,
+        convert_precision=True)
+
+
+def compile_reduced(model: str, backend: str, target: str, precision: str,
+                    values: dict[str, Any], threads: int | None = None,
+                    opt_level: int = 2) -> tuple[Compiled, ReduceResult | None]:
+    """``kiln.compile`` with the parsed command line options; returns the compiled model
+    and its reduction report (an empty one when the graph already carried ``precision``,
+    None when no reduction was asked for). Random-calibration warnings go to stderr."""
+    from kiln.compiler.calibrate import RandomCalibrationWarning
+    from kiln.compiler.frontend import import_model
+    from kiln.runtime.compile import compile
+
+    source: Any = model
+    if values.get("eval_data"):  # the samples are read against the model's inputs
+        source = import_model(model)
+    reduce = from_cli(values, source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
-        opened = _open(ir_model, backend, target, precision, options, evals, threads, opt_level)
+        compiled = compile(source, backend, target, precision, threads, opt_level,
+                           reduce=reduce)
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
             click.secho(f"warning: {w.message}", fg="yellow", err=True)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return opened
-
-
-def _open(ir_model: Any, backend: str, target: str, precision: str, options: dict[str, Any],
-          evals: Any, threads: int | None, opt_level: int) -> tuple[Any, Any]:
-    from kiln.runtime.reduced import reduced_session
-
-    return reduced_session(
-        ir_model, backend=backend, target=target, precision=precision,
-        calibration=options.get("calibration"),
-        calibration_method=options.get("calibration_method", "percentile"),
-        quantization_mode=options.get("quantization_mode", "auto"),
-        exclude=split_exclude(options.get("exclude", ())),
-        max_accuracy_drop=options.get("max_accuracy_drop"), prune=options.get("prune"),
-        speed_gate=bool(options.get("speed_gate")), eval_samples=evals, threads=threads,
-        opt_level=opt_level)
+    reduction = compiled.reduction
+    if reduction is None and reduce.asked(precision):  # the graph already carried it
+        reduction = ReduceResult(compiled.model)
+    return compiled, reduction

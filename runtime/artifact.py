@@ -41,6 +41,9 @@ from kiln.errors import ArtifactError
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from kiln.backends.base import Backend, CompileOptions
+    from kiln.compiler.target import Target
+
 FORMAT = "kiln-artifact"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
@@ -368,7 +371,7 @@ def _extract(blobs: Mapping[str, bytes], extract_to: str | os.PathLike[str], pat
     return blob_dir
 
 
-def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
+def restore(artifact: Artifact, backend: Backend, target: Target, options: CompileOptions,
             model: ir.Model | None = None, log: Callable[[str], None] | None = None,
             ) -> tuple[Any, str | None]:
     """A CompiledModel for ``artifact`` on ``backend``: from its blobs when they fit, else
@@ -380,7 +383,7 @@ def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
     reason is also passed to ``log`` so a user sees why a load took as long as a compile.
     """
     status = backend.is_available()
-    miss = artifact.blob_miss(backend.name, getattr(status, "version", None), str(target))
+    miss = artifact.blob_miss(backend.name, status.version, str(target))
     if miss is None:
         miss = options_miss(artifact.manifest, options)
     model = model if model is not None else artifact.model()
@@ -392,11 +395,11 @@ def restore(artifact: Artifact, backend: Any, target: Any, options: Any,
     return backend.compile(model, target, options), message
 
 
-def options_miss(manifest: Mapping[str, Any], options: Any) -> str | None:
+def options_miss(manifest: Mapping[str, Any], options: CompileOptions) -> str | None:
     """Why blobs compiled with the manifest's options cannot serve ``options`` (or None)."""
     built = manifest.get("pipeline", {}).get("options") or {}
-    for field in ("precision", "device"):
-        was, now = built.get(field), getattr(options, field, None)
+    for field, now in (("precision", options.precision), ("device", options.device)):
+        was = built.get(field)
         if was is not None and was != now:
             return f"blobs were built for {field} '{was}', not '{now}'"
     return None

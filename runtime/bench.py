@@ -318,7 +318,8 @@ def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.nd
 
     source = model
     if is_artifact(model):
-        source = getattr(engines[0].session, "model", None)
+        opened = next((e.session for e in engines if e.session is not None), None)
+        source = opened.model if opened is not None else None
         if source is None:
             return None, "no drift: the artifact exposes no model for the reference"
     try:

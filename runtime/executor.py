@@ -25,7 +25,7 @@ import numpy as np
 from kiln.backends import registry
 from kiln.backends.base import CompiledModel, CompileOptions
 from kiln.backends.onnx_export import signature
-from kiln.compiler.partition import Extractor, Partition, PartitionPlan
+from kiln.compiler.partition import Capability, Extractor, Partition, PartitionPlan
 from kiln.errors import KilnError
 from kiln.runtime.placement import (
     MIN_PARTITION_NODES,
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from kiln.compiler.target import Target
+    from kiln.runtime.artifact import Artifact
+    from kiln.runtime.compile import BackendChoice
 
 
 class PartitionedModel(CompiledModel):
@@ -99,16 +101,22 @@ class PartitionedModel(CompiledModel):
         return results
 
     def save(self, folder: Path) -> list[str]:
-        """Each piece's blobs under ``partition<i>_<backend>/`` plus ``placement.json``."""
+        """Each piece's blobs under ``partition<i>_<backend>/`` plus ``placement.json``
+        (``load_partitioned`` reads them back)."""
         folder = Path(folder)
         written = []
         for part, compiled in self.pieces:
-            sub = f"partition{part.index}_{part.backend}"
+            sub = piece_folder(part)
             (folder / sub).mkdir(parents=True, exist_ok=True)
             written += [f"{sub}/{name}" for name in compiled.save(folder / sub)]
         (folder / "placement.json").write_text(json.dumps(self.placement, indent=1))
         written.append("placement.json")
         return written
+
+
+def piece_folder(part: Partition) -> str:
+    """Where a piece's blobs live in the artifact's ``blobs/``."""
+    return f"partition{part.index}_{part.backend}"
 
 
 def compile_partitioned(model: ir.Model, backends: Sequence[str], target: Target,
@@ -124,16 +132,92 @@ def compile_partitioned(model: ir.Model, backends: Sequence[str], target: Target
     plan = plan_for(model, names, min_partition_nodes=min_partition_nodes,
                     device=options.device)
     plan.require_complete(strict=fallback is None)
+    return _assemble(model, plan, target, options, placement_to_json(plan, skipped=skipped))
+
+
+def _assemble(model: ir.Model, plan: PartitionPlan, target: Target, options: CompileOptions,
+              placement: dict[str, Any],
+              blobs: Mapping[str, Mapping[str, bytes]] | None = None) -> PartitionedModel:
+    """Compile (or, with ``blobs`` per piece folder, load) every partition of ``plan``; the
+    constant partitions run once, here."""
     extractor = Extractor(model, plan)
     constants: dict[str, np.ndarray] = {}
     pieces: list[tuple[Partition, CompiledModel]] = []
     for part in plan.partitions:
         sub = extractor.extract(part, {} if part.constant else constants)
-        compiled = registry.get_backend(part.backend).compile(sub, target, options)
+        backend = registry.get_backend(part.backend)
+        if blobs is not None and not part.constant:
+            compiled = backend.load(blobs.get(piece_folder(part), {}), sub, target, options)
+        else:
+            compiled = backend.compile(sub, target, options)
         if part.constant:
             outputs = compiled.run({name: constants[name] for name in part.inputs})
             constants.update({k: np.asarray(v) for k, v in outputs.items()})
         else:
             pieces.append((part, compiled))
-    placement = placement_to_json(plan, skipped=skipped)
     return PartitionedModel(model, plan, pieces, constants, placement)
+
+
+def load_partitioned(artifact: Artifact, model: ir.Model, choice: BackendChoice,
+                     target: Target, options: CompileOptions
+                     ) -> tuple[PartitionedModel, str | None]:
+    """A partitioned artifact, each piece from its blobs when they fit (backend versions,
+    target, precision and device as built), else every piece recompiled from model.onnx.
+    Returns (model, why the blobs were not used or None).
+
+    The stored assignment is replayed (no backend is asked again), so the pieces are the
+    ones whose blobs were saved.
+    """
+    from kiln.runtime.artifact import options_miss
+
+    stored = artifact.manifest.get("placement") or {}
+    assignment = stored.get("assignment") or {}
+    names = list(stored.get("backends") or [])
+    miss = _partition_miss(artifact, choice, target, names) or options_miss(
+        artifact.manifest, options)
+    if miss is None:
+        plan = _replay(model, assignment, names)
+        if [[plan.label(n) for n in p.nodes] for p in plan.partitions] != \
+                [p["nodes"] for p in stored.get("partitions", [])]:
+            miss = "the stored placement does not match the stored graph"
+    if miss is not None:
+        pieces = compile_partitioned(model, choice.backends, target, options, choice.fallback,
+                                     choice.min_partition_nodes)
+        return pieces, (f"{artifact.path.name}: partitioned artifact recompiled piece by "
+                        f"piece from model.onnx because {miss}")
+    blobs: dict[str, dict[str, bytes]] = {}
+    for name, data in artifact.blobs.items():
+        folder, _, rest = name.partition("/")
+        if rest:
+            blobs.setdefault(folder, {})[rest] = data
+    return _assemble(model, plan, target, options, dict(stored), blobs), None
+
+
+def _partition_miss(artifact: Artifact, choice: BackendChoice, target: Target,
+                    names: Sequence[str]) -> str | None:
+    """Why the artifact's pieces cannot be loaded as they were saved (None when they can)."""
+    if not artifact.blobs:
+        return "it holds no blobs"
+    if not names or list(choice.engines) != names:
+        return f"it was split over {names}, not {choice.engines}"
+    version = ", ".join(f"{b} {registry.availability(b).version}" for b in names)
+    if artifact.backend_version != version:
+        return f"its blobs were built by {artifact.backend_version}, this machine has {version}"
+    if artifact.target != str(target):
+        return f"its blobs were built for target '{artifact.target}', not '{target}'"
+    return None
+
+
+def _replay(model: ir.Model, assignment: Mapping[str, str], names: Sequence[str]
+            ) -> PartitionPlan:
+    """The plan that puts each node where ``assignment`` (label -> backend) says."""
+    from kiln.compiler.partition import node_labels, plan_partitions
+
+    labels = node_labels(model.graph)
+
+    def exclusive(name: str) -> Capability:
+        def refusal(node: ir.Node) -> str | None:
+            return None if assignment.get(labels[node]) == name else "assigned elsewhere"
+        return Capability(name, refusal)
+
+    return plan_partitions(model, [exclusive(n) for n in names], min_partition_nodes=1)

@@ -55,5 +55,5 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dic
                             f"'{bound[1]}' already bound '{want}' = {bound[0]}")
         if value.dtype.kind != "O" and not value.dtype.isnative:
             value = value.astype(value.dtype.newbyteorder("="))
-        checked[name] = np.ascontiguousarray(value)
+        checked[name] = np.asarray(value, order="C")  # keeps a 0-d feed 0-d
     return checked

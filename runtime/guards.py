@@ -107,12 +107,13 @@ class Guards:
 
 
 def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str,
-                      cancel: Callable[[int], None] | None = None) -> T:
+                      cancel: Callable[[int], bool] | None = None) -> T:
     """``fn()``, or ResourceError if it has not returned after ``timeout`` seconds.
 
     ``cancel(thread_id)``, when given (a CompiledModel's ``cancel``), stops the work on the
-    worker thread; then the worker is given a few seconds to unwind, so no abandoned native
-    run outlives the caller (one still running at interpreter exit can touch freed globals).
+    worker thread; when it says it did, the worker is given a few seconds to unwind, so no
+    abandoned native run outlives the caller (one still running at interpreter exit can touch
+    freed globals).
     """
     if timeout is None:
         return fn()
@@ -131,11 +132,12 @@ def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str,
         stopped = False
         if cancel is not None and worker.ident is not None:
             try:
-                cancel(worker.ident)
+                signalled = cancel(worker.ident)
             except Exception:  # cancelling is best effort; the timeout error stands
-                pass
-            worker.join(10.0)
-            stopped = not worker.is_alive()
+                signalled = False
+            if signalled:
+                worker.join(10.0)
+                stopped = not worker.is_alive()
         raise ResourceError(f"{what} did not finish within the timeout of {timeout:g} s "
                             f"({'cancelled' if stopped else 'left running in the background'})"
                             "; the model may loop without end (raise timeout if it is just "

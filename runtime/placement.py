@@ -19,6 +19,7 @@ import onnx_ir as ir
 from kiln.backends import registry
 from kiln.backends.base import Backend
 from kiln.compiler.partition import Capability, PartitionPlan, plan_partitions
+from kiln.compiler.target import Target
 from kiln.errors import BackendUnavailableError, KilnError
 
 #: Version of the JSON layout below; bump it when a field changes meaning.
@@ -31,15 +32,13 @@ MIN_PARTITION_NODES = 3
 def capability_of(backend: Backend, model: ir.Model, device: str | None = None) -> Capability:
     """The partitioner's view of ``backend`` for ``model``.
 
-    A backend with a ``capability(model)`` method (per-node verdicts computed once for the
-    whole model, e.g. OpenVINO's ``query_model``) is asked that once; nodes it has no verdict
-    for, and backends without the method, fall back to ``backend.refusal(node)``.
+    The backend's per-model verdicts (``Backend.capability``, e.g. OpenVINO's
+    ``query_model``) are asked once; nodes without one fall back to ``backend.refusal``.
     """
-    per_model = getattr(backend, "capability", None)
-    if not callable(per_model):
+    verdicts = backend.capability(model) if device is None else \
+        backend.capability(model, device=device)
+    if not verdicts:
         return Capability(backend.name, backend.refusal)
-    verdicts: Mapping[ir.Node, str | None] = (
-        per_model(model) if device is None else per_model(model, device=device))
 
     def refusal(node: ir.Node) -> str | None:
         if node in verdicts:
@@ -189,7 +188,7 @@ def joint_caps(names: Sequence[str]) -> Any:
 def placement_report(model: ir.Model, backends: Sequence[str], fallback: str | None =
                      "onnxruntime", dims: Mapping[str, int] | None = None,
                      min_partition_nodes: int = MIN_PARTITION_NODES,
-                     opt_level: int | None = None, target: Any = None) -> dict[str, Any]:
+                     opt_level: int | None = None, target: Target | None = None) -> dict[str, Any]:
     """The full placement report for ``model`` (see docs/placement_schema.md).
 
     Per backend: availability, the nodes it would run, why it refuses each other node, and

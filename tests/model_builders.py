@@ -1,10 +1,16 @@
-"""Small real models built in code, shared by tests in every folder (``from model_builders import
-make_conv_model``; tests/conftest.py puts this folder on sys.path)."""
+"""The one place tests build models in code (``from model_builders import make_conv_model``;
+tests/conftest.py puts this folder on sys.path): two ready models, three builders for the three
+ways tests describe a graph (``float_model``: shapes; ``model_from_arrays``: example arrays;
+``model_from_value_infos``: raw value infos, unchecked), and the reference runner."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -41,4 +47,143 @@ def make_two_input_model() -> onnx.ModelProto:
          helper.make_tensor_value_info("ids", TensorProto.INT64, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("ids_shape", TensorProto.INT64, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def float_model(nodes: list[onnx.NodeProto], inputs: Mapping[str, list[int]],
+                outputs: Mapping[str, list[int]], initializers: Mapping[str, np.ndarray],
+                opset: int = 17) -> ir.Model:
+    """A float32 model (as onnx_ir) from onnx.helper nodes and ``{name: shape}`` inputs and
+    outputs; checked by the ONNX checker."""
+    graph = helper.make_graph(
+        nodes, "t",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return ir.from_proto(proto)
+
+
+def model_from_arrays(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, np.ndarray],
+                      outputs: Sequence[str], opset: int = 17,
+                      initializers: Mapping[str, np.ndarray] | None = None,
+                      extra_opsets: Mapping[str, int] | None = None) -> onnx.ModelProto:
+    """A model whose graph inputs take dtype and shape from the example arrays ``inputs``;
+    output types are inferred (when every domain is ONNX's)."""
+    graph_inputs = [
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                      list(arr.shape))
+        for name, arr in inputs.items()]
+    inits = [numpy_helper.from_array(arr, name) for name, arr in (initializers or {}).items()]
+    graph_outputs = [helper.make_empty_tensor_value_info(name) for name in outputs]
+    graph = helper.make_graph(list(nodes), "case", graph_inputs, graph_outputs,
+                              initializer=inits)
+    opsets = [helper.make_opsetid("", opset)]
+    for domain, version in (extra_opsets or {}).items():
+        opsets.append(helper.make_opsetid(domain, version))
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    if not extra_opsets:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {vi.name: vi.type
+                 for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+        for out in model.graph.output:
+            if out.name in types and types[out.name].tensor_type.elem_type:
+                out.type.CopyFrom(types[out.name])
+    return model
+
+
+def model_from_value_infos(nodes: list, inputs: list, outputs: list, inits: tuple = (),
+                           opset: int = 17, ir_version: int = 10,
+                           **graph: Any) -> onnx.ModelProto:
+    """A model exactly as given: value infos, initializers and IR version unchecked (the
+    hostile tests build what a checker would refuse)."""
+    g = helper.make_graph(nodes, "hostile", inputs, outputs, initializer=list(inits), **graph)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir_version
+    return m
+
+
+def run_reference(model: ir.Model | onnx.ModelProto,
+                  feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``model`` on the reference (kiln's onnxruntime session builder)."""
+    from kiln.compiler.reference import reference_session
+
+    return reference_session(model).run(None, dict(feeds))
+
+
+def make_unused_domains_model() -> onnx.ModelProto:
+    """The conv model importing domains no node uses, as Paddle2ONNX and onnxruntime-saved
+    models do (Paddle, com.microsoft.nchwc, ...) plus one nobody knows."""
+    model = make_conv_model()
+    for domain in ("Paddle", "com.microsoft.nchwc", "com.microsoft.mlfeaturizers",
+                   "ai.onnx.training", "org.example.unknown"):
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
+def make_dynamic_dim_model() -> onnx.ModelProto:
+    """The conv model with its batch dim declared as -1 (Paddle2ONNX's dynamic dim)."""
+    model = make_conv_model()
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = -1
+    return model
+
+
+def make_scalar_input_model() -> onnx.ModelProto:
+    """y = x * float(rate), with ``rate`` a rank-0 int64 input (a sample rate)."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["rate"], ["r"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["x", "r"], ["y"])], "scalar_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def make_contrib_model(seed: int = 0) -> onnx.ModelProto:
+    """onnxruntime contrib ops between standard ones: com.microsoft FusedConv (Conv + Relu)
+    -> Sigmoid -> + 4 I -> com.microsoft Inverse (of each 4x4 plane, diagonally dominant)
+    -> Conv -> Relu -> Tanh."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("FusedConv", ["x", "w", "b"], ["c0"], name="fused_conv",
+                         domain="com.microsoft", activation="Relu", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c0"], ["s0"], name="sigmoid"),
+        helper.make_node("Add", ["s0", "eye"], ["a0"], name="shift"),
+        helper.make_node("Inverse", ["a0"], ["inv"], name="inverse", domain="com.microsoft"),
+        helper.make_node("Conv", ["inv", "w2"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Tanh", ["r1"], ["y"], name="tanh"),
+    ]
+    graph = helper.make_graph(
+        nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        initializer=[w, b, w2, numpy_helper.from_array(np.eye(4, dtype=np.float32) * 4, "eye")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.microsoft", 1)])
+
+
+def make_nested_if_model(depth: int) -> onnx.ModelProto:
+    """``depth`` Ifs, each in the then-branch of the one above: y = x when c, else -x."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["o0"])], "leaf", [],
+                              [helper.make_tensor_value_info("o0", TensorProto.FLOAT, [2])])
+    for level in range(1, depth + 1):
+        other = helper.make_graph(
+            [helper.make_node("Neg", ["x"], [f"e{level}"])], f"else{level}", [],
+            [helper.make_tensor_value_info(f"e{level}", TensorProto.FLOAT, [2])])
+        graph = helper.make_graph(
+            [helper.make_node("If", ["c"], [f"o{level}"], then_branch=graph,
+                              else_branch=other)], f"level{level}", [],
+            [helper.make_tensor_value_info(f"o{level}", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        list(graph.node), "nested_if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(f"o{depth}", TensorProto.FLOAT, [2])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

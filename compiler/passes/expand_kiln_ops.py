@@ -4,7 +4,7 @@
 (and likewise for FusedGemm), each activation spelled with the ops the model's opset has:
 Clip bounds as attributes below opset 11 and as inputs from 11; HardSwish as
 ``x * HardSigmoid(x, 1/6, 1/2)`` below opset 14; Gelu as its erf or tanh formula below
-opset 20. ``kiln::Attention`` expands through ``fuse_attention.expand_attention``.
+opset 20.
 """
 
 from __future__ import annotations
@@ -97,10 +97,6 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
 def _expander(op_type: str) -> Callable[[ir.Graph, ir.Node], tuple[list[ir.Node], ir.Value]]:
     if op_type in ("FusedConv", "FusedGemm"):
         return expand_fused
-    if op_type == "Attention":
-        from kiln.compiler.passes.fuse_attention import expand_attention
-
-        return expand_attention
     raise ValueError(f"no standard-ONNX expansion for kiln op '{op_type}'")
 
 

@@ -10,9 +10,8 @@ key already transposed to [B, H, d, S], ``mask`` additive and broadcastable to
 
 is ``softmax(c * Q K^T + mask) V``, which is ONNX ``Attention`` (opset 23) with
 ``K = Transpose(Kt, [0, 1, 3, 2])`` and ``scale = c`` (1/c for a Div, 1.0 with no scaling;
-always written, because the op's default is 1/sqrt(d)). Backends without opset-23 Attention
-but with kiln's get the same node in the "kiln" domain, with the same inputs, attribute and
-meaning; ``expand_attention`` writes it back as the primitive subgraph for everyone else.
+always written, because the op's default is 1/sqrt(d)). It runs for backends whose caps say
+they run opset-23 Attention (``BackendCaps.standard_attention``; onnxruntime, measured faster).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, opset, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 
@@ -46,9 +44,6 @@ class FuseAttention(Rule):
     """softmax(c * Q Kt + mask) V -> Attention(Q, Transpose(Kt), V, mask, scale=c)."""
 
     name = "FuseAttention"
-
-    def __init__(self, standard: bool) -> None:
-        self.standard = standard  # ONNX Attention-23 when True, kiln::Attention otherwise
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "MatMul") or node.inputs[0] is None:
@@ -98,7 +93,7 @@ class FuseAttention(Rule):
         version = opset(softmax.graph)
         if version < 13:
             return "Softmax before opset 13 flattens its input"
-        if self.standard and version < ATTENTION_OPSET:
+        if version < ATTENTION_OPSET:
             return f"the model imports opset {version}; Attention needs {ATTENTION_OPSET}"
         q, kt, v = qk.inputs[0], qk.inputs[1], match["v"]
         if q is None or kt is None or v is None:
@@ -125,8 +120,7 @@ class FuseAttention(Rule):
             return "mask rank above 4"
         # ONNX lets the mask broadcast over the query axis; onnxruntime's kernel does not, so
         # a mask not known to span it is expanded to the query length first
-        match.values["expand_mask"] = (mask is not None and self.standard
-                                       and not self._spans_queries(mask, q))
+        match.values["expand_mask"] = mask is not None and not self._spans_queries(mask, q)
         match.values["scale"] = scale
         return None
 
@@ -157,37 +151,7 @@ class FuseAttention(Rule):
         if mask is not None:
             inputs.append(mask)
         attention = ir.node("Attention", inputs, attributes={"scale": float(match["scale"])},
-                            domain="" if self.standard else KILN_DOMAIN, name=match.root.name)
+                            name=match.root.name)
         ir.convenience.replace_nodes_and_values(
             graph, match.root, match.nodes, [*new_nodes, attention], [match.root.outputs[0]],
             [attention.outputs[0]])
-        if not self.standard:
-            graph.opset_imports.setdefault(KILN_DOMAIN, 1)
-
-
-def expand_attention(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
-    """The primitive ONNX subgraph equal to a kiln::Attention node."""
-    if "scale" not in node.attributes:
-        raise ValueError(f"kiln::Attention {node.name} has no scale attribute")
-    q, k, v = node.inputs[:3]
-    if q is None or k is None or v is None:
-        raise ValueError(f"kiln::Attention {node.name} lacks Q, K or V")
-    mask = node.inputs[3] if len(node.inputs) > 3 else None
-    dtype = q.dtype.numpy() if q.dtype is not None else np.float32
-    scale = new_initializer(graph, np.array(float(attr(node, "scale")), dtype), "attn_scale")
-    kt = ir.node("Transpose", [k], attributes={"perm": [0, 1, 3, 2]})
-    qk = ir.node("MatMul", [q, kt.outputs[0]])
-    scaled = ir.node("Mul", [qk.outputs[0], scale])
-    nodes = [kt, qk, scaled]
-    logits = scaled.outputs[0]
-    if mask is not None:
-        if mask.dtype == ir.DataType.BOOL:  # True = attend: -inf where False
-            neg = new_initializer(graph, np.array(-np.inf, dtype), "attn_neg")
-            zero = new_initializer(graph, np.array(0, dtype), "attn_zero")
-            nodes.append(ir.node("Where", [mask, zero, neg]))
-            mask = nodes[-1].outputs[0]
-        nodes.append(ir.node("Add", [logits, mask]))
-        logits = nodes[-1].outputs[0]
-    nodes.append(ir.node("Softmax", [logits], attributes={"axis": -1}))
-    nodes.append(ir.node("MatMul", [nodes[-1].outputs[0], v], name=node.name))
-    return nodes, nodes[-1].outputs[0]

@@ -73,7 +73,6 @@ def transformer_steps(caps: BackendCaps) -> list[tuple[str, ir.passes.PassBase]]
     ]
     if version >= GELU_OPSET:
         steps.append(("fuse-gelu", FuseGeluPass()))
-    standard = caps.standard_attention and version >= ATTENTION_OPSET
-    if standard or caps.runs("Attention"):
-        steps.append(("fuse-attention", RulePass([FuseAttention(standard)])))
+    if caps.standard_attention and version >= ATTENTION_OPSET:
+        steps.append(("fuse-attention", RulePass([FuseAttention()])))
     return steps

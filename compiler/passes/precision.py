@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING
 
 import ml_dtypes
 import numpy as np
@@ -40,6 +41,9 @@ from kiln.compiler.accuracy import AccuracyReport
 from kiln.compiler.calibrate import Range
 from kiln.compiler.passes.quantize import _Builder, constant_array, is_excluded, opset_version
 from kiln.errors import InputError
+
+if TYPE_CHECKING:
+    from kiln.compiler.target import Target
 
 LOW_TYPES = {"fp16": ir.DataType.FLOAT16, "bf16": ir.DataType.BFLOAT16}
 FP16_MAX = 65504.0
@@ -329,15 +333,14 @@ class PrecisionResult:
     report: PrecisionReport
 
 
-def target_allows(target: object, precision: str) -> bool:
+def target_allows(target: Target | None, precision: str) -> bool:
     """bf16 needs avx512_bf16 or AMX on the target; fp16 is always representable."""
     if precision != "bf16":
         return True
-    has = getattr(target, "has", None)
-    return has is not None and any(has(f) for f in ("avx512_bf16", "amx_bf16", "amx"))
+    return target is not None and target.prefers_bf16
 
 
-def convert_precision(model: ir.Model, target: object, precision: str,
+def convert_precision(model: ir.Model, target: Target | None, precision: str,
                       samples: list[dict[str, np.ndarray]] | None = None,
                       ranges: Mapping[str, Range] | None = None,
                       keep_fp32: Collection[str] = (), store_weights: bool | None = None,

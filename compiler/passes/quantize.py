@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.calibrate import Range
 from kiln.errors import InputError
+
+if TYPE_CHECKING:
+    from kiln.compiler.target import Target
 
 #: Ops whose inputs (and weights) are quantized: the int8 compute.
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -70,13 +73,12 @@ class QuantScheme:
             raise InputError(f"activation type must be uint8 or int8, got {self.activation!r}")
 
 
-def scheme_for(target: Any) -> QuantScheme:
+def scheme_for(target: Target | None) -> QuantScheme:
     """u8 activations x s8 weights where the CPU has VNNI (or is x86 without a stated
     preference); s8 x s8 elsewhere (e.g. ARM sdot)."""
-    has = getattr(target, "has", None)
-    if has is None:
+    if target is None:
         return QuantScheme("uint8")
-    if any(has(f) for f in ("avx512_vnni", "amx", "avx2", "avx512f")):
+    if any(target.has(f) for f in ("avx512_vnni", "amx", "avx2", "avx512f")):
         return QuantScheme("uint8")
     return QuantScheme("int8")
 

@@ -1,8 +1,9 @@
 """Rewrites as data: a rule is ``match`` (the pattern), ``check`` (why not) and ``rewrite``.
 
 ``RulePass`` runs kiln's own rules; ``OnnxscriptRulesPass`` runs rules written with
-onnxscript's rewriter. Both count how often each rule fired, and ``RulePass`` also counts the
-reasons ``check`` gave for every rejection, so a report can say why a fusion did not happen.
+onnxscript's rewriter. Both count how often each rule fired and the reasons each rejection
+gave (``check`` for kiln's rules, the rule's condition for onnxscript's, read through its
+matching tracer), so a report can say why a fusion did not happen.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import onnx_ir as ir
 from onnxscript.rewriter import RewriteRule, RewriteRuleSet
+from onnxscript.rewriter._basics import MatchingTracer, MatchResult, MatchStatus
 
 
 @dataclasses.dataclass
@@ -113,4 +115,23 @@ class OnnxscriptRulesPass(ir.passes.InPlacePass):
                     round_count += count
             if not round_count:
                 break
+        # With a tracer onnxscript matches without rewriting: one more round, at the fixpoint,
+        # collects the refusals that stand.
+        self.rejected = Counter()
+        for name, rule_set in sets.items():
+            rule_set.apply_to_model(model, tracer=_RejectionTracer(name, self.rejected))
         return ir.passes.PassResult(model, modified=bool(self.fired))
+
+
+class _RejectionTracer(MatchingTracer):
+    """Counts the matches whose condition (the rule's ``check``) failed, by reason."""
+
+    def __init__(self, name: str, rejected: Counter[str]) -> None:
+        super().__init__()
+        self.name = name
+        self.rejected = rejected
+
+    def log(self, rule: RewriteRule, container: ir.Graph | ir.Function, node: ir.Node,
+            match_result: MatchResult, status: MatchStatus) -> None:
+        if status == MatchStatus.CONDITION_FAILED:
+            self.rejected[f"{self.name}: {match_result.reason or 'condition failed'}"] += 1

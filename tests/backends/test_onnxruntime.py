@@ -22,3 +22,68 @@ def test_refuses_kiln_domain_nodes(conv_model):
     node.domain = "kiln"
     assert not backend.supports(node)
     assert "domain" in backend.refusal(node)
+
+
+def test_contrib_ops_run_as_onnxruntime_runs_them():
+    """com.microsoft FusedConv and Inverse, built by hand, through kiln's onnxruntime backend."""
+    import onnxruntime as ort
+    from model_builders import make_contrib_model
+
+    model = make_contrib_model()
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = kiln.Session(model, backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_contrib_ops_of_onnxruntimes_own_quantizer_run(tmp_path):
+    """onnxruntime.quantization's QOperator format writes com.microsoft QLinearAdd."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Add", ["a", "x"], ["b"]),
+         helper.make_node("MatMul", ["b", "w2"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])], initializer=[w1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "fp32.onnx")
+    samples = [{"x": rng.standard_normal((2, 16)).astype(np.float32)} for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "int8.onnx"), Reader(),
+                    quant_format=QuantFormat.QOperator)
+    quantized = onnx.load(tmp_path / "int8.onnx")
+    assert ("com.microsoft", "QLinearAdd") in {(n.domain, n.op_type) for n in quantized.graph.node}
+    x = samples[0]["x"]
+    expected = ort.InferenceSession(str(tmp_path / "int8.onnx"),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = kiln.Session(str(tmp_path / "int8.onnx"), backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_contrib_refusal_follows_onnxruntimes_cpu_kernels(conv_model):
+    model = import_model(conv_model)
+    node = next(iter(model.graph))
+    backend = get_backend("onnxruntime")
+    for op_type in ("QLinearConv", "FusedConv", "DynamicQuantizeLSTM", "Attention",
+                    "SkipLayerNormalization"):
+        node.domain, node.op_type = "com.microsoft", op_type
+        assert backend.refusal(node) is None, op_type
+    node.op_type = "NoSuchOp"
+    assert "has no kernel for com.microsoft::NoSuchOp" in backend.refusal(node)
+    node.domain = "com.microsoft.nchwc"
+    node.op_type = "ReorderInput"
+    assert backend.refusal(node) is None

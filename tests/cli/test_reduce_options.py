@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+import kiln
 from kiln.errors import InputError
-from kiln.reduce_options import open_reduced, reduce_options, split_exclude, wants_reduction
+from kiln.reduce_options import compile_reduced, from_cli, reduce_options, split_exclude
 
 
 def model_file(tmp_path) -> str:
@@ -36,13 +38,14 @@ def model_file(tmp_path) -> str:
 @click.option("--precision", default="fp32")
 @reduce_options
 def demo(model, precision, **reduce):
-    if not wants_reduction(precision, reduce):
+    compiled, result = compile_reduced(model, "onnxruntime", "auto", precision, reduce,
+                                       threads=1)
+    if result is None:
         click.echo("nothing to do")
         return
-    session, result = open_reduced(model, "onnxruntime", "auto", precision, reduce, threads=1)
     for line in result.lines():
         click.echo(line)
-    (y,) = session.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    (y,) = kiln.Session(compiled).run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
     click.echo(f"output {y.shape}")
 
 
@@ -65,7 +68,10 @@ def test_no_reduction_and_helpers(tmp_path):
     result = CliRunner().invoke(demo, [model_file(tmp_path)])
     assert result.output.strip() == "nothing to do"
     assert split_exclude(("a,b", "Conv")) == ["a", "b", "Conv"]
-    assert wants_reduction("fp32", {"prune": "channels:0.3"})
+    assert from_cli({"prune": "channels:0.3"}).asked("fp32")
+    assert not from_cli({}).asked("fp32") and from_cli({}).asked("bf16")
+    with pytest.raises(InputError, match="max-accuracy-drop"):
+        from_cli({"max_accuracy_drop": 2.0})
 
 
 def test_kiln_compile_int8_writes_an_artifact(tmp_path):

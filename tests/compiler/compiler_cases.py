@@ -1,45 +1,18 @@
-"""Helpers shared by the compiler tests: tiny models, a runner on onnxruntime, the light zoo."""
+"""Helpers shared by the compiler tests: random data, op lists, closeness, the light zoo (the
+models themselves come from tests/model_builders.py)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-
-
-def run_ort(model: ir.Model | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Every output of ``model`` on onnxruntime's CPU provider."""
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    return sess.run(None, dict(feeds))
-
-
-def make_model(nodes: list[onnx.NodeProto], inputs: Mapping[str, list[int]],
-               outputs: Mapping[str, list[int]], initializers: Mapping[str, np.ndarray],
-               opset: int = 17) -> ir.Model:
-    """A float32 model from onnx.helper pieces, as onnx_ir."""
-    graph = helper.make_graph(
-        nodes, "t",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers.items()])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    return ir.from_proto(proto)
 
 
 def rand(*shape: int, seed: int = 0, positive: bool = False) -> np.ndarray:

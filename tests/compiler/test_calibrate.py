@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from compiler_cases import make_model
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler import calibrate
@@ -13,7 +13,7 @@ from kiln.errors import InputError
 
 def _relu_model():
     nodes = [helper.make_node("Mul", ["x", "k"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
-    return make_model(nodes, {"x": [1, 1000]}, {"z": [1, 1000]}, {"k": np.float32(2.0)})
+    return float_model(nodes, {"x": [1, 1000]}, {"z": [1, 1000]}, {"k": np.float32(2.0)})
 
 
 def _samples(n=4, outlier=None, seed=0):

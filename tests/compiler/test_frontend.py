@@ -104,3 +104,55 @@ def test_external_data_past_end_of_file_refused(tmp_path):
     (tmp_path / "w.bin").write_bytes(b"\0" * 16)
     with pytest.raises(kiln.ModelError, match="past the end"):
         import_model(_external_model(tmp_path, "w.bin", offset=8, length=16))
+
+
+BACKENDS = ("onnxruntime", "openvino", "native")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_minus_one_dim_is_a_dynamic_dim(backend):
+    """Paddle2ONNX writes dim_value -1 for a dynamic dim; onnxruntime reads it so, and kiln
+    takes any size there."""
+    import onnxruntime as ort
+    from model_builders import make_dynamic_dim_model
+
+    model = make_dynamic_dim_model()
+    session = kiln.Session(model, backend=backend)
+    assert session.inputs[0].shape[0] is None
+    reference = ort.InferenceSession(model.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        np.testing.assert_allclose(session(x=x)["y"], reference.run(None, {"x": x})[0],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_an_ir_model_with_minus_one_dims_runs_any_batch():
+    import onnx_ir as ir
+    from model_builders import make_dynamic_dim_model
+
+    session = kiln.Session(ir.from_proto(make_dynamic_dim_model()), backend="onnxruntime")
+    assert session(x=np.zeros((3, 3, 8, 8), np.float32))["y"].shape == (3, 4)
+
+
+def test_import_drops_minus_one_dims_and_unused_imports():
+    from model_builders import make_dynamic_dim_model, make_unused_domains_model
+
+    model = import_model(make_dynamic_dim_model())
+    dim = model.graph.inputs[0].shape[0]
+    assert not isinstance(dim, int) and dim.value is None
+    assert set(import_model(make_unused_domains_model()).opset_imports) == {""}
+
+
+def test_other_negative_dims_are_refused():
+    from model_builders import make_dynamic_dim_model
+
+    model = make_dynamic_dim_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -3
+    with pytest.raises(kiln.ModelError, match=r"dim -3 at axis 0 is negative \(only -1 means "
+                       "a dynamic dim\\)"):
+        import_model(model)
+    model = make_dynamic_dim_model()
+    model.graph.initializer[0].dims[0] = -1  # a tensor's data has no dynamic dims
+    with pytest.raises(kiln.ModelError, match="tensor 'w': dim -1 at axis 0 is negative"):
+        import_model(model)

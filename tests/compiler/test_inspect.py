@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from compiler_cases import load_light, make_model, rand
+from compiler_cases import load_light, rand
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler.inspect import inspect_model
@@ -18,7 +19,7 @@ def test_macs_of_conv_gemm_matmul_by_hand():
              helper.make_node("Gemm", ["f", "g"], ["h"], transB=1),
              helper.make_node("MatMul", ["h", "m"], ["y"])]
     inits = {"w": rand(8, 3, 3, 3), "g": rand(10, 8 * 4 * 4), "m": rand(10, 5)}
-    model = make_model(nodes, {"x": [2, 3, 8, 8]}, {"y": [2, 5]}, inits)
+    model = float_model(nodes, {"x": [2, 3, 8, 8]}, {"y": [2, 5]}, inits)
     data = inspect_model(model)["model"]
     per = {n["op"]: n["macs"] for n in data["macs"]["per_node"]}
     assert per["Conv"] == 2 * 8 * 4 * 4 * 3 * 3 * 3
@@ -34,7 +35,7 @@ def test_macs_of_conv_gemm_matmul_by_hand():
 
 def test_symbolic_dims_are_uncounted_until_pinned():
     nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
-    model = make_model(nodes, {"a": ["n", 4]}, {"y": ["n", 3]}, {"b": rand(4, 3)})
+    model = float_model(nodes, {"a": ["n", 4]}, {"y": ["n", 3]}, {"b": rand(4, 3)})
     loose = inspect_model(model)["model"]["macs"]
     assert loose["total"] == 0 and loose["uncounted_nodes"] == 1
     pinned = inspect_model(model, input_shapes={"a": [6, 4]})["model"]["macs"]

@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from compiler_cases import load_light, make_model, ops, rand, run_ort
+from compiler_cases import load_light, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.capabilities import BackendCaps
@@ -35,7 +36,7 @@ def test_levels_are_flat_named_lists_that_grow():
 
 
 def test_o0_changes_nothing_and_report_counts_nodes():
-    model = make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    model = float_model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
     out, report = optimize(model, 0)
     assert ops(out) == ["Identity"] and report.passes == []
     assert report.nodes_before == report.nodes_after == 1
@@ -68,7 +69,7 @@ def test_resnet50_o2_has_no_batchnorm_or_constant_of_shape_and_same_outputs(rand
     assert "BatchNormalization" not in hist and "ConstantOfShape" not in hist
     assert report.nodes_after <= original_nodes // 2
     feeds = _feeds(out)
-    for want, got in zip(run_ort(raw, feeds), run_ort(out, feeds)):
+    for want, got in zip(run_reference(raw, feeds), run_reference(out, feeds)):
         scale = max(1.0, float(np.abs(want).max())) if random_weights else 1.0
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
 
@@ -106,11 +107,11 @@ def test_o1_folds_but_does_not_fuse():
              helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
     inits = {"w": rand(2, 1, 1, 1), "g": rand(2), "b": rand(2), "m": rand(2),
              "v": rand(2, positive=True)}
-    model = make_model(nodes, {"x": [1, 1, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
+    model = float_model(nodes, {"x": [1, 1, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
     out, _ = optimize(model, 1)
     assert ops(out) == ["Conv", "BatchNormalization"]
     feeds = {"x": rand(1, 1, 2, 2)}
-    assert run_ort(out, feeds)[0].shape == (1, 2, 2, 2)
+    assert run_reference(out, feeds)[0].shape == (1, 2, 2, 2)
 
 
 @pytest.mark.slow
@@ -124,13 +125,13 @@ def test_light_model_o2_folds_every_constant_of_shape(name):
 def test_matmul_add_becomes_gemm_only_in_2d(a_shape, fused):
     nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]),
              helper.make_node("Add", ["m", "b"], ["y"])]
-    model = make_model(nodes, {"a": a_shape}, {"y": [*a_shape[:-1], 5]},
-                       {"w": rand(8, 5), "b": rand(5, seed=1)})
+    model = float_model(nodes, {"a": a_shape}, {"y": [*a_shape[:-1], 5]},
+                        {"w": rand(8, 5), "b": rand(5, seed=1)})
     feeds = {"a": rand(*a_shape, seed=2)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     out, _ = optimize(model, 2)
     assert ops(out) == (["Gemm"] if fused else ["MatMul", "Add"])
-    np.testing.assert_allclose(run_ort(out, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_reference(out, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
 
 
 def test_transpose_and_reshape_chains_collapse():
@@ -140,11 +141,11 @@ def test_transpose_and_reshape_chains_collapse():
              helper.make_node("Reshape", ["r1", "s2"], ["r2"]),
              helper.make_node("Relu", ["r2"], ["y"])]
     inits = {"s1": np.array([2, 60], np.int64), "s2": np.array([4, 30], np.int64)}
-    model = make_model(nodes, {"x": [2, 3, 4, 5]}, {"y": [4, 30]}, inits)
+    model = float_model(nodes, {"x": [2, 3, 4, 5]}, {"y": [4, 30]}, inits)
     feeds = {"x": rand(2, 3, 4, 5)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     out, report = optimize(model, 2)
     assert ops(out) == ["Transpose", "Reshape", "Relu"]
     chains = next(p for p in report.passes if p.name == "collapse-chains")
     assert chains.fired == {"TransposeTranspose": 1, "ReshapeReshape": 1}
-    np.testing.assert_allclose(run_ort(out, feeds)[0], want[0])
+    np.testing.assert_allclose(run_reference(out, feeds)[0], want[0])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from compiler_cases import make_model, ops, rand
+from compiler_cases import ops, rand
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler import accuracy, calibrate, quantization
@@ -18,8 +19,8 @@ def cnn():
              helper.make_node("GlobalAveragePool", ["r"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf"], ["y"], name="fc")]
-    return make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 10]},
-                      {"w": rand(8, 3, 3, 3), "b": rand(8), "wf": rand(8, 10)}, opset=11)
+    return float_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 10]},
+                       {"w": rand(8, 3, 3, 3), "b": rand(8), "wf": rand(8, 10)}, opset=11)
 
 
 def test_static_with_random_calibration_warns_and_upgrades_opset():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from compiler_cases import make_model, ops, rand
+from compiler_cases import ops, rand
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler import reduce
@@ -19,8 +20,8 @@ def net():
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1, name="fc")]
-    return make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 10]},
-                      {"w1": rand(16, 3, 3, 3), "b1": rand(16), "w2": rand(16, 16, 3, 3),
+    return float_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 10]},
+                       {"w1": rand(16, 3, 3, 3), "b1": rand(16), "w2": rand(16, 16, 3, 3),
                        "b2": rand(16), "wf": rand(10, 16), "bf": rand(10)})
 
 
@@ -55,7 +56,7 @@ def test_fp32_prune_only_and_bad_precision():
 def test_fp16_without_data_still_checks_ranges():
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="big"),
              helper.make_node("Relu", ["h"], ["y"], name="relu")]
-    model = make_model(nodes, {"x": [2, 8]}, {"y": [2, 8]}, {"w": rand(8, 8) * 1e6})
+    model = float_model(nodes, {"x": [2, 8]}, {"y": [2, 8]}, {"w": rand(8, 8) * 1e6})
     result = reduce.reduce_model(model, None, precision="fp16")
     assert "random inputs" in result.precision.data_note
     assert result.precision.stats.fp32_nodes["big"].startswith("calibrated |x|")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from compiler_cases import make_model, rand
+from compiler_cases import rand
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler import quantization, sensitivity
@@ -15,8 +16,8 @@ def three_layers():
              helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="mm2"),
              helper.make_node("Relu", ["h2"], ["r2"]),
              helper.make_node("MatMul", ["r2", "w3"], ["y"], name="mm3")]
-    return make_model(nodes, {"x": [8, 16]}, {"y": [8, 8]},
-                      {"w1": rand(16, 32, seed=1), "w2": rand(32, 32, seed=2) * 0.2,
+    return float_model(nodes, {"x": [8, 16]}, {"y": [8, 8]},
+                       {"w1": rand(16, 32, seed=1), "w2": rand(32, 32, seed=2) * 0.2,
                        "w3": rand(32, 8, seed=3) * 0.2})
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from compiler_cases import make_model, rand
+from compiler_cases import rand
+from model_builders import float_model
 from onnx import helper
 
 from kiln.compiler import calibrate, quantization, speed_gate
 from kiln.compiler.passes import quantize
-from kiln.runtime.quantize_gate import measure_on
+from kiln.runtime.quantize_gate import measure_with_backend
 
 
 def mixed():
@@ -19,8 +20,8 @@ def mixed():
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("MatMul", ["f", "wm"], ["h"], name="fc"),
              helper.make_node("MatMul", ["h", "h2"], ["y"], name="outer")]
-    return make_model(nodes, {"x": [1, 3, 16, 16], "h2": [4, 4]}, {"y": [1, 4]},
-                      {"w1": rand(8, 3, 3, 3), "wd": rand(8, 1, 3, 3), "wm": rand(8, 4)})
+    return float_model(nodes, {"x": [1, 3, 16, 16], "h2": [4, 4]}, {"y": [1, 4]},
+                       {"w1": rand(8, 3, 3, 3), "wd": rand(8, 1, 3, 3), "wm": rand(8, 4)})
 
 
 def test_regions_by_kind_and_per_layer():
@@ -44,8 +45,10 @@ def test_gate_decides_every_region_with_measured_numbers():
         return m
 
     groups = speed_gate.regions(model, ["conv", "depthwise", "fc"])
-    result = speed_gate.gate(model, build, groups, measure_on("onnxruntime", feeds, threads=1,
-                                                              min_time=0.02, repeats=1),
+    result = speed_gate.gate(model, build, groups, measure_with_backend("onnxruntime", feeds,
+                                                                        threads=1,
+                                                                        min_time=0.02,
+                                                                        repeats=1),
                              rounds=1)
     assert [d.region for d in result.decisions] == list(groups)
     for d in result.decisions:

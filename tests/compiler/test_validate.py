@@ -68,3 +68,86 @@ def test_error_classes():
     model.ir_version = 0
     with pytest.raises(ModelError, match="no IR version"):
         validate_proto(model, "m")
+
+
+# -- what real models declare and must not be refused (issue: real models) ------------------
+BACKENDS = ("onnxruntime", "openvino", "native")
+
+
+def _reference(model: onnx.ModelProto, feeds: dict) -> list:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_domains_imported_but_unused_are_accepted_on_every_backend(backend):
+    """Paddle2ONNX imports 'Paddle', onnxruntime-saved models 'com.microsoft.nchwc' ...:
+    a domain is checked where a node uses it."""
+    import numpy as np
+    from model_builders import make_unused_domains_model
+
+    import kiln
+
+    model = make_unused_domains_model()
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    session = kiln.Session(model, backend=backend)
+    np.testing.assert_allclose(session(x=x)["y"], _reference(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_a_domain_a_node_uses_is_still_checked():
+    from model_builders import make_unused_domains_model
+    from onnx import helper as h
+
+    model = make_unused_domains_model()
+    model.graph.node.append(h.make_node("Steal", ["y"], ["z"], domain="org.example.unknown"))
+    model.graph.output.append(h.make_tensor_value_info("z", 1, None))
+    with pytest.raises(UnsupportedError, match="domain 'org.example.unknown' is not supported "
+                       "by kiln"):
+        validate_proto(model, "m")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "native"])
+def test_if_nested_30_deep_runs(backend):
+    """~92 protobuf levels, under protobuf's own limit of 100: nothing to refuse."""
+    import numpy as np
+    from model_builders import make_nested_if_model
+
+    import kiln
+
+    session = kiln.Session(make_nested_if_model(30), backend=backend)
+    x = np.array([1.5, -2.0], np.float32)
+    np.testing.assert_array_equal(session(x=x, c=np.array(True))["o30"], x)
+    np.testing.assert_array_equal(session(x=x, c=np.array(False))["o30"], -x)
+
+
+def test_openvino_keeps_its_own_nesting_limit_and_says_so():
+    """OpenVINO's compile time doubles per If level past 12 (12.7 s at 20, 2026.4)."""
+    from model_builders import make_nested_if_model
+
+    import kiln
+
+    with pytest.raises(ModelError, match=r"nested 13 deep; kiln allows at most 12 .* for "
+                       r"openvino \(kiln's own limit: 32\)"):
+        kiln.Session(make_nested_if_model(30), backend="openvino")
+
+
+def test_kiln_nests_as_deep_as_protobuf_parses():
+    from model_builders import make_nested_if_model
+
+    from kiln.compiler.validate import MAX_SUBGRAPH_DEPTH
+
+    assert MAX_SUBGRAPH_DEPTH == 32
+    deepest = make_nested_if_model(31)  # 32 Ifs do not even build: protobuf refuses them
+    validate_proto(onnx.ModelProto.FromString(deepest.SerializeToString()), "deepest")
+
+
+def test_nesting_beyond_protobuf_is_a_model_error_not_a_crash():
+    from hostile.cases import nested_if_bytes
+
+    from kiln.compiler.frontend import import_model
+
+    with pytest.raises(ModelError, match="nests messages deeper than protobuf's limit of 100"):
+        import_model(nested_if_bytes(40))

@@ -226,7 +226,7 @@ def test_failed_save_keeps_the_old_artifact_and_leaves_no_temp(tmp_path, monkeyp
 
 _DIE_MID_WRITE = """
 import os, sys, zipfile
-sys.path.insert(0, {hostile!r})
+sys.path[:0] = [{hostile!r}, {tests!r}]
 import cases, kiln
 real = zipfile.ZipFile.writestr
 def die(self, name, *args, **kwargs):
@@ -241,7 +241,8 @@ kiln.Session(cases.relu_model((3, 4)), backend="onnxruntime").save({path!r})
 def test_writer_killed_mid_write_leaves_no_half_artifact(tmp_path):
     path = kiln.Session(relu_model(), backend="onnxruntime").save(tmp_path / "m.kiln")
     before = path.read_bytes()
-    code = _DIE_MID_WRITE.format(hostile=str(Path(__file__).parent), path=str(path))
+    code = _DIE_MID_WRITE.format(hostile=str(Path(__file__).parent),
+                                 tests=str(Path(__file__).parents[1]), path=str(path))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert result.returncode == 9, result.stderr.decode()[-2000:]
     assert path.read_bytes() == before  # the final name still holds the complete old file
@@ -250,7 +251,8 @@ def test_writer_killed_mid_write_leaves_no_half_artifact(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "m.kiln"]
     assert all(name.startswith(".m.kiln.") and name.endswith(".tmp") for name in leftovers)
     fresh = tmp_path / "new.kiln"
-    code = _DIE_MID_WRITE.format(hostile=str(Path(__file__).parent), path=str(fresh))
+    code = _DIE_MID_WRITE.format(hostile=str(Path(__file__).parent),
+                                 tests=str(Path(__file__).parents[1]), path=str(fresh))
     subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert not fresh.exists()
 

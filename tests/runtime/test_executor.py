@@ -157,6 +157,36 @@ def test_light_resnet50_with_load_time_constants_matches_onnxruntime():
     assert placement["complete"] and placement["partition_count"] >= 1
 
 
+def test_loading_a_partitioned_artifact_compiles_no_piece(tmp_path, monkeypatch):
+    """Pieces come back through ``Backend.load`` from their own blob folders."""
+    from kiln.backends import registry
+
+    model, feeds = nms_model(), nms_feeds(seed=4)
+    session = kiln.Session(model, backend=["native", "onnxruntime"])
+    want = session(**feeds)
+    path = session.save(tmp_path / "nms.kiln")
+    loaded_with: list[tuple[str, list[str]]] = []
+    for name in ("native", "onnxruntime"):
+        backend = registry.get_backend(name)
+        real_load = backend.load
+
+        def load(blobs, sub, target, options, real_load=real_load, name=name):
+            loaded_with.append((name, sorted(blobs)))
+            return real_load(blobs, sub, target, options)
+
+        def compile_(*args, name=name):
+            raise AssertionError(f"{name} recompiled a piece")
+
+        monkeypatch.setattr(backend, "load", load)
+        monkeypatch.setattr(backend, "compile", compile_)
+    got = kiln.Session(path)(**feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert [b for b, _ in loaded_with] == [p["backend"] for p in session.placement["partitions"]
+                                           if not p["constant"]]
+    assert ("onnxruntime", ["onnxruntime.onnx"]) in loaded_with
+
+
 def test_saving_writes_each_piece_and_the_placement(tmp_path):
     session = kiln.Session(loop_model(), backend=["native", "onnxruntime"])
     written = session._compiled.save(tmp_path)
@@ -223,8 +253,14 @@ def test_artifacts_carry_the_placement_and_partitioned_ones_reload(tmp_path):
     assert manifest["backend"]["name"] == "native+onnxruntime"
     loaded = kiln.Session(path)
     assert loaded.placement["backends"] == ["native", "onnxruntime"]
-    assert "recompiled piece by piece" in loaded.rebuild_reason
+    assert loaded.rebuild_reason is None  # every piece loaded from its blobs
     got = loaded(**feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    elsewhere = kiln.Session(path, target="cpu:avx2,fma")  # blobs built for another target
+    assert "recompiled piece by piece" in elsewhere.rebuild_reason
+    assert "target" in elsewhere.rebuild_reason
+    got = elsewhere(**feeds)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
     single = kiln.Session(model, backend="onnxruntime").save(tmp_path / "ort.kiln")

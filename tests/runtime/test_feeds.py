@@ -46,3 +46,23 @@ def test_non_contiguous_and_big_endian_feeds_are_accepted(sess):
     feeds["a"] = np.ones((4, 2), np.float32).T
     feeds["b"] = np.ones((2, 4), ">f4")
     np.testing.assert_array_equal(sess.run(["y"], feeds)[0], np.full((2, 4), 2, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
+def test_rank0_input_runs_on_every_backend(backend):
+    """A sample rate fed as np.array(16000): the feed stays rank 0 all the way to the engine
+    (OpenVINO refused the rank-1 copy np.ascontiguousarray made of it)."""
+    from model_builders import make_scalar_input_model
+
+    session = kiln.Session(make_scalar_input_model(), backend=backend)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(session(x=x, rate=np.array(16000))["y"], x * 16000)
+
+
+def test_checked_feeds_keep_their_rank():
+    from kiln.backends.base import TensorSpec
+    from kiln.runtime.feeds import check_feeds
+
+    specs = [TensorSpec("rate", np.dtype(np.int64), ())]
+    checked = check_feeds(specs, {"rate": np.array(16000)})
+    assert checked["rate"].shape == () and checked["rate"].flags.c_contiguous

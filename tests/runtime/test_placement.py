@@ -159,3 +159,72 @@ def test_report_on_optimized_graphs_matches_what_a_session_places():
     session = kiln.Session(path, backend=["native", "openvino"])
     assert session.placement["nodes_per_backend"] == report["plan"]["nodes_per_backend"]
     assert session.placement["partition_count"] == report["plan"]["partition_count"]
+
+
+# -- onnxruntime contrib ops (com.microsoft) on other backends --------------------------------
+def _contrib_reference():
+    import onnxruntime as ort
+    from model_builders import make_contrib_model
+
+    model = make_contrib_model()
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model, x, session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "native"])
+def test_contrib_ops_are_placed_on_onnxruntime_and_named(backend):
+    """The default fallback takes what ``backend`` does not run (Inverse: neither OpenVINO
+    nor native has it) and the placement names it; the rest stays where it runs."""
+    import kiln
+
+    model, x, expected = _contrib_reference()
+    session = kiln.Session(model, backend=[backend])
+    assignment = session.placement["assignment"]
+    assert assignment["inverse"] == "onnxruntime"
+    assert assignment["conv"] != "onnxruntime" or backend == "openvino"
+    np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-4, atol=1e-5)
+    report = placement_report(import_model(model), [backend])
+    refused = report["backends"][backend]["refused_by_op"]
+    assert "com.microsoft::Inverse" in refused
+    assert report["plan"]["assignment"]["inverse"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("backend", ["openvino", "native"])
+def test_strict_mode_refuses_contrib_ops_naming_node_and_domain(backend):
+    import kiln
+
+    model, _, _ = _contrib_reference()
+    with pytest.raises(kiln.UnsupportedError, match=r"strict mode \(fallback=None\)(.|\n)*"
+                       r"node 'inverse' \(com.microsoft::Inverse\)"):
+        kiln.Session(model, backend=[backend], fallback=None)
+
+
+def test_openvino_alone_refuses_contrib_ops_it_cannot_run_by_name():
+    import kiln
+
+    model, _, _ = _contrib_reference()
+    with pytest.raises(kiln.UnsupportedError, match=r"node 'inverse' \(com.microsoft::Inverse\)"
+                       r": domain 'com.microsoft' is not supported by openvino"):
+        kiln.Session(model, backend="openvino")
+
+
+def test_openvino_runs_the_contrib_ops_its_own_query_accepts():
+    """OpenVINO's ONNX frontend converts some com.microsoft ops (Gelu, FusedConv ...):
+    its query_model decides, not a domain rule."""
+    import onnxruntime as ort
+
+    import kiln
+
+    nodes = [oh.make_node("Gelu", ["x"], ["g"], name="gelu", domain="com.microsoft"),
+             oh.make_node("Relu", ["g"], ["y"], name="relu")]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [8])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17),
+                                                oh.make_opsetid("com.microsoft", 1)])
+    session = kiln.Session(model, backend=["openvino"], fallback=None)
+    assert set(session.placement["assignment"].values()) == {"openvino"}
+    x = np.linspace(-3, 3, 8, dtype=np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Timing callables for the int8 speed gate, on the real onnxruntime and OpenVINO."""
+"""The int8 speed gate's timer, through kiln's own backends (onnxruntime, OpenVINO, native)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kiln.errors import InputError
+import kiln
+from kiln.errors import InputError, KilnError
 from kiln.runtime import quantize_gate
 
 
@@ -23,25 +24,27 @@ def proto():
     return model
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
 def test_measure_returns_seconds(backend):
-    measure = quantize_gate.measure_on(backend, {"x": np.ones((2, 8), np.float32)}, threads=1,
-                                       min_time=0.01, repeats=2)
+    measure = quantize_gate.measure_with_backend(backend, {"x": np.ones((2, 8), np.float32)},
+                                                 threads=1, min_time=0.01, repeats=2)
     seconds = measure(proto())
     assert 0 < seconds < 1.0
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_runner_computes_the_model(backend):
-    run = quantize_gate.runner_for(backend, proto(), {"x": np.ones((2, 8), np.float32)})
-    out = run()
-    values = list(out.values()) if isinstance(out, dict) else out
-    first = values[0] if not hasattr(out, "to_dict") else list(out.to_dict().values())[0]
-    np.testing.assert_allclose(np.asarray(first), np.full((2, 4), 8.0))
+def test_time_runner_runs_the_model_and_times_it():
+    compiled = kiln.compile(proto(), backend="onnxruntime", threads=1).engine
+    outputs = []
+    seconds = quantize_gate.time_runner(
+        lambda: outputs.append(compiled.run({"x": np.ones((2, 8), np.float32)})), 0.01, 2)
+    assert seconds > 0 and len(outputs) >= 4  # two warm-up runs, then two timed batches
+    np.testing.assert_allclose(outputs[-1]["y"], np.full((2, 4), 8.0))
 
 
 def test_unknown_backend_and_missing_feed():
-    with pytest.raises(InputError, match="speed gate"):
-        quantize_gate.runner_for("tensorflow", proto(), {})
-    with pytest.raises(InputError, match="no feed"):
-        quantize_gate.runner_for("openvino", proto(), {"nope": np.ones((2, 8), np.float32)})
+    with pytest.raises(KilnError, match="unknown backend 'tensorflow'"):
+        quantize_gate.measure_with_backend("tensorflow", {})
+    measure = quantize_gate.measure_with_backend("openvino", {"nope": np.ones((2, 8),
+                                                                            np.float32)})
+    with pytest.raises(InputError, match="nope"):
+        measure(proto())

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from native_cases import compile_native, make_model, run_ort
+from model_builders import model_from_arrays, run_reference
+from native_cases import compile_native
 from onnx import helper
 
 import kiln
@@ -52,20 +53,20 @@ def _node_in(model: onnx.ModelProto, op: str) -> ir.Node:
 def test_supports_is_exact_about_types_and_attributes():
     backend = NativeBackend()
     x = {"x": f32(1, 2, 4, 4)}
-    ok = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"],
-                    initializers={"w": f32(3, 2, 3, 3)})
+    ok = model_from_arrays([helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"],
+                           initializers={"w": f32(3, 2, 3, 3)})
     assert backend.supports(_node_in(ok, "Conv"))
-    cubic = make_model([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")], x,
-                       ["y"], initializers={"s": np.array([1, 1, 2, 2], np.float32)})
+    cubic = model_from_arrays([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")], x,
+                              ["y"], initializers={"s": np.array([1, 1, 2, 2], np.float32)})
     node = _node_in(cubic, "Resize")
     assert not backend.supports(node)
     assert "mode='cubic'" in backend.refusal(node)
-    conv64 = make_model([helper.make_node("Conv", ["x", "w"], ["y"])],
-                        {"x": f32(1, 2, 4, 4).astype(np.float64)}, ["y"],
-                        initializers={"w": f32(3, 2, 3, 3).astype(np.float64)})
+    conv64 = model_from_arrays([helper.make_node("Conv", ["x", "w"], ["y"])],
+                               {"x": f32(1, 2, 4, 4).astype(np.float64)}, ["y"],
+                               initializers={"w": f32(3, 2, 3, 3).astype(np.float64)})
     assert "DOUBLE" in backend.refusal(_node_in(conv64, "Conv"))
-    einsum = make_model([helper.make_node("Einsum", ["x"], ["y"], equation="abcd->dcba")], x,
-                        ["y"])
+    einsum = model_from_arrays([helper.make_node("Einsum", ["x"], ["y"], equation="abcd->dcba")], x,
+                               ["y"])
     assert "no native kernel" in backend.refusal(_node_in(einsum, "Einsum"))
 
 
@@ -77,8 +78,8 @@ def _mixed_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
              helper.make_node("Mul", ["c", "x"], ["m"], name="mul"),
              helper.make_node("Det", ["m"], ["d"], name="det"),
              helper.make_node("Add", ["d", "one"], ["y"], name="add")]
-    model = make_model(nodes, feeds, ["y", "m"],
-                       initializers={"one": np.array(1.0, np.float32)})
+    model = model_from_arrays(nodes, feeds, ["y", "m"],
+                              initializers={"one": np.array(1.0, np.float32)})
     return model, feeds
 
 
@@ -88,7 +89,7 @@ def test_fallback_runs_unsupported_nodes_on_onnxruntime():
     engines = [s["engine"] for s in compiled.report["segments"]]
     assert engines == ["native", "onnxruntime", "native", "onnxruntime", "native"]
     got = compiled.run(feeds)
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["m"], want[1], rtol=1e-5, atol=1e-5)
 
@@ -109,13 +110,13 @@ def test_memory_plan_reuses_the_arena():
         nodes.append(helper.make_node("Conv", [prev, "w"], [f"c{k}"], pads=[1, 1, 1, 1]))
         nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"]))
         prev = f"r{k}"
-    model = make_model(nodes, feeds, [prev], initializers={"w": f32(8, 8, 3, 3) * 0.2})
+    model = model_from_arrays(nodes, feeds, [prev], initializers={"w": f32(8, 8, 3, 3) * 0.2})
     compiled = compile_native(model)
     report = compiled.report
     one = 8 * 16 * 16 * 4
     assert report["intermediate_bytes"] == 11 * one
     assert report["arena_bytes"] <= 2 * one < report["intermediate_bytes"]
-    np.testing.assert_allclose(compiled.run(feeds)[prev], run_ort(model, feeds)[0],
+    np.testing.assert_allclose(compiled.run(feeds)[prev], run_reference(model, feeds)[0],
                                rtol=1e-4, atol=1e-4)
 
 
@@ -124,11 +125,12 @@ def test_constant_subgraphs_are_folded_once():
     nodes = [helper.make_node("ConstantOfShape", ["shape"], ["w"],
                               value=helper.make_tensor("v", 1, [1], [0.5])),
              helper.make_node("MatMul", ["x", "w"], ["y"])]
-    model = make_model(nodes, feeds, ["y"], initializers={"shape": np.array([3, 4], np.int64)})
+    model = model_from_arrays(nodes, feeds, ["y"], initializers={"shape": np.array([3, 4],
+                                                                                   np.int64)})
     compiled = compile_native(model)
     assert compiled.report["folded_nodes"] == 1
     assert compiled.report["segments"] == [{"engine": "native", "nodes": 1}]
-    np.testing.assert_allclose(compiled.run(feeds)["y"], run_ort(model, feeds)[0], rtol=1e-5)
+    np.testing.assert_allclose(compiled.run(feeds)["y"], run_reference(model, feeds)[0], rtol=1e-5)
 
 
 def test_concurrent_runs_are_bit_identical_to_serial():
@@ -140,8 +142,8 @@ def test_concurrent_runs_are_bit_identical_to_serial():
              helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
-    model = make_model(nodes, feeds_list[0], ["y"],
-                       initializers={"w1": f32(16, 3, 3, 3), "b1": f32(16),
+    model = model_from_arrays(nodes, feeds_list[0], ["y"],
+                              initializers={"w1": f32(16, 3, 3, 3), "b1": f32(16),
                                      "w2": f32(32, 16, 3, 3), "wf": f32(10, 32)})
     compiled = compile_native(model, threads=2)
     serial = [compiled.run(f)["y"] for f in feeds_list]
@@ -154,8 +156,8 @@ def test_concurrent_runs_are_bit_identical_to_serial():
 
 def test_inputs_exclude_initializers_and_outputs_are_owned_arrays():
     feeds = {"x": f32(2, 3)}
-    model = make_model([helper.make_node("Add", ["x", "b"], ["y"])], feeds, ["y"],
-                       initializers={"b": f32(3)})
+    model = model_from_arrays([helper.make_node("Add", ["x", "b"], ["y"])], feeds, ["y"],
+                              initializers={"b": f32(3)})
     compiled = compile_native(model)
     assert [s.name for s in compiled.inputs] == ["x"]
     out = compiled.run(feeds)["y"]
@@ -218,7 +220,7 @@ def test_light_model_matches_onnxruntime(name):
     data = compiled.inputs[0]
     feeds = {data.name: rng.standard_normal(data.shape).astype(np.float32)}
     got = compiled.run(feeds)
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     for spec, ref in zip(compiled.outputs, want):
         np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4, err_msg=spec.name)
 
@@ -230,7 +232,7 @@ def test_light_model_as_shipped_matches_onnxruntime():
                                        CompileOptions(extra={"fallback": None}))
     feeds = {"data_0": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
     np.testing.assert_allclose(compiled.run(feeds)["softmaxout_1"],
-                               run_ort(onnx.load(path), feeds)[0], rtol=1e-3, atol=1e-4)
+                               run_reference(onnx.load(path), feeds)[0], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -243,7 +245,7 @@ def test_light_model_through_session_with_fusions(name):
     data = session.inputs[0]
     feeds = {data.name: rng.standard_normal(data.shape).astype(np.float32)}
     got = session.run(None, feeds)
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     for out, ref in zip(got, want):
         np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
 
@@ -273,7 +275,7 @@ def test_symbolic_dims_get_an_arena_per_input_signature():
     for f, out in zip(feeds, first):
         again = compiled.run(f)["y"]
         assert np.array_equal(out, again)
-        np.testing.assert_allclose(again, run_ort(model, f)[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(again, run_reference(model, f)[0], rtol=1e-5, atol=1e-5)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda f: compiled.run(f)["y"], feeds * 4))
     for k, out in enumerate(results):
@@ -299,7 +301,7 @@ def test_minilm_matches_onnxruntime():
                  "attention_mask": mask, "token_type_ids": np.zeros((batch, seq), np.int64)}
         feeds = {s.name: feeds[s.name] for s in compiled.inputs}
         got = compiled.run(feeds)
-        want = run_ort(onnx.load(MINILM), feeds)
+        want = run_reference(onnx.load(MINILM), feeds)
         for spec, ref in zip(compiled.outputs, want):
             np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
 
@@ -317,19 +319,20 @@ def test_fallback_passes_values_that_subgraphs_capture():
              helper.make_node("If", ["c"], ["i"], then_branch=then_graph,
                               else_branch=else_graph),
              helper.make_node("Neg", ["i"], ["y"])]
-    model = make_model(nodes, feeds, ["y"], initializers={"bias": f32(3)})
+    model = model_from_arrays(nodes, feeds, ["y"], initializers={"bias": f32(3)})
     compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
     assert [s["engine"] for s in compiled.report["segments"]] == \
         ["native", "onnxruntime", "native"]
     for cond in (True, False):
         f = {"x": feeds["x"], "c": np.array(cond)}
-        np.testing.assert_allclose(compiled.run(f)["y"], run_ort(model, f)[0], rtol=1e-6)
+        np.testing.assert_allclose(compiled.run(f)["y"], run_reference(model, f)[0], rtol=1e-6)
 
 
 def test_nodes_neither_engine_runs_are_unsupported():
     feeds = {"x": f32(1)}
-    model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds, ["y"],
-                       initializers={"s": np.array([2 + 1j, 3], np.complex64)})
+    model = model_from_arrays([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds,
+                              ["y"],
+                              initializers={"s": np.array([2 + 1j, 3], np.complex64)})
     compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions())
     with pytest.raises(kiln.UnsupportedError, match="'grow'.*COMPLEX64"):
         compiled.run(feeds)

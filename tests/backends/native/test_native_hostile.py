@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from native_cases import compile_native, make_model
+from model_builders import model_from_arrays
+from native_cases import compile_native
 from onnx import helper
 
 import kiln
@@ -28,7 +29,8 @@ def _expect(compiled, feeds, error, *fragments: str) -> None:
 
 def test_gather_out_of_range_indices_names_the_node():
     feeds = {"x": f32(4, 3), "i": np.array([0, 4], np.int64)}
-    model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="emb")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Gather", ["x", "i"], ["y"], name="emb")], feeds,
+                              ["y"])
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.InputError, "'emb'", "Gather", "index 4 is out of range")
     _expect(compiled, {"x": feeds["x"], "i": np.array([-5], np.int64)}, kiln.InputError, "index -5")
@@ -38,7 +40,8 @@ def test_gather_out_of_range_indices_names_the_node():
 
 def test_reshape_to_wrong_element_count_names_the_node():
     feeds = {"x": f32(2, 3), "s": np.array([4, 2], np.int64)}
-    model = make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="flat")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Reshape", ["x", "s"], ["y"], name="flat")],
+                              feeds, ["y"])
     compiled = compile_native(model)
     _expect(compiled, feeds, kiln.KilnError, "'flat'", "cannot reshape [2, 3]", "[4, 2]")
     _expect(
@@ -58,7 +61,7 @@ def test_reshape_to_wrong_element_count_names_the_node():
 
 def test_conv_kernel_larger_than_padded_input_names_the_node():
     feeds = {"x": f32(1, 2, 3, 3)}
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="big", pads=[1, 0, 1, 0])],
         feeds,
         ["y"],
@@ -70,13 +73,13 @@ def test_conv_kernel_larger_than_padded_input_names_the_node():
 
 def test_conv_channel_mismatch_names_the_node():
     feeds = {"x": f32(1, 3, 6, 6), "w": f32(4, 2, 3, 3)}
-    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], feeds, ["y"])
     _expect(compile_native(model), feeds, kiln.KilnError, "'c'", "input channels")
 
 
 def test_concat_mismatched_dims_names_the_node():
     feeds = {"a": f32(2, 3), "b": f32(4, 5)}
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=0)], feeds, ["y"]
     )
     compiled = compile_native(model)
@@ -87,7 +90,8 @@ def test_concat_mismatched_dims_names_the_node():
 
 def test_matmul_inner_mismatch_names_the_node():
     feeds = {"a": f32(2, 3), "b": f32(4, 5)}
-    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")], feeds,
+                              ["y"])
     _expect(compile_native(model), feeds, kiln.KilnError, "'mm'", "inner dimensions differ")
 
 
@@ -112,7 +116,7 @@ def test_huge_declared_dim_is_refused_at_compile():
 
 def test_huge_or_negative_runtime_shapes_name_the_node():
     feeds = {"s": np.array([1 << 40, 1 << 30], np.int64)}
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill")], feeds, ["y"]
     )
     compiled = compile_native(model)
@@ -123,14 +127,16 @@ def test_huge_or_negative_runtime_shapes_name_the_node():
 
 def test_expand_tile_and_range_cannot_allocate_unbounded_memory():
     feeds = {"x": f32(1, 1), "s": np.array([1 << 31, 1 << 31], np.int64)}
-    model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Expand", ["x", "s"], ["y"], name="grow")], feeds,
+                              ["y"])
     _expect(compile_native(model), feeds, kiln.ResourceError, "'grow'")
     rfeeds = {
         "a": np.array(0, np.int64),
         "b": np.array(1 << 62, np.int64),
         "c": np.array(1, np.int64),
     }
-    model = make_model([helper.make_node("Range", ["a", "b", "c"], ["y"], name="r")], rfeeds, ["y"])
+    model = model_from_arrays([helper.make_node("Range", ["a", "b", "c"], ["y"], name="r")],
+                              rfeeds, ["y"])
     _expect(compile_native(model), rfeeds, kiln.ResourceError, "'r'")
     _expect(
         compile_native(model),
@@ -142,7 +148,7 @@ def test_expand_tile_and_range_cannot_allocate_unbounded_memory():
 
 def test_limit_is_configurable():
     feeds = {"x": f32(4, 4)}
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("Tile", ["x", "r"], ["y"], name="rep")],
         feeds,
         ["y"],
@@ -160,7 +166,7 @@ def test_slice_step_zero_and_bad_axes_name_the_node():
         "ax": np.array([0], np.int64),
         "step": np.array([0], np.int64),
     }
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("Slice", ["x", "st", "e", "ax", "step"], ["y"], name="cut")], feeds, ["y"]
     )
     compiled = compile_native(model)
@@ -176,13 +182,14 @@ def test_slice_step_zero_and_bad_axes_name_the_node():
 
 def test_integer_division_by_zero_names_the_node():
     feeds = {"a": np.array([4, 5], np.int64), "b": np.array([2, 0], np.int64)}
-    model = make_model([helper.make_node("Div", ["a", "b"], ["y"], name="div")], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Div", ["a", "b"], ["y"], name="div")], feeds,
+                              ["y"])
     _expect(compile_native(model), feeds, kiln.KilnError, "'div'", "division by zero")
 
 
 def test_bad_attribute_is_refused_at_compile():
     feeds = {"x": f32(1, 2, 5, 5)}
-    model = make_model(
+    model = model_from_arrays(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="neg", strides=[0, 1])],
         feeds,
         ["y"],
@@ -194,7 +201,7 @@ def test_bad_attribute_is_refused_at_compile():
 
 def test_wrong_feed_type_is_an_input_error():
     feeds = {"x": f32(2, 2)}
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], feeds, ["y"])
+    model = model_from_arrays([helper.make_node("Relu", ["x"], ["y"])], feeds, ["y"])
     compiled = compile_native(model)
     with pytest.raises(kiln.InputError, match="input 'x'"):
         compiled.run({"x": np.zeros((2, 2), np.int64)})

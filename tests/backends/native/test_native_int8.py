@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native_cases import compile_native, make_model, run_ort
+from model_builders import model_from_arrays, run_reference
+from native_cases import compile_native
 from onnx import helper
 
 import kiln
@@ -24,7 +25,7 @@ def _dynamic_matmul(x: np.ndarray, w: np.ndarray, wz: np.ndarray | None):
         ins.append("wz")
     nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
              helper.make_node("MatMulInteger", ins, ["y"], name="mmi")]
-    return make_model(nodes, {"x": x}, ["y", "xs", "xz"], initializers=inits)
+    return model_from_arrays(nodes, {"x": x}, ["y", "xs", "xz"], initializers=inits)
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 3, 5), (5, 4, 31), (7, 33, 40), (6, 64, 32),
@@ -38,7 +39,7 @@ def test_dynamic_quantized_matmul_equals_onnxruntime(isa: str, m: int, k: int, n
           "per_column": RNG.integers(-4, 5, n).astype(np.int8)}[zero]
     model = _dynamic_matmul(x, w, wz)
     got = compile_native(model, threads=2).run({"x": x})
-    want = run_ort(model, {"x": x})
+    want = run_reference(model, {"x": x})
     np.testing.assert_array_equal(got["y"], want[0])  # integer products: exact
     np.testing.assert_allclose(got["xs"], want[1], rtol=1e-7)
     np.testing.assert_array_equal(got["xz"], want[2])
@@ -52,10 +53,10 @@ def test_other_integer_types_take_the_plain_path(a_type, b_type):
     b = RNG.integers(np.iinfo(b_type).min, np.iinfo(b_type).max, (9, 6),
                      endpoint=True).astype(b_type)
     za = np.array(3, a_type)
-    model = make_model([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])],
-                       {"a": a, "b": b}, ["y"], initializers={"za": za})
+    model = model_from_arrays([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])],
+                              {"a": a, "b": b}, ["y"], initializers={"za": za})
     np.testing.assert_array_equal(compile_native(model).run({"a": a, "b": b})["y"],
-                                  run_ort(model, {"a": a, "b": b})[0])
+                                  run_reference(model, {"a": a, "b": b})[0])
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
@@ -70,9 +71,9 @@ def test_quantize_dequantize_equal_onnxruntime(dtype, per_axis: bool):
         zero = np.array(7, dtype)
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
-    model = make_model(nodes, {"x": x}, ["q", "y"], initializers={"s": scale, "z": zero})
+    model = model_from_arrays(nodes, {"x": x}, ["q", "y"], initializers={"s": scale, "z": zero})
     got = compile_native(model).run({"x": x})
-    want = run_ort(model, {"x": x})
+    want = run_reference(model, {"x": x})
     np.testing.assert_array_equal(got["q"], want[0])
     np.testing.assert_allclose(got["y"], want[1], rtol=1e-6, atol=1e-7)
 
@@ -85,9 +86,9 @@ def test_int8_gemm_kernel_follows_the_isa(isa: str):
 
 def test_scale_of_the_wrong_length_is_a_kiln_error():
     x = RNG.standard_normal((2, 5)).astype(np.float32)
-    model = make_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="ql",
+    model = model_from_arrays([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="ql",
                                          axis=1)],
-                       {"x": x}, ["q"], initializers={"s": np.ones(3, np.float32),
+                              {"x": x}, ["q"], initializers={"s": np.ones(3, np.float32),
                                                      "z": np.zeros(3, np.uint8)})
     with pytest.raises(kiln.KilnError, match="ql.*scale has 3 values"):
         compile_native(model).run({"x": x})
@@ -95,9 +96,9 @@ def test_scale_of_the_wrong_length_is_a_kiln_error():
 
 def test_zero_point_type_mismatch_is_refused():
     a = RNG.integers(0, 255, (3, 4)).astype(np.uint8)
-    model = make_model([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"],
+    model = model_from_arrays([helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"],
                                          name="mmi")],
-                       {"a": a}, ["y"], initializers={"b": np.ones((4, 2), np.int8),
+                              {"a": a}, ["y"], initializers={"b": np.ones((4, 2), np.int8),
                                                      "za": np.array(1, np.int8)})
     with pytest.raises(kiln.KilnError, match="mmi"):
         compile_native(model).run({"a": a})
@@ -113,8 +114,8 @@ def test_nan_input_to_dynamic_quantization_is_a_kiln_error():
 def test_session_int8_runs_a_quantized_mlp_on_native():
     w1 = RNG.standard_normal((64, 128)).astype(np.float32) / 8
     x = RNG.standard_normal((8, 64)).astype(np.float32)
-    model = make_model([helper.make_node("MatMul", ["x", "w1"], ["y"])], {"x": x}, ["y"],
-                       initializers={"w1": w1})
+    model = model_from_arrays([helper.make_node("MatMul", ["x", "w1"], ["y"])], {"x": x}, ["y"],
+                              initializers={"w1": w1})
     fp32 = kiln.Session(model.SerializeToString(), backend="native")(x=x)["y"]
     int8 = kiln.Session(model.SerializeToString(), backend="native", precision="int8",
                         fallback=None)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native_cases import compile_native, make_model, run_ort
+from model_builders import model_from_arrays, run_reference
+from native_cases import compile_native
 from onnx import helper
 
 import kiln
@@ -81,7 +82,7 @@ def _conv_net(x: np.ndarray, c1: int = 8, c2: int = 16):
     nodes += _weights("c3", (4, c2, 3, 3), 0, inits)
     nodes += [helper.make_node("Conv", ["p_dq", "c3_wdq"], ["out"], strides=[2, 2],
                                pads=[0, 1, 1, 0], name="conv3")]
-    return make_model(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
+    return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
 
 
 def test_qdq_conv_net_runs_on_integer_kernels_and_equals_onnxruntime(isa: str):
@@ -96,7 +97,7 @@ def test_qdq_conv_net_runs_on_integer_kernels_and_equals_onnxruntime(isa: str):
     assert pool.attrs.get("kiln_layout_in") == "NHWC" == pool.attrs.get("kiln_layout_out")
     assert conv3.attrs.get("kiln_layout_in") == "NHWC" and "kiln_layout_out" not in conv3.attrs
     got = compiled.run({"x": x})["out"]
-    want = run_ort(model, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
     assert got.shape == want.shape
     _assert_close(got, want)
 
@@ -110,7 +111,7 @@ def test_intermediate_graph_output_keeps_nchw():
     conv1 = _plan_nodes(compiled)[1]
     assert conv1.op == "QConv" and "kiln_layout_out" not in conv1.attrs
     got = compiled.run({"x": x})
-    want = run_ort(model, {"x": x})
+    want = run_reference(model, {"x": x})
     # u8 in the model's own layout; a value on a rounding tie may land one step away
     diff = np.abs(got["r1_q"].astype(int) - want[1].astype(int))
     assert diff.max() <= 1 and np.mean(diff) < 0.01
@@ -126,7 +127,7 @@ def _matmul_model(x: np.ndarray, n: int, weight_zero: int = 0, act_dtype=np.uint
     inits["bias"] = RNG.standard_normal(n).astype(np.float32)
     nodes += [helper.make_node("MatMul", ["x_dq", "m_wdq"], ["mm"], name="matmul"),
               helper.make_node("Add", ["bias", "mm"], ["y"], name="bias_add")]
-    return make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
 
 
 @pytest.mark.parametrize(("shape", "n"), [((1, 7, 48), 40), ((2, 64, 96), 130), ((5, 3), 33)])
@@ -136,7 +137,7 @@ def test_qdq_matmul_with_bias_becomes_one_qgemm(isa: str, shape: tuple, n: int):
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QGemm"]
     got = compiled.run({"x": x})["y"]
-    want = run_ort(model, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
     _assert_close(got, want)
 
 
@@ -147,10 +148,10 @@ def test_gemm_with_transposed_weights_and_int32_bias(isa: str):
     nodes += _int32_bias("g", 9, 0.04, inits)
     nodes += [helper.make_node("Gemm", ["x_dq", "g_wdq", "g_bdq"], ["y"], transB=1,
                                name="gemm")]
-    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
     compiled = compile_native(model)
     assert _ops(compiled) == ["QuantizeLinear", "QGemm"]
-    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
 
 
 @pytest.mark.parametrize(("weight_zero", "act_dtype"), [(3, np.uint8), (0, np.int8)])
@@ -159,7 +160,7 @@ def test_what_the_kernels_cannot_take_stays_as_written(weight_zero: int, act_dty
     model = _matmul_model(x, 8, weight_zero=weight_zero, act_dtype=act_dtype)
     compiled = compile_native(model)
     assert "QGemm" not in _ops(compiled)
-    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
 
 
 def test_dynamic_matmul_integer_chain_becomes_one_qgemm(isa: str):
@@ -174,10 +175,10 @@ def test_dynamic_matmul_integer_chain_becomes_one_qgemm(isa: str):
              helper.make_node("Mul", ["xs", "ws"], ["scale"]),
              helper.make_node("Mul", ["accf", "scale"], ["mm"]),
              helper.make_node("Add", ["mm", "bias"], ["y"])]
-    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["DynamicQuantizeLinear", "QGemm"]
-    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
 
 
 def test_wrong_channel_count_at_run_time_names_the_node():
@@ -199,7 +200,7 @@ def test_unnamed_nodes_keep_their_own_weights():
         node.name = ""
     compiled = compile_native(model)
     assert _ops(compiled).count("QConv") == 3
-    _assert_close(compiled.run({"x": x})["out"], run_ort(model, {"x": x})[0])
+    _assert_close(compiled.run({"x": x})["out"], run_reference(model, {"x": x})[0])
 
 
 @pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 0, 0]])
@@ -213,13 +214,13 @@ def test_max_pool_on_bytes_from_a_quantize_node(isa: str, pads: list):
                                pads=pads, name="pool")]
     nodes += _qdq("p", 0.03, 120, inits) + _weights("c", (4, 6, 1, 1), 0, inits)
     nodes += [helper.make_node("Conv", ["p_dq", "c_wdq"], ["out"], name="conv")]
-    model = make_model(nodes, {"x": x}, ["out", "p_q"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x}, ["out", "p_q"], opset=21, initializers=inits)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QMaxPool", "QConv"]
     pool = _plan_nodes(compiled)[1]
     assert "kiln_layout_in" not in pool.attrs and "kiln_layout_out" not in pool.attrs
     got = compiled.run({"x": x})
-    want = run_ort(model, {"x": x})
+    want = run_reference(model, {"x": x})
     np.testing.assert_array_equal(got["p_q"], want[1])  # max and requantize: exact
     _assert_close(got["out"], want[0])
 
@@ -232,10 +233,10 @@ def test_max_pool_with_a_negative_scale_is_not_pooled_on_bytes():
     nodes = _qdq("x", -0.02, 128, inits)
     nodes += [helper.make_node("MaxPool", ["x_dq"], ["p"], kernel_shape=[2, 2], strides=[2, 2])]
     nodes += _qdq("p", 0.02, 128, inits)
-    model = make_model(nodes, {"x": x}, ["p_q"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x}, ["p_q"], opset=21, initializers=inits)
     compiled = compile_native(model)
     assert "QMaxPool" not in _ops(compiled)
-    np.testing.assert_array_equal(compiled.run({"x": x})["p_q"], run_ort(model, {"x": x})[0])
+    np.testing.assert_array_equal(compiled.run({"x": x})["p_q"], run_reference(model, {"x": x})[0])
 
 
 def test_bias_with_a_computed_zero_point_stays_as_written():
@@ -249,7 +250,7 @@ def test_bias_with_a_computed_zero_point_stays_as_written():
     del inits["g_bz"]
     nodes += [helper.make_node("Gemm", ["x_dq", "g_wdq", "g_bdq"], ["y"], transB=1)]
     bz = np.array([7, 0, -3, 2, 1], np.int32)
-    model = make_model(nodes, {"x": x, "bz": bz}, ["y"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x, "bz": bz}, ["y"], opset=21, initializers=inits)
     compiled = compile_native(model)
     assert "QGemm" not in _ops(compiled)
     xd = (np.clip(np.round(x / np.float32(0.04)) + 128, 0, 255) - 128) * np.float32(0.04)
@@ -268,7 +269,7 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     inits: dict = {}
     nodes = _qdq("x", 0.03, 125, inits) + _weights("c", (5, 6, *kernel), 0, inits)
     nodes += [helper.make_node("Conv", ["x_dq", "c_wdq"], ["y"], name="conv", **attrs)]
-    model = make_model(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QConv"]
-    _assert_close(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])

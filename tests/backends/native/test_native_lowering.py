@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native_cases import check_against_ort, compile_native, make_model, run_ort
+from model_builders import model_from_arrays, run_reference
+from native_cases import check_against_ort, compile_native
 from onnx import helper
 
 C, K = 16, 24
@@ -41,8 +42,8 @@ def _model(relu: bool, kernel: int = 1, extra_reader: bool = False, fused: bool 
              "w": rng.standard_normal((K, C, kernel, kernel)).astype(np.float32) * 0.2,
              "b": rng.standard_normal(K).astype(np.float32)}
     x = rng.standard_normal((2, C, 9, 11)).astype(np.float32)
-    model = make_model(nodes, {"x": x}, outputs, initializers=inits,
-                       extra_opsets={"kiln": 1} if fused else None)
+    model = model_from_arrays(nodes, {"x": x}, outputs, initializers=inits,
+                              extra_opsets={"kiln": 1} if fused else None)
     return model, {"x": x}
 
 
@@ -65,7 +66,7 @@ def test_batch_norm_folds_into_a_fused_conv():
     assert [op for op, _ in _plan_ops(model)] == ["FusedConv"]
     reference, _ = _model(True, relu_after_conv=True)  # the same graph in plain ONNX
     np.testing.assert_allclose(compile_native(model).run(feeds)["y"],
-                               run_ort(reference, feeds)[0], rtol=1e-4, atol=1e-4)
+                               run_reference(reference, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_a_3x3_conv_keeps_batch_norm_relu_as_one_pass():
@@ -93,7 +94,7 @@ def test_folded_prologue_matches_on_larger_maps(threads: int):
         d.dim_value = v
     del model.graph.output[0].type.tensor_type.shape.dim[:]
     got = compile_native(model, threads=threads).run({"x": x})["y"]
-    np.testing.assert_allclose(got, run_ort(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
 # ---- scalar affine (Mul / Add by constants) and BatchNormalization before depthwise -------
@@ -122,7 +123,7 @@ def _affine_model(chain: str, conv: str):
         inits["w"] = rng.standard_normal((K, C, 1, 1)).astype(np.float32)
         nodes.append(helper.make_node("Conv", ["a", "w"], ["y"]))
     x = rng.standard_normal((1, C, 9, 11)).astype(np.float32)
-    return make_model(nodes, {"x": x}, ["y"], initializers=inits), {"x": x}
+    return model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits), {"x": x}
 
 
 @pytest.mark.parametrize("conv", ["pointwise", "depthwise"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native_cases import check_against_ort, compile_native, make_model
+from model_builders import model_from_arrays
+from native_cases import check_against_ort, compile_native
 from onnx import helper
 
 rng = np.random.default_rng(1234)
@@ -599,14 +600,14 @@ case("MeanVarianceNormalization", node("MeanVarianceNormalization", ["x"]),
 
 @pytest.mark.parametrize("name,nodes,feeds,inits,opset,outputs", CASES, ids=[c[0] for c in CASES])
 def test_op_matches_onnxruntime(name, nodes, feeds, inits, opset, outputs):
-    model = make_model(nodes, feeds, outputs, opset=opset, initializers=inits)
+    model = model_from_arrays(nodes, feeds, outputs, opset=opset, initializers=inits)
     check_against_ort(model, feeds)
 
 
 def test_op_with_runtime_weights_matches():
     """Conv and Gemm with weights fed at run time (no packing) give the same answer."""
     feeds = {"x": f32(1, 3, 6, 6), "w": f32(4, 3, 3, 3), "a": f32(3, 5), "b": f32(5, 2)}
-    model = make_model(
+    model = model_from_arrays(
         [node("Conv", ["x", "w"], ["y"]), node("Gemm", ["a", "b"], ["z"])], feeds, ["y", "z"]
     )
     check_against_ort(model, feeds)
@@ -614,7 +615,7 @@ def test_op_with_runtime_weights_matches():
 
 def test_threads_do_not_change_results():
     feeds = {"x": f32(2, 16, 12, 12)}
-    model = make_model(
+    model = model_from_arrays(
         [
             node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
             node("Relu", ["c"], ["r"]),
@@ -650,7 +651,8 @@ def _expanded(core: list, act: str) -> list:
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 @pytest.mark.parametrize("residual", [False, True])
 def test_fused_conv_matches_its_expansion(act, residual):
-    from native_cases import compile_native, run_ort
+    from model_builders import run_reference
+    from native_cases import compile_native
 
     feeds = {"x": f32(2, 4, 7, 7)}
     inits = {"w": f32(6, 2, 3, 3), "b": f32(6)}
@@ -664,20 +666,21 @@ def test_fused_conv_matches_its_expansion(act, residual):
         attrs["beta"] = beta
     fused = node("FusedConv", ["x", "w", "b"] + (["r"] if residual else []), domain="kiln",
                  **attrs)
-    model = make_model([fused], feeds, ["y"], initializers=inits,
-                       extra_opsets={"kiln": 1}, opset=20)
+    model = model_from_arrays([fused], feeds, ["y"], initializers=inits,
+                              extra_opsets={"kiln": 1}, opset=20)
     core = [node("Conv", ["x", "w", "b"], ["c"], group=2, strides=[2, 2], pads=[1, 1, 1, 1])]
     core.append(node("Add", ["c", "r"], ["s"]) if residual else node("Identity", ["c"], ["s"]))
-    ref = make_model(_expanded(core, act), feeds, ["y"], initializers={**inits, **BOUNDS},
-                     opset=20)
+    ref = model_from_arrays(_expanded(core, act), feeds, ["y"], initializers={**inits, **BOUNDS},
+                            opset=20)
     got = compile_native(model).run(feeds)["y"]
-    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run_reference(ref, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("act", ["", "Relu", "Clip", "GeluTanh", "HardSigmoid"])
 @pytest.mark.parametrize("shape", [(5, 8), (2, 3, 8)])
 def test_fused_gemm_matches_its_expansion(act, shape):
-    from native_cases import compile_native, run_ort
+    from model_builders import run_reference
+    from native_cases import compile_native
 
     feeds = {"a": f32(*shape), "r": f32(*shape[:-1], 6)}
     inits = {"b": f32(6, 8), "c": f32(6)}
@@ -687,16 +690,17 @@ def test_fused_gemm_matches_its_expansion(act, shape):
         attrs["activation_alpha"] = alpha
     if beta is not None:
         attrs["activation_beta"] = beta
-    model = make_model([node("FusedGemm", ["a", "b", "c", "r"], domain="kiln", **attrs)], feeds,
-                       ["y"], initializers=inits, extra_opsets={"kiln": 1}, opset=20)
+    model = model_from_arrays([node("FusedGemm", ["a", "b", "c", "r"], domain="kiln", **attrs)],
+                              feeds,
+                              ["y"], initializers=inits, extra_opsets={"kiln": 1}, opset=20)
     core = [node("Transpose", ["b"], ["bt"]), node("MatMul", ["a", "bt"], ["m"]),
             node("Mul", ["m", "half"], ["ms"]), node("Mul", ["c", "two"], ["cs"]),
             node("Add", ["ms", "cs"], ["mc"]), node("Add", ["mc", "r"], ["s"])]
     consts = {"half": np.array(0.5, np.float32), "two": np.array(2.0, np.float32)}
-    ref = make_model(_expanded(core, act), feeds, ["y"],
-                     initializers={**inits, **BOUNDS, **consts}, opset=20)
+    ref = model_from_arrays(_expanded(core, act), feeds, ["y"],
+                            initializers={**inits, **BOUNDS, **consts}, opset=20)
     got = compile_native(model).run(feeds)["y"]
-    np.testing.assert_allclose(got, run_ort(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, run_reference(ref, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
 # ---- f32 broadcast arithmetic (the vbinop microkernel) on every ISA path ------------------
@@ -721,7 +725,7 @@ def test_f32_broadcast_arithmetic_on_every_isa(isa: str, op: str, shapes) -> Non
     a = f32(*shapes[0]) if shapes[0] else np.array(1.5, np.float32)
     b = pos(*shapes[1]) + 0.5 if shapes[1] else np.array(0.75, np.float32)
     feeds = {"a": a, "b": b}
-    model = make_model([node(op, ["a", "b"])], feeds, ["y"])
+    model = model_from_arrays([node(op, ["a", "b"])], feeds, ["y"])
     want = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
     for threads in (1, 2):
         got = compile_native(model, threads=threads).run(feeds)["y"]
@@ -753,7 +757,7 @@ def test_resize_planes_match_the_spec(mode: str, coord: str, scales) -> None:
     feeds = {"x": f32(2, 5, 9, 14)}
     inits = {"s": np.array([1.0, 1.0, *scales], np.float32)}
     extra = {"nearest_mode": "floor"} if coord == "asymmetric" and mode == "nearest" else {}
-    model = make_model([node("Resize", ["x", "", "s"], mode=mode,
+    model = model_from_arrays([node("Resize", ["x", "", "s"], mode=mode,
                              coordinate_transformation_mode=coord, **extra)],
                        feeds, ["y"], initializers=inits)
     for threads in (1, 2):
@@ -763,7 +767,7 @@ def test_resize_planes_match_the_spec(mode: str, coord: str, scales) -> None:
 def test_resize_scaling_channels_takes_the_general_path() -> None:
     feeds = {"x": f32(1, 3, 4, 4)}
     inits = {"s": np.array([1.0, 2.0, 2.0, 1.5], np.float32)}
-    model = make_model([node("Resize", ["x", "", "s"], mode="linear")], feeds, ["y"],
+    model = model_from_arrays([node("Resize", ["x", "", "s"], mode="linear")], feeds, ["y"],
                        initializers=inits)
     _check_resize_against_spec(model, feeds, 1)
 
@@ -778,7 +782,7 @@ def test_resize_scaling_channels_takes_the_general_path() -> None:
 def test_conv_transpose_2d_matches_onnxruntime(attrs, w_shape) -> None:
     feeds = {"x": f32(2, 6, 7, 9)}
     inits = {"w": f32(*w_shape), "b": f32(w_shape[1] * attrs.get("group", 1))}
-    model = make_model([node("ConvTranspose", ["x", "w", "b"], **attrs)], feeds, ["y"],
+    model = model_from_arrays([node("ConvTranspose", ["x", "w", "b"], **attrs)], feeds, ["y"],
                        initializers=inits)
     for threads in (1, 2):
         check_against_ort(model, feeds, threads=threads)

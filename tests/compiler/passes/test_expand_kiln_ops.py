@@ -7,7 +7,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 import pytest
-from compiler_cases import make_model, ops, rand, run_ort
+from compiler_cases import ops, rand
+from model_builders import float_model, run_reference
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -63,13 +64,13 @@ def test_every_activation_expands_for_every_opset(act, opset):
     assert step.fired == {"expand FusedConv": 1}
     assert "kiln" not in model.opset_imports and not any(o.startswith("kiln::") for o in ops(model))
     feeds = {"x": rand(1, 2, 5, 5, seed=2), "r": rand(1, 3, 5, 5, seed=3)}
-    conv = make_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+    conv = float_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
                        helper.make_node("Add", ["c", "r"], ["y"])],
-                      {"x": [1, 2, 5, 5], "r": [1, 3, 5, 5]}, {"y": [1, 3, 5, 5]},
-                      {"w": rand(3, 2, 3, 3), "b": rand(3, seed=1)})
-    y = run_ort(conv, feeds)[0].astype(np.float64)
+                       {"x": [1, 2, 5, 5], "r": [1, 3, 5, 5]}, {"y": [1, 3, 5, 5]},
+                       {"w": rand(3, 2, 3, 3), "b": rand(3, seed=1)})
+    y = run_reference(conv, feeds)[0].astype(np.float64)
     want = REFERENCE[act](y, alpha, beta)
-    np.testing.assert_allclose(run_ort(model, feeds)[0], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_reference(model, feeds)[0], want, rtol=1e-4, atol=1e-5)
 
 
 def test_kept_ops_stay():

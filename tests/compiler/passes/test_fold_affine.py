@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
@@ -26,13 +27,13 @@ def test_conv_mul_add_sub_div_fold_into_conv():
              helper.make_node("Sub", ["f", "k4"], ["y"])]
     inits = {"w": rand(4, 3, 3, 3), "k1": rand(4, 1, 1, seed=2), "k2": rand(1, 4, 1, 1, seed=3),
              "k3": rand(4, 1, 1, seed=4, positive=True), "k4": np.float32(0.25)}
-    model = make_model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 4, 3, 3]}, inits)
+    model = float_model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 4, 3, 3]}, inits)
     feeds = {"x": rand(1, 3, 5, 5, seed=1)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     step = _fold(model)
     assert ops(model) == ["Conv"]
     assert step.fired["FoldAffineIntoLinear"] == 4
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_batchnorm_mul_add_fold_into_batchnorm():
@@ -44,13 +45,13 @@ def test_batchnorm_mul_add_fold_into_batchnorm():
     inits = {"g": rand(6), "be": rand(6, seed=1), "m": rand(6, seed=2),
              "v": rand(6, seed=3, positive=True), "k1": rand(6, 1, 1, seed=4),
              "k2": rand(6, 1, 1, seed=5)}
-    model = make_model(nodes, {"x": [1, 3, 4, 4], "x2": [1, 3, 4, 4]}, {"y": [1, 6, 4, 4]},
-                       inits)
+    model = float_model(nodes, {"x": [1, 3, 4, 4], "x2": [1, 3, 4, 4]}, {"y": [1, 6, 4, 4]},
+                        inits)
     feeds = {"x": rand(1, 3, 4, 4, seed=6), "x2": rand(1, 3, 4, 4, seed=7)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     _fold(model)
     assert ops(model) == ["Concat", "BatchNormalization"]
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_gemm_and_matmul_scaling():
@@ -60,12 +61,12 @@ def test_gemm_and_matmul_scaling():
              helper.make_node("Div", ["m", "k2"], ["y"])]
     inits = {"w": rand(5, 6), "c": rand(6, seed=1), "k": rand(6, seed=2),
              "w2": rand(6, 2, seed=3), "k2": rand(2, seed=4, positive=True)}
-    model = make_model(nodes, {"a": [3, 5]}, {"y": [3, 2]}, inits)
+    model = float_model(nodes, {"a": [3, 5]}, {"y": [3, 2]}, inits)
     feeds = {"a": rand(3, 5, seed=5)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     _fold(model)
     assert ops(model) == ["Gemm", "MatMul"]
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_rejections_say_why():
@@ -74,7 +75,7 @@ def test_rejections_say_why():
              helper.make_node("MatMul", ["d", "w2"], ["m"]),
              helper.make_node("Add", ["m", "k2"], ["y"])]
     inits = {"w": rand(2, 3, 1, 1), "k": rand(1, 2, 1, 4), "w2": rand(4, 4), "k2": rand(4)}
-    model = make_model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
+    model = float_model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
     step = _fold(model)
     assert not step.fired
     reasons = " | ".join(step.rejected)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper, numpy_helper
 
 from kiln.compiler.passes.fold_constants import FoldConstantsPass
@@ -13,15 +14,15 @@ def test_constant_of_shape_weights_become_initializers():
     fill = numpy_helper.from_array(np.array([0.5], np.float32))
     nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=fill),
              helper.make_node("Conv", ["x", "w"], ["y"])]
-    model = make_model(nodes, {"x": [1, 2, 3, 3]}, {"y": [1, 4, 3, 3]},
-                       {"wshape": np.array([4, 2, 1, 1], np.int64)})
+    model = float_model(nodes, {"x": [1, 2, 3, 3]}, {"y": [1, 4, 3, 3]},
+                        {"wshape": np.array([4, 2, 1, 1], np.int64)})
     feeds = {"x": rand(1, 2, 3, 3)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     step = FoldConstantsPass()
     assert step(model).modified
     assert ops(model) == ["Conv"]
     assert step.fired["fold ConstantOfShape"] == 1
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_shape_arithmetic_on_static_shapes_folds_away():
@@ -32,16 +33,16 @@ def test_shape_arithmetic_on_static_shapes_folds_away():
              helper.make_node("Reshape", ["x", "target"], ["y"])]
     inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64),
              "minus1": np.array([-1], np.int64)}
-    model = make_model(nodes, {"x": [2, 3, 4]}, {"y": [2, 12]}, inits)
+    model = float_model(nodes, {"x": [2, 3, 4]}, {"y": [2, 12]}, inits)
     feeds = {"x": rand(2, 3, 4)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     FoldConstantsPass()(model)
     assert ops(model) == ["Reshape"]
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_nothing_to_fold_reports_unmodified():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    model = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
     step = FoldConstantsPass()
     assert not step(model).modified
     assert not step.fired

@@ -1,4 +1,4 @@
-"""Scaled-dot-product attention -> ONNX Attention-23 or kiln::Attention, and back."""
+"""Scaled-dot-product attention -> ONNX Attention-23."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
-from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.fuse_attention import FuseAttention
 from kiln.compiler.passes.rule import RulePass
 
@@ -32,7 +32,7 @@ def _sdpa(scale_op: str | None, mask: bool, opset: int = 23, full_mask: bool = F
         last = "masked"
     nodes += [helper.make_node("Softmax", [last], ["p"], axis=-1),
               helper.make_node("MatMul", ["p", "v"], ["y"])]
-    return make_model(nodes, inputs, {"y": [B, H, S, D]}, inits, opset=opset)
+    return float_model(nodes, inputs, {"y": [B, H, S, D]}, inits, opset=opset)
 
 
 def _feeds(mask: bool, full_mask: bool = False) -> dict[str, np.ndarray]:
@@ -49,32 +49,21 @@ def _feeds(mask: bool, full_mask: bool = False) -> dict[str, np.ndarray]:
 def test_standard_attention(scale_op, mask):
     model = _sdpa(scale_op, mask, full_mask=True)
     feeds = _feeds(mask, full_mask=True)
-    want = run_ort(model, feeds)
-    step = RulePass([FuseAttention(standard=True)])
+    want = run_reference(model, feeds)
+    step = RulePass([FuseAttention()])
     step(model)
     assert step.fired == {"FuseAttention": 1}
     assert ops(model).count("Attention") == 1 and "Softmax" not in ops(model)
     node = next(n for n in model.graph if n.op_type == "Attention")
     want_scale = {None: 1.0, "Mul": 0.3, "Div": 1 / math.sqrt(D)}[scale_op]
     assert node.attributes["scale"].value == pytest.approx(want_scale)
-    assert_close(want, run_ort(model, feeds), rtol=1e-4, atol=1e-5)
-
-
-def test_kiln_attention_expands_back_to_the_same_numbers():
-    model = _sdpa("Div", True, opset=20)
-    feeds = _feeds(True)
-    want = run_ort(model, feeds)
-    RulePass([FuseAttention(standard=False)])(model)
-    assert "kiln::Attention" in ops(model)
-    ExpandKilnOpsPass()(model)
-    assert "kiln::Attention" not in ops(model) and "kiln" not in model.opset_imports
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds), rtol=1e-4, atol=1e-5)
 
 
 def test_probabilities_used_elsewhere_are_not_fused():
     model = _sdpa("Mul", False)
     model.graph.outputs.append(next(n for n in model.graph if n.op_type == "Softmax").outputs[0])
-    step = RulePass([FuseAttention(standard=True)])
+    step = RulePass([FuseAttention()])
     step(model)
     assert "Attention" not in ops(model)
     assert any("used outside the attention" in why for why in step.rejected)
@@ -83,14 +72,14 @@ def test_probabilities_used_elsewhere_are_not_fused():
 def test_query_broadcast_mask_is_expanded_for_standard_attention():
     model = _sdpa("Div", True)
     feeds = _feeds(True)
-    want = run_ort(model, feeds)
-    RulePass([FuseAttention(standard=True)])(model)
+    want = run_reference(model, feeds)
+    RulePass([FuseAttention()])(model)
     assert "Attention" in ops(model) and "Expand" in ops(model)
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_no_standard_attention_below_opset_23():
     model = _sdpa("Div", False, opset=20)
-    step = RulePass([FuseAttention(standard=True)])
+    step = RulePass([FuseAttention()])
     assert not step(model).modified
     assert any("opset 20; Attention needs 23" in why for why in step.rejected)

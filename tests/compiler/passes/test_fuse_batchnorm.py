@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
@@ -23,26 +24,26 @@ def test_conv_bn(bias):
     inits = {"w": rand(6, 3, 3, 3), **_bn_inits(6)}
     if bias:
         inits["b"] = rand(6, seed=5)
-    model = make_model(nodes, {"x": [2, 3, 9, 9]}, {"y": [2, 6, 4, 4]}, inits)
+    model = float_model(nodes, {"x": [2, 3, 9, 9]}, {"y": [2, 6, 4, 4]}, inits)
     feeds = {"x": rand(2, 3, 9, 9, seed=1)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     step = FuseBatchNormPass()
     assert step(model).modified
     assert ops(model) == ["Conv"]
     assert step.fired == {"FuseBatchNormIntoConv": 1}
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_conv_transpose_bn_with_groups():
     nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], group=2, strides=[2, 2]),
              helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["y"])]
-    model = make_model(nodes, {"x": [1, 4, 5, 5]}, {"y": [1, 6, 11, 11]},
-                       {"w": rand(4, 3, 3, 3), **_bn_inits(6)})
+    model = float_model(nodes, {"x": [1, 4, 5, 5]}, {"y": [1, 6, 11, 11]},
+                        {"w": rand(4, 3, 3, 3), **_bn_inits(6)})
     feeds = {"x": rand(1, 4, 5, 5, seed=1)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     FuseBatchNormPass()(model)
     assert ops(model) == ["ConvTranspose"]
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_gemm_bn():
@@ -50,18 +51,18 @@ def test_gemm_bn():
              helper.make_node("BatchNormalization", ["g", "s", "be", "m", "v"], ["y"])]
     inits = {"w": rand(5, 7), "c": rand(5), **_bn_inits(5)}
     inits["s"] = inits.pop("g")
-    model = make_model(nodes, {"a": [3, 7]}, {"y": [3, 5]}, inits)
+    model = float_model(nodes, {"a": [3, 7]}, {"y": [3, 5]}, inits)
     feeds = {"a": rand(3, 7, seed=1)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     FuseBatchNormPass()(model)
     assert ops(model) == ["Gemm"]
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_bn_fed_by_a_graph_input_weight_is_left_alone():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["y"])]
-    model = make_model(nodes, {"x": [1, 3, 4, 4], "w": [2, 3, 1, 1]}, {"y": [1, 2, 4, 4]},
-                       _bn_inits(2))
+    model = float_model(nodes, {"x": [1, 3, 4, 4], "w": [2, 3, 1, 1]}, {"y": [1, 2, 4, 4]},
+                        _bn_inits(2))
     assert not FuseBatchNormPass()(model).modified
     assert ops(model) == ["Conv", "BatchNormalization"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.capabilities import BackendCaps
@@ -55,7 +56,7 @@ def _conv_model(act_nodes, residual: bool, opset: int) -> ir.Model:
     inputs = {"x": [1, 4, 6, 6]}
     if residual:
         inputs["r"] = [1, 8, 6, 6]
-    return make_model(nodes, inputs, {"out": [1, 8, 6, 6]}, inits, opset=opset)
+    return float_model(nodes, inputs, {"out": [1, 8, 6, 6]}, inits, opset=opset)
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -67,7 +68,7 @@ def test_conv_epilogue_fuses_and_expands_to_the_same_numbers(act_nodes, name, al
     feeds = {"x": rand(1, 4, 6, 6, seed=1)}
     if residual:
         feeds["r"] = rand(1, 8, 6, 6, seed=2)
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
 
     _fuse(model)
     assert ops(model) == ["kiln::FusedConv"]
@@ -81,7 +82,7 @@ def test_conv_epilogue_fuses_and_expands_to_the_same_numbers(act_nodes, name, al
 
     ExpandKilnOpsPass()(model)
     assert not any(n.domain == "kiln" for n in model.graph)
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -91,10 +92,10 @@ def test_gemm_epilogue_keeps_gemm_alpha_beta(trans_b):
                               transB=trans_b),
              helper.make_node("Add", ["g", "r"], ["y"]),
              helper.make_node("LeakyRelu", ["y"], ["out"], alpha=0.1)]
-    model = make_model(nodes, {"a": [4, 8], "r": [4, 16]}, {"out": [4, 16]},
-                       {"w": w, "c": rand(16)})
+    model = float_model(nodes, {"a": [4, 8], "r": [4, 16]}, {"out": [4, 16]},
+                        {"w": w, "c": rand(16)})
     feeds = {"a": rand(4, 8, seed=3), "r": rand(4, 16, seed=4)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     _fuse(model)
     assert ops(model) == ["kiln::FusedGemm"]
     fused = next(iter(model.graph))
@@ -102,15 +103,15 @@ def test_gemm_epilogue_keeps_gemm_alpha_beta(trans_b):
     assert fused.attributes["beta"].value == pytest.approx(2.0)
     assert fused.attributes["activation_alpha"].value == pytest.approx(0.1)
     ExpandKilnOpsPass()(model)
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_residual_of_another_shape_is_rejected_with_a_reason():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("Add", ["c", "r"], ["y"]),
              helper.make_node("Relu", ["y"], ["out"])]
-    model = make_model(nodes, {"x": [1, 3, 4, 4], "r": [1, 1, 4, 4]}, {"out": [1, 4, 4, 4]},
-                       {"w": rand(4, 3, 1, 1)})
+    model = float_model(nodes, {"x": [1, 3, 4, 4], "r": [1, 1, 4, 4]}, {"out": [1, 4, 4, 4]},
+                        {"w": rand(4, 3, 1, 1)})
     ir.passes.common.ShapeInferencePass()(model)
     step = RulePass([FuseConvEpilogue()])
     step(model)
@@ -122,8 +123,8 @@ def test_conv_output_used_twice_only_fuses_what_is_private():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("Relu", ["c"], ["out"]),
              helper.make_node("Sigmoid", ["c"], ["out2"])]
-    model = make_model(nodes, {"x": [1, 3, 4, 4]}, {"out": [1, 4, 4, 4], "out2": [1, 4, 4, 4]},
-                       {"w": rand(4, 3, 1, 1)})
+    model = float_model(nodes, {"x": [1, 3, 4, 4]}, {"out": [1, 4, 4, 4], "out2": [1, 4, 4, 4]},
+                        {"w": rand(4, 3, 1, 1)})
     _fuse(model)
     assert "kiln::FusedConv" not in ops(model)
 

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from compiler_cases import assert_close, make_model, ops, rand, run_ort
+from compiler_cases import assert_close, ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.passes.fuse_gelu import FuseGeluPass
@@ -51,23 +52,23 @@ TANH_CUBE = ([helper.make_node("Mul", ["x", "x"], ["x2"]),
                          ids=["erf-div", "erf-mul-half-first", "tanh-pow", "tanh-cube"])
 def test_gelu_forms_fuse_and_match(case, approximate):
     nodes, consts = case
-    model = make_model(nodes, {"x": [3, 7]}, {"y": [3, 7]},
-                       {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=20)
+    model = float_model(nodes, {"x": [3, 7]}, {"y": [3, 7]},
+                        {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=20)
     feeds = {"x": rand(3, 7) * 3}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     step = FuseGeluPass()
     step(model)
     assert ops(model) == ["Gelu"]
     node = next(iter(model.graph))
     assert node.attributes["approximate"].value == approximate
     assert step.fired == {"FuseGelu": 1}
-    assert_close(want, run_ort(model, feeds))
+    assert_close(want, run_reference(model, feeds))
 
 
 def test_wrong_constant_is_rejected_with_the_value_named():
     nodes, consts = ERF_DIV
-    model = make_model(nodes, {"x": [4]}, {"y": [4]},
-                       {"k": _c(2.0), "one": _c(1.0), "half": _c(0.5)}, opset=20)
+    model = float_model(nodes, {"x": [4]}, {"y": [4]},
+                        {"k": _c(2.0), "one": _c(1.0), "half": _c(0.5)}, opset=20)
     step = FuseGeluPass()
     step(model)
     assert "Gelu" not in ops(model)
@@ -76,8 +77,8 @@ def test_wrong_constant_is_rejected_with_the_value_named():
 
 def test_intermediate_used_elsewhere_is_rejected():
     nodes, consts = ERF_DIV
-    model = make_model(nodes, {"x": [4]}, {"y": [4], "s": [4]},
-                       {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=20)
+    model = float_model(nodes, {"x": [4]}, {"y": [4], "s": [4]},
+                        {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=20)
     step = FuseGeluPass()
     step(model)
     assert "Gelu" not in ops(model)
@@ -86,8 +87,8 @@ def test_intermediate_used_elsewhere_is_rejected():
 
 def test_no_gelu_below_opset_20():
     nodes, consts = ERF_DIV
-    model = make_model(nodes, {"x": [4]}, {"y": [4]},
-                       {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=14)
+    model = float_model(nodes, {"x": [4]}, {"y": [4]},
+                        {**consts, "one": _c(1.0), "half": _c(0.5)}, opset=14)
     step = FuseGeluPass()
     assert not step(model).modified
     assert any("opset 14; Gelu needs 20" in why for why in step.rejected)

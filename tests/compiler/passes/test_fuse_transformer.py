@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from compiler_cases import run_ort
+from model_builders import run_reference
 
 from kiln.compiler.capabilities import BackendCaps
-from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.fuse_transformer import transformer_opset, transformer_steps
 from kiln.compiler.pipeline import optimize
 
@@ -20,8 +19,11 @@ def test_opset_follows_the_backend():
     names = [n for n, _ in transformer_steps(BackendCaps(max_opset=18))]
     assert "fuse-layer-norm" in names and "fuse-gelu" not in names
     assert transformer_steps(BackendCaps(max_opset=16)) == []
-    kiln = [n for n, _ in transformer_steps(BackendCaps(kiln_ops=frozenset({"Attention"})))]
-    assert "fuse-attention" in kiln
+    standard = [n for n, _ in transformer_steps(BackendCaps(standard_attention=True,
+                                                              max_opset=23))]
+    assert "fuse-attention" in standard
+    below = [n for n, _ in transformer_steps(BackendCaps(standard_attention=True, max_opset=22))]
+    assert "fuse-attention" not in below
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +45,17 @@ def _feeds() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kiln_attention", [False, True])
-def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm, kiln_attention):
+def test_minilm_fuses_layer_norm_gelu_attention_and_matches(minilm):
     raw = ir.load(minilm)
-    want = run_ort(raw, _feeds())
-    caps = (BackendCaps("native", kiln_ops=frozenset({"Attention"}), max_opset=23)
-            if kiln_attention else
-            BackendCaps("onnxruntime", standard_attention=True, max_opset=23))
+    want = run_reference(raw, _feeds())
+    caps = BackendCaps("onnxruntime", standard_attention=True, max_opset=23)
     model, report = optimize(ir.load(minilm), 2, None, caps)
     hist = report.ops_after
     assert hist["LayerNormalization"] == 13  # embeddings + 2 per layer
     assert hist["Gelu"] == 6
-    assert hist["kiln::Attention" if kiln_attention else "Attention"] == 6
+    assert hist["Attention"] == 6
     assert "Softmax" not in hist and "Erf" not in hist and "ReduceMean" not in hist
-    if kiln_attention:
-        ExpandKilnOpsPass()(model)
-    got = run_ort(model, _feeds())
+    got = run_reference(model, _feeds())
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
 
 
@@ -67,9 +64,9 @@ def test_minilm_with_static_shapes_folds_the_shape_arithmetic(minilm):
     model = ir.load(minilm)
     for value in model.graph.inputs:
         value.shape = ir.Shape([2, 16])
-    want = run_ort(ir.load(minilm), _feeds())
+    want = run_reference(ir.load(minilm), _feeds())
     out, report = optimize(model, 2, None, BackendCaps("onnxruntime", standard_attention=True,
                                                        max_opset=23))
     assert report.nodes_before == 681 and report.nodes_after < 200
     assert not {"Shape", "ConstantOfShape", "Unsqueeze", "Concat"} & set(report.ops_after)
-    np.testing.assert_allclose(run_ort(out, _feeds())[0], want[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_reference(out, _feeds())[0], want[0], rtol=1e-4, atol=1e-4)

@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from compiler_cases import make_model, rand, run_ort
+from compiler_cases import rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler import calibrate
@@ -23,7 +24,7 @@ def mlp(scale: float = 1.0) -> ir.Model:
              helper.make_node("Softmax", ["z"], ["y"], name="softmax", axis=-1)]
     inits = {"w1": rand(16, 32, seed=1) * scale, "b1": rand(32, seed=2),
              "w2": rand(32, 8, seed=3)}
-    return make_model(nodes, {"x": [4, 16]}, {"y": [4, 8]}, inits)
+    return float_model(nodes, {"x": [4, 16]}, {"y": [4, 8]}, inits)
 
 
 def _types(model: ir.Model) -> dict[str, ir.DataType]:
@@ -45,7 +46,7 @@ def test_fp16_keeps_io_and_softmax_in_fp32():
     assert len(casts) == step.stats.casts == 2  # x down, z up
     onnx.checker.check_model(ir.to_proto(out), full_check=True)
     x = {"x": rand(4, 16, seed=7)}
-    np.testing.assert_allclose(run_ort(out, x)[0], run_ort(model, x)[0], atol=5e-3)
+    np.testing.assert_allclose(run_reference(out, x)[0], run_reference(model, x)[0], atol=5e-3)
 
 
 def test_range_analysis_keeps_overflowing_nodes_in_fp32():
@@ -107,7 +108,7 @@ def test_schema_allows():
 
 def test_bf16_moves_old_opsets_up():
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    model = make_model(nodes, {"x": [2, 4]}, {"y": [2, 3]}, {"w": rand(4, 3)}, opset=9)
+    model = float_model(nodes, {"x": [2, 4]}, {"y": [2, 3]}, {"w": rand(4, 3)}, opset=9)
     result = precision.convert_precision(model, Target.parse("cpu:avx512_bf16"), "bf16",
                                          [{"x": rand(2, 4, seed=1)}])
     assert result.model.opset_imports[""] >= 13

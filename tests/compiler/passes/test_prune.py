@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from compiler_cases import make_model, rand, run_ort
+from compiler_cases import rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.passes import prune
@@ -41,7 +42,7 @@ def resnet_block() -> ir.Model:
              "w3": rand(8, 16, 1, 1, seed=11),
              "w4": rand(12, 24, 1, 1, seed=12), "b4": rand(12, seed=13),
              "wf": rand(4, 12, seed=14), "bf": rand(4, seed=15)}
-    return make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4]}, inits)
+    return float_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4]}, inits)
 
 
 def masked_copy(model: ir.Model, kept: dict[str, np.ndarray]) -> ir.Model:
@@ -73,7 +74,7 @@ def test_channels_match_the_masked_original():
         a[np.setdiff1d(np.arange(16), step.kept["stem"])] = 0
         bn.inputs[i].const_value = ir.tensor(a)
     x = {"x": rand(1, 3, 8, 8, seed=20)}
-    np.testing.assert_allclose(run_ort(pruned, x)[0], run_ort(masked, x)[0], rtol=1e-4,
+    np.testing.assert_allclose(run_reference(pruned, x)[0], run_reference(masked, x)[0], rtol=1e-4,
                                atol=1e-4)
 
 
@@ -87,7 +88,7 @@ def test_channels_exact_without_batchnorm():
     inits = {"w0": rand(6, 2, 1, 1, seed=1), "b0": rand(6, seed=2),
              "w1": rand(10, 2, 1, 1, seed=3), "b1": rand(10, seed=4),
              "w2": rand(3, 16, 1, 1, seed=5), "b2": rand(3, seed=6)}
-    model = make_model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 3, 4, 4]}, inits)
+    model = float_model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 3, 4, 4]}, inits)
     pruned = ir.from_proto(ir.to_proto(model))
     step = prune.PruneChannelsPass(0.5, multiple=1)
     step(pruned)
@@ -96,8 +97,8 @@ def test_channels_exact_without_batchnorm():
     assert w2.shape == (3, 8, 1, 1)  # 3 of 6 and 5 of 10 input channels, at their offsets
     x = {"x": rand(1, 2, 4, 4, seed=9)}
     # with Relu(0) = 0 a removed channel contributes nothing: results are identical
-    np.testing.assert_allclose(run_ort(pruned, x)[0],
-                               run_ort(masked_copy(model, step.kept), x)[0], atol=1e-5)
+    np.testing.assert_allclose(run_reference(pruned, x)[0],
+                               run_reference(masked_copy(model, step.kept), x)[0], atol=1e-5)
 
 
 def test_fewer_macs_and_params():
@@ -111,8 +112,8 @@ def test_fewer_macs_and_params():
 def test_grouped_conv_freezes_its_input():
     nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="a"),
              helper.make_node("Conv", ["c0", "w1"], ["y"], group=4, name="dw")]
-    model = make_model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 4, 4, 4]},
-                       {"w0": rand(4, 2, 1, 1), "w1": rand(4, 1, 3, 3)})
+    model = float_model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 4, 4, 4]},
+                        {"w0": rand(4, 2, 1, 1), "w1": rand(4, 1, 3, 3)})
     step = prune.PruneChannelsPass(0.5, multiple=1)
     assert not step(model).modified
     assert "read by a grouped Conv" in step.stats.frozen_reasons
@@ -149,7 +150,7 @@ def test_light_resnet50_channels_on_every_cpu_backend():
     prune.PruneChannelsPass(0.3)(pruned)
     assert prune.count_macs(pruned) <= 0.75 * prune.count_macs(model)
     x = {model.graph.inputs[0].name: rand(1, 3, 224, 224, seed=3, positive=True)}
-    want = run_ort(pruned, x)[0]
+    want = run_reference(pruned, x)[0]
     ran = []
     for name in ("onnxruntime", "openvino", "native"):
         if not registry.availability(name).ok:

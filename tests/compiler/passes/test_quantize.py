@@ -7,7 +7,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from compiler_cases import make_model, ops, rand, run_ort
+from compiler_cases import ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler import accuracy, calibrate
@@ -30,7 +31,7 @@ def small_cnn(opset: int = 17) -> ir.Model:
     inits = {"w1": rand(8, 3, 3, 3, seed=1) * 0.5, "b1": rand(8, seed=2) * 0.1,
              "w2": rand(8, 8, 3, 3, seed=3) * 0.3, "b2": rand(8, seed=4) * 0.1,
              "wf": rand(5, 8, seed=5), "bf": rand(5, seed=6)}
-    return make_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 5]}, inits, opset=opset)
+    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 5]}, inits, opset=opset)
 
 
 def feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -133,8 +134,8 @@ def _mlp() -> ir.Model:
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1, name="gemm2")]
-    return make_model(nodes, {"x": [4, 32]}, {"y": [4, 16]},
-                      {"w1": rand(32, 64, seed=1), "w2": rand(16, 64, seed=2),
+    return float_model(nodes, {"x": [4, 32]}, {"y": [4, 16]},
+                       {"w1": rand(32, 64, seed=1), "w2": rand(16, 64, seed=2),
                        "b2": rand(16, seed=3)})
 
 
@@ -147,7 +148,7 @@ def test_dynamic_quantization():
     assert ops(q).count("MatMulInteger") == 2 and "MatMul" not in ops(q)
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
     x = {"x": rand(4, 32, seed=9)}
-    want, got = run_ort(model, x)[0], run_ort(q, x)[0]
+    want, got = run_reference(model, x)[0], run_reference(q, x)[0]
     assert accuracy.cosine(want, got) > 0.999
     assert [o.name for o in q.graph.outputs] == ["y"]
 
@@ -166,7 +167,7 @@ def test_dynamic_weights_form_keeps_float_matmuls_on_int8_weights():
             assert node.attributes["axis"].as_int() == 1
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
     x = {"x": rand(4, 32, seed=9)}
-    want, got = run_ort(model, x)[0], run_ort(q, x)[0]
+    want, got = run_reference(model, x)[0], run_reference(q, x)[0]
     assert accuracy.cosine(want, got) > 0.999
     assert [o.name for o in q.graph.outputs] == ["y"]
 
@@ -175,7 +176,7 @@ def test_dynamic_weights_form_runs_on_openvino():
     ov = pytest.importorskip("openvino")
     model = _mlp()
     x = rand(4, 32, seed=9)
-    want = run_ort(model, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
     quantize.QuantizeDynamicPass(form="weights")(model)
     core = ov.Core()
     compiled = core.compile_model(core.read_model(ir.to_proto(model).SerializeToString(), b""),
@@ -191,7 +192,7 @@ def test_unknown_dynamic_form_is_refused():
 
 def test_dynamic_skips_activation_matmuls():
     nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")]
-    model = make_model(nodes, {"a": [2, 3], "b": [3, 2]}, {"y": [2, 2]}, {})
+    model = float_model(nodes, {"a": [2, 3], "b": [3, 2]}, {"y": [2, 2]}, {})
     step = quantize.QuantizeDynamicPass()
     assert not step(model).modified
     assert "constant" in step.stats.skipped["mm"]

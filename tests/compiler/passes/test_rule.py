@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
-from compiler_cases import make_model, ops
+from compiler_cases import ops
+from model_builders import float_model
 from onnx import helper
 from onnxscript.rewriter.rules.common import transpose_transpose_rule
 
@@ -30,7 +32,7 @@ def test_rule_pass_counts_firings_and_reasons():
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="one"),
              helper.make_node("Relu", ["a"], ["b"], name="keep"),
              helper.make_node("Relu", ["b"], ["y"], name="two")]
-    model = make_model(nodes, {"x": [2]}, {"y": [2]}, {})
+    model = float_model(nodes, {"x": [2]}, {"y": [2]}, {})
     step = RulePass([ReluToSigmoidUnlessNamedKeep()])
     assert step(model).modified
     assert ops(model) == ["Sigmoid", "Relu", "Sigmoid"]
@@ -43,8 +45,26 @@ def test_rule_pass_counts_firings_and_reasons():
 def test_onnxscript_rules_pass_counts_by_rule_name():
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
              helper.make_node("Transpose", ["t"], ["y"], perm=[1, 0])]
-    model = make_model(nodes, {"x": [2, 3]}, {"y": [2, 3]}, {})
+    model = float_model(nodes, {"x": [2, 3]}, {"y": [2, 3]}, {})
     step = OnnxscriptRulesPass([transpose_transpose_rule])
     assert step(model).modified
     assert step.fired == {"TransposeTranspose": 1}
     assert not OnnxscriptRulesPass([transpose_transpose_rule])(model).modified
+
+
+def test_onnxscript_rules_pass_reports_why_a_rule_was_refused():
+    """A BatchNormalization after a Conv whose weight is a graph input (not an initializer)
+    matches the fusion's pattern but fails its condition: the report says so."""
+    from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+
+    bn = {name: np.full(4, value, np.float32)
+          for name, value in (("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0))}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                              ["y"])]
+    model = float_model(nodes, {"x": [1, 3, 5, 5], "w": [4, 3, 1, 1]}, {"y": [1, 4, 5, 5]}, bn)
+    step = FuseBatchNormPass()
+    assert not step(model).modified and not step.fired
+    assert sum(step.rejected.values()) == 1
+    (reason,) = step.rejected
+    assert reason.startswith("FuseBatchNormIntoConv: ") and "initializer" in reason.lower()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from compiler_cases import make_model, ops, rand, run_ort
+from compiler_cases import ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler import accuracy, quantization
@@ -23,7 +24,7 @@ def ln_block(outlier: float = 50.0):
     g[3] = outlier  # one channel far larger than the rest, as in real transformers
     inits = {"g": g, "b": rand(32, seed=1) * 0.1, "wq": rand(32, 32, seed=2) * 0.2,
              "wk": rand(32, 32, seed=3) * 0.2, "wo": rand(32, 16, seed=4) * 0.2}
-    return make_model(nodes, {"x": [8, 32]}, {"y": [8, 16]}, inits)
+    return float_model(nodes, {"x": [8, 32]}, {"y": [8, 16]}, inits)
 
 
 def test_smoothing_is_exact_and_folds_into_layernorm():
@@ -31,14 +32,15 @@ def test_smoothing_is_exact_and_folds_into_layernorm():
     x = {"x": rand(8, 32, seed=7)}
     names = smooth.smoothable(model)
     assert set(names) == {"n", "r"} and len(names["n"]) == 2
-    absmax = {"n": np.abs(run_ort(model, x)[0]).max() * np.ones(32, np.float32),
+    absmax = {"n": np.abs(run_reference(model, x)[0]).max() * np.ones(32, np.float32),
               "r": np.ones(32, np.float32)}
     out = ir.from_proto(ir.to_proto(model))
     step = smooth.SmoothActivationsPass(absmax, alpha=0.5)
     assert step(out).modified
     assert sorted(step.smoothed) == ["k", "out", "q"]
     assert ops(out).count("Mul") == 1  # "n" folded into the LayerNorm, "r" got a Mul
-    np.testing.assert_allclose(run_ort(out, x)[0], run_ort(model, x)[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_reference(out, x)[0], run_reference(model, x)[0], rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_smoothing_helps_int8_with_an_outlier_channel():

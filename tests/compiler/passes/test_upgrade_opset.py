@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from compiler_cases import make_model, ops, rand, run_ort
+from compiler_cases import ops, rand
+from model_builders import float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass, looks_like_transformer
@@ -10,28 +11,28 @@ from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass, looks_like_tran
 
 def _reduce_model(opset: int):
     nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1])]
-    return make_model(nodes, {"x": [2, 3]}, {"y": [2, 1]}, {}, opset=opset)
+    return float_model(nodes, {"x": [2, 3]}, {"y": [2, 1]}, {}, opset=opset)
 
 
 def test_upgrade_keeps_numbers_and_converts_attributes_to_inputs():
     model = _reduce_model(14)
     feeds = {"x": rand(2, 3)}
-    want = run_ort(model, feeds)
+    want = run_reference(model, feeds)
     step = UpgradeOpsetPass(20)
     assert step(model).modified and step.fired == {"opset 14 -> 20": 1}
     assert model.opset_imports[""] == 20
     node = next(n for n in model.graph if n.op_type == "ReduceMean")
     assert "axes" not in node.attributes and len(node.inputs) == 2
-    assert abs(run_ort(model, feeds)[0] - want[0]).max() < 1e-6
+    assert abs(run_reference(model, feeds)[0] - want[0]).max() < 1e-6
 
 
 def test_already_new_enough_or_not_a_transformer_is_left_alone():
-    erf = make_model([helper.make_node("Erf", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {},
-                     opset=20)
+    erf = float_model([helper.make_node("Erf", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {},
+                      opset=20)
     assert looks_like_transformer(erf)
     assert not UpgradeOpsetPass(20)(erf).modified
-    cnn = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {},
-                     opset=9)
+    cnn = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {},
+                      opset=9)
     assert not looks_like_transformer(cnn)
     assert not UpgradeOpsetPass(20)(cnn).modified and cnn.opset_imports[""] == 9
 

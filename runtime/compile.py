@@ -1,0 +1,383 @@
+"""kiln.compile: a model, a backend (or a priority list) and a target in; a compiled model out.
+
+    compiled = kiln.compile("m.onnx", backend="native", target="cpu:avx2,fma")
+    compiled.save("m.kiln")              # the manifest records what compile decided
+    kiln.Session(compiled).run(None, feeds)
+
+The steps, in order, one function each:
+
+1. ``choose_backends``   "auto", a name or a priority list -> ``BackendChoice``
+2. ``Guards.from_options`` then ``guards.check_model`` (after import): resource limits
+3. ``import_validated``  ONNX -> IR, checked against kiln's and the backends' limits
+4. ``optimize``          the pass pipeline for the level, the target and the backends' caps
+5. ``reduce``            prune / int8 / fp16 / bf16 when asked (``kiln.compiler.reduce``)
+6. ``build``             ``backend.compile``, or partition and compile each piece
+
+A ``.kiln`` artifact goes through ``load`` instead: ``choose_backends`` from its manifest,
+``artifact_model`` (parse + validate the stored graph), the guards, then ``restore`` (the
+backend blobs when they fit, else a rebuild) or ``load_partitioned`` for a split model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.backends import registry
+from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
+from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
+from kiln.compiler.frontend import import_model
+from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
+from kiln.compiler.reduce import ReduceOptions, ReduceResult, needs_reduction
+from kiln.compiler.report import CompileReport
+from kiln.compiler.target import Target
+from kiln.errors import KilnError
+from kiln.runtime import guards as guards_module
+from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from kiln.runtime.artifact import Artifact
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendChoice:
+    """Which backend(s) compile the model, and why.
+
+    name:       "native", or "native+onnxruntime" for a partitioned model.
+    reason:     why (recorded in reports): "requested", or what "auto" found.
+    backends:   the priority list; one name when the model is not partitioned.
+    partitioned: whether the graph is split across ``backends`` (+ ``fallback``).
+    fallback:   the backend taking what the list refuses (None: strict mode).
+    """
+
+    name: str
+    reason: str
+    backends: tuple[str, ...]
+    partitioned: bool = False
+    fallback: str | None = None
+    min_partition_nodes: int = MIN_PARTITION_NODES
+
+    @property
+    def engines(self) -> list[str]:
+        """Every backend that may run a node: the list plus the fallback."""
+        extra = [self.fallback] if self.partitioned and self.fallback else []
+        return list(dict.fromkeys([*self.backends, *extra]))
+
+    def caps(self) -> BackendCaps:
+        """What the compiler may emit for these backends."""
+        if self.partitioned:
+            return joint_caps(self.backends)
+        return registry.get_backend(self.name).caps()
+
+
+@dataclasses.dataclass
+class Compiled:
+    """What ``kiln.compile`` decided and built: the optimized graph, the backend's compiled
+    model (``engine``) and everything an artifact's manifest records."""
+
+    model: ir.Model
+    engine: CompiledModel
+    choice: BackendChoice
+    target: Target
+    options: CompileOptions
+    opt_level: int | None
+    guards: guards_module.Guards
+    checks: guards_module.RuntimeChecks
+    placement: dict[str, Any] | None = None
+    report: CompileReport | None = None
+    reduction: ReduceResult | None = None
+    reduce_options: ReduceOptions | None = None
+    rebuild_reason: str | None = None
+    source_sha256: str = ""
+    artifact: Artifact | None = None
+    import_seconds: float = 0.0
+    compile_seconds: float = 0.0
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self.engine.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self.engine.outputs)
+
+    def manifest_placement(self) -> dict[str, Any]:
+        """The placement recorded in the manifest: the partitioned plan compile made, or the
+        whole graph on the one backend that compiled it."""
+        if self.placement is not None:
+            return self.placement
+        return whole_graph_placement(self.model, self.choice.name)
+
+    def backend_version(self) -> str | None:
+        if self.placement is not None:  # every piece's backend version
+            return ", ".join(f"{b} {registry.availability(b).version}"
+                             for b in self.placement["backends"])
+        return registry.get_backend(self.choice.name).is_available().version
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a .kiln artifact: the optimized graph, the backend blobs, the manifest."""
+        from kiln.runtime.artifact import save_artifact
+
+        extra = {}
+        if self.reduce_options is not None:
+            extra["reduce"] = self.reduce_options.to_json()
+        with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
+            written = self.engine.save(Path(blobs))
+            return save_artifact(
+                path, self.model, backend=self.choice.name,
+                backend_version=self.backend_version(),
+                placement=self.manifest_placement(), target=str(self.target),
+                source_sha256=self.source_sha256,
+                pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
+                options=self.options.to_json(),
+                inputs=[i.to_json() for i in self.inputs],
+                outputs=[o.to_json() for o in self.outputs],
+                blob_dir=blobs if written else None, extra=extra)
+
+
+def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - kiln.compile
+            target: str | Target = "auto", precision: str | None = None,
+            threads: int | None = None, opt_level: int | None = None,
+            reduce: ReduceOptions | None = None, **options: Any) -> Compiled:
+    """Compile ``model`` for ``backend`` on ``target``; see ``kiln.Session`` for the
+    arguments. ``reduce`` (or its fields as keyword arguments) prunes / lowers precision.
+    A ``.kiln`` path is loaded (``load``) instead."""
+    check_arguments(precision, threads)
+    if is_artifact_path(model):
+        if reduce is not None or ReduceOptions.pop_from(options) is not None:
+            raise KilnError("an artifact is already compiled; reduce the source model "
+                            "instead")
+        return load(model, backend, target, precision, threads, **options)
+    target = Target.parse(target)
+    started = time.perf_counter()
+    choice = choose_backends(backend, target, options)
+    guards = guards_module.Guards.from_options(options)
+    reduce = reduce or ReduceOptions.pop_from(options)
+    compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
+                                     device=str(options.pop("device", "CPU")), extra=options)
+    level = DEFAULT_LEVEL if opt_level is None else opt_level
+    graph = import_validated(model, choice.engines)
+    # Before the optimizer, whose constant folding would build what the guards refuse.
+    checks = guards_module.check_model(graph, guards, choice.engines)
+    source_sha256 = graph.meta.get("kiln.source_sha256", "") or ""
+    imported = time.perf_counter()
+    caps = choice.caps()
+    reduction = None
+    if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
+        # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
+        graph, report = optimize(graph, level, target, STANDARD_ONNX)
+        graph, reduction = reduce_graph(graph, choice, target, compile_options, caps,
+                                        reduce or ReduceOptions())
+    else:
+        graph, report = optimize(graph, level, target, caps)
+    engine, placement = guards_module.call_with_timeout(
+        lambda: build(graph, choice, target, compile_options), guards.timeout,
+        f"compiling for {choice.name}")
+    return Compiled(graph, engine, choice, target, compile_options, level, guards, checks,
+                    placement=placement, report=report, reduction=reduction,
+                    reduce_options=reduce,
+                    source_sha256=source_sha256, import_seconds=imported - started,
+                    compile_seconds=time.perf_counter() - imported)
+
+
+def check_arguments(precision: str | None, threads: int | None) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise KilnError(f"unknown precision '{precision}'; choose one of "
+                        f"{', '.join(PRECISIONS)}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise KilnError(f"threads must be a positive integer or None, not {threads!r}")
+
+
+def is_artifact_path(model: Any) -> bool:
+    return isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".kiln"
+
+
+def choose_backends(backend: str | Sequence[str], target: Target,
+                    options: dict[str, Any]) -> BackendChoice:
+    """Step 1: "auto", one registry name, or a priority list ("native,onnxruntime" or a
+    list); a list takes ``fallback`` and ``min_partition_nodes`` out of ``options``."""
+    if isinstance(backend, str) and "," in backend:  # "native,onnxruntime" from the CLI
+        backend = [b.strip() for b in backend.split(",") if b.strip()]
+    if isinstance(backend, (list, tuple)):
+        names = tuple(str(b) for b in backend)
+        fallback = options.pop("fallback", "onnxruntime")
+        min_nodes = int(options.pop("min_partition_nodes", MIN_PARTITION_NODES))
+        reason = "requested: partitioned in this priority order" + (
+            " (strict: fallback=None)" if fallback is None else f", fallback {fallback}")
+        return BackendChoice("+".join(names), reason, names, True, fallback, min_nodes)
+    if backend == "auto":
+        name, reason = registry.choose_auto(target)
+    else:
+        name, reason = str(backend), "requested"
+    registry.require(name)
+    return BackendChoice(name, reason, (name,))
+
+
+def import_validated(model: Any, backends: Sequence[str]) -> ir.Model:
+    """Step 3: import (or, for an IR model, validate a copy) against kiln's and
+    ``backends``' limits."""
+    import onnx_ir as ir
+
+    from kiln.compiler.frontend import normalize
+    from kiln.compiler.validate import kiln_limits, validate_proto
+
+    limits = limits_of(backends)
+    if isinstance(model, ir.Model):
+        proto = ir.serde.serialize_model(model)
+        validate_proto(proto, "<onnx_ir.Model>", [kiln_limits(), *limits])
+        normalize(proto)  # -1 dims dynamic, unused imports dropped, as import_model does
+        # passes rewrite in place: work on a copy so the caller's model stays as given
+        return ir.from_proto(proto)
+    return import_model(model, limits=limits)
+
+
+def limits_of(backends: Sequence[str]) -> list:
+    """The limits every backend in ``backends`` states (kiln checks them before handing over)."""
+    return [lim for lim in map(registry.backend_limits, backends) if lim is not None]
+
+
+def reduce_graph(graph: ir.Model, choice: BackendChoice, target: Target,
+                 options: CompileOptions, caps: BackendCaps,
+                 reduce: ReduceOptions) -> tuple[ir.Model, ReduceResult]:
+    """Step 5: prune and/or lower the precision of ``graph`` (kiln.compiler.reduce); the
+    speed gate times candidates on the chosen backend."""
+    from kiln.compiler.reduce import reduce_model
+
+    measure = None
+    if reduce.speed_gate:
+        if choice.partitioned:
+            raise KilnError("speed_gate times one backend; pick one, not a list")
+        measure = gate_timer(graph, choice.name, target, options.threads, reduce)
+    result = reduce_model(graph, target, precision=options.precision, measure=measure,
+                          dynamic_form=caps.dynamic_int8, **reduce.model_kwargs())
+    return result.model, result
+
+
+def gate_timer(graph: ir.Model, backend: str, target: Target, threads: int | None,
+               reduce: ReduceOptions) -> Any:
+    """The speed gate's timer: ``backend`` itself, on one real sample when there is one."""
+    from kiln.compiler import calibrate
+    from kiln.runtime.quantize_gate import measure_with_backend
+
+    if reduce.eval_samples:
+        feeds = dict(reduce.eval_samples[0])
+    elif reduce.calibration is not None and not isinstance(reduce.calibration, str):
+        feeds = dict(next(iter(reduce.calibration)))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", calibrate.RandomCalibrationWarning)
+            feeds = calibrate.random_samples(graph, 1)[0]
+    return measure_with_backend(backend, feeds, target, threads)
+
+
+def build(graph: ir.Model, choice: BackendChoice, target: Target,
+          options: CompileOptions) -> tuple[CompiledModel, dict[str, Any] | None]:
+    """Step 6: the backend's compiled model, and the placement when the graph was split."""
+    if not choice.partitioned:
+        return registry.get_backend(choice.name).compile(graph, target, options), None
+    from kiln.runtime.executor import compile_partitioned
+
+    pieces = compile_partitioned(graph, choice.backends, target, options, choice.fallback,
+                                 choice.min_partition_nodes)
+    return pieces, pieces.placement
+
+
+def whole_graph_placement(model: ir.Model, backend: str) -> dict[str, Any]:
+    """The placement of a model one backend compiled whole (no backend is asked again)."""
+    from kiln.compiler.partition import Capability, plan_partitions
+    from kiln.runtime.placement import placement_to_json
+
+    return placement_to_json(plan_partitions(model, [Capability(backend, _runs_everything)]))
+
+
+def _runs_everything(node: ir.Node) -> str | None:
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Loading an artifact
+
+
+def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
+         target: str | Target = "auto", precision: str | None = None,
+         threads: int | None = None, **options: Any) -> Compiled:
+    """A verified .kiln artifact as a ``Compiled``: its stored graph on its backend(s), from
+    its blobs when they fit this machine and these options, else rebuilt."""
+    from kiln.runtime.artifact import load_artifact, restore
+
+    check_arguments(precision, threads)
+    started = time.perf_counter()
+    artifact = load_artifact(path)
+    manifest = artifact.manifest
+    target = artifact_target(target, artifact.target)
+    built = manifest["pipeline"].get("options") or {}
+    precision = precision or built.get("precision")
+    options.setdefault("device", built.get("device") or "CPU")
+    if backend == "auto":  # what the artifact was compiled for
+        backend = artifact.backend
+        placed = manifest.get("placement") or {}
+        if "+" in backend and placed.get("backends"):  # a partitioned artifact
+            backend = list(placed["backends"])
+            options.setdefault("fallback", None)
+            options.setdefault("min_partition_nodes", placed.get("min_partition_nodes", 3))
+    choice = choose_backends(backend, target, options)
+    guards = guards_module.Guards.from_options(options)
+    compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
+                                     device=str(options.pop("device", "CPU")), extra=options)
+    graph = artifact_model(artifact, choice.engines)
+    checks = guards_module.check_model(graph, guards, choice.engines)
+    imported = time.perf_counter()
+    placement = None
+    if choice.partitioned:
+        from kiln.runtime.executor import load_partitioned
+
+        engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
+        placement = engine.placement
+    else:
+        engine, why = restore(artifact, registry.get_backend(choice.name), target,
+                              compile_options, graph)
+    return Compiled(graph, engine, choice, target, compile_options,
+                    manifest["pipeline"].get("level"), guards, checks, placement=placement,
+                    rebuild_reason=why, source_sha256=manifest.get("source", {}).get(
+                        "sha256", ""), artifact=artifact, import_seconds=imported - started,
+                    compile_seconds=time.perf_counter() - imported)
+
+
+def artifact_target(requested: str | Target, built: str) -> Target:
+    """The target a loaded artifact runs for: the one asked for; for "auto", the one it was
+    compiled for when this machine has every feature that target names (an AVX2 artifact
+    runs as compiled on an AVX-512 machine), else this machine."""
+    if not (isinstance(requested, str) and requested.strip().lower() in ("", "auto")):
+        return Target.parse(requested)
+    here = Target.detect()
+    try:
+        compiled_for = Target.parse(built)
+    except KilnError:  # a target this kiln does not know: run for this machine
+        return here
+    if str(compiled_for) == str(here):
+        return here  # compiled for this machine: keep what detection knows (cores, caches)
+    if compiled_for.kind == here.kind == "cpu" and compiled_for.features <= here.features:
+        return compiled_for
+    return here
+
+
+def artifact_model(artifact: Artifact, backends: Sequence[str]) -> ir.Model:
+    """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+    import onnx_ir as ir
+
+    from kiln.compiler.frontend import parse_bytes
+    from kiln.compiler.validate import kiln_limits, validate_proto
+
+    name = f"{artifact.path.name}:model.onnx"
+    proto = parse_bytes(artifact.model_bytes, name)  # ModelError if it does not parse
+    validate_proto(proto, name, [kiln_limits(), *limits_of(backends)])
+    return ir.from_proto(proto)
+

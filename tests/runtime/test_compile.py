@@ -1,0 +1,153 @@
+"""kiln.compile: the steps in order, int8 / fp16 / pruned models behind a real Session (speed
+gate included), and the manifest written from what compile decided."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kiln
+from kiln.compiler.calibrate import RandomCalibrationWarning
+from kiln.compiler.reduce import ReduceOptions
+from kiln.runtime import compile as compile_module
+
+
+def cnn_file(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("w1", (16, 3, 3, 3)), ("b1", (16,)), ("w2", (16, 16, 3, 3)), ("b2", (16,)),
+              ("wf", (10, 16)), ("bf", (10,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_with_speed_gate(tmp_path, backend):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomCalibrationWarning)
+        compiled = kiln.compile(cnn_file(tmp_path), backend=backend, precision="int8",
+                                threads=1, reduce=ReduceOptions(calibration="random:4",
+                                                                speed_gate=True))
+    session, result = kiln.Session(compiled), compiled.reduction
+    gate = result.quantization.gate
+    assert gate is not None and gate.decisions
+    assert all(d.quantized_s > 0 and d.fp32_s > 0 for d in gate.decisions)
+    x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    (y,) = session.run(None, {"x": x})
+    assert y.shape == (1, 10) and np.isfinite(y).all()
+
+
+def test_prune_and_fp16_on_onnxruntime(tmp_path):
+    x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    session = kiln.Session(cnn_file(tmp_path), backend="onnxruntime", precision="fp16",
+                           prune="channels:0.25", eval_samples=[{"x": x}])
+    result = session.reduction
+    assert result.prune.macs_after < result.prune.macs_before
+    assert result.precision.checker == "ok"
+    (y,) = session.run(None, {"x": x})
+    assert y.shape == (1, 10)
+
+
+def test_the_manifest_records_what_compile_decided(tmp_path, monkeypatch):
+    """Saving asks no backend again: the placement is the whole graph on the backend that
+    compiled it, and the reduce options are recorded."""
+    from kiln.runtime import placement
+    from kiln.runtime.artifact import load_artifact
+
+    source = cnn_file(tmp_path)
+    compiled = kiln.compile(source, backend="onnxruntime", precision="fp16",
+                            reduce=ReduceOptions(prune="channels:0.25", exclude=["Gemm"]))
+    assert compiled.choice.name == "onnxruntime" and compiled.choice.reason == "requested"
+    assert compiled.reduction is not None and compiled.placement is None
+
+    def asked(*args, **kwargs):
+        raise AssertionError("save re-ran the partitioner")
+
+    monkeypatch.setattr(placement, "plan_for", asked)
+    manifest = load_artifact(compiled.save(tmp_path / "cnn.kiln")).manifest
+    assert manifest["placement"]["backends"] == ["onnxruntime"]
+    assert manifest["placement"]["nodes_per_backend"] == {"onnxruntime": len(compiled.model.graph)}
+    assert manifest["reduce"]["prune"] == "channels:0.25"
+    assert manifest["reduce"]["exclude"] == ["Gemm"]
+    assert manifest["pipeline"]["options"]["precision"] == "fp16"
+    with open(source, "rb") as f:  # the source's hash, not the reduced graph's
+        assert manifest["source"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
+
+
+def test_choose_backends_reads_names_lists_and_auto():
+    target = kiln.compiler.target.Target.parse("cpu")
+    options = {"fallback": None, "min_partition_nodes": 1, "device": "CPU"}
+    choice = compile_module.choose_backends("native,onnxruntime", target, options)
+    assert choice.partitioned and choice.backends == ("native", "onnxruntime")
+    assert choice.fallback is None and choice.min_partition_nodes == 1
+    assert options == {"device": "CPU"}  # the list's own options are taken out
+    auto = compile_module.choose_backends("auto", target, {})
+    assert not auto.partitioned and auto.reason.startswith("auto:")
+    with pytest.raises(kiln.KilnError, match="unknown backend"):
+        compile_module.choose_backends("tensorflow", target, {})
+
+
+def test_bad_arguments_and_reducing_an_artifact_are_refused(tmp_path):
+    with pytest.raises(kiln.KilnError, match="unknown precision"):
+        kiln.compile(cnn_file(tmp_path), precision="int4")
+    with pytest.raises(kiln.KilnError, match="threads"):
+        kiln.compile(cnn_file(tmp_path), threads=0)
+    with pytest.raises(kiln.InputError, match="max_accuracy_drop"):
+        ReduceOptions(max_accuracy_drop=1.5)
+    path = kiln.compile(cnn_file(tmp_path), backend="onnxruntime").save(tmp_path / "m.kiln")
+    with pytest.raises(kiln.KilnError, match="already compiled"):
+        kiln.compile(path, prune="channels:0.5")
+    loaded = kiln.compile(path)
+    assert loaded.artifact is not None and loaded.rebuild_reason is None
+
+
+def test_needs_reduction_only_for_what_the_graph_lacks(tmp_path):
+    from kiln.compiler.frontend import import_model
+    from kiln.compiler.reduce import needs_reduction
+
+    model = import_model(cnn_file(tmp_path))
+    assert not needs_reduction(model, "fp32", frozenset(), None)
+    assert needs_reduction(model, "fp32", frozenset(), ReduceOptions(prune="channels:0.5"))
+    assert needs_reduction(model, "int8", frozenset(), None)
+    assert not needs_reduction(model, "fp16", frozenset({"fp16"}), None)  # the engine's hint
+    assert needs_reduction(model, "fp16", frozenset({"fp16"}),
+                           ReduceOptions(convert_precision=True))
+
+
+def test_an_artifact_for_a_subset_of_this_cpu_loads_as_compiled(tmp_path):
+    """Compiled for cpu:avx2,fma, loaded on a machine that has both: its blobs are used and
+    it runs for the target it was compiled for; asked for another target, it is rebuilt."""
+    from kiln.compiler.target import Target
+
+    here = Target.detect()
+    if not {"avx2", "fma"} <= here.features:
+        pytest.skip("this CPU lacks AVX2/FMA")
+    path = kiln.compile(cnn_file(tmp_path), backend="onnxruntime",
+                        target="cpu:avx2,fma").save(tmp_path / "avx2.kiln")
+    loaded = kiln.Session(path)
+    assert str(loaded.target) == "cpu:avx2,fma" and loaded.rebuild_reason is None
+    assert compile_module.artifact_target("auto", "cpu:avx2,fma") == Target.parse("cpu:avx2,fma")
+    assert compile_module.artifact_target("auto", "gpu:sm90") == here
+    assert compile_module.artifact_target("cpu", "cpu:avx2,fma") == Target.parse("cpu")
+    rebuilt = kiln.Session(path, target="cpu")
+    assert "target" in rebuilt.rebuild_reason
