@@ -14,9 +14,10 @@ namespace kiln {
 namespace {
 // Spin iterations (a pause each, tens of cycles) before blocking: on the order of 20-50 us.
 constexpr int kSpin = 2000;
-// Inside an Engaged run a worker spins this much longer before sleeping: long enough to span
-// the serial ops between two parallel ones, bounded so that a run with a long serial stretch
-// (or a machine with more runnable threads than cores) does not burn a core for nothing.
+// Inside an Engaged run a worker keeps polling this much longer before sleeping: long enough
+// to span the serial ops between two parallel ones, bounded so that a run with a long serial
+// stretch does not hold a core for nothing. Past kSpin it yields between polls, so on a
+// machine with more runnable threads than cores the caller (or another process) gets the core.
 constexpr int kEngagedSpin = 10 * kSpin;
 // After the pause spin, a caller waiting for a worker's chunk yields its core this many
 // times before blocking: a descheduled worker can then run on it.
@@ -102,7 +103,11 @@ void ThreadPool::worker_loop() {
         break;
       }
       const int limit = engaged_.load(std::memory_order_relaxed) > 0 ? kEngagedSpin : kSpin;
-      if (++idle >= limit) {
+      if (++idle > kSpin && idle < limit) {
+        std::this_thread::yield();
+        continue;
+      }
+      if (idle >= limit) {
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
         const uint64_t ticket = wake_ticket_;
