@@ -786,3 +786,14 @@ def test_conv_transpose_2d_matches_onnxruntime(attrs, w_shape) -> None:
                        initializers=inits)
     for threads in (1, 2):
         check_against_ort(model, feeds, threads=threads)
+
+
+@pytest.mark.parametrize("kernel,pads", [(2, [0, 0, 0, 0]), (3, [1, 1, 1, 1]), (3, [0, 2, 1, 0])],
+                         ids=["disjoint", "overlapping", "uneven-pads"])
+def test_conv_transpose_in_several_row_bands_matches_onnxruntime(kernel: int, pads) -> None:
+    feeds = {"x": f32(1, 8, 70, 64)}
+    inits = {"w": f32(8, 16, kernel, kernel), "b": f32(16)}
+    model = model_from_arrays([node("ConvTranspose", ["x", "w", "b"], strides=[2, 2], pads=pads)],
+                              feeds, ["y"], initializers=inits)
+    for threads in (1, 2):
+        check_against_ort(model, feeds, threads=threads, rtol=1e-4, atol=1e-4)
