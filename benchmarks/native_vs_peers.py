@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -175,6 +176,7 @@ def main() -> None:
     shapes = {k: tuple(int(x) for x in v.split("x"))
               for k, v in (d.split("=", 1) for d in args.shape)}
     rng = random.Random(0)
+    load_before = os.getloadavg()[0]
     rows = []
     for model_set, name, path in resolve_models(args.models, args.real_dir):
         try:
@@ -216,16 +218,18 @@ def main() -> None:
                 g = geomean([r["ratio"] for r in rows if r["set"] == s and r["threads"] == t
                              and r["mode"] == mode and r["ratio"]])
                 summary[f"{s} t={t} {mode}"] = g
-    write(args, rows, summary)
+    write(args, rows, summary, (load_before, os.getloadavg()[0]))
     for k, v in summary.items():
         print(f"geomean native/best peer {k}: {'-' if v is None else f'{v:.2f}'}")
 
 
-def write(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
+def write(args: argparse.Namespace, rows: list[dict], summary: dict,
+          load: tuple[float, float]) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "rounds": args.rounds,
-            "block": args.block, "pause_s": PAUSE_S, "gap_ms": GAP_MS,
-            "image_size": args.image_size, "dims": args.dims}
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_before_after": load, "rounds": args.rounds, "block": args.block,
+            "pause_s": PAUSE_S, "gap_ms": GAP_MS, "image_size": args.image_size,
+            "dims": args.dims}
     args.out.with_suffix(".json").write_text(json.dumps(
         {"meta": meta, "rows": rows, "geomean_native_over_best_peer": summary}, indent=2))
     lines = ["# native vs onnxruntime vs OpenVINO (fp32), batch 1", "",
@@ -233,6 +237,8 @@ def write(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
              "calls per engine (each turn after a 0.1 s pause and one untimed call). "
              "b2b = back to back; gap = each call after a random 20-100 ms sleep. "
              "ratio = native / better peer.", "",
+             f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after, on "
+             f"{os.cpu_count()} CPUs (above 0 means other processes shared the cores).", "",
              "| set | model | threads | mode | onnxruntime | openvino | native | ratio |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
