@@ -116,6 +116,9 @@ def device_problem(device: str, available: list[str]) -> str | None:
 
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
+#: What to do when OpenVINO alone cannot take a model.
+_FALLBACK_HINT = ("\nbackend=['openvino'] runs the nodes OpenVINO takes on it and the rest on "
+                  "the fallback (onnxruntime).")
 #: Seconds the child process that asks OpenVINO about contrib nodes may take.
 _QUERY_TIMEOUT = 300.0
 
@@ -188,13 +191,13 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
     """ONNX node -> None (OpenVINO runs it on ``device``) or why not, from OpenVINO itself.
     When OpenVINO cannot answer (or crashed answering), the nodes outside the ONNX domain get
     that reason, or every node when there are none."""
+    import onnx
+
     producers = {value.name: node for node in model.graph for value in node.outputs
                  if value.name}
     op_types = {name: (f"{node.domain}::{node.op_type}" if node.domain not in
                        _STANDARD_DOMAINS else node.op_type)
                 for name, node in producers.items()}
-    import onnx
-
     data = to_onnx_bytes(model)
     foreign = {node for node in model.graph if _foreign(node)}
     by_output, failed = _ask(data, device, op_types, bool(foreign))
@@ -223,11 +226,33 @@ def _query_verdicts(model: ir.Model, device: str) -> dict[ir.Node, str | None]:
                 for node in model.graph:  # converted and kept: OpenVINO runs what it read
                     if node not in refused and node not in verdicts:
                         verdicts[node] = None
+    if device.partition(".")[0] == "CPU":
+        _refuse_unranked_entries(model, verdicts)
     return verdicts
+
+
+def _refuse_unranked_entries(model: ir.Model, verdicts: dict[ir.Node, str | None]) -> None:
+    """Refuse nodes that would read a tensor of unknown rank from outside their OpenVINO
+    piece (a graph input, or the output of a node OpenVINO does not run): the piece would get
+    a Parameter of dynamic rank, which the CPU plugin does not compile ("CPU plug-in doesn't
+    support Parameter operation with dynamic rank"). In order, so refusals propagate."""
+    for node in model.graph:
+        if verdicts.get(node) is not None:
+            continue
+        for value in node.inputs:
+            if value is None or value.shape is not None or value.const_value is not None:
+                continue
+            producer = value.producer()
+            if producer is None or verdicts.get(producer) is not None:
+                verdicts[node] = (f"reads '{value.name}', whose rank is unknown, from outside "
+                                  "OpenVINO; its CPU plugin compiles only tensors of known rank")
+                break
 
 
 def _ask(data: bytes, device: str, op_types: dict[str, str], foreign: bool
          ) -> tuple[dict[str, str | None], str | None]:
+    """OpenVINO's answer about ``data``, asked in a child process when it holds nodes outside
+    the ONNX domain (``foreign``)."""
     from kiln.backends import openvino_query
 
     if foreign:
@@ -368,12 +393,13 @@ class OpenVinoBackend(Backend):
         try:
             ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:
-            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}") from exc
+            raise UnsupportedError(f"OpenVINO cannot read the model: {exc}{_FALLBACK_HINT}") \
+                from exc
         try:
             compiled = core.compile_model(ov_model, device, config)
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot compile the model for {device}: "
-                                   f"{exc}") from exc
+                                   f"{exc}{_FALLBACK_HINT}") from exc
         return OpenVinoCompiled(compiled, model, config)
 
     def _refuse_foreign(self, model: ir.Model, device: str) -> None:
@@ -391,9 +417,8 @@ class OpenVinoBackend(Backend):
                                  f"({node.domain or 'ai.onnx'}::{node.op_type}): {reason}"
                                  for node, reason in refused)
             raise UnsupportedError(
-                f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}\n"
-                "Run it with backend=['openvino'] (these nodes then run on the fallback, "
-                "onnxruntime) or with backend='onnxruntime'.")
+                f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}"
+                f"{_FALLBACK_HINT}")
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:

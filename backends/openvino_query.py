@@ -35,6 +35,10 @@ def query_by_output(data: bytes, device: str, op_types: dict[str, str]
         except Exception as exc:
             return {}, f"OpenVINO's ONNX frontend cannot read the model: {exc}".splitlines()[0]
         for op in partial.get_ordered_ops():
+            plugin = _plugin_refusal(op, device)
+            if plugin is not None:
+                verdicts.update({name: plugin for output in op.outputs()
+                                 for name in output.get_names() if name in op_types})
             if not any(t in op.get_type_name() for t in ("FrameworkNode", "NotSupported")):
                 continue
             for output in op.outputs():
@@ -69,13 +73,47 @@ def query_by_output(data: bytes, device: str, op_types: dict[str, str]
             for name in output.get_names():
                 if name not in op_types:
                     continue
-                if op.get_friendly_name() in supported:
+                plugin = _plugin_refusal(op, device)
+                if plugin is not None:
+                    verdicts[name] = plugin
+                elif op.get_friendly_name() in supported:
                     verdicts.setdefault(name, None)
                 else:
                     verdicts[name] = (f"{device} does not run {op.get_type_name()} (from "
                                       f"{op_types[name].rpartition('::')[2]}) according to "
                                       "OpenVINO query_model")
     return verdicts, None
+
+
+def _plugin_refusal(op, device: str) -> str | None:
+    """What query_model accepts but the CPU plugin then refuses to compile (2026.4): any
+    operation with an output of unknown rank, in the graph or in the bodies of an If or Loop
+    ("CPU plug-in doesn't support If operation with dynamic rank")."""
+    if device.partition(".")[0] != "CPU" or op.get_type_name() in ("Parameter", "Result"):
+        return None
+    stack = [op]
+    while stack:
+        current = stack.pop()
+        if current.get_type_name() not in ("Parameter", "Result") and any(
+                output.get_partial_shape().rank.is_dynamic for output in current.outputs()):
+            inner = "" if current is op else f" (inside it: {current.get_type_name()})"
+            return (f"OpenVINO's CPU plugin does not run {op.get_type_name()} with an output "
+                    f"of unknown rank{inner}")
+        stack.extend(inner_op for body in _bodies(current) for inner_op in body.get_ordered_ops())
+    return None
+
+
+def _bodies(op) -> list:
+    """The body models of an If, Loop or TensorIterator operation (none for other ops)."""
+    if op.get_type_name() not in ("If", "Loop", "TensorIterator"):
+        return []
+    bodies = []
+    for index in range(2 if op.get_type_name() == "If" else 1):
+        try:
+            bodies.append(op.get_function(index))
+        except Exception:  # no such body
+            break
+    return bodies
 
 
 def main() -> None:

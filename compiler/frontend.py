@@ -8,9 +8,9 @@
   overridable inputs;
 - external data is read only from regular files inside the model's own folder, and only the
   bytes the tensor declares;
-- a dim declared as ``-1`` (Paddle2ONNX and older exporters' "dynamic") becomes an unnamed
-  dim, as onnxruntime reads it, and opset imports of domains no node uses are dropped, so no
-  backend is handed either;
+- a dim declared as ``-1`` or named ``?`` (Paddle2ONNX and older exporters' "dynamic")
+  becomes an unnamed dim, as onnxruntime reads it, and opset imports of domains no node uses
+  are dropped, so no backend is handed either;
 - every failure is a ``kiln.ModelError`` naming what is wrong and where.
 """
 
@@ -68,24 +68,39 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     return model
 
 
+#: dim_param values exporters write for "unknown", not as a name shared by equal dims
+#: (Paddle2ONNX writes "?" on several axes of one input that take different sizes).
+UNKNOWN_DIM_NAMES = frozenset({"?"})
+
+
 def normalize(proto: onnx.ModelProto) -> None:
     """What a validated model declares in forms backends differ on, in the one form they share:
-    ``-1`` dims of graph inputs, outputs and value_info become unnamed (dynamic) dims, and
-    imports of domains no node uses are dropped. In place."""
+    calls of the model's own functions are inlined (OpenVINO and kiln's native engine do not
+    read local functions), ``-1`` dims and ``?`` dim names of graph inputs, outputs and
+    value_info become unnamed (dynamic) dims, and imports of domains no node uses are
+    dropped. In place."""
+    if proto.functions:
+        from onnx.inliner import inline_local_functions
+
+        try:
+            proto.CopyFrom(inline_local_functions(proto))
+        except Exception:  # onnx cannot inline them: onnxruntime still runs the calls
+            pass
     graphs = [proto.graph]
     while graphs:
         graph = graphs.pop()
         for info in (*graph.input, *graph.output, *graph.value_info):
             if info.type.HasField("tensor_type"):
                 for dim in info.type.tensor_type.shape.dim:
-                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM:
+                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM or \
+                            dim.HasField("dim_param") and dim.dim_param in UNKNOWN_DIM_NAMES:
                         dim.Clear()
         for node in graph.node:
             for attribute in node.attribute:
                 if attribute.HasField("g"):
                     graphs.append(attribute.g)
                 graphs.extend(attribute.graphs)
-    used = used_domains(proto)
+    used = used_domains(proto, calls=True)
     keep = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
     if len(keep) != len(proto.opset_import):
         del proto.opset_import[:]
@@ -256,7 +271,7 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
 
 def _check(proto: onnx.ModelProto, name: str) -> None:
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_checkable(proto))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
@@ -265,6 +280,22 @@ def _check(proto: onnx.ModelProto, name: str) -> None:
     except Exception as exc:  # the C++ checker's other failures (e.g. non-UTF-8 messages)
         raise ModelError(f"{name}: the ONNX checker failed on the model: "
                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy the checker reads as onnxruntime does: the checker wants a shape on
+    every graph output, but an output of unknown rank (no shape at all) is a valid model that
+    onnxruntime runs. The copy gives such outputs an empty shape only for the checker, which
+    does not compare declared shapes with inferred ones; the model itself keeps none."""
+    shapeless = [i for i, v in enumerate(proto.graph.output)
+                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    if not shapeless:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for index in shapeless:
+        copy.graph.output[index].type.tensor_type.shape.SetInParent()
+    return copy
 
 
 def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:

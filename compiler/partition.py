@@ -433,6 +433,13 @@ def _finish(partitions: list[Partition], graph: ir.Graph) -> list[BoundaryTensor
                 if producer is not None:
                     consumers.setdefault(name, set()).add(part.index)
         part.inputs = inputs
+    # Which partitions read each value, from inside their nodes' bodies too (a constant that
+    # only an If branch reads must still leave its constant partition).
+    read_by: dict[str, set[int]] = {}
+    for part in partitions:
+        for node in part.nodes:
+            for value in reads(node, graph):
+                read_by.setdefault(value.name or "", set()).add(part.index)
     for part in partitions:
         outputs = []
         for node in part.nodes:
@@ -440,8 +447,7 @@ def _finish(partitions: list[Partition], graph: ir.Graph) -> list[BoundaryTensor
                 name = value.name or ""
                 read_later = any(part.index != c for c in consumers.get(name, ()))
                 const_read = part.constant and any(
-                    owner.get(use.node) is not None and owner.get(use.node) != part.index
-                    for use in value.uses())
+                    reader != part.index for reader in read_by.get(name, ()))
                 if read_later or name in graph_outputs or const_read:
                     outputs.append(name)
         part.outputs = outputs

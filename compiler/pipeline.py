@@ -24,7 +24,7 @@ from onnx_ir.passes import common
 from onnxscript.rewriter import rules as osr
 
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
-from kiln.compiler.passes.cleanup import ConstantInitializersPass
+from kiln.compiler.passes.cleanup import ConstantInitializersPass, EliminateIdentityPass
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.factor_scaled_residual import FactorScaledResidualPass
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
@@ -86,7 +86,7 @@ def _o1() -> list[Step]:
         ("constant-initializers", ConstantInitializersPass()),
         ("normalize", RulePass(NORMALIZE_RULES)),
         ("fold-constants", FoldConstantsPass()),
-        ("eliminate-identity", common.IdentityEliminationPass()),
+        ("eliminate-identity", EliminateIdentityPass()),
         ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES)),
         ("cse", common.CommonSubexpressionEliminationPass()),
         ("remove-unused", common.RemoveUnusedNodesPass()),

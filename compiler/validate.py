@@ -186,10 +186,11 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         raise ModelError(f"{name}: the model imports no opset at all (opset_import is empty)")
 
 
-def used_domains(proto: onnx.ModelProto) -> set[str]:
+def used_domains(proto: onnx.ModelProto, calls: bool = False) -> set[str]:
     """Domains some node uses ("" for ai.onnx), in the graph, its subgraphs and the model's
-    functions; a call of a function the model defines uses no domain of its own. Iterative."""
-    local = {(f.domain, f.name) for f in proto.functions}
+    functions. A call of a function the model defines asks no consumer for its domain, so
+    it counts only with ``calls`` (the import must stay declared). Iterative."""
+    local = set() if calls else {(f.domain, f.name) for f in proto.functions}
     used: set[str] = set()
     stack: list[onnx.GraphProto | onnx.FunctionProto] = [proto.graph, *proto.functions]
     while stack:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -106,23 +107,43 @@ def _load_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="Seed for random inputs when none are given.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
               help="Save each output as NAME.npy here.")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE for a symbolic input dim of random inputs (repeatable; an "
+                   "unnamed dim is INPUT:AXIS).")
 def run(model: str | None, backend: str, target: str, precision: str, threads: int | None,
-        inputs: tuple[str, ...], seed: int, output_dir: str | None) -> None:
+        inputs: tuple[str, ...], seed: int, output_dir: str | None,
+        dims: tuple[str, ...]) -> None:
     """Run MODEL once (the bundled light ResNet-50 when omitted) and summarize its outputs."""
+    from kiln.runtime.input_dims import resolve_input_dims
     from kiln.runtime.session import Session, random_feeds
 
     session = Session(_model_arg(model), backend=backend, target=target, precision=precision,
                       threads=threads)
-    feeds = _load_inputs(inputs) if inputs else random_feeds(session.inputs, seed=seed)
+    if inputs:
+        feeds = _load_inputs(inputs)
+        source = "given"
+    else:
+        sized = resolve_input_dims(session.inputs, session.model, _parse_dims(dims))
+        feeds = random_feeds(sized.specs(session.inputs), seed=seed)
+        source = f"random, seed {seed}"
+        for note in sized.notes:
+            console.print(escape(note), soft_wrap=True, highlight=False)
     outputs = session(**feeds)
-    table = Table(title=f"{Path(_model_arg(model)).name} on {session.backend}")
-    for col in ("output", "dtype", "shape", "min", "max", "mean"):
-        table.add_column(col)
+    console.print(escape(f"{Path(_model_arg(model)).name} on {session.backend}"),
+                  style="bold", highlight=False)
+    for name, value in feeds.items():
+        console.print(escape(f"input {name}: {_typed(value)} ({source})"), soft_wrap=True,
+                      highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("output", overflow="fold")
+    table.add_column("type", overflow="fold")
+    for col in ("min", "mean", "max"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, value in outputs.items():
         numeric = value.size and value.dtype.kind in "fiub"
-        stats = (f"{value.min():.6g}", f"{value.max():.6g}", f"{value.mean():.6g}") \
+        stats = (f"{value.min():.4g}", f"{value.mean():.4g}", f"{value.max():.4g}") \
             if numeric else ("-", "-", "-")
-        table.add_row(name, value.dtype.name, str(list(value.shape)), *stats)
+        table.add_row(escape(name), _typed(value), *stats)
     console.print(table)
     if output_dir:
         folder = Path(output_dir)
@@ -133,12 +154,18 @@ def run(model: str | None, backend: str, target: str, precision: str, threads: i
         console.print(f"saved {len(outputs)} output(s) to {folder}")
 
 
+def _typed(value: np.ndarray) -> str:
+    """``float32[1, 1000]``: dtype and shape in one cell."""
+    return f"{value.dtype.name}[{', '.join(map(str, value.shape))}]"
+
+
 def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
     dims = {}
     for pair in pairs:
         name, sep, size = pair.partition("=")
         if not sep or not name or not size.isdigit() or int(size) < 1:
-            raise InputError(f"--dim expects NAME=SIZE with SIZE >= 1, got '{pair}'")
+            raise InputError(f"--dim expects NAME=SIZE (or INPUT:AXIS=SIZE) with SIZE >= 1, "
+                             f"got '{pair}'")
         dims[name] = int(size)
     return dims
 
@@ -334,42 +361,53 @@ def _print_profile(prof: dict, top: int) -> None:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--backends", "-b", default="onnxruntime,openvino", show_default=True,
+@click.option("--backends", "-b", default=None,
               help="Two backends A,B (one backend when --against is given compares the two "
-                   "models on it).")
+                   "models on it) [default: onnxruntime,openvino; for a .kiln MODEL, "
+                   "onnxruntime against the artifact's own backend]")
 @click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
               help="Run this second model on side B instead of MODEL (e.g. an edited copy).")
 @click.option("--precision", "-p", default="fp32", show_default=True,
-              help="Precision of both sides, or A,B.")
+              help="Precision of both sides, or A,B (a .kiln runs at its own).")
 @click.option("--rtol", type=float, default=1e-3, show_default=True)
 @click.option("--atol", type=float, default=1e-4, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
               help="Feeds from a .npz (keyed by input name) or a .npy (one-input models).")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE for a symbolic input dim of random inputs (repeatable; an "
+                   "unnamed dim is INPUT:AXIS).")
 @click.option("--no-bisect", is_flag=True, help="Do not look for the first divergent node.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
-def compare(model: str | None, backends: str, against: str | None, precision: str,
+def compare(model: str | None, backends: str | None, against: str | None, precision: str,
             rtol: float, atol: float, threads: int | None, seed: int, inputs_path: str | None,
-            no_bisect: bool, json_out: str | None) -> None:
+            dims: tuple[str, ...], no_bisect: bool, json_out: str | None) -> None:
     """Compare MODEL's outputs on two backends (or MODEL against --against MODEL2) on the same
-    inputs; on a mismatch, name the first node whose output diverges. Exits 1 on a mismatch."""
-    from kiln.runtime.bench import _finite, load_inputs
+    inputs; on a mismatch, name the first node whose output diverges. Exits 1 on a mismatch.
+
+    A .kiln MODEL is compared by default with its own stored graph as standard ONNX on
+    onnxruntime (kiln-domain ops written back), so an artifact of any backend has a
+    reference."""
+    from kiln.runtime.bench import _finite, is_artifact, load_inputs
     from kiln.runtime.compare import Side, first_divergence_summary
     from kiln.runtime.compare import compare as run_compare
 
-    names = _resolve_backends(backends) if backends != "all" else None
-    if names is None or not 1 <= len(names) <= 2:
+    path = _model_arg(model)
+    if backends is None:
+        backends = "onnxruntime,auto" if is_artifact(path) and against is None \
+            else "onnxruntime,openvino"
+    names = [n if n == "auto" else _resolve_backends(n)[0] for n in _split(backends)] \
+        if backends != "all" else []
+    if not 1 <= len(names) <= 2:
         raise KilnError("--backends takes one or two backend names, e.g. onnxruntime,openvino")
     if len(names) == 1 and against is None:
         raise KilnError("comparing one backend with itself needs --against MODEL2")
     names = names * 2 if len(names) == 1 else names
     precs = _split(precision)
     precs = precs * 2 if len(precs) == 1 else precs
-    path = _model_arg(model)
-    side_a = Side(path, names[0], precs[0], f"{Path(path).name} on {names[0]}/{precs[0]}")
-    other = against or path
-    side_b = Side(other, names[1], precs[1], f"{Path(other).name} on {names[1]}/{precs[1]}")
+    side_a = Side(path, names[0], precs[0])
+    side_b = Side(against or path, names[1], precs[1])
     feeds = None
     if inputs_path:
         from kiln.runtime.session import Session
@@ -377,11 +415,17 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
         feeds = load_inputs(inputs_path, Session(path, backend=names[0]).inputs)
     with console.status("comparing"):
         result = run_compare(side_a, side_b, feeds, rtol=rtol, atol=atol, seed=seed,
-                             threads=threads, bisect=not no_bisect)
-    table = Table(title=escape(f"A = {side_a.describe()}   B = {side_b.describe()}   "
-                               f"(rtol={rtol:g}, atol={atol:g})"))
-    for col in ("output", "match", "max abs", "max rel", "beyond tol"):
-        table.add_column(col, no_wrap=True)
+                             threads=threads, bisect=not no_bisect, dims=_parse_dims(dims))
+    for note in result.notes:
+        console.print(escape(note), soft_wrap=True, highlight=False)
+    console.print(escape(f"A = {result.a.describe()}"), highlight=False, soft_wrap=True)
+    console.print(escape(f"B = {result.b.describe()}"), highlight=False, soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False,
+                  title=f"|B - A| <= atol + rtol * |A| (rtol={rtol:g}, atol={atol:g})",
+                  title_justify="left")
+    table.add_column("output", overflow="fold")
+    for col in ("match", "max abs", "max rel", "beyond tol"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, c in result.outputs.items():
         table.add_row(escape(name), "[green]yes[/]" if c.ok else "[red]no[/]",
                       f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", f"{c.mismatched}/{c.total}")
@@ -406,8 +450,8 @@ def compare(model: str | None, backends: str, against: str | None, precision: st
         console.print(f"wrote {json_out}")
     if not result.ok:
         bad = [n for n, c in result.outputs.items() if not c.ok]
-        raise KilnError(f"{side_a.describe()} and {side_b.describe()} differ beyond tolerance "
-                        f"on {len(bad)} output(s) {bad}"
+        raise KilnError(f"{result.a.describe()} and {result.b.describe()} differ beyond "
+                        f"tolerance on {len(bad)} output(s) {bad}"
                         + (f"; {first_divergence_summary(result)}" if bis else ""))
     console.print("[green]all outputs match[/]")
 

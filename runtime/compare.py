@@ -18,7 +18,9 @@ says whether the node alone reproduces the difference.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,7 +74,12 @@ class Side:
     label: str = ""
 
     def describe(self) -> str:
-        return self.label or f"{self.backend}/{self.precision}"
+        if self.label:
+            return self.label
+        where = f"{self.backend}/{self.precision}"
+        if isinstance(self.model, (str, os.PathLike)):
+            return f"{Path(self.model).name} on {where}"
+        return where
 
 
 @dataclasses.dataclass
@@ -118,6 +125,7 @@ class CompareResult:
     atol: float
     outputs: dict[str, Closeness]
     bisect: Bisect | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)  # how random feeds were sized
 
     @property
     def ok(self) -> bool:
@@ -127,7 +135,8 @@ class CompareResult:
         return {"a": self.a.describe(), "b": self.b.describe(), "rtol": self.rtol,
                 "atol": self.atol, "ok": self.ok,
                 "outputs": {k: v.to_json() for k, v in self.outputs.items()},
-                "bisect": self.bisect.to_json() if self.bisect else None}
+                "bisect": self.bisect.to_json() if self.bisect else None,
+                "notes": list(self.notes)}
 
 
 def node_label(node: ir.Node, index: int) -> str:
@@ -154,29 +163,54 @@ def _session(model: ir.Model, side: Side, threads: int | None):
                    threads=threads)
 
 
+def _open(side: Side, threads: int | None) -> tuple[ir.Model, Side, Any]:
+    """(graph, side, Session) of one side. A .kiln side runs the artifact's stored graph:
+    on its own backend(s) when ``side.backend`` is "auto", else rebuilt for that backend
+    (kiln ops written back as standard ONNX where the backend does not run them); the side
+    returned names the backend and precision it actually ran with."""
+    from kiln.runtime.compile import is_artifact_path
+
+    if not is_artifact_path(side.model):
+        model = _import(side.model)
+        return model, side, _session(model, side, threads)
+    from kiln.runtime.session import Session
+
+    session = Session(side.model, backend=side.backend, threads=threads)
+    choice = session.compiled.choice
+    backend = ",".join(choice.backends) if choice.partitioned else choice.name
+    ran = dataclasses.replace(side, backend=backend, precision=session.options.precision)
+    return session.model, ran, session
+
+
 def compare(a: Side, b: Side, feeds: Mapping[str, np.ndarray] | None = None, *,
             rtol: float = 1e-3, atol: float = 1e-4, seed: int = 0, threads: int | None = None,
-            bisect: bool = True) -> CompareResult:
-    """Run both sides on the same feeds (seeded random when None) and compare every output;
-    bisect to the first divergent node when they disagree and ``bisect`` is set."""
+            bisect: bool = True, dims: Mapping[str, int] | None = None) -> CompareResult:
+    """Run both sides on the same feeds and compare every output; bisect to the first
+    divergent node when they disagree and ``bisect`` is set. Without ``feeds``, seeded random
+    ones, symbolic dims sized from ``dims`` or the model (``kiln.runtime.input_dims``)."""
     if rtol < 0 or atol < 0:
         raise KilnError(f"tolerances must be >= 0, got rtol={rtol}, atol={atol}")
-    model_a, model_b = _import(a.model), _import(b.model)
-    sess_a, sess_b = _session(model_a, a, threads), _session(model_b, b, threads)
+    model_a, a, sess_a = _open(a, threads)
+    model_b, b, sess_b = _open(b, threads)
     names_a = [s.name for s in sess_a.inputs]
     names_b = [s.name for s in sess_b.inputs]
     if sorted(names_a) != sorted(names_b):
         raise KilnError(f"the two models take different inputs: {names_a} vs {names_b}")
+    notes: list[str] = []
     if feeds is None:
+        from kiln.runtime.input_dims import resolve_input_dims
         from kiln.runtime.session import random_feeds
 
-        feeds = random_feeds(sess_a.inputs, seed=seed)
+        sized = resolve_input_dims(sess_a.inputs, model_a, dims)
+        notes = sized.notes
+        feeds = random_feeds(sized.specs(sess_a.inputs), seed=seed)
     out_a, out_b = sess_a(**feeds), sess_b(**feeds)
     missing = [n for n in out_a if n not in out_b]
     if missing:
         raise KilnError(f"side B has no output(s) {missing}; its outputs are {list(out_b)}")
     result = CompareResult(a, b, rtol, atol,
-                           {n: closeness(out_a[n], out_b[n], rtol, atol) for n in out_a})
+                           {n: closeness(out_a[n], out_b[n], rtol, atol) for n in out_a},
+                           notes=notes)
     if bisect and not result.ok:
         result.bisect = bisect_models(model_a, model_b, a, b, feeds, rtol=rtol, atol=atol,
                                       threads=threads)

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
-from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
+from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
+from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
 from kiln.compiler.reduce import ReduceOptions, ReduceResult, needs_reduction
 from kiln.compiler.report import CompileReport
@@ -332,7 +333,7 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     guards = guards_module.Guards.from_options(options)
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=str(options.pop("device", "CPU")), extra=options)
-    graph = artifact_model(artifact, choice.engines)
+    graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
@@ -369,8 +370,11 @@ def artifact_target(requested: str | Target, built: str) -> Target:
     return here
 
 
-def artifact_model(artifact: Artifact, backends: Sequence[str]) -> ir.Model:
-    """The artifact's graph, parsed and validated: hashes prove integrity, not intent."""
+def artifact_model(artifact: Artifact, backends: Sequence[str],
+                   kiln_ops: frozenset[str] | None = None) -> ir.Model:
+    """The artifact's graph, parsed and validated: hashes prove integrity, not intent.
+    kiln-domain ops outside ``kiln_ops`` (None: keep them all) are written back as standard
+    ONNX first, so a native artifact also loads on onnxruntime or OpenVINO."""
     import onnx_ir as ir
 
     from kiln.compiler.frontend import parse_bytes
@@ -378,6 +382,10 @@ def artifact_model(artifact: Artifact, backends: Sequence[str]) -> ir.Model:
 
     name = f"{artifact.path.name}:model.onnx"
     proto = parse_bytes(artifact.model_bytes, name)  # ModelError if it does not parse
+    if kiln_ops is not None and any(o.domain == KILN_DOMAIN for o in proto.opset_import):
+        validate_proto(proto, name, [kiln_limits()])
+        model = ir.from_proto(proto)
+        ExpandKilnOpsPass(keep=kiln_ops)(model)
+        proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)])
     return ir.from_proto(proto)
-

@@ -100,6 +100,11 @@ class PartitionedModel(CompiledModel):
                 raise KilnError(f"graph output '{spec.name}' was produced by no partition")
         return results
 
+    def cancel(self, thread_id: int) -> bool:
+        """Ask every piece to stop the run on ``thread_id`` (the pieces run on the caller's
+        thread, one after another); True when one of them could."""
+        return any([compiled.cancel(thread_id) for _, compiled in self.pieces])
+
     def save(self, folder: Path) -> list[str]:
         """Each piece's blobs under ``partition<i>_<backend>/`` plus ``placement.json``
         (``load_partitioned`` reads them back)."""

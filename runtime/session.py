@@ -80,14 +80,17 @@ class Session:
 
     @property
     def backend_name(self) -> str:
+        """The backend that compiled the model ("native+onnxruntime" when split)."""
         return self.compiled.choice.name
 
     @property
     def backend_reason(self) -> str:
+        """Why that backend: "requested", or what "auto" found."""
         return self.compiled.choice.reason
 
     @property
     def target(self) -> Target:
+        """The hardware the model was compiled for."""
         return self.compiled.target
 
     @property
@@ -97,10 +100,12 @@ class Session:
 
     @property
     def opt_level(self) -> int | None:
+        """The optimization level the graph went through (None if an artifact lacks it)."""
         return self.compiled.opt_level
 
     @property
     def guards(self) -> guards_module.Guards:
+        """The limits every run is held to (max_memory, timeout, max_loop_iterations)."""
         return self.compiled.guards
 
     @property
@@ -120,6 +125,7 @@ class Session:
 
     @property
     def artifact(self) -> Any:
+        """The verified .kiln artifact this Session was loaded from (None if compiled)."""
         return self.compiled.artifact
 
     @property
@@ -129,14 +135,17 @@ class Session:
 
     @property
     def source_sha256(self) -> str:
+        """sha256 of the source model as it was read ("" when unknown)."""
         return self.compiled.source_sha256
 
     @property
     def import_seconds(self) -> float:
+        """Seconds spent importing and validating (or reading the artifact)."""
         return self.compiled.import_seconds
 
     @property
     def compile_seconds(self) -> float:
+        """Seconds spent optimizing, reducing and compiling (or restoring blobs)."""
         return self.compiled.compile_seconds
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -145,14 +154,17 @@ class Session:
 
     @property
     def backend(self) -> str:
+        """Same as ``backend_name``."""
         return self.backend_name
 
     @property
     def inputs(self) -> list[TensorSpec]:
+        """The model's inputs (initializers excluded): name, dtype, shape."""
         return list(self._compiled.inputs)
 
     @property
     def outputs(self) -> list[TensorSpec]:
+        """The model's outputs, in graph order."""
         return list(self._compiled.outputs)
 
     def get_inputs(self) -> list[TensorSpec]:

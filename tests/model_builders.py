@@ -125,10 +125,13 @@ def make_unused_domains_model() -> onnx.ModelProto:
 
 
 def make_dynamic_dim_model() -> onnx.ModelProto:
-    """The conv model with its batch dim declared as -1 (Paddle2ONNX's dynamic dim)."""
+    """The conv model with its batch dim declared as -1 and its height and width both named
+    '?', as Paddle2ONNX writes dynamic dims (the '?'s may differ)."""
     model = make_conv_model()
     for value in (model.graph.input[0], model.graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_value = -1
+    for axis in (2, 3):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = "?"
     return model
 
 

@@ -11,12 +11,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
-from onnx_ir.passes.common import (
-    AddDefaultAttributesPass,
-    IdentityEliminationPass,
-    LiftConstantsToInitializersPass,
-)
+from onnx_ir.passes.common import AddDefaultAttributesPass, LiftConstantsToInitializersPass
 
+from kiln.compiler.passes.cleanup import EliminateIdentityPass
 from kiln.compiler.passes.fuse_attention import ATTENTION_OPSET, FuseAttention
 from kiln.compiler.passes.fuse_gelu import GELU_OPSET, FuseGeluPass
 from kiln.compiler.passes.fuse_layer_norm import LAYER_NORM_OPSET, FuseLayerNormPass
@@ -47,7 +44,7 @@ class TidyForTransformerRulesPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         steps = {"lift constants": LiftConstantsToInitializersPass(lift_all_constants=True,
                                                                    size_limit=0),
-                 "remove identities": IdentityEliminationPass(),
+                 "remove identities": EliminateIdentityPass(),
                  "explicit default attributes": AddDefaultAttributesPass()}
         for name, step in steps.items():
             if step(model).modified:

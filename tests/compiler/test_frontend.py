@@ -111,8 +111,8 @@ BACKENDS = ("onnxruntime", "openvino", "native")
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_minus_one_dim_is_a_dynamic_dim(backend):
-    """Paddle2ONNX writes dim_value -1 for a dynamic dim; onnxruntime reads it so, and kiln
-    takes any size there."""
+    """Paddle2ONNX writes dim_value -1, or the name '?' on several axes, for a dynamic dim;
+    onnxruntime reads both so, and kiln takes any size there."""
     import onnxruntime as ort
     from model_builders import make_dynamic_dim_model
 
@@ -121,8 +121,9 @@ def test_minus_one_dim_is_a_dynamic_dim(backend):
     assert session.inputs[0].shape[0] is None
     reference = ort.InferenceSession(model.SerializeToString(),
                                      providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    for batch, height, width in ((1, 8, 8), (3, 6, 10)):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, height, width)).astype(
+            np.float32)
         np.testing.assert_allclose(session(x=x)["y"], reference.run(None, {"x": x})[0],
                                    rtol=1e-4, atol=1e-4)
 
@@ -156,3 +157,35 @@ def test_other_negative_dims_are_refused():
     model.graph.initializer[0].dims[0] = -1  # a tensor's data has no dynamic dims
     with pytest.raises(kiln.ModelError, match="tensor 'w': dim -1 at axis 0 is negative"):
         import_model(model)
+
+
+def test_an_output_of_unknown_rank_is_not_refused():
+    """onnx's checker wants a shape on every graph output; onnxruntime runs a model whose
+    output declares none (unknown rank), and so does kiln."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)
+    imported = import_model(model)
+    assert imported.graph.outputs[0].shape == [2]  # shape inference fills it in
+    assert not model.graph.output[0].type.tensor_type.HasField("shape")  # source untouched
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_local_function_runs_on_every_backend(backend):
+    """A call of a function the model defines: its domain asks no backend anything, and the
+    call is inlined for the backends that do not read local functions."""
+    function = helper.make_function(
+        "custom.fn", "DoubleRelu", ["a"], ["b"],
+        [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Add", ["r", "r"], ["b"])],
+        [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("DoubleRelu", ["x"], ["y"], domain="custom.fn")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 17),
+                                             helper.make_opsetid("custom.fn", 1)])
+    session = kiln.Session(model, backend=backend)
+    np.testing.assert_array_equal(session(x=np.array([1.5, -1], np.float32))["y"], [3, 0])

@@ -211,3 +211,20 @@ def test_unknown_sizes_make_boundary_bytes_unknown():
     plan = plan_partitions(model, [RELU_ADD, EVERYTHING], min_partition_nodes=1)
     assert plan.boundary_bytes() is None
     assert plan.boundary_bytes({"batch": 8}) == 8 * 4 * 4
+
+
+def test_a_constant_only_a_body_reads_leaves_its_constant_partition():
+    """silero-vad's If branches read a Constant node's value that no top-level node reads;
+    the constant partition must still hand it to the If's partition."""
+    then = oh.make_graph([oh.make_node("Add", ["x", "k"], ["t"])], "then", [], [_vi("t", [2])])
+    other = oh.make_graph([oh.make_node("Sub", ["x", "k"], ["e"])], "else", [], [_vi("e", [2])])
+    nodes = [oh.make_node("Constant", [], ["k"], name="k",
+                          value=numpy_helper.from_array(np.array([1.0, 2.0], np.float32))),
+             oh.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)]
+    model = _model(nodes, [_vi("x", [2]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [2])])
+    plan = plan_partitions(model, [EVERYTHING], min_partition_nodes=1)
+    [constant] = [p for p in plan.partitions if p.constant]
+    assert constant.outputs == ["k"]
+    [runtime] = plan.runtime_partitions
+    sub = Extractor(model, plan).extract(runtime, {"k": np.array([1.0, 2.0], np.float32)})
+    assert "k" in sub.graph.initializers
