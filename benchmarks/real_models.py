@@ -217,6 +217,9 @@ def describe(model: RealModel, path: Path) -> dict:
         exporter = "Paddle2ONNX (opset domain 'Paddle')"
     if not exporter and any(n.name.startswith("p2o.") for n in proto.graph.node):
         exporter = "Paddle2ONNX (p2o.* names)"
+    dim_params = {d.dim_param for i in proto.graph.input for d in i.type.tensor_type.shape.dim}
+    if not exporter and any(p.startswith("DynamicDimension") for p in dim_params):
+        exporter = "Paddle2ONNX (DynamicDimension dims)"
     return {"model": model.name, "task": model.task, "source": model.source,
             "file": path.name, "sha256": model.sha256,
             "exporter": exporter or "(producer_name empty)", "nodes": len(proto.graph.node),
