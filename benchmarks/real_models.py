@@ -147,12 +147,15 @@ def p50_ms(run, budget_s: float = 1.5, min_runs: int = 5, max_runs: int = 40) ->
 
 
 def onnxruntime_direct(path: Path, feed: dict, threads: int | None = None):
-    """An onnxruntime InferenceSession with default options (threads only when timing)."""
+    """An onnxruntime InferenceSession with default options, or, for timing, ``threads``
+    intra-op threads without spin-waiting (kiln's own onnxruntime sessions do not spin, and
+    spinning threads on a shared, loaded machine measured 2-5x slower: not a fair baseline)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
