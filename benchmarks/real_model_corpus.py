@@ -299,7 +299,9 @@ FEED_BUILDERS = {
     "imagenet224": lambda m: {"x": (_chw(_photo(224, 224, 4)) / 255.0 - IMAGENET_MEAN)
                               / IMAGENET_STD},
     "yolo320": lambda m: {"images": _chw(_photo(320, 320, 5)) / 255.0},
-    "yolox416": lambda m: {"images": _chw(_photo(416, 416, 6))},    # YOLOX: raw 0..255 pixels
+    # ddddocr's detector finds characters on click captchas; YOLOX takes raw 0..255 pixels
+    "yolox416": lambda m: {"images": _chw(np.minimum(_photo(416, 416, 6), _text_image(
+        416, 416, ["A 7 k", "x 9 Q", "m 3 T"], 6)))},
     "captcha": lambda m: {"input1": (_chw(_text_image(160, 64, ["a7Kx9"], 7))[:, :1] / 255.0
                                      - 0.5) / 0.5},
     "silero_sr": lambda m: {"input": _audio(512, 8)[None], "state": np.zeros((2, 1, 128),

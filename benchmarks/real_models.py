@@ -58,6 +58,7 @@ class Check:
     atol_scale: float = 1e-3
     value: float = 0.0
     margin: float = 1e-3
+    select: tuple = ()      # index into the output before checking (e.g. a score column)
 
 
 CLOSE = Check(0)
@@ -75,7 +76,9 @@ CHECKS: dict[str, tuple[Check, ...]] = {
     "ddddocr_old_quant": (Check(0, atol_scale=2e-2, rtol=2e-2), Check(0, "argmax", margin=0.1)),
     # YOLOv8 [1, 4 + classes, anchors]: rows 4.. are class scores, kept above 0.25 (NudeNet's
     # threshold); the box rows are pixels and fall under "close" at 1e-3 of their scale.
-    "nudenet_320n": (CLOSE, Check(0, "threshold", value=0.25)),
+    "nudenet_320n": (CLOSE, Check(0, "threshold", value=0.25, select=(0, slice(4, None)))),
+    # YOLOX [1, anchors, 4 box + objectness + class]: anchors kept at objectness > 0.5.
+    "ddddocr_det": (CLOSE, Check(0, "threshold", value=0.5, select=(0, slice(None), 4))),
 }
 
 
@@ -93,8 +96,8 @@ def check_outputs(model: RealModel, got: list, ref: list) -> list[str]:
     if problems:
         return problems
     for c in checks:
-        g = np.asarray(got[c.output], np.float64)
-        r = np.asarray(ref[c.output], np.float64)
+        g = np.asarray(got[c.output], np.float64)[c.select]
+        r = np.asarray(ref[c.output], np.float64)[c.select]
         if not np.isfinite(g).all():
             problems.append(f"output {c.output}: non-finite values")
         elif c.kind == "close":

@@ -56,3 +56,16 @@ def test_checks_catch_a_wrong_answer():
     assert any("argmax" in p for p in check_outputs(model, [shifted], [ref]))
     noisy = ref + 0.01 * ref.max()              # 1% of scale: beyond the 0.1% tolerance
     assert any("|diff|" in p for p in check_outputs(model, [noisy], [ref]))
+
+
+def test_threshold_check_reads_the_selected_score_column():
+    import numpy as np
+
+    model = next(m for m in CORPUS if m.name == "ddddocr_det")
+    ref = np.zeros((1, 10, 6), np.float32)
+    ref[0, :, :4] = 100.0                       # box pixels: large, never thresholded
+    ref[0, 3, 4] = 0.9                          # one anchor with objectness above 0.5
+    dropped = ref.copy()
+    dropped[0, 3, 4] = 0.2                      # the detection is lost
+    assert check_outputs(model, [ref.copy()], [ref]) == []
+    assert any("thresholded" in p for p in check_outputs(model, [dropped], [ref]))
