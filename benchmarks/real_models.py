@@ -210,13 +210,23 @@ def run_backend(model: RealModel, path: Path, feed: dict, ref: list, backend: st
     return row
 
 
+def _all_nodes(graph):
+    """Every node, including those inside If/Loop/Scan bodies."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
 def describe(model: RealModel, path: Path) -> dict:
     proto = onnx.load(str(path), load_external_data=False)
-    domains = sorted({n.domain for n in proto.graph.node if n.domain})
+    nodes = list(_all_nodes(proto.graph))
+    domains = sorted({n.domain for n in nodes if n.domain})
     notable = {"If", "Loop", "Scan", "LSTM", "GRU", "QuantizeLinear", "DequantizeLinear",
                "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
                "Softmax", "Resize", "Erf"}
-    ops = sorted({n.op_type for n in proto.graph.node if n.op_type in notable or n.domain})
+    ops = sorted({n.op_type for n in nodes if n.op_type in notable or n.domain})
     exporter = model.export or " ".join(x for x in (proto.producer_name, proto.producer_version)
                                         if x)
     if not exporter and any(o.domain == "Paddle" for o in proto.opset_import):
@@ -228,7 +238,7 @@ def describe(model: RealModel, path: Path) -> dict:
         exporter = "Paddle2ONNX (DynamicDimension dims)"
     return {"model": model.name, "task": model.task, "source": model.source,
             "file": path.name, "sha256": model.sha256,
-            "exporter": exporter or "(producer_name empty)", "nodes": len(proto.graph.node),
+            "exporter": exporter or "(producer_name empty)", "nodes": len(nodes),
             "opsets": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
             "node_domains": domains, "ops_of_note": ops, "dims": model.dims}
 
@@ -260,7 +270,7 @@ def _cell(row: dict) -> str:
 
 def markdown(entries: list[dict]) -> str:
     lines = [
-        "| model | source package | exporter | nodes | ort direct p50 | "
+        "| model | source package | exporter | nodes (incl. subgraphs) | ort direct p50 | "
         + " | ".join(BACKENDS) + " |",
         "|---|---|---|---:|---:|" + "---|" * len(BACKENDS),
     ]
