@@ -2,7 +2,7 @@
 binary tensors) against `kiln serve --max-batch 1` and `--max-batch 8`.
 
     python benchmarks/serve_make_mobilenet.py /work/cache/serve_repo
-    python benchmarks/serve_batching.py /work/cache/serve_repo [MODEL] [SECONDS]
+    python benchmarks/serve_batching.py /work/cache/serve_repo [MODEL] [SECONDS] [THREADS]
 
 MODEL defaults to mobilenet_v2 (224x224); serve_make_mobilenet.py REPO 96 makes
 mobilenet_v2_96. Writes benchmarks/results/serve_batching_MODEL.json. Client and server share
@@ -25,10 +25,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main(repo: str, model: str = "mobilenet_v2", seconds: float = 15.0,
-         rounds: int = 3) -> dict:
+         rounds: int = 3, threads: int | None = None) -> dict:
     """Both servers run side by side and take turns (``rounds`` runs of ``seconds`` / rounds
     each), so load from other processes on the machine hits both alike."""
     common = ["--max-queue-delay-ms", "5", "--max-queue", "64"]
+    if threads:
+        common += ["--threads", str(threads)]
     runs: dict[int, list[dict]] = {1: [], 8: []}
     with kiln_serve(repo, "--max-batch", "1", *common) as one, \
             kiln_serve(repo, "--max-batch", "8", *common) as eight:
@@ -54,6 +56,7 @@ def main(repo: str, model: str = "mobilenet_v2", seconds: float = 15.0,
     speedup = median[8] / median[1]
     result = {"model": f"{model}: MobileNetV2-shaped (random weights), dynamic batch",
               "clients": 16, "seconds_per_server": seconds, "rounds": rounds,
+              "threads": threads,
               "cpu_count": os.cpu_count(), "median_throughput_qps": median,
               "speedup_8_over_1": round(speedup, 3),
               "note": "shared, noisy 2-core machine; the load generator runs on the same cores",
@@ -67,4 +70,5 @@ def main(repo: str, model: str = "mobilenet_v2", seconds: float = 15.0,
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "/work/cache/serve_repo",
          sys.argv[2] if len(sys.argv) > 2 else "mobilenet_v2",
-         float(sys.argv[3]) if len(sys.argv) > 3 else 15.0)
+         float(sys.argv[3]) if len(sys.argv) > 3 else 15.0,
+         threads=int(sys.argv[4]) if len(sys.argv) > 4 else None)

@@ -186,14 +186,19 @@ class _Connections:
     a time. The request bytes are built once, so a request costs a socket write and a short
     header parse; an HTTP library's per-request work would make the client, not the
     server, the bottleneck on a small machine. At most ``limit`` connections are open;
-    beyond that a request waits for a free one (that wait counts in its latency)."""
+    beyond that a request waits for a free one (that wait counts in its latency).
+    Servers close idle keep-alive connections (uvicorn after 5 s), so one idle longer than
+    ``MAX_IDLE_S`` is not reused, and a reused one the server closed meanwhile is replaced
+    by a fresh connection before the request counts as failed."""
+
+    MAX_IDLE_S = 2.0
 
     def __init__(self, url: str, limit: int):
         parsed = urllib.parse.urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 80
         self.path = parsed.path or "/"
-        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.slots = asyncio.Semaphore(limit)
 
     def request_bytes(self, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -212,8 +217,20 @@ class _Connections:
                 return f"error:{type(exc).__name__}"
 
     async def _exchange(self, request: bytes) -> int:
-        reader, writer = self.free.pop() if self.free else \
-            await asyncio.open_connection(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        while self.free:
+            reader, writer, last_used = self.free.pop()
+            if loop.time() - last_used < self.MAX_IDLE_S:
+                try:
+                    return await self._send(reader, writer, request)
+                except (OSError, asyncio.IncompleteReadError):
+                    continue  # the server closed it as we reused it: use a fresh one
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._send(reader, writer, request)
+
+    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> int:
         try:
             writer.write(request)
             await writer.drain()
@@ -234,11 +251,11 @@ class _Connections:
         if close:
             writer.close()
         else:
-            self.free.append((reader, writer))
+            self.free.append((reader, writer, asyncio.get_running_loop().time()))
         return status
 
     def close(self) -> None:
-        for _, writer in self.free:
+        for _, writer, _ in self.free:
             writer.close()
         self.free.clear()
 
