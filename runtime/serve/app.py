@@ -143,7 +143,7 @@ def create_app(config: ServeConfig, repository: ModelRepository | None = None) -
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         state["draining"] = True
-        await run_in_threadpool(repo.close)
+        repo.close()  # the loop has nothing else to do: every connection is closed
 
     model = "/v2/models/{name}"
     version = model + "/versions/{version}"

@@ -5,43 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from kiln.runtime.serve.app import create_app
-from kiln.runtime.serve.config import ServeConfig
+for _module in ("starlette", "uvicorn", "httpx", "prometheus_client"):
+    pytest.importorskip(_module, reason="kiln serve needs the [serve] extra")
 
-WEIGHT = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+# importlib mode keeps test folders off sys.path; the model builders live next to this file
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
+from serve_models import write_repository  # noqa: E402
 
-def linear_model(batch: int | str = "batch", scale: float = 1.0) -> onnx.ModelProto:
-    """y = x @ W * scale + 1 over x: float32[batch, 4]."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])
-    w = numpy_helper.from_array(WEIGHT * scale, "w")
-    one = numpy_helper.from_array(np.ones(3, np.float32), "one")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["xw"]),
-                               helper.make_node("Add", ["xw", "one"], ["y"])],
-                              "linear", [x], [y], [w, one])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def write_repository(root: Path) -> Path:
-    """linear v1 and v2 (dynamic batch; v2 doubles W), fixed (batch fixed at 1)."""
-    for name, version, model in (("linear", 1, linear_model()),
-                                 ("linear", 2, linear_model(scale=2.0)),
-                                 ("fixed", 1, linear_model(batch=1))):
-        folder = root / name / str(version)
-        folder.mkdir(parents=True)
-        onnx.save(model, folder / "model.onnx")
-    return root
+from kiln.runtime.serve.app import create_app  # noqa: E402
+from kiln.runtime.serve.config import ServeConfig  # noqa: E402
 
 
 @pytest.fixture
