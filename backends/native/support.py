@@ -270,7 +270,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # bitwise and index-driven
     **{("", op): Rule(INTS) for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor",
                                        "BitwiseNot")},
-    ("", "BitShift"): Rule(frozenset({DT.UINT8, DT.UINT16, DT.UINT32, DT.UINT64}),
+    ("", "BitShift"): Rule(INTS,
                            check=_one_of("direction", ("LEFT", "RIGHT"), "")),
     ("", "GatherND"): Rule(ANY, index_inputs=(1,)),
     ("", "ScatterND"): Rule(NUMERIC_BOOL, index_inputs=(1,), check=_reduction),

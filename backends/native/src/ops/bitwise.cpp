@@ -70,15 +70,22 @@ KernelFactory bit_shift() {
     return std::unique_ptr<Kernel>(new FnKernel([left](OpContext& c) {
       dispatch_int(c.in(0).dtype, c.node, [&](auto tag) {
         using T = decltype(tag);
-        if constexpr (!std::is_unsigned_v<T>) {
-          c.fail("BitShift needs an unsigned integer type");
-        } else {
-          constexpr uint64_t bits = sizeof(T) * 8;
-          int_binary<T>(c, [left](T x, T s) {
-            if (static_cast<uint64_t>(s) >= bits) return T(0);
-            return static_cast<T>(left ? x << s : x >> s);
-          });
-        }
+        using U = std::make_unsigned_t<T>;
+        constexpr uint64_t bits = sizeof(T) * 8;
+        // numpy's shifts: past the width, left gives 0 and right the sign fill; a signed
+        // right shift is arithmetic, a left shift works on the two's-complement bits
+        int_binary<T>(c, [left](T x, T s) {
+          bool negative = false;
+          if constexpr (std::is_signed_v<T>) negative = s < 0;
+          if (negative || static_cast<uint64_t>(s) >= bits) {
+            if constexpr (std::is_signed_v<T>) {
+              if (!left && x < 0) return T(-1);
+            }
+            return T(0);
+          }
+          if (left) return static_cast<T>(static_cast<U>(static_cast<U>(x) << s));
+          return static_cast<T>(x >> s);
+        });
       });
     }));
   };
