@@ -282,6 +282,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "Trilu"): Rule(ANY, index_inputs=(1,)),
     ("", "EyeLike"): Rule(ANY, free_outputs=(0,)),
     ("", "CumSum"): Rule(NUMERIC, index_inputs=(1,)),
+    ("", "CumProd"): Rule(NUMERIC, index_inputs=(1,)),
     ("", "RMSNormalization"): Rule(FLOAT),
     ("", "LpNormalization"): Rule(FLOAT, check=lambda n: None if _attr(n, "p", 2) in (1, 2)
                                   else "p must be 1 or 2"),

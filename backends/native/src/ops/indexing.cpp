@@ -1,5 +1,5 @@
 // Index-driven operators: GatherND, ScatterND, ScatterElements, NonZero, Compress, OneHot,
-// Trilu, EyeLike, CumSum. Every index is bounds-checked before it is used.
+// Trilu, EyeLike, CumSum, CumProd. Every index is bounds-checked before it is used.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -320,8 +320,9 @@ KernelFactory eye_like() {
   };
 }
 
-KernelFactory cumsum() {
-  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+// CumSum (product = false) and CumProd (product = true): a running sum / product along axis.
+KernelFactory cumulative(bool product) {
+  return [product](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const bool exclusive = node.attr_i("exclusive", 0) != 0;
     const bool reverse = node.attr_i("reverse", 0) != 0;
     return std::unique_ptr<Kernel>(new FnKernel([=](OpContext& c) {
@@ -343,17 +344,13 @@ KernelFactory cumsum() {
         T* py = y.ptr<T>();
         for (size_t o = 0; o < outer; ++o)
           for (size_t i = 0; i < inner; ++i) {
-            T acc = T(0);
+            T acc = product ? T(1) : T(0);
             for (int64_t s = 0; s < len; ++s) {
               const int64_t j = reverse ? len - 1 - s : s;
               const size_t at = (o * len + j) * inner + i;
-              if (exclusive) {
-                py[at] = acc;
-                acc = static_cast<T>(acc + px[at]);
-              } else {
-                acc = static_cast<T>(acc + px[at]);
-                py[at] = acc;
-              }
+              const T next = static_cast<T>(product ? acc * px[at] : acc + px[at]);
+              py[at] = exclusive ? acc : next;
+              acc = next;
             }
           }
       });
@@ -369,7 +366,8 @@ KILN_REGISTER_OP("", "Compress", compress());
 KILN_REGISTER_OP("", "OneHot", one_hot());
 KILN_REGISTER_OP("", "Trilu", trilu());
 KILN_REGISTER_OP("", "EyeLike", eye_like());
-KILN_REGISTER_OP("", "CumSum", cumsum());
+KILN_REGISTER_OP("", "CumSum", cumulative(false));
+KILN_REGISTER_OP("", "CumProd", cumulative(true));
 
 }  // namespace
 }  // namespace kiln::ops
