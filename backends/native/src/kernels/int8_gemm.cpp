@@ -83,8 +83,7 @@ namespace {
 
 int8_ukernel_fn select_ukernel() {
 #if KILN_HAS_X86
-  const CpuFeatures& f = cpu_features();
-  if (active_isa() == Isa::avx512 && f.avx512_vnni) return kiln_u8s8_gemm_ukernel__avx512vnni;
+  if (vnni_active()) return kiln_u8s8_gemm_ukernel__avx512vnni;
   // AVX-512 without VNNI runs the AVX2 kernel too (widened 16-bit products)
   if (active_isa() != Isa::generic) return kiln_u8s8_gemm_ukernel__avx2;
 #endif
