@@ -65,7 +65,6 @@ from kiln.backends.base import (
 )
 from kiln.backends.native import support
 from kiln.backends.native.fallback import OrtSegment
-from kiln.backends.native.plan_isa import LEVELS, plan_isa
 from kiln.backends.native.plan import (
     LoweredPlan,
     Lowering,
@@ -73,6 +72,7 @@ from kiln.backends.native.plan import (
     contiguous,
     inferred_sizes,
 )
+from kiln.backends.native.plan_isa import LEVELS, plan_isa
 from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
     ArtifactError,
