@@ -9,6 +9,12 @@ import onnx_ir as ir
 from kiln.backends.base import TensorSpec
 from kiln.compiler.opset_stamp import restamp_opset
 
+#: ``ir.Model.meta`` key: the folder holding the model's weights when compile moved them to an
+#: external-data file (``kiln.runtime.weights``); the graph's tensors then point into it.
+WEIGHTS_DIR = "kiln.weights_dir"
+#: The graph-only model written next to those weights for engines that read files.
+GRAPH_FILE = "graph.onnx"
+
 
 def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None,
                   max_opset: int | None = None) -> bytes:
@@ -19,12 +25,35 @@ def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None,
     that refuses newer ones (exporters stamp the newest IR their onnx package knows, engines
     lag behind); the graph itself is unchanged.
     """
+    proto = _proto(model, max_ir_version, max_opset)
+    folder = model.meta.get(WEIGHTS_DIR)
+    if folder is not None:  # weights on disk: read them back in
+        import onnx
+
+        onnx.load_external_data_for_model(proto, folder)
+    return proto.SerializeToString()
+
+
+def to_onnx_file(model: ir.Model, max_ir_version: int | None = None,
+                 max_opset: int | None = None) -> str | None:
+    """The model as an ONNX file whose weights stay in their external-data file, for engines
+    that read (or map) that file themselves; None when the weights are in memory."""
+    folder = model.meta.get(WEIGHTS_DIR)
+    if folder is None:
+        return None
+    path = f"{folder}/{GRAPH_FILE}"
+    with open(path, "wb") as f:
+        f.write(_proto(model, max_ir_version, max_opset).SerializeToString())
+    return path
+
+
+def _proto(model: ir.Model, max_ir_version: int | None, max_opset: int | None):
     proto = ir.serde.serialize_model(model)
     if max_opset is not None:
         restamp_opset(proto, max_opset)
     if max_ir_version is not None and proto.ir_version > max_ir_version:
         proto.ir_version = max_ir_version
-    return proto.SerializeToString()
+    return proto
 
 
 def _dims(value: ir.Value) -> tuple[int | str | None, ...] | None:

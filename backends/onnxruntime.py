@@ -23,7 +23,7 @@ from kiln.backends.base import (
     NodeTime,
     NoTimersError,
 )
-from kiln.backends.onnx_export import signature, to_onnx_bytes
+from kiln.backends.onnx_export import signature, to_onnx_bytes, to_onnx_file
 from kiln.compiler.reference import max_ir_version, max_opset, onnxruntime_session
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
@@ -207,9 +207,11 @@ class OnnxRuntimeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         self._check(options)
-        model_bytes = to_onnx_bytes(model, max_ir_version(), max_opset())
+        # weights kiln moved to a file: onnxruntime reads them there, no copy in between
+        source = (to_onnx_file(model, max_ir_version(), max_opset())
+                  or to_onnx_bytes(model, max_ir_version(), max_opset()))
         level = options.extra.get("ort_graph_optimization_level", "all")
-        return OnnxRuntimeCompiled(_session(model_bytes, options, level),
+        return OnnxRuntimeCompiled(_session(source, options, level),
                                    model, options)
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,

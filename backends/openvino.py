@@ -22,7 +22,7 @@ from kiln.backends.base import (
     NodeTime,
     NoTimersError,
 )
-from kiln.backends.onnx_export import signature, to_onnx_bytes
+from kiln.backends.onnx_export import signature, to_onnx_bytes, to_onnx_file
 from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -391,7 +391,8 @@ class OpenVinoBackend(Backend):
         core, device, config = self._prepare(options)
         self._refuse_foreign(model, device)
         try:
-            ov_model = core.read_model(io.BytesIO(to_onnx_bytes(model)))
+            path = to_onnx_file(model)  # OpenVINO maps weights kiln moved to a file
+            ov_model = core.read_model(path if path else io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot read the model: {exc}{_FALLBACK_HINT}") \
                 from exc

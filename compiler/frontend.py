@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
 from kiln.compiler.validate import (
@@ -302,13 +302,49 @@ def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """onnx's shape inference, then types through contrib ops it does not know
     (``kiln.compiler.contrib``)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
-                                                     data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_weightless(proto), check_type=True,
+                                                     strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{name}: shape inference failed: {first}") from exc
     except Exception as exc:  # found by fuzz/fuzz_frontend.py: UnicodeDecodeError and others
         raise ModelError(f"{name}: shape inference failed: {type(exc).__name__}: "
                          f"{exc}") from exc
-    complete_types(inferred)
-    return inferred
+    # What inference added, back into the model that holds the weights (no copy of them).
+    for field in ("node", "value_info", "output"):
+        proto.graph.ClearField(field)
+        getattr(proto.graph, field).extend(getattr(inferred.graph, field))
+    complete_types(proto)
+    return proto
+
+
+#: Initializers larger than this reach shape inference as dims and type alone: no shape
+#: depends on a weight's values, and onnx's inference copies the model it is given twice.
+_INFERENCE_VALUE_BYTES = 4096
+
+
+def _weightless(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` without the values of its large initializers (dims and type kept)."""
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    _copy_fields(proto.graph, light.graph, skip="initializer")
+    for tensor in proto.graph.initializer:
+        if tensor.ByteSize() <= _INFERENCE_VALUE_BYTES:
+            light.graph.initializer.add().CopyFrom(tensor)
+        else:
+            light.graph.initializer.add(name=tensor.name, dims=tensor.dims,
+                                        data_type=tensor.data_type)
+    return light
+
+
+def _copy_fields(source: Message, dest: Message, skip: str) -> None:
+    """Every set field of protobuf message ``source`` but ``skip``, into ``dest``."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(dest, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dest, field.name).CopyFrom(value)
+        else:
+            setattr(dest, field.name, value)

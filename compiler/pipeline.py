@@ -26,10 +26,12 @@ from onnxscript.rewriter import rules as osr
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
 from kiln.compiler.passes.cleanup import ConstantInitializersPass, EliminateIdentityPass
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
+from kiln.compiler.passes.factor_scaled_residual import FactorScaledResidualPass
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
 from kiln.compiler.passes.fold_constants import FoldConstantsPass
 from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
 from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
+from kiln.compiler.passes.fuse_hard_activations import FuseHardActivationsPass
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
@@ -99,6 +101,9 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
                                       (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
     steps: list[Step] = [
         ("fuse-batchnorm", FuseBatchNormPass()),
+        # before fold-affine, which would otherwise fold relu6(x + 3)'s "+ 3" into a Conv bias
+        ("fuse-hard-activations", FuseHardActivationsPass()),
+        ("factor-scaled-residual", FactorScaledResidualPass()),
         ("matmul-add-to-gemm", OnnxscriptRulesPass(_GEMM_RULES)),
         ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
         ("fuse-batchnorm-again", FuseBatchNormPass()),

@@ -204,9 +204,9 @@ def save_artifact(
     if isinstance(model, bytes):
         model_bytes = model
     else:
-        import onnx_ir as ir
+        from kiln.backends.onnx_export import to_onnx_bytes
 
-        model_bytes = ir.to_proto(model).SerializeToString()
+        model_bytes = to_onnx_bytes(model)  # weights inline, also those on disk
     files: dict[str, bytes | Path] = {MODEL: model_bytes}
     if blob_dir is not None:
         root = Path(blob_dir)

@@ -4,9 +4,11 @@ checked against onnxruntime fp32 (a .kiln artifact: against its stored graph at 
 on onnxruntime, kiln-domain ops written back as standard ONNX).
 
 Method (the same for every engine):
-- compile each pair; record load time (reading the model or artifact), compile time, peak RSS
-  and the RSS the engine kept. A backend that cannot run here gets rows with status
-  "unavailable" and the reason, a failure rows with status "error" and the message; the run
+- compile each pair; record load time (reading the model or artifact), compile time, the peak
+  RSS while opening it above the RSS before (engines opened earlier stay resident, so a
+  process-wide peak would grow with the order) and the RSS the engine kept. A backend that
+  cannot run here gets rows with status "unavailable" and the reason, a failure rows with
+  status "error" and the message; the run
   goes on with the others;
 - one checked run on the bench feeds (drift vs the reference: max abs, max rel, cosine, top-1
   agreement for classifier-shaped outputs), then ``warmup - 1`` more warm-up runs;
@@ -278,7 +280,9 @@ def _private(model: Any) -> Any:
 def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Engine:
     """Import (or load) and compile one engine, measuring time and memory."""
     engine = _Engine(backend, precision)
-    _reset_peak_rss()
+    # Engines opened earlier stay resident: the peak is counted above the RSS before this one
+    # opened, and only when the peak mark could be reset (else it would inherit theirs).
+    reset = _reset_peak_rss()
     before = _rss_mb("VmRSS")
     from kiln.runtime.session import Session
 
@@ -296,10 +300,10 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     engine.load_s = session.import_seconds
     engine.compile_s = session.compile_seconds
     engine.session = session
-    engine.peak_rss_mb = _peak_rss_mb()
     after = _rss_mb("VmRSS")
     if before is not None and after is not None:
         engine.rss_growth_mb = after - before
+        engine.peak_rss_mb = _peak_rss_mb() - before if reset else None
     return engine
 
 

@@ -62,7 +62,7 @@ def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
             head = ["backend", "precision", "status", "QPS", "p50 ms", "p99 ms"]
         else:
             head = ["backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "QPS"]
-        head += ["vs baseline", "compile s", "peak RSS MB", "max abs diff", "cosine", "top-1"]
+        head += ["vs baseline", "compile s", "open peak MB", "max abs diff", "cosine", "top-1"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for row in rows:

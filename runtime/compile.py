@@ -11,7 +11,8 @@ The steps, in order, one function each:
 3. ``import_validated``  ONNX -> IR, checked against kiln's and the backends' limits
 4. ``optimize``          the pass pipeline for the level, the target and the backends' caps
 5. ``reduce``            prune / int8 / fp16 / bf16 when asked (``kiln.compiler.reduce``)
-6. ``build``             ``backend.compile``, or partition and compile each piece
+6. ``build``             ``backend.compile``, or partition and compile each piece; the
+                         weights wait in a temporary file meanwhile (``runtime/weights.py``)
 
 A ``.kiln`` artifact goes through ``load`` instead: ``choose_backends`` from its manifest,
 ``artifact_model`` (parse + validate the stored graph), the guards, then ``restore`` (the
@@ -41,6 +42,7 @@ from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
+from kiln.runtime.weights import offload_weights, release_maps
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -179,9 +181,12 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                                         reduce or ReduceOptions())
     else:
         graph, report = optimize(graph, level, target, caps)
+    if not choice.partitioned:  # pieces of a split graph are serialized whole
+        offload_weights(graph)  # the engine reads them from disk, not from a copy in memory
     engine, placement = guards_module.call_with_timeout(
         lambda: build(graph, choice, target, compile_options), guards.timeout,
         f"compiling for {choice.name}")
+    release_maps(graph)
     return Compiled(graph, engine, choice, target, compile_options, level, guards, checks,
                     placement=placement, report=report, reduction=reduction,
                     reduce_options=reduce,

@@ -1,6 +1,7 @@
 """Fold a Mul/Div/Add/Sub by a per-channel constant into the linear op that precedes it.
 
-A linear op L (Conv, Gemm, MatMul with a constant weight, inference BatchNormalization) is
+A linear op L (Conv, ConvTranspose with one group, Gemm, MatMul with a constant weight,
+inference BatchNormalization) is
 ``y_c = sum(W_c * x) + b_c`` per output channel c. A constant ``k`` that varies at most along
 the channel axis commutes into it:
 
@@ -8,6 +9,7 @@ the channel axis commutes into it:
     y_c + k_c = sum(W_c * x) + (b_c + k_c)               ->  b' = b + k
     y_c / k_c = y_c * (1 / k_c),   y_c - k_c = y_c + (-k_c)
 
+ConvTranspose's weight is [C, M, kh, kw]: its output channels are axis 1.
 For BatchNormalization the "weight" is ``scale`` and the "bias" is ``B``. MatMul has no bias
 input, so only the scaling forms fold into it. Gemm's ``alpha``/``beta`` stay exact:
 ``alpha*A*B*k + beta*C*k`` is written as ``B' = B*k`` and ``C' = beta*C*k`` with ``beta = 1``.
@@ -21,7 +23,7 @@ import onnx_ir as ir
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 
-_LINEAR = ("Conv", "Gemm", "MatMul", "BatchNormalization")
+_LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
 _AFFINE = ("Mul", "Div", "Add", "Sub")
 
 
@@ -97,6 +99,10 @@ class FoldAffineIntoLinear(Rule):
             return f"{op} bias is not a constant"
         if op == "Conv":
             return w.ndim, 1, w.shape[0]
+        if op == "ConvTranspose":
+            if int(attr(lin, "group", 1)) != 1:
+                return "ConvTranspose has more than one group"
+            return w.ndim, 1, w.shape[1]
         if op == "Gemm":
             return 2, 1, w.shape[0] if attr(lin, "transB", 0) else w.shape[1]
         if w.ndim != 2:
@@ -130,6 +136,8 @@ class FoldAffineIntoLinear(Rule):
             dtype = w.dtype
             if lin.op_type == "Conv":
                 w_axis, bias_len = 0, w.shape[0]
+            elif lin.op_type == "ConvTranspose":
+                w_axis, bias_len = 1, w.shape[1]
             elif lin.op_type == "Gemm":
                 w_axis = 0 if attr(lin, "transB", 0) else 1
                 bias_len = w.shape[w_axis]

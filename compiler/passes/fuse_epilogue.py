@@ -39,7 +39,7 @@ ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid"
 _FLOAT_MAX = 3.4028234663852886e38
 
 
-def _activation(node: ir.Node, y: ir.Value) -> tuple[str, float, float, list[ir.Node]] | None:
+def activation_of(node: ir.Node, y: ir.Value) -> tuple[str, float, float, list[ir.Node]] | None:
     """Recognize ``node`` (reading y) as an activation: (name, alpha, beta, nodes covered)."""
     if node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is not y:
         return None
@@ -115,14 +115,19 @@ class _FuseEpilogue(Rule):
             return None
         users = y.consumers()
         if len(users) == 1:
-            return _activation(users[0], y)
-        if len(users) == 2:  # SiLU: Mul(y, Sigmoid(y))
-            sig = next((u for u in users if is_onnx(u, "Sigmoid")), None)
+            return activation_of(users[0], y)
+        if len(users) == 2:  # y * gate(y): SiLU, or HardSwish below opset 14
+            gate = next((u for u in users if is_onnx(u, "Sigmoid", "HardSigmoid")), None)
             mul = next((u for u in users if is_onnx(u, "Mul")), None)
-            if sig is None or mul is None or sole_consumer(sig.outputs[0]) is not mul:
+            if gate is None or mul is None or sole_consumer(gate.outputs[0]) is not mul:
                 return None
-            if set(mul.inputs) == {y, sig.outputs[0]}:
-                return "SiLU", 0.0, 0.0, [sig, mul]
+            if set(mul.inputs) != {y, gate.outputs[0]}:
+                return None
+            if gate.op_type == "Sigmoid":
+                return "SiLU", 0.0, 0.0, [gate, mul]
+            alpha, beta = float(attr(gate, "alpha", 0.2)), float(attr(gate, "beta", 0.5))
+            if abs(alpha - 1 / 6) <= 1e-6 and abs(beta - 0.5) <= 1e-6:
+                return "HardSwish", 0.0, 0.0, [gate, mul]
         return None
 
     def check(self, match: Match) -> str | None:

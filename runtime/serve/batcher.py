@@ -166,7 +166,9 @@ class DynamicBatcher:
                             break
                     if not self._queue or self._queue[0] is not first:
                         continue  # another instance took it
-                batch, rest, rows = [], collections.deque(), 0
+                batch: list[_Request] = []
+                rest: collections.deque[_Request] = collections.deque()
+                rows = 0
                 for request in self._queue:
                     fits = rows + request.rows <= self.max_batch or not batch
                     if request.key == first.key and fits and rows < self.max_batch:
@@ -197,7 +199,7 @@ class DynamicBatcher:
                     waited = (start - request.enqueued) * 1e3
                     request.future.set_exception(Overloaded(
                         f"request waited {waited:.0f} ms in the queue of '{self.name}', past "
-                        f"its {self.timeout * 1e3:.0f} ms deadline; retry later"))
+                        f"its {(self.timeout or 0) * 1e3:.0f} ms deadline; retry later"))
                 elif request.future.set_running_or_notify_cancel():
                     live.append(request)
             if live:

@@ -161,6 +161,7 @@ class RunResult:
 
     answers: list[tuple[int | str, float]]
     seconds: float
+    send_lag_ms: list[float] = dataclasses.field(default_factory=list)
 
     def accepted_ms(self) -> list[float]:
         return [ms for status, ms in self.answers if status == 200]
@@ -173,74 +174,142 @@ class RunResult:
                 "rejection_rate": rejected / sent if sent else 0.0,
                 "lost_or_hung": sum(v for k, v in statuses.items()
                                     if not k.isdigit()),
-                "wall_s": round(self.seconds, 3)}
+                "wall_s": round(self.seconds, 3),
+                # open loop: how late the client itself sent requests (its own overload)
+                "client_send_lag_ms": {f"p{q}": round(float(np.percentile(self.send_lag_ms, q)),
+                                                      3) for q in (50, 99)}
+                if self.send_lag_ms else None}
 
 
-async def _post(client: Any, url: str, body: bytes, headers: dict[str, str],
-                timeout: float) -> int | str:
-    import httpx
+class _Connections:
+    """Keep-alive HTTP/1.1 connections to one loopback server, each carrying one request at
+    a time. The request bytes are built once, so a request costs a socket write and a short
+    header parse; an HTTP library's per-request work would make the client, not the
+    server, the bottleneck on a small machine. At most ``limit`` connections are open;
+    beyond that a request waits for a free one (that wait counts in its latency).
+    Servers close idle keep-alive connections (uvicorn after 5 s), so one idle longer than
+    ``MAX_IDLE_S`` is not reused, and a reused one the server closed meanwhile is replaced
+    by a fresh connection before the request counts as failed."""
 
-    try:
-        response = await client.post(url, content=body, headers=headers, timeout=timeout)
-        await response.aread()
-        return response.status_code
-    except httpx.TimeoutException:
-        return "timeout"
-    except httpx.HTTPError as exc:
-        return f"error:{type(exc).__name__}"
+    MAX_IDLE_S = 2.0
+
+    def __init__(self, url: str, limit: int):
+        parsed = urllib.parse.urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 80
+        self.path = parsed.path or "/"
+        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self.slots = asyncio.Semaphore(limit)
+
+    def request_bytes(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def post(self, request: bytes, timeout: float) -> int | str:
+        async with self.slots:
+            try:
+                return await asyncio.wait_for(self._exchange(request), timeout)
+            except asyncio.TimeoutError:
+                return "timeout"
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                return f"error:{type(exc).__name__}"
+
+    async def _exchange(self, request: bytes) -> int:
+        loop = asyncio.get_running_loop()
+        while self.free:
+            reader, writer, last_used = self.free.pop()
+            if loop.time() - last_used < self.MAX_IDLE_S:
+                try:
+                    return await self._send(reader, writer, request)
+                except (OSError, asyncio.IncompleteReadError):
+                    continue  # the server closed it as we reused it: use a fresh one
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._send(reader, writer, request)
+
+    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> int:
+        try:
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            length, close = 0, False
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "connection" and value.strip().lower() == "close":
+                    close = True
+            await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        if close:
+            writer.close()
+        else:
+            self.free.append((reader, writer, asyncio.get_running_loop().time()))
+        return status
+
+    def close(self) -> None:
+        for _, writer, _ in self.free:
+            writer.close()
+        self.free.clear()
 
 
 async def open_loop(config: LoadConfig, body: bytes, headers: dict[str, str], qps: float,
                     rng: np.random.Generator) -> RunResult:
     """Poisson arrivals at ``qps`` for ``config.seconds`` (at most ``max_requests``)."""
-    import httpx
-
     count = max(1, min(config.max_requests, int(math.ceil(qps * config.seconds * 1.5)) + 10))
     arrivals = poisson_arrivals(qps, count, rng)
     arrivals = arrivals[arrivals <= config.seconds] if arrivals[0] <= config.seconds \
         else arrivals[:1]
     answers: list[tuple[int | str, float]] = []
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    async with httpx.AsyncClient(limits=limits) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.005
+    lags: list[float] = []
+    connections = _Connections(config.infer_url, 512)
+    request = connections.request_bytes(body, headers)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.005
 
-        async def one(due: float) -> None:
-            status = await _post(client, config.infer_url, body, headers,
-                                 config.request_timeout_s)
-            answers.append((status, (loop.time() - due) * 1e3))
+    async def one(due: float) -> None:
+        lags.append((loop.time() - due) * 1e3)  # how late the client sent it
+        status = await connections.post(request, config.request_timeout_s)
+        answers.append((status, (loop.time() - due) * 1e3))
 
-        tasks = []
-        for offset in arrivals:
-            due = start + float(offset)
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due)))
-        await asyncio.gather(*tasks)
-        return RunResult(answers, loop.time() - start)
+    tasks = []
+    for offset in arrivals:
+        due = start + float(offset)
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    connections.close()
+    return RunResult(answers, loop.time() - start, lags)
 
 
 async def closed_loop(config: LoadConfig, body: bytes, headers: dict[str, str], workers: int,
                       requests: int, seconds: float) -> RunResult:
     """``workers`` clients each sending the next request when the last is answered."""
-    import httpx
-
     answers: list[tuple[int | str, float]] = []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=workers)) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        stop_at = start + seconds
+    connections = _Connections(config.infer_url, workers)
+    request = connections.request_bytes(body, headers)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stop_at = start + seconds
 
-        async def client_loop() -> None:
-            while len(answers) < requests and loop.time() < stop_at:
-                sent = loop.time()
-                status = await _post(client, config.infer_url, body, headers,
-                                     config.request_timeout_s)
-                answers.append((status, (loop.time() - sent) * 1e3))
+    async def client_loop() -> None:
+        while len(answers) < requests and loop.time() < stop_at:
+            sent = loop.time()
+            status = await connections.post(request, config.request_timeout_s)
+            answers.append((status, (loop.time() - sent) * 1e3))
 
-        await asyncio.gather(*(client_loop() for _ in range(workers)))
-        return RunResult(answers, loop.time() - start)
+    await asyncio.gather(*(client_loop() for _ in range(workers)))
+    connections.close()
+    return RunResult(answers, loop.time() - start)
 
 
 def request_body(client: Any, config: LoadConfig) -> tuple[bytes, dict[str, str], list]:

@@ -80,7 +80,7 @@ def deployment(config: ServeConfig, replicas: int = 1, autoscale: tuple[int, int
 
             return create_app(self.config)
 
-    return KilnReplica.bind(settings)
+    return KilnReplica.bind(settings)  # type: ignore[attr-defined]
 
 
 def start(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,

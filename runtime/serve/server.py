@@ -44,19 +44,19 @@ def _server_class() -> Any:
 
 
 def build_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
-                 graceful_s: float = 30.0, log_level: str = "warning") -> Any:
+                 graceful_s: int = 30, log_level: str = "warning") -> Any:
     """A uvicorn server over the app; models are loaded here, before it listens."""
     import uvicorn
 
     app = create_app(config)
     uv_config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                               timeout_graceful_shutdown=graceful_s, lifespan="on",
+                               timeout_graceful_shutdown=int(graceful_s), lifespan="on",
                                access_log=False)
     return _server_class()(uv_config)
 
 
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
-          graceful_s: float = 30.0,
+          graceful_s: int = 30,
           on_ready: Callable[[str, int], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; ``on_ready(host, port)`` is called once listening (port 0
     picks a free port, which ``on_ready`` receives)."""

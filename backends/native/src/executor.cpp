@@ -449,6 +449,8 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   for (size_t i = 0; i < inputs.size(); ++i) state.values[inputs_[i]] = inputs[i];
 
   std::vector<double> times(profiling_ ? nodes_.size() : 0);
+  // Workers are woken once here and spin between this run's ops.
+  ThreadPool::Engaged engaged(pool_.get());
   for (size_t k = 0; k < nodes_.size(); ++k) {
     OpContext ctx(nodes_[k], state, pool_.get());
     if (profiling_) {

@@ -16,6 +16,14 @@ namespace kiln {
 namespace {
 // Spin iterations (a pause each, tens of cycles) before blocking: on the order of 20-50 us.
 constexpr int kSpin = 2000;
+// Inside an Engaged run a worker keeps polling this much longer before sleeping: long enough
+// to span the serial ops between two parallel ones, bounded so that a run with a long serial
+// stretch does not hold a core for nothing. Past kSpin it yields between polls, so on a
+// machine with more runnable threads than cores the caller (or another process) gets the core.
+constexpr int kEngagedSpin = 10 * kSpin;
+// After the pause spin, a caller waiting for a worker's chunk yields its core this many
+// times before blocking: a descheduled worker can then run on it.
+constexpr int kYields = 200;
 // One chunk per thread, as many kernels size their work for; a chunk a late worker has not
 // claimed is run by the caller instead.
 constexpr size_t kChunksPerThread = 1;
@@ -33,6 +41,27 @@ ThreadPool::~ThreadPool() {
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+}
+
+ThreadPool::Engaged::Engaged(ThreadPool* pool) : pool_(pool && pool->size() > 1 ? pool : nullptr) {
+  if (!pool_) return;
+  {
+    std::lock_guard<std::mutex> lock(pool_->mutex_);
+    pool_->engaged_.fetch_add(1, std::memory_order_relaxed);
+    ++pool_->wake_ticket_;
+  }
+  pool_->wake_sleepers();
+}
+
+ThreadPool::Engaged::~Engaged() {
+  if (pool_) pool_->engaged_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ThreadPool::wake_sleepers() {
+  // A worker counts itself a sleeper under mutex_ before it checks its wake condition, and
+  // every change to that condition is made under mutex_: reading the count afterwards
+  // cannot miss a worker that is about to block.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
 }
 
 void ThreadPool::run_chunks(uint32_t generation) {
@@ -70,31 +99,52 @@ void ThreadPool::run_chunks(uint32_t generation) {
 void ThreadPool::worker_loop() {
   uint32_t seen = 0;
   for (;;) {
-    for (int i = 0; i < kSpin && generation_.load(std::memory_order_acquire) == seen &&
-                    !stop_.load(std::memory_order_relaxed);
-         ++i)
+    int idle = 0;
+    for (;;) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      const uint32_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) {
+        seen = g;
+        break;
+      }
+      const int limit = engaged_.load(std::memory_order_relaxed) > 0 ? kEngagedSpin : kSpin;
+      if (++idle > kSpin && idle < limit) {
+        std::this_thread::yield();
+        continue;
+      }
+      if (idle >= limit) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        const uint64_t ticket = wake_ticket_;
+        wake_.wait(lock, [&] {
+          return stop_ || generation_.load() != seen || wake_ticket_ != ticket;
+        });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        idle = 0;
+        continue;
+      }
       KILN_PAUSE();
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
-      if (stop_) return;
-      seen = generation_.load();
     }
     run_chunks(seen);
   }
 }
 
-void ThreadPool::parallel_for(size_t n, size_t grain,
-                              const std::function<void(size_t, size_t)>& fn) {
-  if (n == 0) return;
+size_t ThreadPool::chunks_for(size_t n, size_t grain, size_t work) const {
   grain = std::max<size_t>(1, grain);
-  const size_t most = (n + grain - 1) / grain;  // chunks of at least `grain`
-  if (std::min(size(), most) <= 1) {
+  size_t most = (n + grain - 1) / grain;  // chunks of at least `grain`
+  if (work) most = std::min(most, std::max<size_t>(1, work / kMinChunkWork));
+  return std::min(most, size() * kChunksPerThread);
+}
+
+void ThreadPool::parallel_for(size_t n, size_t grain,
+                              const std::function<void(size_t, size_t)>& fn, size_t work) {
+  if (n == 0) return;
+  const size_t chunks_wanted = chunks_for(n, grain, work);
+  if (chunks_wanted <= 1) {
     fn(0, n);
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
-  const size_t chunks_wanted = std::min(most, size() * kChunksPerThread);
   const size_t chunk = (n + chunks_wanted - 1) / chunks_wanted;
   const size_t chunks = (n + chunk - 1) / chunk;
   uint32_t generation;
@@ -110,11 +160,13 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     claim_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_release);
     generation_.store(generation, std::memory_order_release);
   }
-  wake_.notify_all();
+  wake_sleepers();
   run_chunks(generation);
   // Only chunks a worker has claimed are outstanding: wait for those to finish.
   for (int i = 0; i < kSpin && finished_.load(std::memory_order_acquire) != chunks; ++i)
     KILN_PAUSE();
+  for (int i = 0; i < kYields && finished_.load(std::memory_order_acquire) != chunks; ++i)
+    std::this_thread::yield();
   if (finished_.load(std::memory_order_acquire) != chunks) {
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return finished_.load() == chunks; });

@@ -2,9 +2,17 @@
 // thread and the workers claim one at a time, then waits for the claimed ones. The caller
 // never waits for a worker that has not started: on a busy or virtualized machine a sleeping
 // worker can take tens of microseconds to wake, and the caller simply takes its chunks.
-// Between calls the workers spin for a few microseconds (a network's next layer usually
-// follows at once), then sleep on a condition variable, so a pool never holds the second
-// core away from another engine between runs.
+//
+// Waking is paid once per inference, not once per op: a run holds an `Engaged` scope, which
+// wakes sleeping workers as it opens (while the caller starts on the first ops) and keeps
+// them spinning between the run's parallel_for calls (up to a bound, so a long serial
+// stretch or an oversubscribed machine does not burn a core). Outside a scope, workers spin
+// for a few microseconds after a call, then sleep on a condition variable, so an idle pool
+// never holds a core away from another engine between requests.
+//
+// Small work is not split: parallel_for takes the call's total work (a cost estimate in
+// roughly flop-sized units) and gives each thread at least kMinChunkWork of it; work too
+// small for two chunks runs on the caller without touching the workers.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -21,6 +29,10 @@ struct PlanIsa;
 
 class ThreadPool {
  public:
+  // Work units a chunk must carry to be worth handing to another thread (a few microseconds
+  // of one core: a hand-over costs on the order of a microsecond when the worker spins).
+  static constexpr size_t kMinChunkWork = size_t(1) << 15;
+
   // threads: total threads including the caller; 0 means every hardware thread.
   explicit ThreadPool(size_t threads = 0);
   ~ThreadPool();
@@ -29,15 +41,34 @@ class ThreadPool {
 
   size_t size() const { return workers_.size() + 1; }
 
-  // Calls fn(begin, end) on disjoint chunks covering [0, n); chunks are at least `grain`.
-  // Safe to call from several threads: calls are serialized. Must not be called from
-  // inside fn (no nesting).
-  void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
+  // Calls fn(begin, end) on disjoint chunks covering [0, n); chunks are at least `grain`
+  // items and, when `work` (the whole call's cost estimate; 0 = unknown) is given, at least
+  // kMinChunkWork units each. Safe to call from several threads: calls are serialized.
+  // Must not be called from inside fn (no nesting).
+  void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn,
+                    size_t work = 0);
+
+  // Chunks parallel_for would use for n items, `grain` and `work` (1 = run on the caller).
+  size_t chunks_for(size_t n, size_t grain, size_t work) const;
+
+  // Wakes the workers and keeps them spinning between calls while it lives; nests and may
+  // be held by several threads at once.
+  class Engaged {
+   public:
+    explicit Engaged(ThreadPool* pool);
+    ~Engaged();
+    Engaged(const Engaged&) = delete;
+    Engaged& operator=(const Engaged&) = delete;
+
+   private:
+    ThreadPool* pool_;
+  };
 
  private:
   void worker_loop();
   // Claims and runs chunks of call `generation` until none are left.
   void run_chunks(uint32_t generation);
+  void wake_sleepers();
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one parallel_for at a time
@@ -53,6 +84,9 @@ class ThreadPool {
   // another generation and claims nothing.
   std::atomic<uint64_t> claim_{0};
   std::atomic<size_t> finished_{0};  // chunks of the current call that have run
+  std::atomic<int> engaged_{0};      // open Engaged scopes: workers spin instead of sleeping
+  std::atomic<int> sleepers_{0};     // workers blocked on wake_ (changed under mutex_)
+  uint64_t wake_ticket_ = 0;         // moved (under mutex_) by each Engaged: wakes sleepers
   std::atomic<bool> stop_{false};
 };
 

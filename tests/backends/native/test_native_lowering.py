@@ -95,3 +95,53 @@ def test_folded_prologue_matches_on_larger_maps(threads: int):
     del model.graph.output[0].type.tensor_type.shape.dim[:]
     got = compile_native(model, threads=threads).run({"x": x})["y"]
     np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- scalar affine (Mul / Add by constants) and BatchNormalization before depthwise -------
+def _affine_model(chain: str, conv: str):
+    """``chain`` ("mul-add", "mul", "add", "bn") feeding a 1x1 or depthwise 3x3 conv."""
+    rng = np.random.default_rng(2)
+    inits = {"s": np.array(1.7, np.float32), "t": np.array(-0.3, np.float32)}
+    if chain == "mul-add":
+        nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "t"],
+                                                                              ["a"])]
+    elif chain == "mul":
+        nodes = [helper.make_node("Mul", ["x", "s"], ["a"])]
+    elif chain == "add":
+        nodes = [helper.make_node("Add", ["x", "t"], ["a"])]
+    else:
+        nodes = [helper.make_node("BatchNormalization", ["x", "gamma", "beta", "mean", "var"],
+                                  ["a"])]
+        inits.update(gamma=rng.uniform(0.5, 1.5, C).astype(np.float32),
+                     beta=rng.standard_normal(C).astype(np.float32),
+                     mean=rng.standard_normal(C).astype(np.float32),
+                     var=rng.uniform(0.5, 2.0, C).astype(np.float32))
+    if conv == "depthwise":
+        inits["w"] = rng.standard_normal((C, 1, 3, 3)).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["a", "w"], ["y"], group=C, pads=[1, 1, 1, 1]))
+    else:
+        inits["w"] = rng.standard_normal((K, C, 1, 1)).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["a", "w"], ["y"]))
+    x = rng.standard_normal((1, C, 9, 11)).astype(np.float32)
+    return model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits), {"x": x}
+
+
+@pytest.mark.parametrize("conv", ["pointwise", "depthwise"])
+@pytest.mark.parametrize("chain", ["mul-add", "mul", "add", "bn"])
+def test_affine_folds_into_pointwise_and_depthwise_convs(isa: str, chain: str, conv: str):
+    model, feeds = _affine_model(chain, conv)
+    ops = _plan_ops(model)
+    assert [op for op, _ in ops] == ["Conv"]
+    assert ops[0][1]["kiln_prologue"] == "affine"
+    for threads in (1, 2):  # the depthwise padding must stay zero, not become the shift
+        check_against_ort(model, feeds, threads=threads, rtol=1e-4, atol=1e-4)
+
+
+def test_scalar_affine_before_a_full_3x3_conv_is_not_folded():
+    model, feeds = _affine_model("mul-add", "pointwise")
+    conv = model.graph.node[-1]
+    w = np.random.default_rng(3).standard_normal((K, C, 3, 3)).astype(np.float32)
+    model.graph.initializer[-1].CopyFrom(__import__("onnx").numpy_helper.from_array(w, "w"))
+    conv.attribute.extend([helper.make_attribute("pads", [1, 1, 1, 1])])
+    assert [op for op, _ in _plan_ops(model)] == ["Mul", "Add", "Conv"]
+    check_against_ort(model, feeds, rtol=1e-4, atol=1e-4)

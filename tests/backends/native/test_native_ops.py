@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_builders import model_from_arrays
-from native_cases import check_against_ort
+from native_cases import check_against_ort, compile_native
 from onnx import helper
 
 rng = np.random.default_rng(1234)
@@ -701,3 +701,99 @@ def test_fused_gemm_matches_its_expansion(act, shape):
                             initializers={**inits, **BOUNDS, **consts}, opset=20)
     got = compile_native(model).run(feeds)["y"]
     np.testing.assert_allclose(got, run_reference(ref, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- f32 broadcast arithmetic (the vbinop microkernel) on every ISA path ------------------
+BROADCASTS = {
+    "same": ((2, 3, 37), (2, 3, 37)),
+    "scalar": ((2, 8, 5, 7), ()),
+    "scalar-left": ((), (3, 41)),
+    "per-channel": ((2, 16, 9, 11), (16, 1, 1)),
+    "per-channel-left": ((1, 16, 1, 1), (1, 16, 13, 5)),
+    "row": ((4, 6, 35), (35,)),
+    "column": ((5, 33), (5, 1)),
+    "outer": ((7, 1), (1, 19)),
+    "general": ((3, 1, 5, 1), (1, 4, 1, 17)),
+    "nhwc-channel": ((1, 6, 6, 24), (1, 1, 1, 24)),
+    "large": ((1, 32, 64, 64), (1, 32, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("shapes", list(BROADCASTS.values()), ids=list(BROADCASTS))
+def test_f32_broadcast_arithmetic_on_every_isa(isa: str, op: str, shapes) -> None:
+    a = f32(*shapes[0]) if shapes[0] else np.array(1.5, np.float32)
+    b = pos(*shapes[1]) + 0.5 if shapes[1] else np.array(0.75, np.float32)
+    feeds = {"a": a, "b": b}
+    model = model_from_arrays([node(op, ["a", "b"])], feeds, ["y"])
+    want = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run(feeds)["y"]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ---- Resize planes (N, C kept) and 2-D ConvTranspose scatter, 1 and 2 threads ------------
+# Resize is checked against the ONNX reference implementation: onnxruntime takes
+# align_corners' output length after flooring, the spec before (they differ when the scaled
+# length is not whole), and refuses linear resizing of the channel dim.
+COORDS = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
+
+
+def _check_resize_against_spec(model, feeds, threads: int) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = compile_native(model, threads=threads).run(feeds)["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (0.5, 0.75), (1.7, 3.0), (1.0, 2.5)],
+                         ids=["x2", "down", "odd", "w-only"])
+def test_resize_planes_match_the_spec(mode: str, coord: str, scales) -> None:
+    feeds = {"x": f32(2, 5, 9, 14)}
+    inits = {"s": np.array([1.0, 1.0, *scales], np.float32)}
+    extra = {"nearest_mode": "floor"} if coord == "asymmetric" and mode == "nearest" else {}
+    model = model_from_arrays([node("Resize", ["x", "", "s"], mode=mode,
+                             coordinate_transformation_mode=coord, **extra)],
+                       feeds, ["y"], initializers=inits)
+    for threads in (1, 2):
+        _check_resize_against_spec(model, feeds, threads)
+
+
+def test_resize_scaling_channels_takes_the_general_path() -> None:
+    feeds = {"x": f32(1, 3, 4, 4)}
+    inits = {"s": np.array([1.0, 2.0, 2.0, 1.5], np.float32)}
+    model = model_from_arrays([node("Resize", ["x", "", "s"], mode="linear")], feeds, ["y"],
+                       initializers=inits)
+    _check_resize_against_spec(model, feeds, 1)
+
+
+@pytest.mark.parametrize("attrs,w_shape", [
+    ({"strides": [2, 2]}, (6, 4, 2, 2)),                               # DB-head upsampling
+    ({"strides": [1, 1], "pads": [1, 1, 1, 1]}, (6, 4, 3, 3)),
+    ({"strides": [2, 3], "pads": [1, 0, 2, 1], "dilations": [2, 1]}, (6, 4, 3, 3)),
+    ({"strides": [2, 2], "output_padding": [1, 1], "group": 2}, (6, 2, 3, 3)),
+    ({"strides": [3, 3], "pads": [4, 4, 4, 4]}, (6, 4, 2, 2)),         # pads past the kernel
+], ids=["k2s2", "s1-pad", "dilated", "group-outpad", "big-pads"])
+def test_conv_transpose_2d_matches_onnxruntime(attrs, w_shape) -> None:
+    feeds = {"x": f32(2, 6, 7, 9)}
+    inits = {"w": f32(*w_shape), "b": f32(w_shape[1] * attrs.get("group", 1))}
+    model = model_from_arrays([node("ConvTranspose", ["x", "w", "b"], **attrs)], feeds, ["y"],
+                       initializers=inits)
+    for threads in (1, 2):
+        check_against_ort(model, feeds, threads=threads)
+
+
+@pytest.mark.parametrize("kernel,pads", [(2, [0, 0, 0, 0]), (3, [1, 1, 1, 1]), (3, [0, 2, 1, 0])],
+                         ids=["disjoint", "overlapping", "uneven-pads"])
+def test_conv_transpose_in_several_row_bands_matches_onnxruntime(kernel: int, pads) -> None:
+    feeds = {"x": f32(1, 8, 70, 64)}
+    inits = {"w": f32(8, 16, kernel, kernel), "b": f32(16)}
+    model = model_from_arrays([node("ConvTranspose", ["x", "w", "b"], strides=[2, 2], pads=pads)],
+                              feeds, ["y"], initializers=inits)
+    for threads in (1, 2):
+        check_against_ort(model, feeds, threads=threads, rtol=1e-4, atol=1e-4)

@@ -36,6 +36,31 @@ def test_conv_mul_add_sub_div_fold_into_conv():
     assert_close(want, run_reference(model, feeds))
 
 
+def test_conv_transpose_add_and_mul_fold_into_its_bias_and_weight():
+    # PP-OCR's detection head: ConvTranspose (no bias) -> Add(per-channel bias) -> Mul
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], strides=[2, 2]),
+             helper.make_node("Add", ["c", "k1"], ["d"]),
+             helper.make_node("Mul", ["d", "k2"], ["y"])]
+    inits = {"w": rand(3, 4, 2, 2), "k1": rand(4, 1, 1, seed=2), "k2": rand(1, 4, 1, 1, seed=3)}
+    model = float_model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 4, 10, 10]}, inits)
+    feeds = {"x": rand(1, 3, 5, 5, seed=1)}
+    want = run_reference(model, feeds)
+    step = _fold(model)
+    assert ops(model) == ["ConvTranspose"]
+    assert step.fired["FoldAffineIntoLinear"] == 2
+    assert_close(want, run_reference(model, feeds))
+
+
+def test_grouped_conv_transpose_is_not_folded():
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], group=2),
+             helper.make_node("Mul", ["c", "k"], ["y"])]
+    inits = {"w": rand(4, 2, 2, 2), "k": rand(4, 1, 1, seed=2)}
+    model = float_model(nodes, {"x": [1, 4, 5, 5]}, {"y": [1, 4, 6, 6]}, inits)
+    step = _fold(model)
+    assert ops(model) == ["ConvTranspose", "Mul"]
+    assert any("more than one group" in why for why in step.rejected)
+
+
 def test_batchnorm_mul_add_fold_into_batchnorm():
     # the DenseNet/Inception-v2 pattern: BN -> Mul(scale) -> Add(bias), BN after a Concat
     nodes = [helper.make_node("Concat", ["x", "x2"], ["cat"], axis=1),

@@ -27,6 +27,8 @@ ACTIVATIONS = [
     ([helper.make_node("HardSigmoid", ["y"], ["out"], alpha=0.3, beta=0.4)], "HardSigmoid",
      0.3, 0.4, 17),
     ([helper.make_node("HardSwish", ["y"], ["out"])], "HardSwish", 0.0, 0.0, 17),
+    ([helper.make_node("HardSigmoid", ["y"], ["h"], alpha=1 / 6, beta=0.5),
+      helper.make_node("Mul", ["h", "y"], ["out"])], "HardSwish", 0.0, 0.0, 13),
     ([helper.make_node("Gelu", ["y"], ["out"])], "Gelu", 0.0, 0.0, 20),
     ([helper.make_node("Gelu", ["y"], ["out"], approximate="tanh")], "GeluTanh", 0.0, 0.0, 20),
     ([helper.make_node("Tanh", ["y"], ["out"])], "Tanh", 0.0, 0.0, 17),

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+for _module in ("starlette", "uvicorn", "httpx", "prometheus_client"):
+    pytest.importorskip(_module, reason="kiln serve needs the [serve] extra")
+
 # importlib mode keeps test folders off sys.path; the model builders live next to this file
 _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:

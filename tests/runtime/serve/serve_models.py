@@ -32,3 +32,13 @@ def write_repository(root: Path) -> Path:
         folder.mkdir(parents=True)
         onnx.save(model, folder / "model.onnx")
     return root
+
+
+def reshape_model() -> onnx.ModelProto:
+    """y = Reshape(x, s): a run with a shape that does not fit x fails inside the backend."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "reshape",
+                              [x, s], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import onnx
-from serve_models import WEIGHT, linear_model
+from serve_models import WEIGHT, linear_model, reshape_model
 
 from kiln.runtime.serve.loadgen import scrape
 from kiln.runtime.serve.protocol import decode_response, encode_request
@@ -159,3 +159,22 @@ def test_repository_load_and_unload(serve_repo, start_server):
                                    _expected(x, 3.0), rtol=1e-5)
         shutil.rmtree(serve_repo / "fixed")
         assert client.post("/v2/repository/models/fixed/load").status_code == 404
+
+
+def test_a_failing_run_is_a_500_and_the_server_stays_up(tmp_path, start_server):
+    folder = tmp_path / "repo" / "reshape" / "1"
+    folder.mkdir(parents=True)
+    onnx.save(reshape_model(), folder / "model.onnx")
+
+    def request(shape: list[int]) -> dict:
+        return {"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [0.5] * 8},
+            {"name": "s", "datatype": "INT64", "shape": [2], "data": shape}]}
+
+    with start_server(tmp_path / "repo") as url, httpx.Client(base_url=url) as client:
+        failed = client.post("/v2/models/reshape/infer", json=request([7, 7]))
+        assert failed.status_code == 500
+        assert "model 'reshape' failed" in failed.json()["error"]
+        ok = client.post("/v2/models/reshape/infer", json=request([4, 2]))
+        assert ok.status_code == 200 and ok.json()["outputs"][0]["shape"] == [4, 2]
+        assert 'status="500"' in client.get("/metrics").text

@@ -215,12 +215,12 @@ size_t Conv2d::packed_bytes() const {
 void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                  const ChannelAffine* prologue) const {
   if (prologue && !takes_prologue())
-    throw std::logic_error("conv: a channel prologue needs the 1x1 GEMM path and one group");
+    throw std::logic_error("conv: a channel prologue needs the 1x1 GEMM or depthwise path");
   if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
     bad("the bias must be per output channel (BiasKind::per_row)");
   switch (algo_) {
     case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
-    case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool);
+    case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool, prologue);
   }
@@ -377,7 +377,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
 
 // ---------------------------------------------------------------- depthwise
 
-void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                           const ChannelAffine* prologue) const {
   const size_t OH = p_.out_h(), OW = p_.out_w();
   const size_t HP = p_.H + p_.pad_top + p_.pad_bottom;
   const size_t WP = p_.W + p_.pad_left + p_.pad_right;
@@ -389,9 +390,21 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
     for (size_t i = i0; i < i1; ++i) {
       const size_t c = i % p_.C;
       const float* src = x + i * p_.H * p_.W;
-      for (size_t r = 0; r < p_.H; ++r)
-        std::memcpy(padded + (r + p_.pad_top) * WP + p_.pad_left, src + r * p_.W,
-                    p_.W * sizeof(float));
+      for (size_t r = 0; r < p_.H; ++r) {
+        float* dst = padded + (r + p_.pad_top) * WP + p_.pad_left;
+        const float* row = src + r * p_.W;
+        if (!prologue) {
+          std::memcpy(dst, row, p_.W * sizeof(float));
+          continue;
+        }
+        // The prologue applies to real pixels only: the padding stays zero, as when the
+        // affine ran as its own op before the convolution.
+        const float s = prologue->scale[c], t = prologue->shift[c];
+        if (prologue->relu)
+          for (size_t i = 0; i < p_.W; ++i) dst[i] = std::max(s * row[i] + t, 0.0f);
+        else
+          for (size_t i = 0; i < p_.W; ++i) dst[i] = s * row[i] + t;
+      }
       DwConvPlane plane{padded, WP, weights_.data() + c * taps, y + i * OH * OW,
                         ep.residual ? ep.residual + i * OH * OW : nullptr,
                         ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f,
@@ -401,7 +414,8 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
     }
   };
   const size_t planes = p_.N * p_.C;
-  if (pool) pool->parallel_for(planes, 1, run); else run(0, planes);
+  if (pool) pool->parallel_for(planes, 1, run, planes * (HP * WP + OH * OW * taps));
+  else run(0, planes);
 }
 
 // ---------------------------------------------------------------- winograd F(4x4, 3x3)
@@ -427,7 +441,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
                     cols * sizeof(float));
     }
   };
-  if (pool) pool->parallel_for(N * C, 1, pad); else pad(0, N * C);
+  if (pool) pool->parallel_for(N * C, 1, pad, N * C * HP * WP); else pad(0, N * C);
   // Weight panels for the active kernel (converted once per call if packed for another).
   std::vector<const float*> a_panels(36);
   AlignedBuffer converted;

@@ -68,8 +68,11 @@ class Conv2d {
   // alias y. pool may be null.
   void run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
            const ChannelAffine* prologue = nullptr) const;
-  // Whether run() accepts a prologue (the 1x1 GEMM path applies it while packing).
-  bool takes_prologue() const { return algo_ == ConvAlgo::gemm_1x1 && p_.groups == 1; }
+  // Whether run() accepts a prologue: the 1x1 GEMM path applies it while packing, the
+  // depthwise path while copying each plane into its zero-padded buffer.
+  bool takes_prologue() const {
+    return (algo_ == ConvAlgo::gemm_1x1 && p_.groups == 1) || algo_ == ConvAlgo::depthwise;
+  }
 
   ConvAlgo algorithm() const { return algo_; }
   const Conv2dParams& params() const { return p_; }
@@ -78,7 +81,8 @@ class Conv2d {
  private:
   void run_gemm(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                 const ChannelAffine* prologue) const;
-  void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                     const ChannelAffine* prologue) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;

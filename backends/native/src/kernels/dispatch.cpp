@@ -8,6 +8,7 @@ namespace kiln {
 #define KILN_SELECT_vunary(name, isa_)
 #define KILN_SELECT_vbinary(name, isa_)
 #define KILN_SELECT_vact(name, isa_)
+#define KILN_SELECT_vbinop(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_POOL_UKERNEL(name, isa_)
@@ -38,6 +39,15 @@ f32_vact_fn select_f32_vact(Isa isa) {
 #undef KILN_SELECT_vact
 #define KILN_SELECT_vact(name, isa_)
   return kiln_f32_vact_ukernel__generic;
+}
+
+f32_vbinop_fn select_f32_vbinop(Isa isa) {
+#undef KILN_SELECT_vbinop
+#define KILN_SELECT_vbinop(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vbinop
+#define KILN_SELECT_vbinop(name, isa_)
+  return kiln_f32_vbinop_ukernel__generic;
 }
 
 dwconv_plane_fn select_f32_dwconv(Isa isa) {

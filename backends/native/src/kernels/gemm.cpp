@@ -72,7 +72,7 @@ void sgemm_reference(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, c
       std::memcpy(C + i * ldc, acc.data(), N * sizeof(float));
     }
   };
-  if (pool) pool->parallel_for(M, 1, rows); else rows(0, M);
+  if (pool) pool->parallel_for(M, 1, rows, M * N * K); else rows(0, M);
 }
 
 // ---------------------------------------------------------------- scratch and blocking
@@ -269,7 +269,7 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
   std::atomic<size_t> next{0};
   pool->parallel_for(threads, 1, [&](size_t, size_t) {
     for (size_t t = next.fetch_add(1); t < ntasks; t = next.fetch_add(1)) run_task(t);
-  });
+  }, M * N * K);
 }
 
 // ---------------------------------------------------------------- packed operands

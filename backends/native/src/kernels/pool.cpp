@@ -120,7 +120,9 @@ void pool2d(PoolKind kind, const Pool2dParams& p, const float* x, float* y, Thre
     }
   };
   const size_t planes = p.N * p.C;
-  if (pool) pool->parallel_for(planes, 1, run); else run(0, planes);
+  const size_t work = planes * (HP * WP + p.out_h * p.out_w * p.kh * p.kw);
+  if (pool) pool->parallel_for(planes, 1, run, work);
+  else run(0, planes);
 }
 
 }  // namespace kiln

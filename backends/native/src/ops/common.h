@@ -157,14 +157,15 @@ void for_each_broadcast(const Shape& shape, const std::vector<size_t> (&strides)
   }
 }
 
-// Splits [0, n) across the pool, or runs inline when there is no pool or little work.
+// Splits [0, n) across the pool, or runs inline when there is no pool or too little work:
+// `work` is the whole call's cost estimate (ThreadPool::parallel_for), 0 when unknown.
 template <typename Fn>
-void parallel(ThreadPool* pool, size_t n, size_t grain, Fn&& fn) {
-  if (!pool || pool->size() <= 1 || n <= grain) {
+void parallel(ThreadPool* pool, size_t n, size_t grain, Fn&& fn, size_t work = 0) {
+  if (!pool || pool->size() <= 1 || n <= grain || pool->chunks_for(n, grain, work) <= 1) {
     if (n) fn(size_t(0), n);
     return;
   }
-  pool->parallel_for(n, grain, fn);
+  pool->parallel_for(n, grain, fn, work);
 }
 
 }  // namespace kiln::ops

@@ -301,6 +301,65 @@ class ConvKernel final : public Kernel {
   mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
 };
 
+// A 2-D ConvTranspose of one (image, group), in bands of input rows so that the GEMM's
+// columns (rows (m, ky, kx) x the band's pixels) stay in cache: col = W^T x_band, then col2im
+// adds each column into the output planes, split across the pool by output channel (each
+// writes only its own plane). Planes start at their bias: all at once when kernel taps of
+// neighbouring input rows overlap, else band by band (each output row then has one band).
+void transpose_planes(const Geom& g, const float* xg, const float* wg, const float* bias,
+                      float* yg, ThreadPool* pool) {
+  const int64_t H = g.in[0], W = g.in[1], OH = g.out[0], OW = g.out[1];
+  const int64_t kh = g.k[0], kw = g.k[1], sh = g.stride[0], sw = g.stride[1];
+  const int64_t dh = g.dil[0], pt = g.pb[0];
+  const size_t rows = g.Mg * g.kprod, out_prod = g.out_prod;
+  const int64_t band = std::max<int64_t>(1, (int64_t(1) << 17) / static_cast<int64_t>(rows * W));
+  const bool disjoint = (kh - 1) * dh < sh;
+  auto fill = [&](int64_t oy0, int64_t oy1) {
+    oy0 = std::clamp<int64_t>(oy0, 0, OH);
+    oy1 = std::clamp<int64_t>(oy1, 0, OH);
+    if (oy1 <= oy0) return;
+    parallel(pool, g.Mg, 1, [&](size_t m0, size_t m1) {
+      for (size_t m = m0; m < m1; ++m)
+        std::fill(yg + m * out_prod + oy0 * OW, yg + m * out_prod + oy1 * OW,
+                  bias ? bias[m] : 0.0f);
+    }, g.Mg * (oy1 - oy0) * OW);
+  };
+  if (!disjoint) fill(0, OH);
+  std::vector<float> col(rows * std::min(band, H) * W);
+  for (int64_t iy0 = 0; iy0 < H; iy0 += band) {
+    const int64_t iy1 = std::min(H, iy0 + band), cols = (iy1 - iy0) * W;
+    sgemm(true, false, rows, cols, g.Cg, wg, rows, xg + iy0 * W, g.in_prod, col.data(), cols,
+          Epilogue(), pool);
+    // Output rows this band starts (disjoint taps): from its first row to the next band's.
+    if (disjoint) fill(iy0 == 0 ? 0 : iy0 * sh - pt, iy1 == H ? OH : iy1 * sh - pt);
+    parallel(pool, g.Mg, 1, [&](size_t m0, size_t m1) {
+      for (size_t m = m0; m < m1; ++m) {
+        float* ym = yg + m * out_prod;
+        for (int64_t ky = 0; ky < kh; ++ky)
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const float* src = col.data() + ((m * kh + ky) * kw + kx) * cols;
+            const int64_t oy0 = ky * dh - pt, ox0 = kx * g.dil[1] - g.pb[1];
+            // input columns whose output column ix * sw + ox0 lies in [0, OW)
+            const int64_t ix_lo = ox0 < 0 ? (-ox0 + sw - 1) / sw : 0;
+            const int64_t ix_hi = OW - 1 - ox0 < 0 ? 0 : std::min(W, (OW - 1 - ox0) / sw + 1);
+            for (int64_t iy = iy0; iy < iy1; ++iy) {
+              const int64_t oy = iy * sh + oy0;
+              if (oy < 0 || oy >= OH) continue;
+              const float* srow = src + (iy - iy0) * W;
+              float* yrow = ym + oy * OW;
+              if (sw == 1) {
+                float* dst = yrow + (ix_lo + ox0);
+                for (int64_t ix = ix_lo; ix < ix_hi; ++ix) dst[ix - ix_lo] += srow[ix];
+              } else {
+                for (int64_t ix = ix_lo; ix < ix_hi; ++ix) yrow[ix * sw + ox0] += srow[ix];
+              }
+            }
+          }
+      }
+    }, rows * cols);
+  }
+}
+
 class ConvTransposeKernel final : public Kernel {
  public:
   explicit ConvTransposeKernel(const NodeDesc& node) : attrs_(read_attrs(node, true)) {}
@@ -366,17 +425,22 @@ class ConvTransposeKernel final : public Kernel {
     oshape.insert(oshape.end(), g.out.begin(), g.out.end());
     Tensor& y = c.output(0, DType::f32, oshape);
     float* py = y.ptr<float>();
-    std::fill(py, py + y.numel(), 0.0f);
+    const bool planar = g.nd == 2;  // 2-D: scattered per output channel, bias included
+    if (!planar) std::fill(py, py + y.numel(), 0.0f);
     const size_t rows = g.Mg * g.kprod;
-    std::vector<float> col(rows * g.in_prod);
+    std::vector<float> col(planar ? 0 : rows * g.in_prod);
     std::vector<int64_t> kidx(g.nd), iidx(g.nd);
     for (size_t n = 0; n < g.N; ++n) {
       for (size_t gi = 0; gi < g.G; ++gi) {
         const float* xg = x.ptr<float>() + (n * g.C + gi * g.Cg) * g.in_prod;
         const float* wg = w.ptr<float>() + gi * g.Cg * rows;
+        float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
+        if (planar) {
+          transpose_planes(g, xg, wg, b ? b->ptr<float>() + gi * g.Mg : nullptr, yg, c.pool);
+          continue;
+        }
         sgemm(true, false, rows, g.in_prod, g.Cg, wg, rows, xg, g.in_prod, col.data(),
               g.in_prod, Epilogue(), c.pool);
-        float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
         for (size_t r = 0; r < rows; ++r) {
           const size_t m = r / g.kprod;
           size_t rem = r % g.kprod;
@@ -407,7 +471,7 @@ class ConvTransposeKernel final : public Kernel {
         }
       }
     }
-    if (b) {
+    if (b && !planar) {
       for (size_t n = 0; n < g.N; ++n)
         for (size_t m = 0; m < g.M; ++m) {
           float* ym = py + (n * g.M + m) * g.out_prod;

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "kernels/gemm.h"
+#include "kernels/ukernels.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -21,9 +22,9 @@ KernelFactory float_unary(F f) {
       Tensor& y = c.output(0, x.dtype, x.shape);
       const T* px = x.ptr<T>();
       T* py = y.ptr<T>();
-      parallel(c.pool, x.numel(), 16384, [&](size_t b, size_t e) {
+      parallel(c.pool, x.numel(), 4096, [&](size_t b, size_t e) {
         for (size_t i = b; i < e; ++i) py[i] = static_cast<T>(f(static_cast<double>(px[i])));
-      });
+      }, 8 * x.numel());
     });
   });
 }
@@ -40,10 +41,10 @@ KernelFactory activation_op(Activation act, float dflt_alpha, float dflt_beta,
         Tensor& y = c.output(0, x.dtype, x.shape);
         const float* px = x.ptr<float>();
         float* py = y.ptr<float>();
-        parallel(c.pool, x.numel(), 16384, [&](size_t b, size_t e) {
+        parallel(c.pool, x.numel(), 4096, [&](size_t b, size_t e) {
           std::memcpy(py + b, px + b, (e - b) * sizeof(float));
           apply_activation(act, alpha, beta, py + b, e - b);
-        });
+        }, 4 * x.numel());
         return;
       }
       if (x.dtype != DType::f64) c.fail(std::string("unsupported element type ") +
@@ -161,11 +162,75 @@ T arith(Arith op, T a, T b, const NodeDesc& node) {
   return a;
 }
 
+// f32 add/sub/mul/div under any broadcast: dims of extent 1 are dropped and a dim merges
+// into the next one when both inputs continue contiguously (or both repeat) across it, so a
+// scalar, per-channel or per-row operand leaves one or two dims. Every innermost row is one
+// vbinop call (each input walks it or repeats one element); rows split across the pool.
+void binop_f32(const Tensor& a, const Tensor& b, Tensor& y, BinaryOp op, ThreadPool* pool) {
+  const size_t total = y.numel();
+  if (total == 0) return;
+  const f32_vbinop_fn kernel = select_f32_vbinop(active_isa());
+  const float* pa = a.ptr<float>();
+  const float* pb = b.ptr<float>();
+  float* py = y.ptr<float>();
+  const std::vector<size_t> sa = broadcast_strides(a.shape, y.shape);
+  const std::vector<size_t> sb = broadcast_strides(b.shape, y.shape);
+  std::vector<size_t> ext, ta, tb;
+  for (size_t d = 0; d < y.shape.size(); ++d) {
+    const size_t e = static_cast<size_t>(y.shape[d]);
+    if (e == 1) continue;
+    if (!ext.empty() && ta.back() == sa[d] * e && tb.back() == sb[d] * e) {
+      ext.back() *= e;
+      ta.back() = sa[d];
+      tb.back() = sb[d];
+      continue;
+    }
+    ext.push_back(e);
+    ta.push_back(sa[d]);
+    tb.push_back(sb[d]);
+  }
+  if (ext.empty()) ext = {1}, ta = {0}, tb = {0};
+  const size_t rank = ext.size(), inner = ext.back(), rows = total / inner;
+  const size_t ia = ta.back(), ib = tb.back();
+  if (rows == 1) {  // one row: split it
+    parallel(pool, inner, 4096, [&](size_t s, size_t e) {
+      kernel(e - s, pa + s * ia, ia, pb + s * ib, ib, py + s, op);
+    }, 2 * total);
+    return;
+  }
+  parallel(pool, rows, std::max<size_t>(1, 4096 / inner), [&](size_t r0, size_t r1) {
+    std::vector<size_t> idx(rank, 0);
+    size_t oa = 0, ob = 0, rem = r0;
+    for (size_t d = rank - 1; d-- > 0;) {
+      idx[d] = rem % ext[d];
+      rem /= ext[d];
+      oa += idx[d] * ta[d];
+      ob += idx[d] * tb[d];
+    }
+    for (size_t r = r0; r < r1; ++r) {
+      kernel(inner, pa + oa, ia, pb + ob, ib, py + r * inner, op);
+      for (size_t d = rank - 1; d-- > 0;) {
+        oa += ta[d];
+        ob += tb[d];
+        if (++idx[d] < ext[d]) break;
+        oa -= ta[d] * ext[d];
+        ob -= tb[d] * ext[d];
+        idx[d] = 0;
+      }
+    }
+  }, 2 * total);
+}
+
 void run_arith(OpContext& c, Arith op, const Tensor& a, const Tensor& b, Tensor* into) {
   same_type(a, b, c);
   Shape shape = broadcast_shapes(a.shape, b.shape, c.node);
   Tensor& y = into ? *into : c.output(0, a.dtype, shape);
   const NodeDesc& node = c.node;
+  if (a.dtype == DType::f32 && op <= Arith::div) {
+    constexpr BinaryOp kOps[] = {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div};
+    binop_f32(a, b, y, kOps[static_cast<int>(op)], c.pool);
+    return;
+  }
   dispatch_numeric(a.dtype, node, [&](auto tag) {
     using T = decltype(tag);
     switch (op) {

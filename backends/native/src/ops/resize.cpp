@@ -1,5 +1,6 @@
 // Resize (opset 10+) and Upsample: nearest and N-linear interpolation on float32.
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "ops/common.h"
@@ -74,6 +75,59 @@ int64_t nearest_index(Nearest mode, double v, int64_t len) {
   return i < 0 ? 0 : (i >= len ? len - 1 : i);
 }
 
+// Whether a dim's tables map every output index to the same input index.
+bool keeps_dim(const std::vector<int64_t>& index, const std::vector<float>& weight,
+               int64_t in_len) {
+  if (static_cast<int64_t>(index.size()) != in_len) return false;
+  for (size_t o = 0; o < index.size(); ++o)
+    if (index[o] != static_cast<int64_t>(o) || (!weight.empty() && weight[o] != 0.0f))
+      return false;
+  return true;
+}
+
+// The common case: N and C kept, H and W resampled. Planes split across the pool; every
+// output row reads one source row (nearest; a row equal to the one above is copied) or
+// blends two (linear), through the per-dim index and weight tables.
+void resize_planes(const Tensor& x, Tensor& y, const std::vector<std::vector<int64_t>>& i0,
+                   const std::vector<std::vector<int64_t>>& i1,
+                   const std::vector<std::vector<float>>& w, ThreadPool* pool) {
+  const size_t H = x.shape[2], W = x.shape[3], OH = y.shape[2], OW = y.shape[3];
+  const size_t planes = static_cast<size_t>(x.shape[0] * x.shape[1]);
+  const bool linear = !w[3].empty();
+  const std::vector<int32_t> x0(i0[3].begin(), i0[3].end());
+  std::vector<int32_t> x1;
+  if (linear) x1.assign(i1[3].begin(), i1[3].end());
+  const float* px = x.ptr<float>();
+  float* py = y.ptr<float>();
+  parallel(pool, planes, 1, [&](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      const float* src = px + p * H * W;
+      float* dst = py + p * OH * OW;
+      for (size_t oy = 0; oy < OH; ++oy) {
+        float* drow = dst + oy * OW;
+        if (!linear) {
+          if (oy > 0 && i0[2][oy] == i0[2][oy - 1]) {
+            std::memcpy(drow, drow - OW, OW * sizeof(float));
+            continue;
+          }
+          const float* srow = src + i0[2][oy] * W;
+          for (size_t ox = 0; ox < OW; ++ox) drow[ox] = srow[x0[ox]];
+          continue;
+        }
+        const float* r0 = src + i0[2][oy] * W;
+        const float* r1 = src + i1[2][oy] * W;
+        const float wy = w[2][oy];
+        const float* wx = w[3].data();
+        for (size_t ox = 0; ox < OW; ++ox) {
+          const float top = r0[x0[ox]] + wx[ox] * (r0[x1[ox]] - r0[x0[ox]]);
+          const float bottom = r1[x0[ox]] + wx[ox] * (r1[x1[ox]] - r1[x0[ox]]);
+          drow[ox] = top + wy * (bottom - top);
+        }
+      }
+    }
+  }, planes * OH * OW * (linear ? 8 : 1));
+}
+
 class ResizeKernel final : public Kernel {
  public:
   explicit ResizeKernel(const NodeDesc& node) : a_(read_resize(node)) {}
@@ -143,9 +197,13 @@ class ResizeKernel final : public Kernel {
         }
       }
     }
-    const std::vector<size_t> xs = strides_of(x.shape);
     const float* px = x.ptr<float>();
     float* py = y.ptr<float>();
+    if (r == 4 && keeps_dim(i0[0], w[0], x.shape[0]) && keeps_dim(i0[1], w[1], x.shape[1])) {
+      resize_planes(x, y, i0, i1, w, c.pool);
+      return;
+    }
+    const std::vector<size_t> xs = strides_of(x.shape);
     std::vector<int64_t> idx(r, 0);
     const size_t corners = a_.linear ? (size_t(1) << r) : 1;
     for (size_t o = 0, n = y.numel(); o < n; ++o) {

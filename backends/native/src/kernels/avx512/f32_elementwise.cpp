@@ -1,6 +1,7 @@
 #include <immintrin.h>
 
 #include "kernels/ukernels.h"
+#include "kernels/vbinop_simd.h"
 
 namespace kiln {
 
@@ -27,6 +28,29 @@ void kiln_f32_vadd_ukernel__avx512_x32(size_t n, const float* a, const float* b,
     _mm512_mask_storeu_ps(y + i, m,
                           _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
   }
+}
+
+namespace {
+struct V512 {
+  static constexpr size_t kWidth = 16;
+  using vec = __m512;
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 mask(size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static vec load_tail(const float* p, size_t n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static void store_tail(float* p, vec v, size_t n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+  static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  // Masked-off tail lanes divide 0 by 0: harmless (never stored, exceptions masked).
+  static vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+};
+}  // namespace
+
+void kiln_f32_vbinop_ukernel__avx512_x32(size_t n, const float* a, size_t sa, const float* b,
+                                         size_t sb, float* y, BinaryOp op) {
+  vbinop::run<V512>(n, a, sa, b, sb, y, op);
 }
 
 }  // namespace kiln

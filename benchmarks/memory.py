@@ -1,0 +1,234 @@
+"""Peak memory and time to first inference: kiln per backend vs the engine it wraps, used directly.
+
+Every measurement runs in a fresh Python process (``--child``), so no engine inherits another's
+peak. In the child: import everything the engine needs, read VmRSS (the baseline), open the
+model, run it once (time to first inference), run it twice more, read VmHWM (the process's peak
+RSS, which Linux cannot reset). Reported: peak above the baseline, in MB.
+
+"cold" opens the .onnx (kiln compiles it); "warm" opens a .kiln artifact saved beforehand
+(the engines used directly have no artifact: their warm figure is their cold one).
+
+    python benchmarks/memory.py                       # every model, every engine
+    python benchmarks/memory.py --models resnet50     # one model
+
+Writes benchmarks/results/memory.{json,md}. Figures come from a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CACHE = Path("/work/cache/models")
+RESULTS = ROOT / "results"
+RUNS = 3
+
+ENGINES = ("onnxruntime", "openvino", "kiln-onnxruntime", "kiln-openvino", "kiln-native")
+#: what each kiln engine is compared with (native is held to onnxruntime used directly)
+BASELINE = {"kiln-onnxruntime": "onnxruntime", "kiln-openvino": "openvino",
+            "kiln-native": "onnxruntime"}
+
+
+def resnet50_path() -> Path:
+    """The light ResNet-50 with its ConstantOfShape weights made real random initializers
+    (100 MB), the way a trained ResNet-50 ships them; written once under the cache."""
+    path = CACHE / "light_resnet50_random.onnx"
+    if not path.is_file():
+        import onnx
+
+        from benchmarks.light_models import light_model_path, randomized
+
+        model = randomized(onnx.load(light_model_path("resnet50")))
+        weights = {t.name for t in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in weights]  # weights, not inputs
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, path)
+    return path
+
+
+def models() -> dict[str, Path]:
+    return {
+        "resnet50": resnet50_path(),
+        "minilm-l6": CACHE / "minilm_l6.onnx",  # sentence-transformers MiniLM-L6 encoder
+        "yolov8n-320": CACHE / "nudenet-3.4.2/nudenet/320n.onnx",  # nudenet's YOLOv8n
+    }
+
+
+def status(field: str) -> float:
+    """A /proc/self/status memory field in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+# ------------------------------------------------------------------------------------------
+# The child: one engine, one model, one process
+
+
+def feeds_for(inputs, dims: dict[str, int]):
+    """Seeded feeds for (name, dtype, shape) triples; symbolic dims from ``dims`` or 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, dtype, shape in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else dims.get(str(d), 1) for d in shape]
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        else:  # token ids and masks
+            feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
+    return feeds
+
+
+DIMS = {"batch_size": 1, "sequence_length": 128, "batch": 1, "sequence": 128, "height": 320,
+        "width": 320}
+
+
+def child(engine: str, model: str) -> dict:
+    import numpy as np  # noqa: F401 - imported before the baseline like the engines
+
+    if engine in ("onnxruntime", "kiln-onnxruntime"):
+        import onnxruntime as ort
+    if engine in ("openvino", "kiln-openvino"):
+        import openvino as ov
+    if engine.startswith("kiln"):
+        import kiln
+        from kiln.backends import registry
+
+        registry.get_backend(engine.removeprefix("kiln-")).is_available()
+        import kiln.backends.native  # noqa: F401 - the extension module, when native
+    base_rss = status("VmRSS")
+    started = time.perf_counter()
+    if engine == "onnxruntime":
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        sess = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        inputs = [(i.name, _ort_dtype(i.type), i.shape) for i in sess.get_inputs()]
+        feeds = feeds_for(inputs, DIMS)
+        run = lambda: sess.run(None, feeds)  # noqa: E731
+    elif engine == "openvino":
+        core = ov.Core()
+        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        inputs = [(p.get_any_name(), p.get_element_type().to_dtype(),
+                   [d.get_length() if d.is_static else "batch" for d in p.get_partial_shape()])
+                  for p in compiled.inputs]
+        feeds = feeds_for(inputs, DIMS)
+        run = lambda: request.infer(feeds)  # noqa: E731
+    else:
+        sess = kiln.Session(model, backend=engine.removeprefix("kiln-"))
+        inputs = [(s.name, s.dtype, list(s.shape or ())) for s in sess.inputs]
+        feeds = feeds_for(inputs, DIMS)
+        run = lambda: sess.run(None, feeds)  # noqa: E731
+    run()
+    first = time.perf_counter() - started
+    for _ in range(RUNS - 1):
+        run()
+    return {"peak_mb": status("VmHWM") - base_rss, "first_inference_s": first,
+            "baseline_rss_mb": base_rss}
+
+
+def _ort_dtype(type_name: str) -> str:
+    return {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+            "tensor(bool)": "bool", "tensor(float16)": "float16"}[type_name]
+
+
+# ------------------------------------------------------------------------------------------
+# The parent: a fresh process per measurement
+
+
+def in_child(engine: str, model: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", engine, str(model)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT.parent)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def save_artifact(engine: str, model: Path, folder: Path) -> Path:
+    """Compile in a child of its own and save the .kiln the warm start opens."""
+    path = folder / f"{model.stem}.{engine}.kiln"
+    code = ("import sys, kiln; kiln.compile(sys.argv[1], backend=sys.argv[2]).save(sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, str(model), engine.removeprefix("kiln-"),
+                    str(path)], check=True, timeout=600, cwd=ROOT.parent)
+    return path
+
+
+def measure(names: list[str], engines: list[str]) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kiln-memory-") as tmp:
+        for name in names:
+            path = models()[name]
+            for engine in engines:
+                cold = in_child(engine, path)
+                row = {"model": name, "engine": engine, "cold": cold,
+                       "weights_mb": path.stat().st_size / 2**20}
+                if engine.startswith("kiln"):
+                    artifact = save_artifact(engine, path, Path(tmp))
+                    row["kiln_mb"] = artifact.stat().st_size / 2**20
+                    row["warm"] = in_child(engine, artifact)
+                else:
+                    row["warm"] = cold
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    direct = {(r["model"], r["engine"]): r for r in rows if not r["engine"].startswith("kiln")}
+    lines = ["| model | engine | peak MB (cold) | x direct | peak MB (warm) | x direct | "
+             "first run s (cold) | first run s (warm) | .kiln MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ref = direct.get((r["model"], BASELINE.get(r["engine"], r["engine"])))
+        cells = []
+        for key in ("cold", "warm"):
+            m = r[key]
+            if "error" in m:
+                cells += ["error", ""]
+                continue
+            ratio = (m["peak_mb"] / ref[key]["peak_mb"]
+                     if ref and "peak_mb" in ref[key] and ref[key]["peak_mb"] > 0 else None)
+            cells += [f"{m['peak_mb']:.0f}", f"{ratio:.2f}" if ratio else ""]
+        times = [f"{r[k]['first_inference_s']:.2f}" if "first_inference_s" in r[k] else ""
+                 for k in ("cold", "warm")]
+        kiln_mb = f"{r['kiln_mb']:.0f}" if "kiln_mb" in r else ""
+        lines.append(f"| {r['model']} | {r['engine']} | {cells[0]} | {cells[1]} | {cells[2]} | "
+                     f"{cells[3]} | {times[0]} | {times[1]} | {kiln_mb} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("ENGINE", "MODEL"))
+    parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"])
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES))
+    parser.add_argument("--out", default="memory")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+    rows = measure(args.models, args.engines)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = ("Peak RSS above the RSS after imports (MB), open + 3 runs, each in a fresh process; "
+          "ratios vs the engine used directly (native vs onnxruntime). Shared, noisy 2-core "
+          "machine.\n\n" + table(rows))
+    (RESULTS / f"{args.out}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

