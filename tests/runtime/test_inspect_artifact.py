@@ -54,7 +54,7 @@ def test_kiln_inspect_shows_the_native_kernels(avx2_artifact):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "kiln_f32_gemm_ukernel__avx2_6x16" in done.stdout
-    assert "as built" in done.stdout
+    assert "loads here" in done.stdout  # "as built" unless a test run caps this process
     as_json = subprocess.run([sys.executable, "-m", "kiln", "inspect", str(avx2_artifact),
                               "--json"], capture_output=True, text=True, timeout=300)
     assert json.loads(as_json.stdout)["details"]["plan isa"] == "avx2"
