@@ -61,7 +61,7 @@ def main(repo: str, model: str = "mobilenet_v2", seconds: float = 15.0,
               "speedup_8_over_1": round(speedup, 3),
               "note": "shared, noisy 2-core machine; the load generator runs on the same cores",
               "max_batch_1": runs[1], "max_batch_8": runs[8]}
-    out = RESULTS / f"serve_batching_{model}.json"
+    out = RESULTS / f"serve_batching_{model}{f'_threads{threads}' if threads else ''}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"median throughput max-batch 8 / max-batch 1 = {speedup:.2f}x  -> {out}")
     return result
