@@ -99,8 +99,17 @@ class Artifact:
         import onnx_ir as ir
 
         if self._parsed is None:
+            if not self.model_bytes:
+                raise ArtifactError(f"{self.path}: the model bytes were released once a "
+                                    "session was built from them; load the artifact again")
             self._parsed = ir.from_proto(onnx.load_model_from_string(self.model_bytes))
         return self._parsed
+
+    def release_payload(self) -> None:
+        """Drop the model and blob bytes once an engine was built from them (the manifest and
+        an already parsed ``model()`` stay): a session should not hold its weights twice."""
+        self.model_bytes = b""
+        self.blobs = {}
 
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
