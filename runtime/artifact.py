@@ -99,8 +99,17 @@ class Artifact:
         import onnx_ir as ir
 
         if self._parsed is None:
+            if not self.model_bytes:
+                raise ArtifactError(f"{self.path}: the model bytes were released once a "
+                                    "session was built from them; load the artifact again")
             self._parsed = ir.from_proto(onnx.load_model_from_string(self.model_bytes))
         return self._parsed
+
+    def release_payload(self) -> None:
+        """Drop the model and blob bytes once an engine was built from them (the manifest and
+        an already parsed ``model()`` stay): a session should not hold its weights twice."""
+        self.model_bytes = b""
+        self.blobs = {}
 
     def blob_miss(self, backend: str, backend_version: str | None, target: str) -> str | None:
         """Why the blobs cannot serve ``backend``/``target`` (None when they can)."""
@@ -120,8 +129,23 @@ def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | 
         return (f"blobs were built by {backend} {built.get('version')}, "
                 f"this machine has {backend} {backend_version}")
     if manifest.get("target") != target:
-        return f"blobs were built for target '{manifest.get('target')}', not '{target}'"
+        return (f"blobs were built for target '{manifest.get('target')}', not '{target}'"
+                + _lacking(str(manifest.get("target")), target))
     return None
+
+
+def _lacking(built: str, target: str) -> str:
+    """' (which lacks avx512f, ...)' when ``built`` names CPU features ``target`` has
+    not (the artifact needs what this CPU does not have), else ''."""
+    from kiln.compiler.target import Target
+    from kiln.errors import KilnError
+
+    try:
+        need, have = Target.parse(built), Target.parse(target)
+    except KilnError:
+        return ""
+    missing = sorted(need.features - have.features)
+    return f" (which lacks {', '.join(missing)})" if missing else ""
 
 
 def _check_name(name: str) -> None:

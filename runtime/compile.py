@@ -364,9 +364,12 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=str(options.pop("device", "CPU")), extra=options)
     graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
+    artifact.model_bytes = b""  # parsed: ``graph`` holds the model from here on
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
+    if not choice.partitioned:
+        offload_weights(graph)  # as compile does: engines read the weights from a file
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 
@@ -375,6 +378,8 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     else:
         engine, why = restore(artifact, registry.get_backend(choice.name), target,
                               compile_options, graph)
+        release_maps(graph)
+    artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
                     manifest["pipeline"].get("level"), guards, checks, placement=placement,
                     rebuild_reason=why, source_sha256=manifest.get("source", {}).get(

@@ -15,9 +15,11 @@ backend="native")`` splits the graph with onnxruntime as the fallback through
 
 Options read from ``options.extra``: ``max_tensor_bytes`` (largest tensor a kernel may
 allocate, default 16 GiB), ``fold_constants`` (evaluate constant subgraphs at compile time,
-default True). The environment variable ``KILN_NATIVE_ISA`` (generic, avx2, avx512) caps
-kernel dispatch for the whole process, so every test can run on a slower ISA path than the
-CPU's best.
+default True).
+
+The ``Target`` picks the plan's ISA (``plan_isa.py``): an AVX2 target gets the AVX2 kernels,
+weight packing and blocking even on an AVX-512 machine. The report and the plan blob record
+the ISA and the kernels chosen (``kiln inspect m.kiln`` shows them).
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
 
@@ -72,6 +74,7 @@ from kiln.backends.native.plan import (
     contiguous,
     inferred_sizes,
 )
+from kiln.backends.native.plan_isa import LEVELS, plan_isa
 from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
     ArtifactError,
@@ -94,16 +97,7 @@ PLAN_FILE = "native_plan.json"
 def _native() -> Any:
     from kiln.backends.native import _native as ext
 
-    global _CAPPED
-    if not _CAPPED:
-        _CAPPED = True
-        cap = os.environ.get("KILN_NATIVE_ISA")
-        if cap:  # e.g. "avx2" to run the AVX2 kernels on an AVX-512 machine
-            ext.set_isa_cap(cap)
     return ext
-
-
-_CAPPED = False
 
 
 def _translate(exc: Exception, where: str) -> KilnError:
@@ -119,12 +113,13 @@ class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
     def __init__(self, lowered: LoweredPlan, threads: int, limit: int,
-                 profile: bool = False) -> None:
+                 profile: bool = False, isa: str = LEVELS[-1]) -> None:
         ext = _native()
         self.lowered = lowered
         self.input_names = [lowered.value_names[i] for i in lowered.inputs]
         self.output_names = [lowered.value_names[i] for i in lowered.outputs]
         plan = ext.Plan(len(lowered.value_names))
+        plan.set_isa(isa)  # before the nodes: their weights are packed for it
         plan.set_threads(threads)
         plan.set_limit_bytes(limit)
         plan.set_profiling(profile)
@@ -187,9 +182,12 @@ class NativeCompiledModel(CompiledModel):
         return per_run
 
     def save(self, folder: Path) -> list[str]:
-        """The plan blob: the value sizes the arena was planned from. Weights are packed
-        again at load, from the artifact's model.onnx."""
-        (Path(folder) / PLAN_FILE).write_text(json.dumps({"value_bytes": self.value_bytes}))
+        """The plan blob: the value sizes the arena was planned from, the plan ISA and the
+        kernels it chose. Weights are packed again at load (for that ISA), from the
+        artifact's model.onnx."""
+        blob = {"value_bytes": self.value_bytes, "isa": self.report.get("plan_isa"),
+                "kernels": self.report.get("kernels")}
+        (Path(folder) / PLAN_FILE).write_text(json.dumps(blob))
         return [PLAN_FILE]
 
     def signature_arena_bytes(self) -> list[int]:
@@ -250,7 +248,21 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
-        return self._build(model, options, inferred_sizes(model))
+        return self._build(model, options, inferred_sizes(model), plan_isa(target))
+
+    def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
+        """The plan ISA and kernels an artifact's plan blob records (empty without one)."""
+        try:
+            saved = json.loads(blobs[PLAN_FILE])
+        except (KeyError, ValueError):
+            return {}
+        if not isinstance(saved, dict) or not isinstance(saved.get("kernels"), dict):
+            return {}
+        kernels = saved["kernels"]
+        return {"plan isa": saved.get("isa"), "kernels isa": kernels.get("isa"),
+                "f32 gemm": kernels.get("f32_gemm"),
+                "f32 gemm kc,mc,nc": kernels.get("f32_gemm_blocking"),
+                "u8s8 gemm": kernels.get("u8s8_gemm")}
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target | None,
              options: CompileOptions) -> CompiledModel:
@@ -270,13 +282,16 @@ class NativeBackend(Backend):
                 for k, v in sizes.items())
         except (ValueError, KeyError, TypeError):
             ok = False
+        isa = plan_isa(target)
+        if ok and saved.get("isa", isa) != isa:  # the target maps to another ISA now
+            ok = False
         if not ok:
-            raise ArtifactError(f"{PLAN_FILE} does not hold a native plan; recompile the model "
-                                "with `kiln compile`")
-        return self._build(model, options, sizes)
+            raise ArtifactError(f"{PLAN_FILE} does not hold a native plan for this target; "
+                                "recompile the model with `kiln compile`")
+        return self._build(model, options, sizes, isa)
 
     def _build(self, model: ir.Model, options: CompileOptions,
-               sizes: dict[str, int]) -> NativeCompiledModel:
+               sizes: dict[str, int], isa: str) -> NativeCompiledModel:
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"native backend runs fp32 and int8 graphs, not "
                                    f"{options.precision}")
@@ -319,10 +334,10 @@ class NativeBackend(Backend):
                        if o is not None and o.name in graph_outputs]
 
         lowering = Lowering(opsets, limit, sizes)
-        evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
+        evaluator = _Evaluator(limit, isa) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
         lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
-        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")))
+        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")), isa)
         mem = lowered.memory
         for vid, arr in lowered.constants.items():  # outputs that became constants
             known_consts.setdefault(lowered.value_names[vid], arr)
@@ -347,6 +362,9 @@ class NativeBackend(Backend):
             "dynamic_values": mem.dynamic_values,
             "threads": threads,
             "profile": bool(extra.get("profile")),
+            # what the target asked for, and what the plans run on this CPU
+            "plan_isa": isa,
+            "kernels": dict(segment.plan.kernels()),
         }
         compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
                                        [value_spec(v) for v in graph.outputs], segments,
@@ -358,8 +376,9 @@ class NativeBackend(Backend):
 class _Evaluator:
     """Runs one node on constant inputs with the native kernels (compile-time folding)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, isa: str = LEVELS[-1]) -> None:
         self.limit = limit
+        self.isa = isa
         self._lock = threading.Lock()
 
     def __call__(self, node: ir.Node, attrs: dict[str, Any],
@@ -370,6 +389,7 @@ class _Evaluator:
         n_in = len(inputs)
         n_out = len(node.outputs)
         plan = ext.Plan(n_in + n_out)
+        plan.set_isa(self.isa)
         plan.set_limit_bytes(self.limit)
         for i, arr in enumerate(inputs):
             if arr is not None:

@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -295,9 +296,93 @@ struct Conv2dCacheHandle {
 
 }  // namespace
 
+// Every u8 x s8 GEMM kernel of the list (kernels/ukernels.inc) this CPU can run.
+struct Int8Entry {
+  std::string name;
+  kiln::int8_ukernel_fn fn;
+};
+std::vector<Int8Entry> int8_ukernels() {
+  std::vector<Int8Entry> out;
+  const kiln::CpuFeatures& f = kiln::cpu_features();
+#define KILN_UKERNEL(kind, name, isa_)
+#define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
+#define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_POOL_UKERNEL(name, isa_)
+#define KILN_FMA_PROBE(name, isa_)
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)
+#define KILN_INT8_LOOPS(isa_, range)
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)                                       \
+  if (kiln::Isa::isa_ <= kiln::best_isa() && (!(vnni_) || f.avx512_vnni)) \
+    out.push_back({#name, kiln::name});
+#include "kernels/ukernels.inc"
+#undef KILN_UKERNEL
+#undef KILN_GEMM_UKERNEL
+#undef KILN_DWCONV_UKERNEL
+#undef KILN_POOL_UKERNEL
+#undef KILN_FMA_PROBE
+#undef KILN_WINO_UKERNEL
+#undef KILN_INT8_LOOPS
+#undef KILN_INT8_GEMM_UKERNEL
+  return out;
+}
+
+using U8Mat = nb::ndarray<const uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using S8Mat = nb::ndarray<const int8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// One call of the named kernel: a (rows <= kInt8Mr x K, K a multiple of 4) times b (K x N,
+// N <= kInt8Nr, packed here), int32 products.
+nb::ndarray<nb::numpy, int32_t> u8s8_ukernel(const std::string& name, U8Mat a, S8Mat b) {
+  const size_t rows = a.shape(0), K = a.shape(1), N = b.shape(1);
+  if (rows == 0 || rows > kiln::kInt8Mr || K % 4 || K == 0 || b.shape(0) != K || N == 0 ||
+      N > kiln::kInt8Nr)
+    throw std::invalid_argument("u8s8_ukernel: a is rows<=6 x K (K % 4 == 0), b is K x N<=32");
+  for (const Int8Entry& e : int8_ukernels()) {
+    if (e.name != name) continue;
+    const kiln::PackedInt8B packed = kiln::pack_int8_b(b.data(), K, N, N);
+    std::vector<const uint8_t*> ptrs(rows);
+    for (size_t r = 0; r < rows; ++r) ptrs[r] = a.data() + r * K;
+    int32_t* c = new int32_t[rows * N];
+    nb::capsule owner(c, [](void* p) noexcept { delete[] static_cast<int32_t*>(p); });
+    e.fn(rows, 1, K, ptrs.data(), packed.panels.data(), c, N, N);
+    size_t shape[2] = {rows, N};
+    return nb::ndarray<nb::numpy, int32_t>(c, 2, shape, owner);
+  }
+  throw std::invalid_argument("u8s8_ukernel: no kernel '" + name + "' runs on this CPU");
+}
+
+// The ISA a two-thread pool's caller and worker see while a plan ISA `isa` is in scope on
+// the caller: the caller's chunk waits (up to a second) until the other chunk has started,
+// so a worker runs it.
+std::vector<std::string> pool_isas(const std::string& isa) {
+  kiln::PlanIsa plan;
+  plan.isa = parse_isa_name(isa);
+  plan.vnni = false;
+  kiln::ThreadPool pool(2);
+  kiln::PlanIsaScope scope(&plan);
+  std::vector<std::string> seen(2);
+  std::atomic<int> started{0};
+  pool.parallel_for(2, 1, [&](size_t b, size_t e) {
+    started.fetch_add(1);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (started.load() < 2 && std::chrono::steady_clock::now() < until) {
+    }
+    for (size_t i = b; i < e; ++i) seen[i] = kiln::isa_name(kiln::active_isa());
+  });
+  return seen;
+}
+
 void bind_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("kernels", "f32 kernel entry points for tests and "
                                                   "micro-benchmarks");
+  m.def("u8s8_ukernels", [] {
+    std::vector<std::string> names;
+    for (const Int8Entry& e : int8_ukernels()) names.push_back(e.name);
+    return names;
+  }, "The u8 x s8 GEMM kernels of the list this CPU runs, narrowest first.");
+  m.def("u8s8_ukernel", &u8s8_ukernel, "name"_a, "a"_a, "b"_a,
+        "One block product with the named u8 x s8 kernel (int32 result).");
+  m.def("pool_isas", &pool_isas, "isa"_a,
+        "The ISA each chunk of a two-thread parallel_for saw under a plan ISA (a test hook).");
   m.def("gemm", &gemm, "a"_a, "b"_a, "trans_a"_a = false, "trans_b"_a = false,
         "bias"_a = nb::none(), "bias_kind"_a = "none", "residual"_a = nb::none(),
         "activation"_a = "none", "alpha"_a = 0.0f, "beta"_a = 0.0f, "mode"_a = "fast",

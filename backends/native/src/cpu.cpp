@@ -109,6 +109,7 @@ CacheSizes detect_caches() {
 }
 
 std::atomic<int> g_cap{static_cast<int>(Isa::avx512)};
+thread_local const PlanIsa* t_plan_isa = nullptr;
 
 }  // namespace
 
@@ -123,9 +124,23 @@ Isa best_isa() {
 }
 
 Isa active_isa() {
-  const int best = static_cast<int>(best_isa());
+  int isa = static_cast<int>(best_isa());
   const int cap = g_cap.load(std::memory_order_relaxed);
-  return static_cast<Isa>(best < cap ? best : cap);
+  if (cap < isa) isa = cap;
+  if (t_plan_isa && static_cast<int>(t_plan_isa->isa) < isa)
+    isa = static_cast<int>(t_plan_isa->isa);
+  return static_cast<Isa>(isa);
+}
+
+const PlanIsa* current_plan_isa() { return t_plan_isa; }
+
+PlanIsaScope::PlanIsaScope(const PlanIsa* isa) : saved_(t_plan_isa) { t_plan_isa = isa; }
+
+PlanIsaScope::~PlanIsaScope() { t_plan_isa = saved_; }
+
+bool vnni_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::avx512 && f.avx512_vnni && (!t_plan_isa || t_plan_isa->vnni);
 }
 
 Isa set_isa_cap(Isa cap) {

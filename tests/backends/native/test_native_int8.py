@@ -80,8 +80,8 @@ def test_quantize_dequantize_equal_onnxruntime(dtype, per_axis: bool):
 
 def test_int8_gemm_kernel_follows_the_isa(isa: str):
     vnni = native.cpu_features().get("avx512_vnni", False)
-    want = {"generic": "generic", "avx2": "avx2"}.get(isa, "avx512_vnni" if vnni else "avx2")
-    assert native.kernels.int8_gemm_kernel_name() == want
+    want = {"generic": "generic", "avx2": "avx2"}.get(isa, "avx512vnni" if vnni else "avx2")
+    assert native.kernels.int8_gemm_kernel_name() == f"kiln_u8s8_gemm_ukernel__{want}"
 
 
 def test_scale_of_the_wrong_length_is_a_kiln_error():

@@ -14,6 +14,8 @@ namespace kiln {
 #define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)
+#define KILN_INT8_LOOPS(isa_, range)
 #define KILN_MATCH(name, isa_) \
   if (isa == Isa::isa_) return name;
 
@@ -85,6 +87,33 @@ WinogradKernels select_f32_wino43(Isa isa) {
 #undef KILN_WINO_UKERNEL
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
   return select_f32_wino43(Isa::generic);
+}
+
+Int8GemmKernel select_u8s8_gemm(Isa isa, bool vnni) {
+  Int8GemmKernel best{kiln_u8s8_gemm_ukernel__generic, "kiln_u8s8_gemm_ukernel__generic"};
+#undef KILN_INT8_GEMM_UKERNEL
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_) \
+  if (Isa::isa_ <= isa && (!(vnni_) || vnni)) best = {name, #name};
+#include "kernels/ukernels.inc"
+#undef KILN_INT8_GEMM_UKERNEL
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)
+  return best;
+}
+
+const Int8Loops& select_int8_loops(Isa isa) {
+#undef KILN_INT8_LOOPS
+#define KILN_INT8_LOOPS(isa_, range)                                                        \
+  if (isa == Isa::isa_) {                                                                   \
+    static const Int8Loops loops{kiln_quantize_u8__##isa_,   kiln_quantize_s8__##isa_,      \
+                                 kiln_dequantize_u8__##isa_, kiln_dequantize_s8__##isa_,    \
+                                 range,                      kiln_int8_row_f32__##isa_,     \
+                                 kiln_int8_row_u8__##isa_};                                 \
+    return loops;                                                                           \
+  }
+#include "kernels/ukernels.inc"
+#undef KILN_INT8_LOOPS
+#define KILN_INT8_LOOPS(isa_, range)
+  return select_int8_loops(Isa::generic);
 }
 
 f32_vunary_fn select_f32_vrelu() {

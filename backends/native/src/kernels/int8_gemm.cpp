@@ -6,6 +6,7 @@
 
 #include "cpu.h"
 #include "kernels/int8_row_ukernel.h"
+#include "kernels/ukernels.h"
 #include "threadpool.h"
 
 namespace kiln {
@@ -61,44 +62,9 @@ bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {
   return nan;
 }
 
-const Int8Loops& int8_loops() {
-#define KILN_INT8_LOOPS(isa, range)                                                    \
-  Int8Loops {                                                                          \
-    kiln_quantize_u8__##isa, kiln_quantize_s8__##isa, kiln_dequantize_u8__##isa,       \
-        kiln_dequantize_s8__##isa, range, kiln_int8_row_f32__##isa, kiln_int8_row_u8__##isa \
-  }
-#if KILN_HAS_X86
-  // AVX2's range stays scalar: min/max with NaN checks do not auto-vectorize.
-  static const Int8Loops avx512 = KILN_INT8_LOOPS(avx512, kiln_range_f32__avx512);
-  static const Int8Loops avx2 = KILN_INT8_LOOPS(avx2, kiln_range_f32__generic);
-  if (active_isa() == Isa::avx512) return avx512;
-  if (active_isa() == Isa::avx2) return avx2;
-#endif
-  static const Int8Loops generic = KILN_INT8_LOOPS(generic, kiln_range_f32__generic);
-  return generic;
-#undef KILN_INT8_LOOPS
-}
+const Int8Loops& int8_loops() { return select_int8_loops(active_isa()); }
 
-namespace {
-
-int8_ukernel_fn select_ukernel() {
-#if KILN_HAS_X86
-  const CpuFeatures& f = cpu_features();
-  if (active_isa() == Isa::avx512 && f.avx512_vnni) return kiln_u8s8_gemm_ukernel__avx512vnni;
-  // AVX-512 without VNNI runs the AVX2 kernel too (widened 16-bit products)
-  if (active_isa() != Isa::generic) return kiln_u8s8_gemm_ukernel__avx2;
-#endif
-  return kiln_u8s8_gemm_ukernel__generic;
-}
-
-}  // namespace
-
-const char* int8_gemm_kernel_name() {
-  const int8_ukernel_fn k = select_ukernel();
-  return k == kiln_u8s8_gemm_ukernel__generic ? "generic"
-         : k == kiln_u8s8_gemm_ukernel__avx2  ? "avx2"
-                                              : "avx512_vnni";
-}
+const char* int8_gemm_kernel_name() { return select_u8s8_gemm(active_isa(), vnni_active()).name; }
 
 namespace {
 
@@ -118,7 +84,7 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   if (M == 0 || B.N == 0) return;
   if (io.segment_rows && (io.segments == 0 || B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
     throw std::invalid_argument("int8 GEMM: rows in segments need K = segments x a multiple of 4");
-  const int8_ukernel_fn kernel = select_ukernel();
+  const int8_ukernel_fn kernel = select_u8s8_gemm(active_isa(), vnni_active()).fn;
   const size_t Kq = B.Kq, N = B.N;
   const size_t mblocks = (M + kInt8Mb - 1) / kInt8Mb;
   const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;

@@ -72,7 +72,7 @@ struct Int8Loops {
 };
 const Int8Loops& int8_loops();
 
-// The u8 x s8 kernel in use now ("avx512_vnni", "avx2" or "generic").
+// The u8 x s8 kernel in use now (its full name, from kernels/ukernels.inc).
 const char* int8_gemm_kernel_name();
 
 // Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
@@ -82,15 +82,6 @@ constexpr size_t kInt8Mr = 6;
 using int8_ukernel_fn = void (*)(size_t rows, size_t nseg, size_t seg_len,
                                  const uint8_t* const* a, const int8_t* b, int32_t* c,
                                  size_t ldc, size_t cols);
-void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
-                                     const uint8_t* const* a, const int8_t* b, int32_t* c,
-                                     size_t ldc, size_t cols);
-void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
-                                        const uint8_t* const* a, const int8_t* b, int32_t* c,
-                                        size_t ldc, size_t cols);
-void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
-                                  const uint8_t* const* a, const int8_t* b, int32_t* c,
-                                  size_t ldc, size_t cols);
 #define KILN_INT8_LOOPS_DECL(isa)                                                         \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
@@ -102,10 +93,6 @@ void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
                                 float* y);                                                   \
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
                                uint8_t* y);
-KILN_INT8_LOOPS_DECL(generic)
-KILN_INT8_LOOPS_DECL(avx2)
-KILN_INT8_LOOPS_DECL(avx512)
-bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi);
-bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi);
+// The kernels themselves are declared from the one list, kernels/ukernels.inc (ukernels.h).
 
 }  // namespace kiln

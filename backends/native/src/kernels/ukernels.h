@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/pool_ukernel.h"
 #include "kernels/winograd_ukernel.h"
 
@@ -40,7 +41,14 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
                                        const float* res, float* dst, size_t ds);
+#define KILN_INT8_GEMM_UKERNEL(name, isa, vnni)                                         \
+  void name(size_t rows, size_t nseg, size_t seg_len, const uint8_t* const* a,          \
+            const int8_t* b, int32_t* c, size_t ldc, size_t cols);
+#define KILN_INT8_LOOPS(isa, range) \
+  KILN_INT8_LOOPS_DECL(isa) bool range(size_t n, const float* x, float* lo, float* hi);
 #include "kernels/ukernels.inc"
+#undef KILN_INT8_GEMM_UKERNEL
+#undef KILN_INT8_LOOPS
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
@@ -63,6 +71,13 @@ struct WinogradKernels {
   size_t tiles;  // T: tiles per transform call, equal to the ISA's SGEMM nr
 };
 WinogradKernels select_f32_wino43(Isa isa);
+// The widest u8 x s8 GEMM kernel at most `isa` wide (VNNI ones only when `vnni`), and its name.
+struct Int8GemmKernel {
+  int8_ukernel_fn fn;
+  const char* name;
+};
+Int8GemmKernel select_u8s8_gemm(Isa isa, bool vnni);
+const Int8Loops& select_int8_loops(Isa isa);
 // nullptr when this build has no probe for the ISA.
 f32_fma_probe_fn select_f32_fma_probe(Isa isa);
 
