@@ -36,7 +36,8 @@ kiln::Isa parse_isa(const std::string& name) {
   if (name == "generic") return kiln::Isa::generic;
   if (name == "avx2") return kiln::Isa::avx2;
   if (name == "avx512") return kiln::Isa::avx512;
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2 or avx512)");
+  if (name == "neon") return kiln::Isa::neon;
+  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2, avx512 or neon)");
 }
 
 using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;

@@ -88,16 +88,27 @@ int8_ukernel_fn select_ukernel() {
   // AVX-512 without VNNI runs the AVX2 kernel too (widened 16-bit products)
   if (active_isa() != Isa::generic) return kiln_u8s8_gemm_ukernel__avx2;
 #endif
+#if KILN_HAS_ARM
+  const CpuFeatures& f = cpu_features();
+  if (active_isa() == Isa::neon && f.i8mm) return kiln_u8s8_gemm_ukernel__neoni8mm;
+  if (active_isa() == Isa::neon && f.asimd_dotprod) return kiln_u8s8_gemm_ukernel__neondot;
+#endif
   return kiln_u8s8_gemm_ukernel__generic;
 }
 
 }  // namespace
 
+int8_ukernel_fn int8_gemm_ukernel() { return select_ukernel(); }
+
 const char* int8_gemm_kernel_name() {
   const int8_ukernel_fn k = select_ukernel();
-  return k == kiln_u8s8_gemm_ukernel__generic ? "generic"
-         : k == kiln_u8s8_gemm_ukernel__avx2  ? "avx2"
-                                              : "avx512_vnni";
+  if (k == kiln_u8s8_gemm_ukernel__generic) return "generic";
+#if KILN_HAS_X86
+  if (k == kiln_u8s8_gemm_ukernel__avx2) return "avx2";
+  return "avx512_vnni";
+#else
+  return k == kiln_u8s8_gemm_ukernel__neoni8mm ? "neon_i8mm" : "neon_dotprod";
+#endif
 }
 
 namespace {

@@ -72,7 +72,8 @@ struct Int8Loops {
 };
 const Int8Loops& int8_loops();
 
-// The u8 x s8 kernel in use now ("avx512_vnni", "avx2" or "generic").
+// The u8 x s8 kernel in use now ("avx512_vnni", "avx2", "neon_i8mm", "neon_dotprod" or
+// "generic").
 const char* int8_gemm_kernel_name();
 
 // Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
@@ -82,6 +83,8 @@ constexpr size_t kInt8Mr = 6;
 using int8_ukernel_fn = void (*)(size_t rows, size_t nseg, size_t seg_len,
                                  const uint8_t* const* a, const int8_t* b, int32_t* c,
                                  size_t ldc, size_t cols);
+// The u8 x s8 microkernel in use now (tests compare each one with the generic kernel).
+int8_ukernel_fn int8_gemm_ukernel();
 void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
                                      const uint8_t* const* a, const int8_t* b, int32_t* c,
                                      size_t ldc, size_t cols);
@@ -91,6 +94,12 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
 void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
                                   const uint8_t* const* a, const int8_t* b, int32_t* c,
                                   size_t ldc, size_t cols);
+void kiln_u8s8_gemm_ukernel__neondot(size_t rows, size_t nseg, size_t seg_len,
+                                     const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                     size_t ldc, size_t cols);
+void kiln_u8s8_gemm_ukernel__neoni8mm(size_t rows, size_t nseg, size_t seg_len,
+                                      const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                      size_t ldc, size_t cols);
 #define KILN_INT8_LOOPS_DECL(isa)                                                         \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y); \
   void kiln_quantize_s8__##isa(size_t n, const float* x, float scale, float zero, int8_t* y);  \
