@@ -200,3 +200,8 @@ class Backend(abc.ABC):
         """Load a model from the files ``CompiledModel.save`` wrote (name -> bytes, already
         verified by the artifact); the default recompiles ``model``."""
         return self.compile(model, target, options)
+
+    def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
+        """What the saved blobs record about the compiled model, for ``kiln inspect`` (for
+        the native backend: the plan ISA and its kernels). The default has nothing to say."""
+        return {}

@@ -557,6 +557,9 @@ def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str
     from kiln.compiler.target import Target
     from kiln.runtime.placement import placement_report
 
+    if model is not None and model.endswith(".kiln"):
+        _inspect_artifact(model, as_json)
+        return
     imported = import_model(_model_arg(model))
     names = _resolve_backends(backends)
     sizes = _parse_dims(dims)
@@ -576,6 +579,23 @@ def inspect_cmd(model: str | None, backends: str, fallback: str, dims: tuple[str
         _print_summary(f"{title} at O{opt_level}", summary["optimized"])
         _print_passes(summary["compile"])
     _print_placement(report)
+
+
+def _inspect_artifact(path: str, as_json: bool) -> None:
+    """A .kiln artifact: what it was compiled for, what its backend chose (the native plan's
+    ISA and kernels) and whether it loads here as built."""
+    from kiln.runtime.inspect_artifact import describe_artifact
+
+    info = describe_artifact(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    for key in ("artifact", "backend", "backend_version", "target", "level", "precision"):
+        console.print(escape(f"{key:<20}{info[key]}"), highlight=False)
+    for key, value in info["details"].items():
+        console.print(escape(f"{key:<20}{value}"), highlight=False)
+    here = "as built" if info["loads_here_as_built"] else f"rebuilt: {info['rebuild_reason']}"
+    console.print(escape(f"{'loads here':<20}{here}"), highlight=False)
 
 
 def _graph_summary(model, backends: list[str], sizes: dict[str, int], opt_level: int,

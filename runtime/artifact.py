@@ -120,8 +120,23 @@ def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | 
         return (f"blobs were built by {backend} {built.get('version')}, "
                 f"this machine has {backend} {backend_version}")
     if manifest.get("target") != target:
-        return f"blobs were built for target '{manifest.get('target')}', not '{target}'"
+        return (f"blobs were built for target '{manifest.get('target')}', not '{target}'"
+                + _lacking(str(manifest.get("target")), target))
     return None
+
+
+def _lacking(built: str, target: str) -> str:
+    """' (which lacks avx512f, ...)' when ``built`` names CPU features ``target`` has
+    not (the artifact needs what this CPU does not have), else ''."""
+    from kiln.compiler.target import Target
+    from kiln.errors import KilnError
+
+    try:
+        need, have = Target.parse(built), Target.parse(target)
+    except KilnError:
+        return ""
+    missing = sorted(need.features - have.features)
+    return f" (which lacks {', '.join(missing)})" if missing else ""
 
 
 def _check_name(name: str) -> None:

@@ -13,9 +13,14 @@ order. With ``fallback=None`` compile raises ``UnsupportedError`` listing every 
 
 Options read from ``options.extra``: ``fallback`` ("onnxruntime" | None),
 ``max_tensor_bytes`` (largest tensor a kernel may allocate, default 16 GiB),
-``fold_constants`` (evaluate constant subgraphs at compile time, default True). The
-environment variable ``KILN_NATIVE_ISA`` (generic, avx2, avx512) caps kernel dispatch for the
-whole process, so every test can run on a slower ISA path than the CPU's best.
+``fold_constants`` (evaluate constant subgraphs at compile time, default True).
+
+The ``Target`` picks the plan's ISA (``plan_isa.py``): an AVX2 target gets the AVX2 kernels,
+weight packing and blocking even on an AVX-512 machine. A target of the other architecture
+(``cpu:aarch64,neon,dotprod`` on x86) is a cross-compile: the plan is built here with the
+generic kernels to prove the graph lowers, and records the target's level and kernels; loading
+it on this machine rebuilds (``rebuild_reason``). The report and the plan blob record
+the ISA and the kernels chosen (``kiln inspect m.kiln`` shows them).
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
 
@@ -70,6 +75,7 @@ from kiln.backends.native.plan import (
     contiguous,
     inferred_sizes,
 )
+from kiln.backends.native.plan_isa import LEVELS, cross_kernels, plan_isa, runs_here
 from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
     ArtifactError,
@@ -92,16 +98,7 @@ PLAN_FILE = "native_plan.json"
 def _native() -> Any:
     from kiln.backends.native import _native as ext
 
-    global _CAPPED
-    if not _CAPPED:
-        _CAPPED = True
-        cap = os.environ.get("KILN_NATIVE_ISA")
-        if cap:  # e.g. "avx2" to run the AVX2 kernels on an AVX-512 machine
-            ext.set_isa_cap(cap)
     return ext
-
-
-_CAPPED = False
 
 
 def _translate(exc: Exception, where: str) -> KilnError:
@@ -146,12 +143,13 @@ class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
     def __init__(self, lowered: LoweredPlan, threads: int, limit: int,
-                 profile: bool = False) -> None:
+                 profile: bool = False, isa: str = LEVELS[-1]) -> None:
         ext = _native()
         self.lowered = lowered
         self.input_names = [lowered.value_names[i] for i in lowered.inputs]
         self.output_names = [lowered.value_names[i] for i in lowered.outputs]
         plan = ext.Plan(len(lowered.value_names))
+        plan.set_isa(isa)  # before the nodes: their weights are packed for it
         plan.set_threads(threads)
         plan.set_limit_bytes(limit)
         plan.set_profiling(profile)
@@ -219,9 +217,12 @@ class NativeCompiledModel(CompiledModel):
         return per_run
 
     def save(self, folder: Path) -> list[str]:
-        """The plan blob: the value sizes the arena was planned from. Weights are packed
-        again at load, from the artifact's model.onnx."""
-        (Path(folder) / PLAN_FILE).write_text(json.dumps({"value_bytes": self.value_bytes}))
+        """The plan blob: the value sizes the arena was planned from, the plan ISA and the
+        kernels it chose. Weights are packed again at load (for that ISA), from the
+        artifact's model.onnx."""
+        blob = {"value_bytes": self.value_bytes, "isa": self.report.get("plan_isa"),
+                "kernels": self.report.get("kernels")}
+        (Path(folder) / PLAN_FILE).write_text(json.dumps(blob))
         return [PLAN_FILE]
 
     def signature_arena_bytes(self) -> list[int]:
@@ -279,7 +280,21 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
-        return self._build(model, options, inferred_sizes(model))
+        return self._build(model, options, inferred_sizes(model), plan_isa(target))
+
+    def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
+        """The plan ISA and kernels an artifact's plan blob records (empty without one)."""
+        try:
+            saved = json.loads(blobs[PLAN_FILE])
+        except (KeyError, ValueError):
+            return {}
+        if not isinstance(saved, dict) or not isinstance(saved.get("kernels"), dict):
+            return {}
+        kernels = saved["kernels"]
+        return {"plan isa": saved.get("isa"), "kernels isa": kernels.get("isa"),
+                "f32 gemm": kernels.get("f32_gemm"),
+                "f32 gemm kc,mc,nc": kernels.get("f32_gemm_blocking"),
+                "u8s8 gemm": kernels.get("u8s8_gemm")}
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target | None,
              options: CompileOptions) -> CompiledModel:
@@ -299,13 +314,16 @@ class NativeBackend(Backend):
                 for k, v in sizes.items())
         except (ValueError, KeyError, TypeError):
             ok = False
+        isa = plan_isa(target)
+        if ok and saved.get("isa", isa) != isa:  # the target maps to another ISA now
+            ok = False
         if not ok:
-            raise ArtifactError(f"{PLAN_FILE} does not hold a native plan; recompile the model "
-                                "with `kiln compile`")
-        return self._build(model, options, sizes)
+            raise ArtifactError(f"{PLAN_FILE} does not hold a native plan for this target; "
+                                "recompile the model with `kiln compile`")
+        return self._build(model, options, sizes, isa)
 
     def _build(self, model: ir.Model, options: CompileOptions,
-               sizes: dict[str, int]) -> NativeCompiledModel:
+               sizes: dict[str, int], isa: str) -> NativeCompiledModel:
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"native backend runs fp32 and int8 graphs, not "
                                    f"{options.precision}")
@@ -315,6 +333,8 @@ class NativeBackend(Backend):
             raise KilnError(f"fallback={fallback!r}: expected 'onnxruntime' or None")
         limit = int(extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         threads = options.threads or os.cpu_count() or 1
+        # A target of the other architecture: build with the generic kernels here.
+        build_isa = isa if runs_here(isa, _native().best_isa()) else "generic"
         graph = model.graph
         opsets = {("" if k == "ai.onnx" else k): v for k, v in graph.opset_imports.items()}
 
@@ -369,7 +389,7 @@ class NativeBackend(Backend):
                         implicit.setdefault(k, []).append(values_by_name[name])
 
         lowering = Lowering(opsets, limit, sizes)
-        evaluator = _Evaluator(limit) if extra.get("fold_constants", True) else None
+        evaluator = _Evaluator(limit, build_isa) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
         segments: list[NativeSegment | OrtSegment] = []
         report_segments = []
@@ -404,7 +424,8 @@ class NativeBackend(Backend):
                                              evaluator)
                 except KilnError:
                     raise
-                segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")))
+                segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
+                                        build_isa)
                 mem = lowered.memory
                 arena += mem.arena_bytes
                 intermediates += mem.intermediate_bytes
@@ -452,6 +473,10 @@ class NativeBackend(Backend):
             "dynamic_values": dynamic,
             "threads": threads,
             "profile": bool(extra.get("profile")),
+            # what the target asked for, and what the plans run on this CPU
+            "plan_isa": isa,
+            "kernels": (plan_kernels(segments, isa) if build_isa == isa
+                        else cross_kernels(isa)),
         }
         compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
                                        [value_spec(v) for v in graph.outputs], segments,
@@ -460,11 +485,22 @@ class NativeBackend(Backend):
         return compiled
 
 
+def plan_kernels(segments: Sequence[object], isa: str) -> dict[str, Any]:
+    """The kernels the native plans run (every plan of a model gets the same ISA)."""
+    for segment in segments:
+        if isinstance(segment, NativeSegment):
+            return dict(segment.plan.kernels())
+    plan = _native().Plan(0)
+    plan.set_isa(isa)
+    return dict(plan.kernels())
+
+
 class _Evaluator:
     """Runs one node on constant inputs with the native kernels (compile-time folding)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, isa: str = LEVELS[-1]) -> None:
         self.limit = limit
+        self.isa = isa
         self._lock = threading.Lock()
 
     def __call__(self, node: ir.Node, attrs: dict[str, Any],
@@ -475,6 +511,7 @@ class _Evaluator:
         n_in = len(inputs)
         n_out = len(node.outputs)
         plan = ext.Plan(n_in + n_out)
+        plan.set_isa(self.isa)
         plan.set_limit_bytes(self.limit)
         for i, arr in enumerate(inputs):
             if arr is not None:

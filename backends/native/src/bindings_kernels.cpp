@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -296,9 +297,32 @@ struct Conv2dCacheHandle {
 
 }  // namespace
 
+// The ISA a two-thread pool's caller and worker see while a plan ISA `isa` is in scope on
+// the caller: the caller's chunk waits (up to a second) until the other chunk has started,
+// so a worker runs it.
+std::vector<std::string> pool_isas(const std::string& isa) {
+  kiln::PlanIsa plan;
+  plan.isa = parse_isa_name(isa);
+  plan.vnni = false;
+  kiln::ThreadPool pool(2);
+  kiln::PlanIsaScope scope(&plan);
+  std::vector<std::string> seen(2);
+  std::atomic<int> started{0};
+  pool.parallel_for(2, 1, [&](size_t b, size_t e) {
+    started.fetch_add(1);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (started.load() < 2 && std::chrono::steady_clock::now() < until) {
+    }
+    for (size_t i = b; i < e; ++i) seen[i] = kiln::isa_name(kiln::active_isa());
+  });
+  return seen;
+}
+
 void bind_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("kernels", "f32 kernel entry points for tests and "
                                                   "micro-benchmarks");
+  m.def("pool_isas", &pool_isas, "isa"_a,
+        "The ISA each chunk of a two-thread parallel_for saw under a plan ISA (a test hook).");
   m.def("gemm", &gemm, "a"_a, "b"_a, "trans_a"_a = false, "trans_b"_a = false,
         "bias"_a = nb::none(), "bias_kind"_a = "none", "residual"_a = nb::none(),
         "activation"_a = "none", "alpha"_a = 0.0f, "beta"_a = 0.0f, "mode"_a = "fast",

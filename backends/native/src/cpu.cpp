@@ -125,6 +125,7 @@ CacheSizes detect_caches() {
 }
 
 std::atomic<int> g_cap_level{2};  // the highest level: no cap
+thread_local const PlanIsa* t_plan_isa = nullptr;
 
 }  // namespace
 
@@ -149,10 +150,32 @@ int isa_level(Isa isa) {
 
 Isa active_isa() {
   const Isa best = best_isa();
-  const int cap = g_cap_level.load(std::memory_order_relaxed);
+  int cap = g_cap_level.load(std::memory_order_relaxed);
+  if (t_plan_isa && isa_level(t_plan_isa->isa) < cap) cap = isa_level(t_plan_isa->isa);
   if (isa_level(best) <= cap) return best;
   // Only x86 has an ISA between generic and its best one.
   return cap >= 1 && best == Isa::avx512 ? Isa::avx2 : Isa::generic;
+}
+
+const PlanIsa* current_plan_isa() { return t_plan_isa; }
+
+PlanIsaScope::PlanIsaScope(const PlanIsa* isa) : saved_(t_plan_isa) { t_plan_isa = isa; }
+
+PlanIsaScope::~PlanIsaScope() { t_plan_isa = saved_; }
+
+bool vnni_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::avx512 && f.avx512_vnni && (!t_plan_isa || t_plan_isa->vnni);
+}
+
+bool dotprod_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::neon && f.asimd_dotprod && (!t_plan_isa || t_plan_isa->dotprod);
+}
+
+bool i8mm_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::neon && f.i8mm && (!t_plan_isa || t_plan_isa->i8mm);
 }
 
 Isa set_isa_cap(Isa cap) {

@@ -36,9 +36,39 @@ const CpuFeatures& cpu_features();
 Isa best_isa();
 // ISA in use: best_isa() unless capped with set_isa_cap (tests force slower paths).
 Isa active_isa();
-// Cap the ISA to cap's level (never above what the CPU can do; an ISA of the other
-// architecture caps by its level); returns the ISA now active.
+// Cap the ISA for the whole process to cap's level (never above what the CPU can do; an ISA
+// of the other architecture caps by its level); returns the ISA now active. Tests use it to
+// force slower paths; plans use PlanIsa instead.
 Isa set_isa_cap(Isa cap);
+
+// The ISA one plan was compiled for: kernels chosen, weights packed and GEMMs blocked for it.
+// `vnni` allows the AVX-512 VNNI int8 kernel (AVX-512 without it runs the AVX2 one).
+// On aarch64 `dotprod` / `i8mm` allow the sdot / usdot int8 kernels in the same way.
+struct PlanIsa {
+  Isa isa = Isa::avx512;
+  bool vnni = true;
+  bool dotprod = true;
+  bool i8mm = true;
+};
+// The plan ISA of the calling thread (nullptr: none, the process cap alone applies).
+const PlanIsa* current_plan_isa();
+// Sets the calling thread's plan ISA for the scope's lifetime (a plan building or running;
+// the thread pool hands it on to the workers running a call's chunks).
+class PlanIsaScope {
+ public:
+  explicit PlanIsaScope(const PlanIsa* isa);
+  ~PlanIsaScope();
+  PlanIsaScope(const PlanIsaScope&) = delete;
+  PlanIsaScope& operator=(const PlanIsaScope&) = delete;
+
+ private:
+  const PlanIsa* saved_;
+};
+// Whether the int8 kernels may use AVX-512 VNNI now (CPU, process cap and plan ISA allow it).
+bool vnni_active();
+// Whether the aarch64 dotprod / i8mm int8 kernels may run now (CPU, ISA cap and plan ISA).
+bool dotprod_active();
+bool i8mm_active();
 const char* isa_name(Isa isa);
 
 // Per-core data cache sizes in bytes, read once from sysfs (Linux) or CPUID, with

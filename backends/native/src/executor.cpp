@@ -267,6 +267,11 @@ void Plan::set_threads(size_t threads) { pool_ = std::make_unique<ThreadPool>(th
 
 size_t Plan::threads() const { return pool_->size(); }
 
+void Plan::set_isa(PlanIsa isa) {
+  if (!nodes_.empty()) throw std::invalid_argument("set_isa after add_node: weights are packed");
+  isa_ = isa;
+}
+
 void Plan::add_constant(int id, Tensor t) {
   if (id < 0 || id >= n_values_) throw std::invalid_argument("constant id out of range");
   constants_[id] = std::move(t);
@@ -281,6 +286,7 @@ void Plan::add_node(NodeDesc node) {
   auto it = registry().find(key_of(node.domain, node.op));
   if (it == registry().end()) node.fail("operator not implemented by the native backend");
   BuildContext bc(const_ptrs_);
+  PlanIsaScope scope(&isa_);
   kernels_.push_back(it->second(node, bc));
   nodes_.push_back(std::move(node));
 }
@@ -430,6 +436,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     ~ArenaReturn() { plan.give_arena(std::move(arena)); }
   } arena_return{*this, arena};
 
+  PlanIsaScope scope(&isa_);
   RunState state(*this, base, layout);
   if (!all_static_ && !dynamic) {
     measured.assign(n_values_, 0);

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu.h"
 #include "tensor.h"
 
 namespace kiln {
@@ -144,6 +145,9 @@ class Plan {
 
   void set_threads(size_t threads);
   void set_limit_bytes(size_t bytes) { limit_bytes_ = bytes; }
+  // The ISA this plan is built and run for (before add_node: packing follows it).
+  void set_isa(PlanIsa isa);
+  const PlanIsa& isa() const { return isa_; }
   void add_constant(int id, Tensor t);
   // Builds the node's kernel now, so bad attributes fail at compile time.
   void add_node(NodeDesc node);
@@ -195,6 +199,7 @@ class Plan {
   mutable std::mutex arena_mutex_;
   mutable std::vector<Arena> free_arenas_;
   bool profiling_ = false;
+  PlanIsa isa_;
   mutable std::mutex times_mutex_;
   mutable std::vector<double> last_times_;
 };

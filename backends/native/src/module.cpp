@@ -3,6 +3,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
+#include <nanobind/stl/tuple.h>
 
 #include <cstring>
 #include <stdexcept>
@@ -11,6 +12,9 @@
 
 #include "cpu.h"
 #include "executor.h"
+#include "kernels/gemm.h"
+#include "kernels/gemm_driver.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/ukernels.h"
 
 namespace nb = nanobind;
@@ -32,12 +36,55 @@ nb::ndarray<nb::numpy, float> new_like(const F32Array& x) {
   return nb::ndarray<nb::numpy, float>(data, x.ndim(), shape.data(), owner);
 }
 
+// A plan's ISA by name: generic, avx2, avx512 (no VNNI) or avx512_vnni; on aarch64 neon,
+// neon_dotprod or neon_i8mm (the int8 kernels the plan may use).
+kiln::PlanIsa parse_plan_isa(const std::string& name) {
+  if (name == "avx512_vnni") return {kiln::Isa::avx512, true};
+  if (name == "neon" || name == "neon_dotprod" || name == "neon_i8mm") {
+    kiln::PlanIsa p;
+    p.isa = kiln::Isa::neon;
+    p.vnni = false;
+    p.dotprod = name != "neon";
+    p.i8mm = name == "neon_i8mm";
+    return p;
+  }
+  if (name == "generic" || name == "avx2" || name == "avx512") {
+    kiln::PlanIsa p;
+    p.isa = name == "generic" ? kiln::Isa::generic
+            : name == "avx2"  ? kiln::Isa::avx2
+                              : kiln::Isa::avx512;
+    p.vnni = false;
+    return p;
+  }
+  throw std::invalid_argument("unknown plan ISA '" + name +
+                              "' (expected generic, avx2, avx512, avx512_vnni, neon, "
+                              "neon_dotprod or neon_i8mm)");
+}
+
+// The kernels a plan with this ISA runs on this CPU, and the SGEMM blocking they get.
+nb::dict plan_kernels(const kiln::PlanIsa& isa) {
+  kiln::PlanIsaScope scope(&isa);
+  const kiln::Isa active = kiln::active_isa();
+  const kiln::GemmKernel& gemm = kiln::gemm_kernel(active);
+  const kiln::GemmBlocking blk = kiln::gemm_blocking(gemm);
+  nb::dict d;
+  d["isa"] = std::string(kiln::isa_name(active)) + (kiln::vnni_active()      ? "_vnni"
+                                                    : kiln::i8mm_active()    ? "_i8mm"
+                                                    : kiln::dotprod_active() ? "_dotprod"
+                                                                             : "");
+  d["f32_gemm"] = std::string(gemm.name);
+  d["f32_gemm_blocking"] = std::vector<size_t>{blk.kc, blk.mc, blk.nc};
+  d["u8s8_gemm"] = std::string(kiln::int8_gemm_kernel_name());
+  return d;
+}
+
 kiln::Isa parse_isa(const std::string& name) {
   if (name == "generic") return kiln::Isa::generic;
   if (name == "avx2") return kiln::Isa::avx2;
   if (name == "avx512") return kiln::Isa::avx512;
   if (name == "neon") return kiln::Isa::neon;
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2, avx512 or neon)");
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "' (expected generic, avx2, avx512 or neon)");
 }
 
 using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
@@ -177,6 +224,11 @@ NB_MODULE(_native, m) {
       .def(nb::init<int>(), "n_values"_a)
       .def("set_threads", &kiln::Plan::set_threads, "threads"_a)
       .def("set_limit_bytes", &kiln::Plan::set_limit_bytes, "bytes"_a)
+      .def("set_isa", [](kiln::Plan& p, const std::string& name) {
+        p.set_isa(parse_plan_isa(name));
+      }, "name"_a, "The ISA the plan is built and run for (before add_node); capped by the CPU.")
+      .def("kernels", [](const kiln::Plan& p) { return plan_kernels(p.isa()); },
+           "The kernels this plan runs on this CPU (isa, GEMM kernels, SGEMM blocking).")
       .def("add_constant", [](kiln::Plan& p, int id, AnyArray value) {
         p.add_constant(id, copy_of(value));
       }, "id"_a, "value"_a, "Copies a constant (weights) into the plan once.")

@@ -15,7 +15,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   file(GLOB _kiln_avx512 CONFIGURE_DEPENDS ${_kiln_src}/kernels/avx512/*.cpp)
   set_source_files_properties(${_kiln_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
   set_source_files_properties(${_kiln_avx512} PROPERTIES
-    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512bf16;-mfma;-mf16c")
+    COMPILE_OPTIONS
+    "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512bf16;-mfma;-mf16c")
   set(_kiln_isa ${_kiln_avx2} ${_kiln_avx512})
   set(KILN_ARCH_DEFINITIONS KILN_HAS_X86=1 KILN_HAS_ARM=0)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")

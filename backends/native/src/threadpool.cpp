@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cpu.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define KILN_PAUSE() _mm_pause()
@@ -65,14 +67,17 @@ void ThreadPool::wake_sleepers() {
 void ThreadPool::run_chunks(uint32_t generation) {
   const std::function<void(size_t, size_t)>* task;
   size_t n, chunk, chunks;
+  const PlanIsa* isa;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (generation_.load(std::memory_order_relaxed) != generation) return;
     task = task_;
+    isa = task_isa_;
     n = task_n_;
     chunk = task_chunk_;
     chunks = task_chunks_;
   }
+  PlanIsaScope scope(isa);
   uint64_t state = claim_.load(std::memory_order_acquire);
   for (;;) {
     if (static_cast<uint32_t>(state >> 32) != generation) return;
@@ -146,6 +151,7 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
   {
     std::lock_guard<std::mutex> lock(mutex_);
     task_ = &fn;
+    task_isa_ = current_plan_isa();
     task_n_ = n;
     task_chunk_ = chunk;
     task_chunks_ = chunks;

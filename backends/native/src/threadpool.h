@@ -25,6 +25,8 @@
 
 namespace kiln {
 
+struct PlanIsa;
+
 class ThreadPool {
  public:
   // Work units a chunk must carry to be worth handing to another thread (a few microseconds
@@ -75,6 +77,7 @@ class ThreadPool {
   std::condition_variable done_;
   // The current call, published under mutex_ before generation_ moves.
   const std::function<void(size_t, size_t)>* task_ = nullptr;
+  const PlanIsa* task_isa_ = nullptr;  // the caller's plan ISA, set on the workers too
   size_t task_n_ = 0, task_chunk_ = 0, task_chunks_ = 0;
   std::atomic<uint32_t> generation_{0};
   // (generation << 32) | next unclaimed chunk: a worker that wakes after its call ended sees

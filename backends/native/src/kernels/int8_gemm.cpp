@@ -83,15 +83,13 @@ namespace {
 
 int8_ukernel_fn select_ukernel() {
 #if KILN_HAS_X86
-  const CpuFeatures& f = cpu_features();
-  if (active_isa() == Isa::avx512 && f.avx512_vnni) return kiln_u8s8_gemm_ukernel__avx512vnni;
+  if (vnni_active()) return kiln_u8s8_gemm_ukernel__avx512vnni;
   // AVX-512 without VNNI runs the AVX2 kernel too (widened 16-bit products)
   if (active_isa() != Isa::generic) return kiln_u8s8_gemm_ukernel__avx2;
 #endif
 #if KILN_HAS_ARM
-  const CpuFeatures& f = cpu_features();
-  if (active_isa() == Isa::neon && f.i8mm) return kiln_u8s8_gemm_ukernel__neoni8mm;
-  if (active_isa() == Isa::neon && f.asimd_dotprod) return kiln_u8s8_gemm_ukernel__neondot;
+  if (i8mm_active()) return kiln_u8s8_gemm_ukernel__neoni8mm;
+  if (dotprod_active()) return kiln_u8s8_gemm_ukernel__neondot;
 #endif
   return kiln_u8s8_gemm_ukernel__generic;
 }
