@@ -419,7 +419,10 @@ int main() {
   std::printf("cpu: best isa=%s  asimd=%d dotprod=%d i8mm=%d  avx2=%d avx512f=%d\n",
               isa_name(best_isa()), f.asimd, f.asimd_dotprod, f.i8mm, f.avx2, f.avx512f);
   const Isa best = best_isa();
-  auto runnable = [&](Isa isa) { return isa != Isa::generic && isa == best; };
+  // An ISA this CPU runs: its best one, or AVX2 on an AVX-512 CPU.
+  auto runnable = [&](Isa isa) {
+    return isa != Isa::generic && (isa == best || (isa == Isa::avx2 && best == Isa::avx512));
+  };
   auto skipped = [&](const char* family, const char* name, const char* isa) {
     std::printf("[%-12s] isa=%-13s %-42s skipped: this CPU lacks it\n", family, isa, name);
   };

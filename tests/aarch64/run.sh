@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Cross-builds the native engine's C++ core and its kernel test driver for aarch64 and runs
-# the driver under QEMU user emulation twice: with every feature QEMU models (-cpu max:
-# NEON, dotprod, i8mm) and with a CPU model without dotprod (cortex-a57, ARMv8.0), so both
-# int8 paths and the HWCAP dispatch are exercised. Timings under emulation mean nothing.
+# the driver under QEMU user emulation on three CPU models: every feature QEMU models (-cpu max:
+# NEON, dotprod, i8mm), dotprod without i8mm (cortex-a76) and no dotprod (cortex-a57,
+# ARMv8.0), so every int8 path and the HWCAP dispatch are exercised. Timings under emulation
+# mean nothing.
 #   bash tests/aarch64/run.sh            (BUILD_DIR defaults to /tmp/kiln-aarch64-build)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build="${BUILD_DIR:-/tmp/kiln-aarch64-build}"
-cpus="${QEMU_CPUS:-max cortex-a57}"
+cpus="${QEMU_CPUS:-max cortex-a76 cortex-a57}"
 
 need=()
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
