@@ -6,14 +6,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cpu.h"
+#include "executor.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/ukernels.h"
+#include "plan_cases.h"
 
 using namespace kiln;
 
@@ -412,9 +415,69 @@ void test_int8_fused() {
   g.done(isa_name(active_isa()), int8_gemm_kernel_name());
 }
 
+// ---- whole plans ---------------------------------------------------------------------------
+
+// Outputs recorded by `--record`: "name count" then one value per line.
+std::map<std::string, std::vector<float>> read_expected(const char* path) {
+  std::map<std::string, std::vector<float>> out;
+  FILE* f = std::fopen(path, "r");
+  if (!f) return out;
+  char name[128];
+  size_t n;
+  while (std::fscanf(f, "%127s %zu", name, &n) == 2) {
+    std::vector<float> v(n);
+    for (float& x : v)
+      if (std::fscanf(f, "%f", &x) != 1) break;
+    out[name] = v;
+  }
+  std::fclose(f);
+  return out;
+}
+
+void test_plans(const char* expected_path, const char* record_path) {
+  Group g("whole plans");
+  FILE* rec = record_path ? std::fopen(record_path, "w") : nullptr;
+  const auto expected = expected_path ? read_expected(expected_path)
+                                      : std::map<std::string, std::vector<float>>{};
+  for (const plans::Case& c : plans::kCases) {
+    std::vector<float> got;
+    try {
+      got = c.run();
+    } catch (const std::exception& e) {
+      std::printf("  FAIL plan %s: %s\n", c.name, e.what());
+      ++g_failed;
+      continue;
+    }
+    if (rec) {
+      std::fprintf(rec, "%s %zu\n", c.name, got.size());
+      for (float x : got) std::fprintf(rec, "%.9g\n", x);
+      continue;  // a recording is not a check
+    }
+    auto it = expected.find(c.name);
+    if (it == expected.end() || it->second.size() != got.size()) {
+      std::printf("  FAIL plan %s: no recorded output of %zu values in %s\n", c.name,
+                  got.size(), expected_path ? expected_path : "(none given)");
+      ++g_failed;
+      continue;
+    }
+    check(std::string("plan ") + c.name, got.data(), it->second.data(), got.size(), c.atol,
+          c.rtol);
+  }
+  if (rec) std::fclose(rec);
+  g.done(isa_name(active_isa()), rec ? "(recording)" : "vs outputs recorded on x86");
+}
+
 }  // namespace
 
-int main() {
+// kernel_driver [--expect FILE] [--record FILE]: the plan outputs are compared with FILE, or
+// written to it (on the machine whose outputs are the reference).
+int main(int argc, char** argv) {
+  const char* expect = nullptr;
+  const char* record = nullptr;
+  for (int a = 1; a + 1 < argc; a += 2) {
+    if (std::strcmp(argv[a], "--expect") == 0) expect = argv[a + 1];
+    else if (std::strcmp(argv[a], "--record") == 0) record = argv[a + 1];
+  }
   const CpuFeatures& f = cpu_features();
   std::printf("cpu: best isa=%s  asimd=%d dotprod=%d i8mm=%d  avx2=%d avx512f=%d\n",
               isa_name(best_isa()), f.asimd, f.asimd_dotprod, f.i8mm, f.avx2, f.avx512f);
@@ -471,6 +534,7 @@ int main() {
 #endif
   test_sgemm();
   test_int8_fused();
+  if (expect || record) test_plans(expect, record);
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;

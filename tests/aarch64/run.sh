@@ -4,6 +4,8 @@
 # NEON, dotprod, i8mm), dotprod without i8mm (cortex-a76) and no dotprod (cortex-a57,
 # ARMv8.0), so every int8 path and the HWCAP dispatch are exercised. Timings under emulation
 # mean nothing.
+# Whole plans (a small CNN, a transformer block, an int8 MatMulInteger) are compared with the
+# outputs an x86 build recorded in expected_plans.txt (`kernel_driver --record FILE`).
 #   bash tests/aarch64/run.sh            (BUILD_DIR defaults to /tmp/kiln-aarch64-build)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,7 +32,8 @@ total_passed=0; total_failed=0
 for cpu in $cpus; do
   echo "=== qemu-aarch64 -cpu $cpu ==="
   log="$build/driver-$cpu.log"
-  if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/kernel_driver" >"$log" 2>&1; then
+  if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/kernel_driver" \
+      --expect "$here/expected_plans.txt" >"$log" 2>&1; then
     :
   else
     status=1
