@@ -1,7 +1,8 @@
 """What the hardware is: a frozen value the passes read instead of importing a backend.
 
 String form, parsed and printed back: ``cpu``, ``cpu:avx2,fma``, ``cpu:avx512f,avx512_vnni``,
-``gpu:sm90``. ``Target.detect()`` reads this machine; ``"auto"`` means detect.
+``cpu:aarch64,neon,dotprod``, ``gpu:sm90``. ``Target.detect()`` reads this machine; ``"auto"``
+means detect. A CPU target is x86-64 unless it names ``aarch64``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 
-#: CPU features kiln's passes and kernels care about, in the order they print.
-CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+#: x86-64 CPU features kiln's passes and kernels care about, in the order they print.
+X86_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "avx512_bf16", "amx")
+#: aarch64: the architecture itself, then NEON (ASIMD), sdot/udot (armv8.2-a dotprod) and
+#: usdot/smmla (i8mm).
+ARM_FEATURES = ("aarch64", "neon", "dotprod", "i8mm")
+#: Every CPU feature name, in the order they print.
+CPU_FEATURES = ARM_FEATURES + X86_FEATURES
 
 # /proc/cpuinfo flag -> kiln feature name
 _CPUINFO_FLAGS = {
@@ -25,6 +31,8 @@ _CPUINFO_FLAGS = {
     "avx512vl": "avx512vl", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16",
     "amx_tile": "amx",
 }
+# /proc/cpuinfo "Features" entry on aarch64 -> kiln feature name
+_CPUINFO_ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +61,31 @@ class Target:
         if unknown:
             raise KilnError(f"unknown CPU feature(s) {sorted(unknown)}; known: "
                             f"{', '.join(CPU_FEATURES)}")
+        arm = set(self.features) & set(ARM_FEATURES)
+        if arm and "aarch64" not in self.features:
+            raise KilnError(f"CPU feature(s) {sorted(arm)} are aarch64 features: name the "
+                            "architecture too, e.g. 'cpu:aarch64,neon,dotprod'")
+        x86 = set(self.features) & set(X86_FEATURES)
+        if arm and x86:
+            raise KilnError(f"an aarch64 target cannot have x86 feature(s) {sorted(x86)}")
 
     def has(self, feature: str) -> bool:
         return feature in self.features
 
     @property
+    def arch(self) -> str:
+        """The CPU architecture: "aarch64" or "x86_64" (a GPU target's host is taken as x86_64)."""
+        return "aarch64" if self.has("aarch64") else "x86_64"
+
+    @property
     def simd_width_f32(self) -> int:
-        """f32 lanes of the widest vector unit: 16 (AVX-512), 8 (AVX2) or 1."""
+        """f32 lanes of the widest vector unit: 16 (AVX-512), 8 (AVX2), 4 (NEON) or 1."""
         if self.has("avx512f"):
             return 16
         if self.has("avx2"):
             return 8
+        if self.has("neon"):
+            return 4
         return 1
 
     @property
@@ -129,6 +151,10 @@ def _detect_cpu_features() -> frozenset[str]:
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             return frozenset(name for flag, name in _CPUINFO_FLAGS.items() if flag in flags)
+        if line.startswith("Features"):  # aarch64
+            flags = set(line.split(":", 1)[1].split())
+            found = {name for flag, name in _CPUINFO_ARM_FEATURES.items() if flag in flags}
+            return frozenset(found | {"aarch64"})
     return frozenset()
 
 

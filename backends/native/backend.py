@@ -18,7 +18,10 @@ allocate, default 16 GiB), ``fold_constants`` (evaluate constant subgraphs at co
 default True).
 
 The ``Target`` picks the plan's ISA (``plan_isa.py``): an AVX2 target gets the AVX2 kernels,
-weight packing and blocking even on an AVX-512 machine. The report and the plan blob record
+weight packing and blocking even on an AVX-512 machine. A target of the other architecture
+(``cpu:aarch64,neon,dotprod`` on x86) is a cross-compile: the plan is built here with the
+generic kernels to prove the graph lowers, and records the target's level and kernels; loading
+it on this machine rebuilds (``rebuild_reason``). The report and the plan blob record
 the ISA and the kernels chosen (``kiln inspect m.kiln`` shows them).
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
@@ -74,7 +77,7 @@ from kiln.backends.native.plan import (
     contiguous,
     inferred_sizes,
 )
-from kiln.backends.native.plan_isa import LEVELS, plan_isa
+from kiln.backends.native.plan_isa import LEVELS, cross_kernels, plan_isa, runs_here
 from kiln.backends.onnx_export import value_spec
 from kiln.errors import (
     ArtifactError,
@@ -300,6 +303,8 @@ class NativeBackend(Backend):
         threads = options.threads or os.cpu_count() or 1
         if any(support.refusal(n) is not None for n in model.graph):
             model = expand_functions(model)
+        # A target of the other architecture: build with the generic kernels here.
+        build_isa = isa if runs_here(isa, _native().best_isa()) else "generic"
         graph = model.graph
         opsets = {("" if k == "ai.onnx" else k): v for k, v in graph.opset_imports.items()}
 
@@ -334,10 +339,11 @@ class NativeBackend(Backend):
                        if o is not None and o.name in graph_outputs]
 
         lowering = Lowering(opsets, limit, sizes)
-        evaluator = _Evaluator(limit, isa) if extra.get("fold_constants", True) else None
+        evaluator = _Evaluator(limit, build_isa) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
         lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
-        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")), isa)
+        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
+                                build_isa)
         mem = lowered.memory
         for vid, arr in lowered.constants.items():  # outputs that became constants
             known_consts.setdefault(lowered.value_names[vid], arr)
@@ -364,7 +370,8 @@ class NativeBackend(Backend):
             "profile": bool(extra.get("profile")),
             # what the target asked for, and what the plans run on this CPU
             "plan_isa": isa,
-            "kernels": dict(segment.plan.kernels()),
+            "kernels": (dict(segment.plan.kernels()) if build_isa == isa
+                        else cross_kernels(isa)),
         }
         compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
                                        [value_spec(v) for v in graph.outputs], segments,

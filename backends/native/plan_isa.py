@@ -9,6 +9,10 @@ widest level whose features the target has, all of them:
     avx2          avx2, fma
     generic       anything less (``cpu`` alone names baseline x86-64)
 
+An aarch64 target (``cpu:aarch64,neon,dotprod``) maps to an aarch64 level, one of
+ARM_LEVELS: neon (NEON f32 kernels, plain int8 GEMM), neon_dotprod (sdot int8 GEMM) or
+neon_i8mm (usdot int8 GEMM); an aarch64 target without neon gets generic.
+
 No target means this machine. The plan's kernels, weight packing (the GEMM tile) and cache
 blocking all follow the level; the C++ side caps it at what this CPU runs, and
 ``Plan.kernels()`` reports what was chosen.
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Plan ISA levels, narrowest first.
 LEVELS = ("generic", "avx2", "avx512", "avx512_vnni")
+#: aarch64 plan ISA levels, narrowest first (generic is shared).
+ARM_LEVELS = ("neon", "neon_dotprod", "neon_i8mm")
 
 _AVX512 = frozenset({"avx512f", "avx512bw", "avx512vl", "fma"})
 _AVX2 = frozenset({"avx2", "fma"})
@@ -37,8 +43,34 @@ def plan_isa(target: Target | None) -> str:
     if target.kind != "cpu":
         return LEVELS[-1]  # a GPU target says nothing about the host CPU: use all of it
     features = target.features
+    if target.arch == "aarch64":
+        for level, feature in zip(ARM_LEVELS[::-1], ("i8mm", "dotprod", "neon"), strict=True):
+            if feature in features and "neon" in features:
+                return level
+        return "generic"
     if _AVX512 <= features:
         return "avx512_vnni" if target.has_vnni else "avx512"
     if _AVX2 <= features:
         return "avx2"
     return "generic"
+
+
+def runs_here(isa: str, host_isa: str) -> bool:
+    """Whether this build's kernels can run a plan at level ``isa``: the level belongs to the
+    architecture of this machine (``host_isa`` is the engine's ``best_isa()``)."""
+    return isa == "generic" or (isa in ARM_LEVELS) == (host_isa == "neon")
+
+
+def cross_kernels(isa: str) -> dict[str, object]:
+    """The kernels a plan at level ``isa`` runs on a CPU of the other architecture (the names
+    in kernels/ukernels.inc and int8_gemm.cpp). The GEMM blocking is sized on the device from
+    its caches, so it is not known here (None)."""
+    if isa in ARM_LEVELS:
+        u8s8 = {"neon": "generic", "neon_dotprod": "neon_dotprod", "neon_i8mm": "neon_i8mm"}
+        return {"isa": isa, "f32_gemm": "kiln_f32_gemm_ukernel__neon_6x16",
+                "f32_gemm_blocking": None, "u8s8_gemm": u8s8[isa]}
+    gemm = {"generic": "kiln_f32_gemm_ukernel__generic_4x16",
+            "avx2": "kiln_f32_gemm_ukernel__avx2_6x16"}.get(
+                isa, "kiln_f32_gemm_ukernel__avx512_14x32")
+    u8s8 = {"generic": "generic", "avx512_vnni": "avx512_vnni"}.get(isa, "avx2")
+    return {"isa": isa, "f32_gemm": gemm, "f32_gemm_blocking": None, "u8s8_gemm": u8s8}

@@ -87,7 +87,8 @@ kiln::Isa parse_isa_name(const std::string& name) {
   if (name == "generic") return kiln::Isa::generic;
   if (name == "avx2") return kiln::Isa::avx2;
   if (name == "avx512") return kiln::Isa::avx512;
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2 or avx512)");
+  if (name == "neon") return kiln::Isa::neon;
+  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2, avx512 or neon)");
 }
 
 double now() {
@@ -311,8 +312,18 @@ std::vector<Int8Entry> int8_ukernels() {
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_INT8_LOOPS(isa_, range)
-#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)                                       \
-  if (kiln::Isa::isa_ <= kiln::best_isa() && (!(vnni_) || f.avx512_vnni)) \
+  // Every kernel this CPU can run (its ISA and feature present), whatever is active.
+  const auto here = [&f](kiln::Int8Feature feature) {
+    switch (feature) {
+      case kiln::Int8Feature::vnni: return f.avx512_vnni;
+      case kiln::Int8Feature::dotprod: return f.asimd_dotprod;
+      case kiln::Int8Feature::i8mm: return f.i8mm;
+      default: return true;
+    }
+  };
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)                                      \
+  if (kiln::isa_level(kiln::Isa::isa_) <= kiln::isa_level(kiln::best_isa()) &&          \
+      here(kiln::Int8Feature::feature))                                                   \
     out.push_back({#name, kiln::name});
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL

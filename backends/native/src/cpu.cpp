@@ -10,6 +10,10 @@
 #if KILN_HAS_X86
 #include <cpuid.h>
 #endif
+#if KILN_HAS_ARM
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 namespace kiln {
 
@@ -43,6 +47,17 @@ CpuFeatures detect() {
     f.avx512_bf16 = (a >> 5) & 1;
   }
 #endif
+#if KILN_HAS_ARM
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  f.asimd = hwcap & HWCAP_ASIMD;
+#ifdef HWCAP_ASIMDDP
+  f.asimd_dotprod = hwcap & HWCAP_ASIMDDP;
+#endif
+#ifdef HWCAP2_I8MM
+  f.i8mm = hwcap2 & HWCAP2_I8MM;
+#endif
+  (void)hwcap2;
+#endif
   return f;
 }
 
@@ -51,6 +66,7 @@ Isa detect_best() {
   if (f.os_saves_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma)
     return Isa::avx512;
   if (f.os_saves_avx && f.avx2 && f.fma) return Isa::avx2;
+  if (f.asimd) return Isa::neon;
   return Isa::generic;
 }
 
@@ -108,7 +124,7 @@ CacheSizes detect_caches() {
   return c;
 }
 
-std::atomic<int> g_cap{static_cast<int>(Isa::avx512)};
+std::atomic<int> g_cap_level{2};  // the highest level: no cap
 thread_local const PlanIsa* t_plan_isa = nullptr;
 
 }  // namespace
@@ -123,13 +139,22 @@ Isa best_isa() {
   return isa;
 }
 
+int isa_level(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return 2;
+    case Isa::avx2:
+    case Isa::neon: return 1;
+    default: return 0;
+  }
+}
+
 Isa active_isa() {
-  int isa = static_cast<int>(best_isa());
-  const int cap = g_cap.load(std::memory_order_relaxed);
-  if (cap < isa) isa = cap;
-  if (t_plan_isa && static_cast<int>(t_plan_isa->isa) < isa)
-    isa = static_cast<int>(t_plan_isa->isa);
-  return static_cast<Isa>(isa);
+  const Isa best = best_isa();
+  int cap = g_cap_level.load(std::memory_order_relaxed);
+  if (t_plan_isa && isa_level(t_plan_isa->isa) < cap) cap = isa_level(t_plan_isa->isa);
+  if (isa_level(best) <= cap) return best;
+  // Only x86 has an ISA between generic and its best one.
+  return cap >= 1 && best == Isa::avx512 ? Isa::avx2 : Isa::generic;
 }
 
 const PlanIsa* current_plan_isa() { return t_plan_isa; }
@@ -143,8 +168,18 @@ bool vnni_active() {
   return active_isa() == Isa::avx512 && f.avx512_vnni && (!t_plan_isa || t_plan_isa->vnni);
 }
 
+bool dotprod_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::neon && f.asimd_dotprod && (!t_plan_isa || t_plan_isa->dotprod);
+}
+
+bool i8mm_active() {
+  const CpuFeatures& f = cpu_features();
+  return active_isa() == Isa::neon && f.i8mm && (!t_plan_isa || t_plan_isa->i8mm);
+}
+
 Isa set_isa_cap(Isa cap) {
-  g_cap.store(static_cast<int>(cap), std::memory_order_relaxed);
+  g_cap_level.store(isa_level(cap), std::memory_order_relaxed);
   return active_isa();
 }
 
@@ -157,6 +192,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
+    case Isa::neon: return "neon";
     default: return "generic";
   }
 }

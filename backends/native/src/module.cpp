@@ -36,9 +36,18 @@ nb::ndarray<nb::numpy, float> new_like(const F32Array& x) {
   return nb::ndarray<nb::numpy, float>(data, x.ndim(), shape.data(), owner);
 }
 
-// A plan's ISA by name: generic, avx2, avx512 (no VNNI) or avx512_vnni.
+// A plan's ISA by name: generic, avx2, avx512 (no VNNI) or avx512_vnni; on aarch64 neon,
+// neon_dotprod or neon_i8mm (the int8 kernels the plan may use).
 kiln::PlanIsa parse_plan_isa(const std::string& name) {
   if (name == "avx512_vnni") return {kiln::Isa::avx512, true};
+  if (name == "neon" || name == "neon_dotprod" || name == "neon_i8mm") {
+    kiln::PlanIsa p;
+    p.isa = kiln::Isa::neon;
+    p.vnni = false;
+    p.dotprod = name != "neon";
+    p.i8mm = name == "neon_i8mm";
+    return p;
+  }
   if (name == "generic" || name == "avx2" || name == "avx512") {
     kiln::PlanIsa p;
     p.isa = name == "generic" ? kiln::Isa::generic
@@ -48,7 +57,8 @@ kiln::PlanIsa parse_plan_isa(const std::string& name) {
     return p;
   }
   throw std::invalid_argument("unknown plan ISA '" + name +
-                              "' (expected generic, avx2, avx512 or avx512_vnni)");
+                              "' (expected generic, avx2, avx512, avx512_vnni, neon, "
+                              "neon_dotprod or neon_i8mm)");
 }
 
 // The kernels a plan with this ISA runs on this CPU, and the SGEMM blocking they get.
@@ -58,7 +68,10 @@ nb::dict plan_kernels(const kiln::PlanIsa& isa) {
   const kiln::GemmKernel& gemm = kiln::gemm_kernel(active);
   const kiln::GemmBlocking blk = kiln::gemm_blocking(gemm);
   nb::dict d;
-  d["isa"] = std::string(kiln::isa_name(active)) + (kiln::vnni_active() ? "_vnni" : "");
+  d["isa"] = std::string(kiln::isa_name(active)) + (kiln::vnni_active()      ? "_vnni"
+                                                    : kiln::i8mm_active()    ? "_i8mm"
+                                                    : kiln::dotprod_active() ? "_dotprod"
+                                                                             : "");
   d["f32_gemm"] = std::string(gemm.name);
   d["f32_gemm_blocking"] = std::vector<size_t>{blk.kc, blk.mc, blk.nc};
   d["u8s8_gemm"] = std::string(kiln::int8_gemm_kernel_name());
@@ -69,7 +82,9 @@ kiln::Isa parse_isa(const std::string& name) {
   if (name == "generic") return kiln::Isa::generic;
   if (name == "avx2") return kiln::Isa::avx2;
   if (name == "avx512") return kiln::Isa::avx512;
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected generic, avx2 or avx512)");
+  if (name == "neon") return kiln::Isa::neon;
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "' (expected generic, avx2, avx512 or neon)");
 }
 
 using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;

@@ -35,6 +35,10 @@ def _needs(isa: str) -> None:
     ("cpu:avx2,fma,avx512f", "avx2"),  # AVX-512 needs BW and VL as well
     ("cpu:avx2,fma,avx512f,avx512bw,avx512vl", "avx512"),
     ("cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni", "avx512_vnni"),
+    ("cpu:aarch64", "generic"),
+    ("cpu:aarch64,neon", "neon"),
+    ("cpu:aarch64,neon,dotprod", "neon_dotprod"),
+    ("cpu:aarch64,neon,dotprod,i8mm", "neon_i8mm"),
 ])
 def test_the_target_features_pick_the_level(target: str, want: str):
     assert plan_isa(Target.parse(target)) == want
@@ -62,6 +66,33 @@ def test_the_cpu_caps_the_plan_and_generic_always_runs():
     assert generic.report["kernels"]["f32_gemm"] == "kiln_f32_gemm_ukernel__generic_4x16"
 
 
+def test_an_aarch64_target_is_cross_compiled_with_its_kernels_recorded(tmp_path):
+    """On x86 an aarch64 plan is built with the generic kernels (to prove it lowers), records
+    the aarch64 level and kernels, and a load on this machine rebuilds for it."""
+    if native.best_isa() == "neon":
+        pytest.skip("this machine is aarch64: the target is native here")
+    from kiln.runtime.compile import compile as kiln_compile
+    from kiln.runtime.compile import load as kiln_load
+
+    model = make_conv_model()
+    arm = _compile(model, "cpu:aarch64,neon,dotprod")
+    assert arm.report["plan_isa"] == "neon_dotprod"
+    assert arm.report["kernels"] == {"isa": "neon_dotprod",
+                                     "f32_gemm": "kiln_f32_gemm_ukernel__neon_6x16",
+                                     "f32_gemm_blocking": None, "u8s8_gemm": "neon_dotprod"}
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(arm.run({"x": x})["y"], _compile(model, "cpu").run({"x": x})["y"],
+                               rtol=1e-6, atol=1e-6)
+
+    onnx_path, kiln_path = tmp_path / "m.onnx", tmp_path / "m.kiln"
+    onnx_path.write_bytes(model.SerializeToString())
+    kiln_compile(str(onnx_path), backend="native", target="cpu:aarch64,neon,dotprod",
+                 fallback=None).save(str(kiln_path))
+    loaded = kiln_load(str(kiln_path))
+    assert loaded.rebuild_reason and "cpu:aarch64,neon,dotprod" in loaded.rebuild_reason
+    assert loaded.engine.report["plan_isa"] == plan_isa(Target.detect())
+
+
 def test_the_plan_isa_reaches_the_pool_workers():
     """A chunk a pool worker runs sees the caller's plan ISA, not the CPU's best."""
     _needs("avx2")
@@ -76,3 +107,4 @@ def test_the_plan_isa_is_set_before_the_nodes():
         plan.set_isa("avx2")
     with pytest.raises(ValueError, match="unknown plan ISA"):
         native.Plan(1).set_isa("sse2")
+    native.Plan(1).set_isa("neon_dotprod")  # an aarch64 level is known on every build

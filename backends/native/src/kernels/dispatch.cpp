@@ -14,7 +14,7 @@ namespace kiln {
 #define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
-#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)
 #define KILN_INT8_LOOPS(isa_, range)
 #define KILN_MATCH(name, isa_) \
   if (isa == Isa::isa_) return name;
@@ -89,14 +89,25 @@ WinogradKernels select_f32_wino43(Isa isa) {
   return select_f32_wino43(Isa::generic);
 }
 
-Int8GemmKernel select_u8s8_gemm(Isa isa, bool vnni) {
+bool int8_feature_active(Int8Feature feature) {
+  switch (feature) {
+    case Int8Feature::vnni: return vnni_active();
+    case Int8Feature::dotprod: return dotprod_active();
+    case Int8Feature::i8mm: return i8mm_active();
+    default: return true;
+  }
+}
+
+Int8GemmKernel select_u8s8_gemm(Isa isa) {
   Int8GemmKernel best{kiln_u8s8_gemm_ukernel__generic, "kiln_u8s8_gemm_ukernel__generic"};
 #undef KILN_INT8_GEMM_UKERNEL
-#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_) \
-  if (Isa::isa_ <= isa && (!(vnni_) || vnni)) best = {name, #name};
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)                  \
+  if (isa_level(Isa::isa_) <= isa_level(isa) &&                      \
+      int8_feature_active(Int8Feature::feature))                     \
+    best = {name, #name};
 #include "kernels/ukernels.inc"
 #undef KILN_INT8_GEMM_UKERNEL
-#define KILN_INT8_GEMM_UKERNEL(name, isa_, vnni_)
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)
   return best;
 }
 

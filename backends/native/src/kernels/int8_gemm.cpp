@@ -64,7 +64,7 @@ bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {
 
 const Int8Loops& int8_loops() { return select_int8_loops(active_isa()); }
 
-const char* int8_gemm_kernel_name() { return select_u8s8_gemm(active_isa(), vnni_active()).name; }
+const char* int8_gemm_kernel_name() { return select_u8s8_gemm(active_isa()).name; }
 
 namespace {
 
@@ -84,7 +84,7 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   if (M == 0 || B.N == 0) return;
   if (io.segment_rows && (io.segments == 0 || B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
     throw std::invalid_argument("int8 GEMM: rows in segments need K = segments x a multiple of 4");
-  const int8_ukernel_fn kernel = select_u8s8_gemm(active_isa(), vnni_active()).fn;
+  const int8_ukernel_fn kernel = select_u8s8_gemm(active_isa()).fn;
   const size_t Kq = B.Kq, N = B.N;
   const size_t mblocks = (M + kInt8Mb - 1) / kInt8Mb;
   const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;

@@ -41,7 +41,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
                                        const float* res, float* dst, size_t ds);
-#define KILN_INT8_GEMM_UKERNEL(name, isa, vnni)                                         \
+#define KILN_INT8_GEMM_UKERNEL(name, isa, feature)                                         \
   void name(size_t rows, size_t nseg, size_t seg_len, const uint8_t* const* a,          \
             const int8_t* b, int32_t* c, size_t ldc, size_t cols);
 #define KILN_INT8_LOOPS(isa, range) \
@@ -76,7 +76,12 @@ struct Int8GemmKernel {
   int8_ukernel_fn fn;
   const char* name;
 };
-Int8GemmKernel select_u8s8_gemm(Isa isa, bool vnni);
+// What an int8 kernel needs beyond its ISA (ukernels.inc's third column).
+enum class Int8Feature { none, vnni, dotprod, i8mm };
+// Whether that feature is in use now (CPU, caps and the plan's ISA all allow it).
+bool int8_feature_active(Int8Feature feature);
+// The widest u8 x s8 kernel the list offers for isa with its features active.
+Int8GemmKernel select_u8s8_gemm(Isa isa);
 const Int8Loops& select_int8_loops(Isa isa);
 // nullptr when this build has no probe for the ISA.
 f32_fma_probe_fn select_f32_fma_probe(Isa isa);

@@ -1,0 +1,544 @@
+// Kernel test driver for cross-built targets (no Python on the target): every SIMD
+// microkernel in kernels/ukernels.inc, and every int8 GEMM microkernel this CPU can run,
+// against the plain generic kernels (the oracle) over edge sizes. Prints the ISA each group
+// ran and ends with "N passed, N failed"; exits 1 when any case failed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "executor.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_gemm.h"
+#include "kernels/ukernels.h"
+#include "plan_cases.h"
+
+using namespace kiln;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+std::mt19937 g_rng(1234);
+
+std::vector<float> randv(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g_rng);
+  return v;
+}
+
+// One case: got vs want within atol + rtol * |want| everywhere (NaN must match NaN).
+bool check(const std::string& what, const float* got, const float* want, size_t n,
+           float atol, float rtol) {
+  for (size_t i = 0; i < n; ++i) {
+    const bool both_nan = std::isnan(got[i]) && std::isnan(want[i]);
+    if (!both_nan && !(std::fabs(got[i] - want[i]) <= atol + rtol * std::fabs(want[i]))) {
+      std::printf("  FAIL %s: [%zu] got %.9g want %.9g\n", what.c_str(), i, got[i], want[i]);
+      ++g_failed;
+      return false;
+    }
+  }
+  ++g_passed;
+  return true;
+}
+
+bool check_i32(const std::string& what, const int32_t* got, const int32_t* want, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (got[i] != want[i]) {
+      std::printf("  FAIL %s: [%zu] got %d want %d\n", what.c_str(), i, got[i], want[i]);
+      ++g_failed;
+      return false;
+    }
+  ++g_passed;
+  return true;
+}
+
+struct Group {
+  const char* family;
+  int before_passed, before_failed;
+  explicit Group(const char* f) : family(f), before_passed(g_passed), before_failed(g_failed) {}
+  void done(const char* isa, const char* kernel) const {
+    std::printf("[%-12s] isa=%-13s %-42s %4d passed, %d failed\n", family, isa, kernel,
+                g_passed - before_passed, g_failed - before_failed);
+  }
+};
+
+const size_t kLengths[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100};
+
+const Activation kActs[] = {Activation::none,       Activation::relu,
+                            Activation::leaky_relu, Activation::clip,
+                            Activation::sigmoid,    Activation::silu,
+                            Activation::hard_sigmoid, Activation::hard_swish,
+                            Activation::gelu_erf,   Activation::gelu_tanh,
+                            Activation::tanh,       Activation::exp};
+
+void act_params(Activation a, float* alpha, float* beta) {
+  *alpha = a == Activation::clip ? -0.5f : a == Activation::hard_sigmoid ? 0.2f : 0.1f;
+  *beta = a == Activation::clip ? 0.5f : 0.5f;
+}
+
+// ---- elementwise ---------------------------------------------------------------------------
+
+void test_vunary(const char* name, const char* isa, f32_vunary_fn fn) {
+  Group g("vunary");
+  for (size_t n : kLengths) {
+    auto x = randv(n + 1);
+    std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+    fn(n, x.data(), got.data());
+    kiln_f32_vrelu_ukernel__generic(n, x.data(), want.data());
+    check(std::string(name) + " n=" + std::to_string(n), got.data(), want.data(), n + 1, 0, 0);
+  }
+  g.done(isa, name);
+}
+
+void test_vbinary(const char* name, const char* isa, f32_vbinary_fn fn) {
+  Group g("vbinary");
+  for (size_t n : kLengths) {
+    auto a = randv(n + 1), b = randv(n + 1);
+    std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+    fn(n, a.data(), b.data(), got.data());
+    kiln_f32_vadd_ukernel__generic(n, a.data(), b.data(), want.data());
+    check(std::string(name) + " n=" + std::to_string(n), got.data(), want.data(), n + 1, 0, 0);
+  }
+  g.done(isa, name);
+}
+
+void test_vact(const char* name, const char* isa, f32_vact_fn fn) {
+  Group g("vact");
+  for (Activation act : kActs)
+    for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(7), size_t(17), size_t(64)}) {
+      float alpha, beta;
+      act_params(act, &alpha, &beta);
+      auto x = randv(n + 1, -6.0f, 6.0f);
+      auto want = x;
+      fn(n, x.data(), act, alpha, beta);
+      kiln_f32_vact_ukernel__generic(n, want.data(), act, alpha, beta);
+      check(std::string(name) + " act=" + std::to_string(int(act)) + " n=" + std::to_string(n),
+            x.data(), want.data(), n + 1, 2e-6f, 2e-5f);
+    }
+  g.done(isa, name);
+}
+
+void test_vbinop(const char* name, const char* isa, f32_vbinop_fn fn) {
+  Group g("vbinop");
+  for (int op = 0; op < 4; ++op)
+    for (size_t sa : {0, 1})
+      for (size_t sb : {0, 1})
+        for (size_t n : {size_t(1), size_t(5), size_t(8), size_t(19)}) {
+          auto a = randv(n + 1), b = randv(n + 1, 0.5f, 2.0f);
+          std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+          fn(n, a.data(), sa, b.data(), sb, got.data(), BinaryOp(op));
+          kiln_f32_vbinop_ukernel__generic(n, a.data(), sa, b.data(), sb, want.data(),
+                                           BinaryOp(op));
+          check(std::string(name) + " op=" + std::to_string(op) + " sa=" + std::to_string(sa) +
+                    " sb=" + std::to_string(sb) + " n=" + std::to_string(n),
+                got.data(), want.data(), n + 1, 0, 1e-6f);
+        }
+  g.done(isa, name);
+}
+
+// ---- SGEMM ---------------------------------------------------------------------------------
+
+// The tile kernel on packed panels against plain loops with the shared scalar epilogue.
+void test_gemm_tile(const char* name, const char* isa, sgemm_ukernel_fn fn, size_t MR,
+                    size_t NR) {
+  Group g("gemm tile");
+  int variant = 0;
+  for (size_t m = 1; m <= MR; ++m)
+    for (size_t n : {size_t(1), size_t(3), NR / 4, NR / 4 + 1, NR / 2 + 1, NR - 1, NR})
+      for (size_t kc : {size_t(1), size_t(7), size_t(33)}) {
+        ++variant;
+        const size_t ldc = NR + 3;
+        auto a = randv(kc * MR), b = randv(kc * NR), c0 = randv(MR * ldc);
+        auto bias = randv(MR * ldc), res = randv(MR * ldc);
+        Epilogue ep;
+        ep.bias_kind = BiasKind(variant % 4);
+        ep.bias = bias.data();
+        ep.residual = variant % 3 == 0 ? res.data() : nullptr;
+        ep.act = kActs[variant % 12];
+        act_params(ep.act, &ep.alpha, &ep.beta);
+        GemmTile t{nullptr, ldc, n, 0, 0, variant % 2 == 1, variant % 5 != 0, &ep};
+        auto got = c0;
+        t.c = got.data();
+        fn(m, kc, a.data(), b.data(), t);
+        auto want = c0;
+        for (size_t r = 0; r < m; ++r)
+          for (size_t j = 0; j < n; ++j) {
+            float v = 0.0f;
+            for (size_t k = 0; k < kc; ++k) v += a[k * MR + r] * b[k * NR + j];
+            if (t.accumulate) v += c0[r * ldc + j];
+            if (t.last) v = epilogue_value(ep, ldc, r, j, v);
+            want[r * ldc + j] = v;
+          }
+        check(std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                  " kc=" + std::to_string(kc),
+              got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
+      }
+  g.done(isa, name);
+}
+
+// The blocked SGEMM (packing, blocking, the active ISA's tile kernel) against sgemm_reference.
+void test_sgemm() {
+  Group g("sgemm");
+  const size_t sizes[][3] = {{1, 1, 1},   {1, 17, 5},  {2, 3, 1},    {5, 1, 7},   {7, 13, 3},
+                             {6, 16, 16}, {13, 31, 9}, {17, 29, 64}, {31, 7, 97}, {64, 65, 33},
+                             {97, 19, 257}, {3, 130, 11}};
+  int variant = 0;
+  for (const auto& s : sizes)
+    for (int trans = 0; trans < 4; ++trans) {
+      ++variant;
+      const size_t M = s[0], N = s[1], K = s[2];
+      const bool ta = trans & 1, tb = trans & 2;
+      auto A = randv(M * K), B = randv(K * N), bias = randv(M * N), res = randv(M * N);
+      Epilogue ep;
+      ep.bias_kind = BiasKind(variant % 4);
+      ep.bias = bias.data();
+      ep.residual = variant % 3 == 0 ? res.data() : nullptr;
+      ep.act = kActs[variant % 12];
+      act_params(ep.act, &ep.alpha, &ep.beta);
+      std::vector<float> got(M * N), want(M * N);
+      sgemm(ta, tb, M, N, K, A.data(), ta ? M : K, B.data(), tb ? K : N, got.data(), N, ep,
+            nullptr);
+      sgemm_reference(ta, tb, M, N, K, A.data(), ta ? M : K, B.data(), tb ? K : N, want.data(),
+                      N, ep, nullptr);
+      check("sgemm M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
+                std::to_string(K) + " trans=" + std::to_string(trans),
+            got.data(), want.data(), got.size(), 1e-4f, 1e-4f);
+    }
+  g.done(isa_name(active_isa()), sgemm_kernel_name());
+}
+
+// ---- depthwise conv and pooling planes ------------------------------------------------------
+
+struct PlaneShape {
+  size_t oh, ow, kh, kw, sh, sw, dh, dw;
+};
+const PlaneShape kPlanes[] = {
+    {1, 1, 3, 3, 1, 1, 1, 1}, {3, 5, 3, 3, 1, 1, 1, 1}, {4, 9, 3, 3, 2, 2, 1, 1},
+    {2, 17, 5, 5, 1, 1, 1, 1}, {3, 7, 5, 5, 2, 2, 1, 1}, {5, 3, 2, 3, 1, 1, 1, 1},
+    {2, 13, 3, 3, 1, 1, 2, 2}, {3, 6, 7, 7, 1, 1, 1, 1}, {2, 5, 3, 3, 3, 3, 1, 1},
+    {1, 4, 1, 1, 1, 1, 1, 1}, {6, 11, 2, 2, 2, 2, 1, 1}, {3, 31, 3, 1, 1, 2, 1, 1}};
+
+// A zero-padded input plane for a shape with `slack` readable floats after each row.
+std::vector<float> plane_input(const PlaneShape& s, size_t slack, size_t* stride, float fill) {
+  const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+  const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+  *stride = cols + slack;
+  std::vector<float> x(rows * *stride + slack, fill);
+  auto v = randv(rows * *stride);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t c = 0; c < cols; ++c) x[r * *stride + c] = v[r * *stride + c];
+  return x;
+}
+
+void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
+  Group g("dwconv");
+  int variant = 0;
+  for (const PlaneShape& s : kPlanes)
+    for (int flavor = 0; flavor < 3; ++flavor) {
+      ++variant;
+      size_t stride;
+      auto x = plane_input(s, kDwConvSlack, &stride, 0.0f);
+      auto w = randv(s.kh * s.kw), res = randv(s.oh * s.ow);
+      DwConvPlane p{x.data(), stride, w.data(), nullptr, flavor == 1 ? res.data() : nullptr,
+                    0.25f, s.oh, s.ow, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
+                    kActs[(variant * 5) % 12], 0, 0};
+      act_params(p.act, &p.alpha, &p.beta);
+      std::vector<float> got(s.oh * s.ow + 1, 7.0f), want(s.oh * s.ow + 1, 7.0f);
+      p.y = got.data();
+      fn(p);
+      p.y = want.data();
+      kiln_f32_dwconv_ukernel__generic(p);
+      check(std::string(name) + " " + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" +
+                std::to_string(s.sw) + " d" + std::to_string(s.dw) + " ow=" +
+                std::to_string(s.ow),
+            got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
+    }
+  g.done(isa, name);
+}
+
+void test_pool(const char* name, const char* isa, pool_plane_fn fn) {
+  Group g("pool");
+  for (const PlaneShape& s : kPlanes)
+    for (PoolKind kind : {PoolKind::max, PoolKind::avg}) {
+      size_t stride;
+      auto x = plane_input(s, kPoolSlack, &stride, kind == PoolKind::max ? -INFINITY : 0.0f);
+      auto inv_h = randv(s.oh, 0.1f, 1.0f), inv_w = randv(s.ow, 0.1f, 1.0f);
+      PoolPlane p{x.data(), stride, nullptr, s.oh, s.ow, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
+                  kind, inv_h.data(), inv_w.data()};
+      std::vector<float> got(s.oh * s.ow + 1, 7.0f), want(s.oh * s.ow + 1, 7.0f);
+      p.y = got.data();
+      fn(p);
+      p.y = want.data();
+      kiln_f32_pool_ukernel__generic(p);
+      check(std::string(name) + (kind == PoolKind::max ? " max " : " avg ") +
+                std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" + std::to_string(s.sw) +
+                " ow=" + std::to_string(s.ow),
+            got.data(), want.data(), got.size(), 1e-6f, 1e-5f);
+    }
+  g.done(isa, name);
+}
+
+// ---- Winograd transforms -------------------------------------------------------------------
+
+void test_winograd(const char* name, const char* isa, const WinogradKernels& k) {
+  Group g("winograd");
+  const WinogradKernels ref = select_f32_wino43(Isa::generic);
+  if (ref.tiles != k.tiles) {
+    // The generic transforms work on 16 tiles; wider ISAs are checked tile group by group.
+    std::printf("  note: %s works on %zu tiles, the oracle on %zu\n", name, k.tiles, ref.tiles);
+  }
+  const size_t T = k.tiles;
+  for (int rep = 0; rep < 3; ++rep) {
+    const size_t vs = T + 5;
+    auto d = randv(36 * T);
+    std::vector<float> got(36 * vs, 0.0f), want(36 * vs, 0.0f);
+    k.input(d.data(), got.data(), vs);
+    // oracle: the generic transform on each group of 16 tiles
+    for (size_t t0 = 0; t0 < T; t0 += ref.tiles) {
+      std::vector<float> dd(36 * ref.tiles), vv(36 * vs, 0.0f);
+      for (size_t i = 0; i < 36; ++i)
+        for (size_t t = 0; t < ref.tiles; ++t) dd[i * ref.tiles + t] = d[i * T + t0 + t];
+      ref.input(dd.data(), vv.data(), vs);
+      for (size_t i = 0; i < 36; ++i)
+        for (size_t t = 0; t < ref.tiles; ++t) want[i * vs + t0 + t] = vv[i * vs + t];
+    }
+    check(std::string(name) + " input", got.data(), want.data(), got.size(), 1e-5f, 1e-5f);
+
+    const size_t ms = T + 3;
+    auto m = randv(36 * ms);
+    std::vector<float> yo(16 * T), yw(16 * T);
+    k.output(m.data(), ms, yo.data());
+    for (size_t t0 = 0; t0 < T; t0 += ref.tiles) {
+      std::vector<float> y16(16 * ref.tiles);
+      ref.output(m.data() + t0, ms, y16.data());
+      for (size_t i = 0; i < 16; ++i)
+        for (size_t t = 0; t < ref.tiles; ++t) yw[i * T + t0 + t] = y16[i * ref.tiles + t];
+    }
+    check(std::string(name) + " output", yo.data(), yw.data(), yo.size(), 1e-5f, 1e-5f);
+
+    for (size_t n : {size_t(1), T / 2 + 1, T}) {
+      const size_t rs = 4 * n + 7;
+      auto src = randv(6 * rs);
+      std::vector<float> dg(36 * T, 0.0f), dw(36 * T, 0.0f);
+      k.gather(src.data(), rs, n, dg.data());
+      for (size_t r = 0; r < 6; ++r)
+        for (size_t s = 0; s < 6; ++s)
+          for (size_t t = 0; t < n; ++t) dw[(r * 6 + s) * T + t] = src[r * rs + 4 * t + s];
+      check(std::string(name) + " gather n=" + std::to_string(n), dg.data(), dw.data(),
+            dg.size(), 0, 0);
+      for (size_t rows = 1; rows <= 4; rows += 3) {
+        const size_t ds = 4 * n + 5;
+        auto y = randv(16 * T), res = randv(4 * ds);
+        std::vector<float> sg(4 * ds, 7.0f), sw(4 * ds, 7.0f);
+        const float* r = rep % 2 ? res.data() : nullptr;
+        k.scatter(y.data(), n, rows, 0.5f, r, sg.data(), ds);
+        for (size_t i = 0; i < rows; ++i)
+          for (size_t t = 0; t < n; ++t)
+            for (size_t j = 0; j < 4; ++j)
+              sw[i * ds + 4 * t + j] =
+                  y[(i * 4 + j) * T + t] + 0.5f + (r ? r[i * ds + 4 * t + j] : 0.0f);
+        check(std::string(name) + " scatter n=" + std::to_string(n) + " rows=" +
+                  std::to_string(rows),
+              sg.data(), sw.data(), sg.size(), 1e-6f, 1e-6f);
+      }
+    }
+  }
+  g.done(isa, name);
+}
+
+// ---- int8 GEMM -----------------------------------------------------------------------------
+
+void test_int8(const char* name, const char* isa, int8_ukernel_fn fn) {
+  Group g("int8 gemm");
+  std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
+  for (size_t rows = 1; rows <= kInt8Mr; ++rows)
+    for (size_t cols : {size_t(1), size_t(5), size_t(16), size_t(17), size_t(32)})
+      for (auto [nseg, seg_len] : {std::pair<size_t, size_t>{1, 4}, {1, 36}, {3, 8}}) {
+        const size_t K = nseg * seg_len;
+        std::vector<int8_t> B(K * kInt8Nr);
+        for (auto& v : B) v = int8_t(s8(g_rng));
+        // extremes too: 255 x -128 must not saturate
+        if (rows == 1) std::fill(B.begin(), B.end(), int8_t(-128));
+        const PackedInt8B pb = pack_int8_b(B.data(), K, kInt8Nr, kInt8Nr);
+        std::vector<std::vector<uint8_t>> segs(rows * nseg, std::vector<uint8_t>(seg_len));
+        std::vector<const uint8_t*> ptrs;
+        for (auto& s : segs) {
+          for (auto& v : s) v = rows == 1 ? 255 : uint8_t(u8(g_rng));
+          ptrs.push_back(s.data());
+        }
+        const size_t ldc = 40;
+        std::vector<int32_t> got(rows * ldc, 7), want(rows * ldc, 7);
+        fn(rows, nseg, seg_len, ptrs.data(), pb.panels.data(), got.data(), ldc, cols);
+        kiln_u8s8_gemm_ukernel__generic(rows, nseg, seg_len, ptrs.data(), pb.panels.data(),
+                                        want.data(), ldc, cols);
+        check_i32(std::string(name) + " rows=" + std::to_string(rows) + " cols=" +
+                      std::to_string(cols) + " K=" + std::to_string(K),
+                  got.data(), want.data(), got.size());
+      }
+  g.done(isa, name);
+}
+
+// The whole fused int8 GEMM (the active kernel) against plain int32 loops.
+void test_int8_fused() {
+  Group g("int8 fused");
+  std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
+  const size_t sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {7, 33, 13}, {50, 70, 36}, {13, 129, 100}};
+  for (const auto& s : sizes) {
+    const size_t M = s[0], N = s[1], K = s[2];
+    std::vector<uint8_t> A(M * K);
+    std::vector<int8_t> B(K * N);
+    for (auto& v : A) v = uint8_t(u8(g_rng));
+    for (auto& v : B) v = int8_t(s8(g_rng));
+    const PackedInt8B pb = pack_int8_b(B.data(), K, N, N);
+    std::vector<int32_t> got(M * N, 7), want(M * N, 0);
+    Int8GemmIO io;
+    io.fill = int8_rows_of(A.data(), K, K, pb.Kq);
+    io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                      size_t ldacc) {
+      for (size_t r = 0; r < rows; ++r)
+        std::memcpy(&got[(i0 + r) * N + j0], acc + r * ldacc, cols * sizeof(int32_t));
+    };
+    gemm_u8s8_fused(M, pb, io, nullptr);
+    for (size_t i = 0; i < M; ++i)
+      for (size_t j = 0; j < N; ++j)
+        for (size_t k = 0; k < K; ++k) want[i * N + j] += int32_t(A[i * K + k]) * B[k * N + j];
+    check_i32("u8s8 fused M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
+                  std::to_string(K),
+              got.data(), want.data(), got.size());
+  }
+  g.done(isa_name(active_isa()), int8_gemm_kernel_name());
+}
+
+// ---- whole plans ---------------------------------------------------------------------------
+
+// Outputs recorded by `--record`: "name count" then one value per line.
+std::map<std::string, std::vector<float>> read_expected(const char* path) {
+  std::map<std::string, std::vector<float>> out;
+  FILE* f = std::fopen(path, "r");
+  if (!f) return out;
+  char name[128];
+  size_t n;
+  while (std::fscanf(f, "%127s %zu", name, &n) == 2) {
+    std::vector<float> v(n);
+    for (float& x : v)
+      if (std::fscanf(f, "%f", &x) != 1) break;
+    out[name] = v;
+  }
+  std::fclose(f);
+  return out;
+}
+
+void test_plans(const char* expected_path, const char* record_path) {
+  Group g("whole plans");
+  FILE* rec = record_path ? std::fopen(record_path, "w") : nullptr;
+  const auto expected = expected_path ? read_expected(expected_path)
+                                      : std::map<std::string, std::vector<float>>{};
+  for (const plans::Case& c : plans::kCases) {
+    std::vector<float> got;
+    try {
+      got = c.run();
+    } catch (const std::exception& e) {
+      std::printf("  FAIL plan %s: %s\n", c.name, e.what());
+      ++g_failed;
+      continue;
+    }
+    if (rec) {
+      std::fprintf(rec, "%s %zu\n", c.name, got.size());
+      for (float x : got) std::fprintf(rec, "%.9g\n", x);
+      continue;  // a recording is not a check
+    }
+    auto it = expected.find(c.name);
+    if (it == expected.end() || it->second.size() != got.size()) {
+      std::printf("  FAIL plan %s: no recorded output of %zu values in %s\n", c.name,
+                  got.size(), expected_path ? expected_path : "(none given)");
+      ++g_failed;
+      continue;
+    }
+    check(std::string("plan ") + c.name, got.data(), it->second.data(), got.size(), c.atol,
+          c.rtol);
+  }
+  if (rec) std::fclose(rec);
+  g.done(isa_name(active_isa()), rec ? "(recording)" : "vs outputs recorded on x86");
+}
+
+}  // namespace
+
+// kernel_driver [--expect FILE] [--record FILE]: the plan outputs are compared with FILE, or
+// written to it (on the machine whose outputs are the reference).
+int main(int argc, char** argv) {
+  const char* expect = nullptr;
+  const char* record = nullptr;
+  for (int a = 1; a + 1 < argc; a += 2) {
+    if (std::strcmp(argv[a], "--expect") == 0) expect = argv[a + 1];
+    else if (std::strcmp(argv[a], "--record") == 0) record = argv[a + 1];
+  }
+  const CpuFeatures& f = cpu_features();
+  std::printf("cpu: best isa=%s  asimd=%d dotprod=%d i8mm=%d  avx2=%d avx512f=%d\n",
+              isa_name(best_isa()), f.asimd, f.asimd_dotprod, f.i8mm, f.avx2, f.avx512f);
+  const Isa best = best_isa();
+  // An ISA this CPU runs: its best one, or AVX2 on an AVX-512 CPU.
+  auto runnable = [&](Isa isa) {
+    return isa != Isa::generic && (isa == best || (isa == Isa::avx2 && best == Isa::avx512));
+  };
+  auto skipped = [&](const char* family, const char* name, const char* isa) {
+    std::printf("[%-12s] isa=%-13s %-42s skipped: this CPU lacks it\n", family, isa, name);
+  };
+#define KILN_UKERNEL(kind, name, isa_)                                     \
+  if (Isa::isa_ != Isa::generic) {                                         \
+    if (runnable(Isa::isa_)) test_##kind(#name, #isa_, name);              \
+    else skipped(#kind, #name, #isa_);                                     \
+  }
+#define KILN_GEMM_UKERNEL(name, isa_, mr, nr)                              \
+  if (runnable(Isa::isa_)) test_gemm_tile(#name, #isa_, name, mr, nr);     \
+  else if (Isa::isa_ != Isa::generic) skipped("gemm tile", #name, #isa_);
+#define KILN_DWCONV_UKERNEL(name, isa_)                                    \
+  if (runnable(Isa::isa_)) test_dwconv(#name, #isa_, name);                \
+  else if (Isa::isa_ != Isa::generic) skipped("dwconv", #name, #isa_);
+#define KILN_POOL_UKERNEL(name, isa_)                                      \
+  if (runnable(Isa::isa_)) test_pool(#name, #isa_, name);                  \
+  else if (Isa::isa_ != Isa::generic) skipped("pool", #name, #isa_);
+#define KILN_FMA_PROBE(name, isa_)
+#define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                           \
+  if (runnable(Isa::isa_))                                                               \
+    test_winograd("kiln_f32_wino43_*" #suffix, #isa_, select_f32_wino43(Isa::isa_));     \
+  else if (Isa::isa_ != Isa::generic) skipped("winograd", "kiln_f32_wino43_*" #suffix, #isa_);
+  // int8 GEMM kernels need a feature beyond their ISA (the list's third column).
+  const auto int8_here = [&f](Int8Feature feature) {
+    switch (feature) {
+      case Int8Feature::vnni: return f.avx512_vnni;
+      case Int8Feature::dotprod: return f.asimd_dotprod;
+      case Int8Feature::i8mm: return f.i8mm;
+      default: return true;
+    }
+  };
+#define KILN_INT8_LOOPS(isa_, range)
+#define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)                                       \
+  if (Isa::isa_ != Isa::generic) {                                                        \
+    if (runnable(Isa::isa_) && int8_here(Int8Feature::feature))                          \
+      test_int8(#name, #isa_ "+" #feature, name);                                         \
+    else                                                                                  \
+      skipped("int8 gemm", #name, #isa_ "+" #feature);                                    \
+  }
+#include "kernels/ukernels.inc"
+#undef KILN_UKERNEL
+#undef KILN_GEMM_UKERNEL
+#undef KILN_DWCONV_UKERNEL
+#undef KILN_POOL_UKERNEL
+#undef KILN_FMA_PROBE
+#undef KILN_WINO_UKERNEL
+#undef KILN_INT8_LOOPS
+#undef KILN_INT8_GEMM_UKERNEL
+
+  test_sgemm();
+  test_int8_fused();
+  if (expect || record) test_plans(expect, record);
+
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
