@@ -95,7 +95,7 @@ DIMS = {"batch_size": 1, "sequence_length": 128, "batch": 1, "sequence": 128, "h
         "width": 320}
 
 
-def child(engine: str, model: str) -> dict:
+def child(engine: str, model: str, onnx_dims: dict[str, list]) -> dict:
     import numpy as np  # noqa: F401 - imported before the baseline like the engines
 
     if engine in ("onnxruntime", "kiln-onnxruntime"):
@@ -123,8 +123,7 @@ def child(engine: str, model: str) -> dict:
                                                      "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
         inputs = [(p.get_any_name(), p.get_element_type().to_dtype(),
-                   [d.get_length() if d.is_static else "batch" for d in p.get_partial_shape()])
-                  for p in compiled.inputs]
+                   onnx_dims[p.get_any_name()]) for p in compiled.inputs]
         feeds = feeds_for(inputs, DIMS)
         run = lambda: request.infer(feeds)  # noqa: E731
     else:
@@ -136,8 +135,21 @@ def child(engine: str, model: str) -> dict:
     first = time.perf_counter() - started
     for _ in range(RUNS - 1):
         run()
-    return {"peak_mb": status("VmHWM") - base_rss, "first_inference_s": first,
-            "baseline_rss_mb": base_rss}
+    result = {"peak_mb": status("VmHWM") - base_rss, "first_inference_s": first,
+              "baseline_rss_mb": base_rss}
+    if engine.startswith("kiln"):  # which source tree was measured
+        result["kiln_from"] = str(Path(kiln.__file__).resolve().parent.parent)
+    return result
+
+
+def input_dims(model: Path) -> dict[str, list]:
+    """Each graph input's ONNX dims, named where dynamic (OpenVINO keeps no names). Read in
+    the parent, so the child measuring OpenVINO never holds the parsed model."""
+    import onnx
+
+    graph = onnx.load(model, load_external_data=False).graph
+    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in graph.input}
 
 
 def _ort_dtype(type_name: str) -> str:
@@ -150,20 +162,21 @@ def _ort_dtype(type_name: str) -> str:
 
 
 def in_child(engine: str, model: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", engine, str(model)],
+    dims = json.dumps(input_dims(model)) if model.suffix == ".onnx" else "{}"
+    out = subprocess.run([sys.executable, __file__, "--child", engine, str(model), dims],
                          capture_output=True, text=True, timeout=600, cwd=ROOT.parent)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def save_artifact(engine: str, model: Path, folder: Path) -> Path:
-    """Compile in a child of its own and save the .kiln the warm start opens."""
+def save_artifact(engine: str, model: Path, folder: Path) -> Path | None:
+    """Compile in a child of its own and save the .kiln the warm start opens (None: failed)."""
     path = folder / f"{model.stem}.{engine}.kiln"
     code = ("import sys, kiln; kiln.compile(sys.argv[1], backend=sys.argv[2]).save(sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(model), engine.removeprefix("kiln-"),
-                    str(path)], check=True, timeout=600, cwd=ROOT.parent)
-    return path
+    done = subprocess.run([sys.executable, "-c", code, str(model), engine.removeprefix("kiln-"),
+                           str(path)], capture_output=True, timeout=600, cwd=ROOT.parent)
+    return path if done.returncode == 0 else None
 
 
 def measure(names: list[str], engines: list[str]) -> list[dict]:
@@ -177,8 +190,11 @@ def measure(names: list[str], engines: list[str]) -> list[dict]:
                        "weights_mb": path.stat().st_size / 2**20}
                 if engine.startswith("kiln"):
                     artifact = save_artifact(engine, path, Path(tmp))
-                    row["kiln_mb"] = artifact.stat().st_size / 2**20
-                    row["warm"] = in_child(engine, artifact)
+                    if artifact is None:
+                        row["warm"] = {"error": "compiling the artifact failed"}
+                    else:
+                        row["kiln_mb"] = artifact.stat().st_size / 2**20
+                        row["warm"] = in_child(engine, artifact)
                 else:
                     row["warm"] = cold
                 rows.append(row)
@@ -212,13 +228,14 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=2, metavar=("ENGINE", "MODEL"))
+    parser.add_argument("--child", nargs=3, metavar=("ENGINE", "MODEL", "DIMS_JSON"))
     parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"])
     parser.add_argument("--engines", nargs="*", default=list(ENGINES))
     parser.add_argument("--out", default="memory")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child)))
+        engine, model, dims = args.child
+        print(json.dumps(child(engine, model, json.loads(dims))))
         return
     rows = measure(args.models, args.engines)
     RESULTS.mkdir(exist_ok=True)

@@ -17,8 +17,10 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat as stat_module
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -270,8 +272,16 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
 
 
 def _check(proto: onnx.ModelProto, name: str) -> None:
+    """onnx's checker on a copy without the large weights' values (it would otherwise hold
+    two more copies of them): they point to an empty file it only checks exists, and their
+    sizes are checked here instead."""
+    _check_value_sizes(proto, name)
     try:
-        onnx.checker.check_model(_checkable(proto))
+        with tempfile.TemporaryDirectory(prefix="kiln-check-") as folder:
+            (Path(folder) / _LEFT_OUT).touch()
+            path = Path(folder) / "model.onnx"
+            path.write_bytes(_checkable(_weightless(proto, _LEFT_OUT)).SerializeToString())
+            onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise ModelError(f"{name}: the ONNX checker rejected the model: {first}") from exc
@@ -323,18 +333,50 @@ def _infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
 _INFERENCE_VALUE_BYTES = 4096
 
 
-def _weightless(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` without the values of its large initializers (dims and type kept)."""
+#: The empty file the checker's copy points large initializers to.
+_LEFT_OUT = "values-left-out.bin"
+
+
+def _weightless(proto: onnx.ModelProto, location: str | None = None) -> onnx.ModelProto:
+    """``proto`` without the values of its large raw-data initializers (dims and type kept);
+    with ``location`` they are external data in that file, as the checker wants a value."""
     light = onnx.ModelProto()
     _copy_fields(proto, light, skip="graph")
     _copy_fields(proto.graph, light.graph, skip="initializer")
     for tensor in proto.graph.initializer:
-        if tensor.ByteSize() <= _INFERENCE_VALUE_BYTES:
+        if not _large_raw(tensor):
             light.graph.initializer.add().CopyFrom(tensor)
-        else:
-            light.graph.initializer.add(name=tensor.name, dims=tensor.dims,
-                                        data_type=tensor.data_type)
+            continue
+        kept = light.graph.initializer.add(name=tensor.name, dims=tensor.dims,
+                                           data_type=tensor.data_type)
+        if location is not None:
+            kept.data_location = onnx.TensorProto.EXTERNAL
+            kept.external_data.add(key="location", value=location)
     return light
+
+
+def _large_raw(tensor: onnx.TensorProto) -> bool:
+    return (tensor.ByteSize() > _INFERENCE_VALUE_BYTES and tensor.HasField("raw_data")
+            and tensor.data_type != onnx.TensorProto.STRING)
+
+
+def _check_value_sizes(proto: onnx.ModelProto, name: str) -> None:
+    """What the checker checks of the values ``_weightless`` leaves out: their byte count."""
+    for tensor in proto.graph.initializer:
+        if not _large_raw(tensor):
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError):
+            continue  # an unknown type: the checker refuses it in the copy
+        if onnx.TensorProto.DataType.Name(tensor.data_type).endswith(("INT4", "INT2",
+                                                                       "FLOAT4E2M1")):
+            continue  # packed sub-byte types: two or more values a byte
+        need = math.prod(tensor.dims) * itemsize
+        have = len(tensor.raw_data)  # one tensor's bytes at a time
+        if have != need:
+            raise ModelError(f"{name}: initializer '{tensor.name}' holds {have} bytes of "
+                             f"values; its shape and type need {need}")
 
 
 def _copy_fields(source: Message, dest: Message, skip: str) -> None:

@@ -185,10 +185,11 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                                         reduce or ReduceOptions())
     else:
         graph, report = optimize(graph, level, target, caps)
-    if not choice.partitioned or runs_whole(graph, choice):  # pieces are serialized whole
+    whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
+    if whole:
         offload_weights(graph)  # the engine reads them from disk, not from a copy in memory
     engine, placement = guards_module.call_with_timeout(
-        lambda: build(graph, choice, target, compile_options), guards.timeout,
+        lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
         f"compiling for {choice.name}")
     release_maps(graph)
     if placement is not None and choice.backends == (choice.name,):  # "native" was split
@@ -298,10 +299,13 @@ def gate_timer(graph: ir.Model, backend: str, target: Target, threads: int | Non
     return measure_with_backend(backend, feeds, target, threads)
 
 
-def build(graph: ir.Model, choice: BackendChoice, target: Target,
-          options: CompileOptions) -> tuple[CompiledModel, dict[str, Any] | None]:
-    """Step 6: the backend's compiled model, and the placement when the graph was split."""
-    if not choice.partitioned or runs_whole(graph, choice):
+def build(graph: ir.Model, choice: BackendChoice, target: Target, options: CompileOptions,
+          whole: bool | None = None) -> tuple[CompiledModel, dict[str, Any] | None]:
+    """Step 6: the backend's compiled model, and the placement when the graph was split
+    (``whole``: whether one backend takes the graph whole, when the caller knows)."""
+    if whole is None:
+        whole = not choice.partitioned or runs_whole(graph, choice, options.device)
+    if whole:
         return registry.get_backend(choice.name).compile(graph, target, options), None
     from kiln.runtime.executor import compile_partitioned
 
@@ -310,12 +314,17 @@ def build(graph: ir.Model, choice: BackendChoice, target: Target,
     return pieces, pieces.placement
 
 
-def runs_whole(graph: ir.Model, choice: BackendChoice) -> bool:
-    """A single backend with a fallback that refuses no node compiles the graph whole."""
+def runs_whole(graph: ir.Model, choice: BackendChoice, device: str) -> bool:
+    """A single backend with a fallback that refuses no node compiles the graph whole.
+
+    Its whole-model verdicts count too (OpenVINO's query refuses what its plugin cannot
+    compile, e.g. an If of unknown rank, though each node alone looks supported)."""
     if choice.backends != (choice.name,):
         return False
     backend = registry.get_backend(choice.name)
-    return all(backend.supports(node) for node in graph.graph)
+    verdicts = backend.capability(graph, device)
+    return all((verdicts[node] if node in verdicts else backend.refusal(node)) is None
+               for node in graph.graph)
 
 
 def whole_graph_placement(model: ir.Model, backend: str) -> dict[str, Any]:
