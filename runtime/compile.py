@@ -63,6 +63,8 @@ class BackendChoice:
     backends:   the priority list; one name when the model is not partitioned.
     partitioned: whether the graph is split across ``backends`` (+ ``fallback``).
     fallback:   the backend taking what the list refuses (None: strict mode).
+    by_name:    one backend asked for by name (not as a list): compiled whole when it
+                refuses nothing, split only when it must.
     """
 
     name: str
@@ -71,6 +73,7 @@ class BackendChoice:
     partitioned: bool = False
     fallback: str | None = None
     min_partition_nodes: int = MIN_PARTITION_NODES
+    by_name: bool = False
 
     @property
     def engines(self) -> list[str]:
@@ -238,7 +241,7 @@ def choose_backends(backend: str | Sequence[str], target: Target,
         if fallback is not None:
             min_nodes = int(options.pop("min_partition_nodes", 1))
             return BackendChoice(name, f"{reason}, fallback {fallback} for what it refuses",
-                                 (name,), True, fallback, min_nodes)
+                                 (name,), True, fallback, min_nodes, by_name=True)
     return BackendChoice(name, reason, (name,))
 
 
@@ -319,7 +322,7 @@ def runs_whole(graph: ir.Model, choice: BackendChoice, device: str) -> bool:
 
     Its whole-model verdicts count too (OpenVINO's query refuses what its plugin cannot
     compile, e.g. an If of unknown rank, though each node alone looks supported)."""
-    if choice.backends != (choice.name,):
+    if not choice.by_name:
         return False
     backend = registry.get_backend(choice.name)
     verdicts = backend.capability(graph, device)
