@@ -66,11 +66,12 @@ def cross_kernels(isa: str) -> dict[str, object]:
     in kernels/ukernels.inc and int8_gemm.cpp). The GEMM blocking is sized on the device from
     its caches, so it is not known here (None)."""
     if isa in ARM_LEVELS:
-        u8s8 = {"neon": "generic", "neon_dotprod": "neon_dotprod", "neon_i8mm": "neon_i8mm"}
+        u8s8 = {"neon": "generic", "neon_dotprod": "neondot", "neon_i8mm": "neoni8mm"}
         return {"isa": isa, "f32_gemm": "kiln_f32_gemm_ukernel__neon_6x16",
-                "f32_gemm_blocking": None, "u8s8_gemm": u8s8[isa]}
+                "f32_gemm_blocking": None, "u8s8_gemm": f"kiln_u8s8_gemm_ukernel__{u8s8[isa]}"}
     gemm = {"generic": "kiln_f32_gemm_ukernel__generic_4x16",
             "avx2": "kiln_f32_gemm_ukernel__avx2_6x16"}.get(
                 isa, "kiln_f32_gemm_ukernel__avx512_14x32")
-    u8s8 = {"generic": "generic", "avx512_vnni": "avx512_vnni"}.get(isa, "avx2")
-    return {"isa": isa, "f32_gemm": gemm, "f32_gemm_blocking": None, "u8s8_gemm": u8s8}
+    u8s8 = {"generic": "generic", "avx512_vnni": "avx512vnni"}.get(isa, "avx2")
+    return {"isa": isa, "f32_gemm": gemm, "f32_gemm_blocking": None,
+            "u8s8_gemm": f"kiln_u8s8_gemm_ukernel__{u8s8}"}
