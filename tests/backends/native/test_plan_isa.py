@@ -79,7 +79,8 @@ def test_an_aarch64_target_is_cross_compiled_with_its_kernels_recorded(tmp_path)
     assert arm.report["plan_isa"] == "neon_dotprod"
     assert arm.report["kernels"] == {"isa": "neon_dotprod",
                                      "f32_gemm": "kiln_f32_gemm_ukernel__neon_6x16",
-                                     "f32_gemm_blocking": None, "u8s8_gemm": "kiln_u8s8_gemm_ukernel__neondot"}
+                                     "f32_gemm_blocking": None,
+                                     "u8s8_gemm": "kiln_u8s8_gemm_ukernel__neondot"}
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(arm.run({"x": x})["y"], _compile(model, "cpu").run({"x": x})["y"],
                                rtol=1e-6, atol=1e-6)
