@@ -104,3 +104,23 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
 }  // namespace wino43
 
 }  // namespace kiln
+
+// Defines the four Winograd entry points of one ISA (kernels/ukernels.inc names them
+// prefix##input / output / gather / scatter) over TILES tiles: each ISA's source is this one
+// line, compiled with that ISA's flags, so the templates above vectorize for it.
+#define KILN_DEFINE_WINO43_UKERNELS(suffix, TILES)                                              \
+  namespace kiln {                                                                              \
+  void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs) {                     \
+    wino43::input<TILES>(d, v, vs);                                                             \
+  }                                                                                             \
+  void kiln_f32_wino43_output##suffix(const float* m, size_t ms, float* y) {                    \
+    wino43::output<TILES>(m, ms, y);                                                            \
+  }                                                                                             \
+  void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d) {       \
+    wino43::gather<TILES>(src, rs, n, d);                                                       \
+  }                                                                                             \
+  void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias,      \
+                                       const float* res, float* dst, size_t ds) {              \
+    wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds);                                     \
+  }                                                                                             \
+  }

@@ -2,24 +2,4 @@
 #include "kernels/ukernels.h"
 #include "kernels/winograd_ukernel.h"
 
-namespace kiln {
-
-void kiln_f32_wino43_input_ukernel__generic_x16(const float* d, float* v, size_t vs) {
-  wino43::input<16>(d, v, vs);
-}
-
-void kiln_f32_wino43_output_ukernel__generic_x16(const float* m, size_t ms, float* y) {
-  wino43::output<16>(m, ms, y);
-}
-
-void kiln_f32_wino43_gather_ukernel__generic_x16(const float* src, size_t rs, size_t n, float* d) {
-  wino43::gather<16>(src, rs, n, d);
-}
-
-void kiln_f32_wino43_scatter_ukernel__generic_x16(const float* y, size_t n, size_t rows,
-                                               float bias, const float* res, float* dst,
-                                               size_t ds) {
-  wino43::scatter<16>(y, n, rows, bias, res, dst, ds);
-}
-
-}  // namespace kiln
+KILN_DEFINE_WINO43_UKERNELS(_ukernel__generic_x16, 16)
