@@ -509,18 +509,10 @@ int main(int argc, char** argv) {
     test_winograd("kiln_f32_wino43_*" #suffix, #isa_, select_f32_wino43(Isa::isa_));     \
   else if (Isa::isa_ != Isa::generic) skipped("winograd", "kiln_f32_wino43_*" #suffix, #isa_);
   // int8 GEMM kernels need a feature beyond their ISA (the list's third column).
-  const auto int8_here = [&f](Int8Feature feature) {
-    switch (feature) {
-      case Int8Feature::vnni: return f.avx512_vnni;
-      case Int8Feature::dotprod: return f.asimd_dotprod;
-      case Int8Feature::i8mm: return f.i8mm;
-      default: return true;
-    }
-  };
 #define KILN_INT8_LOOPS(isa_, range)
 #define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)                                       \
   if (Isa::isa_ != Isa::generic) {                                                        \
-    if (runnable(Isa::isa_) && int8_here(Int8Feature::feature))                          \
+    if (runnable(Isa::isa_) && int8_feature_here(Int8Feature::feature))                          \
       test_int8(#name, #isa_ "+" #feature, name);                                         \
     else                                                                                  \
       skipped("int8 gemm", #name, #isa_ "+" #feature);                                    \

@@ -304,7 +304,6 @@ struct Int8Entry {
 };
 std::vector<Int8Entry> int8_ukernels() {
   std::vector<Int8Entry> out;
-  const kiln::CpuFeatures& f = kiln::cpu_features();
 #define KILN_UKERNEL(kind, name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
@@ -313,17 +312,9 @@ std::vector<Int8Entry> int8_ukernels() {
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_INT8_LOOPS(isa_, range)
   // Every kernel this CPU can run (its ISA and feature present), whatever is active.
-  const auto here = [&f](kiln::Int8Feature feature) {
-    switch (feature) {
-      case kiln::Int8Feature::vnni: return f.avx512_vnni;
-      case kiln::Int8Feature::dotprod: return f.asimd_dotprod;
-      case kiln::Int8Feature::i8mm: return f.i8mm;
-      default: return true;
-    }
-  };
 #define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)                                      \
   if (kiln::isa_level(kiln::Isa::isa_) <= kiln::isa_level(kiln::best_isa()) &&          \
-      here(kiln::Int8Feature::feature))                                                   \
+      kiln::int8_feature_here(kiln::Int8Feature::feature))                            \
     out.push_back({#name, kiln::name});
 #include "kernels/ukernels.inc"
 #undef KILN_UKERNEL

@@ -98,6 +98,16 @@ bool int8_feature_active(Int8Feature feature) {
   }
 }
 
+bool int8_feature_here(Int8Feature feature) {
+  const CpuFeatures& f = cpu_features();
+  switch (feature) {
+    case Int8Feature::vnni: return f.avx512_vnni;
+    case Int8Feature::dotprod: return f.asimd_dotprod;
+    case Int8Feature::i8mm: return f.i8mm;
+    default: return true;
+  }
+}
+
 Int8GemmKernel select_u8s8_gemm(Isa isa) {
   Int8GemmKernel best{kiln_u8s8_gemm_ukernel__generic, "kiln_u8s8_gemm_ukernel__generic"};
 #undef KILN_INT8_GEMM_UKERNEL

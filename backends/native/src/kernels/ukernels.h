@@ -80,6 +80,8 @@ struct Int8GemmKernel {
 enum class Int8Feature { none, vnni, dotprod, i8mm };
 // Whether that feature is in use now (CPU, caps and the plan's ISA all allow it).
 bool int8_feature_active(Int8Feature feature);
+// Whether this CPU has that feature, whatever caps are in force (tests run every such kernel).
+bool int8_feature_here(Int8Feature feature);
 // The widest u8 x s8 kernel the list offers for isa with its features active.
 Int8GemmKernel select_u8s8_gemm(Isa isa);
 const Int8Loops& select_int8_loops(Isa isa);
