@@ -25,6 +25,8 @@ class BackendCaps:
     max_opset:          highest default-domain opset the backend imports.
     precision_hints:    reduced precisions the engine applies by itself to a float graph
                         (OpenVINO's fp16/bf16 inference hint); others must be in the graph.
+    conv_prologue:      the backend's kiln::FusedConv takes a per-channel affine prologue
+                        (inputs 5 and 6, attribute ``prologue``); see fuse_conv_prologue.py.
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
                         MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
                         activations quantized by the engine at run time).
@@ -36,6 +38,7 @@ class BackendCaps:
     max_opset: int = 21
     precision_hints: frozenset[str] = frozenset()
     dynamic_int8: str = "integer"
+    conv_prologue: bool = False
 
     def runs(self, op_type: str) -> bool:
         """Whether the backend runs the kiln-domain op ``op_type``."""
@@ -45,7 +48,7 @@ class BackendCaps:
         return {"name": self.name, "kiln_ops": sorted(self.kiln_ops),
                 "standard_attention": self.standard_attention, "max_opset": self.max_opset,
                 "precision_hints": sorted(self.precision_hints),
-                "dynamic_int8": self.dynamic_int8}
+                "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

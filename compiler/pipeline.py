@@ -30,6 +30,7 @@ from kiln.compiler.passes.factor_scaled_residual import FactorScaledResidualPass
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
 from kiln.compiler.passes.fold_constants import FoldConstantsPass
 from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+from kiln.compiler.passes.fuse_conv_prologue import FuseConvPrologue
 from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
 from kiln.compiler.passes.fuse_hard_activations import FuseHardActivationsPass
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
@@ -112,6 +113,8 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
     ]
     if epilogue:
         steps.append(("fuse-epilogue", RulePass(epilogue)))
+    if caps.conv_prologue and caps.runs("FusedConv"):
+        steps.append(("fuse-conv-prologue", RulePass([FuseConvPrologue()])))
     return steps
 
 

@@ -26,7 +26,7 @@ the ISA and the kernels chosen (``kiln inspect m.kiln`` shows them).
 
 Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion passes):
 
-``kiln::FusedConv(X, W, [B], [residual]) -> Y``
+``kiln::FusedConv(X, W, [B], [residual], [scale, shift]) -> Y``
     Conv's inputs and attributes (auto_pad, dilations, group, kernel_shape, pads, strides),
     float32. ``residual`` (optional 4th input) has Y's shape and is added after the bias.
     Then ``activation`` (string attribute) is applied: one of "" (none), "Relu",
@@ -37,6 +37,9 @@ Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion p
     attributes ``alpha`` / ``beta`` (``activation_alpha`` / ``activation_beta`` are
     accepted too).
     Y = act(conv(X, W) + B + residual).
+    With ``prologue`` ("affine" or "affine_relu") and inputs 5 and 6 (``scale``, ``shift``:
+    float32 of shape [C, 1, 1]), the conv reads X' = scale * X + shift per input
+    channel (then Relu for "affine_relu") in X's place; padding stays zero.
 
 ``kiln::FusedGemm(A, B, [C], [residual]) -> Y``
     Gemm's inputs and attributes (transA, transB, alpha, beta), float32:
@@ -247,7 +250,7 @@ class NativeBackend(Backend):
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}),
-                           max_opset=23)
+                           max_opset=23, conv_prologue=True)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

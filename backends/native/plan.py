@@ -230,13 +230,9 @@ class Lowering:
                                      "not supported by the native backend")
                 const_by_name[node.outputs[0].name] = val
         wanted = {v.name for v in wanted_outputs}
-        prologues = _batch_norm_prologues(nodes, wanted, const_of)
-        prologues.update(_scalar_affine_prologues(nodes, wanted, const_of, prologues))
-        absorbed = {n for pro in prologues.values() for n in pro.absorbed}
-        int8_ops, int8_absorbed = find_int8_ops(nodes, wanted, const_of)
-        absorbed |= int8_absorbed
+        int8_ops, absorbed = find_int8_ops(nodes, wanted, const_of)
         fused_relu = _relu_after_batch_norm([n for n in nodes if n not in absorbed], wanted)
-        synthetic: dict[int, np.ndarray] = {}  # constants the lowering made (prologue params)
+        synthetic: dict[int, np.ndarray] = {}  # constants the lowering made (int8 params)
         for node in nodes:
             if node in fused_relu.values() or node in absorbed:
                 continue  # computed by the node it was folded into
@@ -268,16 +264,6 @@ class Lowering:
                 attrs["kiln_activation"] = "Relu"
                 outputs[0] = vid(relu.outputs[0])
             inputs = [-1 if v is None else vid(v) for v in node.inputs]
-            pro = prologues.get(node)
-            if pro is not None:
-                # The conv reads the affine's input; scale/shift go in as inputs 4 and 5.
-                attrs["kiln_prologue"] = "affine_relu" if pro.relu else "affine"
-                inputs = (inputs + [-1] * 4)[:4]
-                inputs[0] = vid(pro.first.inputs[0])
-                for suffix, arr in (("scale", pro.scale), ("shift", pro.shift)):
-                    key = vid(ir.Value(name=_synthetic_name(pro.first, f"prologue_{suffix}")))
-                    synthetic[key] = arr
-                    inputs.append(key)
             plan_sources.append(node)
             plan_nodes.append(PlanNode(
                 name=node.name or "", domain="" if node.domain == "ai.onnx" else node.domain,
@@ -368,153 +354,6 @@ class _FusedSource:
     outputs: list[ir.Value]
     name: str
     op_type: str
-
-
-@dataclasses.dataclass
-class _Prologue:
-    """A per-channel affine (+ Relu) folded into the conv that reads it: an inference
-    BatchNormalization, or a Mul / Add by scalars (learnable affine blocks)."""
-
-    first: ir.Node              # the conv reads this node's first input instead
-    absorbed: list[ir.Node]     # nodes no longer lowered on their own
-    relu: bool
-    scale: np.ndarray
-    shift: np.ndarray
-
-
-def _sole_reader(value: ir.Value | None, wanted: set[str], present: set[ir.Node]
-                 ) -> ir.Node | None:
-    """The one node that reads ``value`` as its first input, when nothing else reads it."""
-    if value is None or value.name in wanted or value.is_graph_output():
-        return None
-    uses = list(value.uses())
-    if len(uses) != 1 or uses[0].idx != 0 or uses[0].node not in present:
-        return None
-    return uses[0].node
-
-
-def _is_conv(node: ir.Node) -> bool:
-    return (node.domain, node.op_type) in (("", "Conv"), ("ai.onnx", "Conv"), ("kiln", "FusedConv"))
-
-
-def _conv_channels(node: ir.Node, const_of: Any) -> int | None:
-    """Input channels of a 2-D Conv / FusedConv with a constant float32 weight."""
-    w = const_of(node.inputs[1]) if len(node.inputs) > 1 else None
-    if w is None or w.ndim != 4 or w.dtype != np.float32:
-        return None
-    group = node.attributes.get("group")
-    return int(w.shape[1]) * (group.as_int() if group is not None else 1)
-
-
-def _depthwise_conv(node: ir.Node, const_of: Any, channels: int) -> bool:
-    """A 2-D conv with one group per channel and one output per group (constant weight):
-    the native depthwise path, which applies a channel prologue while padding."""
-    if not _is_conv(node) or _conv_channels(node, const_of) != channels:
-        return False
-    group = node.attributes.get("group")
-    w = const_of(node.inputs[1])
-    return group is not None and group.as_int() == channels and w.shape[:2] == (channels, 1)
-
-
-def _pointwise_conv(node: ir.Node, const_of: Any, channels: int) -> bool:
-    """A Conv / kiln FusedConv with a constant [K, channels, 1, 1] weight, stride 1, no padding
-    and one group: the native 1x1 GEMM path, which applies a channel prologue while packing."""
-    if (node.domain, node.op_type) not in (("", "Conv"), ("ai.onnx", "Conv"),
-                                           ("kiln", "FusedConv")):
-        return False
-    w = const_of(node.inputs[1]) if len(node.inputs) > 1 else None
-    if w is None or w.ndim != 4 or w.shape[1:] != (channels, 1, 1) or w.dtype != np.float32:
-        return False
-    attrs = node.attributes
-
-    def ints(name: str) -> list[int]:
-        a = attrs.get(name)
-        return list(a.as_ints()) if a is not None else []
-
-    pad = attrs.get("auto_pad")
-    return (all(v == 1 for v in ints("strides")) and all(v == 0 for v in ints("pads"))
-            and (attrs.get("group") is None or attrs["group"].as_int() == 1)
-            and (pad is None or pad.as_string() in ("NOTSET", "VALID")))
-
-
-def _batch_norm_prologues(nodes: Sequence[ir.Node], wanted: set[str], const_of: Any
-                          ) -> dict[ir.Node, _Prologue]:
-    """Conv -> _Prologue for each BatchNormalization [-> Relu] -> 1x1 conv chain whose
-    normalized value nobody else reads (DenseNet's BN-ReLU-Conv layers): the conv then
-    reads the BatchNormalization's input once, normalizing while it packs it."""
-    present = set(nodes)
-    found: dict[ir.Node, _Prologue] = {}
-    for node in nodes:
-        if node.domain not in ("", "ai.onnx") or node.op_type != "BatchNormalization":
-            continue
-        mode = node.attributes.get("training_mode")
-        if mode is not None and mode.as_int() != 0 or len(node.inputs) != 5:
-            continue
-        if node.inputs[0] is None or const_of(node.inputs[0]) is not None:
-            continue
-        params = [const_of(v) for v in node.inputs[1:]]
-        if any(p is None or p.ndim != 1 or p.dtype != np.float32 for p in params):
-            continue
-        if any(o is not None and o.uses() for o in node.outputs[1:]):
-            continue
-        reader = _sole_reader(node.outputs[0], wanted, present)
-        relu = None
-        if reader is not None and reader.op_type == "Relu" and reader.domain in ("", "ai.onnx"):
-            relu, reader = reader, _sole_reader(reader.outputs[0], wanted, present)
-        channels = params[0].shape[0]
-        if reader is None or reader in found or not (
-                _pointwise_conv(reader, const_of, channels)
-                or _depthwise_conv(reader, const_of, channels)):
-            continue
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
-        scale = gamma / np.sqrt(var + eps)
-        found[reader] = _Prologue(node, [n for n in (node, relu) if n], relu is not None,
-                                  scale.astype(np.float32),
-                                  (beta - mean * scale).astype(np.float32))
-    return found
-
-
-def _scalar_operand(node: ir.Node, const_of: Any) -> float | None:
-    """The constant one-element second input of a binary node whose first is computed."""
-    if len(node.inputs) != 2 or node.inputs[0] is None or const_of(node.inputs[0]) is not None:
-        return None
-    k = const_of(node.inputs[1])
-    if k is None or k.size != 1 or k.dtype != np.float32:
-        return None
-    return float(k.reshape(-1)[0])
-
-
-def _scalar_affine_prologues(nodes: Sequence[ir.Node], wanted: set[str], const_of: Any,
-                             taken: dict[ir.Node, _Prologue]) -> dict[ir.Node, _Prologue]:
-    """Conv -> _Prologue for each ``Mul(x, s) [-> Add(., t)]`` or ``Add(x, t)`` chain read
-    only by a 1x1 or depthwise conv with constant weights: y = s * x + t on every channel,
-    applied while the conv packs (1x1) or pads (depthwise) its input."""
-    present = set(nodes)
-    found: dict[ir.Node, _Prologue] = {}
-    for node in nodes:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ("Mul", "Add"):
-            continue
-        k = _scalar_operand(node, const_of)
-        if k is None or node.outputs[0].dtype not in (None, ir.DataType.FLOAT):
-            continue
-        scale, shift, chain = (k, 0.0, [node]) if node.op_type == "Mul" else (1.0, k, [node])
-        reader = _sole_reader(node.outputs[0], wanted, present)
-        if reader is not None and node.op_type == "Mul" and reader.op_type == "Add" \
-                and reader.domain in ("", "ai.onnx"):
-            t = _scalar_operand(reader, const_of)
-            if t is not None:
-                shift, chain = t, [node, reader]
-                reader = _sole_reader(reader.outputs[0], wanted, present)
-        if reader is None or reader in found or reader in taken or not _is_conv(reader):
-            continue
-        channels = _conv_channels(reader, const_of)
-        if channels is None or not (_pointwise_conv(reader, const_of, channels)
-                                    or _depthwise_conv(reader, const_of, channels)):
-            continue
-        found[reader] = _Prologue(node, chain, False, np.full(channels, scale, np.float32),
-                                  np.full(channels, shift, np.float32))
-    return found
 
 
 def _relu_after_batch_norm(nodes: Sequence[ir.Node], wanted: set[str]) -> dict[ir.Node, ir.Node]:

@@ -166,6 +166,11 @@ def _gelu(node: ir.Node) -> str | None:
 
 
 def _conv_fused(node: ir.Node) -> str | None:
+    prologue = _attr(node, "prologue", "")
+    if prologue not in ("", "affine", "affine_relu"):
+        return f"prologue={prologue!r} is not 'affine' or 'affine_relu'"
+    if prologue and (len(node.inputs) != 6 or None in node.inputs[4:]):
+        return "a prologue needs its scale and shift as inputs 5 and 6"
     return _auto_pad(node) or _activation(node)
 
 

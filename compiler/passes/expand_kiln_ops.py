@@ -1,6 +1,7 @@
 """Write kiln-domain ops back as standard ONNX for backends that do not run them.
 
 ``kiln::FusedConv(X, W, B, R)`` with activation ``act`` becomes ``act(Add(Conv(X, W, B), R))``
+(with a prologue, ``X`` is first replaced by ``[Relu](Add(Mul(X, scale), shift))``)
 (and likewise for FusedGemm), each activation spelled with the ops the model's opset has:
 Clip bounds as attributes below opset 11 and as inputs from 11; HardSwish as
 ``x * HardSigmoid(x, 1/6, 1/2)`` below opset 14; Gelu as its erf or tanh formula below
@@ -78,11 +79,20 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
     core_inputs = inputs[:3]
     while core_inputs and core_inputs[-1] is None:
         core_inputs.pop()
-    skip = {"activation", "alpha", "beta"} if base == "Conv" else {
+    skip = {"activation", "alpha", "beta", "prologue"} if base == "Conv" else {
         "activation", "activation_alpha", "activation_beta"}
     attributes = {k: v for k, v in node.attributes.items() if k not in skip}
-    nodes = [ir.node(base, core_inputs, attributes=attributes, name=node.name)]
-    out = nodes[0].outputs[0]
+    nodes: list[ir.Node] = []
+    prologue = str(attr(node, "prologue", ""))
+    if prologue:  # scale and shift are [C, 1, 1]: they broadcast over NCHW as they are
+        scaled = ir.node("Mul", [core_inputs[0], inputs[4]])
+        shifted = ir.node("Add", [scaled.outputs[0], inputs[5]])
+        nodes += [scaled, shifted]
+        if prologue == "affine_relu":
+            nodes.append(ir.node("Relu", [shifted.outputs[0]]))
+        core_inputs[0] = nodes[-1].outputs[0]
+    nodes.append(ir.node(base, core_inputs, attributes=attributes, name=node.name))
+    out = nodes[-1].outputs[0]
     if residual is not None:
         nodes.append(ir.node("Add", [out, residual]))
         out = nodes[-1].outputs[0]

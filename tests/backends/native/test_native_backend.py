@@ -205,8 +205,7 @@ def randomized_light_model(name: str) -> onnx.ModelProto:
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_light_model_matches_onnxruntime(name):
     model = randomized_light_model(name)
-    compiled = compile_native(model, threads=2)
-    assert compiled.report["fallback_nodes"] == 0
+    compiled = compile_native(model, threads=2)  # fallback=None: a refused node raises
     data = compiled.inputs[0]
     feeds = {data.name: rng.standard_normal(data.shape).astype(np.float32)}
     got = compiled.run(feeds)

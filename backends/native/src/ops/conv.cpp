@@ -140,11 +140,11 @@ class ConvKernel final : public Kernel {
     if (fused) {
       act_ = parse_activation(node, node.has("activation_alpha") ? "activation_" : "");
     }
-    // Set by the native lowering: an inference BatchNormalization (+ Relu) folded into this
-    // conv's input, its scale and shift passed as inputs 4 and 5.
-    const std::string prologue = node.attr_s("kiln_prologue", "");
+    // kiln::FusedConv's prologue (compiler/passes/fuse_conv_prologue.py): a per-channel
+    // affine (+ Relu) applied to the input, its scale and shift passed as inputs 4 and 5.
+    const std::string prologue = node.attr_s("prologue", "");
     if (!prologue.empty() && prologue != "affine" && prologue != "affine_relu")
-      node.fail("kiln_prologue must be affine or affine_relu, got " + prologue);
+      node.fail("prologue must be affine or affine_relu, got " + prologue);
     prologue_ = !prologue.empty();
     prologue_relu_ = prologue == "affine_relu";
     if (const Tensor* w = bc.constant(node, 1))
@@ -185,7 +185,7 @@ class ConvKernel final : public Kernel {
       const Tensor& t = c.in(5);
       if (s.dtype != DType::f32 || t.dtype != DType::f32 || s.numel() != g.C ||
           t.numel() != g.C)
-        c.fail("the folded BatchNormalization's scale and shift must be " +
+        c.fail("the prologue's scale and shift must be " +
                std::to_string(g.C) + " float32 values");
       pro = {s.ptr<float>(), t.ptr<float>(), prologue_relu_};
     }
