@@ -8,6 +8,7 @@ import onnx_ir as ir
 
 from kiln.backends.base import TensorSpec
 from kiln.compiler.opset_stamp import restamp_opset
+from kiln.compiler.passes._util import value_dims
 
 #: ``ir.Model.meta`` key: the folder holding the model's weights when compile moved them to an
 #: external-data file (``kiln.runtime.weights``); the graph's tensors then point into it.
@@ -56,21 +57,9 @@ def _proto(model: ir.Model, max_ir_version: int | None, max_opset: int | None):
     return proto
 
 
-def _dims(value: ir.Value) -> tuple[int | str | None, ...] | None:
-    if value.shape is None:
-        return None
-    dims: list[int | str | None] = []
-    for dim in value.shape:
-        if isinstance(dim, int):
-            dims.append(dim)
-        else:
-            dims.append(dim.value if isinstance(dim.value, str) and dim.value else None)
-    return tuple(dims)
-
-
 def value_spec(value: ir.Value) -> TensorSpec:
     dtype = value.dtype.numpy() if value.dtype is not None else np.dtype("float32")
-    return TensorSpec(value.name or "", np.dtype(dtype), _dims(value))
+    return TensorSpec(value.name or "", np.dtype(dtype), value_dims(value))
 
 
 def signature(model: ir.Model) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from kiln.compiler.passes._util import value_dims
 from kiln.errors import ModelError, UnsupportedError
 
 #: Ops whose result is not a function of their inputs; never folded into load-time constants.
@@ -254,18 +255,6 @@ def constant_nodes(graph: ir.Graph) -> set[ir.Node]:
     return constant
 
 
-def _dims(value: ir.Value) -> tuple[int | str | None, ...] | None:
-    if value.shape is None:
-        return None
-    dims: list[int | str | None] = []
-    for dim in value.shape:
-        if isinstance(dim, int):
-            dims.append(dim)
-        else:
-            dims.append(dim.value if isinstance(dim.value, str) and dim.value else None)
-    return tuple(dims)
-
-
 def _dtype_name(value: ir.Value) -> str | None:
     if value.dtype is None:
         return None
@@ -459,7 +448,7 @@ def _finish(partitions: list[Partition], graph: ir.Graph) -> list[BoundaryTensor
                                if c != producer_index and not partitions[c].constant))
         if readers:
             boundaries.append(BoundaryTensor(name, producer_index, readers, _dtype_name(value),
-                                             _dims(value)))
+                                             value_dims(value)))
     return boundaries
 
 

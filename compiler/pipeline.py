@@ -34,7 +34,7 @@ from kiln.compiler.passes.fuse_conv_prologue import FuseConvPrologue
 from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
 from kiln.compiler.passes.fuse_hard_activations import FuseHardActivationsPass
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
-from kiln.compiler.passes.rule import OnnxscriptRulesPass, RulePass
+from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
     CompileReport,
     PassRecord,
@@ -160,10 +160,11 @@ def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None 
         seconds = time.perf_counter() - start
         model = result.model
         after = op_histogram(model)
+        counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
         report.passes.append(PassRecord(
             name=name, seconds=seconds, nodes_before=before, nodes_after=count_nodes(model),
-            modified=bool(result.modified), fired=dict(getattr(step, "fired", {})),
-            rejected=dict(getattr(step, "rejected", {})), ops_delta=ops_delta(hist, after)))
+            modified=bool(result.modified), fired=dict(step.fired) if counts else {},
+            rejected=dict(step.rejected) if counts else {}, ops_delta=ops_delta(hist, after)))
         hist = after
     report.nodes_after = count_nodes(model)
     report.ops_after = dict(op_histogram(model))

@@ -1,4 +1,5 @@
-"""Small helpers shared by kiln's rules: constants, single consumers, new initializers."""
+"""Small helpers shared by kiln's rules and the partitioner: constants, single consumers, new
+initializers, shapes."""
 
 from __future__ import annotations
 
@@ -59,6 +60,14 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     if not all(isinstance(d, int) for d in dims):
         return None
     return dims  # type: ignore[return-value]
+
+
+def value_dims(value: ir.Value) -> tuple[int | str | None, ...] | None:
+    """The value's dims as ints, symbolic names, or None for an unnamed unknown dim."""
+    if value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else d.value if isinstance(d.value, str) and d.value
+                 else None for d in value.shape)
 
 
 def opset(graph: ir.Graph) -> int:

@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, new_initializer, opset
+from kiln.compiler.passes.rule import CountingPass
 
 
 def _scalar(graph: ir.Graph, x: ir.Value, value: float, hint: str) -> ir.Value:
@@ -110,14 +111,12 @@ def _expander(op_type: str) -> Callable[[ir.Graph, ir.Node], tuple[list[ir.Node]
     raise ValueError(f"no standard-ONNX expansion for kiln op '{op_type}'")
 
 
-class ExpandKilnOpsPass(ir.passes.InPlacePass):
+class ExpandKilnOpsPass(CountingPass):
     """Expand every kiln-domain op not in ``keep`` into standard ONNX."""
 
     def __init__(self, keep: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.keep = keep
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()

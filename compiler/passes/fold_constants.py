@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
+from kiln.compiler.passes.rule import CountingPass
 from kiln.compiler.report import op_histogram
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
@@ -41,7 +42,7 @@ def _policy(node: ir.Node) -> bool | None:
     return None  # onnxscript's default rules
 
 
-class FoldConstantsPass(ir.passes.InPlacePass):
+class FoldConstantsPass(CountingPass):
     """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
 
     def __init__(self, input_size_limit: int = MAX_FOLDED_ELEMENTS,
@@ -49,8 +50,6 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         super().__init__()
         self.input_size_limit = input_size_limit
         self.output_size_limit = output_size_limit
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         # a node the reference evaluator cannot evaluate is simply left unfolded; onnxscript

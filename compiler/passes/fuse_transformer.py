@@ -17,7 +17,7 @@ from kiln.compiler.passes.cleanup import EliminateIdentityPass
 from kiln.compiler.passes.fuse_attention import ATTENTION_OPSET, FuseAttention
 from kiln.compiler.passes.fuse_gelu import GELU_OPSET, FuseGeluPass
 from kiln.compiler.passes.fuse_layer_norm import LAYER_NORM_OPSET, FuseLayerNormPass
-from kiln.compiler.passes.rule import RulePass
+from kiln.compiler.passes.rule import CountingPass, RulePass
 from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass, looks_like_transformer
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 
-class TidyForTransformerRulesPass(ir.passes.InPlacePass):
+class TidyForTransformerRulesPass(CountingPass):
     """Give the transformer rules the graph shape they match on, on transformer graphs only.
 
     The opset converter leaves Constant nodes and Identities behind, and exporters leave
@@ -35,8 +35,6 @@ class TidyForTransformerRulesPass(ir.passes.InPlacePass):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()

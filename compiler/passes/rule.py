@@ -49,15 +49,23 @@ class Rule(abc.ABC):
         """Replace ``match.nodes`` in ``graph``."""
 
 
-class RulePass(ir.passes.InPlacePass):
+class CountingPass(ir.passes.InPlacePass):
+    """An in-place pass that counts what it did (``fired``) and what it declined and why
+    (``rejected``), per rule or reason: what the compile report shows for each step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+
+class RulePass(CountingPass):
     """Apply kiln rules over the main graph until none fires (at most ``max_rounds``)."""
 
     def __init__(self, rules: Sequence[Rule], max_rounds: int = 8) -> None:
         super().__init__()
         self.rules = list(rules)
         self.max_rounds = max_rounds
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
@@ -87,7 +95,7 @@ class RulePass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.fired))
 
 
-class OnnxscriptRulesPass(ir.passes.InPlacePass):
+class OnnxscriptRulesPass(CountingPass):
     """Apply onnxscript rewrite rules, counting firings per rule name.
 
     Rules sharing a name (the commuted variants of one rule) are applied together.
@@ -97,8 +105,6 @@ class OnnxscriptRulesPass(ir.passes.InPlacePass):
         super().__init__()
         self.rules = list(rules)
         self.max_rounds = max_rounds
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()

@@ -16,6 +16,7 @@ import onnx_ir as ir
 from onnxscript import version_converter
 
 from kiln.compiler.passes._util import opset
+from kiln.compiler.passes.rule import CountingPass
 
 
 def looks_like_transformer(model: ir.Model) -> bool:
@@ -40,7 +41,7 @@ def _fed_by_activation_matmul(node: ir.Node, depth: int = 3) -> bool:
     return False
 
 
-class UpgradeOpsetPass(ir.passes.InPlacePass):
+class UpgradeOpsetPass(CountingPass):
     """Convert the model to default-domain opset ``version`` when ``applies(model)``."""
 
     def __init__(self, version: int,
@@ -48,8 +49,6 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
         super().__init__()
         self.version = version
         self.applies = applies
-        self.fired: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
