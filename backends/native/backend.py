@@ -78,7 +78,7 @@ from kiln.backends.native.plan import (
     Lowering,
     check_declared_dims,
     contiguous,
-    inferred_sizes,
+    inferred_shapes,
 )
 from kiln.backends.native.plan_isa import LEVELS, cross_kernels, plan_isa, runs_here
 from kiln.backends.onnx_export import value_spec
@@ -170,8 +170,8 @@ class NativeCompiledModel(CompiledModel):
         self.segments = segments
         self._constants = constants
         self.report = report
-        #: static byte size per value name (ONNX shape inference), kept for the plan blob
-        self.value_bytes: dict[str, int] = {}
+        #: static dims and item size per value name (ONNX shape inference), for the plan blob
+        self.value_shapes: dict[str, tuple[tuple[int, ...], int]] = {}
 
     def node_times(self, run: Callable[[], object], runs: int) -> list[list[NodeTime]]:
         """The executor's own per-node clock (compile with profile=True)."""
@@ -188,10 +188,12 @@ class NativeCompiledModel(CompiledModel):
         return per_run
 
     def save(self, folder: Path) -> list[str]:
-        """The plan blob: the value sizes the arena was planned from, the plan ISA and the
+        """The plan blob: the value shapes the arena was planned from, the plan ISA and the
         kernels it chose. Weights are packed again at load (for that ISA), from the
         artifact's model.onnx."""
-        blob = {"value_bytes": self.value_bytes, "isa": self.report.get("plan_isa"),
+        blob = {"value_shapes": {name: [list(dims), itemsize] for name, (dims, itemsize)
+                                 in self.value_shapes.items()},
+                "isa": self.report.get("plan_isa"),
                 "kernels": self.report.get("kernels")}
         (Path(folder) / PLAN_FILE).write_text(json.dumps(blob))
         return [PLAN_FILE]
@@ -254,7 +256,7 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
-        return self._build(model, options, inferred_sizes(model), plan_isa(target))
+        return self._build(model, options, inferred_shapes(model), plan_isa(target))
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
         """The plan ISA and kernels an artifact's plan blob records (empty without one)."""
@@ -272,20 +274,16 @@ class NativeBackend(Backend):
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target | None,
              options: CompileOptions) -> CompiledModel:
-        """Lower ``model`` with the value sizes saved in the plan blob, skipping ONNX shape
+        """Lower ``model`` with the value shapes saved in the plan blob, skipping ONNX shape
         inference (the slowest step of a native compile); compile when there is no blob."""
         blob = blobs.get(PLAN_FILE)
         if blob is None:
             return self.compile(model, target, options)
+        limit = int(options.extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         try:
             saved = json.loads(blob)
-            sizes = saved["value_bytes"]
-            # A size only lets a value use its arena slot (the executor checks the real
-            # size first), so a wrong one costs memory, never safety; absurd ones are refused.
-            limit = int(options.extra.get("max_tensor_bytes", DEFAULT_LIMIT))
-            ok = isinstance(sizes, dict) and all(
-                isinstance(k, str) and type(v) is int and 0 <= v <= limit
-                for k, v in sizes.items())
+            shapes = _saved_shapes(saved["value_shapes"], limit)
+            ok = shapes is not None
         except (ValueError, KeyError, TypeError):
             ok = False
         isa = plan_isa(target)
@@ -294,10 +292,11 @@ class NativeBackend(Backend):
         if not ok:
             raise ArtifactError(f"{PLAN_FILE} does not hold a native plan for this target; "
                                 "recompile the model with `kiln compile`")
-        return self._build(model, options, sizes, isa)
+        return self._build(model, options, shapes, isa)
 
     def _build(self, model: ir.Model, options: CompileOptions,
-               sizes: dict[str, int], isa: str) -> NativeCompiledModel:
+               shapes: dict[str, tuple[tuple[int, ...], int]], isa: str
+               ) -> NativeCompiledModel:
         if options.precision not in self.supported_precisions():
             raise UnsupportedError(f"native backend runs fp32 and int8 graphs, not "
                                    f"{options.precision}")
@@ -341,7 +340,7 @@ class NativeBackend(Backend):
         seg_outputs = [o for n in nodes for o in n.outputs
                        if o is not None and o.name in graph_outputs]
 
-        lowering = Lowering(opsets, limit, sizes)
+        lowering = Lowering(opsets, limit, shapes)
         evaluator = _Evaluator(limit, build_isa) if extra.get("fold_constants", True) else None
         known_consts: dict[str, np.ndarray] = {}
         lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
@@ -379,8 +378,32 @@ class NativeBackend(Backend):
         compiled = NativeCompiledModel([value_spec(v) for v in real_inputs],
                                        [value_spec(v) for v in graph.outputs], segments,
                                        out_consts, report)
-        compiled.value_bytes = sizes
+        compiled.value_shapes = shapes
         return compiled
+
+
+def _saved_shapes(saved: Any, limit: int) -> dict[str, tuple[tuple[int, ...], int]] | None:
+    """The plan blob's value shapes, or None when they are not what kiln writes. A shape only
+    lets a value use an arena slot (the executor checks the real size first, and a Concat
+    whose inputs are not in their planned slots copies through a staging buffer), so a wrong
+    one costs memory, never correctness; absurd ones are refused."""
+    if not isinstance(saved, dict):
+        return None
+    shapes: dict[str, tuple[tuple[int, ...], int]] = {}
+    for name, entry in saved.items():
+        if not (isinstance(name, str) and isinstance(entry, list) and len(entry) == 2):
+            return None
+        dims, itemsize = entry
+        if not (isinstance(dims, list) and all(type(d) is int and 0 <= d <= limit for d in dims)
+                and itemsize in (1, 2, 4, 8, 16)):
+            return None
+        count = itemsize
+        for d in dims:
+            count *= d
+            if count > limit:
+                return None
+        shapes[name] = (tuple(dims), itemsize)
+    return shapes
 
 
 class _Evaluator:

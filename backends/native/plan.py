@@ -15,7 +15,8 @@ intermediates, i.e. what a plan without reuse would allocate.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,20 +131,37 @@ def _align(n: int) -> int:
 
 
 def plan_memory(n_values: int, n_nodes: int, defs: dict[int, int], last_use: dict[int, int],
-                sizes: dict[int, int | None], pinned: set[int]) -> MemoryPlan:
+                sizes: dict[int, int | None], pinned: set[int],
+                views: Sequence[tuple[int, int, int]] = ()) -> MemoryPlan:
     """Greedy liveness-based placement of intermediates in one arena.
 
     defs: value -> index of its defining node; last_use: value -> index of its last consumer
     (values never consumed end where they are defined); pinned: values kept out of the arena
-    (graph outputs, inputs, constants).
+    (graph outputs, inputs, constants). views: (value, host, byte offset) in node order: the
+    value lives inside the host's bytes (a Reshape's output on its input, a Concat's inputs
+    in its output), so the op that makes one from the other finds it already in place. A
+    host and its views are placed as one block, live from the first of them defined to the
+    last of them read.
     """
+    # every value -> (its group's root, byte offset inside the root)
+    home: dict[int, tuple[int, int]] = {}
+    members: dict[int, list[int]] = {}
+    for value, host, at in views:
+        if value in home or value in pinned or host in pinned:
+            continue
+        root, base = home.get(host, (host, 0))
+        group = members.pop(value, [])  # a Concat input that was itself a host
+        members.setdefault(root, []).extend([value, *group])
+        for v in group:
+            home[v] = (root, home[v][1] + base + at)
+        home[value] = (root, base + at)
     offsets = [-1] * n_values
     planned = [0] * n_values
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
     candidates = []
     dynamic = 0
     for v, start in defs.items():
-        if v in pinned:
+        if v in pinned or v in home:
             continue
         size = sizes.get(v)
         if size is None:
@@ -151,7 +169,11 @@ def plan_memory(n_values: int, n_nodes: int, defs: dict[int, int], last_use: dic
             continue
         if size == 0:
             continue
-        candidates.append((_align(size), start, last_use.get(v, start), v))
+        group = [v, *members.get(v, [])]
+        begin = min(defs.get(m, start) for m in group)
+        end = max(last_use.get(m, defs.get(m, start)) for m in group)
+        extent = max([size, *(home[m][1] + (sizes.get(m) or 0) for m in group[1:])])
+        candidates.append((_align(extent), begin, end, v))
     candidates.sort(key=lambda c: (-c[0], c[1]))
     arena = 0
     total = 0
@@ -166,12 +188,54 @@ def plan_memory(n_values: int, n_nodes: int, defs: dict[int, int], last_use: dic
         placed.append((offset, size, start, end))
         offsets[v] = offset
         planned[v] = size
+        for m in members.get(v, []):
+            offsets[m] = offset + home[m][1]
+            planned[m] = sizes.get(m) or 0
         arena = max(arena, offset + size)
     frees: list[list[int]] = [[] for _ in range(n_nodes)]
     for v, end in last_use.items():
         if v not in pinned and 0 <= end < n_nodes:
             frees[end].append(v)
     return MemoryPlan(offsets, planned, arena, total, frees, dynamic)
+
+
+#: ops whose output is their first input's bytes under another shape
+_SAME_BYTES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
+                   sizes: dict[int, int | None],
+                   dims_of: Callable[[ir.Value], tuple[int, ...] | None]
+                   ) -> list[tuple[int, int, int]]:
+    """(value, host, byte offset) for the copies the memory plan can make free: a reshape's
+    output on its input, and each input of a Concat whose chunks are contiguous in the
+    output (nothing but size-1 dims before the axis) at its chunk's offset, when that offset
+    is 64-byte aligned (producers then never share a cache line) and the input is read by
+    nothing else and appears once."""
+    views: list[tuple[int, int, int]] = []
+    for source, node in zip(sources, nodes):
+        if node.domain != "" or not node.inputs or node.outputs[0] < 0:
+            continue
+        out = node.outputs[0]
+        if node.op in _SAME_BYTES and node.inputs[0] >= 0:
+            if sizes.get(out) is not None and sizes.get(out) == sizes.get(node.inputs[0]):
+                views.append((out, node.inputs[0], 0))
+        elif node.op == "Concat" and len(set(node.inputs)) == len(node.inputs) >= 2:
+            dims = dims_of(source.outputs[0])
+            if not dims:
+                continue
+            axis = int(node.attrs.get("axis", 0)) % len(dims)
+            if math.prod(dims[:axis]) != 1:
+                continue
+            at = 0
+            for value, i in zip(source.inputs, node.inputs):
+                size = sizes.get(i)
+                if size is None or i < 0:
+                    break
+                if at % ALIGN == 0 and value is not None and len(value.uses()) == 1:
+                    views.append((i, out, at))
+                at += size
+    return views
 
 
 class Lowering:
@@ -183,10 +247,18 @@ class Lowering:
     """
 
     def __init__(self, opsets: dict[str, int], limit_bytes: int,
-                 size_hints: dict[str, int] | None = None) -> None:
+                 shape_hints: dict[str, tuple[tuple[int, ...], int]] | None = None) -> None:
         self.opsets = opsets
         self.limit_bytes = limit_bytes
-        self.size_hints = size_hints or {}
+        self.shape_hints = shape_hints or {}
+
+    def static_dims(self, value: ir.Value) -> tuple[int, ...] | None:
+        """The value's dims when all are known: declared, or from shape inference."""
+        dims = tuple(value.shape) if value.shape is not None else None
+        if dims is not None and all(isinstance(d, int) for d in dims):
+            return dims  # type: ignore[return-value]
+        hint = self.shape_hints.get(value.name or "")
+        return hint[0] if hint is not None else None
 
     def lower(self, nodes: Sequence[ir.Node], boundary_inputs: Sequence[ir.Value],
               wanted_outputs: Sequence[ir.Value], known_constants: dict[str, np.ndarray],
@@ -305,9 +377,12 @@ class Lowering:
                     defs[o] = k
                     last.setdefault(o, k)
                     size = static_bytes(value)
-                    sizes[o] = size if size is not None else self.size_hints.get(value.name)
+                    hint = self.shape_hints.get(value.name or "")
+                    sizes[o] = size if size is not None or hint is None else (
+                        math.prod(hint[0]) * hint[1])
         pinned = set(output_ids) | set(input_ids) | set(constants)
-        memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned)
+        memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned,
+                             in_place_views(plan_sources, plan_nodes, sizes, self.static_dims))
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
 
 
@@ -378,8 +453,8 @@ def _relu_after_batch_norm(nodes: Sequence[ir.Node], wanted: set[str]) -> dict[i
     return pairs
 
 
-def inferred_sizes(model: ir.Model) -> dict[str, int]:
-    """Static byte sizes of values, from ONNX shape inference on a serialized copy.
+def inferred_shapes(model: ir.Model) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Static dims and item size of values, from ONNX shape inference on a serialized copy.
 
     The IR is not touched; values whose shape stays symbolic are left out.
     """
@@ -390,7 +465,7 @@ def inferred_sizes(model: ir.Model) -> dict[str, int]:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:
         return {}
-    sizes: dict[str, int] = {}
+    shapes: dict[str, tuple[tuple[int, ...], int]] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         tensor_type = info.type.tensor_type
         if not tensor_type.HasField("shape") or not tensor_type.elem_type:
@@ -402,11 +477,8 @@ def inferred_sizes(model: ir.Model) -> dict[str, int]:
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
         except Exception:
             continue
-        count = 1
-        for d in dims:
-            count *= d.dim_value
-        sizes[info.name] = count * itemsize
-    return sizes
+        shapes[info.name] = (tuple(d.dim_value for d in dims), itemsize)
+    return shapes
 
 
 def check_declared_dims(values: Iterable[ir.Value], limit_bytes: int) -> None:

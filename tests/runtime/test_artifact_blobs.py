@@ -90,9 +90,12 @@ def _with_plan(path: Path, plan: bytes, out: Path) -> Path:
                              blob_dir=loaded.blob_dir)
 
 
-@pytest.mark.parametrize("plan", [b"not json", b"[]", b'{"value_bytes": {"c": -1}}',
-                                  b'{"value_bytes": {"c": 1e300}}',
-                                  json.dumps({"value_bytes": {"c": 1 << 62}}).encode()])
+@pytest.mark.parametrize("plan", [b"not json", b"[]", b'{"value_shapes": {"c": [[-1], 4]}}',
+                                  b'{"value_shapes": {"c": [[1e300], 4]}}',
+                                  b'{"value_shapes": {"c": [[2], 3]}}',
+                                  b'{"value_shapes": {"c": 4}}',
+                                  json.dumps({"value_shapes": {"c": [[1 << 31, 1 << 31], 4]}})
+                                  .encode()])
 def test_hostile_native_plan_is_refused(plan: bytes, tmp_path: Path):
     _needs("native")
     path = Session(_conv_model(), backend="native").save(tmp_path / "m.kiln")
@@ -101,13 +104,13 @@ def test_hostile_native_plan_is_refused(plan: bytes, tmp_path: Path):
         Session(hostile)
 
 
-def test_lying_native_sizes_cost_memory_not_correctness(tmp_path: Path, x: np.ndarray):
+def test_lying_native_shapes_cost_memory_not_correctness(tmp_path: Path, x: np.ndarray):
     _needs("native")
     cold = Session(_conv_model(), backend="native")
     path = cold.save(tmp_path / "m.kiln")
     with zipfile.ZipFile(path) as zf:
-        truth = json.loads(zf.read(f"blobs/{BLOBS['native']}"))["value_bytes"]
-    assert truth, "the plan should hold the sizes of the model's values"
-    lies = {"value_bytes": {name: 4 for name in truth}}
+        truth = json.loads(zf.read(f"blobs/{BLOBS['native']}"))["value_shapes"]
+    assert truth, "the plan should hold the shapes of the model's values"
+    lies = {"value_shapes": {name: [[1], 4] for name in truth}}
     lying = _with_plan(path, json.dumps(lies).encode(), tmp_path / "lying" / "m.kiln")
     np.testing.assert_allclose(Session(lying)(x=x)["y"], cold(x=x)["y"], rtol=1e-6)

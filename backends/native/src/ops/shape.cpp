@@ -15,7 +15,8 @@ namespace {
 void copy_out(OpContext& c, const Tensor& x, const Shape& shape) {
   Tensor& y = c.output(0, x.dtype, shape);
   if (y.numel() != x.numel()) c.fail("internal: element count changed");
-  if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
+  // The memory plan puts a reshape's output on its input's bytes (plan.py in_place_views)
+  if (x.nbytes() && y.data != x.data) std::memcpy(y.data, x.data, x.nbytes());
 }
 
 // Ints from input `i` (opset >= the version that moved them to inputs) or attribute `key`.
@@ -252,14 +253,31 @@ KernelFactory concat() {
         else if (d > ax) inner *= out[d];
       }
       const size_t row = out[ax] * inner;
+      // The memory plan puts inputs in their slots of Y where the chunks are contiguous
+      // (plan.py in_place_views): those are not copied. An input inside Y anywhere else
+      // (a plan made from shapes that turned out wrong) is staged first, so no copy reads
+      // bytes an earlier copy overwrote.
+      uint8_t* const y0 = static_cast<uint8_t*>(y.data);
+      std::vector<std::vector<uint8_t>> staged(n);
+      std::vector<const uint8_t*> src(n);
       size_t at = 0;
       for (size_t i = 0; i < n; ++i) {
         const Tensor& xi = c.in(i);
         const size_t chunk = xi.shape[ax] * inner;
-        for (size_t o = 0; o < outer; ++o)
-          if (chunk)
-            std::memcpy(static_cast<uint8_t*>(y.data) + o * row + at,
-                        static_cast<const uint8_t*>(xi.data) + o * chunk, chunk);
+        src[i] = static_cast<const uint8_t*>(xi.data);
+        const bool inside = xi.nbytes() && src[i] < y0 + y.nbytes() && y0 < src[i] + xi.nbytes();
+        if (inside && !(outer == 1 && src[i] == y0 + at)) {
+          staged[i].assign(src[i], src[i] + xi.nbytes());
+          src[i] = staged[i].data();
+        }
+        at += chunk;
+      }
+      at = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const size_t chunk = c.in(i).shape[ax] * inner;
+        uint8_t* dst = y0 + at;
+        if (chunk && dst != src[i])
+          for (size_t o = 0; o < outer; ++o) std::memcpy(dst + o * row, src[i] + o * chunk, chunk);
         at += chunk;
       }
     }));
