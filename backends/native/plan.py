@@ -54,6 +54,7 @@ class MemoryPlan:
     intermediate_bytes: int     # sum of every planned intermediate (no reuse)
     frees: list[list[int]]      # per node: values whose last use it is
     dynamic_values: int         # intermediates without a static size (heap at run time)
+    view_of: dict[int, int] = dataclasses.field(default_factory=dict)  # view -> its host block
 
 
 @dataclasses.dataclass
@@ -196,7 +197,8 @@ def plan_memory(n_values: int, n_nodes: int, defs: dict[int, int], last_use: dic
     for v, end in last_use.items():
         if v not in pinned and 0 <= end < n_nodes:
             frees[end].append(v)
-    return MemoryPlan(offsets, planned, arena, total, frees, dynamic)
+    view_of = {v: root for v, (root, _) in home.items() if offsets[root] >= 0}
+    return MemoryPlan(offsets, planned, arena, total, frees, dynamic, view_of)
 
 
 #: ops whose output is their first input's bytes under another shape
@@ -208,10 +210,10 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
                    dims_of: Callable[[ir.Value], tuple[int, ...] | None]
                    ) -> list[tuple[int, int, int]]:
     """(value, host, byte offset) for the copies the memory plan can make free: a reshape's
-    output on its input, and each input of a Concat whose chunks are contiguous in the
-    output (nothing but size-1 dims before the axis) at its chunk's offset, when that offset
-    is 64-byte aligned (producers then never share a cache line) and the input is read by
-    nothing else and appears once."""
+    output on its input; each input of a Concat whose chunks are contiguous in the output
+    (nothing but size-1 dims before the axis) at its chunk's offset, when that offset is
+    64-byte aligned (producers then never share a cache line) and the input is read by
+    nothing else and appears once; each output of such a Split on its chunk of the input."""
     views: list[tuple[int, int, int]] = []
     for source, node in zip(sources, nodes):
         if node.domain != "" or not node.inputs or node.outputs[0] < 0:
@@ -234,6 +236,19 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
                     break
                 if at % ALIGN == 0 and value is not None and len(value.uses()) == 1:
                     views.append((i, out, at))
+                at += size
+        elif node.op == "Split" and node.inputs[0] >= 0:
+            dims = dims_of(source.inputs[0])
+            axis = int(node.attrs.get("axis", 0)) % len(dims) if dims else 0
+            if not dims or math.prod(dims[:axis]) != 1:
+                continue
+            at = 0
+            for i in node.outputs:
+                size = sizes.get(i) if i >= 0 else None
+                if size is None:
+                    break  # an unused output's chunk size is not known here
+                if at % ALIGN == 0:
+                    views.append((i, node.inputs[0], at))
                 at += size
     return views
 

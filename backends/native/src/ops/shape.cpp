@@ -322,18 +322,36 @@ KernelFactory split() {
         else if (d > ax) inner *= x.shape[d];
       }
       const size_t row = len * inner;
+      // The memory plan puts outputs on their chunks of X where the chunks are contiguous
+      // (plan.py in_place_views): those are not copied. An output inside X anywhere else (a
+      // plan made from shapes that turned out wrong) would overwrite chunks still to be read,
+      // so X is staged first.
+      const uint8_t* x0 = static_cast<const uint8_t*>(x.data);
+      std::vector<uint8_t*> dst(nout, nullptr);
+      bool stage = false;
       size_t at = 0;
       for (size_t i = 0; i < nout; ++i) {
         Shape s = x.shape;
         s[ax] = sizes[i];
-        const size_t chunk = sizes[i] * inner;
         if (c.wants_output(i)) {
           Tensor& y = c.output(i, x.dtype, s);
-          for (size_t o = 0; o < outer; ++o)
-            if (chunk)
-              std::memcpy(static_cast<uint8_t*>(y.data) + o * chunk,
-                          static_cast<const uint8_t*>(x.data) + o * row + at, chunk);
+          dst[i] = static_cast<uint8_t*>(y.data);
+          const bool inside = y.nbytes() && dst[i] < x0 + x.nbytes() && x0 < dst[i] + y.nbytes();
+          stage = stage || (inside && !(outer == 1 && dst[i] == x0 + at));
         }
+        at += sizes[i] * inner;
+      }
+      std::vector<uint8_t> staged;
+      if (stage) {
+        staged.assign(x0, x0 + x.nbytes());
+        x0 = staged.data();
+      }
+      at = 0;
+      for (size_t i = 0; i < nout; ++i) {
+        const size_t chunk = sizes[i] * inner;
+        if (dst[i] && chunk && dst[i] != x0 + at)
+          for (size_t o = 0; o < outer; ++o)
+            std::memcpy(dst[i] + o * chunk, x0 + o * row + at, chunk);
         at += chunk;
       }
     }));
