@@ -118,3 +118,36 @@ def test_pool_rejects_bad_parameters(kwargs, message) -> None:
     x = np.zeros((1, 2, 5, 5), np.float32)
     with pytest.raises(ValueError, match=message):
         K.pool2d(x, "max", **kwargs)
+
+
+def _before_guard_page(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array whose last byte is the last before an unreadable page: a kernel that
+    reads past the tensor crashes here instead of reading a neighbour's bytes."""
+    import ctypes
+    import mmap
+
+    nbytes = int(np.prod(shape)) * 4
+    page = mmap.PAGESIZE
+    span = (nbytes + page - 1) // page * page
+    buf = mmap.mmap(-1, span + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    assert libc.mprotect(ctypes.c_void_p(base + span), page, 0) == 0
+    # the array holds the mapping (its base) for as long as it lives
+    return np.frombuffer(buf, dtype=np.float32, count=nbytes // 4,
+                         offset=span - nbytes).reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 111, 111), (1, 3, 9, 13), (2, 5, 33, 17)])
+def test_unpadded_pool_reads_nothing_past_the_input(isa: str, shape) -> None:
+    # unpadded windows read the input in place (no padded copy), over-reading a little past
+    # each plane: the last planes must still go through the copy
+    x = _before_guard_page(shape)
+    x[...] = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+    for kind in ("max", "avg"):
+        want = ort_pool(kind, np.array(x), (3, 3), (2, 2), (0, 0, 0, 0), False, False)
+        for threads in (1, 2):
+            got = K.pool2d(x, kind, [3, 3], [2, 2], [0, 0, 0, 0], [1, 1], False, False,
+                           False, threads)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
