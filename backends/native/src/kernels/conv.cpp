@@ -35,19 +35,19 @@ bool is_winograd_shape(const Conv2dParams& p) {
 
 std::atomic<bool> g_winograd_enabled{true};
 
-// Measured on Zen 5 (benchmarks/results/micro_gemm.md): F(4,3) wins 1.2-2.7x over im2col on
-// 3x3 layers with >= 16 tiles of 4x4 outputs (ResNet l1-l3, DenseNet, Inception, SqueezeNet),
-// and loses 0.4-0.8x on 7x7 maps with 512 channels, where its 36 weight matrices (4x the 3x3
-// weights) are streamed for only 4 tiles.
-// With few input channels the per-tile input transform is not amortized: on 16 tiles (13x13
-// and 14x14 maps) F(4,3) only ties im2col below ~96 channels (SqueezeNet's 48- and 64-channel
-// fire layers: 0.98x, 1.03x; 96 channels 1.28x, 128 channels 1.59x, 256 1.45x), while its
-// weights take 4x the bytes, which is what a cold cache pays for after an idle gap.
+// F(4,3) streams 36 weight matrices where im2col streams 9: 4x the weight bytes. In a model
+// the weights come from DRAM each run (ResNet-50's exceed L3, and after an idle gap every
+// model's do), so the saved multiplies must pay for 27 * K * C * 4 extra bytes. Measured
+// here (one thread, whole light models): on 14x14 maps (16 tiles) they do not: ResNet-50's
+// 256-channel 3x3 layers take 2.3 ms with F(4,3) in the model against 1.3 ms hot; with
+// im2col on them ResNet-50 went 70.5 -> 66.8 ms, Inception v1 28.6 -> 25.7 ms. From 25 tiles
+// (20x20 maps) the saving grows with the map and F(4,3) wins (1.3-1.45x); F(4,3) weights that
+// fit in L2 are cheap either way.
 bool winograd_wins(const Conv2dParams& p) {
   if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
-  return (tiles >= 16 && (p.C >= 96 || tiles >= 25)) || u_bytes <= cache_sizes().l2;
+  return tiles >= 25 || u_bytes <= cache_sizes().l2;
 }
 
 bool is_pointwise(const Conv2dParams& p) {
