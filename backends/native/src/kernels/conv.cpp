@@ -8,6 +8,12 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #include "kernels/gemm_driver.h"
 #include "kernels/ukernels.h"
 #include "threadpool.h"
@@ -234,6 +240,22 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
 
 namespace {
 
+// d[i] = src[2 i] for i < n: the columns of a stride-2 convolution (stems, downsampling
+// layers). This file is built for the baseline ISA, so SSE2 / NEON only, and reads never
+// pass the last element used.
+void gather_even(float* d, const float* src, size_t n) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  // a group of 4 reads src[2i .. 2i + 7]; the last element used is src[2n - 2]
+  for (; i + 4 < n; i += 4)
+    _mm_storeu_ps(d + i, _mm_shuffle_ps(_mm_loadu_ps(src + 2 * i), _mm_loadu_ps(src + 2 * i + 4),
+                                        _MM_SHUFFLE(2, 0, 2, 0)));
+#elif defined(__ARM_NEON)
+  for (; i + 4 < n; i += 4) vst1q_f32(d + i, vld2q_f32(src + 2 * i).val[0]);
+#endif
+  for (; i < n; ++i) d[i] = src[2 * i];
+}
+
 // Appends `count` values to one row of B panels (width nr, panel stride `panel` floats),
 // splitting the run at panel edges; src == nullptr writes zeros, else src[i * step].
 struct PanelRowWriter {
@@ -250,6 +272,9 @@ struct PanelRowWriter {
       } else if (step == 1) {
         std::memcpy(d, src, take * sizeof(float));
         src += take;
+      } else if (step == 2) {
+        gather_even(d, src, take);
+        src += take * 2;
       } else {
         for (size_t i = 0; i < take; ++i) d[i] = src[i * step];
         src += take * step;
