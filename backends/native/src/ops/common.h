@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,73 @@ void dispatch_numeric(DType dt, const NodeDesc& node, Fn&& fn) {
     case DType::u64: fn(uint64_t{}); return;
     default: node.fail(std::string("unsupported element type ") + dtype_name(dt));
   }
+}
+
+// Reductions over a contiguous float row. A plain `s += x[i]` is one serial chain of
+// dependent adds (a few cycles each) and the compiler may not reorder it; these keep 16
+// independent float lanes over blocks of 256 elements (a loop the compiler vectorizes) and
+// add the block totals in double, so a long row (a 160x160 map) keeps double-like accuracy.
+inline double sum_f32(const float* x, size_t n) {
+  constexpr size_t kLanes = 16, kBlock = 256;
+  double total = 0.0;
+  size_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    float acc[kLanes] = {};
+    for (size_t j = 0; j < kBlock; j += kLanes)
+      for (size_t l = 0; l < kLanes; ++l) acc[l] += x[i + j + l];
+    float block = 0.0f;
+    for (size_t l = 0; l < kLanes; ++l) block += acc[l];
+    total += block;
+  }
+  for (; i < n; ++i) total += x[i];
+  return total;
+}
+
+// sum over i of (x[i] - mean)^2, blocked like sum_f32.
+inline double sum_sq_dev_f32(const float* x, size_t n, float mean) {
+  constexpr size_t kLanes = 16, kBlock = 256;
+  double total = 0.0;
+  size_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    float acc[kLanes] = {};
+    for (size_t j = 0; j < kBlock; j += kLanes)
+      for (size_t l = 0; l < kLanes; ++l) {
+        const float d = x[i + j + l] - mean;
+        acc[l] += d * d;
+      }
+    float block = 0.0f;
+    for (size_t l = 0; l < kLanes; ++l) block += acc[l];
+    total += block;
+  }
+  for (; i < n; ++i) total += double(x[i] - mean) * double(x[i] - mean);
+  return total;
+}
+
+// max over a row (-inf for n == 0; NaN when any element is NaN). Per-lane NaN flags keep
+// the loop free of a serial dependency, so it vectorizes like sum_f32.
+inline float max_f32(const float* x, size_t n) {
+  constexpr size_t kLanes = 16;
+  float acc[kLanes];
+  int32_t nan[kLanes] = {};
+  for (size_t l = 0; l < kLanes; ++l) acc[l] = -std::numeric_limits<float>::infinity();
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (size_t l = 0; l < kLanes; ++l) {
+      const float v = x[i + l];
+      nan[l] |= v != v;
+      acc[l] = acc[l] < v ? v : acc[l];
+    }
+  float m = -std::numeric_limits<float>::infinity();
+  bool any_nan = false;
+  for (size_t l = 0; l < kLanes; ++l) {
+    m = m < acc[l] ? acc[l] : m;
+    any_nan |= nan[l] != 0;
+  }
+  for (; i < n; ++i) {
+    any_nan |= x[i] != x[i];
+    m = m < x[i] ? x[i] : m;
+  }
+  return any_nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
 template <typename Fn>

@@ -103,15 +103,9 @@ KernelFactory layer_norm() {
         for (size_t r = b; r < e; ++r) {
           const float* xr = px + r * inner;
           float* yr = py + r * inner;
-          double mean = 0.0;
-          for (size_t i = 0; i < inner; ++i) mean += xr[i];
-          mean /= static_cast<double>(inner ? inner : 1);
-          double var = 0.0;
-          for (size_t i = 0; i < inner; ++i) {
-            double d = xr[i] - mean;
-            var += d * d;
-          }
-          var /= static_cast<double>(inner ? inner : 1);
+          const double mean = sum_f32(xr, inner) / static_cast<double>(inner ? inner : 1);
+          const double var = sum_sq_dev_f32(xr, inner, static_cast<float>(mean)) /
+                             static_cast<double>(inner ? inner : 1);
           const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
           const float m = static_cast<float>(mean);
           for (size_t i = 0; i < inner; ++i)
@@ -142,11 +136,9 @@ KernelFactory instance_norm() {
       for (size_t nc = 0; nc < N * C; ++nc) {
         const float* xr = x.ptr<float>() + nc * inner;
         float* yr = y.ptr<float>() + nc * inner;
-        double mean = 0, var = 0;
-        for (size_t i = 0; i < inner; ++i) mean += xr[i];
-        mean /= std::max<size_t>(inner, 1);
-        for (size_t i = 0; i < inner; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-        var /= std::max<size_t>(inner, 1);
+        const double mean = sum_f32(xr, inner) / double(std::max<size_t>(inner, 1));
+        const double var =
+            sum_sq_dev_f32(xr, inner, static_cast<float>(mean)) / double(std::max<size_t>(inner, 1));
         const double inv = 1.0 / std::sqrt(var + eps);
         const size_t ch = nc % C;
         for (size_t i = 0; i < inner; ++i)

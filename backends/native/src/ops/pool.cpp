@@ -280,15 +280,10 @@ void global_pool(OpContext& c, bool is_max) {
   parallel(c.pool, nc, 16, [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i) {
       const float* xc = px + i * hw;
-      if (is_max) {
-        float m = -std::numeric_limits<float>::infinity();
-        for (size_t j = 0; j < hw; ++j) m = std::max(m, xc[j]);
-        py[i] = m;
-      } else {
-        double s = 0.0;
-        for (size_t j = 0; j < hw; ++j) s += xc[j];
-        py[i] = hw ? static_cast<float>(s / static_cast<double>(hw)) : 0.0f;
-      }
+      if (is_max)
+        py[i] = max_f32(xc, hw);
+      else
+        py[i] = hw ? static_cast<float>(sum_f32(xc, hw) / static_cast<double>(hw)) : 0.0f;
     }
   });
 }
