@@ -662,9 +662,12 @@ def _print_placement(report: dict) -> None:
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True,
               help="Where to write the .kiln artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+@click.option("--dim", "dims", multiple=True,
+              help="NAME=SIZE binds a symbolic input dim in the artifact (repeatable; an "
+                   "unnamed dim is INPUT:AXIS): the graph is compiled for that size only.")
 @reduce_options
 def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level: int,
-                output: str, as_json: bool, **reduce: object) -> None:
+                output: str, as_json: bool, dims: tuple[str, ...], **reduce: object) -> None:
     """Optimize MODEL for a backend and target and write a .kiln artifact.
 
     int8 / fp16 / bf16 and --prune go through kiln's own quantization, precision and
@@ -674,7 +677,7 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
     if not output.endswith(".kiln"):
         raise KilnError(f"--output must end in .kiln, got '{output}'")
     compiled, reduced = compile_reduced(model, backend, target, precision, reduce,
-                                        opt_level=opt_level)
+                                        opt_level=opt_level, dims=_parse_dims(dims))
     session = Session(compiled)
     path = session.save(output)
     report = session.report

@@ -82,7 +82,8 @@ def from_cli(values: dict[str, Any], model: Any = None) -> ReduceOptions:
 
 def compile_reduced(model: str, backend: str, target: str, precision: str,
                     values: dict[str, Any], threads: int | None = None,
-                    opt_level: int = 2) -> tuple[Compiled, ReduceResult | None]:
+                    opt_level: int = 2, dims: dict[str, int] | None = None
+                    ) -> tuple[Compiled, ReduceResult | None]:
     """``kiln.compile`` with the parsed command line options; returns the compiled model
     and its reduction report (an empty one when the graph already carried ``precision``,
     None when no reduction was asked for). Random-calibration warnings go to stderr."""
@@ -97,7 +98,7 @@ def compile_reduced(model: str, backend: str, target: str, precision: str,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
         compiled = compile(source, backend, target, precision, threads, opt_level,
-                           reduce=reduce)
+                           reduce=reduce, **({"dims": dims} if dims else {}))
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
             click.secho(f"warning: {w.message}", fg="yellow", err=True)

@@ -8,7 +8,8 @@ The steps, in order, one function each:
 
 1. ``choose_backends``   "auto", a name or a priority list -> ``BackendChoice``
 2. ``Guards.from_options`` then ``guards.check_model`` (after import): resource limits
-3. ``import_validated``  ONNX -> IR, checked against kiln's and the backends' limits
+3. ``import_validated``  ONNX -> IR, checked against kiln's and the backends' limits;
+                         ``fix_input_dims`` binds the symbolic input dims given as ``dims``
 4. ``optimize``          the pass pipeline for the level, the target and the backends' caps
 5. ``reduce``            prune / int8 / fp16 / bf16 when asked (``kiln.compiler.reduce``)
 6. ``build``             ``backend.compile``, or partition and compile each piece; the
@@ -175,6 +176,11 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                                      device=str(options.pop("device", "CPU")), extra=options)
     level = DEFAULT_LEVEL if opt_level is None else opt_level
     graph = import_validated(model, choice.engines)
+    dims = options.pop("dims", None)
+    if dims:
+        from kiln.runtime.input_dims import fix_input_dims
+
+        fix_input_dims(graph, dims)
     # Before the optimizer, whose constant folding would build what the guards refuse.
     checks = guards_module.check_model(graph, guards, choice.engines)
     source_sha256 = graph.meta.get("kiln.source_sha256", "") or ""

@@ -326,3 +326,50 @@ def _from_uses(specs: Sequence[TensorSpec], model: Any,
                                      (size, f"forced by {node.op_type} '{where}'"))
                 if follow is not None:
                     frontier.append(follow)
+
+
+def fix_input_dims(model: Any, dims: Mapping[str, int]) -> dict[str, int]:
+    """Bind symbolic input dims of an ``onnx_ir`` model for good, before it is optimized
+    (onnxruntime's free-dimension overrides, OpenVINO's ``reshape``): ``dims`` maps a dim
+    name, or ``INPUT:AXIS`` for an unnamed one, to its size. Every value that carries a named
+    dim gets the size, so shape inference, the passes and the engines see static shapes (the
+    native plan is then laid out once, at compile time); inputs of other sizes are refused
+    at run time like any wrong shape. Returns what was bound."""
+    import onnx_ir as ir
+
+    from kiln.backends.onnx_export import value_spec
+
+    graph = model.graph
+    specs = [value_spec(v) for v in graph.inputs]
+    keys = {dim_key(s, a): (s, a) for s in specs for a in range(len(s.shape or ()))
+            if not isinstance(s.shape[a], int)}
+    for key, size in dims.items():
+        if type(size) is not int or size < 1:
+            raise InputError(f"dims: the size of '{key}' must be an integer >= 1, got {size!r}")
+        if key not in keys:
+            have = ", ".join(sorted(keys)) or "none (every input dim is fixed)"
+            raise InputError(f"dims: no input has a symbolic dim '{key}'; symbolic dims: {have}")
+    # a named dim is bound wherever the name appears; an unnamed one on its input only
+    named = {k: v for k, v in dims.items() if isinstance(keys[k][0].shape[keys[k][1]], str)}
+    positional = {(keys[k][0].name, keys[k][1]): v for k, v in dims.items() if k not in named}
+
+    def bind(value: ir.Value, is_input: bool) -> None:
+        if value.shape is None:
+            return
+        new = []
+        for axis, d in enumerate(value.shape):
+            name = d.value if isinstance(d, ir.SymbolicDim) else None
+            size = named.get(name) if name else None
+            if size is None and is_input and not name and not isinstance(d, int):
+                size = positional.get((value.name, axis))
+            new.append(size if size is not None else d)
+        value.shape = ir.Shape(new)
+
+    for value in graph.inputs:
+        bind(value, True)
+    for node in graph.all_nodes():
+        for value in node.outputs:
+            bind(value, False)
+    for value in graph.outputs:
+        bind(value, False)
+    return dict(dims)

@@ -45,7 +45,10 @@ class Session:
     opt_level: 0 (import only), 1 (cleanup), 2 (default: + fusions), 3 (+ target choices).
     options:   backend-specific settings passed through (e.g. ``device="GPU"`` for OpenVINO,
                ``fallback=None`` for strict native runs), the guards (``max_memory``,
-               ``timeout``, ``max_loop_iterations``) and the reduction options of ``kiln
+               ``timeout``, ``max_loop_iterations``), ``dims={"batch": 1, "height": 640}``
+               to compile for those sizes of symbolic input dims only (as onnxruntime's
+               free-dimension overrides or OpenVINO's ``reshape``: static shapes, and the
+               native plan laid out once) and the reduction options of ``kiln
                compile`` (the fields of ``kiln.compiler.reduce.ReduceOptions``:
                ``calibration``, ``quantization_mode``, ``exclude``, ``max_accuracy_drop``,
                ``prune``, ``speed_gate``, ...), or ``reduce=ReduceOptions(...)``.

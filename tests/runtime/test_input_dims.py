@@ -113,3 +113,68 @@ def test_resolved_shapes_run_on_onnxruntime():
     got = resolve_input_dims(session.inputs, session.model)
     out = session(**random_feeds(got.specs(session.inputs)))
     assert out["y"].shape == (1, 4)
+
+
+# ---- binding symbolic dims at compile time (``dims=``, ``kiln compile --dim``) ---------------
+def test_fixed_dims_reach_every_value_that_names_them():
+    from kiln.runtime.input_dims import fix_input_dims
+
+    model = _detector()
+    fix_input_dims(model, {"batch": 1, "height": 64, "width": 32})
+    assert tuple(model.graph.inputs[0].shape) == (1, 3, 64, 32)
+    assert tuple(model.graph.outputs[0].shape) == (1, 7, 64, 32)
+
+
+@pytest.mark.parametrize("dims, message", [
+    ({"depth": 4}, "no input has a symbolic dim 'depth'; symbolic dims: batch, height, width"),
+    ({"height": 0}, "must be an integer >= 1"),
+    ({"height": 2.5}, "must be an integer >= 1"),
+])
+def test_fixed_dims_refuse_what_the_model_does_not_have(dims, message):
+    from kiln.runtime.input_dims import fix_input_dims
+
+    with pytest.raises(InputError, match=message):
+        fix_input_dims(_detector(), dims)
+
+
+def test_an_unnamed_dim_is_bound_on_its_input_only():
+    from model_builders import make_dynamic_dim_model
+
+    from kiln.compiler.frontend import import_model
+    from kiln.runtime.input_dims import fix_input_dims
+
+    model = import_model(make_dynamic_dim_model())  # as compile sees it: -1 made unnamed
+    assert _specs(model)[0].shape[0] is None
+    fix_input_dims(model, {"x:0": 2})
+    assert model.graph.inputs[0].shape[0] == 2
+
+
+@pytest.mark.parametrize("backend", ["native", "onnxruntime"])
+def test_a_session_compiled_for_fixed_dims_runs_them_and_refuses_others(backend: str):
+    from kiln import Session
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 8)).astype(np.float32)
+    dynamic = Session(make_stride_detector(), backend=backend)
+    fixed = Session(make_stride_detector(), backend=backend,
+                    dims={"batch": 1, "height": 16, "width": 8})
+    assert fixed.inputs[0].shape == (1, 3, 16, 8)
+    np.testing.assert_allclose(fixed.run(None, {"x": x})[0], dynamic.run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+    if backend == "native":  # laid out once, at compile time
+        assert fixed._compiled.segments[0].lowered.memory.dynamic_values == 0
+    with pytest.raises(InputError, match="expected 16"):
+        fixed.run(None, {"x": np.zeros((1, 3, 32, 8), np.float32)})
+
+
+def test_kiln_compile_dim_writes_a_static_artifact(tmp_path):
+    import onnx as onnx_module
+
+    from kiln.cli import main
+    from kiln.runtime.session import Session
+
+    src = tmp_path / "det.onnx"
+    onnx_module.save(make_stride_detector(), src)
+    out = tmp_path / "det.kiln"
+    assert main(["compile", str(src), "-b", "native", "-o", str(out), "--dim", "batch=1",
+                 "--dim", "height=16", "--dim", "width=8"]) == 0
+    assert Session(out).inputs[0].shape == (1, 3, 16, 8)
