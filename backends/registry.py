@@ -1,12 +1,15 @@
 """Backends found by name. Adding a backend = one module + one line in ``_BACKENDS``.
 
 Backend modules are imported lazily so ``import kiln`` stays fast and works without the
-heavy SDKs (OpenVINO, TensorRT) installed.
+heavy SDKs (OpenVINO, TensorRT) installed. ``KILN_DISABLE_BACKENDS=openvino,tensorrt`` makes
+the named backends unavailable without importing them (a process that must not load an SDK:
+the sanitizer runs, where OpenVINO's TBB binding cannot load).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 from kiln.errors import BackendUnavailableError, KilnError
@@ -47,6 +50,9 @@ def availability(name: str) -> Availability:
     """``get_backend(name).is_available()``, never raising."""
     from kiln.backends.base import Availability
 
+    disabled = {n.strip() for n in os.environ.get("KILN_DISABLE_BACKENDS", "").split(",")}
+    if name in disabled:
+        return Availability(False, "disabled by KILN_DISABLE_BACKENDS")
     try:
         return get_backend(name).is_available()
     except Exception as exc:  # an import-time failure is an unavailable backend

@@ -39,3 +39,15 @@ def test_auto_prefers_openvino_on_cpu():
 
     name, why = registry.choose_auto(Target.parse("cpu"))
     assert name == "openvino" and "auto" in why
+
+
+def test_a_disabled_backend_is_unavailable_and_says_why(monkeypatch):
+    from kiln.compiler.target import Target
+
+    monkeypatch.setenv("KILN_DISABLE_BACKENDS", "openvino, tensorrt")
+    status = registry.availability("openvino")
+    assert not status.ok and "KILN_DISABLE_BACKENDS" in status.reason
+    assert "openvino" not in registry.available_backends()
+    assert registry.choose_auto(Target.parse("cpu"))[0] == "onnxruntime"
+    with pytest.raises(kiln.KilnError, match="KILN_DISABLE_BACKENDS"):
+        registry.require("openvino")
