@@ -176,11 +176,16 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                                      device=str(options.pop("device", "CPU")), extra=options)
     level = DEFAULT_LEVEL if opt_level is None else opt_level
     graph = import_validated(model, choice.engines)
-    dims = options.pop("dims", None)
-    if dims:
+    # dims: a size binds the dim for good; a (min, opt, max) range keeps it symbolic and goes
+    # on to the backends that plan for ranges (TensorRT's optimization profile)
+    dims = dict(options.pop("dims", None) or {})
+    ranges = {k: v for k, v in dims.items() if isinstance(v, (tuple, list))}
+    if ranges:
+        options["dims"] = ranges
+    if len(ranges) < len(dims):
         from kiln.runtime.input_dims import fix_input_dims
 
-        fix_input_dims(graph, dims)
+        fix_input_dims(graph, {k: v for k, v in dims.items() if k not in ranges})
     # Before the optimizer, whose constant folding would build what the guards refuse.
     checks = guards_module.check_model(graph, guards, choice.engines)
     source_sha256 = graph.meta.get("kiln.source_sha256", "") or ""

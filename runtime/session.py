@@ -48,7 +48,9 @@ class Session:
                ``timeout``, ``max_loop_iterations``), ``dims={"batch": 1, "height": 640}``
                to compile for those sizes of symbolic input dims only (as onnxruntime's
                free-dimension overrides or OpenVINO's ``reshape``: static shapes, and the
-               native plan laid out once) and the reduction options of ``kiln
+               native plan laid out once; a ``(min, opt, max)`` triple instead keeps the dim
+               symbolic and sets TensorRT's optimization profile) and the reduction options
+               of ``kiln
                compile`` (the fields of ``kiln.compiler.reduce.ReduceOptions``:
                ``calibration``, ``quantization_mode``, ``exclude``, ``max_accuracy_drop``,
                ``prune``, ``speed_gate``, ...), or ``reduce=ReduceOptions(...)``.

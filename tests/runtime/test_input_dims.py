@@ -178,3 +178,12 @@ def test_kiln_compile_dim_writes_a_static_artifact(tmp_path):
     assert main(["compile", str(src), "-b", "native", "-o", str(out), "--dim", "batch=1",
                  "--dim", "height=16", "--dim", "width=8"]) == 0
     assert Session(out).inputs[0].shape == (1, 3, 16, 8)
+
+
+def test_a_dim_range_stays_symbolic_and_reaches_the_backend_options():
+    from kiln.runtime.compile import compile
+
+    compiled = compile(make_stride_detector(), backend="onnxruntime",
+                       dims={"batch": (1, 2, 4), "height": 16, "width": 8})
+    assert compiled.inputs[0].shape == ("batch", 3, 16, 8)
+    assert compiled.options.extra["dims"] == {"batch": (1, 2, 4)}
