@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kiln.errors import BackendUnavailableError, KilnError
@@ -25,6 +26,17 @@ _BACKENDS = {
     "openvino": "kiln.backends.openvino:OpenVinoBackend",
     "native": "kiln.backends.native.backend:NativeBackend",
     "tensorrt": "kiln.backends.tensorrt:TensorRtBackend",
+}
+
+#: Keys of ``CompileOptions.extra`` each backend reads (declared here, next to the registry,
+#: so a misspelt option is caught without importing every SDK; tests/backends/test_registry.py
+#: checks each backend module reads no other).
+BACKEND_OPTIONS = {
+    "onnxruntime": frozenset({"allow_spinning", "ort_graph_optimization_level", "profile"}),
+    "openvino": frozenset({"performance_hint", "profile"}),
+    "native": frozenset({"max_tensor_bytes", "fold_constants", "profile"}),
+    "tensorrt": frozenset({"trt_workspace_bytes", "trt_optimization_level", "dims", "profiles",
+                           "profile"}),
 }
 
 _instances: dict[str, Backend] = {}
@@ -57,6 +69,18 @@ def availability(name: str) -> Availability:
         return get_backend(name).is_available()
     except Exception as exc:  # an import-time failure is an unavailable backend
         return Availability(False, f"{type(exc).__name__}: {exc}")
+
+
+def check_options(names: Sequence[str]) -> None:
+    """KilnError for option keys no registered backend reads (a misspelling would otherwise
+    be ignored without a word)."""
+    known = frozenset().union(*BACKEND_OPTIONS.values())
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise KilnError(f"unknown option(s) {', '.join(map(repr, unknown))}; backends read "
+                        f"{', '.join(sorted(known))} (and kiln.compile takes device, dims, "
+                        "fallback, min_partition_nodes, max_memory, timeout, "
+                        "max_loop_iterations and the reduction options)")
 
 
 def backend_limits(name: str) -> Limits | None:

@@ -172,16 +172,18 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     choice = choose_backends(backend, target, options)
     guards = guards_module.Guards.from_options(options)
     reduce = reduce or ReduceOptions.pop_from(options)
-    compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
-                                     device=str(options.pop("device", "CPU")), extra=options)
-    level = DEFAULT_LEVEL if opt_level is None else opt_level
-    graph = import_validated(model, choice.engines)
     # dims: a size binds the dim for good; a (min, opt, max) range keeps it symbolic and goes
     # on to the backends that plan for ranges (TensorRT's optimization profile)
     dims = dict(options.pop("dims", None) or {})
     ranges = {k: v for k, v in dims.items() if isinstance(v, (tuple, list))}
     if ranges:
         options["dims"] = ranges
+    device = str(options.pop("device", "CPU"))
+    registry.check_options(list(options))
+    compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
+                                     device=device, extra=options)
+    level = DEFAULT_LEVEL if opt_level is None else opt_level
+    graph = import_validated(model, choice.engines)
     if len(ranges) < len(dims):
         from kiln.runtime.input_dims import fix_input_dims
 
@@ -384,8 +386,10 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
             artifact.backend:  # stored whole: nothing left this backend when it was compiled
         choice = dataclasses.replace(choice, partitioned=False, fallback=None)
     guards = guards_module.Guards.from_options(options)
+    device = str(options.pop("device", "CPU"))
+    registry.check_options(list(options))
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
-                                     device=str(options.pop("device", "CPU")), extra=options)
+                                     device=device, extra=options)
     graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
     artifact.model_bytes = b""  # parsed: ``graph`` holds the model from here on
     checks = guards_module.check_model(graph, guards, choice.engines)

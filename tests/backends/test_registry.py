@@ -51,3 +51,24 @@ def test_a_disabled_backend_is_unavailable_and_says_why(monkeypatch):
     assert registry.choose_auto(Target.parse("cpu"))[0] == "onnxruntime"
     with pytest.raises(kiln.KilnError, match="KILN_DISABLE_BACKENDS"):
         registry.require("openvino")
+
+
+def test_each_backend_reads_only_the_options_it_declares():
+    import re
+    from pathlib import Path
+
+    import kiln.backends as package
+
+    root = Path(package.__file__).parent
+    files = {"onnxruntime": ["onnxruntime.py"], "openvino": ["openvino.py"],
+             "native": ["native/backend.py"], "tensorrt": ["tensorrt.py"]}
+    for name, paths in files.items():
+        text = "".join((root / p).read_text() for p in paths)
+        read = set(re.findall(r"extra\.get\(\"(\w+)\"", text))
+        assert read <= registry.BACKEND_OPTIONS[name], (name, read - registry.BACKEND_OPTIONS[name])
+
+
+def test_a_misspelt_option_is_an_error_naming_it(conv_model):
+    with pytest.raises(kiln.KilnError, match="unknown option.*'fallbak'"):
+        kiln.Session(conv_model, backend="native", fallbak=None)
+    kiln.Session(conv_model, backend="onnxruntime", performance_hint="LATENCY")  # another's
