@@ -1,4 +1,5 @@
-// The plane contract of the depthwise convolution kernels (kernels/<isa>/f32_dwconv.cpp).
+// The plane contract of the depthwise convolution kernels (kernels/simd/f32_dwconv.h and
+// generic/f32_dwconv.cpp).
 //
 // One channel: y[oy, ox] = act(bias + sum_{ky,kx} w[ky, kx] * x[oy*sh + ky*dh, ox*sw + kx*dw]
 //                              + residual[oy, ox])

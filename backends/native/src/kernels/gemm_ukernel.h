@@ -1,5 +1,5 @@
 // The tile contract between the blocked SGEMM driver (gemm.cpp) and the per-ISA
-// microkernels (kernels/<isa>/f32_gemm.cpp).
+// microkernels (kernels/simd/f32_gemm.h, instantiated per ISA; generic/f32_gemm.cpp).
 //
 // A microkernel computes one MR x NR tile of C from packed panels:
 //   a: kc groups of MR floats (row r of group k is op(A)[row0 + r, k0 + k]), zero padded;

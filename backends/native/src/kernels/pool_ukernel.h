@@ -1,4 +1,4 @@
-// The plane contract of the pooling kernels (kernels/<isa>/f32_pool.cpp).
+// The plane contract of the pooling kernels (kernels/simd/f32_pool.h, generic/f32_pool.cpp).
 // `x` is one channel already padded by the driver (-inf for max, 0 for avg; rows of
 // `x_stride` floats, kPoolSlack readable floats past the last used column of every row),
 // so the kernels have no bounds checks. avg: y = sum * inv_h[oy] * inv_w[ox].

@@ -105,11 +105,11 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
 
 }  // namespace kiln
 
-// Defines the four Winograd entry points of one ISA (kernels/ukernels.inc names them
-// prefix##input / output / gather / scatter) over TILES tiles: each ISA's source is this one
-// line, compiled with that ISA's flags, so the templates above vectorize for it.
+// Defines the four Winograd entry points of one ISA inside namespace kiln
+// (kernels/ukernels.inc names them prefix##input / output / gather / scatter) over TILES
+// tiles, in a file compiled with that ISA's flags so the templates above vectorize for it
+// (kernels/simd/define_ukernels.h for the SIMD ISAs, generic/f32_winograd.cpp).
 #define KILN_DEFINE_WINO43_UKERNELS(suffix, TILES)                                              \
-  namespace kiln {                                                                              \
   void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs) {                     \
     wino43::input<TILES>(d, v, vs);                                                             \
   }                                                                                             \
@@ -122,5 +122,4 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias,      \
                                        const float* res, float* dst, size_t ds) {              \
     wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds);                                     \
-  }                                                                                             \
   }

@@ -1,0 +1,105 @@
+// The elementwise microkernels (ReLU, add, in-place activation, the strided binary op),
+// written once over a vector traits type V (kernels/<isa>/vec.h) and instantiated by each
+// ISA's translation unit under its own flags (kernels/simd/define_ukernels.h). Tails of
+// n < kWidth lanes use V's tail loads and stores.
+#pragma once
+#include <cstddef>
+
+#include "kernels/simd/lanes.h"
+#include "kernels/simd/vmath.h"
+#include "kernels/ukernels.h"
+
+namespace kiln::simd {
+
+// y = op(x) over n floats, two vectors a step.
+template <typename V, typename Op>
+inline void map1(size_t n, const float* x, float* y, Op op) {
+  constexpr size_t W = V::kWidth;
+  size_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    V::store(y + i, op(V::load(x + i)));
+    V::store(y + i + W, op(V::load(x + i + W)));
+  }
+  for (; i + W <= n; i += W) V::store(y + i, op(V::load(x + i)));
+  if (i < n) {
+    const typename V::tail m = V::tail_of(n - i);
+    V::store_tail(y + i, op(V::load_tail(x + i, m)), m);
+  }
+}
+
+template <typename V>
+void vrelu_ukernel(size_t n, const float* x, float* y) {
+  const typename V::vec zero = V::zero();
+  map1<V>(n, x, y, [zero](typename V::vec v) { return V::max(v, zero); });
+}
+
+template <typename V>
+void vact_ukernel(size_t n, float* x, Activation act, float alpha, float beta) {
+  constexpr size_t W = V::kWidth;
+  size_t i = 0;
+  for (; i + W <= n; i += W) V::store(x + i, activate<V>(V::load(x + i), act, alpha, beta));
+  if (i < n) store_n<V>(x + i, activate<V>(load_n<V>(x + i, n - i), act, alpha, beta), n - i);
+}
+
+namespace vbinop {
+
+template <typename V, BinaryOp Op>
+inline typename V::vec apply(typename V::vec a, typename V::vec b) {
+  if constexpr (Op == BinaryOp::add) return V::add(a, b);
+  else if constexpr (Op == BinaryOp::sub) return V::sub(a, b);
+  else if constexpr (Op == BinaryOp::mul) return V::mul(a, b);
+  else return V::div(a, b);
+}
+
+// SA / SB: whether a / b walk a row (true) or repeat their first element (false).
+template <typename V, BinaryOp Op, bool SA, bool SB>
+void rows(size_t n, const float* a, const float* b, float* y) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  const vec av = V::set1(*a), bv = V::set1(*b);
+  size_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const vec y0 = apply<V, Op>(SA ? V::load(a + i) : av, SB ? V::load(b + i) : bv);
+    const vec y1 = apply<V, Op>(SA ? V::load(a + i + W) : av, SB ? V::load(b + i + W) : bv);
+    V::store(y + i, y0);
+    V::store(y + i + W, y1);
+  }
+  for (; i + W <= n; i += W)
+    V::store(y + i, apply<V, Op>(SA ? V::load(a + i) : av, SB ? V::load(b + i) : bv));
+  if (i < n) {
+    const typename V::tail m = V::tail_of(n - i);
+    V::store_tail(y + i, apply<V, Op>(SA ? V::load_tail(a + i, m) : av,
+                                      SB ? V::load_tail(b + i, m) : bv), m);
+  }
+}
+
+template <typename V, BinaryOp Op>
+void strided(size_t n, const float* a, size_t sa, const float* b, size_t sb, float* y) {
+  if (sa && sb) rows<V, Op, true, true>(n, a, b, y);
+  else if (sa) rows<V, Op, true, false>(n, a, b, y);
+  else if (sb) rows<V, Op, false, true>(n, a, b, y);
+  else rows<V, Op, false, false>(n, a, b, y);
+}
+
+}  // namespace vbinop
+
+// y[i] = a[i * sa] op b[i * sb], sa, sb in {0, 1}; a and b's unit strides walk rows.
+template <typename V>
+void vbinop_ukernel(size_t n, const float* a, size_t sa, const float* b, size_t sb, float* y,
+                    BinaryOp op) {
+  if (n == 0) return;
+  switch (op) {
+    case BinaryOp::add: return vbinop::strided<V, BinaryOp::add>(n, a, sa, b, sb, y);
+    case BinaryOp::sub: return vbinop::strided<V, BinaryOp::sub>(n, a, sa, b, sb, y);
+    case BinaryOp::mul: return vbinop::strided<V, BinaryOp::mul>(n, a, sa, b, sb, y);
+    case BinaryOp::div: return vbinop::strided<V, BinaryOp::div>(n, a, sa, b, sb, y);
+  }
+}
+
+// y = a + b: the binary op with both operands walking rows.
+template <typename V>
+void vadd_ukernel(size_t n, const float* a, const float* b, float* y) {
+  if (n) vbinop::rows<V, BinaryOp::add, true, true>(n, a, b, y);
+}
+
+}  // namespace kiln::simd

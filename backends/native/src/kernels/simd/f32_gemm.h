@@ -1,0 +1,132 @@
+// The SGEMM tile microkernel (contract in kernels/gemm_ukernel.h) and the peak-FMA probe,
+// written once over a vector traits type V (kernels/<isa>/vec.h) and instantiated by each
+// ISA's translation unit under its own flags (kernels/simd/define_ukernels.h).
+// An MR x NR tile keeps MR x NR/kWidth accumulators in registers, NR/kWidth B vectors and one
+// broadcast A value live per k step; rows beyond m (edge tiles) are compiled out, one
+// instantiation per row count.
+#pragma once
+#include <cstddef>
+#include <utility>
+
+#include "kernels/gemm_ukernel.h"
+#include "kernels/simd/vmath.h"
+
+namespace kiln::simd {
+
+// acc: M rows of NV vectors, spilled once after the K loop so that the loop itself never
+// takes the accumulators' address and they stay in registers.
+template <typename V, size_t NV, int M>
+inline void gemm_store_tile(const float* acc, const GemmTile& t) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth, NR = NV * W;
+  const bool full = t.n == NR;
+  typename V::tail tails[NV];
+  for (size_t v = 0; v < NV; ++v) tails[v] = V::tail_of(t.n > v * W ? t.n - v * W : 0);
+  auto load = [&](const float* p, size_t v) {
+    return full ? V::load(p) : V::load_tail(p, tails[v]);
+  };
+  const Epilogue& ep = *t.ep;
+  vec bias_c[NV];
+  for (size_t v = 0; v < NV; ++v)
+    bias_c[v] = t.last && ep.bias_kind == BiasKind::per_col
+                    ? load(ep.bias + t.col0 + v * W, v) : V::zero();
+  for (int r = 0; r < M; ++r) {
+    float* c = t.c + r * t.ldc;
+    const size_t row = t.row0 + r;
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) {
+      const size_t j = v * W;
+      vec x = V::load_aligned(acc + r * NR + j);
+      if (t.accumulate) x = V::add(x, load(c + j, v));
+      if (t.last) {
+        switch (ep.bias_kind) {
+          case BiasKind::per_row: x = V::add(x, V::set1(ep.bias[row])); break;
+          case BiasKind::per_col: x = V::add(x, bias_c[v]); break;
+          case BiasKind::full: x = V::add(x, load(ep.bias + row * t.ldc + t.col0 + j, v)); break;
+          case BiasKind::none: break;
+        }
+        if (ep.residual) x = V::add(x, load(ep.residual + row * t.ldc + t.col0 + j, v));
+        x = activate<V>(x, ep.act, ep.alpha, ep.beta);
+      }
+      if (full) V::store(c + j, x);
+      else V::store_tail(c + j, x, tails[v]);
+    }
+  }
+}
+
+// PF: prefetch distance into A in k steps (0 = none); worth it when A streams from memory.
+template <typename V, size_t MR, size_t NV, size_t PF, int M>
+void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth, NR = NV * W;
+  vec c[M][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) c[r][v] = V::zero();
+  for (size_t k = 0; k < kc; ++k) {
+    vec bv[NV];
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
+    __builtin_prefetch(b + 8 * NR);
+    if (PF) __builtin_prefetch(a + PF * MR);
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r) {
+      const vec av = V::broadcast(a + r);
+#pragma GCC unroll 4
+      for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
+    }
+    a += MR;
+    b += NR;
+  }
+  alignas(64) float acc[M * NR];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) V::store_aligned(acc + r * NR + v * W, c[r][v]);
+  gemm_store_tile<V, NV, M>(acc, t);
+}
+
+using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
+
+template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
+constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr, gemm_tile<V, MR, NV, PF, int(R) + 1>...};
+
+template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
+constexpr const gemm_tile_fn* gemm_tile_table(std::index_sequence<R...>) {
+  return gemm_tiles<V, MR, NV, PF, R...>;
+}
+
+// The MR x NR microkernel: the tile for m rows, with the A prefetch when the driver says A
+// streams from memory and the ISA has a distance for it.
+template <typename V, size_t MR, size_t NR>
+void gemm_ukernel(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t) {
+  static_assert(NR % V::kWidth == 0, "NR is whole vectors");
+  constexpr size_t NV = NR / V::kWidth, PF = V::kGemmStreamPrefetch;
+  constexpr auto rows = std::make_index_sequence<MR>{};
+  const gemm_tile_fn* tiles = PF && t.stream_a ? gemm_tile_table<V, MR, NV, PF>(rows)
+                                               : gemm_tile_table<V, MR, NV, 0>(rows);
+  tiles[m](kc, a, b, t);
+}
+
+// kFmaChains independent FMA chains (enough to cover FMA latency x throughput); returns
+// the flops done.
+template <typename V>
+double fma_probe(size_t iters) {
+  using vec = typename V::vec;
+  constexpr int C = V::kFmaChains;
+  vec acc[C];
+  for (int i = 0; i < C; ++i) acc[i] = V::set1(float(i));
+  const vec m = V::set1(0.999999f), c = V::set1(1e-7f);
+  for (size_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < C; ++i) acc[i] = V::fma(acc[i], m, c);
+  }
+  vec s = acc[0];
+  for (int i = 1; i < C; ++i) s = V::add(s, acc[i]);
+  volatile float sink = V::lane0(s);
+  (void)sink;
+  return 2.0 * C * V::kWidth * double(iters);
+}
+
+}  // namespace kiln::simd
