@@ -69,6 +69,7 @@ from kiln.backends.base import (
     TensorSpec,
 )
 from kiln.backends.native import support
+from kiln.backends.native.dtypes import from_carrier, to_carrier
 from kiln.backends.native.expand import body_refusal, expand_functions
 from kiln.backends.native.plan import (
     LoweredPlan,
@@ -127,7 +128,7 @@ class NativeSegment:
         plan.set_limit_bytes(limit)
         plan.set_profiling(profile)
         for vid, arr in lowered.constants.items():
-            plan.add_constant(vid, contiguous(arr))
+            plan.add_constant(vid, *to_carrier(contiguous(arr)))
         for node in lowered.nodes:
             try:
                 plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
@@ -140,13 +141,13 @@ class NativeSegment:
         self.plan = plan
 
     def run(self, env: dict[str, np.ndarray]) -> None:
-        feeds = [env[name] for name in self.input_names]
+        carried = [to_carrier(env[name]) for name in self.input_names]
         try:
-            results = self.plan.run(feeds)
+            results = self.plan.run([a for a, _ in carried], [c for _, c in carried])
         except Exception as exc:  # C++ exceptions arrive as NodeError / LimitError
             raise _translate(exc, "") from exc
-        for name, arr in zip(self.output_names, results):
-            env[name] = arr
+        for name, (arr, code) in zip(self.output_names, results):
+            env[name] = from_carrier(arr, code)
 
     def node_times(self) -> list[NodeTime]:
         """The executor's per-node clock for its last run (profile=True at compile)."""
@@ -400,7 +401,7 @@ class _Evaluator:
         plan.set_limit_bytes(self.limit)
         for i, arr in enumerate(inputs):
             if arr is not None:
-                plan.add_constant(i, contiguous(arr))
+                plan.add_constant(i, *to_carrier(contiguous(arr)))
         in_ids = [-1 if arr is None else i for i, arr in enumerate(inputs)]
         out_ids = [n_in + k for k in range(n_out)]
         where = f" (compile-time evaluation of node '{node.name}')"
@@ -409,7 +410,7 @@ class _Evaluator:
             plan.add_node(node.name or "", domain, node.op_type, opset, in_ids, out_ids, attrs)
             plan.set_memory([-1] * (n_in + n_out), [0] * (n_in + n_out), 0, [[]])
             plan.set_io([], out_ids)
-            return list(plan.run([]))
+            return [from_carrier(arr, code) for arr, code in plan.run([])]
         except (ext.NodeError, ext.LimitError) as exc:
             err = _translate(exc, where)
             if isinstance(err, ResourceError):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
+from kiln.backends.native.dtypes import NARROW_TYPES
+
 DT = ir.DataType
 FLOAT = frozenset({DT.FLOAT})
 FLOATS = frozenset({DT.FLOAT, DT.DOUBLE})
@@ -22,6 +24,7 @@ INTS = frozenset({DT.INT64, DT.INT32, DT.INT16, DT.INT8, DT.UINT64, DT.UINT32, D
 NUMERIC = FLOATS | INTS
 NUMERIC_BOOL = NUMERIC | {DT.BOOL}
 ANY = NUMERIC_BOOL | {DT.FLOAT16}
+CASTABLE = ANY | NARROW_TYPES   # Cast/CastLike also convert to and from the narrow types
 INDEX = frozenset({DT.INT64, DT.INT32})
 
 ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid", "HardSwish",
@@ -108,11 +111,16 @@ def _cast(node: ir.Node) -> str | None:
         target = DT(int(to))
     except (TypeError, ValueError):
         return f"to={to!r}"
-    if target not in ANY:
+    if target not in CASTABLE:
         return f"cast to {target.name}"
-    if _attr(node, "round_mode", "up") != "up":
-        return "round_mode"
+    if _attr(node, "round_mode", "up") not in ("up", "down", "nearest"):
+        return f"round_mode={_attr(node, 'round_mode')!r}"
     return None
+
+
+def _cast_like_target(node: ir.Node) -> str | None:
+    target = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    return None if target is None or target in CASTABLE else f"cast to {target.name}"
 
 
 def _constant_of_shape(node: ir.Node) -> str | None:
@@ -262,8 +270,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "Size"): Rule(ANY, free_outputs=(0,)),
     ("", "ConstantOfShape"): Rule(INDEX, free_outputs=(0,), check=_constant_of_shape),
     ("", "Range"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32})),
-    ("", "Cast"): Rule(ANY, free_outputs=(0,), check=_cast),
-    ("", "CastLike"): Rule(ANY, free_inputs=(1,), free_outputs=(0,)),
+    ("", "Cast"): Rule(CASTABLE, free_outputs=(0,), check=_cast),
+    ("", "CastLike"): Rule(CASTABLE, free_inputs=(1,), free_outputs=(0,),
+                           check=_cast_like_target),
     ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
     ("", "SpaceToDepth"): Rule(ANY, check=_depth_to_space),
     ("", "Constant"): Rule(ANY, free_outputs=(0,)),
@@ -332,7 +341,7 @@ def refusal(node: ir.Node) -> str | None:
         dt = _dtype(value)
         if dt is None:
             continue
-        if dt not in ANY:
+        if dt not in ANY | rule.types:
             return f"output {i} of element type {dt.name}"
         if i in rule.free_outputs:
             continue
