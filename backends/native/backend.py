@@ -196,7 +196,8 @@ class NativeCompiledModel(CompiledModel):
 
     def signature_arena_bytes(self) -> list[int]:
         """Arena bytes planned at run time per input signature (models with symbolic dims)."""
-        return [b for s in self.segments for b in s.plan.signature_arena_bytes()]
+        return [b for s in self.segments if isinstance(s, NativeSegment)
+                for b in s.plan.signature_arena_bytes()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
@@ -326,35 +327,50 @@ class NativeBackend(Backend):
 
         graph_outputs = {v.name for v in graph.outputs}
         produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
-        seg_inputs: list[ir.Value] = []
-        seen: set[str] = set()
-        for n in nodes:
-            for v in n.inputs:
-                if v is None or not v.name or v.name in seen or v.name in produced:
-                    continue
-                if v.name in initializers or v.const_value is not None:
-                    continue
-                seen.add(v.name)
-                seg_inputs.append(v)
-        seg_outputs = [o for n in nodes for o in n.outputs
-                       if o is not None and o.name in graph_outputs]
-
-        lowering = Lowering(opsets, limit, sizes)
-        evaluator = _Evaluator(limit, build_isa) if extra.get("fold_constants", True) else None
+        # The graph runs as native plans split at each If: an If picks a branch at run time
+        # and runs that branch's own plans (compiled here, recursively), outer values bound
+        # by name.
+        runs = _split_at_if(nodes)
+        needed_after = _needed_after(runs, graph_outputs)
+        segments: list[Any] = []
+        report_segments: list[dict[str, Any]] = []
         known_consts: dict[str, np.ndarray] = {}
-        lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
-        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
-                                build_isa)
-        mem = lowered.memory
-        for vid, arr in lowered.constants.items():  # outputs that became constants
-            known_consts.setdefault(lowered.value_names[vid], arr)
-        segments = [segment]
-        report_segments = [{"engine": "native", "nodes": len(lowered.nodes)}]
+        mem = None
+        kernels_segment = None
+        for index, run_nodes in enumerate(runs):
+            if _is_if(run_nodes[0]):
+                segments.append(self._build_if(run_nodes[0], options, sizes, isa))
+                report_segments.append({"engine": "native", "if": run_nodes[0].name})
+                continue
+            seg_inputs, seg_outputs = _run_boundary(run_nodes, initializers,
+                                                    needed_after[index])
+            lowering = Lowering(opsets, limit, sizes)
+            evaluator = (_Evaluator(limit, build_isa) if extra.get("fold_constants", True)
+                         else None)
+            run_consts: dict[str, np.ndarray] = {}
+            lowered = lowering.lower(run_nodes, seg_inputs, seg_outputs, run_consts, evaluator)
+            segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
+                                    build_isa)
+            for vid, arr in lowered.constants.items():  # outputs that became constants
+                run_consts.setdefault(lowered.value_names[vid], arr)
+            known_consts.update(run_consts)
+            segments.append(segment)
+            report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
+            if mem is None:
+                mem, kernels_segment = lowered.memory, segment
+        if mem is None:  # nothing but If nodes (or nothing at all)
+            lowered = Lowering(opsets, limit, sizes).lower([], [], [], {}, None)
+            kernels_segment = NativeSegment(lowered, threads, limit, False, build_isa)
+            mem = lowered.memory
+        segment = kernels_segment
 
         # Graph outputs that are plain constants (never computed by a node).
         out_consts: dict[str, np.ndarray] = {}
+        for name, arr in known_consts.items():  # folded values later plans read
+            if any(name in needed for needed in needed_after):
+                out_consts[name] = arr
         for v in graph.outputs:
-            if v.name in produced:
+            if v.name in produced and v.name not in known_consts:
                 continue
             if v.name in known_consts:
                 out_consts[v.name] = known_consts[v.name]
@@ -379,6 +395,104 @@ class NativeBackend(Backend):
                                        out_consts, report)
         compiled.value_bytes = sizes
         return compiled
+
+    def _build_if(self, node: ir.Node, options: CompileOptions, sizes: dict[str, int],
+                  isa: str) -> IfSegment:
+        branches = []
+        for key in ("then_branch", "else_branch"):
+            graph = node.attributes[key].value
+            for domain, version in node.graph.opset_imports.items():  # a branch reads the
+                graph.opset_imports.setdefault(domain, version)          # outer opsets
+            model = ir.Model(graph, ir_version=10)
+            branches.append(self._build(model, options, sizes, isa))
+        return IfSegment(node, branches[0], branches[1])
+
+
+class IfSegment:
+    """An If: runs the plans of the branch its condition picks, over the outer values."""
+
+    def __init__(self, node: ir.Node, then_model: NativeCompiledModel,
+                 else_model: NativeCompiledModel) -> None:
+        self.name = node.name or "<If>"
+        self.cond = node.inputs[0].name
+        self.output_names = [o.name for o in node.outputs]
+        self.branches = (then_model, else_model)
+        self.branch_outputs = tuple([v.name for v in m.outputs] for m in self.branches)
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        cond = env[self.cond]
+        if cond.size != 1:
+            raise InputError(f"native backend: If '{self.name}': the condition has "
+                             f"{cond.size} elements, expected one")
+        pick = 0 if bool(cond.reshape(-1)[0]) else 1
+        model = self.branches[pick]
+        inner = dict(env)
+        for name, arr in model._constants.items():
+            inner.setdefault(name, arr)
+        for segment in model.segments:
+            segment.run(inner)
+        for outer, name in zip(self.output_names, self.branch_outputs[pick]):
+            if outer:
+                env[outer] = inner[name]
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+def _is_if(node: ir.Node) -> bool:
+    return node.op_type == "If" and node.domain in ("", "ai.onnx")
+
+
+def _split_at_if(nodes: list[ir.Node]) -> list[list[ir.Node]]:
+    """Runs of plain nodes, each If node a run of its own."""
+    runs: list[list[ir.Node]] = []
+    for node in nodes:
+        if _is_if(node):
+            runs.append([node])
+        elif runs and not _is_if(runs[-1][0]):
+            runs[-1].append(node)
+        else:
+            runs.append([node])
+    return runs
+
+
+def _reads(node: ir.Node) -> set[str]:
+    """Names ``node`` reads, those its subgraphs capture from outside included."""
+    names = {v.name for v in node.inputs if v is not None and v.name}
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            for inner in ir.traversal.RecursiveGraphIterator(attr.value):
+                names |= {v.name for v in inner.inputs if v is not None and v.name}
+    return names
+
+
+def _needed_after(runs: list[list[ir.Node]], graph_outputs: set[str]) -> list[set[str]]:
+    """Per run, the names read by a later run or returned by the graph."""
+    needed = [set() for _ in runs]
+    later = set(graph_outputs)
+    for i in range(len(runs) - 1, -1, -1):
+        needed[i] = set(later)
+        for node in runs[i]:
+            later |= _reads(node)
+    return needed
+
+
+def _run_boundary(nodes: list[ir.Node], initializers: Mapping[str, ir.Value],
+                  needed: set[str]) -> tuple[list[ir.Value], list[ir.Value]]:
+    """A run's inputs (read, not made here, not constant) and outputs (made here, needed)."""
+    produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
+    inputs: list[ir.Value] = []
+    seen: set[str] = set()
+    for n in nodes:
+        for v in n.inputs:
+            if v is None or not v.name or v.name in seen or v.name in produced:
+                continue
+            if v.name in initializers or v.const_value is not None:
+                continue
+            seen.add(v.name)
+            inputs.append(v)
+    outputs = [o for n in nodes for o in n.outputs if o is not None and o.name in needed]
+    return inputs, outputs
 
 
 class _Evaluator:

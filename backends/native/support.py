@@ -307,9 +307,27 @@ def _name(data: ir.DataType | None, rule: Rule) -> str:
     return data.name if data is not None else "/".join(sorted(t.name for t in rule.types))
 
 
+def _if_refusal(node: ir.Node) -> str | None:
+    """If runs when its condition is bool and every node of both branches runs natively."""
+    cond = _dtype(node.inputs[0]) if node.inputs else None
+    if cond is not None and cond != DT.BOOL:
+        return f"condition of element type {cond.name}"
+    for key in ("then_branch", "else_branch"):
+        attr = node.attributes.get(key)
+        if attr is None or attr.type != ir.AttributeType.GRAPH:
+            return f"no {key} graph"
+        for inner in attr.value:
+            reason = refusal(inner)
+            if reason is not None:
+                return f"{key} node '{inner.name or inner.op_type}': {reason}"
+    return None
+
+
 def refusal(node: ir.Node) -> str | None:
     """Why the native backend cannot run ``node``; None when it can."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain == "" and node.op_type == "If":
+        return _if_refusal(node)
     rule = RULES.get((domain, node.op_type))
     if rule is None:
         return f"no native kernel for {domain or 'ai.onnx'}::{node.op_type}"
