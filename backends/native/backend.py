@@ -327,20 +327,26 @@ class NativeBackend(Backend):
 
         graph_outputs = {v.name for v in graph.outputs}
         produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
-        # The graph runs as native plans split at each If: an If picks a branch at run time
-        # and runs that branch's own plans (compiled here, recursively), outer values bound
-        # by name.
-        runs = _split_at_if(nodes)
+        # The graph runs as native plans split at each If / Loop / Scan: each subgraph is
+        # compiled here to native plans of its own (recursively), which the control-flow
+        # segment runs (once, per iteration, per scan step) with outer values bound by name.
+        runs = _split_at_control_flow(nodes)
         needed_after = _needed_after(runs, graph_outputs)
         segments: list[Any] = []
         report_segments: list[dict[str, Any]] = []
         known_consts: dict[str, np.ndarray] = {}
+        flow_consts: dict[str, np.ndarray] = {}
         mem = None
         kernels_segment = None
         for index, run_nodes in enumerate(runs):
-            if _is_if(run_nodes[0]):
-                segments.append(self._build_if(run_nodes[0], options, sizes, isa))
-                report_segments.append({"engine": "native", "if": run_nodes[0].name})
+            if _is_control_flow(run_nodes[0]):
+                flow = run_nodes[0]
+                for v in flow.inputs:  # constant operands are read from the run's values
+                    if v is not None and v.name and v.const_value is not None:
+                        flow_consts[v.name] = contiguous(v.const_value.numpy())
+                segments.append(self._build_control_flow(flow, options, sizes, isa, opsets,
+                                                         limit))
+                report_segments.append({"engine": "native", flow.op_type: flow.name})
                 continue
             seg_inputs, seg_outputs = _run_boundary(run_nodes, initializers,
                                                     needed_after[index])
@@ -366,6 +372,7 @@ class NativeBackend(Backend):
 
         # Graph outputs that are plain constants (never computed by a node).
         out_consts: dict[str, np.ndarray] = {}
+        out_consts.update(flow_consts)
         for name, arr in known_consts.items():  # folded values later plans read
             if any(name in needed for needed in needed_after):
                 out_consts[name] = arr
@@ -396,16 +403,35 @@ class NativeBackend(Backend):
         compiled.value_bytes = sizes
         return compiled
 
-    def _build_if(self, node: ir.Node, options: CompileOptions, sizes: dict[str, int],
-                  isa: str) -> IfSegment:
-        branches = []
-        for key in ("then_branch", "else_branch"):
+    def _build_control_flow(self, node: ir.Node, options: CompileOptions,
+                            sizes: dict[str, int], isa: str, opsets: Mapping[str, int],
+                            limit: int) -> Any:
+        bodies = []
+        for key in support.SUBGRAPHS[node.op_type]:
             graph = node.attributes[key].value
-            for domain, version in node.graph.opset_imports.items():  # a branch reads the
-                graph.opset_imports.setdefault(domain, version)          # outer opsets
-            model = ir.Model(graph, ir_version=10)
-            branches.append(self._build(model, options, sizes, isa))
-        return IfSegment(node, branches[0], branches[1])
+            for domain, version in node.graph.opset_imports.items():  # a subgraph reads
+                graph.opset_imports.setdefault(domain, version)          # the outer opsets
+            bodies.append(self._build(ir.Model(graph, ir_version=10), options, sizes, isa))
+        if node.op_type == "If":
+            return IfSegment(node, bodies[0], bodies[1])
+        if node.op_type == "Loop":
+            return LoopSegment(node, bodies[0], limit)
+        if opsets.get("", 0) < 9:
+            raise UnsupportedError(f"native backend: Scan '{node.name}' of opset 8 (batched, "
+                                   "with sequence_lens) is not implemented")
+        return ScanSegment(node, bodies[0])
+
+
+def _run_body(model: NativeCompiledModel, env: Mapping[str, np.ndarray],
+              bound: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Runs a subgraph's plans over the outer values plus ``bound`` (its own inputs)."""
+    inner = dict(env)
+    for name, arr in model._constants.items():
+        inner.setdefault(name, arr)
+    inner.update(bound)
+    for segment in model.segments:
+        segment.run(inner)
+    return [inner[spec.name] for spec in model.outputs]
 
 
 class IfSegment:
@@ -417,39 +443,158 @@ class IfSegment:
         self.cond = node.inputs[0].name
         self.output_names = [o.name for o in node.outputs]
         self.branches = (then_model, else_model)
-        self.branch_outputs = tuple([v.name for v in m.outputs] for m in self.branches)
 
     def run(self, env: dict[str, np.ndarray]) -> None:
         cond = env[self.cond]
         if cond.size != 1:
             raise InputError(f"native backend: If '{self.name}': the condition has "
                              f"{cond.size} elements, expected one")
-        pick = 0 if bool(cond.reshape(-1)[0]) else 1
-        model = self.branches[pick]
-        inner = dict(env)
-        for name, arr in model._constants.items():
-            inner.setdefault(name, arr)
-        for segment in model.segments:
-            segment.run(inner)
-        for outer, name in zip(self.output_names, self.branch_outputs[pick]):
+        model = self.branches[0 if bool(cond.reshape(-1)[0]) else 1]
+        for outer, arr in zip(self.output_names, _run_body(model, env, {})):
             if outer:
-                env[outer] = inner[name]
+                env[outer] = arr
 
     def node_times(self) -> list[NodeTime]:
         return []
 
 
-def _is_if(node: ir.Node) -> bool:
-    return node.op_type == "If" and node.domain in ("", "ai.onnx")
+#: Iterations a Loop without a trip count may run before kiln calls it runaway.
+MAX_LOOP_ITERATIONS = 1 << 24
 
 
-def _split_at_if(nodes: list[ir.Node]) -> list[list[ir.Node]]:
-    """Runs of plain nodes, each If node a run of its own."""
+class LoopSegment:
+    """Loop(M, cond, v...): the body's plans once per iteration; scan outputs stacked."""
+
+    def __init__(self, node: ir.Node, body: NativeCompiledModel, limit: int) -> None:
+        self.name = node.name or "<Loop>"
+        self.inputs = [v.name if v is not None else "" for v in node.inputs]
+        self.output_names = [o.name for o in node.outputs]
+        self.body = body
+        self.body_inputs = [spec.name for spec in body.inputs]
+        self.limit = limit
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        trip = _scalar(env, self.inputs[0], self.name, "M")
+        cond = _scalar(env, self.inputs[1], self.name, "cond") if len(self.inputs) > 1 else None
+        carried = [env[n] for n in self.inputs[2:]]
+        if trip is not None and trip < 0:
+            trip = 0
+        n_carried = len(carried)
+        scans: list[list[np.ndarray]] = []
+        i = 0
+        while (trip is None or i < trip) and (cond is None or bool(cond)):
+            if trip is None and i >= MAX_LOOP_ITERATIONS:
+                raise InputError(f"native backend: Loop '{self.name}' ran {i} iterations "
+                                 "without its condition turning false")
+            feeds = [np.array(i, np.int64), np.array(True if cond is None else bool(cond))]
+            bound = dict(zip(self.body_inputs, feeds + carried))
+            out = _run_body(self.body, env, bound)
+            cond = bool(np.asarray(out[0]).reshape(-1)[0]) if cond is not None else None
+            carried = out[1:1 + n_carried]
+            scans.append(out[1 + n_carried:])
+            i += 1
+        results = list(carried)
+        n_scan = len(self.output_names) - n_carried
+        for k in range(n_scan):
+            if scans:
+                results.append(np.stack([s[k] for s in scans]))
+            else:
+                results.append(_empty_stack(self.body.outputs[1 + n_carried + k]))
+        for name, arr in zip(self.output_names, results):
+            if name:
+                env[name] = contiguous(arr)
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+class ScanSegment:
+    """Scan(states..., scan inputs...): the body's plans once per step along each scan
+    input's axis (reversed when its direction is 1); scan outputs stacked the same way."""
+
+    def __init__(self, node: ir.Node, body: NativeCompiledModel) -> None:
+        self.name = node.name or "<Scan>"
+        self.inputs = [v.name for v in node.inputs]
+        self.output_names = [o.name for o in node.outputs]
+        self.body = body
+        self.body_inputs = [spec.name for spec in body.inputs]
+        m = int(node.attributes["num_scan_inputs"].as_int())
+        self.n_states = len(self.inputs) - m
+        k = len(self.output_names) - self.n_states
+
+        def ints(key: str, n: int) -> list[int]:
+            attr = node.attributes.get(key)
+            return list(attr.as_ints()) if attr is not None else [0] * n
+
+        self.in_axes, self.in_dirs = ints("scan_input_axes", m), ints("scan_input_directions", m)
+        self.out_axes = ints("scan_output_axes", k)
+        self.out_dirs = ints("scan_output_directions", k)
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        states = [env[n] for n in self.inputs[:self.n_states]]
+        xs = [env[n] for n in self.inputs[self.n_states:]]
+        lengths = set()
+        for j, x in enumerate(xs):
+            axis = self.in_axes[j] % max(x.ndim, 1)
+            xs[j] = np.moveaxis(x, axis, 0)
+            lengths.add(xs[j].shape[0])
+        if len(lengths) > 1:
+            raise InputError(f"native backend: Scan '{self.name}': scan inputs differ in "
+                             f"length along their scan axes ({sorted(lengths)})")
+        steps = lengths.pop() if lengths else 0
+        outs: list[list[np.ndarray]] = []
+        for t in range(steps):
+            slices = [contiguous(x[steps - 1 - t if d else t])
+                      for x, d in zip(xs, self.in_dirs)]
+            out = _run_body(self.body, env, dict(zip(self.body_inputs, states + slices)))
+            states = out[:self.n_states]
+            outs.append(out[self.n_states:])
+        results = list(states)
+        for k, (axis, direction) in enumerate(zip(self.out_axes, self.out_dirs)):
+            seq = [o[k] for o in outs]
+            if direction:
+                seq = seq[::-1]
+            if seq:
+                stacked = np.stack(seq)
+                results.append(np.moveaxis(stacked, 0, axis % stacked.ndim))
+            else:
+                results.append(_empty_stack(self.body.outputs[self.n_states + k]))
+        for name, arr in zip(self.output_names, results):
+            if name:
+                env[name] = contiguous(np.ascontiguousarray(arr))
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+def _empty_stack(spec: TensorSpec) -> np.ndarray:
+    """Zero steps of a scan output: [0, *its per-step shape] where that shape is known."""
+    dims = spec.shape or ()
+    per_step = tuple(d if isinstance(d, int) else 0 for d in dims)
+    return np.zeros((0, *per_step), spec.dtype)
+
+
+def _scalar(env: Mapping[str, np.ndarray], name: str, node: str, what: str) -> Any:
+    if not name:
+        return None
+    arr = env[name]
+    if arr.size != 1:
+        raise InputError(f"native backend: Loop '{node}': {what} has {arr.size} elements, "
+                         "expected one")
+    return arr.reshape(-1)[0].item()
+
+
+def _is_control_flow(node: ir.Node) -> bool:
+    return node.op_type in support.SUBGRAPHS and node.domain in ("", "ai.onnx")
+
+
+def _split_at_control_flow(nodes: list[ir.Node]) -> list[list[ir.Node]]:
+    """Runs of plain nodes, each If / Loop / Scan node a run of its own."""
     runs: list[list[ir.Node]] = []
     for node in nodes:
-        if _is_if(node):
+        if _is_control_flow(node):
             runs.append([node])
-        elif runs and not _is_if(runs[-1][0]):
+        elif runs and not _is_control_flow(runs[-1][0]):
             runs[-1].append(node)
         else:
             runs.append([node])

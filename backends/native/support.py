@@ -123,6 +123,17 @@ def _cast_like_target(node: ir.Node) -> str | None:
     return None if target is None or target in CASTABLE else f"cast to {target.name}"
 
 
+def _bit_cast(node: ir.Node) -> str | None:
+    reason = _cast(node)
+    if reason is not None:
+        return reason
+    source = _dtype(node.inputs[0]) if node.inputs else None
+    target = DT(int(_attr(node, "to")))
+    if source is not None and source.itemsize != target.itemsize:
+        return f"bitcast from {source.name} to {target.name}: the widths differ"
+    return None
+
+
 def _constant_of_shape(node: ir.Node) -> str | None:
     value = _attr(node, "value")
     if value is not None and value.dtype not in ANY:
@@ -271,6 +282,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ConstantOfShape"): Rule(INDEX, free_outputs=(0,), check=_constant_of_shape),
     ("", "Range"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32})),
     ("", "Cast"): Rule(CASTABLE, free_outputs=(0,), check=_cast),
+    ("", "BitCast"): Rule(CASTABLE, free_outputs=(0,), check=_bit_cast),
     ("", "CastLike"): Rule(CASTABLE, free_inputs=(1,), free_outputs=(0,),
                            check=_cast_like_target),
     ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
@@ -307,12 +319,22 @@ def _name(data: ir.DataType | None, rule: Rule) -> str:
     return data.name if data is not None else "/".join(sorted(t.name for t in rule.types))
 
 
-def _if_refusal(node: ir.Node) -> str | None:
-    """If runs when its condition is bool and every node of both branches runs natively."""
-    cond = _dtype(node.inputs[0]) if node.inputs else None
-    if cond is not None and cond != DT.BOOL:
-        return f"condition of element type {cond.name}"
-    for key in ("then_branch", "else_branch"):
+SUBGRAPHS = {"If": ("then_branch", "else_branch"), "Loop": ("body",), "Scan": ("body",)}
+
+
+def _control_flow_refusal(node: ir.Node) -> str | None:
+    """If, Loop and Scan run when every node of their subgraphs runs natively (each
+    subgraph becomes native plans of its own); If's condition must be bool."""
+    if node.op_type == "If":
+        cond = _dtype(node.inputs[0]) if node.inputs else None
+        if cond is not None and cond != DT.BOOL:
+            return f"condition of element type {cond.name}"
+    if node.op_type == "Scan" and node.inputs and node.inputs[0] is not None \
+            and node.inputs[0].dtype == DT.INT64 and "num_scan_inputs" in node.attributes \
+            and len(node.inputs) > int(_attr(node, "num_scan_inputs")) + 1 \
+            and node.version is not None and node.version < 9:
+        return "Scan-8 (batched, with sequence_lens)"
+    for key in SUBGRAPHS[node.op_type]:
         attr = node.attributes.get(key)
         if attr is None or attr.type != ir.AttributeType.GRAPH:
             return f"no {key} graph"
@@ -326,8 +348,8 @@ def _if_refusal(node: ir.Node) -> str | None:
 def refusal(node: ir.Node) -> str | None:
     """Why the native backend cannot run ``node``; None when it can."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
-    if domain == "" and node.op_type == "If":
-        return _if_refusal(node)
+    if domain == "" and node.op_type in SUBGRAPHS:
+        return _control_flow_refusal(node)
     rule = RULES.get((domain, node.op_type))
     if rule is None:
         return f"no native kernel for {domain or 'ai.onnx'}::{node.op_type}"

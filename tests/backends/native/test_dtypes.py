@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import kiln
 import kiln.backend
 from kiln.backends.native.dtypes import NARROW, from_carrier, to_carrier
 
@@ -87,3 +88,29 @@ def test_carrier_round_trip_keeps_bits_and_dtype():
     assert back.dtype == x.dtype and back.tobytes() == x.tobytes()
     plain = np.ones(3, np.float32)
     assert to_carrier(plain) == (plain, 0)
+
+
+@pytest.mark.parametrize("src,to", [(np.float32, TensorProto.INT32),
+                                    (np.int64, TensorProto.DOUBLE),
+                                    (np.bool_, TensorProto.UINT8)])
+def test_bitcast_keeps_the_bytes(src: type, to: int):
+    x = np.array([[1.5, -2.0, 0.0], [3.0, 1.0, 7.0]]).astype(src)
+    node = helper.make_node("BitCast", ["x"], ["y"], to=to)
+    dtype = helper.tensor_dtype_to_np_dtype(to)
+    graph = helper.make_graph(
+        [node], "bitcast",
+        [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype), [2, 3])],
+        [helper.make_tensor_value_info("y", to, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26)])
+    [y] = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run([x])
+    assert y.dtype == dtype and y.tobytes() == x.tobytes()
+
+
+def test_bitcast_between_widths_is_refused_naming_both():
+    node = helper.make_node("BitCast", ["x"], ["y"], to=TensorProto.INT64)
+    graph = helper.make_graph(
+        [node], "bitcast", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26)])
+    with pytest.raises(kiln.UnsupportedError, match="FLOAT to INT64"):
+        kiln.backend.prepare(model, "CPU", backend="native", fallback=None)

@@ -250,7 +250,26 @@ KernelFactory cast_like() {
   };
 }
 
+// BitCast: the same bytes under another element type of the same width.
+KernelFactory bit_cast() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t to = node.attr_i("to", 0);
+    if (!dtype_known(static_cast<int>(to)))
+      node.fail("bitcast target type " + std::to_string(to) + " is not supported");
+    const DType dst = static_cast<DType>(to);
+    return std::unique_ptr<Kernel>(new FnKernel([dst](OpContext& c) {
+      const Tensor& x = c.in(0);
+      if (dtype_size(x.dtype) != dtype_size(dst))
+        c.fail(std::string("cannot bitcast ") + dtype_name(x.dtype) + " to " +
+               dtype_name(dst) + ": the widths differ");
+      Tensor& y = c.output(0, dst, x.shape);
+      if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
+    }));
+  };
+}
+
 KILN_REGISTER_OP("", "Cast", cast());
+KILN_REGISTER_OP("", "BitCast", bit_cast());
 KILN_REGISTER_OP("", "CastLike", cast_like());
 
 }  // namespace
