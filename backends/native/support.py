@@ -161,12 +161,16 @@ def _auto_pad(node: ir.Node) -> str | None:
     return _one_of("auto_pad", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), "NOTSET")(node)
 
 
-def _lstm(node: ir.Node) -> str | None:
-    acts = _attr(node, "activations")
-    directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
-    if acts is not None and list(acts) != ["Sigmoid", "Tanh", "Tanh"] * directions:
-        return f"activations={list(acts)} (native runs Sigmoid, Tanh, Tanh)"
-    return _one_of("direction", ("forward", "reverse", "bidirectional"), "forward")(node)
+def _recurrent(default_activations: list[str]) -> Check:
+    """LSTM / GRU / RNN: the default activations only, any direction."""
+    def check(node: ir.Node) -> str | None:
+        acts = _attr(node, "activations")
+        directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
+        if acts is not None and list(acts) != default_activations * directions:
+            return (f"activations={list(acts)} (native runs "
+                    f"{', '.join(default_activations)})")
+        return _one_of("direction", ("forward", "reverse", "bidirectional"), "forward")(node)
+    return check
 
 
 def _pow(node: ir.Node) -> str | None:
@@ -236,7 +240,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ConvTranspose"): Rule(FLOAT, check=_auto_pad),
     ("", "Gemm"): Rule(FLOAT),
     ("", "MatMul"): Rule(FLOAT),
-    ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_lstm),
+    ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh", "Tanh"])),
+    ("", "GRU"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh"])),
+    ("", "RNN"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Tanh"])),
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
     # int8: Q/DQ, run-time quantization, the integer product
     ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),
