@@ -222,7 +222,7 @@ RULES: dict[tuple[str, str], Rule] = {
         "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan",
         "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softplus",
         "Softsign", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Relu",
-        "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mean")},
+        "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mean", "Swish")},
     ("", "Gelu"): Rule(FLOATS, check=_gelu),
     **{("", op): _N for op in ("Neg", "Abs", "Sign", "Add", "Sub", "Mul", "Div", "Mod",
                                "Sum", "Min", "Max")},
