@@ -47,6 +47,7 @@ class Rule:
     free_inputs: tuple[int, ...] = ()   # inputs whose type is not constrained here
     free_outputs: tuple[int, ...] = ()
     check: Check | None = None
+    narrow_outputs: frozenset = frozenset()  # narrow types the kernel's free outputs may have
 
 
 def _attr(node: ir.Node, key: str, default: object = None) -> object:
@@ -196,11 +197,30 @@ def _unblocked(node: ir.Node) -> str | None:
     return "blocked quantization (block_size)" if _attr(node, "block_size", 0) else None
 
 
+QUANTIZED = frozenset({DT.UINT8, DT.INT8, DT.UINT16, DT.INT16, DT.UINT4, DT.INT4, DT.UINT2,
+                       DT.INT2, DT.FLOAT8E4M3FN, DT.FLOAT8E4M3FNUZ, DT.FLOAT8E5M2,
+                       DT.FLOAT8E5M2FNUZ, DT.FLOAT4E2M1})
+
+
+def _float_scale(node: ir.Node) -> str | None:
+    scale = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    if scale is not None and scale != DT.FLOAT:
+        return f"scale of element type {scale.name} (native runs float32 scales)"
+    return _unblocked(node)
+
+
 def _quantize(node: ir.Node) -> str | None:
     out = _dtype(node.outputs[0]) if node.outputs else None
-    if out is not None and out not in (DT.UINT8, DT.INT8):
-        return f"QuantizeLinear to {out.name} (native quantizes to uint8 or int8)"
-    return _unblocked(node)
+    if out is not None and out not in QUANTIZED:
+        return f"QuantizeLinear to {out.name}"
+    return _float_scale(node)
+
+
+def _dequantize(node: ir.Node) -> str | None:
+    out = _dtype(node.outputs[0]) if node.outputs else None
+    if out is not None and out != DT.FLOAT:
+        return f"DequantizeLinear to {out.name} (native dequantizes to float32)"
+    return _float_scale(node)
 
 
 def _matmul_integer(node: ir.Node) -> str | None:
@@ -246,9 +266,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
     # int8: Q/DQ, run-time quantization, the integer product
     ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),
-                                 check=_quantize),
-    ("", "DequantizeLinear"): Rule(frozenset({DT.UINT8, DT.INT8, DT.INT32}), free_inputs=(1,),
-                                   free_outputs=(0,), check=_unblocked),
+                                 check=_quantize, narrow_outputs=QUANTIZED),
+    ("", "DequantizeLinear"): Rule(QUANTIZED | {DT.INT32}, free_inputs=(1,),
+                                   free_outputs=(0,), check=_dequantize),
     ("", "DynamicQuantizeLinear"): Rule(FLOAT, free_outputs=(0, 2)),
     ("", "MatMulInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
                                 free_outputs=(0,), check=_matmul_integer),
@@ -387,7 +407,7 @@ def refusal(node: ir.Node) -> str | None:
         dt = _dtype(value)
         if dt is None:
             continue
-        if dt not in ANY | rule.types:
+        if dt not in ANY | rule.types | rule.narrow_outputs:
             return f"output {i} of element type {dt.name}"
         if i in rule.free_outputs:
             continue

@@ -114,3 +114,41 @@ def test_bitcast_between_widths_is_refused_naming_both():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26)])
     with pytest.raises(kiln.UnsupportedError, match="FLOAT to INT64"):
         kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+
+
+QUANTIZED = [TensorProto.INT16, TensorProto.UINT16, TensorProto.INT4, TensorProto.UINT4,
+             TensorProto.INT2, TensorProto.UINT2, TensorProto.FLOAT8E4M3FN,
+             TensorProto.FLOAT8E5M2, TensorProto.FLOAT4E2M1]
+
+
+@pytest.mark.parametrize("to", QUANTIZED)
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_then_dequantize_narrow_types_match_onnx_reference(to: int, per_axis: bool):
+    from onnx.reference import ReferenceEvaluator
+
+    x = (np.random.default_rng(3).standard_normal((2, 3, 4)) * 6).astype(np.float32)
+    x[0, 0, :3] = [np.inf, -np.inf, 1e9]
+    is_float = to in (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2, TensorProto.FLOAT4E2M1)
+    if not is_float:
+        x[0, 0, :2] = 0.0  # onnx.reference leaves inf -> integer undefined
+    shape = [3] if per_axis else []
+    scale = np.array([0.5, 0.25, 2.0], np.float32) if per_axis else np.array(0.5, np.float32)
+    zero_values = np.zeros(shape, np.float32) if is_float else \
+        np.array([1, 0, -1], np.int64)[:3 if per_axis else 1].reshape(shape)
+    dtype = helper.tensor_dtype_to_np_dtype(to)
+    if not is_float and to in (TensorProto.UINT16, TensorProto.UINT4, TensorProto.UINT2):
+        zero_values = np.abs(zero_values)
+    zero = helper.make_tensor("z", to, shape, zero_values.astype(dtype).astype(np.float32)
+                              .tolist() if is_float else zero_values.tolist())
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("q", to, [2, 3, 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor("s", TensorProto.FLOAT, shape, scale.reshape(-1).tolist()), zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    want = ReferenceEvaluator(model).run(None, {"x": x})
+    got = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run([x])
+    _same(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
