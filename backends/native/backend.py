@@ -72,6 +72,7 @@ from kiln.backends.base import (
     TensorSpec,
 )
 from kiln.backends.native import support
+from kiln.backends.native.dtypes import from_carrier, to_carrier
 from kiln.backends.native.expand import body_refusal, expand_functions
 from kiln.backends.native.plan import (
     LoweredPlan,
@@ -130,7 +131,7 @@ class NativeSegment:
         plan.set_limit_bytes(limit)
         plan.set_profiling(profile)
         for vid, arr in lowered.constants.items():
-            plan.add_constant(vid, contiguous(arr))
+            plan.add_constant(vid, *to_carrier(contiguous(arr)))
         for node in lowered.nodes:
             try:
                 plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
@@ -143,13 +144,13 @@ class NativeSegment:
         self.plan = plan
 
     def run(self, env: dict[str, np.ndarray]) -> None:
-        feeds = [env[name] for name in self.input_names]
+        carried = [to_carrier(env[name]) for name in self.input_names]
         try:
-            results = self.plan.run(feeds)
+            results = self.plan.run([a for a, _ in carried], [c for _, c in carried])
         except Exception as exc:  # C++ exceptions arrive as NodeError / LimitError
             raise _translate(exc, "") from exc
-        for name, arr in zip(self.output_names, results):
-            env[name] = arr
+        for name, (arr, code) in zip(self.output_names, results):
+            env[name] = from_carrier(arr, code)
 
     def node_times(self) -> list[NodeTime]:
         """The executor's per-node clock for its last run (profile=True at compile)."""
@@ -200,7 +201,8 @@ class NativeCompiledModel(CompiledModel):
 
     def signature_arena_bytes(self) -> list[int]:
         """Arena bytes planned at run time per input signature (models with symbolic dims)."""
-        return [b for s in self.segments for b in s.plan.signature_arena_bytes()]
+        return [b for s in self.segments if isinstance(s, NativeSegment)
+                for b in s.plan.signature_arena_bytes()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}
@@ -327,35 +329,57 @@ class NativeBackend(Backend):
 
         graph_outputs = {v.name for v in graph.outputs}
         produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
-        seg_inputs: list[ir.Value] = []
-        seen: set[str] = set()
-        for n in nodes:
-            for v in n.inputs:
-                if v is None or not v.name or v.name in seen or v.name in produced:
-                    continue
-                if v.name in initializers or v.const_value is not None:
-                    continue
-                seen.add(v.name)
-                seg_inputs.append(v)
-        seg_outputs = [o for n in nodes for o in n.outputs
-                       if o is not None and o.name in graph_outputs]
-
-        lowering = Lowering(opsets, limit, shapes)
-        evaluator = _Evaluator(limit, build_isa) if extra.get("fold_constants", True) else None
+        # The graph runs as native plans split at each If / Loop / Scan: each subgraph is
+        # compiled here to native plans of its own (recursively), which the control-flow
+        # segment runs (once, per iteration, per scan step) with outer values bound by name.
+        runs = _split_at_control_flow(nodes)
+        needed_after = _needed_after(runs, graph_outputs)
+        segments: list[Any] = []
+        report_segments: list[dict[str, Any]] = []
         known_consts: dict[str, np.ndarray] = {}
-        lowered = lowering.lower(nodes, seg_inputs, seg_outputs, known_consts, evaluator)
-        segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
-                                build_isa)
-        mem = lowered.memory
-        for vid, arr in lowered.constants.items():  # outputs that became constants
-            known_consts.setdefault(lowered.value_names[vid], arr)
-        segments = [segment]
-        report_segments = [{"engine": "native", "nodes": len(lowered.nodes)}]
+        flow_consts: dict[str, np.ndarray] = {}
+        mem = None
+        kernels_segment = None
+        for index, run_nodes in enumerate(runs):
+            if _is_control_flow(run_nodes[0]):
+                flow = run_nodes[0]
+                for v in flow.inputs:  # constant operands are read from the run's values
+                    if v is not None and v.name and v.const_value is not None:
+                        flow_consts[v.name] = contiguous(v.const_value.numpy())
+                segments.append(self._build_control_flow(flow, options, shapes, isa, opsets,
+                                                         limit))
+                report_segments.append({"engine": "native", flow.op_type: flow.name})
+                continue
+            seg_inputs, seg_outputs = _run_boundary(run_nodes, initializers,
+                                                    needed_after[index])
+            lowering = Lowering(opsets, limit, shapes)
+            evaluator = (_Evaluator(limit, build_isa) if extra.get("fold_constants", True)
+                         else None)
+            run_consts: dict[str, np.ndarray] = {}
+            lowered = lowering.lower(run_nodes, seg_inputs, seg_outputs, run_consts, evaluator)
+            segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
+                                    build_isa)
+            for vid, arr in lowered.constants.items():  # outputs that became constants
+                run_consts.setdefault(lowered.value_names[vid], arr)
+            known_consts.update(run_consts)
+            segments.append(segment)
+            report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
+            if mem is None:
+                mem, kernels_segment = lowered.memory, segment
+        if mem is None:  # nothing but If nodes (or nothing at all)
+            lowered = Lowering(opsets, limit, shapes).lower([], [], [], {}, None)
+            kernels_segment = NativeSegment(lowered, threads, limit, False, build_isa)
+            mem = lowered.memory
+        segment = kernels_segment
 
         # Graph outputs that are plain constants (never computed by a node).
         out_consts: dict[str, np.ndarray] = {}
+        out_consts.update(flow_consts)
+        for name, arr in known_consts.items():  # folded values later plans read
+            if any(name in needed for needed in needed_after):
+                out_consts[name] = arr
         for v in graph.outputs:
-            if v.name in produced:
+            if v.name in produced and v.name not in known_consts:
                 continue
             if v.name in known_consts:
                 out_consts[v.name] = known_consts[v.name]
@@ -380,6 +404,243 @@ class NativeBackend(Backend):
                                        out_consts, report)
         compiled.value_shapes = shapes
         return compiled
+
+    def _build_control_flow(self, node: ir.Node, options: CompileOptions,
+                            shapes: dict[str, tuple[tuple[int, ...], int]], isa: str,
+                            opsets: Mapping[str, int],
+                            limit: int) -> Any:
+        bodies = []
+        for key in support.SUBGRAPHS[node.op_type]:
+            graph = node.attributes[key].value
+            for domain, version in node.graph.opset_imports.items():  # a subgraph reads
+                graph.opset_imports.setdefault(domain, version)          # the outer opsets
+            bodies.append(self._build(ir.Model(graph, ir_version=10), options, shapes, isa))
+        if node.op_type == "If":
+            return IfSegment(node, bodies[0], bodies[1])
+        if node.op_type == "Loop":
+            return LoopSegment(node, bodies[0], limit)
+        if opsets.get("", 0) < 9:
+            raise UnsupportedError(f"native backend: Scan '{node.name}' of opset 8 (batched, "
+                                   "with sequence_lens) is not implemented")
+        return ScanSegment(node, bodies[0])
+
+
+def _run_body(model: NativeCompiledModel, env: Mapping[str, np.ndarray],
+              bound: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Runs a subgraph's plans over the outer values plus ``bound`` (its own inputs)."""
+    inner = dict(env)
+    for name, arr in model._constants.items():
+        inner.setdefault(name, arr)
+    inner.update(bound)
+    for segment in model.segments:
+        segment.run(inner)
+    return [inner[spec.name] for spec in model.outputs]
+
+
+class IfSegment:
+    """An If: runs the plans of the branch its condition picks, over the outer values."""
+
+    def __init__(self, node: ir.Node, then_model: NativeCompiledModel,
+                 else_model: NativeCompiledModel) -> None:
+        self.name = node.name or "<If>"
+        self.cond = node.inputs[0].name
+        self.output_names = [o.name for o in node.outputs]
+        self.branches = (then_model, else_model)
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        cond = env[self.cond]
+        if cond.size != 1:
+            raise InputError(f"native backend: If '{self.name}': the condition has "
+                             f"{cond.size} elements, expected one")
+        model = self.branches[0 if bool(cond.reshape(-1)[0]) else 1]
+        for outer, arr in zip(self.output_names, _run_body(model, env, {})):
+            if outer:
+                env[outer] = arr
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+#: Iterations a Loop without a trip count may run before kiln calls it runaway.
+MAX_LOOP_ITERATIONS = 1 << 24
+
+
+class LoopSegment:
+    """Loop(M, cond, v...): the body's plans once per iteration; scan outputs stacked."""
+
+    def __init__(self, node: ir.Node, body: NativeCompiledModel, limit: int) -> None:
+        self.name = node.name or "<Loop>"
+        self.inputs = [v.name if v is not None else "" for v in node.inputs]
+        self.output_names = [o.name for o in node.outputs]
+        self.body = body
+        self.body_inputs = [spec.name for spec in body.inputs]
+        self.limit = limit
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        trip = _scalar(env, self.inputs[0], self.name, "M")
+        cond = _scalar(env, self.inputs[1], self.name, "cond") if len(self.inputs) > 1 else None
+        carried = [env[n] for n in self.inputs[2:]]
+        if trip is not None and trip < 0:
+            trip = 0
+        n_carried = len(carried)
+        scans: list[list[np.ndarray]] = []
+        i = 0
+        while (trip is None or i < trip) and (cond is None or bool(cond)):
+            if trip is None and i >= MAX_LOOP_ITERATIONS:
+                raise InputError(f"native backend: Loop '{self.name}' ran {i} iterations "
+                                 "without its condition turning false")
+            feeds = [np.array(i, np.int64), np.array(True if cond is None else bool(cond))]
+            bound = dict(zip(self.body_inputs, feeds + carried))
+            out = _run_body(self.body, env, bound)
+            cond = bool(np.asarray(out[0]).reshape(-1)[0]) if cond is not None else None
+            carried = out[1:1 + n_carried]
+            scans.append(out[1 + n_carried:])
+            i += 1
+        results = list(carried)
+        n_scan = len(self.output_names) - n_carried
+        for k in range(n_scan):
+            if scans:
+                results.append(np.stack([s[k] for s in scans]))
+            else:
+                results.append(_empty_stack(self.body.outputs[1 + n_carried + k]))
+        for name, arr in zip(self.output_names, results):
+            if name:
+                env[name] = contiguous(arr)
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+class ScanSegment:
+    """Scan(states..., scan inputs...): the body's plans once per step along each scan
+    input's axis (reversed when its direction is 1); scan outputs stacked the same way."""
+
+    def __init__(self, node: ir.Node, body: NativeCompiledModel) -> None:
+        self.name = node.name or "<Scan>"
+        self.inputs = [v.name for v in node.inputs]
+        self.output_names = [o.name for o in node.outputs]
+        self.body = body
+        self.body_inputs = [spec.name for spec in body.inputs]
+        m = int(node.attributes["num_scan_inputs"].as_int())
+        self.n_states = len(self.inputs) - m
+        k = len(self.output_names) - self.n_states
+
+        def ints(key: str, n: int) -> list[int]:
+            attr = node.attributes.get(key)
+            return list(attr.as_ints()) if attr is not None else [0] * n
+
+        self.in_axes, self.in_dirs = ints("scan_input_axes", m), ints("scan_input_directions", m)
+        self.out_axes = ints("scan_output_axes", k)
+        self.out_dirs = ints("scan_output_directions", k)
+
+    def run(self, env: dict[str, np.ndarray]) -> None:
+        states = [env[n] for n in self.inputs[:self.n_states]]
+        xs = [env[n] for n in self.inputs[self.n_states:]]
+        lengths = set()
+        for j, x in enumerate(xs):
+            axis = self.in_axes[j] % max(x.ndim, 1)
+            xs[j] = np.moveaxis(x, axis, 0)
+            lengths.add(xs[j].shape[0])
+        if len(lengths) > 1:
+            raise InputError(f"native backend: Scan '{self.name}': scan inputs differ in "
+                             f"length along their scan axes ({sorted(lengths)})")
+        steps = lengths.pop() if lengths else 0
+        outs: list[list[np.ndarray]] = []
+        for t in range(steps):
+            slices = [contiguous(x[steps - 1 - t if d else t])
+                      for x, d in zip(xs, self.in_dirs)]
+            out = _run_body(self.body, env, dict(zip(self.body_inputs, states + slices)))
+            states = out[:self.n_states]
+            outs.append(out[self.n_states:])
+        results = list(states)
+        for k, (axis, direction) in enumerate(zip(self.out_axes, self.out_dirs)):
+            seq = [o[k] for o in outs]
+            if direction:
+                seq = seq[::-1]
+            if seq:
+                stacked = np.stack(seq)
+                results.append(np.moveaxis(stacked, 0, axis % stacked.ndim))
+            else:
+                results.append(_empty_stack(self.body.outputs[self.n_states + k]))
+        for name, arr in zip(self.output_names, results):
+            if name:
+                env[name] = contiguous(np.ascontiguousarray(arr))
+
+    def node_times(self) -> list[NodeTime]:
+        return []
+
+
+def _empty_stack(spec: TensorSpec) -> np.ndarray:
+    """Zero steps of a scan output: [0, *its per-step shape] where that shape is known."""
+    dims = spec.shape or ()
+    per_step = tuple(d if isinstance(d, int) else 0 for d in dims)
+    return np.zeros((0, *per_step), spec.dtype)
+
+
+def _scalar(env: Mapping[str, np.ndarray], name: str, node: str, what: str) -> Any:
+    if not name:
+        return None
+    arr = env[name]
+    if arr.size != 1:
+        raise InputError(f"native backend: Loop '{node}': {what} has {arr.size} elements, "
+                         "expected one")
+    return arr.reshape(-1)[0].item()
+
+
+def _is_control_flow(node: ir.Node) -> bool:
+    return node.op_type in support.SUBGRAPHS and node.domain in ("", "ai.onnx")
+
+
+def _split_at_control_flow(nodes: list[ir.Node]) -> list[list[ir.Node]]:
+    """Runs of plain nodes, each If / Loop / Scan node a run of its own."""
+    runs: list[list[ir.Node]] = []
+    for node in nodes:
+        if _is_control_flow(node):
+            runs.append([node])
+        elif runs and not _is_control_flow(runs[-1][0]):
+            runs[-1].append(node)
+        else:
+            runs.append([node])
+    return runs
+
+
+def _reads(node: ir.Node) -> set[str]:
+    """Names ``node`` reads, those its subgraphs capture from outside included."""
+    names = {v.name for v in node.inputs if v is not None and v.name}
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            for inner in ir.traversal.RecursiveGraphIterator(attr.value):
+                names |= {v.name for v in inner.inputs if v is not None and v.name}
+    return names
+
+
+def _needed_after(runs: list[list[ir.Node]], graph_outputs: set[str]) -> list[set[str]]:
+    """Per run, the names read by a later run or returned by the graph."""
+    needed = [set() for _ in runs]
+    later = set(graph_outputs)
+    for i in range(len(runs) - 1, -1, -1):
+        needed[i] = set(later)
+        for node in runs[i]:
+            later |= _reads(node)
+    return needed
+
+
+def _run_boundary(nodes: list[ir.Node], initializers: Mapping[str, ir.Value],
+                  needed: set[str]) -> tuple[list[ir.Value], list[ir.Value]]:
+    """A run's inputs (read, not made here, not constant) and outputs (made here, needed)."""
+    produced = {o.name for n in nodes for o in n.outputs if o is not None and o.name}
+    inputs: list[ir.Value] = []
+    seen: set[str] = set()
+    for n in nodes:
+        for v in n.inputs:
+            if v is None or not v.name or v.name in seen or v.name in produced:
+                continue
+            if v.name in initializers or v.const_value is not None:
+                continue
+            seen.add(v.name)
+            inputs.append(v)
+    outputs = [o for n in nodes for o in n.outputs if o is not None and o.name in needed]
+    return inputs, outputs
 
 
 def _saved_shapes(saved: Any, limit: int) -> dict[str, tuple[tuple[int, ...], int]] | None:
@@ -426,7 +687,7 @@ class _Evaluator:
         plan.set_limit_bytes(self.limit)
         for i, arr in enumerate(inputs):
             if arr is not None:
-                plan.add_constant(i, contiguous(arr))
+                plan.add_constant(i, *to_carrier(contiguous(arr)))
         in_ids = [-1 if arr is None else i for i, arr in enumerate(inputs)]
         out_ids = [n_in + k for k in range(n_out)]
         where = f" (compile-time evaluation of node '{node.name}')"
@@ -435,7 +696,7 @@ class _Evaluator:
             plan.add_node(node.name or "", domain, node.op_type, opset, in_ids, out_ids, attrs)
             plan.set_memory([-1] * (n_in + n_out), [0] * (n_in + n_out), 0, [[]])
             plan.set_io([], out_ids)
-            return list(plan.run([]))
+            return [from_carrier(arr, code) for arr, code in plan.run([])]
         except (ext.NodeError, ext.LimitError) as exc:
             err = _translate(exc, where)
             if isinstance(err, ResourceError):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
+from kiln.backends.native.dtypes import NARROW_TYPES
+
 DT = ir.DataType
 FLOAT = frozenset({DT.FLOAT})
 FLOATS = frozenset({DT.FLOAT, DT.DOUBLE})
@@ -22,6 +24,7 @@ INTS = frozenset({DT.INT64, DT.INT32, DT.INT16, DT.INT8, DT.UINT64, DT.UINT32, D
 NUMERIC = FLOATS | INTS
 NUMERIC_BOOL = NUMERIC | {DT.BOOL}
 ANY = NUMERIC_BOOL | {DT.FLOAT16}
+CASTABLE = ANY | NARROW_TYPES   # Cast/CastLike also convert to and from the narrow types
 INDEX = frozenset({DT.INT64, DT.INT32})
 
 ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid", "HardSwish",
@@ -44,6 +47,7 @@ class Rule:
     free_inputs: tuple[int, ...] = ()   # inputs whose type is not constrained here
     free_outputs: tuple[int, ...] = ()
     check: Check | None = None
+    narrow_outputs: frozenset = frozenset()  # narrow types the kernel's free outputs may have
 
 
 def _attr(node: ir.Node, key: str, default: object = None) -> object:
@@ -108,10 +112,26 @@ def _cast(node: ir.Node) -> str | None:
         target = DT(int(to))
     except (TypeError, ValueError):
         return f"to={to!r}"
-    if target not in ANY:
+    if target not in CASTABLE:
         return f"cast to {target.name}"
-    if _attr(node, "round_mode", "up") != "up":
-        return "round_mode"
+    if _attr(node, "round_mode", "up") not in ("up", "down", "nearest"):
+        return f"round_mode={_attr(node, 'round_mode')!r}"
+    return None
+
+
+def _cast_like_target(node: ir.Node) -> str | None:
+    target = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    return None if target is None or target in CASTABLE else f"cast to {target.name}"
+
+
+def _bit_cast(node: ir.Node) -> str | None:
+    reason = _cast(node)
+    if reason is not None:
+        return reason
+    source = _dtype(node.inputs[0]) if node.inputs else None
+    target = DT(int(_attr(node, "to")))
+    if source is not None and source.itemsize != target.itemsize:
+        return f"bitcast from {source.name} to {target.name}: the widths differ"
     return None
 
 
@@ -142,12 +162,16 @@ def _auto_pad(node: ir.Node) -> str | None:
     return _one_of("auto_pad", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"), "NOTSET")(node)
 
 
-def _lstm(node: ir.Node) -> str | None:
-    acts = _attr(node, "activations")
-    directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
-    if acts is not None and list(acts) != ["Sigmoid", "Tanh", "Tanh"] * directions:
-        return f"activations={list(acts)} (native runs Sigmoid, Tanh, Tanh)"
-    return _one_of("direction", ("forward", "reverse", "bidirectional"), "forward")(node)
+def _recurrent(default_activations: list[str]) -> Check:
+    """LSTM / GRU / RNN: the default activations only, any direction."""
+    def check(node: ir.Node) -> str | None:
+        acts = _attr(node, "activations")
+        directions = 2 if _attr(node, "direction", "forward") == "bidirectional" else 1
+        if acts is not None and list(acts) != default_activations * directions:
+            return (f"activations={list(acts)} (native runs "
+                    f"{', '.join(default_activations)})")
+        return _one_of("direction", ("forward", "reverse", "bidirectional"), "forward")(node)
+    return check
 
 
 def _pow(node: ir.Node) -> str | None:
@@ -178,11 +202,30 @@ def _unblocked(node: ir.Node) -> str | None:
     return "blocked quantization (block_size)" if _attr(node, "block_size", 0) else None
 
 
+QUANTIZED = frozenset({DT.UINT8, DT.INT8, DT.UINT16, DT.INT16, DT.UINT4, DT.INT4, DT.UINT2,
+                       DT.INT2, DT.FLOAT8E4M3FN, DT.FLOAT8E4M3FNUZ, DT.FLOAT8E5M2,
+                       DT.FLOAT8E5M2FNUZ, DT.FLOAT4E2M1})
+
+
+def _float_scale(node: ir.Node) -> str | None:
+    scale = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    if scale is not None and scale != DT.FLOAT:
+        return f"scale of element type {scale.name} (native runs float32 scales)"
+    return _unblocked(node)
+
+
 def _quantize(node: ir.Node) -> str | None:
     out = _dtype(node.outputs[0]) if node.outputs else None
-    if out is not None and out not in (DT.UINT8, DT.INT8):
-        return f"QuantizeLinear to {out.name} (native quantizes to uint8 or int8)"
-    return _unblocked(node)
+    if out is not None and out not in QUANTIZED:
+        return f"QuantizeLinear to {out.name}"
+    return _float_scale(node)
+
+
+def _dequantize(node: ir.Node) -> str | None:
+    out = _dtype(node.outputs[0]) if node.outputs else None
+    if out is not None and out != DT.FLOAT:
+        return f"DequantizeLinear to {out.name} (native dequantizes to float32)"
+    return _float_scale(node)
 
 
 def _matmul_integer(node: ir.Node) -> str | None:
@@ -204,7 +247,7 @@ RULES: dict[tuple[str, str], Rule] = {
         "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan",
         "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softplus",
         "Softsign", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Relu",
-        "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mean")},
+        "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu", "Mean", "Swish")},
     ("", "Gelu"): Rule(FLOATS, check=_gelu),
     **{("", op): _N for op in ("Neg", "Abs", "Sign", "Add", "Sub", "Mul", "Div", "Mod",
                                "Sum", "Min", "Max")},
@@ -222,13 +265,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ConvTranspose"): Rule(FLOAT, check=_auto_pad),
     ("", "Gemm"): Rule(FLOAT),
     ("", "MatMul"): Rule(FLOAT),
-    ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_lstm),
+    ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh", "Tanh"])),
+    ("", "GRU"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh"])),
+    ("", "RNN"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Tanh"])),
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
     # int8: Q/DQ, run-time quantization, the integer product
     ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),
-                                 check=_quantize),
-    ("", "DequantizeLinear"): Rule(frozenset({DT.UINT8, DT.INT8, DT.INT32}), free_inputs=(1,),
-                                   free_outputs=(0,), check=_unblocked),
+                                 check=_quantize, narrow_outputs=QUANTIZED),
+    ("", "DequantizeLinear"): Rule(QUANTIZED | {DT.INT32}, free_inputs=(1,),
+                                   free_outputs=(0,), check=_dequantize),
     ("", "DynamicQuantizeLinear"): Rule(FLOAT, free_outputs=(0, 2)),
     ("", "MatMulInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
                                 free_outputs=(0,), check=_matmul_integer),
@@ -267,8 +312,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "Size"): Rule(ANY, free_outputs=(0,)),
     ("", "ConstantOfShape"): Rule(INDEX, free_outputs=(0,), check=_constant_of_shape),
     ("", "Range"): Rule(frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32})),
-    ("", "Cast"): Rule(ANY, free_outputs=(0,), check=_cast),
-    ("", "CastLike"): Rule(ANY, free_inputs=(1,), free_outputs=(0,)),
+    ("", "Cast"): Rule(CASTABLE, free_outputs=(0,), check=_cast),
+    ("", "BitCast"): Rule(CASTABLE, free_outputs=(0,), check=_bit_cast),
+    ("", "CastLike"): Rule(CASTABLE, free_inputs=(1,), free_outputs=(0,),
+                           check=_cast_like_target),
     ("", "DepthToSpace"): Rule(ANY, check=_depth_to_space),
     ("", "SpaceToDepth"): Rule(ANY, check=_depth_to_space),
     ("", "Constant"): Rule(ANY, free_outputs=(0,)),
@@ -303,9 +350,37 @@ def _name(data: ir.DataType | None, rule: Rule) -> str:
     return data.name if data is not None else "/".join(sorted(t.name for t in rule.types))
 
 
+SUBGRAPHS = {"If": ("then_branch", "else_branch"), "Loop": ("body",), "Scan": ("body",)}
+
+
+def _control_flow_refusal(node: ir.Node) -> str | None:
+    """If, Loop and Scan run when every node of their subgraphs runs natively (each
+    subgraph becomes native plans of its own); If's condition must be bool."""
+    if node.op_type == "If":
+        cond = _dtype(node.inputs[0]) if node.inputs else None
+        if cond is not None and cond != DT.BOOL:
+            return f"condition of element type {cond.name}"
+    if node.op_type == "Scan" and node.inputs and node.inputs[0] is not None \
+            and node.inputs[0].dtype == DT.INT64 and "num_scan_inputs" in node.attributes \
+            and len(node.inputs) > int(_attr(node, "num_scan_inputs")) + 1 \
+            and node.version is not None and node.version < 9:
+        return "Scan-8 (batched, with sequence_lens)"
+    for key in SUBGRAPHS[node.op_type]:
+        attr = node.attributes.get(key)
+        if attr is None or attr.type != ir.AttributeType.GRAPH:
+            return f"no {key} graph"
+        for inner in attr.value:
+            reason = refusal(inner)
+            if reason is not None:
+                return f"{key} node '{inner.name or inner.op_type}': {reason}"
+    return None
+
+
 def refusal(node: ir.Node) -> str | None:
     """Why the native backend cannot run ``node``; None when it can."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain == "" and node.op_type in SUBGRAPHS:
+        return _control_flow_refusal(node)
     rule = RULES.get((domain, node.op_type))
     if rule is None:
         return f"no native kernel for {domain or 'ai.onnx'}::{node.op_type}"
@@ -337,7 +412,7 @@ def refusal(node: ir.Node) -> str | None:
         dt = _dtype(value)
         if dt is None:
             continue
-        if dt not in ANY:
+        if dt not in ANY | rule.types | rule.narrow_outputs:
             return f"output {i} of element type {dt.name}"
         if i in rule.free_outputs:
             continue

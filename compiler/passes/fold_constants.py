@@ -42,6 +42,33 @@ def _policy(node: ir.Node) -> bool | None:
     return None  # onnxscript's default rules
 
 
+def _cast_like_to_cast(model: ir.Model) -> None:
+    """CastLike with a known target type -> Cast, keeping ``saturate`` and ``round_mode``.
+
+    onnxscript's folder makes the same rewrite but drops those two attributes, which changes
+    float8 results (saturate=0 overflows to inf/NaN rather than to the largest value).
+    """
+    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
+        if node.op_type != "CastLike" or node.domain not in ("", "ai.onnx"):
+            continue
+        if not any(k in node.attributes for k in ("saturate", "round_mode")):
+            continue
+        target = node.inputs[1].dtype if node.inputs[1] is not None else None
+        if target is None or target == ir.DataType.UNDEFINED:
+            continue
+        attrs = [ir.AttrInt64("to", int(target))]
+        attrs += [node.attributes[k] for k in ("saturate", "round_mode") if k in node.attributes]
+        cast = ir.Node("", "Cast", [node.inputs[0]], attrs, num_outputs=1, name=node.name,
+                       version=node.version)
+        node.graph.insert_before(node, cast)
+        old, new = node.outputs[0], cast.outputs[0]
+        new.type, new.shape = old.type, old.shape
+        ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        name, old.name = old.name, None
+        new.name = name
+        node.graph.remove(node, safe=True)
+
+
 class FoldConstantsPass(CountingPass):
     """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
 
@@ -64,6 +91,7 @@ class FoldConstantsPass(CountingPass):
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
+        _cast_like_to_cast(model)
         weights = _constant_folding.FoldConstantsPass(
             shape_inference=False, input_size_limit=self.input_size_limit,
             output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,

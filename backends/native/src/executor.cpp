@@ -25,6 +25,10 @@ size_t dtype_size(DType t) {
     case DType::i16: return 2;
     case DType::u32: return 4;
     case DType::u64: return 8;
+    case DType::bf16: return 2;
+    case DType::f8e4m3fn: case DType::f8e4m3fnuz: case DType::f8e5m2: case DType::f8e5m2fnuz:
+    case DType::u4: case DType::i4: case DType::f4e2m1: case DType::f8e8m0: case DType::u2:
+    case DType::i2: return 1;
     case DType::undefined: return 0;
   }
   return 0;
@@ -44,6 +48,17 @@ const char* dtype_name(DType t) {
     case DType::i16: return "int16";
     case DType::u32: return "uint32";
     case DType::u64: return "uint64";
+    case DType::bf16: return "bfloat16";
+    case DType::f8e4m3fn: return "float8_e4m3fn";
+    case DType::f8e4m3fnuz: return "float8_e4m3fnuz";
+    case DType::f8e5m2: return "float8_e5m2";
+    case DType::f8e5m2fnuz: return "float8_e5m2fnuz";
+    case DType::u4: return "uint4";
+    case DType::i4: return "int4";
+    case DType::f4e2m1: return "float4_e2m1fn";
+    case DType::f8e8m0: return "float8_e8m0fnu";
+    case DType::u2: return "uint2";
+    case DType::i2: return "int2";
     case DType::undefined: return "undefined";
   }
   return "undefined";
@@ -52,7 +67,8 @@ const char* dtype_name(DType t) {
 bool dtype_known(int code) {
   switch (code) {
     case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 9: case 10: case 11:
-    case 12: case 13: return true;
+    case 12: case 13: case 16: case 17: case 18: case 19: case 20: case 21: case 22: case 23:
+    case 24: case 25: case 26: return true;
     default: return false;
   }
 }

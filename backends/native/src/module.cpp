@@ -126,22 +126,39 @@ nb::dlpack::dtype dlpack_of(kiln::DType t) {
     case kiln::DType::u64: dt.code = uint8_t(C::UInt); dt.bits = 64; break;
     case kiln::DType::i16: dt.code = uint8_t(C::Int); dt.bits = 16; break;
     case kiln::DType::boolean: dt.code = uint8_t(C::Bool); dt.bits = 8; break;
+    // Narrow types cross as their bits (uint16 / uint8); Python views them as ml_dtypes.
+    case kiln::DType::bf16: dt.code = uint8_t(C::UInt); dt.bits = 16; break;
+    case kiln::DType::f8e4m3fn: case kiln::DType::f8e4m3fnuz: case kiln::DType::f8e5m2:
+    case kiln::DType::f8e5m2fnuz: case kiln::DType::u4: case kiln::DType::i4:
+    case kiln::DType::f4e2m1: case kiln::DType::f8e8m0: case kiln::DType::u2:
+    case kiln::DType::i2: dt.code = uint8_t(C::UInt); dt.bits = 8; break;
     default: throw std::invalid_argument("undefined element type");
   }
   return dt;
 }
 
 // A tensor viewing a numpy array's memory (no copy); the caller keeps the array alive.
-kiln::Tensor borrow(const AnyArray& a) {
+// `code` (an ONNX element type, 0 = the array's own) retags the bits of a narrow type,
+// which Python hands over as a uint8/uint16 view.
+kiln::Tensor borrow(const AnyArray& a, int code = 0) {
   kiln::Tensor t;
   t.dtype = dtype_of(a.dtype());
+  if (code != 0) {
+    if (!kiln::dtype_known(code))
+      throw std::invalid_argument("unknown element type code " + std::to_string(code));
+    const auto tagged = static_cast<kiln::DType>(code);
+    if (kiln::dtype_size(tagged) != kiln::dtype_size(t.dtype))
+      throw std::invalid_argument(std::string("a ") + kiln::dtype_name(tagged) +
+                                  " value must arrive as its bits, one element per item");
+    t.dtype = tagged;
+  }
   for (size_t i = 0; i < a.ndim(); ++i) t.shape.push_back(static_cast<int64_t>(a.shape(i)));
   t.data = const_cast<void*>(a.data());
   return t;
 }
 
-kiln::Tensor copy_of(const AnyArray& a) {
-  kiln::Tensor view = borrow(a);
+kiln::Tensor copy_of(const AnyArray& a, int code = 0) {
+  kiln::Tensor view = borrow(a, code);
   kiln::Tensor t = kiln::make_heap_tensor(view.dtype, view.shape);
   if (view.nbytes()) std::memcpy(t.data, view.data, view.nbytes());
   return t;
@@ -229,9 +246,10 @@ NB_MODULE(_native, m) {
       }, "name"_a, "The ISA the plan is built and run for (before add_node); capped by the CPU.")
       .def("kernels", [](const kiln::Plan& p) { return plan_kernels(p.isa()); },
            "The kernels this plan runs on this CPU (isa, GEMM kernels, SGEMM blocking).")
-      .def("add_constant", [](kiln::Plan& p, int id, AnyArray value) {
-        p.add_constant(id, copy_of(value));
-      }, "id"_a, "value"_a, "Copies a constant (weights) into the plan once.")
+      .def("add_constant", [](kiln::Plan& p, int id, AnyArray value, int code) {
+        p.add_constant(id, copy_of(value, code));
+      }, "id"_a, "value"_a, "code"_a = 0,
+         "Copies a constant (weights) into the plan once; `code` as in run.")
       .def("add_node", [](kiln::Plan& p, const std::string& name, const std::string& domain,
                           const std::string& op, int opset, std::vector<int> inputs,
                           std::vector<int> outputs, nb::dict attrs) {
@@ -260,19 +278,26 @@ NB_MODULE(_native, m) {
       .def_prop_ro("threads", &kiln::Plan::threads)
       .def("signature_arena_bytes", &kiln::Plan::signature_arena_bytes,
            "Arena bytes planned for each input signature seen (models with symbolic dims).")
-      .def("run", [](const kiln::Plan& p, std::vector<AnyArray> feeds) {
+      .def("run", [](const kiln::Plan& p, std::vector<AnyArray> feeds, std::vector<int> codes) {
+        if (!codes.empty() && codes.size() != feeds.size())
+          throw std::invalid_argument("run: one element type code per feed");
         std::vector<kiln::Tensor> inputs;
         inputs.reserve(feeds.size());
-        for (const AnyArray& a : feeds) inputs.push_back(borrow(a));
+        for (size_t i = 0; i < feeds.size(); ++i)
+          inputs.push_back(borrow(feeds[i], codes.empty() ? 0 : codes[i]));
         std::vector<kiln::Tensor> outputs;
         {
           nb::gil_scoped_release release;
           outputs = p.run(inputs);
         }
         nb::list result;
-        for (const kiln::Tensor& t : outputs) result.append(to_numpy(t));
+        for (const kiln::Tensor& t : outputs)
+          result.append(nb::make_tuple(to_numpy(t), static_cast<int>(t.dtype)));
         return result;
-      }, "feeds"_a, "Runs the plan on C-contiguous arrays (borrowed, not copied).");
+      }, "feeds"_a, "codes"_a = std::vector<int>(),
+         "Runs the plan on C-contiguous arrays (borrowed, not copied); `codes` gives each "
+         "feed's ONNX element type (0: the array's own). Returns (array, code) pairs: a narrow "
+         "type's array holds its bits.");
 
   m.def("relu", [](F32Array x) {
     auto y = new_like(x);

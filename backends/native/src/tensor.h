@@ -28,6 +28,19 @@ enum class DType : int {
   f64 = 11,
   u32 = 12,
   u64 = 13,
+  // Narrow types, one element per byte (two for bf16), laid out as ml_dtypes lays them out:
+  // the 4- and 2-bit integers keep their two's complement bits in the low bits of the byte.
+  bf16 = 16,
+  f8e4m3fn = 17,
+  f8e4m3fnuz = 18,
+  f8e5m2 = 19,
+  f8e5m2fnuz = 20,
+  u4 = 21,
+  i4 = 22,
+  f4e2m1 = 23,
+  f8e8m0 = 24,
+  u2 = 25,
+  i2 = 26,
 };
 
 size_t dtype_size(DType t);

@@ -797,3 +797,20 @@ def test_conv_transpose_in_several_row_bands_matches_onnxruntime(kernel: int, pa
                               feeds, ["y"], initializers=inits)
     for threads in (1, 2):
         check_against_ort(model, feeds, threads=threads, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_swish_matches_onnx_reference(alpha: float) -> None:
+    from onnx import TensorProto
+    from onnx.reference import ReferenceEvaluator
+
+    import kiln.backend
+
+    x = f32(3, 5) * 4
+    graph = helper.make_graph([node("Swish", ["x"], alpha=alpha)], "swish",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+    [want] = ReferenceEvaluator(model).run(None, {"x": x})
+    [got] = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run([x])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

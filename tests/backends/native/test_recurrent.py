@@ -96,3 +96,63 @@ def test_other_activations_are_refused():
         helper.make_attribute("activations", ["Relu", "Tanh", "Tanh"]))
     with pytest.raises(kiln.UnsupportedError, match="activations"):
         kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+
+
+def _gru_rnn_model(op: str, direction: str, linear_before_reset: int = 0,
+                   lens: list[int] | None = None) -> tuple[onnx.ModelProto, list]:
+    gates = 3 if op == "GRU" else 1
+    dirs = 2 if direction == "bidirectional" else 1
+    arrays = {
+        "X": rng.standard_normal([SEQ, BATCH, INPUT]).astype(np.float32),
+        "W": (rng.standard_normal([dirs, gates * HIDDEN, INPUT]) * 0.5).astype(np.float32),
+        "R": (rng.standard_normal([dirs, gates * HIDDEN, HIDDEN]) * 0.5).astype(np.float32),
+        "B": rng.standard_normal([dirs, 2 * gates * HIDDEN]).astype(np.float32),
+        "L": np.array(lens, np.int32) if lens is not None else None,
+        "H0": rng.standard_normal([dirs, BATCH, HIDDEN]).astype(np.float32),
+    }
+    names = [k if v is not None else "" for k, v in arrays.items()]
+    attrs = {"direction": direction, "hidden_size": HIDDEN}
+    if op == "GRU":
+        attrs["linear_before_reset"] = linear_before_reset
+    node = helper.make_node(op, names, ["Y", "Y_h"], name="rnn", **attrs)
+    inputs = [helper.make_tensor_value_info(
+        k, TensorProto.INT32 if k == "L" else TensorProto.FLOAT, list(v.shape))
+        for k, v in arrays.items() if v is not None]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT,
+                                             [SEQ, dirs, BATCH, HIDDEN]),
+               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [dirs, BATCH, HIDDEN])]
+    model = helper.make_model(helper.make_graph([node], op.lower(), inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 14)])
+    return model, [v for v in arrays.values() if v is not None]
+
+
+@pytest.mark.parametrize("op,linear_before_reset", [("GRU", 0), ("GRU", 1), ("RNN", 0)])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("lens", [None, [5, 2, 4]])
+def test_gru_and_rnn_match_onnx_reference(op: str, linear_before_reset: int, direction: str,
+                                          lens: list[int] | None):
+    model, feeds = _gru_rnn_model(op, direction, linear_before_reset, lens)
+    names = [i.name for i in model.graph.input]
+    if lens is None:
+        want = ReferenceEvaluator(model).run(None, dict(zip(names, feeds)))
+    else:  # onnx.reference does not implement sequence_lens; onnxruntime does
+        want = kiln.backend.prepare(model, "CPU", backend="onnxruntime").run(feeds)
+    got = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run(feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["GRU", "RNN"])
+def test_gru_and_rnn_sequence_length_beyond_the_sequence_is_an_input_error(op: str):
+    model, feeds = _gru_rnn_model(op, "forward", lens=[5, 9, 1])
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.InputError, match="sequence_lens value 9"):
+        rep.run(feeds)
+
+
+def test_gru_with_other_activations_is_refused_naming_them():
+    model, _ = _gru_rnn_model("GRU", "forward")
+    model.graph.node[0].attribute.append(helper.make_attribute("activations",
+                                                               ["Relu", "Tanh"]))
+    with pytest.raises(kiln.UnsupportedError, match="activations"):
+        kiln.backend.prepare(model, "CPU", backend="native", fallback=None)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 from compiler_cases import assert_close, ops, rand
 from model_builders import float_model, run_reference
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from kiln.compiler.passes.fold_constants import FoldConstantsPass
 
@@ -46,3 +47,18 @@ def test_nothing_to_fold_reports_unmodified():
     step = FoldConstantsPass()
     assert not step(model).modified
     assert not step.fired
+
+
+def test_cast_like_with_known_target_keeps_saturate():
+    like = helper.make_tensor_value_info("like", TensorProto.FLOAT8E5M2, [0])
+    node = helper.make_node("CastLike", ["x", "like"], ["y"], saturate=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [3]), like],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT8E5M2, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model = ir.serde.deserialize_model(model)
+    FoldConstantsPass()(model)
+    [cast] = list(model.graph)
+    assert cast.op_type == "Cast"
+    assert cast.attributes["saturate"].as_int() == 0
+    assert cast.attributes["to"].as_int() == TensorProto.FLOAT8E5M2
+    assert model.graph.outputs[0].name == "y"

@@ -1,38 +1,15 @@
-// Cast and CastLike between float32/64, float16, int8/32/64, uint8 and bool.
+// Cast and CastLike between every numeric element type and bool, the narrow ones included
+// (bfloat16, float8, float4 e2m1, e8m0 via narrow_float.h; int4/uint4/int2/uint2 wrap the
+// way ml_dtypes does: floats truncate toward zero, then the low bits are kept).
 #include <cmath>
 #include <cstring>
 
+#include "narrow_float.h"
 #include "ops/common.h"
+#include "ops/element.h"
 
 namespace kiln::ops {
 namespace {
-
-float half_to_float(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400u)) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3ffu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 uint16_t float_to_half(float f) {
   uint32_t x;
@@ -50,45 +27,6 @@ uint16_t float_to_half(float f) {
   // Normal: round to nearest even on the 13 dropped mantissa bits.
   uint32_t mant = absx + 0xc8000fffu + ((absx >> 13) & 1u);
   return sign | static_cast<uint16_t>(mant >> 13);
-}
-
-double load(const Tensor& t, size_t i) {
-  switch (t.dtype) {
-    case DType::f32: return t.ptr<float>()[i];
-    case DType::f64: return t.ptr<double>()[i];
-    case DType::f16: return half_to_float(t.ptr<uint16_t>()[i]);
-    case DType::i64: return static_cast<double>(t.ptr<int64_t>()[i]);
-    case DType::i32: return t.ptr<int32_t>()[i];
-    case DType::i8: return t.ptr<int8_t>()[i];
-    case DType::u8: return t.ptr<uint8_t>()[i];
-    case DType::i16: return t.ptr<int16_t>()[i];
-    case DType::u16: return t.ptr<uint16_t>()[i];
-    case DType::u32: return t.ptr<uint32_t>()[i];
-    case DType::u64: return static_cast<double>(t.ptr<uint64_t>()[i]);
-    case DType::boolean: return t.ptr<uint8_t>()[i] ? 1.0 : 0.0;
-    default: return 0.0;
-  }
-}
-
-bool is_int(DType t) {
-  return t == DType::i64 || t == DType::i32 || t == DType::i8 || t == DType::u8 ||
-         t == DType::i16 || t == DType::u16 || t == DType::u32 || t == DType::u64 ||
-         t == DType::boolean;
-}
-
-int64_t load_int(const Tensor& t, size_t i) {
-  switch (t.dtype) {
-    case DType::i64: return t.ptr<int64_t>()[i];
-    case DType::i32: return t.ptr<int32_t>()[i];
-    case DType::i8: return t.ptr<int8_t>()[i];
-    case DType::u8: return t.ptr<uint8_t>()[i];
-    case DType::i16: return t.ptr<int16_t>()[i];
-    case DType::u16: return t.ptr<uint16_t>()[i];
-    case DType::u32: return t.ptr<uint32_t>()[i];
-    case DType::u64: return static_cast<int64_t>(t.ptr<uint64_t>()[i]);
-    case DType::boolean: return t.ptr<uint8_t>()[i] ? 1 : 0;
-    default: return 0;
-  }
 }
 
 template <typename T>
@@ -110,7 +48,40 @@ void cast_to_int(const Tensor& x, Tensor& y, bool int_src) {
     out[i] = int_src ? static_cast<T>(load_int(x, i)) : float_to_int<T>(load(x, i));
 }
 
-void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
+// 4- and 2-bit integers: the value's low bits; floats truncate first, NaN and inf give 0.
+void cast_to_small_int(const Tensor& x, Tensor& y, bool int_src, int bits) {
+  uint8_t* out = y.ptr<uint8_t>();
+  const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
+  for (size_t i = 0, n = x.numel(); i < n; ++i) {
+    int64_t v;
+    if (int_src) {
+      v = load_int(x, i);
+    } else {
+      const double d = load(x, i);
+      v = std::isfinite(d) ? float_to_int<int64_t>(std::trunc(d)) : 0;
+    }
+    out[i] = static_cast<uint8_t>(v) & mask;
+  }
+}
+
+void cast_to_narrow_float(const Tensor& x, Tensor& y, bool saturate, E8m0Round round) {
+  const size_t n = x.numel();
+  if (y.dtype == DType::bf16) {
+    for (size_t i = 0; i < n; ++i)
+      y.ptr<uint16_t>()[i] = narrow_from_double(y.dtype, load(x, i), saturate, round);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i)
+    y.ptr<uint8_t>()[i] =
+        static_cast<uint8_t>(narrow_from_double(y.dtype, load(x, i), saturate, round));
+}
+
+struct CastOptions {
+  bool saturate = true;
+  E8m0Round round = E8m0Round::up;
+};
+
+void cast_into(const Tensor& x, Tensor& y, OpContext& c, const CastOptions& opt = {}) {
   const size_t n = x.numel();
   if (x.dtype == y.dtype) {
     if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
@@ -149,8 +120,25 @@ void cast_into(const Tensor& x, Tensor& y, OpContext& c) {
     case DType::u16: cast_to_int<uint16_t>(x, y, int_src); break;
     case DType::u32: cast_to_int<uint32_t>(x, y, int_src); break;
     case DType::u64: cast_to_int<uint64_t>(x, y, int_src); break;
-    default: c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
+    case DType::i4: case DType::u4: cast_to_small_int(x, y, int_src, 4); break;
+    case DType::i2: case DType::u2: cast_to_small_int(x, y, int_src, 2); break;
+    default:
+      if (is_narrow_float(y.dtype)) {
+        cast_to_narrow_float(x, y, opt.saturate, opt.round);
+        break;
+      } c.fail(std::string("cannot cast to ") + dtype_name(y.dtype));
   }
+}
+
+CastOptions options_of(const NodeDesc& node) {
+  CastOptions opt;
+  opt.saturate = node.attr_i("saturate", 1) != 0;
+  const std::string mode = node.attr_s("round_mode", "up");
+  if (mode == "up") opt.round = E8m0Round::up;
+  else if (mode == "down") opt.round = E8m0Round::down;
+  else if (mode == "nearest") opt.round = E8m0Round::nearest;
+  else node.fail("round_mode '" + mode + "' is not one of up, down, nearest");
+  return opt;
 }
 
 KernelFactory cast() {
@@ -159,22 +147,47 @@ KernelFactory cast() {
     if (!dtype_known(static_cast<int>(to)))
       node.fail("cast target type " + std::to_string(to) + " is not supported");
     const DType dst = static_cast<DType>(to);
-    return std::unique_ptr<Kernel>(new FnKernel([dst](OpContext& c) {
+    const CastOptions opt = options_of(node);
+    return std::unique_ptr<Kernel>(new FnKernel([dst, opt](OpContext& c) {
       const Tensor& x = c.in(0);
       Tensor& y = c.output(0, dst, x.shape);
-      cast_into(x, y, c);
+      cast_into(x, y, c, opt);
     }));
   };
 }
 
-void cast_like(OpContext& c) {
-  const Tensor& x = c.in(0);
-  Tensor& y = c.output(0, c.in(1).dtype, x.shape);
-  cast_into(x, y, c);
+KernelFactory cast_like() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const CastOptions opt = options_of(node);
+    return std::unique_ptr<Kernel>(new FnKernel([opt](OpContext& c) {
+      const Tensor& x = c.in(0);
+      Tensor& y = c.output(0, c.in(1).dtype, x.shape);
+      cast_into(x, y, c, opt);
+    }));
+  };
+}
+
+// BitCast: the same bytes under another element type of the same width.
+KernelFactory bit_cast() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const int64_t to = node.attr_i("to", 0);
+    if (!dtype_known(static_cast<int>(to)))
+      node.fail("bitcast target type " + std::to_string(to) + " is not supported");
+    const DType dst = static_cast<DType>(to);
+    return std::unique_ptr<Kernel>(new FnKernel([dst](OpContext& c) {
+      const Tensor& x = c.in(0);
+      if (dtype_size(x.dtype) != dtype_size(dst))
+        c.fail(std::string("cannot bitcast ") + dtype_name(x.dtype) + " to " +
+               dtype_name(dst) + ": the widths differ");
+      Tensor& y = c.output(0, dst, x.shape);
+      if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
+    }));
+  };
 }
 
 KILN_REGISTER_OP("", "Cast", cast());
-KILN_REGISTER_OP("", "CastLike", simple_kernel(cast_like));
+KILN_REGISTER_OP("", "BitCast", bit_cast());
+KILN_REGISTER_OP("", "CastLike", cast_like());
 
 }  // namespace
 }  // namespace kiln::ops

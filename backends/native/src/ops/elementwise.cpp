@@ -520,6 +520,15 @@ KernelFactory thresholded_relu() {
   };
 }
 
+// Swish (opset 24): x * sigmoid(alpha * x).
+KernelFactory swish() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    double alpha = node.attr_f("alpha", 1.0f);
+    return float_unary([=](double x) { return x / (1.0 + std::exp(-alpha * x)); })(
+        node, BuildContext(no_consts));
+  };
+}
+
 KernelFactory shrink() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     double lambd = node.attr_f("lambd", 0.5f);
@@ -592,6 +601,7 @@ KILN_REGISTER_OP("", "Elu", elu_like(0));
 KILN_REGISTER_OP("", "Selu", elu_like(1));
 KILN_REGISTER_OP("", "Celu", elu_like(2));
 KILN_REGISTER_OP("", "ThresholdedRelu", thresholded_relu());
+KILN_REGISTER_OP("", "Swish", swish());
 KILN_REGISTER_OP("", "Shrink", shrink());
 KILN_REGISTER_OP("", "Relu", activation_op(Activation::relu, 0, 0, nullptr, nullptr));
 KILN_REGISTER_OP("", "Sigmoid", activation_op(Activation::sigmoid, 0, 0, nullptr, nullptr));

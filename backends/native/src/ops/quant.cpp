@@ -1,4 +1,6 @@
-// int8 inference ops: QuantizeLinear, DequantizeLinear (per tensor or per axis),
+// int8 inference ops: QuantizeLinear, DequantizeLinear (per tensor or per axis; uint8 and
+// int8 on the SIMD loops, the 16-, 4- and 2-bit integers and the float8 / float4 types on a
+// scalar path),
 // DynamicQuantizeLinear and MatMulInteger. MatMulInteger with a constant 2-D int8 B runs on
 // the u8 x s8 GEMM (AVX-512 VNNI where the CPU has it), B packed once at plan build time; any
 // other combination of types and shapes runs on plain loops with the same results.
@@ -9,7 +11,9 @@
 #include <vector>
 
 #include "kernels/int8_gemm.h"
+#include "narrow_float.h"
 #include "ops/common.h"
+#include "ops/element.h"
 
 namespace kiln::ops {
 namespace {
@@ -59,6 +63,27 @@ Layout param_layout(const Tensor& x, const Tensor& scale, const Tensor* zero, in
   return l;
 }
 
+// The integer range of a quantized type (the float types have none).
+bool int_range(DType t, int64_t& lo, int64_t& hi) {
+  switch (t) {
+    case DType::u8: lo = 0; hi = 255; return true;
+    case DType::i8: lo = -128; hi = 127; return true;
+    case DType::u16: lo = 0; hi = 65535; return true;
+    case DType::i16: lo = -32768; hi = 32767; return true;
+    case DType::u4: lo = 0; hi = 15; return true;
+    case DType::i4: lo = -8; hi = 7; return true;
+    case DType::u2: lo = 0; hi = 3; return true;
+    case DType::i2: lo = -2; hi = 1; return true;
+    default: return false;
+  }
+}
+
+bool quantized_type(DType t) {
+  int64_t lo, hi;
+  return int_range(t, lo, hi) || (is_narrow_float(t) && t != DType::bf16 &&
+                                   t != DType::f8e8m0);
+}
+
 // The axis of QuantizeLinear / DequantizeLinear; blocked quantization is refused.
 int64_t quant_axis(const NodeDesc& node) {
   if (node.attr_i("block_size", 0) != 0) node.fail("blocked quantization is not supported");
@@ -81,19 +106,55 @@ void for_each_run(OpContext& c, const Layout& l, Fn&& fn) {
   });
 }
 
+// y = saturate(round_half_even(x / s) + z) for integer types; y = float8(x / s) (z is 0)
+// for the float types, saturating unless `saturate` is 0.
+void quantize_scalar(OpContext& c, const Tensor& x, const float* ps, const Tensor* zero,
+                     const Layout& l, DType out, bool saturate, Tensor& y) {
+  int64_t lo = 0, hi = 0;
+  const bool integer = int_range(out, lo, hi);
+  const float* px = x.ptr<float>();
+  for_each_run(c, l, [&](size_t ch, size_t b, size_t n) {
+    for (size_t i = b; i < b + n; ++i) {
+      const double v = static_cast<double>(px[i]) / ps[ch];
+      if (integer) {
+        const int64_t z = zero ? load_int(*zero, ch) : 0;
+        const double r = std::nearbyint(v) + static_cast<double>(z);
+        const int64_t q = std::isnan(r) ? 0 : static_cast<int64_t>(
+            std::min<double>(hi, std::max<double>(lo, r)));
+        const uint64_t bits = static_cast<uint64_t>(q);
+        switch (dtype_size(out)) {
+          case 2: y.ptr<uint16_t>()[i] = static_cast<uint16_t>(bits); break;
+          default:
+            y.ptr<uint8_t>()[i] = static_cast<uint8_t>(
+                (out == DType::i4 || out == DType::u4) ? bits & 0xf
+                : (out == DType::i2 || out == DType::u2) ? bits & 0x3 : bits);
+        }
+      } else {
+        const double z = zero ? load(*zero, ch) : 0.0;
+        y.ptr<uint8_t>()[i] = static_cast<uint8_t>(narrow_from_double(out, v + z, saturate));
+      }
+    }
+  });
+}
+
 KernelFactory quantize_linear() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const int64_t axis = quant_axis(node);
-    return std::unique_ptr<Kernel>(new FnKernel([axis](OpContext& c) {
+    const int64_t to = node.attr_i("output_dtype", 0);
+    const bool saturate = node.attr_i("saturate", 1) != 0;
+    return std::unique_ptr<Kernel>(new FnKernel([axis, to, saturate](OpContext& c) {
       const Tensor& x = c.in(0);
       const Tensor& scale = c.in(1);
       const Tensor* zero = c.input(2);
       if (x.dtype != DType::f32) c.fail("x must be float32");
-      const DType out = zero ? zero->dtype : DType::u8;
-      if (!is_int8(out)) c.fail("the zero point must be uint8 or int8, got " +
-                                std::string(dtype_name(out)));
+      const DType out = zero ? zero->dtype : to ? static_cast<DType>(to) : DType::u8;
+      if (!quantized_type(out)) c.fail(std::string("cannot quantize to ") + dtype_name(out));
       const Layout l = param_layout(x, scale, zero, axis, c);
       Tensor& y = c.output(0, out, x.shape);
+      if (!is_int8(out)) {
+        quantize_scalar(c, x, scale.ptr<float>(), zero, l, out, saturate, y);
+        return;
+      }
       const float* px = x.ptr<float>();
       const float* ps = scale.ptr<float>();
       const Int8Loops& k = int8_loops();
@@ -113,8 +174,8 @@ KernelFactory dequantize_linear() {
       const Tensor& x = c.in(0);
       const Tensor& scale = c.in(1);
       const Tensor* zero = c.input(2);
-      if (!is_int8(x.dtype) && x.dtype != DType::i32)
-        c.fail("x must be uint8, int8 or int32, got " + std::string(dtype_name(x.dtype)));
+      if (!quantized_type(x.dtype) && x.dtype != DType::i32)
+        c.fail(std::string("cannot dequantize ") + dtype_name(x.dtype));
       if (zero && zero->dtype != x.dtype)
         c.fail("the zero point must have x's type " + std::string(dtype_name(x.dtype)));
       const Layout l = param_layout(x, scale, zero, axis, c);
@@ -128,9 +189,13 @@ KernelFactory dequantize_linear() {
           k.dequantize_u8(n, x.ptr<uint8_t>() + b, ps[ch], z, py + b);
         } else if (x.dtype == DType::i8) {
           k.dequantize_s8(n, x.ptr<int8_t>() + b, ps[ch], z, py + b);
-        } else {
+        } else if (x.dtype == DType::i32) {
           const int32_t* px = x.ptr<int32_t>() + b;
           for (size_t i = 0; i < n; ++i) py[b + i] = static_cast<float>(px[i] - z) * ps[ch];
+        } else {  // the scalar path: any quantized type, its zero point of the same type
+          const double zf = zero ? load(*zero, ch) : 0.0;
+          for (size_t i = b; i < b + n; ++i)
+            py[i] = static_cast<float>((load(x, i) - zf) * ps[ch]);
         }
       });
     }));

@@ -1,10 +1,19 @@
-// LSTM (ONNX opset 7-22) with the default activations (sigmoid, tanh, tanh), float32.
+// LSTM, GRU and RNN (ONNX opset 7-22) with the default activations, float32: one driver
+// (shapes, directions, sequence lengths, initial and final states, layout) and one cell per
+// op. G is the op's gate count (LSTM 4, GRU 3, RNN 1); W is [dirs, G*H, I], R [dirs, G*H, H],
+// B [dirs, 2*G*H] (input biases, then recurrent ones).
 //
-// Per direction and batch row, one step t computes the four gate pre-activations
-//   g = W x_t + R h_{t-1} + Wb + Rb            (gate order i, o, f, c in W, R, B)
+// LSTM, gate order i, o, f, c:
+//   g = W x_t + R h_{t-1} + Wb + Rb
 //   i = s(g_i + P_i * c_{t-1}),  f = s(g_f + P_f * c_{t-1})   (f = 1 - i with input_forget)
 //   c_t = f * c_{t-1} + i * tanh(g_c)
 //   o = s(g_o + P_o * c_t),      h_t = o * tanh(c_t)
+// GRU, gate order z, r, h:
+//   z = s(Wz x + Rz h + Wbz + Rbz),  r = s(Wr x + Rr h + Wbr + Rbr)
+//   n = tanh(Wh x + Rh (r * h) + Rbh + Wbh)            (linear_before_reset = 0)
+//   n = tanh(Wh x + r * (Rh h + Rbh) + Wbh)            (linear_before_reset = 1)
+//   h_t = (1 - z) * n + z * h_{t-1}
+// RNN: h_t = tanh(W x + R h_{t-1} + Wb + Rb).
 // `clip` bounds every pre-activation to [-clip, clip]. A row with sequence_lens[b] = L runs
 // steps 0..L-1 (backward: L-1..0); Y is zero past L and Y_h / Y_c hold the state at the last
 // step run. layout=1 puts batch first in X, Y, initial and final states.
@@ -39,14 +48,40 @@ void check_shape(const OpContext& c, const Tensor* t, const Shape& want, const c
            shape_str(want));
 }
 
-void lstm(OpContext& c) {
+// One direction's weights for a cell step.
+struct DirWeights {
+  const float* W;   // [G*H, I]
+  const float* R;   // [G*H, H]
+  const float* Wb;  // [G*H] input biases, or null
+  const float* Rb;  // [G*H] recurrent biases, or null
+};
+
+// acc[g] = W[g] . x + (R[g] . h when with_r) + Wb[g] (+ Rb[g] when with_r), g < n.
+void project(const DirWeights& dw, int64_t first, int64_t n, int64_t in, int64_t H,
+             const float* xt, const float* h, bool with_r, float* acc) {
+  for (int64_t g = first; g < first + n; ++g) {
+    float a = dw.Wb ? dw.Wb[g] : 0.0f;
+    if (with_r && dw.Rb) a += dw.Rb[g];
+    const float* wr = dw.W + g * in;
+    for (int64_t k = 0; k < in; ++k) a += wr[k] * xt[k];
+    if (with_r) {
+      const float* rr = dw.R + g * H;
+      for (int64_t k = 0; k < H; ++k) a += rr[k] * h[k];
+    }
+    acc[g] = a;
+  }
+}
+
+// The shared driver. step(d, dw, xt, h, cell, gates) advances one time step in place.
+template <typename Step>
+void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, Step&& step) {
   const Tensor& x = c.in(0);
   const Tensor& w = c.in(1);
   const Tensor& r = c.in(2);
   for (size_t i = 0; i < c.n_inputs(); ++i) {
     const Tensor* t = c.input(i);
     if (t != nullptr && i != 4 && t->dtype != DType::f32)
-      c.fail("LSTM input " + std::to_string(i) + " must be float32, got " +
+      c.fail(std::string(op) + " input " + std::to_string(i) + " must be float32, got " +
              dtype_name(t->dtype));
   }
   const std::string direction = c.node.attr_s("direction", "forward");
@@ -54,8 +89,6 @@ void lstm(OpContext& c) {
   if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
     c.fail("direction '" + direction + "' is not forward, reverse or bidirectional");
   const bool batch_first = c.node.attr_i("layout", 0) == 1;
-  const bool couple = c.node.attr_i("input_forget", 0) != 0;
-  const float clip = c.node.attr_f("clip", 0.0f);
   if (x.rank() != 3) c.fail("X must have rank 3, got " + shape_str(x.shape));
   if (w.rank() != 3 || r.rank() != 3) c.fail("W and R must have rank 3");
   LstmShape s{batch_first ? x.shape[1] : x.shape[0], batch_first ? x.shape[0] : x.shape[1],
@@ -63,18 +96,16 @@ void lstm(OpContext& c) {
   const int64_t H = s.hidden;
   const int64_t hs = c.node.attr_i("hidden_size", H);
   if (hs != H) c.fail("hidden_size " + std::to_string(hs) + " does not match R's last dim");
-  check_shape(c, &w, {dirs, 4 * H, s.input}, "W");
-  check_shape(c, &r, {dirs, 4 * H, H}, "R");
+  check_shape(c, &w, {dirs, G * H, s.input}, "W");
+  check_shape(c, &r, {dirs, G * H, H}, "R");
   const Tensor* bias = c.input(3);
   const Tensor* lens_t = c.input(4);
   const Tensor* h0 = c.input(5);
-  const Tensor* c0 = c.input(6);
-  const Tensor* peep = c.input(7);
-  check_shape(c, bias, {dirs, 8 * H}, "B");
+  const Tensor* c0 = has_cell ? c.input(6) : nullptr;
+  check_shape(c, bias, {dirs, 2 * G * H}, "B");
   const Shape state = batch_first ? Shape{s.batch, dirs, H} : Shape{dirs, s.batch, H};
   check_shape(c, h0, state, "initial_h");
   check_shape(c, c0, state, "initial_c");
-  check_shape(c, peep, {dirs, 3 * H}, "P");
   std::vector<int64_t> lens(static_cast<size_t>(s.batch), s.seq);
   if (lens_t != nullptr) {
     lens = read_ints(*lens_t, c.node, "sequence_lens");
@@ -90,19 +121,16 @@ void lstm(OpContext& c) {
                                     : Shape{s.seq, dirs, s.batch, H};
   float* y = c.wants_output(0) ? c.output(0, DType::f32, y_shape).ptr<float>() : nullptr;
   float* yh = c.wants_output(1) ? c.output(1, DType::f32, state).ptr<float>() : nullptr;
-  float* yc = c.wants_output(2) ? c.output(2, DType::f32, state).ptr<float>() : nullptr;
+  float* yc = has_cell && c.wants_output(2) ? c.output(2, DType::f32, state).ptr<float>()
+                                            : nullptr;
   if (y != nullptr) std::fill(y, y + s.seq * dirs * s.batch * H, 0.0f);
 
-  std::vector<float> h(H), cell(H), gates(4 * H);
-  auto bound = [clip](float v) {
-    return clip > 0.0f ? std::min(clip, std::max(-clip, v)) : v;
-  };
+  std::vector<float> h(H), cell(H), gates(G * H);
   for (int64_t d = 0; d < dirs; ++d) {
     const bool backward = direction == "reverse" || d == 1;
-    const float* W = w.ptr<float>() + d * 4 * H * s.input;
-    const float* R = r.ptr<float>() + d * 4 * H * H;
-    const float* Wb = bias ? bias->ptr<float>() + d * 8 * H : nullptr;
-    const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
+    const float* Wb = bias ? bias->ptr<float>() + d * 2 * G * H : nullptr;
+    const DirWeights dw{w.ptr<float>() + d * G * H * s.input, r.ptr<float>() + d * G * H * H,
+                        Wb, Wb ? Wb + G * H : nullptr};
     for (int64_t b = 0; b < s.batch; ++b) {
       const size_t srow = s.state_row(d, b);
       for (int64_t k = 0; k < H; ++k) {
@@ -110,28 +138,10 @@ void lstm(OpContext& c) {
         cell[k] = c0 ? c0->ptr<float>()[srow + k] : 0.0f;
       }
       const int64_t L = lens[static_cast<size_t>(b)];
-      for (int64_t step = 0; step < L; ++step) {
-        const int64_t t = backward ? L - 1 - step : step;
-        const float* xt = x.ptr<float>() + s.x_row(t, b);
-        for (int64_t g = 0; g < 4 * H; ++g) {
-          float acc = Wb ? Wb[g] + Wb[4 * H + g] : 0.0f;
-          const float* wr = W + g * s.input;
-          for (int64_t k = 0; k < s.input; ++k) acc += wr[k] * xt[k];
-          const float* rr = R + g * H;
-          for (int64_t k = 0; k < H; ++k) acc += rr[k] * h[k];
-          gates[g] = acc;
-        }
-        for (int64_t k = 0; k < H; ++k) {
-          const float cp = cell[k];
-          const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
-          const float pf = P ? P[2 * H + k] * cp : 0.0f;
-          const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
-          const float gc = std::tanh(bound(gates[3 * H + k]));
-          const float cn = gf * cp + gi * gc;
-          const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
-          cell[k] = cn;
-          h[k] = go * std::tanh(cn);
-        }
+      for (int64_t i = 0; i < L; ++i) {
+        const int64_t t = backward ? L - 1 - i : i;
+        step(d, dw, x.ptr<float>() + s.x_row(t, b), s.input, h.data(), cell.data(),
+             gates.data());
         if (y != nullptr) std::copy(h.begin(), h.end(), y + s.y_row(t, d, b));
       }
       if (yh != nullptr) std::copy(h.begin(), h.end(), yh + srow);
@@ -140,8 +150,86 @@ void lstm(OpContext& c) {
   }
 }
 
+struct Clip {
+  float clip;
+  float operator()(float v) const {
+    return clip > 0.0f ? std::min(clip, std::max(-clip, v)) : v;
+  }
+};
+
+void lstm(OpContext& c) {
+  const int64_t H = c.in(2).rank() == 3 ? c.in(2).shape[2] : 0;
+  const Tensor* peep = c.input(7);
+  const int64_t dirs = c.node.attr_s("direction", "forward") == "bidirectional" ? 2 : 1;
+  check_shape(c, peep, {dirs, 3 * H}, "P");
+  if (peep != nullptr && peep->dtype != DType::f32) c.fail("P must be float32");
+  const bool couple = c.node.attr_i("input_forget", 0) != 0;
+  const Clip bound{c.node.attr_f("clip", 0.0f)};
+  run_recurrent(c, "LSTM", 4, true, [&](int64_t d, const DirWeights& dw, const float* xt,
+                                        int64_t in, float* h, float* cell, float* gates) {
+    const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
+    project(dw, 0, 4 * H, in, H, xt, h, true, gates);
+    for (int64_t k = 0; k < H; ++k) {
+      const float cp = cell[k];
+      const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
+      const float pf = P ? P[2 * H + k] * cp : 0.0f;
+      const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
+      const float gc = std::tanh(bound(gates[3 * H + k]));
+      const float cn = gf * cp + gi * gc;
+      const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
+      cell[k] = cn;
+      h[k] = go * std::tanh(cn);
+    }
+  });
+}
+
+void gru(OpContext& c) {
+  const bool linear_before_reset = c.node.attr_i("linear_before_reset", 0) != 0;
+  const Clip bound{c.node.attr_f("clip", 0.0f)};
+  std::vector<float> r, n;
+  run_recurrent(c, "GRU", 3, false, [&](int64_t, const DirWeights& dw, const float* xt,
+                                        int64_t in, float* h, float*, float* gates) {
+    const int64_t H = c.in(2).shape[2];
+    r.resize(H);
+    n.resize(H);
+    project(dw, 0, 2 * H, in, H, xt, h, true, gates);   // z, r
+    project(dw, 2 * H, H, in, H, xt, h, false, gates);  // Wh x + Wbh
+    const float* Rh = dw.R + 2 * H * H;
+    const float* Rbh = dw.Rb ? dw.Rb + 2 * H : nullptr;
+    for (int64_t k = 0; k < H; ++k) r[k] = sigmoid(bound(gates[H + k]));
+    for (int64_t j = 0; j < H; ++j) {
+      const float* row = Rh + j * H;
+      float a = 0.0f;
+      if (linear_before_reset) {
+        for (int64_t k = 0; k < H; ++k) a += row[k] * h[k];
+        a = r[j] * (a + (Rbh ? Rbh[j] : 0.0f));
+      } else {
+        for (int64_t k = 0; k < H; ++k) a += row[k] * (r[k] * h[k]);
+        a += Rbh ? Rbh[j] : 0.0f;
+      }
+      n[j] = std::tanh(bound(gates[2 * H + j] + a));
+    }
+    for (int64_t k = 0; k < H; ++k) {
+      const float z = sigmoid(bound(gates[k]));
+      h[k] = (1.0f - z) * n[k] + z * h[k];
+    }
+  });
+}
+
+void rnn(OpContext& c) {
+  const Clip bound{c.node.attr_f("clip", 0.0f)};
+  run_recurrent(c, "RNN", 1, false, [&](int64_t, const DirWeights& dw, const float* xt,
+                                        int64_t in, float* h, float*, float* gates) {
+    const int64_t H = c.in(2).shape[2];
+    project(dw, 0, H, in, H, xt, h, true, gates);
+    for (int64_t k = 0; k < H; ++k) h[k] = std::tanh(bound(gates[k]));
+  });
+}
+
 }  // namespace
 
 KILN_REGISTER_OP("", "LSTM", simple_kernel(lstm));
+KILN_REGISTER_OP("", "GRU", simple_kernel(gru));
+KILN_REGISTER_OP("", "RNN", simple_kernel(rnn));
 
 }  // namespace kiln::ops
