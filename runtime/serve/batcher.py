@@ -9,13 +9,18 @@ several instances at once.
 
 Backpressure is explicit: a request is refused (``Overloaded``, answered 503 with Retry-After)
 when ``max_queue`` requests already wait, and dropped the same way when its queue deadline
-(``timeout``) passed before an instance took it. Nothing blocks the caller: ``submit`` returns
-a Future at once or raises.
+(``timeout``) passed before an instance took it. With a deadline, admission also refuses at
+once a request whose estimated start is already past it: the rows queued ahead, in batches of
+``max_batch`` shared by the instances, times the recent compute time of such a batch (a moving
+average of what the instances measured). Refusing early keeps accepted requests inside the
+bound instead of letting them wait and be dropped. Nothing blocks the caller: ``submit``
+returns a Future at once or raises.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -84,9 +89,12 @@ class DynamicBatcher:
         self._specs = list(self.sessions[0].inputs)
         self._output_names = [o.name for o in self.sessions[0].outputs]
         self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
+        self._busy_until: dict[int, float] = {}  # instance -> expected end of its batch
+        self._batch_seconds: dict[int, float] = {}  # rows -> moving average of compute time
         self._cond = threading.Condition()
         self._closed = False
-        self._workers = [threading.Thread(target=self._work, args=(s,), daemon=True,
+        self._workers = [threading.Thread(target=self._work, args=(i, s), daemon=True,
                                           name=f"kiln-serve-{name}-{i}")
                          for i, s in enumerate(self.sessions)]
         for worker in self._workers:
@@ -123,7 +131,17 @@ class DynamicBatcher:
                     self.metrics.rejected("queue_full")
                 raise Overloaded(f"model '{self.name}' has {len(self._queue)} requests "
                                  f"queued (--max-queue {self.max_queue}); retry later")
+            if self.timeout is not None:
+                wait = self._estimated_wait(rows, request.enqueued)
+                if wait > self.timeout:
+                    if self.metrics:
+                        self.metrics.rejected("estimate")
+                    raise Overloaded(
+                        f"model '{self.name}' would start this request in about "
+                        f"{wait * 1e3:.0f} ms, past its {self.timeout * 1e3:.0f} ms queue "
+                        "deadline; retry later")
             self._queue.append(request)
+            self._queued_rows += request.rows
             self._set_pending()
             self._cond.notify()
         if outputs is not None:
@@ -140,6 +158,33 @@ class DynamicBatcher:
             self._cond.notify_all()
         for worker in self._workers:
             worker.join(timeout)
+
+    def _estimated_wait(self, rows: int, now: float) -> float:
+        """Seconds until a request of ``rows`` rows would start, from what is queued and
+        running (caller holds the lock). 0 before any batch was measured."""
+        full = self._batch_seconds.get(self.max_batch) or max(
+            (t * self.max_batch / r for r, t in self._batch_seconds.items()), default=0.0)
+        if full == 0.0:
+            return 0.0
+        before = math.ceil((self._queued_rows + rows) / self.max_batch) - 1  # batches ahead
+        busy = sorted(max(0.0, end - now) for end in self._busy_until.values())
+        instances = len(self.sessions)
+        free_at = busy[0] if len(busy) == instances else 0.0
+        return free_at + math.ceil(before / instances) * full
+
+    def _started(self, worker: int, rows: int) -> None:
+        with self._cond:
+            expected = self._batch_seconds.get(rows, 0.0)
+            self._busy_until[worker] = time.perf_counter() + expected
+
+    def _finished(self, worker: int, rows: int, seconds: float | None) -> None:
+        """Fold a batch's compute seconds (None: it failed) into the moving average."""
+        with self._cond:
+            self._busy_until.pop(worker, None)
+            if seconds is not None:
+                old = self._batch_seconds.get(rows)
+                self._batch_seconds[rows] = seconds if old is None else \
+                    0.8 * old + 0.2 * seconds
 
     # --- instances ----------------------------------------------------------------------
     def _set_pending(self) -> None:
@@ -177,6 +222,7 @@ class DynamicBatcher:
                     else:
                         rest.append(request)
                 self._queue = rest
+                self._queued_rows -= rows
                 self._set_pending()
                 if self._queue:
                     self._cond.notify()
@@ -185,7 +231,7 @@ class DynamicBatcher:
     def _rows_like(self, first: _Request) -> int:
         return sum(r.rows for r in self._queue if r.key == first.key)
 
-    def _work(self, session: Any) -> None:
+    def _work(self, worker: int, session: Any) -> None:
         while True:
             batch = self._take()
             if batch is None:
@@ -203,9 +249,12 @@ class DynamicBatcher:
                 elif request.future.set_running_or_notify_cancel():
                     live.append(request)
             if live:
-                self._run(session, live, start)
+                rows = sum(r.rows for r in live)
+                self._started(worker, rows)
+                self._finished(worker, rows, self._run(session, live, start))
 
-    def _run(self, session: Any, batch: list[_Request], start: float) -> None:
+    def _run(self, session: Any, batch: list[_Request], start: float) -> float | None:
+        """Run one batch and resolve its futures; its compute seconds, None if it failed."""
         try:
             if len(batch) == 1:
                 feeds = batch[0].feeds
@@ -220,13 +269,14 @@ class DynamicBatcher:
         except BaseException as exc:  # the batch fails, the instance lives on
             for request in batch:
                 request.future.set_exception(exc)
-            return
+            return None
         compute = time.perf_counter() - start
         if self.metrics:
             self.metrics.batch(sum(r.rows for r in batch),
                                [start - r.enqueued for r in batch], compute)
         for request, part in zip(batch, parts):
             request.future.set_result(part)
+        return compute
 
 
 def _split(results: Mapping[str, np.ndarray], rows: list[int],
