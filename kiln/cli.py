@@ -744,7 +744,8 @@ def _print_passes(report: dict) -> None:
 @click.option("--max-queue", type=int, default=64, show_default=True,
               help="Queued requests per model version before answering 503.")
 @click.option("--timeout-ms", type=float, default=None,
-              help="Queue deadline of a request (503 when it passes).")
+              help="Queue deadline of a request: 503 when it passes, and at once when the "
+                   "estimated queue wait already exceeds it.")
 @click.option("--ray", "use_ray", is_flag=True, help="Serve on Ray Serve replicas.")
 @click.option("--replicas", type=int, default=1, show_default=True, help="With --ray.")
 @click.option("--autoscale", default=None, help="MIN,MAX replicas (with --ray).")
