@@ -277,6 +277,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "DynamicQuantizeLinear"): Rule(FLOAT, free_outputs=(0, 2)),
     ("", "MatMulInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
                                 free_outputs=(0,), check=_matmul_integer),
+    ("", "ConvInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
+                              free_outputs=(0,), check=_auto_pad),
     ("kiln", "FusedGemm"): Rule(FLOAT, check=_activation),
     # normalization, pooling
     ("", "BatchNormalization"): Rule(FLOAT, check=_batchnorm),

@@ -125,3 +125,54 @@ def test_session_int8_runs_a_quantized_mlp_on_native():
     assert lowered == ["DynamicQuantizeLinear", "QGemm"]
     got = int8(x=x)["y"]
     assert np.dot(got.ravel(), fp32.ravel()) / np.linalg.norm(got) / np.linalg.norm(fp32) > 0.999
+
+
+@pytest.mark.parametrize("attrs,w_zero_per_channel", [
+    ({}, False),
+    ({"pads": [1, 1, 1, 1], "strides": [2, 1]}, True),
+    ({"dilations": [2, 2], "group": 2, "auto_pad": "SAME_UPPER"}, False),
+])
+def test_conv_integer_matches_onnx_reference(attrs: dict, w_zero_per_channel: bool):
+    from onnx import TensorProto
+    from onnx.reference import ReferenceEvaluator
+
+    import kiln.backend
+
+    gen = np.random.default_rng(8)
+    group = attrs.get("group", 1)
+    x = gen.integers(0, 256, (2, 4, 7, 6), dtype=np.uint8)
+    w = gen.integers(0, 256, (6, 4 // group, 3, 3), dtype=np.uint8)
+    xz = np.array(120, np.uint8)
+    wz = gen.integers(100, 140, 6, dtype=np.uint8) if w_zero_per_channel \
+        else np.array(128, np.uint8)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], "convinteger",
+        [helper.make_tensor_value_info(n, TensorProto.UINT8, list(a.shape))
+         for n, a in (("x", x), ("w", w), ("xz", xz), ("wz", wz))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [None] * 4)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = [x, w, xz, wz]
+    [want] = ReferenceEvaluator(model).run(None, dict(zip(["x", "w", "xz", "wz"], feeds)))
+    [got] = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run(feeds)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_conv_integer_with_a_float_zero_point_is_a_kiln_error():
+    from onnx import TensorProto
+
+    import kiln.backend
+
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"])
+    graph = helper.make_graph(
+        [node], "convinteger",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 3, 3]),
+         helper.make_tensor_value_info("w", TensorProto.UINT8, [1, 1, 2, 2]),
+         helper.make_tensor_value_info("xz", TensorProto.UINT8, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [None] * 4)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.KilnError, match="x_zero_point must be one value"):
+        rep.run([np.ones((1, 1, 3, 3), np.uint8), np.ones((1, 1, 2, 2), np.uint8),
+                 np.zeros(2, np.uint8)])

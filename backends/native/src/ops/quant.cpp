@@ -13,6 +13,7 @@
 #include "kernels/int8_gemm.h"
 #include "narrow_float.h"
 #include "ops/common.h"
+#include "ops/conv_geom.h"
 #include "ops/element.h"
 
 namespace kiln::ops {
@@ -333,11 +334,90 @@ KernelFactory matmul_integer() {
   };
 }
 
+// ConvInteger: Y (int32) = conv(X - x_zero, W - w_zero), padding contributing 0 (the zero
+// point); x_zero one value, w_zero one value or one per output channel. Plain loops over a
+// table of input offsets per (output position, kernel position); exact in int32.
+KernelFactory conv_integer() {
+  return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
+    const ConvAttrs attrs = read_attrs(node, false);
+    return std::unique_ptr<Kernel>(new FnKernel([attrs](OpContext& c) {
+      const Tensor& x = c.in(0);
+      const Tensor& w = c.in(1);
+      if (!is_int8(x.dtype) || !is_int8(w.dtype))
+        c.fail("X and W must be uint8 or int8, got " + std::string(dtype_name(x.dtype)) +
+               " and " + std::string(dtype_name(w.dtype)));
+      const Geom g = conv_geom(attrs, x, w, c);
+      const Tensor* xz = c.input(2);
+      const Tensor* wz = c.input(3);
+      if (xz && (xz->numel() != 1 || xz->dtype != x.dtype))
+        c.fail("x_zero_point must be one value of X's type");
+      if (wz && ((wz->numel() != 1 && wz->numel() != g.M) || wz->dtype != w.dtype))
+        c.fail("w_zero_point must be one value or one per output channel of W's type, got " +
+               shape_str(wz->shape));
+      Shape oshape{static_cast<int64_t>(g.N), static_cast<int64_t>(g.M)};
+      oshape.insert(oshape.end(), g.out.begin(), g.out.end());
+      Tensor& y = c.output(0, DType::i32, oshape);
+      if (y.numel() == 0) return;
+      // offset[o * kprod + k]: X offset (within one channel plane) read by output position o
+      // at kernel position k, or -1 when it falls in the padding.
+      std::vector<int64_t> offset(g.out_prod * g.kprod);
+      std::vector<int64_t> oi(g.nd), ki(g.nd);
+      for (size_t o = 0; o < g.out_prod; ++o) {
+        size_t rest = o;
+        for (size_t d = g.nd; d-- > 0;) {
+          oi[d] = static_cast<int64_t>(rest % g.out[d]);
+          rest /= g.out[d];
+        }
+        for (size_t kk = 0; kk < g.kprod; ++kk) {
+          size_t krest = kk;
+          int64_t off = 0;
+          bool inside = true;
+          for (size_t d = g.nd; d-- > 0;) {
+            ki[d] = static_cast<int64_t>(krest % g.k[d]);
+            krest /= g.k[d];
+          }
+          for (size_t d = 0; d < g.nd; ++d) {
+            const int64_t pos = oi[d] * g.stride[d] + ki[d] * g.dil[d] - g.pb[d];
+            if (pos < 0 || pos >= g.in[d]) inside = false;
+            off = off * g.in[d] + pos;
+          }
+          offset[o * g.kprod + kk] = inside ? off : -1;
+        }
+      }
+      const int32_t zx = xz ? int_at(*xz, 0) : 0;
+      int32_t* py = y.ptr<int32_t>();
+      parallel(c.pool, g.N * g.M, 1, [&](size_t b, size_t e) {
+        for (size_t nm = b; nm < e; ++nm) {
+          const size_t n = nm / g.M, m = nm % g.M, grp = m / g.Mg;
+          const int32_t zw = wz ? int_at(*wz, wz->numel() == 1 ? 0 : m) : 0;
+          int32_t* out = py + nm * g.out_prod;
+          std::fill(out, out + g.out_prod, 0);
+          for (size_t ci = 0; ci < g.Cg; ++ci) {
+            const size_t ch = grp * g.Cg + ci;
+            const size_t xbase = (n * g.C + ch) * g.in_prod;
+            const size_t wbase = (m * g.Cg + ci) * g.kprod;
+            for (size_t o = 0; o < g.out_prod; ++o) {
+              int32_t acc = 0;
+              const int64_t* offs = offset.data() + o * g.kprod;
+              for (size_t kk = 0; kk < g.kprod; ++kk) {
+                if (offs[kk] < 0) continue;
+                acc += (int_at(x, xbase + offs[kk]) - zx) * (int_at(w, wbase + kk) - zw);
+              }
+              out[o] += acc;
+            }
+          }
+        }
+      });
+    }));
+  };
+}
+
 }  // namespace
 
 KILN_REGISTER_OP("", "QuantizeLinear", quantize_linear());
 KILN_REGISTER_OP("", "DequantizeLinear", dequantize_linear());
 KILN_REGISTER_OP("", "DynamicQuantizeLinear", simple_kernel(dynamic_quantize_linear));
 KILN_REGISTER_OP("", "MatMulInteger", matmul_integer());
+KILN_REGISTER_OP("", "ConvInteger", conv_integer());
 
 }  // namespace kiln::ops
