@@ -18,12 +18,10 @@ destination folder, then ``os.replace``.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
-import mmap
 import os
 import posixpath
 import stat
@@ -325,60 +323,51 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                                 f"(missing {missing}, not listed {unknown})")
         if MODEL not in members:
             raise ArtifactError(f"{path}: the artifact holds no {MODEL}")
-        with open(path, "rb") as raw, _mapped(raw) as mapped:
-            views = {name: _member_view(zf, mapped, by_name[name], path)
-                     for name in sorted(listed)}
-            # sha256 releases the GIL on large buffers: hash the members side by side.
-            with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-                digests = dict(zip(views, pool.map(sha256_bytes, views.values())))
-            for name, data in views.items():
-                entry = members[name]
-                if len(data) != entry.get("size") or digests[name] != entry.get("sha256"):
-                    raise ArtifactError(f"{path}: member {name} does not match its sha256 in "
-                                        "the manifest; the artifact was modified")
-            model_bytes = bytes(views.pop(MODEL))
-            blobs = {n[len(BLOBS):]: bytes(d) for n, d in views.items() if n.startswith(BLOBS)}
-            views.clear()
+        # Each member read once into memory and hashed there: the bytes checked are the bytes
+        # used, and no mapped page of the file adds to the process's RSS beside them.
+        with open(path, "rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
+            data = {name: _member_bytes(zf, raw, size, by_name[name], path)
+                    for name in sorted(listed)}
+        # sha256 releases the GIL on large buffers: hash the members side by side.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            digests = dict(zip(data, pool.map(sha256_bytes, data.values())))
+        for name, content in data.items():
+            entry = members[name]
+            if len(content) != entry.get("size") or digests[name] != entry.get("sha256"):
+                raise ArtifactError(f"{path}: member {name} does not match its sha256 in "
+                                    "the manifest; the artifact was modified")
+        model_bytes = data.pop(MODEL)
+        blobs = {n[len(BLOBS):]: d for n, d in data.items() if n.startswith(BLOBS)}
+        data.clear()
     blob_dir = _extract(blobs, extract_to, path) if blobs and extract_to else None
     return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
                     blobs=blobs)
 
 
-@contextlib.contextmanager
-def _mapped(raw: Any):
-    """The whole file mapped read-only (an empty file maps to empty bytes)."""
-    size = os.fstat(raw.fileno()).st_size
-    if size == 0:
-        yield b""
-        return
-    mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        yield mapped
-    finally:
-        try:
-            mapped.close()
-        except BufferError:  # a view escaped; the map closes when it is collected
-            pass
-
-
-def _member_view(zf: zipfile.ZipFile, mapped: Any, info: zipfile.ZipInfo,
-                 path: Path) -> memoryview | bytes:
-    """A member's bytes: a view into the mapped file for stored members (kiln writes only
-    those; the sha256 check replaces zip's CRC), otherwise read through zipfile."""
+def _member_bytes(zf: zipfile.ZipFile, raw: Any, size: int, info: zipfile.ZipInfo,
+                  path: Path) -> bytes:
+    """A member's bytes: read straight from the file for stored members (kiln writes only
+    those; the sha256 check replaces zip's CRC), otherwise through zipfile."""
     if info.compress_type != zipfile.ZIP_STORED:
         return _read(zf, info, path)
-    start = info.header_offset
-    header = bytes(mapped[start:start + 30])
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ArtifactError(f"{path}: member {info.filename} claims {info.file_size} bytes")
+    raw.seek(info.header_offset)
+    header = raw.read(30)
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         raise ArtifactError(f"{path}: member {info.filename} has no local header; the file "
                             "was modified or truncated")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
-    begin = start + 30 + name_len + extra_len
-    end = begin + info.compress_size
-    if info.compress_size != info.file_size or end > len(mapped):
+    begin = info.header_offset + 30 + name_len + extra_len
+    if info.compress_size != info.file_size or begin + info.compress_size > size:
         raise ArtifactError(f"{path}: member {info.filename} runs past the end of the file; "
                             "it was truncated")
-    return memoryview(mapped)[begin:end]
+    raw.seek(begin)
+    content = raw.read(info.compress_size)
+    if len(content) != info.compress_size:
+        raise ArtifactError(f"{path}: member {info.filename} was cut short while reading")
+    return content
 
 
 def _extract(blobs: Mapping[str, bytes], extract_to: str | os.PathLike[str], path: Path) -> Path:

@@ -391,7 +391,6 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
     graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
-    artifact.model_bytes = b""  # parsed: ``graph`` holds the model from here on
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
@@ -436,7 +435,8 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
                    kiln_ops: frozenset[str] | None = None) -> ir.Model:
     """The artifact's graph, parsed and validated: hashes prove integrity, not intent.
     kiln-domain ops outside ``kiln_ops`` (None: keep them all) are written back as standard
-    ONNX first, so a native artifact also loads on onnxruntime or OpenVINO."""
+    ONNX first, so a native artifact also loads on onnxruntime or OpenVINO. The artifact's
+    model bytes are released once parsed."""
     import onnx_ir as ir
 
     from kiln.compiler.frontend import parse_bytes
@@ -444,6 +444,7 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
 
     name = f"{artifact.path.name}:model.onnx"
     proto = parse_bytes(artifact.model_bytes, name)  # ModelError if it does not parse
+    artifact.model_bytes = b""  # parsed: the bytes and the proto are not held together
     if kiln_ops is not None and any(o.domain == KILN_DOMAIN for o in proto.opset_import):
         validate_proto(proto, name, [kiln_limits()])
         model = ir.from_proto(proto)

@@ -250,3 +250,18 @@ def test_restore_rebuilds_with_a_reason_when_blobs_do_not_fit(tmp_path: Path,
     np.testing.assert_allclose(compiled.run({"x": x})["y"], x @ (np.arange(12).reshape(3, 4)
                                                                 / 10).astype(np.float32),
                                rtol=1e-6)
+
+
+def test_load_reads_members_into_memory_without_mapping_the_file(saved: Path, monkeypatch):
+    # A map of the file would count its touched pages in RSS beside the bytes kiln keeps.
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_artifact mapped the artifact")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    loaded = art.load_artifact(saved)
+    assert type(loaded.model_bytes) is bytes
+    assert onnx.load_model_from_string(loaded.model_bytes).graph.node[0].op_type == "MatMul"
+    assert all(type(b) is bytes for b in loaded.blobs.values())
+    assert loaded.blobs["plan.bin"] == bytes(range(256)) * 8

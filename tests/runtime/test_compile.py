@@ -151,3 +151,15 @@ def test_an_artifact_for_a_subset_of_this_cpu_loads_as_compiled(tmp_path):
     assert compile_module.artifact_target("cpu", "cpu:avx2,fma") == Target.parse("cpu")
     rebuilt = kiln.Session(path, target="cpu")
     assert "target" in rebuilt.rebuild_reason
+
+
+def test_a_loaded_artifact_drops_its_model_bytes_once_parsed(tmp_path):
+    from kiln.runtime.artifact import load_artifact
+
+    path = kiln.compile(cnn_file(tmp_path), backend="onnxruntime").save(tmp_path / "m.kiln")
+    artifact = load_artifact(path)
+    graph = compile_module.artifact_model(artifact, ["onnxruntime"])
+    assert artifact.model_bytes == b""  # not held beside the parsed proto and graph
+    assert len(graph.graph) > 0
+    with pytest.raises(kiln.errors.ArtifactError, match="released"):
+        artifact.model()
