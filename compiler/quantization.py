@@ -94,6 +94,9 @@ def ensure_opset(model: ir.Model, version: int = quantize.MIN_OPSET) -> ir.Model
     if quantize.opset_version(model) >= version:
         return model
     proto = ir.serde.serialize_model(model)
+    # Shapes kiln inferred at the old opset can disagree with the converter's own inference
+    # (a scalar recorded where the upgraded op yields rank 1); the converter re-infers them.
+    del proto.graph.value_info[:]
     try:
         proto = onnx.version_converter.convert_version(proto, version)
     except Exception as exc:  # the converter raises plain RuntimeErrors

@@ -381,7 +381,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         scale = (np.float32(act_scale[str(x.name)]) * w_scale).astype(np.float32)
         if scale.size not in (1, bias.size):
             return
-        q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        q = int32_bias(bias, scale)
         qv = b.constant(f"{bias_v.name}_quantized", q)
         sv = b.constant(f"{bias_v.name}_scale", np.broadcast_to(scale, bias.shape).copy())
         zv = b.constant(f"{bias_v.name}_zero_point", np.zeros(bias.shape, dtype=np.int32))
@@ -516,3 +516,11 @@ class QuantizeDynamicPass(ir.passes.InPlacePass):
             if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
                 graph.initializers.pop(name)
         return ir.passes.PassResult(model, modified=modified)
+
+
+def int32_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``bias / scale`` rounded and saturated to int32, in float64: float32 cannot hold
+    2**31 - 1, so a clip there rounds up to 2**31 and the cast wraps a large positive bias to
+    the most negative int32."""
+    ratio = np.rint(bias.astype(np.float64) / scale.astype(np.float64))
+    return np.clip(ratio, -(2**31), 2**31 - 1).astype(np.int32)

@@ -81,3 +81,24 @@ def test_minilm_int8_embeddings_cosine():
         got = accuracy.onnxruntime_runner(result.model)(evals[0])["embedding"]
         want = accuracy.onnxruntime_runner(model)(evals[0])["embedding"]
         assert np.min(accuracy.row_cosines(want, got)) >= 0.99, mode
+
+
+
+@pytest.mark.slow
+def test_ensure_opset_moves_the_ppocr_detector_to_13():
+    # The shapes kiln records on this opset-12 detector after its O2 passes once made the
+    # opset converter refuse it.
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.real_model_corpus import DEFAULT_CACHE, by_name, fetch
+    from kiln.compiler import frontend, pipeline
+    from kiln.compiler.capabilities import STANDARD_ONNX
+
+    model = frontend.import_model(str(fetch(by_name("ppocrv4_det"), DEFAULT_CACHE)))
+    model, _ = pipeline.optimize(model, 2, Target.detect(), STANDARD_ONNX)
+    upgraded = quantization.ensure_opset(model, 13)
+    assert quantization.quantize.opset_version(upgraded) == 13

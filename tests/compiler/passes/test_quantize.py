@@ -196,3 +196,11 @@ def test_dynamic_skips_activation_matmuls():
     step = quantize.QuantizeDynamicPass()
     assert not step(model).modified
     assert "constant" in step.stats.skipped["mm"]
+
+
+def test_int32_bias_saturates_with_the_right_sign():
+    from kiln.compiler.passes.quantize import int32_bias
+
+    bias = np.array([3e9, -3e9, 5.0, 2147483000.0], np.float32)
+    q = int32_bias(bias, np.ones(4, np.float32))
+    assert q.tolist() == [2**31 - 1, -(2**31), 5, 2147483008]
