@@ -54,6 +54,12 @@ inline Attr i(int64_t v) {
   a.i = v;
   return a;
 }
+inline Attr s(std::string v) {
+  Attr a;
+  a.kind = Attr::Kind::s;
+  a.s = std::move(v);
+  return a;
+}
 inline Attr f(double v) {
   Attr a;
   a.kind = Attr::Kind::f;
@@ -78,7 +84,10 @@ struct Builder {
             std::map<std::string, Attr> attrs = {}, int opset = 17) {
     NodeDesc n;
     n.name = op + "_" + std::to_string(nodes.size());
-    n.op = op;
+    const std::string kiln_prefix = "kiln::";  // kiln's own ops, as the lowering names them
+    const bool own = op.compare(0, kiln_prefix.size(), kiln_prefix) == 0;
+    n.domain = own ? "kiln" : "";
+    n.op = own ? op.substr(kiln_prefix.size()) : op;
     n.opset = opset;
     for (auto& s : in) n.inputs.push_back(s.empty() ? -1 : id(s));
     for (auto& s : out) n.outputs.push_back(id(s));
@@ -172,6 +181,50 @@ inline std::vector<float> int8_matmul() {
   return b.run("x", f32_tensor({13, K}, 31), "y");
 }
 
+inline Tensor f32_scalar(float v) { return int_tensor<float>(DType::f32, {}, {v}); }
+inline Tensor u8_scalar(uint8_t v) { return int_tensor<uint8_t>(DType::u8, {}, {v}); }
+
+inline Tensor s8_weights(const kiln::Shape& shape, uint32_t seed) {
+  Tensor t = kiln::make_heap_tensor(DType::i8, shape);
+  const auto r = lcg_values(t.numel(), seed);
+  for (size_t k = 0; k < r.size(); ++k) t.ptr<int8_t>()[k] = static_cast<int8_t>(r[k] * 127.0f);
+  return t;
+}
+
+// An int8 convnet as the native lowering builds it from a QDQ model (int8_fusion.py):
+// QuantizeLinear, kiln::QConv 3x3 + Relu (5 channels: rounded up to whole k quads; u8 out in
+// NHWC), kiln::QMaxPool on the bytes (NHWC in and out), kiln::QConv 3x3 stride 2 with
+// per-tensor weight scale (NHWC in, u8 NCHW out, zero point 128), DequantizeLinear.
+inline std::vector<float> int8_convnet() {
+  Builder b;
+  b.constant("xs", f32_scalar(0.02f));
+  b.constant("xz", u8_scalar(128));
+  b.constant("w1", s8_weights({8, 5, 3, 3}, 40));
+  std::vector<float> ws1(8);
+  for (size_t k = 0; k < ws1.size(); ++k) ws1[k] = 0.002f + 0.0005f * k;
+  b.constant("ws1", int_tensor<float>(DType::f32, {8}, ws1));
+  b.constant("b1", f32_tensor({8}, 41, 0.2f));
+  b.constant("s1", f32_scalar(0.05f));
+  b.constant("z0", u8_scalar(0));
+  b.constant("w2", s8_weights({12, 8, 3, 3}, 42));
+  b.constant("ws2", f32_scalar(0.003f));
+  b.constant("b2", f32_tensor({12}, 43, 0.2f));
+  b.constant("s2", f32_scalar(0.04f));
+  b.constant("z2", u8_scalar(128));
+  b.node("QuantizeLinear", {"x", "xs", "xz"}, {"xq"});
+  b.node("kiln::QConv", {"xq", "w1", "xs", "xz", "ws1", "b1", "s1", "z0"}, {"c1"},
+         {{"pads", ints({1, 1, 1, 1})}, {"activation", s("Relu")},
+          {"kiln_layout_out", s("NHWC")}});
+  b.node("kiln::QMaxPool", {"c1", "s1", "z0", "s1", "z0"}, {"p1"},
+         {{"kernel_shape", ints({2, 2})}, {"strides", ints({2, 2})},
+          {"kiln_layout_in", s("NHWC")}, {"kiln_layout_out", s("NHWC")}});
+  b.node("kiln::QConv", {"p1", "w2", "s1", "z0", "ws2", "b2", "s2", "z2"}, {"c2"},
+         {{"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})},
+          {"kiln_layout_in", s("NHWC")}});
+  b.node("DequantizeLinear", {"c2", "s2", "z2"}, {"y"});
+  return b.run("x", f32_tensor({2, 5, 11, 11}, 44), "y");
+}
+
 struct Case {
   const char* name;
   std::vector<float> (*run)();
@@ -179,6 +232,7 @@ struct Case {
 };
 inline const Case kCases[] = {{"small_cnn", small_cnn, 1e-5f, 1e-4f},
                               {"transformer_block", transformer_block, 1e-4f, 1e-4f},
-                              {"int8_matmul", int8_matmul, 0.0f, 0.0f}};
+                              {"int8_matmul", int8_matmul, 0.0f, 0.0f},
+                              {"int8_convnet", int8_convnet, 0.0f, 0.0f}};
 
 }  // namespace plans

@@ -4,7 +4,8 @@
 # NEON, dotprod, i8mm), dotprod without i8mm (cortex-a76) and no dotprod (cortex-a57,
 # ARMv8.0), so every int8 path and the HWCAP dispatch are exercised. Timings under emulation
 # mean nothing.
-# Whole plans (a small CNN, a transformer block, an int8 MatMulInteger) are compared with the
+# Whole plans (a small CNN, a transformer block, an int8 MatMulInteger, an int8 convnet of
+# QuantizeLinear -> QConv -> QMaxPool -> QConv -> DequantizeLinear) are compared with the
 # outputs an x86 build recorded in expected_plans.txt (`kernel_driver --record FILE`).
 #   bash tests/aarch64/run.sh            (BUILD_DIR defaults to /tmp/kiln-aarch64-build)
 set -euo pipefail
