@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer
+from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
 from kiln.compiler.passes.rule import Match, Rule
 
 PROLOGUES = ("affine", "affine_relu")
@@ -30,10 +30,8 @@ PROLOGUES = ("affine", "affine_relu")
 def _private(value: ir.Value | None, reader: ir.Node) -> bool:
     """Whether ``reader`` is the only reader of ``value`` (as its first input) and the value
     is not a graph output."""
-    if value is None or value.is_graph_output():
-        return False
-    uses = list(value.uses())
-    return len(uses) == 1 and uses[0].node is reader and uses[0].idx == 0
+    return (value is not None and sole_consumer(value) is reader
+            and all(use.idx == 0 for use in value.uses()))
 
 
 def _is_conv(node: ir.Node) -> bool:
