@@ -69,6 +69,8 @@ class ThreadPool {
   // Claims and runs chunks of call `generation` until none are left.
   void run_chunks(uint32_t generation);
   void wake_sleepers();
+  // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere).
+  void place_workers_away_from_caller();
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one parallel_for at a time
@@ -88,6 +90,10 @@ class ThreadPool {
   std::atomic<int> sleepers_{0};     // workers blocked on wake_ (changed under mutex_)
   uint64_t wake_ticket_ = 0;         // moved (under mutex_) by each Engaged: wakes sleepers
   std::atomic<bool> stop_{false};
+  // CPUs the process may run on, and the caller's CPU the workers were last moved away from
+  // (-1: never); changed under mutex_ by an Engaged scope.
+  std::vector<int> allowed_cpus_;
+  int placed_away_from_ = -1;
 };
 
 }  // namespace kiln

@@ -292,3 +292,35 @@ def test_minilm_matches_onnxruntime():
         want = run_reference(onnx.load(MINILM), feeds)
         for spec, ref in zip(compiled.outputs, want):
             np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
+
+
+def _cpus_allowed(tid: str) -> set[int]:
+    with open(f"/proc/self/task/{tid}/status") as status:
+        line = next(ln for ln in status if ln.startswith("Cpus_allowed_list:"))
+    cpus: set[int] = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least two CPUs")
+def test_pool_workers_are_kept_off_the_callers_cpu():
+    """After idle gaps the scheduler may stack a woken worker on the caller's CPU; each run
+    moves the workers to the process's other CPUs instead (the caller is never pinned)."""
+    model = model_from_arrays([helper.make_node("Relu", ["x"], ["y"])], {"x": f32(4, 8)}, ["y"])
+    before = set(os.listdir("/proc/self/task"))
+    compiled = compile_native(model, threads=2)
+    workers = set(os.listdir("/proc/self/task")) - before
+    mine = os.sched_getaffinity(0)
+    caller_cpu = min(mine)
+    try:
+        os.sched_setaffinity(0, {caller_cpu})
+        compiled.run({"x": f32(4, 8)})
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert workers
+    placed = [_cpus_allowed(t) for t in workers]
+    assert any(cpus == mine - {caller_cpu} for cpus in placed), placed
+    assert mine == os.sched_getaffinity(0)
