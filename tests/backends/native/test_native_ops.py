@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_builders import model_from_arrays
+from model_builders import model_from_arrays, run_reference
 from native_cases import check_against_ort, compile_native
 from onnx import helper
 
@@ -814,3 +814,30 @@ def test_swish_matches_onnx_reference(alpha: float) -> None:
     [want] = ReferenceEvaluator(model).run(None, {"x": x})
     [got] = kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run([x])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3)])
+@pytest.mark.parametrize("group", [1, 8])
+def test_conv_and_gemm_weights_flush_subnormals(kernel, group) -> None:
+    """Subnormal constant weights are packed as zeros (a multiply by one costs a microcode
+    assist on x86): an output channel whose weights are all subnormal is exactly 0 (unflushed
+    it would be ~1e-34), and the channels with normal weights match onnxruntime."""
+    tiny = np.finfo(np.float32).tiny
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 8 // group, *kernel)).astype(np.float32)
+    w[:4] = (tiny / 4) * np.sign(w[:4])
+    x = rng.uniform(1e3, 2e3, (1, 8, 6, 6)).astype(np.float32)
+    pads = [k // 2 for k in kernel] * 2
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, pads=pads)
+    model = model_from_arrays([node], {"x": x}, ["y"], initializers={"w": w})
+    got = compile_native(model).run({"x": x})["y"]
+    np.testing.assert_array_equal(got[:, :4], np.zeros_like(got[:, :4]))
+    want = run_reference(model, {"x": x})[0]
+    np.testing.assert_allclose(got[:, 4:], want[:, 4:], rtol=1e-4, atol=0.05)
+    b = rng.standard_normal((8, 5)).astype(np.float32)
+    b[:, 2] = tiny / 8
+    mm = helper.make_node("MatMul", ["a", "b"], ["c"])
+    a = rng.standard_normal((3, 8)).astype(np.float32)
+    got = compile_native(model_from_arrays([mm], {"a": a}, ["c"], initializers={"b": b})
+                         ).run({"a": a})["c"]
+    np.testing.assert_array_equal(got[:, 2], np.zeros(3, np.float32))

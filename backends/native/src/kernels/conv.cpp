@@ -208,6 +208,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
   }
   if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
     weights_.assign(weights, weights + p.K * kdim);
+    flush_subnormals(weights_.data(), weights_.size());
   } else {
     for (size_t g = 0; g < p.groups; ++g)
       packed_.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <vector>
 
@@ -317,10 +318,16 @@ void sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, const float
   gemm_packed_core(kern, M, N, K, ap, bp, C, ldc, ep, pool);
 }
 
+void flush_subnormals(float* values, size_t count) {
+  for (size_t i = 0; i < count; ++i)
+    if (std::fabs(values[i]) < std::numeric_limits<float>::min()) values[i] = 0.0f;
+}
+
 std::unique_ptr<PackedB> pack_b(bool trans_b, size_t K, size_t N, const float* B, size_t ldb) {
   const GemmKernel& kern = gemm_kernel(active_isa());
   auto packed = std::make_unique<PackedBPanels>(kern.nr, K, N);
   pack_b_panels(kern.nr, trans_b, K, N, B, ldb, packed->data(), nullptr);
+  flush_subnormals(packed->data(), packed->bytes() / sizeof(float));
   return packed;
 }
 
@@ -339,6 +346,7 @@ std::unique_ptr<PackedA> pack_a(bool trans_a, size_t M, size_t K, const float* A
   const GemmKernel& kern = gemm_kernel(active_isa());
   auto packed = std::make_unique<PackedAPanels>(kern.mr, M, K);
   pack_a_panels(kern.mr, trans_a, M, K, A, lda, packed->data(), nullptr);
+  flush_subnormals(packed->data(), packed->bytes() / sizeof(float));
   return packed;
 }
 
