@@ -327,6 +327,20 @@ KernelFactory softmax(SoftKind kind) {
           const size_t o = r / inner, i = r % inner;
           const float* xr = px + o * len * inner + i;
           float* yr = py + o * len * inner + i;
+          if (kind == SoftKind::softmax && inner == 1) {
+            // A contiguous row: vectorized max, exponential and sum (y may be x: each element
+            // is read before it is written). max_f32 is NaN when the row holds one: the exact
+            // loop below then gives NaN as the other engines do.
+            const float m = max_f32(xr, len);
+            if (std::isfinite(m)) {
+              for (size_t j = 0; j < len; ++j) yr[j] = xr[j] - m;
+              apply_activation(Activation::exp, 0.0f, 0.0f, yr, len);  // within ~1e-6
+              const double s = sum_f32(yr, len);
+              const float inv = static_cast<float>(1.0 / s);  // s >= 1: exp(0) is in it
+              for (size_t j = 0; j < len; ++j) yr[j] *= inv;
+              continue;
+            }
+          }
           float m = -std::numeric_limits<float>::infinity();
           size_t arg = 0;
           for (size_t j = 0; j < len; ++j)
@@ -334,27 +348,6 @@ KernelFactory softmax(SoftKind kind) {
               m = xr[j * inner];
               arg = j;
             }
-          if (kind == SoftKind::softmax && inner == 1 && std::isfinite(m)) {
-            // A contiguous row without NaN: the vectorized exponential (within ~1e-6).
-            int nan = 0;
-            for (size_t j = 0; j < len; ++j) {
-              yr[j] = xr[j] - m;
-              nan |= xr[j] != xr[j];
-            }
-            if (!nan) {
-              apply_activation(Activation::exp, 0.0f, 0.0f, yr, len);
-              float part[8] = {};  // independent partial sums
-              size_t j = 0;
-              for (; j + 8 <= len; j += 8)
-                for (size_t t = 0; t < 8; ++t) part[t] += yr[j + t];
-              double s = 0.0;
-              for (; j < len; ++j) s += yr[j];
-              for (float p : part) s += p;
-              const float inv = static_cast<float>(1.0 / s);
-              for (size_t t = 0; t < len; ++t) yr[t] *= inv;
-              continue;
-            }
-          }
           if (kind == SoftKind::hardmax) {
             for (size_t j = 0; j < len; ++j) yr[j * inner] = j == arg ? 1.0f : 0.0f;
             continue;
