@@ -841,3 +841,24 @@ def test_conv_and_gemm_weights_flush_subnormals(kernel, group) -> None:
     got = compile_native(model_from_arrays([mm], {"a": a}, ["c"], initializers={"b": b})
                          ).run({"a": a})["c"]
     np.testing.assert_array_equal(got[:, 2], np.zeros(3, np.float32))
+
+
+_NUMPY_REDUCE = {"ReduceMax": np.max, "ReduceMin": np.min, "ReduceMean": np.mean,
+                 "ReduceSum": np.sum, "ReduceSumSquare": lambda a, **k: np.sum(a * a, **k),
+                 "ReduceL2": lambda a, **k: np.sqrt(np.sum(a * a, **k))}
+
+
+@pytest.mark.parametrize("op", sorted(_NUMPY_REDUCE))
+@pytest.mark.parametrize("axes", [(3,), (2, 3), (0, 1, 2, 3), (1,), (1, 3)])
+def test_reductions_match_numpy_with_nan_rows(op, axes) -> None:
+    """Trailing axes take the vectorized row path, the others the general loop: both give
+    numpy's results (which the ONNX spec follows), a NaN in a reduced set included."""
+    x = rng.standard_normal((2, 3, 4, 37)).astype(np.float32)
+    x[0, 1, 2, 5] = np.nan
+    x[1, 2, 3, :] = np.nan
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)
+    model = model_from_arrays([node], {"x": x}, ["y"], opset=18,
+                              initializers={"axes": np.array(axes, np.int64)})
+    got = compile_native(model).run({"x": x})["y"]
+    want = _NUMPY_REDUCE[op](x.astype(np.float64), axis=axes, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, equal_nan=True)

@@ -70,32 +70,38 @@ inline double sum_sq_dev_f32(const float* x, size_t n, float mean) {
   return total;
 }
 
-// max over a row (-inf for n == 0; NaN when any element is NaN). Per-lane NaN flags keep
-// the loop free of a serial dependency, so it vectorizes like sum_f32.
-inline float max_f32(const float* x, size_t n) {
+// max (kMax) or min over a row (-inf / +inf for n == 0; NaN when any element is NaN). Per-lane
+// NaN flags keep the loop free of a serial dependency, so it vectorizes like sum_f32.
+template <bool kMax>
+inline float extreme_f32(const float* x, size_t n) {
   constexpr size_t kLanes = 16;
+  constexpr float kStart = (kMax ? -1.0f : 1.0f) * std::numeric_limits<float>::infinity();
+  auto better = [](float a, float b) { return kMax ? (a < b ? b : a) : (b < a ? b : a); };
   float acc[kLanes];
   int32_t nan[kLanes] = {};
-  for (size_t l = 0; l < kLanes; ++l) acc[l] = -std::numeric_limits<float>::infinity();
+  for (size_t l = 0; l < kLanes; ++l) acc[l] = kStart;
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (size_t l = 0; l < kLanes; ++l) {
       const float v = x[i + l];
       nan[l] |= v != v;
-      acc[l] = acc[l] < v ? v : acc[l];
+      acc[l] = better(acc[l], v);
     }
-  float m = -std::numeric_limits<float>::infinity();
+  float m = kStart;
   bool any_nan = false;
   for (size_t l = 0; l < kLanes; ++l) {
-    m = m < acc[l] ? acc[l] : m;
+    m = better(m, acc[l]);
     any_nan |= nan[l] != 0;
   }
   for (; i < n; ++i) {
     any_nan |= x[i] != x[i];
-    m = m < x[i] ? x[i] : m;
+    m = better(m, x[i]);
   }
   return any_nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
+
+inline float max_f32(const float* x, size_t n) { return extreme_f32<true>(x, n); }
+inline float min_f32(const float* x, size_t n) { return extreme_f32<false>(x, n); }
 
 template <typename Fn>
 void dispatch_float(DType dt, const NodeDesc& node, Fn&& fn) {

@@ -27,6 +27,44 @@ std::vector<size_t> offsets_over(const Shape& shape, const std::vector<size_t>& 
   return offs;
 }
 
+// As numpy (which the ONNX spec follows): a NaN anywhere makes the max / min NaN.
+template <typename T>
+T nan_or_max(T m, T v) { return (v != v || v > m) ? v : m; }
+template <typename T>
+T nan_or_min(T m, T v) { return (v != v || v < m) ? v : m; }
+
+// f32 reductions over the trailing axes (each output reads one contiguous row, as in
+// ReduceMean over the last axis or over H, W) with the vectorized row helpers, without the
+// offset tables of the general loop. False when the case is not one of these.
+bool reduce_trailing_rows_f32(Red kind, const Tensor& x, const std::vector<size_t>& rdims,
+                              Tensor& y, ThreadPool* pool) {
+  const size_t r = x.rank();
+  if (rdims.empty() || rdims.front() + rdims.size() != r) return false;
+  if (kind != Red::mean && kind != Red::sum && kind != Red::max && kind != Red::min &&
+      kind != Red::sum_square && kind != Red::l2)
+    return false;
+  size_t n = 1;
+  for (size_t d : rdims) n *= static_cast<size_t>(x.shape[d]);
+  if (n == 0) return false;
+  const float* px = x.ptr<float>();
+  float* py = y.ptr<float>();
+  const size_t rows = y.numel();
+  parallel(pool, rows, 1, [&](size_t b, size_t e) {
+    for (size_t o = b; o < e; ++o) {
+      const float* row = px + o * n;
+      switch (kind) {
+        case Red::max: py[o] = max_f32(row, n); break;
+        case Red::min: py[o] = min_f32(row, n); break;
+        case Red::sum: py[o] = static_cast<float>(sum_f32(row, n)); break;
+        case Red::mean: py[o] = static_cast<float>(sum_f32(row, n) / double(n)); break;
+        case Red::sum_square: py[o] = static_cast<float>(sum_sq_dev_f32(row, n, 0.0f)); break;
+        default: py[o] = static_cast<float>(std::sqrt(sum_sq_dev_f32(row, n, 0.0f))); break;
+      }
+    }
+  }, rows * n);
+  return true;
+}
+
 KernelFactory reduce(Red kind) {
   return [kind](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const bool keepdims = node.attr_i("keepdims", 1) != 0;
@@ -61,6 +99,7 @@ KernelFactory reduce(Red kind) {
       const std::vector<size_t> st = strides_of(x.shape);
       Tensor& y = c.output(0, x.dtype, out);
       if (y.numel() == 0) return;
+      if (x.dtype == DType::f32 && reduce_trailing_rows_f32(kind, x, rdims, y, c.pool)) return;
       const std::vector<size_t> base = offsets_over(x.shape, st, kept);
       const std::vector<size_t> roff = offsets_over(x.shape, st, rdims);
       dispatch_numeric(x.dtype, c.node, [&](auto tag) {
@@ -76,14 +115,14 @@ KernelFactory reduce(Red kind) {
               case Red::max: {
                 T m = std::numeric_limits<T>::lowest();
                 if constexpr (std::is_floating_point_v<T>) m = -std::numeric_limits<T>::infinity();
-                for (size_t i = 0; i < n; ++i) m = std::max(m, xb[roff[i]]);
+                for (size_t i = 0; i < n; ++i) m = nan_or_max(m, xb[roff[i]]);
                 py[o] = m;
                 continue;
               }
               case Red::min: {
                 T m = std::numeric_limits<T>::max();
                 if constexpr (std::is_floating_point_v<T>) m = std::numeric_limits<T>::infinity();
-                for (size_t i = 0; i < n; ++i) m = std::min(m, xb[roff[i]]);
+                for (size_t i = 0; i < n; ++i) m = nan_or_min(m, xb[roff[i]]);
                 py[o] = m;
                 continue;
               }
