@@ -862,3 +862,16 @@ def test_reductions_match_numpy_with_nan_rows(op, axes) -> None:
     got = compile_native(model).run({"x": x})["y"]
     want = _NUMPY_REDUCE[op](x.astype(np.float64), axis=axes, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_batch1_gemm_split_across_threads_matches_numpy(rows) -> None:
+    """A product of one row panel with constant weights is split across the threads by
+    fixed column ranges; the bias of each range must follow its columns."""
+    a = rng.standard_normal((rows, 256)).astype(np.float32)
+    w = rng.standard_normal((1000, 256)).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)
+    node = helper.make_node("Gemm", ["a", "w", "b"], ["y"], transB=1)
+    model = model_from_arrays([node], {"a": a}, ["y"], initializers={"w": w, "b": b})
+    got = compile_native(model, threads=2).run({"a": a})["y"]
+    np.testing.assert_allclose(got, a @ w.T + b, rtol=1e-4, atol=1e-4)

@@ -339,7 +339,28 @@ void sgemm_packed(bool trans_a, size_t M, const float* A, size_t lda, const Pack
   const float* bp = packed.panels_for(kern);
   float* ap = gemm_scratch(kScratchA, round_up(M, kern.mr) * B.K());
   pack_a_panels(kern.mr, trans_a, M, B.K(), A, lda, ap, pool);
-  gemm_packed_core(kern, M, B.N(), B.K(), ap, bp, C, ldc, ep, pool);
+  const size_t K = B.K(), N = B.N(), panels = (N + kern.nr - 1) / kern.nr;
+  const size_t threads = pool ? pool->chunks_for(panels, 1, M * N * K) : 1;
+  if (M > kern.mr || threads <= 1) {
+    gemm_packed_core(kern, M, N, K, ap, bp, C, ldc, ep, pool);
+    return;
+  }
+  // One row panel (batch-1 products, recurrent steps): memory-bound on B. Each thread takes a
+  // fixed range of B's panels, so across calls with the same weights each core re-reads the
+  // part already in its own L2 (the shared task counter would hand them out at random).
+  const size_t per = (panels + threads - 1) / threads;
+  pool->parallel_for(threads, 1, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c) {
+      const size_t j0 = c * per * kern.nr, j1 = std::min(N, (c + 1) * per * kern.nr);
+      if (j0 >= j1) continue;
+      Epilogue part = ep;
+      if (part.bias_kind == BiasKind::per_col || part.bias_kind == BiasKind::full)
+        part.bias += j0;
+      if (part.residual) part.residual += j0;
+      gemm_packed_core(kern, M, j1 - j0, K, ap, bp + (j0 / kern.nr) * K * kern.nr, C + j0, ldc,
+                       part, nullptr);
+    }
+  }, M * N * K);
 }
 
 std::unique_ptr<PackedA> pack_a(bool trans_a, size_t M, size_t K, const float* A, size_t lda) {

@@ -19,6 +19,7 @@
 // step run. layout=1 puts batch first in X, Y, initial and final states.
 #include <cmath>
 
+#include "kernels/gemm.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -29,9 +30,10 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 struct LstmShape {
   int64_t seq, batch, input, hidden, dirs;
   bool batch_first;
-  // Offsets of element (t, b) rows in X / Y and of (d, b) rows in the states.
-  size_t x_row(int64_t t, int64_t b) const {
-    return static_cast<size_t>(batch_first ? (b * seq + t) : (t * batch + b)) * input;
+  // Row of element (t, b) in X ([seq * batch, input] in either layout); offsets of (t, d, b)
+  // rows in Y and of (d, b) rows in the states.
+  size_t x_index(int64_t t, int64_t b) const {
+    return static_cast<size_t>(batch_first ? (b * seq + t) : (t * batch + b));
   }
   size_t y_row(int64_t t, int64_t d, int64_t b) const {
     return static_cast<size_t>(batch_first ? ((b * seq + t) * dirs + d)
@@ -56,23 +58,34 @@ struct DirWeights {
   const float* Rb;  // [G*H] recurrent biases, or null
 };
 
-// acc[g] = W[g] . x + (R[g] . h when with_r) + Wb[g] (+ Rb[g] when with_r), g < n.
-void project(const DirWeights& dw, int64_t first, int64_t n, int64_t in, int64_t H,
-             const float* xt, const float* h, bool with_r, float* acc) {
-  for (int64_t g = first; g < first + n; ++g) {
-    float a = dw.Wb ? dw.Wb[g] : 0.0f;
-    if (with_r && dw.Rb) a += dw.Rb[g];
-    const float* wr = dw.W + g * in;
-    for (int64_t k = 0; k < in; ++k) a += wr[k] * xt[k];
-    if (with_r) {
-      const float* rr = dw.R + g * H;
-      for (int64_t k = 0; k < H; ++k) a += rr[k] * h[k];
-    }
-    acc[g] = a;
-  }
+// out[0, n) = R[first .. first+n) . v + Rb + add (Rb and add may be null): the recurrent product
+// of one step, on R packed once per run (pack_b keeps a GEMM-ready copy).
+struct RecurrentWeights {
+  std::unique_ptr<PackedB> packed;  // R rows [first, first + n) as the B operand
+  const float* Rb;                  // their recurrent biases, or null
+  size_t n;
+};
+
+RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, int64_t H) {
+  return {pack_b(true, static_cast<size_t>(H), static_cast<size_t>(n), dw.R + first * H,
+                 static_cast<size_t>(H)),
+          dw.Rb ? dw.Rb + first : nullptr, static_cast<size_t>(n)};
 }
 
-// The shared driver. step(d, dw, xt, h, cell, gates) advances one time step in place.
+void recurrent_product(const RecurrentWeights& rw, const float* v, const float* add, float* out,
+                       ThreadPool* pool) {
+  Epilogue ep;
+  if (rw.Rb) {
+    ep.bias_kind = BiasKind::per_col;
+    ep.bias = rw.Rb;
+  }
+  ep.residual = add;
+  sgemm_packed(false, 1, v, rw.packed->K(), *rw.packed, out, rw.n, ep, pool);
+}
+
+// The shared driver. The input projections W x_t + Wb of every step are one GEMM per
+// direction (xw, [rows of X] x G*H); step(d, dw, xw_t, h, cell, gates) then advances one
+// time step in place.
 template <typename Step>
 void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, Step&& step) {
   const Tensor& x = c.in(0);
@@ -126,11 +139,22 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, Step&
   if (y != nullptr) std::fill(y, y + s.seq * dirs * s.batch * H, 0.0f);
 
   std::vector<float> h(H), cell(H), gates(G * H);
+  const size_t x_rows = static_cast<size_t>(s.seq * s.batch);
+  std::vector<float> xw(x_rows * static_cast<size_t>(G * H));
   for (int64_t d = 0; d < dirs; ++d) {
     const bool backward = direction == "reverse" || d == 1;
     const float* Wb = bias ? bias->ptr<float>() + d * 2 * G * H : nullptr;
     const DirWeights dw{w.ptr<float>() + d * G * H * s.input, r.ptr<float>() + d * G * H * H,
                         Wb, Wb ? Wb + G * H : nullptr};
+    Epilogue in_bias;
+    if (Wb) {
+      in_bias.bias_kind = BiasKind::per_col;
+      in_bias.bias = Wb;
+    }
+    sgemm(false, true, x_rows, static_cast<size_t>(G * H), static_cast<size_t>(s.input),
+          x.ptr<float>(), static_cast<size_t>(s.input), dw.W, static_cast<size_t>(s.input),
+          xw.data(), static_cast<size_t>(G * H), in_bias, c.pool);
+    step.begin_direction(dw);
     for (int64_t b = 0; b < s.batch; ++b) {
       const size_t srow = s.state_row(d, b);
       for (int64_t k = 0; k < H; ++k) {
@@ -140,8 +164,8 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, Step&
       const int64_t L = lens[static_cast<size_t>(b)];
       for (int64_t i = 0; i < L; ++i) {
         const int64_t t = backward ? L - 1 - i : i;
-        step(d, dw, x.ptr<float>() + s.x_row(t, b), s.input, h.data(), cell.data(),
-             gates.data());
+        const float* xw_t = xw.data() + s.x_index(t, b) * static_cast<size_t>(G * H);
+        step(d, xw_t, h.data(), cell.data(), gates.data());
         if (y != nullptr) std::copy(h.begin(), h.end(), y + s.y_row(t, d, b));
       }
       if (yh != nullptr) std::copy(h.begin(), h.end(), yh + srow);
@@ -163,67 +187,86 @@ void lstm(OpContext& c) {
   const int64_t dirs = c.node.attr_s("direction", "forward") == "bidirectional" ? 2 : 1;
   check_shape(c, peep, {dirs, 3 * H}, "P");
   if (peep != nullptr && peep->dtype != DType::f32) c.fail("P must be float32");
-  const bool couple = c.node.attr_i("input_forget", 0) != 0;
-  const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "LSTM", 4, true, [&](int64_t d, const DirWeights& dw, const float* xt,
-                                        int64_t in, float* h, float* cell, float* gates) {
-    const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
-    project(dw, 0, 4 * H, in, H, xt, h, true, gates);
-    for (int64_t k = 0; k < H; ++k) {
-      const float cp = cell[k];
-      const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
-      const float pf = P ? P[2 * H + k] * cp : 0.0f;
-      const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
-      const float gc = std::tanh(bound(gates[3 * H + k]));
-      const float cn = gf * cp + gi * gc;
-      const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
-      cell[k] = cn;
-      h[k] = go * std::tanh(cn);
+  struct Step {
+    OpContext& c;
+    const Tensor* peep;
+    int64_t H;
+    bool couple;
+    Clip bound;
+    RecurrentWeights R;
+    void begin_direction(const DirWeights& dw) { R = pack_recurrent(dw, 0, 4 * H, H); }
+    void operator()(int64_t d, const float* xw_t, float* h, float* cell, float* gates) {
+      const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
+      recurrent_product(R, h, xw_t, gates, c.pool);
+      for (int64_t k = 0; k < H; ++k) {
+        const float cp = cell[k];
+        const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
+        const float pf = P ? P[2 * H + k] * cp : 0.0f;
+        const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
+        const float gc = std::tanh(bound(gates[3 * H + k]));
+        const float cn = gf * cp + gi * gc;
+        const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
+        cell[k] = cn;
+        h[k] = go * std::tanh(cn);
+      }
     }
-  });
+  } step{c, peep, H, c.node.attr_i("input_forget", 0) != 0, Clip{c.node.attr_f("clip", 0.0f)},
+         {}};
+  run_recurrent(c, "LSTM", 4, true, step);
 }
 
 void gru(OpContext& c) {
-  const bool linear_before_reset = c.node.attr_i("linear_before_reset", 0) != 0;
-  const Clip bound{c.node.attr_f("clip", 0.0f)};
-  std::vector<float> r, n;
-  run_recurrent(c, "GRU", 3, false, [&](int64_t, const DirWeights& dw, const float* xt,
-                                        int64_t in, float* h, float*, float* gates) {
-    const int64_t H = c.in(2).shape[2];
-    r.resize(H);
-    n.resize(H);
-    project(dw, 0, 2 * H, in, H, xt, h, true, gates);   // z, r
-    project(dw, 2 * H, H, in, H, xt, h, false, gates);  // Wh x + Wbh
-    const float* Rh = dw.R + 2 * H * H;
-    const float* Rbh = dw.Rb ? dw.Rb + 2 * H : nullptr;
-    for (int64_t k = 0; k < H; ++k) r[k] = sigmoid(bound(gates[H + k]));
-    for (int64_t j = 0; j < H; ++j) {
-      const float* row = Rh + j * H;
-      float a = 0.0f;
+  struct Step {
+    OpContext& c;
+    bool linear_before_reset;
+    Clip bound;
+    int64_t H = 0;
+    RecurrentWeights Rzr, Rh;  // z and r rows; h rows
+    std::vector<float> r, n, rh;
+    void begin_direction(const DirWeights& dw) {
+      H = c.in(2).shape[2];
+      Rzr = pack_recurrent(dw, 0, 2 * H, H);
+      Rh = pack_recurrent(dw, 2 * H, H, H);
+      r.resize(H);
+      n.resize(H);
+      rh.resize(H);
+    }
+    void operator()(int64_t, const float* xw_t, float* h, float*, float* gates) {
+      recurrent_product(Rzr, h, xw_t, gates, c.pool);  // z, r: W x + Wb + R h + Rb
+      for (int64_t k = 0; k < H; ++k) r[k] = sigmoid(bound(gates[H + k]));
       if (linear_before_reset) {
-        for (int64_t k = 0; k < H; ++k) a += row[k] * h[k];
-        a = r[j] * (a + (Rbh ? Rbh[j] : 0.0f));
+        recurrent_product(Rh, h, nullptr, n.data(), c.pool);  // Rh h + Rbh
+        for (int64_t j = 0; j < H; ++j) n[j] = std::tanh(bound(xw_t[2 * H + j] + r[j] * n[j]));
       } else {
-        for (int64_t k = 0; k < H; ++k) a += row[k] * (r[k] * h[k]);
-        a += Rbh ? Rbh[j] : 0.0f;
+        for (int64_t k = 0; k < H; ++k) rh[k] = r[k] * h[k];
+        recurrent_product(Rh, rh.data(), xw_t + 2 * H, n.data(), c.pool);
+        for (int64_t j = 0; j < H; ++j) n[j] = std::tanh(bound(n[j]));
       }
-      n[j] = std::tanh(bound(gates[2 * H + j] + a));
+      for (int64_t k = 0; k < H; ++k) {
+        const float z = sigmoid(bound(gates[k]));
+        h[k] = (1.0f - z) * n[k] + z * h[k];
+      }
     }
-    for (int64_t k = 0; k < H; ++k) {
-      const float z = sigmoid(bound(gates[k]));
-      h[k] = (1.0f - z) * n[k] + z * h[k];
-    }
-  });
+  } step{c, c.node.attr_i("linear_before_reset", 0) != 0, Clip{c.node.attr_f("clip", 0.0f)}};
+  run_recurrent(c, "GRU", 3, false, step);
 }
 
 void rnn(OpContext& c) {
-  const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "RNN", 1, false, [&](int64_t, const DirWeights& dw, const float* xt,
-                                        int64_t in, float* h, float*, float* gates) {
-    const int64_t H = c.in(2).shape[2];
-    project(dw, 0, H, in, H, xt, h, true, gates);
-    for (int64_t k = 0; k < H; ++k) h[k] = std::tanh(bound(gates[k]));
-  });
+  struct Step {
+    OpContext& c;
+    Clip bound;
+    int64_t H = 0;
+    RecurrentWeights R;
+    void begin_direction(const DirWeights& dw) {
+      H = c.in(2).shape[2];
+      R = pack_recurrent(dw, 0, H, H);
+    }
+    void operator()(int64_t, const float* xw_t, float* h, float*, float* gates) {
+      recurrent_product(R, h, xw_t, gates, c.pool);
+      for (int64_t k = 0; k < H; ++k) h[k] = std::tanh(bound(gates[k]));
+    }
+  } step{c, Clip{c.node.attr_f("clip", 0.0f)}};
+  run_recurrent(c, "RNN", 1, false, step);
 }
 
 }  // namespace
