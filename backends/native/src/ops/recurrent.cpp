@@ -198,6 +198,18 @@ void lstm(OpContext& c) {
     void operator()(int64_t d, const float* xw_t, float* h, float* cell, float* gates) {
       const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
       recurrent_product(R, h, xw_t, gates, c.pool);
+      if (!P && !couple && bound.clip <= 0.0f) {
+        // The usual cell: the vectorized sigmoid over the i, o, f gates (contiguous) and tanh
+        // over c, then tanh of the new cell state.
+        apply_activation(Activation::sigmoid, 0.0f, 0.0f, gates, 3 * H);
+        apply_activation(Activation::tanh, 0.0f, 0.0f, gates + 3 * H, H);
+        for (int64_t k = 0; k < H; ++k)
+          cell[k] = gates[2 * H + k] * cell[k] + gates[k] * gates[3 * H + k];
+        std::copy(cell, cell + H, h);
+        apply_activation(Activation::tanh, 0.0f, 0.0f, h, H);
+        for (int64_t k = 0; k < H; ++k) h[k] *= gates[H + k];
+        return;
+      }
       for (int64_t k = 0; k < H; ++k) {
         const float cp = cell[k];
         const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
