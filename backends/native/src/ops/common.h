@@ -32,42 +32,38 @@ void dispatch_numeric(DType dt, const NodeDesc& node, Fn&& fn) {
 
 // Reductions over a contiguous float row. A plain `s += x[i]` is one serial chain of
 // dependent adds (a few cycles each) and the compiler may not reorder it; these keep 16
-// independent float lanes over blocks of 256 elements (a loop the compiler vectorizes) and
-// add the block totals in double, so a long row (a 160x160 map) keeps double-like accuracy.
-inline double sum_f32(const float* x, size_t n) {
+// independent float lanes over blocks of up to 256 elements (a loop the compiler vectorizes)
+// and add the block totals in double, so a long row (a 160x160 map) keeps double-like
+// accuracy. Only the last n % 16 elements are added one by one: rows shorter than a block
+// (attention rows of 128) stay on the lanes too.
+template <typename Term>
+inline double blocked_sum_f32(const float* x, size_t n, Term term) {
   constexpr size_t kLanes = 16, kBlock = 256;
   double total = 0.0;
   size_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) {
+  while (i + kLanes <= n) {
+    const size_t end = i + std::min(kBlock, (n - i) / kLanes * kLanes);
     float acc[kLanes] = {};
-    for (size_t j = 0; j < kBlock; j += kLanes)
-      for (size_t l = 0; l < kLanes; ++l) acc[l] += x[i + j + l];
+    for (; i < end; i += kLanes)
+      for (size_t l = 0; l < kLanes; ++l) acc[l] += term(x[i + l]);
     float block = 0.0f;
     for (size_t l = 0; l < kLanes; ++l) block += acc[l];
     total += block;
   }
-  for (; i < n; ++i) total += x[i];
+  for (; i < n; ++i) total += double(term(x[i]));
   return total;
 }
 
-// sum over i of (x[i] - mean)^2, blocked like sum_f32.
+inline double sum_f32(const float* x, size_t n) {
+  return blocked_sum_f32(x, n, [](float v) { return v; });
+}
+
+// sum over i of (x[i] - mean)^2.
 inline double sum_sq_dev_f32(const float* x, size_t n, float mean) {
-  constexpr size_t kLanes = 16, kBlock = 256;
-  double total = 0.0;
-  size_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) {
-    float acc[kLanes] = {};
-    for (size_t j = 0; j < kBlock; j += kLanes)
-      for (size_t l = 0; l < kLanes; ++l) {
-        const float d = x[i + j + l] - mean;
-        acc[l] += d * d;
-      }
-    float block = 0.0f;
-    for (size_t l = 0; l < kLanes; ++l) block += acc[l];
-    total += block;
-  }
-  for (; i < n; ++i) total += double(x[i] - mean) * double(x[i] - mean);
-  return total;
+  return blocked_sum_f32(x, n, [mean](float v) {
+    const float d = v - mean;
+    return d * d;
+  });
 }
 
 // max (kMax) or min over a row (-inf / +inf for n == 0; NaN when any element is NaN). Per-lane
