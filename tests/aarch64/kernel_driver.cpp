@@ -124,6 +124,20 @@ void test_vact(const char* name, const char* isa, f32_vact_fn fn) {
   g.done(isa, name);
 }
 
+void test_vsoftmax(const char* name, const char* isa, f32_vsoftmax_fn fn) {
+  Group g("vsoftmax");
+  for (size_t n : {size_t(1), size_t(3), size_t(8), size_t(17), size_t(64), size_t(131)}) {
+    auto x = randv(n + 1, -20.0f, 20.0f);
+    std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+    double s_got = 0.0, s_want = 0.0;
+    fn(n, x.data(), got.data(), &s_got);
+    kiln_f32_vsoftmax_ukernel__generic(n, x.data(), want.data(), &s_want);
+    check(std::string(name) + " n=" + std::to_string(n), got.data(), want.data(), n + 1, 1e-7f,
+          2e-5f);
+  }
+  g.done(isa, name);
+}
+
 void test_vbinop(const char* name, const char* isa, f32_vbinop_fn fn) {
   Group g("vbinop");
   for (int op = 0; op < 4; ++op)

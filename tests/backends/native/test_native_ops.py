@@ -875,3 +875,19 @@ def test_batch1_gemm_split_across_threads_matches_numpy(rows) -> None:
     model = model_from_arrays([node], {"a": a}, ["y"], initializers={"w": w, "b": b})
     got = compile_native(model, threads=2).run({"a": a})["y"]
     np.testing.assert_allclose(got, a @ w.T + b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("length", [1, 3, 17, 128, 6625])
+def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
+    """Contiguous rows take the ISA's softmax kernel; a row holding NaN or an infinity makes
+    its sum non-finite and is redone by the exact loop, as onnxruntime computes it."""
+    x = rng.uniform(-30.0, 30.0, (6, length)).astype(np.float32)
+    x[1, 0] = np.nan
+    x[2, -1] = np.inf
+    x[3, :] = -np.inf
+    x[4, 0] = -np.inf
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=-1)
+    model = model_from_arrays([node], {"x": x}, ["y"], opset=13)
+    got = compile_native(model).run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)

@@ -16,6 +16,9 @@ using f32_vunary_fn = void (*)(size_t n, const float* x, float* y);
 using f32_vbinary_fn = void (*)(size_t n, const float* a, const float* b, float* y);
 // In place: x[i] = act(x[i]).
 using f32_vact_fn = void (*)(size_t n, float* x, Activation act, float alpha, float beta);
+// y = softmax(x) over one contiguous row (y may be x); *sum gets the sum of exp(x - max): a
+// NaN or infinite sum (NaN or +-inf in the row) leaves y unspecified for the caller to redo.
+using f32_vsoftmax_fn = void (*)(size_t n, const float* x, float* y, double* sum);
 // y[i] = a[i * sa] op b[i * sb] with sa, sb in {0, 1}: 0 repeats the one element (a
 // broadcast scalar, per channel or per row), 1 walks a contiguous row.
 enum class BinaryOp : int { add = 0, sub, mul, div };
@@ -27,6 +30,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_ARGS_vunary const float* x, float* y
 #define KILN_ARGS_vbinary const float* a, const float* b, float* y
 #define KILN_ARGS_vact float* x, Activation act, float alpha, float beta
+#define KILN_ARGS_vsoftmax const float* x, float* y, double* sum
 #define KILN_ARGS_vbinop \
   const float* a, size_t sa, const float* b, size_t sb, float* y, BinaryOp op
 #define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
@@ -60,6 +64,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
 f32_vact_fn select_f32_vact(Isa isa);
+f32_vsoftmax_fn select_f32_vsoftmax(Isa isa);
 f32_vbinop_fn select_f32_vbinop(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
 pool_plane_fn select_f32_pool(Isa isa);

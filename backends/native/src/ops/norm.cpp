@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/ukernels.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -322,24 +323,18 @@ KernelFactory softmax(SoftKind kind) {
       }
       const float* px = x.ptr<float>();
       float* py = y.ptr<float>();
+      const f32_vsoftmax_fn row_softmax = select_f32_vsoftmax(active_isa());
       parallel(c.pool, outer * inner, 8, [&](size_t b, size_t e) {
         for (size_t r = b; r < e; ++r) {
           const size_t o = r / inner, i = r % inner;
           const float* xr = px + o * len * inner + i;
           float* yr = py + o * len * inner + i;
           if (kind == SoftKind::softmax && inner == 1) {
-            // A contiguous row: vectorized max, exponential and sum (y may be x: each element
-            // is read before it is written). max_f32 is NaN when the row holds one: the exact
-            // loop below then gives NaN as the other engines do.
-            const float m = max_f32(xr, len);
-            if (std::isfinite(m)) {
-              for (size_t j = 0; j < len; ++j) yr[j] = xr[j] - m;
-              apply_activation(Activation::exp, 0.0f, 0.0f, yr, len);  // within ~1e-6
-              const double s = sum_f32(yr, len);
-              const float inv = static_cast<float>(1.0 / s);  // s >= 1: exp(0) is in it
-              for (size_t j = 0; j < len; ++j) yr[j] *= inv;
-              continue;
-            }
+            // A contiguous row: the ISA's softmax kernel (within ~1e-6). A NaN or an
+            // infinity in the row makes its sum non-finite: the exact loop below redoes it.
+            double sum = 0.0;
+            row_softmax(len, xr, yr, &sum);
+            if (sum > 0.0 && sum < std::numeric_limits<double>::infinity()) continue;
           }
           float m = -std::numeric_limits<float>::infinity();
           size_t arg = 0;

@@ -1,4 +1,7 @@
 // Plain C++ elementwise kernels: always built, the oracle for every SIMD variant.
+#include <cmath>
+#include <limits>
+
 #include "kernels/ukernels.h"
 
 namespace kiln {
@@ -9,6 +12,28 @@ void kiln_f32_vrelu_ukernel__generic(size_t n, const float* x, float* y) {
 
 void kiln_f32_vadd_ukernel__generic(size_t n, const float* a, const float* b, float* y) {
   for (size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void kiln_f32_vsoftmax_ukernel__generic(size_t n, const float* x, float* y, double* sum) {
+  // Same contract as the SIMD kernels: a NaN or an infinity in the row gives a NaN sum.
+  float m = -std::numeric_limits<float>::infinity();
+  bool finite = true;
+  for (size_t i = 0; i < n; ++i) {
+    finite &= std::fabs(x[i]) <= std::numeric_limits<float>::max();
+    m = m < x[i] ? x[i] : m;
+  }
+  if (!finite || n == 0) {
+    *sum = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  double total = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    y[i] = std::exp(x[i] - m);
+    total += y[i];
+  }
+  *sum = total;
+  const float inv = static_cast<float>(1.0 / total);
+  for (size_t i = 0; i < n; ++i) y[i] *= inv;
 }
 
 void kiln_f32_vbinop_ukernel__generic(size_t n, const float* a, size_t sa, const float* b,

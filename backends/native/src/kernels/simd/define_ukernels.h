@@ -44,6 +44,10 @@ namespace kiln {
   void name(size_t n, float* x, Activation act, float alpha, float beta) {     \
     simd::vact_ukernel<KILN_SIMD_ISA_VEC>(n, x, act, alpha, beta);             \
   }
+#define KILN_DEFINE_vsoftmax(name)                                             \
+  void name(size_t n, const float* x, float* y, double* sum) {                 \
+    simd::vsoftmax_ukernel<KILN_SIMD_ISA_VEC>(n, x, y, sum);                   \
+  }
 #define KILN_DEFINE_vbinop(name)                                                           \
   void name(size_t n, const float* a, size_t sa, const float* b, size_t sb, float* y,      \
             BinaryOp op) {                                                                 \
@@ -70,6 +74,7 @@ namespace kiln {
 #undef KILN_DEFINE_vunary
 #undef KILN_DEFINE_vbinary
 #undef KILN_DEFINE_vact
+#undef KILN_DEFINE_vsoftmax
 #undef KILN_DEFINE_vbinop
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL

@@ -3,7 +3,9 @@
 // ISA's translation unit under its own flags (kernels/simd/define_ukernels.h). Tails of
 // n < kWidth lanes use V's tail loads and stores.
 #pragma once
+#include <cmath>
 #include <cstddef>
+#include <limits>
 
 #include "kernels/simd/lanes.h"
 #include "kernels/simd/vmath.h"
@@ -39,6 +41,79 @@ void vact_ukernel(size_t n, float* x, Activation act, float alpha, float beta) {
   size_t i = 0;
   for (; i + W <= n; i += W) V::store(x + i, activate<V>(V::load(x + i), act, alpha, beta));
   if (i < n) store_n<V>(x + i, activate<V>(load_n<V>(x + i, n - i), act, alpha, beta), n - i);
+}
+
+// Softmax of a contiguous row in three passes: max, exp(x - max) with its sum, scale. The
+// vector exp clamps its input, so a NaN or an infinity would come out as a number: a row
+// holding one reports a NaN sum instead (the caller's exact loop then gives what the other
+// engines give).
+template <typename V>
+void vsoftmax_ukernel(size_t n, const float* x, float* y, double* sum) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  const size_t whole = n / W * W;
+  float m = -std::numeric_limits<float>::infinity();
+  if (whole) {
+    vec m0 = V::load(x), m1 = m0;
+    size_t i = W;
+    for (; i + 2 * W <= whole; i += 2 * W) {
+      m0 = V::max(m0, V::load(x + i));
+      m1 = V::max(m1, V::load(x + i + W));
+    }
+    if (i < whole) m0 = V::max(m0, V::load(x + i));
+    float lanes[W];
+    V::store(lanes, V::max(m0, m1));
+    for (size_t l = 0; l < W; ++l) m = m < lanes[l] ? lanes[l] : m;
+  }
+  for (size_t i = whole; i < n; ++i) m = m < x[i] ? x[i] : m;
+  if (!(std::fabs(m) <= std::numeric_limits<float>::max())) {  // +inf, all -inf, NaN
+    *sum = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  const vec mv = V::set1(m), zero = V::zero();
+  vec s0 = zero, s1 = zero, bad = zero;  // bad: d * 0 is NaN where d is NaN or infinite
+  size_t i = 0;
+  for (; i + 2 * W <= whole; i += 2 * W) {
+    const vec d0 = V::sub(V::load(x + i), mv), d1 = V::sub(V::load(x + i + W), mv);
+    bad = V::add(bad, V::add(V::mul(d0, zero), V::mul(d1, zero)));
+    const vec e0 = exp<V>(d0), e1 = exp<V>(d1);
+    V::store(y + i, e0);
+    V::store(y + i + W, e1);
+    s0 = V::add(s0, e0);
+    s1 = V::add(s1, e1);
+  }
+  for (; i < whole; i += W) {
+    const vec d = V::sub(V::load(x + i), mv);
+    bad = V::add(bad, V::mul(d, zero));
+    const vec e = exp<V>(d);
+    V::store(y + i, e);
+    s0 = V::add(s0, e);
+  }
+  float lanes[W], flags[W];
+  V::store(lanes, V::add(s0, s1));
+  V::store(flags, bad);
+  double total = 0.0, flag = 0.0;
+  for (size_t l = 0; l < W; ++l) {
+    total += lanes[l];
+    flag += flags[l];
+  }
+  for (size_t k = i; k < n; ++k) flag += double(x[k] - m) * 0.0;
+  if (flag != 0.0) {
+    *sum = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  if (i < n) {
+    const typename V::tail t = V::tail_of(n - i);
+    V::store_tail(y + i, exp<V>(V::sub(V::load_tail(x + i, t), mv)), t);
+    for (; i < n; ++i) total += y[i];
+  }
+  *sum = total;
+  const vec inv = V::set1(static_cast<float>(1.0 / total));
+  for (i = 0; i + W <= n; i += W) V::store(y + i, V::mul(V::load(y + i), inv));
+  if (i < n) {
+    const typename V::tail t = V::tail_of(n - i);
+    V::store_tail(y + i, V::mul(V::load_tail(y + i, t), inv), t);
+  }
 }
 
 namespace vbinop {
