@@ -266,7 +266,7 @@ def analyse_static(node: ir.Node, activations: Collection[str], groups: bool) ->
     else:
         group = int(attr(node, "group", 1))
         if group != 1 and not groups:
-            raise _Refused(f"group={group}: the backend's QConv runs one group only")
+            raise _Refused("grouped (group > 1): the backend's QConv runs one group only")
         weights, w_scale, w_dq = _weights(node.inputs[1], 4, 0)
         op, (bias, bias_dq) = "QConv", _bias(bias_in, weights.shape[0])
         attrs = dict(node.attributes)
