@@ -175,11 +175,14 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
 def _cancel_transposes(graph: ir.Graph, made: list[ir.Node]) -> None:
     """Transpose(to NCHW) of a Transpose(to NHWC), both made by expansions (two expanded
     int8 ops that handed u8 over in NHWC): the value is read as it was computed."""
+    def perm(node: ir.Node) -> tuple[int, ...]:
+        return tuple(attr(node, "perm", ()))  # type: ignore[call-overload]
+
     for node in made:
-        if node.graph is not graph or attr(node, "perm") != list(_TO_NCHW):
+        if node.graph is not graph or perm(node) != _TO_NCHW:
             continue
         first = node.inputs[0].producer() if node.inputs[0] is not None else None
-        if first is None or first not in made or attr(first, "perm") != list(_TO_NHWC) \
+        if first is None or first not in made or perm(first) != _TO_NHWC \
                 or node.outputs[0].is_graph_output():
             continue
         ir.convenience.replace_all_uses_with(node.outputs[0], first.inputs[0])
