@@ -319,3 +319,20 @@ def qdq_conv_net(x: np.ndarray, c1: int = 8, c2: int = 16) -> onnx.ModelProto:
     nodes += [helper.make_node("Conv", ["p_dq", "c3_wdq"], ["out"], strides=[2, 2],
                                pads=[0, 1, 1, 0], name="conv3")]
     return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
+
+
+def dynamic_int8_matmul(x: np.ndarray, n: int) -> onnx.ModelProto:
+    """Dynamic int8 as kiln's quantizer writes it: DynamicQuantizeLinear -> MatMulInteger ->
+    Cast -> Mul(x_scale * w_scale) -> Add(bias), with symmetric per-column int8 weights."""
+    k = x.shape[-1]
+    inits = {"w": QDQ_RNG.integers(-127, 128, (k, n)).astype(np.int8),
+             "wz": np.zeros(n, np.int8),
+             "ws": (QDQ_RNG.random(n) * 0.01 + 0.001).astype(np.float32),
+             "bias": QDQ_RNG.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
+             helper.make_node("Cast", ["acc"], ["accf"], to=1),
+             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
+             helper.make_node("Add", ["mm", "bias"], ["y"])]
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)

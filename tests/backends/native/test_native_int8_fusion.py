@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_builders import QDQ_RNG as RNG
-from model_builders import model_from_arrays, run_reference
+from model_builders import dynamic_int8_matmul, model_from_arrays, run_reference
 from model_builders import qdq_activation as _qdq
 from model_builders import qdq_conv_net as _conv_net
 from model_builders import qdq_int32_bias as _int32_bias
@@ -116,17 +116,7 @@ def test_what_the_kernels_cannot_take_stays_as_written(weight_zero: int, act_dty
 
 def test_dynamic_matmul_integer_chain_becomes_one_qgemm(isa: str):
     x = RNG.standard_normal((1, 12, 32)).astype(np.float32)
-    w = RNG.integers(-127, 128, (32, 24)).astype(np.int8)
-    inits = {"w": w, "wz": np.zeros(24, np.int8),
-             "ws": (RNG.random(24) * 0.01 + 0.001).astype(np.float32),
-             "bias": RNG.standard_normal(24).astype(np.float32)}
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
-             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
-             helper.make_node("Cast", ["acc"], ["accf"], to=1),
-             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
-             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
-             helper.make_node("Add", ["mm", "bias"], ["y"])]
-    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    model = dynamic_int8_matmul(x, 24)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["DynamicQuantizeLinear", "QGemm"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])

@@ -14,6 +14,7 @@ import pytest
 from compiler_cases import ops
 from model_builders import (
     QDQ_RNG,
+    dynamic_int8_matmul,
     model_from_arrays,
     qdq_activation,
     qdq_conv_net,
@@ -80,21 +81,6 @@ def _gemm(x: np.ndarray, n: int):
     return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
 
 
-def _dynamic(x: np.ndarray, n: int):
-    k = x.shape[-1]
-    inits = {"w": QDQ_RNG.integers(-127, 128, (k, n)).astype(np.int8),
-             "wz": np.zeros(n, np.int8),
-             "ws": (QDQ_RNG.random(n) * 0.01 + 0.001).astype(np.float32),
-             "bias": QDQ_RNG.standard_normal(n).astype(np.float32)}
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
-             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
-             helper.make_node("Cast", ["acc"], ["accf"], to=1),
-             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
-             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
-             helper.make_node("Add", ["mm", "bias"], ["y"])]
-    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
-
-
 def _conv(x: np.ndarray, group: int = 1, activation: str = "Relu"):
     inits: dict = {}
     c = x.shape[1]
@@ -132,7 +118,8 @@ def test_expansion_equals_the_fused_ops(case: str):
          "gemm": lambda: QDQ_RNG.standard_normal((6, 20)),
          "dynamic": lambda: QDQ_RNG.standard_normal((1, 7, 32))}[case]().astype(np.float32)
     model = {"conv_net": qdq_conv_net, "matmul": lambda a: _matmul(a, 40),
-             "gemm": lambda a: _gemm(a, 9), "dynamic": lambda a: _dynamic(a, 24)}[case](x)
+             "gemm": lambda a: _gemm(a, 9),
+             "dynamic": lambda a: dynamic_int8_matmul(a, 24)}[case](x)
     graph, fuse, _ = _fuse(model)
     assert sum(fuse.fired.values()) >= 1
     expanded = _expanded(graph)
