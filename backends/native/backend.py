@@ -54,7 +54,8 @@ Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion p
     executor runs it as its BatchNormalization kernel (``plan.EXECUTOR_OPS``).
 
 ``kiln::QGemm``, ``kiln::QConv``, ``kiln::QMaxPool``: the int8 kernels, contracts in
-``kiln.compiler.passes.fuse_int8``; activations "" and "Relu", QConv with one group.
+``kiln.compiler.passes.fuse_int8``; the epilogues and groups they take are
+``support.INT8_ACTIVATIONS`` / ``support.QCONV_GROUPS`` (today Relu, one group).
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ class NativeBackend(Backend):
 
         return BackendCaps(name=self.name, kiln_ops=frozenset({
             "FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QMaxPool"}),
-            max_opset=23, conv_prologue=True, qconv_groups=False,
-            int8_activations=frozenset({"Relu"}))
+            max_opset=23, conv_prologue=True, qconv_groups=support.QCONV_GROUPS,
+            int8_activations=support.INT8_ACTIVATIONS)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

@@ -77,9 +77,16 @@ def _activation(node: ir.Node) -> str | None:
     return None if act in ACTIVATIONS else f"activation={act!r} is not one of {ACTIVATIONS}"
 
 
+#: What the int8 kernels take (``NativeBackend.caps`` tells the compiler the same): the
+#: epilogues of QGemm / QConv, and whether QConv runs grouped convolutions.
+INT8_ACTIVATIONS = frozenset({"Relu"})
+QCONV_GROUPS = False
+
+
 def _int8_epilogue(node: ir.Node) -> str | None:
-    reason = _one_of("activation", ("", "Relu"), "")(node)
-    if reason is None and int(_attr(node, "group", 1)) != 1:  # type: ignore[call-overload]
+    reason = _one_of("activation", ("", *sorted(INT8_ACTIVATIONS)), "")(node)
+    group = int(_attr(node, "group", 1))  # type: ignore[call-overload]
+    if reason is None and not QCONV_GROUPS and group != 1:
         return "group > 1 on int8 (the QConv kernel runs one group)"
     return reason
 
