@@ -183,7 +183,7 @@ def _cancel_transposes(graph: ir.Graph, made: list[ir.Node]) -> None:
             continue
         first = node.inputs[0].producer() if node.inputs[0] is not None else None
         if first is None or first not in made or perm(first) != _TO_NHWC \
-                or node.outputs[0].is_graph_output():
+                or node.outputs[0].is_graph_output() or first.inputs[0] is None:
             continue
         ir.convenience.replace_all_uses_with(node.outputs[0], first.inputs[0])
         graph.remove(node, safe=True)

@@ -154,7 +154,7 @@ class _FuseEpilogue(Rule):
                 return "residual depends on the fused output"
         return None
 
-    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, object]:
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
         """The fused op's activation attributes. FusedGemm keeps Gemm's own alpha/beta, so
         the activation's are activation_alpha/_beta."""
         return {"activation": name, "activation_alpha": alpha, "activation_beta": beta}
@@ -204,7 +204,7 @@ class FuseConvEpilogue(_FuseEpilogue):
     linear_op = "Conv"
     fused_op = "FusedConv"
 
-    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, object]:
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
         return {"activation": name, "alpha": alpha, "beta": beta}
 
 
@@ -238,5 +238,5 @@ class FuseBatchNormEpilogue(_FuseEpilogue):
             return f"element type {dtype} is not float"
         return None
 
-    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, object]:
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
         return {"activation": name}

@@ -115,7 +115,7 @@ def _scalar(value: ir.Value | None, dtype: type) -> np.ndarray | None:
     return arr.reshape(())
 
 
-def _activation(value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray | None, ir.Node]:
+def _activation(value: ir.Value | None) -> tuple[ir.Value, np.ndarray, np.ndarray | None, ir.Node]:
     """x_q, scale, zero point and the DequantizeLinear of a per-tensor u8 activation."""
     dq = _producer(value, "DequantizeLinear")
     if dq is None or len(dq.inputs) < 2 or dq.inputs[0] is None:
@@ -153,7 +153,7 @@ def _constant_dq(value: ir.Value | None
     return x, scale, zero, dq
 
 
-def _weights(value: ir.Value, rank: int, channel_axis: int
+def _weights(value: ir.Value | None, rank: int, channel_axis: int
              ) -> tuple[np.ndarray, np.ndarray, ir.Node]:
     """Symmetric int8 weights behind a DequantizeLinear: (w, scale per channel or one, dq)."""
     found = _constant_dq(value)
