@@ -75,11 +75,12 @@ def native_pair(model: ir.Model, quantize: Callable[[ir.Model], ir.Model]
                 ) -> tuple[ir.Model, ir.Model]:
     """What kiln's Session hands its native engine: fp32 is the O2 graph for the engine's
     capabilities (kiln fusions); int8 is the O2 graph in standard ONNX (quantizers read
-    standard ONNX), quantized by ``quantize`` -- Session(precision="int8") does the same."""
+    standard ONNX), quantized by ``quantize``, then written in the engine's kernel ops
+    (``optimize_reduced``) -- Session(precision="int8") does the same."""
     caps = registry.get_backend("native").caps()
     fp32, _ = pipeline.optimize(clone(model), 2, Target.detect(), caps)
-    standard, _ = pipeline.optimize(clone(model), 2, Target.detect(), STANDARD_ONNX)
-    return fp32, quantize(standard)
+    standard, report = pipeline.optimize(clone(model), 2, Target.detect(), STANDARD_ONNX)
+    return fp32, pipeline.optimize_reduced(quantize(standard), report, caps)
 
 
 def log(msg: str) -> None:

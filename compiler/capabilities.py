@@ -12,7 +12,10 @@ import dataclasses
 #: Ops in the "kiln" domain that passes may emit. Backends that do not list one of them get it
 #: expanded back into standard ONNX by ``ExpandKilnOpsPass``.
 KILN_DOMAIN = "kiln"
-KILN_OPS = frozenset({"FusedConv", "FusedGemm"})
+#: The float ops' contracts are in fuse_epilogue.py / fuse_conv_prologue.py, the int8 ops'
+#: (QGemm, QConv, QMaxPool) in fuse_int8.py.
+KILN_OPS = frozenset({"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
+                      "QMaxPool"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,10 @@ class BackendCaps:
                         (OpenVINO's fp16/bf16 inference hint); others must be in the graph.
     conv_prologue:      the backend's kiln::FusedConv takes a per-channel affine prologue
                         (inputs 5 and 6, attribute ``prologue``); see fuse_conv_prologue.py.
+    qconv_groups:       the backend's kiln::QConv runs grouped and depthwise convolutions
+                        (``group`` > 1); without it fuse-int8 leaves those in Q/DQ form.
+    int8_activations:   activations the kiln::QGemm / QConv epilogue applies (attribute
+                        ``activation``); fuse-int8 absorbs only these.
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
                         MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
                         activations quantized by the engine at run time).
@@ -39,6 +46,8 @@ class BackendCaps:
     precision_hints: frozenset[str] = frozenset()
     dynamic_int8: str = "integer"
     conv_prologue: bool = False
+    qconv_groups: bool = False
+    int8_activations: frozenset[str] = frozenset()
 
     def runs(self, op_type: str) -> bool:
         """Whether the backend runs the kiln-domain op ``op_type``."""
@@ -48,7 +57,9 @@ class BackendCaps:
         return {"name": self.name, "kiln_ops": sorted(self.kiln_ops),
                 "standard_attention": self.standard_attention, "max_opset": self.max_opset,
                 "precision_hints": sorted(self.precision_hints),
-                "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue}
+                "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue,
+                "qconv_groups": self.qconv_groups,
+                "int8_activations": sorted(self.int8_activations)}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

@@ -6,12 +6,17 @@
     O2  the default: O1 + fusions (BatchNorm folding, affine folding, chain collapsing,
         MatMul+Add -> Gemm, transformer patterns, Conv/Gemm epilogues), then whatever the
         backend cannot run expanded back to standard ONNX.
+    O1, O2 and O3 also write the graph in the backend's own kernel ops when its caps list them
+        (``kernel_steps``): Q/DQ regions as the int8 ops (before the epilogue fusion, which
+        would otherwise take a Conv -> Relu out of its Q/DQ region), BatchNormalization ->
+        Relu as one op (after the conv prologue, which takes that pair first).
     O3  accepted, and today the same as O2: the layout and precision choices for a target are
         made by the backends from the ``Target`` they are given (graph hints no backend read
         were removed).
 
 What a pipeline may emit depends on the backend's ``BackendCaps`` and on the ``Target``; the
-compiler never imports a backend.
+compiler never imports a backend. A graph the reduction step (quantization) rewrote gets
+``after_reduction``: the kernel steps and the finish, so a reduced model reaches the kernels.
 """
 
 from __future__ import annotations
@@ -31,8 +36,13 @@ from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
 from kiln.compiler.passes.fold_constants import FoldConstantsPass
 from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
 from kiln.compiler.passes.fuse_conv_prologue import FuseConvPrologue
-from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
+from kiln.compiler.passes.fuse_epilogue import (
+    FuseBatchNormEpilogue,
+    FuseConvEpilogue,
+    FuseGemmEpilogue,
+)
 from kiln.compiler.passes.fuse_hard_activations import FuseHardActivationsPass
+from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
@@ -95,6 +105,26 @@ def _o1() -> list[Step]:
     ]
 
 
+def _int8_steps(caps: BackendCaps) -> list[Step]:
+    rules = int8_rules(caps)
+    if not rules:
+        return []
+    return [("fuse-int8", RulePass(rules)),
+            ("int8-layout", RulePass([HandOverInt8Nhwc()]))]
+
+
+def _batchnorm_relu_steps(caps: BackendCaps) -> list[Step]:
+    if not caps.runs("FusedBatchNorm"):
+        return []
+    return [("fuse-batchnorm-relu", RulePass([FuseBatchNormEpilogue()]))]
+
+
+def kernel_steps(caps: BackendCaps) -> list[Step]:
+    """The rules that write a graph in the backend's own kernel ops (int8 ops and their
+    layouts, BatchNormalization -> Relu), when ``caps`` lists those ops."""
+    return _int8_steps(caps) + _batchnorm_relu_steps(caps)
+
+
 def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
     from kiln.compiler.passes.fuse_transformer import transformer_steps
 
@@ -110,11 +140,13 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
         ("fuse-batchnorm-again", FuseBatchNormPass()),
         *transformer_steps(caps),
         ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
+        *_int8_steps(caps),
     ]
     if epilogue:
         steps.append(("fuse-epilogue", RulePass(epilogue)))
     if caps.conv_prologue and caps.runs("FusedConv"):
         steps.append(("fuse-conv-prologue", RulePass([FuseConvPrologue()])))
+    steps += _batchnorm_relu_steps(caps)
     return steps
 
 
@@ -138,10 +170,17 @@ def build_pipeline(level: int, target: Target | None = None,
     if level == 0:
         return []
     steps = _o1()
-    if level >= 2:
-        steps += _fusions(target, caps)
+    steps += _fusions(target, caps) if level >= 2 else kernel_steps(caps)
     steps += _finish(caps)
     return steps
+
+
+def after_reduction(level: int, caps: BackendCaps) -> list[Step]:
+    """The named passes for a graph the reduction step rewrote (its quantized regions,
+    BatchNormalization -> Relu pairs): the backend's kernel steps, then the finish."""
+    if level not in LEVELS:
+        raise ValueError(f"optimization level must be one of {LEVELS}, got {level}")
+    return [] if level == 0 else kernel_steps(caps) + _finish(caps)
 
 
 def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None = None,
@@ -149,9 +188,22 @@ def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None 
     """Run the level's pipeline on ``model`` in place; returns it with the compile report."""
     steps = build_pipeline(level, target, caps)
     report = CompileReport(level=level, target=str(target) if target is not None else "any",
-                           backend=caps.name, pipeline=[name for name, _ in steps])
+                           backend=caps.name, pipeline=[])
     report.nodes_before = count_nodes(model)
     report.ops_before = dict(op_histogram(model))
+    return run_steps(model, steps, report), report
+
+
+def optimize_reduced(model: ir.Model, report: CompileReport, caps: BackendCaps) -> ir.Model:
+    """Run ``after_reduction`` for ``caps`` on a reduced ``model`` in place, appending its
+    passes to ``report`` (the report of the ``optimize`` before the reduction)."""
+    report.backend = caps.name
+    return run_steps(model, after_reduction(report.level, caps), report)
+
+
+def run_steps(model: ir.Model, steps: list[Step], report: CompileReport) -> ir.Model:
+    """Run ``steps`` in order on ``model``, recording each in ``report``."""
+    report.pipeline += [name for name, _ in steps]
     hist = op_histogram(model)
     for name, step in steps:
         before = count_nodes(model)
@@ -168,4 +220,4 @@ def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None 
         hist = after
     report.nodes_after = count_nodes(model)
     report.ops_after = dict(op_histogram(model))
-    return model, report
+    return model

@@ -692,7 +692,7 @@ def compile_cmd(model: str, backend: str, target: str, precision: str, opt_level
     if reduced is not None:
         for line in reduced.lines():
             console.print(escape(line), soft_wrap=True, highlight=False)
-    elif report is not None:
+    if report is not None:
         _print_passes(report.to_json())
     console.print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB) for "
                   f"{session.backend} on {escape(str(session.target))}")
@@ -721,13 +721,15 @@ def _print_passes(report: dict) -> None:
     table.add_column("pass", no_wrap=True)
     table.add_column("ms", no_wrap=True, justify="right")
     table.add_column("nodes", no_wrap=True, justify="right")
-    table.add_column("rules fired; ops changed", overflow="fold")
+    table.add_column("rules fired; ops changed; rejected (why)", overflow="fold")
     for p in report["passes"]:
         fired = ", ".join(f"{k} x{v}" for k, v in sorted(p["fired"].items()))
         delta = ", ".join(f"{op} {n:+d}" for op, n in p.get("ops_delta", {}).items())
+        rejected = ", ".join(f"{k} x{v}" for k, v in sorted(p.get("rejected", {}).items()))
         table.add_row(p["name"], f"{p['seconds'] * 1e3:.1f}",
                       f"{p['nodes_before']}>{p['nodes_after']}",
-                      escape("; ".join(part for part in (fired, delta) if part)))
+                      escape("; ".join(part for part in (fired, delta, rejected and
+                                                          f"rejected: {rejected}") if part)))
     console.print(table)
 
 

@@ -11,7 +11,8 @@ The steps, in order, one function each:
 3. ``import_validated``  ONNX -> IR, checked against kiln's and the backends' limits;
                          ``fix_input_dims`` binds the symbolic input dims given as ``dims``
 4. ``optimize``          the pass pipeline for the level, the target and the backends' caps
-5. ``reduce``            prune / int8 / fp16 / bf16 when asked (``kiln.compiler.reduce``)
+5. ``reduce``            prune / int8 / fp16 / bf16 when asked (``kiln.compiler.reduce``),
+                         then ``optimize_reduced``: the backend's kernel ops (int8 kernels)
 6. ``build``             ``backend.compile``, or partition and compile each piece; the
                          weights wait in a temporary file meanwhile (``runtime/weights.py``)
 
@@ -36,7 +37,7 @@ from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, Tensor
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
-from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize
+from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize, optimize_reduced
 from kiln.compiler.reduce import ReduceOptions, ReduceResult, needs_reduction
 from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
@@ -199,6 +200,7 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
         graph, report = optimize(graph, level, target, STANDARD_ONNX)
         graph, reduction = reduce_graph(graph, choice, target, compile_options, caps,
                                         reduce or ReduceOptions())
+        graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
     else:
         graph, report = optimize(graph, level, target, caps)
     whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)

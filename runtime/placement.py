@@ -189,6 +189,8 @@ def joint_caps(names: Sequence[str]) -> Any:
         caps[0], name="+".join(names),
         kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
         conv_prologue=any(c.conv_prologue for c in caps),
+        qconv_groups=any(c.qconv_groups for c in caps),
+        int8_activations=frozenset().union(*(c.int8_activations for c in caps)),
         max_opset=min(c.max_opset for c in caps),
         precision_hints=frozenset.intersection(*(c.precision_hints for c in caps)))
 

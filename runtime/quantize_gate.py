@@ -50,6 +50,7 @@ def measure_with_backend(name: str, feeds: Feeds, target: Target | str = "auto",
 
     from kiln.backends import registry
     from kiln.backends.base import CompileOptions
+    from kiln.compiler.pipeline import DEFAULT_LEVEL, after_reduction
     from kiln.runtime.feeds import check_feeds
 
     backend = registry.require(name)
@@ -57,8 +58,13 @@ def measure_with_backend(name: str, feeds: Feeds, target: Target | str = "auto",
     target = Target.parse(target)
     data = dict(feeds)
 
+    steps = after_reduction(DEFAULT_LEVEL, backend.caps())
+
     def measure(proto: onnx.ModelProto) -> float:
-        compiled = backend.compile(ir.serde.deserialize_model(proto), target, options)
+        model = ir.serde.deserialize_model(proto)
+        for _, step in steps:  # what kiln.compile runs after a reduction (the kernel ops)
+            model = step(model).model
+        compiled = backend.compile(model, target, options)
         checked = check_feeds(compiled.inputs, data)
         return time_runner(lambda: compiled.run(checked), min_time, repeats)
 

@@ -261,3 +261,78 @@ def make_contrib_encoder_model(seed: int = 0) -> onnx.ModelProto:
         initializer=initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                    helper.make_opsetid(ms, 1)])
+
+
+# -- quantized (Q/DQ) graphs, the way kiln's quantizer writes them -----------------------------
+
+QDQ_RNG = np.random.default_rng(7)
+
+
+def qdq_activation(name: str, scale: float, zero: int, inits: dict) -> list:
+    """QuantizeLinear -> DequantizeLinear of activation ``name`` (u8, per tensor)."""
+    inits[f"{name}_s"] = np.array(scale, np.float32)
+    inits[f"{name}_z"] = np.array(zero, np.uint8)
+    return [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"],
+                             [f"{name}_dq"])]
+
+
+def qdq_weights(name: str, shape: tuple, axis: int, inits: dict, zero: int = 0) -> list:
+    """Symmetric (``zero`` = 0) per-channel int8 weights behind a DequantizeLinear."""
+    channels = shape[axis]
+    inits[f"{name}_w"] = QDQ_RNG.integers(-127, 128, shape).astype(np.int8)
+    inits[f"{name}_ws"] = (QDQ_RNG.random(channels) * 0.02 + 0.005).astype(np.float32)
+    inits[f"{name}_wz"] = np.full(channels, zero, np.int8)
+    return [helper.make_node("DequantizeLinear", [f"{name}_w", f"{name}_ws", f"{name}_wz"],
+                             [f"{name}_wdq"], axis=axis)]
+
+
+def qdq_int32_bias(name: str, channels: int, x_scale: float, inits: dict) -> list:
+    """The QDQ convention onnxruntime's fused kernels assume: scale = x_scale * w_scale."""
+    inits[f"{name}_b"] = QDQ_RNG.integers(-500, 500, channels).astype(np.int32)
+    inits[f"{name}_bs"] = (inits[f"{name}_ws"] * np.float32(x_scale)).astype(np.float32)
+    inits[f"{name}_bz"] = np.zeros(channels, np.int32)
+    return [helper.make_node("DequantizeLinear", [f"{name}_b", f"{name}_bs", f"{name}_bz"],
+                             [f"{name}_bdq"], axis=0)]
+
+
+def qdq_conv_net(x: np.ndarray, c1: int = 8, c2: int = 16) -> onnx.ModelProto:
+    """image -> QDQ -> conv+relu -> QDQ -> conv+relu -> QDQ -> maxpool -> QDQ -> conv -> out:
+    every hand-over between integer ops is u8."""
+    inits: dict = {}
+    c = x.shape[1]
+    nodes = qdq_activation("x", 0.03, 128, inits)
+    nodes += qdq_weights("c1", (c1, c, 3, 3), 0, inits) + qdq_int32_bias("c1", c1, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "c1_wdq", "c1_bdq"], ["c1_y"], pads=[1] * 4,
+                               name="conv1"),
+              helper.make_node("Relu", ["c1_y"], ["r1"])]
+    nodes += qdq_activation("r1", 0.02, 0, inits)
+    nodes += qdq_weights("c2", (c2, c1, 3, 3), 0, inits) + qdq_int32_bias("c2", c2, 0.02, inits)
+    nodes += [helper.make_node("Conv", ["r1_dq", "c2_wdq", "c2_bdq"], ["c2_y"], pads=[1] * 4,
+                               strides=[1, 1], name="conv2"),
+              helper.make_node("Relu", ["c2_y"], ["r2"])]
+    nodes += qdq_activation("r2", 0.02, 0, inits)
+    nodes += [helper.make_node("MaxPool", ["r2_dq"], ["p"], kernel_shape=[2, 2],
+                               strides=[2, 2], name="pool")]
+    nodes += qdq_activation("p", 0.025, 0, inits)
+    nodes += qdq_weights("c3", (4, c2, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["p_dq", "c3_wdq"], ["out"], strides=[2, 2],
+                               pads=[0, 1, 1, 0], name="conv3")]
+    return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
+
+
+def dynamic_int8_matmul(x: np.ndarray, n: int) -> onnx.ModelProto:
+    """Dynamic int8 as kiln's quantizer writes it: DynamicQuantizeLinear -> MatMulInteger ->
+    Cast -> Mul(x_scale * w_scale) -> Add(bias), with symmetric per-column int8 weights."""
+    k = x.shape[-1]
+    inits = {"w": QDQ_RNG.integers(-127, 128, (k, n)).astype(np.int8),
+             "wz": np.zeros(n, np.int8),
+             "ws": (QDQ_RNG.random(n) * 0.01 + 0.001).astype(np.float32),
+             "bias": QDQ_RNG.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
+             helper.make_node("Cast", ["acc"], ["accf"], to=1),
+             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
+             helper.make_node("Add", ["mm", "bias"], ["y"])]
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)

@@ -48,6 +48,14 @@ Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion p
     leading dims of A are kept, B is 2-D), so a MatMul + Add (+ activation) chain fuses too.
     ``activation`` takes the values listed for FusedConv; its parameters are the float
     attributes ``activation_alpha`` / ``activation_beta`` (``alpha``/``beta`` are Gemm's).
+
+``kiln::FusedBatchNorm(X, scale, B, mean, var) -> Y``
+    Inference BatchNormalization then ``activation`` ("" or "Relu") in the same pass; the
+    executor runs it as its BatchNormalization kernel (``plan.EXECUTOR_OPS``).
+
+``kiln::QGemm``, ``kiln::QConv``, ``kiln::QMaxPool``: the int8 kernels, contracts in
+``kiln.compiler.passes.fuse_int8``; the epilogues and groups they take are
+``support.INT8_ACTIVATIONS`` / ``support.QCONV_GROUPS`` (today Relu, one group).
 """
 
 from __future__ import annotations
@@ -253,8 +261,10 @@ class NativeBackend(Backend):
         """The fused kiln ops run natively (their contracts are in this module's docstring)."""
         from kiln.compiler.capabilities import BackendCaps
 
-        return BackendCaps(name=self.name, kiln_ops=frozenset({"FusedConv", "FusedGemm"}),
-                           max_opset=23, conv_prologue=True)
+        return BackendCaps(name=self.name, kiln_ops=frozenset({
+            "FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QMaxPool"}),
+            max_opset=23, conv_prologue=True, qconv_groups=support.QCONV_GROUPS,
+            int8_activations=support.INT8_ACTIVATIONS)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

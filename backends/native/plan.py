@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from kiln.backends.native.int8_fusion import Int8Op, find_int8_ops
 from kiln.errors import ModelError, ResourceError
 
 ALIGN = 64
@@ -73,6 +72,28 @@ def node_opset(node: ir.Node, opsets: dict[str, int]) -> int:
         return int(node.version)
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
     return int(opsets.get(domain, 0))
+
+
+#: kiln ops the executor runs with another of its kernels: (domain, op) -> the kernel's
+#: (domain, op) and how attribute names change
+EXECUTOR_OPS: dict[tuple[str, str], tuple[str, str, dict[str, str]]] = {
+    ("kiln", "FusedBatchNorm"): ("", "BatchNormalization", {"activation": "kiln_activation"}),
+}
+
+
+def executor_op(node: ir.Node, attrs: dict[str, Any], opsets: dict[str, int]
+                ) -> tuple[str, str, int]:
+    """(domain, op, opset) of the executor kernel running ``node``; renames ``attrs`` in
+    place for a kiln op the executor runs with another kernel."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    mapped = EXECUTOR_OPS.get((domain, node.op_type))
+    if mapped is None:
+        return domain, node.op_type, node_opset(node, opsets)
+    domain, op, renames = mapped
+    for old, new in renames.items():
+        if old in attrs:
+            attrs[new] = attrs.pop(old)
+    return domain, op, int(opsets.get(domain, 0))
 
 
 def attribute_value(node: ir.Node, attr: ir.Attr) -> Any:
@@ -293,7 +314,7 @@ class Lowering:
         boundary = {v.name for v in boundary_inputs}
         input_ids = [vid(v) for v in boundary_inputs]
         plan_nodes: list[PlanNode] = []
-        plan_sources: list[ir.Node | _FusedSource] = []
+        plan_sources: list[ir.Node] = []
         folded = 0
 
         def const_of(value: ir.Value | None) -> np.ndarray | None:
@@ -309,7 +330,7 @@ class Lowering:
                 return arr
             return None
 
-        for node in nodes:  # Constant nodes first: the fusions below read them
+        for node in nodes:  # Constant nodes first: later nodes read them
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 val = constant_node_value(node)
                 if val is None:
@@ -317,24 +338,17 @@ class Lowering:
                                      "not supported by the native backend")
                 const_by_name[node.outputs[0].name] = val
         wanted = {v.name for v in wanted_outputs}
-        int8_ops, absorbed = find_int8_ops(nodes, wanted, const_of)
-        fused_relu = _relu_after_batch_norm([n for n in nodes if n not in absorbed], wanted)
-        synthetic: dict[int, np.ndarray] = {}  # constants the lowering made (int8 params)
         for node in nodes:
-            if node in fused_relu.values() or node in absorbed:
-                continue  # computed by the node it was folded into
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 continue  # read above
             # string lists (LSTM's activations) are checked by support.py, not read in C++
             attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()
                      if a.type != ir.AttributeType.STRINGS}
-            if node in int8_ops:
-                plan_sources.append(self._lower_int8(int8_ops[node], attrs, vid, synthetic,
-                                                     plan_nodes))
-                continue
+            domain, op, opset = executor_op(node, attrs, self.opsets)
             present = [v for v in node.inputs if v is not None]
             const_inputs = [const_of(v) for v in present]
             if (evaluate is not None and present and all(c is not None for c in const_inputs)
+                    and op == node.op_type  # the evaluator knows nodes by their own op
                     and not any(o.name in wanted for o in node.outputs)):
                 results = evaluate(node, attrs, [const_of(v) for v in node.inputs],
                                    node_opset(node, self.opsets))
@@ -346,19 +360,12 @@ class Lowering:
                     continue
             outputs = [-1 if v is None or (not v.uses() and v.name not in wanted)
                        and k > 0 else vid(v) for k, v in enumerate(node.outputs)]
-            relu = fused_relu.get(node)
-            if relu is not None:
-                attrs["kiln_activation"] = "Relu"
-                outputs[0] = vid(relu.outputs[0])
             inputs = [-1 if v is None else vid(v) for v in node.inputs]
             plan_sources.append(node)
-            plan_nodes.append(PlanNode(
-                name=node.name or "", domain="" if node.domain == "ai.onnx" else node.domain,
-                op=node.op_type, opset=node_opset(node, self.opsets), inputs=inputs,
-                outputs=outputs, attrs=attrs))
+            plan_nodes.append(PlanNode(name=node.name or "", domain=domain, op=op, opset=opset,
+                                       inputs=inputs, outputs=outputs, attrs=attrs))
 
         # Constants: everything a kept node reads that is not computed inside the plan.
-        constants.update(synthetic)
         produced = {o for n in plan_nodes for o in n.outputs if o >= 0}
         for node, pn in zip(plan_sources, plan_nodes):
             for value, i in zip(node.inputs, pn.inputs):
@@ -400,72 +407,6 @@ class Lowering:
                              in_place_views(plan_sources, plan_nodes, sizes, self.static_dims))
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
 
-
-    def _lower_int8(self, op: Int8Op, attrs: dict[str, Any], vid: Any,
-                    synthetic: dict[int, np.ndarray], plan_nodes: list[PlanNode]
-                    ) -> _FusedSource:
-        """Appends the kiln::QGemm / QConv / QMaxPool node for ``op`` and returns what stands
-        for its source node: its graph-value inputs and its output."""
-        node = op.anchor
-        inputs: list[int] = []
-        sources: list[ir.Value | None] = []
-        for k, item in enumerate(op.inputs):
-            if item is None:
-                inputs.append(-1)
-                sources.append(None)
-            elif isinstance(item, np.ndarray):
-                key = vid(ir.Value(name=_synthetic_name(node, f"int8_{k}")))
-                synthetic[key] = contiguous(item)
-                inputs.append(key)
-                sources.append(None)
-            else:
-                inputs.append(vid(item))
-                sources.append(item)
-        while inputs and inputs[-1] == -1:
-            inputs.pop()
-            sources.pop()
-        fused_attrs = (attrs if op.op in ("QConv", "QMaxPool") else {}) | op.attrs
-        plan_nodes.append(PlanNode(name=node.name or "", domain="kiln", op=op.op, opset=1,
-                                   inputs=inputs, outputs=[vid(op.output)], attrs=fused_attrs))
-        return _FusedSource(sources, [op.output], node.name or "", f"kiln::{op.op}")
-
-
-def _synthetic_name(node: ir.Node, what: str) -> str:
-    """A value name for a constant the lowering makes for ``node``: unique even when the
-    graph leaves its nodes unnamed (values are keyed by name)."""
-    return f"{node.name or '<unnamed>'}#{id(node)}::{what}"
-
-
-@dataclasses.dataclass
-class _FusedSource:
-    """Stands for a fused node where the lowering reads a node's inputs and outputs."""
-
-    inputs: list[ir.Value | None]
-    outputs: list[ir.Value]
-    name: str
-    op_type: str
-
-
-def _relu_after_batch_norm(nodes: Sequence[ir.Node], wanted: set[str]) -> dict[ir.Node, ir.Node]:
-    """BatchNormalization -> Relu pairs the executor runs as one pass: the Relu is the only
-    reader of the normalized value, nobody else wants that value, and its input is computed
-    (not a constant that compile-time folding would evaluate)."""
-    present = set(nodes)
-    pairs: dict[ir.Node, ir.Node] = {}
-    for node in nodes:
-        if node.domain not in ("", "ai.onnx") or node.op_type != "BatchNormalization":
-            continue
-        out = node.outputs[0]
-        x = node.inputs[0] if node.inputs else None
-        if (out is None or out.name in wanted or out.is_graph_output() or x is None
-                or x.const_value is not None or len(node.outputs) > 1 and any(
-                    o is not None and o.uses() for o in node.outputs[1:])):
-            continue
-        users = [u.node for u in out.uses()]
-        if len(users) == 1 and users[0] in present and users[0].op_type == "Relu" \
-                and users[0].domain in ("", "ai.onnx"):
-            pairs[node] = users[0]
-    return pairs
 
 
 def inferred_shapes(model: ir.Model) -> dict[str, tuple[tuple[int, ...], int]]:

@@ -77,6 +77,20 @@ def _activation(node: ir.Node) -> str | None:
     return None if act in ACTIVATIONS else f"activation={act!r} is not one of {ACTIVATIONS}"
 
 
+#: What the int8 kernels take (``NativeBackend.caps`` tells the compiler the same): the
+#: epilogues of QGemm / QConv, and whether QConv runs grouped convolutions.
+INT8_ACTIVATIONS = frozenset({"Relu"})
+QCONV_GROUPS = False
+
+
+def _int8_epilogue(node: ir.Node) -> str | None:
+    reason = _one_of("activation", ("", *sorted(INT8_ACTIVATIONS)), "")(node)
+    group = int(_attr(node, "group", 1))  # type: ignore[call-overload]
+    if reason is None and not QCONV_GROUPS and group != 1:
+        return "group > 1 on int8 (the QConv kernel runs one group)"
+    return reason
+
+
 def _batchnorm(node: ir.Node) -> str | None:
     if _attr(node, "training_mode", 0):
         return "training_mode=1"
@@ -280,8 +294,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ConvInteger"): Rule(frozenset({DT.UINT8, DT.INT8}), free_inputs=(1, 3),
                               free_outputs=(0,), check=_auto_pad),
     ("kiln", "FusedGemm"): Rule(FLOAT, check=_activation),
+    # the int8 kernels (contracts in compiler/passes/fuse_int8.py); the kernels check the
+    # element types of their parameters themselves
+    ("kiln", "QGemm"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 8)),
+                            free_outputs=(0,), check=_int8_epilogue),
+    ("kiln", "QConv"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 8)),
+                            free_outputs=(0,), check=_all(_auto_pad, _int8_epilogue)),
+    ("kiln", "QMaxPool"): Rule(frozenset({DT.UINT8}), free_inputs=(1, 2, 3, 4)),
     # normalization, pooling
     ("", "BatchNormalization"): Rule(FLOAT, check=_batchnorm),
+    ("kiln", "FusedBatchNorm"): Rule(FLOAT, check=_all(
+        _batchnorm, _one_of("activation", ("", "Relu"), ""))),
     ("", "LayerNormalization"): Rule(FLOAT),
     ("", "InstanceNormalization"): Rule(FLOAT),
     ("", "LRN"): Rule(FLOAT),

@@ -39,7 +39,7 @@ def new_initializer(graph: ir.Graph, array: np.ndarray, hint: str) -> ir.Value:
     name = f"{hint}__kiln{next(_counter)}"
     while name in graph.initializers:
         name = f"{hint}__kiln{next(_counter)}"
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    tensor = ir.tensor(np.asarray(array, order="C"), name=name)  # 0-d stays 0-d
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
                      const_value=tensor)
     graph.register_initializer(value)

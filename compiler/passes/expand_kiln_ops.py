@@ -1,5 +1,8 @@
 """Write kiln-domain ops back as standard ONNX for backends that do not run them.
 
+The int8 ops (QGemm, QConv, QMaxPool) go back to the Q/DQ ONNX fuse_int8.py derived them from;
+a FusedBatchNorm to BatchNormalization and its activation; the float ops as follows.
+
 ``kiln::FusedConv(X, W, B, R)`` with activation ``act`` becomes ``act(Add(Conv(X, W, B), R))``
 (with a prologue, ``X`` is first replaced by ``[Relu](Add(Mul(X, scale), shift))``)
 (and likewise for FusedGemm), each activation spelled with the ops the model's opset has:
@@ -19,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, new_initializer, opset
+from kiln.compiler.passes._util import attr, const, new_initializer, opset
 from kiln.compiler.passes.rule import CountingPass
 
 
@@ -72,12 +75,18 @@ def expand_activation(graph: ir.Graph, x: ir.Value, name: str, alpha: float, bet
     raise ValueError(f"unknown fused activation '{name}'")
 
 
+#: the standard op under each fused float op, and how many of its inputs are that op's
+_BASES = {"FusedConv": ("Conv", 3), "FusedGemm": ("Gemm", 3),
+          "FusedBatchNorm": ("BatchNormalization", 5)}
+
+
 def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
-    """Standard-ONNX nodes equal to a kiln FusedConv/FusedGemm node, and their output."""
-    base = "Conv" if node.op_type == "FusedConv" else "Gemm"
+    """Standard-ONNX nodes equal to a kiln FusedConv/FusedGemm/FusedBatchNorm node, and
+    their output."""
+    base, arity = _BASES[node.op_type]
     inputs = list(node.inputs)
-    residual = inputs[3] if len(inputs) > 3 else None
-    core_inputs = inputs[:3]
+    residual = inputs[3] if base != "BatchNormalization" and len(inputs) > 3 else None
+    core_inputs = inputs[:arity]
     while core_inputs and core_inputs[-1] is None:
         core_inputs.pop()
     skip = {"activation", "alpha", "beta", "prologue"} if base == "Conv" else {
@@ -105,9 +114,88 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
     return nodes, out
 
 
+#: Transpose perms of the u8 layouts the int8 ops hand over (fuse_int8.py)
+_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+_INT8_ONLY = {"activation", "kiln_layout_in", "kiln_layout_out"}
+
+
+def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
+    """Standard Q/DQ ONNX equal to a kiln QGemm / QConv / QMaxPool node (the contracts are in
+    fuse_int8.py), and its output. A QGemm whose a_scale is computed (dynamic int8) becomes
+    MatMulInteger -> Cast -> Mul(a_scale * w_scale); an NHWC layout becomes a Transpose."""
+    nodes: list[ir.Node] = []
+
+    def op(op_type: str, *inputs: ir.Value | None, **attributes: Any) -> ir.Value:
+        present = list(inputs)
+        while present and present[-1] is None:
+            present.pop()
+        made = ir.node(op_type, present, attributes=attributes or None)
+        nodes.append(made)
+        return made.outputs[0]
+
+    ins = list(node.inputs) + [None] * 8
+    own = {k: v for k, v in node.attributes.items() if k not in _INT8_ONLY}
+    x = ins[0]
+    if attr(node, "kiln_layout_in", "NCHW") == "NHWC":
+        x = op("Transpose", x, perm=_TO_NCHW)
+    if node.op_type == "QMaxPool":
+        y_scale, y_zero = ins[3], ins[4]
+        pool = ir.node("MaxPool", [op("DequantizeLinear", x, ins[1], ins[2])], attributes=own)
+        nodes.append(pool)
+        y = pool.outputs[0]
+    else:
+        w, a_scale, a_zero, w_scale, bias, y_scale, y_zero = ins[1:8]
+        if node.op_type == "QGemm" and const(a_scale) is None:
+            product = op("Cast", op("MatMulInteger", x, w, a_zero), to=ir.DataType.FLOAT)
+            y = op("Mul", product, op("Mul", a_scale, w_scale))
+        else:
+            scales = const(w_scale)
+            if scales is not None and scales.size == 1:  # per tensor: a scalar scale
+                w_scale = new_initializer(graph, scales.reshape(()), "w_scale")
+            axis = 1 if node.op_type == "QGemm" else 0
+            xd = op("DequantizeLinear", x, a_scale, a_zero)
+            wd = op("DequantizeLinear", w, w_scale, axis=axis)
+            if node.op_type == "QConv":
+                conv = ir.node("Conv", [xd, wd] + ([bias] if bias is not None else []),
+                               attributes=own, name=node.name)
+                nodes.append(conv)
+                y, bias = conv.outputs[0], None
+            else:
+                y = op("MatMul", xd, wd)
+        if bias is not None:
+            y = op("Add", y, bias)
+        y = expand_activation(graph, y, str(attr(node, "activation", "")), 0.0, 0.0, nodes)
+    if y_scale is not None:
+        y = op("QuantizeLinear", y, y_scale, y_zero)
+    if attr(node, "kiln_layout_out", "NCHW") == "NHWC":
+        y = op("Transpose", y, perm=_TO_NHWC)
+    return nodes, y
+
+
+def _cancel_transposes(graph: ir.Graph, made: list[ir.Node]) -> None:
+    """Transpose(to NCHW) of a Transpose(to NHWC), both made by expansions (two expanded
+    int8 ops that handed u8 over in NHWC): the value is read as it was computed."""
+    def perm(node: ir.Node) -> tuple[int, ...]:
+        return tuple(attr(node, "perm", ()))  # type: ignore[call-overload]
+
+    for node in made:
+        if node.graph is not graph or perm(node) != _TO_NCHW:
+            continue
+        first = node.inputs[0].producer() if node.inputs[0] is not None else None
+        if first is None or first not in made or perm(first) != _TO_NHWC \
+                or node.outputs[0].is_graph_output() or first.inputs[0] is None:
+            continue
+        ir.convenience.replace_all_uses_with(node.outputs[0], first.inputs[0])
+        graph.remove(node, safe=True)
+        if not first.outputs[0].uses() and not first.outputs[0].is_graph_output():
+            graph.remove(first, safe=True)
+
+
 def _expander(op_type: str) -> Callable[[ir.Graph, ir.Node], tuple[list[ir.Node], ir.Value]]:
-    if op_type in ("FusedConv", "FusedGemm"):
+    if op_type in _BASES:
         return expand_fused
+    if op_type in ("QGemm", "QConv", "QMaxPool"):
+        return expand_int8
     raise ValueError(f"no standard-ONNX expansion for kiln op '{op_type}'")
 
 
@@ -121,13 +209,16 @@ class ExpandKilnOpsPass(CountingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
         graph = model.graph
+        transposes: list[ir.Node] = []
         for node in list(graph):
             if node.domain != KILN_DOMAIN or node.op_type in self.keep:
                 continue
             nodes, out = _expander(node.op_type)(graph, node)
             ir.convenience.replace_nodes_and_values(
                 graph, node, [node], nodes, [node.outputs[0]], [out])
+            transposes += [n for n in nodes if n.op_type == "Transpose"]
             self.fired[f"expand {node.op_type}"] += 1
+        _cancel_transposes(graph, transposes)
         if not any(n.domain == KILN_DOMAIN for n in graph.all_nodes()):
             graph.opset_imports.pop(KILN_DOMAIN, None)
             model.opset_imports.pop(KILN_DOMAIN, None)

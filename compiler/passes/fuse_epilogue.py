@@ -21,6 +21,13 @@ are Gemm's own):
     GeluTanh      0.5 * y * (1 + tanh(sqrt(2 / pi) * (y + 0.044715 * y^3)))
     Tanh          tanh(y)
 
+A backend whose BatchNormalization applies a Relu in the same pass over the tensor gets
+
+    BatchNormalization(x, scale, B, mean, var) -> Relu   -> kiln::FusedBatchNorm(x, scale, B,
+                                                            mean, var, activation="Relu")
+
+with BatchNormalization's attributes (inference only, float32, no residual).
+
 Only backends that run these ops keep them; ``ExpandKilnOpsPass`` writes them back as
 standard ONNX for the others, so the two passes are exact inverses up to node names.
 """
@@ -147,6 +154,11 @@ class _FuseEpilogue(Rule):
                 return "residual depends on the fused output"
         return None
 
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
+        """The fused op's activation attributes. FusedGemm keeps Gemm's own alpha/beta, so
+        the activation's are activation_alpha/_beta."""
+        return {"activation": name, "activation_alpha": alpha, "activation_beta": beta}
+
     @staticmethod
     def _depends_on(value: ir.Value, node: ir.Node) -> bool:
         """Whether ``value`` is computed from ``node``'s output (a cycle if fused)."""
@@ -175,12 +187,7 @@ class _FuseEpilogue(Rule):
             inputs.pop()
         attributes = {k: v for k, v in lin.attributes.items()}
         name, alpha, beta = ("", 0.0, 0.0) if act is None else act[:3]
-        # FusedGemm keeps Gemm's own alpha/beta; the activation's are activation_alpha/_beta
-        extra = {"activation": name}
-        if self.fused_op == "FusedConv":
-            extra.update(alpha=alpha, beta=beta)
-        else:
-            extra.update(activation_alpha=alpha, activation_beta=beta)
+        extra = self.activation_attributes(name, alpha, beta)
         attributes.update({k: ir.convenience.convert_attribute(k, v) for k, v in extra.items()})
         fused = ir.node(self.fused_op, inputs, attributes=attributes, domain=KILN_DOMAIN,
                         name=lin.name)
@@ -197,6 +204,9 @@ class FuseConvEpilogue(_FuseEpilogue):
     linear_op = "Conv"
     fused_op = "FusedConv"
 
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
+        return {"activation": name, "alpha": alpha, "beta": beta}
+
 
 class FuseGemmEpilogue(_FuseEpilogue):
     """Gemm [+ residual Add] [+ activation] -> kiln::FusedGemm."""
@@ -205,3 +215,28 @@ class FuseGemmEpilogue(_FuseEpilogue):
     linear_op = "Gemm"
     fused_op = "FusedGemm"
 
+
+class FuseBatchNormEpilogue(_FuseEpilogue):
+    """BatchNormalization -> Relu (its only reader) -> kiln::FusedBatchNorm: one pass."""
+
+    name = "FuseBatchNormRelu"
+    linear_op = "BatchNormalization"
+    fused_op = "FusedBatchNorm"
+
+    def check(self, match: Match) -> str | None:
+        bn = match.root
+        if match["residual"] is not None:
+            return "a residual Add follows (the kernel applies an activation only)"
+        if match["act"][0] != "Relu":
+            return f"the activation is {match['act'][0]}, not Relu"
+        if int(attr(bn, "training_mode", 0)) or not bn.inputs or bn.inputs[0] is None:
+            return "training mode"
+        if const(bn.inputs[0]) is not None:
+            return "the input is a constant (folded instead)"
+        dtype = bn.outputs[0].dtype or bn.inputs[0].dtype
+        if dtype not in (None, ir.DataType.FLOAT):
+            return f"element type {dtype} is not float"
+        return None
+
+    def activation_attributes(self, name: str, alpha: float, beta: float) -> dict[str, str | float]:
+        return {"activation": name}

@@ -60,7 +60,10 @@ class CountingPass(ir.passes.InPlacePass):
 
 
 class RulePass(CountingPass):
-    """Apply kiln rules over the main graph until none fires (at most ``max_rounds``)."""
+    """Apply kiln rules over the main graph until none fires (at most ``max_rounds``).
+
+    ``rejected`` holds the refusals of the last round: the ones that stand in the result
+    (a node refused in every round counts once)."""
 
     def __init__(self, rules: Sequence[Rule], max_rounds: int = 8) -> None:
         super().__init__()
@@ -74,6 +77,7 @@ class RulePass(CountingPass):
         for _ in range(self.max_rounds):
             changed = False
             dead: set[int] = set()
+            self.rejected = Counter()
             for node in list(graph):
                 if id(node) in dead or node.graph is not graph:
                     continue

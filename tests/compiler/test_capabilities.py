@@ -8,7 +8,21 @@ def test_caps_defaults_and_json():
     caps = BackendCaps("native", kiln_ops=frozenset({"FusedConv"}))
     assert caps.runs("FusedConv") and not caps.runs("FusedGemm")
     assert caps.to_json()["kiln_ops"] == ["FusedConv"]
-    assert {"FusedConv", "FusedGemm"} == KILN_OPS
+    assert {"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
+            "QMaxPool"} == KILN_OPS
+    assert not STANDARD_ONNX.qconv_groups and not STANDARD_ONNX.int8_activations
+
+
+def test_native_declares_its_int8_ops_and_their_limits():
+    """fuse-int8 reads these: the int8 ops, one-group QConv, a Relu epilogue."""
+    from kiln.backends import registry
+
+    caps = registry.get_backend("native").caps()
+    assert {"QGemm", "QConv", "QMaxPool", "FusedBatchNorm"} <= caps.kiln_ops
+    assert caps.qconv_groups is False and caps.int8_activations == {"Relu"}
+    assert caps.to_json()["int8_activations"] == ["Relu"]
+    for other in ("onnxruntime", "openvino"):
+        assert not registry.get_backend(other).caps().kiln_ops
 
 
 def test_openvino_takes_dynamic_int8_as_int8_weights():

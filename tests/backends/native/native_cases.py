@@ -9,14 +9,25 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from model_builders import run_reference
+from onnx_ir.passes.common import ShapeInferencePass
 
 from kiln.backends.base import CompileOptions
 from kiln.backends.native.backend import NativeBackend
+from kiln.compiler.pipeline import kernel_steps
 
 
 def compile_native(model: onnx.ModelProto, threads: int = 1, **extra: object):
+    """``model`` compiled by the native backend after the compiler's rules that write it in
+    the backend's kernel ops (int8 regions, BatchNormalization -> Relu), as every pipeline
+    level from O1 does, and nothing else of the pipeline. Shapes are inferred first, as O1
+    does: ONNX shape inference does not see through kiln ops later."""
     options = CompileOptions(threads=threads, extra={"fallback": None, **extra})
-    return NativeBackend().compile(ir.from_proto(model), None, options)
+    backend = NativeBackend()
+    graph = ir.from_proto(model)
+    for _, step in [("infer-shapes", ShapeInferencePass(strict_mode=False)),
+                    *kernel_steps(backend.caps())]:
+        graph = step(graph).model
+    return backend.compile(graph, None, options)
 
 
 def check_against_ort(

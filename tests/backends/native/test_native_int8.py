@@ -119,8 +119,11 @@ def test_session_int8_runs_a_quantized_mlp_on_native():
     fp32 = kiln.Session(model.SerializeToString(), backend="native")(x=x)["y"]
     int8 = kiln.Session(model.SerializeToString(), backend="native", precision="int8",
                         fallback=None)
-    assert "MatMulInteger" in [n.op_type for n in int8.model.graph]
-    # ... which the native lowering runs as one integer GEMM (backends/native/int8_fusion.py)
+    # the quantizer wrote MatMulInteger, which the compiler's fuse-int8 rule wrote as one
+    # integer GEMM for the native backend (compiler/passes/fuse_int8.py)
+    assert int8.report.fired()["FuseMatMulIntegerIntoQGemm"] == 1
+    assert [(n.domain, n.op_type) for n in int8.model.graph] == [
+        ("", "DynamicQuantizeLinear"), ("kiln", "QGemm")]
     lowered = [n.op for seg in int8._compiled.segments for n in seg.lowered.nodes]
     assert lowered == ["DynamicQuantizeLinear", "QGemm"]
     got = int8(x=x)["y"]

@@ -1,20 +1,24 @@
-"""Quantized graphs lowered to the native integer kernels (backends/native/int8_fusion.py):
-QDQ Conv / MatMul / Gemm / MaxPool and MatMulInteger chains become kiln::QConv, kiln::QGemm
-and kiln::QMaxPool. Each test checks both that the fusion happened (the plan's ops) and that
-the result equals onnxruntime running the graph as written; graphs the kernels cannot take
-stay as written; bad run-time shapes give kiln errors naming the node."""
+"""Quantized graphs on the native integer kernels (the compiler's fuse-int8 rules,
+compiler/passes/fuse_int8.py, then the native lowering): QDQ Conv / MatMul / Gemm / MaxPool and
+MatMulInteger chains become kiln::QConv, kiln::QGemm and kiln::QMaxPool. Each test checks both
+that the fusion happened (the plan's ops) and that the result equals onnxruntime running the
+graph as written; graphs the kernels cannot take stay as written; bad run-time shapes give kiln
+errors naming the node."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_builders import model_from_arrays, run_reference
+from model_builders import QDQ_RNG as RNG
+from model_builders import dynamic_int8_matmul, model_from_arrays, run_reference
+from model_builders import qdq_activation as _qdq
+from model_builders import qdq_conv_net as _conv_net
+from model_builders import qdq_int32_bias as _int32_bias
+from model_builders import qdq_weights as _weights
 from native_cases import compile_native
 from onnx import helper
 
 import kiln
-
-RNG = np.random.default_rng(7)
 
 
 def _ops(compiled) -> list[str]:
@@ -30,59 +34,6 @@ def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
 
 def _plan_nodes(compiled):
     return [n for seg in compiled.segments for n in seg.lowered.nodes]
-
-
-def _qdq(name: str, scale: float, zero: int, inits: dict) -> list:
-    """QuantizeLinear -> DequantizeLinear of activation ``name`` (u8, per tensor)."""
-    inits[f"{name}_s"] = np.array(scale, np.float32)
-    inits[f"{name}_z"] = np.array(zero, np.uint8)
-    return [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
-            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"],
-                             [f"{name}_dq"])]
-
-
-def _weights(name: str, shape: tuple, axis: int, inits: dict, zero: int = 0) -> list:
-    """Symmetric per-channel int8 weights behind a DequantizeLinear."""
-    channels = shape[axis]
-    inits[f"{name}_w"] = RNG.integers(-127, 128, shape).astype(np.int8)
-    inits[f"{name}_ws"] = (RNG.random(channels) * 0.02 + 0.005).astype(np.float32)
-    inits[f"{name}_wz"] = np.full(channels, zero, np.int8)
-    return [helper.make_node("DequantizeLinear", [f"{name}_w", f"{name}_ws", f"{name}_wz"],
-                             [f"{name}_wdq"], axis=axis)]
-
-
-def _int32_bias(name: str, channels: int, x_scale: float, inits: dict) -> list:
-    """The QDQ convention onnxruntime's fused kernels assume: scale = x_scale * w_scale."""
-    inits[f"{name}_b"] = RNG.integers(-500, 500, channels).astype(np.int32)
-    inits[f"{name}_bs"] = (inits[f"{name}_ws"] * np.float32(x_scale)).astype(np.float32)
-    inits[f"{name}_bz"] = np.zeros(channels, np.int32)
-    return [helper.make_node("DequantizeLinear", [f"{name}_b", f"{name}_bs", f"{name}_bz"],
-                             [f"{name}_bdq"], axis=0)]
-
-
-def _conv_net(x: np.ndarray, c1: int = 8, c2: int = 16):
-    """image -> QDQ -> conv+relu -> QDQ -> conv+relu -> QDQ -> maxpool -> QDQ -> conv -> out:
-    every hand-over between integer ops is u8."""
-    inits: dict = {}
-    c = x.shape[1]
-    nodes = _qdq("x", 0.03, 128, inits)
-    nodes += _weights("c1", (c1, c, 3, 3), 0, inits) + _int32_bias("c1", c1, 0.03, inits)
-    nodes += [helper.make_node("Conv", ["x_dq", "c1_wdq", "c1_bdq"], ["c1_y"], pads=[1] * 4,
-                               name="conv1"),
-              helper.make_node("Relu", ["c1_y"], ["r1"])]
-    nodes += _qdq("r1", 0.02, 0, inits)
-    nodes += _weights("c2", (c2, c1, 3, 3), 0, inits) + _int32_bias("c2", c2, 0.02, inits)
-    nodes += [helper.make_node("Conv", ["r1_dq", "c2_wdq", "c2_bdq"], ["c2_y"], pads=[1] * 4,
-                               strides=[1, 1], name="conv2"),
-              helper.make_node("Relu", ["c2_y"], ["r2"])]
-    nodes += _qdq("r2", 0.02, 0, inits)
-    nodes += [helper.make_node("MaxPool", ["r2_dq"], ["p"], kernel_shape=[2, 2],
-                               strides=[2, 2], name="pool")]
-    nodes += _qdq("p", 0.025, 0, inits)
-    nodes += _weights("c3", (4, c2, 3, 3), 0, inits)
-    nodes += [helper.make_node("Conv", ["p_dq", "c3_wdq"], ["out"], strides=[2, 2],
-                               pads=[0, 1, 1, 0], name="conv3")]
-    return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
 
 
 def test_qdq_conv_net_runs_on_integer_kernels_and_equals_onnxruntime(isa: str):
@@ -165,17 +116,7 @@ def test_what_the_kernels_cannot_take_stays_as_written(weight_zero: int, act_dty
 
 def test_dynamic_matmul_integer_chain_becomes_one_qgemm(isa: str):
     x = RNG.standard_normal((1, 12, 32)).astype(np.float32)
-    w = RNG.integers(-127, 128, (32, 24)).astype(np.int8)
-    inits = {"w": w, "wz": np.zeros(24, np.int8),
-             "ws": (RNG.random(24) * 0.01 + 0.001).astype(np.float32),
-             "bias": RNG.standard_normal(24).astype(np.float32)}
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
-             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"], name="mmi"),
-             helper.make_node("Cast", ["acc"], ["accf"], to=1),
-             helper.make_node("Mul", ["xs", "ws"], ["scale"]),
-             helper.make_node("Mul", ["accf", "scale"], ["mm"]),
-             helper.make_node("Add", ["mm", "bias"], ["y"])]
-    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    model = dynamic_int8_matmul(x, 24)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["DynamicQuantizeLinear", "QGemm"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])

@@ -1,6 +1,8 @@
-"""The fold the native lowering makes (backends/native/plan.py): BatchNormalization -> Relu
-as one pass, checked on what the plan holds and on numbers against onnxruntime. (An affine
-folded into the conv that reads it is a compiler rule: test_fuse_conv_prologue.py.)"""
+"""BatchNormalization -> Relu as one pass: the compiler's FuseBatchNormRelu rule writes
+kiln::FusedBatchNorm, which the native lowering (backends/native/plan.py, ``EXECUTOR_OPS``)
+maps to the executor's BatchNormalization with ``kiln_activation``; checked on what the plan
+holds and on numbers against onnxruntime. (An affine folded into the conv that reads it is a
+compiler rule too: test_fuse_conv_prologue.py.)"""
 
 from __future__ import annotations
 

@@ -11,7 +11,11 @@ from onnx import helper
 
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
-from kiln.compiler.passes.fuse_epilogue import FuseConvEpilogue, FuseGemmEpilogue
+from kiln.compiler.passes.fuse_epilogue import (
+    FuseBatchNormEpilogue,
+    FuseConvEpilogue,
+    FuseGemmEpilogue,
+)
 from kiln.compiler.passes.rule import RulePass
 from kiln.compiler.pipeline import optimize
 
@@ -136,3 +140,37 @@ def test_pipeline_keeps_fused_ops_only_for_backends_that_run_them():
     assert report.fired()["FuseConvEpilogue"] == 1
     plain, _ = optimize(_conv_model([helper.make_node("Relu", ["y"], ["out"])], True, 17), 2)
     assert ops(plain) == ["Conv", "Add", "Relu"]
+
+
+def _batch_norm_model(tail: list) -> ir.Model:
+    """x + 1 -> BatchNormalization -> ``tail`` (reading "bn", writing "out")."""
+    nodes = [helper.make_node("Add", ["x", "one"], ["x1"]),
+             helper.make_node("BatchNormalization", ["x1", "g", "b", "m", "v"], ["bn"],
+                              epsilon=1e-3), *tail]
+    inits = {"one": np.ones(1, np.float32), "g": rand(4, positive=True), "b": rand(4, seed=1),
+             "m": rand(4, seed=2), "v": rand(4, seed=3, positive=True)}
+    return float_model(nodes, {"x": [2, 4, 5, 5]}, {"out": [2, 4, 5, 5]}, inits)
+
+
+def test_batch_norm_relu_becomes_one_op_and_expands_back():
+    model = _batch_norm_model([helper.make_node("Relu", ["bn"], ["out"])])
+    feeds = {"x": rand(2, 4, 5, 5, seed=4)}
+    want = run_reference(model, feeds)
+    step = RulePass([FuseBatchNormEpilogue()])
+    step(model)
+    assert ops(model) == ["Add", "kiln::FusedBatchNorm"] and step.fired == {
+        "FuseBatchNormRelu": 1}
+    fused = next(n for n in model.graph if n.op_type == "FusedBatchNorm")
+    assert fused.attributes["activation"].value == "Relu"
+    assert fused.attributes["epsilon"].value == pytest.approx(1e-3)
+    ExpandKilnOpsPass()(model)
+    assert ops(model) == ["Add", "BatchNormalization", "Relu"]
+    assert_close(want, run_reference(model, feeds))
+
+
+def test_batch_norm_takes_relu_only():
+    model = _batch_norm_model([helper.make_node("Sigmoid", ["bn"], ["out"])])
+    step = RulePass([FuseBatchNormEpilogue()])
+    step(model)
+    assert "kiln::FusedBatchNorm" not in ops(model)
+    assert step.rejected == {"FuseBatchNormRelu: the activation is Sigmoid, not Relu": 1}
