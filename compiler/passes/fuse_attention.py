@@ -141,12 +141,19 @@ class FuseAttention(Rule):
         new_nodes = [key]
         mask = match["mask"]
         if mask is not None and match.values.get("expand_mask"):
-            ones = new_initializer(graph, np.array([1, 1], np.int64), "attn_ones")
-            one = new_initializer(graph, np.array([1], np.int64), "attn_one")
-            seq = ir.node("Shape", [q], attributes={"start": -2, "end": -1})
-            target = ir.node("Concat", [ones, seq.outputs[0], one], attributes={"axis": 0})
-            expand = ir.node("Expand", [mask, target.outputs[0]])
-            new_nodes += [seq, target, expand]
+            seq_len = q.shape[-2] if q.shape is not None and len(q.shape) >= 2 else None
+            if isinstance(seq_len, int):  # static: a constant, as folding would have left it
+                shape = new_initializer(graph, np.array([1, 1, seq_len, 1], np.int64),
+                                        "attn_mask_shape")
+            else:
+                ones = new_initializer(graph, np.array([1, 1], np.int64), "attn_ones")
+                one = new_initializer(graph, np.array([1], np.int64), "attn_one")
+                seq = ir.node("Shape", [q], attributes={"start": -2, "end": -1})
+                target = ir.node("Concat", [ones, seq.outputs[0], one], attributes={"axis": 0})
+                new_nodes += [seq, target]
+                shape = target.outputs[0]
+            expand = ir.node("Expand", [mask, shape])
+            new_nodes.append(expand)
             mask = expand.outputs[0]
         if mask is not None:
             inputs.append(mask)
