@@ -270,7 +270,14 @@ class Observer:
 
     @property
     def needs_histogram(self) -> bool:
-        return self.method != "minmax" and np.isfinite(self.lo) and self.hi > self.lo
+        if self.method == "minmax" or not np.isfinite(self.lo) or not self.hi > self.lo:
+            return False
+        # Bins narrower than float32 resolution cannot be told apart (numpy refuses them): a
+        # range that narrow is a constant for int8, and min/max already gives its scale.
+        lo, hi = (self.lo, self.hi) if self.method == "percentile" else \
+            (0.0, max(-self.lo, self.hi))
+        resolution = np.finfo(np.float32).eps * max(abs(lo), abs(hi))
+        return hi - lo > 8 * self.bins * max(resolution, float(np.finfo(np.float32).tiny))
 
     def observe_histogram(self, x: np.ndarray) -> None:
         if self.method == "percentile":

@@ -323,8 +323,11 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             act_scale[str(dq.outputs[0].name)] = scale
             q.outputs[0].dtype = ir.DataType.from_numpy(zp.dtype)
             q.outputs[0].shape = value.shape
-            value.replace_all_uses_with(dq.outputs[0])
-            q.replace_input_with(0, value)  # replace_all_uses_with moved our own use too
+            # Every reader but q takes the dequantized value; a graph output stays the exact
+            # float value (replace_all_uses_with would have to move the output too).
+            for user, index in list(value.uses()):
+                if user is not q:
+                    user.replace_input_with(index, dq.outputs[0])
             producer = value.producer()
             if producer is not None:
                 graph.insert_after(producer, [q, dq])

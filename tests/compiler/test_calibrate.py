@@ -55,6 +55,21 @@ def test_mse_clips_a_heavy_tail():
     assert full["x"].lo <= mse["x"].lo < 0.0  # one symmetric threshold: |lo| may fit inside
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+@pytest.mark.parametrize("base", [1.0, 1e4, 0.0])
+def test_a_range_narrower_than_float32_bins_is_no_error(method, base):
+    """Values a few ulps apart (a saturated or nearly constant activation) leave no room for
+    2048 histogram bins: such a range is taken from min/max instead of failing in numpy."""
+    step = np.spacing(np.float32(base)) if base else np.float32(1e-44)
+    samples = [{"x": np.full((1, 1000), base, np.float32) + np.float32(step) * (i % 3)}
+               for i in range(3)]
+    ranges = calibrate.collect_ranges(_relu_model(), samples, method=method)
+    assert np.isfinite(ranges["x"].hi) and np.isfinite(ranges["z"].hi)
+    if method == "percentile":  # the histogram of x itself was the narrow one
+        xs = np.concatenate([s["x"] for s in samples])
+        assert ranges["x"].lo <= xs.min() and ranges["x"].hi >= xs.max()
+
+
 def test_unknown_method_and_bad_percentile():
     with pytest.raises(InputError, match="unknown calibration method"):
         calibrate.collect_ranges(_relu_model(), _samples(), method="kl2")

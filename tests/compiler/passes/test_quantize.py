@@ -98,6 +98,21 @@ def test_outputs_stay_close_to_fp32():
     assert rep.outputs[0].cosine_min > 0.995
 
 
+def test_an_activation_that_is_also_a_graph_output_stays_float_there():
+    """The second conv reads p1 through Q/DQ; p1 is also a graph output, which stays the
+    MaxPool's float result (a DenseNet-style head made the rewrite fail before)."""
+    model = small_cnn()
+    p1 = next(v for n in model.graph for v in n.outputs if v.name == "p1")
+    model.graph.outputs.append(p1)
+    q, step = quantized(model)
+    out = next(v for v in q.graph.outputs if v.name == "p1")
+    assert out.producer().op_type == "MaxPool"
+    conv2 = next(n for n in q.graph if n.name == "conv2")
+    assert conv2.inputs[0].producer().op_type == "DequantizeLinear"
+    x = feeds(1, seed=3)[0]
+    np.testing.assert_allclose(run_reference(q, x)[1], run_reference(model, x)[1], atol=0.05)
+
+
 def test_onnxruntime_fuses_to_int8_kernels(tmp_path):
     q, _ = quantized(small_cnn())
     opts = ort.SessionOptions()
