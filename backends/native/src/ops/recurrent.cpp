@@ -61,15 +61,34 @@ struct DirWeights {
 // out[0, n) = R[first .. first+n) . v + Rb + add (Rb and add may be null): the recurrent product
 // of one step, on R packed once per run (pack_b keeps a GEMM-ready copy).
 struct RecurrentWeights {
-  std::unique_ptr<PackedB> packed;  // R rows [first, first + n) as the B operand
-  const float* Rb;                  // their recurrent biases, or null
+  std::unique_ptr<PackedB> owned;  // packed for this run (R computed at run time)
+  const PackedB* packed;           // R rows [first, first + n) as the B operand
+  const float* Rb;                 // their recurrent biases, or null
   size_t n;
 };
 
-RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, int64_t H) {
-  return {pack_b(true, static_cast<size_t>(H), static_cast<size_t>(n), dw.R + first * H,
-                 static_cast<size_t>(H)),
-          dw.Rb ? dw.Rb + first : nullptr, static_cast<size_t>(n)};
+// The row ranges of R one step multiplies, in units of H: LSTM all four gates; GRU z and r,
+// then h (its product needs r first); RNN the one gate.
+using RowParts = std::vector<std::pair<int64_t, int64_t>>;
+
+// R packed once when it is a constant: [direction][part].
+using PackedR = std::vector<std::vector<std::unique_ptr<PackedB>>>;
+
+RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, int64_t H,
+                                const PackedB* prepacked) {
+  RecurrentWeights rw{nullptr, prepacked, dw.Rb ? dw.Rb + first : nullptr,
+                      static_cast<size_t>(n)};
+  if (!rw.packed) {
+    rw.owned = pack_b(true, static_cast<size_t>(H), static_cast<size_t>(n), dw.R + first * H,
+                      static_cast<size_t>(H));
+    rw.packed = rw.owned.get();
+  }
+  return rw;
+}
+
+// The prepacked part of direction d, when R was packed at build and has the run's shape.
+const PackedB* prepacked_part(const PackedR* pre, int64_t d, size_t part) {
+  return pre && static_cast<size_t>(d) < pre->size() ? (*pre)[d][part].get() : nullptr;
 }
 
 void recurrent_product(const RecurrentWeights& rw, const float* v, const float* add, float* out,
@@ -154,7 +173,7 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, Step&
     sgemm(false, true, x_rows, static_cast<size_t>(G * H), static_cast<size_t>(s.input),
           x.ptr<float>(), static_cast<size_t>(s.input), dw.W, static_cast<size_t>(s.input),
           xw.data(), static_cast<size_t>(G * H), in_bias, c.pool);
-    step.begin_direction(dw);
+    step.begin_direction(d, dw);
     for (int64_t b = 0; b < s.batch; ++b) {
       const size_t srow = s.state_row(d, b);
       for (int64_t k = 0; k < H; ++k) {
@@ -181,7 +200,7 @@ struct Clip {
   }
 };
 
-void lstm(OpContext& c) {
+void lstm(OpContext& c, const PackedR* pre) {
   const int64_t H = c.in(2).rank() == 3 ? c.in(2).shape[2] : 0;
   const Tensor* peep = c.input(7);
   const int64_t dirs = c.node.attr_s("direction", "forward") == "bidirectional" ? 2 : 1;
@@ -194,7 +213,10 @@ void lstm(OpContext& c) {
     bool couple;
     Clip bound;
     RecurrentWeights R;
-    void begin_direction(const DirWeights& dw) { R = pack_recurrent(dw, 0, 4 * H, H); }
+    const PackedR* pre;
+    void begin_direction(int64_t d, const DirWeights& dw) {
+      R = pack_recurrent(dw, 0, 4 * H, H, prepacked_part(pre, d, 0));
+    }
     void operator()(int64_t d, const float* xw_t, float* h, float* cell, float* gates) {
       const float* P = peep ? peep->ptr<float>() + d * 3 * H : nullptr;
       recurrent_product(R, h, xw_t, gates, c.pool);
@@ -223,11 +245,11 @@ void lstm(OpContext& c) {
       }
     }
   } step{c, peep, H, c.node.attr_i("input_forget", 0) != 0, Clip{c.node.attr_f("clip", 0.0f)},
-         {}};
+         {}, pre};
   run_recurrent(c, "LSTM", 4, true, step);
 }
 
-void gru(OpContext& c) {
+void gru(OpContext& c, const PackedR* pre) {
   struct Step {
     OpContext& c;
     bool linear_before_reset;
@@ -235,10 +257,11 @@ void gru(OpContext& c) {
     int64_t H = 0;
     RecurrentWeights Rzr, Rh;  // z and r rows; h rows
     std::vector<float> r, n, rh;
-    void begin_direction(const DirWeights& dw) {
+    const PackedR* pre;
+    void begin_direction(int64_t d, const DirWeights& dw) {
       H = c.in(2).shape[2];
-      Rzr = pack_recurrent(dw, 0, 2 * H, H);
-      Rh = pack_recurrent(dw, 2 * H, H, H);
+      Rzr = pack_recurrent(dw, 0, 2 * H, H, prepacked_part(pre, d, 0));
+      Rh = pack_recurrent(dw, 2 * H, H, H, prepacked_part(pre, d, 1));
       r.resize(H);
       n.resize(H);
       rh.resize(H);
@@ -259,32 +282,75 @@ void gru(OpContext& c) {
         h[k] = (1.0f - z) * n[k] + z * h[k];
       }
     }
-  } step{c, c.node.attr_i("linear_before_reset", 0) != 0, Clip{c.node.attr_f("clip", 0.0f)}};
+  } step{c, c.node.attr_i("linear_before_reset", 0) != 0, Clip{c.node.attr_f("clip", 0.0f)},
+         0, {}, {}, {}, {}, {}, pre};
   run_recurrent(c, "GRU", 3, false, step);
 }
 
-void rnn(OpContext& c) {
+void rnn(OpContext& c, const PackedR* pre) {
   struct Step {
     OpContext& c;
     Clip bound;
     int64_t H = 0;
     RecurrentWeights R;
-    void begin_direction(const DirWeights& dw) {
+    const PackedR* pre;
+    void begin_direction(int64_t d, const DirWeights& dw) {
       H = c.in(2).shape[2];
-      R = pack_recurrent(dw, 0, H, H);
+      R = pack_recurrent(dw, 0, H, H, prepacked_part(pre, d, 0));
     }
     void operator()(int64_t, const float* xw_t, float* h, float*, float* gates) {
       recurrent_product(R, h, xw_t, gates, c.pool);
       for (int64_t k = 0; k < H; ++k) h[k] = std::tanh(bound(gates[k]));
     }
-  } step{c, Clip{c.node.attr_f("clip", 0.0f)}};
+  } step{c, Clip{c.node.attr_f("clip", 0.0f)}, 0, {}, pre};
   run_recurrent(c, "RNN", 1, false, step);
+}
+
+// The op with R packed at build when R is a float32 constant of rank 3 (the usual export);
+// a run whose R has another shape (cannot happen with a constant) packs its own.
+class RecurrentKernel final : public Kernel {
+ public:
+  using Fn = void (*)(OpContext&, const PackedR*);
+  RecurrentKernel(const NodeDesc& node, const BuildContext& bc, Fn fn, RowParts parts)
+      : fn_(fn) {
+    const Tensor* r = bc.constant(node, 2);
+    if (!r || r->dtype != DType::f32 || r->rank() != 3 || r->shape[1] <= 0) return;
+    const int64_t dirs = r->shape[0], GH = r->shape[1], H = r->shape[2];
+    int64_t G = 0;
+    for (const auto& part : parts) G = std::max(G, part.first + part.second);
+    if (GH != G * H) return;  // the run reports the shape error
+    for (int64_t d = 0; d < dirs; ++d) {
+      packed_.emplace_back();
+      for (const auto& [first, n] : parts)
+        packed_.back().push_back(pack_b(true, static_cast<size_t>(H), static_cast<size_t>(n * H),
+                                        r->ptr<float>() + (d * GH + first * H) * H,
+                                        static_cast<size_t>(H)));
+    }
+    H_ = H;
+  }
+  void run(OpContext& c) const override {
+    const Tensor& r = c.in(2);
+    const bool fits = !packed_.empty() && r.rank() == 3 && r.shape[2] == H_ &&
+                      static_cast<size_t>(r.shape[0]) == packed_.size();
+    fn_(c, fits ? &packed_ : nullptr);
+  }
+
+ private:
+  Fn fn_;
+  PackedR packed_;
+  int64_t H_ = 0;
+};
+
+KernelFactory recurrent(RecurrentKernel::Fn fn, RowParts parts) {
+  return [fn, parts](const NodeDesc& node, const BuildContext& bc) -> std::unique_ptr<Kernel> {
+    return std::make_unique<RecurrentKernel>(node, bc, fn, parts);
+  };
 }
 
 }  // namespace
 
-KILN_REGISTER_OP("", "LSTM", simple_kernel(lstm));
-KILN_REGISTER_OP("", "GRU", simple_kernel(gru));
-KILN_REGISTER_OP("", "RNN", simple_kernel(rnn));
+KILN_REGISTER_OP("", "LSTM", recurrent(lstm, {{0, 4}}));
+KILN_REGISTER_OP("", "GRU", recurrent(gru, {{0, 2}, {2, 1}}));
+KILN_REGISTER_OP("", "RNN", recurrent(rnn, {{0, 1}}));
 
 }  // namespace kiln::ops
