@@ -891,3 +891,20 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
     got = compile_native(model).run({"x": x})["y"]
     want = run_reference(model, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_pointwise_conv_on_one_pixel_matches_onnxruntime(isa, group, batch) -> None:
+    """A 1x1 conv over a 1x1 map (squeeze-excitation, a classifier after global pooling)
+    multiplies each weight panel by the input vector; bias and activation as usual."""
+    x = rng.standard_normal((batch, 64, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((100, 64 // group, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(100).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=group),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b})
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4,
+                                   atol=1e-4)

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -290,6 +291,31 @@ struct PanelRowWriter {
   }
 };
 
+// acc[r] = sum over k of panel[k * MR + r] * v[k]: one packed weight panel (MR rows) times a
+// vector, MR fixed so that the row loop unrolls and vectorizes.
+template <size_t MR>
+void panel_times_vector(const float* panel, const float* v, size_t K, float* acc) {
+  float sum[MR] = {};
+  for (size_t k = 0; k < K; ++k) {
+    const float vk = v[k];
+    const float* a = panel + k * MR;
+    for (size_t r = 0; r < MR; ++r) sum[r] += a[r] * vk;
+  }
+  for (size_t r = 0; r < MR; ++r) acc[r] = sum[r];
+}
+
+void panel_times_vector(size_t mr, const float* panel, const float* v, size_t K, float* acc) {
+  switch (mr) {
+    case 14: return panel_times_vector<14>(panel, v, K, acc);
+    case 6: return panel_times_vector<6>(panel, v, K, acc);
+    case 4: return panel_times_vector<4>(panel, v, K, acc);
+    default:
+      for (size_t r = 0; r < mr; ++r) acc[r] = 0.0f;
+      for (size_t k = 0; k < K; ++k)
+        for (size_t r = 0; r < mr; ++r) acc[r] += panel[k * mr + r] * v[k];
+  }
+}
+
 // Rows [r_begin, r_end) of the patch matrix into the B panels (see im2col_panels).
 void im2col_rows(const Conv2dParams& p, const float* x, size_t nr, size_t j0, size_t j1,
                  float* dst, size_t r_begin, size_t r_end) {
@@ -358,6 +384,44 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     float* copy = gemm_scratch(kScratchResidual, y_len);
     std::memcpy(copy, ep.residual, y_len * sizeof(float));
     ep.residual = copy;
+  }
+  if (cols == 1 && algo_ == ConvAlgo::gemm_1x1) {
+    // One output pixel (a squeeze-excitation conv, a classifier after global pooling): the
+    // GEMM would pad the one column to a whole nr-wide panel (32x the multiply-adds), so
+    // each weight panel is multiplied by the input vector instead.
+    std::vector<float> v(Cg);
+    for (size_t n = 0; n < p_.N; ++n)
+      for (size_t g = 0; g < p_.groups; ++g) {
+        const float* xg = x + n * p_.C + g * Cg;
+        for (size_t c = 0; c < Cg; ++c) {
+          float t = xg[c];
+          if (prologue) {
+            t = t * prologue->scale[g * Cg + c] + prologue->shift[g * Cg + c];
+            if (prologue->relu) t = std::max(t, 0.0f);
+          }
+          v[c] = t;
+        }
+        const auto& packed = static_cast<const PackedAPanels&>(*packed_[g]);
+        const float* panels = packed.panels_for(kern);
+        Epilogue eg = ep;
+        if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
+        if (ep.residual) eg.residual = ep.residual + n * p_.K + g * Kg;
+        float* yg = y + n * p_.K + g * Kg;
+        const size_t npanels = (Kg + kern.mr - 1) / kern.mr;
+        auto run = [&](size_t p0, size_t p1) {
+          float acc[64];
+          for (size_t pi = p0; pi < p1; ++pi) {
+            panel_times_vector(kern.mr, panels + pi * kdim * kern.mr, v.data(), kdim, acc);
+            for (size_t r = 0; r < kern.mr && pi * kern.mr + r < Kg; ++r) {
+              const size_t i = pi * kern.mr + r;
+              yg[i] = epilogue_value(eg, 1, i, 0, acc[r]);
+            }
+          }
+        };
+        if (pool) pool->parallel_for(npanels, 1, run, Kg * kdim);
+        else run(0, npanels);
+      }
+    return;
   }
   // Column blocks whose B panels (kdim x nb) fit in half of L2, built right before use.
   // Each extra block re-reads the weights (Kg x kdim) while blocking saves a round trip of
