@@ -11,14 +11,18 @@ nodes whose work that node takes over:
 - the bias Add (MatMul) or the dequantized int32 bias (Gemm, Conv),
 - a Relu reading the product,
 - a QuantizeLinear reading the result (the kernel then writes u8 directly, and the next
-  layer's DequantizeLinear disappears too when that layer is fused as well).
+  layer's DequantizeLinear disappears too when that layer is fused as well),
+- after that QuantizeLinear, DequantizeLinear -> a chain of elementwise activations with
+  scalar constants (hard-swish as x * HardSigmoid(x), a learned scale and shift, ...) ->
+  QuantizeLinear: a function of one byte, so the kernel applies it as a 256-entry table
+  (its input 8) and no float value exists between the two integer layers.
 
 DequantizeLinear -> MaxPool -> QuantizeLinear becomes ``kiln::QMaxPool`` (the pool runs on the
 bytes), and u8 values handed from one QConv / QMaxPool to the next stay in NHWC.
 
 Only symmetric weights (zero points all 0), scalar activation parameters, u8 activations and
-2-D, one-group convolutions match; anything else stays as written and runs on the ordinary
-ops, with the same results.
+2-D convolutions of one group or depthwise (group == channels, one filter each) match;
+anything else stays as written and runs on the ordinary ops, with the same results.
 """
 
 from __future__ import annotations
@@ -214,11 +218,8 @@ class _Matcher:
                 return None
             (bias, bias_dq), op = got, "QGemm"
         elif _is_onnx(node, "Conv"):
-            a = node.attributes
-            if "group" in a and a["group"].as_int() != 1:
-                return None
             w = self.weights(node.inputs[1], 4, 0)
-            if w is None:
+            if w is None or not _conv_groups_supported(node, w[0]):
                 return None
             weights, w_scale, w_dq = w
             got = self.bias(bias_in, weights.shape[0])
@@ -236,8 +237,45 @@ class _Matcher:
             attrs["activation"] = "Relu"
         inputs: list[FusedInput] = [q, weights, a_scale, a_zero, w_scale, bias,
                                     *(quant if quant else (None, None))]
+        if quant is not None and (found := self.byte_map(out)) is not None:
+            table, out, chain = found
+            inputs.append(table)
+            absorbed += chain
         shared = [a_dq, w_dq] + ([bias_dq] if bias_dq is not None else [])
         return Int8Op(node, op, inputs, out, attrs, absorbed, shared)
+
+    def byte_map(self, value: ir.Value) -> tuple[np.ndarray, ir.Value, list[ir.Node]] | None:
+        """DequantizeLinear -> elementwise chain -> QuantizeLinear reading the u8 ``value``:
+        (the 256-entry table of the whole chain, the final QuantizeLinear's output, its nodes).
+        """
+        dq = self.only_user(value, "DequantizeLinear")
+        if dq is None or len(dq.inputs) < 2:
+            return None
+        scale = self.scalar(dq.inputs[1], np.float32)
+        zero = self.scalar(dq.inputs[2], np.uint8) if len(dq.inputs) > 2 else np.uint8(0)
+        if scale is None or zero is None:
+            return None
+        chain = _elementwise_chain(self, dq.outputs[0])
+        if chain is None:
+            return None
+        nodes, q = chain
+        known = {dq.outputs[0].name: (np.arange(256, dtype=np.float32) - np.float32(zero))
+                 * scale}
+        for node in nodes:
+            result = _evaluate(node, known, self.const_of)
+            if result is None:
+                return None
+            known[node.outputs[0].name] = result
+        y_scale = self.scalar(q.inputs[1], np.float32)
+        y_zero = self.scalar(q.inputs[2], np.uint8) if len(q.inputs) > 2 else None
+        x = known.get(q.inputs[0].name)
+        if x is None or y_scale is None or y_zero is None \
+                or not (np.isfinite(y_scale) and y_scale > 0):
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = np.rint(x.astype(np.float32) / y_scale) + np.float32(y_zero)
+        table = np.clip(np.nan_to_num(y, nan=255.0), 0, 255).astype(np.uint8)
+        return table, q.outputs[0], [dq, *nodes, q]
 
     def max_pool(self, node: ir.Node) -> Int8Op | None:
         """DequantizeLinear -> 2-D MaxPool -> QuantizeLinear: the pool runs on the bytes."""
@@ -308,6 +346,120 @@ class _Matcher:
         inputs: list[FusedInput] = [q, weights, a_scale, a_zero, w_scale, bias,
                                     *(quant if quant else (None, None))]
         return Int8Op(node, "QGemm", inputs, out, attrs, [cast, mul] + absorbed, [scale_mul])
+
+
+def _conv_groups_supported(node: ir.Node, weights: np.ndarray) -> bool:
+    """One group, or depthwise: group == output channels and one input channel per filter."""
+    group = node.attributes["group"].as_int() if "group" in node.attributes else 1
+    return group == 1 or (weights.shape[1] == 1 and weights.shape[0] == group)
+
+
+#: Elementwise ops a byte map may contain, by how many inputs are the mapped value.
+_MAPPABLE = {"HardSigmoid", "HardSwish", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip",
+             "Mul", "Add", "Sub", "Div"}
+
+
+def _elementwise_chain(matcher: _Matcher, start: ir.Value
+                       ) -> tuple[list[ir.Node], ir.Node] | None:
+    """The elementwise nodes computing from ``start`` alone (other inputs scalar constants),
+    in evaluation order, and the one u8 QuantizeLinear every path ends in; None when any value
+    of the region escapes it or an op is not mappable."""
+    order: list[ir.Node] = []
+    quant: ir.Node | None = None
+    inside = {start.name}
+    pending = [start]
+    while pending:
+        value = pending.pop(0)
+        if value.name in matcher.wanted or value.is_graph_output():
+            return None
+        for use in value.uses():
+            node = use.node
+            if node in order or node is quant:
+                continue
+            if node not in matcher.present:
+                return None
+            if _is_onnx(node, "QuantizeLinear"):
+                if quant is not None or use.idx != 0:
+                    return None
+                quant = node
+                continue
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _MAPPABLE \
+                    or len(node.outputs) != 1:
+                return None
+            for other in node.inputs:
+                if other is None or other.name in inside:
+                    continue
+                arr = matcher.const_of(other)
+                if arr is None or arr.size != 1 or arr.ndim > 1 or arr.dtype != np.float32:
+                    # an input from outside the chain is not yet known: wait for it
+                    if other.producer() in matcher.present and not _is_onnx(
+                            other.producer(), "Constant"):
+                        break
+                    return None
+            else:
+                order.append(node)
+                inside.add(node.outputs[0].name)
+                pending.append(node.outputs[0])
+    if quant is None or not order:
+        return None
+    # nothing else reads a value of the chain (a node left waiting for an outside input does)
+    for node in order:
+        if any(u.node not in order and u.node is not quant for u in node.outputs[0].uses()):
+            return None
+    if any(u.node not in order and u.node is not quant for u in start.uses()):
+        return None
+    return order, quant
+
+
+def _evaluate(node: ir.Node, known: dict[str, np.ndarray], const_of: ConstOf
+              ) -> np.ndarray | None:
+    """One mappable node on the 256 values of its chain, in float32 as the engine runs it."""
+    args: list[np.ndarray | None] = []
+    for v in node.inputs:
+        if v is None:
+            args.append(None)
+            continue
+        arr = known.get(v.name)
+        if arr is None:
+            arr = const_of(v)
+            if arr is None:
+                return None
+            arr = arr.astype(np.float32).reshape(())
+        args.append(arr)
+    a = node.attributes
+    x = args[0]
+    one, zero = np.float32(1), np.float32(0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        op = node.op_type
+        if op in ("HardSigmoid", "HardSwish"):
+            alpha = np.float32(a["alpha"].as_float() if "alpha" in a else 0.2 if op ==
+                               "HardSigmoid" else 1 / 6)
+            beta = np.float32(a["beta"].as_float() if "beta" in a else 0.5)
+            hs = np.clip(alpha * x + beta, zero, one)
+            return hs if op == "HardSigmoid" else x * hs
+        if op == "Relu":
+            return np.maximum(x, zero)
+        if op == "LeakyRelu":
+            alpha = np.float32(a["alpha"].as_float() if "alpha" in a else 0.01)
+            return np.where(x < 0, alpha * x, x)
+        if op == "Sigmoid":
+            return (one / (one + np.exp(-x))).astype(np.float32)
+        if op == "Tanh":
+            return np.tanh(x)
+        if op == "Clip":
+            lo = args[1] if len(args) > 1 and args[1] is not None else np.float32(-np.inf)
+            hi = args[2] if len(args) > 2 and args[2] is not None else np.float32(np.inf)
+            return np.minimum(np.maximum(x, lo), hi)
+        b = args[1]
+        if x is None or b is None:
+            return None
+        if op == "Mul":
+            return x * b
+        if op == "Add":
+            return x + b
+        if op == "Sub":
+            return x - b
+        return x / b
 
 
 def _scalar_value(value: ir.Value | None) -> bool:

@@ -273,3 +273,80 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QConv"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+def _depthwise(x: np.ndarray, kernel: int, stride: int, hard_swish: bool):
+    """QDQ -> depthwise conv (odd channel count, zero point 125, padded); with ``hard_swish``
+    its result is quantized, then DQ -> x * HardSigmoid(x) -> a learned scale and shift -> QDQ,
+    PP-OCR's activation between two integer layers."""
+    c = x.shape[1]
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("d", (c, 1, kernel, kernel), 0, inits)
+    nodes += _int32_bias("d", c, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "d_wdq", "d_bdq"], ["d_y"], group=c,
+                               kernel_shape=[kernel] * 2, pads=[kernel // 2] * 4,
+                               strides=[stride] * 2, name="dw")]
+    out = "d_y"
+    if hard_swish:
+        inits["sc"] = np.array([1.3], np.float32)
+        inits["sh"] = np.array([-0.1], np.float32)
+        nodes += _qdq("d_y", 0.05, 120, inits)
+        nodes += [helper.make_node("HardSigmoid", ["d_y_dq"], ["hs"], alpha=1 / 6, beta=0.5),
+                  helper.make_node("Mul", ["d_y_dq", "hs"], ["hsw"]),
+                  helper.make_node("Mul", ["sc", "hsw"], ["scaled"]),
+                  helper.make_node("Add", ["scaled", "sh"], ["act"])]
+        nodes += _qdq("act", 0.04, 20, inits)
+        out = "act_dq"
+    nodes += [helper.make_node("Identity", [out], ["y"])]
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int):
+    x = RNG.standard_normal((2, 37, 13, 11)).astype(np.float32)
+    model = _depthwise(x, kernel, stride, hard_swish=False)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled)[:2] == ["QuantizeLinear", "QConv"]
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_activation_chain_between_quantizations_becomes_a_byte_table(isa: str, stride: int):
+    x = RNG.standard_normal((1, 21, 12, 9)).astype(np.float32)
+    model = _depthwise(x, 3, stride, hard_swish=True)
+    compiled = compile_native(model, threads=2)
+    ops = _ops(compiled)
+    assert ops[:2] == ["QuantizeLinear", "QConv"]
+    for gone in ("HardSigmoid", "Mul", "Add"):
+        assert gone not in ops
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # Both round twice (the conv result, then the activation): float summation order may move
+    # a value across a rounding boundary, never by more than one step of the output scale.
+    steps = np.abs(got - want) / np.float32(0.04)
+    assert steps.max() <= 1.0 + 1e-4
+    assert np.mean(steps > 0.5) < 0.01
+
+
+def test_grouped_conv_that_is_not_depthwise_stays_as_written():
+    x = RNG.standard_normal((1, 8, 7, 7)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("g", (8, 4, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "g_wdq"], ["y"], group=2, pads=[1] * 4)]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert "QConv" not in _ops(compiled)
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+def test_activation_chain_read_from_outside_keeps_its_float_ops():
+    """The hard-swish value is also a graph output: the chain cannot collapse into a table."""
+    x = RNG.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    model = _depthwise(x, 3, 1, hard_swish=True)
+    model.graph.output.append(helper.make_tensor_value_info("hsw", 1, None))
+    compiled = compile_native(model, threads=2)
+    assert "HardSigmoid" in _ops(compiled)
+    want = run_reference(model, {"x": x})
+    got = compiled.run({"x": x})
+    np.testing.assert_allclose(got["hsw"], want[1], atol=1e-5)

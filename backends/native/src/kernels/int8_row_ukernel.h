@@ -61,6 +61,33 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
     y[i] = static_cast<float>(static_cast<int32_t>(q[i]) - zero) * scale;
 }
 
+// Depthwise products of a run of output pixels (Int8Loops::dw_u8s8). Channels go in blocks
+// of 16 whose int32 sums stay in one register across the taps; a u8 x s8 product fits int16
+// exactly, so the multiply is 16-bit and only the sum is widened.
+inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
+                         const uint8_t* const* x, const int16_t* w, int32_t* __restrict acc) {
+  constexpr size_t kBlock = 16;
+  for (size_t p = 0; p < pixels; ++p, acc += C) {
+    const size_t at = p * step;
+    size_t c0 = 0;
+    for (; c0 + kBlock <= C; c0 += kBlock) {
+      int32_t sum[kBlock] = {};
+      for (size_t t = 0; t < taps; ++t) {
+        const uint8_t* __restrict xt = x[t] + at + c0;
+        const int16_t* __restrict wt = w + t * C + c0;
+        for (size_t j = 0; j < kBlock; ++j)
+          sum[j] += static_cast<int16_t>(static_cast<int16_t>(xt[j]) * wt[j]);
+      }
+      for (size_t j = 0; j < kBlock; ++j) acc[c0 + j] = sum[j];
+    }
+    for (size_t c = c0; c < C; ++c) {
+      int32_t sum = 0;
+      for (size_t t = 0; t < taps; ++t) sum += int32_t(x[t][at + c]) * w[t * C + c];
+      acc[c] = sum;
+    }
+  }
+}
+
 // Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags.
 #define KILN_INT8_LOOPS_DEFS(isa)                                                            \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
@@ -84,6 +111,10 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
                                uint8_t* y) {                                                 \
     int8_row_u8_impl(n, acc, p, y);                                                          \
+  }                                                                                          \
+  void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
+                           const uint8_t* const* x, const int16_t* w, int32_t* acc) {        \
+    dw_u8s8_impl(C, taps, pixels, step, x, w, acc);                                          \
   }
 
 }  // namespace kiln
