@@ -367,12 +367,18 @@ class QConvKernel final : public Kernel {
     const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
     io.segments = KH * per_row;
     io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
+      // the block's first pixel divided out once, then stepped: a division per row costs
+      // as much as a small pointwise layer's products
+      size_t n = i0 / P, oh = i0 % P / OW, ow = i0 % OW;
       for (size_t r = 0; r < rows; ++r) {
-        const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
         const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
         for (size_t kh = 0; kh < KH; ++kh)
           for (size_t kw = 0; kw < per_row; ++kw)
             *ptrs++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+        if (++ow == OW) {
+          ow = 0;
+          if (++oh == OH) oh = 0, ++n;
+        }
       }
     };
     io.epilogue = epilogue;
