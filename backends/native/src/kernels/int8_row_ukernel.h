@@ -36,6 +36,11 @@ inline void int8_row_u8_impl(size_t n, const int32_t* __restrict acc, const Int8
   }
 }
 
+// y[i] = table[y[i]]: the lowering's activation chain between two quantizations.
+inline void byte_map_impl(size_t n, const uint8_t* __restrict table, uint8_t* __restrict y) {
+  for (size_t i = 0; i < n; ++i) y[i] = table[y[i]];
+}
+
 // QuantizeLinear on one run: saturate(round_half_even(x / scale) + zero) into [lo, hi]
 // (0..255 for u8, -128..127 for s8). Clamping first keeps |v| small enough for the float adder
 // to round; NaN saturates to hi.
@@ -128,6 +133,18 @@ inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
                                uint8_t* y) {                                                 \
     int8_row_u8_impl(n, acc, p, y);                                                          \
+  }                                                                                          \
+  void kiln_int8_tile_f32__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,       \
+                                 const Int8RowParams& p, float* y, size_t ys) {              \
+    for (size_t r = 0; r < rows; ++r) int8_row_f32_impl(n, acc + r * ld, p, y + r * ys);      \
+  }                                                                                          \
+  void kiln_int8_tile_u8__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,        \
+                                const Int8RowParams& p, uint8_t* y, size_t ys,               \
+                                const uint8_t* table) {                                      \
+    for (size_t r = 0; r < rows; ++r) {                                                      \
+      int8_row_u8_impl(n, acc + r * ld, p, y + r * ys);                                      \
+      if (table) byte_map_impl(n, table, y + r * ys);                                        \
+    }                                                                                        \
   }                                                                                          \
   void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
                            const uint8_t* const* x, const int16_t* w, int32_t* acc) {        \

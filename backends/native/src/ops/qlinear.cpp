@@ -94,12 +94,6 @@ struct Requant {
     }
   }
 
-  // The table on a run of requantized bytes, in place (nothing without a table).
-  void map(uint8_t* y, size_t n) const {
-    if (table)
-      for (size_t i = 0; i < n; ++i) y[i] = table[y[i]];
-  }
-
   // The row kernel's parameters; a u8 output folds 1 / y_scale into mult and offset
   // (relu(v) / s = relu(v / s) for s > 0).
   Int8RowParams params() const {
@@ -107,21 +101,17 @@ struct Requant {
   }
 };
 
-// Rows of int8 products through the row kernel into a row-major output: dst is row i0's
+// Rows of int8 products through the tile kernel (and the byte table) into a row-major output: dst is row i0's
 // column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
 void store_rows(const Int8Loops& k, const Requant& rq, Int8RowParams p, size_t j0,
                 const int32_t* acc, size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
   p.mult += j0;
   p.offset += j0;
-  for (size_t r = 0; r < rows; ++r) {
-    if constexpr (std::is_same_v<T, uint8_t>) {
-      k.row_u8(cols, acc + r * ld, p, dst + r * stride);
-      rq.map(dst + r * stride, cols);
-    } else {
-      k.row_f32(cols, acc + r * ld, p, dst + r * stride);
-    }
-  }
+  if constexpr (std::is_same_v<T, uint8_t>)
+    k.tile_u8(rows, cols, acc, ld, p, dst, stride, rq.table);
+  else
+    k.tile_f32(rows, cols, acc, ld, p, dst, stride);
 }
 
 void check_constant_weights(const NodeDesc& node, const Tensor* w, size_t rank) {
