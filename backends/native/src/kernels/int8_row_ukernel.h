@@ -67,10 +67,10 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
 }
 
 // Depthwise products of a run of output pixels (Int8Loops::dw_u8s8). Channels go in blocks
-// of 16: the block's taps are loaded once for the whole run and its int32 sums stay in one
-// register across the taps. A u8 x s8 product fits int16 exactly, so the multiply is 16-bit
-// and only the sum is widened. kTaps > 0 fixes the tap count (3x3, 5x5) so the tap loop
-// unrolls and the taps live in registers; 0 takes `taps` at run time.
+// of 16 whose int32 sums stay in one register across the taps (the taps' weights are read
+// from L1 as memory operands). A u8 x s8 product fits int16 exactly, so the multiply is
+// 16-bit and only the sum is widened. kTaps > 0 fixes the tap count (3x3, 5x5) so the tap
+// loop unrolls; 0 takes `taps` at run time.
 template <size_t kTaps>
 inline void dw_u8s8_run(size_t C, size_t taps, size_t pixels, size_t step,
                         const uint8_t* const* x, const int16_t* w, int32_t* __restrict acc) {
@@ -78,17 +78,13 @@ inline void dw_u8s8_run(size_t C, size_t taps, size_t pixels, size_t step,
   const size_t nt = kTaps ? kTaps : taps;
   size_t c0 = 0;
   for (; c0 + kBlock <= C; c0 += kBlock) {
-    int16_t wb[kTaps ? kTaps : 1][kBlock];
-    if constexpr (kTaps > 0)
-      for (size_t t = 0; t < kTaps; ++t)
-        for (size_t j = 0; j < kBlock; ++j) wb[t][j] = w[t * C + c0 + j];
     for (size_t p = 0; p < pixels; ++p) {
       const size_t at = p * step + c0;
       int32_t sum[kBlock] = {};
 #pragma GCC unroll 25
       for (size_t t = 0; t < nt; ++t) {
         const uint8_t* __restrict xt = x[t] + at;
-        const int16_t* __restrict wt = kTaps ? wb[kTaps ? t : 0] : w + t * C + c0;
+        const int16_t* __restrict wt = w + t * C + c0;
         for (size_t j = 0; j < kBlock; ++j)
           sum[j] += static_cast<int16_t>(static_cast<int16_t>(xt[j]) * wt[j]);
       }

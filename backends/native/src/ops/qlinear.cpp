@@ -336,6 +336,21 @@ class QConvKernel final : public Kernel {
     if (!packed_) {  // depthwise: one output row per task, all channels of a pixel at once
       const size_t taps = KH * KW;
       const int16_t* taps_w = dw_w_.data();
+      // An NHWC row of output pixels is one contiguous run, as is its products' row: the
+      // per-channel parameters repeated OW times let one epilogue call cover it (a pixel's
+      // few dozen channels are less work than a call).
+      std::vector<float> row_mult, row_offset;
+      Int8RowParams row_p = rp;
+      if (nhwc_out_) {
+        row_mult.resize(OW * Kout);
+        row_offset.resize(OW * Kout);
+        for (size_t ow = 0; ow < OW; ++ow) {
+          std::memcpy(row_mult.data() + ow * Kout, rq.mult.data(), Kout * sizeof(float));
+          std::memcpy(row_offset.data() + ow * Kout, rq.offset.data(), Kout * sizeof(float));
+        }
+        row_p.mult = row_mult.data();
+        row_p.offset = row_offset.data();
+      }
       parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
         std::vector<int32_t> acc(OW * Kout);
         std::vector<const uint8_t*> ptrs(taps);
@@ -346,7 +361,14 @@ class QConvKernel final : public Kernel {
             for (size_t kw = 0; kw < KW; ++kw)
               ptrs[kh * KW + kw] = corner + (kh * dh * Wp + kw * dw) * Cp;
           loops.dw_u8s8(Kout, taps, OW, sw * Cp, ptrs.data(), taps_w, acc.data());
-          epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
+          const size_t i0 = n * P + oh * OW;
+          if (!nhwc_out_) epilogue(i0, OW, 0, Kout, acc.data(), Kout);
+          else if (rq.to_u8)
+            store_rows(loops, rq, row_p, 0, acc.data(), 0, 1, OW * Kout,
+                       y.ptr<uint8_t>() + i0 * Kout, 0);
+          else
+            store_rows(loops, rq, row_p, 0, acc.data(), 0, 1, OW * Kout,
+                       y.ptr<float>() + i0 * Kout, 0);
         }
       });
       return;
