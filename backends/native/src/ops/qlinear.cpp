@@ -101,8 +101,8 @@ struct Requant {
   }
 };
 
-// Rows of int8 products through the tile kernel (and the byte table) into a row-major output: dst is row i0's
-// column j0, stride elements apart; p is shifted to column j0 here.
+// Rows of int8 products through the tile kernel (and the byte table) into a row-major
+// output: dst is row i0's column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
 void store_rows(const Int8Loops& k, const Requant& rq, Int8RowParams p, size_t j0,
                 const int32_t* acc, size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
