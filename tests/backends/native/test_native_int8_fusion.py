@@ -7,6 +7,7 @@ stay as written; bad run-time shapes give kiln errors naming the node."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from model_builders import model_from_arrays, run_reference
 from native_cases import compile_native
@@ -350,3 +351,32 @@ def test_activation_chain_read_from_outside_keeps_its_float_ops():
     want = run_reference(model, {"x": x})
     got = compiled.run({"x": x})
     np.testing.assert_allclose(got["hsw"], want[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_hands_nhwc_bytes_to_a_pointwise_conv(isa: str, stride: int):
+    """depthwise -> hard-swish chain as a table -> 1x1 conv: the depthwise result stays u8 NHWC
+    (one epilogue run per output row) and the pointwise conv reads it in place."""
+    x = RNG.standard_normal((2, 24, 11, 10)).astype(np.float32)
+    model = _depthwise(x, 5, stride, hard_swish=True)
+    graph = model.graph
+    identity = graph.node[-1]
+    graph.node.remove(identity)
+    inits: dict = {}
+    nodes = _weights("p", (20, 24, 1, 1), 0, inits)
+    nodes += [helper.make_node("Conv", ["act_dq", "p_wdq"], ["y"], name="pw")]
+    graph.node.extend(nodes)
+    graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in inits.items())
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv"]
+    dw, pw = _plan_nodes(compiled)[1:]
+    assert dw.attrs.get("kiln_layout_out") == "NHWC" == pw.attrs.get("kiln_layout_in")
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # The byte table and onnxruntime may round an activation at a boundary differently: one
+    # step (0.04) of one input moves an output by at most 0.04 * max |w| (127 * 0.025).
+    assert got.shape == want.shape
+    one_step = 0.04 * 127 * 0.025
+    diff = np.abs(got - want)
+    assert diff.max() <= 2 * one_step
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05

@@ -309,9 +309,33 @@ class QConvKernel final : public Kernel {
 
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
+    // NHWC pixels of every channel are one contiguous run in Y, and in the products when
+    // their rows are Kout apart: the per-channel parameters repeated over `reps` pixels let
+    // one epilogue call cover up to that many (a pixel's few dozen channels are less work
+    // than a call).
+    const size_t reps = nhwc_out_ ? std::min<size_t>(std::max<size_t>(OW, 64),
+                                                     std::max<size_t>(1, 16384 / Kout)) : 0;
+    std::vector<float> run_mult(reps * Kout), run_offset(reps * Kout);
+    for (size_t r = 0; r < reps; ++r) {
+      std::memcpy(run_mult.data() + r * Kout, rq.mult.data(), Kout * sizeof(float));
+      std::memcpy(run_offset.data() + r * Kout, rq.offset.data(), Kout * sizeof(float));
+    }
+    Int8RowParams run_p = rp;
+    run_p.mult = run_mult.data();
+    run_p.offset = run_offset.data();
     // Products of output pixels i0.. (rows) and channels j0.. (cols) to Y in its layout.
     auto epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                         size_t ld) {
+      if (nhwc_out_ && j0 == 0 && cols == Kout && ld == Kout) {
+        for (size_t r = 0; r < rows; r += reps) {
+          const size_t n = std::min(reps, rows - r) * Kout, at = (i0 + r) * Kout;
+          if (rq.to_u8)
+            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<uint8_t>() + at, 0);
+          else
+            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<float>() + at, 0);
+        }
+        return;
+      }
       // NHWC: rows are pixels, the GEMM's own layout; NCHW: through a tile, then scattered
       if (nhwc_out_ && rq.to_u8) {
         uint8_t* dst = y.ptr<uint8_t>() + i0 * Kout + j0;
@@ -336,21 +360,6 @@ class QConvKernel final : public Kernel {
     if (!packed_) {  // depthwise: one output row per task, all channels of a pixel at once
       const size_t taps = KH * KW;
       const int16_t* taps_w = dw_w_.data();
-      // An NHWC row of output pixels is one contiguous run, as is its products' row: the
-      // per-channel parameters repeated OW times let one epilogue call cover it (a pixel's
-      // few dozen channels are less work than a call).
-      std::vector<float> row_mult, row_offset;
-      Int8RowParams row_p = rp;
-      if (nhwc_out_) {
-        row_mult.resize(OW * Kout);
-        row_offset.resize(OW * Kout);
-        for (size_t ow = 0; ow < OW; ++ow) {
-          std::memcpy(row_mult.data() + ow * Kout, rq.mult.data(), Kout * sizeof(float));
-          std::memcpy(row_offset.data() + ow * Kout, rq.offset.data(), Kout * sizeof(float));
-        }
-        row_p.mult = row_mult.data();
-        row_p.offset = row_offset.data();
-      }
       parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
         std::vector<int32_t> acc(OW * Kout);
         std::vector<const uint8_t*> ptrs(taps);
@@ -361,14 +370,7 @@ class QConvKernel final : public Kernel {
             for (size_t kw = 0; kw < KW; ++kw)
               ptrs[kh * KW + kw] = corner + (kh * dh * Wp + kw * dw) * Cp;
           loops.dw_u8s8(Kout, taps, OW, sw * Cp, ptrs.data(), taps_w, acc.data());
-          const size_t i0 = n * P + oh * OW;
-          if (!nhwc_out_) epilogue(i0, OW, 0, Kout, acc.data(), Kout);
-          else if (rq.to_u8)
-            store_rows(loops, rq, row_p, 0, acc.data(), 0, 1, OW * Kout,
-                       y.ptr<uint8_t>() + i0 * Kout, 0);
-          else
-            store_rows(loops, rq, row_p, 0, acc.data(), 0, 1, OW * Kout,
-                       y.ptr<float>() + i0 * Kout, 0);
+          epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
         }
       });
       return;
