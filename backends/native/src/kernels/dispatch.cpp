@@ -138,7 +138,8 @@ const Int8Loops& select_int8_loops(Isa isa) {
     static const Int8Loops loops{kiln_quantize_u8__##isa_,   kiln_quantize_s8__##isa_,      \
                                  kiln_dequantize_u8__##isa_, kiln_dequantize_s8__##isa_,    \
                                  range,                      kiln_int8_row_f32__##isa_,     \
-                                 kiln_int8_row_u8__##isa_};                                 \
+                                 kiln_int8_row_u8__##isa_,  kiln_int8_tile_f32__##isa_,     \
+                                 kiln_int8_tile_u8__##isa_, kiln_dw_u8s8__##isa_};          \
     return loops;                                                                           \
   }
 #include "kernels/ukernels.inc"

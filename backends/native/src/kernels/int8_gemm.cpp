@@ -92,6 +92,9 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   // Enough row blocks: one task per block (A filled once). Few rows (a transformer's
   // sequence): split the columns too, so every thread gets work.
   const bool split_n = mblocks < 4 * threads && nchunks > 1;
+  // One column chunk: products rows N apart, so a tile that spans every column is one
+  // contiguous run for the epilogue.
+  const size_t ld = nchunks == 1 ? N : kInt8Nc;
   const size_t tasks = split_n ? mblocks * nchunks : mblocks;
   auto run = [&](size_t t0, size_t t1) {
     thread_local std::vector<uint8_t> abuf;
@@ -120,9 +123,9 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
           const size_t pc = std::min(kInt8Nr, cols - jp);
           for (size_t r = 0; r < rows; r += kInt8Mr)
             kernel(std::min(kInt8Mr, rows - r), nseg, seg_len, ptrs + r * nseg, panel,
-                   acc + r * kInt8Nc + jp, kInt8Nc, pc);
+                   acc + r * ld + jp, ld, pc);
         }
-        io.epilogue(i0, rows, j0, cols, acc, kInt8Nc);
+        io.epilogue(i0, rows, j0, cols, acc, ld);
       }
     }
   };

@@ -69,6 +69,18 @@ struct Int8Loops {
   // the epilogue of one row of products (Int8RowParams)
   void (*row_f32)(size_t n, const int32_t* acc, const Int8RowParams& p, float* y);
   void (*row_u8)(size_t n, const int32_t* acc, const Int8RowParams& p, uint8_t* y);
+  // The same over a tile of rows (row r: acc + r * ld -> y + r * ys, the same columns); a u8
+  // tile then goes through `table` (256 bytes) unless it is null. One call per tile: a row
+  // of a narrow layer is a few dozen values, less work than a call.
+  void (*tile_f32)(size_t rows, size_t n, const int32_t* acc, size_t ld, const Int8RowParams& p,
+                   float* y, size_t ys);
+  void (*tile_u8)(size_t rows, size_t n, const int32_t* acc, size_t ld, const Int8RowParams& p,
+                  uint8_t* y, size_t ys, const uint8_t* table);
+  // Depthwise products of `pixels` output pixels: acc[p * C + c] = sum_t x[t][p * step + c] *
+  // w[t * C + c], x[t] the first pixel's tap t (C contiguous u8 channels), w the s8 taps
+  // widened to int16, tap-major.
+  void (*dw_u8s8)(size_t C, size_t taps, size_t pixels, size_t step, const uint8_t* const* x,
+                  const int16_t* w, int32_t* acc);
 };
 const Int8Loops& int8_loops();
 
@@ -92,7 +104,14 @@ using int8_ukernel_fn = void (*)(size_t rows, size_t nseg, size_t seg_len,
   void kiln_int8_row_f32__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,        \
                                 float* y);                                                   \
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
-                               uint8_t* y);
+                               uint8_t* y);                                                  \
+  void kiln_int8_tile_f32__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,       \
+                                 const Int8RowParams& p, float* y, size_t ys);               \
+  void kiln_int8_tile_u8__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,        \
+                                const Int8RowParams& p, uint8_t* y, size_t ys,               \
+                                const uint8_t* table);                                       \
+  void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
+                           const uint8_t* const* x, const int16_t* w, int32_t* acc);
 // The kernels themselves are declared from the one list, kernels/ukernels.inc (ukernels.h).
 
 }  // namespace kiln

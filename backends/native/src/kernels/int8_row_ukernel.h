@@ -36,6 +36,11 @@ inline void int8_row_u8_impl(size_t n, const int32_t* __restrict acc, const Int8
   }
 }
 
+// y[i] = table[y[i]]: the lowering's activation chain between two quantizations.
+inline void byte_map_impl(size_t n, const uint8_t* __restrict table, uint8_t* __restrict y) {
+  for (size_t i = 0; i < n; ++i) y[i] = table[y[i]];
+}
+
 // QuantizeLinear on one run: saturate(round_half_even(x / scale) + zero) into [lo, hi]
 // (0..255 for u8, -128..127 for s8). Clamping first keeps |v| small enough for the float adder
 // to round; NaN saturates to hi.
@@ -61,6 +66,46 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
     y[i] = static_cast<float>(static_cast<int32_t>(q[i]) - zero) * scale;
 }
 
+// Depthwise products of a run of output pixels (Int8Loops::dw_u8s8). Channels go in blocks
+// of 16 whose int32 sums stay in one register across the taps (the taps' weights are read
+// from L1 as memory operands). A u8 x s8 product fits int16 exactly, so the multiply is
+// 16-bit and only the sum is widened. kTaps > 0 fixes the tap count (3x3, 5x5) so the tap
+// loop unrolls; 0 takes `taps` at run time.
+template <size_t kTaps>
+inline void dw_u8s8_run(size_t C, size_t taps, size_t pixels, size_t step,
+                        const uint8_t* const* x, const int16_t* w, int32_t* __restrict acc) {
+  constexpr size_t kBlock = 16;
+  const size_t nt = kTaps ? kTaps : taps;
+  size_t c0 = 0;
+  for (; c0 + kBlock <= C; c0 += kBlock) {
+    for (size_t p = 0; p < pixels; ++p) {
+      const size_t at = p * step + c0;
+      int32_t sum[kBlock] = {};
+#pragma GCC unroll 25
+      for (size_t t = 0; t < nt; ++t) {
+        const uint8_t* __restrict xt = x[t] + at;
+        const int16_t* __restrict wt = w + t * C + c0;
+        for (size_t j = 0; j < kBlock; ++j)
+          sum[j] += static_cast<int16_t>(static_cast<int16_t>(xt[j]) * wt[j]);
+      }
+      for (size_t j = 0; j < kBlock; ++j) acc[p * C + c0 + j] = sum[j];
+    }
+  }
+  for (size_t p = 0; p < pixels; ++p)
+    for (size_t c = c0; c < C; ++c) {
+      int32_t sum = 0;
+      for (size_t t = 0; t < nt; ++t) sum += int32_t(x[t][p * step + c]) * w[t * C + c];
+      acc[p * C + c] = sum;
+    }
+}
+
+inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
+                         const uint8_t* const* x, const int16_t* w, int32_t* acc) {
+  if (taps == 9) return dw_u8s8_run<9>(C, taps, pixels, step, x, w, acc);
+  if (taps == 25) return dw_u8s8_run<25>(C, taps, pixels, step, x, w, acc);
+  dw_u8s8_run<0>(C, taps, pixels, step, x, w, acc);
+}
+
 // Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags.
 #define KILN_INT8_LOOPS_DEFS(isa)                                                            \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
@@ -84,6 +129,22 @@ inline void dequantize_run_impl(size_t n, const Q* __restrict q, float scale, in
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
                                uint8_t* y) {                                                 \
     int8_row_u8_impl(n, acc, p, y);                                                          \
+  }                                                                                          \
+  void kiln_int8_tile_f32__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,       \
+                                 const Int8RowParams& p, float* y, size_t ys) {              \
+    for (size_t r = 0; r < rows; ++r) int8_row_f32_impl(n, acc + r * ld, p, y + r * ys);      \
+  }                                                                                          \
+  void kiln_int8_tile_u8__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,        \
+                                const Int8RowParams& p, uint8_t* y, size_t ys,               \
+                                const uint8_t* table) {                                      \
+    for (size_t r = 0; r < rows; ++r) {                                                      \
+      int8_row_u8_impl(n, acc + r * ld, p, y + r * ys);                                      \
+      if (table) byte_map_impl(n, table, y + r * ys);                                        \
+    }                                                                                        \
+  }                                                                                          \
+  void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
+                           const uint8_t* const* x, const int16_t* w, int32_t* acc) {        \
+    dw_u8s8_impl(C, taps, pixels, step, x, w, acc);                                          \
   }
 
 }  // namespace kiln

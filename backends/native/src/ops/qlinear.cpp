@@ -5,7 +5,10 @@
 //   y = (acc - a_zero * colsum(w)) * a_scale * w_scale + bias, optional Relu,
 // written as float, or requantized to u8 when the graph quantizes the result again.
 // Inputs: 0 A (u8), 1 W (s8, constant), 2 a_scale, 3 a_zero (u8, optional), 4 w_scale,
-// 5 bias (f32, optional), 6 y_scale (optional), 7 y_zero (u8, optional).
+// 5 bias (f32, optional), 6 y_scale (optional), 7 y_zero (u8, optional), 8 table (256 u8,
+// optional, with y_scale): a u8 -> u8 map applied to the requantized bytes, the lowering's
+// form of DequantizeLinear -> elementwise activation chain -> QuantizeLinear after the layer.
+// QConv with group == C is depthwise: a direct NHWC kernel vectorized over channels.
 // Also kiln::QMaxPool, DequantizeLinear -> MaxPool -> QuantizeLinear on the bytes.
 #include <algorithm>
 #include <cmath>
@@ -47,9 +50,12 @@ struct Requant {
   bool relu = false;
   bool to_u8 = false;
   float y_scale = 1.0f, y_zero = 0.0f;
+  const uint8_t* table = nullptr;
 
-  Requant(OpContext& c, const PackedInt8B& w, bool relu_) : relu(relu_) {
-    const size_t N = w.N;
+  size_t N() const { return mult.size(); }
+
+  // N output channels; col_sums[j]: the sum of channel j's weights (the a_zero correction).
+  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_) : relu(relu_) {
     const float a_scale = scalar_f32(c.in(2), "a_scale", c);
     const int32_t a_zero = scalar_u8(optional_input(c, 3), "a_zero_point", c);
     const Tensor& ws = c.in(4);
@@ -66,7 +72,7 @@ struct Requant {
       mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j];
       // The a_zero correction folded into the offset: (acc - za * colsum) * m + b.
       offset[j] = (bias ? bias->ptr<float>()[j] : 0.0f) -
-                  mult[j] * static_cast<float>(a_zero) * static_cast<float>(w.col_sums[j]);
+                  mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
     }
     if (const Tensor* ys = optional_input(c, 6)) {
       to_u8 = true;
@@ -79,6 +85,13 @@ struct Requant {
         offset[j] /= y_scale;
       }
     }
+    if (const Tensor* t = optional_input(c, 8)) {
+      if (!to_u8) c.fail("a lookup table (input 8) needs a u8 result (y_scale)");
+      if (t->dtype != DType::u8 || t->numel() != 256)
+        c.fail("the lookup table must be 256 uint8 values, got " +
+               std::string(dtype_name(t->dtype)) + " " + shape_str(t->shape));
+      table = t->ptr<uint8_t>();
+    }
   }
 
   // The row kernel's parameters; a u8 output folds 1 / y_scale into mult and offset
@@ -88,17 +101,17 @@ struct Requant {
   }
 };
 
-// Rows of int8 products through the row kernel into a row-major output: dst is row i0's
-// column j0, stride elements apart; p is shifted to column j0 here.
+// Rows of int8 products through the tile kernel (and the byte table) into a row-major
+// output: dst is row i0's column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
-void store_rows(const Int8Loops& k, Int8RowParams p, size_t j0, const int32_t* acc,
-                size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
+void store_rows(const Int8Loops& k, const Requant& rq, Int8RowParams p, size_t j0,
+                const int32_t* acc, size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
   p.mult += j0;
   p.offset += j0;
-  for (size_t r = 0; r < rows; ++r) {
-    if constexpr (std::is_same_v<T, uint8_t>) k.row_u8(cols, acc + r * ld, p, dst + r * stride);
-    else k.row_f32(cols, acc + r * ld, p, dst + r * stride);
-  }
+  if constexpr (std::is_same_v<T, uint8_t>)
+    k.tile_u8(rows, cols, acc, ld, p, dst, stride, rq.table);
+  else
+    k.tile_f32(rows, cols, acc, ld, p, dst, stride);
 }
 
 void check_constant_weights(const NodeDesc& node, const Tensor* w, size_t rank) {
@@ -151,7 +164,7 @@ class QGemmKernel final : public Kernel {
     if (a.rank() < 1 || static_cast<size_t>(a.shape.back()) != w.K)
       c.fail("A " + shape_str(a.shape) + " does not end in the weights' K = " +
              std::to_string(w.K));
-    const Requant rq(c, w, relu_);
+    const Requant rq(c, w.N, w.col_sums.data(), relu_);
     const size_t M = a.numel() / w.K, N = w.N;
     Shape oshape(a.shape.begin(), a.shape.end() - 1);
     oshape.push_back(static_cast<int64_t>(N));
@@ -163,9 +176,9 @@ class QGemmKernel final : public Kernel {
     io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                       size_t ld) {
       if (rq.to_u8)
-        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * N + j0, N);
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * N + j0, N);
       else
-        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * N + j0, N);
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * N + j0, N);
     };
     gemm_u8s8_fused(M, w, io, c.pool);
   }
@@ -183,6 +196,8 @@ bool layout_of(const NodeDesc& node, const char* key) {
 }
 
 // 2-D convolution, one group: X [N, C, H, W] (u8) * W [K, C, KH, KW] (s8) -> Y [N, K, OH, OW].
+// Depthwise (group == C == K, W [C, 1, KH, KW]) skips the GEMM: each output pixel sums its
+// KH * KW input pixels channel-vector-wise (Int8Loops::dw_u8s8) from the same padded copy.
 // The GEMM has one row per output pixel and reads it in place from a zero-point-padded NHWC
 // copy of X: each row is KH segments of KW * Cp contiguous bytes (KH * KW segments of Cp
 // bytes when the width is dilated), Cp being C rounded up so that a segment is whole k quads
@@ -194,10 +209,26 @@ class QConvKernel final : public Kernel {
   QConvKernel(const NodeDesc& node, const BuildContext& bc)
       : attrs_(read_attrs(node, false)), relu_(relu_of(node)),
         nhwc_in_(layout_of(node, "kiln_layout_in")), nhwc_out_(layout_of(node, "kiln_layout_out")) {
-    if (attrs_.group != 1) node.fail("int8 convolution supports group 1 only");
     const Tensor* w = bc.constant(node, 1);
     check_constant_weights(node, w, 4);
     const size_t K = w->shape[0], C = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+    if (attrs_.group != 1) {
+      if (C != 1 || K != static_cast<size_t>(attrs_.group))
+        node.fail("grouped int8 convolution is depthwise only (group == channels, one filter "
+                  "each): group " + std::to_string(attrs_.group) + ", W " +
+                  shape_str(w->shape));
+      // taps widened to int16, tap-major: dw_w_[t * K + k]
+      const int8_t* pw = w->ptr<int8_t>();
+      dw_w_.resize(KH * KW * K);
+      dw_sums_.assign(K, 0);
+      for (size_t k = 0; k < K; ++k)
+        for (size_t t = 0; t < KH * KW; ++t) {
+          dw_w_[t * K + k] = pw[k * KH * KW + t];
+          dw_sums_[k] += pw[k * KH * KW + t];
+        }
+      cp_ = K;
+      return;
+    }
     dilated_w_ = attrs_.dilations.size() == 2 && attrs_.dilations[1] != 1;
     const size_t segment = dilated_w_ ? C : KW * C;  // contiguous input bytes per segment
     cp_ = segment % 4 == 0 ? C : (C + 3) / 4 * 4;
@@ -223,8 +254,10 @@ class QConvKernel final : public Kernel {
     Tensor x = xin;  // the geometry reads NCHW dims
     if (nhwc_in_) x.shape = {xin.shape[0], xin.shape[3], xin.shape[1], xin.shape[2]};
     const Geom g = conv_geom(attrs_, x, w, c);
-    const PackedInt8B& pw = *packed_;
-    const Requant rq(c, pw, relu_);
+    const Requant rq = packed_ ? Requant(c, packed_->N, packed_->col_sums.data(), relu_)
+                               : Requant(c, dw_sums_.size(), dw_sums_.data(), relu_);
+    if (rq.N() != g.M) c.fail("the weights have " + std::to_string(rq.N()) + " filters, the "
+                              "geometry " + std::to_string(g.M));
     const size_t C = g.C, H = g.in[0], W = g.in[1], KH = g.k[0], KW = g.k[1];
     const size_t OH = g.out[0], OW = g.out[1], P = OH * OW, Kout = g.M;
     const int64_t n_ = x.shape[0], k_ = static_cast<int64_t>(Kout),
@@ -274,40 +307,95 @@ class QConvKernel final : public Kernel {
       nhwc = buf;
     }
 
-    Int8GemmIO io;
-    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
-    io.segments = KH * per_row;
-    const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0], dw = g.dil[1];
-    io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
-      for (size_t r = 0; r < rows; ++r) {
-        const size_t i = i0 + r, n = i / P, p = i % P, oh = p / OW, ow = p % OW;
-        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
-        for (size_t kh = 0; kh < KH; ++kh)
-          for (size_t kw = 0; kw < per_row; ++kw)
-            *ptrs++ = corner + (kh * dh * Wp + kw * dw) * Cp;
-      }
-    };
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
-    io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
-                      size_t ld) {
+    // NHWC pixels of every channel are one contiguous run in Y, and in the products when
+    // their rows are Kout apart: the per-channel parameters repeated over `reps` pixels let
+    // one epilogue call cover up to that many (a pixel's few dozen channels are less work
+    // than a call).
+    const size_t reps = nhwc_out_ ? std::min<size_t>(std::max<size_t>(OW, 64),
+                                                     std::max<size_t>(1, 16384 / Kout)) : 0;
+    std::vector<float> run_mult(reps * Kout), run_offset(reps * Kout);
+    for (size_t r = 0; r < reps; ++r) {
+      std::memcpy(run_mult.data() + r * Kout, rq.mult.data(), Kout * sizeof(float));
+      std::memcpy(run_offset.data() + r * Kout, rq.offset.data(), Kout * sizeof(float));
+    }
+    Int8RowParams run_p = rp;
+    run_p.mult = run_mult.data();
+    run_p.offset = run_offset.data();
+    // Products of output pixels i0.. (rows) and channels j0.. (cols) to Y in its layout.
+    auto epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                        size_t ld) {
+      if (nhwc_out_ && j0 == 0 && cols == Kout && ld == Kout) {
+        for (size_t r = 0; r < rows; r += reps) {
+          const size_t n = std::min(reps, rows - r) * Kout, at = (i0 + r) * Kout;
+          if (rq.to_u8)
+            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<uint8_t>() + at, 0);
+          else
+            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<float>() + at, 0);
+        }
+        return;
+      }
       // NHWC: rows are pixels, the GEMM's own layout; NCHW: through a tile, then scattered
       if (nhwc_out_ && rq.to_u8) {
-        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<uint8_t>() + i0 * Kout + j0, Kout);
+        uint8_t* dst = y.ptr<uint8_t>() + i0 * Kout + j0;
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, dst, Kout);
       } else if (nhwc_out_) {
-        store_rows(loops, rp, j0, acc, ld, rows, cols, y.ptr<float>() + i0 * Kout + j0, Kout);
+        float* dst = y.ptr<float>() + i0 * Kout + j0;
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, dst, Kout);
       } else if (rq.to_u8) {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        store_rows(loops, rp, j0, acc, ld, rows, cols, tile.data(), ld);
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
       } else {
         thread_local std::vector<float> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
-        store_rows(loops, rp, j0, acc, ld, rows, cols, tile.data(), ld);
+        store_rows(loops, rq, rp, j0, acc, ld, rows, cols, tile.data(), ld);
         scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
       }
     };
+    const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0], dw = g.dil[1];
+
+    if (!packed_) {  // depthwise: one output row per task, all channels of a pixel at once
+      const size_t taps = KH * KW;
+      const int16_t* taps_w = dw_w_.data();
+      parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
+        std::vector<int32_t> acc(OW * Kout);
+        std::vector<const uint8_t*> ptrs(taps);
+        for (size_t t = b; t < e; ++t) {
+          const size_t n = t / OH, oh = t % OH;
+          const uint8_t* corner = nhwc + (n * Hp + oh * sh) * Wp * Cp;
+          for (size_t kh = 0; kh < KH; ++kh)
+            for (size_t kw = 0; kw < KW; ++kw)
+              ptrs[kh * KW + kw] = corner + (kh * dh * Wp + kw * dw) * Cp;
+          loops.dw_u8s8(Kout, taps, OW, sw * Cp, ptrs.data(), taps_w, acc.data());
+          epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
+        }
+      });
+      return;
+    }
+
+    const PackedInt8B& pw = *packed_;
+    Int8GemmIO io;
+    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
+    io.segments = KH * per_row;
+    io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
+      // the block's first pixel divided out once, then stepped: a division per row costs
+      // as much as a small pointwise layer's products
+      size_t n = i0 / P, oh = i0 % P / OW, ow = i0 % OW;
+      for (size_t r = 0; r < rows; ++r) {
+        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
+        for (size_t kh = 0; kh < KH; ++kh)
+          for (size_t kw = 0; kw < per_row; ++kw)
+            *ptrs++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+        if (++ow == OW) {
+          ow = 0;
+          if (++oh == OH) oh = 0, ++n;
+        }
+      }
+    };
+    io.epilogue = epilogue;
     gemm_u8s8_fused(g.N * P, pw, io, c.pool);
   }
 
@@ -317,7 +405,9 @@ class QConvKernel final : public Kernel {
   bool nhwc_in_, nhwc_out_;
   bool dilated_w_ = false;  // a dilated width splits kernel rows into KW segments
   size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up to whole k quads)
-  std::shared_ptr<PackedInt8B> packed_;
+  std::shared_ptr<PackedInt8B> packed_;  // null for a depthwise convolution
+  std::vector<int16_t> dw_w_;            // depthwise taps, tap-major (see the constructor)
+  std::vector<int32_t> dw_sums_;         // depthwise: each channel's tap sum
 };
 
 // kiln::QMaxPool: DequantizeLinear -> MaxPool -> QuantizeLinear on u8 values. Dequantizing
