@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "executor.h"
@@ -66,34 +67,47 @@ inline double sum_sq_dev_f32(const float* x, size_t n, float mean) {
   });
 }
 
-// max (kMax) or min over a row (-inf / +inf for n == 0; NaN when any element is NaN). Per-lane
-// NaN flags keep the loop free of a serial dependency, so it vectorizes like sum_f32.
-template <bool kMax>
-inline float extreme_f32(const float* x, size_t n) {
+// max (kMax) or min of x[at(i)] for i < n, as numpy and the ONNX spec: a NaN anywhere gives NaN;
+// n == 0 gives the identity (-inf / +inf, or an integer type's lowest / max). Per-lane NaN flags
+// keep the loop free of a serial dependency, so the contiguous case vectorizes like sum_f32.
+template <bool kMax, typename T, typename At>
+inline T extreme_over(const T* x, size_t n, At at) {
   constexpr size_t kLanes = 16;
-  constexpr float kStart = (kMax ? -1.0f : 1.0f) * std::numeric_limits<float>::infinity();
-  auto better = [](float a, float b) { return kMax ? (a < b ? b : a) : (b < a ? b : a); };
-  float acc[kLanes];
+  T start;
+  if constexpr (std::is_floating_point_v<T>)
+    start = kMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  else
+    start = kMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
+  auto better = [](T a, T b) { return kMax ? (a < b ? b : a) : (b < a ? b : a); };
+  T acc[kLanes];
   int32_t nan[kLanes] = {};
-  for (size_t l = 0; l < kLanes; ++l) acc[l] = kStart;
+  for (size_t l = 0; l < kLanes; ++l) acc[l] = start;
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (size_t l = 0; l < kLanes; ++l) {
-      const float v = x[i + l];
+      const T v = x[at(i + l)];
       nan[l] |= v != v;
       acc[l] = better(acc[l], v);
     }
-  float m = kStart;
+  T m = start;
   bool any_nan = false;
   for (size_t l = 0; l < kLanes; ++l) {
     m = better(m, acc[l]);
     any_nan |= nan[l] != 0;
   }
   for (; i < n; ++i) {
-    any_nan |= x[i] != x[i];
-    m = better(m, x[i]);
+    const T v = x[at(i)];
+    any_nan |= v != v;
+    m = better(m, v);
   }
-  return any_nan ? std::numeric_limits<float>::quiet_NaN() : m;
+  if constexpr (std::is_floating_point_v<T>)
+    if (any_nan) return std::numeric_limits<T>::quiet_NaN();
+  return m;
+}
+
+template <bool kMax>
+inline float extreme_f32(const float* x, size_t n) {
+  return extreme_over<kMax>(x, n, [](size_t i) { return i; });
 }
 
 inline float max_f32(const float* x, size_t n) { return extreme_f32<true>(x, n); }

@@ -27,12 +27,6 @@ std::vector<size_t> offsets_over(const Shape& shape, const std::vector<size_t>& 
   return offs;
 }
 
-// As numpy (which the ONNX spec follows): a NaN anywhere makes the max / min NaN.
-template <typename T>
-T nan_or_max(T m, T v) { return (v != v || v > m) ? v : m; }
-template <typename T>
-T nan_or_min(T m, T v) { return (v != v || v < m) ? v : m; }
-
 // f32 reductions over the trailing axes (each output reads one contiguous row, as in
 // ReduceMean over the last axis or over H, W) with the vectorized row helpers, without the
 // offset tables of the general loop. False when the case is not one of these.
@@ -112,20 +106,12 @@ KernelFactory reduce(Red kind) {
             const T* xb = px + base[o];
             double acc;
             switch (kind) {
-              case Red::max: {
-                T m = std::numeric_limits<T>::lowest();
-                if constexpr (std::is_floating_point_v<T>) m = -std::numeric_limits<T>::infinity();
-                for (size_t i = 0; i < n; ++i) m = nan_or_max(m, xb[roff[i]]);
-                py[o] = m;
+              case Red::max:
+                py[o] = extreme_over<true>(xb, n, [&](size_t i) { return roff[i]; });
                 continue;
-              }
-              case Red::min: {
-                T m = std::numeric_limits<T>::max();
-                if constexpr (std::is_floating_point_v<T>) m = std::numeric_limits<T>::infinity();
-                for (size_t i = 0; i < n; ++i) m = nan_or_min(m, xb[roff[i]]);
-                py[o] = m;
+              case Red::min:
+                py[o] = extreme_over<false>(xb, n, [&](size_t i) { return roff[i]; });
                 continue;
-              }
               case Red::prod:
                 acc = 1.0;
                 for (size_t i = 0; i < n; ++i) acc *= static_cast<double>(xb[roff[i]]);
