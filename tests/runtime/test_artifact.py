@@ -381,3 +381,63 @@ def test_a_weights_member_survives_a_session_round_trip(tmp_path: Path):
             assert art.WEIGHTS in zf.namelist()
         [y] = kiln.Session(str(path)).run(None, {"x": x})
         np.testing.assert_allclose(y, x @ w + b, rtol=1e-4, atol=1e-4)
+
+
+def _big_mlp(folder: Path, layers: int = 3, n: int = 8192) -> Path:
+    """An MLP whose weights (``layers`` n x n float32: 2.25 GiB for the defaults) are
+    external data, written a block at a time (the test never holds them whole)."""
+    rng = np.random.default_rng(0)
+    data = folder / "big.onnx.data"
+    inits = []
+    with open(data, "wb") as f:
+        for i in range(layers):
+            offset = f.tell()
+            for _ in range(0, n, 1024):
+                block = rng.standard_normal((1024, n)).astype(np.float32) / np.sqrt(n)
+                f.write(block.tobytes())
+            tensor = helper.make_tensor(f"w{i}", TensorProto.FLOAT, [n, n], vals=[])
+            tensor.ClearField("float_data")
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)),
+                               ("length", str(n * n * 4))):
+                tensor.external_data.add(key=key, value=value)
+            inits.append(tensor)
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"],
+                              ["y" if i == layers - 1 else f"h{i + 1}"]) for i in range(layers)]
+    graph = helper.make_graph(nodes, "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "big.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _big_reference(path: Path, x: np.ndarray, layers: int = 3, n: int = 8192) -> np.ndarray:
+    weights = np.memmap(path.parent / "big.onnx.data", np.float32, "r", shape=(layers, n, n))
+    for i in range(layers):
+        x = x @ weights[i]
+    return x
+
+
+@pytest.mark.slow
+def test_a_model_over_2_gib_saves_and_loads_with_its_weights_in_one_member(tmp_path: Path):
+    import kiln
+
+    source = _big_mlp(tmp_path)
+    x = np.random.default_rng(1).standard_normal((1, 8192)).astype(np.float32)
+    expected = _big_reference(source, x)
+    compiled = kiln.compile(str(source), backend="native")
+    np.testing.assert_allclose(kiln.Session(compiled).run(None, {"x": x})[0], expected,
+                               rtol=1e-3, atol=1e-3)
+    path = compiled.save(tmp_path / "big.kiln")
+    del compiled
+    with zipfile.ZipFile(path) as zf:
+        sizes = {i.filename: i.file_size for i in zf.infolist()}
+    assert sizes[art.WEIGHTS] >= 3 * 8192 * 8192 * 4 > 2**31
+    assert sizes[art.MODEL] < 1 << 20  # the graph alone, far below protobuf's limit
+    for backend in ("native", "onnxruntime"):
+        [y] = kiln.Session(str(path), backend=backend).run(None, {"x": x})
+        np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-3)
