@@ -153,6 +153,10 @@ class Backend(abc.ABC):
 
     #: Registry name: "onnxruntime", "openvino", "native", "tensorrt".
     name: str
+    #: Whether ``compile``/``load`` read the IR's tensors in place (memory-mapped external
+    #: tensors included) rather than an ONNX file of their own: a loaded artifact's weights
+    #: then stay mapped from the .kiln file instead of being copied out for the engine.
+    reads_tensor_maps: bool = False
 
     @abc.abstractmethod
     def is_available(self) -> Availability:

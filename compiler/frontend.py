@@ -135,10 +135,11 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
     return proto, str(path), _sha256(data)
 
 
-def parse_bytes(data: bytes, name: str) -> onnx.ModelProto:
-    """Parse a serialized model that must be self-contained (no external data files)."""
+def parse_bytes(data: bytes, name: str, external_ok: bool = False) -> onnx.ModelProto:
+    """Parse a serialized model that must be self-contained (no external data files), unless
+    ``external_ok`` (the caller resolves them: a .kiln artifact's weights member)."""
     proto = _parse(data, name)
-    if _has_external_data(proto):
+    if not external_ok and _has_external_data(proto):
         raise ModelError(f"{name}: the model refers to external data files, which need a "
                          "folder: load it from its path instead")
     return proto

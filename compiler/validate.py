@@ -98,16 +98,19 @@ def _known_domains() -> list[tuple[str, int]]:
 
 
 def validate_proto(proto: onnx.ModelProto, name: str,
-                   limits: Sequence[Limits] | None = None) -> None:
+                   limits: Sequence[Limits] | None = None, external_ok: bool = False) -> None:
     """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.
 
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
+    ``external_ok``: tensors may stay external data (a .kiln artifact's weights member, whose
+    bounds and sizes the artifact reader checked); otherwise they must have been read in.
     """
     limits = list(limits) if limits else [kiln_limits()]
     _check_text(proto, name)
     _check_versions(proto, name, limits)
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
+    walker.external_ok = external_ok
     walker.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                        default=0)
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
@@ -229,6 +232,7 @@ class _Walker:
         self.max_depth = min(limit.max_subgraph_depth for limit in limits)
         self.control_flow = 0
         self.opset = 0  # the model's default-domain opset
+        self.external_ok = False  # external tensors accepted (validate_proto's argument)
 
     def fail(self, where: str, message: str) -> ModelError:
         return ModelError(f"{self.name}: {where}: {message}")
@@ -286,6 +290,8 @@ class _Walker:
             raise self.fail(where, f"element type {tensor.data_type} is no ONNX data type")
         count = self.dims(tensor.dims, where)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            if self.external_ok:
+                return
             raise self.fail(where, "external data was not resolved (load the model from its "
                             "path)")
         if tensor.HasField("raw_data"):

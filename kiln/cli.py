@@ -594,6 +594,9 @@ def _inspect_artifact(path: str, as_json: bool) -> None:
         console.print(escape(f"{key:<20}{info[key]}"), highlight=False)
     for key, value in info["details"].items():
         console.print(escape(f"{key:<20}{value}"), highlight=False)
+    console.print(escape(f"{'format':<20}{info['format']}"), highlight=False)
+    for name, size in info["members"].items():
+        console.print(escape(f"{'  ' + name:<40}{size / 2**20:>10.1f} MB"), highlight=False)
     here = "as built" if info["loads_here_as_built"] else f"rebuilt: {info['rebuild_reason']}"
     console.print(escape(f"{'loads here':<20}{here}"), highlight=False)
 

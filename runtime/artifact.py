@@ -6,7 +6,15 @@ Layout (every member stored, never pickled):
                     target, backend name + version, input/output signature, placement, and the
                     sha256 and size of every other member
     model.onnx      the optimized graph (standard or kiln-domain ONNX, viewable in Netron)
+                    without its large initializers' values: those are external data in
+    weights.bin     the raw tensors, little-endian as ONNX lays them out, each at a 64-byte
+                    aligned offset; the member's first byte is 4096-byte aligned in the file
     blobs/...       what the backend's ``CompiledModel.save(folder)`` wrote
+
+Format 2.0 put the weights in their own member: model.onnx stays far below protobuf's 2 GiB
+limit whatever the model's size, the weights are written once and stream in and out without a
+second copy in memory, and a loaded artifact's tensors are memory-mapped from the .kiln file
+itself (``attach_weights``). Format 1.x artifacts (weights inline in model.onnx) still load.
 
 The zip comment carries the manifest's own sha256, so a change anywhere — manifest, model or
 blob — is caught (zip CRCs catch accidental damage as well). ``load_artifact`` refuses hostile
@@ -43,11 +51,21 @@ if TYPE_CHECKING:
     from kiln.compiler.target import Target
 
 FORMAT = "kiln-artifact"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+#: Format majors this kiln reads: 1.x held the weights inline in model.onnx.
+READABLE_MAJORS = (1, 2)
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
+WEIGHTS = "weights.bin"
 BLOBS = "blobs/"
+#: Initializers of at least this many bytes go to the weights member; smaller stay inline.
+WEIGHT_MIN_BYTES = 1024
+#: Offsets of tensors in the weights member, and of the member's data in the file.
+WEIGHT_ALIGN = 64
+MEMBER_ALIGN = 4096
+_PAD_FIELD = 0x6B6C  # a zip extra field kiln uses as padding (ignored by zip readers)
+_CHUNK = 8 << 20
 _COMMENT_PREFIX = b"kiln-manifest-sha256:"
 #: No artifact member may claim more than this (a guard against zip bombs): 16 GiB.
 MAX_MEMBER_BYTES = 16 << 30
@@ -76,6 +94,8 @@ class Artifact:
     model_bytes: bytes
     blob_dir: Path | None
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
+    #: (offset of the weights member's data in the file, its size); None in 1.x artifacts
+    weights: tuple[int, int] | None = None
 
     @property
     def backend(self) -> str:
@@ -100,8 +120,55 @@ class Artifact:
             if not self.model_bytes:
                 raise ArtifactError(f"{self.path}: the model bytes were released once a "
                                     "session was built from them; load the artifact again")
-            self._parsed = ir.from_proto(onnx.load_model_from_string(self.model_bytes))
+            proto = onnx.load_model_from_string(self.model_bytes)
+            self.attach_weights(proto)
+            self._parsed = self.weights_into(ir.from_proto(proto))
         return self._parsed
+
+    def attach_weights(self, proto: Any) -> None:
+        """Point ``proto``'s external tensors (model.onnx's references into weights.bin) at
+        this artifact's file, at their offset in it; refuse any other location and any tensor
+        whose bytes would leave the member or do not match its dims and type."""
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors
+
+        for tensor in _get_all_tensors(proto):
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            where = f"{self.path}: tensor '{tensor.name}' of {MODEL}"
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            if self.weights is None or info.get("location") != WEIGHTS:
+                raise ArtifactError(f"{where} refers to external data "
+                                    f"'{info.get('location')}'; an artifact's weights live in "
+                                    f"its {WEIGHTS} member only")
+            start, size = self.weights
+            try:
+                offset, length = int(info.get("offset", "0")), int(info["length"])
+            except (KeyError, ValueError) as exc:
+                raise ArtifactError(f"{where} has no valid offset/length") from exc
+            if offset < 0 or length < 0 or offset + length > size:
+                raise ArtifactError(f"{where}: bytes {offset}..{offset + length} lie outside "
+                                    f"{WEIGHTS} ({size} bytes)")
+            need = _tensor_bytes(tensor)
+            if need is not None and need != length:
+                raise ArtifactError(f"{where} has {length} bytes; its dims and type need "
+                                    f"{need}")
+            del tensor.external_data[:]
+            for key, value in (("location", self.path.resolve().name),
+                               ("offset", str(start + offset)), ("length", str(length))):
+                tensor.external_data.add(key=key, value=value)
+
+    def weights_into(self, model: ir.Model) -> ir.Model:
+        """Give ``model``'s external tensors (from a proto ``attach_weights`` fixed) the
+        artifact's folder as their base, so they map the .kiln file on demand."""
+        import onnx_ir as ir
+
+        folder = str(self.path.resolve().parent)
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                if isinstance(value.const_value, ir.ExternalTensor):
+                    value.const_value.base_dir = folder
+        return model
 
     def release_payload(self) -> None:
         """Drop the model and blob bytes once an engine was built from them (the manifest and
@@ -157,7 +224,112 @@ def _check_name(name: str) -> None:
         raise ArtifactError(f"artifact member name {name!r} contains '..' or '.'; refused")
 
 
-def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path]) -> None:
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def _tensor_bytes(tensor: Any) -> int | None:
+    """Bytes a TensorProto's dims and type need (None for types without a fixed size)."""
+    import math
+
+    import onnx
+
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return None
+    count = math.prod(tensor.dims)
+    name = onnx.TensorProto.DataType.Name(tensor.data_type)
+    if name.endswith(("INT4", "FLOAT4E2M1")):
+        return (count + 1) // 2
+    if name.endswith("INT2"):
+        return (count + 3) // 4
+    return count * itemsize
+
+
+def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
+    """model.onnx for ``model`` with its large initializers (and every one already on disk)
+    as external data in ``weights.bin``, at 64-byte aligned offsets. Returns (model bytes,
+    [(offset, source tensor)], member size). ``model`` is left as it was."""
+    import onnx_ir as ir
+
+    swapped: list[tuple[Any, Any]] = []
+    layout: list[tuple[int, Any]] = []
+    end = 0
+    try:
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or (tensor.nbytes < WEIGHT_MIN_BYTES
+                                      and not isinstance(tensor, ir.ExternalTensor)):
+                    continue
+                offset = _align(end, WEIGHT_ALIGN)
+                value.const_value = ir.ExternalTensor(WEIGHTS, offset, tensor.nbytes,
+                                                      tensor.dtype, shape=tensor.shape,
+                                                      name=tensor.name)
+                swapped.append((value, tensor))
+                layout.append((offset, tensor))
+                end = offset + tensor.nbytes
+        model_bytes = ir.serde.serialize_model(model).SerializeToString()
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+    return model_bytes, layout, end
+
+
+def _tensor_chunks(tensor: Any) -> Any:
+    """A tensor's raw bytes in chunks: read from its file for an external tensor (no map, so
+    nothing is added to the process's RSS), else its bytes in memory."""
+    import onnx_ir as ir
+
+    if isinstance(tensor, ir.ExternalTensor):
+        left = tensor.length if tensor.length is not None else tensor.nbytes
+        with open(tensor.path, "rb") as f:
+            f.seek(tensor.offset or 0)
+            while left > 0:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    raise ArtifactError(f"weights file {tensor.path} ended early")
+                left -= len(chunk)
+                yield chunk
+        return
+    yield tensor.tobytes()
+
+
+def _write_weights(zf: zipfile.ZipFile, layout: Sequence[tuple[int, Any]],
+                   size: int) -> dict[str, Any]:
+    """The weights member, streamed tensor by tensor; its data starts 4096-byte aligned."""
+    info = zipfile.ZipInfo(WEIGHTS, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    assert zf.fp is not None
+    header = zf.fp.tell()
+    # local header (30) + name + extra + the zip64 sizes zipfile adds (20) when forced
+    fixed = header + 30 + len(WEIGHTS) + 20 + 4
+    info.extra = struct.pack("<HH", _PAD_FIELD, _align(fixed, MEMBER_ALIGN) - fixed) + bytes(
+        _align(fixed, MEMBER_ALIGN) - fixed)
+    digest = hashlib.sha256()
+    written = 0
+    with zf.open(info, "w", force_zip64=True) as out:
+        if zf.fp.tell() % MEMBER_ALIGN:  # the layout above is zipfile's; check it held
+            raise ArtifactError("internal error: the weights member is not aligned")
+        for offset, tensor in layout:
+            pad = bytes(offset - written)
+            out.write(pad)
+            digest.update(pad)
+            written = offset
+            for chunk in _tensor_chunks(tensor):
+                out.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+            if written != offset + tensor.nbytes:
+                raise ArtifactError(f"tensor '{tensor.name}' gave {written - offset} bytes, "
+                                    f"its dims and type need {tensor.nbytes}")
+    assert written == size
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path],
+          weights: tuple[Sequence[tuple[int, Any]], int] | None = None) -> None:
     """Write the zip atomically: members, then the manifest, then the comment."""
     members: dict[str, dict[str, Any]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +337,8 @@ def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
+            if weights is not None:
+                members[WEIGHTS] = _write_weights(zf, *weights)
             for name, content in files.items():
                 _check_name(name)
                 if isinstance(content, Path):
@@ -208,12 +382,12 @@ def save_artifact(
     and ``outputs`` are signature entries (``TensorSpec.to_json()``); ``blob_dir`` is a folder
     a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file.
     """
+    weights = None
     if isinstance(model, bytes):
-        model_bytes = model
+        model_bytes = model  # self-contained ONNX: weights inline
     else:
-        from kiln.backends.onnx_export import to_onnx_bytes
-
-        model_bytes = to_onnx_bytes(model)  # weights inline, also those on disk
+        model_bytes, layout, size = split_weights(model)
+        weights = (layout, size) if layout else None
     files: dict[str, bytes | Path] = {MODEL: model_bytes}
     if blob_dir is not None:
         root = Path(blob_dir)
@@ -234,7 +408,7 @@ def save_artifact(
         **dict(extra or {}),
     }
     out = Path(path)
-    _pack(out, manifest, files)
+    _pack(out, manifest, files, weights)
     return out
 
 
@@ -267,10 +441,11 @@ def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     if not isinstance(version, dict) or not isinstance(version.get("major"), int):
         raise ArtifactError(f"{path}: manifest has no format_version.major")
     major, minor = version["major"], version.get("minor", 0)
-    if major != FORMAT_MAJOR:
+    if major not in READABLE_MAJORS:
         newer = "newer" if major > FORMAT_MAJOR else "older"
+        readable = " and ".join(f"{m}.x" for m in READABLE_MAJORS)
         raise ArtifactError(
-            f"{path}: artifact format {major}.{minor} is {newer} than the {FORMAT_MAJOR}.x "
+            f"{path}: artifact format {major}.{minor} is {newer} than the {readable} "
             f"this kiln {__version__} reads; recompile the model with this kiln")
     for key in ("members", "backend", "target"):
         if key not in manifest:
@@ -323,12 +498,20 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                                 f"(missing {missing}, not listed {unknown})")
         if MODEL not in members:
             raise ArtifactError(f"{path}: the artifact holds no {MODEL}")
-        # Each member read once into memory and hashed there: the bytes checked are the bytes
-        # used, and no mapped page of the file adds to the process's RSS beside them.
+        # Each member but the weights read once into memory and hashed there: the bytes
+        # checked are the bytes used. The weights are hashed as they stream past (file reads,
+        # not a map: nothing stays in the process's RSS) and mapped later, tensor by tensor.
+        weights = None
         with open(path, "rb") as raw:
             size = os.fstat(raw.fileno()).st_size
+            if WEIGHTS in listed:
+                weights = _member_span(raw, size, by_name[WEIGHTS], path)
+                if _sha256_span(raw, *weights) != members[WEIGHTS].get("sha256") or \
+                        weights[1] != members[WEIGHTS].get("size"):
+                    raise ArtifactError(f"{path}: member {WEIGHTS} does not match its sha256 "
+                                        "in the manifest; the artifact was modified")
             data = {name: _member_bytes(zf, raw, size, by_name[name], path)
-                    for name in sorted(listed)}
+                    for name in sorted(listed - {WEIGHTS})}
         # sha256 releases the GIL on large buffers: hash the members side by side.
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             digests = dict(zip(data, pool.map(sha256_bytes, data.values())))
@@ -342,15 +525,26 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
         data.clear()
     blob_dir = _extract(blobs, extract_to, path) if blobs and extract_to else None
     return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
-                    blobs=blobs)
+                    blobs=blobs, weights=weights)
 
 
-def _member_bytes(zf: zipfile.ZipFile, raw: Any, size: int, info: zipfile.ZipInfo,
-                  path: Path) -> bytes:
-    """A member's bytes: read straight from the file for stored members (kiln writes only
-    those; the sha256 check replaces zip's CRC), otherwise through zipfile."""
+def _sha256_span(raw: Any, begin: int, length: int) -> str:
+    digest = hashlib.sha256()
+    raw.seek(begin)
+    while length > 0:
+        chunk = raw.read(min(_CHUNK, length))
+        if not chunk:
+            break
+        digest.update(chunk)
+        length -= len(chunk)
+    return digest.hexdigest()
+
+
+def _member_span(raw: Any, size: int, info: zipfile.ZipInfo, path: Path) -> tuple[int, int]:
+    """(offset of a stored member's data in the file, its size), checked against the file."""
     if info.compress_type != zipfile.ZIP_STORED:
-        return _read(zf, info, path)
+        raise ArtifactError(f"{path}: member {info.filename} is compressed; kiln stores it "
+                            "uncompressed so that it can be mapped")
     if info.file_size > MAX_MEMBER_BYTES:
         raise ArtifactError(f"{path}: member {info.filename} claims {info.file_size} bytes")
     raw.seek(info.header_offset)
@@ -363,9 +557,19 @@ def _member_bytes(zf: zipfile.ZipFile, raw: Any, size: int, info: zipfile.ZipInf
     if info.compress_size != info.file_size or begin + info.compress_size > size:
         raise ArtifactError(f"{path}: member {info.filename} runs past the end of the file; "
                             "it was truncated")
+    return begin, info.file_size
+
+
+def _member_bytes(zf: zipfile.ZipFile, raw: Any, size: int, info: zipfile.ZipInfo,
+                  path: Path) -> bytes:
+    """A member's bytes: read straight from the file for stored members (kiln writes only
+    those; the sha256 check replaces zip's CRC), otherwise through zipfile."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return _read(zf, info, path)
+    begin, length = _member_span(raw, size, info, path)
     raw.seek(begin)
-    content = raw.read(info.compress_size)
-    if len(content) != info.compress_size:
+    content = raw.read(length)
+    if len(content) != length:
         raise ArtifactError(f"{path}: member {info.filename} was cut short while reading")
     return content
 

@@ -396,7 +396,8 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
-    if not choice.partitioned:
+    if not choice.partitioned and not (artifact.weights is not None and getattr(
+            registry.get_backend(choice.name), "reads_tensor_maps", False)):
         offload_weights(graph)  # as compile does: engines read the weights from a file
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
@@ -445,12 +446,14 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
     from kiln.compiler.validate import kiln_limits, validate_proto
 
     name = f"{artifact.path.name}:model.onnx"
-    proto = parse_bytes(artifact.model_bytes, name)  # ModelError if it does not parse
+    mapped = artifact.weights is not None  # format 2: weights in their own member
+    proto = parse_bytes(artifact.model_bytes, name, mapped)  # ModelError if it does not parse
     artifact.model_bytes = b""  # parsed: the bytes and the proto are not held together
+    artifact.attach_weights(proto)  # external tensors -> the .kiln file, bounds checked
     if kiln_ops is not None and any(o.domain == KILN_DOMAIN for o in proto.opset_import):
-        validate_proto(proto, name, [kiln_limits()])
+        validate_proto(proto, name, [kiln_limits()], mapped)
         model = ir.from_proto(proto)
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
-    validate_proto(proto, name, [kiln_limits(), *limits_of(backends)])
-    return ir.from_proto(proto)
+    validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
+    return artifact.weights_into(ir.from_proto(proto))

@@ -28,6 +28,10 @@ def describe_artifact(path: str | os.PathLike) -> dict[str, Any]:
         "backend_version": artifact.backend_version, "target": artifact.target,
         "level": manifest.get("pipeline", {}).get("level"),
         "precision": built.get("precision"), "blobs": sorted(artifact.blobs),
+        "format": "{major}.{minor}".format(**{"minor": 0, **manifest["format_version"]}),
+        # bytes per member, as stored (uncompressed): where an artifact's size goes
+        "members": {name: entry.get("size") for name, entry in
+                    sorted(manifest["members"].items())},
         "details": {}, "loads_here_as_built": False, "rebuild_reason": None,
     }
     if artifact.backend not in registry.backend_names():  # a partitioned artifact: one per piece

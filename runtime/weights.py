@@ -34,7 +34,14 @@ def weight_bytes(model: ir.Model) -> int:
 def offload_weights(model: ir.Model) -> bool:
     """Move ``model``'s large initializers to a temporary external-data file, in place.
     Returns whether it did (small models and models already offloaded are left as they are)."""
-    if WEIGHTS_DIR in model.meta or weight_bytes(model) < MIN_OFFLOAD_BYTES:
+    if WEIGHTS_DIR in model.meta:
+        return False
+    if weight_bytes(model) < MIN_OFFLOAD_BYTES:
+        # a small model whose tensors map a .kiln artifact: into memory, which is cheaper
+        # than a file, and an engine reading ONNX bytes needs them there
+        if any(isinstance(v.const_value, ir.ExternalTensor)
+               for g in model.graphs() for v in g.initializers.values()):
+            ir.external_data.load_to_model(model)
         return False
     folder = tempfile.mkdtemp(prefix="kiln-weights-")
     weakref.finalize(model, shutil.rmtree, folder, True)

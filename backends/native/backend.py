@@ -83,6 +83,7 @@ from kiln.backends.native import support
 from kiln.backends.native.dtypes import from_carrier, to_carrier
 from kiln.backends.native.expand import body_refusal, expand_functions
 from kiln.backends.native.plan import (
+    ALIGN,
     LoweredPlan,
     Lowering,
     check_declared_dims,
@@ -124,6 +125,17 @@ def _translate(exc: Exception, where: str) -> KilnError:
     return KilnError(f"native backend{where}: {type(exc).__name__}: {exc}")
 
 
+def _unmap(value: ir.Value) -> None:
+    """Close the file map of an external tensor the plan no longer reads (its pages count in
+    the process's RSS while mapped); it maps again if something reads it later."""
+    tensor = value.const_value
+    if isinstance(tensor, ir.ExternalTensor):
+        try:
+            tensor.release()
+        except BufferError:  # another reader still holds a view: the map stays
+            pass
+
+
 class NativeSegment:
     """A run of nodes lowered to one C++ plan."""
 
@@ -131,6 +143,7 @@ class NativeSegment:
                  profile: bool = False, isa: str = LEVELS[-1]) -> None:
         ext = _native()
         self.lowered = lowered
+        self._added: set[int] = set()
         self.input_names = [lowered.value_names[i] for i in lowered.inputs]
         self.output_names = [lowered.value_names[i] for i in lowered.outputs]
         plan = ext.Plan(len(lowered.value_names))
@@ -138,18 +151,50 @@ class NativeSegment:
         plan.set_threads(threads)
         plan.set_limit_bytes(limit)
         plan.set_profiling(profile)
-        for vid, arr in lowered.constants.items():
-            plan.add_constant(vid, *to_carrier(contiguous(arr)))
-        for node in lowered.nodes:
+        self.plan = plan
+        self._add_nodes(lowered)
+        mem = lowered.memory
+        plan.set_memory(mem.offsets, mem.planned_bytes, mem.arena_bytes, mem.frees)
+        plan.set_io(lowered.inputs, lowered.outputs)
+
+    def _add_nodes(self, lowered: LoweredPlan) -> None:
+        """Hands the plan its constants and nodes, one weight at a time: a constant goes in
+        just before its first reader, and once its last reader has packed it (MatMul / Gemm
+        weights), the plan drops its bytes and an external tensor's map is closed. So the
+        process never holds every source weight beside every packed one."""
+        ext = _native()
+        plan = self.plan
+        last_reader: dict[int, int] = {}
+        for k, node in enumerate(lowered.nodes):
+            for i in node.inputs:
+                if i in lowered.constants:
+                    last_reader[i] = k
+        for vid in [v for v in lowered.constants if v not in last_reader]:
+            self._add_constant(vid)  # read by no node here: an output of the plan
+        kept = set(lowered.outputs)
+        for k, node in enumerate(lowered.nodes):
+            for i in node.inputs:
+                if i in lowered.constants and i not in self._added:
+                    self._add_constant(i)
             try:
                 plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
                               node.outputs, node.attrs)
             except ext.NodeError as exc:
                 raise ModelError(f"native backend: {exc}") from exc
-        mem = lowered.memory
-        plan.set_memory(mem.offsets, mem.planned_bytes, mem.arena_bytes, mem.frees)
-        plan.set_io(lowered.inputs, lowered.outputs)
-        self.plan = plan
+            for i in set(node.inputs):
+                if last_reader.get(i) == k and i not in kept and plan.release_constant(i):
+                    del lowered.constants[i]
+                    source = lowered.sources.pop(i, None)
+                    if source is not None:
+                        _unmap(source)
+        self._added.clear()
+
+    def _add_constant(self, vid: int) -> None:
+        arr = contiguous(self.lowered.constants[vid])
+        # Aligned arrays are read in place (the plan keeps them alive): weights mapped from
+        # a file stay file pages, and in-memory ones are not held twice.
+        self.plan.add_constant(vid, *to_carrier(arr), borrowed=arr.ctypes.data % ALIGN == 0)
+        self._added.add(vid)
 
     def run(self, env: dict[str, np.ndarray]) -> None:
         carried = [to_carrier(env[name]) for name in self.input_names]
@@ -203,7 +248,9 @@ class NativeCompiledModel(CompiledModel):
         blob = {"value_shapes": {name: [list(dims), itemsize] for name, (dims, itemsize)
                                  in self.value_shapes.items()},
                 "isa": self.report.get("plan_isa"),
-                "kernels": self.report.get("kernels")}
+                "kernels": self.report.get("kernels"),
+                "arena_bytes": self.report.get("arena_bytes"),
+                "intermediate_bytes": self.report.get("intermediate_bytes")}
         (Path(folder) / PLAN_FILE).write_text(json.dumps(blob))
         return [PLAN_FILE]
 
@@ -233,6 +280,7 @@ class NativeBackend(Backend):
     """kiln's C++ executor; plain C++ kernels for every op, SIMD where the CPU has it."""
 
     name = "native"
+    reads_tensor_maps = True  # weights packed from, or read in place from, the IR's maps
 
     def is_available(self) -> Availability:
         try:
@@ -282,7 +330,10 @@ class NativeBackend(Backend):
         return {"plan isa": saved.get("isa"), "kernels isa": kernels.get("isa"),
                 "f32 gemm": kernels.get("f32_gemm"),
                 "f32 gemm kc,mc,nc": kernels.get("f32_gemm_blocking"),
-                "u8s8 gemm": kernels.get("u8s8_gemm")}
+                "u8s8 gemm": kernels.get("u8s8_gemm"),
+                # the planner's one arena for intermediates vs their sum without reuse
+                "arena bytes": saved.get("arena_bytes"),
+                "intermediate bytes": saved.get("intermediate_bytes")}
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target | None,
              options: CompileOptions) -> CompiledModel:
@@ -369,8 +420,10 @@ class NativeBackend(Backend):
             lowered = lowering.lower(run_nodes, seg_inputs, seg_outputs, run_consts, evaluator)
             segment = NativeSegment(lowered, threads, limit, bool(extra.get("profile")),
                                     build_isa)
+            later = set().union(graph_outputs, *needed_after)
             for vid, arr in lowered.constants.items():  # outputs that became constants
-                run_consts.setdefault(lowered.value_names[vid], arr)
+                if lowered.value_names[vid] in later:  # (weights read here only stay out)
+                    run_consts.setdefault(lowered.value_names[vid], arr)
             known_consts.update(run_consts)
             segments.append(segment)
             report_segments.append({"engine": "native", "nodes": len(lowered.nodes)})
@@ -400,6 +453,10 @@ class NativeBackend(Backend):
             "native_nodes": len(nodes),
             "folded_nodes": lowered.folded,
             "arena_bytes": mem.arena_bytes,
+            # weights the plans read as they are (packed copies of MatMul / Gemm weights
+            # replace theirs, which are dropped)
+            "constant_bytes": sum(s.plan.constant_bytes for s in segments
+                                  if isinstance(s, NativeSegment)),
             "intermediate_bytes": mem.intermediate_bytes,
             "dynamic_values": mem.dynamic_values,
             "threads": threads,

@@ -65,6 +65,9 @@ class LoweredPlan:
     outputs: list[int]
     memory: MemoryPlan
     folded: int = 0             # nodes evaluated at compile time
+    #: constant id -> the IR value it was read from (an initializer), so the plan's builder
+    #: can unmap an external tensor once the engine has packed it
+    sources: dict[int, ir.Value] = dataclasses.field(default_factory=dict)
 
 
 def node_opset(node: ir.Node, opsets: dict[str, int]) -> int:
@@ -367,6 +370,7 @@ class Lowering:
 
         # Constants: everything a kept node reads that is not computed inside the plan.
         produced = {o for n in plan_nodes for o in n.outputs if o >= 0}
+        sources: dict[int, ir.Value] = {}
         for node, pn in zip(plan_sources, plan_nodes):
             for value, i in zip(node.inputs, pn.inputs):
                 if value is None or i in produced or i in input_ids or i in constants:
@@ -376,6 +380,8 @@ class Lowering:
                     raise ModelError(f"node '{node.name}' ({node.op_type}): input "
                                      f"'{value.name}' is neither computed nor a constant")
                 constants[i] = arr
+                if value.const_value is not None:
+                    sources[i] = value
         output_ids = []
         for v in wanted_outputs:
             i = vid(v)
@@ -405,7 +411,8 @@ class Lowering:
         pinned = set(output_ids) | set(input_ids) | set(constants)
         memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned,
                              in_place_views(plan_sources, plan_nodes, sizes, self.static_dims))
-        return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded)
+        return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded,
+                           sources)
 
 
 

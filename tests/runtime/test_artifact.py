@@ -265,3 +265,179 @@ def test_load_reads_members_into_memory_without_mapping_the_file(saved: Path, mo
     assert onnx.load_model_from_string(loaded.model_bytes).graph.node[0].op_type == "MatMul"
     assert all(type(b) is bytes for b in loaded.blobs.values())
     assert loaded.blobs["plan.bin"] == bytes(range(256)) * 8
+
+
+# --- format 2: the weights in their own member ------------------------------------------------
+
+def _weighty_model() -> tuple[ir.Model, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)).astype(np.float32)   # 12 KiB: to weights.bin
+    b = rng.standard_normal(48).astype(np.float32)         # 192 bytes: stays inline
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"],
+                                                                         ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 48])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return ir.from_proto(proto), w, b
+
+
+@pytest.fixture
+def weighty(tmp_path: Path) -> Path:
+    model, _, _ = _weighty_model()
+    return art.save_artifact(tmp_path / "w.kiln", model, backend="native",
+                             backend_version="0.1.0", target="cpu", source_sha256="",
+                             inputs=SIG_IN, outputs=SIG_OUT)
+
+
+def test_large_weights_go_to_their_own_aligned_member_and_map_back(weighty: Path):
+    model, w, b = _weighty_model()
+    start, length = _data_span(weighty, art.WEIGHTS)
+    assert start % art.MEMBER_ALIGN == 0 and length >= w.nbytes
+    model_start, model_length = _data_span(weighty, art.MODEL)
+    assert model_length < w.nbytes  # the graph without the weight's bytes
+    loaded = art.load_artifact(weighty)
+    assert loaded.weights == (start, length)
+    graph = loaded.model().graph
+    tensor = graph.initializers["w"].const_value
+    assert isinstance(tensor, ir.ExternalTensor)  # mapped from the .kiln file itself
+    assert Path(tensor.path).resolve() == weighty.resolve()
+    assert (tensor.offset - start) % art.WEIGHT_ALIGN == 0
+    np.testing.assert_array_equal(tensor.numpy(), w)
+    np.testing.assert_array_equal(graph.initializers["b"].const_value.numpy(), b)
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_a_flipped_byte_in_the_weights_member_is_refused(weighty: Path, where: float):
+    start, length = _data_span(weighty, art.WEIGHTS)
+    raw = bytearray(weighty.read_bytes())
+    raw[start + int(where * (length - 1))] ^= 0x01
+    weighty.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="weights.bin does not match its sha256"):
+        art.load_artifact(weighty)
+
+
+def _forge_model_member(path: Path, edit) -> None:
+    """Rewrite model.onnx with ``edit(proto)`` and re-sign the manifest, as an attacker
+    could: the checks that remain are the artifact reader's bounds and location checks."""
+    import hashlib
+
+    with zipfile.ZipFile(path) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist()}
+    proto = onnx.load_model_from_string(files[art.MODEL])
+    edit(proto)
+    files[art.MODEL] = proto.SerializeToString()
+    manifest = json.loads(files.pop(art.MANIFEST))
+    manifest["members"][art.MODEL] = {"sha256": hashlib.sha256(files[art.MODEL]).hexdigest(),
+                                      "size": len(files[art.MODEL])}
+    del manifest["members"][art.WEIGHTS]
+    weights = files.pop(art.WEIGHTS)
+    layout = [(0, ir.tensor(np.frombuffer(weights, np.uint8), name="raw"))]
+    art._pack(path, manifest, {k: v for k, v in files.items()}, (layout, len(weights)))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("location", "../secret.bin", "refers to external data"),
+    ("location", "/etc/passwd", "refers to external data"),
+    ("offset", str(1 << 40), "lie outside"),
+    ("length", "4", "dims and type need"),
+])
+def test_model_references_outside_the_weights_member_are_refused(weighty: Path, key: str,
+                                                                 value: str, message: str):
+    def edit(proto):
+        [tensor] = [t for t in proto.graph.initializer if t.name == "w"]
+        for entry in tensor.external_data:
+            if entry.key == key:
+                entry.value = value
+
+    _forge_model_member(weighty, edit)
+    loaded = art.load_artifact(weighty)  # hashes match: the forger re-signed them
+    with pytest.raises(ArtifactError, match=message):
+        loaded.model()
+
+
+def test_format_1_artifacts_with_inline_weights_still_load(tmp_path: Path, monkeypatch):
+    model, w, b = _weighty_model()
+    monkeypatch.setattr(art, "FORMAT_MAJOR", 1)
+    path = art.save_artifact(tmp_path / "old.kiln", ir.to_proto(model).SerializeToString(),
+                             backend="native", backend_version="0.1.0", target="cpu",
+                             source_sha256="")
+    monkeypatch.undo()
+    loaded = art.load_artifact(path)
+    assert loaded.manifest["format_version"]["major"] == 1 and loaded.weights is None
+    np.testing.assert_array_equal(loaded.model().graph.initializers["w"].const_value.numpy(), w)
+
+
+def test_a_weights_member_survives_a_session_round_trip(tmp_path: Path):
+    import kiln
+
+    model, w, b = _weighty_model()
+    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    for backend in ("native", "onnxruntime"):
+        path = kiln.compile(model, backend=backend).save(tmp_path / f"{backend}.kiln")
+        with zipfile.ZipFile(path) as zf:
+            assert art.WEIGHTS in zf.namelist()
+        [y] = kiln.Session(str(path)).run(None, {"x": x})
+        np.testing.assert_allclose(y, x @ w + b, rtol=1e-4, atol=1e-4)
+
+
+def _big_mlp(folder: Path, layers: int = 3, n: int = 8192) -> Path:
+    """An MLP whose weights (``layers`` n x n float32: 2.25 GiB for the defaults) are
+    external data, written a block at a time (the test never holds them whole)."""
+    rng = np.random.default_rng(0)
+    data = folder / "big.onnx.data"
+    inits = []
+    with open(data, "wb") as f:
+        for i in range(layers):
+            offset = f.tell()
+            for _ in range(0, n, 1024):
+                block = rng.standard_normal((1024, n)).astype(np.float32) / np.sqrt(n)
+                f.write(block.tobytes())
+            tensor = helper.make_tensor(f"w{i}", TensorProto.FLOAT, [n, n], vals=[])
+            tensor.ClearField("float_data")
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)),
+                               ("length", str(n * n * 4))):
+                tensor.external_data.add(key=key, value=value)
+            inits.append(tensor)
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"],
+                              ["y" if i == layers - 1 else f"h{i + 1}"]) for i in range(layers)]
+    graph = helper.make_graph(nodes, "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "big.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _big_reference(path: Path, x: np.ndarray, layers: int = 3, n: int = 8192) -> np.ndarray:
+    weights = np.memmap(path.parent / "big.onnx.data", np.float32, "r", shape=(layers, n, n))
+    for i in range(layers):
+        x = x @ weights[i]
+    return x
+
+
+@pytest.mark.slow
+def test_a_model_over_2_gib_saves_and_loads_with_its_weights_in_one_member(tmp_path: Path):
+    import kiln
+
+    source = _big_mlp(tmp_path)
+    x = np.random.default_rng(1).standard_normal((1, 8192)).astype(np.float32)
+    expected = _big_reference(source, x)
+    compiled = kiln.compile(str(source), backend="native")
+    np.testing.assert_allclose(kiln.Session(compiled).run(None, {"x": x})[0], expected,
+                               rtol=1e-3, atol=1e-3)
+    path = compiled.save(tmp_path / "big.kiln")
+    del compiled
+    with zipfile.ZipFile(path) as zf:
+        sizes = {i.filename: i.file_size for i in zf.infolist()}
+    assert sizes[art.WEIGHTS] >= 3 * 8192 * 8192 * 4 > 2**31
+    assert sizes[art.MODEL] < 1 << 20  # the graph alone, far below protobuf's limit
+    for backend in ("native", "onnxruntime"):
+        [y] = kiln.Session(str(path), backend=backend).run(None, {"x": x})
+        np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-3)

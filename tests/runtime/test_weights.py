@@ -48,7 +48,8 @@ def test_a_small_model_keeps_its_weights_in_memory():
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
-def test_offloaded_models_run_and_save_with_weights_inline(backend: str, tmp_path):
+def test_offloaded_models_run_and_save_their_weights_in_the_weights_member(backend: str,
+                                                                           tmp_path):
     if not registry.availability(backend).ok:
         pytest.skip(f"{backend} unavailable")
     import onnxruntime as ort
@@ -63,5 +64,11 @@ def test_offloaded_models_run_and_save_with_weights_inline(backend: str, tmp_pat
     path = session.save(tmp_path / "m.kiln")
     with zipfile.ZipFile(path) as zf:
         stored = onnx.load_model_from_string(zf.read("model.onnx"))
-    assert all(t.data_location != TensorProto.EXTERNAL for t in stored.graph.initializer)
+        weights = zf.getinfo("weights.bin").file_size
+    # every large tensor is read back from the temporary file into the artifact's member
+    external = [t for t in stored.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    assert external and all({e.key: e.value for e in t.external_data}["location"] ==
+                            "weights.bin" for t in external)
+    assert weights >= sum(w.const_value.nbytes for w in session.model.graph.initializers
+                          .values() if w.const_value.nbytes >= 1024)
     np.testing.assert_allclose(Session(path)(x=x)["y"], expected, rtol=1e-4, atol=1e-4)

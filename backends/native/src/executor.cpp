@@ -271,6 +271,7 @@ Plan::Plan(int n_values) : n_values_(n_values) {
   if (n_values < 0) throw std::invalid_argument("negative value count");
   constants_.resize(n_values);
   const_ptrs_.assign(n_values, nullptr);
+  released_.assign(n_values, false);
   static_.offsets.assign(n_values, -1);
   static_.planned.assign(n_values, 0);
   is_output_.assign(n_values, false);
@@ -292,6 +293,29 @@ void Plan::add_constant(int id, Tensor t) {
   if (id < 0 || id >= n_values_) throw std::invalid_argument("constant id out of range");
   constants_[id] = std::move(t);
   const_ptrs_[id] = &constants_[id];
+  released_[id] = false;
+}
+
+bool Plan::release_constant(int id) {
+  if (id < 0 || id >= n_values_) throw std::invalid_argument("constant id out of range");
+  if (!const_ptrs_[id] || released_[id]) return released_[id];
+  if (!is_output_.empty() && is_output_[id]) return false;
+  bool read = false;
+  for (size_t k = 0; k < nodes_.size() && !read; ++k)
+    for (size_t i = 0; i < nodes_[k].inputs.size(); ++i)
+      if (nodes_[k].inputs[i] == id && kernels_[k]->reads_constant(i)) read = true;
+  if (read) return false;
+  constants_[id].owner.reset();
+  constants_[id].data = nullptr;
+  released_[id] = true;
+  return true;
+}
+
+size_t Plan::constant_bytes() const {
+  size_t total = 0;
+  for (int id = 0; id < n_values_; ++id)
+    if (const_ptrs_[id] && !released_[id]) total += constants_[id].nbytes();
+  return total;
 }
 
 void Plan::add_node(NodeDesc node) {
@@ -301,6 +325,8 @@ void Plan::add_node(NodeDesc node) {
     if (v >= n_values_ || v < -1) node.fail("output value id out of range");
   auto it = registry().find(key_of(node.domain, node.op));
   if (it == registry().end()) node.fail("operator not implemented by the native backend");
+  for (int v : node.inputs)
+    if (v >= 0 && released_[v]) node.fail("reads a constant whose bytes were released");
   BuildContext bc(const_ptrs_);
   PlanIsaScope scope(&isa_);
   kernels_.push_back(it->second(node, bc));
@@ -330,8 +356,11 @@ void Plan::set_memory(std::vector<int64_t> offsets, std::vector<int64_t> planned
 void Plan::set_io(std::vector<int> inputs, std::vector<int> outputs) {
   for (int v : inputs)
     if (v < 0 || v >= n_values_) throw std::invalid_argument("input id out of range");
-  for (int v : outputs)
+  for (int v : outputs) {
     if (v < 0 || v >= n_values_) throw std::invalid_argument("output id out of range");
+    if (released_[v])
+      throw std::invalid_argument("a graph output's constant bytes were released");
+  }
   inputs_ = std::move(inputs);
   outputs_ = std::move(outputs);
   is_output_.assign(n_values_, false);

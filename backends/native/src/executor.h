@@ -98,6 +98,10 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void run(OpContext& ctx) const = 0;
+  // Whether run() reads the bytes of input `i` when that input is a plan constant. A kernel
+  // that packed the constant at build time answers false, and the plan may then drop the
+  // constant's bytes (Plan::release_constant) and keep only its dtype and shape.
+  virtual bool reads_constant(size_t i) const { (void)i; return true; }
 };
 
 // A kernel that is one function (attributes captured when it was built).
@@ -149,6 +153,12 @@ class Plan {
   void set_isa(PlanIsa isa);
   const PlanIsa& isa() const { return isa_; }
   void add_constant(int id, Tensor t);
+  // Drops the bytes of constant `id` when every node added so far that reads it packed it
+  // (Kernel::reads_constant is false there); returns whether it did. A node added later that
+  // reads a released constant is refused, so call this after its last consumer.
+  bool release_constant(int id);
+  // Bytes held by the plan's constants (released ones excluded).
+  size_t constant_bytes() const;
   // Builds the node's kernel now, so bad attributes fail at compile time.
   void add_node(NodeDesc node);
   // Memory plan: arena offset of each value (-1: heap), arena size, and for every node the
@@ -184,6 +194,7 @@ class Plan {
   int n_values_;
   std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
   std::vector<const Tensor*> const_ptrs_;
+  std::vector<bool> released_;  // by value id: constant whose bytes were dropped
   std::vector<NodeDesc> nodes_;
   std::vector<std::unique_ptr<Kernel>> kernels_;
   MemoryLayout static_;                 // planned by Python from static shapes

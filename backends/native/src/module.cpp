@@ -246,10 +246,28 @@ NB_MODULE(_native, m) {
       }, "name"_a, "The ISA the plan is built and run for (before add_node); capped by the CPU.")
       .def("kernels", [](const kiln::Plan& p) { return plan_kernels(p.isa()); },
            "The kernels this plan runs on this CPU (isa, GEMM kernels, SGEMM blocking).")
-      .def("add_constant", [](kiln::Plan& p, int id, AnyArray value, int code) {
-        p.add_constant(id, copy_of(value, code));
-      }, "id"_a, "value"_a, "code"_a = 0,
-         "Copies a constant (weights) into the plan once; `code` as in run.")
+      .def("add_constant", [](kiln::Plan& p, int id, AnyArray value, int code, bool borrowed) {
+        if (!borrowed) {
+          p.add_constant(id, copy_of(value, code));
+          return;
+        }
+        // The plan holds the array (through nanobind's reference to it) while it runs on it;
+        // the last reference is dropped under the GIL.
+        kiln::Tensor t = borrow(value, code);
+        t.owner = std::shared_ptr<void>(new AnyArray(value), [](void* q) noexcept {
+          nb::gil_scoped_acquire gil;
+          delete static_cast<AnyArray*>(q);
+        });
+        p.add_constant(id, std::move(t));
+      }, "id"_a, "value"_a, "code"_a = 0, "borrowed"_a = false,
+         "Adds a constant (weights): copied once, or with `borrowed` read in place from the "
+         "array (read-only and never written again; a memory-mapped file's pages, say), "
+         "which the plan keeps alive. `code` as in run.")
+      .def("release_constant", &kiln::Plan::release_constant, "id"_a,
+           "Drops a constant's bytes once every node reading it packed it (call after its "
+           "last consumer); returns whether it did.")
+      .def_prop_ro("constant_bytes", &kiln::Plan::constant_bytes,
+                   "Bytes of the constants the plan holds (packed copies not included).")
       .def("add_node", [](kiln::Plan& p, const std::string& name, const std::string& domain,
                           const std::string& op, int opset, std::vector<int> inputs,
                           std::vector<int> outputs, nb::dict attrs) {

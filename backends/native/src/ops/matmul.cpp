@@ -29,6 +29,9 @@ class GemmKernel final : public Kernel {
     }
   }
 
+  // A packed constant B is multiplied from its packed copy only (its K and N match).
+  bool reads_constant(size_t i) const override { return i != 1 || !packed_; }
+
   void run(OpContext& c) const override {
     const Tensor& a = c.in(0);
     const Tensor& b = c.in(1);
@@ -140,6 +143,9 @@ class MatMulKernel final : public Kernel {
     if (b && b->dtype == DType::f32 && b->rank() == 2)
       packed_ = pack_b(false, b->shape[0], b->shape[1], b->ptr<float>(), b->shape[1]);
   }
+
+  // A packed constant B (2-D, so never batch-broadcast) is read from its packed copy only.
+  bool reads_constant(size_t i) const override { return i != 1 || !packed_; }
 
   void run(OpContext& c) const override {
     const Tensor& a = c.in(0);

@@ -1,0 +1,103 @@
+"""Who holds the native engine's weights: a constant is read in place when it is aligned,
+its bytes are dropped once every node reading it packed it (MatMul / Gemm weights), and an
+external tensor's file map is closed then; a constant something still reads keeps its bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kiln.backends.base import CompileOptions
+from kiln.backends.native import _native
+from kiln.backends.native.backend import NativeBackend
+from kiln.runtime.weights import offload_weights
+
+
+def _aligned(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A float32 array whose data starts on a 64-byte boundary."""
+    values = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    raw = np.empty(values.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start:start + values.nbytes].view(np.float32).reshape(shape)
+    out[...] = values
+    return out
+
+
+def _matmul_plan(weight: np.ndarray, borrowed: bool) -> _native.Plan:
+    # values: 0 = x, 1 = W, 2 = y
+    plan = _native.Plan(3)
+    plan.add_constant(1, weight, 0, borrowed)
+    plan.add_node("mm", "", "MatMul", 13, [0, 1], [2], {})
+    return plan
+
+
+@pytest.mark.parametrize("borrowed", [True, False])
+def test_a_packed_matmul_weight_is_dropped_and_the_plan_still_multiplies(borrowed: bool):
+    w = _aligned((64, 48))
+    plan = _matmul_plan(w, borrowed)
+    assert plan.constant_bytes == w.nbytes
+    assert plan.release_constant(1)
+    assert plan.constant_bytes == 0
+    plan.set_memory([-1] * 3, [0] * 3, 0, [[]])
+    plan.set_io([0], [2])
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    [(y, _)] = plan.run([x])
+    np.testing.assert_allclose(y, x @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_constant_a_kernel_still_reads_keeps_its_bytes():
+    w = _aligned((4, 4))
+    plan = _native.Plan(3)
+    plan.add_constant(1, w, 0, True)
+    plan.add_node("add", "", "Add", 14, [0, 1], [2], {})
+    assert not plan.release_constant(1)
+    assert plan.constant_bytes == w.nbytes
+
+
+def test_a_node_reading_a_released_constant_is_refused():
+    plan = _matmul_plan(_aligned((16, 8)), True)
+    assert plan.release_constant(1)
+    with pytest.raises(_native.NodeError, match="released"):
+        plan.add_node("add", "", "Add", 14, [1, 1], [2], {})
+
+
+def test_a_released_constant_cannot_be_a_graph_output():
+    plan = _matmul_plan(_aligned((16, 8)), True)
+    assert plan.release_constant(1)
+    plan.set_memory([-1] * 3, [0] * 3, 0, [[]])
+    with pytest.raises(ValueError, match="released"):
+        plan.set_io([0], [2, 1])
+
+
+def _mlp(w1: np.ndarray, w2: np.ndarray, bias: np.ndarray):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, w1.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, w2.shape[1]])
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [x], [y], [
+        numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(bias, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_compiled_weights_from_a_file_are_packed_then_unmapped():
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((256, 512)).astype(np.float32)  # 512 KiB each: offloaded
+    w2 = rng.standard_normal((512, 256)).astype(np.float32)
+    bias = rng.standard_normal(512).astype(np.float32)
+    model = ir.from_proto(_mlp(w1, w2, bias))
+    assert offload_weights(model)  # just over 1 MiB: moved to a file, read through maps
+    compiled = NativeBackend().compile(model, None, CompileOptions(threads=1))
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    expected = np.maximum(x @ w1 + bias, 0) @ w2
+    np.testing.assert_allclose(compiled.run({"x": x})["y"], expected, rtol=1e-3, atol=1e-3)
+    # the packed MatMul weights are no longer held as they were; the bias is
+    assert compiled.report["constant_bytes"] == bias.nbytes
+    for name in ("w1", "w2"):
+        tensor = model.graph.initializers[name].const_value
+        assert isinstance(tensor, ir.ExternalTensor)
+        assert tensor.raw is None  # the map was closed once the plan had packed it
