@@ -10,6 +10,8 @@ RSS, which Linux cannot reset). Reported: peak above the baseline, in MB.
 
     python benchmarks/memory.py                       # every model, every engine
     python benchmarks/memory.py --models resnet50     # one model
+    python benchmarks/memory.py --steps kiln-openvino minilm-l6   # where the bytes and
+                                                                  # seconds go, step by step
 
 Writes benchmarks/results/memory.{json,md}. Figures come from a shared 2-core machine.
 """
@@ -166,6 +168,95 @@ def _ort_dtype(type_name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+# Step by step: RSS and time after each step of kiln.compile / load, in a fresh process
+
+#: (module, attribute) of each step traced, in the order they run
+STEPS = (
+    ("kiln.runtime.artifact", "load_artifact"),
+    ("kiln.runtime.compile", "artifact_model"),
+    ("kiln.runtime.compile", "import_validated"),
+    ("kiln.runtime.guards", "check_model"),
+    ("kiln.runtime.compile", "optimize"),
+    ("kiln.runtime.compile", "offload_weights"),
+    ("kiln.backends.onnxruntime", "to_onnx_file"),
+    ("kiln.backends.onnxruntime", "to_onnx_bytes"),
+    ("kiln.backends.onnxruntime", "_session"),
+    ("kiln.backends.openvino", "to_onnx_file"),
+    ("kiln.backends.openvino", "to_onnx_bytes"),
+    ("openvino", "Core.read_model"),
+    ("openvino", "Core.compile_model"),
+    ("openvino", "Core.import_model"),
+    ("kiln.runtime.artifact", "restore"),
+    ("kiln.runtime.compile", "release_maps"),
+)
+
+
+def trace_steps(engine: str, model: str) -> list[dict]:
+    """Open ``model`` on kiln ``engine`` with each of ``STEPS`` wrapped to record the time it
+    took, the RSS after it and the peak it reached (above the RSS after imports)."""
+    import functools
+    import importlib
+
+    import numpy as np  # noqa: F401
+
+    import kiln
+    from kiln.backends import registry
+
+    backend = engine.removeprefix("kiln-")
+    registry.get_backend(backend).is_available()
+    if backend == "openvino":
+        import openvino  # noqa: F401
+    else:
+        import onnxruntime  # noqa: F401
+    base = status("VmRSS")
+    log: list[dict] = []
+
+    def wrap(owner, attr: str, label: str) -> None:
+        inner = getattr(owner, attr)
+
+        @functools.wraps(inner)
+        def traced(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                log.append({"step": label, "s": time.perf_counter() - started,
+                            "rss_mb": status("VmRSS") - base,
+                            "peak_mb": status("VmHWM") - base})
+        setattr(owner, attr, traced)
+
+    for module_name, attr in STEPS:
+        if module_name == "openvino" and backend != "openvino":
+            continue
+        owner = importlib.import_module(module_name)
+        name = attr
+        if "." in attr:
+            cls, name = attr.split(".")
+            owner = getattr(owner, cls)
+        if hasattr(owner, name):
+            wrap(owner, name, f"{module_name.rsplit('.', 1)[-1]}.{attr}")
+    started = time.perf_counter()
+    sess = kiln.Session(model, backend=backend)
+    opened = time.perf_counter()
+    log.append({"step": "Session open (total)", "s": opened - started,
+                "rss_mb": status("VmRSS") - base, "peak_mb": status("VmHWM") - base})
+    inputs = [(s.name, s.dtype, list(s.shape or ())) for s in sess.inputs]
+    feeds = feeds_for(inputs, DIMS)
+    sess.run(None, feeds)
+    log.append({"step": "first run", "s": time.perf_counter() - opened,
+                "rss_mb": status("VmRSS") - base, "peak_mb": status("VmHWM") - base})
+    return log
+
+
+def steps_table(engine: str, model: str, log: list[dict]) -> str:
+    lines = [f"{engine} on {model} (MB above the RSS after imports)",
+             f"{'step':<36} {'s':>7} {'RSS MB':>8} {'peak MB':>8}"]
+    lines += [f"{r['step']:<36} {r['s']:7.3f} {r['rss_mb']:8.0f} {r['peak_mb']:8.0f}"
+              for r in log]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
 # The parent: a fresh process per measurement
 
 
@@ -240,7 +331,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"])
     parser.add_argument("--engines", nargs="*", default=list(ENGINES))
     parser.add_argument("--out", default="memory")
+    parser.add_argument("--steps", nargs=2, metavar=("ENGINE", "MODEL"),
+                        help="trace one kiln engine step by step on a model named in --models "
+                             "(or a .onnx/.kiln path); run in a fresh process")
     args = parser.parse_args()
+    if args.steps:
+        engine, model = args.steps
+        path = str(models()[model]) if model in models() else model
+        print(steps_table(engine, model, trace_steps(engine, path)))
+        return
     if args.child:
         engine, model, dims = args.child
         print(json.dumps(child(engine, model, json.loads(dims))))

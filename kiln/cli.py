@@ -253,6 +253,10 @@ def _parse_scenarios(text: str) -> list[str]:
               help="--profile: ops shown per backend.")
 @click.option("--wide", is_flag=True,
               help="Every column (p90, QPS, compile s, cosine, top-1) in the table.")
+@click.option("--startup", is_flag=True,
+              help="Also open each engine in fresh processes, cold (compiling the model) and "
+                   "warm (its saved .kiln): time to first inference and peak RSS, no engine "
+                   "inheriting another's.")
 @click.option("--url", default=None,
               help="Load a running kiln serve (loopback) instead of compiling MODEL.")
 @click.option("--model", "served_model", default=None, help="With --url: the served model.")
@@ -264,8 +268,8 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
           latency_bound: float,
           probe_seconds: float, max_probes: int, offline_samples: int, offline_batch: int,
           baseline: str, json_out: str | None, md_out: str | None, plot_out: str | None,
-          profile: bool, profile_out: str, top: int, wide: bool, url: str | None,
-          served_model: str | None, qps: float | None) -> None:
+          profile: bool, profile_out: str, top: int, wide: bool, startup: bool,
+          url: str | None, served_model: str | None, qps: float | None) -> None:
     """Benchmark MODEL (a .onnx or .kiln; the bundled light ResNet-50 when omitted) on several
     backends and precisions, in MLPerf-style scenarios, with drift against onnxruntime fp32."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -289,7 +293,8 @@ def bench(model: str | None, backends: str, precision: str, scenario: str,
                          multi_stream_samples=samples_per_query,
                          latency_bound_ms=latency_bound, server_probe_seconds=probe_seconds,
                          server_max_probes=max_probes, offline_samples=offline_samples,
-                         offline_batch=offline_batch, baseline=baseline, dims=_parse_dims(dims))
+                         offline_batch=offline_batch, baseline=baseline, dims=_parse_dims(dims),
+                         startup=startup)
     config.check()
     path = _model_arg(model)
     with Progress(TextColumn("{task.description:<14}"), BarColumn(), TaskProgressColumn(),
@@ -356,6 +361,10 @@ _BENCH_COLUMNS = (
     ("max|diff|", "all", True), ("RSS MB", "all", True), ("compile s", "all", False),
     ("cosine", "all", False), ("top-1", "all", False),
 )
+#: With --startup (fresh processes per engine) these replace "RSS MB" (and p99, which --wide
+#: keeps), in every scenario:
+#: time to first inference and peak RSS, cold (compiling the model) and warm (its .kiln).
+_STARTUP_COLUMNS = ("cold s", "warm s", "cold MB", "warm MB")
 
 
 def _bench_cells(r: dict, throughput_first: bool, best: bool, ratio: float | None
@@ -366,7 +375,11 @@ def _bench_cells(r: dict, throughput_first: bool, best: bool, ratio: float | Non
              "p90 ms": f(lat.get("p90")), "p99 ms": f(lat.get("p99")),
              "vs base": f"{ratio:.2f}x" if ratio else "-", "compile s": f(r["compile_s"], ".2f"),
              "RSS MB": f(r["peak_rss_mb"], ".0f"), "max|diff|": f(r["max_abs_diff"], ".1e"),
-             "cosine": f(r["cosine"], ".5f"), "top-1": f(r["top1_agreement"], ".2f")}
+             "cosine": f(r["cosine"], ".5f"), "top-1": f(r["top1_agreement"], ".2f"),
+             "cold s": f(r.get("first_run_cold_s"), ".2f"),
+             "warm s": f(r.get("first_run_warm_s"), ".2f"),
+             "cold MB": f(r.get("peak_cold_mb"), ".0f"),
+             "warm MB": f(r.get("peak_warm_mb"), ".0f")}
     if best:
         lead = "QPS" if throughput_first else "p50 ms"
         cells[lead] = f"[bold green]{cells[lead]} *[/]"
@@ -384,6 +397,9 @@ def _print_bench(report: dict, title: str, wide: bool = False) -> None:
         kind = "throughput" if throughput_first else "latency"
         cols = [name for name, where, default in _BENCH_COLUMNS
                 if where in ("all", kind) and (wide or default)]
+        if cfg.get("startup"):  # fresh-process figures instead of the in-process open peak
+            cols = [c for c in cols if wide or c not in ("RSS MB", "p99 ms")]
+            cols += list(_STARTUP_COLUMNS)
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
                       title=escape(f"{title} [{scenario}] threads={cfg['threads'] or 'all'}"))
         table.add_column("backend", no_wrap=True)
@@ -410,7 +426,12 @@ def _print_bench(report: dict, title: str, wide: bool = False) -> None:
     console.print(escape(f"* fastest; 'vs base' = speed relative to {cfg['baseline']} (>1 is "
                          f"faster); max|diff| against {report['reference']['backend']} "
                          f"{report['reference']['precision']}"
-                         + ("" if wide else "; more columns with --wide, all in --json")),
+                         + ("" if wide else "; more columns with --wide, all in --json")
+                         + ("\ncold s / warm s = time to first inference (open + one run), "
+                            "cold MB / warm MB = peak RSS above the RSS after imports; each "
+                            "engine in fresh processes: cold compiles the model, warm opens the "
+                            ".kiln it saved"
+                            if cfg.get("startup") else "")),
                   highlight=False)
     seen = set()
     for note in notes + list(report.get("notes", [])):

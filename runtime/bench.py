@@ -12,7 +12,10 @@ Method (the same for every engine):
   goes on with the others;
 - one checked run on the bench feeds (drift vs the reference: max abs, max rel, cosine, top-1
   agreement for classifier-shaped outputs), then ``warmup - 1`` more warm-up runs;
-- each requested scenario, engines interleaved round by round.
+- each requested scenario, engines interleaved round by round;
+- with ``startup`` (``kiln bench --startup``): each engine opened again in fresh processes
+  (``kiln.runtime.bench_startup``), cold from the model and warm from the .kiln it saves: time
+  to first inference and peak RSS above the RSS after imports, no engine inheriting another's.
 
 The report is a JSON-able dict whose layout ``docs/bench_schema.json`` documents;
 ``SCHEMA_VERSION`` changes whenever that layout does.
@@ -38,7 +41,8 @@ from kiln.runtime import scenarios
 from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
 
 #: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
-SCHEMA_VERSION = "1.1"
+#: 1.2: start-up in fresh processes (first_run_{cold,warm}_s, peak_{cold,warm}_mb).
+SCHEMA_VERSION = "1.2"
 REFERENCE_BACKEND = "onnxruntime"
 __all__ = ["SCENARIOS", "BenchConfig", "BenchRow", "drift", "load_inputs", "percentiles",
            "run_bench"]
@@ -59,6 +63,10 @@ class BenchRow:
     peak_rss_mb: float | None = None
     rss_growth_mb: float | None = None
     artifact_bytes: int | None = None
+    first_run_cold_s: float | None = None
+    first_run_warm_s: float | None = None
+    peak_cold_mb: float | None = None
+    peak_warm_mb: float | None = None
     latency_ms: dict[str, float] | None = None
     throughput_qps: float | None = None
     samples: int = 0
@@ -98,6 +106,7 @@ class BenchConfig:
     offline_rounds: int = 3
     baseline: str = "onnxruntime/fp32"
     dims: Mapping[str, int] = dataclasses.field(default_factory=dict)  # symbolic dim sizes
+    startup: bool = False  # cold/warm start-up of each engine in fresh processes
     session_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
@@ -244,6 +253,7 @@ class _Engine:
     peak_rss_mb: float | None = None
     rss_growth_mb: float | None = None
     artifact_bytes: int | None = None
+    startup: dict[str, Any] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] = dataclasses.field(default_factory=dict)
     status: str = "ok"
     reason: str = ""
@@ -255,7 +265,7 @@ class _Engine:
     def row(self, scenario: str, threads: int | None) -> BenchRow:
         return BenchRow(self.backend, self.precision, self.status, self.reason, scenario,
                         threads, self.load_s, self.compile_s, self.peak_rss_mb,
-                        self.rss_growth_mb, self.artifact_bytes, **self.drift)
+                        self.rss_growth_mb, self.artifact_bytes, **self.startup, **self.drift)
 
 
 def is_artifact(model: Any) -> bool:
@@ -433,6 +443,8 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
         if scenario == "single-stream":
             estimates = {k: float(np.median(r.latencies_ms)) for k, r in results.items()
                          if r.latencies_ms}
+    if config.startup and feeds is not None:
+        _measure_startup(model, live, config, feeds, say, notes)
     for engine in engines:
         for scenario in config.scenarios:
             row = engine.row(scenario, config.threads)
@@ -441,6 +453,53 @@ def run_bench(model: Any, config: BenchConfig, feeds: Mapping[str, np.ndarray] |
                 _fill(row, res)
             rows.append(row)
     return _report(model, config, rows, input_info, notes, reference_precision)
+
+
+def _measure_startup(model: Any, engines: Sequence[_Engine], config: BenchConfig,
+                     feeds: Mapping[str, np.ndarray], say: ProgressFn, notes: list[str]) -> None:
+    """Each engine's cold and warm start in fresh processes (``kiln.runtime.bench_startup``),
+    into ``engine.startup``; a failure becomes a note, the bench's other figures stand."""
+    import tempfile
+
+    from kiln.runtime.bench_startup import measure_startup
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-model-") as tmp:
+        path = _model_file(model, Path(tmp))
+        for i, engine in enumerate(engines):
+            say("start-up", i, len(engines))
+            precision = None if engine.precision == "artifact" or is_artifact(path) \
+                else engine.precision
+            figures = measure_startup(path, engine.backend, precision, config.threads,
+                                      config.session_options, feeds)
+            for kind in ("cold", "warm"):
+                got = figures.get(kind)
+                if not got:
+                    continue
+                if "error" in got:
+                    notes.append(f"{engine.key} {kind} start-up: {got['error']}")
+                    continue
+                engine.startup[f"first_run_{kind}_s"] = got["first_run_s"]
+                engine.startup[f"peak_{kind}_mb"] = got["peak_mb"]
+        say("start-up", len(engines), len(engines))
+
+
+def _model_file(model: Any, folder: Path) -> str:
+    """``model`` as a path a child process can open (written to ``folder`` when it is not
+    one already)."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(Path(model).resolve())
+    import onnx
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        data = ir.to_proto(model).SerializeToString()
+    elif isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString()
+    else:
+        data = bytes(model)
+    path = folder / "model.onnx"
+    path.write_bytes(data)
+    return str(path)
 
 
 def _artifact_baseline(config: BenchConfig, engines: Sequence[_Engine]) -> BenchConfig:

@@ -63,6 +63,9 @@ def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
         else:
             head = ["backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "QPS"]
         head += ["vs baseline", "compile s", "open peak MB", "max abs diff", "cosine", "top-1"]
+        startup = bool(cfg.get("startup"))
+        if startup:  # fresh processes per engine (kiln.runtime.bench_startup)
+            head += ["1st run cold s", "1st run warm s", "peak MB cold", "peak MB warm"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for row in rows:
@@ -78,6 +81,11 @@ def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
             cells += [_fmt(ratio, ".2f") + ("x" if ratio else ""), _fmt(row.get("compile_s")),
                       _fmt(row.get("peak_rss_mb"), ".0f"), _fmt(row.get("max_abs_diff"), ".2e"),
                       _fmt(row.get("cosine"), ".6f"), _fmt(row.get("top1_agreement"), ".2f")]
+            if startup:
+                cells += [_fmt(row.get("first_run_cold_s"), ".2f"),
+                          _fmt(row.get("first_run_warm_s"), ".2f"),
+                          _fmt(row.get("peak_cold_mb"), ".0f"),
+                          _fmt(row.get("peak_warm_mb"), ".0f")]
             lines.append("| " + " | ".join([row["backend"], row["precision"], row["status"]]
                                             + cells) + " |")
         detail = [r for r in rows if r["status"] == "ok" and scenario == "server"]

@@ -44,6 +44,7 @@ from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
+from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
 
 if TYPE_CHECKING:
@@ -204,8 +205,8 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     else:
         graph, report = optimize(graph, level, target, caps)
     whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
-    if whole:
-        offload_weights(graph)  # the engine reads them from disk, not from a copy in memory
+    if whole and offload_weights(graph):  # the engine reads them from a file, not memory
+        release_parsed(graph)
     engine, placement = guards_module.call_with_timeout(
         lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
         f"compiling for {choice.name}")
@@ -398,7 +399,8 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     placement = None
     if not choice.partitioned and not (artifact.weights is not None and getattr(
             registry.get_backend(choice.name), "reads_tensor_maps", False)):
-        offload_weights(graph)  # as compile does: engines read the weights from a file
+        if offload_weights(graph):  # as compile does: engines read the weights from a file
+            release_parsed(graph)
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 

@@ -62,8 +62,9 @@ class UpgradeOpsetPass(CountingPass):
         log = logging.getLogger("onnxscript")
         level = log.level
         log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
-        # convert a copy, so a converter failure leaves the model as it was (and unfused)
-        work = ir.from_proto(ir.to_proto(model))
+        # convert a copy, so a converter failure leaves the model as it was (and unfused); the
+        # copy shares the weights' tensors (the converter rewrites nodes, not weights)
+        work = model.clone()
         try:
             version_converter.convert_version(work, self.version, fallback=True)
         except Exception as exc:  # the converters raise many types; the fusion is optional
@@ -75,9 +76,23 @@ class UpgradeOpsetPass(CountingPass):
             self.rejected[f"opset {current} -> {self.version}: converter left {opset(work.graph)}"
                           ] += 1
             return ir.passes.PassResult(model, modified=False)
+        _release_weights(model.graph)
         model.graph = work.graph
         model.ir_version = work.ir_version
         model.functions.clear()
         model.functions.update(work.functions)
         self.fired[f"opset {current} -> {self.version}"] += 1
         return ir.passes.PassResult(model, modified=True)
+
+
+def _release_weights(graph: ir.Graph) -> None:
+    """Drop the replaced graph's references to the weights: a rewrite rule that still holds
+    one of its nodes would otherwise keep every weight (and the protobuf it was parsed from)
+    alive after later steps replaced them in the new graph."""
+    for value in graph.initializers.values():
+        value.const_value = None
+    graph.initializers.clear()
+    for node in graph:
+        for value in (*node.inputs, *node.outputs):
+            if value is not None:
+                value.const_value = None

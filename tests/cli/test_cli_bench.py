@@ -117,3 +117,15 @@ def test_compare_against_names_the_perturbed_node(tmp_path):
     same = kiln_cli("compare", str(a), "--backends", "onnxruntime,openvino", "--atol", "1e-5")
     assert same.returncode == 0, same.stderr + same.stdout
     assert "all outputs match" in same.stdout
+
+
+def test_bench_startup_columns(tmp_path, conv_model):
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_model, model)
+    out = kiln_cli("bench", str(model), "--backends", "onnxruntime", *QUICK, "--startup",
+                   "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    assert "cold s" in out.stdout and "warm MB" in out.stdout
+    _, rows = _rows(tmp_path / "r.json")
+    row = rows["onnxruntime", "single-stream"]
+    assert row["first_run_cold_s"] > 0 and row["peak_warm_mb"] >= 0

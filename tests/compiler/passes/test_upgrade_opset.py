@@ -43,3 +43,16 @@ def test_a_converter_failure_leaves_the_model_untouched():
     assert not step(model).modified
     assert model.opset_imports[""] == 14 and ops(model) == ["ReduceMean"]
     assert any("opset 14 -> 99" in why for why in step.rejected)
+
+
+def test_the_upgrade_shares_the_weights_and_lets_the_old_graph_go():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("ReduceMean", ["h"], ["y"], axes=[-1])]
+    model = float_model(nodes, {"x": [2, 3]}, {"y": [2, 1]}, {"w": rand(3, 4)}, opset=14)
+    weight = model.graph.initializers["w"].const_value
+    old_graph = model.graph
+    assert UpgradeOpsetPass(20)(model).modified
+    assert model.graph.initializers["w"].const_value is weight  # not a copy of it
+    # a rewrite rule holding one of the old graph's nodes must not keep the weights alive
+    assert not old_graph.initializers
+    assert all(v is None or v.const_value is None for n in old_graph for v in n.inputs)
