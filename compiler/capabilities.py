@@ -16,6 +16,10 @@ KILN_DOMAIN = "kiln"
 #: (QGemm, QConv, QMaxPool) in fuse_int8.py.
 KILN_OPS = frozenset({"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
                       "QMaxPool"})
+#: Which convolutions a kiln::QConv runs (``BackendCaps.qconv_groups``), narrowest first: each
+#: kind also runs the ones before it. "one": group == 1; "depthwise": also group == input
+#: channels == output channels (one filter per channel); "any": every grouped convolution.
+QCONV_GROUPS = ("one", "depthwise", "any")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +34,13 @@ class BackendCaps:
                         (OpenVINO's fp16/bf16 inference hint); others must be in the graph.
     conv_prologue:      the backend's kiln::FusedConv takes a per-channel affine prologue
                         (inputs 5 and 6, attribute ``prologue``); see fuse_conv_prologue.py.
-    qconv_groups:       the backend's kiln::QConv runs grouped and depthwise convolutions
-                        (``group`` > 1); without it fuse-int8 leaves those in Q/DQ form.
+    qconv_groups:       which grouped convolutions the backend's kiln::QConv runs, one of
+                        ``QCONV_GROUPS``; fuse-int8 leaves the others in Q/DQ form.
     int8_activations:   activations the kiln::QGemm / QConv epilogue applies (attribute
                         ``activation``); fuse-int8 absorbs only these.
+    int8_byte_table:    the kiln::QGemm / QConv with a u8 result take a 256-entry byte table
+                        (input 8) applied to each result byte; fuse-int8 then folds a chain
+                        of scalar elementwise ops between two quantizations into it.
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
                         MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
                         activations quantized by the engine at run time).
@@ -46,8 +53,14 @@ class BackendCaps:
     precision_hints: frozenset[str] = frozenset()
     dynamic_int8: str = "integer"
     conv_prologue: bool = False
-    qconv_groups: bool = False
+    qconv_groups: str = "one"
     int8_activations: frozenset[str] = frozenset()
+    int8_byte_table: bool = False
+
+    def __post_init__(self) -> None:
+        if self.qconv_groups not in QCONV_GROUPS:
+            raise ValueError(f"qconv_groups must be one of {QCONV_GROUPS}, "
+                             f"got {self.qconv_groups!r}")
 
     def runs(self, op_type: str) -> bool:
         """Whether the backend runs the kiln-domain op ``op_type``."""
@@ -59,7 +72,8 @@ class BackendCaps:
                 "precision_hints": sorted(self.precision_hints),
                 "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue,
                 "qconv_groups": self.qconv_groups,
-                "int8_activations": sorted(self.int8_activations)}
+                "int8_activations": sorted(self.int8_activations),
+                "int8_byte_table": self.int8_byte_table}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

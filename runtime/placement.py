@@ -18,6 +18,7 @@ import onnx_ir as ir
 
 from kiln.backends import registry
 from kiln.backends.base import Backend
+from kiln.compiler.capabilities import QCONV_GROUPS
 from kiln.compiler.partition import Capability, PartitionPlan, plan_partitions
 from kiln.compiler.target import Target
 from kiln.errors import BackendUnavailableError, KilnError
@@ -189,7 +190,8 @@ def joint_caps(names: Sequence[str]) -> Any:
         caps[0], name="+".join(names),
         kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
         conv_prologue=any(c.conv_prologue for c in caps),
-        qconv_groups=any(c.qconv_groups for c in caps),
+        qconv_groups=max((c.qconv_groups for c in caps), key=QCONV_GROUPS.index),
+        int8_byte_table=any(c.int8_byte_table for c in caps),
         int8_activations=frozenset().union(*(c.int8_activations for c in caps)),
         max_opset=min(c.max_opset for c in caps),
         precision_hints=frozenset.intersection(*(c.precision_hints for c in caps)))

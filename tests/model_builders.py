@@ -321,6 +321,39 @@ def qdq_conv_net(x: np.ndarray, c1: int = 8, c2: int = 16) -> onnx.ModelProto:
     return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
 
 
+def qdq_depthwise(x: np.ndarray, kernel: int = 3, stride: int = 1, hard_swish: bool = False,
+                  pointwise: int = 0) -> onnx.ModelProto:
+    """QDQ -> depthwise conv (zero point 125, padded, int32 bias) -> y. With ``hard_swish`` its
+    result is quantized, then DQ -> x * HardSigmoid(x) -> a learned scale and shift -> QDQ:
+    PP-OCR's activation between two integer layers (values "hsw", "act"). With ``pointwise``
+    a 1x1 conv to that many channels reads the result."""
+    c = x.shape[1]
+    inits: dict = {}
+    nodes = qdq_activation("x", 0.03, 125, inits) + qdq_weights("d", (c, 1, kernel, kernel), 0,
+                                                                inits)
+    nodes += qdq_int32_bias("d", c, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "d_wdq", "d_bdq"], ["d_y"], group=c,
+                               kernel_shape=[kernel] * 2, pads=[kernel // 2] * 4,
+                               strides=[stride] * 2, name="dw")]
+    out = "d_y"
+    if hard_swish:
+        inits["sc"] = np.array([1.3], np.float32)
+        inits["sh"] = np.array([-0.1], np.float32)
+        nodes += qdq_activation("d_y", 0.05, 120, inits)
+        nodes += [helper.make_node("HardSigmoid", ["d_y_dq"], ["hs"], alpha=1 / 6, beta=0.5),
+                  helper.make_node("Mul", ["d_y_dq", "hs"], ["hsw"]),
+                  helper.make_node("Mul", ["sc", "hsw"], ["scaled"]),
+                  helper.make_node("Add", ["scaled", "sh"], ["act"])]
+        nodes += qdq_activation("act", 0.04, 20, inits)
+        out = "act_dq"
+    if pointwise:
+        nodes += qdq_weights("p", (pointwise, c, 1, 1), 0, inits)
+        nodes += [helper.make_node("Conv", [out, "p_wdq"], ["y"], name="pw")]
+    else:
+        nodes += [helper.make_node("Identity", [out], ["y"])]
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+
+
 def dynamic_int8_matmul(x: np.ndarray, n: int) -> onnx.ModelProto:
     """Dynamic int8 as kiln's quantizer writes it: DynamicQuantizeLinear -> MatMulInteger ->
     Cast -> Mul(x_scale * w_scale) -> Add(bias), with symmetric per-column int8 weights."""

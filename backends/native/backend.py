@@ -54,8 +54,9 @@ Contracts of kiln's fused ops (domain "kiln", emitted by the compiler's fusion p
     executor runs it as its BatchNormalization kernel (``plan.EXECUTOR_OPS``).
 
 ``kiln::QGemm``, ``kiln::QConv``, ``kiln::QMaxPool``: the int8 kernels, contracts in
-``kiln.compiler.passes.fuse_int8``; the epilogues and groups they take are
-``support.INT8_ACTIVATIONS`` / ``support.QCONV_GROUPS`` (today Relu, one group).
+``kiln.compiler.passes.fuse_int8``; the epilogues, groups and byte table they take are
+``support.INT8_ACTIVATIONS`` / ``support.QCONV_GROUPS`` / ``support.INT8_BYTE_TABLE`` (today
+Relu; one group or depthwise; a table on QConv and QGemm).
 """
 
 from __future__ import annotations
@@ -312,7 +313,8 @@ class NativeBackend(Backend):
         return BackendCaps(name=self.name, kiln_ops=frozenset({
             "FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QMaxPool"}),
             max_opset=23, conv_prologue=True, qconv_groups=support.QCONV_GROUPS,
-            int8_activations=support.INT8_ACTIVATIONS)
+            int8_activations=support.INT8_ACTIVATIONS,
+            int8_byte_table=support.INT8_BYTE_TABLE)
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

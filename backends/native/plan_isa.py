@@ -4,7 +4,9 @@ The native kernels come at three ISA levels (generic, avx2, avx512), and the int
 at AVX-512 VNNI. A target names the CPU features the model may use; the plan takes the
 widest level whose features the target has, all of them:
 
-    avx512_vnni   avx512f, avx512bw, avx512vl, fma, and avx512_vnni (or amx)
+    avx512_amx    avx512f, avx512bw, avx512vl, fma, and amx (int8 GEMM on AMX tiles where
+                  the CPU and OS grant them, else VNNI)
+    avx512_vnni   avx512f, avx512bw, avx512vl, fma, and avx512_vnni
     avx512        avx512f, avx512bw, avx512vl, fma
     avx2          avx2, fma
     generic       anything less (``cpu`` alone names baseline x86-64)
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from kiln.compiler.target import Target
 
 #: Plan ISA levels, narrowest first.
-LEVELS = ("generic", "avx2", "avx512", "avx512_vnni")
+LEVELS = ("generic", "avx2", "avx512", "avx512_vnni", "avx512_amx")
 #: aarch64 plan ISA levels, narrowest first (generic is shared).
 ARM_LEVELS = ("neon", "neon_dotprod", "neon_i8mm")
 
@@ -49,6 +51,8 @@ def plan_isa(target: Target | None) -> str:
                 return level
         return "generic"
     if _AVX512 <= features:
+        if target.has("amx"):
+            return "avx512_amx"
         return "avx512_vnni" if target.has_vnni else "avx512"
     if _AVX2 <= features:
         return "avx2"
@@ -73,5 +77,6 @@ def cross_kernels(isa: str) -> dict[str, object]:
             "avx2": "kiln_f32_gemm_ukernel__avx2_6x16"}.get(
                 isa, "kiln_f32_gemm_ukernel__avx512_14x32")
     u8s8 = {"generic": "generic", "avx512_vnni": "avx512vnni"}.get(isa, "avx2")
-    return {"isa": isa, "f32_gemm": gemm, "f32_gemm_blocking": None,
-            "u8s8_gemm": f"kiln_u8s8_gemm_ukernel__{u8s8}"}
+    name = "kiln_u8s8_gemm_panel__amx" if isa == "avx512_amx" else \
+        f"kiln_u8s8_gemm_ukernel__{u8s8}"
+    return {"isa": isa, "f32_gemm": gemm, "f32_gemm_blocking": None, "u8s8_gemm": name}

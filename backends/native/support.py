@@ -78,16 +78,22 @@ def _activation(node: ir.Node) -> str | None:
 
 
 #: What the int8 kernels take (``NativeBackend.caps`` tells the compiler the same): the
-#: epilogues of QGemm / QConv, and whether QConv runs grouped convolutions.
+#: epilogues of QGemm / QConv, which grouped convolutions QConv runs (one of
+#: ``capabilities.QCONV_GROUPS``) and whether QConv / QGemm apply a byte table (input 8).
 INT8_ACTIVATIONS = frozenset({"Relu"})
-QCONV_GROUPS = False
+QCONV_GROUPS = "depthwise"
+INT8_BYTE_TABLE = True
 
 
 def _int8_epilogue(node: ir.Node) -> str | None:
     reason = _one_of("activation", ("", *sorted(INT8_ACTIVATIONS)), "")(node)
     group = int(_attr(node, "group", 1))  # type: ignore[call-overload]
-    if reason is None and not QCONV_GROUPS and group != 1:
-        return "group > 1 on int8 (the QConv kernel runs one group)"
+    if reason is None and group != 1:
+        w = node.inputs[1] if len(node.inputs) > 1 else None
+        shape = list(w.shape) if w is not None and w.shape is not None else None
+        if shape is None or shape[:2] != [group, 1]:
+            return (f"group={group} on int8 with weights {shape}: the QConv kernel runs one "
+                    "group or depthwise (group == channels, one filter each)")
     return reason
 
 
@@ -296,9 +302,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("kiln", "FusedGemm"): Rule(FLOAT, check=_activation),
     # the int8 kernels (contracts in compiler/passes/fuse_int8.py); the kernels check the
     # element types of their parameters themselves
-    ("kiln", "QGemm"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 8)),
+    ("kiln", "QGemm"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 9)),
                             free_outputs=(0,), check=_int8_epilogue),
-    ("kiln", "QConv"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 8)),
+    ("kiln", "QConv"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 9)),
                             free_outputs=(0,), check=_all(_auto_pad, _int8_epilogue)),
     ("kiln", "QMaxPool"): Rule(frozenset({DT.UINT8}), free_inputs=(1, 2, 3, 4)),
     # normalization, pooling

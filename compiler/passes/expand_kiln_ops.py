@@ -122,7 +122,8 @@ _INT8_ONLY = {"activation", "kiln_layout_in", "kiln_layout_out"}
 def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
     """Standard Q/DQ ONNX equal to a kiln QGemm / QConv / QMaxPool node (the contracts are in
     fuse_int8.py), and its output. A QGemm whose a_scale is computed (dynamic int8) becomes
-    MatMulInteger -> Cast -> Mul(a_scale * w_scale); an NHWC layout becomes a Transpose."""
+    MatMulInteger -> Cast -> Mul(a_scale * w_scale); a byte table a Gather from it indexed by
+    the result bytes; an NHWC layout becomes a Transpose."""
     nodes: list[ir.Node] = []
 
     def op(op_type: str, *inputs: ir.Value | None, **attributes: Any) -> ir.Value:
@@ -133,7 +134,7 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
         nodes.append(made)
         return made.outputs[0]
 
-    ins = list(node.inputs) + [None] * 8
+    ins = list(node.inputs) + [None] * 9
     own = {k: v for k, v in node.attributes.items() if k not in _INT8_ONLY}
     x = ins[0]
     if attr(node, "kiln_layout_in", "NCHW") == "NHWC":
@@ -167,6 +168,8 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
         y = expand_activation(graph, y, str(attr(node, "activation", "")), 0.0, 0.0, nodes)
     if y_scale is not None:
         y = op("QuantizeLinear", y, y_scale, y_zero)
+    if node.op_type != "QMaxPool" and ins[8] is not None:  # byte b -> table[b]
+        y = op("Gather", ins[8], op("Cast", y, to=ir.DataType.INT32), axis=0)
     if attr(node, "kiln_layout_out", "NCHW") == "NHWC":
         y = op("Transpose", y, perm=_TO_NHWC)
     return nodes, y

@@ -20,23 +20,37 @@ Rules (lhs -> rhs):
                                                                           -> kiln::QGemm
     Conv(DQ(x_q), DQ(W_q), [b | DQ(b_q)]) [-> act] [-> Q]                 -> kiln::QConv
     Q(MaxPool(DQ(x_q)))                                                   -> kiln::QMaxPool
+    Q(f(DQ(kiln::QConv | QGemm -> y_q)))                -> the op with table T as input 8
+
+where f is a chain of elementwise ops whose other inputs are scalar float32 constants
+(HardSigmoid, HardSwish, Relu, LeakyRelu, Sigmoid, Tanh, Clip, Mul, Add, Sub, Div: hard-swish
+written as x * HardSigmoid(x), a learned scale and shift, ...). Between two quantizations it
+is a function of one byte, so it is evaluated once, in float32 as an engine runs it, on the
+256 values DQ can give:
+
+    T[b] = saturate_u8(round(f((b - z_y) * s_y) / s_q) + z_q)       b = 0 .. 255
+
+(NaN -> 255) and the kernel writes T[y_q]: no float value exists between the integer layers.
 
 An int32 bias is folded to float: b = (b_q - z_b) * s_b, in float64, then float32. MaxPool
 commutes with DequantizeLinear when s_x > 0 (an increasing map), so the pool runs on the bytes.
 What the kernels cannot take (asymmetric or blocked weights, per-channel or int8 activations,
-groups unless ``BackendCaps.qconv_groups``, activations outside
-``BackendCaps.int8_activations``) stays as written; each refusal is counted with its reason.
+groups beyond ``BackendCaps.qconv_groups``, activations outside
+``BackendCaps.int8_activations``, a table unless ``BackendCaps.int8_byte_table``) stays as
+written; each refusal is counted with its reason.
 
 The ops' contracts (inputs in order, [optional]; trailing absent inputs may be left out):
 
-``kiln::QGemm(A, W, a_scale, [a_zero], w_scale, [bias], [y_scale], [y_zero]) -> Y``
+``kiln::QGemm(A, W, a_scale, [a_zero], w_scale, [bias], [y_scale], [y_zero], [table]) -> Y``
     A u8 [..., K]; W int8 [K, N], a constant; a_scale one float32 and a_zero one u8 (computed
     ones allowed: DynamicQuantizeLinear's); w_scale float32 [1] or [N]; bias float32 [N].
     Y = act((A - a_zero) W * a_scale * w_scale + bias): float32 [..., N], or u8 when y_scale
-    (one positive float32) and y_zero (one u8) are given. Attribute ``activation``: "" or an
-    epilogue the backend lists in ``int8_activations``.
-``kiln::QConv(X, W, a_scale, [a_zero], w_scale, [bias], [y_scale], [y_zero]) -> Y``
-    The same over a 2-D convolution: X u8 [N, C, H, W], W int8 [K, C / group, KH, KW], Conv's
+    (one positive float32) and y_zero (one u8) are given; then table (256 u8), when given,
+    maps each result byte b to table[b]. Attribute ``activation``: "" or an epilogue the
+    backend lists in ``int8_activations``.
+``kiln::QConv(X, W, a_scale, [a_zero], w_scale, [bias], [y_scale], [y_zero], [table]) -> Y``
+    The same over a 2-D convolution: X u8 [N, C, H, W], W int8 [K, C / group, KH, KW] (group
+    1, or as ``BackendCaps.qconv_groups`` allows: depthwise is group == C == K), Conv's
     attributes (auto_pad, dilations, group, kernel_shape, pads, strides), w_scale [1] or [K],
     ``activation`` as QGemm's. ``kiln_layout_in`` / ``kiln_layout_out`` ("NCHW" by default, or
     "NHWC", which holds [N, H, W, C]) are the layouts of X and of a u8 Y.
@@ -71,7 +85,9 @@ SPATIAL = ("QConv", "QMaxPool")
 #: epilogues the contract can name: the ones without parameters
 EPILOGUES = ("Relu", "Sigmoid", "HardSwish", "Tanh")
 #: input names, for the initializers a fusion makes
-GEMM_INPUTS = ("A", "W", "a_scale", "a_zero", "w_scale", "bias", "y_scale", "y_zero")
+GEMM_INPUTS = ("A", "W", "a_scale", "a_zero", "w_scale", "bias", "y_scale", "y_zero", "table")
+#: where the byte table goes among QGemm / QConv inputs
+TABLE_INPUT = 8
 POOL_INPUTS = ("X", "x_scale", "x_zero", "y_scale", "y_zero")
 
 # An input of the fused node: a graph value, an array to register as an initializer, or absent.
@@ -244,7 +260,22 @@ def _product(anchor: ir.Node, op: str, inputs: list[Input], bias: np.ndarray | N
     return Fused(op, [*inputs, bias, *quant], attrs, [*head, *tail.nodes], tail.out, shared)
 
 
-def analyse_static(node: ir.Node, activations: Collection[str], groups: bool) -> Fused:
+def _check_groups(node: ir.Node, weights: np.ndarray, groups: str) -> None:
+    """Refuse a grouped convolution the backend's QConv does not run (``groups`` is its
+    ``BackendCaps.qconv_groups``)."""
+    group = int(attr(node, "group", 1))
+    if group == 1 or groups == "any":
+        return
+    depthwise = weights.shape[1] == 1 and weights.shape[0] == group
+    if groups == "depthwise" and not depthwise:
+        raise _Refused(f"grouped (group {group}, {weights.shape[1]} channels per group, "
+                       f"{weights.shape[0] // group} filters per group): the backend's QConv "
+                       "runs one group or depthwise only")
+    if groups == "one":
+        raise _Refused("grouped (group > 1): the backend's QConv runs one group only")
+
+
+def analyse_static(node: ir.Node, activations: Collection[str], groups: str) -> Fused:
     """MatMul / Gemm / Conv reading dequantized u8 activations and int8 weights."""
     q, a_scale, a_zero, a_dq = _activation(node.inputs[0])
     bias_in = node.inputs[2] if len(node.inputs) > 2 else None
@@ -264,10 +295,8 @@ def analyse_static(node: ir.Node, activations: Collection[str], groups: bool) ->
             weights = np.ascontiguousarray(weights.T)
         op, (bias, bias_dq) = "QGemm", _bias(bias_in, weights.shape[1])
     else:
-        group = int(attr(node, "group", 1))
-        if group != 1 and not groups:
-            raise _Refused("grouped (group > 1): the backend's QConv runs one group only")
         weights, w_scale, w_dq = _weights(node.inputs[1], 4, 0)
+        _check_groups(node, weights, groups)
         op, (bias, bias_dq) = "QConv", _bias(bias_in, weights.shape[0])
         attrs = dict(node.attributes)
     # untransposed weights stay the graph's own initializer
@@ -417,15 +446,16 @@ class FuseQdqIntoQGemm(_FuseInt8):
         return is_onnx(node, "MatMul", "Gemm") and _reads_dequantized(node)
 
     def analyse(self, node: ir.Node) -> Fused:
-        return analyse_static(node, self.activations, groups=False)
+        return analyse_static(node, self.activations, groups="one")
 
 
 class FuseQdqIntoQConv(_FuseInt8):
-    """DQ -> Conv [-> act] [-> Q] -> kiln::QConv (grouped only when the backend says so)."""
+    """DQ -> Conv [-> act] [-> Q] -> kiln::QConv (grouped only as far as ``groups``, one of
+    ``capabilities.QCONV_GROUPS``, allows)."""
 
     name = "FuseQdqIntoQConv"
 
-    def __init__(self, activations: Collection[str] = (), groups: bool = False) -> None:
+    def __init__(self, activations: Collection[str] = (), groups: str = "one") -> None:
         self.activations = frozenset(activations)
         self.groups = groups
 
@@ -473,6 +503,174 @@ def _writes_u8(node: ir.Node) -> bool:
     return node.op_type == "QMaxPool" or len(node.inputs) > 6 and node.inputs[6] is not None
 
 
+#: Elementwise ops a byte table may contain (every input but the chain's own is a scalar)
+TABLE_OPS = frozenset({"HardSigmoid", "HardSwish", "Relu", "Sigmoid", "Tanh", "LeakyRelu",
+                       "Clip", "Mul", "Add", "Sub", "Div"})
+
+
+def _elementwise_chain(graph: ir.Graph, start: ir.Value) -> tuple[list[ir.Node], ir.Node]:
+    """The TABLE_OPS nodes computing from ``start`` alone (their other inputs scalar float32
+    constants) in evaluation order, and the one QuantizeLinear every path ends in."""
+    order: list[ir.Node] = []
+    quant: ir.Node | None = None
+    inside = {start}
+    pending = [start]
+    while pending:
+        value = pending.pop(0)
+        if value.is_graph_output():
+            raise _Refused("a value of the chain is a graph output")
+        for use in value.uses():
+            node = use.node
+            if node in order or node is quant:
+                continue
+            if node.graph is not graph:
+                raise _Refused("a value of the chain is read inside a subgraph")
+            if is_onnx(node, "QuantizeLinear"):
+                if quant is not None or use.idx != 0:
+                    raise _Refused("the chain ends in more than one QuantizeLinear")
+                quant = node
+                continue
+            if not is_onnx(node, *TABLE_OPS) or len(node.outputs) != 1:
+                raise _Refused(f"the dequantized value reaches {node.op_type}, which is not "
+                               "an elementwise op of one value")
+            for other in node.inputs:
+                if other is None or other in inside:
+                    continue
+                arr = const(other)
+                if arr is None or arr.size != 1 or arr.ndim > 1 or arr.dtype != np.float32:
+                    producer = other.producer()
+                    # an input computed in the chain but not reached yet: wait for it
+                    if producer is not None and producer.graph is graph \
+                            and not is_onnx(producer, "Constant"):
+                        break
+                    raise _Refused(f"{node.op_type} has an input that is neither the chain's "
+                                   "value nor a scalar float32 constant")
+            else:
+                order.append(node)
+                inside.add(node.outputs[0])
+                pending.append(node.outputs[0])
+    if quant is None or not order:
+        raise _Refused("no elementwise chain ending in one QuantizeLinear")
+    # nothing else reads a value of the chain (a node left waiting for an outside input does)
+    for value in [start, *(n.outputs[0] for n in order)]:
+        if any(u.node not in order and u.node is not quant for u in value.uses()):
+            raise _Refused("a value of the chain is also read by a node outside it")
+    return order, quant
+
+
+def _evaluate(node: ir.Node, known: dict[ir.Value, np.ndarray]) -> np.ndarray | None:
+    """One TABLE_OPS node on the 256 values of its chain, in float32 as an engine runs it."""
+    args: list[np.ndarray | None] = []
+    for v in node.inputs:
+        if v is None:
+            args.append(None)
+            continue
+        arr = known.get(v)
+        if arr is None:
+            arr = const(v)
+            if arr is None:
+                return None
+            arr = arr.astype(np.float32).reshape(())
+        args.append(arr)
+    a = node.attributes
+    x = args[0]
+    one, zero = np.float32(1), np.float32(0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        op = node.op_type
+        if op in ("HardSigmoid", "HardSwish"):
+            alpha = np.float32(a["alpha"].as_float() if "alpha" in a else 0.2 if op ==
+                               "HardSigmoid" else 1 / 6)
+            beta = np.float32(a["beta"].as_float() if "beta" in a else 0.5)
+            hs = np.clip(alpha * x + beta, zero, one)
+            return hs if op == "HardSigmoid" else x * hs
+        if op == "Relu":
+            return np.maximum(x, zero)
+        if op == "LeakyRelu":
+            alpha = np.float32(a["alpha"].as_float() if "alpha" in a else 0.01)
+            return np.where(x < 0, alpha * x, x)
+        if op == "Sigmoid":
+            return (one / (one + np.exp(-x))).astype(np.float32)
+        if op == "Tanh":
+            return np.tanh(x)
+        if op == "Clip":
+            lo = args[1] if len(args) > 1 and args[1] is not None else np.float32(-np.inf)
+            hi = args[2] if len(args) > 2 and args[2] is not None else np.float32(np.inf)
+            return np.minimum(np.maximum(x, lo), hi)
+        b = args[1]
+        if x is None or b is None:
+            return None
+        if op == "Mul":
+            return x * b
+        if op == "Add":
+            return x + b
+        if op == "Sub":
+            return x - b
+        return x / b
+
+
+def byte_table(graph: ir.Graph, dq: ir.Node) -> tuple[np.ndarray, list[ir.Node], ir.Node]:
+    """DequantizeLinear ``dq`` of a u8 value -> elementwise chain -> QuantizeLinear: the
+    256-entry table of the whole map (the module docstring's T), the chain and the Q."""
+    if len(dq.inputs) < 2:
+        raise _Refused("the DequantizeLinear has no scale")
+    scale = _scalar(dq.inputs[1], np.float32)
+    zero_in = dq.inputs[2] if len(dq.inputs) > 2 else None
+    zero = _scalar(zero_in, np.uint8) if zero_in is not None else np.uint8(0)
+    if scale is None or zero is None:
+        raise _Refused("the dequantization is not per tensor from uint8")
+    nodes, q = _elementwise_chain(graph, dq.outputs[0])
+    known = {dq.outputs[0]: (np.arange(256, dtype=np.float32) - np.float32(zero)) * scale}
+    for node in nodes:
+        result = _evaluate(node, known)
+        if result is None:
+            raise _Refused(f"{node.op_type} lacks an input")
+        known[node.outputs[0]] = result
+    y_scale = _scalar(q.inputs[1], np.float32) if len(q.inputs) > 1 else None
+    y_zero = _scalar(q.inputs[2], np.uint8) if len(q.inputs) > 2 else None
+    x = known.get(q.inputs[0])  # type: ignore[arg-type]
+    if x is None or y_scale is None or y_zero is None \
+            or not (np.isfinite(y_scale) and y_scale > 0):
+        raise _Refused("the chain's QuantizeLinear is not per tensor to uint8 with a positive "
+                       "scale")
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = np.rint(x.astype(np.float32) / y_scale) + np.float32(y_zero)
+    table = np.clip(np.nan_to_num(y, nan=255.0), 0, 255).astype(np.uint8)
+    return table, nodes, q
+
+
+class FuseByteTableIntoQOp(Rule):
+    """kiln::QConv / QGemm (u8 result) -> DQ -> scalar elementwise chain -> Q: the chain
+    becomes the op's byte table (input 8) and the op writes the Q's bytes."""
+
+    name = "FuseByteTableIntoQOp"
+
+    def match(self, node: ir.Node) -> Match | None:
+        if node.domain != KILN_DOMAIN or node.op_type not in ("QConv", "QGemm") \
+                or not _writes_u8(node) or len(node.inputs) > TABLE_INPUT:
+            return None
+        dq = _only_reader(node.outputs[0], "DequantizeLinear")
+        if dq is None or dq.inputs[0] is not node.outputs[0] or node.graph is None:
+            return None
+        try:
+            table, chain, q = byte_table(node.graph, dq)
+        except _Refused as why:
+            return Match(node, [node], {"refused": str(why)})
+        return Match(node, [node, dq, *chain, q], {"table": table})
+
+    def check(self, match: Match) -> str | None:
+        return match.values.get("refused")
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        op = match.root
+        table = new_initializer(graph, match["table"], f"{op.name or op.op_type}_table")
+        inputs = list(op.inputs) + [None] * (TABLE_INPUT - len(op.inputs)) + [table]
+        node = ir.node(op.op_type, inputs, attributes=dict(op.attributes), domain=KILN_DOMAIN,
+                       name=op.name)
+        last = match.nodes[-1]
+        ir.convenience.replace_nodes_and_values(graph, last, match.nodes, [node],
+                                                [last.outputs[0]], [node.outputs[0]])
+
+
 class HandOverInt8Nhwc(Rule):
     """A QConv / QMaxPool whose u8 result only QConv / QMaxPool read (as input 0) writes it in
     NHWC and they read it so: ``kiln_layout_out`` / ``kiln_layout_in`` = "NHWC"."""
@@ -517,4 +715,6 @@ def int8_rules(caps: BackendCaps) -> list[Rule]:
         rules.append(FuseQdqIntoQConv(caps.int8_activations, caps.qconv_groups))
     if caps.runs("QMaxPool"):
         rules.append(FuseQdqIntoQMaxPool())
+    if caps.int8_byte_table and (caps.runs("QConv") or caps.runs("QGemm")):
+        rules.append(FuseByteTableIntoQOp())
     return rules

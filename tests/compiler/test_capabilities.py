@@ -1,5 +1,7 @@
 """BackendCaps is plain data the pipelines read."""
 
+import pytest
+
 from kiln.compiler.capabilities import KILN_OPS, STANDARD_ONNX, BackendCaps
 
 
@@ -10,16 +12,21 @@ def test_caps_defaults_and_json():
     assert caps.to_json()["kiln_ops"] == ["FusedConv"]
     assert {"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
             "QMaxPool"} == KILN_OPS
-    assert not STANDARD_ONNX.qconv_groups and not STANDARD_ONNX.int8_activations
+    assert STANDARD_ONNX.qconv_groups == "one" and not STANDARD_ONNX.int8_activations
+    assert not STANDARD_ONNX.int8_byte_table
+    with pytest.raises(ValueError, match="qconv_groups"):
+        BackendCaps(qconv_groups="grouped")
 
 
 def test_native_declares_its_int8_ops_and_their_limits():
-    """fuse-int8 reads these: the int8 ops, one-group QConv, a Relu epilogue."""
+    """fuse-int8 reads these: the int8 ops, one-group or depthwise QConv, a Relu epilogue,
+    the byte table."""
     from kiln.backends import registry
 
     caps = registry.get_backend("native").caps()
     assert {"QGemm", "QConv", "QMaxPool", "FusedBatchNorm"} <= caps.kiln_ops
-    assert caps.qconv_groups is False and caps.int8_activations == {"Relu"}
+    assert caps.qconv_groups == "depthwise" and caps.int8_activations == {"Relu"}
+    assert caps.int8_byte_table
     assert caps.to_json()["int8_activations"] == ["Relu"]
     for other in ("onnxruntime", "openvino"):
         assert not registry.get_backend(other).caps().kiln_ops

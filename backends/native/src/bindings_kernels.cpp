@@ -470,7 +470,13 @@ void bind_kernels(nb::module_& parent) {
 
   m.def("gemm_kernel_name", [] { return std::string(kiln::sgemm_kernel_name()); });
   m.def("int8_gemm_kernel_name", [] { return std::string(kiln::int8_gemm_kernel_name()); },
-        "The u8 x s8 GEMM kernel in use: avx512_vnni or generic.");
+        "The u8 x s8 GEMM kernel in use: the AMX panel kernel, avx512_vnni, avx2 or generic.");
+#if KILN_HAS_X86
+  m.def("amx_int8_ready", [] { return kiln::amx_int8_ready(); },
+        "Whether this CPU has AMX-INT8 and the OS granted the tile state.");
+#else
+  m.def("amx_int8_ready", [] { return false; });
+#endif
   m.def("cache_sizes", [] {
     const kiln::CacheSizes& c = kiln::cache_sizes();
     nb::dict d;

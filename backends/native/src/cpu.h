@@ -17,6 +17,7 @@ struct CpuFeatures {
   bool avx512_vnni = false;
   bool avx512_bf16 = false;
   bool amx_tile = false;
+  bool amx_int8 = false;
   bool os_saves_avx = false;     // XCR0 has YMM state
   bool os_saves_avx512 = false;  // XCR0 has opmask + ZMM state
   // aarch64 (HWCAP_ASIMD, HWCAP_ASIMDDP, HWCAP2_I8MM)
@@ -49,6 +50,7 @@ struct PlanIsa {
   bool vnni = true;
   bool dotprod = true;
   bool i8mm = true;
+  bool amx = true;  // with vnni: the int8 GEMM may run on AMX tiles (kernels/amx)
 };
 // The plan ISA of the calling thread (nullptr: none, the process cap alone applies).
 const PlanIsa* current_plan_isa();

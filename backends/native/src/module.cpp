@@ -36,10 +36,14 @@ nb::ndarray<nb::numpy, float> new_like(const F32Array& x) {
   return nb::ndarray<nb::numpy, float>(data, x.ndim(), shape.data(), owner);
 }
 
-// A plan's ISA by name: generic, avx2, avx512 (no VNNI) or avx512_vnni; on aarch64 neon,
-// neon_dotprod or neon_i8mm (the int8 kernels the plan may use).
+// A plan's ISA by name: generic, avx2, avx512 (no VNNI), avx512_vnni or avx512_amx (VNNI and
+// AMX tiles); on aarch64 neon, neon_dotprod or neon_i8mm (the int8 kernels the plan may use).
 kiln::PlanIsa parse_plan_isa(const std::string& name) {
-  if (name == "avx512_vnni") return {kiln::Isa::avx512, true};
+  if (name == "avx512_vnni" || name == "avx512_amx") {
+    kiln::PlanIsa p;
+    p.amx = name == "avx512_amx";
+    return p;
+  }
   if (name == "neon" || name == "neon_dotprod" || name == "neon_i8mm") {
     kiln::PlanIsa p;
     p.isa = kiln::Isa::neon;
@@ -57,8 +61,8 @@ kiln::PlanIsa parse_plan_isa(const std::string& name) {
     return p;
   }
   throw std::invalid_argument("unknown plan ISA '" + name +
-                              "' (expected generic, avx2, avx512, avx512_vnni, neon, "
-                              "neon_dotprod or neon_i8mm)");
+                              "' (expected generic, avx2, avx512, avx512_vnni, avx512_amx, "
+                              "neon, neon_dotprod or neon_i8mm)");
 }
 
 // The kernels a plan with this ISA runs on this CPU, and the SGEMM blocking they get.
@@ -68,7 +72,8 @@ nb::dict plan_kernels(const kiln::PlanIsa& isa) {
   const kiln::GemmKernel& gemm = kiln::gemm_kernel(active);
   const kiln::GemmBlocking blk = kiln::gemm_blocking(gemm);
   nb::dict d;
-  d["isa"] = std::string(kiln::isa_name(active)) + (kiln::vnni_active()      ? "_vnni"
+  d["isa"] = std::string(kiln::isa_name(active)) + (kiln::amx_int8_active() ? "_amx"
+                                                    : kiln::vnni_active()      ? "_vnni"
                                                     : kiln::i8mm_active()    ? "_i8mm"
                                                     : kiln::dotprod_active() ? "_dotprod"
                                                                              : "");

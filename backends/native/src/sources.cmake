@@ -17,7 +17,11 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   set_source_files_properties(${_kiln_avx512} PROPERTIES
     COMPILE_OPTIONS
     "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512bf16;-mfma;-mf16c")
-  set(_kiln_isa ${_kiln_avx2} ${_kiln_avx512})
+  # AMX tiles: run only when CPUID and the OS grant them (amx_int8_ready)
+  file(GLOB _kiln_amx CONFIGURE_DEPENDS ${_kiln_src}/kernels/amx/*.cpp)
+  set_source_files_properties(${_kiln_amx} PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mamx-tile;-mamx-int8")
+  set(_kiln_isa ${_kiln_avx2} ${_kiln_avx512} ${_kiln_amx})
   set(KILN_ARCH_DEFINITIONS KILN_HAS_X86=1 KILN_HAS_ARM=0)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
   # NEON is part of the aarch64 baseline; dotprod and i8mm kernels get their own flags and

@@ -28,8 +28,9 @@ def _dynamic_matmul(x: np.ndarray, w: np.ndarray, wz: np.ndarray | None):
     return model_from_arrays(nodes, {"x": x}, ["y", "xs", "xz"], initializers=inits)
 
 
+# the larger ones cover AMX's blocks (64 rows, 32 columns, K in steps of 64) and their tails
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 3, 5), (5, 4, 31), (7, 33, 40), (6, 64, 32),
-                                           (13, 130, 97)])
+                                           (13, 130, 97), (75, 200, 150), (40, 129, 16)])
 @pytest.mark.parametrize("zero", ["none", "zeros", "per_column"])
 def test_dynamic_quantized_matmul_equals_onnxruntime(isa: str, m: int, k: int, n: int,
                                                      zero: str):
@@ -81,7 +82,10 @@ def test_quantize_dequantize_equal_onnxruntime(dtype, per_axis: bool):
 def test_int8_gemm_kernel_follows_the_isa(isa: str):
     vnni = native.cpu_features().get("avx512_vnni", False)
     want = {"generic": "generic", "avx2": "avx2"}.get(isa, "avx512vnni" if vnni else "avx2")
-    assert native.kernels.int8_gemm_kernel_name() == f"kiln_u8s8_gemm_ukernel__{want}"
+    if want == "avx512vnni" and native.kernels.amx_int8_ready():  # AMX tiles where VNNI may
+        assert native.kernels.int8_gemm_kernel_name() == "kiln_u8s8_gemm_panel__amx"
+    else:
+        assert native.kernels.int8_gemm_kernel_name() == f"kiln_u8s8_gemm_ukernel__{want}"
 
 
 def test_scale_of_the_wrong_length_is_a_kiln_error():

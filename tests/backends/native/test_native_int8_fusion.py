@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_builders import QDQ_RNG as RNG
-from model_builders import dynamic_int8_matmul, model_from_arrays, run_reference
+from model_builders import dynamic_int8_matmul, model_from_arrays, qdq_depthwise, run_reference
 from model_builders import qdq_activation as _qdq
 from model_builders import qdq_conv_net as _conv_net
 from model_builders import qdq_int32_bias as _int32_bias
@@ -214,3 +214,75 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QConv"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int):
+    x = RNG.standard_normal((2, 37, 13, 11)).astype(np.float32)
+    model = qdq_depthwise(x, kernel, stride)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled)[:2] == ["QuantizeLinear", "QConv"]
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_activation_chain_between_quantizations_becomes_a_byte_table(isa: str, stride: int):
+    x = RNG.standard_normal((1, 21, 12, 9)).astype(np.float32)
+    model = qdq_depthwise(x, 3, stride, hard_swish=True)
+    compiled = compile_native(model, threads=2)
+    ops = _ops(compiled)
+    assert ops[:2] == ["QuantizeLinear", "QConv"]
+    for gone in ("HardSigmoid", "Mul", "Add"):
+        assert gone not in ops
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # Both round twice (the conv result, then the activation): float summation order may move
+    # a value across a rounding boundary, never by more than one step of the output scale.
+    steps = np.abs(got - want) / np.float32(0.04)
+    assert steps.max() <= 1.0 + 1e-4
+    assert np.mean(steps > 0.5) < 0.01
+
+
+def test_grouped_conv_that_is_not_depthwise_stays_as_written():
+    x = RNG.standard_normal((1, 8, 7, 7)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("g", (8, 4, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "g_wdq"], ["y"], group=2, pads=[1] * 4)]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert "QConv" not in _ops(compiled)
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+def test_activation_chain_read_from_outside_keeps_its_float_ops():
+    """The hard-swish value is also a graph output: the chain cannot collapse into a table."""
+    x = RNG.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    model = qdq_depthwise(x, 3, 1, hard_swish=True)
+    model.graph.output.append(helper.make_tensor_value_info("hsw", 1, None))
+    compiled = compile_native(model, threads=2)
+    assert "HardSigmoid" in _ops(compiled)
+    want = run_reference(model, {"x": x})
+    got = compiled.run({"x": x})
+    np.testing.assert_allclose(got["hsw"], want[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_hands_nhwc_bytes_to_a_pointwise_conv(isa: str, stride: int):
+    """depthwise -> hard-swish chain as a table -> 1x1 conv: the depthwise result stays u8 NHWC
+    (one epilogue run per output row) and the pointwise conv reads it in place."""
+    x = RNG.standard_normal((2, 24, 11, 10)).astype(np.float32)
+    model = qdq_depthwise(x, 5, stride, hard_swish=True, pointwise=20)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv"]
+    dw, pw = _plan_nodes(compiled)[1:]
+    assert dw.attrs.get("kiln_layout_out") == "NHWC" == pw.attrs.get("kiln_layout_in")
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # The byte table and onnxruntime may round an activation at a boundary differently: one
+    # step (0.04) of one input moves an output by at most 0.04 * max |w| (127 * 0.025).
+    assert got.shape == want.shape
+    one_step = 0.04 * 127 * 0.025
+    diff = np.abs(got - want)
+    assert diff.max() <= 2 * one_step
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05

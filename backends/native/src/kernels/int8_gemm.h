@@ -87,6 +87,21 @@ const Int8Loops& int8_loops();
 // The u8 x s8 kernel in use now (its full name, from kernels/ukernels.inc).
 const char* int8_gemm_kernel_name();
 
+// AMX (x86 tile registers): whether this CPU and OS run tdpbusd (asks Linux for the tile
+// state once), and the panel kernel: products of `rows` rows of A (row stride lda, K zero
+// padded to a multiple of 64, rows readable up to a multiple of 16) and `cols` <= kInt8Nr
+// columns of one packed panel (Kq = K rounded to 4) into c (rows x cols, row stride ldc).
+// A thread calls kiln_amx_tiles_begin before its first panel and kiln_amx_tiles_end after
+// its last.
+bool amx_int8_ready();
+// Whether the int8 GEMM runs on AMX now: where VNNI may, the plan ISA allows AMX (avx512_amx)
+// and amx_int8_ready().
+bool amx_int8_active();
+void kiln_amx_tiles_begin();
+void kiln_amx_tiles_end();
+void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t lda,
+                               const int8_t* panel, int32_t* c, size_t ldc, size_t cols);
+
 // Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
 // is `nseg` segments of seg_len bytes (a multiple of 4), segment s at a[r * nseg + s]; b: one
 // packed panel (Kq = nseg * seg_len); c: rows x cols int32.
