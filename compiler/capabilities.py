@@ -37,6 +37,10 @@ class BackendCaps:
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
                         MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
                         activations quantized by the engine at run time).
+    static_int8:        where static int8 puts its Q/DQ pairs: "chained" (inputs and outputs
+                        of int8 ops; engines that chain integer kernels) or "inputs" (only
+                        where an int8 op reads; OpenVINO folds the float ops after a Conv
+                        into it). See kiln.compiler.passes.quantize.
     """
 
     name: str = "onnx"
@@ -48,6 +52,7 @@ class BackendCaps:
     conv_prologue: bool = False
     qconv_groups: bool = False
     int8_activations: frozenset[str] = frozenset()
+    static_int8: str = "chained"
 
     def runs(self, op_type: str) -> bool:
         """Whether the backend runs the kiln-domain op ``op_type``."""
@@ -59,7 +64,8 @@ class BackendCaps:
                 "precision_hints": sorted(self.precision_hints),
                 "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue,
                 "qconv_groups": self.qconv_groups,
-                "int8_activations": sorted(self.int8_activations)}
+                "int8_activations": sorted(self.int8_activations),
+                "static_int8": self.static_int8}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).
