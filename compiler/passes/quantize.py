@@ -69,8 +69,11 @@ PASS_THROUGH_OPS = frozenset({"Relu", "Clip", "MaxPool", "AveragePool", "GlobalA
                               "Add", "Concat"})
 #: Activations folded into the producing op's requantization.
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+#: Compute ops only the "inputs" form quantizes: OpenVINO runs ConvTranspose on int8 with
+#: per-output-channel weights; the engines that take the chained form have no kernel for it.
+INPUTS_FORM_COMPUTE_OPS = frozenset({"ConvTranspose"})
 #: Default op set for convolutional models; transformers usually want {"MatMul", "Gemm"}.
-DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS
+DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS | INPUTS_FORM_COMPUTE_OPS
 #: Where static int8 puts activation Q/DQ pairs (BackendCaps.static_int8; module docstring).
 STATIC_FORMS = ("chained", "inputs")
 #: Pass-through ops with one activation input: they run in their input's precision.
@@ -134,6 +137,9 @@ def weight_axis(node: ir.Node, index: int, rank: int) -> int | None:
     """Per-channel axis of the constant input ``index`` of ``node`` (None: per tensor)."""
     if node.op_type == "Conv" and index == 1:
         return 0
+    if node.op_type == "ConvTranspose" and index == 1:  # [C_in, C_out / group, kh, kw]
+        group = node.attributes.get("group")
+        return 1 if group is None or group.as_int() == 1 else None
     if node.op_type == "Gemm" and index == 1:
         trans_b = node.attributes.get("transB")
         return 0 if trans_b is not None and trans_b.as_int() else 1
@@ -251,7 +257,9 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         self.form = form
         self.ranges = dict(ranges)
         self.scheme = scheme or QuantScheme()
-        self.op_types = frozenset(op_types)
+        self.compute_ops = COMPUTE_OPS | (INPUTS_FORM_COMPUTE_OPS if form == "inputs"
+                                          else frozenset())
+        self.op_types = frozenset(op_types) - (INPUTS_FORM_COMPUTE_OPS - self.compute_ops)
         self.exclude = frozenset(exclude)
         self.stats = QuantizeStats()
 
@@ -286,7 +294,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         while changed:
             changed = False
             for node in list(chosen):
-                if node.op_type in COMPUTE_OPS:
+                if node.op_type in self.compute_ops:
                     continue
                 fed = any(v is not None and (v.producer() in chosen or v.is_graph_input())
                           for v in node.inputs)
@@ -304,7 +312,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         value = node.inputs[index]
         if node.op_type == "Clip" and index > 0:
             return True
-        if node.op_type in COMPUTE_OPS and constant_array(value) is not None:
+        if node.op_type in self.compute_ops and constant_array(value) is not None:
             return True
         return False
 
@@ -370,7 +378,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             self.stats.activations += 1
         weights: dict[tuple[str, int | None], ir.Value] = {}
         for node in list(graph):
-            if node not in chosen or node.op_type not in COMPUTE_OPS:
+            if node not in chosen or node.op_type not in self.compute_ops:
                 continue
             self.stats.nodes.append(str(node.name))
             w_scale = None

@@ -314,9 +314,9 @@ def test_inputs_form_agrees_with_fp32():
     assert rep.outputs[0].cosine_min > 0.995
 
 
-def _openvino_convs(model: ir.Model) -> tuple[dict[str, str], object]:
-    """Runtime precision of each Convolution OpenVINO's CPU plugin compiled, and the compiled
-    model."""
+def _openvino_convs(model: ir.Model, kind: str = "Convolution") -> tuple[dict[str, str], object]:
+    """Runtime precision of each layer of type ``kind`` OpenVINO's CPU plugin compiled, and
+    the compiled model."""
     ov = pytest.importorskip("openvino")
     core = ov.Core()
     compiled = core.compile_model(core.read_model(ir.to_proto(model).SerializeToString(), b""),
@@ -324,7 +324,7 @@ def _openvino_convs(model: ir.Model) -> tuple[dict[str, str], object]:
     convs = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        if info["layerType"].astype(str) == "Convolution":
+        if info["layerType"].astype(str) == kind:
             convs[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
     return convs, compiled
 
@@ -353,6 +353,40 @@ def test_openvino_folds_the_conv_tails_of_the_inputs_form():
                    for k in kinds)
 
     assert extra_kernels(inputs) < extra_kernels(chained)
+
+
+def upsampling_head() -> ir.Model:
+    """conv -> relu -> ConvTranspose 2x2 stride 2 (the PP-OCR det head's upsampling)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["y"], kernel_shape=[2, 2],
+                         strides=[2, 2], name="up"),
+    ]
+    inits = {"w1": rand(8, 3, 3, 3, seed=1) * 0.5, "b1": rand(8, seed=2) * 0.1,
+             "wt": rand(8, 4, 2, 2, seed=3) * 0.5, "bt": rand(4, seed=4) * 0.1}
+    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 4, 32, 32]}, inits)
+
+
+@pytest.mark.parametrize("form", quantize.STATIC_FORMS)
+def test_conv_transpose_is_int8_in_the_inputs_form_only(form):
+    model = upsampling_head()
+    ranges = calibrate.collect_ranges(model, mobile_feeds(4), method="minmax")
+    q = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeStaticPass(ranges, quantize.scheme_for(None, form), form=form)
+    step(q)
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    if form == "chained":
+        assert "up" not in step.stats.nodes and _reads_dq(q, "up") == [False, False, False]
+        return
+    assert "up" in step.stats.nodes and _reads_dq(q, "up") == [True, True, False]
+    w_dq = _dq_of(q, "up", 1)
+    assert w_dq.attributes["axis"].as_int() == 1  # per output channel of [C_in, C_out, kh, kw]
+    assert w_dq.inputs[1].const_value.numpy().shape == (4,)
+    deconvs, compiled = _openvino_convs(q, "Deconvolution")
+    assert len(deconvs) == 1 and set(deconvs.values()) <= {"u8", "i8"}
+    for x in mobile_feeds(2, seed=12):
+        assert accuracy.cosine(run_reference(model, x)[0], compiled(x)[0]) > 0.995
 
 
 def test_unknown_static_form_is_refused():
