@@ -71,6 +71,11 @@ def dynamic_form(backend: str) -> str:
     return registry.get_backend(backend).caps().dynamic_int8
 
 
+def static_form(backend: str) -> str:
+    """Where static int8 puts its Q/DQ pairs for ``backend`` (its BackendCaps.static_int8)."""
+    return registry.get_backend(backend).caps().static_int8
+
+
 def clone(model: ir.Model) -> ir.Model:
     return ir.serde.deserialize_model(ir.serde.serialize_model(model))
 
@@ -150,6 +155,9 @@ def digits(threads: int) -> dict:
     log(f"digits int8 on the native engine: top-1 {out['native_int8_top1']:.4f}")
     for backend in SPEED_BACKENDS:
         pair = native if backend == "native" else (model, best)
+        if backend != "native" and static_form(backend) != "chained":
+            pair = (model, quantization.quantize_model(model, target, calib, method="percentile",
+                                                       static_form=static_form(backend)).model)
         r = paired_latency(*pair, big, backend, threads)
         out["speed_64x64_batch8"][backend] = r
         log(f"digits 64x64 b8 int8 {backend}: {r}")
@@ -231,7 +239,8 @@ def gate(threads: int) -> dict:
                 backend, feeds, target, threads, min_time=0.2, repeats=3)
             q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure,
                                             method="minmax" if smooth else "percentile",
-                                            smooth=smooth, dynamic_form=dynamic_form(backend))
+                                            smooth=smooth, dynamic_form=dynamic_form(backend),
+                                            static_form=static_form(backend))
             g = q.report.gate
             out[f"{name}/{backend}"] = {
                 "decisions": [{"region": d.region, "nodes": len(d.nodes),
@@ -267,6 +276,9 @@ def resnet50(threads: int) -> dict:
         m, target, calib, eval_samples=[feeds]).model)
     for backend in SPEED_BACKENDS:
         pair = native if backend == "native" else (model, with_warning.model)
+        if backend != "native" and static_form(backend) != "chained":
+            pair = (model, quantization.quantize_model(
+                model, target, calib, static_form=static_form(backend)).model)
         r = paired_latency(*pair, feeds, backend, threads, rounds=3)
         out["int8"]["speed"][backend] = r
         log(f"resnet50 int8 {backend}: {r}")
@@ -340,14 +352,19 @@ def nncf_int8(model: ir.Model, calib: list[dict]) -> ir.Model | None:
 
 
 def openvino_conv_precisions(compiled) -> dict[str, int]:
-    """How many (de)convolutions OpenVINO's CPU plugin runs at each precision, from the
-    runtime model it compiled (``runtimePrecision`` of Convolution / Deconvolution)."""
+    """How many (de)convolutions OpenVINO's CPU plugin runs at each precision, and how many
+    elementwise kernels it left standing (float ops it could not fold into a conv), from the
+    runtime model it compiled (``layerType`` / ``runtimePrecision`` of each node)."""
     counts: dict[str, int] = {}
     for op in compiled.compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         kind = info["layerType"].astype(str)
+        key = None
         if kind in ("Convolution", "Deconvolution"):
             key = f"{kind.lower()} {info['runtimePrecision'].astype(str)}"
+        elif kind in ("Subgraph", "Eltwise"):
+            key = "~elementwise kernels"  # sorts last
+        if key:
             counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -473,7 +490,7 @@ def precision_all() -> dict:
 
 
 def conv_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return ", ".join(f"{n} {kind.lstrip('~')}" for kind, n in counts.items())
 
 
 def markdown(results: dict) -> str:
@@ -548,7 +565,8 @@ def markdown(results: dict) -> str:
                   f"Input shape {od.get('shape', 'dynamic')} for fp32 and int8 alike. OpenVINO "
                   "rows: kiln's int8 in the form OpenVINO's caps ask for, kiln's chained form "
                   "(as onnxruntime and native take it), NNCF's int8 (default preset, same "
-                  "pages); the last column is what OpenVINO's runtime model runs.", "",
+                  "pages); the last column is what OpenVINO's runtime model runs (convs by "
+                  "precision; elementwise kernels it could not fold into a conv).", "",
                   "| backend | fp32 ms | int8 ms | x | worst IoU@0.3 vs fp32 | convs |",
                   "|---|---|---|---|---|---|"]
         for b, r in od["speed"].items():
