@@ -359,11 +359,12 @@ class OpenVinoBackend(Backend):
     def caps(self) -> BackendCaps:
         """Plain ONNX; fp16/bf16 applied by the inference precision hint; dynamic int8 as
         int8 weights, whose activations the CPU plugin quantizes at run time itself (it runs
-        MatMulInteger without its int8 kernels)."""
+        MatMulInteger without its int8 kernels); static int8 with Q/DQ only on the inputs of
+        int8 ops, so the CPU plugin folds each Conv's float tail into the Conv."""
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, precision_hints=frozenset({"fp16", "bf16"}),
-                           dynamic_int8="weights")
+                           dynamic_int8="weights", static_int8="inputs")
 
     def _prepare(self, options: CompileOptions):
         """(Core, device, config) for ``options``, or the kiln error that stops them."""

@@ -2,6 +2,7 @@
 
     python benchmarks/quantization.py [--only digits,minilm,gate,resnet50,precision,ocrdet]
                                       [--threads 1] [--ocr-det PATH]
+                                      [--ocr-dims static|dynamic] [--out DIR]
 
 Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Sections:
 
@@ -19,8 +20,11 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
 - precision: fp16 and bf16 of every light model and MiniLM: checker, onnxruntime, NaN/Inf,
   drift;
 - ocrdet: a PP-OCRv4 text detector (``--ocr-det``, default ``OCR_DET_MODEL``) int8 calibrated
-  on 8 rendered text pages: int8 vs fp32 latency on native and OpenVINO at 320x320, and the
-  IoU of the text maps thresholded at 0.3, int8 vs fp32 on each engine, over 6 other pages.
+  on 8 rendered text pages: int8 vs fp32 latency on native and OpenVINO at 320x320 (input
+  bound to 1x3x320x320 unless ``--ocr-dims dynamic``), and the IoU of the text maps
+  thresholded at 0.3, int8 vs fp32 on each engine, over 6 other pages. On OpenVINO: kiln's
+  int8 in the form the backend's caps ask for, kiln's chained form, and NNCF's int8 (when
+  nncf is installed), with the precision OpenVINO's runtime model runs each conv at.
 
 Latencies are medians of interleaved rounds (fp32 and the reduced model alternate), so a
 busy machine slows both alike; still, state the machine load next to any figure. The
@@ -65,6 +69,11 @@ SPEED_BACKENDS = BACKENDS + ("native",)
 def dynamic_form(backend: str) -> str:
     """How dynamic int8 is written for ``backend`` (its BackendCaps.dynamic_int8)."""
     return registry.get_backend(backend).caps().dynamic_int8
+
+
+def static_form(backend: str) -> str:
+    """Where static int8 puts its Q/DQ pairs for ``backend`` (its BackendCaps.static_int8)."""
+    return registry.get_backend(backend).caps().static_int8
 
 
 def clone(model: ir.Model) -> ir.Model:
@@ -146,6 +155,9 @@ def digits(threads: int) -> dict:
     log(f"digits int8 on the native engine: top-1 {out['native_int8_top1']:.4f}")
     for backend in SPEED_BACKENDS:
         pair = native if backend == "native" else (model, best)
+        if backend != "native" and static_form(backend) != "chained":
+            pair = (model, quantization.quantize_model(model, target, calib, method="percentile",
+                                                       static_form=static_form(backend)).model)
         r = paired_latency(*pair, big, backend, threads)
         out["speed_64x64_batch8"][backend] = r
         log(f"digits 64x64 b8 int8 {backend}: {r}")
@@ -227,7 +239,8 @@ def gate(threads: int) -> dict:
                 backend, feeds, target, threads, min_time=0.2, repeats=3)
             q = quantization.quantize_model(model, target, cal, mode=mode, measure=measure,
                                             method="minmax" if smooth else "percentile",
-                                            smooth=smooth, dynamic_form=dynamic_form(backend))
+                                            smooth=smooth, dynamic_form=dynamic_form(backend),
+                                            static_form=static_form(backend))
             g = q.report.gate
             out[f"{name}/{backend}"] = {
                 "decisions": [{"region": d.region, "nodes": len(d.nodes),
@@ -263,6 +276,9 @@ def resnet50(threads: int) -> dict:
         m, target, calib, eval_samples=[feeds]).model)
     for backend in SPEED_BACKENDS:
         pair = native if backend == "native" else (model, with_warning.model)
+        if backend != "native" and static_form(backend) != "chained":
+            pair = (model, quantization.quantize_model(
+                model, target, calib, static_form=static_form(backend)).model)
         r = paired_latency(*pair, feeds, backend, threads, rounds=3)
         out["int8"]["speed"][backend] = r
         log(f"resnet50 int8 {backend}: {r}")
@@ -307,21 +323,122 @@ def text_map_iou(a: ir.Model, b: ir.Model, pages: list[dict], backend: str, thre
     return round(worst, 4)
 
 
-def ocr_det(threads: int, path: Path) -> dict:
+def bind_page_dims(model: ir.Model, size: int) -> dict[str, int]:
+    """Fix the detector's symbolic input dims to one page of ``size`` x ``size`` (batch 1), as
+    a user serving that size does with ``dims=``; returns the dims bound."""
+    from kiln.backends.onnx_export import value_spec
+    from kiln.runtime.input_dims import dim_key, fix_input_dims
+
+    spec = value_spec(model.graph.inputs[0])
+    sizes = {0: 1, 2: size, 3: size}
+    dims = {dim_key(spec, axis): sizes[axis] for axis, d in enumerate(spec.shape or ())
+            if not isinstance(d, int) and axis in sizes}
+    return fix_input_dims(model, dims)
+
+
+def nncf_int8(model: ir.Model, calib: list[dict]) -> ir.Model | None:
+    """OpenVINO's own post-training quantization (NNCF, default preset) of the same ONNX
+    model on the same calibration pages; None when nncf is not installed."""
+    try:
+        import nncf
+    except ImportError:
+        return None
+    import onnx
+
+    proto = ir.serde.serialize_model(quantization.ensure_opset(clone(model)))
+    quantized = nncf.quantize(proto, nncf.Dataset(calib), subset_size=len(calib))
+    return ir.serde.deserialize_model(quantized if isinstance(quantized, onnx.ModelProto)
+                                      else onnx.load_from_string(quantized))
+
+
+def openvino_conv_precisions(compiled) -> dict[str, int]:
+    """How many (de)convolutions OpenVINO's CPU plugin runs at each precision, and how many
+    elementwise kernels it left standing (float ops it could not fold into a conv), from the
+    runtime model it compiled (``layerType`` / ``runtimePrecision`` of each node)."""
+    counts: dict[str, int] = {}
+    for op in compiled.compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str)
+        key = None
+        if kind in ("Convolution", "Deconvolution"):
+            key = f"{kind.lower()} {info['runtimePrecision'].astype(str)}"
+        elif kind in ("Subgraph", "Eltwise"):
+            key = "~elementwise kernels"  # sorts last
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def interleaved_latency(models: dict[str, ir.Model], feeds: dict, backend: str, threads: int,
+                        rounds: int = 7, min_time: float = 0.3) -> tuple[dict, dict]:
+    """Median ms of each model on ``backend``, timed in turn each round; also the compiled
+    models."""
+    engine = registry.require(backend)
+    opts = CompileOptions(threads=threads)
+    compiled = {name: engine.compile(m, Target.detect(), opts) for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, c in compiled.items():
+            times[name].append(quantize_gate.time_runner(lambda c=c: c.run(feeds), min_time, 1))
+    return ({name: round(statistics.median(t) * 1e3, 3) for name, t in times.items()},
+            compiled)
+
+
+def text_map_iou_compiled(ca, cb, pages: list[dict], threshold: float = 0.3) -> float:
+    """Smallest IoU over ``pages`` of two compiled models' text maps thresholded at
+    ``threshold``."""
+    import numpy as np
+
+    worst = 1.0
+    for feeds in pages:
+        ma = np.asarray(next(iter(ca.run(feeds).values()))) > threshold
+        mb = np.asarray(next(iter(cb.run(feeds).values()))) > threshold
+        union = np.logical_or(ma, mb).sum()
+        worst = min(worst, float(np.logical_and(ma, mb).sum() / union) if union else 1.0)
+    return round(worst, 4)
+
+
+def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> dict:
+    """int8 vs fp32 on native and OpenVINO. OpenVINO gets fp32, kiln's int8 in the form its
+    caps ask for (``static_int8``), kiln's chained form (what onnxruntime and native take) and
+    NNCF's int8, all at the same input shape and timed in turn."""
     target = Target.detect()
     model = frontend.import_model(str(path))
-    calib, pages = text_pages(range(8)), text_pages(range(100, 106))
-    q = quantization.quantize_model(model, target, calib, eval_samples=pages)
-    out: dict = {"model": path.name, "layers_int8": len(q.report.quantized),
-                 "calibration": "8 rendered text pages, percentile", "speed": {}, "iou": {}}
+    shape = "dynamic (1x3xHxW)"
+    if dims == "static":
+        bind_page_dims(model, size)
+        shape = f"static 1x3x{size}x{size}"
+    calib, pages = text_pages(range(8), size), text_pages(range(100, 106), size)
+    out: dict = {"model": path.name, "shape": shape,
+                 "calibration": "8 rendered text pages, percentile", "speed": {}, "iou": {},
+                 "openvino_convs": {}}
     native = native_pair(model, lambda m: quantization.quantize_model(
         m, target, calib, eval_samples=pages).model)
-    for backend in ("native", "openvino"):
-        pair = native if backend == "native" else (model, q.model)
-        r = paired_latency(*pair, pages[0], backend, threads, rounds=7)
-        out["speed"][backend] = r
-        out["iou"][backend] = text_map_iou(*pair, pages, backend, threads)
-        log(f"ocrdet int8 {backend}: {r}, worst IoU@0.3 {out['iou'][backend]}")
+    r = paired_latency(*native, pages[0], "native", threads, rounds=7)
+    out["speed"]["native"] = r
+    out["iou"]["native"] = text_map_iou(*native, pages, "native", threads)
+    log(f"ocrdet int8 native: {r}, worst IoU@0.3 {out['iou']['native']}")
+    form = registry.get_backend("openvino").caps().static_int8
+    variants = {"fp32": model}
+    for name, static_form in ((f"kiln {form}", form), ("kiln chained", "chained")):
+        if name not in variants:
+            q = quantization.quantize_model(model, target, calib, static_form=static_form)
+            variants[name] = q.model
+            out["layers_int8"] = out.get("layers_int8") or len(q.report.quantized)
+    nncf_model = nncf_int8(model, calib)
+    if nncf_model is not None:
+        variants["nncf"] = nncf_model
+    ms, compiled = interleaved_latency(variants, pages[0], "openvino", threads)
+    for name, c in compiled.items():
+        out["openvino_convs"][name] = openvino_conv_precisions(c)
+        if name == "fp32":
+            continue
+        key = f"openvino {name}"
+        out["speed"][key] = {"fp32_ms": ms["fp32"], "reduced_ms": ms[name],
+                             "speedup": round(ms["fp32"] / ms[name], 3)}
+        out["iou"][key] = text_map_iou_compiled(compiled["fp32"], c, pages)
+        log(f"ocrdet int8 {key}: {out['speed'][key]}, worst IoU@0.3 {out['iou'][key]}, "
+            f"convs {out['openvino_convs'][name]}")
     return out
 
 
@@ -370,6 +487,10 @@ def precision_all() -> dict:
             log(f"{name} {prec}: " + r.report.lines()[0] + f"; cos min {o.cosine_min:.6f}, "
                 f"max abs {o.max_abs_error:.3g}, NaN/Inf {o.nonfinite}")
     return out
+
+
+def conv_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind.lstrip('~')}" for kind, n in counts.items())
 
 
 def markdown(results: dict) -> str:
@@ -438,12 +559,22 @@ def markdown(results: dict) -> str:
         lines.append("")
     od = results.get("ocrdet")
     if od:
+        convs = od.get("openvino_convs", {})
         lines += [f"## Text detector {od['model']} int8 ({od['layers_int8']} layers, "
                   f"{od['calibration']})", "",
-                  "| backend | fp32 ms | int8 ms | x | worst IoU@0.3 vs fp32 |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {b} | {r['fp32_ms']} | {r['reduced_ms']} | x{r['speedup']} | "
-                  f"{od['iou'][b]} |" for b, r in od["speed"].items()]
+                  f"Input shape {od.get('shape', 'dynamic')} for fp32 and int8 alike. OpenVINO "
+                  "rows: kiln's int8 in the form OpenVINO's caps ask for, kiln's chained form "
+                  "(as onnxruntime and native take it), NNCF's int8 (default preset, same "
+                  "pages); the last column is what OpenVINO's runtime model runs (convs by "
+                  "precision; elementwise kernels it could not fold into a conv).", "",
+                  "| backend | fp32 ms | int8 ms | x | worst IoU@0.3 vs fp32 | convs |",
+                  "|---|---|---|---|---|---|"]
+        for b, r in od["speed"].items():
+            conv = convs.get(b.removeprefix("openvino "), {})
+            lines.append(f"| {b} | {r['fp32_ms']} | {r['reduced_ms']} | x{r['speedup']} | "
+                         f"{od['iou'][b]} | {conv_text(conv)} |")
+        if "fp32" in convs:
+            lines.append(f"\nOpenVINO fp32 runs {conv_text(convs['fp32'])}.")
         lines.append("")
     p = results.get("precision")
     if p:
@@ -471,6 +602,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--ocr-det", type=Path, default=OCR_DET_MODEL,
                     help="PP-OCR det ONNX file for the ocrdet section")
+    ap.add_argument("--ocr-dims", choices=("static", "dynamic"), default="static",
+                    help="ocrdet: bind the input to 1x3x320x320 (as dims= does) or keep H/W "
+                         "dynamic; fp32 and int8 alike")
     args = ap.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     path = args.out / "quantization.json"
@@ -480,7 +614,7 @@ def main() -> None:
     steps = {"digits": lambda: digits(args.threads), "minilm": lambda: minilm(args.threads),
              "gate": lambda: gate(args.threads),
              "resnet50": lambda: resnet50(args.threads), "precision": precision_all,
-             "ocrdet": lambda: ocr_det(args.threads, args.ocr_det)}
+             "ocrdet": lambda: ocr_det(args.threads, args.ocr_det, args.ocr_dims)}
     for part in parts:
         results[part] = steps[part]()
         args.out.mkdir(parents=True, exist_ok=True)

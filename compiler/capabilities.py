@@ -44,6 +44,10 @@ class BackendCaps:
     dynamic_int8:       how dynamic int8 should reach it: "integer" (DynamicQuantizeLinear +
                         MatMulInteger) or "weights" (int8 weights behind DequantizeLinear,
                         activations quantized by the engine at run time).
+    static_int8:        where static int8 puts its Q/DQ pairs: "chained" (inputs and outputs
+                        of int8 ops; engines that chain integer kernels) or "inputs" (only
+                        where an int8 op reads; OpenVINO folds the float ops after a Conv
+                        into it). See kiln.compiler.passes.quantize.
     """
 
     name: str = "onnx"
@@ -56,6 +60,7 @@ class BackendCaps:
     qconv_groups: str = "one"
     int8_activations: frozenset[str] = frozenset()
     int8_byte_table: bool = False
+    static_int8: str = "chained"
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -73,7 +78,8 @@ class BackendCaps:
                 "dynamic_int8": self.dynamic_int8, "conv_prologue": self.conv_prologue,
                 "qconv_groups": self.qconv_groups,
                 "int8_activations": sorted(self.int8_activations),
-                "int8_byte_table": self.int8_byte_table}
+                "int8_byte_table": self.int8_byte_table,
+                "static_int8": self.static_int8}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

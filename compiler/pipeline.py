@@ -41,7 +41,11 @@ from kiln.compiler.passes.fuse_epilogue import (
     FuseConvEpilogue,
     FuseGemmEpilogue,
 )
-from kiln.compiler.passes.fuse_hard_activations import FuseHardActivationsPass
+from kiln.compiler.passes.fuse_hard_activations import (
+    HARD_SWISH_OPSET,
+    FuseHardActivationsPass,
+    needs_hard_swish_opset,
+)
 from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
@@ -125,6 +129,18 @@ def kernel_steps(caps: BackendCaps) -> list[Step]:
     return _int8_steps(caps) + _batchnorm_relu_steps(caps)
 
 
+def _hard_swish_opset_steps(caps: BackendCaps) -> list[Step]:
+    """Models below opset 14 that hold a hard-swish move to 14, where it is one HardSwish op,
+    when the backend imports opset 14."""
+    from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
+
+    if caps.max_opset < HARD_SWISH_OPSET:
+        return []
+    return [("upgrade-opset-hard-swish",
+             UpgradeOpsetPass(HARD_SWISH_OPSET, applies=needs_hard_swish_opset,
+                              not_applying="no hard-swish below opset 14"))]
+
+
 def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
     from kiln.compiler.passes.fuse_transformer import transformer_steps
 
@@ -132,6 +148,7 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
                                       (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
     steps: list[Step] = [
         ("fuse-batchnorm", FuseBatchNormPass()),
+        *_hard_swish_opset_steps(caps),
         # before fold-affine, which would otherwise fold relu6(x + 3)'s "+ 3" into a Conv bias
         ("fuse-hard-activations", FuseHardActivationsPass()),
         ("factor-scaled-residual", FactorScaledResidualPass()),

@@ -132,7 +132,8 @@ def quantize_model(model: ir.Model, target: Target | None = None, calibration: A
                    max_accuracy_drop: float | None = None,
                    measure: speed_gate.Measure | None = None, gate_per_layer: bool = False,
                    gate_margin: float = 0.03, smooth: float | None = None,
-                   dynamic_form: str = "integer") -> QuantizationResult:
+                   dynamic_form: str = "integer",
+                   static_form: str = "chained") -> QuantizationResult:
     """Quantize ``model`` (not modified) to int8 for ``target``.
 
     calibration:       samples (dicts of input arrays), a folder, or "random:N" (static only;
@@ -152,11 +153,14 @@ def quantize_model(model: ir.Model, target: Target | None = None, calibration: A
                        with this strength (0.5 is typical for transformers; None: off).
     dynamic_form:      dynamic only: "integer" or "weights" (``quantize.DYNAMIC_FORMS``; the
                        backend's ``BackendCaps.dynamic_int8`` says which it runs fast).
+    static_form:       static only: where activation Q/DQ pairs go, "chained" or "inputs"
+                       (``quantize.STATIC_FORMS``; the backend's ``BackendCaps.static_int8``).
     """
     if mode not in MODES:
         raise InputError(f"unknown quantization mode {mode!r}; choose one of {MODES}")
     fp32 = ensure_opset(model)
-    scheme = quantize.QuantScheme(activation) if activation else quantize.scheme_for(target)
+    scheme = quantize.QuantScheme(activation) if activation \
+        else quantize.scheme_for(target, static_form)
     ops = frozenset(op_types) if op_types is not None else default_op_types(fp32)
     samples = _samples(fp32, calibration) if (mode == "static" or calibration is not None) \
         else []
@@ -181,7 +185,8 @@ def quantize_model(model: ir.Model, target: Target | None = None, calibration: A
 
         def build(excluded: frozenset[str]) -> ir.Model:
             m = copy_model(base)
-            quantize.QuantizeStaticPass(ranges, scheme, ops, set(exclude) | excluded)(m)
+            quantize.QuantizeStaticPass(ranges, scheme, ops, set(exclude) | excluded,
+                                        static_form)(m)
             return m
     else:
         def build(excluded: frozenset[str]) -> ir.Model:
@@ -191,7 +196,8 @@ def quantize_model(model: ir.Model, target: Target | None = None, calibration: A
             return m
 
     probe_model = copy_model(base)
-    probe = (quantize.QuantizeStaticPass(ranges, scheme, ops, exclude) if mode == "static"
+    probe = (quantize.QuantizeStaticPass(ranges, scheme, ops, exclude, static_form)
+             if mode == "static"
              else quantize.QuantizeDynamicPass(ops & TRANSFORMER_OPS, exclude, dynamic_form))
     probe(probe_model)
     layers = list(probe.stats.nodes)

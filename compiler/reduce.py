@@ -231,7 +231,8 @@ def reduce_model(model: ir.Model, target: Target | None = None, *, precision: st
                  exclude: Collection[str] = (), max_accuracy_drop: float | None = None,
                  prune: str | None = None, eval_samples: Sequence[calibrate.Sample] | None = None,
                  labels: Sequence[np.ndarray] | None = None, classifier: bool | None = None,
-                 measure: Any = None, dynamic_form: str = "integer") -> ReduceResult:
+                 measure: Any = None, dynamic_form: str = "integer",
+                 static_form: str = "chained") -> ReduceResult:
     """Prune and/or lower the precision of a copy of ``model`` for ``target``.
 
     precision:          fp32 (prune only), fp16, bf16 (needs avx512_bf16/AMX), int8.
@@ -243,6 +244,7 @@ def reduce_model(model: ir.Model, target: Target | None = None, *, precision: st
     max_accuracy_drop:  int8 budget (fraction; see ``quantize_model``).
     measure:            ``measure(model_proto) -> seconds`` on the target backend: speed gate.
     dynamic_form:       how dynamic int8 is written for the backend (``BackendCaps.dynamic_int8``).
+    static_form:        where static int8 puts its Q/DQ pairs (``BackendCaps.static_int8``).
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -265,7 +267,7 @@ def reduce_model(model: ir.Model, target: Target | None = None, *, precision: st
             current, target, samples or None, mode=mode, method=calibration_method,
             percentile=percentile, exclude=exclude, eval_samples=evals or None,
             labels=labels, classifier=classifier, max_accuracy_drop=max_accuracy_drop,
-            measure=measure, dynamic_form=dynamic_form)
+            measure=measure, dynamic_form=dynamic_form, static_form=static_form)
         current, result.quantization = q.model, q.report
     elif precision in ("fp16", "bf16"):
         checks = evals

@@ -297,7 +297,8 @@ def reduce_graph(graph: ir.Model, choice: BackendChoice, target: Target,
             raise KilnError("speed_gate times one backend; pick one, not a list")
         measure = gate_timer(graph, choice.name, target, options.threads, reduce)
     result = reduce_model(graph, target, precision=options.precision, measure=measure,
-                          dynamic_form=caps.dynamic_int8, **reduce.model_kwargs())
+                          dynamic_form=caps.dynamic_int8, static_form=caps.static_int8,
+                          **reduce.model_kwargs())
     return result.model, result
 
 

@@ -15,9 +15,21 @@ Static (``QuantizeStaticPass``), from calibrated ranges:
   ``acc_c = sum(q_x * q_w) + q_b`` and ``y_c = s_x * s_w[c] * acc_c``.
 
 Each quantized tensor gets one Q/DQ pair right after its producer and every consumer reads the
-DQ output (graph outputs keep the float value). A Relu/Clip that is the sole consumer of a
-quantized Conv/Gemm/MatMul/Add output is treated as fused: only its output is quantized, so
-backends see ``DQ -> Conv -> Relu -> Q`` and fold the Relu into the requantization.
+DQ output (graph outputs keep the float value). Which tensors are quantized depends on the
+form (``STATIC_FORMS``, chosen by the backend's ``BackendCaps.static_int8``):
+
+- "chained", for engines that chain integer kernels (onnxruntime's QLinear ops, kiln's native
+  QConv): the inputs *and* outputs of quantized ops, so ``DQ -> Conv -> Q`` becomes one kernel
+  from int8 to int8. A Relu/Clip that is the sole consumer of a quantized Conv/Gemm/MatMul/Add
+  output is treated as fused: only its output is quantized, so backends see
+  ``DQ -> Conv -> Relu -> Q`` and fold the Relu into the requantization.
+- "inputs", for OpenVINO: only the activation inputs of quantized ops (Conv/Gemm/MatMul and
+  Add/Concat), never a Conv's own output. Its CPU plugin turns each Q/DQ pair into a
+  FakeQuantize and folds the float ops that follow a Conv (per-channel scale, bias, hard-swish
+  written as x*clip(x+3)/6, ...) into that Conv, ending with the next FakeQuantize as its
+  requantization; a Q/DQ pair on the Conv's output would cut that chain and leave the tail as a
+  separate elementwise kernel. Activations are symmetric (zero point 0): u8 when the range is
+  non-negative, s8 otherwise; a u8 zero point costs the plugin a compensation per Conv.
 
 Dynamic (``QuantizeDynamicPass``), for MatMul/Gemm-heavy transformers: weights are stored as
 per-column int8; activations are quantized at run time:
@@ -57,25 +69,40 @@ PASS_THROUGH_OPS = frozenset({"Relu", "Clip", "MaxPool", "AveragePool", "GlobalA
                               "Add", "Concat"})
 #: Activations folded into the producing op's requantization.
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+#: Compute ops only the "inputs" form quantizes: OpenVINO runs ConvTranspose on int8 with
+#: per-output-channel weights; the engines that take the chained form have no kernel for it.
+INPUTS_FORM_COMPUTE_OPS = frozenset({"ConvTranspose"})
 #: Default op set for convolutional models; transformers usually want {"MatMul", "Gemm"}.
-DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS
+DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS | INPUTS_FORM_COMPUTE_OPS
+#: Where static int8 puts activation Q/DQ pairs (BackendCaps.static_int8; module docstring).
+STATIC_FORMS = ("chained", "inputs")
+#: Pass-through ops with one activation input: they run in their input's precision.
+UNARY_PASS_THROUGH = frozenset({"Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool"})
 MIN_OPSET = 13  # per-axis QuantizeLinear / DequantizeLinear
+
+
+ACTIVATION_TYPES = ("uint8", "int8", "symmetric")
 
 
 @dataclasses.dataclass(frozen=True)
 class QuantScheme:
-    """How activations are stored: ``uint8`` asymmetric or ``int8`` symmetric."""
+    """How activations are stored: ``uint8`` asymmetric, ``int8`` symmetric, or ``symmetric``
+    (zero point 0; uint8 for a non-negative range, int8 otherwise)."""
 
     activation: str = "uint8"
 
     def __post_init__(self) -> None:
-        if self.activation not in ("uint8", "int8"):
-            raise InputError(f"activation type must be uint8 or int8, got {self.activation!r}")
+        if self.activation not in ACTIVATION_TYPES:
+            raise InputError(f"activation type must be one of {ACTIVATION_TYPES}, got "
+                             f"{self.activation!r}")
 
 
-def scheme_for(target: Target | None) -> QuantScheme:
+def scheme_for(target: Target | None, form: str = "chained") -> QuantScheme:
     """u8 activations x s8 weights where the CPU has VNNI (or is x86 without a stated
-    preference); s8 x s8 elsewhere (e.g. ARM sdot)."""
+    preference); s8 x s8 elsewhere (e.g. ARM sdot). The "inputs" form (OpenVINO) takes
+    symmetric activations, whose signedness follows each range."""
+    if form == "inputs":
+        return QuantScheme("symmetric")
     if target is None:
         return QuantScheme("uint8")
     if any(target.has(f) for f in ("avx512_vnni", "amx", "avx2", "avx512f")):
@@ -110,6 +137,9 @@ def weight_axis(node: ir.Node, index: int, rank: int) -> int | None:
     """Per-channel axis of the constant input ``index`` of ``node`` (None: per tensor)."""
     if node.op_type == "Conv" and index == 1:
         return 0
+    if node.op_type == "ConvTranspose" and index == 1:  # [C_in, C_out / group, kh, kw]
+        group = node.attributes.get("group")
+        return 1 if group is None or group.as_int() == 1 else None
     if node.op_type == "Gemm" and index == 1:
         trans_b = node.attributes.get("transB")
         return 0 if trans_b is not None and trans_b.as_int() else 1
@@ -136,6 +166,9 @@ def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nda
 
 def activation_params(rng: Range, scheme: QuantScheme) -> tuple[np.float32, np.ndarray]:
     """(scale, zero point) for one activation range."""
+    if scheme.activation == "symmetric" and rng.lo >= 0:
+        scale = np.float32(rng.hi / 255.0 if rng.hi > 0 else 1.0)
+        return scale, np.array(0, dtype=np.uint8)
     if scheme.activation == "uint8":
         span = rng.hi - rng.lo
         scale = np.float32(span / 255.0 if span > 0 else 1.0)
@@ -209,19 +242,24 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
     """Insert Q/DQ for calibrated activations and per-channel int8 weights.
 
     ranges:   Range per tensor name, from ``kiln.compiler.calibrate.collect_ranges``.
-    scheme:   activation storage (u8 asymmetric or s8 symmetric).
+    scheme:   activation storage (u8 asymmetric, s8 symmetric, or symmetric by sign).
     op_types: which ops to quantize (compute + pass-through); ``exclude``: node names or op
               types kept in fp32. After the pass, ``stats`` says what was quantized and why
-              nodes were skipped.
+              nodes were skipped. ``form``: "chained" or "inputs" (module docstring).
     """
 
     def __init__(self, ranges: Mapping[str, Range], scheme: QuantScheme | None = None,
                  op_types: Collection[str] = DEFAULT_OPS,
-                 exclude: Collection[str] = ()) -> None:
+                 exclude: Collection[str] = (), form: str = "chained") -> None:
         super().__init__()
+        if form not in STATIC_FORMS:
+            raise InputError(f"unknown static int8 form {form!r}; one of {STATIC_FORMS}")
+        self.form = form
         self.ranges = dict(ranges)
         self.scheme = scheme or QuantScheme()
-        self.op_types = frozenset(op_types)
+        self.compute_ops = COMPUTE_OPS | (INPUTS_FORM_COMPUTE_OPS if form == "inputs"
+                                          else frozenset())
+        self.op_types = frozenset(op_types) - (INPUTS_FORM_COMPUTE_OPS - self.compute_ops)
         self.exclude = frozenset(exclude)
         self.stats = QuantizeStats()
 
@@ -256,7 +294,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         while changed:
             changed = False
             for node in list(chosen):
-                if node.op_type in COMPUTE_OPS:
+                if node.op_type in self.compute_ops:
                     continue
                 fed = any(v is not None and (v.producer() in chosen or v.is_graph_input())
                           for v in node.inputs)
@@ -274,7 +312,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         value = node.inputs[index]
         if node.op_type == "Clip" and index > 0:
             return True
-        if node.op_type in COMPUTE_OPS and constant_array(value) is not None:
+        if node.op_type in self.compute_ops and constant_array(value) is not None:
             return True
         return False
 
@@ -283,10 +321,14 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         for node in graph:
             if node not in chosen:
                 continue
+            if self.form == "inputs" and node.op_type in UNARY_PASS_THROUGH:
+                continue
             for i, v in enumerate(node.inputs):
                 if v is not None and _float(v) and not self._is_param(node, i):
                     if not self._fused_away(v, chosen):
                         out.setdefault(str(v.name), v)
+            if self.form == "inputs":
+                continue
             for v in node.outputs:
                 users = [u for u, _ in v.uses()]
                 if not _float(v) or v.name not in self.ranges or self._fused_away(v, chosen):
@@ -336,7 +378,7 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
             self.stats.activations += 1
         weights: dict[tuple[str, int | None], ir.Value] = {}
         for node in list(graph):
-            if node not in chosen or node.op_type not in COMPUTE_OPS:
+            if node not in chosen or node.op_type not in self.compute_ops:
                 continue
             self.stats.nodes.append(str(node.name))
             w_scale = None

@@ -45,10 +45,12 @@ class UpgradeOpsetPass(CountingPass):
     """Convert the model to default-domain opset ``version`` when ``applies(model)``."""
 
     def __init__(self, version: int,
-                 applies: Callable[[ir.Model], bool] = looks_like_transformer) -> None:
+                 applies: Callable[[ir.Model], bool] = looks_like_transformer,
+                 not_applying: str = "no transformer pattern to fuse") -> None:
         super().__init__()
         self.version = version
         self.applies = applies
+        self.not_applying = not_applying  # the rejection counted when ``applies`` says no
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
@@ -57,7 +59,7 @@ class UpgradeOpsetPass(CountingPass):
         if current >= self.version:
             return ir.passes.PassResult(model, modified=False)
         if not self.applies(model):
-            self.rejected["no transformer pattern to fuse"] += 1
+            self.rejected[self.not_applying] += 1
             return ir.passes.PassResult(model, modified=False)
         log = logging.getLogger("onnxscript")
         level = log.level

@@ -39,6 +39,15 @@ def test_openvino_takes_dynamic_int8_as_int8_weights():
     assert registry.get_backend("onnxruntime").caps().dynamic_int8 == "integer"
 
 
+def test_openvino_takes_static_int8_with_qdq_on_inputs_only():
+    from kiln.backends import registry
+
+    assert registry.get_backend("openvino").caps().static_int8 == "inputs"
+    for other in ("onnxruntime", "native"):
+        assert registry.get_backend(other).caps().static_int8 == "chained"
+    assert STANDARD_ONNX.to_json()["static_int8"] == "chained"
+
+
 def test_onnxruntime_takes_onnx_attention():
     """Its caps enable the attention fusion (Attention-23 measured faster than the MatMul /
     Softmax / MatMul it replaces on onnxruntime 1.32)."""

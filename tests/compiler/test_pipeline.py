@@ -149,3 +149,25 @@ def test_transpose_and_reshape_chains_collapse():
     chains = next(p for p in report.passes if p.name == "collapse-chains")
     assert chains.fired == {"TransposeTranspose": 1, "ReshapeReshape": 1}
     np.testing.assert_allclose(run_reference(out, feeds)[0], want[0])
+
+
+@pytest.mark.parametrize("max_opset", [13, 21])
+def test_a_hard_swish_model_below_opset_14_moves_to_it_when_the_backend_takes_it(max_opset):
+    """conv -> x * clip(x + 3, 0, 6) / 6 at opset 12: one HardSwish at opset 14 for a backend
+    that imports 14 (OpenVINO folds that into the Conv), x * HardSigmoid(x) otherwise."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "three"], ["t"]),
+             helper.make_node("Clip", ["t", "zero", "six"], ["r"]),
+             helper.make_node("Mul", ["c", "r"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["y"])]
+    inits = {"w": rand(4, 3, 3, 3, seed=1), "three": np.array(3.0, np.float32),
+             "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)}
+    model = float_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]}, inits, opset=12)
+    feeds = {"x": rand(1, 3, 8, 8, seed=2) * 3}
+    want = run_reference(model, feeds)
+    out, report = optimize(model, 2, None, BackendCaps("x", max_opset=max_opset))
+    if max_opset >= 14:
+        assert out.opset_imports[""] == 14 and "HardSwish" in ops(out)
+    else:
+        assert out.opset_imports[""] == 12 and "HardSigmoid" in ops(out)
+    np.testing.assert_allclose(run_reference(out, feeds)[0], want[0], rtol=1e-5, atol=1e-5)

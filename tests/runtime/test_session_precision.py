@@ -79,6 +79,26 @@ def test_int8_with_calibration_quantizes_statically():
     assert "QuantizeLinear" in _ops(session.model)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_static_int8_is_placed_in_the_form_the_backend_asks_for(backend: str):
+    """onnxruntime chains QLinear kernels: the Relu after the conv is quantized too. OpenVINO
+    folds what follows a conv into it: Q/DQ only before the int8 ops, zero points 0."""
+    _needs(backend)
+    rng = np.random.default_rng(2)
+    pages = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(9)]
+    session = kiln.Session(_cnn(), backend=backend, precision="int8", calibration=pages[1:])
+    quantized = {n.inputs[0].producer().op_type if n.inputs[0].producer() else "input":
+                 int(n.inputs[2].const_value.numpy())
+                 for n in session.model.graph if n.op_type == "QuantizeLinear"}
+    if backend == "openvino":
+        assert "Relu" not in quantized and "Conv" not in quantized
+        assert set(quantized.values()) == {0}
+    else:  # the conv's (Relu-fused) output
+        assert quantized.keys() & {"Conv", "Relu"}
+    fp32 = kiln.Session(_cnn(), backend=backend)
+    assert cosine(fp32(**pages[0])["y"], session(**pages[0])["y"]) > 0.98
+
+
 def test_a_graph_that_carries_int8_is_not_quantized_again():
     _needs("onnxruntime")
     first = kiln.Session(_mlp(), backend="onnxruntime", precision="int8")

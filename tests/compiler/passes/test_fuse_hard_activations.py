@@ -93,3 +93,15 @@ def test_intermediate_used_elsewhere_is_rejected() -> None:
     step(model)
     assert "HardSwish" not in ops(model)
     assert any("used outside the pattern" in why for why in step.rejected)
+
+
+def test_a_hard_swish_below_opset_14_asks_for_the_upgrade() -> None:
+    from kiln.compiler.passes.fuse_hard_activations import needs_hard_swish_opset
+
+    for opset, want in ((12, True), (14, False)):
+        model = float_model(FORMS["mul-then-div"][0], {"x": [8]}, {"y": [8]}, CONSTS,
+                            opset=opset)
+        assert needs_hard_swish_opset(model) is want
+    for form, want in (("hardsigmoid-mul", True), ("hard-sigmoid", False)):
+        model = float_model(FORMS[form][0], {"x": [8]}, {"y": [8]}, CONSTS, opset=12)
+        assert needs_hard_swish_opset(model) is want

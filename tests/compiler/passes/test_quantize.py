@@ -14,6 +14,7 @@ from onnx import helper
 from kiln.compiler import accuracy, calibrate
 from kiln.compiler.passes import quantize
 from kiln.compiler.target import Target
+from kiln.errors import InputError
 
 
 def small_cnn(opset: int = 17) -> ir.Model:
@@ -219,3 +220,177 @@ def test_int32_bias_saturates_with_the_right_sign():
     bias = np.array([3e9, -3e9, 5.0, 2147483000.0], np.float32)
     q = int32_bias(bias, np.ones(4, np.float32))
     assert q.tolist() == [2**31 - 1, -(2**31), 5, 2147483008]
+
+
+def mobile_block() -> ir.Model:
+    """conv -> per-channel affine -> hard-swish written as x*clip(x+3, 0, 6)/6 -> depthwise conv
+    -> relu -> conv, a residual Add, a head conv: the shape of a PP-OCR det backbone block."""
+    c = 8
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Mul", ["c1", "gamma"], ["m1"]),
+        helper.make_node("Add", ["m1", "beta"], ["a1"], name="affine"),
+        helper.make_node("Add", ["a1", "three"], ["a3"], name="plus3"),
+        helper.make_node("Clip", ["a3", "zero", "six"], ["r6"]),
+        helper.make_node("Mul", ["a1", "r6"], ["m6"]),
+        helper.make_node("Div", ["m6", "six"], ["hs"]),
+        helper.make_node("Conv", ["hs", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=c,
+                         name="dwconv"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="pwconv"),
+        helper.make_node("Add", ["c3", "hs"], ["s"], name="residual"),
+        helper.make_node("Conv", ["s", "w4"], ["y"], name="head"),
+    ]
+    inits = {"w1": rand(c, 3, 3, 3, seed=1) * 0.5, "b1": rand(c, seed=2) * 0.1,
+             "gamma": rand(1, c, 1, 1, seed=7) + 1.0, "beta": rand(1, c, 1, 1, seed=8) * 0.2,
+             "three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32),
+             "six": np.array(6.0, np.float32),
+             "w2": rand(c, 1, 3, 3, seed=3) * 0.5, "b2": rand(c, seed=4) * 0.1,
+             "w3": rand(c, c, 1, 1, seed=5) * 0.3, "b3": rand(c, seed=6) * 0.1,
+             "w4": rand(c, c, 1, 1, seed=9) * 0.3}
+    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, c, 16, 16]}, inits)
+
+
+def mobile_feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 16, 16), dtype=np.float32) * 2}
+            for _ in range(n)]
+
+
+def quantized_inputs_form(model: ir.Model, form: str = "inputs") -> ir.Model:
+    ranges = calibrate.collect_ranges(model, mobile_feeds(8), method="minmax")
+    copy = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeStaticPass(ranges, quantize.scheme_for(None, form), form=form)
+    assert step(copy).modified
+    assert set(step.stats.nodes) == {"conv1", "dwconv", "pwconv", "head"}
+    return copy
+
+
+def _reads_dq(model: ir.Model, node_name: str) -> list[bool]:
+    node = next(n for n in model.graph if n.name == node_name)
+    return [v is not None and v.producer() is not None
+            and v.producer().op_type == "DequantizeLinear" for v in node.inputs]
+
+
+def test_inputs_form_quantizes_only_what_int8_ops_read():
+    q = quantized_inputs_form(mobile_block())
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    for conv in ("conv1", "dwconv", "pwconv", "head"):
+        assert _reads_dq(q, conv)[:2] == [True, True]
+    for conv in ("conv1", "dwconv", "head"):  # pwconv feeds the int8 residual Add
+        out = next(n for n in q.graph if n.name == conv).outputs[0]
+        assert "QuantizeLinear" not in {u.op_type for u, _ in out.uses()}
+    # the float tail after conv1 and the Relu after the depthwise conv stay unquantized
+    assert next(n for n in q.graph if n.name == "affine").inputs[0].producer().op_type == "Mul"
+    assert next(n for n in q.graph if n.name == "relu2").inputs[0].producer().name == "dwconv"
+    # the residual Add reads both inputs through Q/DQ (the plugin adds them in int8)
+    assert _reads_dq(q, "residual") == [True, True]
+    assert [v.name for v in q.graph.outputs] == ["y"]
+
+
+def test_inputs_form_activations_are_symmetric_and_signed_by_range():
+    q = quantized_inputs_form(mobile_block())
+    types = {}
+    for n in q.graph:
+        if n.op_type == "QuantizeLinear":
+            zp = n.inputs[2].const_value.numpy()
+            assert int(zp) == 0
+            types[n.inputs[0].name] = zp.dtype
+    assert types["x"] == np.int8 and types["hs"] == np.int8  # both reach below zero
+    assert types["r2"] == np.uint8  # a Relu output: the whole u8 range for [0, hi]
+    scale, zp = quantize.activation_params(calibrate.Range(0.0, 5.1),
+                                           quantize.QuantScheme("symmetric"))
+    assert scale == pytest.approx(0.02) and zp.dtype == np.uint8 and int(zp) == 0
+    scale, zp = quantize.activation_params(calibrate.Range(-1.0, 2.54),
+                                           quantize.QuantScheme("symmetric"))
+    assert scale == pytest.approx(0.02) and zp.dtype == np.int8 and int(zp) == 0
+
+
+def test_inputs_form_agrees_with_fp32():
+    model = mobile_block()
+    q = quantized_inputs_form(model)
+    rep = accuracy.evaluate(accuracy.onnxruntime_runner(model), accuracy.onnxruntime_runner(q),
+                            mobile_feeds(4, seed=5))
+    assert rep.outputs[0].cosine_min > 0.995
+
+
+def _openvino_convs(model: ir.Model, kind: str = "Convolution") -> tuple[dict[str, str], object]:
+    """Runtime precision of each layer of type ``kind`` OpenVINO's CPU plugin compiled, and
+    the compiled model."""
+    ov = pytest.importorskip("openvino")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(ir.to_proto(model).SerializeToString(), b""),
+                                  "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    convs = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) == kind:
+            convs[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+    return convs, compiled
+
+
+def test_inputs_form_runs_int8_convs_on_openvino_and_agrees_with_fp32():
+    model = mobile_block()
+    q = quantized_inputs_form(model)
+    convs, compiled = _openvino_convs(q)
+    assert len(convs) == 4 and set(convs.values()) <= {"u8", "i8"}
+    for x in mobile_feeds(3, seed=11):
+        want = run_reference(model, x)[0]
+        assert accuracy.cosine(want, compiled(x)[0]) > 0.995
+
+
+def test_openvino_folds_the_conv_tails_of_the_inputs_form():
+    """The float ops between convs become Conv post-ops: fewer kernels of their own (eltwise
+    subgraphs, reorders) than with Q/DQ also on every conv output."""
+    model = mobile_block()
+    _, chained = _openvino_convs(quantized_inputs_form(model, "chained"))
+    _, inputs = _openvino_convs(quantized_inputs_form(model))
+
+    def extra_kernels(compiled) -> int:
+        kinds = [op.get_rt_info()["layerType"].astype(str)
+                 for op in compiled.get_runtime_model().get_ordered_ops()]
+        return sum(k not in ("Const", "Convolution", "Reshape", "Input", "Output")
+                   for k in kinds)
+
+    assert extra_kernels(inputs) < extra_kernels(chained)
+
+
+def upsampling_head() -> ir.Model:
+    """conv -> relu -> ConvTranspose 2x2 stride 2 (the PP-OCR det head's upsampling)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["y"], kernel_shape=[2, 2],
+                         strides=[2, 2], name="up"),
+    ]
+    inits = {"w1": rand(8, 3, 3, 3, seed=1) * 0.5, "b1": rand(8, seed=2) * 0.1,
+             "wt": rand(8, 4, 2, 2, seed=3) * 0.5, "bt": rand(4, seed=4) * 0.1}
+    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 4, 32, 32]}, inits)
+
+
+@pytest.mark.parametrize("form", quantize.STATIC_FORMS)
+def test_conv_transpose_is_int8_in_the_inputs_form_only(form):
+    model = upsampling_head()
+    ranges = calibrate.collect_ranges(model, mobile_feeds(4), method="minmax")
+    q = ir.from_proto(ir.to_proto(model))
+    step = quantize.QuantizeStaticPass(ranges, quantize.scheme_for(None, form), form=form)
+    step(q)
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    if form == "chained":
+        assert "up" not in step.stats.nodes and _reads_dq(q, "up") == [False, False, False]
+        return
+    assert "up" in step.stats.nodes and _reads_dq(q, "up") == [True, True, False]
+    w_dq = _dq_of(q, "up", 1)
+    assert w_dq.attributes["axis"].as_int() == 1  # per output channel of [C_in, C_out, kh, kw]
+    assert w_dq.inputs[1].const_value.numpy().shape == (4,)
+    deconvs, compiled = _openvino_convs(q, "Deconvolution")
+    assert len(deconvs) == 1 and set(deconvs.values()) <= {"u8", "i8"}
+    for x in mobile_feeds(2, seed=12):
+        assert accuracy.cosine(run_reference(model, x)[0], compiled(x)[0]) > 0.995
+
+
+def test_unknown_static_form_is_refused():
+    with pytest.raises(InputError, match="static int8 form"):
+        quantize.QuantizeStaticPass({}, form="outputs")
+    with pytest.raises(InputError, match="activation type"):
+        quantize.QuantScheme("int4")
