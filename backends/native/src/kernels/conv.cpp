@@ -441,6 +441,18 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
+    Epilogue eg = ep;
+    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
+    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
+    const float* ap = a_panels.empty()
+        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+    float* yg = y + (n * p_.K + g * Kg) * cols + j0;
+    if (algo_ == ConvAlgo::gemm_1x1 && !prologue) {
+      // The input rows are already the GEMM's B (C x cols, row-major): the microkernel reads
+      // them in place, which saves a copy of the whole input per call.
+      gemm_in_place_b_core(kern, Kg, j1 - j0, kdim, ap, xg + j0, cols, yg, cols, eg, inner);
+      return;
+    }
     float* bp = gemm_scratch(kScratchConv, round_up(j1 - j0, kern.nr) * kdim);
     if (prologue)
       pack_b_panels_affine(kern.nr, Cg, j1 - j0, xg + j0, cols, prologue->scale,
@@ -449,13 +461,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
       pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
     else
       im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp, inner);
-    Epilogue eg = ep;
-    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
-    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
-    const float* ap = a_panels.empty()
-        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
-    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, y + (n * p_.K + g * Kg) * cols + j0, cols,
-                     eg, inner);
+    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, yg, cols, eg, inner);
   };
   const size_t per_image = p_.groups * blocks;
   if (across_blocks && !a_panels.empty()) {

@@ -55,10 +55,13 @@ inline void gemm_store_tile(const float* acc, const GemmTile& t) {
 }
 
 // PF: prefetch distance into A in k steps (0 = none); worth it when A streams from memory.
-template <typename V, size_t MR, size_t NV, size_t PF, int M>
+// PB: prefetch B 8 k steps ahead; worth it when the B micro-panel streams from L2, a cost
+// (load-port slots) when it sits in L1.
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
+  const size_t bs = t.b_stride ? t.b_stride : NR;
   vec c[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -68,7 +71,7 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     vec bv[NV];
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
-    __builtin_prefetch(b + 8 * NR);
+    if (PB) __builtin_prefetch(b + 8 * bs);
     if (PF) __builtin_prefetch(a + PF * MR);
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
@@ -77,7 +80,7 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
       for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
     }
     a += MR;
-    b += NR;
+    b += bs;
   }
   alignas(64) float acc[M * NR];
 #pragma GCC unroll 16
@@ -89,23 +92,28 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
 
-template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
-constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr, gemm_tile<V, MR, NV, PF, int(R) + 1>...};
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
+constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr,
+                                             gemm_tile<V, MR, NV, PF, PB, int(R) + 1>...};
 
-template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
 constexpr const gemm_tile_fn* gemm_tile_table(std::index_sequence<R...>) {
-  return gemm_tiles<V, MR, NV, PF, R...>;
+  return gemm_tiles<V, MR, NV, PF, PB, R...>;
 }
 
 // The MR x NR microkernel: the tile for m rows, with the A prefetch when the driver says A
-// streams from memory and the ISA has a distance for it.
+// streams from memory and the ISA has a distance for it, and the B prefetch when the driver
+// says the B micro-panel does not stay in L1.
 template <typename V, size_t MR, size_t NR>
 void gemm_ukernel(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t) {
   static_assert(NR % V::kWidth == 0, "NR is whole vectors");
   constexpr size_t NV = NR / V::kWidth, PF = V::kGemmStreamPrefetch;
   constexpr auto rows = std::make_index_sequence<MR>{};
-  const gemm_tile_fn* tiles = PF && t.stream_a ? gemm_tile_table<V, MR, NV, PF>(rows)
-                                               : gemm_tile_table<V, MR, NV, 0>(rows);
+  const gemm_tile_fn* tiles =
+      PF && t.stream_a ? (t.stream_b ? gemm_tile_table<V, MR, NV, PF, true>(rows)
+                                     : gemm_tile_table<V, MR, NV, PF, false>(rows))
+                       : (t.stream_b ? gemm_tile_table<V, MR, NV, 0, true>(rows)
+                                     : gemm_tile_table<V, MR, NV, 0, false>(rows));
   tiles[m](kc, a, b, t);
 }
 
