@@ -13,10 +13,15 @@
 
 namespace kiln::simd {
 
-// acc: M rows of NV vectors, spilled once after the K loop so that the loop itself never
-// takes the accumulators' address and they stay in registers.
-template <typename V, size_t NV, int M>
-inline void gemm_store_tile(const float* acc, const GemmTile& t) {
+// The stores of one tile: m rows of NV vectors from acc (the accumulators, spilled once after
+// the K loop so that the loop itself never takes their address and they stay in registers),
+// plus the existing C (a later K block) and, on the last K block, the epilogue. ACT is the
+// activation when the caller knows it at compile time (kAnyActivation: read it from the
+// epilogue), so that the common ones cost no dispatch per vector.
+inline constexpr int kAnyActivation = -1;
+
+template <typename V, size_t NV, int ACT>
+void gemm_store_rows(const float* acc, int m, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
   const bool full = t.n == NR;
@@ -26,31 +31,46 @@ inline void gemm_store_tile(const float* acc, const GemmTile& t) {
     return full ? V::load(p) : V::load_tail(p, tails[v]);
   };
   const Epilogue& ep = *t.ep;
+  const BiasKind bias_kind = t.last ? ep.bias_kind : BiasKind::none;
+  const float* residual = t.last ? ep.residual : nullptr;
+  const Activation act = ACT == kAnyActivation ? ep.act : Activation(ACT);
   vec bias_c[NV];
   for (size_t v = 0; v < NV; ++v)
-    bias_c[v] = t.last && ep.bias_kind == BiasKind::per_col
-                    ? load(ep.bias + t.col0 + v * W, v) : V::zero();
-  for (int r = 0; r < M; ++r) {
+    bias_c[v] = bias_kind == BiasKind::per_col ? load(ep.bias + t.col0 + v * W, v) : V::zero();
+  for (int r = 0; r < m; ++r) {
     float* c = t.c + r * t.ldc;
     const size_t row = t.row0 + r;
+    const size_t at = row * t.ldc + t.col0;  // offset of this row in the epilogue operands
+    const vec bias_r = bias_kind == BiasKind::per_row ? V::set1(ep.bias[row]) : V::zero();
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) {
       const size_t j = v * W;
       vec x = V::load_aligned(acc + r * NR + j);
       if (t.accumulate) x = V::add(x, load(c + j, v));
       if (t.last) {
-        switch (ep.bias_kind) {
-          case BiasKind::per_row: x = V::add(x, V::set1(ep.bias[row])); break;
+        switch (bias_kind) {
+          case BiasKind::per_row: x = V::add(x, bias_r); break;
           case BiasKind::per_col: x = V::add(x, bias_c[v]); break;
-          case BiasKind::full: x = V::add(x, load(ep.bias + row * t.ldc + t.col0 + j, v)); break;
+          case BiasKind::full: x = V::add(x, load(ep.bias + at + j, v)); break;
           case BiasKind::none: break;
         }
-        if (ep.residual) x = V::add(x, load(ep.residual + row * t.ldc + t.col0 + j, v));
-        x = activate<V>(x, ep.act, ep.alpha, ep.beta);
+        if (residual) x = V::add(x, load(residual + at + j, v));
+        x = activate<V>(x, act, ep.alpha, ep.beta);
       }
       if (full) V::store(c + j, x);
       else V::store_tail(c + j, x, tails[v]);
     }
+  }
+}
+
+// The tile's stores, dispatched once per tile on the activation.
+template <typename V, size_t NV>
+void gemm_store_tile(const float* acc, int m, const GemmTile& t) {
+  switch (t.last ? t.ep->act : Activation::none) {
+    case Activation::none: return gemm_store_rows<V, NV, int(Activation::none)>(acc, m, t);
+    case Activation::relu: return gemm_store_rows<V, NV, int(Activation::relu)>(acc, m, t);
+    case Activation::clip: return gemm_store_rows<V, NV, int(Activation::clip)>(acc, m, t);
+    default: return gemm_store_rows<V, NV, kAnyActivation>(acc, m, t);
   }
 }
 
@@ -87,7 +107,7 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) V::store_aligned(acc + r * NR + v * W, c[r][v]);
-  gemm_store_tile<V, NV, M>(acc, t);
+  gemm_store_tile<V, NV>(acc, M, t);
 }
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
