@@ -245,6 +245,34 @@ def test_conv_many_gemm_blocks(isa: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "case",
+    [
+        Case(1, 40, 8, 8, 30, 1, 1),  # 64 columns: whole B column blocks only on some ISAs
+        Case(2, 24, 7, 9, 10, 1, 1, groups=2),  # 63 columns, groups, batch
+        Case(1, 33, 1, 20, 17, 1, 1),  # fewer columns than one B panel on the wide ISAs
+    ],
+    ids=str,
+)
+def test_pointwise_conv_reads_input_in_place(isa: str, case: Case) -> None:
+    """The 1x1 path reads its input rows in place as B: several K blocks, row and column
+    blocks over 2 threads, a partial last column block, a residual."""
+    x, w, bias, rng = make_inputs(case, 5)
+    residual = rng.standard_normal(conv_ref(x, w, None, None, case, "none").shape,
+                                   dtype=np.float32)
+    want = conv_ref(x, w, bias, residual, case, "relu")
+    for blocking in [(0, 0, 0), (8, 14, 16)]:
+        try:
+            K.set_gemm_blocking(*blocking)
+            y, algo = K.conv2d(x, w, bias=bias, residual=residual, groups=case.groups,
+                               activation="relu", algorithm="gemm_1x1", threads=2)
+        finally:
+            K.set_gemm_blocking(0, 0, 0)
+        assert algo == "gemm_1x1"
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=str(blocking))
+
+
+@pytest.mark.parametrize(
     ("x_shape", "w_shape", "kwargs", "message"),
     [
         ((1, 6, 8, 8), (4, 3, 3, 3), {"groups": 4}, "not divisible by groups"),

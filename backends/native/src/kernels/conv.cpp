@@ -430,6 +430,17 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
   nb = std::min(round_up(nb, kern.nr), round_up(cols, kern.nr));
   const size_t blocks = (cols + nb - 1) / nb;
+  nb = round_up((cols + blocks - 1) / blocks, kern.nr);  // equal blocks, no sliver at the end
+  // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
+  // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
+  // the sequential copy into panels streams better than those strided rows. In place, every
+  // row panel of the weights walks the strided rows again (one page each when rows are
+  // long, so TLB misses), while the copy is paid once: measured here (Xeon, 1x1 at 56x56),
+  // in place wins up to ~8 row panels (64 -> 148 vs 136 GFLOP/s) and loses at 19 (256 ->
+  // 143 vs 155); with rows of <= 2 KiB it won or tied at every width measured.
+  const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue &&
+                          Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2 &&
+                          (Kg <= 8 * kern.mr || cols * sizeof(float) <= 2048);
   const size_t threads = pool ? pool->size() : 1;
   const bool across_blocks = threads > 1 && blocks >= 2 * threads;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
@@ -441,6 +452,18 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
+    Epilogue eg = ep;
+    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
+    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
+    const float* ap = a_panels.empty()
+        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+    float* yg = y + (n * p_.K + g * Kg) * cols + j0;
+    if (b_in_place) {
+      // The input rows are already the GEMM's B (C x cols, row-major): the microkernel reads
+      // them in place, which saves a copy of the whole input per call.
+      gemm_in_place_b_core(kern, Kg, j1 - j0, kdim, ap, xg + j0, cols, yg, cols, eg, inner);
+      return;
+    }
     float* bp = gemm_scratch(kScratchConv, round_up(j1 - j0, kern.nr) * kdim);
     if (prologue)
       pack_b_panels_affine(kern.nr, Cg, j1 - j0, xg + j0, cols, prologue->scale,
@@ -449,13 +472,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
       pack_b_panels(kern.nr, false, Cg, j1 - j0, xg + j0, cols, bp, inner);
     else
       im2col_panels(p_, xg, Cg, kern.nr, j0, j1, bp, inner);
-    Epilogue eg = ep;
-    if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
-    if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
-    const float* ap = a_panels.empty()
-        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
-    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, y + (n * p_.K + g * Kg) * cols + j0, cols,
-                     eg, inner);
+    gemm_packed_core(kern, Kg, j1 - j0, kdim, ap, bp, yg, cols, eg, inner);
   };
   const size_t per_image = p_.groups * blocks;
   if (across_blocks && !a_panels.empty()) {

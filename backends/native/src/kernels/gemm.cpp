@@ -4,6 +4,10 @@
 // M panels and calls the microkernel, which fuses the epilogue into its last store.
 #include "kernels/gemm.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -120,6 +124,42 @@ GemmBlocking gemm_blocking(const GemmKernel& k) {
 
 // ---------------------------------------------------------------- packing
 
+namespace {
+
+// d[k * mr + r] = s[r * lda + k] for r < rows, k < K: one A panel from row-major rows.
+// 16 k at a time, so the reads stay within `rows` cache lines and the writes are sequential;
+// on x86 in 4 x 4 blocks through SSE registers (this file is built for the baseline ISA),
+// several times faster than element by element.
+void transpose_rows_into_panel(const float* s, size_t lda, size_t rows, size_t K, size_t mr,
+                               float* d) {
+  for (size_t k0 = 0; k0 < K; k0 += 16) {
+    const size_t k1 = std::min(K, k0 + 16);
+    size_t r0 = 0;
+#if defined(__SSE2__)
+    for (; r0 + 4 <= rows; r0 += 4) {
+      size_t k = k0;
+      for (; k + 4 <= k1; k += 4) {
+        __m128 x0 = _mm_loadu_ps(s + (r0 + 0) * lda + k);
+        __m128 x1 = _mm_loadu_ps(s + (r0 + 1) * lda + k);
+        __m128 x2 = _mm_loadu_ps(s + (r0 + 2) * lda + k);
+        __m128 x3 = _mm_loadu_ps(s + (r0 + 3) * lda + k);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(d + (k + 0) * mr + r0, x0);
+        _mm_storeu_ps(d + (k + 1) * mr + r0, x1);
+        _mm_storeu_ps(d + (k + 2) * mr + r0, x2);
+        _mm_storeu_ps(d + (k + 3) * mr + r0, x3);
+      }
+      for (; k < k1; ++k)
+        for (size_t r = r0; r < r0 + 4; ++r) d[k * mr + r] = s[r * lda + k];
+    }
+#endif
+    for (size_t k = k0; k < k1; ++k)
+      for (size_t r = r0; r < rows; ++r) d[k * mr + r] = s[r * lda + k];
+  }
+}
+
+}  // namespace
+
 void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, size_t lda,
                    float* dst, ThreadPool* pool) {
   const size_t panels = (M + mr - 1) / mr;
@@ -129,13 +169,7 @@ void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, 
       const size_t i0 = p * mr, rows = std::min(mr, M - i0);
       if (rows < mr) std::memset(d, 0, K * mr * sizeof(float));
       if (!trans_a) {
-        // 16 k at a time: the reads stay within `rows` cache lines, the writes are sequential.
-        const float* s = A + i0 * lda;
-        for (size_t k0 = 0; k0 < K; k0 += 16) {
-          const size_t k1 = std::min(K, k0 + 16);
-          for (size_t k = k0; k < k1; ++k)
-            for (size_t r = 0; r < rows; ++r) d[k * mr + r] = s[r * lda + k];
-        }
+        transpose_rows_into_panel(A + i0 * lda, lda, rows, K, mr, d);
       } else {
         for (size_t k = 0; k < K; ++k)
           std::memcpy(d + k * mr, A + k * lda + i0, rows * sizeof(float));
@@ -164,12 +198,31 @@ void for_each_b_panel(size_t nr, size_t K, size_t N, float* dst, ThreadPool* poo
   if (pool && K * N >= 1 << 16) pool->parallel_for(panels, 1, run); else run(0, panels);
 }
 
+// K rows of NR floats: a fixed-length copy the compiler inlines and vectorizes, where a
+// memcpy call per row costs more than the copy itself (the 1x1 conv path packs every
+// activation this way).
+template <size_t NR>
+void copy_rows(size_t K, const float* src, size_t ld, float* dst) {
+  for (size_t k = 0; k < K; ++k)
+    for (size_t j = 0; j < NR; ++j) dst[k * NR + j] = src[k * ld + j];
+}
+
+// One full-width B panel by copy_rows; false when nr has no fixed-length copy.
+bool copy_full_panel(size_t nr, size_t K, const float* src, size_t ld, float* dst) {
+  switch (nr) {
+    case 32: copy_rows<32>(K, src, ld, dst); return true;
+    case 16: copy_rows<16>(K, src, ld, dst); return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
                    float* dst, ThreadPool* pool) {
   for_each_b_panel(nr, K, N, dst, pool, [&](float* d, size_t j0, size_t cols) {
     if (!trans_b) {
+      if (cols == nr && copy_full_panel(nr, K, B + j0, ldb, d)) return;
       for (size_t k = 0; k < K; ++k)
         std::memcpy(d + k * nr, B + k * ldb + j0, cols * sizeof(float));
       return;
@@ -209,9 +262,20 @@ bool overlaps(const float* a, size_t a_len, const float* b, size_t b_len) {
 
 }  // namespace
 
-void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
-                      const float* Bp, float* C, size_t ldc, const Epilogue& ep_in,
-                      ThreadPool* pool) {
+namespace {
+
+// Where the microkernel finds B: whole-K panels (ld == 0), or row-major op(B) read in place
+// with row stride ld, its last partial column block (N % nr columns) from `tail`, one
+// zero-padded whole-K panel.
+struct BOperand {
+  const float* data;
+  size_t ld = 0;
+  const float* tail = nullptr;
+};
+
+void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
+               const BOperand& B, float* C, size_t ldc, const Epilogue& ep_in,
+               ThreadPool* pool) {
   if (M == 0 || N == 0) return;
   Epilogue ep = ep_in;
   const size_t c_len = (M - 1) * ldc + N;
@@ -231,8 +295,12 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
   const size_t kblocks = (K + blk.kc - 1) / blk.kc;
   blk.kc = round_up((K + kblocks - 1) / kblocks, 8);
   const size_t mr = kern.mr, nr = kern.nr;
+  // Equal M and N blocks too (M = 256 with mc = 252 runs as 2 x 140, not 252 + a 4-row
+  // sliver that streams every B panel again for 4 rows).
   size_t mc = std::min(blk.mc, round_up(M, mr));
+  mc = round_up((M + (M + mc - 1) / mc - 1) / ((M + mc - 1) / mc), mr);
   size_t nc = std::min(blk.nc, round_up(N, nr));
+  nc = round_up((N + (N + nc - 1) / nc - 1) / ((N + nc - 1) / nc), nr);
   const size_t threads = pool ? pool->size() : 1;
   if (threads > 1) {
     // Enough tasks to balance the threads: split N first (keeps A blocks whole), then M.
@@ -245,6 +313,11 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
   }
   const size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
   const bool stream_a = M * K * sizeof(float) > cache_sizes().l2 / 2;
+  // The B micro-panel is reused by every row panel of the M block: prefetching it only pays
+  // when it is too large to stay in L1 next to the A panel.
+  const bool stream_b =
+      B.ld != 0 || blk.kc * nr * sizeof(float) > cache_sizes().l1d / 2;
+  const size_t full_cols = B.ld ? N / nr * nr : N;  // columns read in place
   const size_t ntasks = mblocks * nblocks;
 
   auto run_task = [&](size_t t) {
@@ -253,11 +326,14 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
     for (size_t pc = 0; pc < K; pc += blk.kc) {
       const size_t kc = std::min(blk.kc, K - pc);
       for (size_t j = j0; j < j1; j += nr) {
-        const float* bp = Bp + (j / nr) * K * nr + pc * nr;
+        const bool in_place = j < full_cols;
+        const float* bp = !B.ld ? B.data + (j / nr) * K * nr + pc * nr
+                          : in_place ? B.data + pc * B.ld + j : B.tail + pc * nr;
         for (size_t i = i0; i < i1; i += mr) {
           const float* ap = Ap + (i / mr) * K * mr + pc * mr;
           const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
-                              pc > 0, pc + kc == K, &ep, stream_a};
+                              pc > 0, pc + kc == K, &ep, stream_a, stream_b,
+                              in_place && B.ld ? B.ld : nr};
           kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
         }
       }
@@ -271,6 +347,27 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
   pool->parallel_for(threads, 1, [&](size_t, size_t) {
     for (size_t t = next.fetch_add(1); t < ntasks; t = next.fetch_add(1)) run_task(t);
   }, M * N * K);
+}
+
+}  // namespace
+
+void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
+                      const float* Bp, float* C, size_t ldc, const Epilogue& ep,
+                      ThreadPool* pool) {
+  gemm_core(kern, M, N, K, Ap, BOperand{Bp}, C, ldc, ep, pool);
+}
+
+void gemm_in_place_b_core(const GemmKernel& kern, size_t M, size_t N, size_t K,
+                          const float* Ap, const float* B, size_t ldb, float* C, size_t ldc,
+                          const Epilogue& ep, ThreadPool* pool) {
+  if (M == 0 || N == 0) return;
+  const size_t nr = kern.nr, full = N / nr * nr;
+  float* tail = nullptr;
+  if (full < N) {
+    tail = gemm_scratch(kScratchB, K * nr);
+    pack_b_panels(nr, false, K, N - full, B + full, ldb, tail, nullptr);
+  }
+  gemm_core(kern, M, N, K, Ap, BOperand{B, ldb, tail}, C, ldc, ep, pool);
 }
 
 // ---------------------------------------------------------------- packed operands

@@ -80,6 +80,13 @@ void gemm_packed_core(const GemmKernel& k, size_t M, size_t N, size_t K, const f
                       const float* Bp, float* C, size_t ldc, const Epilogue& ep,
                       ThreadPool* pool);
 
+// The same with B (row-major K x N, row stride ldb, not transposed) read in place by the
+// microkernel: no packing copy of B but for its last partial nr-wide column block. For B
+// that is used once per call and fits in L2 (a 1x1 convolution's input).
+void gemm_in_place_b_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* Ap,
+                          const float* B, size_t ldb, float* C, size_t ldc,
+                          const Epilogue& ep, ThreadPool* pool);
+
 class PackedAPanels final : public PackedA {
  public:
   PackedAPanels(size_t mr, size_t m, size_t k) : mr_(mr), m_(m), k_(k),

@@ -6,8 +6,9 @@ namespace kiln {
 void kiln_f32_gemm_ukernel__generic_4x16(size_t m, size_t kc, const float* a, const float* b,
                                          const GemmTile& t) {
   constexpr size_t MR = 4, NR = 16;
+  const size_t bs = t.b_stride ? t.b_stride : NR;
   float acc[MR][NR] = {};
-  for (size_t k = 0; k < kc; ++k, a += MR, b += NR)
+  for (size_t k = 0; k < kc; ++k, a += MR, b += bs)
     for (size_t r = 0; r < MR; ++r)
       for (size_t j = 0; j < NR; ++j) acc[r][j] += a[r] * b[j];
   for (size_t r = 0; r < m; ++r) {

@@ -13,10 +13,15 @@
 
 namespace kiln::simd {
 
-// acc: M rows of NV vectors, spilled once after the K loop so that the loop itself never
-// takes the accumulators' address and they stay in registers.
-template <typename V, size_t NV, int M>
-inline void gemm_store_tile(const float* acc, const GemmTile& t) {
+// The stores of one tile: m rows of NV vectors from acc (the accumulators, spilled once after
+// the K loop so that the loop itself never takes their address and they stay in registers),
+// plus the existing C (a later K block) and, on the last K block, the epilogue. ACT is the
+// activation when the caller knows it at compile time (kAnyActivation: read it from the
+// epilogue), so that the common ones cost no dispatch per vector.
+inline constexpr int kAnyActivation = -1;
+
+template <typename V, size_t NV, int ACT>
+void gemm_store_rows(const float* acc, int m, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
   const bool full = t.n == NR;
@@ -26,27 +31,31 @@ inline void gemm_store_tile(const float* acc, const GemmTile& t) {
     return full ? V::load(p) : V::load_tail(p, tails[v]);
   };
   const Epilogue& ep = *t.ep;
+  const BiasKind bias_kind = t.last ? ep.bias_kind : BiasKind::none;
+  const float* residual = t.last ? ep.residual : nullptr;
+  const Activation act = ACT == kAnyActivation ? ep.act : Activation(ACT);
   vec bias_c[NV];
   for (size_t v = 0; v < NV; ++v)
-    bias_c[v] = t.last && ep.bias_kind == BiasKind::per_col
-                    ? load(ep.bias + t.col0 + v * W, v) : V::zero();
-  for (int r = 0; r < M; ++r) {
+    bias_c[v] = bias_kind == BiasKind::per_col ? load(ep.bias + t.col0 + v * W, v) : V::zero();
+  for (int r = 0; r < m; ++r) {
     float* c = t.c + r * t.ldc;
     const size_t row = t.row0 + r;
+    const size_t at = row * t.ldc + t.col0;  // offset of this row in the epilogue operands
+    const vec bias_r = bias_kind == BiasKind::per_row ? V::set1(ep.bias[row]) : V::zero();
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) {
       const size_t j = v * W;
       vec x = V::load_aligned(acc + r * NR + j);
       if (t.accumulate) x = V::add(x, load(c + j, v));
       if (t.last) {
-        switch (ep.bias_kind) {
-          case BiasKind::per_row: x = V::add(x, V::set1(ep.bias[row])); break;
+        switch (bias_kind) {
+          case BiasKind::per_row: x = V::add(x, bias_r); break;
           case BiasKind::per_col: x = V::add(x, bias_c[v]); break;
-          case BiasKind::full: x = V::add(x, load(ep.bias + row * t.ldc + t.col0 + j, v)); break;
+          case BiasKind::full: x = V::add(x, load(ep.bias + at + j, v)); break;
           case BiasKind::none: break;
         }
-        if (ep.residual) x = V::add(x, load(ep.residual + row * t.ldc + t.col0 + j, v));
-        x = activate<V>(x, ep.act, ep.alpha, ep.beta);
+        if (residual) x = V::add(x, load(residual + at + j, v));
+        x = activate<V>(x, act, ep.alpha, ep.beta);
       }
       if (full) V::store(c + j, x);
       else V::store_tail(c + j, x, tails[v]);
@@ -54,11 +63,25 @@ inline void gemm_store_tile(const float* acc, const GemmTile& t) {
   }
 }
 
+// The tile's stores, dispatched once per tile on the activation.
+template <typename V, size_t NV>
+void gemm_store_tile(const float* acc, int m, const GemmTile& t) {
+  switch (t.last ? t.ep->act : Activation::none) {
+    case Activation::none: return gemm_store_rows<V, NV, int(Activation::none)>(acc, m, t);
+    case Activation::relu: return gemm_store_rows<V, NV, int(Activation::relu)>(acc, m, t);
+    case Activation::clip: return gemm_store_rows<V, NV, int(Activation::clip)>(acc, m, t);
+    default: return gemm_store_rows<V, NV, kAnyActivation>(acc, m, t);
+  }
+}
+
 // PF: prefetch distance into A in k steps (0 = none); worth it when A streams from memory.
-template <typename V, size_t MR, size_t NV, size_t PF, int M>
+// PB: prefetch B 8 k steps ahead; worth it when the B micro-panel streams from L2, a cost
+// (load-port slots) when it sits in L1.
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
+  const size_t bs = t.b_stride ? t.b_stride : NR;
   vec c[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -68,7 +91,7 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     vec bv[NV];
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
-    __builtin_prefetch(b + 8 * NR);
+    if (PB) __builtin_prefetch(b + 8 * bs);
     if (PF) __builtin_prefetch(a + PF * MR);
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
@@ -77,35 +100,40 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
       for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
     }
     a += MR;
-    b += NR;
+    b += bs;
   }
   alignas(64) float acc[M * NR];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) V::store_aligned(acc + r * NR + v * W, c[r][v]);
-  gemm_store_tile<V, NV, M>(acc, t);
+  gemm_store_tile<V, NV>(acc, M, t);
 }
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
 
-template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
-constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr, gemm_tile<V, MR, NV, PF, int(R) + 1>...};
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
+constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr,
+                                             gemm_tile<V, MR, NV, PF, PB, int(R) + 1>...};
 
-template <typename V, size_t MR, size_t NV, size_t PF, size_t... R>
+template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
 constexpr const gemm_tile_fn* gemm_tile_table(std::index_sequence<R...>) {
-  return gemm_tiles<V, MR, NV, PF, R...>;
+  return gemm_tiles<V, MR, NV, PF, PB, R...>;
 }
 
 // The MR x NR microkernel: the tile for m rows, with the A prefetch when the driver says A
-// streams from memory and the ISA has a distance for it.
+// streams from memory and the ISA has a distance for it, and the B prefetch when the driver
+// says the B micro-panel does not stay in L1.
 template <typename V, size_t MR, size_t NR>
 void gemm_ukernel(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t) {
   static_assert(NR % V::kWidth == 0, "NR is whole vectors");
   constexpr size_t NV = NR / V::kWidth, PF = V::kGemmStreamPrefetch;
   constexpr auto rows = std::make_index_sequence<MR>{};
-  const gemm_tile_fn* tiles = PF && t.stream_a ? gemm_tile_table<V, MR, NV, PF>(rows)
-                                               : gemm_tile_table<V, MR, NV, 0>(rows);
+  const gemm_tile_fn* tiles =
+      PF && t.stream_a ? (t.stream_b ? gemm_tile_table<V, MR, NV, PF, true>(rows)
+                                     : gemm_tile_table<V, MR, NV, PF, false>(rows))
+                       : (t.stream_b ? gemm_tile_table<V, MR, NV, 0, true>(rows)
+                                     : gemm_tile_table<V, MR, NV, 0, false>(rows));
   tiles[m](kc, a, b, t);
 }
 
