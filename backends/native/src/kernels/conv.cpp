@@ -463,41 +463,49 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
 void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                            const ChannelAffine* prologue) const {
   const size_t OH = p_.out_h(), OW = p_.out_w();
-  const size_t HP = p_.H + p_.pad_top + p_.pad_bottom;
-  const size_t WP = p_.W + p_.pad_left + p_.pad_right;
   const dwconv_plane_fn kernel = select_f32_dwconv(active_isa());
   const size_t taps = p_.kh * p_.kw;
+  DwConvPlane shape{};
+  shape.in_h = p_.H;
+  shape.in_w = p_.W;
+  shape.pad_top = p_.pad_top;
+  shape.pad_left = p_.pad_left;
+  shape.oh = OH;
+  shape.ow = OW;
+  shape.kh = p_.kh;
+  shape.kw = p_.kw;
+  shape.sh = p_.stride_h;
+  shape.sw = p_.stride_w;
+  shape.dh = p_.dilation_h;
+  shape.dw = p_.dilation_w;
+  shape.act = ep.act;
+  shape.alpha = ep.alpha;
+  shape.beta = ep.beta;
+  shape.has_prologue = prologue != nullptr;
+  shape.in_relu = prologue && prologue->relu;
+  const size_t scratch = dwconv_scratch_floats(shape);
   auto run = [&](size_t i0, size_t i1) {
-    float* padded = gemm_scratch(kScratchConv, HP * WP + kDwConvSlack);
-    std::memset(padded, 0, (HP * WP + kDwConvSlack) * sizeof(float));
+    // Zero once: the kernels write only data columns of it, the same ones for every plane.
+    float* rows = gemm_scratch(kScratchConv, scratch);
+    std::memset(rows, 0, scratch * sizeof(float));
     for (size_t i = i0; i < i1; ++i) {
       const size_t c = i % p_.C;
-      const float* src = x + i * p_.H * p_.W;
-      for (size_t r = 0; r < p_.H; ++r) {
-        float* dst = padded + (r + p_.pad_top) * WP + p_.pad_left;
-        const float* row = src + r * p_.W;
-        if (!prologue) {
-          std::memcpy(dst, row, p_.W * sizeof(float));
-          continue;
-        }
-        // The prologue applies to real pixels only: the padding stays zero, as when the
-        // affine ran as its own op before the convolution.
-        const float s = prologue->scale[c], t = prologue->shift[c];
-        if (prologue->relu)
-          for (size_t i = 0; i < p_.W; ++i) dst[i] = std::max(s * row[i] + t, 0.0f);
-        else
-          for (size_t i = 0; i < p_.W; ++i) dst[i] = s * row[i] + t;
+      DwConvPlane plane = shape;
+      plane.x = x + i * p_.H * p_.W;
+      plane.w = weights_.data() + c * taps;
+      plane.y = y + i * OH * OW;
+      plane.residual = ep.residual ? ep.residual + i * OH * OW : nullptr;
+      plane.bias = ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f;
+      plane.rows = rows;
+      if (prologue) {
+        plane.in_scale = prologue->scale[c];
+        plane.in_shift = prologue->shift[c];
       }
-      DwConvPlane plane{padded, WP, weights_.data() + c * taps, y + i * OH * OW,
-                        ep.residual ? ep.residual + i * OH * OW : nullptr,
-                        ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f,
-                        OH, OW, p_.kh, p_.kw, p_.stride_h, p_.stride_w,
-                        p_.dilation_h, p_.dilation_w, ep.act, ep.alpha, ep.beta};
       kernel(plane);
     }
   };
   const size_t planes = p_.N * p_.C;
-  if (pool) pool->parallel_for(planes, 1, run, planes * (HP * WP + OH * OW * taps));
+  if (pool) pool->parallel_for(planes, 1, run, planes * (p_.H * p_.W + OH * OW * taps));
   else run(0, planes);
 }
 
