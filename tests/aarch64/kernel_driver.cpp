@@ -254,15 +254,34 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
   Group g("dwconv");
   int variant = 0;
   for (const PlaneShape& s : kPlanes)
-    for (int flavor = 0; flavor < 3; ++flavor) {
+    for (int flavor = 0; flavor < 4; ++flavor) {
       ++variant;
-      size_t stride;
-      auto x = plane_input(s, kDwConvSlack, &stride, 0.0f);
+      // The unpadded plane the shape reads, less one row / column on each side (padding 1),
+      // except for flavor 3 (no padding, one more column than the outputs read).
+      const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+      const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+      const size_t pad = flavor == 3 ? 0 : std::min<size_t>(1, std::min(rows, cols) / 2);
+      const size_t in_h = rows - 2 * pad, in_w = cols - 2 * pad + (flavor == 3 ? 1 : 0);
+      auto x = randv(in_h * in_w);
       auto w = randv(s.kh * s.kw), res = randv(s.oh * s.ow);
-      DwConvPlane p{x.data(), stride, w.data(), nullptr, flavor == 1 ? res.data() : nullptr,
-                    0.25f, s.oh, s.ow, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
-                    kActs[(variant * 5) % 12], 0, 0};
+      DwConvPlane p{};
+      p.x = x.data();
+      p.in_h = in_h;
+      p.in_w = in_w;
+      p.pad_top = p.pad_left = pad;
+      p.w = w.data();
+      p.residual = flavor == 1 ? res.data() : nullptr;
+      p.bias = 0.25f;
+      p.oh = s.oh, p.ow = s.ow, p.kh = s.kh, p.kw = s.kw;
+      p.sh = s.sh, p.sw = s.sw, p.dh = s.dh, p.dw = s.dw;
+      p.act = kActs[(variant * 5) % 12];
       act_params(p.act, &p.alpha, &p.beta);
+      p.has_prologue = flavor == 2;
+      p.in_relu = variant % 2 == 0;
+      p.in_scale = 0.75f;
+      p.in_shift = -0.125f;
+      std::vector<float> rows_buf(dwconv_scratch_floats(p), 0.0f);
+      p.rows = rows_buf.data();
       std::vector<float> got(s.oh * s.ow + 1, 7.0f), want(s.oh * s.ow + 1, 7.0f);
       p.y = got.data();
       fn(p);
@@ -270,7 +289,7 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
       kiln_f32_dwconv_ukernel__generic(p);
       check(std::string(name) + " " + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" +
                 std::to_string(s.sw) + " d" + std::to_string(s.dw) + " ow=" +
-                std::to_string(s.ow),
+                std::to_string(s.ow) + " flavor=" + std::to_string(flavor),
             got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
     }
   g.done(isa, name);

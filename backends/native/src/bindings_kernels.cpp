@@ -307,6 +307,7 @@ std::vector<Int8Entry> int8_ukernels() {
 #define KILN_UKERNEL(kind, name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_GEMV_UKERNEL(name, isa_, mr)
 #define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
@@ -320,6 +321,7 @@ std::vector<Int8Entry> int8_ukernels() {
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL

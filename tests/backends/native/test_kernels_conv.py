@@ -95,6 +95,10 @@ CASES = [
     # a stride-2 stem on rows wider than a B panel (the even-column gather across panels)
     Case(1, 3, 21, 131, 16, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
     Case(1, 3, 20, 130, 24, 3, 3, strides=(2, 2)),
+    # one output pixel -> the GEMV kernel: rows not a multiple of any mr, K odd, batch, groups
+    Case(1, 37, 1, 1, 45, 1, 1),
+    Case(2, 301, 1, 1, 70, 1, 1),
+    Case(1, 12, 1, 1, 18, 1, 1, groups=3),
 ]
 
 

@@ -291,28 +291,15 @@ struct PanelRowWriter {
   }
 };
 
-// acc[r] = sum over k of panel[k * MR + r] * v[k]: one packed weight panel (MR rows) times a
-// vector, MR fixed so that the row loop unrolls and vectorizes.
-template <size_t MR>
-void panel_times_vector(const float* panel, const float* v, size_t K, float* acc) {
-  float sum[MR] = {};
-  for (size_t k = 0; k < K; ++k) {
-    const float vk = v[k];
-    const float* a = panel + k * MR;
-    for (size_t r = 0; r < MR; ++r) sum[r] += a[r] * vk;
-  }
-  for (size_t r = 0; r < MR; ++r) acc[r] = sum[r];
-}
-
-void panel_times_vector(size_t mr, const float* panel, const float* v, size_t K, float* acc) {
-  switch (mr) {
-    case 14: return panel_times_vector<14>(panel, v, K, acc);
-    case 6: return panel_times_vector<6>(panel, v, K, acc);
-    case 4: return panel_times_vector<4>(panel, v, K, acc);
-    default:
-      for (size_t r = 0; r < mr; ++r) acc[r] = 0.0f;
-      for (size_t k = 0; k < K; ++k)
-        for (size_t r = 0; r < mr; ++r) acc[r] += panel[k * mr + r] * v[k];
+// y[p * mr + r] = sum over k of panels[(p * K + k) * mr + r] * v[k]: the list's GEMV kernel
+// for the panels' tile height, or plain loops for a height the list has no kernel for.
+void panels_times_vector(f32_gemv_fn gemv, size_t mr, size_t panels, const float* a,
+                         const float* v, size_t K, float* y) {
+  if (gemv) return gemv(panels, K, a, v, y);
+  for (size_t pi = 0; pi < panels; ++pi, a += K * mr, y += mr) {
+    for (size_t r = 0; r < mr; ++r) y[r] = 0.0f;
+    for (size_t k = 0; k < K; ++k)
+      for (size_t r = 0; r < mr; ++r) y[r] += a[k * mr + r] * v[k];
   }
 }
 
@@ -389,7 +376,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     // One output pixel (a squeeze-excitation conv, a classifier after global pooling): the
     // GEMM would pad the one column to a whole nr-wide panel (32x the multiply-adds), so
     // each weight panel is multiplied by the input vector instead.
-    std::vector<float> v(Cg);
+    const f32_gemv_fn gemv = select_f32_gemv(active_isa(), kern.mr);
+    float* v = gemm_scratch(kScratchConv, Cg);
     for (size_t n = 0; n < p_.N; ++n)
       for (size_t g = 0; g < p_.groups; ++g) {
         const float* xg = x + n * p_.C + g * Cg;
@@ -409,13 +397,14 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
         float* yg = y + n * p_.K + g * Kg;
         const size_t npanels = (Kg + kern.mr - 1) / kern.mr;
         auto run = [&](size_t p0, size_t p1) {
-          float acc[64];
-          for (size_t pi = p0; pi < p1; ++pi) {
-            panel_times_vector(kern.mr, panels + pi * kdim * kern.mr, v.data(), kdim, acc);
-            for (size_t r = 0; r < kern.mr && pi * kern.mr + r < Kg; ++r) {
-              const size_t i = pi * kern.mr + r;
-              yg[i] = epilogue_value(eg, 1, i, 0, acc[r]);
-            }
+          constexpr size_t kChunk = 8;  // panels per kernel call: acc holds 8 x mr <= 512
+          float acc[kChunk * 64];
+          for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
+            const size_t c1 = std::min(p1, c0 + kChunk);
+            panels_times_vector(gemv, kern.mr, c1 - c0, panels + c0 * kdim * kern.mr, v, kdim,
+                                acc);
+            for (size_t i = c0 * kern.mr; i < std::min(Kg, c1 * kern.mr); ++i)
+              yg[i] = epilogue_value(eg, 1, i, 0, acc[i - c0 * kern.mr]);
           }
         };
         if (pool) pool->parallel_for(npanels, 1, run, Kg * kdim);
@@ -491,41 +480,49 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
 void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                            const ChannelAffine* prologue) const {
   const size_t OH = p_.out_h(), OW = p_.out_w();
-  const size_t HP = p_.H + p_.pad_top + p_.pad_bottom;
-  const size_t WP = p_.W + p_.pad_left + p_.pad_right;
   const dwconv_plane_fn kernel = select_f32_dwconv(active_isa());
   const size_t taps = p_.kh * p_.kw;
+  DwConvPlane shape{};
+  shape.in_h = p_.H;
+  shape.in_w = p_.W;
+  shape.pad_top = p_.pad_top;
+  shape.pad_left = p_.pad_left;
+  shape.oh = OH;
+  shape.ow = OW;
+  shape.kh = p_.kh;
+  shape.kw = p_.kw;
+  shape.sh = p_.stride_h;
+  shape.sw = p_.stride_w;
+  shape.dh = p_.dilation_h;
+  shape.dw = p_.dilation_w;
+  shape.act = ep.act;
+  shape.alpha = ep.alpha;
+  shape.beta = ep.beta;
+  shape.has_prologue = prologue != nullptr;
+  shape.in_relu = prologue && prologue->relu;
+  const size_t scratch = dwconv_scratch_floats(shape);
   auto run = [&](size_t i0, size_t i1) {
-    float* padded = gemm_scratch(kScratchConv, HP * WP + kDwConvSlack);
-    std::memset(padded, 0, (HP * WP + kDwConvSlack) * sizeof(float));
+    // Zero once: the kernels write only data columns of it, the same ones for every plane.
+    float* rows = gemm_scratch(kScratchConv, scratch);
+    std::memset(rows, 0, scratch * sizeof(float));
     for (size_t i = i0; i < i1; ++i) {
       const size_t c = i % p_.C;
-      const float* src = x + i * p_.H * p_.W;
-      for (size_t r = 0; r < p_.H; ++r) {
-        float* dst = padded + (r + p_.pad_top) * WP + p_.pad_left;
-        const float* row = src + r * p_.W;
-        if (!prologue) {
-          std::memcpy(dst, row, p_.W * sizeof(float));
-          continue;
-        }
-        // The prologue applies to real pixels only: the padding stays zero, as when the
-        // affine ran as its own op before the convolution.
-        const float s = prologue->scale[c], t = prologue->shift[c];
-        if (prologue->relu)
-          for (size_t i = 0; i < p_.W; ++i) dst[i] = std::max(s * row[i] + t, 0.0f);
-        else
-          for (size_t i = 0; i < p_.W; ++i) dst[i] = s * row[i] + t;
+      DwConvPlane plane = shape;
+      plane.x = x + i * p_.H * p_.W;
+      plane.w = weights_.data() + c * taps;
+      plane.y = y + i * OH * OW;
+      plane.residual = ep.residual ? ep.residual + i * OH * OW : nullptr;
+      plane.bias = ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f;
+      plane.rows = rows;
+      if (prologue) {
+        plane.in_scale = prologue->scale[c];
+        plane.in_shift = prologue->shift[c];
       }
-      DwConvPlane plane{padded, WP, weights_.data() + c * taps, y + i * OH * OW,
-                        ep.residual ? ep.residual + i * OH * OW : nullptr,
-                        ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f,
-                        OH, OW, p_.kh, p_.kw, p_.stride_h, p_.stride_w,
-                        p_.dilation_h, p_.dilation_w, ep.act, ep.alpha, ep.beta};
       kernel(plane);
     }
   };
   const size_t planes = p_.N * p_.C;
-  if (pool) pool->parallel_for(planes, 1, run, planes * (HP * WP + OH * OW * taps));
+  if (pool) pool->parallel_for(planes, 1, run, planes * (p_.H * p_.W + OH * OW * taps));
   else run(0, planes);
 }
 

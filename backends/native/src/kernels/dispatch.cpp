@@ -12,6 +12,7 @@ namespace kiln {
 #define KILN_SELECT_vbinop(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
+#define KILN_GEMV_UKERNEL(name, isa_, mr)
 #define KILN_POOL_UKERNEL(name, isa_)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
@@ -67,6 +68,16 @@ dwconv_plane_fn select_f32_dwconv(Isa isa) {
 #undef KILN_DWCONV_UKERNEL
 #define KILN_DWCONV_UKERNEL(name, isa_)
   return kiln_f32_dwconv_ukernel__generic;
+}
+
+f32_gemv_fn select_f32_gemv(Isa isa, size_t mr) {
+#undef KILN_GEMV_UKERNEL
+#define KILN_GEMV_UKERNEL(name, isa_, mr_) \
+  if (isa == Isa::isa_ && mr == mr_) return name;
+#include "kernels/ukernels.inc"
+#undef KILN_GEMV_UKERNEL
+#define KILN_GEMV_UKERNEL(name, isa_, mr_)
+  return nullptr;
 }
 
 pool_plane_fn select_f32_pool(Isa isa) {

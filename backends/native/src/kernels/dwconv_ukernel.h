@@ -1,12 +1,19 @@
 // The plane contract of the depthwise convolution kernels (kernels/simd/f32_dwconv.h and
 // generic/f32_dwconv.cpp).
 //
-// One channel: y[oy, ox] = act(bias + sum_{ky,kx} w[ky, kx] * x[oy*sh + ky*dh, ox*sw + kx*dw]
-//                              + residual[oy, ox])
-// `x` is the channel already zero padded by the driver (rows of `x_stride` floats, with at
-// least `x_slack` readable zero floats after the last used column of every row), so the
-// kernels have no bounds checks.
+// One channel, read straight from its tensor (no padded copy of the plane):
+//   u[iy, ix] = in_relu ? max(in_scale * x[iy, ix] + in_shift, 0) : in_scale * x[...] + in_shift
+//               inside the in_h x in_w plane, 0 in the padding;
+//   y[oy, ox] = act(bias + sum_{ky,kx} w[ky, kx] * u[oy*sh + ky*dh - pad_top,
+//                                                   ox*sw + kx*dw - pad_left]
+//                   + residual[oy, ox])
+// The SIMD kernels stage the input rows they need, zero padded, in `rows` (a ring of a few
+// rows, dwconv_scratch_floats(p) floats, in L1), so each input row is read once and the
+// taps are loads without bounds checks. `rows` must be all zero before the first plane of a
+// shape; kernels write only the data columns of it, so it stays valid for the next planes
+// of the same shape.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 
 #include "kernels/gemm.h"
@@ -14,8 +21,8 @@
 namespace kiln {
 
 struct DwConvPlane {
-  const float* x;
-  size_t x_stride;
+  const float* x;  // in_h rows of in_w floats
+  size_t in_h, in_w, pad_top, pad_left;
   const float* w;  // kh * kw taps
   float* y;
   const float* residual;  // oh * ow, or nullptr
@@ -23,10 +30,39 @@ struct DwConvPlane {
   size_t oh, ow, kh, kw, sh, sw, dh, dw;
   Activation act;
   float alpha, beta;
+  float* rows;  // staging scratch, see above
+  // The per-channel input affine (a folded BatchNormalization, + Relu) applied to real
+  // pixels only, when has_prologue.
+  bool has_prologue = false;
+  bool in_relu = false;
+  float in_scale = 1.0f, in_shift = 0.0f;
 };
 
-// Readable zero floats each padded row must have past its last used column.
+// Readable floats each staged row has past its last used column (>= 2 vectors: the
+// stride-2 window reads two).
 constexpr size_t kDwConvSlack = 64;
+
+// Padded columns the outputs of one row read, and the floats of one staged row.
+inline size_t dwconv_cols(const DwConvPlane& p) {
+  return (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1;
+}
+inline size_t dwconv_row_floats(const DwConvPlane& p) { return dwconv_cols(p) + kDwConvSlack; }
+// Output rows whose input rows are staged ahead of use, so that staging a row and reading it
+// overlap with other work instead of following each other.
+constexpr size_t kDwConvLookahead = 2;
+// A plane whose padded rows fit in this many floats is staged whole before any output row
+// (small planes have too little work per row to hide the staging behind).
+constexpr size_t kDwConvWholePlaneFloats = 4096;
+// The staging ring: the vertical window's rows and the lookahead's, or every padded row of a
+// small plane; the zero row comes after it.
+inline size_t dwconv_ring_rows(const DwConvPlane& p) {
+  const size_t all = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  if (all * dwconv_row_floats(p) <= kDwConvWholePlaneFloats) return all;
+  return std::min(all, (p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh);
+}
+inline size_t dwconv_scratch_floats(const DwConvPlane& p) {
+  return (dwconv_ring_rows(p) + 1) * dwconv_row_floats(p);
+}
 
 using dwconv_plane_fn = void (*)(const DwConvPlane& p);
 

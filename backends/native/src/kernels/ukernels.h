@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
+#include "kernels/gemv_ukernel.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/pool_ukernel.h"
 #include "kernels/winograd_ukernel.h"
@@ -37,6 +38,8 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
 #define KILN_DWCONV_UKERNEL(name, isa) void name(const DwConvPlane& p);
+#define KILN_GEMV_UKERNEL(name, isa, mr) \
+  void name(size_t panels, size_t K, const float* a, const float* v, float* y);
 #define KILN_POOL_UKERNEL(name, isa) void name(const PoolPlane& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
 #define KILN_WINO_UKERNEL(suffix, isa, tiles)                                         \
@@ -56,6 +59,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
@@ -67,6 +71,9 @@ f32_vact_fn select_f32_vact(Isa isa);
 f32_vsoftmax_fn select_f32_vsoftmax(Isa isa);
 f32_vbinop_fn select_f32_vbinop(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
+// The GEMV kernel for SGEMM panels of tile height mr on isa; nullptr when the list has none
+// (the caller then loops in plain C++).
+f32_gemv_fn select_f32_gemv(Isa isa, size_t mr);
 pool_plane_fn select_f32_pool(Isa isa);
 struct WinogradKernels {
   wino_input_fn input;

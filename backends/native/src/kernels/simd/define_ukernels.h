@@ -10,6 +10,7 @@
 #pragma once
 #include "kernels/simd/f32_dwconv.h"
 #include "kernels/simd/f32_elementwise.h"
+#include "kernels/simd/f32_gemv.h"
 #include "kernels/simd/f32_gemm.h"
 #include "kernels/simd/f32_pool.h"
 #include "kernels/ukernels.h"
@@ -60,6 +61,10 @@ namespace kiln {
   })
 #define KILN_DWCONV_UKERNEL(name, isa) \
   KILN_ON_##isa(void name(const DwConvPlane& p) { simd::dwconv_ukernel<KILN_SIMD_ISA_VEC>(p); })
+#define KILN_GEMV_UKERNEL(name, isa, mr)                                                 \
+  KILN_ON_##isa(void name(size_t panels, size_t K, const float* a, const float* v, float* y) { \
+    simd::gemv_panels<KILN_SIMD_ISA_VEC, mr>(panels, K, a, v, y);                          \
+  })
 #define KILN_POOL_UKERNEL(name, isa) \
   KILN_ON_##isa(void name(const PoolPlane& p) { simd::pool_ukernel<KILN_SIMD_ISA_VEC>(p); })
 #define KILN_FMA_PROBE(name, isa) \
@@ -78,6 +83,7 @@ namespace kiln {
 #undef KILN_DEFINE_vbinop
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL

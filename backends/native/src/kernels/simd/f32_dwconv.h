@@ -2,7 +2,11 @@
 // once over a vector traits type V (kernels/<isa>/vec.h): kWidth output columns per vector,
 // stride 1 as plain loads, stride 2 as V::load_even. 3x3 and 5x5 get the tap loops unrolled
 // with the taps in registers; other sizes up to 64 taps loop; the rest go to the plain kernel.
+// Input rows are staged once each into a small zero-padded ring (L1) as the output rows
+// advance, applying the input prologue on the way; rows above or below the plane read a
+// zero row.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 
 #include "kernels/simd/lanes.h"
@@ -16,8 +20,29 @@ inline typename V::vec dwconv_window(const float* s) {
   return SW == 1 ? V::load(s) : V::load_even(s);
 }
 
+// dst[0, n) = prologue(src[0, n)).
+template <typename V>
+void dwconv_stage_row(const DwConvPlane& p, const float* src, float* dst, size_t n) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  if (!p.has_prologue) {
+    size_t i = 0;
+    for (; i + W <= n; i += W) V::store(dst + i, V::load(src + i));
+    if (i < n) store_n<V>(dst + i, load_n<V>(src + i, n - i), n - i);
+    return;
+  }
+  const vec s = V::set1(p.in_scale), t = V::set1(p.in_shift), zero = V::zero();
+  for (size_t i = 0; i < n; i += W) {
+    vec u = V::fma(load_n<V>(src + i, n - i), s, t);
+    if (p.in_relu) u = V::max(zero, u);
+    store_n<V>(dst + i, u, n - i);
+  }
+}
+
 // KH, KW > 0: fixed kernel size, tap loops unrolled; 0: the plane's own size (<= 64 taps).
-template <typename V, int KH, int KW, int SW>
+// WHOLE: the ring holds every padded row (dwconv_ring_rows), so padded row r is slot r and
+// the window's rows are plain arithmetic (no per-row pointer table to load).
+template <typename V, int KH, int KW, int SW, bool WHOLE>
 void dwconv_plane(const DwConvPlane& p) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth;
@@ -26,15 +51,45 @@ void dwconv_plane(const DwConvPlane& p) {
 #pragma GCC unroll 25
   for (size_t i = 0; i < kh * kw; ++i) w[i] = V::set1(p.w[i]);
   const vec bias = V::set1(p.bias);
+  const size_t rf = dwconv_row_floats(p), span = (kh - 1) * p.dh + 1;
+  const size_t ring = dwconv_ring_rows(p), ahead = ring - span;
+  const size_t cols = dwconv_cols(p);
+  const size_t n = cols > p.pad_left ? std::min(p.in_w, cols - p.pad_left) : 0;
+  const size_t data_end = p.pad_top + p.in_h;  // padded rows [pad_top, data_end) hold data
+  const float* zero_row = p.rows + ring * rf;
+  const float* in_row[KH ? KH : 64];
+  // Padded row r lives in ring slot r % ring; base tracks first % ring without a division.
+  size_t next = 0, base = 0;  // next: the next padded row to stage
   for (size_t oy = 0; oy < p.oh; ++oy) {
     float* y = p.y + oy * p.ow;
     const float* res = p.residual ? p.residual + oy * p.ow : nullptr;
-    const float* rows = p.x + oy * p.sh * p.x_stride;
+    const size_t first = oy * p.sh;
+    if (oy) {
+      base += p.sh;
+      while (base >= ring) base -= ring;
+    }
+    auto slot = [&](size_t r) {
+      const size_t i = base + (r - first);
+      return p.rows + (i >= ring ? i - ring : i) * rf;
+    };
+    // Stage this output row's window and the lookahead's rows (those of the next outputs).
+    const size_t stage_end = std::min(first + span + ahead, data_end);
+    for (size_t r = std::max({next, first, p.pad_top}); r < stage_end; ++r)
+      dwconv_stage_row<V>(p, p.x + (r - p.pad_top) * p.in_w, slot(r) + p.pad_left, n);
+    next = std::max(next, stage_end);
+    if (!WHOLE) {
+#pragma GCC unroll 5
+      for (size_t ky = 0; ky < kh; ++ky) {
+        const size_t r = first + ky * p.dh;
+        in_row[ky] = r >= p.pad_top && r < data_end ? slot(r) : zero_row;
+      }
+    }
+    const float* window = p.rows + first * rf;  // WHOLE: the window's first row
     for (size_t ox = 0; ox < p.ow; ox += W) {
       vec acc0 = bias, acc1 = V::zero();  // two chains halve the dependent FMA latency
 #pragma GCC unroll 5
       for (size_t ky = 0; ky < kh; ++ky) {
-        const float* row = rows + ky * p.dh * p.x_stride + ox * SW;
+        const float* row = (WHOLE ? window + ky * p.dh * rf : in_row[ky]) + ox * SW;
 #pragma GCC unroll 5
         for (size_t kx = 0; kx < kw; ++kx) {
           const vec v = dwconv_window<V, SW>(row + kx * p.dw);
@@ -50,14 +105,23 @@ void dwconv_plane(const DwConvPlane& p) {
   }
 }
 
+template <typename V, bool WHOLE>
+void dwconv_sized(const DwConvPlane& p) {
+  const bool s1 = p.sw == 1;
+  if (p.kh == 3 && p.kw == 3)
+    return s1 ? dwconv_plane<V, 3, 3, 1, WHOLE>(p) : dwconv_plane<V, 3, 3, 2, WHOLE>(p);
+  if (p.kh == 5 && p.kw == 5)
+    return s1 ? dwconv_plane<V, 5, 5, 1, WHOLE>(p) : dwconv_plane<V, 5, 5, 2, WHOLE>(p);
+  if (s1) dwconv_plane<V, 0, 0, 1, WHOLE>(p);
+  else dwconv_plane<V, 0, 0, 2, WHOLE>(p);
+}
+
 template <typename V>
 void dwconv_ukernel(const DwConvPlane& p) {
   if (p.kh * p.kw > 64 || (p.sw != 1 && p.sw != 2)) return kiln_f32_dwconv_ukernel__generic(p);
-  const bool s1 = p.sw == 1;
-  if (p.kh == 3 && p.kw == 3) return s1 ? dwconv_plane<V, 3, 3, 1>(p) : dwconv_plane<V, 3, 3, 2>(p);
-  if (p.kh == 5 && p.kw == 5) return s1 ? dwconv_plane<V, 5, 5, 1>(p) : dwconv_plane<V, 5, 5, 2>(p);
-  if (s1) dwconv_plane<V, 0, 0, 1>(p);
-  else dwconv_plane<V, 0, 0, 2>(p);
+  const bool whole = dwconv_ring_rows(p) == (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  if (whole) return dwconv_sized<V, true>(p);
+  dwconv_sized<V, false>(p);
 }
 
 }  // namespace kiln::simd
