@@ -356,8 +356,26 @@ def _weightless(proto: onnx.ModelProto, location: str | None = None) -> onnx.Mod
 
 
 def _large_raw(tensor: onnx.TensorProto) -> bool:
-    return (tensor.ByteSize() > _INFERENCE_VALUE_BYTES and tensor.HasField("raw_data")
-            and tensor.data_type != onnx.TensorProto.STRING)
+    """Raw data above _INFERENCE_VALUE_BYTES by its dims (``ByteSize`` would serialize the
+    tensor with upb protobuf: seconds for a model's weights; a raw_data that disagrees with
+    its dims is refused by the checker or ``_check_value_sizes``)."""
+    if not tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
+        return False
+    return math.prod(tensor.dims) * _bits(tensor.data_type) > 8 * _INFERENCE_VALUE_BYTES
+
+
+def _bits(data_type: int) -> int:
+    """Bits per element of an ONNX tensor type (8 when onnx does not know it)."""
+    name = onnx.TensorProto.DataType.Name(data_type) if data_type in \
+        onnx.TensorProto.DataType.values() else ""
+    if name.endswith(("INT4", "FLOAT4E2M1")):
+        return 4
+    if name.endswith("INT2"):
+        return 2
+    try:
+        return 8 * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return 8
 
 
 def _check_value_sizes(proto: onnx.ModelProto, name: str) -> None:
