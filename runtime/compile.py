@@ -397,8 +397,9 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
-    if not choice.partitioned and offload_weights(graph):  # as compile does
-        release_parsed(graph)
+    if not choice.partitioned:
+        offload_weights(graph)  # as compile does: engines read the weights from a file
+    release_parsed(graph)  # when they went to a file: the parsed protobuf is not needed
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 
