@@ -37,6 +37,15 @@ class _Reader:
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.digest = hashlib.sha256()
+        self.size = os.fstat(f.fileno()).st_size
+
+    def length(self) -> tuple[int, bytes]:
+        """A length varint, refused when it runs past the end of the file (a forged length
+        must not make the scan allocate it)."""
+        size, size_bytes = self.varint()
+        if size < 0 or size > self.size - self.f.tell():
+            raise _Layout("a length past the end of the file")
+        return size, size_bytes
 
     def read(self, n: int) -> bytes:
         data = self.f.read(n)
@@ -82,9 +91,7 @@ class _Reader:
         if wire in (_FIXED64, _FIXED32):
             return key_bytes + self.read(8 if wire == _FIXED64 else 4)
         if wire == _LEN:
-            size, size_bytes = self.varint()
-            if size < 0:
-                raise _Layout("truncated length")
+            size, size_bytes = self.length()
             return key_bytes + size_bytes + self.read(size)
         raise _Layout(f"wire type {wire}")  # groups: not in ONNX
 
@@ -133,9 +140,7 @@ def parse_file(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str] | No
                 if key != (_GRAPH_FIELD << 3 | _LEN):
                     proto.MergeFromString(reader.field(key, key_bytes))
                     continue
-                size, _ = reader.varint()
-                if size < 0:
-                    raise _Layout("truncated graph")
+                size, _ = reader.length()
                 _merge_graph(reader, proto, f.tell() + size)
         except (_Layout, DecodeError, RecursionError):
             return None
@@ -152,9 +157,7 @@ def _merge_graph(reader: _Reader, proto: onnx.ModelProto, end: int) -> None:
         if key < 0:
             raise _Layout("truncated graph")
         if key & 7 == _LEN:
-            size, size_bytes = reader.varint()
-            if size < 0:
-                raise _Layout("truncated length")
+            size, size_bytes = reader.length()
             field_head = key_bytes + size_bytes
             if size > _BATCH_BYTES:  # alone, after what came before it (file order)
                 proto.MergeFromString(_graph_chunk(batch))

@@ -93,3 +93,12 @@ def test_the_frontend_streams_large_files(tmp_path, monkeypatch):
     proto, _, digest = frontend.load_proto(path)
     assert streamed and len(proto.graph.initializer) == 12
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_forged_length_answers_none_without_allocating_it(tmp_path):
+    path = tmp_path / "m.onnx"
+    huge = onnx_stream._varint_bytes(1 << 60)
+    path.write_bytes(bytes([7 << 3 | 2]) + huge + b"\x00" * 16)  # graph of 2**60 bytes
+    assert parse_file(path) is None
+    path.write_bytes(bytes([7 << 3 | 2, 20, 5 << 3 | 2]) + huge + b"\x00" * 16)
+    assert parse_file(path) is None
