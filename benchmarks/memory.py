@@ -278,27 +278,50 @@ def save_artifact(engine: str, model: Path, folder: Path) -> Path | None:
     return path if done.returncode == 0 else None
 
 
-def measure(names: list[str], engines: list[str]) -> list[dict]:
+def measure(names: list[str], engines: list[str], repeat: int = 1) -> list[dict]:
+    """Each (model, engine) ``repeat`` times, engines interleaved within each round; a row
+    holds the median of each figure and every sample."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-memory-") as tmp:
         for name in names:
             path = models()[name]
+            artifacts: dict[str, Path | None] = {}
+            samples: dict[str, dict[str, list[dict]]] = {e: {"cold": [], "warm": []}
+                                                         for e in engines}
+            for _ in range(repeat):
+                for engine in engines:
+                    samples[engine]["cold"].append(in_child(engine, path))
+                    if not engine.startswith("kiln"):
+                        continue
+                    if engine not in artifacts:
+                        artifacts[engine] = save_artifact(engine, path, Path(tmp))
+                    if artifacts[engine] is not None:
+                        samples[engine]["warm"].append(in_child(engine, artifacts[engine]))
             for engine in engines:
-                cold = in_child(engine, path)
-                row = {"model": name, "engine": engine, "cold": cold,
-                       "weights_mb": weights_mb(path)}
-                if engine.startswith("kiln"):
-                    artifact = save_artifact(engine, path, Path(tmp))
-                    if artifact is None:
-                        row["warm"] = {"error": "compiling the artifact failed"}
-                    else:
-                        row["kiln_mb"] = artifact.stat().st_size / 2**20
-                        row["warm"] = in_child(engine, artifact)
+                row = {"model": name, "engine": engine, "weights_mb": weights_mb(path),
+                       "cold": median_of(samples[engine]["cold"])}
+                if not engine.startswith("kiln"):
+                    row["warm"] = row["cold"]
+                elif artifacts.get(engine) is None:
+                    row["warm"] = {"error": "compiling the artifact failed"}
                 else:
-                    row["warm"] = cold
+                    row["kiln_mb"] = artifacts[engine].stat().st_size / 2**20
+                    row["warm"] = median_of(samples[engine]["warm"])
+                row["samples"] = samples[engine]
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                print(json.dumps({k: v for k, v in row.items() if k != "samples"}), flush=True)
     return rows
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The median of each figure over the runs that succeeded (the first error otherwise)."""
+    import statistics
+
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0] if runs else {"error": "not run"}
+    return {**ok[0], **{key: statistics.median(r[key] for r in ok)
+                        for key in ("peak_mb", "first_inference_s")}, "runs": len(ok)}
 
 
 def table(rows: list[dict]) -> str:
@@ -331,6 +354,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"])
     parser.add_argument("--engines", nargs="*", default=list(ENGINES))
     parser.add_argument("--out", default="memory")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="fresh processes per (model, engine), interleaved; medians shown")
     parser.add_argument("--steps", nargs=2, metavar=("ENGINE", "MODEL"),
                         help="trace one kiln engine step by step on a model named in --models "
                              "(or a .onnx/.kiln path); run in a fresh process")
@@ -344,12 +369,12 @@ def main() -> None:
         engine, model, dims = args.child
         print(json.dumps(child(engine, model, json.loads(dims))))
         return
-    rows = measure(args.models, args.engines)
+    rows = measure(args.models, args.engines, args.repeat)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = ("Peak RSS above the RSS after imports (MB), open + 3 runs, each in a fresh process; "
           "ratios vs the engine used directly (native vs onnxruntime). Shared, noisy 2-core "
-          "machine.\n\n" + table(rows))
+          f"machine; medians of {args.repeat} interleaved run(s).\n\n" + table(rows))
     (RESULTS / f"{args.out}.md").write_text(md)
     print(md)
 

@@ -28,6 +28,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
+from kiln.compiler.onnx_stream import parse_file
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
     PROTOBUF_RECURSION_LIMIT,
@@ -109,6 +110,10 @@ def normalize(proto: onnx.ModelProto) -> None:
         proto.opset_import.extend(keep)
 
 
+#: Files from this size are parsed a field at a time (``kiln.compiler.onnx_stream``).
+STREAM_PARSE_BYTES = 8 << 20
+
+
 def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
     """Parse ``source`` into a ModelProto with external data resolved safely.
 
@@ -128,11 +133,16 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
         raise ModelError(f"{path}: not a regular file")
-    data = path.read_bytes()
-    proto = _parse(data, str(path))
+    streamed = parse_file(path) if path.stat().st_size >= STREAM_PARSE_BYTES else None
+    if streamed is not None:  # never the file's bytes and the parsed model both whole
+        proto, digest = streamed
+    else:
+        data = path.read_bytes()
+        proto, digest = _parse(data, str(path)), _sha256(data)
+        del data
     if _has_external_data(proto):
         load_external_data(proto, path.parent.resolve(), str(path))
-    return proto, str(path), _sha256(data)
+    return proto, str(path), digest
 
 
 def parse_bytes(data: bytes, name: str, external_ok: bool = False) -> onnx.ModelProto:
@@ -357,8 +367,26 @@ def _weightless(proto: onnx.ModelProto, location: str | None = None) -> onnx.Mod
 
 
 def _large_raw(tensor: onnx.TensorProto) -> bool:
-    return (tensor.ByteSize() > _INFERENCE_VALUE_BYTES and tensor.HasField("raw_data")
-            and tensor.data_type != onnx.TensorProto.STRING)
+    """Raw data above _INFERENCE_VALUE_BYTES by its dims (``ByteSize`` would serialize the
+    tensor with upb protobuf: seconds for a model's weights; a raw_data that disagrees with
+    its dims is refused by the checker or ``_check_value_sizes``)."""
+    if not tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
+        return False
+    return math.prod(tensor.dims) * _bits(tensor.data_type) > 8 * _INFERENCE_VALUE_BYTES
+
+
+def _bits(data_type: int) -> int:
+    """Bits per element of an ONNX tensor type (8 when onnx does not know it)."""
+    name = onnx.TensorProto.DataType.Name(data_type) if data_type in \
+        onnx.TensorProto.DataType.values() else ""
+    if name.endswith(("INT4", "FLOAT4E2M1")):
+        return 4
+    if name.endswith("INT2"):
+        return 2
+    try:
+        return 8 * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return 8
 
 
 def _check_value_sizes(proto: onnx.ModelProto, name: str) -> None:

@@ -400,14 +400,14 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     placement = None
     if not choice.partitioned and not (artifact.weights is not None and getattr(
             registry.get_backend(choice.name), "reads_tensor_maps", False)):
-        if offload_weights(graph):  # as compile does: engines read the weights from a file
-            release_parsed(graph)
+        offload_weights(graph)  # as compile does: engines read the weights from a file
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 
         engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
         placement = engine.placement
     else:
+        release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
         engine, why = restore(artifact, registry.get_backend(choice.name), target,
                               compile_options, graph)
         release_maps(graph)

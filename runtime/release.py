@@ -17,12 +17,15 @@ from collections import Counter
 
 import onnx_ir as ir
 
+from kiln.backends.onnx_export import WEIGHTS_DIR
 from kiln.runtime.weights import INLINE_TENSOR_BYTES
 
 
 def release_parsed(model: ir.Model) -> None:
     """Let the protobuf ``model`` was parsed from go, once its large weights live elsewhere
-    (an external-data file): see the module docstring."""
+    (an external-data file): see the module docstring. Nothing to do while they do not."""
+    if WEIGHTS_DIR not in model.meta:
+        return
     forget_removed_values(model)
     own_small_tensors(model)
     return_freed_memory()

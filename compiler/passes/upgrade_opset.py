@@ -64,9 +64,8 @@ class UpgradeOpsetPass(CountingPass):
         log = logging.getLogger("onnxscript")
         level = log.level
         log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
-        # convert a copy, so a converter failure leaves the model as it was (and unfused); the
-        # copy shares the weights' tensors (the converter rewrites nodes, not weights)
-        work = model.clone()
+        # convert a copy, so a converter failure leaves the model as it was (and unfused)
+        work = model.clone()  # shares the tensors: no second copy of the weights
         try:
             version_converter.convert_version(work, self.version, fallback=True)
         except Exception as exc:  # the converters raise many types; the fusion is optional

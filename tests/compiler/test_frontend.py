@@ -189,3 +189,18 @@ def test_a_model_local_function_runs_on_every_backend(backend):
                                              helper.make_opsetid("custom.fn", 1)])
     session = kiln.Session(model, backend=backend)
     np.testing.assert_array_equal(session(x=np.array([1.5, -1], np.float32))["y"], [3, 0])
+
+
+@pytest.mark.parametrize("values, dims", [(np.zeros(2048, np.float32), [4096]),   # too few
+                                          (np.zeros(8192, np.float32), [2048])])  # too many
+def test_large_raw_data_that_disagrees_with_its_dims_is_refused(values, dims):
+    weight = numpy_helper.from_array(values, "w")
+    del weight.dims[:]
+    weight.dims.extend(dims)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dims[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0]])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(kiln.ModelError):
+        import_model(model.SerializeToString())

@@ -1,0 +1,104 @@
+"""Parsing an ONNX file a field at a time gives the model parsing it whole gives (order of
+every repeated field included) and the file's sha256; what the scan does not read plainly
+answers None, so the frontend parses the file whole and reports its errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kiln.compiler import onnx_stream
+from kiln.compiler.onnx_stream import parse_file
+
+
+def _model() -> onnx.ModelProto:
+    """Initializers large and small interleaved, nodes, value infos, functions, metadata."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev = [], [], "x"
+    for i in range(6):
+        width = 600 if i % 2 else 4  # 600 x 600 floats: over the batch size when it is small
+        inits.append(numpy_helper.from_array(
+            rng.standard_normal((width, width)).astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array(np.array([i], np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Add", [prev, f"b{i}"], [f"h{i}"], name=f"add{i}"))
+        prev = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1])], inits,
+        value_info=[helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="kiln-test")
+    helper.set_model_props(model, {"k": "v"})
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch):
+    monkeypatch.setattr(onnx_stream, "_BATCH_BYTES", 1 << 16)  # large tensors go alone
+
+
+def test_the_same_model_and_digest_as_a_whole_parse(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    data = path.read_bytes()
+    whole = onnx.ModelProto()
+    whole.ParseFromString(data)
+    proto, digest = parse_file(path)
+    assert proto == whole
+    assert [t.name for t in proto.graph.initializer] == [t.name for t in whole.graph.initializer]
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_a_graph_field_split_in_the_file_merges_as_protobuf_does(tmp_path):
+    model = _model()
+    first, second = onnx.ModelProto(), onnx.ModelProto()
+    first.graph.node.extend(model.graph.node[:3])
+    second.CopyFrom(model)
+    del second.graph.node[:3]
+    path = tmp_path / "m.onnx"
+    data = first.SerializeToString() + second.SerializeToString()  # two graph fields
+    path.write_bytes(data)
+    whole = onnx.ModelProto()
+    whole.ParseFromString(data)
+    assert parse_file(path)[0] == whole
+
+
+@pytest.mark.parametrize("cut", [1, 100, -1])
+def test_a_truncated_file_answers_none(tmp_path, cut):
+    data = _model().SerializeToString()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data[:cut] if cut > 0 else data[:cut])
+    assert parse_file(path) is None
+
+
+def test_a_group_wire_type_answers_none(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(bytes([(3 << 3) | 3]) + _model().SerializeToString())
+    assert parse_file(path) is None
+
+
+def test_the_frontend_streams_large_files(tmp_path, monkeypatch):
+    from kiln.compiler import frontend
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    streamed = []
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    monkeypatch.setattr(frontend, "parse_file",
+                        lambda p: streamed.append(p) or parse_file(p))
+    proto, _, digest = frontend.load_proto(path)
+    assert streamed and len(proto.graph.initializer) == 12
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_forged_length_answers_none_without_allocating_it(tmp_path):
+    path = tmp_path / "m.onnx"
+    huge = onnx_stream._varint_bytes(1 << 60)
+    path.write_bytes(bytes([7 << 3 | 2]) + huge + b"\x00" * 16)  # graph of 2**60 bytes
+    assert parse_file(path) is None
+    path.write_bytes(bytes([7 << 3 | 2, 20, 5 << 3 | 2]) + huge + b"\x00" * 16)
+    assert parse_file(path) is None
