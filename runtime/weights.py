@@ -10,6 +10,7 @@ the engine's own; the native engine reads them through the map. ``Compiled.save`
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import weakref
@@ -48,6 +49,9 @@ def offload_weights(model: ir.Model) -> bool:
     ir.external_data.unload_from_model(model, folder, WEIGHTS_FILE,
                                        size_threshold_bytes=INLINE_TENSOR_BYTES)
     model.meta[WEIGHTS_DIR] = folder
+    # The tensors replaced here (and graphs the passes left behind) sit in reference cycles
+    # of IR nodes and values: collect them now, before the engine allocates its own copy.
+    gc.collect()
     return True
 
 

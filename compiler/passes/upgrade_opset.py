@@ -63,7 +63,7 @@ class UpgradeOpsetPass(CountingPass):
         level = log.level
         log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
         # convert a copy, so a converter failure leaves the model as it was (and unfused)
-        work = ir.from_proto(ir.to_proto(model))
+        work = model.clone()  # shares the tensors: no second copy of the weights
         try:
             version_converter.convert_version(work, self.version, fallback=True)
         except Exception as exc:  # the converters raise many types; the fusion is optional
