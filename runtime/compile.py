@@ -404,6 +404,11 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 
+        if artifact.weights is not None:  # pieces are cut through protos: weights inline
+            import onnx_ir
+
+            onnx_ir.external_data.load_to_model(graph)
+
         engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
         placement = engine.placement
     else:

@@ -10,6 +10,7 @@ the engine's own; the native engine reads them through the map. ``Compiled.save`
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import weakref
@@ -45,9 +46,15 @@ def offload_weights(model: ir.Model) -> bool:
         return False
     folder = tempfile.mkdtemp(prefix="kiln-weights-")
     weakref.finalize(model, shutil.rmtree, folder, True)
+    # aligned, so the native engine reads them in place; few bytes in flight while writing
     ir.external_data.unload_from_model(model, folder, WEIGHTS_FILE,
-                                       size_threshold_bytes=INLINE_TENSOR_BYTES)
+                                       size_threshold_bytes=INLINE_TENSOR_BYTES,
+                                       alignment=64, align_threshold=INLINE_TENSOR_BYTES,
+                                       max_in_flight_bytes=64 << 20)
     model.meta[WEIGHTS_DIR] = folder
+    # The tensors replaced here (and graphs the passes left behind) sit in reference cycles
+    # of IR nodes and values: collect them now, before the engine allocates its own copy.
+    gc.collect()
     return True
 
 

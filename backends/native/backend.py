@@ -62,6 +62,7 @@ Relu; one group or depthwise; a table on QConv and QGemm).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -124,6 +125,15 @@ def _translate(exc: Exception, where: str) -> KilnError:
     if isinstance(exc, ext.NodeError):
         return InputError(f"native backend{where}: {exc}")
     return KilnError(f"native backend{where}: {type(exc).__name__}: {exc}")
+
+
+def _maps_a_file(arr: np.ndarray) -> bool:
+    """Whether ``arr`` views a read-only memory map of a file (an external tensor's map):
+    its pages can leave the resident set and come back from the file."""
+    base: Any = arr
+    while isinstance(base, (np.ndarray, memoryview)):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    return isinstance(base, mmap.mmap) and not arr.flags.writeable
 
 
 def _unmap(value: ir.Value) -> None:
@@ -194,7 +204,10 @@ class NativeSegment:
         arr = contiguous(self.lowered.constants[vid])
         # Aligned arrays are read in place (the plan keeps them alive): weights mapped from
         # a file stay file pages, and in-memory ones are not held twice.
-        self.plan.add_constant(vid, *to_carrier(arr), borrowed=arr.ctypes.data % ALIGN == 0)
+        borrowed = arr.ctypes.data % ALIGN == 0
+        self.plan.add_constant(vid, *to_carrier(arr), borrowed=borrowed)
+        if borrowed and _maps_a_file(arr):
+            self.plan.set_file_backed(vid)
         self._added.add(vid)
 
     def run(self, env: dict[str, np.ndarray]) -> None:

@@ -130,7 +130,24 @@ class OnnxscriptRulesPass(CountingPass):
         self.rejected = Counter()
         for name, rule_set in sets.items():
             rule_set.apply_to_model(model, tracer=_RejectionTracer(name, self.rejected))
+        _forget_matches(self.rules)
         return ir.passes.PassResult(model, modified=bool(self.fired))
+
+
+#: What onnxscript's pattern matchers keep of their last match (the graph, a node, the
+#: bindings, the tracer)
+_MATCH_STATE = ("_graph", "_current_node", "_match", "_tracer")
+
+
+def _forget_matches(rules: Sequence[RewriteRule]) -> None:
+    """Drop what the rules' matchers remember of the last graph they matched. onnxscript's
+    common rules are module-level objects, so that memory would keep a graph, and every
+    weight it holds (the whole imported model), alive for the life of the process."""
+    for rule in rules:
+        matcher = getattr(rule, "_matcher", None)
+        for attr in _MATCH_STATE:
+            if getattr(matcher, attr, None) is not None:
+                setattr(matcher, attr, None)
 
 
 class _RejectionTracer(MatchingTracer):

@@ -58,3 +58,19 @@ def test_kiln_inspect_shows_the_native_kernels(avx2_artifact):
     as_json = subprocess.run([sys.executable, "-m", "kiln", "inspect", str(avx2_artifact),
                               "--json"], capture_output=True, text=True, timeout=300)
     assert json.loads(as_json.stdout)["details"]["plan isa"] == "avx2"
+
+
+def test_inspect_reports_the_format_member_sizes_and_the_native_arena(avx2_artifact):
+    import zipfile
+
+    info = describe_artifact(avx2_artifact)
+    assert info["format"] == "2.0"
+    with zipfile.ZipFile(avx2_artifact) as zf:
+        stored = {i.filename: i.file_size for i in zf.infolist() if i.filename != "manifest.json"}
+    assert info["members"] == stored
+    details = info["details"]
+    # the planner's arena: no larger than every intermediate side by side
+    assert 0 < details["arena bytes"] <= details["intermediate bytes"]
+    done = subprocess.run([sys.executable, "-m", "kiln", "inspect", str(avx2_artifact)],
+                          capture_output=True, text=True, timeout=300)
+    assert "model.onnx" in done.stdout and "arena bytes" in done.stdout

@@ -7,6 +7,11 @@
 
 #include "threadpool.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 namespace kiln {
 
 // ---- tensors ----------------------------------------------------------------------------
@@ -272,6 +277,7 @@ Plan::Plan(int n_values) : n_values_(n_values) {
   constants_.resize(n_values);
   const_ptrs_.assign(n_values, nullptr);
   released_.assign(n_values, false);
+  file_backed_.assign(n_values, false);
   static_.offsets.assign(n_values, -1);
   static_.planned.assign(n_values, 0);
   is_output_.assign(n_values, false);
@@ -310,6 +316,30 @@ bool Plan::release_constant(int id) {
   released_[id] = true;
   return true;
 }
+
+void Plan::set_file_backed(int id) {
+  if (id < 0 || id >= n_values_ || !const_ptrs_[id])
+    throw std::invalid_argument("set_file_backed: not a constant");
+  file_backed_[id] = true;
+}
+
+namespace {
+
+// Drops the whole pages inside [data, data + bytes) from the resident set. Only for
+// read-only file-backed maps: their contents come back from the file when read again.
+void drop_file_pages(const void* data, size_t bytes) {
+#if defined(__unix__) || defined(__APPLE__)
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+}  // namespace
 
 size_t Plan::constant_bytes() const {
   size_t total = 0;
@@ -373,6 +403,13 @@ void Plan::set_io(std::vector<int> inputs, std::vector<int> outputs) {
       if (v >= 0 && !const_ptrs_[v]) def_node_[v] = last_use_[v] = static_cast<int>(k);
   for (size_t k = 0; k < frees_.size(); ++k)
     for (int v : frees_[k]) last_use_[v] = std::max(last_use_[v], static_cast<int>(k));
+  std::vector<int> last_reader(n_values_, -1);
+  for (size_t k = 0; k < nodes_.size(); ++k)
+    for (int v : nodes_[k].inputs)
+      if (v >= 0 && file_backed_[v] && !released_[v]) last_reader[v] = static_cast<int>(k);
+  reclaim_after_.assign(nodes_.size(), {});
+  for (int v = 0; v < n_values_; ++v)
+    if (last_reader[v] >= 0 && !is_output_[v]) reclaim_after_[last_reader[v]].push_back(v);
   all_static_ = true;
   for (int v = 0; v < n_values_; ++v)
     if (def_node_[v] >= 0 && !is_output_[v] && static_.offsets[v] < 0) all_static_ = false;
@@ -493,6 +530,8 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     }
   for (size_t i = 0; i < inputs.size(); ++i) state.values[inputs_[i]] = inputs[i];
 
+  // The first run to get here drops file-backed weights' pages after their last reader.
+  const bool reclaim = !reclaimed_.exchange(true);
   std::vector<double> times(profiling_ ? nodes_.size() : 0);
   // Workers are woken once here and spin between this run's ops.
   ThreadPool::Engaged engaged(pool_.get());
@@ -509,6 +548,9 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     for (int out : nodes_[k].outputs)
       if (out >= 0 && state.values[out].dtype == DType::undefined)
         nodes_[k].fail("kernel produced no value for an output");
+    if (reclaim && k < reclaim_after_.size())
+      for (int v : reclaim_after_[k])
+        drop_file_pages(constants_[v].data, constants_[v].nbytes());
     if (k < frees_.size())
       for (int v : frees_[k]) {
         if (is_output_[v]) continue;

@@ -15,6 +15,7 @@
 // at once.
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -157,6 +158,11 @@ class Plan {
   // (Kernel::reads_constant is false there); returns whether it did. A node added later that
   // reads a released constant is refused, so call this after its last consumer.
   bool release_constant(int id);
+  // Marks constant `id` as read-only pages of a mapped file (borrowed from a memory map).
+  // After the first run, each such constant's pages leave the process's resident set once
+  // its last reader has run: a kernel that packed it never touches them again, and one that
+  // reads it again faults them back in from the page cache.
+  void set_file_backed(int id);
   // Bytes held by the plan's constants (released ones excluded).
   size_t constant_bytes() const;
   // Builds the node's kernel now, so bad attributes fail at compile time.
@@ -195,6 +201,9 @@ class Plan {
   std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
   std::vector<const Tensor*> const_ptrs_;
   std::vector<bool> released_;  // by value id: constant whose bytes were dropped
+  std::vector<bool> file_backed_;  // by value id: constant read from a file map
+  std::vector<std::vector<int>> reclaim_after_;  // per node: file-backed constants it reads last
+  mutable std::atomic<bool> reclaimed_{false};  // the first run has dropped their pages
   std::vector<NodeDesc> nodes_;
   std::vector<std::unique_ptr<Kernel>> kernels_;
   MemoryLayout static_;                 // planned by Python from static shapes

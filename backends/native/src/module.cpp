@@ -268,6 +268,8 @@ NB_MODULE(_native, m) {
          "Adds a constant (weights): copied once, or with `borrowed` read in place from the "
          "array (read-only and never written again; a memory-mapped file's pages, say), "
          "which the plan keeps alive. `code` as in run.")
+      .def("set_file_backed", &kiln::Plan::set_file_backed, "id"_a,
+           "Marks a borrowed constant as pages of a read-only file map (see the C++ header).")
       .def("release_constant", &kiln::Plan::release_constant, "id"_a,
            "Drops a constant's bytes once every node reading it packed it (call after its "
            "last consumer); returns whether it did.")

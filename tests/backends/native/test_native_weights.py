@@ -101,3 +101,45 @@ def test_compiled_weights_from_a_file_are_packed_then_unmapped():
         tensor = model.graph.initializers[name].const_value
         assert isinstance(tensor, ir.ExternalTensor)
         assert tensor.raw is None  # the map was closed once the plan had packed it
+
+
+def _mapped(tmp_path, values: np.ndarray) -> np.ndarray:
+    import mmap
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(values.tobytes())
+    with open(path, "rb") as f:
+        raw = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(raw, values.dtype).reshape(values.shape)
+
+
+def test_only_read_only_file_maps_count_as_file_backed(tmp_path):
+    from kiln.backends.native.backend import _maps_a_file
+
+    values = _aligned((8, 8))
+    assert _maps_a_file(_mapped(tmp_path, values))
+    assert not _maps_a_file(values)
+    assert not _maps_a_file(np.frombuffer(bytearray(values.tobytes()), np.float32))
+
+
+def test_file_backed_weights_still_read_right_after_their_pages_are_dropped(tmp_path):
+    # values: 0 = x, 1 = b (file-backed), 2 = y; the first run drops b's pages after the Add
+    # reads it, later runs read them again from the file
+    b = np.random.default_rng(2).standard_normal((4096,)).astype(np.float32)  # 4 pages
+    mapped = _mapped(tmp_path, b)
+    plan = _native.Plan(3)
+    plan.add_constant(1, mapped, 0, True)
+    plan.set_file_backed(1)
+    plan.add_node("add", "", "Add", 14, [0, 1], [2], {})
+    plan.set_memory([-1] * 3, [0] * 3, 0, [[]])
+    plan.set_io([0], [2])
+    x = np.ones(4096, np.float32)
+    for _ in range(3):
+        [(y, _)] = plan.run([x])
+        np.testing.assert_array_equal(y, x + b)
+
+
+def test_set_file_backed_needs_a_constant():
+    plan = _native.Plan(3)
+    with pytest.raises(ValueError, match="not a constant"):
+        plan.set_file_backed(0)
