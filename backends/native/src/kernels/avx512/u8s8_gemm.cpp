@@ -3,6 +3,7 @@
 // come in segments (see int8_gemm.h), so a convolution reads its input in place.
 #include <immintrin.h>
 
+#include "cpu.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/int8_row_ukernel.h"
 
@@ -38,7 +39,14 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
   }
 }
 
-KILN_INT8_LOOPS_DEFS(avx512)
+// 64 table lookups a step where the CPU has VBMI (kernels/avx512vbmi), else one at a time.
+static void byte_map_avx512(size_t n, const uint8_t* table, uint8_t* y) {
+  static const bool vbmi = cpu_features().avx512_vbmi;
+  if (vbmi) return kiln_byte_map__avx512vbmi(n, table, y);
+  byte_map_impl(n, table, y);
+}
+
+KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
