@@ -218,8 +218,10 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
 
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int):
-    x = RNG.standard_normal((2, 37, 13, 11)).astype(np.float32)
+@pytest.mark.parametrize("channels", [37, 133])  # VNNI takes 64 channels a vector
+def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int,
+                                                   channels: int):
+    x = RNG.standard_normal((2, channels, 13, 11)).astype(np.float32)
     model = qdq_depthwise(x, kernel, stride)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled)[:2] == ["QuantizeLinear", "QConv"]
