@@ -3,6 +3,9 @@
 // come in segments (see int8_gemm.h), so a convolution reads its input in place.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "cpu.h"
@@ -48,32 +51,67 @@ static void byte_map_avx512(size_t n, const uint8_t* table, uint8_t* y) {
   byte_map_impl(n, table, y);
 }
 
-// Depthwise products with VNNI: 64 channels a vector, four taps a vpdpbusd. The unpacks that
-// put a channel's four tap bytes side by side work within 128-bit lanes, so vector m holds
-// channels 16 k + 4 m .. + 3 in lane k; the weights are laid out in that order, and four lane
-// shuffles restore the channel order before the store. Products are exact int32 sums, as in
-// dw_u8s8_impl.
+// Depthwise products with VNNI: 64 lanes a vector, four taps a vpdpbusd. The unpacks that
+// put a lane's four tap bytes side by side work within 128-bit lanes, so vector m holds lanes
+// 16 k + 4 m .. + 3 in lane k; the weights are laid out in that order, and four lane shuffles
+// restore the order before the store. At stride 1 (step == C) a row's pixels x channels are
+// one run in every tap and in acc, so the lanes run over it (64 lanes = 64 / C pixels of a
+// narrow layer) and block b's weights repeat with period C / gcd(64, C) blocks. Products are
+// exact int32 sums, as in dw_u8s8_impl.
+static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
+                             const uint8_t* const* x, const int8_t* wq, int32_t* acc);
+
 static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
                          const uint8_t* const* x, const int16_t* w, int32_t* acc) {
-  const size_t groups = (taps + 3) / 4, blocks = (C + 63) / 64;
-  thread_local std::vector<int8_t> wq_buf;
-  if (wq_buf.size() < blocks * groups * 256) wq_buf.resize(blocks * groups * 256);
-  int8_t* wq = wq_buf.data();
-  for (size_t b = 0; b < blocks; ++b)
+  const bool flat = step == C;
+  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
+  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
+  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
+  // The laid-out weights are kept per thread while the same taps come back (a layer calls
+  // once per output row); the taps themselves are compared, so a new layer never reuses them.
+  struct Laid {
+    size_t C = 0, taps = 0;
+    bool flat = false;
+    std::vector<int16_t> taps_w;
+    std::vector<int8_t> wq;
+  };
+  thread_local Laid laid;
+  const size_t nw = taps * C;
+  if (laid.C == C && laid.taps == taps && laid.flat == flat &&
+      std::memcmp(laid.taps_w.data(), w, nw * sizeof(int16_t)) == 0)
+    return dw_u8s8_vnni_run(C, taps, pixels, step, x, laid.wq.data(), acc);
+  laid.C = C;
+  laid.taps = taps;
+  laid.flat = flat;
+  laid.taps_w.assign(w, w + nw);
+  laid.wq.assign(patterns * groups * 256, 0);
+  int8_t* wq = laid.wq.data();
+  for (size_t b = 0; b < patterns; ++b)
     for (size_t g = 0; g < groups; ++g)
       for (size_t m = 0; m < 4; ++m)
         for (size_t k = 0; k < 4; ++k)
           for (size_t sl = 0; sl < 4; ++sl)
             for (size_t tt = 0; tt < 4; ++tt) {
-              const size_t c = 64 * b + 16 * k + 4 * m + sl, t = 4 * g + tt;
+              const size_t lane = 64 * b + 16 * k + 4 * m + sl, t = 4 * g + tt;
+              const size_t c = flat ? lane % C : lane;
               wq[((b * groups + g) * 4 + m) * 64 + (k * 4 + sl) * 4 + tt] =
                   c < C && t < taps ? static_cast<int8_t>(w[t * C + c]) : 0;
             }
+  dw_u8s8_vnni_run(C, taps, pixels, step, x, wq, acc);
+}
+
+// The products with the weights laid out by dw_u8s8_vnni.
+static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
+                             const uint8_t* const* x, const int8_t* wq, int32_t* acc) {
+  const bool flat = step == C;
+  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
+  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
+  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
   for (size_t b = 0; b < blocks; ++b) {
-    const size_t c0 = 64 * b, left = C - c0;
+    const size_t c0 = 64 * b, left = len - c0;
     const __mmask64 lm = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
-    const int8_t* wb = wq + b * groups * 256;
-    for (size_t p = 0; p < pixels; ++p) {
+    const int8_t* wb = wq + (b % patterns) * groups * 256;
+    for (size_t p = 0; p < rows; ++p) {
       const size_t at = p * step + c0;
       __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
       for (size_t g = 0; g < groups; ++g) {
