@@ -21,7 +21,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   file(GLOB _kiln_amx CONFIGURE_DEPENDS ${_kiln_src}/kernels/amx/*.cpp)
   set_source_files_properties(${_kiln_amx} PROPERTIES
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mamx-tile;-mamx-int8")
-  set(_kiln_isa ${_kiln_avx2} ${_kiln_avx512} ${_kiln_amx})
+  file(GLOB _kiln_vbmi CONFIGURE_DEPENDS ${_kiln_src}/kernels/avx512vbmi/*.cpp)
+  set_source_files_properties(${_kiln_vbmi} PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vbmi")
+  set(_kiln_isa ${_kiln_avx2} ${_kiln_avx512} ${_kiln_amx} ${_kiln_vbmi})
   set(KILN_ARCH_DEFINITIONS KILN_HAS_X86=1 KILN_HAS_ARM=0)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
   # NEON is part of the aarch64 baseline; dotprod and i8mm kernels get their own flags and

@@ -218,8 +218,10 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
 
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int):
-    x = RNG.standard_normal((2, 37, 13, 11)).astype(np.float32)
+@pytest.mark.parametrize("channels", [37, 133])  # VNNI takes 64 channels a vector
+def test_depthwise_conv_runs_on_the_integer_kernel(isa: str, kernel: int, stride: int,
+                                                   channels: int):
+    x = RNG.standard_normal((2, channels, 13, 11)).astype(np.float32)
     model = qdq_depthwise(x, kernel, stride)
     compiled = compile_native(model, threads=2)
     assert _ops(compiled)[:2] == ["QuantizeLinear", "QConv"]
@@ -286,3 +288,13 @@ def test_depthwise_hands_nhwc_bytes_to_a_pointwise_conv(isa: str, stride: int):
     diff = np.abs(got - want)
     assert diff.max() <= 2 * one_step
     assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05
+
+
+def test_depthwise_layers_of_one_shape_keep_their_own_weights(isa: str):
+    """Two depthwise models of the same shape and different weights, run in turn on one
+    thread: each equals onnxruntime (the VNNI loop keeps laid-out taps between calls)."""
+    x = RNG.standard_normal((1, 48, 9, 10)).astype(np.float32)
+    models = [qdq_depthwise(x, 3, 1), qdq_depthwise(x, 3, 1)]
+    compiled = [compile_native(m) for m in models]
+    for k in (0, 1, 0, 1):
+        _assert_close(compiled[k].run({"x": x})["y"], run_reference(models[k], {"x": x})[0])

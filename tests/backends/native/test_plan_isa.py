@@ -35,6 +35,7 @@ def _needs(isa: str) -> None:
     ("cpu:avx2,fma,avx512f", "avx2"),  # AVX-512 needs BW and VL as well
     ("cpu:avx2,fma,avx512f,avx512bw,avx512vl", "avx512"),
     ("cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni", "avx512_vnni"),
+    ("cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni,amx", "avx512_amx"),
     ("cpu:aarch64", "generic"),
     ("cpu:aarch64,neon", "neon"),
     ("cpu:aarch64,neon,dotprod", "neon_dotprod"),
@@ -57,6 +58,29 @@ def test_an_avx2_target_gets_the_avx2_kernels_and_the_same_results():
     assert best.report["plan_isa"] == plan_isa(Target.detect())
     np.testing.assert_allclose(avx2.run({"x": x})["y"], best.run({"x": x})["y"],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_vnni_and_amx_plans_give_the_same_integers():
+    """An avx512_vnni plan keeps the VNNI GEMM on a CPU with AMX; an avx512_amx plan takes the
+    tiles where the OS grants them. MatMulInteger's int32 products are exact either way."""
+    from model_builders import model_from_arrays, run_reference
+    from onnx import helper
+
+    if native.isa() != "avx512" or not native.cpu_features().get("avx512_vnni"):
+        pytest.skip("no AVX-512 VNNI here")
+    a = RNG.integers(0, 256, (150, 200)).astype(np.uint8)
+    b = RNG.integers(-128, 128, (200, 70)).astype(np.int8)
+    model = model_from_arrays([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], {"a": a},
+                              ["y"], initializers={"b": b})
+    want = run_reference(model, {"a": a})[0]
+    vnni = "cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+    for target, kernel in ((vnni, "kiln_u8s8_gemm_ukernel__avx512vnni"),
+                           (vnni + ",amx", "kiln_u8s8_gemm_panel__amx"
+                            if native.kernels.amx_int8_ready()
+                            else "kiln_u8s8_gemm_ukernel__avx512vnni")):
+        compiled = _compile(model, target, threads=2)
+        assert compiled.report["kernels"]["u8s8_gemm"] == kernel
+        np.testing.assert_array_equal(compiled.run({"a": a})["y"], want)
 
 
 def test_the_cpu_caps_the_plan_and_generic_always_runs():

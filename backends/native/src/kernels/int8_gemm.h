@@ -102,6 +102,9 @@ void kiln_amx_tiles_end();
 void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t lda,
                                const int8_t* panel, int32_t* c, size_t ldc, size_t cols);
 
+// y[i] = table[y[i]] for n bytes with AVX-512 VBMI (run only where the CPU has it).
+void kiln_byte_map__avx512vbmi(size_t n, const uint8_t* table, uint8_t* y);
+
 // Microkernel contract (one M block of up to kInt8Mr rows x one 32-column panel): row r of A
 // is `nseg` segments of seg_len bytes (a multiple of 4), segment s at a[r * nseg + s]; b: one
 // packed panel (Kq = nseg * seg_len); c: rows x cols int32.

@@ -106,8 +106,10 @@ inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
   dw_u8s8_run<0>(C, taps, pixels, step, x, w, acc);
 }
 
-// Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags.
-#define KILN_INT8_LOOPS_DEFS(isa)                                                            \
+// Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags;
+// byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
+// depthwise products (dw_u8s8_impl's).
+#define KILN_INT8_LOOPS_DEFS(isa, byte_map, dw)                                              \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
     quantize_run_impl(n, x, scale, zero, y);                                                 \
   }                                                                                          \
@@ -139,12 +141,12 @@ inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
                                 const uint8_t* table) {                                      \
     for (size_t r = 0; r < rows; ++r) {                                                      \
       int8_row_u8_impl(n, acc + r * ld, p, y + r * ys);                                      \
-      if (table) byte_map_impl(n, table, y + r * ys);                                        \
+      if (table) byte_map(n, table, y + r * ys);                                             \
     }                                                                                        \
   }                                                                                          \
   void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
                            const uint8_t* const* x, const int16_t* w, int32_t* acc) {        \
-    dw_u8s8_impl(C, taps, pixels, step, x, w, acc);                                          \
+    dw(C, taps, pixels, step, x, w, acc);                                                    \
   }
 
 }  // namespace kiln

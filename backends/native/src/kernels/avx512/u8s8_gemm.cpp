@@ -3,6 +3,12 @@
 // come in segments (see int8_gemm.h), so a convolution reads its input in place.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "cpu.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/int8_row_ukernel.h"
 
@@ -38,7 +44,119 @@ void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len
   }
 }
 
-KILN_INT8_LOOPS_DEFS(avx512)
+// 64 table lookups a step where the CPU has VBMI (kernels/avx512vbmi), else one at a time.
+static void byte_map_avx512(size_t n, const uint8_t* table, uint8_t* y) {
+  static const bool vbmi = cpu_features().avx512_vbmi;
+  if (vbmi) return kiln_byte_map__avx512vbmi(n, table, y);
+  byte_map_impl(n, table, y);
+}
+
+// Depthwise products with VNNI: 64 lanes a vector, four taps a vpdpbusd. The unpacks that
+// put a lane's four tap bytes side by side work within 128-bit lanes, so vector m holds lanes
+// 16 k + 4 m .. + 3 in lane k; the weights are laid out in that order, and four lane shuffles
+// restore the order before the store. At stride 1 (step == C) a row's pixels x channels are
+// one run in every tap and in acc, so the lanes run over it (64 lanes = 64 / C pixels of a
+// narrow layer) and block b's weights repeat with period C / gcd(64, C) blocks. Products are
+// exact int32 sums, as in dw_u8s8_impl.
+static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
+                             const uint8_t* const* x, const int8_t* wq, int32_t* acc);
+
+static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
+                         const uint8_t* const* x, const int16_t* w, int32_t* acc) {
+  const bool flat = step == C;
+  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
+  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
+  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
+  // The laid-out weights are kept per thread while the same taps come back (a layer calls
+  // once per output row); the taps themselves are compared, so a new layer never reuses them.
+  struct Laid {
+    size_t C = 0, taps = 0;
+    bool flat = false;
+    std::vector<int16_t> taps_w;
+    std::vector<int8_t> wq;
+  };
+  thread_local Laid laid;
+  const size_t nw = taps * C;
+  if (laid.C == C && laid.taps == taps && laid.flat == flat &&
+      std::memcmp(laid.taps_w.data(), w, nw * sizeof(int16_t)) == 0)
+    return dw_u8s8_vnni_run(C, taps, pixels, step, x, laid.wq.data(), acc);
+  laid.C = C;
+  laid.taps = taps;
+  laid.flat = flat;
+  laid.taps_w.assign(w, w + nw);
+  laid.wq.assign(patterns * groups * 256, 0);
+  int8_t* wq = laid.wq.data();
+  for (size_t b = 0; b < patterns; ++b)
+    for (size_t g = 0; g < groups; ++g)
+      for (size_t m = 0; m < 4; ++m)
+        for (size_t k = 0; k < 4; ++k)
+          for (size_t sl = 0; sl < 4; ++sl)
+            for (size_t tt = 0; tt < 4; ++tt) {
+              const size_t lane = 64 * b + 16 * k + 4 * m + sl, t = 4 * g + tt;
+              const size_t c = flat ? lane % C : lane;
+              wq[((b * groups + g) * 4 + m) * 64 + (k * 4 + sl) * 4 + tt] =
+                  c < C && t < taps ? static_cast<int8_t>(w[t * C + c]) : 0;
+            }
+  dw_u8s8_vnni_run(C, taps, pixels, step, x, wq, acc);
+}
+
+// The products with the weights laid out by dw_u8s8_vnni.
+static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
+                             const uint8_t* const* x, const int8_t* wq, int32_t* acc) {
+  const bool flat = step == C;
+  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
+  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
+  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t c0 = 64 * b, left = len - c0;
+    const __mmask64 lm = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+    const int8_t* wb = wq + (b % patterns) * groups * 256;
+    for (size_t p = 0; p < rows; ++p) {
+      const size_t at = p * step + c0;
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      for (size_t g = 0; g < groups; ++g) {
+        const size_t t = 4 * g;  // taps past the last read tap 0 (their weights are zero)
+        const __m512i x0 = _mm512_maskz_loadu_epi8(lm, x[t] + at);
+        const __m512i x1 = _mm512_maskz_loadu_epi8(lm, x[t + 1 < taps ? t + 1 : 0] + at);
+        const __m512i x2 = _mm512_maskz_loadu_epi8(lm, x[t + 2 < taps ? t + 2 : 0] + at);
+        const __m512i x3 = _mm512_maskz_loadu_epi8(lm, x[t + 3 < taps ? t + 3 : 0] + at);
+        const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
+        const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
+        const int8_t* wg = wb + g * 256;
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_unpacklo_epi16(lo01, lo23), _mm512_loadu_si512(wg));
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_unpackhi_epi16(lo01, lo23),
+                                 _mm512_loadu_si512(wg + 64));
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_unpacklo_epi16(hi01, hi23),
+                                 _mm512_loadu_si512(wg + 128));
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_unpackhi_epi16(hi01, hi23),
+                                 _mm512_loadu_si512(wg + 192));
+      }
+      // lane k of a_m -> vector k, slot m: a 4 x 4 transpose of 128-bit lanes
+      const __m512i t0 = _mm512_shuffle_i32x4(a0, a1, 0x44);
+      const __m512i t1 = _mm512_shuffle_i32x4(a2, a3, 0x44);
+      const __m512i t2 = _mm512_shuffle_i32x4(a0, a1, 0xEE);
+      const __m512i t3 = _mm512_shuffle_i32x4(a2, a3, 0xEE);
+      const __m512i out[4] = {
+          _mm512_shuffle_i32x4(t0, t1, 0x88), _mm512_shuffle_i32x4(t0, t1, 0xDD),
+          _mm512_shuffle_i32x4(t2, t3, 0x88), _mm512_shuffle_i32x4(t2, t3, 0xDD)};
+      int32_t* dst = acc + p * C + c0;
+      for (size_t j = 0; j < 4 && 16 * j < left; ++j) {
+        const size_t n = left - 16 * j;
+        const __mmask16 sm = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+        _mm512_mask_storeu_epi32(dst + 16 * j, sm, out[j]);
+      }
+    }
+  }
+}
+
+// VNNI where the plan and CPU allow it (an AVX-512 CPU may lack it), else the shared loop.
+static void dw_avx512(size_t C, size_t taps, size_t pixels, size_t step,
+                      const uint8_t* const* x, const int16_t* w, int32_t* acc) {
+  if (vnni_active()) return dw_u8s8_vnni(C, taps, pixels, step, x, w, acc);
+  dw_u8s8_impl(C, taps, pixels, step, x, w, acc);
+}
+
+KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512, dw_avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
