@@ -228,3 +228,11 @@ def test_openvino_runs_the_contrib_ops_its_own_query_accepts():
     expected = ort.InferenceSession(model.SerializeToString(),
                                     providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_split_takes_the_inputs_form_only_when_every_backend_asks_for_it():
+    from kiln.runtime.placement import joint_caps
+
+    assert joint_caps(["openvino"]).static_int8 == "inputs"
+    assert joint_caps(["openvino", "onnxruntime"]).static_int8 == "chained"
+    assert joint_caps(["native", "openvino"]).static_int8 == "chained"

@@ -288,6 +288,15 @@ def test_inputs_form_quantizes_only_what_int8_ops_read():
     assert [v.name for v in q.graph.outputs] == ["y"]
 
 
+def test_inputs_form_quantizes_pool_inputs_but_not_relu_inputs():
+    """OpenVINO runs MaxPool on int8 and folds a Relu into the conv before it."""
+    model, _ = quantized(small_cnn(), scheme=quantize.QuantScheme("symmetric"), form="inputs")
+    relu = next(n for n in model.graph if n.name == "relu1")
+    assert relu.inputs[0].producer().name == "conv1"
+    pool = next(n for n in model.graph if n.op_type == "MaxPool")
+    assert pool.inputs[0].producer().op_type == "DequantizeLinear"
+
+
 def test_inputs_form_activations_are_symmetric_and_signed_by_range():
     q = quantized_inputs_form(mobile_block())
     types = {}
