@@ -295,6 +295,26 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
   g.done(isa, name);
 }
 
+// Packed panels times a vector against plain loops, K with and without a remainder of 4.
+void test_gemv(const char* name, const char* isa, f32_gemv_fn fn, size_t mr) {
+  Group g("gemv");
+  for (size_t K : {1, 3, 4, 37, 256})
+    for (size_t panels : {1, 3}) {
+      auto a = randv(panels * K * mr), v = randv(K);
+      std::vector<float> got(panels * mr + 1, 7.0f), want(panels * mr + 1, 7.0f);
+      for (size_t p = 0; p < panels; ++p)
+        for (size_t r = 0; r < mr; ++r) {
+          double acc = 0;
+          for (size_t k = 0; k < K; ++k) acc += double(a[(p * K + k) * mr + r]) * v[k];
+          want[p * mr + r] = float(acc);
+        }
+      fn(panels, K, a.data(), v.data(), got.data());
+      check(std::string(name) + " K=" + std::to_string(K) + " panels=" + std::to_string(panels),
+            got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
+    }
+  g.done(isa, name);
+}
+
 void test_pool(const char* name, const char* isa, pool_plane_fn fn) {
   Group g("pool");
   for (const PlaneShape& s : kPlanes)
@@ -533,6 +553,9 @@ int main(int argc, char** argv) {
 #define KILN_DWCONV_UKERNEL(name, isa_)                                    \
   if (runnable(Isa::isa_)) test_dwconv(#name, #isa_, name);                \
   else if (Isa::isa_ != Isa::generic) skipped("dwconv", #name, #isa_);
+#define KILN_GEMV_UKERNEL(name, isa_, mr)                                  \
+  if (runnable(Isa::isa_)) test_gemv(#name, #isa_, name, mr);              \
+  else if (Isa::isa_ != Isa::generic) skipped("gemv", #name, #isa_);
 #define KILN_POOL_UKERNEL(name, isa_)                                      \
   if (runnable(Isa::isa_)) test_pool(#name, #isa_, name);                  \
   else if (Isa::isa_ != Isa::generic) skipped("pool", #name, #isa_);
@@ -554,6 +577,7 @@ int main(int argc, char** argv) {
 #undef KILN_UKERNEL
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
+#undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL

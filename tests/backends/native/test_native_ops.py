@@ -778,7 +778,9 @@ def test_resize_scaling_channels_takes_the_general_path() -> None:
     ({"strides": [2, 3], "pads": [1, 0, 2, 1], "dilations": [2, 1]}, (6, 4, 3, 3)),
     ({"strides": [2, 2], "output_padding": [1, 1], "group": 2}, (6, 2, 3, 3)),
     ({"strides": [3, 3], "pads": [4, 4, 4, 4]}, (6, 4, 2, 2)),         # pads past the kernel
-], ids=["k2s2", "s1-pad", "dilated", "group-outpad", "big-pads"])
+    ({"strides": [3, 3], "group": 2}, (6, 2, 3, 3)),                   # one tap per pixel
+    ({"strides": [2, 3]}, (6, 1, 2, 3)),                               # one tap, one plane
+], ids=["k2s2", "s1-pad", "dilated", "group-outpad", "big-pads", "k3s3-group", "k2x3-m1"])
 def test_conv_transpose_2d_matches_onnxruntime(attrs, w_shape) -> None:
     feeds = {"x": f32(2, 6, 7, 9)}
     inits = {"w": f32(*w_shape), "b": f32(w_shape[1] * attrs.get("group", 1))}

@@ -38,15 +38,18 @@ struct DwConvPlane {
   float in_scale = 1.0f, in_shift = 0.0f;
 };
 
-// Readable floats each staged row has past its last used column (>= 2 vectors: the
-// stride-2 window reads two).
+// Readable floats past the last staged row (>= 2 vectors: the stride-2 window reads two);
+// inside the ring a row's overreads land in the next slot, whose values only reach output
+// lanes that are never stored.
 constexpr size_t kDwConvSlack = 64;
 
-// Padded columns the outputs of one row read, and the floats of one staged row.
+// Padded columns the outputs of one row read.
 inline size_t dwconv_cols(const DwConvPlane& p) {
   return (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1;
 }
-inline size_t dwconv_row_floats(const DwConvPlane& p) { return dwconv_cols(p) + kDwConvSlack; }
+// The floats of one staged row: whole 64-byte lines, so that every row starts on one (with
+// the scratch aligned) and the first tap's loads never straddle two lines.
+inline size_t dwconv_row_floats(const DwConvPlane& p) { return (dwconv_cols(p) + 15) / 16 * 16; }
 // Output rows whose input rows are staged ahead of use, so that staging a row and reading it
 // overlap with other work instead of following each other.
 constexpr size_t kDwConvLookahead = 2;
@@ -61,7 +64,7 @@ inline size_t dwconv_ring_rows(const DwConvPlane& p) {
   return std::min(all, (p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh);
 }
 inline size_t dwconv_scratch_floats(const DwConvPlane& p) {
-  return (dwconv_ring_rows(p) + 1) * dwconv_row_floats(p);
+  return (dwconv_ring_rows(p) + 1) * dwconv_row_floats(p) + kDwConvSlack;
 }
 
 using dwconv_plane_fn = void (*)(const DwConvPlane& p);

@@ -301,6 +301,54 @@ class ConvKernel final : public Kernel {
   mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
 };
 
+// transpose_planes when the kernel equals the stride (no padding, no dilation; the FPN-style
+// 2x2 stride-2 upsampling): the taps of neighbouring pixels never overlap, so every output
+// pixel is one GEMM value. The bias rides in the GEMM epilogue (per (m, ky, kx) row) and each
+// output row is written once, its kx columns interleaved, instead of a bias fill followed
+// by a read-modify-write scatter.
+void transpose_planes_one_tap(const Geom& g, const float* xg, const float* wg,
+                              const float* bias, float* yg, ThreadPool* pool) {
+  const size_t H = g.in[0], W = g.in[1], OW = g.out[1];
+  const size_t kh = g.k[0], kw = g.k[1];
+  const size_t rows = g.Mg * g.kprod, out_prod = g.out_prod;
+  const size_t band = std::max<size_t>(1, (size_t(1) << 17) / (rows * W));
+  std::vector<float> row_bias;
+  Epilogue ep;
+  if (bias) {
+    row_bias.resize(rows);
+    for (size_t r = 0; r < rows; ++r) row_bias[r] = bias[r / g.kprod];
+    ep.bias = row_bias.data();
+    ep.bias_kind = BiasKind::per_row;
+  }
+  std::vector<float> col(rows * std::min(band, H) * W);
+  for (size_t iy0 = 0; iy0 < H; iy0 += band) {
+    const size_t iy1 = std::min(H, iy0 + band), cols = (iy1 - iy0) * W;
+    sgemm(true, false, rows, cols, g.Cg, wg, rows, xg + iy0 * W, g.in_prod, col.data(), cols,
+          ep, pool);
+    // One task per output row (m, ky, iy): y[m, iy * kh + ky, ix * kw + kx] = col[m, ky, kx].
+    const size_t tasks = g.Mg * kh * (iy1 - iy0);
+    parallel(pool, tasks, 8, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t) {
+        const size_t iy = iy0 + t % (iy1 - iy0), ky = t / (iy1 - iy0) % kh;
+        const size_t m = t / ((iy1 - iy0) * kh);
+        float* yrow = yg + m * out_prod + (iy * kh + ky) * OW;
+        const float* src = col.data() + (m * kh + ky) * kw * cols + (iy - iy0) * W;
+        if (kw == 2) {
+          const float* s0 = src;
+          const float* s1 = src + cols;
+          for (size_t ix = 0; ix < W; ++ix) {
+            yrow[2 * ix] = s0[ix];
+            yrow[2 * ix + 1] = s1[ix];
+          }
+        } else {
+          for (size_t kx = 0; kx < kw; ++kx)
+            for (size_t ix = 0; ix < W; ++ix) yrow[ix * kw + kx] = src[kx * cols + ix];
+        }
+      }
+    }, tasks * kw * W);
+  }
+}
+
 // A 2-D ConvTranspose of one (image, group), in bands of input rows so that the GEMM's
 // columns (rows (m, ky, kx) x the band's pixels) stay in cache: col = W^T x_band, then col2im
 // adds each column into the output planes, split across the pool by output channel (each
@@ -426,6 +474,10 @@ class ConvTransposeKernel final : public Kernel {
     Tensor& y = c.output(0, DType::f32, oshape);
     float* py = y.ptr<float>();
     const bool planar = g.nd == 2;  // 2-D: scattered per output channel, bias included
+    // Kernel == stride, no padding or dilation: every output pixel has exactly one tap.
+    const bool one_tap = planar && g.k[0] == g.stride[0] && g.k[1] == g.stride[1] &&
+                         g.dil[0] == 1 && g.dil[1] == 1 && g.pb[0] == 0 && g.pb[1] == 0 &&
+                         g.out[0] == g.in[0] * g.stride[0] && g.out[1] == g.in[1] * g.stride[1];
     if (!planar) std::fill(py, py + y.numel(), 0.0f);
     const size_t rows = g.Mg * g.kprod;
     std::vector<float> col(planar ? 0 : rows * g.in_prod);
@@ -436,7 +488,9 @@ class ConvTransposeKernel final : public Kernel {
         const float* wg = w.ptr<float>() + gi * g.Cg * rows;
         float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
         if (planar) {
-          transpose_planes(g, xg, wg, b ? b->ptr<float>() + gi * g.Mg : nullptr, yg, c.pool);
+          const float* bg = b ? b->ptr<float>() + gi * g.Mg : nullptr;
+          if (one_tap) transpose_planes_one_tap(g, xg, wg, bg, yg, c.pool);
+          else transpose_planes(g, xg, wg, bg, yg, c.pool);
           continue;
         }
         sgemm(true, false, rows, g.in_prod, g.Cg, wg, rows, xg, g.in_prod, col.data(),
