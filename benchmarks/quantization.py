@@ -308,19 +308,12 @@ def text_pages(seeds: range, size: int = 320) -> list[dict]:
 def text_map_iou(a: ir.Model, b: ir.Model, pages: list[dict], backend: str, threads: int,
                  threshold: float = 0.3) -> float:
     """Smallest IoU over ``pages`` of the text maps of a and b thresholded at ``threshold``."""
-    import numpy as np
 
     engine = registry.require(backend)
     opts = CompileOptions(threads=threads)
     ca = engine.compile(a, Target.detect(), opts)
     cb = engine.compile(b, Target.detect(), opts)
-    worst = 1.0
-    for feeds in pages:
-        ma = np.asarray(next(iter(ca.run(feeds).values()))) > threshold
-        mb = np.asarray(next(iter(cb.run(feeds).values()))) > threshold
-        union = np.logical_or(ma, mb).sum()
-        worst = min(worst, float(np.logical_and(ma, mb).sum() / union) if union else 1.0)
-    return round(worst, 4)
+    return text_map_iou_compiled(ca, cb, pages, threshold)
 
 
 def bind_page_dims(model: ir.Model, size: int) -> dict[str, int]:

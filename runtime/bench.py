@@ -38,6 +38,7 @@ import numpy as np
 from kiln.backends import registry
 from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
+from kiln.runtime.bench_startup import status_mb
 from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
 
 #: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
@@ -215,16 +216,6 @@ def load_inputs(path: str | os.PathLike, specs: Sequence[Any]) -> dict[str, np.n
 
 # -- memory ------------------------------------------------------------------------------------
 
-def _rss_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (Linux >= 4.0); False when it cannot."""
     try:
@@ -234,8 +225,8 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float:
-    peak = _rss_mb("VmHWM")
+def _peakstatus_mb() -> float:
+    peak = status_mb("VmHWM")
     if peak is not None:
         return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -293,7 +284,7 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     # Engines opened earlier stay resident: the peak is counted above the RSS before this one
     # opened, and only when the peak mark could be reset (else it would inherit theirs).
     reset = _reset_peak_rss()
-    before = _rss_mb("VmRSS")
+    before = status_mb("VmRSS")
     from kiln.runtime.session import Session
 
     if is_artifact(model):
@@ -310,10 +301,10 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     engine.load_s = session.import_seconds
     engine.compile_s = session.compile_seconds
     engine.session = session
-    after = _rss_mb("VmRSS")
+    after = status_mb("VmRSS")
     if before is not None and after is not None:
         engine.rss_growth_mb = after - before
-        engine.peak_rss_mb = _peak_rss_mb() - before if reset else None
+        engine.peak_rss_mb = _peakstatus_mb() - before if reset else None
     return engine
 
 

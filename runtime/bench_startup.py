@@ -30,7 +30,8 @@ import numpy as np
 CHILD_TIMEOUT = 600.0
 
 
-def _status_mb(field: str) -> float | None:
+def status_mb(field: str) -> float | None:
+    """This process's ``/proc/self/status`` figure ``field`` (VmRSS, VmHWM) in MB, if readable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -50,7 +51,7 @@ def _open_and_run(model: str, backend: str, precision: str | None, threads: int 
 
     with np.load(feeds_path, allow_pickle=False) as data:
         feeds = {k: data[k] for k in data.files}
-    base = _status_mb("VmRSS")
+    base = status_mb("VmRSS")
     started = time.perf_counter()
     if model.endswith(".kiln"):
         session = Session(model, backend=backend, threads=threads, **options)
@@ -59,7 +60,7 @@ def _open_and_run(model: str, backend: str, precision: str | None, threads: int 
                           **options)
     session.run(None, feeds)
     first = time.perf_counter() - started
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return session, {"first_run_s": first,
                      "peak_mb": None if peak is None or base is None else peak - base}
 
