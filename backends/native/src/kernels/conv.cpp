@@ -434,13 +434,12 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
   // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
   // the sequential copy into panels streams better than those strided rows. In place, every
-  // row panel of the weights walks the strided rows again (one page each when rows are
-  // long, so TLB misses), while the copy is paid once: measured here (Xeon, 1x1 at 56x56),
-  // in place wins up to ~8 row panels (64 -> 148 vs 136 GFLOP/s) and loses at 19 (256 ->
-  // 143 vs 155); with rows of <= 2 KiB it won or tied at every width measured.
-  const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue &&
-                          Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2 &&
-                          (Kg <= 8 * kern.mr || cols * sizeof(float) <= 2048);
+  // row panel of the weights walks the strided rows again, while the copy is paid once:
+  // measured here (Xeon, one thread), in place wins up to ~8 row panels (64 channels at
+  // 56x56: 148 vs 136 GFLOP/s; 32 at 27x27: 156 vs 126) and ties or loses beyond (256 at
+  // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
+  const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
+                          Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2;
   const size_t threads = pool ? pool->size() : 1;
   const bool across_blocks = threads > 1 && blocks >= 2 * threads;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
