@@ -163,6 +163,8 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(wide) == "winograd"
     # F(4,3)'s 36 GEMMs reduce over C alone: too short below 64 channels
     assert used(Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
+    # and on a 7x7 map its 4 tiles leave most of every GEMM panel empty
+    assert used(Case(1, 64, 7, 7, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
     try:
         K.set_winograd_enabled(False)
         assert used(wide) == "im2col"
