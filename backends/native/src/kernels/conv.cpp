@@ -50,17 +50,18 @@ std::atomic<bool> g_winograd_enabled{true};
 // im2col on them ResNet-50 went 70.5 -> 66.8 ms, Inception v1 28.6 -> 25.7 ms. From 25 tiles
 // (20x20 maps) the saving grows with the map and F(4,3) wins (1.3-1.45x); F(4,3) weights that
 // fit in L2 are cheap either way.
-// Each of the 36 GEMMs reduces over C only: below 64 channels their tiles are too short to
-// pay for the tile loads and stores (SqueezeNet's 16/32/48-channel 3x3 layers: the whole
-// model ran 7.8 ms with F(4,3) on them against 7.0 ms with im2col, one thread, Xeon).
+// Each of the 36 GEMMs reduces over C only: below 64 channels their tiles are short, and
+// F(4,3) only pays on large maps (Xeon, one thread, in SqueezeNet: 48 -> 192 at 13x13, 16
+// tiles, 330 us with F(4,3) against 240 us with im2col; 32 -> 128 at 27x27, 49 tiles,
+// 350 us against 395 us).
 constexpr size_t kWinogradMinChannels = 64;
+constexpr size_t kWinogradMinTilesFewChannels = 49;
 constexpr size_t kWinogradMinTiles = 16;
 
 bool winograd_wins(const Conv2dParams& p) {
-  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < kWinogradMinChannels ||
-      p.K < 16)
-    return false;
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
+  if (p.C < kWinogradMinChannels && tiles < kWinogradMinTilesFewChannels) return false;
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
   // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding
   // (DenseNet's 128 -> 32 3x3 at 7x7: 146 us with F(4,3), 114 us with im2col, Xeon).
