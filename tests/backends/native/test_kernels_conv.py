@@ -163,8 +163,13 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(CASES[0]) == "gemm_1x1"
     assert used(CASES[3]) == "im2col"
     assert used(CASES[10]) == "depthwise"
-    wide = Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
+    wide = Case(1, 64, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
     assert used(wide) == "winograd"
+    # F(4,3)'s 36 GEMMs reduce over C alone: below 64 channels only large maps pay
+    assert used(Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
+    assert used(Case(1, 32, 28, 28, 16, 3, 3, pads=(1, 1, 1, 1))) == "winograd"
+    # and on a 7x7 map its 4 tiles leave most of every GEMM panel empty
+    assert used(Case(1, 64, 7, 7, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
     try:
         K.set_winograd_enabled(False)
         assert used(wide) == "im2col"

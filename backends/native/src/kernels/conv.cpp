@@ -50,10 +50,22 @@ std::atomic<bool> g_winograd_enabled{true};
 // im2col on them ResNet-50 went 70.5 -> 66.8 ms, Inception v1 28.6 -> 25.7 ms. From 25 tiles
 // (20x20 maps) the saving grows with the map and F(4,3) wins (1.3-1.45x); F(4,3) weights that
 // fit in L2 are cheap either way.
+// Each of the 36 GEMMs reduces over C only: below 64 channels their tiles are short, and
+// F(4,3) only pays on large maps (Xeon, one thread, in SqueezeNet: 48 -> 192 at 13x13, 16
+// tiles, 330 us with F(4,3) against 240 us with im2col; 32 -> 128 at 27x27, 49 tiles,
+// 350 us against 395 us).
+constexpr size_t kWinogradMinChannels = 64;
+constexpr size_t kWinogradMinTilesFewChannels = 49;
+constexpr size_t kWinogradMinTiles = 16;
+
 bool winograd_wins(const Conv2dParams& p) {
   if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
+  if (p.C < kWinogradMinChannels && tiles < kWinogradMinTilesFewChannels) return false;
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
+  // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding
+  // (DenseNet's 128 -> 32 3x3 at 7x7: 146 us with F(4,3), 114 us with im2col, Xeon).
+  if (tiles < kWinogradMinTiles) return false;
   return tiles >= 25 || u_bytes <= cache_sizes().l2;
 }
 
@@ -423,13 +435,12 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
   // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
   // the sequential copy into panels streams better than those strided rows. In place, every
-  // row panel of the weights walks the strided rows again (one page each when rows are
-  // long, so TLB misses), while the copy is paid once: measured here (Xeon, 1x1 at 56x56),
-  // in place wins up to ~8 row panels (64 -> 148 vs 136 GFLOP/s) and loses at 19 (256 ->
-  // 143 vs 155); with rows of <= 2 KiB it won or tied at every width measured.
-  const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue &&
-                          Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2 &&
-                          (Kg <= 8 * kern.mr || cols * sizeof(float) <= 2048);
+  // row panel of the weights walks the strided rows again, while the copy is paid once:
+  // measured here (Xeon, one thread), in place wins up to ~8 row panels (64 channels at
+  // 56x56: 148 vs 136 GFLOP/s; 32 at 27x27: 156 vs 126) and ties or loses beyond (256 at
+  // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
+  const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
+                          Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2;
   const size_t threads = pool ? pool->size() : 1;
   const bool across_blocks = threads > 1 && blocks >= 2 * threads;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
