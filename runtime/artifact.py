@@ -265,8 +265,9 @@ def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
                     continue
                 offset = _align(end, WEIGHT_ALIGN)
                 value.const_value = ir.ExternalTensor(WEIGHTS, offset, tensor.nbytes,
-                                                      tensor.dtype, shape=tensor.shape,
-                                                      name=tensor.name)
+                                                      tensor.dtype,
+                                                      shape=ir.Shape(tensor.shape.numpy()),
+                                                      name=tensor.name or value.name or "")
                 swapped.append((value, tensor))
                 layout.append((offset, tensor))
                 end = offset + tensor.nbytes

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import ModelProto
 from onnx import helper as h
 
 import kiln
@@ -265,3 +266,33 @@ def test_int64_input_artifact_roundtrip(tmp_path):
     path = kiln.Session(m, backend="onnxruntime", opt_level=0).save(tmp_path / "g.kiln")
     with pytest.raises(kiln.InputError, match="index 7, out of range for axis 0 of size 5"):
         kiln.Session(str(path)).run(None, {"idx": np.array([0, 7], np.int64)})
+
+
+def _weighted_model() -> ModelProto:
+    w = np.linspace(-1, 1, 4 * 64, dtype=np.float32).reshape(4, 64)  # 1 KiB: weights.bin
+    return model([h.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [2, 4])],
+                 [vi("y", [2, 64])], inits=(const("w", w, np.float32),))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
+def test_flipped_byte_in_the_weights_member(tmp_path, backend, where):
+    _available(backend)
+    saved = kiln.Session(_weighted_model(), backend=backend).save(tmp_path / "w.kiln")
+    offset, size = _data_span(saved, art.WEIGHTS)
+    data = bytearray(saved.read_bytes())
+    data[offset + min(size - 1, int(size * where))] ^= 0x01
+    saved.write_bytes(bytes(data))
+    with pytest.raises(kiln.ArtifactError, match="weights.bin does not match its sha256"):
+        kiln.Session(str(saved))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_forged_weights_member_of_another_size_is_refused(tmp_path, backend):
+    _available(backend)
+    saved = kiln.Session(_weighted_model(), backend=backend).save(tmp_path / "w.kiln")
+    members = _members(saved)
+    members[art.WEIGHTS] = members[art.WEIGHTS][:512]  # rehashed: only the bounds tell
+    forged = _write(tmp_path / "f.kiln", members, rehash=True)
+    with pytest.raises(kiln.ArtifactError, match="outside weights.bin"):
+        kiln.Session(str(forged))
