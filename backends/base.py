@@ -157,6 +157,9 @@ class Backend(abc.ABC):
     #: tensors included) rather than an ONNX file of their own: a loaded artifact's weights
     #: then stay mapped from the .kiln file instead of being copied out for the engine.
     reads_tensor_maps: bool = False
+    #: Whether ``compile`` opens a graph whose external tensors point into a loaded .kiln
+    #: artifact by reading that file itself (no temporary copy of the weights for it).
+    reads_artifact_weights: bool = False
 
     @abc.abstractmethod
     def is_available(self) -> Availability:

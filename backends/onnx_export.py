@@ -27,8 +27,8 @@ def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None,
     lag behind); the graph itself is unchanged.
     """
     proto = _proto(model, max_ir_version, max_opset)
-    folder = model.meta.get(WEIGHTS_DIR)
-    if folder is not None:  # weights on disk: read them back in
+    folder = model.meta.get(WEIGHTS_DIR) or mapped_weights_folder(model)
+    if folder is not None:  # weights on disk (kiln's file or a .kiln): read them back in
         import onnx
 
         onnx.load_external_data_for_model(proto, folder)
@@ -46,6 +46,24 @@ def to_onnx_file(model: ir.Model, max_ir_version: int | None = None,
     with open(path, "wb") as f:
         f.write(_proto(model, max_ir_version, max_opset).SerializeToString())
     return path
+
+
+def mapped_weights_folder(model: ir.Model) -> str | None:
+    """The folder of the one file ``model``'s external tensors map in place (a loaded .kiln
+    artifact's tensors map the artifact itself), when the weights were not moved to a file of
+    kiln's own; None when they are in memory, or spread over several folders."""
+    if WEIGHTS_DIR in model.meta:
+        return None
+    folders = {str(v.const_value.base_dir) for g in model.graphs()
+               for v in g.initializers.values() if isinstance(v.const_value, ir.ExternalTensor)}
+    return folders.pop() if len(folders) == 1 else None
+
+
+def to_onnx_graph_bytes(model: ir.Model, max_ir_version: int | None = None,
+                        max_opset: int | None = None) -> bytes:
+    """The model as serialized ONNX whose external tensors keep their references (location
+    relative to ``mapped_weights_folder``, offset, length): the engine reads the bytes there."""
+    return _proto(model, max_ir_version, max_opset).SerializeToString()
 
 
 def _proto(model: ir.Model, max_ir_version: int | None, max_opset: int | None):

@@ -23,7 +23,13 @@ from kiln.backends.base import (
     NodeTime,
     NoTimersError,
 )
-from kiln.backends.onnx_export import signature, to_onnx_bytes, to_onnx_file
+from kiln.backends.onnx_export import (
+    mapped_weights_folder,
+    signature,
+    to_onnx_bytes,
+    to_onnx_file,
+    to_onnx_graph_bytes,
+)
 from kiln.compiler.reference import max_ir_version, max_opset, onnxruntime_session
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
@@ -63,13 +69,14 @@ MAX_DUPLICATED_WEIGHT_BYTES = 1 << 20
 
 
 def _session(model: bytes | str, options: CompileOptions, level: str,
-             optimized_path: str | None = None):
+             optimized_path: str | None = None, weights_folder: str | None = None):
     """An onnxruntime session for ``options`` (kiln's one builder, compiler/reference.py)."""
     try:
         return onnxruntime_session(model, threads=options.threads, optimization=level,
                                    spinning=bool(options.extra.get("allow_spinning")),
                                    profile=bool(options.extra.get("profile")),
-                                   optimized_path=optimized_path)
+                                   optimized_path=optimized_path,
+                                   weights_folder=weights_folder)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise UnsupportedError(f"onnxruntime cannot load the model: {exc}") from exc
 
@@ -154,6 +161,7 @@ class OnnxRuntimeCompiled(CompiledModel):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    reads_artifact_weights = True  # external data read from the .kiln file itself
 
     def is_available(self) -> Availability:
         try:
@@ -216,10 +224,16 @@ class OnnxRuntimeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target, options: CompileOptions) -> CompiledModel:
         self._check(options)
+        level = options.extra.get("ort_graph_optimization_level", "all")
+        # weights mapped from a .kiln artifact: onnxruntime reads them from the artifact file
+        folder = mapped_weights_folder(model)
+        if folder is not None:
+            graph = to_onnx_graph_bytes(model, max_ir_version(), max_opset())
+            return OnnxRuntimeCompiled(_session(graph, options, level, weights_folder=folder),
+                                       model, options)
         # weights kiln moved to a file: onnxruntime reads them there, no copy in between
         source = (to_onnx_file(model, max_ir_version(), max_opset())
                   or to_onnx_bytes(model, max_ir_version(), max_opset()))
-        level = options.extra.get("ort_graph_optimization_level", "all")
         return OnnxRuntimeCompiled(_session(source, options, level),
                                    model, options)
 

@@ -69,7 +69,8 @@ OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 def onnxruntime_session(model: bytes | str, *, threads: int | None = None,
                         optimization: str = "all", spinning: bool = False,
-                        profile: bool = False, optimized_path: str | None = None) -> Any:
+                        profile: bool = False, optimized_path: str | None = None,
+                        weights_folder: str | None = None) -> Any:
     """The one way kiln opens an onnxruntime CPU session (the onnxruntime backend and the
     compiler's reference checks both come here). ``model`` is serialized ONNX (or a path)
     onnxruntime accepts; its own errors propagate (each caller says what it was doing).
@@ -80,6 +81,8 @@ def onnxruntime_session(model: bytes | str, *, threads: int | None = None,
                     the core from whatever runs next, and kiln interleaves engines.
     profile:        onnxruntime's profiler on (``end_profiling`` returns its trace).
     optimized_path: where onnxruntime writes the graph its optimizers made.
+    weights_folder: where the external-data files of serialized ``model`` lie (a graph whose
+                    tensors point into a .kiln artifact: onnxruntime reads them from there).
     """
     import onnxruntime as ort
 
@@ -99,6 +102,9 @@ def onnxruntime_session(model: bytes | str, *, threads: int | None = None,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
     so.enable_profiling = bool(profile)
+    if weights_folder is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                    weights_folder)
     if optimized_path is not None:
         so.optimized_model_filepath = optimized_path
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])

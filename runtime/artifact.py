@@ -96,6 +96,9 @@ class Artifact:
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
     #: (offset of the weights member's data in the file, its size); None in 1.x artifacts
     weights: tuple[int, int] | None = None
+    #: the weights member's sha256 check when it runs beside the load (``check_weights``)
+    _weights_check: concurrent.futures.Future | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     @property
     def backend(self) -> str:
@@ -169,6 +172,14 @@ class Artifact:
                 if isinstance(value.const_value, ir.ExternalTensor):
                     value.const_value.base_dir = folder
         return model
+
+    def check_weights(self) -> None:
+        """Wait for the weights member's sha256 check started by ``load_artifact(...,
+        check_weights_later=True)`` and raise ArtifactError when it failed (a no-op when the
+        check already ran)."""
+        check, self._weights_check = self._weights_check, None
+        if check is not None:
+            check.result()
 
     def release_payload(self) -> None:
         """Drop the model and blob bytes once an engine was built from them (the manifest and
@@ -455,13 +466,18 @@ def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
 
 
 def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[str] | None = None,
-                  ) -> Artifact:
+                  check_weights_later: bool = False) -> Artifact:
     """Open and verify a .kiln artifact.
 
     Checks, in order: zip readable; member names safe and unique; manifest hash (zip comment);
     format major version; every member listed in the manifest with matching size and sha256,
     and nothing unlisted. Blobs stay in memory (``Artifact.blobs``) and are also written under
     ``extract_to`` when given. Raises ``kiln.ArtifactError`` saying which check failed.
+
+    ``check_weights_later``: hash the weights member on a thread of its own while the caller
+    goes on (it holds only tensor values, bounds-checked by ``attach_weights``; the graph is
+    checked before this returns); the caller must call ``Artifact.check_weights`` before it
+    hands anything built from the artifact out.
     """
     path = Path(path)
     with _open(path) as zf:
@@ -505,12 +521,14 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
         weights = None
         with open(path, "rb") as raw:
             size = os.fstat(raw.fileno()).st_size
+            weights_check = None
             if WEIGHTS in listed:
                 weights = _member_span(raw, size, by_name[WEIGHTS], path)
-                if _sha256_span(raw, *weights) != members[WEIGHTS].get("sha256") or \
-                        weights[1] != members[WEIGHTS].get("size"):
-                    raise ArtifactError(f"{path}: member {WEIGHTS} does not match its sha256 "
-                                        "in the manifest; the artifact was modified")
+                expected = members[WEIGHTS]
+                if check_weights_later:
+                    weights_check = _check_later(_check_weights, path, weights, expected)
+                else:
+                    _check_weights(path, weights, expected, raw)
             data = {name: _member_bytes(zf, raw, size, by_name[name], path)
                     for name in sorted(listed - {WEIGHTS})}
         # sha256 releases the GIL on large buffers: hash the members side by side.
@@ -526,7 +544,32 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
         data.clear()
     blob_dir = _extract(blobs, extract_to, path) if blobs and extract_to else None
     return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
-                    blobs=blobs, weights=weights)
+                    blobs=blobs, weights=weights, _weights_check=weights_check)
+
+
+def _check_weights(path: Path, span: tuple[int, int], expected: Mapping[str, Any],
+                   raw: Any = None) -> None:
+    """Raise ArtifactError unless the weights member at ``span`` (offset, size) of ``path``
+    has the size and sha256 the manifest lists; reads through ``raw`` or a file of its own."""
+    if span[1] != expected.get("size"):
+        digest = None
+    elif raw is not None:
+        digest = _sha256_span(raw, *span)
+    else:
+        with open(path, "rb") as own:
+            digest = _sha256_span(own, *span)
+    if digest is None or digest != expected.get("sha256"):
+        raise ArtifactError(f"{path}: member {WEIGHTS} does not match its sha256 in the "
+                            "manifest; the artifact was modified")
+
+
+def _check_later(check: Callable[..., None], *args: Any) -> concurrent.futures.Future:
+    """``check(*args)`` on a thread of its own (sha256 releases the GIL while it hashes)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-hash")
+    try:
+        return pool.submit(check, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _sha256_span(raw: Any, begin: int, length: int) -> str:
@@ -600,10 +643,7 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
     are not reused); ``model`` the artifact's graph when the caller already parsed it. The
     reason is also passed to ``log`` so a user sees why a load took as long as a compile.
     """
-    status = backend.is_available()
-    miss = artifact.blob_miss(backend.name, status.version, str(target))
-    if miss is None:
-        miss = options_miss(artifact.manifest, options)
+    miss = restore_miss(artifact, backend, target, options)
     model = model if model is not None else artifact.model()
     if miss is None:
         return backend.load(artifact.blobs, model, target, options), None
@@ -611,6 +651,14 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
     if log is not None:
         log(message)
     return backend.compile(model, target, options), message
+
+
+def restore_miss(artifact: Artifact, backend: Backend, target: Target,
+                 options: CompileOptions) -> str | None:
+    """Why ``restore`` would rebuild ``artifact`` on ``backend`` rather than use its blobs
+    (None: the blobs serve)."""
+    miss = artifact.blob_miss(backend.name, backend.is_available().version, str(target))
+    return miss if miss is not None else options_miss(artifact.manifest, options)
 
 
 def options_miss(manifest: Mapping[str, Any], options: CompileOptions) -> str | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.backends import registry
-from kiln.backends.base import PRECISIONS, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.base import PRECISIONS, Backend, CompiledModel, CompileOptions, TensorSpec
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -368,11 +368,29 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
          threads: int | None = None, **options: Any) -> Compiled:
     """A verified .kiln artifact as a ``Compiled``: its stored graph on its backend(s), from
     its blobs when they fit this machine and these options, else rebuilt."""
-    from kiln.runtime.artifact import load_artifact, restore
+    from kiln.runtime.artifact import load_artifact
 
     check_arguments(precision, threads)
     started = time.perf_counter()
-    artifact = load_artifact(path)
+    # the weights member is hashed beside the parse and the engine's build, and checked
+    # before anything built from it is handed out
+    artifact = load_artifact(path, check_weights_later=True)
+    try:
+        compiled = _load_checked(artifact, started, backend, target, precision, threads,
+                                 options)
+    except BaseException:
+        artifact.check_weights()  # damaged weights explain a failure better than the engine
+        raise
+    artifact.check_weights()
+    return compiled
+
+
+def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[str],
+                  target: str | Target, precision: str | None, threads: int | None,
+                  options: dict[str, Any]) -> Compiled:
+    """``load``'s work on an artifact whose graph and blobs were checked."""
+    from kiln.runtime.artifact import restore
+
     manifest = artifact.manifest
     target = artifact_target(target, artifact.target)
     built = manifest["pipeline"].get("options") or {}
@@ -398,8 +416,8 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
-    if not choice.partitioned and not (artifact.weights is not None and getattr(
-            registry.get_backend(choice.name), "reads_tensor_maps", False)):
+    if not choice.partitioned and needs_weights_file(artifact, registry.get_backend(
+            choice.name), target, compile_options):
         offload_weights(graph)  # as compile does: engines read the weights from a file
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
@@ -422,6 +440,21 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
                     rebuild_reason=why, source_sha256=manifest.get("source", {}).get(
                         "sha256", ""), artifact=artifact, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
+
+
+def needs_weights_file(artifact: Artifact, backend: Backend, target: Target,
+                       options: CompileOptions) -> bool:
+    """Whether ``backend`` needs the artifact's weights in a file of kiln's own
+    (``offload_weights``). Not when the weights live in their own member of the .kiln (format
+    2) and the engine reads them there (mapped, or as external data of the artifact file), or
+    imports its own blob and never reads the graph's weights."""
+    if artifact.weights is None:  # 1.x: inline in the parsed graph, whose protobuf goes
+        return True
+    if backend.reads_tensor_maps or backend.reads_artifact_weights:
+        return False
+    from kiln.runtime.artifact import restore_miss
+
+    return not (artifact.blobs and restore_miss(artifact, backend, target, options) is None)
 
 
 def artifact_target(requested: str | Target, built: str) -> Target:

@@ -10,7 +10,6 @@ the engine's own; the native engine reads them through the map. ``Compiled.save`
 
 from __future__ import annotations
 
-import gc
 import shutil
 import tempfile
 import weakref
@@ -34,7 +33,8 @@ def weight_bytes(model: ir.Model) -> int:
 
 def offload_weights(model: ir.Model) -> bool:
     """Move ``model``'s large initializers to a temporary external-data file, in place.
-    Returns whether it did (small models and models already offloaded are left as they are)."""
+    Returns whether it did (small models and models already offloaded are left as they are);
+    when it did, call ``kiln.runtime.release.release_parsed`` next to free what it replaced."""
     if WEIGHTS_DIR in model.meta:
         return False
     if weight_bytes(model) < MIN_OFFLOAD_BYTES:
@@ -53,8 +53,9 @@ def offload_weights(model: ir.Model) -> bool:
                                        max_in_flight_bytes=64 << 20)
     model.meta[WEIGHTS_DIR] = folder
     # The tensors replaced here (and graphs the passes left behind) sit in reference cycles
-    # of IR nodes and values: collect them now, before the engine allocates its own copy.
-    gc.collect()
+    # of IR nodes and values: the caller collects them with ``release_parsed`` (one full
+    # collection, which costs as much as the live heap is large), before the engine
+    # allocates its own copy.
     return True
 
 

@@ -53,3 +53,25 @@ def test_value_spec_of_unknown_dims_and_types():
     spec = value_spec(value)
     assert spec.shape == (None, 3) and spec.dtype == np.dtype("float32")
     assert value_spec(ir.Value(name="u")).shape is None
+
+
+def test_a_graph_mapping_a_file_is_exported_with_its_references_or_with_the_bytes(tmp_path):
+    from kiln.backends.onnx_export import mapped_weights_folder, to_onnx_graph_bytes
+
+    w = np.arange(512, dtype=np.float32).reshape(16, 32)
+    (tmp_path / "w.bin").write_bytes(b"\0" * 64 + w.tobytes())
+    model = ir.from_proto(model_from_arrays([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                                            {"x": np.zeros((2, 16), np.float32)}, ["y"],
+                                            initializers={"w": np.zeros_like(w)}))
+    assert mapped_weights_folder(model) is None  # weights in memory
+    model.graph.initializers["w"].const_value = ir.ExternalTensor(
+        "w.bin", 64, w.nbytes, ir.DataType.FLOAT, shape=ir.Shape([16, 32]), name="w",
+        base_dir=str(tmp_path))
+    assert mapped_weights_folder(model) == str(tmp_path)
+    graph_only = onnx.ModelProto.FromString(to_onnx_graph_bytes(model))
+    [ref] = [t for t in graph_only.graph.initializer if t.name == "w"]
+    assert ref.data_location == onnx.TensorProto.EXTERNAL and not ref.raw_data
+    assert {e.key: e.value for e in ref.external_data}["offset"] == "64"
+    whole = onnx.ModelProto.FromString(to_onnx_bytes(model))  # read back inline
+    [inline] = [t for t in whole.graph.initializer if t.name == "w"]
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(inline), w)

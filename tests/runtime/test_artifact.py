@@ -319,6 +319,19 @@ def test_a_flipped_byte_in_the_weights_member_is_refused(weighty: Path, where: f
         art.load_artifact(weighty)
 
 
+def test_weights_checked_beside_the_load_refuse_a_flipped_byte_when_awaited(weighty: Path):
+    start, length = _data_span(weighty, art.WEIGHTS)
+    sound = art.load_artifact(weighty, check_weights_later=True)
+    sound.check_weights()
+    sound.check_weights()  # once is enough; again is a no-op
+    raw = bytearray(weighty.read_bytes())
+    raw[start + length // 2] ^= 0x01
+    weighty.write_bytes(bytes(raw))
+    loaded = art.load_artifact(weighty, check_weights_later=True)  # the graph is checked
+    with pytest.raises(ArtifactError, match="weights.bin does not match its sha256"):
+        loaded.check_weights()
+
+
 def _forge_model_member(path: Path, edit) -> None:
     """Rewrite model.onnx with ``edit(proto)`` and re-sign the manifest, as an attacker
     could: the checks that remain are the artifact reader's bounds and location checks."""

@@ -163,3 +163,88 @@ def test_a_loaded_artifact_drops_its_model_bytes_once_parsed(tmp_path):
     assert len(graph.graph) > 0
     with pytest.raises(kiln.errors.ArtifactError, match="released"):
         artifact.model()
+
+
+# --- a .kiln opened on the engines that read ONNX: no copy of the weights on the way ---------
+
+def _mlp_file(tmp_path, width: int = 768):
+    """A two-MatMul model over MIN_OFFLOAD_BYTES of weights (``width`` 768: 2.3 MB)."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    w2 = rng.standard_normal((width, 16)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, str(path))
+    x = rng.standard_normal((1, width)).astype(np.float32)
+    return path, x, np.maximum(x @ w1, 0) @ w2
+
+
+def _no_weights_file(monkeypatch):
+    from kiln.runtime import weights
+
+    mkdtemp = weights.tempfile.mkdtemp
+
+    def refuse(*args, **kwargs):
+        if kwargs.get("prefix") == "kiln-weights-":
+            raise AssertionError("a weights file was written for a .kiln its engine reads")
+        return mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(weights.tempfile, "mkdtemp", refuse)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("width", [768, 64])  # over and under MIN_OFFLOAD_BYTES
+def test_a_kiln_opened_on_an_onnx_engine_writes_no_weights_file(backend, width, tmp_path,
+                                                                 monkeypatch):
+    from kiln.backends import registry
+    from kiln.backends.onnx_export import WEIGHTS_DIR
+
+    if not registry.availability(backend).ok:
+        pytest.skip(f"{backend} unavailable")
+    path, x, expected = _mlp_file(tmp_path, width)
+    saved = kiln.compile(str(path), backend=backend).save(tmp_path / "mlp.kiln")
+    _no_weights_file(monkeypatch)
+    session = kiln.Session(str(saved), backend=backend)
+    assert WEIGHTS_DIR not in session.model.meta
+    np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-3, atol=1e-3)
+    if backend == "onnxruntime":  # saved again, its weights read from the first .kiln
+        again = kiln.Session(str(session.save(tmp_path / "again.kiln")), backend=backend)
+        np.testing.assert_allclose(again(x=x)["y"], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_openvino_rebuilding_a_kiln_for_another_backend_still_reads_the_weights(tmp_path):
+    from kiln.backends import registry
+
+    if not registry.availability("openvino").ok:
+        pytest.skip("openvino unavailable")
+    path, x, expected = _mlp_file(tmp_path)
+    saved = kiln.compile(str(path), backend="onnxruntime").save(tmp_path / "mlp.kiln")
+    session = kiln.Session(str(saved), backend="openvino")  # no OpenVINO blob: rebuilt
+    np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_damaged_weights_fail_the_load_though_they_are_hashed_beside_it(backend, tmp_path):
+    import zipfile
+
+    from kiln.backends import registry
+    from kiln.errors import ArtifactError
+
+    if not registry.availability(backend).ok:
+        pytest.skip(f"{backend} unavailable")
+    path, _, _ = _mlp_file(tmp_path)
+    saved = kiln.compile(str(path), backend=backend).save(tmp_path / "mlp.kiln")
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("weights.bin")
+    raw = bytearray(saved.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + len(info.extra) + 100] ^= 0x01
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="weights.bin does not match its sha256"):
+        kiln.Session(str(saved), backend=backend)
