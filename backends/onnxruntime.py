@@ -245,5 +245,5 @@ class OnnxRuntimeBackend(Backend):
         if blob is None:
             return self.compile(model, target, options)
         self._check(options)
-        return OnnxRuntimeCompiled(_session(blob, options, "disable"),
+        return OnnxRuntimeCompiled(_session(bytes(blob), options, "disable"),
                                    model, options)

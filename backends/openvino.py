@@ -433,9 +433,18 @@ class OpenVinoBackend(Backend):
         if blob is None:
             return self.compile(model, target, options)
         core, device, config = self._prepare(options)
+        stream = blob
+        if isinstance(blob, memoryview):
+            import openvino as ov
+
+            # mapped from the .kiln: OpenVINO imports from the mapping in place instead of from
+            # a second copy of the blob in memory
+            stream = ov.Tensor(np.frombuffer(blob, dtype=np.uint8), shared_memory=True)
         try:
-            compiled = core.import_model(blob, device, config)
+            compiled = core.import_model(stream, device, config)
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot import {BLOB_FILE}: {exc}; recompile the "
                                 "model with `kiln compile`") from exc
-        return OpenVinoCompiled(compiled, model, config)
+        loaded = OpenVinoCompiled(compiled, model, config)
+        loaded._blob = blob  # the compiled model may keep reading the mapping it came from
+        return loaded

@@ -30,6 +30,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import posixpath
 import stat
@@ -69,6 +70,10 @@ _CHUNK = 8 << 20
 _COMMENT_PREFIX = b"kiln-manifest-sha256:"
 #: No artifact member may claim more than this (a guard against zip bombs): 16 GiB.
 MAX_MEMBER_BYTES = 16 << 30
+#: Blob members from this size on are mapped from the .kiln (copy-on-write) instead of read
+#: into memory: an engine that imports its compiled model from a buffer (OpenVINO's blob) reads
+#: it through the page cache, and the process does not hold the file's bytes beside the engine.
+MAP_BLOB_BYTES = 16 << 20
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -87,13 +92,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 @dataclasses.dataclass
 class Artifact:
     """A loaded, verified artifact. ``blobs`` maps each blob's name (relative to ``blobs/``)
-    to its bytes; ``blob_dir`` is where they were also written when asked (else None)."""
+    to its bytes (from ``MAP_BLOB_BYTES`` on, a copy-on-write ``memoryview`` of the file);
+    ``blob_dir`` is where they were also written when asked (else None)."""
 
     path: Path
     manifest: dict[str, Any]
     model_bytes: bytes
     blob_dir: Path | None
-    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
+    blobs: dict[str, bytes | memoryview] = dataclasses.field(default_factory=dict, repr=False)
     #: (offset of the weights member's data in the file, its size); None in 1.x artifacts
     weights: tuple[int, int] | None = None
     #: the weights member's sha256 check when it runs beside the load (``check_weights``)
@@ -526,11 +532,19 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                 weights = _member_span(raw, size, by_name[WEIGHTS], path)
                 expected = members[WEIGHTS]
                 if check_weights_later:
-                    weights_check = _check_later(_check_weights, path, weights, expected)
+                    weights_check = _check_later(_check_member, path, WEIGHTS, weights, expected)
                 else:
-                    _check_weights(path, weights, expected, raw)
-            data = {name: _member_bytes(zf, raw, size, by_name[name], path)
-                    for name in sorted(listed - {WEIGHTS})}
+                    _check_member(path, WEIGHTS, weights, expected, raw)
+            data, mapped = {}, {}
+            for name in sorted(listed - {WEIGHTS}):
+                info = by_name[name]
+                if (name.startswith(BLOBS) and info.file_size >= MAP_BLOB_BYTES
+                        and info.compress_type == zipfile.ZIP_STORED):
+                    span = _member_span(raw, size, info, path)
+                    _check_member(path, name, span, members[name], raw)  # streamed, not held
+                    mapped[name] = _map_span(raw, span)
+                else:
+                    data[name] = _member_bytes(zf, raw, size, info, path)
         # sha256 releases the GIL on large buffers: hash the members side by side.
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             digests = dict(zip(data, pool.map(sha256_bytes, data.values())))
@@ -540,17 +554,18 @@ def load_artifact(path: str | os.PathLike[str], extract_to: str | os.PathLike[st
                 raise ArtifactError(f"{path}: member {name} does not match its sha256 in "
                                     "the manifest; the artifact was modified")
         model_bytes = data.pop(MODEL)
-        blobs = {n[len(BLOBS):]: d for n, d in data.items() if n.startswith(BLOBS)}
+        blobs = {n[len(BLOBS):]: d for n, d in (data | mapped).items() if n.startswith(BLOBS)}
         data.clear()
     blob_dir = _extract(blobs, extract_to, path) if blobs and extract_to else None
     return Artifact(path=path, manifest=manifest, model_bytes=model_bytes, blob_dir=blob_dir,
                     blobs=blobs, weights=weights, _weights_check=weights_check)
 
 
-def _check_weights(path: Path, span: tuple[int, int], expected: Mapping[str, Any],
-                   raw: Any = None) -> None:
-    """Raise ArtifactError unless the weights member at ``span`` (offset, size) of ``path``
-    has the size and sha256 the manifest lists; reads through ``raw`` or a file of its own."""
+def _check_member(path: Path, name: str, span: tuple[int, int], expected: Mapping[str, Any],
+                  raw: Any = None) -> None:
+    """Raise ArtifactError unless member ``name`` at ``span`` (offset, size) of ``path`` has the
+    size and sha256 the manifest lists; hashed as file reads stream past (through ``raw`` or a
+    file of its own), so nothing of it stays in memory."""
     if span[1] != expected.get("size"):
         digest = None
     elif raw is not None:
@@ -559,8 +574,18 @@ def _check_weights(path: Path, span: tuple[int, int], expected: Mapping[str, Any
         with open(path, "rb") as own:
             digest = _sha256_span(own, *span)
     if digest is None or digest != expected.get("sha256"):
-        raise ArtifactError(f"{path}: member {WEIGHTS} does not match its sha256 in the "
+        raise ArtifactError(f"{path}: member {name} does not match its sha256 in the "
                             "manifest; the artifact was modified")
+
+
+def _map_span(raw: Any, span: tuple[int, int]) -> memoryview:
+    """A writable copy-on-write view of ``span`` (offset, size) of the open file ``raw``: pages
+    come from the page cache as they are read; a write stays private to this process."""
+    begin, length = span
+    start = begin - begin % mmap.ALLOCATIONGRANULARITY
+    mapping = mmap.mmap(raw.fileno(), length + begin - start, access=mmap.ACCESS_COPY,
+                        offset=start)
+    return memoryview(mapping)[begin - start:]
 
 
 def _check_later(check: Callable[..., None], *args: Any) -> concurrent.futures.Future:

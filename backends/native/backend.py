@@ -359,7 +359,7 @@ class NativeBackend(Backend):
             return self.compile(model, target, options)
         limit = int(options.extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         try:
-            saved = json.loads(blob)
+            saved = json.loads(bytes(blob))
             shapes = _saved_shapes(saved["value_shapes"], limit)
             ok = shapes is not None
         except (ValueError, KeyError, TypeError):

@@ -267,6 +267,38 @@ def test_load_reads_members_into_memory_without_mapping_the_file(saved: Path, mo
     assert loaded.blobs["plan.bin"] == bytes(range(256)) * 8
 
 
+@pytest.mark.parametrize("member", ["blobs/plan.bin", "blobs/sub/weights.bin"])
+def test_large_blobs_are_mapped_and_still_checked(saved: Path, monkeypatch, member: str):
+    monkeypatch.setattr(art, "MAP_BLOB_BYTES", 1000)  # both blobs of the fixture are larger
+    loaded = art.load_artifact(saved)
+    assert all(type(b) is memoryview for b in loaded.blobs.values())
+    assert bytes(loaded.blobs["plan.bin"]) == bytes(range(256)) * 8
+    assert type(loaded.model_bytes) is bytes  # the graph is read, not mapped
+    start, length = _data_span(saved, member)
+    raw = bytearray(saved.read_bytes())
+    raw[start + length // 2] ^= 0x01
+    saved.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        art.load_artifact(saved)
+
+
+def test_an_openvino_blob_mapped_from_the_artifact_imports_and_runs(tmp_path: Path, monkeypatch):
+    import kiln
+    from kiln.backends import registry
+
+    if not registry.get_backend("openvino").is_available():
+        pytest.skip("OpenVINO is not available here")
+    model, w, b = _weighty_model()
+    path = kiln.compile(model, backend="openvino").save(tmp_path / "ov.kiln")
+    monkeypatch.setattr(art, "MAP_BLOB_BYTES", 0)  # map every blob, as a large model's would be
+    assert type(art.load_artifact(path).blobs["openvino.blob"]) is memoryview
+    x = np.random.default_rng(2).standard_normal((2, 64)).astype(np.float32)
+    session = kiln.Session(str(path))
+    assert session.rebuild_reason is None  # imported from the mapped blob, not recompiled
+    [y] = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ w + b, rtol=1e-4, atol=1e-4)
+
+
 # --- format 2: the weights in their own member ------------------------------------------------
 
 def _weighty_model() -> tuple[ir.Model, np.ndarray, np.ndarray]:
