@@ -58,15 +58,26 @@ static void byte_map_avx512(size_t n, const uint8_t* table, uint8_t* y) {
 // one run in every tap and in acc, so the lanes run over it (64 lanes = 64 / C pixels of a
 // narrow layer) and block b's weights repeat with period C / gcd(64, C) blocks. Products are
 // exact int32 sums, as in dw_u8s8_impl.
+// One call's layout: flat (stride 1: pixels x channels are one run), the run length, rows, tap
+// groups of four, 64-lane blocks, and how many blocks' weights differ (their period when flat).
+struct DwVnniShape {
+  bool flat;
+  size_t len, rows, groups, blocks, patterns;
+};
+
+static DwVnniShape dw_vnni_shape(size_t C, size_t taps, size_t pixels, size_t step) {
+  const bool flat = step == C;
+  const size_t len = flat ? pixels * C : C, blocks = (len + 63) / 64;
+  return {flat, len, flat ? 1 : pixels, (taps + 3) / 4, blocks,
+          flat ? C / std::gcd(size_t{64}, C) : blocks};
+}
+
 static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
                              const uint8_t* const* x, const int8_t* wq, int32_t* acc);
 
 static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
                          const uint8_t* const* x, const int16_t* w, int32_t* acc) {
-  const bool flat = step == C;
-  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
-  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
-  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
+  const auto [flat, len, rows, groups, blocks, patterns] = dw_vnni_shape(C, taps, pixels, step);
   // The laid-out weights are kept per thread while the same taps come back (a layer calls
   // once per output row); the taps themselves are compared, so a new layer never reuses them.
   struct Laid {
@@ -103,10 +114,7 @@ static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
 // The products with the weights laid out by dw_u8s8_vnni.
 static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
                              const uint8_t* const* x, const int8_t* wq, int32_t* acc) {
-  const bool flat = step == C;
-  const size_t len = flat ? pixels * C : C, rows = flat ? 1 : pixels;
-  const size_t groups = (taps + 3) / 4, blocks = (len + 63) / 64;
-  const size_t patterns = flat ? C / std::gcd(size_t{64}, C) : blocks;
+  const auto [flat, len, rows, groups, blocks, patterns] = dw_vnni_shape(C, taps, pixels, step);
   for (size_t b = 0; b < blocks; ++b) {
     const size_t c0 = 64 * b, left = len - c0;
     const __mmask64 lm = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
