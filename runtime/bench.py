@@ -225,7 +225,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peakstatus_mb() -> float:
+def _peak_rss_mb() -> float:
     peak = status_mb("VmHWM")
     if peak is not None:
         return peak
@@ -304,7 +304,7 @@ def _open(model: Any, backend: str, precision: str, config: BenchConfig) -> _Eng
     after = status_mb("VmRSS")
     if before is not None and after is not None:
         engine.rss_growth_mb = after - before
-        engine.peak_rss_mb = _peakstatus_mb() - before if reset else None
+        engine.peak_rss_mb = _peak_rss_mb() - before if reset else None
     return engine
 
 
