@@ -15,7 +15,6 @@ A .kiln given to the bench is only opened warm. The children read the feeds from
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -79,11 +78,10 @@ def child_main(argv: list[str]) -> None:
 
 
 def _in_child(request: dict[str, Any]) -> dict[str, Any]:
-    env = dict(os.environ)
     try:
         done = subprocess.run([sys.executable, "-m", "kiln.runtime.bench_startup",
                                json.dumps(request)], capture_output=True, text=True,
-                              timeout=CHILD_TIMEOUT, env=env, check=False)
+                              timeout=CHILD_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish within {CHILD_TIMEOUT:.0f} s"}
     if done.returncode != 0:
