@@ -99,17 +99,10 @@ def log(msg: str) -> None:
 def paired_latency(a: ir.Model, b: ir.Model, feeds: dict, backend: str, threads: int,
                    rounds: int = 5, min_time: float = 0.3) -> dict:
     """Median ms of a and b on ``backend`` (through kiln's own backend), interleaved."""
-    engine = registry.require(backend)
-    opts = CompileOptions(threads=threads)
-    ca = engine.compile(a, Target.detect(), opts)
-    cb = engine.compile(b, Target.detect(), opts)
-    ra, rb = (lambda: ca.run(feeds)), (lambda: cb.run(feeds))
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(quantize_gate.time_runner(ra, min_time, 1))
-        tb.append(quantize_gate.time_runner(rb, min_time, 1))
-    ma, mb = statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
-    return {"fp32_ms": round(ma, 3), "reduced_ms": round(mb, 3), "speedup": round(ma / mb, 3)}
+    ms, _ = interleaved_latency({"fp32": a, "reduced": b}, feeds, backend, threads, rounds,
+                                min_time)
+    ma, mb = ms["fp32"], ms["reduced"]
+    return {"fp32_ms": ma, "reduced_ms": mb, "speedup": round(ma / mb, 3)}
 
 
 def digits(threads: int) -> dict:
@@ -308,7 +301,6 @@ def text_pages(seeds: range, size: int = 320) -> list[dict]:
 def text_map_iou(a: ir.Model, b: ir.Model, pages: list[dict], backend: str, threads: int,
                  threshold: float = 0.3) -> float:
     """Smallest IoU over ``pages`` of the text maps of a and b thresholded at ``threshold``."""
-
     engine = registry.require(backend)
     opts = CompileOptions(threads=threads)
     ca = engine.compile(a, Target.detect(), opts)
@@ -411,11 +403,11 @@ def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> 
     out["speed"]["native"] = r
     out["iou"]["native"] = text_map_iou(*native, pages, "native", threads)
     log(f"ocrdet int8 native: {r}, worst IoU@0.3 {out['iou']['native']}")
-    form = registry.get_backend("openvino").caps().static_int8
+    form = static_form("openvino")
     variants = {"fp32": model}
-    for name, static_form in ((f"kiln {form}", form), ("kiln chained", "chained")):
+    for name, placement in ((f"kiln {form}", form), ("kiln chained", "chained")):
         if name not in variants:
-            q = quantization.quantize_model(model, target, calib, static_form=static_form)
+            q = quantization.quantize_model(model, target, calib, static_form=placement)
             variants[name] = q.model
             out["layers_int8"] = out.get("layers_int8") or len(q.report.quantized)
     nncf_model = nncf_int8(model, calib)
