@@ -34,6 +34,7 @@ from kiln.compiler.validate import (
     PROTOBUF_RECURSION_LIMIT,
     Limits,
     kiln_limits,
+    raw_bytes,
     used_domains,
     validate_proto,
 )
@@ -372,21 +373,7 @@ def _large_raw(tensor: onnx.TensorProto) -> bool:
     its dims is refused by the checker or ``_check_value_sizes``)."""
     if not tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
         return False
-    return math.prod(tensor.dims) * _bits(tensor.data_type) > 8 * _INFERENCE_VALUE_BYTES
-
-
-def _bits(data_type: int) -> int:
-    """Bits per element of an ONNX tensor type (8 when onnx does not know it)."""
-    name = onnx.TensorProto.DataType.Name(data_type) if data_type in \
-        onnx.TensorProto.DataType.values() else ""
-    if name.endswith(("INT4", "FLOAT4E2M1")):
-        return 4
-    if name.endswith("INT2"):
-        return 2
-    try:
-        return 8 * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
-    except (KeyError, ValueError, TypeError):
-        return 8
+    return raw_bytes(tensor.data_type, math.prod(tensor.dims)) > _INFERENCE_VALUE_BYTES
 
 
 def _check_value_sizes(proto: onnx.ModelProto, name: str) -> None:

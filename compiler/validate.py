@@ -297,8 +297,7 @@ class _Walker:
         if tensor.HasField("raw_data"):
             if tensor.data_type == onnx.TensorProto.STRING:
                 raise self.fail(where, "string tensors cannot use raw_data")
-            per = _PACKED.get(tensor.data_type)
-            want = -(-count // per) if per else count * _itemsize(tensor.data_type)
+            want = raw_bytes(tensor.data_type, count)
             if len(tensor.raw_data) != want:
                 raise self.fail(where, f"holds {len(tensor.raw_data)} bytes of data but dims "
                                 f"{list(tensor.dims)} need {want} (truncated or corrupt)")
@@ -512,6 +511,13 @@ class _Walker:
 
 def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
     return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+
+
+def raw_bytes(data_type: int, count: int) -> int:
+    """Bytes of raw_data that ``count`` elements of ONNX ``data_type`` take: packed sub-byte
+    types two (or four) elements a byte, a type numpy has no dtype for one byte an element."""
+    per = _PACKED.get(data_type)
+    return -(-count // per) if per else count * _itemsize(data_type)
 
 
 def _itemsize(data_type: int) -> int:

@@ -246,22 +246,17 @@ def _align(n: int, to: int) -> int:
 
 
 def _tensor_bytes(tensor: Any) -> int | None:
-    """Bytes a TensorProto's dims and type need (None for types without a fixed size)."""
+    """Bytes a TensorProto's dims and type need (None for a type onnx does not know)."""
     import math
 
     import onnx
 
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, ValueError, TypeError):
+    from kiln.compiler.validate import raw_bytes
+
+    known = onnx.TensorProto.DataType.values()
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in known:
         return None
-    count = math.prod(tensor.dims)
-    name = onnx.TensorProto.DataType.Name(tensor.data_type)
-    if name.endswith(("INT4", "FLOAT4E2M1")):
-        return (count + 1) // 2
-    if name.endswith("INT2"):
-        return (count + 3) // 4
-    return count * itemsize
+    return raw_bytes(tensor.data_type, math.prod(tensor.dims))
 
 
 def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
