@@ -429,9 +429,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // the patch matrix (kdim x cols) through L3: worth it while nb > Kg / 2.
   size_t nb = cache_sizes().l2 / 2 / (kdim * sizeof(float)) / kern.nr * kern.nr;
   nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
-  nb = std::min(round_up(nb, kern.nr), round_up(cols, kern.nr));
+  nb = even_block(cols, std::min(round_up(nb, kern.nr), round_up(cols, kern.nr)), kern.nr);
   const size_t blocks = (cols + nb - 1) / nb;
-  nb = round_up((cols + blocks - 1) / blocks, kern.nr);  // equal blocks, no sliver at the end
   // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
   // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
   // the sequential copy into panels streams better than those strided rows. In place, every

@@ -292,15 +292,12 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
   }
   GemmBlocking blk = gemm_blocking(kern);
   // Equal K blocks (K = 1100 runs as 2 x 552, not 1024 + 76).
-  const size_t kblocks = (K + blk.kc - 1) / blk.kc;
-  blk.kc = round_up((K + kblocks - 1) / kblocks, 8);
+  blk.kc = even_block(K, blk.kc, 8);
   const size_t mr = kern.mr, nr = kern.nr;
   // Equal M and N blocks too (M = 256 with mc = 252 runs as 2 x 140, not 252 + a 4-row
   // sliver that streams every B panel again for 4 rows).
-  size_t mc = std::min(blk.mc, round_up(M, mr));
-  mc = round_up((M + (M + mc - 1) / mc - 1) / ((M + mc - 1) / mc), mr);
-  size_t nc = std::min(blk.nc, round_up(N, nr));
-  nc = round_up((N + (N + nc - 1) / nc - 1) / ((N + nc - 1) / nc), nr);
+  size_t mc = even_block(M, blk.mc, mr);
+  size_t nc = even_block(N, blk.nc, nr);
   const size_t threads = pool ? pool->size() : 1;
   if (threads > 1) {
     // Enough tasks to balance the threads: split N first (keeps A blocks whole), then M.

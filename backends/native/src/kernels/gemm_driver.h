@@ -59,6 +59,14 @@ void set_conv_min_column_block(size_t columns);
 
 inline size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
+// A block size that splits n into as many blocks as `block` does, but of equal size (a
+// multiple of align; the last may be shorter by less than align): no sliver at the end that
+// streams the other operand again for a few rows or columns.
+inline size_t even_block(size_t n, size_t block, size_t align) {
+  const size_t blocks = (n + block - 1) / block;
+  return round_up((n + blocks - 1) / blocks, align);
+}
+
 void pack_a_panels(size_t mr, bool trans_a, size_t M, size_t K, const float* A, size_t lda,
                    float* dst, ThreadPool* pool);
 void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, size_t ldb,
