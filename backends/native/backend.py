@@ -154,7 +154,6 @@ class NativeSegment:
                  profile: bool = False, isa: str = LEVELS[-1]) -> None:
         ext = _native()
         self.lowered = lowered
-        self._added: set[int] = set()
         self.input_names = [lowered.value_names[i] for i in lowered.inputs]
         self.output_names = [lowered.value_names[i] for i in lowered.outputs]
         plan = ext.Plan(len(lowered.value_names))
@@ -183,10 +182,12 @@ class NativeSegment:
         for vid in [v for v in lowered.constants if v not in last_reader]:
             self._add_constant(vid)  # read by no node here: an output of the plan
         kept = set(lowered.outputs)
+        added: set[int] = set()
         for k, node in enumerate(lowered.nodes):
             for i in node.inputs:
-                if i in lowered.constants and i not in self._added:
+                if i in lowered.constants and i not in added:
                     self._add_constant(i)
+                    added.add(i)
             try:
                 plan.add_node(node.name, node.domain, node.op, node.opset, node.inputs,
                               node.outputs, node.attrs)
@@ -198,7 +199,6 @@ class NativeSegment:
                     source = lowered.sources.pop(i, None)
                     if source is not None:
                         _unmap(source)
-        self._added.clear()
 
     def _add_constant(self, vid: int) -> None:
         arr = contiguous(self.lowered.constants[vid])
@@ -208,7 +208,6 @@ class NativeSegment:
         self.plan.add_constant(vid, *to_carrier(arr), borrowed=borrowed)
         if borrowed and _maps_a_file(arr):
             self.plan.set_file_backed(vid)
-        self._added.add(vid)
 
     def run(self, env: dict[str, np.ndarray]) -> None:
         carried = [to_carrier(env[name]) for name in self.input_names]
