@@ -86,6 +86,11 @@ def _float_input(x: ir.Value) -> str | None:
     return None
 
 
+def _is_hard_swish(alpha: float, beta: float) -> bool:
+    """x * HardSigmoid(x, alpha, beta) is HardSwish(x): HardSwish's own (1/6, 1/2)."""
+    return bool(np.isclose(alpha, 1 / 6, rtol=_RTOL) and np.isclose(beta, 0.5, rtol=_RTOL))
+
+
 def _hard_sigmoid(x: ir.Value, alpha: float, beta: float, name: str) -> ir.Node:
     return ir.node("HardSigmoid", [x], attributes={"alpha": alpha, "beta": beta}, name=name)
 
@@ -93,8 +98,7 @@ def _hard_sigmoid(x: ir.Value, alpha: float, beta: float, name: str) -> ir.Node:
 def _hard_swish(graph: ir.Graph, x: ir.Value, alpha: float, beta: float,
                 name: str) -> list[ir.Node]:
     """HardSwish(x) where the opset has it and the constants are its own, else x * hsig(x)."""
-    if opset(graph) >= HARD_SWISH_OPSET and np.isclose(alpha, 1 / 6, rtol=_RTOL) \
-            and np.isclose(beta, 0.5, rtol=_RTOL):
+    if opset(graph) >= HARD_SWISH_OPSET and _is_hard_swish(alpha, beta):
         return [ir.node("HardSwish", [x], name=name)]
     hsig = _hard_sigmoid(x, alpha, beta, f"{name}_hsig")
     return [hsig, ir.node("Mul", [x, hsig.outputs[0]], name=name)]
@@ -180,7 +184,7 @@ class HardSigmoidMulToHardSwish(Rule):
             return f"the model imports opset {version}; HardSwish needs {HARD_SWISH_OPSET}"
         hsig = match["hsig"]
         alpha, beta = float(attr(hsig, "alpha", 0.2)), float(attr(hsig, "beta", 0.5))
-        if not (np.isclose(alpha, 1 / 6, rtol=_RTOL) and np.isclose(beta, 0.5, rtol=_RTOL)):
+        if not _is_hard_swish(alpha, beta):
             return f"HardSigmoid({alpha:.6g}, {beta:.6g}) is not HardSwish's (1/6, 1/2)"
         return _used_only_inside(match) or _float_input(match["x"])
 
@@ -206,15 +210,12 @@ def needs_hard_swish_opset(model: ir.Model) -> bool:
     for node in model.graph:
         match = swish.match(node)
         if match is not None and np.isclose(match["factor"] * match["k"], 1.0, rtol=_RTOL) \
-                and np.isclose(match["k"], 6.0, rtol=_RTOL) \
-                and np.isclose(match["c"], 3.0, rtol=_RTOL):
+                and _is_hard_swish(1.0 / match["k"], match["c"] / match["k"]):
             return True
         match = sigmoid_mul.match(node)
-        if match is not None:
-            hsig = match["hsig"]
-            if np.isclose(float(attr(hsig, "alpha", 0.2)), 1 / 6, rtol=_RTOL) and \
-                    np.isclose(float(attr(hsig, "beta", 0.5)), 0.5, rtol=_RTOL):
-                return True
+        if match is not None and _is_hard_swish(float(attr(match["hsig"], "alpha", 0.2)),
+                                                float(attr(match["hsig"], "beta", 0.5))):
+            return True
     return False
 
 
