@@ -172,11 +172,7 @@ class Artifact:
         artifact's folder as their base, so they map the .kiln file on demand."""
         import onnx_ir as ir
 
-        folder = str(self.path.resolve().parent)
-        for graph in model.graphs():
-            for value in graph.initializers.values():
-                if isinstance(value.const_value, ir.ExternalTensor):
-                    value.const_value.base_dir = folder
+        ir.external_data.set_base_dir(model.graph, str(self.path.resolve().parent))
         return model
 
     def check_weights(self) -> None:
