@@ -416,9 +416,6 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     checks = guards_module.check_model(graph, guards, choice.engines)
     imported = time.perf_counter()
     placement = None
-    if not choice.partitioned and needs_weights_file(artifact, registry.get_backend(
-            choice.name), target, compile_options):
-        offload_weights(graph)  # as compile does: engines read the weights from a file
     if choice.partitioned:
         from kiln.runtime.executor import load_partitioned
 
@@ -430,9 +427,11 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
         engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
         placement = engine.placement
     else:
+        chosen = registry.get_backend(choice.name)
+        if needs_weights_file(artifact, chosen, target, compile_options):
+            offload_weights(graph)  # as compile does: engines read the weights from a file
         release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
-        engine, why = restore(artifact, registry.get_backend(choice.name), target,
-                              compile_options, graph)
+        engine, why = restore(artifact, chosen, target, compile_options, graph)
         release_maps(graph)
     artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
