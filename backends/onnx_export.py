@@ -44,7 +44,7 @@ def to_onnx_file(model: ir.Model, max_ir_version: int | None = None,
         return None
     path = f"{folder}/{GRAPH_FILE}"
     with open(path, "wb") as f:
-        f.write(_proto(model, max_ir_version, max_opset).SerializeToString())
+        f.write(to_onnx_graph_bytes(model, max_ir_version, max_opset))
     return path
 
 
