@@ -123,7 +123,7 @@ def _graph_head(size: int) -> bytes:
 
 def _graph_chunk(fields: bytes | bytearray) -> bytes:
     """``fields`` (serialized GraphProto fields) as a ModelProto holding a graph of them."""
-    return _graph_head(len(fields)) + bytes(fields)
+    return _graph_head(len(fields)) + fields  # bytes + bytearray: one copy, into bytes
 
 
 def parse_file(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str] | None:
