@@ -38,7 +38,7 @@ import numpy as np
 from kiln.backends import registry
 from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
-from kiln.runtime.bench_startup import status_mb
+from kiln.runtime.bench_startup import measure_startup, status_mb
 from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
 
 #: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
@@ -451,8 +451,6 @@ def _measure_startup(model: Any, engines: Sequence[_Engine], config: BenchConfig
     """Each engine's cold and warm start in fresh processes (``kiln.runtime.bench_startup``),
     into ``engine.startup``; a failure becomes a note, the bench's other figures stand."""
     import tempfile
-
-    from kiln.runtime.bench_startup import measure_startup
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-model-") as tmp:
         path = _model_file(model, Path(tmp))
