@@ -285,6 +285,7 @@ def measure(names: list[str], engines: list[str], repeat: int = 1) -> list[dict]
     with tempfile.TemporaryDirectory(prefix="kiln-memory-") as tmp:
         for name in names:
             path = models()[name]
+            weights = weights_mb(path)
             artifacts: dict[str, Path | None] = {}
             samples: dict[str, dict[str, list[dict]]] = {e: {"cold": [], "warm": []}
                                                          for e in engines}
@@ -298,7 +299,7 @@ def measure(names: list[str], engines: list[str], repeat: int = 1) -> list[dict]
                     if artifacts[engine] is not None:
                         samples[engine]["warm"].append(in_child(engine, artifacts[engine]))
             for engine in engines:
-                row = {"model": name, "engine": engine, "weights_mb": weights_mb(path),
+                row = {"model": name, "engine": engine, "weights_mb": weights,
                        "cold": median_of(samples[engine]["cold"])}
                 if not engine.startswith("kiln"):
                     row["warm"] = row["cold"]
@@ -362,7 +363,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps:
         engine, model = args.steps
-        path = str(models()[model]) if model in models() else model
+        named = models()
+        path = str(named[model]) if model in named else model
         print(steps_table(engine, model, trace_steps(engine, path)))
         return
     if args.child:
