@@ -82,11 +82,8 @@ def sha256_bytes(data: bytes | memoryview) -> str:
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _sha256_span(f, 0, os.fstat(f.fileno()).st_size)
 
 
 @dataclasses.dataclass
