@@ -78,10 +78,9 @@ INPUTS_FORM_COMPUTE_OPS = frozenset({"ConvTranspose"})
 DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS | INPUTS_FORM_COMPUTE_OPS
 #: Where static int8 puts activation Q/DQ pairs (BackendCaps.static_int8; module docstring).
 STATIC_FORMS = ("chained", "inputs")
-MIN_OPSET = 13  # per-axis QuantizeLinear / DequantizeLinear
-
-
+#: How activations may be stored (``QuantScheme.activation``).
 ACTIVATION_TYPES = ("uint8", "int8", "symmetric")
+MIN_OPSET = 13  # per-axis QuantizeLinear / DequantizeLinear
 
 
 @dataclasses.dataclass(frozen=True)
