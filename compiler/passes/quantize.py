@@ -256,9 +256,10 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         self.form = form
         self.ranges = dict(ranges)
         self.scheme = scheme or QuantScheme()
-        self.compute_ops = COMPUTE_OPS | (INPUTS_FORM_COMPUTE_OPS if form == "inputs"
-                                          else frozenset())
-        self.op_types = frozenset(op_types) - (INPUTS_FORM_COMPUTE_OPS - self.compute_ops)
+        # the chained form leaves out the compute ops only the inputs form quantizes
+        left_out = frozenset() if form == "inputs" else INPUTS_FORM_COMPUTE_OPS
+        self.compute_ops = (COMPUTE_OPS | INPUTS_FORM_COMPUTE_OPS) - left_out
+        self.op_types = frozenset(op_types) - left_out
         self.exclude = frozenset(exclude)
         self.stats = QuantizeStats()
 
