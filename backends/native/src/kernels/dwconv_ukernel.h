@@ -56,10 +56,14 @@ constexpr size_t kDwConvLookahead = 2;
 // A plane whose padded rows fit in this many floats is staged whole before any output row
 // (small planes have too little work per row to hide the staging behind).
 constexpr size_t kDwConvWholePlaneFloats = 4096;
+// Padded rows the outputs read.
+inline size_t dwconv_padded_rows(const DwConvPlane& p) {
+  return (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+}
 // The staging ring: the vertical window's rows and the lookahead's, or every padded row of a
 // small plane; the zero row comes after it.
 inline size_t dwconv_ring_rows(const DwConvPlane& p) {
-  const size_t all = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  const size_t all = dwconv_padded_rows(p);
   if (all * dwconv_row_floats(p) <= kDwConvWholePlaneFloats) return all;
   return std::min(all, (p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh);
 }

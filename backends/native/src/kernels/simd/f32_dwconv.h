@@ -119,8 +119,7 @@ void dwconv_sized(const DwConvPlane& p) {
 template <typename V>
 void dwconv_ukernel(const DwConvPlane& p) {
   if (p.kh * p.kw > 64 || (p.sw != 1 && p.sw != 2)) return kiln_f32_dwconv_ukernel__generic(p);
-  const bool whole = dwconv_ring_rows(p) == (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
-  if (whole) return dwconv_sized<V, true>(p);
+  if (dwconv_ring_rows(p) == dwconv_padded_rows(p)) return dwconv_sized<V, true>(p);
   dwconv_sized<V, false>(p);
 }
 
