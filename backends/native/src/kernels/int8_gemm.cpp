@@ -68,6 +68,9 @@ namespace {
 
 constexpr size_t kInt8Mb = kInt8Mr * 8;   // rows per task: A block stays in L1/L2
 constexpr size_t kAmxMb = 64;             // rows per task on AMX: two pairs of 16-row tiles
+// AMX pads K to 64 and copies A once more: measured slower than VNNI below K ~ 128
+// (1x1 convolutions of 96->96 at 40 x 40: 200 vs 188 us; 128->96: 220 vs 235 us).
+constexpr size_t kAmxMinK = 128;
 constexpr size_t kInt8Nc = kInt8Nr * 4;   // columns per epilogue tile
 
 }  // namespace
@@ -114,9 +117,7 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   if (io.segment_rows && (io.segments == 0 || B.Kq % (io.segments * 4) != 0 || B.Kq != B.K))
     throw std::invalid_argument("int8 GEMM: rows in segments need K = segments x a multiple of 4");
   const int8_ukernel_fn kernel = select_u8s8_gemm(active_isa()).fn;
-  // AMX pads K to 64 and copies A once more: measured slower than VNNI below K ~ 128
-  // (1x1 convolutions of 96->96 at 40 x 40: 200 vs 188 us; 128->96: 220 vs 235 us).
-  const bool amx = amx_int8_active() && B.Kq >= 128;
+  const bool amx = amx_int8_active() && B.Kq >= kAmxMinK;
   const size_t Kq = B.Kq, N = B.N;
   const size_t mb_rows = amx ? kAmxMb : kInt8Mb;
   const size_t Kp = (Kq + 63) / 64 * 64;  // AMX: K in whole 64-byte tile rows

@@ -84,7 +84,9 @@ struct Int8Loops {
 };
 const Int8Loops& int8_loops();
 
-// The u8 x s8 kernel in use now (its full name, from kernels/ukernels.inc).
+// The u8 x s8 kernel in use now: its full name, from kernels/ukernels.inc, or
+// kiln_u8s8_gemm_panel__amx where amx_int8_active(); the AMX panel kernel then runs the GEMMs
+// with K >= 128 and the VNNI ukernel the smaller ones (gemm_u8s8_fused).
 const char* int8_gemm_kernel_name();
 
 // AMX (x86 tile registers): whether this CPU and OS run tdpbusd (asks Linux for the tile
