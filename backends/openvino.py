@@ -43,9 +43,11 @@ _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 class OpenVinoCompiled(CompiledModel):
     backend = "openvino"
 
-    def __init__(self, compiled, model: ir.Model, config: dict[str, str]):
+    def __init__(self, compiled, model: ir.Model, config: dict[str, str],
+                 source: bytes | memoryview | None = None):
         self.compiled = compiled
         self.config = config
+        self._source = source  # a mapped blob it was imported from: the model may keep reading it
         self.inputs, self.outputs = signature(model)
         self._output_names = [o.name for o in self.outputs]
         self._local = threading.local()
@@ -445,6 +447,4 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot import {BLOB_FILE}: {exc}; recompile the "
                                 "model with `kiln compile`") from exc
-        loaded = OpenVinoCompiled(compiled, model, config)
-        loaded._blob = blob  # the compiled model may keep reading the mapping it came from
-        return loaded
+        return OpenVinoCompiled(compiled, model, config, blob)
