@@ -7,13 +7,11 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.backends.base import TensorSpec
+from kiln.compiler.onnx_stream import WEIGHTS_DIR
 from kiln.compiler.opset_stamp import restamp_opset
 from kiln.compiler.passes._util import value_dims
 
-#: ``ir.Model.meta`` key: the folder holding the model's weights when compile moved them to an
-#: external-data file (``kiln.runtime.weights``); the graph's tensors then point into it.
-WEIGHTS_DIR = "kiln.weights_dir"
-#: The graph-only model written next to those weights for engines that read files.
+#: The graph-only model written beside the weights in ``WEIGHTS_DIR``, for engines that read files.
 GRAPH_FILE = "graph.onnx"
 
 

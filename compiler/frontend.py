@@ -8,6 +8,8 @@
   overridable inputs;
 - external data is read only from regular files inside the model's own folder, and only the
   bytes the tensor declares;
+- a large file's weights never sit in memory whole: the parse copies them to a weights file of
+  kiln's own, which the IR's tensors map (``model.meta[WEIGHTS_DIR]`` names its folder);
 - a dim declared as ``-1`` or named ``?`` (Paddle2ONNX and older exporters' "dynamic")
   becomes an unnamed dim, as onnxruntime reads it, and opset imports of domains no node uses
   are dropped, so no backend is handed either;
@@ -28,7 +30,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
-from kiln.compiler.onnx_stream import parse_file
+from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, parse_file
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
     PROTOBUF_RECURSION_LIMIT,
@@ -54,8 +56,11 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     The returned model's ``meta`` holds ``kiln.source_sha256`` (of the serialized source) and
     ``kiln.source_name`` for reports and artifact manifests.
     """
-    proto, name, digest = load_proto(source)
-    validate_proto(proto, name, [kiln_limits(), *(limits or [])])
+    aside = WeightsAside() if _streams(source) else None
+    proto, name, digest = load_proto(source, aside)
+    aside = aside if aside is not None and aside.names else None
+    # what went aside is external data of kiln's own; the user's was read in by now
+    validate_proto(proto, name, [kiln_limits(), *(limits or [])], external_ok=aside is not None)
     normalize(proto)
     if not initializers_as_inputs:
         _drop_initializer_inputs(proto)
@@ -69,7 +74,37 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
         raise ModelError(f"{name}: cannot convert to the IR: {exc}") from exc
     model.meta["kiln.source_sha256"] = digest
     model.meta["kiln.source_name"] = name
+    if aside is not None:
+        _map_aside(model, aside)
     return model
+
+
+class _AsideTensor(ir.ExternalTensor):
+    """A tensor whose values the parse set aside: it keeps their folder alive."""
+
+    __slots__ = ("_aside",)
+
+
+#: ``ir.Model.meta`` key (in memory, never saved) of the ``WeightsAside`` a model's tensors map.
+WEIGHTS_ASIDE = "kiln.weights_aside"
+
+
+def _map_aside(model: ir.Model, aside: WeightsAside) -> None:
+    """Point the tensors set aside at ``aside``'s file. The model and each of those tensors
+    hold the folder, which goes with the last of them: clones share tensors but not the
+    model, and the folder also takes the files of what passes compute later."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and tensor.name in aside.names:
+            held = _AsideTensor(tensor.location, tensor.offset, tensor.length, tensor.dtype,
+                                shape=tensor.shape, name=tensor.name,
+                                doc_string=tensor.doc_string,
+                                metadata_props=dict(tensor.metadata_props),
+                                base_dir=aside.folder)
+            held._aside = aside
+            value.const_value = held
+    model.meta[WEIGHTS_DIR] = aside.folder
+    model.meta[WEIGHTS_ASIDE] = aside
 
 
 #: dim_param values exporters write for "unknown", not as a name shared by equal dims
@@ -115,10 +150,19 @@ def normalize(proto: onnx.ModelProto) -> None:
 STREAM_PARSE_BYTES = 8 << 20
 
 
-def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
+def _streams(source: ModelSource) -> bool:
+    """Whether ``source`` is a file large enough to be parsed a field at a time."""
+    return isinstance(source, (str, os.PathLike)) and Path(source).is_file() and \
+        Path(source).stat().st_size >= STREAM_PARSE_BYTES
+
+
+def load_proto(source: ModelSource, aside: WeightsAside | None = None
+               ) -> tuple[onnx.ModelProto, str, str]:
     """Parse ``source`` into a ModelProto with external data resolved safely.
 
-    Returns (proto, display name, sha256 of the serialized model).
+    Returns (proto, display name, sha256 of the serialized model). With ``aside``, a file
+    parsed a field at a time leaves its large initializers' values in ``aside``'s file
+    (``aside.names``; those tensors stay external data).
     """
     if isinstance(source, onnx.ModelProto):
         data = source.SerializeToString()
@@ -134,7 +178,7 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
         raise ModelError(f"{path}: not a regular file")
-    streamed = parse_file(path) if path.stat().st_size >= STREAM_PARSE_BYTES else None
+    streamed = parse_file(path, aside) if path.stat().st_size >= STREAM_PARSE_BYTES else None
     if streamed is not None:  # never the file's bytes and the parsed model both whole
         proto, digest = streamed
     else:
@@ -142,7 +186,8 @@ def load_proto(source: ModelSource) -> tuple[onnx.ModelProto, str, str]:
         proto, digest = _parse(data, str(path)), _sha256(data)
         del data
     if _has_external_data(proto):
-        load_external_data(proto, path.parent.resolve(), str(path))
+        load_external_data(proto, path.parent.resolve(), str(path),
+                           skip=aside.names if aside is not None else frozenset())
     return proto, str(path), digest
 
 
@@ -190,15 +235,19 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto))
 
 
-def load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None:
-    """Read every external tensor's bytes into the proto, confined to ``folder``.
+def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
+                       skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Read every external tensor's bytes into the proto, confined to ``folder``, but for the
+    main graph's initializers named in ``skip`` (their values went aside while parsing).
 
     Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
     files that are not regular, files with other hard links (they may alias a file outside),
     and offset/length past the end of the file.
     """
+    # by identity, the messages held so no id is reused while the loop runs
+    aside = {id(t): t for t in proto.graph.initializer if t.name in skip} if skip else {}
     for tensor in _all_tensors(proto):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL or id(tensor) in aside:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
@@ -350,13 +399,14 @@ _LEFT_OUT = "values-left-out.bin"
 
 
 def _weightless(proto: onnx.ModelProto, location: str | None = None) -> onnx.ModelProto:
-    """``proto`` without the values of its large raw-data initializers (dims and type kept);
+    """``proto`` without the values of its large raw-data initializers and of those set aside
+    while parsing (dims and type kept);
     with ``location`` they are external data in that file, as the checker wants a value."""
     light = onnx.ModelProto()
     _copy_fields(proto, light, skip="graph")
     _copy_fields(proto.graph, light.graph, skip="initializer")
     for tensor in proto.graph.initializer:
-        if not _large_raw(tensor):
+        if not _large_raw(tensor) and tensor.data_location != onnx.TensorProto.EXTERNAL:
             light.graph.initializer.add().CopyFrom(tensor)
             continue
         kept = light.graph.initializer.add(name=tensor.name, dims=tensor.dims,

@@ -9,19 +9,39 @@ result equals parsing the whole file. The scan reads only field headers (key, le
 field's bytes are read, hashed (the file's sha256, as the frontend reports it) and merged, then
 dropped. Anything but the plain layout (groups, a truncated field) answers None and the caller
 parses the whole file, whose errors it reports.
+
+Given a ``WeightsAside``, the raw values of the main graph's larger initializers never enter the
+parsed model at all: they are copied from the model file to a weights file of kiln's own as the
+scan passes them, and their TensorProtos say where (external data), so the IR maps them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+import weakref
 from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
 
+#: ``ir.Model.meta`` key: the folder of kiln's own external-data file(s) holding the model's
+#: weights (written while parsing, or by ``kiln.runtime.weights.offload_weights``).
+WEIGHTS_DIR = "kiln.weights_dir"
 #: ModelProto.graph
 _GRAPH_FIELD = 7
+#: GraphProto.initializer; TensorProto.raw_data, external_data, data_location
+_INITIALIZER_KEY = 5 << 3 | 2
+_RAW_DATA_KEY = 9 << 3 | 2
+_EXTERNAL_FIELDS = (13, 14)
+#: Raw values above this many bytes go aside (below it: shape inference reads values).
+ASIDE_TENSOR_BYTES = 4096
+#: Offsets of the values set aside: page-aligned, so they map and are dropped page by page.
+_ASIDE_ALIGN = 4096
+#: Bytes copied at a time from the model file to the weights file.
+_COPY_BYTES = 1 << 20
 #: Small graph fields (nodes, value infos) merged together up to this many bytes per call.
 _BATCH_BYTES = 1 << 20
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -104,6 +124,38 @@ class _Reader:
         return buffer
 
 
+class WeightsAside:
+    """A temporary folder whose file ``FILE`` receives initializer values while a model is
+    parsed; removed once this object and every tensor holding it are gone."""
+
+    FILE = "weights.bin"
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self._file = open(os.path.join(self.folder, self.FILE), "wb")  # noqa: SIM115
+        self.names: set[str] = set()
+
+    def copy(self, reader: _Reader, nbytes: int) -> int:
+        """Copy the next ``nbytes`` of ``reader`` to the file; their offset there."""
+        offset = -self._file.tell() % _ASIDE_ALIGN + self._file.tell()
+        self._file.write(bytes(offset - self._file.tell()))
+        while nbytes:
+            chunk = reader.read(min(nbytes, _COPY_BYTES))
+            self._file.write(chunk)
+            nbytes -= len(chunk)
+        return offset
+
+    def close(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        """Nothing went aside after all (the file is parsed whole): remove the folder now."""
+        self._file.close()
+        self.names.clear()
+        self._cleanup()
+
+
 def _varint_bytes(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -126,9 +178,12 @@ def _graph_chunk(fields: bytes | bytearray) -> bytes:
     return _graph_head(len(fields)) + fields  # bytes + bytearray: one copy, into bytes
 
 
-def parse_file(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str] | None:
+def parse_file(path: str | os.PathLike[str], aside: WeightsAside | None = None
+               ) -> tuple[onnx.ModelProto, str] | None:
     """(the model, the file's sha256 hex) parsed field by field; None when the file is not
-    laid out as the scan expects or does not parse (the caller parses it whole)."""
+    laid out as the scan expects or does not parse (the caller parses it whole). With
+    ``aside``, the main graph's initializers' raw values above ``ASIDE_TENSOR_BYTES`` go to its
+    file and their tensors refer to it (``aside.names``); on None nothing went there."""
     proto = onnx.ModelProto()
     with open(path, "rb") as f:
         reader = _Reader(f)
@@ -141,13 +196,56 @@ def parse_file(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, str] | No
                     proto.MergeFromString(reader.field(key, key_bytes))
                     continue
                 size, _ = reader.length()
-                _merge_graph(reader, proto, f.tell() + size)
+                _merge_graph(reader, proto, f.tell() + size, aside)
         except (_Layout, DecodeError, RecursionError):
+            if aside is not None:
+                aside.discard()
             return None
+    if aside is not None:
+        aside.close()
     return proto, reader.digest.hexdigest()
 
 
-def _merge_graph(reader: _Reader, proto: onnx.ModelProto, end: int) -> None:
+def _tensor_aside(reader: _Reader, end: int, aside: WeightsAside) -> bytes:
+    """The TensorProto ending at file offset ``end``: re-serialized with its raw values in
+    ``aside``'s file (as external data there) when they are larger than
+    ``ASIDE_TENSOR_BYTES``, else its bytes as they are in the file."""
+    fields = bytearray()
+    placed = None
+    raw_fields = external_fields = 0
+    while reader.f.tell() < end:
+        key, key_bytes = reader.varint()
+        if key < 0:
+            raise _Layout("truncated tensor")
+        external_fields += key >> 3 in _EXTERNAL_FIELDS
+        if key != _RAW_DATA_KEY:
+            fields += reader.field(key, key_bytes)
+            continue
+        raw_fields += 1
+        size, size_bytes = reader.length()
+        if size > ASIDE_TENSOR_BYTES:
+            placed = (aside.copy(reader, size), size)
+        else:
+            fields += key_bytes + size_bytes + reader.read(size)
+    if reader.f.tell() != end:
+        raise _Layout("tensor overruns its length")
+    if placed is None:
+        return bytes(fields)
+    if raw_fields > 1 or external_fields:  # not one plain tensor: parsed whole, reported
+        raise _Layout("raw data twice, or beside external data")
+    parsed = onnx.TensorProto()
+    parsed.ParseFromString(bytes(fields))
+    offset, size = placed
+    for key, value in (("location", WeightsAside.FILE), ("offset", str(offset)),
+                       ("length", str(size))):
+        parsed.external_data.add(key=key, value=value)
+    parsed.data_location = onnx.TensorProto.EXTERNAL
+    aside.names.add(parsed.name)
+    return parsed.SerializeToString()
+
+
+def _merge_graph(reader: _Reader, proto: onnx.ModelProto, end: int,
+                 aside: WeightsAside | None = None) -> None:
     """Merge the graph fields up to file offset ``end`` into ``proto.graph``: small ones
     (nodes, value infos) batched, each large one (an initializer) from one buffer of its own
     that starts with the head of the ModelProto graph field wrapping it."""
@@ -159,13 +257,17 @@ def _merge_graph(reader: _Reader, proto: onnx.ModelProto, end: int) -> None:
         if key & 7 == _LEN:
             size, size_bytes = reader.length()
             field_head = key_bytes + size_bytes
-            if size > _BATCH_BYTES:  # alone, after what came before it (file order)
+            if aside is not None and key == _INITIALIZER_KEY and size > ASIDE_TENSOR_BYTES:
+                tensor = _tensor_aside(reader, reader.f.tell() + size, aside)
+                field = key_bytes + _varint_bytes(len(tensor)) + tensor
+            elif size > _BATCH_BYTES:  # alone, after what came before it (file order)
                 proto.MergeFromString(_graph_chunk(batch))
                 batch.clear()
                 head = _graph_head(len(field_head) + size) + field_head
                 proto.MergeFromString(reader.payload_after(head, size))
                 continue
-            field = field_head + reader.read(size)
+            else:
+                field = field_head + reader.read(size)
         else:
             field = reader.field(key, key_bytes)
         if len(batch) + len(field) > _BATCH_BYTES:

@@ -284,6 +284,16 @@ class _Walker:
                 raise self.fail(where, f"sequence '{info.name}' has element type "
                                 f"{elem.elem_type}, which is no ONNX data type")
 
+    def external_length(self, tensor: onnx.TensorProto, count: int, where: str) -> None:
+        """An external tensor's declared length, when it gives one, is what its dims need."""
+        length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+        if length is None or tensor.data_type == onnx.TensorProto.STRING:
+            return
+        want = raw_bytes(tensor.data_type, count)
+        if length != str(want):
+            raise self.fail(where, f"declares {length} bytes of external data but dims "
+                            f"{list(tensor.dims)} need {want}")
+
     def tensor(self, tensor: onnx.TensorProto, where: str) -> None:
         where = f"{where} tensor '{tensor.name}'"
         if tensor.data_type not in _DTYPES:
@@ -291,6 +301,7 @@ class _Walker:
         count = self.dims(tensor.dims, where)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             if self.external_ok:
+                self.external_length(tensor, count, where)
                 return
             raise self.fail(where, "external data was not resolved (load the model from its "
                             "path)")

@@ -23,6 +23,8 @@ MIN_OFFLOAD_BYTES = 1 << 20
 #: Tensors up to this size stay inline: shapes, scales and other small constants.
 INLINE_TENSOR_BYTES = 1024
 WEIGHTS_FILE = "weights.bin"
+#: Beside the weights the parse set aside (``kiln.compiler.onnx_stream``): what passes made.
+REST_FILE = "computed.bin"
 
 
 def weight_bytes(model: ir.Model) -> int:
@@ -33,10 +35,11 @@ def weight_bytes(model: ir.Model) -> int:
 
 def offload_weights(model: ir.Model) -> bool:
     """Move ``model``'s large initializers to a temporary external-data file, in place.
-    Returns whether it did (small models and models already offloaded are left as they are);
+    Returns whether it did (small models are left as they are; a model whose weights the
+    parse set aside gets only those computed since in a second file of that folder);
     when it did, call ``kiln.runtime.release.release_parsed`` next to free what it replaced."""
     if WEIGHTS_DIR in model.meta:
-        return False
+        return _offload_rest(model, model.meta[WEIGHTS_DIR])
     if weight_bytes(model) < MIN_OFFLOAD_BYTES:
         # a small model whose tensors map a .kiln artifact: into memory, which is cheaper
         # than a file, and an engine reading ONNX bytes needs them there
@@ -56,6 +59,22 @@ def offload_weights(model: ir.Model) -> bool:
     # of IR nodes and values: the caller collects them with ``release_parsed`` (one full
     # collection, which costs as much as the live heap is large), before the engine
     # allocates its own copy.
+    return True
+
+
+def _offload_rest(model: ir.Model, folder: str) -> bool:
+    """The large initializers still in memory (what passes computed from weights the parse
+    set aside, e.g. folded BatchNorms), to a file of their own in ``folder``; whether any."""
+    values = [v for g in model.graphs() for v in g.initializers.values()
+              if v.const_value is not None and not isinstance(v.const_value, ir.ExternalTensor)
+              and v.const_value.nbytes > INLINE_TENSOR_BYTES]
+    if not values:
+        return False
+    moved = ir.external_data.convert_tensors_to_external(
+        [v.const_value for v in values], folder, REST_FILE, alignment=64,
+        align_threshold=INLINE_TENSOR_BYTES, max_in_flight_bytes=64 << 20)
+    for value, tensor in zip(values, moved, strict=True):
+        value.const_value = tensor
     return True
 
 

@@ -2,11 +2,14 @@ import os
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import kiln
+from kiln.compiler import frontend
 from kiln.compiler.frontend import import_model
+from kiln.errors import ModelError
 
 
 def test_path_bytes_and_proto_give_the_same_graph(tmp_path, conv_model):
@@ -204,3 +207,45 @@ def test_large_raw_data_that_disagrees_with_its_dims_is_refused(values, dims):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(kiln.ModelError):
         import_model(model.SerializeToString())
+
+
+def test_weights_set_aside_map_their_file_which_goes_with_the_last_tensor(tmp_path,
+                                                                           monkeypatch):
+    import gc
+
+    from kiln.compiler.onnx_stream import WEIGHTS_DIR
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    values = np.arange(4096, dtype=np.float32).reshape(64, 64)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(values, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = frontend.import_model(path)
+    folder = model.meta[WEIGHTS_DIR]
+    tensor = model.graph.initializers["w"].const_value
+    assert isinstance(tensor, ir.ExternalTensor)
+    del model
+    gc.collect()
+    np.testing.assert_array_equal(tensor.numpy(), values)  # the folder outlives the model
+    tensor.release()
+    del tensor
+    gc.collect()
+    assert not os.path.exists(folder)
+
+
+def test_a_tensor_set_aside_with_the_wrong_byte_count_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    tensor = numpy_helper.from_array(np.zeros((64, 64), np.float32), "w")
+    tensor.dims[:] = [64, 65]  # 16640 bytes declared, 16384 held
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 65])], [tensor])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(ModelError, match="16384 bytes of external data .* need 16640"):
+        frontend.import_model(path)

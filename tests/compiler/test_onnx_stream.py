@@ -5,6 +5,7 @@ answers None, so the frontend parses the file whole and reports its errors."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import onnx
@@ -89,7 +90,7 @@ def test_the_frontend_streams_large_files(tmp_path, monkeypatch):
     streamed = []
     monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
     monkeypatch.setattr(frontend, "parse_file",
-                        lambda p: streamed.append(p) or parse_file(p))
+                        lambda p, aside=None: streamed.append(p) or parse_file(p, aside))
     proto, _, digest = frontend.load_proto(path)
     assert streamed and len(proto.graph.initializer) == 12
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -102,3 +103,30 @@ def test_a_forged_length_answers_none_without_allocating_it(tmp_path):
     assert parse_file(path) is None
     path.write_bytes(bytes([7 << 3 | 2, 20, 5 << 3 | 2]) + huge + b"\x00" * 16)
     assert parse_file(path) is None
+
+
+def test_large_values_go_aside_and_the_tensors_say_where(tmp_path):
+    model = _model()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    aside = onnx_stream.WeightsAside()
+    proto, digest = parse_file(path, aside)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert aside.names == {"w1", "w3", "w5"}  # 600 x 600 floats; the 4 x 4 ones stay inline
+    for tensor in proto.graph.initializer:
+        assert tensor.HasField("raw_data") == (tensor.name not in aside.names)
+    info = {e.key: e.value for e in proto.graph.initializer[2].external_data}  # w1
+    assert info["location"] == onnx_stream.WeightsAside.FILE
+    assert int(info["offset"]) % 4096 == 0 and int(info["length"]) == 600 * 600 * 4
+    onnx.load_external_data_for_model(proto, aside.folder)
+    for tensor in proto.graph.initializer:
+        tensor.ClearField("data_location")  # onnx sets it to DEFAULT, which a parse leaves unset
+    assert proto == model  # nothing else changed, order included
+
+
+def test_nothing_goes_aside_when_the_file_is_parsed_whole(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString()[:-1])  # truncated
+    aside = onnx_stream.WeightsAside()
+    assert parse_file(path, aside) is None
+    assert not aside.names and not os.path.exists(aside.folder)

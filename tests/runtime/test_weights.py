@@ -72,3 +72,61 @@ def test_offloaded_models_run_and_save_their_weights_in_the_weights_member(backe
     assert weights >= sum(w.const_value.nbytes for w in session.model.graph.initializers
                           .values() if w.const_value.nbytes >= 1024)
     np.testing.assert_allclose(Session(path)(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def _conv_bn(channels: int = 32) -> onnx.ModelProto:
+    """A Conv whose BatchNormalization the optimizer folds into new weights."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((channels, channels, 3, 3))
+                                     .astype(np.float32) * 0.1, "w")]
+    for name, low in (("scale", 0.5), ("bias", -1.0), ("mean", -1.0), ("var", 0.5)):
+        inits.append(numpy_helper.from_array(
+            rng.uniform(low, 1.5, channels).astype(np.float32), name))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                              ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         [1, channels, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
+def test_weights_set_aside_while_parsing_run_and_save(backend: str, tmp_path, monkeypatch):
+    """A file parsed a field at a time: its weights went aside, the folded ones join them."""
+    if not registry.availability(backend).ok:
+        pytest.skip(f"{backend} unavailable")
+    import onnxruntime as ort
+
+    from kiln.compiler import frontend
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    proto = _conv_bn()
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    x = np.random.default_rng(3).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    [expected] = ort.InferenceSession(proto.SerializeToString(),
+                                      providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    session = Session(str(path), backend=backend)
+    assert WEIGHTS_DIR in session.model.meta
+    np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
+    saved = session.save(tmp_path / "m.kiln")
+    np.testing.assert_allclose(Session(saved)(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_weights_computed_after_the_parse_go_beside_those_set_aside(tmp_path, monkeypatch):
+    from kiln.compiler import frontend
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    path = tmp_path / "m.onnx"
+    onnx.save(_mlp(), path)
+    model = frontend.import_model(path)
+    folder = model.meta[WEIGHTS_DIR]
+    assert isinstance(model.graph.initializers["w1"].const_value, ir.ExternalTensor)
+    computed = np.ones((64, 64), np.float32)
+    model.graph.initializers["w2"].const_value = ir.tensor(computed, name="w2")
+    assert offload_weights(model) and not offload_weights(model)
+    tensor = model.graph.initializers["w2"].const_value
+    assert isinstance(tensor, ir.ExternalTensor) and str(tensor.base_dir) == folder
+    np.testing.assert_array_equal(tensor.numpy(), computed)
