@@ -185,7 +185,8 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
     level = DEFAULT_LEVEL if opt_level is None else opt_level
-    graph = import_validated(model, choice.engines)
+    # the backends asked for, not the fallback: its limits count where a piece goes to it
+    graph = import_validated(model, choice.backends)
     if len(ranges) < len(dims):
         from kiln.runtime.input_dims import fix_input_dims
 
