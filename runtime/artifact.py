@@ -417,7 +417,7 @@ def _put_blobs(zf: zipfile.ZipFile, members: dict[str, dict[str, Any]],
         shared = None
         if start is not None:
             # beside the artifact: the graph names the file its weights are in by name alone
-            fd, graph = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".onnx",
+            fd, graph = tempfile.mkstemp(prefix=f"{file.name}.", suffix=".onnx",
                                          dir=file.parent)
             with os.fdopen(fd, "wb") as out:
                 out.write(_graph_into(model_bytes, file, start))
