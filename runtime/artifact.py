@@ -656,14 +656,17 @@ def _check_later(check: Callable[..., None], *args: Any) -> concurrent.futures.F
 
 
 def _sha256_span(raw: Any, begin: int, length: int) -> str:
+    # one buffer read into again and again: a fresh chunk per read leaves a thread's malloc
+    # arena holding chunks after the hash (+14 MB of RSS beside an engine's import, measured)
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(_CHUNK, max(length, 0))))
     raw.seek(begin)
     while length > 0:
-        chunk = raw.read(min(_CHUNK, length))
-        if not chunk:
+        read = raw.readinto(buffer[:min(len(buffer), length)])
+        if not read:
             break
-        digest.update(chunk)
-        length -= len(chunk)
+        digest.update(buffer[:read])
+        length -= read
     return digest.hexdigest()
 
 
