@@ -9,7 +9,8 @@ Layout (every member stored, never pickled):
                     without its large initializers' values: those are external data in
     weights.bin     the raw tensors, little-endian as ONNX lays them out, each at a 64-byte
                     aligned offset; the member's first byte is 4096-byte aligned in the file
-    blobs/...       what the backend's ``CompiledModel.save(folder)`` wrote
+    blobs/...       what the backend's ``CompiledModel.save_beside(folder, weights)`` wrote,
+                    once the weights member was in the file (a blob may read them there)
 
 Format 2.0 put the weights in their own member: model.onnx stays far below protobuf's 2 GiB
 limit whatever the model's size, the weights are written once and stream in and out without a
