@@ -40,7 +40,7 @@ BLOB_FILE = "openvino.blob"
 #: The same without the constants the artifact's weights member holds: a load points OpenVINO
 #: at the .kiln file for them (``WEIGHTS_PATH``), so the artifact holds the weights once.
 WEIGHTLESS_BLOB_FILE = "openvino-weightless.blob"
-#: Beside it: where it expects the weights in the .kiln (``_weights_layout``), checked before
+#: Beside it: where it expects the weights in the .kiln (``_layout_of_file``), checked before
 #: OpenVINO reads them at those offsets.
 LAYOUT_FILE = "openvino-weights.json"
 # OpenVINO's CPU plugin leaves out of an export the constants it read from an external-data
@@ -123,7 +123,7 @@ class OpenVinoCompiled(CompiledModel):
             compiled = core.compile_model(core.read_model(str(weights.graph)), self.device,
                                           self.config | _WEIGHTLESS)
             data = _exported(compiled)
-            del compiled  # before the next step: two engines' worth of memory is enough
+            del compiled  # compiled only to be exported: its memory goes back now
         except Exception:  # the model compiled for running still exports whole
             return self.save(folder)
         (Path(folder) / WEIGHTLESS_BLOB_FILE).write_bytes(data)
