@@ -120,3 +120,22 @@ def test_the_layout_record_names_every_external_tensor(tmp_path: Path):
     with zipfile.ZipFile(path) as zf:
         record = json.loads(zf.read(f"blobs/{ov_backend.LAYOUT_FILE}"))
     assert record["tensors"] == 2  # w and fc; the small ones stay inline
+
+
+def test_an_artifact_with_the_whole_blob_beside_the_weights_still_imports(
+        tmp_path: Path, x: np.ndarray):
+    # what kiln wrote before the weightless blob: CompiledModel.save's whole export
+    compiled = kiln.compile(_model(), backend="openvino")
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    compiled.engine.save(blobs)
+    path = art.save_artifact(
+        tmp_path / "m.kiln", compiled.model, backend="openvino",
+        backend_version=compiled.backend_version(), target=str(compiled.target),
+        source_sha256="", options=compiled.options.to_json(),
+        inputs=[i.to_json() for i in compiled.inputs],
+        outputs=[o.to_json() for o in compiled.outputs], blob_dir=blobs)
+    assert {f"blobs/{ov_backend.BLOB_FILE}", art.WEIGHTS} <= set(_members(path))
+    warm = kiln.Session(path)
+    assert warm.rebuild_reason is None
+    np.testing.assert_array_equal(warm(x=x)["y"], compiled.engine.run({"x": x})["y"])
