@@ -112,6 +112,20 @@ class NodeTime:
     start_us: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ArtifactWeights:
+    """Where a .kiln artifact being written keeps the graph's weights, for a blob that reads
+    them there instead of carrying a copy of its own.
+
+    ``file`` is the artifact file, its weights member already written; ``graph`` is an ONNX
+    file of the optimized graph (``model.onnx``) whose external tensors point into ``file`` at
+    their offsets in the whole file: the same places a load of the artifact maps them from.
+    """
+
+    file: Path
+    graph: Path
+
+
 class CompiledModel(abc.ABC):
     """A model compiled by one backend, ready to run.
 
@@ -123,6 +137,9 @@ class CompiledModel(abc.ABC):
     backend: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    #: Why ``Backend.load`` compiled the graph instead of using the saved blobs (None: it
+    #: used them, or the model was compiled, not loaded).
+    rebuilt_because: str | None = None
 
     @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,6 +163,12 @@ class CompiledModel(abc.ABC):
         The default writes nothing: the artifact's ``model.onnx`` is enough to rebuild.
         """
         return []
+
+    def save_beside(self, folder: Path, weights: ArtifactWeights | None) -> list[str]:
+        """``save`` for an artifact being written whose weights member is ``weights`` (None:
+        it has none): a backend whose blob can take its constants from there writes a blob
+        without them, so the artifact holds the weights once. The default is ``save``."""
+        return self.save(folder)
 
 
 class Backend(abc.ABC):
@@ -205,7 +228,9 @@ class Backend(abc.ABC):
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
         """Load a model from the files ``CompiledModel.save`` wrote (name -> bytes, already
-        verified by the artifact); the default recompiles ``model``."""
+        verified by the artifact); the default recompiles ``model``. A backend that compiles
+        ``model`` after all (its blob did not import here) says why in the result's
+        ``rebuilt_because``."""
         return self.compile(model, target, options)
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ BF16 or AMX unless told otherwise, so kiln always sets INFERENCE_PRECISION_HINT.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kiln.backends.base import (
+    ArtifactWeights,
     Availability,
     Backend,
     CompiledModel,
@@ -23,7 +26,7 @@ from kiln.backends.base import (
     NoTimersError,
 )
 from kiln.backends.onnx_export import signature, to_onnx_bytes, to_onnx_file
-from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, UnsupportedError
+from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -34,6 +37,16 @@ if TYPE_CHECKING:
 
 #: The compiled model as OpenVINO exports it (``CompiledModel.export_model``), in the artifact.
 BLOB_FILE = "openvino.blob"
+#: The same without the constants the artifact's weights member holds: a load points OpenVINO
+#: at the .kiln file for them (``WEIGHTS_PATH``), so the artifact holds the weights once.
+WEIGHTLESS_BLOB_FILE = "openvino-weightless.blob"
+#: Beside it: where it expects the weights in the .kiln (``_layout_of_file``), checked before
+#: OpenVINO reads them at those offsets.
+LAYOUT_FILE = "openvino-weights.json"
+# OpenVINO's CPU plugin leaves out of an export the constants it read from an external-data
+# file (offset and size are recorded instead) when the model is compiled with this, and wants
+# it again, with the file, to import such a blob.
+_WEIGHTLESS = {"CACHE_MODE": "OPTIMIZE_SIZE"}
 
 # kiln precision -> OpenVINO INFERENCE_PRECISION_HINT. int8 comes from Q/DQ in the graph; the
 # ops between them run at f32.
@@ -43,10 +56,11 @@ _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 class OpenVinoCompiled(CompiledModel):
     backend = "openvino"
 
-    def __init__(self, compiled, model: ir.Model, config: dict[str, str],
+    def __init__(self, compiled, model: ir.Model, config: dict[str, str], device: str,
                  source: bytes | memoryview | None = None):
         self.compiled = compiled
         self.config = config
+        self.device = device
         self._source = source  # a mapped blob it was imported from: the model may keep reading it
         self.inputs, self.outputs = signature(model)
         self._output_names = [o.name for o in self.outputs]
@@ -87,10 +101,91 @@ class OpenVinoCompiled(CompiledModel):
     def save(self, folder: Path) -> list[str]:
         """OpenVINO's own export of the compiled model: a load imports it instead of reading
         and compiling the ONNX again."""
-        stream = self.compiled.export_model()
-        data = stream.getvalue() if hasattr(stream, "getvalue") else bytes(stream)
-        (Path(folder) / BLOB_FILE).write_bytes(data)
+        (Path(folder) / BLOB_FILE).write_bytes(_exported(self.compiled))
         return [BLOB_FILE]
+
+    def save_beside(self, folder: Path, weights: ArtifactWeights | None) -> list[str]:
+        """A blob without the constants the artifact's weights member holds, when it has one:
+        the graph is compiled again, read from the artifact being written so that OpenVINO
+        records where in that file each constant lies, and exported without them (the
+        model compiled for running holds offsets into a file of its own). Constants OpenVINO
+        derived while compiling (folded, converted) stay in the blob. When that compile
+        fails, the whole blob (``save``)."""
+        if weights is None:
+            return self.save(folder)
+        import openvino as ov
+
+        layout = _layout_of_file(weights.graph)
+        if layout is None:  # nothing external to leave out
+            return self.save(folder)
+        try:
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(weights.graph)), self.device,
+                                          self.config | _WEIGHTLESS)
+            data = _exported(compiled)
+            del compiled  # compiled only to be exported: its memory goes back now
+        except Exception:  # the model compiled for running still exports whole
+            return self.save(folder)
+        (Path(folder) / WEIGHTLESS_BLOB_FILE).write_bytes(data)
+        (Path(folder) / LAYOUT_FILE).write_text(json.dumps(layout))
+        return [WEIGHTLESS_BLOB_FILE, LAYOUT_FILE]
+
+
+def _exported(compiled) -> bytes:
+    """OpenVINO's export of a compiled model, as bytes."""
+    stream = compiled.export_model()
+    return stream.getvalue() if hasattr(stream, "getvalue") else bytes(stream)
+
+
+def _layout_digest(spans: list[tuple[int, int]]) -> str:
+    """sha256 over the sorted (offset, length) spans of the external tensors in their file."""
+    text = ";".join(f"{offset}+{length}" for offset, length in sorted(spans))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _layout_of_file(graph: Path) -> dict[str, object] | None:
+    """Where the ONNX file ``graph`` has its external tensors (count and ``_layout_digest``),
+    None when it has none."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    proto = onnx.load(str(graph), load_external_data=False)
+    spans = []
+    for tensor in _get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            spans.append((int(info.get("offset", "0")), int(info["length"])))
+    if not spans:
+        return None
+    return {"tensors": len(spans), "sha256": _layout_digest(spans)}
+
+
+def _weights_file(model: ir.Model, expected: bytes | memoryview | None) -> tuple[str, str | None]:
+    """(the file ``model``'s external tensors map, why a weightless blob cannot take its
+    constants from it: None when every external tensor lies in that one file where the
+    blob's layout record ``expected`` says)."""
+    import onnx_ir as ir
+
+    files, spans = set(), []
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                files.add(str(tensor.path))
+                spans.append((tensor.offset or 0, tensor.length if tensor.length is not None
+                              else tensor.nbytes))
+    if len(files) != 1:
+        return "", (f"its weights are not mapped from one file (from {len(files)}), and "
+                    f"{WEIGHTLESS_BLOB_FILE} reads them from the artifact")
+    try:
+        record = json.loads(bytes(expected or b""))
+        want = (int(record["tensors"]), str(record["sha256"]))
+    except (ValueError, KeyError, TypeError):
+        return "", f"{LAYOUT_FILE} is missing or unreadable"
+    if want != (len(spans), _layout_digest(spans)):
+        return "", (f"the weights do not lie in the artifact where {WEIGHTLESS_BLOB_FILE} "
+                    "expects them")
+    return files.pop(), None
 
 
 #: OpenVINO virtual devices that take a list of real ones ("AUTO:GPU,CPU", "HETERO:GPU,CPU").
@@ -404,7 +499,7 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot compile the model for {device}: "
                                    f"{exc}{_FALLBACK_HINT}") from exc
-        return OpenVinoCompiled(compiled, model, config)
+        return OpenVinoCompiled(compiled, model, config, device)
 
     def _refuse_foreign(self, model: ir.Model, device: str) -> None:
         """Raise UnsupportedError naming every node outside the ONNX domain that OpenVINO does
@@ -426,15 +521,26 @@ class OpenVinoBackend(Backend):
 
     def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
              options: CompileOptions) -> CompiledModel:
-        """Import the exported compiled model; compile ``model`` when there is none.
+        """Import the exported compiled model; compile ``model`` when there is none, or when
+        OpenVINO does not import it here (``rebuilt_because`` says why).
 
         The artifact's checks (sha256 of the blob, backend version, target, precision and
-        device in its manifest) ran before this, so the blob is the one kiln wrote.
+        device in its manifest) ran before this, so the blob is the one kiln wrote. A
+        weightless blob takes its constants from the file ``model``'s weights are mapped from
+        (the .kiln), once its layout record matches where they lie there.
         """
-        blob = blobs.get(BLOB_FILE)
+        weightless = blobs.get(WEIGHTLESS_BLOB_FILE)
+        blob = blobs.get(BLOB_FILE) if weightless is None else weightless
         if blob is None:
             return self.compile(model, target, options)
         core, device, config = self._prepare(options)
+        name, extra = BLOB_FILE, {}
+        if weightless is not None:
+            name = WEIGHTLESS_BLOB_FILE
+            where, why = _weights_file(model, blobs.get(LAYOUT_FILE))
+            if why is not None:
+                return self._rebuilt(model, target, options, why)
+            extra = _WEIGHTLESS | {"WEIGHTS_PATH": where}
         stream = blob
         if isinstance(blob, memoryview):
             import openvino as ov
@@ -443,8 +549,16 @@ class OpenVinoBackend(Backend):
             # a second copy of the blob in memory
             stream = ov.Tensor(np.frombuffer(blob, dtype=np.uint8), shared_memory=True)
         try:
-            compiled = core.import_model(stream, device, config)
+            compiled = core.import_model(stream, device, config | extra)
         except Exception as exc:
-            raise ArtifactError(f"OpenVINO cannot import {BLOB_FILE}: {exc}; recompile the "
-                                "model with `kiln compile`") from exc
-        return OpenVinoCompiled(compiled, model, config, blob)
+            return self._rebuilt(model, target, options,
+                                 f"OpenVINO {self.is_available().version} did not import "
+                                 f"{name}: {exc}".rstrip())
+        return OpenVinoCompiled(compiled, model, config, device, blob)
+
+    def _rebuilt(self, model: ir.Model, target: Target, options: CompileOptions,
+                 why: str) -> CompiledModel:
+        """``model`` compiled in place of a blob that did not serve, saying ``why``."""
+        compiled = self.compile(model, target, options)
+        compiled.rebuilt_because = why
+        return compiled

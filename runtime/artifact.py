@@ -9,7 +9,8 @@ Layout (every member stored, never pickled):
                     without its large initializers' values: those are external data in
     weights.bin     the raw tensors, little-endian as ONNX lays them out, each at a 64-byte
                     aligned offset; the member's first byte is 4096-byte aligned in the file
-    blobs/...       what the backend's ``CompiledModel.save(folder)`` wrote
+    blobs/...       what the backend's ``CompiledModel.save_beside(folder, weights)`` wrote,
+                    once the weights member was in the file (a blob may read them there)
 
 Format 2.0 put the weights in their own member: model.onnx stays far below protobuf's 2 GiB
 limit whatever the model's size, the weights are written once and stream in and out without a
@@ -48,7 +49,7 @@ from kiln.errors import ArtifactError
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from kiln.backends.base import Backend, CompileOptions
+    from kiln.backends.base import ArtifactWeights, Backend, CompileOptions
     from kiln.compiler.target import Target
 
 FORMAT = "kiln-artifact"
@@ -159,10 +160,7 @@ class Artifact:
             if need is not None and need != length:
                 raise ArtifactError(f"{where} has {length} bytes; its dims and type need "
                                     f"{need}")
-            del tensor.external_data[:]
-            for key, value in (("location", self.path.resolve().name),
-                               ("offset", str(start + offset)), ("length", str(length))):
-                tensor.external_data.add(key=key, value=value)
+            _point_into(tensor, self.path.resolve().name, start + offset, length)
 
     def weights_into(self, model: ir.Model) -> ir.Model:
         """Give ``model``'s external tensors (from a proto ``attach_weights`` fixed) the
@@ -192,6 +190,29 @@ class Artifact:
         if miss is not None and not self.blobs:  # nothing prebuilt: say what differs
             miss = miss.replace("blobs were", "the artifact was", 1)
         return miss
+
+
+def _point_into(tensor: Any, location: str, offset: int, length: int) -> None:
+    """Make ``tensor``'s external data ``length`` bytes at ``offset`` of file ``location``."""
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)),
+                       ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+
+
+def _graph_into(model_bytes: bytes, file: Path, start: int) -> bytes:
+    """model.onnx (``model_bytes``) with its external tensors pointing into ``file``, whose
+    weights member's data begins at ``start``: the graph as a load of that file sees it."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    proto = onnx.load_model_from_string(model_bytes)
+    for tensor in _get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            _point_into(tensor, file.name, start + int(info.get("offset", "0")),
+                        int(info["length"]))
+    return proto.SerializeToString()
 
 
 def blob_miss(manifest: Mapping[str, Any], backend: str, backend_version: str | None,
@@ -303,8 +324,9 @@ def _tensor_chunks(tensor: Any) -> Any:
 
 
 def _write_weights(zf: zipfile.ZipFile, layout: Sequence[tuple[int, Any]],
-                   size: int) -> dict[str, Any]:
-    """The weights member, streamed tensor by tensor; its data starts 4096-byte aligned."""
+                   size: int) -> tuple[dict[str, Any], int]:
+    """The weights member, streamed tensor by tensor; its data starts 4096-byte aligned.
+    Returns (its manifest entry, the offset of its data in the file)."""
     info = zipfile.ZipInfo(WEIGHTS, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
     assert zf.fp is not None
@@ -316,7 +338,8 @@ def _write_weights(zf: zipfile.ZipFile, layout: Sequence[tuple[int, Any]],
     digest = hashlib.sha256()
     written = 0
     with zf.open(info, "w", force_zip64=True) as out:
-        if zf.fp.tell() % MEMBER_ALIGN:  # the layout above is zipfile's; check it held
+        start = zf.fp.tell()
+        if start % MEMBER_ALIGN:  # the layout above is zipfile's; check it held
             raise ArtifactError("internal error: the weights member is not aligned")
         for offset, tensor in layout:
             pad = bytes(offset - written)
@@ -331,29 +354,36 @@ def _write_weights(zf: zipfile.ZipFile, layout: Sequence[tuple[int, Any]],
                 raise ArtifactError(f"tensor '{tensor.name}' gave {written - offset} bytes, "
                                     f"its dims and type need {tensor.nbytes}")
     assert written == size
-    return {"sha256": digest.hexdigest(), "size": size}
+    return {"sha256": digest.hexdigest(), "size": size}, start
+
+
+#: Writes a compiled model's blobs into a folder, told where the artifact keeps the weights
+#: (``CompiledModel.save_beside``); returns the names written.
+BlobWriter = Callable[[Path, "ArtifactWeights | None"], Sequence[str]]
 
 
 def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path],
-          weights: tuple[Sequence[tuple[int, Any]], int] | None = None) -> None:
-    """Write the zip atomically: members, then the manifest, then the comment."""
+          weights: tuple[Sequence[tuple[int, Any]], int] | None = None,
+          write_blobs: BlobWriter | None = None) -> None:
+    """Write the zip atomically: the weights, the other members, the blobs ``write_blobs``
+    makes once the weights are in the file, then the manifest, then the comment."""
     members: dict[str, dict[str, Any]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
+            start = None
             if weights is not None:
-                members[WEIGHTS] = _write_weights(zf, *weights)
+                members[WEIGHTS], start = _write_weights(zf, *weights)
             for name, content in files.items():
-                _check_name(name)
-                if isinstance(content, Path):
-                    zf.write(content, name)
-                    members[name] = {"sha256": sha256_file(content),
-                                     "size": content.stat().st_size}
-                else:
-                    zf.writestr(name, content)
-                    members[name] = {"sha256": sha256_bytes(content), "size": len(content)}
+                _put(zf, members, name, content)
+            if write_blobs is not None:
+                assert zf.fp is not None
+                zf.fp.flush()  # the blob writer reads the weights back from the file
+                model_bytes = files[MODEL]
+                assert isinstance(model_bytes, bytes)
+                _put_blobs(zf, members, write_blobs, Path(tmp_name), model_bytes, start)
             manifest = {**manifest, "members": members}
             manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
             zf.writestr(MANIFEST, manifest_bytes)
@@ -363,6 +393,44 @@ def _pack(path: Path, manifest: dict[str, Any], files: Mapping[str, bytes | Path
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+
+
+def _put(zf: zipfile.ZipFile, members: dict[str, dict[str, Any]], name: str,
+         content: bytes | Path) -> None:
+    """Write one member and list its size and sha256."""
+    _check_name(name)
+    if isinstance(content, Path):
+        zf.write(content, name)
+        members[name] = {"sha256": sha256_file(content), "size": content.stat().st_size}
+    else:
+        zf.writestr(name, content)
+        members[name] = {"sha256": sha256_bytes(content), "size": len(content)}
+
+
+def _put_blobs(zf: zipfile.ZipFile, members: dict[str, dict[str, Any]],
+               write_blobs: BlobWriter, file: Path, model_bytes: bytes,
+               start: int | None) -> None:
+    """The blobs ``write_blobs`` makes, told where ``file`` (the artifact being written) holds
+    the weights when it has a weights member starting at ``start``, stored under blobs/."""
+    from kiln.backends.base import ArtifactWeights
+
+    with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as folder:
+        shared = None
+        if start is not None:
+            # beside the artifact: the graph names the file its weights are in by name alone
+            fd, graph = tempfile.mkstemp(prefix=f"{file.name}.", suffix=".onnx",
+                                         dir=file.parent)
+            with os.fdopen(fd, "wb") as out:
+                out.write(_graph_into(model_bytes, file, start))
+            shared = ArtifactWeights(file=file, graph=Path(graph))
+        try:
+            write_blobs(Path(folder), shared)
+        finally:
+            if shared is not None:
+                shared.graph.unlink(missing_ok=True)
+        root = Path(folder)
+        for blob in sorted(p for p in root.rglob("*") if p.is_file()):
+            _put(zf, members, BLOBS + blob.relative_to(root).as_posix(), blob)
 
 
 def save_artifact(
@@ -381,12 +449,15 @@ def save_artifact(
     placement: Any = None,
     blob_dir: str | os.PathLike[str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    write_blobs: BlobWriter | None = None,
 ) -> Path:
     """Write a .kiln artifact; returns its path.
 
     ``model`` is the optimized graph (an onnx_ir model or serialized ONNX bytes); ``inputs``
     and ``outputs`` are signature entries (``TensorSpec.to_json()``); ``blob_dir`` is a folder
-    a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file.
+    a ``CompiledModel.save`` filled, stored under ``blobs/`` file by file. ``write_blobs``
+    (a ``CompiledModel.save_beside``) instead writes them once the weights are in the file,
+    so that a blob can read its constants from the artifact rather than hold them again.
     """
     weights = None
     if isinstance(model, bytes):
@@ -414,7 +485,7 @@ def save_artifact(
         **dict(extra or {}),
     }
     out = Path(path)
-    _pack(out, manifest, files, weights)
+    _pack(out, manifest, files, weights, write_blobs)
     return out
 
 
@@ -586,14 +657,17 @@ def _check_later(check: Callable[..., None], *args: Any) -> concurrent.futures.F
 
 
 def _sha256_span(raw: Any, begin: int, length: int) -> str:
+    # one buffer read into again and again: a fresh chunk per read leaves a thread's malloc
+    # arena holding chunks after the hash (+14 MB of RSS beside an engine's import, measured)
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(_CHUNK, max(length, 0))))
     raw.seek(begin)
     while length > 0:
-        chunk = raw.read(min(_CHUNK, length))
-        if not chunk:
+        read = raw.readinto(buffer[:min(len(buffer), length)])
+        if not read:
             break
-        digest.update(chunk)
-        length -= len(chunk)
+        digest.update(buffer[:read])
+        length -= read
     return digest.hexdigest()
 
 
@@ -659,7 +733,14 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
     miss = restore_miss(artifact, backend, target, options)
     model = model if model is not None else artifact.model()
     if miss is None:
-        return backend.load(artifact.blobs, model, target, options), None
+        compiled = backend.load(artifact.blobs, model, target, options)
+        miss = compiled.rebuilt_because  # the blob did not import here
+        if miss is None:
+            return compiled, None
+        message = f"{artifact.path.name}: rebuilt from {MODEL} because {miss}"
+        if log is not None:
+            log(message)
+        return compiled, message
     message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
     if log is not None:
         log(message)

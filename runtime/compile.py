@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -142,18 +141,18 @@ class Compiled:
         extra = {}
         if self.reduce_options is not None:
             extra["reduce"] = self.reduce_options.to_json()
-        with tempfile.TemporaryDirectory(prefix="kiln-blobs-") as blobs:
-            written = self.engine.save(Path(blobs))
-            return save_artifact(
-                path, self.model, backend=self.choice.name,
-                backend_version=self.backend_version(),
-                placement=self.manifest_placement(), target=str(self.target),
-                source_sha256=self.source_sha256,
-                pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
-                options=self.options.to_json(),
-                inputs=[i.to_json() for i in self.inputs],
-                outputs=[o.to_json() for o in self.outputs],
-                blob_dir=blobs if written else None, extra=extra)
+        # the blobs are written once the weights are in the artifact: a backend can then
+        # point its blob at them instead of storing a second copy
+        return save_artifact(
+            path, self.model, backend=self.choice.name,
+            backend_version=self.backend_version(),
+            placement=self.manifest_placement(), target=str(self.target),
+            source_sha256=self.source_sha256,
+            pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
+            options=self.options.to_json(),
+            inputs=[i.to_json() for i in self.inputs],
+            outputs=[o.to_json() for o in self.outputs],
+            write_blobs=self.engine.save_beside, extra=extra)
 
 
 def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - kiln.compile

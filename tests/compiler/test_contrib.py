@@ -3,6 +3,8 @@ onnxruntime itself computes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -53,3 +55,18 @@ def test_standard_models_are_left_alone():
     before = proto.SerializeToString()
     assert complete_types(proto) == 0
     assert proto.SerializeToString() == before
+
+
+def test_a_standard_model_does_not_import_onnxruntime():
+    # onnxruntime and its schemas cost ~23 MB of RSS: only contrib nodes need them
+    import subprocess
+    import sys
+
+    code = ("import sys, onnx; sys.path.insert(0, 'tests'); "
+            "from model_builders import make_conv_model; "
+            "from kiln.compiler.contrib import complete_types; "
+            "complete_types(onnx.shape_inference.infer_shapes(make_conv_model())); "
+            "print('onnxruntime' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "False"

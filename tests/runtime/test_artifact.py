@@ -291,7 +291,8 @@ def test_an_openvino_blob_mapped_from_the_artifact_imports_and_runs(tmp_path: Pa
     model, w, b = _weighty_model()
     path = kiln.compile(model, backend="openvino").save(tmp_path / "ov.kiln")
     monkeypatch.setattr(art, "MAP_BLOB_BYTES", 0)  # map every blob, as a large model's would be
-    assert type(art.load_artifact(path).blobs["openvino.blob"]) is memoryview
+    # the graph's weights are in weights.bin: the blob is OpenVINO's weightless one
+    assert type(art.load_artifact(path).blobs["openvino-weightless.blob"]) is memoryview
     x = np.random.default_rng(2).standard_normal((2, 64)).astype(np.float32)
     session = kiln.Session(str(path))
     assert session.rebuild_reason is None  # imported from the mapped blob, not recompiled
@@ -339,6 +340,45 @@ def test_large_weights_go_to_their_own_aligned_member_and_map_back(weighty: Path
     assert (tensor.offset - start) % art.WEIGHT_ALIGN == 0
     np.testing.assert_array_equal(tensor.numpy(), w)
     np.testing.assert_array_equal(graph.initializers["b"].const_value.numpy(), b)
+
+
+def test_blobs_written_beside_the_weights_read_them_where_a_load_maps_them(tmp_path: Path):
+    model, w, b = _weighty_model()
+    seen: dict[str, object] = {}
+
+    def write_blobs(folder: Path, weights) -> list[str]:
+        graph = onnx.load(str(weights.graph), load_external_data=False)
+        [entry] = [t for t in graph.graph.initializer if t.name == "w"]
+        seen["offset"] = {e.key: e.value for e in entry.external_data}["offset"]
+        proto = onnx.load(str(weights.graph))  # its external data: the artifact being written
+        [entry] = [t for t in proto.graph.initializer if t.name == "w"]
+        seen["w"] = numpy_helper.to_array(entry)
+        (folder / "engine.blob").write_bytes(b"compiled")
+        return ["engine.blob"]
+
+    path = art.save_artifact(tmp_path / "w.kiln", model, backend="native",
+                             backend_version="0.1.0", target="cpu", source_sha256="",
+                             inputs=SIG_IN, outputs=SIG_OUT, write_blobs=write_blobs)
+    np.testing.assert_array_equal(seen["w"], w)
+    loaded = art.load_artifact(path)
+    assert loaded.blobs == {"engine.blob": b"compiled"}
+    tensor = loaded.model().graph.initializers["w"].const_value
+    assert int(seen["offset"]) == tensor.offset  # the same bytes of the same file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.kiln"]  # no graph file left
+
+
+def test_a_blob_writer_is_told_when_there_is_no_weights_member(tmp_path: Path):
+    told = []
+
+    def write_blobs(folder: Path, weights) -> list[str]:
+        told.append(weights)
+        return []
+
+    art.save_artifact(tmp_path / "m.kiln", _model(), backend="native",  # all inline
+                      backend_version="0.1.0", target="cpu", source_sha256="",
+                      inputs=SIG_IN, outputs=SIG_OUT, write_blobs=write_blobs)
+    assert told == [None]
+    assert art.load_artifact(tmp_path / "m.kiln").blobs == {}
 
 
 @pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
