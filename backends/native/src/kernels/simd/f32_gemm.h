@@ -74,14 +74,24 @@ void gemm_store_tile(const float* acc, int m, const GemmTile& t) {
   }
 }
 
+// B prefetch distance in k steps, when the B micro-panel streams from L2.
+inline constexpr size_t kGemmBPrefetchSteps = 16;
+// Floats per cache line: the B prefetch touches every line of a k group (NR floats).
+inline constexpr size_t kCacheLineFloats = 16;
+
 // PF: prefetch distance into A in k steps (0 = none); worth it when A streams from memory.
-// PB: prefetch B 8 k steps ahead; worth it when the B micro-panel streams from L2, a cost
-// (load-port slots) when it sits in L1.
+// PB: prefetch every cache line of the B group kGemmBPrefetchSteps k steps ahead; worth it
+// when the B micro-panel streams from L2, a cost (load-port slots) when it sits in L1.
+// Measured on the Xeon (1024^3, one thread): prefetching only the first of the two lines
+// of a 32-float group 8 steps ahead reached 75% of the FMA peak, both lines 16 steps ahead
+// 80-84%.
 template <typename V, size_t MR, size_t NV, size_t PF, bool PB, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
+  constexpr size_t kLines = (NR + kCacheLineFloats - 1) / kCacheLineFloats;
   const size_t bs = t.b_stride ? t.b_stride : NR;
+  const size_t b_ahead = kGemmBPrefetchSteps * bs;
   vec c[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -91,7 +101,10 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     vec bv[NV];
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
-    if (PB) __builtin_prefetch(b + 8 * bs);
+    if (PB) {
+#pragma GCC unroll 4
+      for (size_t l = 0; l < kLines; ++l) __builtin_prefetch(b + b_ahead + l * kCacheLineFloats);
+    }
     if (PF) __builtin_prefetch(a + PF * MR);
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
