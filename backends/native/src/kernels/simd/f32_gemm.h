@@ -85,12 +85,14 @@ inline constexpr size_t kCacheLineFloats = 16;
 // Measured on the Xeon (1024^3, one thread): prefetching only the first of the two lines
 // of a 32-float group 8 steps ahead reached 75% of the FMA peak, both lines 16 steps ahead
 // 80-84%.
-template <typename V, size_t MR, size_t NV, size_t PF, bool PB, int M>
+// PNV: vectors in a panel's k group (its width, the default B stride); NV <= PNV: vectors
+// computed (fewer for a narrow last panel, whose other columns are padding).
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
   constexpr size_t kLines = (NR + kCacheLineFloats - 1) / kCacheLineFloats;
-  const size_t bs = t.b_stride ? t.b_stride : NR;
+  const size_t bs = t.b_stride ? t.b_stride : PNV * W;
   const size_t b_ahead = kGemmBPrefetchSteps * bs;
   vec c[M][NV];
 #pragma GCC unroll 16
@@ -125,29 +127,34 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
 
-template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
-constexpr gemm_tile_fn gemm_tiles[MR + 1] = {nullptr,
-                                             gemm_tile<V, MR, NV, PF, PB, int(R) + 1>...};
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, size_t... R>
+constexpr gemm_tile_fn gemm_tiles[MR + 1] = {
+    nullptr, gemm_tile<V, MR, PNV, NV, PF, PB, int(R) + 1>...};
 
-template <typename V, size_t MR, size_t NV, size_t PF, bool PB, size_t... R>
-constexpr const gemm_tile_fn* gemm_tile_table(std::index_sequence<R...>) {
-  return gemm_tiles<V, MR, NV, PF, PB, R...>;
+// The tiles for 1..MR rows, with the A prefetch when the driver says A streams from memory
+// and the ISA has a distance for it, and the B prefetch when the driver says the B
+// micro-panel does not stay in L1.
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t... R>
+const gemm_tile_fn* gemm_tile_table(const GemmTile& t, std::index_sequence<R...>) {
+  constexpr size_t PF = V::kGemmStreamPrefetch;
+  if (PF && t.stream_a)
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, PF, true, R...>
+                      : gemm_tiles<V, MR, PNV, NV, PF, false, R...>;
+  return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, R...>
+                    : gemm_tiles<V, MR, PNV, NV, 0, false, R...>;
 }
 
-// The MR x NR microkernel: the tile for m rows, with the A prefetch when the driver says A
-// streams from memory and the ISA has a distance for it, and the B prefetch when the driver
-// says the B micro-panel does not stay in L1.
+// The MR x NR microkernel: the tile for m rows; a last panel of at most NR / 2 columns
+// computes only its first half (ResNet's 14x14 maps: 196 = 6 x 32 + 4 columns).
 template <typename V, size_t MR, size_t NR>
 void gemm_ukernel(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t) {
   static_assert(NR % V::kWidth == 0, "NR is whole vectors");
-  constexpr size_t NV = NR / V::kWidth, PF = V::kGemmStreamPrefetch;
+  constexpr size_t NV = NR / V::kWidth, NH = NV / 2;
   constexpr auto rows = std::make_index_sequence<MR>{};
-  const gemm_tile_fn* tiles =
-      PF && t.stream_a ? (t.stream_b ? gemm_tile_table<V, MR, NV, PF, true>(rows)
-                                     : gemm_tile_table<V, MR, NV, PF, false>(rows))
-                       : (t.stream_b ? gemm_tile_table<V, MR, NV, 0, true>(rows)
-                                     : gemm_tile_table<V, MR, NV, 0, false>(rows));
-  tiles[m](kc, a, b, t);
+  if constexpr (NH > 0) {
+    if (t.n <= NH * V::kWidth) return gemm_tile_table<V, MR, NV, NH>(t, rows)[m](kc, a, b, t);
+  }
+  gemm_tile_table<V, MR, NV, NV>(t, rows)[m](kc, a, b, t);
 }
 
 // kFmaChains independent FMA chains (enough to cover FMA latency x throughput); returns
