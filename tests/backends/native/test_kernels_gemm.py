@@ -181,6 +181,33 @@ def test_gemm_many_blocks_and_threads(isa: str) -> None:
         K.set_gemm_blocking(0, 0, 0)
 
 
+@pytest.mark.parametrize("last_columns", [1, 7, 8, 9, 15, 16, 17, 31])
+def test_gemm_narrow_last_panel(isa: str, last_columns: int) -> None:
+    """A last column panel of at most half the tile width is computed by a narrower tile:
+    every width around the halves of the ISAs' tiles (8, 16), over several K blocks (C
+    accumulated) with a per-column bias, a residual and an activation in the epilogue."""
+    rng = np.random.default_rng(last_columns)
+    m, n, k = 30, 64 + last_columns, 70
+    a, b = make((m, k), rng), make((k, n), rng)
+    bias, residual = make((n,), rng), make((m, n), rng)
+    want = gemm_ref(a, b, False, False, bias, "per_col", residual, "relu")
+    try:
+        K.set_gemm_blocking(24, 0, 0)
+        for mode in ("fast", "packed_b", "packed_a"):
+            got = K.gemm(
+                a,
+                b,
+                bias=bias,
+                bias_kind="per_col",
+                residual=residual,
+                activation="relu",
+                mode=mode,
+            )
+            check(got, want, k)
+    finally:
+        K.set_gemm_blocking(0, 0, 0)
+
+
 def test_gemm_k_zero_gives_epilogue_of_zero(isa: str) -> None:
     a = np.zeros((3, 0), np.float32)
     b = np.zeros((0, 4), np.float32)

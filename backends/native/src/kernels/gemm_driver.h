@@ -46,8 +46,8 @@ enum ScratchSlot : int {
 float* gemm_scratch(ScratchSlot slot, size_t n);
 
 struct GemmBlocking {
-  size_t kc;  // K block: a kc x nr B micro-panel stays in L1
-  size_t mc;  // M block: an mc x kc A block stays in L2
+  size_t kc;  // K block: the kc x nr B micro-panel takes ~1/8 of L2
+  size_t mc;  // M block: an mc x kc A block of about L2
   size_t nc;  // N block: the unit of work handed to a thread
 };
 GemmBlocking gemm_blocking(const GemmKernel& k);
