@@ -656,7 +656,15 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
     are not reused); ``model`` the artifact's graph when the caller already parsed it. The
     reason is also passed to ``log`` so a user sees why a load took as long as a compile.
     """
-    miss = restore_miss(artifact, backend, target, options)
+    return restore_as_decided(artifact, backend, target, options,
+                              restore_miss(artifact, backend, target, options), model, log)
+
+
+def restore_as_decided(artifact: Artifact, backend: Backend, target: Target,
+                       options: CompileOptions, miss: str | None, model: ir.Model | None = None,
+                       log: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+    """``restore`` once ``restore_miss`` was asked (``miss``): a load decides once whether the
+    blobs serve, and reads that decision twice (where the weights go, then what to build)."""
     model = model if model is not None else artifact.model()
     if miss is None:
         return backend.load(artifact.blobs, model, target, options), None

@@ -389,7 +389,7 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
                   target: str | Target, precision: str | None, threads: int | None,
                   options: dict[str, Any]) -> Compiled:
     """``load``'s work on an artifact whose graph and blobs were checked."""
-    from kiln.runtime.artifact import restore
+    from kiln.runtime.artifact import restore_as_decided, restore_miss
 
     manifest = artifact.manifest
     target = artifact_target(target, artifact.target)
@@ -428,10 +428,11 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
         placement = engine.placement
     else:
         chosen = registry.get_backend(choice.name)
-        if needs_weights_file(artifact, chosen, target, compile_options):
+        miss = restore_miss(artifact, chosen, target, compile_options)
+        if needs_weights_file(artifact, chosen, miss):
             offload_weights(graph)  # as compile does: engines read the weights from a file
         release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
-        engine, why = restore(artifact, chosen, target, compile_options, graph)
+        engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss, graph)
         release_maps(graph)
     artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
@@ -441,19 +442,17 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
                     compile_seconds=time.perf_counter() - imported)
 
 
-def needs_weights_file(artifact: Artifact, backend: Backend, target: Target,
-                       options: CompileOptions) -> bool:
+def needs_weights_file(artifact: Artifact, backend: Backend, miss: str | None) -> bool:
     """Whether ``backend`` needs the artifact's weights in a file of kiln's own
     (``offload_weights``). Not when the weights live in their own member of the .kiln (format
     2) and the engine reads them there (mapped, or as external data of the artifact file), or
-    imports its own blob and never reads the graph's weights."""
+    imports its own blob (``miss``, from ``restore_miss``, is None) and never reads the
+    graph's weights."""
     if artifact.weights is None:  # 1.x: inline in the parsed graph, whose protobuf goes
         return True
     if backend.reads_tensor_maps or backend.reads_artifact_weights:
         return False
-    from kiln.runtime.artifact import restore_miss
-
-    return not (artifact.blobs and restore_miss(artifact, backend, target, options) is None)
+    return not (artifact.blobs and miss is None)
 
 
 def artifact_target(requested: str | Target, built: str) -> Target:
@@ -490,10 +489,23 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
     proto = parse_bytes(artifact.model_bytes, name, mapped)  # ModelError if it does not parse
     artifact.model_bytes = b""  # parsed: the bytes and the proto are not held together
     artifact.attach_weights(proto)  # external tensors -> the .kiln file, bounds checked
-    if kiln_ops is not None and any(o.domain == KILN_DOMAIN for o in proto.opset_import):
+    if kiln_ops is not None and _expands(proto, kiln_ops):
         validate_proto(proto, name, [kiln_limits()], mapped)
         model = ir.from_proto(proto)
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
     return artifact.weights_into(ir.from_proto(proto))
+
+
+def _expands(proto: Any, kiln_ops: frozenset[str]) -> bool:
+    """Whether ``ExpandKilnOpsPass(keep=kiln_ops)`` would change ``proto``'s graph: a top-level
+    kiln-domain node outside ``kiln_ops``, or a kiln import no node uses (the pass drops it).
+    A native artifact loaded on native changes nothing, and skips the IR round trip."""
+    from kiln.compiler.validate import used_domains
+
+    if not any(o.domain == KILN_DOMAIN for o in proto.opset_import):
+        return False
+    if any(n.domain == KILN_DOMAIN and n.op_type not in kiln_ops for n in proto.graph.node):
+        return True
+    return KILN_DOMAIN not in used_domains(proto)
