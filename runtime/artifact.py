@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import mmap
@@ -138,6 +139,7 @@ class Artifact:
         import onnx
         from onnx.external_data_helper import _get_all_tensors
 
+        file_name = self.path.resolve().name  # once: resolving is a syscall per path part
         for tensor in _get_all_tensors(proto):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
@@ -160,7 +162,7 @@ class Artifact:
                 raise ArtifactError(f"{where} has {length} bytes; its dims and type need "
                                     f"{need}")
             del tensor.external_data[:]
-            for key, value in (("location", self.path.resolve().name),
+            for key, value in (("location", file_name),
                                ("offset", str(start + offset)), ("length", str(length))):
                 tensor.external_data.add(key=key, value=value)
 
@@ -246,10 +248,16 @@ def _tensor_bytes(tensor: Any) -> int | None:
 
     from kiln.compiler.validate import raw_bytes
 
-    known = onnx.TensorProto.DataType.values()
-    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in known:
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in _known_types():
         return None
     return raw_bytes(tensor.data_type, math.prod(tensor.dims))
+
+
+@functools.cache
+def _known_types() -> frozenset[int]:
+    import onnx
+
+    return frozenset(onnx.TensorProto.DataType.values())
 
 
 def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
