@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, Backend, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.onnx_export import PARSED_PROTO
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -413,27 +414,33 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
     graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
-    checks = guards_module.check_model(graph, guards, choice.engines)
-    imported = time.perf_counter()
-    placement = None
-    if choice.partitioned:
-        from kiln.runtime.executor import load_partitioned
+    try:
+        checks = guards_module.check_model(graph, guards, choice.engines)
+        imported = time.perf_counter()
+        placement = None
+        if choice.partitioned:
+            from kiln.runtime.executor import load_partitioned
 
-        if artifact.weights is not None:  # pieces are cut through protos: weights inline
-            import onnx_ir
+            graph.meta.pop(PARSED_PROTO, None)  # the pieces are cut from the IR
+            if artifact.weights is not None:  # pieces are cut through protos: weights inline
+                import onnx_ir
 
-            onnx_ir.external_data.load_to_model(graph)
+                onnx_ir.external_data.load_to_model(graph)
 
-        engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
-        placement = engine.placement
-    else:
-        chosen = registry.get_backend(choice.name)
-        miss = restore_miss(artifact, chosen, target, compile_options)
-        if needs_weights_file(artifact, chosen, miss):
-            offload_weights(graph)  # as compile does: engines read the weights from a file
-        release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
-        engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss, graph)
-        release_maps(graph)
+            engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
+            placement = engine.placement
+        else:
+            chosen = registry.get_backend(choice.name)
+            miss = restore_miss(artifact, chosen, target, compile_options)
+            if needs_weights_file(artifact, chosen, miss):
+                graph.meta.pop(PARSED_PROTO, None)  # the weights move: the proto is stale
+                offload_weights(graph)  # as compile does: engines read the weights from a file
+            release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
+            engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss,
+                                             graph)
+            release_maps(graph)
+    finally:
+        graph.meta.pop(PARSED_PROTO, None)  # the engine is built; the graph is the user's now
     artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
                     manifest["pipeline"].get("level"), guards, checks, placement=placement,
@@ -495,7 +502,9 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
-    return artifact.weights_into(ir.from_proto(proto))
+    model = artifact.weights_into(ir.from_proto(proto))
+    model.meta[PARSED_PROTO] = proto  # an engine fed ONNX takes it as it is (``_load_checked``)
+    return model
 
 
 def _expands(proto: Any, kiln_ops: frozenset[str]) -> bool:
