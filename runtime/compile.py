@@ -44,14 +44,16 @@ from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
+
+# imported with kiln, not on the first load: without a .pyc (PYTHONDONTWRITEBYTECODE) compiling
+# it from source took 15-35 ms of the first load
+from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
 
 if TYPE_CHECKING:
     import onnx_ir as ir
-
-    from kiln.runtime.artifact import Artifact
 
 
 #: Backends that, asked for by name, split off what they refuse to the fallback.
@@ -369,8 +371,6 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
          threads: int | None = None, **options: Any) -> Compiled:
     """A verified .kiln artifact as a ``Compiled``: its stored graph on its backend(s), from
     its blobs when they fit this machine and these options, else rebuilt."""
-    from kiln.runtime.artifact import load_artifact
-
     check_arguments(precision, threads)
     started = time.perf_counter()
     # the weights member is hashed beside the parse and the engine's build, and checked
@@ -390,8 +390,6 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
                   target: str | Target, precision: str | None, threads: int | None,
                   options: dict[str, Any]) -> Compiled:
     """``load``'s work on an artifact whose graph and blobs were checked."""
-    from kiln.runtime.artifact import restore_as_decided, restore_miss
-
     manifest = artifact.manifest
     target = artifact_target(target, artifact.target)
     built = manifest["pipeline"].get("options") or {}
