@@ -122,6 +122,7 @@ def _check_text(proto: onnx.ModelProto, name: str) -> None:
     """Every string field must be UTF-8: Python's protobuf hands invalid ones back as bytes,
     which no later code expects (found by fuzz/fuzz_frontend.py). Iterative walk."""
     from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.message import Message
 
     text, nested = FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE
     stack: list = [proto]
@@ -129,8 +130,8 @@ def _check_text(proto: onnx.ModelProto, name: str) -> None:
         message = stack.pop()
         for field, value in message.ListFields():
             kind = field.type
-            if kind == nested:
-                if hasattr(value, "ListFields"):
+            if kind == nested:  # (a failed hasattr on a repeated field costs an exception)
+                if isinstance(value, Message):
                     stack.append(value)
                 else:
                     stack.extend(value)
