@@ -13,6 +13,10 @@ from kiln.compiler.passes._util import value_dims
 
 #: The graph-only model written beside the weights in ``WEIGHTS_DIR``, for engines that read files.
 GRAPH_FILE = "graph.onnx"
+#: ``ir.Model.meta`` key: the validated ModelProto a loaded artifact's graph was parsed from,
+#: while nothing has changed the graph since (the loader drops it before any change and once
+#: the engine is built). Serializing takes it instead of writing the IR out again.
+PARSED_PROTO = "kiln.parsed_proto"
 
 
 def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None,
@@ -65,7 +69,9 @@ def to_onnx_graph_bytes(model: ir.Model, max_ir_version: int | None = None,
 
 
 def _proto(model: ir.Model, max_ir_version: int | None, max_opset: int | None):
-    proto = ir.serde.serialize_model(model)
+    proto = model.meta.pop(PARSED_PROTO, None)  # used once: the stamps below change it
+    if proto is None:
+        proto = ir.serde.serialize_model(model)
     if max_opset is not None:
         restamp_opset(proto, max_opset)
     if max_ir_version is not None and proto.ir_version > max_ir_version:

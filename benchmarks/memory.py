@@ -119,7 +119,7 @@ def child(engine: str, model: str, onnx_dims: dict[str, list]) -> dict:
         registry.get_backend(engine.removeprefix("kiln-")).is_available()
         import kiln.backends.native  # noqa: F401 - the extension module, when native
     base_rss = status("VmRSS")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if engine == "onnxruntime":
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -143,10 +143,13 @@ def child(engine: str, model: str, onnx_dims: dict[str, list]) -> dict:
         run = lambda: sess.run(None, feeds)  # noqa: E731
     run()
     first = time.perf_counter() - started
+    # CPU seconds of every thread of the process: steadier than the wall clock on a shared
+    # machine (other processes' load stretches the wall time, not this process's CPU time)
+    first_cpu = time.process_time() - cpu_started
     for _ in range(RUNS - 1):
         run()
     result = {"peak_mb": status("VmHWM") - base_rss, "first_inference_s": first,
-              "baseline_rss_mb": base_rss}
+              "first_inference_cpu_s": first_cpu, "baseline_rss_mb": base_rss}
     if engine.startswith("kiln"):  # which source tree was measured
         result["kiln_from"] = str(Path(kiln.__file__).resolve().parent.parent)
     return result
@@ -322,14 +325,15 @@ def median_of(runs: list[dict]) -> dict:
     if not ok:
         return runs[0] if runs else {"error": "not run"}
     return {**ok[0], **{key: statistics.median(r[key] for r in ok)
-                        for key in ("peak_mb", "first_inference_s")}, "runs": len(ok)}
+                        for key in ("peak_mb", "first_inference_s", "first_inference_cpu_s")
+                        if all(key in r for r in ok)}, "runs": len(ok)}
 
 
 def table(rows: list[dict]) -> str:
     direct = {(r["model"], r["engine"]): r for r in rows if not r["engine"].startswith("kiln")}
     lines = ["| model | engine | peak MB (cold) | x direct | peak MB (warm) | x direct | "
-             "first run s (cold) | first run s (warm) | .kiln MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "first run s (cold) | first run s (warm) | CPU s (warm) | .kiln MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ref = direct.get((r["model"], BASELINE.get(r["engine"], r["engine"])))
         cells = []
@@ -343,9 +347,11 @@ def table(rows: list[dict]) -> str:
             cells += [f"{m['peak_mb']:.0f}", f"{ratio:.2f}" if ratio else ""]
         times = [f"{r[k]['first_inference_s']:.2f}" if "first_inference_s" in r[k] else ""
                  for k in ("cold", "warm")]
+        cpu = r["warm"].get("first_inference_cpu_s")
         kiln_mb = f"{r['kiln_mb']:.0f}" if "kiln_mb" in r else ""
         lines.append(f"| {r['model']} | {r['engine']} | {cells[0]} | {cells[1]} | {cells[2]} | "
-                     f"{cells[3]} | {times[0]} | {times[1]} | {kiln_mb} |")
+                     f"{cells[3]} | {times[0]} | {times[1]} | "
+                     f"{'' if cpu is None else f'{cpu:.2f}'} | {kiln_mb} |")
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import mmap
@@ -139,6 +140,7 @@ class Artifact:
         import onnx
         from onnx.external_data_helper import _get_all_tensors
 
+        file_name = self.path.resolve().name  # once: resolving is a syscall per path part
         for tensor in _get_all_tensors(proto):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
@@ -160,7 +162,7 @@ class Artifact:
             if need is not None and need != length:
                 raise ArtifactError(f"{where} has {length} bytes; its dims and type need "
                                     f"{need}")
-            _point_into(tensor, self.path.resolve().name, start + offset, length)
+            _point_into(tensor, file_name, start + offset, length)
 
     def weights_into(self, model: ir.Model) -> ir.Model:
         """Give ``model``'s external tensors (from a proto ``attach_weights`` fixed) the
@@ -267,10 +269,16 @@ def _tensor_bytes(tensor: Any) -> int | None:
 
     from kiln.compiler.validate import raw_bytes
 
-    known = onnx.TensorProto.DataType.values()
-    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in known:
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in _known_types():
         return None
     return raw_bytes(tensor.data_type, math.prod(tensor.dims))
+
+
+@functools.cache
+def _known_types() -> frozenset[int]:
+    import onnx
+
+    return frozenset(onnx.TensorProto.DataType.values())
 
 
 def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
@@ -730,7 +738,15 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
     are not reused); ``model`` the artifact's graph when the caller already parsed it. The
     reason is also passed to ``log`` so a user sees why a load took as long as a compile.
     """
-    miss = restore_miss(artifact, backend, target, options)
+    return restore_as_decided(artifact, backend, target, options,
+                              restore_miss(artifact, backend, target, options), model, log)
+
+
+def restore_as_decided(artifact: Artifact, backend: Backend, target: Target,
+                       options: CompileOptions, miss: str | None, model: ir.Model | None = None,
+                       log: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
+    """``restore`` once ``restore_miss`` was asked (``miss``): a load decides once whether the
+    blobs serve, and reads that decision twice (where the weights go, then what to build)."""
     model = model if model is not None else artifact.model()
     if miss is None:
         compiled = backend.load(artifact.blobs, model, target, options)

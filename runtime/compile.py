@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, Backend, CompiledModel, CompileOptions, TensorSpec
+from kiln.backends.onnx_export import PARSED_PROTO
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -42,14 +43,16 @@ from kiln.compiler.report import CompileReport
 from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
+
+# imported with kiln, not on the first load: without a .pyc (PYTHONDONTWRITEBYTECODE) compiling
+# it from source took 15-35 ms of the first load
+from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
 
 if TYPE_CHECKING:
     import onnx_ir as ir
-
-    from kiln.runtime.artifact import Artifact
 
 
 #: Backends that, asked for by name, split off what they refuse to the fallback.
@@ -368,8 +371,6 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
          threads: int | None = None, **options: Any) -> Compiled:
     """A verified .kiln artifact as a ``Compiled``: its stored graph on its backend(s), from
     its blobs when they fit this machine and these options, else rebuilt."""
-    from kiln.runtime.artifact import load_artifact
-
     check_arguments(precision, threads)
     started = time.perf_counter()
     # the weights member is hashed beside the parse and the engine's build, and checked
@@ -389,8 +390,6 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
                   target: str | Target, precision: str | None, threads: int | None,
                   options: dict[str, Any]) -> Compiled:
     """``load``'s work on an artifact whose graph and blobs were checked."""
-    from kiln.runtime.artifact import restore
-
     manifest = artifact.manifest
     target = artifact_target(target, artifact.target)
     built = manifest["pipeline"].get("options") or {}
@@ -413,26 +412,33 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
     graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
-    checks = guards_module.check_model(graph, guards, choice.engines)
-    imported = time.perf_counter()
-    placement = None
-    if choice.partitioned:
-        from kiln.runtime.executor import load_partitioned
+    try:
+        checks = guards_module.check_model(graph, guards, choice.engines)
+        imported = time.perf_counter()
+        placement = None
+        if choice.partitioned:
+            from kiln.runtime.executor import load_partitioned
 
-        if artifact.weights is not None:  # pieces are cut through protos: weights inline
-            import onnx_ir
+            graph.meta.pop(PARSED_PROTO, None)  # the pieces are cut from the IR
+            if artifact.weights is not None:  # pieces are cut through protos: weights inline
+                import onnx_ir
 
-            onnx_ir.external_data.load_to_model(graph)
+                onnx_ir.external_data.load_to_model(graph)
 
-        engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
-        placement = engine.placement
-    else:
-        chosen = registry.get_backend(choice.name)
-        if needs_weights_file(artifact, chosen, target, compile_options):
-            offload_weights(graph)  # as compile does: engines read the weights from a file
-        release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
-        engine, why = restore(artifact, chosen, target, compile_options, graph)
-        release_maps(graph)
+            engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
+            placement = engine.placement
+        else:
+            chosen = registry.get_backend(choice.name)
+            miss = restore_miss(artifact, chosen, target, compile_options)
+            if needs_weights_file(artifact, chosen, miss):
+                graph.meta.pop(PARSED_PROTO, None)  # the weights move: the proto is stale
+                offload_weights(graph)  # as compile does: engines read the weights from a file
+            release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
+            engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss,
+                                             graph)
+            release_maps(graph)
+    finally:
+        graph.meta.pop(PARSED_PROTO, None)  # the engine is built; the graph is the user's now
     artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
                     manifest["pipeline"].get("level"), guards, checks, placement=placement,
@@ -441,19 +447,17 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
                     compile_seconds=time.perf_counter() - imported)
 
 
-def needs_weights_file(artifact: Artifact, backend: Backend, target: Target,
-                       options: CompileOptions) -> bool:
+def needs_weights_file(artifact: Artifact, backend: Backend, miss: str | None) -> bool:
     """Whether ``backend`` needs the artifact's weights in a file of kiln's own
     (``offload_weights``). Not when the weights live in their own member of the .kiln (format
     2) and the engine reads them there (mapped, or as external data of the artifact file), or
-    imports its own blob and never reads the graph's weights."""
+    imports its own blob (``miss``, from ``restore_miss``, is None) and never reads the
+    graph's weights."""
     if artifact.weights is None:  # 1.x: inline in the parsed graph, whose protobuf goes
         return True
     if backend.reads_tensor_maps or backend.reads_artifact_weights:
         return False
-    from kiln.runtime.artifact import restore_miss
-
-    return not (artifact.blobs and restore_miss(artifact, backend, target, options) is None)
+    return not (artifact.blobs and miss is None)
 
 
 def artifact_target(requested: str | Target, built: str) -> Target:
@@ -490,10 +494,25 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
     proto = parse_bytes(artifact.model_bytes, name, mapped)  # ModelError if it does not parse
     artifact.model_bytes = b""  # parsed: the bytes and the proto are not held together
     artifact.attach_weights(proto)  # external tensors -> the .kiln file, bounds checked
-    if kiln_ops is not None and any(o.domain == KILN_DOMAIN for o in proto.opset_import):
+    if kiln_ops is not None and _expands(proto, kiln_ops):
         validate_proto(proto, name, [kiln_limits()], mapped)
         model = ir.from_proto(proto)
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
-    return artifact.weights_into(ir.from_proto(proto))
+    model = artifact.weights_into(ir.from_proto(proto))
+    model.meta[PARSED_PROTO] = proto  # an engine fed ONNX takes it as it is (``_load_checked``)
+    return model
+
+
+def _expands(proto: Any, kiln_ops: frozenset[str]) -> bool:
+    """Whether ``ExpandKilnOpsPass(keep=kiln_ops)`` would change ``proto``'s graph: a top-level
+    kiln-domain node outside ``kiln_ops``, or a kiln import no node uses (the pass drops it).
+    A native artifact loaded on native changes nothing, and skips the IR round trip."""
+    from kiln.compiler.validate import used_domains
+
+    if not any(o.domain == KILN_DOMAIN for o in proto.opset_import):
+        return False
+    if any(n.domain == KILN_DOMAIN and n.op_type not in kiln_ops for n in proto.graph.node):
+        return True
+    return KILN_DOMAIN not in used_domains(proto)

@@ -380,7 +380,8 @@ class NativeBackend(Backend):
         extra = dict(options.extra)
         limit = int(extra.get("max_tensor_bytes", DEFAULT_LIMIT))
         threads = options.threads or os.cpu_count() or 1
-        if any(support.refusal(n) is not None for n in model.graph):
+        refused = [n for n in model.graph if support.refusal(n) is not None]
+        if refused:
             model = expand_functions(model)
         # A target of the other architecture: build with the generic kernels here.
         build_isa = isa if runs_here(isa, _native().best_isa()) else "generic"
@@ -395,7 +396,8 @@ class NativeBackend(Backend):
 
         # Every node the native kernels cannot run, with the reason. What native refuses is
         # placed elsewhere by kiln's partitioner (kiln.runtime.executor), never here.
-        unsupported = [(n, r) for n in nodes if (r := support.refusal(n)) is not None]
+        unsupported = [] if not refused else [  # asked once per node when none is refused
+            (n, r) for n in nodes if (r := support.refusal(n)) is not None]
         if unsupported:
             listing = "; ".join(f"'{n.name or '<unnamed>'}' ({n.domain or 'ai.onnx'}::"
                                 f"{n.op_type}): {r}" for n, r in unsupported)

@@ -75,3 +75,19 @@ def test_a_graph_mapping_a_file_is_exported_with_its_references_or_with_the_byte
     whole = onnx.ModelProto.FromString(to_onnx_bytes(model))  # read back inline
     [inline] = [t for t in whole.graph.initializer if t.name == "w"]
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(inline), w)
+
+
+def test_a_parsed_proto_kept_by_the_loader_is_serialized_once_as_it_is():
+    from kiln.backends.onnx_export import PARSED_PROTO, to_onnx_graph_bytes
+
+    relu = model_from_arrays([helper.make_node("Relu", ["x"], ["y"])],
+                             {"x": np.zeros((2,), np.float32)}, ["y"], opset=21)
+    model = ir.from_proto(relu)
+    parsed = onnx.ModelProto.FromString(relu.SerializeToString())
+    parsed.doc_string = "the parsed proto"  # tells the two sources apart
+    model.meta[PARSED_PROTO] = parsed
+    first = onnx.ModelProto.FromString(to_onnx_graph_bytes(model, max_opset=17))
+    assert first.doc_string == "the parsed proto" and first.opset_import[0].version == 17
+    assert PARSED_PROTO not in model.meta  # used once: later calls write the IR out
+    again = onnx.ModelProto.FromString(to_onnx_graph_bytes(model))
+    assert again.doc_string != "the parsed proto" and again.opset_import[0].version == 21

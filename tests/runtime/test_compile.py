@@ -165,6 +165,64 @@ def test_a_loaded_artifact_drops_its_model_bytes_once_parsed(tmp_path):
         artifact.model()
 
 
+def _counting(monkeypatch, owner, name: str) -> list:
+    calls: list = []
+    inner = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_a_native_kiln_is_validated_and_parsed_once_unless_its_ops_are_expanded(
+        tmp_path, monkeypatch):
+    import onnx_ir
+
+    from kiln.backends import registry
+    from kiln.backends.onnx_export import PARSED_PROTO
+    from kiln.compiler import validate
+    from kiln.compiler.capabilities import KILN_DOMAIN
+    from kiln.runtime.artifact import load_artifact
+
+    path = kiln.compile(cnn_file(tmp_path), backend="native").save(tmp_path / "n.kiln")
+    validated = _counting(monkeypatch, validate, "validate_proto")
+    parsed = _counting(monkeypatch, onnx_ir, "from_proto")
+    kept = registry.get_backend("native").caps().kiln_ops
+    graph = compile_module.artifact_model(load_artifact(path), ["native"], kept)
+    assert any(n.domain == KILN_DOMAIN for n in graph.graph)  # run as compiled
+    assert (len(validated), len(parsed)) == (1, 1)
+    standard = compile_module.artifact_model(load_artifact(path), ["onnxruntime"], frozenset())
+    assert not any(n.domain == KILN_DOMAIN for n in standard.graph)  # written back as ONNX
+    assert (len(validated), len(parsed)) == (3, 3)  # checked before and after the rewrite
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    for backend in ("native", "onnxruntime"):
+        session = kiln.Session(str(path), backend=backend)
+        assert PARSED_PROTO not in session.model.meta  # dropped once the engine is built
+        np.testing.assert_allclose(session(x=x)["y"], kiln.Session(cnn_file(tmp_path))(x=x)["y"],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_expands_only_when_a_kiln_op_is_not_kept_or_the_kiln_import_is_unused():
+    from kiln.compiler.capabilities import KILN_DOMAIN
+
+    def model(*ops: str, kiln_import: bool = True) -> onnx.ModelProto:
+        nodes = [helper.make_node(op, ["x"], [f"y{i}"], domain=KILN_DOMAIN)
+                 for i, op in enumerate(ops)]
+        graph = helper.make_graph(nodes, "g", [], [])
+        imports = [helper.make_opsetid("", 17)] + (
+            [helper.make_opsetid(KILN_DOMAIN, 1)] if kiln_import else [])
+        return helper.make_model(graph, opset_imports=imports)
+
+    keep = frozenset({"FusedConv"})
+    assert not compile_module._expands(model("FusedConv"), keep)
+    assert compile_module._expands(model("FusedConv", "QGemm"), keep)
+    assert compile_module._expands(model(), keep)  # an import no node uses is dropped
+    assert not compile_module._expands(model(kiln_import=False), keep)
+
+
 # --- a .kiln opened on the engines that read ONNX: no copy of the weights on the way ---------
 
 def _mlp_file(tmp_path, width: int = 768):
