@@ -277,6 +277,12 @@ class QConvKernel final : public Kernel {
           for (size_t kw = 0; kw < KW; ++kw)
             b[((kh * KW + kw) * Cp + ch) * K + k] = pw[((k * C + ch) * KH + kh) * KW + kw];
     packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), KH * KW * Cp, K, K));
+#if KILN_HAS_X86
+    if (amx_int8_ready() && packed_->Kq >= kAmxConvMinK)
+      amx_packed_ = std::make_shared<PackedInt8B>(
+          pack_int8_b_segments(b.data(), KH * (dilated_w_ ? KW : 1), dilated_w_ ? Cp : KW * Cp,
+                               K, K));
+#endif
   }
 
   void run(OpContext& c) const override {
@@ -310,10 +316,16 @@ class QConvKernel final : public Kernel {
     // page faults, which the kernel serializes across threads.
     thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
+    const uint8_t* nhwc_end = nhwc + xin.numel();
     const bool as_given = Hp == H && Wp == W && Cp == C && (nhwc_in_ || C == 1);
+    const bool amx = amx_packed_ && amx_int8_active();
     if (!as_given) {
       const size_t row = Wp * Cp;
-      if (copied.size() < g.N * Hp * row) copied.resize(g.N * Hp * row);
+      // AMX loads whole 16-row tiles: room for the rows past the last pixel, so they are
+      // not copied again
+      const size_t slack = amx ? (16 * g.stride[1] + KW) * Cp + 64 : 0;
+      if (copied.size() < g.N * Hp * row + slack) copied.resize(g.N * Hp * row + slack);
+      nhwc_end = copied.data() + copied.size();
       uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
       const uint8_t* px = xin.ptr<uint8_t>();
       parallel(c.pool, g.N * Hp, 4, [&](size_t b, size_t e) {
@@ -341,12 +353,12 @@ class QConvKernel final : public Kernel {
 
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
-    // NHWC pixels of every channel are one contiguous run in Y, and in the products when
-    // their rows are Kout apart: the per-channel parameters repeated over `reps` pixels let
-    // one epilogue call cover up to that many (a pixel's few dozen channels are less work
-    // than a call).
-    const size_t reps = nhwc_out_ ? std::min<size_t>(std::max<size_t>(OW, 64),
-                                                     std::max<size_t>(1, 16384 / Kout)) : 0;
+    // A block's products of every channel are one contiguous run when their rows are Kout
+    // apart, and so are its NHWC pixels in Y: the per-channel parameters repeated over `reps`
+    // pixels let one epilogue call cover up to that many (a pixel's few dozen channels are
+    // less work than a call, and leave a vector tail each).
+    const size_t reps = std::min<size_t>(std::max<size_t>(OW, 64),
+                                         std::max<size_t>(1, 16384 / Kout));
     std::vector<float> run_mult(reps * Kout), run_offset(reps * Kout);
     for (size_t r = 0; r < reps; ++r) {
       std::memcpy(run_mult.data() + r * Kout, rq.mult.data(), Kout * sizeof(float));
@@ -355,16 +367,33 @@ class QConvKernel final : public Kernel {
     Int8RowParams run_p = rp;
     run_p.mult = run_mult.data();
     run_p.offset = run_offset.data();
+    // Whole rows of products (rows x Kout, contiguous) to dst in the same layout.
+    auto store_run = [&](const int32_t* acc, size_t rows, auto* dst) {
+      for (size_t r = 0; r < rows; r += reps) {
+        const size_t n = std::min(reps, rows - r) * Kout;
+        store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, dst + r * Kout, 0);
+      }
+    };
     // Products of output pixels i0.. (rows) and channels j0.. (cols) to Y in its layout.
     auto epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                         size_t ld) {
-      if (nhwc_out_ && j0 == 0 && cols == Kout && ld == Kout) {
-        for (size_t r = 0; r < rows; r += reps) {
-          const size_t n = std::min(reps, rows - r) * Kout, at = (i0 + r) * Kout;
-          if (rq.to_u8)
-            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<uint8_t>() + at, 0);
-          else
-            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<float>() + at, 0);
+      const bool whole = j0 == 0 && cols == Kout && ld == Kout;
+      if (nhwc_out_ && whole) {
+        if (rq.to_u8) store_run(acc, rows, y.ptr<uint8_t>() + i0 * Kout);
+        else store_run(acc, rows, y.ptr<float>() + i0 * Kout);
+        return;
+      }
+      if (whole) {  // NCHW: the run into a tile, then scattered
+        if (rq.to_u8) {
+          thread_local std::vector<uint8_t> tile;
+          if (tile.size() < rows * ld) tile.resize(rows * ld);
+          store_run(acc, rows, tile.data());
+          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
+        } else {
+          thread_local std::vector<float> tile;
+          if (tile.size() < rows * ld) tile.resize(rows * ld);
+          store_run(acc, rows, tile.data());
+          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
         }
         return;
       }
@@ -408,9 +437,31 @@ class QConvKernel final : public Kernel {
       return;
     }
 
+    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
+    if (amx) {
+      // Pixels of one output row are rows sw * Cp bytes apart in every segment; the next
+      // output row continues that stride when sh * Wp == OW * sw (a 1 x 1 unpadded layer)
+      const bool rows_continue = sh * Wp == OW * sw;
+      Int8StridedIO io;
+      io.segments = KH * per_row;
+      io.seg_len = dilated_w_ ? Cp : KW * Cp;
+      io.begin = nhwc;
+      io.end = nhwc_end;
+      io.run = [=](size_t i, const uint8_t** bases, size_t* lda) -> size_t {
+        const size_t n = i / P, oh = i % P / OW, ow = i % OW;
+        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
+        for (size_t kh = 0; kh < KH; ++kh)
+          for (size_t kw = 0; kw < per_row; ++kw)
+            *bases++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+        *lda = sw * Cp;
+        return rows_continue ? P - i % P : OW - ow;
+      };
+      io.epilogue = epilogue;
+      gemm_u8s8_amx_strided(g.N * P, *amx_packed_, io, c.pool);
+      return;
+    }
     const PackedInt8B& pw = *packed_;
     Int8GemmIO io;
-    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
     io.segments = KH * per_row;
     io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
       // the block's first pixel divided out once, then stepped: a division per row costs
@@ -438,6 +489,9 @@ class QConvKernel final : public Kernel {
   bool dilated_w_ = false;  // a dilated width splits kernel rows into KW segments
   size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up to whole k quads)
   std::shared_ptr<PackedInt8B> packed_;  // null for a depthwise convolution
+  // The same weights with each segment's K padded to 64 for AMX reading the input in place;
+  // null where AMX cannot run or K is small
+  std::shared_ptr<PackedInt8B> amx_packed_;
   std::vector<int16_t> dw_w_;            // depthwise taps, tap-major (see the constructor)
   std::vector<int32_t> dw_sums_;         // depthwise: each channel's tap sum
 };
