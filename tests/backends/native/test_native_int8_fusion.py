@@ -216,6 +216,38 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
 
 
+@pytest.mark.parametrize(("stride", "size"), [(1, (13, 11)), (2, (17, 40)), (1, (5, 37))])
+def test_wide_convs_equal_onnxruntime_and_the_vnni_plan(isa: str, stride: int, size: tuple):
+    """A 3x3 conv of 40 channels (K = 360), then a 1x1 of 72 reading its u8 NHWC result in
+    place: with AMX, tiles of 16 output pixels load straight from the padded input (rows of
+    11, 20 or 37 pixels: tiles run past a row's end) and the 1x1's last tile, which would
+    read past its input, is copied. The result equals onnxruntime, and the VNNI plan gives
+    the same bytes and floats (the integer sums are exact either way)."""
+    x = RNG.standard_normal((2, 40, *size)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("a", (72, 40, 3, 3), 0, inits)
+    nodes += _int32_bias("a", 72, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "a_wdq", "a_bdq"], ["a"], pads=[1] * 4,
+                               strides=[stride] * 2)]
+    nodes += _qdq("a", 0.5, 120, inits) + _weights("b", (24, 72, 1, 1), 0, inits)
+    nodes += [helper.make_node("Conv", ["a_dq", "b_wdq"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv"]
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # one step (0.5) of one u8 input moves an output by at most 0.5 * max |w| (127 * 0.025)
+    one_step = 0.5 * 127 * 0.025
+    diff = np.abs(got - want)
+    assert got.shape == want.shape and diff.max() <= 2 * one_step
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.02
+    if isa == "avx512" and kiln.backends.native._native.cpu_features().get("avx512_vnni"):
+        vnni = "cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+        for target in (vnni, vnni + ",amx"):
+            np.testing.assert_array_equal(
+                compile_native(model, threads=2, target=target).run({"x": x})["y"], got)
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("channels", [37, 133])  # VNNI takes 64 channels a vector

@@ -139,8 +139,11 @@ PackedInt8B pack_int8_b_segments(const int8_t* B, size_t segments, size_t seg_le
                                  size_t ldb);
 void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& io,
                            ThreadPool* pool);
-// The smallest K (Kq) a convolution takes to AMX reading its input in place.
-constexpr size_t kAmxConvMinK = 64;
+// The smallest K (Kq) a convolution takes to AMX reading its input in place: below it the
+// padding of each segment to 64 bytes wastes more than the tiles gain (1 thread, NHWC in and
+// out: 12 -> 96 at 80 x 80 VNNI 166 us, AMX 219; 16 -> 32 at 160 x 160 275 vs 247; 48 -> 48
+// at 80 x 80 146 vs 111).
+constexpr size_t kAmxConvMinK = 16;
 
 // y[i] = table[y[i]] for n bytes with AVX-512 VBMI (run only where the CPU has it).
 void kiln_byte_map__avx512vbmi(size_t n, const uint8_t* table, uint8_t* y);
