@@ -216,6 +216,20 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_an_image_of_few_channels_is_laid_out_as_pixel_words(isa: str, channels: int):
+    """NCHW u8 of up to 4 channels padded into NHWC pixels of 4 bytes (one word each, the
+    missing channels the zero point), then a 3x3 stride-2 conv: equal to onnxruntime."""
+    x = RNG.standard_normal((2, channels, 15, 22)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("c", (16, channels, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "c_wdq"], ["y"], pads=[1] * 4, strides=[2, 2])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv"]
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
 @pytest.mark.parametrize(("stride", "size"), [(1, (13, 11)), (2, (17, 40)), (1, (5, 37))])
 def test_wide_convs_equal_onnxruntime_and_the_vnni_plan(isa: str, stride: int, size: tuple):
     """A 3x3 conv of 40 channels (K = 360), then a 1x1 of 72 reading its u8 NHWC result in

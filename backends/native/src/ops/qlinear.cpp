@@ -161,6 +161,30 @@ void transpose_u8(const uint8_t* src, size_t ss, size_t rows, size_t cols, uint8
     for (size_t j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
 }
 
+// Pixels of 4 bytes from C <= 4 channel rows (row stride ss) of W bytes, the missing
+// channels `fill`: each pixel one little-endian word, a loop the compiler vectorizes (the 8 x 8
+// transpose has no whole block in fewer than 8 rows).
+void pixels_of_planes4(const uint8_t* src, size_t ss, size_t C, size_t W, uint8_t fill,
+                       uint8_t* __restrict dst) {
+  const uint8_t* __restrict r0 = src;
+  const uint8_t* __restrict r1 = C > 1 ? src + ss : nullptr;
+  const uint8_t* __restrict r2 = C > 2 ? src + 2 * ss : nullptr;
+  const uint8_t* __restrict r3 = C > 3 ? src + 3 * ss : nullptr;
+  const uint32_t f = fill;
+  if (C == 3) {
+    for (size_t w = 0; w < W; ++w) {
+      const uint32_t v = uint32_t(r0[w]) | uint32_t(r1[w]) << 8 | uint32_t(r2[w]) << 16 | f << 24;
+      std::memcpy(dst + 4 * w, &v, 4);
+    }
+    return;
+  }
+  for (size_t w = 0; w < W; ++w) {
+    const uint32_t v = uint32_t(r0[w]) | uint32_t(r1 ? r1[w] : f) << 8 |
+                       uint32_t(r2 ? r2[w] : f) << 16 | uint32_t(r3 ? r3[w] : f) << 24;
+    std::memcpy(dst + 4 * w, &v, 4);
+  }
+}
+
 // Tile rows are output pixels i0.. (image i / P, pixel i % P), columns channels j0..; NCHW
 // holds each channel's pixels contiguously, so runs of rows inside one image copy as runs.
 template <typename T>
@@ -343,6 +367,8 @@ class QConvKernel final : public Kernel {
           } else if (nhwc_in_) {
             for (size_t wi = 0; wi < W; ++wi)
               std::memcpy(dst + wi * Cp, px + ((n * H + h) * W + wi) * C, C);
+          } else if (Cp == 4) {  // an image's few channels: one 32-bit word per pixel
+            pixels_of_planes4(px + (n * C * H + h) * W, H * W, C, W, pad, dst);
           } else {  // channel rows of W bytes -> pixels of Cp bytes
             transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Cp);
           }
