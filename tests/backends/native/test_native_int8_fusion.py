@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_builders import QDQ_RNG as RNG
-from model_builders import dynamic_int8_matmul, model_from_arrays, qdq_depthwise, run_reference
+from model_builders import (
+    dynamic_int8_matmul,
+    model_from_arrays,
+    qdq_depthwise,
+    qdq_upsampling_head,
+    run_reference,
+)
 from model_builders import qdq_activation as _qdq
 from model_builders import qdq_conv_net as _conv_net
 from model_builders import qdq_int32_bias as _int32_bias
@@ -214,6 +220,48 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QConv"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(("channels", "mid", "out"), [(24, 24, 1), (6, 20, 3), (40, 72, 5)])
+def test_conv_transpose_with_kernel_equal_to_stride_runs_on_bytes(isa: str, channels: int,
+                                                                  mid: int, out: int):
+    """Both ConvTransposes become kiln::QConvTranspose: the first writes its Relu'd bytes
+    NHWC (a run of 2 x mid per pixel and kernel row), the second reads them in place (AMX
+    from K = 16, a copy to whole k quads below) and writes float NCHW (one channel: runs;
+    more: one value at a time). Equal to onnxruntime, and the VNNI plan gives the same floats."""
+    x = RNG.standard_normal((2, channels, 7, 9)).astype(np.float32)
+    model = qdq_upsampling_head(x, mid, out)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConvTranspose", "QConvTranspose"]
+    first, second = _plan_nodes(compiled)[1:]
+    assert first.attrs.get("kiln_layout_out") == "NHWC" == second.attrs.get("kiln_layout_in")
+    assert first.attrs.get("activation") == "Relu"
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # one step (0.3) of one u8 input moves an output by at most 0.3 * max |w| (127 * 0.025);
+    # a step of any of a pixel's `mid` bytes (float summation order at a rounding boundary)
+    # moves all its outputs, so a few percent may differ at all
+    diff = np.abs(got - want)
+    assert got.shape == want.shape == (2, out, 28, 36)
+    assert diff.max() <= 2 * 0.3 * 127 * 0.025
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05
+    if isa == "avx512" and kiln.backends.native._native.cpu_features().get("avx512_vnni"):
+        vnni = "cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+        for target in (vnni, vnni + ",amx"):
+            np.testing.assert_array_equal(
+                compile_native(model, threads=2, target=target).run({"x": x})["y"], got)
+
+
+def test_conv_transpose_whose_taps_overlap_stays_as_written():
+    x = RNG.standard_normal((1, 8, 5, 6)).astype(np.float32)
+    model = qdq_upsampling_head(x, 8, 2, kernel=3)  # 3x3 at stride 2: neighbours' taps add up
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled).count("QConvTranspose") == 1  # the 2x2 one
+    assert "ConvTranspose" in _ops(compiled)
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 2 * 0.3 * 127 * 0.025
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])

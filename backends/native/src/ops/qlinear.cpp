@@ -55,23 +55,27 @@ struct Requant {
   size_t N() const { return mult.size(); }
 
   // N output channels; col_sums[j]: the sum of channel j's weights (the a_zero correction).
-  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_) : relu(relu_) {
+  // Column j is output channel j % channels (a ConvTranspose's columns are its kernel taps
+  // times its channels); w_scale and bias have one value per channel.
+  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_, size_t channels = 0)
+      : relu(relu_) {
+    const size_t M = channels ? channels : N;
     const float a_scale = scalar_f32(c.in(2), "a_scale", c);
     const int32_t a_zero = scalar_u8(optional_input(c, 3), "a_zero_point", c);
     const Tensor& ws = c.in(4);
-    if (ws.dtype != DType::f32 || (ws.numel() != 1 && ws.numel() != N))
-      c.fail("w_scale must be float32 with 1 or " + std::to_string(N) + " values, got " +
+    if (ws.dtype != DType::f32 || (ws.numel() != 1 && ws.numel() != M))
+      c.fail("w_scale must be float32 with 1 or " + std::to_string(M) + " values, got " +
              std::string(dtype_name(ws.dtype)) + " " + shape_str(ws.shape));
     const Tensor* bias = optional_input(c, 5);
-    if (bias && (bias->dtype != DType::f32 || bias->numel() != N))
-      c.fail("bias must be float32 with " + std::to_string(N) + " values, got " +
+    if (bias && (bias->dtype != DType::f32 || bias->numel() != M))
+      c.fail("bias must be float32 with " + std::to_string(M) + " values, got " +
              std::string(dtype_name(bias->dtype)) + " " + shape_str(bias->shape));
     mult.resize(N);
     offset.resize(N);
     for (size_t j = 0; j < N; ++j) {
-      mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j];
+      mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j % M];
       // The a_zero correction folded into the offset: (acc - za * colsum) * m + b.
-      offset[j] = (bias ? bias->ptr<float>()[j] : 0.0f) -
+      offset[j] = (bias ? bias->ptr<float>()[j % M] : 0.0f) -
                   mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
     }
     if (const Tensor* ys = optional_input(c, 6)) {
@@ -522,6 +526,154 @@ class QConvKernel final : public Kernel {
   std::vector<int32_t> dw_sums_;         // depthwise: each channel's tap sum
 };
 
+// kiln::QConvTranspose: a quantized ConvTranspose whose kernel equals its stride (no pads,
+// dilations, output padding or groups), so each output pixel has exactly one tap: one GEMM
+// of the input pixels (rows of C bytes) by W as [C, (ky, kx, m)], each product going to
+// output pixel (h * KH + ky, w * KW + kx), channel m. Inputs and epilogue as QConv's, w_scale
+// and bias per output channel m; layouts as QConv's. In NHWC (or with one output channel) a
+// pixel's products of one kernel row are one run of KW * M values in Y.
+class QConvTransposeKernel final : public Kernel {
+ public:
+  QConvTransposeKernel(const NodeDesc& node, const BuildContext& bc)
+      : relu_(relu_of(node)), nhwc_in_(layout_of(node, "kiln_layout_in")),
+        nhwc_out_(layout_of(node, "kiln_layout_out")) {
+    const Tensor* w = bc.constant(node, 1);
+    check_constant_weights(node, w, 4);
+    C_ = w->shape[0];
+    M_ = w->shape[1];
+    KH_ = w->shape[2];
+    KW_ = w->shape[3];
+    const ConvAttrs a = read_attrs(node, true);
+    const auto all = [](const std::vector<int64_t>& v, int64_t x) {
+      return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; });
+    };
+    const std::vector<int64_t> kernel = {static_cast<int64_t>(KH_), static_cast<int64_t>(KW_)};
+    if (a.group != 1 || a.strides != kernel || !all(a.pads, 0) || !all(a.dilations, 1) ||
+        !all(a.output_padding, 0) || !a.output_shape.empty() ||
+        (!a.auto_pad.empty() && a.auto_pad != "NOTSET") ||
+        (!a.kernel_shape.empty() && a.kernel_shape != kernel))
+      node.fail("int8 ConvTranspose runs a 2-D kernel equal to its strides, one group, no "
+                "pads, dilations, output padding or output shape");
+    const int8_t* pw = w->ptr<int8_t>();
+    const size_t N = KH_ * KW_ * M_, taps = KH_ * KW_;
+    std::vector<int8_t> b(C_ * N);
+    for (size_t c = 0; c < C_; ++c)
+      for (size_t m = 0; m < M_; ++m)
+        for (size_t t = 0; t < taps; ++t) b[c * N + t * M_ + m] = pw[(c * M_ + m) * taps + t];
+    packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), C_, N, N));
+#if KILN_HAS_X86
+    if (amx_int8_ready() && packed_->Kq >= kAmxConvMinK)
+      amx_packed_ = std::make_shared<PackedInt8B>(pack_int8_b_segments(b.data(), 1, C_, N, N));
+#endif
+  }
+
+  void run(OpContext& c) const override {
+    const Tensor& x = c.in(0);
+    if (x.dtype != DType::u8 || x.rank() != 4)
+      c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
+             shape_str(x.shape));
+    const size_t Nb = x.shape[0], C = nhwc_in_ ? x.shape[3] : x.shape[1];
+    const size_t H = nhwc_in_ ? x.shape[1] : x.shape[2], W = nhwc_in_ ? x.shape[2] : x.shape[3];
+    if (C != C_)
+      c.fail("X has " + std::to_string(C) + " channels, the weights " + std::to_string(C_));
+    const PackedInt8B& pw = *packed_;
+    const size_t M = M_, KH = KH_, KW = KW_, N = pw.N, Kq = pw.Kq;
+    const Requant rq(c, N, pw.col_sums.data(), relu_, M);
+    const size_t OH = H * KH, OW = W * KW, P = H * W;
+    const int64_t n_ = Nb, m_ = M, oh_ = OH, ow_ = OW;
+    Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32,
+                         nhwc_out_ ? Shape{n_, oh_, ow_, m_} : Shape{n_, m_, oh_, ow_});
+    if (Nb * P == 0) return;
+    // The input as rows of pixels: in place when NHWC already has whole k quads, else copied
+    // (an NCHW image transposed; channels zero padded to Kq, whose weights are zero).
+    const uint8_t* rows = x.ptr<uint8_t>();
+    thread_local std::vector<uint8_t> copied;
+    if (!nhwc_in_ || Kq != C) {
+      if (copied.size() < Nb * P * Kq) copied.resize(Nb * P * Kq);
+      uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
+      const uint8_t* px = x.ptr<uint8_t>();
+      parallel(c.pool, Nb * H, 4, [&](size_t b, size_t e) {
+        for (size_t nh = b; nh < e; ++nh) {
+          const size_t n = nh / H, h = nh % H;
+          uint8_t* dst = buf + nh * W * Kq;
+          if (Kq != C) std::memset(dst, 0, W * Kq);
+          if (nhwc_in_) {
+            for (size_t wi = 0; wi < W; ++wi)
+              std::memcpy(dst + wi * Kq, px + (nh * W + wi) * C, C);
+          } else {
+            transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Kq);
+          }
+        }
+      });
+      rows = buf;
+    }
+    const Int8Loops& loops = int8_loops();
+    const Int8RowParams rp = rq.params();
+    // Products of input pixels i0.. to Y: with channels innermost (NHWC, or one channel) a
+    // kernel row's KW * M values of pixel (n, h, w) are one run from output row h * KH + ky,
+    // column w * KW; otherwise each value goes alone.
+    const bool runs = nhwc_out_ || M == 1;
+    auto place = [&](const auto* tile, size_t ld, size_t i0, size_t nrows, size_t j0,
+                     size_t cols, auto* out) {
+      for (size_t r = 0; r < nrows; ++r) {
+        const size_t i = i0 + r, n = i / P, h = i % P / W, w = i % W;
+        const auto* src = tile + r * ld;
+        if (runs && j0 == 0 && cols == N) {
+          for (size_t ky = 0; ky < KH; ++ky)
+            std::memcpy(out + ((n * OH + h * KH + ky) * OW + w * KW) * M, src + ky * KW * M,
+                        KW * M * sizeof(*src));
+          continue;
+        }
+        for (size_t jj = 0; jj < cols; ++jj) {
+          const size_t j = j0 + jj, m = j % M, t = j / M;
+          const size_t oh = h * KH + t / KW, ow = w * KW + t % KW;
+          out[nhwc_out_ ? ((n * OH + oh) * OW + ow) * M + m
+                        : ((n * M + m) * OH + oh) * OW + ow] = src[jj];
+        }
+      }
+    };
+    auto epilogue = [&](size_t i0, size_t nrows, size_t j0, size_t cols, const int32_t* acc,
+                        size_t ld) {
+      if (rq.to_u8) {
+        thread_local std::vector<uint8_t> tile;
+        if (tile.size() < nrows * ld) tile.resize(nrows * ld);
+        store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile.data(), ld);
+        place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<uint8_t>());
+      } else {
+        thread_local std::vector<float> tile;
+        if (tile.size() < nrows * ld) tile.resize(nrows * ld);
+        store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile.data(), ld);
+        place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<float>());
+      }
+    };
+    const size_t M_rows = Nb * P;
+    if (amx_packed_ && amx_int8_active()) {  // every row Kq bytes after the one before
+      Int8StridedIO io;
+      io.seg_len = C;
+      io.begin = rows;
+      io.end = rows + M_rows * Kq;
+      io.run = [=](size_t i, const uint8_t** bases, size_t* lda) -> size_t {
+        bases[0] = rows + i * Kq;
+        *lda = Kq;
+        return M_rows - i;
+      };
+      io.epilogue = epilogue;
+      gemm_u8s8_amx_strided(M_rows, *amx_packed_, io, c.pool);
+      return;
+    }
+    Int8GemmIO io;
+    io.fill = int8_rows_of(rows, Kq, Kq, Kq);
+    io.epilogue = epilogue;
+    gemm_u8s8_fused(M_rows, pw, io, c.pool);
+  }
+
+ private:
+  bool relu_, nhwc_in_, nhwc_out_;
+  size_t C_ = 0, M_ = 0, KH_ = 0, KW_ = 0;
+  std::shared_ptr<PackedInt8B> packed_;      // B [C, (ky, kx, m)]
+  std::shared_ptr<PackedInt8B> amx_packed_;  // the same, K padded to 64 (null: no AMX)
+};
+
 // kiln::QMaxPool: DequantizeLinear -> MaxPool -> QuantizeLinear on u8 values. Dequantizing
 // is increasing (scale > 0), so the max of the dequantized window is the dequantized max: the
 // pool runs on the bytes, then one 256-entry table requantizes. Inputs: 0 X (u8), 1 x_scale,
@@ -653,6 +805,7 @@ KernelFactory factory_of() {
 
 KILN_REGISTER_OP("kiln", "QGemm", factory_of<QGemmKernel>());
 KILN_REGISTER_OP("kiln", "QConv", factory_of<QConvKernel>());
+KILN_REGISTER_OP("kiln", "QConvTranspose", factory_of<QConvTransposeKernel>());
 KILN_REGISTER_OP("kiln", "QMaxPool",
                  [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
                    return std::unique_ptr<Kernel>(new QMaxPoolKernel(node));
