@@ -609,26 +609,55 @@ class QConvTransposeKernel final : public Kernel {
     }
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
+    // The per-column parameters repeated over a block's rows: a whole block (ld == N) is one
+    // epilogue call, not one per pixel of a few values (QConv's runs, kInt8Mb / AMX blocks).
+    constexpr size_t reps = 64;
+    std::vector<float> run_mult(reps * N), run_offset(reps * N);
+    for (size_t r = 0; r < reps; ++r) {
+      std::memcpy(run_mult.data() + r * N, rq.mult.data(), N * sizeof(float));
+      std::memcpy(run_offset.data() + r * N, rq.offset.data(), N * sizeof(float));
+    }
+    Int8RowParams run_p = rp;
+    run_p.mult = run_mult.data();
+    run_p.offset = run_offset.data();
+    auto products = [&](const int32_t* acc, size_t ld, size_t nrows, size_t j0, size_t cols,
+                        auto* tile) {
+      if (j0 != 0 || cols != N || ld != N)
+        return store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile, ld);
+      for (size_t r = 0; r < nrows; r += reps)
+        store_rows(loops, rq, run_p, 0, acc + r * N, 0, 1, std::min(reps, nrows - r) * N,
+                   tile + r * N, 0);
+    };
     // Products of input pixels i0.. to Y: with channels innermost (NHWC, or one channel) a
     // kernel row's KW * M values of pixel (n, h, w) are one run from output row h * KH + ky,
     // column w * KW; otherwise each value goes alone.
     const bool runs = nhwc_out_ || M == 1;
     auto place = [&](const auto* tile, size_t ld, size_t i0, size_t nrows, size_t j0,
                      size_t cols, auto* out) {
+      // locals, not captures: a u8 store may alias any captured value and force reloads
+      const size_t kh = KH, kw = KW, m_ = M, oh = OH, ow = OW, w_ = W, run = kw * m_;
+      const bool whole = runs && j0 == 0 && cols == N;
+      // the first pixel divided out once, then stepped
+      size_t n = i0 / P, h = i0 % P / w_, w = i0 % w_;
       for (size_t r = 0; r < nrows; ++r) {
-        const size_t i = i0 + r, n = i / P, h = i % P / W, w = i % W;
         const auto* src = tile + r * ld;
-        if (runs && j0 == 0 && cols == N) {
-          for (size_t ky = 0; ky < KH; ++ky)
-            std::memcpy(out + ((n * OH + h * KH + ky) * OW + w * KW) * M, src + ky * KW * M,
-                        KW * M * sizeof(*src));
-          continue;
+        if (whole) {  // a few values a run: a loop, not a call
+          for (size_t ky = 0; ky < kh; ++ky) {
+            auto* __restrict dst = out + ((n * oh + h * kh + ky) * ow + w * kw) * m_;
+            const auto* __restrict from = src + ky * run;
+            for (size_t q = 0; q < run; ++q) dst[q] = from[q];
+          }
+        } else {
+          for (size_t jj = 0; jj < cols; ++jj) {
+            const size_t j = j0 + jj, m = j % m_, t = j / m_;
+            const size_t y_h = h * kh + t / kw, y_w = w * kw + t % kw;
+            out[nhwc_out_ ? ((n * oh + y_h) * ow + y_w) * m_ + m
+                          : ((n * m_ + m) * oh + y_h) * ow + y_w] = src[jj];
+          }
         }
-        for (size_t jj = 0; jj < cols; ++jj) {
-          const size_t j = j0 + jj, m = j % M, t = j / M;
-          const size_t oh = h * KH + t / KW, ow = w * KW + t % KW;
-          out[nhwc_out_ ? ((n * OH + oh) * OW + ow) * M + m
-                        : ((n * M + m) * OH + oh) * OW + ow] = src[jj];
+        if (++w == w_) {
+          w = 0;
+          if (++h == P / w_) h = 0, ++n;
         }
       }
     };
@@ -637,12 +666,12 @@ class QConvTransposeKernel final : public Kernel {
       if (rq.to_u8) {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < nrows * ld) tile.resize(nrows * ld);
-        store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile.data(), ld);
+        products(acc, ld, nrows, j0, cols, tile.data());
         place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<uint8_t>());
       } else {
         thread_local std::vector<float> tile;
         if (tile.size() < nrows * ld) tile.resize(nrows * ld);
-        store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile.data(), ld);
+        products(acc, ld, nrows, j0, cols, tile.data());
         place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<float>());
       }
     };

@@ -144,12 +144,19 @@ void kiln_u8s8_gemm_rows__amx(const AmxRows* tiles, size_t ntiles, size_t nseg, 
     _tile_stored(2, out + 16 * 32, 32 * 4);
     if (right) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
   }
-  for (size_t r = 0; r < tiles[0].rows; ++r)
-    std::memcpy(c + r * ldc, out + r * 32, cols * sizeof(int32_t));
+  // rows of a narrow product (a ConvTranspose's 4 columns) are a few values: a masked vector
+  // each, not a call
+  const __mmask16 lo = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 hi = cols >= 32 ? __mmask16(0xffff)
+                       : cols > 16 ? __mmask16((1u << (cols - 16)) - 1) : __mmask16(0);
+  const auto copy = [&](const int32_t* from, int32_t* to) {
+    _mm512_mask_storeu_epi32(to, lo, _mm512_maskz_loadu_epi32(lo, from));
+    if (hi) _mm512_mask_storeu_epi32(to + 16, hi, _mm512_maskz_loadu_epi32(hi, from + 16));
+  };
+  for (size_t r = 0; r < tiles[0].rows; ++r) copy(out + r * 32, c + r * ldc);
   if (lower) {
     c += tiles[0].rows * ldc;
-    for (size_t r = 0; r < tiles[1].rows; ++r)
-      std::memcpy(c + r * ldc, out + (16 + r) * 32, cols * sizeof(int32_t));
+    for (size_t r = 0; r < tiles[1].rows; ++r) copy(out + (16 + r) * 32, c + r * ldc);
   }
 }
 
