@@ -270,8 +270,10 @@ void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& 
     }
     kiln_amx_tiles_end();
   };
-  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16)) pool->parallel_for(tasks, 1, run);
-  else run(0, tasks);
+  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16))
+    pool->parallel_for(tasks, 1, run);
+  else
+    run(0, tasks);
 #else
   (void)M, (void)B, (void)io, (void)pool;
   throw std::logic_error("int8 AMX GEMM on a CPU without AMX");
