@@ -293,9 +293,9 @@ def one_tap_refusal(node: ir.Node, kernel: tuple[int, ...]) -> str | None:
     for name, neutral in (("pads", 0), ("dilations", 1), ("output_padding", 0)):
         if any(v != neutral for v in attr(node, name, [])):  # type: ignore[call-overload]
             return f"it has {name}"
-    if int(attr(node, "group", 1)) != 1 or attr(node, "output_shape", None) is not None \
-            or str(attr(node, "auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
-        return "it has groups, an output shape or auto padding"
+    # auto_pad of any kind pads kernel - stride = 0 here
+    if int(attr(node, "group", 1)) != 1 or attr(node, "output_shape", None) is not None:
+        return "it has groups or an output shape"
     return None
 
 

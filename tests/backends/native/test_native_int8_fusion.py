@@ -252,6 +252,20 @@ def test_conv_transpose_with_kernel_equal_to_stride_runs_on_bytes(isa: str, chan
                 compile_native(model, threads=2, target=target).run({"x": x})["y"], got)
 
 
+@pytest.mark.parametrize("auto_pad", ["VALID", "SAME_UPPER", "SAME_LOWER"])
+def test_conv_transpose_with_kernel_equal_to_stride_takes_any_auto_pad(auto_pad: str):
+    """Auto padding of a ConvTranspose whose kernel equals its stride pads nothing."""
+    x = RNG.standard_normal((1, 8, 5, 6)).astype(np.float32)
+    model = qdq_upsampling_head(x, 8, 2)
+    for node in model.graph.node:
+        if node.op_type == "ConvTranspose":
+            node.attribute.append(helper.make_attribute("auto_pad", auto_pad))
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled).count("QConvTranspose") == 2
+    got, want = compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 2 * 0.3 * 127 * 0.025
+
+
 def test_conv_transpose_whose_taps_overlap_stays_as_written():
     x = RNG.standard_normal((1, 8, 5, 6)).astype(np.float32)
     model = qdq_upsampling_head(x, 8, 2, kernel=3)  # 3x3 at stride 2: neighbours' taps add up

@@ -548,9 +548,9 @@ class QConvTransposeKernel final : public Kernel {
       return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; });
     };
     const std::vector<int64_t> kernel = {static_cast<int64_t>(KH_), static_cast<int64_t>(KW_)};
+    // (auto_pad of any kind pads k - stride = 0 here)
     if (a.group != 1 || a.strides != kernel || !all(a.pads, 0) || !all(a.dilations, 1) ||
         !all(a.output_padding, 0) || !a.output_shape.empty() ||
-        (!a.auto_pad.empty() && a.auto_pad != "NOTSET") ||
         (!a.kernel_shape.empty() && a.kernel_shape != kernel))
       node.fail("int8 ConvTranspose runs a 2-D kernel equal to its strides, one group, no "
                 "pads, dilations, output padding or output shape");
