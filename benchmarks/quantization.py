@@ -24,7 +24,8 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
   bound to 1x3x320x320 unless ``--ocr-dims dynamic``), and the IoU of the text maps
   thresholded at 0.3, int8 vs fp32 on each engine, over 6 other pages. On OpenVINO: kiln's
   int8 in the form the backend's caps ask for, kiln's chained form, and NNCF's int8 (when
-  nncf is installed), with the precision OpenVINO's runtime model runs each conv at.
+  nncf is installed), with the precision OpenVINO's runtime model runs each conv at; and
+  native's per-op profile of fp32 and int8 (top 15 op types).
 
 Latencies are medians of interleaved rounds (fp32 and the reduced model alternate), so a
 busy machine slows both alike; still, state the machine load next to any figure. The
@@ -383,6 +384,26 @@ def text_map_iou_compiled(ca, cb, pages: list[dict], threshold: float = 0.3) -> 
     return round(worst, 4)
 
 
+def native_op_profile(model: ir.Model, feeds: dict, threads: int, runs: int = 20,
+                      top: int = 15) -> dict[str, float]:
+    """ms per op type on native: each node's fastest of ``runs`` runs (preemption on a shared
+    machine only ever adds), summed per op type; the ``top`` op types, slowest first."""
+    compiled = registry.require("native").compile(
+        model, Target.detect(), CompileOptions(threads=threads, extra={"profile": True}))
+    for _ in range(3):
+        compiled.run(feeds)
+    fastest: dict[int, tuple[str, float]] = {}
+    for run in compiled.node_times(lambda: compiled.run(feeds), runs):
+        for i, node in enumerate(run):
+            if i not in fastest or node.us < fastest[i][1]:
+                fastest[i] = (node.op, node.us)
+    per_op: dict[str, float] = {}
+    for op, us in fastest.values():
+        per_op[op] = per_op.get(op, 0.0) + us / 1e3
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return {op: round(ms, 3) for op, ms in ranked}
+
+
 def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> dict:
     """int8 vs fp32 on native and OpenVINO. OpenVINO gets fp32, kiln's int8 in the form its
     caps ask for (``static_int8``), kiln's chained form (what onnxruntime and native take) and
@@ -403,6 +424,9 @@ def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> 
     out["speed"]["native"] = r
     out["iou"]["native"] = text_map_iou(*native, pages, "native", threads)
     log(f"ocrdet int8 native: {r}, worst IoU@0.3 {out['iou']['native']}")
+    out["native_profile"] = {name: native_op_profile(m, pages[0], threads)
+                             for name, m in zip(("fp32", "int8"), native)}
+    log(f"ocrdet native per-op ms: {out['native_profile']}")
     form = static_form("openvino")
     variants = {"fp32": model}
     for name, placement in ((f"kiln {form}", form), ("kiln chained", "chained")):
@@ -560,6 +584,17 @@ def markdown(results: dict) -> str:
                          f"{od['iou'][b]} | {conv_text(conv)} |")
         if "fp32" in convs:
             lines.append(f"\nOpenVINO fp32 runs {conv_text(convs['fp32'])}.")
+        prof = od.get("native_profile")
+        if prof:
+            lines += ["", "Native per op type (each node's fastest of 20 runs, summed; ms):", "",
+                      "| | " + " | ".join(f"{k} top {len(v)}" for k, v in prof.items()) + " |",
+                      "|---" * (len(prof) + 1) + "|"]
+            cols = [list(v.items()) for v in prof.values()]
+            for i in range(max(len(c) for c in cols)):
+                cells = [f"{c[i][0]} {c[i][1]}" if i < len(c) else "" for c in cols]
+                lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+            lines.append("| sum of these | " + " | ".join(f"{sum(v.values()):.3f}"
+                                                  for v in prof.values()) + " |")
         lines.append("")
     p = results.get("precision")
     if p:

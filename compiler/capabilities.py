@@ -13,9 +13,9 @@ import dataclasses
 #: expanded back into standard ONNX by ``ExpandKilnOpsPass``.
 KILN_DOMAIN = "kiln"
 #: The float ops' contracts are in fuse_epilogue.py / fuse_conv_prologue.py, the int8 ops'
-#: (QGemm, QConv, QMaxPool) in fuse_int8.py.
+#: (QGemm, QConv, QConvTranspose, QMaxPool) in fuse_int8.py.
 KILN_OPS = frozenset({"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
-                      "QMaxPool"})
+                      "QConvTranspose", "QMaxPool"})
 #: Which convolutions a kiln::QConv runs (``BackendCaps.qconv_groups``), narrowest first: each
 #: kind also runs the ones before it. "one": group == 1; "depthwise": also group == input
 #: channels == output channels (one filter per channel); "any": every grouped convolution.

@@ -321,6 +321,24 @@ def qdq_conv_net(x: np.ndarray, c1: int = 8, c2: int = 16) -> onnx.ModelProto:
     return model_from_arrays(nodes, {"x": x}, ["out"], opset=21, initializers=inits)
 
 
+def qdq_upsampling_head(x: np.ndarray, mid: int, out: int, kernel: int = 2) -> onnx.ModelProto:
+    """QDQ -> ConvTranspose (kernel x kernel, stride 2, bias) -> Relu -> QDQ -> ConvTranspose
+    (2x2 stride 2, ``out`` channels) -> y: the PP-OCR detector's head as the chained int8
+    form writes it (weights per output channel: axis 1 of [C, M, KH, KW])."""
+    c = x.shape[1]
+    inits: dict = {}
+    nodes = qdq_activation("x", 0.03, 125, inits)
+    for name, cin, cout, k in (("t1", c, mid, kernel), ("t2", mid, out, 2)):
+        nodes += qdq_weights(name, (cin, cout, k, k), 1, inits)
+    inits["t1_b"] = (QDQ_RNG.standard_normal(mid) * 0.1).astype(np.float32)
+    nodes += [helper.make_node("ConvTranspose", ["x_dq", "t1_wdq", "t1_b"], ["t1"],
+                               kernel_shape=[kernel] * 2, strides=[2, 2]),
+              helper.make_node("Relu", ["t1"], ["r1"])]
+    nodes += qdq_activation("r1", 0.3, 0, inits)
+    nodes += [helper.make_node("ConvTranspose", ["r1_dq", "t2_wdq"], ["y"], strides=[2, 2])]
+    return model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+
+
 def qdq_depthwise(x: np.ndarray, kernel: int = 3, stride: int = 1, hard_swish: bool = False,
                   pointwise: int = 0) -> onnx.ModelProto:
     """QDQ -> depthwise conv (zero point 125, padded, int32 bias) -> y. With ``hard_swish`` its

@@ -323,7 +323,8 @@ class NativeBackend(Backend):
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, kiln_ops=frozenset({
-            "FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QMaxPool"}),
+            "FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QConvTranspose",
+            "QMaxPool"}),
             max_opset=23, conv_prologue=True, qconv_groups=support.QCONV_GROUPS,
             int8_activations=support.INT8_ACTIVATIONS,
             int8_byte_table=support.INT8_BYTE_TABLE)

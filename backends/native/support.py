@@ -306,6 +306,8 @@ RULES: dict[tuple[str, str], Rule] = {
                             free_outputs=(0,), check=_int8_epilogue),
     ("kiln", "QConv"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 9)),
                             free_outputs=(0,), check=_all(_auto_pad, _int8_epilogue)),
+    ("kiln", "QConvTranspose"): Rule(frozenset({DT.UINT8}), free_inputs=tuple(range(1, 9)),
+                                     free_outputs=(0,), check=_int8_epilogue),
     ("kiln", "QMaxPool"): Rule(frozenset({DT.UINT8}), free_inputs=(1, 2, 3, 4)),
     # normalization, pooling
     ("", "BatchNormalization"): Rule(FLOAT, check=_batchnorm),

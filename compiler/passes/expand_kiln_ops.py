@@ -1,7 +1,8 @@
 """Write kiln-domain ops back as standard ONNX for backends that do not run them.
 
-The int8 ops (QGemm, QConv, QMaxPool) go back to the Q/DQ ONNX fuse_int8.py derived them from;
-a FusedBatchNorm to BatchNormalization and its activation; the float ops as follows.
+The int8 ops (QGemm, QConv, QConvTranspose, QMaxPool) go back to the Q/DQ ONNX fuse_int8.py
+derived them from; a FusedBatchNorm to BatchNormalization and its activation; the float ops as
+follows.
 
 ``kiln::FusedConv(X, W, B, R)`` with activation ``act`` becomes ``act(Add(Conv(X, W, B), R))``
 (with a prologue, ``X`` is first replaced by ``[Relu](Add(Mul(X, scale), shift))``)
@@ -120,10 +121,10 @@ _INT8_ONLY = {"activation", "kiln_layout_in", "kiln_layout_out"}
 
 
 def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
-    """Standard Q/DQ ONNX equal to a kiln QGemm / QConv / QMaxPool node (the contracts are in
-    fuse_int8.py), and its output. A QGemm whose a_scale is computed (dynamic int8) becomes
-    MatMulInteger -> Cast -> Mul(a_scale * w_scale); a byte table a Gather from it indexed by
-    the result bytes; an NHWC layout becomes a Transpose."""
+    """Standard Q/DQ ONNX equal to a kiln QGemm / QConv / QConvTranspose / QMaxPool node (the
+    contracts are in fuse_int8.py), and its output. A QGemm whose a_scale is computed (dynamic
+    int8) becomes MatMulInteger -> Cast -> Mul(a_scale * w_scale); a byte table a Gather from
+    it indexed by the result bytes; an NHWC layout becomes a Transpose."""
     nodes: list[ir.Node] = []
 
     def op(op_type: str, *inputs: ir.Value | None, **attributes: Any) -> ir.Value:
@@ -153,11 +154,11 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
             scales = const(w_scale)
             if scales is not None and scales.size == 1:  # per tensor: a scalar scale
                 w_scale = new_initializer(graph, scales.reshape(()), "w_scale")
-            axis = 1 if node.op_type == "QGemm" else 0
+            axis = 0 if node.op_type == "QConv" else 1  # W's output channels
             xd = op("DequantizeLinear", x, a_scale, a_zero)
             wd = op("DequantizeLinear", w, w_scale, axis=axis)
-            if node.op_type == "QConv":
-                conv = ir.node("Conv", [xd, wd] + ([bias] if bias is not None else []),
+            if node.op_type in ("QConv", "QConvTranspose"):
+                conv = ir.node(node.op_type[1:], [xd, wd] + ([bias] if bias is not None else []),
                                attributes=own, name=node.name)
                 nodes.append(conv)
                 y, bias = conv.outputs[0], None
@@ -197,7 +198,7 @@ def _cancel_transposes(graph: ir.Graph, made: list[ir.Node]) -> None:
 def _expander(op_type: str) -> Callable[[ir.Graph, ir.Node], tuple[list[ir.Node], ir.Value]]:
     if op_type in _BASES:
         return expand_fused
-    if op_type in ("QGemm", "QConv", "QMaxPool"):
+    if op_type in ("QGemm", "QConv", "QConvTranspose", "QMaxPool"):
         return expand_int8
     raise ValueError(f"no standard-ONNX expansion for kiln op '{op_type}'")
 

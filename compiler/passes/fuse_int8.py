@@ -1,4 +1,5 @@
-"""Quantized regions as a backend's integer kernels: kiln::QGemm, kiln::QConv, kiln::QMaxPool.
+"""Quantized regions as a backend's integer kernels: kiln::QGemm, kiln::QConv,
+kiln::QConvTranspose, kiln::QMaxPool.
 
 kiln's quantizer writes int8 the way every engine reads it: static graphs as QuantizeLinear ->
 DequantizeLinear pairs around float MatMul / Gemm / Conv nodes whose weights come through
@@ -19,6 +20,8 @@ Rules (lhs -> rhs):
     MatMulInteger(x_q, W_q, z_x) -> Cast(float) -> Mul(s_x * s_w) [-> Add(b)] [-> act] [-> Q]
                                                                           -> kiln::QGemm
     Conv(DQ(x_q), DQ(W_q), [b | DQ(b_q)]) [-> act] [-> Q]                 -> kiln::QConv
+    ConvTranspose(DQ(x_q), DQ(W_q), [b]) [-> act] [-> Q]  (kernel == stride)
+                                                                          -> kiln::QConvTranspose
     Q(MaxPool(DQ(x_q)))                                                   -> kiln::QMaxPool
     Q(f(DQ(kiln::QConv | QGemm -> y_q)))                -> the op with table T as input 8
 
@@ -54,14 +57,19 @@ The ops' contracts (inputs in order, [optional]; trailing absent inputs may be l
     attributes (auto_pad, dilations, group, kernel_shape, pads, strides), w_scale [1] or [K],
     ``activation`` as QGemm's. ``kiln_layout_in`` / ``kiln_layout_out`` ("NCHW" by default, or
     "NHWC", which holds [N, H, W, C]) are the layouts of X and of a u8 Y.
+``kiln::QConvTranspose(X, W, a_scale, [a_zero], w_scale, [bias], [y_scale], [y_zero], [table])``
+    The same over a 2-D ConvTranspose whose kernel equals its strides (no pads, dilations,
+    output padding or groups: each output pixel has one tap, so the product is one GEMM of
+    the input pixels by W [C, M, KH, KW] and no two taps add up); w_scale [1] or [M] (axis 1
+    of W), bias [M]; layouts as QConv's.
 ``kiln::QMaxPool(X, x_scale, [x_zero], y_scale, [y_zero]) -> Y``
     Q(MaxPool(DQ(X))) on u8 X [N, C, H, W] with MaxPool's attributes (2-D, no dilation, no
     ceil mode, pads smaller than the kernel); layouts as QConv's.
 
-``HandOverInt8Nhwc`` then keeps u8 values in NHWC between these ops: a QConv / QMaxPool whose
-u8 result only QConv / QMaxPool nodes read (as their input 0) writes NHWC, the layout its GEMM
-produces and the next one reads, and its readers read NHWC. A QMaxPool writes NHWC only from
-NHWC. ``ExpandKilnOpsPass`` writes each op back as the Q/DQ ONNX above.
+``HandOverInt8Nhwc`` then keeps u8 values in NHWC between these ops: a QConv /
+QConvTranspose / QMaxPool whose u8 result only such nodes read (as their input 0) writes NHWC,
+the layout its GEMM produces and the next one reads, and its readers read NHWC. A QMaxPool
+writes NHWC only from NHWC. ``ExpandKilnOpsPass`` writes each op back as the Q/DQ ONNX above.
 """
 
 from __future__ import annotations
@@ -81,7 +89,7 @@ from kiln.compiler.passes.rule import Match, Rule
 NCHW, NHWC = "NCHW", "NHWC"
 LAYOUT_IN, LAYOUT_OUT = "kiln_layout_in", "kiln_layout_out"
 #: the int8 ops that read and write images, and so have layouts
-SPATIAL = ("QConv", "QMaxPool")
+SPATIAL = ("QConv", "QConvTranspose", "QMaxPool")
 #: epilogues the contract can name: the ones without parameters
 EPILOGUES = ("Relu", "Sigmoid", "HardSwish", "Tanh")
 #: input names, for the initializers a fusion makes
@@ -275,6 +283,31 @@ def _check_groups(node: ir.Node, weights: np.ndarray, groups: str) -> None:
         raise _Refused("grouped (group > 1): the backend's QConv runs one group only")
 
 
+def one_tap_refusal(node: ir.Node, kernel: tuple[int, ...]) -> str | None:
+    """Why a ConvTranspose with kernel ``kernel`` may give an output pixel more than one tap
+    (or have other geometry than kernel == strides, no pads, dilations, output padding,
+    output shape or groups); None when each output pixel has exactly one."""
+    strides = tuple(attr(node, "strides", [1] * len(kernel)))  # type: ignore[call-overload]
+    if len(kernel) != 2 or strides != kernel:
+        return f"kernel {list(kernel)} is not its strides {list(strides)} in 2-D"
+    for name, neutral in (("pads", 0), ("dilations", 1), ("output_padding", 0)):
+        if any(v != neutral for v in attr(node, name, [])):  # type: ignore[call-overload]
+            return f"it has {name}"
+    # auto_pad of any kind pads kernel - stride = 0 here
+    if int(attr(node, "group", 1)) != 1 or attr(node, "output_shape", None) is not None:
+        return "it has groups or an output shape"
+    return None
+
+
+def _check_one_tap(node: ir.Node, weights: np.ndarray) -> None:
+    kernel = tuple(int(d) for d in weights.shape[2:])
+    shape = tuple(attr(node, "kernel_shape", kernel))  # type: ignore[call-overload]
+    why = one_tap_refusal(node, kernel) if shape == kernel else "kernel_shape is not W's"
+    if why is not None:
+        raise _Refused(f"the ConvTranspose's taps may overlap ({why}): the backend's "
+                       "QConvTranspose runs kernel == stride only")
+
+
 def analyse_static(node: ir.Node, activations: Collection[str], groups: str) -> Fused:
     """MatMul / Gemm / Conv reading dequantized u8 activations and int8 weights."""
     q, a_scale, a_zero, a_dq = _activation(node.inputs[0])
@@ -294,6 +327,11 @@ def analyse_static(node: ir.Node, activations: Collection[str], groups: str) -> 
         if transposed:
             weights = np.ascontiguousarray(weights.T)
         op, (bias, bias_dq) = "QGemm", _bias(bias_in, weights.shape[1])
+    elif is_onnx(node, "ConvTranspose"):
+        weights, w_scale, w_dq = _weights(node.inputs[1], 4, 1)  # [C, M, KH, KW]
+        _check_one_tap(node, weights)
+        op, (bias, bias_dq) = "QConvTranspose", _bias(bias_in, weights.shape[1])
+        attrs = dict(node.attributes)
     else:
         weights, w_scale, w_dq = _weights(node.inputs[1], 4, 0)
         _check_groups(node, weights, groups)
@@ -464,6 +502,21 @@ class FuseQdqIntoQConv(_FuseInt8):
 
     def analyse(self, node: ir.Node) -> Fused:
         return analyse_static(node, self.activations, self.groups)
+
+
+class FuseQdqIntoQConvTranspose(_FuseInt8):
+    """DQ -> ConvTranspose (kernel == stride) [-> act] [-> Q] -> kiln::QConvTranspose."""
+
+    name = "FuseQdqIntoQConvTranspose"
+
+    def __init__(self, activations: Collection[str] = ()) -> None:
+        self.activations = frozenset(activations)
+
+    def anchors(self, node: ir.Node) -> bool:
+        return is_onnx(node, "ConvTranspose") and _reads_dequantized(node)
+
+    def analyse(self, node: ir.Node) -> Fused:
+        return analyse_static(node, self.activations, groups="one")
 
 
 class FuseMatMulIntegerIntoQGemm(_FuseInt8):
@@ -639,13 +692,14 @@ def byte_table(graph: ir.Graph, dq: ir.Node) -> tuple[np.ndarray, list[ir.Node],
 
 
 class FuseByteTableIntoQOp(Rule):
-    """kiln::QConv / QGemm (u8 result) -> DQ -> scalar elementwise chain -> Q: the chain
-    becomes the op's byte table (input 8) and the op writes the Q's bytes."""
+    """kiln::QConv / QConvTranspose / QGemm (u8 result) -> DQ -> scalar elementwise chain -> Q:
+    the chain becomes the op's byte table (input 8) and the op writes the Q's bytes."""
 
     name = "FuseByteTableIntoQOp"
 
     def match(self, node: ir.Node) -> Match | None:
-        if node.domain != KILN_DOMAIN or node.op_type not in ("QConv", "QGemm") \
+        if node.domain != KILN_DOMAIN \
+                or node.op_type not in ("QConv", "QConvTranspose", "QGemm") \
                 or not _writes_u8(node) or len(node.inputs) > TABLE_INPUT:
             return None
         dq = _only_reader(node.outputs[0], "DequantizeLinear")
@@ -672,8 +726,8 @@ class FuseByteTableIntoQOp(Rule):
 
 
 class HandOverInt8Nhwc(Rule):
-    """A QConv / QMaxPool whose u8 result only QConv / QMaxPool read (as input 0) writes it in
-    NHWC and they read it so: ``kiln_layout_out`` / ``kiln_layout_in`` = "NHWC"."""
+    """A QConv / QConvTranspose / QMaxPool whose u8 result only such ops read (as input 0)
+    writes it in NHWC and they read it so: ``kiln_layout_out`` / ``kiln_layout_in`` = "NHWC"."""
 
     name = "HandOverInt8Nhwc"
 
@@ -713,6 +767,8 @@ def int8_rules(caps: BackendCaps) -> list[Rule]:
                   FuseMatMulIntegerIntoQGemm(caps.int8_activations)]
     if caps.runs("QConv"):
         rules.append(FuseQdqIntoQConv(caps.int8_activations, caps.qconv_groups))
+    if caps.runs("QConvTranspose"):
+        rules.append(FuseQdqIntoQConvTranspose(caps.int8_activations))
     if caps.runs("QMaxPool"):
         rules.append(FuseQdqIntoQMaxPool())
     if caps.int8_byte_table and (caps.runs("QConv") or caps.runs("QGemm")):

@@ -20,9 +20,10 @@ form (``STATIC_FORMS``, chosen by the backend's ``BackendCaps.static_int8``):
 
 - "chained", for engines that chain integer kernels (onnxruntime's QLinear ops, kiln's native
   QConv): the inputs *and* outputs of quantized ops, so ``DQ -> Conv -> Q`` becomes one kernel
-  from int8 to int8. A Relu/Clip that is the sole consumer of a quantized Conv/Gemm/MatMul/Add
-  output is treated as fused: only its output is quantized, so backends see
-  ``DQ -> Conv -> Relu -> Q`` and fold the Relu into the requantization.
+  from int8 to int8. A ConvTranspose is quantized when each output pixel has one tap (kernel
+  == stride, the PP-OCR detector's upsampling). A Relu/Clip that is the sole consumer of a
+  quantized Conv/ConvTranspose/Gemm/MatMul/Add output is treated as fused: only its output is
+  quantized, so backends see ``DQ -> Conv -> Relu -> Q`` and fold the Relu into the requantization.
 - "inputs", for OpenVINO: only the activation inputs of quantized ops (Conv/ConvTranspose/
   Gemm/MatMul, Add/Concat and the pools, which it runs on int8), never a Conv's own output nor
   a Relu/Clip's input. Its CPU plugin turns each Q/DQ pair into a FakeQuantize and folds the
@@ -59,6 +60,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.calibrate import Range
+from kiln.compiler.passes.fuse_int8 import one_tap_refusal
 from kiln.errors import InputError
 
 if TYPE_CHECKING:
@@ -71,11 +73,13 @@ PASS_THROUGH_OPS = frozenset({"Relu", "Clip", "MaxPool", "AveragePool", "GlobalA
                               "Add", "Concat"})
 #: Activations folded into the producing op's requantization.
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
-#: Compute ops only the "inputs" form quantizes: OpenVINO runs ConvTranspose on int8 with
-#: per-output-channel weights; the engines that take the chained form have no kernel for it.
-INPUTS_FORM_COMPUTE_OPS = frozenset({"ConvTranspose"})
+#: Compute ops the chained form quantizes only in one geometry: OpenVINO (the "inputs" form)
+#: runs every ConvTranspose on int8 with per-output-channel weights; kiln's native
+#: QConvTranspose (chained) runs one whose kernel equals its stride, each output pixel one tap
+#: (``fuse_int8.one_tap_refusal``), and an engine without it runs the Q/DQ as written.
+GEOMETRY_COMPUTE_OPS = frozenset({"ConvTranspose"})
 #: Default op set for convolutional models; transformers usually want {"MatMul", "Gemm"}.
-DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS | INPUTS_FORM_COMPUTE_OPS
+DEFAULT_OPS = COMPUTE_OPS | PASS_THROUGH_OPS | GEOMETRY_COMPUTE_OPS
 #: Where static int8 puts activation Q/DQ pairs (BackendCaps.static_int8; module docstring).
 STATIC_FORMS = ("chained", "inputs")
 #: How activations may be stored (``QuantScheme.activation``).
@@ -130,6 +134,18 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
         if attr is not None:
             return attr.as_tensor().numpy()
     return None
+
+
+def _overlapping_taps(node: ir.Node) -> str | None:
+    """Why a ConvTranspose's output pixels may take more than one tap (None: one each)."""
+    w = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if w is None or w.ndim != 4:
+        return "the weights are not a constant of rank 4"
+    kernel = tuple(int(d) for d in w.shape[2:])
+    attr = node.attributes.get("kernel_shape")
+    if attr is not None and tuple(attr.as_ints()) != kernel:
+        return "kernel_shape is not W's"
+    return one_tap_refusal(node, kernel)
 
 
 def weight_axis(node: ir.Node, index: int, rank: int) -> int | None:
@@ -256,10 +272,8 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
         self.form = form
         self.ranges = dict(ranges)
         self.scheme = scheme or QuantScheme()
-        # the chained form leaves out the compute ops only the inputs form quantizes
-        left_out = frozenset() if form == "inputs" else INPUTS_FORM_COMPUTE_OPS
-        self.compute_ops = (COMPUTE_OPS | INPUTS_FORM_COMPUTE_OPS) - left_out
-        self.op_types = frozenset(op_types) - left_out
+        self.compute_ops = COMPUTE_OPS | GEOMETRY_COMPUTE_OPS
+        self.op_types = frozenset(op_types)
         self.exclude = frozenset(exclude)
         self.stats = QuantizeStats()
 
@@ -278,6 +292,10 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
                 continue
             if is_excluded(node, self.exclude):
                 self.stats.skipped[str(node.name)] = "excluded"
+                continue
+            if self.form == "chained" and node.op_type == "ConvTranspose" \
+                    and (why := _overlapping_taps(node)) is not None:
+                self.stats.skipped[str(node.name)] = f"chained int8 ConvTranspose: {why}"
                 continue
             acts = [v for i, v in enumerate(node.inputs) if v is not None and _float(v)
                     and not self._is_param(node, i)]
@@ -341,7 +359,8 @@ class QuantizeStaticPass(ir.passes.InPlacePass):
     def _fused_away(value: ir.Value, chosen: set[ir.Node]) -> bool:
         producer = value.producer()
         users = [u for u, _ in value.uses()]
-        return (producer in chosen and producer.op_type in COMPUTE_OPS | {"Add"}
+        return (producer in chosen
+                and producer.op_type in COMPUTE_OPS | GEOMETRY_COMPUTE_OPS | {"Add"}
                 and len(users) == 1 and users[0] in chosen
                 and users[0].op_type in FUSED_ACTIVATIONS and not value.is_graph_output())
 

@@ -10,7 +10,7 @@ def test_caps_defaults_and_json():
     caps = BackendCaps("native", kiln_ops=frozenset({"FusedConv"}))
     assert caps.runs("FusedConv") and not caps.runs("FusedGemm")
     assert caps.to_json()["kiln_ops"] == ["FusedConv"]
-    assert {"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv",
+    assert {"FusedConv", "FusedGemm", "FusedBatchNorm", "QGemm", "QConv", "QConvTranspose",
             "QMaxPool"} == KILN_OPS
     assert STANDARD_ONNX.qconv_groups == "one" and not STANDARD_ONNX.int8_activations
     assert not STANDARD_ONNX.int8_byte_table
@@ -24,7 +24,7 @@ def test_native_declares_its_int8_ops_and_their_limits():
     from kiln.backends import registry
 
     caps = registry.get_backend("native").caps()
-    assert {"QGemm", "QConv", "QMaxPool", "FusedBatchNorm"} <= caps.kiln_ops
+    assert {"QGemm", "QConv", "QConvTranspose", "QMaxPool", "FusedBatchNorm"} <= caps.kiln_ops
     assert caps.qconv_groups == "depthwise" and caps.int8_activations == {"Relu"}
     assert caps.int8_byte_table
     assert caps.to_json()["int8_activations"] == ["Relu"]

@@ -14,20 +14,23 @@ from onnx_ir.passes.common import ShapeInferencePass
 from kiln.backends.base import CompileOptions
 from kiln.backends.native.backend import NativeBackend
 from kiln.compiler.pipeline import kernel_steps
+from kiln.compiler.target import Target
 
 
-def compile_native(model: onnx.ModelProto, threads: int = 1, **extra: object):
+def compile_native(model: onnx.ModelProto, threads: int = 1, target: str | None = None,
+                   **extra: object):
     """``model`` compiled by the native backend after the compiler's rules that write it in
     the backend's kernel ops (int8 regions, BatchNormalization -> Relu), as every pipeline
     level from O1 does, and nothing else of the pipeline. Shapes are inferred first, as O1
-    does: ONNX shape inference does not see through kiln ops later."""
+    does: ONNX shape inference does not see through kiln ops later. ``target`` (a Target
+    string) caps the plan's ISA; this CPU's by default."""
     options = CompileOptions(threads=threads, extra={"fallback": None, **extra})
     backend = NativeBackend()
     graph = ir.from_proto(model)
     for _, step in [("infer-shapes", ShapeInferencePass(strict_mode=False)),
                     *kernel_steps(backend.caps())]:
         graph = step(graph).model
-    return backend.compile(graph, None, options)
+    return backend.compile(graph, None if target is None else Target.parse(target), options)
 
 
 def check_against_ort(

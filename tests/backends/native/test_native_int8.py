@@ -60,6 +60,25 @@ def test_other_integer_types_take_the_plain_path(a_type, b_type):
                                   run_reference(model, {"a": a, "b": b})[0])
 
 
+@pytest.mark.parametrize("scale", [0.0173, 0.3, 1.7e-3, 3.0])
+def test_quantize_rounds_the_quotient_as_division_does(isa: str, scale: float):
+    """Quotients on and next to half-integers, where x * (1 / s) and x / s can round apart:
+    the kernels (reciprocal plus one correction where the ISA has FMA) give round_half_even(x /
+    s) + zero exactly, and saturate infinities each to its own end."""
+    s = np.float32(scale)
+    halves = (np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * s
+    x = np.concatenate([halves, np.nextafter(halves, np.float32(np.inf)),
+                        np.nextafter(halves, np.float32(-np.inf)),
+                        RNG.standard_normal(4099).astype(np.float32) * s * 60,
+                        np.array([np.inf, -np.inf, 0.0], np.float32)])
+    zero = np.array(128, np.uint8)
+    model = model_from_arrays([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])],
+                              {"x": x}, ["q"], initializers={"s": np.array(s), "z": zero})
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = np.clip(np.rint(x / s) + 128, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(compile_native(model).run({"x": x})["q"], want)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("per_axis", [False, True])
 def test_quantize_dequantize_equal_onnxruntime(dtype, per_axis: bool):

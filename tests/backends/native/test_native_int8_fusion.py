@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_builders import QDQ_RNG as RNG
-from model_builders import dynamic_int8_matmul, model_from_arrays, qdq_depthwise, run_reference
+from model_builders import (
+    dynamic_int8_matmul,
+    model_from_arrays,
+    qdq_depthwise,
+    qdq_upsampling_head,
+    run_reference,
+)
 from model_builders import qdq_activation as _qdq
 from model_builders import qdq_conv_net as _conv_net
 from model_builders import qdq_int32_bias as _int32_bias
@@ -214,6 +220,108 @@ def test_every_convolution_reads_its_input_in_place(isa: str, kernel: tuple, att
     compiled = compile_native(model, threads=2)
     assert _ops(compiled) == ["QuantizeLinear", "QConv"]
     _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(("channels", "mid", "out"), [(24, 24, 1), (6, 20, 3), (40, 72, 5)])
+def test_conv_transpose_with_kernel_equal_to_stride_runs_on_bytes(isa: str, channels: int,
+                                                                  mid: int, out: int):
+    """Both ConvTransposes become kiln::QConvTranspose: the first writes its Relu'd bytes
+    NHWC (a run of 2 x mid per pixel and kernel row), the second reads them in place (AMX
+    from K = 16, a copy to whole k quads below) and writes float NCHW (one channel: runs;
+    more: one value at a time). Equal to onnxruntime, and the VNNI plan gives the same floats."""
+    x = RNG.standard_normal((2, channels, 7, 9)).astype(np.float32)
+    model = qdq_upsampling_head(x, mid, out)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConvTranspose", "QConvTranspose"]
+    first, second = _plan_nodes(compiled)[1:]
+    assert first.attrs.get("kiln_layout_out") == "NHWC" == second.attrs.get("kiln_layout_in")
+    assert first.attrs.get("activation") == "Relu"
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # one step (0.3) of one u8 input moves an output by at most 0.3 * max |w| (127 * 0.025);
+    # a step of any of a pixel's `mid` bytes (float summation order at a rounding boundary)
+    # moves all its outputs, so a few percent may differ at all
+    diff = np.abs(got - want)
+    assert got.shape == want.shape == (2, out, 28, 36)
+    assert diff.max() <= 2 * 0.3 * 127 * 0.025
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05
+    if isa == "avx512" and kiln.backends.native._native.cpu_features().get("avx512_vnni"):
+        vnni = "cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+        for target in (vnni, vnni + ",amx"):
+            np.testing.assert_array_equal(
+                compile_native(model, threads=2, target=target).run({"x": x})["y"], got)
+
+
+@pytest.mark.parametrize("auto_pad", ["VALID", "SAME_UPPER", "SAME_LOWER"])
+def test_conv_transpose_with_kernel_equal_to_stride_takes_any_auto_pad(auto_pad: str):
+    """Auto padding of a ConvTranspose whose kernel equals its stride pads nothing."""
+    x = RNG.standard_normal((1, 8, 5, 6)).astype(np.float32)
+    model = qdq_upsampling_head(x, 8, 2)
+    for node in model.graph.node:
+        if node.op_type == "ConvTranspose":
+            node.attribute.append(helper.make_attribute("auto_pad", auto_pad))
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled).count("QConvTranspose") == 2
+    got, want = compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 2 * 0.3 * 127 * 0.025
+
+
+def test_conv_transpose_whose_taps_overlap_stays_as_written():
+    x = RNG.standard_normal((1, 8, 5, 6)).astype(np.float32)
+    model = qdq_upsampling_head(x, 8, 2, kernel=3)  # 3x3 at stride 2: neighbours' taps add up
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled).count("QConvTranspose") == 1  # the 2x2 one
+    assert "ConvTranspose" in _ops(compiled)
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 2 * 0.3 * 127 * 0.025
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_an_image_of_few_channels_is_laid_out_as_pixel_words(isa: str, channels: int):
+    """NCHW u8 of up to 4 channels padded into NHWC pixels of 4 bytes (one word each, the
+    missing channels the zero point), then a 3x3 stride-2 conv: equal to onnxruntime."""
+    x = RNG.standard_normal((2, channels, 15, 22)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("c", (16, channels, 3, 3), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "c_wdq"], ["y"], pads=[1] * 4, strides=[2, 2])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv"]
+    _assert_close(compiled.run({"x": x})["y"], run_reference(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(("stride", "size"), [(1, (13, 11)), (2, (17, 40)), (1, (5, 37))])
+def test_wide_convs_equal_onnxruntime_and_the_vnni_plan(isa: str, stride: int, size: tuple):
+    """A 3x3 conv of 40 channels (K = 360), then a 1x1 of 72 reading its u8 NHWC result in
+    place: with AMX, tiles of 16 output pixels load straight from the padded input (rows of
+    11, 20 or 37 pixels: tiles run past a row's end) and the 1x1's last tile, which would
+    read past its input, is copied. The result equals onnxruntime, and the VNNI plan gives
+    the same bytes and floats (the integer sums are exact either way)."""
+    x = RNG.standard_normal((2, 40, *size)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("a", (72, 40, 3, 3), 0, inits)
+    nodes += _int32_bias("a", 72, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "a_wdq", "a_bdq"], ["a"], pads=[1] * 4,
+                               strides=[stride] * 2)]
+    nodes += _qdq("a", 0.5, 120, inits) + _weights("b", (24, 72, 1, 1), 0, inits)
+    nodes += [helper.make_node("Conv", ["a_dq", "b_wdq"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv"]
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # one step (0.5) of one u8 input moves an output by at most 0.5 * max |w| (127 * 0.025)
+    one_step = 0.5 * 127 * 0.025
+    diff = np.abs(got - want)
+    assert got.shape == want.shape and diff.max() <= 2 * one_step
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.02
+    if isa == "avx512" and kiln.backends.native._native.cpu_features().get("avx512_vnni"):
+        vnni = "cpu:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+        for target in (vnni, vnni + ",amx"):
+            np.testing.assert_array_equal(
+                compile_native(model, threads=2, target=target).run({"x": x})["y"], got)
 
 
 @pytest.mark.parametrize("kernel", [3, 5])

@@ -1,8 +1,8 @@
 """fuse-int8 and int8-layout (compiler/passes/fuse_int8.py): Q/DQ and MatMulInteger regions
-become kiln::QGemm / QConv / QMaxPool only for a backend whose caps list them; each refusal is
-counted with its reason; the NHWC hand-over is an attribute of the ops; and the standard-ONNX
-expansion of every op equals the fused op (onnxruntime on the expansion, the native kernels
-on the op)."""
+become kiln::QGemm / QConv / QConvTranspose / QMaxPool only for a backend whose caps list them;
+each refusal is counted with its reason; the NHWC hand-over is an attribute of the ops; and the
+standard-ONNX expansion of every op equals the fused op (onnxruntime on the expansion, the native
+kernels on the op)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from model_builders import (
     qdq_conv_net,
     qdq_depthwise,
     qdq_int32_bias,
+    qdq_upsampling_head,
     qdq_weights,
     run_reference,
 )
@@ -110,7 +111,8 @@ def test_conv_net_becomes_int8_ops_handing_u8_over_in_nhwc():
     assert conv3.attributes["activation"].value == ""
 
 
-@pytest.mark.parametrize("case", ["conv_net", "matmul", "gemm", "dynamic", "table"])
+@pytest.mark.parametrize("case", ["conv_net", "matmul", "gemm", "dynamic", "table",
+                                  "upsampling"])
 def test_expansion_equals_the_fused_ops(case: str):
     """The expansion on onnxruntime equals the fused ops on the native kernels, and the model
     as written on onnxruntime; the expansion has no kiln op and no leftover Transpose. The
@@ -119,11 +121,13 @@ def test_expansion_equals_the_fused_ops(case: str):
          "matmul": lambda: QDQ_RNG.standard_normal((3, 5, 24)) * 2,
          "gemm": lambda: QDQ_RNG.standard_normal((6, 20)),
          "dynamic": lambda: QDQ_RNG.standard_normal((1, 7, 32)),
-         "table": lambda: QDQ_RNG.standard_normal((2, 12, 9, 8))}[case]().astype(np.float32)
+         "table": lambda: QDQ_RNG.standard_normal((2, 12, 9, 8)),
+         "upsampling": lambda: QDQ_RNG.standard_normal((1, 8, 6, 5))}[case]().astype(np.float32)
     model = {"conv_net": qdq_conv_net, "matmul": lambda a: _matmul(a, 40),
              "gemm": lambda a: _gemm(a, 9),
              "dynamic": lambda a: dynamic_int8_matmul(a, 24),
-             "table": lambda a: qdq_depthwise(a, 5, 2, hard_swish=True, pointwise=10)}[case](x)
+             "table": lambda a: qdq_depthwise(a, 5, 2, hard_swish=True, pointwise=10),
+             "upsampling": lambda a: qdq_upsampling_head(a, 12, 3)}[case](x)
     graph, fuse, _ = _fuse(model)
     assert sum(fuse.fired.values()) >= 1
     expanded = _expanded(graph)
@@ -140,6 +144,8 @@ def test_expansion_equals_the_fused_ops(case: str):
         if case == "table":  # the chain in float on onnxruntime may round a tie the other way
             one_step = 0.04 * 127 * 0.025
             assert np.abs(on_ort - as_written).max() <= 2 * one_step
+        elif case == "upsampling":  # so may the Relu'd bytes between the two ConvTransposes
+            assert np.abs(on_ort - as_written).max() <= 2 * 0.3 * 127 * 0.025
         else:
             _close(on_ort, as_written)
 

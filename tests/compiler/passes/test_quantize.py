@@ -364,38 +364,53 @@ def test_openvino_folds_the_conv_tails_of_the_inputs_form():
     assert extra_kernels(inputs) < extra_kernels(chained)
 
 
-def upsampling_head() -> ir.Model:
-    """conv -> relu -> ConvTranspose 2x2 stride 2 (the PP-OCR det head's upsampling)."""
+def upsampling_head(kernel: int = 2) -> ir.Model:
+    """conv -> relu -> ConvTranspose kernel x kernel, stride 2 (2: the PP-OCR det head's
+    upsampling, each output pixel one tap; 3: neighbouring taps overlap)."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["y"], kernel_shape=[2, 2],
-                         strides=[2, 2], name="up"),
+        helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["y"],
+                         kernel_shape=[kernel] * 2, strides=[2, 2], name="up"),
     ]
     inits = {"w1": rand(8, 3, 3, 3, seed=1) * 0.5, "b1": rand(8, seed=2) * 0.1,
-             "wt": rand(8, 4, 2, 2, seed=3) * 0.5, "bt": rand(4, seed=4) * 0.1}
-    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 4, 32, 32]}, inits)
+             "wt": rand(8, 4, kernel, kernel, seed=3) * 0.5, "bt": rand(4, seed=4) * 0.1}
+    side = 30 + kernel  # (16 - 1) * 2 + kernel
+    return float_model(nodes, {"x": [1, 3, 16, 16]}, {"y": [1, 4, side, side]}, inits)
 
 
 @pytest.mark.parametrize("form", quantize.STATIC_FORMS)
-def test_conv_transpose_is_int8_in_the_inputs_form_only(form):
+def test_conv_transpose_is_int8_in_the_inputs_form_and_chained_with_one_tap(form):
+    """The inputs form quantizes every ConvTranspose (OpenVINO runs them on int8); the chained
+    form one whose kernel equals its stride (kiln's native QConvTranspose), its Relu'd input
+    quantized once, after the Relu."""
     model = upsampling_head()
     ranges = calibrate.collect_ranges(model, mobile_feeds(4), method="minmax")
     q = ir.from_proto(ir.to_proto(model))
     step = quantize.QuantizeStaticPass(ranges, quantize.scheme_for(None, form), form=form)
     step(q)
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
-    if form == "chained":
-        assert "up" not in step.stats.nodes and _reads_dq(q, "up") == [False, False, False]
-        return
     assert "up" in step.stats.nodes and _reads_dq(q, "up") == [True, True, False]
     w_dq = _dq_of(q, "up", 1)
     assert w_dq.attributes["axis"].as_int() == 1  # per output channel of [C_in, C_out, kh, kw]
     assert w_dq.inputs[1].const_value.numpy().shape == (4,)
+    if form == "chained":  # conv1 -> Relu -> Q, the Relu fused; the float result stays float
+        quantized = {n.inputs[0].name for n in q.graph if n.op_type == "QuantizeLinear"}
+        assert "r1" in quantized and "c1" not in quantized and "y" not in quantized
+        return
     deconvs, compiled = _openvino_convs(q, "Deconvolution")
     assert len(deconvs) == 1 and set(deconvs.values()) <= {"u8", "i8"}
     for x in mobile_feeds(2, seed=12):
         assert accuracy.cosine(run_reference(model, x)[0], compiled(x)[0]) > 0.995
+
+
+def test_conv_transpose_whose_taps_overlap_stays_float_in_the_chained_form():
+    model = upsampling_head(kernel=3)
+    ranges = calibrate.collect_ranges(model, mobile_feeds(4), method="minmax")
+    step = quantize.QuantizeStaticPass(ranges, quantize.scheme_for(None, "chained"))
+    step(model)
+    assert "up" not in step.stats.nodes and _reads_dq(model, "up") == [False, False, False]
+    assert "kernel [3, 3] is not its strides [2, 2]" in step.stats.skipped["up"]
 
 
 def test_unknown_static_form_is_refused():

@@ -183,6 +183,103 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   else run(0, tasks);
 }
 
+PackedInt8B pack_int8_b_segments(const int8_t* B, size_t segments, size_t seg_len, size_t N,
+                                 size_t ldb) {
+  const size_t seg64 = (seg_len + 63) / 64 * 64;
+  std::vector<int8_t> padded(segments * seg64 * N, 0);
+  for (size_t s = 0; s < segments; ++s)
+    for (size_t k = 0; k < seg_len; ++k)
+      std::memcpy(&padded[(s * seg64 + k) * N], B + (s * seg_len + k) * ldb, N);
+  return pack_int8_b(padded.data(), segments * seg64, N, N);
+}
+
+void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& io,
+                           ThreadPool* pool) {
+#if KILN_HAS_X86
+  if (M == 0 || B.N == 0) return;
+  const size_t nseg = io.segments, seg64 = (io.seg_len + 63) / 64 * 64, Kq = B.Kq, N = B.N;
+  if (nseg == 0 || io.seg_len == 0 || Kq != nseg * seg64)
+    throw std::invalid_argument("int8 AMX GEMM: B is not packed in segments of the rows' K");
+  const size_t mblocks = (M + kAmxMb - 1) / kAmxMb;
+  const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;
+  const size_t threads = pool ? pool->size() : 1;
+  const bool split_n = mblocks < 4 * threads && nchunks > 1;
+  const size_t ld = nchunks == 1 ? N : kInt8Nc;
+  const size_t tasks = split_n ? mblocks * nchunks : mblocks;
+  // Whether every byte the 16 loaded rows of each segment may touch lies in [begin, end).
+  const auto inside = [&](const AmxRows& tile) {
+    const auto [lo, hi] = std::minmax_element(tile.bases, tile.bases + nseg);
+    const uintptr_t first = reinterpret_cast<uintptr_t>(*lo);
+    const uintptr_t last = reinterpret_cast<uintptr_t>(*hi) + 15 * tile.lda + seg64;
+    return first >= reinterpret_cast<uintptr_t>(io.begin) &&
+           last <= reinterpret_cast<uintptr_t>(io.end);
+  };
+  auto run = [&](size_t t0, size_t t1) {
+    thread_local std::vector<int32_t> cbuf;
+    thread_local std::vector<AmxRows> tbuf;
+    thread_local std::vector<const uint8_t*> pbuf;
+    thread_local std::vector<uint8_t> gbuf;
+    int32_t* acc = scratch(cbuf, kAmxMb * kInt8Nc);
+    const uint8_t** ptrs = scratch(pbuf, kAmxMb * nseg * 2);
+    kiln_amx_tiles_begin();
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t mb = split_n ? t / nchunks : t;
+      const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
+      const size_t i0 = mb * kAmxMb, rows = std::min(kAmxMb, M - i0);
+      // The block's rows as tiles of up to 16 rows at one stride each.
+      tbuf.clear();
+      size_t copies = 0;
+      for (size_t i = i0; i < i0 + rows;) {
+        const uint8_t** bases = ptrs + tbuf.size() * nseg;
+        size_t lda = 0;
+        const size_t n = std::min({io.run(i, bases, &lda), size_t{16}, i0 + rows - i});
+        tbuf.push_back({bases, lda, n});
+        copies += !inside(tbuf.back());
+        i += n;
+      }
+      // A tile whose loads would leave [begin, end) (rows at the end of the input) is copied:
+      // its real bytes, zeros after them.
+      uint8_t* g = copies ? scratch(gbuf, copies * 16 * Kq) : nullptr;
+      for (size_t k = 0; copies && k < tbuf.size(); ++k) {
+        AmxRows& tile = tbuf[k];
+        if (inside(tile)) continue;
+        std::memset(g, 0, 16 * Kq);
+        const uint8_t** copied = ptrs + (kAmxMb + k) * nseg;
+        for (size_t s = 0; s < nseg; ++s) {
+          for (size_t r = 0; r < tile.rows; ++r)
+            std::memcpy(g + r * Kq + s * seg64, tile.bases[s] + r * tile.lda, io.seg_len);
+          copied[s] = g + s * seg64;
+        }
+        tile = {copied, Kq, tile.rows};
+        g += 16 * Kq;
+      }
+      for (size_t ch = c0; ch < c1; ++ch) {
+        const size_t j0 = ch * kInt8Nc, cols = std::min(kInt8Nc, N - j0);
+        for (size_t jp = 0; jp < cols; jp += kInt8Nr) {
+          const int8_t* panel = B.panels.data() + (j0 + jp) / kInt8Nr * Kq * kInt8Nr;
+          const size_t pc = std::min(kInt8Nr, cols - jp);
+          int32_t* c = acc + jp;
+          for (size_t k = 0; k < tbuf.size(); k += 2) {
+            const size_t pair = std::min<size_t>(2, tbuf.size() - k);
+            kiln_u8s8_gemm_rows__amx(&tbuf[k], pair, nseg, seg64, panel, c, ld, pc);
+            c += (tbuf[k].rows + (pair > 1 ? tbuf[k + 1].rows : 0)) * ld;
+          }
+        }
+        io.epilogue(i0, rows, j0, cols, acc, ld);
+      }
+    }
+    kiln_amx_tiles_end();
+  };
+  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16))
+    pool->parallel_for(tasks, 1, run);
+  else
+    run(0, tasks);
+#else
+  (void)M, (void)B, (void)io, (void)pool;
+  throw std::logic_error("int8 AMX GEMM on a CPU without AMX");
+#endif
+}
+
 std::function<const uint8_t*(size_t, size_t, uint8_t*)> int8_rows_of(const uint8_t* A,
                                                                       size_t K, size_t lda,
                                                                       size_t Kq) {

@@ -104,6 +104,47 @@ void kiln_amx_tiles_end();
 void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t lda,
                                const int8_t* panel, int32_t* c, size_t ldc, size_t cols);
 
+// AMX reading A in place. Up to 16 rows of A a fixed stride apart (a run of output pixels of
+// one convolution row in a padded NHWC input): row r of segment s at bases[s] + r * lda. A
+// tile load takes 16 rows of 64 bytes whatever `rows` says; the products of the first `rows`
+// are kept.
+struct AmxRows {
+  const uint8_t* const* bases;
+  size_t lda, rows;
+};
+// Products of one or two such tiles (ntiles rows stacked: tiles[0]'s rows, then tiles[1]'s)
+// and `cols` <= kInt8Nr columns of one panel packed with each of the nseg segments' K
+// rounded up to seg64 (a multiple of 64) with zero weights: the bytes a load reads past a
+// segment's real ones count for nothing. Between kiln_amx_tiles_begin / end.
+void kiln_u8s8_gemm_rows__amx(const AmxRows* tiles, size_t ntiles, size_t nseg, size_t seg64,
+                              const int8_t* panel, int32_t* c, size_t ldc, size_t cols);
+
+// The GEMM on AMX over rows found in place as stride runs: M rows of `segments` segments of
+// seg_len real bytes each; B packed by pack_int8_b_segments. `run(i, bases, lda)` writes the
+// segment pointers of row i and the stride to the rows after it and returns how many rows
+// (>= 1, counting row i) continue at that stride. Every byte a tile load may touch lies in
+// [begin, end) or the tile is copied first (16 rows, zero padded), so an input of exactly
+// its own size is never read past.
+struct Int8StridedIO {
+  size_t segments = 1, seg_len = 0;
+  std::function<size_t(size_t i, const uint8_t** bases, size_t* lda)> run;
+  const uint8_t* begin = nullptr;
+  const uint8_t* end = nullptr;
+  std::function<void(size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                     size_t ldacc)> epilogue;
+};
+// B [K = segments x seg_len, N] (row stride ldb) packed as pack_int8_b does after each segment
+// is zero padded to a multiple of 64 rows.
+PackedInt8B pack_int8_b_segments(const int8_t* B, size_t segments, size_t seg_len, size_t N,
+                                 size_t ldb);
+void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& io,
+                           ThreadPool* pool);
+// The smallest K (Kq) a convolution takes to AMX reading its input in place: below it the
+// padding of each segment to 64 bytes wastes more than the tiles gain (1 thread, NHWC in and
+// out: 12 -> 96 at 80 x 80 VNNI 166 us, AMX 219; 16 -> 32 at 160 x 160 275 vs 247; 48 -> 48
+// at 80 x 80 146 vs 111).
+constexpr size_t kAmxConvMinK = 16;
+
 // y[i] = table[y[i]] for n bytes with AVX-512 VBMI (run only where the CPU has it).
 void kiln_byte_map__avx512vbmi(size_t n, const uint8_t* table, uint8_t* y);
 

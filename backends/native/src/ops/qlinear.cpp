@@ -55,23 +55,27 @@ struct Requant {
   size_t N() const { return mult.size(); }
 
   // N output channels; col_sums[j]: the sum of channel j's weights (the a_zero correction).
-  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_) : relu(relu_) {
+  // Column j is output channel j % channels (a ConvTranspose's columns are its kernel taps
+  // times its channels); w_scale and bias have one value per channel.
+  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_, size_t channels = 0)
+      : relu(relu_) {
+    const size_t M = channels ? channels : N;
     const float a_scale = scalar_f32(c.in(2), "a_scale", c);
     const int32_t a_zero = scalar_u8(optional_input(c, 3), "a_zero_point", c);
     const Tensor& ws = c.in(4);
-    if (ws.dtype != DType::f32 || (ws.numel() != 1 && ws.numel() != N))
-      c.fail("w_scale must be float32 with 1 or " + std::to_string(N) + " values, got " +
+    if (ws.dtype != DType::f32 || (ws.numel() != 1 && ws.numel() != M))
+      c.fail("w_scale must be float32 with 1 or " + std::to_string(M) + " values, got " +
              std::string(dtype_name(ws.dtype)) + " " + shape_str(ws.shape));
     const Tensor* bias = optional_input(c, 5);
-    if (bias && (bias->dtype != DType::f32 || bias->numel() != N))
-      c.fail("bias must be float32 with " + std::to_string(N) + " values, got " +
+    if (bias && (bias->dtype != DType::f32 || bias->numel() != M))
+      c.fail("bias must be float32 with " + std::to_string(M) + " values, got " +
              std::string(dtype_name(bias->dtype)) + " " + shape_str(bias->shape));
     mult.resize(N);
     offset.resize(N);
     for (size_t j = 0; j < N; ++j) {
-      mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j];
+      mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j % M];
       // The a_zero correction folded into the offset: (acc - za * colsum) * m + b.
-      offset[j] = (bias ? bias->ptr<float>()[j] : 0.0f) -
+      offset[j] = (bias ? bias->ptr<float>()[j % M] : 0.0f) -
                   mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
     }
     if (const Tensor* ys = optional_input(c, 6)) {
@@ -159,6 +163,30 @@ void transpose_u8(const uint8_t* src, size_t ss, size_t rows, size_t cols, uint8
     }
   for (size_t i = 0; i < rows; ++i)
     for (size_t j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
+// Pixels of 4 bytes from C <= 4 channel rows (row stride ss) of W bytes, the missing
+// channels `fill`: each pixel one little-endian word, a loop the compiler vectorizes (the 8 x 8
+// transpose has no whole block in fewer than 8 rows).
+void pixels_of_planes4(const uint8_t* src, size_t ss, size_t C, size_t W, uint8_t fill,
+                       uint8_t* __restrict dst) {
+  const uint8_t* __restrict r0 = src;
+  const uint8_t* __restrict r1 = C > 1 ? src + ss : nullptr;
+  const uint8_t* __restrict r2 = C > 2 ? src + 2 * ss : nullptr;
+  const uint8_t* __restrict r3 = C > 3 ? src + 3 * ss : nullptr;
+  const uint32_t f = fill;
+  if (C == 3) {
+    for (size_t w = 0; w < W; ++w) {
+      const uint32_t v = uint32_t(r0[w]) | uint32_t(r1[w]) << 8 | uint32_t(r2[w]) << 16 | f << 24;
+      std::memcpy(dst + 4 * w, &v, 4);
+    }
+    return;
+  }
+  for (size_t w = 0; w < W; ++w) {
+    const uint32_t v = uint32_t(r0[w]) | uint32_t(r1 ? r1[w] : f) << 8 |
+                       uint32_t(r2 ? r2[w] : f) << 16 | uint32_t(r3 ? r3[w] : f) << 24;
+    std::memcpy(dst + 4 * w, &v, 4);
+  }
 }
 
 // Tile rows are output pixels i0.. (image i / P, pixel i % P), columns channels j0..; NCHW
@@ -277,6 +305,12 @@ class QConvKernel final : public Kernel {
           for (size_t kw = 0; kw < KW; ++kw)
             b[((kh * KW + kw) * Cp + ch) * K + k] = pw[((k * C + ch) * KH + kh) * KW + kw];
     packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), KH * KW * Cp, K, K));
+#if KILN_HAS_X86
+    if (amx_int8_ready() && packed_->Kq >= kAmxConvMinK)
+      amx_packed_ = std::make_shared<PackedInt8B>(
+          pack_int8_b_segments(b.data(), KH * (dilated_w_ ? KW : 1), dilated_w_ ? Cp : KW * Cp,
+                               K, K));
+#endif
   }
 
   void run(OpContext& c) const override {
@@ -310,10 +344,16 @@ class QConvKernel final : public Kernel {
     // page faults, which the kernel serializes across threads.
     thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
+    const uint8_t* nhwc_end = nhwc + xin.numel();
     const bool as_given = Hp == H && Wp == W && Cp == C && (nhwc_in_ || C == 1);
+    const bool amx = amx_packed_ && amx_int8_active();
     if (!as_given) {
       const size_t row = Wp * Cp;
-      if (copied.size() < g.N * Hp * row) copied.resize(g.N * Hp * row);
+      // AMX loads whole 16-row tiles: room for the rows past the last pixel, so they are
+      // not copied again
+      const size_t slack = amx ? (16 * g.stride[1] + KW) * Cp + 64 : 0;
+      if (copied.size() < g.N * Hp * row + slack) copied.resize(g.N * Hp * row + slack);
+      nhwc_end = copied.data() + copied.size();
       uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
       const uint8_t* px = xin.ptr<uint8_t>();
       parallel(c.pool, g.N * Hp, 4, [&](size_t b, size_t e) {
@@ -331,6 +371,8 @@ class QConvKernel final : public Kernel {
           } else if (nhwc_in_) {
             for (size_t wi = 0; wi < W; ++wi)
               std::memcpy(dst + wi * Cp, px + ((n * H + h) * W + wi) * C, C);
+          } else if (Cp == 4) {  // an image's few channels: one 32-bit word per pixel
+            pixels_of_planes4(px + (n * C * H + h) * W, H * W, C, W, pad, dst);
           } else {  // channel rows of W bytes -> pixels of Cp bytes
             transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Cp);
           }
@@ -341,12 +383,12 @@ class QConvKernel final : public Kernel {
 
     const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
-    // NHWC pixels of every channel are one contiguous run in Y, and in the products when
-    // their rows are Kout apart: the per-channel parameters repeated over `reps` pixels let
-    // one epilogue call cover up to that many (a pixel's few dozen channels are less work
-    // than a call).
-    const size_t reps = nhwc_out_ ? std::min<size_t>(std::max<size_t>(OW, 64),
-                                                     std::max<size_t>(1, 16384 / Kout)) : 0;
+    // A block's products of every channel are one contiguous run when their rows are Kout
+    // apart, and so are its NHWC pixels in Y: the per-channel parameters repeated over `reps`
+    // pixels let one epilogue call cover up to that many (a pixel's few dozen channels are
+    // less work than a call, and leave a vector tail each).
+    const size_t reps = std::min<size_t>(std::max<size_t>(OW, 64),
+                                         std::max<size_t>(1, 16384 / Kout));
     std::vector<float> run_mult(reps * Kout), run_offset(reps * Kout);
     for (size_t r = 0; r < reps; ++r) {
       std::memcpy(run_mult.data() + r * Kout, rq.mult.data(), Kout * sizeof(float));
@@ -355,16 +397,33 @@ class QConvKernel final : public Kernel {
     Int8RowParams run_p = rp;
     run_p.mult = run_mult.data();
     run_p.offset = run_offset.data();
+    // Whole rows of products (rows x Kout, contiguous) to dst in the same layout.
+    auto store_run = [&](const int32_t* acc, size_t rows, auto* dst) {
+      for (size_t r = 0; r < rows; r += reps) {
+        const size_t n = std::min(reps, rows - r) * Kout;
+        store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, dst + r * Kout, 0);
+      }
+    };
     // Products of output pixels i0.. (rows) and channels j0.. (cols) to Y in its layout.
     auto epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
                         size_t ld) {
-      if (nhwc_out_ && j0 == 0 && cols == Kout && ld == Kout) {
-        for (size_t r = 0; r < rows; r += reps) {
-          const size_t n = std::min(reps, rows - r) * Kout, at = (i0 + r) * Kout;
-          if (rq.to_u8)
-            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<uint8_t>() + at, 0);
-          else
-            store_rows(loops, rq, run_p, 0, acc + r * Kout, 0, 1, n, y.ptr<float>() + at, 0);
+      const bool whole = j0 == 0 && cols == Kout && ld == Kout;
+      if (nhwc_out_ && whole) {
+        if (rq.to_u8) store_run(acc, rows, y.ptr<uint8_t>() + i0 * Kout);
+        else store_run(acc, rows, y.ptr<float>() + i0 * Kout);
+        return;
+      }
+      if (whole) {  // NCHW: the run into a tile, then scattered
+        if (rq.to_u8) {
+          thread_local std::vector<uint8_t> tile;
+          if (tile.size() < rows * ld) tile.resize(rows * ld);
+          store_run(acc, rows, tile.data());
+          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
+        } else {
+          thread_local std::vector<float> tile;
+          if (tile.size() < rows * ld) tile.resize(rows * ld);
+          store_run(acc, rows, tile.data());
+          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
         }
         return;
       }
@@ -408,9 +467,31 @@ class QConvKernel final : public Kernel {
       return;
     }
 
+    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
+    if (amx) {
+      // Pixels of one output row are rows sw * Cp bytes apart in every segment; the next
+      // output row continues that stride when sh * Wp == OW * sw (a 1 x 1 unpadded layer)
+      const bool rows_continue = sh * Wp == OW * sw;
+      Int8StridedIO io;
+      io.segments = KH * per_row;
+      io.seg_len = dilated_w_ ? Cp : KW * Cp;
+      io.begin = nhwc;
+      io.end = nhwc_end;
+      io.run = [=](size_t i, const uint8_t** bases, size_t* lda) -> size_t {
+        const size_t n = i / P, oh = i % P / OW, ow = i % OW;
+        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
+        for (size_t kh = 0; kh < KH; ++kh)
+          for (size_t kw = 0; kw < per_row; ++kw)
+            *bases++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+        *lda = sw * Cp;
+        return rows_continue ? P - i % P : OW - ow;
+      };
+      io.epilogue = epilogue;
+      gemm_u8s8_amx_strided(g.N * P, *amx_packed_, io, c.pool);
+      return;
+    }
     const PackedInt8B& pw = *packed_;
     Int8GemmIO io;
-    const size_t per_row = dilated_w_ ? KW : 1;  // segments per kernel row
     io.segments = KH * per_row;
     io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
       // the block's first pixel divided out once, then stepped: a division per row costs
@@ -438,8 +519,188 @@ class QConvKernel final : public Kernel {
   bool dilated_w_ = false;  // a dilated width splits kernel rows into KW segments
   size_t cp_ = 0;  // channels as the GEMM reads them (C rounded up to whole k quads)
   std::shared_ptr<PackedInt8B> packed_;  // null for a depthwise convolution
+  // The same weights with each segment's K padded to 64 for AMX reading the input in place;
+  // null where AMX cannot run or K is small
+  std::shared_ptr<PackedInt8B> amx_packed_;
   std::vector<int16_t> dw_w_;            // depthwise taps, tap-major (see the constructor)
   std::vector<int32_t> dw_sums_;         // depthwise: each channel's tap sum
+};
+
+// kiln::QConvTranspose: a quantized ConvTranspose whose kernel equals its stride (no pads,
+// dilations, output padding or groups), so each output pixel has exactly one tap: one GEMM
+// of the input pixels (rows of C bytes) by W as [C, (ky, kx, m)], each product going to
+// output pixel (h * KH + ky, w * KW + kx), channel m. Inputs and epilogue as QConv's, w_scale
+// and bias per output channel m; layouts as QConv's. In NHWC (or with one output channel) a
+// pixel's products of one kernel row are one run of KW * M values in Y.
+class QConvTransposeKernel final : public Kernel {
+ public:
+  QConvTransposeKernel(const NodeDesc& node, const BuildContext& bc)
+      : relu_(relu_of(node)), nhwc_in_(layout_of(node, "kiln_layout_in")),
+        nhwc_out_(layout_of(node, "kiln_layout_out")) {
+    const Tensor* w = bc.constant(node, 1);
+    check_constant_weights(node, w, 4);
+    C_ = w->shape[0];
+    M_ = w->shape[1];
+    KH_ = w->shape[2];
+    KW_ = w->shape[3];
+    const ConvAttrs a = read_attrs(node, true);
+    const auto all = [](const std::vector<int64_t>& v, int64_t x) {
+      return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; });
+    };
+    const std::vector<int64_t> kernel = {static_cast<int64_t>(KH_), static_cast<int64_t>(KW_)};
+    // (auto_pad of any kind pads k - stride = 0 here)
+    if (a.group != 1 || a.strides != kernel || !all(a.pads, 0) || !all(a.dilations, 1) ||
+        !all(a.output_padding, 0) || !a.output_shape.empty() ||
+        (!a.kernel_shape.empty() && a.kernel_shape != kernel))
+      node.fail("int8 ConvTranspose runs a 2-D kernel equal to its strides, one group, no "
+                "pads, dilations, output padding or output shape");
+    const int8_t* pw = w->ptr<int8_t>();
+    const size_t N = KH_ * KW_ * M_, taps = KH_ * KW_;
+    std::vector<int8_t> b(C_ * N);
+    for (size_t c = 0; c < C_; ++c)
+      for (size_t m = 0; m < M_; ++m)
+        for (size_t t = 0; t < taps; ++t) b[c * N + t * M_ + m] = pw[(c * M_ + m) * taps + t];
+    packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), C_, N, N));
+#if KILN_HAS_X86
+    if (amx_int8_ready() && packed_->Kq >= kAmxConvMinK)
+      amx_packed_ = std::make_shared<PackedInt8B>(pack_int8_b_segments(b.data(), 1, C_, N, N));
+#endif
+  }
+
+  void run(OpContext& c) const override {
+    const Tensor& x = c.in(0);
+    if (x.dtype != DType::u8 || x.rank() != 4)
+      c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
+             shape_str(x.shape));
+    const size_t Nb = x.shape[0], C = nhwc_in_ ? x.shape[3] : x.shape[1];
+    const size_t H = nhwc_in_ ? x.shape[1] : x.shape[2], W = nhwc_in_ ? x.shape[2] : x.shape[3];
+    if (C != C_)
+      c.fail("X has " + std::to_string(C) + " channels, the weights " + std::to_string(C_));
+    const PackedInt8B& pw = *packed_;
+    const size_t M = M_, KH = KH_, KW = KW_, N = pw.N, Kq = pw.Kq;
+    const Requant rq(c, N, pw.col_sums.data(), relu_, M);
+    const size_t OH = H * KH, OW = W * KW, P = H * W;
+    const int64_t n_ = Nb, m_ = M, oh_ = OH, ow_ = OW;
+    Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32,
+                         nhwc_out_ ? Shape{n_, oh_, ow_, m_} : Shape{n_, m_, oh_, ow_});
+    if (Nb * P == 0) return;
+    // The input as rows of pixels: in place when NHWC already has whole k quads, else copied
+    // (an NCHW image transposed; channels zero padded to Kq, whose weights are zero).
+    const uint8_t* rows = x.ptr<uint8_t>();
+    thread_local std::vector<uint8_t> copied;
+    if (!nhwc_in_ || Kq != C) {
+      if (copied.size() < Nb * P * Kq) copied.resize(Nb * P * Kq);
+      uint8_t* buf = copied.data();  // a lambda naming `copied` on a worker gets the worker's
+      const uint8_t* px = x.ptr<uint8_t>();
+      parallel(c.pool, Nb * H, 4, [&](size_t b, size_t e) {
+        for (size_t nh = b; nh < e; ++nh) {
+          const size_t n = nh / H, h = nh % H;
+          uint8_t* dst = buf + nh * W * Kq;
+          if (Kq != C) std::memset(dst, 0, W * Kq);
+          if (nhwc_in_) {
+            for (size_t wi = 0; wi < W; ++wi)
+              std::memcpy(dst + wi * Kq, px + (nh * W + wi) * C, C);
+          } else {
+            transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Kq);
+          }
+        }
+      });
+      rows = buf;
+    }
+    const Int8Loops& loops = int8_loops();
+    const Int8RowParams rp = rq.params();
+    // The per-column parameters repeated over a block's rows: a whole block (ld == N) is one
+    // epilogue call, not one per pixel of a few values (QConv's runs, kInt8Mb / AMX blocks).
+    constexpr size_t reps = 64;
+    std::vector<float> run_mult(reps * N), run_offset(reps * N);
+    for (size_t r = 0; r < reps; ++r) {
+      std::memcpy(run_mult.data() + r * N, rq.mult.data(), N * sizeof(float));
+      std::memcpy(run_offset.data() + r * N, rq.offset.data(), N * sizeof(float));
+    }
+    Int8RowParams run_p = rp;
+    run_p.mult = run_mult.data();
+    run_p.offset = run_offset.data();
+    auto products = [&](const int32_t* acc, size_t ld, size_t nrows, size_t j0, size_t cols,
+                        auto* tile) {
+      if (j0 != 0 || cols != N || ld != N)
+        return store_rows(loops, rq, rp, j0, acc, ld, nrows, cols, tile, ld);
+      for (size_t r = 0; r < nrows; r += reps)
+        store_rows(loops, rq, run_p, 0, acc + r * N, 0, 1, std::min(reps, nrows - r) * N,
+                   tile + r * N, 0);
+    };
+    // Products of input pixels i0.. to Y: with channels innermost (NHWC, or one channel) a
+    // kernel row's KW * M values of pixel (n, h, w) are one run from output row h * KH + ky,
+    // column w * KW; otherwise each value goes alone.
+    const bool runs = nhwc_out_ || M == 1;
+    auto place = [&](const auto* tile, size_t ld, size_t i0, size_t nrows, size_t j0,
+                     size_t cols, auto* out) {
+      // locals, not captures: a u8 store may alias any captured value and force reloads
+      const size_t kh = KH, kw = KW, m_ = M, oh = OH, ow = OW, w_ = W, run = kw * m_;
+      const bool whole = runs && j0 == 0 && cols == N;
+      // the first pixel divided out once, then stepped
+      size_t n = i0 / P, h = i0 % P / w_, w = i0 % w_;
+      for (size_t r = 0; r < nrows; ++r) {
+        const auto* src = tile + r * ld;
+        if (whole) {  // a few values a run: a loop, not a call
+          for (size_t ky = 0; ky < kh; ++ky) {
+            auto* __restrict dst = out + ((n * oh + h * kh + ky) * ow + w * kw) * m_;
+            const auto* __restrict from = src + ky * run;
+            for (size_t q = 0; q < run; ++q) dst[q] = from[q];
+          }
+        } else {
+          for (size_t jj = 0; jj < cols; ++jj) {
+            const size_t j = j0 + jj, m = j % m_, t = j / m_;
+            const size_t y_h = h * kh + t / kw, y_w = w * kw + t % kw;
+            out[nhwc_out_ ? ((n * oh + y_h) * ow + y_w) * m_ + m
+                          : ((n * m_ + m) * oh + y_h) * ow + y_w] = src[jj];
+          }
+        }
+        if (++w == w_) {
+          w = 0;
+          if (++h == P / w_) h = 0, ++n;
+        }
+      }
+    };
+    auto epilogue = [&](size_t i0, size_t nrows, size_t j0, size_t cols, const int32_t* acc,
+                        size_t ld) {
+      if (rq.to_u8) {
+        thread_local std::vector<uint8_t> tile;
+        if (tile.size() < nrows * ld) tile.resize(nrows * ld);
+        products(acc, ld, nrows, j0, cols, tile.data());
+        place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<uint8_t>());
+      } else {
+        thread_local std::vector<float> tile;
+        if (tile.size() < nrows * ld) tile.resize(nrows * ld);
+        products(acc, ld, nrows, j0, cols, tile.data());
+        place(tile.data(), ld, i0, nrows, j0, cols, y.ptr<float>());
+      }
+    };
+    const size_t M_rows = Nb * P;
+    if (amx_packed_ && amx_int8_active()) {  // every row Kq bytes after the one before
+      Int8StridedIO io;
+      io.seg_len = C;
+      io.begin = rows;
+      io.end = rows + M_rows * Kq;
+      io.run = [=](size_t i, const uint8_t** bases, size_t* lda) -> size_t {
+        bases[0] = rows + i * Kq;
+        *lda = Kq;
+        return M_rows - i;
+      };
+      io.epilogue = epilogue;
+      gemm_u8s8_amx_strided(M_rows, *amx_packed_, io, c.pool);
+      return;
+    }
+    Int8GemmIO io;
+    io.fill = int8_rows_of(rows, Kq, Kq, Kq);
+    io.epilogue = epilogue;
+    gemm_u8s8_fused(M_rows, pw, io, c.pool);
+  }
+
+ private:
+  bool relu_, nhwc_in_, nhwc_out_;
+  size_t C_ = 0, M_ = 0, KH_ = 0, KW_ = 0;
+  std::shared_ptr<PackedInt8B> packed_;      // B [C, (ky, kx, m)]
+  std::shared_ptr<PackedInt8B> amx_packed_;  // the same, K padded to 64 (null: no AMX)
 };
 
 // kiln::QMaxPool: DequantizeLinear -> MaxPool -> QuantizeLinear on u8 values. Dequantizing
@@ -573,6 +834,7 @@ KernelFactory factory_of() {
 
 KILN_REGISTER_OP("kiln", "QGemm", factory_of<QGemmKernel>());
 KILN_REGISTER_OP("kiln", "QConv", factory_of<QConvKernel>());
+KILN_REGISTER_OP("kiln", "QConvTranspose", factory_of<QConvTransposeKernel>());
 KILN_REGISTER_OP("kiln", "QMaxPool",
                  [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
                    return std::unique_ptr<Kernel>(new QMaxPoolKernel(node));

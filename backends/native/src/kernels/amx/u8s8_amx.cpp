@@ -106,3 +106,58 @@ void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t 
 }
 
 }  // namespace kiln
+
+namespace kiln {
+
+void kiln_u8s8_gemm_rows__amx(const AmxRows* tiles, size_t ntiles, size_t nseg, size_t seg64,
+                              const int8_t* panel, int32_t* c, size_t ldc, size_t cols) {
+  alignas(64) int32_t out[32 * 32];
+  const bool right = cols > 16, lower = ntiles > 1;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (size_t s = 0; s < nseg; ++s) {
+    const uint8_t* a0 = tiles[0].bases[s];
+    const uint8_t* a1 = lower ? tiles[1].bases[s] : nullptr;
+    // quad (s * seg64 + j) / 4 of the panel, kQuadBytes each
+    const int8_t* bs = panel + s * seg64 * kInt8Nr;
+    for (size_t j = 0; j < seg64; j += 64) {
+      const int8_t* b = bs + j * kInt8Nr;
+      _tile_loadd(4, a0 + j, tiles[0].lda);
+      _tile_loadd(6, b, kQuadBytes);
+      _tile_dpbusd(0, 4, 6);
+      if (right) {
+        _tile_loadd(7, b + 64, kQuadBytes);
+        _tile_dpbusd(1, 4, 7);
+      }
+      if (lower) {
+        _tile_loadd(5, a1 + j, tiles[1].lda);
+        _tile_dpbusd(2, 5, 6);
+        if (right) _tile_dpbusd(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, out, 32 * 4);
+  if (right) _tile_stored(1, out + 16, 32 * 4);
+  if (lower) {
+    _tile_stored(2, out + 16 * 32, 32 * 4);
+    if (right) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
+  }
+  // rows of a narrow product (a ConvTranspose's 4 columns) are a few values: a masked vector
+  // each, not a call
+  const __mmask16 lo = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 hi = cols >= 32 ? __mmask16(0xffff)
+                       : cols > 16 ? __mmask16((1u << (cols - 16)) - 1) : __mmask16(0);
+  const auto copy = [&](const int32_t* from, int32_t* to) {
+    _mm512_mask_storeu_epi32(to, lo, _mm512_maskz_loadu_epi32(lo, from));
+    if (hi) _mm512_mask_storeu_epi32(to + 16, hi, _mm512_maskz_loadu_epi32(hi, from + 16));
+  };
+  for (size_t r = 0; r < tiles[0].rows; ++r) copy(out + r * 32, c + r * ldc);
+  if (lower) {
+    c += tiles[0].rows * ldc;
+    for (size_t r = 0; r < tiles[1].rows; ++r) copy(out + (16 + r) * 32, c + r * ldc);
+  }
+}
+
+}  // namespace kiln
