@@ -51,6 +51,9 @@ class ThreadPool {
   // Chunks parallel_for would use for n items, `grain` and `work` (1 = run on the caller).
   size_t chunks_for(size_t n, size_t grain, size_t work) const;
 
+  // parallel_for calls so far that handed chunks to the workers (not run on the caller alone).
+  uint64_t split_calls() const { return split_calls_.load(std::memory_order_relaxed); }
+
   // Wakes the workers and keeps them spinning between calls while it lives; nests and may
   // be held by several threads at once.
   class Engaged {
@@ -86,6 +89,7 @@ class ThreadPool {
   // another generation and claims nothing.
   std::atomic<uint64_t> claim_{0};
   std::atomic<size_t> finished_{0};  // chunks of the current call that have run
+  std::atomic<uint64_t> split_calls_{0};
   std::atomic<int> engaged_{0};      // open Engaged scopes: workers spin instead of sleeping
   std::atomic<int> sleepers_{0};     // workers blocked on wake_ (changed under mutex_)
   uint64_t wake_ticket_ = 0;         // moved (under mutex_) by each Engaged: wakes sleepers
