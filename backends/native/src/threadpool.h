@@ -10,6 +10,11 @@
 // for a few microseconds after a call, then sleep on a condition variable, so an idle pool
 // never holds a core away from another engine between requests.
 //
+// Workers are kept off the caller's CPU (Linux): at each Engaged scope and, with one run in
+// flight, at each call, since after an idle gap the scheduler stacks a woken thread on its
+// waker's CPU. A caller waiting for claimed chunks spins, then yields, bounded in time, before
+// it blocks: a blocked caller's wake-up is where it tends to land on a worker's CPU.
+//
 // Small work is not split: parallel_for takes the call's total work (a cost estimate in
 // roughly flop-sized units) and gives each thread at least kMinChunkWork of it; work too
 // small for two chunks runs on the caller without touching the workers.
@@ -72,7 +77,8 @@ class ThreadPool {
   // Claims and runs chunks of call `generation` until none are left.
   void run_chunks(uint32_t generation);
   void wake_sleepers();
-  // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere).
+  // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere);
+  // called with mutex_ held, a vDSO read when the caller has not moved.
   void place_workers_away_from_caller();
 
   std::vector<std::thread> workers_;
