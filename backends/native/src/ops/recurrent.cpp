@@ -107,12 +107,12 @@ void recurrent_product(const RecurrentWeights& rw, const float* v, const float* 
 // place. make_step(d, dw, pool) builds direction d's step (its R packed, or the prepacked one),
 // with the pool its recurrent products may split across (null: run on the calling thread).
 //
-// Two directions on a pool of two threads run at once, one per thread. A step's product
-// (G*H x H, a GEMV) is too small to split well: split, every step pays a fork and a join and
-// each thread still streams R through its cache (ddddocr's LSTM, H = 512, R 4 MiB per
-// direction: 8.9 ms on one thread, 7.6 ms with each step split over two). Whole directions
-// have no join until the end. With more threads than directions each step is split instead,
-// so that R is shared among the caches.
+// Two directions on a pool of two threads run at once, one per thread, when one direction's
+// R fits in half of a core's L2: then each core keeps its direction's R cached across steps
+// and no step pays a fork and a join. A larger R is streamed from L3 every step; split per
+// step instead, each core takes a fixed half of R's columns and keeps that in its L2
+// (ddddocr's LSTM, H = 512, R 4 MiB per direction: 4.9-6.1 ms split per step, 9.1-9.9 ms
+// with a direction per thread; best of 48 runs each at 2 threads, on a 2 MiB L2).
 template <typename MakeStep>
 void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, MakeStep&& make_step) {
   const Tensor& x = c.in(0);
@@ -166,7 +166,9 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, MakeS
   if (y != nullptr) std::fill(y, y + s.seq * dirs * s.batch * H, 0.0f);
 
   ThreadPool* pool = c.pool && c.pool->size() > 1 ? c.pool : nullptr;
-  const bool concurrent = dirs > 1 && pool && pool->size() <= static_cast<size_t>(dirs);
+  const size_t r_bytes = static_cast<size_t>(G * H * H) * sizeof(float);
+  const bool concurrent = dirs > 1 && pool && pool->size() <= static_cast<size_t>(dirs) &&
+                          r_bytes <= cache_sizes().l2 / 2;
   ThreadPool* inner = concurrent ? nullptr : pool;
   // Everything that allocates or may fail is made here, before any direction runs: a
   // direction running on a pool thread must not throw.
