@@ -8,8 +8,9 @@ context switches per call, back to back and after a random 20-100 ms sleep.
 count each engine takes turns (b2b then gap, rotating order, ``--rounds`` times); a turn is one
 untimed call and ``--calls`` timed ones. Per call it records wall time, the process's CPU time
 (every thread: a spinning worker counts), minor page faults and voluntary / involuntary context
-switches (getrusage), and prints medians. CPU time and faults move far less than wall time when
-other processes share the cores, so a gap cost that shows there is the engine's own.
+switches (getrusage), and prints medians and the wall time's lower quartile. CPU time and
+faults move far less than wall time when other processes share the cores, so a gap cost that
+shows there is the engine's own.
 """
 
 from __future__ import annotations
