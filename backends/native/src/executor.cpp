@@ -487,6 +487,11 @@ std::vector<double> Plan::node_times() const {
   return last_times_;
 }
 
+std::vector<uint32_t> Plan::node_splits() const {
+  std::lock_guard<std::mutex> lock(times_mutex_);
+  return last_splits_;
+}
+
 std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   if (inputs.size() != inputs_.size())
     throw NodeError("expected " + std::to_string(inputs_.size()) + " inputs, got " +
@@ -533,15 +538,18 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   // The first run to get here drops file-backed weights' pages after their last reader.
   const bool reclaim = !reclaimed_.exchange(true);
   std::vector<double> times(profiling_ ? nodes_.size() : 0);
+  std::vector<uint32_t> splits(profiling_ ? nodes_.size() : 0);
   // Workers are woken once here and spin between this run's ops.
   ThreadPool::Engaged engaged(pool_.get());
   for (size_t k = 0; k < nodes_.size(); ++k) {
     OpContext ctx(nodes_[k], state, pool_.get());
     if (profiling_) {
+      const uint64_t split_before = pool_->split_calls();
       auto start = std::chrono::steady_clock::now();
       kernels_[k]->run(ctx);
       times[k] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
                                                            start).count();
+      splits[k] = static_cast<uint32_t>(pool_->split_calls() - split_before);
     } else {
       kernels_[k]->run(ctx);
     }
@@ -560,6 +568,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   if (profiling_) {
     std::lock_guard<std::mutex> lock(times_mutex_);
     last_times_ = std::move(times);
+    last_splits_ = std::move(splits);
   }
   if (state.measured) {
     // First run with this signature: plan its layout from what every value needed.

@@ -186,6 +186,9 @@ class Plan {
   // microseconds per node and node_times() returns those of the last run to finish.
   void set_profiling(bool on) { profiling_ = on; }
   std::vector<double> node_times() const;
+  // With profiling on: per node of the last run, how many of its pool calls went to the
+  // workers (0: it ran on the calling thread alone). Exact when one run is in flight.
+  std::vector<uint32_t> node_splits() const;
 
  private:
   friend class RunState;
@@ -222,6 +225,7 @@ class Plan {
   PlanIsa isa_;
   mutable std::mutex times_mutex_;
   mutable std::vector<double> last_times_;
+  mutable std::vector<uint32_t> last_splits_;
 };
 
 // Per-run state: the value table and this run's arena.

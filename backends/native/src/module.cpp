@@ -298,6 +298,8 @@ NB_MODULE(_native, m) {
       .def("set_profiling", &kiln::Plan::set_profiling, "on"_a)
       .def("node_times", &kiln::Plan::node_times,
            "Microseconds per node of the last profiled run (empty when profiling is off).")
+      .def("node_splits", &kiln::Plan::node_splits,
+           "Per node of the last profiled run: its pool calls that went to the workers.")
       .def_prop_ro("n_nodes", &kiln::Plan::n_nodes)
       .def_prop_ro("arena_bytes", &kiln::Plan::arena_bytes)
       .def_prop_ro("threads", &kiln::Plan::threads)

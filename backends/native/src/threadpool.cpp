@@ -1,6 +1,7 @@
 #include "threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "cpu.h"
 
@@ -26,9 +27,13 @@ constexpr int kSpin = 2000;
 // stretch does not hold a core for nothing. Past kSpin it yields between polls, so on a
 // machine with more runnable threads than cores the caller (or another process) gets the core.
 constexpr int kEngagedSpin = 10 * kSpin;
-// After the pause spin, a caller waiting for a worker's chunk yields its core this many
-// times before blocking: a descheduled worker can then run on it.
-constexpr int kYields = 200;
+// A caller waiting for the chunks workers claimed spins (pause) this long, then yields its
+// core (a descheduled worker, or another process, can run) until kJoinYield has passed, and
+// only then blocks. Blocking halts the caller's vCPU, and the wake-up may put the caller on
+// a worker's CPU; counted in iterations the wait was ~22 us of pauses + 200 yields (~35 us
+// on an idle 2-vCPU VM), shorter than the imbalance of two chunks after an idle gap.
+constexpr std::chrono::microseconds kJoinSpin{50};
+constexpr std::chrono::microseconds kJoinYield{1000};
 // One chunk per thread, as many kernels size their work for; a chunk a late worker has not
 // claimed is run by the caller instead.
 constexpr size_t kChunksPerThread = 1;
@@ -177,11 +182,18 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
+  split_calls_.fetch_add(1, std::memory_order_relaxed);
   const size_t chunk = (n + chunks_wanted - 1) / chunks_wanted;
   const size_t chunks = (n + chunk - 1) / chunk;
   uint32_t generation;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // The caller may have moved during the run: a join it slept in woke it on a worker's
+    // CPU (measured on the 2-vCPU VM: 16 of 100 runs after idle gaps, 2 of 100 back to back),
+    // and the two then share that CPU for the rest of the run. Each call checks (a vDSO
+    // read) and moves the workers away again. Only for a single run in flight: with several,
+    // each caller would move them on every call.
+    if (engaged_.load(std::memory_order_relaxed) == 1) place_workers_away_from_caller();
     task_ = &fn;
     task_isa_ = current_plan_isa();
     task_n_ = n;
@@ -195,11 +207,15 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
   wake_sleepers();
   run_chunks(generation);
   // Only chunks a worker has claimed are outstanding: wait for those to finish.
-  for (int i = 0; i < kSpin && finished_.load(std::memory_order_acquire) != chunks; ++i)
-    KILN_PAUSE();
-  for (int i = 0; i < kYields && finished_.load(std::memory_order_acquire) != chunks; ++i)
-    std::this_thread::yield();
-  if (finished_.load(std::memory_order_acquire) != chunks) {
+  auto pending = [&] { return finished_.load(std::memory_order_acquire) != chunks; };
+  if (pending()) {
+    const auto start = std::chrono::steady_clock::now();
+    auto waited = [&] { return std::chrono::steady_clock::now() - start; };
+    while (pending() && waited() < kJoinSpin)
+      for (int i = 0; i < 64 && pending(); ++i) KILN_PAUSE();
+    while (pending() && waited() < kJoinYield) std::this_thread::yield();
+  }
+  if (pending()) {
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return finished_.load() == chunks; });
   }

@@ -10,6 +10,11 @@
 // for a few microseconds after a call, then sleep on a condition variable, so an idle pool
 // never holds a core away from another engine between requests.
 //
+// Workers are kept off the caller's CPU (Linux): at each Engaged scope and, with one run in
+// flight, at each call, since after an idle gap the scheduler stacks a woken thread on its
+// waker's CPU. A caller waiting for claimed chunks spins, then yields, bounded in time, before
+// it blocks: a blocked caller's wake-up is where it tends to land on a worker's CPU.
+//
 // Small work is not split: parallel_for takes the call's total work (a cost estimate in
 // roughly flop-sized units) and gives each thread at least kMinChunkWork of it; work too
 // small for two chunks runs on the caller without touching the workers.
@@ -51,6 +56,9 @@ class ThreadPool {
   // Chunks parallel_for would use for n items, `grain` and `work` (1 = run on the caller).
   size_t chunks_for(size_t n, size_t grain, size_t work) const;
 
+  // parallel_for calls so far that handed chunks to the workers (not run on the caller alone).
+  uint64_t split_calls() const { return split_calls_.load(std::memory_order_relaxed); }
+
   // Wakes the workers and keeps them spinning between calls while it lives; nests and may
   // be held by several threads at once.
   class Engaged {
@@ -69,7 +77,8 @@ class ThreadPool {
   // Claims and runs chunks of call `generation` until none are left.
   void run_chunks(uint32_t generation);
   void wake_sleepers();
-  // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere).
+  // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere);
+  // called with mutex_ held, a vDSO read when the caller has not moved.
   void place_workers_away_from_caller();
 
   std::vector<std::thread> workers_;
@@ -86,6 +95,7 @@ class ThreadPool {
   // another generation and claims nothing.
   std::atomic<uint64_t> claim_{0};
   std::atomic<size_t> finished_{0};  // chunks of the current call that have run
+  std::atomic<uint64_t> split_calls_{0};
   std::atomic<int> engaged_{0};      // open Engaged scopes: workers spin instead of sleeping
   std::atomic<int> sleepers_{0};     // workers blocked on wake_ (changed under mutex_)
   uint64_t wake_ticket_ = 0;         // moved (under mutex_) by each Engaged: wakes sleepers

@@ -296,6 +296,31 @@ def test_minilm_matches_onnxruntime():
             np.testing.assert_allclose(got[spec.name], ref, rtol=1e-3, atol=1e-4)
 
 
+def _splits_by_node(threads: int, feeds: dict, model: onnx.ModelProto) -> dict[str, int]:
+    """Per node (by op and first input), the pool calls of a profiled run that split."""
+    compiled = compile_native(model, threads=threads, profile=True)
+    compiled.run(feeds)
+    segment = compiled.segments[0]
+    return {f"{n.op}:{segment.lowered.value_names[n.inputs[0]]}": s
+            for n, s in zip(segment.lowered.nodes, segment.plan.node_splits())}
+
+
+def test_small_ops_run_on_the_caller_and_large_ones_split():
+    """The pool's cost model: an op's work decides whether it is split, not its kind."""
+    feeds = {"s": f32(64, 128), "b": f32(512, 1024), "m": f32(256, 256)}
+    model = model_from_arrays(
+        [helper.make_node("Add", ["s", "s"], ["small_add"]),
+         helper.make_node("Add", ["b", "b"], ["big_add"]),
+         helper.make_node("Relu", ["s"], ["small_relu"]),
+         helper.make_node("MatMul", ["m", "w"], ["big_matmul"])],
+        feeds, ["small_add", "big_add", "small_relu", "big_matmul"],
+        initializers={"w": f32(256, 256)})
+    two = _splits_by_node(2, feeds, model)
+    assert two["Add:s"] == 0 and two["Relu:s"] == 0, two
+    assert two["Add:b"] >= 1 and two["MatMul:m"] >= 1, two
+    assert not any(_splits_by_node(1, feeds, model).values())
+
+
 def _cpus_allowed(tid: str) -> set[int]:
     with open(f"/proc/self/task/{tid}/status") as status:
         line = next(ln for ln in status if ln.startswith("Cpus_allowed_list:"))

@@ -156,3 +156,33 @@ def test_gru_with_other_activations_is_refused_naming_them():
                                                                ["Relu", "Tanh"]))
     with pytest.raises(kiln.UnsupportedError, match="activations"):
         kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_bidirectional_matches_onnx_reference_on_every_thread_count(op: str, threads: int):
+    # Hidden size 96: each step's product is large enough to split across threads, so the
+    # runs cover one thread, one direction per thread (2) and steps split across threads (3).
+    # W, R and B are initializers, as exporters write them (R is packed at build).
+    hidden, gates = 96, {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    x = rng.standard_normal([SEQ, BATCH, INPUT]).astype(np.float32)
+    weights = {
+        "W": (rng.standard_normal([2, gates * hidden, INPUT]) * 0.3).astype(np.float32),
+        "R": (rng.standard_normal([2, gates * hidden, hidden]) * 0.1).astype(np.float32),
+        "B": rng.standard_normal([2, 2 * gates * hidden]).astype(np.float32),
+    }
+    outputs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
+    node = helper.make_node(op, ["X", *weights], outputs, name="rnn",
+                            direction="bidirectional", hidden_size=hidden)
+    model = helper.make_model(helper.make_graph(
+        [node], op.lower(), [helper.make_tensor_value_info("X", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None] * (4 if o == "Y" else 3))
+         for o in outputs],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()]),
+        opset_imports=[helper.make_opsetid("", 14)])
+    want = ReferenceEvaluator(model).run(None, {"X": x})
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None, threads=threads)
+    for _ in range(2):  # the second run reuses the arena and the pool
+        got = rep.run([x])
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
