@@ -220,9 +220,21 @@ const Tensor* BuildContext::constant(const NodeDesc& node, size_t i) const {
 
 // ---- run-time context -------------------------------------------------------------------
 
+namespace {
+
+// Empties a value-table slot but keeps its shape's capacity for the next run.
+void forget(Tensor& t) {
+  t.dtype = DType::undefined;
+  t.data = nullptr;
+  t.owner.reset();
+  t.shape.clear();
+}
+
+}  // namespace
+
 const Tensor* OpContext::input(size_t i) const {
   if (i >= node.inputs.size() || node.inputs[i] < 0) return nullptr;
-  const Tensor& t = state_.values[node.inputs[i]];
+  const Tensor& t = state_.value(node.inputs[i]);
   if (t.dtype == DType::undefined) node.fail("input " + std::to_string(i) + " was not computed");
   return &t;
 }
@@ -264,10 +276,44 @@ Tensor& RunState::allocate(int id, DType dtype, const Shape& shape, const NodeDe
     t.shape = shape;
     t.owner.reset();
     t.data = arena + layout.offsets[id];
+  } else if (measured) {
+    // Best fit among dead values' buffers, within twice the size asked.
+    size_t pick = spares_.size();
+    for (size_t i = 0; i < spares_.size(); ++i)
+      if (spares_[i].bytes >= bytes && spares_[i].bytes <= 2 * bytes + 4096 &&
+          (pick == spares_.size() || spares_[i].bytes < spares_[pick].bytes))
+        pick = i;
+    if (pick < spares_.size()) {
+      Spare spare = std::move(spares_[pick]);
+      spares_.erase(spares_.begin() + static_cast<std::ptrdiff_t>(pick));
+      t.dtype = dtype;
+      t.shape = shape;
+      t.owner = std::move(spare.buffer);
+      t.data = t.owner.get();
+      heap_buffers_[id] = {spare.bytes, t.owner};
+    } else {
+      t = make_heap_tensor(dtype, shape);
+      heap_buffers_[id] = {bytes, t.owner};
+    }
   } else {
     t = make_heap_tensor(dtype, shape);
   }
   return t;
+}
+
+void RunState::release(int id) {
+  Tensor& t = values[id];
+  if (measured && !heap_buffers_.empty()) {
+    Spare& mine = heap_buffers_[id];
+    // Reused only when this slot holds the very buffer allocate gave it, and alone.
+    if (mine.buffer && t.owner == mine.buffer && t.data == mine.buffer.get() &&
+        mine.buffer.use_count() == 2) {
+      forget(t);
+      spares_.push_back(std::move(mine));
+    }
+    mine = Spare{};
+  }
+  forget(t);
 }
 
 // ---- plan -------------------------------------------------------------------------------
@@ -395,6 +441,8 @@ void Plan::set_io(std::vector<int> inputs, std::vector<int> outputs) {
   outputs_ = std::move(outputs);
   is_output_.assign(n_values_, false);
   for (int v : outputs_) is_output_[v] = true;
+  is_input_.assign(n_values_, false);
+  for (int v : inputs_) is_input_[v] = true;
   // Liveness of every intermediate, for layouts planned per input signature.
   def_node_.assign(n_values_, -1);
   last_use_.assign(n_values_, -1);
@@ -458,28 +506,37 @@ std::vector<size_t> Plan::signature_arena_bytes() const {
   return out;
 }
 
-Plan::Arena Plan::take_arena(size_t bytes) const {
-  if (bytes == 0) return Arena();
+Plan::Scratch Plan::take_scratch(size_t arena_bytes) const {
+  Scratch s;
   {
-    std::lock_guard<std::mutex> lock(arena_mutex_);
-    for (size_t i = 0; i < free_arenas_.size(); ++i) {
-      if (free_arenas_[i].bytes >= bytes) {
-        Arena a = std::move(free_arenas_[i]);
-        free_arenas_.erase(free_arenas_.begin() + static_cast<std::ptrdiff_t>(i));
-        return a;
-      }
+    std::lock_guard<std::mutex> lock(scratch_mutex_);
+    // The last one given back first: its arena is the likeliest to be in cache. One whose
+    // arena is too small (a layout for larger inputs) still lends its value table.
+    if (!free_scratch_.empty()) {
+      size_t pick = free_scratch_.size() - 1;
+      for (size_t i = free_scratch_.size(); i-- > 0;)
+        if (free_scratch_[i].arena.bytes >= arena_bytes) {
+          pick = i;
+          break;
+        }
+      s = std::move(free_scratch_[pick]);
+      free_scratch_.erase(free_scratch_.begin() + static_cast<std::ptrdiff_t>(pick));
     }
   }
-  Arena a;
-  a.data.reset(new uint8_t[bytes + 64]);
-  a.bytes = bytes;
-  return a;
+  if (s.values.size() != static_cast<size_t>(n_values_)) s.values.resize(n_values_);
+  if (arena_bytes > s.arena.bytes) {
+    s.arena.data.reset();  // the old one goes before the new one is taken
+    s.arena.data.reset(new uint8_t[arena_bytes + 64]);
+    s.arena.bytes = arena_bytes;
+  }
+  return s;
 }
 
-void Plan::give_arena(Arena arena) const {
-  if (!arena.data) return;
-  std::lock_guard<std::mutex> lock(arena_mutex_);
-  if (free_arenas_.size() < 8) free_arenas_.push_back(std::move(arena));
+void Plan::give_scratch(Scratch scratch) const {
+  // Heap values (and borrowed inputs) are released now, not when the table is next used.
+  for (Tensor& t : scratch.values) forget(t);
+  std::lock_guard<std::mutex> lock(scratch_mutex_);
+  if (free_scratch_.size() < 8) free_scratch_.push_back(std::move(scratch));
 }
 
 std::vector<double> Plan::node_times() const {
@@ -510,29 +567,26 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     if (it != layouts_.end()) dynamic = it->second;
   }
   const MemoryLayout& layout = dynamic ? *dynamic : static_;
-  Arena arena = take_arena(layout.arena_bytes);
+  Scratch scratch = take_scratch(layout.arena_bytes);
   // Align the arena base to 64 bytes; planned offsets are multiples of 64.
-  uint8_t* base = arena.data.get();
+  uint8_t* base = layout.arena_bytes ? scratch.arena.data.get() : nullptr;
   if (base) {
     uintptr_t p = reinterpret_cast<uintptr_t>(base);
     base += (64 - p % 64) % 64;
   }
-  struct ArenaReturn {
+  struct ScratchReturn {
     const Plan& plan;
-    Arena& arena;
-    ~ArenaReturn() { plan.give_arena(std::move(arena)); }
-  } arena_return{*this, arena};
+    Scratch& scratch;
+    ~ScratchReturn() { plan.give_scratch(std::move(scratch)); }
+  } scratch_return{*this, scratch};
 
   PlanIsaScope scope(&isa_);
-  RunState state(*this, base, layout);
+  RunState state(*this, base, layout, scratch.values);
   if (!all_static_ && !dynamic) {
     measured.assign(n_values_, 0);
     state.measured = &measured;
+    state.start_measuring();
   }
-  for (int id = 0; id < n_values_; ++id)
-    if (const_ptrs_[id]) {
-      state.values[id] = *const_ptrs_[id];
-    }
   for (size_t i = 0; i < inputs.size(); ++i) state.values[inputs_[i]] = inputs[i];
 
   // The first run to get here drops file-backed weights' pages after their last reader.
@@ -554,7 +608,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
       kernels_[k]->run(ctx);
     }
     for (int out : nodes_[k].outputs)
-      if (out >= 0 && state.values[out].dtype == DType::undefined)
+      if (out >= 0 && state.value(out).dtype == DType::undefined)
         nodes_[k].fail("kernel produced no value for an output");
     if (reclaim && k < reclaim_after_.size())
       for (int v : reclaim_after_[k])
@@ -562,7 +616,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
     if (k < frees_.size())
       for (int v : frees_[k]) {
         if (is_output_[v]) continue;
-        state.values[v] = Tensor();
+        state.release(v);
       }
   }
   if (profiling_) {
@@ -580,7 +634,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   std::vector<Tensor> result;
   result.reserve(outputs_.size());
   for (int v : outputs_) {
-    Tensor t = state.values[v];
+    Tensor t = state.value(v);
     if (t.dtype == DType::undefined) throw NodeError("graph output was never computed");
     if (!t.owner || t.owner.use_count() < 0) {
       // Borrowed memory (a constant, an input or the arena): copy into a fresh buffer.
@@ -588,9 +642,7 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
       if (t.nbytes()) std::memcpy(copy.data, t.data, t.nbytes());
       t = copy;
     } else {
-      bool is_const = const_ptrs_[v] != nullptr;
-      bool is_input = std::find(inputs_.begin(), inputs_.end(), v) != inputs_.end();
-      if (is_const || is_input) {
+      if (const_ptrs_[v] || is_input_[v]) {
         Tensor copy = make_heap_tensor(t.dtype, t.shape);
         if (t.nbytes()) std::memcpy(copy.data, t.data, t.nbytes());
         t = copy;

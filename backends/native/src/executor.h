@@ -196,8 +196,15 @@ class Plan {
     std::unique_ptr<uint8_t[]> data;
     size_t bytes = 0;
   };
-  Arena take_arena(size_t bytes) const;
-  void give_arena(Arena arena) const;
+  // What one run needs besides its inputs: an arena and a value table. Both are reused by
+  // later runs, so a run allocates nothing for them (the table's shape vectors keep their
+  // capacity between runs).
+  struct Scratch {
+    Arena arena;
+    std::vector<Tensor> values;
+  };
+  Scratch take_scratch(size_t arena_bytes) const;
+  void give_scratch(Scratch scratch) const;
   MemoryLayout plan_layout(const std::vector<size_t>& sizes) const;
 
   int n_values_;
@@ -219,8 +226,9 @@ class Plan {
   std::vector<bool> is_output_;
   size_t limit_bytes_ = size_t(16) << 30;
   std::unique_ptr<ThreadPool> pool_;
-  mutable std::mutex arena_mutex_;
-  mutable std::vector<Arena> free_arenas_;
+  std::vector<bool> is_input_;  // by value id
+  mutable std::mutex scratch_mutex_;
+  mutable std::vector<Scratch> free_scratch_;
   bool profiling_ = false;
   PlanIsa isa_;
   mutable std::mutex times_mutex_;
@@ -228,19 +236,37 @@ class Plan {
   mutable std::vector<uint32_t> last_splits_;
 };
 
-// Per-run state: the value table and this run's arena.
+// Per-run state: the value table and this run's arena. Constants are not in the table: they
+// are read where the plan holds them.
 class RunState {
  public:
-  RunState(const Plan& plan, uint8_t* arena, const MemoryLayout& layout)
-      : plan(plan), arena(arena), layout(layout) {
-    values.resize(plan.n_values_);
-  }
+  RunState(const Plan& plan, uint8_t* arena, const MemoryLayout& layout,
+           std::vector<Tensor>& values)
+      : plan(plan), arena(arena), layout(layout), values(values) {}
   const Plan& plan;
   uint8_t* arena;
   const MemoryLayout& layout;
-  std::vector<Tensor> values;
+  std::vector<Tensor>& values;  // by value id; constants' slots stay empty
+  const Tensor& value(int id) const {
+    const Tensor* c = plan.const_ptrs_[static_cast<size_t>(id)];
+    return c ? *c : values[static_cast<size_t>(id)];
+  }
   std::vector<size_t>* measured = nullptr;  // bytes asked per value, when measuring
   Tensor& allocate(int id, DType dtype, const Shape& shape, const NodeDesc& node);
+  // Called when value `id` is dead. In a measuring run (no layout yet: every intermediate
+  // is a heap buffer) its buffer is kept for a later value to reuse, so the run touches
+  // about its peak of live bytes in fresh pages rather than the sum of all of them.
+  void release(int id);
+  // Starts a measuring run's bookkeeping of heap buffers (see release).
+  void start_measuring() { heap_buffers_.assign(values.size(), Spare{}); }
+
+ private:
+  struct Spare {
+    size_t bytes;
+    std::shared_ptr<void> buffer;
+  };
+  std::vector<Spare> spares_;          // measuring run: dead values' heap buffers
+  std::vector<Spare> heap_buffers_;    // measuring run: by value id, the buffer allocate gave
 };
 
 }  // namespace kiln
