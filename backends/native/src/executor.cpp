@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -526,10 +527,30 @@ Plan::Scratch Plan::take_scratch(size_t arena_bytes) const {
   if (s.values.size() != static_cast<size_t>(n_values_)) s.values.resize(n_values_);
   if (arena_bytes > s.arena.bytes) {
     s.arena.data.reset();  // the old one goes before the new one is taken
-    s.arena.data.reset(new uint8_t[arena_bytes + 64]);
-    s.arena.bytes = arena_bytes;
+    s.arena = new_arena(arena_bytes);
   }
   return s;
+}
+
+void Plan::FreeBytes::operator()(uint8_t* p) const noexcept { std::free(p); }
+
+Plan::Arena Plan::new_arena(size_t bytes) {
+  // An arena of 2 MiB or more is 2 MiB aligned and asks for transparent huge pages: the run
+  // that first touches it then takes one page fault per 2 MiB instead of one per 4 KiB
+  // (ResNet-50's first run: thousands of faults, each zeroing a page).
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  const size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) throw LimitError("out of memory allocating an arena of " + std::to_string(bytes) +
+                           " bytes");
+#if defined(MADV_HUGEPAGE)
+  if (align == kHuge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is fine
+#endif
+  Arena a;
+  a.data.reset(static_cast<uint8_t*>(p));
+  a.bytes = bytes;
+  return a;
 }
 
 void Plan::give_scratch(Scratch scratch) const {
@@ -568,12 +589,8 @@ std::vector<Tensor> Plan::run(const std::vector<Tensor>& inputs) const {
   }
   const MemoryLayout& layout = dynamic ? *dynamic : static_;
   Scratch scratch = take_scratch(layout.arena_bytes);
-  // Align the arena base to 64 bytes; planned offsets are multiples of 64.
+  // The arena base is 64-byte aligned, and planned offsets are multiples of 64.
   uint8_t* base = layout.arena_bytes ? scratch.arena.data.get() : nullptr;
-  if (base) {
-    uintptr_t p = reinterpret_cast<uintptr_t>(base);
-    base += (64 - p % 64) % 64;
-  }
   struct ScratchReturn {
     const Plan& plan;
     Scratch& scratch;

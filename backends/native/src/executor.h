@@ -192,8 +192,11 @@ class Plan {
 
  private:
   friend class RunState;
+  struct FreeBytes {
+    void operator()(uint8_t* p) const noexcept;
+  };
   struct Arena {
-    std::unique_ptr<uint8_t[]> data;
+    std::unique_ptr<uint8_t, FreeBytes> data;  // 64-byte aligned
     size_t bytes = 0;
   };
   // What one run needs besides its inputs: an arena and a value table. Both are reused by
@@ -204,6 +207,7 @@ class Plan {
     std::vector<Tensor> values;
   };
   Scratch take_scratch(size_t arena_bytes) const;
+  static Arena new_arena(size_t bytes);
   void give_scratch(Scratch scratch) const;
   MemoryLayout plan_layout(const std::vector<size_t>& sizes) const;
 
