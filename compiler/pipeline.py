@@ -52,7 +52,6 @@ from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePas
 from kiln.compiler.report import (
     CompileReport,
     PassRecord,
-    count_nodes,
     op_histogram,
     ops_delta,
 )
@@ -206,8 +205,9 @@ def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None 
     steps = build_pipeline(level, target, caps)
     report = CompileReport(level=level, target=str(target) if target is not None else "any",
                            backend=caps.name, pipeline=[])
-    report.nodes_before = count_nodes(model)
-    report.ops_before = dict(op_histogram(model))
+    before = op_histogram(model)
+    report.nodes_before = before.total()
+    report.ops_before = dict(before)
     return run_steps(model, steps, report), report
 
 
@@ -223,18 +223,18 @@ def run_steps(model: ir.Model, steps: list[Step], report: CompileReport) -> ir.M
     report.pipeline += [name for name, _ in steps]
     hist = op_histogram(model)
     for name, step in steps:
-        before = count_nodes(model)
         start = time.perf_counter()
         result = step(model)
         seconds = time.perf_counter() - start
         model = result.model
-        after = op_histogram(model)
+        after = op_histogram(model)  # one walk gives the op deltas and the node counts
         counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
         report.passes.append(PassRecord(
-            name=name, seconds=seconds, nodes_before=before, nodes_after=count_nodes(model),
+            name=name, seconds=seconds, nodes_before=hist.total(),
+            nodes_after=after.total(),
             modified=bool(result.modified), fired=dict(step.fired) if counts else {},
             rejected=dict(step.rejected) if counts else {}, ops_delta=ops_delta(hist, after)))
         hist = after
-    report.nodes_after = count_nodes(model)
-    report.ops_after = dict(op_histogram(model))
+    report.nodes_after = hist.total()
+    report.ops_after = dict(hist)
     return model

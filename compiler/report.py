@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import onnx_ir as ir
 
+_SUBGRAPH_ATTRS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def walk_nodes(graph: ir.Graph | ir.Function) -> Iterator[ir.Node]:
+    """Every node of ``graph`` and of its subgraphs, each before its subgraphs' nodes (the
+    order of ``Graph.all_nodes``, at a fraction of its cost: the pipeline walks the graph
+    after every pass)."""
+    for node in graph:
+        yield node
+        if not node.attributes:
+            continue
+        for attr in node.attributes.values():
+            if attr.type not in _SUBGRAPH_ATTRS:
+                continue
+            for sub in (attr.value,) if attr.type == ir.AttributeType.GRAPH else attr.value:
+                yield from walk_nodes(sub)
+
 
 def count_nodes(model: ir.Model) -> int:
     """Nodes in the main graph and every subgraph."""
-    return sum(1 for _ in model.graph.all_nodes())
+    return sum(1 for _ in walk_nodes(model.graph))
 
 
 def ops_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
@@ -23,7 +41,7 @@ def ops_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
 def op_histogram(model: ir.Model) -> Counter[str]:
     """How often each op occurs; kiln-domain and other non-ONNX ops carry their domain."""
     hist: Counter[str] = Counter()
-    for node in model.graph.all_nodes():
+    for node in walk_nodes(model.graph):
         domain = node.domain
         hist[node.op_type if domain in ("", "ai.onnx") else f"{domain}::{node.op_type}"] += 1
     return hist

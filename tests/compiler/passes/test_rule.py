@@ -7,6 +7,7 @@ import onnx_ir as ir
 from compiler_cases import ops
 from model_builders import float_model
 from onnx import helper
+from onnxscript.rewriter import RewriteRuleSet
 from onnxscript.rewriter.rules.common import transpose_transpose_rule
 
 from kiln.compiler.passes.rule import Match, OnnxscriptRulesPass, Rule, RulePass
@@ -68,3 +69,29 @@ def test_onnxscript_rules_pass_reports_why_a_rule_was_refused():
     assert sum(step.rejected.values()) == 1
     (reason,) = step.rejected
     assert reason.startswith("FuseBatchNormIntoConv: ") and "initializer" in reason.lower()
+
+
+def test_a_rule_is_tried_only_where_the_graph_holds_every_op_of_its_pattern():
+    from onnxscript.rewriter.rules.common import matmul_add_to_gemm_rule
+
+    from kiln.compiler.passes.rule import may_match, required_ops
+
+    assert required_ops(matmul_add_to_gemm_rule) == {"Add", "MatMul"}
+    rules = RewriteRuleSet([matmul_add_to_gemm_rule])
+    assert not may_match(rules, {"Add", "Conv"})
+    assert may_match(rules, {"Add", "MatMul", "Conv"})
+
+
+def test_a_rule_whose_ops_an_earlier_rule_creates_still_fires_in_the_same_pass():
+    """Flatten -> Reshape makes the Reshape pair the next rule collapses; no Reshape was in
+    the graph when the pass started."""
+    from onnxscript.rewriter.rules.common import flatten_to_reshape_rule, reshape_reshape_rule
+
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+             helper.make_node("Flatten", ["f"], ["y"], axis=1)]
+    model = float_model(nodes, {"x": [2, 3, 4]}, {"y": [2, 12]}, {})
+    ir.passes.common.ShapeInferencePass()(model)
+    step = OnnxscriptRulesPass([reshape_reshape_rule, flatten_to_reshape_rule])
+    assert step(model).modified
+    assert ops(model) == ["Reshape"]
+    assert step.fired == {"Flatten2Reshape": 2, "ReshapeReshape": 1}
