@@ -430,7 +430,18 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   size_t nb = cache_sizes().l2 / 2 / (kdim * sizeof(float)) / kern.nr * kern.nr;
   nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
   nb = even_block(cols, std::min(round_up(nb, kern.nr), round_up(cols, kern.nr)), kern.nr);
-  const size_t blocks = (cols + nb - 1) / nb;
+  const size_t threads = pool ? pool->size() : 1;
+  const size_t col_panels = (cols + kern.nr - 1) / kern.nr;
+  size_t blocks = (cols + nb - 1) / nb;
+  // Several blocks run whole on the threads, so their count is raised to a multiple of the
+  // threads (7 blocks on 2 threads would leave one running the 7th alone) and blocks are
+  // dealt out by micro-panels, equal to one panel.
+  if (threads > 1 && blocks >= threads)
+    for (size_t b = blocks; b <= std::min(col_panels, blocks + threads - 1); ++b)
+      if (b % threads == 0) {
+        blocks = b;
+        break;
+      }
   // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
   // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
   // the sequential copy into panels streams better than those strided rows. In place, every
@@ -440,8 +451,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
   const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
                           Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2;
-  const size_t threads = pool ? pool->size() : 1;
-  const bool across_blocks = threads > 1 && blocks >= 2 * threads;
+  const bool across_blocks = threads > 1 && blocks >= threads && blocks % threads == 0;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
   // after construction) they are converted block by block into scratch instead.
   std::vector<const float*> a_panels;
@@ -449,7 +459,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     for (size_t g = 0; g < p_.groups; ++g)
       a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
-    const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
+    const size_t j0 = bi * col_panels / blocks * kern.nr;
+    const size_t j1 = std::min(cols, (bi + 1) * col_panels / blocks * kern.nr);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
     Epilogue eg = ep;
     if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
