@@ -654,33 +654,40 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       }
     }
   };
-  const size_t threads = pool ? pool->size() : 1;
-  if (threads > 1 && blocks < 8 * threads) {
-    // Few blocks (small maps): whole blocks per thread would leave threads idle or
-    // unbalanced, so every stage of each block is split across the threads instead.
+  auto run = [&](size_t b0, size_t b1) {
     float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
     float* bp = ws;
     float* mo = ws + 36 * C * T;
     Block blk;
-    for (size_t b = 0; b < blocks; ++b) {
+    for (size_t b = b0; b < b1; ++b) {
+      describe(b, blk);
+      transform_in(blk, 0, C, bp);
+      multiply(blk, 0, 36, bp, mo);
+      transform_out(blk, 0, K, mo);
+    }
+  };
+  const size_t threads = pool ? pool->size() : 1;
+  if (threads > 1 && blocks < 8 * threads) {
+    // Few blocks (small maps): handed out one by one they would leave a thread running the
+    // last alone (7 blocks on 2 threads: 4 + 3). So a multiple of the threads runs whole,
+    // an equal share per thread in one fork, and every stage of each remaining block (fewer
+    // than the threads) is split across the threads, three forks each.
+    const size_t whole = blocks / threads * threads;
+    if (whole)
+      pool->parallel_for(threads, 1, [&](size_t c0, size_t c1) {
+        for (size_t c = c0; c < c1; ++c) run(c * whole / threads, (c + 1) * whole / threads);
+      });
+    float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
+    float* bp = ws;
+    float* mo = ws + 36 * C * T;
+    Block blk;
+    for (size_t b = whole; b < blocks; ++b) {
       describe(b, blk);
       pool->parallel_for(C, 1, [&](size_t c0, size_t c1) { transform_in(blk, c0, c1, bp); });
       pool->parallel_for(36, 1, [&](size_t x0, size_t x1) { multiply(blk, x0, x1, bp, mo); });
       pool->parallel_for(K, 1, [&](size_t k0, size_t k1) { transform_out(blk, k0, k1, mo); });
     }
   } else {
-    auto run = [&](size_t b0, size_t b1) {
-      float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
-      float* bp = ws;
-      float* mo = ws + 36 * C * T;
-      Block blk;
-      for (size_t b = b0; b < b1; ++b) {
-        describe(b, blk);
-        transform_in(blk, 0, C, bp);
-        multiply(blk, 0, 36, bp, mo);
-        transform_out(blk, 0, K, mo);
-      }
-    };
     if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
   }
   if (ep.act != Activation::none) {
