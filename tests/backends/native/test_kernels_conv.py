@@ -92,6 +92,11 @@ CASES = [
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread
+    Case(1, 6, 34, 34, 5, 3, 3, pads=(1, 1, 1, 1)),  # winograd: 3 blocks, 2 whole + 1 by stage
+    # 2048 x 49 GEMM: 9 row blocks, raised to 10 so two threads take equal shares
+    Case(1, 64, 7, 7, 2048, 1, 1),
+    # a YOLOv8n stem: several im2col column blocks, raised to a multiple of the threads
+    Case(1, 3, 320, 320, 16, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
     # a stride-2 stem on rows wider than a B panel (the even-column gather across panels)
     Case(1, 3, 21, 131, 16, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
     Case(1, 3, 20, 130, 24, 3, 3, strides=(2, 2)),

@@ -430,7 +430,18 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   size_t nb = cache_sizes().l2 / 2 / (kdim * sizeof(float)) / kern.nr * kern.nr;
   nb = std::max({nb, Kg / 2, g_conv_min_block.load(), kern.nr});
   nb = even_block(cols, std::min(round_up(nb, kern.nr), round_up(cols, kern.nr)), kern.nr);
-  const size_t blocks = (cols + nb - 1) / nb;
+  const size_t threads = pool ? pool->size() : 1;
+  const size_t col_panels = (cols + kern.nr - 1) / kern.nr;
+  size_t blocks = (cols + nb - 1) / nb;
+  // Several blocks run whole on the threads, so their count is raised to a multiple of the
+  // threads (7 blocks on 2 threads would leave one running the 7th alone) and blocks are
+  // dealt out by micro-panels, equal to one panel.
+  if (threads > 1 && blocks >= threads)
+    for (size_t b = blocks; b <= std::min(col_panels, blocks + threads - 1); ++b)
+      if (b % threads == 0) {
+        blocks = b;
+        break;
+      }
   // A 1x1 input that sits in L2 (the previous layer's output, usually) is read in place by
   // the microkernel, row by row with a stride; a larger one comes from L3 or memory, where
   // the sequential copy into panels streams better than those strided rows. In place, every
@@ -440,8 +451,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
   const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
                           Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2;
-  const size_t threads = pool ? pool->size() : 1;
-  const bool across_blocks = threads > 1 && blocks >= 2 * threads;
+  const bool across_blocks = threads > 1 && blocks >= threads && blocks % threads == 0;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
   // after construction) they are converted block by block into scratch instead.
   std::vector<const float*> a_panels;
@@ -449,7 +459,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     for (size_t g = 0; g < p_.groups; ++g)
       a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
-    const size_t j0 = bi * nb, j1 = std::min(cols, j0 + nb);
+    const size_t j0 = bi * col_panels / blocks * kern.nr;
+    const size_t j1 = std::min(cols, (bi + 1) * col_panels / blocks * kern.nr);
     const float* xg = x + (n * p_.C + g * Cg) * p_.H * p_.W;
     Epilogue eg = ep;
     if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
@@ -643,33 +654,40 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       }
     }
   };
-  const size_t threads = pool ? pool->size() : 1;
-  if (threads > 1 && blocks < 8 * threads) {
-    // Few blocks (small maps): whole blocks per thread would leave threads idle or
-    // unbalanced, so every stage of each block is split across the threads instead.
+  auto run = [&](size_t b0, size_t b1) {
     float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
     float* bp = ws;
     float* mo = ws + 36 * C * T;
     Block blk;
-    for (size_t b = 0; b < blocks; ++b) {
+    for (size_t b = b0; b < b1; ++b) {
+      describe(b, blk);
+      transform_in(blk, 0, C, bp);
+      multiply(blk, 0, 36, bp, mo);
+      transform_out(blk, 0, K, mo);
+    }
+  };
+  const size_t threads = pool ? pool->size() : 1;
+  if (threads > 1 && blocks < 8 * threads) {
+    // Few blocks (small maps): handed out one by one they would leave a thread running the
+    // last alone (7 blocks on 2 threads: 4 + 3). So a multiple of the threads runs whole,
+    // an equal share per thread in one fork, and every stage of each remaining block (fewer
+    // than the threads) is split across the threads, three forks each.
+    const size_t whole = blocks / threads * threads;
+    if (whole)
+      pool->parallel_for(threads, 1, [&](size_t c0, size_t c1) {
+        for (size_t c = c0; c < c1; ++c) run(c * whole / threads, (c + 1) * whole / threads);
+      });
+    float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
+    float* bp = ws;
+    float* mo = ws + 36 * C * T;
+    Block blk;
+    for (size_t b = whole; b < blocks; ++b) {
       describe(b, blk);
       pool->parallel_for(C, 1, [&](size_t c0, size_t c1) { transform_in(blk, c0, c1, bp); });
       pool->parallel_for(36, 1, [&](size_t x0, size_t x1) { multiply(blk, x0, x1, bp, mo); });
       pool->parallel_for(K, 1, [&](size_t k0, size_t k1) { transform_out(blk, k0, k1, mo); });
     }
   } else {
-    auto run = [&](size_t b0, size_t b1) {
-      float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
-      float* bp = ws;
-      float* mo = ws + 36 * C * T;
-      Block blk;
-      for (size_t b = b0; b < b1; ++b) {
-        describe(b, blk);
-        transform_in(blk, 0, C, bp);
-        multiply(blk, 0, 36, bp, mo);
-        transform_out(blk, 0, K, mo);
-      }
-    };
     if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
   }
   if (ep.act != Activation::none) {

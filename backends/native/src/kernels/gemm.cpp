@@ -263,6 +263,20 @@ bool overlaps(const float* a, size_t a_len, const float* b, size_t b_len) {
   return a < b + b_len && b < a + a_len;
 }
 
+// Raises the block counts (each at most its panel count) to the fewest tasks that are a
+// multiple of `threads`; unchanged when no such split exists.
+void balance_blocks(size_t threads, size_t mpanels, size_t npanels, size_t& mblocks,
+                    size_t& nblocks) {
+  if (mblocks * nblocks % threads == 0) return;
+  size_t best_m = 0, best_n = 0, best = 0;
+  for (size_t m = mblocks; m <= std::min(mpanels, mblocks + threads); ++m)
+    for (size_t n = nblocks; n <= std::min(npanels, nblocks + threads); ++n)
+      if (m * n % threads == 0 && (best == 0 || m * n < best)) {
+        best_m = m, best_n = n, best = m * n;
+      }
+  if (best) mblocks = best_m, nblocks = best_n;
+}
+
 }  // namespace
 
 namespace {
@@ -311,7 +325,12 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
       else break;
     }
   }
-  const size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
+  // Blocks are counted in micro-panels and dealt out evenly (sizes differ by one panel at
+  // most); with several threads the task count is made a multiple of the thread count, so
+  // no thread runs a last task alone (ResNet's 2048 x 49 1x1 conv: 9 tasks -> 10).
+  const size_t mpanels = (M + mr - 1) / mr, npanels = (N + nr - 1) / nr;
+  size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
+  if (threads > 1) balance_blocks(threads, mpanels, npanels, mblocks, nblocks);
   const bool stream_a = M * K * sizeof(float) > cache_sizes().l2 / 2;
   // The B micro-panel is reused by every row panel of the M block: prefetching it only pays
   // when it is too large to stay in L1 next to the A panel.
@@ -321,8 +340,11 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
   const size_t ntasks = mblocks * nblocks;
 
   auto run_task = [&](size_t t) {
-    const size_t i0 = (t % mblocks) * mc, i1 = std::min(M, i0 + mc);
-    const size_t j0 = (t / mblocks) * nc, j1 = std::min(N, j0 + nc);
+    const size_t mb = t % mblocks, nb = t / mblocks;
+    const size_t i0 = mb * mpanels / mblocks * mr;
+    const size_t i1 = std::min(M, (mb + 1) * mpanels / mblocks * mr);
+    const size_t j0 = nb * npanels / nblocks * nr;
+    const size_t j1 = std::min(N, (nb + 1) * npanels / nblocks * nr);
     for (size_t pc = 0; pc < K; pc += blk.kc) {
       const size_t kc = std::min(blk.kc, K - pc);
       for (size_t j = j0; j < j1; j += nr) {
