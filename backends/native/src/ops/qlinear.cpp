@@ -105,6 +105,27 @@ struct Requant {
   }
 };
 
+// The per-channel parameters repeated over `reps` rows of contiguous products, so one epilogue
+// call covers a whole run of rows (a row of a few dozen channels is less work than a call, and
+// leaves a vector tail each).
+struct RepeatedParams {
+  std::vector<float> mult, offset;
+  Int8RowParams params;
+
+  RepeatedParams(const Requant& rq, size_t reps)
+      : mult(reps * rq.N()), offset(reps * rq.N()), params(rq.params()) {
+    const size_t n = rq.N();
+    for (size_t r = 0; r < reps; ++r) {
+      std::memcpy(mult.data() + r * n, rq.mult.data(), n * sizeof(float));
+      std::memcpy(offset.data() + r * n, rq.offset.data(), n * sizeof(float));
+    }
+    params.mult = mult.data();
+    params.offset = offset.data();
+  }
+  RepeatedParams(const RepeatedParams&) = delete;
+  RepeatedParams& operator=(const RepeatedParams&) = delete;
+};
+
 // Rows of int8 products through the tile kernel (and the byte table) into a row-major
 // output: dst is row i0's column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
@@ -389,14 +410,8 @@ class QConvKernel final : public Kernel {
     // less work than a call, and leave a vector tail each).
     const size_t reps = std::min<size_t>(std::max<size_t>(OW, 64),
                                          std::max<size_t>(1, 16384 / Kout));
-    std::vector<float> run_mult(reps * Kout), run_offset(reps * Kout);
-    for (size_t r = 0; r < reps; ++r) {
-      std::memcpy(run_mult.data() + r * Kout, rq.mult.data(), Kout * sizeof(float));
-      std::memcpy(run_offset.data() + r * Kout, rq.offset.data(), Kout * sizeof(float));
-    }
-    Int8RowParams run_p = rp;
-    run_p.mult = run_mult.data();
-    run_p.offset = run_offset.data();
+    const RepeatedParams run(rq, reps);
+    const Int8RowParams& run_p = run.params;
     // Whole rows of products (rows x Kout, contiguous) to dst in the same layout.
     auto store_run = [&](const int32_t* acc, size_t rows, auto* dst) {
       for (size_t r = 0; r < rows; r += reps) {
@@ -612,14 +627,8 @@ class QConvTransposeKernel final : public Kernel {
     // The per-column parameters repeated over a block's rows: a whole block (ld == N) is one
     // epilogue call, not one per pixel of a few values (QConv's runs, kInt8Mb / AMX blocks).
     constexpr size_t reps = 64;
-    std::vector<float> run_mult(reps * N), run_offset(reps * N);
-    for (size_t r = 0; r < reps; ++r) {
-      std::memcpy(run_mult.data() + r * N, rq.mult.data(), N * sizeof(float));
-      std::memcpy(run_offset.data() + r * N, rq.offset.data(), N * sizeof(float));
-    }
-    Int8RowParams run_p = rp;
-    run_p.mult = run_mult.data();
-    run_p.offset = run_offset.data();
+    const RepeatedParams run(rq, reps);
+    const Int8RowParams& run_p = run.params;
     auto products = [&](const int32_t* acc, size_t ld, size_t nrows, size_t j0, size_t cols,
                         auto* tile) {
       if (j0 != 0 || cols != N || ld != N)

@@ -59,6 +59,39 @@ void kiln_amx_tiles_begin() {
 
 void kiln_amx_tiles_end() { _tile_release(); }
 
+namespace {
+
+// The accumulators are tiles 0-3: rows 0-15 (A tile 4) and 16-31 (A tile 5) times columns
+// 0-15 (B tile 6) and 16-31 (B tile 7). One 64-deep step: the lower row half only when
+// `lower`, the right column half only when `right`.
+inline void dpbusd_step(const uint8_t* a0, size_t lda0, const uint8_t* a1, size_t lda1,
+                        const int8_t* b, bool right, bool lower) {
+  _tile_loadd(4, a0, lda0);
+  _tile_loadd(6, b, kQuadBytes);
+  _tile_dpbusd(0, 4, 6);
+  if (right) {
+    _tile_loadd(7, b + 64, kQuadBytes);
+    _tile_dpbusd(1, 4, 7);
+  }
+  if (lower) {
+    _tile_loadd(5, a1, lda1);
+    _tile_dpbusd(2, 5, 6);
+    if (right) _tile_dpbusd(3, 5, 7);
+  }
+}
+
+// The accumulators into `out`, 32 x 32 int32 (the halves not computed are left as they were).
+inline void store_accumulators(int32_t* out, bool right, bool lower) {
+  _tile_stored(0, out, 32 * 4);
+  if (right) _tile_stored(1, out + 16, 32 * 4);
+  if (lower) {
+    _tile_stored(2, out + 16 * 32, 32 * 4);
+    if (right) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
+  }
+}
+
+}  // namespace
+
 void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t lda,
                                const int8_t* panel, int32_t* c, size_t ldc, size_t cols) {
   const size_t quads = Kq / 4, full = quads / 16 * 16;
@@ -80,25 +113,9 @@ void kiln_u8s8_gemm_panel__amx(size_t rows, size_t Kq, const uint8_t* a, size_t 
     _tile_zero(3);
     for (size_t q = 0; q < quads; q += 16) {
       const int8_t* b = q < full ? panel + q * kQuadBytes : tail;
-      _tile_loadd(4, a0 + q * 4, lda);
-      _tile_loadd(6, b, kQuadBytes);
-      _tile_dpbusd(0, 4, 6);
-      if (right) {
-        _tile_loadd(7, b + 64, kQuadBytes);
-        _tile_dpbusd(1, 4, 7);
-      }
-      if (lower) {
-        _tile_loadd(5, a1 + q * 4, lda);
-        _tile_dpbusd(2, 5, 6);
-        if (right) _tile_dpbusd(3, 5, 7);
-      }
+      dpbusd_step(a0 + q * 4, lda, a1 + q * 4, lda, b, right, lower);
     }
-    _tile_stored(0, out, 32 * 4);
-    if (right) _tile_stored(1, out + 16, 32 * 4);
-    if (lower) {
-      _tile_stored(2, out + 16 * 32, 32 * 4);
-      if (right) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
-    }
+    store_accumulators(out, right, lower);
     const size_t n = rows - r0 < 32 ? rows - r0 : 32;
     for (size_t r = 0; r < n; ++r)
       std::memcpy(c + (r0 + r) * ldc, out + r * 32, cols * sizeof(int32_t));
@@ -119,31 +136,15 @@ void kiln_u8s8_gemm_rows__amx(const AmxRows* tiles, size_t ntiles, size_t nseg, 
   _tile_zero(3);
   for (size_t s = 0; s < nseg; ++s) {
     const uint8_t* a0 = tiles[0].bases[s];
-    const uint8_t* a1 = lower ? tiles[1].bases[s] : nullptr;
+    const uint8_t* a1 = lower ? tiles[1].bases[s] : a0;  // read only when lower
     // quad (s * seg64 + j) / 4 of the panel, kQuadBytes each
     const int8_t* bs = panel + s * seg64 * kInt8Nr;
     for (size_t j = 0; j < seg64; j += 64) {
       const int8_t* b = bs + j * kInt8Nr;
-      _tile_loadd(4, a0 + j, tiles[0].lda);
-      _tile_loadd(6, b, kQuadBytes);
-      _tile_dpbusd(0, 4, 6);
-      if (right) {
-        _tile_loadd(7, b + 64, kQuadBytes);
-        _tile_dpbusd(1, 4, 7);
-      }
-      if (lower) {
-        _tile_loadd(5, a1 + j, tiles[1].lda);
-        _tile_dpbusd(2, 5, 6);
-        if (right) _tile_dpbusd(3, 5, 7);
-      }
+      dpbusd_step(a0 + j, tiles[0].lda, a1 + j, tiles[1].lda, b, right, lower);
     }
   }
-  _tile_stored(0, out, 32 * 4);
-  if (right) _tile_stored(1, out + 16, 32 * 4);
-  if (lower) {
-    _tile_stored(2, out + 16 * 32, 32 * 4);
-    if (right) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
-  }
+  store_accumulators(out, right, lower);
   // rows of a narrow product (a ConvTranspose's 4 columns) are a few values: a masked vector
   // each, not a call
   const __mmask16 lo = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
