@@ -155,6 +155,22 @@ def test_gemm_fused_epilogue(isa: str, act: str, bias_kind: str, with_residual: 
         check(got, gemm_ref(a, b, False, False, bias, bias_kind, residual, act), k)
 
 
+def check_every_mode(a, b, bias, residual, act: str, want: np.ndarray, **kw) -> None:
+    """A per-column bias, a residual and `act` fused, checked in every GEMM mode."""
+    for mode in ("fast", "packed_b", "packed_a"):
+        got = K.gemm(
+            a,
+            b,
+            bias=bias,
+            bias_kind="per_col",
+            residual=residual,
+            activation=act,
+            mode=mode,
+            **kw,
+        )
+        check(got, want, a.shape[1])
+
+
 def test_gemm_many_blocks_and_threads(isa: str) -> None:
     """Small KC/MC/NC force K accumulation across blocks and many tasks over two threads."""
     rng = np.random.default_rng(3)
@@ -165,18 +181,7 @@ def test_gemm_many_blocks_and_threads(isa: str) -> None:
     try:
         K.set_gemm_blocking(24, 20, 40)
         for threads in (1, 2):
-            for mode in ("fast", "packed_b", "packed_a"):
-                got = K.gemm(
-                    a,
-                    b,
-                    bias=bias,
-                    bias_kind="per_col",
-                    residual=residual,
-                    activation="silu",
-                    mode=mode,
-                    threads=threads,
-                )
-                check(got, want, k)
+            check_every_mode(a, b, bias, residual, "silu", want, threads=threads)
     finally:
         K.set_gemm_blocking(0, 0, 0)
 
@@ -193,17 +198,7 @@ def test_gemm_narrow_last_panel(isa: str, last_columns: int) -> None:
     want = gemm_ref(a, b, False, False, bias, "per_col", residual, "relu")
     try:
         K.set_gemm_blocking(24, 0, 0)
-        for mode in ("fast", "packed_b", "packed_a"):
-            got = K.gemm(
-                a,
-                b,
-                bias=bias,
-                bias_kind="per_col",
-                residual=residual,
-                activation="relu",
-                mode=mode,
-            )
-            check(got, want, k)
+        check_every_mode(a, b, bias, residual, "relu", want)
     finally:
         K.set_gemm_blocking(0, 0, 0)
 
