@@ -38,7 +38,7 @@ import numpy as np
 from kiln.backends import registry
 from kiln.errors import InputError, KilnError
 from kiln.runtime import scenarios
-from kiln.runtime.bench_startup import measure_startup, status_mb
+from kiln.runtime.bench_startup import measure_startup, status_mb, write_feeds
 from kiln.runtime.scenarios import SCENARIOS, Workload, describe_error, percentiles
 
 #: 1.0: single-stream rows. 1.1: scenarios, load/RSS/artifact fields, top-1, scenario detail.
@@ -454,12 +454,13 @@ def _measure_startup(model: Any, engines: Sequence[_Engine], config: BenchConfig
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-model-") as tmp:
         path = _model_file(model, Path(tmp))
+        feeds_path = write_feeds(Path(tmp), feeds)  # once: every engine's children read it
         for i, engine in enumerate(engines):
             say("start-up", i, len(engines))
             precision = None if engine.precision == "artifact" or is_artifact(path) \
                 else engine.precision
             figures = measure_startup(path, engine.backend, precision, config.threads,
-                                      config.session_options, feeds)
+                                      config.session_options, feeds_path)
             for kind in ("cold", "warm"):
                 got = figures.get(kind)
                 if not got:

@@ -101,19 +101,27 @@ def json_options(options: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def write_feeds(folder: Path, feeds: Mapping[str, np.ndarray]) -> Path:
+    """``feeds`` as the .npz the children read, in ``folder`` (written once for every engine
+    of a bench)."""
+    path = Path(folder) / "feeds.npz"
+    np.savez(path, **dict(feeds))
+    return path
+
+
 def measure_startup(model: str, backend: str, precision: str | None, threads: int | None,
-                    options: Mapping[str, Any], feeds: Mapping[str, np.ndarray]
+                    options: Mapping[str, Any], feeds: Mapping[str, np.ndarray] | Path
                     ) -> dict[str, Any]:
     """Cold and warm start-up of ``model`` (a .onnx or .kiln path) on ``backend``, each in a
     fresh process: ``{"cold": {...}, "warm": {...}}``, each holding ``first_run_s`` and
-    ``peak_mb`` (or ``error``); a .kiln has no cold figures (it is compiled already)."""
+    ``peak_mb`` (or ``error``); a .kiln has no cold figures (it is compiled already).
+    ``feeds`` may be the .npz ``write_feeds`` wrote."""
     passed = json_options(options)
     if passed is None:
         reason = "session options that are not JSON cannot reach a child process"
         return {"cold": {"error": reason}, "warm": {"error": reason}}
     with tempfile.TemporaryDirectory(prefix="kiln-startup-") as tmp:
-        feeds_path = str(Path(tmp) / "feeds.npz")
-        np.savez(feeds_path, **dict(feeds))
+        feeds_path = str(feeds if isinstance(feeds, Path) else write_feeds(Path(tmp), feeds))
         base = {"backend": backend, "precision": precision, "threads": threads,
                 "options": passed, "feeds": feeds_path}
         if model.endswith(".kiln"):
