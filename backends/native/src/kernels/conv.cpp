@@ -654,17 +654,22 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       }
     }
   };
-  auto run = [&](size_t b0, size_t b1) {
+  // Blocks [b0, b1), each through its three stages; `each(n, f)` runs one stage's f over
+  // [0, n), whole on this thread or split across the pool.
+  auto blocks_through = [&](size_t b0, size_t b1, auto&& each) {
     float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
     float* bp = ws;
     float* mo = ws + 36 * C * T;
     Block blk;
     for (size_t b = b0; b < b1; ++b) {
       describe(b, blk);
-      transform_in(blk, 0, C, bp);
-      multiply(blk, 0, 36, bp, mo);
-      transform_out(blk, 0, K, mo);
+      each(C, [&](size_t c0, size_t c1) { transform_in(blk, c0, c1, bp); });
+      each(36, [&](size_t x0, size_t x1) { multiply(blk, x0, x1, bp, mo); });
+      each(K, [&](size_t k0, size_t k1) { transform_out(blk, k0, k1, mo); });
     }
+  };
+  auto run = [&](size_t b0, size_t b1) {
+    blocks_through(b0, b1, [](size_t n, auto&& f) { f(0, n); });
   };
   const size_t threads = pool ? pool->size() : 1;
   if (threads > 1 && blocks < 8 * threads) {
@@ -677,16 +682,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
       pool->parallel_for(threads, 1, [&](size_t c0, size_t c1) {
         for (size_t c = c0; c < c1; ++c) run(c * whole / threads, (c + 1) * whole / threads);
       });
-    float* ws = gemm_scratch(kScratchConv, 36 * C * T + 36 * K * T);
-    float* bp = ws;
-    float* mo = ws + 36 * C * T;
-    Block blk;
-    for (size_t b = whole; b < blocks; ++b) {
-      describe(b, blk);
-      pool->parallel_for(C, 1, [&](size_t c0, size_t c1) { transform_in(blk, c0, c1, bp); });
-      pool->parallel_for(36, 1, [&](size_t x0, size_t x1) { multiply(blk, x0, x1, bp, mo); });
-      pool->parallel_for(K, 1, [&](size_t k0, size_t k1) { transform_out(blk, k0, k1, mo); });
-    }
+    blocks_through(whole, blocks, [&](size_t n, auto&& f) { pool->parallel_for(n, 1, f); });
   } else {
     if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
   }
