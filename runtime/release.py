@@ -17,7 +17,7 @@ from collections import Counter
 
 import onnx_ir as ir
 
-from kiln.backends.onnx_export import WEIGHTS_DIR
+from kiln.compiler.onnx_stream import WEIGHTS_DIR
 from kiln.runtime.weights import INLINE_TENSOR_BYTES
 
 

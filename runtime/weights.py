@@ -16,7 +16,7 @@ import weakref
 
 import onnx_ir as ir
 
-from kiln.backends.onnx_export import WEIGHTS_DIR
+from kiln.compiler.onnx_stream import WEIGHTS_DIR
 
 #: Models with fewer bytes of weights than this keep them in memory (a file costs more).
 MIN_OFFLOAD_BYTES = 1 << 20
