@@ -52,11 +52,9 @@ def _open_and_run(model: str, backend: str, precision: str | None, threads: int 
         feeds = {k: data[k] for k in data.files}
     base = status_mb("VmRSS")
     started = time.perf_counter()
-    if model.endswith(".kiln"):
-        session = Session(model, backend=backend, threads=threads, **options)
-    else:
-        session = Session(model, backend=backend, precision=precision, threads=threads,
-                          **options)
+    # a .kiln runs at the precision it was compiled for
+    session = Session(model, backend=backend, threads=threads, **options,
+                      precision=None if model.endswith(".kiln") else precision)
     session.run(None, feeds)
     first = time.perf_counter() - started
     peak = status_mb("VmHWM")
