@@ -102,8 +102,13 @@ def paired_latency(a: ir.Model, b: ir.Model, feeds: dict, backend: str, threads:
     """Median ms of a and b on ``backend`` (through kiln's own backend), interleaved."""
     ms, _ = interleaved_latency({"fp32": a, "reduced": b}, feeds, backend, threads, rounds,
                                 min_time)
-    ma, mb = ms["fp32"], ms["reduced"]
-    return {"fp32_ms": ma, "reduced_ms": mb, "speedup": round(ma / mb, 3)}
+    return speed_of(ms, "reduced")
+
+
+def speed_of(ms: dict[str, float], name: str) -> dict:
+    """fp32 and ``name``'s median ms (from ``interleaved_latency``) and the speed-up."""
+    return {"fp32_ms": ms["fp32"], "reduced_ms": ms[name],
+            "speedup": round(ms["fp32"] / ms[name], 3)}
 
 
 def digits(threads: int) -> dict:
@@ -299,16 +304,6 @@ def text_pages(seeds: range, size: int = 320) -> list[dict]:
     return pages
 
 
-def text_map_iou(a: ir.Model, b: ir.Model, pages: list[dict], backend: str, threads: int,
-                 threshold: float = 0.3) -> float:
-    """Smallest IoU over ``pages`` of the text maps of a and b thresholded at ``threshold``."""
-    engine = registry.require(backend)
-    opts = CompileOptions(threads=threads)
-    ca = engine.compile(a, Target.detect(), opts)
-    cb = engine.compile(b, Target.detect(), opts)
-    return text_map_iou_compiled(ca, cb, pages, threshold)
-
-
 def bind_page_dims(model: ir.Model, size: int) -> dict[str, int]:
     """Fix the detector's symbolic input dims to one page of ``size`` x ``size`` (batch 1), as
     a user serving that size does with ``dims=``; returns the dims bound."""
@@ -420,9 +415,10 @@ def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> 
                  "openvino_convs": {}}
     native = native_pair(model, lambda m: quantization.quantize_model(
         m, target, calib, eval_samples=pages).model)
-    r = paired_latency(*native, pages[0], "native", threads, rounds=7)
-    out["speed"]["native"] = r
-    out["iou"]["native"] = text_map_iou(*native, pages, "native", threads)
+    ms, compiled = interleaved_latency(dict(zip(("fp32", "int8"), native)), pages[0], "native",
+                                       threads)
+    r = out["speed"]["native"] = speed_of(ms, "int8")
+    out["iou"]["native"] = text_map_iou_compiled(compiled["fp32"], compiled["int8"], pages)
     log(f"ocrdet int8 native: {r}, worst IoU@0.3 {out['iou']['native']}")
     out["native_profile"] = {name: native_op_profile(m, pages[0], threads)
                              for name, m in zip(("fp32", "int8"), native)}
@@ -443,8 +439,7 @@ def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> 
         if name == "fp32":
             continue
         key = f"openvino {name}"
-        out["speed"][key] = {"fp32_ms": ms["fp32"], "reduced_ms": ms[name],
-                             "speedup": round(ms["fp32"] / ms[name], 3)}
+        out["speed"][key] = speed_of(ms, name)
         out["iou"][key] = text_map_iou_compiled(compiled["fp32"], c, pages)
         log(f"ocrdet int8 {key}: {out['speed'][key]}, worst IoU@0.3 {out['iou'][key]}, "
             f"convs {out['openvino_convs'][name]}")
