@@ -431,14 +431,7 @@ def _check_value_sizes(proto: onnx.ModelProto, name: str) -> None:
     for tensor in proto.graph.initializer:
         if not _large_raw(tensor):
             continue
-        try:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        except (KeyError, ValueError):
-            continue  # an unknown type: the checker refuses it in the copy
-        if onnx.TensorProto.DataType.Name(tensor.data_type).endswith(("INT4", "INT2",
-                                                                       "FLOAT4E2M1")):
-            continue  # packed sub-byte types: two or more values a byte
-        need = math.prod(tensor.dims) * itemsize
+        need = raw_bytes(tensor.data_type, math.prod(tensor.dims))
         have = len(tensor.raw_data)  # one tensor's bytes at a time
         if have != need:
             raise ModelError(f"{name}: initializer '{tensor.name}' holds {have} bytes of "
