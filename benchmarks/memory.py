@@ -19,6 +19,7 @@ Writes benchmarks/results/memory.{json,md}. Figures come from a shared 2-core ma
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -155,9 +156,11 @@ def child(engine: str, model: str, onnx_dims: dict[str, list]) -> dict:
     return result
 
 
+@functools.cache
 def input_dims(model: Path) -> dict[str, list]:
     """Each graph input's ONNX dims, named where dynamic (OpenVINO keeps no names). Read in
-    the parent, so the child measuring OpenVINO never holds the parsed model."""
+    the parent, so the child measuring OpenVINO never holds the parsed model; parsed once per
+    model, not once per child."""
     import onnx
 
     graph = onnx.load(model, load_external_data=False).graph
@@ -197,7 +200,6 @@ STEPS = (
 def trace_steps(engine: str, model: str) -> list[dict]:
     """Open ``model`` on kiln ``engine`` with each of ``STEPS`` wrapped to record the time it
     took, the RSS after it and the peak it reached (above the RSS after imports)."""
-    import functools
     import importlib
 
     import numpy as np  # noqa: F401
