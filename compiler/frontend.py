@@ -178,7 +178,7 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
         raise ModelError(f"{path}: not a regular file")
-    streamed = parse_file(path, aside) if path.stat().st_size >= STREAM_PARSE_BYTES else None
+    streamed = parse_file(path, aside) if _streams(path) else None
     if streamed is not None:  # never the file's bytes and the parsed model both whole
         proto, digest = streamed
     else:
