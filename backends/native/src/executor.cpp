@@ -327,6 +327,7 @@ Plan::Plan(int n_values) : n_values_(n_values) {
   constants_.resize(n_values);
   const_ptrs_.assign(n_values, nullptr);
   released_.assign(n_values, false);
+  read_at_run_.assign(n_values, false);
   file_backed_.assign(n_values, false);
   static_.offsets.assign(n_values, -1);
   static_.planned.assign(n_values, 0);
@@ -356,11 +357,7 @@ bool Plan::release_constant(int id) {
   if (id < 0 || id >= n_values_) throw std::invalid_argument("constant id out of range");
   if (!const_ptrs_[id] || released_[id]) return released_[id];
   if (!is_output_.empty() && is_output_[id]) return false;
-  bool read = false;
-  for (size_t k = 0; k < nodes_.size() && !read; ++k)
-    for (size_t i = 0; i < nodes_[k].inputs.size(); ++i)
-      if (nodes_[k].inputs[i] == id && kernels_[k]->reads_constant(i)) read = true;
-  if (read) return false;
+  if (read_at_run_[id]) return false;
   constants_[id].owner.reset();
   constants_[id].data = nullptr;
   released_[id] = true;
@@ -410,6 +407,9 @@ void Plan::add_node(NodeDesc node) {
   BuildContext bc(const_ptrs_);
   PlanIsaScope scope(&isa_);
   kernels_.push_back(it->second(node, bc));
+  for (size_t i = 0; i < node.inputs.size(); ++i)
+    if (node.inputs[i] >= 0 && kernels_.back()->reads_constant(i))
+      read_at_run_[node.inputs[i]] = true;
   nodes_.push_back(std::move(node));
 }
 

@@ -215,6 +215,7 @@ class Plan {
   std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
   std::vector<const Tensor*> const_ptrs_;
   std::vector<bool> released_;  // by value id: constant whose bytes were dropped
+  std::vector<bool> read_at_run_;  // by value id: a node added so far reads it when run
   std::vector<bool> file_backed_;  // by value id: constant read from a file map
   std::vector<std::vector<int>> reclaim_after_;  // per node: file-backed constants it reads last
   mutable std::atomic<bool> reclaimed_{false};  // the first run has dropped their pages
