@@ -235,13 +235,19 @@ def _tensor_aside(reader: _Reader, end: int, aside: WeightsAside) -> bytes:
         raise _Layout("raw data twice, or beside external data")
     parsed = onnx.TensorProto()
     parsed.ParseFromString(bytes(fields))
-    offset, size = placed
-    for key, value in (("location", WeightsAside.FILE), ("offset", str(offset)),
-                       ("length", str(size))):
-        parsed.external_data.add(key=key, value=value)
-    parsed.data_location = onnx.TensorProto.EXTERNAL
+    point_into(parsed, WeightsAside.FILE, *placed)
     aside.names.add(parsed.name)
     return parsed.SerializeToString()
+
+
+def point_into(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Make ``tensor``'s values external data: ``length`` bytes at ``offset`` of file
+    ``location`` (relative to the model's folder)."""
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)),
+                       ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
 
 
 def _merge_graph(reader: _Reader, proto: onnx.ModelProto, end: int,

@@ -140,6 +140,8 @@ class Artifact:
         import onnx
         from onnx.external_data_helper import _get_all_tensors
 
+        from kiln.compiler.onnx_stream import point_into
+
         file_name = self.path.resolve().name  # once: resolving is a syscall per path part
         for tensor in _get_all_tensors(proto):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -162,7 +164,7 @@ class Artifact:
             if need is not None and need != length:
                 raise ArtifactError(f"{where} has {length} bytes; its dims and type need "
                                     f"{need}")
-            _point_into(tensor, file_name, start + offset, length)
+            point_into(tensor, file_name, start + offset, length)
 
     def weights_into(self, model: ir.Model) -> ir.Model:
         """Give ``model``'s external tensors (from a proto ``attach_weights`` fixed) the
@@ -194,26 +196,20 @@ class Artifact:
         return miss
 
 
-def _point_into(tensor: Any, location: str, offset: int, length: int) -> None:
-    """Make ``tensor``'s external data ``length`` bytes at ``offset`` of file ``location``."""
-    del tensor.external_data[:]
-    for key, value in (("location", location), ("offset", str(offset)),
-                       ("length", str(length))):
-        tensor.external_data.add(key=key, value=value)
-
-
 def _graph_into(model_bytes: bytes, file: Path, start: int) -> bytes:
     """model.onnx (``model_bytes``) with its external tensors pointing into ``file``, whose
     weights member's data begins at ``start``: the graph as a load of that file sees it."""
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
+    from kiln.compiler.onnx_stream import point_into
+
     proto = onnx.load_model_from_string(model_bytes)
     for tensor in _get_all_tensors(proto):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             info = {entry.key: entry.value for entry in tensor.external_data}
-            _point_into(tensor, file.name, start + int(info.get("offset", "0")),
-                        int(info["length"]))
+            point_into(tensor, file.name, start + int(info.get("offset", "0")),
+                       int(info["length"]))
     return proto.SerializeToString()
 
 
