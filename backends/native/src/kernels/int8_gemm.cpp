@@ -110,6 +110,36 @@ T* scratch(std::vector<T>& buf, size_t n) {
   return buf.data();
 }
 
+// How a GEMM's rows and columns split into tasks. Enough row blocks: one task per block (A
+// filled once). Few rows (a transformer's sequence): split the columns too, so every thread
+// gets work. One column chunk: products rows N apart, so a tile that spans every column is
+// one contiguous run for the epilogue.
+struct Int8Tasks {
+  size_t nchunks, ld, count;
+  bool split_n;
+
+  Int8Tasks(size_t M, size_t N, size_t mb_rows, size_t threads) {
+    const size_t mblocks = (M + mb_rows - 1) / mb_rows;
+    nchunks = (N + kInt8Nc - 1) / kInt8Nc;
+    split_n = mblocks < 4 * threads && nchunks > 1;
+    ld = nchunks == 1 ? N : kInt8Nc;
+    count = split_n ? mblocks * nchunks : mblocks;
+  }
+  // Task t's row block and its column chunks [c0, c1).
+  size_t block(size_t t) const { return split_n ? t / nchunks : t; }
+  size_t chunk0(size_t t) const { return split_n ? t % nchunks : 0; }
+  size_t chunk1(size_t t) const { return split_n ? chunk0(t) + 1 : nchunks; }
+};
+
+// Runs the tasks on the pool when there are several and the GEMM is worth the hand-off.
+template <typename Run>
+void run_int8_tasks(const Int8Tasks& tasks, size_t work, ThreadPool* pool, Run&& run) {
+  if (pool && pool->size() > 1 && tasks.count > 1 && work >= (1 << 16))
+    pool->parallel_for(tasks.count, 1, run);
+  else
+    run(0, tasks.count);
+}
+
 }  // namespace
 
 void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, ThreadPool* pool) {
@@ -121,16 +151,8 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
   const size_t Kq = B.Kq, N = B.N;
   const size_t mb_rows = amx ? kAmxMb : kInt8Mb;
   const size_t Kp = (Kq + 63) / 64 * 64;  // AMX: K in whole 64-byte tile rows
-  const size_t mblocks = (M + mb_rows - 1) / mb_rows;
-  const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;
-  const size_t threads = pool ? pool->size() : 1;
-  // Enough row blocks: one task per block (A filled once). Few rows (a transformer's
-  // sequence): split the columns too, so every thread gets work.
-  const bool split_n = mblocks < 4 * threads && nchunks > 1;
-  // One column chunk: products rows N apart, so a tile that spans every column is one
-  // contiguous run for the epilogue.
-  const size_t ld = nchunks == 1 ? N : kInt8Nc;
-  const size_t tasks = split_n ? mblocks * nchunks : mblocks;
+  const Int8Tasks tasks(M, N, mb_rows, pool ? pool->size() : 1);
+  const size_t ld = tasks.ld;
   auto run = [&](size_t t0, size_t t1) {
     thread_local std::vector<uint8_t> abuf;
     thread_local std::vector<int32_t> cbuf;
@@ -146,8 +168,7 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
     if (amx) kiln_amx_tiles_begin();
 #endif
     for (size_t t = t0; t < t1; ++t) {
-      const size_t mb = split_n ? t / nchunks : t;
-      const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
+      const size_t mb = tasks.block(t), c0 = tasks.chunk0(t), c1 = tasks.chunk1(t);
       const size_t i0 = mb * mb_rows, rows = std::min(mb_rows, M - i0);
       // Row pointers: the segments the caller found in place, or the filled block's rows.
       if (io.segment_rows) {
@@ -179,8 +200,7 @@ void gemm_u8s8_fused(size_t M, const PackedInt8B& B, const Int8GemmIO& io, Threa
     if (amx) kiln_amx_tiles_end();
 #endif
   };
-  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16)) pool->parallel_for(tasks, 1, run);
-  else run(0, tasks);
+  run_int8_tasks(tasks, M * N * B.K, pool, run);
 }
 
 PackedInt8B pack_int8_b_segments(const int8_t* B, size_t segments, size_t seg_len, size_t N,
@@ -200,12 +220,8 @@ void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& 
   const size_t nseg = io.segments, seg64 = (io.seg_len + 63) / 64 * 64, Kq = B.Kq, N = B.N;
   if (nseg == 0 || io.seg_len == 0 || Kq != nseg * seg64)
     throw std::invalid_argument("int8 AMX GEMM: B is not packed in segments of the rows' K");
-  const size_t mblocks = (M + kAmxMb - 1) / kAmxMb;
-  const size_t nchunks = (N + kInt8Nc - 1) / kInt8Nc;
-  const size_t threads = pool ? pool->size() : 1;
-  const bool split_n = mblocks < 4 * threads && nchunks > 1;
-  const size_t ld = nchunks == 1 ? N : kInt8Nc;
-  const size_t tasks = split_n ? mblocks * nchunks : mblocks;
+  const Int8Tasks tasks(M, N, kAmxMb, pool ? pool->size() : 1);
+  const size_t ld = tasks.ld;
   // Whether every byte the 16 loaded rows of each segment may touch lies in [begin, end).
   const auto inside = [&](const AmxRows& tile) {
     const auto [lo, hi] = std::minmax_element(tile.bases, tile.bases + nseg);
@@ -223,8 +239,7 @@ void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& 
     const uint8_t** ptrs = scratch(pbuf, kAmxMb * nseg * 2);
     kiln_amx_tiles_begin();
     for (size_t t = t0; t < t1; ++t) {
-      const size_t mb = split_n ? t / nchunks : t;
-      const size_t c0 = split_n ? t % nchunks : 0, c1 = split_n ? c0 + 1 : nchunks;
+      const size_t mb = tasks.block(t), c0 = tasks.chunk0(t), c1 = tasks.chunk1(t);
       const size_t i0 = mb * kAmxMb, rows = std::min(kAmxMb, M - i0);
       // The block's rows as tiles of up to 16 rows at one stride each.
       tbuf.clear();
@@ -270,10 +285,7 @@ void gemm_u8s8_amx_strided(size_t M, const PackedInt8B& B, const Int8StridedIO& 
     }
     kiln_amx_tiles_end();
   };
-  if (pool && threads > 1 && tasks > 1 && M * N * B.K >= (1 << 16))
-    pool->parallel_for(tasks, 1, run);
-  else
-    run(0, tasks);
+  run_int8_tasks(tasks, M * N * B.K, pool, run);
 #else
   (void)M, (void)B, (void)io, (void)pool;
   throw std::logic_error("int8 AMX GEMM on a CPU without AMX");
