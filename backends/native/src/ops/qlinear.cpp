@@ -279,6 +279,19 @@ bool layout_of(const NodeDesc& node, const char* key) {
   return v == "NHWC";
 }
 
+// A u8 image's batch, channels, height and width, read in the layout `nhwc` names.
+struct U8Image {
+  int64_t n, c, h, w;
+};
+
+U8Image u8_image(const Tensor& x, bool nhwc, OpContext& c) {
+  if (x.dtype != DType::u8 || x.rank() != 4)
+    c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
+           shape_str(x.shape));
+  const Shape& s = x.shape;
+  return nhwc ? U8Image{s[0], s[3], s[1], s[2]} : U8Image{s[0], s[1], s[2], s[3]};
+}
+
 // 2-D convolution, one group: X [N, C, H, W] (u8) * W [K, C, KH, KW] (s8) -> Y [N, K, OH, OW].
 // Depthwise (group == C == K, W [C, 1, KH, KW]) skips the GEMM: each output pixel sums its
 // KH * KW input pixels channel-vector-wise (Int8Loops::dw_u8s8) from the same padded copy.
@@ -584,11 +597,8 @@ class QConvTransposeKernel final : public Kernel {
 
   void run(OpContext& c) const override {
     const Tensor& x = c.in(0);
-    if (x.dtype != DType::u8 || x.rank() != 4)
-      c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
-             shape_str(x.shape));
-    const size_t Nb = x.shape[0], C = nhwc_in_ ? x.shape[3] : x.shape[1];
-    const size_t H = nhwc_in_ ? x.shape[1] : x.shape[2], W = nhwc_in_ ? x.shape[2] : x.shape[3];
+    const U8Image im = u8_image(x, nhwc_in_, c);
+    const size_t Nb = im.n, C = im.c, H = im.h, W = im.w;
     if (C != C_)
       c.fail("X has " + std::to_string(C) + " channels, the weights " + std::to_string(C_));
     const PackedInt8B& pw = *packed_;
@@ -738,11 +748,9 @@ class QMaxPoolKernel final : public Kernel {
 
   void run(OpContext& c) const override {
     const Tensor& x = c.in(0);
-    if (x.dtype != DType::u8 || x.rank() != 4)
-      c.fail("X must be uint8 of rank 4, got " + std::string(dtype_name(x.dtype)) + " " +
-             shape_str(x.shape));
-    const size_t N = x.shape[0], C = nhwc_in_ ? x.shape[3] : x.shape[1];
-    const int64_t H = nhwc_in_ ? x.shape[1] : x.shape[2], W = nhwc_in_ ? x.shape[2] : x.shape[3];
+    const U8Image im = u8_image(x, nhwc_in_, c);
+    const size_t N = im.n, C = im.c;
+    const int64_t H = im.h, W = im.w;
     const int64_t OH = (H + pads_[0] + pads_[2] - kernel_[0]) / strides_[0] + 1;
     const int64_t OW = (W + pads_[1] + pads_[3] - kernel_[1]) / strides_[1] + 1;
     if (H + pads_[0] + pads_[2] < kernel_[0] || W + pads_[1] + pads_[3] < kernel_[1])
