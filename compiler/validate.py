@@ -210,7 +210,8 @@ def used_domains(proto: onnx.ModelProto, calls: bool = False) -> set[str]:
     return used
 
 
-_DTYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+#: Every ONNX tensor data type but UNDEFINED.
+ONNX_DTYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 # Element counts of packed sub-byte types: two (or four) elements a byte.
 _PACKED = {getattr(onnx.TensorProto, n): d for n, d in
            (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4), ("UINT2", 4))
@@ -270,7 +271,7 @@ class _Walker:
             return
         if kind == "tensor_type":
             tensor = info.type.tensor_type
-            if tensor.elem_type not in _DTYPES:
+            if tensor.elem_type not in ONNX_DTYPES:
                 raise self.fail(where, f"value '{info.name}' has element type "
                                 f"{tensor.elem_type}, which is no ONNX data type")
             if tensor.HasField("shape"):
@@ -283,7 +284,7 @@ class _Walker:
         elif kind == "sequence_type" and info.type.sequence_type.elem_type.HasField(
                 "tensor_type"):
             elem = info.type.sequence_type.elem_type.tensor_type
-            if elem.elem_type not in _DTYPES:
+            if elem.elem_type not in ONNX_DTYPES:
                 raise self.fail(where, f"sequence '{info.name}' has element type "
                                 f"{elem.elem_type}, which is no ONNX data type")
 
@@ -299,7 +300,7 @@ class _Walker:
 
     def tensor(self, tensor: onnx.TensorProto, where: str) -> None:
         where = f"{where} tensor '{tensor.name}'"
-        if tensor.data_type not in _DTYPES:
+        if tensor.data_type not in ONNX_DTYPES:
             raise self.fail(where, f"element type {tensor.data_type} is no ONNX data type")
         count = self.dims(tensor.dims, where)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -438,7 +439,7 @@ class _Walker:
                 continue
             permitted = allowed.get(formal.type_str, {formal.type_str})
             name = onnx.TensorProto.DataType.Name(elem_type).lower() \
-                if elem_type in _DTYPES else str(elem_type)
+                if elem_type in ONNX_DTYPES else str(elem_type)
             if permitted and f"tensor({name})" not in permitted:
                 shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
                 raise self.fail(where, f"input {index} ('{node.input[index]}', "

@@ -29,7 +29,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import mmap
@@ -261,20 +260,11 @@ def _tensor_bytes(tensor: Any) -> int | None:
     """Bytes a TensorProto's dims and type need (None for a type onnx does not know)."""
     import math
 
-    import onnx
+    from kiln.compiler.validate import ONNX_DTYPES, raw_bytes
 
-    from kiln.compiler.validate import raw_bytes
-
-    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in _known_types():
+    if tensor.data_type not in ONNX_DTYPES:
         return None
     return raw_bytes(tensor.data_type, math.prod(tensor.dims))
-
-
-@functools.cache
-def _known_types() -> frozenset[int]:
-    import onnx
-
-    return frozenset(onnx.TensorProto.DataType.values())
 
 
 def split_weights(model: ir.Model) -> tuple[bytes, list[tuple[int, Any]], int]:
