@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx_ir as ir
 
 from kiln.backends import registry
 from kiln.backends.base import CompiledModel, CompileOptions
@@ -35,8 +36,6 @@ from kiln.runtime.placement import (
 )
 
 if TYPE_CHECKING:
-    import onnx_ir as ir
-
     from kiln.compiler.target import Target
     from kiln.runtime.artifact import Artifact
     from kiln.runtime.compile import BackendChoice
@@ -145,6 +144,11 @@ def _assemble(model: ir.Model, plan: PartitionPlan, target: Target, options: Com
               blobs: Mapping[str, Mapping[str, bytes]] | None = None) -> PartitionedModel:
     """Compile (or, with ``blobs`` per piece folder, load) every partition of ``plan``; the
     constant partitions run once, here."""
+    # Pieces are cut through protos, which carry no folder: weights mapped from a file (set
+    # aside at import, or a .kiln's member) come into memory first.
+    if any(isinstance(v.const_value, ir.ExternalTensor)
+           for g in model.graphs() for v in g.initializers.values()):
+        ir.external_data.load_to_model(model)
     extractor = Extractor(model, plan)
     constants: dict[str, np.ndarray] = {}
     pieces: list[tuple[Partition, CompiledModel]] = []

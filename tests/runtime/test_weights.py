@@ -92,9 +92,12 @@ def _conv_bn(channels: int = 32) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["one", "partitioned"])
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
-def test_weights_set_aside_while_parsing_run_and_save(backend: str, tmp_path, monkeypatch):
-    """A file parsed a field at a time: its weights went aside, the folded ones join them."""
+def test_weights_set_aside_while_parsing_run_and_save(backend: str, listed: bool, tmp_path,
+                                                      monkeypatch):
+    """A file parsed a field at a time: its weights went aside, the folded ones join them; a
+    backend list (the partitioner, which cuts pieces through protos) reads them too."""
     if not registry.availability(backend).ok:
         pytest.skip(f"{backend} unavailable")
     import onnxruntime as ort
@@ -108,8 +111,9 @@ def test_weights_set_aside_while_parsing_run_and_save(backend: str, tmp_path, mo
     x = np.random.default_rng(3).standard_normal((1, 32, 8, 8)).astype(np.float32)
     [expected] = ort.InferenceSession(proto.SerializeToString(),
                                       providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    session = Session(str(path), backend=backend)
-    assert WEIGHTS_DIR in session.model.meta
+    session = Session(str(path), backend=list(dict.fromkeys([backend, "onnxruntime"])) if listed
+                      else backend)
+    assert listed or WEIGHTS_DIR in session.model.meta
     np.testing.assert_allclose(session(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
     saved = session.save(tmp_path / "m.kiln")
     np.testing.assert_allclose(Session(saved)(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
