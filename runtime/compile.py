@@ -420,11 +420,6 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
             from kiln.runtime.executor import load_partitioned
 
             graph.meta.pop(PARSED_PROTO, None)  # the pieces are cut from the IR
-            if artifact.weights is not None:  # pieces are cut through protos: weights inline
-                import onnx_ir
-
-                onnx_ir.external_data.load_to_model(graph)
-
             engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
             placement = engine.placement
         else:
