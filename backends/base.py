@@ -176,12 +176,10 @@ class Backend(abc.ABC):
 
     #: Registry name: "onnxruntime", "openvino", "native", "tensorrt".
     name: str
-    #: Whether ``compile``/``load`` read the IR's tensors in place (memory-mapped external
-    #: tensors included) rather than an ONNX file of their own: a loaded artifact's weights
-    #: then stay mapped from the .kiln file instead of being copied out for the engine.
-    reads_tensor_maps: bool = False
-    #: Whether ``compile`` opens a graph whose external tensors point into a loaded .kiln
-    #: artifact by reading that file itself (no temporary copy of the weights for it).
+    #: Whether ``compile``/``load`` read a loaded .kiln artifact's weights where they lie: the
+    #: IR's tensors in place (memory-mapped external tensors included), or a graph whose
+    #: external tensors point into the .kiln file, read by the engine itself. The weights then
+    #: stay in the .kiln file instead of being copied out to a file of kiln's own.
     reads_artifact_weights: bool = False
 
     @abc.abstractmethod

@@ -450,7 +450,7 @@ def needs_weights_file(artifact: Artifact, backend: Backend, miss: str | None) -
     graph's weights."""
     if artifact.weights is None:  # 1.x: inline in the parsed graph, whose protobuf goes
         return True
-    if backend.reads_tensor_maps or backend.reads_artifact_weights:
+    if backend.reads_artifact_weights:
         return False
     return not (artifact.blobs and miss is None)
 

@@ -293,7 +293,7 @@ class NativeBackend(Backend):
     """kiln's C++ executor; plain C++ kernels for every op, SIMD where the CPU has it."""
 
     name = "native"
-    reads_tensor_maps = True  # weights packed from, or read in place from, the IR's maps
+    reads_artifact_weights = True  # weights packed from, or read in place from, the IR's maps
 
     def is_available(self) -> Availability:
         try:
