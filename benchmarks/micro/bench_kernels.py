@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,18 @@ def conv_gflops(
     return s.flops / min(times) * 1e-9, algo
 
 
+PEER_ENGINES = ("onnxruntime", "openvino", "numpy")
+PEER_SIZES = (1024, 2048)
+
+
+def peer_gflops(engine: str, n: int) -> float:
+    """Another engine's SGEMM, measured in a fresh process (see peer_sgemm.py)."""
+    script = Path(__file__).resolve().parent / "peer_sgemm.py"
+    done = subprocess.run([sys.executable, str(script), engine, str(n)], capture_output=True,
+                          text=True, timeout=300, check=True)
+    return float(done.stdout.strip())
+
+
 def stats(xs: list[float]) -> tuple[float, float]:
     return max(xs), statistics.median(xs)
 
@@ -95,6 +108,8 @@ def main() -> None:
         default=Path(__file__).resolve().parents[1] / "results" / "micro_gemm.md",
     )
     ap.add_argument("--skip-generic", action="store_true", help="skip the slow plain C++ path")
+    ap.add_argument("--skip-peers", action="store_true",
+                    help="skip other engines' SGEMM on the same shapes (peer_sgemm.py)")
     args = ap.parse_args()
 
     isas = [i for i in runnable_isas() if not (args.skip_generic and i == "generic")]
@@ -107,6 +122,7 @@ def main() -> None:
     conv: dict[tuple, list[float]] = {}
     algos: dict[str, str] = {}
     wino: dict[tuple, list[float]] = {}
+    peers: dict[tuple, list[float]] = {}
     gemm_cases = [
         (name, m, n, k, packed) for name, m, n, k in GEMM_SHAPES for packed in (True, False)
     ]
@@ -134,6 +150,10 @@ def main() -> None:
                 for algo in ("im2col", "winograd"):
                     g, _ = conv_gflops(s, 1, args.seconds / 2, algo)
                     wino.setdefault((isa, s.name, algo), []).append(g)
+        if not args.skip_peers:
+            for engine in PEER_ENGINES:
+                for n in PEER_SIZES:
+                    peers.setdefault((engine, n), []).append(peer_gflops(engine, n))
     _native.set_isa_cap("avx512")
     load_after = os.getloadavg()
 
@@ -180,6 +200,23 @@ def main() -> None:
             f"| {isa} | {name} | {m}x{n}x{k} | {'packed' if packed else 'per call'} "
             f"| {threads} | {b:.1f} | {med:.1f} | {pct} |"
         )
+    if peers:
+        best_isa = simd[-1]
+        lines += [
+            "",
+            "### The same shapes on other engines' SGEMM (one thread, B constant)",
+            "",
+            "How close a tuned GEMM gets to the probe on this core: each engine in a fresh "
+            "process (`benchmarks/micro/peer_sgemm.py`), timed by process CPU time, best call "
+            f"per round; % of the {best_isa} probe.",
+            "",
+            "| engine | M x N x K | best GFLOP/s | median | best % peak |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for (engine, n), xs in peers.items():
+            b, med = stats(xs)
+            lines.append(f"| {engine} | {n}x{n}x{n} | {b:.1f} | {med:.1f} "
+                         f"| {100 * b / peak[best_isa]:.0f}% |")
     lines += [
         "",
         "## conv2d, ResNet-50 layers and depthwise layers (batch 1, NCHW, one thread)",
