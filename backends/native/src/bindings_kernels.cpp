@@ -498,6 +498,18 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_gemm_blocking", &kiln::set_gemm_blocking_override, "kc"_a, "mc"_a, "nc"_a,
         "Override KC/MC/NC (0 = derive from the caches).");
 
+  m.def("wino43_weights", [](T4 w, const std::string& isa) {
+    if (w.shape(2) != 3 || w.shape(3) != 3)
+      throw std::invalid_argument("wino43_weights: the filters must be 3x3");
+    const kiln::Isa level = parse_isa_name(isa);
+    if (kiln::isa_level(level) > kiln::isa_level(kiln::best_isa()))
+      throw std::invalid_argument("wino43_weights: this CPU cannot run " + isa);
+    const size_t n = w.shape(0) * w.shape(1);
+    Out u = new_array({36, n});
+    kiln::select_f32_wino43(level).weights(w.data(), n, u.data(), n);
+    return u;
+  }, "w"_a, "isa"_a, "U = G g G^T of each 3x3 filter by one ISA's Winograd weight kernel: "
+     "[36, K * C].");
   m.def("set_winograd_enabled", &kiln::set_winograd_enabled, "enabled"_a,
         "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,

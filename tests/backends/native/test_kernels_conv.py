@@ -237,6 +237,32 @@ def test_packed_conv_survives_isa_change(case: Case) -> None:
         native.set_isa_cap("avx512")
 
 
+# F(4x4, 3x3)'s G (kernels/winograd_ukernel.h), in double: the oracle of the weight kernels.
+WINO43_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("isa_name", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("k, c", [(1, 1), (3, 5), (16, 17), (40, 70)])
+def test_winograd_weight_transform_matches_double(isa_name: str, k: int, c: int) -> None:
+    """Each ISA's float weight kernel gives G g G^T within float rounding, for filter counts
+    below, at and across its 64-filter blocks."""
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa_name) > order.index(native.best_isa()):
+        pytest.skip(f"this CPU cannot run the {isa_name} kernels")
+    w = np.random.default_rng(k * 100 + c).standard_normal((k, c, 3, 3)).astype(np.float32)
+    want = np.einsum("ia,kcab,jb->ijkc", WINO43_G, w.astype(np.float64), WINO43_G)
+    got = K.wino43_weights(w, isa_name)
+    assert got.shape == (36, k * c)
+    np.testing.assert_allclose(got, want.reshape(36, k * c), rtol=1e-6, atol=1e-6)
+
+
+def test_winograd_weight_transform_refuses_other_kernels() -> None:
+    w = np.zeros((2, 2, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="3x3"):
+        K.wino43_weights(w, "generic")
+
+
 def test_packed_conv_rejects_other_input_shapes() -> None:
     case = CASES[3]
     x, w, _, _ = make_inputs(case, 6)

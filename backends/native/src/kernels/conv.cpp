@@ -197,24 +197,10 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
   const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
   const size_t kdim = Cg * p.kh * p.kw;
   if (algo_ == ConvAlgo::winograd) {
-    // U[xi][k][c] = (G g[k][c] G^T)[xi], computed in double, one [K x C] matrix per xi.
-    static const double G[6][3] = {{0.25, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    // U[xi][k][c] = (G g[k][c] G^T)[xi], one [K x C] matrix per xi: the filters are
+    // consecutive in W, so one call transforms them all, vectorized for the active ISA.
     std::vector<float> u(36 * p.K * p.C);
-    for (size_t k = 0; k < p.K; ++k)
-      for (size_t c = 0; c < p.C; ++c) {
-        const float* g = weights + (k * p.C + c) * 9;
-        double gt[6][3];  // G g
-        for (int i = 0; i < 6; ++i)
-          for (int j = 0; j < 3; ++j)
-            gt[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
-        for (int i = 0; i < 6; ++i)
-          for (int j = 0; j < 6; ++j)
-            u[((i * 6 + j) * p.K + k) * p.C + c] =
-                float(gt[i][0] * G[j][0] + gt[i][1] * G[j][1] + gt[i][2] * G[j][2]);
-      }
+    select_f32_wino43(active_isa()).weights(weights, p.K * p.C, u.data(), p.K * p.C);
     for (size_t xi = 0; xi < 36; ++xi)
       packed_.push_back(pack_a(false, p.K, p.C, u.data() + xi * p.K * p.C, p.C));
     return;
