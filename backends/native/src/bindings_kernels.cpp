@@ -440,7 +440,9 @@ void bind_kernels(nb::module_& parent) {
       .def(nb::init<T4>(), "w"_a)
       .def("run", &Conv2dCacheHandle::run, "x"_a, "strides"_a = std::vector<size_t>{1, 1},
            "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "groups"_a = 1)
-      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); });
+      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); })
+      .def_prop_ro("packed_forms",
+                   [](const Conv2dCacheHandle& h) { return h.cache.packed_forms(); });
 
   m.def("pool2d", [](T4 x, const std::string& kind, std::vector<size_t> kernel,
                      std::vector<size_t> strides, std::vector<size_t> pads,
@@ -506,7 +508,9 @@ void bind_kernels(nb::module_& parent) {
       throw std::invalid_argument("wino43_weights: this CPU cannot run " + isa);
     const size_t n = w.shape(0) * w.shape(1);
     Out u = new_array({36, n});
-    kiln::select_f32_wino43(level).weights(w.data(), n, u.data(), n);
+    float* rows[36];
+    for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u.data() + xi * n;
+    kiln::select_f32_wino43(level).weights(w.data(), n, rows);
     return u;
   }, "w"_a, "isa"_a, "U = G g G^T of each 3x3 filter by one ISA's Winograd weight kernel: "
      "[36, K * C].");

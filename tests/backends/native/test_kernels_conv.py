@@ -344,3 +344,23 @@ def test_conv_cache_builds_once_per_input_shape() -> None:
         tol = tolerance(case)
         np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
     assert cache.size == 3
+    assert cache.packed_forms == 1  # three shapes, all im2col: the weights packed once
+
+
+def test_conv_cache_packs_each_weight_form_once() -> None:
+    """Input sizes that pick the same algorithm family share one packed form; a size that
+    picks Winograd packs its form once more, and every size still gives the right answer."""
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    sizes = [(6, 6), (40, 40), (7, 5), (36, 44)]  # im2col, winograd, im2col, winograd
+    forms = []
+    for h, wd in sizes:
+        x = rng.standard_normal((1, 64, h, wd), dtype=np.float32)
+        case = Case(1, 64, h, wd, 64, 3, 3, pads=(1, 1, 1, 1))
+        y = cache.run(x, pads=[1, 1, 1, 1])
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
+        forms.append(cache.packed_forms)
+    assert cache.size == 4
+    assert forms == [1, 2, 2, 2]

@@ -122,7 +122,7 @@ const Conv2d& Conv2dCache::get(const Conv2dParams& p, const float* weights, Conv
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& c : convs_)
     if (c->params() == p) return *c;
-  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo));
+  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo, &forms_));
   return *convs_.back();
 }
 
@@ -179,7 +179,103 @@ void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, flo
 
 // ---------------------------------------------------------------- construction
 
-Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(p), algo_(algo) {
+namespace {
+
+enum class WeightForm { plain = 0, gemm = 1, winograd = 2 };
+
+WeightForm form_of(ConvAlgo algo) {
+  switch (algo) {
+    case ConvAlgo::reference:
+    case ConvAlgo::depthwise: return WeightForm::plain;
+    case ConvAlgo::winograd: return WeightForm::winograd;
+    default: return WeightForm::gemm;
+  }
+}
+
+std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dParams& p,
+                                                const float* weights) {
+  auto w = std::make_shared<PackedConvWeights>();
+  w->K = p.K;
+  w->C = p.C;
+  w->kh = p.kh;
+  w->kw = p.kw;
+  w->groups = p.groups;
+  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
+  const size_t kdim = Cg * p.kh * p.kw;
+  switch (form) {
+    case WeightForm::winograd: {
+      // U[xi][k][c] = (G g[k][c] G^T)[xi], one [K x C] matrix per xi, written straight into
+      // its GEMM panels (mr rows of K, c-major within a panel): each panel's filters are
+      // gathered in that order (rows past K zero, so U is zero there too) and transformed
+      // by the active ISA's kernel.
+      const size_t mr = gemm_kernel(active_isa()).mr, C = p.C;
+      std::vector<PackedAPanels*> u(36);
+      for (size_t xi = 0; xi < 36; ++xi) {
+        auto a = std::make_unique<PackedAPanels>(mr, p.K, C);
+        u[xi] = a.get();
+        w->panels.push_back(std::move(a));
+      }
+      const wino_weights_fn transform = select_f32_wino43(active_isa()).weights;
+      std::vector<float> block(C * mr * 9);
+      float* rows[36];
+      for (size_t k0 = 0; k0 < p.K; k0 += mr) {
+        const size_t live = std::min(mr, p.K - k0);
+        for (size_t c = 0; c < C; ++c)
+          for (size_t r = 0; r < mr; ++r) {
+            float* d = block.data() + (c * mr + r) * 9;
+            if (r < live) std::memcpy(d, weights + ((k0 + r) * C + c) * 9, 9 * sizeof(float));
+            else std::fill(d, d + 9, 0.0f);
+          }
+        for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u[xi]->data() + k0 * C;
+        transform(block.data(), C * mr, rows);
+      }
+      for (PackedAPanels* a : u) flush_subnormals(a->data(), a->bytes() / sizeof(float));
+      break;
+    }
+    case WeightForm::plain:
+      w->plain.assign(weights, weights + p.K * kdim);
+      flush_subnormals(w->plain.data(), w->plain.size());
+      break;
+    case WeightForm::gemm:
+      for (size_t g = 0; g < p.groups; ++g)
+        w->panels.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));
+      break;
+  }
+  return w;
+}
+
+}  // namespace
+
+size_t PackedConvWeights::bytes() const {
+  size_t total = plain.size() * sizeof(float);
+  for (const auto& a : panels) total += a->bytes();
+  return total;
+}
+
+std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
+                                                              const Conv2dParams& p,
+                                                              const float* weights) {
+  const WeightForm form = form_of(algo);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& slot = forms_[static_cast<int>(form)];
+  // The weights' own shape is fixed; a form packed from other dims is not this tensor's.
+  if (slot && (slot->K != p.K || slot->C != p.C || slot->kh != p.kh || slot->kw != p.kw ||
+               slot->groups != p.groups))
+    throw std::logic_error("conv: weight forms asked for another weight shape");
+  if (!slot) slot = pack_weights(form, p, weights);
+  return slot;
+}
+
+size_t ConvWeightForms::packed_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t n = 0;
+  for (const auto& f : forms_) n += f != nullptr;
+  return n;
+}
+
+Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
+               ConvWeightForms* forms)
+    : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) {
     algo_ = is_depthwise(p) ? ConvAlgo::depthwise
@@ -194,33 +290,12 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
     bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
   if (algo_ == ConvAlgo::winograd && !is_winograd_shape(p))
     bad("the winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and one group");
-  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
-  const size_t kdim = Cg * p.kh * p.kw;
-  if (algo_ == ConvAlgo::winograd) {
-    // U[xi][k][c] = (G g[k][c] G^T)[xi], one [K x C] matrix per xi: the filters are
-    // consecutive in W, so one call transforms them all, vectorized for the active ISA.
-    std::vector<float> u(36 * p.K * p.C);
-    select_f32_wino43(active_isa()).weights(weights, p.K * p.C, u.data(), p.K * p.C);
-    for (size_t xi = 0; xi < 36; ++xi)
-      packed_.push_back(pack_a(false, p.K, p.C, u.data() + xi * p.K * p.C, p.C));
-    return;
-  }
-  if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
-    weights_.assign(weights, weights + p.K * kdim);
-    flush_subnormals(weights_.data(), weights_.size());
-  } else {
-    for (size_t g = 0; g < p.groups; ++g)
-      packed_.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));
-  }
+  w_ = forms ? forms->get(algo_, p, weights) : pack_weights(form_of(algo_), p, weights);
 }
 
 Conv2d::~Conv2d() = default;
 
-size_t Conv2d::packed_bytes() const {
-  size_t bytes = weights_.size() * sizeof(float);
-  for (const auto& a : packed_) bytes += a->bytes();
-  return bytes;
-}
+size_t Conv2d::packed_bytes() const { return w_->bytes(); }
 
 void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                  const ChannelAffine* prologue) const {
@@ -229,7 +304,7 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
   if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
     bad("the bias must be per output channel (BiasKind::per_row)");
   switch (algo_) {
-    case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
+    case ConvAlgo::reference: return conv2d_reference(p_, x, w_->plain.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool, prologue);
@@ -387,7 +462,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
           }
           v[c] = t;
         }
-        const auto& packed = static_cast<const PackedAPanels&>(*packed_[g]);
+        const auto& packed = static_cast<const PackedAPanels&>(*w_->panels[g]);
         const float* panels = packed.panels_for(kern);
         Epilogue eg = ep;
         if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
@@ -441,9 +516,9 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
   // after construction) they are converted block by block into scratch instead.
   std::vector<const float*> a_panels;
-  if (static_cast<const PackedAPanels&>(*packed_[0]).mr() == kern.mr)
+  if (static_cast<const PackedAPanels&>(*w_->panels[0]).mr() == kern.mr)
     for (size_t g = 0; g < p_.groups; ++g)
-      a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
+      a_panels.push_back(static_cast<const PackedAPanels&>(*w_->panels[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * col_panels / blocks * kern.nr;
     const size_t j1 = std::min(cols, (bi + 1) * col_panels / blocks * kern.nr);
@@ -452,7 +527,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
     if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
     const float* ap = a_panels.empty()
-        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+        ? static_cast<const PackedAPanels&>(*w_->panels[g]).panels_for(kern) : a_panels[g];
     float* yg = y + (n * p_.K + g * Kg) * cols + j0;
     if (b_in_place) {
       // The input rows are already the GEMM's B (C x cols, row-major): the microkernel reads
@@ -516,7 +591,7 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
       const size_t c = i % p_.C;
       DwConvPlane plane = shape;
       plane.x = x + i * p_.H * p_.W;
-      plane.w = weights_.data() + c * taps;
+      plane.w = w_->plain.data() + c * taps;
       plane.y = y + i * OH * OW;
       plane.residual = ep.residual ? ep.residual + i * OH * OW : nullptr;
       plane.bias = ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f;
@@ -562,7 +637,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
   AlignedBuffer converted;
   const size_t a_len = round_up(K, kern.mr) * C;
   for (size_t xi = 0; xi < 36; ++xi) {
-    const auto& pa = static_cast<const PackedAPanels&>(*packed_[xi]);
+    const auto& pa = static_cast<const PackedAPanels&>(*w_->panels[xi]);
     a_panels[xi] = pa.panels_for(kern);
     if (pa.mr() != kern.mr) {
       if (converted.size() == 0) converted.resize(36 * a_len);

@@ -24,8 +24,8 @@ using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d)
 using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
                                  const float* res, float* dst, size_t ds);
 // Transforms n 3x3 filters, each 9 contiguous taps g[f * 9 + e] (row-major, as ONNX stores
-// a [K, C, 3, 3] weight): u[xi * us + f] = (G g_f G^T)[xi] for xi = r * 6 + s.
-using wino_weights_fn = void (*)(const float* g, size_t n, float* u, size_t us);
+// a [K, C, 3, 3] weight): u[xi][f] = (G g_f G^T)[xi] for xi = r * 6 + s (36 rows).
+using wino_weights_fn = void (*)(const float* g, size_t n, float* const* u);
 
 // The transforms as loops over T tiles; each ISA's file instantiates them under its own
 // compiler flags so the loops vectorize to that ISA.
@@ -76,7 +76,7 @@ inline void g3(const float* in, size_t is, float* out, size_t os, size_t n) {
 
 // U = G g G^T for n filters, F at a time: their taps transposed to tap-major rows, then
 // G applied down the columns and along the rows as straight loops over the F filters.
-inline void weights(const float* g, size_t n, float* u, size_t us) {
+inline void weights(const float* g, size_t n, float* const* u) {
   constexpr size_t F = 64;
   alignas(64) float taps[9 * F], gg[18 * F], uu[36 * F];
   for (size_t f0 = 0; f0 < n; f0 += F) {
@@ -89,7 +89,7 @@ inline void weights(const float* g, size_t n, float* u, size_t us) {
     // Rows: uu[i * 6 + j] = sum_s gg[i][s] G[j][s].
     for (size_t i = 0; i < 6; ++i) g3(gg + i * 3 * F, F, uu + i * 6 * F, F, m);
     for (size_t xi = 0; xi < 36; ++xi)
-      for (size_t f = 0; f < m; ++f) u[xi * us + f0 + f] = uu[xi * F + f];
+      for (size_t f = 0; f < m; ++f) u[xi][f0 + f] = uu[xi * F + f];
   }
 }
 
@@ -159,6 +159,6 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
                                        const float* res, float* dst, size_t ds) {              \
     wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds);                                     \
   }                                                                                             \
-  void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* u, size_t us) {        \
-    wino43::weights(g, n, u, us);                                                               \
+  void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* const* u) {            \
+    wino43::weights(g, n, u);                                                                   \
   }
