@@ -192,8 +192,9 @@ WeightForm form_of(ConvAlgo algo) {
   }
 }
 
+// Packs on the pool's threads when one is given: a model's first run packs every layer.
 std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dParams& p,
-                                                const float* weights) {
+                                                const float* weights, ThreadPool* pool) {
   auto w = std::make_shared<PackedConvWeights>();
   w->K = p.K;
   w->C = p.C;
@@ -216,19 +217,24 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
         w->panels.push_back(std::move(a));
       }
       const wino_weights_fn transform = select_f32_wino43(active_isa()).weights;
-      std::vector<float> block(C * mr * 9);
-      float* rows[36];
-      for (size_t k0 = 0; k0 < p.K; k0 += mr) {
-        const size_t live = std::min(mr, p.K - k0);
-        for (size_t c = 0; c < C; ++c)
-          for (size_t r = 0; r < mr; ++r) {
-            float* d = block.data() + (c * mr + r) * 9;
-            if (r < live) std::memcpy(d, weights + ((k0 + r) * C + c) * 9, 9 * sizeof(float));
-            else std::fill(d, d + 9, 0.0f);
-          }
-        for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u[xi]->data() + k0 * C;
-        transform(block.data(), C * mr, rows);
-      }
+      auto panels = [&](size_t p0, size_t p1) {
+        std::vector<float> block(C * mr * 9);
+        float* rows[36];
+        for (size_t pi = p0; pi < p1; ++pi) {
+          const size_t k0 = pi * mr, live = std::min(mr, p.K - k0);
+          for (size_t c = 0; c < C; ++c)
+            for (size_t r = 0; r < mr; ++r) {
+              float* d = block.data() + (c * mr + r) * 9;
+              if (r < live) std::memcpy(d, weights + ((k0 + r) * C + c) * 9, 9 * sizeof(float));
+              else std::fill(d, d + 9, 0.0f);
+            }
+          for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u[xi]->data() + k0 * C;
+          transform(block.data(), C * mr, rows);
+        }
+      };
+      const size_t count = (p.K + mr - 1) / mr;
+      if (pool) pool->parallel_for(count, 1, panels, 36 * count * mr * C);
+      else panels(0, count);
       for (PackedAPanels* a : u) flush_subnormals(a->data(), a->bytes() / sizeof(float));
       break;
     }
@@ -236,10 +242,16 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
       w->plain.assign(weights, weights + p.K * kdim);
       flush_subnormals(w->plain.data(), w->plain.size());
       break;
-    case WeightForm::gemm:
-      for (size_t g = 0; g < p.groups; ++g)
-        w->panels.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));
+    case WeightForm::gemm: {
+      const size_t mr = gemm_kernel(active_isa()).mr;
+      for (size_t g = 0; g < p.groups; ++g) {
+        auto a = std::make_unique<PackedAPanels>(mr, Kg, kdim);
+        pack_a_panels(mr, false, Kg, kdim, weights + g * Kg * kdim, kdim, a->data(), pool);
+        flush_subnormals(a->data(), a->bytes() / sizeof(float));
+        w->panels.push_back(std::move(a));
+      }
       break;
+    }
   }
   return w;
 }
@@ -254,7 +266,8 @@ size_t PackedConvWeights::bytes() const {
 
 std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
                                                               const Conv2dParams& p,
-                                                              const float* weights) {
+                                                              const float* weights,
+                                                              ThreadPool* pool) {
   const WeightForm form = form_of(algo);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = forms_[static_cast<int>(form)];
@@ -262,7 +275,7 @@ std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
   if (slot && (slot->K != p.K || slot->C != p.C || slot->kh != p.kh || slot->kw != p.kw ||
                slot->groups != p.groups))
     throw std::logic_error("conv: weight forms asked for another weight shape");
-  if (!slot) slot = pack_weights(form, p, weights);
+  if (!slot) slot = pack_weights(form, p, weights, pool);
   return slot;
 }
 
@@ -274,7 +287,7 @@ size_t ConvWeightForms::packed_count() const {
 }
 
 Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
-               ConvWeightForms* forms)
+               ConvWeightForms* forms, ThreadPool* pool)
     : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) {
@@ -290,7 +303,8 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
     bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
   if (algo_ == ConvAlgo::winograd && !is_winograd_shape(p))
     bad("the winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and one group");
-  w_ = forms ? forms->get(algo_, p, weights) : pack_weights(form_of(algo_), p, weights);
+  w_ = forms ? forms->get(algo_, p, weights, pool)
+             : pack_weights(form_of(algo_), p, weights, pool);
 }
 
 Conv2d::~Conv2d() = default;

@@ -70,8 +70,9 @@ struct PackedConvWeights {
 // address with the same values.
 class ConvWeightForms {
  public:
+  // pool (may be null) packs a missing form on several threads.
   std::shared_ptr<const PackedConvWeights> get(ConvAlgo algo, const Conv2dParams& p,
-                                               const float* weights);
+                                               const float* weights, ThreadPool* pool = nullptr);
   // Forms packed so far (a test hook: shapes that share a form pack it once).
   size_t packed_count() const;
 
@@ -83,10 +84,11 @@ class ConvWeightForms {
 class Conv2d {
  public:
   // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards);
-  // with `forms`, the packed form comes from (and is kept in) it, shared with other shapes.
+  // with `forms`, the packed form comes from (and is kept in) it, shared with other shapes;
+  // pool (may be null) packs on several threads.
   // Throws std::invalid_argument for bad params or an algorithm that cannot run them.
   Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic,
-         ConvWeightForms* forms = nullptr);
+         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr);
   ~Conv2d();
   Conv2d(const Conv2d&) = delete;
   Conv2d& operator=(const Conv2d&) = delete;

@@ -286,7 +286,8 @@ class ConvKernel final : public Kernel {
     p.groups = g.G;
     std::shared_ptr<Conv2d> conv;
     try {
-      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(), ConvAlgo::automatic, &forms_);
+      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(), ConvAlgo::automatic, &forms_,
+                                      c.pool);
     } catch (const std::invalid_argument& e) {
       c.fail(e.what());
     }
