@@ -364,3 +364,17 @@ def test_conv_cache_packs_each_weight_form_once() -> None:
         forms.append(cache.packed_forms)
     assert cache.size == 4
     assert forms == [1, 2, 2, 2]
+
+
+def test_conv_cache_reads_the_same_weights_under_another_grouping() -> None:
+    """[8, 4, 3, 3] weights are a plain conv over 4 channels or a 2-group one over 8: the
+    grouped shape gets panels of its own, and both stay right in any order."""
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((8, 4, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    for c, groups in [(4, 1), (8, 2), (4, 1)]:
+        x = rng.standard_normal((1, c, 9, 9), dtype=np.float32)
+        case = Case(1, c, 9, 9, 8, 3, 3, pads=(1, 1, 1, 1), groups=groups)
+        y = cache.run(x, pads=[1, 1, 1, 1], groups=groups)
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)

@@ -271,11 +271,11 @@ std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
   const WeightForm form = form_of(algo);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = forms_[static_cast<int>(form)];
-  // The weights' own shape is fixed; a form packed from other dims is not this tensor's.
-  if (slot && (slot->K != p.K || slot->C != p.C || slot->kh != p.kh || slot->kw != p.kw ||
-               slot->groups != p.groups))
-    throw std::logic_error("conv: weight forms asked for another weight shape");
   if (!slot) slot = pack_weights(form, p, weights, pool);
+  // The same values read under another grouping are another matrix: packed, not kept.
+  if (slot->K != p.K || slot->C != p.C || slot->kh != p.kh || slot->kw != p.kw ||
+      slot->groups != p.groups)
+    return pack_weights(form, p, weights, pool);
   return slot;
 }
 

@@ -66,8 +66,9 @@ struct PackedConvWeights {
 
 // The packed forms of one constant weight tensor, each made on first request and kept:
 // gemm_1x1 and im2col read one form (the [K, C/groups * kh * kw] panels), winograd another,
-// reference and depthwise a plain copy. Thread safe. The weights must stay at the same
-// address with the same values.
+// reference and depthwise a plain copy. A form asked for under another grouping of the same
+// values (another matrix) is packed for that caller and not kept. Thread safe. The weights
+// must stay at the same address with the same values.
 class ConvWeightForms {
  public:
   // pool (may be null) packs a missing form on several threads.
