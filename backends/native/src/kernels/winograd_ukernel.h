@@ -141,9 +141,9 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
 
 }  // namespace kiln
 
-// Defines the four Winograd entry points of one ISA inside namespace kiln
-// (kernels/ukernels.inc names them prefix##input / output / gather / scatter / weights) over TILES
-// tiles, in a file compiled with that ISA's flags so the templates above vectorize for it
+// Defines the five Winograd entry points of one ISA inside namespace kiln (kernels/ukernels.inc
+// names them prefix##input / output / gather / scatter / weights) over TILES tiles, in a
+// file compiled with that ISA's flags so the templates above vectorize for it
 // (kernels/simd/define_ukernels.h for the SIMD ISAs, generic/f32_winograd.cpp).
 #define KILN_DEFINE_WINO43_UKERNELS(suffix, TILES)                                              \
   void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs) {                     \
