@@ -440,7 +440,9 @@ void bind_kernels(nb::module_& parent) {
       .def(nb::init<T4>(), "w"_a)
       .def("run", &Conv2dCacheHandle::run, "x"_a, "strides"_a = std::vector<size_t>{1, 1},
            "pads"_a = std::vector<size_t>{0, 0, 0, 0}, "groups"_a = 1)
-      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); });
+      .def_prop_ro("size", [](const Conv2dCacheHandle& h) { return h.cache.size(); })
+      .def_prop_ro("packed_forms",
+                   [](const Conv2dCacheHandle& h) { return h.cache.packed_forms(); });
 
   m.def("pool2d", [](T4 x, const std::string& kind, std::vector<size_t> kernel,
                      std::vector<size_t> strides, std::vector<size_t> pads,
@@ -498,6 +500,20 @@ void bind_kernels(nb::module_& parent) {
   m.def("set_gemm_blocking", &kiln::set_gemm_blocking_override, "kc"_a, "mc"_a, "nc"_a,
         "Override KC/MC/NC (0 = derive from the caches).");
 
+  m.def("wino43_weights", [](T4 w, const std::string& isa) {
+    if (w.shape(2) != 3 || w.shape(3) != 3)
+      throw std::invalid_argument("wino43_weights: the filters must be 3x3");
+    const kiln::Isa level = parse_isa_name(isa);
+    if (kiln::isa_level(level) > kiln::isa_level(kiln::best_isa()))
+      throw std::invalid_argument("wino43_weights: this CPU cannot run " + isa);
+    const size_t n = w.shape(0) * w.shape(1);
+    Out u = new_array({36, n});
+    float* rows[36];
+    for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u.data() + xi * n;
+    kiln::select_f32_wino43(level).weights(w.data(), n, rows);
+    return u;
+  }, "w"_a, "isa"_a, "U = G g G^T of each 3x3 filter by one ISA's Winograd weight kernel: "
+     "[36, K * C].");
   m.def("set_winograd_enabled", &kiln::set_winograd_enabled, "enabled"_a,
         "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,

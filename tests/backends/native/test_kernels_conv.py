@@ -237,6 +237,32 @@ def test_packed_conv_survives_isa_change(case: Case) -> None:
         native.set_isa_cap("avx512")
 
 
+# F(4x4, 3x3)'s G (kernels/winograd_ukernel.h), in double: the oracle of the weight kernels.
+WINO43_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("isa_name", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("k, c", [(1, 1), (3, 5), (16, 17), (40, 70)])
+def test_winograd_weight_transform_matches_double(isa_name: str, k: int, c: int) -> None:
+    """Each ISA's float weight kernel gives G g G^T within float rounding, for filter counts
+    below, at and across its 64-filter blocks."""
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa_name) > order.index(native.best_isa()):
+        pytest.skip(f"this CPU cannot run the {isa_name} kernels")
+    w = np.random.default_rng(k * 100 + c).standard_normal((k, c, 3, 3)).astype(np.float32)
+    want = np.einsum("ia,kcab,jb->ijkc", WINO43_G, w.astype(np.float64), WINO43_G)
+    got = K.wino43_weights(w, isa_name)
+    assert got.shape == (36, k * c)
+    np.testing.assert_allclose(got, want.reshape(36, k * c), rtol=1e-6, atol=1e-6)
+
+
+def test_winograd_weight_transform_refuses_other_kernels() -> None:
+    w = np.zeros((2, 2, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="3x3"):
+        K.wino43_weights(w, "generic")
+
+
 def test_packed_conv_rejects_other_input_shapes() -> None:
     case = CASES[3]
     x, w, _, _ = make_inputs(case, 6)
@@ -318,3 +344,37 @@ def test_conv_cache_builds_once_per_input_shape() -> None:
         tol = tolerance(case)
         np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
     assert cache.size == 3
+    assert cache.packed_forms == 1  # three shapes, all im2col: the weights packed once
+
+
+def test_conv_cache_packs_each_weight_form_once() -> None:
+    """Input sizes that pick the same algorithm family share one packed form; a size that
+    picks Winograd packs its form once more, and every size still gives the right answer."""
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    sizes = [(6, 6), (40, 40), (7, 5), (36, 44)]  # im2col, winograd, im2col, winograd
+    forms = []
+    for h, wd in sizes:
+        x = rng.standard_normal((1, 64, h, wd), dtype=np.float32)
+        case = Case(1, 64, h, wd, 64, 3, 3, pads=(1, 1, 1, 1))
+        y = cache.run(x, pads=[1, 1, 1, 1])
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
+        forms.append(cache.packed_forms)
+    assert cache.size == 4
+    assert forms == [1, 2, 2, 2]
+
+
+def test_conv_cache_reads_the_same_weights_under_another_grouping() -> None:
+    """[8, 4, 3, 3] weights are a plain conv over 4 channels or a 2-group one over 8: the
+    grouped shape gets panels of its own, and both stay right in any order."""
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((8, 4, 3, 3), dtype=np.float32)
+    cache = K.Conv2dCache(w)
+    for c, groups in [(4, 1), (8, 2), (4, 1)]:
+        x = rng.standard_normal((1, c, 9, 9), dtype=np.float32)
+        case = Case(1, c, 9, 9, 8, 3, 3, pads=(1, 1, 1, 1), groups=groups)
+        y = cache.run(x, pads=[1, 1, 1, 1], groups=groups)
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)

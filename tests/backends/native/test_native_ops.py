@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from model_builders import model_from_arrays, run_reference
 from native_cases import check_against_ort, compile_native
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 rng = np.random.default_rng(1234)
 
@@ -910,3 +910,26 @@ def test_pointwise_conv_on_one_pixel_matches_onnxruntime(isa, group, batch) -> N
         got = compile_native(model, threads=threads).run({"x": x})["y"]
         np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4,
                                    atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_with_symbolic_size_matches_onnxruntime_on_each_size(threads: int) -> None:
+    """A 3x3 conv whose map size is known only at run time: sizes that pick im2col and sizes
+    that pick Winograd share the packed weights of their algorithm family (packed on the
+    pool's threads), and every size, new or seen again, matches onnxruntime."""
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, "h", "w"])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, "h", "w"])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "sizes", [x_info], [y_info],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = compile_native(model, threads=threads)
+    for h, wd in [(6, 6), (40, 40), (7, 5), (36, 44), (40, 40), (6, 6)]:
+        x = rng.standard_normal((1, 64, h, wd)).astype(np.float32)
+        got = compiled.run({"x": x})["y"]
+        # Winograd's error grows with the 576-term sums (~1e-5 of their size, ~24 here)
+        np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4,
+                                   atol=2e-3, err_msg=f"{h}x{wd}")

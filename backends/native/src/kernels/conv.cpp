@@ -122,7 +122,7 @@ const Conv2d& Conv2dCache::get(const Conv2dParams& p, const float* weights, Conv
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& c : convs_)
     if (c->params() == p) return *c;
-  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo));
+  convs_.push_back(std::make_unique<Conv2d>(p, weights, algo, &forms_));
   return *convs_.back();
 }
 
@@ -179,7 +179,116 @@ void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, flo
 
 // ---------------------------------------------------------------- construction
 
-Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(p), algo_(algo) {
+namespace {
+
+enum class WeightForm { plain = 0, gemm = 1, winograd = 2 };
+
+WeightForm form_of(ConvAlgo algo) {
+  switch (algo) {
+    case ConvAlgo::reference:
+    case ConvAlgo::depthwise: return WeightForm::plain;
+    case ConvAlgo::winograd: return WeightForm::winograd;
+    default: return WeightForm::gemm;
+  }
+}
+
+// Packs on the pool's threads when one is given: a model's first run packs every layer.
+std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dParams& p,
+                                                const float* weights, ThreadPool* pool) {
+  auto w = std::make_shared<PackedConvWeights>();
+  w->K = p.K;
+  w->C = p.C;
+  w->kh = p.kh;
+  w->kw = p.kw;
+  w->groups = p.groups;
+  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
+  const size_t kdim = Cg * p.kh * p.kw;
+  switch (form) {
+    case WeightForm::winograd: {
+      // U[xi][k][c] = (G g[k][c] G^T)[xi], one [K x C] matrix per xi, written straight into
+      // its GEMM panels (mr rows of K, c-major within a panel): each panel's filters are
+      // gathered in that order (rows past K zero, so U is zero there too) and transformed
+      // by the active ISA's kernel.
+      const size_t mr = gemm_kernel(active_isa()).mr, C = p.C;
+      std::vector<PackedAPanels*> u(36);
+      for (size_t xi = 0; xi < 36; ++xi) {
+        auto a = std::make_unique<PackedAPanels>(mr, p.K, C);
+        u[xi] = a.get();
+        w->panels.push_back(std::move(a));
+      }
+      const wino_weights_fn transform = select_f32_wino43(active_isa()).weights;
+      auto panels = [&](size_t p0, size_t p1) {
+        std::vector<float> block(C * mr * 9);
+        float* rows[36];
+        for (size_t pi = p0; pi < p1; ++pi) {
+          const size_t k0 = pi * mr, live = std::min(mr, p.K - k0);
+          for (size_t c = 0; c < C; ++c)
+            for (size_t r = 0; r < mr; ++r) {
+              float* d = block.data() + (c * mr + r) * 9;
+              if (r < live) std::memcpy(d, weights + ((k0 + r) * C + c) * 9, 9 * sizeof(float));
+              else std::fill(d, d + 9, 0.0f);
+            }
+          for (size_t xi = 0; xi < 36; ++xi) rows[xi] = u[xi]->data() + k0 * C;
+          transform(block.data(), C * mr, rows);
+        }
+      };
+      const size_t count = (p.K + mr - 1) / mr;
+      if (pool) pool->parallel_for(count, 1, panels, 36 * count * mr * C);
+      else panels(0, count);
+      for (PackedAPanels* a : u) flush_subnormals(a->data(), a->bytes() / sizeof(float));
+      break;
+    }
+    case WeightForm::plain:
+      w->plain.assign(weights, weights + p.K * kdim);
+      flush_subnormals(w->plain.data(), w->plain.size());
+      break;
+    case WeightForm::gemm: {
+      const size_t mr = gemm_kernel(active_isa()).mr;
+      for (size_t g = 0; g < p.groups; ++g) {
+        auto a = std::make_unique<PackedAPanels>(mr, Kg, kdim);
+        pack_a_panels(mr, false, Kg, kdim, weights + g * Kg * kdim, kdim, a->data(), pool);
+        flush_subnormals(a->data(), a->bytes() / sizeof(float));
+        w->panels.push_back(std::move(a));
+      }
+      break;
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+size_t PackedConvWeights::bytes() const {
+  size_t total = plain.size() * sizeof(float);
+  for (const auto& a : panels) total += a->bytes();
+  return total;
+}
+
+std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
+                                                              const Conv2dParams& p,
+                                                              const float* weights,
+                                                              ThreadPool* pool) {
+  const WeightForm form = form_of(algo);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& slot = forms_[static_cast<int>(form)];
+  if (!slot) slot = pack_weights(form, p, weights, pool);
+  // The same values read under another grouping are another matrix: packed, not kept.
+  if (slot->K != p.K || slot->C != p.C || slot->kh != p.kh || slot->kw != p.kw ||
+      slot->groups != p.groups)
+    return pack_weights(form, p, weights, pool);
+  return slot;
+}
+
+size_t ConvWeightForms::packed_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t n = 0;
+  for (const auto& f : forms_) n += f != nullptr;
+  return n;
+}
+
+Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
+               ConvWeightForms* forms, ThreadPool* pool)
+    : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) {
     algo_ = is_depthwise(p) ? ConvAlgo::depthwise
@@ -194,47 +303,13 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
     bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
   if (algo_ == ConvAlgo::winograd && !is_winograd_shape(p))
     bad("the winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and one group");
-  const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
-  const size_t kdim = Cg * p.kh * p.kw;
-  if (algo_ == ConvAlgo::winograd) {
-    // U[xi][k][c] = (G g[k][c] G^T)[xi], computed in double, one [K x C] matrix per xi.
-    static const double G[6][3] = {{0.25, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-    std::vector<float> u(36 * p.K * p.C);
-    for (size_t k = 0; k < p.K; ++k)
-      for (size_t c = 0; c < p.C; ++c) {
-        const float* g = weights + (k * p.C + c) * 9;
-        double gt[6][3];  // G g
-        for (int i = 0; i < 6; ++i)
-          for (int j = 0; j < 3; ++j)
-            gt[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
-        for (int i = 0; i < 6; ++i)
-          for (int j = 0; j < 6; ++j)
-            u[((i * 6 + j) * p.K + k) * p.C + c] =
-                float(gt[i][0] * G[j][0] + gt[i][1] * G[j][1] + gt[i][2] * G[j][2]);
-      }
-    for (size_t xi = 0; xi < 36; ++xi)
-      packed_.push_back(pack_a(false, p.K, p.C, u.data() + xi * p.K * p.C, p.C));
-    return;
-  }
-  if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
-    weights_.assign(weights, weights + p.K * kdim);
-    flush_subnormals(weights_.data(), weights_.size());
-  } else {
-    for (size_t g = 0; g < p.groups; ++g)
-      packed_.push_back(pack_a(false, Kg, kdim, weights + g * Kg * kdim, kdim));
-  }
+  w_ = forms ? forms->get(algo_, p, weights, pool)
+             : pack_weights(form_of(algo_), p, weights, pool);
 }
 
 Conv2d::~Conv2d() = default;
 
-size_t Conv2d::packed_bytes() const {
-  size_t bytes = weights_.size() * sizeof(float);
-  for (const auto& a : packed_) bytes += a->bytes();
-  return bytes;
-}
+size_t Conv2d::packed_bytes() const { return w_->bytes(); }
 
 void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                  const ChannelAffine* prologue) const {
@@ -243,7 +318,7 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
   if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
     bad("the bias must be per output channel (BiasKind::per_row)");
   switch (algo_) {
-    case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
+    case ConvAlgo::reference: return conv2d_reference(p_, x, w_->plain.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool, prologue);
@@ -401,7 +476,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
           }
           v[c] = t;
         }
-        const auto& packed = static_cast<const PackedAPanels&>(*packed_[g]);
+        const auto& packed = static_cast<const PackedAPanels&>(*w_->panels[g]);
         const float* panels = packed.panels_for(kern);
         Epilogue eg = ep;
         if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
@@ -455,9 +530,9 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
   // after construction) they are converted block by block into scratch instead.
   std::vector<const float*> a_panels;
-  if (static_cast<const PackedAPanels&>(*packed_[0]).mr() == kern.mr)
+  if (static_cast<const PackedAPanels&>(*w_->panels[0]).mr() == kern.mr)
     for (size_t g = 0; g < p_.groups; ++g)
-      a_panels.push_back(static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern));
+      a_panels.push_back(static_cast<const PackedAPanels&>(*w_->panels[g]).panels_for(kern));
   auto block = [&](size_t n, size_t g, size_t bi, ThreadPool* inner) {
     const size_t j0 = bi * col_panels / blocks * kern.nr;
     const size_t j1 = std::min(cols, (bi + 1) * col_panels / blocks * kern.nr);
@@ -466,7 +541,7 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
     if (ep.bias_kind == BiasKind::per_row) eg.bias = ep.bias + g * Kg;
     if (ep.residual) eg.residual = ep.residual + (n * p_.K + g * Kg) * cols + j0;
     const float* ap = a_panels.empty()
-        ? static_cast<const PackedAPanels&>(*packed_[g]).panels_for(kern) : a_panels[g];
+        ? static_cast<const PackedAPanels&>(*w_->panels[g]).panels_for(kern) : a_panels[g];
     float* yg = y + (n * p_.K + g * Kg) * cols + j0;
     if (b_in_place) {
       // The input rows are already the GEMM's B (C x cols, row-major): the microkernel reads
@@ -530,7 +605,7 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
       const size_t c = i % p_.C;
       DwConvPlane plane = shape;
       plane.x = x + i * p_.H * p_.W;
-      plane.w = weights_.data() + c * taps;
+      plane.w = w_->plain.data() + c * taps;
       plane.y = y + i * OH * OW;
       plane.residual = ep.residual ? ep.residual + i * OH * OW : nullptr;
       plane.bias = ep.bias_kind == BiasKind::per_row ? ep.bias[c] : 0.0f;
@@ -576,7 +651,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
   AlignedBuffer converted;
   const size_t a_len = round_up(K, kern.mr) * C;
   for (size_t xi = 0; xi < 36; ++xi) {
-    const auto& pa = static_cast<const PackedAPanels&>(*packed_[xi]);
+    const auto& pa = static_cast<const PackedAPanels&>(*w_->panels[xi]);
     a_panels[xi] = pa.panels_for(kern);
     if (pa.mr() != kern.mr) {
       if (converted.size() == 0) converted.resize(36 * a_len);

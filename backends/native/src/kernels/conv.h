@@ -54,11 +54,42 @@ struct ChannelAffine {
   bool relu = false;
 };
 
+// A convolution's constant weights in the form one algorithm family reads. None of the forms
+// depends on the input's size, so the Conv2d of every input shape can share one.
+struct PackedConvWeights {
+  size_t K = 0, C = 0, kh = 0, kw = 0, groups = 0;  // the weights it was packed from
+  std::vector<float> plain;                         // reference / depthwise
+  // GEMM algorithms: one per group; winograd: one per transform point (36).
+  std::vector<std::unique_ptr<PackedA>> panels;
+  size_t bytes() const;
+};
+
+// The packed forms of one constant weight tensor, each made on first request and kept:
+// gemm_1x1 and im2col read one form (the [K, C/groups * kh * kw] panels), winograd another,
+// reference and depthwise a plain copy. A form asked for under another grouping of the same
+// values (another matrix) is packed for that caller and not kept. Thread safe. The weights
+// must stay at the same address with the same values.
+class ConvWeightForms {
+ public:
+  // pool (may be null) packs a missing form on several threads.
+  std::shared_ptr<const PackedConvWeights> get(ConvAlgo algo, const Conv2dParams& p,
+                                               const float* weights, ThreadPool* pool = nullptr);
+  // Forms packed so far (a test hook: shapes that share a form pack it once).
+  size_t packed_count() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const PackedConvWeights> forms_[3];  // plain, gemm, winograd
+};
+
 class Conv2d {
  public:
-  // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards).
+  // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards);
+  // with `forms`, the packed form comes from (and is kept in) it, shared with other shapes;
+  // pool (may be null) packs on several threads.
   // Throws std::invalid_argument for bad params or an algorithm that cannot run them.
-  Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic);
+  Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic,
+         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr);
   ~Conv2d();
   Conv2d(const Conv2d&) = delete;
   Conv2d& operator=(const Conv2d&) = delete;
@@ -87,22 +118,24 @@ class Conv2d {
 
   Conv2dParams p_;
   ConvAlgo algo_;
-  std::vector<float> weights_;                 // reference / depthwise
-  // GEMM algorithms: one per group; winograd: one per transform point (36).
-  std::vector<std::unique_ptr<PackedA>> packed_;
+  std::shared_ptr<const PackedConvWeights> w_;
 };
 
 // For an executor kernel whose weights are constant but whose input shape is known only at
-// run time: one Conv2d per input shape seen, built (weights packed) on first use and reused
-// after. Thread safe. The weights must stay at the same address with the same values.
+// run time: one Conv2d per input shape seen, built on first use and reused after; the shapes
+// share packed weights (ConvWeightForms). Thread safe. The weights must stay at the same
+// address with the same values.
 class Conv2dCache {
  public:
   const Conv2d& get(const Conv2dParams& p, const float* weights,
                     ConvAlgo algo = ConvAlgo::automatic);
   size_t size() const;
+  // Packed weight forms held: at most one per algorithm family, whatever the shapes seen.
+  size_t packed_forms() const { return forms_.packed_count(); }
 
  private:
   mutable std::mutex mutex_;
+  ConvWeightForms forms_;
   std::vector<std::unique_ptr<Conv2d>> convs_;
 };
 

@@ -103,7 +103,8 @@ WinogradKernels select_f32_wino43(Isa isa) {
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                            \
   if (isa == Isa::isa_)                                                                   \
     return {kiln_f32_wino43_input##suffix, kiln_f32_wino43_output##suffix,                \
-            kiln_f32_wino43_gather##suffix, kiln_f32_wino43_scatter##suffix, tiles};
+            kiln_f32_wino43_gather##suffix, kiln_f32_wino43_scatter##suffix,              \
+            kiln_f32_wino43_weights##suffix, tiles};
 #include "kernels/ukernels.inc"
 #undef KILN_WINO_UKERNEL
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)

@@ -47,7 +47,8 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void kiln_f32_wino43_output##suffix(const float* m, size_t ms, float* y);             \
   void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
-                                       const float* res, float* dst, size_t ds);
+                                       const float* res, float* dst, size_t ds);          \
+  void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* const* u);
 #define KILN_INT8_GEMM_UKERNEL(name, isa, feature)                                         \
   void name(size_t rows, size_t nseg, size_t seg_len, const uint8_t* const* a,          \
             const int8_t* b, int32_t* c, size_t ldc, size_t cols);
@@ -80,6 +81,7 @@ struct WinogradKernels {
   wino_output_fn output;
   wino_gather_fn gather;
   wino_scatter_fn scatter;
+  wino_weights_fn weights;
   size_t tiles;  // T: tiles per transform call, equal to the ISA's SGEMM nr
 };
 WinogradKernels select_f32_wino43(Isa isa);

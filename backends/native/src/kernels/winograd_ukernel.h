@@ -8,7 +8,7 @@
 //   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
 //          0 4 0 -5 0 1],  A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1],
 //   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
-//   (weights: U = G g G^T, packed once in conv.cpp).
+//   (weights: U = G g G^T, by the `weights` kernel below, once per convolution in conv.cpp).
 #pragma once
 #include <cstddef>
 
@@ -23,6 +23,9 @@ using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d)
 // dst[i * ds + 4 * t + j] = y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]).
 using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
                                  const float* res, float* dst, size_t ds);
+// Transforms n 3x3 filters, each 9 contiguous taps g[f * 9 + e] (row-major, as ONNX stores
+// a [K, C, 3, 3] weight): u[xi][f] = (G g_f G^T)[xi] for xi = r * 6 + s (36 rows).
+using wino_weights_fn = void (*)(const float* g, size_t n, float* const* u);
 
 // The transforms as loops over T tiles; each ISA's file instantiates them under its own
 // compiler flags so the loops vectorize to that ISA.
@@ -54,6 +57,39 @@ inline void at(const float* in, size_t is, float* out, size_t os) {
     out[os + t] = b + 2.0f * e;
     out[2 * os + t] = a + 4.0f * c;
     out[3 * os + t] = b + 8.0f * e + m5;
+  }
+}
+
+// out[k * os + f] (k = 0..5) = (G in)[k] for 3 rows of n values in[j * is + f].
+inline void g3(const float* in, size_t is, float* out, size_t os, size_t n) {
+  for (size_t f = 0; f < n; ++f) {
+    const float a = in[f], b = in[is + f], c = in[2 * is + f];
+    const float ac = a + c, e = a * (1.0f / 24) + c * (1.0f / 6), h = b * (1.0f / 12);
+    out[f] = a * 0.25f;
+    out[os + f] = (ac + b) * (-1.0f / 6);
+    out[2 * os + f] = (b - ac) * (1.0f / 6);
+    out[3 * os + f] = e + h;
+    out[4 * os + f] = e - h;
+    out[5 * os + f] = c;
+  }
+}
+
+// U = G g G^T for n filters, F at a time: their taps transposed to tap-major rows, then
+// G applied down the columns and along the rows as straight loops over the F filters.
+inline void weights(const float* g, size_t n, float* const* u) {
+  constexpr size_t F = 64;
+  alignas(64) float taps[9 * F], gg[18 * F], uu[36 * F];
+  for (size_t f0 = 0; f0 < n; f0 += F) {
+    const size_t m = n - f0 < F ? n - f0 : F;
+    const float* src = g + f0 * 9;
+    for (size_t f = 0; f < m; ++f)
+      for (size_t e = 0; e < 9; ++e) taps[e * F + f] = src[f * 9 + e];
+    // Columns: gg[i * 3 + s] = sum_r G[i][r] g[r][s].
+    for (size_t s = 0; s < 3; ++s) g3(taps + s * F, 3 * F, gg + s * F, 3 * F, m);
+    // Rows: uu[i * 6 + j] = sum_s gg[i][s] G[j][s].
+    for (size_t i = 0; i < 6; ++i) g3(gg + i * 3 * F, F, uu + i * 6 * F, F, m);
+    for (size_t xi = 0; xi < 36; ++xi)
+      for (size_t f = 0; f < m; ++f) u[xi][f0 + f] = uu[xi * F + f];
   }
 }
 
@@ -105,9 +141,9 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
 
 }  // namespace kiln
 
-// Defines the four Winograd entry points of one ISA inside namespace kiln
-// (kernels/ukernels.inc names them prefix##input / output / gather / scatter) over TILES
-// tiles, in a file compiled with that ISA's flags so the templates above vectorize for it
+// Defines the five Winograd entry points of one ISA inside namespace kiln (kernels/ukernels.inc
+// names them prefix##input / output / gather / scatter / weights) over TILES tiles, in a
+// file compiled with that ISA's flags so the templates above vectorize for it
 // (kernels/simd/define_ukernels.h for the SIMD ISAs, generic/f32_winograd.cpp).
 #define KILN_DEFINE_WINO43_UKERNELS(suffix, TILES)                                              \
   void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs) {                     \
@@ -122,4 +158,7 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias,      \
                                        const float* res, float* dst, size_t ds) {              \
     wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds);                                     \
+  }                                                                                             \
+  void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* const* u) {            \
+    wino43::weights(g, n, u);                                                                   \
   }

@@ -1,6 +1,6 @@
 // Conv, kiln::FusedConv and ConvTranspose. 2-D convolutions with constant weights run on
-// kiln::Conv2d (weights packed once per input geometry, algorithm chosen by shape); every
-// other case uses im2col / col2im around kiln::sgemm, with a direct depthwise 2-D path.
+// kiln::Conv2d (algorithm chosen by shape per input geometry, weights packed once per form);
+// every other case uses im2col / col2im around kiln::sgemm, with a direct depthwise 2-D path.
 // Any spatial rank >= 1.
 #include <algorithm>
 #include <cstring>
@@ -257,7 +257,9 @@ class ConvKernel final : public Kernel {
  private:
   using Key = std::tuple<size_t, size_t, size_t, int64_t, int64_t, int64_t, int64_t>;
 
-  // The packed convolution for this input geometry, built on first use (weights constant).
+  // The convolution for this input geometry, built on first use (weights constant); its
+  // packed weights come from forms_, so a new input size packs nothing when its algorithm
+  // reads a form another size already packed.
   std::shared_ptr<Conv2d> packed_for(const Geom& g, OpContext& c) const {
     const Key key{g.N, static_cast<size_t>(g.in[0]), static_cast<size_t>(g.in[1]), g.pb[0],
                   g.pb[1], g.pe[0], g.pe[1]};
@@ -284,7 +286,8 @@ class ConvKernel final : public Kernel {
     p.groups = g.G;
     std::shared_ptr<Conv2d> conv;
     try {
-      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>());
+      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(), ConvAlgo::automatic, &forms_,
+                                      c.pool);
     } catch (const std::invalid_argument& e) {
       c.fail(e.what());
     }
@@ -298,6 +301,7 @@ class ConvKernel final : public Kernel {
   bool prologue_ = false, prologue_relu_ = false;
   Tensor weights_;  // the constant W (shares the plan's buffer), or empty
   mutable std::mutex mutex_;
+  mutable ConvWeightForms forms_;
   mutable std::map<Key, std::shared_ptr<Conv2d>> packed_;
 };
 
