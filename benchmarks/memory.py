@@ -182,7 +182,7 @@ STEPS = (
     ("kiln.runtime.compile", "artifact_model"),
     ("kiln.runtime.compile", "import_validated"),
     ("kiln.runtime.guards", "check_model"),
-    ("kiln.runtime.compile", "optimize"),
+    ("kiln.compiler.pipeline", "optimize"),  # imported by compile at its call
     ("kiln.runtime.compile", "offload_weights"),
     ("kiln.backends.onnxruntime", "to_onnx_file"),
     ("kiln.backends.onnxruntime", "to_onnx_bytes"),
