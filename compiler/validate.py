@@ -98,12 +98,15 @@ def _known_domains() -> list[tuple[str, int]]:
 
 
 def validate_proto(proto: onnx.ModelProto, name: str,
-                   limits: Sequence[Limits] | None = None, external_ok: bool = False) -> None:
+                   limits: Sequence[Limits] | None = None, external_ok: bool = False,
+                   schema_types: bool = True) -> None:
     """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.
 
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
     ``external_ok``: tensors may stay external data (a .kiln artifact's weights member, whose
     bounds and sizes the artifact reader checked); otherwise they must have been read in.
+    ``schema_types``: check the element types known up front (inputs, weights) against each
+    op's schema; False only where no kiln pass runs and the engine checks them itself.
     """
     limits = list(limits) if limits else [kiln_limits()]
     _check_text(proto, name)
@@ -111,6 +114,7 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
     walker.external_ok = external_ok
+    walker.schema_types = schema_types
     walker.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                        default=0)
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
@@ -237,6 +241,7 @@ class _Walker:
         self.control_flow = 0
         self.opset = 0  # the model's default-domain opset
         self.external_ok = False  # external tensors accepted (validate_proto's argument)
+        self.schema_types = True  # input types checked against op schemas (validate_proto's)
 
     def fail(self, where: str, message: str) -> ModelError:
         return ModelError(f"{self.name}: {where}: {message}")
@@ -420,30 +425,24 @@ class _Walker:
 
     def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
         """Inputs whose element type is known up front must fit the op's type constraints."""
-        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
+        if not self.schema_types or node.domain not in ("", "ai.onnx") or self.opset <= 0:
             return
         known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
         if not known:
             return
-        try:
-            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
-        except onnx.defs.SchemaError:
-            return  # the checker names unknown ops
-        formals = list(schema.inputs)
+        formals = _input_constraints(node.op_type, self.opset)
         if not formals:
-            return
-        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+            return  # an unknown op (the checker names it) or one without inputs
         for index, elem_type in known:
-            formal = formals[min(index, len(formals) - 1)]
-            if index >= len(formals) and not _variadic(formal):
+            formal_name, permitted, variadic = formals[min(index, len(formals) - 1)]
+            if index >= len(formals) and not variadic:
                 continue
-            permitted = allowed.get(formal.type_str, {formal.type_str})
             name = onnx.TensorProto.DataType.Name(elem_type).lower() \
                 if elem_type in ONNX_DTYPES else str(elem_type)
             if permitted and f"tensor({name})" not in permitted:
                 shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
                 raise self.fail(where, f"input {index} ('{node.input[index]}', "
-                                f"{formal.name}) is {name}, but {node.op_type}-{self.opset} "
+                                f"{formal_name}) is {name}, but {node.op_type}-{self.opset} "
                                 f"takes {shown or sorted(permitted)}")
 
     def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
@@ -524,6 +523,22 @@ class _Walker:
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _input_constraints(op_type: str, opset: int
+                       ) -> tuple[tuple[str, frozenset[str], bool], ...]:
+    """(name, permitted type strings, variadic) of each formal input of the default-domain
+    ``op_type`` at ``opset`` (empty for an unknown op). Cached: reading a schema builds its
+    lists anew on every call, and a graph repeats a few ops hundreds of times."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return ()
+    allowed = {c.type_param_str: frozenset(c.allowed_type_strs)
+               for c in schema.type_constraints}
+    return tuple((f.name, allowed.get(f.type_str, frozenset({f.type_str})), _variadic(f))
+                 for f in schema.inputs)
 
 
 def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
