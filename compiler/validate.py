@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import onnx
 
 from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.compiler.onnx_input_types import input_constraints
 from kiln.errors import ModelError, UnsupportedError
 
 INT64_MAX = 2**63 - 1
@@ -430,7 +431,7 @@ class _Walker:
         known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
         if not known:
             return
-        formals = _input_constraints(node.op_type, self.opset)
+        formals = input_constraints(node.op_type, self.opset)
         if not formals:
             return  # an unknown op (the checker names it) or one without inputs
         for index, elem_type in known:
@@ -523,26 +524,6 @@ class _Walker:
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")
-
-
-@functools.lru_cache(maxsize=1024)
-def _input_constraints(op_type: str, opset: int
-                       ) -> tuple[tuple[str, frozenset[str], bool], ...]:
-    """(name, permitted type strings, variadic) of each formal input of the default-domain
-    ``op_type`` at ``opset`` (empty for an unknown op). Cached: reading a schema builds its
-    lists anew on every call, and a graph repeats a few ops hundreds of times."""
-    try:
-        schema = onnx.defs.get_schema(op_type, opset, "")
-    except onnx.defs.SchemaError:
-        return ()
-    allowed = {c.type_param_str: frozenset(c.allowed_type_strs)
-               for c in schema.type_constraints}
-    return tuple((f.name, allowed.get(f.type_str, frozenset({f.type_str})), _variadic(f))
-                 for f in schema.inputs)
-
-
-def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
-    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
 
 
 def raw_bytes(data_type: int, count: int) -> int:
