@@ -181,10 +181,6 @@ class Backend(abc.ABC):
     #: external tensors point into the .kiln file, read by the engine itself. The weights then
     #: stay in the .kiln file instead of being copied out to a file of kiln's own.
     reads_artifact_weights: bool = False
-    #: Whether the engine itself refuses, when it opens a graph, an input whose element type
-    #: an op's ONNX schema does not allow (with a message naming the node). A .kiln loaded on
-    #: such engines alone skips kiln's own check, whose first schema lookup costs ~20 ms.
-    checks_input_types: bool = False
 
     @abc.abstractmethod
     def is_available(self) -> Availability:

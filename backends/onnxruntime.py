@@ -162,7 +162,6 @@ class OnnxRuntimeCompiled(CompiledModel):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     reads_artifact_weights = True  # external data read from the .kiln file itself
-    checks_input_types = True  # its graph resolution type-checks every node against schemas
 
     def is_available(self) -> Availability:
         try:

@@ -99,15 +99,12 @@ def _known_domains() -> list[tuple[str, int]]:
 
 
 def validate_proto(proto: onnx.ModelProto, name: str,
-                   limits: Sequence[Limits] | None = None, external_ok: bool = False,
-                   schema_types: bool = True) -> None:
+                   limits: Sequence[Limits] | None = None, external_ok: bool = False) -> None:
     """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.
 
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
     ``external_ok``: tensors may stay external data (a .kiln artifact's weights member, whose
     bounds and sizes the artifact reader checked); otherwise they must have been read in.
-    ``schema_types``: check the element types known up front (inputs, weights) against each
-    op's schema; False only where no kiln pass runs and the engine checks them itself.
     """
     limits = list(limits) if limits else [kiln_limits()]
     _check_text(proto, name)
@@ -115,7 +112,6 @@ def validate_proto(proto: onnx.ModelProto, name: str,
     imported = {("" if o.domain == "ai.onnx" else o.domain) for o in proto.opset_import}
     walker = _Walker(name, imported, limits)
     walker.external_ok = external_ok
-    walker.schema_types = schema_types
     walker.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                        default=0)
     walker.graph(proto.graph, outer=frozenset(), depth=0, where="graph")
@@ -242,7 +238,6 @@ class _Walker:
         self.control_flow = 0
         self.opset = 0  # the model's default-domain opset
         self.external_ok = False  # external tensors accepted (validate_proto's argument)
-        self.schema_types = True  # input types checked against op schemas (validate_proto's)
 
     def fail(self, where: str, message: str) -> ModelError:
         return ModelError(f"{self.name}: {where}: {message}")
@@ -426,7 +421,7 @@ class _Walker:
 
     def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
         """Inputs whose element type is known up front must fit the op's type constraints."""
-        if not self.schema_types or node.domain not in ("", "ai.onnx") or self.opset <= 0:
+        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
             return
         known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
         if not known:

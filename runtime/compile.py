@@ -415,24 +415,20 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     registry.check_options(list(options))
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
-    chosen = None if choice.partitioned else registry.get_backend(choice.name)
-    miss = None if chosen is None else restore_miss(artifact, chosen, target, compile_options)
-    # the engine opens this very graph (no blob of its own serves) and type-checks it itself
-    engine_checks_types = chosen is not None and chosen.checks_input_types and (
-        miss is not None or not artifact.blobs)
-    graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops,
-                           engine_checks_types)
+    graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
     try:
         checks = guards_module.check_model(graph, guards, choice.engines)
         imported = time.perf_counter()
         placement = None
-        if chosen is None:
+        if choice.partitioned:
             from kiln.runtime.executor import load_partitioned
 
             graph.meta.pop(PARSED_PROTO, None)  # the pieces are cut from the IR
             engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
             placement = engine.placement
         else:
+            chosen = registry.get_backend(choice.name)
+            miss = restore_miss(artifact, chosen, target, compile_options)
             if needs_weights_file(artifact, chosen, miss):
                 graph.meta.pop(PARSED_PROTO, None)  # the weights move: the proto is stale
                 offload_weights(graph)  # as compile does: engines read the weights from a file
@@ -482,13 +478,11 @@ def artifact_target(requested: str | Target, built: str) -> Target:
 
 
 def artifact_model(artifact: Artifact, backends: Sequence[str],
-                   kiln_ops: frozenset[str] | None = None,
-                   engine_checks_types: bool = False) -> ir.Model:
+                   kiln_ops: frozenset[str] | None = None) -> ir.Model:
     """The artifact's graph, parsed and validated: hashes prove integrity, not intent.
     kiln-domain ops outside ``kiln_ops`` (None: keep them all) are written back as standard
     ONNX first, so a native artifact also loads on onnxruntime or OpenVINO. The artifact's
-    model bytes are released once parsed. ``engine_checks_types``: the engine that opens
-    this graph checks its input types against the op schemas itself (kiln does not too)."""
+    model bytes are released once parsed."""
     import onnx_ir as ir
 
     from kiln.compiler.frontend import parse_bytes
@@ -506,10 +500,7 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
 
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
-    # no kiln pass runs on a loaded graph: an engine that type-checks it itself need not
-    # wait for onnx's schema registry to be built (~20 ms, the first time a process asks)
-    validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped,
-                   schema_types=not engine_checks_types)
+    validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
     model = artifact.weights_into(ir.from_proto(proto))
     model.meta[PARSED_PROTO] = proto  # an engine fed ONNX takes it as it is (``_load_checked``)
     return model
