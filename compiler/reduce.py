@@ -18,16 +18,19 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
-from kiln.compiler import accuracy, calibrate, quantization
-from kiln.compiler.passes import precision as precision_pass
-from kiln.compiler.passes import prune as prune_pass
+from kiln.compiler import calibrate
 from kiln.compiler.target import Target
 from kiln.errors import InputError
+
+if TYPE_CHECKING:  # imported where used: loading a .kiln reads ReduceOptions, not the reducers
+    from kiln.compiler import accuracy, quantization
+    from kiln.compiler.passes import precision as precision_pass
+    from kiln.compiler.passes import prune as prune_pass
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -206,6 +209,9 @@ def prune_model(model: ir.Model, spec: str, samples: Sequence[calibrate.Sample] 
                 dims: dict[str, int] | None = None,
                 classifier: bool | None = None) -> tuple[ir.Model, PruneReport]:
     """Prune a copy of ``model`` by ``spec`` (``magnitude:S`` or ``channels:R``)."""
+    from kiln.compiler import accuracy, quantization
+    from kiln.compiler.passes import prune as prune_pass
+
     kind, amount = prune_pass.parse_prune(spec)
     pruned = quantization.copy_model(model)
     step: prune_pass.PruneMagnitudePass | prune_pass.PruneChannelsPass
@@ -246,6 +252,9 @@ def reduce_model(model: ir.Model, target: Target | None = None, *, precision: st
     dynamic_form:       how dynamic int8 is written for the backend (``BackendCaps.dynamic_int8``).
     static_form:        where static int8 puts its Q/DQ pairs (``BackendCaps.static_int8``).
     """
+    from kiln.compiler import quantization
+    from kiln.compiler.passes import precision as precision_pass
+
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     samples: list[calibrate.Sample] = []

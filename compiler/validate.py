@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import onnx
 
 from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.compiler.onnx_input_types import input_constraints
 from kiln.errors import ModelError, UnsupportedError
 
 INT64_MAX = 2**63 - 1
@@ -425,25 +426,19 @@ class _Walker:
         known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
         if not known:
             return
-        try:
-            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
-        except onnx.defs.SchemaError:
-            return  # the checker names unknown ops
-        formals = list(schema.inputs)
+        formals = input_constraints(node.op_type, self.opset)
         if not formals:
-            return
-        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+            return  # an unknown op (the checker names it) or one without inputs
         for index, elem_type in known:
-            formal = formals[min(index, len(formals) - 1)]
-            if index >= len(formals) and not _variadic(formal):
+            formal_name, permitted, variadic = formals[min(index, len(formals) - 1)]
+            if index >= len(formals) and not variadic:
                 continue
-            permitted = allowed.get(formal.type_str, {formal.type_str})
             name = onnx.TensorProto.DataType.Name(elem_type).lower() \
                 if elem_type in ONNX_DTYPES else str(elem_type)
             if permitted and f"tensor({name})" not in permitted:
                 shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
                 raise self.fail(where, f"input {index} ('{node.input[index]}', "
-                                f"{formal.name}) is {name}, but {node.op_type}-{self.opset} "
+                                f"{formal_name}) is {name}, but {node.op_type}-{self.opset} "
                                 f"takes {shown or sorted(permitted)}")
 
     def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
@@ -524,10 +519,6 @@ class _Walker:
             if len(body.output) != outputs:
                 raise self.fail(where, f"Scan body has {len(body.output)} outputs but the node "
                                 f"has {outputs}")
-
-
-def _variadic(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
-    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
 
 
 def raw_bytes(data_type: int, count: int) -> int:

@@ -36,10 +36,7 @@ from kiln.backends.base import PRECISIONS, Backend, CompiledModel, CompileOption
 from kiln.backends.onnx_export import PARSED_PROTO
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
-from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
-from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize, optimize_reduced
-from kiln.compiler.reduce import ReduceOptions, ReduceResult, needs_reduction
-from kiln.compiler.report import CompileReport
+from kiln.compiler.reduce import ReduceOptions, needs_reduction
 from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
@@ -53,6 +50,9 @@ from kiln.runtime.weights import offload_weights, release_maps
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
+    from kiln.compiler.reduce import ReduceResult
+    from kiln.compiler.report import CompileReport
 
 
 #: Backends that, asked for by name, split off what they refuse to the fallback.
@@ -171,6 +171,10 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
             raise KilnError("an artifact is already compiled; reduce the source model "
                             "instead")
         return load(model, backend, target, precision, threads, **options)
+    # the pass pipeline (and onnxscript's rewriter under it) is imported by a compile, never
+    # by a load: a warm load's first full garbage collection walks every object imports made
+    from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize, optimize_reduced
+
     target = Target.parse(target)
     started = time.perf_counter()
     choice = choose_backends(backend, target, options)
@@ -492,6 +496,8 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
     if kiln_ops is not None and _expands(proto, kiln_ops):
         validate_proto(proto, name, [kiln_limits()], mapped)
         model = ir.from_proto(proto)
+        from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
+
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)

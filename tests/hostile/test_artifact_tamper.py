@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -208,6 +209,23 @@ def test_forged_artifact_with_invalid_graph_meets_the_validator(saved, tmp_path)
     members["model.onnx"] = bad.SerializeToString()
     with pytest.raises(kiln.ModelError, match="reads 'ghost'"):
         kiln.Session(str(_write(tmp_path / "i.kiln", members, rehash=True)))
+
+
+@pytest.mark.parametrize("blobs", ["kept", "dropped"])
+def test_forged_artifact_with_ill_typed_graph_is_refused(saved, tmp_path, blobs):
+    """Input types an op's schema forbids (a complex64 Expand shape) are named by kiln's
+    validator, whether or not a backend blob would serve the load."""
+    members = _members(saved)
+    if blobs == "dropped":
+        members = {n: d for n, d in members.items() if not n.startswith(art.BLOBS)}
+    bad = model([h.make_node("Expand", ["x", "s"], ["y"])], [vi("x", [1])], [vi("y", [2, 3])],
+                inits=(const("s", [2 + 1j, 3], np.complex64),))
+    members["model.onnx"] = bad.SerializeToString()
+    forged = _write(tmp_path / "t.kiln", members, rehash=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy cast warning from a guard on the way
+        with pytest.raises(kiln.ModelError, match=r"is complex64, but Expand-17 takes int64"):
+            kiln.Session(str(forged))
 
 
 # -- atomic writes ---------------------------------------------------------------------------

@@ -86,6 +86,7 @@ _CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np, onnxruntime
     import kiln
+    import kiln.compiler.pipeline  # what a compile imports: modules are not weight copies
 
     def rss():
         for line in open("/proc/self/status"):
