@@ -47,6 +47,7 @@ from kiln.runtime import guards as guards_module
 # imported with kiln, not on the first load: without a .pyc (PYTHONDONTWRITEBYTECODE) compiling
 # it from source took 15-35 ms of the first load
 from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
+from kiln.runtime.collector import older_objects_frozen
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
@@ -171,6 +172,15 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
             raise KilnError("an artifact is already compiled; reduce the source model "
                             "instead")
         return load(model, backend, target, precision, threads, **options)
+    with older_objects_frozen():  # the collector scans only what the compile makes
+        return _compile_source(model, backend, target, precision, threads, opt_level, reduce,
+                               options)
+
+
+def _compile_source(model: Any, backend: str | Sequence[str], target: str | Target,
+                    precision: str | None, threads: int | None, opt_level: int | None,
+                    reduce: ReduceOptions | None, options: dict[str, Any]) -> Compiled:
+    """``compile``'s work on a model that is not an artifact."""
     target = Target.parse(target)
     started = time.perf_counter()
     choice = choose_backends(backend, target, options)
