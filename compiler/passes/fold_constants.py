@@ -69,6 +69,23 @@ def _cast_like_to_cast(model: ir.Model) -> None:
         node.graph.remove(node, safe=True)
 
 
+class _FolderInferringUnknownShapes(_constant_folding.FoldConstantsPass):
+    """onnxscript's folder, whose per-node shape inference skips nodes whose outputs all have a
+    type and a shape of known sizes already (import inferred them): its merge keeps a known
+    size over an inferred one, so the call could change nothing there, and it was most of
+    the pass's time on static-shape CNNs."""
+
+    def _do_inference(self, node: ir.Node) -> None:
+        if all(_known_type_and_sizes(value) for value in node.outputs):
+            return
+        super()._do_inference(node)
+
+
+def _known_type_and_sizes(value: ir.Value) -> bool:
+    shape = value.shape
+    return value.type is not None and shape is not None and shape.is_static()
+
+
 class FoldConstantsPass(CountingPass):
     """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
 
@@ -92,11 +109,13 @@ class FoldConstantsPass(CountingPass):
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
         _cast_like_to_cast(model)
-        weights = _constant_folding.FoldConstantsPass(
-            shape_inference=False, input_size_limit=self.input_size_limit,
-            output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,
-            should_fold=_only_constant_of_shape)(model)
-        folder = _constant_folding.FoldConstantsPass(
+        weights_modified = False
+        if before.get("ConstantOfShape") or model.functions:  # the walk finds nothing else
+            weights_modified = _constant_folding.FoldConstantsPass(
+                shape_inference=False, input_size_limit=self.input_size_limit,
+                output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,
+                should_fold=_only_constant_of_shape)(model).modified
+        folder = _FolderInferringUnknownShapes(
             shape_inference=True, input_size_limit=self.input_size_limit,
             output_size_limit=self.output_size_limit, should_fold=_policy)
         result = folder(model)
@@ -106,5 +125,5 @@ class FoldConstantsPass(CountingPass):
         self.fired = Counter({f"fold {op}": n - after.get(op, 0)
                               for op, n in before.items()
                               if n > after.get(op, 0) and op != "Constant"})
-        modified = weights.modified or result.modified or lifted.modified
+        modified = weights_modified or result.modified or lifted.modified
         return ir.passes.PassResult(model, modified=modified)
