@@ -56,6 +56,19 @@ def test_values_without_a_shape_get_one_and_shapes_already_known_are_kept():
     assert add.outputs[0].shape == known
 
 
+def test_a_reader_of_a_folded_value_has_its_shape_inferred_again():
+    nodes = [helper.make_node("Mul", ["half", "two"], ["target"]),
+             helper.make_node("Reshape", ["x", "target"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    inits = {"half": np.array([3, 1], np.int64), "two": np.array([1, 2], np.int64)}
+    model = float_model(nodes, {"x": [6]}, {"y": [3, 2]}, inits)
+    reshape = model.graph.node(1)
+    reshape.outputs[0].shape = ir.Shape(["a", "b"])  # named, as an import could leave it
+    reshape.outputs[0].dtype = ir.DataType.FLOAT
+    FoldConstantsPass()(model)
+    assert reshape.outputs[0].shape == ir.Shape([3, 2])  # its input is now a constant
+
+
 def test_a_graph_without_constant_of_shape_folds_as_before():
     nodes = [helper.make_node("Mul", ["c", "two"], ["c2"]),
              helper.make_node("Add", ["x", "c2"], ["y"])]
