@@ -229,8 +229,11 @@ def run_steps(model: ir.Model, steps: list[Step], report: CompileReport) -> ir.M
         start = time.perf_counter()
         result = step(model)
         seconds = time.perf_counter() - start
+        # one walk gives the op deltas and the node counts; a pass that reports no change
+        # (passes state ``modified`` honestly) leaves them as they were
+        after = op_histogram(result.model) if result.modified or result.model is not model \
+            else hist
         model = result.model
-        after = op_histogram(model)  # one walk gives the op deltas and the node counts
         counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
         report.passes.append(PassRecord(
             name=name, seconds=seconds, nodes_before=hist.total(),
