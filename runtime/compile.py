@@ -199,6 +199,8 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     level = DEFAULT_LEVEL if opt_level is None else opt_level
     # the backends asked for, not the fallback: its limits count where a piece goes to it
     graph = import_validated(model, choice.backends)
+    # the frontend's import infers every shape; an IR model handed in, or new input dims, not
+    shapes_inferred = not _is_ir_model(model) and len(ranges) == len(dims)
     if len(ranges) < len(dims):
         from kiln.runtime.input_dims import fix_input_dims
 
@@ -211,12 +213,12 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     reduction = None
     if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
         # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
-        graph, report = optimize(graph, level, target, STANDARD_ONNX)
+        graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
         graph, reduction = reduce_graph(graph, choice, target, compile_options, caps,
                                         reduce or ReduceOptions())
         graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
     else:
-        graph, report = optimize(graph, level, target, caps)
+        graph, report = optimize(graph, level, target, caps, shapes_inferred)
     whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
     if whole and offload_weights(graph):  # the engine reads them from a file, not memory
         release_parsed(graph)
@@ -231,6 +233,12 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
                     reduce_options=reduce,
                     source_sha256=source_sha256, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
+
+
+def _is_ir_model(model: Any) -> bool:
+    import onnx_ir as ir
+
+    return isinstance(model, ir.Model)
 
 
 def check_arguments(precision: str | None, threads: int | None) -> None:
