@@ -457,13 +457,11 @@ class OpenVinoBackend(Backend):
         """Plain ONNX; fp16/bf16 applied by the inference precision hint; dynamic int8 as
         int8 weights, whose activations the CPU plugin quantizes at run time itself (it runs
         MatMulInteger without its int8 kernels); static int8 with Q/DQ only on the inputs of
-        int8 ops, so the CPU plugin folds each Conv's float tail into the Conv; BatchNormalization
-        after a Conv left to the plugin, which folds it into the Conv (light ResNet-50: the same
-        277-op executable graph either way)."""
+        int8 ops, so the CPU plugin folds each Conv's float tail into the Conv."""
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, precision_hints=frozenset({"fp16", "bf16"}),
-                           dynamic_int8="weights", static_int8="inputs", folds_batchnorm=True)
+                           dynamic_int8="weights", static_int8="inputs")
 
     def _prepare(self, options: CompileOptions):
         """(Core, device, config) for ``options``, or the kiln error that stops them."""
