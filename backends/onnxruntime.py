@@ -211,11 +211,8 @@ class OnnxRuntimeBackend(Backend):
         # ONNX Attention-23 ran 1.09-1.10x faster than the MatMul/Softmax/MatMul it replaces
         # (1 thread, 12 heads x 32, sequence 128 and 384, onnxruntime 1.32), so the compiler
         # fuses attention for this backend when this onnxruntime imports opset 23.
-        # Its basic graph optimizations fold BatchNormalization into a Conv at load (light
-        # ResNet-50: same steady latency, compile without kiln's fold ~80 ms shorter).
         top = max_opset()
-        return BackendCaps(name=self.name, max_opset=top, standard_attention=top >= 23,
-                           folds_batchnorm=True)
+        return BackendCaps(name=self.name, max_opset=top, standard_attention=top >= 23)
 
     def _check(self, options: CompileOptions) -> None:
         status = self.is_available()

@@ -48,9 +48,6 @@ class BackendCaps:
                         of int8 ops; engines that chain integer kernels) or "inputs" (only
                         where an int8 op reads; OpenVINO folds the float ops after a Conv
                         into it). See kiln.compiler.passes.quantize.
-    folds_batchnorm:    the engine folds a BatchNormalization that follows a Conv into the
-                        Conv's weights when it loads the graph (onnxruntime, OpenVINO), so
-                        the compiler leaves that to it instead of writing new weights.
     """
 
     name: str = "onnx"
@@ -64,7 +61,6 @@ class BackendCaps:
     int8_activations: frozenset[str] = frozenset()
     int8_byte_table: bool = False
     static_int8: str = "chained"
-    folds_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -83,7 +79,7 @@ class BackendCaps:
                 "qconv_groups": self.qconv_groups,
                 "int8_activations": sorted(self.int8_activations),
                 "int8_byte_table": self.int8_byte_table,
-                "static_int8": self.static_int8, "folds_batchnorm": self.folds_batchnorm}
+                "static_int8": self.static_int8}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

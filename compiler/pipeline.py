@@ -148,18 +148,15 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
 
     epilogue = [rule for rule, op in ((FuseConvEpilogue(), "FusedConv"),
                                       (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
-    # an engine that folds BatchNormalization into a Conv itself at load gets it unfolded:
-    # folding here wrote a second copy of the weights (ResNet-50: ~170 ms of a cold compile)
-    batchnorm = not caps.folds_batchnorm
     steps: list[Step] = [
-        *([("fuse-batchnorm", FuseBatchNormPass())] if batchnorm else []),
+        ("fuse-batchnorm", FuseBatchNormPass()),
         *_hard_swish_opset_steps(caps),
         # before fold-affine, which would otherwise fold relu6(x + 3)'s "+ 3" into a Conv bias
         ("fuse-hard-activations", FuseHardActivationsPass()),
         ("factor-scaled-residual", FactorScaledResidualPass()),
         ("matmul-add-to-gemm", OnnxscriptRulesPass(_GEMM_RULES)),
         ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
-        *([("fuse-batchnorm-again", FuseBatchNormPass())] if batchnorm else []),
+        ("fuse-batchnorm-again", FuseBatchNormPass()),
         *transformer_steps(caps),
         ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
         *_int8_steps(caps),

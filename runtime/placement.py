@@ -184,8 +184,7 @@ def joint_caps(names: Sequence[str]) -> Any:
     """Compiler caps for a graph split over ``names``: kiln ops any of them runs (the
     partitioner then places those there), the lowest opset any of them imports, and static
     int8 in the "inputs" form only when every one of them asks for it (the chained form runs
-    int8 everywhere; the inputs form loses the integer kernels of engines that chain them), and
-    BatchNormalization left to the engines only when every one of them folds it."""
+    int8 everywhere; the inputs form loses the integer kernels of engines that chain them)."""
     import dataclasses
 
     caps = [registry.get_backend(n).caps() for n in names]
@@ -198,7 +197,6 @@ def joint_caps(names: Sequence[str]) -> Any:
         int8_activations=frozenset().union(*(c.int8_activations for c in caps)),
         max_opset=min(c.max_opset for c in caps),
         static_int8="inputs" if all(c.static_int8 == "inputs" for c in caps) else "chained",
-        folds_batchnorm=all(c.folds_batchnorm for c in caps),
         precision_hints=frozenset.intersection(*(c.precision_hints for c in caps)))
 
 

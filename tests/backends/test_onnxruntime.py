@@ -87,27 +87,3 @@ def test_contrib_refusal_follows_onnxruntimes_cpu_kernels(conv_model):
     node.domain = "com.microsoft.nchwc"
     node.op_type = "ReorderInput"
     assert backend.refusal(node) is None
-
-
-def test_batchnorm_after_a_conv_is_left_to_onnxruntime_and_the_results_match():
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "g": rng.standard_normal(4),
-             "b": rng.standard_normal(4), "m": rng.standard_normal(4),
-             "v": rng.random(4) + 0.5}
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    compiled = kiln.compile(model.SerializeToString(), backend="onnxruntime")
-    assert [n.op_type for n in compiled.model.graph] == ["Conv", "BatchNormalization"]
-    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    want = ort.InferenceSession(model.SerializeToString(),
-                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    got = kiln.Session(compiled).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

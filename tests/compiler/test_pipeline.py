@@ -128,19 +128,6 @@ def test_shape_inference_is_skipped_only_while_no_step_changed_the_inferred_grap
     assert not next(p for p in report.passes if p.name == "infer-shapes").rejected
 
 
-def test_an_engine_that_folds_batchnorm_itself_gets_it_unfolded():
-    caps = BackendCaps("onnxruntime", folds_batchnorm=True)
-    assert not {"fuse-batchnorm", "fuse-batchnorm-again"} & {
-        name for name, _ in build_pipeline(2, None, caps)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
-             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
-    inits = {"w": rand(2, 1, 1, 1), "g": rand(2), "b": rand(2), "m": rand(2),
-             "v": rand(2, positive=True)}
-    model = float_model(nodes, {"x": [1, 1, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
-    out, _ = optimize(model, 2, None, caps)
-    assert ops(out) == ["Conv", "BatchNormalization"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_model_o2_folds_every_constant_of_shape(name):

@@ -236,10 +236,3 @@ def test_a_split_takes_the_inputs_form_only_when_every_backend_asks_for_it():
     assert joint_caps(["openvino"]).static_int8 == "inputs"
     assert joint_caps(["openvino", "onnxruntime"]).static_int8 == "chained"
     assert joint_caps(["native", "openvino"]).static_int8 == "chained"
-
-
-def test_a_split_leaves_batchnorm_unfolded_only_when_every_backend_folds_it():
-    from kiln.runtime.placement import joint_caps
-
-    assert joint_caps(["onnxruntime"]).folds_batchnorm
-    assert not joint_caps(["native", "onnxruntime"]).folds_batchnorm
