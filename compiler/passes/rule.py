@@ -128,13 +128,18 @@ class OnnxscriptRulesPass(CountingPass):
         # the replacement's nodes, left reading the matched values: other rules would then
         # see those values as shared and refuse them.)
         at_fixpoint = False
+        # whether the graph is as a set that matched nothing leaves it (constants propagated,
+        # unused nodes removed): until a rewrite, skipping another set has nothing left to do
+        tidy = False
         for _ in range(self.max_rounds):
             self.rejected = Counter()
             round_count = 0
             for name, full_set in sets.items():
                 rule_set = _that_may_match(full_set, present)
                 if rule_set is None:
-                    _skip(full_set, model, present.ops)
+                    if not tidy:
+                        _skip(full_set, model, present.ops)
+                        tidy = full_set.remove_unused_nodes
                     continue
                 refused: Counter[str] = Counter()
                 try:
@@ -144,12 +149,14 @@ class OnnxscriptRulesPass(CountingPass):
                     pass
                 else:
                     self.rejected.update(refused)
+                    tidy = tidy or rule_set.remove_unused_nodes
                     continue
                 count = rule_set.apply_to_model(model)
                 if count:
                     self.fired[name] += count
                     round_count += count
                     present = Present.of(model)
+                    tidy = False
                 else:  # matched, but its replacement failed: the refusals of the whole graph
                     rule_set.apply_to_model(model,
                                             tracer=_RejectionTracer(name, self.rejected))
@@ -162,8 +169,9 @@ class OnnxscriptRulesPass(CountingPass):
                 rule_set = _that_may_match(full_set, present)
                 if rule_set is not None:
                     rule_set.apply_to_model(model, tracer=_RejectionTracer(name, self.rejected))
-                else:
+                elif not tidy:
                     _skip(full_set, model, present.ops)
+                    tidy = full_set.remove_unused_nodes
         _forget_matches(self.rules)
         return ir.passes.PassResult(model, modified=bool(self.fired))
 
@@ -244,10 +252,9 @@ def may_match(rule_set: RewriteRuleSet, present: Present) -> bool:
 def _that_may_match(rule_set: RewriteRuleSet, present: Present) -> RewriteRuleSet | None:
     """``rule_set`` without the rules that cannot match (None when none can). A rule that
     cannot match changes nothing where it is tried, so the smaller set rewrites exactly as
-    the whole one; rules with graph visitors stay, and so does the set's final removal of
-    unused nodes."""
-    rules = [rule for rule in rule_set.rules if _may_match(rule, present)
-             or rule.graph_pre_visitor or rule.graph_post_visitor]
+    the whole one (its per-graph setup and cleanup only serve its own matches), and it keeps
+    the set's final removal of unused nodes."""
+    rules = [rule for rule in rule_set.rules if _may_match(rule, present)]
     if not rules:
         return None
     if len(rules) == len(rule_set.rules):
