@@ -135,7 +135,7 @@ class OnnxscriptRulesPass(CountingPass):
             self.rejected = Counter()
             round_count = 0
             for name, full_set in sets.items():
-                rule_set = _that_may_match(full_set, present)
+                rule_set = rules_that_may_match(full_set, present)
                 if rule_set is None:
                     if not tidy:
                         _skip(full_set, model, present.ops)
@@ -166,7 +166,7 @@ class OnnxscriptRulesPass(CountingPass):
         if not at_fixpoint:  # out of rounds: the refusals of the graph as it stands
             self.rejected = Counter()
             for name, full_set in sets.items():
-                rule_set = _that_may_match(full_set, present)
+                rule_set = rules_that_may_match(full_set, present)
                 if rule_set is not None:
                     rule_set.apply_to_model(model, tracer=_RejectionTracer(name, self.rejected))
                 elif not tidy:
@@ -241,19 +241,14 @@ def _may_match(rule: RewriteRule, present: Present) -> bool:
     return required_ops(rule) <= present.ops and required_edges(rule) <= present.edges
 
 
-def may_match(rule_set: RewriteRuleSet, present: Present) -> bool:
-    """Whether any rule of ``rule_set`` can match a graph holding ``present``'s ops and
-    edges. onnxscript tries every rule at every node; a rule whose ops, or whose chain of
-    ops, are absent cannot match, and trying it cost most of the rewriting time (YOLOv8n:
-    ~15 000 failed matches a compile)."""
-    return any(_may_match(rule, present) for rule in rule_set.rules)
-
-
-def _that_may_match(rule_set: RewriteRuleSet, present: Present) -> RewriteRuleSet | None:
-    """``rule_set`` without the rules that cannot match (None when none can). A rule that
-    cannot match changes nothing where it is tried, so the smaller set rewrites exactly as
-    the whole one (its per-graph setup and cleanup only serve its own matches), and it keeps
-    the set's final removal of unused nodes."""
+def rules_that_may_match(rule_set: RewriteRuleSet, present: Present
+                         ) -> RewriteRuleSet | None:
+    """``rule_set`` without the rules that cannot match a graph holding ``present``'s ops and
+    edges (None when none can). onnxscript tries every rule at every node, and trying rules
+    that cannot match cost most of the rewriting time (YOLOv8n: ~15 000 failed matches a
+    compile). A rule that cannot match changes nothing where it is tried, so the smaller set
+    rewrites exactly as the whole one (its per-graph setup and cleanup only serve its own
+    matches), and it keeps the set's final removal of unused nodes."""
     rules = [rule for rule in rule_set.rules if _may_match(rule, present)]
     if not rules:
         return None
