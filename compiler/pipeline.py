@@ -64,6 +64,9 @@ DEFAULT_LEVEL = 2
 
 Step = tuple[str, ir.passes.PassBase]
 
+#: why a shape-inference step did not run (``run_steps``)
+_SHAPES_CURRENT = "no change since the last shape inference"
+
 _common = osr.common
 
 # x -> x rewrites that only delete work. onnxscript's add_0/mul_by_1 rules are left out on
@@ -200,15 +203,18 @@ def after_reduction(level: int, caps: BackendCaps) -> list[Step]:
 
 
 def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None = None,
-             caps: BackendCaps = STANDARD_ONNX) -> tuple[ir.Model, CompileReport]:
-    """Run the level's pipeline on ``model`` in place; returns it with the compile report."""
+             caps: BackendCaps = STANDARD_ONNX, shapes_inferred: bool = False
+             ) -> tuple[ir.Model, CompileReport]:
+    """Run the level's pipeline on ``model`` in place; returns it with the compile report.
+    ``shapes_inferred``: the model's shapes are as onnx's inference gives them (the frontend
+    imported it and nothing changed it since); see ``run_steps``."""
     steps = build_pipeline(level, target, caps)
     report = CompileReport(level=level, target=str(target) if target is not None else "any",
                            backend=caps.name, pipeline=[])
     before = op_histogram(model)
     report.nodes_before = before.total()
     report.ops_before = dict(before)
-    return run_steps(model, steps, report), report
+    return run_steps(model, steps, report, shapes_inferred), report
 
 
 def optimize_reduced(model: ir.Model, report: CompileReport, caps: BackendCaps) -> ir.Model:
@@ -218,16 +224,28 @@ def optimize_reduced(model: ir.Model, report: CompileReport, caps: BackendCaps) 
     return run_steps(model, after_reduction(report.level, caps), report)
 
 
-def run_steps(model: ir.Model, steps: list[Step], report: CompileReport) -> ir.Model:
-    """Run ``steps`` in order on ``model``, recording each in ``report``."""
+def run_steps(model: ir.Model, steps: list[Step], report: CompileReport,
+              shapes_inferred: bool = False) -> ir.Model:
+    """Run ``steps`` in order on ``model``, recording each in ``report``. A shape-inference
+    step is skipped while the shapes are as the last inference left them
+    (``shapes_inferred`` at the start, then no step since reported a change): it would
+    infer the same shapes again."""
     report.pipeline += [name for name, _ in steps]
     hist = op_histogram(model)
     for name, step in steps:
+        if shapes_inferred and isinstance(step, common.ShapeInferencePass):
+            report.passes.append(PassRecord(
+                name=name, seconds=0.0, nodes_before=hist.total(), nodes_after=hist.total(),
+                modified=False, rejected={_SHAPES_CURRENT: 1}))
+            continue
         start = time.perf_counter()
         result = step(model)
         seconds = time.perf_counter() - start
+        # one walk gives the op deltas and the node counts; a pass that reports no change
+        # (passes state ``modified`` honestly) leaves them as they were
+        after = op_histogram(result.model) if result.modified or result.model is not model \
+            else hist
         model = result.model
-        after = op_histogram(model)  # one walk gives the op deltas and the node counts
         counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
         report.passes.append(PassRecord(
             name=name, seconds=seconds, nodes_before=hist.total(),
@@ -235,6 +253,10 @@ def run_steps(model: ir.Model, steps: list[Step], report: CompileReport) -> ir.M
             modified=bool(result.modified), fired=dict(step.fired) if counts else {},
             rejected=dict(step.rejected) if counts else {}, ops_delta=ops_delta(hist, after)))
         hist = after
+        if result.modified:
+            shapes_inferred = False
+        if isinstance(step, common.ShapeInferencePass):
+            shapes_inferred = True
     report.nodes_after = hist.total()
     report.ops_after = dict(hist)
     return model

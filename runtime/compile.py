@@ -44,6 +44,7 @@ from kiln.runtime import guards as guards_module
 # imported with kiln, not on the first load: without a .pyc (PYTHONDONTWRITEBYTECODE) compiling
 # it from source took 15-35 ms of the first load
 from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
+from kiln.runtime.collector import older_objects_frozen
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
@@ -172,7 +173,19 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                             "instead")
         return load(model, backend, target, precision, threads, **options)
     # the pass pipeline (and onnxscript's rewriter under it) is imported by a compile, never
-    # by a load: a warm load's first full garbage collection walks every object imports made
+    # by a load: a warm load's first full garbage collection walks every object imports made.
+    # Imported before the freeze below, so its module objects are left out of the scans too.
+    import kiln.compiler.pipeline  # noqa: F401
+
+    with older_objects_frozen():  # the collector scans only what the compile makes
+        return _compile_source(model, backend, target, precision, threads, opt_level, reduce,
+                               options)
+
+
+def _compile_source(model: Any, backend: str | Sequence[str], target: str | Target,
+                    precision: str | None, threads: int | None, opt_level: int | None,
+                    reduce: ReduceOptions | None, options: dict[str, Any]) -> Compiled:
+    """``compile``'s work on a model that is not an artifact."""
     from kiln.compiler.pipeline import DEFAULT_LEVEL, optimize, optimize_reduced
 
     target = Target.parse(target)
@@ -193,6 +206,8 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     level = DEFAULT_LEVEL if opt_level is None else opt_level
     # the backends asked for, not the fallback: its limits count where a piece goes to it
     graph = import_validated(model, choice.backends)
+    # the frontend's import infers every shape; an IR model handed in, or new input dims, not
+    shapes_inferred = not _is_ir_model(model) and len(ranges) == len(dims)
     if len(ranges) < len(dims):
         from kiln.runtime.input_dims import fix_input_dims
 
@@ -205,12 +220,12 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     reduction = None
     if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
         # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
-        graph, report = optimize(graph, level, target, STANDARD_ONNX)
+        graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
         graph, reduction = reduce_graph(graph, choice, target, compile_options, caps,
                                         reduce or ReduceOptions())
         graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
     else:
-        graph, report = optimize(graph, level, target, caps)
+        graph, report = optimize(graph, level, target, caps, shapes_inferred)
     whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
     if whole and offload_weights(graph):  # the engine reads them from a file, not memory
         release_parsed(graph)
@@ -225,6 +240,12 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
                     reduce_options=reduce,
                     source_sha256=source_sha256, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
+
+
+def _is_ir_model(model: Any) -> bool:
+    import onnx_ir as ir
+
+    return isinstance(model, ir.Model)
 
 
 def check_arguments(precision: str | None, threads: int | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
@@ -69,6 +70,49 @@ def _cast_like_to_cast(model: ir.Model) -> None:
         node.graph.remove(node, safe=True)
 
 
+class _FolderInferringWhatChanged(_constant_folding.FoldConstantsPass):
+    """onnxscript's folder, whose per-node shape inference (most of the pass's time) skips a
+    node that reads only values as import inferred them and whose outputs all have a type and
+    a size or name for every dim: onnx's inference gives it what it gave at import, and the
+    merge keeps what is known, so the call could change nothing. A value this pass made (a
+    folded constant, a rewritten input) or whose shape its inference refined takes the
+    inference to the nodes reading it."""
+
+    def __init__(self, as_imported: set[ir.Value], **options: Any) -> None:
+        super().__init__(**options)
+        self.as_imported = as_imported
+
+    def _do_inference(self, node: ir.Node) -> None:
+        if all(v is None or v in self.as_imported for v in node.inputs) and \
+                all(_described(v) for v in node.outputs):
+            return
+        before = [(v.type, v.shape) for v in node.outputs]
+        super()._do_inference(node)
+        for value, (type_, shape) in zip(node.outputs, before):
+            if value.type != type_ or value.shape != shape:
+                self.as_imported.discard(value)
+
+
+def _described(value: ir.Value) -> bool:
+    """A type, and a size or a name for every dim."""
+    shape = value.shape
+    return value.type is not None and shape is not None and all(
+        isinstance(dim, int) or dim.value is not None for dim in shape.dims)
+
+
+def _all_values(model: ir.Model) -> set[ir.Value]:
+    """Every value of the model's graphs and functions."""
+    values: set[ir.Value] = set()
+    graphs = [model.graph, *model.graph.subgraphs(), *model.functions.values()]
+    for graph in graphs:
+        values.update(graph.inputs)
+        if isinstance(graph, ir.Graph):
+            values.update(graph.initializers.values())
+        for node in graph:
+            values.update(node.outputs)
+    return values
+
+
 class FoldConstantsPass(CountingPass):
     """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
 
@@ -92,12 +136,15 @@ class FoldConstantsPass(CountingPass):
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
         _cast_like_to_cast(model)
-        weights = _constant_folding.FoldConstantsPass(
-            shape_inference=False, input_size_limit=self.input_size_limit,
-            output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,
-            should_fold=_only_constant_of_shape)(model)
-        folder = _constant_folding.FoldConstantsPass(
-            shape_inference=True, input_size_limit=self.input_size_limit,
+        as_imported = _all_values(model)
+        weights_modified = False
+        if before.get("ConstantOfShape") or model.functions:  # the walk finds nothing else
+            weights_modified = _constant_folding.FoldConstantsPass(
+                shape_inference=False, input_size_limit=self.input_size_limit,
+                output_size_limit=MAX_CONSTANT_OF_SHAPE_ELEMENTS,
+                should_fold=_only_constant_of_shape)(model).modified
+        folder = _FolderInferringWhatChanged(
+            as_imported, shape_inference=True, input_size_limit=self.input_size_limit,
             output_size_limit=self.output_size_limit, should_fold=_policy)
         result = folder(model)
         # folded results come back as Constant nodes; make them initializers like the rest
@@ -106,5 +153,5 @@ class FoldConstantsPass(CountingPass):
         self.fired = Counter({f"fold {op}": n - after.get(op, 0)
                               for op, n in before.items()
                               if n > after.get(op, 0) and op != "Constant"})
-        modified = weights.modified or result.modified or lifted.modified
+        modified = weights_modified or result.modified or lifted.modified
         return ir.passes.PassResult(model, modified=modified)

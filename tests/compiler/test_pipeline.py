@@ -114,6 +114,20 @@ def test_o1_folds_but_does_not_fuse():
     assert run_reference(out, feeds)[0].shape == (1, 2, 2, 2)
 
 
+def test_shape_inference_is_skipped_only_while_no_step_changed_the_inferred_graph():
+    relu = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    _, report = optimize(relu, 1, shapes_inferred=True)
+    step = next(p for p in report.passes if p.name == "infer-shapes")
+    assert not step.modified and step.rejected == {"no change since the last shape inference": 1}
+    folds = float_model([helper.make_node("Mul", ["c", "c"], ["c2"]),
+                         helper.make_node("Add", ["x", "c2"], ["y"])], {"x": [2]}, {"y": [2]},
+                        {"c": np.array([1, 2], np.float32)})
+    _, report = optimize(folds, 1, shapes_inferred=True)
+    assert not next(p for p in report.passes if p.name == "infer-shapes").rejected
+    _, report = optimize(load_light("squeezenet"), 1)  # not said to be inferred: it runs
+    assert not next(p for p in report.passes if p.name == "infer-shapes").rejected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_model_o2_folds_every_constant_of_shape(name):

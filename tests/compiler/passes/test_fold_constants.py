@@ -42,6 +42,47 @@ def test_shape_arithmetic_on_static_shapes_folds_away():
     assert_close(want, run_reference(model, feeds))
 
 
+def test_values_without_a_shape_get_one_and_shapes_already_known_are_kept():
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    model = float_model(nodes, {"x": [2, 3]}, {"y": [2, 3]},
+                        {"b": np.ones((1, 3), np.float32)})
+    relu, add = model.graph
+    assert relu.outputs[0].shape is None  # nothing declared for the intermediate value
+    known = add.outputs[0].shape
+    FoldConstantsPass()(model)
+    assert relu.outputs[0].shape == ir.Shape([2, 3])
+    assert relu.outputs[0].dtype == ir.DataType.FLOAT
+    assert add.outputs[0].shape == known
+
+
+def test_a_reader_of_a_folded_value_has_its_shape_inferred_again():
+    nodes = [helper.make_node("Mul", ["half", "two"], ["target"]),
+             helper.make_node("Reshape", ["x", "target"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    inits = {"half": np.array([3, 1], np.int64), "two": np.array([1, 2], np.int64)}
+    model = float_model(nodes, {"x": [6]}, {"y": [3, 2]}, inits)
+    reshape = model.graph.node(1)
+    reshape.outputs[0].shape = ir.Shape(["a", "b"])  # named, as an import could leave it
+    reshape.outputs[0].dtype = ir.DataType.FLOAT
+    FoldConstantsPass()(model)
+    assert reshape.outputs[0].shape == ir.Shape([3, 2])  # its input is now a constant
+
+
+def test_a_graph_without_constant_of_shape_folds_as_before():
+    nodes = [helper.make_node("Mul", ["c", "two"], ["c2"]),
+             helper.make_node("Add", ["x", "c2"], ["y"])]
+    model = float_model(nodes, {"x": [2]}, {"y": [2]},
+                        {"c": np.array([1, 2], np.float32), "two": np.array(2, np.float32)})
+    feeds = {"x": rand(2)}
+    want = run_reference(model, feeds)
+    step = FoldConstantsPass()
+    assert step(model).modified
+    assert ops(model) == ["Add"]
+    assert step.fired["fold Mul"] == 1
+    assert_close(want, run_reference(model, feeds))
+
+
 def test_nothing_to_fold_reports_unmodified():
     model = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
     step = FoldConstantsPass()

@@ -71,15 +71,36 @@ def test_onnxscript_rules_pass_reports_why_a_rule_was_refused():
     assert reason.startswith("FuseBatchNormIntoConv: ") and "initializer" in reason.lower()
 
 
-def test_a_rule_is_tried_only_where_the_graph_holds_every_op_of_its_pattern():
+def test_a_rule_is_tried_only_where_the_graph_holds_every_op_and_edge_of_its_pattern():
     from onnxscript.rewriter.rules.common import matmul_add_to_gemm_rule
 
-    from kiln.compiler.passes.rule import may_match, required_ops
+    from kiln.compiler.passes.rule import (
+        Present,
+        required_edges,
+        required_ops,
+        rules_that_may_match,
+    )
 
     assert required_ops(matmul_add_to_gemm_rule) == {"Add", "MatMul"}
-    rules = RewriteRuleSet([matmul_add_to_gemm_rule])
-    assert not may_match(rules, {"Add", "Conv"})
-    assert may_match(rules, {"Add", "MatMul", "Conv"})
+    assert required_edges(matmul_add_to_gemm_rule) == {("Add", "MatMul")}
+    rules = RewriteRuleSet([matmul_add_to_gemm_rule, transpose_transpose_rule])
+    assert rules_that_may_match(rules, Present({"Add", "Conv"}, {("Add", "Conv")})) is None
+    wrong_way = Present({"Add", "MatMul"}, {("MatMul", "Add")})
+    assert rules_that_may_match(rules, wrong_way) is None
+    kept = rules_that_may_match(rules, Present({"Add", "MatMul"}, {("Add", "MatMul")}))
+    assert kept.rules == [matmul_add_to_gemm_rule]
+    assert kept.remove_unused_nodes == rules.remove_unused_nodes
+
+
+def test_present_holds_the_ops_and_the_producer_consumer_pairs_of_a_model():
+    from kiln.compiler.passes.rule import Present
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    model = float_model(nodes, {"x": [2, 2]}, {"y": [2, 2]},
+                        {"w": np.eye(2, dtype=np.float32), "b": np.zeros(2, np.float32)})
+    present = Present.of(model)
+    assert present.ops == {"MatMul", "Add"} and present.edges == {("Add", "MatMul")}
 
 
 def test_a_rule_whose_ops_an_earlier_rule_creates_still_fires_in_the_same_pass():
