@@ -409,3 +409,28 @@ def test_depthwise_layers_of_one_shape_keep_their_own_weights(isa: str):
     compiled = [compile_native(m) for m in models]
     for k in (0, 1, 0, 1):
         _assert_close(compiled[k].run({"x": x})["y"], run_reference(models[k], {"x": x})[0])
+
+
+@pytest.mark.parametrize(("channels", "out", "size"), [(20, 70, (19, 21)), (96, 24, (16, 33))])
+def test_bytes_in_and_out_in_nchw_equal_onnxruntime(isa: str, channels: int, out: int,
+                                                    size: tuple):
+    """A 3x3 conv reading the NCHW bytes of a QuantizeLinear and writing NCHW bytes the caller
+    wants: both go through the byte transpose (16 rows x 64 columns at a time on AVX-512), with
+    ragged edges in rows and columns on both sides."""
+    x = RNG.standard_normal((2, channels, *size)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("a", (out, channels, 3, 3), 0, inits)
+    nodes += _int32_bias("a", out, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "a_wdq", "a_bdq"], ["a"], pads=[1] * 4)]
+    inits["y_s"], inits["y_z"] = np.array(0.5, np.float32), np.array(120, np.uint8)
+    # the u8 result is the graph's output
+    nodes += [helper.make_node("QuantizeLinear", ["a", "y_s", "y_z"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv"]
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # a value on a rounding tie may land one step away (float summation order)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert got.shape == want.shape and diff.max() <= 1 and np.mean(diff) < 0.01
+    _assert_vnni_and_amx_plans_give(got, model, x, isa)
