@@ -430,8 +430,10 @@ class QConvKernel final : public Kernel {
     const uint8_t* nhwc = xin.ptr<uint8_t>();
     const uint8_t* nhwc_end = nhwc + xin.numel();
     const bool as_given = Hp == H && Wp == W && Cp == C && (nhwc_in_ || C == 1);
+    // a depthwise layer reads NHWC bytes in place and pads its border pixels itself
+    const bool dw_in_place = !packed_ && (nhwc_in_ || C == 1);
     const bool amx = amx_packed_ && amx_int8_active();
-    if (!as_given) {
+    if (!as_given && !dw_in_place) {
       const size_t row = Wp * Cp;
       // AMX loads whole 16-row tiles: room for the rows past the last pixel, so they are
       // not copied again
@@ -530,6 +532,20 @@ class QConvKernel final : public Kernel {
       // the layout made when the layer was built, where it fits this run's ISA and stride
       const int8_t* laid = &loops == dw_loops_ && !dw_laid_.empty() && (sw == 1) == dw_flat_
                                ? dw_laid_.data() : nullptr;
+      if (dw_in_place) {
+        const DwGeometry dg{H, W, OW, C, KH, KW, sh, sw, dh, dw, pt, pl};
+        parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
+          thread_local std::vector<int32_t> acc;
+          if (acc.size() < OW * C) acc.resize(OW * C);
+          for (size_t t = b; t < e; ++t) {
+            const size_t n = t / OH, oh = t % OH;
+            depthwise_row(loops, dg, xin.ptr<uint8_t>() + n * H * W * C, oh, pad, taps_w, laid,
+                          acc.data());
+            epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
+          }
+        });
+        return;
+      }
       parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
         std::vector<int32_t> acc(OW * Kout);
         std::vector<const uint8_t*> ptrs(taps);
@@ -607,6 +623,74 @@ class QConvKernel final : public Kernel {
   const Int8Loops* dw_loops_ = nullptr;
   bool dw_flat_ = true;                  // dw_laid_ is for stride 1
   RequantOnce requant_;
+
+  struct DwGeometry {
+    size_t H, W, OW, C, KH, KW, sh, sw, dh, dw, pt, pl;
+  };
+
+  // The depthwise products of output row oh of one NHWC image x (H x W x C bytes, unpadded)
+  // into acc (OW x C). The pixels whose taps all lie inside the row read x in place; the
+  // border pixels read a few columns copied with the zero point around them, and rows above
+  // or below the image read a row of the zero point.
+  static void depthwise_row(const Int8Loops& loops, const DwGeometry& g, const uint8_t* x,
+                            size_t oh, uint8_t pad, const int16_t* w, const int8_t* laid,
+                            int32_t* acc) {
+    const size_t C = g.C, KH = g.KH, KW = g.KW, taps = KH * KW, step = g.sw * C;
+    const int64_t W = static_cast<int64_t>(g.W), pl = static_cast<int64_t>(g.pl);
+    const int64_t sw = static_cast<int64_t>(g.sw), span = static_cast<int64_t>((KW - 1) * g.dw);
+    thread_local std::vector<uint8_t> pad_row, border;
+    thread_local std::vector<const uint8_t*> rows, ptrs;
+    rows.resize(KH);
+    ptrs.resize(taps);
+    bool outside = false;
+    for (size_t kh = 0; kh < KH; ++kh) {
+      const int64_t ih = static_cast<int64_t>(oh * g.sh + kh * g.dh) - static_cast<int64_t>(g.pt);
+      const bool in = ih >= 0 && ih < static_cast<int64_t>(g.H);
+      rows[kh] = in ? x + static_cast<size_t>(ih) * g.W * C : nullptr;
+      outside |= !in;
+    }
+    if (outside) {
+      if (pad_row.size() < g.W * C) pad_row.resize(g.W * C);
+      std::memset(pad_row.data(), pad, g.W * C);
+      for (size_t kh = 0; kh < KH; ++kh)
+        if (!rows[kh]) rows[kh] = pad_row.data();
+    }
+    // output pixels [lo, hi) read input columns ow * sw - pl + kw * dw inside [0, W)
+    const int64_t OW = static_cast<int64_t>(g.OW);
+    const int64_t lo = std::min<int64_t>((pl + sw - 1) / sw, OW);
+    const int64_t hi = std::max<int64_t>(W - 1 + pl - span >= 0 ? (W - 1 + pl - span) / sw + 1 : 0,
+                                         lo);
+    const int64_t inner_hi = std::min(hi, OW);
+    if (inner_hi > lo) {
+      const size_t first = static_cast<size_t>(lo * sw - pl) * C;
+      for (size_t kh = 0; kh < KH; ++kh)
+        for (size_t kw = 0; kw < KW; ++kw)
+          ptrs[kh * KW + kw] = rows[kh] + first + kw * g.dw * C;
+      loops.dw_u8s8(C, taps, static_cast<size_t>(inner_hi - lo), step, ptrs.data(), w, laid,
+                    acc + static_cast<size_t>(lo) * C);
+    }
+    // the border pixels [o0, o1): their input columns c0 .. c1 copied, zero point outside
+    const auto edge = [&](int64_t o0, int64_t o1) {
+      if (o1 <= o0) return;
+      const int64_t c0 = o0 * sw - pl, width = (o1 - 1 - o0) * sw + span + 1;
+      if (border.size() < KH * width * C) border.resize(KH * width * C);
+      for (size_t kh = 0; kh < KH; ++kh) {
+        uint8_t* dst = border.data() + kh * width * C;
+        for (int64_t i = 0; i < width; ++i) {
+          const int64_t iw = c0 + i;
+          if (iw >= 0 && iw < W && rows[kh] != pad_row.data())
+            std::memcpy(dst + i * C, rows[kh] + iw * C, C);
+          else
+            std::memset(dst + i * C, pad, C);
+        }
+        for (size_t kw = 0; kw < KW; ++kw) ptrs[kh * KW + kw] = dst + kw * g.dw * C;
+      }
+      loops.dw_u8s8(C, taps, static_cast<size_t>(o1 - o0), step, ptrs.data(), w, laid,
+                    acc + static_cast<size_t>(o0) * C);
+    };
+    edge(0, lo);
+    edge(std::max(lo, inner_hi), OW);
+  }
 
   // Pixels per epilogue call: a few thousand values (a GEMM block of 48 or 64 pixels, or a
   // depthwise row), the repeated parameters staying in L1.
