@@ -172,16 +172,20 @@ static void dw_avx512(size_t C, size_t taps, size_t pixels, size_t step,
 // Bytes transposed 16 rows x 64 columns at a time: four 16 x 16 blocks side by side, one per
 // 128-bit lane. Interleaving the bytes of registers k and k + 8 (k < 8) rotates the eight bits
 // (register, byte) of each element's position by one, so four rounds swap register and byte:
-// register c then holds column c of each lane's block. Rows past the last 16 go the scalar way.
+// register c then holds column c of each lane's block. The last rows (fewer than 16) go the
+// same way with zero registers below them and stores masked to the real rows.
 static void transpose_u8_avx512(const uint8_t* src, size_t ss, size_t rows, size_t cols,
                                 uint8_t* dst, size_t ds) {
-  const size_t r16 = rows / 16 * 16;
-  for (size_t i = 0; i < r16; i += 16)
+  for (size_t i = 0; i < rows; i += 16) {
+    const size_t nr = std::min<size_t>(16, rows - i);
+    const __mmask16 rm = nr == 16 ? __mmask16(0xffff) : __mmask16((1u << nr) - 1);
     for (size_t j = 0; j < cols; j += 64) {
       const size_t left = cols - j;
       const __mmask64 lm = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
       __m512i v[16], t[16];
-      for (size_t r = 0; r < 16; ++r) v[r] = _mm512_maskz_loadu_epi8(lm, src + (i + r) * ss + j);
+      for (size_t r = 0; r < 16; ++r)
+        v[r] = r < nr ? _mm512_maskz_loadu_epi8(lm, src + (i + r) * ss + j)
+                      : _mm512_setzero_si512();
       for (int round = 0; round < 4; ++round) {
         for (size_t k = 0; k < 8; ++k) {
           t[2 * k] = _mm512_unpacklo_epi8(v[k], v[k + 8]);
@@ -189,21 +193,18 @@ static void transpose_u8_avx512(const uint8_t* src, size_t ss, size_t rows, size
         }
         for (size_t k = 0; k < 16; ++k) v[k] = t[k];
       }
-      // lane l of register c: column j + 16 l + c, rows i .. i + 15
+      // lane l of register c: column j + 16 l + c, rows i .. i + nr - 1
       uint8_t* out = dst + j * ds + i;
-      for (size_t c = 0; c < 16 && c < left; ++c)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c * ds), _mm512_castsi512_si128(v[c]));
-      for (size_t c = 0; c < 16 && 16 + c < left; ++c)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (16 + c) * ds),
-                         _mm512_extracti32x4_epi32(v[c], 1));
-      for (size_t c = 0; c < 16 && 32 + c < left; ++c)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (32 + c) * ds),
-                         _mm512_extracti32x4_epi32(v[c], 2));
-      for (size_t c = 0; c < 16 && 48 + c < left; ++c)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (48 + c) * ds),
-                         _mm512_extracti32x4_epi32(v[c], 3));
+      for (size_t l = 0; l < 4; ++l)
+        for (size_t c = 0; c < 16 && 16 * l + c < left; ++c) {
+          const __m128i col = l == 0   ? _mm512_castsi512_si128(v[c])
+                              : l == 1 ? _mm512_extracti32x4_epi32(v[c], 1)
+                              : l == 2 ? _mm512_extracti32x4_epi32(v[c], 2)
+                                       : _mm512_extracti32x4_epi32(v[c], 3);
+          _mm_mask_storeu_epi8(out + (16 * l + c) * ds, rm, col);
+        }
     }
-  if (r16 < rows) transpose_u8_impl(src + r16 * ss, ss, rows - r16, cols, dst + r16, ds);
+  }
 }
 
 KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512, dw_avx512, dw_layout_avx512, transpose_u8_avx512)
