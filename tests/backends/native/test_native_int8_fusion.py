@@ -409,3 +409,67 @@ def test_depthwise_layers_of_one_shape_keep_their_own_weights(isa: str):
     compiled = [compile_native(m) for m in models]
     for k in (0, 1, 0, 1):
         _assert_close(compiled[k].run({"x": x})["y"], run_reference(models[k], {"x": x})[0])
+
+
+@pytest.mark.parametrize(("channels", "out", "size"), [(20, 70, (19, 21)), (96, 24, (16, 33))])
+def test_bytes_in_and_out_in_nchw_equal_onnxruntime(isa: str, channels: int, out: int,
+                                                    size: tuple):
+    """A 3x3 conv reading the NCHW bytes of a QuantizeLinear and writing NCHW bytes the caller
+    wants: both go through the byte transpose (16 rows x 64 columns at a time on AVX-512), with
+    ragged edges in rows and columns on both sides."""
+    x = RNG.standard_normal((2, channels, *size)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("a", (out, channels, 3, 3), 0, inits)
+    nodes += _int32_bias("a", out, 0.03, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "a_wdq", "a_bdq"], ["a"], pads=[1] * 4)]
+    inits["y_s"], inits["y_z"] = np.array(0.5, np.float32), np.array(120, np.uint8)
+    # the u8 result is the graph's output
+    nodes += [helper.make_node("QuantizeLinear", ["a", "y_s", "y_z"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv"]
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # a value on a rounding tie may land one step away (float summation order)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert got.shape == want.shape and diff.max() <= 1 and np.mean(diff) < 0.01
+    _assert_vnni_and_amx_plans_give(got, model, x, isa)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation", "pads", "size"), [
+    (3, 1, 1, [1, 1, 1, 1], (13, 11)),
+    (5, 2, 1, [2, 2, 2, 2], (13, 11)),
+    (3, 2, 1, [1, 0, 0, 1], (12, 9)),    # asymmetric padding
+    (3, 1, 2, [2, 2, 2, 2], (9, 10)),    # dilated
+    (5, 1, 1, [0, 0, 0, 0], (8, 7)),     # no padding: every pixel inside
+    (5, 2, 1, [2, 2, 2, 2], (4, 3)),     # narrower than the kernel: every pixel on a border
+])
+def test_depthwise_reading_nhwc_bytes_pads_its_own_border(isa: str, kernel: int, stride: int,
+                                                          dilation: int, pads: list,
+                                                          size: tuple):
+    """A 1x1 conv hands NHWC bytes to a depthwise conv, which reads them in place: its inner
+    pixels straight from the input rows, its border pixels from columns copied next to the zero
+    point, rows above or below the image from a row of the zero point. The result equals
+    onnxruntime's up to a rounding step of the u8 value between the two layers."""
+    x = RNG.standard_normal((2, 24, *size)).astype(np.float32)
+    inits: dict = {}
+    nodes = _qdq("x", 0.03, 125, inits) + _weights("p", (40, 24, 1, 1), 0, inits)
+    nodes += [helper.make_node("Conv", ["x_dq", "p_wdq"], ["p"])]
+    nodes += _qdq("p", 0.5, 117, inits) + _weights("d", (40, 1, kernel, kernel), 0, inits)
+    nodes += _int32_bias("d", 40, 0.5, inits)
+    nodes += [helper.make_node("Conv", ["p_dq", "d_wdq", "d_bdq"], ["y"], group=40,
+                               kernel_shape=[kernel] * 2, pads=pads, strides=[stride] * 2,
+                               dilations=[dilation] * 2)]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], opset=21, initializers=inits)
+    compiled = compile_native(model, threads=2)
+    assert _ops(compiled) == ["QuantizeLinear", "QConv", "QConv"]
+    pw, dw = _plan_nodes(compiled)[1:]
+    assert pw.attrs.get("kiln_layout_out") == "NHWC" == dw.attrs.get("kiln_layout_in")
+    got = compiled.run({"x": x})["y"]
+    want = run_reference(model, {"x": x})[0]
+    # one step (0.5) of one u8 input moves an output by at most 0.5 * max |w| (127 * 0.025)
+    one_step = 0.5 * 127 * 0.025
+    diff = np.abs(got - want)
+    assert got.shape == want.shape and diff.max() <= 2 * one_step
+    assert np.mean(diff > 1e-4 * np.abs(want).max()) < 0.05
+    _assert_vnni_and_amx_plans_give(got, model, x, isa)

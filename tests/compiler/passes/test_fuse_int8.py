@@ -139,13 +139,19 @@ def test_expansion_equals_the_fused_ops(case: str):
     if fused.dtype == np.uint8:  # requantized: a value on a rounding tie may move one step
         assert np.abs(fused.astype(int) - on_ort.astype(int)).max() <= 1
         assert np.abs(on_ort.astype(int) - as_written.astype(int)).max() <= 1
+    elif case == "upsampling":
+        # onnxruntime's int8 ConvTranspose rounds the float bias to int32 (scale a_scale *
+        # w_scale): a Relu'd byte that close to a rounding tie lands one step (0.3) away and
+        # moves the four outputs it feeds; the native kernel adds the bias in float
+        diff = np.abs(fused - on_ort)
+        assert diff.max() <= 2 * 0.3 * 127 * 0.025
+        assert np.mean(diff > 4e-6 * np.abs(on_ort).max() + 1e-5 * np.abs(on_ort)) < 0.02
+        assert np.abs(on_ort - as_written).max() <= 2 * 0.3 * 127 * 0.025
     else:
         _close(fused, on_ort)
         if case == "table":  # the chain in float on onnxruntime may round a tie the other way
             one_step = 0.04 * 127 * 0.025
             assert np.abs(on_ort - as_written).max() <= 2 * one_step
-        elif case == "upsampling":  # so may the Relu'd bytes between the two ConvTransposes
-            assert np.abs(on_ort - as_written).max() <= 2 * 0.3 * 127 * 0.025
         else:
             _close(on_ort, as_written)
 

@@ -151,7 +151,8 @@ const Int8Loops& select_int8_loops(Isa isa) {
                                  kiln_dequantize_u8__##isa_, kiln_dequantize_s8__##isa_,    \
                                  range,                      kiln_int8_row_f32__##isa_,     \
                                  kiln_int8_row_u8__##isa_,  kiln_int8_tile_f32__##isa_,     \
-                                 kiln_int8_tile_u8__##isa_, kiln_dw_u8s8__##isa_};          \
+                                 kiln_int8_tile_u8__##isa_, kiln_dw_u8s8__##isa_,          \
+                                 kiln_dw_layout__##isa_,    kiln_transpose_u8__##isa_};  \
     return loops;                                                                           \
   }
 #include "kernels/ukernels.inc"

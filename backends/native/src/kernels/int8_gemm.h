@@ -78,9 +78,16 @@ struct Int8Loops {
                   uint8_t* y, size_t ys, const uint8_t* table);
   // Depthwise products of `pixels` output pixels: acc[p * C + c] = sum_t x[t][p * step + c] *
   // w[t * C + c], x[t] the first pixel's tap t (C contiguous u8 channels), w the s8 taps
-  // widened to int16, tap-major.
+  // widened to int16, tap-major. `laid`: the same weights as this table's dw_layout wrote
+  // them for this C, taps and flat (step == C), or null (then laid out here when needed).
   void (*dw_u8s8)(size_t C, size_t taps, size_t pixels, size_t step, const uint8_t* const* x,
-                  const int16_t* w, int32_t* acc);
+                  const int16_t* w, const int8_t* laid, int32_t* acc);
+  // The depthwise weights w (as dw_u8s8 takes them) in the order this ISA's kernel reads
+  // them, laid out once when a layer is built; empty when it reads w as it is.
+  std::vector<int8_t> (*dw_layout)(size_t C, size_t taps, bool flat, const int16_t* w);
+  // dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols: bytes between NCHW and NHWC.
+  void (*transpose_u8)(const uint8_t* src, size_t ss, size_t rows, size_t cols, uint8_t* dst,
+                       size_t ds);
 };
 const Int8Loops& int8_loops();
 
@@ -172,7 +179,12 @@ using int8_ukernel_fn = void (*)(size_t rows, size_t nseg, size_t seg_len,
                                 const Int8RowParams& p, uint8_t* y, size_t ys,               \
                                 const uint8_t* table);                                       \
   void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
-                           const uint8_t* const* x, const int16_t* w, int32_t* acc);
+                           const uint8_t* const* x, const int16_t* w, const int8_t* laid,    \
+                           int32_t* acc);                                                    \
+  std::vector<int8_t> kiln_dw_layout__##isa(size_t C, size_t taps, bool flat,                \
+                                            const int16_t* w);                               \
+  void kiln_transpose_u8__##isa(const uint8_t* src, size_t ss, size_t rows, size_t cols,     \
+                                uint8_t* dst, size_t ds);
 // The kernels themselves are declared from the one list, kernels/ukernels.inc (ukernels.h).
 
 }  // namespace kiln

@@ -1,6 +1,8 @@
 // The int8 epilogue loops, written once and compiled per ISA (the including file's flags pick
 // the vector width). See Int8RowParams in int8_gemm.h.
 #pragma once
+#include <vector>
+
 #include "kernels/int8_gemm.h"
 
 namespace kiln {
@@ -114,16 +116,52 @@ inline void dw_u8s8_run(size_t C, size_t taps, size_t pixels, size_t step,
 }
 
 inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
-                         const uint8_t* const* x, const int16_t* w, int32_t* acc) {
+                         const uint8_t* const* x, const int16_t* w, const int8_t* /*laid*/,
+                         int32_t* acc) {
   if (taps == 9) return dw_u8s8_run<9>(C, taps, pixels, step, x, w, acc);
   if (taps == 25) return dw_u8s8_run<25>(C, taps, pixels, step, x, w, acc);
   dw_u8s8_run<0>(C, taps, pixels, step, x, w, acc);
 }
 
+// Bytes transposed (Int8Loops::transpose_u8). Whole 8 x 8 blocks go as eight 64-bit words
+// swapped in three rounds (4 x 4, 2 x 2, 1 x 1 byte blocks), a byte at a time only at the
+// edges.
+inline void transpose_u8_impl(const uint8_t* src, size_t ss, size_t rows, size_t cols,
+                              uint8_t* dst, size_t ds) {
+  const size_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (size_t i = 0; i < r8; i += 8)
+    for (size_t j = 0; j < c8; j += 8) {
+      uint64_t x[8];
+      for (size_t k = 0; k < 8; ++k) __builtin_memcpy(&x[k], src + (i + k) * ss + j, 8);
+      for (size_t k = 0; k < 4; ++k) {
+        const uint64_t t = ((x[k] >> 32) ^ x[k + 4]) & 0x00000000FFFFFFFFull;
+        x[k] ^= t << 32;
+        x[k + 4] ^= t;
+      }
+      for (size_t k : {0, 1, 4, 5}) {
+        const uint64_t t = ((x[k] >> 16) ^ x[k + 2]) & 0x0000FFFF0000FFFFull;
+        x[k] ^= t << 16;
+        x[k + 2] ^= t;
+      }
+      for (size_t k = 0; k < 8; k += 2) {
+        const uint64_t t = ((x[k] >> 8) ^ x[k + 1]) & 0x00FF00FF00FF00FFull;
+        x[k] ^= t << 8;
+        x[k + 1] ^= t;
+      }
+      for (size_t k = 0; k < 8; ++k) __builtin_memcpy(dst + (j + k) * ds + i, &x[k], 8);
+    }
+  for (size_t i = 0; i < rows; ++i)
+    for (size_t j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
+// The depthwise weights of a kernel that reads the int16 taps as they are: nothing to lay out.
+inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) { return {}; }
+
 // Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags;
 // byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
-// depthwise products (dw_u8s8_impl's).
-#define KILN_INT8_LOOPS_DEFS(isa, byte_map, dw)                                              \
+// depthwise products (dw_u8s8_impl's) from weights dw_layout lays out, transpose moves bytes
+// between NCHW and NHWC (transpose_u8_impl's).
+#define KILN_INT8_LOOPS_DEFS(isa, byte_map, dw, dw_layout, transpose)                        \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
     quantize_run_impl(n, x, scale, zero, y);                                                 \
   }                                                                                          \
@@ -159,8 +197,17 @@ inline void dw_u8s8_impl(size_t C, size_t taps, size_t pixels, size_t step,
     }                                                                                        \
   }                                                                                          \
   void kiln_dw_u8s8__##isa(size_t C, size_t taps, size_t pixels, size_t step,                \
-                           const uint8_t* const* x, const int16_t* w, int32_t* acc) {        \
-    dw(C, taps, pixels, step, x, w, acc);                                                    \
+                           const uint8_t* const* x, const int16_t* w, const int8_t* laid,    \
+                           int32_t* acc) {                                                   \
+    dw(C, taps, pixels, step, x, w, laid, acc);                                              \
+  }                                                                                          \
+  std::vector<int8_t> kiln_dw_layout__##isa(size_t C, size_t taps, bool flat,                \
+                                            const int16_t* w) {                              \
+    return dw_layout(C, taps, flat, w);                                                      \
+  }                                                                                          \
+  void kiln_transpose_u8__##isa(const uint8_t* src, size_t ss, size_t rows, size_t cols,     \
+                                uint8_t* dst, size_t ds) {                                   \
+    transpose(src, ss, rows, cols, dst, ds);                                                 \
   }
 
 }  // namespace kiln

@@ -11,9 +11,12 @@
 // QConv with group == C is depthwise: a direct NHWC kernel vectorized over channels.
 // Also kiln::QMaxPool, DequantizeLinear -> MaxPool -> QuantizeLinear on the bytes.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -29,19 +32,46 @@ const Tensor* optional_input(OpContext& c, size_t i) {
   return i < c.n_inputs() ? c.input(i) : nullptr;
 }
 
-float scalar_f32(const Tensor& t, const char* what, OpContext& c) {
+// Input i of a node, or nullptr when it is absent: read from the running context, or from
+// the plan's constants when the kernel is built.
+using InputOf = std::function<const Tensor*(size_t)>;
+
+InputOf inputs_of(OpContext& c) {
+  return [&c](size_t i) { return optional_input(c, i); };
+}
+
+// The node's constant inputs at build time; empty when one of inputs [first, last) is
+// computed at run time (then the kernel reads them per run).
+InputOf constant_inputs_of(const NodeDesc& node, const BuildContext& bc, size_t first,
+                           size_t last) {
+  for (size_t i = first; i < std::min(last, node.inputs.size()); ++i)
+    if (node.inputs[i] >= 0 && !bc.constant(node, i)) return {};
+  return [&node, &bc](size_t i) {
+    return i < node.inputs.size() && node.inputs[i] >= 0 ? bc.constant(node, i) : nullptr;
+  };
+}
+
+float scalar_f32(const Tensor& t, const char* what, const NodeDesc& node) {
   if (t.dtype != DType::f32 || t.numel() != 1)
-    c.fail(std::string(what) + " must be one float32 value, got " +
-           std::string(dtype_name(t.dtype)) + " " + shape_str(t.shape));
+    node.fail(std::string(what) + " must be one float32 value, got " +
+              std::string(dtype_name(t.dtype)) + " " + shape_str(t.shape));
   return t.ptr<float>()[0];
 }
 
-int32_t scalar_u8(const Tensor* t, const char* what, OpContext& c) {
+int32_t scalar_u8(const Tensor* t, const char* what, const NodeDesc& node) {
   if (!t) return 0;
   if (t->dtype != DType::u8 || t->numel() != 1)
-    c.fail(std::string(what) + " must be one uint8 value, got " +
-           std::string(dtype_name(t->dtype)) + " " + shape_str(t->shape));
+    node.fail(std::string(what) + " must be one uint8 value, got " +
+              std::string(dtype_name(t->dtype)) + " " + shape_str(t->shape));
   return t->ptr<uint8_t>()[0];
+}
+
+float scalar_f32(const Tensor& t, const char* what, OpContext& c) {
+  return scalar_f32(t, what, c.node);
+}
+
+int32_t scalar_u8(const Tensor* t, const char* what, OpContext& c) {
+  return scalar_u8(t, what, c.node);
 }
 
 // Per output channel: y = acc * mult[j] + offset[j], then the activation and the output type.
@@ -50,26 +80,31 @@ struct Requant {
   bool relu = false;
   bool to_u8 = false;
   float y_scale = 1.0f, y_zero = 0.0f;
-  const uint8_t* table = nullptr;
-
-  size_t N() const { return mult.size(); }
+  bool has_table = false;
+  std::array<uint8_t, 256> table_bytes{};  // a copy: a Requant built once outlives its inputs
 
   // N output channels; col_sums[j]: the sum of channel j's weights (the a_zero correction).
   // Column j is output channel j % channels (a ConvTranspose's columns are its kernel taps
-  // times its channels); w_scale and bias have one value per channel.
-  Requant(OpContext& c, size_t N, const int32_t* col_sums, bool relu_, size_t channels = 0)
+  // times its channels); w_scale and bias have one value per channel. `in` gives inputs
+  // 2 .. 8.
+  Requant(const NodeDesc& node, const InputOf& in, size_t N, const int32_t* col_sums,
+          bool relu_, size_t channels = 0)
       : relu(relu_) {
     const size_t M = channels ? channels : N;
-    const float a_scale = scalar_f32(c.in(2), "a_scale", c);
-    const int32_t a_zero = scalar_u8(optional_input(c, 3), "a_zero_point", c);
-    const Tensor& ws = c.in(4);
+    const Tensor* as = in(2);
+    if (!as) node.fail("a_scale (input 2) is missing");
+    const float a_scale = scalar_f32(*as, "a_scale", node);
+    const int32_t a_zero = scalar_u8(in(3), "a_zero_point", node);
+    const Tensor* wsp = in(4);
+    if (!wsp) node.fail("w_scale (input 4) is missing");
+    const Tensor& ws = *wsp;
     if (ws.dtype != DType::f32 || (ws.numel() != 1 && ws.numel() != M))
-      c.fail("w_scale must be float32 with 1 or " + std::to_string(M) + " values, got " +
-             std::string(dtype_name(ws.dtype)) + " " + shape_str(ws.shape));
-    const Tensor* bias = optional_input(c, 5);
+      node.fail("w_scale must be float32 with 1 or " + std::to_string(M) + " values, got " +
+                std::string(dtype_name(ws.dtype)) + " " + shape_str(ws.shape));
+    const Tensor* bias = in(5);
     if (bias && (bias->dtype != DType::f32 || bias->numel() != M))
-      c.fail("bias must be float32 with " + std::to_string(M) + " values, got " +
-             std::string(dtype_name(bias->dtype)) + " " + shape_str(bias->shape));
+      node.fail("bias must be float32 with " + std::to_string(M) + " values, got " +
+                std::string(dtype_name(bias->dtype)) + " " + shape_str(bias->shape));
     mult.resize(N);
     offset.resize(N);
     for (size_t j = 0; j < N; ++j) {
@@ -78,25 +113,30 @@ struct Requant {
       offset[j] = (bias ? bias->ptr<float>()[j % M] : 0.0f) -
                   mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
     }
-    if (const Tensor* ys = optional_input(c, 6)) {
+    if (const Tensor* ys = in(6)) {
       to_u8 = true;
-      y_scale = scalar_f32(*ys, "y_scale", c);
+      y_scale = scalar_f32(*ys, "y_scale", node);
       if (!(y_scale > 0.0f) || !std::isfinite(y_scale))
-        c.fail("y_scale must be positive and finite, got " + std::to_string(y_scale));
-      y_zero = static_cast<float>(scalar_u8(optional_input(c, 7), "y_zero_point", c));
+        node.fail("y_scale must be positive and finite, got " + std::to_string(y_scale));
+      y_zero = static_cast<float>(scalar_u8(in(7), "y_zero_point", node));
       for (size_t j = 0; j < N; ++j) {
         mult[j] /= y_scale;
         offset[j] /= y_scale;
       }
     }
-    if (const Tensor* t = optional_input(c, 8)) {
-      if (!to_u8) c.fail("a lookup table (input 8) needs a u8 result (y_scale)");
+    if (const Tensor* t = in(8)) {
+      if (!to_u8) node.fail("a lookup table (input 8) needs a u8 result (y_scale)");
       if (t->dtype != DType::u8 || t->numel() != 256)
-        c.fail("the lookup table must be 256 uint8 values, got " +
-               std::string(dtype_name(t->dtype)) + " " + shape_str(t->shape));
-      table = t->ptr<uint8_t>();
+        node.fail("the lookup table must be 256 uint8 values, got " +
+                  std::string(dtype_name(t->dtype)) + " " + shape_str(t->shape));
+      std::memcpy(table_bytes.data(), t->ptr<uint8_t>(), 256);
+      has_table = true;
     }
   }
+
+  const uint8_t* table() const { return has_table ? table_bytes.data() : nullptr; }
+
+  size_t N() const { return mult.size(); }
 
   // The row kernel's parameters; a u8 output folds 1 / y_scale into mult and offset
   // (relu(v) / s = relu(v / s) for s > 0).
@@ -126,6 +166,35 @@ struct RepeatedParams {
   RepeatedParams& operator=(const RepeatedParams&) = delete;
 };
 
+// A kernel's requantization. Its inputs (scales, zero points, bias, table) are initializers
+// in every graph the lowering writes, so it is built once with the kernel; only when one is
+// computed at run time is it rebuilt per run (into the caller's `own` slots).
+struct RequantOnce {
+  std::shared_ptr<const Requant> rq;
+  std::shared_ptr<const RepeatedParams> repeated;
+  size_t reps = 1;
+
+  // N, col_sums, relu and channels as Requant's; reps as RepeatedParams' (0: none).
+  void build(const NodeDesc& node, const BuildContext& bc, size_t N, const int32_t* col_sums,
+             bool relu, size_t channels, size_t reps_) {
+    reps = reps_;
+    const InputOf in = constant_inputs_of(node, bc, 2, 9);
+    if (!in) return;
+    auto built = std::make_shared<Requant>(node, in, N, col_sums, relu, channels);
+    if (reps) repeated = std::make_shared<RepeatedParams>(*built, reps);
+    rq = std::move(built);
+  }
+  // This run's requantization (built once, or now into `own`).
+  const Requant& get(OpContext& c, std::optional<Requant>& own, size_t N,
+                     const int32_t* col_sums, bool relu, size_t channels = 0) const {
+    return rq ? *rq : own.emplace(c.node, inputs_of(c), N, col_sums, relu, channels);
+  }
+  const RepeatedParams& get_repeated(const Requant& r,
+                                     std::optional<RepeatedParams>& own) const {
+    return repeated ? *repeated : own.emplace(r, reps);
+  }
+};
+
 // Rows of int8 products through the tile kernel (and the byte table) into a row-major
 // output: dst is row i0's column j0, stride elements apart; p is shifted to column j0 here.
 template <typename T>
@@ -134,7 +203,7 @@ void store_rows(const Int8Loops& k, const Requant& rq, Int8RowParams p, size_t j
   p.mult += j0;
   p.offset += j0;
   if constexpr (std::is_same_v<T, uint8_t>)
-    k.tile_u8(rows, cols, acc, ld, p, dst, stride, rq.table);
+    k.tile_u8(rows, cols, acc, ld, p, dst, stride, rq.table());
   else
     k.tile_f32(rows, cols, acc, ld, p, dst, stride);
 }
@@ -153,37 +222,6 @@ bool relu_of(const NodeDesc& node) {
   if (!act.empty() && act != "Relu")
     node.fail("activation '" + act + "' is not supported on int8 (only Relu)");
   return act == "Relu";
-}
-
-// dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols: bytes between NCHW and NHWC. Whole
-// 8 x 8 blocks go as eight 64-bit words swapped in three rounds (4 x 4, 2 x 2, 1 x 1 byte
-// blocks), a byte at a time only at the edges.
-void transpose_u8(const uint8_t* src, size_t ss, size_t rows, size_t cols, uint8_t* dst,
-                  size_t ds) {
-  const size_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  for (size_t i = 0; i < r8; i += 8)
-    for (size_t j = 0; j < c8; j += 8) {
-      uint64_t x[8];
-      for (size_t k = 0; k < 8; ++k) std::memcpy(&x[k], src + (i + k) * ss + j, 8);
-      for (size_t k = 0; k < 4; ++k) {
-        const uint64_t t = ((x[k] >> 32) ^ x[k + 4]) & 0x00000000FFFFFFFFull;
-        x[k] ^= t << 32;
-        x[k + 4] ^= t;
-      }
-      for (size_t k : {0, 1, 4, 5}) {
-        const uint64_t t = ((x[k] >> 16) ^ x[k + 2]) & 0x0000FFFF0000FFFFull;
-        x[k] ^= t << 16;
-        x[k + 2] ^= t;
-      }
-      for (size_t k = 0; k < 8; k += 2) {
-        const uint64_t t = ((x[k] >> 8) ^ x[k + 1]) & 0x00FF00FF00FF00FFull;
-        x[k] ^= t << 8;
-        x[k + 1] ^= t;
-      }
-      for (size_t k = 0; k < 8; ++k) std::memcpy(dst + (j + k) * ds + i, &x[k], 8);
-    }
-  for (size_t i = 0; i < rows; ++i)
-    for (size_t j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
 }
 
 // Pixels of 4 bytes from C <= 4 channel rows (row stride ss) of W bytes, the missing
@@ -213,14 +251,14 @@ void pixels_of_planes4(const uint8_t* src, size_t ss, size_t C, size_t W, uint8_
 // Tile rows are output pixels i0.. (image i / P, pixel i % P), columns channels j0..; NCHW
 // holds each channel's pixels contiguously, so runs of rows inside one image copy as runs.
 template <typename T>
-void scatter_nchw(const T* tile, size_t ld, size_t i0, size_t rows, size_t j0, size_t cols,
-                  size_t P, size_t channels, T* y) {
+void scatter_nchw(const Int8Loops& k, const T* tile, size_t ld, size_t i0, size_t rows,
+                  size_t j0, size_t cols, size_t P, size_t channels, T* y) {
   for (size_t r = 0; r < rows;) {
     const size_t i = i0 + r, n = i / P, p = i % P;
     const size_t run = std::min(rows - r, P - p);
     T* dst = y + (n * channels + j0) * P + p;
     if constexpr (std::is_same_v<T, uint8_t>) {
-      transpose_u8(tile + r * ld, ld, run, cols, dst, P);
+      k.transpose_u8(tile + r * ld, ld, run, cols, dst, P);
     } else {
       for (size_t j = 0; j < cols; ++j) {
         const T* src = tile + r * ld + j;
@@ -239,6 +277,7 @@ class QGemmKernel final : public Kernel {
     check_constant_weights(node, w, 2);
     packed_ = std::make_shared<PackedInt8B>(
         pack_int8_b(w->ptr<int8_t>(), w->shape[0], w->shape[1], w->shape[1]));
+    requant_.build(node, bc, packed_->N, packed_->col_sums.data(), relu_, 0, 0);
   }
 
   void run(OpContext& c) const override {
@@ -248,7 +287,8 @@ class QGemmKernel final : public Kernel {
     if (a.rank() < 1 || static_cast<size_t>(a.shape.back()) != w.K)
       c.fail("A " + shape_str(a.shape) + " does not end in the weights' K = " +
              std::to_string(w.K));
-    const Requant rq(c, w.N, w.col_sums.data(), relu_);
+    std::optional<Requant> own;
+    const Requant& rq = requant_.get(c, own, w.N, w.col_sums.data(), relu_);
     const size_t M = a.numel() / w.K, N = w.N;
     Shape oshape(a.shape.begin(), a.shape.end() - 1);
     oshape.push_back(static_cast<int64_t>(N));
@@ -270,6 +310,7 @@ class QGemmKernel final : public Kernel {
  private:
   bool relu_;
   std::shared_ptr<PackedInt8B> packed_;
+  RequantOnce requant_;
 };
 
 // The layout attributes the lowering sets on a QConv / QMaxPool ("NCHW" unless said).
@@ -324,6 +365,11 @@ class QConvKernel final : public Kernel {
           dw_sums_[k] += pw[k * KH * KW + t];
         }
       cp_ = K;
+      requant_.build(node, bc, K, dw_sums_.data(), relu_, 0, repeats(K));
+      // the taps in the order the ISA's kernel reads them, once (stride 1 reads them "flat")
+      dw_flat_ = attrs_.strides.size() < 2 || attrs_.strides[1] == 1;
+      dw_loops_ = &int8_loops();
+      dw_laid_ = dw_loops_->dw_layout(K, KH * KW, dw_flat_, dw_w_.data());
       return;
     }
     dilated_w_ = attrs_.dilations.size() == 2 && attrs_.dilations[1] != 1;
@@ -345,6 +391,7 @@ class QConvKernel final : public Kernel {
           pack_int8_b_segments(b.data(), KH * (dilated_w_ ? KW : 1), dilated_w_ ? Cp : KW * Cp,
                                K, K));
 #endif
+    requant_.build(node, bc, K, packed_->col_sums.data(), relu_, 0, repeats(K));
   }
 
   void run(OpContext& c) const override {
@@ -357,8 +404,10 @@ class QConvKernel final : public Kernel {
     Tensor x = xin;  // the geometry reads NCHW dims
     if (nhwc_in_) x.shape = {xin.shape[0], xin.shape[3], xin.shape[1], xin.shape[2]};
     const Geom g = conv_geom(attrs_, x, w, c);
-    const Requant rq = packed_ ? Requant(c, packed_->N, packed_->col_sums.data(), relu_)
-                               : Requant(c, dw_sums_.size(), dw_sums_.data(), relu_);
+    std::optional<Requant> own;
+    const Requant& rq =
+        packed_ ? requant_.get(c, own, packed_->N, packed_->col_sums.data(), relu_)
+                : requant_.get(c, own, dw_sums_.size(), dw_sums_.data(), relu_);
     if (rq.N() != g.M) c.fail("the weights have " + std::to_string(rq.N()) + " filters, the "
                               "geometry " + std::to_string(g.M));
     const size_t C = g.C, H = g.in[0], W = g.in[1], KH = g.k[0], KW = g.k[1];
@@ -376,12 +425,15 @@ class QConvKernel final : public Kernel {
     // X as NHWC with Cp channels and its padding: used as given when it already is, else
     // copied here. Kept by the calling thread across runs: a fresh megabyte per run costs
     // page faults, which the kernel serializes across threads.
+    const Int8Loops& loops = int8_loops();
     thread_local std::vector<uint8_t> copied;
     const uint8_t* nhwc = xin.ptr<uint8_t>();
     const uint8_t* nhwc_end = nhwc + xin.numel();
     const bool as_given = Hp == H && Wp == W && Cp == C && (nhwc_in_ || C == 1);
+    // a depthwise layer reads NHWC bytes in place and pads its border pixels itself
+    const bool dw_in_place = !packed_ && (nhwc_in_ || C == 1);
     const bool amx = amx_packed_ && amx_int8_active();
-    if (!as_given) {
+    if (!as_given && !dw_in_place) {
       const size_t row = Wp * Cp;
       // AMX loads whole 16-row tiles: room for the rows past the last pixel, so they are
       // not copied again
@@ -408,23 +460,21 @@ class QConvKernel final : public Kernel {
           } else if (Cp == 4) {  // an image's few channels: one 32-bit word per pixel
             pixels_of_planes4(px + (n * C * H + h) * W, H * W, C, W, pad, dst);
           } else {  // channel rows of W bytes -> pixels of Cp bytes
-            transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Cp);
+            loops.transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Cp);
           }
         }
       });
       nhwc = buf;
     }
 
-    const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
     // A block's products of every channel are one contiguous run when their rows are Kout
     // apart, and so are its NHWC pixels in Y: the per-channel parameters repeated over `reps`
     // pixels let one epilogue call cover up to that many (a pixel's few dozen channels are
     // less work than a call, and leave a vector tail each).
-    const size_t reps = std::min<size_t>(std::max<size_t>(OW, 64),
-                                         std::max<size_t>(1, 16384 / Kout));
-    const RepeatedParams run(rq, reps);
-    const Int8RowParams& run_p = run.params;
+    const size_t reps = requant_.reps;
+    std::optional<RepeatedParams> own_run;
+    const Int8RowParams& run_p = requant_.get_repeated(rq, own_run).params;
     // Whole rows of products (rows x Kout, contiguous) to dst in the same layout.
     auto store_run = [&](const int32_t* acc, size_t rows, auto* dst) {
       for (size_t r = 0; r < rows; r += reps) {
@@ -446,12 +496,12 @@ class QConvKernel final : public Kernel {
           thread_local std::vector<uint8_t> tile;
           if (tile.size() < rows * ld) tile.resize(rows * ld);
           store_run(acc, rows, tile.data());
-          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
+          scatter_nchw(loops, tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
         } else {
           thread_local std::vector<float> tile;
           if (tile.size() < rows * ld) tile.resize(rows * ld);
           store_run(acc, rows, tile.data());
-          scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
+          scatter_nchw(loops, tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
         }
         return;
       }
@@ -466,12 +516,12 @@ class QConvKernel final : public Kernel {
         thread_local std::vector<uint8_t> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
         store_rows(loops, rq, rp, j0, acc, ld, rows, cols, tile.data(), ld);
-        scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
+        scatter_nchw(loops, tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<uint8_t>());
       } else {
         thread_local std::vector<float> tile;
         if (tile.size() < rows * ld) tile.resize(rows * ld);
         store_rows(loops, rq, rp, j0, acc, ld, rows, cols, tile.data(), ld);
-        scatter_nchw(tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
+        scatter_nchw(loops, tile.data(), ld, i0, rows, j0, cols, P, Kout, y.ptr<float>());
       }
     };
     const size_t sh = g.stride[0], sw = g.stride[1], dh = g.dil[0], dw = g.dil[1];
@@ -479,6 +529,23 @@ class QConvKernel final : public Kernel {
     if (!packed_) {  // depthwise: one output row per task, all channels of a pixel at once
       const size_t taps = KH * KW;
       const int16_t* taps_w = dw_w_.data();
+      // the layout made when the layer was built, where it fits this run's ISA and stride
+      const int8_t* laid = &loops == dw_loops_ && !dw_laid_.empty() && (sw == 1) == dw_flat_
+                               ? dw_laid_.data() : nullptr;
+      if (dw_in_place) {
+        const DwGeometry dg{H, W, OW, C, KH, KW, sh, sw, dh, dw, pt, pl};
+        parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
+          thread_local std::vector<int32_t> acc;
+          if (acc.size() < OW * C) acc.resize(OW * C);
+          for (size_t t = b; t < e; ++t) {
+            const size_t n = t / OH, oh = t % OH;
+            depthwise_row(loops, dg, xin.ptr<uint8_t>() + n * H * W * C, oh, pad, taps_w, laid,
+                          acc.data());
+            epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
+          }
+        });
+        return;
+      }
       parallel(c.pool, g.N * OH, 1, [&](size_t b, size_t e) {
         std::vector<int32_t> acc(OW * Kout);
         std::vector<const uint8_t*> ptrs(taps);
@@ -488,7 +555,7 @@ class QConvKernel final : public Kernel {
           for (size_t kh = 0; kh < KH; ++kh)
             for (size_t kw = 0; kw < KW; ++kw)
               ptrs[kh * KW + kw] = corner + (kh * dh * Wp + kw * dw) * Cp;
-          loops.dw_u8s8(Kout, taps, OW, sw * Cp, ptrs.data(), taps_w, acc.data());
+          loops.dw_u8s8(Kout, taps, OW, sw * Cp, ptrs.data(), taps_w, laid, acc.data());
           epilogue(n * P + oh * OW, OW, 0, Kout, acc.data(), Kout);
         }
       });
@@ -552,6 +619,84 @@ class QConvKernel final : public Kernel {
   std::shared_ptr<PackedInt8B> amx_packed_;
   std::vector<int16_t> dw_w_;            // depthwise taps, tap-major (see the constructor)
   std::vector<int32_t> dw_sums_;         // depthwise: each channel's tap sum
+  std::vector<int8_t> dw_laid_;          // depthwise: dw_w_ as dw_loops_->dw_layout wrote it
+  const Int8Loops* dw_loops_ = nullptr;
+  bool dw_flat_ = true;                  // dw_laid_ is for stride 1
+  RequantOnce requant_;
+
+  struct DwGeometry {
+    size_t H, W, OW, C, KH, KW, sh, sw, dh, dw, pt, pl;
+  };
+
+  // The depthwise products of output row oh of one NHWC image x (H x W x C bytes, unpadded)
+  // into acc (OW x C). The pixels whose taps all lie inside the row read x in place; the
+  // border pixels read a few columns copied with the zero point around them, and rows above
+  // or below the image read a row of the zero point.
+  static void depthwise_row(const Int8Loops& loops, const DwGeometry& g, const uint8_t* x,
+                            size_t oh, uint8_t pad, const int16_t* w, const int8_t* laid,
+                            int32_t* acc) {
+    const size_t C = g.C, KH = g.KH, KW = g.KW, taps = KH * KW, step = g.sw * C;
+    const int64_t W = static_cast<int64_t>(g.W), pl = static_cast<int64_t>(g.pl);
+    const int64_t sw = static_cast<int64_t>(g.sw), span = static_cast<int64_t>((KW - 1) * g.dw);
+    thread_local std::vector<uint8_t> pad_row, border;
+    thread_local std::vector<const uint8_t*> rows, ptrs;
+    rows.resize(KH);
+    ptrs.resize(taps);
+    bool outside = false;
+    for (size_t kh = 0; kh < KH; ++kh) {
+      const int64_t ih = static_cast<int64_t>(oh * g.sh + kh * g.dh) - static_cast<int64_t>(g.pt);
+      const bool in = ih >= 0 && ih < static_cast<int64_t>(g.H);
+      rows[kh] = in ? x + static_cast<size_t>(ih) * g.W * C : nullptr;
+      outside |= !in;
+    }
+    if (outside) {
+      if (pad_row.size() < g.W * C) pad_row.resize(g.W * C);
+      std::memset(pad_row.data(), pad, g.W * C);
+      for (size_t kh = 0; kh < KH; ++kh)
+        if (!rows[kh]) rows[kh] = pad_row.data();
+    }
+    // output pixels [lo, hi) read input columns ow * sw - pl + kw * dw inside [0, W)
+    const int64_t OW = static_cast<int64_t>(g.OW);
+    const int64_t lo = std::min<int64_t>((pl + sw - 1) / sw, OW);
+    const int64_t hi = std::max<int64_t>(W - 1 + pl - span >= 0 ? (W - 1 + pl - span) / sw + 1 : 0,
+                                         lo);
+    const int64_t inner_hi = std::min(hi, OW);
+    if (inner_hi > lo) {
+      const size_t first = static_cast<size_t>(lo * sw - pl) * C;
+      for (size_t kh = 0; kh < KH; ++kh)
+        for (size_t kw = 0; kw < KW; ++kw)
+          ptrs[kh * KW + kw] = rows[kh] + first + kw * g.dw * C;
+      loops.dw_u8s8(C, taps, static_cast<size_t>(inner_hi - lo), step, ptrs.data(), w, laid,
+                    acc + static_cast<size_t>(lo) * C);
+    }
+    // the border pixels [o0, o1): their input columns c0 .. c1 copied, zero point outside
+    const auto edge = [&](int64_t o0, int64_t o1) {
+      if (o1 <= o0) return;
+      const int64_t c0 = o0 * sw - pl, width = (o1 - 1 - o0) * sw + span + 1;
+      if (border.size() < KH * width * C) border.resize(KH * width * C);
+      for (size_t kh = 0; kh < KH; ++kh) {
+        uint8_t* dst = border.data() + kh * width * C;
+        for (int64_t i = 0; i < width; ++i) {
+          const int64_t iw = c0 + i;
+          if (iw >= 0 && iw < W && rows[kh] != pad_row.data())
+            std::memcpy(dst + i * C, rows[kh] + iw * C, C);
+          else
+            std::memset(dst + i * C, pad, C);
+        }
+        for (size_t kw = 0; kw < KW; ++kw) ptrs[kh * KW + kw] = dst + kw * g.dw * C;
+      }
+      loops.dw_u8s8(C, taps, static_cast<size_t>(o1 - o0), step, ptrs.data(), w, laid,
+                    acc + static_cast<size_t>(o0) * C);
+    };
+    edge(0, lo);
+    edge(std::max(lo, inner_hi), OW);
+  }
+
+  // Pixels per epilogue call: a few thousand values (a GEMM block of 48 or 64 pixels, or a
+  // depthwise row), the repeated parameters staying in L1.
+  static size_t repeats(size_t channels) {
+    return std::min<size_t>(128, std::max<size_t>(1, 4096 / channels));
+  }
 };
 
 // kiln::QConvTranspose: a quantized ConvTranspose whose kernel equals its stride (no pads,
@@ -589,6 +734,7 @@ class QConvTransposeKernel final : public Kernel {
       for (size_t m = 0; m < M_; ++m)
         for (size_t t = 0; t < taps; ++t) b[c * N + t * M_ + m] = pw[(c * M_ + m) * taps + t];
     packed_ = std::make_shared<PackedInt8B>(pack_int8_b(b.data(), C_, N, N));
+    requant_.build(node, bc, N, packed_->col_sums.data(), relu_, M_, kReps);
 #if KILN_HAS_X86
     if (amx_int8_ready() && packed_->Kq >= kAmxConvMinK)
       amx_packed_ = std::make_shared<PackedInt8B>(pack_int8_b_segments(b.data(), 1, C_, N, N));
@@ -603,7 +749,8 @@ class QConvTransposeKernel final : public Kernel {
       c.fail("X has " + std::to_string(C) + " channels, the weights " + std::to_string(C_));
     const PackedInt8B& pw = *packed_;
     const size_t M = M_, KH = KH_, KW = KW_, N = pw.N, Kq = pw.Kq;
-    const Requant rq(c, N, pw.col_sums.data(), relu_, M);
+    std::optional<Requant> own;
+    const Requant& rq = requant_.get(c, own, N, pw.col_sums.data(), relu_, M);
     const size_t OH = H * KH, OW = W * KW, P = H * W;
     const int64_t n_ = Nb, m_ = M, oh_ = OH, ow_ = OW;
     Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32,
@@ -612,6 +759,7 @@ class QConvTransposeKernel final : public Kernel {
     // The input as rows of pixels: in place when NHWC already has whole k quads, else copied
     // (an NCHW image transposed; channels zero padded to Kq, whose weights are zero).
     const uint8_t* rows = x.ptr<uint8_t>();
+    const Int8Loops& loops = int8_loops();
     thread_local std::vector<uint8_t> copied;
     if (!nhwc_in_ || Kq != C) {
       if (copied.size() < Nb * P * Kq) copied.resize(Nb * P * Kq);
@@ -626,19 +774,18 @@ class QConvTransposeKernel final : public Kernel {
             for (size_t wi = 0; wi < W; ++wi)
               std::memcpy(dst + wi * Kq, px + (nh * W + wi) * C, C);
           } else {
-            transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Kq);
+            loops.transpose_u8(px + (n * C * H + h) * W, H * W, C, W, dst, Kq);
           }
         }
       });
       rows = buf;
     }
-    const Int8Loops& loops = int8_loops();
     const Int8RowParams rp = rq.params();
     // The per-column parameters repeated over a block's rows: a whole block (ld == N) is one
     // epilogue call, not one per pixel of a few values (QConv's runs, kInt8Mb / AMX blocks).
-    constexpr size_t reps = 64;
-    const RepeatedParams run(rq, reps);
-    const Int8RowParams& run_p = run.params;
+    constexpr size_t reps = kReps;
+    std::optional<RepeatedParams> own_run;
+    const Int8RowParams& run_p = requant_.get_repeated(rq, own_run).params;
     auto products = [&](const int32_t* acc, size_t ld, size_t nrows, size_t j0, size_t cols,
                         auto* tile) {
       if (j0 != 0 || cols != N || ld != N)
@@ -720,6 +867,8 @@ class QConvTransposeKernel final : public Kernel {
   size_t C_ = 0, M_ = 0, KH_ = 0, KW_ = 0;
   std::shared_ptr<PackedInt8B> packed_;      // B [C, (ky, kx, m)]
   std::shared_ptr<PackedInt8B> amx_packed_;  // the same, K padded to 64 (null: no AMX)
+  RequantOnce requant_;
+  static constexpr size_t kReps = 64;  // pixels per epilogue call
 };
 
 // kiln::QMaxPool: DequantizeLinear -> MaxPool -> QuantizeLinear on u8 values. Dequantizing

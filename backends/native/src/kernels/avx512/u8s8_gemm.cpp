@@ -65,38 +65,26 @@ struct DwVnniShape {
   size_t len, rows, groups, blocks, patterns;
 };
 
+// Blocks of 64 lanes whose weights differ: every block of a pixel's C channels, or when flat
+// the period of C channels repeating over 64-lane blocks.
+static size_t dw_vnni_patterns(size_t C, bool flat) {
+  return flat ? C / std::gcd(size_t{64}, C) : (C + 63) / 64;
+}
+
 static DwVnniShape dw_vnni_shape(size_t C, size_t taps, size_t pixels, size_t step) {
   const bool flat = step == C;
   const size_t len = flat ? pixels * C : C, blocks = (len + 63) / 64;
-  return {flat, len, flat ? 1 : pixels, (taps + 3) / 4, blocks,
-          flat ? C / std::gcd(size_t{64}, C) : blocks};
+  return {flat, len, flat ? 1 : pixels, (taps + 3) / 4, blocks, dw_vnni_patterns(C, flat)};
 }
 
 static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
                              const uint8_t* const* x, const int8_t* wq, int32_t* acc);
 
-static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
-                         const uint8_t* const* x, const int16_t* w, int32_t* acc) {
-  const auto [flat, len, rows, groups, blocks, patterns] = dw_vnni_shape(C, taps, pixels, step);
-  // The laid-out weights are kept per thread while the same taps come back (a layer calls
-  // once per output row); the taps themselves are compared, so a new layer never reuses them.
-  struct Laid {
-    size_t C = 0, taps = 0;
-    bool flat = false;
-    std::vector<int16_t> taps_w;
-    std::vector<int8_t> wq;
-  };
-  thread_local Laid laid;
-  const size_t nw = taps * C;
-  if (laid.C == C && laid.taps == taps && laid.flat == flat &&
-      std::memcmp(laid.taps_w.data(), w, nw * sizeof(int16_t)) == 0)
-    return dw_u8s8_vnni_run(C, taps, pixels, step, x, laid.wq.data(), acc);
-  laid.C = C;
-  laid.taps = taps;
-  laid.flat = flat;
-  laid.taps_w.assign(w, w + nw);
-  laid.wq.assign(patterns * groups * 256, 0);
-  int8_t* wq = laid.wq.data();
+// The weights in the lane order dw_u8s8_vnni_run reads: per 64-lane block pattern, per group
+// of four taps, the four vectors of 64 bytes.
+static std::vector<int8_t> dw_vnni_layout(size_t C, size_t taps, bool flat, const int16_t* w) {
+  const size_t patterns = dw_vnni_patterns(C, flat), groups = (taps + 3) / 4;
+  std::vector<int8_t> wq(patterns * groups * 256, 0);
   for (size_t b = 0; b < patterns; ++b)
     for (size_t g = 0; g < groups; ++g)
       for (size_t m = 0; m < 4; ++m)
@@ -108,7 +96,23 @@ static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
               wq[((b * groups + g) * 4 + m) * 64 + (k * 4 + sl) * 4 + tt] =
                   c < C && t < taps ? static_cast<int8_t>(w[t * C + c]) : 0;
             }
-  dw_u8s8_vnni_run(C, taps, pixels, step, x, wq, acc);
+  return wq;
+}
+
+// VNNI layouts exist only where the kernel that reads them runs.
+static std::vector<int8_t> dw_layout_avx512(size_t C, size_t taps, bool flat,
+                                            const int16_t* w) {
+  if (!vnni_active()) return {};
+  return dw_vnni_layout(C, taps, flat, w);
+}
+
+static void dw_u8s8_vnni(size_t C, size_t taps, size_t pixels, size_t step,
+                         const uint8_t* const* x, const int16_t* w, const int8_t* laid,
+                         int32_t* acc) {
+  if (laid) return dw_u8s8_vnni_run(C, taps, pixels, step, x, laid, acc);
+  // a layer built without this layout (its plan was built for another ISA): laid out here
+  const std::vector<int8_t> wq = dw_vnni_layout(C, taps, step == C, w);
+  dw_u8s8_vnni_run(C, taps, pixels, step, x, wq.data(), acc);
 }
 
 // The products with the weights laid out by dw_u8s8_vnni.
@@ -159,12 +163,51 @@ static void dw_u8s8_vnni_run(size_t C, size_t taps, size_t pixels, size_t step,
 
 // VNNI where the plan and CPU allow it (an AVX-512 CPU may lack it), else the shared loop.
 static void dw_avx512(size_t C, size_t taps, size_t pixels, size_t step,
-                      const uint8_t* const* x, const int16_t* w, int32_t* acc) {
-  if (vnni_active()) return dw_u8s8_vnni(C, taps, pixels, step, x, w, acc);
-  dw_u8s8_impl(C, taps, pixels, step, x, w, acc);
+                      const uint8_t* const* x, const int16_t* w, const int8_t* laid,
+                      int32_t* acc) {
+  if (vnni_active()) return dw_u8s8_vnni(C, taps, pixels, step, x, w, laid, acc);
+  dw_u8s8_impl(C, taps, pixels, step, x, w, laid, acc);
 }
 
-KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512, dw_avx512)
+// Bytes transposed 16 rows x 64 columns at a time: four 16 x 16 blocks side by side, one per
+// 128-bit lane. Interleaving the bytes of registers k and k + 8 (k < 8) rotates the eight bits
+// (register, byte) of each element's position by one, so four rounds swap register and byte:
+// register c then holds column c of each lane's block. The last rows (fewer than 16) go the
+// same way with zero registers below them and stores masked to the real rows.
+static void transpose_u8_avx512(const uint8_t* src, size_t ss, size_t rows, size_t cols,
+                                uint8_t* dst, size_t ds) {
+  for (size_t i = 0; i < rows; i += 16) {
+    const size_t nr = std::min<size_t>(16, rows - i);
+    const __mmask16 rm = nr == 16 ? __mmask16(0xffff) : __mmask16((1u << nr) - 1);
+    for (size_t j = 0; j < cols; j += 64) {
+      const size_t left = cols - j;
+      const __mmask64 lm = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+      __m512i v[16], t[16];
+      for (size_t r = 0; r < 16; ++r)
+        v[r] = r < nr ? _mm512_maskz_loadu_epi8(lm, src + (i + r) * ss + j)
+                      : _mm512_setzero_si512();
+      for (int round = 0; round < 4; ++round) {
+        for (size_t k = 0; k < 8; ++k) {
+          t[2 * k] = _mm512_unpacklo_epi8(v[k], v[k + 8]);
+          t[2 * k + 1] = _mm512_unpackhi_epi8(v[k], v[k + 8]);
+        }
+        for (size_t k = 0; k < 16; ++k) v[k] = t[k];
+      }
+      // lane l of register c: column j + 16 l + c, rows i .. i + nr - 1
+      uint8_t* out = dst + j * ds + i;
+      for (size_t l = 0; l < 4; ++l)
+        for (size_t c = 0; c < 16 && 16 * l + c < left; ++c) {
+          const __m128i col = l == 0   ? _mm512_castsi512_si128(v[c])
+                              : l == 1 ? _mm512_extracti32x4_epi32(v[c], 1)
+                              : l == 2 ? _mm512_extracti32x4_epi32(v[c], 2)
+                                       : _mm512_extracti32x4_epi32(v[c], 3);
+          _mm_mask_storeu_epi8(out + (16 * l + c) * ds, rm, col);
+        }
+    }
+  }
+}
+
+KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512, dw_avx512, dw_layout_avx512, transpose_u8_avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
