@@ -24,6 +24,7 @@ backend blobs when they fit, else a rebuild) or ``load_partitioned`` for a split
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import time
 import warnings
@@ -175,7 +176,7 @@ def compile(model: Any, backend: str | Sequence[str] = "auto",  # noqa: A001 - k
     # the pass pipeline (and onnxscript's rewriter under it) is imported by a compile, never
     # by a load: a warm load's first full garbage collection walks every object imports made.
     # Imported before the freeze below, so its module objects are left out of the scans too.
-    import kiln.compiler.pipeline  # noqa: F401
+    importlib.import_module("kiln.compiler.pipeline")
 
     with older_objects_frozen():  # the collector scans only what the compile makes
         return _compile_source(model, backend, target, precision, threads, opt_level, reduce,
