@@ -69,6 +69,17 @@ bool winograd_wins(const Conv2dParams& p) {
   return tiles >= 25 || u_bytes <= cache_sizes().l2;
 }
 
+// What the direct kernels take (kernels/directconv_ukernel.h): one group and a window that
+// fits their row tables.
+bool is_direct_shape(const Conv2dParams& p) {
+  return p.groups == 1 && p.C * p.kh <= kDirectConvMaxTapRows && p.kw <= kDirectConvMaxKw;
+}
+
+bool direct_wins(const Conv2dParams& p) {
+  if (!is_direct_shape(p) || p.C > 4) return false;
+  return select_f32_directconv(active_isa()) != kiln_f32_directconv_ukernel__generic;
+}
+
 bool is_pointwise(const Conv2dParams& p) {
   return p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
@@ -139,6 +150,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::im2col: return "im2col";
     case ConvAlgo::depthwise: return "depthwise";
     case ConvAlgo::winograd: return "winograd";
+    case ConvAlgo::direct: return "direct";
   }
   return "?";
 }
@@ -184,6 +196,7 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
   if (algo_ == ConvAlgo::automatic) {
     algo_ = is_depthwise(p) ? ConvAlgo::depthwise
             : is_pointwise(p) ? ConvAlgo::gemm_1x1
+            : direct_wins(p)   ? ConvAlgo::direct
             : winograd_wins(p) ? ConvAlgo::winograd
                                : ConvAlgo::im2col;
   }
@@ -194,6 +207,11 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
     bad("the gemm_1x1 algorithm needs a 1x1 kernel, stride 1 and no padding");
   if (algo_ == ConvAlgo::winograd && !is_winograd_shape(p))
     bad("the winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and one group");
+  if (algo_ == ConvAlgo::direct && !is_direct_shape(p))
+    bad("the direct algorithm needs one group, C * kh <= " +
+        std::to_string(kDirectConvMaxTapRows) + " and kw <= " +
+        std::to_string(kDirectConvMaxKw) + ", got groups " + std::to_string(p.groups) +
+        ", C " + std::to_string(p.C) + ", kernel " + dims(p.kh, p.kw));
   const size_t Cg = p.C / p.groups, Kg = p.K / p.groups;
   const size_t kdim = Cg * p.kh * p.kw;
   if (algo_ == ConvAlgo::winograd) {
@@ -217,6 +235,16 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo) : p_(
       }
     for (size_t xi = 0; xi < 36; ++xi)
       packed_.push_back(pack_a(false, p.K, p.C, u.data() + xi * p.K * p.C, p.C));
+    return;
+  }
+  if (algo_ == ConvAlgo::direct) {
+    // Blocks of kDirectConvBlock output channels, one tap's weights of a block adjacent.
+    const size_t B = kDirectConvBlock;
+    weights_.assign(round_up(p.K, B) * kdim, 0.0f);
+    for (size_t k = 0; k < p.K; ++k)
+      for (size_t t = 0; t < kdim; ++t)
+        weights_[(k / B * kdim + t) * B + k % B] = weights[k * kdim + t];
+    flush_subnormals(weights_.data(), weights_.size());
     return;
   }
   if (algo_ == ConvAlgo::reference || algo_ == ConvAlgo::depthwise) {
@@ -246,6 +274,7 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
     case ConvAlgo::reference: return conv2d_reference(p_, x, weights_.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
+    case ConvAlgo::direct: return run_direct(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool, prologue);
   }
 }
@@ -545,6 +574,54 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
   const size_t planes = p_.N * p_.C;
   if (pool) pool->parallel_for(planes, 1, run, planes * (p_.H * p_.W + OH * OW * taps));
   else run(0, planes);
+}
+
+// ---------------------------------------------------------------- direct (few channels)
+
+void Conv2d::run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const {
+  const size_t OH = p_.out_h(), OW = p_.out_w();
+  const directconv_fn kernel = select_f32_directconv(active_isa());
+  DirectConvRows shape{};
+  shape.C = p_.C;
+  shape.H = p_.H;
+  shape.W = p_.W;
+  shape.w = weights_.data();
+  shape.K = p_.K;
+  shape.kh = p_.kh;
+  shape.kw = p_.kw;
+  shape.sh = p_.stride_h;
+  shape.sw = p_.stride_w;
+  shape.dh = p_.dilation_h;
+  shape.dw = p_.dilation_w;
+  shape.pad_top = p_.pad_top;
+  shape.pad_left = p_.pad_left;
+  shape.oh = OH;
+  shape.ow = OW;
+  shape.bias = ep.bias_kind == BiasKind::per_row ? ep.bias : nullptr;
+  shape.act = ep.act;
+  shape.alpha = ep.alpha;
+  shape.beta = ep.beta;
+  const size_t scratch = directconv_scratch_floats(shape);
+  const size_t in_image = p_.C * p_.H * p_.W, out_image = p_.K * OH * OW;
+  // Output rows of every image; a range of them may span images.
+  auto run = [&](size_t r0, size_t r1) {
+    float* rows = gemm_scratch(kScratchConv, scratch);
+    while (r0 < r1) {
+      const size_t n = r0 / OH, oy0 = r0 % OH, oy1 = std::min(OH, oy0 + (r1 - r0));
+      DirectConvRows part = shape;
+      part.x = x + n * in_image;
+      part.y = y + n * out_image;
+      part.residual = ep.residual ? ep.residual + n * out_image : nullptr;
+      part.oy0 = oy0;
+      part.oy1 = oy1;
+      part.scratch = rows;
+      kernel(part);
+      r0 += oy1 - oy0;
+    }
+  };
+  const size_t rows = p_.N * OH;
+  if (pool) pool->parallel_for(rows, 1, run, rows * OW * p_.K * p_.C * p_.kh * p_.kw);
+  else run(0, rows);
 }
 
 // ---------------------------------------------------------------- winograd F(4x4, 3x3)

@@ -11,6 +11,8 @@
 //   depthwise  groups == C == K: a per-plane SIMD kernel (kernels/dwconv_ukernel.h)
 //   winograd   3x3, stride 1, no dilation, one group: F(4x4, 3x3), 36 GEMMs per tile block
 //              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
+//   direct     one group, few input channels (image stems): output rows straight from the
+//              input, output columns in vector lanes (kernels/directconv_ukernel.h)
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
@@ -43,7 +45,9 @@ struct Conv2dParams {
   bool operator==(const Conv2dParams& o) const;
 };
 
-enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
+enum class ConvAlgo : int {
+  automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd, direct
+};
 const char* conv_algo_name(ConvAlgo algo);
 
 // A per-input-channel affine (and optional Relu) applied to x before the convolution: an
@@ -84,10 +88,11 @@ class Conv2d {
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                      const ChannelAffine* prologue) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;
-  std::vector<float> weights_;                 // reference / depthwise
+  std::vector<float> weights_;                 // reference / depthwise / direct (blocked)
   // GEMM algorithms: one per group; winograd: one per transform point (36).
   std::vector<std::unique_ptr<PackedA>> packed_;
 };
