@@ -559,7 +559,7 @@ int main(int argc, char** argv) {
 #define KILN_POOL_UKERNEL(name, isa_)                                      \
   if (runnable(Isa::isa_)) test_pool(#name, #isa_, name);                  \
   else if (Isa::isa_ != Isa::generic) skipped("pool", #name, #isa_);
-#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv)
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                           \
   if (runnable(Isa::isa_))                                                               \

@@ -309,7 +309,7 @@ std::vector<Int8Entry> int8_ukernels() {
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_GEMV_UKERNEL(name, isa_, mr)
 #define KILN_POOL_UKERNEL(name, isa_)
-#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv)
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_INT8_LOOPS(isa_, range)

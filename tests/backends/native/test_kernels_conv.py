@@ -197,6 +197,28 @@ def test_auto_picks_the_specialised_algorithm() -> None:
         K.set_winograd_enabled(True)
 
 
+def test_auto_weighs_direct_against_im2col(isa: str) -> None:
+    """Few input channels: the direct kernel unless its rows fill too few vector lanes for
+    the output channels' work (a 20-wide row takes two AVX-512 vectors, 12 lanes idle)."""
+
+    def used(case: Case) -> str:
+        x, w, _, _ = make_inputs(case, 2)
+        return K.conv2d(x, w, strides=list(case.strides), pads=list(case.pads))[1]
+
+    stems = [
+        Case(1, 3, 224, 224, 64, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3)),
+        Case(1, 3, 320, 320, 16, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
+        Case(1, 1, 28, 28, 32, 5, 5, pads=(2, 2, 2, 2)),
+    ]
+    narrow = [Case(1, 3, 20, 20, 512, 3, 3, pads=(1, 1, 1, 1))]
+    if isa == "avx512":  # 8-lane AVX2 vectors waste less of a 7-wide row: direct wins there
+        narrow.append(Case(1, 3, 7, 7, 512, 3, 3, pads=(1, 1, 1, 1)))
+    for case in stems:
+        assert used(case) == ("im2col" if isa == "generic" else "direct"), str(case)
+    for case in narrow:
+        assert used(case) == "im2col", str(case)
+
+
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
 @pytest.mark.parametrize(
     "case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-8], CASES[-6]], ids=str

@@ -68,8 +68,9 @@ namespace kiln {
   })
 #define KILN_POOL_UKERNEL(name, isa) \
   KILN_ON_##isa(void name(const PoolPlane& p) { simd::pool_ukernel<KILN_SIMD_ISA_VEC>(p); })
-#define KILN_DIRECTCONV_UKERNEL(name, isa, kb, nv)                                       \
+#define KILN_DIRECTCONV_UKERNEL(name, isa, kb, nv, lanes)                                \
   KILN_ON_##isa(void name(const DirectConvRows& p) {                                      \
+    static_assert(lanes == KILN_SIMD_ISA_VEC::kWidth, "the list's lanes for " #name);     \
     simd::directconv_ukernel<KILN_SIMD_ISA_VEC, kb, nv>(p);                              \
   })
 #define KILN_FMA_PROBE(name, isa) \

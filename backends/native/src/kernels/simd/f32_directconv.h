@@ -15,30 +15,31 @@
 
 namespace kiln::simd {
 
-// Stages input row `iy` of channel `c` into its sw phases at dst (see the contract).
+// Copies one input row into its sw staged phases at dst (see the contract): only the data
+// columns, the ring having been zeroed once per call. `readable`: floats readable from src
+// (to the end of the input), so that whole stride-2 windows may run past the row's end
+// when another row follows; their extra lanes are never stored.
 template <typename V>
-void directconv_stage_row(const DirectConvRows& p, const float* src, float* dst, size_t len) {
+void directconv_stage_row(const DirectConvRows& p, const float* src, size_t readable,
+                          float* dst, size_t len) {
   constexpr size_t W = V::kWidth;
   const size_t sw = p.sw, pl = p.pad_left;
   for (size_t ph = 0; ph < sw; ++ph) {
-    float* q = dst + ph * len;
     // Phase ph holds x columns i = j*sw + ph - pl: j from ceil((pl - ph) / sw) while i < W.
     const size_t j0 = std::min(len, pl > ph ? (pl - ph + sw - 1) / sw : 0);
     const size_t i0 = j0 * sw + ph - pl;
     const size_t n = i0 < p.W ? std::min(len - j0, (p.W - i0 + sw - 1) / sw) : 0;
-    std::memset(q, 0, j0 * sizeof(float));
+    float* q = dst + ph * len + j0;
     const float* s = src + i0;
     size_t j = 0;
     if (sw == 1) {
-      std::memcpy(q + j0, s, n * sizeof(float));
+      std::memcpy(q, s, n * sizeof(float));
       j = n;
     } else if (sw == 2) {
-      // load_even reads 2 W floats: whole vectors only while those stay inside the row.
-      for (; j + W <= n && i0 + 2 * (j + W) <= p.W; j += W)
-        V::store(q + j0 + j, V::load_even(s + 2 * j));
+      for (; j < n && i0 + 2 * (j + W) <= readable; j += W)
+        store_n<V>(q + j, V::load_even(s + 2 * j), n - j);
     }
-    for (; j < n; ++j) q[j0 + j] = s[j * sw];
-    std::memset(q + j0 + n, 0, (len - j0 - n) * sizeof(float));
+    for (; j < n; ++j) q[j] = s[j * sw];
   }
 }
 
@@ -66,6 +67,14 @@ void directconv_tile(const DirectConvRows& p, const DirectConvRow& row, const fl
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) acc[k][v] = b;
   }
+  const size_t plane = p.oh * p.ow;
+  float* out = p.y + k0 * plane + row.oy * p.ow + col;
+  // The tile's output lines, asked for now so that their reads-for-ownership overlap the
+  // FMAs instead of stalling the stores (the output of a stem is often larger than L2).
+#pragma GCC unroll 8
+  for (size_t k = 0; k < KB; ++k)
+#pragma GCC unroll 4
+    for (size_t v = 0; v < NV; ++v) __builtin_prefetch(out + k * plane + v * W, 1, 3);
   for (size_t r = 0; r < p.C * p.kh; ++r) {
     const float* in_row = row.rows[r] + col;
 #pragma GCC unroll 7
@@ -83,17 +92,16 @@ void directconv_tile(const DirectConvRows& p, const DirectConvRow& row, const fl
     }
   }
   const Activation act = ACT == kAnyActivation ? p.act : Activation(ACT);
-  const size_t plane = p.oh * p.ow;
+  const float* res = p.residual ? p.residual + (out - p.y) : nullptr;
 #pragma GCC unroll 8
   for (size_t k = 0; k < KB; ++k) {
     if (k0 + k >= p.K) break;
-    const size_t at = (k0 + k) * plane + row.oy * p.ow + col;
 #pragma GCC unroll 4
     for (size_t v = 0; v < NV; ++v) {
-      const size_t left = cols - v * W;  // >= 1: NV vectors cover cols, no more
+      const size_t at = k * plane + v * W, left = cols - v * W;  // >= 1: NV vectors, no more
       vec u = acc[k][v];
-      if (p.residual) u = V::add(u, load_n<V>(p.residual + at + v * W, left));
-      store_n<V>(p.y + at + v * W, activate<V>(u, act, p.alpha, p.beta), left);
+      if (res) u = V::add(u, load_n<V>(res + at, left));
+      store_n<V>(out + at, activate<V>(u, act, p.alpha, p.beta), left);
     }
   }
 }
@@ -123,13 +131,17 @@ using directconv_row_fn = void (*)(const DirectConvRows&, const DirectConvRow&, 
                                    size_t);
 
 // The row function for p's kernel width and activation: 3 and 7 wide (the image stems)
-// unrolled, none / relu / clip without a per-vector dispatch.
+// unrolled; the stems' activations (ResNet's relu, MobileNet's clip and hard-swish, YOLO's
+// SiLU) without a per-vector dispatch, which costs more than hard-swish itself.
 template <typename V, size_t KB, size_t NV, size_t KW>
 directconv_row_fn directconv_row_for_act(Activation act) {
   switch (act) {
     case Activation::none: return directconv_row<V, KB, NV, KW, int(Activation::none)>;
     case Activation::relu: return directconv_row<V, KB, NV, KW, int(Activation::relu)>;
     case Activation::clip: return directconv_row<V, KB, NV, KW, int(Activation::clip)>;
+    case Activation::hard_swish:
+      return directconv_row<V, KB, NV, KW, int(Activation::hard_swish)>;
+    case Activation::silu: return directconv_row<V, KB, NV, KW, int(Activation::silu)>;
     default: return directconv_row<V, KB, NV, KW, kAnyActivation>;
   }
 }
@@ -148,8 +160,10 @@ void directconv_ukernel(const DirectConvRows& p) {
   static_assert(NC <= kDirectConvColumnBlock, "a column block must fit the staged slack");
   const size_t len = directconv_phase_floats(p), ring = directconv_ring_rows(p);
   const size_t row_floats = p.sw * len, kdim = p.C * p.kh * p.kw;
-  float* zero_row = p.scratch + p.C * ring * row_floats;
-  std::memset(zero_row, 0, row_floats * sizeof(float));
+  // Padding columns stay zero: staging writes data columns only.
+  std::memset(p.scratch, 0, directconv_scratch_floats(p) * sizeof(float));
+  const float* zero_row = p.scratch + p.C * ring * row_floats;
+  const float* x_end = p.x + p.C * p.H * p.W;
   size_t tap_off[kDirectConvMaxKw];
   for (size_t kx = 0; kx < p.kw; ++kx) {
     const size_t t = kx * p.dw;
@@ -162,9 +176,11 @@ void directconv_ukernel(const DirectConvRows& p) {
     const size_t first = oy * p.sh;
     for (size_t r = std::max(next, first); r < first + ring; ++r) {
       if (r < p.pad_top || r >= p.pad_top + p.H) continue;
-      for (size_t c = 0; c < p.C; ++c)
-        directconv_stage_row<V>(p, p.x + (c * p.H + r - p.pad_top) * p.W,
+      for (size_t c = 0; c < p.C; ++c) {
+        const float* src = p.x + (c * p.H + r - p.pad_top) * p.W;
+        directconv_stage_row<V>(p, src, size_t(x_end - src),
                                 p.scratch + (c * ring + r % ring) * row_floats, len);
+      }
     }
     next = first + ring;
     for (size_t c = 0; c < p.C; ++c)
