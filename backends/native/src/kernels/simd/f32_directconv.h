@@ -107,24 +107,33 @@ void directconv_tile(const DirectConvRows& p, const DirectConvRow& row, const fl
 }
 
 // Every tile of one output row for KB channels from k0: whole NV-vector tiles, then the
-// fewest vectors that cover the last columns.
+// fewest vectors that cover the last columns. A one-vector tile has only KB accumulators,
+// too few chains to cover the FMA latency, so a row that would end on one (7 vectors: a
+// 112-wide ResNet stem row) ends on two two-vector tiles instead (3 + 2 + 2).
 template <typename V, size_t KB, size_t NV, size_t KW, int ACT>
 void directconv_row(const DirectConvRows& p, const DirectConvRow& row, const float* w,
                     size_t k0) {
   constexpr size_t W = V::kWidth, NC = NV * W;
+  size_t whole = p.ow / NC;  // whole tiles
+  const size_t rest = p.ow - whole * NC;
+  const bool regroup = NV == 3 && whole > 0 && rest > 0 && rest <= W;
+  if (regroup) --whole;
   size_t col = 0;
-  for (; col + NC <= p.ow; col += NC) directconv_tile<V, KB, NV, KW, ACT>(p, row, w, k0, col, NC);
+  for (size_t i = 0; i < whole; ++i, col += NC)
+    directconv_tile<V, KB, NV, KW, ACT>(p, row, w, k0, col, NC);
   const size_t left = p.ow - col;
   if (left == 0) return;
-  const size_t vecs = (left + W - 1) / W;
   if constexpr (NV >= 3) {
-    if (vecs == 3) return directconv_tile<V, KB, 3, KW, ACT>(p, row, w, k0, col, left);
+    if (regroup) {
+      directconv_tile<V, KB, 2, KW, ACT>(p, row, w, k0, col, 2 * W);
+      return directconv_tile<V, KB, 2, KW, ACT>(p, row, w, k0, col + 2 * W, left - 2 * W);
+    }
+    if (left > 2 * W) return directconv_tile<V, KB, 3, KW, ACT>(p, row, w, k0, col, left);
   }
   if constexpr (NV >= 2) {
-    if (vecs == 2) return directconv_tile<V, KB, 2, KW, ACT>(p, row, w, k0, col, left);
+    if (left > W) return directconv_tile<V, KB, 2, KW, ACT>(p, row, w, k0, col, left);
   }
-  if (vecs == 1) return directconv_tile<V, KB, 1, KW, ACT>(p, row, w, k0, col, left);
-  directconv_tile<V, KB, NV, KW, ACT>(p, row, w, k0, col, left);
+  directconv_tile<V, KB, 1, KW, ACT>(p, row, w, k0, col, left);
 }
 
 using directconv_row_fn = void (*)(const DirectConvRows&, const DirectConvRow&, const float*,
@@ -155,7 +164,7 @@ directconv_row_fn directconv_row_for(const DirectConvRows& p) {
 
 template <typename V, size_t KB, size_t NV>
 void directconv_ukernel(const DirectConvRows& p) {
-  static_assert(kDirectConvBlock % KB == 0 && NV >= 1 && NV <= 4, "tile shape");
+  static_assert(kDirectConvBlock % KB == 0 && NV >= 1 && NV <= 3, "tile shape");
   constexpr size_t W = V::kWidth, NC = NV * W;
   static_assert(NC <= kDirectConvColumnBlock, "a column block must fit the staged slack");
   const size_t len = directconv_phase_floats(p), ring = directconv_ring_rows(p);
