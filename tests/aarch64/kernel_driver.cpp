@@ -559,6 +559,7 @@ int main(int argc, char** argv) {
 #define KILN_POOL_UKERNEL(name, isa_)                                      \
   if (runnable(Isa::isa_)) test_pool(#name, #isa_, name);                  \
   else if (Isa::isa_ != Isa::generic) skipped("pool", #name, #isa_);
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)                                           \
   if (runnable(Isa::isa_))                                                               \
@@ -579,6 +580,7 @@ int main(int argc, char** argv) {
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
+#undef KILN_DIRECTCONV_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
 #undef KILN_INT8_LOOPS

@@ -78,7 +78,7 @@ kiln::BiasKind parse_bias_kind(const std::string& name) {
 }
 
 kiln::ConvAlgo parse_algo(const std::string& name) {
-  for (int a = 0; a <= int(kiln::ConvAlgo::winograd); ++a)
+  for (int a = 0; a <= int(kiln::ConvAlgo::direct); ++a)
     if (name == kiln::conv_algo_name(kiln::ConvAlgo(a))) return kiln::ConvAlgo(a);
   throw std::invalid_argument("unknown conv algorithm '" + name + "'");
 }
@@ -309,6 +309,7 @@ std::vector<Int8Entry> int8_ukernels() {
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_GEMV_UKERNEL(name, isa_, mr)
 #define KILN_POOL_UKERNEL(name, isa_)
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_INT8_LOOPS(isa_, range)
@@ -323,6 +324,7 @@ std::vector<Int8Entry> int8_ukernels() {
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
+#undef KILN_DIRECTCONV_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
 #undef KILN_INT8_LOOPS

@@ -1,5 +1,5 @@
-"""The f32 conv2d kernels (1x1 GEMM, im2col, depthwise, reference) on every ISA path,
-against a float64 numpy convolution."""
+"""The f32 conv2d kernels (1x1 GEMM, im2col, depthwise, Winograd, direct, reference) on every
+ISA path, against a float64 numpy convolution."""
 
 from __future__ import annotations
 
@@ -104,6 +104,17 @@ CASES = [
     Case(1, 37, 1, 1, 45, 1, 1),
     Case(2, 301, 1, 1, 70, 1, 1),
     Case(1, 12, 1, 1, 18, 1, 1, groups=3),
+    # direct (few input channels): every channel count 1..4, odd widths (vector tails of 1,
+    # 2 and 3 vectors on every ISA), output channels not a multiple of the 8-channel block
+    Case(1, 1, 9, 21, 5, 3, 3, pads=(1, 1, 1, 1)),
+    Case(2, 2, 11, 67, 9, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
+    Case(1, 4, 7, 113, 17, 3, 3, strides=(1, 2), pads=(0, 1, 2, 0)),
+    Case(1, 3, 19, 149, 8, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3)),
+    Case(1, 3, 12, 97, 24, 3, 3, strides=(2, 2)),  # no padding, odd width
+    Case(1, 2, 13, 40, 3, 5, 3, strides=(2, 1), pads=(2, 1, 2, 1), dilations=(2, 2)),
+    Case(1, 3, 16, 45, 6, 4, 4, strides=(3, 3), pads=(2, 2, 1, 1)),  # stride 3, even kernel
+    Case(1, 3, 6, 200, 16, 1, 5, pads=(0, 2, 0, 2)),  # one row of taps, pads wider than kw/2
+    Case(3, 1, 9, 40, 16, 3, 3, pads=(1, 1, 1, 1)),  # 2 threads: row ranges across images
 ]
 
 
@@ -115,6 +126,8 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("depthwise")
     if (case.kh, case.kw, case.strides, case.dilations, case.groups) == (3, 3, (1, 1), (1, 1), 1):
         algos.append("winograd")
+    if case.groups == 1 and case.c * case.kh <= 64 and case.kw <= 16:
+        algos.append("direct")
     return algos
 
 
@@ -166,7 +179,9 @@ def test_auto_picks_the_specialised_algorithm() -> None:
         )[1]
 
     assert used(CASES[0]) == "gemm_1x1"
-    assert used(CASES[3]) == "im2col"
+    # an image stem (3 input channels) on a SIMD path: the direct kernel
+    assert used(CASES[3]) == ("direct" if native.best_isa() != "generic" else "im2col")
+    assert used(Case(1, 8, 10, 12, 8, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
     assert used(CASES[10]) == "depthwise"
     wide = Case(1, 64, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
     assert used(wide) == "winograd"
@@ -182,8 +197,32 @@ def test_auto_picks_the_specialised_algorithm() -> None:
         K.set_winograd_enabled(True)
 
 
+def test_auto_weighs_direct_against_im2col(isa: str) -> None:
+    """Few input channels: the direct kernel unless its rows fill too few vector lanes for
+    the output channels' work (a 20-wide row takes two AVX-512 vectors, 12 lanes idle)."""
+
+    def used(case: Case) -> str:
+        x, w, _, _ = make_inputs(case, 2)
+        return K.conv2d(x, w, strides=list(case.strides), pads=list(case.pads))[1]
+
+    stems = [
+        Case(1, 3, 224, 224, 64, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3)),
+        Case(1, 3, 320, 320, 16, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1)),
+        Case(1, 1, 28, 28, 32, 5, 5, pads=(2, 2, 2, 2)),
+    ]
+    narrow = [Case(1, 3, 20, 20, 512, 3, 3, pads=(1, 1, 1, 1))]
+    if isa == "avx512":  # 8-lane AVX2 vectors waste less of a 7-wide row: direct wins there
+        narrow.append(Case(1, 3, 7, 7, 512, 3, 3, pads=(1, 1, 1, 1)))
+    for case in stems:
+        assert used(case) == ("im2col" if isa == "generic" else "direct"), str(case)
+    for case in narrow:
+        assert used(case) == "im2col", str(case)
+
+
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11]], ids=str)
+@pytest.mark.parametrize(
+    "case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-8], CASES[-6]], ids=str
+)
 def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:
     x, w, bias, rng = make_inputs(case, 3)
     y0 = conv_ref(x, w, None, None, case, "none")
@@ -209,7 +248,7 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11]], ids=str)
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-8]], ids=str)
 def test_packed_conv_survives_isa_change(case: Case) -> None:
     """Weights packed under one ISA give right answers when dispatch is capped later."""
     x, w, bias, _ = make_inputs(case, 5)
@@ -324,6 +363,8 @@ def test_pointwise_conv_reads_input_in_place(isa: str, case: Case) -> None:
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "gemm_1x1"}, "needs a 1x1 kernel"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd9"}, "unknown conv algorithm"),
         ((1, 3, 8, 8), (2, 3, 3, 3), {"algorithm": "winograd", "strides": [2, 2]}, "3x3 kernel"),
+        ((1, 6, 8, 8), (4, 3, 3, 3), {"algorithm": "direct", "groups": 2}, "one group"),
+        ((1, 3, 40, 40), (2, 3, 1, 17), {"algorithm": "direct"}, "kw <= 16"),
     ],
 )
 def test_conv_rejects_bad_parameters(x_shape, w_shape, kwargs, message) -> None:

@@ -11,6 +11,8 @@
 //   depthwise  groups == C == K: a per-plane SIMD kernel (kernels/dwconv_ukernel.h)
 //   winograd   3x3, stride 1, no dilation, one group: F(4x4, 3x3), 36 GEMMs per tile block
 //              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
+//   direct     one group, few input channels (image stems): output rows straight from the
+//              input, output columns in vector lanes (kernels/directconv_ukernel.h)
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
@@ -43,7 +45,9 @@ struct Conv2dParams {
   bool operator==(const Conv2dParams& o) const;
 };
 
-enum class ConvAlgo : int { automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd };
+enum class ConvAlgo : int {
+  automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd, direct
+};
 const char* conv_algo_name(ConvAlgo algo);
 
 // A per-input-channel affine (and optional Relu) applied to x before the convolution: an
@@ -58,7 +62,7 @@ struct ChannelAffine {
 // depends on the input's size, so the Conv2d of every input shape can share one.
 struct PackedConvWeights {
   size_t K = 0, C = 0, kh = 0, kw = 0, groups = 0;  // the weights it was packed from
-  std::vector<float> plain;                         // reference / depthwise
+  std::vector<float> plain;  // reference / depthwise; direct: blocks of output channels
   // GEMM algorithms: one per group; winograd: one per transform point (36).
   std::vector<std::unique_ptr<PackedA>> panels;
   size_t bytes() const;
@@ -66,9 +70,9 @@ struct PackedConvWeights {
 
 // The packed forms of one constant weight tensor, each made on first request and kept:
 // gemm_1x1 and im2col read one form (the [K, C/groups * kh * kw] panels), winograd another,
-// reference and depthwise a plain copy. A form asked for under another grouping of the same
-// values (another matrix) is packed for that caller and not kept. Thread safe. The weights
-// must stay at the same address with the same values.
+// direct one in blocks of output channels, reference and depthwise a plain copy. A form asked
+// for under another grouping of the same values (another matrix) is packed for that caller
+// and not kept. Thread safe. The weights must stay at the same address with the same values.
 class ConvWeightForms {
  public:
   // pool (may be null) packs a missing form on several threads.
@@ -79,7 +83,7 @@ class ConvWeightForms {
 
  private:
   mutable std::mutex mutex_;
-  std::shared_ptr<const PackedConvWeights> forms_[3];  // plain, gemm, winograd
+  std::shared_ptr<const PackedConvWeights> forms_[4];  // plain, gemm, winograd, direct
 };
 
 class Conv2d {
@@ -115,6 +119,7 @@ class Conv2d {
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                      const ChannelAffine* prologue) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;

@@ -14,6 +14,7 @@ namespace kiln {
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_GEMV_UKERNEL(name, isa_, mr)
 #define KILN_POOL_UKERNEL(name, isa_)
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
 #define KILN_FMA_PROBE(name, isa_)
 #define KILN_WINO_UKERNEL(suffix, isa_, tiles)
 #define KILN_INT8_GEMM_UKERNEL(name, isa_, feature)
@@ -87,6 +88,16 @@ pool_plane_fn select_f32_pool(Isa isa) {
 #undef KILN_POOL_UKERNEL
 #define KILN_POOL_UKERNEL(name, isa_)
   return kiln_f32_pool_ukernel__generic;
+}
+
+DirectConvKernel select_f32_directconv(Isa isa) {
+#undef KILN_DIRECTCONV_UKERNEL
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes) \
+  if (isa == Isa::isa_) return {name, lanes};
+#include "kernels/ukernels.inc"
+#undef KILN_DIRECTCONV_UKERNEL
+#define KILN_DIRECTCONV_UKERNEL(name, isa_, kb, nv, lanes)
+  return {kiln_f32_directconv_ukernel__generic, 1};
 }
 
 f32_fma_probe_fn select_f32_fma_probe(Isa isa) {

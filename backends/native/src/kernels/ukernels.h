@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "cpu.h"
+#include "kernels/directconv_ukernel.h"
 #include "kernels/dwconv_ukernel.h"
 #include "kernels/gemm_ukernel.h"
 #include "kernels/gemv_ukernel.h"
@@ -41,6 +42,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_GEMV_UKERNEL(name, isa, mr) \
   void name(size_t panels, size_t K, const float* a, const float* v, float* y);
 #define KILN_POOL_UKERNEL(name, isa) void name(const PoolPlane& p);
+#define KILN_DIRECTCONV_UKERNEL(name, isa, kb, nv, lanes) void name(const DirectConvRows& p);
 #define KILN_FMA_PROBE(name, isa) double name(size_t iters);
 #define KILN_WINO_UKERNEL(suffix, isa, tiles)                                         \
   void kiln_f32_wino43_input##suffix(const float* d, float* v, size_t vs);              \
@@ -62,6 +64,7 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
+#undef KILN_DIRECTCONV_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
 
@@ -76,6 +79,13 @@ dwconv_plane_fn select_f32_dwconv(Isa isa);
 // (the caller then loops in plain C++).
 f32_gemv_fn select_f32_gemv(Isa isa, size_t mr);
 pool_plane_fn select_f32_pool(Isa isa);
+// The direct conv kernel of isa (the generic one when the list has none for it) and its
+// vector width in floats (1: the generic kernel).
+struct DirectConvKernel {
+  directconv_fn fn;
+  size_t lanes;
+};
+DirectConvKernel select_f32_directconv(Isa isa);
 struct WinogradKernels {
   wino_input_fn input;
   wino_output_fn output;

@@ -8,6 +8,7 @@
 //   #include "kernels/simd/define_ukernels.h"
 // Entries of other ISAs expand to nothing; int8 kernels are defined in their own sources.
 #pragma once
+#include "kernels/simd/f32_directconv.h"
 #include "kernels/simd/f32_dwconv.h"
 #include "kernels/simd/f32_elementwise.h"
 #include "kernels/simd/f32_gemv.h"
@@ -67,6 +68,11 @@ namespace kiln {
   })
 #define KILN_POOL_UKERNEL(name, isa) \
   KILN_ON_##isa(void name(const PoolPlane& p) { simd::pool_ukernel<KILN_SIMD_ISA_VEC>(p); })
+#define KILN_DIRECTCONV_UKERNEL(name, isa, kb, nv, lanes)                                \
+  KILN_ON_##isa(void name(const DirectConvRows& p) {                                      \
+    static_assert(lanes == KILN_SIMD_ISA_VEC::kWidth, "the list's lanes for " #name);     \
+    simd::directconv_ukernel<KILN_SIMD_ISA_VEC, kb, nv>(p);                              \
+  })
 #define KILN_FMA_PROBE(name, isa) \
   KILN_ON_##isa(double name(size_t iters) { return simd::fma_probe<KILN_SIMD_ISA_VEC>(iters); })
 // The Winograd transforms are plain loops the compiler vectorizes under the ISA's flags.
@@ -85,6 +91,7 @@ namespace kiln {
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_GEMV_UKERNEL
 #undef KILN_POOL_UKERNEL
+#undef KILN_DIRECTCONV_UKERNEL
 #undef KILN_FMA_PROBE
 #undef KILN_WINO_UKERNEL
 #undef KILN_INT8_GEMM_UKERNEL
