@@ -176,10 +176,10 @@ class OnnxscriptRulesPass(CountingPass):
         return ir.passes.PassResult(model, modified=bool(self.fired))
 
 
-def required_ops(rule: RewriteRule) -> frozenset[str]:
-    """Op types a graph must hold for ``rule``'s pattern to match: its output nodes and every
-    node they reach through plain inputs (alternatives, variables and constants add none)."""
-    needed: set[str] = set()
+def _pattern_nodes(rule: RewriteRule) -> list[NodePattern]:
+    """Every node of ``rule``'s pattern, once: its output nodes and every node they reach
+    through plain inputs (alternatives, variables and constants are not nodes)."""
+    nodes: list[NodePattern] = []
     todo: list[NodePattern] = list(rule._target_pattern.output_nodes)  # noqa: SLF001
     seen: set[int] = set()
     while todo:
@@ -187,31 +187,32 @@ def required_ops(rule: RewriteRule) -> frozenset[str]:
         if id(pattern) in seen:
             continue
         seen.add(id(pattern))
-        if isinstance(pattern.op, StringConstantPattern):
-            needed.add(pattern.op.value())
+        nodes.append(pattern)
         todo += [v.producer() for v in pattern.inputs if isinstance(v, NodeOutputPattern)]
-    return frozenset(needed)
+    return nodes
+
+
+def _op_type(pattern: NodePattern) -> str | None:
+    return pattern.op.value() if isinstance(pattern.op, StringConstantPattern) else None
+
+
+def required_ops(rule: RewriteRule) -> frozenset[str]:
+    """Op types a graph must hold for ``rule``'s pattern to match (nodes whose op type the
+    pattern leaves open add none)."""
+    return frozenset(op for op in map(_op_type, _pattern_nodes(rule)) if op is not None)
 
 
 def required_edges(rule: RewriteRule) -> frozenset[tuple[str, str]]:
     """(consumer op, producer op) pairs a graph must hold for ``rule``'s pattern to match:
     each node of the pattern that reads another's output directly, by their op types."""
     needed: set[tuple[str, str]] = set()
-    todo: list[NodePattern] = list(rule._target_pattern.output_nodes)  # noqa: SLF001
-    seen: set[int] = set()
-    while todo:
-        pattern = todo.pop()
-        if id(pattern) in seen:
-            continue
-        seen.add(id(pattern))
+    for pattern in _pattern_nodes(rule):
         for value in pattern.inputs:
             if not isinstance(value, NodeOutputPattern):
                 continue
-            producer = value.producer()
-            todo.append(producer)
-            if isinstance(pattern.op, StringConstantPattern) and \
-                    isinstance(producer.op, StringConstantPattern):
-                needed.add((pattern.op.value(), producer.op.value()))
+            consumer, producer = _op_type(pattern), _op_type(value.producer())
+            if consumer is not None and producer is not None:
+                needed.add((consumer, producer))
     return frozenset(needed)
 
 
