@@ -628,27 +628,39 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
 
 // ---------------------------------------------------------------- depthwise
 
+namespace {
+
+// The window and epilogue fields the depthwise and direct kernels' argument structs share
+// (same names in both): kernel size, strides, dilations, leading pads, output size and the
+// fused activation.
+template <class Shape>
+void set_window(Shape& s, const Conv2dParams& p, const Epilogue& ep) {
+  s.kh = p.kh;
+  s.kw = p.kw;
+  s.sh = p.stride_h;
+  s.sw = p.stride_w;
+  s.dh = p.dilation_h;
+  s.dw = p.dilation_w;
+  s.pad_top = p.pad_top;
+  s.pad_left = p.pad_left;
+  s.oh = p.out_h();
+  s.ow = p.out_w();
+  s.act = ep.act;
+  s.alpha = ep.alpha;
+  s.beta = ep.beta;
+}
+
+}  // namespace
+
 void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                            const ChannelAffine* prologue) const {
   const size_t OH = p_.out_h(), OW = p_.out_w();
   const dwconv_plane_fn kernel = select_f32_dwconv(active_isa());
   const size_t taps = p_.kh * p_.kw;
   DwConvPlane shape{};
+  set_window(shape, p_, ep);
   shape.in_h = p_.H;
   shape.in_w = p_.W;
-  shape.pad_top = p_.pad_top;
-  shape.pad_left = p_.pad_left;
-  shape.oh = OH;
-  shape.ow = OW;
-  shape.kh = p_.kh;
-  shape.kw = p_.kw;
-  shape.sh = p_.stride_h;
-  shape.sw = p_.stride_w;
-  shape.dh = p_.dilation_h;
-  shape.dw = p_.dilation_w;
-  shape.act = ep.act;
-  shape.alpha = ep.alpha;
-  shape.beta = ep.beta;
   shape.has_prologue = prologue != nullptr;
   shape.in_relu = prologue && prologue->relu;
   const size_t scratch = dwconv_scratch_floats(shape);
@@ -683,25 +695,13 @@ void Conv2d::run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool
   const size_t OH = p_.out_h(), OW = p_.out_w();
   const directconv_fn kernel = select_f32_directconv(active_isa()).fn;
   DirectConvRows shape{};
+  set_window(shape, p_, ep);
   shape.C = p_.C;
   shape.H = p_.H;
   shape.W = p_.W;
   shape.w = w_->plain.data();
   shape.K = p_.K;
-  shape.kh = p_.kh;
-  shape.kw = p_.kw;
-  shape.sh = p_.stride_h;
-  shape.sw = p_.stride_w;
-  shape.dh = p_.dilation_h;
-  shape.dw = p_.dilation_w;
-  shape.pad_top = p_.pad_top;
-  shape.pad_left = p_.pad_left;
-  shape.oh = OH;
-  shape.ow = OW;
   shape.bias = ep.bias_kind == BiasKind::per_row ? ep.bias : nullptr;
-  shape.act = ep.act;
-  shape.alpha = ep.alpha;
-  shape.beta = ep.beta;
   const size_t scratch = directconv_scratch_floats(shape);
   const size_t in_image = p_.C * p_.H * p_.W, out_image = p_.K * OH * OW;
   // Output rows of every image; a range of them may span images.
