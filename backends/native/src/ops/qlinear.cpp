@@ -66,14 +66,6 @@ int32_t scalar_u8(const Tensor* t, const char* what, const NodeDesc& node) {
   return t->ptr<uint8_t>()[0];
 }
 
-float scalar_f32(const Tensor& t, const char* what, OpContext& c) {
-  return scalar_f32(t, what, c.node);
-}
-
-int32_t scalar_u8(const Tensor* t, const char* what, OpContext& c) {
-  return scalar_u8(t, what, c.node);
-}
-
 // Per output channel: y = acc * mult[j] + offset[j], then the activation and the output type.
 struct Requant {
   std::vector<float> mult, offset;
@@ -417,7 +409,8 @@ class QConvKernel final : public Kernel {
     Tensor& y = c.output(0, rq.to_u8 ? DType::u8 : DType::f32,
                          nhwc_out_ ? Shape{n_, oh_, ow_, k_} : Shape{n_, k_, oh_, ow_});
     if (g.N * P == 0) return;
-    const uint8_t pad = static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c));
+    const uint8_t pad =
+        static_cast<uint8_t>(scalar_u8(optional_input(c, 3), "a_zero_point", c.node));
 
     const size_t Cp = cp_, pt = g.pb[0], pl = g.pb[1];
     const size_t Hp = H + pt + g.pe[0], Wp = W + pl + g.pe[1];
@@ -904,9 +897,10 @@ class QMaxPoolKernel final : public Kernel {
     const int64_t OW = (W + pads_[1] + pads_[3] - kernel_[1]) / strides_[1] + 1;
     if (H + pads_[0] + pads_[2] < kernel_[0] || W + pads_[1] + pads_[3] < kernel_[1])
       c.fail("the kernel is larger than the padded input " + shape_str(x.shape));
-    const float xs = scalar_f32(c.in(1), "x_scale", c), ys = scalar_f32(c.in(3), "y_scale", c);
-    const int32_t xz = scalar_u8(optional_input(c, 2), "x_zero_point", c);
-    const float yz = static_cast<float>(scalar_u8(optional_input(c, 4), "y_zero_point", c));
+    const float xs = scalar_f32(c.in(1), "x_scale", c.node);
+    const float ys = scalar_f32(c.in(3), "y_scale", c.node);
+    const int32_t xz = scalar_u8(optional_input(c, 2), "x_zero_point", c.node);
+    const float yz = static_cast<float>(scalar_u8(optional_input(c, 4), "y_zero_point", c.node));
     if (!(ys > 0.0f) || !std::isfinite(ys)) c.fail("y_scale must be positive and finite");
     // pooling the bytes is right only when dequantizing is increasing
     if (!(xs > 0.0f) || !std::isfinite(xs)) c.fail("x_scale must be positive and finite");
