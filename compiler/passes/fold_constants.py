@@ -114,7 +114,12 @@ def _all_values(model: ir.Model) -> set[ir.Value]:
 
 
 class FoldConstantsPass(CountingPass):
-    """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
+    """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type.
+
+    It keeps shapes (``CountingPass``): a folded value carries its tensor's type and shape,
+    and onnx's inference runs again on every node reading a value the pass changed."""
+
+    keeps_shapes = True
 
     def __init__(self, input_size_limit: int = MAX_FOLDED_ELEMENTS,
                  output_size_limit: int = MAX_FOLDED_ELEMENTS) -> None:
