@@ -64,26 +64,42 @@ class UpgradeOpsetPass(CountingPass):
         log = logging.getLogger("onnxscript")
         level = log.level
         log.setLevel(logging.ERROR)  # it logs a warning each time it falls back to onnx's C++
-        # convert a copy, so a converter failure leaves the model as it was (and unfused)
-        work = model.clone()  # shares the tensors: no second copy of the weights
+        # A converter failure must leave the model as it was (and unfused). onnx's C++
+        # converter, which onnxscript falls back to below its own adapters' range, converts a
+        # serialized copy and swaps the graph in only when it succeeded; onnxscript's adapters
+        # rewrite in place, so they convert a copy (sharing the tensors).
+        original = model.graph
+        work = model if _converts_a_copy(model, self.version) else model.clone()
         try:
             version_converter.convert_version(work, self.version, fallback=True)
         except Exception as exc:  # the converters raise many types; the fusion is optional
+            model.graph = original
             self.rejected[f"opset {current} -> {self.version} failed: {exc}"[:200]] += 1
             return ir.passes.PassResult(model, modified=False)
         finally:
             log.setLevel(level)
-        if opset(work.graph) != self.version:
-            self.rejected[f"opset {current} -> {self.version}: converter left {opset(work.graph)}"
+        converted = work.graph
+        model.graph = original
+        if opset(converted) != self.version:
+            self.rejected[f"opset {current} -> {self.version}: converter left {opset(converted)}"
                           ] += 1
             return ir.passes.PassResult(model, modified=False)
-        _release_weights(model.graph)
-        model.graph = work.graph
-        model.ir_version = work.ir_version
-        model.functions.clear()
-        model.functions.update(work.functions)
+        _release_weights(original)
+        model.graph = converted
+        if work is not model:
+            model.ir_version = work.ir_version
+            model.functions.clear()
+            model.functions.update(work.functions)
         self.fired[f"opset {current} -> {self.version}"] += 1
         return ir.passes.PassResult(model, modified=True)
+
+
+def _converts_a_copy(model: ir.Model, version: int) -> bool:
+    """Whether onnxscript's converter takes ``model`` to ``version`` through onnx's C++
+    converter, which works on a serialized copy and leaves the model untouched on failure."""
+    from onnxscript.version_converter import _version_converter
+
+    return not _version_converter.version_supported(model, version)
 
 
 def _release_weights(graph: ir.Graph) -> None:
