@@ -128,3 +128,36 @@ def test_nothing_goes_aside_when_the_file_is_parsed_whole(tmp_path):
     aside = onnx_stream.WeightsAside()
     assert parse_file(path, aside) is None
     assert not aside.names and not os.path.exists(aside.folder)
+
+
+def _refuse(*args):
+    raise OSError(18, "Invalid cross-device link")
+
+
+_KERNEL_COPY = getattr(os, "copy_file_range", None)
+
+
+def _partly(source, dest, count, offset):  # copies 1000 bytes a call, refuses the third call
+    _partly.calls = getattr(_partly, "calls", 0) + 1
+    if _partly.calls % 3 == 0:
+        raise OSError(18, "Invalid cross-device link")
+    return _KERNEL_COPY(source, dest, min(count, 1000), offset)
+
+
+@pytest.mark.parametrize("kernel_copy", ["absent", _refuse, _partly])
+def test_values_go_aside_the_same_where_the_kernel_does_not_copy(tmp_path, monkeypatch,
+                                                                 kernel_copy):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    whole = onnx.ModelProto()
+    whole.ParseFromString(path.read_bytes())
+    aside = onnx_stream.WeightsAside()
+    if kernel_copy == "absent":
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+        monkeypatch.setattr(os, "copy_file_range", kernel_copy)
+    proto = parse_file(path, aside)
+    onnx.load_external_data_for_model(proto, aside.folder)
+    for tensor in proto.graph.initializer:
+        tensor.ClearField("data_location")
+    assert proto == whole
