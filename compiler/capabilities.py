@@ -48,6 +48,10 @@ class BackendCaps:
                         of int8 ops; engines that chain integer kernels) or "inputs" (only
                         where an int8 op reads; OpenVINO folds the float ops after a Conv
                         into it). See kiln.compiler.passes.quantize.
+    fuses_norm_gelu:    the engine finds LayerNorm and GELU written in plain ops itself when
+                        it loads a model, to the same compiled graph as from kiln's fused
+                        ops; kiln then leaves them, and the opset upgrade they need, to it
+                        (attention, when ``standard_attention``, is still kiln's).
     """
 
     name: str = "onnx"
@@ -61,6 +65,7 @@ class BackendCaps:
     int8_activations: frozenset[str] = frozenset()
     int8_byte_table: bool = False
     static_int8: str = "chained"
+    fuses_norm_gelu: bool = False
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -79,7 +84,7 @@ class BackendCaps:
                 "qconv_groups": self.qconv_groups,
                 "int8_activations": sorted(self.int8_activations),
                 "int8_byte_table": self.int8_byte_table,
-                "static_int8": self.static_int8}
+                "static_int8": self.static_int8, "fuses_norm_gelu": self.fuses_norm_gelu}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

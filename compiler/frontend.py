@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import stat as stat_module
@@ -31,6 +30,7 @@ from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
 from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, parse_file
+from kiln.compiler.source_digest import SOURCE_DIGEST, SourceDigest
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
     PROTOBUF_RECURSION_LIMIT,
@@ -53,8 +53,8 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     ``kiln.compiler.validate`` checks the model first (versions against kiln's limits plus
     ``limits``, e.g. the chosen backend's; structure; dims; nesting depth).
 
-    The returned model's ``meta`` holds ``kiln.source_sha256`` (of the serialized source) and
-    ``kiln.source_name`` for reports and artifact manifests.
+    The returned model's ``meta`` holds the source's ``SourceDigest`` (``source_sha256``
+    reads it) and ``kiln.source_name`` for reports and artifact manifests.
     """
     aside = WeightsAside() if _streams(source) else None
     proto, name, digest = load_proto(source, aside)
@@ -72,7 +72,7 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
         model = ir.from_proto(proto)
     except Exception as exc:
         raise ModelError(f"{name}: cannot convert to the IR: {exc}") from exc
-    model.meta["kiln.source_sha256"] = digest
+    model.meta[SOURCE_DIGEST] = digest
     model.meta["kiln.source_name"] = name
     if aside is not None:
         _map_aside(model, aside)
@@ -157,19 +157,20 @@ def _streams(source: ModelSource) -> bool:
 
 
 def load_proto(source: ModelSource, aside: WeightsAside | None = None
-               ) -> tuple[onnx.ModelProto, str, str]:
+               ) -> tuple[onnx.ModelProto, str, SourceDigest]:
     """Parse ``source`` into a ModelProto with external data resolved safely.
 
-    Returns (proto, display name, sha256 of the serialized model). With ``aside``, a file
+    Returns (proto, display name, the serialized model's sha256: a file's is taken when first
+    asked for). With ``aside``, a file
     parsed a field at a time leaves its large initializers' values in ``aside``'s file
     (``aside.names``; those tensors stay external data).
     """
     if isinstance(source, onnx.ModelProto):
         data = source.SerializeToString()
-        return _parse(data, "<ModelProto>"), "<ModelProto>", _sha256(data)
+        return _parse(data, "<ModelProto>"), "<ModelProto>", SourceDigest.of_bytes(data)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        return parse_bytes(data, "<bytes>"), "<bytes>", _sha256(data)
+        return parse_bytes(data, "<bytes>"), "<bytes>", SourceDigest.of_bytes(data)
     if not isinstance(source, (str, os.PathLike)):
         raise ModelError(f"cannot load a model from a {type(source).__name__}: pass a path, "
                          "bytes or an onnx.ModelProto")
@@ -178,12 +179,11 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
         raise ModelError(f"{path}: no such file")
     if not path.is_file():
         raise ModelError(f"{path}: not a regular file")
-    streamed = parse_file(path, aside) if _streams(path) else None
-    if streamed is not None:  # never the file's bytes and the parsed model both whole
-        proto, digest = streamed
-    else:
+    digest = SourceDigest.of_file(path, path.stat())  # noted before the file is read
+    proto = parse_file(path, aside) if _streams(path) else None
+    if proto is None:  # never the file's bytes and the parsed model both whole
         data = path.read_bytes()
-        proto, digest = _parse(data, str(path)), _sha256(data)
+        proto = _parse(data, str(path))
         del data
     if _has_external_data(proto):
         load_external_data(proto, path.parent.resolve(), str(path),
@@ -218,10 +218,6 @@ def _parse(data: bytes, name: str) -> onnx.ModelProto:
     if not proto.HasField("graph"):
         raise ModelError(f"{name}: the protobuf has no graph (truncated, or not an ONNX model)")
     return proto
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _all_tensors(proto: onnx.ModelProto):

@@ -6,9 +6,8 @@ Protobuf merges what it parses into a message: a repeated field appends, a singu
 field met again merges into the one it has. So a ModelProto is the merge of its top-level
 fields parsed one by one, and its ``graph`` the merge of one-field graphs, in file order: the
 result equals parsing the whole file. The scan reads only field headers (key, length); each
-field's bytes are read, hashed (the file's sha256, as the frontend reports it) and merged, then
-dropped. Anything but the plain layout (groups, a truncated field) answers None and the caller
-parses the whole file, whose errors it reports.
+field's bytes are read and merged, then dropped. Anything but the plain layout (groups, a
+truncated field) answers None and the caller parses the whole file, whose errors it reports.
 
 Given a ``WeightsAside``, the raw values of the main graph's larger initializers never enter the
 parsed model at all: they are copied from the model file to a weights file of kiln's own as the
@@ -17,7 +16,6 @@ scan passes them, and their TensorProtos say where (external data), so the IR ma
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -52,11 +50,10 @@ class _Layout(Exception):
 
 
 class _Reader:
-    """Reads from ``f``, hashing every byte read."""
+    """Reads from ``f``, refusing to run past its end."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
-        self.digest = hashlib.sha256()
         self.size = os.fstat(f.fileno()).st_size
 
     def length(self) -> tuple[int, bytes]:
@@ -71,7 +68,6 @@ class _Reader:
         data = self.f.read(n)
         if len(data) != n:
             raise _Layout("truncated")
-        self.digest.update(data)
         return data
 
     def read_into(self, buffer: bytearray, start: int) -> None:
@@ -79,7 +75,6 @@ class _Reader:
         view = memoryview(buffer)[start:]
         if self.f.readinto(view) != len(view):
             raise _Layout("truncated")
-        self.digest.update(view)
 
     def varint(self) -> tuple[int, bytes]:
         """(value, its encoded bytes), or (-1, b"") at the end of the file."""
@@ -91,7 +86,6 @@ class _Reader:
                 if raw:
                     raise _Layout("truncated varint")
                 return -1, b""
-            self.digest.update(byte)
             raw += byte
             value |= (byte[0] & 0x7F) << shift
             if not byte[0] & 0x80:
@@ -133,14 +127,19 @@ class WeightsAside:
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
-        self._file = open(os.path.join(self.folder, self.FILE), "wb")  # noqa: SIM115
+        # unbuffered: the kernel's copies (``_copy_in_kernel``) move its position
+        self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
         self.names: set[str] = set()
 
     def copy(self, reader: _Reader, nbytes: int) -> int:
         """Copy the next ``nbytes`` of ``reader`` to the file; their offset there."""
         offset = -self._file.tell() % _ASIDE_ALIGN + self._file.tell()
         self._file.write(bytes(offset - self._file.tell()))
-        while nbytes:
+        start = reader.f.tell()
+        copied = _copy_in_kernel(reader.f, self._file, start, nbytes)
+        reader.f.seek(start + copied)
+        nbytes -= copied
+        while nbytes:  # what the kernel did not copy
             chunk = reader.read(min(nbytes, _COPY_BYTES))
             self._file.write(chunk)
             nbytes -= len(chunk)
@@ -154,6 +153,26 @@ class WeightsAside:
         self._file.close()
         self.names.clear()
         self._cleanup()
+
+
+def _copy_in_kernel(source: BinaryIO, dest: BinaryIO, start: int, nbytes: int) -> int:
+    """How many of the ``nbytes`` from offset ``start`` of ``source`` the kernel copied to
+    ``dest``'s position (``os.copy_file_range``: the bytes never pass through Python; MiniLM's
+    86 MB of weights in 30 ms instead of 40). Fewer, down to 0, where the system cannot (no
+    such call, another file system) or the source ends early: the caller copies the rest."""
+    copy_range = getattr(os, "copy_file_range", None)
+    done = 0
+    if copy_range is None:
+        return done
+    try:
+        while done < nbytes:
+            count = copy_range(source.fileno(), dest.fileno(), nbytes - done, start + done)
+            if count == 0:  # the end of the source: the caller's read says it is truncated
+                break
+            done += count
+    except OSError:
+        pass
+    return done
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -179,11 +198,11 @@ def _graph_chunk(fields: bytes | bytearray) -> bytes:
 
 
 def parse_file(path: str | os.PathLike[str], aside: WeightsAside | None = None
-               ) -> tuple[onnx.ModelProto, str] | None:
-    """(the model, the file's sha256 hex) parsed field by field; None when the file is not
-    laid out as the scan expects or does not parse (the caller parses it whole). With
-    ``aside``, the main graph's initializers' raw values above ``ASIDE_TENSOR_BYTES`` go to its
-    file and their tensors refer to it (``aside.names``); on None nothing went there."""
+               ) -> onnx.ModelProto | None:
+    """The model parsed field by field; None when the file is not laid out as the scan expects
+    or does not parse (the caller parses it whole). With ``aside``, the main graph's
+    initializers' raw values above ``ASIDE_TENSOR_BYTES`` go to its file and their tensors
+    refer to it (``aside.names``); on None nothing went there."""
     proto = onnx.ModelProto()
     with open(path, "rb") as f:
         reader = _Reader(f)
@@ -203,7 +222,7 @@ def parse_file(path: str | os.PathLike[str], aside: WeightsAside | None = None
             return None
     if aside is not None:
         aside.close()
-    return proto, reader.digest.hexdigest()
+    return proto
 
 
 def _tensor_aside(reader: _Reader, end: int, aside: WeightsAside) -> bytes:

@@ -65,7 +65,7 @@ DEFAULT_LEVEL = 2
 Step = tuple[str, ir.passes.PassBase]
 
 #: why a shape-inference step did not run (``run_steps``)
-_SHAPES_CURRENT = "no change since the last shape inference"
+_SHAPES_CURRENT = "shapes as the last shape inference left them"
 
 _common = osr.common
 
@@ -101,10 +101,10 @@ _GEMM_RULES = [
 def _o1() -> list[Step]:
     return [
         ("constant-initializers", ConstantInitializersPass()),
-        ("normalize", RulePass(NORMALIZE_RULES)),
+        ("normalize", RulePass(NORMALIZE_RULES, keeps_shapes=True)),
         ("fold-constants", FoldConstantsPass()),
         ("eliminate-identity", EliminateIdentityPass()),
-        ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES)),
+        ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES, keeps_shapes=True)),
         ("cse", common.CommonSubexpressionEliminationPass()),
         ("remove-unused", common.RemoveUnusedNodesPass()),
         ("infer-shapes", common.ShapeInferencePass(strict_mode=False)),
@@ -224,12 +224,25 @@ def optimize_reduced(model: ir.Model, report: CompileReport, caps: BackendCaps) 
     return run_steps(model, after_reduction(report.level, caps), report)
 
 
+#: onnx_ir's passes that leave every value's type and shape as they were: they merge or
+#: remove nodes, and make no value
+_SHAPE_KEEPING_PASSES = (common.CommonSubexpressionEliminationPass,
+                         common.RemoveUnusedNodesPass)
+
+
+def keeps_shapes(step: ir.passes.PassBase) -> bool:
+    """Whether ``step`` leaves every value's type and shape as onnx's inference would give
+    them (kiln's passes say so with ``keeps_shapes``; see ``CountingPass``)."""
+    return bool(getattr(step, "keeps_shapes", False)) or \
+        isinstance(step, _SHAPE_KEEPING_PASSES)
+
+
 def run_steps(model: ir.Model, steps: list[Step], report: CompileReport,
               shapes_inferred: bool = False) -> ir.Model:
     """Run ``steps`` in order on ``model``, recording each in ``report``. A shape-inference
     step is skipped while the shapes are as the last inference left them
-    (``shapes_inferred`` at the start, then no step since reported a change): it would
-    infer the same shapes again."""
+    (``shapes_inferred`` at the start, then every step since that reported a change
+    ``keeps_shapes``): it would infer the same shapes again."""
     report.pipeline += [name for name, _ in steps]
     hist = op_histogram(model)
     for name, step in steps:
@@ -253,7 +266,7 @@ def run_steps(model: ir.Model, steps: list[Step], report: CompileReport,
             modified=bool(result.modified), fired=dict(step.fired) if counts else {},
             rejected=dict(step.rejected) if counts else {}, ops_delta=ops_delta(hist, after)))
         hist = after
-        if result.modified:
+        if result.modified and not keeps_shapes(step):
             shapes_inferred = False
         if isinstance(step, common.ShapeInferencePass):
             shapes_inferred = True

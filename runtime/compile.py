@@ -38,6 +38,7 @@ from kiln.backends.onnx_export import PARSED_PROTO
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.reduce import ReduceOptions, needs_reduction
+from kiln.compiler.source_digest import SOURCE_DIGEST, SourceDigest
 from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
@@ -113,7 +114,8 @@ class Compiled:
     reduction: ReduceResult | None = None
     reduce_options: ReduceOptions | None = None
     rebuild_reason: str | None = None
-    source_sha256: str = ""
+    source_sha256: str = ""  # a loaded artifact's, as its manifest records it
+    source_digest: SourceDigest | None = None  # a compile's: the file hashed when first asked
     artifact: Artifact | None = None
     import_seconds: float = 0.0
     compile_seconds: float = 0.0
@@ -125,6 +127,12 @@ class Compiled:
     @property
     def outputs(self) -> list[TensorSpec]:
         return list(self.engine.outputs)
+
+    def sha256_of_source(self) -> str:
+        """sha256 of the source model as it was read ("" when unknown)."""
+        if self.source_digest is not None:
+            return self.source_digest.hexdigest()
+        return self.source_sha256
 
     def manifest_placement(self) -> dict[str, Any]:
         """The placement recorded in the manifest: the partitioned plan compile made, or the
@@ -152,7 +160,7 @@ class Compiled:
             path, self.model, backend=self.choice.name,
             backend_version=self.backend_version(),
             placement=self.manifest_placement(), target=str(self.target),
-            source_sha256=self.source_sha256,
+            source_sha256=self.sha256_of_source(),
             pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
             options=self.options.to_json(),
             inputs=[i.to_json() for i in self.inputs],
@@ -215,7 +223,7 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
         fix_input_dims(graph, {k: v for k, v in dims.items() if k not in ranges})
     # Before the optimizer, whose constant folding would build what the guards refuse.
     checks = guards_module.check_model(graph, guards, choice.engines)
-    source_sha256 = graph.meta.get("kiln.source_sha256", "") or ""
+    source_digest = graph.meta.get(SOURCE_DIGEST)
     imported = time.perf_counter()
     caps = choice.caps()
     reduction = None
@@ -239,7 +247,7 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     return Compiled(graph, engine, choice, target, compile_options, level, guards, checks,
                     placement=placement, report=report, reduction=reduction,
                     reduce_options=reduce,
-                    source_sha256=source_sha256, import_seconds=imported - started,
+                    source_digest=source_digest, import_seconds=imported - started,
                     compile_seconds=time.perf_counter() - imported)
 
 

@@ -20,6 +20,7 @@ from kiln.backends import registry
 from kiln.backends.base import Backend
 from kiln.compiler.capabilities import QCONV_GROUPS
 from kiln.compiler.partition import Capability, PartitionPlan, plan_partitions
+from kiln.compiler.source_digest import source_sha256
 from kiln.compiler.target import Target
 from kiln.errors import BackendUnavailableError, KilnError
 
@@ -235,7 +236,7 @@ def placement_report(model: ir.Model, backends: Sequence[str], fallback: str | N
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {"name": model.meta.get("kiln.source_name"),
-                  "sha256": model.meta.get("kiln.source_sha256"),
+                  "sha256": source_sha256(model) or None,
                   "node_count": len(list(model.graph)), "ops": dict(sorted(ops.items())),
                   "inputs": [_value_json(v) for v in model.graph.inputs
                              if not v.is_initializer()],

@@ -141,7 +141,7 @@ class Session:
     @property
     def source_sha256(self) -> str:
         """sha256 of the source model as it was read ("" when unknown)."""
-        return self.compiled.source_sha256
+        return self.compiled.sha256_of_source()
 
     @property
     def import_seconds(self) -> float:

@@ -17,6 +17,8 @@ class ConstantInitializersPass(ir.passes.InPlacePass):
     dropped and the IR version is raised to 4 so the model stays valid.
     """
 
+    keeps_shapes = True  # no value changes (see ``CountingPass``)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         result = RemoveInitializersFromInputsPass()(model)
         if result.modified and model.ir_version < _IR_INITIALIZERS_NOT_INPUTS:
@@ -33,6 +35,8 @@ class EliminateIdentityPass(IdentityEliminationPass):
     ("Subgraph output ... is an outer scope value being returned directly"); silero-vad's If
     branches hold such Identities.
     """
+
+    keeps_shapes = True  # an Identity's readers read its input, of the same type and shape
 
     def _try_eliminate_identity_node(self, node: ir.Node) -> bool:
         source = node.inputs[0] if len(node.inputs) == 1 else None

@@ -43,12 +43,14 @@ def _policy(node: ir.Node) -> bool | None:
     return None  # onnxscript's default rules
 
 
-def _cast_like_to_cast(model: ir.Model) -> None:
-    """CastLike with a known target type -> Cast, keeping ``saturate`` and ``round_mode``.
+def _cast_like_to_cast(model: ir.Model) -> bool:
+    """CastLike with a known target type -> Cast, keeping ``saturate`` and ``round_mode``;
+    whether any was rewritten.
 
     onnxscript's folder makes the same rewrite but drops those two attributes, which changes
     float8 results (saturate=0 overflows to inf/NaN rather than to the largest value).
     """
+    rewritten = False
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
         if node.op_type != "CastLike" or node.domain not in ("", "ai.onnx"):
             continue
@@ -68,6 +70,8 @@ def _cast_like_to_cast(model: ir.Model) -> None:
         name, old.name = old.name, None
         new.name = name
         node.graph.remove(node, safe=True)
+        rewritten = True
+    return rewritten
 
 
 class _FolderInferringWhatChanged(_constant_folding.FoldConstantsPass):
@@ -93,6 +97,23 @@ class _FolderInferringWhatChanged(_constant_folding.FoldConstantsPass):
                 self.as_imported.discard(value)
 
 
+class _LiftConstants(LiftConstantsToInitializersPass):
+    """onnx_ir's lift of every Constant node to an initializer, taking a ``value`` attribute's
+    tensor as it is: ``Attr.as_tensor`` checks it against a runtime-checkable Protocol, which
+    costs ~0.15 ms a call on Python 3.11 (27 ms of MiniLM-L6's fold)."""
+
+    def __init__(self) -> None:
+        super().__init__(lift_all_constants=True, size_limit=0)
+
+    def _constant_node_attribute_to_tensor(self, node: ir.Node, attr_name: str,
+                                           attr_value: ir.Attr, initializer_name: str
+                                           ) -> ir.TensorProtocol | None:
+        if attr_name == "value" and attr_value.type == ir.AttributeType.TENSOR:
+            return attr_value.value  # size_limit 0: lifted whatever its size
+        return super()._constant_node_attribute_to_tensor(node, attr_name, attr_value,
+                                                          initializer_name)
+
+
 def _described(value: ir.Value) -> bool:
     """A type, and a size or a name for every dim."""
     shape = value.shape
@@ -114,7 +135,12 @@ def _all_values(model: ir.Model) -> set[ir.Value]:
 
 
 class FoldConstantsPass(CountingPass):
-    """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type."""
+    """Evaluate constant subgraphs; ``fired`` counts folded nodes per op type.
+
+    It keeps shapes (``CountingPass``): a folded value carries its tensor's type and shape,
+    and onnx's inference runs again on every node reading a value the pass changed."""
+
+    keeps_shapes = True
 
     def __init__(self, input_size_limit: int = MAX_FOLDED_ELEMENTS,
                  output_size_limit: int = MAX_FOLDED_ELEMENTS) -> None:
@@ -135,7 +161,7 @@ class FoldConstantsPass(CountingPass):
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
-        _cast_like_to_cast(model)
+        casts = _cast_like_to_cast(model)
         as_imported = _all_values(model)
         weights_modified = False
         if before.get("ConstantOfShape") or model.functions:  # the walk finds nothing else
@@ -148,10 +174,12 @@ class FoldConstantsPass(CountingPass):
             output_size_limit=self.output_size_limit, should_fold=_policy)
         result = folder(model)
         # folded results come back as Constant nodes; make them initializers like the rest
-        lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         after = op_histogram(model)
+        lifted = after.get("Constant", 0) and _LiftConstants()(model).modified
+        if lifted:
+            after = op_histogram(model)
         self.fired = Counter({f"fold {op}": n - after.get(op, 0)
                               for op, n in before.items()
                               if n > after.get(op, 0) and op != "Constant"})
-        modified = weights_modified or result.modified or lifted.modified
+        modified = bool(casts or weights_modified or result.modified or lifted)
         return ir.passes.PassResult(model, modified=modified)

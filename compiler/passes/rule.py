@@ -55,7 +55,13 @@ class Rule(abc.ABC):
 
 class CountingPass(ir.passes.InPlacePass):
     """An in-place pass that counts what it did (``fired``) and what it declined and why
-    (``rejected``), per rule or reason: what the compile report shows for each step."""
+    (``rejected``), per rule or reason: what the compile report shows for each step.
+
+    ``keeps_shapes``: the pass leaves every value's type and shape as onnx's shape inference
+    would give them (what it rewrites keeps its type and shape, what it makes carries its
+    own), so a pipeline need not infer shapes again after it (``run_steps``)."""
+
+    keeps_shapes: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,12 +73,15 @@ class RulePass(CountingPass):
     """Apply kiln rules over the main graph until none fires (at most ``max_rounds``).
 
     ``rejected`` holds the refusals of the last round: the ones that stand in the result
-    (a node refused in every round counts once)."""
+    (a node refused in every round counts once). ``keeps_shapes``: every rule replaces a
+    value with one of the same type and shape (``CountingPass``)."""
 
-    def __init__(self, rules: Sequence[Rule], max_rounds: int = 8) -> None:
+    def __init__(self, rules: Sequence[Rule], max_rounds: int = 8,
+                 keeps_shapes: bool = False) -> None:
         super().__init__()
         self.rules = list(rules)
         self.max_rounds = max_rounds
+        self.keeps_shapes = keeps_shapes
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
@@ -107,12 +116,16 @@ class OnnxscriptRulesPass(CountingPass):
     """Apply onnxscript rewrite rules, counting firings per rule name.
 
     Rules sharing a name (the commuted variants of one rule) are applied together.
+    ``keeps_shapes``: every rule replaces a value with one of the same type and shape
+    (``CountingPass``).
     """
 
-    def __init__(self, rules: Sequence[RewriteRule], max_rounds: int = 4) -> None:
+    def __init__(self, rules: Sequence[RewriteRule], max_rounds: int = 4,
+                 keeps_shapes: bool = False) -> None:
         super().__init__()
         self.rules = list(rules)
         self.max_rounds = max_rounds
+        self.keeps_shapes = keeps_shapes
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -26,3 +28,62 @@ def test_bf16_runs_only_when_asked(conv_model):
 def test_unknown_precision_is_refused(conv_model):
     with pytest.raises(kiln.KilnError, match="precision"):
         kiln.Session(conv_model, backend="openvino", precision="fp8")
+
+
+def _layer_norm_gelu_model():
+    """An opset-14 LayerNorm then an erf GELU, in plain ops as exporters write them."""
+    from model_builders import float_model
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
+             helper.make_node("Sub", ["x", "mu"], ["d"]),
+             helper.make_node("Pow", ["d", "two"], ["d2"]),
+             helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["ve"]),
+             helper.make_node("Sqrt", ["ve"], ["sd"]),
+             helper.make_node("Div", ["d", "sd"], ["n"]),
+             helper.make_node("Mul", ["n", "g"], ["ng"]),
+             helper.make_node("Add", ["ng", "b"], ["h"]),
+             helper.make_node("Div", ["h", "sqrt2"], ["hs"]),
+             helper.make_node("Erf", ["hs"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]),
+             helper.make_node("Mul", ["h", "e1"], ["he"]),
+             helper.make_node("Mul", ["he", "half"], ["y"])]
+    inits = {"two": np.array(2.0, np.float32), "eps": np.array(1e-12, np.float32),
+             "g": rng.standard_normal(8).astype(np.float32),
+             "b": rng.standard_normal(8).astype(np.float32),
+             "sqrt2": np.array(2 ** 0.5, np.float32), "one": np.array(1.0, np.float32),
+             "half": np.array(0.5, np.float32)}
+    return float_model(nodes, {"x": [2, 3, 8]}, {"y": [2, 3, 8]}, inits, opset=14)
+
+
+def _runtime_layers(model) -> list[str]:
+    import onnx_ir as ir
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov.Core().read_model(
+        ir.to_proto(model).SerializeToString(), b""), "CPU")
+    return [op.get_rt_info()["layerType"].astype(str)
+            for op in compiled.get_runtime_model().get_ordered_ops()]
+
+
+def test_layer_norm_and_gelu_are_left_to_openvino_which_fuses_them_the_same():
+    """caps.fuses_norm_gelu: kiln neither upgrades the opset nor fuses; OpenVINO's compiled
+    graph is the one it makes from kiln's fused LayerNormalization and Gelu."""
+    from kiln.backends import registry
+    from kiln.compiler.pipeline import optimize
+
+    caps = registry.get_backend("openvino").caps()
+    assert caps.fuses_norm_gelu
+    left, report = optimize(_layer_norm_gelu_model(), 2, None, caps)
+    assert "upgrade-opset" not in report.pipeline and left.opset_imports[""] == 14
+    fused, _ = optimize(_layer_norm_gelu_model(), 2, None,
+                        dataclasses.replace(caps, fuses_norm_gelu=False))
+    assert {n.op_type for n in fused.graph} == {"LayerNormalization", "Gelu"}
+    assert _runtime_layers(left) == _runtime_layers(fused)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
+    got = kiln.Session(_layer_norm_gelu_model(), backend="openvino")(x=x)["y"]
+    want = kiln.Session(_layer_norm_gelu_model(), backend="onnxruntime")(x=x)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

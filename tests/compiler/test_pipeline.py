@@ -114,18 +114,55 @@ def test_o1_folds_but_does_not_fuse():
     assert run_reference(out, feeds)[0].shape == (1, 2, 2, 2)
 
 
-def test_shape_inference_is_skipped_only_while_no_step_changed_the_inferred_graph():
+SKIPPED = {"shapes as the last shape inference left them": 1}
+
+
+def _value_types(model: ir.Model) -> dict[str, tuple]:
+    return {v.name: (v.dtype, v.shape) for node in model.graph for v in node.outputs}
+
+
+def test_shape_inference_is_skipped_while_every_change_kept_the_shapes():
     relu = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
     _, report = optimize(relu, 1, shapes_inferred=True)
     step = next(p for p in report.passes if p.name == "infer-shapes")
-    assert not step.modified and step.rejected == {"no change since the last shape inference": 1}
-    folds = float_model([helper.make_node("Mul", ["c", "c"], ["c2"]),
-                         helper.make_node("Add", ["x", "c2"], ["y"])], {"x": [2]}, {"y": [2]},
-                        {"c": np.array([1, 2], np.float32)})
-    _, report = optimize(folds, 1, shapes_inferred=True)
+    assert not step.modified and step.rejected == SKIPPED
+    # the fold changes the graph and keeps the shapes: inference would give the same
+    nodes = [helper.make_node("Mul", ["c", "c"], ["c2"]),
+             helper.make_node("Sum", ["x", "c2"], ["s"]),  # normalize: Sum -> Add
+             helper.make_node("Reshape", ["s", "shape"], ["y"])]
+    inits = {"c": np.array([1, 2], np.float32), "shape": np.array([1, 2], np.int64)}
+    folds = float_model(nodes, {"x": [2]}, {"y": [1, 2]}, inits)
+    skipped, report = optimize(folds, 1, shapes_inferred=True)
+    assert next(p for p in report.passes if p.name == "fold-constants").modified
+    assert next(p for p in report.passes if p.name == "infer-shapes").rejected == SKIPPED
+    inferred, report = optimize(folds, 1)  # not said to be inferred: it runs
     assert not next(p for p in report.passes if p.name == "infer-shapes").rejected
-    _, report = optimize(load_light("squeezenet"), 1)  # not said to be inferred: it runs
-    assert not next(p for p in report.passes if p.name == "infer-shapes").rejected
+    assert _value_types(skipped) == _value_types(inferred)
+    assert ops(skipped) == ["Add", "Reshape"]
+
+
+class _ForgetsAShape(ir.passes.InPlacePass):
+    """Changes the graph without keeping shapes: the shape of each node's output goes."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in model.graph:
+            node.outputs[0].shape = None
+        return ir.passes.PassResult(model, modified=True)
+
+
+def test_shape_inference_runs_after_a_step_that_does_not_keep_shapes():
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    from kiln.compiler.pipeline import run_steps
+    from kiln.compiler.report import CompileReport
+
+    relu = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    report = CompileReport(level=1, target="any", backend="onnx", pipeline=[])
+    out = run_steps(relu, [("forget", _ForgetsAShape()),
+                           ("infer-shapes", ShapeInferencePass(strict_mode=False))], report,
+                    shapes_inferred=True)
+    assert not report.passes[1].rejected and report.passes[1].modified
+    assert next(iter(out.graph)).outputs[0].shape == ir.Shape([2])
 
 
 @pytest.mark.slow

@@ -178,12 +178,13 @@ def test_markdown_and_plot(tmp_path, conv_model):
 def test_artifact_rows_report_size_and_load_time(tmp_path, conv_model):
     from kiln.backends import registry
     from kiln.compiler.frontend import import_model
+    from kiln.compiler.source_digest import source_sha256
     from kiln.runtime.artifact import save_artifact
 
     model = import_model(conv_model)
     path = save_artifact(tmp_path / "m.kiln", model, backend="onnxruntime",
                          backend_version=registry.availability("onnxruntime").version,
-                         target="cpu", source_sha256=model.meta["kiln.source_sha256"],
+                         target="cpu", source_sha256=source_sha256(model),
                          options={"precision": "fp32"})
     config = BenchConfig(backends=["onnxruntime", "openvino"], **FAST)
     report = run_bench(str(path), config)

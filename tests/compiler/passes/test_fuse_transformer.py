@@ -31,6 +31,11 @@ def test_opset_follows_the_backend():
     assert "fuse-attention" in standard
     below = [n for n, _ in transformer_steps(BackendCaps(standard_attention=True, max_opset=22))]
     assert "fuse-attention" not in below
+    # an engine that fuses LayerNorm and GELU itself: no upgrade, unless attention is kiln's
+    assert transformer_steps(BackendCaps(max_opset=23, fuses_norm_gelu=True)) == []
+    attention = [n for n, _ in transformer_steps(BackendCaps(
+        standard_attention=True, max_opset=23, fuses_norm_gelu=True))]
+    assert "upgrade-opset" in attention and "fuse-attention" in attention
 
 
 @pytest.fixture(scope="module")
