@@ -24,6 +24,8 @@ from kiln.backends.base import (
     NoTimersError,
 )
 from kiln.backends.onnx_export import (
+    StoredGraph,
+    ir_model,
     mapped_weights_folder,
     signature,
     to_onnx_bytes,
@@ -84,7 +86,7 @@ def _session(model: bytes | str, options: CompileOptions, level: str,
 class OnnxRuntimeCompiled(CompiledModel):
     backend = "onnxruntime"
 
-    def __init__(self, session, model: ir.Model, options: CompileOptions):
+    def __init__(self, session, model: ir.Model | StoredGraph, options: CompileOptions):
         self.session = session
         self._model = model
         self._options = options
@@ -96,11 +98,12 @@ class OnnxRuntimeCompiled(CompiledModel):
         """onnxruntime's optimized graph, written by a second session that optimizes the same
         model; a load then skips onnxruntime's graph optimizers. None for a model with large
         weights (``MAX_DUPLICATED_WEIGHT_BYTES``)."""
-        weights = sum(v.const_value.nbytes for v in self._model.graph.initializers.values()
+        model = ir_model(self._model)
+        weights = sum(v.const_value.nbytes for v in model.graph.initializers.values()
                       if v.const_value is not None)
         if weights > MAX_DUPLICATED_WEIGHT_BYTES:
             return []
-        data = to_onnx_bytes(self._model, max_ir_version(), max_opset())
+        data = to_onnx_bytes(model, max_ir_version(), max_opset())
         if len(data) > _MAX_BLOB_BYTES:
             return []
         path = Path(folder) / BLOB_FILE
@@ -162,6 +165,7 @@ class OnnxRuntimeCompiled(CompiledModel):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     reads_artifact_weights = True  # external data read from the .kiln file itself
+    loads_stored_graph = True  # an artifact's proto goes to onnxruntime as it is
 
     def is_available(self) -> Availability:
         try:
@@ -237,13 +241,19 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeCompiled(_session(source, options, level),
                                    model, options)
 
-    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model | StoredGraph, target: Target,
              options: CompileOptions) -> CompiledModel:
         """Open the optimized graph onnxruntime saved, with its optimizers off (they already
-        ran); compile ``model`` when there is none."""
+        ran); when there is none, compile ``model``, or open a stored graph as it is, its
+        weights read from the .kiln file."""
         blob = blobs.get(BLOB_FILE)
-        if blob is None:
+        if blob is None and not isinstance(model, StoredGraph):
             return self.compile(model, target, options)
         self._check(options)
-        return OnnxRuntimeCompiled(_session(bytes(blob), options, "disable"),
-                                   model, options)
+        if blob is not None:
+            session = _session(bytes(blob), options, "disable")
+        else:
+            level = options.extra.get("ort_graph_optimization_level", "all")
+            session = _session(model.onnx_bytes(max_ir_version(), max_opset()), options, level,
+                               weights_folder=model.weights_dir)
+        return OnnxRuntimeCompiled(session, model, options)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from kiln.backends.base import ArtifactWeights, Backend, CompileOptions
+    from kiln.backends.onnx_export import StoredGraph
     from kiln.compiler.target import Target
 
 FORMAT = "kiln-artifact"
@@ -729,11 +730,18 @@ def restore(artifact: Artifact, backend: Backend, target: Target, options: Compi
 
 
 def restore_as_decided(artifact: Artifact, backend: Backend, target: Target,
-                       options: CompileOptions, miss: str | None, model: ir.Model | None = None,
+                       options: CompileOptions, miss: str | None,
+                       model: ir.Model | StoredGraph | None = None,
                        log: Callable[[str], None] | None = None) -> tuple[Any, str | None]:
     """``restore`` once ``restore_miss`` was asked (``miss``): a load decides once whether the
-    blobs serve, and reads that decision twice (where the weights go, then what to build)."""
+    blobs serve, and reads that decision twice (where the weights go, then what to build).
+    ``model`` may be the artifact's ``StoredGraph`` for a backend that ``loads_stored_graph``;
+    it then builds from the stored graph (no blobs) when the blobs do not serve."""
+    from kiln.backends.onnx_export import StoredGraph
+
     model = model if model is not None else artifact.model()
+    if isinstance(model, StoredGraph) and not backend.loads_stored_graph:
+        model = model.model()
     if miss is None:
         compiled = backend.load(artifact.blobs, model, target, options)
         miss = compiled.rebuilt_because  # the blob did not import here
@@ -746,6 +754,8 @@ def restore_as_decided(artifact: Artifact, backend: Backend, target: Target,
     message = f"{artifact.path.name}: rebuilding from {MODEL} because {miss}"
     if log is not None:
         log(message)
+    if isinstance(model, StoredGraph):
+        return backend.load({}, model, target, options), message
     return backend.compile(model, target, options), message
 
 

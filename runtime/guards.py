@@ -33,12 +33,15 @@ import math
 import os
 import threading
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import onnx_ir as ir
 
 from kiln.errors import InputError, ModelError, ResourceError
+
+if TYPE_CHECKING:
+    from kiln.runtime.guards_view import ProtoModel
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -454,10 +457,12 @@ def range_length(start: Any, limit: Any, delta: Any, label: str,
     return max(math.ceil((lim - s) / d), 0)
 
 
-def check_model(model: ir.Model, guards: Guards,
+def check_model(model: ir.Model | ProtoModel, guards: Guards,
                 backend: str | Sequence[str]) -> RuntimeChecks:
     """Refuse statically what would exceed ``guards``; returns the checks feeds need.
 
+    ``model`` is kiln's IR, or a ModelProto seen through ``guards_view.proto_model`` (a load
+    that hands the proto to its engine builds no IR for the guards).
     ``backend`` names the backend(s) the model will run on: OpenVINO's 32-bit counts apply
     when it is among them.
     """
