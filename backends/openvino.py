@@ -6,6 +6,7 @@ BF16 or AMX unless told otherwise, so kiln always sets INFERENCE_PRECISION_HINT.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -121,13 +122,11 @@ class OpenVinoCompiled(CompiledModel):
         fails, the whole blob (``save``)."""
         if weights is None:
             return self.save(folder)
-        import openvino as ov
-
         layout = _layout_of_file(weights.graph)
         if layout is None:  # nothing external to leave out
             return self.save(folder)
         try:
-            core = ov.Core()
+            core = shared_core()
             compiled = core.compile_model(core.read_model(str(weights.graph)), self.device,
                                           self.config | _WEIGHTLESS)
             data = _exported(compiled)
@@ -137,6 +136,17 @@ class OpenVinoCompiled(CompiledModel):
         (Path(folder) / WEIGHTLESS_BLOB_FILE).write_bytes(data)
         (Path(folder) / LAYOUT_FILE).write_text(json.dumps(layout))
         return [WEIGHTLESS_BLOB_FILE, LAYOUT_FILE]
+
+
+@functools.cache
+def shared_core():
+    """The process's one OpenVINO Core. A fresh Core and its device list cost 15-20 ms, and a
+    warm load asked for them four times (availability, then the import); OpenVINO's own
+    guidance is one Core per application. No property is ever set on it: every compile and
+    import passes its config."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _exported(compiled) -> bytes:
@@ -421,7 +431,7 @@ class OpenVinoBackend(Backend):
             return Availability(False, f"openvino is not installed ({exc}); "
                                 "pip install openvino")
         try:
-            devices = ov.Core().available_devices
+            devices = shared_core().available_devices
         except Exception as exc:
             return Availability(False, f"OpenVINO cannot list devices: {exc}", ov.__version__)
         if not devices:
@@ -493,9 +503,7 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailableError(f"openvino is unavailable: {status.reason}")
         if options.precision not in _PRECISION_HINT:
             raise UnsupportedError(f"OpenVINO backend has no precision '{options.precision}'")
-        import openvino as ov
-
-        core = ov.Core()
+        core = shared_core()
         device = options.device or "CPU"
         missing = device_problem(device, core.available_devices)
         if missing:
