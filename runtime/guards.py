@@ -516,6 +516,11 @@ class _Check:
     size: int = 4
 
 
+#: The ops whose inputs ``RuntimeChecks.collect`` follows back to the feeds.
+_FED_OPS = frozenset({"Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
+                      "ScatterND", "Range", "ConstantOfShape", "Expand", "Tile", "Loop"})
+
+
 class RuntimeChecks:
     """Checks of feed values that reach size- or index-sensitive ops directly."""
 
@@ -528,7 +533,8 @@ class RuntimeChecks:
         return len(self.items)
 
     def collect(self, node: ir.Node, estimator: _Estimator) -> None:
-        if node.domain not in ("", "ai.onnx"):
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx") or op not in _FED_OPS:
             return
         graph = node.graph
         if graph is None:
@@ -536,7 +542,6 @@ class RuntimeChecks:
         inputs = {v.name for v in graph.inputs if v.name}
         ins = list(node.inputs) + [None] * 4
         label = _label(node)
-        op = node.op_type
         size = _itemsize(node.outputs[0] if node.outputs else None)
         if op in ("Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
                   "ScatterND"):

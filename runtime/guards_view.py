@@ -27,6 +27,8 @@ import onnx_ir as ir
 
 _UNWRAPPED = ("sequence_type", "optional_type")
 _UNREAD = object()  # a value's shape or dtype before it was first read
+#: ONNX element type code -> DataType, looked up instead of calling the enum per value
+_DTYPES = {int(t): t for t in ir.DataType}
 
 
 def proto_model(proto: onnx.ModelProto, weights_dir: str = "") -> ProtoModel:
@@ -118,10 +120,7 @@ class ProtoValue:
             return None
         else:
             code = tensor.elem_type
-        try:
-            return ir.DataType(code)
-        except ValueError:
-            return None
+        return _DTYPES.get(code)
 
     @property
     def const_value(self) -> ProtoConstant | None:
@@ -139,7 +138,7 @@ class ProtoAttribute:
     def __init__(self, proto: onnx.AttributeProto, graph: ProtoGraph):
         self._proto = proto
         self._graph = graph
-        self.type = ir.AttributeType(proto.type)
+        self.type = proto.type  # an int; ir.AttributeType is an IntEnum and compares equal
 
     @property
     def value(self) -> Any:
