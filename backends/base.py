@@ -120,10 +120,13 @@ class ArtifactWeights:
     ``file`` is the artifact file, its weights member already written; ``graph`` is an ONNX
     file of the optimized graph (``model.onnx``) whose external tensors point into ``file`` at
     their offsets in the whole file: the same places a load of the artifact maps them from.
+    ``start`` is where the weights member's data begins in ``file`` (a blob that refers to the
+    weights as model.onnx does, by offset within the member, subtracts it).
     """
 
     file: Path
     graph: Path
+    start: int = 0
 
 
 class CompiledModel(abc.ABC):

@@ -5,6 +5,7 @@ TensorRT), and read its signature; a loaded artifact's graph as those engines re
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ class StoredGraph:
 
     proto: Any  # onnx.ModelProto
     weights_dir: str
+    #: checks a blob graph's references into the artifact's weights member and points them
+    #: into the .kiln file, as model.onnx's were (``Artifact.attach_weights``)
+    attach: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
     _model: ir.Model | None = dataclasses.field(default=None, repr=False)
 
     def model(self) -> ir.Model:

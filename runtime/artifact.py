@@ -135,10 +135,11 @@ class Artifact:
             self._parsed = self.weights_into(ir.from_proto(proto))
         return self._parsed
 
-    def attach_weights(self, proto: Any) -> None:
-        """Point ``proto``'s external tensors (model.onnx's references into weights.bin) at
-        this artifact's file, at their offset in it; refuse any other location and any tensor
-        whose bytes would leave the member or do not match its dims and type."""
+    def attach_weights(self, proto: Any, member: str = MODEL) -> None:
+        """Point ``proto``'s external tensors (``member``'s references into weights.bin: those
+        of model.onnx, or of a blob graph) at this artifact's file, at their offset in it;
+        refuse any other location and any tensor whose bytes would leave the member or do not
+        match its dims and type."""
         import onnx
         from onnx.external_data_helper import _get_all_tensors
 
@@ -148,7 +149,7 @@ class Artifact:
         for tensor in _get_all_tensors(proto):
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
                 continue
-            where = f"{self.path}: tensor '{tensor.name}' of {MODEL}"
+            where = f"{self.path}: tensor '{tensor.name}' of {member}"
             info = {entry.key: entry.value for entry in tensor.external_data}
             if self.weights is None or info.get("location") != WEIGHTS:
                 raise ArtifactError(f"{where} refers to external data "
@@ -419,7 +420,7 @@ def _put_blobs(zf: zipfile.ZipFile, members: dict[str, dict[str, Any]],
                                          dir=file.parent)
             with os.fdopen(fd, "wb") as out:
                 out.write(_graph_into(model_bytes, file, start))
-            shared = ArtifactWeights(file=file, graph=Path(graph))
+            shared = ArtifactWeights(file=file, graph=Path(graph), start=start)
         try:
             write_blobs(Path(folder), shared)
         finally:

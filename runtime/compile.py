@@ -543,7 +543,7 @@ def artifact_graph(artifact: Artifact, backends: Sequence[str],
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
-    return StoredGraph(proto, str(artifact.path.resolve().parent))
+    return StoredGraph(proto, str(artifact.path.resolve().parent), artifact.attach_weights)
 
 
 def _expands(proto: Any, kiln_ops: frozenset[str]) -> bool:
