@@ -120,10 +120,13 @@ class ArtifactWeights:
     ``file`` is the artifact file, its weights member already written; ``graph`` is an ONNX
     file of the optimized graph (``model.onnx``) whose external tensors point into ``file`` at
     their offsets in the whole file: the same places a load of the artifact maps them from.
+    ``start`` is where the weights member's data begins in ``file`` (a blob that refers to the
+    weights as model.onnx does, by offset within the member, subtracts it).
     """
 
     file: Path
     graph: Path
+    start: int = 0
 
 
 class CompiledModel(abc.ABC):
@@ -181,6 +184,10 @@ class Backend(abc.ABC):
     #: external tensors point into the .kiln file, read by the engine itself. The weights then
     #: stay in the .kiln file instead of being copied out to a file of kiln's own.
     reads_artifact_weights: bool = False
+    #: Whether ``load`` takes a loaded artifact's ``StoredGraph`` (kiln.backends.onnx_export)
+    #: in place of the IR: an engine fed ONNX reads the stored proto as it is, and kiln's IR
+    #: of it is built only if something asks for it.
+    loads_stored_graph: bool = False
 
     @abc.abstractmethod
     def is_available(self) -> Availability:
@@ -228,7 +235,8 @@ class Backend(abc.ABC):
         """Load a model from the files ``CompiledModel.save`` wrote (name -> bytes, already
         verified by the artifact); the default recompiles ``model``. A backend that compiles
         ``model`` after all (its blob did not import here) says why in the result's
-        ``rebuilt_because``."""
+        ``rebuilt_because``. With ``loads_stored_graph``, ``model`` may be a ``StoredGraph``
+        (and ``blobs`` empty: build from the stored graph)."""
         return self.compile(model, target, options)
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +27,13 @@ from kiln.backends.base import (
     NodeTime,
     NoTimersError,
 )
-from kiln.backends.onnx_export import signature, to_onnx_bytes, to_onnx_file
+from kiln.backends.onnx_export import (
+    StoredGraph,
+    ir_model,
+    signature,
+    to_onnx_bytes,
+    to_onnx_file,
+)
 from kiln.errors import BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -57,7 +64,8 @@ _PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 class OpenVinoCompiled(CompiledModel):
     backend = "openvino"
 
-    def __init__(self, compiled, model: ir.Model, config: dict[str, str], device: str,
+    def __init__(self, compiled, model: ir.Model | StoredGraph, config: dict[str, str],
+                 device: str,
                  source: bytes | memoryview | None = None):
         self.compiled = compiled
         self.config = config
@@ -118,7 +126,7 @@ class OpenVinoCompiled(CompiledModel):
         if layout is None:  # nothing external to leave out
             return self.save(folder)
         try:
-            core = _core()
+            core = shared_core()
             compiled = core.compile_model(core.read_model(str(weights.graph)), self.device,
                                           self.config | _WEIGHTLESS)
             data = _exported(compiled)
@@ -131,9 +139,11 @@ class OpenVinoCompiled(CompiledModel):
 
 
 @functools.cache
-def _core():
-    """One OpenVINO Core for the process: each new Core costs its plugins' set-up again, and
-    listing devices on it 8-40 ms (three times per compile before)."""
+def shared_core():
+    """The process's one OpenVINO Core. A fresh Core and its device list cost 15-20 ms, and a
+    warm load asked for them four times (availability, then the import); OpenVINO's own
+    guidance is one Core per application. No property is ever set on it: every compile and
+    import passes its config."""
     import openvino as ov
 
     return ov.Core()
@@ -143,7 +153,7 @@ def _core():
 def _devices() -> tuple[str, ...]:
     """The devices OpenVINO lists, asked once per process (they do not come and go while it
     runs)."""
-    return tuple(_core().available_devices)
+    return tuple(shared_core().available_devices)
 
 
 def _exported(compiled) -> bytes:
@@ -158,37 +168,51 @@ def _layout_digest(spans: list[tuple[int, int]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _external_spans(proto, folder: str) -> tuple[set[str], list[tuple[int, int]]]:
+    """(the files, the (offset, length) spans) of ``proto``'s external tensors, whose
+    locations are relative to ``folder``."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    files, spans = set(), []
+    for tensor in _get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            files.add(os.path.join(folder, info.get("location", "")))
+            spans.append((int(info.get("offset", "0")), int(info["length"])))
+    return files, spans
+
+
 def _layout_of_file(graph: Path) -> dict[str, object] | None:
     """Where the ONNX file ``graph`` has its external tensors (count and ``_layout_digest``),
     None when it has none."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors
 
-    proto = onnx.load(str(graph), load_external_data=False)
-    spans = []
-    for tensor in _get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {entry.key: entry.value for entry in tensor.external_data}
-            spans.append((int(info.get("offset", "0")), int(info["length"])))
+    _, spans = _external_spans(onnx.load(str(graph), load_external_data=False),
+                               str(graph.parent))
     if not spans:
         return None
     return {"tensors": len(spans), "sha256": _layout_digest(spans)}
 
 
-def _weights_file(model: ir.Model, expected: bytes | memoryview | None) -> tuple[str, str | None]:
+def _weights_file(model: ir.Model | StoredGraph,
+                  expected: bytes | memoryview | None) -> tuple[str, str | None]:
     """(the file ``model``'s external tensors map, why a weightless blob cannot take its
     constants from it: None when every external tensor lies in that one file where the
     blob's layout record ``expected`` says)."""
     import onnx_ir as ir
 
-    files, spans = set(), []
-    for graph in model.graphs():
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if isinstance(tensor, ir.ExternalTensor):
-                files.add(str(tensor.path))
-                spans.append((tensor.offset or 0, tensor.length if tensor.length is not None
-                              else tensor.nbytes))
+    if isinstance(model, StoredGraph):
+        files, spans = _external_spans(model.proto, model.weights_dir)
+    else:
+        files, spans = set(), []
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if isinstance(tensor, ir.ExternalTensor):
+                    files.add(str(tensor.path))
+                    spans.append((tensor.offset or 0, tensor.length
+                                  if tensor.length is not None else tensor.nbytes))
     if len(files) != 1:
         return "", (f"its weights are not mapped from one file (from {len(files)}), and "
                     f"{WEIGHTLESS_BLOB_FILE} reads them from the artifact")
@@ -401,6 +425,7 @@ def _without(proto, names: set[str], model: ir.Model):
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    loads_stored_graph = True  # an artifact's blob imports without kiln's IR of its graph
 
     def __init__(self) -> None:
         # id(graph) -> (graph, verdicts, device): query_model results, newest last.
@@ -487,7 +512,7 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailableError(f"openvino is unavailable: {status.reason}")
         if options.precision not in _PRECISION_HINT:
             raise UnsupportedError(f"OpenVINO backend has no precision '{options.precision}'")
-        core = _core()
+        core = shared_core()
         device = options.device or "CPU"
         missing = device_problem(device, list(_devices()))
         if missing:
@@ -534,7 +559,7 @@ class OpenVinoBackend(Backend):
                 f"openvino cannot run {len(refused)} node(s) of this model:\n{listing}"
                 f"{_FALLBACK_HINT}")
 
-    def load(self, blobs: Mapping[str, bytes], model: ir.Model, target: Target,
+    def load(self, blobs: Mapping[str, bytes], model: ir.Model | StoredGraph, target: Target,
              options: CompileOptions) -> CompiledModel:
         """Import the exported compiled model; compile ``model`` when there is none, or when
         OpenVINO does not import it here (``rebuilt_because`` says why).
@@ -547,7 +572,7 @@ class OpenVinoBackend(Backend):
         weightless = blobs.get(WEIGHTLESS_BLOB_FILE)
         blob = blobs.get(BLOB_FILE) if weightless is None else weightless
         if blob is None:
-            return self.compile(model, target, options)
+            return self.compile(ir_model(model), target, options)
         core, device, config = self._prepare(options)
         name, extra = BLOB_FILE, {}
         if weightless is not None:
@@ -571,9 +596,9 @@ class OpenVinoBackend(Backend):
                                  f"{name}: {exc}".rstrip())
         return OpenVinoCompiled(compiled, model, config, device, blob)
 
-    def _rebuilt(self, model: ir.Model, target: Target, options: CompileOptions,
+    def _rebuilt(self, model: ir.Model | StoredGraph, target: Target, options: CompileOptions,
                  why: str) -> CompiledModel:
         """``model`` compiled in place of a blob that did not serve, saying ``why``."""
-        compiled = self.compile(model, target, options)
+        compiled = self.compile(ir_model(model), target, options)
         compiled.rebuilt_because = why
         return compiled

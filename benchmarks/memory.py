@@ -182,7 +182,8 @@ def _ort_dtype(type_name: str) -> str:
 #: (module, attribute) of each step traced, in the order they run
 STEPS = (
     ("kiln.runtime.artifact", "load_artifact"),
-    ("kiln.runtime.compile", "artifact_model"),
+    ("kiln.runtime.compile", "artifact_graph"),
+    ("kiln.backends.onnx_export", "StoredGraph.model"),  # kiln's IR of a loaded graph
     ("kiln.runtime.compile", "import_validated"),
     ("kiln.runtime.guards", "check_model"),
     ("kiln.compiler.pipeline", "optimize"),  # imported by compile at its call

@@ -17,8 +17,10 @@ The steps, in order, one function each:
                          weights wait in a temporary file meanwhile (``runtime/weights.py``)
 
 A ``.kiln`` artifact goes through ``load`` instead: ``choose_backends`` from its manifest,
-``artifact_model`` (parse + validate the stored graph), the guards, then ``restore`` (the
-backend blobs when they fit, else a rebuild) or ``load_partitioned`` for a split model.
+``artifact_graph`` (parse + validate the stored graph), the guards, then ``restore`` (the
+backend blobs when they fit, else a rebuild) or ``load_partitioned`` for a split model. An
+engine fed ONNX (``Backend.loads_stored_graph``) takes the stored proto as it is: the guards
+read the proto, and kiln's IR of the graph is built only if ``Compiled.model`` is asked for.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.backends import registry
 from kiln.backends.base import PRECISIONS, Backend, CompiledModel, CompileOptions, TensorSpec
-from kiln.backends.onnx_export import PARSED_PROTO
+from kiln.backends.onnx_export import StoredGraph
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.reduce import ReduceOptions, needs_reduction
@@ -47,6 +49,7 @@ from kiln.runtime import guards as guards_module
 # it from source took 15-35 ms of the first load
 from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
 from kiln.runtime.collector import older_objects_frozen
+from kiln.runtime.guards_view import proto_model
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
@@ -98,10 +101,12 @@ class BackendChoice:
 
 @dataclasses.dataclass
 class Compiled:
-    """What ``kiln.compile`` decided and built: the optimized graph, the backend's compiled
-    model (``engine``) and everything an artifact's manifest records."""
+    """What ``kiln.compile`` decided and built: the optimized graph (``model``), the backend's
+    compiled model (``engine``) and everything an artifact's manifest records."""
 
-    model: ir.Model
+    #: the optimized graph, or a loaded artifact's stored graph whose IR ``model`` builds
+    #: on first use
+    graph_source: ir.Model | StoredGraph
     engine: CompiledModel
     choice: BackendChoice
     target: Target
@@ -119,6 +124,14 @@ class Compiled:
     artifact: Artifact | None = None
     import_seconds: float = 0.0
     compile_seconds: float = 0.0
+
+    @property
+    def model(self) -> ir.Model:
+        """The optimized graph (onnx_ir.Model). A load that handed its engine the stored proto
+        builds it here, once, on the first request."""
+        if isinstance(self.graph_source, StoredGraph):
+            self.graph_source = self.graph_source.model()
+        return self.graph_source
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -407,16 +420,20 @@ def load(path: str | os.PathLike, backend: str | Sequence[str] = "auto",
     its blobs when they fit this machine and these options, else rebuilt."""
     check_arguments(precision, threads)
     started = time.perf_counter()
-    # the weights member is hashed beside the parse and the engine's build, and checked
-    # before anything built from it is handed out
-    artifact = load_artifact(path, check_weights_later=True)
-    try:
-        compiled = _load_checked(artifact, started, backend, target, precision, threads,
-                                 options)
-    except BaseException:
-        artifact.check_weights()  # damaged weights explain a failure better than the engine
-        raise
-    artifact.check_weights()
+    # a full collection falling inside the load walked every object the process held (with
+    # the compile pipeline imported: ~110 ms of YOLOv8n's guards); as in a compile, the
+    # collector scans only what the load makes
+    with older_objects_frozen():
+        # the weights member is hashed beside the parse and the engine's build, and checked
+        # before anything built from it is handed out
+        artifact = load_artifact(path, check_weights_later=True)
+        try:
+            compiled = _load_checked(artifact, started, backend, target, precision, threads,
+                                     options)
+        except BaseException:
+            artifact.check_weights()  # damaged weights explain a failure better
+            raise
+        artifact.check_weights()
     return compiled
 
 
@@ -445,29 +462,35 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     registry.check_options(list(options))
     compile_options = CompileOptions(precision=precision or "fp32", threads=threads,
                                      device=device, extra=options)
-    graph = artifact_model(artifact, choice.engines, choice.caps().kiln_ops)
-    try:
+    stored = artifact_graph(artifact, choice.engines, choice.caps().kiln_ops)
+    chosen = None if choice.partitioned else registry.get_backend(choice.name)
+    miss = None if chosen is None else restore_miss(artifact, chosen, target, compile_options)
+    placement = None
+    graph: ir.Model | StoredGraph
+    if chosen is not None and chosen.loads_stored_graph and not needs_weights_file(
+            artifact, chosen, miss):
+        # the engine reads the stored proto (and its weights in the .kiln): no IR is built
+        graph = stored
+        checks = guards_module.check_model(proto_model(stored.proto, stored.weights_dir),
+                                           guards, choice.engines)
+        imported = time.perf_counter()
+        engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss, stored)
+    else:
+        graph = stored.model()
         checks = guards_module.check_model(graph, guards, choice.engines)
         imported = time.perf_counter()
-        placement = None
-        if choice.partitioned:
+        if chosen is None:
             from kiln.runtime.executor import load_partitioned
 
-            graph.meta.pop(PARSED_PROTO, None)  # the pieces are cut from the IR
             engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
             placement = engine.placement
         else:
-            chosen = registry.get_backend(choice.name)
-            miss = restore_miss(artifact, chosen, target, compile_options)
             if needs_weights_file(artifact, chosen, miss):
-                graph.meta.pop(PARSED_PROTO, None)  # the weights move: the proto is stale
                 offload_weights(graph)  # as compile does: engines read the weights from a file
             release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
             engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss,
                                              graph)
             release_maps(graph)
-    finally:
-        graph.meta.pop(PARSED_PROTO, None)  # the engine is built; the graph is the user's now
     artifact.release_payload()  # the engine holds what it needs; the manifest stays
     return Compiled(graph, engine, choice, target, compile_options,
                     manifest["pipeline"].get("level"), guards, checks, placement=placement,
@@ -507,12 +530,13 @@ def artifact_target(requested: str | Target, built: str) -> Target:
     return here
 
 
-def artifact_model(artifact: Artifact, backends: Sequence[str],
-                   kiln_ops: frozenset[str] | None = None) -> ir.Model:
+def artifact_graph(artifact: Artifact, backends: Sequence[str],
+                   kiln_ops: frozenset[str] | None = None) -> StoredGraph:
     """The artifact's graph, parsed and validated: hashes prove integrity, not intent.
     kiln-domain ops outside ``kiln_ops`` (None: keep them all) are written back as standard
     ONNX first, so a native artifact also loads on onnxruntime or OpenVINO. The artifact's
-    model bytes are released once parsed."""
+    model bytes are released once parsed; kiln's IR is built by ``StoredGraph.model``, when
+    asked."""
     import onnx_ir as ir
 
     from kiln.compiler.frontend import parse_bytes
@@ -531,9 +555,7 @@ def artifact_model(artifact: Artifact, backends: Sequence[str],
         ExpandKilnOpsPass(keep=kiln_ops)(model)
         proto = ir.to_proto(model)
     validate_proto(proto, name, [kiln_limits(), *limits_of(backends)], mapped)
-    model = artifact.weights_into(ir.from_proto(proto))
-    model.meta[PARSED_PROTO] = proto  # an engine fed ONNX takes it as it is (``_load_checked``)
-    return model
+    return StoredGraph(proto, str(artifact.path.resolve().parent), artifact.attach_weights)
 
 
 def _expands(proto: Any, kiln_ops: frozenset[str]) -> bool:

@@ -33,12 +33,15 @@ import math
 import os
 import threading
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import onnx_ir as ir
 
 from kiln.errors import InputError, ModelError, ResourceError
+
+if TYPE_CHECKING:
+    from kiln.runtime.guards_view import ProtoModel
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -454,10 +457,12 @@ def range_length(start: Any, limit: Any, delta: Any, label: str,
     return max(math.ceil((lim - s) / d), 0)
 
 
-def check_model(model: ir.Model, guards: Guards,
+def check_model(model: ir.Model | ProtoModel, guards: Guards,
                 backend: str | Sequence[str]) -> RuntimeChecks:
     """Refuse statically what would exceed ``guards``; returns the checks feeds need.
 
+    ``model`` is kiln's IR, or a ModelProto seen through ``guards_view.proto_model`` (a load
+    that hands the proto to its engine builds no IR for the guards).
     ``backend`` names the backend(s) the model will run on: OpenVINO's 32-bit counts apply
     when it is among them.
     """
@@ -511,6 +516,11 @@ class _Check:
     size: int = 4
 
 
+#: The ops whose inputs ``RuntimeChecks.collect`` follows back to the feeds.
+_FED_OPS = frozenset({"Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
+                      "ScatterND", "Range", "ConstantOfShape", "Expand", "Tile", "Loop"})
+
+
 class RuntimeChecks:
     """Checks of feed values that reach size- or index-sensitive ops directly."""
 
@@ -523,7 +533,8 @@ class RuntimeChecks:
         return len(self.items)
 
     def collect(self, node: ir.Node, estimator: _Estimator) -> None:
-        if node.domain not in ("", "ai.onnx"):
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx") or op not in _FED_OPS:
             return
         graph = node.graph
         if graph is None:
@@ -531,7 +542,6 @@ class RuntimeChecks:
         inputs = {v.name for v in graph.inputs if v.name}
         ins = list(node.inputs) + [None] * 4
         label = _label(node)
-        op = node.op_type
         size = _itemsize(node.outputs[0] if node.outputs else None)
         if op in ("Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
                   "ScatterND"):

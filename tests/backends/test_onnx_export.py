@@ -77,17 +77,21 @@ def test_a_graph_mapping_a_file_is_exported_with_its_references_or_with_the_byte
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(inline), w)
 
 
-def test_a_parsed_proto_kept_by_the_loader_is_serialized_once_as_it_is():
-    from kiln.backends.onnx_export import PARSED_PROTO, to_onnx_graph_bytes
+def test_a_stored_graph_is_serialized_as_stored_and_builds_its_ir_once_when_asked(
+        monkeypatch):
+    from kiln.backends.onnx_export import StoredGraph, signature
 
     relu = model_from_arrays([helper.make_node("Relu", ["x"], ["y"])],
                              {"x": np.zeros((2,), np.float32)}, ["y"], opset=21)
-    model = ir.from_proto(relu)
-    parsed = onnx.ModelProto.FromString(relu.SerializeToString())
-    parsed.doc_string = "the parsed proto"  # tells the two sources apart
-    model.meta[PARSED_PROTO] = parsed
-    first = onnx.ModelProto.FromString(to_onnx_graph_bytes(model, max_opset=17))
-    assert first.doc_string == "the parsed proto" and first.opset_import[0].version == 17
-    assert PARSED_PROTO not in model.meta  # used once: later calls write the IR out
-    again = onnx.ModelProto.FromString(to_onnx_graph_bytes(model))
-    assert again.doc_string != "the parsed proto" and again.opset_import[0].version == 21
+    relu.doc_string = "the stored proto"
+    stored = StoredGraph(relu, "/nowhere")
+    parsed: list = []
+    real = ir.from_proto
+    monkeypatch.setattr(ir, "from_proto", lambda *a: parsed.append(1) or real(*a))
+    lowered = onnx.ModelProto.FromString(stored.onnx_bytes(max_opset=17))
+    assert lowered.doc_string == "the stored proto" and lowered.opset_import[0].version == 17
+    assert relu.opset_import[0].version == 21  # lowered on a copy: the stored proto stays
+    assert onnx.ModelProto.FromString(stored.onnx_bytes(max_opset=21)) == relu
+    assert signature(stored) == signature(ir.from_proto(relu))
+    assert len(parsed) == 1  # the signature above needed no IR of the stored graph
+    assert stored.model() is stored.model() and len(parsed) == 2

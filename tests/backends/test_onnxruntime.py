@@ -87,3 +87,59 @@ def test_contrib_refusal_follows_onnxruntimes_cpu_kernels(conv_model):
     node.domain = "com.microsoft.nchwc"
     node.op_type = "ReorderInput"
     assert backend.refusal(node) is None
+
+
+def _silu_conv(weight_bytes: int = 2 << 20):
+    """A Conv with ``weight_bytes`` of weights and a SiLU (Sigmoid, Mul) after it: onnxruntime's
+    extended optimizers fuse the SiLU into one of its own ops."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    channels = int((weight_bytes // 4 // 9) ** 0.5)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+        "silu_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                    [1, channels, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 8, 8])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), channels
+
+
+def test_large_weights_are_stored_once_beside_an_extended_blob_that_refers_to_them(
+        tmp_path, monkeypatch):
+    import zipfile
+
+    import onnx
+
+    from kiln.backends import onnxruntime as ort_backend
+    from kiln.runtime import artifact as art
+
+    source, channels = _silu_conv()
+    cold = kiln.Session(source, backend="onnxruntime")
+    path = cold.save(tmp_path / "m.kiln")
+    with zipfile.ZipFile(path) as zf:
+        sizes = {i.filename: i.file_size for i in zf.infolist()}
+        blob = onnx.ModelProto.FromString(zf.read(f"blobs/{ort_backend.EXTENDED_BLOB_FILE}"))
+    assert f"blobs/{ort_backend.BLOB_FILE}" not in sizes
+    assert sizes[f"blobs/{ort_backend.EXTENDED_BLOB_FILE}"] < sizes[art.WEIGHTS] // 100
+    external = [t for t in blob.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and all(
+        {e.key: e.value for e in t.external_data}["location"] == art.WEIGHTS for t in external)
+    assert "Sigmoid" not in {n.op_type for n in blob.graph.node}  # the SiLU was fused
+
+    used: list = []
+    real = ort_backend._attached
+    monkeypatch.setattr(ort_backend, "_attached", lambda *a: used.append(1) or real(*a))
+    x = np.random.default_rng(1).standard_normal((1, channels, 8, 8)).astype(np.float32)
+    expected = cold(x=x)["y"]
+    warm = kiln.Session(str(path), backend="onnxruntime")
+    assert warm.rebuild_reason is None and len(used) == 1
+    np.testing.assert_allclose(warm(x=x)["y"], expected, rtol=1e-5, atol=1e-5)
+    # a load asking for fewer optimizations than the blob holds opens model.onnx instead
+    basic = kiln.Session(str(path), backend="onnxruntime", ort_graph_optimization_level="basic")
+    assert len(used) == 1
+    np.testing.assert_allclose(basic(x=x)["y"], expected, rtol=1e-5, atol=1e-5)

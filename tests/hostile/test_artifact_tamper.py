@@ -314,3 +314,31 @@ def test_forged_weights_member_of_another_size_is_refused(tmp_path, backend):
     forged = _write(tmp_path / "f.kiln", members, rehash=True)
     with pytest.raises(kiln.ArtifactError, match="outside weights.bin"):
         kiln.Session(str(forged))
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("offset", str(2**40), "of blobs/onnxruntime-extended.onnx: .*outside weights.bin"),
+    ("location", "../../etc/passwd", "refers to external data '../../etc/passwd'")])
+def test_forged_onnxruntime_blob_reading_beyond_the_weights_is_refused(tmp_path, key, value,
+                                                                        match):
+    """onnxruntime's extended blob refers to the weights member as model.onnx does, and its
+    references are checked the same way before onnxruntime reads anything."""
+    from onnx import TensorProto
+
+    from kiln.backends.onnxruntime import EXTENDED_BLOB_FILE
+
+    _available("onnxruntime")
+    w = np.ones((2**19, 1), np.float32) * 0.5  # 2 MiB: large enough for the extended blob
+    big = model([h.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 2**19])],
+                [vi("y", [1, 1])], inits=(const("w", w, np.float32),))
+    saved = kiln.Session(big, backend="onnxruntime").save(tmp_path / "w.kiln")
+    members = _members(saved)
+    name = f"{art.BLOBS}{EXTENDED_BLOB_FILE}"
+    blob = ModelProto.FromString(members[name])
+    tensor = next(t for t in blob.graph.initializer
+                  if t.data_location == TensorProto.EXTERNAL)
+    next(e for e in tensor.external_data if e.key == key).value = value
+    members[name] = blob.SerializeToString()
+    forged = _write(tmp_path / "f.kiln", members, rehash=True)
+    with pytest.raises(kiln.ArtifactError, match=match):
+        kiln.Session(str(forged), backend="onnxruntime")
