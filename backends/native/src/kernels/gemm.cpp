@@ -290,7 +290,14 @@ struct BOperand {
   const float* tail = nullptr;
 };
 
-void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
+// Where the microkernel finds A: whole-K panels (offsets == nullptr), or read in place, row
+// i of k group k at data[offsets[k] + i].
+struct AOperand {
+  const float* data;
+  const size_t* offsets = nullptr;
+};
+
+void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOperand& A,
                const BOperand& B, float* C, size_t ldc, const Epilogue& ep_in,
                ThreadPool* pool) {
   if (M == 0 || N == 0) return;
@@ -331,7 +338,7 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
   const size_t mpanels = (M + mr - 1) / mr, npanels = (N + nr - 1) / nr;
   size_t mblocks = (M + mc - 1) / mc, nblocks = (N + nc - 1) / nc;
   if (threads > 1) balance_blocks(threads, mpanels, npanels, mblocks, nblocks);
-  const bool stream_a = M * K * sizeof(float) > cache_sizes().l2 / 2;
+  const bool stream_a = !A.offsets && M * K * sizeof(float) > cache_sizes().l2 / 2;
   // The B micro-panel is reused by every row panel of the M block: prefetching it only pays
   // when it is too large to stay in L1 next to the A panel.
   const bool stream_b =
@@ -352,10 +359,11 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
         const float* bp = !B.ld ? B.data + (j / nr) * K * nr + pc * nr
                           : in_place ? B.data + pc * B.ld + j : B.tail + pc * nr;
         for (size_t i = i0; i < i1; i += mr) {
-          const float* ap = Ap + (i / mr) * K * mr + pc * mr;
+          const float* ap = A.offsets ? A.data + i : A.data + (i / mr) * K * mr + pc * mr;
           const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
                               pc > 0, pc + kc == K, &ep, stream_a, stream_b,
-                              in_place && B.ld ? B.ld : nr};
+                              in_place && B.ld ? B.ld : nr,
+                              A.offsets ? A.offsets + pc : nullptr};
           kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
         }
       }
@@ -376,7 +384,13 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float
 void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* Ap,
                       const float* Bp, float* C, size_t ldc, const Epilogue& ep,
                       ThreadPool* pool) {
-  gemm_core(kern, M, N, K, Ap, BOperand{Bp}, C, ldc, ep, pool);
+  gemm_core(kern, M, N, K, AOperand{Ap}, BOperand{Bp}, C, ldc, ep, pool);
+}
+
+void gemm_in_place_a_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* A,
+                          const size_t* a_offsets, const float* Bp, float* C, size_t ldc,
+                          const Epilogue& ep, ThreadPool* pool) {
+  gemm_core(kern, M, N, K, AOperand{A, a_offsets}, BOperand{Bp}, C, ldc, ep, pool);
 }
 
 void gemm_in_place_b_core(const GemmKernel& kern, size_t M, size_t N, size_t K,
@@ -389,7 +403,7 @@ void gemm_in_place_b_core(const GemmKernel& kern, size_t M, size_t N, size_t K,
     tail = gemm_scratch(kScratchB, K * nr);
     pack_b_panels(nr, false, K, N - full, B + full, ldb, tail, nullptr);
   }
-  gemm_core(kern, M, N, K, Ap, BOperand{B, ldb, tail}, C, ldc, ep, pool);
+  gemm_core(kern, M, N, K, AOperand{Ap}, BOperand{B, ldb, tail}, C, ldc, ep, pool);
 }
 
 // ---------------------------------------------------------------- packed operands
