@@ -10,11 +10,11 @@ with its own instrument: native's executor clock, onnxruntime's profiler, OpenVI
 performance counters (``PERF_COUNT``). Engines take turns in ``--rounds`` rounds of ``--runs``
 profiled calls; a node's figure is its median over every profiled call.
 
-An engine's node is matched to a Conv of the ONNX file by name: native keeps the Conv's name;
-onnxruntime names a fused conv after the last output of the fusion (the Relu's, say) plus a
-suffix (``_nchwc``); OpenVINO after the Conv (``n7/WithoutBiases``). Convs of one shape
-(C_in, C_out, kernel, stride, groups, H x W) are then summed, so a row compares like with like
-whatever each engine fused. Time outside the matched convs is reported per engine as "other"
+An engine's conv node is matched to the ONNX file's convs by shape (C_in, C_out, kernel,
+stride, groups, H x W), read from that engine's own graph: native's plan (input and weight
+shapes, strides), onnxruntime's profile events (input and output shapes), OpenVINO's runtime
+model. Convs of one shape are summed, so a row compares like with like whatever each engine
+fused into its convs or named them. Time outside the convs is reported per engine as "other"
 (pooling, concat, reorders between layouts, standalone BatchNorm/Relu...).
 """
 
@@ -37,8 +37,6 @@ from kiln.zoo import light_model  # noqa: E402
 
 ENGINES = ("native", "onnxruntime", "openvino")
 RESULTS = Path(__file__).parent / "results"
-#: ops a peer may fold into the conv before it: the fused node takes the name of the last
-FOLLOWERS = {"Relu", "BatchNormalization", "Add", "Sum", "Clip", "LeakyRelu", "Sigmoid"}
 
 
 @dataclass(frozen=True)
@@ -77,20 +75,28 @@ class ConvShape:
         return f"{self.kh}x{self.kw}"
 
 
-def conv_shapes(model: onnx.ModelProto) -> tuple[dict[str, ConvShape], dict[str, str]]:
-    """Conv node name -> shape, and every name an engine may give that conv -> its name."""
+def shape_of(x: list[int], w: list[int], y: list[int], stride: int | None = None,
+             groups: int | None = None) -> ConvShape:
+    """The conv shape from input, weight (OIHW, or GOIHW) and output dims; stride and groups
+    derived from them when not given."""
+    if len(w) == 5:  # grouped weights [G, K/G, C/G, kh, kw]
+        groups, w = w[0], [w[0] * w[1], *w[2:]]
+    if groups is None:
+        groups = max(1, x[1] // w[1])
+    if stride is None:
+        stride = max(1, round(x[2] / y[2]))
+    return ConvShape(x[1], w[0], w[2], w[3], stride, groups, x[2], x[3], y[2], y[3])
+
+
+def onnx_convs(model: onnx.ModelProto) -> dict[str, ConvShape]:
+    """Conv node name -> its shape, by ONNX shape inference."""
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     dims: dict[str, list[int]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
     for init in inferred.graph.initializer:
         dims[init.name] = list(init.dims)
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in inferred.graph.node:
-        for i in node.input:
-            consumers[i].append(node)
     shapes: dict[str, ConvShape] = {}
-    aliases: dict[str, str] = {}
     for node in inferred.graph.node:
         if node.op_type != "Conv":
             continue
@@ -98,37 +104,20 @@ def conv_shapes(model: onnx.ModelProto) -> tuple[dict[str, ConvShape], dict[str,
         if not x or not w or not y or 0 in x + w + y:
             raise SystemExit(f"no static shape for conv {node.name}: x {x} w {w} y {y}")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        groups = int(attrs.get("group", 1))
-        stride = int(list(attrs.get("strides", [1]))[0])
-        shapes[node.name] = ConvShape(x[1], w[0], w[2], w[3], stride, groups, x[2], x[3],
-                                      y[2], y[3])
-        aliases[node.name] = node.name
-        out = node.output[0]
-        aliases.setdefault(out, node.name)
-        # The chain of followers a peer fuses: each output names the same conv.
-        while len(consumers[out]) == 1 and consumers[out][0].op_type in FOLLOWERS:
-            out = consumers[out][0].output[0]
-            aliases.setdefault(out, node.name)
-    return shapes, aliases
-
-
-def conv_of(engine: str, name: str, aliases: dict[str, str]) -> str | None:
-    """The ONNX conv an engine's node name stands for, or None."""
-    if engine == "openvino":
-        name = name.split("/")[0]
-    elif engine == "onnxruntime":
-        for suffix in ("_nchwc", "_token_0", "_output_0"):
-            name = name.removesuffix(suffix)
-    return aliases.get(name)
+        shapes[node.name] = shape_of(x, w, y, int(list(attrs.get("strides", [1]))[0]),
+                                     int(attrs.get("group", 1)))
+    return shapes
 
 
 class Engine:
-    """One engine's profiled session: ``profile(runs)`` appends {node name: [us...]}."""
+    """One engine's profiled session: ``profile(runs)`` appends {node name: [us...]};
+    ``convs`` maps its conv nodes' names to their shapes."""
 
     def __init__(self, engine: str, path: Path, threads: int, feeds: dict[str, np.ndarray]):
         self.name, self.feeds = engine, feeds
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.ops: dict[str, str] = {}
+        self.convs: dict[str, ConvShape] = {}
         self.calls = 0
         self.profiled: list[int] = []  # onnxruntime: indices of the profiled calls
         if engine == "native":
@@ -136,6 +125,21 @@ class Engine:
 
             self.sess = Session(path, backend="native", threads=threads, fallback=None,
                                 profile=True)
+            compiled = self.sess._compiled
+            known = dict(compiled.value_shapes)
+            known.update({i.name: (tuple(i.shape), 4) for i in self.sess.inputs})
+            for seg in compiled.segments:
+                low = seg.lowered
+                for node in low.nodes:
+                    if node.op not in ("Conv", "FusedConv") or node.inputs[1] not in low.constants:
+                        continue
+                    x = known.get(low.value_names[node.inputs[0]])
+                    y = known.get(low.value_names[node.outputs[0]])
+                    w = list(low.constants[node.inputs[1]].shape)
+                    if x and y and len(w) == 4:
+                        self.convs[node.name] = shape_of(
+                            list(x[0]), w, list(y[0]), int(node.attrs.get("strides", [1])[0]),
+                            int(node.attrs.get("group", 1)))
         elif engine == "onnxruntime":
             import onnxruntime as ort
 
@@ -152,6 +156,17 @@ class Engine:
                 "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"})
             self.compiled = compiled
             self.sess = compiled.create_infer_request()
+            for op in compiled.get_runtime_model().get_ordered_ops():
+                rt = op.get_rt_info()
+                kind = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
+                if kind != "Convolution" or op.get_input_size() < 2:
+                    continue
+                dims = [op.input(i).get_partial_shape() for i in range(2)]
+                out = op.output(0).get_partial_shape()
+                if any(d.is_dynamic for d in [*dims, out]):
+                    continue
+                self.convs[op.get_friendly_name()] = shape_of(
+                    list(dims[0].to_shape()), list(dims[1].to_shape()), list(out.to_shape()))
 
     def warm(self, n: int) -> None:
         for _ in range(n):
@@ -159,12 +174,10 @@ class Engine:
 
     def _run(self) -> None:
         self.calls += 1
-        if self.name == "native":
-            self.sess.run(None, self.feeds)
-        elif self.name == "onnxruntime":
-            self.sess.run(None, self.feeds)
-        else:
+        if self.name == "openvino":
             self.sess.infer(self.feeds)
+        else:
+            self.sess.run(None, self.feeds)
 
     def profile(self, runs: int) -> None:
         if self.name == "native":
@@ -199,10 +212,16 @@ class Engine:
         for e in events:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
-            if any(lo <= e["ts"] <= hi for lo, hi in windows):
-                name = e["name"].removesuffix("_kernel_time")
-                self.samples[name].append(float(e["dur"]))
-                self.ops[name] = e.get("args", {}).get("op_name", "?")
+            if not any(lo <= e["ts"] <= hi for lo, hi in windows):
+                continue
+            name = e["name"].removesuffix("_kernel_time")
+            args = e.get("args", {})
+            self.samples[name].append(float(e["dur"]))
+            self.ops[name] = args.get("op_name", "?")
+            ins = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+            outs = [next(iter(d.values())) for d in args.get("output_type_shape", [])]
+            if "Conv" in self.ops[name] and len(ins) >= 2 and outs and len(ins[0]) == 4:
+                self.convs[name] = shape_of(ins[0], ins[1], outs[0])
 
     def medians(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self.samples.items() if v}
@@ -220,7 +239,7 @@ def feeds_for(path: Path) -> dict[str, np.ndarray]:
 def profile_model(name: str, threads: int, rounds: int, runs: int, warmup: int,
                   engines: list[str]) -> dict:
     path = light_model(name)
-    shapes, aliases = conv_shapes(onnx.load(str(path)))
+    shapes = onnx_convs(onnx.load(str(path)))
     feeds = feeds_for(path)
     opened = {e: Engine(e, path, threads, feeds) for e in engines}
     for eng in opened.values():
@@ -234,17 +253,21 @@ def profile_model(name: str, threads: int, rounds: int, runs: int, warmup: int,
     for e, eng in opened.items():
         eng.finish()
         med = eng.medians()
-        per_conv: dict[str, float] = defaultdict(float)
+        per_shape: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         other: dict[str, float] = defaultdict(float)
         for node, us in med.items():
-            conv = conv_of(e, node, aliases)
-            if conv is not None:
-                per_conv[conv] += us
+            shape = eng.convs.get(node)
+            if shape is not None:
+                per_shape[json.dumps(vars(shape))][0] += us
+                per_shape[json.dumps(vars(shape))][1] += 1
             else:
                 other[eng.ops.get(node, "?")] += us
-        out["engines"][e] = {"conv": dict(per_conv), "other": dict(other),
+        out["engines"][e] = {"conv": dict(per_shape), "other": dict(other),
                              "total_us": sum(med.values())}
-    out["shapes"] = {k: vars(v) for k, v in shapes.items()}
+    counts: dict[str, int] = defaultdict(int)
+    for shape in shapes.values():
+        counts[json.dumps(vars(shape))] += 1
+    out["onnx_convs"] = dict(counts)
     return out
 
 
@@ -261,40 +284,42 @@ def report(results: list[dict], engines: list[str], threads: int, load: tuple) -
         "# Conv time per shape: native vs onnxruntime vs OpenVINO (fp32, batch 1)",
         "",
         f"Generated by `python benchmarks/conv_nodes.py --threads {threads}`; each engine's own "
-        "per-node instrument, median per node, convs of one shape summed (n = how many). "
-        "GF/s = GFLOP/s of the conv's multiply-adds. ratio = native / better peer. "
-        "A shared, noisy machine (2 cores); 1-minute load average "
+        "per-node instrument, median per node, convs of one shape summed (n = convs of that "
+        "shape in the ONNX file; an engine's count differs when it made convs of its own, e.g. "
+        "a BatchNorm as a 1x1). GF/s = GFLOP/s of the conv's multiply-adds. ratio = native / "
+        "better peer. A shared, noisy machine (2 cores); 1-minute load average "
         f"{load[0]:.2f} before, {load[1]:.2f} after.",
         "",
     ]
-    class_rows: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    classes: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(lambda: [0.0, 0.0]))
     for res in results:
-        shapes = {k: ConvShape(**v) for k, v in res["shapes"].items()}
-        groups: dict[ConvShape, list[str]] = defaultdict(list)
-        for conv, shape in shapes.items():
-            groups[shape].append(conv)
+        keys = set(res["onnx_convs"])
+        for e in engines:
+            keys |= set(res["engines"][e]["conv"])
         lines += [f"## {res['model']} ({threads} thread{'s' if threads > 1 else ''})", "",
                   "| shape (C_in->C_out k s g @HxW) | class | n | "
                   + " | ".join(f"{e} us | {e} GF/s" for e in engines) + " | ratio |",
                   "|---|---|---:|" + "---:|---:|" * len(engines) + "---:|"]
         rows = []
-        for shape, convs in groups.items():
-            times = {}
+        for key in keys:
+            shape = ConvShape(**json.loads(key))
+            n = res["onnx_convs"].get(key, 0)
+            times: dict[str, float | None] = {}
             for e in engines:
-                per = res["engines"][e]["conv"]
-                got = [per[c] for c in convs if c in per]
-                times[e] = sum(got) if got else None
-            flops = shape.flops() * len(convs)
-            rows.append((times.get("native") or 0.0, shape, convs, times, flops))
-            for e in engines:
-                if times[e] is not None:
-                    class_rows[(res["model"], shape.shape_class())][e] += times[e]
-            class_rows[(res["model"], shape.shape_class())]["flops"] += flops
-        for _, shape, convs, times, flops in sorted(rows, key=lambda r: -r[0]):
+                got = res["engines"][e]["conv"].get(key)
+                times[e] = got[0] if got else None
+                if got:
+                    cell = classes[(res["model"], shape.shape_class())][e]
+                    cell[0] += got[0]
+                    cell[1] += shape.flops() * got[1]
+            rows.append((times.get("native") or 0.0, shape, n, times))
+        for _, shape, n, times in sorted(rows, key=lambda r: -r[0]):
+            flops = shape.flops() * max(n, 1)
             peers = [times[e] for e in engines if e != "native" and times[e]]
             ratio = f"{times['native'] / min(peers):.2f}" if peers and times.get("native") \
                 else "-"
-            lines.append(f"| {shape.label()} | {shape.shape_class()} | {len(convs)} | "
+            lines.append(f"| {shape.label()} | {shape.shape_class()} | {n} | "
                          + " | ".join(f"{fmt(times[e])} | {gflops(flops, times[e])}"
                                       for e in engines) + f" | {ratio} |")
         lines.append("")
@@ -302,19 +327,22 @@ def report(results: list[dict], engines: list[str], threads: int, load: tuple) -
         lines.append("|---|---:|---:|---:|---|")
         for e in engines:
             d = res["engines"][e]
+            conv_us = sum(v[0] for v in d["conv"].values())
             top = sorted(d["other"].items(), key=lambda kv: -kv[1])[:6]
-            lines.append(f"| {e} | {sum(d['conv'].values()):.0f} | "
-                         f"{sum(d['other'].values()):.0f} | {d['total_us']:.0f} | "
+            lines.append(f"| {e} | {conv_us:.0f} | {sum(d['other'].values()):.0f} | "
+                         f"{d['total_us']:.0f} | "
                          + ", ".join(f"{op} {us:.0f}" for op, us in top) + " |")
         lines.append("")
     lines += ["## By shape class", "",
               "| model | class | " + " | ".join(f"{e} us | {e} GF/s" for e in engines)
               + " | ratio |", "|---|---|" + "---:|---:|" * len(engines) + "---:|"]
-    for (model, cls), t in sorted(class_rows.items()):
-        peers = [t[e] for e in engines if e != "native" and t.get(e)]
-        ratio = f"{t['native'] / min(peers):.2f}" if peers and t.get("native") else "-"
+    for (model, cls), t in sorted(classes.items()):
+        us = {e: t[e][0] if e in t else None for e in engines}
+        peers = [us[e] for e in engines if e != "native" and us[e]]
+        ratio = f"{us['native'] / min(peers):.2f}" if peers and us.get("native") else "-"
         lines.append(f"| {model} | {cls} | "
-                     + " | ".join(f"{fmt(t.get(e))} | {gflops(t['flops'], t.get(e))}"
+                     + " | ".join(f"{fmt(us[e])} | "
+                                  f"{gflops(t[e][1], us[e]) if e in t else '-'}"
                                   for e in engines) + f" | {ratio} |")
     return "\n".join(lines) + "\n"
 
