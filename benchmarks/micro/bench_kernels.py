@@ -147,7 +147,7 @@ def main() -> None:
                 conv.setdefault((isa, s.name), []).append(g)
                 algos[s.name] = algo
             for s in WINOGRAD_CANDIDATES:
-                for algo in ("im2col", "winograd"):
+                for algo in ("im2col", "winograd", "implicit"):
                     g, _ = conv_gflops(s, 1, args.seconds / 2, algo)
                     wino.setdefault((isa, s.name, algo), []).append(g)
         if not args.skip_peers:
@@ -236,20 +236,24 @@ def main() -> None:
             )
     lines += [
         "",
-        "## 3x3 stride-1 layers: im2col vs Winograd F(4x4, 3x3) (one thread)",
+        "## 3x3 stride-1 layers: im2col vs Winograd F(4x4, 3x3) vs implicit GEMM (one thread)",
         "",
         "Effective GFLOP/s (direct-convolution flops / time), best round. `auto` picks "
-        "Winograd for C, K >= 16 with >= 16 tiles or weights within L2 (kernels/conv.cpp).",
+        "Winograd for C >= 16, K >= 64 with >= 16 tiles or weights within L2, else the "
+        "implicit GEMM (kernels/conv.cpp). Weights stay hot in this loop; in a model they "
+        "come from memory, which costs Winograd's 4x larger weights most.",
         "",
-        "| layer | ISA | im2col | winograd | speed-up | auto picks |",
-        "|---|---|---:|---:|---:|---|",
+        "| layer | ISA | im2col | winograd | implicit | winograd / im2col | auto picks |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for s in WINOGRAD_CANDIDATES:
         for isa in simd:
             a = max(wino[(isa, s.name, "im2col")])
             w = max(wino[(isa, s.name, "winograd")])
+            i = max(wino[(isa, s.name, "implicit")])
             picked = conv_gflops(s, 1, 0.01)[1]
-            lines.append(f"| {s.name} | {isa} | {a:.1f} | {w:.1f} | {w / a:.2f}x | {picked} |")
+            lines.append(f"| {s.name} | {isa} | {a:.1f} | {w:.1f} | {i:.1f} | {w / a:.2f}x "
+                         f"| {picked} |")
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

@@ -13,6 +13,7 @@
 
 #include "cpu.h"
 #include "executor.h"
+#include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/ukernels.h"
@@ -224,6 +225,46 @@ void test_sgemm() {
                 std::to_string(K) + " trans=" + std::to_string(trans),
             got.data(), want.data(), got.size(), 1e-4f, 1e-4f);
     }
+  g.done(isa_name(active_isa()), sgemm_kernel_name());
+}
+
+// The implicit-GEMM conv (the tile kernel reading A in place through per-k offsets, the
+// product transposed into NCHW) against the reference loops: pads, dilation, groups, batch,
+// a 1x1, with and without a residual.
+void test_conv_implicit() {
+  Group g("conv implicit");
+  struct Shape {
+    size_t n, c, h, w, k, kh, kw, pt, pl, pb, pr, dh, dw, groups;
+  };
+  const Shape shapes[] = {{1, 5, 7, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+                          {2, 6, 6, 5, 20, 3, 3, 2, 0, 1, 1, 1, 2, 2},
+                          {1, 16, 7, 7, 37, 1, 1, 0, 0, 0, 0, 1, 1, 1},
+                          {1, 3, 12, 13, 8, 5, 5, 2, 2, 2, 2, 1, 1, 1}};
+  int variant = 0;
+  for (const Shape& s : shapes) {
+    Conv2dParams p;
+    p.N = s.n, p.C = s.c, p.H = s.h, p.W = s.w, p.K = s.k, p.kh = s.kh, p.kw = s.kw;
+    p.pad_top = s.pt, p.pad_left = s.pl, p.pad_bottom = s.pb, p.pad_right = s.pr;
+    p.dilation_h = s.dh, p.dilation_w = s.dw, p.groups = s.groups;
+    const size_t out = p.N * p.K * p.out_h() * p.out_w();
+    auto x = randv(p.N * p.C * p.H * p.W), w = randv(p.K * (p.C / p.groups) * p.kh * p.kw);
+    auto bias = randv(p.K), res = randv(out);
+    for (int with_residual = 0; with_residual < 2; ++with_residual, ++variant) {
+      Epilogue ep;
+      ep.bias_kind = BiasKind::per_row;
+      ep.bias = bias.data();
+      ep.residual = with_residual ? res.data() : nullptr;
+      ep.act = variant % 2 ? Activation::relu : Activation::silu;
+      std::vector<float> got(out), want(out);
+      Conv2d conv(p, w.data(), ConvAlgo::implicit);
+      conv.run(x.data(), got.data(), ep, nullptr);
+      conv2d_reference(p, x.data(), w.data(), want.data(), ep);
+      check("conv implicit " + std::to_string(p.C) + "->" + std::to_string(p.K) + " " +
+                std::to_string(p.kh) + "x" + std::to_string(p.kw) +
+                (with_residual ? " residual" : ""),
+            got.data(), want.data(), out, 1e-4f, 1e-4f);
+    }
+  }
   g.done(isa_name(active_isa()), sgemm_kernel_name());
 }
 
@@ -587,6 +628,7 @@ int main(int argc, char** argv) {
 #undef KILN_INT8_GEMM_UKERNEL
 
   test_sgemm();
+  test_conv_implicit();
   test_int8_fused();
   if (expect || record) test_plans(expect, record);
 

@@ -1,5 +1,5 @@
-"""The f32 conv2d kernels (1x1 GEMM, im2col, depthwise, Winograd, direct, reference) on every
-ISA path, against a float64 numpy convolution."""
+"""The f32 conv2d kernels (1x1 GEMM, im2col, depthwise, Winograd, direct, implicit GEMM,
+reference) on every ISA path, against a float64 numpy convolution."""
 
 from __future__ import annotations
 
@@ -115,6 +115,12 @@ CASES = [
     Case(1, 3, 16, 45, 6, 4, 4, strides=(3, 3), pads=(2, 2, 1, 1)),  # stride 3, even kernel
     Case(1, 3, 6, 200, 16, 1, 5, pads=(0, 2, 0, 2)),  # one row of taps, pads wider than kw/2
     Case(3, 1, 9, 40, 16, 3, 3, pads=(1, 1, 1, 1)),  # 2 threads: row ranges across images
+    # implicit GEMM: a 1x1 on a 7x7 map (auto picks it), channels not a multiple of any nr,
+    # pixels not a multiple of any mr; dilated, asymmetric pads, batch; grouped with residual
+    Case(1, 40, 7, 7, 70, 1, 1),
+    Case(2, 9, 6, 5, 37, 3, 3, pads=(2, 0, 1, 1), dilations=(1, 2)),
+    Case(1, 128, 7, 7, 32, 3, 3, pads=(1, 1, 1, 1)),
+    Case(1, 12, 9, 10, 20, 3, 3, pads=(1, 1, 1, 1), groups=2),
 ]
 
 
@@ -128,6 +134,8 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("winograd")
     if case.groups == 1 and case.c * case.kh <= 64 and case.kw <= 16:
         algos.append("direct")
+    if case.strides == (1, 1):
+        algos.append("implicit")
     return algos
 
 
@@ -180,19 +188,27 @@ def test_auto_picks_the_specialised_algorithm() -> None:
 
     assert used(CASES[0]) == "gemm_1x1"
     # an image stem (3 input channels) on a SIMD path: the direct kernel
-    assert used(CASES[3]) == ("direct" if native.best_isa() != "generic" else "im2col")
-    assert used(Case(1, 8, 10, 12, 8, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
+    assert used(CASES[3]) == ("direct" if native.best_isa() != "generic" else "implicit")
+    # stride 1, kernel > 1x1: no patch matrix, the implicit GEMM
+    assert used(Case(1, 8, 10, 12, 8, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
     assert used(CASES[10]) == "depthwise"
-    wide = Case(1, 64, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))
+    wide = Case(1, 64, 16, 16, 64, 3, 3, pads=(1, 1, 1, 1))
     assert used(wide) == "winograd"
     # F(4,3)'s 36 GEMMs reduce over C alone: below 64 channels only large maps pay
-    assert used(Case(1, 32, 16, 16, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
-    assert used(Case(1, 32, 28, 28, 16, 3, 3, pads=(1, 1, 1, 1))) == "winograd"
-    # and on a 7x7 map its 4 tiles leave most of every GEMM panel empty
-    assert used(Case(1, 64, 7, 7, 16, 3, 3, pads=(1, 1, 1, 1))) == "im2col"
+    assert used(Case(1, 32, 16, 16, 64, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
+    assert used(Case(1, 32, 28, 28, 64, 3, 3, pads=(1, 1, 1, 1))) == "winograd"
+    # and their rows are output channels: below 64 of them the implicit GEMM
+    assert used(Case(1, 64, 28, 28, 32, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
+    # on a 7x7 map its 4 tiles leave most of every GEMM panel empty
+    assert used(Case(1, 64, 7, 7, 64, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
+    # stride 2 has no in-place rows: im2col
+    assert used(Case(1, 64, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "im2col"
+    # a 1x1 on a 7x7 map wastes 15 of 64 pixel lanes: implicit; on 14x14, 12 of 208: GEMM
+    assert used(Case(1, 64, 7, 7, 64, 1, 1)) == "implicit"
+    assert used(Case(1, 64, 14, 14, 64, 1, 1)) == "gemm_1x1"
     try:
         K.set_winograd_enabled(False)
-        assert used(wide) == "im2col"
+        assert used(wide) == "implicit"
     finally:
         K.set_winograd_enabled(True)
 
@@ -214,9 +230,10 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
     if isa == "avx512":  # 8-lane AVX2 vectors waste less of a 7-wide row: direct wins there
         narrow.append(Case(1, 3, 7, 7, 512, 3, 3, pads=(1, 1, 1, 1)))
     for case in stems:
-        assert used(case) == ("im2col" if isa == "generic" else "direct"), str(case)
+        fallback = "implicit" if case.strides == (1, 1) else "im2col"
+        assert used(case) == (fallback if isa == "generic" else "direct"), str(case)
     for case in narrow:
-        assert used(case) == "im2col", str(case)
+        assert used(case) == "implicit", str(case)
 
 
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
@@ -385,7 +402,7 @@ def test_conv_cache_builds_once_per_input_shape() -> None:
         tol = tolerance(case)
         np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
     assert cache.size == 3
-    assert cache.packed_forms == 1  # three shapes, all im2col: the weights packed once
+    assert cache.packed_forms == 1  # three shapes, all implicit: the weights packed once
 
 
 def test_conv_cache_packs_each_weight_form_once() -> None:
@@ -394,7 +411,7 @@ def test_conv_cache_packs_each_weight_form_once() -> None:
     rng = np.random.default_rng(9)
     w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
     cache = K.Conv2dCache(w)
-    sizes = [(6, 6), (40, 40), (7, 5), (36, 44)]  # im2col, winograd, im2col, winograd
+    sizes = [(6, 6), (40, 40), (7, 5), (36, 44)]  # implicit, winograd, implicit, winograd
     forms = []
     for h, wd in sizes:
         x = rng.standard_normal((1, 64, h, wd), dtype=np.float32)

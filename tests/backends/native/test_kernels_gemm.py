@@ -186,6 +186,26 @@ def test_gemm_many_blocks_and_threads(isa: str) -> None:
         K.set_gemm_blocking(0, 0, 0)
 
 
+def test_gemm_short_k_large_c_walks_rows_first(isa: str) -> None:
+    """A short K and a C larger than L2 run row panels outermost (sequential C rows): the
+    product, the per-row bias, the residual and the activation are the same, on one thread
+    and two, with K in one block and in several."""
+    rng = np.random.default_rng(11)
+    m, n, k = 150, 3700, 45  # C: 2.2 MB, above a 2 MiB L2
+    a, b = make((m, k), rng), make((k, n), rng)
+    bias, residual = make((m,), rng), make((m, n), rng)
+    want = gemm_ref(a, b, False, False, bias, "per_row", residual, "relu")
+    for kc in (0, 16):
+        try:
+            K.set_gemm_blocking(kc, 0, 0)
+            for threads in (1, 2):
+                got = K.gemm(a, b, bias=bias, bias_kind="per_row", residual=residual,
+                             activation="relu", threads=threads)
+                check(got, want, k)
+        finally:
+            K.set_gemm_blocking(0, 0, 0)
+
+
 @pytest.mark.parametrize("last_columns", [1, 7, 8, 9, 15, 16, 17, 31])
 def test_gemm_narrow_last_panel(isa: str, last_columns: int) -> None:
     """A last column panel of at most half the tile width is computed by a narrower tile:

@@ -58,8 +58,15 @@ constexpr size_t kWinogradMinChannels = 64;
 constexpr size_t kWinogradMinTilesFewChannels = 49;
 constexpr size_t kWinogradMinTiles = 16;
 
+// Below 64 output channels the 36 GEMMs have few rows and the implicit GEMM wins (DenseNet's
+// 128 -> 32 3x3, Xeon, one thread: 14x14 200 us F(4,3) vs 110 us implicit, 28x28 530 vs
+// 430 us, 56x56 level).
+constexpr size_t kWinogradMinOutChannels = 64;
+
 bool winograd_wins(const Conv2dParams& p) {
-  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 || p.K < 16) return false;
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 ||
+      p.K < kWinogradMinOutChannels)
+    return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
   if (p.C < kWinogradMinChannels && tiles < kWinogradMinTilesFewChannels) return false;
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
@@ -103,6 +110,26 @@ bool direct_wins(const Conv2dParams& p) {
                                double(round_up(p.out_h() * p.out_w(), kern.nr)) +
                            kIm2colColumnCost * cols;
   return direct_cost <= gemm_cost;
+}
+
+// The implicit GEMM (output channels in vector lanes, pixels in rows, the input read in place)
+// against the two that put pixels in the lanes. Measured on the Xeon (AVX-512, one thread):
+// - kh x kw > 1 at stride 1, where im2col would write a patch matrix kh * kw times the input:
+//   implicit wins everywhere measured (3x3 512 -> 512 at 7x7 2360 -> 1950 us, 256 -> 256 at
+//   14x14 2010 -> 1780 us, DenseNet's 128 -> 32 at 7x7 125 -> 33 us, Inception's 5x5
+//   1.6-2x); so it takes every such conv Winograd does not (winograd_wins).
+// - 1x1: the pixel-lane GEMM rounds the columns up to whole (or half) nr-wide panels, so a
+//   7x7 map computes 64 columns for 49 (2048 -> 512: 890 -> 740 us implicit) and a 6x6 map
+//   48 for 36; on larger maps that waste is under 10%, and the implicit path's transpose
+//   and strided input rows lose (1x1 at 28x28: 680 vs 1100 us). Implicit when the padded
+//   columns exceed the live ones by more than 15%.
+bool implicit_wins(const Conv2dParams& p) {
+  if (p.stride_h != 1 || p.stride_w != 1) return false;
+  if (p.kh * p.kw > 1) return true;
+  const size_t nr = gemm_kernel(active_isa()).nr, cols = p.out_h() * p.out_w();
+  const size_t tail = cols % nr;
+  const size_t computed = cols / nr * nr + (tail == 0 ? 0 : tail <= nr / 2 ? nr / 2 : nr);
+  return double(computed) > 1.15 * double(cols);
 }
 
 bool is_pointwise(const Conv2dParams& p) {
@@ -176,6 +203,7 @@ const char* conv_algo_name(ConvAlgo algo) {
     case ConvAlgo::depthwise: return "depthwise";
     case ConvAlgo::winograd: return "winograd";
     case ConvAlgo::direct: return "direct";
+    case ConvAlgo::implicit: return "implicit";
   }
   return "?";
 }
@@ -218,7 +246,7 @@ void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, flo
 
 namespace {
 
-enum class WeightForm { plain = 0, gemm = 1, winograd = 2, direct = 3 };
+enum class WeightForm { plain = 0, gemm = 1, winograd = 2, direct = 3, implicit = 4 };
 
 WeightForm form_of(ConvAlgo algo) {
   switch (algo) {
@@ -226,6 +254,7 @@ WeightForm form_of(ConvAlgo algo) {
     case ConvAlgo::depthwise: return WeightForm::plain;
     case ConvAlgo::winograd: return WeightForm::winograd;
     case ConvAlgo::direct: return WeightForm::direct;
+    case ConvAlgo::implicit: return WeightForm::implicit;
     default: return WeightForm::gemm;
   }
 }
@@ -290,6 +319,17 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
       w->plain.assign(weights, weights + p.K * kdim);
       flush_subnormals(w->plain.data(), w->plain.size());
       break;
+    case WeightForm::implicit: {
+      // B[(c, ky, kx)][k] = w[k][c][ky][kx]: the weights transposed, output channels in lanes.
+      const size_t nr = gemm_kernel(active_isa()).nr;
+      for (size_t g = 0; g < p.groups; ++g) {
+        auto b = std::make_unique<PackedBPanels>(nr, kdim, Kg);
+        pack_b_panels(nr, true, kdim, Kg, weights + g * Kg * kdim, kdim, b->data(), pool);
+        flush_subnormals(b->data(), b->bytes() / sizeof(float));
+        w->b_panels.push_back(std::move(b));
+      }
+      break;
+    }
     case WeightForm::gemm: {
       const size_t mr = gemm_kernel(active_isa()).mr;
       for (size_t g = 0; g < p.groups; ++g) {
@@ -309,6 +349,7 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
 size_t PackedConvWeights::bytes() const {
   size_t total = plain.size() * sizeof(float);
   for (const auto& a : panels) total += a->bytes();
+  for (const auto& b : b_panels) total += b->bytes();
   return total;
 }
 
@@ -339,11 +380,12 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
     : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) {
-    algo_ = is_depthwise(p) ? ConvAlgo::depthwise
-            : is_pointwise(p) ? ConvAlgo::gemm_1x1
-            : direct_wins(p)   ? ConvAlgo::direct
-            : winograd_wins(p) ? ConvAlgo::winograd
-                               : ConvAlgo::im2col;
+    algo_ = is_depthwise(p)                     ? ConvAlgo::depthwise
+            : is_pointwise(p) && !implicit_wins(p) ? ConvAlgo::gemm_1x1
+            : direct_wins(p)                       ? ConvAlgo::direct
+            : winograd_wins(p)                     ? ConvAlgo::winograd
+            : implicit_wins(p)                     ? ConvAlgo::implicit
+                                                   : ConvAlgo::im2col;
   }
   if (algo_ == ConvAlgo::depthwise && !is_depthwise(p))
     bad("the depthwise algorithm needs groups == C == K, got groups " + std::to_string(p.groups) +
@@ -357,8 +399,21 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
         std::to_string(kDirectConvMaxTapRows) + " and kw <= " +
         std::to_string(kDirectConvMaxKw) + ", got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", kernel " + dims(p.kh, p.kw));
+  if (algo_ == ConvAlgo::implicit && (p.stride_h != 1 || p.stride_w != 1))
+    bad("the implicit algorithm needs stride 1, got " + dims(p.stride_h, p.stride_w));
   w_ = forms ? forms->get(algo_, p, weights, pool)
              : pack_weights(form_of(algo_), p, weights, pool);
+  if (algo_ == ConvAlgo::implicit) {
+    // Input element (c, oy + ky * dh, ox + kx * dw) of the zero-padded planes (HP x WP) is
+    // offsets_[(c, ky, kx)] + oy * WP + ox: the GEMM's row for output pixel (oy, ox) is
+    // oy * WP + ox.
+    const size_t WP = p.W + p.pad_left + p.pad_right;
+    const size_t plane = (p.H + p.pad_top + p.pad_bottom) * WP;
+    for (size_t c = 0; c < p.C / p.groups; ++c)
+      for (size_t ky = 0; ky < p.kh; ++ky)
+        for (size_t kx = 0; kx < p.kw; ++kx)
+          offsets_.push_back(c * plane + ky * p.dilation_h * WP + kx * p.dilation_w);
+  }
 }
 
 Conv2d::~Conv2d() = default;
@@ -376,6 +431,7 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     case ConvAlgo::direct: return run_direct(x, y, ep, pool);
+    case ConvAlgo::implicit: return run_implicit(x, y, ep, pool);
     default: return run_gemm(x, y, ep, pool, prologue);
   }
 }
@@ -723,6 +779,117 @@ void Conv2d::run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool
   const size_t rows = p_.N * OH;
   if (pool) pool->parallel_for(rows, 1, run, rows * OW * p_.K * p_.C * p_.kh * p_.kw);
   else run(0, rows);
+}
+
+// ---------------------------------------------------------------- implicit GEMM
+
+namespace {
+
+// y[k][oy][ox] = c[(oy * wp + ox) * ldc + k] for k in [k0, k1): the implicit path's
+// pixel-major product into NCHW planes of oh x ow, leaving out the wp - ow columns of each
+// product row that fall in the padding. 4 x 4 blocks through SSE registers on x86 (this file
+// is built for the baseline ISA).
+void transpose_into_planes(const float* c, size_t ldc, size_t oh, size_t ow, size_t wp,
+                           size_t k0, size_t k1, float* y) {
+  const size_t hw = oh * ow;
+  size_t k = k0;
+#if defined(__SSE2__)
+  for (; k + 4 <= k1; k += 4)
+    for (size_t oy = 0; oy < oh; ++oy) {
+      const float* s = c + oy * wp * ldc + k;
+      float* d = y + k * hw + oy * ow;
+      size_t ox = 0;
+      for (; ox + 4 <= ow; ox += 4) {
+        __m128 r0 = _mm_loadu_ps(s + (ox + 0) * ldc);
+        __m128 r1 = _mm_loadu_ps(s + (ox + 1) * ldc);
+        __m128 r2 = _mm_loadu_ps(s + (ox + 2) * ldc);
+        __m128 r3 = _mm_loadu_ps(s + (ox + 3) * ldc);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d + ox, r0);
+        _mm_storeu_ps(d + hw + ox, r1);
+        _mm_storeu_ps(d + 2 * hw + ox, r2);
+        _mm_storeu_ps(d + 3 * hw + ox, r3);
+      }
+      for (; ox < ow; ++ox)
+        for (size_t j = 0; j < 4; ++j) d[j * hw + ox] = s[ox * ldc + j];
+    }
+#endif
+  for (; k < k1; ++k)
+    for (size_t oy = 0; oy < oh; ++oy)
+      for (size_t ox = 0; ox < ow; ++ox) y[k * hw + oy * ow + ox] = c[(oy * wp + ox) * ldc + k];
+}
+
+}  // namespace
+
+void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
+                          ThreadPool* pool) const {
+  const size_t OH = p_.out_h(), OW = p_.out_w(), HW = OH * OW;
+  const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
+  const size_t kdim = Cg * p_.kh * p_.kw;
+  const GemmKernel& kern = gemm_kernel(active_isa());
+  const size_t HP = p_.H + p_.pad_top + p_.pad_bottom, WP = p_.W + p_.pad_left + p_.pad_right;
+  const size_t plane = HP * WP;
+  // Product rows oy * WP + ox; the last row's padding columns are not computed. The furthest
+  // read, offsets_.back() + rows - 1, is the last element of the group's padded planes.
+  const size_t rows = (OH - 1) * WP + OW;
+  const float* xp = x;
+  if (plane != p_.H * p_.W) {
+    float* padded = gemm_scratch(kScratchPad, p_.N * p_.C * plane);
+    auto pad = [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) {
+        float* dst = padded + i * plane;
+        std::memset(dst, 0, plane * sizeof(float));
+        const float* src = x + i * p_.H * p_.W;
+        for (size_t r = 0; r < p_.H; ++r)
+          std::memcpy(dst + (r + p_.pad_top) * WP + p_.pad_left, src + r * p_.W,
+                      p_.W * sizeof(float));
+      }
+    };
+    if (pool) pool->parallel_for(p_.N * p_.C, 1, pad, p_.N * p_.C * plane);
+    else pad(0, p_.N * p_.C);
+    xp = padded;
+  }
+  const size_t y_len = p_.N * p_.K * HW;
+  Epilogue ep = ep_in;
+  if (ep.residual && ep.residual < y + y_len && y < ep.residual + y_len) {
+    // y is written before the residual is added: read an aliased residual from a copy.
+    float* copy = gemm_scratch(kScratchResidual, y_len);
+    std::memcpy(copy, ep.residual, y_len * sizeof(float));
+    ep.residual = copy;
+  }
+  float* product = gemm_scratch(kScratchConv, rows * Kg);
+  for (size_t n = 0; n < p_.N; ++n)
+    for (size_t g = 0; g < p_.groups; ++g) {
+      const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
+      // The product's columns are output channels: the bias is per column. Without a
+      // residual the whole epilogue runs in the microkernel; with one, after the transpose.
+      Epilogue kep;
+      if (!ep.residual) {
+        kep = ep;
+        kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
+        kep.bias = bias;
+      }
+      const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
+      gemm_in_place_a_core(kern, rows, Kg, kdim, xp + (n * p_.C + g * Cg) * plane,
+                           offsets_.data(), wb.panels_for(kern), product, Kg, kep, pool);
+      float* yg = y + (n * p_.K + g * Kg) * HW;
+      const float* res = ep.residual ? ep.residual + (n * p_.K + g * Kg) * HW : nullptr;
+      auto out = [&](size_t b0, size_t b1) {
+        const size_t k0 = b0 * 4, k1 = std::min(Kg, b1 * 4);
+        transpose_into_planes(product, Kg, OH, OW, WP, k0, k1, yg);
+        if (!res) return;
+        for (size_t k = k0; k < k1; ++k) {
+          float* yk = yg + k * HW;
+          const float* rk = res + k * HW;
+          const float bk = bias ? bias[k] : 0.0f;
+          for (size_t i = 0; i < HW; ++i) yk[i] += bk + rk[i];
+        }
+        apply_activation(ep.act, ep.alpha, ep.beta, yg + k0 * HW, (k1 - k0) * HW);
+      };
+      const size_t blocks = (Kg + 3) / 4;
+      if (pool) pool->parallel_for(blocks, 1, out, Kg * HW);
+      else out(0, blocks);
+    }
 }
 
 // ---------------------------------------------------------------- winograd F(4x4, 3x3)

@@ -13,6 +13,10 @@
 //              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
 //   direct     one group, few input channels (image stems): output rows straight from the
 //              input, output columns in vector lanes (kernels/directconv_ukernel.h)
+//   implicit   one group or more, stride 1: output channels in vector lanes and pixels in
+//              the tile's rows, the input read in place (zero padded once) through a
+//              per-(channel, tap) offset table: no patch matrix; the product comes out
+//              pixel-major and is transposed into NCHW
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
@@ -46,7 +50,7 @@ struct Conv2dParams {
 };
 
 enum class ConvAlgo : int {
-  automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd, direct
+  automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd, direct, implicit
 };
 const char* conv_algo_name(ConvAlgo algo);
 
@@ -65,6 +69,8 @@ struct PackedConvWeights {
   std::vector<float> plain;  // reference / depthwise; direct: blocks of output channels
   // GEMM algorithms: one per group; winograd: one per transform point (36).
   std::vector<std::unique_ptr<PackedA>> panels;
+  // implicit: the transposed weights [C/groups * kh * kw, K/groups] as B panels, one per group
+  std::vector<std::unique_ptr<PackedB>> b_panels;
   size_t bytes() const;
 };
 
@@ -83,7 +89,8 @@ class ConvWeightForms {
 
  private:
   mutable std::mutex mutex_;
-  std::shared_ptr<const PackedConvWeights> forms_[4];  // plain, gemm, winograd, direct
+  // plain, gemm, winograd, direct, implicit
+  std::shared_ptr<const PackedConvWeights> forms_[5];
 };
 
 class Conv2d {
@@ -120,10 +127,12 @@ class Conv2d {
                      const ChannelAffine* prologue) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_implicit(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;
   std::shared_ptr<const PackedConvWeights> w_;
+  std::vector<size_t> offsets_;  // implicit: per (channel, tap), its offset in the input
 };
 
 // For an executor kernel whose weights are constant but whose input shape is known only at

@@ -95,6 +95,13 @@ void gemm_in_place_b_core(const GemmKernel& k, size_t M, size_t N, size_t K, con
                           const float* B, size_t ldb, float* C, size_t ldc,
                           const Epilogue& ep, ThreadPool* pool);
 
+// The same with A read in place: element (i, k) at A[a_offsets[k] + i] (rows consecutive;
+// a convolution's input pixels, each k a (channel, tap) offset into it), B packed panels.
+// Every row i < M of every k group must be readable.
+void gemm_in_place_a_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* A,
+                          const size_t* a_offsets, const float* Bp, float* C, size_t ldc,
+                          const Epilogue& ep, ThreadPool* pool);
+
 class PackedAPanels final : public PackedA {
  public:
   PackedAPanels(size_t mr, size_t m, size_t k) : mr_(mr), m_(m), k_(k),

@@ -6,6 +6,8 @@
 //   b: kc groups of NR floats (lane j of group k is op(B)[k0 + k, col0 + j]), zero padded;
 //      group k starts at b + k * b_stride (NR for a packed panel; a row stride when B is
 //      read in place, which the driver does only for whole NR-wide column blocks).
+//   or, with a_offsets, A read in place: row r of k group k at a + a_offsets[k] + r (the rows
+//      of a tile are consecutive floats: an implicit-GEMM convolution's output pixels).
 // Only the first `m` rows (m <= MR) and `t.n` columns (n <= NR) are stored.
 // accumulate: add the existing C tile (a later K block). last: the final K block, so the
 // epilogue (bias, residual, activation) is applied before the store.
@@ -29,6 +31,7 @@ struct GemmTile {
   bool stream_a = false;  // hint: A is too large for L2 (kernels may prefetch it ahead)
   bool stream_b = true;   // hint: the kc x nr B micro-panel does not stay in L1
   size_t b_stride = 0;    // floats between consecutive k groups of b; 0 = NR (packed)
+  const size_t* a_offsets = nullptr;  // per k group: where its rows start, from a; null = packed
 };
 
 using sgemm_ukernel_fn = void (*)(size_t m, size_t kc, const float* a, const float* b,

@@ -8,9 +8,13 @@ void kiln_f32_gemm_ukernel__generic_4x16(size_t m, size_t kc, const float* a, co
   constexpr size_t MR = 4, NR = 16;
   const size_t bs = t.b_stride ? t.b_stride : NR;
   float acc[MR][NR] = {};
-  for (size_t k = 0; k < kc; ++k, a += MR, b += bs)
-    for (size_t r = 0; r < MR; ++r)
-      for (size_t j = 0; j < NR; ++j) acc[r][j] += a[r] * b[j];
+  for (size_t k = 0; k < kc; ++k, b += bs) {
+    // A from a packed panel, or read in place (only the tile's m rows exist there)
+    const float* ak = t.a_offsets ? a + t.a_offsets[k] : a + k * MR;
+    const size_t rows = t.a_offsets ? m : MR;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < NR; ++j) acc[r][j] += ak[r] * b[j];
+  }
   for (size_t r = 0; r < m; ++r) {
     float* c = t.c + r * t.ldc;
     for (size_t j = 0; j < t.n; ++j) {

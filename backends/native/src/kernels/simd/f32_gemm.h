@@ -88,7 +88,9 @@ inline constexpr size_t kCacheLineFloats = 16;
 // than the machine's noise.
 // PNV: vectors in a panel's k group (its width, the default B stride); NV <= PNV: vectors
 // computed (fewer for a narrow last panel, whose other columns are padding).
-template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, int M>
+// AO: A read in place through t.a_offsets (k group k at a + a_offsets[k]) instead of from a
+// packed panel.
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, bool AO, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
@@ -109,13 +111,14 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
       for (size_t l = 0; l < kLines; ++l) __builtin_prefetch(b + b_ahead + l * kCacheLineFloats);
     }
     if (PF) __builtin_prefetch(a + PF * MR);
+    const float* ak = AO ? a + t.a_offsets[k] : a;
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec av = V::broadcast(a + r);
+      const vec av = V::broadcast(ak + r);
 #pragma GCC unroll 4
       for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
     }
-    a += MR;
+    if (!AO) a += MR;
     b += bs;
   }
   alignas(64) float acc[M * NR];
@@ -128,21 +131,26 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
 
-template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, size_t... R>
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, bool AO,
+          size_t... R>
 constexpr gemm_tile_fn gemm_tiles[MR + 1] = {
-    nullptr, gemm_tile<V, MR, PNV, NV, PF, PB, int(R) + 1>...};
+    nullptr, gemm_tile<V, MR, PNV, NV, PF, PB, AO, int(R) + 1>...};
 
 // The tiles for 1..MR rows, with the A prefetch when the driver says A streams from memory
 // and the ISA has a distance for it, and the B prefetch when the driver says the B
-// micro-panel does not stay in L1.
+// micro-panel does not stay in L1. A read in place (a_offsets) is an L2-resident input: no
+// A prefetch.
 template <typename V, size_t MR, size_t PNV, size_t NV, size_t... R>
 const gemm_tile_fn* gemm_tile_table(const GemmTile& t, std::index_sequence<R...>) {
   constexpr size_t PF = V::kGemmStreamPrefetch;
+  if (t.a_offsets)
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, true, R...>
+                      : gemm_tiles<V, MR, PNV, NV, 0, false, true, R...>;
   if (PF && t.stream_a)
-    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, PF, true, R...>
-                      : gemm_tiles<V, MR, PNV, NV, PF, false, R...>;
-  return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, R...>
-                    : gemm_tiles<V, MR, PNV, NV, 0, false, R...>;
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, PF, true, false, R...>
+                      : gemm_tiles<V, MR, PNV, NV, PF, false, false, R...>;
+  return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, false, R...>
+                    : gemm_tiles<V, MR, PNV, NV, 0, false, false, R...>;
 }
 
 // The MR x NR microkernel: the tile for m rows; a last panel of at most NR / 2 columns
