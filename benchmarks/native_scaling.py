@@ -35,9 +35,9 @@ def op_label(node) -> str:
     return node.op
 
 
-def node_medians(sess: Session, feeds: dict, runs: int) -> tuple[dict, dict, dict, float]:
-    """(node -> median us, node -> op label, node -> parallel_for calls it handed to the
-    workers in the last run, median wall ms) over ``runs`` calls."""
+def node_samples(sess: Session, feeds: dict, runs: int) -> tuple[dict, dict, dict, list]:
+    """(node -> us of each call, node -> op label, node -> parallel_for calls it handed to
+    the workers in the last call, wall ms of each call) over ``runs`` calls."""
     per_node: dict[str, list[float]] = defaultdict(list)
     op_of: dict[str, str] = {}
     split_of: dict[str, int] = {}
@@ -53,25 +53,29 @@ def node_medians(sess: Session, feeds: dict, runs: int) -> tuple[dict, dict, dic
             per_node[t.name].append(t.us)
             op_of[t.name] = op_label(node)
             split_of[t.name] = k
-    return ({k: statistics.median(v) for k, v in per_node.items()}, op_of, split_of,
-            statistics.median(walls))
+    return per_node, op_of, split_of, walls
 
 
-def profile_model(path: Path, feeds: dict, runs: int, rounds: int) -> dict:
+def profile_model(path: Path, feeds: dict, runs: int, rounds: int, stat: str) -> dict:
+    """Per thread count: (node -> us, op labels, splits, wall ms), each node's time the
+    median (or min) of its ``rounds`` x ``runs`` calls, taken in interleaved blocks."""
     sessions = {t: Session(path, backend="native", threads=t, profile=True) for t in (1, 2)}
-    samples: dict[int, list] = {1: [], 2: []}
+    calls: dict[int, dict[str, list[float]]] = {1: defaultdict(list), 2: defaultdict(list)}
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    labels: dict[int, tuple[dict, dict]] = {}
     for s in sessions.values():
         s.node_times(feeds, 2)  # warm
     for r in range(rounds):
         for t in ((1, 2) if r % 2 == 0 else (2, 1)):
             time.sleep(0.05)
-            samples[t].append(node_medians(sessions[t], feeds, runs))
-    out = {}
-    for t, lst in samples.items():
-        names = lst[0][0].keys()
-        out[t] = ({n: statistics.median(x[0][n] for x in lst) for n in names}, lst[0][1],
-                  lst[-1][2], statistics.median(x[3] for x in lst))
-    return out
+            per_node, op_of, split_of, w = node_samples(sessions[t], feeds, runs)
+            for name, us in per_node.items():
+                calls[t][name] += us
+            walls[t] += w
+            labels[t] = (op_of, split_of)
+    pick = min if stat == "min" else statistics.median
+    return {t: ({n: pick(v) for n, v in calls[t].items()}, labels[t][0], labels[t][1],
+                pick(walls[t])) for t in (1, 2)}
 
 
 def report(name: str, prof: dict, top: int) -> list[str]:
@@ -113,6 +117,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="calls per block")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved blocks per thread")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="per node: median of its calls, or min (the best case: on a "
+                             "busy machine the median mostly measures the other processes)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (else stdout)")
     args = parser.parse_args()
     from benchmarks import real_model_corpus as corpus
@@ -120,12 +127,13 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     lines = ["# native per-op scaling, 1 -> 2 threads", "",
-             f"Medians of {args.rounds} interleaved blocks of {args.runs} profiled calls. "
+             f"Per node the {args.stat} of {args.rounds} interleaved blocks of {args.runs} "
+             "profiled calls. "
              "Shared 2-CPU machine: timings are noisy.", ""]
     for model_set, name, path in resolve_models(args.models, Path("/work/cache/models")):
         feeds = (corpus.feeds(corpus.by_name(name)) if model_set == "corpus"
                  else model_feeds(path, {}, 640, {}))
-        prof = profile_model(path, feeds, args.runs, args.rounds)
+        prof = profile_model(path, feeds, args.runs, args.rounds, args.stat)
         block = report(name, prof, args.top)
         print("\n".join(block), flush=True)
         lines += block
