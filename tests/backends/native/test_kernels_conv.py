@@ -89,6 +89,14 @@ CASES = [
     Case(1, 4, 15, 16, 4, 3, 3, pads=(2, 2, 2, 2), dilations=(2, 2), groups=4),
     Case(1, 4, 14, 15, 4, 3, 3, strides=(3, 3), pads=(1, 0, 1, 0), groups=4),
     Case(1, 3, 40, 70, 3, 3, 3, pads=(1, 1, 1, 1), groups=3),  # wide rows, several vectors
+    # depthwise two output rows at a time: odd row counts (a last single row), staged in a
+    # ring (large planes) or whole (small ones), stride 1 and 2, 3x3 and 5x5, stride (2, 1)
+    Case(1, 4, 37, 75, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
+    Case(1, 4, 41, 77, 4, 5, 5, strides=(2, 2), pads=(2, 2, 2, 2), groups=4),
+    Case(1, 6, 7, 7, 6, 5, 5, pads=(2, 2, 2, 2), groups=6),
+    Case(2, 6, 14, 14, 6, 5, 5, strides=(2, 2), pads=(2, 2, 2, 2), groups=6),
+    Case(1, 4, 45, 50, 4, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1), groups=4),
+    Case(1, 4, 9, 20, 4, 3, 3, strides=(2, 1), pads=(1, 1, 1, 1), groups=4),
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread

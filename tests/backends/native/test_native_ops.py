@@ -895,6 +895,27 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("shape,axis", [((1, 16, 4, 2100), 1), ((2, 5, 300), 1),
+                                        ((3, 7, 2), 0)], ids=["dfl", "middle", "first"])
+def test_softmax_over_a_middle_axis_on_every_isa_matches_onnxruntime(isa, shape, axis) -> None:
+    """Columns (a softmax over a non-last axis) go through the row kernel a block at a time,
+    transposed; a column holding NaN or an infinity is redone by the exact loop."""
+    moved = [d for i, d in enumerate(shape) if i != axis] + [shape[axis]]
+    cols = rng.uniform(-30.0, 30.0, moved).astype(np.float32)  # the softmax axis last
+    flat = cols.reshape(-1, shape[axis])
+    flat[1, 0] = np.nan
+    flat[2, -1] = np.inf
+    flat[3, :] = -np.inf
+    x = np.ascontiguousarray(np.moveaxis(cols, -1, axis))
+    assert np.isnan(x).sum() == 1 and np.isposinf(x).sum() == 1
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=axis)
+    model = model_from_arrays([node], {"x": x}, ["y"], opset=13)
+    want = run_reference(model, {"x": x})[0]
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
+
+
 @pytest.mark.parametrize("group", [1, 4])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_pointwise_conv_on_one_pixel_matches_onnxruntime(isa, group, batch) -> None:
@@ -933,3 +954,42 @@ def test_conv_with_symbolic_size_matches_onnxruntime_on_each_size(threads: int) 
         # Winograd's error grows with the 576-term sums (~1e-5 of their size, ~24 here)
         np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4,
                                    atol=2e-3, err_msg=f"{h}x{wd}")
+
+
+# ---- data movement split across threads (ops/shape.cpp copy_runs, row ranges) ------------
+def _moves() -> list[tuple[str, list, dict, dict, object]]:
+    """(id, nodes, feeds, initializers, numpy answer): each op's copy large enough to split,
+    with sizes that cut a copy run between the two threads at an odd byte."""
+    a, b, c = f32(1, 37, 29, 31), f32(1, 11, 29, 31), f32(1, 5, 29, 31)
+    x = f32(3, 41, 23, 17)
+    return [
+        ("concat-channels", [node("Concat", ["a", "b", "c"], axis=1)], {"a": a, "b": b, "c": c},
+         {}, np.concatenate([a, b, c], axis=1)),
+        ("concat-last", [node("Concat", ["x", "x2"], axis=3)], {"x": x, "x2": x + 1}, {},
+         np.concatenate([x, x + 1], axis=3)),
+        ("split-middle", [node("Split", ["x", "parts"], ["y", "z"], axis=2)], {"x": x},
+         {"parts": i64(9, 14)}, np.split(x, [9], axis=2)),
+        ("slice-steps", [node("Slice", ["x", "st", "en", "ax", "sp"])], {"x": x},
+         {"st": i64(1, 0), "en": i64(41, 17), "ax": i64(1, 3), "sp": i64(2, 2)},
+         x[:, 1:41:2, :, 0:17:2]),
+        ("transpose-nhwc", [node("Transpose", ["x"], perm=[0, 2, 3, 1])], {"x": x}, {},
+         x.transpose(0, 2, 3, 1)),
+        ("reshape-output", [node("Reshape", ["x", "shape"])], {"x": x}, {"shape": i64(3, -1)},
+         x.reshape(3, -1)),
+    ]
+
+
+@pytest.mark.parametrize("case_", _moves(), ids=lambda c: c[0])
+def test_data_movement_splits_and_matches_numpy(case_):
+    from test_native_backend import _splits_by_node  # the pool's per-node split counter
+
+    name, nodes, feeds, inits, want = case_
+    wants = want if isinstance(want, list) else [want]
+    outputs = [o for n in nodes for o in n.output]
+    model = model_from_arrays(nodes, feeds, outputs, initializers=inits)
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run(feeds)
+        for out, ref in zip(outputs, wants):
+            np.testing.assert_array_equal(got[out], ref)
+    splits = _splits_by_node(2, feeds, model)
+    assert sum(splits.values()) >= 1, splits

@@ -315,7 +315,15 @@ void transpose_planes_one_tap(const Geom& g, const float* xg, const float* wg,
   const size_t H = g.in[0], W = g.in[1], OW = g.out[1];
   const size_t kh = g.k[0], kw = g.k[1];
   const size_t rows = g.Mg * g.kprod, out_prod = g.out_prod;
-  const size_t band = std::max<size_t>(1, (size_t(1) << 17) / (rows * W));
+  // Bands of input rows small enough for their columns to stay in cache. With several
+  // bands the pool takes whole bands (each thread its GEMM and its output rows, one fork and
+  // join per call), the band count rounded up to a multiple of the threads; one band splits
+  // its GEMM and its rows instead.
+  const size_t fit = std::max<size_t>(1, (size_t(1) << 17) / (rows * W));  // rows a band
+  size_t bands = (H + fit - 1) / fit;
+  const size_t threads = pool ? pool->size() : 1;
+  if (bands > 1 && threads > 1) bands = std::min(H, (bands + threads - 1) / threads * threads);
+  const size_t band = (H + bands - 1) / bands;
   std::vector<float> row_bias;
   Epilogue ep;
   if (bias) {
@@ -324,33 +332,51 @@ void transpose_planes_one_tap(const Geom& g, const float* xg, const float* wg,
     ep.bias = row_bias.data();
     ep.bias_kind = BiasKind::per_row;
   }
-  std::vector<float> col(rows * std::min(band, H) * W);
-  for (size_t iy0 = 0; iy0 < H; iy0 += band) {
-    const size_t iy1 = std::min(H, iy0 + band), cols = (iy1 - iy0) * W;
-    sgemm(true, false, rows, cols, g.Cg, wg, rows, xg + iy0 * W, g.in_prod, col.data(), cols,
-          ep, pool);
-    // One task per output row (m, ky, iy): y[m, iy * kh + ky, ix * kw + kx] = col[m, ky, kx].
-    const size_t tasks = g.Mg * kh * (iy1 - iy0);
-    parallel(pool, tasks, 8, [&](size_t t0, size_t t1) {
-      for (size_t t = t0; t < t1; ++t) {
-        const size_t iy = iy0 + t % (iy1 - iy0), ky = t / (iy1 - iy0) % kh;
-        const size_t m = t / ((iy1 - iy0) * kh);
-        float* yrow = yg + m * out_prod + (iy * kh + ky) * OW;
-        const float* src = col.data() + (m * kh + ky) * kw * cols + (iy - iy0) * W;
-        if (kw == 2) {
-          const float* s0 = src;
-          const float* s1 = src + cols;
-          for (size_t ix = 0; ix < W; ++ix) {
-            yrow[2 * ix] = s0[ix];
-            yrow[2 * ix + 1] = s1[ix];
-          }
-        } else {
-          for (size_t kx = 0; kx < kw; ++kx)
-            for (size_t ix = 0; ix < W; ++ix) yrow[ix * kw + kx] = src[kx * cols + ix];
+  // Output rows (m, ky, iy) for iy in [iy0, iy1), tasks [t0, t1) of that band's
+  // Mg * kh * (iy1 - iy0): y[m, iy * kh + ky, ix * kw + kx] = col[m, ky, kx][iy, ix].
+  auto scatter = [&](const float* col, size_t iy0, size_t iy1, size_t t0, size_t t1) {
+    const size_t cols = (iy1 - iy0) * W;
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t iy = iy0 + t % (iy1 - iy0), ky = t / (iy1 - iy0) % kh;
+      const size_t m = t / ((iy1 - iy0) * kh);
+      float* yrow = yg + m * out_prod + (iy * kh + ky) * OW;
+      const float* src = col + (m * kh + ky) * kw * cols + (iy - iy0) * W;
+      if (kw == 2) {
+        const float* s0 = src;
+        const float* s1 = src + cols;
+        for (size_t ix = 0; ix < W; ++ix) {
+          yrow[2 * ix] = s0[ix];
+          yrow[2 * ix + 1] = s1[ix];
         }
+      } else {
+        for (size_t kx = 0; kx < kw; ++kx)
+          for (size_t ix = 0; ix < W; ++ix) yrow[ix * kw + kx] = src[kx * cols + ix];
       }
-    }, tasks * kw * W);
+    }
+  };
+  auto gemm = [&](float* col, size_t iy0, size_t iy1, ThreadPool* split) {
+    const size_t cols = (iy1 - iy0) * W;
+    sgemm(true, false, rows, cols, g.Cg, wg, rows, xg + iy0 * W, g.in_prod, col, cols, ep,
+          split);
+  };
+  if (bands == 1) {
+    std::vector<float> col(rows * H * W);
+    gemm(col.data(), 0, H, pool);
+    const size_t tasks = g.Mg * kh * H;
+    parallel(pool, tasks, 8, [&](size_t t0, size_t t1) { scatter(col.data(), 0, H, t0, t1); },
+             tasks * kw * W);
+    return;
   }
+  std::vector<float> cols_of(threads * rows * band * W);  // one column buffer per chunk
+  parallel(pool, bands, 1, [&](size_t b0, size_t b1) {
+    float* col = cols_of.data() + b0 * threads / bands * rows * band * W;
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t iy0 = b * band, iy1 = std::min(H, iy0 + band);
+      if (iy0 >= iy1) continue;
+      gemm(col, iy0, iy1, nullptr);
+      scatter(col, iy0, iy1, 0, g.Mg * kh * (iy1 - iy0));
+    }
+  }, 2 * rows * H * W * g.Cg);
 }
 
 // A 2-D ConvTranspose of one (image, group), in bands of input rows so that the GEMM's

@@ -304,6 +304,63 @@ KernelFactory mean_variance_norm() {
 
 enum class SoftKind { softmax, log_softmax, hardmax };
 
+// One row of len elements `stride` apart, exactly (double sum, libm exp): the oracle, and
+// the path for rows with NaN or infinities.
+void soft_row_exact(SoftKind kind, size_t len, size_t stride, const float* xr, float* yr) {
+  float m = -std::numeric_limits<float>::infinity();
+  size_t arg = 0;
+  for (size_t j = 0; j < len; ++j)
+    if (xr[j * stride] > m) {
+      m = xr[j * stride];
+      arg = j;
+    }
+  if (kind == SoftKind::hardmax) {
+    for (size_t j = 0; j < len; ++j) yr[j * stride] = j == arg ? 1.0f : 0.0f;
+    return;
+  }
+  double s = 0.0;
+  for (size_t j = 0; j < len; ++j) {
+    const float ev = std::exp(xr[j * stride] - m);
+    if (kind == SoftKind::softmax) yr[j * stride] = ev;
+    s += ev;
+  }
+  if (kind == SoftKind::softmax) {
+    const float inv = static_cast<float>(1.0 / s);
+    for (size_t j = 0; j < len; ++j) yr[j * stride] *= inv;
+  } else {
+    const float ls = static_cast<float>(std::log(s));
+    for (size_t j = 0; j < len; ++j) yr[j * stride] = xr[j * stride] - m - ls;
+  }
+}
+
+// A contiguous row through the ISA's softmax kernel (within ~1e-6); a NaN or an infinity in
+// the row makes its sum non-finite and the exact loop redoes it. x and y may not overlap.
+void softmax_row(f32_vsoftmax_fn kernel, size_t len, const float* x, float* y) {
+  double sum = 0.0;
+  kernel(len, x, y, &sum);
+  if (!(sum > 0.0 && sum < std::numeric_limits<double>::infinity()))
+    soft_row_exact(SoftKind::softmax, len, 1, x, y);
+}
+
+// Columns of a softmax over a non-last axis (YOLOv8's DFL: 16 bins x 8400 anchors, axis 1)
+// taken a block at a time: transposed into contiguous rows in scratch, through the row
+// kernel, and back; a column at a time they would be strided scalar exp loops.
+constexpr size_t kSoftmaxBlockFloats = 4096;  // one block's rows, in L1
+
+void softmax_columns(f32_vsoftmax_fn kernel, size_t len, size_t inner, const float* x,
+                     float* y, size_t i0, size_t i1) {
+  static thread_local std::vector<float> scratch;
+  const size_t width = i1 - i0;
+  scratch.resize(2 * width * len);
+  float* rows = scratch.data();
+  float* out = rows + width * len;
+  for (size_t j = 0; j < len; ++j)
+    for (size_t i = 0; i < width; ++i) rows[i * len + j] = x[j * inner + i0 + i];
+  for (size_t i = 0; i < width; ++i) softmax_row(kernel, len, rows + i * len, out + i * len);
+  for (size_t j = 0; j < len; ++j)
+    for (size_t i = 0; i < width; ++i) y[j * inner + i0 + i] = out[i * len + j];
+}
+
 KernelFactory softmax(SoftKind kind) {
   return [kind](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const bool legacy = node.opset > 0 && node.opset < 13;
@@ -324,42 +381,28 @@ KernelFactory softmax(SoftKind kind) {
       const float* px = x.ptr<float>();
       float* py = y.ptr<float>();
       const f32_vsoftmax_fn row_softmax = select_f32_vsoftmax(active_isa());
+      if (kind == SoftKind::softmax && inner > 1 && len > 1) {
+        const size_t block = std::max<size_t>(1, kSoftmaxBlockFloats / len);
+        const size_t blocks = (inner + block - 1) / block;
+        parallel(c.pool, outer * blocks, 1, [&](size_t b, size_t e) {
+          for (size_t t = b; t < e; ++t) {
+            const size_t o = t / blocks, i0 = t % blocks * block;
+            softmax_columns(row_softmax, len, inner, px + o * len * inner,
+                            py + o * len * inner, i0, std::min(inner, i0 + block));
+          }
+        }, outer * len * inner * 16);
+        return;
+      }
       parallel(c.pool, outer * inner, 8, [&](size_t b, size_t e) {
         for (size_t r = b; r < e; ++r) {
           const size_t o = r / inner, i = r % inner;
           const float* xr = px + o * len * inner + i;
           float* yr = py + o * len * inner + i;
-          if (kind == SoftKind::softmax && inner == 1) {
-            // A contiguous row: the ISA's softmax kernel (within ~1e-6). A NaN or an
-            // infinity in the row makes its sum non-finite: the exact loop below redoes it.
-            double sum = 0.0;
-            row_softmax(len, xr, yr, &sum);
-            if (sum > 0.0 && sum < std::numeric_limits<double>::infinity()) continue;
-          }
-          float m = -std::numeric_limits<float>::infinity();
-          size_t arg = 0;
-          for (size_t j = 0; j < len; ++j)
-            if (xr[j * inner] > m) {
-              m = xr[j * inner];
-              arg = j;
-            }
-          if (kind == SoftKind::hardmax) {
-            for (size_t j = 0; j < len; ++j) yr[j * inner] = j == arg ? 1.0f : 0.0f;
-            continue;
-          }
-          double s = 0.0;
-          for (size_t j = 0; j < len; ++j) {
-            const float ev = std::exp(xr[j * inner] - m);
-            if (kind == SoftKind::softmax) yr[j * inner] = ev;
-            s += ev;
-          }
-          if (kind == SoftKind::softmax) {
-            const float inv = static_cast<float>(1.0 / s);
-            for (size_t j = 0; j < len; ++j) yr[j * inner] *= inv;
-          } else {
-            const float ls = static_cast<float>(std::log(s));
-            for (size_t j = 0; j < len; ++j) yr[j * inner] = xr[j * inner] - m - ls;
-          }
+          // The row kernel's fallback rereads x: an output on its input takes the exact loop.
+          if (kind == SoftKind::softmax && inner == 1 && xr != yr)
+            softmax_row(row_softmax, len, xr, yr);
+          else
+            soft_row_exact(kind, len, inner, xr, yr);
         }
       });
     }));

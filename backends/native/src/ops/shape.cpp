@@ -12,11 +12,38 @@
 namespace kiln::ops {
 namespace {
 
+// Bytes a thread copies at least when a copy is split (a few microseconds of memcpy).
+constexpr size_t kCopyGrain = size_t(1) << 15;
+
+// One memcpy of a data-movement op: the ops below list theirs, then copy them at once.
+struct CopyRun {
+  uint8_t* dst;
+  const uint8_t* src;
+  size_t bytes;
+};
+
+// Copies every run, the total bytes split evenly across the pool (a run may be cut between
+// two threads): a Concat of a few large inputs splits as well as one of many small ones.
+void copy_runs(ThreadPool* pool, const std::vector<CopyRun>& runs) {
+  std::vector<size_t> starts(runs.size() + 1, 0);  // byte offset of each run in the total
+  for (size_t i = 0; i < runs.size(); ++i) starts[i + 1] = starts[i] + runs[i].bytes;
+  parallel(pool, starts.back(), kCopyGrain, [&](size_t b, size_t e) {
+    size_t i = std::upper_bound(starts.begin(), starts.end(), b) - starts.begin() - 1;
+    for (; b < e; ++i) {
+      const size_t from = b - starts[i], n = std::min(e, starts[i + 1]) - b;
+      if (n) std::memcpy(runs[i].dst + from, runs[i].src + from, n);
+      b += n;
+    }
+  });
+}
+
 void copy_out(OpContext& c, const Tensor& x, const Shape& shape) {
   Tensor& y = c.output(0, x.dtype, shape);
   if (y.numel() != x.numel()) c.fail("internal: element count changed");
   // The memory plan puts a reshape's output on its input's bytes (plan.py in_place_views)
-  if (x.nbytes() && y.data != x.data) std::memcpy(y.data, x.data, x.nbytes());
+  if (x.nbytes() && y.data != x.data)
+    copy_runs(c.pool, {{static_cast<uint8_t*>(y.data), static_cast<const uint8_t*>(x.data),
+                        x.nbytes()}});
 }
 
 // Ints from input `i` (opset >= the version that moved them to inputs) or attribute `key`.
@@ -160,8 +187,36 @@ KernelFactory dropout() {
 
 // ---- Transpose --------------------------------------------------------------------------
 
+// Output rows (runs of the last output dim) [row0, row1) of a transpose; out and the input
+// strides st are in output dim order.
 template <typename T>
-void transpose_copy(const T* x, T* y, const Shape& in, const std::vector<size_t>& perm) {
+void transpose_rows(const T* x, T* y, const Shape& out, const std::vector<size_t>& st,
+                    size_t row0, size_t row1) {
+  const size_t r = out.size();
+  const size_t inner = out[r - 1], inner_st = st[r - 1];
+  // The multi-index and input offset of row0 (its last dim is 0).
+  std::vector<int64_t> idx(r, 0);
+  size_t off = 0;
+  for (size_t d = r - 1, rest = row0; d-- > 0;) {
+    idx[d] = static_cast<int64_t>(rest % out[d]);
+    rest /= out[d];
+    off += idx[d] * st[d];
+  }
+  for (size_t row = row0; row < row1; ++row) {
+    T* yr = y + row * inner;
+    for (size_t i = 0; i < inner; ++i) yr[i] = x[off + i * inner_st];
+    for (size_t d = r - 1; d-- > 0;) {
+      off += st[d];
+      if (++idx[d] < out[d]) break;
+      off -= st[d] * out[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+template <typename T>
+void transpose_copy(const T* x, T* y, const Shape& in, const std::vector<size_t>& perm,
+                    ThreadPool* pool) {
   const size_t r = in.size();
   Shape out(r);
   for (size_t d = 0; d < r; ++d) out[d] = in[perm[d]];
@@ -175,18 +230,9 @@ void transpose_copy(const T* x, T* y, const Shape& in, const std::vector<size_t>
     y[0] = x[0];
     return;
   }
-  std::vector<int64_t> idx(r, 0);
-  size_t off = 0;
-  const size_t inner = out[r - 1], inner_st = st[r - 1];
-  for (size_t o = 0; o < total; o += inner) {
-    for (size_t i = 0; i < inner; ++i) y[o + i] = x[off + i * inner_st];
-    for (size_t d = r - 1; d-- > 0;) {
-      off += st[d];
-      if (++idx[d] < out[d]) break;
-      off -= st[d] * out[d];
-      idx[d] = 0;
-    }
-  }
+  const size_t inner = out[r - 1];
+  parallel(pool, total / inner, std::max<size_t>(1, kCopyGrain / (inner * sizeof(T))),
+           [&](size_t b, size_t e) { transpose_rows(x, y, out, st, b, e); });
 }
 
 KernelFactory transpose() {
@@ -214,7 +260,7 @@ KernelFactory transpose() {
       Tensor& y = c.output(0, x.dtype, out);
       dispatch_bytes(x.dtype, c.node, [&](auto tag) {
         using T = decltype(tag);
-        transpose_copy<T>(x.ptr<T>(), y.ptr<T>(), x.shape, perm);
+        transpose_copy<T>(x.ptr<T>(), y.ptr<T>(), x.shape, perm, c.pool);
       });
     }));
   };
@@ -273,13 +319,16 @@ KernelFactory concat() {
         at += chunk;
       }
       at = 0;
+      std::vector<CopyRun> runs;
       for (size_t i = 0; i < n; ++i) {
         const size_t chunk = c.in(i).shape[ax] * inner;
         uint8_t* dst = y0 + at;
         if (chunk && dst != src[i])
-          for (size_t o = 0; o < outer; ++o) std::memcpy(dst + o * row, src[i] + o * chunk, chunk);
+          for (size_t o = 0; o < outer; ++o) runs.push_back({dst + o * row, src[i] + o * chunk,
+                                                              chunk});
         at += chunk;
       }
+      copy_runs(c.pool, runs);
     }));
   };
 }
@@ -347,13 +396,15 @@ KernelFactory split() {
         x0 = staged.data();
       }
       at = 0;
+      std::vector<CopyRun> runs;
       for (size_t i = 0; i < nout; ++i) {
         const size_t chunk = sizes[i] * inner;
         if (dst[i] && chunk && dst[i] != x0 + at)
           for (size_t o = 0; o < outer; ++o)
-            std::memcpy(dst[i] + o * chunk, x0 + o * row + at, chunk);
+            runs.push_back({dst[i] + o * chunk, x0 + o * row + at, chunk});
         at += chunk;
       }
+      copy_runs(c.pool, runs);
     }));
   };
 }
@@ -424,18 +475,26 @@ KernelFactory slice() {
           py[0] = px[0];
           return;
         }
-        std::vector<int64_t> idx(r, 0);
-        const size_t total = y.numel(), inner = out[r - 1];
-        for (size_t o = 0; o < total; o += inner) {
-          int64_t base = 0;
-          for (size_t d = 0; d + 1 < r; ++d) base += (st[d] + idx[d] * step[d]) * xs[d];
-          for (size_t i = 0; i < inner; ++i)
-            py[o + i] = px[base + (st[r - 1] + static_cast<int64_t>(i) * step[r - 1])];
-          for (size_t d = r - 1; d-- > 0;) {
-            if (++idx[d] < out[d]) break;
-            idx[d] = 0;
+        const size_t inner = out[r - 1], rows = y.numel() / inner;
+        const size_t grain = std::max<size_t>(1, kCopyGrain / (inner * sizeof(T)));
+        parallel(c.pool, rows, grain, [&](size_t row0, size_t row1) {
+          std::vector<int64_t> idx(r, 0);  // of output row row0
+          for (size_t d = r - 1, rest = row0; d-- > 0;) {
+            idx[d] = static_cast<int64_t>(rest % out[d]);
+            rest /= out[d];
           }
-        }
+          for (size_t row = row0; row < row1; ++row) {
+            int64_t base = 0;
+            for (size_t d = 0; d + 1 < r; ++d) base += (st[d] + idx[d] * step[d]) * xs[d];
+            T* yr = py + row * inner;
+            for (size_t i = 0; i < inner; ++i)
+              yr[i] = px[base + (st[r - 1] + static_cast<int64_t>(i) * step[r - 1])];
+            for (size_t d = r - 1; d-- > 0;) {
+              if (++idx[d] < out[d]) break;
+              idx[d] = 0;
+            }
+          }
+        });
       });
     }));
   };
@@ -758,7 +817,7 @@ KernelFactory depth_space(bool to_space) {
       Tensor& y = c.output(0, x.dtype, out);
       dispatch_bytes(x.dtype, c.node, [&](auto tag) {
         using T = decltype(tag);
-        transpose_copy<T>(x.ptr<T>(), y.ptr<T>(), tmp_shape, perm);
+        transpose_copy<T>(x.ptr<T>(), y.ptr<T>(), tmp_shape, perm, c.pool);
       });
     }));
   };
