@@ -325,7 +325,7 @@ def _reference(model: Any, engines: Sequence[_Engine], feeds: Mapping[str, np.nd
     from kiln.runtime.session import Session
 
     # an artifact's stored graph loads on onnxruntime with its kiln-domain ops written back
-    # as standard ONNX (kiln.runtime.compile.artifact_model)
+    # as standard ONNX (kiln.runtime.compile.artifact_graph)
     source = model if is_artifact(model) else _private(model)
     try:
         return Session(source, backend=REFERENCE_BACKEND, threads=config.threads)(**feeds), ""
