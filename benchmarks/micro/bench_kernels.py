@@ -239,7 +239,7 @@ def main() -> None:
         "## 3x3 stride-1 layers: im2col vs Winograd F(4x4, 3x3) vs implicit GEMM (one thread)",
         "",
         "Effective GFLOP/s (direct-convolution flops / time), best round. `auto` picks "
-        "Winograd for C >= 16, K >= 64 with >= 16 tiles or weights within L2, else the "
+        "Winograd for C, K >= 64 with >= 16 tiles or weights within L2, else the "
         "implicit GEMM (kernels/conv.cpp). Weights stay hot in this loop; in a model they "
         "come from memory, which costs Winograd's 4x larger weights most.",
         "",

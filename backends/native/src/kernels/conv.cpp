@@ -50,25 +50,20 @@ std::atomic<bool> g_winograd_enabled{true};
 // im2col on them ResNet-50 went 70.5 -> 66.8 ms, Inception v1 28.6 -> 25.7 ms. From 25 tiles
 // (20x20 maps) the saving grows with the map and F(4,3) wins (1.3-1.45x); F(4,3) weights that
 // fit in L2 are cheap either way.
-// Each of the 36 GEMMs reduces over C only: below 64 channels their tiles are short, and
-// F(4,3) only pays on large maps (Xeon, one thread, in SqueezeNet: 48 -> 192 at 13x13, 16
-// tiles, 330 us with F(4,3) against 240 us with im2col; 32 -> 128 at 27x27, 49 tiles,
-// 350 us against 395 us).
+// Each of the 36 GEMMs reduces over C only and has K rows: below 64 of either their tiles are
+// short and the implicit GEMM wins, large maps included (Xeon, one thread; in DenseNet-121,
+// 128 -> 32: 14x14 200 us F(4,3) vs 110 us implicit, 28x28 530 vs 430 us, 56x56 level; in
+// SqueezeNet, A/B in the model: 16 -> 64 at 55x55 and 32 -> 128 at 27x27 0.85-0.89x the
+// F(4,3) time). From 64 both ways F(4,3) keeps its large maps (ResNet-50's 64 -> 64 at 56x56:
+// implicit 1.26x, Inception's 64 -> 192 at 55x55 1.66x the F(4,3) time).
 constexpr size_t kWinogradMinChannels = 64;
-constexpr size_t kWinogradMinTilesFewChannels = 49;
 constexpr size_t kWinogradMinTiles = 16;
 
-// Below 64 output channels the 36 GEMMs have few rows and the implicit GEMM wins (DenseNet's
-// 128 -> 32 3x3, Xeon, one thread: 14x14 200 us F(4,3) vs 110 us implicit, 28x28 530 vs
-// 430 us, 56x56 level).
-constexpr size_t kWinogradMinOutChannels = 64;
-
 bool winograd_wins(const Conv2dParams& p) {
-  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < 16 ||
-      p.K < kWinogradMinOutChannels)
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < kWinogradMinChannels ||
+      p.K < kWinogradMinChannels)
     return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
-  if (p.C < kWinogradMinChannels && tiles < kWinogradMinTilesFewChannels) return false;
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
   // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding
   // (DenseNet's 128 -> 32 3x3 at 7x7: 146 us with F(4,3), 114 us with im2col, Xeon).
