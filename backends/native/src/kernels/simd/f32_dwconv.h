@@ -39,39 +39,41 @@ void dwconv_stage_row(const DwConvPlane& p, const float* src, float* dst, size_t
   }
 }
 
-// Output rows [oy, oy + R) of the plane, R = 1 or 2. in_row lists the padded input rows the
-// windows read: kh rows (dh apart) for R = 1; for R = 2 (dh = 1, vertical stride = SW) the
-// kh + SW rows from the first window's top. Two rows at once share the loads of the rows
-// both windows read and give the FMA pipes two independent accumulator chains: on small
-// planes (7 x 7, 14 x 14) a row is one vector, and its taps alone leave the pipes idle.
-template <typename V, int KH, int KW, int SW, int R>
-inline void dwconv_rows(const DwConvPlane& p, const typename V::vec* w,
-                        const float* const* in_row, size_t oy) {
+// Output rows oy and oy + 1 at once (stride SW both ways, no dilation, fixed KH x KW):
+// in_row lists the KH + SW padded input rows from the first window's top. The rows both
+// windows read are loaded once, and at stride 2 each load is two loads and a permute
+// (load_even): sharing them cuts the permutes by a third (on the Xeon: 5x5 s2 over
+// 128 x 100 x 76, 656 -> 590 us; over 256 x 14 x 14, 60 -> 56 us). At stride 1 the second
+// row's accumulators cost more in register spills than the shared loads save (5x5 over
+// 256 x 50 x 38: 620 -> 700 us), so stride 1 stays one row at a time. Timings: one thread,
+// minimum of many runs on a loaded 2-vCPU VM, so +-10%.
+template <typename V, int KH, int KW, int SW>
+inline void dwconv_row_pair(const DwConvPlane& p, const typename V::vec* w,
+                            const float* const* in_row, size_t oy) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth;
-  const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw;
-  const size_t rows_in = kh + (R - 1) * SW;
   const vec bias = V::set1(p.bias);
   for (size_t ox = 0; ox < p.ow; ox += W) {
-    vec acc[R][2];  // two chains per row halve the dependent FMA latency
-    for (int r = 0; r < R; ++r) acc[r][0] = bias, acc[r][1] = V::zero();
+    vec acc[2][2];  // [row][chain]: two chains per row halve the dependent FMA latency
+    acc[0][0] = acc[1][0] = bias;
+    acc[0][1] = acc[1][1] = V::zero();
 #pragma GCC unroll 7
-    for (size_t q = 0; q < rows_in; ++q) {
+    for (int q = 0; q < KH + SW; ++q) {
       const float* row = in_row[q] + ox * SW;
 #pragma GCC unroll 5
-      for (size_t kx = 0; kx < kw; ++kx) {
-        const vec v = dwconv_window<V, SW>(row + kx * p.dw);
+      for (int kx = 0; kx < KW; ++kx) {
+        const vec v = dwconv_window<V, SW>(row + kx);
 #pragma GCC unroll 2
-        for (int r = 0; r < R; ++r) {
-          const size_t ky = q - r * SW;  // this row's tap row (wraps when q < r * SW)
-          if (ky >= kh) continue;
-          const size_t t = ky * kw + kx;
+        for (int r = 0; r < 2; ++r) {
+          const int ky = q - r * SW;  // this output row's tap row
+          if (ky < 0 || ky >= KH) continue;
+          const int t = ky * KW + kx;
           acc[r][t % 2] = V::fma(w[t], v, acc[r][t % 2]);
         }
       }
     }
     const size_t left = p.ow - ox;
-    for (int r = 0; r < R; ++r) {
+    for (size_t r = 0; r < 2; ++r) {
       vec a = V::add(acc[r][0], acc[r][1]);
       if (p.residual) a = V::add(a, load_n<V>(p.residual + (oy + r) * p.ow + ox, left));
       store_n<V>(p.y + (oy + r) * p.ow + ox, activate<V>(a, p.act, p.alpha, p.beta), left);
@@ -79,34 +81,40 @@ inline void dwconv_rows(const DwConvPlane& p, const typename V::vec* w,
   }
 }
 
-// KH, KW > 0: fixed kernel size, tap loops unrolled (two output rows at a time); 0: the
-// plane's own size (<= 64 taps), one row at a time.
-// WHOLE: the ring holds every padded row (dwconv_ring_rows), so padded row r is slot r.
+// KH, KW > 0: fixed kernel size, tap loops unrolled; 0: the plane's own size (<= 64 taps).
+// WHOLE: the ring holds every padded row (dwconv_ring_rows), so padded row r is slot r and
+// the window's rows are plain arithmetic (no per-row pointer table to load).
 template <typename V, int KH, int KW, int SW, bool WHOLE>
 void dwconv_plane(const DwConvPlane& p) {
   using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
   const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw;
   vec w[KH ? KH * KW : 64];
 #pragma GCC unroll 25
   for (size_t i = 0; i < kh * kw; ++i) w[i] = V::set1(p.w[i]);
+  const vec bias = V::set1(p.bias);
   const size_t rf = dwconv_row_floats(p), span = (kh - 1) * p.dh + 1;
   const size_t ring = dwconv_ring_rows(p), ahead = ring - span;
   const size_t cols = dwconv_cols(p);
   const size_t n = cols > p.pad_left ? std::min(p.in_w, cols - p.pad_left) : 0;
   const size_t data_end = p.pad_top + p.in_h;  // padded rows [pad_top, data_end) hold data
   const float* zero_row = p.rows + ring * rf;
-  // Stride 2 takes two rows at a time: each tap's window is two loads and a permute
-  // (load_even), and the shared rows save a third of them (on the Xeon: 5x5 over 128 x 100 x
-  // 76, 656 -> 590 us; 5x5 over 256 x 14 x 14, 60 -> 56 us). At stride 1 the second row's
-  // accumulators cost more in register spills than they save (50 x 38 x 256: 620 -> 700).
-  // The second row's window is staged with the first's: the lookahead (kDwConvLookahead >= 1
-  // rows of stride sh) covers it. Dilated windows go one row at a time.
-  const bool pairs = KH != 0 && SW == 2 && p.dh == 1 && p.sh == SW && ahead >= p.sh;
-  const float* in_row[KH ? KH + 2 : 64];
+  const float* in_row[KH ? KH + SW : 64];
+  // Stride 2 with the 5x5 taps takes output rows two at a time (dwconv_row_pair): 7 input
+  // rows instead of 10 (3x3: 5 instead of 6, not a measurable gain). The second row's window
+  // is staged with the first's, the lookahead (kDwConvLookahead rows of stride sh) covering
+  // it.
+  const bool pairs = p.sh == 2 && p.dh == 1 && p.dw == 1 && ahead >= p.sh;
   // Padded row r lives in ring slot r % ring; base tracks first % ring without a division.
   size_t next = 0, base = 0;  // next: the next padded row to stage
-  for (size_t oy = 0; oy < p.oh;) {
+  for (size_t oy = 0; oy < p.oh; ++oy) {
+    float* y = p.y + oy * p.ow;
+    const float* res = p.residual ? p.residual + oy * p.ow : nullptr;
     const size_t first = oy * p.sh;
+    if (oy) {
+      base += p.sh;
+      while (base >= ring) base -= ring;
+    }
     auto slot = [&](size_t r) {
       const size_t i = base + (r - first);
       return p.rows + (i >= ring ? i - ring : i) * rf;
@@ -116,19 +124,44 @@ void dwconv_plane(const DwConvPlane& p) {
     for (size_t r = std::max({next, first, p.pad_top}); r < stage_end; ++r)
       dwconv_stage_row<V>(p, p.x + (r - p.pad_top) * p.in_w, slot(r) + p.pad_left, n);
     next = std::max(next, stage_end);
-    const bool two = pairs && oy + 1 < p.oh;
-    const size_t rows_in = two ? kh + p.sh : kh;
-    for (size_t q = 0; q < rows_in; ++q) {
-      const size_t r = first + q * p.dh;
-      in_row[q] = r >= p.pad_top && r < data_end ? (WHOLE ? p.rows + r * rf : slot(r))
-                                                 : zero_row;
+    if constexpr (KH >= 5 && SW == 2) {
+      if (pairs && oy + 1 < p.oh) {
+        for (size_t q = 0; q < kh + SW; ++q) {
+          const size_t r = first + q;
+          in_row[q] = r >= p.pad_top && r < data_end ? slot(r) : zero_row;
+        }
+        dwconv_row_pair<V, KH, KW, SW>(p, w, in_row, oy);
+        ++oy;  // the pair's second row; its ring base, as the loop head does for each row
+        base += p.sh;
+        while (base >= ring) base -= ring;
+        continue;
+      }
     }
-    if (two) dwconv_rows<V, KH, KW, SW, 2>(p, w, in_row, oy);
-    else dwconv_rows<V, KH, KW, SW, 1>(p, w, in_row, oy);
-    const size_t step = two ? 2 : 1;
-    oy += step;
-    base += step * p.sh;
-    while (base >= ring) base -= ring;
+    if (!WHOLE) {
+#pragma GCC unroll 5
+      for (size_t ky = 0; ky < kh; ++ky) {
+        const size_t r = first + ky * p.dh;
+        in_row[ky] = r >= p.pad_top && r < data_end ? slot(r) : zero_row;
+      }
+    }
+    const float* window = p.rows + first * rf;  // WHOLE: the window's first row
+    for (size_t ox = 0; ox < p.ow; ox += W) {
+      vec acc0 = bias, acc1 = V::zero();  // two chains halve the dependent FMA latency
+#pragma GCC unroll 5
+      for (size_t ky = 0; ky < kh; ++ky) {
+        const float* row = (WHOLE ? window + ky * p.dh * rf : in_row[ky]) + ox * SW;
+#pragma GCC unroll 5
+        for (size_t kx = 0; kx < kw; ++kx) {
+          const vec v = dwconv_window<V, SW>(row + kx * p.dw);
+          if ((ky * kw + kx) % 2 == 0) acc0 = V::fma(w[ky * kw + kx], v, acc0);
+          else acc1 = V::fma(w[ky * kw + kx], v, acc1);
+        }
+      }
+      vec acc = V::add(acc0, acc1);
+      const size_t left = p.ow - ox;
+      if (res) acc = V::add(acc, load_n<V>(res + ox, left));
+      store_n<V>(y + ox, activate<V>(acc, p.act, p.alpha, p.beta), left);
+    }
   }
 }
 
