@@ -142,8 +142,7 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("winograd")
     if case.groups == 1 and case.c * case.kh <= 64 and case.kw <= 16:
         algos.append("direct")
-    if case.strides == (1, 1):
-        algos.append("implicit")
+    algos.append("implicit")
     return algos
 
 
