@@ -118,8 +118,17 @@ bool direct_wins(const Conv2dParams& p) {
 //   48 for 36; on larger maps that waste is under 10%, and the implicit path's transpose
 //   and strided input rows lose (1x1 at 28x28: 680 vs 1100 us). Implicit when the padded
 //   columns exceed the live ones by more than 15%.
+// - kh x kw > 1 at stride 2, read through stride phases: im2col's patch matrix is only
+//   kh * kw / 4 times the input there, and the implicit GEMM wins on small output maps only:
+//   ResNet-50's 3x3 256 -> 256 at 28 -> 14 0.84x, 512 at 14 -> 7 0.83x, 64 -> 64 at
+//   28 -> 14 0.72x, 5x5 64 -> 128 at 28 -> 14 0.73x (min of 40-60 calls, one thread); even
+//   at 35 -> 17 (96 -> 384), slower at 56 -> 28 (128: 1.0-1.1x, 256: 1.2x) and with 9216
+//   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x).
+constexpr size_t kImplicitStridedMaxPixels = 14 * 14, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
-  if (p.stride_h != 1 || p.stride_w != 1) return false;
+  if (p.stride_h != 1 || p.stride_w != 1)
+    return p.kh * p.kw > 1 && p.out_h() * p.out_w() <= kImplicitStridedMaxPixels &&
+           p.C / p.groups * p.kh * p.kw <= kImplicitStridedMaxDepth;
   if (p.kh * p.kw > 1) return true;
   const size_t nr = gemm_kernel(active_isa()).nr, cols = p.out_h() * p.out_w();
   const size_t tail = cols % nr;
