@@ -230,22 +230,25 @@ void test_sgemm() {
 
 // The implicit-GEMM conv (the tile kernel reading A in place through per-k offsets, the
 // product transposed into NCHW) against the reference loops: pads, dilation, groups, batch,
-// a 1x1, with and without a residual.
+// a 1x1, strides 2 and 3 (the input split into stride phases), with and without a residual.
 void test_conv_implicit() {
   Group g("conv implicit");
   struct Shape {
-    size_t n, c, h, w, k, kh, kw, pt, pl, pb, pr, dh, dw, groups;
+    size_t n, c, h, w, k, kh, kw, pt, pl, pb, pr, dh, dw, groups, sh = 1, sw = 1;
   };
   const Shape shapes[] = {{1, 5, 7, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1},
                           {2, 6, 6, 5, 20, 3, 3, 2, 0, 1, 1, 1, 2, 2},
                           {1, 16, 7, 7, 37, 1, 1, 0, 0, 0, 0, 1, 1, 1},
-                          {1, 3, 12, 13, 8, 5, 5, 2, 2, 2, 2, 1, 1, 1}};
+                          {1, 3, 12, 13, 8, 5, 5, 2, 2, 2, 2, 1, 1, 1},
+                          {1, 9, 15, 14, 21, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 2},
+                          {2, 4, 13, 17, 6, 4, 3, 2, 1, 0, 1, 2, 1, 2, 3, 2}};
   int variant = 0;
   for (const Shape& s : shapes) {
     Conv2dParams p;
     p.N = s.n, p.C = s.c, p.H = s.h, p.W = s.w, p.K = s.k, p.kh = s.kh, p.kw = s.kw;
     p.pad_top = s.pt, p.pad_left = s.pl, p.pad_bottom = s.pb, p.pad_right = s.pr;
     p.dilation_h = s.dh, p.dilation_w = s.dw, p.groups = s.groups;
+    p.stride_h = s.sh, p.stride_w = s.sw;
     const size_t out = p.N * p.K * p.out_h() * p.out_w();
     auto x = randv(p.N * p.C * p.H * p.W), w = randv(p.K * (p.C / p.groups) * p.kh * p.kw);
     auto bias = randv(p.K), res = randv(out);
@@ -260,7 +263,8 @@ void test_conv_implicit() {
       conv.run(x.data(), got.data(), ep, nullptr);
       conv2d_reference(p, x.data(), w.data(), want.data(), ep);
       check("conv implicit " + std::to_string(p.C) + "->" + std::to_string(p.K) + " " +
-                std::to_string(p.kh) + "x" + std::to_string(p.kw) +
+                std::to_string(p.kh) + "x" + std::to_string(p.kw) + " s" +
+                std::to_string(p.stride_h) + std::to_string(p.stride_w) +
                 (with_residual ? " residual" : ""),
             got.data(), want.data(), out, 1e-4f, 1e-4f);
     }

@@ -142,8 +142,7 @@ def algorithms_for(case: Case) -> list[str]:
         algos.append("winograd")
     if case.groups == 1 and case.c * case.kh <= 64 and case.kw <= 16:
         algos.append("direct")
-    if case.strides == (1, 1):
-        algos.append("implicit")
+    algos.append("implicit")
     return algos
 
 
@@ -210,8 +209,14 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(Case(1, 64, 28, 28, 64, 3, 3, pads=(1, 1, 1, 1))) == "winograd"
     # on a 7x7 map its 4 tiles leave most of every GEMM panel empty
     assert used(Case(1, 64, 7, 7, 64, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
-    # stride 2 has no in-place rows: im2col
-    assert used(Case(1, 64, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "im2col"
+    # stride 2 through stride phases: implicit on output maps up to 14x14, im2col on larger
+    # ones and with more than 512 x 9 reduction rows
+    assert used(Case(1, 64, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "implicit"
+    assert used(Case(1, 64, 28, 28, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "implicit"
+    assert used(Case(1, 64, 56, 56, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "im2col"
+    deep = Case(1, 1024, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))
+    assert used(deep) == "im2col"
+    assert used(Case(1, 64, 28, 28, 64, 1, 1, strides=(2, 2))) == "im2col"
     # a 1x1 on a 7x7 map wastes 15 of 64 pixel lanes: implicit; on 14x14, 12 of 208: GEMM
     assert used(Case(1, 64, 7, 7, 64, 1, 1)) == "implicit"
     assert used(Case(1, 64, 14, 14, 64, 1, 1)) == "gemm_1x1"

@@ -118,13 +118,38 @@ bool direct_wins(const Conv2dParams& p) {
 //   48 for 36; on larger maps that waste is under 10%, and the implicit path's transpose
 //   and strided input rows lose (1x1 at 28x28: 680 vs 1100 us). Implicit when the padded
 //   columns exceed the live ones by more than 15%.
+// - kh x kw > 1 at stride 2, read through stride phases: im2col's patch matrix is only
+//   kh * kw / 4 times the input there, and the implicit GEMM wins on small output maps only:
+//   ResNet-50's 3x3 256 -> 256 at 28 -> 14 0.84x, 512 at 14 -> 7 0.83x, 64 -> 64 at
+//   28 -> 14 0.72x, 5x5 64 -> 128 at 28 -> 14 0.73x (min of 40-60 calls, one thread); even
+//   at 35 -> 17 (96 -> 384), slower at 56 -> 28 (128: 1.0-1.1x, 256: 1.2x) and with 9216
+//   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x).
+constexpr size_t kImplicitStridedMaxPixels = 14 * 14, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
-  if (p.stride_h != 1 || p.stride_w != 1) return false;
+  if (p.stride_h != 1 || p.stride_w != 1)
+    return p.kh * p.kw > 1 && p.out_h() * p.out_w() <= kImplicitStridedMaxPixels &&
+           p.C / p.groups * p.kh * p.kw <= kImplicitStridedMaxDepth;
   if (p.kh * p.kw > 1) return true;
   const size_t nr = gemm_kernel(active_isa()).nr, cols = p.out_h() * p.out_w();
   const size_t tail = cols % nr;
   const size_t computed = cols / nr * nr + (tail == 0 ? 0 : tail <= nr / 2 ? nr / 2 : nr);
   return double(computed) > 1.15 * double(cols);
+}
+
+// The implicit path's input: the zero-padded planes (HP x WP) split into stride_h x stride_w
+// phases of HQ x WQ each, phase (py, px) holding padded rows py, py + sh, ... and columns
+// px, px + sw, ... A strided conv then reads each tap's pixels at unit stride, like stride
+// 1 (one phase, the padded planes themselves).
+struct ImplicitPhases {
+  size_t hq, wq, count;  // rows and columns of one phase, phases per channel
+  size_t plane() const { return hq * wq; }
+  size_t channel() const { return count * hq * wq; }
+};
+
+ImplicitPhases implicit_phases(const Conv2dParams& p) {
+  const size_t HP = p.H + p.pad_top + p.pad_bottom, WP = p.W + p.pad_left + p.pad_right;
+  return {(HP + p.stride_h - 1) / p.stride_h, (WP + p.stride_w - 1) / p.stride_w,
+          p.stride_h * p.stride_w};
 }
 
 bool is_pointwise(const Conv2dParams& p) {
@@ -394,20 +419,20 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
         std::to_string(kDirectConvMaxTapRows) + " and kw <= " +
         std::to_string(kDirectConvMaxKw) + ", got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", kernel " + dims(p.kh, p.kw));
-  if (algo_ == ConvAlgo::implicit && (p.stride_h != 1 || p.stride_w != 1))
-    bad("the implicit algorithm needs stride 1, got " + dims(p.stride_h, p.stride_w));
   w_ = forms ? forms->get(algo_, p, weights, pool)
              : pack_weights(form_of(algo_), p, weights, pool);
   if (algo_ == ConvAlgo::implicit) {
-    // Input element (c, oy + ky * dh, ox + kx * dw) of the zero-padded planes (HP x WP) is
-    // offsets_[(c, ky, kx)] + oy * WP + ox: the GEMM's row for output pixel (oy, ox) is
-    // oy * WP + ox.
-    const size_t WP = p.W + p.pad_left + p.pad_right;
-    const size_t plane = (p.H + p.pad_top + p.pad_bottom) * WP;
+    // The zero-padded input split into stride phases (implicit_phases): padded element
+    // (c, oy * sh + ky * dh, ox * sw + kx * dw) is offsets_[(c, ky, kx)] + oy * WQ + ox, so
+    // the GEMM's row for output pixel (oy, ox) is oy * WQ + ox at any stride.
+    const ImplicitPhases ph = implicit_phases(p);
     for (size_t c = 0; c < p.C / p.groups; ++c)
       for (size_t ky = 0; ky < p.kh; ++ky)
-        for (size_t kx = 0; kx < p.kw; ++kx)
-          offsets_.push_back(c * plane + ky * p.dilation_h * WP + kx * p.dilation_w);
+        for (size_t kx = 0; kx < p.kw; ++kx) {
+          const size_t ry = ky * p.dilation_h, rx = kx * p.dilation_w;
+          const size_t phase = (c * p.stride_h + ry % p.stride_h) * p.stride_w + rx % p.stride_w;
+          offsets_.push_back(phase * ph.plane() + ry / p.stride_h * ph.wq + rx / p.stride_w);
+        }
   }
 }
 
@@ -822,27 +847,44 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
   const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
   const size_t kdim = Cg * p_.kh * p_.kw;
   const GemmKernel& kern = gemm_kernel(active_isa());
-  const size_t HP = p_.H + p_.pad_top + p_.pad_bottom, WP = p_.W + p_.pad_left + p_.pad_right;
-  const size_t plane = HP * WP;
-  // Product rows oy * WP + ox; the last row's padding columns are not computed. The furthest
-  // read, offsets_.back() + rows - 1, is the last element of the group's padded planes.
-  const size_t rows = (OH - 1) * WP + OW;
+  const ImplicitPhases ph = implicit_phases(p_);
+  const size_t WQ = ph.wq, chan = ph.channel();
+  // Product rows oy * WQ + ox; the last row's padding columns are not computed. The furthest
+  // read, offsets_.back() + rows - 1, lies in the group's last channel.
+  const size_t rows = (OH - 1) * WQ + OW;
   const float* xp = x;
-  if (plane != p_.H * p_.W) {
-    float* padded = gemm_scratch(kScratchPad, p_.N * p_.C * plane);
-    auto pad = [&](size_t i0, size_t i1) {
+  if (ph.count > 1 || chan != p_.H * p_.W) {
+    float* phased = gemm_scratch(kScratchPad, p_.N * p_.C * chan);
+    const size_t sh = p_.stride_h, sw = p_.stride_w;
+    auto split = [&](size_t i0, size_t i1) {
       for (size_t i = i0; i < i1; ++i) {
-        float* dst = padded + i * plane;
-        std::memset(dst, 0, plane * sizeof(float));
+        std::memset(phased + i * chan, 0, chan * sizeof(float));
         const float* src = x + i * p_.H * p_.W;
-        for (size_t r = 0; r < p_.H; ++r)
-          std::memcpy(dst + (r + p_.pad_top) * WP + p_.pad_left, src + r * p_.W,
-                      p_.W * sizeof(float));
+        for (size_t py = 0; py < sh; ++py)
+          for (size_t px = 0; px < sw; ++px) {
+            float* dst = phased + i * chan + (py * sw + px) * ph.plane();
+            // Phase column j is padded column px + j * sw, input column px + j * sw - pad_left.
+            size_t j0 = 0;
+            while (j0 < WQ && px + j0 * sw < p_.pad_left) ++j0;
+            for (size_t r = 0; r < ph.hq; ++r) {
+              const size_t prow = py + r * sh;
+              if (prow < p_.pad_top || prow - p_.pad_top >= p_.H) continue;
+              const float* s_row = src + (prow - p_.pad_top) * p_.W;
+              float* d_row = dst + r * WQ;
+              if (sw == 1) {
+                std::memcpy(d_row + p_.pad_left, s_row, p_.W * sizeof(float));
+                continue;
+              }
+              for (size_t j = j0, ix = px + j0 * sw - p_.pad_left; j < WQ && ix < p_.W;
+                   ++j, ix += sw)
+                d_row[j] = s_row[ix];
+            }
+          }
       }
     };
-    if (pool) pool->parallel_for(p_.N * p_.C, 1, pad, p_.N * p_.C * plane);
-    else pad(0, p_.N * p_.C);
-    xp = padded;
+    if (pool) pool->parallel_for(p_.N * p_.C, 1, split, p_.N * p_.C * chan);
+    else split(0, p_.N * p_.C);
+    xp = phased;
   }
   const size_t y_len = p_.N * p_.K * HW;
   Epilogue ep = ep_in;
@@ -865,13 +907,13 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
         kep.bias = bias;
       }
       const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
-      gemm_in_place_a_core(kern, rows, Kg, kdim, xp + (n * p_.C + g * Cg) * plane,
+      gemm_in_place_a_core(kern, rows, Kg, kdim, xp + (n * p_.C + g * Cg) * chan,
                            offsets_.data(), wb.panels_for(kern), product, Kg, kep, pool);
       float* yg = y + (n * p_.K + g * Kg) * HW;
       const float* res = ep.residual ? ep.residual + (n * p_.K + g * Kg) * HW : nullptr;
       auto out = [&](size_t b0, size_t b1) {
         const size_t k0 = b0 * 4, k1 = std::min(Kg, b1 * 4);
-        transpose_into_planes(product, Kg, OH, OW, WP, k0, k1, yg);
+        transpose_into_planes(product, Kg, OH, OW, WQ, k0, k1, yg);
         if (!res) return;
         for (size_t k = k0; k < k1; ++k) {
           float* yk = yg + k * HW;

@@ -13,10 +13,10 @@
 //              (kernels/winograd_ukernel.h); 4x fewer multiplies, more memory traffic
 //   direct     one group, few input channels (image stems): output rows straight from the
 //              input, output columns in vector lanes (kernels/directconv_ukernel.h)
-//   implicit   one group or more, stride 1: output channels in vector lanes and pixels in
-//              the tile's rows, the input read in place (zero padded once) through a
-//              per-(channel, tap) offset table: no patch matrix; the product comes out
-//              pixel-major and is transposed into NCHW
+//   implicit   one group or more, any stride: output channels in vector lanes and pixels in
+//              the tile's rows, the input read in place (zero padded once, split into
+//              stride phases when strided) through a per-(channel, tap) offset table: no
+//              patch matrix; the product comes out pixel-major and is transposed into NCHW
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
