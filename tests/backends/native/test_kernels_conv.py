@@ -129,6 +129,11 @@ CASES = [
     Case(2, 9, 6, 5, 37, 3, 3, pads=(2, 0, 1, 1), dilations=(1, 2)),
     Case(1, 128, 7, 7, 32, 3, 3, pads=(1, 1, 1, 1)),
     Case(1, 12, 9, 10, 20, 3, 3, pads=(1, 1, 1, 1), groups=2),
+    # grouped GEMM tasks on 2 threads: 3 groups x blocks raised to 2 (a ShuffleNet 1x1);
+    # batch x groups already even; 3 groups of a 3x3 im2col
+    Case(1, 48, 28, 28, 48, 1, 1, groups=3),
+    Case(2, 36, 9, 9, 30, 1, 1, groups=3),
+    Case(1, 9, 17, 19, 15, 3, 3, pads=(1, 1, 1, 1), groups=3),
 ]
 
 
