@@ -129,6 +129,11 @@ CASES = [
     Case(2, 9, 6, 5, 37, 3, 3, pads=(2, 0, 1, 1), dilations=(1, 2)),
     Case(1, 128, 7, 7, 32, 3, 3, pads=(1, 1, 1, 1)),
     Case(1, 12, 9, 10, 20, 3, 3, pads=(1, 1, 1, 1), groups=2),
+    # grouped GEMM tasks on 2 threads: 3 groups x blocks raised to 2 (a ShuffleNet 1x1);
+    # batch x groups already even; 3 groups of a 3x3 im2col
+    Case(1, 48, 28, 28, 48, 1, 1, groups=3),
+    Case(2, 36, 9, 9, 30, 1, 1, groups=3),
+    Case(1, 9, 17, 19, 15, 3, 3, pads=(1, 1, 1, 1), groups=3),
 ]
 
 
@@ -252,7 +257,7 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
 
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
 @pytest.mark.parametrize(
-    "case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-8], CASES[-6]], ids=str
+    "case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-11], CASES[-9]], ids=str
 )
 def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:
     x, w, bias, rng = make_inputs(case, 3)
@@ -279,7 +284,22 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-8]], ids=str)
+@pytest.mark.parametrize("case", CASES[-3:], ids=str)
+def test_grouped_conv_tasks_with_residual_on_two_threads(isa: str, case: Case) -> None:
+    """Grouped GEMM and implicit convs split by (group, part) tasks keep bias, residual and
+    activation per group."""
+    x, w, bias, rng = make_inputs(case, 7)
+    y0 = conv_ref(x, w, None, None, case, "none")
+    residual = rng.standard_normal(y0.shape, dtype=np.float32)
+    want = conv_ref(x, w, bias, residual, case, "relu")
+    for algo in algorithms_for(case):
+        y, _ = K.conv2d(x, w, bias=bias, residual=residual, pads=list(case.pads),
+                        groups=case.groups, activation="relu", algorithm=algo, threads=2)
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-11]], ids=str)
 def test_packed_conv_survives_isa_change(case: Case) -> None:
     """Weights packed under one ISA give right answers when dispatch is capped later."""
     x, w, bias, _ = make_inputs(case, 5)

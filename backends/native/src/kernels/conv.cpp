@@ -642,9 +642,14 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // Several blocks run whole on the threads, so their count is raised to a multiple of the
   // threads (7 blocks on 2 threads would leave one running the 7th alone) and blocks are
   // dealt out by micro-panels, equal to one panel.
-  if (threads > 1 && blocks >= threads)
+  // Groups are independent GEMMs too: with several, whole (image, group, block) tasks go to
+  // the threads (one fork and join per call) rather than each small group GEMM being split
+  // across the pool; blocks are raised until the task count is a multiple of the threads
+  // (ShuffleNet's 3-group 1x1 convs: 3 groups x 2 blocks on 2 threads).
+  const size_t grouped = p_.groups > 1 ? p_.N * p_.groups : 1;
+  if (threads > 1 && grouped * blocks >= threads)
     for (size_t b = blocks; b <= std::min(col_panels, blocks + threads - 1); ++b)
-      if (b % threads == 0) {
+      if (grouped * b % threads == 0) {
         blocks = b;
         break;
       }
@@ -657,7 +662,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
   const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
                           Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2;
-  const bool across_blocks = threads > 1 && blocks >= threads && blocks % threads == 0;
+  const bool across_blocks =
+      threads > 1 && grouped * blocks >= threads && grouped * blocks % threads == 0;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
   // after construction) they are converted block by block into scratch instead.
   std::vector<const float*> a_panels;
