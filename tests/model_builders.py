@@ -66,6 +66,26 @@ def float_model(nodes: list[onnx.NodeProto], inputs: Mapping[str, list[int]],
     return ir.from_proto(proto)
 
 
+def exported_layer_norm(x: str, y: str, width: int, seed: int = 0
+                        ) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """A LayerNorm over the last axis as the opset-14 exporters write it (ReduceMean, Sub,
+    Pow, ReduceMean, Add eps, Sqrt, Div, Mul gamma, Add beta): its nodes and initializers."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("ReduceMean", [x], ["ln_mu"], axes=[-1]),
+             helper.make_node("Sub", [x, "ln_mu"], ["ln_d"]),
+             helper.make_node("Pow", ["ln_d", "ln_two"], ["ln_d2"]),
+             helper.make_node("ReduceMean", ["ln_d2"], ["ln_var"], axes=[-1]),
+             helper.make_node("Add", ["ln_var", "ln_eps"], ["ln_ve"]),
+             helper.make_node("Sqrt", ["ln_ve"], ["ln_sd"]),
+             helper.make_node("Div", ["ln_d", "ln_sd"], ["ln_n"]),
+             helper.make_node("Mul", ["ln_n", "ln_g"], ["ln_ng"]),
+             helper.make_node("Add", ["ln_ng", "ln_b"], [y])]
+    inits = {"ln_two": np.array(2.0, np.float32), "ln_eps": np.array(1e-12, np.float32),
+             "ln_g": rng.standard_normal(width).astype(np.float32),
+             "ln_b": rng.standard_normal(width).astype(np.float32)}
+    return nodes, inits
+
+
 def model_from_arrays(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, np.ndarray],
                       outputs: Sequence[str], opset: int = 17,
                       initializers: Mapping[str, np.ndarray] | None = None,

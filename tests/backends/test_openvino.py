@@ -32,30 +32,17 @@ def test_unknown_precision_is_refused(conv_model):
 
 def _layer_norm_gelu_model():
     """An opset-14 LayerNorm then an erf GELU, in plain ops as exporters write them."""
-    from model_builders import float_model
+    from model_builders import exported_layer_norm, float_model
     from onnx import helper
 
-    rng = np.random.default_rng(0)
-
-    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
-             helper.make_node("Sub", ["x", "mu"], ["d"]),
-             helper.make_node("Pow", ["d", "two"], ["d2"]),
-             helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
-             helper.make_node("Add", ["var", "eps"], ["ve"]),
-             helper.make_node("Sqrt", ["ve"], ["sd"]),
-             helper.make_node("Div", ["d", "sd"], ["n"]),
-             helper.make_node("Mul", ["n", "g"], ["ng"]),
-             helper.make_node("Add", ["ng", "b"], ["h"]),
-             helper.make_node("Div", ["h", "sqrt2"], ["hs"]),
-             helper.make_node("Erf", ["hs"], ["e"]),
-             helper.make_node("Add", ["e", "one"], ["e1"]),
-             helper.make_node("Mul", ["h", "e1"], ["he"]),
-             helper.make_node("Mul", ["he", "half"], ["y"])]
-    inits = {"two": np.array(2.0, np.float32), "eps": np.array(1e-12, np.float32),
-             "g": rng.standard_normal(8).astype(np.float32),
-             "b": rng.standard_normal(8).astype(np.float32),
-             "sqrt2": np.array(2 ** 0.5, np.float32), "one": np.array(1.0, np.float32),
-             "half": np.array(0.5, np.float32)}
+    nodes, inits = exported_layer_norm("x", "h", 8)
+    nodes += [helper.make_node("Div", ["h", "sqrt2"], ["hs"]),
+              helper.make_node("Erf", ["hs"], ["e"]),
+              helper.make_node("Add", ["e", "one"], ["e1"]),
+              helper.make_node("Mul", ["h", "e1"], ["he"]),
+              helper.make_node("Mul", ["he", "half"], ["y"])]
+    inits |= {"sqrt2": np.array(2 ** 0.5, np.float32), "one": np.array(1.0, np.float32),
+              "half": np.array(0.5, np.float32)}
     return float_model(nodes, {"x": [2, 3, 8]}, {"y": [2, 3, 8]}, inits, opset=14)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from compiler_cases import assert_close, ops, rand
-from model_builders import float_model, run_reference
+from model_builders import exported_layer_norm, float_model, run_reference
 from onnx import helper
 
 from kiln.compiler.capabilities import BackendCaps
@@ -12,17 +12,7 @@ from kiln.compiler.pipeline import optimize
 
 
 def test_opset14_layer_norm_is_upgraded_and_fused():
-    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
-             helper.make_node("Sub", ["x", "mu"], ["d"]),
-             helper.make_node("Pow", ["d", "two"], ["d2"]),
-             helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
-             helper.make_node("Add", ["var", "eps"], ["ve"]),
-             helper.make_node("Sqrt", ["ve"], ["sd"]),
-             helper.make_node("Div", ["d", "sd"], ["n"]),
-             helper.make_node("Mul", ["n", "g"], ["ng"]),
-             helper.make_node("Add", ["ng", "b"], ["y"])]
-    inits = {"two": np.array(2.0, np.float32), "eps": np.array(1e-12, np.float32),
-             "g": rand(8), "b": rand(8, seed=1)}
+    nodes, inits = exported_layer_norm("x", "y", 8)
     model = float_model(nodes, {"x": [2, 3, 8]}, {"y": [2, 3, 8]}, inits, opset=14)
     feeds = {"x": rand(2, 3, 8, seed=2)}
     want = run_reference(model, feeds)
