@@ -583,13 +583,8 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   const GemmKernel& kern = gemm_kernel(active_isa());
   const size_t y_len = p_.N * p_.K * cols;
   Epilogue ep = ep_in;
-  if (ep.residual && ep.residual < y + y_len && y < ep.residual + y_len) {
-    // y is written block by block (and over several K blocks): read an aliased residual
-    // from a copy.
-    float* copy = gemm_scratch(kScratchResidual, y_len);
-    std::memcpy(copy, ep.residual, y_len * sizeof(float));
-    ep.residual = copy;
-  }
+  // y is written block by block (and over several K blocks)
+  ep.residual = residual_apart(ep.residual, y, y_len);
   if (cols == 1 && algo_ == ConvAlgo::gemm_1x1) {
     // One output pixel (a squeeze-excitation conv, a classifier after global pooling): the
     // GEMM would pad the one column to a whole nr-wide panel (32x the multiply-adds), so
@@ -894,12 +889,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
   }
   const size_t y_len = p_.N * p_.K * HW;
   Epilogue ep = ep_in;
-  if (ep.residual && ep.residual < y + y_len && y < ep.residual + y_len) {
-    // y is written before the residual is added: read an aliased residual from a copy.
-    float* copy = gemm_scratch(kScratchResidual, y_len);
-    std::memcpy(copy, ep.residual, y_len * sizeof(float));
-    ep.residual = copy;
-  }
+  ep.residual = residual_apart(ep.residual, y, y_len);  // y is written before it is added
   float* product = gemm_scratch(kScratchConv, rows * Kg);
   for (size_t n = 0; n < p_.N; ++n)
     for (size_t g = 0; g < p_.groups; ++g) {

@@ -255,13 +255,17 @@ void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t 
   });
 }
 
+const float* residual_apart(const float* residual, const float* out, size_t out_len) {
+  if (!residual || residual >= out + out_len || out >= residual + out_len) return residual;
+  float* copy = gemm_scratch(kScratchResidual, out_len);
+  std::memcpy(copy, residual, out_len * sizeof(float));
+  return copy;
+}
+
 // ---------------------------------------------------------------- the tile loop
 
 namespace {
 
-bool overlaps(const float* a, size_t a_len, const float* b, size_t b_len) {
-  return a < b + b_len && b < a + a_len;
-}
 
 // Raises the block counts (each at most its panel count) to the fewest tasks that are a
 // multiple of `threads`; unchanged when no such split exists.
@@ -303,12 +307,7 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOper
   if (M == 0 || N == 0) return;
   Epilogue ep = ep_in;
   const size_t c_len = (M - 1) * ldc + N;
-  if (ep.residual && overlaps(ep.residual, c_len, C, c_len)) {
-    // C is overwritten block by block, so an aliased residual is read from a copy.
-    float* copy = gemm_scratch(kScratchResidual, c_len);
-    std::memcpy(copy, ep.residual, c_len * sizeof(float));
-    ep.residual = copy;
-  }
+  ep.residual = residual_apart(ep.residual, C, c_len);  // C is overwritten block by block
   if (K == 0) {
     for (size_t i = 0; i < M; ++i)
       for (size_t j = 0; j < N; ++j) C[i * ldc + j] = epilogue_value(ep, ldc, i, j, 0.0f);

@@ -44,6 +44,9 @@ enum ScratchSlot : int {
   kScratchCount
 };
 float* gemm_scratch(ScratchSlot slot, size_t n);
+// `residual` as an epilogue may read it while `out` (out_len floats) is written: itself, or
+// a scratch copy (kScratchResidual) when the two overlap.
+const float* residual_apart(const float* residual, const float* out, size_t out_len);
 
 struct GemmBlocking {
   size_t kc;  // K block: the kc x nr B micro-panel takes ~1/8 of L2
