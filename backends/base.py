@@ -121,12 +121,14 @@ class ArtifactWeights:
     file of the optimized graph (``model.onnx``) whose external tensors point into ``file`` at
     their offsets in the whole file: the same places a load of the artifact maps them from.
     ``start`` is where the weights member's data begins in ``file`` (a blob that refers to the
-    weights as model.onnx does, by offset within the member, subtracts it).
+    weights as model.onnx does, by offset within the member, subtracts it); ``member`` is that
+    member's name, the location such a reference names.
     """
 
     file: Path
     graph: Path
     start: int = 0
+    member: str = "weights.bin"
 
 
 class CompiledModel(abc.ABC):

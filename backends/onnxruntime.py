@@ -106,7 +106,9 @@ class OnnxRuntimeCompiled(CompiledModel):
         self._output_names = [o.name for o in self.outputs]
         self._active: dict[int, Any] = {}  # thread id -> its RunOptions in flight (for cancel)
 
+    @functools.cached_property
     def _weight_bytes(self) -> int:
+        """Bytes of the graph's weights (asked by save_beside, then save: one walk)."""
         model = ir_model(self._model)
         return sum(v.const_value.nbytes for v in model.graph.initializers.values()
                    if v.const_value is not None)
@@ -115,7 +117,7 @@ class OnnxRuntimeCompiled(CompiledModel):
         """onnxruntime's optimized graph, written by a second session that optimizes the same
         model; a load then skips onnxruntime's graph optimizers. None for a model with large
         weights (``MAX_DUPLICATED_WEIGHT_BYTES``)."""
-        if self._weight_bytes() > MAX_DUPLICATED_WEIGHT_BYTES:
+        if self._weight_bytes > MAX_DUPLICATED_WEIGHT_BYTES:
             return []
         model = ir_model(self._model)
         data = to_onnx_bytes(model, max_ir_version(), max_opset())
@@ -131,7 +133,7 @@ class OnnxRuntimeCompiled(CompiledModel):
         (``EXTENDED_BLOB_FILE``) when its optimizers made only small new tensors."""
         level = self._options.extra.get("ort_graph_optimization_level", "all")
         if (weights is None or level not in _EXTENDED_LEVELS
-                or self._weight_bytes() <= MAX_DUPLICATED_WEIGHT_BYTES):
+                or self._weight_bytes <= MAX_DUPLICATED_WEIGHT_BYTES):
             return self.save(folder)
         blob = _extended_graph(weights, self._options)
         if blob is None:
@@ -198,6 +200,8 @@ def _extended_graph(weights: ArtifactWeights, options: CompileOptions) -> bytes 
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
+    from kiln.compiler.onnx_stream import point_into
+
     with tempfile.TemporaryDirectory(prefix="kiln-ort-") as tmp:
         path = Path(tmp) / "extended.onnx"
         _session(str(weights.graph), options, "extended", str(path))
@@ -208,22 +212,11 @@ def _extended_graph(weights: ArtifactWeights, options: CompileOptions) -> bytes 
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             new_bytes += tensor.ByteSize()
         elif info.get("location") == weights.file.name:
-            _refer_to_weights(tensor, int(info.get("offset", "0")) - weights.start,
-                              int(info["length"]))
+            point_into(tensor, weights.member, int(info.get("offset", "0")) - weights.start,
+                       int(info["length"]))
         else:  # a file of onnxruntime's own: not what this blob is made of
             return None
     return None if new_bytes > _MAX_NEW_TENSOR_BYTES else graph.SerializeToString()
-
-
-def _refer_to_weights(tensor: Any, offset: int, length: int) -> None:
-
-    from kiln.runtime.artifact import WEIGHTS
-
-    del tensor.external_data[:]
-    for key, value in (("location", WEIGHTS), ("offset", str(offset)),
-                       ("length", str(length))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
 
 
 def _attached(blob: bytes | memoryview, model: StoredGraph) -> bytes:

@@ -420,7 +420,7 @@ def _put_blobs(zf: zipfile.ZipFile, members: dict[str, dict[str, Any]],
                                          dir=file.parent)
             with os.fdopen(fd, "wb") as out:
                 out.write(_graph_into(model_bytes, file, start))
-            shared = ArtifactWeights(file=file, graph=Path(graph), start=start)
+            shared = ArtifactWeights(file=file, graph=Path(graph), start=start, member=WEIGHTS)
         try:
             write_blobs(Path(folder), shared)
         finally:
@@ -744,12 +744,11 @@ def restore_as_decided(artifact: Artifact, backend: Backend, target: Target,
     """``restore`` once ``restore_miss`` was asked (``miss``): a load decides once whether the
     blobs serve, and reads that decision twice (where the weights go, then what to build).
     ``model`` may be the artifact's ``StoredGraph`` for a backend that ``loads_stored_graph``;
-    it then builds from the stored graph (no blobs) when the blobs do not serve."""
+    it then builds from the stored graph (no blobs) when the blobs do not serve; the load
+    (``_load_checked``) passes one to no other backend."""
     from kiln.backends.onnx_export import StoredGraph
 
     model = model if model is not None else artifact.model()
-    if isinstance(model, StoredGraph) and not backend.loads_stored_graph:
-        model = model.model()
     if miss is None:
         compiled = backend.load(artifact.blobs, model, target, options)
         miss = compiled.rebuilt_because  # the blob did not import here
