@@ -516,9 +516,11 @@ class _Check:
     size: int = 4
 
 
-#: The ops whose inputs ``RuntimeChecks.collect`` follows back to the feeds.
-_FED_OPS = frozenset({"Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
-                      "ScatterND", "Range", "ConstantOfShape", "Expand", "Tile", "Loop"})
+#: The ops whose inputs ``RuntimeChecks.collect`` follows back to the feeds, by the check
+#: each gets (one list: the early-out and the branches read the same names).
+_INDEX_OPS = ("Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND", "ScatterND")
+_SIZE_OPS = ("ConstantOfShape", "Expand", "Tile")
+_FED_OPS = frozenset({*_INDEX_OPS, *_SIZE_OPS, "Range", "Loop"})
 
 
 class RuntimeChecks:
@@ -543,8 +545,7 @@ class RuntimeChecks:
         ins = list(node.inputs) + [None] * 4
         label = _label(node)
         size = _itemsize(node.outputs[0] if node.outputs else None)
-        if op in ("Gather", "GatherElements", "ScatterElements", "Scatter", "GatherND",
-                  "ScatterND"):
+        if op in _INDEX_OPS:
             feed = _feed_source(ins[1], inputs)
             if feed is None:
                 return
@@ -561,7 +562,7 @@ class RuntimeChecks:
                 self.items.append(_Check("range", label, "", others=feeds,
                                          consts=tuple(estimator.const(v) for v in ins[:3]),
                                          size=size))
-        elif op in ("ConstantOfShape", "Expand", "Tile"):
+        elif op in _SIZE_OPS:
             feed = _feed_source(ins[0] if op == "ConstantOfShape" else ins[1], inputs)
             if feed is not None:
                 self.items.append(_Check("size", label, feed, data_shape=None if op ==
