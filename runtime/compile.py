@@ -49,7 +49,6 @@ from kiln.runtime import guards as guards_module
 # it from source took 15-35 ms of the first load
 from kiln.runtime.artifact import Artifact, load_artifact, restore_as_decided, restore_miss
 from kiln.runtime.collector import older_objects_frozen
-from kiln.runtime.guards_view import proto_model
 from kiln.runtime.placement import MIN_PARTITION_NODES, joint_caps
 from kiln.runtime.release import release_parsed
 from kiln.runtime.weights import offload_weights, release_maps
@@ -470,6 +469,8 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     if chosen is not None and chosen.loads_stored_graph and not needs_weights_file(
             artifact, chosen, miss):
         # the engine reads the stored proto (and its weights in the .kiln): no IR is built
+        from kiln.runtime.guards_view import proto_model
+
         graph = stored
         checks = guards_module.check_model(proto_model(stored.proto, stored.weights_dir),
                                            guards, choice.engines)
