@@ -78,7 +78,7 @@ kiln::BiasKind parse_bias_kind(const std::string& name) {
 }
 
 kiln::ConvAlgo parse_algo(const std::string& name) {
-  for (int a = 0; a <= int(kiln::ConvAlgo::implicit); ++a)
+  for (int a = 0; a <= int(kiln::kLastConvAlgo); ++a)
     if (name == kiln::conv_algo_name(kiln::ConvAlgo(a))) return kiln::ConvAlgo(a);
   throw std::invalid_argument("unknown conv algorithm '" + name + "'");
 }

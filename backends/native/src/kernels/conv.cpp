@@ -65,8 +65,7 @@ bool winograd_wins(const Conv2dParams& p) {
     return false;
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
   const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
-  // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding
-  // (DenseNet's 128 -> 32 3x3 at 7x7: 146 us with F(4,3), 114 us with im2col, Xeon).
+  // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding.
   if (tiles < kWinogradMinTiles) return false;
   return tiles >= 25 || u_bytes <= cache_sizes().l2;
 }
@@ -400,12 +399,13 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
     : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) {
-    algo_ = is_depthwise(p)                     ? ConvAlgo::depthwise
-            : is_pointwise(p) && !implicit_wins(p) ? ConvAlgo::gemm_1x1
-            : direct_wins(p)                       ? ConvAlgo::direct
-            : winograd_wins(p)                     ? ConvAlgo::winograd
-            : implicit_wins(p)                     ? ConvAlgo::implicit
-                                                   : ConvAlgo::im2col;
+    const bool implicit = !is_depthwise(p) && implicit_wins(p);
+    algo_ = is_depthwise(p)                ? ConvAlgo::depthwise
+            : is_pointwise(p) && !implicit ? ConvAlgo::gemm_1x1
+            : direct_wins(p)               ? ConvAlgo::direct
+            : winograd_wins(p)             ? ConvAlgo::winograd
+            : implicit                     ? ConvAlgo::implicit
+                                           : ConvAlgo::im2col;
   }
   if (algo_ == ConvAlgo::depthwise && !is_depthwise(p))
     bad("the depthwise algorithm needs groups == C == K, got groups " + std::to_string(p.groups) +

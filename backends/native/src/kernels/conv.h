@@ -52,6 +52,7 @@ struct Conv2dParams {
 enum class ConvAlgo : int {
   automatic = 0, reference, gemm_1x1, im2col, depthwise, winograd, direct, implicit
 };
+constexpr ConvAlgo kLastConvAlgo = ConvAlgo::implicit;  // the loop bound of name lookups
 const char* conv_algo_name(ConvAlgo algo);
 
 // A per-input-channel affine (and optional Relu) applied to x before the convolution: an
