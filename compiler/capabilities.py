@@ -52,6 +52,10 @@ class BackendCaps:
                         it loads a model, to the same compiled graph as from kiln's fused
                         ops; kiln then leaves them, and the opset upgrade they need, to it
                         (attention, when ``standard_attention``, is still kiln's).
+    folds_conv_batchnorm: the engine folds a BatchNormalization that follows a Conv into the
+                        Conv's weights itself when it loads a model, to the same compiled
+                        graph; kiln's fuse-batchnorm then leaves Conv -> BatchNormalization
+                        pairs to it (and computes, holds and writes no folded weights).
     """
 
     name: str = "onnx"
@@ -66,6 +70,7 @@ class BackendCaps:
     int8_byte_table: bool = False
     static_int8: str = "chained"
     fuses_norm_gelu: bool = False
+    folds_conv_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -84,7 +89,8 @@ class BackendCaps:
                 "qconv_groups": self.qconv_groups,
                 "int8_activations": sorted(self.int8_activations),
                 "int8_byte_table": self.int8_byte_table,
-                "static_int8": self.static_int8, "fuses_norm_gelu": self.fuses_norm_gelu}
+                "static_int8": self.static_int8, "fuses_norm_gelu": self.fuses_norm_gelu,
+                "folds_conv_batchnorm": self.folds_conv_batchnorm}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

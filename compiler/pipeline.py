@@ -5,7 +5,9 @@
         no-op removal, CSE, dead-code removal.
     O2  the default: O1 + fusions (BatchNorm folding, affine folding, chain collapsing,
         MatMul+Add -> Gemm, transformer patterns, Conv/Gemm epilogues), then whatever the
-        backend cannot run expanded back to standard ONNX.
+        backend cannot run expanded back to standard ONNX. A backend whose engine folds
+        Conv -> BatchNormalization itself at load (``caps.folds_conv_batchnorm``) gets those
+        pairs unfolded: the engine's graph is the same, the compile computes no weights.
     O1, O2 and O3 also write the graph in the backend's own kernel ops when its caps list them
         (``kernel_steps``): Q/DQ regions as the int8 ops (before the epilogue fusion, which
         would otherwise take a Conv -> Relu out of its Q/DQ region), BatchNormalization ->
@@ -148,15 +150,17 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
 
     epilogue = [rule for rule, op in ((FuseConvEpilogue(), "FusedConv"),
                                       (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
+    # Conv -> BatchNormalization pairs are left to an engine that folds them at its load
+    after_conv = not caps.folds_conv_batchnorm
     steps: list[Step] = [
-        ("fuse-batchnorm", FuseBatchNormPass()),
+        ("fuse-batchnorm", FuseBatchNormPass(after_conv)),
         *_hard_swish_opset_steps(caps),
         # before fold-affine, which would otherwise fold relu6(x + 3)'s "+ 3" into a Conv bias
         ("fuse-hard-activations", FuseHardActivationsPass()),
         ("factor-scaled-residual", FactorScaledResidualPass()),
         ("matmul-add-to-gemm", OnnxscriptRulesPass(_GEMM_RULES)),
         ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
-        ("fuse-batchnorm-again", FuseBatchNormPass()),
+        ("fuse-batchnorm-again", FuseBatchNormPass(after_conv)),
         *transformer_steps(caps),
         ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
         *_int8_steps(caps),

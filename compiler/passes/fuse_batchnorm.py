@@ -38,7 +38,11 @@ FUSE_BATCHNORM_RULES = [
 
 
 class FuseBatchNormPass(OnnxscriptRulesPass):
-    """Fold every foldable BatchNormalization into its producer."""
+    """Fold every foldable BatchNormalization into its producer; with ``after_conv=False``,
+    only those after a ConvTranspose or Gemm (an engine that folds Conv -> BatchNormalization
+    itself at load gets those pairs as they are)."""
 
-    def __init__(self) -> None:
-        super().__init__(FUSE_BATCHNORM_RULES)
+    def __init__(self, after_conv: bool = True) -> None:
+        super().__init__(FUSE_BATCHNORM_RULES if after_conv
+                         else [r for r in FUSE_BATCHNORM_RULES
+                               if r is not fuse_batchnorm_into_conv_rule])

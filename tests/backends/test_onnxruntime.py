@@ -143,3 +143,55 @@ def test_large_weights_are_stored_once_beside_an_extended_blob_that_refers_to_th
     basic = kiln.Session(str(path), backend="onnxruntime", ort_graph_optimization_level="basic")
     assert len(used) == 1
     np.testing.assert_allclose(basic(x=x)["y"], expected, rtol=1e-5, atol=1e-5)
+
+
+def _conv_bn_relu():
+    from model_builders import float_model
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+             **{k: rng.standard_normal(8).astype(np.float32) for k in ("g", "be", "m")},
+             "v": rng.uniform(0.5, 2.0, 8).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    return float_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 8, 8, 8]}, inits)
+
+
+def _onnxruntime_graph(model, tmp_path, name):
+    """The op types of onnxruntime's own optimized graph of kiln's ``model``."""
+    import onnx
+    import onnxruntime as ort
+
+    from kiln.backends.onnx_export import to_onnx_bytes
+
+    path = tmp_path / name
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(to_onnx_bytes(model), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(path).graph.node]
+
+
+def test_conv_batchnorm_is_left_to_onnxruntime_which_folds_it_the_same(tmp_path):
+    """caps.folds_conv_batchnorm: kiln hands Conv -> BatchNormalization over unfolded, and
+    onnxruntime's graph is the one it makes of kiln's folded Conv; the numbers agree."""
+    import dataclasses
+
+    from model_builders import run_reference
+
+    from kiln.compiler.pipeline import optimize
+
+    backend = get_backend("onnxruntime")
+    assert backend.caps().folds_conv_batchnorm
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    want = run_reference(_conv_bn_relu(), {"x": x})[0]
+    compiled = kiln.compile(_conv_bn_relu(), backend="onnxruntime")
+    assert "BatchNormalization" in [n.op_type for n in compiled.model.graph]
+    folded, _ = optimize(_conv_bn_relu(), 2, None,
+                         dataclasses.replace(backend.caps(), folds_conv_batchnorm=False))
+    assert "BatchNormalization" not in [n.op_type for n in folded.graph]
+    left = _onnxruntime_graph(compiled.model, tmp_path, "left.onnx")
+    assert "BatchNormalization" not in left
+    assert left == _onnxruntime_graph(folded, tmp_path, "folded.onnx")
+    np.testing.assert_allclose(kiln.Session(compiled)(x=x)["y"], want, rtol=1e-4, atol=1e-5)

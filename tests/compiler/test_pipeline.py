@@ -222,3 +222,11 @@ def test_a_hard_swish_model_below_opset_14_moves_to_it_when_the_backend_takes_it
     else:
         assert out.opset_imports[""] == 12 and "HardSigmoid" in ops(out)
     np.testing.assert_allclose(run_reference(out, feeds)[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_batchnorm_pairs_are_left_to_an_engine_that_folds_them():
+    caps = BackendCaps("onnxruntime", folds_conv_batchnorm=True)
+    _, report = optimize(load_light("resnet50"), 2, None, caps)
+    assert report.ops_after["BatchNormalization"] == 53
+    assert "FuseBatchNormIntoConv" not in {
+        rule for p in report.passes for rule in p.fired}

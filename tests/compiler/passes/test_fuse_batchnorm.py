@@ -66,3 +66,24 @@ def test_bn_fed_by_a_graph_input_weight_is_left_alone():
                         _bn_inits(2))
     assert not FuseBatchNormPass()(model).modified
     assert ops(model) == ["Conv", "BatchNormalization"]
+
+
+def test_after_conv_false_leaves_conv_pairs_and_folds_the_others():
+    """For an engine that folds Conv -> BatchNormalization itself: that pair stays, a Gemm's
+    BatchNormalization is still folded."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["y"]),
+             helper.make_node("Gemm", ["a", "w2"], ["h"], transB=1),
+             helper.make_node("BatchNormalization", ["h", "s", "be2", "m2", "v2"], ["z"])]
+    inits = {"w": rand(6, 3, 3, 3), **_bn_inits(6), "w2": rand(5, 7), "s": rand(5, seed=20),
+             "be2": rand(5, seed=21), "m2": rand(5, seed=22),
+             "v2": rand(5, seed=23, positive=True)}
+    model = float_model(nodes, {"x": [1, 3, 5, 5], "a": [3, 7]},
+                        {"y": [1, 6, 3, 3], "z": [3, 5]}, inits)
+    feeds = {"x": rand(1, 3, 5, 5, seed=1), "a": rand(3, 7, seed=2)}
+    want = run_reference(model, feeds)
+    step = FuseBatchNormPass(after_conv=False)
+    assert step(model).modified
+    assert sorted(ops(model)) == ["BatchNormalization", "Conv", "Gemm"]
+    assert step.fired == {"FuseBatchNormIntoGemm": 1}
+    assert_close(want, run_reference(model, feeds))
