@@ -290,9 +290,11 @@ class OnnxRuntimeBackend(Backend):
         # light ResNet-50's onnxruntime graph is the same 59 nodes either way, and kiln's
         # compile no longer computes and writes 100 MB of folded weights (~0.2 s of ~0.6 s).
         # (With ort_graph_optimization_level="disable" those pairs stay unfolded, as asked.)
+        # Its basic optimizers also remove identities, no-ops and dead nodes, merge common
+        # subexpressions and make MatMul + Add a Gemm (caps.cleans_up_at_load).
         top = max_opset()
         return BackendCaps(name=self.name, max_opset=top, standard_attention=top >= 23,
-                           folds_conv_batchnorm=True)
+                           folds_conv_batchnorm=True, cleans_up_at_load=True)
 
     def _check(self, options: CompileOptions) -> None:
         status = self.is_available()

@@ -499,11 +499,15 @@ class OpenVinoBackend(Backend):
         MatMulInteger without its int8 kernels); static int8 with Q/DQ only on the inputs of
         int8 ops, so the CPU plugin folds each Conv's float tail into the Conv. LayerNorm and
         GELU in plain ops it fuses itself (MVN, Gelu): MiniLM-L6 compiles to the same
-        runtime graph (361 layers, in order) with or without kiln's fusions."""
+        runtime graph (361 layers, in order) with or without kiln's fusions. Its load cleans
+        up as well (identities, no-ops, dead nodes, common subexpressions, MatMul + Add): the
+        runtime graphs of MiniLM-L6, YOLOv8n, PP-OCRv4's detector and ddddocr's recognizer
+        are the same, layer for layer, without kiln's cleanup steps."""
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, precision_hints=frozenset({"fp16", "bf16"}),
-                           dynamic_int8="weights", static_int8="inputs", fuses_norm_gelu=True)
+                           dynamic_int8="weights", static_int8="inputs", fuses_norm_gelu=True,
+                           cleans_up_at_load=True)
 
     def _prepare(self, options: CompileOptions):
         """(Core, device, config) for ``options``, or the kiln error that stops them."""

@@ -183,6 +183,9 @@ def _ort_dtype(type_name: str) -> str:
 STEPS = (
     ("kiln.runtime.artifact", "load_artifact"),
     ("kiln.runtime.compile", "artifact_graph"),
+    ("kiln.compiler.frontend", "parse_bytes"),
+    ("kiln.compiler.validate", "validate_proto"),
+    ("kiln.compiler.reference", "max_opset"),
     ("kiln.backends.onnx_export", "StoredGraph.model"),  # kiln's IR of a loaded graph
     ("kiln.runtime.compile", "import_validated"),
     ("kiln.runtime.guards", "check_model"),

@@ -56,6 +56,12 @@ class BackendCaps:
                         Conv's weights itself when it loads a model, to the same compiled
                         graph; kiln's fuse-batchnorm then leaves Conv -> BatchNormalization
                         pairs to it (and computes, holds and writes no folded weights).
+    cleans_up_at_load:  the engine's own load removes Identity / Dropout / no-op nodes and
+                        unused ones, merges common subexpressions and writes MatMul + Add as
+                        Gemm, to the same compiled graph whether or not kiln did: kiln's
+                        steps for these (``ENGINE_CLEANUP_STEPS`` in pipeline.py) are left
+                        to it. Constant folding stays kiln's: later fusions match on what it
+                        folds.
     """
 
     name: str = "onnx"
@@ -71,6 +77,7 @@ class BackendCaps:
     static_int8: str = "chained"
     fuses_norm_gelu: bool = False
     folds_conv_batchnorm: bool = False
+    cleans_up_at_load: bool = False
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -90,7 +97,8 @@ class BackendCaps:
                 "int8_activations": sorted(self.int8_activations),
                 "int8_byte_table": self.int8_byte_table,
                 "static_int8": self.static_int8, "fuses_norm_gelu": self.fuses_norm_gelu,
-                "folds_conv_batchnorm": self.folds_conv_batchnorm}
+                "folds_conv_batchnorm": self.folds_conv_batchnorm,
+                "cleans_up_at_load": self.cleans_up_at_load}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

@@ -8,6 +8,7 @@
         backend cannot run expanded back to standard ONNX. A backend whose engine folds
         Conv -> BatchNormalization itself at load (``caps.folds_conv_batchnorm``) gets those
         pairs unfolded: the engine's graph is the same, the compile computes no weights.
+        One whose load cleans up (``caps.cleans_up_at_load``) gets no ``ENGINE_CLEANUP_STEPS``.
     O1, O2 and O3 also write the graph in the backend's own kernel ops when its caps list them
         (``kernel_steps``): Q/DQ regions as the int8 ops (before the epilogue fusion, which
         would otherwise take a Conv -> Relu out of its Q/DQ region), BatchNormalization ->
@@ -185,6 +186,16 @@ def _finish(caps: BackendCaps) -> list[Step]:
     ]
 
 
+#: Steps an engine that cleans up at its own load (``caps.cleans_up_at_load``) does itself.
+#: onnxruntime's optimized graph was the same with and without them on the eleven real models
+#: tried (MiniLM-L6, YOLOv8n, light ResNet-50, the PP-OCRv4 and ddddocr models, ...); they
+#: cost MiniLM-L6's compile ~25 ms. Not among them: fold-constants (PP-OCRv4's detector ended
+#: at 400 onnxruntime nodes instead of 238 without it: its folds feed kiln's fusions) and
+#: normalize (onnxruntime keeps a Sum of two as Sum).
+ENGINE_CLEANUP_STEPS = frozenset({"eliminate-identity", "remove-no-ops", "cse", "remove-unused",
+                                  "matmul-add-to-gemm"})
+
+
 def build_pipeline(level: int, target: Target | None = None,
                    caps: BackendCaps = STANDARD_ONNX) -> list[Step]:
     """The named passes of optimization ``level`` for ``target`` and ``caps``, in order."""
@@ -195,6 +206,8 @@ def build_pipeline(level: int, target: Target | None = None,
     steps = _o1()
     steps += _fusions(target, caps) if level >= 2 else kernel_steps(caps)
     steps += _finish(caps)
+    if caps.cleans_up_at_load:
+        steps = [step for step in steps if step[0] not in ENGINE_CLEANUP_STEPS]
     return steps
 
 

@@ -195,3 +195,42 @@ def test_conv_batchnorm_is_left_to_onnxruntime_which_folds_it_the_same(tmp_path)
     assert "BatchNormalization" not in left
     assert left == _onnxruntime_graph(folded, tmp_path, "folded.onnx")
     np.testing.assert_allclose(kiln.Session(compiled)(x=x)["y"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_cleanup_left_to_onnxruntime_gives_it_the_same_graph(tmp_path):
+    """caps.cleans_up_at_load: a duplicated Relu and MatMul + Add reach onnxruntime as
+    written, and its optimized graph is the one it makes of kiln's cleaned-up graph."""
+    import dataclasses
+
+    from model_builders import float_model, run_reference
+    from onnx import helper
+
+    from kiln.compiler.pipeline import optimize
+
+    def model():
+        rng = np.random.default_rng(0)
+        nodes = [helper.make_node("Identity", ["a"], ["i"]),
+                 helper.make_node("Dropout", ["i"], ["d"]),
+                 helper.make_node("MatMul", ["d", "w"], ["m"]),
+                 helper.make_node("Add", ["m", "b"], ["s"]),
+                 helper.make_node("Relu", ["s"], ["r1"]),
+                 helper.make_node("Relu", ["s"], ["r2"]),
+                 helper.make_node("Sum", ["r1", "r2"], ["y"])]
+        return float_model(nodes, {"a": [2, 4]}, {"y": [2, 3]},
+                           {"w": rng.standard_normal((4, 3)).astype(np.float32),
+                            "b": rng.standard_normal(3).astype(np.float32)})
+
+    backend = get_backend("onnxruntime")
+    assert backend.caps().cleans_up_at_load
+    compiled = kiln.compile(model(), backend="onnxruntime")
+    left = [n.op_type for n in compiled.model.graph]
+    assert "MatMul" in left and left.count("Relu") == 2
+    cleaned, _ = optimize(model(), 2, None,
+                          dataclasses.replace(backend.caps(), cleans_up_at_load=False))
+    done = [n.op_type for n in cleaned.graph]
+    assert "MatMul" not in done and done.count("Relu") == 1
+    assert _onnxruntime_graph(compiled.model, tmp_path, "left.onnx") == \
+        _onnxruntime_graph(cleaned, tmp_path, "cleaned.onnx")
+    a = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(kiln.Session(compiled)(a=a)["y"],
+                               run_reference(model(), {"a": a})[0], rtol=1e-5, atol=1e-6)

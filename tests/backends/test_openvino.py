@@ -74,3 +74,41 @@ def test_layer_norm_and_gelu_are_left_to_openvino_which_fuses_them_the_same():
     got = kiln.Session(_layer_norm_gelu_model(), backend="openvino")(x=x)["y"]
     want = kiln.Session(_layer_norm_gelu_model(), backend="onnxruntime")(x=x)["y"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _cleanup_model():
+    """MatMul + Add, a duplicated Relu, an Identity: what kiln's cleanup steps rewrite."""
+    from model_builders import float_model
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r1"]),
+             helper.make_node("Relu", ["s"], ["r2"]),
+             helper.make_node("Add", ["r1", "r2"], ["t"]),
+             helper.make_node("Identity", ["t"], ["y"])]
+    return float_model(nodes, {"a": [2, 4]}, {"y": [2, 3]},
+                       {"w": rng.standard_normal((4, 3)).astype(np.float32),
+                        "b": rng.standard_normal(3).astype(np.float32)})
+
+
+def test_cleanup_is_left_to_openvino_which_makes_the_same_runtime_graph():
+    """caps.cleans_up_at_load: kiln's cleanup steps are not run; OpenVINO's compiled graph is
+    the one it makes from kiln's cleaned-up graph, and the numbers agree."""
+    from kiln.backends import registry
+    from kiln.compiler.pipeline import ENGINE_CLEANUP_STEPS, optimize
+
+    caps = registry.get_backend("openvino").caps()
+    assert caps.cleans_up_at_load
+    left, report = optimize(_cleanup_model(), 2, None, caps)
+    assert not ENGINE_CLEANUP_STEPS & set(report.pipeline)
+    assert [n.op_type for n in left.graph].count("Relu") == 2
+    cleaned, _ = optimize(_cleanup_model(), 2, None,
+                          dataclasses.replace(caps, cleans_up_at_load=False))
+    assert [n.op_type for n in cleaned.graph].count("Relu") == 1
+    assert _runtime_layers(left) == _runtime_layers(cleaned)
+    a = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    got = kiln.Session(_cleanup_model(), backend="openvino")(a=a)["y"]
+    want = kiln.Session(_cleanup_model(), backend="onnxruntime")(a=a)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -230,3 +230,14 @@ def test_conv_batchnorm_pairs_are_left_to_an_engine_that_folds_them():
     assert report.ops_after["BatchNormalization"] == 53
     assert "FuseBatchNormIntoConv" not in {
         rule for p in report.passes for rule in p.fired}
+
+
+def test_cleanup_steps_are_left_to_an_engine_that_cleans_up_at_load():
+    from kiln.compiler.pipeline import ENGINE_CLEANUP_STEPS
+
+    full = [n for n, _ in build_pipeline(2, None, BackendCaps("onnxruntime"))]
+    lean = [n for n, _ in build_pipeline(2, None, BackendCaps("onnxruntime",
+                                                               cleans_up_at_load=True))]
+    assert ENGINE_CLEANUP_STEPS <= set(full)
+    assert lean == [n for n in full if n not in ENGINE_CLEANUP_STEPS]
+    assert "fold-constants" in lean and "remove-unused-final" in lean
