@@ -62,6 +62,10 @@ if TYPE_CHECKING:
 
 #: Backends that, asked for by name, split off what they refuse to the fallback.
 SPLIT_BY_DEFAULT = ("native",)
+#: The step ``Compiled.save`` adds to an artifact's recorded pipeline when it folds the Conv ->
+#: BatchNormalization pairs the compile left to the engine.
+ARTIFACT_FOLD_STEP = "fuse-batchnorm-for-artifact"
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +127,7 @@ class Compiled:
     artifact: Artifact | None = None
     import_seconds: float = 0.0
     compile_seconds: float = 0.0
+    folded_for_artifact: bool = False  # ``_fold_for_artifact`` folded ``model`` (once)
 
     @property
     def model(self) -> ir.Model:
@@ -159,6 +164,28 @@ class Compiled:
                              for b in self.placement["backends"])
         return registry.get_backend(self.choice.name).is_available().version
 
+    def _fold_for_artifact(self) -> bool:
+        """Fold the Conv -> BatchNormalization pairs a compile left to its engine
+        (``BackendCaps.folds_conv_batchnorm``) before the graph is stored, in place; whether
+        any was. Left unfolded, every load of the artifact would fold them again, and the
+        engine's own optimized graph (onnxruntime's extended blob) would hold the folded
+        weights a second time, so none would be stored. The running engine folded them itself:
+        the graph means the same."""
+        if self.folded_for_artifact:
+            return True
+        if (self.placement is not None or not _is_ir_model(self.graph_source)
+                or (self.opt_level or 0) < 2
+                or not registry.get_backend(self.choice.name).caps().folds_conv_batchnorm):
+            return False
+        from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormPass
+
+        if not FuseBatchNormPass()(self.graph_source).modified:
+            return False
+        if offload_weights(self.graph_source):  # the folded weights to a file, as compile does
+            release_parsed(self.graph_source)
+        self.folded_for_artifact = True
+        return True
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write a .kiln artifact: the optimized graph, the backend blobs, the manifest."""
         from kiln.runtime.artifact import save_artifact
@@ -166,6 +193,9 @@ class Compiled:
         extra = {}
         if self.reduce_options is not None:
             extra["reduce"] = self.reduce_options.to_json()
+        pipeline = list(self.report.pipeline) if self.report else []
+        if self._fold_for_artifact():
+            pipeline.append(ARTIFACT_FOLD_STEP)
         # the blobs are written once the weights are in the artifact: a backend can then
         # point its blob at them instead of storing a second copy
         return save_artifact(
@@ -173,7 +203,7 @@ class Compiled:
             backend_version=self.backend_version(),
             placement=self.manifest_placement(), target=str(self.target),
             source_sha256=self.sha256_of_source(),
-            pipeline=self.report.pipeline if self.report else [], level=self.opt_level,
+            pipeline=pipeline, level=self.opt_level,
             options=self.options.to_json(),
             inputs=[i.to_json() for i in self.inputs],
             outputs=[o.to_json() for o in self.outputs],

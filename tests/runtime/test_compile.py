@@ -304,3 +304,33 @@ def test_damaged_weights_fail_the_load_though_they_are_hashed_beside_it(backend,
     saved.write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="weights.bin does not match its sha256"):
         kiln.Session(str(saved), backend=backend)
+
+
+def test_an_artifact_stores_the_batchnorms_its_engine_folded_at_compile_folded(tmp_path):
+    """onnxruntime folds Conv -> BatchNormalization at its load (caps.folds_conv_batchnorm):
+    a compile leaves them to it, and save folds them, so no load folds them again; the
+    artifact runs as the compiled model does."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+             *(numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), n)
+               for n in ("g", "be", "m")),
+             numpy_helper.from_array(rng.uniform(0.5, 2, 8).astype(np.float32), "v")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = kiln.compile(model, backend="onnxruntime")
+    assert "BatchNormalization" in [n.op_type for n in compiled.model.graph]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    want = kiln.Session(compiled)(x=x)["y"]
+    path = compiled.save(tmp_path / "m.kiln")
+    loaded = kiln.load(path)
+    assert [n.op_type for n in loaded.model.graph] == ["Conv"]
+    assert loaded.compiled.artifact.manifest["pipeline"]["passes"][-1] == \
+        compile_module.ARTIFACT_FOLD_STEP
+    np.testing.assert_allclose(loaded(x=x)["y"], want, rtol=1e-4, atol=1e-5)
+    again = kiln.load(compiled.save(tmp_path / "again.kiln"))  # folded once, saved twice
+    assert again.compiled.artifact.manifest["pipeline"]["passes"][-1] == \
+        compile_module.ARTIFACT_FOLD_STEP
