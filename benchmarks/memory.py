@@ -339,28 +339,30 @@ def median_of(runs: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    """Peaks and times to first inference, each with its ratio to the engine used directly
+    (native: to onnxruntime; the engines' warm figures are their cold ones)."""
     direct = {(r["model"], r["engine"]): r for r in rows if not r["engine"].startswith("kiln")}
     lines = ["| model | engine | peak MB (cold) | x direct | peak MB (warm) | x direct | "
-             "first run s (cold) | first run s (warm) | CPU s (warm) | .kiln MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "first run s (cold) | x direct | first run s (warm) | x direct | CPU s (cold) | "
+             "CPU s (warm) | .kiln MB |",
+             "|---|---|" + "---:|" * 11]
     for r in rows:
         ref = direct.get((r["model"], BASELINE.get(r["engine"], r["engine"])))
         cells = []
-        for key in ("cold", "warm"):
-            m = r[key]
-            if "error" in m:
-                cells += ["error", ""]
-                continue
-            ratio = (m["peak_mb"] / ref[key]["peak_mb"]
-                     if ref and "peak_mb" in ref[key] and ref[key]["peak_mb"] > 0 else None)
-            cells += [f"{m['peak_mb']:.0f}", f"{ratio:.2f}" if ratio else ""]
-        times = [f"{r[k]['first_inference_s']:.2f}" if "first_inference_s" in r[k] else ""
-                 for k in ("cold", "warm")]
-        cpu = r["warm"].get("first_inference_cpu_s")
+        for figure, fmt in (("peak_mb", ".0f"), ("first_inference_s", ".2f")):
+            for key in ("cold", "warm"):
+                m = r[key]
+                if "error" in m:
+                    cells += ["error", ""]
+                    continue
+                base = ref[key].get(figure) if ref and "error" not in ref[key] else None
+                ratio = m[figure] / base if base else None
+                cells += [f"{m[figure]:{fmt}}", f"{ratio:.2f}" if ratio else ""]
+        cpu = [f"{r[k]['first_inference_cpu_s']:.2f}" if "first_inference_cpu_s" in r[k]
+               else "" for k in ("cold", "warm")]
         kiln_mb = f"{r['kiln_mb']:.0f}" if "kiln_mb" in r else ""
-        lines.append(f"| {r['model']} | {r['engine']} | {cells[0]} | {cells[1]} | {cells[2]} | "
-                     f"{cells[3]} | {times[0]} | {times[1]} | "
-                     f"{'' if cpu is None else f'{cpu:.2f}'} | {kiln_mb} |")
+        lines.append(f"| {r['model']} | {r['engine']} | " + " | ".join(cells + cpu) +
+                     f" | {kiln_mb} |")
     return "\n".join(lines) + "\n"
 
 
