@@ -291,10 +291,13 @@ class OnnxRuntimeBackend(Backend):
         # compile no longer computes and writes 100 MB of folded weights (~0.2 s of ~0.6 s).
         # (With ort_graph_optimization_level="disable" those pairs stay unfolded, as asked.)
         # Its basic optimizers also remove identities, no-ops and dead nodes, merge common
-        # subexpressions and make MatMul + Add a Gemm (caps.cleans_up_at_load).
+        # subexpressions and make MatMul + Add a Gemm (caps.cleans_up_at_load); its extended
+        # ones fuse LayerNorm and GELU (MiniLM-L6: the same 202-node graph, with kiln's
+        # Attention, whether kiln fused them or not; caps.fuses_norm_gelu).
         top = max_opset()
         return BackendCaps(name=self.name, max_opset=top, standard_attention=top >= 23,
-                           folds_conv_batchnorm=True, cleans_up_at_load=True)
+                           folds_conv_batchnorm=True, cleans_up_at_load=True,
+                           fuses_norm_gelu=True)
 
     def _check(self, options: CompileOptions) -> None:
         status = self.is_available()

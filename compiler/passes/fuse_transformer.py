@@ -4,7 +4,8 @@ The opset the graph is raised to depends on the backend: 23 when it runs ONNX At
 else 20 (Gelu) capped by what the backend imports; below 17 (LayerNormalization) nothing
 is fused. A backend whose engine fuses LayerNorm and GELU itself at load
 (``BackendCaps.fuses_norm_gelu``) and takes no attention from kiln gets none of these steps:
-the opset upgrade alone is most of their time (MiniLM-L6: 60-80 of ~110 ms).
+the opset upgrade alone is most of their time (MiniLM-L6: 60-80 of ~110 ms); one that takes
+attention from kiln gets the opset upgrade and attention only.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def transformer_steps(caps: BackendCaps) -> list[tuple[str, ir.passes.PassBase]]
     steps: list[tuple[str, ir.passes.PassBase]] = [
         ("upgrade-opset", UpgradeOpsetPass(version)),
         ("tidy-for-transformer-rules", TidyForTransformerRulesPass()),
-        ("fuse-layer-norm", FuseLayerNormPass()),
     ]
-    if version >= GELU_OPSET:
-        steps.append(("fuse-gelu", FuseGeluPass()))
+    if not caps.fuses_norm_gelu:  # else the engine's load fuses them (attention is kiln's)
+        steps.append(("fuse-layer-norm", FuseLayerNormPass()))
+        if version >= GELU_OPSET:
+            steps.append(("fuse-gelu", FuseGeluPass()))
     if caps.standard_attention and version >= ATTENTION_OPSET:
         steps.append(("fuse-attention", RulePass([FuseAttention()])))
     return steps

@@ -234,3 +234,29 @@ def test_cleanup_left_to_onnxruntime_gives_it_the_same_graph(tmp_path):
     a = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(kiln.Session(compiled)(a=a)["y"],
                                run_reference(model(), {"a": a})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_is_left_to_onnxruntime_which_fuses_it_the_same(tmp_path):
+    """caps.fuses_norm_gelu: kiln leaves an exported LayerNorm in plain ops, and onnxruntime's
+    graph is the one it makes of kiln's LayerNormalization."""
+    import dataclasses
+
+    from model_builders import exported_layer_norm, float_model, run_reference
+
+    from kiln.compiler.pipeline import optimize
+
+    def model():
+        nodes, inits = exported_layer_norm("x", "y", 8)
+        return float_model(nodes, {"x": [2, 3, 8]}, {"y": [2, 3, 8]}, inits)
+
+    caps = get_backend("onnxruntime").caps()
+    assert caps.fuses_norm_gelu
+    left, _ = optimize(model(), 2, None, caps)
+    assert "LayerNormalization" not in [n.op_type for n in left.graph]
+    fused, _ = optimize(model(), 2, None, dataclasses.replace(caps, fuses_norm_gelu=False))
+    assert "LayerNormalization" in [n.op_type for n in fused.graph]
+    assert _onnxruntime_graph(left, tmp_path, "left.onnx") == \
+        _onnxruntime_graph(fused, tmp_path, "fused.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
+    np.testing.assert_allclose(kiln.Session(model(), backend="onnxruntime")(x=x)["y"],
+                               run_reference(model(), {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -36,6 +36,7 @@ def test_opset_follows_the_backend():
     attention = [n for n, _ in transformer_steps(BackendCaps(
         standard_attention=True, max_opset=23, fuses_norm_gelu=True))]
     assert "upgrade-opset" in attention and "fuse-attention" in attention
+    assert "fuse-layer-norm" not in attention and "fuse-gelu" not in attention
 
 
 @pytest.fixture(scope="module")
