@@ -81,6 +81,64 @@ inline void dwconv_row_pair(const DwConvPlane& p, const typename V::vec* w,
   }
 }
 
+// Output rows whose whole width fits one vector (ow <= kWidth: 14 x 14 and 7 x 7 planes),
+// stride SW both ways (used at 1), no dilation, R at a time. One row alone is a chain of KH * KW
+// dependent FMAs with little else to overlap it; R rows give R independent chains, and each
+// window load feeds every row whose taps cover it (KH + SW * (R - 1) input rows, not
+// KH * R). `window` is the first output row's top padded row; rows are rf floats apart.
+template <typename V, int KH, int KW, int SW, int R>
+inline void dwconv_rows_narrow(const DwConvPlane& p, const typename V::vec* w,
+                               const float* window, size_t rf, size_t oy) {
+  using vec = typename V::vec;
+  vec acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = V::set1(p.bias);
+#pragma GCC unroll 12
+  for (int q = 0; q < KH + SW * (R - 1); ++q) {
+    const float* row = window + q * rf;
+#pragma GCC unroll 5
+    for (int kx = 0; kx < KW; ++kx) {
+      const vec v = dwconv_window<V, SW>(row + kx);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const int ky = q - SW * r;  // this output row's tap row
+        if (ky < 0 || ky >= KH) continue;
+        acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    vec a = acc[r];
+    if (p.residual) a = V::add(a, load_n<V>(p.residual + (oy + r) * p.ow, p.ow));
+    store_n<V>(p.y + (oy + r) * p.ow, activate<V>(a, p.act, p.alpha, p.beta), p.ow);
+  }
+}
+
+// A whole staged plane one vector wide, in groups of at most kDwConvNarrowRows rows of
+// near-equal size (14 rows: 7 + 7, not 8 + 6), so no group is left with a short chain.
+// On the Xeon, one thread, 5x5 over 256 x 14 x 14: 65-76 -> 41-43 us; over 512 x 7 x 7:
+// 68-75 -> 45-48 us (one row at a time -> groups of 7; a loaded 2-vCPU VM).
+template <typename V, int KH, int KW, int SW>
+void dwconv_plane_narrow(const DwConvPlane& p, const typename V::vec* w, size_t rf) {
+  for (size_t oy = 0; oy < p.oh;) {
+    const size_t left = p.oh - oy, groups = (left + kDwConvNarrowRows - 1) / kDwConvNarrowRows;
+    const size_t n = (left + groups - 1) / groups;
+    const float* window = p.rows + oy * SW * rf;
+    switch (n) {
+      case 1: dwconv_rows_narrow<V, KH, KW, SW, 1>(p, w, window, rf, oy); break;
+      case 2: dwconv_rows_narrow<V, KH, KW, SW, 2>(p, w, window, rf, oy); break;
+      case 3: dwconv_rows_narrow<V, KH, KW, SW, 3>(p, w, window, rf, oy); break;
+      case 4: dwconv_rows_narrow<V, KH, KW, SW, 4>(p, w, window, rf, oy); break;
+      case 5: dwconv_rows_narrow<V, KH, KW, SW, 5>(p, w, window, rf, oy); break;
+      case 6: dwconv_rows_narrow<V, KH, KW, SW, 6>(p, w, window, rf, oy); break;
+      case 7: dwconv_rows_narrow<V, KH, KW, SW, 7>(p, w, window, rf, oy); break;
+      default: dwconv_rows_narrow<V, KH, KW, SW, 8>(p, w, window, rf, oy); break;
+    }
+    oy += n;
+  }
+}
+
 // KH, KW > 0: fixed kernel size, tap loops unrolled; 0: the plane's own size (<= 64 taps).
 // WHOLE: the ring holds every padded row (dwconv_ring_rows), so padded row r is slot r and
 // the window's rows are plain arithmetic (no per-row pointer table to load).
@@ -105,6 +163,7 @@ void dwconv_plane(const DwConvPlane& p) {
   // is staged with the first's, the lookahead (kDwConvLookahead rows of stride sh) covering
   // it.
   const bool pairs = p.sh == 2 && p.dh == 1 && p.dw == 1 && ahead >= p.sh;
+  const bool narrow = p.ow <= W && p.sh == 1 && p.dh == 1 && p.dw == 1;
   // Padded row r lives in ring slot r % ring; base tracks first % ring without a division.
   size_t next = 0, base = 0;  // next: the next padded row to stage
   for (size_t oy = 0; oy < p.oh; ++oy) {
@@ -124,6 +183,14 @@ void dwconv_plane(const DwConvPlane& p) {
     for (size_t r = std::max({next, first, p.pad_top}); r < stage_end; ++r)
       dwconv_stage_row<V>(p, p.x + (r - p.pad_top) * p.in_w, slot(r) + p.pad_left, n);
     next = std::max(next, stage_end);
+    // Stride 2 stays with the row pairs: groups of rows measured slower there (5x5 s2 over
+    // 256 x 14 x 14: 53 -> 75 us; 3x3 s2 over 128 x 28 x 28: 34 -> 50 us).
+    if constexpr (WHOLE && KH > 0 && SW == 1) {
+      if (narrow) {  // every row is staged now (the whole plane): all output rows in groups
+        dwconv_plane_narrow<V, KH, KW, SW>(p, w, rf);
+        return;
+      }
+    }
     if constexpr (KH >= 5 && SW == 2) {
       if (pairs && oy + 1 < p.oh) {
         for (size_t q = 0; q < kh + SW; ++q) {
