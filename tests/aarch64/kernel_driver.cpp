@@ -312,8 +312,9 @@ const PlaneShape kPlanes[] = {
     {2, 17, 5, 5, 1, 1, 1, 1}, {3, 7, 5, 5, 2, 2, 1, 1}, {5, 3, 2, 3, 1, 1, 1, 1},
     {2, 13, 3, 3, 1, 1, 2, 2}, {3, 6, 7, 7, 1, 1, 1, 1}, {2, 5, 3, 3, 3, 3, 1, 1},
     {1, 4, 1, 1, 1, 1, 1, 1}, {6, 11, 2, 2, 2, 2, 1, 1}, {3, 31, 3, 1, 1, 2, 1, 1},
-    // one vector wide (NEON's 4 lanes), stride 1: output rows in groups (11 -> 6 + 5)
-    {11, 4, 3, 3, 1, 1, 1, 1}, {9, 3, 5, 5, 1, 1, 1, 1}};
+    // one vector wide (NEON's 4 lanes), stride 1: output rows in groups (11 -> 6 + 5); a 5x5
+    // plane of 7 rows, 9 wide (two vectors and a tail), grouped too
+    {11, 4, 3, 3, 1, 1, 1, 1}, {9, 3, 5, 5, 1, 1, 1, 1}, {7, 9, 5, 5, 1, 1, 1, 1}};
 
 // A zero-padded input plane for a shape with `slack` readable floats after each row.
 std::vector<float> plane_input(const PlaneShape& s, size_t slack, size_t* stride, float fill) {

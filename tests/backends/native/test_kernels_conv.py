@@ -103,6 +103,9 @@ CASES = [
     Case(2, 5, 11, 7, 5, 3, 3, pads=(1, 1, 1, 1), groups=5),
     NARROW_DW_3X3 := Case(1, 3, 19, 16, 3, 3, 3, pads=(1, 0, 1, 0), groups=3),
     Case(1, 4, 3, 9, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
+    # 5x5 planes wider than a vector, 6 rows or more: the same groups, a vector at a time
+    # (13 -> 7 + 6 rows; 37 columns: whole vectors and a tail on every ISA)
+    WIDE_DW_5X5 := Case(1, 3, 13, 37, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread
@@ -264,8 +267,8 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
 @pytest.mark.parametrize(
     "case",
-    [CASES[1], CASES[4], CASES[8], CASES[11], NARROW_DW_5X5, NARROW_DW_3X3, CASES[-11],
-     CASES[-9]],
+    [CASES[1], CASES[4], CASES[8], CASES[11], NARROW_DW_5X5, NARROW_DW_3X3, WIDE_DW_5X5,
+     CASES[-11], CASES[-9]],
     ids=str,
 )
 def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:

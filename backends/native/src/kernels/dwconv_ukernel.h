@@ -56,8 +56,8 @@ constexpr size_t kDwConvLookahead = 2;
 // A plane whose padded rows fit in this many floats is staged whole before any output row
 // (small planes have too little work per row to hide the staging behind).
 constexpr size_t kDwConvWholePlaneFloats = 4096;
-// Most output rows taken at once on planes one vector wide (simd/f32_dwconv.h,
-// dwconv_plane_narrow): 8 chains keep two FMA pipes of latency 4 busy.
+// Most output rows taken at once on whole staged planes (simd/f32_dwconv.h,
+// dwconv_plane_grouped): 8 chains keep two FMA pipes of latency 4 busy.
 constexpr size_t kDwConvNarrowRows = 8;
 // Padded rows the outputs read.
 inline size_t dwconv_padded_rows(const DwConvPlane& p) {
