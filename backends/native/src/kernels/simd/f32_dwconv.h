@@ -120,18 +120,18 @@ inline void dwconv_rows_grouped(const DwConvPlane& p, const typename V::vec* w,
   }
 }
 
-// A whole staged plane in groups of at most kDwConvNarrowRows output rows of near-equal size
+// A whole staged plane in groups of at most kDwConvRowGroup output rows of near-equal size
 // (14 rows: 7 + 7, not 8 + 6), so no group is left with a short chain. Taken by planes one
 // vector wide, and by 5x5 planes of 6 rows or more (more taps per window load to share).
 // On the Xeon, one thread, one row at a time -> groups (a loaded 2-vCPU VM, min of 7 runs):
 // 5x5 over 256 x 14 x 14: 65-76 -> 41-43 us; over 512 x 7 x 7: 68-75 -> 45-48 us; over
-// 240 x 12 x 80: 198 -> 136-144 us; over 480 x 6 x 80: 190 -> 145 us; over 256 x 50 x 38:
-// 531-602 -> 388-431 us. Over 480 x 3 x 80 (one group of 3) it lost 95 -> 105 us; 3x3
+// 240 x 12 x 80: 202 -> 142-150 us; over 480 x 6 x 80: 202 -> 144-149 us; over 256 x 50 x 38:
+// 579-601 -> 385-419 us. Over 480 x 3 x 80 (one group of 3) it lost 95 -> 105 us; 3x3
 // planes wider than a vector gained nothing measurable.
 template <typename V, int KH, int KW, int SW>
 void dwconv_plane_grouped(const DwConvPlane& p, const typename V::vec* w, size_t rf) {
   for (size_t oy = 0; oy < p.oh;) {
-    const size_t left = p.oh - oy, groups = (left + kDwConvNarrowRows - 1) / kDwConvNarrowRows;
+    const size_t left = p.oh - oy, groups = (left + kDwConvRowGroup - 1) / kDwConvRowGroup;
     const size_t n = (left + groups - 1) / groups;
     const float* window = p.rows + oy * SW * rf;
     switch (n) {
