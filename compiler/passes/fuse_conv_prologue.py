@@ -1,8 +1,9 @@
 """Fold a per-channel affine that only feeds a convolution into the convolution's input side.
 
 Pre-activation networks (DenseNet's BN-ReLU-Conv layers) and learnable affine blocks
-(PP-LCNet's ``Mul(x, s) -> Add(., t)``) put ``y = scale * x + shift [-> Relu]`` in front of a
-conv, where ``fuse-batchnorm`` cannot fold it into weights: the conv zero-pads ``y``, not ``x``,
+(PP-LCNet's ``Mul(x, s) -> Add(., t)``, the constant on either side: Paddle exports write
+``Mul(s, x)``) put ``y = scale * x + shift [-> Relu]`` in front of a conv, where
+``fuse-batchnorm`` cannot fold it into weights: the conv zero-pads ``y``, not ``x``,
 so a folded shift would be wrong at the borders. A backend whose convolution applies a channel
 prologue while it packs (1x1) or pads (depthwise) its input reads ``x`` once instead:
 
@@ -27,11 +28,13 @@ from kiln.compiler.passes.rule import Match, Rule
 PROLOGUES = ("affine", "affine_relu")
 
 
-def _private(value: ir.Value | None, reader: ir.Node) -> bool:
-    """Whether ``reader`` is the only reader of ``value`` (as its first input) and the value
-    is not a graph output."""
-    return (value is not None and sole_consumer(value) is reader
-            and all(use.idx == 0 for use in value.uses()))
+def _private(value: ir.Value | None, reader: ir.Node, first_only: bool = True) -> bool:
+    """Whether ``reader`` is the only reader of ``value`` (as its first input, or as any one
+    input when not ``first_only``: Add and Mul commute) and the value is not a graph output."""
+    if value is None or sole_consumer(value) is not reader:
+        return False
+    uses = list(value.uses())
+    return len(uses) == 1 if not first_only else all(use.idx == 0 for use in uses)
 
 
 def _is_conv(node: ir.Node) -> bool:
@@ -56,14 +59,18 @@ def _conv_kind(conv: ir.Node) -> tuple[str, int] | None:
     return None
 
 
-def _scalar_operand(node: ir.Node) -> float | None:
-    """The one-element float32 constant a binary node applies to its computed first input."""
-    if len(node.inputs) != 2 or node.inputs[0] is None or const(node.inputs[0]) is not None:
+def _scalar_operand(node: ir.Node) -> tuple[ir.Value, float] | None:
+    """(computed input, k) of a binary Add/Mul whose other input is a one-element float32
+    constant k, on either side."""
+    if len(node.inputs) != 2 or any(v is None for v in node.inputs):
         return None
-    k = const(node.inputs[1])
-    if k is None or k.size != 1 or k.dtype != np.float32:
-        return None
-    return float(k.reshape(-1)[0])
+    for data, other in (node.inputs, node.inputs[::-1]):
+        k = const(other)
+        if const(data) is None and k is not None:
+            if k.size != 1 or k.dtype != np.float32:
+                return None
+            return data, float(k.reshape(-1)[0])  # type: ignore[return-value]
+    return None
 
 
 def _batch_norm(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
@@ -106,11 +113,11 @@ class FuseConvPrologue(Rule):
         elif producer is not None and _batch_norm(producer) is not None:
             chain = [producer]
         elif producer is not None and is_onnx(producer, "Add", "Mul") \
-                and _scalar_operand(producer) is not None:
-            first = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+                and (operand := _scalar_operand(producer)) is not None:
+            first = operand[0].producer()
             if (is_onnx(producer, "Add") and first is not None and is_onnx(first, "Mul")
-                    and _scalar_operand(first) is not None and _private(first.outputs[0],
-                                                                        producer)):
+                    and _scalar_operand(first) is not None
+                    and _private(first.outputs[0], producer, first_only=False)):
                 chain = [first, producer]
             else:
                 chain = [producer]
@@ -121,7 +128,7 @@ class FuseConvPrologue(Rule):
     def check(self, match: Match) -> str | None:
         chain, conv = match.nodes[:-1], match.root
         for node, reader in zip(chain, match.nodes[1:]):
-            if not _private(node.outputs[0], reader):
+            if not _private(node.outputs[0], reader, first_only=reader is match.root):
                 return f"the {node.op_type} output is read elsewhere"
         if _conv_kind(conv) is None:
             return "the conv is neither 1x1 (stride 1, unpadded) nor depthwise"
@@ -139,15 +146,17 @@ class FuseConvPrologue(Rule):
             if is_onnx(node, "BatchNormalization"):
                 scale, shift = _batch_norm(node)  # type: ignore[misc]
             elif is_onnx(node, "Mul"):
-                k = _scalar_operand(node)
+                k = _scalar_operand(node)[1]  # type: ignore[index]
                 scale, shift = scale * k, shift * k
             elif is_onnx(node, "Add"):
-                shift = shift + _scalar_operand(node)
+                shift = shift + _scalar_operand(node)[1]  # type: ignore[index]
         inputs = list(conv.inputs[1:4])
         while len(inputs) < 3:
             inputs.append(None)
         hint = conv.name or "conv"
-        inputs = [chain[0].inputs[0], *inputs,
+        head = chain[0]
+        x = head.inputs[0] if is_onnx(head, "BatchNormalization") else _scalar_operand(head)[0]
+        inputs = [x, *inputs,  # type: ignore[index]
                   new_initializer(graph, scale.astype(np.float32).reshape(channels, 1, 1),
                                   f"{hint}_prologue_scale"),
                   new_initializer(graph, shift.astype(np.float32).reshape(channels, 1, 1),

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <cstring>
 #include <map>
 #include <random>
@@ -136,6 +137,35 @@ void test_vsoftmax(const char* name, const char* isa, f32_vsoftmax_fn fn) {
     check(std::string(name) + " n=" + std::to_string(n), got.data(), want.data(), n + 1, 1e-7f,
           2e-5f);
   }
+  g.done(isa, name);
+}
+
+// Columns of len x n blocks, rows `stride` apart (n + 3 here: the floats between columns
+// blocks stay untouched), vector tails of every size; a column holding a NaN clears *finite.
+void test_vsoftmax_cols(const char* name, const char* isa, f32_vsoftmax_cols_fn fn) {
+  Group g("vsoftmax_cols");
+  for (size_t len : {size_t(1), size_t(2), size_t(16), size_t(37)})
+    for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(9), size_t(33)}) {
+      const size_t stride = n + 3;
+      auto x = randv(len * stride, -20.0f, 20.0f);
+      std::vector<float> got(len * stride, 7.0f), want(len * stride, 7.0f);
+      bool ok_got = false, ok_want = false;
+      fn(n, len, stride, x.data(), got.data(), &ok_got);
+      kiln_f32_vsoftmax_cols_ukernel__generic(n, len, stride, x.data(), want.data(), &ok_want);
+      const std::string what = std::string(name) + " len=" + std::to_string(len) + " n=" +
+                               std::to_string(n);
+      if (!ok_got || !ok_want) {
+        std::printf("  FAIL %s: finite columns reported non-finite\n", what.c_str());
+        ++g_failed;
+      }
+      check(what, got.data(), want.data(), got.size(), 1e-7f, 2e-5f);
+      x[(len / 2) * stride + n - 1] = std::numeric_limits<float>::quiet_NaN();
+      fn(n, len, stride, x.data(), got.data(), &ok_got);
+      if (ok_got) {
+        std::printf("  FAIL %s: a NaN column reported finite\n", what.c_str());
+        ++g_failed;
+      }
+    }
   g.done(isa, name);
 }
 
@@ -281,7 +311,10 @@ const PlaneShape kPlanes[] = {
     {1, 1, 3, 3, 1, 1, 1, 1}, {3, 5, 3, 3, 1, 1, 1, 1}, {4, 9, 3, 3, 2, 2, 1, 1},
     {2, 17, 5, 5, 1, 1, 1, 1}, {3, 7, 5, 5, 2, 2, 1, 1}, {5, 3, 2, 3, 1, 1, 1, 1},
     {2, 13, 3, 3, 1, 1, 2, 2}, {3, 6, 7, 7, 1, 1, 1, 1}, {2, 5, 3, 3, 3, 3, 1, 1},
-    {1, 4, 1, 1, 1, 1, 1, 1}, {6, 11, 2, 2, 2, 2, 1, 1}, {3, 31, 3, 1, 1, 2, 1, 1}};
+    {1, 4, 1, 1, 1, 1, 1, 1}, {6, 11, 2, 2, 2, 2, 1, 1}, {3, 31, 3, 1, 1, 2, 1, 1},
+    // one vector wide (NEON's 4 lanes), stride 1: output rows in groups (11 -> 6 + 5); a 5x5
+    // plane of 7 rows, 9 wide (two vectors and a tail), grouped too
+    {11, 4, 3, 3, 1, 1, 1, 1}, {9, 3, 5, 5, 1, 1, 1, 1}, {7, 9, 5, 5, 1, 1, 1, 1}};
 
 // A zero-padded input plane for a shape with `slack` readable floats after each row.
 std::vector<float> plane_input(const PlaneShape& s, size_t slack, size_t* stride, float fill) {

@@ -97,6 +97,15 @@ CASES = [
     Case(2, 6, 14, 14, 6, 5, 5, strides=(2, 2), pads=(2, 2, 2, 2), groups=6),
     Case(1, 4, 45, 50, 4, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1), groups=4),
     Case(1, 4, 9, 20, 4, 3, 3, strides=(2, 1), pads=(1, 1, 1, 1), groups=4),
+    # depthwise planes one vector wide (AVX-512; 7 wide on AVX2): output rows in near-equal
+    # groups of up to 8 (14 -> 7 + 7, 11 -> 6 + 5, 19 -> 7 + 6 + 6, 3 -> one group of 3)
+    NARROW_DW_5X5 := Case(1, 8, 14, 14, 8, 5, 5, pads=(2, 2, 2, 2), groups=8),
+    Case(2, 5, 11, 7, 5, 3, 3, pads=(1, 1, 1, 1), groups=5),
+    NARROW_DW_3X3 := Case(1, 3, 19, 16, 3, 3, 3, pads=(1, 0, 1, 0), groups=3),
+    Case(1, 4, 3, 9, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
+    # 5x5 planes wider than a vector, 6 rows or more: the same groups, a vector at a time
+    # (13 -> 7 + 6 rows; 37 columns: whole vectors and a tail on every ISA)
+    WIDE_DW_5X5 := Case(1, 3, 13, 37, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread
@@ -257,7 +266,10 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
 
 @pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
 @pytest.mark.parametrize(
-    "case", [CASES[1], CASES[4], CASES[8], CASES[11], CASES[-11], CASES[-9]], ids=str
+    "case",
+    [CASES[1], CASES[4], CASES[8], CASES[11], NARROW_DW_5X5, NARROW_DW_3X3, WIDE_DW_5X5,
+     CASES[-11], CASES[-9]],
+    ids=str,
 )
 def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:
     x, w, bias, rng = make_inputs(case, 3)

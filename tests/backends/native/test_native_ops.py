@@ -896,10 +896,11 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
 
 
 @pytest.mark.parametrize("shape,axis", [((1, 16, 4, 2100), 1), ((2, 5, 300), 1),
-                                        ((3, 7, 2), 0)], ids=["dfl", "middle", "first"])
+                                        ((3, 7, 2), 0), ((1, 300, 37), 1)],
+                         ids=["dfl", "middle", "first", "long-columns"])
 def test_softmax_over_a_middle_axis_on_every_isa_matches_onnxruntime(isa, shape, axis) -> None:
-    """Columns (a softmax over a non-last axis) go through the row kernel a block at a time,
-    transposed; a column holding NaN or an infinity is redone by the exact loop."""
+    """Columns (a softmax over a non-last axis) go through the ISA's column kernel a block at
+    a time; a block holding NaN or an infinity is redone by the exact loop."""
     moved = [d for i, d in enumerate(shape) if i != axis] + [shape[axis]]
     cols = rng.uniform(-30.0, 30.0, moved).astype(np.float32)  # the softmax axis last
     flat = cols.reshape(-1, shape[axis])

@@ -24,8 +24,9 @@ C, K = 16, 24
 
 
 def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = False):
-    """``chain`` ("bn", "bn-relu", "mul-add", "mul", "add") feeding a ``conv`` ("pointwise",
-    "depthwise", "full"; ``fused``: a kiln FusedConv with a Relu epilogue)."""
+    """``chain`` ("bn", "bn-relu", "mul-add", "const-first", "const-first-mul", "mul", "add")
+    feeding a ``conv`` ("pointwise", "depthwise", "full"; ``fused``: a kiln FusedConv with a
+    Relu epilogue)."""
     rng = np.random.default_rng(2)
     inits = {"s": np.array(1.7, np.float32), "t": np.array(-0.3, np.float32)}
     if chain.startswith("bn"):
@@ -41,6 +42,11 @@ def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = Fals
     elif chain == "mul-add":
         nodes = [helper.make_node("Mul", ["x", "s"], ["m"]),
                  helper.make_node("Add", ["m", "t"], ["a"])]
+    elif chain == "const-first":  # Paddle's export order: Mul(s, x), Add(t, .)
+        nodes = [helper.make_node("Mul", ["s", "x"], ["m"]),
+                 helper.make_node("Add", ["t", "m"], ["a"])]
+    elif chain == "const-first-mul":
+        nodes = [helper.make_node("Mul", ["s", "x"], ["a"])]
     else:
         nodes = [helper.make_node("Mul" if chain == "mul" else "Add",
                                   ["x", "s" if chain == "mul" else "t"], ["a"])]
@@ -87,7 +93,8 @@ def _expanded(model: ir.Model) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("conv", ["pointwise", "depthwise"])
-@pytest.mark.parametrize("chain", ["bn", "bn-relu", "mul-add", "mul", "add"])
+@pytest.mark.parametrize(
+    "chain", ["bn", "bn-relu", "mul-add", "const-first", "const-first-mul", "mul", "add"])
 def test_affine_folds_into_pointwise_and_depthwise_convs(chain: str, conv: str):
     model, feeds = _model(chain, conv)
     fused, rules = _fuse(model)

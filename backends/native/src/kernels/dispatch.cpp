@@ -9,6 +9,7 @@ namespace kiln {
 #define KILN_SELECT_vbinary(name, isa_)
 #define KILN_SELECT_vact(name, isa_)
 #define KILN_SELECT_vsoftmax(name, isa_)
+#define KILN_SELECT_vsoftmax_cols(name, isa_)
 #define KILN_SELECT_vbinop(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
@@ -51,6 +52,15 @@ f32_vsoftmax_fn select_f32_vsoftmax(Isa isa) {
 #undef KILN_SELECT_vsoftmax
 #define KILN_SELECT_vsoftmax(name, isa_)
   return kiln_f32_vsoftmax_ukernel__generic;
+}
+
+f32_vsoftmax_cols_fn select_f32_vsoftmax_cols(Isa isa) {
+#undef KILN_SELECT_vsoftmax_cols
+#define KILN_SELECT_vsoftmax_cols(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vsoftmax_cols
+#define KILN_SELECT_vsoftmax_cols(name, isa_)
+  return kiln_f32_vsoftmax_cols_ukernel__generic;
 }
 
 f32_vbinop_fn select_f32_vbinop(Isa isa) {

@@ -56,6 +56,9 @@ constexpr size_t kDwConvLookahead = 2;
 // A plane whose padded rows fit in this many floats is staged whole before any output row
 // (small planes have too little work per row to hide the staging behind).
 constexpr size_t kDwConvWholePlaneFloats = 4096;
+// Most output rows taken at once on whole staged planes (simd/f32_dwconv.h,
+// dwconv_plane_grouped): 8 chains keep two FMA pipes of latency 4 busy.
+constexpr size_t kDwConvRowGroup = 8;
 // Padded rows the outputs read.
 inline size_t dwconv_padded_rows(const DwConvPlane& p) {
   return (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;

@@ -21,6 +21,12 @@ using f32_vact_fn = void (*)(size_t n, float* x, Activation act, float alpha, fl
 // y = softmax(x) over one contiguous row (y may be x); *sum gets the sum of exp(x - max): a
 // NaN or infinite sum (NaN or +-inf in the row) leaves y unspecified for the caller to redo.
 using f32_vsoftmax_fn = void (*)(size_t n, const float* x, float* y, double* sum);
+// Softmax down each of n contiguous columns of a len-row block whose rows are `stride` floats
+// apart (a softmax over a non-last axis, vectorized across its columns; y may be x): *finite
+// is false when a column holds a NaN or an infinity, leaving y unspecified for the caller to
+// redo.
+using f32_vsoftmax_cols_fn = void (*)(size_t n, size_t len, size_t stride, const float* x,
+                                      float* y, bool* finite);
 // y[i] = a[i * sa] op b[i * sb] with sa, sb in {0, 1}: 0 repeats the one element (a
 // broadcast scalar, per channel or per row), 1 walks a contiguous row.
 enum class BinaryOp : int { add = 0, sub, mul, div };
@@ -33,6 +39,8 @@ using f32_fma_probe_fn = double (*)(size_t iters);
 #define KILN_ARGS_vbinary const float* a, const float* b, float* y
 #define KILN_ARGS_vact float* x, Activation act, float alpha, float beta
 #define KILN_ARGS_vsoftmax const float* x, float* y, double* sum
+#define KILN_ARGS_vsoftmax_cols \
+  size_t len, size_t stride, const float* x, float* y, bool* finite
 #define KILN_ARGS_vbinop \
   const float* a, size_t sa, const float* b, size_t sb, float* y, BinaryOp op
 #define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
@@ -73,6 +81,7 @@ f32_vunary_fn select_f32_vrelu();
 f32_vbinary_fn select_f32_vadd();
 f32_vact_fn select_f32_vact(Isa isa);
 f32_vsoftmax_fn select_f32_vsoftmax(Isa isa);
+f32_vsoftmax_cols_fn select_f32_vsoftmax_cols(Isa isa);
 f32_vbinop_fn select_f32_vbinop(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
 // The GEMV kernel for SGEMM panels of tile height mr on isa; nullptr when the list has none

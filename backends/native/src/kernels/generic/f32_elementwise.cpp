@@ -36,6 +36,30 @@ void kiln_f32_vsoftmax_ukernel__generic(size_t n, const float* x, float* y, doub
   for (size_t i = 0; i < n; ++i) y[i] *= inv;
 }
 
+void kiln_f32_vsoftmax_cols_ukernel__generic(size_t n, size_t len, size_t stride,
+                                              const float* x, float* y, bool* finite) {
+  // Same contract as the SIMD kernels: a NaN or an infinity in a column clears *finite.
+  *finite = true;
+  for (size_t i = 0; i < n; ++i) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (size_t j = 0; j < len; ++j) {
+      const float v = x[j * stride + i];
+      if (!(std::fabs(v) <= std::numeric_limits<float>::max())) {
+        *finite = false;
+        return;
+      }
+      m = m < v ? v : m;
+    }
+    double total = 0.0;
+    for (size_t j = 0; j < len; ++j) {
+      y[j * stride + i] = std::exp(x[j * stride + i] - m);
+      total += y[j * stride + i];
+    }
+    const float inv = static_cast<float>(1.0 / total);
+    for (size_t j = 0; j < len; ++j) y[j * stride + i] *= inv;
+  }
+}
+
 void kiln_f32_vbinop_ukernel__generic(size_t n, const float* a, size_t sa, const float* b,
                                       size_t sb, float* y, BinaryOp op) {
   for (size_t i = 0; i < n; ++i) {

@@ -50,6 +50,10 @@ namespace kiln {
   void name(size_t n, const float* x, float* y, double* sum) {                 \
     simd::vsoftmax_ukernel<KILN_SIMD_ISA_VEC>(n, x, y, sum);                   \
   }
+#define KILN_DEFINE_vsoftmax_cols(name)                                              \
+  void name(size_t n, size_t len, size_t stride, const float* x, float* y, bool* finite) { \
+    simd::vsoftmax_cols_ukernel<KILN_SIMD_ISA_VEC>(n, len, stride, x, y, finite);      \
+  }
 #define KILN_DEFINE_vbinop(name)                                                           \
   void name(size_t n, const float* a, size_t sa, const float* b, size_t sb, float* y,      \
             BinaryOp op) {                                                                 \
@@ -86,6 +90,7 @@ namespace kiln {
 #undef KILN_DEFINE_vbinary
 #undef KILN_DEFINE_vact
 #undef KILN_DEFINE_vsoftmax
+#undef KILN_DEFINE_vsoftmax_cols
 #undef KILN_DEFINE_vbinop
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL

@@ -81,6 +81,73 @@ inline void dwconv_row_pair(const DwConvPlane& p, const typename V::vec* w,
   }
 }
 
+// Output rows of a whole staged plane, stride SW both ways (used at 1), no dilation, R at a
+// time, a vector of columns at a time. One row alone is a chain of KH * KW dependent FMAs
+// per vector; R rows give R independent chains, and each window load feeds every row whose
+// taps cover it (KH + SW * (R - 1) input rows, not KH * R). `window` is the first output
+// row's top padded row; rows are rf floats apart.
+template <typename V, int KH, int KW, int SW, int R>
+inline void dwconv_rows_grouped(const DwConvPlane& p, const typename V::vec* w,
+                                const float* window, size_t rf, size_t oy) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  for (size_t ox = 0; ox < p.ow; ox += W) {
+    const size_t left = p.ow - ox;
+    vec acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = V::set1(p.bias);
+#pragma GCC unroll 12
+    for (int q = 0; q < KH + SW * (R - 1); ++q) {
+      const float* row = window + q * rf + ox * SW;
+#pragma GCC unroll 5
+      for (int kx = 0; kx < KW; ++kx) {
+        const vec v = dwconv_window<V, SW>(row + kx);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int ky = q - SW * r;  // this output row's tap row
+          if (ky < 0 || ky >= KH) continue;
+          acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      vec a = acc[r];
+      const size_t at = (oy + r) * p.ow + ox;
+      if (p.residual) a = V::add(a, load_n<V>(p.residual + at, left));
+      store_n<V>(p.y + at, activate<V>(a, p.act, p.alpha, p.beta), left);
+    }
+  }
+}
+
+// A whole staged plane in groups of at most kDwConvRowGroup output rows of near-equal size
+// (14 rows: 7 + 7, not 8 + 6), so no group is left with a short chain. Taken by planes one
+// vector wide, and by 5x5 planes of 6 rows or more (more taps per window load to share).
+// On the Xeon, one thread, one row at a time -> groups (a loaded 2-vCPU VM, min of 7 runs):
+// 5x5 over 256 x 14 x 14: 65-76 -> 41-43 us; over 512 x 7 x 7: 68-75 -> 45-48 us; over
+// 240 x 12 x 80: 202 -> 142-150 us; over 480 x 6 x 80: 202 -> 144-149 us; over 256 x 50 x 38:
+// 579-601 -> 385-419 us. Over 480 x 3 x 80 (one group of 3) it lost 95 -> 105 us; 3x3
+// planes wider than a vector gained nothing measurable.
+template <typename V, int KH, int KW, int SW>
+void dwconv_plane_grouped(const DwConvPlane& p, const typename V::vec* w, size_t rf) {
+  for (size_t oy = 0; oy < p.oh;) {
+    const size_t left = p.oh - oy, groups = (left + kDwConvRowGroup - 1) / kDwConvRowGroup;
+    const size_t n = (left + groups - 1) / groups;
+    const float* window = p.rows + oy * SW * rf;
+    switch (n) {
+      case 1: dwconv_rows_grouped<V, KH, KW, SW, 1>(p, w, window, rf, oy); break;
+      case 2: dwconv_rows_grouped<V, KH, KW, SW, 2>(p, w, window, rf, oy); break;
+      case 3: dwconv_rows_grouped<V, KH, KW, SW, 3>(p, w, window, rf, oy); break;
+      case 4: dwconv_rows_grouped<V, KH, KW, SW, 4>(p, w, window, rf, oy); break;
+      case 5: dwconv_rows_grouped<V, KH, KW, SW, 5>(p, w, window, rf, oy); break;
+      case 6: dwconv_rows_grouped<V, KH, KW, SW, 6>(p, w, window, rf, oy); break;
+      case 7: dwconv_rows_grouped<V, KH, KW, SW, 7>(p, w, window, rf, oy); break;
+      default: dwconv_rows_grouped<V, KH, KW, SW, 8>(p, w, window, rf, oy); break;
+    }
+    oy += n;
+  }
+}
+
 // KH, KW > 0: fixed kernel size, tap loops unrolled; 0: the plane's own size (<= 64 taps).
 // WHOLE: the ring holds every padded row (dwconv_ring_rows), so padded row r is slot r and
 // the window's rows are plain arithmetic (no per-row pointer table to load).
@@ -105,6 +172,8 @@ void dwconv_plane(const DwConvPlane& p) {
   // is staged with the first's, the lookahead (kDwConvLookahead rows of stride sh) covering
   // it.
   const bool pairs = p.sh == 2 && p.dh == 1 && p.dw == 1 && ahead >= p.sh;
+  const bool grouped = (p.ow <= W || (KH == 5 && p.oh >= 6)) && p.sh == 1 && p.dh == 1 &&
+                       p.dw == 1;
   // Padded row r lives in ring slot r % ring; base tracks first % ring without a division.
   size_t next = 0, base = 0;  // next: the next padded row to stage
   for (size_t oy = 0; oy < p.oh; ++oy) {
@@ -124,6 +193,14 @@ void dwconv_plane(const DwConvPlane& p) {
     for (size_t r = std::max({next, first, p.pad_top}); r < stage_end; ++r)
       dwconv_stage_row<V>(p, p.x + (r - p.pad_top) * p.in_w, slot(r) + p.pad_left, n);
     next = std::max(next, stage_end);
+    // Stride 2 stays with the row pairs: groups of rows measured slower there (5x5 s2 over
+    // 256 x 14 x 14: 53 -> 75 us; 3x3 s2 over 128 x 28 x 28: 34 -> 50 us).
+    if constexpr (WHOLE && KH > 0 && SW == 1) {
+      if (grouped) {  // every row is staged now (the whole plane): all output rows in groups
+        dwconv_plane_grouped<V, KH, KW, SW>(p, w, rf);
+        return;
+      }
+    }
     if constexpr (KH >= 5 && SW == 2) {
       if (pairs && oy + 1 < p.oh) {
         for (size_t q = 0; q < kh + SW; ++q) {

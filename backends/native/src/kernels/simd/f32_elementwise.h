@@ -3,6 +3,7 @@
 // ISA's translation unit under its own flags (kernels/simd/define_ukernels.h). Tails of
 // n < kWidth lanes use V's tail loads and stores.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -41,6 +42,47 @@ void vact_ukernel(size_t n, float* x, Activation act, float alpha, float beta) {
   size_t i = 0;
   for (; i + W <= n; i += W) V::store(x + i, activate<V>(V::load(x + i), act, alpha, beta));
   if (i < n) store_n<V>(x + i, activate<V>(load_n<V>(x + i, n - i), act, alpha, beta), n - i);
+}
+
+// Softmax down the columns of a len x n block (rows `stride` floats apart), kWidth columns
+// per vector: max down the column, exp(x - max) with its sum, scale. Each row of the block
+// is read as contiguous vectors, so a softmax over a non-last axis (YOLOv8's DFL: 16 bins
+// over 4 x 8400 columns) needs no transposes. As in the row kernel, d * 0 is NaN where
+// d = x - max is NaN or infinite; such a column clears *finite.
+template <typename V>
+void vsoftmax_cols_ukernel(size_t n, size_t len, size_t stride, const float* x, float* y,
+                           bool* finite) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  const vec zero = V::zero(), one = V::set1(1.0f);
+  vec bad = zero;
+  for (size_t i = 0; i < n; i += W) {
+    const size_t w = std::min(W, n - i);
+    auto load = [&](const float* p) { return w == W ? V::load(p) : load_n<V>(p, w); };
+    auto store = [&](float* p, vec v) {
+      if (w == W) V::store(p, v);
+      else store_n<V>(p, v, w);
+    };
+    vec m = load(x + i);
+    for (size_t j = 1; j < len; ++j) m = V::max(m, load(x + j * stride + i));
+    vec s = zero;
+    for (size_t j = 0; j < len; ++j) {
+      const vec d = V::sub(load(x + j * stride + i), m);
+      bad = V::add(bad, V::mul(d, zero));
+      const vec e = exp<V>(d);
+      store(y + j * stride + i, e);
+      s = V::add(s, e);
+    }
+    const vec inv = V::div(one, s);
+    for (size_t j = 0; j < len; ++j) {
+      float* row = y + j * stride + i;
+      store(row, V::mul(load(row), inv));
+    }
+  }
+  float flags[W];
+  V::store(flags, bad);
+  *finite = true;
+  for (size_t l = 0; l < W; ++l) *finite = *finite && flags[l] == 0.0f;
 }
 
 // Softmax of a contiguous row in three passes: max, exp(x - max) with its sum, scale. The
