@@ -358,15 +358,20 @@ void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, flo
 
 namespace {
 
-enum class WeightForm { plain = 0, gemm = 1, winograd = 2, direct = 3, implicit = 4 };
+enum class WeightForm {
+  plain = 0, gemm = 1, winograd = 2, direct = 3, implicit = 4, implicit_taps_outer = 5
+};
 
-WeightForm form_of(ConvAlgo algo) {
+// taps_outer: the implicit GEMM reads an NHWC input, its reduction ordered (ky, kx, c) so that
+// consecutive k steps read neighbouring channels of the same pixels (the same cache lines).
+WeightForm form_of(ConvAlgo algo, bool taps_outer) {
   switch (algo) {
     case ConvAlgo::reference:
     case ConvAlgo::depthwise: return WeightForm::plain;
     case ConvAlgo::winograd: return WeightForm::winograd;
     case ConvAlgo::direct: return WeightForm::direct;
-    case ConvAlgo::implicit: return WeightForm::implicit;
+    case ConvAlgo::implicit:
+      return taps_outer ? WeightForm::implicit_taps_outer : WeightForm::implicit;
     default: return WeightForm::gemm;
   }
 }
@@ -442,6 +447,23 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
       }
       break;
     }
+    case WeightForm::implicit_taps_outer: {
+      // B[(ky, kx, c)][k] = w[k][c][ky][kx]: each filter's taps moved outside its channels.
+      const size_t nr = gemm_kernel(active_isa()).nr, taps = p.kh * p.kw;
+      std::vector<float> reordered(Kg * kdim);
+      for (size_t g = 0; g < p.groups; ++g) {
+        const float* wg = weights + g * Kg * kdim;
+        for (size_t k = 0; k < Kg; ++k)
+          for (size_t c = 0; c < Cg; ++c)
+            for (size_t t = 0; t < taps; ++t)
+              reordered[k * kdim + t * Cg + c] = wg[k * kdim + c * taps + t];
+        auto b = std::make_unique<PackedBPanels>(nr, kdim, Kg);
+        pack_b_panels(nr, true, kdim, Kg, reordered.data(), kdim, b->data(), pool);
+        flush_subnormals(b->data(), b->bytes() / sizeof(float));
+        w->b_panels.push_back(std::move(b));
+      }
+      break;
+    }
     case WeightForm::gemm: {
       const size_t mr = gemm_kernel(active_isa()).mr;
       for (size_t g = 0; g < p.groups; ++g) {
@@ -468,8 +490,9 @@ size_t PackedConvWeights::bytes() const {
 std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
                                                               const Conv2dParams& p,
                                                               const float* weights,
-                                                              ThreadPool* pool) {
-  const WeightForm form = form_of(algo);
+                                                              ThreadPool* pool,
+                                                              bool taps_outer) {
+  const WeightForm form = form_of(algo, taps_outer);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = forms_[static_cast<int>(form)];
   if (!slot) slot = pack_weights(form, p, weights, pool);
@@ -488,7 +511,7 @@ size_t ConvWeightForms::packed_count() const {
 }
 
 Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
-               ConvWeightForms* forms, ThreadPool* pool)
+               ConvWeightForms* forms, ThreadPool* pool, bool nhwc_in)
     : p_(p), algo_(algo) {
   p.validate();
   if (algo_ == ConvAlgo::automatic) algo_ = choose_conv_algo(p);
@@ -504,24 +527,28 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
         std::to_string(kDirectConvMaxTapRows) + " and kw <= " +
         std::to_string(kDirectConvMaxKw) + ", got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", kernel " + dims(p.kh, p.kw));
-  w_ = forms ? forms->get(algo_, p, weights, pool)
-             : pack_weights(form_of(algo_), p, weights, pool);
+  // An NHWC input is reduced taps outermost (WeightForm::implicit_taps_outer); a 1x1's one
+  // tap makes the two orders the same matrix.
+  const bool taps_outer = algo_ == ConvAlgo::implicit && nhwc_in && p.kh * p.kw > 1;
+  w_ = forms ? forms->get(algo_, p, weights, pool, taps_outer)
+             : pack_weights(form_of(algo_, taps_outer), p, weights, pool);
   if (algo_ == ConvAlgo::implicit) {
     // The zero-padded input split into stride phases (implicit_phases): padded element
     // (c, oy * sh + ky * dh, ox * sw + kx * dw) is offsets_[(c, ky, kx)] + oy * WQ + ox, so
-    // the GEMM's row for output pixel (oy, ox) is oy * WQ + ox at any stride.
+    // the GEMM's row for output pixel (oy, ox) is oy * WQ + ox at any stride. Both tables
+    // follow the packed weights' reduction order.
     const ImplicitPhases ph = implicit_phases(p);
-    for (size_t c = 0; c < p.C / p.groups; ++c)
-      for (size_t ky = 0; ky < p.kh; ++ky)
-        for (size_t kx = 0; kx < p.kw; ++kx) {
-          const size_t ry = ky * p.dilation_h, rx = kx * p.dilation_w;
-          const size_t phase = (c * p.stride_h + ry % p.stride_h) * p.stride_w + rx % p.stride_w;
-          const size_t pixel = ry / p.stride_h * ph.wq + rx / p.stride_w;
-          offsets_.push_back(phase * ph.plane() + pixel);
-          // NHWC: the phases hold pixels of C channels; channel c of the group lies at c
-          const size_t nhwc_phase = (ry % p.stride_h) * p.stride_w + rx % p.stride_w;
-          offsets_nhwc_.push_back((nhwc_phase * ph.plane() + pixel) * p.C + c);
-        }
+    const size_t Cg = p.C / p.groups, taps = p.kh * p.kw;
+    for (size_t i = 0; i < Cg * taps; ++i) {
+      const size_t c = taps_outer ? i % Cg : i / taps, t = taps_outer ? i / Cg : i % taps;
+      const size_t ry = t / p.kw * p.dilation_h, rx = t % p.kw * p.dilation_w;
+      const size_t phase = (c * p.stride_h + ry % p.stride_h) * p.stride_w + rx % p.stride_w;
+      const size_t pixel = ry / p.stride_h * ph.wq + rx / p.stride_w;
+      offsets_.push_back(phase * ph.plane() + pixel);
+      // NHWC: the phases hold pixels of C channels; channel c of the group lies at c
+      const size_t nhwc_phase = (ry % p.stride_h) * p.stride_w + rx % p.stride_w;
+      offsets_nhwc_.push_back((nhwc_phase * ph.plane() + pixel) * p.C + c);
+    }
   }
 }
 

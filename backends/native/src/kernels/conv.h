@@ -97,25 +97,28 @@ struct PackedConvWeights {
 class ConvWeightForms {
  public:
   // pool (may be null) packs a missing form on several threads.
+  // taps_outer: the implicit GEMM's form for an NHWC input (reduction ordered (ky, kx, c)).
   std::shared_ptr<const PackedConvWeights> get(ConvAlgo algo, const Conv2dParams& p,
-                                               const float* weights, ThreadPool* pool = nullptr);
+                                               const float* weights, ThreadPool* pool = nullptr,
+                                               bool taps_outer = false);
   // Forms packed so far (a test hook: shapes that share a form pack it once).
   size_t packed_count() const;
 
  private:
   mutable std::mutex mutex_;
-  // plain, gemm, winograd, direct, implicit
-  std::shared_ptr<const PackedConvWeights> forms_[5];
+  // plain, gemm, winograd, direct, implicit, implicit_taps_outer
+  std::shared_ptr<const PackedConvWeights> forms_[6];
 };
 
 class Conv2d {
  public:
   // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards);
   // with `forms`, the packed form comes from (and is kept in) it, shared with other shapes;
-  // pool (may be null) packs on several threads.
+  // pool (may be null) packs on several threads. nhwc_in: run() will mostly be handed NHWC
+  // inputs (the implicit GEMM then orders its weights for them; either layout stays correct).
   // Throws std::invalid_argument for bad params or an algorithm that cannot run them.
   Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic,
-         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr);
+         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr, bool nhwc_in = false);
   ~Conv2d();
   Conv2d(const Conv2d&) = delete;
   Conv2d& operator=(const Conv2d&) = delete;

@@ -349,7 +349,8 @@ class ConvKernel final : public Kernel {
     std::shared_ptr<Conv2d> conv;
     try {
       conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(),
-                                      choose_conv_algo(p, layout_.any()), &forms_, c.pool);
+                                      choose_conv_algo(p, layout_.any()), &forms_, c.pool,
+                                      layout_.nhwc_in);
     } catch (const std::invalid_argument& e) {
       c.fail(e.what());
     }
