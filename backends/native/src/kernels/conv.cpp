@@ -963,10 +963,16 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
     float* phased = gemm_scratch(kScratchPad, p_.N * p_.C * chan);
     const size_t sh = p_.stride_h, sw = p_.stride_w;
     if (layout.nhwc_in) {
-      // Phase rows of WQ pixels of C channels: image n, phase (py, px), row r.
+      // Phase rows of WQ pixels of C channels: image n, phase (py, px), row r. A phase no tap
+      // reads (a 1x1 at stride 2 reads one of four) is left unwritten.
+      std::vector<char> read(ph.count, 0);
+      for (size_t ky = 0; ky < p_.kh; ++ky)
+        for (size_t kx = 0; kx < p_.kw; ++kx)
+          read[(ky * p_.dilation_h % sh) * sw + kx * p_.dilation_w % sw] = 1;
       auto split = [&](size_t i0, size_t i1) {
         for (size_t i = i0; i < i1; ++i) {
           const size_t n = i / (ph.count * ph.hq), phase = i / ph.hq % ph.count;
+          if (!read[phase]) continue;
           const size_t r = i % ph.hq, py = phase / sw, px = phase % sw;
           float* d_row = phased + i * WQ * C;
           const size_t prow = py + r * sh;
