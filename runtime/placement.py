@@ -193,6 +193,7 @@ def joint_caps(names: Sequence[str]) -> Any:
         caps[0], name="+".join(names),
         kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
         conv_prologue=any(c.conv_prologue for c in caps),
+        f32_nhwc=any(c.f32_nhwc for c in caps),
         qconv_groups=max((c.qconv_groups for c in caps), key=QCONV_GROUPS.index),
         int8_byte_table=any(c.int8_byte_table for c in caps),
         int8_activations=frozenset().union(*(c.int8_activations for c in caps)),
