@@ -52,14 +52,14 @@ def _out_shape(xs, k, kernel, stride, pad):
 
 
 def _reference(x, w, b, r, attrs, act):
-    """y = act(Conv(x, w, b) + r) by onnxruntime, all NCHW."""
+    """y = act(Conv(x, w, b) + r) by onnxruntime, all NCHW (act: "", Relu or Sigmoid)."""
     feeds = {"x": x} | ({"r": r} if r is not None else {})
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)]
     last = "c"
     if r is not None:
         nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
         last = "s"
-    nodes.append(helper.make_node("Relu" if act == "Relu" else "Identity", [last], ["y"]))
+    nodes.append(helper.make_node(act or "Identity", [last], ["y"]))
     model = model_from_arrays(nodes, feeds, ["y"], initializers={"w": w, "b": b}, opset=17)
     return run_reference(model, feeds)[0]
 
@@ -90,7 +90,8 @@ def test_fused_conv_layouts_match_nchw(isa, shape, layout):
     x = rng.standard_normal(xs).astype(np.float32)
     w = (rng.standard_normal((k, xs[1] // group, kernel, kernel)) * 0.2).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
-    for residual, act, threads in ((False, "Relu", 1), (True, "", 2), (True, "Relu", 1)):
+    for residual, act, threads in ((False, "Relu", 1), (False, "Sigmoid", 2), (True, "", 2),
+                                   (True, "Relu", 1), (True, "Sigmoid", 2)):
         if layout["residual"] and not residual:
             continue
         r = rng.standard_normal(ys).astype(np.float32) if residual else None
