@@ -98,6 +98,10 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   const size_t bs = t.b_stride ? t.b_stride : PNV * W;
   const size_t b_ahead = kGemmBPrefetchSteps * bs;
   const size_t rs = AO == 2 ? t.a_stride : 1;
+  // Strided rows: the row of r is reached from one of a few bases (every third row) by an
+  // addressing-mode scale of the stride (x1, x2), so a k step adds MR / 3 offsets to its
+  // row start instead of MR - 1 in a chain (integer adds that compete with the FMA ports).
+  const size_t third = 3 * rs;
   vec c[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -113,9 +117,13 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     }
     if (PF) __builtin_prefetch(a + PF * MR);
     const float* ak = AO ? a + t.a_offsets[k] : a;
+    // Strided rows: keep ak a pointer, so that rows are addressed as ak + (x1|x2) * stride
+    // (otherwise the compiler folds the offset into every row's address, one add per row).
+    if constexpr (AO == 2) __asm__("" : "+r"(ak));
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec av = V::broadcast(ak + r * rs);
+      const vec av = V::broadcast(AO == 2 ? ak + size_t(r / 3) * third + size_t(r % 3) * rs
+                                          : ak + r);
 #pragma GCC unroll 4
       for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
     }
