@@ -1060,8 +1060,17 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
                                                          : nullptr;
       if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
         kep.residual = res_nhwc_at;
-        gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
-                             y + n * HW * K + g * Kg, K, kep, pool);
+        float* yn = y + n * HW * K + g * Kg;
+        if (!layout.nhwc_in && kdim == Cg && Kg > 2 * kern.nr && ph.count == 1) {
+          // A 1x1 reading NCHW planes: read in place, every column panel would walk Cg planes
+          // again (a line a plane per k step); packed once, the planes are walked once.
+          float* ap = gemm_scratch(kScratchA, round_up(rows, kern.mr) * kdim);
+          pack_a_panels(kern.mr, true, rows, kdim, a, chan, ap, pool);
+          gemm_packed_core(kern, rows, Kg, kdim, ap, wb.panels_for(kern), yn, K, kep, pool);
+        } else {
+          gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
+                               yn, K, kep, pool);
+        }
         continue;
       }
       // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
