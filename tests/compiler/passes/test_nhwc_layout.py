@@ -135,3 +135,18 @@ def test_grouped_prologue_and_3x3_convs_stay_nchw():
     pointwise = ir.node("Conv", [x, ir.Value(name="w2", const_value=ir.tensor(_w(4, 4, 1)))])
     assert not hands_over_nhwc(three) and hands_over_nhwc(strided)
     assert not hands_over_nhwc(grouped) and hands_over_nhwc(pointwise)
+
+
+def test_a_conv_reading_large_nchw_planes_keeps_nchw():
+    """Above MAX_PIXELS_FROM_NCHW input pixels read from NCHW planes, NHWC out does not pay."""
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
+    inits = {"w1": _w(16, 8, 1), "w2": _w(16, 16, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="first"),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c"], name="second"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits)
+    graph = ir.from_proto(model)
+    for step in build_pipeline(2, caps=NATIVE):
+        graph = step[1](graph).model
+    assert _layouts(graph)["first"] == ("NCHW", "NCHW", "NCHW")
