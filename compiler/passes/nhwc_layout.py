@@ -16,9 +16,10 @@ layout never leaks out of a chain. The attributes mean what they mean on the int
 (``HandOverInt8Nhwc`` in fuse_int8.py); ``ExpandKilnOpsPass`` writes them back as Transposes.
 
 Which convolutions take part (``hands_over_nhwc``): one group, 2-D, constant weights, no
-input prologue, and a 1x1 kernel or a stride above 1. A kxk (k > 1) stride-1 conv stays
-NCHW: there Winograd or the NCHW implicit GEMM (rows consecutive in a plane) measured faster
-than reading NHWC.
+input prologue, at least MIN_OUT_CHANNELS outputs, and a 1x1 kernel or a stride above 1. A
+kxk (k > 1) stride-1 conv stays NCHW: there Winograd or the NCHW implicit GEMM (rows
+consecutive in a plane) measured faster than reading NHWC. A conv reading NCHW planes larger
+than MAX_PIXELS_FROM_NCHW keeps writing NCHW.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ LAYOUT_IN, LAYOUT_OUT, LAYOUT_RESIDUAL = "kiln_layout_in", "kiln_layout_out", \
 NCHW, NHWC = "NCHW", "NHWC"
 #: FusedConv inputs that may come in NHWC, and the attribute that says so
 _READ_AS = {0: LAYOUT_IN, 3: LAYOUT_RESIDUAL}
+#: Output channels are the NHWC tile's vector lanes (32 wide with AVX-512): below 64 a tile
+#: leaves lanes idle that the NCHW layout (pixels in lanes) fills. A mobile text detector and
+#: classifier (PP-OCR, 16-96 channels) ran 3-7% slower with every group-1 1x1 handing over.
+MIN_OUT_CHANNELS = 64
 #: A conv reading NCHW planes of more pixels than this keeps writing NCHW: in ResNet-50 (one
 #: thread, in the model) its 64 -> 256 1x1 convs reading 56x56 planes took 1.14x their
 #: all-NCHW time writing NHWC, its 256 -> 512 1x1 stride 2 on 56x56 1.8x (read through
@@ -61,6 +66,8 @@ def hands_over_nhwc(node: ir.Node) -> bool:
     if int(attr(node, "group", 1)) != 1:  # type: ignore[call-overload]
         return False
     if attr(node, "prologue", ""):  # the NCHW 1x1 GEMM applies it while packing its input
+        return False
+    if weights.shape[0] < MIN_OUT_CHANNELS:
         return False
     kernel = tuple(weights.shape[2:])
     strides = tuple(attr(node, "strides", (1, 1)))  # type: ignore[call-overload]

@@ -30,8 +30,8 @@ def _bottleneck_net() -> tuple:
     """stem 1x1 -> [reduce 1x1 -> 3x3 s1 -> expand 1x1 + residual] -> 3x3 s2 -> 1x1 s2 (plain
     Conv, no epilogue) -> MaxPool, with the expand's result also a graph output."""
     x = rng.standard_normal((1, 8, 12, 12)).astype(np.float32)
-    inits = {"w_stem": _w(16, 8, 1), "w_red": _w(8, 16, 1), "w_3x3": _w(8, 8, 3),
-             "w_exp": _w(16, 8, 1), "w_s2": _w(24, 16, 3), "w_down": _w(32, 24, 1)}
+    inits = {"w_stem": _w(64, 8, 1), "w_red": _w(64, 64, 1), "w_3x3": _w(64, 64, 3),
+             "w_exp": _w(64, 64, 1), "w_s2": _w(72, 64, 3), "w_down": _w(80, 72, 1)}
     for name in ("stem", "red", "3x3", "exp", "s2"):
         inits[f"b_{name}"] = rng.standard_normal(inits[f"w_{name}"].shape[0]).astype(np.float32)
     conv = helper.make_node
@@ -123,24 +123,26 @@ def test_native_and_expansion_equal_the_model():
         np.testing.assert_allclose(got_e, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_grouped_prologue_and_3x3_convs_stay_nchw():
-    w3 = ir.Value(name="w", const_value=ir.tensor(_w(4, 4, 3)))
-    w1 = ir.Value(name="w1", const_value=ir.tensor(_w(4, 2, 1)))
+def test_grouped_narrow_and_3x3_convs_stay_nchw():
+    w3 = ir.Value(name="w", const_value=ir.tensor(_w(64, 4, 3)))
+    w1 = ir.Value(name="w1", const_value=ir.tensor(_w(64, 2, 1)))
     x = ir.Value(name="x")
     three = ir.node("FusedConv", [x, w3], domain="kiln")
     strided = ir.node("FusedConv", [x, w3], domain="kiln",
                       attributes={"strides": ir.AttrInt64s("strides", [2, 2])})
     grouped = ir.node("FusedConv", [x, w1], domain="kiln",
                       attributes={"group": ir.AttrInt64("group", 2)})
-    pointwise = ir.node("Conv", [x, ir.Value(name="w2", const_value=ir.tensor(_w(4, 4, 1)))])
+    pointwise = ir.node("Conv", [x, ir.Value(name="w2", const_value=ir.tensor(_w(64, 4, 1)))])
+    narrow = ir.node("Conv", [x, ir.Value(name="w4", const_value=ir.tensor(_w(32, 4, 1)))])
     assert not hands_over_nhwc(three) and hands_over_nhwc(strided)
     assert not hands_over_nhwc(grouped) and hands_over_nhwc(pointwise)
+    assert not hands_over_nhwc(narrow)  # fewer output channels than the tile's lanes fill
 
 
 def test_a_conv_reading_large_nchw_planes_keeps_nchw():
     """Above MAX_PIXELS_FROM_NCHW input pixels read from NCHW planes, NHWC out does not pay."""
     x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
-    inits = {"w1": _w(16, 8, 1), "w2": _w(16, 16, 1)}
+    inits = {"w1": _w(64, 8, 1), "w2": _w(64, 64, 1)}
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="first"),
              helper.make_node("Relu", ["a"], ["b"]),
              helper.make_node("Conv", ["b", "w2"], ["c"], name="second"),
