@@ -137,8 +137,14 @@ class Engine:
                     y = known.get(low.value_names[node.outputs[0]])
                     w = list(low.constants[node.inputs[1]].shape)
                     if x and y and len(w) == 4:
+                        xs, ys = list(x[0]), list(y[0])
+                        # values handed over in NHWC (compiler/passes/nhwc_layout.py)
+                        if node.attrs.get("kiln_layout_in") == "NHWC":
+                            xs = [xs[0], xs[3], xs[1], xs[2]]
+                        if node.attrs.get("kiln_layout_out") == "NHWC":
+                            ys = [ys[0], ys[3], ys[1], ys[2]]
                         self.convs[node.name] = shape_of(
-                            list(x[0]), w, list(y[0]), int(node.attrs.get("strides", [1])[0]),
+                            xs, w, ys, int(node.attrs.get("strides", [1])[0]),
                             int(node.attrs.get("group", 1)))
         elif engine == "onnxruntime":
             import onnxruntime as ort

@@ -48,6 +48,9 @@ class BackendCaps:
                         of int8 ops; engines that chain integer kernels) or "inputs" (only
                         where an int8 op reads; OpenVINO folds the float ops after a Conv
                         into it). See kiln.compiler.passes.quantize.
+    f32_nhwc:           the backend's kiln::FusedConv reads and writes float activations in
+                        NHWC (``kiln_layout_in`` / ``_out`` / ``_residual``); the compiler
+                        then hands them from conv to conv so (nhwc_layout.py).
     fuses_norm_gelu:    the engine finds LayerNorm and GELU written in plain ops itself when
                         it loads a model, to the same compiled graph as from kiln's fused
                         ops; kiln then leaves them, and the opset upgrade they need, to it
@@ -78,6 +81,7 @@ class BackendCaps:
     fuses_norm_gelu: bool = False
     folds_conv_batchnorm: bool = False
     cleans_up_at_load: bool = False
+    f32_nhwc: bool = False
 
     def __post_init__(self) -> None:
         if self.qconv_groups not in QCONV_GROUPS:
@@ -98,7 +102,7 @@ class BackendCaps:
                 "int8_byte_table": self.int8_byte_table,
                 "static_int8": self.static_int8, "fuses_norm_gelu": self.fuses_norm_gelu,
                 "folds_conv_batchnorm": self.folds_conv_batchnorm,
-                "cleans_up_at_load": self.cleans_up_at_load}
+                "cleans_up_at_load": self.cleans_up_at_load, "f32_nhwc": self.f32_nhwc}
 
 
 #: Caps of a backend that runs plain ONNX and nothing of kiln's (the safe default).

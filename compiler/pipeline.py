@@ -50,6 +50,7 @@ from kiln.compiler.passes.fuse_hard_activations import (
     needs_hard_swish_opset,
 )
 from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
+from kiln.compiler.passes.nhwc_layout import HandOverF32Nhwc
 from kiln.compiler.passes.normalize import NORMALIZE_RULES
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
@@ -170,6 +171,8 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
         steps.append(("fuse-epilogue", RulePass(epilogue)))
     if caps.conv_prologue and caps.runs("FusedConv"):
         steps.append(("fuse-conv-prologue", RulePass([FuseConvPrologue()])))
+    if caps.f32_nhwc and caps.runs("FusedConv"):
+        steps.append(("f32-layout", RulePass([HandOverF32Nhwc()])))
     steps += _batchnorm_relu_steps(caps)
     return steps
 

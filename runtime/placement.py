@@ -185,7 +185,8 @@ def joint_caps(names: Sequence[str]) -> Any:
     """Compiler caps for a graph split over ``names``: kiln ops any of them runs (the
     partitioner then places those there), the lowest opset any of them imports, and static
     int8 in the "inputs" form only when every one of them asks for it (the chained form runs
-    int8 everywhere; the inputs form loses the integer kernels of engines that chain them)."""
+    int8 everywhere; the inputs form loses the integer kernels of engines that chain them),
+    and work left to the engines' own loads only when each of them does it."""
     import dataclasses
 
     caps = [registry.get_backend(n).caps() for n in names]
@@ -193,6 +194,11 @@ def joint_caps(names: Sequence[str]) -> Any:
         caps[0], name="+".join(names),
         kiln_ops=frozenset().union(*(c.kiln_ops for c in caps)),
         conv_prologue=any(c.conv_prologue for c in caps),
+        f32_nhwc=any(c.f32_nhwc for c in caps),
+        # work kiln leaves to an engine's own load is left only when every engine does it
+        fuses_norm_gelu=all(c.fuses_norm_gelu for c in caps),
+        folds_conv_batchnorm=all(c.folds_conv_batchnorm for c in caps),
+        cleans_up_at_load=all(c.cleans_up_at_load for c in caps),
         qconv_groups=max((c.qconv_groups for c in caps), key=QCONV_GROUPS.index),
         int8_byte_table=any(c.int8_byte_table for c in caps),
         int8_activations=frozenset().union(*(c.int8_activations for c in caps)),

@@ -327,7 +327,9 @@ class NativeBackend(Backend):
             "QMaxPool"}),
             max_opset=23, conv_prologue=True, qconv_groups=support.QCONV_GROUPS,
             int8_activations=support.INT8_ACTIVATIONS,
-            int8_byte_table=support.INT8_BYTE_TABLE)
+            int8_byte_table=support.INT8_BYTE_TABLE,
+            # KILN_NATIVE_F32_NHWC=0: the convs hand over NCHW (an A/B switch for benchmarks)
+            f32_nhwc=os.environ.get("KILN_NATIVE_F32_NHWC", "1") != "0")
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:

@@ -77,23 +77,38 @@ def expand_activation(graph: ir.Graph, x: ir.Value, name: str, alpha: float, bet
 
 
 #: the standard op under each fused float op, and how many of its inputs are that op's
+#: Transpose perms of the layouts the int8 ops and FusedConv hand over (fuse_int8.py,
+#: nhwc_layout.py)
+_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+_LAYOUTS = ("kiln_layout_in", "kiln_layout_out", "kiln_layout_residual")
 _BASES = {"FusedConv": ("Conv", 3), "FusedGemm": ("Gemm", 3),
           "FusedBatchNorm": ("BatchNormalization", 5)}
 
 
 def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
     """Standard-ONNX nodes equal to a kiln FusedConv/FusedGemm/FusedBatchNorm node, and
-    their output."""
+    their output. A FusedConv's NHWC layouts (nhwc_layout.py) become Transposes."""
     base, arity = _BASES[node.op_type]
     inputs = list(node.inputs)
+    nodes: list[ir.Node] = []
+
+    def to_nchw(value: ir.Value | None, key: str) -> ir.Value | None:
+        if value is None or attr(node, key, "NCHW") != "NHWC":
+            return value
+        nodes.append(ir.node("Transpose", [value], attributes={"perm": list(_TO_NCHW)}))
+        return nodes[-1].outputs[0]
+
+    if base == "Conv":
+        inputs[0] = to_nchw(inputs[0], "kiln_layout_in")
+        if len(inputs) > 3:
+            inputs[3] = to_nchw(inputs[3], "kiln_layout_residual")
     residual = inputs[3] if base != "BatchNormalization" and len(inputs) > 3 else None
     core_inputs = inputs[:arity]
     while core_inputs and core_inputs[-1] is None:
         core_inputs.pop()
-    skip = {"activation", "alpha", "beta", "prologue"} if base == "Conv" else {
+    skip = {"activation", "alpha", "beta", "prologue", *_LAYOUTS} if base == "Conv" else {
         "activation", "activation_alpha", "activation_beta"}
     attributes = {k: v for k, v in node.attributes.items() if k not in skip}
-    nodes: list[ir.Node] = []
     prologue = str(attr(node, "prologue", ""))
     if prologue:  # scale and shift are [C, 1, 1]: they broadcast over NCHW as they are
         scaled = ir.node("Mul", [core_inputs[0], inputs[4]])
@@ -112,11 +127,12 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
     alpha = float(attr(node, prefix + "alpha", 0.0))
     beta = float(attr(node, prefix + "beta", 0.0))
     out = expand_activation(graph, out, name, alpha, beta, nodes)
+    if base == "Conv" and attr(node, "kiln_layout_out", "NCHW") == "NHWC":
+        nodes.append(ir.node("Transpose", [out], attributes={"perm": list(_TO_NHWC)}))
+        out = nodes[-1].outputs[0]
     return nodes, out
 
 
-#: Transpose perms of the u8 layouts the int8 ops hand over (fuse_int8.py)
-_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 _INT8_ONLY = {"activation", "kiln_layout_in", "kiln_layout_out"}
 
 

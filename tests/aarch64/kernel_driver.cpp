@@ -258,6 +258,16 @@ void test_sgemm() {
   g.done(isa_name(active_isa()), sgemm_kernel_name());
 }
 
+// [n][c][p] -> [n][p][c] for images of `channels` planes of `pixels`.
+std::vector<float> to_nhwc(const std::vector<float>& v, size_t n, size_t channels, size_t pixels) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < channels; ++c)
+      for (size_t q = 0; q < pixels; ++q)
+        out[(i * pixels + q) * channels + c] = v[(i * channels + c) * pixels + q];
+  return out;
+}
+
 // The implicit-GEMM conv (the tile kernel reading A in place through per-k offsets, the
 // product transposed into NCHW) against the reference loops: pads, dilation, groups, batch,
 // a 1x1, strides 2 and 3 (the input split into stride phases), with and without a residual.
@@ -297,6 +307,21 @@ void test_conv_implicit() {
                 std::to_string(p.stride_h) + std::to_string(p.stride_w) +
                 (with_residual ? " residual" : ""),
             got.data(), want.data(), out, 1e-4f, 1e-4f);
+      // The same in NHWC (input, output and residual): A read with a pixel stride, the tile
+      // stored as it is.
+      const size_t ohw = p.out_h() * p.out_w();
+      auto x_nhwc = to_nhwc(x, p.N, p.C, p.H * p.W), res_nhwc = to_nhwc(res, p.N, p.K, ohw);
+      if (with_residual) ep.residual = res_nhwc.data();
+      Conv2d nhwc(p, w.data(), ConvAlgo::implicit, nullptr, nullptr, true);
+      ConvLayout layout;
+      layout.nhwc_in = layout.nhwc_out = layout.nhwc_residual = true;
+      nhwc.run(x_nhwc.data(), got.data(), ep, nullptr, nullptr, layout);
+      const auto want_nhwc = to_nhwc(want, p.N, p.K, ohw);
+      check("conv implicit NHWC " + std::to_string(p.C) + "->" + std::to_string(p.K) + " " +
+                std::to_string(p.kh) + "x" + std::to_string(p.kw) + " s" +
+                std::to_string(p.stride_h) + std::to_string(p.stride_w) +
+                (with_residual ? " residual" : ""),
+            got.data(), want_nhwc.data(), out, 1e-4f, 1e-4f);
     }
   }
   g.done(isa_name(active_isa()), sgemm_kernel_name());

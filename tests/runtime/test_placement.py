@@ -236,3 +236,15 @@ def test_a_split_takes_the_inputs_form_only_when_every_backend_asks_for_it():
     assert joint_caps(["openvino"]).static_int8 == "inputs"
     assert joint_caps(["openvino", "onnxruntime"]).static_int8 == "chained"
     assert joint_caps(["native", "openvino"]).static_int8 == "chained"
+
+
+def test_a_split_leaves_work_to_the_engines_only_when_each_of_them_does_it():
+    from kiln.runtime.placement import joint_caps
+
+    alone = joint_caps(["onnxruntime"])
+    assert alone.folds_conv_batchnorm and alone.cleans_up_at_load and alone.fuses_norm_gelu
+    for names in (["onnxruntime", "native"], ["native", "onnxruntime"]):
+        split = joint_caps(names)  # native runs what kiln's passes leave it: it needs them
+        assert not (split.folds_conv_batchnorm or split.cleans_up_at_load
+                    or split.fuses_norm_gelu)
+        assert split.f32_nhwc  # the layout rule applies where native runs the convs

@@ -518,6 +518,8 @@ void bind_kernels(nb::module_& parent) {
      "[36, K * C].");
   m.def("set_winograd_enabled", &kiln::set_winograd_enabled, "enabled"_a,
         "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
+  m.def("set_winograd_nhwc", &kiln::set_winograd_nhwc, "enabled"_a,
+        "Whether a conv with NHWC operands keeps Winograd where it wins (else implicit GEMM).");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
         "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
 

@@ -41,6 +41,7 @@ bool is_winograd_shape(const Conv2dParams& p) {
 }
 
 std::atomic<bool> g_winograd_enabled{true};
+std::atomic<bool> g_winograd_nhwc{true};
 
 // F(4,3) streams 36 weight matrices where im2col streams 9: 4x the weight bytes. In a model
 // the weights come from DRAM each run (ResNet-50's exceed L3, and after an idle gap every
@@ -156,11 +157,103 @@ bool is_pointwise(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
+// y[k][oy][ox] = c[(oy * wp + ox) * ldc + k] for k in [k0, k1): the implicit path's
+// pixel-major product into NCHW planes of oh x ow, leaving out the wp - ow columns of each
+// product row that fall in the padding. 4 x 4 blocks through SSE registers on x86 (this file
+// is built for the baseline ISA).
+void transpose_into_planes(const float* c, size_t ldc, size_t oh, size_t ow, size_t wp,
+                           size_t k0, size_t k1, float* y) {
+  const size_t hw = oh * ow;
+  size_t k = k0;
+#if defined(__SSE2__)
+  for (; k + 4 <= k1; k += 4)
+    for (size_t oy = 0; oy < oh; ++oy) {
+      const float* s = c + oy * wp * ldc + k;
+      float* d = y + k * hw + oy * ow;
+      size_t ox = 0;
+      for (; ox + 4 <= ow; ox += 4) {
+        __m128 r0 = _mm_loadu_ps(s + (ox + 0) * ldc);
+        __m128 r1 = _mm_loadu_ps(s + (ox + 1) * ldc);
+        __m128 r2 = _mm_loadu_ps(s + (ox + 2) * ldc);
+        __m128 r3 = _mm_loadu_ps(s + (ox + 3) * ldc);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d + ox, r0);
+        _mm_storeu_ps(d + hw + ox, r1);
+        _mm_storeu_ps(d + 2 * hw + ox, r2);
+        _mm_storeu_ps(d + 3 * hw + ox, r3);
+      }
+      for (; ox < ow; ++ox)
+        for (size_t j = 0; j < 4; ++j) d[j * hw + ox] = s[ox * ldc + j];
+    }
+#endif
+  for (; k < k1; ++k)
+    for (size_t oy = 0; oy < oh; ++oy)
+      for (size_t ox = 0; ox < ow; ++ox) y[k * hw + oy * ow + ox] = c[(oy * wp + ox) * ldc + k];
+}
+
+// dst[n][c][p] = src[n][p][c] for n images of HW pixels of C channels.
+void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, ThreadPool* pool) {
+  const size_t blocks = (C + 3) / 4;
+  auto run = [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t n = b / blocks, k0 = b % blocks * 4, k1 = std::min(C, k0 + 4);
+      transpose_into_planes(src + n * HW * C, C, 1, HW, HW, k0, k1, dst + n * C * HW);
+    }
+  };
+  if (pool) pool->parallel_for(N * blocks, 1, run, N * C * HW);
+  else run(0, N * blocks);
+}
+
+// Per-thread buffers for the NHWC operands of an algorithm that runs NCHW (grow only).
+enum EdgeSlot : int { kEdgeIn = 0, kEdgeOut, kEdgeResidual, kEdgeCount };
+
+float* edge_scratch(EdgeSlot slot, size_t n) {
+  thread_local AlignedBuffer buffers[kEdgeCount];
+  buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+// dst[n][p][c] = src[n][c][p] for n images of C planes of HW pixels.
+void nchw_to_nhwc(const float* src, size_t N, size_t C, size_t HW, float* dst, ThreadPool* pool) {
+  constexpr size_t kBlock = 16;  // pixels a task row: a cache line of each plane
+  const size_t blocks = (HW + kBlock - 1) / kBlock;
+  auto run = [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t n = b / blocks, p0 = b % blocks * kBlock, p1 = std::min(HW, p0 + kBlock);
+      const float* s = src + n * C * HW;
+      float* d = dst + n * HW * C;
+      for (size_t c = 0; c < C; ++c)
+        for (size_t p = p0; p < p1; ++p) d[p * C + c] = s[c * HW + p];
+    }
+  };
+  if (pool) pool->parallel_for(N * blocks, 1, run, N * C * HW);
+  else run(0, N * blocks);
+}
+
 }  // namespace
+
+ConvAlgo choose_conv_algo(const Conv2dParams& p, bool nhwc) {
+  if (is_depthwise(p)) return ConvAlgo::depthwise;
+  const bool implicit = implicit_wins(p);
+  if (nhwc) {
+    // NHWC activations: the implicit GEMM reads and writes them in place; every other
+    // algorithm would pay a transpose at each edge.
+    if (direct_wins(p)) return ConvAlgo::direct;
+    if (winograd_wins(p) && g_winograd_nhwc) return ConvAlgo::winograd;
+    return ConvAlgo::implicit;
+  }
+  return is_pointwise(p) && !implicit ? ConvAlgo::gemm_1x1
+         : direct_wins(p)             ? ConvAlgo::direct
+         : winograd_wins(p)           ? ConvAlgo::winograd
+         : implicit                   ? ConvAlgo::implicit
+                                      : ConvAlgo::im2col;
+}
 
 void set_conv_min_column_block(size_t columns) { g_conv_min_block = columns; }
 
 void set_winograd_enabled(bool enabled) { g_winograd_enabled = enabled; }
+
+void set_winograd_nhwc(bool enabled) { g_winograd_nhwc = enabled; }
 
 size_t Conv2dParams::out_h() const {
   return (H + pad_top + pad_bottom - ((kh - 1) * dilation_h + 1)) / stride_h + 1;
@@ -265,15 +358,20 @@ void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, flo
 
 namespace {
 
-enum class WeightForm { plain = 0, gemm = 1, winograd = 2, direct = 3, implicit = 4 };
+enum class WeightForm {
+  plain = 0, gemm = 1, winograd = 2, direct = 3, implicit = 4, implicit_taps_outer = 5
+};
 
-WeightForm form_of(ConvAlgo algo) {
+// taps_outer: the implicit GEMM reads an NHWC input, its reduction ordered (ky, kx, c) so that
+// consecutive k steps read neighbouring channels of the same pixels (the same cache lines).
+WeightForm form_of(ConvAlgo algo, bool taps_outer) {
   switch (algo) {
     case ConvAlgo::reference:
     case ConvAlgo::depthwise: return WeightForm::plain;
     case ConvAlgo::winograd: return WeightForm::winograd;
     case ConvAlgo::direct: return WeightForm::direct;
-    case ConvAlgo::implicit: return WeightForm::implicit;
+    case ConvAlgo::implicit:
+      return taps_outer ? WeightForm::implicit_taps_outer : WeightForm::implicit;
     default: return WeightForm::gemm;
   }
 }
@@ -349,6 +447,23 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
       }
       break;
     }
+    case WeightForm::implicit_taps_outer: {
+      // B[(ky, kx, c)][k] = w[k][c][ky][kx]: each filter's taps moved outside its channels.
+      const size_t nr = gemm_kernel(active_isa()).nr, taps = p.kh * p.kw;
+      std::vector<float> reordered(Kg * kdim);
+      for (size_t g = 0; g < p.groups; ++g) {
+        const float* wg = weights + g * Kg * kdim;
+        for (size_t k = 0; k < Kg; ++k)
+          for (size_t c = 0; c < Cg; ++c)
+            for (size_t t = 0; t < taps; ++t)
+              reordered[k * kdim + t * Cg + c] = wg[k * kdim + c * taps + t];
+        auto b = std::make_unique<PackedBPanels>(nr, kdim, Kg);
+        pack_b_panels(nr, true, kdim, Kg, reordered.data(), kdim, b->data(), pool);
+        flush_subnormals(b->data(), b->bytes() / sizeof(float));
+        w->b_panels.push_back(std::move(b));
+      }
+      break;
+    }
     case WeightForm::gemm: {
       const size_t mr = gemm_kernel(active_isa()).mr;
       for (size_t g = 0; g < p.groups; ++g) {
@@ -375,8 +490,9 @@ size_t PackedConvWeights::bytes() const {
 std::shared_ptr<const PackedConvWeights> ConvWeightForms::get(ConvAlgo algo,
                                                               const Conv2dParams& p,
                                                               const float* weights,
-                                                              ThreadPool* pool) {
-  const WeightForm form = form_of(algo);
+                                                              ThreadPool* pool,
+                                                              bool taps_outer) {
+  const WeightForm form = form_of(algo, taps_outer);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = forms_[static_cast<int>(form)];
   if (!slot) slot = pack_weights(form, p, weights, pool);
@@ -395,18 +511,10 @@ size_t ConvWeightForms::packed_count() const {
 }
 
 Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
-               ConvWeightForms* forms, ThreadPool* pool)
+               ConvWeightForms* forms, ThreadPool* pool, bool nhwc_in)
     : p_(p), algo_(algo) {
   p.validate();
-  if (algo_ == ConvAlgo::automatic) {
-    const bool implicit = !is_depthwise(p) && implicit_wins(p);
-    algo_ = is_depthwise(p)                ? ConvAlgo::depthwise
-            : is_pointwise(p) && !implicit ? ConvAlgo::gemm_1x1
-            : direct_wins(p)               ? ConvAlgo::direct
-            : winograd_wins(p)             ? ConvAlgo::winograd
-            : implicit                     ? ConvAlgo::implicit
-                                           : ConvAlgo::im2col;
-  }
+  if (algo_ == ConvAlgo::automatic) algo_ = choose_conv_algo(p);
   if (algo_ == ConvAlgo::depthwise && !is_depthwise(p))
     bad("the depthwise algorithm needs groups == C == K, got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", K " + std::to_string(p.K));
@@ -419,20 +527,28 @@ Conv2d::Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo,
         std::to_string(kDirectConvMaxTapRows) + " and kw <= " +
         std::to_string(kDirectConvMaxKw) + ", got groups " + std::to_string(p.groups) +
         ", C " + std::to_string(p.C) + ", kernel " + dims(p.kh, p.kw));
-  w_ = forms ? forms->get(algo_, p, weights, pool)
-             : pack_weights(form_of(algo_), p, weights, pool);
+  // An NHWC input is reduced taps outermost (WeightForm::implicit_taps_outer); a 1x1's one
+  // tap makes the two orders the same matrix.
+  const bool taps_outer = algo_ == ConvAlgo::implicit && nhwc_in && p.kh * p.kw > 1;
+  w_ = forms ? forms->get(algo_, p, weights, pool, taps_outer)
+             : pack_weights(form_of(algo_, taps_outer), p, weights, pool);
   if (algo_ == ConvAlgo::implicit) {
     // The zero-padded input split into stride phases (implicit_phases): padded element
     // (c, oy * sh + ky * dh, ox * sw + kx * dw) is offsets_[(c, ky, kx)] + oy * WQ + ox, so
-    // the GEMM's row for output pixel (oy, ox) is oy * WQ + ox at any stride.
+    // the GEMM's row for output pixel (oy, ox) is oy * WQ + ox at any stride. Both tables
+    // follow the packed weights' reduction order.
     const ImplicitPhases ph = implicit_phases(p);
-    for (size_t c = 0; c < p.C / p.groups; ++c)
-      for (size_t ky = 0; ky < p.kh; ++ky)
-        for (size_t kx = 0; kx < p.kw; ++kx) {
-          const size_t ry = ky * p.dilation_h, rx = kx * p.dilation_w;
-          const size_t phase = (c * p.stride_h + ry % p.stride_h) * p.stride_w + rx % p.stride_w;
-          offsets_.push_back(phase * ph.plane() + ry / p.stride_h * ph.wq + rx / p.stride_w);
-        }
+    const size_t Cg = p.C / p.groups, taps = p.kh * p.kw;
+    for (size_t i = 0; i < Cg * taps; ++i) {
+      const size_t c = taps_outer ? i % Cg : i / taps, t = taps_outer ? i / Cg : i % taps;
+      const size_t ry = t / p.kw * p.dilation_h, rx = t % p.kw * p.dilation_w;
+      const size_t phase = (c * p.stride_h + ry % p.stride_h) * p.stride_w + rx % p.stride_w;
+      const size_t pixel = ry / p.stride_h * ph.wq + rx / p.stride_w;
+      offsets_.push_back(phase * ph.plane() + pixel);
+      // NHWC: the phases hold pixels of C channels; channel c of the group lies at c
+      const size_t nhwc_phase = (ry % p.stride_h) * p.stride_w + rx % p.stride_w;
+      offsets_nhwc_.push_back((nhwc_phase * ph.plane() + pixel) * p.C + c);
+    }
   }
 }
 
@@ -441,17 +557,44 @@ Conv2d::~Conv2d() = default;
 size_t Conv2d::packed_bytes() const { return w_->bytes(); }
 
 void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
-                 const ChannelAffine* prologue) const {
+                 const ChannelAffine* prologue, const ConvLayout& layout) const {
   if (prologue && !takes_prologue())
     throw std::logic_error("conv: a channel prologue needs the 1x1 GEMM or depthwise path");
   if (ep.bias_kind != BiasKind::none && ep.bias_kind != BiasKind::per_row)
     bad("the bias must be per output channel (BiasKind::per_row)");
+  if (!layout.any()) return run_nchw(x, y, ep, pool, prologue);
+  if (algo_ == ConvAlgo::implicit) return run_implicit(x, y, ep, pool, layout);
+  // An algorithm that reads and writes NCHW: the NHWC operands transposed at the edges.
+  const size_t HW = p_.H * p_.W, OHW = p_.out_h() * p_.out_w();
+  const size_t y_len = p_.N * p_.K * OHW;
+  const float* xn = x;
+  if (layout.nhwc_in) {
+    float* t = edge_scratch(kEdgeIn, p_.N * p_.C * HW);
+    nhwc_to_nchw(x, p_.N, HW, p_.C, t, pool);
+    xn = t;
+  }
+  Epilogue epn = ep;
+  if (ep.residual && layout.nhwc_residual) {
+    float* t = edge_scratch(kEdgeResidual, y_len);
+    nhwc_to_nchw(ep.residual, p_.N, OHW, p_.K, t, pool);
+    epn.residual = t;
+  }
+  float* yn = y;
+  if (layout.nhwc_out) {
+    yn = edge_scratch(kEdgeOut, y_len);
+  }
+  run_nchw(xn, yn, epn, pool, prologue);
+  if (layout.nhwc_out) nchw_to_nhwc(yn, p_.N, p_.K, OHW, y, pool);
+}
+
+void Conv2d::run_nchw(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                      const ChannelAffine* prologue) const {
   switch (algo_) {
     case ConvAlgo::reference: return conv2d_reference(p_, x, w_->plain.data(), y, ep);
     case ConvAlgo::depthwise: return run_depthwise(x, y, ep, pool, prologue);
     case ConvAlgo::winograd: return run_winograd(x, y, ep, pool);
     case ConvAlgo::direct: return run_direct(x, y, ep, pool);
-    case ConvAlgo::implicit: return run_implicit(x, y, ep, pool);
+    case ConvAlgo::implicit: return run_implicit(x, y, ep, pool, ConvLayout{});
     default: return run_gemm(x, y, ep, pool, prologue);
   }
 }
@@ -804,48 +947,10 @@ void Conv2d::run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool
 
 // ---------------------------------------------------------------- implicit GEMM
 
-namespace {
-
-// y[k][oy][ox] = c[(oy * wp + ox) * ldc + k] for k in [k0, k1): the implicit path's
-// pixel-major product into NCHW planes of oh x ow, leaving out the wp - ow columns of each
-// product row that fall in the padding. 4 x 4 blocks through SSE registers on x86 (this file
-// is built for the baseline ISA).
-void transpose_into_planes(const float* c, size_t ldc, size_t oh, size_t ow, size_t wp,
-                           size_t k0, size_t k1, float* y) {
-  const size_t hw = oh * ow;
-  size_t k = k0;
-#if defined(__SSE2__)
-  for (; k + 4 <= k1; k += 4)
-    for (size_t oy = 0; oy < oh; ++oy) {
-      const float* s = c + oy * wp * ldc + k;
-      float* d = y + k * hw + oy * ow;
-      size_t ox = 0;
-      for (; ox + 4 <= ow; ox += 4) {
-        __m128 r0 = _mm_loadu_ps(s + (ox + 0) * ldc);
-        __m128 r1 = _mm_loadu_ps(s + (ox + 1) * ldc);
-        __m128 r2 = _mm_loadu_ps(s + (ox + 2) * ldc);
-        __m128 r3 = _mm_loadu_ps(s + (ox + 3) * ldc);
-        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-        _mm_storeu_ps(d + ox, r0);
-        _mm_storeu_ps(d + hw + ox, r1);
-        _mm_storeu_ps(d + 2 * hw + ox, r2);
-        _mm_storeu_ps(d + 3 * hw + ox, r3);
-      }
-      for (; ox < ow; ++ox)
-        for (size_t j = 0; j < 4; ++j) d[j * hw + ox] = s[ox * ldc + j];
-    }
-#endif
-  for (; k < k1; ++k)
-    for (size_t oy = 0; oy < oh; ++oy)
-      for (size_t ox = 0; ox < ow; ++ox) y[k * hw + oy * ow + ox] = c[(oy * wp + ox) * ldc + k];
-}
-
-}  // namespace
-
-void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
-                          ThreadPool* pool) const {
+void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, ThreadPool* pool,
+                          const ConvLayout& layout) const {
   const size_t OH = p_.out_h(), OW = p_.out_w(), HW = OH * OW;
-  const size_t Cg = p_.C / p_.groups, Kg = p_.K / p_.groups;
+  const size_t C = p_.C, K = p_.K, Cg = C / p_.groups, Kg = K / p_.groups;
   const size_t kdim = Cg * p_.kh * p_.kw;
   const GemmKernel& kern = gemm_kernel(active_isa());
   const ImplicitPhases ph = implicit_phases(p_);
@@ -857,56 +962,148 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in,
   if (ph.count > 1 || chan != p_.H * p_.W) {
     float* phased = gemm_scratch(kScratchPad, p_.N * p_.C * chan);
     const size_t sh = p_.stride_h, sw = p_.stride_w;
-    auto split = [&](size_t i0, size_t i1) {
-      for (size_t i = i0; i < i1; ++i) {
-        std::memset(phased + i * chan, 0, chan * sizeof(float));
-        const float* src = x + i * p_.H * p_.W;
-        for (size_t py = 0; py < sh; ++py)
-          for (size_t px = 0; px < sw; ++px) {
-            float* dst = phased + i * chan + (py * sw + px) * ph.plane();
-            // Phase column j is padded column px + j * sw, input column px + j * sw - pad_left.
-            size_t j0 = 0;
-            while (j0 < WQ && px + j0 * sw < p_.pad_left) ++j0;
-            for (size_t r = 0; r < ph.hq; ++r) {
-              const size_t prow = py + r * sh;
-              if (prow < p_.pad_top || prow - p_.pad_top >= p_.H) continue;
-              const float* s_row = src + (prow - p_.pad_top) * p_.W;
-              float* d_row = dst + r * WQ;
-              if (sw == 1) {
-                std::memcpy(d_row + p_.pad_left, s_row, p_.W * sizeof(float));
-                continue;
-              }
-              for (size_t j = j0, ix = px + j0 * sw - p_.pad_left; j < WQ && ix < p_.W;
-                   ++j, ix += sw)
-                d_row[j] = s_row[ix];
-            }
+    if (layout.nhwc_in) {
+      // Phase rows of WQ pixels of C channels: image n, phase (py, px), row r. A phase no tap
+      // reads (a 1x1 at stride 2 reads one of four) is left unwritten.
+      std::vector<char> read(ph.count, 0);
+      for (size_t ky = 0; ky < p_.kh; ++ky)
+        for (size_t kx = 0; kx < p_.kw; ++kx)
+          read[(ky * p_.dilation_h % sh) * sw + kx * p_.dilation_w % sw] = 1;
+      auto split = [&](size_t i0, size_t i1) {
+        for (size_t i = i0; i < i1; ++i) {
+          const size_t n = i / (ph.count * ph.hq), phase = i / ph.hq % ph.count;
+          if (!read[phase]) continue;
+          const size_t r = i % ph.hq, py = phase / sw, px = phase % sw;
+          float* d_row = phased + i * WQ * C;
+          const size_t prow = py + r * sh;
+          if (prow < p_.pad_top || prow - p_.pad_top >= p_.H) {
+            std::memset(d_row, 0, WQ * C * sizeof(float));
+            continue;
           }
-      }
-    };
-    if (pool) pool->parallel_for(p_.N * p_.C, 1, split, p_.N * p_.C * chan);
-    else split(0, p_.N * p_.C);
+          const float* s_row = x + (n * p_.H + prow - p_.pad_top) * p_.W * C;
+          for (size_t j = 0; j < WQ; ++j) {
+            const size_t pcol = px + j * sw;
+            float* d = d_row + j * C;
+            if (pcol < p_.pad_left || pcol - p_.pad_left >= p_.W)
+              std::memset(d, 0, C * sizeof(float));
+            else
+              std::memcpy(d, s_row + (pcol - p_.pad_left) * C, C * sizeof(float));
+          }
+        }
+      };
+      const size_t items = p_.N * ph.count * ph.hq;
+      if (pool) pool->parallel_for(items, 1, split, p_.N * p_.C * chan);
+      else split(0, items);
+    } else {
+      auto split = [&](size_t i0, size_t i1) {
+        for (size_t i = i0; i < i1; ++i) {
+          std::memset(phased + i * chan, 0, chan * sizeof(float));
+          const float* src = x + i * p_.H * p_.W;
+          for (size_t py = 0; py < sh; ++py)
+            for (size_t px = 0; px < sw; ++px) {
+              float* dst = phased + i * chan + (py * sw + px) * ph.plane();
+              // Phase column j is padded column px + j * sw, input column px + j * sw - pad_left.
+              size_t j0 = 0;
+              while (j0 < WQ && px + j0 * sw < p_.pad_left) ++j0;
+              for (size_t r = 0; r < ph.hq; ++r) {
+                const size_t prow = py + r * sh;
+                if (prow < p_.pad_top || prow - p_.pad_top >= p_.H) continue;
+                const float* s_row = src + (prow - p_.pad_top) * p_.W;
+                float* d_row = dst + r * WQ;
+                if (sw == 1) {
+                  std::memcpy(d_row + p_.pad_left, s_row, p_.W * sizeof(float));
+                  continue;
+                }
+                for (size_t j = j0, ix = px + j0 * sw - p_.pad_left; j < WQ && ix < p_.W;
+                     ++j, ix += sw)
+                  d_row[j] = s_row[ix];
+              }
+            }
+        }
+      };
+      if (pool) pool->parallel_for(p_.N * p_.C, 1, split, p_.N * p_.C * chan);
+      else split(0, p_.N * p_.C);
+    }
     xp = phased;
   }
-  const size_t y_len = p_.N * p_.K * HW;
+  const size_t y_len = p_.N * K * HW;
+  // The product's rows are the output's pixels when no padding column lies between them.
+  const bool direct_rows = WQ == OW;
   Epilogue ep = ep_in;
-  ep.residual = residual_apart(ep.residual, y, y_len);  // y is written before it is added
-  float* product = gemm_scratch(kScratchConv, rows * Kg);
+  bool res_nhwc = layout.nhwc_residual;
+  if (ep.residual) {
+    // The residual joins the product in NHWC (in the microkernel, or in the row copy of an
+    // NHWC output) or after the transpose into NCHW planes; moved to that layout if need be.
+    const bool want_nhwc = layout.nhwc_out || (res_nhwc && p_.groups == 1 && direct_rows);
+    if (want_nhwc != res_nhwc) {
+      float* moved = edge_scratch(kEdgeResidual, y_len);
+      if (want_nhwc) nchw_to_nhwc(ep.residual, p_.N, K, HW, moved, pool);
+      else nhwc_to_nchw(ep.residual, p_.N, HW, K, moved, pool);
+      ep.residual = moved;
+      res_nhwc = want_nhwc;
+    } else {
+      ep.residual = residual_apart(ep.residual, y, y_len);  // y is written before it is added
+    }
+  }
+  const size_t a_stride = layout.nhwc_in ? C : 1;
+  const size_t* offsets = layout.nhwc_in ? offsets_nhwc_.data() : offsets_.data();
   for (size_t n = 0; n < p_.N; ++n)
     for (size_t g = 0; g < p_.groups; ++g) {
+      const float* a = layout.nhwc_in ? xp + n * C * chan + g * Cg : xp + (n * C + g * Cg) * chan;
       const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
-      // The product's columns are output channels: the bias is per column. Without a
-      // residual the whole epilogue runs in the microkernel; with one, after the transpose.
-      Epilogue kep;
-      if (!ep.residual) {
-        kep = ep;
-        kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
-        kep.bias = bias;
-      }
       const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
-      gemm_in_place_a_core(kern, rows, Kg, kdim, xp + (n * p_.C + g * Cg) * chan,
-                           offsets_.data(), wb.panels_for(kern), product, Kg, kep, pool);
-      float* yg = y + (n * p_.K + g * Kg) * HW;
-      const float* res = ep.residual ? ep.residual + (n * p_.K + g * Kg) * HW : nullptr;
+      // The product's columns are output channels: the bias is per column.
+      Epilogue kep = ep;
+      kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
+      kep.bias = bias;
+      const float* res_nhwc_at = ep.residual && res_nhwc ? ep.residual + n * HW * K + g * Kg
+                                                         : nullptr;
+      if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
+        kep.residual = res_nhwc_at;
+        float* yn = y + n * HW * K + g * Kg;
+        if (!layout.nhwc_in && kdim == Cg && Kg > 2 * kern.nr && ph.count == 1) {
+          // A 1x1 reading NCHW planes: read in place, every column panel would walk Cg planes
+          // again (a line a plane per k step); packed once, the planes are walked once.
+          float* ap = gemm_scratch(kScratchA, round_up(rows, kern.mr) * kdim);
+          pack_a_panels(kern.mr, true, rows, kdim, a, chan, ap, pool);
+          gemm_packed_core(kern, rows, Kg, kdim, ap, wb.panels_for(kern), yn, K, kep, pool);
+        } else {
+          gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
+                               yn, K, kep, pool);
+        }
+        continue;
+      }
+      // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
+      // runs in the microkernel unless a residual joins later (an NCHW one, or one of an NHWC
+      // output whose product rows carry padding columns).
+      const bool res_later = ep.residual && (!res_nhwc || layout.nhwc_out);
+      if (res_later) kep = Epilogue{};
+      else kep.residual = res_nhwc_at;
+      float* product = gemm_scratch(kScratchConv, rows * Kg);
+      gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
+                           product, Kg, kep, pool);
+      if (layout.nhwc_out) {
+        float* yn = y + n * HW * K + g * Kg;
+        auto out = [&](size_t r0, size_t r1) {
+          for (size_t oy = r0; oy < r1; ++oy)
+            for (size_t ox = 0; ox < OW; ++ox) {
+              const float* s = product + (oy * WQ + ox) * Kg;
+              float* d = yn + (oy * OW + ox) * K;
+              if (!res_later) {
+                std::memcpy(d, s, Kg * sizeof(float));
+                continue;
+              }
+              const float* r = res_nhwc_at + (oy * OW + ox) * K;
+              for (size_t k = 0; k < Kg; ++k) d[k] = s[k] + (bias ? bias[k] : 0.0f) + r[k];
+              apply_activation(ep.act, ep.alpha, ep.beta, d, Kg);
+            }
+        };
+        if (pool) pool->parallel_for(OH, 1, out, HW * Kg);
+        else out(0, OH);
+        continue;
+      }
+      float* yg = y + (n * K + g * Kg) * HW;
+      const float* res = res_later ? ep.residual + (n * K + g * Kg) * HW : nullptr;
       auto out = [&](size_t b0, size_t b1) {
         const size_t k0 = b0 * 4, k1 = std::min(Kg, b1 * 4);
         transpose_into_planes(product, Kg, OH, OW, WQ, k0, k1, yg);

@@ -16,7 +16,8 @@
 //   implicit   one group or more, any stride: output channels in vector lanes and pixels in
 //              the tile's rows, the input read in place (zero padded once, split into
 //              stride phases when strided) through a per-(channel, tap) offset table: no
-//              patch matrix; the product comes out pixel-major and is transposed into NCHW
+//              patch matrix; the product comes out pixel-major and is transposed into NCHW,
+//              or stored as it is for an NHWC output
 //   reference  plain loops (the oracle)
 #pragma once
 #include <cstddef>
@@ -55,6 +56,19 @@ enum class ConvAlgo : int {
 constexpr ConvAlgo kLastConvAlgo = ConvAlgo::implicit;  // the loop bound of name lookups
 const char* conv_algo_name(ConvAlgo algo);
 
+// Where a convolution's activations lie: NCHW planes (the default) or NHWC pixels
+// ([N, H, W, C]), chosen apart for the input, the output and the residual. The implicit
+// GEMM reads and writes NHWC itself (its tile is pixels x channels); the other algorithms
+// run NCHW between a transpose of the NHWC operands at the edges.
+struct ConvLayout {
+  bool nhwc_in = false, nhwc_out = false, nhwc_residual = false;
+  bool any() const { return nhwc_in || nhwc_out || nhwc_residual; }
+};
+
+// The algorithm ConvAlgo::automatic picks for p, and the one it picks when the activations
+// are handed over in NHWC (the implicit GEMM, unless a shape-specific path wins).
+ConvAlgo choose_conv_algo(const Conv2dParams& p, bool nhwc = false);
+
 // A per-input-channel affine (and optional Relu) applied to x before the convolution: an
 // inference BatchNormalization (+ Relu) that the executor folded into its consumer.
 struct ChannelAffine {
@@ -83,34 +97,37 @@ struct PackedConvWeights {
 class ConvWeightForms {
  public:
   // pool (may be null) packs a missing form on several threads.
+  // taps_outer: the implicit GEMM's form for an NHWC input (reduction ordered (ky, kx, c)).
   std::shared_ptr<const PackedConvWeights> get(ConvAlgo algo, const Conv2dParams& p,
-                                               const float* weights, ThreadPool* pool = nullptr);
+                                               const float* weights, ThreadPool* pool = nullptr,
+                                               bool taps_outer = false);
   // Forms packed so far (a test hook: shapes that share a form pack it once).
   size_t packed_count() const;
 
  private:
   mutable std::mutex mutex_;
-  // plain, gemm, winograd, direct, implicit
-  std::shared_ptr<const PackedConvWeights> forms_[5];
+  // plain, gemm, winograd, direct, implicit, implicit_taps_outer
+  std::shared_ptr<const PackedConvWeights> forms_[6];
 };
 
 class Conv2d {
  public:
   // weights: K x (C / groups) x kh x kw, read once (packed, not referenced afterwards);
   // with `forms`, the packed form comes from (and is kept in) it, shared with other shapes;
-  // pool (may be null) packs on several threads.
+  // pool (may be null) packs on several threads. nhwc_in: run() will mostly be handed NHWC
+  // inputs (the implicit GEMM then orders its weights for them; either layout stays correct).
   // Throws std::invalid_argument for bad params or an algorithm that cannot run them.
   Conv2d(const Conv2dParams& p, const float* weights, ConvAlgo algo = ConvAlgo::automatic,
-         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr);
+         ConvWeightForms* forms = nullptr, ThreadPool* pool = nullptr, bool nhwc_in = false);
   ~Conv2d();
   Conv2d(const Conv2d&) = delete;
   Conv2d& operator=(const Conv2d&) = delete;
 
-  // x: N x C x H x W, y: N x K x out_h x out_w. The epilogue's bias must be none or per_row
-  // (K values, one per output channel); residual, if set, is N x K x out_h x out_w and may
-  // alias y. pool may be null.
+  // x: N x C x H x W, y: N x K x out_h x out_w (each NHWC instead where `layout` says). The
+  // epilogue's bias must be none or per_row (K values, one per output channel); residual, if
+  // set, is y's size and may alias y. pool may be null.
   void run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
-           const ChannelAffine* prologue = nullptr) const;
+           const ChannelAffine* prologue = nullptr, const ConvLayout& layout = {}) const;
   // Whether run() accepts a prologue: the 1x1 GEMM path applies it while packing, the
   // depthwise path while copying each plane into its zero-padded buffer.
   bool takes_prologue() const {
@@ -128,12 +145,16 @@ class Conv2d {
                      const ChannelAffine* prologue) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
-  void run_implicit(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
+  void run_implicit(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                    const ConvLayout& layout) const;
+  void run_nchw(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                const ChannelAffine* prologue) const;
 
   Conv2dParams p_;
   ConvAlgo algo_;
   std::shared_ptr<const PackedConvWeights> w_;
   std::vector<size_t> offsets_;  // implicit: per (channel, tap), its offset in the input
+  std::vector<size_t> offsets_nhwc_;  // the same in an NHWC input
 };
 
 // For an executor kernel whose weights are constant but whose input shape is known only at
@@ -157,6 +178,9 @@ class Conv2dCache {
 // Whether ConvAlgo::automatic may pick Winograd (on by default). Its results differ from the
 // direct sum by ~1e-5 relative (vs ~1e-6 for im2col); turn it off for bit-closer numerics.
 void set_winograd_enabled(bool enabled);
+// Whether the NHWC choice keeps Winograd where it wins in NCHW (on by default; a measuring
+// hook: off, those convs run the implicit GEMM on their NHWC operands instead).
+void set_winograd_nhwc(bool enabled);
 
 // Plain loops with the same contract as Conv2d::run: the oracle.
 void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,

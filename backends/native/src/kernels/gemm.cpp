@@ -295,10 +295,11 @@ struct BOperand {
 };
 
 // Where the microkernel finds A: whole-K panels (offsets == nullptr), or read in place, row
-// i of k group k at data[offsets[k] + i].
+// i of k group k at data[offsets[k] + i * stride].
 struct AOperand {
   const float* data;
   const size_t* offsets = nullptr;
+  size_t stride = 1;
 };
 
 void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOperand& A,
@@ -370,11 +371,12 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOper
         const bool in_place = j < full_cols;
         const float* bp = !B.ld ? B.data + (j / nr) * K * nr + pc * nr
                           : in_place ? B.data + pc * B.ld + j : B.tail + pc * nr;
-        const float* ap = A.offsets ? A.data + i : A.data + (i / mr) * K * mr + pc * mr;
+        const float* ap = A.offsets ? A.data + i * A.stride
+                                    : A.data + (i / mr) * K * mr + pc * mr;
         const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
                             pc > 0, pc + kc == K, &ep, stream_a, stream_b,
                             in_place && B.ld ? B.ld : nr,
-                            A.offsets ? A.offsets + pc : nullptr};
+                            A.offsets ? A.offsets + pc : nullptr, A.stride};
         kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
       };
       if (c_streams && kc * (j1 - j0) * sizeof(float) <= cache_sizes().l2 / 2) {
@@ -405,9 +407,9 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
 }
 
 void gemm_in_place_a_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* A,
-                          const size_t* a_offsets, const float* Bp, float* C, size_t ldc,
-                          const Epilogue& ep, ThreadPool* pool) {
-  gemm_core(kern, M, N, K, AOperand{A, a_offsets}, BOperand{Bp}, C, ldc, ep, pool);
+                          const size_t* a_offsets, size_t a_stride, const float* Bp, float* C,
+                          size_t ldc, const Epilogue& ep, ThreadPool* pool) {
+  gemm_core(kern, M, N, K, AOperand{A, a_offsets, a_stride}, BOperand{Bp}, C, ldc, ep, pool);
 }
 
 void gemm_in_place_b_core(const GemmKernel& kern, size_t M, size_t N, size_t K,

@@ -98,12 +98,13 @@ void gemm_in_place_b_core(const GemmKernel& k, size_t M, size_t N, size_t K, con
                           const float* B, size_t ldb, float* C, size_t ldc,
                           const Epilogue& ep, ThreadPool* pool);
 
-// The same with A read in place: element (i, k) at A[a_offsets[k] + i] (rows consecutive;
-// a convolution's input pixels, each k a (channel, tap) offset into it), B packed panels.
+// The same with A read in place: element (i, k) at A[a_offsets[k] + i * a_stride] (a
+// convolution's input pixels, each k a (channel, tap) offset into it: rows consecutive in
+// NCHW planes, a_stride = 1, or C floats apart in an NHWC image), B packed panels.
 // Every row i < M of every k group must be readable.
 void gemm_in_place_a_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* A,
-                          const size_t* a_offsets, const float* Bp, float* C, size_t ldc,
-                          const Epilogue& ep, ThreadPool* pool);
+                          const size_t* a_offsets, size_t a_stride, const float* Bp, float* C,
+                          size_t ldc, const Epilogue& ep, ThreadPool* pool);
 
 class PackedAPanels final : public PackedA {
  public:

@@ -6,8 +6,9 @@
 //   b: kc groups of NR floats (lane j of group k is op(B)[k0 + k, col0 + j]), zero padded;
 //      group k starts at b + k * b_stride (NR for a packed panel; a row stride when B is
 //      read in place, which the driver does only for whole NR-wide column blocks).
-//   or, with a_offsets, A read in place: row r of k group k at a + a_offsets[k] + r (the rows
-//      of a tile are consecutive floats: an implicit-GEMM convolution's output pixels).
+//   or, with a_offsets, A read in place: row r of k group k at a + a_offsets[k] + r * a_stride
+//      (an implicit-GEMM convolution's output pixels: consecutive floats in an NCHW plane,
+//      a_stride = 1, or pixels of an NHWC image, a_stride = its channel count).
 // Only the first `m` rows (m <= MR) and `t.n` columns (n <= NR) are stored.
 // accumulate: add the existing C tile (a later K block). last: the final K block, so the
 // epilogue (bias, residual, activation) is applied before the store.
@@ -32,6 +33,7 @@ struct GemmTile {
   bool stream_b = true;   // hint: the kc x nr B micro-panel does not stay in L1
   size_t b_stride = 0;    // floats between consecutive k groups of b; 0 = NR (packed)
   const size_t* a_offsets = nullptr;  // per k group: where its rows start, from a; null = packed
+  size_t a_stride = 1;                // with a_offsets: floats between consecutive rows of A
 };
 
 using sgemm_ukernel_fn = void (*)(size_t m, size_t kc, const float* a, const float* b,

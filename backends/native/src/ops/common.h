@@ -145,6 +145,14 @@ inline size_t norm_axis(int64_t axis, size_t rank, const NodeDesc& node,
   return static_cast<size_t>(axis < 0 ? axis + r : axis);
 }
 
+// Whether a layout attribute the lowering sets (kiln_layout_in / kiln_layout_out on the int8
+// ops and FusedConv, kiln_layout_residual on FusedConv) says NHWC; "NCHW" unless said.
+inline bool layout_of(const NodeDesc& node, const char* key) {
+  const std::string v = node.attr_s(key, "NCHW");
+  if (v != "NCHW" && v != "NHWC") node.fail(std::string(key) + " must be NCHW or NHWC");
+  return v == "NHWC";
+}
+
 // The auto_pad attribute of Conv / pooling nodes, checked.
 inline std::string read_auto_pad(const NodeDesc& node) {
   std::string pad = node.attr_s("auto_pad", "NOTSET");

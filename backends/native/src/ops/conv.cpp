@@ -114,11 +114,22 @@ void depthwise2d(const Geom& g, const float* x, const float* w, const float* bia
   });
 }
 
-// x with a per-channel affine (+ Relu) applied, in `buffer`; returns its data.
-const float* apply_prologue(const ChannelAffine& pro, const Tensor& x, const Geom& g,
+// x with a per-channel affine (+ Relu) applied, in `buffer`; returns its data. x is NCHW, or
+// NHWC (channel fastest) when `nhwc`.
+const float* apply_prologue(const ChannelAffine& pro, const Tensor& x, const Geom& g, bool nhwc,
                             std::vector<float>& buffer, ThreadPool* pool) {
   buffer.resize(x.numel());
   const float* px = x.ptr<float>();
+  if (nhwc) {
+    parallel(pool, g.N * g.in_prod, 64, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i)
+        for (size_t ch = 0; ch < g.C; ++ch) {
+          const float v = px[i * g.C + ch] * pro.scale[ch] + pro.shift[ch];
+          buffer[i * g.C + ch] = pro.relu ? std::max(v, 0.0f) : v;
+        }
+    });
+    return buffer.data();
+  }
   parallel(pool, g.N * g.C, 1, [&](size_t b, size_t e) {
     for (size_t nc = b; nc < e; ++nc) {
       const float s = pro.scale[nc % g.C], t = pro.shift[nc % g.C];
@@ -133,12 +144,30 @@ const float* apply_prologue(const ChannelAffine& pro, const Tensor& x, const Geo
   return buffer.data();
 }
 
+// dst[n][c][p] = src[n][p][c] (to_nchw) or the reverse, for images of `pixels` x `channels`:
+// the NHWC operands of the convolutions that run NCHW only (weights not constant).
+void permute_image(const float* src, size_t N, size_t pixels, size_t channels, bool to_nchw,
+                   std::vector<float>& dst) {
+  dst.resize(N * pixels * channels);
+  for (size_t n = 0; n < N; ++n)
+    for (size_t p = 0; p < pixels; ++p)
+      for (size_t ch = 0; ch < channels; ++ch) {
+        const size_t nhwc = (n * pixels + p) * channels + ch;
+        const size_t nchw = (n * channels + ch) * pixels + p;
+        if (to_nchw) dst[nchw] = src[nhwc];
+        else dst[nhwc] = src[nchw];
+      }
+}
+
 class ConvKernel final : public Kernel {
  public:
   ConvKernel(const NodeDesc& node, const BuildContext& bc, bool fused)
       : attrs_(read_attrs(node, false)), fused_(fused) {
     if (fused) {
       act_ = parse_activation(node, node.has("activation_alpha") ? "activation_" : "");
+      // kiln::FusedConv may hand its activations over in NHWC (compiler/passes/nhwc_layout.py)
+      layout_ = {layout_of(node, "kiln_layout_in"), layout_of(node, "kiln_layout_out"),
+                 layout_of(node, "kiln_layout_residual")};
     }
     // kiln::FusedConv's prologue (compiler/passes/fuse_conv_prologue.py): a per-channel
     // affine (+ Relu) applied to the input, its scale and shift passed as inputs 4 and 5.
@@ -152,8 +181,13 @@ class ConvKernel final : public Kernel {
   }
 
   void run(OpContext& c) const override {
-    const Tensor& x = c.in(0);
     const Tensor& w = c.in(1);
+    // Geometry is read from an NCHW view of X: an NHWC X [N, H, W, C] is viewed as NCHW.
+    Tensor x = c.in(0);
+    if (layout_.any() && (x.rank() != 4 || w.rank() != 4))
+      c.fail("an NHWC layout (kiln_layout_*) needs a 2-D convolution: X and W of rank 4, got " +
+             shape_str(x.shape) + " and " + shape_str(w.shape));
+    if (layout_.nhwc_in) x.shape = {x.shape[0], x.shape[3], x.shape[1], x.shape[2]};
     if (x.dtype != DType::f32 || w.dtype != DType::f32) c.fail("X and W must be float32");
     const Geom g = conv_geom(attrs_, x, w, c);
     const Tensor* b = c.input(2);
@@ -164,14 +198,16 @@ class ConvKernel final : public Kernel {
     }
     Shape oshape = {static_cast<int64_t>(g.N), static_cast<int64_t>(g.M)};
     oshape.insert(oshape.end(), g.out.begin(), g.out.end());
+    auto nhwc_of = [](const Shape& s) { return Shape{s[0], s[2], s[3], s[1]}; };
     const Tensor* res = fused_ ? c.input(3) : nullptr;
     if (res) {
+      const Shape want = layout_.nhwc_residual ? nhwc_of(oshape) : oshape;
       if (res->dtype != DType::f32) c.fail("residual must be float32");
-      if (res->shape != oshape)
+      if (res->shape != want)
         c.fail("residual " + shape_str(res->shape) + " must have the output shape " +
-               shape_str(oshape));
+               shape_str(want) + (layout_.nhwc_residual ? " (NHWC)" : ""));
     }
-    Tensor& y = c.output(0, DType::f32, oshape);
+    Tensor& y = c.output(0, DType::f32, layout_.nhwc_out ? nhwc_of(oshape) : oshape);
     if (y.numel() == 0) return;
     const float* px = x.ptr<float>();
     const float* pw = w.ptr<float>();
@@ -193,7 +229,8 @@ class ConvKernel final : public Kernel {
     if (g.nd == 2 && weights_.data == w.data) {
       const std::shared_ptr<Conv2d> conv = packed_for(g, c);
       const bool fuse_prologue = prologue_ && conv->takes_prologue();
-      if (prologue_ && !fuse_prologue) px = apply_prologue(pro, x, g, x_affine, c.pool);
+      if (prologue_ && !fuse_prologue)
+        px = apply_prologue(pro, x, g, layout_.nhwc_in, x_affine, c.pool);
       Epilogue ep;
       if (pb) {
         ep.bias_kind = BiasKind::per_row;
@@ -203,10 +240,36 @@ class ConvKernel final : public Kernel {
       ep.act = act_.act;
       ep.alpha = act_.alpha;
       ep.beta = act_.beta;
-      conv->run(px, py, ep, c.pool, fuse_prologue ? &pro : nullptr);
+      conv->run(px, py, ep, c.pool, fuse_prologue ? &pro : nullptr, layout_);
       return;
     }
-    if (prologue_) px = apply_prologue(pro, x, g, x_affine, c.pool);
+    if (prologue_) px = apply_prologue(pro, x, g, layout_.nhwc_in, x_affine, c.pool);
+    // Weights computed at run time: the paths below run NCHW, NHWC operands permuted.
+    std::vector<float> x_nchw, r_nchw, y_nchw;
+    if (layout_.nhwc_in) {
+      permute_image(px, g.N, g.in_prod, g.C, true, x_nchw);
+      px = x_nchw.data();
+    }
+    if (pr && layout_.nhwc_residual) {
+      permute_image(pr, g.N, g.out_prod, g.M, true, r_nchw);
+      pr = r_nchw.data();
+    }
+    if (layout_.nhwc_out) {
+      y_nchw.resize(y.numel());
+      py = y_nchw.data();
+    }
+    run_nchw(g, px, pw, pb, pr, py, c);
+    if (layout_.nhwc_out) {
+      std::vector<float> out;
+      permute_image(py, g.N, g.out_prod, g.M, false, out);
+      std::memcpy(y.ptr<float>(), out.data(), out.size() * sizeof(float));
+    }
+  }
+
+ private:
+  // The convolutions whose weights are not constant (or not 2-D), all tensors NCHW.
+  void run_nchw(const Geom& g, const float* px, const float* pw, const float* pb,
+                const float* pr, float* py, OpContext& c) const {
     if (g.nd == 2 && g.G == g.C && g.M == g.C && g.Cg == 1) {
       depthwise2d(g, px, pw, pb, pr, act_, py, c.pool);
       return;
@@ -254,7 +317,6 @@ class ConvKernel final : public Kernel {
     }
   }
 
- private:
   using Key = std::tuple<size_t, size_t, size_t, int64_t, int64_t, int64_t, int64_t>;
 
   // The convolution for this input geometry, built on first use (weights constant); its
@@ -286,8 +348,9 @@ class ConvKernel final : public Kernel {
     p.groups = g.G;
     std::shared_ptr<Conv2d> conv;
     try {
-      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(), ConvAlgo::automatic, &forms_,
-                                      c.pool);
+      conv = std::make_shared<Conv2d>(p, weights_.ptr<float>(),
+                                      choose_conv_algo(p, layout_.any()), &forms_, c.pool,
+                                      layout_.nhwc_in);
     } catch (const std::invalid_argument& e) {
       c.fail(e.what());
     }
@@ -298,6 +361,7 @@ class ConvKernel final : public Kernel {
   ConvAttrs attrs_;
   bool fused_;
   FusedActivation act_;
+  ConvLayout layout_;  // FusedConv: which of X, Y and the residual are NHWC
   bool prologue_ = false, prologue_relu_ = false;
   Tensor weights_;  // the constant W (shares the plan's buffer), or empty
   mutable std::mutex mutex_;

@@ -305,13 +305,6 @@ class QGemmKernel final : public Kernel {
   RequantOnce requant_;
 };
 
-// The layout attributes the lowering sets on a QConv / QMaxPool ("NCHW" unless said).
-bool layout_of(const NodeDesc& node, const char* key) {
-  const std::string v = node.attr_s(key, "NCHW");
-  if (v != "NCHW" && v != "NHWC") node.fail(std::string(key) + " must be NCHW or NHWC");
-  return v == "NHWC";
-}
-
 // A u8 image's batch, channels, height and width, read in the layout `nhwc` names.
 struct U8Image {
   int64_t n, c, h, w;

@@ -12,8 +12,9 @@ void kiln_f32_gemm_ukernel__generic_4x16(size_t m, size_t kc, const float* a, co
     // A from a packed panel, or read in place (only the tile's m rows exist there)
     const float* ak = t.a_offsets ? a + t.a_offsets[k] : a + k * MR;
     const size_t rows = t.a_offsets ? m : MR;
+    const size_t rs = t.a_offsets ? t.a_stride : 1;
     for (size_t r = 0; r < rows; ++r)
-      for (size_t j = 0; j < NR; ++j) acc[r][j] += ak[r] * b[j];
+      for (size_t j = 0; j < NR; ++j) acc[r][j] += ak[r * rs] * b[j];
   }
   for (size_t r = 0; r < m; ++r) {
     float* c = t.c + r * t.ldc;

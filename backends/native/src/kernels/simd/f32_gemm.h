@@ -89,14 +89,19 @@ inline constexpr size_t kCacheLineFloats = 16;
 // PNV: vectors in a panel's k group (its width, the default B stride); NV <= PNV: vectors
 // computed (fewer for a narrow last panel, whose other columns are padding).
 // AO: A read in place through t.a_offsets (k group k at a + a_offsets[k]) instead of from a
-// packed panel.
-template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, bool AO, int M>
+// packed panel: 1 with consecutive rows, 2 with rows t.a_stride floats apart (NHWC pixels).
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, int AO, int M>
 void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth, NR = NV * W;
   constexpr size_t kLines = (NR + kCacheLineFloats - 1) / kCacheLineFloats;
   const size_t bs = t.b_stride ? t.b_stride : PNV * W;
   const size_t b_ahead = kGemmBPrefetchSteps * bs;
+  const size_t rs = AO == 2 ? t.a_stride : 1;
+  // Strided rows: the row of r is reached from one of a few bases (every third row) by an
+  // addressing-mode scale of the stride (x1, x2), so a k step adds MR / 3 offsets to its
+  // row start instead of MR - 1 in a chain (integer adds that compete with the FMA ports).
+  const size_t third = 3 * rs;
   vec c[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -112,9 +117,13 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
     }
     if (PF) __builtin_prefetch(a + PF * MR);
     const float* ak = AO ? a + t.a_offsets[k] : a;
+    // Strided rows: keep ak a pointer, so that rows are addressed as ak + (x1|x2) * stride
+    // (otherwise the compiler folds the offset into every row's address, one add per row).
+    if constexpr (AO == 2) __asm__("" : "+r"(ak));
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
-      const vec av = V::broadcast(ak + r);
+      const vec av = V::broadcast(AO == 2 ? ak + size_t(r / 3) * third + size_t(r % 3) * rs
+                                          : ak + r);
 #pragma GCC unroll 4
       for (size_t v = 0; v < NV; ++v) c[r][v] = V::fma(av, bv[v], c[r][v]);
     }
@@ -131,7 +140,7 @@ void gemm_tile(size_t kc, const float* a, const float* b, const GemmTile& t) {
 
 using gemm_tile_fn = void (*)(size_t, const float*, const float*, const GemmTile&);
 
-template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, bool AO,
+template <typename V, size_t MR, size_t PNV, size_t NV, size_t PF, bool PB, int AO,
           size_t... R>
 constexpr gemm_tile_fn gemm_tiles[MR + 1] = {
     nullptr, gemm_tile<V, MR, PNV, NV, PF, PB, AO, int(R) + 1>...};
@@ -143,14 +152,17 @@ constexpr gemm_tile_fn gemm_tiles[MR + 1] = {
 template <typename V, size_t MR, size_t PNV, size_t NV, size_t... R>
 const gemm_tile_fn* gemm_tile_table(const GemmTile& t, std::index_sequence<R...>) {
   constexpr size_t PF = V::kGemmStreamPrefetch;
+  if (t.a_offsets && t.a_stride != 1)
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, 2, R...>
+                      : gemm_tiles<V, MR, PNV, NV, 0, false, 2, R...>;
   if (t.a_offsets)
-    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, true, R...>
-                      : gemm_tiles<V, MR, PNV, NV, 0, false, true, R...>;
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, 1, R...>
+                      : gemm_tiles<V, MR, PNV, NV, 0, false, 1, R...>;
   if (PF && t.stream_a)
-    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, PF, true, false, R...>
-                      : gemm_tiles<V, MR, PNV, NV, PF, false, false, R...>;
-  return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, false, R...>
-                    : gemm_tiles<V, MR, PNV, NV, 0, false, false, R...>;
+    return t.stream_b ? gemm_tiles<V, MR, PNV, NV, PF, true, 0, R...>
+                      : gemm_tiles<V, MR, PNV, NV, PF, false, 0, R...>;
+  return t.stream_b ? gemm_tiles<V, MR, PNV, NV, 0, true, 0, R...>
+                    : gemm_tiles<V, MR, PNV, NV, 0, false, 0, R...>;
 }
 
 // The MR x NR microkernel: the tile for m rows; a last panel of at most NR / 2 columns
