@@ -53,11 +53,38 @@ def symbolic_dims(value: ir.Value, memo: dict[int, tuple[Dim, ...] | None] | Non
                   ) -> tuple[Dim, ...] | None:
     """Each dim of ``value`` as an expression over input dims; None when the rank is unknown."""
     memo = {} if memo is None else memo
-    key = id(value)
-    if key not in memo:
-        memo[key] = None  # a cycle (not in a valid graph) stays unknown
-        memo[key] = _derive(value, memo)
-    return memo[key]
+    # producers first, with an explicit stack: a deep network must not exhaust Python's
+    # recursion limit
+    stack, opened = [value], set()
+    while stack:
+        cur = stack[-1]
+        if id(cur) in memo:
+            stack.pop()
+            continue
+        waiting = [v for v in _sources(cur) if id(v) not in memo]
+        if waiting and id(cur) not in opened:
+            opened.add(id(cur))
+            stack.extend(waiting)
+            continue
+        memo[id(cur)] = _derive(cur, memo)  # an input still waiting (a cycle) reads as unknown
+        stack.pop()
+    return memo[id(value)]
+
+
+def _modelled(node: ir.Node) -> bool:
+    if node.domain == KILN_DOMAIN:
+        return node.op_type in _KILN_CONV or node.op_type in _KILN_SAME_SHAPE
+    return is_onnx(node, *_SAME_SHAPE, *_BROADCAST, "Conv", "MaxPool", "AveragePool", "LpPool",
+                   "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+
+
+def _sources(value: ir.Value) -> list[ir.Value]:
+    """The values ``value``'s dims are derived from (none for an op this module does not
+    model)."""
+    node = value.producer()
+    if node is None or value is not node.outputs[0] or not _modelled(node):
+        return []
+    return [v for v in node.inputs if v is not None]
 
 
 def _declared(value: ir.Value) -> tuple[Dim, ...] | None:
@@ -112,9 +139,8 @@ def _merge(derived: tuple[Dim, ...] | None, declared: tuple[Dim, ...] | None
 
 
 def _input_dims(node: ir.Node, index: int, memo: dict) -> tuple[Dim, ...] | None:
-    if index >= len(node.inputs) or node.inputs[index] is None:
-        return None
-    return symbolic_dims(node.inputs[index], memo)
+    value = node.inputs[index] if index < len(node.inputs) else None
+    return None if value is None else memo.get(id(value))
 
 
 def _broadcast(shapes: list[tuple[Dim, ...] | None], out: ir.Value) -> tuple[Dim, ...] | None:
@@ -148,8 +174,8 @@ def _window(node: ir.Node, memo: dict, channels_from_weight: bool) -> tuple[Dim,
         w = node.inputs[1] if len(node.inputs) > 1 else None
         if w is None or w.shape is None or len(w.shape) != len(x):
             return None
-        wdims = list(w.shape)
-        if not all(isinstance(d, int) for d in wdims):
+        wdims = [d for d in w.shape if isinstance(d, int)]
+        if len(wdims) != len(x):
             return None
         channels: Dim = wdims[0]
         kernel = [int(k) for k in (attr(node, "kernel_shape") or wdims[2:])]

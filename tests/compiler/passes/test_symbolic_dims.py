@@ -122,3 +122,10 @@ def test_ceil_mode_pooling_is_not_modelled():
     ir.passes.common.ShapeInferencePass()(model)
     assert not same_shape(*_outputs(model))
     assert symbolic_dims(model.graph.outputs[0])[2][0][0] == "opaque"
+
+
+def test_a_network_deeper_than_the_recursion_limit_is_walked():
+    depth = 3000
+    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(depth)]
+    model = float_model(nodes, {"v0": [1, C, "H", "W"]}, {f"v{depth}": [1, C, None, None]}, {})
+    assert same_shape(model.graph.outputs[0], model.graph.inputs[0])
