@@ -3,7 +3,7 @@
 ONNX shape inference names each unknown output dim afresh (``unk__3``), so a Conv's output
 and the residual it is added to carry different names even when both widths are the same
 function of the input width. This module re-derives dims from the producers instead: each dim
-becomes an exact expression over the graph's input dims, and two values have the same shape
+becomes an exact expression over the graph's input axes, and two values have the same shape
 when their expressions are equal term for term. Anything it cannot model becomes an opaque
 term equal only to itself, so a "same" answer is a proof and a "not proven" answer is safe.
 
@@ -11,8 +11,7 @@ Expressions (all hashable, compared structurally):
 
     int                      a known size
     (atom, offset)           atom + offset, offset an int
-    atom = ("sym", name)                 a named input dim
-         | ("opaque", id(value), axis)  a dim nothing is known about
+    atom = ("axis", id(value), axis)    a graph input's dim, or one nothing is known about
          | ("floordiv", (atom, r), s)   floor((atom + r) / s) with 0 <= r < s, s >= 2
 
 A Conv/pool output size is floor((x + pads - dilation * (k - 1) - 1) / s) + 1; writing
@@ -88,22 +87,16 @@ def _sources(value: ir.Value) -> list[ir.Value]:
 
 
 def _declared(value: ir.Value) -> tuple[Dim, ...] | None:
-    """Dims as the value declares them: ints kept, every non-int dim opaque to this value.
+    """Dims as the value declares them: ints kept, every other dim an atom of its own.
 
-    Only graph inputs keep their symbolic names: an inferred name on an intermediate value is
-    shape inference's guess, not a fact kiln has checked."""
+    A symbolic name is no proof: exporters write "?" for every unknown axis, kiln does not
+    make inputs that share a name agree, and an inferred name on an intermediate value is
+    shape inference's guess. So only dims derived from the same axis of the same value
+    compare equal."""
     if value.shape is None:
         return None
-    named = value.is_graph_input()
-    dims: list[Dim] = []
-    for axis, d in enumerate(value.shape):
-        if isinstance(d, int):
-            dims.append(d)
-        elif named and isinstance(d.value, str) and d.value:
-            dims.append((("sym", d.value), 0))
-        else:
-            dims.append((("opaque", id(value), axis), 0))
-    return tuple(dims)
+    return tuple(d if isinstance(d, int) else (("axis", id(value), axis), 0)
+                 for axis, d in enumerate(value.shape))
 
 
 def _derive(value: ir.Value, memo: dict) -> tuple[Dim, ...] | None:
@@ -160,7 +153,7 @@ def _broadcast(shapes: list[tuple[Dim, ...] | None], out: ir.Value) -> tuple[Dim
         else:
             ints = {d for d in sizes if isinstance(d, int)}
             # one int n beside symbolic dims: each symbolic one is 1 or n, so the result is n
-            dims.append(ints.pop() if len(ints) == 1 else (("opaque", id(out), axis), 0))
+            dims.append(ints.pop() if len(ints) == 1 else (("axis", id(out), axis), 0))
     return tuple(dims)
 
 

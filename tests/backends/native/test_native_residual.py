@@ -18,10 +18,11 @@ from kiln.compiler.reference import reference_session
 C = 8
 
 
-def _block(shortcut: str) -> onnx.ModelProto:
+def _block(shortcut: str, hw: tuple[str, str] = ("H", "W")) -> onnx.ModelProto:
     """Two residual blocks on x[1, C, H, W]: a stride-2 block whose shortcut is a 1x1 stride-2
     conv (the downsample pair), then a stride-1 block adding ``shortcut``: its own input
-    ("same"), or an input r[1, C, 1, V] that broadcasts when V is 1 ("broadcast")."""
+    ("same"), or an input r[1, C, 1, V] that broadcasts when V is 1 ("broadcast"). ``hw``
+    names x's spatial dims."""
     rng = np.random.default_rng(0)
 
     def w(*shape):
@@ -47,7 +48,7 @@ def _block(shortcut: str) -> onnx.ModelProto:
     nodes.append(helper.make_node("Mul", ["c", "c_s"], ["c_silu"]))
     conv("c_silu", "d", 3, 1, 1)
     nodes.append(helper.make_node("Add", ["s1_r" if shortcut == "same" else "r", "d"], ["y"]))
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, "H", "W"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, *hw])]
     if shortcut == "broadcast":
         inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, C, 1, "V"]))
     out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, None, None])]
@@ -74,9 +75,10 @@ def _compare(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("hw", [("H", "W"), ("?", "?")])  # "?" on both: as Paddle exports
 @pytest.mark.parametrize(("h", "w"), [(8, 8), (7, 11), (5, 1)])
-def test_proven_residuals_run_inside_fused_conv(h, w):
-    model = _block("same")
+def test_proven_residuals_run_inside_fused_conv(h, w, hw):
+    model = _block("same", hw)
     assert "Add" not in _native_ops(model)
     _compare(model, {"x": np.random.default_rng(h * w).standard_normal((1, C, h, w),
                                                                        dtype=np.float32)})
