@@ -26,7 +26,6 @@ import onnx_ir as ir
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, is_onnx
 
-Atom = tuple
 Dim = int | tuple  # int, or (atom, offset)
 
 _SAME_SHAPE = {
@@ -126,8 +125,10 @@ def _merge(derived: tuple[Dim, ...] | None, declared: tuple[Dim, ...] | None
     """The derived dims, with any size the graph states as an int taking precedence."""
     if derived is None:
         return declared
-    if declared is None or len(declared) != len(derived):
+    if declared is None:
         return derived
+    if len(declared) != len(derived):
+        return None  # the graph's own shape disagrees on the rank: prove nothing
     return tuple(dc if isinstance(dc, int) else dv for dv, dc in zip(derived, declared))
 
 
