@@ -3,7 +3,8 @@
     y = act(L(x, W) + b + r)
 
 where L is Conv or Gemm (its bias input already carries b), ``r`` is an optional residual
-tensor of exactly y's shape and ``act`` one of ACTIVATIONS. The result is
+tensor of exactly y's shape (static, or proven equal dim by dim from the producers when
+symbolic: ``symbolic_dims``) and ``act`` one of ACTIVATIONS. The result is
 ``kiln::FusedConv(X, W, [B], [residual])`` with every Conv attribute, or
 ``kiln::FusedGemm(A, B, [C], [residual])`` with transA/transB/alpha/beta, plus ``activation``
 (a string, "" for none) and the float parameters the activation needs: ``alpha``/``beta`` on
@@ -39,6 +40,7 @@ import onnx_ir as ir
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx, sole_consumer, static_shape
 from kiln.compiler.passes.rule import Match, Rule
+from kiln.compiler.passes.symbolic_dims import same_shape
 
 ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "SiLU", "HardSigmoid", "HardSwish",
                "Gelu", "GeluTanh", "Tanh")
@@ -146,10 +148,11 @@ class _FuseEpilogue(Rule):
         if residual is not None:
             add, other = residual
             y_shape, r_shape = static_shape(lin.outputs[0]), static_shape(other)
-            if y_shape is None or r_shape is None:
-                return "residual shape is not static"
-            if y_shape != r_shape:
-                return f"residual {list(r_shape)} is not the output shape {list(y_shape)}"
+            if y_shape is not None and r_shape is not None:
+                if y_shape != r_shape:
+                    return f"residual {list(r_shape)} is not the output shape {list(y_shape)}"
+            elif not same_shape(lin.outputs[0], other):
+                return "residual shape is not proven equal to the output shape"
             if other.producer() is not None and self._depends_on(other, lin):
                 return "residual depends on the fused output"
         return None

@@ -174,3 +174,45 @@ def test_batch_norm_takes_relu_only():
     step(model)
     assert "kiln::FusedBatchNorm" not in ops(model)
     assert step.rejected == {"FuseBatchNormRelu: the activation is Sigmoid, not Relu": 1}
+
+
+def _symbolic_residual_model(shortcut: str) -> ir.Model:
+    """A residual block on a symbolic-width input: y = relu(conv_b(silu(conv_a(x))) + r), r the
+    block input (``shortcut="same"``), a second input of its own width ("other"), or a
+    per-channel vector ("channel")."""
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Mul", ["a", "s"], ["h"]),
+             helper.make_node("Conv", ["h", "wb"], ["c"], pads=[0, 1, 0, 1], kernel_shape=[1, 3]),
+             helper.make_node("Add", ["c", "x" if shortcut == "same" else "r"], ["y"]),
+             helper.make_node("Relu", ["y"], ["out"])]
+    inputs: dict = {"x": [1, 4, "H", "W"]}
+    if shortcut == "other":
+        inputs["r"] = [1, 4, "H", "V"]
+    inits = {"wa": rand(4, 4, 3, 3), "wb": rand(4, 4, 1, 3)}
+    if shortcut == "channel":
+        inits["r"] = rand(1, 4, 1, 1)
+    return float_model(nodes, inputs, {"out": [1, 4, None, None]}, inits)
+
+
+def test_a_symbolic_residual_proven_equal_fuses_and_keeps_the_numbers():
+    model = _symbolic_residual_model("same")
+    feeds = {"x": rand(1, 4, 5, 9)}
+    want = run_reference(model, feeds)
+    _fuse(model)
+    assert ops(model).count("kiln::FusedConv") == 2 and "Add" not in ops(model)
+    ExpandKilnOpsPass()(model)
+    assert_close(want, run_reference(model, feeds))
+
+
+@pytest.mark.parametrize(("shortcut", "why"), [
+    ("other", "residual shape is not proven equal to the output shape"),
+    ("channel", "residual shape is not proven equal to the output shape"),
+])
+def test_a_residual_not_proven_equal_stays_an_add(shortcut, why):
+    model = _symbolic_residual_model(shortcut)
+    ir.passes.common.ShapeInferencePass()(model)
+    step = RulePass([FuseConvEpilogue(), FuseGemmEpilogue()])
+    step(model)
+    assert "Add" in ops(model)
+    assert any(why in reason for reason in step.rejected)
