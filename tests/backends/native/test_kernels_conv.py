@@ -482,3 +482,33 @@ def test_conv_cache_reads_the_same_weights_under_another_grouping() -> None:
         y = cache.run(x, pads=[1, 1, 1, 1], groups=groups)
         tol = tolerance(case)
         np.testing.assert_allclose(y, conv_ref(x, w, None, None, case, "none"), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # SqueezeNet's expand 3x3: an 800 KB product, split into 8 row bands on 2 threads
+        Case(1, 16, 55, 55, 64, 3, 3, pads=(1, 1, 1, 1)),
+        # two images, two groups, an odd band count raised to a multiple of the threads
+        Case(2, 8, 23, 21, 72, 3, 3, pads=(1, 1, 1, 1), groups=2),
+        # stride phases and uneven padding
+        Case(1, 12, 37, 33, 40, 3, 3, strides=(2, 2), pads=(1, 0, 1, 2)),
+        # fewer output rows than threads: one band
+        Case(1, 4, 3, 30, 24, 3, 3, pads=(0, 1, 0, 1)),
+    ],
+    ids=str,
+)
+def test_implicit_row_bands_on_two_threads(isa: str, case: Case) -> None:
+    """The implicit GEMM's NCHW output computed in bands of output rows, one thread making
+    and transposing each band, keeps bias, residual and activation at every pixel."""
+    x, w, bias, rng = make_inputs(case, 11)
+    y0 = conv_ref(x, w, None, None, case, "none")
+    residual = rng.standard_normal(y0.shape, dtype=np.float32)
+    for res in (None, residual):
+        want = conv_ref(x, w, bias, res, case, "relu")
+        y, used = K.conv2d(x, w, bias=bias, residual=res, strides=list(case.strides),
+                           pads=list(case.pads), groups=case.groups, activation="relu",
+                           algorithm="implicit", threads=2)
+        assert used == "implicit"
+        tol = tolerance(case)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -124,6 +125,13 @@ bool direct_wins(const Conv2dParams& p) {
 //   28 -> 14 0.72x, 5x5 64 -> 128 at 28 -> 14 0.73x (min of 40-60 calls, one thread); even
 //   at 35 -> 17 (96 -> 384), slower at 56 -> 28 (128: 1.0-1.1x, 256: 1.2x) and with 9216
 //   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x).
+// On several threads the implicit GEMM's NCHW output is computed in bands of output rows,
+// each band's pixel-major product (this many bytes at most) made and transposed into the
+// planes by one thread. KILN_IMPLICIT_BANDS=0 turns it off (for A/B runs).
+constexpr size_t kImplicitBandBytes = 128 * 1024;
+const bool g_implicit_bands = std::getenv("KILN_IMPLICIT_BANDS") == nullptr ||
+                              std::getenv("KILN_IMPLICIT_BANDS")[0] != '0';
+
 constexpr size_t kImplicitStridedMaxPixels = 14 * 14, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1)
@@ -157,13 +165,12 @@ bool is_pointwise(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
-// y[k][oy][ox] = c[(oy * wp + ox) * ldc + k] for k in [k0, k1): the implicit path's
-// pixel-major product into NCHW planes of oh x ow, leaving out the wp - ow columns of each
-// product row that fall in the padding. 4 x 4 blocks through SSE registers on x86 (this file
-// is built for the baseline ISA).
+// y[k * hw + oy * ow + ox] = c[(oy * wp + ox) * ldc + k] for k in [k0, k1), oy < oh: the
+// implicit path's pixel-major product into NCHW planes of hw pixels (oh rows of ow from y on),
+// leaving out the wp - ow columns of each product row that fall in the padding. 4 x 4 blocks
+// through SSE registers on x86 (this file is built for the baseline ISA).
 void transpose_into_planes(const float* c, size_t ldc, size_t oh, size_t ow, size_t wp,
-                           size_t k0, size_t k1, float* y) {
-  const size_t hw = oh * ow;
+                           size_t k0, size_t k1, float* y, size_t hw) {
   size_t k = k0;
 #if defined(__SSE2__)
   for (; k + 4 <= k1; k += 4)
@@ -197,7 +204,7 @@ void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, T
   auto run = [&](size_t b0, size_t b1) {
     for (size_t b = b0; b < b1; ++b) {
       const size_t n = b / blocks, k0 = b % blocks * 4, k1 = std::min(C, k0 + 4);
-      transpose_into_planes(src + n * HW * C, C, 1, HW, HW, k0, k1, dst + n * C * HW);
+      transpose_into_planes(src + n * HW * C, C, 1, HW, HW, k0, k1, dst + n * C * HW, HW);
     }
   };
   if (pool) pool->parallel_for(N * blocks, 1, run, N * C * HW);
@@ -1079,10 +1086,10 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       const bool res_later = ep.residual && (!res_nhwc || layout.nhwc_out);
       if (res_later) kep = Epilogue{};
       else kep.residual = res_nhwc_at;
-      float* product = gemm_scratch(kScratchConv, rows * Kg);
-      gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
-                           product, Kg, kep, pool);
       if (layout.nhwc_out) {
+        float* product = gemm_scratch(kScratchConv, rows * Kg);
+        gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
+                             product, Kg, kep, pool);
         float* yn = y + n * HW * K + g * Kg;
         auto out = [&](size_t r0, size_t r1) {
           for (size_t oy = r0; oy < r1; ++oy)
@@ -1104,21 +1111,59 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       }
       float* yg = y + (n * K + g * Kg) * HW;
       const float* res = res_later ? ep.residual + (n * K + g * Kg) * HW : nullptr;
-      auto out = [&](size_t b0, size_t b1) {
-        const size_t k0 = b0 * 4, k1 = std::min(Kg, b1 * 4);
-        transpose_into_planes(product, Kg, OH, OW, WQ, k0, k1, yg);
+      // Output rows [oy0, oy1) of channels [k0, k1): from their product rows (prod starts at
+      // row oy0) into the planes, the residual added after.
+      auto out_rows = [&](const float* prod, size_t oy0, size_t oy1, size_t k0, size_t k1) {
+        transpose_into_planes(prod, Kg, oy1 - oy0, OW, WQ, k0, k1, yg + oy0 * OW, HW);
         if (!res) return;
+        const size_t span = (oy1 - oy0) * OW;
         for (size_t k = k0; k < k1; ++k) {
-          float* yk = yg + k * HW;
-          const float* rk = res + k * HW;
+          float* yk = yg + k * HW + oy0 * OW;
+          const float* rk = res + k * HW + oy0 * OW;
           const float bk = bias ? bias[k] : 0.0f;
-          for (size_t i = 0; i < HW; ++i) yk[i] += bk + rk[i];
+          for (size_t i = 0; i < span; ++i) yk[i] += bk + rk[i];
+          apply_activation(ep.act, ep.alpha, ep.beta, yk, span);
         }
-        apply_activation(ep.act, ep.alpha, ep.beta, yg + k0 * HW, (k1 - k0) * HW);
+      };
+      // On several threads: bands of output rows, each computed into a product that stays in
+      // the L2 of the thread that made it and transposes it (one fork instead of two; split
+      // apart, half the product crossed to the other core). SqueezeNet on 2 threads (its 3x3
+      // convs, all implicit): conv time 3.34 -> 3.06 ms, three interleaved pairs. One thread
+      // keeps the whole product (it fits in L2 there; bands of 128 KiB measured 6% slower on
+      // 16 -> 64 at 55x55 for the tile rows wasted at each band's end).
+      const size_t threads = pool ? pool->size() : 1;
+      const size_t band_rows =
+          std::max<size_t>(1, kImplicitBandBytes / (WQ * Kg * sizeof(float)));
+      const size_t bands =
+          std::min(OH, round_up(std::max((OH + band_rows - 1) / band_rows, threads), threads));
+      auto band = [&](size_t b0, size_t b1) {
+        for (size_t b = b0; b < b1; ++b) {
+          const size_t oy0 = b * OH / bands, oy1 = (b + 1) * OH / bands;
+          if (oy0 == oy1) continue;
+          const size_t band_len = (oy1 - oy0 - 1) * WQ + OW;
+          float* prod = gemm_scratch(kScratchConv, band_len * Kg);
+          gemm_in_place_a_core(kern, band_len, Kg, kdim, a + oy0 * WQ * a_stride, offsets,
+                               a_stride, wb.panels_for(kern), prod, Kg, kep, nullptr);
+          out_rows(prod, oy0, oy1, 0, Kg);
+        }
+      };
+      // Not for an NHWC residual joining in the microkernel (indexed by whole-product rows),
+      // nor for weights that would come from L3 again for every band.
+      const bool banded = g_implicit_bands && threads > 1 && bands > 1 && !kep.residual &&
+                          kdim * Kg * sizeof(float) <= cache_sizes().l2 / 2;
+      if (banded) {
+        pool->parallel_for(bands, 1, band, rows * Kg * kdim);
+        continue;
+      }
+      float* product = gemm_scratch(kScratchConv, rows * Kg);
+      gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
+                           product, Kg, kep, pool);
+      auto planes = [&](size_t b0, size_t b1) {
+        out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
       };
       const size_t blocks = (Kg + 3) / 4;
-      if (pool) pool->parallel_for(blocks, 1, out, Kg * HW);
-      else out(0, blocks);
+      if (pool) pool->parallel_for(blocks, 1, planes, Kg * HW);
+      else planes(0, blocks);
     }
 }
 
