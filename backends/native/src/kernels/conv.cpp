@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -127,10 +126,8 @@ bool direct_wins(const Conv2dParams& p) {
 //   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x).
 // On several threads the implicit GEMM's NCHW output is computed in bands of output rows,
 // each band's pixel-major product (this many bytes at most) made and transposed into the
-// planes by one thread. KILN_IMPLICIT_BANDS=0 turns it off (for A/B runs).
+// planes by one thread (one fork per conv, and each half stays in its own core's L2).
 constexpr size_t kImplicitBandBytes = 128 * 1024;
-const bool g_implicit_bands = std::getenv("KILN_IMPLICIT_BANDS") == nullptr ||
-                              std::getenv("KILN_IMPLICIT_BANDS")[0] != '0';
 
 constexpr size_t kImplicitStridedMaxPixels = 14 * 14, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
@@ -1149,7 +1146,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       };
       // Not for an NHWC residual joining in the microkernel (indexed by whole-product rows),
       // nor for weights that would come from L3 again for every band.
-      const bool banded = g_implicit_bands && threads > 1 && bands > 1 && !kep.residual &&
+      const bool banded = threads > 1 && bands > 1 && !kep.residual &&
                           kdim * Kg * sizeof(float) <= cache_sizes().l2 / 2;
       if (banded) {
         pool->parallel_for(bands, 1, band, rows * Kg * kdim);
