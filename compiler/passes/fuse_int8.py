@@ -84,10 +84,9 @@ import onnx_ir as ir
 from kiln.compiler.capabilities import KILN_DOMAIN, BackendCaps
 from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
 from kiln.compiler.passes.fuse_epilogue import activation_of
+from kiln.compiler.passes.nhwc_layout import LAYOUT_IN, LAYOUT_OUT, NCHW, NHWC, HandOverNhwc
 from kiln.compiler.passes.rule import Match, Rule
 
-NCHW, NHWC = "NCHW", "NHWC"
-LAYOUT_IN, LAYOUT_OUT = "kiln_layout_in", "kiln_layout_out"
 #: the int8 ops that read and write images, and so have layouts
 SPATIAL = ("QConv", "QConvTranspose", "QMaxPool")
 #: epilogues the contract can name: the ones without parameters
@@ -725,20 +724,14 @@ class FuseByteTableIntoQOp(Rule):
                                                 [last.outputs[0]], [node.outputs[0]])
 
 
-class HandOverInt8Nhwc(Rule):
+class HandOverInt8Nhwc(HandOverNhwc):
     """A QConv / QConvTranspose / QMaxPool whose u8 result only such ops read (as input 0)
     writes it in NHWC and they read it so: ``kiln_layout_out`` / ``kiln_layout_in`` = "NHWC"."""
 
     name = "HandOverInt8Nhwc"
 
-    def match(self, node: ir.Node) -> Match | None:
-        if not _is_spatial(node) or not _writes_u8(node) \
-                or attr(node, LAYOUT_OUT, NCHW) == NHWC:
-            return None
-        out = node.outputs[0]
-        if not out.uses() and not out.is_graph_output():
-            return None
-        return Match(node, [node])
+    def takes_part(self, node: ir.Node) -> bool:
+        return _is_spatial(node) and _writes_u8(node)
 
     def check(self, match: Match) -> str | None:
         node = match.root

@@ -30,6 +30,7 @@ from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, is_onnx
 from kiln.compiler.passes.rule import Match, Rule
 
+#: the layout attributes of kiln's image ops (float FusedConv and the int8 ops alike)
 LAYOUT_IN, LAYOUT_OUT, LAYOUT_RESIDUAL = "kiln_layout_in", "kiln_layout_out", \
     "kiln_layout_residual"
 NCHW, NHWC = "NCHW", "NHWC"
@@ -74,19 +75,31 @@ def hands_over_nhwc(node: ir.Node) -> bool:
     return kernel == (1, 1) or any(s > 1 for s in strides)
 
 
-class HandOverF32Nhwc(Rule):
-    """A FusedConv whose float result only NHWC-reading FusedConvs read (as X or residual)
-    writes it in NHWC, and they read it so."""
+class HandOverNhwc(Rule):
+    """The shape of every NHWC hand-over rule (float here, u8 in fuse_int8.py): a node that
+    ``takes_part`` and still writes NCHW, whose result something reads, is a candidate; the
+    subclass's ``check`` says whether all its readers read NHWC."""
 
-    name = "HandOverF32Nhwc"
+    def takes_part(self, node: ir.Node) -> bool:
+        raise NotImplementedError
 
     def match(self, node: ir.Node) -> Match | None:
-        if not hands_over_nhwc(node) or attr(node, LAYOUT_OUT, NCHW) == NHWC:
+        if not self.takes_part(node) or attr(node, LAYOUT_OUT, NCHW) == NHWC:
             return None
         out = node.outputs[0]
         if not out.uses() and not out.is_graph_output():
             return None
         return Match(node, [node])
+
+
+class HandOverF32Nhwc(HandOverNhwc):
+    """A FusedConv whose float result only NHWC-reading FusedConvs read (as X or residual)
+    writes it in NHWC, and they read it so."""
+
+    name = "HandOverF32Nhwc"
+
+    def takes_part(self, node: ir.Node) -> bool:
+        return hands_over_nhwc(node)
 
     def check(self, match: Match) -> str | None:
         node = match.root
