@@ -141,3 +141,38 @@ def test_the_folders_overrides_are_the_hooks_the_libraries_call(monkeypatch):
     model = float_model(nodes, {"x": [2, 3, 4]}, {"z": [2, 12]}, inits)
     assert FoldConstantsPass()(model).modified
     assert calls["infer"] > 0 and calls["lift"] > 0
+
+
+def _constant_of_shape_imported(shape_input: str, inputs: dict[str, list], inits: dict):
+    """x -> ConstantOfShape(shape_input) -> y, imported (shapes inferred) as kiln imports it."""
+    import onnx
+
+    from kiln.compiler.frontend import import_model
+
+    fill = numpy_helper.from_array(np.array([0.5], np.float32))
+    nodes = [helper.make_node("Shape", ["x"], ["xs"]),
+             helper.make_node("ConstantOfShape", [shape_input], ["y"], value=fill)]
+    graph = helper.make_graph(
+        nodes, "t",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("xs", TensorProto.INT64, None)],
+        [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return import_model(onnx.ModelProto.FromString(proto.SerializeToString()))
+
+
+def test_the_large_constant_of_shape_walk_runs_only_when_a_fold_may_pass_the_usual_limit():
+    from kiln.compiler.passes.fold_constants import MAX_FOLDED_ELEMENTS, _may_fold_large
+
+    small = _constant_of_shape_imported("s", {"x": [2]}, {"s": np.array([4, 8], np.int64)})
+    assert not _may_fold_large(small)  # known 32 elements: the usual walk folds it
+    big = np.array([MAX_FOLDED_ELEMENTS // 1024, 2048], np.int64)  # twice the usual limit
+    assert _may_fold_large(_constant_of_shape_imported("s", {"x": [2]}, {"s": big}))
+    # the shape of a graph input of unknown size: nothing folds it, the walk is not needed
+    assert not _may_fold_large(_constant_of_shape_imported("xs", {"x": ["n"]}, {}))
+    # a shape import could not infer: anything may come of it
+    unknown = _constant_of_shape_imported("s", {"x": [2]}, {"s": np.array([4, 8], np.int64)})
+    next(n for n in unknown.graph if n.op_type == "ConstantOfShape").outputs[0].shape = None
+    assert _may_fold_large(unknown)
