@@ -134,3 +134,19 @@ def test_weights_computed_after_the_parse_go_beside_those_set_aside(tmp_path, mo
     tensor = model.graph.initializers["w2"].const_value
     assert isinstance(tensor, ir.ExternalTensor) and str(tensor.base_dir) == folder
     np.testing.assert_array_equal(tensor.numpy(), computed)
+
+
+def test_small_tensors_the_parse_kept_in_memory_stay_there(tmp_path, monkeypatch):
+    """A tensor the parse did not set aside (at most ASIDE_TENSOR_BYTES) is not worth a
+    second file and a collection before the engine builds: nothing moves."""
+    from kiln.compiler import frontend
+    from kiln.compiler.onnx_stream import ASIDE_TENSOR_BYTES
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    path = tmp_path / "m.onnx"
+    onnx.save(_mlp(), path)
+    model = frontend.import_model(path)
+    kept = np.ones(ASIDE_TENSOR_BYTES // 4, np.float32)  # over INLINE_TENSOR_BYTES
+    model.graph.initializers["w2"].const_value = ir.tensor(kept, name="w2")
+    assert not offload_weights(model)
+    assert not isinstance(model.graph.initializers["w2"].const_value, ir.ExternalTensor)
