@@ -440,29 +440,24 @@ std::shared_ptr<PackedConvWeights> pack_weights(WeightForm form, const Conv2dPar
       w->plain.assign(weights, weights + p.K * kdim);
       flush_subnormals(w->plain.data(), w->plain.size());
       break;
-    case WeightForm::implicit: {
-      // B[(c, ky, kx)][k] = w[k][c][ky][kx]: the weights transposed, output channels in lanes.
-      const size_t nr = gemm_kernel(active_isa()).nr;
-      for (size_t g = 0; g < p.groups; ++g) {
-        auto b = std::make_unique<PackedBPanels>(nr, kdim, Kg);
-        pack_b_panels(nr, true, kdim, Kg, weights + g * Kg * kdim, kdim, b->data(), pool);
-        flush_subnormals(b->data(), b->bytes() / sizeof(float));
-        w->b_panels.push_back(std::move(b));
-      }
-      break;
-    }
+    case WeightForm::implicit:
     case WeightForm::implicit_taps_outer: {
-      // B[(ky, kx, c)][k] = w[k][c][ky][kx]: each filter's taps moved outside its channels.
+      // B[(c, ky, kx)][k] = w[k][c][ky][kx]: the weights transposed, output channels in lanes;
+      // taps outer (an NHWC input): B[(ky, kx, c)][k], each filter's taps outside its channels.
       const size_t nr = gemm_kernel(active_isa()).nr, taps = p.kh * p.kw;
-      std::vector<float> reordered(Kg * kdim);
+      const bool taps_outer = form == WeightForm::implicit_taps_outer;
+      std::vector<float> reordered(taps_outer ? Kg * kdim : 0);
       for (size_t g = 0; g < p.groups; ++g) {
         const float* wg = weights + g * Kg * kdim;
-        for (size_t k = 0; k < Kg; ++k)
-          for (size_t c = 0; c < Cg; ++c)
-            for (size_t t = 0; t < taps; ++t)
-              reordered[k * kdim + t * Cg + c] = wg[k * kdim + c * taps + t];
+        if (taps_outer) {
+          for (size_t k = 0; k < Kg; ++k)
+            for (size_t c = 0; c < Cg; ++c)
+              for (size_t t = 0; t < taps; ++t)
+                reordered[k * kdim + t * Cg + c] = wg[k * kdim + c * taps + t];
+          wg = reordered.data();
+        }
         auto b = std::make_unique<PackedBPanels>(nr, kdim, Kg);
-        pack_b_panels(nr, true, kdim, Kg, reordered.data(), kdim, b->data(), pool);
+        pack_b_panels(nr, true, kdim, Kg, wg, kdim, b->data(), pool);
         flush_subnormals(b->data(), b->bytes() / sizeof(float));
         w->b_panels.push_back(std::move(b));
       }
