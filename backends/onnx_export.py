@@ -46,20 +46,6 @@ class StoredGraph:
             self._model = model
         return self._model
 
-    def onnx_bytes(self, max_ir_version: int | None = None,
-                   max_opset: int | None = None) -> bytes:
-        """The graph serialized for an engine that reads its weights from ``weights_dir``,
-        with the IR version and opset lowered as ``to_onnx_bytes`` does (on a copy: the
-        stored proto stays as it was)."""
-        proto = self.proto
-        top = max(((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))),
-                  default=0)
-        if (max_opset is not None and top > max_opset) or (
-                max_ir_version is not None and proto.ir_version > max_ir_version):
-            proto = type(proto).FromString(proto.SerializeToString())
-            _stamped(proto, max_ir_version, max_opset)
-        return proto.SerializeToString()
-
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """(inputs, outputs) as ``signature`` reads them from the IR; initializers are not
         inputs."""

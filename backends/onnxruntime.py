@@ -34,7 +34,12 @@ from kiln.backends.onnx_export import (
     to_onnx_file,
     to_onnx_graph_bytes,
 )
-from kiln.compiler.reference import max_ir_version, max_opset, onnxruntime_session
+from kiln.compiler.reference import (
+    for_onnxruntime,
+    max_ir_version,
+    max_opset,
+    onnxruntime_session,
+)
 from kiln.errors import ArtifactError, BackendUnavailableError, KilnError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -337,7 +342,7 @@ class OnnxRuntimeBackend(Backend):
         else:
             extended = blobs.get(EXTENDED_BLOB_FILE)
             if extended is None or level not in _EXTENDED_LEVELS or model.attach is None:
-                graph = model.onnx_bytes(max_ir_version(), max_opset())
+                graph = for_onnxruntime(model.proto).SerializeToString()
             else:
                 graph = _attached(extended, model)
             session = _session(graph, options, level, weights_folder=model.weights_dir)

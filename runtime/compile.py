@@ -496,8 +496,8 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
     miss = None if chosen is None else restore_miss(artifact, chosen, target, compile_options)
     placement = None
     graph: ir.Model | StoredGraph
-    if chosen is not None and chosen.loads_stored_graph and not needs_weights_file(
-            artifact, chosen, miss):
+    offload = chosen is not None and needs_weights_file(artifact, chosen, miss)
+    if chosen is not None and chosen.loads_stored_graph and not offload:
         # the engine reads the stored proto (and its weights in the .kiln): no IR is built
         from kiln.runtime.guards_view import proto_model
 
@@ -516,7 +516,7 @@ def _load_checked(artifact: Artifact, started: float, backend: str | Sequence[st
             engine, why = load_partitioned(artifact, graph, choice, target, compile_options)
             placement = engine.placement
         else:
-            if needs_weights_file(artifact, chosen, miss):
+            if offload:
                 offload_weights(graph)  # as compile does: engines read the weights from a file
             release_parsed(graph)  # when the weights went to a file: the protobuf is not needed
             engine, why = restore_as_decided(artifact, chosen, target, compile_options, miss,

@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
 from kiln.compiler.passes._util import attr, const, new_initializer, opset
+from kiln.compiler.passes.nhwc_layout import LAYOUT_IN, LAYOUT_OUT, LAYOUT_RESIDUAL, NCHW, NHWC
 from kiln.compiler.passes.rule import CountingPass
 
 
@@ -80,7 +81,7 @@ def expand_activation(graph: ir.Graph, x: ir.Value, name: str, alpha: float, bet
 #: Transpose perms of the layouts the int8 ops and FusedConv hand over (fuse_int8.py,
 #: nhwc_layout.py)
 _TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
-_LAYOUTS = ("kiln_layout_in", "kiln_layout_out", "kiln_layout_residual")
+_LAYOUTS = (LAYOUT_IN, LAYOUT_OUT, LAYOUT_RESIDUAL)
 _BASES = {"FusedConv": ("Conv", 3), "FusedGemm": ("Gemm", 3),
           "FusedBatchNorm": ("BatchNormalization", 5)}
 
@@ -93,15 +94,15 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
     nodes: list[ir.Node] = []
 
     def to_nchw(value: ir.Value | None, key: str) -> ir.Value | None:
-        if value is None or attr(node, key, "NCHW") != "NHWC":
+        if value is None or attr(node, key, NCHW) != NHWC:
             return value
         nodes.append(ir.node("Transpose", [value], attributes={"perm": list(_TO_NCHW)}))
         return nodes[-1].outputs[0]
 
     if base == "Conv":
-        inputs[0] = to_nchw(inputs[0], "kiln_layout_in")
+        inputs[0] = to_nchw(inputs[0], LAYOUT_IN)
         if len(inputs) > 3:
-            inputs[3] = to_nchw(inputs[3], "kiln_layout_residual")
+            inputs[3] = to_nchw(inputs[3], LAYOUT_RESIDUAL)
     residual = inputs[3] if base != "BatchNormalization" and len(inputs) > 3 else None
     core_inputs = inputs[:arity]
     while core_inputs and core_inputs[-1] is None:
@@ -127,13 +128,13 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
     alpha = float(attr(node, prefix + "alpha", 0.0))
     beta = float(attr(node, prefix + "beta", 0.0))
     out = expand_activation(graph, out, name, alpha, beta, nodes)
-    if base == "Conv" and attr(node, "kiln_layout_out", "NCHW") == "NHWC":
+    if base == "Conv" and attr(node, LAYOUT_OUT, NCHW) == NHWC:
         nodes.append(ir.node("Transpose", [out], attributes={"perm": list(_TO_NHWC)}))
         out = nodes[-1].outputs[0]
     return nodes, out
 
 
-_INT8_ONLY = {"activation", "kiln_layout_in", "kiln_layout_out"}
+_INT8_ONLY = {"activation", LAYOUT_IN, LAYOUT_OUT}
 
 
 def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value]:
@@ -154,7 +155,7 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
     ins = list(node.inputs) + [None] * 9
     own = {k: v for k, v in node.attributes.items() if k not in _INT8_ONLY}
     x = ins[0]
-    if attr(node, "kiln_layout_in", "NCHW") == "NHWC":
+    if attr(node, LAYOUT_IN, NCHW) == NHWC:
         x = op("Transpose", x, perm=_TO_NCHW)
     if node.op_type == "QMaxPool":
         y_scale, y_zero = ins[3], ins[4]
@@ -187,7 +188,7 @@ def expand_int8(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Value
         y = op("QuantizeLinear", y, y_scale, y_zero)
     if node.op_type != "QMaxPool" and ins[8] is not None:  # byte b -> table[b]
         y = op("Gather", ins[8], op("Cast", y, to=ir.DataType.INT32), axis=0)
-    if attr(node, "kiln_layout_out", "NCHW") == "NHWC":
+    if attr(node, LAYOUT_OUT, NCHW) == NHWC:
         y = op("Transpose", y, perm=_TO_NHWC)
     return nodes, y
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, const, is_onnx
+from kiln.compiler.passes._util import attr, is_onnx, static_shape
 from kiln.compiler.passes.rule import Match, Rule
 
 #: the layout attributes of kiln's image ops (float FusedConv and the int8 ops alike)
@@ -45,14 +45,14 @@ MIN_OUT_CHANNELS = 64
 #: all-NCHW time writing NHWC, its 256 -> 512 1x1 stride 2 on 56x56 1.8x (read through
 #: stride phases instead of im2col's gather); 128 -> 512 on 28x28 planes the same time.
 MAX_PIXELS_FROM_NCHW = 28 * 28
+#: weight types numpy calls float (what the rule took before it read types without values)
+_FLOATS = (ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE)
 
 
 def _pixels(value: ir.Value | None) -> int:
     """Pixels of an NCHW image value (0 when its shape is not static)."""
-    shape = value.shape if value is not None else None
-    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape):
-        return 0
-    return int(shape[2]) * int(shape[3])
+    shape = static_shape(value)
+    return shape[2] * shape[3] if shape is not None and len(shape) == 4 else 0
 
 
 def hands_over_nhwc(node: ir.Node) -> bool:
@@ -61,8 +61,10 @@ def hands_over_nhwc(node: ir.Node) -> bool:
     fused = node.domain == KILN_DOMAIN and node.op_type == "FusedConv"
     if not (fused or is_onnx(node, "Conv")) or len(node.inputs) < 2:
         return False
-    weights = const(node.inputs[1])
-    if weights is None or weights.ndim != 4 or weights.dtype.kind != "f":
+    # the weights' shape and type, read without loading their values
+    held = node.inputs[1]
+    weights = held.const_value if held is not None and not held.is_graph_input() else None
+    if weights is None or len(weights.shape) != 4 or weights.dtype not in _FLOATS:
         return False
     if int(attr(node, "group", 1)) != 1:  # type: ignore[call-overload]
         return False
