@@ -208,15 +208,6 @@ void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, T
   else run(0, N * blocks);
 }
 
-// Per-thread buffers for the NHWC operands of an algorithm that runs NCHW (grow only).
-enum EdgeSlot : int { kEdgeIn = 0, kEdgeOut, kEdgeResidual, kEdgeCount };
-
-float* edge_scratch(EdgeSlot slot, size_t n) {
-  thread_local AlignedBuffer buffers[kEdgeCount];
-  buffers[slot].resize(n);
-  return buffers[slot].data();
-}
-
 // dst[n][p][c] = src[n][c][p] for n images of C planes of HW pixels.
 void nchw_to_nhwc(const float* src, size_t N, size_t C, size_t HW, float* dst, ThreadPool* pool) {
   constexpr size_t kBlock = 16;  // pixels a task row: a cache line of each plane
@@ -568,19 +559,19 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
   const size_t y_len = p_.N * p_.K * OHW;
   const float* xn = x;
   if (layout.nhwc_in) {
-    float* t = edge_scratch(kEdgeIn, p_.N * p_.C * HW);
+    float* t = gemm_scratch(kScratchEdgeIn, p_.N * p_.C * HW);
     nhwc_to_nchw(x, p_.N, HW, p_.C, t, pool);
     xn = t;
   }
   Epilogue epn = ep;
   if (ep.residual && layout.nhwc_residual) {
-    float* t = edge_scratch(kEdgeResidual, y_len);
+    float* t = gemm_scratch(kScratchEdgeResidual, y_len);
     nhwc_to_nchw(ep.residual, p_.N, OHW, p_.K, t, pool);
     epn.residual = t;
   }
   float* yn = y;
   if (layout.nhwc_out) {
-    yn = edge_scratch(kEdgeOut, y_len);
+    yn = gemm_scratch(kScratchEdgeOut, y_len);
   }
   run_nchw(xn, yn, epn, pool, prologue);
   if (layout.nhwc_out) nchw_to_nhwc(yn, p_.N, p_.K, OHW, y, pool);
@@ -1035,7 +1026,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
     // NHWC output) or after the transpose into NCHW planes; moved to that layout if need be.
     const bool want_nhwc = layout.nhwc_out || (res_nhwc && p_.groups == 1 && direct_rows);
     if (want_nhwc != res_nhwc) {
-      float* moved = edge_scratch(kEdgeResidual, y_len);
+      float* moved = gemm_scratch(kScratchEdgeResidual, y_len);
       if (want_nhwc) nchw_to_nhwc(ep.residual, p_.N, K, HW, moved, pool);
       else nhwc_to_nchw(ep.residual, p_.N, HW, K, moved, pool);
       ep.residual = moved;

@@ -41,6 +41,10 @@ enum ScratchSlot : int {
   kScratchConv,
   kScratchResidual,
   kScratchPad,
+  // a conv's NHWC operands around an algorithm that runs NCHW (kernels/conv.cpp)
+  kScratchEdgeIn,
+  kScratchEdgeOut,
+  kScratchEdgeResidual,
   kScratchCount
 };
 float* gemm_scratch(ScratchSlot slot, size_t n);

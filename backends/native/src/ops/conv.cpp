@@ -11,6 +11,7 @@
 
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_driver.h"
 #include "ops/activation.h"
 #include "ops/common.h"
 #include "ops/conv_geom.h"
@@ -182,12 +183,18 @@ class ConvKernel final : public Kernel {
 
   void run(OpContext& c) const override {
     const Tensor& w = c.in(1);
-    // Geometry is read from an NCHW view of X: an NHWC X [N, H, W, C] is viewed as NCHW.
-    Tensor x = c.in(0);
-    if (layout_.any() && (x.rank() != 4 || w.rank() != 4))
+    // Geometry is read from an NCHW view of X: an NHWC X [N, H, W, C] is viewed as NCHW
+    // (a copy of the tensor header only then: an NCHW run copies nothing).
+    const Tensor& given = c.in(0);
+    if (layout_.any() && (given.rank() != 4 || w.rank() != 4))
       c.fail("an NHWC layout (kiln_layout_*) needs a 2-D convolution: X and W of rank 4, got " +
-             shape_str(x.shape) + " and " + shape_str(w.shape));
-    if (layout_.nhwc_in) x.shape = {x.shape[0], x.shape[3], x.shape[1], x.shape[2]};
+             shape_str(given.shape) + " and " + shape_str(w.shape));
+    Tensor viewed;
+    if (layout_.nhwc_in) {
+      viewed = given;
+      viewed.shape = {given.shape[0], given.shape[3], given.shape[1], given.shape[2]};
+    }
+    const Tensor& x = layout_.nhwc_in ? viewed : given;
     if (x.dtype != DType::f32 || w.dtype != DType::f32) c.fail("X and W must be float32");
     const Geom g = conv_geom(attrs_, x, w, c);
     const Tensor* b = c.input(2);
@@ -431,9 +438,9 @@ void transpose_planes_one_tap(const Geom& g, const float* xg, const float* wg,
              tasks * kw * W);
     return;
   }
-  std::vector<float> cols_of(threads * rows * band * W);  // one column buffer per chunk
   parallel(pool, bands, 1, [&](size_t b0, size_t b1) {
-    float* col = cols_of.data() + b0 * threads / bands * rows * band * W;
+    // the running thread's own column buffer, however the pool splits the bands
+    float* col = gemm_scratch(kScratchConv, rows * band * W);
     for (size_t b = b0; b < b1; ++b) {
       const size_t iy0 = b * band, iy1 = std::min(H, iy0 + band);
       if (iy0 >= iy1) continue;
