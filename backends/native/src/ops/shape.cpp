@@ -22,9 +22,16 @@ struct CopyRun {
   size_t bytes;
 };
 
+// One run's bytes split across the pool (no table of run offsets to build per inference).
+void copy_bytes(ThreadPool* pool, uint8_t* dst, const uint8_t* src, size_t bytes) {
+  parallel(pool, bytes, kCopyGrain,
+           [&](size_t b, size_t e) { std::memcpy(dst + b, src + b, e - b); });
+}
+
 // Copies every run, the total bytes split evenly across the pool (a run may be cut between
 // two threads): a Concat of a few large inputs splits as well as one of many small ones.
 void copy_runs(ThreadPool* pool, const std::vector<CopyRun>& runs) {
+  if (runs.size() == 1) return copy_bytes(pool, runs[0].dst, runs[0].src, runs[0].bytes);
   std::vector<size_t> starts(runs.size() + 1, 0);  // byte offset of each run in the total
   for (size_t i = 0; i < runs.size(); ++i) starts[i + 1] = starts[i] + runs[i].bytes;
   parallel(pool, starts.back(), kCopyGrain, [&](size_t b, size_t e) {
@@ -42,8 +49,8 @@ void copy_out(OpContext& c, const Tensor& x, const Shape& shape) {
   if (y.numel() != x.numel()) c.fail("internal: element count changed");
   // The memory plan puts a reshape's output on its input's bytes (plan.py in_place_views)
   if (x.nbytes() && y.data != x.data)
-    copy_runs(c.pool, {{static_cast<uint8_t*>(y.data), static_cast<const uint8_t*>(x.data),
-                        x.nbytes()}});
+    copy_bytes(c.pool, static_cast<uint8_t*>(y.data), static_cast<const uint8_t*>(x.data),
+               x.nbytes());
 }
 
 // Ints from input `i` (opset >= the version that moved them to inputs) or attribute `key`.
@@ -320,6 +327,7 @@ KernelFactory concat() {
       }
       at = 0;
       std::vector<CopyRun> runs;
+      runs.reserve(n * outer);
       for (size_t i = 0; i < n; ++i) {
         const size_t chunk = c.in(i).shape[ax] * inner;
         uint8_t* dst = y0 + at;
@@ -397,6 +405,7 @@ KernelFactory split() {
       }
       at = 0;
       std::vector<CopyRun> runs;
+      runs.reserve(nout * outer);
       for (size_t i = 0; i < nout; ++i) {
         const size_t chunk = sizes[i] * inner;
         if (dst[i] && chunk && dst[i] != x0 + at)
