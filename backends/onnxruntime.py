@@ -205,23 +205,22 @@ def _extended_graph(weights: ArtifactWeights, options: CompileOptions) -> bytes 
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
-    from kiln.compiler.onnx_stream import point_into
+    from kiln.compiler.onnx_stream import external_tensors, point_into
 
     with tempfile.TemporaryDirectory(prefix="kiln-ort-") as tmp:
         path = Path(tmp) / "extended.onnx"
         _session(str(weights.graph), options, "extended", str(path))
         graph = onnx.load(str(path), load_external_data=False)
-    new_bytes = 0
-    for tensor in _get_all_tensors(graph):
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            new_bytes += tensor.ByteSize()
-        elif info.get("location") == weights.file.name:
-            point_into(tensor, weights.member, int(info.get("offset", "0")) - weights.start,
-                       int(info["length"]))
-        else:  # a file of onnxruntime's own: not what this blob is made of
-            return None
-    return None if new_bytes > _MAX_NEW_TENSOR_BYTES else graph.SerializeToString()
+    new_bytes = sum(tensor.ByteSize() for tensor in _get_all_tensors(graph)
+                    if tensor.data_location != onnx.TensorProto.EXTERNAL)
+    if new_bytes > _MAX_NEW_TENSOR_BYTES:
+        return None
+    for tensor, info in external_tensors(graph):
+        if info.get("location") != weights.file.name:
+            return None  # a file of onnxruntime's own: not what this blob is made of
+        point_into(tensor, weights.member, int(info.get("offset", "0")) - weights.start,
+                   int(info["length"]))
+    return graph.SerializeToString()
 
 
 def _attached(blob: bytes | memoryview, model: StoredGraph) -> bytes:

@@ -171,15 +171,12 @@ def _layout_digest(spans: list[tuple[int, int]]) -> str:
 def _external_spans(proto, folder: str) -> tuple[set[str], list[tuple[int, int]]]:
     """(the files, the (offset, length) spans) of ``proto``'s external tensors, whose
     locations are relative to ``folder``."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors
+    from kiln.compiler.onnx_stream import external_tensors
 
     files, spans = set(), []
-    for tensor in _get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {entry.key: entry.value for entry in tensor.external_data}
-            files.add(os.path.join(folder, info.get("location", "")))
-            spans.append((int(info.get("offset", "0")), int(info["length"])))
+    for _, info in external_tensors(proto):
+        files.add(os.path.join(folder, info.get("location", "")))
+        spans.append((int(info.get("offset", "0")), int(info["length"])))
     return files, spans
 
 

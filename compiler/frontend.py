@@ -29,7 +29,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
-from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, parse_file
+from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, external_tensors, parse_file
 from kiln.compiler.source_digest import SOURCE_DIGEST, SourceDigest
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
@@ -242,10 +242,9 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
     """
     # by identity, the messages held so no id is reused while the loop runs
     aside = {id(t): t for t in proto.graph.initializer if t.name in skip} if skip else {}
-    for tensor in _all_tensors(proto):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL or id(tensor) in aside:
+    for tensor, info in external_tensors(proto):
+        if id(tensor) in aside:
             continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:

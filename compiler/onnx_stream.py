@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import onnx
@@ -257,6 +258,17 @@ def _tensor_aside(reader: _Reader, end: int, aside: WeightsAside) -> bytes:
     point_into(parsed, WeightsAside.FILE, *placed)
     aside.names.add(parsed.name)
     return parsed.SerializeToString()
+
+
+def external_tensors(proto: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, dict[str, str]]]:
+    """Each tensor of ``proto`` (subgraphs included) held as external data, with its
+    ``external_data`` entries (location, offset, length, ...) as a dict: the one walk every
+    reader and rewriter of external references shares."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    for tensor in _get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor, {entry.key: entry.value for entry in tensor.external_data}
 
 
 def point_into(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:

@@ -140,17 +140,11 @@ class Artifact:
         of model.onnx, or of a blob graph) at this artifact's file, at their offset in it;
         refuse any other location and any tensor whose bytes would leave the member or do not
         match its dims and type."""
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors
-
-        from kiln.compiler.onnx_stream import point_into
+        from kiln.compiler.onnx_stream import external_tensors, point_into
 
         file_name = self.path.resolve().name  # once: resolving is a syscall per path part
-        for tensor in _get_all_tensors(proto):
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
+        for tensor, info in external_tensors(proto):
             where = f"{self.path}: tensor '{tensor.name}' of {member}"
-            info = {entry.key: entry.value for entry in tensor.external_data}
             if self.weights is None or info.get("location") != WEIGHTS:
                 raise ArtifactError(f"{where} refers to external data "
                                     f"'{info.get('location')}'; an artifact's weights live in "
@@ -203,16 +197,12 @@ def _graph_into(model_bytes: bytes, file: Path, start: int) -> bytes:
     """model.onnx (``model_bytes``) with its external tensors pointing into ``file``, whose
     weights member's data begins at ``start``: the graph as a load of that file sees it."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors
 
-    from kiln.compiler.onnx_stream import point_into
+    from kiln.compiler.onnx_stream import external_tensors, point_into
 
     proto = onnx.load_model_from_string(model_bytes)
-    for tensor in _get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {entry.key: entry.value for entry in tensor.external_data}
-            point_into(tensor, file.name, start + int(info.get("offset", "0")),
-                       int(info["length"]))
+    for tensor, info in external_tensors(proto):
+        point_into(tensor, file.name, start + int(info.get("offset", "0")), int(info["length"]))
     return proto.SerializeToString()
 
 
