@@ -2,7 +2,9 @@
 Gelu 20, Attention 23).
 
 Most ops of an exported transformer mean the same at the newer opset: their schemas changed in
-between only by taking new types (``_COMPATIBLE_CHANGES``). A graph holding only such ops,
+between only by taking new types (read from onnx's schemas: same inputs, outputs and
+attribute defaults, each type constraint a superset) or as ``_COMPATIBLE_CHANGES`` lists
+(an attribute or input whose default keeps the old meaning). A graph holding only such ops,
 and ReduceMeans (whose ``axes`` attribute becomes an input at 18), is raised in place
 (``raise_in_place``). Anything else goes to onnxscript's version converter, which falls back to
 onnx's C++ converter below its own adapters' range: a serialized round trip of the whole graph,
@@ -151,7 +153,8 @@ def raise_in_place(model: ir.Model, version: int) -> bool:
         if node.op_type == _AXES_TO_INPUT[0] and _AXES_TO_INPUT[1] in changes:
             changes -= {_AXES_TO_INPUT[1]}
             reduce_means.append(node)
-        if not changes <= _COMPATIBLE_CHANGES.get(node.op_type, frozenset()):
+        listed = _COMPATIBLE_CHANGES.get(node.op_type, frozenset())
+        if not all(v in listed or _types_widened_only(node.op_type, v) for v in changes):
             return False
     taken = _value_names(graph) if reduce_means else set()
     for node in reduce_means:
@@ -182,6 +185,33 @@ def _schema_changes(op_type: str, current: int, version: int) -> frozenset[int] 
     except onnx.defs.SchemaError:
         return None
     return frozenset(at - {onnx.defs.get_schema(op_type, current, "").since_version})
+
+
+@functools.cache
+def _types_widened_only(op_type: str, since: int) -> bool:
+    """Whether ``op_type``'s schema at ``since`` differs from the one before it only by
+    allowing more types: the same inputs, outputs and attributes (with the same defaults),
+    and each type constraint allowing at least what it allowed before. A change of meaning
+    under the same signature (Softmax 13's axis) shows as a changed default."""
+    new = onnx.defs.get_schema(op_type, since, "")
+    try:
+        old = onnx.defs.get_schema(op_type, since - 1, "")
+    except onnx.defs.SchemaError:
+        return False
+
+    def formals(params):
+        return [(f.name, f.option, f.type_str) for f in params]
+
+    def attributes(schema):
+        return {name: (a.type, a.required, a.default_value.SerializeToString())
+                for name, a in schema.attributes.items()}
+
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in new.type_constraints}
+    return (formals(old.inputs) == formals(new.inputs)
+            and formals(old.outputs) == formals(new.outputs)
+            and attributes(old) == attributes(new)
+            and all(set(c.allowed_type_strs) <= allowed.get(c.type_param_str, set())
+                    for c in old.type_constraints))
 
 
 def _value_names(graph: ir.Graph) -> set[str]:

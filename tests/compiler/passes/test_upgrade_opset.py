@@ -102,3 +102,27 @@ def test_the_compatible_changes_are_versions_onnx_knows():
     for op, versions in _COMPATIBLE_CHANGES.items():
         for version in versions:
             assert onnx.defs.get_schema(op, version, "").since_version == version, (op, version)
+
+
+def test_a_schema_change_that_only_adds_types_is_read_from_onnx():
+    from kiln.compiler.passes.upgrade_opset import _types_widened_only
+
+    assert _types_widened_only("GreaterOrEqual", 16)  # bfloat16 added, nothing else
+    assert _types_widened_only("Where", 16)
+    assert not _types_widened_only("Softmax", 13)  # same signature, axis default -1 (was 1)
+    assert not _types_widened_only("Squeeze", 13)  # axes became an input
+    assert not _types_widened_only("Erf", 13)  # integer types dropped
+
+
+def test_a_comparison_graph_is_raised_in_place_without_the_converter(monkeypatch):
+    from onnxscript import version_converter
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the converter ran")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    nodes = [helper.make_node("GreaterOrEqual", ["x", "x"], ["b"]),
+             helper.make_node("Where", ["b", "x", "x"], ["y"])]
+    model = float_model(nodes, {"x": [2, 3]}, {"y": [2, 3]}, {}, opset=14)
+    assert UpgradeOpsetPass(20, applies=lambda m: True)(model).modified
+    assert model.opset_imports[""] == 20
