@@ -22,7 +22,8 @@ TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 # NHWC choice (choose_conv_algo) takes for it
 SHAPES = {
     "1x1": ((1, 24, 7, 9), 20, 1, 1, 0, 1),              # implicit, rows = pixels
-    "1x1-wide": ((2, 16, 9, 9), 80, 1, 1, 0, 1),         # NCHW in, NHWC out: A packed
+    "1x1-wide": ((2, 16, 9, 9), 80, 1, 1, 0, 1),         # implicit, A packed (> 2 panels)
+    "1x1-wide-g2": ((1, 32, 7, 9), 160, 1, 1, 0, 2),     # the same per group
     "1x1-s2": ((2, 16, 9, 9), 24, 1, 2, 0, 1),           # implicit through stride phases
     "3x3-p1": ((1, 16, 10, 11), 36, 3, 1, 1, 1),         # implicit, padding columns in rows
     "3x3-s2": ((1, 20, 13, 12), 18, 3, 2, 1, 1),         # implicit, phases + padding

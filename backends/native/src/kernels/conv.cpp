@@ -1037,11 +1037,30 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
   }
   const size_t a_stride = layout.nhwc_in ? C : 1;
   const size_t* offsets = layout.nhwc_in ? offsets_nhwc_.data() : offsets_.data();
+  // A 1x1 whose product has more than two column panels: read in place, every column panel
+  // walks A again (Cg planes of NCHW, or pixel rows C apart of NHWC: a line a row per k
+  // step); packed once into row panels, A is walked once and read sequentially. Only while
+  // the packed copy stays in L2: a larger one is written to memory and read back.
+  const bool pack_a = kdim == Cg && ph.count == 1 && Kg > 2 * kern.nr &&
+                      round_up(rows, kern.mr) * kdim * sizeof(float) <= cache_sizes().l2;
+  const float* b_panels = nullptr;
+  // The product of m rows of A from a_at on (all Kg columns) into c (row pitch ldc).
+  auto product_rows = [&](size_t m, const float* a_at, float* c, size_t ldc, const Epilogue& e,
+                          ThreadPool* tp) {
+    if (!pack_a) {
+      gemm_in_place_a_core(kern, m, Kg, kdim, a_at, offsets, a_stride, b_panels, c, ldc, e, tp);
+      return;
+    }
+    float* ap = gemm_scratch(kScratchA, round_up(m, kern.mr) * kdim);
+    pack_a_panels(kern.mr, !layout.nhwc_in, m, kdim, a_at, layout.nhwc_in ? C : chan, ap, tp);
+    gemm_packed_core(kern, m, Kg, kdim, ap, b_panels, c, ldc, e, tp);
+  };
   for (size_t n = 0; n < p_.N; ++n)
     for (size_t g = 0; g < p_.groups; ++g) {
       const float* a = layout.nhwc_in ? xp + n * C * chan + g * Cg : xp + (n * C + g * Cg) * chan;
       const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
       const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
+      b_panels = wb.panels_for(kern);
       // The product's columns are output channels: the bias is per column.
       Epilogue kep = ep;
       kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
@@ -1051,16 +1070,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
         kep.residual = res_nhwc_at;
         float* yn = y + n * HW * K + g * Kg;
-        if (!layout.nhwc_in && kdim == Cg && Kg > 2 * kern.nr && ph.count == 1) {
-          // A 1x1 reading NCHW planes: read in place, every column panel would walk Cg planes
-          // again (a line a plane per k step); packed once, the planes are walked once.
-          float* ap = gemm_scratch(kScratchA, round_up(rows, kern.mr) * kdim);
-          pack_a_panels(kern.mr, true, rows, kdim, a, chan, ap, pool);
-          gemm_packed_core(kern, rows, Kg, kdim, ap, wb.panels_for(kern), yn, K, kep, pool);
-        } else {
-          gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
-                               yn, K, kep, pool);
-        }
+        product_rows(rows, a, yn, K, kep, pool);
         continue;
       }
       // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
@@ -1071,8 +1081,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       else kep.residual = res_nhwc_at;
       if (layout.nhwc_out) {
         float* product = gemm_scratch(kScratchConv, rows * Kg);
-        gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
-                             product, Kg, kep, pool);
+        product_rows(rows, a, product, Kg, kep, pool);
         float* yn = y + n * HW * K + g * Kg;
         auto out = [&](size_t r0, size_t r1) {
           for (size_t oy = r0; oy < r1; ++oy)
@@ -1125,8 +1134,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
           if (oy0 == oy1) continue;
           const size_t band_len = (oy1 - oy0 - 1) * WQ + OW;
           float* prod = gemm_scratch(kScratchConv, band_len * Kg);
-          gemm_in_place_a_core(kern, band_len, Kg, kdim, a + oy0 * WQ * a_stride, offsets,
-                               a_stride, wb.panels_for(kern), prod, Kg, kep, nullptr);
+          product_rows(band_len, a + oy0 * WQ * a_stride, prod, Kg, kep, nullptr);
           out_rows(prod, oy0, oy1, 0, Kg);
         }
       };
@@ -1139,8 +1147,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
         continue;
       }
       float* product = gemm_scratch(kScratchConv, rows * Kg);
-      gemm_in_place_a_core(kern, rows, Kg, kdim, a, offsets, a_stride, wb.panels_for(kern),
-                           product, Kg, kep, pool);
+      product_rows(rows, a, product, Kg, kep, pool);
       auto planes = [&](size_t b0, size_t b1) {
         out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
       };
