@@ -1043,12 +1043,22 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
   // the packed copy stays in L2: a larger one is written to memory and read back.
   const bool pack_a = kdim == Cg && ph.count == 1 && Kg > 2 * kern.nr &&
                       round_up(rows, kern.mr) * kdim * sizeof(float) <= cache_sizes().l2;
+  // Product rows: output row oy's pixels from product row oy * P on. P = WQ maps product rows
+  // onto A's padded rows one to one, computing a row for each padding column between two
+  // output rows; P = OW rounded up to whole tiles, where that is no wider than WQ, computes
+  // fewer (14x14 in 16-wide padded rows: 196 rows instead of 222) through a RowGrid.
+  const size_t tile_cols = round_up(OW, kern.mr);
+  const size_t P = !pack_a && !direct_rows && tile_cols <= WQ &&
+                           OH * tile_cols < round_up(rows, kern.mr) ? tile_cols : WQ;
+  const RowGrid grid = P == WQ ? RowGrid{} : RowGrid{P, WQ};
+  const size_t prows = (OH - 1) * P + OW;
   const float* b_panels = nullptr;
   // The product of m rows of A from a_at on (all Kg columns) into c (row pitch ldc).
   auto product_rows = [&](size_t m, const float* a_at, float* c, size_t ldc, const Epilogue& e,
                           ThreadPool* tp) {
     if (!pack_a) {
-      gemm_in_place_a_core(kern, m, Kg, kdim, a_at, offsets, a_stride, b_panels, c, ldc, e, tp);
+      gemm_in_place_a_core(kern, m, Kg, kdim, a_at, offsets, a_stride, b_panels, c, ldc, e, tp,
+                           grid);
       return;
     }
     float* ap = gemm_scratch(kScratchA, round_up(m, kern.mr) * kdim);
@@ -1080,13 +1090,13 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       if (res_later) kep = Epilogue{};
       else kep.residual = res_nhwc_at;
       if (layout.nhwc_out) {
-        float* product = gemm_scratch(kScratchConv, rows * Kg);
-        product_rows(rows, a, product, Kg, kep, pool);
+        float* product = gemm_scratch(kScratchConv, prows * Kg);
+        product_rows(prows, a, product, Kg, kep, pool);
         float* yn = y + n * HW * K + g * Kg;
         auto out = [&](size_t r0, size_t r1) {
           for (size_t oy = r0; oy < r1; ++oy)
             for (size_t ox = 0; ox < OW; ++ox) {
-              const float* s = product + (oy * WQ + ox) * Kg;
+              const float* s = product + (oy * P + ox) * Kg;
               float* d = yn + (oy * OW + ox) * K;
               if (!res_later) {
                 std::memcpy(d, s, Kg * sizeof(float));
@@ -1106,7 +1116,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       // Output rows [oy0, oy1) of channels [k0, k1): from their product rows (prod starts at
       // row oy0) into the planes, the residual added after.
       auto out_rows = [&](const float* prod, size_t oy0, size_t oy1, size_t k0, size_t k1) {
-        transpose_into_planes(prod, Kg, oy1 - oy0, OW, WQ, k0, k1, yg + oy0 * OW, HW);
+        transpose_into_planes(prod, Kg, oy1 - oy0, OW, P, k0, k1, yg + oy0 * OW, HW);
         if (!res) return;
         const size_t span = (oy1 - oy0) * OW;
         for (size_t k = k0; k < k1; ++k) {
@@ -1125,14 +1135,14 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       // 16 -> 64 at 55x55 for the tile rows wasted at each band's end).
       const size_t threads = pool ? pool->size() : 1;
       const size_t band_rows =
-          std::max<size_t>(1, kImplicitBandBytes / (WQ * Kg * sizeof(float)));
+          std::max<size_t>(1, kImplicitBandBytes / (P * Kg * sizeof(float)));
       const size_t bands =
           std::min(OH, round_up(std::max((OH + band_rows - 1) / band_rows, threads), threads));
       auto band = [&](size_t b0, size_t b1) {
         for (size_t b = b0; b < b1; ++b) {
           const size_t oy0 = b * OH / bands, oy1 = (b + 1) * OH / bands;
           if (oy0 == oy1) continue;
-          const size_t band_len = (oy1 - oy0 - 1) * WQ + OW;
+          const size_t band_len = (oy1 - oy0 - 1) * P + OW;
           float* prod = gemm_scratch(kScratchConv, band_len * Kg);
           product_rows(band_len, a + oy0 * WQ * a_stride, prod, Kg, kep, nullptr);
           out_rows(prod, oy0, oy1, 0, Kg);
@@ -1146,8 +1156,8 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
         pool->parallel_for(bands, 1, band, rows * Kg * kdim);
         continue;
       }
-      float* product = gemm_scratch(kScratchConv, rows * Kg);
-      product_rows(rows, a, product, Kg, kep, pool);
+      float* product = gemm_scratch(kScratchConv, prows * Kg);
+      product_rows(prows, a, product, Kg, kep, pool);
       auto planes = [&](size_t b0, size_t b1) {
         out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
       };

@@ -300,6 +300,7 @@ struct AOperand {
   const float* data;
   const size_t* offsets = nullptr;
   size_t stride = 1;
+  RowGrid grid{};
 };
 
 void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOperand& A,
@@ -371,7 +372,7 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOper
         const bool in_place = j < full_cols;
         const float* bp = !B.ld ? B.data + (j / nr) * K * nr + pc * nr
                           : in_place ? B.data + pc * B.ld + j : B.tail + pc * nr;
-        const float* ap = A.offsets ? A.data + i * A.stride
+        const float* ap = A.offsets ? A.data + A.grid.row(i) * A.stride
                                     : A.data + (i / mr) * K * mr + pc * mr;
         const GemmTile tile{C + i * ldc + j, ldc, std::min(nr, N - j), i, j,
                             pc > 0, pc + kc == K, &ep, stream_a, stream_b,
@@ -408,8 +409,9 @@ void gemm_packed_core(const GemmKernel& kern, size_t M, size_t N, size_t K, cons
 
 void gemm_in_place_a_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const float* A,
                           const size_t* a_offsets, size_t a_stride, const float* Bp, float* C,
-                          size_t ldc, const Epilogue& ep, ThreadPool* pool) {
-  gemm_core(kern, M, N, K, AOperand{A, a_offsets, a_stride}, BOperand{Bp}, C, ldc, ep, pool);
+                          size_t ldc, const Epilogue& ep, ThreadPool* pool, RowGrid grid) {
+  gemm_core(kern, M, N, K, AOperand{A, a_offsets, a_stride, grid}, BOperand{Bp}, C, ldc, ep,
+            pool);
 }
 
 void gemm_in_place_b_core(const GemmKernel& kern, size_t M, size_t N, size_t K,

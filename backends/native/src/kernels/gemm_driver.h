@@ -102,13 +102,26 @@ void gemm_in_place_b_core(const GemmKernel& k, size_t M, size_t N, size_t K, con
                           const float* B, size_t ldb, float* C, size_t ldc,
                           const Epilogue& ep, ThreadPool* pool);
 
-// The same with A read in place: element (i, k) at A[a_offsets[k] + i * a_stride] (a
-// convolution's input pixels, each k a (channel, tap) offset into it: rows consecutive in
+// Where product row i reads its A row: row i itself (grid_cols == 0), or the rows of an
+// image grid, grid_cols product rows per grid row of grid_stride A rows: A row
+// i / grid_cols * grid_stride + i % grid_cols. With grid_cols a multiple of the kernel's mr
+// no tile crosses a grid row, so a convolution computes no product row for the padding
+// columns between its output rows (a 14-wide output in 16-wide padded rows: 14 for 16).
+struct RowGrid {
+  size_t grid_cols = 0, grid_stride = 0;
+  size_t row(size_t i) const {
+    return grid_cols ? i / grid_cols * grid_stride + i % grid_cols : i;
+  }
+};
+
+// The same with A read in place: element (i, k) at A[a_offsets[k] + grid.row(i) * a_stride]
+// (a convolution's input pixels, each k a (channel, tap) offset into it: rows consecutive in
 // NCHW planes, a_stride = 1, or C floats apart in an NHWC image), B packed panels.
-// Every row i < M of every k group must be readable.
+// Every row grid.row(i), i < M, of every k group must be readable.
 void gemm_in_place_a_core(const GemmKernel& k, size_t M, size_t N, size_t K, const float* A,
                           const size_t* a_offsets, size_t a_stride, const float* Bp, float* C,
-                          size_t ldc, const Epilogue& ep, ThreadPool* pool);
+                          size_t ldc, const Epilogue& ep, ThreadPool* pool,
+                          RowGrid grid = RowGrid{});
 
 class PackedAPanels final : public PackedA {
  public:
