@@ -28,6 +28,7 @@ SHAPES = {
     "3x3-p1": ((1, 16, 10, 11), 36, 3, 1, 1, 1),         # implicit, padding columns in rows
     "3x3-s2": ((1, 20, 13, 12), 18, 3, 2, 1, 1),         # implicit, phases + padding
     "3x3-14": ((1, 8, 14, 14), 40, 3, 1, 1, 1),          # implicit, rows a tile grid (RowGrid)
+    "3x3-7": ((2, 16, 7, 7), 40, 3, 1, 1, 1),            # the same, tiles shorter than mr
     "3x3-s2-28": ((1, 8, 28, 28), 24, 3, 2, 1, 1),       # the same through stride phases
     "5x5-p2": ((1, 8, 9, 9), 16, 5, 1, 2, 1),            # implicit
     "3x3-g2": ((1, 12, 8, 8), 10, 3, 1, 1, 2),           # implicit, two groups

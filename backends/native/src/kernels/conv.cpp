@@ -1045,12 +1045,16 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
                       round_up(rows, kern.mr) * kdim * sizeof(float) <= cache_sizes().l2;
   // Product rows: output row oy's pixels from product row oy * P on. P = WQ maps product rows
   // onto A's padded rows one to one, computing a row for each padding column between two
-  // output rows; P = OW rounded up to whole tiles, where that is no wider than WQ, computes
-  // fewer (14x14 in 16-wide padded rows: 196 rows instead of 222) through a RowGrid.
-  const size_t tile_cols = round_up(OW, kern.mr);
-  const size_t P = !pack_a && !direct_rows && tile_cols <= WQ &&
-                           OH * tile_cols < round_up(rows, kern.mr) ? tile_cols : WQ;
-  const RowGrid grid = P == WQ ? RowGrid{} : RowGrid{P, WQ};
+  // output rows; P = OW rounded up to whole tiles computes the OW rows of each output row
+  // only, in tiles that end at the row's end (RowGrid): 14x14 in 16-wide padded rows 196 rows
+  // instead of 222 (whole tiles), 7x7 in 9-wide rows 49 instead of 61 (tiles of 7, which
+  // cost about half a full one). Chosen by tile cost, a tile of m rows counted as
+  // max(m, mr / 4) rows (its B loads and stores).
+  const size_t mr = kern.mr, tile_cols = round_up(OW, mr);
+  auto row_cost = [&](size_t m) { return std::max(m, mr / 4); };
+  const size_t grid_cost = OH * ((OW / mr) * mr + (OW % mr ? row_cost(OW % mr) : 0));
+  const size_t P = !pack_a && !direct_rows && grid_cost < round_up(rows, mr) ? tile_cols : WQ;
+  const RowGrid grid = P == WQ ? RowGrid{} : RowGrid{P, WQ, OW};
   const size_t prows = (OH - 1) * P + OW;
   const float* b_panels = nullptr;
   // The product of m rows of A from a_at on (all Kg columns) into c (row pitch ldc).

@@ -378,7 +378,7 @@ void gemm_core(const GemmKernel& kern, size_t M, size_t N, size_t K, const AOper
                             pc > 0, pc + kc == K, &ep, stream_a, stream_b,
                             in_place && B.ld ? B.ld : nr,
                             A.offsets ? A.offsets + pc : nullptr, A.stride};
-        kern.fn(std::min(mr, M - i), kc, ap, bp, tile);
+        kern.fn(std::min(A.grid.tile_rows(i, mr), M - i), kc, ap, bp, tile);
       };
       if (c_streams && kc * (j1 - j0) * sizeof(float) <= cache_sizes().l2 / 2) {
         for (size_t i = i0; i < i1; i += mr)

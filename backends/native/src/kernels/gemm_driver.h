@@ -6,6 +6,7 @@
 //   B: ceil(N/nr) panels of K x nr floats; element (k, j) at (j/nr)*K*nr + k*nr + j%nr.
 // A whole-K panel serves every K block: block pc of panel p starts at p*K*r + pc*r.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -102,15 +103,18 @@ void gemm_in_place_b_core(const GemmKernel& k, size_t M, size_t N, size_t K, con
                           const float* B, size_t ldb, float* C, size_t ldc,
                           const Epilogue& ep, ThreadPool* pool);
 
-// Where product row i reads its A row: row i itself (grid_cols == 0), or the rows of an
-// image grid, grid_cols product rows per grid row of grid_stride A rows: A row
-// i / grid_cols * grid_stride + i % grid_cols. With grid_cols a multiple of the kernel's mr
-// no tile crosses a grid row, so a convolution computes no product row for the padding
-// columns between its output rows (a 14-wide output in 16-wide padded rows: 14 for 16).
+// Where product row i reads its A row: row i itself (cols == 0), or the rows of an image
+// grid: `cols` product rows per grid row (a multiple of the kernel's mr, so no tile crosses a
+// grid row), of which the first `valid` exist, over `stride` A rows per grid row. Product row
+// i reads A row i / cols * stride + i % cols; rows past `valid` are neither read nor stored.
+// A convolution so computes no product row for the padding columns between its output rows
+// (a 7-wide output in 9-wide padded rows: 49 rows for 61, in tiles of 7).
 struct RowGrid {
-  size_t grid_cols = 0, grid_stride = 0;
-  size_t row(size_t i) const {
-    return grid_cols ? i / grid_cols * grid_stride + i % grid_cols : i;
+  size_t cols = 0, stride = 0, valid = 0;
+  size_t row(size_t i) const { return cols ? i / cols * stride + i % cols : i; }
+  // Rows of a tile of up to mr rows starting at product row i (a multiple of mr).
+  size_t tile_rows(size_t i, size_t mr) const {
+    return cols ? std::min(mr, valid - i % cols) : mr;
   }
 };
 
