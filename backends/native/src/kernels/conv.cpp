@@ -123,13 +123,15 @@ bool direct_wins(const Conv2dParams& p) {
 //   ResNet-50's 3x3 256 -> 256 at 28 -> 14 0.84x, 512 at 14 -> 7 0.83x, 64 -> 64 at
 //   28 -> 14 0.72x, 5x5 64 -> 128 at 28 -> 14 0.73x (min of 40-60 calls, one thread); even
 //   at 35 -> 17 (96 -> 384), slower at 56 -> 28 (128: 1.0-1.1x, 256: 1.2x) and with 9216
-//   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x).
+//   reduction rows (1024 channels at 14 -> 7: 1.0-1.1x). Since product rows skip the
+//   padding columns (RowGrid) the 28x28 outputs win too (Zen 4, one thread, in ResNet-50:
+//   128 at 56 -> 28 2.53 -> 2.35 ms).
 // On several threads the implicit GEMM's NCHW output is computed in bands of output rows,
 // each band's pixel-major product (this many bytes at most) made and transposed into the
 // planes by one thread (one fork per conv, and each half stays in its own core's L2).
 constexpr size_t kImplicitBandBytes = 128 * 1024;
 
-constexpr size_t kImplicitStridedMaxPixels = 14 * 14, kImplicitStridedMaxDepth = 512 * 9;
+constexpr size_t kImplicitStridedMaxPixels = 28 * 28, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1)
     return p.kh * p.kw > 1 && p.out_h() * p.out_w() <= kImplicitStridedMaxPixels &&
