@@ -247,7 +247,7 @@ def feeds_for(path: Path) -> dict[str, np.ndarray]:
 
 def profile_model(name: str, threads: int, rounds: int, runs: int, warmup: int,
                   engines: list[str], stat: str = "median") -> dict:
-    path = light_model(name)
+    path = Path(name) if name.endswith(".onnx") else light_model(name)  # a file, or a light model
     shapes = onnx_convs(onnx.load(str(path)))
     feeds = feeds_for(path)
     opened = {e: Engine(e, path, threads, feeds) for e in engines}

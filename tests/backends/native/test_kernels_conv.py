@@ -106,6 +106,10 @@ CASES = [
     # 5x5 planes wider than a vector, 6 rows or more: the same groups, a vector at a time
     # (13 -> 7 + 6 rows; 37 columns: whole vectors and a tail on every ISA)
     WIDE_DW_5X5 := Case(1, 3, 13, 37, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
+    # 5x5 stride-1 planes too large to stage whole: staged a group of output rows at a time
+    # (60 -> 8 groups of 7-8 rows; padding rows at both ends, batch)
+    Case(1, 3, 60, 90, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
+    Case(2, 4, 50, 100, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread
@@ -223,11 +227,12 @@ def test_auto_picks_the_specialised_algorithm() -> None:
     assert used(Case(1, 64, 28, 28, 64, 3, 3, pads=(1, 1, 1, 1))) == "winograd"
     # on a 7x7 map its 4 tiles leave most of every GEMM panel empty
     assert used(Case(1, 64, 7, 7, 64, 3, 3, pads=(1, 1, 1, 1))) == "implicit"
-    # stride 2 through stride phases: implicit on output maps up to 14x14, im2col on larger
+    # stride 2 through stride phases: implicit on output maps up to 28x28, im2col on larger
     # ones and with more than 512 x 9 reduction rows
     assert used(Case(1, 64, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "implicit"
     assert used(Case(1, 64, 28, 28, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "implicit"
-    assert used(Case(1, 64, 56, 56, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "im2col"
+    assert used(Case(1, 64, 56, 56, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "implicit"
+    assert used(Case(1, 64, 58, 58, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))) == "im2col"
     deep = Case(1, 1024, 14, 14, 64, 3, 3, strides=(2, 2), pads=(1, 1, 1, 1))
     assert used(deep) == "im2col"
     assert used(Case(1, 64, 28, 28, 64, 1, 1, strides=(2, 2))) == "im2col"

@@ -64,11 +64,13 @@ inline size_t dwconv_padded_rows(const DwConvPlane& p) {
   return (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
 }
 // The staging ring: the vertical window's rows and the lookahead's, or every padded row of a
-// small plane; the zero row comes after it.
+// small plane, or for a 5x5 at stride 1 the rows of a group of kDwConvRowGroup output rows
+// (staged a group at a time); the zero row comes after it.
 inline size_t dwconv_ring_rows(const DwConvPlane& p) {
   const size_t all = dwconv_padded_rows(p);
   if (all * dwconv_row_floats(p) <= kDwConvWholePlaneFloats) return all;
-  return std::min(all, (p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh);
+  const size_t group = p.sh == 1 && p.kh == 5 ? kDwConvRowGroup + (p.kh - 1) * p.dh : 0;
+  return std::min(all, std::max((p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh, group));
 }
 inline size_t dwconv_scratch_floats(const DwConvPlane& p) {
   return (dwconv_ring_rows(p) + 1) * dwconv_row_floats(p) + kDwConvSlack;

@@ -120,20 +120,26 @@ inline void dwconv_rows_grouped(const DwConvPlane& p, const typename V::vec* w,
   }
 }
 
-// A whole staged plane in groups of at most kDwConvRowGroup output rows of near-equal size
-// (14 rows: 7 + 7, not 8 + 6), so no group is left with a short chain. Taken by planes one
-// vector wide, and by 5x5 planes of 6 rows or more (more taps per window load to share).
+// A plane in groups of at most kDwConvRowGroup output rows of near-equal size (14 rows:
+// 7 + 7, not 8 + 6), so no group is left with a short chain. stage(oy, n) makes the padded
+// input rows of output rows [oy, oy + n) readable, rf floats apart, and returns the first.
+// Taken by whole staged planes one vector wide, by 5x5 whole planes of 6 rows or more (more
+// taps per window load to share), and by 5x5 stride-1 planes too large to stage whole,
+// staged a group at a time: one row at a time there, each output vector's taps were 25
+// unaligned loads for as many FMAs in two chains (Zen 4, one thread: 5x5 over 128 x 100 x 76
+// 1202 -> 692 us in groups; onnxruntime's blocked layout ~580 us).
 // On the Xeon, one thread, one row at a time -> groups (a loaded 2-vCPU VM, min of 7 runs):
 // 5x5 over 256 x 14 x 14: 65-76 -> 41-43 us; over 512 x 7 x 7: 68-75 -> 45-48 us; over
 // 240 x 12 x 80: 202 -> 142-150 us; over 480 x 6 x 80: 202 -> 144-149 us; over 256 x 50 x 38:
 // 579-601 -> 385-419 us. Over 480 x 3 x 80 (one group of 3) it lost 95 -> 105 us; 3x3
 // planes wider than a vector gained nothing measurable.
-template <typename V, int KH, int KW, int SW>
-void dwconv_plane_grouped(const DwConvPlane& p, const typename V::vec* w, size_t rf) {
+template <typename V, int KH, int KW, int SW, typename Stage>
+void dwconv_plane_grouped(const DwConvPlane& p, const typename V::vec* w, size_t rf,
+                          Stage stage) {
   for (size_t oy = 0; oy < p.oh;) {
     const size_t left = p.oh - oy, groups = (left + kDwConvRowGroup - 1) / kDwConvRowGroup;
     const size_t n = (left + groups - 1) / groups;
-    const float* window = p.rows + oy * SW * rf;
+    const float* window = stage(oy, n);
     switch (n) {
       case 1: dwconv_rows_grouped<V, KH, KW, SW, 1>(p, w, window, rf, oy); break;
       case 2: dwconv_rows_grouped<V, KH, KW, SW, 2>(p, w, window, rf, oy); break;
@@ -172,8 +178,27 @@ void dwconv_plane(const DwConvPlane& p) {
   // is staged with the first's, the lookahead (kDwConvLookahead rows of stride sh) covering
   // it.
   const bool pairs = p.sh == 2 && p.dh == 1 && p.dw == 1 && ahead >= p.sh;
-  const bool grouped = (p.ow <= W || (KH == 5 && p.oh >= 6)) && p.sh == 1 && p.dh == 1 &&
-                       p.dw == 1;
+  const bool unit = p.sh == 1 && p.dh == 1 && p.dw == 1;
+  const bool grouped = (p.ow <= W || (KH == 5 && p.oh >= 6)) && unit;
+  // 5x5 only: 3x3 planes of 152-304 columns ran 10-17% slower in groups (Zen 4, one thread;
+  // 64 x 200 x 152: 1112 -> 1297 us), their 9 taps too few to pay for restaging the rows
+  // two groups share.
+  if constexpr (!WHOLE && KH == 5 && SW == 1) {
+    if (unit && ring >= kDwConvRowGroup + KH - 1) {  // a group's rows staged from slot 0
+      dwconv_plane_grouped<V, KH, KW, SW>(p, w, rf, [&](size_t oy, size_t rows) {
+        for (size_t q = 0; q < rows + KH - 1; ++q) {
+          const size_t r = oy + q;
+          float* dst = p.rows + q * rf + p.pad_left;
+          if (r >= p.pad_top && r < data_end)
+            dwconv_stage_row<V>(p, p.x + (r - p.pad_top) * p.in_w, dst, n);
+          else
+            std::fill(dst, dst + n, 0.0f);  // a padding row (the slot may hold data)
+        }
+        return static_cast<const float*>(p.rows);
+      });
+      return;
+    }
+  }
   // Padded row r lives in ring slot r % ring; base tracks first % ring without a division.
   size_t next = 0, base = 0;  // next: the next padded row to stage
   for (size_t oy = 0; oy < p.oh; ++oy) {
@@ -197,7 +222,9 @@ void dwconv_plane(const DwConvPlane& p) {
     // 256 x 14 x 14: 53 -> 75 us; 3x3 s2 over 128 x 28 x 28: 34 -> 50 us).
     if constexpr (WHOLE && KH > 0 && SW == 1) {
       if (grouped) {  // every row is staged now (the whole plane): all output rows in groups
-        dwconv_plane_grouped<V, KH, KW, SW>(p, w, rf);
+        dwconv_plane_grouped<V, KH, KW, SW>(p, w, rf, [&](size_t oy, size_t) {
+          return static_cast<const float*>(p.rows + oy * SW * rf);
+        });
         return;
       }
     }

@@ -2,30 +2,51 @@
 // over a vector traits type V (kernels/<isa>/vec.h): kWidth output columns per vector,
 // stride 1 as plain loads, stride 2 as V::load_even; other strides go to the plain kernel.
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <vector>
 
 #include "kernels/simd/lanes.h"
 #include "kernels/ukernels.h"
 
 namespace kiln::simd {
 
+// Separable: per output row, the kh window rows are first reduced into one row (unit-stride
+// loads, one max/add a tap row), then that row's kw taps per output column (one load, or
+// one load_even at stride 2, a tap). A 3x3 stride-2 max takes 6 loads, 3 permutes and 6 maxes
+// per vector of outputs where reducing each output's 9 taps directly took 18, 9 and 9.
 template <typename V, int SW, bool MAX>
 void pool_plane(const PoolPlane& p) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth;
-  const vec init = V::set1(MAX ? -__builtin_inff() : 0.0f);
+  const float fill = MAX ? -__builtin_inff() : 0.0f;
+  const vec init = V::set1(fill);
+  // Columns an output row's windows read, in whole vectors (within the kPoolSlack the
+  // contract allows past them), and the row buffer the column pass reads: up to the last
+  // output vector's last tap, two vectors at stride 2.
+  const size_t used = ((p.ow - 1) * SW + (p.kw - 1) * p.dw + 1 + W - 1) / W * W;
+  const size_t read = ((p.ow + W - 1) / W - 1) * W * SW + (p.kw - 1) * p.dw + W * SW;
+  thread_local std::vector<float> row_buffer;
+  if (row_buffer.size() < std::max(used, read)) row_buffer.resize(std::max(used, read));
+  float* row = row_buffer.data();
+  std::fill(row + used, row + std::max(used, read), fill);
   for (size_t oy = 0; oy < p.oh; ++oy) {
     const float* rows = p.x + oy * p.sh * p.x_stride;
+    for (size_t c = 0; c < used; c += W) {
+      vec acc = V::load(rows + c);
+      for (size_t ky = 1; ky < p.kh; ++ky) {
+        const vec v = V::load(rows + ky * p.dh * p.x_stride + c);
+        acc = MAX ? V::max(acc, v) : V::add(acc, v);
+      }
+      V::store(row + c, acc);
+    }
     float* y = p.y + oy * p.ow;
     for (size_t ox = 0; ox < p.ow; ox += W) {
       vec acc = init;
-      for (size_t ky = 0; ky < p.kh; ++ky) {
-        const float* row = rows + ky * p.dh * p.x_stride + ox * SW;
-        for (size_t kx = 0; kx < p.kw; ++kx) {
-          const float* s = row + kx * p.dw;
-          const vec v = SW == 1 ? V::load(s) : V::load_even(s);
-          acc = MAX ? V::max(acc, v) : V::add(acc, v);
-        }
+      for (size_t kx = 0; kx < p.kw; ++kx) {
+        const float* s = row + ox * SW + kx * p.dw;
+        const vec v = SW == 1 ? V::load(s) : V::load_even(s);
+        acc = MAX ? V::max(acc, v) : V::add(acc, v);
       }
       const size_t left = p.ow - ox;
       if (!MAX)
