@@ -286,3 +286,20 @@ def test_vectorized_activation_accuracy(isa: str, act: str) -> None:
 
 def test_dispatch_follows_the_isa_cap(isa: str) -> None:
     assert K.gemm_kernel_name().startswith(f"kiln_f32_gemm_ukernel__{isa}_")
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_one_row_on_packed_b_streams_the_panels(isa: str, trans_a: bool) -> None:
+    """A one-row product on prepacked B (a recurrent step, a batch-1 Linear) goes through the
+    panel GEMV: the same bias, residual and activation as the tile path, on one thread and
+    two, with a partial last panel."""
+    rng = np.random.default_rng(5)
+    k, n = 70, 3 * 32 + 5
+    a = make((k, 1) if trans_a else (1, k), rng)
+    b = make((k, n), rng)
+    bias, residual = make((n,), rng), make((1, n), rng)
+    want = gemm_ref(a, b, trans_a, False, bias, "per_col", residual, "tanh")
+    for threads in (1, 2):
+        got = K.gemm(a, b, trans_a=trans_a, bias=bias, bias_kind="per_col", residual=residual,
+                     activation="tanh", mode="packed_b", threads=threads)
+        check(got, want, k)

@@ -22,4 +22,9 @@ void kiln_f32_gemv_ukernel__generic_4(size_t panels, size_t K, const float* a, c
   gemv_panels<4>(panels, K, a, v, y);
 }
 
+void kiln_f32_gemv_ukernel__generic_16(size_t panels, size_t K, const float* a, const float* v,
+                                       float* y) {
+  gemv_panels<16>(panels, K, a, v, y);
+}
+
 }  // namespace kiln
