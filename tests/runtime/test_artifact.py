@@ -481,7 +481,8 @@ def _big_mlp(folder: Path, layers: int = 9, n: int = 8192) -> Path:
         for i in range(layers):
             offset = f.tell()
             for _ in range(0, n, 1024):
-                block = rng.standard_normal((1024, n)).astype(np.float32) / np.sqrt(n)
+                # float32 throughout: a float64 scalar would make the block float64 (numpy 2)
+                block = rng.standard_normal((1024, n), dtype=np.float32) / np.float32(np.sqrt(n))
                 f.write(block.tobytes())
             tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[n, n])
             tensor.data_location = TensorProto.EXTERNAL
