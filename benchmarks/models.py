@@ -258,3 +258,41 @@ SENTENCES = [
     "A new species of frog was discovered in the rainforest canopy.",
     "The mayor promised more affordable housing near the city centre.",
 ]
+
+
+def big_mlp(path: Path, layers: int = 9, n: int = 8192) -> Path:
+    """An MLP whose weights (``layers`` n x n float32: 2.25 GiB for the defaults) are external
+    data in ``<path>.data``, written a block at a time (never held whole); ``path`` when it
+    exists already."""
+    from onnx import TensorProto, helper
+
+    path = Path(path)
+    data = path.parent / (path.name + ".data")
+    if path.is_file() and data.is_file() and data.stat().st_size == layers * n * n * 4:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    inits = []
+    with open(data, "wb") as f:
+        for i in range(layers):
+            offset = f.tell()
+            for _ in range(0, n, 1024):
+                # float32 throughout: a float64 scale would make the block float64 (numpy 2)
+                block = rng.standard_normal((1024, n), dtype=np.float32) / np.float32(np.sqrt(n))
+                f.write(block.tobytes())
+            tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[n, n])
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)),
+                               ("length", str(n * n * 4))):
+                tensor.external_data.add(key=key, value=value)
+            inits.append(tensor)
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"],
+                              ["y" if i == layers - 1 else f"h{i + 1}"]) for i in range(layers)]
+    graph = helper.make_graph(nodes, "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path

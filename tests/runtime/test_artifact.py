@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -471,40 +472,18 @@ def test_a_weights_member_survives_a_session_round_trip(tmp_path: Path, monkeypa
     np.testing.assert_allclose(y, x @ w + b, rtol=1e-4, atol=1e-4)
 
 
-def _big_mlp(folder: Path, layers: int = 9, n: int = 8192) -> Path:
-    """An MLP whose weights (``layers`` n x n float32: 2.25 GiB for the defaults) are
-    external data, written a block at a time (the test never holds them whole)."""
-    rng = np.random.default_rng(0)
-    data = folder / "big.onnx.data"
-    inits = []
-    with open(data, "wb") as f:
-        for i in range(layers):
-            offset = f.tell()
-            for _ in range(0, n, 1024):
-                # float32 throughout: a float64 scalar would make the block float64 (numpy 2)
-                block = rng.standard_normal((1024, n), dtype=np.float32) / np.float32(np.sqrt(n))
-                f.write(block.tobytes())
-            tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[n, n])
-            tensor.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", data.name), ("offset", str(offset)),
-                               ("length", str(n * n * 4))):
-                tensor.external_data.add(key=key, value=value)
-            inits.append(tensor)
-    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"],
-                              ["y" if i == layers - 1 else f"h{i + 1}"]) for i in range(layers)]
-    graph = helper.make_graph(nodes, "big",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = folder / "big.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+def _big_mlp(folder: Path) -> Path:
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:  # importlib mode keeps the repository root off sys.path
+        sys.path.insert(0, root)
+    from benchmarks.models import big_mlp
+
+    return big_mlp(folder / "big.onnx")
 
 
 def _big_reference(path: Path, x: np.ndarray, layers: int = 9, n: int = 8192) -> np.ndarray:
-    weights = np.memmap(path.parent / "big.onnx.data", np.float32, "r", shape=(layers, n, n))
+    weights = np.memmap(path.parent / (path.name + ".data"), np.float32, "r",
+                        shape=(layers, n, n))
     for i in range(layers):
         x = x @ weights[i]
     return x
