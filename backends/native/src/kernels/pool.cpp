@@ -98,38 +98,19 @@ void pool2d(PoolKind kind, const Pool2dParams& p, const float* x, float* y, Thre
                                     p.stride_h, p.count_include_pad);
   const auto inv_w = inverse_counts(p.out_w, p.W, p.pad_left, p.pad_right, p.kw, p.dilation_w,
                                     p.stride_w, p.count_include_pad);
-  // Padded plane covering every window (ceil mode may reach past the bottom/right padding).
-  const size_t HP = std::max(p.H + p.pad_top + p.pad_bottom,
-                             (p.out_h - 1) * p.stride_h + (p.kh - 1) * p.dilation_h + 1);
-  const size_t WP = std::max(p.W + p.pad_left + p.pad_right,
-                             (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
-  const float fill = kind == PoolKind::max ? -std::numeric_limits<float>::infinity() : 0.0f;
   const pool_plane_fn kernel = select_f32_pool(active_isa());
   const size_t planes = p.N * p.C;
-  // Windows that never leave the input read it where it is: the kernels over-read at most
-  // kPoolSlack floats past a plane, which is the next plane's data except at the very end.
-  const bool unpadded = HP == p.H && WP == p.W;
-  const size_t direct_planes =
-      !unpadded ? 0 : planes - std::min(planes, (kPoolSlack + p.H * p.W - 1) / (p.H * p.W));
+  // Each plane read where it lies: the kernels handle the padding (kernels/pool_ukernel.h).
   auto run = [&](size_t i0, size_t i1) {
-    float* padded = nullptr;
     for (size_t i = i0; i < i1; ++i) {
-      const float* src = x + i * p.H * p.W;
-      if (i >= direct_planes && !padded) {
-        padded = gemm_scratch(kScratchPad, HP * WP + kPoolSlack);
-        std::fill(padded, padded + HP * WP + kPoolSlack, fill);
-      }
-      if (i >= direct_planes)
-        for (size_t r = 0; r < p.H; ++r)
-          std::memcpy(padded + (r + p.pad_top) * WP + p.pad_left, src + r * p.W,
-                      p.W * sizeof(float));
-      const PoolPlane plane{i < direct_planes ? src : padded, WP, y + i * p.out_h * p.out_w,
-                            p.out_h, p.out_w, p.kh, p.kw, p.stride_h, p.stride_w, p.dilation_h,
-                            p.dilation_w, kind, inv_h.data(), inv_w.data()};
+      const PoolPlane plane{x + i * p.H * p.W, p.H, p.W, p.pad_top, p.pad_left,
+                            y + i * p.out_h * p.out_w, p.out_h, p.out_w, p.kh, p.kw, p.stride_h,
+                            p.stride_w, p.dilation_h, p.dilation_w, kind, inv_h.data(),
+                            inv_w.data()};
       kernel(plane);
     }
   };
-  const size_t work = planes * (HP * WP + p.out_h * p.out_w * p.kh * p.kw);
+  const size_t work = planes * (p.H * p.W + p.out_h * p.out_w * p.kh * p.kw);
   if (pool) pool->parallel_for(planes, 1, run, work);
   else run(0, planes);
 }

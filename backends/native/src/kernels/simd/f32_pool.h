@@ -11,34 +11,45 @@
 
 namespace kiln::simd {
 
-// Separable: per output row, the kh window rows are first reduced into one row (unit-stride
-// loads, one max/add a tap row), then that row's kw taps per output column (one load, or
-// one load_even at stride 2, a tap). A 3x3 stride-2 max takes 6 loads, 3 permutes and 6 maxes
-// per vector of outputs where reducing each output's 9 taps directly took 18, 9 and 9.
+// Separable: per output row, the kh window rows inside the plane are first reduced into one
+// row of padded columns (unit-stride loads, one max/add a tap row; the padding columns take
+// the fill), then that row's kw taps per output column (one load, or one load_even at stride
+// 2, a tap). A 3x3 stride-2 max takes 6 loads, 3 permutes and 6 maxes per vector of outputs
+// where reducing each output's 9 taps directly took 18, 9 and 9; and no padded copy of the
+// plane is made (Inception's padded 3x3 stride-1 pools copied every plane first).
 template <typename V, int SW, bool MAX>
 void pool_plane(const PoolPlane& p) {
   using vec = typename V::vec;
   constexpr size_t W = V::kWidth;
   const float fill = MAX ? -__builtin_inff() : 0.0f;
   const vec init = V::set1(fill);
-  // Columns an output row's windows read, in whole vectors (within the kPoolSlack the
-  // contract allows past them), and the row buffer the column pass reads: up to the last
-  // output vector's last tap, two vectors at stride 2.
-  const size_t used = ((p.ow - 1) * SW + (p.kw - 1) * p.dw + 1 + W - 1) / W * W;
+  // Padded columns an output row's windows read, and the row buffer the column pass reads:
+  // up to the last output vector's last tap, two vectors at stride 2.
+  const size_t used = (p.ow - 1) * SW + (p.kw - 1) * p.dw + 1;
   const size_t read = ((p.ow + W - 1) / W - 1) * W * SW + (p.kw - 1) * p.dw + W * SW;
+  const size_t cols = std::min(p.in_w, used > p.pad_left ? used - p.pad_left : 0);
   thread_local std::vector<float> row_buffer;
-  if (row_buffer.size() < std::max(used, read)) row_buffer.resize(std::max(used, read));
+  const size_t len = std::max(used, read);
+  if (row_buffer.size() < len) row_buffer.resize(len);
   float* row = row_buffer.data();
-  std::fill(row + used, row + std::max(used, read), fill);
+  std::fill(row, row + len, fill);  // padding columns stay the fill; data columns are rewritten
   for (size_t oy = 0; oy < p.oh; ++oy) {
-    const float* rows = p.x + oy * p.sh * p.x_stride;
-    for (size_t c = 0; c < used; c += W) {
-      vec acc = V::load(rows + c);
-      for (size_t ky = 1; ky < p.kh; ++ky) {
-        const vec v = V::load(rows + ky * p.dh * p.x_stride + c);
+    // The window's rows inside the plane: taps [ky0, ky1) (at least one: pads < kernel).
+    const size_t top = oy * p.sh;
+    size_t ky0 = 0, ky1 = p.kh;
+    while (ky0 < ky1 && top + ky0 * p.dh < p.pad_top) ++ky0;
+    while (ky1 > ky0 && top + (ky1 - 1) * p.dh >= p.pad_top + p.in_h) --ky1;
+    const float* in = p.x + (top + ky0 * p.dh - p.pad_top) * p.in_w;
+    const size_t step = p.dh * p.in_w;
+    float* out = row + p.pad_left;
+    for (size_t c = 0; c < cols; c += W) {
+      const size_t n = cols - c;
+      vec acc = load_n<V>(in + c, n);
+      for (size_t ky = ky0 + 1; ky < ky1; ++ky) {
+        const vec v = load_n<V>(in + (ky - ky0) * step + c, n);
         acc = MAX ? V::max(acc, v) : V::add(acc, v);
       }
-      V::store(row + c, acc);
+      store_n<V>(out + c, acc, n);
     }
     float* y = p.y + oy * p.ow;
     for (size_t ox = 0; ox < p.ow; ox += W) {
