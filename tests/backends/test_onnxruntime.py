@@ -260,3 +260,30 @@ def test_layer_norm_is_left_to_onnxruntime_which_fuses_it_the_same(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
     np.testing.assert_allclose(kiln.Session(model(), backend="onnxruntime")(x=x)["y"],
                                run_reference(model(), {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_chains_left_to_onnxruntime_give_it_the_same_graph(tmp_path):
+    """caps.cleans_up_at_load: Transpose and Reshape chains (ENGINE_CHAIN_RULES) reach
+    onnxruntime as written, and its optimized graph is the one it makes of kiln's collapsed
+    chains; an Unsqueeze chain, which onnxruntime keeps, is still collapsed by kiln."""
+    import dataclasses
+
+    from model_builders import make_chains_model as model
+    from model_builders import run_reference
+
+    from kiln.compiler.pipeline import optimize
+
+    backend = get_backend("onnxruntime")
+    compiled = kiln.compile(model(), backend="onnxruntime")
+    left = [n.op_type for n in compiled.model.graph]
+    assert left.count("Transpose") == 2 and left.count("Reshape") == 2
+    assert left.count("Unsqueeze") == 1
+    collapsed, _ = optimize(model(), 2, None,
+                            dataclasses.replace(backend.caps(), cleans_up_at_load=False))
+    done = [n.op_type for n in collapsed.graph]
+    assert "Transpose" not in done and done.count("Reshape") == 1
+    assert _onnxruntime_graph(compiled.model, tmp_path, "left.onnx") == \
+        _onnxruntime_graph(collapsed, tmp_path, "collapsed.onnx")
+    a = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(kiln.Session(compiled)(a=a)["y"],
+                               run_reference(model(), {"a": a})[0], rtol=1e-6)
