@@ -342,9 +342,7 @@ def _add_relu_file(tmp_path, name="m.onnx", extra_nodes=(), batch=2, op="Relu"):
     """y = op(a + b + k); ``extra_nodes`` may define k from constants (else k is a weight)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), n)
-             for n in ("k1", "k2")]
-    if not extra_nodes:
-        inits.append(numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "k"))
+             for n in (("k1", "k2") if extra_nodes else ("k",))]
     graph = helper.make_graph(
         [*extra_nodes, helper.make_node("Add", ["a", "b"], ["s"]),
          helper.make_node("Add", ["s", "k"], ["t"]), helper.make_node(op, ["t"], ["y"])],
