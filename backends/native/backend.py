@@ -91,6 +91,7 @@ from kiln.backends.native.plan import (
     check_declared_dims,
     contiguous,
     inferred_shapes,
+    static_bytes,
 )
 from kiln.backends.native.plan_isa import LEVELS, cross_kernels, plan_isa, runs_here
 from kiln.backends.onnx_export import value_spec
@@ -333,7 +334,10 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
-        return self._build(model, options, inferred_shapes(model), plan_isa(target))
+        # ONNX's inference on a serialized copy only hints the size of values the IR leaves
+        # without one (the plan reads the IR's first): none left, none run (YOLOv8n at 320)
+        shapes = {} if _sizes_known(model) else inferred_shapes(model)
+        return self._build(model, options, shapes, plan_isa(target))
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
         """The plan ISA and kernels an artifact's plan blob records (empty without one)."""
@@ -727,6 +731,17 @@ def _run_boundary(nodes: list[ir.Node], initializers: Mapping[str, ir.Value],
             inputs.append(v)
     outputs = [o for n in nodes for o in n.outputs if o is not None and o.name in needed]
     return inputs, outputs
+
+
+def _sizes_known(model: ir.Model) -> bool:
+    """Whether the IR gives the type and static dims of every graph input and node output,
+    in every graph of ``model``."""
+    for graph in model.graphs():
+        if any(static_bytes(value) is None for value in graph.inputs):
+            return False
+        if any(static_bytes(value) is None for node in graph for value in node.outputs):
+            return False
+    return True
 
 
 def _saved_shapes(saved: Any, limit: int) -> dict[str, tuple[tuple[int, ...], int]] | None:
