@@ -335,8 +335,10 @@ class NativeBackend(Backend):
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
         # ONNX's inference on a serialized copy only hints the size of values the IR leaves
-        # without one (the plan reads the IR's first): none left, none run (YOLOv8n at 320)
-        shapes = {} if _sizes_known(model) else inferred_shapes(model)
+        # without one (the plan reads the IR's first): none left, none run
+        shapes = _ir_sizes(model)
+        if shapes is None:
+            shapes = inferred_shapes(model)
         return self._build(model, options, shapes, plan_isa(target))
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
@@ -733,15 +735,19 @@ def _run_boundary(nodes: list[ir.Node], initializers: Mapping[str, ir.Value],
     return inputs, outputs
 
 
-def _sizes_known(model: ir.Model) -> bool:
-    """Whether the IR gives the type and static dims of every graph input and node output,
-    in every graph of ``model``."""
+def _ir_sizes(model: ir.Model) -> dict[str, tuple[tuple[int, ...], int]] | None:
+    """The static dims and item size of every graph input and node output of ``model`` (every
+    graph), as ``inferred_shapes`` gives them, when the IR knows them all; else None."""
+    sizes: dict[str, tuple[tuple[int, ...], int]] = {}
     for graph in model.graphs():
-        if any(static_bytes(value) is None for value in graph.inputs):
-            return False
-        if any(static_bytes(value) is None for node in graph for value in node.outputs):
-            return False
-    return True
+        for value in (*graph.inputs, *(v for node in graph for v in node.outputs)):
+            nbytes = static_bytes(value)
+            if nbytes is None:
+                return None
+            if value.name:
+                sizes[value.name] = (tuple(value.shape),  # all ints: static_bytes checked
+                                     np.dtype(value.dtype.numpy()).itemsize)
+    return sizes
 
 
 def _saved_shapes(saved: Any, limit: int) -> dict[str, tuple[tuple[int, ...], int]] | None:
