@@ -14,8 +14,8 @@ import onnx_ir as ir
 from kiln.backends.base import TensorSpec
 from kiln.compiler.onnx_stream import WEIGHTS_DIR
 from kiln.compiler.opset_stamp import restamp_opset
-from kiln.compiler.source_digest import SOURCE_FILE
 from kiln.compiler.passes._util import value_dims
+from kiln.compiler.source_digest import SOURCE_FILE
 
 #: The graph-only model written beside the weights in ``WEIGHTS_DIR``, for engines that read files.
 GRAPH_FILE = "graph.onnx"
