@@ -12,6 +12,9 @@ RSS, which Linux cannot reset). Reported: peak above the baseline, in MB.
     python benchmarks/memory.py --models resnet50     # one model
     python benchmarks/memory.py --steps kiln-openvino minilm-l6   # where the bytes and
                                                                   # seconds go, step by step
+    python benchmarks/memory.py --base-python /tmp/venv-base/bin/python  # each kiln engine
+        # also with another kiln tree's interpreter, "(base)" rows in the same rounds; each
+        # pair runs in a fixed order, so swap the two interpreters for a second run
 
 Writes benchmarks/results/memory.{json,md}. Figures come from a shared 2-core machine.
 """
