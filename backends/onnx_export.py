@@ -15,6 +15,7 @@ from kiln.backends.base import TensorSpec
 from kiln.compiler.onnx_stream import WEIGHTS_DIR
 from kiln.compiler.opset_stamp import restamp_opset
 from kiln.compiler.passes._util import value_dims
+from kiln.compiler.source_digest import SOURCE_FILE
 
 #: The graph-only model written beside the weights in ``WEIGHTS_DIR``, for engines that read files.
 GRAPH_FILE = "graph.onnx"
@@ -92,6 +93,24 @@ def to_onnx_file(model: ir.Model, max_ir_version: int | None = None,
     with open(path, "wb") as f:
         f.write(to_onnx_graph_bytes(model, max_ir_version, max_opset))
     return path
+
+
+def source_file(model: ir.Model, max_ir_version: int | None = None,
+                max_opset: int | None = None) -> str | None:
+    """The model file an engine fed ONNX may open itself instead of kiln's serialization of
+    ``model``: set when no pass changed the graph kiln read from it (``SOURCE_FILE``), while
+    the file is still the one read (an engine that then reads it checks again after) and its
+    IR version and default-domain opset are within the limits given (nothing to lower)."""
+    digest = model.meta.get(SOURCE_FILE)
+    path = digest.file_as_read() if digest is not None else None
+    if path is None:
+        return None
+    if max_ir_version is not None and model.ir_version > max_ir_version:
+        return None
+    if max_opset is not None and any(version > max_opset for domain, version
+                                     in model.opset_imports.items() if domain in ("", "ai.onnx")):
+        return None
+    return str(path)
 
 
 def mapped_weights_folder(model: ir.Model) -> str | None:

@@ -30,6 +30,7 @@ from kiln.backends.onnx_export import (
     ir_model,
     mapped_weights_folder,
     signature,
+    source_file,
     to_onnx_bytes,
     to_onnx_file,
     to_onnx_graph_bytes,
@@ -320,6 +321,12 @@ class OnnxRuntimeBackend(Backend):
             graph = to_onnx_graph_bytes(model, max_ir_version(), max_opset())
             return OnnxRuntimeCompiled(_session(graph, options, level, weights_folder=folder),
                                        model, options)
+        # the graph as kiln read it: onnxruntime reads the user's file, as used directly
+        read = source_file(model, max_ir_version(), max_opset())
+        if read is not None:
+            session = _session(read, options, level)
+            if source_file(model) == read:  # not rewritten while onnxruntime read it
+                return OnnxRuntimeCompiled(session, model, options)
         # weights kiln moved to a file: onnxruntime reads them there, no copy in between
         source = (to_onnx_file(model, max_ir_version(), max_opset())
                   or to_onnx_bytes(model, max_ir_version(), max_opset()))

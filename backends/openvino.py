@@ -31,6 +31,7 @@ from kiln.backends.onnx_export import (
     StoredGraph,
     ir_model,
     signature,
+    source_file,
     to_onnx_bytes,
     to_onnx_file,
 )
@@ -530,8 +531,15 @@ class OpenVinoBackend(Backend):
         core, device, config = self._prepare(options)
         self._refuse_foreign(model, device)
         try:
-            path = to_onnx_file(model)  # OpenVINO maps weights kiln moved to a file
-            ov_model = core.read_model(path if path else io.BytesIO(to_onnx_bytes(model)))
+            ov_model = None
+            read = source_file(model)  # the graph as kiln read it: OpenVINO reads the file
+            if read is not None:
+                ov_model = core.read_model(read)
+                if source_file(model) != read:  # rewritten while OpenVINO read it
+                    ov_model = None
+            if ov_model is None:
+                path = to_onnx_file(model)  # OpenVINO maps weights kiln moved to a file
+                ov_model = core.read_model(path if path else io.BytesIO(to_onnx_bytes(model)))
         except Exception as exc:
             raise UnsupportedError(f"OpenVINO cannot read the model: {exc}{_FALLBACK_HINT}") \
                 from exc

@@ -12,6 +12,9 @@ RSS, which Linux cannot reset). Reported: peak above the baseline, in MB.
     python benchmarks/memory.py --models resnet50     # one model
     python benchmarks/memory.py --steps kiln-openvino minilm-l6   # where the bytes and
                                                                   # seconds go, step by step
+    python benchmarks/memory.py --base-python /tmp/venv-base/bin/python  # each kiln engine
+        # also with another kiln tree's interpreter, "(base)" rows in the same rounds; each
+        # pair runs in a fixed order, so swap the two interpreters for a second run
 
 Writes benchmarks/results/memory.{json,md}. Figures come from a shared 2-core machine.
 """
@@ -273,27 +276,45 @@ def steps_table(engine: str, model: str, log: list[dict]) -> str:
 # The parent: a fresh process per measurement
 
 
-def in_child(engine: str, model: Path) -> dict:
+def in_child(engine: str, model: Path, python: str = sys.executable) -> dict:
     dims = json.dumps(input_dims(model)) if model.suffix == ".onnx" else "{}"
-    out = subprocess.run([sys.executable, __file__, "--child", engine, str(model), dims],
+    out = subprocess.run([python, __file__, "--child", engine, str(model), dims],
                          capture_output=True, text=True, timeout=600, cwd=ROOT.parent)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def save_artifact(engine: str, model: Path, folder: Path) -> Path | None:
+def save_artifact(engine: str, model: Path, folder: Path, python: str = sys.executable
+                  ) -> Path | None:
     """Compile in a child of its own and save the .kiln the warm start opens (None: failed)."""
-    path = folder / f"{model.stem}.{engine}.kiln"
+    path = folder / f"{model.stem}.{engine.replace(' ', '_')}.kiln"
     code = ("import sys, kiln; kiln.compile(sys.argv[1], backend=sys.argv[2]).save(sys.argv[3])")
-    done = subprocess.run([sys.executable, "-c", code, str(model), engine.removeprefix("kiln-"),
-                           str(path)], capture_output=True, timeout=600, cwd=ROOT.parent)
+    done = subprocess.run([python, "-c", code, str(model), kiln_engine(engine),
+                           str(path)], capture_output=True, timeout=600,
+                          cwd=folder)  # not the source tree: "-c" puts the cwd on sys.path
     return path if done.returncode == 0 else None
 
 
-def measure(names: list[str], engines: list[str], repeat: int = 1) -> list[dict]:
+#: how the engines run by ``--base-python`` are named: "kiln-native (base)"
+BASE_SUFFIX = " (base)"
+
+
+def kiln_engine(engine: str) -> str:
+    """The backend name of a kiln engine ("kiln-native (base)" -> "native")."""
+    return engine.removesuffix(BASE_SUFFIX).removeprefix("kiln-")
+
+
+def measure(names: list[str], engines: list[str], repeat: int = 1,
+            base_python: str | None = None) -> list[dict]:
     """Each (model, engine) ``repeat`` times, engines interleaved within each round; a row
-    holds the median of each figure and every sample."""
+    holds the median of each figure and every sample. With ``base_python`` (an interpreter
+    importing another kiln tree), each kiln engine is also measured with it, in the same
+    rounds, as "<engine> (base)"."""
+    if base_python:
+        engines = [e for engine in engines for e in (
+            (engine, engine + BASE_SUFFIX) if engine.startswith("kiln") else (engine,))]
+    python = {e: base_python if e.endswith(BASE_SUFFIX) else sys.executable for e in engines}
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-memory-") as tmp:
         for name in names:
@@ -308,13 +329,16 @@ def measure(names: list[str], engines: list[str], repeat: int = 1) -> list[dict]
                                                          for e in engines}
             for _ in range(repeat):
                 for engine in engines:
-                    samples[engine]["cold"].append(in_child(engine, path))
+                    run = engine.removesuffix(BASE_SUFFIX)
+                    samples[engine]["cold"].append(in_child(run, path, python[engine]))
                     if not engine.startswith("kiln"):
                         continue
                     if engine not in artifacts:
-                        artifacts[engine] = save_artifact(engine, path, Path(tmp))
+                        artifacts[engine] = save_artifact(engine, path, Path(tmp),
+                                                          python[engine])
                     if artifacts[engine] is not None:
-                        samples[engine]["warm"].append(in_child(engine, artifacts[engine]))
+                        samples[engine]["warm"].append(in_child(run, artifacts[engine],
+                                                                python[engine]))
             for engine in engines:
                 row = {"model": name, "engine": engine, "weights_mb": weights,
                        "cold": median_of(samples[engine]["cold"])}
@@ -352,7 +376,8 @@ def table(rows: list[dict]) -> str:
              "CPU s (warm) | .kiln MB |",
              "|---|---|" + "---:|" * 11]
     for r in rows:
-        ref = direct.get((r["model"], BASELINE.get(r["engine"], r["engine"])))
+        engine = r["engine"].removesuffix(BASE_SUFFIX)
+        ref = direct.get((r["model"], BASELINE.get(engine, engine)))
         cells = []
         for figure, fmt in (("peak_mb", ".0f"), ("first_inference_s", ".2f")):
             for key in ("cold", "warm"):
@@ -379,6 +404,9 @@ def main() -> None:
     parser.add_argument("--out", default="memory")
     parser.add_argument("--repeat", type=int, default=1,
                         help="fresh processes per (model, engine), interleaved; medians shown")
+    parser.add_argument("--base-python", metavar="PYTHON",
+                        help="also measure each kiln engine with this interpreter (one that "
+                             "imports another kiln tree), side by side in the same rounds")
     parser.add_argument("--steps", nargs=2, metavar=("ENGINE", "MODEL"),
                         help="trace one kiln engine step by step on a model named in --models "
                              "(or a .onnx/.kiln path); run in a fresh process")
@@ -393,7 +421,7 @@ def main() -> None:
         engine, model, dims = args.child
         print(json.dumps(child(engine, model, json.loads(dims))))
         return
-    rows = measure(args.models, args.engines, args.repeat)
+    rows = measure(args.models, args.engines, args.repeat, args.base_python)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = ("Peak RSS above the RSS after imports (MB), open + 3 runs, each in a fresh process; "

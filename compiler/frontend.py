@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
 from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, external_tensors, parse_file
-from kiln.compiler.source_digest import SOURCE_DIGEST, SourceDigest
+from kiln.compiler.source_digest import GRAPH_AS_READ, SOURCE_DIGEST, SourceDigest
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
     PROTOBUF_RECURSION_LIMIT,
@@ -61,9 +61,9 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     aside = aside if aside is not None and aside.names else None
     # what went aside is external data of kiln's own; the user's was read in by now
     validate_proto(proto, name, [kiln_limits(), *(limits or [])], external_ok=aside is not None)
-    normalize(proto)
+    changed = normalize(proto)
     if not initializers_as_inputs:
-        _drop_initializer_inputs(proto)
+        changed = _drop_initializer_inputs(proto) or changed
     if check:
         _check(proto, name)
     if infer_shapes:
@@ -74,6 +74,8 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
         raise ModelError(f"{name}: cannot convert to the IR: {exc}") from exc
     model.meta[SOURCE_DIGEST] = digest
     model.meta["kiln.source_name"] = name
+    if digest.alone and not changed:
+        model.meta[GRAPH_AS_READ] = True
     if aside is not None:
         _map_aside(model, aside)
     return model
@@ -112,17 +114,19 @@ def _map_aside(model: ir.Model, aside: WeightsAside) -> None:
 UNKNOWN_DIM_NAMES = frozenset({"?"})
 
 
-def normalize(proto: onnx.ModelProto) -> None:
+def normalize(proto: onnx.ModelProto) -> bool:
     """What a validated model declares in forms backends differ on, in the one form they share:
     calls of the model's own functions are inlined (OpenVINO and kiln's native engine do not
     read local functions), ``-1`` dims and ``?`` dim names of graph inputs, outputs and
     value_info become unnamed (dynamic) dims, and imports of domains no node uses are
-    dropped. In place."""
+    dropped. In place; returns whether it changed anything."""
+    changed = False
     if proto.functions:
         from onnx.inliner import inline_local_functions
 
         try:
             proto.CopyFrom(inline_local_functions(proto))
+            changed = True
         except Exception:  # onnx cannot inline them: onnxruntime still runs the calls
             pass
     graphs = [proto.graph]
@@ -134,6 +138,7 @@ def normalize(proto: onnx.ModelProto) -> None:
                     if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM or \
                             dim.HasField("dim_param") and dim.dim_param in UNKNOWN_DIM_NAMES:
                         dim.Clear()
+                        changed = True
         for node in graph.node:
             for attribute in node.attribute:
                 if attribute.HasField("g"):
@@ -144,6 +149,8 @@ def normalize(proto: onnx.ModelProto) -> None:
     if len(keep) != len(proto.opset_import):
         del proto.opset_import[:]
         proto.opset_import.extend(keep)
+        changed = True
+    return changed
 
 
 #: Files from this size are parsed a field at a time (``kiln.compiler.onnx_stream``).
@@ -185,9 +192,10 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
         data = path.read_bytes()
         proto = _parse(data, str(path))
         del data
-    if _has_external_data(proto):
-        load_external_data(proto, path.parent.resolve(), str(path),
-                           skip=aside.names if aside is not None else frozenset())
+    if _has_external_data(proto) and load_external_data(
+            proto, path.parent.resolve(), str(path),
+            skip=aside.names if aside is not None else frozenset()):
+        digest.alone = False
     return proto, str(path), digest
 
 
@@ -232,9 +240,10 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
-                       skip: set[str] | frozenset[str] = frozenset()) -> None:
+                       skip: set[str] | frozenset[str] = frozenset()) -> int:
     """Read every external tensor's bytes into the proto, confined to ``folder``, but for the
     main graph's initializers named in ``skip`` (their values went aside while parsing).
+    Returns how many tensors it read.
 
     Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
     files that are not regular, files with other hard links (they may alias a file outside),
@@ -242,9 +251,11 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
     """
     # by identity, the messages held so no id is reused while the loop runs
     aside = {id(t): t for t in proto.graph.initializer if t.name in skip} if skip else {}
+    read = 0
     for tensor, info in external_tensors(proto):
         if id(tensor) in aside:
             continue
+        read += 1
         location = info.get("location", "")
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:
@@ -257,6 +268,7 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
             raise ModelError(f"{where}: cannot read: {exc.strerror or exc}") from exc
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+    return read
 
 
 def _read_confined(folder: Path, location: str, info: dict[str, str], where: str) -> bytes:
@@ -313,18 +325,21 @@ def _non_negative_int(text: str, where: str, what: str) -> int:
     return value
 
 
-def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
-    """Old IR lists initializers as graph inputs too; make them plain constants."""
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> bool:
+    """Old IR lists initializers as graph inputs too; make them plain constants. Returns
+    whether there were any."""
     initializer_names = {t.name for t in proto.graph.initializer}
     if not initializer_names:
-        return
+        return False
     keep = [v for v in proto.graph.input if v.name not in initializer_names]
-    if len(keep) != len(proto.graph.input):
-        del proto.graph.input[:]
-        proto.graph.input.extend(keep)
-        # IR < 4 requires every initializer to be an input; moving on needs IR 4.
-        if proto.ir_version < 4:
-            proto.ir_version = 4
+    if len(keep) == len(proto.graph.input):
+        return False
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    # IR < 4 requires every initializer to be an input; moving on needs IR 4.
+    if proto.ir_version < 4:
+        proto.ir_version = 4
+    return True
 
 
 def _check(proto: onnx.ModelProto, name: str) -> None:

@@ -8,7 +8,8 @@
         backend cannot run expanded back to standard ONNX. A backend whose engine folds
         Conv -> BatchNormalization itself at load (``caps.folds_conv_batchnorm``) gets those
         pairs unfolded: the engine's graph is the same, the compile computes no weights.
-        One whose load cleans up (``caps.cleans_up_at_load``) gets no ``ENGINE_CLEANUP_STEPS``.
+        One whose load cleans up (``caps.cleans_up_at_load``) gets no ``ENGINE_CLEANUP_STEPS``
+        and no ``ENGINE_CHAIN_RULES``.
     O1, O2 and O3 also write the graph in the backend's own kernel ops when its caps list them
         (``kernel_steps``): Q/DQ regions as the int8 ops (before the epilogue fusion, which
         would otherwise take a Conv -> Relu out of its Q/DQ region), BatchNormalization ->
@@ -93,6 +94,15 @@ _CHAIN_RULES = [
     _common.flatten_to_reshape_rule,      # Flatten of known shape        -> Reshape
 ]
 
+#: Chains an engine that cleans up at its load (``caps.cleans_up_at_load``) collapses itself:
+#: onnxruntime's and OpenVINO's optimized graphs were the same with and without kiln's
+#: collapsing them on the 18 real models of the cache (MiniLM-L6, YOLOv8n, light ResNet-50,
+#: PP-OCRv4, ddddocr, silero, openwakeword, ...); they cost MiniLM-L6's compile ~15 ms. The
+#: Unsqueeze and Flatten rules stay: onnxruntime kept MiniLM-L6's three Unsqueeze pairs and
+#: its Flatten without them.
+ENGINE_CHAIN_RULES = (_common.transpose_transpose_rule, _common.reshape_reshape_rule,
+                      _common.cast_cast_rule, _common.squeeze_reshape_1d_rule)
+
 # Add(MatMul(a, b), c) -> Gemm(a, b, c) when a and b are 2-D
 _GEMM_RULES = [
     _common.matmul_add_to_gemm_rule,
@@ -154,6 +164,8 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
                                       (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
     # Conv -> BatchNormalization pairs are left to an engine that folds them at its load
     after_conv = not caps.folds_conv_batchnorm
+    chains = [rule for rule in _CHAIN_RULES
+              if not (caps.cleans_up_at_load and rule in ENGINE_CHAIN_RULES)]
     steps: list[Step] = [
         ("fuse-batchnorm", FuseBatchNormPass(after_conv)),
         *_hard_swish_opset_steps(caps),
@@ -164,7 +176,7 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
         ("fold-affine", RulePass(FOLD_AFFINE_RULES)),
         ("fuse-batchnorm-again", FuseBatchNormPass(after_conv)),
         *transformer_steps(caps),
-        ("collapse-chains", OnnxscriptRulesPass(_CHAIN_RULES)),
+        ("collapse-chains", OnnxscriptRulesPass(chains)),
         *_int8_steps(caps),
     ]
     if epilogue:

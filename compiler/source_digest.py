@@ -24,6 +24,15 @@ import onnx_ir as ir
 
 #: ``ir.Model.meta`` key (in memory, never saved) of the imported model's ``SourceDigest``.
 SOURCE_DIGEST = "kiln.source_digest"
+#: ``ir.Model.meta`` key set by the frontend when the IR holds its file's graph as read: the
+#: file holds the whole model (no external-data files) and the frontend changed nothing in it
+#: but the shapes it inferred. Passes leave it as it is: only a caller that knows no pass
+#: changed the graph since may act on it (``kiln.runtime.compile``, through ``SOURCE_FILE``).
+GRAPH_AS_READ = "kiln.graph_as_read"
+#: ``ir.Model.meta`` key of the ``SourceDigest`` of the file an engine may read itself instead
+#: of kiln's serialization of the same graph: set by ``kiln.compile`` only around a build of a
+#: graph no pass changed, and read through ``SourceDigest.file_as_read``.
+SOURCE_FILE = "kiln.source_file"
 #: Bytes read and hashed at a time.
 _CHUNK_BYTES = 1 << 20
 
@@ -44,6 +53,10 @@ class SourceDigest:
                  identity: tuple[int, ...] | None = None) -> None:
         self._hex = hexdigest
         self._path = path
+        self._file = path  # kept once hashed: ``file_as_read``
+        #: whether the file holds the whole model (the frontend clears it when the model
+        #: read external-data files beside it)
+        self.alone = path is not None
         self._identity = identity
 
     @classmethod
@@ -62,6 +75,17 @@ class SourceDigest:
             self._hex = self._hash_file(self._path)
             self._path = None  # hashed (or known to be unknowable) once
         return self._hex
+
+    def file_as_read(self) -> Path | None:
+        """The file this digest is of, while it still has the identity it had when read;
+        None for bytes, or a file rewritten, replaced or removed since."""
+        if self._file is None:
+            return None
+        try:
+            same = _identity(os.stat(self._file)) == self._identity
+        except OSError:
+            return None
+        return self._file if same else None
 
     def _hash_file(self, path: Path) -> str:
         try:

@@ -40,7 +40,12 @@ from kiln.backends.onnx_export import StoredGraph
 from kiln.compiler.capabilities import KILN_DOMAIN, STANDARD_ONNX, BackendCaps
 from kiln.compiler.frontend import import_model
 from kiln.compiler.reduce import ReduceOptions, needs_reduction
-from kiln.compiler.source_digest import SOURCE_DIGEST, SourceDigest
+from kiln.compiler.source_digest import (
+    GRAPH_AS_READ,
+    SOURCE_DIGEST,
+    SOURCE_FILE,
+    SourceDigest,
+)
 from kiln.compiler.target import Target
 from kiln.errors import KilnError
 from kiln.runtime import guards as guards_module
@@ -282,9 +287,18 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
     if whole and offload_weights(graph):  # the engine reads them from a file, not memory
         release_parsed(graph)
-    engine, placement = guards_module.call_with_timeout(
-        lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
-        f"compiling for {choice.name}")
+    # a graph as the frontend read it that no step changed: an engine fed ONNX reads the file
+    as_read = (whole and reduction is None and len(ranges) == len(dims)
+               and graph.meta.get(GRAPH_AS_READ, False)
+               and not any(record.modified for record in report.passes))
+    if as_read:
+        graph.meta[SOURCE_FILE] = graph.meta[SOURCE_DIGEST]
+    try:
+        engine, placement = guards_module.call_with_timeout(
+            lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
+            f"compiling for {choice.name}")
+    finally:
+        graph.meta.pop(SOURCE_FILE, None)  # only for this build: passes may change the graph
     if int8_check is not None and not int8_check.passes(engine):
         # The engine miscomputes this Q/DQ placement: the chained one, or a clear error.
         caps = dataclasses.replace(caps, static_int8="chained")

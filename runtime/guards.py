@@ -178,6 +178,12 @@ def _label(node: ir.Node) -> str:
     return f"node '{node.name}' ({node.op_type})" if node.name else f"a {node.op_type} node"
 
 
+#: The ops ``_Estimator.evaluate`` folds.
+_EVALUATED = frozenset({"Constant", "Shape", "Identity", "Cast", "Add", "Sub", "Mul", "Div",
+                        "Max", "Min", "Neg", "Concat", "Gather", "Unsqueeze", "Squeeze",
+                        "Reshape", "Flatten", "ReduceProd"})
+
+
 def _check_int64(values: np.ndarray, node: ir.Node) -> np.ndarray:
     for item in values.flat:
         if not INT64_MIN <= int(item) <= INT64_MAX:
@@ -220,15 +226,34 @@ class _Estimator:
         array = self.const(value)
         return array if array is not None and array.dtype == object else None
 
+    def exact_inputs(self, node: ir.Node) -> list[np.ndarray] | None:
+        """Every input of ``node`` as exact Python ints (small integer constants), or None.
+        An input declared of another type is not read (a float bias mapped from a file)."""
+        if not node.inputs:
+            return None
+        args = []
+        for value in node.inputs:
+            dtype = value.dtype if value is not None else None
+            if dtype is not None and not (dtype.is_integer() or dtype == ir.DataType.BOOL):
+                return None
+            array = self.ints(value)
+            if array is None:
+                return None
+            args.append(array)
+        return args
+
     def evaluate(self, node: ir.Node) -> None:
         """Fold integer shape arithmetic we can, exactly (no int64 wrap-around)."""
         op = node.op_type
-        if node.domain not in ("", "ai.onnx") or not node.outputs:
+        if node.domain not in ("", "ai.onnx") or not node.outputs or op not in _EVALUATED:
             return
         out = node.outputs[0]
-        raw = [self.const(v) for v in node.inputs]
-        args: list[np.ndarray] = [a for a in raw if a is not None]
-        exact = bool(args) and len(args) == len(raw) and all(a.dtype == object for a in args)
+        args: list[np.ndarray] = []
+        if op not in ("Constant", "Shape"):
+            exact = self.exact_inputs(node)
+            if exact is None:
+                return
+            args = exact
         result: np.ndarray | None = None
         if op == "Constant":
             attr = node.attributes.get("value")
@@ -245,8 +270,6 @@ class _Estimator:
                 end = node.attributes.get("end")
                 sl = slice(start.value if start else None, end.value if end else None)
                 result = np.array(shape[sl], dtype=object)
-        elif not exact:
-            return
         elif op in ("Identity", "Cast"):
             result = args[0]
         elif op in ("Add", "Sub", "Mul", "Div", "Max", "Min") and len(args) == 2:

@@ -155,6 +155,21 @@ def make_dynamic_dim_model() -> onnx.ModelProto:
     return model
 
 
+def make_chains_model() -> ir.Model:
+    """Transpose -> Transpose, Reshape -> Reshape and Unsqueeze -> Unsqueeze chains around a
+    Relu: what kiln's collapse-chains step rewrites."""
+    nodes = [helper.make_node("Transpose", ["a"], ["t1"], perm=[1, 0, 2]),
+             helper.make_node("Transpose", ["t1"], ["t2"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["t2", "s1"], ["r1"]),
+             helper.make_node("Reshape", ["r1", "s2"], ["r2"]),
+             helper.make_node("Relu", ["r2"], ["u"]),
+             helper.make_node("Unsqueeze", ["u", "axis"], ["u1"]),
+             helper.make_node("Unsqueeze", ["u1", "axis"], ["y"])]
+    return float_model(nodes, {"a": [2, 3, 4]}, {"y": [1, 1, 6, 4]},
+                       {"s1": np.array([3, 2, 4], np.int64), "s2": np.array([6, 4], np.int64),
+                        "axis": np.array([0], np.int64)})
+
+
 def make_scalar_input_model() -> onnx.ModelProto:
     """y = x * float(rate), with ``rate`` a rank-0 int64 input (a sample rate)."""
     graph = helper.make_graph(

@@ -91,6 +91,7 @@ from kiln.backends.native.plan import (
     check_declared_dims,
     contiguous,
     inferred_shapes,
+    static_bytes,
 )
 from kiln.backends.native.plan_isa import LEVELS, cross_kernels, plan_isa, runs_here
 from kiln.backends.onnx_export import value_spec
@@ -333,7 +334,12 @@ class NativeBackend(Backend):
 
     def compile(self, model: ir.Model, target: Target | None,
                 options: CompileOptions) -> CompiledModel:
-        return self._build(model, options, inferred_shapes(model), plan_isa(target))
+        # ONNX's inference on a serialized copy only hints the size of values the IR leaves
+        # without one (the plan reads the IR's first): none left, none run
+        shapes = _ir_sizes(model)
+        if shapes is None:
+            shapes = inferred_shapes(model)
+        return self._build(model, options, shapes, plan_isa(target))
 
     def describe_blobs(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
         """The plan ISA and kernels an artifact's plan blob records (empty without one)."""
@@ -727,6 +733,21 @@ def _run_boundary(nodes: list[ir.Node], initializers: Mapping[str, ir.Value],
             inputs.append(v)
     outputs = [o for n in nodes for o in n.outputs if o is not None and o.name in needed]
     return inputs, outputs
+
+
+def _ir_sizes(model: ir.Model) -> dict[str, tuple[tuple[int, ...], int]] | None:
+    """The static dims and item size of every graph input and node output of ``model`` (every
+    graph), as ``inferred_shapes`` gives them, when the IR knows them all; else None."""
+    sizes: dict[str, tuple[tuple[int, ...], int]] = {}
+    for graph in model.graphs():
+        for value in (*graph.inputs, *(v for node in graph for v in node.outputs)):
+            nbytes = static_bytes(value)
+            if nbytes is None:
+                return None
+            if value.name:
+                sizes[value.name] = (tuple(value.shape),  # all ints: static_bytes checked
+                                     np.dtype(value.dtype.numpy()).itemsize)
+    return sizes
 
 
 def _saved_shapes(saved: Any, limit: int) -> dict[str, tuple[tuple[int, ...], int]] | None:

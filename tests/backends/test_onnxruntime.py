@@ -173,6 +173,23 @@ def _onnxruntime_graph(model, tmp_path, name):
     return [n.op_type for n in onnx.load(path).graph.node]
 
 
+def _left_to_onnxruntime(model, tmp_path):
+    """kiln's compile of ``model()`` for onnxruntime (caps.cleans_up_at_load), with the op
+    types of its graph and of the graph kiln makes for an engine that does not clean up;
+    asserts that onnxruntime's optimized graphs of the two are the same."""
+    import dataclasses
+
+    from kiln.compiler.pipeline import optimize
+
+    compiled = kiln.compile(model(), backend="onnxruntime")
+    done, _ = optimize(model(), 2, None, dataclasses.replace(
+        get_backend("onnxruntime").caps(), cleans_up_at_load=False))
+    assert _onnxruntime_graph(compiled.model, tmp_path, "left.onnx") == \
+        _onnxruntime_graph(done, tmp_path, "done.onnx")
+    return (compiled, [n.op_type for n in compiled.model.graph],
+            [n.op_type for n in done.graph])
+
+
 def test_conv_batchnorm_is_left_to_onnxruntime_which_folds_it_the_same(tmp_path):
     """caps.folds_conv_batchnorm: kiln hands Conv -> BatchNormalization over unfolded, and
     onnxruntime's graph is the one it makes of kiln's folded Conv; the numbers agree."""
@@ -200,12 +217,8 @@ def test_conv_batchnorm_is_left_to_onnxruntime_which_folds_it_the_same(tmp_path)
 def test_cleanup_left_to_onnxruntime_gives_it_the_same_graph(tmp_path):
     """caps.cleans_up_at_load: a duplicated Relu and MatMul + Add reach onnxruntime as
     written, and its optimized graph is the one it makes of kiln's cleaned-up graph."""
-    import dataclasses
-
     from model_builders import float_model, run_reference
     from onnx import helper
-
-    from kiln.compiler.pipeline import optimize
 
     def model():
         rng = np.random.default_rng(0)
@@ -220,17 +233,10 @@ def test_cleanup_left_to_onnxruntime_gives_it_the_same_graph(tmp_path):
                            {"w": rng.standard_normal((4, 3)).astype(np.float32),
                             "b": rng.standard_normal(3).astype(np.float32)})
 
-    backend = get_backend("onnxruntime")
-    assert backend.caps().cleans_up_at_load
-    compiled = kiln.compile(model(), backend="onnxruntime")
-    left = [n.op_type for n in compiled.model.graph]
+    assert get_backend("onnxruntime").caps().cleans_up_at_load
+    compiled, left, done = _left_to_onnxruntime(model, tmp_path)
     assert "MatMul" in left and left.count("Relu") == 2
-    cleaned, _ = optimize(model(), 2, None,
-                          dataclasses.replace(backend.caps(), cleans_up_at_load=False))
-    done = [n.op_type for n in cleaned.graph]
     assert "MatMul" not in done and done.count("Relu") == 1
-    assert _onnxruntime_graph(compiled.model, tmp_path, "left.onnx") == \
-        _onnxruntime_graph(cleaned, tmp_path, "cleaned.onnx")
     a = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(kiln.Session(compiled)(a=a)["y"],
                                run_reference(model(), {"a": a})[0], rtol=1e-5, atol=1e-6)
@@ -260,3 +266,19 @@ def test_layer_norm_is_left_to_onnxruntime_which_fuses_it_the_same(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
     np.testing.assert_allclose(kiln.Session(model(), backend="onnxruntime")(x=x)["y"],
                                run_reference(model(), {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_chains_left_to_onnxruntime_give_it_the_same_graph(tmp_path):
+    """caps.cleans_up_at_load: Transpose and Reshape chains (ENGINE_CHAIN_RULES) reach
+    onnxruntime as written, and its optimized graph is the one it makes of kiln's collapsed
+    chains; an Unsqueeze chain, which onnxruntime keeps, is still collapsed by kiln."""
+    from model_builders import make_chains_model as model
+    from model_builders import run_reference
+
+    compiled, left, done = _left_to_onnxruntime(model, tmp_path)
+    assert left.count("Transpose") == 2 and left.count("Reshape") == 2
+    assert left.count("Unsqueeze") == 1
+    assert "Transpose" not in done and done.count("Reshape") == 1
+    a = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(kiln.Session(compiled)(a=a)["y"],
+                               run_reference(model(), {"a": a})[0], rtol=1e-6)

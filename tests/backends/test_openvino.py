@@ -112,3 +112,20 @@ def test_cleanup_is_left_to_openvino_which_makes_the_same_runtime_graph():
     got = kiln.Session(_cleanup_model(), backend="openvino")(a=a)["y"]
     want = kiln.Session(_cleanup_model(), backend="onnxruntime")(a=a)["y"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_chains_are_left_to_openvino_which_makes_the_same_runtime_graph():
+    """caps.cleans_up_at_load: Transpose and Reshape chains (ENGINE_CHAIN_RULES) reach
+    OpenVINO as written; its compiled graph is the one it makes of kiln's collapsed chains."""
+    from model_builders import make_chains_model
+
+    from kiln.backends import registry
+    from kiln.compiler.pipeline import optimize
+
+    caps = registry.get_backend("openvino").caps()
+    left, _ = optimize(make_chains_model(), 2, None, caps)
+    assert [n.op_type for n in left.graph].count("Transpose") == 2
+    collapsed, _ = optimize(make_chains_model(), 2, None,
+                            dataclasses.replace(caps, cleans_up_at_load=False))
+    assert "Transpose" not in [n.op_type for n in collapsed.graph]
+    assert _runtime_layers(left) == _runtime_layers(collapsed)

@@ -151,3 +151,53 @@ def test_nesting_beyond_protobuf_is_a_model_error_not_a_crash():
 
     with pytest.raises(ModelError, match="nests messages deeper than protobuf's limit of 100"):
         import_model(nested_if_bytes(40))
+
+
+def _patched(text: bytes, where: str) -> onnx.ModelProto:
+    """A Relu model with ``text`` (bytes protobuf will not set as a string) at ``where``,
+    patched into its serialization and parsed back."""
+    from onnx import TensorProto, helper
+
+    then, other = (helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"], name=node)], "branch", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+        for node in ("subnode", "othernode"))
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu", doc_string="docnode"),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["dimname"]),
+                     helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"metakey": "metavalue"})
+    marker = {"node name": b"subnode", "doc": b"docnode", "dim": b"dimname",
+              "metadata": b"metavalue"}[where]
+    data = model.SerializeToString()
+    assert data.count(marker) == 1
+    return onnx.ModelProto.FromString(data.replace(marker, text.ljust(len(marker), b"a")))
+
+
+@pytest.mark.parametrize("where", ["node name", "doc", "dim", "metadata"])
+@pytest.mark.parametrize("text", [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf",
+                                  b"\xf4\x90\x80\x80"],
+                         ids=["ff", "truncated", "surrogate", "overlong", "above-max"])
+def test_text_that_is_not_utf8_is_refused_wherever_it_is(text, where, monkeypatch):
+    """The one strict parse and the walk (forced with a 0-byte limit) refuse the same
+    strings, and the error names the field either way."""
+    from kiln.compiler import validate
+
+    proto = _patched(text, where)
+    assert not validate._text_is_valid(proto)
+    with pytest.raises(ModelError, match="is not valid UTF-8 text"):
+        validate_proto(proto, "m")
+    monkeypatch.setattr(validate, "STRICT_TEXT_CHECK_BYTES", -1)
+    with pytest.raises(ModelError, match="is not valid UTF-8 text"):
+        validate_proto(proto, "m")
+
+
+def test_utf8_text_beyond_ascii_passes_by_the_strict_parse():
+    from kiln.compiler import validate
+
+    proto = _patched("é😀".encode(), "node name")
+    assert validate._text_is_valid(proto)
+    validate_proto(proto, "m")

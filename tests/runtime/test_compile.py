@@ -334,3 +334,124 @@ def test_an_artifact_stores_the_batchnorms_its_engine_folded_at_compile_folded(t
     again = kiln.load(compiled.save(tmp_path / "again.kiln"))  # folded once, saved twice
     assert again.compiled.artifact.manifest["pipeline"]["passes"][-1] == \
         compile_module.ARTIFACT_FOLD_STEP
+
+
+# --- a graph no step changed: the engine reads the user's file, as when used directly -------
+
+def _add_relu_file(tmp_path, name="m.onnx", extra_nodes=(), batch=2, op="Relu"):
+    """y = op(a + b + k); ``extra_nodes`` may define k from constants (else k is a weight)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), n)
+             for n in (("k1", "k2") if extra_nodes else ("k",))]
+    graph = helper.make_graph(
+        [*extra_nodes, helper.make_node("Add", ["a", "b"], ["s"]),
+         helper.make_node("Add", ["s", "k"], ["t"]), helper.make_node(op, ["t"], ["y"])],
+        "add_relu",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 4]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], initializer=inits)
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _opened_by_onnxruntime(monkeypatch) -> list:
+    from kiln.backends import onnxruntime as backend
+
+    opened = []
+    session = backend._session
+
+    def recording(model, *args, **kwargs):
+        opened.append(model)
+        return session(model, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "_session", recording)
+    return opened
+
+
+def _feeds():
+    rng = np.random.default_rng(1)
+    return {n: rng.standard_normal((2, 4)).astype(np.float32) for n in "ab"}
+
+
+def _expected(path, feeds):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_a_graph_no_step_changed_goes_to_onnxruntime_as_its_file(tmp_path, monkeypatch):
+    from kiln.compiler.source_digest import SOURCE_FILE
+
+    path = _add_relu_file(tmp_path)
+    opened = _opened_by_onnxruntime(monkeypatch)
+    sess = kiln.Session(path, backend="onnxruntime")
+    assert opened == [str(path)]
+    assert not any(record.modified for record in sess.report.passes)
+    assert SOURCE_FILE not in sess.model.meta  # only for the build
+    feeds = _feeds()
+    np.testing.assert_allclose(sess(**feeds)["y"], _expected(path, feeds), rtol=1e-6)
+
+
+def test_a_graph_no_step_changed_goes_to_openvino_as_its_file(tmp_path, monkeypatch):
+    import openvino as ov
+
+    path = _add_relu_file(tmp_path)
+    read = []
+    original = ov.Core.read_model
+    monkeypatch.setattr(ov.Core, "read_model",
+                        lambda core, model, *a: read.append(model) or original(core, model, *a))
+    sess = kiln.Session(path, backend="openvino")
+    assert read == [str(path)]
+    feeds = _feeds()
+    np.testing.assert_allclose(sess(**feeds)["y"], _expected(path, feeds), rtol=1e-5)
+
+
+def test_a_graph_a_pass_changed_goes_to_the_engine_as_kiln_wrote_it(tmp_path, monkeypatch):
+    folded = helper.make_node("Add", ["k1", "k2"], ["k"])  # fold-constants folds it
+    path = _add_relu_file(tmp_path, extra_nodes=[folded])
+    opened = _opened_by_onnxruntime(monkeypatch)
+    sess = kiln.Session(path, backend="onnxruntime")
+    assert any(record.modified for record in sess.report.passes)
+    assert len(opened) == 1 and opened[0] != str(path)
+    feeds = _feeds()
+    np.testing.assert_allclose(sess(**feeds)["y"], _expected(path, feeds), rtol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["normalized", "bytes", "dims", "opt_level"])
+def test_a_graph_the_file_does_not_hold_as_compiled_is_not_handed_over(tmp_path, monkeypatch,
+                                                                        how):
+    """-1 dims the frontend makes dynamic, serialized bytes (no file), dims bound by the
+    caller: kiln's serialization; opt_level=0 (no pass at all): the file."""
+    path = _add_relu_file(tmp_path, batch={"normalized": -1, "dims": "N"}.get(how, 2))
+    opened = _opened_by_onnxruntime(monkeypatch)
+    source = path.read_bytes() if how == "bytes" else path
+    options = {"dims": {"N": 2}} if how == "dims" else {}
+    if how == "opt_level":
+        options["opt_level"] = 0
+    kiln.Session(source, backend="onnxruntime", **options)
+    assert (opened == [str(path)]) == (how == "opt_level")
+
+
+def test_a_file_rewritten_after_kiln_read_it_is_not_what_the_engine_runs(tmp_path, monkeypatch):
+    """The file's identity, noted before kiln read it, is checked before and after the engine
+    reads it: a rewritten file gives way to kiln's serialization of what kiln checked."""
+    import os
+
+    from kiln.backends.base import CompileOptions
+    from kiln.backends.registry import get_backend
+    from kiln.compiler.frontend import import_model
+    from kiln.compiler.source_digest import SOURCE_DIGEST, SOURCE_FILE
+    from kiln.compiler.target import Target
+
+    path = _add_relu_file(tmp_path)
+    graph = import_model(path)
+    graph.meta[SOURCE_FILE] = graph.meta[SOURCE_DIGEST]
+    feeds = _feeds()
+    expected = _expected(path, feeds)
+    _add_relu_file(tmp_path, op="Sigmoid")  # the same name, another model
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    opened = _opened_by_onnxruntime(monkeypatch)
+    engine = get_backend("onnxruntime").compile(graph, Target.parse("cpu"), CompileOptions())
+    assert str(path) not in opened
+    np.testing.assert_allclose(engine.run(feeds)["y"], expected, rtol=1e-6)

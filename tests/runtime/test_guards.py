@@ -49,3 +49,25 @@ def test_timeout_passes_results_and_errors_through():
     assert guards.call_with_timeout(lambda: 7, 5, "run") == 7
     with pytest.raises(ModelError, match="boom"):
         guards.call_with_timeout(lambda: (_ for _ in ()).throw(ModelError("boom")), 5, "run")
+
+
+def test_only_integer_inputs_are_read_to_fold_shape_arithmetic(monkeypatch):
+    """A float constant beside shape arithmetic (a bias mapped from a file) is never read;
+    the integer shape it feeds into is still folded, and its size still checked."""
+    import numpy as np
+    from model_builders import float_model
+    from onnx import helper
+
+    nodes = [helper.make_node("Add", ["x", "bias"], ["b"]),
+             helper.make_node("Mul", ["n", "n"], ["nn"]),
+             helper.make_node("ConstantOfShape", ["nn"], ["y"])]
+    model = float_model(nodes, {"x": [4]}, {"b": [4], "y": [None]},
+                        {"bias": np.ones(4, np.float32), "n": np.array([2**20], np.int64)})
+    read = []
+    kind = type(model.graph.initializers["bias"].const_value)
+    numpy = kind.numpy
+    monkeypatch.setattr(kind, "numpy", lambda t: read.append(t.name) or numpy(t))
+    guards.check_model(model, guards.Guards(max_memory=2**43), "onnxruntime")
+    assert read == ["n"]
+    with pytest.raises(ResourceError, match="ConstantOfShape"):
+        guards.check_model(model, guards.Guards(max_memory=2**41), "onnxruntime")

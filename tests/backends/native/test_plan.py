@@ -179,3 +179,27 @@ def test_split_outputs_are_views_of_their_chunks(lie: bool):
     assert o[ids["p"]] == o[ids["t"]] and o[ids["q"]] == o[ids["t"]] + half
     got = compiled.run(feeds)
     np.testing.assert_allclose(got["y"], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_inference_runs_only_for_sizes_the_ir_leaves_open(monkeypatch):
+    """A graph whose every value has a static size in the IR is planned from the IR alone
+    (ONNX's inference on a serialized copy could only restate it); a symbolic batch dim
+    still asks it for hints. The numbers are the same either way."""
+    import numpy as np
+    from model_builders import make_conv_model
+
+    import kiln
+    from kiln.backends.native import backend as native
+
+    inferred = []
+    infer = native.inferred_shapes
+    monkeypatch.setattr(native, "inferred_shapes",
+                        lambda model: inferred.append(model) or infer(model))
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    static = kiln.Session(make_conv_model(), backend="native", fallback=None)
+    assert inferred == []
+    dynamic = kiln.Session(make_conv_model(batch="N"), backend="native", fallback=None)
+    assert len(inferred) == 1
+    want = kiln.Session(make_conv_model(), backend="onnxruntime")(x=x)["y"]
+    for session in (static, dynamic):
+        np.testing.assert_allclose(session(x=x)["y"], want, rtol=1e-4, atol=1e-5)
