@@ -431,6 +431,16 @@ def ocr_det(threads: int, path: Path, dims: str = "static", size: int = 320) -> 
             q = quantization.quantize_model(model, target, calib, static_form=placement)
             variants[name] = q.model
             out["layers_int8"] = out.get("layers_int8") or len(q.report.quantized)
+    # What kiln.compile hands OpenVINO: the placement its caps ask for, unless the engine
+    # check found OpenVINO miscomputing it (runtime/engine_check.py), then the chained one.
+    import kiln
+
+    compiled = kiln.compile(clone(model), backend="openvino", precision="int8",
+                            calibration=calib, threads=threads)
+    variants["kiln compile"] = compiled.model
+    out["openvino_compile_notes"] = [line for line in compiled.reduction.lines()
+                                     if "placement" in line]
+    log(f"ocrdet kiln.compile on openvino: {out['openvino_compile_notes'] or 'as the caps ask'}")
     nncf_model = nncf_int8(model, calib)
     if nncf_model is not None:
         variants["nncf"] = nncf_model
