@@ -16,6 +16,10 @@
 #include <new>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "kernels/gemm_driver.h"
 #include "kernels/ukernels.h"
 #include "threadpool.h"
@@ -84,9 +88,21 @@ void sgemm_reference(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, c
 
 void AlignedBuffer::resize(size_t n) {
   if (n <= size_) return;
-  const size_t bytes = round_up(std::max<size_t>(n, 16) * sizeof(float), 64);
-  void* p = std::aligned_alloc(64, bytes);
+  // A buffer of 2 MiB or more (packed weights, mostly, streamed every run) is 2 MiB aligned
+  // and asks for transparent huge pages on its whole 2 MiB blocks, as the plan's arena does:
+  // one TLB entry per 2 MiB of weights instead of per 4 KiB. The blocks are all written when
+  // the weights are packed, so the resident set is the same. (ResNet-50 at 2 threads with a
+  // peer engine in the process: 2 of 4 fresh processes ran at ~50 ms instead of ~40 before,
+  // none of 7 after; one process with both forms side by side: level.)
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t need = std::max<size_t>(n, 16) * sizeof(float);
+  const size_t align = need >= kHuge ? kHuge : 64;
+  const size_t bytes = round_up(need, align);
+  void* p = std::aligned_alloc(align, bytes);
   if (!p) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  if (align == kHuge) madvise(p, need / kHuge * kHuge, MADV_HUGEPAGE);  // advice only
+#endif
   ptr_.reset(static_cast<float*>(p));
   size_ = n;
 }
