@@ -16,6 +16,7 @@ else the calibration samples).
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,18 @@ class ReduceOptions:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    def materialized(self) -> ReduceOptions:
+        """These options with a one-shot iterable of calibration or evaluation samples read
+        into a list, so that more than one step can read them (a generator would be empty for
+        the second)."""
+        def listed(samples: Any) -> Any:
+            if samples is None or isinstance(samples, (str, os.PathLike, list, tuple)):
+                return samples
+            return list(samples)
+
+        return dataclasses.replace(self, calibration=listed(self.calibration),
+                                   eval_samples=listed(self.eval_samples))
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> ReduceOptions | None:

@@ -278,9 +278,10 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
         # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
         graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
-        fp32_graph, reduce = graph, reduce or ReduceOptions()
+        fp32_graph, reduce = graph, (reduce or ReduceOptions()).materialized()
         graph, reduction = reduce_graph(graph, choice, target, compile_options, caps, reduce)
         int8_check = Int8Check.prepare(graph, fp32_graph, reduction, choice, reduce)
+        passes_before = len(report.passes)
         graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
     else:
         graph, report = optimize(graph, level, target, caps, shapes_inferred)
@@ -301,12 +302,19 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
         graph.meta.pop(SOURCE_FILE, None)  # only for this build: passes may change the graph
     if int8_check is not None and not int8_check.passes(engine):
         # The engine miscomputes this Q/DQ placement: the chained one, or a clear error.
+        del engine  # before the second build: two engines would double the peak
         caps = dataclasses.replace(caps, static_int8="chained")
         graph, reduction = reduce_graph(int8_check.fp32_graph, choice, target, compile_options,
                                         caps, reduce)
         int8_check = int8_check.again(graph, reduction)
+        del report.passes[passes_before:]  # the after-reduction passes run again
         graph = optimize_reduced(graph, report, caps)
-        engine, placement = build(graph, choice, target, compile_options, whole)
+        whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
+        if whole and offload_weights(graph):
+            release_parsed(graph)
+        engine, placement = guards_module.call_with_timeout(
+            lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
+            f"compiling for {choice.name}")
         int8_check.require(engine)
         reduction.notes.append(int8_check.note)
     release_maps(graph)

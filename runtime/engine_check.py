@@ -39,11 +39,16 @@ def agreement(expected: Mapping[str, np.ndarray], engine: Any,
     worst, where = 1.0, ""
     for name, want in expected.items():
         want = np.asarray(want)
-        if name not in got or want.dtype.kind != "f" or want.size == 0:
+        if want.dtype.kind != "f" or want.size == 0:
             continue
-        have = np.asarray(got[name], dtype=np.float64).reshape(-1)
-        value = cosine(want.astype(np.float64).reshape(-1), have) \
-            if have.size == want.size else -1.0
+        have = np.asarray(got[name], dtype=np.float64) if name in got else None
+        # a missing output, another size, or NaN / inf where the reference is finite: -1
+        value = -1.0
+        if have is not None and have.size == want.size:
+            value = cosine(want, have)
+            if not np.isfinite(value) or (np.isfinite(want).all() and
+                                          not np.isfinite(have).all()):
+                value = -1.0
         if value < worst:
             worst, where = value, name
     return worst, where

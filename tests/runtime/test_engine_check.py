@@ -75,3 +75,21 @@ def test_an_engine_that_miscomputes_the_chained_placement_is_refused(monkeypatch
     with pytest.raises(kiln.KilnError, match=r"native computes this int8 graph differently"):
         kiln.Session(make_conv_model().SerializeToString(), backend="native", precision="int8",
                      calibration=PAGES)
+
+
+def test_nan_or_a_missing_output_is_disagreement():
+    class Engine:
+        def run(self, feeds):
+            return {"a": np.array([1.0, np.nan], np.float32)}
+
+    assert engine_check.agreement({"a": np.ones(2)}, Engine(), {})[0] == -1.0
+    assert engine_check.agreement({"b": np.ones(2)}, Engine(), {}) == (-1.0, "b")
+
+
+def test_calibration_from_a_generator_serves_every_step(monkeypatch):
+    """The check and a second placement read the samples after the quantizer did."""
+    _needs("openvino")
+    _first_check_fails(monkeypatch)
+    session = kiln.Session(make_conv_model().SerializeToString(), backend="openvino",
+                           precision="int8", calibration=(page for page in PAGES))
+    assert any("chained" in line for line in session.reduction.lines())

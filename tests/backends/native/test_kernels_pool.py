@@ -105,6 +105,18 @@ def test_dilated_max_pool_matches_onnxruntime(isa: str) -> None:
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_a_window_all_in_the_padding_matches_the_reference(isa: str, kind: str) -> None:
+    """Dilation can put every tap of a window in the padding (the last output row reads rows
+    -1 and 2 of a 2-row input, after rows that read data): the kernels read no row for it
+    and give the reference's -inf / 0."""
+    x = np.random.default_rng(2).standard_normal((2, 3, 2, 8), dtype=np.float32)
+    args = (kind, [2, 1], [1, 1], [3, 0, 1, 0], [3, 1], False, False)
+    want = K.pool2d(x, *args, True, 1)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(K.pool2d(x, *args, False, threads), want)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

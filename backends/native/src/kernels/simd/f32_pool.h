@@ -34,15 +34,17 @@ void pool_plane(const PoolPlane& p) {
   float* row = row_buffer.data();
   std::fill(row, row + len, fill);  // padding columns stay the fill; data columns are rewritten
   for (size_t oy = 0; oy < p.oh; ++oy) {
-    // The window's rows inside the plane: taps [ky0, ky1) (at least one: pads < kernel).
+    // The window's rows inside the plane: taps [ky0, ky1); none when dilation puts every tap
+    // in the padding (then the row is all fill).
     const size_t top = oy * p.sh;
     size_t ky0 = 0, ky1 = p.kh;
     while (ky0 < ky1 && top + ky0 * p.dh < p.pad_top) ++ky0;
     while (ky1 > ky0 && top + (ky1 - 1) * p.dh >= p.pad_top + p.in_h) --ky1;
-    const float* in = p.x + (top + ky0 * p.dh - p.pad_top) * p.in_w;
-    const size_t step = p.dh * p.in_w;
     float* out = row + p.pad_left;
-    for (size_t c = 0; c < cols; c += W) {
+    if (ky0 == ky1) std::fill(out, out + cols, fill);
+    const float* in = ky0 < ky1 ? p.x + (top + ky0 * p.dh - p.pad_top) * p.in_w : p.x;
+    const size_t step = p.dh * p.in_w;
+    for (size_t c = 0; ky0 < ky1 && c < cols; c += W) {
       const size_t n = cols - c;
       vec acc = load_n<V>(in + c, n);
       for (size_t ky = ky0 + 1; ky < ky1; ++ky) {
