@@ -273,50 +273,58 @@ def _compile_source(model: Any, backend: str | Sequence[str], target: str | Targ
     source_digest = graph.meta.get(SOURCE_DIGEST)
     imported = time.perf_counter()
     caps = choice.caps()
-    reduction = None
-    int8_check = None
-    if needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
-        # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
-        graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
-        fp32_graph, reduce = graph, (reduce or ReduceOptions()).materialized()
-        graph, reduction = reduce_graph(graph, choice, target, compile_options, caps, reduce)
-        int8_check = Int8Check.prepare(graph, fp32_graph, reduction, choice, reduce)
-        passes_before = len(report.passes)
-        graph = optimize_reduced(graph, report, caps)  # the backend's kernel ops
-    else:
-        graph, report = optimize(graph, level, target, caps, shapes_inferred)
-    whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
-    if whole and offload_weights(graph):  # the engine reads them from a file, not memory
-        release_parsed(graph)
-    # a graph as the frontend read it that no step changed: an engine fed ONNX reads the file
-    as_read = (whole and reduction is None and len(ranges) == len(dims)
-               and graph.meta.get(GRAPH_AS_READ, False)
-               and not any(record.modified for record in report.passes))
-    if as_read:
-        graph.meta[SOURCE_FILE] = graph.meta[SOURCE_DIGEST]
-    try:
-        engine, placement = guards_module.call_with_timeout(
-            lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
-            f"compiling for {choice.name}")
-    finally:
-        graph.meta.pop(SOURCE_FILE, None)  # only for this build: passes may change the graph
-    if int8_check is not None and not int8_check.passes(engine):
-        # The engine miscomputes this Q/DQ placement: the chained one, or a clear error.
-        del engine  # before the second build: two engines would double the peak
-        caps = dataclasses.replace(caps, static_int8="chained")
-        graph, reduction = reduce_graph(int8_check.fp32_graph, choice, target, compile_options,
-                                        caps, reduce)
-        int8_check = int8_check.again(graph, reduction)
-        del report.passes[passes_before:]  # the after-reduction passes run again
-        graph = optimize_reduced(graph, report, caps)
+
+    def engine_for(graph: ir.Model, as_read: bool = False) -> tuple[Any, Any]:
+        """The engine for ``graph`` (weights to a file first when one engine takes it whole);
+        ``as_read``: a graph no step changed, which an engine fed ONNX reads from the user's
+        file."""
         whole = not choice.partitioned or runs_whole(graph, choice, compile_options.device)
-        if whole and offload_weights(graph):
+        if whole and offload_weights(graph):  # the engine reads them from a file, not memory
             release_parsed(graph)
-        engine, placement = guards_module.call_with_timeout(
-            lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
-            f"compiling for {choice.name}")
-        int8_check.require(engine)
-        reduction.notes.append(int8_check.note)
+        if whole and as_read:
+            graph.meta[SOURCE_FILE] = graph.meta[SOURCE_DIGEST]
+        try:
+            return guards_module.call_with_timeout(
+                lambda: build(graph, choice, target, compile_options, whole), guards.timeout,
+                f"compiling for {choice.name}")
+        finally:
+            graph.meta.pop(SOURCE_FILE, None)  # only for this build: passes change graphs
+
+    reduction = None
+    if not needs_reduction(graph, compile_options.precision, caps.precision_hints, reduce):
+        graph, report = optimize(graph, level, target, caps, shapes_inferred)
+        as_read = (len(ranges) == len(dims) and graph.meta.get(GRAPH_AS_READ, False)
+                   and not any(record.modified for record in report.passes))
+        engine, placement = engine_for(graph, as_read)
+    else:
+        # Quantizers and converters read standard ONNX: no kiln-domain fusions first.
+        fp32_graph, report = optimize(graph, level, target, STANDARD_ONNX, shapes_inferred)
+        reduce = (reduce or ReduceOptions()).materialized()
+        passes_before = len(report.passes)
+
+        def reduced(caps: BackendCaps, check_for: Any) -> tuple[ir.Model, Any, Any]:
+            """fp32_graph reduced for ``caps`` and written in its kernel ops, the reduction,
+            and ``check_for(standard graph, reduction)``: the engine check, made from the
+            standard-ONNX graph before the kernel ops replace it in place."""
+            graph, reduction = reduce_graph(fp32_graph, choice, target, compile_options, caps,
+                                            reduce)
+            check = check_for(graph, reduction)
+            del report.passes[passes_before:]  # a second placement runs them again
+            return optimize_reduced(graph, report, caps), reduction, check
+
+        graph, reduction, check = reduced(caps, lambda standard, reduction: Int8Check.prepare(
+            standard, reduction, choice.name, caps, reduce))
+        engine, placement = engine_for(graph)
+        if check is not None and not check.agrees(engine):
+            # The engine miscomputes this Q/DQ placement: the chained one, else a clear error.
+            del engine, graph  # two engines at once would double the peak
+            caps = dataclasses.replace(caps, static_int8="chained")
+            graph, reduction, check = reduced(
+                caps, lambda standard, _, first=check: first.for_graph(standard, "chained"))
+            engine, placement = engine_for(graph)
+            if not check.agrees(engine):
+                check.refuse()
+            reduction.notes.append(check.replaced)
     release_maps(graph)
     if placement is not None and choice.backends == (choice.name,):  # "native" was split
         choice = dataclasses.replace(choice, name="+".join(placement["backends"]))
@@ -439,62 +447,61 @@ def one_sample(graph: ir.Model, reduce: ReduceOptions) -> dict[str, Any]:
 @dataclasses.dataclass
 class Int8Check:
     """An int8 compile's check that its engine computes the quantized graph as onnxruntime
-    does (runtime/engine_check.py): the sample, onnxruntime's outputs on the graph, and the
-    fp32 graph a second Q/DQ placement is made from when the first one fails."""
+    does (runtime/engine_check.py): the sample, onnxruntime's outputs on the standard-ONNX
+    graph, the Q/DQ placement checked and what the last check found."""
 
     backend: str
     feeds: dict[str, Any]
     expected: dict[str, Any]
-    fp32_graph: ir.Model
     form: str
-    note: str = ""
+    worst: float = 1.0
+    where: str = ""
+    replaced: str = ""  # what the first placement's failure made the compile do
 
     @classmethod
-    def prepare(cls, graph: ir.Model, fp32_graph: ir.Model, reduction: Any,
-                choice: BackendChoice, reduce: ReduceOptions) -> Int8Check | None:
-        """The check for a static or dynamic int8 graph on an engine other than onnxruntime
-        (the reference itself); None otherwise."""
+    def prepare(cls, standard: ir.Model, reduction: Any, backend: str, caps: BackendCaps,
+                reduce: ReduceOptions) -> Int8Check | None:
+        """The check of an int8 graph on an engine other than onnxruntime (the reference
+        itself); None for anything else."""
         quant = reduction.quantization
-        if quant is None or not quant.quantized or choice.name == "onnxruntime":
+        if quant is None or not quant.quantized or backend == "onnxruntime":
             return None
         from kiln.runtime.engine_check import reference_outputs
 
-        feeds = one_sample(graph, reduce)
-        return cls(choice.name, feeds, reference_outputs(graph, feeds), fp32_graph,
-                   choice.caps().static_int8 if quant.mode == "static" else "dynamic")
+        feeds = one_sample(standard, reduce)
+        return cls(backend, feeds, reference_outputs(standard, feeds),
+                   caps.static_int8 if quant.mode == "static" else "dynamic")
 
-    def passes(self, engine: Any) -> bool:
-        """Whether ``engine`` agrees; False when it does not and the chained placement is
-        left to try; a KilnError when it does not and nothing is left."""
+    def agrees(self, engine: Any) -> bool:
+        """Whether ``engine`` agrees with the reference; a KilnError when it does not and no
+        other placement is left to try (only the "inputs" one has a fallback)."""
         from kiln.runtime.engine_check import MIN_COSINE, agreement
 
-        worst, where = agreement(self.expected, engine, self.feeds)
-        if worst >= MIN_COSINE:
+        self.worst, self.where = agreement(self.expected, engine, self.feeds)
+        if self.worst >= MIN_COSINE:
             return True
         if self.form != "inputs":
-            self.refuse(worst, where)
-        self.note = (f"{self.backend} computed the '{self.form}' Q/DQ placement differently "
-                     f"from onnxruntime (output {where}: cosine {worst:.3f}); compiled with "
-                     "the chained placement instead")
+            self.refuse()
+        self.replaced = (f"{self.backend} computed the '{self.form}' Q/DQ placement "
+                         f"differently from onnxruntime (output {self.where}: cosine "
+                         f"{self.worst:.3f}); compiled with the chained placement instead")
         return False
 
-    def again(self, graph: ir.Model, reduction: Any) -> Int8Check:
+    def for_graph(self, standard: ir.Model, form: str) -> Int8Check:
+        """The same check for another placement's graph."""
         from kiln.runtime.engine_check import reference_outputs
 
-        return dataclasses.replace(self, expected=reference_outputs(graph, self.feeds),
-                                   form="chained")
+        return dataclasses.replace(self, expected=reference_outputs(standard, self.feeds),
+                                   form=form)
 
-    def require(self, engine: Any) -> None:
-        if not self.passes(engine):
-            raise AssertionError("unreachable: the chained placement has no fallback")
-
-    def refuse(self, worst: float, where: str) -> None:
+    def refuse(self) -> None:
         from kiln.runtime.engine_check import MIN_COSINE
 
-        tried = "both Q/DQ placements" if self.note else f"the '{self.form}' form"
+        tried = "both Q/DQ placements" if self.replaced else f"the '{self.form}' placement"
         raise KilnError(f"{self.backend} computes this int8 graph differently from "
-                        f"onnxruntime in {tried} (output {where}: cosine {worst:.3f}, below "
-                        f"{MIN_COSINE}); compile with precision fp32 or for another backend")
+                        f"onnxruntime in {tried} (output {self.where}: cosine "
+                        f"{self.worst:.3f}, below {MIN_COSINE}); compile with precision fp32 "
+                        "or for another backend")
 
 
 def build(graph: ir.Model, choice: BackendChoice, target: Target, options: CompileOptions,
