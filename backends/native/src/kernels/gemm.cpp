@@ -86,23 +86,25 @@ void sgemm_reference(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, c
 
 // ---------------------------------------------------------------- scratch and blocking
 
+void* alloc_aligned(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  void* p = std::aligned_alloc(align, round_up(std::max<size_t>(bytes, 1), align));
+#if defined(MADV_HUGEPAGE)
+  // Only whole blocks inside `bytes`: the tail keeps small pages, so the resident set does not
+  // grow past what is used.
+  if (p && align == kHuge) madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // advice only
+#endif
+  return p;
+}
+
 void AlignedBuffer::resize(size_t n) {
   if (n <= size_) return;
-  // A buffer of 2 MiB or more (packed weights, mostly, streamed every run) is 2 MiB aligned
-  // and asks for transparent huge pages on its whole 2 MiB blocks, as the plan's arena does:
-  // one TLB entry per 2 MiB of weights instead of per 4 KiB. The blocks are all written when
-  // the weights are packed, so the resident set is the same. (ResNet-50 at 2 threads with a
-  // peer engine in the process: 2 of 4 fresh processes ran at ~50 ms instead of ~40 before,
-  // none of 7 after; one process with both forms side by side: level.)
-  constexpr size_t kHuge = size_t(2) << 20;
-  const size_t need = std::max<size_t>(n, 16) * sizeof(float);
-  const size_t align = need >= kHuge ? kHuge : 64;
-  const size_t bytes = round_up(need, align);
-  void* p = std::aligned_alloc(align, bytes);
+  // Packed weights from 2 MiB on get huge pages, as the plan's arena does. (ResNet-50 at 2
+  // threads with a peer engine in the process: 2 of 4 fresh processes ran at ~50 ms instead
+  // of ~40 before, none of 7 after; one process with both forms side by side: level.)
+  void* p = alloc_aligned(std::max<size_t>(n, 16) * sizeof(float));
   if (!p) throw std::bad_alloc();
-#if defined(MADV_HUGEPAGE)
-  if (align == kHuge) madvise(p, need / kHuge * kHuge, MADV_HUGEPAGE);  // advice only
-#endif
   ptr_.reset(static_cast<float*>(p));
   size_ = n;
 }

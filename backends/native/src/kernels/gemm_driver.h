@@ -18,6 +18,11 @@ namespace kiln {
 class ThreadPool;
 
 // 64-byte aligned float storage.
+// bytes (rounded up) 64-byte aligned; from 2 MiB on, 2 MiB aligned, asking for transparent
+// huge pages on its whole 2 MiB blocks: one TLB entry per 2 MiB of streamed weights or arena,
+// and one page fault per 2 MiB at the first touch. nullptr when out of memory; std::free it.
+void* alloc_aligned(size_t bytes);
+
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;

@@ -71,9 +71,13 @@ struct RecurrentWeights {
 // then h (its product needs r first); RNN the one gate.
 using RowParts = std::vector<std::pair<int64_t, int64_t>>;
 
-// R packed once when it is a constant: [direction][part], each direction's R parts followed
-// by its W (G*H x input, the input projections' B) when W is a constant too.
-using PackedR = std::vector<std::vector<std::unique_ptr<PackedB>>>;
+// Weights packed once when they are constants, per direction: R's row parts, and W (G*H x
+// input, the input projections' B) when W is a constant too.
+struct PackedDirection {
+  std::vector<std::unique_ptr<PackedB>> r;
+  std::unique_ptr<PackedB> w;
+};
+using PackedR = std::vector<PackedDirection>;
 
 RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, int64_t H,
                                 const PackedB* prepacked) {
@@ -91,7 +95,7 @@ RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, 
 // for W's part, W was a constant too).
 const PackedB* prepacked_part(const PackedR* pre, int64_t d, size_t part) {
   if (!pre || static_cast<size_t>(d) >= pre->size()) return nullptr;
-  const auto& parts = (*pre)[static_cast<size_t>(d)];
+  const auto& parts = (*pre)[static_cast<size_t>(d)].r;
   return part < parts.size() ? parts[part].get() : nullptr;
 }
 
@@ -117,10 +121,10 @@ void recurrent_product(const RecurrentWeights& rw, const float* v, const float* 
 // step instead, each core takes a fixed half of R's columns and keeps that in its L2
 // (ddddocr's LSTM, H = 512, R 4 MiB per direction: 4.9-6.1 ms split per step, 9.1-9.9 ms
 // with a direction per thread; best of 48 runs each at 2 threads, on a 2 MiB L2).
-// pre: the packed weights, or null; w_part: where a direction's packed W sits in them.
+// pre: the packed weights, or null.
 template <typename MakeStep>
 void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const PackedR* pre,
-                   size_t w_part, MakeStep&& make_step) {
+                   MakeStep&& make_step) {
   const Tensor& x = c.in(0);
   const Tensor& w = c.in(1);
   const Tensor& r = c.in(2);
@@ -207,7 +211,8 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const
       in_bias.bias_kind = BiasKind::per_col;
       in_bias.bias = dir.dw.Wb;
     }
-    const PackedB* w_packed = prepacked_part(pre, d, w_part);
+    const PackedB* w_packed = pre && static_cast<size_t>(d) < pre->size()
+                                  ? (*pre)[static_cast<size_t>(d)].w.get() : nullptr;
     if (w_packed && w_packed->K() == static_cast<size_t>(s.input) &&
         w_packed->N() == static_cast<size_t>(G * H))
       sgemm_packed(false, x_rows, x.ptr<float>(), static_cast<size_t>(s.input), *w_packed,
@@ -294,7 +299,7 @@ void lstm(OpContext& c, const PackedR* pre) {
   };
   const bool couple = c.node.attr_i("input_forget", 0) != 0;
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "LSTM", 4, true, pre, 1,
+  run_recurrent(c, "LSTM", 4, true, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     return Step{peep ? peep->ptr<float>() + d * 3 * H : nullptr, H, couple, bound,
                 pack_recurrent(dw, 0, 4 * H, H, prepacked_part(pre, d, 0)), pool};
@@ -328,7 +333,7 @@ void gru(OpContext& c, const PackedR* pre) {
   };
   const bool linear_before_reset = c.node.attr_i("linear_before_reset", 0) != 0;
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "GRU", 3, false, pre, 2,
+  run_recurrent(c, "GRU", 3, false, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     const int64_t H = c.in(2).shape[2];
     const size_t h = static_cast<size_t>(H);
@@ -351,7 +356,7 @@ void rnn(OpContext& c, const PackedR* pre) {
     }
   };
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "RNN", 1, false, pre, 1,
+  run_recurrent(c, "RNN", 1, false, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     const int64_t H = c.in(2).shape[2];
     return Step{bound, H, pack_recurrent(dw, 0, H, H, prepacked_part(pre, d, 0)), pool};
@@ -378,13 +383,14 @@ class RecurrentKernel final : public Kernel {
     for (int64_t d = 0; d < dirs; ++d) {
       packed_.emplace_back();
       for (const auto& [first, n] : parts)
-        packed_.back().push_back(pack_b(true, static_cast<size_t>(H), static_cast<size_t>(n * H),
-                                        r->ptr<float>() + (d * GH + first * H) * H,
-                                        static_cast<size_t>(H)));
+        packed_.back().r.push_back(pack_b(true, static_cast<size_t>(H),
+                                          static_cast<size_t>(n * H),
+                                          r->ptr<float>() + (d * GH + first * H) * H,
+                                          static_cast<size_t>(H)));
       if (pack_w) {
         const size_t in = static_cast<size_t>(w->shape[2]);
-        packed_.back().push_back(pack_b(true, in, static_cast<size_t>(GH),
-                                        w->ptr<float>() + d * GH * w->shape[2], in));
+        packed_.back().w = pack_b(true, in, static_cast<size_t>(GH),
+                                  w->ptr<float>() + d * GH * w->shape[2], in);
       }
     }
     H_ = H;
