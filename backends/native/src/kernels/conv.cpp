@@ -1058,25 +1058,24 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
   const size_t P = !pack_a && !direct_rows && grid_cost < round_up(rows, mr) ? tile_cols : WQ;
   const RowGrid grid = P == WQ ? RowGrid{} : RowGrid{P, WQ, OW};
   const size_t prows = (OH - 1) * P + OW;
-  const float* b_panels = nullptr;
-  // The product of m rows of A from a_at on (all Kg columns) into c (row pitch ldc).
-  auto product_rows = [&](size_t m, const float* a_at, float* c, size_t ldc, const Epilogue& e,
-                          ThreadPool* tp) {
+  // The product of m rows of A from a_at on with the weight panels bp (all Kg columns) into c
+  // (row pitch ldc).
+  auto product_rows = [&](size_t m, const float* a_at, const float* bp, float* c, size_t ldc,
+                          const Epilogue& e, ThreadPool* tp) {
     if (!pack_a) {
-      gemm_in_place_a_core(kern, m, Kg, kdim, a_at, offsets, a_stride, b_panels, c, ldc, e, tp,
-                           grid);
+      gemm_in_place_a_core(kern, m, Kg, kdim, a_at, offsets, a_stride, bp, c, ldc, e, tp, grid);
       return;
     }
     float* ap = gemm_scratch(kScratchA, round_up(m, kern.mr) * kdim);
     pack_a_panels(kern.mr, !layout.nhwc_in, m, kdim, a_at, layout.nhwc_in ? C : chan, ap, tp);
-    gemm_packed_core(kern, m, Kg, kdim, ap, b_panels, c, ldc, e, tp);
+    gemm_packed_core(kern, m, Kg, kdim, ap, bp, c, ldc, e, tp);
   };
   for (size_t n = 0; n < p_.N; ++n)
     for (size_t g = 0; g < p_.groups; ++g) {
       const float* a = layout.nhwc_in ? xp + n * C * chan + g * Cg : xp + (n * C + g * Cg) * chan;
       const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
       const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
-      b_panels = wb.panels_for(kern);
+      const float* b_panels = wb.panels_for(kern);
       // The product's columns are output channels: the bias is per column.
       Epilogue kep = ep;
       kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
@@ -1086,7 +1085,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
         kep.residual = res_nhwc_at;
         float* yn = y + n * HW * K + g * Kg;
-        product_rows(rows, a, yn, K, kep, pool);
+        product_rows(rows, a, b_panels, yn, K, kep, pool);
         continue;
       }
       // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
@@ -1097,7 +1096,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
       else kep.residual = res_nhwc_at;
       if (layout.nhwc_out) {
         float* product = gemm_scratch(kScratchConv, prows * Kg);
-        product_rows(prows, a, product, Kg, kep, pool);
+        product_rows(prows, a, b_panels, product, Kg, kep, pool);
         float* yn = y + n * HW * K + g * Kg;
         auto out = [&](size_t r0, size_t r1) {
           for (size_t oy = r0; oy < r1; ++oy)
@@ -1150,7 +1149,8 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
           if (oy0 == oy1) continue;
           const size_t band_len = (oy1 - oy0 - 1) * P + OW;
           float* prod = gemm_scratch(kScratchConv, band_len * Kg);
-          product_rows(band_len, a + oy0 * WQ * a_stride, prod, Kg, kep, nullptr);
+          product_rows(band_len, a + oy0 * WQ * a_stride, b_panels, prod, Kg, kep,
+                       nullptr);
           out_rows(prod, oy0, oy1, 0, Kg);
         }
       };
@@ -1163,7 +1163,7 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
         continue;
       }
       float* product = gemm_scratch(kScratchConv, prows * Kg);
-      product_rows(prows, a, product, Kg, kep, pool);
+      product_rows(prows, a, b_panels, product, Kg, kep, pool);
       auto planes = [&](size_t b0, size_t b1) {
         out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
       };
