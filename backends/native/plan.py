@@ -236,8 +236,10 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
     """(value, host, byte offset) for the copies the memory plan can make free: a reshape's
     output on its input; each input of a Concat whose chunks are contiguous in the output
     (nothing but size-1 dims before the axis) at its chunk's offset, when that offset is
-    64-byte aligned (producers then never share a cache line) and the input is read by
-    nothing else and appears once; each output of such a Split on its chunk of the input."""
+    64-byte aligned (producers then never share a cache line) and the input appears once;
+    each output of such a Split on its chunk of the input. An input other ops also read
+    stays a view: no op writes into its inputs, and the group lives until its last reader,
+    so a chain of Concats (DenseNet's blocks) grows in one buffer without copies."""
     views: list[tuple[int, int, int]] = []
     for source, node in zip(sources, nodes):
         if node.domain != "" or not node.inputs or node.outputs[0] < 0:
@@ -258,7 +260,7 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
                 size = sizes.get(i)
                 if size is None or i < 0:
                     break
-                if at % ALIGN == 0 and value is not None and len(value.uses()) == 1:
+                if at % ALIGN == 0 and value is not None:
                     views.append((i, out, at))
                 at += size
         elif node.op == "Split" and node.inputs[0] >= 0:

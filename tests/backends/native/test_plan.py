@@ -73,7 +73,7 @@ def _branches_model(batch: int, extra_reader: bool, channels: tuple[int, int] = 
 @pytest.mark.parametrize("batch, extra_reader, channels, in_place", [
     (1, False, (16, 24), True),    # both inputs in their slots, the Flatten on the Concat
     (2, False, (16, 24), False),   # batch 2: the chunks interleave, Concat copies
-    (1, True, (16, 24), None),     # b is read elsewhere: a in place, b copied
+    (1, True, (16, 24), True),     # b is also read by Neg: still in its slot (reads only)
     (1, False, (3, 5), None),      # a's chunk is 3 * 42 floats: b's slot is not aligned
 ])
 def test_concat_inputs_land_in_their_slots_only_where_that_is_exact(batch, extra_reader,

@@ -43,32 +43,38 @@ bool is_winograd_shape(const Conv2dParams& p) {
 std::atomic<bool> g_winograd_enabled{true};
 std::atomic<bool> g_winograd_nhwc{true};
 
-// F(4,3) streams 36 weight matrices where im2col streams 9: 4x the weight bytes. In a model
-// the weights come from DRAM each run (ResNet-50's exceed L3, and after an idle gap every
-// model's do), so the saved multiplies must pay for 27 * K * C * 4 extra bytes. Measured
-// here (one thread, whole light models): on 14x14 maps (16 tiles) they do not: ResNet-50's
-// 256-channel 3x3 layers take 2.3 ms with F(4,3) in the model against 1.3 ms hot; with
-// im2col on them ResNet-50 went 70.5 -> 66.8 ms, Inception v1 28.6 -> 25.7 ms. From 25 tiles
-// (20x20 maps) the saving grows with the map and F(4,3) wins (1.3-1.45x); F(4,3) weights that
-// fit in L2 are cheap either way.
-// Each of the 36 GEMMs reduces over C only and has K rows: below 64 of either their tiles are
-// short and the implicit GEMM wins, large maps included (Xeon, one thread; in DenseNet-121,
-// 128 -> 32: 14x14 200 us F(4,3) vs 110 us implicit, 28x28 530 vs 430 us, 56x56 level; in
-// SqueezeNet, A/B in the model: 16 -> 64 at 55x55 and 32 -> 128 at 27x27 0.85-0.89x the
-// F(4,3) time). From 64 both ways F(4,3) keeps its large maps (ResNet-50's 64 -> 64 at 56x56:
-// implicit 1.26x, Inception's 64 -> 192 at 55x55 1.66x the F(4,3) time).
-constexpr size_t kWinogradMinChannels = 64;
-constexpr size_t kWinogradMinTiles = 16;
+// Columns a GEMM computes for `cols`: whole nr-wide panels, a short last one at half width.
+double gemm_computed_columns(size_t cols, size_t nr) {
+  const size_t tail = cols % nr;
+  return double(cols / nr * nr + (tail == 0 ? 0 : tail <= nr / 2 ? nr / 2 : nr));
+}
 
+// F(4,3) against the implicit GEMM (the NCHW alternative for 3x3 stride 1), as costs in
+// implicit-GEMM multiply-adds:
+//   implicit  9 C K P + 45 K P              (P output pixels; the second term its per-pixel
+//                                            transpose and epilogue)
+//   F(4,3)    1.3 x 36 C K cols(T)          (36 GEMMs over T = 4x4 tiles, columns rounded up
+//             + 25 x 36 (C + K) T           to the GEMM's panels; the transforms per element;
+//             + 2.8e6                       a fixed cost per call)
+// Fitted on this machine's CPU (AMD EPYC Zen 4, one thread, min of 3x3 calls on 40 shapes
+// from the light zoo and the real-model corpus, 7x7 to 208x208 maps, 12 to 512 channels);
+// it picks the faster of the two on 39 of them at one thread and two (the 40th, 16 -> 16 at
+// 80x80, is within 10%). In the whole models (same process, interleaved, two threads) it
+// made ResNet-50 0.95x, DenseNet-121 0.93x, Inception v1 0.98x, a YOLOv8n detector 0.96x and
+// the ddddocr detector and recognizer 0.94x / 0.89x the time of the rule it replaced (C and
+// K >= 64, at least 16 tiles, 25 unless the F(4,3) weights fit in L2: fitted on a Xeon with
+// two 512-bit FMA units, where the GEMM's multiplies are cheaper against the transforms).
+// F(4,3) holds 4x the weight bytes of the implicit GEMM (36 vs 9 matrices).
 bool winograd_wins(const Conv2dParams& p) {
-  if (!g_winograd_enabled.load() || !is_winograd_shape(p) || p.C < kWinogradMinChannels ||
-      p.K < kWinogradMinChannels)
-    return false;
+  if (!g_winograd_enabled.load() || !is_winograd_shape(p)) return false;
+  const size_t nr = gemm_kernel(active_isa()).nr;
+  const double C = double(p.C), K = double(p.K);
+  const double pixels = double(p.N * p.out_h() * p.out_w());
   const size_t tiles = p.N * ((p.out_h() + 3) / 4) * ((p.out_w() + 3) / 4);
-  const size_t u_bytes = 36 * p.K * p.C * sizeof(float);
-  // Tiles are the GEMMs' columns: under 16 (a 7x7 map has 4) most of each B panel is padding.
-  if (tiles < kWinogradMinTiles) return false;
-  return tiles >= 25 || u_bytes <= cache_sizes().l2;
+  const double implicit = 9.0 * C * K * pixels + 45.0 * K * pixels;
+  const double winograd = 1.3 * 36.0 * C * K * gemm_computed_columns(tiles, nr) +
+                          25.0 * 36.0 * (C + K) * double(tiles) + 2.8e6;
+  return winograd < implicit;
 }
 
 // What the direct kernels take (kernels/directconv_ukernel.h): one group and a window that
@@ -137,10 +143,8 @@ bool implicit_wins(const Conv2dParams& p) {
     return p.kh * p.kw > 1 && p.out_h() * p.out_w() <= kImplicitStridedMaxPixels &&
            p.C / p.groups * p.kh * p.kw <= kImplicitStridedMaxDepth;
   if (p.kh * p.kw > 1) return true;
-  const size_t nr = gemm_kernel(active_isa()).nr, cols = p.out_h() * p.out_w();
-  const size_t tail = cols % nr;
-  const size_t computed = cols / nr * nr + (tail == 0 ? 0 : tail <= nr / 2 ? nr / 2 : nr);
-  return double(computed) > 1.15 * double(cols);
+  const size_t cols = p.out_h() * p.out_w();
+  return gemm_computed_columns(cols, gemm_kernel(active_isa()).nr) > 1.15 * double(cols);
 }
 
 // The implicit path's input: the zero-padded planes (HP x WP) split into stride_h x stride_w
