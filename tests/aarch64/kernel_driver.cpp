@@ -2,6 +2,7 @@
 // microkernel in kernels/ukernels.inc, and every int8 GEMM microkernel this CPU can run,
 // against the plain generic kernels (the oracle) over edge sizes. Prints the ISA each group
 // ran and ends with "N passed, N failed"; exits 1 when any case failed.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -497,12 +498,16 @@ void test_winograd(const char* name, const char* isa, const WinogradKernels& k) 
         auto y = randv(16 * T), res = randv(4 * ds);
         std::vector<float> sg(4 * ds, 7.0f), sw(4 * ds, 7.0f);
         const float* r = rep % 2 ? res.data() : nullptr;
-        k.scatter(y.data(), n, rows, 0.5f, r, sg.data(), ds);
+        // every other pass clamps (a fused Relu6-like Clip), the others store as they are
+        const float lo = rows == 1 ? 0.0f : -INFINITY, hi = rows == 1 ? 0.9f : INFINITY;
+        k.scatter(y.data(), n, rows, 0.5f, r, sg.data(), ds, lo, hi);
         for (size_t i = 0; i < rows; ++i)
           for (size_t t = 0; t < n; ++t)
             for (size_t j = 0; j < 4; ++j)
-              sw[i * ds + 4 * t + j] =
-                  y[(i * 4 + j) * T + t] + 0.5f + (r ? r[i * ds + 4 * t + j] : 0.0f);
+              sw[i * ds + 4 * t + j] = std::min(
+                  std::max(y[(i * 4 + j) * T + t] + 0.5f + (r ? r[i * ds + 4 * t + j] : 0.0f),
+                           lo),
+                  hi);
         check(std::string(name) + " scatter n=" + std::to_string(n) + " rows=" +
                   std::to_string(rows),
               sg.data(), sw.data(), sg.size(), 1e-6f, 1e-6f);

@@ -269,7 +269,7 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
         assert used(case) == "implicit", str(case)
 
 
-@pytest.mark.parametrize("act", ["none", "clip", "silu", "hard_swish"])
+@pytest.mark.parametrize("act", ["none", "relu", "clip", "silu", "hard_swish"])
 @pytest.mark.parametrize(
     "case",
     [CASES[1], CASES[4], CASES[8], CASES[11], NARROW_DW_5X5, NARROW_DW_3X3, WIDE_DW_5X5,

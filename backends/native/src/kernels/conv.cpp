@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -1216,6 +1217,12 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
   }
   const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias : nullptr;
   const size_t blocks = (tiles + T - 1) / T;
+  // Relu and Clip are a clamp applied as the outputs are stored; other activations take a
+  // pass of their own at the end.
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  const bool clamped = ep.act == Activation::relu || ep.act == Activation::clip;
+  if (ep.act == Activation::relu) lo = 0.0f;
+  if (ep.act == Activation::clip) lo = ep.alpha, hi = ep.beta;
 
   // One block of T tiles goes through three stages: gather + input transform per input
   // channel, 36 GEMMs (one per transform position xi), output transform + scatter per output
@@ -1273,13 +1280,16 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
         // The run's last tile may stick out of the right edge: whole tiles go through the
         // vector scatter, a partial one element by element.
         const size_t whole = std::min(n, (OW - ox) / 4);
-        if (whole) wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW);
+        if (whole)
+          wk.scatter(yt + t, whole, rows, bk, res, y + plane + oy * OW + ox, OW, lo, hi);
         for (size_t u = t + whole; u < t + n; ++u) {
           const size_t ux = 4 * blk.tx[u], cols = std::min<size_t>(4, OW - ux);
           for (size_t i = 0; i < rows; ++i)
             for (size_t j = 0; j < cols; ++j) {
               const size_t pos = plane + (oy + i) * OW + ux + j;
-              y[pos] = yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
+              const float v =
+                  yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
+              y[pos] = std::min(std::max(v, lo), hi);
             }
         }
       }
@@ -1317,7 +1327,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
   } else {
     if (pool) pool->parallel_for(blocks, 1, run); else run(0, blocks);
   }
-  if (ep.act != Activation::none) {
+  if (ep.act != Activation::none && !clamped) {
     auto act = [&](size_t i0, size_t i1) {
       apply_activation(ep.act, ep.alpha, ep.beta, y + i0 * OH * OW, (i1 - i0) * OH * OW);
     };

@@ -57,7 +57,8 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   void kiln_f32_wino43_output##suffix(const float* m, size_t ms, float* y);             \
   void kiln_f32_wino43_gather##suffix(const float* src, size_t rs, size_t n, float* d); \
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias, \
-                                       const float* res, float* dst, size_t ds);          \
+                                       const float* res, float* dst, size_t ds, float lo,  \
+                                       float hi);                                          \
   void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* const* u);
 #define KILN_INT8_GEMM_UKERNEL(name, isa, feature)                                         \
   void name(size_t rows, size_t nseg, size_t seg_len, const uint8_t* const* a,          \

@@ -10,6 +10,7 @@
 //   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
 //   (weights: U = G g G^T, by the `weights` kernel below, once per convolution in conv.cpp).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 
 namespace kiln {
@@ -20,9 +21,11 @@ using wino_output_fn = void (*)(const float* m, size_t ms, float* y);
 // d[(r * 6 + s) * T + t] = src[r * rs + 4 * t + s].
 using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d);
 // Stores rows i < rows of n whole tiles (4 columns each) adjacent in one tile row:
-// dst[i * ds + 4 * t + j] = y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]).
+// dst[i * ds + 4 * t + j] = clamp(y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]),
+// lo, hi): the epilogue's Relu / Clip applied as the values are stored (lo = -inf and
+// hi = +inf for none).
 using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
-                                 const float* res, float* dst, size_t ds);
+                                 const float* res, float* dst, size_t ds, float lo, float hi);
 // Transforms n 3x3 filters, each 9 contiguous taps g[f * 9 + e] (row-major, as ONNX stores
 // a [K, C, 3, 3] weight): u[xi][f] = (G g_f G^T)[xi] for xi = r * 6 + s (36 rows).
 using wino_weights_fn = void (*)(const float* g, size_t n, float* const* u);
@@ -122,16 +125,30 @@ void gather(const float* src, size_t rs, size_t n, float* d) {
 
 template <size_t T>
 void scatter(const float* y, size_t n, size_t rows, float bias, const float* res, float* dst,
-             size_t ds) {
+             size_t ds, float lo, float hi) {
+  // Tile-major inner loop: the four columns of a tile are four adjacent stores, which the
+  // compiler turns into an interleave of four vectors (a 4 x n transpose in registers)
+  // instead of stores at a stride of 4.
   for (size_t i = 0; i < rows; ++i) {
     float* out = dst + i * ds;
     const float* r = res ? res + i * ds : nullptr;
-    for (size_t j = 0; j < 4; ++j) {
-      const float* in = y + (i * 4 + j) * T;
-      if (r) {
-        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias + r[4 * t + j];
-      } else {
-        for (size_t t = 0; t < n; ++t) out[4 * t + j] = in[t] + bias;
+    const float* in0 = y + (i * 4) * T;
+    const float* in1 = in0 + T;
+    const float* in2 = in1 + T;
+    const float* in3 = in2 + T;
+    if (r) {
+      for (size_t t = 0; t < n; ++t) {
+        out[4 * t + 0] = std::min(std::max(in0[t] + bias + r[4 * t + 0], lo), hi);
+        out[4 * t + 1] = std::min(std::max(in1[t] + bias + r[4 * t + 1], lo), hi);
+        out[4 * t + 2] = std::min(std::max(in2[t] + bias + r[4 * t + 2], lo), hi);
+        out[4 * t + 3] = std::min(std::max(in3[t] + bias + r[4 * t + 3], lo), hi);
+      }
+    } else {
+      for (size_t t = 0; t < n; ++t) {
+        out[4 * t + 0] = std::min(std::max(in0[t] + bias, lo), hi);
+        out[4 * t + 1] = std::min(std::max(in1[t] + bias, lo), hi);
+        out[4 * t + 2] = std::min(std::max(in2[t] + bias, lo), hi);
+        out[4 * t + 3] = std::min(std::max(in3[t] + bias, lo), hi);
       }
     }
   }
@@ -156,8 +173,9 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
     wino43::gather<TILES>(src, rs, n, d);                                                       \
   }                                                                                             \
   void kiln_f32_wino43_scatter##suffix(const float* y, size_t n, size_t rows, float bias,      \
-                                       const float* res, float* dst, size_t ds) {              \
-    wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds);                                     \
+                                       const float* res, float* dst, size_t ds, float lo,      \
+                                       float hi) {                                             \
+    wino43::scatter<TILES>(y, n, rows, bias, res, dst, ds, lo, hi);                             \
   }                                                                                             \
   void kiln_f32_wino43_weights##suffix(const float* g, size_t n, float* const* u) {            \
     wino43::weights(g, n, u);                                                                   \
