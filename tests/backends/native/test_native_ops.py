@@ -446,6 +446,12 @@ case("Unsqueeze", node("Unsqueeze", ["x", "a"]), {"x": f32(3, 2)}, {"a": i64(0, 
 case("Unsqueeze_attr", node("Unsqueeze", ["x"], axes=[1]), {"x": f32(3, 2)}, opset=11)
 case("Transpose", node("Transpose", ["x"], perm=[2, 0, 3, 1]), {"x": f32(2, 3, 4, 5)})
 case("Transpose_default", node("Transpose", ["x"]), {"x": f32(2, 3, 4)})
+# dims that stay neighbours merge (H, W of a channel shuffle: rows of 30 copied whole), size-1
+# dims drop out, an identity perm is one copy
+case("Transpose_shuffle", node("Transpose", ["x"], perm=[0, 2, 1, 3, 4]), {"x": f32(2, 4, 3, 5, 6)})
+case("Transpose_unit_dims", node("Transpose", ["x"], perm=[3, 1, 0, 2]), {"x": f32(2, 1, 3, 1)})
+case("Transpose_identity", node("Transpose", ["x"], perm=[0, 1, 2]), {"x": f32(2, 3, 4)})
+case("Transpose_inner_kept", node("Transpose", ["x"], perm=[1, 0, 2, 3]), {"x": f32(3, 4, 2, 5)})
 case(
     "Transpose_int64",
     node("Transpose", ["x"], perm=[1, 0]),

@@ -195,7 +195,8 @@ KernelFactory dropout() {
 // ---- Transpose --------------------------------------------------------------------------
 
 // Output rows (runs of the last output dim) [row0, row1) of a transpose; out and the input
-// strides st are in output dim order.
+// strides st are in output dim order. A last dim of input stride 1 is a contiguous run of
+// both tensors: copied as a block.
 template <typename T>
 void transpose_rows(const T* x, T* y, const Shape& out, const std::vector<size_t>& st,
                     size_t row0, size_t row1) {
@@ -211,7 +212,8 @@ void transpose_rows(const T* x, T* y, const Shape& out, const std::vector<size_t
   }
   for (size_t row = row0; row < row1; ++row) {
     T* yr = y + row * inner;
-    for (size_t i = 0; i < inner; ++i) yr[i] = x[off + i * inner_st];
+    if (inner_st == 1) std::memcpy(yr, x + off, inner * sizeof(T));
+    else for (size_t i = 0; i < inner; ++i) yr[i] = x[off + i * inner_st];
     for (size_t d = r - 1; d-- > 0;) {
       off += st[d];
       if (++idx[d] < out[d]) break;
@@ -225,19 +227,32 @@ template <typename T>
 void transpose_copy(const T* x, T* y, const Shape& in, const std::vector<size_t>& perm,
                     ThreadPool* pool) {
   const size_t r = in.size();
-  Shape out(r);
-  for (size_t d = 0; d < r; ++d) out[d] = in[perm[d]];
   const std::vector<size_t> ist = strides_of(in);
-  std::vector<size_t> st(r);
-  for (size_t d = 0; d < r; ++d) st[d] = ist[perm[d]];
   size_t total = 1;
-  for (int64_t d : out) total *= d;
+  for (int64_t d : in) total *= d;
   if (total == 0) return;
-  if (r == 0) {
+  // The output's dims (in output order) with their input strides, size-1 dims dropped and
+  // neighbours that stay neighbours in the input merged: a channel shuffle
+  // [N, g, C/g, H, W] -> [N, C/g, g, H, W] becomes rows of H * W contiguous values, an
+  // NCHW -> NHWC one of [C, H * W] -> [H * W, C].
+  Shape out;
+  std::vector<size_t> st;
+  for (size_t d = 0; d < r; ++d) {
+    const size_t n = static_cast<size_t>(in[perm[d]]), stride = ist[perm[d]];
+    if (n == 1) continue;
+    if (!out.empty() && st.back() == stride * n) {
+      out.back() *= static_cast<int64_t>(n);
+      st.back() = stride;
+      continue;
+    }
+    out.push_back(static_cast<int64_t>(n));
+    st.push_back(stride);
+  }
+  if (out.empty()) {
     y[0] = x[0];
     return;
   }
-  const size_t inner = out[r - 1];
+  const size_t inner = static_cast<size_t>(out.back());
   parallel(pool, total / inner, std::max<size_t>(1, kCopyGrain / (inner * sizeof(T))),
            [&](size_t b, size_t e) { transpose_rows(x, y, out, st, b, e); });
 }
