@@ -500,7 +500,11 @@ class OpenVinoBackend(Backend):
         runtime graph (361 layers, in order) with or without kiln's fusions. Its load cleans
         up as well (identities, no-ops, dead nodes, common subexpressions, MatMul + Add): the
         runtime graphs of MiniLM-L6, YOLOv8n, PP-OCRv4's detector and ddddocr's recognizer
-        are the same, layer for layer, without kiln's cleanup steps."""
+        are the same, layer for layer, without kiln's cleanup steps. Conv ->
+        BatchNormalization stays kiln's to fold (no ``folds_conv_batchnorm``): OpenVINO folds
+        it to the same runtime graph, but then holds the file's unfolded weights beside its
+        folded ones (light ResNet-50: peak 338 MB instead of 248 MB), for no shorter open
+        (0.44 s vs 0.46 s, medians of 5)."""
         from kiln.compiler.capabilities import BackendCaps
 
         return BackendCaps(name=self.name, precision_hints=frozenset({"fp16", "bf16"}),

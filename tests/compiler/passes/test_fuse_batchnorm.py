@@ -87,3 +87,29 @@ def test_after_conv_false_leaves_conv_pairs_and_folds_the_others():
     assert sorted(ops(model)) == ["BatchNormalization", "Conv", "Gemm"]
     assert step.fired == {"FuseBatchNormIntoGemm": 1}
     assert_close(want, run_reference(model, feeds))
+
+
+def test_folded_weights_are_computed_when_read_and_written_once_to_the_weights_file():
+    """The fold makes W * s an ir.LazyTensor (nothing computed at the fold); the compile's
+    weights offload writes its values to the file, from which the IR then reads them."""
+    import numpy as np
+    import onnx_ir as ir
+
+    from kiln.runtime.weights import MIN_OFFLOAD_BYTES, offload_weights
+
+    channels = 64  # W: 64 x 64 x 8 x 8 floats, 1 MiB: large enough to be offloaded
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[4, 4, 3, 3]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["y"])]
+    inits = {"w": rand(channels, channels, 8, 8), **_bn_inits(channels)}
+    model = float_model(nodes, {"x": [1, channels, 4, 4]}, {"y": [1, channels, 4, 4]}, inits)
+    feeds = {"x": rand(1, channels, 4, 4, seed=1)}
+    want = run_reference(model, feeds)
+    FuseBatchNormPass()(model)
+    weight = next(iter(model.graph)).inputs[1]
+    assert isinstance(weight.const_value, ir.LazyTensor)
+    assert_close(want, run_reference(model, feeds))
+    folded = inits["w"] * (inits["g"] / np.sqrt(inits["v"] + 1e-5))[:, None, None, None]
+    assert weight.const_value.nbytes >= MIN_OFFLOAD_BYTES
+    assert offload_weights(model)
+    assert isinstance(weight.const_value, ir.ExternalTensor)
+    np.testing.assert_allclose(weight.const_value.numpy(), folded, rtol=1e-6)
