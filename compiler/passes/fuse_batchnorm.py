@@ -37,9 +37,12 @@ class _ScalesWhenRead:
     def _scale_weights(self, weights: np.ndarray, scale_factor: np.ndarray,
                        attributes: Mapping[str, ir.Attr]) -> ir.LazyTensor:
         scale = super()._scale_weights  # type: ignore[misc]
-        return ir.LazyTensor(lambda: ir.tensor(scale(weights, scale_factor, attributes)),
-                             dtype=ir.DataType.from_numpy(weights.dtype),
-                             shape=ir.Shape(weights.shape))
+        # in W's own type: BatchNormalization-15 lets its parameters be wider than the Conv
+        # (float32 scale on float16 weights), and numpy would widen the product with them
+        return ir.LazyTensor(
+            lambda: ir.tensor(np.asarray(scale(weights, scale_factor, attributes),
+                                         dtype=weights.dtype)),
+            dtype=ir.DataType.from_numpy(weights.dtype), shape=ir.Shape(weights.shape))
 
 
 # named as onnxscript's (the report counts firings by rule name)

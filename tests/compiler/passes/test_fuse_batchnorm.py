@@ -113,3 +113,19 @@ def test_folded_weights_are_computed_when_read_and_written_once_to_the_weights_f
     assert offload_weights(model)
     assert isinstance(weight.const_value, ir.ExternalTensor)
     np.testing.assert_allclose(weight.const_value.numpy(), folded, rtol=1e-6)
+
+
+def test_folded_weights_keep_the_conv_weight_type():
+    """BatchNormalization-15 lets its parameters be wider than the Conv (float32 scale on
+    float16 weights): the folded weights stay float16, bytes and label alike."""
+    import numpy as np
+
+    from kiln.compiler.passes.fuse_batchnorm import FuseBatchNormIntoConv
+
+    w = rand(4, 2, 3, 3).astype(np.float16)
+    s = rand(4, seed=3)  # float32
+    folded = FuseBatchNormIntoConv()._scale_weights(w, s, {})
+    values = folded.numpy()
+    assert values.dtype == np.float16 and folded.dtype.numpy() == np.float16
+    assert values.nbytes == folded.nbytes == w.nbytes
+    np.testing.assert_allclose(values, (w * s[:, None, None, None]).astype(np.float16))
