@@ -236,12 +236,19 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
     """(value, host, byte offset) for the copies the memory plan can make free: a reshape's
     output on its input; each input of a Concat whose chunks are contiguous in the output
     (nothing but size-1 dims before the axis) at its chunk's offset, when that offset is
-    64-byte aligned (producers then never share a cache line) and the input appears once;
-    each output of such a Split on its chunk of the input. An input other ops also read
-    stays a view: no op writes into its inputs, and the group lives until its last reader,
-    so a chain of Concats (DenseNet's blocks) grows in one buffer without copies."""
+    64-byte aligned (producers then never share a cache line), the input appears once and
+    the Concat is its last reader; each output of such a Split on its chunk of the input.
+    Ops that read the input before the Concat find it in place (no op writes into its
+    inputs), so a chain of Concats (DenseNet's blocks: each one's result read by the next
+    layer, then by the next Concat) grows in one buffer without copies. A reader after the
+    Concat would not be safe: a Concat that meets shapes other than the planned ones moves
+    its inputs to their real slots, over the bytes such a reader still expects."""
+    last_read: dict[int, int] = {}
+    for k, node in enumerate(nodes):
+        for i in node.inputs:
+            last_read[i] = k
     views: list[tuple[int, int, int]] = []
-    for source, node in zip(sources, nodes):
+    for k, (source, node) in enumerate(zip(sources, nodes)):
         if node.domain != "" or not node.inputs or node.outputs[0] < 0:
             continue
         out = node.outputs[0]
@@ -260,7 +267,7 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
                 size = sizes.get(i)
                 if size is None or i < 0:
                     break
-                if at % ALIGN == 0 and value is not None:
+                if at % ALIGN == 0 and value is not None and last_read.get(i) == k:
                     views.append((i, out, at))
                 at += size
         elif node.op == "Split" and node.inputs[0] >= 0:

@@ -61,8 +61,9 @@ def _branches_model(batch: int, extra_reader: bool, channels: tuple[int, int] = 
              helper.make_node("Flatten", ["cat"], ["flat"], axis=1),
              helper.make_node("Sigmoid", ["flat"], ["y"])]
     outputs = ["y"]
-    if extra_reader:
-        nodes.append(helper.make_node("Neg", ["b"], ["side"]))
+    if extra_reader:  # another reader of b, before the Concat or after it
+        at = len(nodes) if extra_reader == "after" else 3
+        nodes.insert(at, helper.make_node("Neg", ["b"], ["side"]))
         outputs.append("side")
     inits = {"w1": rng.standard_normal((c1, 8, 1, 1)).astype(np.float32),
              "w2": rng.standard_normal((c2, 8, 3, 3)).astype(np.float32)}
@@ -73,7 +74,8 @@ def _branches_model(batch: int, extra_reader: bool, channels: tuple[int, int] = 
 @pytest.mark.parametrize("batch, extra_reader, channels, in_place", [
     (1, False, (16, 24), True),    # both inputs in their slots, the Flatten on the Concat
     (2, False, (16, 24), False),   # batch 2: the chunks interleave, Concat copies
-    (1, True, (16, 24), True),     # b is also read by Neg: still in its slot (reads only)
+    (1, "before", (16, 24), True),  # b is also read by Neg before the Concat: in its slot
+    (1, "after", (16, 24), None),   # ... and after it: a in place, b copied
     (1, False, (3, 5), None),      # a's chunk is 3 * 42 floats: b's slot is not aligned
 ])
 def test_concat_inputs_land_in_their_slots_only_where_that_is_exact(batch, extra_reader,
