@@ -517,3 +517,23 @@ def test_implicit_row_bands_on_two_threads(isa: str, case: Case) -> None:
         assert used == "implicit"
         tol = tolerance(case)
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "clip"])
+def test_winograd_output_clamp_treats_nan_as_the_activation_kernels_do(isa: str, act: str) -> None:
+    """F(4,3) clamps a fused Relu / Clip as it stores its outputs: a NaN there (its
+    transforms spread an input NaN over whole 4x4 tiles) becomes the lower bound, as in the
+    SIMD activation kernels of the other algorithms do; with no activation it stays NaN."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 8, 9, 11), dtype=np.float32)
+    x[0, 3, 4, 5] = np.nan
+    w = rng.standard_normal((8, 8, 3, 3), dtype=np.float32)
+    alpha, beta = (-0.5, 0.5) if act == "clip" else (0.0, 0.0)
+    got = {algo: K.conv2d(x, w, pads=[1, 1, 1, 1], activation=act, alpha=alpha, beta=beta,
+                          algorithm=algo)[0] for algo in ("winograd", "im2col")}
+    if act == "none":
+        assert np.isnan(got["winograd"])[np.isnan(got["im2col"])].all()
+        return
+    lo, hi = (0.0, np.inf) if act == "relu" else (alpha, beta)
+    y = got["winograd"]
+    assert not np.isnan(y).any() and (y >= lo).all() and (y <= hi).all()

@@ -1289,7 +1289,7 @@ void Conv2d::run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPo
               const size_t pos = plane + (oy + i) * OW + ux + j;
               const float v =
                   yt[(i * 4 + j) * T + u] + bk + (ep.residual ? ep.residual[pos] : 0.0f);
-              y[pos] = std::min(std::max(v, lo), hi);
+              y[pos] = clamped ? wino43::wino_clamp<true>(v, lo, hi) : v;
             }
         }
       }

@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 
 namespace kiln {
 
@@ -22,8 +23,8 @@ using wino_output_fn = void (*)(const float* m, size_t ms, float* y);
 using wino_gather_fn = void (*)(const float* src, size_t rs, size_t n, float* d);
 // Stores rows i < rows of n whole tiles (4 columns each) adjacent in one tile row:
 // dst[i * ds + 4 * t + j] = clamp(y[(i * 4 + j) * T + t] + bias (+ res[i * ds + 4 * t + j]),
-// lo, hi): the epilogue's Relu / Clip applied as the values are stored (lo = -inf and
-// hi = +inf for none).
+// lo, hi): the epilogue's Relu / Clip applied as the values are stored, NaN becoming lo as
+// in the SIMD activation kernels (lo = -inf and hi = +inf for none: stored as computed).
 using wino_scatter_fn = void (*)(const float* y, size_t n, size_t rows, float bias,
                                  const float* res, float* dst, size_t ds, float lo, float hi);
 // Transforms n 3x3 filters, each 9 contiguous taps g[f * 9 + e] (row-major, as ONNX stores
@@ -123,9 +124,16 @@ void gather(const float* src, size_t rs, size_t n, float* d) {
   }
 }
 
-template <size_t T>
-void scatter(const float* y, size_t n, size_t rows, float bias, const float* res, float* dst,
-             size_t ds, float lo, float hi) {
+// An output as stored: clamped to [lo, hi] (NaN to lo, as the SIMD activation kernels do)
+// for a fused Relu / Clip, else as computed.
+template <bool kClamp>
+inline float wino_clamp(float v, float lo, float hi) {
+  return kClamp ? std::min(hi, std::max(lo, v)) : v;
+}
+
+template <size_t T, bool kClamp>
+void scatter_rows(const float* y, size_t n, size_t rows, float bias, const float* res,
+                  float* dst, size_t ds, float lo, float hi) {
   // Tile-major inner loop: the four columns of a tile are four adjacent stores, which the
   // compiler turns into an interleave of four vectors (a 4 x n transpose in registers)
   // instead of stores at a stride of 4.
@@ -138,20 +146,29 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
     const float* in3 = in2 + T;
     if (r) {
       for (size_t t = 0; t < n; ++t) {
-        out[4 * t + 0] = std::min(std::max(in0[t] + bias + r[4 * t + 0], lo), hi);
-        out[4 * t + 1] = std::min(std::max(in1[t] + bias + r[4 * t + 1], lo), hi);
-        out[4 * t + 2] = std::min(std::max(in2[t] + bias + r[4 * t + 2], lo), hi);
-        out[4 * t + 3] = std::min(std::max(in3[t] + bias + r[4 * t + 3], lo), hi);
+        out[4 * t + 0] = wino_clamp<kClamp>(in0[t] + bias + r[4 * t + 0], lo, hi);
+        out[4 * t + 1] = wino_clamp<kClamp>(in1[t] + bias + r[4 * t + 1], lo, hi);
+        out[4 * t + 2] = wino_clamp<kClamp>(in2[t] + bias + r[4 * t + 2], lo, hi);
+        out[4 * t + 3] = wino_clamp<kClamp>(in3[t] + bias + r[4 * t + 3], lo, hi);
       }
     } else {
       for (size_t t = 0; t < n; ++t) {
-        out[4 * t + 0] = std::min(std::max(in0[t] + bias, lo), hi);
-        out[4 * t + 1] = std::min(std::max(in1[t] + bias, lo), hi);
-        out[4 * t + 2] = std::min(std::max(in2[t] + bias, lo), hi);
-        out[4 * t + 3] = std::min(std::max(in3[t] + bias, lo), hi);
+        out[4 * t + 0] = wino_clamp<kClamp>(in0[t] + bias, lo, hi);
+        out[4 * t + 1] = wino_clamp<kClamp>(in1[t] + bias, lo, hi);
+        out[4 * t + 2] = wino_clamp<kClamp>(in2[t] + bias, lo, hi);
+        out[4 * t + 3] = wino_clamp<kClamp>(in3[t] + bias, lo, hi);
       }
     }
   }
+}
+
+template <size_t T>
+void scatter(const float* y, size_t n, size_t rows, float bias, const float* res, float* dst,
+             size_t ds, float lo, float hi) {
+  if (lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity())
+    scatter_rows<T, true>(y, n, rows, bias, res, dst, ds, lo, hi);
+  else
+    scatter_rows<T, false>(y, n, rows, bias, res, dst, ds, lo, hi);
 }
 
 }  // namespace wino43
