@@ -231,8 +231,8 @@ _SAME_BYTES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity
 
 def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
                    sizes: dict[int, int | None],
-                   dims_of: Callable[[ir.Value], tuple[int, ...] | None]
-                   ) -> list[tuple[int, int, int]]:
+                   dims_of: Callable[[ir.Value], tuple[int, ...] | None],
+                   last_read: dict[int, int]) -> list[tuple[int, int, int]]:
     """(value, host, byte offset) for the copies the memory plan can make free: a reshape's
     output on its input; each input of a Concat whose chunks are contiguous in the output
     (nothing but size-1 dims before the axis) at its chunk's offset, when that offset is
@@ -242,11 +242,8 @@ def in_place_views(sources: Sequence[Any], nodes: Sequence[PlanNode],
     inputs), so a chain of Concats (DenseNet's blocks: each one's result read by the next
     layer, then by the next Concat) grows in one buffer without copies. A reader after the
     Concat would not be safe: a Concat that meets shapes other than the planned ones moves
-    its inputs to their real slots, over the bytes such a reader still expects."""
-    last_read: dict[int, int] = {}
-    for k, node in enumerate(nodes):
-        for i in node.inputs:
-            last_read[i] = k
+    its inputs to their real slots, over the bytes such a reader still expects. last_read:
+    value -> index of the last node reading it (the liveness plan_memory takes)."""
     views: list[tuple[int, int, int]] = []
     for k, (source, node) in enumerate(zip(sources, nodes)):
         if node.domain != "" or not node.inputs or node.outputs[0] < 0:
@@ -418,8 +415,8 @@ class Lowering:
                     sizes[o] = size if size is not None or hint is None else (
                         math.prod(hint[0]) * hint[1])
         pinned = set(output_ids) | set(input_ids) | set(constants)
-        memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned,
-                             in_place_views(plan_sources, plan_nodes, sizes, self.static_dims))
+        views = in_place_views(plan_sources, plan_nodes, sizes, self.static_dims, last)
+        memory = plan_memory(n_values, len(plan_nodes), defs, last, sizes, pinned, views)
         return LoweredPlan(names, constants, plan_nodes, input_ids, output_ids, memory, folded,
                            sources)
 

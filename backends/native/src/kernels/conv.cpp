@@ -59,8 +59,8 @@ double gemm_computed_columns(size_t cols, size_t nr) {
 //             + 2.8e6                       a fixed cost per call)
 // Fitted on this machine's CPU (AMD EPYC Zen 4, one thread, min of 3x3 calls on 40 shapes
 // from the light zoo and the real-model corpus, 7x7 to 208x208 maps, 12 to 512 channels);
-// it picks the faster of the two on 39 of them at one thread and two (the 40th, 16 -> 16 at
-// 80x80, is within 10%). In the whole models (same process, interleaved, two threads) it
+// it picks the faster of the two on 39 of them at one thread (the 40th, 16 -> 16 at 80x80,
+// is within 10%). In the whole models (same process, interleaved, two threads) it
 // made ResNet-50 0.95x, DenseNet-121 0.93x, Inception v1 0.98x, a YOLOv8n detector 0.96x and
 // the ddddocr detector and recognizer 0.94x / 0.89x the time of the rule it replaced (C and
 // K >= 64, at least 16 tiles, 25 unless the F(4,3) weights fit in L2: fitted on a Xeon with

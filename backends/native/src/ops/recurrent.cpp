@@ -91,12 +91,16 @@ RecurrentWeights pack_recurrent(const DirWeights& dw, int64_t first, int64_t n, 
   return rw;
 }
 
-// The prepacked part of direction d, when R was packed at build and has the run's shape (and,
-// for W's part, W was a constant too).
+// Direction d's weights packed at build, or null (none packed, or not for this run's shape).
+const PackedDirection* prepacked(const PackedR* pre, int64_t d) {
+  return pre && static_cast<size_t>(d) < pre->size() ? &(*pre)[static_cast<size_t>(d)]
+                                                      : nullptr;
+}
+
+// The prepacked part of R for direction d, or null.
 const PackedB* prepacked_part(const PackedR* pre, int64_t d, size_t part) {
-  if (!pre || static_cast<size_t>(d) >= pre->size()) return nullptr;
-  const auto& parts = (*pre)[static_cast<size_t>(d)].r;
-  return part < parts.size() ? parts[part].get() : nullptr;
+  const PackedDirection* dir = prepacked(pre, d);
+  return dir && part < dir->r.size() ? dir->r[part].get() : nullptr;
 }
 
 void recurrent_product(const RecurrentWeights& rw, const float* v, const float* add, float* out,
@@ -211,8 +215,8 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const
       in_bias.bias_kind = BiasKind::per_col;
       in_bias.bias = dir.dw.Wb;
     }
-    const PackedB* w_packed = pre && static_cast<size_t>(d) < pre->size()
-                                  ? (*pre)[static_cast<size_t>(d)].w.get() : nullptr;
+    const PackedDirection* packed_dir = prepacked(pre, d);
+    const PackedB* w_packed = packed_dir ? packed_dir->w.get() : nullptr;
     if (w_packed && w_packed->K() == static_cast<size_t>(s.input) &&
         w_packed->N() == static_cast<size_t>(G * H))
       sgemm_packed(false, x_rows, x.ptr<float>(), static_cast<size_t>(s.input), *w_packed,
