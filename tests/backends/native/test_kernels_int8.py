@@ -20,7 +20,10 @@ def test_the_list_holds_a_generic_kernel_and_this_cpus():
 
 
 @pytest.mark.parametrize("name", native.kernels.u8s8_ukernels())
-@pytest.mark.parametrize(("rows", "k", "n"), [(1, 4, 1), (6, 64, 32), (5, 36, 17), (2, 8, 31)])
+# n at each edge of the widths a kernel may use for a narrow panel (8, 16, 24, 32 columns)
+@pytest.mark.parametrize(("rows", "k", "n"), [(1, 4, 1), (6, 64, 32), (5, 36, 17), (2, 8, 31),
+                                              (6, 12, 8), (3, 20, 9), (6, 16, 16),
+                                              (4, 28, 24), (6, 8, 25)])
 def test_each_kernel_is_exact(name: str, rows: int, k: int, n: int):
     a = RNG.integers(0, 256, (rows, k), dtype=np.uint8)
     b = RNG.integers(-128, 128, (k, n), dtype=np.int8)

@@ -1,6 +1,6 @@
-// u8 x s8 -> s32 microkernel with AVX-512 VNNI (vpdpbusd): 6 rows x 32 columns, twelve int32
-// accumulators; each k quad is one broadcast of four A bytes per row and two B vectors. Rows
-// come in segments (see int8_gemm.h), so a convolution reads its input in place.
+// u8 x s8 -> s32 microkernel with AVX-512 VNNI (vpdpbusd): 6 rows x up to 32 columns; each k
+// quad is one broadcast of four A bytes per row and up to two B vectors. Rows come in segments
+// (see int8_gemm.h), so a convolution reads its input in place.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -14,34 +14,70 @@
 
 namespace kiln {
 
-void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
-                                        const uint8_t* const* a, const int8_t* b, int32_t* c,
-                                        size_t ldc, size_t cols) {
-  __m512i acc[kInt8Mr][2];
-  for (size_t r = 0; r < kInt8Mr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+// One width of the kernel: W columns of the panel (8: one 256-bit vector per row, 16: one
+// 512-bit, 24: 512 + 256, 32: two 512-bit). A panel's narrow last columns (24 outputs of a
+// layer, 4 of a 2x2 ConvTranspose to one channel) then cost the products of the columns that
+// exist, not of 32: where a 512-bit vpdpbusd issues as two 256-bit halves, 24 columns take
+// 3/4 of the time and 8 a quarter.
+template <int W>
+static void u8s8_vnni_width(size_t rows, size_t nseg, size_t seg_len,
+                            const uint8_t* const* a, const int8_t* b, int32_t* c, size_t ldc,
+                            size_t cols) {
+  constexpr bool kWide0 = W >= 16, kHas1 = W > 16, kWide1 = W == 32;
+  __m512i acc0[kInt8Mr], acc1[kInt8Mr];
+  __m256i acch0[kInt8Mr], acch1[kInt8Mr];
+  for (size_t r = 0; r < kInt8Mr; ++r) {
+    acc0[r] = acc1[r] = _mm512_setzero_si512();
+    acch0[r] = acch1[r] = _mm256_setzero_si256();
+  }
   for (size_t s = 0; s < nseg; ++s, b += seg_len * kInt8Nr) {
     const uint8_t* ar[kInt8Mr];
     for (size_t r = 0; r < kInt8Mr; ++r) ar[r] = a[(r < rows ? r : 0) * nseg + s];
     for (size_t q = 0; q < seg_len; q += 4) {
-      const __m512i b0 = _mm512_loadu_si512(b + q * kInt8Nr);
-      const __m512i b1 = _mm512_loadu_si512(b + q * kInt8Nr + 64);
+      const int8_t* bq = b + q * kInt8Nr;
+      __m512i b0 = _mm512_setzero_si512(), b1 = b0;
+      __m256i bh0 = _mm256_setzero_si256(), bh1 = bh0;
+      if (kWide0) b0 = _mm512_loadu_si512(bq);
+      else bh0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq));
+      if (kWide1) b1 = _mm512_loadu_si512(bq + 64);
+      else if (kHas1) bh1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq + 64));
       for (size_t r = 0; r < kInt8Mr; ++r) {
         if (r >= rows) break;
         int32_t quad;
         __builtin_memcpy(&quad, ar[r] + q, 4);
+        // one broadcast per row: the 256-bit products take its low half
         const __m512i av = _mm512_set1_epi32(quad);
-        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+        const __m256i ah = _mm512_castsi512_si256(av);
+        if (kWide0) acc0[r] = _mm512_dpbusd_epi32(acc0[r], av, b0);
+        else acch0[r] = _mm256_dpbusd_epi32(acch0[r], ah, bh0);
+        if (kWide1) acc1[r] = _mm512_dpbusd_epi32(acc1[r], av, b1);
+        else if (kHas1) acch1[r] = _mm256_dpbusd_epi32(acch1[r], ah, bh1);
       }
     }
   }
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff)
-                       : cols > 16 ? __mmask16((1u << (cols - 16)) - 1) : __mmask16(0);
+  const auto mask = [cols](size_t from) -> __mmask16 {
+    return cols >= from + 16 ? __mmask16(0xffff)
+           : cols > from     ? __mmask16((1u << (cols - from)) - 1)
+                             : __mmask16(0);
+  };
+  const __mmask16 m0 = mask(0), m1 = mask(16);
   for (size_t r = 0; r < rows; ++r) {
-    _mm512_mask_storeu_epi32(c + r * ldc, m0, acc[r][0]);
-    if (m1) _mm512_mask_storeu_epi32(c + r * ldc + 16, m1, acc[r][1]);
+    int32_t* cr = c + r * ldc;
+    if (kWide0) _mm512_mask_storeu_epi32(cr, m0, acc0[r]);
+    else _mm256_mask_storeu_epi32(cr, __mmask8(m0), acch0[r]);
+    if (kWide1) _mm512_mask_storeu_epi32(cr + 16, m1, acc1[r]);
+    else if (kHas1) _mm256_mask_storeu_epi32(cr + 16, __mmask8(m1), acch1[r]);
   }
+}
+
+// u8 x s8 with VNNI over one panel: the narrowest width that holds `cols`.
+void kiln_u8s8_gemm_ukernel__avx512vnni(size_t rows, size_t nseg, size_t seg_len,
+                                        const uint8_t* const* a, const int8_t* b, int32_t* c,
+                                        size_t ldc, size_t cols) {
+  if (cols > 24) return u8s8_vnni_width<32>(rows, nseg, seg_len, a, b, c, ldc, cols);
+  if (cols > 16) return u8s8_vnni_width<24>(rows, nseg, seg_len, a, b, c, ldc, cols);
+  if (cols > 8) return u8s8_vnni_width<16>(rows, nseg, seg_len, a, b, c, ldc, cols);
+  u8s8_vnni_width<8>(rows, nseg, seg_len, a, b, c, ldc, cols);
 }
 
 // 64 table lookups a step where the CPU has VBMI (kernels/avx512vbmi), else one at a time.
