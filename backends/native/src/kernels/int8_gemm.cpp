@@ -47,7 +47,7 @@ void kiln_u8s8_gemm_ukernel__generic(size_t rows, size_t nseg, size_t seg_len,
     }
 }
 
-KILN_INT8_LOOPS_DEFS(generic, byte_map_impl, dw_u8s8_impl, dw_layout_none,
+KILN_INT8_LOOPS_DEFS(generic, int8_row_u8_impl, byte_map_impl, dw_u8s8_impl, dw_layout_none,
                      transpose_u8_impl)
 
 bool kiln_range_f32__generic(size_t n, const float* x, float* lo, float* hi) {

@@ -161,7 +161,7 @@ inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) 
 // byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
 // depthwise products (dw_u8s8_impl's) from weights dw_layout lays out, transpose moves bytes
 // between NCHW and NHWC (transpose_u8_impl's).
-#define KILN_INT8_LOOPS_DEFS(isa, byte_map, dw, dw_layout, transpose)                        \
+#define KILN_INT8_LOOPS_DEFS(isa, row_u8, byte_map, dw, dw_layout, transpose)                \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
     quantize_run_impl(n, x, scale, zero, y);                                                 \
   }                                                                                          \
@@ -182,7 +182,7 @@ inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) 
   }                                                                                          \
   void kiln_int8_row_u8__##isa(size_t n, const int32_t* acc, const Int8RowParams& p,         \
                                uint8_t* y) {                                                 \
-    int8_row_u8_impl(n, acc, p, y);                                                          \
+    row_u8(n, acc, p, y);                                                                    \
   }                                                                                          \
   void kiln_int8_tile_f32__##isa(size_t rows, size_t n, const int32_t* acc, size_t ld,       \
                                  const Int8RowParams& p, float* y, size_t ys) {              \
@@ -192,7 +192,7 @@ inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) 
                                 const Int8RowParams& p, uint8_t* y, size_t ys,               \
                                 const uint8_t* table) {                                      \
     for (size_t r = 0; r < rows; ++r) {                                                      \
-      int8_row_u8_impl(n, acc + r * ld, p, y + r * ys);                                      \
+      row_u8(n, acc + r * ld, p, y + r * ys);                                                \
       if (table) byte_map(n, table, y + r * ys);                                             \
     }                                                                                        \
   }                                                                                          \

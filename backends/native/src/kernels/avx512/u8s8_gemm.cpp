@@ -263,7 +263,26 @@ static void transpose_u8_avx512(const uint8_t* src, size_t ss, size_t rows, size
   }
 }
 
-KILN_INT8_LOOPS_DEFS(avx512, byte_map_avx512, dw_avx512, dw_layout_avx512, transpose_u8_avx512)
+// The u8 epilogue of one row (int8_row_u8_impl's contract) in 16 lanes: the rounding is the
+// converter's own (round half to even, the default mode) and the pack saturates, where the
+// shared loop adds and subtracts 1.5 * 2^23 and packs through words (a third fewer
+// instructions a vector).
+static void row_u8_avx512(size_t n, const int32_t* __restrict acc, const Int8RowParams& p,
+                          uint8_t* __restrict y) {
+  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
+  const __m512i zero = _mm512_set1_epi32(static_cast<int32_t>(p.zero));
+  for (size_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+    __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + j));
+    v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, p.mult + j),
+                        _mm512_maskz_loadu_ps(m, p.offset + j));
+    v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);  // NaN: min gives hi, as the shared loop
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zero);
+    _mm_mask_storeu_epi8(y + j, m, _mm512_cvtusepi32_epi8(q));
+  }
+}
+
+KILN_INT8_LOOPS_DEFS(avx512, row_u8_avx512, byte_map_avx512, dw_avx512, dw_layout_avx512, transpose_u8_avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;
