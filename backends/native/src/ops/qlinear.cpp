@@ -11,7 +11,6 @@
 // QConv with group == C is depthwise: a direct NHWC kernel vectorized over channels.
 // Also kiln::QMaxPool, DequantizeLinear -> MaxPool -> QuantizeLinear on the bytes.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -574,18 +573,25 @@ class QConvKernel final : public Kernel {
     const PackedInt8B& pw = *packed_;
     Int8GemmIO io;
     io.segments = KH * per_row;
+    // Each segment's offset from a pixel's corner, fixed for the layer.
+    const size_t nseg = KH * per_row;
+    std::vector<size_t> seg_at(nseg);
+    for (size_t kh = 0; kh < KH; ++kh)
+      for (size_t kw = 0; kw < per_row; ++kw)
+        seg_at[kh * per_row + kw] = (kh * dh * Wp + kw * dw) * Cp;
     io.segment_rows = [=](size_t i0, size_t rows, const uint8_t** ptrs) {
       // the block's first pixel divided out once, then stepped: a division per row costs
       // as much as a small pointwise layer's products
       size_t n = i0 / P, oh = i0 % P / OW, ow = i0 % OW;
+      const size_t step = sw * Cp;
+      const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
       for (size_t r = 0; r < rows; ++r) {
-        const uint8_t* corner = nhwc + ((n * Hp + oh * sh) * Wp + ow * sw) * Cp;
-        for (size_t kh = 0; kh < KH; ++kh)
-          for (size_t kw = 0; kw < per_row; ++kw)
-            *ptrs++ = corner + (kh * dh * Wp + kw * dw) * Cp;
+        for (size_t s = 0; s < nseg; ++s) *ptrs++ = corner + seg_at[s];
+        corner += step;
         if (++ow == OW) {
           ow = 0;
           if (++oh == OH) oh = 0, ++n;
+          corner = nhwc + ((n * Hp + oh * sh) * Wp) * Cp;
         }
       }
     };
