@@ -396,6 +396,45 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
                 std::to_string(s.ow) + " flavor=" + std::to_string(flavor),
             got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
     }
+  // The blocked form: channels in lanes, 1..kDwConvBlockChannels of them, per-channel bias
+  // and prologue, against the generic kernel taking each channel as a plane.
+  for (const PlaneShape& s : kPlanes)
+    for (size_t channels : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, kDwConvBlockChannels}) {
+      ++variant;
+      const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+      const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+      const size_t pad = std::min<size_t>(1, std::min(rows, cols) / 2);
+      const size_t in_h = rows - 2 * pad, in_w = cols - 2 * pad, out = s.oh * s.ow;
+      auto x = randv(channels * in_h * in_w), w = randv(channels * s.kh * s.kw);
+      auto res = randv(channels * out), bias = randv(channels), scale = randv(channels);
+      auto shift = randv(channels);
+      DwConvPlane p{};
+      p.x = x.data();
+      p.in_h = in_h;
+      p.in_w = in_w;
+      p.pad_top = p.pad_left = pad;
+      p.w = w.data();
+      p.residual = variant % 2 ? res.data() : nullptr;
+      p.oh = s.oh, p.ow = s.ow, p.kh = s.kh, p.kw = s.kw;
+      p.sh = s.sh, p.sw = s.sw, p.dh = s.dh, p.dw = s.dw;
+      p.act = kActs[(variant * 5) % 12];
+      act_params(p.act, &p.alpha, &p.beta);
+      p.channels = channels;
+      p.biases = variant % 3 ? bias.data() : nullptr;
+      p.in_scales = variant % 4 < 2 ? scale.data() : nullptr;
+      p.in_shifts = p.in_scales ? shift.data() : nullptr;
+      p.in_relu = variant % 8 < 4;
+      std::vector<float> rows_buf(dwconv_block_scratch_floats(p), 3.0f);
+      p.rows = rows_buf.data();
+      std::vector<float> got(channels * out + 1, 7.0f), want(channels * out + 1, 7.0f);
+      p.y = got.data();
+      fn(p);
+      p.y = want.data();
+      kiln_f32_dwconv_ukernel__generic(p);
+      check(std::string(name) + " blocked " + std::to_string(channels) + "ch " +
+                std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" + std::to_string(s.sw),
+            got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
+    }
   g.done(isa, name);
 }
 

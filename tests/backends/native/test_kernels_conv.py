@@ -103,6 +103,12 @@ CASES = [
     Case(2, 5, 11, 7, 5, 3, 3, pads=(1, 1, 1, 1), groups=5),
     NARROW_DW_3X3 := Case(1, 3, 19, 16, 3, 3, 3, pads=(1, 0, 1, 0), groups=3),
     Case(1, 4, 3, 9, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
+    # small output planes (<= 400 pixels): 16 channels a call in vector lanes; a last block
+    # of 4 channels, batch, stride 2, a runtime-sized 7x7, pads wider than the window
+    BLOCKED_DW := Case(2, 20, 9, 9, 20, 3, 3, pads=(1, 1, 1, 1), groups=20),
+    Case(1, 37, 14, 14, 37, 5, 5, strides=(2, 2), pads=(2, 2, 2, 2), groups=37),
+    Case(1, 24, 7, 7, 24, 7, 7, pads=(3, 3, 3, 3), groups=24),
+    Case(1, 17, 6, 9, 17, 3, 3, pads=(2, 0, 1, 3), groups=17),
     # 5x5 planes wider than a vector, 6 rows or more: the same groups, a vector at a time
     # (13 -> 7 + 6 rows; 37 columns: whole vectors and a tail on every ISA)
     WIDE_DW_5X5 := Case(1, 3, 13, 37, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
@@ -273,7 +279,7 @@ def test_auto_weighs_direct_against_im2col(isa: str) -> None:
 @pytest.mark.parametrize(
     "case",
     [CASES[1], CASES[4], CASES[8], CASES[11], NARROW_DW_5X5, NARROW_DW_3X3, WIDE_DW_5X5,
-     CASES[-11], CASES[-9]],
+     BLOCKED_DW, CASES[-11], CASES[-9]],
     ids=str,
 )
 def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> None:

@@ -884,6 +884,31 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
   shape.in_w = p_.W;
   shape.has_prologue = prologue != nullptr;
   shape.in_relu = prologue && prologue->relu;
+  if (OH * OW <= kDwConvBlockedMaxPixels) {  // channels in lanes, kDwConvBlockChannels a call
+    const size_t per_image = (p_.C + kDwConvBlockChannels - 1) / kDwConvBlockChannels;
+    const size_t floats = dwconv_block_scratch_floats(shape);
+    auto blocks = [&](size_t b0, size_t b1) {
+      float* rows = gemm_scratch(kScratchConv, floats);
+      for (size_t b = b0; b < b1; ++b) {
+        const size_t n = b / per_image, c0 = b % per_image * kDwConvBlockChannels;
+        DwConvPlane block = shape;
+        block.channels = std::min(kDwConvBlockChannels, p_.C - c0);
+        block.x = x + (n * p_.C + c0) * p_.H * p_.W;
+        block.y = y + (n * p_.C + c0) * OH * OW;
+        block.residual = ep.residual ? ep.residual + (n * p_.C + c0) * OH * OW : nullptr;
+        block.w = w_->plain.data() + c0 * taps;
+        block.biases = ep.bias_kind == BiasKind::per_row ? ep.bias + c0 : nullptr;
+        block.in_scales = prologue ? prologue->scale + c0 : nullptr;
+        block.in_shifts = prologue ? prologue->shift + c0 : nullptr;
+        block.rows = rows;
+        kernel(block);
+      }
+    };
+    const size_t count = p_.N * per_image;
+    if (pool) pool->parallel_for(count, 1, blocks, p_.N * p_.C * (p_.H * p_.W + OH * OW * taps));
+    else blocks(0, count);
+    return;
+  }
   const size_t scratch = dwconv_scratch_floats(shape);
   auto run = [&](size_t i0, size_t i1) {
     // Zero once: the kernels write only data columns of it, the same ones for every plane.

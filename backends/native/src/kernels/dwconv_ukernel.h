@@ -36,6 +36,19 @@ struct DwConvPlane {
   bool has_prologue = false;
   bool in_relu = false;
   float in_scale = 1.0f, in_shift = 0.0f;
+  // The blocked form, for small planes: `channels` (1..kDwConvBlockChannels; 0 = the plane
+  // form above) consecutive channels in one call, their planes in_h * in_w floats apart in x
+  // and oh * ow apart in y and residual, channel c's taps at w + c * kh * kw; bias and
+  // prologue per channel from the arrays (null: bias 0, no prologue; `bias`, `in_scale`,
+  // `in_shift` and `has_prologue` are then unused; in_relu still says whether the prologue
+  // ends in a Relu). `rows` is then dwconv_block_scratch_floats(p) floats, any contents. The
+  // SIMD kernels put the channels in vector lanes (a padded pixels x channels copy of the
+  // planes): a plane of a few dozen pixels fills few lanes of a row-wise vector, and each
+  // plane pays a call and its staging.
+  size_t channels = 0;
+  const float* biases = nullptr;
+  const float* in_scales = nullptr;
+  const float* in_shifts = nullptr;
 };
 
 // Readable floats past the last staged row (>= 2 vectors: the stride-2 window reads two);
@@ -74,6 +87,21 @@ inline size_t dwconv_ring_rows(const DwConvPlane& p) {
 }
 inline size_t dwconv_scratch_floats(const DwConvPlane& p) {
   return (dwconv_ring_rows(p) + 1) * dwconv_row_floats(p) + kDwConvSlack;
+}
+
+// Channels per call of the blocked form (the widest vector's lanes; narrower ones take them
+// in several passes).
+constexpr size_t kDwConvBlockChannels = 16;
+// Output planes of at most this many pixels go in the blocked form (conv.cpp). Zen 4, one
+// thread, plane form -> blocked: 5x5 over 256 x 14 x 14 at stride 2 60 -> 28 us, over
+// 672 x 7 x 7 91 -> 54, over 120 x 20 x 20 64 -> 51; 3x3 over 960 x 7 x 7 93 -> 47, over 96 x
+// 40 x 40 at stride 2 60 -> 49; at 28 x 28 outputs a tie (72 channels 40 -> 38 us, 128 at
+// stride 1 62 -> 65), and larger planes lose (64 x 56 x 56: 110 -> 126 us).
+constexpr size_t kDwConvBlockedMaxPixels = 20 * 20;
+// The blocked form's scratch: the padded input rows as pixels x channels, and the outputs.
+inline size_t dwconv_block_scratch_floats(const DwConvPlane& p) {
+  return (dwconv_padded_rows(p) * dwconv_cols(p) + p.oh * p.ow) * kDwConvBlockChannels +
+         kDwConvSlack;
 }
 
 using dwconv_plane_fn = void (*)(const DwConvPlane& p);

@@ -64,6 +64,33 @@ struct V512 {
     return _mm512_mask_blend_ps(m, if_clear, if_set);
   }
   static float lane0(vec v) { return _mm512_cvtss_f32(v); }
+  // r[i] lane j -> r[j] lane i over the 16 vectors: interleaves within 128-bit lanes, then
+  // two rounds of 128-bit lane shuffles.
+  static void transpose(vec* r) {
+    vec t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+      u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+      u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD);
+      t[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+  }
 };
 
 }  // namespace kiln::avx512

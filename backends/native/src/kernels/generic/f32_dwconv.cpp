@@ -5,6 +5,23 @@
 namespace kiln {
 
 void kiln_f32_dwconv_ukernel__generic(const DwConvPlane& p) {
+  if (p.channels) {  // the blocked form: each channel as a plane of its own
+    const size_t taps = p.kh * p.kw;
+    for (size_t c = 0; c < p.channels; ++c) {
+      DwConvPlane one = p;
+      one.channels = 0;
+      one.x = p.x + c * p.in_h * p.in_w;
+      one.y = p.y + c * p.oh * p.ow;
+      one.residual = p.residual ? p.residual + c * p.oh * p.ow : nullptr;
+      one.w = p.w + c * taps;
+      one.bias = p.biases ? p.biases[c] : 0.0f;
+      one.has_prologue = p.in_scales != nullptr;
+      one.in_scale = p.in_scales ? p.in_scales[c] : 1.0f;
+      one.in_shift = p.in_shifts ? p.in_shifts[c] : 0.0f;
+      kiln_f32_dwconv_ukernel__generic(one);
+    }
+    return;
+  }
   for (size_t oy = 0; oy < p.oh; ++oy) {
     float* y = p.y + oy * p.ow;
     for (size_t ox = 0; ox < p.ow; ++ox) {

@@ -10,7 +10,7 @@
 //   tail_of(n) (0 <= n <= kWidth), load_tail (other lanes 0), store_tail,
 //   add sub mul div max min abs, fma(a, b, c) = a * b + c, round (to nearest even),
 //   scale2(p, n) = p * 2^n (n integral), with_sign_of(mag, s), lt(a, b) -> mask,
-//   select(m, if_set, if_clear), lane0.
+//   select(m, if_set, if_clear), lane0, transpose(r) (kWidth vectors: r[i] lane j <-> r[j] lane i).
 #pragma once
 #include <arm_neon.h>
 
@@ -69,6 +69,14 @@ struct V128 {
   static mask lt(vec a, vec b) { return vcltq_f32(a, b); }
   static vec select(mask m, vec if_set, vec if_clear) { return vbslq_f32(m, if_set, if_clear); }
   static float lane0(vec v) { return vgetq_lane_f32(v, 0); }
+  // r[i] lane j -> r[j] lane i over the 4 vectors.
+  static void transpose(vec* r) {
+    const float32x4x2_t a = vtrnq_f32(r[0], r[1]), b = vtrnq_f32(r[2], r[3]);
+    r[0] = vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0]));
+    r[1] = vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1]));
+    r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
+    r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
+  }
 };
 
 }  // namespace kiln::neon

@@ -280,9 +280,133 @@ void dwconv_sized(const DwConvPlane& p) {
   else dwconv_plane<V, 0, 0, 2, WHOLE>(p);
 }
 
+// ---- The blocked form (DwConvPlane::channels >= 1): channels in vector lanes.
+
+// Outputs of R consecutive pixels of output row oy from ox on: R independent FMA chains, each
+// tap's weight vector loaded once for all of them. xb: the padded input, wp pixels a row, L
+// floats a pixel; yb: the outputs, L floats a pixel.
+template <typename V, int KH, int KW, int R>
+inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
+                                typename V::vec bias, const float* xb, size_t wp, size_t oy,
+                                size_t ox, float* yb) {
+  using vec = typename V::vec;
+  constexpr size_t L = V::kWidth;
+  const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw;
+  const size_t step = p.sw * L;
+  vec acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = bias;
+  const float* base = xb + (oy * p.sh * wp + ox * p.sw) * L;
+#pragma GCC unroll 5
+  for (size_t ky = 0; ky < kh; ++ky) {
+    const float* row = base + ky * p.dh * wp * L;
+#pragma GCC unroll 5
+    for (size_t kx = 0; kx < kw; ++kx) {
+      const float* at = row + kx * p.dw * L;
+      const vec wt = w[ky * kw + kx];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, V::load(at + r * step), acc[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) V::store(yb + (oy * p.ow + ox + r) * L, acc[r]);
+}
+
+// Channels [c0, c0 + nc) (nc <= L) of a blocked call: their padded planes copied into xb as
+// pixels x L lanes (padding and lanes past nc zero, the prologue applied to real pixels), the
+// outputs computed into yb the same way, then each channel's column of yb written to its
+// plane through the epilogue.
+template <typename V, int KH, int KW>
+void dwconv_lanes(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* yb) {
+  using vec = typename V::vec;
+  constexpr size_t L = V::kWidth;
+  const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, taps = kh * kw;
+  const size_t hp = dwconv_padded_rows(p), wp = dwconv_cols(p);
+  const size_t plane_in = p.in_h * p.in_w, plane_out = p.oh * p.ow;
+  const size_t data_end = std::min(hp, p.pad_top + p.in_h);
+  const size_t cols = wp > p.pad_left ? std::min(p.in_w, wp - p.pad_left) : 0;
+  const float* src[L];
+  alignas(64) float scale[L], shift[L];
+  for (size_t c = 0; c < L; ++c) {
+    src[c] = c < nc ? p.x + (c0 + c) * plane_in : nullptr;
+    scale[c] = c < nc && p.in_scales ? p.in_scales[c0 + c] : 1.0f;
+    shift[c] = c < nc && p.in_shifts ? p.in_shifts[c0 + c] : 0.0f;
+  }
+  const vec zero = V::zero();
+  for (size_t r = 0; r < hp; ++r) {
+    float* row = xb + r * wp * L;
+    if (r < p.pad_top || r >= data_end) {
+      std::fill(row, row + wp * L, 0.0f);
+      continue;
+    }
+    std::fill(row, row + p.pad_left * L, 0.0f);
+    std::fill(row + (p.pad_left + cols) * L, row + wp * L, 0.0f);
+    float* d = row + p.pad_left * L;
+    const size_t iy = r - p.pad_top;
+    // L pixels of the row at a time: one vector per channel, transposed into one per pixel
+    for (size_t j0 = 0; j0 < cols; j0 += L) {
+      const size_t n = std::min(L, cols - j0);
+      vec v[L];
+      for (size_t c = 0; c < L; ++c) {
+        if (c >= nc) {
+          v[c] = zero;
+          continue;
+        }
+        v[c] = load_n<V>(src[c] + iy * p.in_w + j0, n);
+        if (p.in_scales) {
+          v[c] = V::fma(v[c], V::set1(scale[c]), V::set1(shift[c]));
+          if (p.in_relu) v[c] = V::max(zero, v[c]);  // NaN stays NaN
+        }
+      }
+      V::transpose(v);
+      for (size_t j = 0; j < n; ++j) V::store(d + (j0 + j) * L, v[j]);
+    }
+  }
+  alignas(64) float lanes[L];
+  vec w[KH ? KH * KW : 64];
+  for (size_t t = 0; t < taps; ++t) {
+    for (size_t c = 0; c < L; ++c) lanes[c] = c < nc ? p.w[(c0 + c) * taps + t] : 0.0f;
+    w[t] = V::load(lanes);
+  }
+  for (size_t c = 0; c < L; ++c) lanes[c] = c < nc && p.biases ? p.biases[c0 + c] : 0.0f;
+  const vec bias = V::load(lanes);
+  for (size_t oy = 0; oy < p.oh; ++oy) {
+    size_t ox = 0;
+    for (; ox + 4 <= p.ow; ox += 4) dwconv_lanes_pixels<V, KH, KW, 4>(p, w, bias, xb, wp, oy, ox, yb);
+    for (; ox < p.ow; ++ox) dwconv_lanes_pixels<V, KH, KW, 1>(p, w, bias, xb, wp, oy, ox, yb);
+  }
+  // L output pixels at a time: one vector per pixel, transposed into one per channel
+  for (size_t i = 0; i < plane_out; i += L) {
+    const size_t n = std::min(L, plane_out - i);
+    vec v[L];
+    for (size_t j = 0; j < L; ++j) v[j] = j < n ? V::load(yb + (i + j) * L) : zero;
+    V::transpose(v);
+    for (size_t c = 0; c < nc; ++c) {
+      vec a = v[c];
+      const size_t at = (c0 + c) * plane_out + i;
+      if (p.residual) a = V::add(a, load_n<V>(p.residual + at, n));
+      store_n<V>(p.y + at, activate<V>(a, p.act, p.alpha, p.beta), n);
+    }
+  }
+}
+
+template <typename V>
+void dwconv_blocked(const DwConvPlane& p) {
+  constexpr size_t L = V::kWidth;
+  float* xb = p.rows;
+  float* yb = p.rows + dwconv_padded_rows(p) * dwconv_cols(p) * kDwConvBlockChannels;
+  for (size_t c0 = 0; c0 < p.channels; c0 += L) {
+    const size_t nc = std::min(L, p.channels - c0);
+    if (p.kh == 3 && p.kw == 3) dwconv_lanes<V, 3, 3>(p, c0, nc, xb, yb);
+    else if (p.kh == 5 && p.kw == 5) dwconv_lanes<V, 5, 5>(p, c0, nc, xb, yb);
+    else dwconv_lanes<V, 0, 0>(p, c0, nc, xb, yb);
+  }
+}
+
 template <typename V>
 void dwconv_ukernel(const DwConvPlane& p) {
   if (p.kh * p.kw > 64 || (p.sw != 1 && p.sw != 2)) return kiln_f32_dwconv_ukernel__generic(p);
+  if (p.channels) return dwconv_blocked<V>(p);
   if (dwconv_ring_rows(p) == dwconv_padded_rows(p)) return dwconv_sized<V, true>(p);
   dwconv_sized<V, false>(p);
 }
