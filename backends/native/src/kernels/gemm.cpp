@@ -258,17 +258,33 @@ void pack_b_panels(size_t nr, bool trans_b, size_t K, size_t N, const float* B, 
 void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t ldb,
                           const float* scale, const float* shift, bool relu, float* dst,
                           ThreadPool* pool) {
-  for_each_b_panel(nr, K, N, dst, pool, [&](float* d, size_t j0, size_t cols) {
-    for (size_t k = 0; k < K; ++k) {
+  // Row by row, each row's N values read in one sequential run and dealt to the panels: going
+  // panel by panel instead read every row K times in short pieces ldb apart, which the
+  // prefetchers do not follow (DenseNet-121, one thread: 12% of its time in this packing).
+  const size_t panels = (N + nr - 1) / nr;
+  auto run = [&](size_t k0, size_t k1) {
+    float* row = gemm_scratch(kScratchAffineRow, panels * nr);
+    std::fill(row + N, row + panels * nr, 0.0f);  // the last panel's padding columns
+    for (size_t k = k0; k < k1; ++k) {
       const float s = scale[k], t = shift[k];
-      const float* src = B + k * ldb + j0;
-      float* out = d + k * nr;
+      const float* src = B + k * ldb;
       if (relu)
-        for (size_t j = 0; j < cols; ++j) out[j] = std::max(src[j] * s + t, 0.0f);
+        for (size_t j = 0; j < N; ++j) row[j] = std::max(src[j] * s + t, 0.0f);
       else
-        for (size_t j = 0; j < cols; ++j) out[j] = src[j] * s + t;
+        for (size_t j = 0; j < N; ++j) row[j] = src[j] * s + t;
+      for (size_t p = 0; p < panels; ++p) {
+        float* d = dst + (p * K + k) * nr;
+        const float* r = row + p * nr;
+        if (nr == 32) {  // a fixed-length copy the compiler inlines, not a call per 128 bytes
+          for (size_t j = 0; j < 32; ++j) d[j] = r[j];
+        } else {
+          std::memcpy(d, r, nr * sizeof(float));
+        }
+      }
     }
-  });
+  };
+  if (pool && K * N >= 1 << 16) pool->parallel_for(K, 1, run, K * N);
+  else run(0, K);
 }
 
 const float* residual_apart(const float* residual, const float* out, size_t out_len) {
