@@ -13,6 +13,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace kiln {
 
@@ -113,8 +116,51 @@ void output(const float* m, size_t ms, float* y) {
   for (size_t i = 0; i < 4; ++i) at<T>(tmp + i * 6 * T, T, y + i * 4 * T, T);
 }
 
+#if defined(__AVX512F__)
+// The six columns of tiles [0, m) (m <= 16) of one patch row, base[4 t + s], into out[s * T +
+// t]: the tiles' first four columns are four 4 x 4 blocks per 128-bit lane, transposed by
+// two rounds of unpacks and put in tile order by a permute; columns 4 and 5 are columns 0
+// and 1 of the next tile. Reads base[0, 4 m + 2) only. A run of tiles is at most one tile
+// row (14 tiles at 56 x 56), shorter than the compiler's vector loop, which then ran the
+// gather a float at a time (5.7% of DenseNet-121 on one thread).
+inline void gather_row16(const float* base, size_t m, float* out, size_t T) {
+  const size_t len = 4 * m + 2;
+  const auto part = [len](size_t from) -> __mmask16 {
+    return len <= from ? 0 : len - from >= 16 ? 0xffff : __mmask16((1u << (len - from)) - 1);
+  };
+  const __m512 v0 = _mm512_maskz_loadu_ps(part(0), base);
+  const __m512 v1 = _mm512_maskz_loadu_ps(part(16), base + 16);
+  const __m512 v2 = _mm512_maskz_loadu_ps(part(32), base + 32);
+  const __m512 v3 = _mm512_maskz_loadu_ps(part(48), base + 48);
+  const __m512 v4 = _mm512_maskz_loadu_ps(part(64), base + 64);
+  const __m512 a0 = _mm512_unpacklo_ps(v0, v1), a1 = _mm512_unpackhi_ps(v0, v1);
+  const __m512 a2 = _mm512_unpacklo_ps(v2, v3), a3 = _mm512_unpackhi_ps(v2, v3);
+  // column s, 128-bit lane k: tiles k, 8 + k, 4 + k, 12 + k
+  const __m512 b[4] = {_mm512_unpacklo_ps(a0, a2), _mm512_unpackhi_ps(a0, a2),
+                       _mm512_unpacklo_ps(a1, a3), _mm512_unpackhi_ps(a1, a3)};
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+  const __m512i next0 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+  const __m512i next1 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17);
+  const __mmask16 keep = m >= 16 ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
+  __m512 c[6];
+  for (int s = 0; s < 4; ++s) c[s] = _mm512_permutexvar_ps(order, b[s]);
+  c[4] = _mm512_permutex2var_ps(c[0], next0, v4);
+  c[5] = _mm512_permutex2var_ps(c[1], next1, v4);
+  for (int s = 0; s < 6; ++s) _mm512_mask_storeu_ps(out + s * T, keep, c[s]);
+}
+#endif
+
 template <size_t T>
 void gather(const float* src, size_t rs, size_t n, float* d) {
+#if defined(__AVX512F__)
+  if constexpr (T % 16 == 0) {
+    for (size_t r = 0; r < 6; ++r)
+      for (size_t t0 = 0; t0 < n; t0 += 16)
+        gather_row16(src + r * rs + 4 * t0, std::min<size_t>(16, n - t0), d + r * 6 * T + t0,
+                     T);
+    return;
+  }
+#endif
   for (size_t r = 0; r < 6; ++r) {
     const float* row = src + r * rs;
     for (size_t s = 0; s < 6; ++s) {
