@@ -354,32 +354,43 @@ std::vector<float> plane_input(const PlaneShape& s, size_t slack, size_t* stride
   return x;
 }
 
+// The unpadded input a shape reads, less one row / column on each side (padding 1), or with
+// `unpadded` none and one more column than the outputs read; and the plane's fields for it.
+struct PlaneInput {
+  size_t pad, in_h, in_w;
+};
+PlaneInput plane_input_size(const PlaneShape& s, bool unpadded) {
+  const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+  const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+  const size_t pad = unpadded ? 0 : std::min<size_t>(1, std::min(rows, cols) / 2);
+  return {pad, rows - 2 * pad, cols - 2 * pad + (unpadded ? 1 : 0)};
+}
+DwConvPlane dw_plane(const PlaneShape& s, const PlaneInput& in, int variant) {
+  DwConvPlane p{};
+  p.in_h = in.in_h;
+  p.in_w = in.in_w;
+  p.pad_top = p.pad_left = in.pad;
+  p.oh = s.oh, p.ow = s.ow, p.kh = s.kh, p.kw = s.kw;
+  p.sh = s.sh, p.sw = s.sw, p.dh = s.dh, p.dw = s.dw;
+  p.act = kActs[(variant * 5) % 12];
+  act_params(p.act, &p.alpha, &p.beta);
+  return p;
+}
+
 void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
   Group g("dwconv");
   int variant = 0;
   for (const PlaneShape& s : kPlanes)
     for (int flavor = 0; flavor < 4; ++flavor) {
       ++variant;
-      // The unpadded plane the shape reads, less one row / column on each side (padding 1),
-      // except for flavor 3 (no padding, one more column than the outputs read).
-      const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
-      const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
-      const size_t pad = flavor == 3 ? 0 : std::min<size_t>(1, std::min(rows, cols) / 2);
-      const size_t in_h = rows - 2 * pad, in_w = cols - 2 * pad + (flavor == 3 ? 1 : 0);
-      auto x = randv(in_h * in_w);
+      const PlaneInput in = plane_input_size(s, flavor == 3);
+      auto x = randv(in.in_h * in.in_w);
       auto w = randv(s.kh * s.kw), res = randv(s.oh * s.ow);
-      DwConvPlane p{};
+      DwConvPlane p = dw_plane(s, in, variant);
       p.x = x.data();
-      p.in_h = in_h;
-      p.in_w = in_w;
-      p.pad_top = p.pad_left = pad;
       p.w = w.data();
       p.residual = flavor == 1 ? res.data() : nullptr;
       p.bias = 0.25f;
-      p.oh = s.oh, p.ow = s.ow, p.kh = s.kh, p.kw = s.kw;
-      p.sh = s.sh, p.sw = s.sw, p.dh = s.dh, p.dw = s.dw;
-      p.act = kActs[(variant * 5) % 12];
-      act_params(p.act, &p.alpha, &p.beta);
       p.has_prologue = flavor == 2;
       p.in_relu = variant % 2 == 0;
       p.in_scale = 0.75f;
@@ -401,24 +412,15 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
   for (const PlaneShape& s : kPlanes)
     for (size_t channels : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, kDwConvBlockChannels}) {
       ++variant;
-      const size_t rows = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
-      const size_t cols = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
-      const size_t pad = std::min<size_t>(1, std::min(rows, cols) / 2);
-      const size_t in_h = rows - 2 * pad, in_w = cols - 2 * pad, out = s.oh * s.ow;
-      auto x = randv(channels * in_h * in_w), w = randv(channels * s.kh * s.kw);
+      const PlaneInput in = plane_input_size(s, false);
+      const size_t out = s.oh * s.ow;
+      auto x = randv(channels * in.in_h * in.in_w), w = randv(channels * s.kh * s.kw);
       auto res = randv(channels * out), bias = randv(channels), scale = randv(channels);
       auto shift = randv(channels);
-      DwConvPlane p{};
+      DwConvPlane p = dw_plane(s, in, variant);
       p.x = x.data();
-      p.in_h = in_h;
-      p.in_w = in_w;
-      p.pad_top = p.pad_left = pad;
       p.w = w.data();
       p.residual = variant % 2 ? res.data() : nullptr;
-      p.oh = s.oh, p.ow = s.ow, p.kh = s.kh, p.kw = s.kw;
-      p.sh = s.sh, p.sw = s.sw, p.dh = s.dh, p.dw = s.dw;
-      p.act = kActs[(variant * 5) % 12];
-      act_params(p.act, &p.alpha, &p.beta);
       p.channels = channels;
       p.biases = variant % 3 ? bias.data() : nullptr;
       p.in_scales = variant % 4 < 2 ? scale.data() : nullptr;
