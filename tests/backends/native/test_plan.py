@@ -183,10 +183,10 @@ def test_split_outputs_are_views_of_their_chunks(lie: bool):
     np.testing.assert_allclose(got["y"], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_inference_runs_only_for_sizes_the_ir_leaves_open(monkeypatch):
-    """A graph whose every value has a static size in the IR is planned from the IR alone
-    (ONNX's inference on a serialized copy could only restate it); a symbolic batch dim
-    still asks it for hints. The numbers are the same either way."""
+def test_onnx_inference_runs_only_for_values_the_ir_leaves_without_a_shape(monkeypatch):
+    """A graph whose every value has a shape in the IR, static or with a symbolic batch dim,
+    is planned from the IR alone (ONNX's inference on a serialized copy could only restate
+    it); a value without a shape asks it for hints. The numbers are the same either way."""
     import numpy as np
     from model_builders import make_conv_model
 
@@ -201,6 +201,15 @@ def test_onnx_inference_runs_only_for_sizes_the_ir_leaves_open(monkeypatch):
     static = kiln.Session(make_conv_model(), backend="native", fallback=None)
     assert inferred == []
     dynamic = kiln.Session(make_conv_model(batch="N"), backend="native", fallback=None)
+    assert inferred == []
+    sizes, every_value_shaped = native._ir_sizes(dynamic.model)
+    assert every_value_shaped and "x" not in sizes  # x: [N, 3, 8, 8], no static size
+    unshaped = dynamic.model.graph.node(0).outputs[0]
+    unshaped.shape = None
+    from kiln.backends.base import CompileOptions
+
+    native.NativeBackend().compile(dynamic.model, None,
+                                   CompileOptions(threads=1, extra={"fallback": None}))
     assert len(inferred) == 1
     want = kiln.Session(make_conv_model(), backend="onnxruntime")(x=x)["y"]
     for session in (static, dynamic):

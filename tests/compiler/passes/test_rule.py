@@ -88,8 +88,29 @@ def test_a_rule_is_tried_only_where_the_graph_holds_every_op_and_edge_of_its_pat
     wrong_way = Present({"Add", "MatMul"}, {("MatMul", "Add")})
     assert rules_that_may_match(rules, wrong_way) is None
     kept = rules_that_may_match(rules, Present({"Add", "MatMul"}, {("Add", "MatMul")}))
-    assert kept.rules == [matmul_add_to_gemm_rule]
+    assert [rule.rule for rule in kept.rules] == [matmul_add_to_gemm_rule]
     assert kept.remove_unused_nodes == rules.remove_unused_nodes
+
+
+def test_a_rule_is_tried_only_at_nodes_of_its_root_op_type(monkeypatch):
+    """Add(MatMul(a, b), c) is rooted at the Add: at the MatMul the rule is not tried at all
+    (onnxscript would set up a match there only to fail it); at the Add it is."""
+    from onnxscript.rewriter.rules.common import matmul_add_to_gemm_rule
+
+    from kiln.compiler.passes.rule import _RootFiltered
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    model = float_model(nodes, {"x": [2, 2]}, {"y": [2, 2]},
+                        {"w": np.eye(2, dtype=np.float32), "b": np.zeros(2, np.float32)})
+    tried = []
+    monkeypatch.setattr(matmul_add_to_gemm_rule, "try_rewrite",
+                        lambda model, graph, node, **kw: tried.append(node.op_type))
+    filtered = _RootFiltered.of(matmul_add_to_gemm_rule)
+    for node in model.graph:
+        filtered.try_rewrite(model, model.graph, node)
+    assert tried == ["Add"]
+    assert filtered.name == matmul_add_to_gemm_rule.name  # the rest is the rule's own
 
 
 def test_present_holds_the_ops_and_the_producer_consumer_pairs_of_a_model():
