@@ -520,6 +520,9 @@ void bind_kernels(nb::module_& parent) {
         "Whether conv algorithm 'auto' may pick Winograd F(4,3).");
   m.def("set_winograd_nhwc", &kiln::set_winograd_nhwc, "enabled"_a,
         "Whether a conv with NHWC operands keeps Winograd where it wins (else implicit GEMM).");
+  m.def("set_dwconv_blocked_max_pixels", &kiln::set_dwconv_blocked_max_pixels, "pixels"_a,
+        "Depthwise output planes up to this many pixels run in the blocked form (0 = never); "
+        "returns the limit it replaced.");
   m.def("set_conv_min_column_block", &kiln::set_conv_min_column_block, "columns"_a,
         "Tuning: smallest column block of the conv GEMM paths (0 = automatic).");
 

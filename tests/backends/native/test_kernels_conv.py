@@ -160,7 +160,7 @@ def algorithms_for(case: Case) -> list[str]:
     algos = ["auto", "im2col", "reference"]
     if case.kh == case.kw == 1 and case.strides == (1, 1) and case.pads == (0, 0, 0, 0):
         algos.append("gemm_1x1")
-    if case.groups > 1 and case.groups == case.c == case.k:
+    if is_depthwise(case):
         algos.append("depthwise")
     if (case.kh, case.kw, case.strides, case.dilations, case.groups) == (3, 3, (1, 1), (1, 1), 1):
         algos.append("winograd")
@@ -180,6 +180,10 @@ def make_inputs(case: Case, seed: int):
 
 def tolerance(case: Case) -> float:
     return 2e-5 * max(1.0, math.sqrt(case.c // case.groups * case.kh * case.kw)) * 4
+
+
+def is_depthwise(case: Case) -> bool:
+    return case.groups > 1 and case.groups == case.c == case.k
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -305,6 +309,29 @@ def test_conv_fused_bias_residual_activation(isa: str, case: Case, act: str) -> 
         )
         tol = tolerance(case)
         np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=algo)
+
+
+@pytest.mark.parametrize("act", ["relu", "hard_swish"])
+@pytest.mark.parametrize("case", [c for c in CASES if is_depthwise(c)], ids=str)
+def test_depthwise_plane_form_on_small_planes(isa: str, case: Case, act: str) -> None:
+    """Small output planes run in the blocked form by default; with the limit at 0 the same
+    shapes take the plane form (its whole-plane row groups and row pairs), which larger
+    planes still run."""
+    x, w, bias, rng = make_inputs(case, 5)
+    y0 = conv_ref(x, w, None, None, case, "none")
+    residual = rng.standard_normal(y0.shape, dtype=np.float32)
+    want = conv_ref(x, w, bias, residual, case, act)
+    old = K.set_dwconv_blocked_max_pixels(0)
+    try:
+        for threads in (1, 2):
+            y, used = K.conv2d(x, w, bias=bias, residual=residual, strides=list(case.strides),
+                               pads=list(case.pads), dilations=list(case.dilations),
+                               groups=case.groups, activation=act, algorithm="depthwise",
+                               threads=threads)
+            tol = tolerance(case)
+            np.testing.assert_allclose(y, want, rtol=tol, atol=tol, err_msg=f"{threads}")
+    finally:
+        K.set_dwconv_blocked_max_pixels(old)
 
 
 @pytest.mark.parametrize("case", CASES[-3:], ids=str)

@@ -13,6 +13,7 @@ from model_builders import model_from_arrays, run_reference
 from onnx import helper
 
 from kiln.backends.base import CompileOptions
+from kiln.backends.native import _native as native_module
 from kiln.backends.native.backend import NativeBackend
 from kiln.compiler.capabilities import BackendCaps
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
@@ -21,9 +22,11 @@ from kiln.compiler.passes.rule import RulePass
 from kiln.compiler.pipeline import optimize
 
 C, K = 16, 24
+kernels = native_module.kernels
 
 
-def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = False):
+def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = False,
+           channels: int = C):
     """``chain`` ("bn", "bn-relu", "mul-add", "const-first", "const-first-mul", "mul", "add")
     feeding a ``conv`` ("pointwise", "depthwise", "full"; ``fused``: a kiln FusedConv with a
     Relu epilogue)."""
@@ -32,10 +35,10 @@ def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = Fals
     if chain.startswith("bn"):
         nodes = [helper.make_node("BatchNormalization", ["x", "gamma", "beta", "mean", "var"],
                                   ["a"], name="bn", epsilon=1e-3)]
-        inits.update(gamma=rng.uniform(0.5, 1.5, C).astype(np.float32),
-                     beta=rng.standard_normal(C).astype(np.float32),
-                     mean=rng.standard_normal(C).astype(np.float32),
-                     var=rng.uniform(0.5, 2.0, C).astype(np.float32))
+        inits.update(gamma=rng.uniform(0.5, 1.5, channels).astype(np.float32),
+                     beta=rng.standard_normal(channels).astype(np.float32),
+                     mean=rng.standard_normal(channels).astype(np.float32),
+                     var=rng.uniform(0.5, 2.0, channels).astype(np.float32))
         if chain == "bn-relu":
             nodes[0].output[0] = "n"
             nodes.append(helper.make_node("Relu", ["n"], ["a"], name="relu"))
@@ -52,13 +55,13 @@ def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = Fals
                                   ["x", "s" if chain == "mul" else "t"], ["a"])]
     extra = {}
     if conv == "depthwise":
-        inits["w"] = rng.standard_normal((C, 1, 3, 3)).astype(np.float32)
-        extra = {"group": C, "pads": [1, 1, 1, 1]}
+        inits["w"] = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+        extra = {"group": channels, "pads": [1, 1, 1, 1]}
     elif conv == "full":
-        inits["w"] = rng.standard_normal((K, C, 3, 3)).astype(np.float32) * 0.2
+        inits["w"] = rng.standard_normal((K, channels, 3, 3)).astype(np.float32) * 0.2
         extra = {"pads": [1, 1, 1, 1]}
     else:
-        inits["w"] = rng.standard_normal((K, C, 1, 1)).astype(np.float32) * 0.2
+        inits["w"] = rng.standard_normal((K, channels, 1, 1)).astype(np.float32) * 0.2
     if fused:
         nodes.append(helper.make_node("FusedConv", ["a", "w"], ["y"], name="conv",
                                       domain="kiln", activation="Relu", **extra))
@@ -68,7 +71,7 @@ def _model(chain: str, conv: str, extra_reader: bool = False, fused: bool = Fals
     if extra_reader:
         nodes.append(helper.make_node("Sigmoid", ["a"], ["side"], name="side"))
         outputs.append("side")
-    x = rng.standard_normal((1, C, 9, 11)).astype(np.float32)
+    x = rng.standard_normal((1, channels, 9, 11)).astype(np.float32)
     model = model_from_arrays(nodes, {"x": x}, outputs, initializers=inits,
                               extra_opsets={"kiln": 1} if fused else None)
     return model, {"x": x}
@@ -103,17 +106,26 @@ def test_affine_folds_into_pointwise_and_depthwise_convs(chain: str, conv: str):
     assert nodes[0].attributes["prologue"].value == ("affine_relu" if chain == "bn-relu"
                                                      else "affine")
     want = run_reference(model, feeds)[0]
-    for threads in (1, 2):  # the depthwise padding must stay zero, not become the shift
-        np.testing.assert_allclose(_native(fused, feeds, threads)["y"], want,
-                                   rtol=1e-4, atol=1e-4)
+    # the depthwise padding must stay zero, not become the shift, in both depthwise forms
+    # (the 9 x 11 plane runs blocked, channels in lanes; a zero limit forces the plane form)
+    for blocked_limit in ((None, 0) if conv == "depthwise" else (None,)):
+        old = None if blocked_limit is None else kernels.set_dwconv_blocked_max_pixels(0)
+        try:
+            for threads in (1, 2):
+                np.testing.assert_allclose(_native(fused, feeds, threads)["y"], want,
+                                           rtol=1e-4, atol=1e-4)
+        finally:
+            if old is not None:
+                kernels.set_dwconv_blocked_max_pixels(old)
     np.testing.assert_allclose(run_reference(_expanded(fused), feeds)[0], want,
                                rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_prologue_on_maps_larger_than_one_packing_block(threads: int):
-    model, _ = _model("bn-relu", "pointwise")
-    x = np.random.default_rng(1).standard_normal((1, C, 40, 40)).astype(np.float32)
+@pytest.mark.parametrize("channels", [C, 48])  # 48 x 40 x 40: packed by rows on two threads
+def test_prologue_on_maps_larger_than_one_packing_block(threads: int, channels: int):
+    model, _ = _model("bn-relu", "pointwise", channels=channels)
+    x = np.random.default_rng(1).standard_normal((1, channels, 40, 40)).astype(np.float32)
     for d, v in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], (40, 40)):
         d.dim_value = v
     del model.graph.output[0].type.tensor_type.shape.dim[:]

@@ -42,6 +42,7 @@ bool is_winograd_shape(const Conv2dParams& p) {
 }
 
 std::atomic<bool> g_winograd_enabled{true};
+std::atomic<size_t> g_dw_blocked_max_pixels{kDwConvBlockedMaxPixels};
 std::atomic<bool> g_winograd_nhwc{true};
 
 // Columns a GEMM computes for `cols`: whole nr-wide panels, a short last one at half width.
@@ -254,6 +255,9 @@ ConvAlgo choose_conv_algo(const Conv2dParams& p, bool nhwc) {
 void set_conv_min_column_block(size_t columns) { g_conv_min_block = columns; }
 
 void set_winograd_enabled(bool enabled) { g_winograd_enabled = enabled; }
+size_t set_dwconv_blocked_max_pixels(size_t pixels) {
+  return g_dw_blocked_max_pixels.exchange(pixels);
+}
 
 void set_winograd_nhwc(bool enabled) { g_winograd_nhwc = enabled; }
 
@@ -884,7 +888,12 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
   shape.in_w = p_.W;
   shape.has_prologue = prologue != nullptr;
   shape.in_relu = prologue && prologue->relu;
-  if (OH * OW <= kDwConvBlockedMaxPixels) {  // channels in lanes, kDwConvBlockChannels a call
+  // Channels in lanes, kDwConvBlockChannels a call: small output planes, at the strides and
+  // tap counts the SIMD kernels take (others go to the generic one), and only while the padded
+  // input copy stays small (a stride far above the kernel would stage rows nothing reads).
+  if (OH * OW <= g_dw_blocked_max_pixels.load(std::memory_order_relaxed) &&
+      (p_.stride_w == 1 || p_.stride_w == 2) && taps <= 64 &&
+      dwconv_padded_rows(shape) * dwconv_cols(shape) <= kDwConvBlockedMaxPadded) {
     const size_t per_image = (p_.C + kDwConvBlockChannels - 1) / kDwConvBlockChannels;
     const size_t floats = dwconv_block_scratch_floats(shape);
     auto blocks = [&](size_t b0, size_t b1) {

@@ -181,6 +181,10 @@ void set_winograd_enabled(bool enabled);
 // Whether the NHWC choice keeps Winograd where it wins in NCHW (on by default; a measuring
 // hook: off, those convs run the implicit GEMM on their NHWC operands instead).
 void set_winograd_nhwc(bool enabled);
+// Output planes of at most this many pixels run depthwise in the blocked form (channels in
+// vector lanes); kDwConvBlockedMaxPixels by default, 0 = always the plane form (a test hook:
+// both forms stay reachable on the same shapes). Returns the limit it replaced.
+size_t set_dwconv_blocked_max_pixels(size_t pixels);
 
 // Plain loops with the same contract as Conv2d::run: the oracle.
 void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,

@@ -98,6 +98,8 @@ constexpr size_t kDwConvBlockChannels = 16;
 // 40 x 40 at stride 2 60 -> 49; at 28 x 28 outputs a tie (72 channels 40 -> 38 us, 128 at
 // stride 1 62 -> 65), and larger planes lose (64 x 56 x 56: 110 -> 126 us).
 constexpr size_t kDwConvBlockedMaxPixels = 20 * 20;
+// ... and their padded inputs of at most this many pixels (16 channels of them: 256 KiB).
+constexpr size_t kDwConvBlockedMaxPadded = 64 * 64;
 // The blocked form's scratch: the padded input rows as pixels x channels, and the outputs.
 inline size_t dwconv_block_scratch_floats(const DwConvPlane& p) {
   return (dwconv_padded_rows(p) * dwconv_cols(p) + p.oh * p.ow) * kDwConvBlockChannels +

@@ -6,6 +6,10 @@
 #include "kernels/int8_gemm.h"
 
 namespace kiln {
+// Internal linkage: this header is compiled once per ISA with that ISA's flags, and shared
+// inline definitions would let the linker keep one ISA's copy for all of them (an AVX2 body
+// behind the generic kernels).
+namespace {
 
 // Parameters are copied to locals and pointers marked restrict: a u8 store may alias
 // anything, and without this the compiler reloads p's fields per element and cannot vectorize.
@@ -31,7 +35,7 @@ inline void int8_row_u8_impl(size_t n, const int32_t* __restrict acc, const Int8
   for (size_t j = 0; j < n; ++j) {
     float v = static_cast<float>(acc[j]) * mult[j] + offset[j];
     v = v < hi ? v : hi;
-    v = v > lo ? v : lo;  // NaN goes to lo
+    v = v > lo ? v : lo;  // NaN went to hi on the line before
     // half-to-even rounding by the float adder (|v| <= 255 here), then the zero point
     v = (v + 12582912.0f) - 12582912.0f + zero;
     y[j] = static_cast<uint8_t>(static_cast<int32_t>(v));
@@ -157,8 +161,10 @@ inline void transpose_u8_impl(const uint8_t* src, size_t ss, size_t rows, size_t
 // The depthwise weights of a kernel that reads the int16 taps as they are: nothing to lay out.
 inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) { return {}; }
 
+}  // namespace
+
 // Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags;
-// byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
+// row_u8 is the u8 epilogue of one row (int8_row_u8_impl's contract), byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
 // depthwise products (dw_u8s8_impl's) from weights dw_layout lays out, transpose moves bytes
 // between NCHW and NHWC (transpose_u8_impl's).
 #define KILN_INT8_LOOPS_DEFS(isa, row_u8, byte_map, dw, dw_layout, transpose)                \

@@ -37,6 +37,10 @@ using wino_weights_fn = void (*)(const float* g, size_t n, float* const* u);
 // The transforms as loops over T tiles; each ISA's file instantiates them under its own
 // compiler flags so the loops vectorize to that ISA.
 namespace wino43 {
+// Internal linkage: this header is compiled once per ISA with that ISA's flags (the generic
+// and AVX2 files both instantiate 16 tiles), and shared definitions would let the linker keep
+// one ISA's copy for both.
+namespace {
 
 // out[k] (k = 0..5) = (B^T in)[k], for 6 rows of T values spaced `is` / `os` apart.
 template <size_t T>
@@ -217,6 +221,7 @@ void scatter(const float* y, size_t n, size_t rows, float bias, const float* res
     scatter_rows<T, false>(y, n, rows, bias, res, dst, ds, lo, hi);
 }
 
+}  // namespace
 }  // namespace wino43
 
 }  // namespace kiln

@@ -11,6 +11,7 @@
 // QConv with group == C is depthwise: a direct NHWC kernel vectorized over channels.
 // Also kiln::QMaxPool, DequantizeLinear -> MaxPool -> QuantizeLinear on the bytes.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>

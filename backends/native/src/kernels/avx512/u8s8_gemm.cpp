@@ -85,7 +85,8 @@ static void u8s8_vnni_width(size_t rows, size_t nseg, size_t seg_len,
     case 4: return u8s8_vnni_tile<W, 4>(nseg, seg_len, a, b, c, ldc, cols);
     case 3: return u8s8_vnni_tile<W, 3>(nseg, seg_len, a, b, c, ldc, cols);
     case 2: return u8s8_vnni_tile<W, 2>(nseg, seg_len, a, b, c, ldc, cols);
-    default: return u8s8_vnni_tile<W, 1>(nseg, seg_len, a, b, c, ldc, cols);
+    case 1: return u8s8_vnni_tile<W, 1>(nseg, seg_len, a, b, c, ldc, cols);
+    default: __builtin_trap();  // the driver never passes more than kInt8Mr rows
   }
 }
 
