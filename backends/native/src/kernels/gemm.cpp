@@ -274,12 +274,8 @@ void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t 
         for (size_t j = 0; j < N; ++j) row[j] = src[j] * s + t;
       for (size_t p = 0; p < panels; ++p) {
         float* d = dst + (p * K + k) * nr;
-        const float* r = row + p * nr;
-        if (nr == 32) {  // a fixed-length copy the compiler inlines, not a call per 128 bytes
-          for (size_t j = 0; j < 32; ++j) d[j] = r[j];
-        } else {
-          std::memcpy(d, r, nr * sizeof(float));
-        }
+        if (!copy_full_panel(nr, 1, row + p * nr, nr, d))
+          std::memcpy(d, row + p * nr, nr * sizeof(float));
       }
     }
   };

@@ -164,9 +164,10 @@ inline std::vector<int8_t> dw_layout_none(size_t, size_t, bool, const int16_t*) 
 }  // namespace
 
 // Defines the loops of one ISA (KILN_INT8_LOOPS_DECL) in the file compiled with its flags;
-// row_u8 is the u8 epilogue of one row (int8_row_u8_impl's contract), byte_map applies a QConv / QGemm byte table (byte_map_impl's contract), dw computes the
-// depthwise products (dw_u8s8_impl's) from weights dw_layout lays out, transpose moves bytes
-// between NCHW and NHWC (transpose_u8_impl's).
+// row_u8 is the u8 epilogue of one row (int8_row_u8_impl's contract), byte_map applies a
+// QConv / QGemm byte table (byte_map_impl's), dw computes the depthwise products
+// (dw_u8s8_impl's) from weights dw_layout lays out, transpose moves bytes between NCHW and
+// NHWC (transpose_u8_impl's).
 #define KILN_INT8_LOOPS_DEFS(isa, row_u8, byte_map, dw, dw_layout, transpose)                \
   void kiln_quantize_u8__##isa(size_t n, const float* x, float scale, float zero, uint8_t* y) { \
     quantize_run_impl(n, x, scale, zero, y);                                                 \

@@ -573,9 +573,9 @@ class QConvKernel final : public Kernel {
     }
     const PackedInt8B& pw = *packed_;
     Int8GemmIO io;
-    io.segments = KH * per_row;
-    // Each segment's offset from a pixel's corner, fixed for the layer.
     const size_t nseg = KH * per_row;
+    io.segments = nseg;
+    // Each segment's offset from a pixel's corner, the same for every pixel of this run.
     std::vector<size_t> seg_at(nseg);
     for (size_t kh = 0; kh < KH; ++kh)
       for (size_t kw = 0; kw < per_row; ++kw)

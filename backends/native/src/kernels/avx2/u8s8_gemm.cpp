@@ -62,6 +62,7 @@ void kiln_u8s8_gemm_ukernel__avx2(size_t rows, size_t nseg, size_t seg_len,
   }
 }
 
-KILN_INT8_LOOPS_DEFS(avx2, int8_row_u8_impl, byte_map_impl, dw_u8s8_impl, dw_layout_none, transpose_u8_impl)
+KILN_INT8_LOOPS_DEFS(avx2, int8_row_u8_impl, byte_map_impl, dw_u8s8_impl, dw_layout_none,
+                     transpose_u8_impl)
 
 }  // namespace kiln

@@ -283,7 +283,8 @@ static void row_u8_avx512(size_t n, const int32_t* __restrict acc, const Int8Row
   }
 }
 
-KILN_INT8_LOOPS_DEFS(avx512, row_u8_avx512, byte_map_avx512, dw_avx512, dw_layout_avx512, transpose_u8_avx512)
+KILN_INT8_LOOPS_DEFS(avx512, row_u8_avx512, byte_map_avx512, dw_avx512, dw_layout_avx512,
+                     transpose_u8_avx512)
 
 bool kiln_range_f32__avx512(size_t n, const float* x, float* lo, float* hi) {
   __m512 l0 = _mm512_set1_ps(*lo), h0 = _mm512_set1_ps(*hi), l1 = l0, h1 = h0;

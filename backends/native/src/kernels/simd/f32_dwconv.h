@@ -372,7 +372,8 @@ void dwconv_lanes(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* 
   const vec bias = V::load(lanes);
   for (size_t oy = 0; oy < p.oh; ++oy) {
     size_t ox = 0;
-    for (; ox + 4 <= p.ow; ox += 4) dwconv_lanes_pixels<V, KH, KW, 4>(p, w, bias, xb, wp, oy, ox, yb);
+    for (; ox + 4 <= p.ow; ox += 4)
+      dwconv_lanes_pixels<V, KH, KW, 4>(p, w, bias, xb, wp, oy, ox, yb);
     for (; ox < p.ow; ++ox) dwconv_lanes_pixels<V, KH, KW, 1>(p, w, bias, xb, wp, oy, ox, yb);
   }
   // L output pixels at a time: one vector per pixel, transposed into one per channel
