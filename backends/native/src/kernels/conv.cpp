@@ -800,11 +800,15 @@ void Conv2d::run_gemm(const float* x, float* y, const Epilogue& ep_in, ThreadPoo
   // 56x56: 148 vs 136 GFLOP/s; 32 at 27x27: 156 vs 126) and ties or loses beyond (256 at
   // 56x56: 143 vs 155; 1000 at 13x13: 151 vs 158).
   // With at most three row panels the strided rows are walked at most three times, which
-  // beats the copy wherever the input sits (Zen 4, one thread, 1x1 convs from L3: 64 -> 16 at
-  // 55x55 91 -> 73 us, 128 -> 16 at 55x55 184 -> 139, 256 -> 32 at 27x27 131 -> 112).
+  // beats the copy from L3 too (Zen 4, one thread: 64 -> 16 at 55x55 91 -> 73 us, 128 -> 16
+  // at 55x55 184 -> 139, 256 -> 32 at 27x27 131 -> 112), up to inputs of about 4 x L2; from
+  // memory, as many strided streams as input channels starve the loads (16 -> 32 at 400x304,
+  // a 7.8 MB input: 4170 us in place, 2610 copied; 128 -> 16 at 200x152: 5490 vs 3130;
+  // 128 -> 16 at 100x76, 3.9 MB: 367 vs 424).
+  const size_t input_bytes = Cg * p_.H * p_.W * sizeof(float);
   const bool b_in_place = algo_ == ConvAlgo::gemm_1x1 && !prologue && Kg <= 8 * kern.mr &&
-                          (Kg <= 3 * kern.mr ||
-                           Cg * p_.H * p_.W * sizeof(float) <= cache_sizes().l2 / 2);
+                          (Kg <= 3 * kern.mr ? input_bytes <= 4 * cache_sizes().l2
+                                             : input_bytes <= cache_sizes().l2 / 2);
   const bool across_blocks =
       threads > 1 && grouped * blocks >= threads && grouped * blocks % threads == 0;
   // Weight panels per group; when they were packed for another ISA's tile (set_isa_cap
