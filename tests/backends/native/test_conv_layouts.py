@@ -34,7 +34,15 @@ SHAPES = {
     "3x3-g2": ((1, 12, 8, 8), 10, 3, 1, 1, 2),           # implicit, two groups
     "stem-7x7": ((1, 3, 30, 30), 16, 7, 2, 3, 1),        # direct, transposed at the edges
     "3x3-wino": ((1, 64, 24, 24), 64, 3, 1, 1, 1),       # Winograd, transposed at the edges
-    "depthwise": ((1, 8, 9, 9), 8, 3, 1, 1, 8),          # depthwise, transposed at the edges
+    # depthwise: NHWC in or out runs the channels-in-lanes kernel (the other operands
+    # transposed at their edges); NCHW in and out the plane kernels
+    "depthwise": ((1, 8, 9, 9), 8, 3, 1, 1, 8),          # channels fewer than a vector
+    "dw-3x3-s2": ((1, 24, 13, 12), 24, 3, 2, 1, 24),     # a whole vector and a partial one
+    "dw-5x5": ((2, 32, 11, 9), 32, 5, 1, 2, 32),         # two images, rows of edge pixels
+    "dw-5x5-s2": ((1, 16, 14, 14), 16, 5, 2, 2, 16),
+    "dw-3x3-p0": ((1, 16, 9, 10), 16, 3, 1, 0, 16),      # no padding: every pixel inner
+    "dw-7x7-narrow": ((1, 16, 6, 5), 16, 7, 1, 3, 16),   # no inner column at all
+    "dw-9x9": ((1, 16, 12, 12), 16, 9, 1, 4, 16),        # over 64 taps: the generic kernel
 }
 
 LAYOUTS = [dict(zip(("in", "out", "residual"), flags))

@@ -152,3 +152,82 @@ def test_a_conv_reading_large_nchw_planes_keeps_nchw():
     for step in build_pipeline(2, caps=NATIVE):
         graph = step[1](graph).model
     assert _layouts(graph)["first"] == ("NCHW", "NCHW", "NCHW")
+
+
+def test_a_symbolic_batch_does_not_hide_the_planes_size():
+    """The pixel count is height x width: a symbolic batch dim leaves it known."""
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
+    inits = {"w1": _w(64, 8, 1), "w2": _w(64, 64, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="first"),
+             helper.make_node("Conv", ["a", "w2"], ["y"], name="second")]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    graph = ir.from_proto(model)
+    for step in build_pipeline(2, caps=NATIVE):
+        graph = step[1](graph).model
+    assert _layouts(graph)["first"] == ("NCHW", "NCHW", "NCHW")
+
+
+def _dw(c: int, kernel: int) -> np.ndarray:
+    return (rng.standard_normal((c, 1, kernel, kernel)) / kernel).astype(np.float32)
+
+
+def _mobile_net() -> tuple:
+    """stem 1x1 -> [dw 3x3 -> 1x1] -> [dw 5x5 s2 -> 1x1] -> GlobalAveragePool, hard-swish
+    after each conv (a mobile net's separable blocks), plus a depthwise conv on the graph
+    input and one whose reader is a second depthwise conv."""
+    x = rng.standard_normal((1, 8, 12, 12)).astype(np.float32)
+    inits = {"w_stem": _w(64, 8, 1), "w_dw1": _dw(64, 3), "w_pw1": _w(64, 64, 1),
+             "w_dw2": _dw(64, 5), "w_pw2": _w(96, 64, 1), "w_in": _dw(8, 3),
+             "w_dwa": _dw(96, 3), "w_dwb": _dw(96, 3)}
+    for name in ("stem", "dw1", "pw1", "dw2", "pw2", "dwa", "dwb"):
+        inits[f"b_{name}"] = rng.standard_normal(inits[f"w_{name}"].shape[0]).astype(np.float32)
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w_in"], ["xin"], group=8, pads=[1] * 4, name="dw_input"),
+             node("Conv", ["xin", "w_stem", "b_stem"], ["s"], name="stem"),
+             node("HardSwish", ["s"], ["sa"]),
+             node("Conv", ["sa", "w_dw1", "b_dw1"], ["d1"], group=64, pads=[1] * 4, name="dw1"),
+             node("HardSwish", ["d1"], ["d1a"]),
+             node("Conv", ["d1a", "w_pw1", "b_pw1"], ["p1"], name="pw1"),
+             node("HardSwish", ["p1"], ["p1a"]),
+             node("Conv", ["p1a", "w_dw2", "b_dw2"], ["d2"], group=64, pads=[2] * 4,
+                  strides=[2, 2], name="dw2"),
+             node("HardSwish", ["d2"], ["d2a"]),
+             node("Conv", ["d2a", "w_pw2", "b_pw2"], ["p2"], name="pw2"),
+             node("Relu", ["p2"], ["p2a"]),
+             node("Conv", ["p2a", "w_dwa", "b_dwa"], ["da"], group=96, pads=[1] * 4, name="dwa"),
+             node("Conv", ["da", "w_dwb", "b_dwb"], ["db"], group=96, pads=[1] * 4, name="dwb"),
+             node("GlobalAveragePool", ["db"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits, opset=17)
+    return model, {"x": x}
+
+
+def test_depthwise_convs_stay_nhwc_inside_a_chain():
+    model, feeds = _mobile_net()
+    graph = optimize(ir.from_proto(model), caps=NATIVE)
+    graph = graph[0] if isinstance(graph, tuple) else graph
+    assert _layouts(graph) == {
+        # reads the graph input: a depthwise conv never starts a chain
+        "dw_input": ("NCHW", "NCHW", "NCHW"),
+        "stem": ("NCHW", "NHWC", "NCHW"),
+        "dw1": ("NHWC", "NHWC", "NCHW"),
+        "pw1": ("NHWC", "NHWC", "NCHW"),
+        "dw2": ("NHWC", "NHWC", "NCHW"),
+        # read by a depthwise conv whose reader is another depthwise conv: not a member
+        "pw2": ("NHWC", "NCHW", "NCHW"),
+        "dwa": ("NCHW", "NCHW", "NCHW"),
+        "dwb": ("NCHW", "NCHW", "NCHW"),
+    }
+    want = run_reference(model, feeds)
+    options = CompileOptions(threads=2, extra={"fallback": None})
+    got = NativeBackend().compile(graph, None, options).run(feeds)
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-4, atol=1e-4)
+
+
+def test_narrow_depthwise_convs_stay_nchw():
+    x = ir.Value(name="x")
+    reader = ir.node("Conv", [None, ir.Value(name="w1", const_value=ir.tensor(_w(64, 8, 1)))])
+    narrow = ir.node("Conv", [x, ir.Value(name="w", const_value=ir.tensor(_dw(8, 3)))],
+                     attributes={"group": ir.AttrInt64("group", 8)})
+    reader.replace_input_with(0, narrow.outputs[0])
+    assert hands_over_nhwc(reader) and not hands_over_nhwc(narrow)

@@ -143,6 +143,8 @@ class Conv2d {
                 const ChannelAffine* prologue) const;
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                      const ChannelAffine* prologue) const;
+  void run_depthwise_nhwc(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
+                          const ConvLayout& layout) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_implicit(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
@@ -155,6 +157,7 @@ class Conv2d {
   std::shared_ptr<const PackedConvWeights> w_;
   std::vector<size_t> offsets_;  // implicit: per (channel, tap), its offset in the input
   std::vector<size_t> offsets_nhwc_;  // the same in an NHWC input
+  std::vector<float> taps_major_;  // depthwise: the weights tap by tap (C each), for NHWC
 };
 
 // For an executor kernel whose weights are constant but whose input shape is known only at

@@ -49,6 +49,14 @@ struct DwConvPlane {
   const float* biases = nullptr;
   const float* in_scales = nullptr;
   const float* in_shifts = nullptr;
+  // The NHWC form (nhwc_stride > 0): x, y and residual are images of pixels nhwc_stride floats
+  // apart (the image's channel count), each pointing at the first of `channels` consecutive
+  // channels; tap t's weights are at w + t * nhwc_stride (tap-major), the biases per channel
+  // (null: 0). Output rows [oy0, oy1) are computed, none of the others touched. No prologue;
+  // `rows` is unused. The SIMD kernels put the channels in vector lanes and read the pixels
+  // in place: no staging and no transposes, where the NCHW planes pay one or the other.
+  size_t nhwc_stride = 0;
+  size_t oy0 = 0, oy1 = 0;
 };
 
 // Readable floats past the last staged row (>= 2 vectors: the stride-2 window reads two);
@@ -105,6 +113,10 @@ inline size_t dwconv_block_scratch_floats(const DwConvPlane& p) {
   return (dwconv_padded_rows(p) * dwconv_cols(p) + p.oh * p.ow) * kDwConvBlockChannels +
          kDwConvSlack;
 }
+
+// The NHWC form's band of output rows: their input rows (every channel) take at most this
+// many bytes, so they stay in L2 while each vector of channels walks them.
+constexpr size_t kDwConvNhwcBandBytes = 256 * 1024;
 
 using dwconv_plane_fn = void (*)(const DwConvPlane& p);
 

@@ -4,7 +4,33 @@
 
 namespace kiln {
 
+namespace {
+
+void dwconv_nhwc(const DwConvPlane& p) {
+  const size_t S = p.nhwc_stride;
+  for (size_t oy = p.oy0; oy < p.oy1; ++oy)
+    for (size_t ox = 0; ox < p.ow; ++ox)
+      for (size_t c = 0; c < p.channels; ++c) {
+        float acc = p.biases ? p.biases[c] : 0.0f;
+        for (size_t ky = 0; ky < p.kh; ++ky) {
+          const long iy = long(oy * p.sh + ky * p.dh) - long(p.pad_top);
+          if (iy < 0 || iy >= long(p.in_h)) continue;
+          for (size_t kx = 0; kx < p.kw; ++kx) {
+            const long ix = long(ox * p.sw + kx * p.dw) - long(p.pad_left);
+            if (ix < 0 || ix >= long(p.in_w)) continue;
+            acc += p.w[(ky * p.kw + kx) * S + c] * p.x[(size_t(iy) * p.in_w + size_t(ix)) * S + c];
+          }
+        }
+        const size_t at = (oy * p.ow + ox) * S + c;
+        if (p.residual) acc += p.residual[at];
+        p.y[at] = activation_reference(p.act, p.alpha, p.beta, acc);
+      }
+}
+
+}  // namespace
+
 void kiln_f32_dwconv_ukernel__generic(const DwConvPlane& p) {
+  if (p.nhwc_stride) return dwconv_nhwc(p);
   if (p.channels) {  // the blocked form: each channel as a plane of its own
     const size_t taps = p.kh * p.kw;
     for (size_t c = 0; c < p.channels; ++c) {

@@ -8,6 +8,7 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <utility>
 
 #include "kernels/simd/lanes.h"
 #include "kernels/simd/vmath.h"
@@ -404,9 +405,184 @@ void dwconv_blocked(const DwConvPlane& p) {
   }
 }
 
+// ---- The NHWC form (DwConvPlane::nhwc_stride > 0): channels in vector lanes, read in place.
+
+// The first and one-past-last output columns whose taps all lie inside the image's columns.
+inline std::pair<size_t, size_t> dwconv_inner_columns(const DwConvPlane& p) {
+  const size_t lo = std::min(p.ow, (p.pad_left + p.sw - 1) / p.sw);
+  const long last = long(p.in_w) - 1 + long(p.pad_left) - long((p.kw - 1) * p.dw);
+  const size_t hi = last < 0 ? 0 : std::min(p.ow, size_t(last) / p.sw + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// Outputs of R consecutive pixels of output row oy from ox on (every tap column inside the
+// image), channels [c, c + nc) (FULL: a whole vector), over the tap rows [ky0, ky1) inside
+// it: R independent FMA chains, each tap's weight vector held for all of them.
+// SW > 0: the stride, fixed, with no dilation: each input column the R windows read is loaded
+// once for every (pixel, tap) on it ((R - 1) * SW + KW loads a tap row instead of R * KW: a
+// 5x5 at stride 1, 8 instead of 20).
+template <typename V, int KH, int KW, int R, bool FULL, int SW>
+inline void dwconv_nhwc_pixels(const DwConvPlane& p, const typename V::vec* w,
+                               typename V::vec bias, size_t c, size_t nc, size_t oy, size_t ox,
+                               long iy0, size_t ky0, size_t ky1) {
+  using vec = typename V::vec;
+  const size_t S = p.nhwc_stride, kw = KW ? KW : p.kw, step = p.sw * S;
+  auto load = [&](const float* at) { return FULL ? V::load(at) : load_n<V>(at, nc); };
+  vec acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = bias;
+  const float* base = p.x + (ox * p.sw - p.pad_left) * S + c;
+#pragma GCC unroll 5
+  for (size_t ky = ky0; ky < ky1; ++ky) {
+    const float* row = base + size_t(iy0 + long(ky * p.dh)) * p.in_w * S;
+    if constexpr (KW > 0 && SW > 0) {
+#pragma GCC unroll 16
+      for (int j = 0; j < (R - 1) * SW + KW; ++j) {
+        const vec v = load(row + j * S);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const int kx = j - r * SW;  // pixel r's tap on column j
+          if (kx >= 0 && kx < KW) acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
+        }
+      }
+    } else {
+#pragma GCC unroll 5
+      for (size_t kx = 0; kx < kw; ++kx) {
+        const float* at = row + kx * p.dw * S;
+        const vec wt = w[ky * kw + kx];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, load(at + r * step), acc[r]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const size_t at = (oy * p.ow + ox + r) * S + c;
+    vec a = acc[r];
+    if (p.residual) a = V::add(a, load(p.residual + at));
+    a = activate<V>(a, p.act, p.alpha, p.beta);
+    if (FULL) V::store(p.y + at, a);
+    else store_n<V>(p.y + at, a, nc);
+  }
+}
+
+// Up to four output pixels from ox on whose taps may fall outside the image's columns (the
+// left and right edges): a tap column outside reads a zero vector instead, so the taps keep
+// the unrolled loop and the pixels their own FMA chains.
+template <typename V, int KH, int KW, bool FULL>
+void dwconv_nhwc_edge(const DwConvPlane& p, const typename V::vec* w, typename V::vec bias,
+                      size_t c, size_t nc, size_t oy, size_t ox, size_t count, long iy0,
+                      size_t ky0, size_t ky1) {
+  using vec = typename V::vec;
+  alignas(64) static const float zeros[V::kWidth] = {};
+  const size_t S = p.nhwc_stride, kw = KW ? KW : p.kw;
+  auto load = [&](const float* at) { return FULL ? V::load(at) : load_n<V>(at, nc); };
+  long col[4][KW ? KW : 64];  // each pixel's tap columns in floats from the row, -1 outside
+  for (size_t r = 0; r < count; ++r)
+    for (size_t kx = 0; kx < kw; ++kx) {
+      const long ix = long((ox + r) * p.sw + kx * p.dw) - long(p.pad_left);
+      col[r][kx] = ix < 0 || ix >= long(p.in_w) ? -1 : ix * long(S);
+    }
+  vec acc[4] = {bias, bias, bias, bias};
+  for (size_t ky = ky0; ky < ky1; ++ky) {
+    const float* row = p.x + size_t(iy0 + long(ky * p.dh)) * p.in_w * S + c;
+#pragma GCC unroll 5
+    for (size_t kx = 0; kx < kw; ++kx) {
+      const vec wt = w[ky * kw + kx];
+#pragma GCC unroll 4
+      for (size_t r = 0; r < 4; ++r)
+        if (r < count)
+          acc[r] = V::fma(wt, load(col[r][kx] < 0 ? zeros : row + col[r][kx]), acc[r]);
+    }
+  }
+  for (size_t r = 0; r < count; ++r) {
+    const size_t at = (oy * p.ow + ox + r) * S + c;
+    vec a = acc[r];
+    if (p.residual) a = V::add(a, load(p.residual + at));
+    a = activate<V>(a, p.act, p.alpha, p.beta);
+    if (FULL) V::store(p.y + at, a);
+    else store_n<V>(p.y + at, a, nc);
+  }
+}
+
+// Output rows [oy0, oy1), channels [c, c + nc): the taps loaded into registers once, then
+// each row's pixels, four at a time between the edges.
+template <typename V, int KH, int KW, bool FULL, int SW>
+void dwconv_nhwc_rows(const DwConvPlane& p, size_t oy0, size_t oy1, size_t c, size_t nc,
+                      size_t lo, size_t hi) {
+  using vec = typename V::vec;
+  const size_t S = p.nhwc_stride, taps = p.kh * p.kw;
+  vec w[KH ? KH * KW : 64];
+  for (size_t t = 0; t < taps; ++t) w[t] = FULL ? V::load(p.w + t * S + c)
+                                                : load_n<V>(p.w + t * S + c, nc);
+  const vec bias = !p.biases ? V::zero() : FULL ? V::load(p.biases + c)
+                                                : load_n<V>(p.biases + c, nc);
+  for (size_t oy = oy0; oy < oy1; ++oy) {
+    // the tap rows inside the image: iy0 + ky * dh in [0, in_h)
+    const long iy0 = long(oy * p.sh) - long(p.pad_top);
+    const size_t ky0 = iy0 >= 0 ? 0 : std::min(p.kh, size_t(-iy0 + long(p.dh) - 1) / p.dh);
+    const long below = long(p.in_h) - iy0;  // rows from iy0 to the image's bottom
+    const size_t ky1 = below <= 0 ? 0 : std::min(p.kh, (size_t(below) + p.dh - 1) / p.dh);
+    auto edges = [&](size_t from, size_t to) {
+      for (size_t ox = from; ox < to; ox += 4)
+        dwconv_nhwc_edge<V, KH, KW, FULL>(p, w, bias, c, nc, oy, ox, std::min<size_t>(4, to - ox),
+                                          iy0, ky0, ky1);
+    };
+    edges(0, lo);
+    size_t ox = lo;
+    for (; ox + 4 <= hi; ox += 4)
+      dwconv_nhwc_pixels<V, KH, KW, 4, FULL, SW>(p, w, bias, c, nc, oy, ox, iy0, ky0, ky1);
+    switch (hi - ox) {  // the last inner pixels, each in a chain of its own
+      case 3: dwconv_nhwc_pixels<V, KH, KW, 3, FULL, SW>(p, w, bias, c, nc, oy, ox, iy0, ky0, ky1);
+        break;
+      case 2: dwconv_nhwc_pixels<V, KH, KW, 2, FULL, SW>(p, w, bias, c, nc, oy, ox, iy0, ky0, ky1);
+        break;
+      case 1: dwconv_nhwc_pixels<V, KH, KW, 1, FULL, SW>(p, w, bias, c, nc, oy, ox, iy0, ky0, ky1);
+        break;
+      default: break;
+    }
+    edges(hi, p.ow);
+  }
+}
+
+// A whole vector of channels with KH x KW taps, at a fixed stride where there is one.
+template <typename V, int KH, int KW>
+void dwconv_nhwc_sized(const DwConvPlane& p, size_t b0, size_t b1, size_t c, size_t nc,
+                       size_t lo, size_t hi) {
+  if (p.dw == 1 && p.sw == 1) return dwconv_nhwc_rows<V, KH, KW, true, 1>(p, b0, b1, c, nc, lo, hi);
+  if (p.dw == 1 && p.sw == 2) return dwconv_nhwc_rows<V, KH, KW, true, 2>(p, b0, b1, c, nc, lo, hi);
+  dwconv_nhwc_rows<V, KH, KW, true, 0>(p, b0, b1, c, nc, lo, hi);
+}
+
+// Bands of output rows whose input rows fit kDwConvNhwcBandBytes, each band walked by one
+// vector of channels after another: the band's input stays in cache for every vector (a
+// vector's pass uses one line of each pixel's channels), and the taps stay in registers for a
+// whole band. Vectors outermost over a whole large image streamed it from memory once per
+// vector (64 channels at 200 x 152: 1640 us against 1000 in NCHW planes); rows outermost
+// reloaded the taps every row (25 of them for a 5x5: 256 channels at 14 x 14 70 -> 106 us).
+template <typename V>
+void dwconv_nhwc(const DwConvPlane& p) {
+  constexpr size_t L = V::kWidth;
+  const auto [lo, hi] = dwconv_inner_columns(p);
+  const size_t row_bytes = p.sh * p.in_w * p.nhwc_stride * sizeof(float);
+  const size_t band = std::max<size_t>(1, kDwConvNhwcBandBytes / std::max<size_t>(1, row_bytes));
+  for (size_t b0 = p.oy0; b0 < p.oy1; b0 += band) {
+    const size_t b1 = std::min(p.oy1, b0 + band);
+    for (size_t c = 0; c < p.channels; c += L) {
+      const size_t nc = std::min(L, p.channels - c);
+      if (nc < L) dwconv_nhwc_rows<V, 0, 0, false, 0>(p, b0, b1, c, nc, lo, hi);
+      else if (p.kh == 3 && p.kw == 3) dwconv_nhwc_sized<V, 3, 3>(p, b0, b1, c, nc, lo, hi);
+      else if (p.kh == 5 && p.kw == 5) dwconv_nhwc_sized<V, 5, 5>(p, b0, b1, c, nc, lo, hi);
+      else dwconv_nhwc_rows<V, 0, 0, true, 0>(p, b0, b1, c, nc, lo, hi);
+    }
+  }
+}
+
 template <typename V>
 void dwconv_ukernel(const DwConvPlane& p) {
-  if (p.kh * p.kw > 64 || (p.sw != 1 && p.sw != 2)) return kiln_f32_dwconv_ukernel__generic(p);
+  if (p.kh * p.kw > 64) return kiln_f32_dwconv_ukernel__generic(p);
+  if (p.nhwc_stride) return dwconv_nhwc<V>(p);
+  if (p.sw != 1 && p.sw != 2) return kiln_f32_dwconv_ukernel__generic(p);
   if (p.channels) return dwconv_blocked<V>(p);
   if (dwconv_ring_rows(p) == dwconv_padded_rows(p)) return dwconv_sized<V, true>(p);
   dwconv_sized<V, false>(p);
