@@ -437,6 +437,34 @@ void test_dwconv(const char* name, const char* isa, dwconv_plane_fn fn) {
                 std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" + std::to_string(s.sw),
             got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
     }
+  // The NHWC form: pixels S floats apart with the channels from the second on, tap-major
+  // weights, a range of output rows (the rows outside it left alone), against the generic.
+  for (const PlaneShape& s : kPlanes)
+    for (size_t channels : {size_t{3}, size_t{4}, size_t{7}, size_t{16}, size_t{21}}) {
+      ++variant;
+      const PlaneInput in = plane_input_size(s, variant % 3 == 0);
+      const size_t S = channels + 2, out = s.oh * s.ow * S;
+      auto x = randv(in.in_h * in.in_w * S), w = randv(s.kh * s.kw * S), res = randv(out);
+      auto bias = randv(S);
+      DwConvPlane p = dw_plane(s, in, variant);
+      p.x = x.data() + 1;
+      p.w = w.data() + 1;
+      p.residual = variant % 2 ? res.data() + 1 : nullptr;
+      p.biases = variant % 3 ? bias.data() + 1 : nullptr;
+      p.nhwc_stride = S;
+      p.channels = channels;
+      p.oy0 = s.oh > 1 ? 1 : 0;
+      p.oy1 = s.oh;
+      std::vector<float> got(out + 1, 7.0f), want(out + 1, 7.0f);
+      p.y = got.data() + 1;
+      fn(p);
+      p.y = want.data() + 1;
+      kiln_f32_dwconv_ukernel__generic(p);
+      check(std::string(name) + " nhwc " + std::to_string(channels) + "ch " +
+                std::to_string(s.kh) + "x" + std::to_string(s.kw) + " s" + std::to_string(s.sw) +
+                " d" + std::to_string(s.dw),
+            got.data(), want.data(), got.size(), 1e-5f, 1e-4f);
+    }
   g.done(isa, name);
 }
 
