@@ -55,6 +55,12 @@ def _bottleneck_net() -> tuple:
     return model, {"x": x}
 
 
+def _native_graph(model) -> ir.Model:
+    """``model`` through the default pipeline for the native engine."""
+    graph = optimize(ir.from_proto(model), caps=NATIVE)
+    return graph[0] if isinstance(graph, tuple) else graph
+
+
 def _layouts(graph: ir.Model) -> dict[str, tuple[str, str, str]]:
     def get(node: ir.Node, key: str) -> str:
         found = node.attributes.get(key)
@@ -67,8 +73,7 @@ def _layouts(graph: ir.Model) -> dict[str, tuple[str, str, str]]:
 
 def test_convs_hand_over_nhwc_and_keep_nchw_elsewhere():
     model, _ = _bottleneck_net()
-    graph = optimize(ir.from_proto(model), caps=NATIVE)
-    graph = graph[0] if isinstance(graph, tuple) else graph
+    graph = _native_graph(model)
     assert _layouts(graph) == {
         # its result is read by reduce (1x1) and as expand's residual: NHWC
         "stem": ("NCHW", "NHWC", "NCHW"),
@@ -87,8 +92,7 @@ def test_convs_hand_over_nhwc_and_keep_nchw_elsewhere():
 
 def test_rule_explains_its_refusals():
     model, _ = _bottleneck_net()
-    graph = optimize(ir.from_proto(model), caps=NATIVE)
-    graph = graph[0] if isinstance(graph, tuple) else graph
+    graph = _native_graph(model)
     for node in graph.graph:  # undo: the rule alone, from NCHW
         for key in ("kiln_layout_in", "kiln_layout_out", "kiln_layout_residual"):
             node.attributes.pop(key, None)
@@ -109,8 +113,7 @@ def test_only_for_a_backend_that_reads_nhwc():
 def test_native_and_expansion_equal_the_model():
     model, feeds = _bottleneck_net()
     want = run_reference(model, feeds)
-    graph = optimize(ir.from_proto(model), caps=NATIVE)
-    graph = graph[0] if isinstance(graph, tuple) else graph
+    graph = _native_graph(model)
     assert any(v[1] == "NHWC" for v in _layouts(graph).values())
     options = CompileOptions(threads=2, extra={"fallback": None})
     got = NativeBackend().compile(graph, None, options).run(feeds)
@@ -204,8 +207,7 @@ def _mobile_net() -> tuple:
 
 def test_depthwise_convs_stay_nhwc_inside_a_chain():
     model, feeds = _mobile_net()
-    graph = optimize(ir.from_proto(model), caps=NATIVE)
-    graph = graph[0] if isinstance(graph, tuple) else graph
+    graph = _native_graph(model)
     assert _layouts(graph) == {
         # reads the graph input: a depthwise conv never starts a chain
         "dw_input": ("NCHW", "NCHW", "NCHW"),

@@ -418,6 +418,18 @@ inline std::pair<size_t, size_t> dwconv_inner_columns(const DwConvPlane& p) {
 // Outputs of R consecutive pixels of output row oy from ox on (every tap column inside the
 // image), channels [c, c + nc) (FULL: a whole vector), over the tap rows [ky0, ky1) inside
 // it: R independent FMA chains, each tap's weight vector held for all of them.
+// Output pixel (oy, ox), channels [c, c + nc): acc plus the residual, through the activation.
+template <typename V, bool FULL>
+inline void dwconv_nhwc_store(const DwConvPlane& p, typename V::vec acc, size_t c, size_t nc,
+                              size_t oy, size_t ox) {
+  const size_t at = (oy * p.ow + ox) * p.nhwc_stride + c;
+  if (p.residual)
+    acc = V::add(acc, FULL ? V::load(p.residual + at) : load_n<V>(p.residual + at, nc));
+  acc = activate<V>(acc, p.act, p.alpha, p.beta);
+  if (FULL) V::store(p.y + at, acc);
+  else store_n<V>(p.y + at, acc, nc);
+}
+
 // SW > 0: the stride, fixed, with no dilation: each input column the R windows read is loaded
 // once for every (pixel, tap) on it ((R - 1) * SW + KW loads a tap row instead of R * KW: a
 // 5x5 at stride 1, 8 instead of 20).
@@ -456,14 +468,7 @@ inline void dwconv_nhwc_pixels(const DwConvPlane& p, const typename V::vec* w,
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    const size_t at = (oy * p.ow + ox + r) * S + c;
-    vec a = acc[r];
-    if (p.residual) a = V::add(a, load(p.residual + at));
-    a = activate<V>(a, p.act, p.alpha, p.beta);
-    if (FULL) V::store(p.y + at, a);
-    else store_n<V>(p.y + at, a, nc);
-  }
+  for (int r = 0; r < R; ++r) dwconv_nhwc_store<V, FULL>(p, acc[r], c, nc, oy, ox + r);
 }
 
 // Up to four output pixels from ox on whose taps may fall outside the image's columns (the
@@ -495,14 +500,7 @@ void dwconv_nhwc_edge(const DwConvPlane& p, const typename V::vec* w, typename V
           acc[r] = V::fma(wt, load(col[r][kx] < 0 ? zeros : row + col[r][kx]), acc[r]);
     }
   }
-  for (size_t r = 0; r < count; ++r) {
-    const size_t at = (oy * p.ow + ox + r) * S + c;
-    vec a = acc[r];
-    if (p.residual) a = V::add(a, load(p.residual + at));
-    a = activate<V>(a, p.act, p.alpha, p.beta);
-    if (FULL) V::store(p.y + at, a);
-    else store_n<V>(p.y + at, a, nc);
-  }
+  for (size_t r = 0; r < count; ++r) dwconv_nhwc_store<V, FULL>(p, acc[r], c, nc, oy, ox + r);
 }
 
 // Output rows [oy0, oy1), channels [c, c + nc): the taps loaded into registers once, then
