@@ -285,8 +285,10 @@ void dwconv_sized(const DwConvPlane& p) {
 
 // Outputs of R consecutive pixels of output row oy from ox on: R independent FMA chains, each
 // tap's weight vector loaded once for all of them. xb: the padded input, wp pixels a row, L
-// floats a pixel; yb: the outputs, L floats a pixel.
-template <typename V, int KH, int KW, int R>
+// floats a pixel; yb: the outputs, L floats a pixel. SW > 0: the stride, fixed, with no
+// dilation: each input pixel the R windows read is loaded once for every (pixel, tap) on it,
+// as the NHWC form does.
+template <typename V, int KH, int KW, int R, int SW>
 inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
                                 typename V::vec bias, const float* xb, size_t wp, size_t oy,
                                 size_t ox, float* yb) {
@@ -301,12 +303,24 @@ inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
 #pragma GCC unroll 5
   for (size_t ky = 0; ky < kh; ++ky) {
     const float* row = base + ky * p.dh * wp * L;
-#pragma GCC unroll 5
-    for (size_t kx = 0; kx < kw; ++kx) {
-      const float* at = row + kx * p.dw * L;
-      const vec wt = w[ky * kw + kx];
+    if constexpr (KW > 0 && SW > 0) {
+#pragma GCC unroll 16
+      for (int j = 0; j < (R - 1) * SW + KW; ++j) {
+        const vec v = V::load(row + j * L);
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, V::load(at + r * step), acc[r]);
+        for (int r = 0; r < R; ++r) {
+          const int kx = j - r * SW;  // pixel r's tap on column j
+          if (kx >= 0 && kx < KW) acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
+        }
+      }
+    } else {
+#pragma GCC unroll 5
+      for (size_t kx = 0; kx < kw; ++kx) {
+        const float* at = row + kx * p.dw * L;
+        const vec wt = w[ky * kw + kx];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, V::load(at + r * step), acc[r]);
+      }
     }
   }
 #pragma GCC unroll 4
@@ -317,7 +331,7 @@ inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
 // pixels x L lanes (padding and lanes past nc zero, the prologue applied to real pixels), the
 // outputs computed into yb the same way, then each channel's column of yb written to its
 // plane through the epilogue.
-template <typename V, int KH, int KW>
+template <typename V, int KH, int KW, int SW>
 void dwconv_lanes(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* yb) {
   using vec = typename V::vec;
   constexpr size_t L = V::kWidth;
@@ -374,8 +388,8 @@ void dwconv_lanes(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* 
   for (size_t oy = 0; oy < p.oh; ++oy) {
     size_t ox = 0;
     for (; ox + 4 <= p.ow; ox += 4)
-      dwconv_lanes_pixels<V, KH, KW, 4>(p, w, bias, xb, wp, oy, ox, yb);
-    for (; ox < p.ow; ++ox) dwconv_lanes_pixels<V, KH, KW, 1>(p, w, bias, xb, wp, oy, ox, yb);
+      dwconv_lanes_pixels<V, KH, KW, 4, SW>(p, w, bias, xb, wp, oy, ox, yb);
+    for (; ox < p.ow; ++ox) dwconv_lanes_pixels<V, KH, KW, 1, SW>(p, w, bias, xb, wp, oy, ox, yb);
   }
   // L output pixels at a time: one vector per pixel, transposed into one per channel
   for (size_t i = 0; i < plane_out; i += L) {
@@ -392,6 +406,14 @@ void dwconv_lanes(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* 
   }
 }
 
+// KH x KW taps at a fixed stride where there is one (1 or 2, no dilation).
+template <typename V, int KH, int KW>
+void dwconv_lanes_sized(const DwConvPlane& p, size_t c0, size_t nc, float* xb, float* yb) {
+  if (p.dw == 1 && p.sw == 1) return dwconv_lanes<V, KH, KW, 1>(p, c0, nc, xb, yb);
+  if (p.dw == 1 && p.sw == 2) return dwconv_lanes<V, KH, KW, 2>(p, c0, nc, xb, yb);
+  dwconv_lanes<V, KH, KW, 0>(p, c0, nc, xb, yb);
+}
+
 template <typename V>
 void dwconv_blocked(const DwConvPlane& p) {
   constexpr size_t L = V::kWidth;
@@ -399,9 +421,9 @@ void dwconv_blocked(const DwConvPlane& p) {
   float* yb = p.rows + dwconv_padded_rows(p) * dwconv_cols(p) * kDwConvBlockChannels;
   for (size_t c0 = 0; c0 < p.channels; c0 += L) {
     const size_t nc = std::min(L, p.channels - c0);
-    if (p.kh == 3 && p.kw == 3) dwconv_lanes<V, 3, 3>(p, c0, nc, xb, yb);
-    else if (p.kh == 5 && p.kw == 5) dwconv_lanes<V, 5, 5>(p, c0, nc, xb, yb);
-    else dwconv_lanes<V, 0, 0>(p, c0, nc, xb, yb);
+    if (p.kh == 3 && p.kw == 3) dwconv_lanes_sized<V, 3, 3>(p, c0, nc, xb, yb);
+    else if (p.kh == 5 && p.kw == 5) dwconv_lanes_sized<V, 5, 5>(p, c0, nc, xb, yb);
+    else dwconv_lanes<V, 0, 0, 0>(p, c0, nc, xb, yb);
   }
 }
 
