@@ -283,11 +283,38 @@ void dwconv_sized(const DwConvPlane& p) {
 
 // ---- The blocked form (DwConvPlane::channels >= 1): channels in vector lanes.
 
+// One tap row of R windows whose pixels are vectors of channels, ps floats apart (the channels
+// in lanes forms: blocked and NHWC): row is the first window's first pixel, w the row's kw
+// weight vectors. SW > 0: the stride, fixed, and no dilation: each pixel the R windows read
+// is loaded once for every (window, tap) on it ((R - 1) * SW + KW loads instead of R * KW: a
+// 5x5 at stride 1, 8 instead of 20). Otherwise each tap loads its R pixels.
+template <typename V, int KW, int R, int SW, typename Load>
+inline void dwconv_tap_row(const DwConvPlane& p, const float* row, size_t ps,
+                           const typename V::vec* w, typename V::vec* acc, Load load) {
+  if constexpr (KW > 0 && SW > 0) {
+#pragma GCC unroll 16
+    for (int j = 0; j < (R - 1) * SW + KW; ++j) {
+      const typename V::vec v = load(row + j * ps);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const int kx = j - r * SW;  // window r's tap on pixel j
+        if (kx >= 0 && kx < KW) acc[r] = V::fma(w[kx], v, acc[r]);
+      }
+    }
+  } else {
+    const size_t kw = KW ? KW : p.kw, step = p.sw * ps;
+#pragma GCC unroll 5
+    for (size_t kx = 0; kx < kw; ++kx) {
+      const float* at = row + kx * p.dw * ps;
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r] = V::fma(w[kx], load(at + r * step), acc[r]);
+    }
+  }
+}
+
 // Outputs of R consecutive pixels of output row oy from ox on: R independent FMA chains, each
 // tap's weight vector loaded once for all of them. xb: the padded input, wp pixels a row, L
-// floats a pixel; yb: the outputs, L floats a pixel. SW > 0: the stride, fixed, with no
-// dilation: each input pixel the R windows read is loaded once for every (pixel, tap) on it,
-// as the NHWC form does.
+// floats a pixel; yb: the outputs, L floats a pixel. SW: see dwconv_tap_row.
 template <typename V, int KH, int KW, int R, int SW>
 inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
                                 typename V::vec bias, const float* xb, size_t wp, size_t oy,
@@ -295,34 +322,14 @@ inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
   using vec = typename V::vec;
   constexpr size_t L = V::kWidth;
   const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw;
-  const size_t step = p.sw * L;
   vec acc[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) acc[r] = bias;
   const float* base = xb + (oy * p.sh * wp + ox * p.sw) * L;
 #pragma GCC unroll 5
-  for (size_t ky = 0; ky < kh; ++ky) {
-    const float* row = base + ky * p.dh * wp * L;
-    if constexpr (KW > 0 && SW > 0) {
-#pragma GCC unroll 16
-      for (int j = 0; j < (R - 1) * SW + KW; ++j) {
-        const vec v = V::load(row + j * L);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const int kx = j - r * SW;  // pixel r's tap on column j
-          if (kx >= 0 && kx < KW) acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
-        }
-      }
-    } else {
-#pragma GCC unroll 5
-      for (size_t kx = 0; kx < kw; ++kx) {
-        const float* at = row + kx * p.dw * L;
-        const vec wt = w[ky * kw + kx];
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, V::load(at + r * step), acc[r]);
-      }
-    }
-  }
+  for (size_t ky = 0; ky < kh; ++ky)
+    dwconv_tap_row<V, KW, R, SW>(p, base + ky * p.dh * wp * L, L, w + ky * kw, acc,
+                                 [](const float* at) { return V::load(at); });
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) V::store(yb + (oy * p.ow + ox + r) * L, acc[r]);
 }
@@ -437,9 +444,6 @@ inline std::pair<size_t, size_t> dwconv_inner_columns(const DwConvPlane& p) {
   return {lo, std::max(lo, hi)};
 }
 
-// Outputs of R consecutive pixels of output row oy from ox on (every tap column inside the
-// image), channels [c, c + nc) (FULL: a whole vector), over the tap rows [ky0, ky1) inside
-// it: R independent FMA chains, each tap's weight vector held for all of them.
 // Output pixel (oy, ox), channels [c, c + nc): acc plus the residual, through the activation.
 template <typename V, bool FULL>
 inline void dwconv_nhwc_store(const DwConvPlane& p, typename V::vec acc, size_t c, size_t nc,
@@ -452,43 +456,25 @@ inline void dwconv_nhwc_store(const DwConvPlane& p, typename V::vec acc, size_t 
   else store_n<V>(p.y + at, acc, nc);
 }
 
-// SW > 0: the stride, fixed, with no dilation: each input column the R windows read is loaded
-// once for every (pixel, tap) on it ((R - 1) * SW + KW loads a tap row instead of R * KW: a
-// 5x5 at stride 1, 8 instead of 20).
+// R output pixels from ox on (every tap column inside the image), channels [c, c + nc)
+// (FULL: a whole vector), over the tap rows [ky0, ky1) inside it: R independent FMA chains.
+// SW: see dwconv_tap_row.
 template <typename V, int KH, int KW, int R, bool FULL, int SW>
 inline void dwconv_nhwc_pixels(const DwConvPlane& p, const typename V::vec* w,
                                typename V::vec bias, size_t c, size_t nc, size_t oy, size_t ox,
                                long iy0, size_t ky0, size_t ky1) {
   using vec = typename V::vec;
-  const size_t S = p.nhwc_stride, kw = KW ? KW : p.kw, step = p.sw * S;
-  auto load = [&](const float* at) { return FULL ? V::load(at) : load_n<V>(at, nc); };
+  const size_t S = p.nhwc_stride, kw = KW ? KW : p.kw;
   vec acc[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) acc[r] = bias;
   const float* base = p.x + (ox * p.sw - p.pad_left) * S + c;
 #pragma GCC unroll 5
-  for (size_t ky = ky0; ky < ky1; ++ky) {
-    const float* row = base + size_t(iy0 + long(ky * p.dh)) * p.in_w * S;
-    if constexpr (KW > 0 && SW > 0) {
-#pragma GCC unroll 16
-      for (int j = 0; j < (R - 1) * SW + KW; ++j) {
-        const vec v = load(row + j * S);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const int kx = j - r * SW;  // pixel r's tap on column j
-          if (kx >= 0 && kx < KW) acc[r] = V::fma(w[ky * KW + kx], v, acc[r]);
-        }
-      }
-    } else {
-#pragma GCC unroll 5
-      for (size_t kx = 0; kx < kw; ++kx) {
-        const float* at = row + kx * p.dw * S;
-        const vec wt = w[ky * kw + kx];
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) acc[r] = V::fma(wt, load(at + r * step), acc[r]);
-      }
-    }
-  }
+  for (size_t ky = ky0; ky < ky1; ++ky)
+    dwconv_tap_row<V, KW, R, SW>(p, base + size_t(iy0 + long(ky * p.dh)) * p.in_w * S, S,
+                                 w + ky * kw, acc, [&](const float* at) {
+                                   return FULL ? V::load(at) : load_n<V>(at, nc);
+                                 });
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) dwconv_nhwc_store<V, FULL>(p, acc[r], c, nc, oy, ox + r);
 }
