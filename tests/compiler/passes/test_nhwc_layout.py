@@ -224,6 +224,10 @@ def test_depthwise_convs_stay_nhwc_inside_a_chain():
     options = CompileOptions(threads=2, extra={"fallback": None})
     got = NativeBackend().compile(graph, None, options).run(feeds)
     np.testing.assert_allclose(got["y"], want[0], rtol=1e-4, atol=1e-4)
+    expanded = ir.from_proto(ir.to_proto(graph))  # what a non-native engine is handed
+    ExpandKilnOpsPass()(expanded)
+    np.testing.assert_allclose(run_reference(expanded, feeds)[0], want[0], rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_narrow_depthwise_convs_stay_nchw():
