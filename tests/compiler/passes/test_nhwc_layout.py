@@ -237,3 +237,22 @@ def test_narrow_depthwise_convs_stay_nchw():
                      attributes={"group": ir.AttrInt64("group", 8)})
     reader.replace_input_with(0, narrow.outputs[0])
     assert hands_over_nhwc(reader) and not hands_over_nhwc(narrow)
+
+
+def test_a_separable_block_starts_a_chain_from_large_planes():
+    """A pointwise conv whose result a depthwise member reads starts the chain from NCHW planes
+    above MAX_PIXELS_FROM_NCHW (a mobile net's separable block)."""
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
+    inits = {"w1": _w(64, 8, 1), "wd": _dw(64, 3), "w2": _w(64, 64, 1)}
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["a"], name="first"),
+             node("Conv", ["a", "wd"], ["b"], group=64, pads=[1] * 4, name="dw"),
+             node("Conv", ["b", "w2"], ["c"], name="second"),
+             node("GlobalAveragePool", ["c"], ["y"])]
+    model = model_from_arrays(nodes, {"x": x}, ["y"], initializers=inits)
+    graph = _native_graph(model)
+    assert _layouts(graph) == {"first": ("NCHW", "NHWC", "NCHW"), "dw": ("NHWC", "NHWC", "NCHW"),
+                               "second": ("NHWC", "NCHW", "NCHW")}
+    got = NativeBackend().compile(graph, None, CompileOptions(threads=2)).run({"x": x})
+    np.testing.assert_allclose(got["y"], run_reference(model, {"x": x})[0], rtol=1e-4,
+                               atol=1e-4)
