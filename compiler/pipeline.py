@@ -33,7 +33,12 @@ from onnx_ir.passes import common
 from onnxscript.rewriter import rules as osr
 
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
-from kiln.compiler.passes.cleanup import ConstantInitializersPass, EliminateIdentityPass
+from kiln.compiler.passes.cleanup import (
+    ConstantInitializersPass,
+    EliminateIdentityPass,
+    RemoveUnusedPass,
+    SortPass,
+)
 from kiln.compiler.passes.expand_kiln_ops import ExpandKilnOpsPass
 from kiln.compiler.passes.factor_scaled_residual import FactorScaledResidualPass
 from kiln.compiler.passes.fold_affine import FOLD_AFFINE_RULES
@@ -120,7 +125,7 @@ def _o1() -> list[Step]:
         ("eliminate-identity", EliminateIdentityPass()),
         ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES, keeps_shapes=True)),
         ("cse", common.CommonSubexpressionEliminationPass()),
-        ("remove-unused", common.RemoveUnusedNodesPass()),
+        ("remove-unused", RemoveUnusedPass()),
         ("infer-shapes", common.ShapeInferencePass(strict_mode=False)),
     ]
 
@@ -192,12 +197,12 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
 def _finish(caps: BackendCaps) -> list[Step]:
     return [
         ("expand-kiln-ops", ExpandKilnOpsPass(keep=caps.kiln_ops)),
-        ("remove-unused-final", common.RemoveUnusedNodesPass()),
+        ("remove-unused-final", RemoveUnusedPass()),
         # No initializer dedup: a constant shared by two layers is one the engines will not
         # fold into each layer. onnxruntime then skips prepacking a shared Conv weight (light
         # ResNet-50 ran ~10 % slower) and OpenVINO leaves shared Conv biases unfused (light
         # ShuffleNet 2.60 vs 2.39 ms, merged vs not).
-        ("sort", common.TopologicalSortPass()),
+        ("sort", SortPass()),
     ]
 
 

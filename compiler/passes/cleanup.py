@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes.common import IdentityEliminationPass, RemoveInitializersFromInputsPass
+from onnx_ir.passes.common import (
+    IdentityEliminationPass,
+    RemoveInitializersFromInputsPass,
+    RemoveUnusedNodesPass,
+    TopologicalSortPass,
+)
+
+from kiln.compiler.report import walk_nodes
+
+_SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 #: First IR version that lets initializers stay out of the graph inputs.
 _IR_INITIALIZERS_NOT_INPUTS = 4
@@ -44,3 +53,59 @@ class EliminateIdentityPass(IdentityEliminationPass):
                 and source.graph is not node.graph):
             return False
         return super()._try_eliminate_identity_node(node)
+
+
+class RemoveUnusedPass(RemoveUnusedNodesPass):
+    """onnx_ir's dead-code removal, skipped when one walk finds nothing for it to do (YOLOv8n:
+    ~0.4 ms instead of ~2: it looks up each node's schema for optional outputs to drop)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if nothing_unused(model):
+            return ir.passes.PassResult(model, modified=False)
+        return super().call(model)
+
+
+def nothing_unused(model: ir.Model) -> bool:
+    """Whether ``RemoveUnusedNodesPass`` would leave ``model`` as it is: every output of every
+    node (subgraphs included) read or a graph output (so no node goes, and no optional output
+    is dropped), no node ending in a missing input (trimmed), every initializer of the main
+    graph read or an input or output, and no functions (not looked into)."""
+    if model.functions:
+        return False
+    for node in walk_nodes(model.graph):
+        if node.inputs and node.inputs[-1] is None:
+            return False
+        for value in node.outputs:
+            if not value.is_graph_output() and not value.uses():
+                return False
+    graph = model.graph
+    return all(value.uses() or value.is_graph_input() or value.is_graph_output()
+               for value in graph.initializers.values())
+
+
+class SortPass(TopologicalSortPass):
+    """onnx_ir's stable topological sort, which leaves a sorted graph in its order, skipped when
+    the graph is sorted already (YOLOv8n: ~0.3 ms instead of ~1.7)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if is_sorted(model):
+            return ir.passes.PassResult(model, modified=False)
+        return super().call(model)
+
+
+def is_sorted(model: ir.Model) -> bool:
+    """Whether every node of the main graph comes after the producers of its inputs; False for
+    graphs with subgraphs or a model with functions (not looked into)."""
+    if model.functions:
+        return False
+    seen: set[ir.Node] = set()
+    for node in model.graph:
+        for value in node.inputs:
+            if value is not None and value.producer() is not None \
+                    and value.producer() not in seen:
+                return False
+        if node.attributes and any(attr.type in _SUBGRAPHS
+                                   for attr in node.attributes.values()):
+            return False
+        seen.add(node)
+    return True

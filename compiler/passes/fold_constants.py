@@ -180,7 +180,7 @@ class FoldConstantsPass(CountingPass):
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         before = op_histogram(model)
-        casts = _cast_like_to_cast(model)
+        casts = bool(before.get("CastLike")) and _cast_like_to_cast(model)  # else no walk
         as_imported = _all_values(model)
         weights_modified = False
         if model.functions or before.get("ConstantOfShape") and _may_fold_large(model):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 from compiler_cases import rand
 from model_builders import run_reference
 from onnx import TensorProto, helper, numpy_helper
+from onnx_ir.passes import common
 
 from kiln.compiler.passes.cleanup import ConstantInitializersPass
 
@@ -63,3 +66,68 @@ def test_identity_returning_an_outer_value_from_a_branch_is_kept():
     for c in (True, False):
         y, w = run_reference(out, {"x": x, "c": np.array(c)})
         assert (y == np.maximum(x, 0)).all() and (w == -np.maximum(x, 0)).all()
+
+
+# --- dead-code removal and the sort, skipped when a walk finds nothing for them -----------
+
+def _cases() -> dict[str, onnx.ModelProto]:
+    """Graphs with something for RemoveUnusedNodesPass or TopologicalSortPass to do, and
+    graphs with nothing."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+
+    def model(nodes, inits=(), outputs=(y,)):
+        graph = helper.make_graph(nodes, "g", [x], list(outputs), list(inits))
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    relu = helper.make_node("Relu", ["x"], ["r"])
+    neg = helper.make_node("Neg", ["r"], ["y"])
+    def branch(name, dead=False):
+        nodes = [helper.make_node("Neg", ["r"], [f"{name}_out"])]
+        if dead:
+            nodes.append(helper.make_node("Abs", ["r"], [f"{name}_dead"]))
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(
+            f"{name}_out", TensorProto.FLOAT, None)])
+
+    def with_if(dead):
+        nodes = [relu, helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(
+            np.array(True))), helper.make_node("If", ["c"], ["y"], then_branch=branch(
+                "then", dead), else_branch=branch("else"))]
+        return model(nodes)
+
+    return {
+        "clean": model([relu, neg]),
+        "dead node": model([relu, helper.make_node("Abs", ["x"], ["a"]), neg]),
+        "unused initializer": model([relu, neg], [numpy_helper.from_array(rand(3), "w")]),
+        "unused optional output": model([helper.make_node("MaxPool", ["x"], ["y", "idx"],
+                                                          kernel_shape=[2, 2])]),
+        "trailing missing input": model([helper.make_node("Clip", ["x", "", ""], ["y"])]),
+        "unsorted": model([neg, relu]),
+        "subgraph, clean": with_if(False),
+        "subgraph, dead node": with_if(True),
+    }
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("ours, theirs", [
+    ("RemoveUnusedPass", common.RemoveUnusedNodesPass),
+    ("SortPass", common.TopologicalSortPass)])
+def test_skipping_cleanups_do_what_onnx_irs_passes_do(case, ours, theirs):
+    from kiln.compiler.passes import cleanup
+
+    proto = _cases()[case]
+    expected, got = ir.from_proto(proto), ir.from_proto(proto)
+    want = theirs()(expected).modified
+    assert getattr(cleanup, ours)()(got).modified == want
+    assert ir.to_proto(got) == ir.to_proto(expected)
+
+
+def test_the_cleanups_skip_only_what_has_nothing_to_do():
+    from kiln.compiler.passes.cleanup import is_sorted, nothing_unused
+
+    cases = {name: ir.from_proto(proto) for name, proto in _cases().items()}
+    assert [name for name, m in cases.items() if nothing_unused(m)] == \
+        ["clean", "unsorted", "subgraph, clean"]
+    assert [name for name, m in cases.items() if is_sorted(m)] == \
+        ["clean", "dead node", "unused initializer", "unused optional output",
+         "trailing missing input"]
