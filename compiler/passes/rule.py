@@ -21,6 +21,7 @@ from onnxscript.rewriter._basics import MatchingTracer, MatchResult, MatchStatus
 from onnxscript.rewriter._matcher import SimplePatternMatcher
 from onnxscript.rewriter._pattern_ir import NodeOutputPattern, NodePattern, StringConstantPattern
 
+from kiln.compiler.passes.cleanup import nothing_unused
 from kiln.compiler.report import walk_nodes
 
 
@@ -156,14 +157,18 @@ class OnnxscriptRulesPass(CountingPass):
                         tidy = full_set.remove_unused_nodes
                     continue
                 refused: Counter[str] = Counter()
+                removes = rule_set.remove_unused_nodes
+                rule_set.remove_unused_nodes = False  # after a tracer run: _remove_unused
                 try:
                     rule_set.apply_to_model(
                         model, tracer=_RejectionTracer(name, refused, stop_at_match=True))
                 except _MatchFound:
-                    pass
+                    rule_set.remove_unused_nodes = removes
                 else:
+                    if removes:
+                        _remove_unused(model)
                     self.rejected.update(refused)
-                    tidy = tidy or rule_set.remove_unused_nodes
+                    tidy = tidy or removes
                     continue
                 count = rule_set.apply_to_model(model)
                 if count:
@@ -313,6 +318,13 @@ def _skip(rule_set: RewriteRuleSet, model: ir.Model, present: set[str]) -> None:
         for function in model.functions.values():
             onnxscript.optimizer.basic_constant_propagation(function)
     if rule_set.remove_unused_nodes:
+        _remove_unused(model)
+
+
+def _remove_unused(model: ir.Model) -> None:
+    """onnxscript's removal of unused nodes (what a rule set ends with), skipped when a walk
+    finds nothing it would change (``nothing_unused``: it looks up every node's schema)."""
+    if not nothing_unused(model):
         onnxscript.optimizer.remove_unused_nodes(model)
 
 

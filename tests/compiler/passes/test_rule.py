@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 from compiler_cases import ops
 from model_builders import float_model
 from onnx import helper
@@ -137,3 +138,30 @@ def test_a_rule_whose_ops_an_earlier_rule_creates_still_fires_in_the_same_pass()
     assert step(model).modified
     assert ops(model) == ["Reshape"]
     assert step.fired == {"Flatten2Reshape": 2, "ReshapeReshape": 1}
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_a_rule_set_that_matches_nothing_leaves_the_graph_as_onnxscript_would(dead):
+    """A set tried and matching nothing (a Squeeze -> Reshape to 2-D keeps both) ends as
+    onnxscript's own application does: a set with a rule that leaves nodes to the final
+    removal of unused nodes removes dead ones; that removal is skipped when nothing is
+    unused."""
+    from onnxscript.rewriter.rules.common import squeeze_reshape_1d_rule
+
+    nodes = [helper.make_node("Squeeze", ["x", "axes"], ["s"]),
+             helper.make_node("Reshape", ["s", "shape"], ["y"])]
+    if dead:
+        nodes.append(helper.make_node("Abs", ["x"], ["unused"]))
+
+    def model():
+        return float_model(nodes, {"x": [1, 4]}, {"y": [2, 2]},
+                           {"axes": np.array([0]), "shape": np.array([2, 2])})
+
+    expected, got = model(), model()
+    rules = RewriteRuleSet([squeeze_reshape_1d_rule])
+    assert rules.remove_unused_nodes
+    assert rules.apply_to_model(expected) == 0
+    step = OnnxscriptRulesPass([squeeze_reshape_1d_rule])
+    assert not step(got).modified and not step.fired
+    assert ir.to_proto(got) == ir.to_proto(expected)
+    assert [n.op_type for n in got.graph] == ["Squeeze", "Reshape"]
