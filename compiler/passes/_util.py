@@ -52,6 +52,12 @@ def attr(node: ir.Node, name: str, default: object = None) -> object:
     return default if found is None else found.value
 
 
+def depthwise_weights(group: int, shape: ir.Shape | tuple[int, ...]) -> bool:
+    """Whether conv weights of ``shape`` ([C_out, C_in / group, kh, kw]) with ``group``
+    groups make a depthwise conv: one input and one output channel per group."""
+    return shape[1] == 1 and shape[0] == group
+
+
 def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     """The value's shape when every dim is a known int."""
     if value is None or value.shape is None:

@@ -22,7 +22,14 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
+from kiln.compiler.passes._util import (
+    attr,
+    const,
+    depthwise_weights,
+    is_onnx,
+    new_initializer,
+    sole_consumer,
+)
 from kiln.compiler.passes.rule import Match, Rule
 
 PROLOGUES = ("affine", "affine_relu")
@@ -49,7 +56,7 @@ def _conv_kind(conv: ir.Node) -> tuple[str, int] | None:
         return None
     group = int(attr(conv, "group", 1))
     channels = int(w.shape[1]) * group
-    if group == channels and w.shape[:2] == (channels, 1):
+    if depthwise_weights(group, w.shape):
         return "depthwise", channels
     auto_pad = str(attr(conv, "auto_pad", "NOTSET"))
     if (group == 1 and w.shape[2:] == (1, 1) and auto_pad in ("NOTSET", "VALID")

@@ -82,7 +82,14 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN, BackendCaps
-from kiln.compiler.passes._util import attr, const, is_onnx, new_initializer, sole_consumer
+from kiln.compiler.passes._util import (
+    attr,
+    const,
+    depthwise_weights,
+    is_onnx,
+    new_initializer,
+    sole_consumer,
+)
 from kiln.compiler.passes.fuse_epilogue import activation_of
 from kiln.compiler.passes.nhwc_layout import LAYOUT_IN, LAYOUT_OUT, NCHW, NHWC, HandOverNhwc
 from kiln.compiler.passes.rule import Match, Rule
@@ -273,7 +280,7 @@ def _check_groups(node: ir.Node, weights: np.ndarray, groups: str) -> None:
     group = int(attr(node, "group", 1))
     if group == 1 or groups == "any":
         return
-    depthwise = weights.shape[1] == 1 and weights.shape[0] == group
+    depthwise = depthwise_weights(group, weights.shape)
     if groups == "depthwise" and not depthwise:
         raise _Refused(f"grouped (group {group}, {weights.shape[1]} channels per group, "
                        f"{weights.shape[0] // group} filters per group): the backend's QConv "

@@ -34,7 +34,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, is_onnx
+from kiln.compiler.passes._util import attr, depthwise_weights, is_onnx
 from kiln.compiler.passes.rule import Match, Rule
 
 #: the layout attributes of kiln's image ops (float FusedConv and the int8 ops alike)
@@ -70,10 +70,9 @@ def _pixels(value: ir.Value | None) -> int:
 
 
 def _is_depthwise(node: ir.Node, weights: ir.Shape) -> bool:
-    """One input channel per group and one output channel per group (weights [C, 1, kh, kw]
-    with C groups)."""
+    """Depthwise over more than one channel (weights [C, 1, kh, kw] with C > 1 groups)."""
     groups = int(attr(node, "group", 1))  # type: ignore[call-overload]
-    return groups > 1 and weights[1] == 1 and weights[0] == groups
+    return groups > 1 and depthwise_weights(groups, weights)
 
 
 def _constant_weights(node: ir.Node) -> ir.TensorProtocol | None:

@@ -10,9 +10,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#elif defined(__ARM_NEON)
+#if defined(__ARM_NEON)
 #include <arm_neon.h>
 #endif
 
@@ -183,17 +181,7 @@ void transpose_into_planes(const float* c, size_t ldc, size_t oh, size_t ow, siz
       const float* s = c + oy * wp * ldc + k;
       float* d = y + k * hw + oy * ow;
       size_t ox = 0;
-      for (; ox + 4 <= ow; ox += 4) {
-        __m128 r0 = _mm_loadu_ps(s + (ox + 0) * ldc);
-        __m128 r1 = _mm_loadu_ps(s + (ox + 1) * ldc);
-        __m128 r2 = _mm_loadu_ps(s + (ox + 2) * ldc);
-        __m128 r3 = _mm_loadu_ps(s + (ox + 3) * ldc);
-        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-        _mm_storeu_ps(d + ox, r0);
-        _mm_storeu_ps(d + hw + ox, r1);
-        _mm_storeu_ps(d + 2 * hw + ox, r2);
-        _mm_storeu_ps(d + 3 * hw + ox, r3);
-      }
+      for (; ox + 4 <= ow; ox += 4) transpose_4x4(s + ox * ldc, ldc, d + ox, hw);
       for (; ox < ow; ++ox)
         for (size_t j = 0; j < 4; ++j) d[j * hw + ox] = s[ox * ldc + j];
     }
@@ -213,39 +201,20 @@ size_t transpose_block_pixels(size_t C) {
 }
 
 // dst[p][c] = src[c][p] for c < C, p in [p0, p1) (plane stride HW, pixel stride C), or the
-// other way round (to_planes): through 4 x 4 SSE blocks (this file is built for the baseline
-// ISA).
+// other way round (to_planes), in 4 x 4 blocks.
 void transpose_block(const float* src, float* dst, size_t C, size_t HW, size_t p0, size_t p1,
                      bool to_planes) {
   const size_t ps = to_planes ? C : 1, cs = to_planes ? 1 : HW;  // src strides: pixel, channel
   const size_t pd = to_planes ? 1 : C, cd = to_planes ? HW : 1;  // dst strides
   size_t c = 0;
 #if defined(__SSE2__)
+  // rows of 4 along the source's contiguous axis: 4 pixels of 4 channels (to_planes) or 4
+  // channels of 4 pixels, stored along the other axis
+  const size_t src_stride = to_planes ? C : HW, dst_stride = to_planes ? HW : C;
   for (; c + 4 <= C; c += 4) {
     size_t p = p0;
-    for (; p + 4 <= p1; p += 4) {
-      // rows of 4 along the source's contiguous axis, columns along the other
-      const float* s0 = src + c * cs + p * ps;
-      __m128 x0, x1, x2, x3;
-      if (to_planes) {  // 4 pixels of 4 channels each
-        x0 = _mm_loadu_ps(s0);
-        x1 = _mm_loadu_ps(s0 + C);
-        x2 = _mm_loadu_ps(s0 + 2 * C);
-        x3 = _mm_loadu_ps(s0 + 3 * C);
-      } else {  // 4 channels of 4 pixels each
-        x0 = _mm_loadu_ps(s0);
-        x1 = _mm_loadu_ps(s0 + HW);
-        x2 = _mm_loadu_ps(s0 + 2 * HW);
-        x3 = _mm_loadu_ps(s0 + 3 * HW);
-      }
-      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-      float* d0 = dst + c * cd + p * pd;
-      const size_t step = to_planes ? HW : C;
-      _mm_storeu_ps(d0, x0);
-      _mm_storeu_ps(d0 + step, x1);
-      _mm_storeu_ps(d0 + 2 * step, x2);
-      _mm_storeu_ps(d0 + 3 * step, x3);
-    }
+    for (; p + 4 <= p1; p += 4)
+      transpose_4x4(src + c * cs + p * ps, src_stride, dst + c * cd + p * pd, dst_stride);
     for (; p < p1; ++p)
       for (size_t j = c; j < c + 4; ++j) dst[j * cd + p * pd] = src[j * cs + p * ps];
   }
@@ -267,6 +236,8 @@ void transpose_images(const float* src, size_t N, size_t C, size_t HW, float* ds
   else run(0, N * blocks);
 }
 
+}  // namespace
+
 // dst[n][c][p] = src[n][p][c] for n images of HW pixels of C channels.
 void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, ThreadPool* pool) {
   transpose_images(src, N, C, HW, dst, true, pool);
@@ -276,8 +247,6 @@ void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, T
 void nchw_to_nhwc(const float* src, size_t N, size_t C, size_t HW, float* dst, ThreadPool* pool) {
   transpose_images(src, N, C, HW, dst, false, pool);
 }
-
-}  // namespace
 
 ConvAlgo choose_conv_algo(const Conv2dParams& p, bool nhwc) {
   if (is_depthwise(p)) return ConvAlgo::depthwise;

@@ -189,6 +189,11 @@ void set_winograd_nhwc(bool enabled);
 // both forms stay reachable on the same shapes). Returns the limit it replaced.
 size_t set_dwconv_blocked_max_pixels(size_t pixels);
 
+// Image layout transposes, in blocks of pixels with all their channels, on the pool when given:
+// dst[n][c][p] = src[n][p][c] (nhwc_to_nchw) and dst[n][p][c] = src[n][c][p] (nchw_to_nhwc).
+void nhwc_to_nchw(const float* src, size_t N, size_t HW, size_t C, float* dst, ThreadPool* pool);
+void nchw_to_nhwc(const float* src, size_t N, size_t C, size_t HW, float* dst, ThreadPool* pool);
+
 // Plain loops with the same contract as Conv2d::run: the oracle.
 void conv2d_reference(const Conv2dParams& p, const float* x, const float* w, float* y,
                       const Epilogue& ep);

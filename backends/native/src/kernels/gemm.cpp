@@ -159,17 +159,7 @@ void transpose_rows_into_panel(const float* s, size_t lda, size_t rows, size_t K
 #if defined(__SSE2__)
     for (; r0 + 4 <= rows; r0 += 4) {
       size_t k = k0;
-      for (; k + 4 <= k1; k += 4) {
-        __m128 x0 = _mm_loadu_ps(s + (r0 + 0) * lda + k);
-        __m128 x1 = _mm_loadu_ps(s + (r0 + 1) * lda + k);
-        __m128 x2 = _mm_loadu_ps(s + (r0 + 2) * lda + k);
-        __m128 x3 = _mm_loadu_ps(s + (r0 + 3) * lda + k);
-        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-        _mm_storeu_ps(d + (k + 0) * mr + r0, x0);
-        _mm_storeu_ps(d + (k + 1) * mr + r0, x1);
-        _mm_storeu_ps(d + (k + 2) * mr + r0, x2);
-        _mm_storeu_ps(d + (k + 3) * mr + r0, x3);
-      }
+      for (; k + 4 <= k1; k += 4) transpose_4x4(s + r0 * lda + k, lda, d + k * mr + r0, mr);
       for (; k < k1; ++k)
         for (size_t r = r0; r < r0 + 4; ++r) d[k * mr + r] = s[r * lda + k];
     }

@@ -145,21 +145,6 @@ const float* apply_prologue(const ChannelAffine& pro, const Tensor& x, const Geo
   return buffer.data();
 }
 
-// dst[n][c][p] = src[n][p][c] (to_nchw) or the reverse, for images of `pixels` x `channels`:
-// the NHWC operands of the convolutions that run NCHW only (weights not constant).
-void permute_image(const float* src, size_t N, size_t pixels, size_t channels, bool to_nchw,
-                   std::vector<float>& dst) {
-  dst.resize(N * pixels * channels);
-  for (size_t n = 0; n < N; ++n)
-    for (size_t p = 0; p < pixels; ++p)
-      for (size_t ch = 0; ch < channels; ++ch) {
-        const size_t nhwc = (n * pixels + p) * channels + ch;
-        const size_t nchw = (n * channels + ch) * pixels + p;
-        if (to_nchw) dst[nchw] = src[nhwc];
-        else dst[nhwc] = src[nchw];
-      }
-}
-
 class ConvKernel final : public Kernel {
  public:
   ConvKernel(const NodeDesc& node, const BuildContext& bc, bool fused)
@@ -254,11 +239,13 @@ class ConvKernel final : public Kernel {
     // Weights computed at run time: the paths below run NCHW, NHWC operands permuted.
     std::vector<float> x_nchw, r_nchw, y_nchw;
     if (layout_.nhwc_in) {
-      permute_image(px, g.N, g.in_prod, g.C, true, x_nchw);
+      x_nchw.resize(g.N * g.in_prod * g.C);
+      nhwc_to_nchw(px, g.N, g.in_prod, g.C, x_nchw.data(), c.pool);
       px = x_nchw.data();
     }
     if (pr && layout_.nhwc_residual) {
-      permute_image(pr, g.N, g.out_prod, g.M, true, r_nchw);
+      r_nchw.resize(g.N * g.out_prod * g.M);
+      nhwc_to_nchw(pr, g.N, g.out_prod, g.M, r_nchw.data(), c.pool);
       pr = r_nchw.data();
     }
     if (layout_.nhwc_out) {
@@ -266,11 +253,7 @@ class ConvKernel final : public Kernel {
       py = y_nchw.data();
     }
     run_nchw(g, px, pw, pb, pr, py, c);
-    if (layout_.nhwc_out) {
-      std::vector<float> out;
-      permute_image(py, g.N, g.out_prod, g.M, false, out);
-      std::memcpy(y.ptr<float>(), out.data(), out.size() * sizeof(float));
-    }
+    if (layout_.nhwc_out) nchw_to_nhwc(py, g.N, g.M, g.out_prod, y.ptr<float>(), c.pool);
   }
 
  private:
