@@ -248,6 +248,35 @@ void nchw_to_nhwc(const float* src, size_t N, size_t C, size_t HW, float* dst, T
   transpose_images(src, N, C, HW, dst, false, pool);
 }
 
+namespace {
+
+// Runs body(x, y, ep) with the conv's image operands (input, output, residual) all NHWC
+// (`nhwc`) or all NCHW: those `layout` hands over in the other layout are transposed at their
+// edges, through the edge scratch slots.
+template <class Body>
+void with_operands_in(bool nhwc, const Conv2dParams& p, const float* x, float* y,
+                      const Epilogue& ep, ThreadPool* pool, const ConvLayout& layout,
+                      Body&& body) {
+  const size_t HW = p.H * p.W, OHW = p.out_h() * p.out_w();
+  auto convert = [&](const float* src, size_t C, size_t pixels, ScratchSlot slot) {
+    float* t = gemm_scratch(slot, p.N * C * pixels);
+    if (nhwc) nchw_to_nhwc(src, p.N, C, pixels, t, pool);
+    else nhwc_to_nchw(src, p.N, pixels, C, t, pool);
+    return static_cast<const float*>(t);
+  };
+  if (layout.nhwc_in != nhwc) x = convert(x, p.C, HW, kScratchEdgeIn);
+  Epilogue e = ep;
+  if (ep.residual && layout.nhwc_residual != nhwc)
+    e.residual = convert(ep.residual, p.K, OHW, kScratchEdgeResidual);
+  float* out = layout.nhwc_out == nhwc ? y : gemm_scratch(kScratchEdgeOut, p.N * p.K * OHW);
+  body(x, out, e);
+  if (out == y) return;
+  if (nhwc) nhwc_to_nchw(out, p.N, OHW, p.K, y, pool);
+  else nchw_to_nhwc(out, p.N, p.K, OHW, y, pool);
+}
+
+}  // namespace
+
 ConvAlgo choose_conv_algo(const Conv2dParams& p, bool nhwc) {
   if (is_depthwise(p)) return ConvAlgo::depthwise;
   const bool implicit = implicit_wins(p);
@@ -585,32 +614,17 @@ void Conv2d::run(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
   if (!layout.any()) return run_nchw(x, y, ep, pool, prologue);
   if (algo_ == ConvAlgo::implicit) return run_implicit(x, y, ep, pool, layout);
   const size_t HW = p_.H * p_.W, OHW = p_.out_h() * p_.out_w();
-  // Depthwise: the channels-in-lanes kernel, unless its NHWC operand is only the output and
-  // the NCHW input is the larger (a strided conv): the plane kernels then run and the output
-  // is the one transposed (32 channels 112x112 -> 56x56: 176 -> ~130 us).
-  if (algo_ == ConvAlgo::depthwise && !prologue &&
-      (layout.nhwc_in || (layout.nhwc_out && OHW >= HW)))
-    return run_depthwise_nhwc(x, y, ep, pool, layout);
-  // An algorithm that reads and writes NCHW: the NHWC operands transposed at the edges.
-  const size_t y_len = p_.N * p_.K * OHW;
-  const float* xn = x;
-  if (layout.nhwc_in) {
-    float* t = gemm_scratch(kScratchEdgeIn, p_.N * p_.C * HW);
-    nhwc_to_nchw(x, p_.N, HW, p_.C, t, pool);
-    xn = t;
-  }
-  Epilogue epn = ep;
-  if (ep.residual && layout.nhwc_residual) {
-    float* t = gemm_scratch(kScratchEdgeResidual, y_len);
-    nhwc_to_nchw(ep.residual, p_.N, OHW, p_.K, t, pool);
-    epn.residual = t;
-  }
-  float* yn = y;
-  if (layout.nhwc_out) {
-    yn = gemm_scratch(kScratchEdgeOut, y_len);
-  }
-  run_nchw(xn, yn, epn, pool, prologue);
-  if (layout.nhwc_out) nchw_to_nhwc(yn, p_.N, p_.K, OHW, y, pool);
+  // Depthwise runs the channels-in-lanes kernel on NHWC operands, unless its NHWC operand is
+  // only the output and the NCHW input is the larger (a strided conv): the plane kernels then
+  // run and the output is the one transposed (32 channels 112x112 -> 56x56: 176 -> ~130 us).
+  // Every other algorithm here reads and writes NCHW.
+  const bool dw_nhwc = algo_ == ConvAlgo::depthwise && !prologue &&
+                       (layout.nhwc_in || (layout.nhwc_out && OHW >= HW));
+  with_operands_in(dw_nhwc, p_, x, y, ep, pool, layout,
+                   [&](const float* xa, float* ya, const Epilogue& ea) {
+                     if (dw_nhwc) run_depthwise_nhwc(xa, ya, ea, pool);
+                     else run_nchw(xa, ya, ea, pool, prologue);
+                   });
 }
 
 void Conv2d::run_nchw(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
@@ -973,25 +987,12 @@ void Conv2d::run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadP
   else run(0, planes);
 }
 
-// Depthwise with the channels in vector lanes, the pixels read in place from NHWC images;
-// an operand that comes or goes NCHW is transposed at its edge. Threads take output rows.
-void Conv2d::run_depthwise_nhwc(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
-                                const ConvLayout& layout) const {
+// Depthwise on NHWC images (input, output and residual), the channels in vector lanes, the
+// pixels read in place. Threads take output rows.
+void Conv2d::run_depthwise_nhwc(const float* x, float* out, const Epilogue& ep,
+                                ThreadPool* pool) const {
   const size_t C = p_.C, HW = p_.H * p_.W, OH = p_.out_h(), OW = p_.out_w();
-  const size_t y_len = p_.N * C * OH * OW;
-  if (!layout.nhwc_in) {
-    float* t = gemm_scratch(kScratchEdgeIn, p_.N * C * HW);
-    nchw_to_nhwc(x, p_.N, C, HW, t, pool);
-    x = t;
-  }
-  const float* residual = ep.residual;
-  if (residual && !layout.nhwc_residual) {
-    float* t = gemm_scratch(kScratchEdgeResidual, y_len);
-    nchw_to_nhwc(residual, p_.N, C, OH * OW, t, pool);
-    residual = t;
-  }
-  float* out = layout.nhwc_out ? y : gemm_scratch(kScratchEdgeOut, y_len);
-  // nhwc_out: the residual may alias y, which each output pixel reads before writing
+  const float* residual = ep.residual;  // it may alias out: each pixel reads it, then writes
   DwConvPlane shape{};
   set_window(shape, p_, ep);
   shape.in_h = p_.H;
@@ -1017,7 +1018,6 @@ void Conv2d::run_depthwise_nhwc(const float* x, float* y, const Epilogue& ep, Th
   const size_t count = p_.N * OH;
   if (pool) pool->parallel_for(count, 1, rows, count * OW * C * p_.kh * p_.kw);
   else rows(0, count);
-  if (!layout.nhwc_out) nhwc_to_nchw(out, p_.N, OH * OW, C, y, pool);
 }
 
 // ---------------------------------------------------------------- direct (few channels)

@@ -143,8 +143,7 @@ class Conv2d {
                 const ChannelAffine* prologue) const;
   void run_depthwise(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
                      const ChannelAffine* prologue) const;
-  void run_depthwise_nhwc(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
-                          const ConvLayout& layout) const;
+  void run_depthwise_nhwc(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_winograd(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_direct(const float* x, float* y, const Epilogue& ep, ThreadPool* pool) const;
   void run_implicit(const float* x, float* y, const Epilogue& ep, ThreadPool* pool,
