@@ -188,6 +188,41 @@ void test_vbinop(const char* name, const char* isa, f32_vbinop_fn fn) {
   g.done(isa, name);
 }
 
+// Rows of every length around the panel width into panels `stride` apart (stride > nr: the
+// floats between panels must stay untouched), with and without the ReLU.
+void test_vaffine_panels(const char* name, const char* isa, f32_vaffine_panels_fn fn) {
+  Group g("vaffine_panels");
+  for (size_t nr : {size_t(16), size_t(32)})
+    for (bool relu : {false, true})
+      for (size_t n : {size_t(1), size_t(5), nr - 1, nr, nr + 3, 3 * nr + 7}) {
+        const size_t stride = nr + 5, panels = (n + nr - 1) / nr;
+        auto x = randv(n);
+        std::vector<float> got(panels * stride, 7.0f), want(panels * stride, 7.0f);
+        fn(n, x.data(), 1.3f, -0.2f, relu, got.data(), nr, stride);
+        kiln_f32_vaffine_panels_ukernel__generic(n, x.data(), 1.3f, -0.2f, relu, want.data(),
+                                                 nr, stride);
+        check(std::string(name) + " nr=" + std::to_string(nr) + " relu=" +
+                  std::to_string(relu) + " n=" + std::to_string(n),
+              got.data(), want.data(), got.size(), 1e-6f, 1e-6f);
+      }
+  g.done(isa, name);
+}
+
+// LRN's scaling at the betas with their own path (0.75, 0.5) and one through pow.
+void test_vlrn(const char* name, const char* isa, f32_vlrn_fn fn) {
+  Group g("vlrn");
+  for (float beta : {0.75f, 0.5f, 0.6f})
+    for (size_t n : {size_t(1), size_t(3), size_t(8), size_t(17), size_t(64)}) {
+      auto x = randv(n + 1), sq = randv(n + 1, 0.0f, 50.0f);
+      std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+      fn(n, x.data(), sq.data(), 1.0f, 2e-5f, beta, got.data());
+      kiln_f32_vlrn_ukernel__generic(n, x.data(), sq.data(), 1.0f, 2e-5f, beta, want.data());
+      check(std::string(name) + " beta=" + std::to_string(beta) + " n=" + std::to_string(n),
+            got.data(), want.data(), n + 1, 1e-7f, 1e-6f);
+    }
+  g.done(isa, name);
+}
+
 // ---- SGEMM ---------------------------------------------------------------------------------
 
 // The tile kernel on packed panels against plain loops with the shared scalar epilogue.

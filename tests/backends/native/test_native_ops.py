@@ -901,6 +901,18 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])  # its own path, its own path, pow
+@pytest.mark.parametrize("size", [3, 5])
+def test_lrn_on_every_isa_matches_the_reference(isa, beta, size) -> None:
+    """LRN's scaling takes the ISA's kernel (vlrn); planes of 7 x 5 leave a vector tail."""
+    x = rng.uniform(-4.0, 4.0, (2, 11, 7, 5)).astype(np.float32)
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=1e-2, beta=beta, bias=1.5)
+    model = model_from_arrays([node], {"x": x}, ["y"], opset=13)
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape,axis", [((1, 16, 4, 2100), 1), ((2, 5, 300), 1),
                                         ((3, 7, 2), 0), ((1, 300, 37), 1)],
                          ids=["dfl", "middle", "first", "long-columns"])

@@ -5,6 +5,7 @@ the standard-ONNX expansion."""
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -132,6 +133,33 @@ def test_prologue_on_maps_larger_than_one_packing_block(threads: int, channels: 
     fused, _ = _fuse(model)
     np.testing.assert_allclose(_native(fused, {"x": x}, threads)["y"],
                                run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+_ISAS = ["generic", "avx2", "avx512"]
+
+
+@pytest.mark.parametrize("isa", _ISAS)
+@pytest.mark.parametrize("chain", ["bn", "bn-relu"])
+@pytest.mark.parametrize("hw", [(9, 11), (33, 33), (40, 40)])  # partial, odd, whole panels
+def test_prologue_packing_on_every_isa(isa: str, chain: str, hw: tuple[int, int]):
+    """The ISA's affine-into-panels kernel against onnxruntime: pixel counts that leave a
+    partial last panel and counts that fill every panel, with and without the ReLU."""
+    best = native_module.best_isa()
+    if _ISAS.index(isa) > _ISAS.index(best):
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
+    model, _ = _model(chain, "pointwise", channels=48)
+    x = np.random.default_rng(3).standard_normal((1, 48, *hw)).astype(np.float32)
+    for d, v in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], hw):
+        d.dim_value = v
+    del model.graph.output[0].type.tensor_type.shape.dim[:]
+    fused, _ = _fuse(model)
+    assert any(n.op_type == "FusedConv" for n in fused.graph)
+    try:
+        assert native_module.set_isa_cap(isa) == isa
+        got = _native(fused, {"x": x}, 2)["y"]
+    finally:
+        native_module.set_isa_cap(os.environ.get("KILN_NATIVE_ISA", best))
+    np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
 def test_a_fused_conv_keeps_its_epilogue():

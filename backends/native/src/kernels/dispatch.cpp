@@ -11,6 +11,8 @@ namespace kiln {
 #define KILN_SELECT_vsoftmax(name, isa_)
 #define KILN_SELECT_vsoftmax_cols(name, isa_)
 #define KILN_SELECT_vbinop(name, isa_)
+#define KILN_SELECT_vaffine_panels(name, isa_)
+#define KILN_SELECT_vlrn(name, isa_)
 #define KILN_GEMM_UKERNEL(name, isa_, mr, nr)
 #define KILN_DWCONV_UKERNEL(name, isa_)
 #define KILN_GEMV_UKERNEL(name, isa_, mr)
@@ -70,6 +72,24 @@ f32_vbinop_fn select_f32_vbinop(Isa isa) {
 #undef KILN_SELECT_vbinop
 #define KILN_SELECT_vbinop(name, isa_)
   return kiln_f32_vbinop_ukernel__generic;
+}
+
+f32_vaffine_panels_fn select_f32_vaffine_panels(Isa isa) {
+#undef KILN_SELECT_vaffine_panels
+#define KILN_SELECT_vaffine_panels(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vaffine_panels
+#define KILN_SELECT_vaffine_panels(name, isa_)
+  return kiln_f32_vaffine_panels_ukernel__generic;
+}
+
+f32_vlrn_fn select_f32_vlrn(Isa isa) {
+#undef KILN_SELECT_vlrn
+#define KILN_SELECT_vlrn(name, isa_) KILN_MATCH(name, isa_)
+#include "kernels/ukernels.inc"
+#undef KILN_SELECT_vlrn
+#define KILN_SELECT_vlrn(name, isa_)
+  return kiln_f32_vlrn_ukernel__generic;
 }
 
 dwconv_plane_fn select_f32_dwconv(Isa isa) {

@@ -251,23 +251,12 @@ void pack_b_panels_affine(size_t nr, size_t K, size_t N, const float* B, size_t 
   // Row by row, each row's N values read in one sequential run and dealt to the panels: going
   // panel by panel instead read every row K times in short pieces ldb apart, which the
   // prefetchers do not follow (DenseNet-121, one thread: 12% of its time in this packing).
-  const size_t panels = (N + nr - 1) / nr;
+  // The ISA's kernel writes each panel's vectors straight from the row (a staging row and a
+  // copy per panel, in plain C++, took 7% of DenseNet-121's time; 3% this way).
+  const f32_vaffine_panels_fn affine = select_f32_vaffine_panels(active_isa());
   auto run = [&](size_t k0, size_t k1) {
-    float* row = gemm_scratch(kScratchAffineRow, panels * nr);
-    std::fill(row + N, row + panels * nr, 0.0f);  // the last panel's padding columns
-    for (size_t k = k0; k < k1; ++k) {
-      const float s = scale[k], t = shift[k];
-      const float* src = B + k * ldb;
-      if (relu)
-        for (size_t j = 0; j < N; ++j) row[j] = std::max(src[j] * s + t, 0.0f);
-      else
-        for (size_t j = 0; j < N; ++j) row[j] = src[j] * s + t;
-      for (size_t p = 0; p < panels; ++p) {
-        float* d = dst + (p * K + k) * nr;
-        if (!copy_full_panel(nr, 1, row + p * nr, nr, d))
-          std::memcpy(d, row + p * nr, nr * sizeof(float));
-      }
-    }
+    for (size_t k = k0; k < k1; ++k)
+      affine(N, B + k * ldb, scale[k], shift[k], relu, dst + k * nr, nr, K * nr);
   };
   if (pool && K * N >= 1 << 16) pool->parallel_for(K, 1, run, K * N);
   else run(0, K);

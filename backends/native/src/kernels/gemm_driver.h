@@ -55,8 +55,6 @@ enum ScratchSlot : int {
   kScratchEdgeIn,
   kScratchEdgeOut,
   kScratchEdgeResidual,
-  // one input row through a 1x1 conv's prologue before it is dealt to the B panels
-  kScratchAffineRow,
   kScratchCount
 };
 float* gemm_scratch(ScratchSlot slot, size_t n);

@@ -32,6 +32,14 @@ using f32_vsoftmax_cols_fn = void (*)(size_t n, size_t len, size_t stride, const
 enum class BinaryOp : int { add = 0, sub, mul, div };
 using f32_vbinop_fn = void (*)(size_t n, const float* a, size_t sa, const float* b, size_t sb,
                                float* y, BinaryOp op);
+// One row of n floats through a per-row affine, y = x * scale + shift (then max(y, 0) when
+// relu), dealt into GEMM B panels nr wide: element j lands at y[(j / nr) * stride + j % nr],
+// and the last panel's columns past n are zeroed (the padding the tile kernel reads).
+using f32_vaffine_panels_fn = void (*)(size_t n, const float* x, float scale, float shift,
+                                       bool relu, float* y, size_t nr, size_t stride);
+// LRN's scaling: y[i] = x[i] * (bias + a * sq[i])^-beta (sq: the window's sum of squares).
+using f32_vlrn_fn = void (*)(size_t n, const float* x, const float* sq, float bias, float a,
+                             float beta, float* y);
 // Runs `iters` rounds of independent FMA chains; returns the flop count done.
 using f32_fma_probe_fn = double (*)(size_t iters);
 
@@ -43,6 +51,10 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   size_t len, size_t stride, const float* x, float* y, bool* finite
 #define KILN_ARGS_vbinop \
   const float* a, size_t sa, const float* b, size_t sb, float* y, BinaryOp op
+#define KILN_ARGS_vaffine_panels \
+  const float* x, float scale, float shift, bool relu, float* y, size_t nr, size_t stride
+#define KILN_ARGS_vlrn \
+  const float* x, const float* sq, float bias, float a, float beta, float* y
 #define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);
@@ -84,6 +96,8 @@ f32_vact_fn select_f32_vact(Isa isa);
 f32_vsoftmax_fn select_f32_vsoftmax(Isa isa);
 f32_vsoftmax_cols_fn select_f32_vsoftmax_cols(Isa isa);
 f32_vbinop_fn select_f32_vbinop(Isa isa);
+f32_vaffine_panels_fn select_f32_vaffine_panels(Isa isa);
+f32_vlrn_fn select_f32_vlrn(Isa isa);
 dwconv_plane_fn select_f32_dwconv(Isa isa);
 // The GEMV kernel for SGEMM panels of tile height mr on isa; nullptr when the list has none
 // (the caller then loops in plain C++).

@@ -169,8 +169,8 @@ KernelFactory lrn() {
       float* py = y.ptr<float>();
       const float a = alpha / static_cast<float>(size);
       // One output plane at a time: the window's squares summed plane by plane (contiguous,
-      // vectorizable), then x * base^-beta; beta = 0.75 (AlexNet, GoogLeNet) and 0.5 avoid
-      // pow: base^-0.75 = r * sqrt(r) with r = 1 / sqrt(base).
+      // vectorizable), then x * (bias + a * sum)^-beta by the ISA's kernel.
+      const f32_vlrn_fn scale = select_f32_vlrn(active_isa());
       parallel(c.pool, static_cast<size_t>(N * C), 1, [&](size_t b, size_t e) {
         std::vector<float> sq(inner);
         for (size_t nc = b; nc < e; ++nc) {
@@ -181,25 +181,13 @@ KernelFactory lrn() {
             const float* xk = px + (n * C + k) * inner;
             for (size_t i = 0; i < inner; ++i) sq[i] += xk[i] * xk[i];
           }
-          const float* xr = px + nc * inner;
-          float* yr = py + nc * inner;
-          if (beta == 0.75f) {
-            for (size_t i = 0; i < inner; ++i) {
-              const float r = 1.0f / std::sqrt(bias + a * sq[i]);
-              yr[i] = xr[i] * (r * std::sqrt(r));
-            }
-          } else if (beta == 0.5f) {
-            for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] / std::sqrt(bias + a * sq[i]);
-          } else {
-            for (size_t i = 0; i < inner; ++i) yr[i] = xr[i] / std::pow(bias + a * sq[i], beta);
-          }
+          scale(inner, px + nc * inner, sq.data(), bias, a, beta, py + nc * inner);
         }
       });
     }));
   };
 }
 
-// RMSNormalization: y = x / sqrt(mean(x^2 over axes >= axis) + eps) * scale.
 KernelFactory rms_norm() {
   return [](const NodeDesc& node, const BuildContext&) -> std::unique_ptr<Kernel> {
     const int64_t axis = node.attr_i("axis", -1);

@@ -45,6 +45,7 @@ struct V512 {
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   // Zeroed tail lanes divide 0 by 0: harmless (never stored, exceptions masked).
   static vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+  static vec sqrt(vec a) { return _mm512_sqrt_ps(a); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
   static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
   static vec min(vec a, vec b) { return _mm512_min_ps(a, b); }

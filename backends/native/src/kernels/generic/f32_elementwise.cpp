@@ -1,4 +1,5 @@
 // Plain C++ elementwise kernels: always built, the oracle for every SIMD variant.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -57,6 +58,36 @@ void kiln_f32_vsoftmax_cols_ukernel__generic(size_t n, size_t len, size_t stride
     }
     const float inv = static_cast<float>(1.0 / total);
     for (size_t j = 0; j < len; ++j) y[j * stride + i] *= inv;
+  }
+}
+
+void kiln_f32_vaffine_panels_ukernel__generic(size_t n, const float* x, float scale,
+                                              float shift, bool relu, float* y, size_t nr,
+                                              size_t stride) {
+  size_t j = 0;
+  for (; j < n; j += nr, y += stride) {
+    const size_t cols = std::min(nr, n - j);
+    for (size_t q = 0; q < cols; ++q) {
+      const float v = x[j + q] * scale + shift;
+      y[q] = relu ? std::max(v, 0.0f) : v;
+    }
+    for (size_t q = cols; q < nr; ++q) y[q] = 0.0f;
+  }
+}
+
+void kiln_f32_vlrn_ukernel__generic(size_t n, const float* x, const float* sq, float bias,
+                                    float a, float beta, float* y) {
+  // beta = 0.75 (AlexNet, GoogLeNet) and 0.5 avoid pow: base^-0.75 = r * sqrt(r) with
+  // r = 1 / sqrt(base).
+  if (beta == 0.75f) {
+    for (size_t i = 0; i < n; ++i) {
+      const float r = 1.0f / std::sqrt(bias + a * sq[i]);
+      y[i] = x[i] * (r * std::sqrt(r));
+    }
+  } else if (beta == 0.5f) {
+    for (size_t i = 0; i < n; ++i) y[i] = x[i] / std::sqrt(bias + a * sq[i]);
+  } else {
+    for (size_t i = 0; i < n; ++i) y[i] = x[i] / std::pow(bias + a * sq[i], beta);
   }
 }
 

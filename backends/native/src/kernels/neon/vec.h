@@ -55,6 +55,7 @@ struct V128 {
   static vec sub(vec a, vec b) { return vsubq_f32(a, b); }
   static vec mul(vec a, vec b) { return vmulq_f32(a, b); }
   static vec div(vec a, vec b) { return vdivq_f32(a, b); }
+  static vec sqrt(vec a) { return vsqrtq_f32(a); }
   static vec fma(vec a, vec b, vec c) { return vfmaq_f32(c, a, b); }  // a * b + c
   static vec max(vec a, vec b) { return vmaxq_f32(a, b); }
   static vec min(vec a, vec b) { return vminq_f32(a, b); }

@@ -59,6 +59,16 @@ namespace kiln {
             BinaryOp op) {                                                                 \
     simd::vbinop_ukernel<KILN_SIMD_ISA_VEC>(n, a, sa, b, sb, y, op);                       \
   }
+#define KILN_DEFINE_vaffine_panels(name)                                                  \
+  void name(size_t n, const float* x, float scale, float shift, bool relu, float* y,       \
+            size_t nr, size_t stride) {                                                    \
+    simd::vaffine_panels_ukernel<KILN_SIMD_ISA_VEC>(n, x, scale, shift, relu, y, nr, stride); \
+  }
+#define KILN_DEFINE_vlrn(name)                                                            \
+  void name(size_t n, const float* x, const float* sq, float bias, float a, float beta,    \
+            float* y) {                                                                    \
+    simd::vlrn_ukernel<KILN_SIMD_ISA_VEC>(n, x, sq, bias, a, beta, y);                     \
+  }
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr)                                             \
   KILN_ON_##isa(void name(size_t m, size_t kc, const float* a, const float* b,          \
                           const GemmTile& t) {                                           \
@@ -92,6 +102,8 @@ namespace kiln {
 #undef KILN_DEFINE_vsoftmax
 #undef KILN_DEFINE_vsoftmax_cols
 #undef KILN_DEFINE_vbinop
+#undef KILN_DEFINE_vaffine_panels
+#undef KILN_DEFINE_vlrn
 #undef KILN_GEMM_UKERNEL
 #undef KILN_DWCONV_UKERNEL
 #undef KILN_GEMV_UKERNEL

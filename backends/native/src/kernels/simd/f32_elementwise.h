@@ -44,6 +44,60 @@ void vact_ukernel(size_t n, float* x, Activation act, float alpha, float beta) {
   if (i < n) store_n<V>(x + i, activate<V>(load_n<V>(x + i, n - i), act, alpha, beta), n - i);
 }
 
+// One row through a per-row affine into B panels (contract in kernels/ukernels.h): whole
+// vectors of a panel straight from the row, no staging copy. mul then add, not an FMA, so
+// every ISA rounds as the generic kernel does; max(0, v) keeps a NaN as std::max(v, 0) does.
+template <typename V, bool RELU>
+void vaffine_panels(size_t n, const float* x, float scale, float shift, float* y, size_t nr,
+                    size_t stride) {
+  using vec = typename V::vec;
+  constexpr size_t W = V::kWidth;
+  const vec s = V::set1(scale), t = V::set1(shift), zero = V::zero();
+  auto f = [&](vec v) {
+    v = V::add(V::mul(v, s), t);
+    return RELU ? V::max(zero, v) : v;
+  };
+  size_t j = 0;
+  for (; j + nr <= n; j += nr, y += stride)
+    for (size_t q = 0; q < nr; q += W) V::store(y + q, f(V::load(x + j + q)));
+  for (size_t q = 0; j < n && q < nr; q += W) {
+    const size_t left = j + q < n ? n - j - q : 0;
+    V::store(y + q, zero);
+    if (left) store_n<V>(y + q, f(load_n<V>(x + j + q, left)), left);
+  }
+}
+
+template <typename V>
+void vaffine_panels_ukernel(size_t n, const float* x, float scale, float shift, bool relu,
+                            float* y, size_t nr, size_t stride) {
+  if (nr % V::kWidth)
+    return kiln_f32_vaffine_panels_ukernel__generic(n, x, scale, shift, relu, y, nr, stride);
+  if (relu) vaffine_panels<V, true>(n, x, scale, shift, y, nr, stride);
+  else vaffine_panels<V, false>(n, x, scale, shift, y, nr, stride);
+}
+
+// LRN's scaling (contract in kernels/ukernels.h), the generic kernel's operations lane-wise
+// for beta = 0.75 and 0.5; other betas need pow and go to the generic kernel.
+template <typename V>
+void vlrn_ukernel(size_t n, const float* x, const float* sq, float bias, float a, float beta,
+                  float* y) {
+  using vec = typename V::vec;
+  if (beta != 0.75f && beta != 0.5f)
+    return kiln_f32_vlrn_ukernel__generic(n, x, sq, bias, a, beta, y);
+  constexpr size_t W = V::kWidth;
+  const vec vb = V::set1(bias), va = V::set1(a), one = V::set1(1.0f);
+  const bool three_quarters = beta == 0.75f;
+  auto scaled = [&](vec xv, vec s) {
+    const vec base = V::add(vb, V::mul(va, s));
+    if (!three_quarters) return V::div(xv, V::sqrt(base));
+    const vec r = V::div(one, V::sqrt(base));
+    return V::mul(xv, V::mul(r, V::sqrt(r)));
+  };
+  size_t i = 0;
+  for (; i + W <= n; i += W) V::store(y + i, scaled(V::load(x + i), V::load(sq + i)));
+  if (i < n) store_n<V>(y + i, scaled(load_n<V>(x + i, n - i), load_n<V>(sq + i, n - i)), n - i);
+}
+
 // Softmax down the columns of a len x n block (rows `stride` floats apart), kWidth columns
 // per vector: max down the column, exp(x - max) with its sum, scale. Each row of the block
 // is read as contiguous vectors, so a softmax over a non-last axis (YOLOv8's DFL: 16 bins
