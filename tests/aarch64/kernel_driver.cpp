@@ -208,18 +208,26 @@ void test_vaffine_panels(const char* name, const char* isa, f32_vaffine_panels_f
   g.done(isa, name);
 }
 
-// LRN's scaling at the betas with their own path (0.75, 0.5) and one through pow.
+// LRN over one plane from windows of 1, 3 and 5 planes, at the betas with their own path
+// (0.75, 0.5) and one through pow.
 void test_vlrn(const char* name, const char* isa, f32_vlrn_fn fn) {
   Group g("vlrn");
   for (float beta : {0.75f, 0.5f, 0.6f})
-    for (size_t n : {size_t(1), size_t(3), size_t(8), size_t(17), size_t(64)}) {
-      auto x = randv(n + 1), sq = randv(n + 1, 0.0f, 50.0f);
-      std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
-      fn(n, x.data(), sq.data(), 1.0f, 2e-5f, beta, got.data());
-      kiln_f32_vlrn_ukernel__generic(n, x.data(), sq.data(), 1.0f, 2e-5f, beta, want.data());
-      check(std::string(name) + " beta=" + std::to_string(beta) + " n=" + std::to_string(n),
-            got.data(), want.data(), n + 1, 1e-7f, 1e-6f);
-    }
+    for (size_t count : {size_t(1), size_t(3), size_t(5)})
+      for (size_t n : {size_t(1), size_t(3), size_t(8), size_t(17), size_t(64)}) {
+        std::vector<std::vector<float>> planes;
+        std::vector<const float*> window;
+        for (size_t w = 0; w < count; ++w) planes.push_back(randv(n + 1, -8.0f, 8.0f));
+        for (auto& p : planes) window.push_back(p.data());
+        const float* x = window[count / 2];
+        std::vector<float> got(n + 1, 7.0f), want(n + 1, 7.0f);
+        fn(n, window.data(), count, x, 1.0f, 2e-3f, beta, got.data());
+        kiln_f32_vlrn_ukernel__generic(n, window.data(), count, x, 1.0f, 2e-3f, beta,
+                                       want.data());
+        check(std::string(name) + " beta=" + std::to_string(beta) + " count=" +
+                  std::to_string(count) + " n=" + std::to_string(n),
+              got.data(), want.data(), n + 1, 1e-7f, 2e-6f);
+      }
   g.done(isa, name);
 }
 

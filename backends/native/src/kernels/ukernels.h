@@ -37,9 +37,10 @@ using f32_vbinop_fn = void (*)(size_t n, const float* a, size_t sa, const float*
 // and the last panel's columns past n are zeroed (the padding the tile kernel reads).
 using f32_vaffine_panels_fn = void (*)(size_t n, const float* x, float scale, float shift,
                                        bool relu, float* y, size_t nr, size_t stride);
-// LRN's scaling: y[i] = x[i] * (bias + a * sq[i])^-beta (sq: the window's sum of squares).
-using f32_vlrn_fn = void (*)(size_t n, const float* x, const float* sq, float bias, float a,
-                             float beta, float* y);
+// LRN over one plane: y[i] = x[i] * (bias + a * sum_w window[w][i]^2)^-beta, the window
+// being the `count` planes of the neighbouring channels (x among them).
+using f32_vlrn_fn = void (*)(size_t n, const float* const* window, size_t count, const float* x,
+                             float bias, float a, float beta, float* y);
 // Runs `iters` rounds of independent FMA chains; returns the flop count done.
 using f32_fma_probe_fn = double (*)(size_t iters);
 
@@ -53,8 +54,9 @@ using f32_fma_probe_fn = double (*)(size_t iters);
   const float* a, size_t sa, const float* b, size_t sb, float* y, BinaryOp op
 #define KILN_ARGS_vaffine_panels \
   const float* x, float scale, float shift, bool relu, float* y, size_t nr, size_t stride
-#define KILN_ARGS_vlrn \
-  const float* x, const float* sq, float bias, float a, float beta, float* y
+#define KILN_ARGS_vlrn                                                                  \
+  const float* const* window, size_t count, const float* x, float bias, float a, float beta, \
+      float* y
 #define KILN_UKERNEL(kind, name, isa) void name(size_t n, KILN_ARGS_##kind);
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr) \
   void name(size_t m, size_t kc, const float* a, const float* b, const GemmTile& t);

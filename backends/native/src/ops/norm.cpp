@@ -168,20 +168,17 @@ KernelFactory lrn() {
       const float* px = x.ptr<float>();
       float* py = y.ptr<float>();
       const float a = alpha / static_cast<float>(size);
-      // One output plane at a time: the window's squares summed plane by plane (contiguous,
-      // vectorizable), then x * (bias + a * sum)^-beta by the ISA's kernel.
-      const f32_vlrn_fn scale = select_f32_vlrn(active_isa());
+      // One output plane at a time from the planes of its window (read from cache, squared
+      // and summed by the ISA's kernel in one pass with the scaling).
+      const f32_vlrn_fn plane = select_f32_vlrn(active_isa());
       parallel(c.pool, static_cast<size_t>(N * C), 1, [&](size_t b, size_t e) {
-        std::vector<float> sq(inner);
+        std::vector<const float*> window(size);
         for (size_t nc = b; nc < e; ++nc) {
           const int64_t n = nc / C, ch = nc % C;
           const int64_t c0 = std::max<int64_t>(0, ch - lo), c1 = std::min<int64_t>(C - 1, ch + hi);
-          std::fill(sq.begin(), sq.end(), 0.0f);
-          for (int64_t k = c0; k <= c1; ++k) {
-            const float* xk = px + (n * C + k) * inner;
-            for (size_t i = 0; i < inner; ++i) sq[i] += xk[i] * xk[i];
-          }
-          scale(inner, px + nc * inner, sq.data(), bias, a, beta, py + nc * inner);
+          for (int64_t k = c0; k <= c1; ++k) window[k - c0] = px + (n * C + k) * inner;
+          plane(inner, window.data(), static_cast<size_t>(c1 - c0 + 1), px + nc * inner, bias, a,
+                beta, py + nc * inner);
         }
       });
     }));

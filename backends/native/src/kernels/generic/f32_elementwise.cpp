@@ -75,19 +75,22 @@ void kiln_f32_vaffine_panels_ukernel__generic(size_t n, const float* x, float sc
   }
 }
 
-void kiln_f32_vlrn_ukernel__generic(size_t n, const float* x, const float* sq, float bias,
-                                    float a, float beta, float* y) {
-  // beta = 0.75 (AlexNet, GoogLeNet) and 0.5 avoid pow: base^-0.75 = r * sqrt(r) with
-  // r = 1 / sqrt(base).
-  if (beta == 0.75f) {
-    for (size_t i = 0; i < n; ++i) {
-      const float r = 1.0f / std::sqrt(bias + a * sq[i]);
+void kiln_f32_vlrn_ukernel__generic(size_t n, const float* const* window, size_t count,
+                                    const float* x, float bias, float a, float beta, float* y) {
+  for (size_t i = 0; i < n; ++i) {
+    float sq = 0.0f;
+    for (size_t w = 0; w < count; ++w) sq += window[w][i] * window[w][i];
+    const float base = bias + a * sq;
+    // beta = 0.75 (AlexNet, GoogLeNet) and 0.5 avoid pow: base^-0.75 = r * sqrt(r) with
+    // r = 1 / sqrt(base).
+    if (beta == 0.75f) {
+      const float r = 1.0f / std::sqrt(base);
       y[i] = x[i] * (r * std::sqrt(r));
+    } else if (beta == 0.5f) {
+      y[i] = x[i] / std::sqrt(base);
+    } else {
+      y[i] = x[i] / std::pow(base, beta);
     }
-  } else if (beta == 0.5f) {
-    for (size_t i = 0; i < n; ++i) y[i] = x[i] / std::sqrt(bias + a * sq[i]);
-  } else {
-    for (size_t i = 0; i < n; ++i) y[i] = x[i] / std::pow(bias + a * sq[i], beta);
   }
 }
 

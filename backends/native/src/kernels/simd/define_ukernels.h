@@ -65,9 +65,9 @@ namespace kiln {
     simd::vaffine_panels_ukernel<KILN_SIMD_ISA_VEC>(n, x, scale, shift, relu, y, nr, stride); \
   }
 #define KILN_DEFINE_vlrn(name)                                                            \
-  void name(size_t n, const float* x, const float* sq, float bias, float a, float beta,    \
-            float* y) {                                                                    \
-    simd::vlrn_ukernel<KILN_SIMD_ISA_VEC>(n, x, sq, bias, a, beta, y);                     \
+  void name(size_t n, const float* const* window, size_t count, const float* x, float bias, \
+            float a, float beta, float* y) {                                               \
+    simd::vlrn_ukernel<KILN_SIMD_ISA_VEC>(n, window, count, x, bias, a, beta, y);          \
   }
 #define KILN_GEMM_UKERNEL(name, isa, mr, nr)                                             \
   KILN_ON_##isa(void name(size_t m, size_t kc, const float* a, const float* b,          \

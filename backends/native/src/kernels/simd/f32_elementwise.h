@@ -76,26 +76,32 @@ void vaffine_panels_ukernel(size_t n, const float* x, float scale, float shift, 
   else vaffine_panels<V, false>(n, x, scale, shift, y, nr, stride);
 }
 
-// LRN's scaling (contract in kernels/ukernels.h), the generic kernel's operations lane-wise
-// for beta = 0.75 and 0.5; other betas need pow and go to the generic kernel.
+// LRN over one plane (contract in kernels/ukernels.h): the window's squares summed lane-wise
+// in the generic kernel's order (each square rounded, then added), then the generic kernel's
+// operations for beta = 0.75 and 0.5; other betas need pow and go to the generic kernel.
 template <typename V>
-void vlrn_ukernel(size_t n, const float* x, const float* sq, float bias, float a, float beta,
-                  float* y) {
+void vlrn_ukernel(size_t n, const float* const* window, size_t count, const float* x,
+                  float bias, float a, float beta, float* y) {
   using vec = typename V::vec;
   if (beta != 0.75f && beta != 0.5f)
-    return kiln_f32_vlrn_ukernel__generic(n, x, sq, bias, a, beta, y);
+    return kiln_f32_vlrn_ukernel__generic(n, window, count, x, bias, a, beta, y);
   constexpr size_t W = V::kWidth;
   const vec vb = V::set1(bias), va = V::set1(a), one = V::set1(1.0f);
   const bool three_quarters = beta == 0.75f;
-  auto scaled = [&](vec xv, vec s) {
-    const vec base = V::add(vb, V::mul(va, s));
+  auto lrn = [&](size_t i, size_t m) {
+    vec sq = V::zero();
+    for (size_t w = 0; w < count; ++w) {
+      const vec v = load_n<V>(window[w] + i, m);
+      sq = V::add(sq, V::mul(v, v));
+    }
+    const vec base = V::add(vb, V::mul(va, sq)), xv = load_n<V>(x + i, m);
     if (!three_quarters) return V::div(xv, V::sqrt(base));
     const vec r = V::div(one, V::sqrt(base));
     return V::mul(xv, V::mul(r, V::sqrt(r)));
   };
   size_t i = 0;
-  for (; i + W <= n; i += W) V::store(y + i, scaled(V::load(x + i), V::load(sq + i)));
-  if (i < n) store_n<V>(y + i, scaled(load_n<V>(x + i, n - i), load_n<V>(sq + i, n - i)), n - i);
+  for (; i + W <= n; i += W) V::store(y + i, lrn(i, W));
+  if (i < n) store_n<V>(y + i, lrn(i, n - i), n - i);
 }
 
 // Softmax down the columns of a len x n block (rows `stride` floats apart), kWidth columns
