@@ -1,7 +1,10 @@
 // A small fork-join thread pool: parallel_for splits [0, n) into chunks that the calling
-// thread and the workers claim one at a time, then waits for the claimed ones. The caller
-// never waits for a worker that has not started: on a busy or virtualized machine a sleeping
-// worker can take tens of microseconds to wake, and the caller simply takes its chunks.
+// thread and the workers claim one at a time, then waits for the claimed ones. Chunk i
+// belongs to thread i (the caller is 0), which claims it first, so each thread keeps
+// working on the part of the data it wrote in the op before; a thread with its own chunks
+// done takes any left. The caller never waits for a worker that has not started: on a busy
+// or virtualized machine a sleeping worker can take tens of microseconds to wake, and the
+// caller simply takes its chunks.
 //
 // Waking is paid once per inference, not once per op: a run holds an `Engaged` scope, which
 // wakes sleeping workers as it opens (while the caller starts on the first ops) and keeps
@@ -24,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -73,9 +77,10 @@ class ThreadPool {
   };
 
  private:
-  void worker_loop();
-  // Claims and runs chunks of call `generation` until none are left.
-  void run_chunks(uint32_t generation);
+  void worker_loop(size_t self);
+  // Claims and runs chunks of call `generation` until none are left: thread `self`'s own
+  // first (0 is the caller, workers count from 1), then any other still unclaimed.
+  void run_chunks(uint32_t generation, size_t self);
   void wake_sleepers();
   // Keeps the workers off the CPU the calling thread runs on (Linux; a no-op elsewhere);
   // called with mutex_ held, a vDSO read when the caller has not moved.
@@ -91,9 +96,13 @@ class ThreadPool {
   const PlanIsa* task_isa_ = nullptr;  // the caller's plan ISA, set on the workers too
   size_t task_n_ = 0, task_chunk_ = 0, task_chunks_ = 0;
   std::atomic<uint32_t> generation_{0};
-  // (generation << 32) | next unclaimed chunk: a worker that wakes after its call ended sees
-  // another generation and claims nothing.
-  std::atomic<uint64_t> claim_{0};
+  // One per chunk, each on its own cache line: (generation << 1) | claimed. A call opens its
+  // chunks' slots with its generation; a worker that wakes after its call ended expects an
+  // older one and claims nothing.
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> state{1};
+  };
+  std::unique_ptr<Slot[]> slots_;
   std::atomic<size_t> finished_{0};  // chunks of the current call that have run
   std::atomic<uint64_t> split_calls_{0};
   std::atomic<int> engaged_{0};      // open Engaged scopes: workers spin instead of sleeping
