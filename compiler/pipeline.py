@@ -57,7 +57,7 @@ from kiln.compiler.passes.fuse_hard_activations import (
 )
 from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
 from kiln.compiler.passes.nhwc_layout import HandOverF32Nhwc
-from kiln.compiler.passes.normalize import NORMALIZE_RULES
+from kiln.compiler.passes.normalize import NORMALIZE_RULES, RemoveWholeSlice
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
     CompileReport,
@@ -124,6 +124,7 @@ def _o1() -> list[Step]:
         ("fold-constants", FoldConstantsPass()),
         ("eliminate-identity", EliminateIdentityPass()),
         ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES, keeps_shapes=True)),
+        ("remove-whole-slices", RulePass([RemoveWholeSlice()], keeps_shapes=True)),
         ("cse", common.CommonSubexpressionEliminationPass()),
         ("remove-unused", RemoveUnusedPass()),
         ("infer-shapes", common.ShapeInferencePass(strict_mode=False)),
@@ -212,8 +213,8 @@ def _finish(caps: BackendCaps) -> list[Step]:
 #: cost MiniLM-L6's compile ~25 ms. Not among them: fold-constants (PP-OCRv4's detector ended
 #: at 400 onnxruntime nodes instead of 238 without it: its folds feed kiln's fusions) and
 #: normalize (onnxruntime keeps a Sum of two as Sum).
-ENGINE_CLEANUP_STEPS = frozenset({"eliminate-identity", "remove-no-ops", "cse", "remove-unused",
-                                  "matmul-add-to-gemm"})
+ENGINE_CLEANUP_STEPS = frozenset({"eliminate-identity", "remove-no-ops", "remove-whole-slices",
+                                  "cse", "remove-unused", "matmul-add-to-gemm"})
 
 
 def build_pipeline(level: int, target: Target | None = None,

@@ -100,12 +100,14 @@ def _known_domains() -> list[tuple[str, int]]:
 
 
 def validate_proto(proto: onnx.ModelProto, name: str,
-                   limits: Sequence[Limits] | None = None, external_ok: bool = False) -> None:
+                   limits: Sequence[Limits] | None = None,
+                   external_ok: bool | frozenset[str] = False) -> None:
     """Raise ModelError/UnsupportedError if ``proto`` is not a model kiln may hand over.
 
     ``limits`` defaults to kiln's own; the frontend passes kiln's plus the chosen backend's.
     ``external_ok``: tensors may stay external data (a .kiln artifact's weights member, whose
-    bounds and sizes the artifact reader checked); otherwise they must have been read in.
+    bounds and sizes the artifact reader checked); a set of names allows only those tensors
+    (the ones kiln's own parse set aside); otherwise they must have been read in.
     """
     limits = list(limits) if limits else [kiln_limits()]
     _check_text(proto, name)
@@ -295,7 +297,8 @@ class _Walker:
         self.max_depth = min(limit.max_subgraph_depth for limit in limits)
         self.control_flow = 0
         self.opset = 0  # the model's default-domain opset
-        self.external_ok = False  # external tensors accepted (validate_proto's argument)
+        #: external tensors accepted: all (True) or those named (validate_proto's argument)
+        self.external_ok: bool | frozenset[str] = False
 
     def fail(self, where: str, message: str) -> ModelError:
         return ModelError(f"{self.name}: {where}: {message}")
@@ -363,7 +366,8 @@ class _Walker:
             raise self.fail(where, f"element type {tensor.data_type} is no ONNX data type")
         count = self.dims(tensor.dims, where)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            if self.external_ok:
+            if self.external_ok is True or (self.external_ok and
+                                            tensor.name in self.external_ok):
                 self.external_length(tensor, count, where)
                 return
             raise self.fail(where, "external data was not resolved (load the model from its "

@@ -55,8 +55,10 @@ def closeness(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> Closene
         return Closeness(wrong == 0, gap, 0.0 if wrong == 0 else float("inf"), wrong, a.size)
     x = a.astype(np.float64)
     y = b.astype(np.float64)
-    both_nan = np.isnan(x) & np.isnan(y)
-    diff = np.where(both_nan, 0.0, np.abs(x - y))
+    # NaN on both sides, or the same infinity (log(0) = -inf on both), agrees
+    same = (np.isnan(x) & np.isnan(y)) | (x == y)
+    with np.errstate(invalid="ignore"):  # inf - inf where the infinities differ: NaN -> inf
+        diff = np.where(same, 0.0, np.abs(x - y))
     diff = np.where(np.isnan(diff), np.inf, diff)
     bad = diff > atol + rtol * np.abs(np.nan_to_num(x))
     rel = diff / np.maximum(np.abs(np.nan_to_num(x)), 1e-12)
@@ -152,7 +154,11 @@ def _import(model: Any) -> ir.Model:
 
 
 def _copy(model: ir.Model) -> ir.Model:
-    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    from kiln.compiler.frontend import aside_tensors, keep_aside
+
+    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    keep_aside(copy, aside_tensors(model))  # weights a large file's parse set aside stay mapped
+    return copy
 
 
 def _session(model: ir.Model, side: Side, threads: int | None):

@@ -387,16 +387,22 @@ def import_validated(model: Any, backends: Sequence[str]) -> ir.Model:
     ``backends``' limits."""
     import onnx_ir as ir
 
-    from kiln.compiler.frontend import normalize
+    from kiln.compiler.frontend import aside_tensors, keep_aside, normalize
     from kiln.compiler.validate import kiln_limits, validate_proto
 
     limits = limits_of(backends)
     if isinstance(model, ir.Model):
         proto = ir.serde.serialize_model(model)
-        validate_proto(proto, "<onnx_ir.Model>", [kiln_limits(), *limits])
+        # a model import_model read from a large file maps its weights in kiln's own folder
+        # (external data in the proto); they stay there, every other tensor must be in memory
+        aside = aside_tensors(model)
+        validate_proto(proto, "<onnx_ir.Model>", [kiln_limits(), *limits],
+                       external_ok=frozenset(aside))
         normalize(proto)  # -1 dims dynamic, unused imports dropped, as import_model does
         # passes rewrite in place: work on a copy so the caller's model stays as given
-        return ir.from_proto(proto)
+        copy = ir.from_proto(proto)
+        keep_aside(copy, aside)
+        return copy
     return import_model(model, limits=limits)
 
 

