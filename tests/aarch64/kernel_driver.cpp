@@ -172,7 +172,7 @@ void test_vsoftmax_cols(const char* name, const char* isa, f32_vsoftmax_cols_fn 
 
 void test_vbinop(const char* name, const char* isa, f32_vbinop_fn fn) {
   Group g("vbinop");
-  for (int op = 0; op < 4; ++op)
+  for (int op = 0; op < 5; ++op)  // add, sub, mul, div, prelu
     for (size_t sa : {0, 1})
       for (size_t sb : {0, 1})
         for (size_t n : {size_t(1), size_t(5), size_t(8), size_t(19)}) {

@@ -18,53 +18,18 @@ if _ROOT not in sys.path:   # importlib mode keeps the repository root off sys.p
 from benchmarks.real_model_corpus import CORPUS, DEFAULT_CACHE, feeds, fetch  # noqa: E402
 from benchmarks.real_models import (  # noqa: E402
     BACKENDS,
-    CHECKS,
-    Check,
     check_outputs,
     onnxruntime_direct,
     run_backend,
 )
 
-CLOSE = Check(0)
-# Checks of the models added in session 14 (to move into benchmarks.real_models.CHECKS, beside
-# the others' justifications). Dynamic quantization (DynamicQuantizeLinear before each
-# MatMulInteger / DynamicQuantizeLSTM) rounds activations to uint8 at run time: a float one ulp
-# apart may land on the neighbouring code, which moves an output by a quantization step.
-ADDED_CHECKS: dict[str, tuple[Check, ...]] = {
-    # 214 file types: the label is the argmax.
-    "magika_v3_3": (CLOSE, Check(0, "argmax")),
-    # MTCNN keeps windows whose face probability (softmax column 1) passes 0.6 / 0.7 / 0.7.
-    "mtcnn_pnet": (CLOSE, Check(1), Check(1, "threshold", value=0.6, select=(..., 1))),
-    "mtcnn_rnet": (CLOSE, Check(1), Check(1, "threshold", value=0.7, select=(..., 1))),
-    "mtcnn_onet": (CLOSE, Check(1), Check(2), Check(2, "threshold", value=0.7,
-                                                    select=(..., 1))),
-    # speech where the probability passes faster-whisper's default threshold 0.5
-    "fw_silero_vad_v6": (CLOSE, Check(1), Check(2), Check(0, "threshold", value=0.5)),
-    "ppocrv6_det_small": (CLOSE, Check(0, "threshold", value=0.3)),
-    "ppocrv6_rec_small": (CLOSE, Check(0, "argmax")),
-    # flan-t5-small's int8 encoder amplifies one flipped activation code through 8 layers:
-    # onnxruntime itself, fed the block-1 RMSNorm output times (1 + 1e-5 * noise), moves the
-    # output by 0.19 of its 0.61 scale (token cosine 0.986). Only a gross error is caught
-    # here (plus the cosine in MIN_COSINE); bit-exact scale handling would make it exact.
-    "t5_encoder_int8": (Check(0, atol_scale=0.5, rtol=0.5),),
-    # the diacritic per character is the argmax; logits move by a quantization step
-    "tashkeel_bilstm_int8": (Check(0, atol_scale=0.1, rtol=0.1),
-                             Check(0, "argmax", margin=0.5)),
-    "voicefilter_lite_int8": tuple(Check(i, atol_scale=2e-2, rtol=2e-2) for i in range(4)),
-}
-CHECKS.update(ADDED_CHECKS)
-
 #: cosine against onnxruntime over every float output; 0.999 unless the model's dynamic
-#: quantization amplifies run-to-engine rounding (see ADDED_CHECKS)
+#: quantization amplifies run-to-engine rounding (see benchmarks/real_models.CHECKS)
 MIN_COSINE = {"t5_encoder_int8": 0.95, "tashkeel_bilstm_int8": 0.99}
 
 #: model x backend runs that give a wrong answer today because of the native C++ engine
 #: (backends/native/src), with the reason; they pass when it is fixed (xfail, not strict)
-KNOWN_NATIVE_ISSUES = {
-    "tashkeel_bilstm_int8": "native Tanh saturates at +-0.99999994 (onnxruntime, OpenVINO and "
-                            "numpy: +-1.0), so the DynamicQuantizeLinear after the attention "
-                            "Tanh takes zero point 128 for 127 and 8 of 43 diacritics change",
-}
+KNOWN_NATIVE_ISSUES: dict[str, str] = {}
 
 
 @functools.cache

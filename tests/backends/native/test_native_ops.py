@@ -901,6 +901,40 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
 
 
+def test_tanh_saturates_to_one_on_every_isa(isa) -> None:
+    """From |x| = 9.01 on tanh is exactly +-1 in float; a quantizer's range after a Tanh
+    (text2tashkeel's DynamicQuantizeLinear) depends on it."""
+    x = np.array([[-50.0, -10.0, -9.02, -9.0, -0.3, 0.0, 0.3, 9.0, 9.02, 10.0, 50.0,
+                   np.inf, -np.inf, 1.0, 2.0, 5.0, 8.5]], np.float32)
+    model = model_from_arrays([node("Tanh", ["x"])], {"x": x}, ["y"])
+    got = compile_native(model).run({"x": x})["y"]
+    np.testing.assert_array_equal(got[0, [0, 1, 2, 8, 9, 10, 11, 12]], [-1, -1, -1, 1, 1, 1, 1, -1])
+    np.testing.assert_allclose(got, np.tanh(x), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("slope", [(1, 28, 1, 1), (28, 1, 1), (1,), (22,), (16, 28, 22, 22)],
+                         ids=["per-channel", "per-channel-3d", "scalar", "row", "same"])
+def test_prelu_on_every_isa_matches_numpy(isa, slope) -> None:
+    x = f32(16, 28, 22, 22)
+    x[0, 0, 0, :3] = [np.nan, -0.0, np.inf]
+    s = rng.uniform(-0.5, 0.5, slope).astype(np.float32)
+    model = model_from_arrays([node("PRelu", ["x", "s"])], {"x": x}, ["y"], initializers={"s": s})
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, np.where(x < 0, x * s, x), rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int8, np.int32, np.int64, np.float64])
+def test_cast_to_float_matches_numpy(dtype) -> None:
+    x = (rng.integers(-100, 100, (2, 2048, 33)) if dtype != np.bool_
+         else rng.integers(0, 2, (2, 2048, 33))).astype(dtype)
+    model = model_from_arrays([node("Cast", ["x"], to=TensorProto.FLOAT)], {"x": x}, ["y"])
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, x.astype(np.float32))
+
+
 @pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])  # its own path, its own path, pow
 @pytest.mark.parametrize("size", [3, 5])
 def test_lrn_on_every_isa_matches_the_reference(isa, beta, size) -> None:

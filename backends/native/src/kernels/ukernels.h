@@ -28,8 +28,9 @@ using f32_vsoftmax_fn = void (*)(size_t n, const float* x, float* y, double* sum
 using f32_vsoftmax_cols_fn = void (*)(size_t n, size_t len, size_t stride, const float* x,
                                       float* y, bool* finite);
 // y[i] = a[i * sa] op b[i * sb] with sa, sb in {0, 1}: 0 repeats the one element (a
-// broadcast scalar, per channel or per row), 1 walks a contiguous row.
-enum class BinaryOp : int { add = 0, sub, mul, div };
+// broadcast scalar, per channel or per row), 1 walks a contiguous row. prelu: a < 0 ? a * b
+// : a (PRelu's slope in b).
+enum class BinaryOp : int { add = 0, sub, mul, div, prelu };
 using f32_vbinop_fn = void (*)(size_t n, const float* a, size_t sa, const float* b, size_t sb,
                                float* y, BinaryOp op);
 // One row of n floats through a per-row affine, y = x * scale + shift (then max(y, 0) when

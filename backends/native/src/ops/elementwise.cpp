@@ -441,6 +441,7 @@ void run_prelu(OpContext& c) {
   if (shape != x.shape) c.fail("slope " + shape_str(slope.shape) + " does not broadcast to X " +
                                shape_str(x.shape));
   Tensor& y = c.output(0, x.dtype, shape);
+  if (x.dtype == DType::f32) return binop_f32(x, slope, y, BinaryOp::prelu, c.pool);
   dispatch_float(x.dtype, c.node, [&](auto tag) {
     using T = decltype(tag);
     binary_bcast<T, T>(x, slope, y, [](T v, T s) { return v < 0 ? v * s : v; }, c.pool);

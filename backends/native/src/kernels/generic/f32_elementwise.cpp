@@ -103,6 +103,7 @@ void kiln_f32_vbinop_ukernel__generic(size_t n, const float* a, size_t sa, const
       case BinaryOp::sub: y[i] = x - z; break;
       case BinaryOp::mul: y[i] = x * z; break;
       case BinaryOp::div: y[i] = x / z; break;
+      case BinaryOp::prelu: y[i] = x < 0 ? x * z : x; break;
     }
   }
 }

@@ -225,7 +225,8 @@ inline typename V::vec apply(typename V::vec a, typename V::vec b) {
   if constexpr (Op == BinaryOp::add) return V::add(a, b);
   else if constexpr (Op == BinaryOp::sub) return V::sub(a, b);
   else if constexpr (Op == BinaryOp::mul) return V::mul(a, b);
-  else return V::div(a, b);
+  else if constexpr (Op == BinaryOp::div) return V::div(a, b);
+  else return V::select(V::lt(a, V::zero()), V::mul(a, b), a);
 }
 
 // SA / SB: whether a / b walk a row (true) or repeat their first element (false).
@@ -270,6 +271,7 @@ void vbinop_ukernel(size_t n, const float* a, size_t sa, const float* b, size_t 
     case BinaryOp::sub: return vbinop::strided<V, BinaryOp::sub>(n, a, sa, b, sb, y);
     case BinaryOp::mul: return vbinop::strided<V, BinaryOp::mul>(n, a, sa, b, sb, y);
     case BinaryOp::div: return vbinop::strided<V, BinaryOp::div>(n, a, sa, b, sb, y);
+    case BinaryOp::prelu: return vbinop::strided<V, BinaryOp::prelu>(n, a, sa, b, sb, y);
   }
 }
 

@@ -37,7 +37,7 @@ inline typename V::vec sigmoid(typename V::vec x) {
 template <typename V>
 inline typename V::vec tanh(typename V::vec x) {
   using vec = typename V::vec;
-  const vec ax = V::min(V::abs(x), V::set1(9.0f));
+  const vec ax = V::min(V::abs(x), V::set1(10.0f));
   const vec s = V::mul(x, x);
   vec p = V::set1(-5.70498872745e-3f);
   p = V::fma(p, s, V::set1(2.06390887954e-2f));
@@ -46,7 +46,11 @@ inline typename V::vec tanh(typename V::vec x) {
   p = V::fma(p, s, V::set1(-3.33332819422e-1f));
   const vec small = V::fma(V::mul(p, s), x, x);
   const vec e = exp<V>(V::add(ax, ax));
-  const vec big = V::sub(V::set1(1.0f), V::div(V::set1(2.0f), V::add(e, V::set1(1.0f))));
+  const vec one = V::set1(1.0f);
+  // From |x| = 9.01 on, tanh rounds to 1 in float, but 1 - 2 / (e + 1) to the float below
+  // it: saturate there (a quantizer's range after a Tanh must see exactly +-1).
+  const vec big = V::select(V::lt(ax, V::set1(9.01f)),
+                            V::sub(one, V::div(V::set1(2.0f), V::add(e, one))), one);
   return V::select(V::lt(ax, V::set1(0.625f)), small, V::with_sign_of(big, x));
 }
 
