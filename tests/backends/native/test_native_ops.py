@@ -901,6 +901,30 @@ def test_softmax_rows_on_every_isa_match_numpy(isa, length) -> None:
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((64, 129, 4), (128, 129, 3), {"pads": [1, 1]}),                         # Silero's conv1d
+    ((64, 64, 1), (128, 64, 3), {"pads": [1, 1]}),
+    ((5, 12, 7, 7), (16, 12, 3, 3), {"strides": [2, 2], "pads": [1, 0, 0, 1]}),  # 3 x 4 out
+    ((6, 20, 2, 3), (24, 20, 1, 1), {}),                                     # pointwise
+    ((3, 16, 50), (32, 4, 5), {"group": 4, "dilations": [2], "strides": [3], "pads": [4, 1]}),
+    ((64, 1, 832), (258, 1, 256), {"strides": [128]}),                        # an STFT as conv
+], ids=["conv1d-k3", "conv1d-len1", "conv2d-s2", "pointwise", "conv1d-grouped-dilated",
+        "conv1d-stft"])
+def test_batched_convs_of_few_pixels_on_every_isa_match_onnxruntime(isa, x_shape, w_shape,
+                                                                    attrs) -> None:
+    """1-D convs run as 2-D ones of height 1; images narrower than a GEMM panel are laid side
+    by side into one GEMM; the bias and ReLU stay per output channel, 1 and 2 threads."""
+    x = f32(*x_shape)
+    inits = {"w": (rng.standard_normal(w_shape) * 0.2).astype(np.float32),
+             "b": rng.standard_normal(w_shape[0]).astype(np.float32)}
+    model = model_from_arrays([node("Conv", ["x", "w", "b"], ["c"], **attrs),
+                               node("Relu", ["c"])], {"x": x}, ["y"], initializers=inits)
+    want = run_reference(model, {"x": x})[0]
+    for threads in (1, 2):
+        got = compile_native(model, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_tanh_saturates_to_one_on_every_isa(isa) -> None:
     """From |x| = 9.01 on tanh is exactly +-1 in float; a quantizer's range after a Tanh
     (text2tashkeel's DynamicQuantizeLinear) depends on it."""
