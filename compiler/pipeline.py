@@ -35,6 +35,7 @@ from onnxscript.rewriter import rules as osr
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
 from kiln.compiler.passes.cleanup import (
     ConstantInitializersPass,
+    CsePass,
     EliminateIdentityPass,
     RemoveUnusedPass,
     SortPass,
@@ -60,9 +61,10 @@ from kiln.compiler.passes.nhwc_layout import HandOverF32Nhwc
 from kiln.compiler.passes.normalize import NORMALIZE_RULES, RemoveWholeSlice
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
 from kiln.compiler.report import (
+    GRAPH_INDEX,
     CompileReport,
+    GraphIndex,
     PassRecord,
-    op_histogram,
     ops_delta,
 )
 
@@ -125,7 +127,7 @@ def _o1() -> list[Step]:
         ("eliminate-identity", EliminateIdentityPass()),
         ("remove-no-ops", OnnxscriptRulesPass(_NO_OP_RULES, keeps_shapes=True)),
         ("remove-whole-slices", RulePass([RemoveWholeSlice()], keeps_shapes=True)),
-        ("cse", common.CommonSubexpressionEliminationPass()),
+        ("cse", CsePass()),
         ("remove-unused", RemoveUnusedPass()),
         ("infer-shapes", common.ShapeInferencePass(strict_mode=False)),
     ]
@@ -249,10 +251,10 @@ def optimize(model: ir.Model, level: int = DEFAULT_LEVEL, target: Target | None 
     steps = build_pipeline(level, target, caps)
     report = CompileReport(level=level, target=str(target) if target is not None else "any",
                            backend=caps.name, pipeline=[])
-    before = op_histogram(model)
-    report.nodes_before = before.total()
-    report.ops_before = dict(before)
-    return run_steps(model, steps, report, shapes_inferred), report
+    index = GraphIndex(model)
+    report.nodes_before = index.histogram.total()
+    report.ops_before = dict(index.histogram)
+    return run_steps(model, steps, report, shapes_inferred, index), report
 
 
 def optimize_reduced(model: ir.Model, report: CompileReport, caps: BackendCaps) -> ir.Model:
@@ -276,38 +278,48 @@ def keeps_shapes(step: ir.passes.PassBase) -> bool:
 
 
 def run_steps(model: ir.Model, steps: list[Step], report: CompileReport,
-              shapes_inferred: bool = False) -> ir.Model:
+              shapes_inferred: bool = False, index: GraphIndex | None = None) -> ir.Model:
     """Run ``steps`` in order on ``model``, recording each in ``report``. A shape-inference
     step is skipped while the shapes are as the last inference left them
     (``shapes_inferred`` at the start, then every step since that reported a change
-    ``keeps_shapes``): it would infer the same shapes again."""
+    ``keeps_shapes``): it would infer the same shapes again.
+
+    The passes find the graph's ``GraphIndex`` (``index``: one of ``model`` as it is, or
+    None) in ``model.meta`` while it holds: it is walked again only after a pass that
+    reports a change (passes state ``modified`` honestly), and leaves the meta at the end."""
     report.pipeline += [name for name, _ in steps]
-    hist = op_histogram(model)
-    for name, step in steps:
-        if shapes_inferred and isinstance(step, common.ShapeInferencePass):
+    index = index or GraphIndex(model)
+    try:
+        for name, step in steps:
+            hist = index.histogram
+            if shapes_inferred and isinstance(step, common.ShapeInferencePass):
+                report.passes.append(PassRecord(
+                    name=name, seconds=0.0, nodes_before=hist.total(),
+                    nodes_after=hist.total(), modified=False, rejected={_SHAPES_CURRENT: 1}))
+                continue
+            model.meta[GRAPH_INDEX] = index
+            start = time.perf_counter()
+            result = step(model)
+            seconds = time.perf_counter() - start
+            model.meta.pop(GRAPH_INDEX, None)
+            # one walk gives the op deltas, the node counts and what the next passes look
+            # for; a pass that reports no change leaves them as they were
+            if result.modified or result.model is not model:
+                index = GraphIndex(result.model)
+            model = result.model
+            counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
             report.passes.append(PassRecord(
-                name=name, seconds=0.0, nodes_before=hist.total(), nodes_after=hist.total(),
-                modified=False, rejected={_SHAPES_CURRENT: 1}))
-            continue
-        start = time.perf_counter()
-        result = step(model)
-        seconds = time.perf_counter() - start
-        # one walk gives the op deltas and the node counts; a pass that reports no change
-        # (passes state ``modified`` honestly) leaves them as they were
-        after = op_histogram(result.model) if result.modified or result.model is not model \
-            else hist
-        model = result.model
-        counts = isinstance(step, CountingPass)  # onnx_ir's own passes count nothing
-        report.passes.append(PassRecord(
-            name=name, seconds=seconds, nodes_before=hist.total(),
-            nodes_after=after.total(),
-            modified=bool(result.modified), fired=dict(step.fired) if counts else {},
-            rejected=dict(step.rejected) if counts else {}, ops_delta=ops_delta(hist, after)))
-        hist = after
-        if result.modified and not keeps_shapes(step):
-            shapes_inferred = False
-        if isinstance(step, common.ShapeInferencePass):
-            shapes_inferred = True
-    report.nodes_after = hist.total()
-    report.ops_after = dict(hist)
+                name=name, seconds=seconds, nodes_before=hist.total(),
+                nodes_after=index.histogram.total(), modified=bool(result.modified),
+                fired=dict(step.fired) if counts else {},
+                rejected=dict(step.rejected) if counts else {},
+                ops_delta=ops_delta(hist, index.histogram)))
+            if result.modified and not keeps_shapes(step):
+                shapes_inferred = False
+            if isinstance(step, common.ShapeInferencePass):
+                shapes_inferred = True
+    finally:
+        model.meta.pop(GRAPH_INDEX, None)
+    report.nodes_after = index.histogram.total()
+    report.ops_after = dict(index.histogram)
     return model

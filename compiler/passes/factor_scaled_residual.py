@@ -25,6 +25,8 @@ class FactorScaledResidual(Rule):
     """Add(x, Mul(x, s)) (operands in any order) -> Mul(x, Add(s, 1))."""
 
     name = "FactorScaledResidual"
+    ops = frozenset({"Add"})
+    needs = frozenset({"Mul"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "Add") or len(node.inputs) != 2 or None in node.inputs:

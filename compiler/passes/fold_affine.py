@@ -42,6 +42,7 @@ class FoldAffineIntoLinear(Rule):
     """L(x) (*|/|+|-) k  ->  L'(x) with k folded into L's weight and bias."""
 
     name = "FoldAffineIntoLinear"
+    ops = frozenset(_LINEAR)
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, *_LINEAR) or len(node.outputs) != 1:

@@ -21,7 +21,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
 from kiln.compiler.passes.rule import CountingPass
-from kiln.compiler.report import op_histogram
+from kiln.compiler.report import graph_index, op_histogram, walk_nodes
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
 MAX_FOLDED_ELEMENTS = 1 << 26
@@ -44,7 +44,7 @@ def _may_fold_large(model: ir.Model) -> bool:
     YOLOv8n and MiniLM-L6). Import's shape inference propagates constant shapes (data_prop):
     an output of known static size is known small; symbolic dims are sizes it could not
     resolve, in practice a graph input's, which no fold knows; unknown rank may be anything."""
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+    for node in walk_nodes(model.graph):
         if not _is_constant_of_shape(node):
             continue
         shape = node.outputs[0].shape
@@ -179,7 +179,7 @@ class FoldConstantsPass(CountingPass):
             log.setLevel(level)
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
-        before = op_histogram(model)
+        before = graph_index(model).histogram
         casts = bool(before.get("CastLike")) and _cast_like_to_cast(model)  # else no walk
         as_imported = _all_values(model)
         weights_modified = False
@@ -193,7 +193,7 @@ class FoldConstantsPass(CountingPass):
             output_size_limit=self.output_size_limit, should_fold=_policy)
         result = folder(model)
         # folded results come back as Constant nodes; make them initializers like the rest
-        after = op_histogram(model)
+        after = op_histogram(model) if casts or weights_modified or result.modified else before
         lifted = after.get("Constant", 0) and _LiftConstants()(model).modified
         if lifted:
             after = op_histogram(model)

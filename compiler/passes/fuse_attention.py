@@ -44,6 +44,8 @@ class FuseAttention(Rule):
     """softmax(c * Q Kt + mask) V -> Attention(Q, Transpose(Kt), V, mask, scale=c)."""
 
     name = "FuseAttention"
+    ops = frozenset({"MatMul"})
+    needs = frozenset({"Softmax"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "MatMul") or node.inputs[0] is None:

@@ -104,6 +104,7 @@ class FuseConvPrologue(Rule):
     only by a conv -> one kiln::FusedConv carrying the affine as its prologue."""
 
     name = "FuseConvPrologue"
+    ops = frozenset({"Conv", "FusedConv"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not _is_conv(node) or not node.inputs or str(attr(node, "prologue", "")):

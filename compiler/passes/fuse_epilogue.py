@@ -94,6 +94,10 @@ class _FuseEpilogue(Rule):
     linear_op: str
     fused_op: str
 
+    @property
+    def ops(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.linear_op})
+
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, self.linear_op) or len(node.outputs) != 1:
             return None

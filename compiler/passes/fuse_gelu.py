@@ -56,6 +56,7 @@ class FuseGelu(Rule):
     """0.5 * x * (1 + erf(x / sqrt 2)) -> Gelu(x); the tanh form -> Gelu(x, "tanh")."""
 
     name = "FuseGelu"
+    ops = frozenset({"Erf", "Tanh"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "Erf", "Tanh"):

@@ -108,6 +108,8 @@ class FuseHardSigmoid(Rule):
     """clip(x + c, 0, k) / k -> HardSigmoid(x, 1/k, c/k)."""
 
     name = "FuseHardSigmoid"
+    ops = frozenset({"Div", "Mul"})  # the scale (``_scale``)
+    needs = frozenset({"Clip", "Add"})  # relu6(x + c) (``_relu6_of_shift``)
 
     def match(self, node: ir.Node) -> Match | None:
         scaled = _scale(node)
@@ -135,6 +137,8 @@ class FuseHardSwish(Rule):
     """x * clip(x + c, 0, k) / k (scale before or after the product) -> hard-swish of x."""
 
     name = "FuseHardSwish"
+    ops = frozenset({"Div", "Mul"})
+    needs = frozenset({"Clip", "Add"})
 
     def match(self, node: ir.Node) -> Match | None:
         # Scale outermost: Div(Mul(x, relu6), k) / Mul(Mul(x, relu6), 1/k).
@@ -167,6 +171,8 @@ class HardSigmoidMulToHardSwish(Rule):
     """x * HardSigmoid(x, 1/6, 1/2) -> HardSwish(x) (opset >= 14)."""
 
     name = "HardSigmoidMulToHardSwish"
+    ops = frozenset({"Mul"})
+    needs = frozenset({"HardSigmoid"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "Mul") or len(node.inputs) != 2 or None in node.inputs:

@@ -482,6 +482,8 @@ class FuseQdqIntoQGemm(_FuseInt8):
     """DQ -> MatMul / Gemm [-> Add] [-> act] [-> Q] -> kiln::QGemm."""
 
     name = "FuseQdqIntoQGemm"
+    ops = frozenset({"MatMul", "Gemm"})
+    needs = frozenset({"DequantizeLinear"})
 
     def __init__(self, activations: Collection[str] = ()) -> None:
         self.activations = frozenset(activations)
@@ -498,6 +500,8 @@ class FuseQdqIntoQConv(_FuseInt8):
     ``capabilities.QCONV_GROUPS``, allows)."""
 
     name = "FuseQdqIntoQConv"
+    ops = frozenset({"Conv"})
+    needs = frozenset({"DequantizeLinear"})
 
     def __init__(self, activations: Collection[str] = (), groups: str = "one") -> None:
         self.activations = frozenset(activations)
@@ -514,6 +518,8 @@ class FuseQdqIntoQConvTranspose(_FuseInt8):
     """DQ -> ConvTranspose (kernel == stride) [-> act] [-> Q] -> kiln::QConvTranspose."""
 
     name = "FuseQdqIntoQConvTranspose"
+    ops = frozenset({"ConvTranspose"})
+    needs = frozenset({"DequantizeLinear"})
 
     def __init__(self, activations: Collection[str] = ()) -> None:
         self.activations = frozenset(activations)
@@ -529,6 +535,7 @@ class FuseMatMulIntegerIntoQGemm(_FuseInt8):
     """MatMulInteger -> Cast -> Mul(scale) [-> Add] [-> act] [-> Q] -> kiln::QGemm."""
 
     name = "FuseMatMulIntegerIntoQGemm"
+    ops = frozenset({"MatMulInteger"})
 
     def __init__(self, activations: Collection[str] = ()) -> None:
         self.activations = frozenset(activations)
@@ -544,6 +551,8 @@ class FuseQdqIntoQMaxPool(_FuseInt8):
     """DQ -> MaxPool -> Q -> kiln::QMaxPool."""
 
     name = "FuseQdqIntoQMaxPool"
+    ops = frozenset({"MaxPool"})
+    needs = frozenset({"DequantizeLinear"})
 
     def anchors(self, node: ir.Node) -> bool:
         return is_onnx(node, "MaxPool") and bool(node.inputs) \
@@ -702,6 +711,8 @@ class FuseByteTableIntoQOp(Rule):
     the chain becomes the op's byte table (input 8) and the op writes the Q's bytes."""
 
     name = "FuseByteTableIntoQOp"
+    ops = frozenset({"QConv", "QConvTranspose", "QGemm"})
+    needs = frozenset({"DequantizeLinear"})
 
     def match(self, node: ir.Node) -> Match | None:
         if node.domain != KILN_DOMAIN \
@@ -736,6 +747,7 @@ class HandOverInt8Nhwc(HandOverNhwc):
     writes it in NHWC and they read it so: ``kiln_layout_out`` / ``kiln_layout_in`` = "NHWC"."""
 
     name = "HandOverInt8Nhwc"
+    ops = frozenset(SPATIAL)
 
     def takes_part(self, node: ir.Node) -> bool:
         return _is_spatial(node) and _writes_u8(node)

@@ -31,6 +31,9 @@ LAYER_NORM_OPSET = 17
 class FuseLayerNormPass(OnnxscriptRulesPass):
     """Fuse every matching layer-norm subgraph (the model must import opset >= 17)."""
 
+    # the pattern's ReduceMeans sit behind its OrValues (Pow or Mul, Div or Mul(Reciprocal))
+    needs = {"LayerNormFusion": frozenset({"ReduceMean", "Sub", "Sqrt"})}
+
     def __init__(self) -> None:
         super().__init__(FUSE_LAYER_NORM_RULES)
 

@@ -159,6 +159,7 @@ class HandOverF32Nhwc(HandOverNhwc):
     writes it in NHWC, and they read it so."""
 
     name = "HandOverF32Nhwc"
+    ops = frozenset({"Conv", "FusedConv"})  # ``hands_over_nhwc``
 
     def takes_part(self, node: ir.Node) -> bool:
         return hands_over_nhwc(node)

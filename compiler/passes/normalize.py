@@ -21,6 +21,7 @@ class SumToAdd(Rule):
     """Sum(a, b) -> Add(a, b); Sum(a) -> Identity(a)."""
 
     name = "Sum->Add"
+    ops = frozenset({"Sum"})
 
     def match(self, node: ir.Node) -> Match | None:
         if is_onnx(node, "Sum") and len(node.inputs) in (1, 2):
@@ -39,6 +40,7 @@ class DropoutToIdentity(Rule):
     """Dropout(x) -> Identity(x): inference mode, mask output unused."""
 
     name = "Dropout->Identity"
+    ops = frozenset({"Dropout"})
 
     def match(self, node: ir.Node) -> Match | None:
         if is_onnx(node, "Dropout"):
@@ -77,6 +79,7 @@ class RemoveWholeSlice(Rule):
     onnxruntime and OpenVINO drop them at load, kiln's native engine would copy the tensor."""
 
     name = "RemoveWholeSlice"
+    ops = frozenset({"Slice"})
 
     def match(self, node: ir.Node) -> Match | None:
         if not is_onnx(node, "Slice") or len(node.inputs) < 3 or not node.outputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx_ir as ir
@@ -22,7 +22,7 @@ from onnxscript.rewriter._matcher import SimplePatternMatcher
 from onnxscript.rewriter._pattern_ir import NodeOutputPattern, NodePattern, StringConstantPattern
 
 from kiln.compiler.passes.cleanup import nothing_unused
-from kiln.compiler.report import walk_nodes
+from kiln.compiler.report import GraphIndex, graph_index, walk_nodes
 
 
 @dataclasses.dataclass
@@ -38,9 +38,20 @@ class Match:
 
 
 class Rule(abc.ABC):
-    """One rewrite. Subclasses give a ``name`` and the three steps."""
+    """One rewrite. Subclasses give a ``name`` and the three steps, and may say which op
+    types a match needs (``ops``, ``needs``): a ``RulePass`` whose rules cannot match the
+    graph's op types then skips its walk of the graph."""
 
     name: str = "rule"
+    #: the op types of the nodes ``match`` can return a match at (None: any)
+    ops: frozenset[str] | None = None
+    #: op types that must be in the graph too for a match (a pattern's other nodes)
+    needs: frozenset[str] = frozenset()
+
+    def may_match(self, present: frozenset[str] | set[str]) -> bool:
+        """Whether a graph holding the op types ``present`` (by op type, any domain) can
+        hold a match."""
+        return (self.ops is None or not self.ops.isdisjoint(present)) and self.needs <= present
 
     @abc.abstractmethod
     def match(self, node: ir.Node) -> Match | None:
@@ -88,6 +99,9 @@ class RulePass(CountingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
         self.rejected = Counter()
+        present = graph_index(model).ops
+        if not any(rule.may_match(present) for rule in self.rules):
+            return ir.passes.PassResult(model, modified=False)  # every node would say no
         graph = model.graph
         for _ in range(self.max_rounds):
             changed = False
@@ -122,6 +136,10 @@ class OnnxscriptRulesPass(CountingPass):
     (``CountingPass``).
     """
 
+    #: rule name -> op types a match needs that ``required_ops`` cannot see in the pattern
+    #: (nodes it reaches only through an ``OrValue``)
+    needs: dict[str, frozenset[str]] = {}
+
     def __init__(self, rules: Sequence[RewriteRule], max_rounds: int = 4,
                  keeps_shapes: bool = False) -> None:
         super().__init__()
@@ -135,7 +153,8 @@ class OnnxscriptRulesPass(CountingPass):
         for rule in self.rules:
             groups.setdefault(rule.name or type(rule).__name__, []).append(rule)
         sets = {name: RewriteRuleSet(rules) for name, rules in groups.items()}
-        present = Present.of(model)
+        index = graph_index(model)
+        present = Present(index.ops, index.edges)
         # Each round first matches every set with a tracer that stops at the first match
         # (onnxscript then rewrites nothing), and rewrites only with a set that found one:
         # most sets match nothing, and the round at the fixpoint is the one whose refusals
@@ -150,10 +169,10 @@ class OnnxscriptRulesPass(CountingPass):
             self.rejected = Counter()
             round_count = 0
             for name, full_set in sets.items():
-                rule_set = rules_that_may_match(full_set, present)
+                rule_set = rules_that_may_match(full_set, present, self.needs)
                 if rule_set is None:
                     if not tidy:
-                        _skip(full_set, model, present.ops)
+                        _skip(full_set, model, present.ops, index)
                         tidy = full_set.remove_unused_nodes
                     continue
                 refused: Counter[str] = Counter()
@@ -166,7 +185,7 @@ class OnnxscriptRulesPass(CountingPass):
                     rule_set.remove_unused_nodes = removes
                 else:
                     if removes:
-                        _remove_unused(model)
+                        _remove_unused(model, index)
                     self.rejected.update(refused)
                     tidy = tidy or removes
                     continue
@@ -175,6 +194,7 @@ class OnnxscriptRulesPass(CountingPass):
                     self.fired[name] += count
                     round_count += count
                     present = Present.of(model)
+                    index = None  # the graph is no longer as indexed
                     tidy = False
                 else:  # matched, but its replacement failed: the refusals of the whole graph
                     rule_set.apply_to_model(model,
@@ -185,11 +205,11 @@ class OnnxscriptRulesPass(CountingPass):
         if not at_fixpoint:  # out of rounds: the refusals of the graph as it stands
             self.rejected = Counter()
             for name, full_set in sets.items():
-                rule_set = rules_that_may_match(full_set, present)
+                rule_set = rules_that_may_match(full_set, present, self.needs)
                 if rule_set is not None:
                     rule_set.apply_to_model(model, tracer=_RejectionTracer(name, self.rejected))
                 elif not tidy:
-                    _skip(full_set, model, present.ops)
+                    _skip(full_set, model, present.ops, index)
                     tidy = full_set.remove_unused_nodes
         _forget_matches(self.rules)
         return ir.passes.PassResult(model, modified=bool(self.fired))
@@ -257,11 +277,14 @@ class Present:
         return cls(ops, edges)
 
 
-def _may_match(rule: RewriteRule, present: Present) -> bool:
-    return required_ops(rule) <= present.ops and required_edges(rule) <= present.edges
+def _may_match(rule: RewriteRule, present: Present,
+               needs: Mapping[str, frozenset[str]]) -> bool:
+    return required_ops(rule) <= present.ops and required_edges(rule) <= present.edges and \
+        needs.get(rule.name, frozenset()) <= present.ops
 
 
-def rules_that_may_match(rule_set: RewriteRuleSet, present: Present
+def rules_that_may_match(rule_set: RewriteRuleSet, present: Present,
+                         needs: Mapping[str, frozenset[str]] | None = None
                          ) -> RewriteRuleSet | None:
     """``rule_set`` without the rules that cannot match a graph holding ``present``'s ops and
     edges (None when none can). onnxscript tries every rule at every node, and trying rules
@@ -269,7 +292,7 @@ def rules_that_may_match(rule_set: RewriteRuleSet, present: Present
     compile). A rule that cannot match changes nothing where it is tried, so the smaller set
     rewrites exactly as the whole one (its per-graph setup and cleanup only serve its own
     matches), and it keeps the set's final removal of unused nodes."""
-    rules = [rule for rule in rule_set.rules if _may_match(rule, present)]
+    rules = [rule for rule in rule_set.rules if _may_match(rule, present, needs or {})]
     if not rules:
         return None
     subset = RewriteRuleSet([_RootFiltered.of(rule) for rule in rules])
@@ -309,22 +332,25 @@ class _RootFiltered:
         return getattr(self.rule, name)
 
 
-def _skip(rule_set: RewriteRuleSet, model: ir.Model, present: set[str]) -> None:
+def _skip(rule_set: RewriteRuleSet, model: ir.Model, present: set[str] | frozenset[str],
+          index: GraphIndex | None = None) -> None:
     """What ``apply_to_model`` does to a graph even when no rule matches, done without
     trying the rules, so skipping a rule set leaves the graph exactly as applying it would
-    (its constant propagation reads Constant nodes only)."""
+    (its constant propagation reads Constant nodes only). ``index``: the graph's, when it is
+    as indexed."""
     if "Constant" in present:
         onnxscript.optimizer.basic_constant_propagation(model.graph)
         for function in model.functions.values():
             onnxscript.optimizer.basic_constant_propagation(function)
     if rule_set.remove_unused_nodes:
-        _remove_unused(model)
+        _remove_unused(model, index)
 
 
-def _remove_unused(model: ir.Model) -> None:
+def _remove_unused(model: ir.Model, index: GraphIndex | None = None) -> None:
     """onnxscript's removal of unused nodes (what a rule set ends with), skipped when a walk
-    finds nothing it would change (``nothing_unused``: it looks up every node's schema)."""
-    if not nothing_unused(model):
+    finds nothing it would change (``nothing_unused``: it looks up every node's schema).
+    ``index``: the graph's, when it is as indexed."""
+    if not nothing_unused(model, index):
         onnxscript.optimizer.remove_unused_nodes(model)
 
 

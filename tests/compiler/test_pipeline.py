@@ -165,6 +165,41 @@ def test_shape_inference_runs_after_a_step_that_does_not_keep_shapes():
     assert next(iter(out.graph)).outputs[0].shape == ir.Shape([2])
 
 
+class _SeesTheIndex(ir.passes.InPlacePass):
+    """Records the graph index it finds; with ``neg``, turns every Relu into a Neg."""
+
+    def __init__(self, neg: bool = False) -> None:
+        super().__init__()
+        self.neg = neg
+        self.seen: list[object] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from kiln.compiler.report import indexed
+
+        self.seen.append(indexed(model))
+        for node in model.graph:
+            if self.neg and node.op_type == "Relu":
+                node.op_type = "Neg"
+        return ir.passes.PassResult(model, modified=self.neg)
+
+
+def test_run_steps_hands_the_passes_one_index_until_a_pass_changes_the_graph():
+    from kiln.compiler.pipeline import run_steps
+    from kiln.compiler.report import GRAPH_INDEX, CompileReport
+
+    relu = float_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, {})
+    first, second, changes, after = (_SeesTheIndex(), _SeesTheIndex(), _SeesTheIndex(True),
+                                     _SeesTheIndex())
+    report = CompileReport(level=1, target="any", backend="onnx", pipeline=[])
+    out = run_steps(relu, [("a", first), ("b", second), ("neg", changes), ("c", after)],
+                    report)
+    assert first.seen[0] is second.seen[0] is changes.seen[0] is not None
+    assert "Relu" in first.seen[0].ops
+    assert after.seen[0] is not first.seen[0] and after.seen[0].ops == {"Neg"}
+    assert report.passes[2].ops_delta == {"Neg": 1, "Relu": -1}
+    assert GRAPH_INDEX not in out.meta  # the index does not outlive the pipeline
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_model_o2_folds_every_constant_of_shape(name):

@@ -105,13 +105,22 @@ def _cases() -> dict[str, onnx.ModelProto]:
         "unsorted": model([neg, relu]),
         "subgraph, clean": with_if(False),
         "subgraph, dead node": with_if(True),
+        "common subexpression": model([relu, helper.make_node("Relu", ["x"], ["r2"]),
+                                       helper.make_node("Add", ["r", "r2"], ["y"])]),
+        "same inputs, other attributes": model([
+            helper.make_node("LeakyRelu", ["x"], ["r"], alpha=0.1),
+            helper.make_node("LeakyRelu", ["x"], ["r2"], alpha=0.2),
+            helper.make_node("Add", ["r", "r2"], ["y"])]),
+        "identity": model([relu, helper.make_node("Identity", ["r"], ["y"])]),
     }
 
 
 @pytest.mark.parametrize("case", list(_cases()))
 @pytest.mark.parametrize("ours, theirs", [
     ("RemoveUnusedPass", common.RemoveUnusedNodesPass),
-    ("SortPass", common.TopologicalSortPass)])
+    ("SortPass", common.TopologicalSortPass),
+    ("CsePass", common.CommonSubexpressionEliminationPass),
+    ("EliminateIdentityPass", common.IdentityEliminationPass)])
 def test_skipping_cleanups_do_what_onnx_irs_passes_do(case, ours, theirs):
     from kiln.compiler.passes import cleanup
 
@@ -127,7 +136,38 @@ def test_the_cleanups_skip_only_what_has_nothing_to_do():
 
     cases = {name: ir.from_proto(proto) for name, proto in _cases().items()}
     assert [name for name, m in cases.items() if nothing_unused(m)] == \
-        ["clean", "unsorted", "subgraph, clean"]
+        ["clean", "unsorted", "subgraph, clean", "common subexpression",
+         "same inputs, other attributes", "identity"]
     assert [name for name, m in cases.items() if is_sorted(m)] == \
         ["clean", "dead node", "unused initializer", "unused optional output",
-         "trailing missing input"]
+         "trailing missing input", "common subexpression", "same inputs, other attributes",
+         "identity"]
+
+
+def test_a_cleanup_in_a_pipeline_reads_the_graph_index_and_keeps_its_answer():
+    """``nothing_unused`` asked with the graph's index walks once while the graph is as
+    indexed; the pipeline's passes find the index in the model's meta."""
+    from kiln.compiler.passes.cleanup import nothing_unused
+    from kiln.compiler.report import GraphIndex
+
+    model = ir.from_proto(_cases()["dead node"])
+    index = GraphIndex(model)
+    assert not nothing_unused(model, index)
+    model.graph.remove(next(n for n in model.graph if n.op_type == "Abs"), safe=True)
+    assert nothing_unused(model) and not nothing_unused(model, index)  # kept with the index
+    assert nothing_unused(model, GraphIndex(model))
+
+
+def test_constant_initializers_skip_a_graph_without_initializer_inputs():
+    from kiln.compiler.passes.cleanup import ConstantInitializersPass
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x, w],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                              [numpy_helper.from_array(rand(2), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = ir.from_proto(proto)
+    assert ConstantInitializersPass()(model).modified
+    assert [v.name for v in model.graph.inputs] == ["x"]
+    assert not ConstantInitializersPass()(model).modified

@@ -165,3 +165,61 @@ def test_a_rule_set_that_matches_nothing_leaves_the_graph_as_onnxscript_would(de
     assert not step(got).modified and not step.fired
     assert ir.to_proto(got) == ir.to_proto(expected)
     assert [n.op_type for n in got.graph] == ["Squeeze", "Reshape"]
+
+
+class _MatchesNothingHere(Rule):
+    """Declares Softmax roots needing a MatMul; any call of ``match`` is a failure here."""
+
+    name = "never-tried"
+    ops = frozenset({"Softmax"})
+    needs = frozenset({"MatMul"})
+
+    def match(self, node: ir.Node) -> Match | None:
+        raise AssertionError("a rule whose ops are absent was tried")
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        raise AssertionError
+
+
+def test_rule_pass_skips_its_walk_when_no_rule_can_match_the_graphs_ops():
+    nodes = [helper.make_node("Softmax", ["x"], ["y"])]  # a root, but no MatMul
+    model = float_model(nodes, {"x": [2]}, {"y": [2]}, {})
+    step = RulePass([_MatchesNothingHere()])
+    assert not step(model).modified and not step.fired and not step.rejected
+    with pytest.raises(AssertionError):  # with a MatMul the rule is tried
+        RulePass([_MatchesNothingHere()])(float_model(
+            [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Softmax", ["m"], ["y"])], {"x": [2, 2]}, {"y": [2, 2]},
+            {"w": np.eye(2, dtype=np.float32)}))
+
+
+def _kiln_rules() -> list[Rule]:
+    """Every kiln rule the pipelines run that declares its ops."""
+    from kiln.backends.registry import get_backend
+    from kiln.compiler.capabilities import BackendCaps
+    from kiln.compiler.passes.fuse_epilogue import FuseBatchNormEpilogue, FuseGemmEpilogue
+    from kiln.compiler.passes.fuse_int8 import FuseByteTableIntoQOp, int8_rules
+    from kiln.compiler.pipeline import build_pipeline
+
+    rules: list[Rule] = [FuseGemmEpilogue(), FuseBatchNormEpilogue(), FuseByteTableIntoQOp()]
+    for caps in (BackendCaps("onnxruntime"), get_backend("native").caps()):
+        rules += int8_rules(caps)
+        for _, step in build_pipeline(3, None, caps):
+            rules += getattr(step, "rules", [])
+    return [r for r in rules if isinstance(r, Rule) and r.ops is not None]
+
+
+def test_each_kiln_rule_matches_only_at_the_op_types_it_declares():
+    """A node of any other op type (its inputs a Relu's, so producers exist to look at)
+    gets None from ``match``: the declaration that lets a RulePass skip its walk is true."""
+    rules = _kiln_rules()
+    assert len({type(r) for r in rules}) >= 12
+    every_op = sorted(set().union(*(r.ops for r in rules)) | {"Relu", "Clip", "Add"})
+    for rule in rules:
+        for op in every_op:
+            if op in rule.ops:
+                continue
+            relu = ir.node("Relu", [ir.Value(name="x")])
+            node = ir.node(op, [relu.outputs[0], relu.outputs[0]], num_outputs=1)
+            graph = ir.Graph([], node.outputs, nodes=[relu, node])  # noqa: F841 - owns them
+            assert rule.match(node) is None, (rule.name, op)
