@@ -925,6 +925,26 @@ def test_batched_convs_of_few_pixels_on_every_isa_match_onnxruntime(isa, x_shape
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("shape,pads", [
+    ((64, 576), (0, 128, 0, 128)),                 # an STFT front end's reflect pad
+    ((2, 3, 5, 7), (0, 1, 2, 3, 1, 0, 1, 2)),      # every axis but the first
+    ((3, 9), (1, -2, 2, 4)),                       # a negative pad crops the last axis
+    ((4, 6), (-1, 3, 0, -4)),                      # crops the first, pads then crops the last
+    ((5,), (4, 4)),
+], ids=["stft", "4d", "crop-last", "crop-both", "1d"])
+def test_pad_matches_the_reference(mode, shape, pads) -> None:
+    """Rows along the last axis: the inside part copied, the padding mapped per element."""
+    if mode in ("reflect", "wrap") and any(p < 0 for p in pads):
+        pytest.skip("the reference implements negative pads for constant and edge only")
+    x = f32(*shape)
+    model = model_from_arrays([node("Pad", ["x", "p", "v"], mode=mode)], {"x": x}, ["y"],
+                              initializers={"p": np.array(pads, np.int64),
+                                            "v": np.array(1.25, np.float32)})
+    got = compile_native(model).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, run_reference(model, {"x": x})[0])
+
+
 def test_tanh_saturates_to_one_on_every_isa(isa) -> None:
     """From |x| = 9.01 on tanh is exactly +-1 in float; a quantizer's range after a Tanh
     (text2tashkeel's DynamicQuantizeLinear) depends on it."""

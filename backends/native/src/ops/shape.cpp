@@ -697,31 +697,61 @@ KernelFactory pad() {
         }
         const T* px = x.ptr<T>();
         T* py = y.ptr<T>();
+        // The input index an output index i (pads removed) reads along an axis of n, or -1
+        // for the constant.
+        enum { kConstant, kEdge, kWrap, kReflect };
+        const int how = mode == "constant" ? kConstant
+                        : mode == "edge"   ? kEdge
+                        : mode == "wrap"   ? kWrap
+                                           : kReflect;
+        auto source = [&](int64_t i, int64_t n) -> int64_t {
+          if (i >= 0 && i < n) return i;
+          if (how == kConstant) return -1;
+          if (how == kEdge) return i < 0 ? 0 : n - 1;
+          if (how == kWrap) return ((i % n) + n) % n;
+          if (i < 0 && -i < n) return -i;  // one reflection (pads shorter than the axis)
+          if (i >= n && i < 2 * n - 1) return 2 * (n - 1) - i;
+          const int64_t period = 2 * (n - 1);
+          i = period ? ((i % period) + period) % period : 0;
+          return i >= n ? period - i : i;
+        };
+        // Row by row along the last axis: the rows' inside parts are one copy each, only the
+        // padding is mapped element by element (an STFT front end's reflect pad of [64, 576]
+        // to [64, 832] took 460 us element by element).
+        if (r == 0) {  // a scalar: nothing to pad
+          py[0] = px[0];
+          return;
+        }
+        const size_t last = r - 1;
+        const int64_t n = x.shape[last], len = out[last], lead = pb[last];
+        const int64_t in0 = std::clamp<int64_t>(lead, 0, len);
+        const int64_t in1 = std::clamp<int64_t>(lead + n, in0, len);
+        const size_t rows = y.numel() / static_cast<size_t>(len);
         std::vector<int64_t> idx(r, 0);
-        for (size_t o = 0; o < y.numel(); ++o) {
+        for (size_t row = 0; row < rows; ++row) {
+          T* dst = py + row * len;
           size_t off = 0;
           bool outside = false;
-          for (size_t d = 0; d < r; ++d) {
-            int64_t i = idx[d] - pb[d];
-            const int64_t n = x.shape[d];
-            if (i < 0 || i >= n) {
-              if (mode == "constant") {
-                outside = true;
-                break;
-              } else if (mode == "edge") {
-                i = i < 0 ? 0 : n - 1;
-              } else if (mode == "wrap") {
-                i = ((i % n) + n) % n;
-              } else {
-                const int64_t period = 2 * (n - 1);
-                i = period ? ((i % period) + period) % period : 0;
-                if (i >= n) i = period - i;
-              }
-            }
-            off += i * xs[d];
+          for (size_t d = 0; d < last && !outside; ++d) {
+            const int64_t i = source(idx[d] - pb[d], x.shape[d]);
+            if (i < 0) outside = true;
+            else off += static_cast<size_t>(i) * xs[d];
           }
-          py[o] = outside ? cval : px[off];
-          for (size_t d = r; d-- > 0;) {
+          if (outside) {
+            std::fill(dst, dst + len, cval);
+          } else {
+            const T* src = px + off;
+            for (int64_t j = 0; j < in0; ++j) {
+              const int64_t i = source(j - lead, n);
+              dst[j] = i < 0 ? cval : src[i];
+            }
+            if (in1 > in0) std::memcpy(dst + in0, src + (in0 - lead), (in1 - in0) * sizeof(T));
+            for (int64_t j = in1; j < len; ++j) {
+              const int64_t i = source(j - lead, n);
+              dst[j] = i < 0 ? cval : src[i];
+            }
+          }
+          for (size_t d = last; d-- > 0;) {
             if (++idx[d] < out[d]) break;
             idx[d] = 0;
           }
