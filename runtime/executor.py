@@ -15,6 +15,7 @@ still counts boundary bytes, which a device backend pays as copies.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,6 +151,10 @@ def _assemble(model: ir.Model, plan: PartitionPlan, target: Target, options: Com
            for g in model.graphs() for v in g.initializers.values()):
         ir.external_data.load_to_model(model)
     extractor = Extractor(model, plan)
+    if sum(not p.constant for p in plan.partitions) > 1 and "allow_spinning" not in options.extra:
+        # The pieces take turns: onnxruntime's threads spinning after its piece would hold the
+        # cores the next piece's engine (native's pool) needs.
+        options = dataclasses.replace(options, extra={**options.extra, "allow_spinning": False})
     constants: dict[str, np.ndarray] = {}
     pieces: list[tuple[Partition, CompiledModel]] = []
     for part in plan.partitions:

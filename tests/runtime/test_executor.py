@@ -327,6 +327,24 @@ def test_native_by_name_splits_what_it_refuses_through_the_partitioner():
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 
 
+def _spinning(session) -> str:
+    return session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning")
+
+
+def test_onnxruntime_spins_as_its_default_alone_and_not_between_other_engines_pieces():
+    """A whole-model onnxruntime session spins as onnxruntime's own default does; in a mixed
+    plan its pieces do not (the next piece's engine needs the cores); the option wins."""
+    model, _ = _mixed_native_model()
+    alone = kiln.compile(model, backend="onnxruntime")
+    assert _spinning(alone.engine.session) == "1"
+    quiet = kiln.compile(model, backend="onnxruntime", allow_spinning=False)
+    assert _spinning(quiet.engine.session) == "0"
+    mixed = kiln.compile(model, backend="native")
+    ort_pieces = [c for p, c in mixed.engine.pieces if p.backend == "onnxruntime"]
+    assert ort_pieces and all(_spinning(c.session) == "0" for c in ort_pieces)
+
+
 def test_native_by_name_runs_whole_when_it_refuses_nothing():
     model = nms_model()
     kept = [n for n in model.graph.node if n.op_type in ("Relu", "Add")][:3]
