@@ -55,6 +55,8 @@ enum ScratchSlot : int {
   kScratchEdgeIn,
   kScratchEdgeOut,
   kScratchEdgeResidual,
+  // a batch of few-pixel images laid side by side into one GEMM (Conv2d::run_gemm)
+  kScratchBatch,
   kScratchCount
 };
 float* gemm_scratch(ScratchSlot slot, size_t n);
