@@ -20,8 +20,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
+from kiln.compiler.graph_index import count_nodes, op_histogram
 from kiln.compiler.passes._util import attr
-from kiln.compiler.report import count_nodes, op_histogram
 
 if TYPE_CHECKING:
     from kiln.compiler.target import Target

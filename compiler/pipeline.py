@@ -33,6 +33,7 @@ from onnx_ir.passes import common
 from onnxscript.rewriter import rules as osr
 
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
+from kiln.compiler.graph_index import GRAPH_INDEX, GraphIndex
 from kiln.compiler.passes.cleanup import (
     ConstantInitializersPass,
     CsePass,
@@ -60,13 +61,7 @@ from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
 from kiln.compiler.passes.nhwc_layout import HandOverF32Nhwc
 from kiln.compiler.passes.normalize import NORMALIZE_RULES, RemoveWholeSlice
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
-from kiln.compiler.report import (
-    GRAPH_INDEX,
-    CompileReport,
-    GraphIndex,
-    PassRecord,
-    ops_delta,
-)
+from kiln.compiler.report import CompileReport, PassRecord, ops_delta
 
 if TYPE_CHECKING:
     from kiln.compiler.target import Target

@@ -4,114 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
-
-import onnx_ir as ir
-
-_SUBGRAPH_ATTRS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-
-
-def walk_nodes(graph: ir.Graph | ir.Function) -> Iterator[ir.Node]:
-    """Every node of ``graph`` and of its subgraphs, each before its subgraphs' nodes (the
-    order of ``Graph.all_nodes``, at a fraction of its cost: the pipeline walks the graph
-    after every pass)."""
-    for node in graph:
-        yield node
-        if not node.attributes:
-            continue
-        for attr in node.attributes.values():
-            if attr.type not in _SUBGRAPH_ATTRS:
-                continue
-            for sub in (attr.value,) if attr.type == ir.AttributeType.GRAPH else attr.value:
-                yield from walk_nodes(sub)
-
-
-def count_nodes(model: ir.Model) -> int:
-    """Nodes in the main graph and every subgraph."""
-    return sum(1 for _ in walk_nodes(model.graph))
 
 
 def ops_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
     """Per op type, how its count changed (zero changes left out), sorted by op."""
     return {op: after.get(op, 0) - before.get(op, 0) for op in sorted(set(before) | set(after))
             if after.get(op, 0) != before.get(op, 0)}
-
-
-def op_histogram(model: ir.Model) -> Counter[str]:
-    """How often each op occurs; kiln-domain and other non-ONNX ops carry their domain."""
-    hist: Counter[str] = Counter()
-    for node in walk_nodes(model.graph):
-        hist[_op_key(node)] += 1
-    return hist
-
-
-def _op_key(node: ir.Node) -> str:
-    domain = node.domain
-    return node.op_type if domain in ("", "ai.onnx") else f"{domain}::{node.op_type}"
-
-
-#: ``ir.Model.meta`` key (in memory, never saved) of the ``GraphIndex`` that ``run_steps``
-#: keeps of the model while no pass has changed it
-GRAPH_INDEX = "kiln.graph_index"
-
-
-class GraphIndex:
-    """One walk of a model, for what the pipeline and its passes ask of the graph as it is:
-
-    histogram  ``op_histogram`` (the graph and its subgraphs)
-    ops        the op types of every node of the graph, its subgraphs and the model's
-               functions (what onnxscript's rewriter visits)
-    edges      the (consumer op, producer op) pairs among those nodes
-    subgraphs  whether some node of the graph holds a subgraph
-    facts      answers worked out from the graph as indexed (``indexed``), kept with it
-
-    ``run_steps`` walks the graph once and again only after a pass that changed it, instead
-    of each pass walking it for the op types it looks for (YOLOv8n: ~30 walks a compile)."""
-
-    __slots__ = ("histogram", "ops", "edges", "subgraphs", "facts")
-
-    def __init__(self, model: ir.Model) -> None:
-        hist: Counter[str] = Counter()
-        ops: set[str] = set()
-        edges: set[tuple[str, str]] = set()
-        subgraphs = False
-        for node in walk_nodes(model.graph):
-            hist[_op_key(node)] += 1
-            _add_op(node, ops, edges)
-            if not subgraphs and node.attributes:
-                subgraphs = any(attr.type in _SUBGRAPH_ATTRS
-                                for attr in node.attributes.values())
-        for function in model.functions.values():
-            for node in walk_nodes(function):
-                _add_op(node, ops, edges)
-        self.histogram = hist
-        self.ops = frozenset(ops)
-        self.edges = frozenset(edges)
-        self.subgraphs = subgraphs
-        self.facts: dict[str, Any] = {}
-
-
-def _add_op(node: ir.Node, ops: set[str], edges: set[tuple[str, str]]) -> None:
-    op = node.op_type
-    ops.add(op)
-    for value in node.inputs:
-        producer = value.producer() if value is not None else None
-        if producer is not None:
-            edges.add((op, producer.op_type))
-
-
-def indexed(model: ir.Model) -> GraphIndex | None:
-    """The ``GraphIndex`` that ``run_steps`` keeps of ``model`` while no pass has changed it
-    (None outside a pipeline, or once a pass changed the graph)."""
-    index = model.meta.get(GRAPH_INDEX)
-    return index if isinstance(index, GraphIndex) else None
-
-
-def graph_index(model: ir.Model) -> GraphIndex:
-    """``indexed(model)``, or a walk of it now. A pass reads it at its start: the index does
-    not follow what the pass itself then changes."""
-    return indexed(model) or GraphIndex(model)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from kiln.compiler.report import GraphIndex, graph_index, indexed, walk_nodes
+from kiln.compiler.graph_index import GraphIndex, graph_index, indexed, walk_nodes
 
 _SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 

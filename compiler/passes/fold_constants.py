@@ -20,8 +20,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
+from kiln.compiler.graph_index import graph_index, op_histogram, walk_nodes
 from kiln.compiler.passes.rule import CountingPass
-from kiln.compiler.report import graph_index, op_histogram, walk_nodes
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
 MAX_FOLDED_ELEMENTS = 1 << 26

@@ -21,8 +21,8 @@ from onnxscript.rewriter._basics import MatchingTracer, MatchResult, MatchStatus
 from onnxscript.rewriter._matcher import SimplePatternMatcher
 from onnxscript.rewriter._pattern_ir import NodeOutputPattern, NodePattern, StringConstantPattern
 
+from kiln.compiler.graph_index import GraphIndex, graph_index, walk_nodes
 from kiln.compiler.passes.cleanup import nothing_unused
-from kiln.compiler.report import GraphIndex, graph_index, walk_nodes
 
 
 @dataclasses.dataclass

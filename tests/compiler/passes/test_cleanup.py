@@ -147,8 +147,8 @@ def test_the_cleanups_skip_only_what_has_nothing_to_do():
 def test_a_cleanup_in_a_pipeline_reads_the_graph_index_and_keeps_its_answer():
     """``nothing_unused`` asked with the graph's index walks once while the graph is as
     indexed; the pipeline's passes find the index in the model's meta."""
+    from kiln.compiler.graph_index import GraphIndex
     from kiln.compiler.passes.cleanup import nothing_unused
-    from kiln.compiler.report import GraphIndex
 
     model = ir.from_proto(_cases()["dead node"])
     index = GraphIndex(model)
