@@ -6,6 +6,7 @@ the standard-ONNX expansion."""
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import onnx
 import onnx_ir as ir
