@@ -288,6 +288,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "LSTM"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh", "Tanh"])),
     ("", "GRU"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Sigmoid", "Tanh"])),
     ("", "RNN"): Rule(FLOAT, index_inputs=(4,), check=_recurrent(["Tanh"])),
+    # onnxruntime's dynamic quantizer's LSTM: W, R and their zero points int8 / uint8
+    ("com.microsoft", "DynamicQuantizeLSTM"): Rule(FLOAT, index_inputs=(4,),
+                                                   free_inputs=(1, 2, 9, 11),
+                                                   check=_recurrent(["Sigmoid", "Tanh", "Tanh"])),
     ("kiln", "FusedConv"): Rule(FLOAT, check=_conv_fused),
     # int8: Q/DQ, run-time quantization, the integer product
     ("", "QuantizeLinear"): Rule(FLOAT, free_inputs=(1, 2), free_outputs=(0,),

@@ -186,3 +186,115 @@ def test_bidirectional_matches_onnx_reference_on_every_thread_count(op: str, thr
         got = rep.run([x])
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+# com.microsoft DynamicQuantizeLSTM: onnxruntime's dynamic quantizer's LSTM (W [dirs, I, 4H]
+# and R [dirs, H, 4H] int8 or uint8 with scales and zero points).
+def _dq_lstm_model(direction: str, wtype: type = np.int8, per_column: bool = False,
+                   batch: int = 1, zero: int = 0, lens: bool = False,
+                   constant_weights: bool = True) -> tuple[onnx.ModelProto, dict]:
+    from onnx import numpy_helper
+
+    gen = np.random.default_rng(5)
+    dirs, seq, inp, hid = (2 if direction == "bidirectional" else 1), 7, 24, 16
+    lo, hi = (-127, 128) if wtype == np.int8 else (0, 256)
+    scale_shape = [dirs, 4 * hid] if per_column else [dirs]
+    weights = {
+        "W": gen.integers(lo, hi, [dirs, inp, 4 * hid]).astype(wtype),
+        "R": gen.integers(lo, hi, [dirs, hid, 4 * hid]).astype(wtype),
+        "B": (gen.standard_normal([dirs, 8 * hid]) * 0.3).astype(np.float32),
+        "W_scale": gen.uniform(0.5, 1.5, scale_shape).astype(np.float32) / 127 / 4,
+        "W_zero": np.full(scale_shape, zero, wtype),
+        "R_scale": gen.uniform(0.5, 1.5, scale_shape).astype(np.float32) / 127 / 3,
+        "R_zero": np.full(scale_shape, zero, wtype),
+    }
+    feeds = {"X": gen.standard_normal([seq, batch, inp]).astype(np.float32)}
+    if lens:
+        feeds["L"] = np.array([7, 3, 5][:batch], np.int32)
+    names = ["X", "W", "R", "B", "L" if lens else "", "", "", "", "W_scale", "W_zero",
+             "R_scale", "R_zero"]
+    node = helper.make_node("DynamicQuantizeLSTM", names, ["Y", "Y_h", "Y_c"], name="qlstm",
+                            domain="com.microsoft", direction=direction, hidden_size=hid)
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq, batch, inp])]
+    if lens:
+        inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, [batch]))
+    if not constant_weights:  # W and R fed at run time
+        for key in ("W", "R"):
+            inputs.append(helper.make_tensor_value_info(
+                key, helper.np_dtype_to_tensor_dtype(weights[key].dtype),
+                list(weights[key].shape)))
+            feeds[key] = weights.pop(key)
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in (
+        ("Y", [seq, dirs, batch, hid]), ("Y_h", [dirs, batch, hid]), ("Y_c", [dirs, batch, hid]))]
+    graph = helper.make_graph([node], "qlstm", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    return model, feeds
+
+
+def _ort_and_native(model: onnx.ModelProto, feeds: dict, threads: int = 2):
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None, threads=threads)
+    return want, rep.run([feeds[i.name] for i in model.graph.input])
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("wtype,per_column,zero", [(np.int8, False, 0), (np.int8, True, 0),
+                                                   (np.uint8, True, 131), (np.int8, False, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dynamic_quantize_lstm_matches_onnxruntime(direction, wtype, per_column, zero,
+                                                   threads):
+    # one sequence: onnxruntime and native quantize the same X and the same h at every step,
+    # so they differ only where an activation's last bit moves a value across a rounding step
+    model, feeds = _dq_lstm_model(direction, wtype, per_column, zero=zero)
+    want, got = _ort_and_native(model, feeds, threads)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5)
+
+
+def test_dynamic_quantize_lstm_with_weights_fed_at_run_time():
+    model, feeds = _dq_lstm_model("bidirectional", np.int8, True, constant_weights=False)
+    want, got = _ort_and_native(model, feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5)
+
+
+def test_dynamic_quantize_lstm_batch_with_sequence_lengths():
+    # A batch: native quantizes each row's h on its own range (onnxruntime the batch's
+    # together), so the two agree to the quantization step of h, not to the last bit.
+    model, feeds = _dq_lstm_model("bidirectional", batch=3, lens=True)
+    want, got = _ort_and_native(model, feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=0.03)
+    y = got[0]
+    assert not y[3:, :, 1].any() and not y[5:, :, 2].any()  # zero past each row's length
+
+
+def test_dynamic_quantize_lstm_non_finite_scale_names_the_node():
+    model, feeds = _dq_lstm_model("forward")
+    scale = next(t for t in model.graph.initializer if t.name == "R_scale")
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.array([np.inf], np.float32), "R_scale"))
+    with pytest.raises(kiln.KilnError, match="qlstm.*R_scale holds a value that is not finite"):
+        kiln.backend.prepare(model, "CPU", backend="native", fallback=None).run([feeds["X"]])
+
+
+def test_dynamic_quantize_lstm_nan_input_is_an_input_error():
+    model, feeds = _dq_lstm_model("forward")
+    x = feeds["X"].copy()
+    x[2, 0, 3] = np.nan
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.KilnError, match="qlstm.*X holds NaN"):
+        rep.run([x])
+
+
+def test_dynamic_quantize_lstm_weights_of_the_wrong_shape_name_the_node():
+    model, feeds = _dq_lstm_model("forward", constant_weights=False)
+    feeds["R"] = np.zeros([1, 16, 60], np.int8)
+    model.graph.input[2].type.tensor_type.shape.dim[2].dim_value = 60
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.KilnError, match="qlstm.*R has shape"):
+        rep.run([feeds[i.name] for i in model.graph.input])

@@ -3,6 +3,8 @@
 // columns, K in groups of 4 (the VNNI vpdpbusd layout: four u8 x s8 products per int32
 // lane), zero padded; its column sums are kept for the zero-point corrections.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -50,11 +52,16 @@ std::function<const uint8_t*(size_t, size_t, uint8_t*)> int8_rows_of(const uint8
 //   f32: v, or max(v, 0) with relu;
 //   u8:  round_half_even(clamp(v, lo, hi)) + zero, with v already in output quantization units
 //        (lo = -zero, or 0 with relu; hi = 255 - zero).
+// f32 rows with acc_offset: v = float(acc + acc_offset[j]) * mult[j] + offset[j], the
+// zero-point correction exact in int32 before the one rounding to float, as onnxruntime
+// forms float(A x B - a_zero * colsum(B)) * (a_scale * w_scale). (The u8 rows fold their
+// correction into offset and read no acc_offset.)
 struct Int8RowParams {
   const float* mult;
   const float* offset;
   bool relu;
   float lo, hi, zero;
+  const int32_t* acc_offset = nullptr;
 };
 // The loops around the GEMM for the active ISA, one table per ISA (written once in
 // int8_row_ukernel.h, compiled with each ISA's flags).
@@ -90,6 +97,20 @@ struct Int8Loops {
                        size_t ds);
 };
 const Int8Loops& int8_loops();
+
+// The u8 quantization DynamicQuantizeLinear defines for values in [lo, hi] (lo <= 0 <= hi):
+// scale (hi - lo) / 255, zero point round(-lo / scale) within [0, 255]. All zeros (scale 0)
+// quantize with zero point 0; `step` is the divisor quantize_u8 takes (1 then).
+struct DynamicU8 {
+  float scale, step;
+  int32_t zero;
+};
+inline DynamicU8 dynamic_u8(float lo, float hi) {
+  const float scale = (hi - lo) / 255.0f;
+  const int32_t zero = scale == 0.0f
+      ? 0 : static_cast<int32_t>(std::clamp(std::nearbyint(-lo / scale), 0.0f, 255.0f));
+  return {scale, scale == 0.0f ? 1.0f : scale, zero};
+}
 
 // The u8 x s8 kernel in use now: its full name, from kernels/ukernels.inc, or
 // kiln_u8s8_gemm_panel__amx where amx_int8_active(); the AMX panel kernel then runs the GEMMs

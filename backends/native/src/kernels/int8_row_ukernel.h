@@ -17,7 +17,13 @@ inline void int8_row_f32_impl(size_t n, const int32_t* __restrict acc, const Int
                               float* __restrict y) {
   const float* __restrict mult = p.mult;
   const float* __restrict offset = p.offset;
-  if (p.relu) {
+  const int32_t* __restrict ao = p.acc_offset;
+  if (ao) {
+    for (size_t j = 0; j < n; ++j) {
+      const float v = static_cast<float>(acc[j] + ao[j]) * mult[j] + offset[j];
+      y[j] = p.relu && !(v > 0.0f) ? 0.0f : v;
+    }
+  } else if (p.relu) {
     for (size_t j = 0; j < n; ++j) {
       const float v = static_cast<float>(acc[j]) * mult[j] + offset[j];
       y[j] = v > 0.0f ? v : 0.0f;

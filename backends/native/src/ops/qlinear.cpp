@@ -69,6 +69,7 @@ int32_t scalar_u8(const Tensor* t, const char* what, const NodeDesc& node) {
 // Per output channel: y = acc * mult[j] + offset[j], then the activation and the output type.
 struct Requant {
   std::vector<float> mult, offset;
+  std::vector<int32_t> acc_offset;  // float32 results: -a_zero * col_sums, exact (see params)
   bool relu = false;
   bool to_u8 = false;
   float y_scale = 1.0f, y_zero = 0.0f;
@@ -97,15 +98,24 @@ struct Requant {
     if (bias && (bias->dtype != DType::f32 || bias->numel() != M))
       node.fail("bias must be float32 with " + std::to_string(M) + " values, got " +
                 std::string(dtype_name(bias->dtype)) + " " + shape_str(bias->shape));
+    const Tensor* ys = in(6);
     mult.resize(N);
     offset.resize(N);
+    if (!ys) acc_offset.resize(N);
     for (size_t j = 0; j < N; ++j) {
       mult[j] = a_scale * ws.ptr<float>()[ws.numel() == 1 ? 0 : j % M];
-      // The a_zero correction folded into the offset: (acc - za * colsum) * m + b.
-      offset[j] = (bias ? bias->ptr<float>()[j % M] : 0.0f) -
-                  mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
+      // The a_zero correction: float results take it in int32 (acc_offset) as onnxruntime's
+      // MatMulInteger -> Cast -> Mul does; u8 results fold it into the offset,
+      // (acc - za * colsum) * m + b.
+      const float b = bias ? bias->ptr<float>()[j % M] : 0.0f;
+      if (ys) {
+        offset[j] = b - mult[j] * static_cast<float>(a_zero) * static_cast<float>(col_sums[j]);
+      } else {
+        offset[j] = b;
+        acc_offset[j] = -a_zero * col_sums[j];
+      }
     }
-    if (const Tensor* ys = in(6)) {
+    if (ys) {
       to_u8 = true;
       y_scale = scalar_f32(*ys, "y_scale", node);
       if (!(y_scale > 0.0f) || !std::isfinite(y_scale))
@@ -133,7 +143,8 @@ struct Requant {
   // The row kernel's parameters; a u8 output folds 1 / y_scale into mult and offset
   // (relu(v) / s = relu(v / s) for s > 0).
   Int8RowParams params() const {
-    return {mult.data(), offset.data(), relu, relu ? 0.0f : -y_zero, 255.0f - y_zero, y_zero};
+    return {mult.data(), offset.data(), relu, relu ? 0.0f : -y_zero, 255.0f - y_zero, y_zero,
+            acc_offset.empty() ? nullptr : acc_offset.data()};
   }
 };
 
@@ -142,17 +153,22 @@ struct Requant {
 // leaves a vector tail each).
 struct RepeatedParams {
   std::vector<float> mult, offset;
+  std::vector<int32_t> acc_offset;
   Int8RowParams params;
 
   RepeatedParams(const Requant& rq, size_t reps)
-      : mult(reps * rq.N()), offset(reps * rq.N()), params(rq.params()) {
+      : mult(reps * rq.N()), offset(reps * rq.N()),
+        acc_offset(rq.acc_offset.empty() ? 0 : reps * rq.N()), params(rq.params()) {
     const size_t n = rq.N();
     for (size_t r = 0; r < reps; ++r) {
       std::memcpy(mult.data() + r * n, rq.mult.data(), n * sizeof(float));
       std::memcpy(offset.data() + r * n, rq.offset.data(), n * sizeof(float));
+      if (!acc_offset.empty())
+        std::memcpy(acc_offset.data() + r * n, rq.acc_offset.data(), n * sizeof(int32_t));
     }
     params.mult = mult.data();
     params.offset = offset.data();
+    params.acc_offset = acc_offset.empty() ? nullptr : acc_offset.data();
   }
   RepeatedParams(const RepeatedParams&) = delete;
   RepeatedParams& operator=(const RepeatedParams&) = delete;
@@ -194,6 +210,7 @@ void store_rows(const Int8Loops& k, const Requant& rq, Int8RowParams p, size_t j
                 const int32_t* acc, size_t ld, size_t rows, size_t cols, T* dst, size_t stride) {
   p.mult += j0;
   p.offset += j0;
+  if (p.acc_offset) p.acc_offset += j0;
   if constexpr (std::is_same_v<T, uint8_t>)
     k.tile_u8(rows, cols, acc, ld, p, dst, stride, rq.table());
   else

@@ -227,17 +227,15 @@ void dynamic_quantize_linear(OpContext& c) {
     lo = std::min(lo, los[p]);
     hi = std::max(hi, his[p]);
   }
-  const float scale = (hi - lo) / 255.0f;
-  if (!std::isfinite(scale)) c.fail("x holds an infinite value; it has no quantization range");
-  const int32_t zero = scale == 0.0f
-      ? 0 : static_cast<int32_t>(std::clamp(std::nearbyint(-lo / scale), 0.0f, 255.0f));
+  const DynamicU8 q = dynamic_u8(lo, hi);
+  if (!std::isfinite(q.scale))
+    c.fail("x holds an infinite value; it has no quantization range");
   Tensor& y = c.output(0, DType::u8, x.shape);
-  c.output(1, DType::f32, {}).ptr<float>()[0] = scale;
-  c.output(2, DType::u8, {}).ptr<uint8_t>()[0] = static_cast<uint8_t>(zero);
+  c.output(1, DType::f32, {}).ptr<float>()[0] = q.scale;
+  c.output(2, DType::u8, {}).ptr<uint8_t>()[0] = static_cast<uint8_t>(q.zero);
   uint8_t* py = y.ptr<uint8_t>();
-  const float s = scale == 0.0f ? 1.0f : scale;
   parallel(c.pool, n, 1 << 14, [&](size_t b, size_t e) {
-    k.quantize_u8(e - b, px + b, s, static_cast<float>(zero), py + b);
+    k.quantize_u8(e - b, px + b, q.step, static_cast<float>(q.zero), py + b);
   });
 }
 

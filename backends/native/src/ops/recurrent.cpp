@@ -14,12 +14,18 @@
 //   n = tanh(Wh x + r * (Rh h + Rbh) + Wbh)            (linear_before_reset = 1)
 //   h_t = (1 - z) * n + z * h_{t-1}
 // RNN: h_t = tanh(W x + R h_{t-1} + Wb + Rb).
+// com.microsoft DynamicQuantizeLSTM (onnxruntime's dynamic quantizer writes it for LSTM) is
+// the LSTM with W [dirs, I, 4H] and R [dirs, H, 4H] int8 or uint8, each with its scales and
+// zero points; each product quantizes its float operand to u8 as DynamicQuantizeLinear does
+// (X once for every step, h at every step), multiplies in int32 and scales back by
+// a_scale * w_scale, as onnxruntime computes it: the two agree to the rounding of h.
 // `clip` bounds every pre-activation to [-clip, clip]. A row with sequence_lens[b] = L runs
 // steps 0..L-1 (backward: L-1..0); Y is zero past L and Y_h / Y_c hold the state at the last
 // step run. layout=1 puts batch first in X, Y, initial and final states.
 #include <cmath>
 
 #include "kernels/gemm.h"
+#include "kernels/int8_gemm.h"
 #include "ops/common.h"
 
 namespace kiln::ops {
@@ -43,6 +49,14 @@ struct LstmShape {
     return static_cast<size_t>(batch_first ? (b * dirs + d) : (d * batch + b)) * hidden;
   }
 };
+
+// The number of directions the op's `direction` names (a kiln error for any other name).
+int64_t directions(const OpContext& c) {
+  const std::string direction = c.node.attr_s("direction", "forward");
+  if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
+    c.fail("direction '" + direction + "' is not forward, reverse or bidirectional");
+  return direction == "bidirectional" ? 2 : 1;
+}
 
 void check_shape(const OpContext& c, const Tensor* t, const Shape& want, const char* what) {
   if (t != nullptr && t->shape != want)
@@ -115,9 +129,11 @@ void recurrent_product(const RecurrentWeights& rw, const float* v, const float* 
 }
 
 // The shared driver. Per direction: the input projections W x_t + Wb of every step as one
-// GEMM (xw, [rows of X] x G*H), then step(xw_t, h, cell, gates) advances one time step in
-// place. make_step(d, dw, pool) builds direction d's step (its R packed, or the prepacked one),
-// with the pool its recurrent products may split across (null: run on the calling thread).
+// GEMM (xw, [rows of X] x G*H), project(d, xw, pool), then step(xw_t, h, cell, gates)
+// advances one time step in place. make_step(d, pool) builds direction d's step (its R
+// packed, or the prepacked one), with the pool its products may split across (null: run on
+// the calling thread). H is the hidden size (the op read it from R); r_bytes the size of one
+// direction's R as a step reads it. The op has checked W and R and the types of its inputs.
 //
 // Two directions on a pool of two threads run at once, one per thread, when one direction's
 // R fits in half of a core's L2: then each core keeps its direction's R cached across steps
@@ -125,33 +141,18 @@ void recurrent_product(const RecurrentWeights& rw, const float* v, const float* 
 // step instead, each core takes a fixed half of R's columns and keeps that in its L2
 // (ddddocr's LSTM, H = 512, R 4 MiB per direction: 4.9-6.1 ms split per step, 9.1-9.9 ms
 // with a direction per thread; best of 48 runs each at 2 threads, on a 2 MiB L2).
-// pre: the packed weights, or null.
-template <typename MakeStep>
-void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const PackedR* pre,
-                   MakeStep&& make_step) {
+template <typename Project, typename MakeStep>
+void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_bytes,
+                   Project&& project, MakeStep&& make_step) {
   const Tensor& x = c.in(0);
-  const Tensor& w = c.in(1);
-  const Tensor& r = c.in(2);
-  for (size_t i = 0; i < c.n_inputs(); ++i) {
-    const Tensor* t = c.input(i);
-    if (t != nullptr && i != 4 && t->dtype != DType::f32)
-      c.fail(std::string(op) + " input " + std::to_string(i) + " must be float32, got " +
-             dtype_name(t->dtype));
-  }
   const std::string direction = c.node.attr_s("direction", "forward");
-  int64_t dirs = direction == "bidirectional" ? 2 : 1;
-  if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
-    c.fail("direction '" + direction + "' is not forward, reverse or bidirectional");
+  const int64_t dirs = directions(c);
   const bool batch_first = c.node.attr_i("layout", 0) == 1;
   if (x.rank() != 3) c.fail("X must have rank 3, got " + shape_str(x.shape));
-  if (w.rank() != 3 || r.rank() != 3) c.fail("W and R must have rank 3");
   LstmShape s{batch_first ? x.shape[1] : x.shape[0], batch_first ? x.shape[0] : x.shape[1],
-              x.shape[2], r.shape[2], dirs, batch_first};
-  const int64_t H = s.hidden;
+              x.shape[2], H, dirs, batch_first};
   const int64_t hs = c.node.attr_i("hidden_size", H);
-  if (hs != H) c.fail("hidden_size " + std::to_string(hs) + " does not match R's last dim");
-  check_shape(c, &w, {dirs, G * H, s.input}, "W");
-  check_shape(c, &r, {dirs, G * H, H}, "R");
+  if (hs != H) c.fail("hidden_size " + std::to_string(hs) + " does not match R's shape");
   const Tensor* bias = c.input(3);
   const Tensor* lens_t = c.input(4);
   const Tensor* h0 = c.input(5);
@@ -180,7 +181,6 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const
   if (y != nullptr) std::fill(y, y + s.seq * dirs * s.batch * H, 0.0f);
 
   ThreadPool* pool = c.pool && c.pool->size() > 1 ? c.pool : nullptr;
-  const size_t r_bytes = static_cast<size_t>(G * H * H) * sizeof(float);
   const bool concurrent = dirs > 1 && pool && pool->size() <= static_cast<size_t>(dirs) &&
                           r_bytes <= cache_sizes().l2 / 2;
   ThreadPool* inner = concurrent ? nullptr : pool;
@@ -188,44 +188,25 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const
   // direction running on a pool thread must not throw.
   const size_t x_rows = static_cast<size_t>(s.seq * s.batch);
   struct Direction {
-    DirWeights dw;
     std::vector<float> h, cell, gates, xw;
   };
   std::vector<Direction> per_dir(static_cast<size_t>(dirs));
-  using Step = decltype(make_step(int64_t(0), DirWeights{}, inner));
+  using Step = decltype(make_step(int64_t(0), inner));
   std::vector<Step> steps;
   steps.reserve(static_cast<size_t>(dirs));
   for (int64_t d = 0; d < dirs; ++d) {
-    const float* Wb = bias ? bias->ptr<float>() + d * 2 * G * H : nullptr;
     Direction& dir = per_dir[static_cast<size_t>(d)];
-    dir.dw = {w.ptr<float>() + d * G * H * s.input, r.ptr<float>() + d * G * H * H, Wb,
-              Wb ? Wb + G * H : nullptr};
     dir.h.resize(H);
     dir.cell.resize(H);
     dir.gates.resize(G * H);
     dir.xw.resize(x_rows * static_cast<size_t>(G * H));
-    steps.push_back(make_step(d, dir.dw, inner));
+    steps.push_back(make_step(d, inner));
   }
   auto run_direction = [&](int64_t d) {
     const bool backward = direction == "reverse" || d == 1;
     Direction& dir = per_dir[static_cast<size_t>(d)];
     Step& step = steps[static_cast<size_t>(d)];
-    Epilogue in_bias;
-    if (dir.dw.Wb) {
-      in_bias.bias_kind = BiasKind::per_col;
-      in_bias.bias = dir.dw.Wb;
-    }
-    const PackedDirection* packed_dir = prepacked(pre, d);
-    const PackedB* w_packed = packed_dir ? packed_dir->w.get() : nullptr;
-    if (w_packed && w_packed->K() == static_cast<size_t>(s.input) &&
-        w_packed->N() == static_cast<size_t>(G * H))
-      sgemm_packed(false, x_rows, x.ptr<float>(), static_cast<size_t>(s.input), *w_packed,
-                   dir.xw.data(), static_cast<size_t>(G * H), in_bias, inner);
-    else
-      sgemm(false, true, x_rows, static_cast<size_t>(G * H), static_cast<size_t>(s.input),
-            x.ptr<float>(), static_cast<size_t>(s.input), dir.dw.W,
-            static_cast<size_t>(s.input), dir.xw.data(), static_cast<size_t>(G * H), in_bias,
-            inner);
+    project(d, x_rows, dir.xw.data(), inner);
     float* h = dir.h.data();
     float* cell = dir.cell.data();
     for (int64_t b = 0; b < s.batch; ++b) {
@@ -254,12 +235,87 @@ void run_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell, const
   }
 }
 
+// The float ops' side of the driver: every input float32 (sequence_lens aside), W
+// [dirs, G*H, I] and R [dirs, G*H, H]; the input projections on W packed at build (a
+// constant) or as it is. make_step(d, dw, pool) builds direction d's step.
+template <typename MakeStep>
+void run_float_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell,
+                         const PackedR* pre, MakeStep&& make_step) {
+  const Tensor& x = c.in(0);
+  const Tensor& w = c.in(1);
+  const Tensor& r = c.in(2);
+  for (size_t i = 0; i < c.n_inputs(); ++i) {
+    const Tensor* t = c.input(i);
+    if (t != nullptr && i != 4 && t->dtype != DType::f32)
+      c.fail(std::string(op) + " input " + std::to_string(i) + " must be float32, got " +
+             dtype_name(t->dtype));
+  }
+  const int64_t dirs = directions(c);
+  if (x.rank() != 3) c.fail("X must have rank 3, got " + shape_str(x.shape));
+  if (w.rank() != 3 || r.rank() != 3) c.fail("W and R must have rank 3");
+  const int64_t H = r.shape[2];
+  check_shape(c, &w, {dirs, G * H, x.shape[2]}, "W");
+  check_shape(c, &r, {dirs, G * H, H}, "R");
+  const Tensor* bias = c.input(3);
+  auto weights = [&](int64_t d) {
+    const float* Wb = bias ? bias->ptr<float>() + d * 2 * G * H : nullptr;
+    return DirWeights{w.ptr<float>() + d * G * H * x.shape[2], r.ptr<float>() + d * G * H * H,
+                      Wb, Wb ? Wb + G * H : nullptr};
+  };
+  auto project = [&](int64_t d, size_t x_rows, float* xw, ThreadPool* pool) {
+    const DirWeights dw = weights(d);
+    const size_t in = static_cast<size_t>(x.shape[2]), gh = static_cast<size_t>(G * H);
+    Epilogue in_bias;
+    if (dw.Wb) {
+      in_bias.bias_kind = BiasKind::per_col;
+      in_bias.bias = dw.Wb;
+    }
+    const PackedDirection* packed_dir = prepacked(pre, d);
+    const PackedB* w_packed = packed_dir ? packed_dir->w.get() : nullptr;
+    if (w_packed && w_packed->K() == in && w_packed->N() == gh)
+      sgemm_packed(false, x_rows, x.ptr<float>(), in, *w_packed, xw, gh, in_bias, pool);
+    else
+      sgemm(false, true, x_rows, gh, in, x.ptr<float>(), in, dw.W, in, xw, gh, in_bias, pool);
+  };
+  run_recurrent(c, G, has_cell, H, static_cast<size_t>(G * H * H) * sizeof(float), project,
+                [&](int64_t d, ThreadPool* pool) { return make_step(d, weights(d), pool); });
+}
+
 struct Clip {
   float clip;
   float operator()(float v) const {
     return clip > 0.0f ? std::min(clip, std::max(-clip, v)) : v;
   }
 };
+
+// One LSTM step after the products: gates (i, o, f, c pre-activations, 4H) -> the new cell
+// state and h, in place. P: the peepholes (i, o, f), or null; couple: input_forget.
+void lstm_cell(float* gates, const float* P, int64_t H, bool couple, Clip bound, float* h,
+               float* cell) {
+  if (!P && !couple && bound.clip <= 0.0f) {
+    // The usual cell: the vectorized sigmoid over the i, o, f gates (contiguous) and tanh
+    // over c, then tanh of the new cell state.
+    apply_activation(Activation::sigmoid, 0.0f, 0.0f, gates, 3 * H);
+    apply_activation(Activation::tanh, 0.0f, 0.0f, gates + 3 * H, H);
+    for (int64_t k = 0; k < H; ++k)
+      cell[k] = gates[2 * H + k] * cell[k] + gates[k] * gates[3 * H + k];
+    std::copy(cell, cell + H, h);
+    apply_activation(Activation::tanh, 0.0f, 0.0f, h, H);
+    for (int64_t k = 0; k < H; ++k) h[k] *= gates[H + k];
+    return;
+  }
+  for (int64_t k = 0; k < H; ++k) {
+    const float cp = cell[k];
+    const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
+    const float pf = P ? P[2 * H + k] * cp : 0.0f;
+    const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
+    const float gc = std::tanh(bound(gates[3 * H + k]));
+    const float cn = gf * cp + gi * gc;
+    const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
+    cell[k] = cn;
+    h[k] = go * std::tanh(cn);
+  }
+}
 
 void lstm(OpContext& c, const PackedR* pre) {
   const int64_t H = c.in(2).rank() == 3 ? c.in(2).shape[2] : 0;
@@ -276,34 +332,12 @@ void lstm(OpContext& c, const PackedR* pre) {
     ThreadPool* pool;
     void operator()(const float* xw_t, float* h, float* cell, float* gates) const {
       recurrent_product(R, h, xw_t, gates, pool);
-      if (!P && !couple && bound.clip <= 0.0f) {
-        // The usual cell: the vectorized sigmoid over the i, o, f gates (contiguous) and tanh
-        // over c, then tanh of the new cell state.
-        apply_activation(Activation::sigmoid, 0.0f, 0.0f, gates, 3 * H);
-        apply_activation(Activation::tanh, 0.0f, 0.0f, gates + 3 * H, H);
-        for (int64_t k = 0; k < H; ++k)
-          cell[k] = gates[2 * H + k] * cell[k] + gates[k] * gates[3 * H + k];
-        std::copy(cell, cell + H, h);
-        apply_activation(Activation::tanh, 0.0f, 0.0f, h, H);
-        for (int64_t k = 0; k < H; ++k) h[k] *= gates[H + k];
-        return;
-      }
-      for (int64_t k = 0; k < H; ++k) {
-        const float cp = cell[k];
-        const float gi = sigmoid(bound(gates[k] + (P ? P[k] * cp : 0.0f)));
-        const float pf = P ? P[2 * H + k] * cp : 0.0f;
-        const float gf = couple ? 1.0f - gi : sigmoid(bound(gates[2 * H + k] + pf));
-        const float gc = std::tanh(bound(gates[3 * H + k]));
-        const float cn = gf * cp + gi * gc;
-        const float go = sigmoid(bound(gates[H + k] + (P ? P[H + k] * cn : 0.0f)));
-        cell[k] = cn;
-        h[k] = go * std::tanh(cn);
-      }
+      lstm_cell(gates, P, H, couple, bound, h, cell);
     }
   };
   const bool couple = c.node.attr_i("input_forget", 0) != 0;
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "LSTM", 4, true, pre,
+  run_float_recurrent(c, "LSTM", 4, true, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     return Step{peep ? peep->ptr<float>() + d * 3 * H : nullptr, H, couple, bound,
                 pack_recurrent(dw, 0, 4 * H, H, prepacked_part(pre, d, 0)), pool};
@@ -337,7 +371,7 @@ void gru(OpContext& c, const PackedR* pre) {
   };
   const bool linear_before_reset = c.node.attr_i("linear_before_reset", 0) != 0;
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "GRU", 3, false, pre,
+  run_float_recurrent(c, "GRU", 3, false, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     const int64_t H = c.in(2).shape[2];
     const size_t h = static_cast<size_t>(H);
@@ -360,12 +394,263 @@ void rnn(OpContext& c, const PackedR* pre) {
     }
   };
   const Clip bound{c.node.attr_f("clip", 0.0f)};
-  run_recurrent(c, "RNN", 1, false, pre,
+  run_float_recurrent(c, "RNN", 1, false, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     const int64_t H = c.in(2).shape[2];
     return Step{bound, H, pack_recurrent(dw, 0, H, H, prepacked_part(pre, d, 0)), pool};
   });
 }
+
+// One direction's W or R of DynamicQuantizeLSTM as the int8 GEMM takes it (K x N, N = 4H):
+// s8 panels (uint8 weights shifted by 128, and their zero points with them), and per column
+// the weights' scale and zero point.
+struct QuantWeights {
+  PackedInt8B packed;
+  std::vector<float> scale;
+  std::vector<int32_t> zero;
+  bool zero_free = true;  // every zero point 0: no row sums needed
+};
+
+// W or R (rank 3, [dirs, K, N], int8 or uint8) with its scale (float32, one per direction
+// or [dirs, N]) and zero point (the weight's type, the same shapes, or absent), packed per
+// direction.
+std::vector<QuantWeights> pack_quant_weights(const NodeDesc& node, const char* what,
+                                             const Tensor& w, const Tensor& scale,
+                                             const Tensor* zero, int64_t dirs, int64_t K,
+                                             int64_t N) {
+  const std::string name(what);
+  if (w.dtype != DType::i8 && w.dtype != DType::u8)
+    node.fail(name + " must be int8 or uint8, got " + dtype_name(w.dtype));
+  if (w.shape != Shape{dirs, K, N})
+    node.fail(name + " has shape " + shape_str(w.shape) + ", expected " +
+              shape_str(Shape{dirs, K, N}));
+  const size_t per_dir = static_cast<size_t>(N);
+  auto per_column = [&](const Tensor& t, const std::string& tname) {
+    const size_t n = t.numel();
+    if (n != static_cast<size_t>(dirs) && n != static_cast<size_t>(dirs) * per_dir)
+      node.fail(tname + " has shape " + shape_str(t.shape) + "; expected one value per "
+                "direction or one per direction and gate column");
+    return n == static_cast<size_t>(dirs) ? size_t{1} : per_dir;
+  };
+  if (scale.dtype != DType::f32) node.fail(name + "_scale must be float32");
+  const size_t scale_step = per_column(scale, name + "_scale");
+  for (size_t i = 0; i < scale.numel(); ++i)
+    if (!std::isfinite(scale.ptr<float>()[i]))
+      node.fail(name + "_scale holds a value that is not finite");
+  size_t zero_step = 0;
+  if (zero) {
+    if (zero->dtype != w.dtype)
+      node.fail(name + "_zero_point must have " + name + "'s type " + dtype_name(w.dtype));
+    zero_step = per_column(*zero, name + "_zero_point");
+  }
+  const bool shift = w.dtype == DType::u8;  // u8 - z == (u8 - 128) - (z - 128)
+  std::vector<QuantWeights> out(static_cast<size_t>(dirs));
+  std::vector<int8_t> s8;
+  for (int64_t d = 0; d < dirs; ++d) {
+    QuantWeights& q = out[static_cast<size_t>(d)];
+    const size_t count = static_cast<size_t>(K) * per_dir;
+    const int8_t* src = w.ptr<int8_t>() + static_cast<size_t>(d) * count;
+    if (shift) {
+      const uint8_t* u = w.ptr<uint8_t>() + static_cast<size_t>(d) * count;
+      s8.resize(count);
+      for (size_t i = 0; i < count; ++i) s8[i] = static_cast<int8_t>(int(u[i]) - 128);
+      src = s8.data();
+    }
+    q.packed = pack_int8_b(src, static_cast<size_t>(K), per_dir, per_dir);
+    q.scale.resize(per_dir);
+    q.zero.assign(per_dir, 0);
+    const float* ps = scale.ptr<float>() + static_cast<size_t>(d) * (scale_step == 1 ? 1 : per_dir);
+    for (size_t j = 0; j < per_dir; ++j) q.scale[j] = ps[scale_step == 1 ? 0 : j];
+    if (zero) {
+      const size_t base = static_cast<size_t>(d) * (zero_step == 1 ? 1 : per_dir);
+      for (size_t j = 0; j < per_dir; ++j) {
+        const size_t i = base + (zero_step == 1 ? 0 : j);
+        q.zero[j] = shift ? int(zero->ptr<uint8_t>()[i]) - 128 : int(zero->ptr<int8_t>()[i]);
+        if (q.zero[j] != 0) q.zero_free = false;
+      }
+    }
+  }
+  return out;
+}
+
+// x (n floats) quantized to u8 with its own range (DynamicQuantizeLinear's rule) into q.
+// `ok` turns false for a NaN or an infinite value (which have no range); the caller decides.
+DynamicU8 quantize_dynamic(const float* x, size_t n, uint8_t* q, bool* ok) {
+  const Int8Loops& k = int8_loops();
+  float lo = 0.0f, hi = 0.0f;
+  const bool nan = k.range(n, x, &lo, &hi);
+  DynamicU8 p = dynamic_u8(lo, hi);
+  *ok = !nan && std::isfinite(p.scale);
+  if (!*ok) p = DynamicU8{1.0f, 1.0f, 0};
+  k.quantize_u8(n, x, p.step, static_cast<float>(p.zero), q);
+  return p;
+}
+
+// The per-call vectors of quantized_product, N = 4H each: the multipliers a_scale * w_scale,
+// the int32 zero-point corrections -a_zero * colsum, zeros for a product with nothing to add.
+struct ProductScratch {
+  std::vector<float> mult, zeros;
+  std::vector<int32_t> corr;
+  explicit ProductScratch(size_t N) : mult(N), zeros(N, 0.0f), corr(N) {}
+};
+
+// out[i][j] = add[i][j] + float(sum_k (a[i][k] - za) (w[k][j] - zw[j])) * (a_scale * w_scale[j])
+// for M rows of a (u8, K wide); add may be null (then 0). The multipliers a_scale * w_scale
+// are float32 products and the zero-point corrections exact in int32, as onnxruntime forms
+// them.
+void quantized_product(const uint8_t* a, size_t M, DynamicU8 aq, const QuantWeights& w,
+                       const float* add, float* out, ProductScratch& ps, ThreadPool* pool) {
+  const PackedInt8B& pb = w.packed;
+  const size_t K = pb.K, N = pb.N;
+  const int32_t za = aq.zero;
+  for (size_t j = 0; j < N; ++j) {
+    ps.mult[j] = aq.scale * w.scale[j];
+    ps.corr[j] = -za * pb.col_sums[j];
+  }
+  const Int8Loops& k = int8_loops();
+  Int8GemmIO io;
+  io.fill = int8_rows_of(a, K, K, pb.Kq);
+  io.epilogue = [&](size_t i0, size_t rows, size_t j0, size_t cols, const int32_t* acc,
+                    size_t ld) {
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t i = i0 + r;
+      float* o = out + i * N + j0;
+      const float* ad = add ? add + i * N + j0 : ps.zeros.data() + j0;
+      if (w.zero_free) {  // the usual symmetric weights: the vectorized row
+        const Int8RowParams p{ps.mult.data() + j0, ad, false, 0.0f, 0.0f, 0.0f,
+                              ps.corr.data() + j0};
+        k.row_f32(cols, acc + r * ld, p, o);
+        continue;
+      }
+      int32_t row_sum = 0;
+      for (size_t kk = 0; kk < K; ++kk) row_sum += a[i * K + kk];
+      for (size_t j = 0; j < cols; ++j) {
+        const size_t col = j0 + j;
+        const int32_t zw = w.zero[col];
+        const int32_t v = acc[r * ld + j] + ps.corr[col] - zw * row_sum +
+                          static_cast<int32_t>(K) * za * zw;
+        o[j] = ad[j] + static_cast<float>(v) * ps.mult[col];
+      }
+    }
+  };
+  gemm_u8s8_fused(M, pb, io, pool);
+}
+
+// Inputs 8-11 (W_scale, W_zero_point, R_scale, R_zero_point) after the LSTM's eight.
+void dynamic_quantize_lstm(OpContext& c, const std::vector<QuantWeights>* pre_w,
+                           const std::vector<QuantWeights>* pre_r) {
+  const Tensor& x = c.in(0);
+  const Tensor& w = c.in(1);
+  const Tensor& r = c.in(2);
+  for (size_t i : {size_t{0}, size_t{3}, size_t{5}, size_t{6}, size_t{7}, size_t{8},
+                   size_t{10}}) {
+    const Tensor* t = c.input(i);
+    if (t != nullptr && t->dtype != DType::f32)
+      c.fail("DynamicQuantizeLSTM input " + std::to_string(i) + " must be float32, got " +
+             dtype_name(t->dtype));
+  }
+  const int64_t dirs = directions(c);
+  if (x.rank() != 3) c.fail("X must have rank 3, got " + shape_str(x.shape));
+  if (r.rank() != 3) c.fail("R must have rank 3, got " + shape_str(r.shape));
+  const int64_t H = r.shape[1];
+  if (r.shape[2] != 4 * H)
+    c.fail("R has shape " + shape_str(r.shape) + "; expected [directions, H, 4H]");
+  std::vector<QuantWeights> own_w, own_r;
+  if (!pre_w) {
+    own_w = pack_quant_weights(c.node, "W", w, c.in(8), c.input(9), dirs, x.shape[2], 4 * H);
+    pre_w = &own_w;
+  }
+  if (!pre_r) {
+    own_r = pack_quant_weights(c.node, "R", r, c.in(10), c.input(11), dirs, H, 4 * H);
+    pre_r = &own_r;
+  }
+  if ((*pre_w)[0].packed.K != static_cast<size_t>(x.shape[2]))
+    c.fail("W has " + std::to_string((*pre_w)[0].packed.K) + " input rows, X has " +
+           std::to_string(x.shape[2]) + " features");
+  const Tensor* peep = c.input(7);
+  check_shape(c, peep, {dirs, 3 * H}, "P");
+  const Tensor* bias = c.input(3);
+  // X quantized once for every direction's input products.
+  check_shape(c, bias, {dirs, 8 * H}, "B");
+  std::vector<uint8_t> xq(x.numel());
+  bool finite = true;
+  const DynamicU8 xp = quantize_dynamic(x.ptr<float>(), x.numel(), xq.data(), &finite);
+  if (!finite) c.fail("X holds NaN or an infinite value; it cannot be quantized");
+  // Per direction: the input and recurrent biases added as one vector (onnxruntime's order).
+  std::vector<std::vector<float>> biases(static_cast<size_t>(dirs));
+  if (bias)
+    for (int64_t d = 0; d < dirs; ++d) {
+      const float* b = bias->ptr<float>() + d * 8 * H;
+      biases[static_cast<size_t>(d)].resize(static_cast<size_t>(4 * H));
+      for (int64_t k = 0; k < 4 * H; ++k) biases[static_cast<size_t>(d)][k] = b[k] + b[4 * H + k];
+    }
+  struct Step {
+    const QuantWeights* R;
+    const float* bias;  // Wb + Rb, or null
+    const float* P;
+    int64_t H;
+    bool couple;
+    Clip bound;
+    ThreadPool* pool;
+    std::vector<uint8_t> hq;
+    ProductScratch scratch;
+    // Runs on a pool thread when the directions run at once: it must not throw. h stays
+    // finite (a product of sigmoid and tanh) when X and the scales are.
+    void operator()(const float* xw_t, float* h, float* cell, float* gates) {
+      bool finite = true;
+      const DynamicU8 hp = quantize_dynamic(h, static_cast<size_t>(H), hq.data(), &finite);
+      quantized_product(hq.data(), 1, hp, *R, xw_t, gates, scratch, pool);
+      if (bias)
+        for (int64_t k = 0; k < 4 * H; ++k) gates[k] += bias[k];
+      lstm_cell(gates, P, H, couple, bound, h, cell);
+    }
+  };
+  const bool couple = c.node.attr_i("input_forget", 0) != 0;
+  const Clip bound{c.node.attr_f("clip", 0.0f)};
+  std::vector<ProductScratch> project_scratch(static_cast<size_t>(dirs),
+                                              ProductScratch(static_cast<size_t>(4 * H)));
+  auto project = [&](int64_t d, size_t x_rows, float* xw, ThreadPool* pool) {
+    quantized_product(xq.data(), x_rows, xp, (*pre_w)[static_cast<size_t>(d)], nullptr, xw,
+                      project_scratch[static_cast<size_t>(d)], pool);
+  };
+  run_recurrent(c, 4, true, H, static_cast<size_t>(4 * H * H), project,
+                [&](int64_t d, ThreadPool* pool) {
+    const size_t di = static_cast<size_t>(d);
+    return Step{&(*pre_r)[di], bias ? biases[di].data() : nullptr,
+                peep ? peep->ptr<float>() + d * 3 * H : nullptr, H, couple, bound, pool,
+                std::vector<uint8_t>(static_cast<size_t>(H)),
+                ProductScratch(static_cast<size_t>(4 * H))};
+  });
+}
+
+// DynamicQuantizeLSTM with W and R packed at build when they and their scales and zero
+// points are constants.
+class DynamicQuantizeLstmKernel final : public Kernel {
+ public:
+  DynamicQuantizeLstmKernel(const NodeDesc& node, const BuildContext& bc) {
+    const Tensor* w = bc.constant(node, 1);
+    const Tensor* r = bc.constant(node, 2);
+    const Tensor* ws = bc.constant(node, 8);
+    const Tensor* rs = bc.constant(node, 10);
+    const bool has_wz = node.inputs.size() > 9 && node.inputs[9] >= 0;
+    const bool has_rz = node.inputs.size() > 11 && node.inputs[11] >= 0;
+    const Tensor* wz = has_wz ? bc.constant(node, 9) : nullptr;
+    const Tensor* rz = has_rz ? bc.constant(node, 11) : nullptr;
+    if (!w || !r || !ws || !rs || (has_wz && !wz) || (has_rz && !rz)) return;
+    if (w->rank() != 3 || r->rank() != 3 || r->shape[2] != 4 * r->shape[1]) return;
+    const int64_t dirs = r->shape[0], H = r->shape[1];
+    w_ = pack_quant_weights(node, "W", *w, *ws, wz, dirs, w->shape[1], 4 * H);
+    r_ = pack_quant_weights(node, "R", *r, *rs, rz, dirs, H, 4 * H);
+  }
+  void run(OpContext& c) const override {
+    const bool packed = !w_.empty() && c.in(2).rank() == 3 &&
+                        static_cast<size_t>(c.in(2).shape[0]) == w_.size();
+    dynamic_quantize_lstm(c, packed ? &w_ : nullptr, packed ? &r_ : nullptr);
+  }
+
+ private:
+  std::vector<QuantWeights> w_, r_;
+};
 
 // The op with R packed at build when R is a float32 constant of rank 3 (the usual export);
 // a run whose R has another shape (cannot happen with a constant) packs its own.
@@ -423,5 +708,9 @@ KernelFactory recurrent(RecurrentKernel::Fn fn, RowParts parts) {
 KILN_REGISTER_OP("", "LSTM", recurrent(lstm, {{0, 4}}));
 KILN_REGISTER_OP("", "GRU", recurrent(gru, {{0, 2}, {2, 1}}));
 KILN_REGISTER_OP("", "RNN", recurrent(rnn, {{0, 1}}));
+KILN_REGISTER_OP("com.microsoft", "DynamicQuantizeLSTM",
+                 [](const NodeDesc& node, const BuildContext& bc) -> std::unique_ptr<Kernel> {
+                   return std::make_unique<DynamicQuantizeLstmKernel>(node, bc);
+                 });
 
 }  // namespace kiln::ops

@@ -21,22 +21,30 @@ namespace kiln {
 // narrow last columns (24 outputs of a layer, 4 of a 2x2 ConvTranspose to one channel) cost
 // the products of the columns that exist, not of 32: where a 512-bit vpdpbusd issues as two
 // 256-bit halves, 24 columns take 3/4 of the time and 8 a quarter.
+// A tile of one or two rows has too few accumulators to hide vpdpbusd's latency (one row: two
+// dependent chains, each product waits for the last); it keeps S sets of them, over
+// alternating k quads, added at the end. An M = 1 product (a recurrent step's h x R, 512 x
+// 2048) ran at one quad per latency on a single set.
 template <int W, int R>
 static void u8s8_vnni_tile(size_t nseg, size_t seg_len, const uint8_t* const* a,
                            const int8_t* b, int32_t* c, size_t ldc, size_t cols) {
   constexpr bool kWide0 = W >= 16, kHas1 = W > 16, kWide1 = W == 32;
-  __m512i acc0[R], acc1[R];
-  __m256i acch0[R], acch1[R];
+  constexpr int S = R == 1 ? 4 : R == 2 ? 2 : 1;
+  __m512i acc0[S][R], acc1[S][R];
+  __m256i acch0[S][R], acch1[S][R];
+#pragma GCC unroll 4
+  for (int u = 0; u < S; ++u)
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    acc0[r] = acc1[r] = _mm512_setzero_si512();
-    acch0[r] = acch1[r] = _mm256_setzero_si256();
-  }
+    for (int r = 0; r < R; ++r) {
+      acc0[u][r] = acc1[u][r] = _mm512_setzero_si512();
+      acch0[u][r] = acch1[u][r] = _mm256_setzero_si256();
+    }
   for (size_t s = 0; s < nseg; ++s, b += seg_len * kInt8Nr) {
     const uint8_t* ar[R];
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) ar[r] = a[r * nseg + s];
-    for (size_t q = 0; q < seg_len; q += 4) {
+    // The products of k quad q into accumulator set u.
+    auto quad = [&](size_t q, int u) __attribute__((always_inline)) {
       const int8_t* bq = b + q * kInt8Nr;
       __m512i b0 = _mm512_setzero_si512(), b1 = b0;
       __m256i bh0 = _mm256_setzero_si256(), bh1 = bh0;
@@ -51,13 +59,28 @@ static void u8s8_vnni_tile(size_t nseg, size_t seg_len, const uint8_t* const* a,
         // one broadcast per row: the 256-bit products take its low half
         const __m512i av = _mm512_set1_epi32(quad);
         const __m256i ah = _mm512_castsi512_si256(av);
-        if (kWide0) acc0[r] = _mm512_dpbusd_epi32(acc0[r], av, b0);
-        else acch0[r] = _mm256_dpbusd_epi32(acch0[r], ah, bh0);
-        if (kWide1) acc1[r] = _mm512_dpbusd_epi32(acc1[r], av, b1);
-        else if (kHas1) acch1[r] = _mm256_dpbusd_epi32(acch1[r], ah, bh1);
+        if (kWide0) acc0[u][r] = _mm512_dpbusd_epi32(acc0[u][r], av, b0);
+        else acch0[u][r] = _mm256_dpbusd_epi32(acch0[u][r], ah, bh0);
+        if (kWide1) acc1[u][r] = _mm512_dpbusd_epi32(acc1[u][r], av, b1);
+        else if (kHas1) acch1[u][r] = _mm256_dpbusd_epi32(acch1[u][r], ah, bh1);
       }
+    };
+    size_t q = 0;
+    for (; q + 4 * S <= seg_len; q += 4 * S) {
+#pragma GCC unroll 4
+      for (int u = 0; u < S; ++u) quad(q + 4 * static_cast<size_t>(u), u);
     }
+    for (; q < seg_len; q += 4) quad(q, 0);
   }
+#pragma GCC unroll 4
+  for (int u = 1; u < S; ++u)
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      acc0[0][r] = _mm512_add_epi32(acc0[0][r], acc0[u][r]);
+      acc1[0][r] = _mm512_add_epi32(acc1[0][r], acc1[u][r]);
+      acch0[0][r] = _mm256_add_epi32(acch0[0][r], acch0[u][r]);
+      acch1[0][r] = _mm256_add_epi32(acch1[0][r], acch1[u][r]);
+    }
   const auto mask = [cols](size_t from) -> __mmask16 {
     return cols >= from + 16 ? __mmask16(0xffff)
            : cols > from     ? __mmask16((1u << (cols - from)) - 1)
@@ -67,10 +90,10 @@ static void u8s8_vnni_tile(size_t nseg, size_t seg_len, const uint8_t* const* a,
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
     int32_t* cr = c + r * ldc;
-    if (kWide0) _mm512_mask_storeu_epi32(cr, m0, acc0[r]);
-    else _mm256_mask_storeu_epi32(cr, __mmask8(m0), acch0[r]);
-    if (kWide1) _mm512_mask_storeu_epi32(cr + 16, m1, acc1[r]);
-    else if (kHas1) _mm256_mask_storeu_epi32(cr + 16, __mmask8(m1), acch1[r]);
+    if (kWide0) _mm512_mask_storeu_epi32(cr, m0, acc0[0][r]);
+    else _mm256_mask_storeu_epi32(cr, __mmask8(m0), acch0[0][r]);
+    if (kWide1) _mm512_mask_storeu_epi32(cr + 16, m1, acc1[0][r]);
+    else if (kHas1) _mm256_mask_storeu_epi32(cr + 16, __mmask8(m1), acch1[0][r]);
   }
 }
 
