@@ -184,6 +184,11 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
   const bool concurrent = dirs > 1 && pool && pool->size() <= static_cast<size_t>(dirs) &&
                           r_bytes <= cache_sizes().l2 / 2;
   ThreadPool* inner = concurrent ? nullptr : pool;
+  // A step's product is split across the pool only when R does not fit in half of L2: then
+  // each core streams half of it from L3 per step. An R that fits stays cached on the one
+  // core that runs the steps, and a per-step fork and join (one per time step, each around
+  // a few microseconds of products) would cost about what it saves.
+  ThreadPool* step_pool = r_bytes > cache_sizes().l2 / 2 ? inner : nullptr;
   // Everything that allocates or may fail is made here, before any direction runs: a
   // direction running on a pool thread must not throw.
   const size_t x_rows = static_cast<size_t>(s.seq * s.batch);
@@ -191,7 +196,7 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
     std::vector<float> h, cell, gates, xw;
   };
   std::vector<Direction> per_dir(static_cast<size_t>(dirs));
-  using Step = decltype(make_step(int64_t(0), inner));
+  using Step = decltype(make_step(int64_t(0), step_pool));
   std::vector<Step> steps;
   steps.reserve(static_cast<size_t>(dirs));
   for (int64_t d = 0; d < dirs; ++d) {
@@ -200,7 +205,7 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
     dir.cell.resize(H);
     dir.gates.resize(G * H);
     dir.xw.resize(x_rows * static_cast<size_t>(G * H));
-    steps.push_back(make_step(d, inner));
+    steps.push_back(make_step(d, step_pool));
   }
   auto run_direction = [&](int64_t d) {
     const bool backward = direction == "reverse" || d == 1;
