@@ -42,6 +42,8 @@ SHAPES = {
     "dw-5x5-s2": ((1, 16, 14, 14), 16, 5, 2, 2, 16),
     "dw-3x3-p0": ((1, 16, 9, 10), 16, 3, 1, 0, 16),      # no padding: every pixel inner
     "dw-7x7-narrow": ((1, 16, 6, 5), 16, 7, 1, 3, 16),   # no inner column at all
+    "dw-7x7": ((1, 24, 15, 17), 24, 7, 1, 3, 24),        # 7x7 taps unrolled, inner columns
+    "dw-7x7-s2": ((1, 16, 17, 15), 16, 7, 2, 3, 16),
     "dw-9x9": ((1, 16, 12, 12), 16, 9, 1, 4, 16),        # over 64 taps: the generic kernel
 }
 

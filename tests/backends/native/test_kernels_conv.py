@@ -116,6 +116,13 @@ CASES = [
     # (60 -> 8 groups of 7-8 rows; padding rows at both ends, batch)
     Case(1, 3, 60, 90, 3, 5, 5, pads=(2, 2, 2, 2), groups=3),
     Case(2, 4, 50, 100, 4, 5, 5, pads=(2, 2, 2, 2), groups=4),
+    # 7x7 with its taps unrolled: stride 1 staged whole (small), a group at a time (large),
+    # one vector wide; stride 2 in row pairs (odd rows: a last single row); pads past the window
+    Case(1, 3, 23, 37, 3, 7, 7, pads=(3, 3, 3, 3), groups=3),
+    Case(1, 2, 70, 90, 2, 7, 7, pads=(3, 3, 3, 3), groups=2),
+    Case(2, 3, 12, 14, 3, 7, 7, pads=(3, 3, 3, 3), groups=3),
+    Case(1, 3, 47, 53, 3, 7, 7, strides=(2, 2), pads=(3, 3, 3, 3), groups=3),
+    Case(1, 2, 9, 11, 2, 7, 7, pads=(4, 2, 3, 5), groups=2),
     Case(2, 7, 13, 9, 5, 3, 3, pads=(1, 0, 2, 1)),  # winograd: partial tiles, batch, pads
     Case(1, 20, 21, 22, 17, 3, 3, pads=(1, 1, 1, 1)),  # winograd: several tile blocks
     Case(1, 4, 132, 132, 4, 3, 3, pads=(1, 1, 1, 1)),  # winograd: whole blocks per thread

@@ -84,13 +84,19 @@ constexpr size_t kDwConvRowGroup = 8;
 inline size_t dwconv_padded_rows(const DwConvPlane& p) {
   return (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1;
 }
+// Whether the plane kernels stage a plane too large to stage whole a group of output rows at
+// a time (simd/f32_dwconv.h): the 5x5 and 7x7 taps at stride 1, whose rows share enough taps
+// per window load to pay for restaging the rows two groups share.
+inline bool dwconv_stages_groups(const DwConvPlane& p) {
+  return p.sh == 1 && p.sw == 1 && p.kh == p.kw && (p.kh == 5 || p.kh == 7);
+}
 // The staging ring: the vertical window's rows and the lookahead's, or every padded row of a
-// small plane, or for a 5x5 at stride 1 the rows of a group of kDwConvRowGroup output rows
-// (staged a group at a time); the zero row comes after it.
+// small plane, or where dwconv_stages_groups the rows of a group of kDwConvRowGroup output
+// rows (staged a group at a time); the zero row comes after it.
 inline size_t dwconv_ring_rows(const DwConvPlane& p) {
   const size_t all = dwconv_padded_rows(p);
   if (all * dwconv_row_floats(p) <= kDwConvWholePlaneFloats) return all;
-  const size_t group = p.sh == 1 && p.kh == 5 ? kDwConvRowGroup + (p.kh - 1) * p.dh : 0;
+  const size_t group = dwconv_stages_groups(p) ? kDwConvRowGroup + (p.kh - 1) * p.dh : 0;
   return std::min(all, std::max((p.kh - 1) * p.dh + 1 + kDwConvLookahead * p.sh, group));
 }
 inline size_t dwconv_scratch_floats(const DwConvPlane& p) {

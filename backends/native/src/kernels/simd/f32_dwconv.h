@@ -1,6 +1,6 @@
 // The depthwise convolution plane microkernel (contract in kernels/dwconv_ukernel.h), written
 // once over a vector traits type V (kernels/<isa>/vec.h): kWidth output columns per vector,
-// stride 1 as plain loads, stride 2 as V::load_even. 3x3 and 5x5 get the tap loops unrolled
+// stride 1 as plain loads, stride 2 as V::load_even. 3x3, 5x5 and 7x7 get the tap loops unrolled
 // with the taps in registers; other sizes up to 64 taps loop; the rest go to the plain kernel.
 // Input rows are staged once each into a small zero-padded ring (L1) as the output rows
 // advance, applying the input prologue on the way; rows above or below the plane read a
@@ -58,10 +58,10 @@ inline void dwconv_row_pair(const DwConvPlane& p, const typename V::vec* w,
     vec acc[2][2];  // [row][chain]: two chains per row halve the dependent FMA latency
     acc[0][0] = acc[1][0] = bias;
     acc[0][1] = acc[1][1] = V::zero();
-#pragma GCC unroll 7
+#pragma GCC unroll 9
     for (int q = 0; q < KH + SW; ++q) {
       const float* row = in_row[q] + ox * SW;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
       for (int kx = 0; kx < KW; ++kx) {
         const vec v = dwconv_window<V, SW>(row + kx);
 #pragma GCC unroll 2
@@ -97,10 +97,12 @@ inline void dwconv_rows_grouped(const DwConvPlane& p, const typename V::vec* w,
     vec acc[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = V::set1(p.bias);
-#pragma GCC unroll 12
+    // Every loop here unrolled in full (7x7 groups: 14 rows of 7 taps), so that each row's
+    // tap row ky is a constant: left rolled, it was computed and tested per FMA.
+#pragma GCC unroll 16
     for (int q = 0; q < KH + SW * (R - 1); ++q) {
       const float* row = window + q * rf + ox * SW;
-#pragma GCC unroll 5
+#pragma GCC unroll 8
       for (int kx = 0; kx < KW; ++kx) {
         const vec v = dwconv_window<V, SW>(row + kx);
 #pragma GCC unroll 8
@@ -164,7 +166,7 @@ void dwconv_plane(const DwConvPlane& p) {
   constexpr size_t W = V::kWidth;
   const size_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw;
   vec w[KH ? KH * KW : 64];
-#pragma GCC unroll 25
+#pragma GCC unroll 49
   for (size_t i = 0; i < kh * kw; ++i) w[i] = V::set1(p.w[i]);
   const vec bias = V::set1(p.bias);
   const size_t rf = dwconv_row_floats(p), span = (kh - 1) * p.dh + 1;
@@ -180,12 +182,13 @@ void dwconv_plane(const DwConvPlane& p) {
   // it.
   const bool pairs = p.sh == 2 && p.dh == 1 && p.dw == 1 && ahead >= p.sh;
   const bool unit = p.sh == 1 && p.dh == 1 && p.dw == 1;
-  const bool grouped = (p.ow <= W || (KH == 5 && p.oh >= 6)) && unit;
+  const bool grouped = (p.ow <= W || (KH >= 5 && p.oh >= 6)) && unit;
   // 5x5 only: 3x3 planes of 152-304 columns ran 10-17% slower in groups (Zen 4, one thread;
   // 64 x 200 x 152: 1112 -> 1297 us), their 9 taps too few to pay for restaging the rows
   // two groups share.
-  if constexpr (!WHOLE && KH == 5 && SW == 1) {
-    if (unit && ring >= kDwConvRowGroup + KH - 1) {  // a group's rows staged from slot 0
+  if constexpr (!WHOLE && KH >= 5 && SW == 1) {
+    if (unit && dwconv_stages_groups(p) &&
+        ring >= kDwConvRowGroup + KH - 1) {  // a group's rows staged from slot 0
       dwconv_plane_grouped<V, KH, KW, SW>(p, w, rf, [&](size_t oy, size_t rows) {
         for (size_t q = 0; q < rows + KH - 1; ++q) {
           const size_t r = oy + q;
@@ -243,7 +246,7 @@ void dwconv_plane(const DwConvPlane& p) {
       }
     }
     if (!WHOLE) {
-#pragma GCC unroll 5
+#pragma GCC unroll 7
       for (size_t ky = 0; ky < kh; ++ky) {
         const size_t r = first + ky * p.dh;
         in_row[ky] = r >= p.pad_top && r < data_end ? slot(r) : zero_row;
@@ -252,10 +255,10 @@ void dwconv_plane(const DwConvPlane& p) {
     const float* window = p.rows + first * rf;  // WHOLE: the window's first row
     for (size_t ox = 0; ox < p.ow; ox += W) {
       vec acc0 = bias, acc1 = V::zero();  // two chains halve the dependent FMA latency
-#pragma GCC unroll 5
+#pragma GCC unroll 7
       for (size_t ky = 0; ky < kh; ++ky) {
         const float* row = (WHOLE ? window + ky * p.dh * rf : in_row[ky]) + ox * SW;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
         for (size_t kx = 0; kx < kw; ++kx) {
           const vec v = dwconv_window<V, SW>(row + kx * p.dw);
           if ((ky * kw + kx) % 2 == 0) acc0 = V::fma(w[ky * kw + kx], v, acc0);
@@ -277,6 +280,11 @@ void dwconv_sized(const DwConvPlane& p) {
     return s1 ? dwconv_plane<V, 3, 3, 1, WHOLE>(p) : dwconv_plane<V, 3, 3, 2, WHOLE>(p);
   if (p.kh == 5 && p.kw == 5)
     return s1 ? dwconv_plane<V, 5, 5, 1, WHOLE>(p) : dwconv_plane<V, 5, 5, 2, WHOLE>(p);
+  // 7x7 (PP-OCRv5/v6's detectors, ConvNeXt-style blocks): on the plane's own size each
+  // output vector was one row at a time, 49 taps in two chains, the tap loops left rolled
+  // (96 x 80 x 80, one thread, Zen 4: 1826 us; onnxruntime 714).
+  if (p.kh == 7 && p.kw == 7)
+    return s1 ? dwconv_plane<V, 7, 7, 1, WHOLE>(p) : dwconv_plane<V, 7, 7, 2, WHOLE>(p);
   if (s1) dwconv_plane<V, 0, 0, 1, WHOLE>(p);
   else dwconv_plane<V, 0, 0, 2, WHOLE>(p);
 }
@@ -303,7 +311,7 @@ inline void dwconv_tap_row(const DwConvPlane& p, const float* row, size_t ps,
     }
   } else {
     const size_t kw = KW ? KW : p.kw, step = p.sw * ps;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
     for (size_t kx = 0; kx < kw; ++kx) {
       const float* at = row + kx * p.dw * ps;
 #pragma GCC unroll 4
@@ -326,7 +334,7 @@ inline void dwconv_lanes_pixels(const DwConvPlane& p, const typename V::vec* w,
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) acc[r] = bias;
   const float* base = xb + (oy * p.sh * wp + ox * p.sw) * L;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
   for (size_t ky = 0; ky < kh; ++ky)
     dwconv_tap_row<V, KW, R, SW>(p, base + ky * p.dh * wp * L, L, w + ky * kw, acc,
                                  [](const float* at) { return V::load(at); });
@@ -430,6 +438,7 @@ void dwconv_blocked(const DwConvPlane& p) {
     const size_t nc = std::min(L, p.channels - c0);
     if (p.kh == 3 && p.kw == 3) dwconv_lanes_sized<V, 3, 3>(p, c0, nc, xb, yb);
     else if (p.kh == 5 && p.kw == 5) dwconv_lanes_sized<V, 5, 5>(p, c0, nc, xb, yb);
+    else if (p.kh == 7 && p.kw == 7) dwconv_lanes_sized<V, 7, 7>(p, c0, nc, xb, yb);
     else dwconv_lanes<V, 0, 0, 0>(p, c0, nc, xb, yb);
   }
 }
@@ -469,7 +478,7 @@ inline void dwconv_nhwc_pixels(const DwConvPlane& p, const typename V::vec* w,
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) acc[r] = bias;
   const float* base = p.x + (ox * p.sw - p.pad_left) * S + c;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
   for (size_t ky = ky0; ky < ky1; ++ky)
     dwconv_tap_row<V, KW, R, SW>(p, base + size_t(iy0 + long(ky * p.dh)) * p.in_w * S, S,
                                  w + ky * kw, acc, [&](const float* at) {
@@ -499,7 +508,7 @@ void dwconv_nhwc_edge(const DwConvPlane& p, const typename V::vec* w, typename V
   vec acc[4] = {bias, bias, bias, bias};
   for (size_t ky = ky0; ky < ky1; ++ky) {
     const float* row = p.x + size_t(iy0 + long(ky * p.dh)) * p.in_w * S + c;
-#pragma GCC unroll 5
+#pragma GCC unroll 7
     for (size_t kx = 0; kx < kw; ++kx) {
       const vec wt = w[ky * kw + kx];
 #pragma GCC unroll 4
@@ -579,6 +588,7 @@ void dwconv_nhwc(const DwConvPlane& p) {
       if (nc < L) dwconv_nhwc_rows<V, 0, 0, false, 0>(p, b0, b1, c, nc, lo, hi);
       else if (p.kh == 3 && p.kw == 3) dwconv_nhwc_sized<V, 3, 3>(p, b0, b1, c, nc, lo, hi);
       else if (p.kh == 5 && p.kw == 5) dwconv_nhwc_sized<V, 5, 5>(p, b0, b1, c, nc, lo, hi);
+      else if (p.kh == 7 && p.kw == 7) dwconv_nhwc_sized<V, 7, 7>(p, b0, b1, c, nc, lo, hi);
       else dwconv_nhwc_rows<V, 0, 0, true, 0>(p, b0, b1, c, nc, lo, hi);
     }
   }
