@@ -134,8 +134,8 @@ def normalize(proto: onnx.ModelProto) -> bool:
     """What a validated model declares in forms backends differ on, in the one form they share:
     calls of the model's own functions are inlined (OpenVINO and kiln's native engine do not
     read local functions), ``-1`` dims and ``?`` dim names of graph inputs, outputs and
-    value_info become unnamed (dynamic) dims, and imports of domains no node uses are
-    dropped. In place; returns whether it changed anything."""
+    value_info become unnamed (dynamic) dims, and imports of domains no node uses, and
+    repeats of an import, are dropped. In place; returns whether it changed anything."""
     changed = False
     if proto.functions:
         from onnx.inliner import inline_local_functions
@@ -161,7 +161,14 @@ def normalize(proto: onnx.ModelProto) -> bool:
                     graphs.append(attribute.g)
                 graphs.extend(attribute.graphs)
     used = used_domains(proto, calls=True)
-    keep = [o for o in proto.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
+    keep, imported = [], set()
+    for o in proto.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        if domain in imported:
+            continue  # an identical repeat (validation refused conflicting ones)
+        if domain == "" or domain in used:
+            keep.append(o)
+            imported.add(domain)
     if len(keep) != len(proto.opset_import):
         del proto.opset_import[:]
         proto.opset_import.extend(keep)

@@ -223,14 +223,17 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         if not low <= proto.ir_version <= high:
             raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "
                                    f"{limit.who}, which reads IR versions {low} to {high}")
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     used = used_domains(proto)
     for opset in proto.opset_import:
         domain = "" if opset.domain == "ai.onnx" else opset.domain
         shown = opset.domain or "ai.onnx"
         if domain in seen:
-            raise ModelError(f"{name}: opset of domain '{shown}' is imported twice")
-        seen.add(domain)
+            if seen[domain] == opset.version:
+                continue  # a repeated, identical import (skl2onnx writes one): dropped later
+            raise ModelError(f"{name}: opset of domain '{shown}' is imported twice, as "
+                             f"{seen[domain]} and {opset.version}; keep one import per domain")
+        seen[domain] = opset.version
         if opset.version <= 0:
             raise ModelError(f"{name}: domain '{shown}' is imported with opset {opset.version}; "
                              "opset versions start at 1")

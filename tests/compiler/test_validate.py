@@ -201,3 +201,27 @@ def test_utf8_text_beyond_ascii_passes_by_the_strict_parse():
     proto = _patched("é😀".encode(), "node name")
     assert validate._text_is_valid(proto)
     validate_proto(proto, "m")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_repeated_identical_opset_import_is_accepted_on_every_backend(backend):
+    """skl2onnx 1.20 (``to_onnx(..., target_opset={"": 17, "ai.onnx.ml": 3})``) writes
+    ``opset_import`` [ai.onnx.ml 1, "" 17, "" 17]; onnx's checker and onnxruntime accept it.
+    Only imports of one domain at two different versions are refused (tests/hostile)."""
+    import numpy as np
+    from onnx import helper as h
+
+    import kiln
+
+    graph = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "twice",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("", 17),
+                                               h.make_opsetid("ai.onnx", 17)])
+    model.ir_version = 8
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    session = kiln.Session(model, backend=backend)
+    np.testing.assert_array_equal(session(x=x)["y"], np.maximum(x, 0))
+    model.opset_import.append(h.make_opsetid("", 13))
+    with pytest.raises(ModelError, match="imported twice, as 17 and 13"):
+        validate_proto(model, "m")
