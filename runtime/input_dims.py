@@ -139,7 +139,9 @@ def resolve_input_dims(specs: Sequence[TensorSpec], model: Any = None,
     if missing:
         parts = [f"input '{name}' has symbolic dim{'s' if len(keys) > 1 else ''} "
                  + ", ".join(f"'{k}'" for k in keys) for name, keys in missing.items()]
-        flags = " ".join(f"--dim {k}=SIZE" for keys in missing.values() for k in keys)
+        # a dim two inputs share (a token sequence and its mask) is one flag
+        flags = " ".join(dict.fromkeys(f"--dim {k}=SIZE" for keys in missing.values()
+                                       for k in keys))
         raise InputError("; ".join(parts) + f" (no size in the model); give each a size "
                          f"with {flags}")
     return ResolvedDims(shapes, list(dict.fromkeys(notes)), sizes)

@@ -43,6 +43,20 @@ def test_detector_hw_unresolved_names_every_dim_and_the_flag():
     assert "batch" not in text  # the batch dim is sized, not asked for
 
 
+def test_a_dim_two_inputs_share_is_asked_for_once():
+    """khmersm's segmenter: ids ``x`` and bool ``mask`` both [batch, seq]."""
+    model = _model([helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.INT64),
+                    helper.make_node("Mul", ["x", "m"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "seq"]),
+                    helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "seq"])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "seq"])])
+    with pytest.raises(InputError) as err:
+        resolve_input_dims(_specs(model), model)
+    text = str(err.value)
+    assert "input 'x' has symbolic dim 'seq'; input 'mask' has symbolic dim 'seq'" in text
+    assert text.endswith("give each a size with --dim seq=SIZE")
+
+
 def test_given_dims_and_batch_note():
     model = _detector()
     got = resolve_input_dims(_specs(model), model, {"height": 64, "width": 32})
