@@ -34,6 +34,11 @@ from onnxscript.rewriter import rules as osr
 
 from kiln.compiler.capabilities import STANDARD_ONNX, BackendCaps
 from kiln.compiler.graph_index import GRAPH_INDEX, GraphIndex
+from kiln.compiler.passes.cancel_transposes import (
+    CancelInverseTranspose,
+    CancelTransposePair,
+    SinkLayoutTranspose,
+)
 from kiln.compiler.passes.cleanup import (
     ConstantInitializersPass,
     CsePass,
@@ -169,7 +174,13 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
     after_conv = not caps.folds_conv_batchnorm
     chains = [rule for rule in _CHAIN_RULES
               if not (caps.cleans_up_at_load and rule in ENGINE_CHAIN_RULES)]
+    # NHWC round trips around convolutions (converted Caffe/TF graphs): engines that clean
+    # up at their own load remove them; kiln's native engine would run them
+    cancel = ([("cancel-transposes", RulePass([CancelTransposePair(), CancelInverseTranspose(),
+                                               SinkLayoutTranspose()], max_rounds=256))]
+              if caps.runs("FusedConv") else [])
     steps: list[Step] = [
+        *cancel,
         ("fuse-batchnorm", FuseBatchNormPass(after_conv)),
         *_hard_swish_opset_steps(caps),
         # before fold-affine, which would otherwise fold relu6(x + 3)'s "+ 3" into a Conv bias
