@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/gemm.h"
 #include "kernels/gemm_driver.h"
 #include "threadpool.h"
 
@@ -220,6 +221,17 @@ const Tensor* BuildContext::constant(const NodeDesc& node, size_t i) const {
   return consts_[node.inputs[i]];
 }
 
+std::shared_ptr<const PackedB> BuildContext::packed_b(const NodeDesc& node, size_t i, bool trans,
+                                                      size_t K, size_t N) const {
+  const Tensor* b = constant(node, i);
+  if (!b || b->dtype != DType::f32 || b->rank() != 2) return nullptr;
+  auto pack = [&] { return pack_b(trans, K, N, b->ptr<float>(), static_cast<size_t>(b->shape[1])); };
+  if (!packed_) return pack();
+  std::shared_ptr<const PackedB>& slot = (*packed_)[{node.inputs[i], trans, K, N}];
+  if (!slot) slot = pack();
+  return slot;
+}
+
 // ---- run-time context -------------------------------------------------------------------
 
 namespace {
@@ -405,7 +417,7 @@ void Plan::add_node(NodeDesc node) {
   if (it == registry().end()) node.fail("operator not implemented by the native backend");
   for (int v : node.inputs)
     if (v >= 0 && released_[v]) node.fail("reads a constant whose bytes were released");
-  BuildContext bc(const_ptrs_);
+  BuildContext bc(const_ptrs_, &packed_b_);
   PlanIsaScope scope(&isa_);
   kernels_.push_back(it->second(node, bc));
   for (size_t i = 0; i < node.inputs.size(); ++i)

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cpu.h"
@@ -116,14 +117,29 @@ class FnKernel final : public Kernel {
 };
 
 // What a kernel factory may look at: the node, and which inputs are plan constants.
+class PackedB;  // kernels/gemm.h
+
+// A plan's GEMM-packed constants, by (value id, transposed, K, N): built once per plan.
+using PackedBCache =
+    std::map<std::tuple<int, bool, size_t, size_t>, std::shared_ptr<const PackedB>>;
+
 class BuildContext {
  public:
-  explicit BuildContext(const std::vector<const Tensor*>& consts) : consts_(consts) {}
+  // packed: the plan's cache of packed constants (null: each call packs its own)
+  explicit BuildContext(const std::vector<const Tensor*>& consts,
+                        PackedBCache* packed = nullptr)
+      : consts_(consts), packed_(packed) {}
   // The constant value of input i, or nullptr when it is computed at run time.
   const Tensor* constant(const NodeDesc& node, size_t i) const;
+  // Input i (a constant 2-D float32 B, K x N, or N x K when trans) packed for sgemm_packed,
+  // once per plan: nodes that multiply the same constant (the steps of an unrolled recurrent
+  // net, tied weights) share one packed copy instead of each holding its own.
+  std::shared_ptr<const PackedB> packed_b(const NodeDesc& node, size_t i, bool trans, size_t K,
+                                          size_t N) const;
 
  private:
   const std::vector<const Tensor*>& consts_;
+  PackedBCache* packed_;
 };
 
 using KernelFactory =
@@ -215,6 +231,7 @@ class Plan {
   std::vector<Tensor> constants_;  // by value id; dtype undefined when not constant
   std::vector<const Tensor*> const_ptrs_;
   std::vector<bool> released_;  // by value id: constant whose bytes were dropped
+  PackedBCache packed_b_;       // constants packed for the GEMM (BuildContext::packed_b)
   std::vector<bool> read_at_run_;  // by value id: a node added so far reads it when run
   std::vector<bool> file_backed_;  // by value id: constant read from a file map
   std::vector<std::vector<int>> reclaim_after_;  // per node: file-backed constants it reads last

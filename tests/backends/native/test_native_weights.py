@@ -143,3 +143,28 @@ def test_set_file_backed_needs_a_constant():
     plan = _native.Plan(3)
     with pytest.raises(ValueError, match="not a constant"):
         plan.set_file_backed(0)
+
+
+def test_nodes_multiplying_one_constant_share_its_packed_copy():
+    # An unrolled recurrent net: each step's Gemm reads the same weight (one packed copy per
+    # plan), and a MatMul reading it the other way round packs its own; every product right.
+    import kiln
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 40)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", [f"x{t}", "W"], [f"y{t}"], transB=1) for t in range(4)]
+    nodes.append(helper.make_node("MatMul", ["z", "W"], ["u"]))
+    inputs = [helper.make_tensor_value_info(f"x{t}", TensorProto.FLOAT, [2, 40])
+              for t in range(4)]
+    inputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 24]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+               for n in ("y0", "y1", "y2", "y3", "u")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "shared", inputs, outputs, [numpy_helper.from_array(w, "W")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {f"x{t}": rng.standard_normal((2, 40)).astype(np.float32) for t in range(4)}
+    feeds["z"] = rng.standard_normal((3, 24)).astype(np.float32)
+    got = kiln.Session(model, backend="native", fallback=None, opt_level=0).run(None, feeds)
+    for t in range(4):
+        np.testing.assert_allclose(got[t], feeds[f"x{t}"] @ w.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[4], feeds["z"] @ w, rtol=1e-5, atol=1e-5)

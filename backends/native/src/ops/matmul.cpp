@@ -25,7 +25,7 @@ class GemmKernel final : public Kernel {
     if (b && b->dtype == DType::f32 && b->rank() == 2) {
       const size_t K = trans_b_ ? b->shape[1] : b->shape[0];
       const size_t N = trans_b_ ? b->shape[0] : b->shape[1];
-      packed_ = pack_b(trans_b_, K, N, b->ptr<float>(), b->shape[1]);
+      packed_ = bc.packed_b(node, 1, trans_b_, K, N);
     }
   }
 
@@ -132,7 +132,7 @@ class GemmKernel final : public Kernel {
   bool trans_a_ = false, trans_b_ = false;
   float alpha_ = 1.0f, beta_ = 1.0f;
   FusedActivation act_;
-  std::unique_ptr<PackedB> packed_;
+  std::shared_ptr<const PackedB> packed_;  // shared by the nodes multiplying this B
 };
 
 // MatMul with numpy semantics: 1-D operands promoted, batch dims broadcast.
@@ -141,7 +141,7 @@ class MatMulKernel final : public Kernel {
   MatMulKernel(const NodeDesc& node, const BuildContext& bc) {
     const Tensor* b = bc.constant(node, 1);
     if (b && b->dtype == DType::f32 && b->rank() == 2)
-      packed_ = pack_b(false, b->shape[0], b->shape[1], b->ptr<float>(), b->shape[1]);
+      packed_ = bc.packed_b(node, 1, false, b->shape[0], b->shape[1]);
   }
 
   // A packed constant B (2-D, so never batch-broadcast) is read from its packed copy only.
@@ -200,7 +200,7 @@ class MatMulKernel final : public Kernel {
   }
 
  private:
-  std::unique_ptr<PackedB> packed_;
+  std::shared_ptr<const PackedB> packed_;  // shared by the nodes multiplying this B
 };
 
 KILN_REGISTER_OP("", "Gemm",
