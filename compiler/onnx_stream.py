@@ -10,15 +10,18 @@ field's bytes are read and merged, then dropped. Anything but the plain layout (
 truncated field) answers None and the caller parses the whole file, whose errors it reports.
 
 Given a ``WeightsAside``, the raw values of the main graph's larger initializers never enter the
-parsed model at all: they are copied from the model file to a weights file of kiln's own as the
-scan passes them, and their TensorProtos say where (external data), so the IR maps them.
+parsed model at all: they are copied from the model file to a weights file of kiln's own (by a
+thread, while the scan and then the frontend's checks go on), and their TensorProtos say where
+(external data), so the IR maps them once ``WeightsAside.finish`` has waited for the copies.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -121,54 +124,135 @@ class _Reader:
 
 class WeightsAside:
     """A temporary folder whose file ``FILE`` receives initializer values while a model is
-    parsed; removed once this object and every tensor holding it are gone."""
+    parsed; removed once this object and every tensor holding it are gone.
+
+    The scan only decides where each value goes (``copy``); a thread of its own copies them
+    from the model file meanwhile, while the scan goes on and the frontend checks the parsed
+    graph. ``finish`` waits for the copies: the file is whole only then."""
 
     FILE = "weights.bin"
 
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
-        # unbuffered: the kernel's copies (``_copy_in_kernel``) move its position
         self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
         self.names: set[str] = set()
+        self._end = 0  # where the next value may start (before alignment)
+        self._copier: _Copier | None = None
+        self._failure: OSError | None = None
+        self._lock = threading.Lock()
 
     def copy(self, reader: _Reader, nbytes: int) -> int:
-        """Copy the next ``nbytes`` of ``reader`` to the file; their offset there."""
-        offset = -self._file.tell() % _ASIDE_ALIGN + self._file.tell()
-        self._file.write(bytes(offset - self._file.tell()))
+        """Place the next ``nbytes`` of ``reader`` in the file and skip past them; their
+        offset there. The thread copies them (``finish`` waits for it)."""
+        offset = -self._end % _ASIDE_ALIGN + self._end
         start = reader.f.tell()
-        copied = _copy_in_kernel(reader.f, self._file, start, nbytes)
-        reader.f.seek(start + copied)
-        nbytes -= copied
-        while nbytes:  # what the kernel did not copy
-            chunk = reader.read(min(nbytes, _COPY_BYTES))
-            self._file.write(chunk)
-            nbytes -= len(chunk)
+        if nbytes > reader.size - start:
+            raise _Layout("truncated")
+        reader.f.seek(start + nbytes)
+        self._end = offset + nbytes
+        if self._copier is None:
+            self._copier = _Copier(reader.f.fileno(), self._file.fileno())
+        self._copier.jobs.put((start, offset, nbytes))
         return offset
 
-    def close(self) -> None:
-        self._file.close()
+    def finish(self) -> None:
+        """Wait for every value to be in the file (at once when they are); an OSError, on
+        this and every later call, when one could not be copied (the model file ended
+        early: it changed while it was read)."""
+        with self._lock:
+            copier, self._copier = self._copier, None
+            if copier is not None:
+                try:
+                    copier.wait()
+                except OSError as exc:
+                    self._failure = exc
+                finally:
+                    self._file.close()
+            if self._failure is not None:
+                raise self._failure
 
     def discard(self) -> None:
-        """Nothing went aside after all (the file is parsed whole): remove the folder now."""
-        self._file.close()
-        self.names.clear()
-        self._cleanup()
+        """Nothing goes aside after all (the file is parsed whole, or the model is refused):
+        stop the copies and remove the folder now."""
+        with self._lock:
+            copier, self._copier = self._copier, None
+            if copier is not None:
+                copier.cancel()
+            self._file.close()
+            self.names.clear()
+            self._cleanup()
 
 
-def _copy_in_kernel(source: BinaryIO, dest: BinaryIO, start: int, nbytes: int) -> int:
+class _Copier:
+    """One thread copying (source offset, file offset, bytes) jobs from a model file to the
+    weights file, in the order given. It owns duplicates of both descriptors (the scan closes
+    the model file, a discarded ``WeightsAside`` its weights file) and releases the
+    interpreter while the kernel copies."""
+
+    def __init__(self, source: int, dest: int) -> None:
+        self.jobs: queue.SimpleQueue[tuple[int, int, int] | None] = queue.SimpleQueue()
+        self._source = os.dup(source)
+        self._dest = os.dup(dest)
+        self._stop = False
+        self.failure: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="kiln-weights-copy",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                if not self._stop:
+                    _copy_range(self._source, self._dest, *job)
+        except OSError as exc:
+            self.failure = exc
+        finally:
+            os.close(self._source)
+            os.close(self._dest)
+
+    def wait(self) -> None:
+        self.jobs.put(None)
+        self._thread.join()
+        if self.failure is not None:
+            raise self.failure
+
+    def cancel(self) -> None:
+        self._stop = True
+        self.jobs.put(None)
+        self._thread.join()
+
+
+def _copy_range(source: int, dest: int, start: int, offset: int, nbytes: int) -> None:
+    """Copy ``nbytes`` from offset ``start`` of ``source`` to ``offset`` of ``dest``: by the
+    kernel where it can (``os.copy_file_range``: the bytes never pass through Python; MiniLM's
+    86 MB of weights in 30 ms instead of 40), by reads and writes for the rest (no such call,
+    another file system). OSError when ``source`` ends early."""
+    done = _copy_in_kernel(source, dest, start, offset, nbytes)
+    while done < nbytes:
+        chunk = os.pread(source, min(nbytes - done, _COPY_BYTES), start + done)
+        if not chunk:
+            raise OSError(f"the model file ended {nbytes - done} bytes early at offset "
+                          f"{start + done}: it changed while kiln read it")
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(dest, view, offset + done)
+            view = view[written:]
+            done += written
+
+
+def _copy_in_kernel(source: int, dest: int, start: int, offset: int, nbytes: int) -> int:
     """How many of the ``nbytes`` from offset ``start`` of ``source`` the kernel copied to
-    ``dest``'s position (``os.copy_file_range``: the bytes never pass through Python; MiniLM's
-    86 MB of weights in 30 ms instead of 40). Fewer, down to 0, where the system cannot (no
-    such call, another file system) or the source ends early: the caller copies the rest."""
+    ``offset`` of ``dest``. Fewer, down to 0, where the system cannot (no such call, another
+    file system) or the source ends early: the caller copies the rest."""
     copy_range = getattr(os, "copy_file_range", None)
     done = 0
     if copy_range is None:
         return done
     try:
         while done < nbytes:
-            count = copy_range(source.fileno(), dest.fileno(), nbytes - done, start + done)
-            if count == 0:  # the end of the source: the caller's read says it is truncated
+            count = copy_range(source, dest, nbytes - done, start + done, offset + done)
+            if count == 0:  # the end of the source: the caller's read says it ended early
                 break
             done += count
     except OSError:
@@ -203,7 +287,8 @@ def parse_file(path: str | os.PathLike[str], aside: WeightsAside | None = None
     """The model parsed field by field; None when the file is not laid out as the scan expects
     or does not parse (the caller parses it whole). With ``aside``, the main graph's
     initializers' raw values above ``ASIDE_TENSOR_BYTES`` go to its file and their tensors
-    refer to it (``aside.names``); on None nothing went there."""
+    refer to it (``aside.names``), still being copied on return (``aside.finish()`` waits
+    for them); on None nothing went there."""
     proto = onnx.ModelProto()
     with open(path, "rb") as f:
         reader = _Reader(f)
@@ -221,8 +306,6 @@ def parse_file(path: str | os.PathLike[str], aside: WeightsAside | None = None
             if aside is not None:
                 aside.discard()
             return None
-    if aside is not None:
-        aside.close()
     return proto
 
 

@@ -252,3 +252,27 @@ def test_a_tensor_set_aside_with_the_wrong_byte_count_is_refused(tmp_path, monke
         graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     with pytest.raises(ModelError, match="16384 bytes of external data .* need 16640"):
         frontend.import_model(path)
+
+
+def test_a_file_cut_while_its_weights_are_copied_is_a_model_error(tmp_path, monkeypatch):
+    from kiln.compiler import onnx_stream
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(np.ones((64, 64), np.float32), "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    size = path.stat().st_size
+    copy = onnx_stream._copy_range
+
+    def cut_then_copy(*job):  # the file is rewritten shorter after the scan read it
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+        return copy(*job)
+
+    monkeypatch.setattr(onnx_stream, "_copy_range", cut_then_copy)
+    with pytest.raises(ModelError, match="cannot read the weights: .*changed while kiln"):
+        frontend.import_model(path)

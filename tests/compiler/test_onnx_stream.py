@@ -110,6 +110,7 @@ def test_large_values_go_aside_and_the_tensors_say_where(tmp_path):
     path.write_bytes(model.SerializeToString())
     aside = onnx_stream.WeightsAside()
     proto = parse_file(path, aside)
+    aside.finish()  # the copies run beside the scan
     assert aside.names == {"w1", "w3", "w5"}  # 600 x 600 floats; the 4 x 4 ones stay inline
     for tensor in proto.graph.initializer:
         assert tensor.HasField("raw_data") == (tensor.name not in aside.names)
@@ -137,11 +138,11 @@ def _refuse(*args):
 _KERNEL_COPY = getattr(os, "copy_file_range", None)
 
 
-def _partly(source, dest, count, offset):  # copies 1000 bytes a call, refuses the third call
+def _partly(source, dest, count, offset, offset_dest):  # 1000 bytes a call, refuses the third
     _partly.calls = getattr(_partly, "calls", 0) + 1
     if _partly.calls % 3 == 0:
         raise OSError(18, "Invalid cross-device link")
-    return _KERNEL_COPY(source, dest, min(count, 1000), offset)
+    return _KERNEL_COPY(source, dest, min(count, 1000), offset, offset_dest)
 
 
 @pytest.mark.parametrize("kernel_copy", ["absent", _refuse, _partly])
@@ -157,7 +158,77 @@ def test_values_go_aside_the_same_where_the_kernel_does_not_copy(tmp_path, monke
     else:
         monkeypatch.setattr(os, "copy_file_range", kernel_copy)
     proto = parse_file(path, aside)
+    aside.finish()
     onnx.load_external_data_for_model(proto, aside.folder)
     for tensor in proto.graph.initializer:
         tensor.ClearField("data_location")
     assert proto == whole
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_the_scan_goes_on_while_the_values_are_copied_and_finish_waits(tmp_path, monkeypatch):
+    import threading
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    whole = onnx.ModelProto.FromString(path.read_bytes())
+    held = threading.Event()
+    copy = onnx_stream._copy_range
+    monkeypatch.setattr(onnx_stream, "_copy_range",
+                        lambda *job: held.wait(10) and copy(*job))
+    fds = _open_fds()
+    aside = onnx_stream.WeightsAside()
+    proto = parse_file(path, aside)  # returns with every copy still held
+    assert aside.names == {"w1", "w3", "w5"}
+    assert os.path.getsize(os.path.join(aside.folder, aside.FILE)) == 0
+    held.set()
+    aside.finish()
+    aside.finish()  # at once, the second time
+    onnx.load_external_data_for_model(proto, aside.folder)
+    for tensor in proto.graph.initializer:
+        tensor.ClearField("data_location")
+    assert proto == whole
+    assert _open_fds() == fds  # the thread closed its descriptors, finish the weights file
+
+
+def test_a_file_cut_while_its_values_are_copied_fails_finish_every_time(tmp_path, monkeypatch):
+    import threading
+
+    path = tmp_path / "m.onnx"
+    data = _model().SerializeToString()
+    path.write_bytes(data)
+    held = threading.Event()
+    copy = onnx_stream._copy_range
+    monkeypatch.setattr(onnx_stream, "_copy_range",
+                        lambda *job: held.wait(10) and copy(*job))
+    aside = onnx_stream.WeightsAside()
+    assert parse_file(path, aside) is not None
+    with open(path, "r+b") as f:  # rewritten in place, shorter, before the copies ran
+        f.truncate(len(data) // 3)
+    held.set()
+    with pytest.raises(OSError, match="changed while kiln read it"):
+        aside.finish()
+    with pytest.raises(OSError, match="changed while kiln read it"):
+        aside.finish()
+    aside.discard()
+    assert not os.path.exists(aside.folder)
+
+
+def test_discard_stops_the_copies_and_removes_the_folder(tmp_path, monkeypatch):
+    import threading
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    held = threading.Event()
+    copied = []
+    monkeypatch.setattr(onnx_stream, "_copy_range",
+                        lambda *job: held.wait(10) and copied.append(job))
+    aside = onnx_stream.WeightsAside()
+    assert parse_file(path, aside) is not None
+    threading.Timer(0.2, held.set).start()  # the first copy ends after discard began
+    aside.discard()
+    assert len(copied) == 1 and not os.path.exists(aside.folder)
