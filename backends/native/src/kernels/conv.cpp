@@ -136,6 +136,10 @@ bool direct_wins(const Conv2dParams& p) {
 // each band's pixel-major product (this many bytes at most) made and transposed into the
 // planes by one thread (one fork per conv, and each half stays in its own core's L2).
 constexpr size_t kImplicitBandBytes = 128 * 1024;
+// An implicit-GEMM image (one group) with fewer multiply-adds than this is run whole by one
+// thread, the threads taking whole images (Conv2d::run_implicit): about 20 us of one core,
+// several fork-and-join round trips.
+constexpr size_t kImplicitImageSplitWork = size_t(1) << 21;
 
 constexpr size_t kImplicitStridedMaxPixels = 28 * 28, kImplicitStridedMaxDepth = 512 * 9;
 bool implicit_wins(const Conv2dParams& p) {
@@ -1216,107 +1220,122 @@ void Conv2d::run_implicit(const float* x, float* y, const Epilogue& ep_in, Threa
     pack_a_panels(kern.mr, !layout.nhwc_in, m, kdim, a_at, layout.nhwc_in ? C : chan, ap, tp);
     gemm_packed_core(kern, m, Kg, kdim, ap, bp, c, ldc, e, tp);
   };
-  for (size_t n = 0; n < p_.N; ++n)
-    for (size_t g = 0; g < p_.groups; ++g) {
-      const float* a = layout.nhwc_in ? xp + n * C * chan + g * Cg : xp + (n * C + g * Cg) * chan;
-      const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
-      const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
-      const float* b_panels = wb.panels_for(kern);
-      // The product's columns are output channels: the bias is per column.
-      Epilogue kep = ep;
-      kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
-      kep.bias = bias;
-      const float* res_nhwc_at = ep.residual && res_nhwc ? ep.residual + n * HW * K + g * Kg
-                                                         : nullptr;
-      if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
-        kep.residual = res_nhwc_at;
-        float* yn = y + n * HW * K + g * Kg;
-        product_rows(rows, a, b_panels, yn, K, kep, pool);
-        continue;
-      }
-      // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
-      // runs in the microkernel unless a residual joins later (an NCHW one, or one of an NHWC
-      // output whose product rows carry padding columns).
-      const bool res_later = ep.residual && (!res_nhwc || layout.nhwc_out);
-      if (res_later) kep = Epilogue{};
-      else kep.residual = res_nhwc_at;
-      if (layout.nhwc_out) {
-        float* product = gemm_scratch(kScratchConv, prows * Kg);
-        product_rows(prows, a, b_panels, product, Kg, kep, pool);
-        float* yn = y + n * HW * K + g * Kg;
-        auto out = [&](size_t r0, size_t r1) {
-          for (size_t oy = r0; oy < r1; ++oy)
-            for (size_t ox = 0; ox < OW; ++ox) {
-              const float* s = product + (oy * P + ox) * Kg;
-              float* d = yn + (oy * OW + ox) * K;
-              if (!res_later) {
-                std::memcpy(d, s, Kg * sizeof(float));
-                continue;
-              }
-              const float* r = res_nhwc_at + (oy * OW + ox) * K;
-              for (size_t k = 0; k < Kg; ++k) d[k] = s[k] + (bias ? bias[k] : 0.0f) + r[k];
-              apply_activation(ep.act, ep.alpha, ep.beta, d, Kg);
-            }
-        };
-        if (pool) pool->parallel_for(OH, 1, out, HW * Kg);
-        else out(0, OH);
-        continue;
-      }
-      float* yg = y + (n * K + g * Kg) * HW;
-      const float* res = res_later ? ep.residual + (n * K + g * Kg) * HW : nullptr;
-      // Output rows [oy0, oy1) of channels [k0, k1): from their product rows (prod starts at
-      // row oy0) into the planes, the residual added after.
-      auto out_rows = [&](const float* prod, size_t oy0, size_t oy1, size_t k0, size_t k1) {
-        transpose_into_planes(prod, Kg, oy1 - oy0, OW, P, k0, k1, yg + oy0 * OW, HW);
-        if (!res) return;
-        const size_t span = (oy1 - oy0) * OW;
-        for (size_t k = k0; k < k1; ++k) {
-          float* yk = yg + k * HW + oy0 * OW;
-          const float* rk = res + k * HW + oy0 * OW;
-          const float bk = bias ? bias[k] : 0.0f;
-          for (size_t i = 0; i < span; ++i) yk[i] += bk + rk[i];
-          apply_activation(ep.act, ep.alpha, ep.beta, yk, span);
-        }
-      };
-      // On several threads: bands of output rows, each computed into a product that stays in
-      // the L2 of the thread that made it and transposes it (one fork instead of two; split
-      // apart, half the product crossed to the other core). SqueezeNet on 2 threads (its 3x3
-      // convs, all implicit): conv time 3.34 -> 3.06 ms, three interleaved pairs. One thread
-      // keeps the whole product (it fits in L2 there; bands of 128 KiB measured 6% slower on
-      // 16 -> 64 at 55x55 for the tile rows wasted at each band's end).
-      const size_t threads = pool ? pool->size() : 1;
-      const size_t band_rows =
-          std::max<size_t>(1, kImplicitBandBytes / (P * Kg * sizeof(float)));
-      const size_t bands =
-          std::min(OH, round_up(std::max((OH + band_rows - 1) / band_rows, threads), threads));
-      auto band = [&](size_t b0, size_t b1) {
-        for (size_t b = b0; b < b1; ++b) {
-          const size_t oy0 = b * OH / bands, oy1 = (b + 1) * OH / bands;
-          if (oy0 == oy1) continue;
-          const size_t band_len = (oy1 - oy0 - 1) * P + OW;
-          float* prod = gemm_scratch(kScratchConv, band_len * Kg);
-          product_rows(band_len, a + oy0 * WQ * a_stride, b_panels, prod, Kg, kep,
-                       nullptr);
-          out_rows(prod, oy0, oy1, 0, Kg);
-        }
-      };
-      // Not for an NHWC residual joining in the microkernel (indexed by whole-product rows),
-      // nor for weights that would come from L3 again for every band.
-      const bool banded = threads > 1 && bands > 1 && !kep.residual &&
-                          kdim * Kg * sizeof(float) <= cache_sizes().l2 / 2;
-      if (banded) {
-        pool->parallel_for(bands, 1, band, rows * Kg * kdim);
-        continue;
-      }
-      float* product = gemm_scratch(kScratchConv, prows * Kg);
-      product_rows(prows, a, b_panels, product, Kg, kep, pool);
-      auto planes = [&](size_t b0, size_t b1) {
-        out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
-      };
-      const size_t blocks = (Kg + 3) / 4;
-      if (pool) pool->parallel_for(blocks, 1, planes, Kg * HW);
-      else planes(0, blocks);
+  // One image (and group) of the product; tp: the pool its products and copies split across
+  // (null: this thread alone).
+  auto run_image = [&](size_t n, size_t g, ThreadPool* tp) {
+    const float* a = layout.nhwc_in ? xp + n * C * chan + g * Cg : xp + (n * C + g * Cg) * chan;
+    const float* bias = ep.bias_kind == BiasKind::per_row ? ep.bias + g * Kg : nullptr;
+    const auto& wb = static_cast<const PackedBPanels&>(*w_->b_panels[g]);
+    const float* b_panels = wb.panels_for(kern);
+    // The product's columns are output channels: the bias is per column.
+    Epilogue kep = ep;
+    kep.bias_kind = bias ? BiasKind::per_col : BiasKind::none;
+    kep.bias = bias;
+    const float* res_nhwc_at = ep.residual && res_nhwc ? ep.residual + n * HW * K + g * Kg
+                                                       : nullptr;
+    if (layout.nhwc_out && direct_rows) {  // the tile is the output: stored as it is
+      kep.residual = res_nhwc_at;
+      float* yn = y + n * HW * K + g * Kg;
+      product_rows(rows, a, b_panels, yn, K, kep, tp);
+      return;
     }
+    // Into a scratch product of Kg columns, then copied or transposed into y. The epilogue
+    // runs in the microkernel unless a residual joins later (an NCHW one, or one of an NHWC
+    // output whose product rows carry padding columns).
+    const bool res_later = ep.residual && (!res_nhwc || layout.nhwc_out);
+    if (res_later) kep = Epilogue{};
+    else kep.residual = res_nhwc_at;
+    if (layout.nhwc_out) {
+      float* product = gemm_scratch(kScratchConv, prows * Kg);
+      product_rows(prows, a, b_panels, product, Kg, kep, tp);
+      float* yn = y + n * HW * K + g * Kg;
+      auto out = [&](size_t r0, size_t r1) {
+        for (size_t oy = r0; oy < r1; ++oy)
+          for (size_t ox = 0; ox < OW; ++ox) {
+            const float* s = product + (oy * P + ox) * Kg;
+            float* d = yn + (oy * OW + ox) * K;
+            if (!res_later) {
+              std::memcpy(d, s, Kg * sizeof(float));
+              continue;
+            }
+            const float* r = res_nhwc_at + (oy * OW + ox) * K;
+            for (size_t k = 0; k < Kg; ++k) d[k] = s[k] + (bias ? bias[k] : 0.0f) + r[k];
+            apply_activation(ep.act, ep.alpha, ep.beta, d, Kg);
+          }
+      };
+      if (tp) tp->parallel_for(OH, 1, out, HW * Kg);
+      else out(0, OH);
+      return;
+    }
+    float* yg = y + (n * K + g * Kg) * HW;
+    const float* res = res_later ? ep.residual + (n * K + g * Kg) * HW : nullptr;
+    // Output rows [oy0, oy1) of channels [k0, k1): from their product rows (prod starts at
+    // row oy0) into the planes, the residual added after.
+    auto out_rows = [&](const float* prod, size_t oy0, size_t oy1, size_t k0, size_t k1) {
+      transpose_into_planes(prod, Kg, oy1 - oy0, OW, P, k0, k1, yg + oy0 * OW, HW);
+      if (!res) return;
+      const size_t span = (oy1 - oy0) * OW;
+      for (size_t k = k0; k < k1; ++k) {
+        float* yk = yg + k * HW + oy0 * OW;
+        const float* rk = res + k * HW + oy0 * OW;
+        const float bk = bias ? bias[k] : 0.0f;
+        for (size_t i = 0; i < span; ++i) yk[i] += bk + rk[i];
+        apply_activation(ep.act, ep.alpha, ep.beta, yk, span);
+      }
+    };
+    // On several threads: bands of output rows, each computed into a product that stays in
+    // the L2 of the thread that made it and transposes it (one fork instead of two; split
+    // apart, half the product crossed to the other core). SqueezeNet on 2 threads (its 3x3
+    // convs, all implicit): conv time 3.34 -> 3.06 ms, three interleaved pairs. One thread
+    // keeps the whole product (it fits in L2 there; bands of 128 KiB measured 6% slower on
+    // 16 -> 64 at 55x55 for the tile rows wasted at each band's end).
+    const size_t threads = tp ? tp->size() : 1;
+    const size_t band_rows =
+        std::max<size_t>(1, kImplicitBandBytes / (P * Kg * sizeof(float)));
+    const size_t bands =
+        std::min(OH, round_up(std::max((OH + band_rows - 1) / band_rows, threads), threads));
+    auto band = [&](size_t b0, size_t b1) {
+      for (size_t b = b0; b < b1; ++b) {
+        const size_t oy0 = b * OH / bands, oy1 = (b + 1) * OH / bands;
+        if (oy0 == oy1) continue;
+        const size_t band_len = (oy1 - oy0 - 1) * P + OW;
+        float* prod = gemm_scratch(kScratchConv, band_len * Kg);
+        product_rows(band_len, a + oy0 * WQ * a_stride, b_panels, prod, Kg, kep,
+                     nullptr);
+        out_rows(prod, oy0, oy1, 0, Kg);
+      }
+    };
+    // Not for an NHWC residual joining in the microkernel (indexed by whole-product rows),
+    // nor for weights that would come from L3 again for every band.
+    const bool banded = threads > 1 && bands > 1 && !kep.residual &&
+                        kdim * Kg * sizeof(float) <= cache_sizes().l2 / 2;
+    if (banded) {
+      tp->parallel_for(bands, 1, band, rows * Kg * kdim);
+      return;
+    }
+    float* product = gemm_scratch(kScratchConv, prows * Kg);
+    product_rows(prows, a, b_panels, product, Kg, kep, tp);
+    auto planes = [&](size_t b0, size_t b1) {
+      out_rows(product, 0, OH, b0 * 4, std::min(Kg, b1 * 4));
+    };
+    const size_t blocks = (Kg + 3) / 4;
+    if (tp) tp->parallel_for(blocks, 1, planes, Kg * HW);
+    else planes(0, blocks);
+  };
+  // Images too small to split go whole to the threads, each thread its own images: split
+  // inside, every image paid a fork and a join for a few microseconds of products
+  // (Silero VAD's 64 windows of 4 pixels, [64,129,4] * [128,129,3]: 2 threads 321-337 us
+  // against 299 on one).
+  const size_t items = p_.N * p_.groups, threads = pool ? pool->size() : 1;
+  const size_t image_work = prows * Kg * kdim;
+  if (threads > 1 && items >= threads && image_work < kImplicitImageSplitWork) {
+    pool->parallel_for(items, 1, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) run_image(i / p_.groups, i % p_.groups, nullptr);
+    }, items * image_work);
+    return;
+  }
+  for (size_t n = 0; n < p_.N; ++n)
+    for (size_t g = 0; g < p_.groups; ++g) run_image(n, g, pool);
 }
 
 // ---------------------------------------------------------------- winograd F(4x4, 3x3)
