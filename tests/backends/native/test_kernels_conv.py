@@ -540,12 +540,17 @@ def test_conv_cache_reads_the_same_weights_under_another_grouping() -> None:
         Case(1, 12, 37, 33, 40, 3, 3, strides=(2, 2), pads=(1, 0, 1, 2)),
         # fewer output rows than threads: one band
         Case(1, 4, 3, 30, 24, 3, 3, pads=(0, 1, 0, 1)),
+        # images too small to split go whole to the threads: Silero-style short 1-D windows,
+        # and images times groups an odd count
+        Case(16, 33, 1, 4, 24, 1, 3, pads=(0, 1, 0, 1)),
+        Case(5, 12, 5, 6, 16, 3, 3, pads=(1, 1, 1, 1), groups=2),
     ],
     ids=str,
 )
 def test_implicit_row_bands_on_two_threads(isa: str, case: Case) -> None:
-    """The implicit GEMM's NCHW output computed in bands of output rows, one thread making
-    and transposing each band, keeps bias, residual and activation at every pixel."""
+    """The implicit GEMM's NCHW output on two threads (bands of output rows, one thread making
+    and transposing each; or whole small images per thread) keeps bias, residual and
+    activation at every pixel."""
     x, w, bias, rng = make_inputs(case, 11)
     y0 = conv_ref(x, w, None, None, case, "none")
     residual = rng.standard_normal(y0.shape, dtype=np.float32)
@@ -577,22 +582,3 @@ def test_winograd_output_clamp_treats_nan_as_the_activation_kernels_do(isa: str,
     lo, hi = (0.0, np.inf) if act == "relu" else (alpha, beta)
     y = got["winograd"]
     assert not np.isnan(y).any() and (y >= lo).all() and (y <= hi).all()
-
-
-@pytest.mark.parametrize("case", [
-    Case(16, 33, 1, 4, 24, 1, 3, pads=(0, 1, 0, 1)),  # Silero-style short 1-D windows
-    Case(5, 12, 5, 6, 16, 3, 3, pads=(1, 1, 1, 1), groups=2),  # images and groups, odd count
-], ids=str)
-def test_implicit_batch_of_small_images_on_two_threads(isa: str, case: Case) -> None:
-    """Images too small to split go whole to the threads (each its own images): bias,
-    residual and activation right on every image and group."""
-    x, w, bias, rng = make_inputs(case, 12)
-    y0 = conv_ref(x, w, None, None, case, "none")
-    residual = rng.standard_normal(y0.shape, dtype=np.float32)
-    for res in (None, residual):
-        want = conv_ref(x, w, bias, res, case, "relu")
-        y, used = K.conv2d(x, w, bias=bias, residual=res, strides=list(case.strides),
-                           pads=list(case.pads), groups=case.groups, activation="relu",
-                           algorithm="implicit", threads=2)
-        assert used == "implicit"
-        np.testing.assert_allclose(y, want, rtol=tolerance(case), atol=tolerance(case))
