@@ -225,7 +225,9 @@ std::shared_ptr<const PackedB> BuildContext::packed_b(const NodeDesc& node, size
                                                       size_t K, size_t N) const {
   const Tensor* b = constant(node, i);
   if (!b || b->dtype != DType::f32 || b->rank() != 2) return nullptr;
-  auto pack = [&] { return pack_b(trans, K, N, b->ptr<float>(), static_cast<size_t>(b->shape[1])); };
+  auto pack = [&] {
+    return pack_b(trans, K, N, b->ptr<float>(), static_cast<size_t>(b->shape[1]));
+  };
   if (!packed_) return pack();
   std::shared_ptr<const PackedB>& slot = (*packed_)[{node.inputs[i], trans, K, N}];
   if (!slot) slot = pack();

@@ -168,3 +168,36 @@ def test_nodes_multiplying_one_constant_share_its_packed_copy():
     for t in range(4):
         np.testing.assert_allclose(got[t], feeds[f"x{t}"] @ w.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[4], feeds["z"] @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ConvTranspose", "DynamicQuantizeLSTM"])
+def test_weights_a_kernel_packed_at_build_are_dropped(op: str):
+    # A 4x4 stride-2 ConvTranspose's W and a DynamicQuantizeLSTM's W, R, scales and zero
+    # points are packed at build: the plan keeps none of their bytes (the LSTM its float
+    # bias only), and still computes what onnxruntime does.
+    import onnxruntime as ort
+
+    if op == "ConvTranspose":
+        rng = np.random.default_rng(5)
+        w = rng.standard_normal((8, 6, 4, 4)).astype(np.float32)
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
+                                pads=[1, 1, 1, 1])
+        graph = helper.make_graph(
+            [node], "ct", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 7])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        feeds = {"x": rng.standard_normal((1, 8, 5, 7)).astype(np.float32)}
+        kept = 0
+    else:
+        from tests.backends.native.test_recurrent import _dq_lstm_model
+
+        model, feeds = _dq_lstm_model("bidirectional", np.uint8, True, zero=131)
+        kept = next(t for t in model.graph.initializer if t.name == "B").dims
+        kept = int(np.prod(kept)) * 4
+    compiled = NativeBackend().compile(ir.from_proto(model), None, CompileOptions(threads=1))
+    assert compiled.report["constant_bytes"] == kept
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+    for got, ref in zip(compiled.run(feeds).values(), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5)

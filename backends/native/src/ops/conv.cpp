@@ -526,7 +526,14 @@ class ConvTransposeKernel final : public Kernel {
     if (Cg == 0 || rows == 0) return;
     for (int64_t gi = 0; gi < G; ++gi)
       packed_w_.push_back(pack_a(true, rows, Cg, w->ptr<float>() + gi * Cg * rows, rows));
-    packed_source_ = w->data;
+    // The raw W is read again only by the one-tap scatter (kernel == stride in both dims);
+    // otherwise the plan may drop its bytes.
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1, 1});
+    raw_w_read_ = strides.size() == 2 && w->shape[2] == strides[0] && w->shape[3] == strides[1];
+  }
+
+  bool reads_constant(size_t i) const override {
+    return i != 1 || packed_w_.empty() || raw_w_read_;
   }
 
   void run(OpContext& c) const override {
@@ -602,12 +609,14 @@ class ConvTransposeKernel final : public Kernel {
     for (size_t n = 0; n < g.N; ++n) {
       for (size_t gi = 0; gi < g.G; ++gi) {
         const float* xg = x.ptr<float>() + (n * g.C + gi * g.Cg) * g.in_prod;
-        const float* wg = w.ptr<float>() + gi * g.Cg * rows;
+        // (no bytes once the plan dropped a packed W's: only the one-tap path reads them)
+        const float* wg = w.data ? w.ptr<float>() + gi * g.Cg * rows : nullptr;
         float* yg = py + (n * g.M + gi * g.Mg) * g.out_prod;
         if (planar) {
           const float* bg = b ? b->ptr<float>() + gi * g.Mg : nullptr;
-          const bool packed = w.data == packed_source_ && packed_w_.size() == g.G &&
-                              packed_w_[gi]->M() == rows && packed_w_[gi]->K() == g.Cg;
+          const bool packed = packed_w_.size() == g.G && packed_w_[gi]->M() == rows &&
+                              packed_w_[gi]->K() == g.Cg;
+          if (!wg && (one_tap || !packed)) c.fail("the weights' bytes were released");
           if (one_tap) transpose_planes_one_tap(g, xg, wg, bg, yg, c.pool);
           else transpose_planes(g, xg, wg, packed ? packed_w_[gi].get() : nullptr, bg, yg,
                                 c.pool);
@@ -658,7 +667,7 @@ class ConvTransposeKernel final : public Kernel {
  private:
   ConvAttrs attrs_;
   std::vector<std::unique_ptr<PackedA>> packed_w_;  // per group, W^T (a constant W)
-  const void* packed_source_ = nullptr;
+  bool raw_w_read_ = true;  // the one-tap path may read the raw W (see reads_constant)
 };
 
 KernelFactory conv_factory(bool fused) {

@@ -464,7 +464,8 @@ std::vector<QuantWeights> pack_quant_weights(const NodeDesc& node, const char* w
     q.packed = pack_int8_b(src, static_cast<size_t>(K), per_dir, per_dir);
     q.scale.resize(per_dir);
     q.zero.assign(per_dir, 0);
-    const float* ps = scale.ptr<float>() + static_cast<size_t>(d) * (scale_step == 1 ? 1 : per_dir);
+    const float* ps =
+        scale.ptr<float>() + static_cast<size_t>(d) * (scale_step == 1 ? 1 : per_dir);
     for (size_t j = 0; j < per_dir; ++j) q.scale[j] = ps[scale_step == 1 ? 0 : j];
     if (zero) {
       const size_t base = static_cast<size_t>(d) * (zero_step == 1 ? 1 : per_dir);
@@ -647,6 +648,12 @@ class DynamicQuantizeLstmKernel final : public Kernel {
     w_ = pack_quant_weights(node, "W", *w, *ws, wz, dirs, w->shape[1], 4 * H);
     r_ = pack_quant_weights(node, "R", *r, *rs, rz, dirs, H, 4 * H);
   }
+  // Packed here, W, R and their scales and zero points are not read again: the plan may drop
+  // their bytes (only their shapes are looked at).
+  bool reads_constant(size_t i) const override {
+    return w_.empty() || (i != 1 && i != 2 && (i < 8 || i > 11));
+  }
+
   void run(OpContext& c) const override {
     const bool packed = !w_.empty() && c.in(2).rank() == 3 &&
                         static_cast<size_t>(c.in(2).shape[0]) == w_.size();
