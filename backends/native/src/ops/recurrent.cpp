@@ -22,6 +22,7 @@
 // `clip` bounds every pre-activation to [-clip, clip]. A row with sequence_lens[b] = L runs
 // steps 0..L-1 (backward: L-1..0); Y is zero past L and Y_h / Y_c hold the state at the last
 // step run. layout=1 puts batch first in X, Y, initial and final states.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/gemm.h"
@@ -117,20 +118,29 @@ const PackedB* prepacked_part(const PackedR* pre, int64_t d, size_t part) {
   return dir && part < dir->r.size() ? dir->r[part].get() : nullptr;
 }
 
-void recurrent_product(const RecurrentWeights& rw, const float* v, const float* add, float* out,
-                       ThreadPool* pool) {
+// out[M, n] (row stride ldc) = v[M, H] . R part + Rb + add; add may be null or alias out.
+void recurrent_product(const RecurrentWeights& rw, size_t M, const float* v, const float* add,
+                       float* out, size_t ldc, ThreadPool* pool) {
   Epilogue ep;
   if (rw.Rb) {
     ep.bias_kind = BiasKind::per_col;
     ep.bias = rw.Rb;
   }
   ep.residual = add;
-  sgemm_packed(false, 1, v, rw.packed->K(), *rw.packed, out, rw.n, ep, pool);
+  sgemm_packed(false, M, v, rw.packed->K(), *rw.packed, out, ldc, ep, pool);
+}
+
+// x[0, n) clamped to [-clip, clip] when clip > 0 (ONNX's `clip` on the pre-activations).
+void clamp(float* x, size_t n, float clip) {
+  if (clip > 0.0f)
+    for (size_t i = 0; i < n; ++i) x[i] = std::min(clip, std::max(-clip, x[i]));
 }
 
 // The shared driver. Per direction: the input projections W x_t + Wb of every step as one
-// GEMM (xw, [rows of X] x G*H), project(d, xw, pool), then step(xw_t, h, cell, gates)
-// advances one time step in place. make_step(d, pool) builds direction d's step (its R
+// GEMM (xw, [rows of X] x G*H), project(d, xw, pool), then step(M, xs, h, cell, gates)
+// advances the M running rows one time step: xs holds their input projections [M, G*H] (the
+// step may overwrite them), h and cell their states [M, H] (updated in place), gates is
+// scratch of the same size as xs. make_step(d, pool) builds direction d's step (its R
 // packed, or the prepacked one), with the pool its products may split across (null: run on
 // the calling thread). H is the hidden size (the op read it from R); r_bytes the size of one
 // direction's R as a step reads it. The op has checked W and R and the types of its inputs.
@@ -192,8 +202,17 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
   // Everything that allocates or may fail is made here, before any direction runs: a
   // direction running on a pool thread must not throw.
   const size_t x_rows = static_cast<size_t>(s.seq * s.batch);
+  const size_t gh = static_cast<size_t>(G * H), hn = static_cast<size_t>(H);
+  const size_t rows = static_cast<size_t>(s.batch);
+  // The batch's rows, longest sequence first: the rows still running at step i (L > i) are
+  // then a prefix, and each step multiplies all of them as one [rows, H] product.
+  std::vector<int64_t> order(rows);
+  for (size_t b = 0; b < rows; ++b) order[b] = static_cast<int64_t>(b);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return lens[static_cast<size_t>(a)] > lens[static_cast<size_t>(b)];
+  });
   struct Direction {
-    std::vector<float> h, cell, gates, xw;
+    std::vector<float> h, cell, gates, xs, xw;  // h, cell: [rows, H] in `order`
   };
   std::vector<Direction> per_dir(static_cast<size_t>(dirs));
   using Step = decltype(make_step(int64_t(0), step_pool));
@@ -201,10 +220,11 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
   steps.reserve(static_cast<size_t>(dirs));
   for (int64_t d = 0; d < dirs; ++d) {
     Direction& dir = per_dir[static_cast<size_t>(d)];
-    dir.h.resize(H);
-    dir.cell.resize(H);
-    dir.gates.resize(G * H);
-    dir.xw.resize(x_rows * static_cast<size_t>(G * H));
+    dir.h.resize(rows * hn);
+    dir.cell.resize(rows * hn);
+    dir.gates.resize(rows * gh);
+    dir.xs.resize(rows * gh);
+    dir.xw.resize(x_rows * gh);
     steps.push_back(make_step(d, step_pool));
   }
   auto run_direction = [&](int64_t d) {
@@ -214,21 +234,35 @@ void run_recurrent(OpContext& c, int64_t G, bool has_cell, int64_t H, size_t r_b
     project(d, x_rows, dir.xw.data(), inner);
     float* h = dir.h.data();
     float* cell = dir.cell.data();
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const size_t srow = s.state_row(d, b);
-      for (int64_t k = 0; k < H; ++k) {
-        h[k] = h0 ? h0->ptr<float>()[srow + k] : 0.0f;
-        cell[k] = c0 ? c0->ptr<float>()[srow + k] : 0.0f;
+    for (size_t j = 0; j < rows; ++j) {
+      const size_t srow = s.state_row(d, order[j]);
+      for (size_t k = 0; k < hn; ++k) {
+        h[j * hn + k] = h0 ? h0->ptr<float>()[srow + k] : 0.0f;
+        cell[j * hn + k] = c0 ? c0->ptr<float>()[srow + k] : 0.0f;
       }
-      const int64_t L = lens[static_cast<size_t>(b)];
-      for (int64_t i = 0; i < L; ++i) {
-        const int64_t t = backward ? L - 1 - i : i;
-        const float* xw_t = dir.xw.data() + s.x_index(t, b) * static_cast<size_t>(G * H);
-        step(xw_t, h, cell, dir.gates.data());
-        if (y != nullptr) std::copy(h, h + H, y + s.y_row(t, d, b));
+    }
+    const int64_t longest = rows ? lens[static_cast<size_t>(order[0])] : 0;
+    size_t running = rows;
+    for (int64_t i = 0; i < longest; ++i) {
+      while (running > 0 && lens[static_cast<size_t>(order[running - 1])] <= i) --running;
+      // Each running row's input projection at its own time step (backward rows end at
+      // their own length), gathered as the step's [running, G*H] rows.
+      auto time_of = [&](size_t j) {
+        return backward ? lens[static_cast<size_t>(order[j])] - 1 - i : i;
+      };
+      for (size_t j = 0; j < running; ++j) {
+        const float* row = dir.xw.data() + s.x_index(time_of(j), order[j]) * gh;
+        std::copy(row, row + gh, dir.xs.data() + j * gh);
       }
-      if (yh != nullptr) std::copy(h, h + H, yh + srow);
-      if (yc != nullptr) std::copy(cell, cell + H, yc + srow);
+      step(running, dir.xs.data(), h, cell, dir.gates.data());
+      if (y != nullptr)
+        for (size_t j = 0; j < running; ++j)
+          std::copy(h + j * hn, h + (j + 1) * hn, y + s.y_row(time_of(j), d, order[j]));
+    }
+    for (size_t j = 0; j < rows; ++j) {
+      const size_t srow = s.state_row(d, order[j]);
+      if (yh != nullptr) std::copy(h + j * hn, h + (j + 1) * hn, yh + srow);
+      if (yc != nullptr) std::copy(cell + j * hn, cell + (j + 1) * hn, yc + srow);
     }
   };
   if (concurrent) {
@@ -335,9 +369,11 @@ void lstm(OpContext& c, const PackedR* pre) {
     Clip bound;
     RecurrentWeights R;
     ThreadPool* pool;
-    void operator()(const float* xw_t, float* h, float* cell, float* gates) const {
-      recurrent_product(R, h, xw_t, gates, pool);
-      lstm_cell(gates, P, H, couple, bound, h, cell);
+    void operator()(size_t M, float* xs, float* h, float* cell, float*) const {
+      const size_t gh = static_cast<size_t>(4 * H), hn = static_cast<size_t>(H);
+      recurrent_product(R, M, h, xs, xs, gh, pool);
+      for (size_t j = 0; j < M; ++j)
+        lstm_cell(xs + j * gh, P, H, couple, bound, h + j * hn, cell + j * hn);
     }
   };
   const bool couple = c.node.attr_i("input_forget", 0) != 0;
@@ -356,21 +392,34 @@ void gru(OpContext& c, const PackedR* pre) {
     int64_t H;
     RecurrentWeights Rzr, Rh;  // z and r rows; h rows
     ThreadPool* pool;
-    std::vector<float> r, n, rh;
-    void operator()(const float* xw_t, float* h, float*, float* gates) {
-      recurrent_product(Rzr, h, xw_t, gates, pool);  // z, r: W x + Wb + R h + Rb
-      for (int64_t k = 0; k < H; ++k) r[k] = sigmoid(bound(gates[H + k]));
-      if (linear_before_reset) {
-        recurrent_product(Rh, h, nullptr, n.data(), pool);  // Rh h + Rbh
-        for (int64_t j = 0; j < H; ++j) n[j] = std::tanh(bound(xw_t[2 * H + j] + r[j] * n[j]));
-      } else {
-        for (int64_t k = 0; k < H; ++k) rh[k] = r[k] * h[k];
-        recurrent_product(Rh, rh.data(), xw_t + 2 * H, n.data(), pool);
-        for (int64_t j = 0; j < H; ++j) n[j] = std::tanh(bound(n[j]));
+    // xs rows: z, r, h input projections; z and r become the gates in place, and the h
+    // part the new-gate pre-activation n (linear_before_reset: n goes to gates' rows).
+    void operator()(size_t M, float* xs, float* h, float*, float* gates) const {
+      const size_t hn = static_cast<size_t>(H), gh = 3 * hn;
+      recurrent_product(Rzr, M, h, xs, xs, gh, pool);  // z, r: W x + Wb + R h + Rb
+      for (size_t j = 0; j < M; ++j) {
+        clamp(xs + j * gh, 2 * hn, bound.clip);
+        apply_activation(Activation::sigmoid, 0.0f, 0.0f, xs + j * gh, 2 * hn);
       }
-      for (int64_t k = 0; k < H; ++k) {
-        const float z = sigmoid(bound(gates[k]));
-        h[k] = (1.0f - z) * n[k] + z * h[k];
+      if (linear_before_reset) {
+        recurrent_product(Rh, M, h, nullptr, gates, hn, pool);  // Rh h + Rbh
+        for (size_t j = 0; j < M; ++j) {
+          const float* zr = xs + j * gh;
+          float* n = gates + j * hn;
+          for (size_t k = 0; k < hn; ++k) n[k] = zr[2 * hn + k] + zr[hn + k] * n[k];
+        }
+      } else {
+        for (size_t j = 0; j < M; ++j)
+          for (size_t k = 0; k < hn; ++k) gates[j * hn + k] = xs[j * gh + hn + k] * h[j * hn + k];
+        recurrent_product(Rh, M, gates, xs + 2 * hn, xs + 2 * hn, gh, pool);  // + Rh (r h)
+      }
+      for (size_t j = 0; j < M; ++j) {
+        const float* z = xs + j * gh;
+        float* n = linear_before_reset ? gates + j * hn : xs + j * gh + 2 * hn;
+        clamp(n, hn, bound.clip);
+        apply_activation(Activation::tanh, 0.0f, 0.0f, n, hn);
+        float* hj = h + j * hn;
+        for (size_t k = 0; k < hn; ++k) hj[k] = (1.0f - z[k]) * n[k] + z[k] * hj[k];
       }
     }
   };
@@ -379,11 +428,9 @@ void gru(OpContext& c, const PackedR* pre) {
   run_float_recurrent(c, "GRU", 3, false, pre,
                 [&](int64_t d, const DirWeights& dw, ThreadPool* pool) {
     const int64_t H = c.in(2).shape[2];
-    const size_t h = static_cast<size_t>(H);
     return Step{linear_before_reset, bound, H,
                 pack_recurrent(dw, 0, 2 * H, H, prepacked_part(pre, d, 0)),
-                pack_recurrent(dw, 2 * H, H, H, prepacked_part(pre, d, 1)), pool,
-                std::vector<float>(h), std::vector<float>(h), std::vector<float>(h)};
+                pack_recurrent(dw, 2 * H, H, H, prepacked_part(pre, d, 1)), pool};
   });
 }
 
@@ -393,9 +440,12 @@ void rnn(OpContext& c, const PackedR* pre) {
     int64_t H;
     RecurrentWeights R;
     ThreadPool* pool;
-    void operator()(const float* xw_t, float* h, float*, float* gates) const {
-      recurrent_product(R, h, xw_t, gates, pool);
-      for (int64_t k = 0; k < H; ++k) h[k] = std::tanh(bound(gates[k]));
+    void operator()(size_t M, float* xs, float* h, float*, float*) const {
+      const size_t n = M * static_cast<size_t>(H);
+      recurrent_product(R, M, h, xs, xs, static_cast<size_t>(H), pool);
+      clamp(xs, n, bound.clip);
+      apply_activation(Activation::tanh, 0.0f, 0.0f, xs, n);
+      std::copy(xs, xs + n, h);
     }
   };
   const Clip bound{c.node.attr_f("clip", 0.0f)};
@@ -601,18 +651,24 @@ void dynamic_quantize_lstm(OpContext& c, const std::vector<QuantWeights>* pre_w,
     std::vector<uint8_t> hq;
     ProductScratch scratch;
     // Runs on a pool thread when the directions run at once: it must not throw. h stays
-    // finite (a product of sigmoid and tanh) when X and the scales are.
-    void operator()(const float* xw_t, float* h, float* cell, float* gates) {
+    // finite (a product of sigmoid and tanh) when X and the scales are. The M running rows'
+    // h are quantized on their common range, as onnxruntime quantizes the batch's.
+    void operator()(size_t M, float* xs, float* h, float* cell, float* gates) {
+      const size_t gh = static_cast<size_t>(4 * H), hn = static_cast<size_t>(H);
       bool finite = true;
-      const DynamicU8 hp = quantize_dynamic(h, static_cast<size_t>(H), hq.data(), &finite);
-      quantized_product(hq.data(), 1, hp, *R, xw_t, gates, scratch, pool);
-      if (bias)
-        for (int64_t k = 0; k < 4 * H; ++k) gates[k] += bias[k];
-      lstm_cell(gates, P, H, couple, bound, h, cell);
+      const DynamicU8 hp = quantize_dynamic(h, M * hn, hq.data(), &finite);
+      quantized_product(hq.data(), M, hp, *R, xs, gates, scratch, pool);
+      for (size_t j = 0; j < M; ++j) {
+        float* g = gates + j * gh;
+        if (bias)
+          for (size_t k = 0; k < gh; ++k) g[k] += bias[k];
+        lstm_cell(g, P, H, couple, bound, h + j * hn, cell + j * hn);
+      }
     }
   };
   const bool couple = c.node.attr_i("input_forget", 0) != 0;
   const Clip bound{c.node.attr_f("clip", 0.0f)};
+  const int64_t batch = c.node.attr_i("layout", 0) == 1 ? x.shape[0] : x.shape[1];
   std::vector<ProductScratch> project_scratch(static_cast<size_t>(dirs),
                                               ProductScratch(static_cast<size_t>(4 * H)));
   auto project = [&](int64_t d, size_t x_rows, float* xw, ThreadPool* pool) {
@@ -624,7 +680,7 @@ void dynamic_quantize_lstm(OpContext& c, const std::vector<QuantWeights>* pre_w,
     const size_t di = static_cast<size_t>(d);
     return Step{&(*pre_r)[di], bias ? biases[di].data() : nullptr,
                 peep ? peep->ptr<float>() + d * 3 * H : nullptr, H, couple, bound, pool,
-                std::vector<uint8_t>(static_cast<size_t>(H)),
+                std::vector<uint8_t>(static_cast<size_t>(batch * H)),
                 ProductScratch(static_cast<size_t>(4 * H))};
   });
 }
