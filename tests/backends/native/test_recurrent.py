@@ -264,12 +264,13 @@ def test_dynamic_quantize_lstm_with_weights_fed_at_run_time():
 
 
 def test_dynamic_quantize_lstm_batch_with_sequence_lengths():
-    # A batch: native quantizes each row's h on its own range (onnxruntime the batch's
-    # together), so the two agree to the quantization step of h, not to the last bit.
+    # A batch: native quantizes the running rows' h on their common range; onnxruntime
+    # groups the batch's rows otherwise, so the two agree to about the quantization step
+    # of h (max 1.4e-3 here), not to the last bit.
     model, feeds = _dq_lstm_model("bidirectional", batch=3, lens=True)
     want, got = _ort_and_native(model, feeds)
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, atol=0.03)
+        np.testing.assert_allclose(g, w, atol=5e-3)
     y = got[0]
     assert not y[3:, :, 1].any() and not y[5:, :, 2].any()  # zero past each row's length
 
