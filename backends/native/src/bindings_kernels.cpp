@@ -63,7 +63,7 @@ kiln::Activation parse_activation(const std::string& name) {
       {"clip", A::clip},           {"sigmoid", A::sigmoid},     {"silu", A::silu},
       {"hard_sigmoid", A::hard_sigmoid}, {"hard_swish", A::hard_swish},
       {"gelu_erf", A::gelu_erf},   {"gelu_tanh", A::gelu_tanh}, {"tanh", A::tanh},
-      {"exp", A::exp}};
+      {"exp", A::exp}, {"erf", A::erf}};
   auto it = names.find(name);
   if (it == names.end()) throw std::invalid_argument("unknown activation '" + name + "'");
   return it->second;

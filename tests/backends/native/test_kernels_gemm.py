@@ -24,6 +24,7 @@ ACTIVATIONS = [
     "gelu_tanh",
     "tanh",
     "exp",
+    "erf",
 ]
 ALPHA_BETA = {"leaky_relu": (0.1, 0.0), "clip": (-0.5, 0.75), "hard_sigmoid": (0.2, 0.5)}
 
@@ -59,6 +60,8 @@ def activation_ref(name: str, x: np.ndarray) -> np.ndarray:
         return np.tanh(x)
     if name == "exp":
         return np.exp(x)
+    if name == "erf":
+        return _erf(x)
     raise AssertionError(name)
 
 
@@ -273,15 +276,29 @@ def test_vectorized_activation_accuracy(isa: str, act: str) -> None:
             np.array([-90, -60, -30, 0, 30, 60, 90], np.float32),
         ]
     )
-    if act == "exp":  # Softmax feeds it x - max <= 0; keep to where float32 is finite
-        x = x[x < 88]
+    if act == "exp":  # its whole float range: subnormals below -87.3, +inf above 88.72
+        x = np.concatenate([x, np.linspace(-104, 89, 2001, dtype=np.float32)])
     a, b = ALPHA_BETA.get(act, (0.0, 0.0))
-    got = K.activation(x, act, a, b).astype(np.float64)
-    want = activation_ref(act, x)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
-    # And the scalar oracle itself agrees with the float64 definition.
-    scalar = K.activation(x, act, a, b, reference=True).astype(np.float64)
-    np.testing.assert_allclose(scalar, want, rtol=2e-6, atol=1e-7)
+    with np.errstate(over="ignore"):
+        want = activation_ref(act, x).astype(np.float32).astype(np.float64)  # inf past FLT_MAX
+    # exp's subnormals to within one step of 1.4e-45; the others to 1e-7 there
+    tiny = (np.abs(want) < 1.2e-38) & (act == "exp")
+    # The vectorized kernel, and the scalar oracle itself, against the float64 definition.
+    for got in (K.activation(x, act, a, b), K.activation(x, act, a, b, reference=True)):
+        got = got.astype(np.float64)
+        np.testing.assert_allclose(got[tiny], want[tiny], rtol=0, atol=3e-45)
+        np.testing.assert_allclose(got[~tiny], want[~tiny], rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "exp", "erf", "gelu_erf"])
+def test_vectorized_activation_keeps_nan_and_infinities(isa: str, act: str) -> None:
+    x = np.array([np.nan, np.inf, -np.inf, 1.0] * 5, np.float32)  # vector lanes and a tail
+    got = K.activation(x, act, 0.0, 0.0)
+    with np.errstate(all="ignore"):
+        want = activation_ref(act, x).astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)  # sigmoid(-inf) may come out as a float below 1e-38
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-37)
 
 
 def test_dispatch_follows_the_isa_cap(isa: str) -> None:

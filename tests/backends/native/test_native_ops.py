@@ -68,6 +68,10 @@ for op in (
     case(op, node(op, ["x"]), {"x": f32(2, 3, 4)})
 for op in ("Sqrt", "Log", "Reciprocal"):
     case(op, node(op, ["x"]), {"x": pos(3, 5)})
+# float32 Exp and Erf run vectorized: whole vectors and a tail, across each one's range
+case("Exp_range", node("Exp", ["x"]), {"x": np.linspace(-100, 88.5, 1003, dtype=np.float32)})
+case("Erf_range", node("Erf", ["x"]), {"x": np.linspace(-6, 6, 1003, dtype=np.float32)})
+case("Exp_f64", node("Exp", ["x"]), {"x": np.linspace(-30, 30, 37)})
 case("LeakyRelu", node("LeakyRelu", ["x"], alpha=0.2), {"x": f32(4, 5)})
 case("HardSigmoid", node("HardSigmoid", ["x"], alpha=0.3, beta=0.4), {"x": f32(4, 5)})
 case("Elu", node("Elu", ["x"], alpha=0.7), {"x": f32(4, 5)})

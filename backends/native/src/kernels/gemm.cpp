@@ -49,6 +49,7 @@ float activation_reference(Activation act, float alpha, float beta, float x) {
       return x / (1.0f + std::exp(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
     case Activation::tanh: return std::tanh(x);
     case Activation::exp: return std::exp(x);
+    case Activation::erf: return std::erf(x);
   }
   return x;
 }

@@ -28,7 +28,8 @@ enum class Activation : int {
   gelu_erf,
   gelu_tanh,
   tanh,
-  exp,          // not an ONNX activation: Softmax's exponentials
+  exp,          // not an ONNX activation: Softmax's exponentials (and the Exp op)
+  erf,          // the Erf op
 };
 
 enum class BiasKind : int { none = 0, per_row, per_col, full };

@@ -5,17 +5,20 @@
 //   exp:  x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor polynomial, scaled by 2^n.
 //   tanh: |x| < 0.625 odd polynomial; else sign(x) (1 - 2 / (exp(2|x|) + 1)).
 //   erfc: t = 1 / (1 + z/2), erfc(z) = t exp(-z^2 + P(t)) (Chebyshev fit, rel. err ~1e-7).
+//   erf: |x| < 0.5 its odd Taylor series to x^13 (rel. err < 3e-8); else sign(x) (1 - erfc|x|).
 //   gelu_erf(x) = x/2 erfc(-x/sqrt2);  gelu_tanh(x) = x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)).
+// Clamps put the constant first: x86's min and max return their second operand when either
+// is NaN, so a NaN goes through exp, tanh and erf as a NaN.
 #pragma once
 #include "kernels/gemm.h"
 
 namespace kiln::simd {
 
+// e^x = p * 2^n: n = round(x / ln2) and p = e^r for the remainder r (|r| <= ln2/2).
 template <typename V>
-inline typename V::vec exp(typename V::vec x) {
+inline typename V::vec exp_mantissa(typename V::vec x, typename V::vec& n) {
   using vec = typename V::vec;
-  x = V::max(V::min(x, V::set1(V::kExpMax)), V::set1(-87.3365447504f));
-  const vec n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   vec r = V::fma(n, V::set1(-0.693359375f), x);
   r = V::fma(n, V::set1(2.12194440e-4f), r);
   vec p = V::set1(1.0f / 720);
@@ -24,8 +27,27 @@ inline typename V::vec exp(typename V::vec x) {
   p = V::fma(p, r, V::set1(1.0f / 6));
   p = V::fma(p, r, V::set1(0.5f));
   p = V::fma(p, r, V::set1(1.0f));
-  p = V::fma(p, r, V::set1(1.0f));
+  return V::fma(p, r, V::set1(1.0f));
+}
+
+template <typename V>
+inline typename V::vec exp(typename V::vec x) {
+  x = V::max(V::set1(-87.3365447504f), V::min(V::set1(V::kExpMax), x));
+  typename V::vec n;
+  const typename V::vec p = exp_mantissa<V>(x, n);
   return V::scale2(p, n);
+}
+
+// exp over float's whole range, for the Exp op: +inf past ln(FLT_MAX), subnormals down to
+// 0 below -103.97 (exp above clamps to the normal range, which Softmax and the activations
+// never leave). 2^n is applied as two halves, each within every ISA's exponent shift.
+template <typename V>
+inline typename V::vec exp_full(typename V::vec x) {
+  x = V::max(V::set1(-104.0f), V::min(V::set1(89.0f), x));
+  typename V::vec n;
+  const typename V::vec p = exp_mantissa<V>(x, n);
+  const typename V::vec half = V::round(V::mul(n, V::set1(0.5f)));
+  return V::scale2(V::scale2(p, half), V::sub(n, half));
 }
 
 template <typename V>
@@ -37,7 +59,7 @@ inline typename V::vec sigmoid(typename V::vec x) {
 template <typename V>
 inline typename V::vec tanh(typename V::vec x) {
   using vec = typename V::vec;
-  const vec ax = V::min(V::abs(x), V::set1(10.0f));
+  const vec ax = V::min(V::set1(10.0f), V::abs(x));
   const vec s = V::mul(x, x);
   vec p = V::set1(-5.70498872745e-3f);
   p = V::fma(p, s, V::set1(2.06390887954e-2f));
@@ -49,15 +71,15 @@ inline typename V::vec tanh(typename V::vec x) {
   const vec one = V::set1(1.0f);
   // From |x| = 9.01 on, tanh rounds to 1 in float, but 1 - 2 / (e + 1) to the float below
   // it: saturate there (a quantizer's range after a Tanh must see exactly +-1).
-  const vec big = V::select(V::lt(ax, V::set1(9.01f)),
-                            V::sub(one, V::div(V::set1(2.0f), V::add(e, one))), one);
+  const vec big = V::select(V::lt(V::set1(9.01f), ax), one,
+                            V::sub(one, V::div(V::set1(2.0f), V::add(e, one))));
   return V::select(V::lt(ax, V::set1(0.625f)), small, V::with_sign_of(big, x));
 }
 
+// erfc(z) for z >= 0.
 template <typename V>
-inline typename V::vec gelu_erf(typename V::vec x) {
+inline typename V::vec erfc_nonneg(typename V::vec z) {
   using vec = typename V::vec;
-  const vec z = V::mul(V::abs(x), V::set1(0.70710678118654752f));
   const vec t = V::div(V::set1(1.0f), V::fma(z, V::set1(0.5f), V::set1(1.0f)));
   vec p = V::set1(0.17087277f);
   p = V::fma(p, t, V::set1(-0.82215223f));
@@ -70,7 +92,31 @@ inline typename V::vec gelu_erf(typename V::vec x) {
   p = V::fma(p, t, V::set1(1.00002368f));
   p = V::fma(p, t, V::set1(-1.26551223f));
   p = V::sub(p, V::mul(z, z));
-  const vec erfc = V::mul(t, exp<V>(p));  // erfc(|x|/sqrt2)
+  return V::mul(t, exp<V>(p));
+}
+
+template <typename V>
+inline typename V::vec erf(typename V::vec x) {
+  using vec = typename V::vec;
+  const vec ax = V::abs(x);
+  // 2/sqrt(pi) (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320 + x^13/9360)
+  const vec s = V::mul(x, x);
+  vec p = V::set1(1.20553330e-4f);
+  p = V::fma(p, s, V::set1(-8.54832702e-4f));
+  p = V::fma(p, s, V::set1(5.22397763e-3f));
+  p = V::fma(p, s, V::set1(-2.68661706e-2f));
+  p = V::fma(p, s, V::set1(1.12837917e-1f));
+  p = V::fma(p, s, V::set1(-3.76126389e-1f));
+  p = V::fma(p, s, V::set1(1.12837917f));
+  const vec small = V::mul(p, x);
+  const vec big = V::with_sign_of(V::sub(V::set1(1.0f), erfc_nonneg<V>(ax)), x);
+  return V::select(V::lt(ax, V::set1(0.5f)), small, big);
+}
+
+template <typename V>
+inline typename V::vec gelu_erf(typename V::vec x) {
+  using vec = typename V::vec;
+  const vec erfc = erfc_nonneg<V>(V::mul(V::abs(x), V::set1(0.70710678118654752f)));
   const vec phi2 = V::select(V::lt(x, V::zero()), erfc, V::sub(V::set1(2.0f), erfc));
   return V::mul(V::mul(x, V::set1(0.5f)), phi2);
 }
@@ -104,7 +150,8 @@ inline typename V::vec activate(typename V::vec x, Activation act, float alpha, 
     case Activation::gelu_erf: return gelu_erf<V>(x);
     case Activation::gelu_tanh: return gelu_tanh<V>(x);
     case Activation::tanh: return tanh<V>(x);
-    case Activation::exp: return exp<V>(x);
+    case Activation::exp: return exp_full<V>(x);
+    case Activation::erf: return erf<V>(x);
   }
   return x;
 }
