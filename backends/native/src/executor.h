@@ -4,7 +4,8 @@
 // memory plan) and hands it over once. `Plan::run` then executes every node in C++: inputs
 // are borrowed from numpy, intermediates live in one arena whose offsets Python planned
 // from liveness (values without a static size, or larger than planned, get heap buffers),
-// and graph outputs are fresh heap buffers handed back to numpy without a copy.
+// and graph outputs are heap buffers handed back to numpy without a copy (a large one reuses
+// the buffer of an earlier output numpy has let go of: no fresh pages to fault in).
 //
 // Symbolic dims: values Python could not size are measured on the first run with a new
 // input signature (the shapes of all inputs); a layout for that signature is then planned

@@ -98,3 +98,54 @@ def test_runs_from_several_threads_at_once_each_get_their_own_values():
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a run did not finish"
     assert errors == []
+
+
+def _large_output_model():
+    """y = Relu(x + 1) over 1 MB: a graph output large enough for the pool of output
+    buffers that numpy has let go of."""
+    nodes = [helper.make_node("Add", ["x", "one"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    shape = [1, 64, 64, 64]
+    graph = helper.make_graph(
+        nodes, "large", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_large_output_buffer_is_reused_only_after_numpy_lets_go_of_it():
+    compiled = compile_native(_large_output_model())
+    xs = [_x((1, 64, 64, 64), seed) for seed in range(4)]
+    want = [np.maximum(x + 1, 0) for x in xs]
+    held = [compiled.run({"x": xs[0]})["y"], compiled.run({"x": xs[1]})["y"]]
+    assert not np.shares_memory(held[0], held[1])
+    del held[0]  # its buffer goes back to the pool, for the next run's output
+    third = compiled.run({"x": xs[2]})["y"]
+    fourth = compiled.run({"x": xs[3]})["y"]
+    for got, i in ((held[0], 1), (third, 2), (fourth, 3)):
+        np.testing.assert_array_equal(got, want[i])  # no run wrote into a held output
+    assert not np.shares_memory(third, held[0]) and not np.shares_memory(fourth, third)
+
+
+def test_large_outputs_from_several_threads_stay_their_own():
+    compiled = compile_native(_large_output_model())
+    xs = [_x((1, 64, 64, 64), seed) for seed in range(6)]
+    want = [np.maximum(x + 1, 0) for x in xs]
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        kept = []
+        for _ in range(6):
+            for i in range(offset, len(xs), 2):
+                kept.append((i, compiled.run({"x": xs[i]})["y"]))
+                if len(kept) > 3:
+                    kept.pop(0)
+                if any(not np.array_equal(y, want[j]) for j, y in kept):
+                    errors.append(f"input {i}: an output changed or is wrong")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a run did not finish"
+    assert errors == []
