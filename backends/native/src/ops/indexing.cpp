@@ -129,20 +129,46 @@ KernelFactory scatter_elements() {
       Tensor& y = c.output(0, x.dtype, x.shape);
       if (x.nbytes()) std::memcpy(y.data, x.data, x.nbytes());
       const std::vector<size_t> xs = strides_of(x.shape);
-      std::vector<int64_t> pos(x.rank(), 0);
+      const size_t r = x.rank();
+      if (r == 0 || idx.empty()) {
+        if (!idx.empty()) c.fail("a scalar has no axis to scatter along");
+        return;
+      }
+      // Row by row along the last dim: a row's offset without the axis is computed once,
+      // and the reduction is chosen outside the element loop (a GNN's scatter-add of
+      // [edges, features] messages into [nodes, features] runs one add per element).
+      const size_t last = r - 1, inner = static_cast<size_t>(ind.shape[last]);
+      const size_t rows = idx.size() / inner, axis_stride = ax == last ? 1 : xs[ax];
+      const int64_t axis_dim = x.shape[ax];
+      std::vector<int64_t> pos(r, 0);
       dispatch_numeric(x.dtype == DType::boolean ? DType::u8 : x.dtype, c.node, [&](auto tag) {
         using T = decltype(tag);
         T* py = y.ptr<T>();
         const T* pu = upd.ptr<T>();
-        for (size_t o = 0; o < idx.size(); ++o) {
-          size_t off = 0;
-          for (size_t d = 0; d < x.rank(); ++d)
-            off += (d == ax ? checked_index(idx[o], x.shape[ax], c) : pos[d]) * xs[d];
-          combine(red, py[off], pu[o]);
-          for (size_t d = x.rank(); d-- > 0;) {
-            if (++pos[d] < ind.shape[d]) break;
-            pos[d] = 0;
+        auto scatter = [&](auto op) {
+          for (size_t row = 0; row < rows; ++row) {
+            size_t base = 0;
+            for (size_t d = 0; d < last; ++d)
+              if (d != ax) base += static_cast<size_t>(pos[d]) * xs[d];
+            const int64_t* ir = idx.data() + row * inner;
+            const T* ur = pu + row * inner;
+            for (size_t j = 0; j < inner; ++j) {
+              const size_t at = static_cast<size_t>(checked_index(ir[j], axis_dim, c));
+              T& dst = py[base + at * axis_stride + (ax == last ? 0 : j)];
+              dst = op(dst, ur[j]);
+            }
+            for (size_t d = last; d-- > 0;) {
+              if (++pos[d] < ind.shape[d]) break;
+              pos[d] = 0;
+            }
           }
+        };
+        switch (red) {
+          case Reduction::none: return scatter([](T, T v) { return v; });
+          case Reduction::add: return scatter([](T a, T v) { return static_cast<T>(a + v); });
+          case Reduction::mul: return scatter([](T a, T v) { return static_cast<T>(a * v); });
+          case Reduction::max: return scatter([](T a, T v) { return std::max(a, v); });
+          case Reduction::min: return scatter([](T a, T v) { return std::min(a, v); });
         }
       });
     }));
