@@ -113,22 +113,12 @@ def _resize(node: ir.Node) -> str | None:
                  "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"), "half_pixel"),
         _one_of("nearest_mode", ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"),
                 "round_prefer_floor"),
-        _one_of("keep_aspect_ratio_policy", ("stretch",), "stretch"),
+        _one_of("keep_aspect_ratio_policy", ("stretch", "not_larger", "not_smaller"), "stretch"),
     )(node)
     if reason:
         return reason
-    if "axes" in node.attributes:
-        return "the axes attribute"
-    if _attr(node, "mode", "nearest") == "cubic":
-        return None
-    # Only the cubic kernel crops, centres symmetrically, widens its filter or drops taps.
-    coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
-    if coord in ("half_pixel_symmetric", "tf_crop_and_resize"):
-        return f"coordinate_transformation_mode={coord!r} with mode other than 'cubic'"
-    if _attr(node, "antialias", 0):
-        return "antialias=1 with mode other than 'cubic'"
-    if _attr(node, "exclude_outside", 0):
-        return "exclude_outside=1 with mode other than 'cubic'"
+    if _attr(node, "antialias", 0) and _attr(node, "mode", "nearest") == "nearest":
+        return "antialias=1 with mode='nearest' (antialias is defined for linear and cubic)"
     return None
 
 

@@ -1,7 +1,9 @@
-"""Resize mode="cubic" on the native engine (backends/native/src/ops/resize.cpp) against
-onnxruntime: every coordinate transformation, cubic_coeff_a, exclude_outside, antialias,
-scales or sizes, up and down, on one and two threads; N-D and outer-axis resizes (which
-onnxruntime's cubic refuses) against onnx.reference; bad input fails naming the node."""
+"""Resize on the native engine (backends/native/src/ops/resize.cpp) against onnxruntime:
+mode="cubic" over every coordinate transformation, cubic_coeff_a, exclude_outside, scales or
+sizes, up and down, on one and two threads; antialias, tf_crop_and_resize (roi,
+extrapolation_value), half_pixel_symmetric, axes and keep_aspect_ratio_policy for every mode
+that has them; N-D and outer-axis cubic resizes (which onnxruntime's cubic refuses) against
+onnx.reference; bad input fails naming the node."""
 
 from __future__ import annotations
 
@@ -103,16 +105,29 @@ def test_cubic_sizes_fed_at_run_time_and_two_dims():
     _check(model, feeds)
 
 
+MODES = ["nearest", "linear", "cubic"]
+
+
 @pytest.mark.parametrize("extrapolation", [0.0, 10.0])
 @pytest.mark.parametrize("roi", [[0, 0, 0.4, 0.6, 1, 1, 1.2, 0.9],
                                  [0, 0, -0.3, 0.1, 1, 1, 0.8, 1.5]], ids=["inside", "beyond"])
 @pytest.mark.parametrize("form", ["sizes", "sizes-h-kept", "scales"])
-def test_cubic_tf_crop_and_resize(form, roi, extrapolation):
+@pytest.mark.parametrize("mode", MODES)
+def test_tf_crop_and_resize(mode, form, roi, extrapolation):
     size = {"sizes": [2, 3, 6, 11], "sizes-h-kept": [2, 3, 7, 11],
             "scales": [1, 1, 2.0, 1.5]}[form]
     size = {form.split("-")[0]: size}
     model, feeds = _resize_model(X, roi=roi, coordinate_transformation_mode="tf_crop_and_resize",
-                                 extrapolation_value=extrapolation, **size)
+                                 extrapolation_value=extrapolation, mode=mode, **size)
+    _check(model, feeds)
+
+
+@pytest.mark.parametrize("size", [{"scales": [1, 1, 1.7, 0.6]}, {"scales": [1, 1, 0.45, 2.3]},
+                                  {"sizes": [2, 3, 5, 13]}], ids=["s1", "s2", "sizes"])
+@pytest.mark.parametrize("mode", MODES)
+def test_half_pixel_symmetric(mode, size):
+    model, feeds = _resize_model(X, coordinate_transformation_mode="half_pixel_symmetric",
+                                 mode=mode, **size)
     _check(model, feeds)
 
 
@@ -120,10 +135,28 @@ def test_cubic_tf_crop_and_resize(form, roi, extrapolation):
 @pytest.mark.parametrize("exclude", [0, 1])
 @pytest.mark.parametrize("form", [{"sizes": [2, 3, 3, 4]}, {"scales": [1, 1, 0.6, 0.3]},
                                   {"sizes": [2, 3, 14, 4]}], ids=["down", "scales", "up-down"])
-def test_cubic_antialias(form, exclude, threads):
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_antialias(mode, form, exclude, threads):
     x = rng.standard_normal((2, 3, 17, 23)).astype(np.float32)
-    model, feeds = _resize_model(x, antialias=1, exclude_outside=exclude, **form)
+    model, feeds = _resize_model(x, antialias=1, exclude_outside=exclude, mode=mode, **form)
     _check(model, feeds, threads)
+
+
+@pytest.mark.parametrize("policy", ["stretch", "not_larger", "not_smaller"])
+@pytest.mark.parametrize("axes", [[2, 3], [3, 2], [-1, 2]], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_axes_and_aspect_ratio_policy(mode, axes, policy):
+    model, feeds = _resize_model(X, sizes=[5, 12], axes=axes, mode=mode,
+                                 keep_aspect_ratio_policy=policy, opset=18)
+    if min(axes) < 0:  # onnxruntime 1.32 applies a policy to negative axes wrongly
+        same, _ = _resize_model(X, sizes=[5, 12], axes=[a % 4 for a in axes], mode=mode,
+                                keep_aspect_ratio_policy=policy, opset=18)
+        np.testing.assert_allclose(compile_native(model).run(feeds)["y"],
+                                   run_reference(same, feeds)[0], rtol=1e-5, atol=1e-5)
+    else:
+        _check(model, feeds)
+    model, feeds = _resize_model(X, scales=[0.6, 1.9], axes=axes, mode=mode, opset=18)
+    _check(model, feeds)
 
 
 @pytest.mark.parametrize("shape,sizes", [((3, 7, 5), (6, 4, 9)), ((2, 4, 5, 6), (3, 4, 2, 6)),
@@ -139,16 +172,16 @@ def test_cubic_identity_resize_copies():
     np.testing.assert_array_equal(compile_native(model).run(feeds)["y"], X)
 
 
-def test_native_claims_cubic_and_refuses_the_rest_by_name():
+def test_native_claims_every_form_and_refuses_nearest_antialias_by_name():
     backend = NativeBackend()
-    for attrs in ({}, {"antialias": 1, "exclude_outside": 1},
+    for attrs in ({}, {"antialias": 1, "exclude_outside": 1}, {"axes": [3, 2]},
                   {"coordinate_transformation_mode": "tf_crop_and_resize"}):
-        model, _ = _resize_model(X, scales=[1, 1, 2, 2], **attrs)
-        assert backend.supports(ir_node(model)), attrs
-    linear, _ = _resize_model(X, scales=[1, 1, 0.5, 0.5], antialias=1, mode="linear")
-    assert "antialias=1 with mode other than 'cubic'" in backend.refusal(ir_node(linear))
-    axes, _ = _resize_model(X, scales=[2, 2], axes=[2, 3])
-    assert "axes" in backend.refusal(ir_node(axes))
+        for mode in ("linear", "cubic"):
+            model, _ = _resize_model(X, scales=[2, 2] if "axes" in attrs else [1, 1, 2, 2],
+                                     mode=mode, **attrs)
+            assert backend.supports(ir_node(model)), (mode, attrs)
+    nearest, _ = _resize_model(X, scales=[1, 1, 0.5, 0.5], antialias=1, mode="nearest")
+    assert "antialias=1 with mode='nearest'" in backend.refusal(ir_node(nearest))
 
 
 def ir_node(model: onnx.ModelProto):
@@ -157,7 +190,7 @@ def ir_node(model: onnx.ModelProto):
     return next(iter(ir.from_proto(model).graph))
 
 
-@pytest.mark.parametrize("roi,fragment", [([0, 1], "roi must have 2 values per input dim")])
+@pytest.mark.parametrize("roi,fragment", [([0, 1], "roi must have 2 values per resized dim")])
 def test_bad_roi_names_the_node(roi, fragment):
     model, feeds = _resize_model(X, roi=roi, sizes=[2, 3, 4, 4],
                                  coordinate_transformation_mode="tf_crop_and_resize")
@@ -166,7 +199,7 @@ def test_bad_roi_names_the_node(roi, fragment):
     assert "'rs'" in str(info.value) and fragment in str(info.value)
 
 
-@pytest.mark.parametrize("sizes,fragment", [([2, 3, 4], "one value per input dim"),
+@pytest.mark.parametrize("sizes,fragment", [([2, 3, 4], "one value per resized dim"),
                                             ([2, 3, -1, 4], "sizes must be >= 0")])
 def test_bad_sizes_name_the_node(sizes, fragment):
     model, feeds = _resize_model(X, sizes=[2, 3, 4, 4], sizes_input=True)

@@ -6,11 +6,13 @@
 //   W(t) = (A+2)|t|^3 - (A+3)|t|^2 + 1            for |t| <= 1,
 //          A|t|^3 - 5A|t|^2 + 8A|t| - 4A           for 1 < |t| < 2, else 0.
 // exclude_outside drops the taps outside [0, len) and rescales the rest to sum to 1. With
-// antialias (downsampling by r < 1) the kernel is widened to W(r * t) over every source
-// index within 2 / r of v + 0.5 and normalized; outside taps fold onto the edge unless
-// exclude_outside. So an N-D resize is one pass per resampled axis through a table of
-// (source index, weight) per output index; tf_crop_and_resize then writes
-// extrapolation_value wherever an axis' coordinate left [0, len - 1].
+// antialias (downsampling by r < 1) the kernel (W, or the triangle 1 - |t| for linear) is
+// widened to K(r * t) over every source index within reach / r of v + 0.5 and normalized;
+// outside taps fold onto the edge unless exclude_outside. So an N-D resize is one pass per
+// resampled axis through a table of (source index, weight) per output index, and
+// tf_crop_and_resize then writes extrapolation_value wherever an axis' coordinate left
+// [0, len - 1]. Cubic, antialias, half_pixel_symmetric and tf_crop_and_resize take these
+// tables; plain nearest and linear keep their per-plane path.
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -27,6 +29,7 @@ enum class Coord {
   tf_half_pixel, tf_crop_and_resize
 };
 enum class Nearest { round_prefer_floor, round_prefer_ceil, floor, ceil };
+enum class Policy { stretch, not_larger, not_smaller };
 
 struct ResizeAttrs {
   Mode mode = Mode::nearest;
@@ -36,6 +39,8 @@ struct ResizeAttrs {
   bool exclude_outside = false;
   bool antialias = false;
   float extrapolation = 0.0f;
+  Policy policy = Policy::stretch;
+  std::vector<int64_t> axes;       // empty: every dim
   std::vector<float> scales_attr;  // Upsample-7
   bool upsample = false;
 };
@@ -60,9 +65,6 @@ ResizeAttrs read_resize(const NodeDesc& node) {
   else if (ct == "tf_half_pixel_for_nn") a.coord = Coord::tf_half_pixel;
   else if (ct == "tf_crop_and_resize") a.coord = Coord::tf_crop_and_resize;
   else node.fail("coordinate_transformation_mode '" + ct + "' is not supported");
-  const bool cubic = a.mode == Mode::cubic;
-  if (!cubic && (a.coord == Coord::half_pixel_symmetric || a.coord == Coord::tf_crop_and_resize))
-    node.fail("coordinate_transformation_mode '" + ct + "' is implemented for mode 'cubic' only");
   const std::string nm = node.attr_s("nearest_mode", legacy ? "floor" : "round_prefer_floor");
   if (nm == "round_prefer_floor") a.nearest = Nearest::round_prefer_floor;
   else if (nm == "round_prefer_ceil") a.nearest = Nearest::round_prefer_ceil;
@@ -70,42 +72,56 @@ ResizeAttrs read_resize(const NodeDesc& node) {
   else if (nm == "ceil") a.nearest = Nearest::ceil;
   else node.fail("nearest_mode '" + nm + "' is not supported");
   a.antialias = node.attr_i("antialias", 0) != 0;
-  if (a.antialias && !cubic) node.fail("antialias is implemented for mode 'cubic' only");
+  if (a.antialias && a.mode == Mode::nearest)
+    node.fail("antialias is defined for modes 'linear' and 'cubic' only");
+  // Only cubic and antialias taps reach outside the input: elsewhere this changes nothing.
   a.exclude_outside = node.attr_i("exclude_outside", 0) != 0;
-  if (a.exclude_outside && !cubic)
-    node.fail("exclude_outside is implemented for mode 'cubic' only");
   a.cubic_a = node.attr_f("cubic_coeff_a", -0.75f);
   a.extrapolation = node.attr_f("extrapolation_value", 0.0f);
-  if (node.has("axes")) node.fail("the axes attribute is not supported");
+  a.axes = node.attr_ints("axes");
   const std::string policy = node.attr_s("keep_aspect_ratio_policy", "stretch");
-  if (policy != "stretch") node.fail("keep_aspect_ratio_policy '" + policy + "' not supported");
+  if (policy == "not_larger") a.policy = Policy::not_larger;
+  else if (policy == "not_smaller") a.policy = Policy::not_smaller;
+  else if (policy != "stretch") node.fail("keep_aspect_ratio_policy '" + policy + "' is unknown");
   a.scales_attr = node.attr_floats("scales");
   return a;
 }
 
 // The source coordinate of output index x along one axis. out_len is the unfloored output
-// length (input length * scale, or the given size), out_size the output dim itself.
-double to_original(Coord coord, double x, double scale, int64_t in_len, double out_len,
-                   int64_t out_size, double roi_lo, double roi_hi) {
-  const double in = static_cast<double>(in_len);
+// length (input length * scale, or the given size), out_size the output dim itself. Nearest
+// computes it in float, as onnxruntime does: there a tie (x.5) decides the index.
+template <typename F>
+F to_original(Coord coord, F x, F scale, int64_t in_len, F out_len, int64_t out_size, F roi_lo,
+              F roi_hi) {
+  const F in = static_cast<F>(in_len), half = F(0.5), one = F(1);
   switch (coord) {
-    case Coord::half_pixel: return (x + 0.5) / scale - 0.5;
+    case Coord::half_pixel: return (x + half) / scale - half;
     case Coord::half_pixel_symmetric: {
       // Centres the sampled span on the input when flooring shortened the output.
-      const double offset = in / 2.0 * (1.0 - static_cast<double>(out_size) / (scale * in));
-      return offset + (x + 0.5) / scale - 0.5;
+      const F offset = in / F(2) * (one - static_cast<F>(out_size) / (scale * in));
+      return offset + (x + half) / scale - half;
     }
-    case Coord::pytorch_half_pixel: return out_len > 1.0 ? (x + 0.5) / scale - 0.5 : 0.0;
-    case Coord::align_corners:
-      return out_len == 1.0 ? 0.0 : x * (in - 1.0) / (out_len - 1.0);
+    case Coord::pytorch_half_pixel: return out_len > one ? (x + half) / scale - half : F(0);
+    case Coord::align_corners: return out_len == one ? F(0) : x * (in - one) / (out_len - one);
     case Coord::asymmetric: return x / scale;
-    case Coord::tf_half_pixel: return (x + 0.5) / scale;
+    case Coord::tf_half_pixel: return (x + half) / scale;
     case Coord::tf_crop_and_resize:
-      if (out_size <= 1) return 0.5 * (roi_lo + roi_hi) * (in - 1.0);
-      return roi_lo * (in - 1.0) +
-             x * (roi_hi - roi_lo) * (in - 1.0) / static_cast<double>(out_size - 1);
+      if (out_size <= 1) return half * (roi_lo + roi_hi) * (in - one);
+      return roi_lo * (in - one) +
+             x * (roi_hi - roi_lo) * (in - one) / static_cast<F>(out_size - 1);
   }
   return x;
+}
+
+// to_original for `mode`: float for nearest, double otherwise.
+double source_coordinate(Mode mode, Coord coord, int64_t x, double scale, int64_t in_len,
+                         double out_len, int64_t out_size, double roi_lo, double roi_hi) {
+  if (mode == Mode::nearest)
+    return to_original<float>(coord, static_cast<float>(x), static_cast<float>(scale), in_len,
+                              static_cast<float>(out_len), out_size, static_cast<float>(roi_lo),
+                              static_cast<float>(roi_hi));
+  return to_original<double>(coord, static_cast<double>(x), scale, in_len, out_len, out_size,
+                             roi_lo, roi_hi);
 }
 
 int64_t nearest_index(Nearest mode, double v, int64_t len) {
@@ -176,7 +192,7 @@ void resize_planes(const Tensor& x, Tensor& y, const std::vector<std::vector<int
   }, planes * OH * OW * (linear ? 8 : 1));
 }
 
-// One resampled axis for cubic: output o reads source indices index[o * taps + k] (each
+// One resampled axis: output o reads source indices index[o * taps + k] (each
 // inside [0, len)) with weights weight[o * taps + k]; outside[o] says o's coordinate left
 // [0, len - 1] (what tf_crop_and_resize fills with extrapolation_value).
 struct AxisTaps {
@@ -209,14 +225,22 @@ double keys_weight(double t, double A) {
   return 0.0;
 }
 
-AxisTaps cubic_taps(const ResizeAttrs& a, int64_t in_len, int64_t out_size, double scale,
-                    double out_len, double roi_lo, double roi_hi) {
+// The (index, weight) table of one axis. Plain nearest takes 1 tap, linear 2 (its coordinate
+// clamped into the input), cubic 4; antialias takes every source index the widened kernel
+// (triangle of half-width 1 for linear, Keys' of 2 for cubic) covers.
+AxisTaps axis_taps(const ResizeAttrs& a, int64_t in_len, int64_t out_size, double scale,
+                   double out_len, double roi_lo, double roi_hi) {
   AxisTaps t;
   const bool wide = a.antialias && scale < 1.0;
-  const double support = wide ? 2.0 / scale : 2.0;  // half-width of the kernel, in source pixels
+  const double reach = a.mode == Mode::cubic ? 2.0 : 1.0;
+  const double support = wide ? reach / scale : reach;  // kernel half-width, source pixels
   const double squeeze = wide ? scale : 1.0;
+  auto filter = [&](double u) {
+    return a.mode == Mode::cubic ? keys_weight(u, a.cubic_a) : std::max(0.0, 1.0 - std::fabs(u));
+  };
   t.count = static_cast<size_t>(out_size);
-  t.taps = a.antialias ? static_cast<size_t>(std::ceil(support)) * 2 + 1 : 4;
+  if (a.antialias) t.taps = static_cast<size_t>(std::ceil(support)) * 2 + 1;
+  else t.taps = a.mode == Mode::cubic ? 4 : (a.mode == Mode::linear ? 2 : 1);
   t.index.resize(t.count * t.taps);
   t.weight.resize(t.count * t.taps);
   t.outside.assign(t.count, 0);
@@ -224,10 +248,10 @@ AxisTaps cubic_taps(const ResizeAttrs& a, int64_t in_len, int64_t out_size, doub
   std::vector<double> w(t.taps);
   for (size_t o = 0; o < t.count; ++o) {
     const double x = static_cast<double>(o);
-    // An axis at scale 1 keeps its coordinates whatever the mode (onnxruntime's reading).
-    double v = scale == 1.0
-                   ? x
-                   : to_original(a.coord, x, scale, in_len, out_len, out_size, roi_lo, roi_hi);
+    // An axis at scale 1 keeps its coordinates whatever the mode (as onnxruntime reads it).
+    double v = scale == 1.0 ? x
+                            : source_coordinate(a.mode, a.coord, static_cast<int64_t>(o), scale,
+                                                in_len, out_len, out_size, roi_lo, roi_hi);
     if (a.coord == Coord::tf_crop_and_resize && !(v >= 0.0 && v <= last)) {
       t.outside[o] = 1;
       t.any_outside = true;
@@ -242,9 +266,17 @@ AxisTaps cubic_taps(const ResizeAttrs& a, int64_t in_len, int64_t out_size, doub
       const int64_t n = std::min<int64_t>(std::max<int64_t>(end - first, 0), t.taps);
       for (size_t k = 0; k < t.taps; ++k)
         w[k] = static_cast<int64_t>(k) < n
-                   ? keys_weight((first + static_cast<double>(k) - centre + 0.5) * squeeze,
-                                 a.cubic_a)
+                   ? filter((first + static_cast<double>(k) - centre + 0.5) * squeeze)
                    : 0.0;
+    } else if (a.mode == Mode::nearest) {
+      first = nearest_index(a.nearest, v, in_len);
+      w[0] = 1.0;
+    } else if (a.mode == Mode::linear) {
+      v = std::min(std::max(v, 0.0), last);
+      const double f = std::floor(v);
+      first = static_cast<int64_t>(f);
+      w[0] = 1.0 - (v - f);
+      w[1] = v - f;
     } else {
       const double f = std::floor(v), s = v - f;
       first = static_cast<int64_t>(f) - 1;
@@ -324,16 +356,16 @@ void resample_axis(const float* src, float* dst, size_t outer, size_t len, size_
   }, outer * n * inner * taps);
 }
 
-// Cubic over every axis whose table is not a copy, one separable pass each, the most
-// shrinking axis first (each pass costs taps x its output size).
-void resize_cubic(const ResizeAttrs& a, const Tensor& x, Tensor& y,
+// Every axis whose table is not a copy, one separable pass each, the most shrinking axis
+// first (each pass costs taps x its output size).
+void resize_separable(const ResizeAttrs& a, const Tensor& x, Tensor& y,
                   const std::vector<double>& scales, const std::vector<double>& out_len,
                   const std::vector<double>& roi, ThreadPool* pool) {
   const size_t r = x.rank();
   std::vector<AxisTaps> tables(r);
   std::vector<size_t> order;
   for (size_t d = 0; d < r; ++d) {
-    tables[d] = cubic_taps(a, x.shape[d], y.shape[d], scales[d], out_len[d], roi[d], roi[r + d]);
+    tables[d] = axis_taps(a, x.shape[d], y.shape[d], scales[d], out_len[d], roi[d], roi[r + d]);
     if (!tables[d].identity(x.shape[d])) order.push_back(d);
   }
   std::stable_sort(order.begin(), order.end(), [&](size_t p, size_t q) {
@@ -380,8 +412,6 @@ class ResizeKernel final : public Kernel {
     const Tensor& x = c.in(0);
     if (x.dtype != DType::f32) c.fail("X must be float32");
     const size_t r = x.rank();
-    std::vector<double> scales;
-    std::vector<double> out_len;  // x_len * scale before flooring, as the spec's formulas use
     Shape out(r);
     const Tensor* scales_t = nullptr;
     const Tensor* sizes_t = nullptr;
@@ -395,29 +425,63 @@ class ResizeKernel final : public Kernel {
     }
     if (scales_t && scales_t->numel() == 0) scales_t = nullptr;
     if (sizes_t && sizes_t->numel() == 0) sizes_t = nullptr;
+    // The dims that scales, sizes and roi speak of: `axes` (opset 18+), else every dim.
+    std::vector<size_t> axes;
+    for (int64_t ax : a_.axes) {
+      const size_t d = norm_axis(ax, r, c.node, "axes value");
+      if (std::find(axes.begin(), axes.end(), d) != axes.end()) c.fail("axes repeats a dim");
+      axes.push_back(d);
+    }
+    if (a_.axes.empty())
+      for (size_t d = 0; d < r; ++d) axes.push_back(d);
+    const size_t k = axes.size();
     // roi: starts then ends per dim, as fractions of the input; read by tf_crop_and_resize.
     std::vector<double> roi(2 * r, 1.0);
     std::fill_n(roi.begin(), r, 0.0);
     if (a_.coord == Coord::tf_crop_and_resize) {
       const Tensor* roi_t = c.n_inputs() > 1 ? c.input(1) : nullptr;
       if (roi_t && roi_t->numel() != 0) {
-        if (roi_t->numel() != 2 * r) c.fail("roi must have 2 values per input dim");
-        for (size_t i = 0; i < 2 * r; ++i) {
-          if (roi_t->dtype == DType::f32) roi[i] = roi_t->ptr<float>()[i];
-          else if (roi_t->dtype == DType::f64) roi[i] = roi_t->ptr<double>()[i];
+        if (roi_t->numel() != 2 * k) c.fail("roi must have 2 values per resized dim");
+        for (size_t i = 0; i < 2 * k; ++i) {
+          double v = 0.0;
+          if (roi_t->dtype == DType::f32) v = roi_t->ptr<float>()[i];
+          else if (roi_t->dtype == DType::f64) v = roi_t->ptr<double>()[i];
           else c.fail(std::string("roi must be float32 or float64, got ") +
                       dtype_name(roi_t->dtype));
+          roi[(i < k ? 0 : r) + axes[i % k]] = v;
         }
       }
     }
+    // Dims outside `axes` keep their length at scale 1.
+    std::vector<double> scales(r, 1.0);
+    std::vector<double> out_len(x.shape.begin(), x.shape.end());
+    out = x.shape;
     if (sizes_t) {
       std::vector<int64_t> sizes = read_ints(*sizes_t, c.node, "sizes");
-      if (sizes.size() != r) c.fail("sizes must have one value per input dim");
-      for (size_t d = 0; d < r; ++d) {
-        if (sizes[d] < 0) c.fail("sizes must be >= 0");
-        out[d] = sizes[d];
-        out_len.push_back(static_cast<double>(sizes[d]));
-        scales.push_back(x.shape[d] ? static_cast<double>(sizes[d]) / x.shape[d] : 1.0);
+      if (sizes.size() != k) c.fail("sizes must have one value per resized dim");
+      for (int64_t v : sizes) if (v < 0) c.fail("sizes must be >= 0");
+      if (a_.policy == Policy::stretch) {
+        for (size_t i = 0; i < k; ++i) {
+          const size_t d = axes[i];
+          out[d] = sizes[i];
+          out_len[d] = static_cast<double>(sizes[i]);
+          scales[d] = x.shape[d] ? static_cast<double>(sizes[i]) / x.shape[d] : 1.0;
+        }
+      } else {
+        // One scale for every resized dim: the largest that fits inside sizes (not_larger)
+        // or the smallest that covers it (not_smaller); lengths rounded half up.
+        double scale = a_.policy == Policy::not_larger ? INFINITY : 0.0;
+        for (size_t i = 0; i < k; ++i) {
+          const double ratio =
+              static_cast<double>(sizes[i]) / std::max<int64_t>(x.shape[axes[i]], 1);
+          scale = a_.policy == Policy::not_larger ? std::min(scale, ratio)
+                                                  : std::max(scale, ratio);
+        }
+        for (size_t d : axes) {
+          out[d] = static_cast<int64_t>(std::floor(scale * x.shape[d] + 0.5));
+          out_len[d] = static_cast<double>(out[d]);
+          scales[d] = scale;
+        }
       }
     } else {
       std::vector<float> sv;
@@ -427,23 +491,25 @@ class ResizeKernel final : public Kernel {
       } else {
         sv = a_.scales_attr;
       }
-      if (sv.size() != r) c.fail("scales must have one value per input dim");
-      for (size_t d = 0; d < r; ++d) {
-        if (!(sv[d] > 0.0f) || sv[d] > 1e6f) c.fail("scales must be positive and finite");
+      if (sv.size() != k) c.fail("scales must have one value per resized dim");
+      for (size_t i = 0; i < k; ++i) {
+        const size_t d = axes[i];
+        if (!(sv[i] > 0.0f) || sv[i] > 1e6f) c.fail("scales must be positive and finite");
         // Also under tf_crop_and_resize: the roi does not enter the size (onnxruntime and
         // onnx's shape inference agree).
-        scales.push_back(sv[d]);
-        out_len.push_back(x.shape[d] * static_cast<double>(sv[d]));
-        out[d] = static_cast<int64_t>(std::floor(x.shape[d] * static_cast<double>(sv[d])));
+        scales[d] = sv[i];
+        out_len[d] = x.shape[d] * static_cast<double>(sv[i]);
+        out[d] = static_cast<int64_t>(std::floor(out_len[d]));
       }
     }
     Tensor& y = c.output(0, DType::f32, out);
     if (y.numel() == 0) return;
     for (int64_t d : x.shape) if (d == 0) c.fail("cannot resize an empty input");
-    if (a_.mode == Mode::cubic) {
+    if (a_.mode == Mode::cubic || a_.antialias || a_.coord == Coord::half_pixel_symmetric ||
+        a_.coord == Coord::tf_crop_and_resize) {
       for (int64_t d : x.shape)
         if (d > INT32_MAX) c.fail("an input dim above 2^31 is not supported");
-      resize_cubic(a_, x, y, scales, out_len, roi, c.pool);
+      resize_separable(a_, x, y, scales, out_len, roi, c.pool);
       return;
     }
     // Per dim: for each output coordinate, the two source indices and the weight of the second.
@@ -453,8 +519,8 @@ class ResizeKernel final : public Kernel {
     for (size_t d = 0; d < r; ++d) {
       const int64_t in_len = x.shape[d];
       for (int64_t o = 0; o < out[d]; ++o) {
-        double v = to_original(a_.coord, static_cast<double>(o), scales[d], in_len, out_len[d],
-                               out[d], 0.0, 1.0);
+        double v = source_coordinate(a_.mode, a_.coord, o, scales[d], in_len, out_len[d], out[d],
+                                     0.0, 1.0);
         if (linear) {
           v = std::min(std::max(v, 0.0), static_cast<double>(in_len - 1));
           const int64_t lo = static_cast<int64_t>(std::floor(v));
