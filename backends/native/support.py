@@ -117,6 +117,8 @@ def _resize(node: ir.Node) -> str | None:
     )(node)
     if reason:
         return reason
+    if node.op_type == "Upsample" and _attr(node, "mode", "nearest") == "cubic":
+        return "mode='cubic' on Upsample (cubic needs Resize from opset 11)"
     if _attr(node, "antialias", 0) and _attr(node, "mode", "nearest") == "nearest":
         return "antialias=1 with mode='nearest' (antialias is defined for linear and cubic)"
     return None

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/element.h"
 
 namespace kiln::ops {
 namespace {
@@ -88,8 +89,7 @@ ResizeAttrs read_resize(const NodeDesc& node) {
 }
 
 // The source coordinate of output index x along one axis. out_len is the unfloored output
-// length (input length * scale, or the given size), out_size the output dim itself. Nearest
-// computes it in float, as onnxruntime does: there a tie (x.5) decides the index.
+// length (input length * scale, or the given size), out_size the output dim itself.
 template <typename F>
 F to_original(Coord coord, F x, F scale, int64_t in_len, F out_len, int64_t out_size, F roi_lo,
               F roi_hi) {
@@ -113,15 +113,13 @@ F to_original(Coord coord, F x, F scale, int64_t in_len, F out_len, int64_t out_
   return x;
 }
 
-// to_original for `mode`: float for nearest, double otherwise.
-double source_coordinate(Mode mode, Coord coord, int64_t x, double scale, int64_t in_len,
-                         double out_len, int64_t out_size, double roi_lo, double roi_hi) {
-  if (mode == Mode::nearest)
-    return to_original<float>(coord, static_cast<float>(x), static_cast<float>(scale), in_len,
-                              static_cast<float>(out_len), out_size, static_cast<float>(roi_lo),
-                              static_cast<float>(roi_hi));
-  return to_original<double>(coord, static_cast<double>(x), scale, in_len, out_len, out_size,
-                             roi_lo, roi_hi);
+// to_original in float, as onnxruntime computes it: for nearest a tie (x.5) decides the
+// index, and on a long axis the float coordinate moves a weight by up to ~1e-5.
+double source_coordinate(Coord coord, int64_t x, double scale, int64_t in_len, double out_len,
+                         int64_t out_size, double roi_lo, double roi_hi) {
+  return to_original<float>(coord, static_cast<float>(x), static_cast<float>(scale), in_len,
+                            static_cast<float>(out_len), out_size, static_cast<float>(roi_lo),
+                            static_cast<float>(roi_hi));
 }
 
 int64_t nearest_index(Nearest mode, double v, int64_t len) {
@@ -250,8 +248,8 @@ AxisTaps axis_taps(const ResizeAttrs& a, int64_t in_len, int64_t out_size, doubl
     const double x = static_cast<double>(o);
     // An axis at scale 1 keeps its coordinates whatever the mode (as onnxruntime reads it).
     double v = scale == 1.0 ? x
-                            : source_coordinate(a.mode, a.coord, static_cast<int64_t>(o), scale,
-                                                in_len, out_len, out_size, roi_lo, roi_hi);
+                            : source_coordinate(a.coord, static_cast<int64_t>(o), scale, in_len,
+                                                out_len, out_size, roi_lo, roi_hi);
     if (a.coord == Coord::tf_crop_and_resize && !(v >= 0.0 && v <= last)) {
       t.outside[o] = 1;
       t.any_outside = true;
@@ -455,13 +453,12 @@ class ResizeKernel final : public Kernel {
       const Tensor* roi_t = c.n_inputs() > 1 ? c.input(1) : nullptr;
       if (roi_t && roi_t->numel() != 0) {
         if (roi_t->numel() != 2 * k) c.fail("roi must have 2 values per resized dim");
+        if (roi_t->dtype != DType::f32 && roi_t->dtype != DType::f64 &&
+            roi_t->dtype != DType::f16)
+          c.fail(std::string("roi must be float16, float32 or float64, got ") +
+                 dtype_name(roi_t->dtype));
         for (size_t i = 0; i < 2 * k; ++i) {
-          double v = 0.0;
-          if (roi_t->dtype == DType::f32) v = roi_t->ptr<float>()[i];
-          else if (roi_t->dtype == DType::f64) v = roi_t->ptr<double>()[i];
-          else c.fail(std::string("roi must be float32 or float64, got ") +
-                      dtype_name(roi_t->dtype));
-          roi[(i < k ? 0 : r) + axes[i % k]] = v;
+          roi[(i < k ? 0 : r) + axes[i % k]] = load(*roi_t, i);
         }
       }
     }
@@ -532,8 +529,8 @@ class ResizeKernel final : public Kernel {
     for (size_t d = 0; d < r; ++d) {
       const int64_t in_len = x.shape[d];
       for (int64_t o = 0; o < out[d]; ++o) {
-        double v = source_coordinate(a_.mode, a_.coord, o, scales[d], in_len, out_len[d], out[d],
-                                     0.0, 1.0);
+        double v = source_coordinate(a_.coord, o, scales[d], in_len, out_len[d], out[d], 0.0,
+                                     1.0);
         if (linear) {
           v = std::min(std::max(v, 0.0), static_cast<double>(in_len - 1));
           const int64_t lo = static_cast<int64_t>(std::floor(v));
