@@ -13,9 +13,9 @@
 // tf_crop_and_resize then writes extrapolation_value wherever an axis' coordinate left
 // [0, len - 1]. Cubic, antialias, half_pixel_symmetric and tf_crop_and_resize take these
 // tables; plain nearest and linear keep their per-plane path.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <vector>
 
 #include "ops/common.h"
