@@ -251,3 +251,13 @@ def test_large_enough_to_split_across_two_threads(sizes, attrs):
     x = rng.standard_normal((1, 16, 64, 80)).astype(np.float32)
     model, feeds = _resize_model(x, sizes=sizes, **attrs)
     _check(model, feeds, threads=2)
+
+
+@pytest.mark.parametrize("mode,nearest_mode", [("linear", "round_prefer_floor"),
+                                               ("nearest", "ceil"),
+                                               ("nearest", "round_prefer_ceil")])
+def test_tf_half_pixel_for_nn_keeps_unscaled_channels(mode, nearest_mode):
+    # At scale 1 the half-pixel shift once blended (linear) or picked (nearest) channel c + 1.
+    model, feeds = _resize_model(X, scales=[1, 1, 3, 2], mode=mode, nearest_mode=nearest_mode,
+                                 coordinate_transformation_mode="tf_half_pixel_for_nn", opset=11)
+    _check(model, feeds)

@@ -529,8 +529,11 @@ class ResizeKernel final : public Kernel {
     for (size_t d = 0; d < r; ++d) {
       const int64_t in_len = x.shape[d];
       for (int64_t o = 0; o < out[d]; ++o) {
-        double v = source_coordinate(a_.coord, o, scales[d], in_len, out_len[d], out[d], 0.0,
-                                     1.0);
+        // At scale 1 an axis (N and C as a rule) keeps its index: tf_half_pixel_for_nn would
+        // move it by half a pixel and blend or pick the neighbouring channel.
+        double v = scales[d] == 1.0 ? static_cast<double>(o)
+                                    : source_coordinate(a_.coord, o, scales[d], in_len,
+                                                        out_len[d], out[d], 0.0, 1.0);
         if (linear) {
           v = std::min(std::max(v, 0.0), static_cast<double>(in_len - 1));
           const int64_t lo = static_cast<int64_t>(std::floor(v));
