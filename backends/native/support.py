@@ -290,6 +290,15 @@ def _tree_modes(node: ir.Node) -> str | None:
     return f"nodes_modes {bad}" if bad else None
 
 
+def _tree_classifier(node: ir.Node) -> str | None:
+    return _tree_modes(node) or _int_labels("classlabels_int64s", 2)(node)
+
+
+def _tree_regressor(node: ir.Node) -> str | None:
+    return (_tree_modes(node) or _post_transform(node)
+            or _one_of("aggregate_function", ("SUM", "AVERAGE", "MIN", "MAX"), "SUM")(node))
+
+
 _ML = "ai.onnx.ml"
 _U = Rule(FLOATS)                      # float unary math
 _N = Rule(NUMERIC)                     # numeric, same type everywhere
@@ -420,6 +429,9 @@ RULES: dict[tuple[str, str], Rule] = {
     (_ML, "LinearRegressor"): Rule(FLOAT, check=_post_transform),
     (_ML, "LinearClassifier"): Rule(ML_INPUTS, free_outputs=(0, 1),
                                     check=_int_labels("classlabels_ints", 0)),
+    (_ML, "TreeEnsembleClassifier"): Rule(ML_INPUTS, free_outputs=(0, 1),
+                                          check=_tree_classifier),
+    (_ML, "TreeEnsembleRegressor"): Rule(ML_INPUTS, free_outputs=(0,), check=_tree_regressor),
 }
 
 

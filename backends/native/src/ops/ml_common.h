@@ -93,12 +93,14 @@ inline float logistic(float v) {
   return v < 0 ? 1.0f - e : e;
 }
 
-// erfinv by Winitzki's closed form, a = 0.147 (the approximation onnxruntime uses).
+// erfinv by Winitzki's closed form, a = 0.147, written as the reference writes it (PROBIT's
+// scores are that approximation, and near 0.5 its cancellation shows any other rounding).
 inline float erf_inv(float x) {
   const float sign = x < 0 ? -1.0f : 1.0f;
   const float ln = std::log((1 - x) * (1 + x));
   const float half = 2 / (3.14159f * 0.147f) + 0.5f * ln;
-  const float root = -half + std::sqrt(half * half - ln / 0.147f);
+  const float ln_a = 1 / (0.147f) * ln;
+  const float root = -half + std::sqrt(half * half - ln_a);
   return sign * std::sqrt(root);
 }
 
