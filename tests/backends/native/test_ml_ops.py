@@ -507,3 +507,16 @@ def test_tree_string_labels_stay_on_the_fallback():
     want = _ort(model, {name: x})
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_empty_batches_give_empty_outputs():
+    scaler = _graph(helper.make_node("Scaler", ["X"], ["Y"], domain=ML, offset=[1.0, 2.0],
+                                     scale=[0.5, 2.0]),
+                    [_vi("X", TensorProto.FLOAT, [None, 2])], [_vi("Y", TensorProto.FLOAT)])
+    imputer = _graph(helper.make_node("Imputer", ["X"], ["Y"], domain=ML,
+                                      imputed_value_floats=[1.0, 2.0]),
+                     [_vi("X", TensorProto.FLOAT, [None, 2])], [_vi("Y", TensorProto.FLOAT)])
+    forest = _ensemble("classifier", _forest(3, 3, 3, MODES), classlabels_int64s=[1, 2, 3])
+    for model in (scaler, imputer):
+        _check(model, {"X": np.zeros((0, 2), np.float32)}, 1)
+    _check(forest, {"X": np.zeros((0, 4), np.float32)}, 2)

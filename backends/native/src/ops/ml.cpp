@@ -35,16 +35,21 @@ KernelFactory scaler() {
         c.fail("scale and offset have " + std::to_string(scale.size()) +
                " values; the input has " + std::to_string(stride) + " features (or give 1)");
       Tensor& y = c.output(0, DType::f32, x.shape);
+      if (x.numel() == 0) return;  // (and so stride > 0 below)
       dispatch_ml(x.dtype, c.node, [&](auto tag) {
         using T = decltype(tag);
         using C = Calc<T>;
         const T* px = x.ptr<T>();
         float* py = y.ptr<float>();
+        // element i takes feature i % stride: walk runs of `stride` (no division per element)
         const size_t count = x.numel();
-        for (size_t i = 0; i < count; ++i) {
-          const size_t f = per_feature ? i % stride : 0;
-          py[i] = static_cast<float>((static_cast<C>(px[i]) - static_cast<C>(offset[f])) *
-                                     static_cast<C>(scale[f]));
+        for (size_t at = 0; at < count; at += stride) {
+          const size_t run = std::min(stride, count - at);
+          for (size_t k = 0; k < run; ++k) {
+            const size_t f = per_feature ? k : 0;
+            py[at + k] = static_cast<float>(
+                (static_cast<C>(px[at + k]) - static_cast<C>(offset[f])) * static_cast<C>(scale[f]));
+          }
         }
       });
     });
@@ -130,6 +135,7 @@ KernelFactory imputer() {
       if (x.rank() == 0) c.fail("input X is a scalar");
       const size_t stride = static_cast<size_t>(x.rank() == 1 ? x.shape[0] : x.shape[1]);
       Tensor& y = c.output(0, x.dtype, x.shape);
+      if (x.numel() == 0) return;  // (and so stride > 0 below)
       auto run = [&](auto tag, const auto& values, auto replaced) {
         using T = decltype(tag);
         if (values.empty())
@@ -139,10 +145,15 @@ KernelFactory imputer() {
         const bool nan_replaced = std::isnan(static_cast<float>(replaced));
         const T* px = x.ptr<T>();
         T* py = y.ptr<T>();
-        for (size_t i = 0, count = x.numel(); i < count; ++i) {
-          const bool hit = (nan_replaced && std::isnan(static_cast<float>(px[i]))) ||
-                           px[i] == static_cast<T>(replaced);
-          py[i] = hit ? static_cast<T>(values[per_feature ? i % stride : 0]) : px[i];
+        const size_t count = x.numel();
+        for (size_t at = 0; at < count; at += stride) {  // runs of one row's features
+          const size_t run = std::min(stride, count - at);
+          for (size_t k = 0; k < run; ++k) {
+            const T v = px[at + k];
+            const bool hit = (nan_replaced && std::isnan(static_cast<float>(v))) ||
+                             v == static_cast<T>(replaced);
+            py[at + k] = hit ? static_cast<T>(values[per_feature ? k : 0]) : v;
+          }
         }
       };
       if (x.dtype == DType::f32) run(float{}, fvalues, freplaced);

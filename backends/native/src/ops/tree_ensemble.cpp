@@ -190,10 +190,13 @@ Forest<TH> compile_forest(const TreeSpec& s, const NodeDesc& n) {
   return f;
 }
 
-template <typename X, typename TH>
+// Whether row value v takes node's true branch. kMode: the mode every branch has (kLeaf: read
+// it from the node); kNan: some node sends NaN to its true branch.
+template <int kMode, bool kNan, typename X, typename TH>
 inline bool goes_yes(const TreeNode<TH>& node, X v) {
+  const int mode = kMode == kLeaf ? node.mode : kMode;
   bool yes;
-  switch (node.mode) {
+  switch (mode) {
     case kLeq: yes = v <= node.value; break;
     case kLt: yes = v < node.value; break;
     case kGte: yes = v >= node.value; break;
@@ -201,16 +204,42 @@ inline bool goes_yes(const TreeNode<TH>& node, X v) {
     case kEq: yes = v == node.value; break;
     default: yes = v != node.value; break;
   }
-  if constexpr (std::is_floating_point_v<X>) yes = yes || (node.nan_yes && std::isnan(v));
+  if constexpr (kNan && std::is_floating_point_v<X>) yes = yes || (node.nan_yes && std::isnan(v));
   return yes;
 }
 
-// The leaf row `x` reaches from `root`.
-template <typename X, typename TH>
-inline const TreeNode<TH>& find_leaf(const TreeNode<TH>* nodes, uint32_t root, const X* x) {
-  const TreeNode<TH>* node = nodes + root;
-  while (node->mode != kLeaf) node = nodes + (goes_yes(*node, x[node->feature]) ? node->yes : node->no);
-  return *node;
+// The leaf each of m rows (x, `stride` apart) reaches from `root`. Eight rows walk the tree in
+// lockstep: their steps are independent, so the loads and compares of one row overlap the
+// others' instead of each row waiting out its own chain of dependent loads.
+template <int kMode, bool kNan, typename X, typename TH>
+void find_leaves(const TreeNode<TH>* nodes, uint32_t root, const X* x, size_t stride, size_t m,
+                 uint32_t* leaves) {
+  constexpr size_t kGroup = 8;
+  size_t r = 0;
+  for (; r + kGroup <= m; r += kGroup) {
+    uint32_t at[kGroup];
+    for (size_t g = 0; g < kGroup; ++g) at[g] = root;
+    for (bool moving = true; moving;) {
+      moving = false;
+      for (size_t g = 0; g < kGroup; ++g) {
+        const TreeNode<TH>& node = nodes[at[g]];
+        if (node.mode == kLeaf) continue;
+        const bool yes = goes_yes<kMode, kNan>(node, x[(r + g) * stride + node.feature]);
+        at[g] = yes ? node.yes : node.no;
+        moving = true;
+      }
+    }
+    for (size_t g = 0; g < kGroup; ++g) leaves[r + g] = at[g];
+  }
+  for (; r < m; ++r) {
+    uint32_t at = root;
+    const X* row = x + r * stride;
+    while (nodes[at].mode != kLeaf) {
+      const TreeNode<TH>& node = nodes[at];
+      at = goes_yes<kMode, kNan>(node, row[node.feature]) ? node.yes : node.no;
+    }
+    leaves[r] = at;
+  }
 }
 
 enum class Agg { sum, average, min, max };
@@ -233,6 +262,11 @@ class TreeEnsembleKernel final : public Kernel {
       : spec_(std::move(spec)), trees_(std::move(trees)) {
     f32_ = compile_forest<float>(trees_, node);
     depth_ = estimate_depth(f32_);
+    for (size_t i = 0; i < trees_.modes.size(); ++i) {
+      if (trees_.modes[i] == kLeaf) continue;
+      same_mode_ = same_mode_ < 0 || same_mode_ == trees_.modes[i] ? trees_.modes[i] : kLeaf;
+      any_nan_yes_ = any_nan_yes_ || (i < trees_.missing_yes.size() && trees_.missing_yes[i] == 1);
+    }
   }
 
   void run(OpContext& c) const override {
@@ -284,19 +318,24 @@ class TreeEnsembleKernel final : public Kernel {
                 float* z, int64_t* labels) const {
     const size_t width = spec_.targets;
     const size_t work = rows * f.roots.size() * depth_ * 16;
+    // the sklearn case (every branch BRANCH_LEQ, no NaN routing) compiles to its own loop
+    auto walk = same_mode_ == kLeq && !any_nan_yes_ ? find_leaves<kLeq, false, X, TH>
+                : any_nan_yes_                      ? find_leaves<kLeaf, true, X, TH>
+                                                    : find_leaves<kLeaf, false, X, TH>;
     parallel(c.pool, rows, 1, [&](size_t begin, size_t end) {
       constexpr size_t kBlock = 128;
       std::vector<TH> score(kBlock * width);
       std::vector<uint8_t> has(kBlock * width);
+      std::vector<uint32_t> leaves(kBlock);
       for (size_t b = begin; b < end; b += kBlock) {
         const size_t m = std::min(kBlock, end - b);
         std::fill(score.begin(), score.begin() + m * width, TH(0));
         std::fill(has.begin(), has.begin() + m * width, uint8_t(0));
-        for (uint32_t root : f.roots)
-          for (size_t r = 0; r < m; ++r) {
-            const TreeNode<TH>& leaf = find_leaf(f.nodes.data(), root, x + (b + r) * stride);
-            add_leaf(f, leaf, score.data() + r * width, has.data() + r * width);
-          }
+        for (uint32_t root : f.roots) {
+          walk(f.nodes.data(), root, x + b * stride, stride, m, leaves.data());
+          for (size_t r = 0; r < m; ++r)
+            add_leaf(f, f.nodes[leaves[r]], score.data() + r * width, has.data() + r * width);
+        }
         for (size_t r = 0; r < m; ++r)
           finish(f, score.data() + r * width, has.data() + r * width, z + (b + r) * width,
                  labels ? labels + b + r : nullptr);
@@ -442,6 +481,8 @@ class TreeEnsembleKernel final : public Kernel {
   mutable Forest<double> f64_;  // built at the first double input
   mutable std::once_flag f64_once_;
   size_t depth_ = 1;
+  int same_mode_ = -1;       // the one mode of every branch; kLeaf when they differ
+  bool any_nan_yes_ = false;
 };
 
 KernelFactory tree_ensemble(bool classifier) {
