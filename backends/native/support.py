@@ -272,9 +272,9 @@ def _int_labels(key: str, least: int) -> Check:
     def check(node: ir.Node) -> str | None:
         if _attr(node, "classlabels_strings"):
             return "string class labels (native runs int64 labels)"
-        labels = _attr(node, key) or []
-        if len(labels) < least:  # type: ignore[arg-type]
-            return f"{key} has {len(labels)} label(s) (native runs {least} or more)"  # type: ignore[arg-type]
+        labels = list(_attr(node, key) or ())  # type: ignore[call-overload]
+        if len(labels) < least:
+            return f"{key} has {len(labels)} label(s) (native runs {least} or more)"
         return _post_transform(node)
     return check
 
@@ -285,8 +285,8 @@ def _indices_int64(node: ir.Node) -> str | None:
 
 
 def _tree_modes(node: ir.Node) -> str | None:
-    modes = _attr(node, "nodes_modes") or []
-    bad = sorted({str(m) for m in modes} - set(NODE_MODES))  # type: ignore[union-attr]
+    modes = list(_attr(node, "nodes_modes") or ())  # type: ignore[call-overload]
+    bad = sorted({str(m) for m in modes} - set(NODE_MODES))
     return f"nodes_modes {bad}" if bad else None
 
 

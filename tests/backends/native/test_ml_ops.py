@@ -520,3 +520,21 @@ def test_empty_batches_give_empty_outputs():
     for model in (scaler, imputer):
         _check(model, {"X": np.zeros((0, 2), np.float32)}, 1)
     _check(forest, {"X": np.zeros((0, 4), np.float32)}, 2)
+
+
+def test_sklearn_model_with_wrong_feature_count_is_refused_before_running():
+    estimator, x = _fit_trees("random_forest_4")
+    model = _onnx(estimator, x)
+    rep = kiln.backend.prepare(model, "CPU", backend="native", fallback=None)
+    with pytest.raises(kiln.InputError, match=model.graph.input[0].name):
+        rep.run([x[:, :4]])
+
+
+def test_tree_input_of_rank_three_is_a_clear_error():
+    model = _ensemble("regressor", _forest(2, 2, 1, MODES), n_targets=1)
+    shape = model.graph.input[0].type.tensor_type.shape
+    del shape.dim[:]
+    for name in ("A", "B", "C"):
+        shape.dim.add().dim_param = name
+    with pytest.raises(kiln.KilnError, match="expected \\[N, C\\]"):
+        _native(model, {"X": np.zeros((2, 2, 4), np.float32)}, 1)
