@@ -47,8 +47,8 @@ KernelFactory scaler() {
           const size_t run = std::min(stride, count - at);
           for (size_t k = 0; k < run; ++k) {
             const size_t f = per_feature ? k : 0;
-            py[at + k] = static_cast<float>(
-                (static_cast<C>(px[at + k]) - static_cast<C>(offset[f])) * static_cast<C>(scale[f]));
+            const C shifted = static_cast<C>(px[at + k]) - static_cast<C>(offset[f]);
+            py[at + k] = static_cast<float>(shifted * static_cast<C>(scale[f]));
           }
         }
       });
