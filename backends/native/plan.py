@@ -113,6 +113,8 @@ def attribute_value(node: ir.Node, attr: ir.Attr) -> Any:
         return [int(v) for v in value]
     if kind == ir.AttributeType.FLOATS:
         return [float(v) for v in value]
+    if kind == ir.AttributeType.STRINGS:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
     if kind == ir.AttributeType.TENSOR:
         return contiguous(value.numpy())
     raise ModelError(f"node '{node.name}' ({node.op_type}): attribute '{attr.name}' of kind "
@@ -350,9 +352,10 @@ class Lowering:
         for node in nodes:
             if node.domain in ("", "ai.onnx") and node.op_type == "Constant":
                 continue  # read above
-            # string lists (LSTM's activations) are checked by support.py, not read in C++
+            # string lists are checked by support.py (LSTM's activations), and read in C++
+            # only by the ai.onnx.ml kernels (tree node modes)
             attrs = {k: attribute_value(node, a) for k, a in node.attributes.items()
-                     if a.type != ir.AttributeType.STRINGS}
+                     if a.type != ir.AttributeType.STRINGS or node.domain == "ai.onnx.ml"}
             domain, op, opset = executor_op(node, attrs, self.opsets)
             present = [v for v in node.inputs if v is not None]
             const_inputs = [const_of(v) for v in present]

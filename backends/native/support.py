@@ -255,6 +255,49 @@ def _matmul_integer(node: ir.Node) -> str | None:
     return None
 
 
+ML_INPUTS = frozenset({DT.FLOAT, DT.DOUBLE, DT.INT64, DT.INT32})  # what the ai.onnx.ml ops read
+POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT")
+NODE_MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ",
+              "LEAF")
+
+
+def _post_transform(node: ir.Node) -> str | None:
+    return _one_of("post_transform", POST_TRANSFORMS, "NONE")(node)
+
+
+def _int_labels(key: str, least: int) -> Check:
+    """Classifiers: int64 labels only (string labels and ZipMap stay on the fallback)."""
+    def check(node: ir.Node) -> str | None:
+        if _attr(node, "classlabels_strings"):
+            return "string class labels (native runs int64 labels)"
+        labels = list(_attr(node, key) or ())  # type: ignore[call-overload]
+        if len(labels) < least:
+            return f"{key} has {len(labels)} label(s) (native runs {least} or more)"
+        return _post_transform(node)
+    return check
+
+
+def _indices_int64(node: ir.Node) -> str | None:
+    index = _dtype(node.inputs[1]) if len(node.inputs) > 1 else None
+    return None if index in (None, DT.INT64) else f"indices of element type {index.name}"
+
+
+def _tree_modes(node: ir.Node) -> str | None:
+    modes = list(_attr(node, "nodes_modes") or ())  # type: ignore[call-overload]
+    bad = sorted({str(m) for m in modes} - set(NODE_MODES))
+    return f"nodes_modes {bad}" if bad else None
+
+
+def _tree_classifier(node: ir.Node) -> str | None:
+    return _tree_modes(node) or _int_labels("classlabels_int64s", 2)(node)
+
+
+def _tree_regressor(node: ir.Node) -> str | None:
+    return (_tree_modes(node) or _post_transform(node)
+            or _one_of("aggregate_function", ("SUM", "AVERAGE", "MIN", "MAX"), "SUM")(node))
+
+
+_ML = "ai.onnx.ml"
 _U = Rule(FLOATS)                      # float unary math
 _N = Rule(NUMERIC)                     # numeric, same type everywhere
 _MOVE = Rule(ANY, index_inputs=(1, 2, 3, 4))
@@ -374,6 +417,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "LpNormalization"): Rule(FLOAT, check=lambda n: None if _attr(n, "p", 2) in (1, 2)
                                   else "p must be 1 or 2"),
     ("", "MeanVarianceNormalization"): Rule(FLOAT),
+    # ai.onnx.ml, as onnxruntime types them: what is not float32 is converted to float
+    (_ML, "Scaler"): Rule(ML_INPUTS, free_outputs=(0,)),
+    (_ML, "Normalizer"): Rule(ML_INPUTS, free_outputs=(0,),
+                              check=_one_of("norm", ("MAX", "L1", "L2"), "MAX")),
+    (_ML, "Binarizer"): Rule(FLOAT),
+    (_ML, "Imputer"): Rule(frozenset({DT.FLOAT, DT.INT64})),
+    (_ML, "ArrayFeatureExtractor"): Rule(ML_INPUTS, free_inputs=(1,), check=_indices_int64),
+    (_ML, "LinearRegressor"): Rule(FLOAT, check=_post_transform),
+    (_ML, "LinearClassifier"): Rule(ML_INPUTS, free_outputs=(0, 1),
+                                    check=_int_labels("classlabels_ints", 0)),
+    (_ML, "TreeEnsembleClassifier"): Rule(ML_INPUTS, free_outputs=(0, 1),
+                                          check=_tree_classifier),
+    (_ML, "TreeEnsembleRegressor"): Rule(ML_INPUTS, free_outputs=(0,), check=_tree_regressor),
 }
 
 

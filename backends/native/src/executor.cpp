@@ -245,6 +245,15 @@ std::vector<float> NodeDesc::attr_floats(const std::string& key,
   return std::vector<float>(it->second.floats.begin(), it->second.floats.end());
 }
 
+std::vector<std::string> NodeDesc::attr_strings(const std::string& key) const {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return {};
+  const Attr& a = it->second;
+  if (a.kind == Attr::Kind::strings) return a.strings;
+  if (a.kind == Attr::Kind::ints && a.ints.empty()) return {};
+  fail("attribute '" + key + "' must be strings");
+}
+
 const Tensor* NodeDesc::attr_tensor(const std::string& key) const {
   auto it = attrs.find(key);
   if (it == attrs.end()) return nullptr;

@@ -34,12 +34,13 @@ namespace kiln {
 class ThreadPool;
 
 struct Attr {
-  enum class Kind { i, f, s, ints, floats, tensor } kind = Kind::i;
+  enum class Kind { i, f, s, ints, floats, strings, tensor } kind = Kind::i;
   int64_t i = 0;
   double f = 0.0;
   std::string s;
   std::vector<int64_t> ints;
   std::vector<double> floats;
+  std::vector<std::string> strings;
   Tensor t;
 };
 
@@ -61,6 +62,8 @@ struct NodeDesc {
                                  const std::vector<int64_t>& dflt = {}) const;
   std::vector<float> attr_floats(const std::string& key,
                                  const std::vector<float>& dflt = {}) const;
+  // An empty list reads as empty whatever its kind (Python cannot tell an empty list's type).
+  std::vector<std::string> attr_strings(const std::string& key) const;
   const Tensor* attr_tensor(const std::string& key) const;
 };
 

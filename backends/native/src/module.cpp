@@ -189,9 +189,15 @@ kiln::Attr to_attr(const std::string& key, nb::handle v) {
     a.kind = kiln::Attr::Kind::s;
     a.s = nb::cast<std::string>(v);
   } else if (nb::isinstance<nb::list>(v) || nb::isinstance<nb::tuple>(v)) {
-    bool any_float = false;
-    for (nb::handle item : v) any_float = any_float || nb::isinstance<nb::float_>(item);
-    if (any_float) {
+    bool any_float = false, any_str = false;
+    for (nb::handle item : v) {
+      any_float = any_float || nb::isinstance<nb::float_>(item);
+      any_str = any_str || nb::isinstance<nb::str>(item);
+    }
+    if (any_str) {
+      a.kind = kiln::Attr::Kind::strings;
+      for (nb::handle item : v) a.strings.push_back(nb::cast<std::string>(item));
+    } else if (any_float) {
       a.kind = kiln::Attr::Kind::floats;
       for (nb::handle item : v) a.floats.push_back(nb::cast<double>(item));
     } else {
