@@ -183,20 +183,26 @@ class MatMulKernel final : public Kernel {
     }
     const std::vector<size_t> ast = broadcast_strides(abatch, batch);
     const std::vector<size_t> bst = broadcast_strides(bbatch, batch);
-    std::vector<int64_t> idx(batch.size(), 0);
-    for (size_t i = 0; i < nbatch; ++i) {
+    auto product = [&](size_t i, ThreadPool* pool) {
       size_t aoff = 0, boff = 0;
-      for (size_t d = 0; d < batch.size(); ++d) {
-        aoff += idx[d] * ast[d];
-        boff += idx[d] * bst[d];
+      for (size_t d = batch.size(), rest = i; d-- > 0;) {
+        const size_t at = rest % static_cast<size_t>(batch[d]);
+        rest /= static_cast<size_t>(batch[d]);
+        aoff += at * ast[d];
+        boff += at * bst[d];
       }
       sgemm(false, false, M, N, K, pa + aoff * M * K, K, pb + boff * K * N, N, py + i * M * N,
-            N, Epilogue(), c.pool);
-      for (size_t d = batch.size(); d-- > 0;) {
-        if (++idx[d] < batch[d]) break;
-        idx[d] = 0;
-      }
+            N, Epilogue(), pool);
+    };
+    // At least a product per thread (attention's heads): each thread takes whole products,
+    // where splitting each small product would fork and join once per product.
+    if (c.pool && c.pool->size() > 1 && nbatch >= c.pool->size()) {
+      c.pool->parallel_for(nbatch, 1, [&](size_t b0, size_t b1) {
+        for (size_t i = b0; i < b1; ++i) product(i, nullptr);
+      }, nbatch * M * N * K);
+      return;
     }
+    for (size_t i = 0; i < nbatch; ++i) product(i, c.pool);
   }
 
  private:
