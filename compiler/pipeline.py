@@ -56,6 +56,7 @@ from kiln.compiler.passes.fuse_epilogue import (
     FuseBatchNormEpilogue,
     FuseConvEpilogue,
     FuseGemmEpilogue,
+    FuseMatMulBiasEpilogue,
 )
 from kiln.compiler.passes.fuse_hard_activations import (
     HARD_SWISH_OPSET,
@@ -169,7 +170,8 @@ def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
     from kiln.compiler.passes.fuse_transformer import transformer_steps
 
     epilogue = [rule for rule, op in ((FuseConvEpilogue(), "FusedConv"),
-                                      (FuseGemmEpilogue(), "FusedGemm")) if caps.runs(op)]
+                                      (FuseGemmEpilogue(), "FusedGemm"),
+                                      (FuseMatMulBiasEpilogue(), "FusedGemm")) if caps.runs(op)]
     # Conv -> BatchNormalization pairs are left to an engine that folds them at its load
     after_conv = not caps.folds_conv_batchnorm
     chains = [rule for rule in _CHAIN_RULES

@@ -118,7 +118,14 @@ def expand_fused(graph: ir.Graph, node: ir.Node) -> tuple[list[ir.Node], ir.Valu
         if prologue == "affine_relu":
             nodes.append(ir.node("Relu", [shifted.outputs[0]]))
         core_inputs[0] = nodes[-1].outputs[0]
-    nodes.append(ir.node(base, core_inputs, attributes=attributes, name=node.name))
+    a_shape = core_inputs[0].shape if core_inputs and core_inputs[0] is not None else None
+    if base == "Gemm" and a_shape is not None and len(a_shape) > 2:
+        # A of rank > 2 (fuse_epilogue's MatMul + bias): MatMul, then the bias C as an Add
+        nodes.append(ir.node("MatMul", core_inputs[:2], name=node.name))
+        if len(core_inputs) > 2:
+            nodes.append(ir.node("Add", [nodes[-1].outputs[0], core_inputs[2]]))
+    else:
+        nodes.append(ir.node(base, core_inputs, attributes=attributes, name=node.name))
     out = nodes[-1].outputs[0]
     if residual is not None:
         nodes.append(ir.node("Add", [out, residual]))

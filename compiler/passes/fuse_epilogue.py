@@ -29,16 +29,23 @@ A backend whose BatchNormalization applies a Relu in the same pass over the tens
 
 with BatchNormalization's attributes (inference only, float32, no residual).
 
+A MatMul whose A has rank > 2 (a transformer's [batch, tokens, features] Linear), B a 2-D
+constant and a constant bias [N] added next is the same FusedGemm with A's leading dims
+flattened (``FuseMatMulBiasEpilogue``): the bias, residual and activation go into the GEMM's
+epilogue instead of one pass over the output each.
+
 Only backends that run these ops keep them; ``ExpandKilnOpsPass`` writes them back as
 standard ONNX for the others, so the two passes are exact inverses up to node names.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import attr, const, is_onnx, sole_consumer, static_shape
+from kiln.compiler.passes._util import (attr, const, is_onnx, new_initializer, sole_consumer,
+                                         static_shape)
 from kiln.compiler.passes.rule import Match, Rule
 from kiln.compiler.passes.symbolic_dims import same_shape
 
@@ -184,7 +191,6 @@ class _FuseEpilogue(Rule):
     def rewrite(self, graph: ir.Graph, match: Match) -> None:
         lin = match.root
         residual = match["residual"]
-        act = match["act"]
         inputs = list(lin.inputs)
         while len(inputs) < 3:
             inputs.append(None)
@@ -192,12 +198,18 @@ class _FuseEpilogue(Rule):
             inputs.append(residual[1])
         while inputs and inputs[-1] is None:
             inputs.pop()
-        attributes = {k: v for k, v in lin.attributes.items()}
+        self._replace(graph, match, inputs, dict(lin.attributes.items()))
+
+    def _replace(self, graph: ir.Graph, match: Match, inputs: list[ir.Value | None],
+                 attributes: dict[str, ir.Attr]) -> None:
+        """The matched nodes -> one fused node on ``inputs``, with ``attributes`` and the
+        activation's."""
+        act = match["act"]
         name, alpha, beta = ("", 0.0, 0.0) if act is None else act[:3]
         extra = self.activation_attributes(name, alpha, beta)
         attributes.update({k: ir.convenience.convert_attribute(k, v) for k, v in extra.items()})
         fused = ir.node(self.fused_op, inputs, attributes=attributes, domain=KILN_DOMAIN,
-                        name=lin.name)
+                        name=match.root.name)
         last = match.nodes[-1]
         ir.convenience.replace_nodes_and_values(
             graph, last, match.nodes, [fused], [last.outputs[0]], [fused.outputs[0]])
@@ -221,6 +233,60 @@ class FuseGemmEpilogue(_FuseEpilogue):
     name = "FuseGemmEpilogue"
     linear_op = "Gemm"
     fused_op = "FusedGemm"
+
+
+class FuseMatMulBiasEpilogue(_FuseEpilogue):
+    """MatMul(A of rank > 2, B a 2-D constant) + bias [N] [+ residual Add] [+ activation]
+    -> kiln::FusedGemm(A, B, bias, [residual]); 2-D products are matmul-add-to-gemm's."""
+
+    name = "FuseMatMulBiasEpilogue"
+    linear_op = "MatMul"
+    fused_op = "FusedGemm"
+
+    def match(self, node: ir.Node) -> Match | None:
+        if not is_onnx(node, "MatMul") or len(node.inputs) != 2 or len(node.outputs) != 1:
+            return None
+        a, b = node.inputs
+        weights = const(b)
+        if a is None or a.shape is None or len(a.shape) <= 2 or weights is None \
+                or weights.ndim != 2:
+            return None
+        add = sole_consumer(node.outputs[0])
+        if add is None or not is_onnx(add, "Add") or len(add.inputs) != 2:
+            return None
+        bias = const(add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0])
+        n = weights.shape[1]
+        if bias is None or bias.size != n or bias.ndim > len(a.shape) \
+                or (bias.ndim > 0 and bias.shape[-1] != n):
+            return None
+        nodes = [node, add]
+        tail = add.outputs[0]
+        residual = None
+        nxt = sole_consumer(tail)
+        if nxt is not None and is_onnx(nxt, "Add") and len(nxt.inputs) == 2 \
+                and nxt.inputs[0] is not nxt.inputs[1]:
+            residual = (nxt, nxt.inputs[1] if nxt.inputs[0] is tail else nxt.inputs[0])
+            nodes.append(nxt)
+            tail = nxt.outputs[0]
+        act = self._find_activation(tail)
+        if act is not None:
+            nodes.extend(act[3])
+        return Match(node, nodes, {"residual": residual, "act": act, "bias": bias})
+
+    def check(self, match: Match) -> str | None:
+        dtype = match.root.outputs[0].dtype or match.root.inputs[0].dtype
+        if dtype != ir.DataType.FLOAT:
+            return f"element type {dtype} is not float"  # FusedGemm's N-D A is float32's
+        return super().check(match)
+
+    def rewrite(self, graph: ir.Graph, match: Match) -> None:
+        lin = match.root
+        bias = new_initializer(graph, np.asarray(match["bias"], np.float32).reshape(-1),
+                               f"{lin.name or 'matmul'}_bias")
+        residual = match["residual"]
+        inputs = [lin.inputs[0], lin.inputs[1], bias]
+        self._replace(graph, match, inputs + ([residual[1]] if residual is not None else []),
+                      {})
 
 
 class FuseBatchNormEpilogue(_FuseEpilogue):

@@ -15,6 +15,7 @@ from kiln.compiler.passes.fuse_epilogue import (
     FuseBatchNormEpilogue,
     FuseConvEpilogue,
     FuseGemmEpilogue,
+    FuseMatMulBiasEpilogue,
 )
 from kiln.compiler.passes.rule import RulePass
 from kiln.compiler.pipeline import optimize
@@ -108,6 +109,54 @@ def test_gemm_epilogue_keeps_gemm_alpha_beta(trans_b):
     assert fused.attributes["activation_alpha"].value == pytest.approx(0.1)
     ExpandKilnOpsPass()(model)
     assert_close(want, run_reference(model, feeds))
+
+
+def _linear_model(bias_first: bool, bias_shape: tuple[int, ...], tail: list) -> ir.Model:
+    """A transformer's Linear: [2, 5, 8] x W [8, 16] + bias, then ``tail`` reading "y"."""
+    add = ["bias", "m"] if bias_first else ["m", "bias"]
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]), helper.make_node("Add", add, ["y"]),
+             *tail]
+    return float_model(nodes, {"a": [2, 5, 8], "r": [2, 5, 16]}, {"out": [2, 5, 16]},
+                       {"w": rand(8, 16), "bias": rand(*bias_shape)}, opset=20)
+
+
+@pytest.mark.parametrize(("bias_first", "bias_shape"), [(False, (16,)), (True, (1, 1, 16))])
+@pytest.mark.parametrize("tail", [
+    [helper.make_node("Gelu", ["y"], ["out"])],
+    [helper.make_node("Add", ["y", "r"], ["out"])],
+    [helper.make_node("Add", ["r", "y"], ["s"]), helper.make_node("Relu", ["s"], ["out"])],
+    [helper.make_node("Identity", ["y"], ["out"])],
+], ids=["gelu", "residual", "residual-relu", "bias-only"])
+def test_matmul_bias_of_a_3d_input_fuses_and_expands_to_the_same_numbers(bias_first, bias_shape,
+                                                                         tail):
+    model = _linear_model(bias_first, bias_shape, tail)
+    feeds = {"a": rand(2, 5, 8, seed=3), "r": rand(2, 5, 16, seed=4)}
+    want = run_reference(model, feeds)
+    ir.passes.common.ShapeInferencePass()(model)
+    RulePass([FuseMatMulBiasEpilogue()])(model)
+    assert ops(model)[0] == "kiln::FusedGemm"
+    fused = next(iter(model.graph))
+    assert fused.inputs[2].const_value.numpy().shape == (16,)  # the bias, as Gemm's C
+    assert len(fused.inputs) == (4 if any(n.op_type == "Add" for n in tail) else 3)
+    ExpandKilnOpsPass()(model)
+    assert not any(n.domain == "kiln" for n in model.graph)
+    assert_close(want, run_reference(model, feeds))
+
+
+def test_matmul_without_a_constant_bias_or_of_two_dims_is_left_alone():
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]), helper.make_node("Add", ["m", "r"],
+                                                                          ["out"])]
+    model = float_model(nodes, {"a": [2, 5, 8], "r": [2, 5, 16]}, {"out": [2, 5, 16]},
+                        {"w": rand(8, 16)})
+    ir.passes.common.ShapeInferencePass()(model)
+    RulePass([FuseMatMulBiasEpilogue()])(model)
+    assert ops(model) == ["MatMul", "Add"]  # a residual without a bias: not this rule's
+    two_d = float_model([helper.make_node("MatMul", ["a", "w"], ["m"]),
+                         helper.make_node("Add", ["m", "bias"], ["out"])],
+                        {"a": [5, 8]}, {"out": [5, 16]}, {"w": rand(8, 16), "bias": rand(16)})
+    ir.passes.common.ShapeInferencePass()(two_d)
+    RulePass([FuseMatMulBiasEpilogue()])(two_d)
+    assert ops(two_d) == ["MatMul", "Add"]  # 2-D: matmul-add-to-gemm makes it a Gemm
 
 
 def test_residual_of_another_shape_is_rejected_with_a_reason():
