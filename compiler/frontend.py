@@ -168,22 +168,26 @@ def normalize(proto: onnx.ModelProto) -> bool:
             changed = True
         except Exception:  # onnx cannot inline them: onnxruntime still runs the calls
             pass
+    used: set[str] = set()  # the domains nodes use, as ``used_domains(calls=True)`` finds
     graphs = [proto.graph]
     while graphs:
         graph = graphs.pop()
         for info in (*graph.input, *graph.output, *graph.value_info):
-            if info.type.HasField("tensor_type"):
-                for dim in info.type.tensor_type.shape.dim:
-                    if dim.HasField("dim_value") and dim.dim_value == DYNAMIC_DIM or \
-                            dim.HasField("dim_param") and dim.dim_param in UNKNOWN_DIM_NAMES:
-                        dim.Clear()
-                        changed = True
+            # an unset dim_value reads 0 and an unset dim_param "" (a oneof): no HasField
+            for dim in info.type.tensor_type.shape.dim:
+                if dim.dim_value == DYNAMIC_DIM or dim.dim_param in UNKNOWN_DIM_NAMES:
+                    dim.Clear()
+                    changed = True
         for node in graph.node:
+            used.add(node.domain)
             for attribute in node.attribute:
                 if attribute.HasField("g"):
                     graphs.append(attribute.g)
                 graphs.extend(attribute.graphs)
-    used = used_domains(proto, calls=True)
+    if proto.functions:  # their nodes too (inlining failed, or functions no node calls)
+        used = used_domains(proto, calls=True)
+    elif "ai.onnx" in used:
+        used = (used - {"ai.onnx"}) | {""}
     keep, imported = [], set()
     for o in proto.opset_import:
         domain = "" if o.domain == "ai.onnx" else o.domain
