@@ -243,7 +243,7 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
             raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "
                                    f"{limit.who}, which reads IR versions {low} to {high}")
     seen: dict[str, int] = {}
-    used = used_domains(proto)
+    used: set[str] | None = None  # walked for only when a non-default domain is imported
     for opset in proto.opset_import:
         domain = "" if opset.domain == "ai.onnx" else opset.domain
         shown = opset.domain or "ai.onnx"
@@ -256,8 +256,11 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         if opset.version <= 0:
             raise ModelError(f"{name}: domain '{shown}' is imported with opset {opset.version}; "
                              "opset versions start at 1")
-        if domain != "" and domain not in used:
-            continue  # declared, never used: no consumer is asked to read it
+        if domain != "":
+            if used is None:
+                used = used_domains(proto)
+            if domain not in used:
+                continue  # declared, never used: no consumer is asked to read it
         for limit in limits:
             if domain not in limit.opsets:
                 known = ", ".join(f"{d or 'ai.onnx'}" for d in limit.opsets if d != "ai.onnx")

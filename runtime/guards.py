@@ -39,6 +39,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.errors import InputError, ModelError, ResourceError
+from kiln.runtime.weights import tensor_nbytes
 
 if TYPE_CHECKING:
     from kiln.runtime.guards_view import ProtoModel
@@ -504,7 +505,7 @@ def check_model(model: ir.Model | ProtoModel, guards: Guards,
     for value in model.graph.initializers.values():
         tensor = value.const_value
         if tensor is not None:
-            total += tensor.nbytes
+            total += tensor_nbytes(tensor)
     guards.bytes_ok(total, "the model's initializers (together)")
     estimator = _Estimator(guards, backend)
     for value in model.graph.inputs:

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
-from kiln.compiler.graph_index import graph_index, op_histogram, walk_nodes
+from kiln.compiler.graph_index import all_graphs, graph_index, op_histogram, walk_nodes
 from kiln.compiler.passes.rule import CountingPass
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
@@ -179,7 +179,9 @@ def _described(value: ir.Value) -> bool:
 def _all_values(model: ir.Model) -> set[ir.Value]:
     """Every value of the model's graphs and functions."""
     values: set[ir.Value] = set()
-    graphs = [model.graph, *model.graph.subgraphs(), *model.functions.values()]
+    # (the pipeline's index says whether there are subgraphs to walk for)
+    graphs = all_graphs(model) if graph_index(model).subgraphs else [model.graph]
+    graphs += model.functions.values()
     for graph in graphs:
         values.update(graph.inputs)
         if isinstance(graph, ir.Graph):
