@@ -182,9 +182,6 @@ def test_the_nodes_left_out_of_the_folder_are_the_ones_it_would_leave_as_they_ar
     """The fast path only hands onnxscript's folder fewer nodes: on a graph mixing what folds
     (constant shape arithmetic, a Shape of a static value) with what does not (a Conv on an
     input, a Relu), the result is the folder's own."""
-    import onnx_ir as ir
-    from onnx import TensorProto, helper, numpy_helper
-
     from kiln.compiler.passes import fold_constants
 
     weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
