@@ -94,6 +94,7 @@ def _import(source: ModelSource, aside: WeightsAside | None, initializers_as_inp
         _check(proto, name, light)
     if infer_shapes:
         proto = _infer_shapes(proto, name, light)
+    del light  # not held while the IR is built (the import's peak)
     try:
         model = ir.from_proto(proto)
     except Exception as exc:
