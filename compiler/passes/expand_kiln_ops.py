@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
+from kiln.compiler.graph_index import graph_index
 from kiln.compiler.passes._util import attr, const, new_initializer, opset
 from kiln.compiler.passes.nhwc_layout import LAYOUT_IN, LAYOUT_OUT, LAYOUT_RESIDUAL, NCHW, NHWC
 from kiln.compiler.passes.rule import CountingPass
@@ -227,6 +228,10 @@ def _expander(op_type: str) -> Callable[[ir.Graph, ir.Node], tuple[list[ir.Node]
     raise ValueError(f"no standard-ONNX expansion for kiln op '{op_type}'")
 
 
+#: How ``GraphIndex.histogram`` names a kiln-domain op ("<domain>::FusedConv").
+_KILN_KEY = f"{KILN_DOMAIN}::"
+
+
 class ExpandKilnOpsPass(CountingPass):
     """Expand every kiln-domain op not in ``keep`` into standard ONNX."""
 
@@ -237,6 +242,11 @@ class ExpandKilnOpsPass(CountingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.fired = Counter()
         graph = model.graph
+        if not any(key.startswith(_KILN_KEY) for key in graph_index(model).histogram):
+            # no kiln op anywhere (the pipeline's index: no walk); only the import may go
+            graph.opset_imports.pop(KILN_DOMAIN, None)
+            model.opset_imports.pop(KILN_DOMAIN, None)
+            return ir.passes.PassResult(model, modified=False)
         transposes: list[ir.Node] = []
         for node in list(graph):
             if node.domain != KILN_DOMAIN or node.op_type in self.keep:

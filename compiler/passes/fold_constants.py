@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
-from kiln.compiler.graph_index import graph_index, op_histogram, walk_nodes
+from kiln.compiler.graph_index import all_graphs, graph_index, op_histogram, walk_nodes
 from kiln.compiler.passes.rule import CountingPass
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
@@ -54,6 +54,9 @@ def _may_fold_large(model: ir.Model) -> bool:
                 math.prod(shape) > MAX_FOLDED_ELEMENTS:
             return True
     return False
+
+
+_SUBGRAPH_ATTRS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 
 def _policy(node: ir.Node) -> bool | None:
@@ -105,9 +108,42 @@ class _FolderInferringWhatChanged(_constant_folding.FoldConstantsPass):
         super().__init__(**options)
         self.as_imported = as_imported
 
+    def visit_node(self, node: ir.Node, root: ir.Graph | ir.Function) -> None:
+        if not self._inert(node):
+            super().visit_node(node, root)
+
+    def _inert(self, node: ir.Node) -> bool:
+        """Whether onnxscript's ``process_node`` would return None for ``node`` having changed
+        nothing, and ``visit_node`` would find no subgraph to visit: the folder's own checks,
+        in an order that stops at the first one deciding (YOLOv8n: 323 nodes, one fold
+        2.5x faster). None of its inputs carries a symbolic value a partial evaluator
+        recorded; no partial evaluator is registered for its op (``lookup_evaluators``, the
+        folder's own registry); the inference would be skipped (``_do_inference``); and some
+        input is not a constant, or is a graph input, so no full evaluation happens."""
+        if node.attributes and any(attr.type in _SUBGRAPH_ATTRS
+                                   for attr in node.attributes.values()):
+            return False
+        inputs = node.inputs
+        if not any(v is not None and (v.const_value is None or v.is_graph_input())
+                   for v in inputs):
+            return False  # a fold candidate
+        symbolic = self._state.symbolic_value_map
+        if symbolic and any(v in symbolic for v in inputs):
+            return False
+        domain = node.domain
+        version = self._opset_imports.get(domain)
+        registry = _constant_folding.registry
+        if version is None or (domain, node.op_type) in registry.op_evaluators and \
+                registry.lookup_evaluators(domain, node.op_type, version):
+            return False
+        return self._inference_skipped(node)
+
+    def _inference_skipped(self, node: ir.Node) -> bool:
+        return all(v is None or v in self.as_imported for v in node.inputs) and \
+            all(_described(v) for v in node.outputs)
+
     def _do_inference(self, node: ir.Node) -> None:
-        if all(v is None or v in self.as_imported for v in node.inputs) and \
-                all(_described(v) for v in node.outputs):
+        if self._inference_skipped(node):
             return
         before = [(v.type, v.shape) for v in node.outputs]
         super()._do_inference(node)
@@ -143,7 +179,9 @@ def _described(value: ir.Value) -> bool:
 def _all_values(model: ir.Model) -> set[ir.Value]:
     """Every value of the model's graphs and functions."""
     values: set[ir.Value] = set()
-    graphs = [model.graph, *model.graph.subgraphs(), *model.functions.values()]
+    # (the pipeline's index says whether there are subgraphs to walk for)
+    graphs = all_graphs(model) if graph_index(model).subgraphs else [model.graph]
+    graphs += model.functions.values()
     for graph in graphs:
         values.update(graph.inputs)
         if isinstance(graph, ir.Graph):

@@ -15,14 +15,19 @@ from __future__ import annotations
 from collections import Counter
 
 import onnx_ir as ir
-from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
 
 from kiln.compiler.passes._util import opset
 from kiln.compiler.passes.rule import OnnxscriptRulesPass
 
-# ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization(x, scale)
-# LayerNormalization(x, scale) + bias            -> LayerNormalization(x, scale, bias)
-FUSE_LAYER_NORM_RULES = list(layer_normalization_rules)
+
+def layer_norm_rules() -> list:
+    """onnxscript's rules, imported when a pass is built: a pipeline without this step (an
+    engine that fuses layer norms at its own load) does not import them (~1 ms)."""
+    from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
+
+    # ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization(x, scale)
+    # LayerNormalization(x, scale) + bias            -> LayerNormalization(x, scale, bias)
+    return list(layer_normalization_rules)
 
 
 LAYER_NORM_OPSET = 17
@@ -35,7 +40,7 @@ class FuseLayerNormPass(OnnxscriptRulesPass):
     needs = {"LayerNormFusion": frozenset({"ReduceMean", "Sub", "Sqrt"})}
 
     def __init__(self) -> None:
-        super().__init__(FUSE_LAYER_NORM_RULES)
+        super().__init__(layer_norm_rules())
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         version = opset(model.graph)

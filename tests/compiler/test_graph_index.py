@@ -63,3 +63,15 @@ def test_graph_index_answers_what_the_walks_it_replaces_answer():
         nodes[:1], "g", graph.input[:1], [helper.make_tensor_value_info(
             "r", TensorProto.FLOAT, [2])])))).subgraphs
     assert indexed(model) is None and graph_index(model).ops == index.ops  # a walk now
+
+
+def test_all_graphs_lists_what_model_graphs_lists_in_the_same_order():
+    """The main graph first, then each body once, bodies within bodies included."""
+    import onnx_ir as ir
+    from model_builders import make_nested_if_model
+
+    from kiln.compiler.graph_index import all_graphs
+
+    model = ir.serde.deserialize_model(make_nested_if_model(3))
+    found = all_graphs(model)
+    assert found == list(model.graphs()) and len(found) > 3 and found[0] is model.graph

@@ -223,12 +223,18 @@ def test_discard_stops_the_copies_and_removes_the_folder(tmp_path, monkeypatch):
 
     path = tmp_path / "m.onnx"
     path.write_bytes(_model().SerializeToString())
-    held = threading.Event()
+    held, started = threading.Event(), threading.Event()
     copied = []
-    monkeypatch.setattr(onnx_stream, "_copy_range",
-                        lambda *job: held.wait(10) and copied.append(job))
+
+    def copy(*job):
+        started.set()
+        held.wait(10)
+        copied.append(job)
+
+    monkeypatch.setattr(onnx_stream, "_copy_range", copy)
     aside = onnx_stream.WeightsAside()
     assert parse_file(path, aside) is not None
+    assert started.wait(10)  # the thread is in its first copy (the scan may end before that)
     threading.Timer(0.2, held.set).start()  # the first copy ends after discard began
     aside.discard()
     assert len(copied) == 1 and not os.path.exists(aside.folder)

@@ -150,3 +150,19 @@ def test_small_tensors_the_parse_kept_in_memory_stay_there(tmp_path, monkeypatch
     model.graph.initializers["w2"].const_value = ir.tensor(kept, name="w2")
     assert not offload_weights(model)
     assert not isinstance(model.graph.initializers["w2"].const_value, ir.ExternalTensor)
+
+
+def test_tensor_nbytes_is_nbytes_for_parsed_and_computed_tensors():
+    """From the proto's dims for a tensor viewing its protobuf (packed int4 included), else
+    the tensor's own ``nbytes``."""
+    from kiln.runtime.weights import tensor_nbytes
+
+    protos = [numpy_helper.from_array(np.zeros((3, 5), np.float32), "f"),
+              numpy_helper.from_array(np.zeros((7,), np.int64), "i"),
+              helper.make_tensor("q", TensorProto.INT4, [5], [1, 2, 3, 4, 5])]
+    for proto in protos:
+        tensor = ir.serde.deserialize_tensor(proto)
+        assert isinstance(tensor, ir.TensorProtoTensor)
+        assert tensor_nbytes(tensor) == tensor.nbytes
+    computed = ir.Tensor(np.ones((4, 4), np.float16))
+    assert tensor_nbytes(computed) == computed.nbytes == 32

@@ -176,3 +176,44 @@ def test_the_large_constant_of_shape_walk_runs_only_when_a_fold_may_pass_the_usu
     unknown = _constant_of_shape_imported("s", {"x": [2]}, {"s": np.array([4, 8], np.int64)})
     next(n for n in unknown.graph if n.op_type == "ConstantOfShape").outputs[0].shape = None
     assert _may_fold_large(unknown)
+
+
+def test_the_nodes_left_out_of_the_folder_are_the_ones_it_would_leave_as_they_are():
+    """The fast path only hands onnxscript's folder fewer nodes: on a graph mixing what folds
+    (constant shape arithmetic, a Shape of a static value) with what does not (a Conv on an
+    input, a Relu), the result is the folder's own."""
+    from kiln.compiler.passes import fold_constants
+
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    two = numpy_helper.from_array(np.array([2], np.int64), "two")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Mul", ["two", "two"], ["four"]),
+             helper.make_node("Concat", ["s", "four"], ["shape"], axis=0),
+             helper.make_node("Add", ["r", "r"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, None)],
+        initializer=[weight, two])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    def folded(fast: bool) -> list[str]:
+        from kiln.compiler.frontend import import_model
+
+        model = import_model(proto)
+        if not fast:
+            original = fold_constants._FolderInferringWhatChanged._inert
+            fold_constants._FolderInferringWhatChanged._inert = lambda self, node: False
+        try:
+            fold_constants.FoldConstantsPass()(model)
+        finally:
+            if not fast:
+                fold_constants._FolderInferringWhatChanged._inert = original
+        shape = model.graph.outputs[1]
+        return [n.op_type for n in model.graph] + [repr(shape.const_value.numpy().tolist())
+                                                    if shape.const_value is not None else ""]
+
+    fast, slow = folded(True), folded(False)
+    assert fast == slow and fast[-1] == "[1, 4, 8, 8, 4]"
