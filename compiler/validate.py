@@ -357,7 +357,7 @@ class _Walker:
                 raise self.fail(_at(where, value), f"dim {dim} at axis {axis} is negative" + (
                     f" (only {DYNAMIC_DIM} means a dynamic dim)" if dynamic_ok else ""))
             if dim > self.max_dim:
-                limit = min(self.limits, key=lambda limit: limit.max_dim)
+                limit = next(limit for limit in self.limits if dim > limit.max_dim)
                 raise self.fail(_at(where, value), f"dim {dim} at axis {axis} is absurd: "
                                 f"{limit.who} allows at most {limit.max_dim}")
             product *= dim
