@@ -353,3 +353,25 @@ def test_pool_workers_are_kept_off_the_callers_cpu():
     placed = [_cpus_allowed(t) for t in workers]
     assert any(cpus == mine - {caller_cpu} for cpus in placed), placed
     assert mine == os.sched_getaffinity(0)
+
+
+def test_a_transformer_linear_runs_as_one_fused_gemm_with_symbolic_dims():
+    """MatMul of [batch, seq, 8] by a constant, + bias, Gelu: a kiln::FusedGemm (bias and
+    activation in its epilogue) on native, for every batch and sequence length."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "seq", 8])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "seq", 8])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Add", ["bias", "m"], ["b"]),
+             helper.make_node("Gelu", ["b"], ["g"]),
+             helper.make_node("Add", ["g", "x"], ["y"])]
+    inits = [onnx.numpy_helper.from_array(f32(8, 8), "w"),
+             onnx.numpy_helper.from_array(f32(8), "bias")]
+    model = helper.make_model(helper.make_graph(nodes, "linear", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 20)])
+    session = kiln.Session(model, backend="native", fallback=None, threads=2)
+    assert [n.op_type for n in session.model.graph][0] == "FusedGemm"
+    assert not any(n.op_type == "Gelu" for n in session.model.graph)
+    for shape in [(1, 5, 8), (3, 7, 8)]:
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        np.testing.assert_allclose(session.run(None, feeds)[0], run_reference(model, feeds)[0],
+                                   rtol=1e-4, atol=1e-5)
