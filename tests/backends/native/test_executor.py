@@ -43,6 +43,16 @@ def _x(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def _run_in_threads(worker, count: int) -> None:
+    """worker(0) .. worker(count - 1) at once, each on its own thread, all finished."""
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a run did not finish"
+
+
 def test_outputs_of_an_earlier_run_survive_later_runs():
     model = _chain_model(symbolic=False)
     compiled = compile_native(model)
@@ -91,12 +101,7 @@ def test_runs_from_several_threads_at_once_each_get_their_own_values():
                                                                   atol=1e-5):
                     errors.append(f"input {i}: wrong result")
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a run did not finish"
+    _run_in_threads(worker, 3)
     assert errors == []
 
 
@@ -142,10 +147,5 @@ def test_large_outputs_from_several_threads_stay_their_own():
                 if any(not np.array_equal(y, want[j]) for j, y in kept):
                     errors.append(f"input {i}: an output changed or is wrong")
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a run did not finish"
+    _run_in_threads(worker, 2)
     assert errors == []
