@@ -98,6 +98,9 @@ class GemmKernel final : public Kernel {
         for (float& v : bias_buf) v *= beta_;
         ep.bias_kind = BiasKind::per_row;
         ep.bias = bias_buf.data();
+      } else if (beta_ == 1.0f && cn == static_cast<int64_t>(N)) {
+        ep.bias_kind = BiasKind::per_col;  // the usual Linear bias: read in place, no copy
+        ep.bias = pc;
       } else {
         bias_buf.resize(N);
         for (size_t j = 0; j < N; ++j) bias_buf[j] = beta_ * pc[cn == 1 ? 0 : j];

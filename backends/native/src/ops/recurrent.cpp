@@ -130,12 +130,6 @@ void recurrent_product(const RecurrentWeights& rw, size_t M, const float* v, con
   sgemm_packed(false, M, v, rw.packed->K(), *rw.packed, out, ldc, ep, pool);
 }
 
-// x[0, n) clamped to [-clip, clip] when clip > 0 (ONNX's `clip` on the pre-activations).
-void clamp(float* x, size_t n, float clip) {
-  if (clip > 0.0f)
-    for (size_t i = 0; i < n; ++i) x[i] = std::min(clip, std::max(-clip, x[i]));
-}
-
 // The shared driver. Per direction: the input projections W x_t + Wb of every step as one
 // GEMM (xw, [rows of X] x G*H), project(d, xw, pool), then step(M, xs, h, cell, gates)
 // advances the M running rows one time step: xs holds their input projections [M, G*H] (the
@@ -320,10 +314,15 @@ void run_float_recurrent(OpContext& c, const char* op, int64_t G, bool has_cell,
                 [&](int64_t d, ThreadPool* pool) { return make_step(d, weights(d), pool); });
 }
 
+// ONNX's `clip`: every pre-activation bounded to [-clip, clip] when clip > 0.
 struct Clip {
   float clip;
   float operator()(float v) const {
     return clip > 0.0f ? std::min(clip, std::max(-clip, v)) : v;
+  }
+  void operator()(float* x, size_t n) const {  // x[0, n) in place
+    if (clip > 0.0f)
+      for (size_t i = 0; i < n; ++i) x[i] = (*this)(x[i]);
   }
 };
 
@@ -398,7 +397,7 @@ void gru(OpContext& c, const PackedR* pre) {
       const size_t hn = static_cast<size_t>(H), gh = 3 * hn;
       recurrent_product(Rzr, M, h, xs, xs, gh, pool);  // z, r: W x + Wb + R h + Rb
       for (size_t j = 0; j < M; ++j) {
-        clamp(xs + j * gh, 2 * hn, bound.clip);
+        bound(xs + j * gh, 2 * hn);
         apply_activation(Activation::sigmoid, 0.0f, 0.0f, xs + j * gh, 2 * hn);
       }
       if (linear_before_reset) {
@@ -416,7 +415,7 @@ void gru(OpContext& c, const PackedR* pre) {
       for (size_t j = 0; j < M; ++j) {
         const float* z = xs + j * gh;
         float* n = linear_before_reset ? gates + j * hn : xs + j * gh + 2 * hn;
-        clamp(n, hn, bound.clip);
+        bound(n, hn);
         apply_activation(Activation::tanh, 0.0f, 0.0f, n, hn);
         float* hj = h + j * hn;
         for (size_t k = 0; k < hn; ++k) hj[k] = (1.0f - z[k]) * n[k] + z[k] * hj[k];
@@ -443,7 +442,7 @@ void rnn(OpContext& c, const PackedR* pre) {
     void operator()(size_t M, float* xs, float* h, float*, float*) const {
       const size_t n = M * static_cast<size_t>(H);
       recurrent_product(R, M, h, xs, xs, static_cast<size_t>(H), pool);
-      clamp(xs, n, bound.clip);
+      bound(xs, n);
       apply_activation(Activation::tanh, 0.0f, 0.0f, xs, n);
       std::copy(xs, xs + n, h);
     }
