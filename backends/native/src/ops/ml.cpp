@@ -125,7 +125,7 @@ KernelFactory binarizer() {
 KernelFactory imputer() {
   return [](const NodeDesc& n, const BuildContext&) -> std::unique_ptr<Kernel> {
     std::vector<float> fvalues = n.attr_floats("imputed_value_floats", {});
-    std::vector<int64_t> ivalues = ints_of(n, "imputed_value_int64s");
+    std::vector<int64_t> ivalues = n.attr_ints("imputed_value_int64s", {});
     if (fvalues.empty() == ivalues.empty())
       n.fail("give exactly one of imputed_value_floats and imputed_value_int64s");
     const float freplaced = n.attr_f("replaced_value_float", 0.0f);
@@ -260,7 +260,7 @@ KernelFactory linear_classifier() {
       n.fail("string class labels (native runs int64 labels)");
     std::vector<float> coef = n.attr_floats("coefficients", {});
     std::vector<float> bias = n.attr_floats("intercepts", {});
-    std::vector<int64_t> labels = ints_of(n, "classlabels_ints");
+    std::vector<int64_t> labels = n.attr_ints("classlabels_ints", {});
     const size_t classes = bias.size();
     if (classes == 0) n.fail("intercepts are empty: they give the number of classes");
     if (classes > 1 && labels.size() < classes)

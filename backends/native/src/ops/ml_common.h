@@ -42,11 +42,6 @@ inline std::vector<double> floats_or_tensor(const NodeDesc& n, const std::string
   return v;
 }
 
-// The ints of an INTS attribute (absent: empty).
-inline std::vector<int64_t> ints_of(const NodeDesc& n, const std::string& key) {
-  return n.attr_ints(key, {});
-}
-
 // Calls fn(T{}) for the input types the ml operators take: float, double, int64, int32.
 template <typename Fn>
 void dispatch_ml(DType dt, const NodeDesc& node, Fn&& fn) {

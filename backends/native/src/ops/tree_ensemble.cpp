@@ -71,12 +71,12 @@ struct TreeSpec {
 
 TreeSpec read_tree_spec(const NodeDesc& n, const std::string& prefix, size_t targets) {
   TreeSpec s;
-  s.tree_ids = ints_of(n, "nodes_treeids");
-  s.node_ids = ints_of(n, "nodes_nodeids");
-  s.features = ints_of(n, "nodes_featureids");
-  s.yes = ints_of(n, "nodes_truenodeids");
-  s.no = ints_of(n, "nodes_falsenodeids");
-  s.missing_yes = ints_of(n, "nodes_missing_value_tracks_true");
+  s.tree_ids = n.attr_ints("nodes_treeids", {});
+  s.node_ids = n.attr_ints("nodes_nodeids", {});
+  s.features = n.attr_ints("nodes_featureids", {});
+  s.yes = n.attr_ints("nodes_truenodeids", {});
+  s.no = n.attr_ints("nodes_falsenodeids", {});
+  s.missing_yes = n.attr_ints("nodes_missing_value_tracks_true", {});
   for (const std::string& m : n.attr_strings("nodes_modes")) s.modes.push_back(mode_of(m, n));
   s.values = floats_or_tensor(n, "nodes_values");
   const size_t count = s.tree_ids.size();
@@ -88,9 +88,9 @@ TreeSpec read_tree_spec(const NodeDesc& n, const std::string& prefix, size_t tar
              std::to_string(count));
   if (s.modes.size() != count) n.fail("nodes_modes does not have one entry per node");
   if (s.values.size() != count) n.fail("nodes_values does not have one entry per node");
-  s.w_trees = ints_of(n, prefix + "_treeids");
-  s.w_nodes = ints_of(n, prefix + "_nodeids");
-  s.w_targets = ints_of(n, prefix + "_ids");
+  s.w_trees = n.attr_ints(prefix + "_treeids", {});
+  s.w_nodes = n.attr_ints(prefix + "_nodeids", {});
+  s.w_targets = n.attr_ints(prefix + "_ids", {});
   s.w_values = floats_or_tensor(n, prefix + "_weights");
   const size_t nw = s.w_trees.size();
   if (s.w_nodes.size() != nw || s.w_targets.size() != nw || s.w_values.size() != nw)
@@ -494,7 +494,7 @@ KernelFactory tree_ensemble(bool classifier) {
     if (classifier) {
       if (!n.attr_strings("classlabels_strings").empty())
         n.fail("string class labels (native runs int64 labels)");
-      spec.labels = ints_of(n, "classlabels_int64s");
+      spec.labels = n.attr_ints("classlabels_int64s", {});
       if (spec.labels.size() < 2)
         n.fail("classlabels_int64s has " + std::to_string(spec.labels.size()) +
                " label(s); native runs two classes or more");
