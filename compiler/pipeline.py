@@ -64,9 +64,11 @@ from kiln.compiler.passes.fuse_hard_activations import (
     needs_hard_swish_opset,
 )
 from kiln.compiler.passes.fuse_int8 import HandOverInt8Nhwc, int8_rules
+from kiln.compiler.passes.fuse_transformer import transformer_steps
 from kiln.compiler.passes.nhwc_layout import HandOverF32Nhwc
 from kiln.compiler.passes.normalize import NORMALIZE_RULES, RemoveWholeSlice
 from kiln.compiler.passes.rule import CountingPass, OnnxscriptRulesPass, RulePass
+from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
 from kiln.compiler.report import CompileReport, PassRecord, ops_delta
 
 if TYPE_CHECKING:
@@ -157,8 +159,6 @@ def kernel_steps(caps: BackendCaps) -> list[Step]:
 def _hard_swish_opset_steps(caps: BackendCaps) -> list[Step]:
     """Models below opset 14 that hold a hard-swish move to 14, where it is one HardSwish op,
     when the backend imports opset 14."""
-    from kiln.compiler.passes.upgrade_opset import UpgradeOpsetPass
-
     if caps.max_opset < HARD_SWISH_OPSET:
         return []
     return [("upgrade-opset-hard-swish",
@@ -167,8 +167,6 @@ def _hard_swish_opset_steps(caps: BackendCaps) -> list[Step]:
 
 
 def _fusions(target: Target | None, caps: BackendCaps) -> list[Step]:
-    from kiln.compiler.passes.fuse_transformer import transformer_steps
-
     epilogue = [rule for rule, op in ((FuseConvEpilogue(), "FusedConv"),
                                       (FuseGemmEpilogue(), "FusedGemm"),
                                       (FuseMatMulBiasEpilogue(), "FusedGemm")) if caps.runs(op)]

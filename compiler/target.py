@@ -8,6 +8,7 @@ means detect. A CPU target is x86-64 unless it names ``aarch64``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -142,6 +143,7 @@ class Target:
                    l3_bytes=_cache_size(3))
 
 
+@functools.cache  # the CPU's flags and caches do not change while the process runs
 def _detect_cpu_features() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -165,6 +167,7 @@ def _detect_cores() -> int:
         return os.cpu_count() or 1
 
 
+@functools.cache
 def _cache_size(level: int, kind: str | None = None) -> int | None:
     base = Path("/sys/devices/system/cpu/cpu0/cache")
     if not base.is_dir():
