@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.backends.base import TensorSpec
+from kiln.compiler.frontend import ready_weights_dir
 from kiln.compiler.onnx_stream import WEIGHTS_DIR
 from kiln.compiler.opset_stamp import restamp_opset
 from kiln.compiler.passes._util import value_dims
@@ -74,7 +75,7 @@ def to_onnx_bytes(model: ir.Model, max_ir_version: int | None = None,
     lag behind); the graph itself is unchanged.
     """
     proto = _proto(model, max_ir_version, max_opset)
-    folder = model.meta.get(WEIGHTS_DIR) or mapped_weights_folder(model)
+    folder = ready_weights_dir(model) or mapped_weights_folder(model)
     if folder is not None:  # weights on disk (kiln's file or a .kiln): read them back in
         import onnx
 
@@ -86,7 +87,7 @@ def to_onnx_file(model: ir.Model, max_ir_version: int | None = None,
                  max_opset: int | None = None) -> str | None:
     """The model as an ONNX file whose weights stay in their external-data file, for engines
     that read (or map) that file themselves; None when the weights are in memory."""
-    folder = model.meta.get(WEIGHTS_DIR)
+    folder = ready_weights_dir(model)
     if folder is None:
         return None
     path = f"{folder}/{GRAPH_FILE}"

@@ -147,6 +147,7 @@ class WeightsAside:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
         self.names: set[str] = set()
+        self.source = "<model>"  # the model's name, for errors
         self._end = 0  # where the next value may start (before alignment)
         self._copier: _Copier | None = None
         self._failure: OSError | None = None
@@ -165,6 +166,13 @@ class WeightsAside:
             self._copier = _Copier(reader.f.fileno(), self._file.fileno())
         self._copier.jobs.put((start, offset, nbytes))
         return offset
+
+    def seal(self) -> None:
+        """No more values come (the scan is over): the copying thread ends once it has copied
+        those it has, whether or not anyone waits for them."""
+        with self._lock:
+            if self._copier is not None:
+                self._copier.jobs.put(None)
 
     def finish(self) -> None:
         """Wait for every value to be in the file (at once when they are); an OSError, on

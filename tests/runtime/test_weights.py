@@ -92,19 +92,28 @@ def _conv_bn(channels: int = 32) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+@pytest.mark.parametrize("slow", [False, True], ids=["copied", "still-copying"])
 @pytest.mark.parametrize("listed", [False, True], ids=["one", "partitioned"])
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "native"])
-def test_weights_set_aside_while_parsing_run_and_save(backend: str, listed: bool, tmp_path,
-                                                      monkeypatch):
+def test_weights_set_aside_while_parsing_run_and_save(backend: str, listed: bool, slow: bool,
+                                                      tmp_path, monkeypatch):
     """A file parsed a field at a time: its weights went aside, the folded ones join them; a
-    backend list (the partitioner, which cuts pieces through protos) reads them too."""
+    backend list (the partitioner, which cuts pieces through protos) reads them too. The
+    import does not wait for the copies: whatever reads the file first (a pass, the engine,
+    the save) waits for them, or it would read zeros."""
     if not registry.availability(backend).ok:
         pytest.skip(f"{backend} unavailable")
+    import time
+
     import onnxruntime as ort
 
-    from kiln.compiler import frontend
+    from kiln.compiler import frontend, onnx_stream
 
     monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    if slow:
+        copy = onnx_stream._copy_range
+        monkeypatch.setattr(onnx_stream, "_copy_range",
+                            lambda *job: time.sleep(0.2) or copy(*job))
     proto = _conv_bn()
     path = tmp_path / "m.onnx"
     onnx.save(proto, path)
