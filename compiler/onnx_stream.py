@@ -164,6 +164,7 @@ class WeightsAside:
         self._end = offset + nbytes
         if self._copier is None:
             self._copier = _Copier(reader.f.fileno(), self._file.fileno())
+            _COPYING.add(self)
         self._copier.jobs.put((start, offset, nbytes))
         return offset
 
@@ -180,6 +181,7 @@ class WeightsAside:
         early: it changed while it was read)."""
         with self._lock:
             copier, self._copier = self._copier, None
+            _COPYING.discard(self)
             if copier is not None:
                 try:
                     copier.wait()
@@ -195,11 +197,29 @@ class WeightsAside:
         stop the copies and remove the folder now."""
         with self._lock:
             copier, self._copier = self._copier, None
+            _COPYING.discard(self)
             if copier is not None:
                 copier.cancel()
             self._file.close()
             self.names.clear()
             self._cleanup()
+
+
+#: The ``WeightsAside`` whose copies may still run: a fork waits for them (the child would
+#: have the file half written and no thread writing the rest).
+_COPYING: weakref.WeakSet[WeightsAside] = weakref.WeakSet()
+
+
+def _finish_copies() -> None:
+    for aside in list(_COPYING):
+        try:
+            aside.finish()
+        except OSError:
+            pass  # kept: every reader of that file, in the parent and the child, gets it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_copies)
 
 
 class _Copier:

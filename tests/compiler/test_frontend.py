@@ -240,6 +240,38 @@ def test_weights_set_aside_map_their_file_which_goes_with_the_last_tensor(tmp_pa
     assert not os.path.exists(folder)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_fork_while_weights_are_still_copied_gives_the_child_the_whole_file(tmp_path,
+                                                                           monkeypatch):
+    """The import returns with the copies still running; a child forked then has no thread
+    to finish them, so the fork waits for them first."""
+    import time
+
+    from kiln.compiler import onnx_stream
+
+    monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
+    copy = onnx_stream._copy_range
+    monkeypatch.setattr(onnx_stream, "_copy_range", lambda *job: time.sleep(0.3) or copy(*job))
+    values = np.arange(4096, dtype=np.float32).reshape(64, 64)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(values, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = frontend.import_model(path)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only for the whole weights
+        try:
+            same = np.array_equal(model.graph.initializers["w"].const_value.numpy(), values)
+        finally:
+            os._exit(0 if same else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), values)
+
+
 def test_a_tensor_set_aside_with_the_wrong_byte_count_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
     tensor = numpy_helper.from_array(np.zeros((64, 64), np.float32), "w")
