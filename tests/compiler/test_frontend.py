@@ -306,6 +306,9 @@ def test_a_file_cut_while_its_weights_are_copied_is_a_model_error(tmp_path, monk
         return copy(*job)
 
     monkeypatch.setattr(onnx_stream, "_copy_range", cut_then_copy)
-    model = frontend.import_model(path)  # the copies run on: refused where the weights are read
-    with pytest.raises(ModelError, match="m.onnx: cannot read the weights: .*changed while kiln"):
+    # the scan may still be reading when the cut comes, else the copies find it, and the
+    # weights are refused where they are first read
+    with pytest.raises(ModelError, match="m.onnx: (not a valid ONNX protobuf .truncated|"
+                                         "cannot read the weights: .*changed while kiln)"):
+        model = frontend.import_model(path)
         model.graph.initializers["w"].const_value.numpy()

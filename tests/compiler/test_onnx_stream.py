@@ -238,3 +238,40 @@ def test_discard_stops_the_copies_and_removes_the_folder(tmp_path, monkeypatch):
     threading.Timer(0.2, held.set).start()  # the first copy ends after discard began
     aside.discard()
     assert len(copied) == 1 and not os.path.exists(aside.folder)
+
+
+def test_the_switch_interval_is_short_only_while_copies_run(tmp_path, monkeypatch):
+    """The copier gets the interpreter back promptly between copies; the interval the process
+    had comes back after the last copy, and one someone set meanwhile is left alone."""
+    import sys
+    import threading
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    before = sys.getswitchinterval()
+    copy = onnx_stream._copy_range
+    release = threading.Event()
+    during: list[float] = []
+
+    def held(*job):
+        during.append(sys.getswitchinterval())
+        release.wait(10)
+        return copy(*job)
+
+    monkeypatch.setattr(onnx_stream, "_copy_range", held)
+    try:
+        aside = onnx_stream.WeightsAside()
+        parse_file(path, aside)
+        release.set()
+        aside.finish()
+        assert during and all(v <= onnx_stream.COPY_SWITCH_INTERVAL * 1.01 for v in during)
+        assert sys.getswitchinterval() == before
+        release.clear()
+        aside = onnx_stream.WeightsAside()
+        parse_file(path, aside)
+        sys.setswitchinterval(0.002)  # the application's own choice, made meanwhile
+        release.set()
+        aside.finish()
+        assert abs(sys.getswitchinterval() - 0.002) < 1e-9
+    finally:
+        sys.setswitchinterval(before)
