@@ -272,7 +272,13 @@ class _Copier:
         self._thread = threading.Thread(target=self._run, name="kiln-weights-copy",
                                         daemon=True)
         _SwitchInterval.enter()
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread, so nothing would give the interval back
+            _SwitchInterval.leave()
+            os.close(self._source)
+            os.close(self._dest)
+            raise
 
     def _run(self) -> None:
         try:
