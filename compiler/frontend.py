@@ -18,18 +18,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat as stat_module
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
 
 from kiln.compiler.contrib import complete_types
-from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside, external_tensors, parse_file
+from kiln.compiler.onnx_stream import (
+    ASIDE_TENSOR_BYTES,
+    WEIGHTS_DIR,
+    WeightsAside,
+    external_tensors,
+    parse_file,
+    point_into,
+)
 from kiln.compiler.source_digest import GRAPH_AS_READ, SOURCE_DIGEST, SourceDigest
 from kiln.compiler.validate import (
     DYNAMIC_DIM,
@@ -56,7 +66,9 @@ def import_model(source: ModelSource, *, initializers_as_inputs: bool = False,
     The returned model's ``meta`` holds the source's ``SourceDigest`` (``source_sha256``
     reads it) and ``kiln.source_name`` for reports and artifact manifests.
     """
-    aside = WeightsAside() if _streams(source) else None
+    # a file's large values (its own, or its external data's) go to a weights file of
+    # kiln's own; the folder is made only when one does
+    aside = WeightsAside() if isinstance(source, (str, os.PathLike)) else None
     try:
         model, changed, name, digest = _import(source, aside, initializers_as_inputs, check,
                                                infer_shapes, limits)
@@ -77,14 +89,15 @@ def _import(source: ModelSource, aside: WeightsAside | None, initializers_as_inp
     """``import_model``'s steps: (the model, whether normalizing changed the graph, the
     source's name, its digest). The values ``aside`` receives are copied by its thread while
     the graph is checked and converted, none of which reads them (MiniLM-L6: most of its
-    86 MB beside ~40 ms of checks); the model maps them once they are all there."""
+    86 MB beside ~40 ms of checks); the model's tensors map them, and what first reads the
+    file waits for the copies."""
     proto, name, digest = load_proto(source, aside)
     if aside is not None and not aside.names:
         aside.discard()
         aside = None
     if aside is not None:
         aside.seal()
-    # what went aside is external data of kiln's own; the user's was read in by now
+    # what went aside is external data of kiln's own; the user's was read in or copied aside
     validate_proto(proto, name, [kiln_limits(), *(limits or [])], external_ok=aside is not None)
     changed = normalize(proto)
     if not initializers_as_inputs:
@@ -262,9 +275,9 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
     """Parse ``source`` into a ModelProto with external data resolved safely.
 
     Returns (proto, display name, the serialized model's sha256: a file's is taken when first
-    asked for). With ``aside``, a file
-    parsed a field at a time leaves its large initializers' values in ``aside``'s file
-    (``aside.names``; those tensors stay external data).
+    asked for). With ``aside``, a file parsed a field at a time leaves its large initializers'
+    values in ``aside``'s file, and so do large initializers in external-data files
+    (``aside.names``; those tensors stay external data, in kiln's file).
     """
     if isinstance(source, onnx.ModelProto):
         data = source.SerializeToString()
@@ -287,8 +300,7 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
         proto = _parse(data, str(path))
         del data
     if _has_external_data(proto) and load_external_data(
-            proto, path.parent.resolve(), str(path),
-            skip=aside.names if aside is not None else frozenset()):
+            proto, path.parent.resolve(), str(path), aside):
         digest.alone = False
     return proto, str(path), digest
 
@@ -334,22 +346,25 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
-                       skip: set[str] | frozenset[str] = frozenset()) -> int:
-    """Read every external tensor's bytes into the proto, confined to ``folder``, but for the
-    main graph's initializers named in ``skip`` (their values went aside while parsing).
-    Returns how many tensors it read.
+                       aside: WeightsAside | None = None) -> int:
+    """Resolve every external tensor of ``proto``, confined to ``folder``: with ``aside``,
+    a main-graph initializer of more than ``ASIDE_TENSOR_BYTES`` is copied to its file (by
+    its thread, as the parse's large values are; the file stays external data there), and
+    those the parse set aside (``aside.names``) are left as they are; every other tensor's
+    bytes are read into the proto. Returns how many tensors it resolved.
 
     Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
     files that are not regular, files with other hard links (they may alias a file outside),
     and offset/length past the end of the file.
     """
+    names = aside.names if aside is not None else set()
     # by identity, the messages held so no id is reused while the loop runs
-    aside = {id(t): t for t in proto.graph.initializer if t.name in skip} if skip else {}
-    read = 0
+    initializers = {id(t): t for t in proto.graph.initializer}
+    resolved = 0
     for tensor, info in external_tensors(proto):
-        if id(tensor) in aside:
-            continue
-        read += 1
+        if id(tensor) in initializers and tensor.name in names:
+            continue  # set aside by the parse
+        resolved += 1
         location = info.get("location", "")
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:
@@ -357,16 +372,27 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
         if "\x00" in location:
             raise ModelError(f"{where}: the location contains a NUL byte")
         try:
-            tensor.raw_data = _read_confined(folder, location, info, where)
+            with _open_confined(folder, location, info, where) as (handle, offset, nbytes):
+                if aside is not None and id(tensor) in initializers and \
+                        nbytes > ASIDE_TENSOR_BYTES and tensor.name not in names:
+                    placed = aside.copy_from(handle.fileno(), offset, nbytes)
+                    point_into(tensor, WeightsAside.FILE, placed, nbytes)
+                    names.add(tensor.name)
+                    continue
+                handle.seek(offset)
+                tensor.raw_data = handle.read(nbytes)
         except OSError as exc:  # e.g. a name too long for the file system
             raise ModelError(f"{where}: cannot read: {exc.strerror or exc}") from exc
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
-    return read
+    return resolved
 
 
-def _read_confined(folder: Path, location: str, info: dict[str, str], where: str) -> bytes:
-    """The bytes ``info`` declares from ``folder/location``, refusing every escape."""
+@contextlib.contextmanager
+def _open_confined(folder: Path, location: str, info: dict[str, str], where: str
+                   ) -> Iterator[tuple[BinaryIO, int, int]]:
+    """``folder/location`` open, with the offset and byte count ``info`` declares there,
+    refusing every escape."""
     if os.path.isabs(location) or location.startswith(("/", "\\")):
         raise ModelError(f"{where}: absolute paths are refused; external data must live "
                          "inside the model's folder")
@@ -405,8 +431,7 @@ def _read_confined(folder: Path, location: str, info: dict[str, str], where: str
         if (opened.st_ino, opened.st_dev) != (stat.st_ino, stat.st_dev) or \
                 opened.st_nlink != 1 or not stat_module.S_ISREG(opened.st_mode):
             raise ModelError(f"{where}: the file changed while kiln was checking it")
-        handle.seek(offset)
-        return handle.read(nbytes)
+        yield handle, offset, nbytes
 
 
 def _non_negative_int(text: str, where: str, what: str) -> int:

@@ -135,18 +135,20 @@ class _Reader:
 
 class WeightsAside:
     """A temporary folder whose file ``FILE`` receives initializer values while a model is
-    parsed; removed once this object and every tensor holding it are gone.
+    parsed (large raw values of the model file, large values of its external-data files);
+    removed once this object and every tensor holding it are gone. The folder is made when
+    the first value comes.
 
-    The scan only decides where each value goes (``copy``); a thread of its own copies them
-    from the model file meanwhile, while the scan goes on and the frontend checks the parsed
+    The scan only decides where each value goes (``copy``, ``copy_from``); a thread of its
+    own copies them meanwhile, while the scan goes on and the frontend checks the parsed
     graph. ``finish`` waits for the copies: the file is whole only then."""
 
     FILE = "weights.bin"
 
     def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
-        self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
+        self.folder = ""
+        self._cleanup: weakref.finalize | None = None
+        self._file: BinaryIO | None = None
         self.names: set[str] = set()
         self.source = "<model>"  # the model's name, for errors
         self._end = 0  # where the next value may start (before alignment)
@@ -157,16 +159,24 @@ class WeightsAside:
     def copy(self, reader: _Reader, nbytes: int) -> int:
         """Place the next ``nbytes`` of ``reader`` in the file and skip past them; their
         offset there. The thread copies them (``finish`` waits for it)."""
-        offset = -self._end % _ASIDE_ALIGN + self._end
         start = reader.pos
         if nbytes > reader.size - start:
             raise _Layout("truncated")
         reader.skip(nbytes)
-        self._end = offset + nbytes
+        return self.copy_from(reader.f.fileno(), start, nbytes)
+
+    def copy_from(self, source: int, start: int, nbytes: int) -> int:
+        """Place ``nbytes`` from offset ``start`` of open file ``source`` in the file (the
+        caller may close ``source`` once this returns); their offset there."""
         if self._copier is None:
-            self._copier = _Copier(reader.f.fileno(), self._file.fileno())
+            self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+            self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
+            self._copier = _Copier(self._file.fileno())
             _COPYING.add(self)
-        self._copier.jobs.put((start, offset, nbytes))
+        offset = -self._end % _ASIDE_ALIGN + self._end
+        self._end = offset + nbytes
+        self._copier.jobs.put((self._copier.source(source), start, offset, nbytes))
         return offset
 
     def seal(self) -> None:
@@ -189,7 +199,7 @@ class WeightsAside:
                 except OSError as exc:
                     self._failure = exc
                 finally:
-                    self._file.close()
+                    self._close_file()
             if self._failure is not None:
                 raise self._failure
 
@@ -201,9 +211,14 @@ class WeightsAside:
             _COPYING.discard(self)
             if copier is not None:
                 copier.cancel()
-            self._file.close()
+            self._close_file()
             self.names.clear()
-            self._cleanup()
+            if self._cleanup is not None:
+                self._cleanup()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 #: The ``WeightsAside`` whose copies may still run: a fork waits for them (the child would
@@ -258,15 +273,17 @@ class _SwitchInterval:
 
 
 class _Copier:
-    """One thread copying (source offset, file offset, bytes) jobs from a model file to the
-    weights file, in the order given. It owns duplicates of both descriptors (the scan closes
-    the model file, a discarded ``WeightsAside`` its weights file) and releases the
+    """One thread copying (source, source offset, file offset, bytes) jobs to the weights
+    file, in the order given. It owns duplicates of every descriptor (the scan closes the
+    files it read, a discarded ``WeightsAside`` its weights file) and releases the
     interpreter while the kernel copies."""
 
-    def __init__(self, source: int, dest: int) -> None:
-        self.jobs: queue.SimpleQueue[tuple[int, int, int] | None] = queue.SimpleQueue()
-        self._source = os.dup(source)
+    def __init__(self, dest: int) -> None:
+        self.jobs: queue.SimpleQueue[tuple[int, int, int, int] | None] = queue.SimpleQueue()
         self._dest = os.dup(dest)
+        self._sources: dict[tuple[int, int], int] = {}  # (device, inode) -> our descriptor
+        self._sources_lock = threading.Lock()
+        self._ended = False  # the thread is done: it took no more descriptors
         self._stop = False
         self.failure: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="kiln-weights-copy",
@@ -276,19 +293,32 @@ class _Copier:
             self._thread.start()
         except BaseException:  # no thread, so nothing would give the interval back
             _SwitchInterval.leave()
-            os.close(self._source)
             os.close(self._dest)
             raise
+
+    def source(self, fd: int) -> int:
+        """The copier's own descriptor of the file open as ``fd`` (one per file)."""
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        with self._sources_lock:
+            if self._ended:  # it failed: no job runs any more
+                return -1
+            if key not in self._sources:
+                self._sources[key] = os.dup(fd)
+            return self._sources[key]
 
     def _run(self) -> None:
         try:
             while (job := self.jobs.get()) is not None:
                 if not self._stop:
-                    _copy_range(self._source, self._dest, *job)
+                    _copy_range(job[0], self._dest, *job[1:])
         except OSError as exc:
             self.failure = exc
         finally:
-            os.close(self._source)
+            with self._sources_lock:
+                self._ended = True
+                for fd in self._sources.values():
+                    os.close(fd)
             os.close(self._dest)
             _SwitchInterval.leave()
 

@@ -84,6 +84,38 @@ def test_external_data_inside_the_folder_loads(tmp_path):
     np.testing.assert_array_equal(out[0], [1, 2, 3, 4])
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "native"])
+def test_large_external_data_is_copied_to_a_file_of_kilns_own(tmp_path, backend):
+    """A large external tensor is not read into memory: kiln's thread copies it to kiln's
+    weights file, which the IR maps (the user may then change or remove theirs); a small one
+    is read in, as shape inference reads values."""
+    from kiln.compiler.onnx_stream import WEIGHTS_DIR
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((64, 64)).astype(np.float32)
+    small = rng.standard_normal(64).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "big"], ["h"]),
+         helper.make_node("Add", ["h", "small"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(big, "big"), numpy_helper.from_array(small, "small")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+              size_threshold=0)
+    model = import_model(path)
+    tensors = {name: v.const_value for name, v in model.graph.initializers.items()}
+    assert isinstance(tensors["big"], ir.ExternalTensor) and WEIGHTS_DIR in model.meta
+    assert str(tensors["big"].base_dir) == model.meta[WEIGHTS_DIR] != str(tmp_path)
+    assert not isinstance(tensors["small"], ir.ExternalTensor)
+    (tmp_path / "m.data").unlink()  # kiln reads its own copy from here on
+    np.testing.assert_array_equal(tensors["big"].numpy(), big)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    out = kiln.Session(model, backend=backend).run(None, {"x": x})
+    np.testing.assert_allclose(out[0], x @ big + small, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])
 def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
