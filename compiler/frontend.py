@@ -299,9 +299,8 @@ def load_proto(source: ModelSource, aside: WeightsAside | None = None
         data = path.read_bytes()
         proto = _parse(data, str(path))
         del data
-    if _has_external_data(proto) and load_external_data(
-            proto, path.parent.resolve(), str(path), aside):
-        digest.alone = False
+    if _has_external_data(proto):
+        load_external_data(proto, path.parent.resolve(), str(path), aside, digest)
     return proto, str(path), digest
 
 
@@ -346,12 +345,14 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
-                       aside: WeightsAside | None = None) -> int:
+                       aside: WeightsAside | None = None,
+                       digest: SourceDigest | None = None) -> int:
     """Resolve every external tensor of ``proto``, confined to ``folder``: with ``aside``,
     a main-graph initializer of more than ``ASIDE_TENSOR_BYTES`` is copied to its file (by
     its thread, as the parse's large values are; the file stays external data there), and
     those the parse set aside (``aside.names``) are left as they are; every other tensor's
-    bytes are read into the proto. Returns how many tensors it resolved.
+    bytes are read into the proto. ``digest`` notes each file read (an engine may open the
+    model's files itself while they stay as read). Returns how many tensors it resolved.
 
     Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
     files that are not regular, files with other hard links (they may alias a file outside),
@@ -372,7 +373,10 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
         if "\x00" in location:
             raise ModelError(f"{where}: the location contains a NUL byte")
         try:
-            with _open_confined(folder, location, info, where) as (handle, offset, nbytes):
+            with _open_confined(folder, location, info, where) as (handle, file, offset,
+                                                                   nbytes):
+                if digest is not None:
+                    digest.note_companion(file, os.fstat(handle.fileno()))
                 if aside is not None and id(tensor) in initializers and \
                         nbytes > ASIDE_TENSOR_BYTES and tensor.name not in names:
                     placed = aside.copy_from(handle.fileno(), offset, nbytes)
@@ -390,9 +394,9 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
 
 @contextlib.contextmanager
 def _open_confined(folder: Path, location: str, info: dict[str, str], where: str
-                   ) -> Iterator[tuple[BinaryIO, int, int]]:
-    """``folder/location`` open, with the offset and byte count ``info`` declares there,
-    refusing every escape."""
+                   ) -> Iterator[tuple[BinaryIO, Path, int, int]]:
+    """``folder/location`` open, its resolved path, and the offset and byte count ``info``
+    declares there, refusing every escape."""
     if os.path.isabs(location) or location.startswith(("/", "\\")):
         raise ModelError(f"{where}: absolute paths are refused; external data must live "
                          "inside the model's folder")
@@ -431,7 +435,7 @@ def _open_confined(folder: Path, location: str, info: dict[str, str], where: str
         if (opened.st_ino, opened.st_dev) != (stat.st_ino, stat.st_dev) or \
                 opened.st_nlink != 1 or not stat_module.S_ISREG(opened.st_mode):
             raise ModelError(f"{where}: the file changed while kiln was checking it")
-        yield handle, offset, nbytes
+        yield handle, resolved, offset, nbytes
 
 
 def _non_negative_int(text: str, where: str, what: str) -> int:

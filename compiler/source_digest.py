@@ -25,8 +25,8 @@ import onnx_ir as ir
 #: ``ir.Model.meta`` key (in memory, never saved) of the imported model's ``SourceDigest``.
 SOURCE_DIGEST = "kiln.source_digest"
 #: ``ir.Model.meta`` key set by the frontend when the IR holds its file's graph as read: the
-#: file holds the whole model (no external-data files) and the frontend changed nothing in it
-#: but the shapes it inferred. Passes leave it as it is: only a caller that knows no pass
+#: file (with the external-data files it names, noted by identity) holds the whole model and
+#: the frontend changed nothing in it but the shapes it inferred. Passes leave it as it is: only a caller that knows no pass
 #: changed the graph since may act on it (``kiln.runtime.compile``, through ``SOURCE_FILE``).
 GRAPH_AS_READ = "kiln.graph_as_read"
 #: ``ir.Model.meta`` key of the ``SourceDigest`` of the file an engine may read itself instead
@@ -54,10 +54,11 @@ class SourceDigest:
         self._hex = hexdigest
         self._path = path
         self._file = path  # kept once hashed: ``file_as_read``
-        #: whether the file holds the whole model (the frontend clears it when the model
-        #: read external-data files beside it)
+        #: whether the model is its files as read (the file, and the external-data files
+        #: noted with ``note_companion``), which an engine may then open itself
         self.alone = path is not None
         self._identity = identity
+        self._companions: list[tuple[Path, tuple[int, ...]]] = []
 
     @classmethod
     def of_bytes(cls, data: bytes | bytearray | memoryview) -> SourceDigest:
@@ -76,13 +77,19 @@ class SourceDigest:
             self._path = None  # hashed (or known to be unknowable) once
         return self._hex
 
+    def note_companion(self, path: Path, stat: os.stat_result) -> None:
+        """An external-data file the model read beside its own, as ``stat`` describes it."""
+        self._companions.append((path, _identity(stat)))
+
     def file_as_read(self) -> Path | None:
-        """The file this digest is of, while it still has the identity it had when read;
-        None for bytes, or a file rewritten, replaced or removed since."""
+        """The file this digest is of, while it and the external-data files noted beside it
+        still have the identity they had when read; None for bytes, or a file rewritten,
+        replaced or removed since."""
         if self._file is None:
             return None
         try:
-            same = _identity(os.stat(self._file)) == self._identity
+            same = _identity(os.stat(self._file)) == self._identity and all(
+                _identity(os.stat(path)) == identity for path, identity in self._companions)
         except OSError:
             return None
         return self._file if same else None

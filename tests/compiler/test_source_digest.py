@@ -65,3 +65,29 @@ def test_a_model_not_read_from_a_source_has_no_digest(conv_model):
     import onnx_ir as ir
 
     assert source_sha256(ir.from_proto(conv_model)) == ""
+
+
+def test_a_model_with_external_data_is_as_read_while_its_data_files_are(tmp_path):
+    """An engine may open a model's files itself while the .onnx and the external-data files
+    it names keep the identity they had when kiln read them."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kiln.compiler.source_digest import GRAPH_AS_READ, SOURCE_DIGEST
+
+    weight = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(weight, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, location="m.data", size_threshold=0)
+    data = tmp_path / "m.data"
+    os.utime(data, ns=(10**18, 10**18))  # an earlier clock tick than the rewrite below
+    model = import_model(path)
+    digest = model.meta[SOURCE_DIGEST]
+    assert model.meta.get(GRAPH_AS_READ) and digest.file_as_read() == path
+    data.write_bytes(data.read_bytes())  # rewritten: the model is no longer as read
+    assert digest.file_as_read() is None
