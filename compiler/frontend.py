@@ -379,7 +379,9 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
                     digest.note_companion(file, os.fstat(handle.fileno()))
                 if aside is not None and id(tensor) in initializers and \
                         nbytes > ASIDE_TENSOR_BYTES and tensor.name not in names:
-                    placed = aside.copy_from(handle.fileno(), offset, nbytes)
+                    # copied when kiln's file is first needed: an engine that opens
+                    # the user's files itself never needs it
+                    placed = aside.copy_from(handle.fileno(), offset, nbytes, later=True)
                     point_into(tensor, WeightsAside.FILE, placed, nbytes)
                     names.add(tensor.name)
                     continue

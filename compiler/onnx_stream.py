@@ -140,8 +140,10 @@ class WeightsAside:
     the first value comes.
 
     The scan only decides where each value goes (``copy``, ``copy_from``); a thread of its
-    own copies them meanwhile, while the scan goes on and the frontend checks the parsed
-    graph. ``finish`` waits for the copies: the file is whole only then."""
+    own copies a large file's values meanwhile, while the scan goes on and the frontend
+    checks the parsed graph. Values of external-data files are copied only when the file is
+    first needed (an engine that opens the user's files itself never needs it). ``finish``
+    waits for the copies: the file is whole only then."""
 
     FILE = "weights.bin"
 
@@ -153,6 +155,10 @@ class WeightsAside:
         self.source = "<model>"  # the model's name, for errors
         self._end = 0  # where the next value may start (before alignment)
         self._copier: _Copier | None = None
+        #: copies made when the file is first needed: (source, source offset, offset, bytes)
+        self._later: list[tuple[int, int, int, int]] = []
+        #: the files those copies read, held open: (device, inode) -> (descriptor, identity)
+        self._held: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}
         self._failure: OSError | None = None
         self._lock = threading.Lock()
 
@@ -165,19 +171,31 @@ class WeightsAside:
         reader.skip(nbytes)
         return self.copy_from(reader.f.fileno(), start, nbytes)
 
-    def copy_from(self, source: int, start: int, nbytes: int) -> int:
+    def copy_from(self, source: int, start: int, nbytes: int, later: bool = False) -> int:
         """Place ``nbytes`` from offset ``start`` of open file ``source`` in the file (the
-        caller may close ``source`` once this returns); their offset there."""
-        if self._copier is None:
+        caller may close ``source`` once this returns); their offset there. ``later``: copy
+        them when the file is first needed, if the source is then as it is now."""
+        if self._file is None:
             self.folder = tempfile.mkdtemp(prefix="kiln-weights-")
-            self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+            self._cleanup = weakref.finalize(self, _remove, self.folder, self._held)
             self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
-            self._copier = _Copier(self._file.fileno())
-            _COPYING.add(self)
         offset = -self._end % _ASIDE_ALIGN + self._end
         self._end = offset + nbytes
+        if later:
+            self._later.append((self._hold(source), start, offset, nbytes))
+            return offset
+        if self._copier is None:
+            self._copier = _Copier(self._file.fileno())
+            _COPYING.add(self)
         self._copier.jobs.put((self._copier.source(source), start, offset, nbytes))
         return offset
+
+    def _hold(self, fd: int) -> int:
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        if key not in self._held:
+            self._held[key] = (os.dup(fd), (info.st_size, info.st_mtime_ns))
+        return self._held[key][0]
 
     def seal(self) -> None:
         """No more values come (the scan is over): the copying thread ends once it has copied
@@ -189,19 +207,33 @@ class WeightsAside:
     def finish(self) -> None:
         """Wait for every value to be in the file (at once when they are); an OSError, on
         this and every later call, when one could not be copied (the model file ended
-        early: it changed while it was read)."""
+        early, or an external-data file changed since it was read)."""
         with self._lock:
             copier, self._copier = self._copier, None
             _COPYING.discard(self)
-            if copier is not None:
-                try:
+            later, self._later = self._later, []
+            try:
+                if copier is not None:
                     copier.wait()
-                except OSError as exc:
-                    self._failure = exc
-                finally:
+                if later and self._failure is None:
+                    self._copy_later(later)
+            except OSError as exc:
+                self._failure = exc
+            finally:
+                if copier is not None or later:
+                    _close_held(self._held)
                     self._close_file()
             if self._failure is not None:
                 raise self._failure
+
+    def _copy_later(self, jobs: list[tuple[int, int, int, int]]) -> None:
+        """The copies left for when the file is needed, by the thread that needs it."""
+        identity = {fd: kept for fd, kept in self._held.values()}
+        for source, start, offset, nbytes in jobs:
+            info = os.fstat(source)
+            if (info.st_size, info.st_mtime_ns) != identity[source]:
+                raise OSError("an external-data file changed after kiln read it")
+            _copy_range(source, self._file.fileno(), start, offset, nbytes)  # type: ignore[union-attr]
 
     def discard(self) -> None:
         """Nothing goes aside after all (the file is parsed whole, or the model is refused):
@@ -211,6 +243,7 @@ class WeightsAside:
             _COPYING.discard(self)
             if copier is not None:
                 copier.cancel()
+            self._later = []
             self._close_file()
             self.names.clear()
             if self._cleanup is not None:
@@ -219,6 +252,18 @@ class WeightsAside:
     def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _close_held(held: dict[tuple[int, int], tuple[int, tuple[int, int]]]) -> None:
+    for fd, _ in held.values():
+        os.close(fd)
+    held.clear()
+
+
+def _remove(folder: str, held: dict[tuple[int, int], tuple[int, tuple[int, int]]]) -> None:
+    """A ``WeightsAside``'s end: the files it held open, and its folder."""
+    _close_held(held)
+    shutil.rmtree(folder, True)
 
 
 #: The ``WeightsAside`` whose copies may still run: a fork waits for them (the child would

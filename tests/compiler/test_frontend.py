@@ -116,6 +116,38 @@ def test_large_external_data_is_copied_to_a_file_of_kilns_own(tmp_path, backend)
     np.testing.assert_allclose(out[0], x @ big + small, rtol=1e-5, atol=1e-5)
 
 
+def test_external_data_is_copied_only_when_kilns_file_is_needed(tmp_path):
+    """onnxruntime opens the user's files itself for a graph no pass changed: kiln's copy is
+    made only when something reads kiln's file (here the save), from the files as read; one
+    changed since is refused where its values are read."""
+    from kiln.compiler.onnx_stream import WEIGHTS_DIR, WeightsAside
+
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(weight, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, location="m.data", size_threshold=0)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    session = kiln.Session(path, backend="onnxruntime")
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight, rtol=1e-5, atol=1e-5)
+    copy = os.path.join(session.model.meta[WEIGHTS_DIR], WeightsAside.FILE)
+    assert os.path.getsize(copy) == 0  # not needed so far
+    saved = kiln.Session(session.save(tmp_path / "m.kiln"))
+    np.testing.assert_allclose(saved.run(None, {"x": x})[0], x @ weight, rtol=1e-5, atol=1e-5)
+
+    model = import_model(path)
+    data = tmp_path / "m.data"
+    os.utime(data, ns=(10**18, 10**18))
+    data.write_bytes(np.zeros_like(weight).tobytes())  # the same size, other values
+    with pytest.raises(kiln.ModelError, match="changed after kiln read it"):
+        model.graph.initializers["w"].const_value.numpy()
+
+
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])
 def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
