@@ -133,6 +133,11 @@ class _Reader:
         return buffer
 
 
+#: External-data files a ``WeightsAside`` holds open for copies made later; values of files past
+#: these are copied at once (a model saved one file per tensor has hundreds).
+MAX_HELD_FILES = 64
+
+
 class WeightsAside:
     """A temporary folder whose file ``FILE`` receives initializer values while a model is
     parsed (large raw values of the model file, large values of its external-data files);
@@ -181,14 +186,24 @@ class WeightsAside:
             self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
         offset = -self._end % _ASIDE_ALIGN + self._end
         self._end = offset + nbytes
-        if later:
+        if later and not self._holds_enough(source):
             self._later.append((self._hold(source), start, offset, nbytes))
+            return offset
+        if later:  # a model of many data files: copied now, not held open (descriptors run out)
+            _copy_range(source, self._file.fileno(), start, offset, nbytes)
             return offset
         if self._copier is None:
             self._copier = _Copier(self._file.fileno())
             _COPYING.add(self)
         self._copier.jobs.put((self._copier.source(source), start, offset, nbytes))
         return offset
+
+    def _holds_enough(self, fd: int) -> bool:
+        """Whether ``fd``'s file would be one more than ``MAX_HELD_FILES`` held open."""
+        if len(self._held) < MAX_HELD_FILES:
+            return False
+        info = os.fstat(fd)
+        return (info.st_dev, info.st_ino) not in self._held
 
     def _hold(self, fd: int) -> int:
         info = os.fstat(fd)

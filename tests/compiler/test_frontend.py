@@ -148,6 +148,32 @@ def test_external_data_is_copied_only_when_kilns_file_is_needed(tmp_path):
         model.graph.initializers["w"].const_value.numpy()
 
 
+def test_a_model_of_many_data_files_holds_only_a_few_open(tmp_path, monkeypatch):
+    """One file per tensor (a common export): past MAX_HELD_FILES, values are copied at once
+    instead of keeping every file open until kiln's copy is needed."""
+    from kiln.compiler import onnx_stream
+    from kiln.compiler.frontend import WEIGHTS_ASIDE
+
+    monkeypatch.setattr(onnx_stream, "MAX_HELD_FILES", 2)
+    rng = np.random.default_rng(2)
+    weights = [rng.standard_normal((48, 48)).astype(np.float32) for _ in range(5)]
+    nodes, value = [], "x"
+    for i in range(5):
+        nodes.append(helper.make_node("MatMul", [value, f"w{i}"], [f"h{i}"]))
+        value = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48])],
+        [helper.make_tensor_value_info(value, TensorProto.FLOAT, [1, 48])],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    model = import_model(path)
+    assert len(model.meta[WEIGHTS_ASIDE]._held) == 2  # noqa: SLF001
+    for i, w in enumerate(weights):
+        np.testing.assert_array_equal(model.graph.initializers[f"w{i}"].const_value.numpy(), w)
+
+
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])
 def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
