@@ -318,7 +318,7 @@ def measure(names: list[str], engines: list[str], repeat: int = 1,
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-memory-") as tmp:
         for name in names:
-            path = models()[name]
+            path = models().get(name) or Path(name)  # a name above, or an .onnx path
             if name == "big-mlp":
                 from benchmarks.models import big_mlp
 
@@ -340,7 +340,8 @@ def measure(names: list[str], engines: list[str], repeat: int = 1,
                         samples[engine]["warm"].append(in_child(run, artifacts[engine],
                                                                 python[engine]))
             for engine in engines:
-                row = {"model": name, "engine": engine, "weights_mb": weights,
+                row = {"model": name if name in models() else path.stem, "engine": engine,
+                       "weights_mb": weights,
                        "cold": median_of(samples[engine]["cold"])}
                 if not engine.startswith("kiln"):
                     row["warm"] = row["cold"]
@@ -399,7 +400,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "MODEL", "DIMS_JSON"))
-    parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"])
+    parser.add_argument("--models", nargs="*", default=["resnet50", "minilm-l6", "yolov8n-320"],
+                        help="names above or paths of .onnx files")
     parser.add_argument("--engines", nargs="*", default=list(ENGINES))
     parser.add_argument("--out", default="memory")
     parser.add_argument("--repeat", type=int, default=1,

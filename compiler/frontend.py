@@ -97,9 +97,12 @@ def _import(source: ModelSource, aside: WeightsAside | None, initializers_as_inp
         aside = None
     if aside is not None:
         aside.seal()
+    lifted = _lift_large_constants(proto)
+    if lifted is not None:
+        proto = lifted
     # what went aside is external data of kiln's own; the user's was read in or copied aside
     validate_proto(proto, name, [kiln_limits(), *(limits or [])], external_ok=aside is not None)
-    changed = normalize(proto)
+    changed = normalize(proto) or lifted is not None
     if not initializers_as_inputs:
         changed = _drop_initializer_inputs(proto) or changed
     # one copy without the large values serves the checker and the inference (each made
@@ -138,6 +141,44 @@ def ready_weights_dir(model: ir.Model) -> str | None:
     if aside is not None:
         _wait_for_copies(aside)
     return model.meta.get(WEIGHTS_DIR)
+
+
+def _lift_large_constants(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``proto`` with its main graph's large Constant nodes as initializers (a new proto), or
+    None when it has none. Paddle2ONNX writes every weight as a Constant node; held in nodes,
+    the weights rode along in every copy the checks make (the text check's, the checker's,
+    shape inference's: PP-OCRv4's detector peaked at ~4x its weights), where the copies leave
+    large initializers out. A Constant of one tensor ``value`` with one named output is that
+    initializer; the pipeline lifts every Constant the same way (``constant-initializers``)."""
+    graph = proto.graph
+    if proto.ir_version < 4:  # initializers must then be graph inputs too
+        return None
+    taken = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    lift: set[int] = set()
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or node.input \
+                or len(node.output) != 1 or len(node.attribute) != 1:
+            continue
+        attr = node.attribute[0]
+        name = node.output[0]
+        if attr.name != "value" or not attr.HasField("t") or not name or name in taken or \
+                not _large_raw(attr.t):
+            continue
+        taken.add(name)
+        lift.add(index)
+    if not lift:
+        return None
+    lifted = onnx.ModelProto()
+    _copy_fields(proto, lifted, skip="graph")
+    _copy_fields(graph, lifted.graph, skip="node")
+    for index, node in enumerate(graph.node):
+        if index not in lift:
+            lifted.graph.node.add().CopyFrom(node)
+            continue
+        tensor = lifted.graph.initializer.add()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+    return lifted
 
 
 class _AsideTensor(ir.ExternalTensor):

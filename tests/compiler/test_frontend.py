@@ -174,6 +174,31 @@ def test_a_model_of_many_data_files_holds_only_a_few_open(tmp_path, monkeypatch)
         np.testing.assert_array_equal(model.graph.initializers[f"w{i}"].const_value.numpy(), w)
 
 
+def test_large_constant_nodes_come_in_as_initializers():
+    """Paddle2ONNX's weights are Constant nodes: the large ones become initializers at once, so
+    the checks' copies leave them out; small ones, and a model of IR 3 (whose initializers
+    would have to be inputs), stay as they are."""
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((32, 48)).astype(np.float32)
+    small = rng.standard_normal(48).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(big)),
+             helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(small)),
+             helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Add", ["h", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = import_model(proto)
+    assert [n.op_type for n in model.graph] == ["Constant", "MatMul", "Add"]
+    np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), big)
+    x = rng.standard_normal((1, 32)).astype(np.float32)
+    out = kiln.Session(model, backend="onnxruntime").run(None, {"x": x})
+    np.testing.assert_allclose(out[0], x @ big + small, rtol=1e-5, atol=1e-5)
+    proto.ir_version = 3
+    assert frontend._lift_large_constants(proto) is None
+
+
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"])
 def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
