@@ -134,6 +134,20 @@ def run_reference(model: ir.Model | onnx.ModelProto,
     return reference_session(model).run(None, dict(feeds))
 
 
+def save_matmul_model(path: Any, weight: np.ndarray, **save_options: Any) -> Any:
+    """y = x @ ``weight`` (x of shape [1, rows]) saved at ``path`` with ``onnx.save``'s
+    ``save_options`` (external data and the like); returns ``path``."""
+    rows, cols = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+        [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              **save_options)
+    return path
+
+
 def make_unused_domains_model() -> onnx.ModelProto:
     """The conv model importing domains no node uses, as Paddle2ONNX and onnxruntime-saved
     models do (Paddle, com.microsoft.nchwc, ...) plus one nobody knows."""

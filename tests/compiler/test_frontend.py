@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from model_builders import save_matmul_model
 
 import kiln
 from kiln.compiler import frontend
@@ -124,14 +125,8 @@ def test_external_data_is_copied_only_when_kilns_file_is_needed(tmp_path):
 
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((64, 64)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(weight, "w")])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
-              save_as_external_data=True, location="m.data", size_threshold=0)
+    path = save_matmul_model(tmp_path / "m.onnx", weight, save_as_external_data=True,
+                             location="m.data", size_threshold=0)
     x = rng.standard_normal((1, 64)).astype(np.float32)
     session = kiln.Session(path, backend="onnxruntime")
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight, rtol=1e-5, atol=1e-5)
@@ -335,13 +330,7 @@ def test_weights_set_aside_map_their_file_which_goes_with_the_last_tensor(tmp_pa
 
     monkeypatch.setattr(frontend, "STREAM_PARSE_BYTES", 1)
     values = np.arange(4096, dtype=np.float32).reshape(64, 64)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(values, "w")])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = save_matmul_model(tmp_path / "m.onnx", values)
     model = frontend.import_model(path)
     folder = model.meta[WEIGHTS_DIR]
     tensor = model.graph.initializers["w"].const_value
@@ -368,13 +357,7 @@ def test_a_fork_while_weights_are_still_copied_gives_the_child_the_whole_file(tm
     copy = onnx_stream._copy_range
     monkeypatch.setattr(onnx_stream, "_copy_range", lambda *job: time.sleep(0.3) or copy(*job))
     values = np.arange(4096, dtype=np.float32).reshape(64, 64)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(values, "w")])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = save_matmul_model(tmp_path / "m.onnx", values)
     model = frontend.import_model(path)
     pid = os.fork()
     if pid == 0:  # the child: exit status 0 only for the whole weights

@@ -71,19 +71,13 @@ def test_a_model_with_external_data_is_as_read_while_its_data_files_are(tmp_path
     """An engine may open a model's files itself while the .onnx and the external-data files
     it names keep the identity they had when kiln read them."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from model_builders import save_matmul_model
 
     from kiln.compiler.source_digest import GRAPH_AS_READ, SOURCE_DIGEST
 
     weight = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(weight, "w")])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
-              save_as_external_data=True, location="m.data", size_threshold=0)
+    path = save_matmul_model(tmp_path / "m.onnx", weight, save_as_external_data=True,
+                             location="m.data", size_threshold=0)
     data = tmp_path / "m.data"
     os.utime(data, ns=(10**18, 10**18))  # an earlier clock tick than the rewrite below
     model = import_model(path)
