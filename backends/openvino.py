@@ -270,19 +270,15 @@ def _static_refusal(node: ir.Node) -> str | None:
 
 def _foreign(node: ir.Node) -> bool:
     """Whether ``node``, or a node in its bodies, is outside the ONNX domain."""
-    import onnx_ir as ir
+    from kiln.compiler.graph_index import node_bodies
 
     stack = [node]
     while stack:
         current = stack.pop()
         if current.domain not in _STANDARD_DOMAINS:
             return True
-        for attr in current.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                stack.extend(attr.value)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                for graph in attr.value:
-                    stack.extend(graph)
+        for graph in node_bodies(current):
+            stack.extend(graph)
     return False
 
 

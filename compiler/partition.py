@@ -28,13 +28,14 @@ inference count once per reading partition (the copies a device backend would ma
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from kiln.compiler.graph_index import has_bodies, node_bodies
 from kiln.compiler.passes._util import value_dims
 from kiln.errors import ModelError, UnsupportedError
 
@@ -204,28 +205,20 @@ def node_labels(graph: ir.Graph) -> dict[ir.Node, str]:
     return labels
 
 
-def _nested_graphs(node: ir.Node) -> Iterable[ir.Graph]:
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.value
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.value
-
-
 def reads(node: ir.Node, graph: ir.Graph) -> list[ir.Value]:
     """Values of ``graph`` that ``node`` reads, directly or from inside its subgraphs."""
     seen: dict[int, ir.Value] = {}
     for value in node.inputs:
         if value is not None:
             seen.setdefault(id(value), value)
-    stack = list(_nested_graphs(node))
+    stack = list(node_bodies(node))
     while stack:
         sub = stack.pop()
         for inner in sub:
             for value in inner.inputs:
                 if value is not None and value.graph is graph:
                     seen.setdefault(id(value), value)
-            stack.extend(_nested_graphs(inner))
+            stack.extend(node_bodies(inner))
     return list(seen.values())
 
 
@@ -239,7 +232,7 @@ def constant_nodes(graph: ir.Graph) -> set[ir.Node]:
     for node in graph:
         if node.op_type in _NONDETERMINISTIC or node.domain not in ("", "ai.onnx"):
             continue
-        if any(True for _ in _nested_graphs(node)):
+        if has_bodies(node):
             continue
         ok = True
         for value in reads(node, graph):

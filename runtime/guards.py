@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import onnx_ir as ir
 
+from kiln.compiler.graph_index import node_bodies
 from kiln.errors import InputError, ModelError, ResourceError
 from kiln.runtime.weights import tensor_nbytes
 
@@ -337,12 +338,8 @@ class _Estimator:
                 if n > limit:  # the message is made only for a refusal
                     self.guards.bytes_ok(n, f"output '{value.name}' of {_label(node)} "
                                          f"(shape {out_dims})")
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                self.graph(attr.value, depth + 1)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                for graph in attr.value:
-                    self.graph(graph, depth + 1)
+        for graph in node_bodies(node):
+            self.graph(graph, depth + 1)
 
     def sized(self, node: ir.Node, op: str) -> None:
         """The size of what one of ``_SIZED_OPS`` makes, from its constant inputs."""

@@ -11,9 +11,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from kiln.compiler.graph_index import GraphIndex, graph_index, indexed, walk_nodes
-
-_SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+from kiln.compiler.graph_index import GraphIndex, graph_index, has_bodies, indexed, walk_nodes
 
 #: First IR version that lets initializers stay out of the graph inputs.
 _IR_INITIALIZERS_NOT_INPUTS = 4
@@ -146,8 +144,7 @@ def is_sorted(model: ir.Model) -> bool:
             if value is not None and value.producer() is not None \
                     and value.producer() not in seen:
                 return False
-        if node.attributes and any(attr.type in _SUBGRAPHS
-                                   for attr in node.attributes.values()):
+        if has_bodies(node):
             return False
         seen.add(node)
     return True

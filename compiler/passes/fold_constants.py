@@ -20,7 +20,13 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.optimizer import _constant_folding
 
-from kiln.compiler.graph_index import all_graphs, graph_index, op_histogram, walk_nodes
+from kiln.compiler.graph_index import (
+    all_graphs,
+    graph_index,
+    has_bodies,
+    op_histogram,
+    walk_nodes,
+)
 from kiln.compiler.passes.rule import CountingPass
 
 #: Largest tensor (in elements) a fold may materialize: 64 Mi elements, 256 MB of fp32.
@@ -54,9 +60,6 @@ def _may_fold_large(model: ir.Model) -> bool:
                 math.prod(shape) > MAX_FOLDED_ELEMENTS:
             return True
     return False
-
-
-_SUBGRAPH_ATTRS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
 
 
 def _policy(node: ir.Node) -> bool | None:
@@ -120,8 +123,7 @@ class _FolderInferringWhatChanged(_constant_folding.FoldConstantsPass):
         recorded; no partial evaluator is registered for its op (``lookup_evaluators``, the
         folder's own registry); the inference would be skipped (``_do_inference``); and some
         input is not a constant, or is a graph input, so no full evaluation happens."""
-        if node.attributes and any(attr.type in _SUBGRAPH_ATTRS
-                                   for attr in node.attributes.values()):
+        if has_bodies(node):
             return False
         inputs = node.inputs
         if not any(v is not None and (v.const_value is None or v.is_graph_input())
