@@ -26,8 +26,9 @@ import onnx_ir as ir
 SOURCE_DIGEST = "kiln.source_digest"
 #: ``ir.Model.meta`` key set by the frontend when the IR holds its file's graph as read: the
 #: file (with the external-data files it names, noted by identity) holds the whole model and
-#: the frontend changed nothing in it but the shapes it inferred. Passes leave it as it is: only a caller that knows no pass
-#: changed the graph since may act on it (``kiln.runtime.compile``, through ``SOURCE_FILE``).
+#: the frontend changed nothing in it but the shapes it inferred. Passes leave it as it is:
+#: only a caller that knows no pass changed the graph since may act on it
+#: (``kiln.runtime.compile``, through ``SOURCE_FILE``).
 GRAPH_AS_READ = "kiln.graph_as_read"
 #: ``ir.Model.meta`` key of the ``SourceDigest`` of the file an engine may read itself instead
 #: of kiln's serialization of the same graph: set by ``kiln.compile`` only around a build of a

@@ -46,8 +46,14 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.compiler.capabilities import KILN_DOMAIN
-from kiln.compiler.passes._util import (attr, const, is_onnx, new_initializer, sole_consumer,
-                                         static_shape)
+from kiln.compiler.passes._util import (
+    attr,
+    const,
+    is_onnx,
+    new_initializer,
+    sole_consumer,
+    static_shape,
+)
 from kiln.compiler.passes.rule import Match, Rule
 from kiln.compiler.passes.symbolic_dims import same_shape
 

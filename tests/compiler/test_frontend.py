@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from model_builders import save_matmul_model
+from onnx import TensorProto, helper, numpy_helper
 
 import kiln
 from kiln.compiler import frontend
