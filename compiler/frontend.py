@@ -387,13 +387,13 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
 
 def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
                        aside: WeightsAside | None = None,
-                       digest: SourceDigest | None = None) -> int:
+                       digest: SourceDigest | None = None) -> None:
     """Resolve every external tensor of ``proto``, confined to ``folder``: with ``aside``,
     a main-graph initializer of more than ``ASIDE_TENSOR_BYTES`` is copied to its file (by
     its thread, as the parse's large values are; the file stays external data there), and
     those the parse set aside (``aside.names``) are left as they are; every other tensor's
     bytes are read into the proto. ``digest`` notes each file read (an engine may open the
-    model's files itself while they stay as read). Returns how many tensors it resolved.
+    model's files itself while they stay as read).
 
     Refused: absolute locations, locations that resolve outside the folder (``..``, symlinks),
     files that are not regular, files with other hard links (they may alias a file outside),
@@ -402,11 +402,9 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
     names = aside.names if aside is not None else set()
     # by identity, the messages held so no id is reused while the loop runs
     initializers = {id(t): t for t in proto.graph.initializer}
-    resolved = 0
     for tensor, info in external_tensors(proto):
         if id(tensor) in initializers and tensor.name in names:
             continue  # set aside by the parse
-        resolved += 1
         location = info.get("location", "")
         where = f"{name}: tensor '{tensor.name}' external data '{location}'"
         if not location:
@@ -432,7 +430,6 @@ def load_external_data(proto: onnx.ModelProto, folder: Path, name: str,
             raise ModelError(f"{where}: cannot read: {exc.strerror or exc}") from exc
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
-    return resolved
 
 
 @contextlib.contextmanager

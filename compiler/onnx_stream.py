@@ -186,7 +186,7 @@ class WeightsAside:
             self._file = open(os.path.join(self.folder, self.FILE), "wb", buffering=0)  # noqa: SIM115
         offset = -self._end % _ASIDE_ALIGN + self._end
         self._end = offset + nbytes
-        if later and not self._holds_enough(source):
+        if later and not self._past_held_files(source):
             self._later.append((self._hold(source), start, offset, nbytes))
             return offset
         if later:  # a model of many data files: copied now, not held open (descriptors run out)
@@ -198,8 +198,8 @@ class WeightsAside:
         self._copier.jobs.put((self._copier.source(source), start, offset, nbytes))
         return offset
 
-    def _holds_enough(self, fd: int) -> bool:
-        """Whether ``fd``'s file would be one more than ``MAX_HELD_FILES`` held open."""
+    def _past_held_files(self, fd: int) -> bool:
+        """Whether holding ``fd``'s file open would pass ``MAX_HELD_FILES``."""
         if len(self._held) < MAX_HELD_FILES:
             return False
         info = os.fstat(fd)
