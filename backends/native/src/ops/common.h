@@ -13,14 +13,24 @@
 
 namespace kiln::ops {
 
+// Calls fn(T{}) for float, double, int64 or int32 (the types every numeric op family takes);
+// false, calling nothing, for another type.
+template <typename Fn>
+bool dispatch_wide(DType dt, Fn&& fn) {
+  switch (dt) {
+    case DType::f32: fn(float{}); return true;
+    case DType::f64: fn(double{}); return true;
+    case DType::i64: fn(int64_t{}); return true;
+    case DType::i32: fn(int32_t{}); return true;
+    default: return false;
+  }
+}
+
 // Calls fn.template operator()<T>() for the C++ type of `dt` among the listed families.
 template <typename Fn>
 void dispatch_numeric(DType dt, const NodeDesc& node, Fn&& fn) {
+  if (dispatch_wide(dt, fn)) return;
   switch (dt) {
-    case DType::f32: fn(float{}); return;
-    case DType::f64: fn(double{}); return;
-    case DType::i64: fn(int64_t{}); return;
-    case DType::i32: fn(int32_t{}); return;
     case DType::i8: fn(int8_t{}); return;
     case DType::u8: fn(uint8_t{}); return;
     case DType::i16: fn(int16_t{}); return;

@@ -45,14 +45,9 @@ inline std::vector<double> floats_or_tensor(const NodeDesc& n, const std::string
 // Calls fn(T{}) for the input types the ml operators take: float, double, int64, int32.
 template <typename Fn>
 void dispatch_ml(DType dt, const NodeDesc& node, Fn&& fn) {
-  switch (dt) {
-    case DType::f32: fn(float{}); return;
-    case DType::f64: fn(double{}); return;
-    case DType::i64: fn(int64_t{}); return;
-    case DType::i32: fn(int32_t{}); return;
-    default: node.fail(std::string("element type ") + dtype_name(dt) +
-                       " (expected float32, float64, int64 or int32)");
-  }
+  if (!dispatch_wide(dt, fn))
+    node.fail(std::string("element type ") + dtype_name(dt) +
+              " (expected float32, float64, int64 or int32)");
 }
 
 // Rows and features of a classic [N, C] input: a 1-D input is one row; more dims than 2 are
